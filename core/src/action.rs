@@ -1,0 +1,302 @@
+//! Socket work the core asks of the driver, and what the driver reports back.
+//!
+//! The core names every socket with a [`SockId`] it chooses; the driver maps ids
+//! to file descriptors (the epoll driver) or to simulated sockets (the simulator)
+//! and uses the id as the epoll token. Results of actions come back through
+//! [`Core::handle_sock_event`](crate::Core::handle_sock_event) as [`SockEvent`]s.
+//! `docs/architecture.md` describes the full data-path contract.
+
+use core::fmt;
+use core::net::SocketAddr;
+
+/// A socket, named by the core.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockId(pub u32);
+
+impl fmt::Debug for SockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sock#{}", self.0)
+    }
+}
+
+/// Address family of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// AF_INET
+    V4,
+    /// AF_INET6
+    V6,
+}
+
+/// What kind of socket to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SockKind {
+    /// A TCP socket that will connect or has been accepted.
+    TcpStream,
+    /// A listening TCP socket (port forwarding).
+    TcpListener,
+    /// A UDP socket.
+    Udp,
+    /// An unprivileged ICMP/ICMPv6 echo ("ping") socket.
+    Ping,
+}
+
+/// Which network namespace a socket belongs in (pasta has two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Netns {
+    /// The namespace passt/pasta was started in.
+    Host,
+    /// The guest's namespace (pasta only: `-T`/`-U` listeners, spliced flows).
+    Guest,
+}
+
+/// Readiness the core wants to hear about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Interest {
+    /// EPOLLIN
+    pub readable: bool,
+    /// EPOLLOUT
+    pub writable: bool,
+    /// EPOLLRDHUP
+    pub read_hangup: bool,
+    /// EPOLLET: report only changes. Level-triggered otherwise.
+    pub edge: bool,
+}
+
+/// Options for binding a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BindOpts {
+    /// SO_REUSEADDR
+    pub reuse_addr: bool,
+    /// IP_FREEBIND / IPV6_FREEBIND
+    pub freebind: bool,
+    /// IPV6_V6ONLY
+    pub v6_only: bool,
+    /// SO_BINDTODEVICE, by interface index.
+    pub device: Option<u32>,
+}
+
+/// A socket option to set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SockOpt {
+    /// TCP_MAXSEG
+    TcpMaxSeg(u16),
+    /// TCP_NODELAY
+    TcpNoDelay(bool),
+    /// SO_SNDBUF
+    SndBuf(u32),
+    /// SO_RCVBUF
+    RcvBuf(u32),
+    /// SO_PEEK_OFF
+    PeekOffset(u32),
+}
+
+/// A run of bytes inside the batch buffer of the current
+/// [`FrameBatch`](crate::FrameBatch): guest payload to write to a socket as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Span {
+    /// Offset in the batch buffer.
+    pub offset: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// Indices of a list of [`Span`]s, read with [`Core::spans`](crate::Core::spans).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SpanList {
+    /// First span.
+    pub start: u32,
+    /// Number of spans.
+    pub count: u32,
+}
+
+/// Work for the driver. Carry actions out in the order they are polled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Create a non-blocking socket; report failure as `SockEvent::OpenFailed`.
+    Open {
+        /// Name for the new socket.
+        sock: SockId,
+        /// Kind of socket.
+        kind: SockKind,
+        /// Address family.
+        family: Family,
+        /// Namespace to create it in.
+        netns: Netns,
+    },
+    /// Bind to a local address.
+    Bind {
+        /// The socket.
+        sock: SockId,
+        /// Local address and port.
+        addr: SocketAddr,
+        /// Options applied before `bind()`.
+        opts: BindOpts,
+    },
+    /// Start a non-blocking connect; the outcome comes as `SockEvent::Connected`.
+    Connect {
+        /// The socket.
+        sock: SockId,
+        /// Remote address.
+        addr: SocketAddr,
+    },
+    /// Listen for connections.
+    Listen {
+        /// The socket.
+        sock: SockId,
+        /// Backlog (upstream: 128).
+        backlog: u32,
+    },
+    /// Accept one connection from `listener`, naming it `sock`; the result comes
+    /// as `SockEvent::Accepted` on `sock`.
+    Accept {
+        /// The listening socket.
+        listener: SockId,
+        /// Name for the accepted socket.
+        sock: SockId,
+    },
+    /// Change the epoll interest of a socket (registers it on first use).
+    SetInterest {
+        /// The socket.
+        sock: SockId,
+        /// New interest.
+        interest: Interest,
+    },
+    /// Set a socket option.
+    SetOption {
+        /// The socket.
+        sock: SockId,
+        /// Option and value.
+        opt: SockOpt,
+    },
+    /// Write guest payload to a stream socket with one `sendmsg` over the spans
+    /// (no copy); the result comes as `SockEvent::Sent`.
+    Send {
+        /// The socket.
+        sock: SockId,
+        /// Payload spans in the batch buffer, in stream order.
+        spans: SpanList,
+    },
+    /// Send one datagram per span on a connected socket (one `sendmmsg`).
+    SendDatagrams {
+        /// The socket.
+        sock: SockId,
+        /// One span per datagram.
+        spans: SpanList,
+    },
+    /// Discard `len` bytes the guest acknowledged from the receive queue
+    /// (`recv(MSG_TRUNC)`).
+    Consume {
+        /// The socket.
+        sock: SockId,
+        /// Bytes to discard.
+        len: u32,
+    },
+    /// Read TCP_INFO (plus SO_SNDBUF and SIOCOUTQ) and report `SockEvent::TcpInfo`.
+    QueryTcpInfo {
+        /// The socket.
+        sock: SockId,
+    },
+    /// `shutdown(SHUT_WR)`.
+    ShutdownWrite {
+        /// The socket.
+        sock: SockId,
+    },
+    /// Close the socket and forget the id; the core may reuse it afterwards.
+    Close {
+        /// The socket.
+        sock: SockId,
+    },
+}
+
+/// An errno value reported by the driver.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// Operation not permitted.
+    pub const EPERM: Errno = Errno(1);
+    /// Interrupted.
+    pub const EINTR: Errno = Errno(4);
+    /// Bad file descriptor.
+    pub const EBADF: Errno = Errno(9);
+    /// Try again.
+    pub const EAGAIN: Errno = Errno(11);
+    /// Permission denied.
+    pub const EACCES: Errno = Errno(13);
+    /// Too many open files in the process.
+    pub const EMFILE: Errno = Errno(24);
+    /// Broken pipe.
+    pub const EPIPE: Errno = Errno(32);
+    /// Address in use.
+    pub const EADDRINUSE: Errno = Errno(98);
+    /// Network unreachable.
+    pub const ENETUNREACH: Errno = Errno(101);
+    /// Connection reset by peer.
+    pub const ECONNRESET: Errno = Errno(104);
+    /// No buffer space.
+    pub const ENOBUFS: Errno = Errno(105);
+    /// Timed out.
+    pub const ETIMEDOUT: Errno = Errno(110);
+    /// Connection refused.
+    pub const ECONNREFUSED: Errno = Errno(111);
+    /// Host unreachable.
+    pub const EHOSTUNREACH: Errno = Errno(113);
+    /// Operation in progress.
+    pub const EINPROGRESS: Errno = Errno(115);
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "errno {}", self.0)
+    }
+}
+
+/// What the kernel's TCP_INFO (and friends) say about a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpInfo {
+    /// `tcpi_bytes_acked`: bytes the peer acknowledged.
+    pub bytes_acked: u64,
+    /// `tcpi_snd_wnd`: the peer's receive window.
+    pub snd_wnd: u32,
+    /// `tcpi_snd_wscale`.
+    pub snd_wscale: u8,
+    /// `tcpi_snd_mss`.
+    pub snd_mss: u32,
+    /// `tcpi_min_rtt` in microseconds.
+    pub min_rtt_us: u32,
+    /// SO_SNDBUF.
+    pub sndbuf: u32,
+    /// SIOCOUTQ: bytes in the send queue not yet acknowledged.
+    pub outq: u32,
+}
+
+/// Readiness of, and results from, a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SockEvent {
+    /// EPOLLIN (and, level-triggered, still readable).
+    Readable,
+    /// EPOLLOUT
+    Writable,
+    /// EPOLLRDHUP: the peer shut down its sending side.
+    ReadHangUp,
+    /// EPOLLHUP
+    HangUp,
+    /// EPOLLERR, with the pending SO_ERROR.
+    Error(Errno),
+    /// An `Open`, `Bind` or `Listen` failed; the socket is closed and forgotten.
+    OpenFailed(Errno),
+    /// Outcome of a `Connect`.
+    Connected(Result<(), Errno>),
+    /// Outcome of an `Accept`: the peer and local addresses of the new socket.
+    Accepted(Result<(SocketAddr, SocketAddr), Errno>),
+    /// Outcome of a `Send` or `SendDatagrams`: bytes (or datagrams) written.
+    Sent(Result<usize, Errno>),
+    /// Answer to `QueryTcpInfo`.
+    TcpInfo(TcpInfo),
+}

@@ -1,0 +1,247 @@
+//! Configuration of a [`Core`](crate::Core): addresses, services, secrets.
+//!
+//! The driver builds a `Config` once at start-up (from the command line, the
+//! host's interfaces and `/etc/resolv.conf`); the core never looks anything up
+//! itself. Everything random the core does derives from [`Config::seed`] and
+//! [`Config::secret`], so two runs with the same configuration and inputs behave
+//! identically.
+
+use crate::wire::Mac;
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+/// Upstream's default MTU: `ROUND_DOWN(65535 - 14, 4)`.
+pub const DEFAULT_MTU: u16 = 65520;
+/// Smallest MTU that may be configured (`ETH_MIN_MTU`).
+pub const MIN_MTU: u16 = 68;
+/// Most resolvers advertised per family (`MAXNS`).
+pub const MAX_DNS: usize = 3;
+/// Most search domains advertised (`MAXDNSRCH`).
+pub const MAX_SEARCH: usize = 6;
+
+/// IPv4 side of the guest link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ip4Config {
+    /// Address assigned to the guest (DHCP `yiaddr`); by default the host's own.
+    pub addr: Ipv4Addr,
+    /// Prefix length of [`Self::addr`] (DHCP option 1).
+    pub prefix_len: u8,
+    /// Router advertised to the guest (DHCP option 3), if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// Our own address on the link: source of DHCP replies (option 54) and of
+    /// traffic from host peers the guest cannot reach. Usually the gateway.
+    pub our_addr: Option<Ipv4Addr>,
+    /// Resolvers advertised (DHCP option 6), at most [`MAX_DNS`].
+    pub dns: heapless::Vec<Ipv4Addr, MAX_DNS>,
+    /// Guest-side address whose port 53/853 traffic goes to [`Self::dns_host`].
+    pub dns_match: Option<Ipv4Addr>,
+    /// Host-side resolver for DNS forwarding.
+    pub dns_host: Option<Ipv4Addr>,
+    /// Guest-side address translated to the host's 127.0.0.1.
+    pub map_host_loopback: Option<Ipv4Addr>,
+    /// Guest-side address translated to the guest's assigned address on the host.
+    pub map_guest_addr: Option<Ipv4Addr>,
+}
+
+impl Ip4Config {
+    /// A configuration with only an address, a prefix and a gateway; the gateway
+    /// doubles as our address and as the host-loopback mapping, as upstream does.
+    pub fn new(addr: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr>) -> Self {
+        Ip4Config {
+            addr,
+            prefix_len,
+            gateway,
+            our_addr: gateway,
+            dns: heapless::Vec::new(),
+            dns_match: None,
+            dns_host: None,
+            map_host_loopback: gateway,
+            map_guest_addr: None,
+        }
+    }
+
+    /// The netmask for [`Self::prefix_len`].
+    pub fn netmask(&self) -> Ipv4Addr {
+        let p = u32::from(self.prefix_len.min(32));
+        Ipv4Addr::from(u32::MAX.checked_shl(32 - p).unwrap_or(0))
+    }
+
+    /// Whether `a` lies in the guest's subnet.
+    pub fn on_link(&self, a: Ipv4Addr) -> bool {
+        let m = u32::from(self.netmask());
+        u32::from(a) & m == u32::from(self.addr) & m
+    }
+}
+
+/// IPv6 side of the guest link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ip6Config {
+    /// Global address assigned to the guest (DHCPv6 IA_NA, RA prefix base).
+    /// Unspecified in local mode, where the guest's own link-local is used.
+    pub addr: Ipv6Addr,
+    /// Prefix length advertised in router advertisements (upstream: always 64).
+    pub prefix_len: u8,
+    /// Router advertised to the guest, if any.
+    pub gateway: Option<Ipv6Addr>,
+    /// Our link-local address: source of NDP and DHCPv6 messages.
+    pub our_ll: Ipv6Addr,
+    /// Resolvers advertised (RDNSS, DHCPv6 option 23), at most [`MAX_DNS`].
+    pub dns: heapless::Vec<Ipv6Addr, MAX_DNS>,
+    /// Guest-side address whose port 53/853 traffic goes to [`Self::dns_host`].
+    pub dns_match: Option<Ipv6Addr>,
+    /// Host-side resolver for DNS forwarding.
+    pub dns_host: Option<Ipv6Addr>,
+    /// Guest-side address translated to the host's ::1.
+    pub map_host_loopback: Option<Ipv6Addr>,
+    /// Guest-side address translated to the guest's assigned address on the host.
+    pub map_guest_addr: Option<Ipv6Addr>,
+}
+
+impl Ip6Config {
+    /// A configuration with an address, a gateway and our link-local address.
+    pub fn new(addr: Ipv6Addr, gateway: Option<Ipv6Addr>, our_ll: Ipv6Addr) -> Self {
+        Ip6Config {
+            addr,
+            prefix_len: 64,
+            gateway,
+            our_ll,
+            dns: heapless::Vec::new(),
+            dns_match: None,
+            dns_host: None,
+            map_host_loopback: gateway,
+            map_guest_addr: None,
+        }
+    }
+}
+
+/// Switches for the built-in services and protocols (all on by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Features {
+    /// Answer DHCP (off: `--no-dhcp`).
+    pub dhcp: bool,
+    /// Answer NDP (off: `--no-ndp`, which also stops router advertisements).
+    pub ndp: bool,
+    /// Answer DHCPv6 (off: `--no-dhcpv6`).
+    pub dhcpv6: bool,
+    /// Send router advertisements (off: `--no-ra`, implied by `--config-net`).
+    pub ra: bool,
+    /// Advertise resolvers (DHCP 6, RDNSS, DHCPv6 23).
+    pub advertise_dns: bool,
+    /// Advertise the search list (DHCP 119, DNSSL, DHCPv6 24).
+    pub advertise_search: bool,
+    /// Translate TCP (off: `--no-tcp`).
+    pub tcp: bool,
+    /// Translate UDP (off: `--no-udp`).
+    pub udp: bool,
+    /// Translate ICMP echo and answer ICMPv6 at all (off: `--no-icmp`).
+    pub icmp: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            dhcp: true,
+            ndp: true,
+            dhcpv6: true,
+            ra: true,
+            advertise_dns: true,
+            advertise_search: true,
+            tcp: true,
+            udp: true,
+            icmp: true,
+        }
+    }
+}
+
+/// Fixed capacities, allocated once when the core is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most frames the core looks at in one batch; more are dropped and counted.
+    pub batch_frames: usize,
+    /// Bytes reserved for queued control frames (ARP/NDP/DHCP replies, ACKs).
+    pub out_queue_bytes: usize,
+    /// Most control frames queued at once.
+    pub out_queue_frames: usize,
+    /// Most actions queued at once.
+    pub actions: usize,
+    /// Capacity of the flow table.
+    pub flows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            batch_frames: 16384,
+            out_queue_bytes: 1 << 20,
+            out_queue_frames: 4096,
+            actions: 8192,
+            flows: 4096,
+        }
+    }
+}
+
+/// Everything a [`Core`](crate::Core) needs to know, fixed for its lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Our MAC on the guest link (`-M`).
+    pub our_mac: Mac,
+    /// The guest's MAC if known in advance (pasta reads it from the namespace);
+    /// otherwise frames go to broadcast until the guest sends something.
+    pub guest_mac: Option<Mac>,
+    /// MTU advertised to the guest (`-m`); `None` advertises nothing (`-m 0`).
+    pub mtu: Option<u16>,
+    /// IPv4 settings; `None` disables IPv4 (and ARP) entirely.
+    pub ip4: Option<Ip4Config>,
+    /// IPv6 settings; `None` disables IPv6 entirely.
+    pub ip6: Option<Ip6Config>,
+    /// DNS search list, at most [`MAX_SEARCH`] domains.
+    pub search: Vec<String>,
+    /// Service and protocol switches.
+    pub features: Features,
+    /// Key for hashing flows and for TCP initial sequence numbers (RFC 6528).
+    pub secret: [u8; 16],
+    /// Seed of the core's pseudo-random generator (timer jitter).
+    pub seed: u64,
+    /// Time field of our DHCPv6 DUID-LLT: seconds since 2000-01-01 at start-up.
+    pub duid_time: u32,
+    /// Fixed capacities.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            our_mac: Mac::OUR_DEFAULT,
+            guest_mac: None,
+            mtu: Some(DEFAULT_MTU),
+            ip4: None,
+            ip6: None,
+            search: Vec::new(),
+            features: Features::default(),
+            secret: [0; 16],
+            seed: 0,
+            duid_time: 0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netmask_and_on_link() {
+        let c = Ip4Config::new(Ipv4Addr::new(10, 77, 0, 2), 24, Some(Ipv4Addr::new(10, 77, 0, 1)));
+        assert_eq!(c.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert!(c.on_link(Ipv4Addr::new(10, 77, 0, 1)));
+        assert!(!c.on_link(Ipv4Addr::new(10, 77, 1, 1)));
+        let mut z = c.clone();
+        z.prefix_len = 0;
+        assert_eq!(z.netmask(), Ipv4Addr::UNSPECIFIED);
+        z.prefix_len = 32;
+        assert_eq!(z.netmask(), Ipv4Addr::BROADCAST);
+        z.prefix_len = 200;
+        assert_eq!(z.netmask(), Ipv4Addr::BROADCAST);
+    }
+}

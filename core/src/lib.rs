@@ -1,0 +1,103 @@
+//! # passt-core
+//!
+//! The protocol core of passt-rs: it plugs a guest's Layer-2 link (a qemu
+//! stream socket for passt, a tap device for pasta) into Layer-4 sockets of the
+//! host. It is *sans-IO*: frames, socket events and clock ticks go in, frames and
+//! socket actions come out. It makes no system calls, reads no clock and takes
+//! no randomness from the system (the seed and secret come in [`Config`]), so the
+//! same inputs always give the same outputs. Two drivers use it: the epoll driver
+//! (real sockets, the `passt` and `pasta` binaries) and the simulator.
+//!
+//! ## The API
+//!
+//! Inputs are the `handle_*` methods, each taking the current [`Instant`]:
+//! - [`Core::handle_tap_batch`]: frames from the guest, in a buffer the driver owns;
+//! - [`Core::handle_sock_event`]: readiness of sockets and results of actions;
+//! - [`Core::handle_timeout`]: the deadline from `poll_timeout` passed;
+//! - [`Core::handle_tap_reset`]: the guest link went away.
+//!
+//! Outputs are the `poll_*` methods:
+//! - [`Core::poll_frame`]: a frame for the guest, written into a buffer the
+//!   driver lends;
+//! - [`Core::poll_action`]: socket work for the driver ([`Action`]);
+//! - [`Core::poll_timeout`]: when to call `handle_timeout` next.
+//!
+//! ## Call order
+//!
+//! After **every** input the driver drains the outputs: it calls `poll_action`
+//! until it returns `None`, carrying each action out at once and feeding its
+//! result back with `handle_sock_event` (which may queue more work), then
+//! `poll_frame` until `None`, and sends those frames to the guest. Only then may
+//! it reuse the batch buffer of the last `handle_tap_batch` (send actions point
+//! into it), and only then does it wait for events, at most until
+//! `poll_timeout`. Time passed in must never go backwards.
+//!
+//! ```no_run
+//! use passt_core::{Config, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId};
+//!
+//! # fn now() -> Instant { Instant::ZERO }
+//! # fn read_tap(buf: &mut [u8], refs: &mut Vec<FrameRef>) {}
+//! # fn carry_out(a: passt_core::Action) -> Option<(SockId, SockEvent)> { None }
+//! # fn send_to_guest(frame: &[u8]) {}
+//! # fn wait_for_events(deadline: Option<Instant>) -> Vec<(SockId, SockEvent)> { vec![] }
+//! let mut core = Core::new(Config::default());
+//! let mut rx = vec![0u8; 8 << 20];
+//! let mut refs = Vec::new();
+//! let mut tx = vec![0u8; 65536];
+//! loop {
+//!     // 1. Inputs: a batch of guest frames, socket events, the timer.
+//!     read_tap(&mut rx, &mut refs);
+//!     core.handle_tap_batch(now(), &FrameBatch::new(&rx, &refs));
+//!     // 2. Drain actions, feeding results straight back.
+//!     while let Some(action) = core.poll_action() {
+//!         if let Some((sock, result)) = carry_out(action) {
+//!             core.handle_sock_event(now(), sock, result);
+//!         }
+//!     }
+//!     // 3. Drain frames for the guest.
+//!     while let Some(n) = core.poll_frame(&mut tx) {
+//!         send_to_guest(&tx[..n]);
+//!     }
+//!     // 4. Wait, at most until the next deadline.
+//!     for (sock, event) in wait_for_events(core.poll_timeout()) {
+//!         core.handle_sock_event(now(), sock, event);
+//!         // ... and drain again, as in 2 and 3.
+//!     }
+//!     core.handle_timeout(now());
+//! }
+//! ```
+//!
+//! ## Bad input
+//!
+//! Nothing a guest sends can make the core panic. A frame that does not parse
+//! is dropped and counted by [`DropReason`]; see [`Core::counters`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod action;
+mod arp;
+mod config;
+mod counters;
+mod dhcp;
+mod dhcpv6;
+mod engine;
+mod ndp;
+mod queue;
+mod rng;
+mod tap;
+mod time;
+mod wire;
+
+pub use action::{
+    Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt, Span,
+    SpanList, TcpInfo,
+};
+pub use config::{
+    Config, Features, Ip4Config, Ip6Config, Limits, DEFAULT_MTU, MAX_DNS, MAX_SEARCH, MIN_MTU,
+};
+pub use counters::{Counters, DropReason, ReplyKind};
+pub use engine::{Core, GuestInfo};
+pub use tap::{FrameBatch, FrameRef};
+pub use time::Instant;
+pub use wire::Mac;

@@ -1,0 +1,227 @@
+//! Writers for the Ethernet, IPv4, IPv6 and UDP headers of frames sent to the guest.
+//!
+//! Frames are built back to front: the L4 payload is written first at
+//! [`l4_offset`], then [`finish_ip_frame`] fills the Ethernet and IP headers and
+//! the L4 checksum in place.
+
+use super::checksum::{pseudo4, pseudo6, Sum};
+use super::{put, put16, put32, Mac};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub(crate) const ETH_HLEN: usize = 14;
+pub(crate) const IPV4_HLEN: usize = 20;
+pub(crate) const IPV6_HLEN: usize = 40;
+pub(crate) const UDP_HLEN: usize = 8;
+
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(crate) const ETHERTYPE_ARP: u16 = 0x0806;
+pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+pub(crate) const PROTO_ICMP: u8 = 1;
+pub(crate) const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_UDP: u8 = 17;
+pub(crate) const PROTO_ICMPV6: u8 = 58;
+
+/// Hop limit / TTL of everything sent to the guest (as upstream).
+pub(crate) const HOP_LIMIT: u8 = 255;
+
+/// Offset of the L4 header in a frame whose network layer is `v6` or not.
+pub(crate) const fn l4_offset(v6: bool) -> usize {
+    if v6 {
+        ETH_HLEN + IPV6_HLEN
+    } else {
+        ETH_HLEN + IPV4_HLEN
+    }
+}
+
+pub(crate) fn write_eth(b: &mut [u8], dst: Mac, src: Mac, ethertype: u16) -> Option<()> {
+    put(b, 0, &dst.0)?;
+    put(b, 6, &src.0)?;
+    put16(b, 12, ethertype)
+}
+
+/// Writes a 20-byte IPv4 header at `b[0..]`: TTL 255, ID 0, DF clear.
+pub(crate) fn write_ipv4(
+    b: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    payload_len: usize,
+) -> Option<()> {
+    let total = u16::try_from(IPV4_HLEN + payload_len).ok()?;
+    let h = b.get_mut(..IPV4_HLEN)?;
+    h[0] = 0x45;
+    h[1] = 0;
+    put16(h, 2, total)?;
+    put32(h, 4, 0)?; // ID 0, no flags, offset 0
+    h[8] = HOP_LIMIT;
+    h[9] = proto;
+    put16(h, 10, 0)?;
+    put(h, 12, &src.octets())?;
+    put(h, 16, &dst.octets())?;
+    let csum = Sum::new().add(h).finish();
+    put16(h, 10, csum)
+}
+
+/// Writes a 40-byte IPv6 header at `b[0..]`, hop limit 255.
+pub(crate) fn write_ipv6(
+    b: &mut [u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    payload_len: usize,
+    flow_label: u32,
+) -> Option<()> {
+    let plen = u16::try_from(payload_len).ok()?;
+    let h = b.get_mut(..IPV6_HLEN)?;
+    put32(h, 0, (6 << 28) | (flow_label & 0x000f_ffff))?;
+    put16(h, 4, plen)?;
+    h[6] = next;
+    h[7] = HOP_LIMIT;
+    put(h, 8, &src.octets())?;
+    put(h, 24, &dst.octets())
+}
+
+/// Checksum of an L4 segment `l4` (with its checksum field zeroed) under the
+/// pseudo-header of `src`/`dst`. Mixed families yield `None`.
+pub(crate) fn l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<u16> {
+    let sum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo4(s, d, proto, u16::try_from(l4.len()).ok()?),
+        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo6(s, d, proto, u32::try_from(l4.len()).ok()?),
+        _ => return None,
+    };
+    Some(sum.add(l4).finish())
+}
+
+/// Offset of the checksum field inside an L4 header of protocol `proto`.
+fn l4_checksum_offset(proto: u8) -> Option<usize> {
+    match proto {
+        PROTO_TCP => Some(16),
+        PROTO_UDP => Some(6),
+        PROTO_ICMP | PROTO_ICMPV6 => Some(2),
+        _ => None,
+    }
+}
+
+/// Completes a frame whose L4 header and payload (`l4_len` bytes) already sit at
+/// [`l4_offset`]: writes Ethernet and IP headers and the L4 checksum (not for
+/// ICMPv4, whose checksum has no pseudo-header: the caller fills it). Returns the
+/// frame length.
+pub(crate) fn finish_ip_frame(
+    b: &mut [u8],
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    l4_len: usize,
+) -> Option<usize> {
+    let v6 = src.is_ipv6();
+    let off = l4_offset(v6);
+    let end = off.checked_add(l4_len)?;
+    let l4 = b.get_mut(off..end)?;
+    if let Some(c) = l4_checksum_offset(proto) {
+        put16(l4, c, 0)?;
+        let csum = if proto == PROTO_ICMP {
+            Sum::new().add(l4).finish()
+        } else {
+            let mut v = l4_checksum(src, dst, proto, l4)?;
+            if proto == PROTO_UDP && v == 0 {
+                v = 0xffff; // RFC 768: zero means "no checksum"
+            }
+            v
+        };
+        put16(l4, c, csum)?;
+    }
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            write_eth(b, dst_mac, src_mac, ETHERTYPE_IPV4)?;
+            write_ipv4(b.get_mut(ETH_HLEN..)?, s, d, proto, l4_len)?;
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            write_eth(b, dst_mac, src_mac, ETHERTYPE_IPV6)?;
+            write_ipv6(b.get_mut(ETH_HLEN..)?, s, d, proto, l4_len, 0)?;
+        }
+        _ => return None,
+    }
+    Some(end)
+}
+
+/// Writes the UDP header for a payload of `payload_len` bytes already placed at
+/// `l4_offset + 8`, then completes the frame. Returns the frame length.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_udp_frame(
+    b: &mut [u8],
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    payload_len: usize,
+) -> Option<usize> {
+    let off = l4_offset(src.is_ipv6());
+    let l4_len = UDP_HLEN.checked_add(payload_len)?;
+    let udp = b.get_mut(off..off + UDP_HLEN)?;
+    put16(udp, 0, sport)?;
+    put16(udp, 2, dport)?;
+    put16(udp, 4, u16::try_from(l4_len).ok()?)?;
+    finish_ip_frame(b, dst_mac, src_mac, src, dst, PROTO_UDP, l4_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    #[test]
+    fn udp4_frame_reparses_with_valid_checksums() {
+        let mut b = [0u8; 128];
+        let payload = b"hello";
+        let off = l4_offset(false) + UDP_HLEN;
+        b[off..off + payload.len()].copy_from_slice(payload);
+        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let n = finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 67, 68, 5).unwrap();
+        assert_eq!(n, 14 + 20 + 8 + 5);
+        let p = SlicedPacket::from_ethernet(&b[..n]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+        assert_eq!(ip.header().ttl(), 255);
+        assert_eq!(ip.header().header_checksum(), ip.header().to_header().calc_header_checksum());
+        let Some(TransportSlice::Udp(udp)) = &p.transport else { panic!() };
+        let expected = udp
+            .to_header()
+            .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
+            .unwrap();
+        assert_eq!(udp.checksum(), expected);
+        assert_eq!(udp.payload(), payload);
+    }
+
+    #[test]
+    fn udp6_frame_reparses_with_valid_checksums() {
+        let mut b = [0u8; 128];
+        let off = l4_offset(true) + UDP_HLEN;
+        b[off..off + 3].copy_from_slice(b"abc");
+        let src: IpAddr = "fe80::1".parse().unwrap();
+        let dst: IpAddr = "fe80::2".parse().unwrap();
+        let n = finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 547, 546, 3).unwrap();
+        let p = SlicedPacket::from_ethernet(&b[..n]).unwrap();
+        let Some(NetSlice::Ipv6(ip)) = &p.net else { panic!() };
+        assert_eq!(ip.header().hop_limit(), 255);
+        let Some(TransportSlice::Udp(udp)) = &p.transport else { panic!() };
+        let expected = udp
+            .to_header()
+            .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
+            .unwrap();
+        assert_eq!(udp.checksum(), expected);
+    }
+
+    #[test]
+    fn too_small_buffer_is_none_not_panic() {
+        let mut b = [0u8; 40];
+        let src = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(finish_udp_frame(&mut b, Mac::BROADCAST, Mac::BROADCAST, src, src, 1, 2, 100), None);
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(finish_ip_frame(&mut b, Mac::BROADCAST, Mac::BROADCAST, src, v6, PROTO_UDP, 0), None);
+    }
+}

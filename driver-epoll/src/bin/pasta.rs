@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(passt_driver_epoll::main());
+}
