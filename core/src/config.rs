@@ -232,7 +232,11 @@ mod tests {
 
     #[test]
     fn netmask_and_on_link() {
-        let c = Ip4Config::new(Ipv4Addr::new(10, 77, 0, 2), 24, Some(Ipv4Addr::new(10, 77, 0, 1)));
+        let c = Ip4Config::new(
+            Ipv4Addr::new(10, 77, 0, 2),
+            24,
+            Some(Ipv4Addr::new(10, 77, 0, 1)),
+        );
         assert_eq!(c.netmask(), Ipv4Addr::new(255, 255, 255, 0));
         assert!(c.on_link(Ipv4Addr::new(10, 77, 0, 1)));
         assert!(!c.on_link(Ipv4Addr::new(10, 77, 1, 1)));

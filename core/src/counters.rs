@@ -185,6 +185,9 @@ mod tests {
             "frames_in=0 frames_out=0 l4_segments=0 l4_sequences=0 arp_reply=1 drop.loopback=2"
         );
         assert_eq!(DropReason::ALL.len(), DropReason::COUNT);
-        assert_eq!(DropReason::ALL[DropReason::OutQueueFull as usize], DropReason::OutQueueFull);
+        assert_eq!(
+            DropReason::ALL[DropReason::OutQueueFull as usize],
+            DropReason::OutQueueFull
+        );
     }
 }

@@ -181,7 +181,14 @@ impl Core {
 
     // --- internals ----------------------------------------------------------
 
-    fn dispatch(&mut self, now: Instant, batch: &FrameBatch<'_>, idx: u32, base: usize, p: Parsed<'_>) {
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        batch: &FrameBatch<'_>,
+        idx: u32,
+        base: usize,
+        p: Parsed<'_>,
+    ) {
         let eth = match &p {
             Parsed::Arp(e, _) | Parsed::Ip(e, ..) => *e,
         };
@@ -218,7 +225,9 @@ impl Core {
                 if ip.proto == PROTO_UDP {
                     let payload = udp_payload(l4);
                     match (ip.dst, dport) {
-                        (IpAddr::V4(_), 67) => return self.dhcp_input(now, &eth, &ip, sport, payload),
+                        (IpAddr::V4(_), 67) => {
+                            return self.dhcp_input(now, &eth, &ip, sport, payload)
+                        }
                         (IpAddr::V6(d), 547) if d.is_multicast() => {
                             return self.dhcpv6_input(now, &eth, &ip, sport, payload)
                         }

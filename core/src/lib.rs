@@ -87,6 +87,9 @@ mod queue;
 mod rng;
 mod tap;
 mod time;
+
+#[cfg(test)]
+mod testutil;
 mod wire;
 
 pub use action::{

@@ -100,7 +100,13 @@ mod tests {
     fn fifo_and_wrap() {
         let mut q = FrameQueue::new(100, 10);
         for i in 0..3u8 {
-            assert_eq!(q.push_with(40, |b| { b[..30].fill(i); Some(30) }), Ok(true));
+            assert_eq!(
+                q.push_with(40, |b| {
+                    b[..30].fill(i);
+                    Some(30)
+                }),
+                Ok(true)
+            );
         }
         // 90 bytes used, 10 left: a 40-byte reservation does not fit.
         assert_eq!(q.push_with(40, |_| Some(1)), Err(QueueFull));
@@ -108,7 +114,13 @@ mod tests {
         assert_eq!(q.pop_into(&mut out), Some(Ok(30)));
         assert!(out[..30].iter().all(|&b| b == 0));
         // Head at 30: a frame now fits at the start.
-        assert_eq!(q.push_with(30, |b| { b.fill(9); Some(30) }), Ok(true));
+        assert_eq!(
+            q.push_with(30, |b| {
+                b.fill(9);
+                Some(30)
+            }),
+            Ok(true)
+        );
         assert_eq!(q.pop_into(&mut out), Some(Ok(30)));
         assert_eq!(out[0], 1);
         assert_eq!(q.pop_into(&mut out), Some(Ok(30)));

@@ -364,14 +364,29 @@ pub(crate) mod tests {
 
     /// Builds a guest UDP frame through the core's own writers (checked
     /// elsewhere against etherparse).
-    pub(crate) fn udp_frame(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn udp_frame(
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut b = vec![0u8; 2048];
         let off = l4_offset(src.is_ipv6());
         b[off..off + 2].copy_from_slice(&sport.to_be_bytes());
         b[off + 2..off + 4].copy_from_slice(&dport.to_be_bytes());
         b[off + 4..off + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
         b[off + 8..off + 8 + payload.len()].copy_from_slice(payload);
-        let n = finish_ip_frame(&mut b, Mac::OUR_DEFAULT, Mac([2, 0, 0, 0, 0, 1]), src, dst, PROTO_UDP, 8 + payload.len()).unwrap();
+        let n = finish_ip_frame(
+            &mut b,
+            Mac::OUR_DEFAULT,
+            Mac([2, 0, 0, 0, 0, 1]),
+            src,
+            dst,
+            PROTO_UDP,
+            8 + payload.len(),
+        )
+        .unwrap();
         b.truncate(n);
         b
     }
@@ -384,7 +399,9 @@ pub(crate) mod tests {
     fn parses_udp4_and_ignores_padding() {
         let mut f = udp_frame(v4(2), v4(1), 1000, 2000, b"xy");
         f.resize(60, 0); // qemu pads short frames to 60 bytes
-        let Ok(Parsed::Ip(eth, ip, l4, off)) = parse(&f) else { panic!() };
+        let Ok(Parsed::Ip(eth, ip, l4, off)) = parse(&f) else {
+            panic!()
+        };
         assert_eq!(eth.ethertype, ETHERTYPE_IPV4);
         assert_eq!(ip.src, v4(2));
         assert_eq!(ip.proto, PROTO_UDP);
@@ -429,7 +446,9 @@ pub(crate) mod tests {
         g.extend_from_slice(&f[54..]);
         let plen = (f.len() - 54 + 8) as u16;
         g[18..20].copy_from_slice(&plen.to_be_bytes());
-        let Ok(Parsed::Ip(_, ip, l4, off)) = parse(&g) else { panic!() };
+        let Ok(Parsed::Ip(_, ip, l4, off)) = parse(&g) else {
+            panic!()
+        };
         assert_eq!(ip.proto, PROTO_UDP);
         assert_eq!(off, 14 + 40 + 8);
         assert_eq!(l4_ports(ip.proto, l4), Ok((5, 6)));
@@ -456,8 +475,14 @@ pub(crate) mod tests {
 
     #[test]
     fn l4_length_checks() {
-        assert_eq!(l4_ports(PROTO_UDP, &[0, 1, 0, 2, 0, 7, 0, 0]), Err(DropReason::L4Truncated));
-        assert_eq!(l4_ports(PROTO_UDP, &[0, 1, 0, 2, 0, 9, 0, 0]), Err(DropReason::L4Truncated));
+        assert_eq!(
+            l4_ports(PROTO_UDP, &[0, 1, 0, 2, 0, 7, 0, 0]),
+            Err(DropReason::L4Truncated)
+        );
+        assert_eq!(
+            l4_ports(PROTO_UDP, &[0, 1, 0, 2, 0, 9, 0, 0]),
+            Err(DropReason::L4Truncated)
+        );
         assert_eq!(l4_ports(PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]), Ok((1, 2)));
         let mut tcp = [0u8; 20];
         tcp[12] = 0x40;
@@ -466,7 +491,10 @@ pub(crate) mod tests {
         assert_eq!(l4_ports(PROTO_TCP, &tcp), Err(DropReason::L4Truncated));
         tcp[12] = 0x50;
         assert_eq!(l4_ports(PROTO_TCP, &tcp), Ok((0, 0)));
-        assert_eq!(l4_ports(PROTO_TCP, &tcp[..12]), Err(DropReason::L4Truncated));
+        assert_eq!(
+            l4_ports(PROTO_TCP, &tcp[..12]),
+            Err(DropReason::L4Truncated)
+        );
     }
 
     #[test]
@@ -475,7 +503,10 @@ pub(crate) mod tests {
         let refs = [
             FrameRef { offset: 0, len: 10 },
             FrameRef { offset: 5, len: 6 },
-            FrameRef { offset: u32::MAX, len: u32::MAX },
+            FrameRef {
+                offset: u32::MAX,
+                len: u32::MAX,
+            },
         ];
         let b = FrameBatch::new(&buf, &refs);
         assert_eq!(b.len(), 3);
@@ -487,7 +518,13 @@ pub(crate) mod tests {
 
     fn pkt(sport: u16, frame: u32) -> L4Packet {
         L4Packet {
-            key: FlowKey { proto: PROTO_TCP, src: v4(2), dst: v4(1), sport, dport: 80 },
+            key: FlowKey {
+                proto: PROTO_TCP,
+                src: v4(2),
+                dst: v4(1),
+                sport,
+                dport: 80,
+            },
             l4_off: 0,
             l4_len: 0,
             frame,
@@ -507,7 +544,11 @@ pub(crate) mod tests {
         g.drain(|s| groups.push(s.iter().map(|p| (p.key.sport, p.frame)).collect::<Vec<_>>()));
         assert_eq!(
             groups,
-            vec![vec![(1, 0), (1, 2), (1, 5)], vec![(2, 1), (2, 4)], vec![(3, 3)]]
+            vec![
+                vec![(1, 0), (1, 2), (1, 5)],
+                vec![(2, 1), (2, 4)],
+                vec![(3, 3)]
+            ]
         );
         assert!(g.is_empty());
     }

@@ -182,13 +182,21 @@ mod tests {
         b[off..off + payload.len()].copy_from_slice(payload);
         let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         let dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-        let n = finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 67, 68, 5).unwrap();
+        let n =
+            finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 67, 68, 5).unwrap();
         assert_eq!(n, 14 + 20 + 8 + 5);
         let p = SlicedPacket::from_ethernet(&b[..n]).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            panic!()
+        };
         assert_eq!(ip.header().ttl(), 255);
-        assert_eq!(ip.header().header_checksum(), ip.header().to_header().calc_header_checksum());
-        let Some(TransportSlice::Udp(udp)) = &p.transport else { panic!() };
+        assert_eq!(
+            ip.header().header_checksum(),
+            ip.header().to_header().calc_header_checksum()
+        );
+        let Some(TransportSlice::Udp(udp)) = &p.transport else {
+            panic!()
+        };
         let expected = udp
             .to_header()
             .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
@@ -204,11 +212,16 @@ mod tests {
         b[off..off + 3].copy_from_slice(b"abc");
         let src: IpAddr = "fe80::1".parse().unwrap();
         let dst: IpAddr = "fe80::2".parse().unwrap();
-        let n = finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 547, 546, 3).unwrap();
+        let n =
+            finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 547, 546, 3).unwrap();
         let p = SlicedPacket::from_ethernet(&b[..n]).unwrap();
-        let Some(NetSlice::Ipv6(ip)) = &p.net else { panic!() };
+        let Some(NetSlice::Ipv6(ip)) = &p.net else {
+            panic!()
+        };
         assert_eq!(ip.header().hop_limit(), 255);
-        let Some(TransportSlice::Udp(udp)) = &p.transport else { panic!() };
+        let Some(TransportSlice::Udp(udp)) = &p.transport else {
+            panic!()
+        };
         let expected = udp
             .to_header()
             .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
@@ -220,8 +233,22 @@ mod tests {
     fn too_small_buffer_is_none_not_panic() {
         let mut b = [0u8; 40];
         let src = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        assert_eq!(finish_udp_frame(&mut b, Mac::BROADCAST, Mac::BROADCAST, src, src, 1, 2, 100), None);
+        assert_eq!(
+            finish_udp_frame(&mut b, Mac::BROADCAST, Mac::BROADCAST, src, src, 1, 2, 100),
+            None
+        );
         let v6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(finish_ip_frame(&mut b, Mac::BROADCAST, Mac::BROADCAST, src, v6, PROTO_UDP, 0), None);
+        assert_eq!(
+            finish_ip_frame(
+                &mut b,
+                Mac::BROADCAST,
+                Mac::BROADCAST,
+                src,
+                v6,
+                PROTO_UDP,
+                0
+            ),
+            None
+        );
     }
 }

@@ -111,7 +111,14 @@ mod tests {
         let m = Mac::parse("9a:55:9A:55:9a:5").unwrap();
         assert_eq!(m.0, [0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x05]);
         assert_eq!(m.to_string(), "9a:55:9a:55:9a:05");
-        for bad in ["", "1:2:3:4:5", "1:2:3:4:5:6:7", "100:2:3:4:5:6", "x:2:3:4:5:6", "1::3:4:5:6"] {
+        for bad in [
+            "",
+            "1:2:3:4:5",
+            "1:2:3:4:5:6:7",
+            "100:2:3:4:5:6",
+            "x:2:3:4:5:6",
+            "1::3:4:5:6",
+        ] {
             assert_eq!(Mac::parse(bad), None, "{bad}");
         }
         assert!(Mac::BROADCAST.is_multicast());

@@ -1,0 +1,61 @@
+//! Helpers for the core's unit tests: the set-up of the reference captures, and
+//! feeding frames through a [`Core`] the way a driver does.
+
+use crate::{Config, Core, FrameBatch, FrameRef, Instant, Ip4Config, Ip6Config, Mac};
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+/// The guest's MAC in the reference captures.
+pub(crate) const GUEST_MAC: Mac = Mac([0x22, 0x72, 0xee, 0x22, 0xd2, 0x37]);
+
+/// The configuration of the reference captures: host 10.77.0.2/24 and fd77::2,
+/// gateway 10.77.0.1 and fd77::1, our link-local fe80::f0d8:fdff:fe4c:e225.
+pub(crate) fn capture_config() -> Config {
+    let mut ip4 = Ip4Config::new(
+        Ipv4Addr::new(10, 77, 0, 2),
+        24,
+        Some(Ipv4Addr::new(10, 77, 0, 1)),
+    );
+    ip4.dns.push(Ipv4Addr::new(10, 77, 0, 1)).unwrap();
+    let mut ip6 = Ip6Config::new(
+        "fd77::2".parse().unwrap(),
+        Some("fd77::1".parse().unwrap()),
+        "fe80::f0d8:fdff:fe4c:e225".parse::<Ipv6Addr>().unwrap(),
+    );
+    ip6.dns.push("fd77::1".parse().unwrap()).unwrap();
+    Config {
+        ip4: Some(ip4),
+        ip6: Some(ip6),
+        search: vec!["example.org".into(), "test.example.org".into()],
+        seed: 1,
+        secret: [7; 16],
+        duid_time: 0x3039_0000,
+        ..Config::default()
+    }
+}
+
+/// Feeds `frames` as one batch at `now` and returns every frame the core
+/// queued for the guest, after draining actions (which must be none for the
+/// link services).
+pub(crate) fn exchange(core: &mut Core, now: Instant, frames: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut refs = Vec::new();
+    for f in frames {
+        refs.push(FrameRef {
+            offset: buf.len() as u32,
+            len: f.len() as u32,
+        });
+        buf.extend_from_slice(f);
+    }
+    core.handle_tap_batch(now, &FrameBatch::new(&buf, &refs));
+    drain_frames(core)
+}
+
+/// Every frame queued for the guest.
+pub(crate) fn drain_frames(core: &mut Core) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut tx = vec![0u8; 65536 + 14];
+    while let Some(n) = core.poll_frame(&mut tx) {
+        out.push(tx[..n].to_vec());
+    }
+    out
+}
