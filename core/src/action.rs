@@ -188,6 +188,25 @@ pub enum Action {
         /// One span per datagram.
         spans: SpanList,
     },
+    /// Peek stream data into transmit slots, straight into frame payloads; answer
+    /// with exactly one [`Core::handle_peeked`](crate::Core::handle_peeked).
+    ///
+    /// Skip `skip` bytes of the receive queue (0 when the socket's SO_PEEK_OFF
+    /// already points past them), then `recvmsg(MSG_PEEK)` at most `len` bytes
+    /// into consecutive [`TxSlot`]s: slot `i` receives up to `mss` bytes at
+    /// `buf[room..room + mss]`. Fewer slots than needed simply mean fewer bytes.
+    Peek {
+        /// The socket.
+        sock: SockId,
+        /// Bytes to skip before the first byte wanted.
+        skip: u32,
+        /// Most bytes wanted.
+        len: u32,
+        /// Payload bytes per slot.
+        mss: u16,
+        /// Header room before the payload in each slot.
+        room: u16,
+    },
     /// Discard `len` bytes the guest acknowledged from the receive queue
     /// (`recv(MSG_TRUNC)`).
     Consume {
@@ -299,4 +318,15 @@ pub enum SockEvent {
     Sent(Result<usize, Errno>),
     /// Answer to `QueryTcpInfo`.
     TcpInfo(TcpInfo),
+}
+
+/// One transmit buffer lent by the driver for [`Action::Peek`]: a whole frame's
+/// worth of bytes. The driver peeks payload into `buf[room..]`; the core writes
+/// the headers in front of it and sets `frame_len` (0: slot unused).
+#[derive(Debug)]
+pub struct TxSlot<'a> {
+    /// The frame buffer.
+    pub buf: &'a mut [u8],
+    /// Length of the finished frame, set by the core.
+    pub frame_len: usize,
 }

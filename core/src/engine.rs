@@ -1,6 +1,6 @@
 //! The [`Core`] state machine: inputs, outputs, and dispatch of guest frames.
 
-use crate::action::{Action, SockEvent, SockId, Span, SpanList};
+use crate::action::{Action, Errno, SockEvent, SockId, Span, SpanList, TxSlot};
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::queue::FrameQueue;
@@ -123,6 +123,36 @@ impl Core {
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
         // No transport is translated yet: no socket exists that could report.
         let _ = (now, sock, event);
+    }
+
+    /// Completes an [`Action::Peek`]: `result` is the number of bytes peeked
+    /// into `slots` (`Ok(0)`: end of stream) or the error. The core writes
+    /// Ethernet, IP and TCP headers and checksums in front of each slot's
+    /// payload and sets its `frame_len`; the driver then sends the slots whose
+    /// `frame_len` is non-zero, in order, interleaved correctly with frames from
+    /// [`Self::poll_frame`] polled before and after this call. Returns the number
+    /// of frames made ready.
+    pub fn handle_peeked(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        result: Result<usize, Errno>,
+        slots: &mut [TxSlot<'_>],
+    ) -> usize {
+        // TCP plugs in here; without it no Peek is ever asked for.
+        let _ = (now, sock, result);
+        for s in slots.iter_mut() {
+            s.frame_len = 0;
+        }
+        0
+    }
+
+    /// Reports that of the frames handed out since the previous call (from
+    /// [`Self::poll_frame`] and [`Self::handle_peeked`], in order) the first
+    /// `accepted` reached the guest link; the core rewinds the flows of the rest
+    /// so their data is sent again.
+    pub fn handle_tap_sent(&mut self, now: Instant, accepted: usize) {
+        let _ = (now, accepted);
     }
 
     /// Runs timers that are due. Calling it early or twice is harmless.

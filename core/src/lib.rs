@@ -13,6 +13,8 @@
 //! Inputs are the `handle_*` methods, each taking the current [`Instant`]:
 //! - [`Core::handle_tap_batch`]: frames from the guest, in a buffer the driver owns;
 //! - [`Core::handle_sock_event`]: readiness of sockets and results of actions;
+//! - [`Core::handle_peeked`] and [`Core::handle_tap_sent`]: the socket-to-guest
+//!   data path (see `docs/architecture.md`);
 //! - [`Core::handle_timeout`]: the deadline from `poll_timeout` passed;
 //! - [`Core::handle_tap_reset`]: the guest link went away.
 //!
@@ -94,7 +96,7 @@ mod wire;
 
 pub use action::{
     Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt, Span,
-    SpanList, TcpInfo,
+    SpanList, TcpInfo, TxSlot,
 };
 pub use config::{
     Config, Features, Ip4Config, Ip6Config, Limits, DEFAULT_MTU, MAX_DNS, MAX_SEARCH, MIN_MTU,
