@@ -19,17 +19,17 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The host side of every test.
-pub const HOST_IP4: &str = "10.77.0.2";
-pub const GW_IP4: &str = "10.77.0.1";
-pub const HOST_IP6: &str = "fd77::2";
-pub const GW_IP6: &str = "fd77::1";
-pub const DNS4: &str = "10.77.0.53";
-pub const SEARCH: &str = "example.org";
+pub(crate) const HOST_IP4: &str = "10.77.0.2";
+pub(crate) const GW_IP4: &str = "10.77.0.1";
+pub(crate) const HOST_IP6: &str = "fd77::2";
+pub(crate) const GW_IP6: &str = "fd77::1";
+pub(crate) const DNS4: &str = "10.77.0.53";
+pub(crate) const SEARCH: &str = "example.org";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Directory of the `passt` and `pasta` binaries, built once per test run.
-pub fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         // target/<profile>/deps/ns-HASH → target/<profile>
@@ -63,7 +63,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Runs `cmd` to completion, killing it after `secs` seconds.
-pub fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
+pub(crate) fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
     let desc = format!("{cmd:?}");
     let child = cmd
         .stdin(Stdio::null())
@@ -89,7 +89,7 @@ pub fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
 }
 
 /// Output of a command that must succeed, as text.
-pub fn ok_text(out: &Output) -> String {
+pub(crate) fn ok_text(out: &Output) -> String {
     let s = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -107,12 +107,12 @@ fn sh(cmd: &str) {
 
 /// A network namespace made for one test; deleted on drop, along with its
 /// `/etc/netns` directory.
-pub struct Netns {
-    pub name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    pub fn new(tag: &str) -> Netns {
+    pub(crate) fn new(tag: &str) -> Netns {
         assert!(
             nix_is_root(),
             "the namespace tests need root (tests/run.sh runs them as root)"
@@ -126,7 +126,7 @@ impl Netns {
 
     /// The test's host: a dummy uplink with addresses and default routes, and
     /// a resolv.conf.
-    pub fn host(tag: &str) -> Netns {
+    pub(crate) fn host(tag: &str) -> Netns {
         let ns = Netns::new(tag);
         let n = &ns.name;
         // A dummy interface where the kernel has the driver, else one end of
@@ -146,30 +146,30 @@ impl Netns {
     }
 
     /// Writes this namespace's resolv.conf (mounted by `ip netns exec`).
-    pub fn resolv(&self, text: &str) {
+    pub(crate) fn resolv(&self, text: &str) {
         let d = Path::new("/etc/netns").join(&self.name);
         std::fs::create_dir_all(&d).expect("/etc/netns");
         std::fs::write(d.join("resolv.conf"), text).expect("resolv.conf");
     }
 
     /// `ip netns exec NAME args...`
-    pub fn cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+    pub(crate) fn cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name]).args(args);
         c
     }
 
     /// Runs a command in the namespace, bounded in time.
-    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], secs: u64) -> Output {
+    pub(crate) fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], secs: u64) -> Output {
         run_timeout(&mut self.cmd(args), secs)
     }
 
     /// Runs a shell command in the namespace; it must succeed.
-    pub fn sh(&self, script: &str) -> String {
+    pub(crate) fn sh(&self, script: &str) -> String {
         ok_text(&self.run(&["sh", "-ec", script], 30))
     }
 
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         Path::new("/run/netns").join(&self.name)
     }
 }
@@ -197,14 +197,14 @@ fn nix_is_root() -> bool {
 
 /// A process we started; killed (by its PID) and reaped on drop. Its
 /// standard output and error go to a log file.
-pub struct Proc {
-    pub child: Child,
-    pub what: String,
-    pub log: PathBuf,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) what: String,
+    pub(crate) log: PathBuf,
 }
 
 impl Proc {
-    pub fn spawn(mut cmd: Command, what: &str, log: PathBuf) -> Proc {
+    pub(crate) fn spawn(mut cmd: Command, what: &str, log: PathBuf) -> Proc {
         let f = std::fs::File::create(&log).expect("log file");
         let f2 = f.try_clone().expect("log file");
         let child = cmd
@@ -220,24 +220,24 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// What it printed so far.
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Fails the test if the process already exited.
-    pub fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Ok(Some(st)) = self.child.try_wait() {
             panic!("{} exited early ({st}): {}", self.what, self.output());
         }
     }
 
     /// Waits for the process to exit (bounded), returning its status.
-    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
         let end = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -262,7 +262,7 @@ impl Drop for Proc {
 }
 
 /// Waits until `path` exists and is not empty (a PID file: "ready").
-pub fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
+pub(crate) fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
@@ -280,7 +280,7 @@ pub fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
 }
 
 /// Polls `f` until it returns `Some`, at most `secs` seconds.
-pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -294,17 +294,17 @@ pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 /// A scratch directory for one test, removed on drop.
-pub struct Scratch(pub PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
+    pub(crate) fn new(tag: &str) -> Scratch {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("prs-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).expect("scratch dir");
         Scratch(p)
     }
 
-    pub fn join(&self, p: &str) -> PathBuf {
+    pub(crate) fn join(&self, p: &str) -> PathBuf {
         self.0.join(p)
     }
 }
@@ -316,7 +316,7 @@ impl Drop for Scratch {
 }
 
 /// A udhcpc script that records the variables of the lease.
-pub fn udhcpc_script(dir: &Scratch) -> (PathBuf, PathBuf) {
+pub(crate) fn udhcpc_script(dir: &Scratch) -> (PathBuf, PathBuf) {
     let script = dir.join("udhcpc.sh");
     let out = dir.join("lease.env");
     std::fs::write(
@@ -334,14 +334,14 @@ pub fn udhcpc_script(dir: &Scratch) -> (PathBuf, PathBuf) {
 }
 
 /// Parses `KEY=VALUE` lines.
-pub fn env_value(env: &str, key: &str) -> Option<String> {
+pub(crate) fn env_value(env: &str, key: &str) -> Option<String> {
     env.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .map(|v| v.trim().to_string())
 }
 
 /// Runs jq over `json` with `filter` (raw output).
-pub fn jq(json: &str, filter: &str) -> String {
+pub(crate) fn jq(json: &str, filter: &str) -> String {
     let mut c = Command::new("jq")
         .args(["-r", filter])
         .stdin(Stdio::piped())
@@ -361,13 +361,13 @@ pub fn jq(json: &str, filter: &str) -> String {
 // --- qemu stream framing -----------------------------------------------------
 
 /// A client of passt's socket speaking qemu's framing directly.
-pub struct StreamClient {
-    pub s: UnixStream,
+pub(crate) struct StreamClient {
+    pub(crate) s: UnixStream,
     buf: Vec<u8>,
 }
 
 impl StreamClient {
-    pub fn connect(path: &Path) -> StreamClient {
+    pub(crate) fn connect(path: &Path) -> StreamClient {
         let s = eventually(10, || UnixStream::connect(path).ok())
             .unwrap_or_else(|| panic!("connect {}", path.display()));
         s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -376,7 +376,7 @@ impl StreamClient {
     }
 
     /// The bytes of `frames` in the stream encoding.
-    pub fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
+    pub(crate) fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
         let mut v = Vec::new();
         for f in frames {
             v.extend_from_slice(&(f.len() as u32).to_be_bytes());
@@ -385,13 +385,13 @@ impl StreamClient {
         v
     }
 
-    pub fn send_raw(&mut self, b: &[u8]) {
+    pub(crate) fn send_raw(&mut self, b: &[u8]) {
         self.s.write_all(b).expect("write to passt");
     }
 
     /// Reads frames until `want` of them matched `pred` or `secs` passed.
     /// Returns every frame read.
-    pub fn collect(
+    pub(crate) fn collect(
         &mut self,
         secs: u64,
         want: usize,
@@ -420,7 +420,7 @@ impl StreamClient {
     }
 
     /// Whether passt closed the connection (bounded wait).
-    pub fn closed_by_peer(&mut self, secs: u64) -> bool {
+    pub(crate) fn closed_by_peer(&mut self, secs: u64) -> bool {
         let end = Instant::now() + Duration::from_secs(secs);
         let mut tmp = [0u8; 65536];
         while Instant::now() < end {
@@ -435,11 +435,11 @@ impl StreamClient {
     }
 }
 
-pub const GUEST_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+pub(crate) const GUEST_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
 
 /// An ARP request from the guest (10.77.0.2) for `target`, padded with zeros
 /// to `pad_to` bytes as qemu does for short frames.
-pub fn arp_request(target: [u8; 4], pad_to: usize) -> Vec<u8> {
+pub(crate) fn arp_request(target: [u8; 4], pad_to: usize) -> Vec<u8> {
     let mut f = vec![0xff; 6];
     f.extend_from_slice(&GUEST_MAC);
     f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
@@ -454,7 +454,7 @@ pub fn arp_request(target: [u8; 4], pad_to: usize) -> Vec<u8> {
 }
 
 /// Whether `f` is an ARP reply telling the guest where `ip` is.
-pub fn is_arp_reply_for(f: &[u8], ip: [u8; 4]) -> bool {
+pub(crate) fn is_arp_reply_for(f: &[u8], ip: [u8; 4]) -> bool {
     f.len() >= 42
         && f[12..14] == [0x08, 0x06]
         && f[20..22] == [0, 2]
