@@ -373,66 +373,85 @@ impl Runtime {
     pub(crate) fn run(&mut self) -> i32 {
         let mut events = vec![EpollEvent::empty(); 64];
         let mut last_ns_check = now();
-        // Anything queued at start-up (nothing, so far) goes out first.
+        // Anything queued at start-up goes out first.
         self.io.drain(now(), &[]);
         loop {
-            let t = now();
-            let mut wait = self.io.core.poll_timeout().map(|d| d.since(t));
-            if self.ns_watch.is_some() {
-                let sec = Duration::from_secs(1);
-                wait = Some(wait.map_or(sec, |w| w.min(sec)));
+            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
+                return code;
             }
-            let ms: u16 = match wait {
-                None => u16::MAX,
-                // Round up, so that the deadline has passed on wake-up.
-                Some(w) => u16::try_from(w.as_micros().div_ceil(1000)).unwrap_or(u16::MAX),
-            };
-            let timeout = if wait.is_none() {
-                nix::sys::epoll::EpollTimeout::NONE
-            } else {
-                nix::sys::epoll::EpollTimeout::from(ms)
-            };
-            let n = match self.io.epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => 0,
-                Err(e) => {
-                    log::error!("epoll_wait: {e}");
-                    return 1;
+        }
+    }
+
+    /// One wait and the work it brings; `cap` bounds the wait (tests).
+    /// Returns an exit status when it is time to stop.
+    fn turn(
+        &mut self,
+        events: &mut [EpollEvent],
+        cap: Option<Duration>,
+        last_ns_check: &mut Instant,
+    ) -> Option<i32> {
+        let t = now();
+        let mut wait = self.io.core.poll_timeout().map(|d| d.since(t));
+        if self.ns_watch.is_some() {
+            let sec = Duration::from_secs(1);
+            wait = Some(wait.map_or(sec, |w| w.min(sec)));
+        }
+        if let Some(c) = cap {
+            wait = Some(wait.map_or(c, |w| w.min(c)));
+        }
+        let timeout = match wait {
+            None => nix::sys::epoll::EpollTimeout::NONE,
+            // Rounded up, so that the deadline has passed on wake-up.
+            Some(w) => nix::sys::epoll::EpollTimeout::from(
+                u16::try_from(w.as_micros().div_ceil(1000)).unwrap_or(u16::MAX),
+            ),
+        };
+        let n = match self.io.epoll.wait(events, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => {
+                log::error!("epoll_wait: {e}");
+                return Some(1);
+            }
+        };
+        for ev in events.iter().take(n) {
+            let (tag, id) = untoken(ev.data());
+            let flags = ev.events();
+            let r = match tag {
+                TAG_SOCK => {
+                    self.sock_event(SockId(id), flags);
+                    None
                 }
+                TAG_LINK => self.link_event(flags),
+                TAG_LISTEN => self.listen_event(),
+                TAG_SIGNAL => self.signal_event(),
+                _ => None,
             };
-            for ev in events.iter().take(n) {
-                let (tag, id) = untoken(ev.data());
-                let flags = ev.events();
-                let r = match tag {
-                    TAG_SOCK => {
-                        self.sock_event(SockId(id), flags);
-                        None
-                    }
-                    TAG_LINK => self.link_event(flags),
-                    TAG_LISTEN => self.listen_event(),
-                    TAG_SIGNAL => self.signal_event(),
-                    _ => None,
-                };
-                if let Some(Exit::Code(c)) = r {
-                    self.io.drain(now(), &[]);
-                    return c;
-                }
+            if let Some(Exit::Code(c)) = r {
+                self.io.drain(now(), &[]);
+                return Some(c);
             }
-            let t = now();
-            if self.io.core.poll_timeout().is_some_and(|d| d <= t) {
-                self.io.core.handle_timeout(t);
-                self.io.drain(t, &[]);
-            }
-            if let Some(w) = &self.ns_watch {
-                if t.since(last_ns_check) >= Duration::from_secs(1) {
-                    last_ns_check = t;
-                    if std::fs::symlink_metadata(&w.path).is_err() {
-                        log::info!("namespace gone ({}), exiting", w.path.display());
-                        return 0;
-                    }
+        }
+        let t = now();
+        if self.io.core.poll_timeout().is_some_and(|d| d <= t) {
+            self.io.core.handle_timeout(t);
+            self.io.drain(t, &[]);
+        }
+        if let Some(w) = &self.ns_watch {
+            if t.since(*last_ns_check) >= Duration::from_secs(1) {
+                *last_ns_check = t;
+                if std::fs::symlink_metadata(&w.path).is_err() {
+                    log::info!("namespace gone ({}), exiting", w.path.display());
+                    return Some(0);
                 }
             }
         }
+        None
+    }
+
+    #[cfg(test)]
+    fn guest_seen(&self) -> bool {
+        self.io.core.guest().seen
     }
 
     fn sock_event(&mut self, sock: SockId, flags: EpollFlags) {
@@ -732,6 +751,59 @@ mod tests {
         a.clear();
         assert!(a.is_empty());
         assert_eq!(a.free(), 3);
+    }
+
+    /// A passt link over a socket pair: frames split across writes reach the
+    /// core whole and in order, incoming frames are captured, and a bad length
+    /// ends a one-off instance with status 0.
+    #[test]
+    fn qemu_link_frames_reach_core_and_pcap() {
+        use std::io::Write;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+        let p = std::env::temp_dir().join(format!("passt-rs-loop-{}.pcap", std::process::id()));
+        let opts = LoopOptions {
+            pcap: Some(Pcap::create(&p).unwrap()),
+            ..LoopOptions::default()
+        };
+        let mut rt = Runtime::new(Core::new(passt_core::Config::default()), link, opts).unwrap();
+        let mut frame = vec![0xffu8; 6];
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        frame.resize(60, 0xab);
+        let mut stream = Vec::new();
+        for _ in 0..3 {
+            stream.extend_from_slice(&60u32.to_be_bytes());
+            stream.extend_from_slice(&frame);
+        }
+        let mut events = vec![EpollEvent::empty(); 8];
+        let mut t = now();
+        let cap = Some(Duration::from_millis(50));
+        for chunk in [&stream[..3], &stream[3..70], &stream[70..]] {
+            b.write_all(chunk).unwrap();
+            assert_eq!(rt.turn(&mut events, cap, &mut t), None);
+        }
+        for _ in 0..20 {
+            if rt.io.core.counters().frames_in == 3 {
+                break;
+            }
+            assert_eq!(rt.turn(&mut events, cap, &mut t), None);
+        }
+        assert_eq!(rt.io.core.counters().frames_in, 3);
+        assert!(rt.guest_seen());
+        b.write_all(&70000u32.to_be_bytes()).unwrap();
+        let mut code = None;
+        for _ in 0..20 {
+            code = rt.turn(&mut events, cap, &mut t);
+            if code.is_some() {
+                break;
+            }
+        }
+        assert_eq!(code, Some(0), "one-off: a reset ends passt");
+        drop(rt);
+        let pc = std::fs::read(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(pc.len(), 24 + 3 * (16 + 60));
+        assert_eq!(&pc[24 + 16..24 + 16 + 60], &frame[..]);
     }
 
     #[test]
