@@ -233,7 +233,6 @@ pub(crate) fn write_dnssl(b: &mut [u8], names: &[String]) -> Option<usize> {
 /// search list is advertised and not empty).
 pub(crate) fn write_ra(b: &mut [u8], cfg: &Config) -> Option<usize> {
     let ip6 = cfg.ip6.as_ref()?;
-    let b = b.get_mut(..RA_MAX.min(b.len()))?;
     put(b, 0, &[TYPE_RA, 0, 0, 0, NDP_HOP_LIMIT, RA_MANAGED])?;
     put16(b, 6, RT_LIFETIME)?;
     put32(b, 8, 0)?;
@@ -516,6 +515,19 @@ mod tests {
         };
         if dst.is_multicast() {
             assert_eq!(Mac(eth.dst_addr().0), multicast_mac(dst));
+        }
+        // Second opinion from etherparse.
+        {
+            use etherparse::{Icmpv6Type, SlicedPacket, TransportSlice};
+            let p = SlicedPacket::from_ethernet(frame).expect("etherparse");
+            let Some(TransportSlice::Icmpv6(i)) = &p.transport else {
+                panic!("etherparse: not ICMPv6")
+            };
+            assert!(i.is_checksum_valid(src.octets(), dst.octets()));
+            assert!(matches!(
+                i.icmp_type(),
+                Icmpv6Type::RouterAdvertisement(_) | Icmpv6Type::NeighborAdvertisement(_)
+            ));
         }
         Reply {
             dst_mac: Mac(eth.dst_addr().0),
