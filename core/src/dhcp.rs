@@ -21,13 +21,18 @@
 //! address, `siaddr` 0, `sname` and `file` empty. It goes from our address,
 //! port 67, to port 68 of 255.255.255.255 if the client set the broadcast flag,
 //! else of the assigned address; the Ethernet destination is always the guest's
-//! MAC (the source of its last frame), as upstream does.
+//! MAC (the source of its last frame), as upstream does. Upstream passt sends
+//! the request's `hops`, `siaddr`, `sname` and `file` back unchanged; we set
+//! them as RFC 2131 table 3 says (they are zero in every reference capture, so
+//! the replies are the same for real clients).
 //!
 //! Options are written with 53 first (unless the client's parameter request
-//! list names 53, then it takes its place there), then in the order of the
+//! list names 53, then it takes its place there; upstream passt also leaves it
+//! in code order when there is no list at all), then in the order of the
 //! parameter request list, then the rest in ascending code order. The options
-//! area is closed with 255 and zero-padded to at least 60 bytes, so that a
-//! short reply has the 300 bytes of a classic BOOTP message. The search list
+//! area is closed with 255 and a pad byte, as upstream passt does, and
+//! zero-padded to at least 60 bytes, so that a short reply has the 300 bytes of
+//! a classic BOOTP message. The search list
 //! (119, RFC 3397) uses RFC 1035 §4.1.4 compression and is split over several
 //! 119 options when longer than 255 bytes (RFC 3396).
 
@@ -36,7 +41,7 @@ use crate::counters::{DropReason, ReplyKind};
 use crate::engine::Core;
 use crate::tap::{EthHdr, IpHdr};
 use crate::time::Instant;
-use crate::wire::{put, put16, put32};
+use crate::wire::{be16, put, put16, put32};
 use arrayvec::ArrayVec;
 use core::net::{IpAddr, Ipv4Addr};
 
@@ -115,7 +120,7 @@ const REPLY_MAX: usize = OPTS_OFF
     + 2 // 80
     + (SEARCH_MAX + 2 * SEARCH_OPTS_MAX) // 119
     + (2 + 9 + 5) // 121
-    + 1; // 255
+    + 2; // 255, 0
 
 /// What kind of reply a request gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,13 +248,12 @@ impl Core {
         if !self.cfg.features.dhcp {
             return self.counters.drop(DropReason::ServiceIgnored);
         }
-        let req = match parse_request(msg).and_then(|r| Ok((reply_kind(&r)?, r))) {
-            Ok(r) => r,
+        let (req, kind) = match parse_request(msg).and_then(|r| Ok((reply_kind(&r)?, r))) {
+            Ok((kind, req)) => (req, kind),
             Err(e) => return self.counters.drop(e.into()),
         };
-        let (kind, req) = req;
         let our = ip4.our_addr.unwrap_or(gateway);
-        let flags = crate::wire::be16(req.hdr, 10).unwrap_or(0);
+        let flags = be16(req.hdr, 10).unwrap_or(0);
         let dst = if flags & FLAG_BROADCAST != 0 {
             Ipv4Addr::BROADCAST
         } else {
@@ -314,6 +318,8 @@ fn build_reply(b: &mut [u8], cfg: &Config, req: &Request<'_>, kind: Reply) -> Op
         w.option(&ctx, code)?;
     }
     w.byte(OPT_END)?;
+    // Upstream passt always follows the end option with one pad byte.
+    w.byte(OPT_PAD)?;
     let end = OPTS_OFF + (w.pos - OPTS_OFF).max(OPT_MIN);
     w.b.get_mut(w.pos..end)?.fill(0);
     Some(end)
@@ -455,57 +461,83 @@ fn valid_name(name: &[u8]) -> bool {
             .all(|l| !l.is_empty() && l.len() <= 63)
 }
 
-/// A label already written: where, and the name it starts (a suffix of an
-/// input name).
+/// A label already written: its offset, and the suffix of input name `name`
+/// it starts, from byte `start` on.
 #[derive(Clone, Copy)]
-struct Written<'a> {
+struct Written {
     off: u16,
-    suffix: &'a [u8],
+    name: u8,
+    start: u8,
 }
 
 /// Encodes at most [`MAX_SEARCH`] `names` into `out` and returns the length.
-/// A trailing dot is ignored; names that cannot be encoded are skipped. Every
-/// name ends either with the root label or with a pointer to the longest
-/// suffix already written.
+/// A trailing dot is ignored; names that cannot be encoded, or do not fit,
+/// are skipped. Every name ends either with the root label or with a pointer
+/// to the longest suffix already written.
 fn encode_names<'a>(names: impl Iterator<Item = &'a [u8]>, out: &mut [u8]) -> usize {
-    let mut written: ArrayVec<Written<'a>, { MAX_SEARCH * LABELS_MAX }> = ArrayVec::new();
+    let mut valid: ArrayVec<&[u8], MAX_SEARCH> = ArrayVec::new();
+    let mut written: ArrayVec<Written, { MAX_SEARCH * LABELS_MAX }> = ArrayVec::new();
     let mut n = 0;
     for name in names.take(MAX_SEARCH) {
         let name = name.strip_suffix(b".").unwrap_or(name);
-        if !valid_name(name) || out.len() < n + name.len() + 2 {
+        if !valid_name(name) || valid.try_push(name).is_err() {
             continue;
         }
-        let mut rest = name;
-        loop {
-            if let Some(w) = written.iter().find(|w| w.suffix == rest) {
-                let ptr = 0xc000 | w.off;
-                out[n..n + 2].copy_from_slice(&ptr.to_be_bytes());
-                n += 2;
-                break;
-            }
-            let (label, tail) = match rest.iter().position(|&c| c == b'.') {
-                Some(p) => (&rest[..p], Some(&rest[p + 1..])),
-                None => (rest, None),
-            };
-            if let Ok(off) = u16::try_from(n) {
-                if off < 0x4000 {
-                    let _ = written.try_push(Written { off, suffix: rest });
-                }
-            }
-            out[n] = label.len() as u8;
-            out[n + 1..n + 1 + label.len()].copy_from_slice(label);
-            n += 1 + label.len();
-            match tail {
-                Some(t) => rest = t,
-                None => {
-                    out[n] = 0;
-                    n += 1;
-                    break;
-                }
+        let idx = valid.len() - 1;
+        match encode_name(&valid, idx, &mut written, out, n) {
+            Some(end) => n = end,
+            None => {
+                // No room: forget the name and anything recorded for it.
+                valid.pop();
+                written.retain(|w| usize::from(w.name) != idx);
             }
         }
     }
     n
+}
+
+/// Writes name `idx` of `names` at `out[n..]`, compressed against the labels
+/// in `written`, and records its new labels there. Returns the end offset.
+fn encode_name(
+    names: &[&[u8]],
+    idx: usize,
+    written: &mut ArrayVec<Written, { MAX_SEARCH * LABELS_MAX }>,
+    out: &mut [u8],
+    mut n: usize,
+) -> Option<usize> {
+    let name = *names.get(idx)?;
+    let mut start = 0;
+    loop {
+        let rest = name.get(start..)?;
+        let known = written.iter().find(|w| {
+            let suffix = names
+                .get(usize::from(w.name))
+                .and_then(|s| s.get(usize::from(w.start)..));
+            suffix == Some(rest)
+        });
+        if let Some(w) = known {
+            put16(out, n, 0xc000 | w.off)?;
+            return Some(n + 2);
+        }
+        let label_len = rest.iter().position(|&c| c == b'.').unwrap_or(rest.len());
+        let label = rest.get(..label_len)?;
+        if let (Ok(off), Ok(name), Ok(start)) =
+            (u16::try_from(n), u8::try_from(idx), u8::try_from(start))
+        {
+            // Pointers have 14 bits of offset.
+            if off < 0x4000 {
+                let _ = written.try_push(Written { off, name, start });
+            }
+        }
+        *out.get_mut(n)? = u8::try_from(label_len).ok()?;
+        put(out, n + 1, label)?;
+        n += 1 + label_len;
+        start += label_len + 1;
+        if start > name.len() {
+            *out.get_mut(n)? = 0;
+            return Some(n + 1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -651,7 +683,7 @@ mod tests {
             i += 2 + l;
         }
         assert!(dhcp[i..].iter().all(|&b| b == 0), "padding not zero");
-        assert_eq!(dhcp.len(), OPTS_OFF + (i - OPTS_OFF).max(OPT_MIN));
+        assert_eq!(dhcp.len(), OPTS_OFF + (i + 1 - OPTS_OFF).max(OPT_MIN));
         out
     }
 
@@ -906,7 +938,7 @@ mod tests {
         });
         let o = one(&mut core, &msg(Some(DISCOVER), 0, &[], &[]));
         assert!(o.dhcp.len() > OPTS_OFF + OPT_MIN);
-        assert_eq!(*o.dhcp.last().unwrap(), OPT_END);
+        assert_eq!(o.dhcp[o.dhcp.len() - 2..], [OPT_END, OPT_PAD]);
         opts(&o.dhcp);
     }
 
@@ -952,6 +984,16 @@ mod tests {
         ]
         .join(".");
         assert_eq!(encode(&[&max]).len(), 255);
+        // A name that does not fit is skipped, and nothing points into it.
+        let names: [&[u8]; 4] = [
+            b"example.org",
+            b"test.example.org",
+            b"ab",
+            b"test.example.org",
+        ];
+        let mut small = [0u8; 19];
+        let n = encode_names(names.into_iter(), &mut small);
+        assert_eq!(decode_names(&small[..n]), ["example.org", "ab"]);
         // At most six names.
         let many: Vec<String> = (0..9).map(|i| format!("n{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
