@@ -32,9 +32,9 @@
 //! parameter request list, then the rest in ascending code order. The options
 //! area is closed with 255 and a pad byte, as upstream passt does, and
 //! zero-padded to at least 60 bytes, so that a short reply has the 300 bytes of
-//! a classic BOOTP message. The search list
-//! (119, RFC 3397) uses RFC 1035 §4.1.4 compression and is split over several
-//! 119 options when longer than 255 bytes (RFC 3396).
+//! a classic BOOTP message. The search list (119, RFC 3397) uses RFC 1035
+//! §4.1.4 compression and is split over several 119 options when longer than
+//! 255 bytes (RFC 3396).
 
 use crate::config::{Config, Ip4Config, MAX_DNS, MAX_SEARCH};
 use crate::counters::{DropReason, ReplyKind};
@@ -170,7 +170,7 @@ fn parse_request(msg: &[u8]) -> Result<Request<'_>, Refused> {
     if msg.get(HDR_LEN..OPTS_OFF) != Some(&COOKIE[..]) {
         return Err(Refused::Malformed);
     }
-    if hdr[0] != BOOTREQUEST {
+    if hdr.first() != Some(&BOOTREQUEST) {
         return Err(Refused::Ignored);
     }
     let mut req = Request {
@@ -285,8 +285,7 @@ fn build_reply(b: &mut [u8], cfg: &Config, req: &Request<'_>, kind: Reply) -> Op
     let hdr = b.get_mut(..OPTS_OFF)?;
     hdr.fill(0);
     hdr[0] = BOOTREPLY;
-    hdr[1] = req.hdr[1]; // htype
-    hdr[2] = req.hdr[2]; // hlen
+    put(hdr, 1, req.hdr.get(1..3)?)?; // htype, hlen
     put(hdr, 4, req.hdr.get(4..8)?)?; // xid
     put(hdr, 10, req.hdr.get(10..16)?)?; // flags, ciaddr
     put(hdr, 16, &ip4.addr.octets())?; // yiaddr
@@ -652,6 +651,24 @@ mod tests {
         assert_eq!(dp.transaction_id(), u32::from_be_bytes(xid));
         assert_eq!(dp.client_hardware_address().0, chaddr.0);
         assert_eq!(u.payload(), udp.payload());
+        // A DHCP reply (not BOOTP) also parses as a whole, consistently.
+        let o = opts(u.payload());
+        if let Some(t) = get(&o, OPT_MSG_TYPE) {
+            let r = DhcpRepr::parse(&dp).unwrap();
+            assert_eq!(u8::from(r.message_type), t[0]);
+            let addr = |c| get(&o, c).map(|d| Ipv4Addr::from(<[u8; 4]>::try_from(d).unwrap()));
+            assert_eq!(r.subnet_mask, addr(OPT_MASK));
+            assert_eq!(r.router, addr(OPT_ROUTER));
+            assert_eq!(r.server_identifier, addr(OPT_SERVER_ID));
+            let lease = get(&o, OPT_LEASE).map(|d| u32::from_be_bytes(d.try_into().unwrap()));
+            assert_eq!(r.lease_duration, lease);
+            let dns: Vec<Ipv4Addr> = get(&o, OPT_DNS)
+                .unwrap_or_default()
+                .chunks(4)
+                .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+                .collect();
+            assert_eq!(r.dns_servers.unwrap_or_default().as_slice(), &dns[..]);
+        }
         Out {
             eth_dst: eth.dst_addr().0,
             src: s,
