@@ -41,7 +41,7 @@ use crate::counters::{DropReason, ReplyKind};
 use crate::engine::Core;
 use crate::tap::{EthHdr, IpHdr};
 use crate::time::Instant;
-use crate::wire::{be16, put, put16, put32};
+use crate::wire::{be16, put, put16, put32, Mac};
 use arrayvec::ArrayVec;
 use core::net::{IpAddr, Ipv4Addr};
 
@@ -271,6 +271,13 @@ impl Core {
         );
         if queued {
             self.counters.reply(ReplyKind::Dhcp);
+            if let Some(chaddr) = req
+                .hdr
+                .get(28..34)
+                .and_then(|m| <[u8; 6]>::try_from(m).ok())
+            {
+                log::debug!("DHCP: {kind:?} to {}", Mac(chaddr));
+            }
         }
     }
 }
@@ -544,7 +551,7 @@ mod tests {
     use super::*;
     use crate::engine::CONTROL_FRAME_MAX;
     use crate::testutil::{capture_config, exchange};
-    use crate::{Core, Instant, Mac};
+    use crate::{Core, Instant};
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
     use smoltcp::wire::{
