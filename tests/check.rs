@@ -88,10 +88,8 @@ pub fn describe(frame: &[u8]) -> String {
     let mut s = String::new();
     match SlicedPacket::from_ethernet(frame) {
         Ok(p) => {
-            if let Some(l) = &p.link {
-                if let etherparse::LinkSlice::Ethernet2(e) = l {
-                    let _ = write!(s, "{} > {} ", mac(e.source()), mac(e.destination()));
-                }
+            if let Some(etherparse::LinkSlice::Ethernet2(e)) = &p.link {
+                let _ = write!(s, "{} > {} ", mac(e.source()), mac(e.destination()));
             }
             match &p.net {
                 Some(NetSlice::Ipv4(ip)) => {

@@ -335,7 +335,7 @@ impl Core {
 
     fn schedule_ra(&mut self, now: Instant) {
         let ms = self.rng.range(RA_INTERVAL_MIN_MS, RA_INTERVAL_MAX_MS);
-        self.ra_next = Some(now.add(Duration::from_millis(ms)));
+        self.ra_next = Some(now.saturating_add(Duration::from_millis(ms)));
     }
 
     /// Destination MAC for an NDP message to `dst`.
@@ -1173,10 +1173,10 @@ mod tests {
         assert!(drain_frames(&mut c).is_empty());
 
         // A late timer sends one advertisement and schedules from now.
-        let late = next.add(Duration::from_secs(5000));
+        let late = next.saturating_add(Duration::from_secs(5000));
         c.handle_timeout(late);
         assert_eq!(drain_frames(&mut c).len(), 1);
-        assert!(c.poll_timeout().unwrap() >= late.add(Duration::from_secs(200)));
+        assert!(c.poll_timeout().unwrap() >= late.saturating_add(Duration::from_secs(200)));
     }
 
     #[test]
