@@ -36,9 +36,7 @@ pids=()
 
 cleanup() {
 	set +e
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	sleep 0.2
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+	kill_tree "${pids[@]}"
 	ip netns del "$host" 2>/dev/null
 	rm -rf "$work"
 }
@@ -59,11 +57,33 @@ setup_host() {
 	echo "nameserver 10.77.0.1" >"/etc/netns/$host/resolv.conf"
 }
 
-# CPU time (s) of a process and its children so far, from /proc.
+# A process and all its descendants, by PID.
+tree() {
+	local p c
+	for p in "$@"; do
+		echo "$p"
+		for c in $(pgrep -P "$p" 2>/dev/null); do tree "$c"; done
+	done
+}
+
+# CPU time (s) used so far by a process tree (wrappers included: they use none).
 cpu_of() {
-	local ticks
-	ticks=$(awk '{print $14+$15+$16+$17}' "/proc/$1/stat" 2>/dev/null || echo 0)
+	local ticks=0 p t
+	for p in $(tree "$1"); do
+		t=$(awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0)
+		ticks=$((ticks + t))
+	done
 	awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.3f", t/hz}'
+}
+
+kill_tree() {
+	local all
+	all=$(tree "$@")
+	# shellcheck disable=SC2086
+	kill $all 2>/dev/null || true
+	sleep 0.2
+	# shellcheck disable=SC2086
+	kill -9 $all 2>/dev/null || true
 }
 
 # A guest namespace: a sleeping holder process, in a user namespace owned by
@@ -94,7 +114,7 @@ start_translator() {
 		;;
 	debian)
 		in_host unshare -m sh -c "
-			mknod $work/tun c 10 200 && chmod 666 $work/tun && mount --bind $work/tun /dev/net/tun &&
+			{ [ -e $work/tun ] || mknod $work/tun c 10 200; } && chmod 666 $work/tun && mount --bind $work/tun /dev/net/tun &&
 			exec runuser -u nobody -- /usr/bin/pasta -f -q --config-net -m $mtu -t 5301 -u none -T none -U none $g" \
 			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
@@ -156,7 +176,7 @@ run_case() { # translator direction mtu
 		timeout $((secs + 20)) ip netns exec "$host" iperf3 -c 10.77.0.2 -p 5301 -t "$secs" -J >"$out" 2>/dev/null || true
 	fi
 	cpu1=$(cpu_of "$p")
-	kill "$p" "$g" 2>/dev/null || true
+	kill_tree "$p" "$g"
 	wait "$p" 2>/dev/null || true
 	read -r gbps bytes < <(parse_iperf "$out" 2>/dev/null || echo "0 0")
 	local cpu_gb
