@@ -806,6 +806,45 @@ mod tests {
         assert_eq!(&pc[24 + 16..24 + 16 + 60], &frame[..]);
     }
 
+    /// `Peek` lands the socket's bytes in the payload areas of consecutive
+    /// slots (after the header room), without consuming them.
+    #[test]
+    fn peek_fills_slot_payloads() {
+        use std::io::Write;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+        let mut rt = Runtime::new(
+            Core::new(passt_core::Config::default()),
+            link,
+            LoopOptions::default(),
+        )
+        .unwrap();
+        let srv = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(srv.local_addr().unwrap()).unwrap();
+        let (ours, _) = srv.accept().unwrap();
+        let sock = SockId(5);
+        rt.io.socks.insert(sock, ours.into());
+        peer.write_all(b"abcdefghij").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let room = 54;
+        rt.io.peek(now(), sock, 2, 8, 3, room);
+        let slot = |i: usize| &rt.io.arena.buf[i * SLOT_LEN + TAP_HDR + room..][..3];
+        assert_eq!(slot(0), b"cde");
+        assert_eq!(slot(1), b"fgh");
+        assert_eq!(slot(2), b"ij\0");
+        // The stub core finished no frames: nothing queued, data still there.
+        assert!(rt.io.arena.is_empty());
+        let fd = rt.io.socks.get(sock).unwrap().fd.try_clone().unwrap();
+        let mut buf = [0u8; 16];
+        let n = nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .unwrap();
+        assert_eq!(&buf[..n], b"abcdefghij");
+    }
+
     #[test]
     fn arena_peek_slots() {
         let mut a = TxArena::new(4);
