@@ -212,6 +212,7 @@ fn pasta_udhcpc_lease() {
         dir.join("pasta.log"),
     );
     wait_file(&pidf, 20, &mut p);
+    g.sh("ip link set dummy0 up");
     let (script, lease) = udhcpc_script(&dir);
     let out = g.run(
         &[
