@@ -705,3 +705,51 @@ fn passt_daemon_pid_file_and_sigterm() {
         "daemon did not exit on SIGTERM"
     );
 }
+
+/// `-l`: the log goes to the file (header line first, mode 0600), nothing
+/// about syslog shows up when there is no syslog socket, and standard error
+/// stays quiet.
+#[test]
+fn passt_log_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Netns::host("log");
+    let dir = Scratch::new("log");
+    let sock = dir.join("passt.socket");
+    let pidf = dir.join("passt.pid");
+    let logf = dir.join("passt.log");
+    let mut p = Proc::spawn(
+        h.cmd(&[
+            s(&passt()),
+            "-f".into(),
+            "-l".into(),
+            s(&logf),
+            "-s".into(),
+            s(&sock),
+            "-P".into(),
+            s(&pidf),
+        ]),
+        "passt",
+        dir.join("passt.stderr"),
+    );
+    wait_file(&pidf, 20, &mut p);
+    let text = eventually(5, || {
+        let t = std::fs::read_to_string(&logf).ok()?;
+        t.contains("UNIX domain socket bound at").then_some(t)
+    })
+    .expect("log file written");
+    let first = text.lines().next().unwrap_or_default();
+    assert!(first.starts_with("passt "), "header: {first}");
+    assert!(
+        first.contains(&format!("({})", p.pid())),
+        "header names the PID: {first}"
+    );
+    let mode = std::fs::metadata(&logf).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(p);
+    let err = std::fs::read_to_string(dir.join("passt.stderr")).unwrap_or_default();
+    assert!(!err.to_lowercase().contains("syslog"), "{err}");
+    assert!(
+        !err.contains("UNIX domain socket"),
+        "log lines only in the file: {err}"
+    );
+}
