@@ -483,6 +483,7 @@ impl Runtime {
         match r {
             crate::tap::ReadOutcome::Frames => {
                 if !rx.refs.is_empty() {
+                    log::trace!("guest link: {} frames in", rx.refs.len());
                     let t = now();
                     if let Some(p) = &mut self.io.pcap {
                         let batch = FrameBatch::new(&rx.buf, &rx.refs);
@@ -596,7 +597,7 @@ impl Io {
             }
             loop {
                 let Some(buf) = self.arena.next_frame_buf() else {
-                    self.flush(now);
+                    let _ = self.flush(now);
                     continue;
                 };
                 match self.core.poll_frame(buf) {
@@ -609,7 +610,11 @@ impl Io {
             }
             if !self.arena.is_empty() {
                 busy = true;
-                self.flush(now);
+                if self.flush(now) == 0 {
+                    // The link takes nothing now (no qemu client, or a full
+                    // socket): the core retries on its next input.
+                    return;
+                }
             }
             if !busy {
                 return;
@@ -619,9 +624,9 @@ impl Io {
     }
 
     /// Sends what the arena holds and tells the core how much went out.
-    fn flush(&mut self, now: Instant) {
+    fn flush(&mut self, now: Instant) -> usize {
         if self.arena.is_empty() {
-            return;
+            return 0;
         }
         let sent = self.link.send(&mut self.arena).min(self.arena.len());
         if let Some(p) = &mut self.pcap {
@@ -631,11 +636,10 @@ impl Io {
                 }
             }
         }
-        if sent < self.arena.len() {
-            log::trace!("guest link took {sent} of {} frames", self.arena.len());
-        }
+        log::trace!("guest link took {sent} of {} frames", self.arena.len());
         self.arena.clear();
         self.core.handle_tap_sent(now, sent);
+        sent
     }
 
     fn carry_out(&mut self, now: Instant, action: Action, rx: &[u8]) {
@@ -690,7 +694,7 @@ impl Io {
         }
         let needed = len.div_ceil(mss).clamp(1, self.arena.slots());
         if self.arena.free() < needed && !self.arena.is_empty() {
-            self.flush(now);
+            let _ = self.flush(now);
         }
         let k = needed.min(self.arena.free());
         let result = match self.socks.get(sock) {
