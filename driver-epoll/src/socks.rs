@@ -581,6 +581,9 @@ pub(crate) fn send_datagrams(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<
     }
 }
 
+/// Largest skip of a peek: far beyond any socket receive buffer.
+const MAX_PEEK_SKIP: usize = 64 << 20;
+
 /// Peeks at the receive queue: skips `skip` bytes (into `discard`, grown as
 /// needed), then fills `iov`. Returns the bytes peeked into `iov` (0: end of
 /// stream).
@@ -591,6 +594,9 @@ pub(crate) fn peek(
     iov: &mut [IoSliceMut<'_>],
 ) -> Result<usize, Errno> {
     let skip = skip as usize;
+    if skip > MAX_PEEK_SKIP {
+        return Err(Errno(libc::EINVAL));
+    }
     let r = if skip > 0 {
         if discard.len() < skip {
             discard.resize(skip, 0);
