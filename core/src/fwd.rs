@@ -692,7 +692,8 @@ mod tests {
     #[test]
     fn bad_specs() {
         use FwdError::*;
-        let cases: &[(&str, SpecKind, fn(&FwdError) -> bool)] = &[
+        type Case = (&'static str, SpecKind, fn(&FwdError) -> bool);
+        let cases: &[Case] = &[
             ("", SpecKind::PasstInbound, |e| *e == Empty),
             ("22,", SpecKind::PasstInbound, |e| *e == Empty),
             (",22", SpecKind::PasstInbound, |e| *e == Empty),

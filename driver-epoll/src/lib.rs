@@ -1,6 +1,8 @@
 //! The epoll driver of passt-rs: runs [`passt_core::Core`] over real sockets.
 
 pub mod cli;
+pub mod conf;
+pub mod netlink;
 pub mod resolv;
 
 /// Entry point shared by the `passt` and `pasta` binaries. The mode is chosen
