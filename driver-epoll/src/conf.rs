@@ -172,7 +172,7 @@ pub fn template_family(
         })
         .collect();
     // Stable: among equal prefixes the kernel's order stays.
-    usable.sort_by(|a, b| b.prefix.cmp(&a.prefix));
+    usable.sort_by_key(|a| std::cmp::Reverse(a.prefix));
     let link_local = addrs
         .iter()
         .find(|a| a.index == ifindex && a.addr.is_ipv6() && a.is_link_local())
@@ -1575,7 +1575,7 @@ mod tests {
             assert_eq!(v6.ifname, "wan0");
             assert_eq!(v6.addrs, vec![na("2001:db8::2", 64)]);
             assert_eq!(v6.gateway, Some(a("fe80::1")));
-            assert!(v6.link_local.is_some_and(|l| netlink::is_link_local(l)));
+            assert!(v6.link_local.is_some_and(netlink::is_link_local));
             assert!(!v6.routes.iter().any(|r| netlink::is_link_local(r.dst)));
             let c = build(Mode::Pasta, &opts(Mode::Pasta, &[]), &h, &Resolv::default()).unwrap();
             assert_eq!(

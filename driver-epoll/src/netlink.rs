@@ -509,18 +509,19 @@ pub fn add_address(ifindex: u32, addr: IpAddr, prefix: u8, nodad: bool) -> io::R
 pub fn add_route(ifindex: u32, dst: IpAddr, prefix: u8, gateway: Option<IpAddr>) -> io::Result<()> {
     let mut nl = Nl::new()?;
     let mut req = RouteMessage::default();
-    let mut h = RouteHeader::default();
-    h.address_family = family_of(dst.is_ipv6());
-    h.destination_prefix_length = prefix;
-    h.table = RouteHeader::RT_TABLE_MAIN;
-    h.protocol = RouteProtocol::Boot;
-    h.scope = if gateway.is_some() {
-        RouteScope::Universe
-    } else {
-        RouteScope::Link
+    req.header = RouteHeader {
+        address_family: family_of(dst.is_ipv6()),
+        destination_prefix_length: prefix,
+        table: RouteHeader::RT_TABLE_MAIN,
+        protocol: RouteProtocol::Boot,
+        scope: if gateway.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        },
+        kind: RouteType::Unicast,
+        ..RouteHeader::default()
     };
-    h.kind = RouteType::Unicast;
-    req.header = h;
     if prefix > 0 {
         req.attributes
             .push(RouteAttribute::Destination(RouteAddress::from(dst)));

@@ -75,7 +75,8 @@ mod tests {
 
     #[test]
     fn cases() {
-        let cases: &[(&str, &[&str], &[&str], &[&str])] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
             ("", &[], &[], &[]),
             (
                 "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n",
