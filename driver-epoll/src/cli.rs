@@ -888,6 +888,7 @@ pub fn map_v6(v: &[AddrOrNone]) -> Option<Option<Ipv6Addr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     fn parse(mode: Mode, args: &[&str]) -> Result<Options, CliError> {
         let v: Vec<OsString> = args.iter().map(OsString::from).collect();
@@ -1300,6 +1301,38 @@ mod tests {
         assert!(h.contains("--ns-ifname"));
         assert!(!h.contains("--vhost-user"));
         assert!(h.contains("COMMAND"));
+    }
+
+    proptest::proptest! {
+        /// No command line makes the parser panic; errors are one line.
+        #[test]
+        fn no_panic(args in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::sample::select(vec![
+                    "-t", "-u", "-T", "-U", "-a", "-g", "-m", "-n", "-D", "-S", "-F", "-I",
+                    "--netns", "--userns", "--config-net", "--no-copy-routes", "-4", "-6",
+                    "--map-host-loopback", "--runas", "--log-size", "-s", "-1", "-d", "-q",
+                    "--", "none", "auto", "all", "0", "22", "::1",
+                ]).prop_map(String::from),
+                "[-a-z0-9:.,~/%\\[\\]]{0,12}",
+            ],
+            0..8,
+        )) {
+            for mode in [Mode::Passt, Mode::Pasta] {
+                let v: Vec<OsString> = args.iter().map(OsString::from).collect();
+                if let Err(CliError::Usage(m)) = parse_args(mode, &v) {
+                    proptest::prop_assert!(!m.contains('\n'), "{m}");
+                }
+            }
+        }
+
+        /// Every prefix length survives netmask formatting and parsing.
+        #[test]
+        fn netmask_round_trip(p in 0u8..=32) {
+            let m = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0));
+            proptest::prop_assert_eq!(parse_netmask(&m.to_string()), Ok(p));
+            proptest::prop_assert_eq!(parse_netmask(&p.to_string()), Ok(p));
+        }
     }
 
     #[test]

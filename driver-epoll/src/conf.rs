@@ -49,6 +49,8 @@ pub struct NsRoute {
     pub prefix: u8,
     /// Gateway, if not on-link.
     pub gateway: Option<IpAddr>,
+    /// Metric, if not the kernel's default.
+    pub metric: Option<u32>,
 }
 
 /// What `--config-net` sets up for one address family.
@@ -199,6 +201,7 @@ pub fn template_family(
                 dst: r.dst,
                 prefix: r.prefix,
                 gateway: h.gateway,
+                metric: r.metric,
             })
         })
         .collect();
@@ -237,8 +240,16 @@ pub fn discover_host(opts: &Options) -> io::Result<HostInfo> {
         if (v6 && opts.ipv4_only) || (!v6 && opts.ipv6_only) {
             continue;
         }
-        let routes = netlink::routes(v6)?;
-        let addrs = netlink::addresses(v6)?;
+        let dumps = netlink::routes(v6).and_then(|r| Ok((r, netlink::addresses(v6)?)));
+        let (routes, addrs) = match dumps {
+            Ok(d) => d,
+            // A kernel without IPv6 refuses the IPv6 dumps: go on without it.
+            Err(e) if v6 => {
+                host.notes.push(format!("IPv6 not available: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let outbound_if = if v6 {
             opts.outbound_if6.as_deref()
         } else {
@@ -884,6 +895,7 @@ fn default_route(gw: Option<IpAddr>, unspec: IpAddr) -> Vec<NsRoute> {
         dst: unspec,
         prefix: 0,
         gateway: Some(g),
+        metric: None,
     })
     .into_iter()
     .collect()
@@ -1021,6 +1033,7 @@ mod tests {
             dst: a(dst),
             prefix,
             gateway: gw.map(a),
+            metric: None,
         }
     }
 
@@ -1565,8 +1578,13 @@ mod tests {
             assert!(!v4.addrs.contains(&na("192.0.2.9", 30)));
             assert_eq!(v4.gateway, Some(a("192.0.2.1")));
             assert_eq!(v4.mtu, 1500);
-            assert!(v4.routes.contains(&rt("0.0.0.0", 0, Some("192.0.2.1"))));
-            assert!(v4.routes.contains(&rt("192.0.2.0", 24, None)));
+            let plain: Vec<NsRoute> = v4
+                .routes
+                .iter()
+                .map(|r| NsRoute { metric: None, ..*r })
+                .collect();
+            assert!(plain.contains(&rt("0.0.0.0", 0, Some("192.0.2.1"))));
+            assert!(plain.contains(&rt("192.0.2.0", 24, None)));
             assert!(
                 !v4.routes.iter().any(|r| r.dst == a("198.51.100.0")),
                 "other interface's routes"
@@ -1687,6 +1705,11 @@ mod tests {
                 "{r}"
             );
             let r6 = crate::netlink::testns::ip_out("-j -6 route");
+            assert_eq!(
+                r6.matches("\"dst\":\"2001:db8::/64\"").count(),
+                1,
+                "prefix route copied with its metric, not duplicated: {r6}"
+            );
             assert!(
                 r6.contains("\"dst\":\"default\",\"gateway\":\"2001:db8::1\""),
                 "{r6}"

@@ -507,6 +507,17 @@ pub fn add_address(ifindex: u32, addr: IpAddr, prefix: u8, nodad: bool) -> io::R
 /// Adds a route in the main table: `dst/prefix` (prefix 0: default route)
 /// through `ifindex`, via `gateway` if given.
 pub fn add_route(ifindex: u32, dst: IpAddr, prefix: u8, gateway: Option<IpAddr>) -> io::Result<()> {
+    add_route_metric(ifindex, dst, prefix, gateway, None)
+}
+
+/// [`add_route`] with a metric (`RTA_PRIORITY`).
+pub fn add_route_metric(
+    ifindex: u32,
+    dst: IpAddr,
+    prefix: u8,
+    gateway: Option<IpAddr>,
+    metric: Option<u32>,
+) -> io::Result<()> {
     let mut nl = Nl::new()?;
     let mut req = RouteMessage::default();
     req.header = RouteHeader {
@@ -531,6 +542,9 @@ pub fn add_route(ifindex: u32, dst: IpAddr, prefix: u8, gateway: Option<IpAddr>)
             .push(RouteAttribute::Gateway(RouteAddress::from(g)));
     }
     req.attributes.push(RouteAttribute::Oif(ifindex));
+    if let Some(m) = metric {
+        req.attributes.push(RouteAttribute::Priority(m));
+    }
     nl.change(
         RouteNetlinkMessage::NewRoute(req),
         NLM_F_CREATE | NLM_F_EXCL,
@@ -609,7 +623,7 @@ pub fn configure_ns_interface(cfg: &NsNetConfig) -> io::Result<()> {
             let (direct, via): (Vec<&NsRoute>, Vec<&NsRoute>) =
                 fam.routes.iter().partition(|r| r.gateway.is_none());
             for r in direct.into_iter().chain(via) {
-                match add_route(ifindex, r.dst, r.prefix, r.gateway) {
+                match add_route_metric(ifindex, r.dst, r.prefix, r.gateway, r.metric) {
                     Ok(()) => {}
                     Err(e)
                         if matches!(
@@ -792,11 +806,13 @@ mod tests {
                             dst: "0.0.0.0".parse().unwrap(),
                             prefix: 0,
                             gateway: Some("192.0.2.1".parse().unwrap()),
+                            metric: None,
                         },
                         NsRoute {
                             dst: "203.0.113.0".parse().unwrap(),
                             prefix: 24,
                             gateway: Some("198.18.0.1".parse().unwrap()),
+                            metric: None,
                         },
                     ],
                 }),
@@ -809,6 +825,7 @@ mod tests {
                         dst: "::".parse().unwrap(),
                         prefix: 0,
                         gateway: Some("fe80::1".parse().unwrap()),
+                        metric: None,
                     }],
                 }),
             };

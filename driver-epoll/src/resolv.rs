@@ -128,6 +128,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Nameserver lines come back in order, without duplicates, whatever
+        /// surrounds them.
+        #[test]
+        fn nameservers_round_trip(
+            ns in proptest::collection::vec(proptest::prelude::any::<std::net::IpAddr>(), 0..8),
+            junk in "[ -~\t]{0,40}",
+        ) {
+            let mut text = String::new();
+            for a in &ns {
+                text += &format!("# {junk}\nnameserver {a}\n;{junk}\n");
+            }
+            let r = parse_resolv(&text);
+            let mut e4 = Vec::new();
+            let mut e6 = Vec::new();
+            for a in ns {
+                match a {
+                    IpAddr::V4(v) if !e4.contains(&v) => e4.push(v),
+                    IpAddr::V6(v) if !e6.contains(&v) => e6.push(v),
+                    _ => {}
+                }
+            }
+            proptest::prop_assert_eq!(r.v4, e4);
+            proptest::prop_assert_eq!(r.v6, e6);
+        }
+
+        /// Arbitrary bytes never make the parser panic.
+        #[test]
+        fn no_panic(text in "(?s).{0,200}") {
+            let _ = parse_resolv(&text);
+        }
+    }
+
     #[test]
     fn missing_file() {
         let r = read_resolv(Path::new("/nonexistent/resolv.conf"));
