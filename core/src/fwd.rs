@@ -176,10 +176,12 @@ impl std::error::Error for FwdError {}
 #[derive(Clone, PartialEq, Eq)]
 pub struct FwdTable {
     mode: FwdMode,
-    /// Bitmap of forwarded ports.
-    map: Box<[u64; NUM_PORTS / 64]>,
-    /// Per-port delta to the target port (wrapping).
-    delta: Box<[u16]>,
+    /// Bitmap of forwarded ports: empty until a port is added, then
+    /// `NUM_PORTS / 64` words (a default table costs nothing).
+    map: Vec<u64>,
+    /// Per-port delta to the target port (wrapping): empty until a port is
+    /// remapped, then `NUM_PORTS` entries.
+    delta: Vec<u16>,
     rules: Vec<FwdRule>,
 }
 
@@ -299,8 +301,8 @@ impl FwdTable {
     pub fn new() -> Self {
         FwdTable {
             mode: FwdMode::Unset,
-            map: Box::new([0; NUM_PORTS / 64]),
-            delta: vec![0u16; NUM_PORTS].into_boxed_slice(),
+            map: Vec::new(),
+            delta: Vec::new(),
             rules: Vec::new(),
         }
     }
@@ -368,6 +370,12 @@ impl FwdTable {
     fn set(&mut self, port: u16, delta: u16) -> bool {
         let p = usize::from(port);
         let was = self.is_forwarded(port);
+        if self.map.is_empty() {
+            self.map = vec![0; NUM_PORTS / 64];
+        }
+        if delta != 0 && self.delta.is_empty() {
+            self.delta = vec![0; NUM_PORTS];
+        }
         if let Some(w) = self.map.get_mut(p / 64) {
             *w |= 1 << (p % 64);
         }
@@ -787,6 +795,17 @@ mod tests {
         assert_eq!(w.len(), 1);
         let (_, w) = FwdTable::from_specs(&["22", "23"], SpecKind::PasstInbound, EPH).unwrap();
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn default_table_is_cheap() {
+        let t = FwdTable::new();
+        assert!(t.map.is_empty() && t.delta.is_empty());
+        assert_eq!(t.target(80), None);
+        assert_eq!(t.delta(80), 0);
+        let t = table(&["80"], SpecKind::PasstInbound).unwrap();
+        assert!(t.delta.is_empty(), "no remapping, no delta table");
+        assert_eq!(t.target(80), Some(80));
     }
 
     #[test]

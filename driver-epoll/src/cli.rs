@@ -155,7 +155,7 @@ fn parse_search(s: &str) -> Result<String, String> {
     if s.len() > crate::resolv::MAX_DOMAIN {
         return Err("domain name too long".into());
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if s.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err(format!("'{s}' is not a domain name"));
     }
     Ok(s.to_string())
@@ -379,7 +379,7 @@ pub struct Options {
     /// Nameserver to advertise (repeatable, up to 3 per family); 'none' disables DNS [default: from /etc/resolv.conf]
     #[arg(short = 'D', long = "dns", value_name = "ADDR", action = ArgAction::Append, value_parser = parse_dns)]
     pub dns: Vec<AddrOrNone>,
-    /// Search domain to advertise (repeatable, up to 6); 'none' disables the list [default: from /etc/resolv.conf]
+    /// Search domain, or a space-separated list, to advertise (repeatable, up to 6 in all); 'none' disables the list [default: from /etc/resolv.conf]
     #[arg(short = 'S', long = "search", value_name = "DOMAIN", action = ArgAction::Append, value_parser = parse_search)]
     pub search: Vec<String>,
     /// Advertise nameservers by DHCP, DHCPv6 and NDP
@@ -705,6 +705,19 @@ fn validate(o: &mut Options) -> Result<(), CliError> {
     if o.trace {
         o.debug = true;
     }
+    // -S takes one domain or a space-separated list.
+    o.search = o
+        .search
+        .iter()
+        .flat_map(|s| {
+            let words: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+            if words.is_empty() {
+                vec![String::new()]
+            } else {
+                words
+            }
+        })
+        .collect();
     if o.mode == Mode::Passt && o.fd.is_some() {
         o.one_off = true;
     }
@@ -1107,6 +1120,11 @@ mod tests {
         assert_eq!(o.dns.len(), 2);
         assert_eq!(o.search, vec!["a.test", "b.test"]);
         assert!(!o.one_off);
+        let o = ok(Mode::Passt, &["-S", "x.test  y.test", "-S", "z.test"]);
+        assert_eq!(o.search, vec!["x.test", "y.test", "z.test"]);
+        assert!(!o.search_disabled());
+        assert!(ok(Mode::Passt, &["-S", ""]).search_disabled());
+        assert!(ok(Mode::Passt, &["-S", "none"]).search_disabled());
         let o = ok(Mode::Passt, &["-F", "5"]);
         assert!(o.one_off, "--fd implies --one-off");
         let o = ok(Mode::Passt, &["--trace"]);
