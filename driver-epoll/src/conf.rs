@@ -313,7 +313,7 @@ pub struct RuntimeConfig {
     pub runas: Option<(u32, u32)>,
     /// What pasta connects to.
     pub target: Option<PastaTarget>,
-    /// `--userns`.
+    /// User namespace to join: `--userns`, or that of the target PID.
     pub userns: Option<PathBuf>,
     /// Don't create or join a user namespace.
     pub netns_only: bool,
@@ -815,7 +815,12 @@ pub fn build(
         pid_file: opts.pid_file.clone(),
         runas,
         target: opts.target.clone(),
-        userns: opts.userns.clone(),
+        userns: opts.userns.clone().or_else(|| match opts.target {
+            Some(PastaTarget::Pid(p)) if !opts.netns_only => {
+                Some(PathBuf::from(format!("/proc/{p}/ns/user")))
+            }
+            _ => None,
+        }),
         netns_only: opts.netns_only,
         no_netns_quit: opts.no_netns_quit,
         no_splice: opts.no_splice || mode == Mode::Passt,
@@ -899,6 +904,25 @@ fn default_route(gw: Option<IpAddr>, unspec: IpAddr) -> Vec<NsRoute> {
     })
     .into_iter()
     .collect()
+}
+
+/// How to connect qemu to the socket at `path`, for the start-up message.
+pub fn socket_hints(path: &std::path::Path, vhost_user: bool) -> String {
+    let p = path.display();
+    if vhost_user {
+        format!(
+            "You can start qemu with:\n    \
+             -chardev socket,id=chr0,path={p} -netdev vhost-user,id=netdev0,chardev=chr0 \
+             -device virtio-net,netdev=netdev0 -object memory-backend-memfd,id=memfd0,share=on,size=$RAMSIZE \
+             -numa node,memdev=memfd0\n"
+        )
+    } else {
+        format!(
+            "UNIX domain socket bound at {p}\n\
+             You can start qemu (7.2 or later) with:\n    \
+             -device virtio-net-pci,netdev=s -netdev stream,id=s,server=off,addr.type=unix,addr.path={p}\n"
+        )
+    }
 }
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -1167,6 +1191,11 @@ mod tests {
         assert_eq!(c.core.fwd.udp_in.mode(), FwdMode::Auto);
         assert_eq!(c.core.fwd.udp_out.mode(), FwdMode::None);
         assert!(!c.foreground && !c.quiet, "joining a PID: neither");
+        assert_eq!(c.userns, Some(PathBuf::from("/proc/1234/ns/user")));
+        let c = cfg(Mode::Pasta, &["--netns-only", "1234"], &host(), "");
+        assert_eq!(c.userns, None);
+        let c = cfg(Mode::Pasta, &["--netns", "x"], &host(), "");
+        assert!(c.netns_only && c.userns.is_none());
     }
 
     #[test]
@@ -1512,6 +1541,17 @@ mod tests {
         ] {
             assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
         }
+    }
+
+    #[test]
+    fn qemu_hints() {
+        let h = socket_hints(std::path::Path::new("/tmp/passt_1.socket"), false);
+        assert!(h.contains("addr.path=/tmp/passt_1.socket"), "{h}");
+        let h = socket_hints(std::path::Path::new("/tmp/v.sock"), true);
+        assert!(
+            h.contains("-chardev socket,id=chr0,path=/tmp/v.sock"),
+            "{h}"
+        );
     }
 
     #[test]
