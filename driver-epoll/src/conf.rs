@@ -473,23 +473,19 @@ fn dns_family<A: Copy + PartialEq>(
         return d;
     }
     for ns in from_resolv {
-        if is_loopback(*ns) {
-            // The guest can't reach the host's loopback: advertise the mapped
-            // address and redirect what goes there to the real resolver.
-            let Some(m) = map else { continue };
-            if d.dns_match.is_none() {
-                d.dns_match = Some(m);
-                if host.is_none() {
-                    d.dns_host = Some(*ns);
-                }
+        if is_loopback(*ns) || Some(*ns) == map {
+            // The guest can't reach the host's loopback, and the mapped
+            // address (usually the gateway) leads to the host itself:
+            // advertise the mapped address and redirect DNS sent there to the
+            // host resolver. Only one such redirection exists, so further
+            // resolvers of this kind are left out.
+            if d.dns_match.is_some() {
+                continue;
             }
+            let Some(m) = map else { continue };
+            d.dns_match = Some(m);
             push(&mut d.list, m);
         } else {
-            if Some(*ns) == map && d.dns_match.is_none() {
-                // The resolver is the gateway, whose address is mapped to the
-                // host: keep queries going to the real resolver.
-                d.dns_match = Some(*ns);
-            }
             push(&mut d.list, *ns);
         }
     }
@@ -1297,6 +1293,32 @@ mod tests {
         let ip4 = c.core.ip4.unwrap();
         assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(169, 254, 1, 1)));
         assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(198, 51, 100, 9)));
+        // A remote resolver first, then a loopback one: both reachable, the
+        // redirection goes to the first one.
+        let c = cfg(
+            Mode::Passt,
+            &[],
+            &h,
+            "nameserver 198.51.100.1\nnameserver 127.0.0.53\nnameserver 127.0.0.54\n",
+        );
+        let ip4 = c.core.ip4.unwrap();
+        assert_eq!(
+            ip4.dns.as_slice(),
+            &[Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(192, 0, 2, 1)]
+        );
+        assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(198, 51, 100, 1)));
+        // With --dns-forward, loopback resolvers can't be advertised.
+        let c = cfg(
+            Mode::Passt,
+            &["--dns-forward", "192.0.2.53"],
+            &h,
+            "nameserver 127.0.0.53\nnameserver 198.51.100.1\n",
+        );
+        let ip4 = c.core.ip4.unwrap();
+        assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(198, 51, 100, 1)]);
+        assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 53)));
+        assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
         // Many resolvers: three advertised.
         let c = cfg(Mode::Passt, &[], &h, "nameserver 198.51.100.1\nnameserver 198.51.100.2\nnameserver 198.51.100.3\nnameserver 198.51.100.4\n");
         assert_eq!(c.core.ip4.unwrap().dns.len(), 3);

@@ -206,11 +206,12 @@ impl Nl {
             let n = self.sock.recv(&mut self.buf, 0)?;
             let data = self.buf.get(..n.min(self.buf.len())).unwrap_or_default();
             let mut off = 0usize;
-            while off + 16 <= data.len() {
-                let len_bytes = data.get(off..off + 4).ok_or_else(|| invalid("truncated"))?;
-                let len =
-                    u32::from_ne_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]])
-                        as usize;
+            while off.checked_add(16).is_some_and(|e| e <= data.len()) {
+                let len_bytes: [u8; 4] = data
+                    .get(off..off.saturating_add(4))
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| invalid("truncated"))?;
+                let len = u32::from_ne_bytes(len_bytes) as usize;
                 if len < 16 {
                     return Err(invalid("bad message length"));
                 }
