@@ -1720,6 +1720,25 @@ mod tests {
         };
     }
 
+    #[test]
+    fn discovery_nexthop_objects() {
+        let Some(()) = in_netns(|| {
+            veth("n0", "np0");
+            ip("addr add 192.0.2.2/24 dev n0");
+            ip("-6 addr add 2001:db8::2/64 dev n0 nodad");
+            ip("nexthop add id 7 via 192.0.2.1 dev n0");
+            ip("route add default nhid 7");
+            ip("nexthop add id 8 via 2001:db8::1 dev n0");
+            ip("-6 route add default nhid 8");
+            let h = discover(&[]).unwrap();
+            assert_eq!(h.v4.as_ref().unwrap().ifname, "n0");
+            assert_eq!(h.v4.as_ref().unwrap().gateway, Some(a("192.0.2.1")));
+            assert_eq!(h.v6.as_ref().unwrap().gateway, Some(a("2001:db8::1")));
+        }) else {
+            return;
+        };
+    }
+
     /// Discovery in one namespace, --config-net in another: the namespace
     /// ends up with the host's addresses and routes.
     #[test]
