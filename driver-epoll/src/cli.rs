@@ -291,6 +291,7 @@ fn parse_nonempty_path(s: &str) -> Result<PathBuf, String> {
 #[derive(Parser, Clone, Debug, Default, PartialEq, Eq)]
 #[command(
     args_override_self = true,
+    infer_long_args = true,
     disable_version_flag = true,
     max_term_width = 100,
     after_help = SPEC_HELP
@@ -1162,6 +1163,19 @@ mod tests {
         );
         assert_eq!(o.tcp_ports, vec!["22", "80"]);
         assert_eq!(o.udp_ports, vec!["53", "54"]);
+    }
+
+    #[test]
+    fn abbreviated_long_options() {
+        // Unique prefixes work as with getopt_long; exact names win.
+        let o = ok(Mode::Pasta, &["--config", "--fore", "--dns", "192.0.2.53"]);
+        assert!(o.config_net && o.foreground);
+        assert_eq!(o.dns.len(), 1);
+        let o = ok(Mode::Passt, &["--one", "--vhost"]);
+        assert!(o.one_off && o.vhost_user);
+        let o = ok(Mode::Passt, &["--no-dhcp"]);
+        assert!(o.no_dhcp && !o.no_dhcpv6);
+        bad(Mode::Passt, &["--no-d"], "--no-d");
     }
 
     #[test]
