@@ -1166,6 +1166,97 @@ mod tests {
     }
 
     #[test]
+    fn real_world_command_lines() {
+        // As container engines start pasta.
+        let o = ok(
+            Mode::Pasta,
+            &[
+                "--config-net",
+                "--pid",
+                "/run/user/1000/pasta.pid",
+                "--dns-forward",
+                "169.254.1.1",
+                "-t",
+                "none",
+                "-u",
+                "none",
+                "-T",
+                "none",
+                "-U",
+                "none",
+                "--no-map-gw",
+                "--quiet",
+                "--netns",
+                "/run/user/1000/netns/netns-1234",
+                "--map-guest-addr",
+                "169.254.1.2",
+            ],
+        );
+        assert!(o.config_net && o.quiet && o.no_map_gw && o.netns_only);
+        assert_eq!(o.dns_forward4(), Some(Ipv4Addr::new(169, 254, 1, 1)));
+        assert_eq!(
+            map_v4(&o.map_guest_addr),
+            Some(Some(Ipv4Addr::new(169, 254, 1, 2)))
+        );
+        // A slirp4netns-like set-up.
+        let o = ok(
+            Mode::Pasta,
+            &[
+                "-a",
+                "10.0.2.0",
+                "-n",
+                "24",
+                "-g",
+                "10.0.2.2",
+                "--dns-forward",
+                "10.0.2.3",
+                "-m",
+                "1500",
+                "--ipv4-only",
+                "-f",
+                "--config-net",
+                "4242",
+            ],
+        );
+        assert_eq!(o.target, Some(PastaTarget::Pid(4242)));
+        assert_eq!(o.netmask, Some(24));
+        // The test set-ups of passt.
+        let o = ok(
+            Mode::Passt,
+            &[
+                "-f",
+                "-s",
+                "/tmp/passt.sock",
+                "-t",
+                "10001",
+                "-u",
+                "10001",
+                "-P",
+                "/tmp/passt.pid",
+            ],
+        );
+        assert_eq!(o.socket, Some(PathBuf::from("/tmp/passt.sock")));
+        let o = ok(
+            Mode::Pasta,
+            &[
+                "--config-net",
+                "-t",
+                "10001,10002,10011,10012",
+                "-T",
+                "10003,10013",
+                "--map-host-loopback",
+                "192.0.2.1",
+                "--map-host-loopback",
+                "2001:db8:9a55::1",
+            ],
+        );
+        assert_eq!(
+            map_v6(&o.map_host_loopback),
+            Some(Some("2001:db8:9a55::1".parse().unwrap()))
+        );
+    }
+
+    #[test]
     fn abbreviated_long_options() {
         // Unique prefixes work as with getopt_long; exact names win.
         let o = ok(Mode::Pasta, &["--config", "--fore", "--dns", "192.0.2.53"]);
