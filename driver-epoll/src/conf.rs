@@ -1096,6 +1096,152 @@ mod tests {
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
+    fn link(index: u32, name: &str, flags: u32) -> LinkInfo {
+        LinkInfo {
+            index,
+            name: name.into(),
+            mtu: 1500,
+            flags,
+            mac: None,
+        }
+    }
+
+    fn route(dst: &str, prefix: u8, hops: &[(u32, Option<&str>, u16)]) -> RouteInfo {
+        RouteInfo {
+            dst: a(dst),
+            prefix,
+            table: netlink::TABLE_MAIN,
+            kind: netlink::RTN_UNICAST,
+            protocol: 4,
+            scope: 0,
+            metric: None,
+            hops: hops
+                .iter()
+                .map(|(i, g, w)| netlink::NextHop {
+                    ifindex: *i,
+                    gateway: g.map(a),
+                    weight: *w,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn template_choice() {
+        let links = [
+            link(1, "lo", IFF_LOOPBACK),
+            link(2, "eth0", 0),
+            link(3, "wlan0", 0),
+        ];
+        let mut notes = Vec::new();
+        // Only link-local and loopback routes: nothing.
+        let routes = [
+            route("fe80::", 64, &[(2, None, 1)]),
+            route("::1", 128, &[(1, None, 1)]),
+        ];
+        assert_eq!(
+            pick_template(&links, &routes, None, &mut notes).unwrap(),
+            None
+        );
+        // A non-link-local route.
+        let routes = [
+            route("fe80::", 64, &[(2, None, 1)]),
+            route("2001:db8::", 64, &[(3, None, 1)]),
+        ];
+        assert_eq!(
+            pick_template(&links, &routes, None, &mut notes).unwrap(),
+            Some(3)
+        );
+        // Default routes win, the first one, with a note if there are others.
+        let routes = [
+            route("198.51.100.0", 24, &[(2, None, 1)]),
+            route("0.0.0.0", 0, &[(3, Some("192.0.2.1"), 1)]),
+            route("0.0.0.0", 0, &[(2, Some("198.51.100.1"), 1)]),
+        ];
+        assert_eq!(
+            pick_template(&links, &routes, None, &mut notes).unwrap(),
+            Some(3)
+        );
+        assert_eq!(notes.len(), 1);
+        // Multipath: the heaviest next hop.
+        let routes = [route(
+            "0.0.0.0",
+            0,
+            &[(2, Some("192.0.2.1"), 1), (3, Some("198.51.100.1"), 5)],
+        )];
+        assert_eq!(
+            pick_template(&links, &routes, None, &mut notes).unwrap(),
+            Some(3)
+        );
+        // Requested by name.
+        assert_eq!(
+            pick_template(&links, &routes, Some("eth0"), &mut notes).unwrap(),
+            Some(2)
+        );
+        assert!(pick_template(&links, &routes, Some("eth9"), &mut notes).is_err());
+    }
+
+    #[test]
+    fn template_contents() {
+        let links = [link(2, "eth0", 0), link(3, "eth1", 0)];
+        let addr = |i: u32, s: &str, p: u8, flags: u32| AddrInfo {
+            index: i,
+            addr: a(s),
+            prefix: p,
+            scope: 0,
+            flags,
+        };
+        let addrs = [
+            addr(2, "10.0.0.2", 8, 0),
+            addr(2, "192.0.2.2", 24, 0),
+            addr(2, "192.0.2.9", 30, IFA_F_DEPRECATED),
+            addr(3, "198.51.100.2", 32, 0),
+            addr(2, "fe80::2", 64, 0),
+            addr(2, "2001:db8::2", 64, 0),
+        ];
+        let routes = [
+            route(
+                "0.0.0.0",
+                0,
+                &[
+                    (3, Some("198.51.100.1"), 9),
+                    (2, Some("192.0.2.1"), 2),
+                    (2, Some("192.0.2.254"), 4),
+                ],
+            ),
+            route("192.0.2.0", 24, &[(2, None, 1)]),
+            route("198.51.100.0", 24, &[(3, None, 1)]),
+            route("fe80::", 64, &[(2, None, 1)]),
+            route("ff00::", 8, &[(2, None, 1)]),
+        ];
+        let t = template_family(&links, &addrs, &routes, 2).unwrap();
+        assert_eq!(t.ifname, "eth0");
+        assert_eq!(t.addrs.first(), Some(&na("2001:db8::2", 64)));
+        assert_eq!(
+            t.addrs
+                .iter()
+                .filter(|x| x.addr.is_ipv4())
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![na("192.0.2.2", 24), na("10.0.0.2", 8)],
+            "most specific first, deprecated left out"
+        );
+        assert_eq!(t.link_local, Some(a("fe80::2")));
+        assert_eq!(
+            t.gateway,
+            Some(a("192.0.2.254")),
+            "heaviest hop on this interface"
+        );
+        assert_eq!(
+            t.routes,
+            vec![
+                rt("0.0.0.0", 0, Some("192.0.2.254")),
+                rt("192.0.2.0", 24, None)
+            ]
+        );
+        assert!(template_family(&links, &addrs, &routes, 7).is_none());
+    }
+
     #[test]
     fn passt_defaults() {
         let c = cfg(
