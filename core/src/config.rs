@@ -6,6 +6,7 @@
 //! [`Config::secret`], so two runs with the same configuration and inputs behave
 //! identically.
 
+use crate::fwd::Forwarding;
 use crate::wire::Mac;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -206,6 +207,8 @@ pub struct Config {
     pub duid_time: u32,
     /// Fixed capacities.
     pub limits: Limits,
+    /// Port forwarding tables (`-t`, `-u`, `-T`, `-U`).
+    pub fwd: Forwarding,
 }
 
 impl Default for Config {
@@ -222,6 +225,7 @@ impl Default for Config {
             seed: 0,
             duid_time: 0,
             limits: Limits::default(),
+            fwd: Forwarding::default(),
         }
     }
 }

@@ -84,6 +84,7 @@ mod counters;
 mod dhcp;
 mod dhcpv6;
 mod engine;
+pub mod fwd;
 mod ndp;
 mod queue;
 mod rng;

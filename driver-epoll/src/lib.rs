@@ -84,6 +84,11 @@ pub(crate) struct Settings {
     pub(crate) summary: String,
 }
 
+pub mod cli;
+pub mod conf;
+pub mod netlink;
+pub mod resolv;
+
 /// Entry point shared by the `passt` and `pasta` binaries. The mode is chosen
 /// from the program name, as upstream does: a name containing "pasta" runs
 /// pasta, one containing "passt" runs passt.
