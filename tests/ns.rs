@@ -286,7 +286,7 @@ fn pasta_dhclient6_lease() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\ncase \"$reason\" in BOUND6|RENEW6|REBIND6|REBOOT6)\n  ip -6 addr add \"$new_ip6_address/$new_ip6_prefixlen\" dev \"$interface\" nodad\n  env > {e}.tmp && mv {e}.tmp {e} ;;\nesac\nexit 0\n",
+            "#!/bin/sh\ncase \"$reason\" in BOUND6|RENEW6|REBIND6|REBOOT6)\n  env > {e}.tmp && mv {e}.tmp {e}\n  ip -6 addr add \"$new_ip6_address/$new_ip6_prefixlen\" dev \"$interface\" nodad ;;\nesac\nexit 0\n",
             e = envf.display()
         ),
     )

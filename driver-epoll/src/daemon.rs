@@ -12,7 +12,7 @@
 //! privileged it needs (the tap device, the pcap and log files) is opened
 //! before.
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -41,43 +41,6 @@ impl PidFile {
     pub(crate) fn write(mut self, pid: i32) -> io::Result<()> {
         self.0.write_all(format!("{pid}\n").as_bytes())
     }
-}
-
-/// Resolves `--runas`: `UID`, `UID:GID`, `LOGIN` or `LOGIN:GROUP`. Root (by
-/// name or number) is refused.
-pub(crate) fn resolve_runas(s: &str) -> Result<(u32, u32), String> {
-    let (user, group) = match s.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (s, None),
-    };
-    let (uid, default_gid) = if let Ok(n) = user.parse::<u32>() {
-        let gid = User::from_uid(Uid::from_raw(n))
-            .ok()
-            .flatten()
-            .map_or(n, |u| u.gid.as_raw());
-        (n, gid)
-    } else {
-        let u = User::from_name(user)
-            .ok()
-            .flatten()
-            .ok_or_else(|| format!("invalid user: {user}"))?;
-        (u.uid.as_raw(), u.gid.as_raw())
-    };
-    if uid == 0 {
-        return Err("won't run as root (--runas)".into());
-    }
-    let gid = match group {
-        None => default_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => Group::from_name(g)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw())
-                .ok_or_else(|| format!("invalid group: {g}"))?,
-        },
-    };
-    Ok((uid, gid))
 }
 
 /// Whether we are root in the initial user namespace.
@@ -226,16 +189,6 @@ pub(crate) fn daemonise(pidfile: Option<PidFile>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runas_forms() {
-        assert_eq!(resolve_runas("1000:1001"), Ok((1000, 1001)));
-        assert_eq!(resolve_runas("nobody").map(|r| r.0), Ok(65534));
-        assert!(resolve_runas("0").is_err());
-        assert!(resolve_runas("root").is_err());
-        assert!(resolve_runas("no-such-user-here").is_err());
-        assert!(resolve_runas("1000:no-such-group-here").is_err());
-    }
 
     #[test]
     fn pid_file_written() {

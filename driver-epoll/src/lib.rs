@@ -5,12 +5,16 @@
 //! file it will need, drops privileges, daemonises unless told not to, and
 //! hands everything to the event loop (`event_loop.rs`).
 
+pub mod cli;
+pub mod conf;
 mod daemon;
 mod event_loop;
 mod log;
+pub mod netlink;
 mod netns;
 mod pcap;
 mod qemu;
+pub mod resolv;
 mod socks;
 mod tap;
 
@@ -21,14 +25,7 @@ use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
-/// Which program this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// qemu's stream socket.
-    Passt,
-    /// A tap device in a network namespace.
-    Pasta,
-}
+pub(crate) use cli::Mode;
 
 /// The namespace pasta serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,35 +81,41 @@ pub(crate) struct Settings {
     pub(crate) summary: String,
 }
 
-pub mod cli;
-pub mod conf;
-pub mod netlink;
-pub mod resolv;
-
 /// Entry point shared by the `passt` and `pasta` binaries. The mode is chosen
 /// from the program name, as upstream does: a name containing "pasta" runs
 /// pasta, one containing "passt" runs passt.
 pub fn main() -> i32 {
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();
-    let name = std::path::Path::new(&argv0)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mode = if name.contains("pasta") {
-        Mode::Pasta
-    } else if name.contains("passt") {
-        Mode::Passt
-    } else {
-        eprintln!("{name}: run me as passt or pasta");
+    let Some(mode) = cli::mode_from_argv0(&argv0) else {
+        eprintln!(
+            "{}: run me as passt or pasta",
+            std::path::Path::new(&argv0).display()
+        );
         return 1;
     };
-    log::init(ident(mode));
+    log::init(mode.name());
     let rest: Vec<OsString> = args.collect();
-    let settings = match settings_from_args(mode, &rest) {
-        Ok(s) => s,
-        Err(code) => return code,
+    let opts = match cli::parse_args(mode, &rest) {
+        Ok(o) => o,
+        Err(e) => return e.report(mode),
     };
+    let host = match conf::discover_host(&opts) {
+        Ok(h) => h,
+        Err(e) => {
+            ::log::error!("host interfaces: {e}");
+            return 1;
+        }
+    };
+    let resolv = resolv::read_resolv(std::path::Path::new("/etc/resolv.conf"));
+    let rc = match conf::build(mode, &opts, &host, &resolv) {
+        Ok(c) => c,
+        Err(e) => {
+            ::log::error!("{e}");
+            return 1;
+        }
+    };
+    let settings = settings_from_conf(rc);
     match run(settings) {
         Ok(code) => code,
         Err(e) => {
@@ -122,109 +125,57 @@ pub fn main() -> i32 {
     }
 }
 
-fn ident(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Passt => "passt",
-        Mode::Pasta => "pasta",
+/// The runtime's settings from the run configuration.
+fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
+    let summary = conf::summary(&rc);
+    let target = match rc.target {
+        Some(cli::PastaTarget::Spawn(v)) if !v.is_empty() => Target::Spawn(v),
+        Some(cli::PastaTarget::Spawn(_)) | None => Target::Spawn(netns::default_command()),
+        Some(cli::PastaTarget::Pid(p)) => Target::Pid(i32::try_from(p).unwrap_or(i32::MAX)),
+        Some(cli::PastaTarget::Netns(p)) => Target::Path(netns::netns_path(&p)),
+    };
+    let spawn = rc.mode == Mode::Pasta && matches!(target, Target::Spawn(_)) && rc.fd.is_none();
+    let configure = rc.ns_net.map(|n| -> NsConfigure {
+        Box::new(move |name: &str| {
+            let mut n = n;
+            n.ifname = name.to_string();
+            netlink::configure_ns_interface(&n)
+        })
+    });
+    for w in &rc.warnings {
+        ::log::warn!("{w}");
     }
-}
-
-/// A minimal reading of the command line: the options the runtime itself
-/// needs. The full option set, host discovery and `--config-net` come from
-/// the configuration modules.
-fn settings_from_args(mode: Mode, args: &[OsString]) -> Result<Settings, i32> {
-    let mut s = Settings {
-        mode,
-        core: Config::default(),
-        socket: None,
-        fd: None,
-        one_off: false,
-        ns_ifname: "tap0".into(),
-        ns_mac: None,
-        target: Target::Spawn(Vec::new()),
-        userns: None,
-        netns_only: false,
-        no_netns_quit: false,
-        configure: None,
-        foreground: false,
-        pid_file: None,
-        pcap: None,
-        runas: None,
-        log: log::LogSettings {
-            ident: ident(mode),
-            ..log::LogSettings::default()
+    Settings {
+        mode: rc.mode,
+        ns_mac: match rc.mode {
+            Mode::Pasta => rc.core.guest_mac.map(|m| m.0),
+            Mode::Passt => None,
         },
-        summary: String::new(),
-    };
-    let mut it = args.iter();
-    let mut positional = Vec::new();
-    let usage = |m: &str| {
-        eprintln!("{}: {m}", ident(mode));
-        1
-    };
-    while let Some(a) = it.next() {
-        let a = a.to_string_lossy().into_owned();
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| usage(&format!("{a} needs an argument")))
-        };
-        match a.as_str() {
-            "-f" | "--foreground" => s.foreground = true,
-            "-d" | "--debug" => s.log.debug = true,
-            "--trace" => {
-                s.log.debug = true;
-                s.log.trace = true
-            }
-            "-q" | "--quiet" => s.log.quiet = true,
-            "-1" | "--one-off" => s.one_off = true,
-            "-s" | "--socket" => s.socket = Some(val()?.into()),
-            "-F" | "--fd" => {
-                let v = val()?;
-                s.fd = Some(v.to_string_lossy().parse().map_err(|_| usage("bad --fd"))?);
-                s.one_off = true;
-            }
-            "-p" | "--pcap" => s.pcap = Some(val()?.into()),
-            "-P" | "--pid" => s.pid_file = Some(val()?.into()),
-            "-l" | "--log-file" => s.log.file = Some(val()?.into()),
-            "-I" | "--ns-ifname" => s.ns_ifname = val()?.to_string_lossy().into_owned(),
-            "--netns" => s.target = Target::Path(netns::netns_path(std::path::Path::new(&val()?))),
-            "--userns" => s.userns = Some(val()?.into()),
-            "--netns-only" => s.netns_only = true,
-            "--no-netns-quit" => s.no_netns_quit = true,
-            "--runas" => {
-                let v = val()?;
-                s.runas = Some(daemon::resolve_runas(&v.to_string_lossy()).map_err(|e| usage(&e))?)
-            }
-            "--" => {
-                positional.extend(it.by_ref().cloned());
-            }
-            x if x.starts_with('-') => return Err(usage(&format!("unknown option {x}"))),
-            _ => {
-                positional.push(OsString::from(a));
-                positional.extend(it.by_ref().cloned());
-            }
-        }
+        core: rc.core,
+        socket: rc.socket_path,
+        fd: rc.fd,
+        one_off: rc.one_off,
+        ns_ifname: rc.ns_ifname,
+        target,
+        userns: rc.userns,
+        netns_only: rc.netns_only,
+        no_netns_quit: rc.no_netns_quit,
+        configure,
+        foreground: rc.foreground || spawn,
+        pid_file: rc.pid_file,
+        pcap: rc.pcap,
+        runas: rc.runas,
+        log: log::LogSettings {
+            ident: rc.mode.name(),
+            file: rc.log_file,
+            file_size: Some(rc.log_size),
+            quiet: rc.quiet,
+            debug: rc.debug,
+            trace: rc.trace,
+            stderr: false,
+        },
+        summary,
     }
-    if mode == Mode::Pasta {
-        if let Target::Spawn(_) = s.target {
-            s.target = match positional
-                .first()
-                .map(|p| p.to_string_lossy().parse::<i32>())
-            {
-                Some(Ok(pid)) if positional.len() == 1 => Target::Pid(pid),
-                Some(_) => Target::Spawn(positional),
-                None => Target::Spawn(netns::default_command()),
-            };
-        }
-        if let Target::Spawn(_) = s.target {
-            s.foreground = true;
-            if !s.log.debug {
-                s.log.quiet = true;
-            }
-        }
-    }
-    Ok(s)
 }
 
 /// Sets everything up and runs the event loop; returns the exit status.
@@ -266,12 +217,9 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
     }
     if let Link::Qemu(q) = &link {
         if let Some(p) = q.path() {
-            ::log::info!("UNIX domain socket bound at {}", p.display());
-            ::log::info!("You can now start qemu (>= 7.2, with commit 13c6be96618c):");
-            ::log::info!(
-                "    kvm ... -device virtio-net-pci,netdev=s -netdev stream,id=s,server=off,addr.type=unix,addr.path={}",
-                p.display()
-            );
+            for l in conf::socket_hints(p, false).lines() {
+                ::log::info!("{l}");
+            }
         }
     }
     if let Some(ids) = daemon::target_ids(s.runas) {
