@@ -6,7 +6,7 @@
 //! foreground, so its appearance means "ready".
 //!
 //! Privileges: `--runas` switches to the given user and group. Without it, root
-//! in the initial user namespace switches to `nobody`, as upstream does, with a
+//! in the initial user namespace switches to `nobody`, as upstream passt does, with a
 //! warning. pasta keeps CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_NET_BIND_SERVICE
 //! across the switch (it enters the guest namespace later on); everything
 //! privileged it needs (the tap device, the pcap and log files) is opened

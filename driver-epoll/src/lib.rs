@@ -82,7 +82,7 @@ pub(crate) struct Settings {
 }
 
 /// Entry point shared by the `passt` and `pasta` binaries. The mode is chosen
-/// from the program name, as upstream does: a name containing "pasta" runs
+/// from the program name, as upstream passt does: a name containing "pasta" runs
 /// pasta, one containing "passt" runs passt.
 pub fn main() -> i32 {
     let mut args = std::env::args_os();

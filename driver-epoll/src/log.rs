@@ -1,6 +1,6 @@
 //! A small logger behind the `log` facade.
 //!
-//! Destinations, as upstream: before the command line is read everything goes
+//! Destinations, as in upstream passt: before the command line is read everything goes
 //! to standard error. Afterwards, either a log file (`-l`, rotated at
 //! `--log-size` by cutting the oldest ~30 %), or, with `-d` and no log file,
 //! standard error with relative timestamps, or syslog (`/dev/log`, facility
@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 
 /// Default `--log-size`: 1 MiB.
 pub(crate) const LOG_SIZE_DEFAULT: u64 = 1 << 20;
-/// Smallest `--log-size` accepted (upstream: 5 × max(BUFSIZ, page size)).
+/// Smallest `--log-size` accepted (upstream passt: 5 × max(BUFSIZ, page size)).
 pub(crate) const LOG_SIZE_MIN: u64 = 5 * 8192;
 /// Share of the file cut when it is full, in percent.
 const CUT_PERCENT: u64 = 30;

@@ -310,7 +310,7 @@ impl QemuLink {
     }
 }
 
-/// Large socket buffers on the qemu socket, as upstream does.
+/// Large socket buffers on the qemu socket, as upstream passt does.
 fn tune(fd: &OwnedFd) {
     let big = (i32::MAX / 2) as usize;
     let _ = socket::setsockopt(fd, sockopt::SndBuf, &big);
