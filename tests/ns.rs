@@ -245,6 +245,14 @@ fn pasta_udhcpc_lease() {
     assert_eq!(env_value(&env, "dns").as_deref(), Some(DNS4), "{env}");
     assert_eq!(env_value(&env, "mtu").as_deref(), Some("65520"), "{env}");
     assert_eq!(env_value(&env, "search").as_deref(), Some(SEARCH), "{env}");
+    // The process whose namespace pasta joined exits: so does pasta.
+    drop(holder);
+    let t = std::time::Instant::now();
+    assert_eq!(p.wait_exit(5).code(), Some(0), "{}", p.output());
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(900),
+        "at once, not by polling"
+    );
 }
 
 /// pasta on `--netns PATH`: dhclient -6 gets the host's address as a /128,

@@ -34,6 +34,8 @@ pub(crate) const TAG_LINK: u64 = 2;
 pub(crate) const TAG_LISTEN: u64 = 3;
 /// Tag of the signalfd.
 pub(crate) const TAG_SIGNAL: u64 = 4;
+/// Tag of the pidfd of a joined process (pasta).
+pub(crate) const TAG_PIDFD: u64 = 5;
 
 /// The epoll data word for `tag` and `id`.
 pub(crate) const fn token(tag: u64, id: u32) -> u64 {
@@ -267,8 +269,21 @@ impl Link {
 #[derive(Debug, Clone)]
 pub(crate) struct NsWatch {
     /// A path that exists as long as the namespace does (`/proc/PID` or the
-    /// bind-mounted namespace file).
+    /// bind-mounted namespace file), checked once a second.
     pub(crate) path: PathBuf,
+    /// For a PID: a pidfd, readable as soon as the process exits.
+    pub(crate) pid: Option<i32>,
+}
+
+/// `pidfd_open(2)`: a descriptor that turns readable when `pid` exits.
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by no one else.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(r as i32) })
 }
 
 /// Everything the loop needs besides the core and the link.
@@ -311,6 +326,8 @@ pub(crate) struct Runtime {
     signals: SignalFd,
     child: Option<Pid>,
     ns_watch: Option<NsWatch>,
+    /// Kept open while registered.
+    _pidfd: Option<OwnedFd>,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -348,6 +365,17 @@ impl Runtime {
             )?,
             Link::Qemu(q) => q.register(&epoll)?,
         }
+        let mut pidfd = None;
+        if let Some(pid) = opts.ns_watch.as_ref().and_then(|w| w.pid) {
+            // Without pidfds (old kernels), the once-a-second check remains.
+            if let Ok(fd) = pidfd_open(pid) {
+                epoll.add(
+                    fd.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_PIDFD, 0)),
+                )?;
+                pidfd = Some(fd);
+            }
+        }
         let flows = core.config().limits.flows;
         Ok(Runtime {
             io: Io {
@@ -365,6 +393,7 @@ impl Runtime {
             signals,
             child: opts.child,
             ns_watch: opts.ns_watch,
+            _pidfd: pidfd,
         })
     }
 
@@ -425,6 +454,10 @@ impl Runtime {
                 TAG_LINK => self.link_event(flags),
                 TAG_LISTEN => self.listen_event(),
                 TAG_SIGNAL => self.signal_event(),
+                TAG_PIDFD => {
+                    log::info!("target process exited, exiting");
+                    Some(Exit::Code(0))
+                }
                 _ => None,
             };
             if let Some(Exit::Code(c)) = r {

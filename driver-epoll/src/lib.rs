@@ -252,7 +252,13 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             pcap,
             guest_ns,
             child,
-            ns_watch: watch.map(|path| NsWatch { path }),
+            ns_watch: watch.map(|path| NsWatch {
+                path,
+                pid: match s.target {
+                    Target::Pid(p) => Some(p),
+                    _ => None,
+                },
+            }),
         },
     )?;
     if let Some(g) = guest.as_mut() {

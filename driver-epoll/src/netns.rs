@@ -12,7 +12,8 @@
 //! **Joining.** A PID joins `/proc/PID/ns/net` (and, unless `--netns-only` or
 //! when running as root, `/proc/PID/ns/user`); `--netns` takes a path or a
 //! name under `/run/netns`. pasta exits when the process or the namespace file
-//! disappears unless `--no-netns-quit` (checked once a second).
+//! disappears unless `--no-netns-quit` (a pidfd in the epoll set reports the
+//! process's exit at once; paths are checked once a second).
 //!
 //! **Namespace-side work.** Everything done inside the guest namespace (opening
 //! the tap, netlink configuration, sockets of the guest side) runs in a
