@@ -237,10 +237,15 @@ pub(crate) struct RxBuf {
 
 impl RxBuf {
     pub(crate) fn new(bytes: usize) -> Self {
+        Self::with_frames(bytes, 16384)
+    }
+
+    /// A buffer whose batches hold at most `frames` frames.
+    pub(crate) fn with_frames(bytes: usize, frames: usize) -> Self {
         RxBuf {
             // Room for a whole batch plus one partial frame carried over.
             buf: vec![0; bytes + MAX_FRAME + TAP_HDR],
-            refs: Vec::with_capacity(16384),
+            refs: Vec::with_capacity(frames.max(1)),
             fill: 0,
         }
     }
@@ -515,7 +520,11 @@ impl Runtime {
         };
         match r {
             crate::tap::ReadOutcome::Frames => {
-                if !rx.refs.is_empty() {
+                // A read from qemu may hold more frames than one batch takes:
+                // the rest is already in the buffer, where no epoll event
+                // would report it, so it is handed over at once.
+                let mut rounds = 0;
+                while !rx.refs.is_empty() {
                     log::trace!("guest link: {} frames in", rx.refs.len());
                     let t = now();
                     if let Some(p) = &mut self.io.pcap {
@@ -530,37 +539,53 @@ impl Runtime {
                         .core
                         .handle_tap_batch(t, &FrameBatch::new(&rx.buf, &rx.refs));
                     self.io.drain(t, &rx.buf);
+                    rx.refs.clear();
+                    let Link::Qemu(q) = &mut self.io.link else {
+                        break;
+                    };
+                    // The batch is done with: keep only what follows it.
+                    q.keep_partial(rx);
+                    rounds += 1;
+                    if q.is_broken() || rounds > RX_BYTES / 14 {
+                        break;
+                    }
+                    q.reparse(rx);
                 }
-                // The batch is done with: keep only a partial frame (passt).
                 if let Link::Qemu(q) = &mut self.io.link {
+                    if q.take_broken() {
+                        return self.link_reset();
+                    }
                     q.keep_partial(rx);
                 }
-                rx.refs.clear();
                 None
             }
-            crate::tap::ReadOutcome::Reset => {
-                rx.refs.clear();
-                rx.fill = 0;
-                let t = now();
-                self.io.core.handle_tap_reset(t);
-                self.io.drain(t, &[]);
-                match &mut self.io.link {
-                    Link::Qemu(q) if !q.one_off() => {
-                        if let Err(e) = q.register(&self.io.epoll) {
-                            log::error!("listening again: {e}");
-                            return Some(Exit::Code(1));
-                        }
-                        None
-                    }
-                    Link::Qemu(_) => {
-                        log::info!("client closed the connection, exiting (one-off)");
-                        Some(Exit::Code(0))
-                    }
-                    Link::Tap(_) => {
-                        log::error!("tap device closed or failed");
-                        Some(Exit::Code(1))
-                    }
+            crate::tap::ReadOutcome::Reset => self.link_reset(),
+        }
+    }
+
+    /// The guest link went away: tell the core, then wait for the next qemu
+    /// client, or exit.
+    fn link_reset(&mut self) -> Option<Exit> {
+        self.rx.refs.clear();
+        self.rx.fill = 0;
+        let t = now();
+        self.io.core.handle_tap_reset(t);
+        self.io.drain(t, &[]);
+        match &mut self.io.link {
+            Link::Qemu(q) if !q.one_off() => {
+                if let Err(e) = q.register(&self.io.epoll) {
+                    log::error!("listening again: {e}");
+                    return Some(Exit::Code(1));
                 }
+                None
+            }
+            Link::Qemu(_) => {
+                log::info!("client closed the connection, exiting (one-off)");
+                Some(Exit::Code(0))
+            }
+            Link::Tap(_) => {
+                log::error!("tap device closed or failed");
+                Some(Exit::Code(1))
             }
         }
     }
@@ -841,6 +866,48 @@ mod tests {
         let _ = std::fs::remove_file(&p);
         assert_eq!(pc.len(), 24 + 3 * (16 + 60));
         assert_eq!(&pc[24 + 16..24 + 16 + 60], &frame[..]);
+    }
+
+    /// One read holding more frames than a batch takes: the rest is handed
+    /// over at once, without waiting for more input; a bad length among them
+    /// still resets the client.
+    #[test]
+    fn qemu_read_larger_than_one_batch() {
+        use std::io::Write;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+        let mut rt = Runtime::new(
+            Core::new(passt_core::Config::default()),
+            link,
+            LoopOptions::default(),
+        )
+        .unwrap();
+        rt.rx = RxBuf::with_frames(1 << 16, 2);
+        let mut frame = vec![0xffu8; 6];
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        frame.resize(60, 0);
+        let mut stream = Vec::new();
+        for _ in 0..7 {
+            stream.extend_from_slice(&60u32.to_be_bytes());
+            stream.extend_from_slice(&frame);
+        }
+        b.write_all(&stream).unwrap();
+        let mut events = vec![EpollEvent::empty(); 8];
+        let mut t = now();
+        assert_eq!(
+            rt.turn(&mut events, Some(Duration::from_millis(200)), &mut t),
+            None
+        );
+        assert_eq!(rt.io.core.counters().frames_in, 7, "all in one wake-up");
+        assert_eq!(rt.rx.fill, 0);
+        // Three good frames, then a bad length: the good ones count, then the
+        // one-off instance ends.
+        let mut bad = stream[..3 * 64].to_vec();
+        bad.extend_from_slice(&5u32.to_be_bytes());
+        b.write_all(&bad).unwrap();
+        let code = rt.turn(&mut events, Some(Duration::from_millis(200)), &mut t);
+        assert_eq!(rt.io.core.counters().frames_in, 10);
+        assert_eq!(code, Some(0));
     }
 
     /// `Peek` lands the socket's bytes in the payload areas of consecutive

@@ -31,7 +31,8 @@ pub(crate) const SOCK_PROBE_MAX: u32 = 99;
 pub(crate) struct BadLength(pub(crate) u32);
 
 /// Finds the complete frames in `buf`, appending a descriptor for each to
-/// `refs`; returns how many bytes they use (the rest is a partial frame).
+/// `refs`; returns how many bytes they use (the rest is a partial frame). On a
+/// bad length, `refs` keeps the good frames before it.
 pub(crate) fn split_frames(buf: &[u8], refs: &mut Vec<FrameRef>) -> Result<usize, BadLength> {
     let mut off = 0usize;
     while refs.len() < refs.capacity().max(1) {
@@ -66,6 +67,8 @@ pub(crate) struct QemuLink {
     one_off: bool,
     /// Bytes of the receive buffer used by the frames of the current batch.
     consumed: usize,
+    /// A bad frame length was read: reset once the frames before it are done.
+    broken: bool,
 }
 
 fn unix_stream() -> io::Result<OwnedFd> {
@@ -145,6 +148,7 @@ impl QemuLink {
             path: Some(p),
             one_off,
             consumed: 0,
+            broken: false,
         })
     }
 
@@ -159,6 +163,7 @@ impl QemuLink {
             path: None,
             one_off: true,
             consumed: 0,
+            broken: false,
         })
     }
 
@@ -239,16 +244,38 @@ impl QemuLink {
             }
             Err(e) => return self.reset(&format!("receive error: {e}")),
         }
+        self.reparse(rx);
+        ReadOutcome::Frames
+    }
+
+    /// Finds complete frames in what `keep_partial` left at the front of the
+    /// buffer (frames beyond the last batch's capacity).
+    /// A bad length marks the client broken: the frames before it are still
+    /// handed over, then [`Self::take_broken`] tells the loop to reset.
+    pub(crate) fn reparse(&mut self, rx: &mut RxBuf) {
+        rx.refs.clear();
         match split_frames(rx.buf.get(..rx.fill).unwrap_or(&[]), &mut rx.refs) {
-            Ok(used) => {
-                self.consumed = used;
-                ReadOutcome::Frames
-            }
+            Ok(used) => self.consumed = used,
             Err(BadLength(l)) => {
-                rx.refs.clear();
-                self.reset(&format!("bad frame size {l}"))
+                log::info!("bad frame size {l}");
+                self.broken = true;
+                self.consumed = rx.refs.last().map_or(0, |r| (r.offset + r.len) as usize);
             }
         }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Whether a bad length was seen; closes the client if so.
+    pub(crate) fn take_broken(&mut self) -> bool {
+        if !self.broken {
+            return false;
+        }
+        self.broken = false;
+        let _ = self.reset("framing error");
+        true
     }
 
     /// Moves a trailing partial frame to the front of the buffer.
