@@ -182,11 +182,14 @@ fn netns_quit_when_namespace_goes() {
     assert_eq!(pid, p.pid(), "foreground: our own PID in the PID file");
     let links = g.sh("ip -o link show");
     assert!(links.contains("dummy0:"), "{links}");
-    let name = g.name.clone();
     drop(g);
+    let t = std::time::Instant::now();
     let st = p.wait_exit(10);
     assert_eq!(st.code(), Some(0), "{}", p.output());
-    let _ = name;
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(900),
+        "at once, not by polling"
+    );
 }
 
 /// pasta on an existing namespace (by PID), no --config-net: busybox udhcpc

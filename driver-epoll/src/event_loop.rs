@@ -36,6 +36,8 @@ pub(crate) const TAG_LISTEN: u64 = 3;
 pub(crate) const TAG_SIGNAL: u64 = 4;
 /// Tag of the pidfd of a joined process (pasta).
 pub(crate) const TAG_PIDFD: u64 = 5;
+/// Tag of the inotify watch on the directory of a namespace file (pasta).
+pub(crate) const TAG_INOTIFY: u64 = 6;
 
 /// The epoll data word for `tag` and `id`.
 pub(crate) const fn token(tag: u64, id: u32) -> u64 {
@@ -280,6 +282,31 @@ pub(crate) struct NsWatch {
     pub(crate) pid: Option<i32>,
 }
 
+/// An inotify descriptor watching `dir` for deletions.
+fn inotify_dir(dir: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: inotify_init1 takes flags and returns a new fd or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by no one else.
+    let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: `c` is a valid C string for the duration of the call.
+    let w = unsafe {
+        libc::inotify_add_watch(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            c.as_ptr(),
+            libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_DELETE_SELF,
+        )
+    };
+    if w < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// `pidfd_open(2)`: a descriptor that turns readable when `pid` exits.
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
@@ -333,6 +360,8 @@ pub(crate) struct Runtime {
     ns_watch: Option<NsWatch>,
     /// Kept open while registered.
     _pidfd: Option<OwnedFd>,
+    /// inotify on the namespace file's directory, drained on each event.
+    inotify: Option<OwnedFd>,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -381,6 +410,18 @@ impl Runtime {
                 pidfd = Some(fd);
             }
         }
+        let mut inotify = None;
+        if let Some(w) = opts.ns_watch.as_ref().filter(|w| w.pid.is_none()) {
+            // Without inotify on that file system, the once-a-second check
+            // remains.
+            if let Some(fd) = w.path.parent().and_then(|d| inotify_dir(d).ok()) {
+                epoll.add(
+                    fd.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_INOTIFY, 0)),
+                )?;
+                inotify = Some(fd);
+            }
+        }
         let flows = core.config().limits.flows;
         Ok(Runtime {
             io: Io {
@@ -399,6 +440,7 @@ impl Runtime {
             child: opts.child,
             ns_watch: opts.ns_watch,
             _pidfd: pidfd,
+            inotify,
         })
     }
 
@@ -459,6 +501,7 @@ impl Runtime {
                 TAG_LINK => self.link_event(flags),
                 TAG_LISTEN => self.listen_event(),
                 TAG_SIGNAL => self.signal_event(),
+                TAG_INOTIFY => self.inotify_event(),
                 TAG_PIDFD => {
                     log::info!("target process exited, exiting");
                     Some(Exit::Code(0))
@@ -588,6 +631,20 @@ impl Runtime {
                 Some(Exit::Code(1))
             }
         }
+    }
+
+    /// Something was deleted next to the namespace file: is it gone?
+    fn inotify_event(&mut self) -> Option<Exit> {
+        if let Some(fd) = &self.inotify {
+            let mut buf = [0u8; 4096];
+            while nix::unistd::read(fd, &mut buf).is_ok_and(|n| n > 0) {}
+        }
+        let w = self.ns_watch.as_ref()?;
+        if std::fs::symlink_metadata(&w.path).is_err() {
+            log::info!("namespace gone ({}), exiting", w.path.display());
+            return Some(Exit::Code(0));
+        }
+        None
     }
 
     fn listen_event(&mut self) -> Option<Exit> {

@@ -12,8 +12,9 @@
 //! **Joining.** A PID joins `/proc/PID/ns/net` (and, unless `--netns-only` or
 //! when running as root, `/proc/PID/ns/user`); `--netns` takes a path or a
 //! name under `/run/netns`. pasta exits when the process or the namespace file
-//! disappears unless `--no-netns-quit` (a pidfd in the epoll set reports the
-//! process's exit at once; paths are checked once a second).
+//! disappears unless `--no-netns-quit`: a pidfd in the epoll set reports the
+//! process's exit, inotify on its directory the removal of a namespace file,
+//! and a check once a second covers file systems without inotify.
 //!
 //! **Namespace-side work.** Everything done inside the guest namespace (opening
 //! the tap, netlink configuration, sockets of the guest side) runs in a
