@@ -84,10 +84,13 @@ mod counters;
 mod dhcp;
 mod dhcpv6;
 mod engine;
+mod flow;
+mod nat;
 mod ndp;
 mod queue;
 mod rng;
 mod tap;
+mod tcp;
 mod time;
 
 #[cfg(test)]
@@ -99,10 +102,12 @@ pub use action::{
     SpanList, TcpInfo, TxSlot,
 };
 pub use config::{
-    Config, Features, Ip4Config, Ip6Config, Limits, DEFAULT_MTU, MAX_DNS, MAX_SEARCH, MIN_MTU,
+    Config, Features, Ip4Config, Ip6Config, Limits, TcpForward, DEFAULT_MTU, MAX_DNS, MAX_SEARCH,
+    MIN_MTU,
 };
 pub use counters::{Counters, DropReason, ReplyKind};
 pub use engine::{Core, GuestInfo};
 pub use tap::{FrameBatch, FrameRef};
+pub use tcp::TcpStats;
 pub use time::Instant;
 pub use wire::Mac;

@@ -1,0 +1,1283 @@
+//! TCP translation, driven the way a driver drives it: guest frames built
+//! with etherparse go in, a small fake kernel answers the actions, and every
+//! frame that comes out is re-parsed with etherparse (checksums verified).
+
+use super::*;
+use crate::action::Span;
+use crate::config::TcpForward;
+use crate::testutil::{capture_config, GUEST_MAC};
+use crate::{Config, Core, FrameBatch, FrameRef};
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+use std::collections::HashMap;
+
+// --- the fake kernel ------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct FakeSock {
+    kind: Option<SockKind>,
+    connect: Option<SocketAddr>,
+    /// Data from the host peer not yet consumed.
+    rx: Vec<u8>,
+    eof: bool,
+    peek_off: usize,
+    /// Everything written by the core.
+    written: Vec<u8>,
+    /// Most bytes the next sends may take in total (None: sndbuf - outq).
+    send_room: Option<usize>,
+    sndbuf: u32,
+    outq: u32,
+    min_rtt_us: u32,
+    shut_wr: bool,
+    mss: Option<u16>,
+    interest: Option<Interest>,
+    peek_err: Option<Errno>,
+}
+
+/// One guest-bound TCP segment, re-parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Out {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    syn: bool,
+    ackf: bool,
+    fin: bool,
+    rst: bool,
+    psh: bool,
+    win: u16,
+    mss: Option<u16>,
+    ws: Option<u8>,
+    opts: Vec<TcpOptionElement>,
+    payload: Vec<u8>,
+}
+
+struct H {
+    core: Core,
+    now: Instant,
+    socks: HashMap<SockId, FakeSock>,
+    actions: Vec<Action>,
+    frames: Vec<Out>,
+    /// Frames of the last handle_peeked calls not yet reported with
+    /// handle_tap_sent (when `auto_sent`).
+    slots: usize,
+    closed: Vec<SockId>,
+}
+
+const GUEST4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const PEER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
+
+fn g6() -> Ipv6Addr {
+    "fd77::2".parse().unwrap()
+}
+fn p6() -> Ipv6Addr {
+    "2001:db8::80".parse().unwrap()
+}
+
+fn parse_out(f: &[u8]) -> Option<Out> {
+    let p = SlicedPacket::from_ethernet(f).expect("frame re-parses");
+    let Some(TransportSlice::Tcp(t)) = &p.transport else {
+        return None;
+    };
+    let (src, dst) = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header().to_header();
+            assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+            assert_eq!(h.time_to_live, 255);
+            assert_eq!(h.identification, 0);
+            assert!(!h.dont_fragment);
+            let c = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), c, "TCP checksum");
+            (IpAddr::V4(h.source.into()), IpAddr::V4(h.destination.into()))
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header().to_header();
+            assert_eq!(h.hop_limit, 255);
+            let c = t.to_header().calc_checksum_ipv6(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), c, "TCP checksum");
+            (IpAddr::V6(h.source.into()), IpAddr::V6(h.destination.into()))
+        }
+        _ => panic!("not IP"),
+    };
+    let opts: Vec<TcpOptionElement> = t.options_iterator().map(|o| o.unwrap()).collect();
+    let mss = opts.iter().find_map(|o| match o {
+        TcpOptionElement::MaximumSegmentSize(m) => Some(*m),
+        _ => None,
+    });
+    let ws = opts.iter().find_map(|o| match o {
+        TcpOptionElement::WindowScale(w) => Some(*w),
+        _ => None,
+    });
+    assert_eq!(&f[0..6], &GUEST_MAC.0, "to the guest's MAC");
+    Some(Out {
+        src,
+        dst,
+        sport: t.source_port(),
+        dport: t.destination_port(),
+        seq: t.sequence_number(),
+        ack: t.acknowledgment_number(),
+        syn: t.syn(),
+        ackf: t.ack(),
+        fin: t.fin(),
+        rst: t.rst(),
+        psh: t.psh(),
+        win: t.window_size(),
+        mss,
+        ws,
+        opts,
+        payload: t.payload().to_vec(),
+    })
+}
+
+/// A guest segment.
+#[derive(Clone, Debug)]
+struct G {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    win: u16,
+    opts: Vec<TcpOptionElement>,
+    payload: Vec<u8>,
+}
+
+impl G {
+    fn new(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> G {
+        G {
+            src,
+            dst,
+            sport,
+            dport,
+            seq: 0,
+            ack: None,
+            syn: false,
+            fin: false,
+            rst: false,
+            win: 65535,
+            opts: vec![],
+            payload: vec![],
+        }
+    }
+    fn seq(mut self, s: u32) -> G {
+        self.seq = s;
+        self
+    }
+    fn ack(mut self, a: u32) -> G {
+        self.ack = Some(a);
+        self
+    }
+    fn syn(mut self) -> G {
+        self.syn = true;
+        self
+    }
+    fn fin(mut self) -> G {
+        self.fin = true;
+        self
+    }
+    fn rst(mut self) -> G {
+        self.rst = true;
+        self
+    }
+    fn win(mut self, w: u16) -> G {
+        self.win = w;
+        self
+    }
+    fn opts(mut self, o: Vec<TcpOptionElement>) -> G {
+        self.opts = o;
+        self
+    }
+    fn data(mut self, d: &[u8]) -> G {
+        self.payload = d.to_vec();
+        self
+    }
+    fn build(&self) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(GUEST_MAC.0, Mac::OUR_DEFAULT.0);
+        let mut b = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                b.ipv4(s.octets(), d.octets(), 64)
+                    .tcp(self.sport, self.dport, self.seq, self.win)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                b.ipv6(s.octets(), d.octets(), 64)
+                    .tcp(self.sport, self.dport, self.seq, self.win)
+            }
+            _ => panic!(),
+        };
+        if self.syn {
+            b = b.syn();
+        }
+        if self.fin {
+            b = b.fin();
+        }
+        if self.rst {
+            b = b.rst();
+        }
+        if let Some(a) = self.ack {
+            b = b.ack(a);
+        }
+        if !self.opts.is_empty() {
+            b = b.options(&self.opts).unwrap();
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, &self.payload).unwrap();
+        v
+    }
+}
+
+use crate::wire::Mac;
+
+impl H {
+    fn new(cfg: Config) -> H {
+        let mut cfg = cfg;
+        cfg.guest_mac = Some(GUEST_MAC);
+        H {
+            core: Core::new(cfg),
+            now: Instant::from_millis(1000),
+            socks: HashMap::new(),
+            actions: vec![],
+            frames: vec![],
+            slots: 0,
+            closed: vec![],
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now = self.now.add(Duration::from_millis(ms));
+    }
+
+    /// Feeds guest segments as one batch, then drains.
+    fn guest(&mut self, segs: &[G]) {
+        let mut buf = Vec::new();
+        let mut refs = Vec::new();
+        for s in segs {
+            let f = s.build();
+            refs.push(FrameRef {
+                offset: buf.len() as u32,
+                len: f.len() as u32,
+            });
+            buf.extend_from_slice(&f);
+        }
+        self.core
+            .handle_tap_batch(self.now, &FrameBatch::new(&buf, &refs));
+        self.drain(&buf);
+    }
+
+    fn guest_raw(&mut self, frames: &[Vec<u8>]) {
+        let mut buf = Vec::new();
+        let mut refs = Vec::new();
+        for f in frames {
+            refs.push(FrameRef {
+                offset: buf.len() as u32,
+                len: f.len() as u32,
+            });
+            buf.extend_from_slice(f);
+        }
+        self.core
+            .handle_tap_batch(self.now, &FrameBatch::new(&buf, &refs));
+        self.drain(&buf);
+    }
+
+    fn event(&mut self, sock: SockId, ev: SockEvent) {
+        self.core.handle_sock_event(self.now, sock, ev);
+        self.drain(&[]);
+    }
+
+    fn timeout(&mut self) {
+        self.core.handle_timeout(self.now);
+        self.drain(&[]);
+    }
+
+    /// Runs time forward in steps until `until` ms have passed, firing timers.
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now.add(Duration::from_millis(ms));
+        for _ in 0..100_000 {
+            match self.core.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.timeout();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.timeout();
+    }
+
+    fn poll_frames(&mut self) {
+        let mut tx = vec![0u8; 70000];
+        while let Some(n) = self.core.poll_frame(&mut tx) {
+            if let Some(o) = parse_out(&tx[..n]) {
+                self.frames.push(o);
+            }
+        }
+    }
+
+    fn drain(&mut self, buf: &[u8]) {
+        for _ in 0..10_000 {
+            let Some(a) = self.core.poll_action() else {
+                break;
+            };
+            self.actions.push(a);
+            self.carry_out(a, buf);
+        }
+        self.poll_frames();
+    }
+
+    fn carry_out(&mut self, a: Action, buf: &[u8]) {
+        let peek_offset = self.core.config().peek_offset;
+        match a {
+            Action::Open { sock, kind, .. } => {
+                self.socks.insert(
+                    sock,
+                    FakeSock {
+                        kind: Some(kind),
+                        sndbuf: 1 << 20,
+                        ..FakeSock::default()
+                    },
+                );
+            }
+            Action::Connect { sock, addr } => {
+                self.socks.get_mut(&sock).unwrap().connect = Some(addr);
+            }
+            Action::SetInterest { sock, interest } => {
+                if let Some(s) = self.socks.get_mut(&sock) {
+                    s.interest = Some(interest);
+                }
+            }
+            Action::SetOption { sock, opt } => {
+                let s = self.socks.get_mut(&sock).expect("option on open socket");
+                match opt {
+                    SockOpt::PeekOffset(o) => s.peek_off = o as usize,
+                    SockOpt::TcpMaxSeg(m) => s.mss = Some(m),
+                    _ => {}
+                }
+            }
+            Action::Send { sock, spans } => {
+                let data: Vec<u8> = self
+                    .core
+                    .spans(spans)
+                    .iter()
+                    .flat_map(|s: &Span| {
+                        buf[s.offset as usize..(s.offset + s.len) as usize].to_vec()
+                    })
+                    .collect();
+                let s = self.socks.get_mut(&sock).unwrap();
+                assert!(!s.shut_wr, "send after shutdown");
+                let free = s.sndbuf.saturating_sub(s.outq) as usize;
+                let room = s.send_room.unwrap_or(free).min(free);
+                let n = data.len().min(room);
+                s.written.extend_from_slice(&data[..n]);
+                s.outq += n as u32;
+                if let Some(r) = &mut s.send_room {
+                    *r -= n;
+                }
+                let r = if n == 0 && !data.is_empty() {
+                    Err(Errno::EAGAIN)
+                } else {
+                    Ok(n)
+                };
+                self.core.handle_sock_event(self.now, sock, SockEvent::Sent(r));
+            }
+            Action::QueryTcpInfo { sock } => {
+                let s = &self.socks[&sock];
+                let info = TcpInfo {
+                    sndbuf: s.sndbuf,
+                    outq: s.outq,
+                    snd_mss: 1460,
+                    min_rtt_us: s.min_rtt_us,
+                    snd_wnd: 65535,
+                    ..TcpInfo::default()
+                };
+                self.core
+                    .handle_sock_event(self.now, sock, SockEvent::TcpInfo(info));
+            }
+            Action::Peek {
+                sock,
+                skip,
+                len,
+                mss,
+                room,
+            } => {
+                self.poll_frames();
+                let s = self.socks.get_mut(&sock).unwrap();
+                let start = if peek_offset {
+                    assert_eq!(skip, 0);
+                    s.peek_off
+                } else {
+                    skip as usize
+                };
+                let nslots = 64;
+                let mut bufs: Vec<Vec<u8>> = (0..nslots)
+                    .map(|_| vec![0u8; room as usize + mss as usize])
+                    .collect();
+                let avail = s.rx.len().saturating_sub(start);
+                let n = avail.min(len as usize).min(nslots * mss as usize);
+                let r = if let Some(e) = s.peek_err {
+                    Err(e)
+                } else if n == 0 && s.eof {
+                    Ok(0)
+                } else if n == 0 {
+                    Err(Errno::EAGAIN)
+                } else {
+                    let data = &s.rx[start..start + n];
+                    for (i, chunk) in data.chunks(mss as usize).enumerate() {
+                        bufs[i][room as usize..room as usize + chunk.len()].copy_from_slice(chunk);
+                    }
+                    if peek_offset {
+                        s.peek_off += n;
+                    }
+                    Ok(n)
+                };
+                let mut slots: Vec<TxSlot<'_>> = bufs
+                    .iter_mut()
+                    .map(|b| TxSlot {
+                        buf: b.as_mut_slice(),
+                        frame_len: 0,
+                    })
+                    .collect();
+                let k = self.core.handle_peeked(self.now, sock, r, &mut slots);
+                let mut seen = 0;
+                for sl in &slots {
+                    if sl.frame_len > 0 {
+                        seen += 1;
+                        self.frames.push(parse_out(&sl.buf[..sl.frame_len]).unwrap());
+                    }
+                }
+                assert_eq!(seen, k);
+                self.slots += k;
+            }
+            Action::Consume { sock, len } => {
+                let s = self.socks.get_mut(&sock).unwrap();
+                assert!(len as usize <= s.rx.len(), "consume beyond data");
+                s.rx.drain(..len as usize);
+                s.peek_off = s.peek_off.saturating_sub(len as usize);
+            }
+            Action::ShutdownWrite { sock } => {
+                self.socks.get_mut(&sock).unwrap().shut_wr = true;
+            }
+            Action::Close { sock } => {
+                self.socks.remove(&sock);
+                self.closed.push(sock);
+            }
+            Action::Accept { .. } | Action::Bind { .. } | Action::Listen { .. } => {}
+            _ => {}
+        }
+    }
+
+    fn take_frames(&mut self) -> Vec<Out> {
+        std::mem::take(&mut self.frames)
+    }
+
+    fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    fn only_sock(&self) -> SockId {
+        let v: Vec<_> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.kind == Some(SockKind::TcpStream))
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(v.len(), 1, "{:?}", self.socks.keys());
+        v[0]
+    }
+
+    fn sock(&mut self, s: SockId) -> &mut FakeSock {
+        self.socks.get_mut(&s).unwrap()
+    }
+}
+
+fn v4(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+/// An established guest-initiated connection: returns the harness, the
+/// socket, our ISN + 1 and the guest's next sequence number.
+struct Conn {
+    h: H,
+    sock: SockId,
+    g: G,
+    /// Next sequence number from us.
+    our: u32,
+    /// Next sequence number from the guest.
+    their: u32,
+}
+
+const GISN: u32 = 0xffff_fff0; // wraps soon after the handshake
+
+fn connect(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>) -> Conn {
+    let mut h = H::new(cfg);
+    let g = G::new(src, dst, 40000, 80);
+    let mut opts = vec![TcpOptionElement::MaximumSegmentSize(1460)];
+    if let Some(w) = ws {
+        opts.push(TcpOptionElement::Noop);
+        opts.push(TcpOptionElement::WindowScale(w));
+    }
+    h.guest(&[g.clone().seq(GISN).syn().opts(opts)]);
+    let sock = h.only_sock();
+    assert!(h.take_frames().is_empty(), "nothing before the connect completes");
+    h.event(sock, SockEvent::Connected(Ok(())));
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    let sa = &f[0];
+    assert!(sa.syn && sa.ackf && !sa.fin && !sa.rst);
+    assert_eq!(sa.ack, GISN.wrapping_add(1));
+    let our = sa.seq.wrapping_add(1);
+    let their = GISN.wrapping_add(1);
+    h.guest(&[g.clone().seq(their).ack(our)]);
+    assert!(h.take_frames().is_empty());
+    h.take_actions();
+    Conn {
+        h,
+        sock,
+        g,
+        our,
+        their,
+    }
+}
+
+fn connect4() -> Conn {
+    connect(capture_config(), v4(GUEST4), v4(PEER4), Some(7))
+}
+
+// --- handshakes -------------------------------------------------------------
+
+#[test]
+fn guest_connect_v4() {
+    let mut h = H::new(capture_config());
+    let g = G::new(v4(GUEST4), v4(PEER4), 40000, 80);
+    h.guest(&[g
+        .clone()
+        .seq(1000)
+        .syn()
+        .opts(vec![
+            TcpOptionElement::MaximumSegmentSize(1400),
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(7),
+        ])]);
+    let sock = h.only_sock();
+    let acts = h.take_actions();
+    assert!(matches!(
+        acts[0],
+        Action::Open {
+            kind: SockKind::TcpStream,
+            family: Family::V4,
+            netns: Netns::Host,
+            ..
+        }
+    ));
+    assert!(acts.contains(&Action::SetOption {
+        sock,
+        opt: SockOpt::TcpMaxSeg(1400)
+    }));
+    assert_eq!(
+        acts.last(),
+        Some(&Action::Connect {
+            sock,
+            addr: SocketAddr::new(v4(PEER4), 80)
+        })
+    );
+    assert_eq!(h.core.flow_count(), 1);
+    // A retransmitted SYN while connecting changes nothing.
+    h.guest(&[g.clone().seq(1000).syn()]);
+    assert_eq!(h.core.flow_count(), 1);
+    assert!(h.take_frames().is_empty());
+    h.event(sock, SockEvent::Connected(Ok(())));
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    let sa = &f[0];
+    assert!(sa.syn && sa.ackf);
+    assert_eq!((sa.src, sa.dst, sa.sport, sa.dport), (v4(PEER4), v4(GUEST4), 80, 40000));
+    assert_eq!(sa.ack, 1001);
+    // MSS, NOP, window scale: nothing else.
+    assert_eq!(
+        sa.opts,
+        vec![
+            TcpOptionElement::MaximumSegmentSize(65536 - 4096),
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(8)
+        ]
+    );
+    assert!(u32::from(sa.win) <= 1 << 20);
+    h.guest(&[g.seq(1001).ack(sa.seq.wrapping_add(1))]);
+    assert!(h.take_frames().is_empty());
+    assert_eq!(h.core.tcp_stats().opened, 1);
+}
+
+#[test]
+fn guest_connect_v6_without_window_scale() {
+    let mut cfg = capture_config();
+    cfg.mtu = Some(1500);
+    let mut c = connect(cfg, IpAddr::V6(g6()), IpAddr::V6(p6()), None);
+    // Data from the host: frames fit the MTU, windows unscaled.
+    c.h.sock(c.sock).rx = vec![7u8; 3000];
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 3);
+    assert!(f.iter().all(|o| o.payload.len() <= 1440));
+    assert_eq!(f[0].seq, c.our);
+    assert_eq!(f[0].src, IpAddr::V6(p6()));
+}
+
+#[test]
+fn gateway_maps_to_host_loopback_and_local_acks_at_once() {
+    let mut c = connect(
+        capture_config(),
+        v4(GUEST4),
+        v4(Ipv4Addr::new(10, 77, 0, 1)),
+        Some(7),
+    );
+    let s = c.h.sock(c.sock);
+    assert_eq!(s.connect, Some(SocketAddr::new(v4(Ipv4Addr::LOCALHOST), 80)));
+    // Local peer: data is acknowledged without the 10 ms delay.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"hello")]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their.wrapping_add(5));
+}
+
+#[test]
+fn refused_connect_resets_at_once() {
+    let mut h = H::new(capture_config());
+    let g = G::new(v4(GUEST4), v4(PEER4), 40000, 81);
+    h.guest(&[g.seq(5).syn()]);
+    let sock = h.only_sock();
+    h.event(sock, SockEvent::Connected(Err(Errno::ECONNREFUSED)));
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].rst && f[0].ackf);
+    assert_eq!(f[0].ack, 6);
+    assert!(h.closed.contains(&sock));
+    assert_eq!(h.core.flow_count(), 0);
+    assert_eq!(h.core.socket_count(), 0);
+}
+
+#[test]
+fn open_failure_resets() {
+    let mut h = H::new(capture_config());
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 40000, 81).seq(5).syn()]);
+    let sock = h.only_sock();
+    h.event(sock, SockEvent::OpenFailed(Errno::EMFILE));
+    let f = h.take_frames();
+    assert!(f[0].rst);
+    assert_eq!(h.core.flow_count(), 0);
+    assert_eq!(h.core.socket_count(), 0);
+    assert!(!h.closed.contains(&sock), "a failed open needs no close");
+}
+
+fn inbound_cfg() -> Config {
+    let mut cfg = capture_config();
+    cfg.tcp_forwards.push(TcpForward {
+        addr: None,
+        port: 8080,
+        target_port: 80,
+    });
+    cfg
+}
+
+/// Host connects to a forwarded port; returns harness, flow socket, frames.
+fn inbound(peer: SocketAddr) -> (H, SockId, Out) {
+    let mut h = H::new(inbound_cfg());
+    h.core.start(h.now);
+    h.drain(&[]);
+    let lst = SockId(LISTENER_BIT);
+    let acts = h.take_actions();
+    assert_eq!(
+        acts[0],
+        Action::Open {
+            sock: lst,
+            kind: SockKind::TcpListener,
+            family: Family::V6,
+            netns: Netns::Host
+        }
+    );
+    assert!(matches!(acts[1], Action::Bind { addr, opts, .. }
+        if addr == SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080) && !opts.v6_only));
+    assert!(matches!(acts[2], Action::Listen { backlog: 128, .. }));
+    h.event(lst, SockEvent::Readable);
+    let acts = h.take_actions();
+    let Some(Action::Accept { listener, sock }) = acts.first().copied() else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(listener, lst);
+    h.socks.insert(
+        sock,
+        FakeSock {
+            kind: Some(SockKind::TcpStream),
+            sndbuf: 1 << 20,
+            ..FakeSock::default()
+        },
+    );
+    h.event(
+        sock,
+        SockEvent::Accepted(Ok((peer, SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080)))),
+    );
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    (h, sock, f[0].clone())
+}
+
+#[test]
+fn inbound_v4_server_speaks_first() {
+    let peer = SocketAddr::new("::ffff:192.0.2.9".parse().unwrap(), 5555);
+    let (mut h, sock, syn) = inbound(peer);
+    assert!(syn.syn && !syn.ackf);
+    assert_eq!(
+        (syn.src, syn.dst, syn.sport, syn.dport),
+        (v4(Ipv4Addr::new(192, 0, 2, 9)), v4(GUEST4), 5555, 80)
+    );
+    assert_eq!(syn.ws, Some(8));
+    assert!(syn.mss.is_some());
+    // The guest answers; we ACK at once even though no data waits.
+    let g = G::new(v4(GUEST4), syn.src, 80, 5555);
+    h.guest(&[g
+        .clone()
+        .seq(777)
+        .ack(syn.seq.wrapping_add(1))
+        .syn()
+        .opts(vec![
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::WindowScale(2),
+        ])]);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].ackf && !f[0].syn && f[0].payload.is_empty());
+    assert_eq!(f[0].ack, 778);
+    assert_eq!(f[0].seq, syn.seq.wrapping_add(1));
+    // Host data flows to the guest.
+    h.sock(sock).rx = b"220 banner\r\n".to_vec();
+    h.event(sock, SockEvent::Readable);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload, b"220 banner\r\n");
+    assert!(f[0].psh);
+}
+
+#[test]
+fn inbound_v6_loopback_peer_appears_as_gateway() {
+    let peer = SocketAddr::new("::1".parse().unwrap(), 6000);
+    let (mut h, sock, syn) = inbound(peer);
+    assert_eq!(syn.src, "fd77::1".parse::<IpAddr>().unwrap());
+    assert_eq!(syn.dst, IpAddr::V6(g6()));
+    // Guest refuses: RST closes.
+    let g = G::new(syn.dst, syn.src, 80, 6000);
+    h.guest(&[g.seq(0).ack(syn.seq.wrapping_add(1)).rst()]);
+    assert!(h.closed.contains(&sock));
+    assert_eq!(h.core.flow_count(), 0);
+    assert_eq!(h.core.socket_count(), 1, "the listener stays");
+}
+
+#[test]
+fn inbound_handshake_timeout() {
+    let peer = SocketAddr::new("192.0.2.9".parse().unwrap(), 5555);
+    let (mut h, sock, _) = inbound(peer);
+    h.run_for(9_000);
+    assert_eq!(h.core.flow_count(), 1);
+    h.run_for(1_100);
+    assert_eq!(h.core.flow_count(), 0);
+    assert!(h.closed.contains(&sock));
+    let f = h.take_frames();
+    assert!(f.last().unwrap().rst);
+}
+
+// --- guest → host -------------------------------------------------------------
+
+#[test]
+fn guest_data_partial_write_acks_only_written() {
+    let mut c = connect4();
+    c.h.sock(c.sock).send_room = Some(1500);
+    let segs: Vec<G> = (0..3u32)
+        .map(|i| {
+            c.g.clone()
+                .seq(c.their.wrapping_add(i * 1000))
+                .ack(c.our)
+                .data(&[i as u8; 1000])
+        })
+        .collect();
+    c.h.guest(&segs);
+    let sends: Vec<_> = c
+        .h
+        .take_actions()
+        .into_iter()
+        .filter(|a| matches!(a, Action::Send { .. }))
+        .collect();
+    assert_eq!(sends.len(), 1, "one send per flow per batch");
+    assert_eq!(c.h.sock(c.sock).written.len(), 1500);
+    // The ACK is deferred (remote peer, large buffer) ...
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(10);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their.wrapping_add(1500));
+    assert_eq!(c.h.core.tcp_stats().partial_writes, 1);
+    // EAGAIN: nothing acknowledged, window closed.
+    c.h.sock(c.sock).send_room = Some(0);
+    c.h.guest(&[c.g.clone().seq(c.their.wrapping_add(1500)).ack(c.our).data(&[9; 500])]);
+    c.h.run_for(10);
+    let f = c.h.take_frames();
+    assert!(f.iter().all(|o| o.ack == c.their.wrapping_add(1500)));
+    // The retransmission goes through once the socket takes it again.
+    c.h.sock(c.sock).send_room = None;
+    c.h.guest(&[c.g.clone().seq(c.their.wrapping_add(1500)).ack(c.our).data(&[1; 1500])]);
+    c.h.run_for(10);
+    let f = c.h.take_frames();
+    assert_eq!(f.last().unwrap().ack, c.their.wrapping_add(3000));
+    let w = &c.h.sock(c.sock).written;
+    assert_eq!(&w[..1000], &[0u8; 1000][..]);
+    assert_eq!(&w[1000..1500], &[1u8; 500][..]);
+    assert_eq!(&w[1500..], &[1u8; 1500][..]);
+}
+
+#[test]
+fn window_never_above_socket_free_space() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let s = c.h.sock(c.sock);
+    s.sndbuf = 10_000;
+    let mut their = c.their;
+    for round in 0..8u32 {
+        let seg = c.g.clone().seq(their).ack(c.our).data(&[round as u8; 3000]);
+        c.h.guest(&[seg]);
+        c.h.run_for(10);
+        let s = c.h.sock(c.sock);
+        let free = s.sndbuf - s.outq;
+        for f in c.h.take_frames() {
+            assert!(u32::from(f.win) <= free, "window {} > free {}", f.win, free);
+            their = f.ack;
+        }
+        if round == 2 {
+            // The host peer reads everything: the socket drains.
+            c.h.sock(c.sock).outq = 0;
+            c.h.event(c.sock, SockEvent::Writable);
+            let f = c.h.take_frames();
+            assert_eq!(f.len(), 1, "window update once the socket drains");
+            assert_eq!(f[0].win, 10_000);
+        }
+    }
+    assert_eq!(c.h.sock(c.sock).written.len() as u32, their.wrapping_sub(c.their));
+}
+
+#[test]
+fn out_of_order_gets_duplicate_ack_pair_and_reorder_in_batch() {
+    let mut c = connect4();
+    let t = c.their;
+    // Reordered within a batch: both written, in order.
+    c.h.guest(&[
+        c.g.clone().seq(t.wrapping_add(3)).ack(c.our).data(b"def"),
+        c.g.clone().seq(t).ack(c.our).data(b"abc"),
+    ]);
+    assert_eq!(c.h.sock(c.sock).written, b"abcdef");
+    c.h.run_for(10);
+    c.h.take_frames();
+    // A gap: duplicate ACK pair for the missing bytes, once.
+    c.h.guest(&[c.g.clone().seq(t.wrapping_add(10)).ack(c.our).data(b"zz")]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2);
+    assert!(f.iter().all(|o| o.ack == t.wrapping_add(6)));
+    c.h.guest(&[c.g.clone().seq(t.wrapping_add(12)).ack(c.our).data(b"yy")]);
+    assert!(c.h.take_frames().len() <= 1);
+    assert_eq!(c.h.sock(c.sock).written, b"abcdef");
+}
+
+#[test]
+fn keepalive_is_answered() {
+    let mut c = connect4();
+    c.h.guest(&[c.g.clone().seq(c.their.wrapping_sub(1)).ack(c.our)]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their);
+    assert_eq!(c.h.core.tcp_stats().fast_retransmits, 0);
+}
+
+// --- host → guest -------------------------------------------------------------
+
+fn host_data(peek_offset: bool) {
+    let mut cfg = capture_config();
+    cfg.peek_offset = peek_offset;
+    let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(7));
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+    c.h.sock(c.sock).rx = data.clone();
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    // MSS 1460 from the guest; window 65535 << 7.
+    assert_eq!(f.len(), 14);
+    let mut got = Vec::new();
+    let mut seq = c.our;
+    for o in &f {
+        assert_eq!(o.seq, seq);
+        assert!(o.payload.len() <= 1460);
+        assert_eq!(o.ack, c.their);
+        seq = seq.wrapping_add(o.payload.len() as u32);
+        got.extend_from_slice(&o.payload);
+    }
+    assert_eq!(got, data);
+    // Level-triggered readable again: nothing new to send, stalled.
+    c.h.event(c.sock, SockEvent::Readable);
+    assert!(c.h.take_frames().is_empty());
+    // The guest acknowledges 5000 bytes: exactly those are consumed.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(5000))]);
+    let acts = c.h.take_actions();
+    assert!(acts.contains(&Action::Consume {
+        sock: c.sock,
+        len: 5000
+    }));
+    assert_eq!(c.h.sock(c.sock).rx.len(), 15_000);
+    // More data arrives; only the new bytes go out.
+    c.h.sock(c.sock).rx.extend_from_slice(b"tail");
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload, b"tail");
+    assert_eq!(f[0].seq, seq);
+}
+
+#[test]
+fn host_data_without_peek_offset() {
+    host_data(false);
+}
+
+#[test]
+fn host_data_with_peek_offset() {
+    host_data(true);
+}
+
+#[test]
+fn retransmit_after_timeout_then_reset() {
+    let mut c = connect4();
+    c.h.sock(c.sock).rx = vec![1u8; 100];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 1);
+    c.h.run_for(1900);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(200);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "retransmitted");
+    assert_eq!(f[0].seq, c.our);
+    assert_eq!(c.h.core.tcp_stats().retransmits, 1);
+    // Never acknowledged: reset after seven retransmissions.
+    c.h.run_for(6 * 2000 + 100);
+    assert_eq!(c.h.core.tcp_stats().retransmits, 7);
+    assert_eq!(c.h.core.flow_count(), 1);
+    c.h.run_for(2000);
+    let f = c.h.take_frames();
+    assert!(f.last().unwrap().rst);
+    assert!(!f.last().unwrap().ackf, "RST alone");
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
+}
+
+#[test]
+fn fast_retransmit_on_duplicate_acks() {
+    let mut c = connect4();
+    c.h.sock(c.sock).rx = vec![1u8; 4000];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 3);
+    let dup = c.g.clone().seq(c.their).ack(c.our.wrapping_add(1460));
+    c.h.guest(&[dup.clone()]);
+    assert!(c.h.take_frames().is_empty());
+    c.h.guest(&[dup.clone()]);
+    c.h.guest(&[dup]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(f[0].seq, c.our.wrapping_add(1460));
+    assert_eq!(c.h.core.tcp_stats().fast_retransmits, 1);
+}
+
+#[test]
+fn tap_sent_rewinds_unsent_frames() {
+    let mut c = connect4();
+    let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    c.h.sock(c.sock).rx = data.clone();
+    c.h.core.handle_tap_sent(c.h.now, 0); // reset the count
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 4);
+    // Only the first two reached the guest.
+    c.h.core.handle_tap_sent(c.h.now, 2);
+    c.h.drain(&[]);
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].seq, c.our.wrapping_add(2920));
+    assert_eq!(f[0].payload, &data[2920..4380]);
+}
+
+#[test]
+fn zero_window_probe_and_reopen() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    c.h.sock(c.sock).rx = vec![5u8; 3000];
+    // The guest closes its window.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(0)]);
+    c.h.event(c.sock, SockEvent::Readable);
+    assert!(c.h.take_frames().is_empty());
+    // Probe: one byte after the retransmission timeout.
+    c.h.run_for(2100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload.len(), 1);
+    // Guest still full: keeps probing, no reset.
+    for _ in 0..10 {
+        c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(0)]);
+        c.h.run_for(2100);
+    }
+    assert_eq!(c.h.core.flow_count(), 1);
+    c.h.take_frames();
+    // Window reopens: data flows from the last acknowledged byte.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(2000)]);
+    let f = c.h.take_frames();
+    let total: usize = f.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(total, 2000);
+    assert_eq!(f[0].seq, c.our);
+}
+
+#[test]
+fn shrinking_window_with_data_in_flight_is_ignored() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    c.h.sock(c.sock).rx = vec![5u8; 10_000];
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(4000)]);
+    c.h.event(c.sock, SockEvent::Readable);
+    let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 4000);
+    // ACK of 1000 bytes with a zero window while 3000 are in flight: the
+    // window's right edge stays where it was.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(1000)).win(0)]);
+    let f = c.h.take_frames();
+    let sent: usize = f.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 1000);
+}
+
+// --- closing --------------------------------------------------------------------
+
+#[test]
+fn guest_half_close_then_host_close() {
+    let mut c = connect4();
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"bye").fin()]);
+    assert!(c.h.sock(c.sock).shut_wr);
+    assert_eq!(c.h.sock(c.sock).written, b"bye");
+    let f = c.h.take_frames();
+    assert_eq!(f.last().unwrap().ack, c.their.wrapping_add(4));
+    // The host keeps sending after our shutdown.
+    c.h.sock(c.sock).rx = b"more".to_vec();
+    c.h.sock(c.sock).eof = true;
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f[0].payload, b"more");
+    c.h.event(c.sock, SockEvent::ReadHangUp);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].fin && f[0].ackf);
+    assert_eq!(f[0].seq, c.our.wrapping_add(4));
+    c.h.guest(&[c.g.clone().seq(c.their.wrapping_add(4)).ack(c.our.wrapping_add(5))]);
+    assert!(c.h.closed.contains(&c.sock));
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
+}
+
+#[test]
+fn host_half_close_then_guest_close() {
+    let mut c = connect4();
+    c.h.sock(c.sock).eof = true;
+    c.h.event(c.sock, SockEvent::ReadHangUp);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].fin);
+    // The guest acknowledges our FIN and keeps sending.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(1)).data(b"still")]);
+    assert_eq!(c.h.sock(c.sock).written, b"still");
+    assert_eq!(c.h.core.flow_count(), 1);
+    c.h.guest(&[c.g.clone().seq(c.their.wrapping_add(5)).ack(c.our.wrapping_add(1)).fin()]);
+    let f = c.h.take_frames();
+    assert_eq!(f.last().unwrap().ack, c.their.wrapping_add(6));
+    assert!(c.h.closed.contains(&c.sock));
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
+}
+
+#[test]
+fn lost_fin_is_retransmitted() {
+    let mut c = connect4();
+    c.h.sock(c.sock).eof = true;
+    c.h.event(c.sock, SockEvent::ReadHangUp);
+    assert!(c.h.take_frames()[0].fin);
+    c.h.run_for(2100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].fin);
+    assert_eq!(f[0].seq, c.our);
+}
+
+#[test]
+fn resets_both_ways() {
+    let mut c = connect4();
+    c.h.guest(&[c.g.clone().seq(c.their).rst()]);
+    assert!(c.h.closed.contains(&c.sock));
+    assert!(c.h.take_frames().is_empty());
+    assert_eq!(c.h.core.flow_count(), 0);
+
+    let mut c = connect4();
+    c.h.event(c.sock, SockEvent::Error(Errno::ECONNRESET));
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].rst && !f[0].ackf);
+    assert_eq!(f[0].seq, c.our);
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
+}
+
+#[test]
+fn rst_then_syn_in_one_batch() {
+    let mut c = connect4();
+    let g = c.g.clone();
+    c.h.guest(&[g.clone().seq(c.their).rst(), g.seq(99).syn()]);
+    assert!(c.h.closed.contains(&c.sock));
+    assert_eq!(c.h.core.flow_count(), 1, "new connection on the same 4-tuple");
+    assert_eq!(c.h.core.tcp_stats().opened, 2);
+}
+
+#[test]
+fn hangup_in_handshake_resets() {
+    let mut h = H::new(capture_config());
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 2).seq(1).syn()]);
+    let s = h.only_sock();
+    h.event(s, SockEvent::HangUp);
+    assert!(h.take_frames()[0].rst);
+    assert_eq!(h.core.flow_count(), 0);
+}
+
+#[test]
+fn idle_timeout() {
+    let mut c = connect4();
+    c.h.run_for(7_000_000);
+    assert_eq!(c.h.core.flow_count(), 1);
+    c.h.run_for(300_000);
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert!(c.h.take_frames().last().unwrap().rst);
+}
+
+#[test]
+fn syn_timeout_while_connecting() {
+    let mut h = H::new(capture_config());
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 2).seq(1).syn()]);
+    h.run_for(10_001);
+    assert_eq!(h.core.flow_count(), 0);
+    assert_eq!(h.core.socket_count(), 0);
+    assert!(h.take_frames()[0].rst);
+    assert_eq!(h.core.poll_timeout(), None);
+}
+
+// --- limits and hostile input -------------------------------------------------
+
+#[test]
+fn full_table_refuses_with_rst() {
+    let mut cfg = capture_config();
+    cfg.limits.flows = 2;
+    let mut h = H::new(cfg);
+    for p in 1..=3u16 {
+        h.guest(&[G::new(v4(GUEST4), v4(PEER4), p, 80).seq(10).syn()]);
+    }
+    assert_eq!(h.core.flow_count(), 2);
+    assert_eq!(h.core.counters().dropped(DropReason::FlowTableFull), 1);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].rst && f[0].ackf && f[0].ack == 11 && f[0].dport == 3);
+}
+
+#[test]
+fn non_syn_for_unknown_flow_dropped_silently() {
+    let mut h = H::new(capture_config());
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 80).seq(10).ack(5).data(b"x")]);
+    assert!(h.take_frames().is_empty());
+    assert!(h.take_actions().is_empty());
+    assert_eq!(h.core.counters().dropped(DropReason::TcpNoFlow), 1);
+}
+
+#[test]
+fn hostile_segments_never_panic() {
+    let mut c = connect4();
+    let g = c.g.clone();
+    // SYN+FIN, ACK beyond what we sent, for new and existing flows.
+    c.h.guest(&[
+        G::new(v4(GUEST4), v4(PEER4), 9, 80).seq(1).syn().fin(),
+        g.clone().seq(c.their).ack(c.our.wrapping_add(100_000)),
+        g.clone().seq(c.their).syn().fin(),
+    ]);
+    assert!(c.h.core.counters().dropped(DropReason::TcpBadSegment) >= 2);
+    assert_eq!(c.h.core.flow_count(), 1);
+    // Port 0, multicast and broadcast destinations.
+    c.h.guest(&[
+        G::new(v4(GUEST4), v4(PEER4), 9, 0).seq(1).syn(),
+        G::new(v4(GUEST4), v4(Ipv4Addr::new(224, 0, 0, 1)), 9, 80).seq(1).syn(),
+        G::new(v4(GUEST4), v4(Ipv4Addr::BROADCAST), 9, 80).seq(1).syn(),
+    ]);
+    assert_eq!(c.h.core.counters().dropped(DropReason::TcpBadEndpoint), 3);
+    assert_eq!(c.h.core.flow_count(), 1);
+    // Bad data offsets and option lengths 0 and 1, written by hand.
+    let base = G::new(v4(GUEST4), v4(PEER4), 7, 80).seq(1).syn().build();
+    let mut frames = Vec::new();
+    for (doff, opt) in [(4u8, [0u8; 4]), (15, [0; 4]), (6, [2, 0, 0, 0]), (6, [3, 1, 0, 0]), (6, [2, 4, 0, 0])] {
+        let mut f = base.clone();
+        f.truncate(54);
+        f.extend_from_slice(&opt);
+        f[14 + 2..14 + 4].copy_from_slice(&(44u16).to_be_bytes());
+        f[34 + 12] = doff << 4;
+        frames.push(f);
+    }
+    c.h.guest_raw(&frames);
+    // Data with every offset: none may panic, connection survives or resets.
+    for s in [0u32, 1, u32::MAX, c.their.wrapping_add(1 << 31)] {
+        c.h.guest(&[g.clone().seq(s).ack(c.our).data(b"zz").fin()]);
+    }
+    c.h.run_for(10);
+}
+
+#[test]
+fn flows_and_sockets_return_to_zero() {
+    let mut h = H::new(capture_config());
+    for p in 1..=20u16 {
+        h.guest(&[G::new(v4(GUEST4), v4(PEER4), p, 80).seq(1).syn()]);
+    }
+    assert_eq!(h.core.flow_count(), 20);
+    assert_eq!(h.core.socket_count(), 20);
+    let socks: Vec<SockId> = h.socks.keys().copied().collect();
+    for (i, s) in socks.iter().enumerate() {
+        if i % 2 == 0 {
+            h.event(*s, SockEvent::Connected(Err(Errno::ECONNREFUSED)));
+        }
+    }
+    h.core.handle_tap_reset(h.now);
+    h.drain(&[]);
+    assert_eq!(h.core.flow_count(), 0);
+    assert_eq!(h.core.socket_count(), 0);
+    assert!(h.socks.is_empty());
+    // Ids of freed flows are reused with a new generation: stale events are
+    // ignored.
+    h.event(socks[1], SockEvent::Readable);
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 80).seq(1).syn()]);
+    let s = h.only_sock();
+    assert!(!socks.contains(&s) || s != socks[0]);
+}
+
+#[test]
+fn isn_depends_on_tuple_and_time() {
+    let h = H::new(capture_config());
+    let k = FlowKey {
+        proto: 6,
+        src: v4(GUEST4),
+        dst: v4(PEER4),
+        sport: 1,
+        dport: 2,
+    };
+    let mut k2 = k;
+    k2.sport = 3;
+    let a = h.core.tcp_isn(&k, Instant::ZERO);
+    assert_ne!(a, h.core.tcp_isn(&k2, Instant::ZERO));
+    assert_eq!(h.core.tcp_isn(&k, Instant::from_nanos(64)), a.wrapping_add(2));
+}
