@@ -146,6 +146,7 @@ impl FlowTable {
     }
 
     /// Capacity of the table.
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.flows.len()
     }
@@ -292,7 +293,10 @@ impl FlowTable {
             if v == EMPTY {
                 break;
             }
-            let home = self.flows.get(v as usize).map_or(j, |f| f.hash as usize & self.mask);
+            let home = self
+                .flows
+                .get(v as usize)
+                .map_or(j, |f| f.hash as usize & self.mask);
             let stays = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -357,6 +361,7 @@ mod tests {
         let b = t.alloc(tcp()).unwrap();
         let c = t.alloc(tcp()).unwrap();
         assert_eq!(a, FlowId(0));
+        assert_eq!(t.capacity(), 3);
         assert!(t.alloc(tcp()).is_none());
         assert_eq!(t.count(), 3);
         assert!(t.insert_key(b, key(1)));

@@ -115,10 +115,7 @@ pub(crate) fn from_host(cfg: &Config, guest: &GuestInfo, peer: IpAddr) -> Option
                 p
             };
             let guest_addr = if src.is_unicast_link_local() {
-                guest
-                    .ip6_ll_seen
-                    .or(guest.ip6_seen)
-                    .unwrap_or(c.addr)
+                guest.ip6_ll_seen.or(guest.ip6_seen).unwrap_or(c.addr)
             } else {
                 guest.ip6_seen.unwrap_or(c.addr)
             };
@@ -159,16 +156,37 @@ mod tests {
         c4.map_guest_addr = Some(Ipv4Addr::new(10, 77, 0, 4));
         let g = a("10.77.0.2");
         // DNS forwarding, TCP and UDP on 53 and 853 only.
-        assert_eq!(from_tap(&cfg, 6, g, 5, a("10.77.0.3"), 53), Some(a("192.0.2.53")));
-        assert_eq!(from_tap(&cfg, 17, g, 5, a("10.77.0.3"), 853), Some(a("192.0.2.53")));
-        assert_eq!(from_tap(&cfg, 6, g, 5, a("10.77.0.3"), 80), Some(a("10.77.0.3")));
+        assert_eq!(
+            from_tap(&cfg, 6, g, 5, a("10.77.0.3"), 53),
+            Some(a("192.0.2.53"))
+        );
+        assert_eq!(
+            from_tap(&cfg, 17, g, 5, a("10.77.0.3"), 853),
+            Some(a("192.0.2.53"))
+        );
+        assert_eq!(
+            from_tap(&cfg, 6, g, 5, a("10.77.0.3"), 80),
+            Some(a("10.77.0.3"))
+        );
         // Gateway → host loopback.
-        assert_eq!(from_tap(&cfg, 6, g, 5, a("10.77.0.1"), 22), Some(a("127.0.0.1")));
-        assert_eq!(from_tap(&cfg, 6, a("fd77::2"), 5, a("fd77::1"), 22), Some(a("::1")));
+        assert_eq!(
+            from_tap(&cfg, 6, g, 5, a("10.77.0.1"), 22),
+            Some(a("127.0.0.1"))
+        );
+        assert_eq!(
+            from_tap(&cfg, 6, a("fd77::2"), 5, a("fd77::1"), 22),
+            Some(a("::1"))
+        );
         // map_guest_addr → the guest's assigned address.
-        assert_eq!(from_tap(&cfg, 6, g, 5, a("10.77.0.4"), 22), Some(a("10.77.0.2")));
+        assert_eq!(
+            from_tap(&cfg, 6, g, 5, a("10.77.0.4"), 22),
+            Some(a("10.77.0.2"))
+        );
         // Anything else unchanged.
-        assert_eq!(from_tap(&cfg, 6, g, 5, a("192.0.2.1"), 443), Some(a("192.0.2.1")));
+        assert_eq!(
+            from_tap(&cfg, 6, g, 5, a("192.0.2.1"), 443),
+            Some(a("192.0.2.1"))
+        );
         // Endpoint checks.
         assert_eq!(from_tap(&cfg, 6, g, 5, a("192.0.2.1"), 0), None);
         assert_eq!(from_tap(&cfg, 6, g, 0, a("192.0.2.1"), 1), None);
@@ -193,7 +211,10 @@ mod tests {
             from_host(&cfg, &g, a("::ffff:127.0.0.1")),
             Some((a("10.77.0.1"), a("10.77.0.2")))
         );
-        assert_eq!(from_host(&cfg, &g, a("::1")), Some((a("fd77::1"), a("fd77::2"))));
+        assert_eq!(
+            from_host(&cfg, &g, a("::1")),
+            Some((a("fd77::1"), a("fd77::2")))
+        );
         // Other loopback addresses and the host's own address: our address.
         assert_eq!(
             from_host(&cfg, &g, a("127.0.0.2")),

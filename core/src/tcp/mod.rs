@@ -685,7 +685,12 @@ impl Core {
 
     /// Segments for a 4-tuple without a connection: the first plain SYN opens
     /// one; everything before it is dropped. Returns the segments used.
-    fn tcp_from_tap_new(&mut self, now: Instant, batch: &FrameBatch<'_>, pkts: &[L4Packet]) -> usize {
+    fn tcp_from_tap_new(
+        &mut self,
+        now: Instant,
+        batch: &FrameBatch<'_>,
+        pkts: &[L4Packet],
+    ) -> usize {
         for (i, p) in pkts.iter().enumerate() {
             let Some(s) = self.tcp_parse(batch, p) else {
                 continue;
@@ -807,9 +812,12 @@ impl Core {
             }
             match c.phase {
                 Phase::Established => break,
-                Phase::Connecting | Phase::ConnectedInfo | Phase::Accepting | Phase::AcceptedInfo => {
+                Phase::Connecting
+                | Phase::ConnectedInfo
+                | Phase::Accepting
+                | Phase::AcceptedInfo => {
                     // Retransmitted SYNs while we connect; nothing else is valid.
-                    if !(s.has(SYN) && !s.has(ACK)) {
+                    if !s.has(SYN) || s.has(ACK) {
                         self.counters.drop(DropReason::TcpBadSegment);
                     }
                     i += 1;
@@ -1131,6 +1139,14 @@ impl Core {
             }
             let _ = peek_offset;
             result = AckResult::Progress;
+        }
+        let Some(c) = self.tc(id) else {
+            return AckResult::Reset;
+        };
+        if c.wnd_from_tap == 0 && wnd > 0 && c.data_in_flight() > 0 {
+            // Zero-window probes the guest dropped: send them again.
+            let to = c.seq_ack_from_tap;
+            self.tcp_rewind(id, to);
         }
         let Some(c) = self.tc(id) else {
             return AckResult::Reset;
@@ -1622,7 +1638,10 @@ impl Core {
                     c.t_phase = now;
                     c.t_active = now;
                 }
-                self.act(Action::Accept { listener: sock, sock: fs });
+                self.act(Action::Accept {
+                    listener: sock,
+                    sock: fs,
+                });
             }
             SockEvent::OpenFailed(e) => {
                 log::warn!("TCP listener {idx}: {e:?}");

@@ -146,7 +146,10 @@ mod tests {
     fn options_parsed_only_when_well_formed() {
         let b = hdr(8, SYN, &[2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 0, 0]);
         let s = parse(&b, 1000).unwrap();
-        assert_eq!((s.mss, s.ws, s.len, s.payload_off), (Some(1460), Some(7), 4, 1032));
+        assert_eq!(
+            (s.mss, s.ws, s.len, s.payload_off),
+            (Some(1460), Some(7), 4, 1032)
+        );
         // Length 0 and 1 options end the walk without panicking.
         for bad in [[2u8, 0, 0, 0], [2, 1, 0, 0], [3, 9, 0, 0], [2, 4, 5, 0]] {
             let b = hdr(6, SYN, &bad);

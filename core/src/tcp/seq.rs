@@ -20,6 +20,7 @@ pub(crate) fn gt(a: u32, b: u32) -> bool {
 
 /// `a >= b` in sequence space.
 #[inline]
+#[allow(dead_code)]
 pub(crate) fn ge(a: u32, b: u32) -> bool {
     le(b, a)
 }
