@@ -1343,3 +1343,98 @@ fn isn_depends_on_tuple_and_time() {
         a.wrapping_add(2)
     );
 }
+
+#[test]
+fn interest_level_while_moving_edge_when_stalled() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let level = Interest {
+        readable: true,
+        read_hangup: true,
+        ..Interest::default()
+    };
+    assert_eq!(c.h.sock(c.sock).interest, Some(level));
+    // The guest's window (256 << 0... unscaled 3000) fills up: edge-triggered.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(3000)]);
+    c.h.sock(c.sock).rx = vec![1u8; 5000];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 3);
+    let i = c.h.sock(c.sock).interest.unwrap();
+    assert!(i.edge && i.readable);
+    // The guest acknowledges: level-triggered again, and more data goes out.
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(c.their)
+        .ack(c.our.wrapping_add(3000))
+        .win(3000)]);
+    assert_eq!(c.h.sock(c.sock).interest, Some(level));
+    let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 2000);
+    // After our FIN: edge-triggered, nothing to read.
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(c.their)
+        .ack(c.our.wrapping_add(5000))
+        .win(3000)]);
+    c.h.sock(c.sock).eof = true;
+    c.h.event(c.sock, SockEvent::ReadHangUp);
+    assert!(c.h.take_frames()[0].fin);
+    let i = c.h.sock(c.sock).interest.unwrap();
+    assert!(i.edge && !i.readable && !i.read_hangup);
+}
+
+#[test]
+fn retransmit_with_peek_offset_rewinds_offset() {
+    let mut cfg = capture_config();
+    cfg.peek_offset = true;
+    let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(7));
+    let acts = c.h.take_actions();
+    let _ = acts;
+    c.h.sock(c.sock).rx = (0..3000u32).map(|i| i as u8).collect();
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 3);
+    assert_eq!(c.h.sock(c.sock).peek_off, 3000);
+    // The guest got the first segment only.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(1460))]);
+    assert_eq!(c.h.sock(c.sock).peek_off, 1540);
+    c.h.run_for(2100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].seq, c.our.wrapping_add(1460));
+    assert_eq!(f[0].payload[0], (1460u32 % 256) as u8);
+    assert_eq!(c.h.sock(c.sock).peek_off, 1540);
+}
+
+#[test]
+fn low_rtt_peer_gets_immediate_acks() {
+    let mut c = connect4();
+    c.h.sock(c.sock).min_rtt_us = 5;
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"abc")]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their.wrapping_add(3));
+}
+
+#[test]
+fn inbound_v6_full_exchange() {
+    let peer = SocketAddr::new("2001:db8::9".parse().unwrap(), 4444);
+    let (mut h, sock, syn) = inbound(peer);
+    assert_eq!(syn.src, "2001:db8::9".parse::<IpAddr>().unwrap());
+    let g = G::new(syn.dst, syn.src, 80, 4444).win(20000);
+    let our = syn.seq.wrapping_add(1);
+    // No window scale from the guest: scaling is off both ways.
+    h.guest(&[g.clone().seq(50).ack(our).syn()]);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    h.guest(&[g.clone().seq(51).ack(our).data(b"GET /")]);
+    assert_eq!(h.sock(sock).written, b"GET /");
+    h.run_for(10);
+    let f = h.take_frames();
+    assert_eq!(f.last().unwrap().ack, 56);
+    assert_eq!(u32::from(f.last().unwrap().win), 65535.min(1 << 20));
+    h.sock(sock).rx = vec![3u8; 30000];
+    h.event(sock, SockEvent::Readable);
+    let sent: usize = h.take_frames().iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 20000, "unscaled guest window");
+}
