@@ -49,6 +49,8 @@ pub(crate) const MSS_DEFAULT: u16 = 536;
 pub(crate) const MSS4: u16 = 65492;
 /// Largest MSS over IPv6.
 pub(crate) const MSS6: u16 = 65472;
+/// Window offered when the send buffer size is unknown (RFC 6928).
+const WINDOW_DEFAULT: u32 = 14600;
 /// Smallest segment size we send, whatever the guest says (as Linux's
 /// `tcp_min_snd_mss`).
 const MSS_MIN: u16 = 48;
@@ -917,8 +919,11 @@ impl Core {
                 return i + 1;
             }
             if s.has(SYN) {
-                // A new SYN on an open connection, or garbage: ignore.
+                // A SYN on an open connection: answer with a challenge ACK
+                // (RFC 5961 §4). A guest that lost the old connection resets
+                // it, and its next SYN opens a new one.
                 self.counters.drop(DropReason::TcpBadSegment);
+                ack_now = true;
                 continue;
             }
             if s.has(ACK) {
@@ -1514,7 +1519,13 @@ impl Core {
     fn tcp_info(&mut self, now: Instant, id: FlowId, info: &TcpInfo) {
         let Some(c) = self.tc(id) else { return };
         c.sndbuf = info.sndbuf;
-        c.sock_free = info.sndbuf.saturating_sub(info.outq);
+        c.sock_free = if info.sndbuf == 0 {
+            // The driver could not tell: fall back to the peer's window, at
+            // least the RFC 6928 initial window.
+            info.snd_wnd.max(WINDOW_DEFAULT)
+        } else {
+            info.sndbuf.saturating_sub(info.outq)
+        };
         c.have_info = true;
         if info.snd_mss > 0 {
             c.info_mss = info.snd_mss;
@@ -1642,6 +1653,7 @@ impl Core {
                     listener: sock,
                     sock: fs,
                 });
+                self.tcp_note_timer(id);
             }
             SockEvent::OpenFailed(e) => {
                 log::warn!("TCP listener {idx}: {e:?}");

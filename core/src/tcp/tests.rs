@@ -1663,3 +1663,17 @@ proptest::proptest! {
         proptest::prop_assert_eq!(c.h.core.socket_count(), 0);
     }
 }
+
+#[test]
+fn syn_on_open_connection_gets_challenge_ack() {
+    let mut c = connect4();
+    c.h.guest(&[c.g.clone().seq(12345).syn()]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].ackf && !f[0].syn && !f[0].rst);
+    assert_eq!(f[0].ack, c.their);
+    // The guest resets the stale connection and connects again.
+    c.h.guest(&[c.g.clone().seq(c.their).rst(), c.g.clone().seq(12345).syn()]);
+    assert!(c.h.closed.contains(&c.sock));
+    assert_eq!(c.h.core.flow_count(), 1);
+}
