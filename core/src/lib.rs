@@ -100,6 +100,8 @@ mod tcp;
 mod time;
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod testutil;
 mod wire;
 
