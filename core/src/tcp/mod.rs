@@ -242,14 +242,14 @@ impl TcpConn {
 
     /// The earliest deadline of this connection.
     fn deadline(&self) -> Option<Instant> {
-        let mut d = Some(self.t_active.add(ACT_TIMEOUT));
+        let mut d = Some(self.t_active.saturating_add(ACT_TIMEOUT));
         if self.phase != Phase::Established {
-            d = earliest(d, Some(self.t_phase.add(SYN_TIMEOUT)));
+            d = earliest(d, Some(self.t_phase.saturating_add(SYN_TIMEOUT)));
         }
         d = earliest(d, self.ack_due);
         d = earliest(d, self.t_retx);
         if self.tap_fin_rcvd && self.tap_fin_sent {
-            d = earliest(d, Some(self.t_phase.add(FIN_TIMEOUT)));
+            d = earliest(d, Some(self.t_phase.saturating_add(FIN_TIMEOUT)));
         }
         d
     }
@@ -1130,7 +1130,7 @@ impl Core {
             c.dup_acks = 0;
             c.stalled = false;
             c.t_retx = if c.anything_in_flight() {
-                Some(now.add(ACK_TIMEOUT))
+                Some(now.saturating_add(ACK_TIMEOUT))
             } else {
                 None
             };
@@ -1218,7 +1218,7 @@ impl Core {
         if len == 0 {
             c.stalled = true;
             if c.wnd_from_tap == 0 && in_flight == 0 && c.t_retx.is_none() {
-                c.t_retx = Some(now.add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
             }
             self.tcp_interest(id);
             self.tcp_note_timer(id);
@@ -1281,7 +1281,7 @@ impl Core {
                         c.seq_to_tap = f.wrapping_add(1);
                         c.seq_max_to_tap = seq::max(c.seq_max_to_tap, c.seq_to_tap);
                         if c.t_retx.is_none() {
-                            c.t_retx = Some(now.add(ACK_TIMEOUT));
+                            c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                         }
                         if c.tap_fin_rcvd {
                             c.t_phase = now;
@@ -1366,7 +1366,7 @@ impl Core {
             c.wnd_to_tap = wbytes;
             c.ack_due = None;
             if c.t_retx.is_none() {
-                c.t_retx = Some(now.add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
             }
         }
         if sent >= c.peek_len || sent == 0 {
@@ -1567,7 +1567,7 @@ impl Core {
                 if (owed || reopened) && immediate {
                     self.tcp_send_ack(id);
                 } else if owed && c.ack_due.is_none() {
-                    c.ack_due = Some(now.add(ACK_INTERVAL));
+                    c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
                 }
                 self.tcp_interest(id);
             }
@@ -1609,7 +1609,7 @@ impl Core {
         self.act(Action::QueryTcpInfo { sock });
         if let Some(c) = self.tc(id) {
             if c.ack_due.is_none() {
-                c.ack_due = Some(now.add(ACK_INTERVAL));
+                c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
             }
         }
         self.tcp_interest(id);
@@ -1685,7 +1685,7 @@ impl Core {
                 self.tcp_interest(r.flow);
                 if let Some(c) = self.tc(r.flow) {
                     if c.t_retx.is_none() {
-                        c.t_retx = Some(now.add(ACK_TIMEOUT));
+                        c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                     }
                 }
                 self.tcp_note_timer(r.flow);
@@ -1720,14 +1720,14 @@ impl Core {
     fn tcp_conn_timer(&mut self, now: Instant, id: FlowId) {
         let Some(c) = self.tc(id) else { return };
         if c.phase != Phase::Established {
-            if now >= c.t_phase.add(SYN_TIMEOUT) {
+            if now >= c.t_phase.saturating_add(SYN_TIMEOUT) {
                 self.tcp.stats.timeouts += 1;
                 self.tcp_close(id, true);
             }
             return;
         }
-        if now >= c.t_active.add(ACT_TIMEOUT)
-            || (c.tap_fin_rcvd && c.tap_fin_sent && now >= c.t_phase.add(FIN_TIMEOUT))
+        if now >= c.t_active.saturating_add(ACT_TIMEOUT)
+            || (c.tap_fin_rcvd && c.tap_fin_sent && now >= c.t_phase.saturating_add(FIN_TIMEOUT))
         {
             self.tcp.stats.timeouts += 1;
             return self.tcp_close(id, true);
@@ -1746,12 +1746,12 @@ impl Core {
                     return self.tcp_close(id, true);
                 }
                 let una = c.seq_ack_from_tap;
-                c.t_retx = Some(now.add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 self.tcp.stats.retransmits += 1;
                 self.tcp_rewind(id, una);
                 self.tcp_try_peek(now, id, false);
             } else if c.wnd_from_tap == 0 && !c.tap_fin_sent {
-                c.t_retx = Some(now.add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 self.tcp_try_peek(now, id, true);
             }
             self.tcp_interest(id);
