@@ -865,6 +865,7 @@ impl Core {
                         c.mss_to_tap = mss;
                         c.phase = Phase::Established;
                         c.retrans = 0;
+                        c.t_retx = None;
                         // Always ACK at once: the host side may wait for the
                         // guest to speak first, or the guest for the host.
                         self.tcp_send_flags(id, ACK);
@@ -1547,6 +1548,7 @@ impl Core {
                 self.tcp_send_flags(id, SYN);
                 let Some(c) = self.tc(id) else { return };
                 c.phase = Phase::SynSent;
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 c.seq_to_tap = c.isn.wrapping_add(1);
                 c.seq_max_to_tap = c.seq_to_tap;
                 c.seq_ack_from_tap = c.isn;
@@ -1723,6 +1725,11 @@ impl Core {
             if now >= c.t_phase.saturating_add(SYN_TIMEOUT) {
                 self.tcp.stats.timeouts += 1;
                 self.tcp_close(id, true);
+            } else if c.phase == Phase::SynSent && c.t_retx.is_some_and(|t| t <= now) {
+                // Our SYN may not have reached the guest: send it again.
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                self.tcp.stats.retransmits += 1;
+                self.tcp_send_flags(id, SYN);
             }
             return;
         }

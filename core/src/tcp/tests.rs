@@ -789,8 +789,12 @@ fn inbound_v6_loopback_peer_appears_as_gateway() {
 #[test]
 fn inbound_handshake_timeout() {
     let peer = SocketAddr::new("192.0.2.9".parse().unwrap(), 5555);
-    let (mut h, sock, _) = inbound(peer);
-    h.run_for(9_000);
+    let (mut h, sock, syn) = inbound(peer);
+    h.run_for(2_100);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1, "SYN sent again");
+    assert_eq!(f[0], syn);
+    h.run_for(6_900);
     assert_eq!(h.core.flow_count(), 1);
     h.run_for(1_100);
     assert_eq!(h.core.flow_count(), 0);
@@ -1676,4 +1680,34 @@ fn syn_on_open_connection_gets_challenge_ack() {
     c.h.guest(&[c.g.clone().seq(c.their).rst(), c.g.clone().seq(12345).syn()]);
     assert!(c.h.closed.contains(&c.sock));
     assert_eq!(c.h.core.flow_count(), 1);
+}
+
+#[test]
+fn inbound_with_full_table_is_accepted_and_closed() {
+    let mut cfg = inbound_cfg();
+    cfg.limits.flows = 1;
+    let mut h = H::new(cfg);
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 80).seq(1).syn()]);
+    assert_eq!(h.core.flow_count(), 1);
+    let lst = SockId(LISTENER_BIT);
+    h.take_actions();
+    h.event(lst, SockEvent::Readable);
+    let acts = h.take_actions();
+    let reject = SockId(LISTENER_BIT | REJECT_IDX);
+    assert_eq!(
+        acts,
+        vec![Action::Accept {
+            listener: lst,
+            sock: reject
+        }]
+    );
+    let peer = SocketAddr::new(v4(PEER4), 1234);
+    h.event(reject, SockEvent::Accepted(Ok((peer, peer))));
+    assert_eq!(h.take_actions(), vec![Action::Close { sock: reject }]);
+    assert_eq!(h.core.counters().dropped(DropReason::FlowTableFull), 1);
+    assert_eq!(
+        h.core.socket_count(),
+        2,
+        "listener and the first connection"
+    );
 }
