@@ -130,7 +130,7 @@ impl Core {
     /// [`Self::poll_action`] and [`Self::poll_frame`] before reusing the batch
     /// buffer.
     pub fn handle_tap_batch(&mut self, now: Instant, batch: &FrameBatch<'_>) {
-        self.tcp_start(now);
+        self.tcp_batch_begin(now);
         self.spans.clear();
         for i in 0..batch.len() {
             self.counters.frames_in += 1;

@@ -142,6 +142,8 @@ pub(crate) struct TcpConn {
     peek_len: u32,
     /// Bytes of the pending `Send`.
     send_pending: u32,
+    /// Batch number of the pending `Send`.
+    send_batch: u64,
     /// The guest's FIN follows the pending `Send`.
     fin_pending: bool,
     /// Send the next ACK twice (a duplicate ACK pair for a gap).
@@ -311,6 +313,8 @@ pub(crate) struct TcpState {
     tx_base: u64,
     /// Sockets the driver holds for us (flows and listeners).
     pub(crate) open_socks: usize,
+    /// Guest batches seen (tells a `Send` of this batch from older ones).
+    batches: u64,
     pub(crate) stats: TcpStats,
 }
 
@@ -342,6 +346,7 @@ impl TcpState {
             txlog: Vec::with_capacity(TX_LOG),
             tx_base: 0,
             open_socks: 0,
+            batches: 0,
             stats: TcpStats::default(),
         }
     }
@@ -599,6 +604,12 @@ impl Core {
     }
 
     // --- start-up ----------------------------------------------------------
+
+    /// A batch of guest frames begins.
+    pub(crate) fn tcp_batch_begin(&mut self, now: Instant) {
+        self.tcp_start(now);
+        self.tcp.batches += 1;
+    }
 
     /// Opens the configured listeners, once.
     pub(crate) fn tcp_start(&mut self, _now: Instant) {
@@ -900,12 +911,20 @@ impl Core {
         pkts: &[L4Packet],
     ) -> usize {
         let span_start = self.spans.len();
+        let batch_no = self.tcp.batches;
         let Some(c) = self.tc(id) else { return 0 };
-        // A Send the driver never answered cannot be trusted any more.
-        c.send_pending = 0;
-        c.fin_pending = false;
+        // A Send of an earlier batch was carried out before this batch (call
+        // order): if its result never came, it cannot be trusted any more.
+        if c.send_batch != batch_no {
+            c.send_pending = 0;
+            c.fin_pending = false;
+        }
+        // A Send of this batch is still queued (the flow's segments were
+        // split into two groups): its result is unknown, so data after it
+        // cannot be sent yet. Such data is left for the guest to retransmit.
+        let busy = c.send_pending > 0 || c.fin_pending;
         let mut expected = c.seq_from_tap;
-        let closed_in = c.tap_fin_rcvd;
+        let closed_in = c.tap_fin_rcvd || busy;
         let mut fin = false;
         let mut ack_now = false;
         let mut gap = false;
@@ -935,6 +954,12 @@ impl Core {
                     AckResult::Reset => return i + 1,
                 }
             }
+            if busy {
+                if s.len > 0 || s.has(FIN) {
+                    gap = true;
+                }
+                continue;
+            }
             if closed_in || fin {
                 if s.len > 0 || s.has(FIN) {
                     ack_now = true;
@@ -949,7 +974,7 @@ impl Core {
         }
         // Out-of-order segments: a few more passes may fill the gap.
         let mut pass = 0;
-        while gap && !fin && pass < REORDER_PASSES {
+        while gap && !fin && !busy && pass < REORDER_PASSES {
             pass += 1;
             let mut progress = false;
             gap = false;
@@ -974,7 +999,8 @@ impl Core {
             if let Some(c) = self.tc(id) {
                 c.dup_ack_pending = true;
             }
-            ack_now = true;
+            // With a Send pending, the ACK goes out after its result.
+            ack_now = !busy;
         }
         let sent = self.tcp_flush_send(id, span_start, fin);
         if !sent {
@@ -1010,9 +1036,11 @@ impl Core {
             .iter()
             .map(|s| u64::from(s.len))
             .sum();
+        let batch_no = self.tcp.batches;
         let Some(c) = self.tc(id) else { return false };
         c.send_pending = total.min(u64::from(u32::MAX)) as u32;
         c.fin_pending = fin;
+        c.send_batch = batch_no;
         let sock = c.sock;
         self.act(Action::Send {
             sock,
