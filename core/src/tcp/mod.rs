@@ -140,6 +140,8 @@ pub(crate) struct TcpConn {
     peek_pending: bool,
     /// Bytes asked for by the pending `Peek`.
     peek_len: u32,
+    /// `seq_to_tap` when the pending `Peek` was asked for.
+    peek_seq: u32,
     /// Bytes of the pending `Send`.
     send_pending: u32,
     /// Batch number of the pending `Send`.
@@ -1255,6 +1257,7 @@ impl Core {
         }
         c.peek_pending = true;
         c.peek_len = len;
+        c.peek_seq = c.seq_to_tap;
         let (sock, mss) = (c.sock, c.mss_to_tap);
         self.act(Action::Peek {
             sock,
@@ -1319,6 +1322,19 @@ impl Core {
                 }
                 self.tcp_interest(id);
                 self.tcp_note_timer(id);
+                return 0;
+            }
+            Ok(_) if c.seq_to_tap != c.peek_seq => {
+                // The sequence moved (a rewind, or an ACK past it) after the
+                // Peek was asked for: these bytes are not the ones expected.
+                let (sock, off) = (c.sock, c.data_in_flight());
+                if peek_offset {
+                    self.act(Action::SetOption {
+                        sock,
+                        opt: SockOpt::PeekOffset(off),
+                    });
+                }
+                self.tcp_try_peek(now, id, false);
                 return 0;
             }
             Ok(n) => n.min(c.peek_len as usize),

@@ -1752,3 +1752,47 @@ fn flow_split_over_two_groups_of_one_batch() {
         .data(b"second")]);
     assert_eq!(c.h.sock(c.sock).written, b"firstsecond");
 }
+
+#[test]
+fn peek_overtaken_by_rewind_is_discarded() {
+    for peek_offset in [false, true] {
+        let mut cfg = capture_config();
+        cfg.peek_offset = peek_offset;
+        let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(0));
+        let data: Vec<u8> = (0..8000u32).map(|i| (i / 3) as u8).collect();
+        c.h.sock(c.sock).rx = data[..4380].to_vec();
+        c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(8000)]);
+        c.h.event(c.sock, SockEvent::Readable);
+        assert_eq!(c.h.take_frames().len(), 3);
+        c.h.sock(c.sock).rx.extend_from_slice(&data[4380..]);
+        // One batch: an ACK (asks for a Peek), then, in a second group, two
+        // duplicate ACKs (fast retransmission rewinds before the Peek runs).
+        let ack =
+            c.g.clone()
+                .seq(c.their)
+                .ack(c.our.wrapping_add(1460))
+                .win(8000);
+        let mut segs = vec![ack.clone()];
+        for p in 1..=128u16 {
+            segs.push(G::new(v4(GUEST4), v4(PEER4), p, 9).seq(1).syn());
+        }
+        segs.push(ack.clone());
+        segs.push(ack);
+        c.h.guest(&segs);
+        let f: Vec<Out> =
+            c.h.take_frames()
+                .into_iter()
+                .filter(|o| o.dport == 40000)
+                .collect();
+        assert!(!f.is_empty());
+        assert_eq!(
+            f[0].seq,
+            c.our.wrapping_add(1460),
+            "peek_offset {peek_offset}"
+        );
+        for o in &f {
+            let off = o.seq.wrapping_sub(c.our) as usize;
+            assert_eq!(&o.payload[..], &data[off..off + o.payload.len()]);
+        }
+    }
+}
