@@ -150,6 +150,8 @@ pub(crate) struct TcpConn {
     fin_pending: bool,
     /// Send the next ACK twice (a duplicate ACK pair for a gap).
     dup_ack_pending: bool,
+    /// Send an ACK when the next `TcpInfo` arrives.
+    force_ack: bool,
     /// `seq_from_tap` for which a duplicate ACK pair was last sent.
     dup_ack_sent_at: Option<u32>,
 
@@ -1011,7 +1013,17 @@ impl Core {
                 ack_now = true;
             }
             if ack_now {
-                self.tcp_send_ack(id);
+                let small = self.tc_ref(id).is_some_and(|(_, c)| {
+                    c.wnd_to_tap < u32::from(c.mss_to_tap) && !c.tap_fin_rcvd
+                });
+                if let (true, Some(c)) = (small, self.tc(id)) {
+                    // Probing our closed window: answer with a fresh one.
+                    c.force_ack = true;
+                    let sock = c.sock;
+                    self.act(Action::QueryTcpInfo { sock });
+                } else {
+                    self.tcp_send_ack(id);
+                }
             }
         }
         if peek {
@@ -1603,13 +1615,15 @@ impl Core {
                 let mss = u32::from(c.mss_to_tap);
                 let reopened = c.wnd_to_tap < mss && new >= mss;
                 c.need_out = new < mss && !c.tap_fin_rcvd;
-                let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending;
-                let immediate = c.local
+                let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
+                let immediate = c.force_ack
+                    || c.local
                     || c.sndbuf < SNDBUF_SMALL
                     || c.tap_fin_rcvd
                     || c.dup_ack_pending
                     || reopened
                     || new == 0;
+                c.force_ack = false;
                 if (owed || reopened) && immediate {
                     self.tcp_send_ack(id);
                 } else if owed && c.ack_due.is_none() {

@@ -64,6 +64,8 @@ struct H {
     /// handle_tap_sent (when `auto_sent`).
     slots: usize,
     closed: Vec<SockId>,
+    /// Sockets after `Close`.
+    dead: HashMap<SockId, FakeSock>,
 }
 
 const GUEST4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -249,6 +251,7 @@ impl H {
             frames: vec![],
             slots: 0,
             closed: vec![],
+            dead: HashMap::new(),
         }
     }
 
@@ -465,7 +468,9 @@ impl H {
                 self.socks.get_mut(&sock).unwrap().shut_wr = true;
             }
             Action::Close { sock } => {
-                self.socks.remove(&sock);
+                if let Some(s) = self.socks.remove(&sock) {
+                    self.dead.insert(sock, s);
+                }
                 self.closed.push(sock);
             }
             Action::Accept { .. } | Action::Bind { .. } | Action::Listen { .. } => {}
@@ -1467,7 +1472,8 @@ impl Xs {
 
 /// Both byte streams arrive intact and in order through guest-link loss,
 /// reordering, frames the link did not accept, partial writes and EAGAIN,
-/// with and without SO_PEEK_OFF.
+/// with and without SO_PEEK_OFF; then both sides close and the connection
+/// and its socket go away.
 fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
     let mut r = Xs(seed | 1);
     let mut cfg = capture_config();
@@ -1476,20 +1482,30 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
     c.h.sock(c.sock).sndbuf = sndbuf;
     let up: Vec<u8> = (0..30_000u32).map(|i| (i * 31 + 7) as u8).collect();
     let down: Vec<u8> = (0..30_000u32).map(|i| (i * 13 + 1) as u8).collect();
+    let up_len = up.len() as u32;
     let mut down_fed = 0usize;
-    // Guest sender state.
+    // Guest sender state (offsets from its first data byte; FIN at up_len).
     let (g_isn, mut g_una, mut g_nxt) = (c.their, 0u32, 0u32);
     let mut peer_wnd: u32 = 65535 << MAX_WS;
     let mut stuck = 0;
     // Guest receiver state.
     let mut got: Vec<u8> = Vec::new();
+    let mut got_fin = false;
     let guest_win: u16 = 400; // << 7 = 51200 bytes
     c.h.core.handle_tap_sent(c.h.now, 0);
-    for step in 0..4000 {
+    let written = |h: &H| -> Vec<u8> {
+        h.socks
+            .get(&c.sock)
+            .or_else(|| h.dead.get(&c.sock))
+            .map(|s| s.written.clone())
+            .unwrap_or_default()
+    };
+    for step in 0..5000 {
         let lossy = step < 2500;
+        let open = c.h.socks.contains_key(&c.sock);
         // Host side: the peer sends a little more, and reads some of what
         // we wrote.
-        if down_fed < down.len() && r.chance(30) {
+        if open && down_fed < down.len() && r.chance(30) {
             let n = (r.below(5000) as usize + 1).min(down.len() - down_fed);
             c.h.sock(c.sock)
                 .rx
@@ -1499,7 +1515,7 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
                 c.h.sock(c.sock).eof = true;
             }
         }
-        if r.chance(40) {
+        if open && r.chance(40) {
             let s = c.h.sock(c.sock);
             s.outq = s.outq.saturating_sub(r.below(20_000) as u32);
             s.send_room = if lossy && r.chance(20) {
@@ -1509,7 +1525,9 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
             };
             c.h.event(c.sock, SockEvent::Writable);
         }
-        c.h.event(c.sock, SockEvent::Readable);
+        if c.h.socks.contains_key(&c.sock) {
+            c.h.event(c.sock, SockEvent::Readable);
+        }
         // Guest link: some frames not accepted, some lost after that.
         let out = c.h.take_frames();
         let accepted = if lossy && r.chance(10) {
@@ -1528,9 +1546,12 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
             assert!(!o.syn);
             // Sender side: our ACK and window.
             let acked = o.ack.wrapping_sub(g_isn);
-            assert!(acked as usize <= c.h.socks[&c.sock].written.len() + 1);
+            assert!(
+                acked as usize <= written(&c.h).len() + 1,
+                "ACK of data never written"
+            );
             if seq::gt(acked, g_una) {
-                g_una = acked.min(up.len() as u32);
+                g_una = acked;
                 stuck = 0;
             }
             peer_wnd = u32::from(o.win) << MAX_WS;
@@ -1539,14 +1560,22 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
             if !o.payload.is_empty() || o.fin {
                 need_ack = true;
             }
-            if off as usize == got.len() {
+            if off as usize == got.len() && !got_fin {
                 got.extend_from_slice(&o.payload);
+                if o.fin {
+                    assert_eq!(got.len(), down.len(), "FIN before all data");
+                    got_fin = true;
+                }
             }
         }
-        assert_eq!(&got[..], &down[..got.len()], "guest stream corrupted");
-        let written = &c.h.socks[&c.sock].written;
-        assert_eq!(&written[..], &up[..written.len()], "host stream corrupted");
-        // Guest sends data within our window, possibly lossy and reordered.
+        assert!(got[..] == down[..got.len()], "guest stream corrupted");
+        let w = written(&c.h);
+        assert!(w[..] == up[..w.len()], "host stream corrupted");
+        if !c.h.socks.contains_key(&c.sock) && got_fin && g_una == up_len + 1 {
+            break;
+        }
+        // Guest sends data within our window, possibly lossy and reordered,
+        // and its FIN after the last byte.
         stuck += 1;
         if stuck > 30 {
             g_nxt = g_una; // retransmission timeout
@@ -1556,50 +1585,78 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
             g_nxt = g_una;
         }
         let mut segs = Vec::new();
-        let ack = c.our.wrapping_add(got.len() as u32);
+        let ack = c.our.wrapping_add(got.len() as u32 + u32::from(got_fin));
         for _ in 0..r.below(6) {
-            let limit = g_una.wrapping_add(peer_wnd).min(up.len() as u32);
-            if !seq::lt(g_nxt, limit) {
+            let limit = g_una.wrapping_add(peer_wnd).min(up_len);
+            let fin_due = g_nxt == up_len && g_una <= up_len;
+            if !seq::lt(g_nxt, limit) && !fin_due {
                 break;
             }
-            let len = (r.below(1460) as u32 + 1).min(limit - g_nxt);
-            let seg =
+            let len = if fin_due {
+                0
+            } else {
+                (r.below(1460) as u32 + 1).min(limit - g_nxt)
+            };
+            let mut seg =
                 c.g.clone()
                     .seq(g_isn.wrapping_add(g_nxt))
                     .ack(ack)
                     .win(guest_win)
                     .data(&up[g_nxt as usize..(g_nxt + len) as usize]);
             g_nxt += len;
+            if g_nxt == up_len {
+                seg = seg.fin();
+                g_nxt += 1;
+            }
             if !(lossy && r.chance(5)) {
                 segs.push(seg);
+            }
+            if g_nxt > up_len {
+                break;
             }
         }
         if lossy && segs.len() > 1 && r.chance(20) {
             segs.swap(0, 1);
         }
-        if segs.is_empty() && (need_ack || r.chance(10)) {
+        if segs.is_empty() && peer_wnd == 0 && g_nxt < up_len && stuck % 8 == 7 {
+            // Zero-window probe, as Linux sends it: one before the next byte.
             segs.push(
                 c.g.clone()
-                    .seq(g_isn.wrapping_add(g_nxt))
+                    .seq(g_isn.wrapping_add(g_una).wrapping_sub(1))
                     .ack(ack)
                     .win(guest_win),
             );
+        }
+        if segs.is_empty() && (need_ack || r.chance(10)) {
+            let seqno = g_isn.wrapping_add(g_nxt.min(up_len + u32::from(g_una > up_len)));
+            segs.push(c.g.clone().seq(seqno).ack(ack).win(guest_win));
         }
         if !segs.is_empty() {
             c.h.guest(&segs);
         }
         let dt = r.below(40) + 1;
         c.h.run_for(dt);
-        if got.len() == down.len() && c.h.socks[&c.sock].written.len() == up.len() {
-            break;
-        }
     }
-    assert_eq!(
-        c.h.socks[&c.sock].written.len(),
-        up.len(),
-        "guest → host incomplete"
+    let w = written(&c.h);
+    assert!(
+        w == up,
+        "guest → host incomplete: {} of {}",
+        w.len(),
+        up.len()
     );
-    assert_eq!(got.len(), down.len(), "host → guest incomplete");
+    assert!(
+        got == down,
+        "host → guest incomplete: {} of {}",
+        got.len(),
+        down.len()
+    );
+    assert!(got_fin, "no FIN from the host side");
+    assert!(
+        c.h.dead.get(&c.sock).is_some_and(|s| s.shut_wr),
+        "no shutdown"
+    );
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
 }
 
 proptest::proptest! {
@@ -1795,4 +1852,22 @@ fn peek_overtaken_by_rewind_is_discarded() {
             assert_eq!(&o.payload[..], &data[off..off + o.payload.len()]);
         }
     }
+}
+
+#[test]
+fn probe_of_closed_window_gets_fresh_window() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    c.h.sock(c.sock).sndbuf = 4096;
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[1; 4096])]);
+    c.h.run_for(10);
+    let f = c.h.take_frames();
+    assert_eq!(f.last().unwrap().win, 0, "window closed");
+    // The socket drains without an event reaching us; the guest probes.
+    c.h.sock(c.sock).outq = 0;
+    let next = c.their.wrapping_add(4096);
+    c.h.guest(&[c.g.clone().seq(next.wrapping_sub(1)).ack(c.our)]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, next);
+    assert_eq!(u32::from(f[0].win) << MAX_WS, 4096);
 }
