@@ -1788,6 +1788,10 @@ impl Core {
                 c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 self.tcp.stats.retransmits += 1;
                 self.tcp_send_flags(id, SYN);
+            } else {
+                // Nothing else runs before the handshake completes.
+                c.ack_due = None;
+                c.t_retx = c.t_retx.filter(|&t| t > now);
             }
             return;
         }

@@ -294,6 +294,11 @@ impl H {
 
     fn timeout(&mut self) {
         self.core.handle_timeout(self.now);
+        // Every timer that ran moved on: no busy loop.
+        assert!(
+            self.core.tcp_poll_timeout().is_none_or(|t| t > self.now),
+            "timer still due after handle_timeout"
+        );
         self.drain(&[]);
     }
 
