@@ -70,6 +70,8 @@ pub(crate) const MAX_RETRANS: u8 = 7;
 const SNDBUF_SMALL: u32 = 128 << 10;
 /// Minimum RTT (µs) below which a peer counts as local.
 const LOW_RTT_US: u32 = 10;
+/// Low-RTT peers remembered for new connections.
+const LOW_RTT_TABLE: usize = 8;
 /// Duplicate ACKs from the guest that trigger a fast retransmission.
 const DUP_ACK_THRESHOLD: u8 = 2;
 /// Passes over a batch to fit out-of-order segments into the gap.
@@ -132,6 +134,8 @@ pub(crate) struct TcpConn {
     // --- flags
     /// Host peer is local or has a very low RTT: ACK at once.
     pub(crate) local: bool,
+    /// Address of the host peer.
+    host_addr: Option<IpAddr>,
     /// Cannot send more to the guest until it acknowledges or opens its window.
     pub(crate) stalled: bool,
     /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
@@ -319,6 +323,9 @@ pub(crate) struct TcpState {
     pub(crate) open_socks: usize,
     /// Guest batches seen (tells a `Send` of this batch from older ones).
     batches: u64,
+    /// Host peers seen with a very low RTT (replaced oldest first).
+    low_rtt: [Option<IpAddr>; LOW_RTT_TABLE],
+    low_rtt_next: usize,
     pub(crate) stats: TcpStats,
 }
 
@@ -351,6 +358,8 @@ impl TcpState {
             tx_base: 0,
             open_socks: 0,
             batches: 0,
+            low_rtt: [None; LOW_RTT_TABLE],
+            low_rtt_next: 0,
             stats: TcpStats::default(),
         }
     }
@@ -749,6 +758,7 @@ impl Core {
         let guest_mss = clamp_mss(s.mss, v6);
         let mss_to_tap = self.tcp_mss_send(v6, guest_mss);
         let local = dst.is_loopback()
+            || self.tcp.low_rtt.contains(&Some(dst))
             || match dst {
                 IpAddr::V4(a) => self.cfg.ip4.as_ref().is_some_and(|c| c.addr == a),
                 IpAddr::V6(a) => self.cfg.ip6.as_ref().is_some_and(|c| c.addr == a),
@@ -774,6 +784,7 @@ impl Core {
                 ws_to_tap,
                 mss_to_tap,
                 local,
+                host_addr: Some(dst),
                 t_phase: now,
                 t_active: now,
                 ..TcpConn::default()
@@ -1557,6 +1568,8 @@ impl Core {
             return self.tcp_close(id, false);
         }
         let isn = self.tcp_isn(&key, now);
+        let host = peer.ip().to_canonical();
+        let known_low_rtt = self.tcp.low_rtt.contains(&Some(host));
         let Some(c) = self.tc(id) else { return };
         c.phase = Phase::AcceptedInfo;
         c.isn = isn;
@@ -1566,7 +1579,8 @@ impl Core {
         c.ws_to_tap = MAX_WS;
         c.t_phase = now;
         c.t_active = now;
-        c.local = peer.ip().to_canonical().is_loopback();
+        c.local = host.is_loopback() || known_low_rtt;
+        c.host_addr = Some(host);
         self.tcp.stats.opened += 1;
         self.act(Action::QueryTcpInfo { sock });
         self.tcp_interest(id);
@@ -1589,7 +1603,18 @@ impl Core {
         }
         if info.min_rtt_us > 0 && info.min_rtt_us <= LOW_RTT_US {
             c.local = true;
+            if let Some(a) = c.host_addr {
+                let t = &mut self.tcp;
+                if !t.low_rtt.contains(&Some(a)) {
+                    let slot = t.low_rtt_next % LOW_RTT_TABLE;
+                    if let Some(e) = t.low_rtt.get_mut(slot) {
+                        *e = Some(a);
+                    }
+                    t.low_rtt_next = (slot + 1) % LOW_RTT_TABLE;
+                }
+            }
         }
+        let Some(c) = self.tc(id) else { return };
         match c.phase {
             Phase::ConnectedInfo => {
                 c.seq_to_tap = c.isn.wrapping_add(1);

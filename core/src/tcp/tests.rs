@@ -1876,3 +1876,27 @@ fn probe_of_closed_window_gets_fresh_window() {
     assert_eq!(f[0].ack, next);
     assert_eq!(u32::from(f[0].win) << MAX_WS, 4096);
 }
+
+#[test]
+fn low_rtt_peers_are_remembered() {
+    let mut c = connect4();
+    c.h.sock(c.sock).min_rtt_us = 3;
+    c.h.event(c.sock, SockEvent::Writable); // no effect: nothing waits
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"x")]);
+    assert_eq!(c.h.take_frames().len(), 1, "immediate ACK");
+    // A new connection to the same peer ACKs at once from the start.
+    let mut h = c.h;
+    let g = G::new(v4(GUEST4), v4(PEER4), 40001, 80);
+    h.guest(&[g.clone().seq(1).syn()]);
+    let s2 = *h
+        .socks
+        .keys()
+        .find(|&&s| s != c.sock && h.socks[&s].kind == Some(SockKind::TcpStream))
+        .unwrap();
+    h.event(s2, SockEvent::Connected(Ok(())));
+    let our = h.take_frames()[0].seq.wrapping_add(1);
+    h.guest(&[g.clone().seq(2).ack(our), g.seq(2).ack(our).data(b"y")]);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, 3);
+}
