@@ -60,6 +60,8 @@ pub(crate) const ACK_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retransmission timeout for data sent to the guest.
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Interval of TCP_INFO queries while the window to the guest is closed.
+pub(crate) const WINDOW_POLL: Duration = Duration::from_millis(100);
 /// Time allowed to close once both sides sent their FIN.
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Inactivity timeout.
@@ -209,6 +211,8 @@ pub(crate) struct TcpConn {
     ack_due: Option<Instant>,
     /// Retransmission (or zero-window probe) deadline.
     t_retx: Option<Instant>,
+    /// Next look at TCP_INFO while our window is closed.
+    t_poll: Option<Instant>,
     /// Epoll interest last asked for.
     interest: Option<Interest>,
 }
@@ -258,6 +262,7 @@ impl TcpConn {
         }
         d = earliest(d, self.ack_due);
         d = earliest(d, self.t_retx);
+        d = earliest(d, self.t_poll);
         if self.tap_fin_rcvd && self.tap_fin_sent {
             d = earliest(d, Some(self.t_phase.saturating_add(FIN_TIMEOUT)));
         }
@@ -1640,6 +1645,14 @@ impl Core {
                 let mss = u32::from(c.mss_to_tap);
                 let reopened = c.wnd_to_tap < mss && new >= mss;
                 c.need_out = new < mss && !c.tap_fin_rcvd;
+                // While the window stays closed, look again now and then:
+                // EPOLLOUT may not come if the socket counts as writable
+                // before it has room for a whole segment.
+                c.t_poll = if c.need_out {
+                    Some(now.saturating_add(WINDOW_POLL))
+                } else {
+                    None
+                };
                 let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
                 let immediate = c.force_ack
                     || c.local
@@ -1829,6 +1842,12 @@ impl Core {
         if c.ack_due.is_some_and(|t| t <= now) {
             c.ack_due = None;
             self.tcp_send_ack(id);
+        }
+        let Some(c) = self.tc(id) else { return };
+        if c.t_poll.is_some_and(|t| t <= now) {
+            c.t_poll = None;
+            let sock = c.sock;
+            self.act(Action::QueryTcpInfo { sock });
         }
         let Some(c) = self.tc(id) else { return };
         if c.t_retx.is_some_and(|t| t <= now) {

@@ -1900,3 +1900,26 @@ fn low_rtt_peers_are_remembered() {
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].ack, 3);
 }
+
+#[test]
+fn closed_window_is_polled_without_writable() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    c.h.sock(c.sock).sndbuf = 4096;
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[1; 4096])]);
+    c.h.run_for(10);
+    assert_eq!(c.h.take_frames().last().unwrap().win, 0);
+    // The socket drains but no EPOLLOUT is reported: the window reopens
+    // within one poll interval anyway.
+    c.h.sock(c.sock).outq = 0;
+    c.h.run_for(WINDOW_POLL.as_millis() as u64 + 1);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(u32::from(f[0].win) << MAX_WS, 4096);
+    // Once open, no more polling.
+    c.h.take_actions();
+    c.h.run_for(1000);
+    assert!(!c
+        .h
+        .take_actions()
+        .contains(&Action::QueryTcpInfo { sock: c.sock }));
+}
