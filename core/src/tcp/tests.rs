@@ -66,6 +66,8 @@ struct H {
     closed: Vec<SockId>,
     /// Sockets after `Close`.
     dead: HashMap<SockId, FakeSock>,
+    /// SO_SNDBUF of new sockets.
+    sndbuf: u32,
 }
 
 const GUEST4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -252,6 +254,7 @@ impl H {
             slots: 0,
             closed: vec![],
             dead: HashMap::new(),
+            sndbuf: 1 << 20,
         }
     }
 
@@ -346,7 +349,7 @@ impl H {
                     sock,
                     FakeSock {
                         kind: Some(kind),
-                        sndbuf: 1 << 20,
+                        sndbuf: self.sndbuf,
                         ..FakeSock::default()
                     },
                 );
@@ -526,7 +529,12 @@ struct Conn {
 const GISN: u32 = 0xffff_fff0; // wraps soon after the handshake
 
 fn connect(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>) -> Conn {
+    connect_sndbuf(cfg, src, dst, ws, 1 << 20)
+}
+
+fn connect_sndbuf(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>, sndbuf: u32) -> Conn {
     let mut h = H::new(cfg);
+    h.sndbuf = sndbuf;
     let g = G::new(src, dst, 40000, 80);
     let mut opts = vec![TcpOptionElement::MaximumSegmentSize(1460)];
     if let Some(w) = ws {
@@ -1483,8 +1491,7 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
     let mut r = Xs(seed | 1);
     let mut cfg = capture_config();
     cfg.peek_offset = peek_offset;
-    let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(7));
-    c.h.sock(c.sock).sndbuf = sndbuf;
+    let mut c = connect_sndbuf(cfg, v4(GUEST4), v4(PEER4), Some(7), sndbuf);
     let up: Vec<u8> = (0..30_000u32).map(|i| (i * 31 + 7) as u8).collect();
     let down: Vec<u8> = (0..30_000u32).map(|i| (i * 13 + 1) as u8).collect();
     let up_len = up.len() as u32;
@@ -1543,6 +1550,15 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32) {
         c.h.core.handle_tap_sent(c.h.now, accepted);
         c.h.drain(&[]);
         let mut need_ack = false;
+        if let Some(s) = c.h.socks.get(&c.sock) {
+            // Free space only grew since these frames were made: every window
+            // offered must still fit.
+            let free = s.sndbuf - s.outq;
+            for o in &out {
+                let w = u32::from(o.win) << MAX_WS;
+                assert!(w <= free, "window {w} above free space {free}");
+            }
+        }
         for o in &out[..accepted] {
             if lossy && r.chance(5) {
                 continue;
