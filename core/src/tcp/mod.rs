@@ -1587,6 +1587,12 @@ impl Core {
         c.local = host.is_loopback() || known_low_rtt;
         c.host_addr = Some(host);
         self.tcp.stats.opened += 1;
+        if self.cfg.peek_offset {
+            self.act(Action::SetOption {
+                sock,
+                opt: SockOpt::PeekOffset(0),
+            });
+        }
         self.act(Action::QueryTcpInfo { sock });
         self.tcp_interest(id);
     }

@@ -19,7 +19,8 @@ struct FakeSock {
     /// Data from the host peer not yet consumed.
     rx: Vec<u8>,
     eof: bool,
-    peek_off: usize,
+    /// SO_PEEK_OFF: off (-1) until set, as in Linux.
+    peek_off: Option<usize>,
     /// Everything written by the core.
     written: Vec<u8>,
     /// Most bytes the next sends may take in total (None: sndbuf - outq).
@@ -365,7 +366,7 @@ impl H {
             Action::SetOption { sock, opt } => {
                 let s = self.socks.get_mut(&sock).expect("option on open socket");
                 match opt {
-                    SockOpt::PeekOffset(o) => s.peek_off = o as usize,
+                    SockOpt::PeekOffset(o) => s.peek_off = Some(o as usize),
                     SockOpt::TcpMaxSeg(m) => s.mss = Some(m),
                     _ => {}
                 }
@@ -421,8 +422,9 @@ impl H {
                 let s = self.socks.get_mut(&sock).unwrap();
                 let start = if peek_offset {
                     assert_eq!(skip, 0);
-                    s.peek_off
+                    s.peek_off.expect("SO_PEEK_OFF set before the first peek")
                 } else {
+                    assert!(s.peek_off.is_none());
                     skip as usize
                 };
                 let nslots = 64;
@@ -442,8 +444,8 @@ impl H {
                     for (i, chunk) in data.chunks(mss as usize).enumerate() {
                         bufs[i][room as usize..room as usize + chunk.len()].copy_from_slice(chunk);
                     }
-                    if peek_offset {
-                        s.peek_off += n;
+                    if let Some(o) = &mut s.peek_off {
+                        *o += n;
                     }
                     Ok(n)
                 };
@@ -470,7 +472,9 @@ impl H {
                 let s = self.socks.get_mut(&sock).unwrap();
                 assert!(len as usize <= s.rx.len(), "consume beyond data");
                 s.rx.drain(..len as usize);
-                s.peek_off = s.peek_off.saturating_sub(len as usize);
+                if let Some(o) = &mut s.peek_off {
+                    *o = o.saturating_sub(len as usize);
+                }
             }
             Action::ShutdownWrite { sock } => {
                 self.socks.get_mut(&sock).unwrap().shut_wr = true;
@@ -1416,16 +1420,16 @@ fn retransmit_with_peek_offset_rewinds_offset() {
     c.h.sock(c.sock).rx = (0..3000u32).map(|i| i as u8).collect();
     c.h.event(c.sock, SockEvent::Readable);
     assert_eq!(c.h.take_frames().len(), 3);
-    assert_eq!(c.h.sock(c.sock).peek_off, 3000);
+    assert_eq!(c.h.sock(c.sock).peek_off, Some(3000));
     // The guest got the first segment only.
     c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(1460))]);
-    assert_eq!(c.h.sock(c.sock).peek_off, 1540);
+    assert_eq!(c.h.sock(c.sock).peek_off, Some(1540));
     c.h.run_for(2100);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 2);
     assert_eq!(f[0].seq, c.our.wrapping_add(1460));
     assert_eq!(f[0].payload[0], (1460u32 % 256) as u8);
-    assert_eq!(c.h.sock(c.sock).peek_off, 1540);
+    assert_eq!(c.h.sock(c.sock).peek_off, Some(1540));
 }
 
 #[test]
