@@ -3,8 +3,6 @@
 use super::*;
 
 impl Core {
-    // --- guest side --------------------------------------------------------
-
     pub(super) fn tcp_parse(&mut self, batch: &FrameBatch<'_>, p: &L4Packet) -> Option<Seg> {
         let start = p.l4_off as usize;
         let l4 = start

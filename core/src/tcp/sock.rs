@@ -3,8 +3,6 @@
 use super::*;
 
 impl Core {
-    // --- start-up ----------------------------------------------------------
-
     /// A batch of guest frames begins.
     pub(crate) fn tcp_batch_begin(&mut self, now: Instant) {
         self.tcp_start(now);
@@ -69,7 +67,7 @@ impl Core {
         }
     }
 
-    // --- socket side -------------------------------------------------------
+    // --- sockets ------------------------------------------------------------
 
     /// Asks for socket data for the guest, as far as its window allows
     /// (`probe`: one byte past a zero window).

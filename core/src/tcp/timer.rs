@@ -3,8 +3,6 @@
 use super::*;
 
 impl Core {
-    // --- link feedback and timers -------------------------------------------
-
     /// Frames after the first `accepted` handed out since the last call did
     /// not reach the guest: rewind their connections.
     pub(crate) fn tcp_tap_sent(&mut self, now: Instant, accepted: usize) {
