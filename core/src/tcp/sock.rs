@@ -142,22 +142,7 @@ impl Core {
             Ok(0) => {
                 // End of stream, and everything before it was sent: FIN.
                 c.sock_fin_rcvd = true;
-                if !c.tap_fin_sent {
-                    let f = *c.fin_seq.get_or_insert(c.seq_to_tap);
-                    c.seq_to_tap = f;
-                    self.tcp_send_flags(id, FIN | ACK);
-                    if let Some(c) = self.tc(id) {
-                        c.tap_fin_sent = true;
-                        c.seq_to_tap = f.wrapping_add(1);
-                        c.seq_max_to_tap = seq::max(c.seq_max_to_tap, c.seq_to_tap);
-                        if c.t_retx.is_none() {
-                            c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
-                        }
-                        if c.tap_fin_rcvd {
-                            c.t_phase = now;
-                        }
-                    }
-                }
+                self.tcp_send_fin(now, id);
                 self.tcp_interest(id);
                 self.tcp_note_timer(id);
                 return 0;
@@ -241,7 +226,14 @@ impl Core {
             left -= chunk;
         }
         let sent = (n - left) as u32;
+        // After the peer's FIN, a peek that got less than it asked for and
+        // than the slots could hold reached the end of the stream.
+        let cap: usize = slots
+            .iter()
+            .map(|s| s.buf.len().saturating_sub(room).min(mss))
+            .sum();
         let Some(c) = self.tc(id) else { return frames };
+        let at_end = c.sock_fin_rcvd && left == 0 && n < c.peek_len as usize && n < cap;
         c.seq_to_tap = seqno;
         c.seq_max_to_tap = seq::max(c.seq_max_to_tap, seqno);
         if sent > 0 {
@@ -264,9 +256,33 @@ impl Core {
                 opt: SockOpt::PeekOffset(off),
             });
         }
+        if at_end {
+            self.tcp_send_fin(now, id);
+        }
         self.tcp_interest(id);
         self.tcp_note_timer(id);
         frames
+    }
+
+    /// Our FIN to the guest, after all the socket's data.
+    pub(super) fn tcp_send_fin(&mut self, now: Instant, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        if c.tap_fin_sent {
+            return;
+        }
+        let f = *c.fin_seq.get_or_insert(c.seq_to_tap);
+        c.seq_to_tap = f;
+        self.tcp_send_flags(id, FIN | ACK);
+        let Some(c) = self.tc(id) else { return };
+        c.tap_fin_sent = true;
+        c.seq_to_tap = f.wrapping_add(1);
+        c.seq_max_to_tap = seq::max(c.seq_max_to_tap, c.seq_to_tap);
+        if c.t_retx.is_none() {
+            c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+        }
+        if c.tap_fin_rcvd {
+            c.t_phase = now;
+        }
     }
 
     /// The live TCP flow of socket `sock`.

@@ -2004,3 +2004,23 @@ fn closed_window_is_polled_without_writable() {
         .take_actions()
         .contains(&Action::QueryTcpInfo { sock: c.sock }));
 }
+
+#[test]
+fn fin_not_accepted_by_link_is_sent_again() {
+    let mut c = connect4();
+    c.h.core.handle_tap_sent(c.h.now, 0);
+    c.h.sock(c.sock).rx = b"last".to_vec();
+    c.h.sock(c.sock).eof = true;
+    c.h.event(c.sock, SockEvent::ReadHangUp);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2, "data, then FIN");
+    assert!(f[1].fin);
+    // Only the data frame made it.
+    c.h.core.handle_tap_sent(c.h.now, 1);
+    c.h.drain(&[]);
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].fin);
+    assert_eq!(f[0].seq, c.our.wrapping_add(4));
+}
