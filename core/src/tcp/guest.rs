@@ -111,6 +111,14 @@ impl Core {
         }
         self.tcp.stats.opened += 1;
         self.tcp.open_socks += 1;
+        log::debug!(
+            "tcp flow {}: guest {}:{} -> {}:{} (host {dst})",
+            id.0,
+            key.src,
+            key.sport,
+            key.dst,
+            key.dport
+        );
         self.act(Action::Open {
             sock,
             kind: SockKind::TcpStream,

@@ -609,6 +609,11 @@ impl Core {
             self.act(Action::Close { sock: c.sock });
             self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
         }
+        log::debug!(
+            "tcp flow {}: closed{}",
+            id.0,
+            if rst { " (reset)" } else { "" }
+        );
         self.flows.free(id);
         self.tcp.stats.closed += 1;
     }

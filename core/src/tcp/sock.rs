@@ -413,6 +413,14 @@ impl Core {
         c.local = host.is_loopback() || known_low_rtt;
         c.host_addr = Some(host);
         self.tcp.stats.opened += 1;
+        log::debug!(
+            "tcp flow {}: host {peer} -> guest {}:{} as {}:{}",
+            id.0,
+            key.src,
+            key.sport,
+            key.dst,
+            key.dport
+        );
         if self.cfg.peek_offset {
             self.act(Action::SetOption {
                 sock,
