@@ -6,6 +6,7 @@
 //! [`Config::secret`], so two runs with the same configuration and inputs behave
 //! identically.
 
+use crate::fwd::Forwarding;
 use crate::wire::Mac;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -219,11 +220,14 @@ pub struct Config {
     pub duid_time: u32,
     /// Fixed capacities.
     pub limits: Limits,
-    /// TCP listeners forwarding host ports to the guest.
+    /// TCP listeners forwarding host ports to the guest, in addition to the
+    /// ports of `fwd.tcp_in`.
     pub tcp_forwards: Vec<TcpForward>,
     /// The host kernel supports `SO_PEEK_OFF` on TCP sockets (probed by the
     /// driver): peeks then skip nothing and the core sets the offset per socket.
     pub peek_offset: bool,
+    /// Port forwarding tables (`-t`, `-u`, `-T`, `-U`).
+    pub fwd: Forwarding,
 }
 
 impl Default for Config {
@@ -242,6 +246,7 @@ impl Default for Config {
             limits: Limits::default(),
             tcp_forwards: Vec::new(),
             peek_offset: false,
+            fwd: Forwarding::default(),
         }
     }
 }

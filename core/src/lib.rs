@@ -91,6 +91,7 @@ mod dhcp;
 mod dhcpv6;
 mod engine;
 mod flow;
+pub mod fwd;
 mod nat;
 mod ndp;
 mod queue;

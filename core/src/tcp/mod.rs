@@ -29,10 +29,11 @@ use crate::action::{
     Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt,
     TcpInfo, TxSlot,
 };
-use crate::config::Config;
+use crate::config::{Config, TcpForward};
 use crate::counters::DropReason;
 use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
+use crate::fwd::FwdMode;
 use crate::nat;
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};

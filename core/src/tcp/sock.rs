@@ -9,14 +9,35 @@ impl Core {
         self.tcp.batches += 1;
     }
 
-    /// Opens the configured listeners, once.
+    /// Opens the configured listeners, once: `Config::tcp_forwards`, then
+    /// every port of `Config::fwd.tcp_in` (explicit lists and `all`).
     pub(crate) fn tcp_start(&mut self, _now: Instant) {
         if self.tcp.started {
             return;
         }
         self.tcp.started = true;
-        for i in 0..self.cfg.tcp_forwards.len() {
-            let f = self.cfg.tcp_forwards[i];
+        let mut all: Vec<TcpForward> = self.cfg.tcp_forwards.clone();
+        let table = &self.cfg.fwd.tcp_in;
+        if matches!(table.mode(), FwdMode::Spec | FwdMode::All) {
+            for r in table.rules() {
+                if r.ifname.is_some() {
+                    log::warn!("TCP forwarding: binding to an interface is not supported yet");
+                }
+                for port in r.first..=r.last {
+                    if let (true, Some(target_port)) =
+                        (table.is_forwarded(port), table.target(port))
+                    {
+                        all.push(TcpForward {
+                            addr: r.addr,
+                            port,
+                            target_port,
+                        });
+                    }
+                }
+            }
+        }
+        self.tcp.listeners.reserve_exact(all.len());
+        for (i, f) in all.into_iter().enumerate() {
             let bind = match f.addr {
                 None if self.cfg.ip6.is_some() => {
                     Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))

@@ -2024,3 +2024,54 @@ fn fin_not_accepted_by_link_is_sent_again() {
     assert!(f[0].fin);
     assert_eq!(f[0].seq, c.our.wrapping_add(4));
 }
+
+#[test]
+fn listeners_from_forwarding_table() {
+    use crate::fwd::{FwdTable, SpecKind};
+    let mut cfg = capture_config();
+    cfg.fwd.tcp_in = FwdTable::from_specs(
+        &["8080:80", "192.0.2.1/9000-9001"],
+        SpecKind::PasstInbound,
+        (32768, 60999),
+    )
+    .unwrap()
+    .0;
+    let mut h = H::new(cfg);
+    h.core.start(h.now);
+    h.drain(&[]);
+    let binds: Vec<SocketAddr> = h
+        .take_actions()
+        .iter()
+        .filter_map(|a| match a {
+            Action::Bind { addr, .. } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        binds,
+        vec![
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080),
+            SocketAddr::new("192.0.2.1".parse().unwrap(), 9000),
+            SocketAddr::new("192.0.2.1".parse().unwrap(), 9001),
+        ]
+    );
+    assert_eq!(h.core.socket_count(), 3);
+    // A connection on 8080 reaches the guest on port 80.
+    let lst = SockId(LISTENER_BIT);
+    h.event(lst, SockEvent::Readable);
+    let Some(Action::Accept { sock, .. }) = h.take_actions().first().copied() else {
+        panic!()
+    };
+    h.socks.insert(
+        sock,
+        FakeSock {
+            kind: Some(SockKind::TcpStream),
+            sndbuf: 1 << 20,
+            ..FakeSock::default()
+        },
+    );
+    let peer = SocketAddr::new(v4(PEER4), 7777);
+    h.event(sock, SockEvent::Accepted(Ok((peer, peer))));
+    let f = h.take_frames();
+    assert_eq!((f[0].sport, f[0].dport), (7777, 80));
+}
