@@ -388,7 +388,7 @@ fn clamp_mss(mss: Option<u16>, v6: bool) -> u16 {
 }
 
 impl Core {
-    // --- helpers -------------------------------------------------------------
+    // --- common ---------------------------------------------------------------
 
     fn tc(&mut self, id: FlowId) -> Option<&mut TcpConn> {
         match self.flows.get_mut(id) {
