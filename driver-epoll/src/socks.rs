@@ -585,8 +585,9 @@ pub(crate) fn send_datagrams(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<
 const MAX_PEEK_SKIP: usize = 64 << 20;
 
 /// Peeks at the receive queue: skips `skip` bytes (into `discard`, grown as
-/// needed), then fills `iov`. Returns the bytes peeked into `iov` (0: end of
-/// stream).
+/// needed), then fills `iov`. Returns the bytes peeked into `iov`; 0 means
+/// end of stream with nothing beyond `skip`, and nothing beyond `skip` on an
+/// open stream is `EAGAIN`.
 pub(crate) fn peek(
     fd: BorrowedFd<'_>,
     skip: u32,
@@ -606,11 +607,35 @@ pub(crate) fn peek(
         for s in iov.iter_mut() {
             all.push(IoSliceMut::new(&mut s[..]));
         }
-        recv_peek(fd, &mut all)?.saturating_sub(skip)
+        match recv_peek(fd, &mut all)? {
+            0 => 0,
+            // Nothing beyond what the guest already has: more may come, or
+            // the peer closed after it (end of stream, reported as 0).
+            n if n <= skip => {
+                if peer_shut_down(fd) {
+                    0
+                } else {
+                    return Err(Errno::EAGAIN);
+                }
+            }
+            n => n - skip,
+        }
     } else {
         recv_peek(fd, iov)?
     };
     Ok(r)
+}
+
+/// Whether the peer shut down its sending side (POLLRDHUP), without waiting.
+fn peer_shut_down(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
 }
 
 fn recv_peek(fd: BorrowedFd<'_>, iov: &mut [IoSliceMut<'_>]) -> Result<usize, Errno> {
@@ -861,6 +886,12 @@ mod tests {
         let mut iov = [IoSliceMut::new(&mut a)];
         assert_eq!(peek(cfd.as_fd(), 6, &mut discard, &mut iov), Ok(4));
         assert_eq!(&a, b"6789");
+        // Everything already in flight: not the end of the stream.
+        let mut iov = [IoSliceMut::new(&mut a)];
+        assert_eq!(
+            peek(cfd.as_fd(), 10, &mut discard, &mut iov),
+            Err(Errno::EAGAIN)
+        );
         // SO_PEEK_OFF moves with each peek.
         let so = Action::SetOption {
             sock: c,
@@ -904,6 +935,9 @@ mod tests {
         let mut evs = Vec::new();
         t.events_for(&epoll, c, got[0].1, &mut evs);
         assert!(evs.contains(&SockEvent::ReadHangUp), "{evs:?}");
+        // Now the 7 bytes left, all in flight, are the end of the stream.
+        let mut iov = [IoSliceMut::new(&mut a)];
+        assert_eq!(peek(cfd.as_fd(), 7, &mut discard, &mut iov), Ok(0));
         assert_eq!(
             t.execute(&epoll, None, Action::ShutdownWrite { sock: c }, &[]),
             Outcome::Done
