@@ -764,3 +764,83 @@ fn passt_log_file() {
         "log lines only in the file: {err}"
     );
 }
+
+/// TCP through pasta both ways, to a server on the host's loopback reached
+/// through the gateway address: every byte arrives, in order.
+#[test]
+fn pasta_tcp_both_directions() {
+    let h = Netns::host("tcp");
+    let dir = Scratch::new("tcp");
+    let data = dir.join("data.bin");
+    // 4 MiB of varied bytes.
+    let mut v = Vec::with_capacity(4 << 20);
+    let mut x: u32 = 1;
+    while v.len() < 4 << 20 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        v.push((x >> 16) as u8);
+    }
+    std::fs::write(&data, &v).unwrap();
+
+    // Host → guest.
+    let got = dir.join("to_guest.bin");
+    let _srv = Proc::spawn(
+        h.cmd(&[
+            "socat".into(),
+            "-u".into(),
+            format!("OPEN:{}", data.display()),
+            "TCP-LISTEN:5601,reuseaddr".into(),
+        ]),
+        "socat server",
+        dir.join("srv1.log"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = h.run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--".into(),
+            "socat".into(),
+            "-u".into(),
+            format!("TCP:{GW_IP4}:5601"),
+            format!("OPEN:{},creat,trunc", got.display()),
+        ],
+        60,
+    );
+    ok_text(&out);
+    assert!(
+        std::fs::read(&got).unwrap() == v,
+        "host to guest: data differs"
+    );
+
+    // Guest → host (the command waits so that the guest's kernel can finish
+    // sending after socat closes).
+    let put = dir.join("to_host.bin");
+    let _srv = Proc::spawn(
+        h.cmd(&[
+            "socat".into(),
+            "-u".into(),
+            "TCP-LISTEN:5602,reuseaddr".into(),
+            format!("OPEN:{},creat,trunc", put.display()),
+        ]),
+        "socat server",
+        dir.join("srv2.log"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = h.run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "socat -u OPEN:{} TCP:{GW_IP4}:5602,shut-down && sleep 1",
+                data.display()
+            ),
+        ],
+        60,
+    );
+    ok_text(&out);
+    let same = eventually(10, || (std::fs::read(&put).ok()? == v).then_some(()));
+    assert!(same.is_some(), "guest to host: data differs");
+}
