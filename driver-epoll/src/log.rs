@@ -134,7 +134,12 @@ pub(crate) fn stderr_off() {
 }
 
 fn open_syslog() -> Option<UnixDatagram> {
-    let path = Path::new("/dev/log");
+    open_syslog_at(Path::new("/dev/log"))
+}
+
+/// Connects to a syslog socket; `None` (and no message about it) if there is
+/// none.
+fn open_syslog_at(path: &Path) -> Option<UnixDatagram> {
     if !path.exists() {
         return None;
     }
@@ -162,6 +167,13 @@ fn severity(l: log::Level) -> u8 {
     }
 }
 
+/// One syslog datagram: priority (facility LOG_DAEMON), tag with our PID,
+/// message.
+fn syslog_line(level: log::Level, ident: &str, msg: &str) -> String {
+    let pri = 3 * 8 + severity(level);
+    format!("<{pri}>{ident}[{}]: {msg}", std::process::id())
+}
+
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
         m.level() <= log::max_level()
@@ -187,9 +199,7 @@ impl log::Log for Logger {
         }
         let ident = i.ident;
         if let Some(s) = &i.syslog {
-            // Facility LOG_DAEMON (3).
-            let pri = 3 * 8 + severity(r.level());
-            let msg = format!("<{pri}> {ident}: {}", r.args());
+            let msg = syslog_line(r.level(), ident, &r.args().to_string());
             let _ = s.send(msg.as_bytes());
         }
     }
@@ -293,6 +303,23 @@ mod tests {
         for l in s.lines().skip(1) {
             assert!(l.starts_with("0.0000: info:    line number "), "{l}");
         }
+    }
+
+    #[test]
+    fn syslog_socket_and_format() {
+        let dir = std::env::temp_dir().join(format!("passt-rs-syslog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        assert!(open_syslog_at(&path).is_none(), "no socket, no syslog");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let client = open_syslog_at(&path).expect("connects");
+        let line = syslog_line(log::Level::Warn, "pasta", "hello");
+        client.send(line.as_bytes()).unwrap();
+        let mut buf = [0u8; 256];
+        let n = server.recv(&mut buf).unwrap();
+        let got = std::str::from_utf8(&buf[..n]).unwrap();
+        assert_eq!(got, format!("<28>pasta[{}]: hello", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
