@@ -843,4 +843,49 @@ fn pasta_tcp_both_directions() {
     ok_text(&out);
     let same = eventually(10, || (std::fs::read(&put).ok()? == v).then_some(()));
     assert!(same.is_some(), "guest to host: data differs");
+
+    // Inbound (-t): a host client connects to a forwarded port and the
+    // guest's server speaks first.
+    let fwd = dir.join("forwarded.bin");
+    let pidf = dir.join("pasta.pid");
+    let mut p = Proc::spawn(
+        h.cmd(&[
+            s(&pasta()),
+            "--config-net".into(),
+            "-P".into(),
+            s(&pidf),
+            "-t".into(),
+            "5603".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            // The wait lets the guest's kernel finish sending after socat
+            // exits (pasta ends with its command).
+            format!(
+                "socat -u OPEN:{} TCP-LISTEN:5603 && sleep 2",
+                data.display()
+            ),
+        ]),
+        "pasta",
+        dir.join("pasta.log"),
+    );
+    wait_file(&pidf, 20, &mut p);
+    let got = eventually(10, || {
+        let out = h.run(
+            &[
+                "socat".into(),
+                "-u".into(),
+                "TCP:127.0.0.1:5603".into(),
+                format!("OPEN:{},creat,trunc", fwd.display()),
+            ],
+            30,
+        );
+        (out.status.success() && std::fs::read(&fwd).ok()? == v).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "forwarded port: data differs; pasta: {}",
+        p.output()
+    );
+    assert_eq!(p.wait_exit(10).code(), Some(0), "the command's status");
 }

@@ -710,19 +710,7 @@ impl Io {
                 busy = true;
                 self.carry_out(now, a, rx);
             }
-            loop {
-                let Some(buf) = self.arena.next_frame_buf() else {
-                    let _ = self.flush(now);
-                    continue;
-                };
-                match self.core.poll_frame(buf) {
-                    Some(n) => {
-                        busy = true;
-                        self.arena.commit(n);
-                    }
-                    None => break,
-                }
-            }
+            busy |= self.pull_frames(now);
             if !self.arena.is_empty() {
                 busy = true;
                 if self.flush(now) == 0 {
@@ -736,6 +724,25 @@ impl Io {
             }
         }
         log::warn!("core kept producing work; yielding to the event loop");
+    }
+
+    /// Moves the core's queued frames into the arena (flushing it when full);
+    /// returns whether there were any.
+    fn pull_frames(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        loop {
+            let Some(buf) = self.arena.next_frame_buf() else {
+                let _ = self.flush(now);
+                continue;
+            };
+            match self.core.poll_frame(buf) {
+                Some(n) => {
+                    any = true;
+                    self.arena.commit(n);
+                }
+                None => return any,
+            }
+        }
     }
 
     /// Sends what the arena holds and tells the core how much went out.
@@ -807,6 +814,9 @@ impl Io {
                 .handle_peeked(now, sock, Err(passt_core::Errno(libc::EINVAL)), &mut none);
             return;
         }
+        // Frames the core queued before asking for this peek go out before
+        // the data (a SYN-ACK before the first segment, an ACK before data).
+        self.pull_frames(now);
         let needed = len.div_ceil(mss).clamp(1, self.arena.slots());
         if self.arena.free() < needed && !self.arena.is_empty() {
             let _ = self.flush(now);
