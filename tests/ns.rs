@@ -707,6 +707,14 @@ fn passt_daemon_pid_file_and_sigterm() {
     // The daemon is ours (we started it through the parent that exited).
     let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     assert!(alive(pid));
+    // Started as root in the initial user namespace: it runs as nobody.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+    assert_eq!(
+        uid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{uid}"
+    );
     let st = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
