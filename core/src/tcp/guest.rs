@@ -127,7 +127,8 @@ impl Core {
         });
         self.act(Action::SetOption {
             sock,
-            opt: SockOpt::TcpMaxSeg(guest_mss),
+            // Linux refuses TCP_MAXSEG above 32767 (EINVAL).
+            opt: SockOpt::TcpMaxSeg(guest_mss.min(MAXSEG_MAX)),
         });
         if self.cfg.peek_offset {
             self.act(Action::SetOption {

@@ -53,6 +53,8 @@ pub(crate) const MSS_DEFAULT: u16 = 536;
 pub(crate) const MSS4: u16 = 65492;
 /// Largest MSS over IPv6.
 pub(crate) const MSS6: u16 = 65472;
+/// Largest value Linux accepts for `TCP_MAXSEG` (its `MAX_TCP_WINDOW`).
+pub(crate) const MAXSEG_MAX: u16 = 32767;
 /// Window offered when the send buffer size is unknown (RFC 6928).
 const WINDOW_DEFAULT: u32 = 14600;
 /// Smallest segment size we send, whatever the guest says (as Linux's
@@ -302,11 +304,24 @@ impl TcpConn {
     }
 }
 
-/// A listening socket from [`Config::tcp_forwards`].
+/// A listening socket: from the configuration or [`Core::set_tcp_forwards`].
 #[derive(Clone, Copy, Debug)]
 struct Listener {
-    target_port: u16,
-    open: bool,
+    fwd: TcpForward,
+    state: ListenerState,
+}
+
+/// What became of a listener slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListenerState {
+    /// Unused (its forward was removed); the slot may be taken again.
+    Free,
+    /// The driver holds the socket.
+    Open,
+    /// `Open`, `Bind` or `Listen` failed, or the family is disabled.
+    Failed,
+    /// TCP is disabled: nothing opened.
+    Off,
 }
 
 /// A frame handed to the driver, for rewinding after `handle_tap_sent`.
@@ -355,6 +370,10 @@ pub struct TcpStats {
     pub partial_writes: u64,
     /// Connections ended by a timer.
     pub timeouts: u64,
+    /// Listeners that could not be opened (see [`Core::failed_tcp_forwards`]).
+    pub listen_failures: u64,
+    /// Segments for a 4-tuple without a connection answered with a reset.
+    pub no_flow_resets: u64,
 }
 
 impl TcpState {

@@ -37,55 +37,138 @@ impl Core {
             }
         }
         self.tcp.listeners.reserve_exact(all.len());
-        for (i, f) in all.into_iter().enumerate() {
-            let bind = match f.addr {
-                None if self.cfg.ip6.is_some() => {
-                    Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
-                }
-                None if self.cfg.ip4.is_some() => {
-                    Some((Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED), false))
-                }
-                Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
-                Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
-                _ => None,
-            };
-            let open = bind.is_some() && self.cfg.features.tcp;
-            self.tcp.listeners.push(Listener {
-                target_port: f.target_port,
-                open,
-            });
-            let (Some((fam, addr, v6_only)), true) = (bind, open) else {
-                continue;
-            };
-            let sock = SockId(LISTENER_BIT | i as u32);
-            self.tcp.open_socks += 1;
-            self.act(Action::Open {
-                sock,
-                kind: SockKind::TcpListener,
-                family: fam,
-                netns: Netns::Host,
-            });
-            self.act(Action::Bind {
-                sock,
-                addr: SocketAddr::new(addr, f.port),
-                opts: BindOpts {
-                    reuse_addr: true,
-                    v6_only,
-                    ..BindOpts::default()
-                },
-            });
-            self.act(Action::Listen {
-                sock,
-                backlog: BACKLOG,
-            });
-            self.act(Action::SetInterest {
-                sock,
-                interest: Interest {
-                    readable: true,
-                    ..Interest::default()
-                },
-            });
+        for f in all {
+            self.tcp_listener_add(f);
         }
+    }
+
+    /// Replaces the set of TCP listeners with `forwards` (matched by address
+    /// and port): listeners no longer listed are closed, new ones opened,
+    /// and a changed target port applies to new connections. Established
+    /// connections are not touched. The configured listeners are opened
+    /// first if that did not happen yet; the list replaces them too.
+    pub(crate) fn tcp_set_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
+        self.tcp_start(now);
+        let same = |a: &TcpForward, b: &TcpForward| a.addr == b.addr && a.port == b.port;
+        for i in 0..self.tcp.listeners.len() {
+            let Some(l) = self.tcp.listeners.get(i).copied() else {
+                break;
+            };
+            if l.state == ListenerState::Free {
+                continue;
+            }
+            match forwards.iter().find(|f| same(f, &l.fwd)) {
+                Some(f) => {
+                    if let Some(l) = self.tcp.listeners.get_mut(i) {
+                        l.fwd.target_port = f.target_port;
+                    }
+                }
+                None => {
+                    if l.state == ListenerState::Open {
+                        self.act(Action::Close {
+                            sock: SockId(LISTENER_BIT | i as u32),
+                        });
+                        self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
+                    }
+                    if let Some(l) = self.tcp.listeners.get_mut(i) {
+                        l.state = ListenerState::Free;
+                    }
+                }
+            }
+        }
+        for (n, f) in forwards.iter().enumerate() {
+            let listed_before = forwards.get(..n).is_some_and(|p| p.iter().any(|g| same(g, f)));
+            let have = self
+                .tcp
+                .listeners
+                .iter()
+                .any(|l| l.state != ListenerState::Free && same(&l.fwd, f));
+            if !listed_before && !have {
+                self.tcp_listener_add(*f);
+            }
+        }
+    }
+
+    /// Takes a free listener slot for `f` and opens its socket.
+    fn tcp_listener_add(&mut self, f: TcpForward) {
+        let bind = match f.addr {
+            None if self.cfg.ip6.is_some() => {
+                Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
+            }
+            None if self.cfg.ip4.is_some() => {
+                Some((Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED), false))
+            }
+            Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
+            Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
+            _ => None,
+        };
+        let state = match (bind, self.cfg.features.tcp) {
+            (_, false) => ListenerState::Off,
+            (None, true) => {
+                log::warn!("TCP listener on port {}: address family disabled", f.port);
+                self.tcp.stats.listen_failures += 1;
+                ListenerState::Failed
+            }
+            (Some(_), true) => ListenerState::Open,
+        };
+        let l = Listener { fwd: f, state };
+        let idx = match self
+            .tcp
+            .listeners
+            .iter()
+            .position(|l| l.state == ListenerState::Free)
+        {
+            Some(i) => {
+                if let Some(slot) = self.tcp.listeners.get_mut(i) {
+                    *slot = l;
+                }
+                i
+            }
+            None => {
+                self.tcp.listeners.push(l);
+                self.tcp.listeners.len() - 1
+            }
+        };
+        let (Some((fam, addr, v6_only)), ListenerState::Open) = (bind, state) else {
+            return;
+        };
+        let sock = SockId(LISTENER_BIT | idx as u32);
+        self.tcp.open_socks += 1;
+        self.act(Action::Open {
+            sock,
+            kind: SockKind::TcpListener,
+            family: fam,
+            netns: Netns::Host,
+        });
+        self.act(Action::Bind {
+            sock,
+            addr: SocketAddr::new(addr, f.port),
+            opts: BindOpts {
+                reuse_addr: true,
+                v6_only,
+                ..BindOpts::default()
+            },
+        });
+        self.act(Action::Listen {
+            sock,
+            backlog: BACKLOG,
+        });
+        self.act(Action::SetInterest {
+            sock,
+            interest: Interest {
+                readable: true,
+                ..Interest::default()
+            },
+        });
+    }
+
+    /// The forwards whose listener could not be opened (still listed).
+    pub(crate) fn tcp_failed_forwards(&self) -> impl Iterator<Item = TcpForward> + '_ {
+        self.tcp
+            .listeners
+            .iter()
+            .filter(|l| l.state == ListenerState::Failed)
+            .map(|l| l.fwd)
     }
 
     // --- sockets ------------------------------------------------------------
@@ -595,7 +678,7 @@ impl Core {
         let Some(l) = self.tcp.listeners.get(idx as usize).copied() else {
             return false;
         };
-        if !l.open {
+        if l.state != ListenerState::Open {
             return true;
         }
         match ev {
@@ -614,7 +697,7 @@ impl Core {
                     c.phase = Phase::Accepting;
                     c.sock = fs;
                     c.listener = idx;
-                    c.target_port = l.target_port;
+                    c.target_port = l.fwd.target_port;
                     c.t_phase = now;
                     c.t_active = now;
                 }
@@ -625,10 +708,15 @@ impl Core {
                 self.tcp_note_timer(id);
             }
             SockEvent::OpenFailed(e) => {
-                log::warn!("TCP listener {idx}: {e:?}");
+                log::warn!(
+                    "TCP listener {idx} ({:?} port {}): {e:?}",
+                    l.fwd.addr,
+                    l.fwd.port
+                );
                 if let Some(l) = self.tcp.listeners.get_mut(idx as usize) {
-                    l.open = false;
+                    l.state = ListenerState::Failed;
                 }
+                self.tcp.stats.listen_failures += 1;
                 self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
             }
             _ => {}
