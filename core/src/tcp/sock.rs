@@ -77,7 +77,9 @@ impl Core {
             }
         }
         for (n, f) in forwards.iter().enumerate() {
-            let listed_before = forwards.get(..n).is_some_and(|p| p.iter().any(|g| same(g, f)));
+            let listed_before = forwards
+                .get(..n)
+                .is_some_and(|p| p.iter().any(|g| same(g, f)));
             let have = self
                 .tcp
                 .listeners

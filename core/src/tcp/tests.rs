@@ -2077,3 +2077,130 @@ fn listeners_from_forwarding_table() {
     let f = h.take_frames();
     assert_eq!((f[0].sport, f[0].dport), (7777, 80));
 }
+
+// --- TCP_MAXSEG, run-time listeners ----------------------------------------------
+
+#[test]
+fn maxseg_option_clamped_to_what_linux_accepts() {
+    let mut h = H::new(capture_config());
+    let g = G::new(v4(GUEST4), v4(PEER4), 40000, 80);
+    h.guest(&[g
+        .seq(1)
+        .syn()
+        .opts(vec![TcpOptionElement::MaximumSegmentSize(65000)])]);
+    let sock = h.only_sock();
+    assert_eq!(h.sock(sock).mss, Some(32767));
+}
+
+fn binds_and_closes(h: &mut H) -> (Vec<(SockId, SocketAddr)>, Vec<SockId>) {
+    let acts = h.take_actions();
+    let binds = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Bind { sock, addr, .. } => Some((*sock, *addr)),
+            _ => None,
+        })
+        .collect();
+    let closes = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { sock } => Some(*sock),
+            _ => None,
+        })
+        .collect();
+    (binds, closes)
+}
+
+#[test]
+fn tcp_forwards_replaced_at_run_time() {
+    let fwd = |port, target_port| TcpForward {
+        addr: None,
+        port,
+        target_port,
+    };
+    let mut cfg = capture_config();
+    cfg.tcp_forwards = vec![fwd(8080, 80)];
+    let mut h = H::new(cfg);
+    h.core.start(h.now);
+    h.drain(&[]);
+    let (b, _) = binds_and_closes(&mut h);
+    assert_eq!(b.len(), 1);
+    let l8080 = b[0].0;
+    // A connection through 8080.
+    h.event(l8080, SockEvent::Readable);
+    let Some(Action::Accept { sock, .. }) = h.take_actions().first().copied() else {
+        panic!()
+    };
+    h.socks.insert(
+        sock,
+        FakeSock {
+            kind: Some(SockKind::TcpStream),
+            sndbuf: 1 << 20,
+            ..FakeSock::default()
+        },
+    );
+    let peer = SocketAddr::new(v4(PEER4), 7777);
+    h.event(sock, SockEvent::Accepted(Ok((peer, peer))));
+    assert!(h.take_frames()[0].syn);
+    assert_eq!(h.core.socket_count(), 2);
+
+    // Add 9000: only it is opened.
+    h.core
+        .set_tcp_forwards(h.now, &[fwd(8080, 80), fwd(9000, 90)]);
+    h.drain(&[]);
+    let (b, c) = binds_and_closes(&mut h);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].1.port(), 9000);
+    assert!(c.is_empty());
+    let l9000 = b[0].0;
+    assert_eq!(h.core.socket_count(), 3);
+
+    // Drop 8080, retarget 9000: the connection stays.
+    h.core.set_tcp_forwards(h.now, &[fwd(9000, 91)]);
+    h.drain(&[]);
+    let (b, c) = binds_and_closes(&mut h);
+    assert!(b.is_empty());
+    assert_eq!(c, vec![l8080]);
+    assert_eq!(h.core.flow_count(), 1);
+    assert!(!h.closed.contains(&sock));
+    assert_eq!(h.core.socket_count(), 2);
+    h.event(l9000, SockEvent::Readable);
+    let Some(Action::Accept { sock: s2, .. }) = h.take_actions().first().copied() else {
+        panic!()
+    };
+    h.socks.insert(
+        s2,
+        FakeSock {
+            kind: Some(SockKind::TcpStream),
+            sndbuf: 1 << 20,
+            ..FakeSock::default()
+        },
+    );
+    h.event(s2, SockEvent::Accepted(Ok((peer, peer))));
+    assert_eq!(h.take_frames()[0].dport, 91, "the new target port");
+
+    // A new forward fails to open: reported, counted, out of socket_count.
+    h.core
+        .set_tcp_forwards(h.now, &[fwd(9000, 91), fwd(22, 22)]);
+    h.drain(&[]);
+    let (b, _) = binds_and_closes(&mut h);
+    assert_eq!(b.len(), 1);
+    assert_eq!(h.core.failed_tcp_forwards().count(), 0);
+    h.event(b[0].0, SockEvent::OpenFailed(Errno::EACCES));
+    assert_eq!(
+        h.core.failed_tcp_forwards().collect::<Vec<_>>(),
+        vec![fwd(22, 22)]
+    );
+    assert_eq!(h.core.tcp_stats().listen_failures, 1);
+    assert_eq!(h.core.socket_count(), 3);
+    // Unlisting it clears the report; the same set again changes nothing.
+    h.core.set_tcp_forwards(h.now, &[fwd(9000, 91)]);
+    h.drain(&[]);
+    assert_eq!(h.core.failed_tcp_forwards().count(), 0);
+    h.core
+        .set_tcp_forwards(h.now, &[fwd(9000, 91), fwd(9000, 91)]);
+    h.drain(&[]);
+    let (b, c) = binds_and_closes(&mut h);
+    assert!(b.is_empty() && c.is_empty());
+    assert_eq!(h.core.socket_count(), 3);
+}
