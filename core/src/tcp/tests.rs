@@ -1263,15 +1263,33 @@ fn full_table_refuses_with_rst() {
 }
 
 #[test]
-fn non_syn_for_unknown_flow_dropped_silently() {
+fn non_syn_for_unknown_flow_gets_rst() {
     let mut h = H::new(capture_config());
     h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 80)
         .seq(10)
         .ack(5)
         .data(b"x")]);
-    assert!(h.take_frames().is_empty());
+    // RFC 9293 reset generation (upstream passt drops these silently).
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].rst && !f[0].ackf && f[0].seq == 5);
+    assert_eq!((f[0].sport, f[0].dport), (80, 1));
     assert!(h.take_actions().is_empty());
     assert_eq!(h.core.counters().dropped(DropReason::TcpNoFlow), 1);
+    assert_eq!(h.core.flow_count(), 0);
+    // Without ACK: RST|ACK acknowledging the segment (FIN counts one).
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 80)
+        .seq(10)
+        .data(b"xy")
+        .fin()]);
+    let f = h.take_frames();
+    assert!(f[0].rst && f[0].ackf && f[0].seq == 0 && f[0].ack == 13);
+    // Not to bogus endpoints.
+    h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 0).seq(10).ack(5)]);
+    h.guest(&[G::new(v4(GUEST4), v4(Ipv4Addr::BROADCAST), 1, 80)
+        .seq(10)
+        .ack(5)]);
+    assert!(h.take_frames().is_empty());
 }
 
 #[test]
@@ -2203,4 +2221,173 @@ fn tcp_forwards_replaced_at_run_time() {
     let (b, c) = binds_and_closes(&mut h);
     assert!(b.is_empty() && c.is_empty());
     assert_eq!(h.core.socket_count(), 3);
+}
+
+// --- closing after the guest's FIN, resets for freed flows, lost handshake ACK ---
+
+#[test]
+fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
+    let mut c = connect4();
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"bye").fin()]);
+    assert!(c.h.sock(c.sock).shut_wr);
+    c.h.take_frames();
+    let their = c.their.wrapping_add(4);
+    // The host answers and closes: data, end of stream, hang-up.
+    c.h.sock(c.sock).rx = b"more".to_vec();
+    c.h.sock(c.sock).eof = true;
+    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.h.event(c.sock, SockEvent::HangUp);
+    let f = c.h.take_frames();
+    assert_eq!(f[0].payload, b"more");
+    assert!(f.last().unwrap().fin);
+    // Both were lost on the link. The socket stays (closing it with unread
+    // data would reset the host peer) and so does the flow.
+    assert!(!c.h.closed.contains(&c.sock), "socket closed before our FIN was acked");
+    assert_eq!(c.h.core.flow_count(), 1);
+    c.h.run_for(2100);
+    let f = c.h.take_frames();
+    assert_eq!(f[0].payload, b"more");
+    assert_eq!(f[0].seq, c.our);
+    let fin = f.last().unwrap();
+    assert!(fin.fin);
+    assert_eq!(fin.seq, c.our.wrapping_add(4));
+    // The guest acknowledges everything: now the socket closes.
+    c.h.guest(&[c.g.clone().seq(their).ack(c.our.wrapping_add(5))]);
+    assert!(c.h.closed.contains(&c.sock));
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
+    assert_eq!(c.h.core.counters().dropped(DropReason::TcpNoFlow), 0);
+    assert!(c.h.take_frames().is_empty());
+}
+
+#[test]
+fn guest_fin_first_unacked_fin_times_out() {
+    let mut c = connect4();
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).fin()]);
+    c.h.sock(c.sock).eof = true;
+    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.h.event(c.sock, SockEvent::HangUp);
+    assert!(c.h.take_frames().last().unwrap().fin);
+    assert_eq!(c.h.core.flow_count(), 1);
+    // Our FIN is sent again until the retransmissions run out, then reset.
+    c.h.run_for(20_000);
+    let f = c.h.take_frames();
+    assert!(f.iter().filter(|o| o.fin).count() >= 3);
+    assert!(f.last().unwrap().rst);
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
+}
+
+#[test]
+fn segment_for_freed_flow_gets_rst() {
+    let mut c = connect4();
+    c.h.event(c.sock, SockEvent::Error(Errno::ECONNRESET));
+    assert!(c.h.take_frames()[0].rst);
+    assert_eq!(c.h.core.flow_count(), 0);
+    // The guest missed the reset and sends again.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"again")]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].rst && !f[0].ackf);
+    assert_eq!(f[0].seq, c.our);
+    assert_eq!((f[0].sport, f[0].dport), (80, 40000));
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert!(c.h.take_actions().is_empty());
+    // A reset is never answered.
+    c.h.guest(&[c.g.clone().seq(c.their).rst()]);
+    assert!(c.h.take_frames().is_empty());
+    assert_eq!(c.h.core.tcp_stats().no_flow_resets, 1);
+}
+
+#[test]
+fn lost_handshake_ack_recovered_by_syn_ack_again() {
+    let mut h = H::new(capture_config());
+    let g = G::new(v4(GUEST4), v4(PEER4), 40000, 25);
+    h.guest(&[g.clone().seq(1000).syn()]);
+    let sock = h.only_sock();
+    h.event(sock, SockEvent::Connected(Ok(())));
+    let sa = h.take_frames()[0].clone();
+    assert!(sa.syn && sa.ackf);
+    // The guest's ACK is lost; it waits for the server's banner.
+    h.sock(sock).rx = b"220 hello\r\n".to_vec();
+    h.event(sock, SockEvent::Readable);
+    assert!(h.take_frames().is_empty());
+    h.run_for(2100);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].syn && f[0].ackf);
+    assert_eq!((f[0].seq, f[0].ack), (sa.seq, 1001));
+    // The guest answers the repeated SYN-ACK with its ACK: the banner flows.
+    h.guest(&[g.clone().seq(1001).ack(sa.seq.wrapping_add(1))]);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload, b"220 hello\r\n");
+    // A retransmitted SYN is answered with the SYN-ACK as well.
+    let mut h = H::new(capture_config());
+    h.guest(&[g.clone().seq(1000).syn()]);
+    let sock = h.only_sock();
+    h.event(sock, SockEvent::Connected(Ok(())));
+    let sa = h.take_frames()[0].clone();
+    h.guest(&[g.clone().seq(1000).syn()]);
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].syn && f[0].ackf && f[0].seq == sa.seq);
+    // Established: no more SYN-ACKs, no reset at the handshake timeout.
+    h.guest(&[g.seq(1001).ack(sa.seq.wrapping_add(1))]);
+    h.run_for(15_000);
+    assert!(h.take_frames().is_empty());
+    assert_eq!(h.core.flow_count(), 1);
+}
+
+// --- epoll interest ----------------------------------------------------------------
+
+fn set_interests(h: &mut H) -> usize {
+    h.take_actions()
+        .iter()
+        .filter(|a| matches!(a, Action::SetInterest { .. }))
+        .count()
+}
+
+#[test]
+fn writable_with_full_buffer_changes_no_interest() {
+    let mut c = connect_sndbuf(capture_config(), v4(GUEST4), v4(PEER4), Some(7), 8192);
+    // The guest fills the send buffer: writable interest.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[3u8; 8192])]);
+    let i = c.h.sock(c.sock).interest.unwrap();
+    assert!(i.writable && i.edge);
+    c.h.take_actions();
+    // EPOLLOUT while the buffer still has no room for a segment: nothing changes.
+    for _ in 0..3 {
+        c.h.event(c.sock, SockEvent::Writable);
+        assert_eq!(set_interests(&mut c.h), 0);
+    }
+    // It drains: one change, writable interest dropped.
+    c.h.sock(c.sock).outq = 0;
+    c.h.event(c.sock, SockEvent::Writable);
+    assert_eq!(set_interests(&mut c.h), 1);
+    assert!(!c.h.sock(c.sock).interest.unwrap().writable);
+}
+
+#[test]
+fn bulk_to_guest_settles_on_one_interest() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(4380)]);
+    c.h.sock(c.sock).rx = vec![1u8; 100_000];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 3);
+    c.h.take_actions();
+    let mut acked = 0u32;
+    for _ in 0..10 {
+        acked += 1460;
+        c.h.guest(&[c
+            .g
+            .clone()
+            .seq(c.their)
+            .ack(c.our.wrapping_add(acked))
+            .win(4380)]);
+        assert_eq!(c.h.take_frames().len(), 1);
+        assert_eq!(set_interests(&mut c.h), 0, "interest churn on an ACK");
+        c.h.event(c.sock, SockEvent::Readable);
+        assert_eq!(set_interests(&mut c.h), 0, "interest churn on Readable");
+    }
 }
