@@ -36,12 +36,31 @@ impl Core {
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
+        let mut rst_sent = false;
         for (i, p) in pkts.iter().enumerate() {
             let Some(s) = self.tcp_parse(batch, p) else {
                 continue;
             };
             if !s.has(SYN) || s.has(ACK) {
                 self.counters.drop(DropReason::TcpNoFlow);
+                // No connection (never was, or already freed: the guest may
+                // have missed our RST or FIN): reset it, as RFC 9293
+                // §3.10.7.1 asks. Upstream passt drops these silently; a
+                // reset ends a guest connection that would otherwise hang
+                // until its own timeouts. Resets are never answered.
+                let k = &p.key;
+                if !rst_sent
+                    && !s.has(RST)
+                    && k.sport != 0
+                    && k.dport != 0
+                    && nat::is_unicast(k.src)
+                    && nat::is_unicast(k.dst)
+                {
+                    self.tcp_rst_no_flow(k, &s);
+                    self.tcp.stats.no_flow_resets += 1;
+                    // One per batch is enough.
+                    rst_sent = true;
+                }
                 continue;
             }
             if s.has(RST) || s.has(FIN) {
@@ -188,9 +207,13 @@ impl Core {
                     if s.has(ACK) && !s.has(SYN) && s.ack == c.isn.wrapping_add(1) {
                         c.phase = Phase::Established;
                         c.retrans = 0;
+                        c.t_retx = None;
                         c.wnd_from_tap = (u32::from(s.win) << c.ws_from_tap).min(MAX_WINDOW);
                         c.wnd_raw_from_tap = s.win;
                         self.tcp_interest(id);
+                        // Data the host sent during the handshake (a
+                        // server that speaks first) goes out at once.
+                        self.tcp_try_peek(now, id, false);
                         break;
                     }
                     self.counters.drop(DropReason::TcpBadSegment);

@@ -638,11 +638,13 @@ impl Core {
         self.tcp.stats.closed += 1;
     }
 
-    /// Closes `id` if both directions are finished.
+    /// Closes `id` if both directions are finished: our FIN acknowledged,
+    /// and the guest's FIN taken or the socket hung up (nothing more can be
+    /// written to it).
     fn tcp_maybe_done(&mut self, id: FlowId) -> bool {
         let done = self
             .tc_ref(id)
-            .is_some_and(|(_, c)| c.tap_fin_rcvd && c.tap_fin_acked);
+            .is_some_and(|(_, c)| c.tap_fin_acked && (c.tap_fin_rcvd || c.hup));
         if done {
             self.tcp_close(id, false);
         }

@@ -479,12 +479,21 @@ impl Core {
             SockEvent::HangUp => {
                 if phase != Phase::Established {
                     self.tcp_close(id, true);
-                } else if c.tap_fin_sent {
-                    self.tcp_close(id, false);
                 } else {
+                    // Both directions are shut. Data the guest has not
+                    // acknowledged may still sit in the socket (closing it
+                    // now would reset the host peer), and our FIN may still
+                    // be lost on the link: the flow ends once the guest
+                    // acknowledged our FIN (or on the retransmission and FIN
+                    // timeouts).
                     c.sock_fin_rcvd = true;
                     c.hup = true;
-                    self.tcp_try_peek(now, id, false);
+                    if !c.tap_fin_sent {
+                        self.tcp_try_peek(now, id, false);
+                    }
+                    if self.tcp_maybe_done(id) {
+                        return true;
+                    }
                     self.tcp_interest(id);
                 }
             }
@@ -583,6 +592,9 @@ impl Core {
                 c.seq_ack_from_tap = c.seq_to_tap;
                 c.phase = Phase::SynAckSent;
                 c.t_phase = now;
+                // Sent again until the guest's ACK arrives: a lost ACK is
+                // recovered when the guest answers the repeated SYN-ACK.
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 self.tcp_send_flags(id, SYN | ACK);
                 self.tcp_interest(id);
             }

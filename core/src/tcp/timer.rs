@@ -57,11 +57,19 @@ impl Core {
             if now >= c.t_phase.saturating_add(SYN_TIMEOUT) {
                 self.tcp.stats.timeouts += 1;
                 self.tcp_close(id, true);
-            } else if c.phase == Phase::SynSent && c.t_retx.is_some_and(|t| t <= now) {
-                // Our SYN may not have reached the guest: send it again.
+            } else if matches!(c.phase, Phase::SynSent | Phase::SynAckSent)
+                && c.t_retx.is_some_and(|t| t <= now)
+            {
+                // Our SYN or SYN-ACK, or the guest's answer to it, may have
+                // been lost: send it again.
+                let flags = if c.phase == Phase::SynSent {
+                    SYN
+                } else {
+                    SYN | ACK
+                };
                 c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 self.tcp.stats.retransmits += 1;
-                self.tcp_send_flags(id, SYN);
+                self.tcp_send_flags(id, flags);
             } else {
                 // Nothing else runs before the handshake completes.
                 c.ack_due = None;
