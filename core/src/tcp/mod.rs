@@ -289,11 +289,16 @@ impl TcpConn {
                 edge: true,
                 ..Interest::default()
             },
+            // Level-triggered only while nothing is in flight: data peeked
+            // and not yet acknowledged stays in the receive queue, so a
+            // level-triggered socket would be reported readable on every
+            // wait. With data in flight the guest's ACKs drive the next
+            // peek; new data still raises an edge.
             Phase::Established => Interest {
                 readable: true,
                 read_hangup: !self.sock_fin_rcvd,
                 writable: self.need_out && !self.tap_fin_rcvd,
-                edge: self.stalled || self.need_out,
+                edge: self.stalled || self.need_out || self.data_in_flight() > 0,
             },
             _ => Interest {
                 read_hangup: true,
@@ -442,7 +447,10 @@ impl Core {
     /// Asks for the epoll interest the state of `id` needs, if it changed.
     fn tcp_interest(&mut self, id: FlowId) {
         let Some(c) = self.tc(id) else { return };
-        if !c.sock_open {
+        // A pending peek decides the state (stalled or not, data in flight)
+        // when it is answered, and sets the interest then: no mask for the
+        // state in between.
+        if !c.sock_open || c.peek_pending {
             return;
         }
         let want = c.wanted_interest();

@@ -274,6 +274,7 @@ impl Core {
                     });
                 }
                 self.tcp_try_peek(now, id, false);
+                self.tcp_interest(id);
                 return 0;
             }
             Ok(n) => n.min(c.peek_len as usize),
@@ -463,10 +464,11 @@ impl Core {
                 }
             }
             SockEvent::Writable => {
+                // The answer to the query decides whether the buffer has
+                // room now (and the interest): clearing `need_out` here
+                // would drop EPOLLOUT and ask for it again at once.
                 if phase == Phase::Established && c.need_out {
-                    c.need_out = false;
                     self.act(Action::QueryTcpInfo { sock });
-                    self.tcp_interest(id);
                 }
             }
             SockEvent::ReadHangUp => {
@@ -672,13 +674,13 @@ impl Core {
         if self.tcp_maybe_done(id) {
             return;
         }
+        // The interest follows from the answer (room in the send buffer).
         self.act(Action::QueryTcpInfo { sock });
         if let Some(c) = self.tc(id) {
             if c.ack_due.is_none() {
                 c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
             }
         }
-        self.tcp_interest(id);
     }
 
     pub(super) fn tcp_listener_event(&mut self, now: Instant, idx: u32, ev: SockEvent) -> bool {

@@ -1389,7 +1389,7 @@ fn isn_depends_on_tuple_and_time() {
 }
 
 #[test]
-fn interest_level_while_moving_edge_when_stalled() {
+fn interest_level_while_idle_edge_with_data_in_flight() {
     let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
     let level = Interest {
         readable: true,
@@ -1404,16 +1404,26 @@ fn interest_level_while_moving_edge_when_stalled() {
     assert_eq!(c.h.take_frames().len(), 3);
     let i = c.h.sock(c.sock).interest.unwrap();
     assert!(i.edge && i.readable);
-    // The guest acknowledges: level-triggered again, and more data goes out.
+    // The guest acknowledges: more data goes out, still edge-triggered
+    // (peeked data stays queued until acknowledged).
     c.h.guest(&[c
         .g
         .clone()
         .seq(c.their)
         .ack(c.our.wrapping_add(3000))
         .win(3000)]);
-    assert_eq!(c.h.sock(c.sock).interest, Some(level));
+    let i = c.h.sock(c.sock).interest.unwrap();
+    assert!(i.edge && i.readable);
     let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
     assert_eq!(sent, 2000);
+    // All acknowledged, nothing to send: level-triggered again.
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(c.their)
+        .ack(c.our.wrapping_add(5000))
+        .win(3000)]);
+    assert_eq!(c.h.sock(c.sock).interest, Some(level));
     // After our FIN: edge-triggered, nothing to read.
     c.h.guest(&[c
         .g
