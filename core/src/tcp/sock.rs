@@ -624,7 +624,13 @@ impl Core {
                     None
                 };
                 let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
+                // The guest used half the window we offered: a deferred ACK
+                // would leave it idle (and a window's worth per 10 ms caps
+                // the rate), so acknowledge now.
+                let unacked = seq::dist(c.seq_ack_to_tap, c.seq_from_tap);
+                let window_half_used = unacked.saturating_mul(2) >= c.wnd_to_tap;
                 let immediate = c.force_ack
+                    || window_half_used
                     || c.local
                     || c.sndbuf < SNDBUF_SMALL
                     || c.tap_fin_rcvd

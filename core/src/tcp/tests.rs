@@ -2411,3 +2411,32 @@ fn bulk_to_guest_settles_on_one_interest() {
         assert_eq!(set_interests(&mut c.h), 0, "interest churn on Readable");
     }
 }
+
+#[test]
+fn half_the_window_used_is_acknowledged_at_once() {
+    // A remote peer and a large send buffer: ACKs are normally deferred.
+    let mut c = connect_sndbuf(capture_config(), v4(GUEST4), v4(PEER4), Some(7), 200_000);
+    let mut their = c.their;
+    let small = c.g.clone().seq(their).ack(c.our).data(&[1u8; 1460]);
+    their = their.wrapping_add(1460);
+    c.h.guest(&[small]);
+    assert!(c.h.take_frames().is_empty(), "small write: ACK deferred");
+    c.h.run_for(10);
+    let f = c.h.take_frames();
+    let wnd = u32::from(f[0].win) << 8;
+    assert!(wnd > 100_000);
+    // More than half of it in one batch: ACK at once.
+    let n = (wnd / 2 / 1460 + 1) as usize;
+    let segs: Vec<G> = (0..n)
+        .map(|i| {
+            c.g.clone()
+                .seq(their.wrapping_add(i as u32 * 1460))
+                .ack(c.our)
+                .data(&[2u8; 1460])
+        })
+        .collect();
+    c.h.guest(&segs);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "ACK without waiting for the timer");
+    assert_eq!(f[0].ack, their.wrapping_add(n as u32 * 1460));
+}
