@@ -148,6 +148,11 @@ pub(crate) struct TcpConn {
     pub(crate) stalled: bool,
     /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
     pub(crate) need_out: bool,
+    /// The last write was partial or refused: the send buffer is full
+    /// whatever TCP_INFO says (the kernel counts buffer overhead, not just
+    /// payload), so the window stays closed until EPOLLOUT or the next
+    /// poll of a closed window.
+    sock_full: bool,
     /// A `Peek` is queued and not answered yet.
     peek_pending: bool,
     /// Bytes asked for by the pending `Peek`.

@@ -468,6 +468,7 @@ impl Core {
                 // room now (and the interest): clearing `need_out` here
                 // would drop EPOLLOUT and ask for it again at once.
                 if phase == Phase::Established && c.need_out {
+                    c.sock_full = false;
                     self.act(Action::QueryTcpInfo { sock });
                 }
             }
@@ -569,6 +570,9 @@ impl Core {
         } else {
             info.sndbuf.saturating_sub(info.outq)
         };
+        if c.sock_full {
+            c.sock_free = 0;
+        }
         c.have_info = true;
         if info.snd_mss > 0 {
             c.info_mss = info.snd_mss;
@@ -665,14 +669,21 @@ impl Core {
                 c.t_active = now;
                 if n < want {
                     c.need_out = true;
+                    c.sock_full = true;
                     self.tcp.stats.partial_writes += 1;
-                } else if fin {
-                    self.tcp_guest_fin(now, id);
+                } else {
+                    c.sock_full = false;
+                    if fin {
+                        self.tcp_guest_fin(now, id);
+                    }
                 }
             }
             Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
                 c.need_out = true;
+                c.sock_full = true;
                 c.sock_free = 0;
+                // Tell the guest at once that the window is closed.
+                c.force_ack = true;
                 self.tcp.stats.partial_writes += 1;
             }
             Err(_) => return self.tcp_close(id, true),

@@ -847,13 +847,14 @@ fn guest_data_partial_write_acks_only_written() {
             .collect();
     assert_eq!(sends.len(), 1, "one send per flow per batch");
     assert_eq!(c.h.sock(c.sock).written.len(), 1500);
-    // The ACK is deferred (remote peer, large buffer) ...
-    assert!(c.h.take_frames().is_empty());
-    c.h.run_for(10);
+    // The ACK goes out at once with a closed window: the buffer is full,
+    // whatever TCP_INFO says, until EPOLLOUT.
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].ack, c.their.wrapping_add(1500));
+    assert_eq!(f[0].win, 0);
     assert_eq!(c.h.core.tcp_stats().partial_writes, 1);
+    assert!(c.h.sock(c.sock).interest.unwrap().writable);
     // EAGAIN: nothing acknowledged, window closed.
     c.h.sock(c.sock).send_room = Some(0);
     c.h.guest(&[c
@@ -2410,6 +2411,41 @@ fn bulk_to_guest_settles_on_one_interest() {
         c.h.event(c.sock, SockEvent::Readable);
         assert_eq!(set_interests(&mut c.h), 0, "interest churn on Readable");
     }
+}
+
+#[test]
+fn window_closed_after_partial_write_until_writable() {
+    let mut c = connect4();
+    c.h.sock(c.sock).send_room = Some(1000);
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[1u8; 1460])]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].ack, f[0].win), (c.their.wrapping_add(1000), 0));
+    // A probe of the closed window: still closed (TCP_INFO alone does not
+    // reopen it).
+    c.h.guest(&[c.g.clone().seq(c.their.wrapping_add(999)).ack(c.our)]);
+    let f = c.h.take_frames();
+    assert_eq!(f.last().unwrap().win, 0);
+    // EPOLLOUT: the window opens.
+    c.h.sock(c.sock).send_room = None;
+    c.h.event(c.sock, SockEvent::Writable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].win > 0);
+    // Without EPOLLOUT, the next poll of the closed window reopens it.
+    c.h.sock(c.sock).send_room = Some(0);
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(c.their.wrapping_add(1000))
+        .ack(c.our)
+        .data(&[2u8; 100])]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "closed window announced at once");
+    assert_eq!((f[0].ack, f[0].win), (c.their.wrapping_add(1000), 0));
+    c.h.sock(c.sock).send_room = None;
+    c.h.run_for(150);
+    assert!(c.h.take_frames().last().unwrap().win > 0);
 }
 
 #[test]
