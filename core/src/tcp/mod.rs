@@ -86,7 +86,7 @@ const DUP_ACK_THRESHOLD: u8 = 2;
 const REORDER_PASSES: usize = 4;
 /// Listen backlog (as upstream).
 const BACKLOG: u32 = 128;
-/// Frames remembered for `handle_tap_sent`.
+/// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
 /// connection when the flow table is full.
@@ -334,13 +334,21 @@ enum ListenerState {
     Off,
 }
 
-/// A frame handed to the driver, for rewinding after `handle_tap_sent`.
+/// A run of consecutive frames of one connection handed to the driver, for
+/// rewinding after `handle_tap_sent`: frame `k` of the run starts at
+/// `seq + k * stride` (every frame but the last carries `stride` bytes). One
+/// record per peek, not per frame.
 #[derive(Clone, Copy, Debug)]
 struct TxRec {
+    /// Index of the first frame (`Counters::frames_out` numbering).
     index: u64,
+    count: u32,
     flow: FlowId,
     gen: u8,
     seq: u32,
+    stride: u32,
+    /// Payload of the last frame of the run.
+    last_len: u32,
 }
 
 /// TCP state outside the flow table.
@@ -551,13 +559,8 @@ impl Core {
             return;
         }
         let gen = self.flows.get(id).map_or(0, |f| f.gen);
-        if flags & FIN != 0 && self.tcp.txlog.len() < TX_LOG {
-            self.tcp.txlog.push(TxRec {
-                index,
-                flow: id,
-                gen,
-                seq,
-            });
+        if flags & FIN != 0 {
+            self.tcp_txlog(index, id, gen, seq, 0);
         }
         if let Some(c) = self.tc(id) {
             if flags & ACK != 0 {
@@ -565,6 +568,37 @@ impl Core {
                 c.wnd_to_tap = wbytes;
                 c.ack_due = None;
             }
+        }
+    }
+
+    /// Notes frame `index` of connection `id`, starting at `seq` with `len`
+    /// bytes of payload: extends the last run when it continues it.
+    fn tcp_txlog(&mut self, index: u64, id: FlowId, gen: u8, seq: u32, len: u32) {
+        if let Some(r) = self.tcp.txlog.last_mut() {
+            let next = r.index.checked_add(u64::from(r.count));
+            let next_seq = r.seq.wrapping_add(r.count.wrapping_mul(r.stride));
+            if r.flow == id
+                && r.gen == gen
+                && next == Some(index)
+                && r.last_len == r.stride
+                && next_seq == seq
+                && len <= r.stride
+            {
+                r.count += 1;
+                r.last_len = len;
+                return;
+            }
+        }
+        if self.tcp.txlog.len() < TX_LOG {
+            self.tcp.txlog.push(TxRec {
+                index,
+                count: 1,
+                flow: id,
+                gen,
+                seq,
+                stride: len,
+                last_len: len,
+            });
         }
     }
 

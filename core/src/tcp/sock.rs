@@ -329,14 +329,7 @@ impl Core {
                 });
             let Some(len) = len else { break };
             slot.frame_len = len;
-            if self.tcp.txlog.len() < TX_LOG {
-                self.tcp.txlog.push(TxRec {
-                    index: self.counters.frames_out,
-                    flow: id,
-                    gen,
-                    seq: seqno,
-                });
-            }
+            self.tcp_txlog(self.counters.frames_out, id, gen, seqno, chunk as u32);
             self.counters.frames_out += 1;
             frames += 1;
             seqno = seqno.wrapping_add(chunk as u32);

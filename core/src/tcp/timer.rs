@@ -11,11 +11,15 @@ impl Core {
             let Some(r) = self.tcp.txlog.get(i).copied() else {
                 break;
             };
-            if r.index < cutoff {
+            let end = r.index.saturating_add(u64::from(r.count));
+            if end <= cutoff {
                 continue;
             }
+            // The first frame of the run the guest did not get.
+            let k = cutoff.saturating_sub(r.index) as u32;
+            let seq = r.seq.wrapping_add(k.wrapping_mul(r.stride));
             if self.flows.get(r.flow).is_some_and(|f| f.gen == r.gen) {
-                self.tcp_rewind(r.flow, r.seq);
+                self.tcp_rewind(r.flow, seq);
                 self.tcp_interest(r.flow);
                 if let Some(c) = self.tc(r.flow) {
                     if c.t_retx.is_none() {
