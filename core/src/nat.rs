@@ -23,9 +23,17 @@ pub(crate) fn is_unicast(a: IpAddr) -> bool {
     }
 }
 
+/// Whether `a` is a multicast or (IPv4) limited broadcast address.
+pub(crate) fn is_group(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    }
+}
+
 /// The host-side destination for a guest flow of protocol `proto` to
 /// `dst`:`dport`, or `None` if the endpoints are not acceptable (non-unicast
-/// addresses, port 0).
+/// addresses except UDP to multicast or broadcast, TCP or UDP port 0).
 pub(crate) fn from_tap(
     cfg: &Config,
     proto: u8,
@@ -34,7 +42,10 @@ pub(crate) fn from_tap(
     dst: IpAddr,
     dport: u16,
 ) -> Option<IpAddr> {
-    if !is_unicast(src) || !is_unicast(dst) || sport == 0 || dport == 0 {
+    let ports = matches!(proto, PROTO_TCP | PROTO_UDP);
+    // UDP may go to multicast and broadcast groups; echo ids may be 0.
+    let dst_ok = is_unicast(dst) || (proto == PROTO_UDP && is_group(dst));
+    if !is_unicast(src) || !dst_ok || (ports && (sport == 0 || dport == 0)) {
         return None;
     }
     let dns_port = matches!(proto, PROTO_TCP | PROTO_UDP) && matches!(dport, 53 | 853);
