@@ -148,7 +148,7 @@ impl Core {
             .and_then(|end| d.buf.get_mut(start..end))
             .and_then(|b| {
                 let icmp = b.get_mut(room - start..)?;
-                if *icmp.first()? != reply {
+                if *icmp.first()? != reply || *icmp.get(1)? != 0 {
                     return None;
                 }
                 put16(icmp, 4, key.sport)?;
