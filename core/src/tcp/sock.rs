@@ -160,6 +160,16 @@ impl Core {
                 self.tcp_close(id, true);
                 return 0;
             }
+            Ok(0) if !c.sock_fin_rcvd => {
+                // Nothing beyond what is in flight, but the socket has not
+                // reported an end of stream (EPOLLRDHUP): only a peek that
+                // skipped everything there was. Wait like on EAGAIN.
+                if c.data_in_flight() > 0 {
+                    c.stalled = true;
+                }
+                self.tcp_interest(id);
+                return 0;
+            }
             Ok(0) => {
                 // End of stream, and everything before it was sent: FIN.
                 c.sock_fin_rcvd = true;

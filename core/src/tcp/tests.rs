@@ -1586,6 +1586,8 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
             down_fed += n;
             if down_fed == down.len() {
                 c.h.sock(c.sock).eof = true;
+                // The kernel reports the end of stream (EPOLLRDHUP).
+                c.h.event(c.sock, SockEvent::ReadHangUp);
             }
         }
         if open && r.chance(40) {
