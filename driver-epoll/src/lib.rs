@@ -2,6 +2,9 @@
 
 pub mod cli;
 pub mod conf;
+// Datagram sockets: used by the event loop for UDP and ping sockets.
+#[allow(dead_code)]
+mod dgram;
 pub mod netlink;
 pub mod resolv;
 
