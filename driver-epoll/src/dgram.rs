@@ -448,4 +448,53 @@ mod tests {
         assert_eq!(n, 0);
         assert_eq!(pool.frames().count(), 0);
     }
+
+    fn reuse_bound(addr: SocketAddr) -> UdpSocket {
+        use nix::sys::socket::{
+            bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        let SocketAddr::V4(a) = addr else { panic!() };
+        bind(fd.as_raw_fd(), &SockaddrIn::from(a)).unwrap();
+        UdpSocket::from(fd)
+    }
+
+    /// The kernel behaviour forwarded UDP flows rely on: a second socket
+    /// bound like the listener (SO_REUSEADDR) and connected to one peer gets
+    /// that peer's datagrams, the listener keeps getting the others, and the
+    /// flow's socket works on after the listener is closed.
+    #[test]
+    fn connected_reply_socket_takes_its_peer_from_the_listener() {
+        let listener = reuse_bound("127.0.0.1:0".parse().unwrap());
+        let port_addr = listener.local_addr().unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let flow = reuse_bound(port_addr);
+        flow.connect(a.local_addr().unwrap()).unwrap();
+        for s in [&listener, &flow, &a, &b] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+        }
+        a.send_to(b"from a", port_addr).unwrap();
+        b.send_to(b"from b", port_addr).unwrap();
+        let mut buf = [0u8; 16];
+        let n = flow.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from a");
+        let (n, from) = listener.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"from b"[..], b.local_addr().unwrap()));
+        drop(listener);
+        a.send_to(b"again", port_addr).unwrap();
+        let n = flow.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"again");
+        flow.send(b"reply").unwrap();
+        let (n, from) = a.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"reply"[..], port_addr));
+    }
 }
