@@ -210,6 +210,42 @@ mod tests {
     }
 
     #[test]
+    fn udp_and_icmp_endpoints() {
+        let cfg = capture_config();
+        let g = a("10.77.0.2");
+        // UDP may go to multicast and broadcast groups, TCP and ICMP may not.
+        for d in ["239.255.255.250", "255.255.255.255", "224.0.0.251"] {
+            assert_eq!(from_tap(&cfg, 17, g, 5, a(d), 1900), Some(a(d)));
+            assert_eq!(from_tap(&cfg, 6, g, 5, a(d), 1900), None);
+            assert_eq!(from_tap(&cfg, 1, g, 0, a(d), 0), None);
+        }
+        assert_eq!(
+            from_tap(&cfg, 17, a("fd77::2"), 5, a("ff02::fb"), 5353),
+            Some(a("ff02::fb"))
+        );
+        assert_eq!(from_tap(&cfg, 17, g, 5, a("0.0.0.0"), 1), None);
+        assert_eq!(from_tap(&cfg, 17, g, 0, a("192.0.2.1"), 1), None);
+        // Echo ids (the "ports") may be 0; the gateway maps to loopback.
+        assert_eq!(
+            from_tap(&cfg, 1, g, 0, a("10.77.0.1"), 0),
+            Some(a("127.0.0.1"))
+        );
+        assert_eq!(
+            from_tap(&cfg, 58, a("fd77::2"), 0, a("fd77::1"), 0),
+            Some(a("::1"))
+        );
+        // No DNS redirection for ICMP.
+        let mut cfg = cfg;
+        let c4 = cfg.ip4.as_mut().unwrap();
+        c4.dns_match = Some(Ipv4Addr::new(10, 77, 0, 3));
+        c4.dns_host = Some(Ipv4Addr::new(192, 0, 2, 53));
+        assert_eq!(
+            from_tap(&cfg, 1, g, 53, a("10.77.0.3"), 53),
+            Some(a("10.77.0.3"))
+        );
+    }
+
+    #[test]
     fn host_to_guest_rules() {
         let mut cfg = capture_config();
         let g = guest();
