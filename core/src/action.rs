@@ -197,8 +197,9 @@ pub enum Action {
     /// slots, each at `buf[room..]` of its [`RxDatagram`], with the peer
     /// address of each; answer with one
     /// [`Core::handle_datagrams`](crate::Core::handle_datagrams) (no datagrams
-    /// on `EAGAIN`; other errors as `SockEvent::Error`). `room` is always
-    /// [`DATAGRAM_ROOM`]. Before carrying it out, send the frames already
+    /// on `EAGAIN`; other errors as `SockEvent::Error`). `room` depends only
+    /// on the socket (the exact header length of its frames, at most
+    /// [`DATAGRAM_ROOM`]). Before carrying it out, send the frames already
     /// queued by `poll_frame`.
     Recv {
         /// The socket.
@@ -345,8 +346,10 @@ pub enum SockEvent {
     TcpInfo(TcpInfo),
 }
 
-/// Header room the core asks for in front of each received datagram: the
-/// largest Ethernet + IP + UDP header (IPv6: 14 + 40 + 8 bytes).
+/// The most header room an [`Action::Recv`] asks for in front of each
+/// datagram: the largest Ethernet + IP + UDP header (IPv6: 14 + 40 + 8 bytes).
+/// Only datagrams of IPv4 peers on dual-stack listeners leave part of the
+/// room unused (their frames start at `frame_start` > 0).
 pub const DATAGRAM_ROOM: u16 = 62;
 
 /// One datagram received for [`Action::Recv`], in a transmit buffer lent by

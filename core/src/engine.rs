@@ -189,7 +189,7 @@ impl Core {
     }
 
     /// Completes an [`Action::Recv`]: `dgrams` are the datagrams received
-    /// (none on `EAGAIN`), each with its payload at `buf[DATAGRAM_ROOM..]`
+    /// (none on `EAGAIN`), each with its payload at `buf[room..]` (`room` of the action)
     /// and its peer. The core writes Ethernet, IP and UDP (or ICMP) headers
     /// in front of each payload and sets `frame_start` and `frame_len`
     /// (0: dropped); the driver then sends those frames in order, like the

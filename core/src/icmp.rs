@@ -9,9 +9,7 @@
 //! the address the guest pinged. A flow ends 60 s after the guest's last
 //! request ([`ECHO_TIMEOUT`]).
 
-use crate::action::{
-    Action, BindOpts, Errno, Interest, Netns, RxDatagram, SockKind, Span, DATAGRAM_ROOM,
-};
+use crate::action::{Action, BindOpts, Errno, Interest, Netns, RxDatagram, SockKind, Span};
 use crate::counters::DropReason;
 use crate::engine::Core;
 use crate::flow::FlowData;
@@ -135,12 +133,19 @@ impl Core {
     }
 
     /// Writes the headers for an echo reply of flow `key` (guest side) in
-    /// front of it, with the guest's id. Counts the drop and returns
-    /// `false` if it is not a well-formed reply.
-    pub(crate) fn ping_frame(&mut self, key: &FlowKey, d: &mut RxDatagram<'_>) -> bool {
-        let room = usize::from(DATAGRAM_ROOM);
+    /// front of it (at `room`), with the guest's id. Counts the drop and
+    /// returns `false` if it is not a well-formed reply.
+    pub(crate) fn ping_frame(
+        &mut self,
+        key: &FlowKey,
+        d: &mut RxDatagram<'_>,
+        room: usize,
+    ) -> bool {
         let (_, reply) = echo_types(key.proto);
-        let start = room - l4_offset(key.src.is_ipv6());
+        let Some(start) = room.checked_sub(l4_offset(key.src.is_ipv6())) else {
+            self.counters.drop(DropReason::DgramMalformed);
+            return false;
+        };
         let (dst_mac, our_mac) = (self.guest.mac, self.cfg.our_mac);
         let ok = room
             .checked_add(d.len)

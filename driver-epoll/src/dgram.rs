@@ -407,16 +407,14 @@ mod tests {
         for i in 0..3u8 {
             tx.send_to(&[i; 5], rx.local_addr().unwrap()).unwrap();
         }
+        core.handle_sock_event(Instant::ZERO, listener, passt_core::SockEvent::Readable);
+        let Some(Action::Recv { sock, max, room }) = core.poll_action() else {
+            panic!("no Recv");
+        };
+        assert_eq!((sock, room), (listener, 42), "IPv4 listener: exact room");
         let mut pool = DgramPool::new();
         let n = pool
-            .recv(
-                &mut core,
-                Instant::ZERO,
-                listener,
-                rx.as_fd(),
-                32,
-                DATAGRAM_ROOM,
-            )
+            .recv(&mut core, Instant::ZERO, listener, rx.as_fd(), max, room)
             .unwrap();
         assert_eq!(n, 3);
         let frames: Vec<&[u8]> = pool.frames().collect();

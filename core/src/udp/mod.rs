@@ -511,10 +511,11 @@ impl Core {
                 }
             }
             SockEvent::Readable => {
+                let room = self.recv_room(sock) as u16;
                 self.actions.push_back(Action::Recv {
                     sock,
                     max: RECV_BATCH,
-                    room: DATAGRAM_ROOM,
+                    room,
                 });
             }
             SockEvent::Error(e) => {
@@ -533,6 +534,7 @@ impl Core {
 
     fn udp_listener_event(&mut self, idx: u32, ev: SockEvent) {
         let sock = SockId(LISTENER_BIT | UDP_LISTENER_BIT | idx);
+        let room = self.recv_room(sock) as u16;
         let Some(l) = self.udp.listeners.get_mut(idx as usize) else {
             return;
         };
@@ -543,7 +545,7 @@ impl Core {
             SockEvent::Readable => self.actions.push_back(Action::Recv {
                 sock,
                 max: RECV_BATCH,
-                room: DATAGRAM_ROOM,
+                room,
             }),
             SockEvent::OpenFailed(e) => {
                 log::warn!("UDP listener on {}: {e:?}", l.addr);
@@ -568,6 +570,29 @@ impl Core {
         }
     }
 
+    /// Header room asked for in front of datagrams received on `sock`: the
+    /// exact headers of the frames its datagrams become, so that frames
+    /// start at the beginning of the driver's buffer. Only dual-stack
+    /// listeners, whose peers may be of either family, get the IPv6 room,
+    /// and their IPv4 frames start further in.
+    pub(crate) fn recv_room(&self, sock: SockId) -> usize {
+        if let SockRef::Other(idx) = flow::decode(sock) {
+            let l = self.udp.listeners.get((idx & !UDP_LISTENER_BIT) as usize);
+            return match l.map(|l| l.family) {
+                Some(Family::V4) => l4_offset(false) + UDP_HLEN,
+                _ => usize::from(DATAGRAM_ROOM),
+            };
+        }
+        let Some(f) = self.dgram_flow_of(sock).and_then(|id| self.flows.get(id)) else {
+            return usize::from(DATAGRAM_ROOM);
+        };
+        let v6 = f.key.src.is_ipv6();
+        match f.data {
+            FlowData::Ping(_) => l4_offset(v6),
+            _ => l4_offset(v6) + UDP_HLEN,
+        }
+    }
+
     /// Datagrams received on socket `sock` (see [`Core::handle_datagrams`]).
     pub(crate) fn dgram_received(
         &mut self,
@@ -585,6 +610,7 @@ impl Core {
             }
             return self.udp_listener_received(now, idx & !UDP_LISTENER_BIT, dgrams);
         }
+        let room = self.recv_room(sock);
         let Some(id) = self.dgram_flow_of(sock) else {
             return 0;
         };
@@ -601,9 +627,9 @@ impl Core {
         for d in dgrams.iter_mut() {
             let ok = if ping {
                 d.peer.ip().to_canonical() == flow.host.ip().to_canonical()
-                    && self.ping_frame(&key, d)
+                    && self.ping_frame(&key, d, room)
             } else {
-                same_peer(d.peer, flow.host) && self.udp_frame(&key, d)
+                same_peer(d.peer, flow.host) && self.udp_frame(&key, d, room)
             };
             if ok {
                 frames += 1;
@@ -620,13 +646,15 @@ impl Core {
     }
 
     /// Writes the headers for a UDP datagram of flow `key` (guest side)
-    /// in front of its payload. Counts the drop and returns `false` if it
-    /// does not fit.
-    fn udp_frame(&mut self, key: &FlowKey, d: &mut RxDatagram<'_>) -> bool {
-        let room = usize::from(DATAGRAM_ROOM);
+    /// in front of its payload at `room`. Counts the drop and returns
+    /// `false` if it does not fit.
+    fn udp_frame(&mut self, key: &FlowKey, d: &mut RxDatagram<'_>, room: usize) -> bool {
         let hl = l4_offset(key.dst.is_ipv6()) + UDP_HLEN;
         let (dst_mac, our_mac) = (self.guest.mac, self.cfg.our_mac);
-        let start = room - hl;
+        let Some(start) = room.checked_sub(hl) else {
+            self.counters.drop(DropReason::DgramMalformed);
+            return false;
+        };
         let n = room
             .checked_add(d.len)
             .filter(|&end| end <= d.buf.len())
@@ -660,6 +688,7 @@ impl Core {
         let Some(l) = self.udp.listeners.get(idx as usize).copied() else {
             return 0;
         };
+        let room = self.recv_room(SockId(LISTENER_BIT | UDP_LISTENER_BIT | idx));
         let mut frames = 0;
         for d in dgrams.iter_mut() {
             let peer = d.peer;
@@ -670,7 +699,7 @@ impl Core {
             let Some(key) = self.flows.get(id).map(|f| f.key) else {
                 continue;
             };
-            if self.udp_frame(&key, d) {
+            if self.udp_frame(&key, d, room) {
                 frames += 1;
                 if let Some(f) = self.dgram(id) {
                     f.t_active = now;
