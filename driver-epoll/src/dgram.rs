@@ -1,15 +1,14 @@
 //! Datagram sockets (UDP and ping) on real file descriptors.
 //!
-//! * [`DgramPool`] carries out `Action::Recv`: one `recvmmsg` straight into
-//!   the payload areas of its transmit buffers, then
-//!   [`Core::handle_datagrams`] writes the headers in front; the finished
-//!   frames are read back with [`DgramPool::frames`] and sent to the guest.
+//! * [`recv_datagrams`] carries out the receiving part of `Action::Recv`:
+//!   one `recvmmsg` straight into the payload areas of transmit slots (the
+//!   event loop then hands them to `Core::handle_datagrams`, which writes
+//!   the headers in front).
 //! * [`enable_recverr`] sets `IP_RECVERR`/`IPV6_RECVERR` on a new datagram
 //!   socket, and [`drain_errors`] empties its error queue when epoll reports
 //!   `EPOLLERR`, each error becoming one `SockEvent::Error`.
-//! * [`set_broadcast`] is `SockOpt::Broadcast`.
 
-use passt_core::{Core, Errno, Family, Instant, RxDatagram, SockId, DATAGRAM_ROOM};
+use passt_core::{Errno, Family};
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -57,93 +56,12 @@ fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Transmit buffers for received datagrams, allocated once.
-#[derive(Debug)]
-pub(crate) struct DgramPool {
-    bufs: Vec<Vec<u8>>,
-    /// Per buffer: (frame start, frame length) after the last `recv`.
-    frames: Vec<(usize, usize)>,
-    /// `(payload length, peer)` of the last `recvmmsg`.
-    got: Vec<(usize, SocketAddr)>,
-}
-
-impl Default for DgramPool {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl DgramPool {
-    pub(crate) fn new() -> Self {
-        let room = usize::from(DATAGRAM_ROOM);
-        DgramPool {
-            bufs: (0..MAX_BATCH)
-                .map(|_| vec![0u8; room + MAX_PAYLOAD])
-                .collect(),
-            frames: Vec::with_capacity(MAX_BATCH),
-            got: Vec::with_capacity(MAX_BATCH),
-        }
-    }
-
-    /// Carries out `Action::Recv { sock, max, room }` on `fd`: receives up
-    /// to `max` datagrams and hands them to the core. Returns the number of
-    /// frames ready in [`Self::frames`]; an error other than `EAGAIN` is
-    /// returned for the caller to report as `SockEvent::Error`.
-    pub(crate) fn recv(
-        &mut self,
-        core: &mut Core,
-        now: Instant,
-        sock: SockId,
-        fd: BorrowedFd<'_>,
-        max: u16,
-        room: u16,
-    ) -> Result<usize, Errno> {
-        self.frames.clear();
-        let room = usize::from(room);
-        let max = usize::from(max).clamp(1, MAX_BATCH);
-        let n = match recv_datagrams(fd, &mut self.bufs[..max], room, &mut self.got) {
-            Ok(n) => n,
-            Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => 0,
-            Err(e) => return Err(e),
-        };
-        let unspec = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-        let got = &self.got;
-        let mut bufs = self.bufs.iter_mut();
-        // Every buffer gets an entry (no allocation); only the first `n`
-        // hold datagrams.
-        let mut list: [RxDatagram<'_>; MAX_BATCH] = std::array::from_fn(|i| {
-            let (len, peer) = got.get(i).copied().unwrap_or((0, unspec));
-            let buf = bufs.next().map_or(&mut [][..], |b| &mut b[..]);
-            RxDatagram::new(buf, len, peer)
-        });
-        let n = n.min(got.len());
-        let ready = core.handle_datagrams(now, sock, &mut list[..n]);
-        for d in &list[..n] {
-            if d.frame_len > 0 {
-                self.frames.push((d.frame_start, d.frame_len));
-            } else {
-                self.frames.push((0, 0));
-            }
-        }
-        Ok(ready)
-    }
-
-    /// The frames the core finished in the last [`Self::recv`], in order.
-    pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.bufs
-            .iter()
-            .zip(&self.frames)
-            .filter(|(_, &(_, len))| len > 0)
-            .filter_map(|(b, &(start, len))| b.get(start..start.checked_add(len)?))
-    }
-}
-
 /// One `recvmmsg(MSG_DONTWAIT)` into `bufs[i][room..]`; `got` receives the
 /// payload length (the whole datagram's, with `MSG_TRUNC` reported as a
 /// length past the buffer) and the peer of each datagram.
-pub(crate) fn recv_datagrams(
+pub(crate) fn recv_datagrams<B: AsMut<[u8]>>(
     fd: BorrowedFd<'_>,
-    bufs: &mut [Vec<u8>],
+    bufs: &mut [B],
     room: usize,
     got: &mut Vec<(usize, SocketAddr)>,
 ) -> Result<usize, Errno> {
@@ -157,7 +75,7 @@ pub(crate) fn recv_datagrams(
     // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
     for i in 0..n {
-        let b = &mut bufs[i];
+        let b = bufs[i].as_mut();
         let room = room.min(b.len());
         iov[i] = libc::iovec {
             iov_base: b[room..].as_mut_ptr().cast(),
@@ -205,11 +123,6 @@ pub(crate) fn enable_recverr(fd: BorrowedFd<'_>, family: Family) -> Result<(), E
         Family::V6 => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
     };
     set_int(fd, level, opt, 1)
-}
-
-/// `SO_BROADCAST`.
-pub(crate) fn set_broadcast(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
-    set_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, i32::from(on))
 }
 
 fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> Result<(), Errno> {
@@ -359,7 +272,6 @@ mod tests {
         drop(dead);
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         enable_recverr(s.as_fd(), Family::V4).unwrap();
-        set_broadcast(s.as_fd(), true).unwrap();
         s.connect(addr).unwrap();
         s.set_nonblocking(true).unwrap();
         let _ = s.send(b"x");
@@ -379,9 +291,9 @@ mod tests {
     }
 
     #[test]
-    fn pool_frames_datagrams_of_a_forwarded_port() {
+    fn received_datagrams_become_frames_of_a_forwarded_port() {
         use passt_core::fwd::{FwdTable, SpecKind};
-        use passt_core::{Action, Config, Ip4Config};
+        use passt_core::{Action, Config, Core, Instant, Ip4Config, RxDatagram};
         let mut cfg = Config {
             ip4: Some(Ip4Config::new(
                 Ipv4Addr::new(10, 0, 2, 15),
@@ -412,14 +324,19 @@ mod tests {
             panic!("no Recv");
         };
         assert_eq!((sock, room), (listener, 42), "IPv4 listener: exact room");
-        let mut pool = DgramPool::new();
-        let n = pool
-            .recv(&mut core, Instant::ZERO, listener, rx.as_fd(), max, room)
-            .unwrap();
+        let mut bufs: Vec<Vec<u8>> = (0..usize::from(max)).map(|_| vec![0u8; 2048]).collect();
+        let mut got = Vec::new();
+        let n = recv_datagrams(rx.as_fd(), &mut bufs, usize::from(room), &mut got).unwrap();
         assert_eq!(n, 3);
-        let frames: Vec<&[u8]> = pool.frames().collect();
-        assert_eq!(frames.len(), 3);
-        for (i, f) in frames.iter().enumerate() {
+        let mut dg: Vec<RxDatagram<'_>> = bufs
+            .iter_mut()
+            .zip(&got)
+            .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer))
+            .collect();
+        assert_eq!(core.handle_datagrams(Instant::ZERO, listener, &mut dg), 3);
+        for (i, d) in dg.iter().enumerate() {
+            let f = d.frame().expect("a frame");
+            assert_eq!(d.frame_start, 0);
             assert_eq!(f.len(), 14 + 20 + 8 + 5);
             assert_eq!(&f[12..14], &[0x08, 0x00]);
             // From the gateway (host loopback), to the guest, port 53.
@@ -432,19 +349,12 @@ mod tests {
             assert_eq!(u16::from_be_bytes([f[36], f[37]]), 53);
             assert_eq!(&f[42..], &[i as u8; 5]);
         }
-        // Nothing more: EAGAIN is no error.
-        let n = pool
-            .recv(
-                &mut core,
-                Instant::ZERO,
-                listener,
-                rx.as_fd(),
-                32,
-                DATAGRAM_ROOM,
-            )
-            .unwrap();
-        assert_eq!(n, 0);
-        assert_eq!(pool.frames().count(), 0);
+        drop(dg);
+        // Nothing more.
+        assert_eq!(
+            recv_datagrams(rx.as_fd(), &mut bufs, usize::from(room), &mut got),
+            Err(Errno::EAGAIN)
+        );
     }
 
     fn reuse_bound(addr: SocketAddr) -> UdpSocket {

@@ -55,6 +55,8 @@ pub(crate) struct SockEntry {
     registered: bool,
     /// A non-blocking connect is under way.
     connecting: bool,
+    /// A UDP or ping socket: errors wait in its error queue (IP_RECVERR).
+    dgram: bool,
 }
 
 /// The `SockId → fd` table.
@@ -105,6 +107,7 @@ impl SockTable {
                 interest: None,
                 registered: false,
                 connecting: false,
+                dgram: false,
             },
         );
     }
@@ -143,7 +146,15 @@ impl SockTable {
                 };
                 match r {
                     Ok(fd) => {
+                        if matches!(kind, SockKind::Udp | SockKind::Ping) {
+                            if let Err(e) = crate::dgram::enable_recverr(fd.as_fd(), family) {
+                                log::debug!("{sock:?}: IP_RECVERR: {e:?}");
+                            }
+                        }
                         self.insert(sock, fd);
+                        if let Some(e) = self.map.get_mut(&sock.0) {
+                            e.dgram = matches!(kind, SockKind::Udp | SockKind::Ping);
+                        }
                         Outcome::Done
                     }
                     Err(e) => Outcome::Event(sock, SockEvent::OpenFailed(e)),
@@ -301,7 +312,18 @@ impl SockTable {
             }
             return;
         }
-        if flags.contains(EpollFlags::EPOLLERR) {
+        if flags.contains(EpollFlags::EPOLLERR) && e.dgram {
+            // Empty the error queue, or EPOLLERR stays up; SO_ERROR holds
+            // the last of them again.
+            let pending = so_error(e.fd.as_fd());
+            let n = crate::dgram::drain_errors(e.fd.as_fd(), |err, from| {
+                log::debug!("{sock:?}: error {err:?} reported by {from:?}");
+                out.push(SockEvent::Error(err));
+            });
+            if let (0, Some(err)) = (n, pending) {
+                out.push(SockEvent::Error(err));
+            }
+        } else if flags.contains(EpollFlags::EPOLLERR) {
             let err = so_error(e.fd.as_fd()).unwrap_or(Errno(libc::EIO));
             out.push(SockEvent::Error(err));
         }
@@ -514,6 +536,7 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
         SockOpt::SndBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, clamp(v)),
         SockOpt::RcvBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, clamp(v)),
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
+        SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
         _ => Err(Errno(libc::ENOPROTOOPT)),
     }
 }
