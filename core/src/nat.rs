@@ -125,8 +125,18 @@ pub(crate) fn from_host(cfg: &Config, guest: &GuestInfo, peer: IpAddr) -> Option
             } else {
                 p
             };
+            // A global source goes to a global guest address: the one seen,
+            // else the assigned one; the link-local one only if there is
+            // nothing else (local mode). The guest answers from the address
+            // it was sent to only over TCP; over UDP its source follows its
+            // routes, and a reply must match the flow.
+            let global_seen = guest.ip6_seen.filter(|a| !a.is_unicast_link_local());
             let guest_addr = if src.is_unicast_link_local() {
                 guest.ip6_ll_seen.or(guest.ip6_seen).unwrap_or(c.addr)
+            } else if let Some(a) = global_seen {
+                a
+            } else if !c.addr.is_unspecified() {
+                c.addr
             } else {
                 guest.ip6_seen.unwrap_or(c.addr)
             };
@@ -274,6 +284,22 @@ mod tests {
         // IPv6: our link-local, towards the guest's link-local.
         assert_eq!(
             from_host(&cfg, &g, a("fd77::2")),
+            Some((a("fe80::f0d8:fdff:fe4c:e225"), a("fe80::2")))
+        );
+        // Before the guest used its global address, global sources go to the
+        // assigned one, not to the link-local one seen.
+        let mut g_ll = g;
+        g_ll.ip6_seen = g.ip6_ll_seen;
+        assert_eq!(
+            from_host(&cfg, &g_ll, a("::1")),
+            Some((a("fd77::1"), a("fd77::2")))
+        );
+        assert_eq!(
+            from_host(&cfg, &g_ll, a("2001:db8::1")),
+            Some((a("2001:db8::1"), a("fd77::2")))
+        );
+        assert_eq!(
+            from_host(&cfg, &g_ll, a("fd77::2")),
             Some((a("fe80::f0d8:fdff:fe4c:e225"), a("fe80::2")))
         );
         // Real peers unchanged.
