@@ -310,3 +310,97 @@ fn pasta_dns_forward_udp_and_tcp() {
         "the answer comes from the forwarded address: {text}"
     );
 }
+
+/// Over passt's qemu socket: datagrams and echo requests as raw frames, the
+/// answers re-parsed with their checksums checked.
+#[test]
+fn passt_udp_and_echo_frames() {
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    let h = Netns::host("passtudp");
+    allow_ping(&h);
+    let dir = Scratch::new("passtudp");
+    let (srv, _, _) = scripts(&dir);
+    let ready = dir.join("srv.ready");
+    let mut srvp = Proc::spawn(
+        h.cmd(&["python3", &srv, "::", "5701", "10", &s(&ready)]),
+        "echo server",
+        dir.join("srv.log"),
+    );
+    wait_file(&ready, 20, &mut srvp);
+    let sock = dir.join("passt.socket");
+    let pidf = dir.join("passt.pid");
+    let mut p = Proc::spawn(
+        h.cmd(&[
+            s(&bin("passt")),
+            "-f".into(),
+            "-s".into(),
+            s(&sock),
+            "-P".into(),
+            s(&pidf),
+        ]),
+        "passt",
+        dir.join("passt.log"),
+    );
+    wait_file(&pidf, 20, &mut p);
+    let mut c = StreamClient::connect(&sock);
+    let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let ours = [0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55];
+    let (guest, gw) = ([10, 77, 0, 2], [10, 77, 0, 1]);
+    let mut frames = Vec::new();
+    for i in 0..50u32 {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(mac, ours)
+            .ipv4(guest, gw, 64)
+            .udp(40000, 5701)
+            .write(&mut f, &i.to_be_bytes())
+            .unwrap();
+        frames.push(f);
+    }
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(mac, ours)
+        .ipv4(guest, gw, 64)
+        .icmpv4_echo_request(0x4242, 1)
+        .write(&mut f, b"passt-rs")
+        .unwrap();
+    frames.push(f);
+    c.send_raw(&StreamClient::encode(&frames));
+    let is_answer = |f: &[u8]| {
+        let Ok(p) = SlicedPacket::from_ethernet(f) else {
+            return false;
+        };
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            return false;
+        };
+        let h = ip.header().to_header();
+        if h.source != gw || h.destination != guest {
+            return false;
+        }
+        match &p.transport {
+            Some(TransportSlice::Udp(u)) => {
+                u.source_port() == 5701
+                    && u.destination_port() == 40000
+                    && u.checksum()
+                        == u.to_header()
+                            .calc_checksum_ipv4_raw(h.source, h.destination, u.payload())
+                            .unwrap()
+            }
+            Some(TransportSlice::Icmpv4(i)) => {
+                matches!(i.icmp_type(), etherparse::Icmpv4Type::EchoReply(e) if e.id == 0x4242 && e.seq == 1)
+                    && i.payload() == b"passt-rs"
+                    && i.checksum()
+                        == etherparse::Icmpv4Header::with_checksum(i.icmp_type(), i.payload())
+                            .checksum
+            }
+            _ => false,
+        }
+    };
+    let got = c.collect(10, 51, is_answer);
+    let answers: Vec<&Vec<u8>> = got.iter().filter(|f| is_answer(f)).collect();
+    assert_eq!(
+        answers.len(),
+        51,
+        "50 datagrams and one echo reply; passt: {}",
+        p.output()
+    );
+    p.assert_running();
+}
