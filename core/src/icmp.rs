@@ -59,13 +59,14 @@ impl Core {
         };
         let flow = match self.flows.lookup(&key) {
             Some(f) if matches!(self.flows.get(f).map(|e| &e.data), Some(FlowData::Ping(_))) => {
-                Some(f)
+                Ok(f)
             }
-            Some(_) => None,
+            Some(_) => Err(DropReason::DgramBadEndpoint),
             None => self.ping_flow_from_guest(now, &key),
         };
-        let Some(flow) = flow else {
-            return self.counters.drop(DropReason::DgramBadEndpoint);
+        let flow = match flow {
+            Ok(f) => f,
+            Err(reason) => return self.counters.drop(reason),
         };
         self.dgram_send_one(
             now,
@@ -77,10 +78,15 @@ impl Core {
         );
     }
 
-    fn ping_flow_from_guest(&mut self, now: Instant, key: &FlowKey) -> Option<crate::flow::FlowId> {
-        let host_ip = nat::from_tap(&self.cfg, key.proto, key.src, 0, key.dst, 0)?;
+    fn ping_flow_from_guest(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+    ) -> Result<crate::flow::FlowId, DropReason> {
+        let bad = DropReason::DgramBadEndpoint;
+        let host_ip = nat::from_tap(&self.cfg, key.proto, key.src, 0, key.dst, 0).ok_or(bad)?;
         if host_ip.is_ipv6() != key.src.is_ipv6() {
-            return None;
+            return Err(bad);
         }
         let host = SocketAddr::new(host_ip, 0);
         let (id, sock) = self.dgram_alloc(now, *key, host, true)?;
@@ -112,7 +118,7 @@ impl Core {
             key.sport,
             host_ip
         );
-        Some(id)
+        Ok(id)
     }
 
     /// A ping socket could not be opened: warn once about the sysctl.

@@ -207,15 +207,15 @@ impl Core {
         self.udp.next_timer = earliest(self.udp.next_timer, d);
     }
 
-    /// Takes a flow entry for `key` with a socket id; `None` (counted) if
-    /// the table is full.
+    /// Takes a flow entry for `key` with a socket id, or says why not (the
+    /// caller counts the drop).
     pub(crate) fn dgram_alloc(
         &mut self,
         now: Instant,
         key: FlowKey,
         host: SocketAddr,
         ping: bool,
-    ) -> Option<(FlowId, SockId)> {
+    ) -> Result<(FlowId, SockId), DropReason> {
         let d = DgramFlow {
             sock: SockId(0),
             sock_open: true,
@@ -229,13 +229,11 @@ impl Core {
             FlowData::Udp(d)
         };
         let Some(id) = self.flows.alloc(data) else {
-            self.counters.drop(DropReason::FlowTableFull);
-            return None;
+            return Err(DropReason::FlowTableFull);
         };
         if !self.flows.insert_key(id, key) {
             self.flows.free(id);
-            self.counters.drop(DropReason::DgramBadEndpoint);
-            return None;
+            return Err(DropReason::DgramBadEndpoint);
         }
         let gen = self.flows.get(id).map_or(0, |f| f.gen);
         let sock = flow::sock_id(id, gen, 0);
@@ -244,7 +242,7 @@ impl Core {
         }
         self.udp.open_socks += 1;
         self.dgram_note_timer(id);
-        Some((id, sock))
+        Ok((id, sock))
     }
 
     /// Ends datagram flow `id`: closes its socket and frees the entry.
@@ -366,16 +364,19 @@ impl Core {
         let key = first.key;
         let id = match self.flows.lookup(&key) {
             Some(id) if matches!(self.flows.get(id).map(|f| &f.data), Some(FlowData::Udp(_))) => {
-                Some(id)
+                Ok(id)
             }
-            Some(_) => None,
+            Some(_) => Err(DropReason::DgramBadEndpoint),
             None => self.udp_flow_from_guest(now, &key),
         };
-        let Some(id) = id else {
-            for _ in seq {
-                self.counters.drop(DropReason::DgramBadEndpoint);
+        let id = match id {
+            Ok(id) => id,
+            Err(reason) => {
+                for _ in seq {
+                    self.counters.drop(reason);
+                }
+                return;
             }
-            return;
         };
         let start = self.spans.len();
         let buf = batch.buffer();
@@ -401,8 +402,9 @@ impl Core {
 
     /// A new flow for a datagram from the guest: a socket bound to the
     /// guest's source port and connected to the mapped destination.
-    fn udp_flow_from_guest(&mut self, now: Instant, key: &FlowKey) -> Option<FlowId> {
-        let host_ip = nat::from_tap(&self.cfg, PROTO_UDP, key.src, key.sport, key.dst, key.dport)?;
+    fn udp_flow_from_guest(&mut self, now: Instant, key: &FlowKey) -> Result<FlowId, DropReason> {
+        let host_ip = nat::from_tap(&self.cfg, PROTO_UDP, key.src, key.sport, key.dst, key.dport)
+            .ok_or(DropReason::DgramBadEndpoint)?;
         let host = SocketAddr::new(host_ip, key.dport);
         let (id, sock) = self.dgram_alloc(now, *key, host, false)?;
         let fam = family(host_ip);
@@ -441,7 +443,7 @@ impl Core {
             key.dst,
             key.dport
         );
-        Some(id)
+        Ok(id)
     }
 
     /// Whether `a` is the limited broadcast address or the directed
@@ -478,7 +480,9 @@ impl Core {
         match ev {
             SockEvent::OpenFailed(e) => {
                 d.sock_open = false;
-                let lost = d.last_send.max(1);
+                // The datagrams queued for it are lost (a flow from a
+                // listener has none: its first datagram went to the guest).
+                let lost = d.last_send;
                 self.udp.open_socks = self.udp.open_socks.saturating_sub(1);
                 if ping {
                     self.ping_refused(e);
@@ -692,9 +696,12 @@ impl Core {
         let mut frames = 0;
         for d in dgrams.iter_mut() {
             let peer = d.peer;
-            let Some(id) = self.udp_flow_from_host(now, &l, peer) else {
-                self.counters.drop(DropReason::DgramBadEndpoint);
-                continue;
+            let id = match self.udp_flow_from_host(now, &l, peer) {
+                Ok(id) => id,
+                Err(reason) => {
+                    self.counters.drop(reason);
+                    continue;
+                }
             };
             let Some(key) = self.flows.get(id).map(|f| f.key) else {
                 continue;
@@ -719,14 +726,15 @@ impl Core {
         now: Instant,
         l: &UdpListener,
         peer: SocketAddr,
-    ) -> Option<FlowId> {
+    ) -> Result<FlowId, DropReason> {
         let peer_ip = peer.ip().to_canonical();
+        let bad = DropReason::DgramBadEndpoint;
         if !nat::is_unicast(peer_ip) && !peer_ip.is_loopback() || peer.port() == 0 {
-            return None;
+            return Err(bad);
         }
-        let (src, guest_addr) = nat::from_host(&self.cfg, &self.guest, peer_ip)?;
+        let (src, guest_addr) = nat::from_host(&self.cfg, &self.guest, peer_ip).ok_or(bad)?;
         if l.target_port == 0 {
-            return None;
+            return Err(bad);
         }
         let key = FlowKey {
             proto: PROTO_UDP,
@@ -736,7 +744,8 @@ impl Core {
             dport: peer.port(),
         };
         if let Some(id) = self.flows.lookup(&key) {
-            return matches!(self.flows.get(id)?.data, FlowData::Udp(_)).then_some(id);
+            let udp = matches!(self.flows.get(id).map(|f| &f.data), Some(FlowData::Udp(_)));
+            return if udp { Ok(id) } else { Err(bad) };
         }
         let (id, sock) = self.dgram_alloc(now, key, peer, false)?;
         let connect_to = match (l.family, peer.ip()) {
@@ -775,7 +784,7 @@ impl Core {
             key.dst,
             key.dport
         );
-        Some(id)
+        Ok(id)
     }
 
     // --- timers -------------------------------------------------------------------

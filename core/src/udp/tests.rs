@@ -1094,6 +1094,11 @@ fn full_table_refuses_new_flows() {
     ]);
     h.guest(&[ping(g, p, 1, 1, b"")]);
     assert_eq!(h.dropped(DropReason::FlowTableFull), 2);
+    assert_eq!(
+        h.core.counters().dropped_total(),
+        2,
+        "each drop counted once"
+    );
     assert_eq!(h.core.flow_count(), 2);
 }
 
