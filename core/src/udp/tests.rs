@@ -1204,3 +1204,23 @@ fn ten_thousand_datagrams_echo_in_order() {
     assert_eq!(h.core.udp_stats().to_host, 10_000);
     assert_eq!(h.core.udp_stats().to_guest, 10_000);
 }
+
+#[test]
+fn forwarded_flow_whose_socket_fails_loses_nothing_queued() {
+    let mut h = H::new(cfg_fwd("7100"));
+    let l = listener(&h);
+    // The flow's own socket cannot bind (the listener's port is taken now).
+    h.busy_ports.insert(7100);
+    h.host(l, sa(p6(), 4000), b"first");
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1, "the datagram still reaches the guest");
+    assert_eq!(h.core.flow_count(), 0);
+    assert_eq!(h.core.socket_count(), 1, "only the listener");
+    assert_eq!(h.core.counters().dropped_total(), 0);
+    // The next datagram from that peer tries again.
+    h.busy_ports.clear();
+    h.host(l, sa(p6(), 4000), b"second");
+    assert_eq!(h.take_frames().len(), 1);
+    assert_eq!(h.core.flow_count(), 1);
+    assert_eq!(h.core.socket_count(), 2);
+}
