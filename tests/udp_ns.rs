@@ -223,6 +223,65 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
     }
 }
 
+/// A UDP client that sends from one port to several servers:
+/// `multi_cli.py HOST PORT...`; prints how many answered.
+const MULTI_CLI: &str = r#"
+import socket, sys, time
+host, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 6000))
+s.settimeout(1)
+seen = set()
+for _ in range(5):
+    for p in ports:
+        if p not in seen:
+            s.sendto(b"hi", (host, p))
+    try:
+        while len(seen) < len(ports):
+            d, a = s.recvfrom(100)
+            if d == b"hi":
+                seen.add(a[1])
+    except socket.timeout:
+        pass
+print(len(seen))
+"#;
+
+#[test]
+fn pasta_udp_one_source_port_many_peers() {
+    let h = Netns::host("udpmulti");
+    let dir = Scratch::new("udpmulti");
+    let (srv, _, _) = scripts(&dir);
+    let cli = dir.join("multi_cli.py");
+    std::fs::write(&cli, MULTI_CLI).unwrap();
+    let mut servers = Vec::new();
+    for port in ["5710", "5711", "5712"] {
+        let ready = dir.join(&format!("{port}.ready"));
+        let mut p = Proc::spawn(
+            h.cmd(&["python3", &srv, "::", port, "15", &s(&ready)]),
+            "echo server",
+            dir.join(&format!("{port}.log")),
+        );
+        wait_file(&ready, 20, &mut p);
+        servers.push(p);
+    }
+    let out = h.run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--".into(),
+            "python3".into(),
+            s(&cli),
+            GW_IP4.into(),
+            "5710".into(),
+            "5711".into(),
+            "5712".into(),
+        ],
+        60,
+    );
+    let text = ok_text(&out);
+    assert_eq!(text.trim(), "3", "every server answered port 6000: {text}");
+}
+
 #[test]
 fn pasta_udp_forwarded_port_remapped() {
     let h = Netns::host("udpfwd");

@@ -420,10 +420,13 @@ impl Core {
                 opt: SockOpt::Broadcast(true),
             });
         }
+        // SO_REUSEADDR: the guest may use one source port with many peers;
+        // each flow's socket is connected, so the kernel tells them apart.
         self.actions.push_back(Action::Bind {
             sock,
             addr: SocketAddr::new(any_addr(fam), key.sport),
             opts: BindOpts {
+                reuse_addr: true,
                 v6_only: fam == Family::V6,
                 ..BindOpts::default()
             },

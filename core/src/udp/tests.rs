@@ -488,6 +488,7 @@ fn guest_flow_keeps_source_port_and_batches_per_flow() {
     assert_eq!(fs.kind, Some(SockKind::Udp));
     assert_eq!(fs.family, Some(Family::V4));
     assert_eq!(fs.bind.unwrap().0, sa(Ipv4Addr::UNSPECIFIED, 40000));
+    assert!(fs.bind.unwrap().1.reuse_addr, "one source port, many peers");
     assert_eq!(fs.sends, 1, "one SendDatagrams for the flow's batch");
     assert_eq!(fs.sent, vec![b"one".to_vec(), b"two".to_vec(), vec![]]);
     assert!(fs.interest.unwrap().readable && !fs.interest.unwrap().edge);
@@ -1223,4 +1224,30 @@ fn forwarded_flow_whose_socket_fails_loses_nothing_queued() {
     assert_eq!(h.take_frames().len(), 1);
     assert_eq!(h.core.flow_count(), 1);
     assert_eq!(h.core.socket_count(), 2);
+}
+
+#[test]
+fn one_source_port_to_many_peers() {
+    let mut h = H::new(capture_config());
+    let g = IpAddr::V4(GUEST4);
+    let peers = [
+        PEER4,
+        Ipv4Addr::new(192, 0, 2, 81),
+        Ipv4Addr::new(198, 51, 100, 1),
+    ];
+    let frames: Vec<_> = peers
+        .iter()
+        .map(|&p| udp(g, IpAddr::V4(p), 5000, 53, b"q"))
+        .collect();
+    h.guest(&frames);
+    assert_eq!(h.core.flow_count(), 3);
+    for p in peers {
+        let s = h.sock_from_to(Some(5000), sa(p, 53));
+        h.host(s, sa(p, 53), b"a");
+        let f = h.take_frames();
+        assert_eq!(
+            (f[0].src, f[0].sport, f[0].dport),
+            (IpAddr::V4(p), 53, 5000)
+        );
+    }
 }
