@@ -183,7 +183,8 @@ pub enum Action {
         /// Payload spans in the batch buffer, in stream order.
         spans: SpanList,
     },
-    /// Send one datagram per span on a connected socket (one `sendmmsg`); the
+    /// Send one datagram per span (one `sendmmsg`), on a connected socket or
+    /// to `to`; the
     /// number of datagrams sent comes back as `SockEvent::Sent`. For ping
     /// sockets each span is a whole ICMP/ICMPv6 echo request (the kernel sets
     /// the id and the checksum).
@@ -192,6 +193,9 @@ pub enum Action {
         sock: SockId,
         /// One span per datagram.
         spans: SpanList,
+        /// Destination of every datagram, for a socket that is not connected
+        /// (flows to a multicast or broadcast group); `None`: connected.
+        to: Option<SocketAddr>,
     },
     /// Receive up to `max` datagrams (one `recvmmsg`) straight into transmit
     /// slots, each at `buf[room..]` of its [`RxDatagram`], with the peer

@@ -242,9 +242,9 @@ impl SockTable {
                 };
                 Outcome::Event(sock, SockEvent::Sent(r))
             }
-            Action::SendDatagrams { sock, .. } => {
+            Action::SendDatagrams { sock, to, .. } => {
                 let r = match self.map.get(&sock.0) {
-                    Some(e) => send_datagrams(e.fd.as_fd(), spans),
+                    Some(e) => send_datagrams(e.fd.as_fd(), spans, to),
                     None => Err(Errno::EBADF),
                 };
                 Outcome::Event(sock, SockEvent::Sent(r))
@@ -570,11 +570,16 @@ pub(crate) fn send_stream(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<usi
 
 /// One `sendmmsg` on a connected datagram socket: one datagram per span.
 /// Returns the number of datagrams sent.
-pub(crate) fn send_datagrams(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<usize, Errno> {
+pub(crate) fn send_datagrams(
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    to: Option<SocketAddr>,
+) -> Result<usize, Errno> {
     if iov.is_empty() {
         return Ok(0);
     }
     let iov = iov.get(..iov.len().min(1024)).unwrap_or(iov);
+    let dest = to.map(to_storage);
     let mut hdrs: Vec<libc::mmsghdr> = iov
         .iter()
         .map(|s| {
@@ -583,6 +588,11 @@ pub(crate) fn send_datagrams(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<
             // IoSlice is ABI-compatible with struct iovec.
             h.msg_hdr.msg_iov = (s as *const IoSlice<'_>).cast_mut().cast();
             h.msg_hdr.msg_iovlen = 1;
+            if let Some(d) = &dest {
+                // The kernel only reads the address.
+                h.msg_hdr.msg_name = socket::SockaddrLike::as_ptr(d).cast_mut().cast();
+                h.msg_hdr.msg_namelen = socket::SockaddrLike::len(d);
+            }
             h
         })
         .collect();
@@ -1060,6 +1070,7 @@ mod tests {
         let sd = Action::SendDatagrams {
             sock: s,
             spans: passt_core::SpanList { start: 0, count: 3 },
+            to: None,
         };
         assert_eq!(
             ev(t.execute(&epoll, None, sd, &iov)),

@@ -62,6 +62,9 @@ pub(crate) struct DgramFlow {
     pub(crate) t_active: Instant,
     /// Datagrams in the last `SendDatagrams`.
     pub(crate) last_send: u32,
+    /// The destination is a multicast or broadcast group: the socket is not
+    /// connected, and answers from each unicast peer get flows of their own.
+    pub(crate) group: bool,
 }
 
 /// A listening socket of a forwarded port (`-u`).
@@ -222,6 +225,7 @@ impl Core {
             host,
             t_active: now,
             last_send: 0,
+            group: false,
         };
         let data = if ping {
             FlowData::Ping(d)
@@ -270,7 +274,7 @@ impl Core {
         if refresh {
             d.t_active = now;
         }
-        let sock = d.sock;
+        let (sock, to) = (d.sock, d.group.then_some(d.host));
         self.udp.stats.to_host += u64::from(count);
         self.actions.push_back(Action::SendDatagrams {
             sock,
@@ -278,6 +282,7 @@ impl Core {
                 start: start as u32,
                 count,
             },
+            to,
         });
     }
 
@@ -407,6 +412,10 @@ impl Core {
             .ok_or(DropReason::DgramBadEndpoint)?;
         let host = SocketAddr::new(host_ip, key.dport);
         let (id, sock) = self.dgram_alloc(now, *key, host, false)?;
+        let group = nat::is_group(host_ip) || self.is_broadcast(host_ip);
+        if let Some(d) = self.dgram(id) {
+            d.group = group;
+        }
         let fam = family(host_ip);
         self.actions.push_back(Action::Open {
             sock,
@@ -431,7 +440,9 @@ impl Core {
                 ..BindOpts::default()
             },
         });
-        self.actions.push_back(Action::Connect { sock, addr: host });
+        if !group {
+            self.actions.push_back(Action::Connect { sock, addr: host });
+        }
         self.actions.push_back(Action::SetInterest {
             sock,
             interest: READABLE,
@@ -630,6 +641,9 @@ impl Core {
             FlowData::Ping(d) => (true, *d),
             _ => return 0,
         };
+        if flow.group {
+            return self.udp_group_received(now, &key, dgrams, room);
+        }
         let mut frames = 0;
         for d in dgrams.iter_mut() {
             let ok = if ping {
@@ -650,6 +664,103 @@ impl Core {
         self.udp.stats.to_guest += frames as u64;
         self.counters.frames_out += frames as u64;
         frames
+    }
+
+    /// Answers to a datagram the guest sent to a group (flow `key`): each
+    /// goes to the flow of its peer, created if new, with a socket bound to
+    /// the guest's port and connected to the peer, so that the guest can
+    /// answer it.
+    fn udp_group_received(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        dgrams: &mut [RxDatagram<'_>],
+        room: usize,
+    ) -> usize {
+        let mut frames = 0;
+        for d in dgrams.iter_mut() {
+            let id = match self.udp_flow_to_peer(now, key, d.peer) {
+                Ok(id) => id,
+                Err(reason) => {
+                    self.counters.drop(reason);
+                    continue;
+                }
+            };
+            let Some(k) = self.flows.get(id).map(|f| f.key) else {
+                continue;
+            };
+            if self.udp_frame(&k, d, room) {
+                frames += 1;
+                if let Some(f) = self.dgram(id) {
+                    f.t_active = now;
+                }
+            }
+        }
+        self.udp.stats.to_guest += frames as u64;
+        self.counters.frames_out += frames as u64;
+        frames
+    }
+
+    /// The flow between the guest's side of group flow `group` and unicast
+    /// host peer `peer`.
+    fn udp_flow_to_peer(
+        &mut self,
+        now: Instant,
+        group: &FlowKey,
+        peer: SocketAddr,
+    ) -> Result<FlowId, DropReason> {
+        let bad = DropReason::DgramBadEndpoint;
+        let peer_ip = peer.ip().to_canonical();
+        if !nat::is_unicast(peer_ip) && !peer_ip.is_loopback() || peer.port() == 0 {
+            return Err(bad);
+        }
+        let (src, _) = nat::from_host(&self.cfg, &self.guest, peer_ip).ok_or(bad)?;
+        if src.is_ipv6() != group.src.is_ipv6() {
+            return Err(bad);
+        }
+        let key = FlowKey {
+            proto: PROTO_UDP,
+            src: group.src,
+            dst: src,
+            sport: group.sport,
+            dport: peer.port(),
+        };
+        if let Some(id) = self.flows.lookup(&key) {
+            let udp = matches!(self.flows.get(id).map(|f| &f.data), Some(FlowData::Udp(_)));
+            return if udp { Ok(id) } else { Err(bad) };
+        }
+        let (id, sock) = self.dgram_alloc(now, key, peer, false)?;
+        let fam = family(peer.ip());
+        self.actions.push_back(Action::Open {
+            sock,
+            kind: SockKind::Udp,
+            family: fam,
+            netns: Netns::Host,
+        });
+        self.actions.push_back(Action::Bind {
+            sock,
+            addr: SocketAddr::new(any_addr(fam), group.sport),
+            opts: BindOpts {
+                reuse_addr: true,
+                v6_only: fam == Family::V6,
+                ..BindOpts::default()
+            },
+        });
+        self.actions.push_back(Action::Connect { sock, addr: peer });
+        self.actions.push_back(Action::SetInterest {
+            sock,
+            interest: READABLE,
+        });
+        self.udp.stats.udp_opened += 1;
+        log::debug!(
+            "udp flow {}: {peer} answers guest {}:{} (to {}:{})",
+            id.0,
+            group.src,
+            group.sport,
+            group.dst,
+            group.dport
+        );
+        Ok(id)
     }
 
     /// Writes the headers for a UDP datagram of flow `key` (guest side)

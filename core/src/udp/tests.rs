@@ -32,6 +32,8 @@ struct FakeSock {
     sent: Vec<Vec<u8>>,
     /// `SendDatagrams` actions seen.
     sends: usize,
+    /// Destination of the last `SendDatagrams` (unconnected sockets).
+    sent_to: Option<SocketAddr>,
     /// Datagrams waiting to be received: (peer, bytes).
     rx: VecDeque<(SocketAddr, Vec<u8>)>,
 }
@@ -360,7 +362,7 @@ impl H {
                     s.interest = Some(interest);
                 }
             }
-            Action::SendDatagrams { sock, spans } => {
+            Action::SendDatagrams { sock, spans, to } => {
                 let limit = self.send_limit;
                 let data: Vec<Vec<u8>> = self
                     .core
@@ -369,7 +371,9 @@ impl H {
                     .map(|s| buf[s.offset as usize..(s.offset + s.len) as usize].to_vec())
                     .collect();
                 let r = match self.socks.get_mut(&sock) {
+                    Some(s) if s.connect.is_none() && to.is_none() => Err(Errno(89)),
                     Some(s) => {
+                        s.sent_to = to;
                         let n = limit.unwrap_or(data.len()).min(data.len());
                         s.sent.extend(data.into_iter().take(n));
                         s.sends += 1;
@@ -433,6 +437,18 @@ impl H {
 
     fn take_actions(&mut self) -> Vec<Action> {
         core::mem::take(&mut self.actions)
+    }
+
+    /// The unconnected socket whose last datagrams went to `addr`.
+    fn sock_sent_to(&self, addr: SocketAddr) -> SockId {
+        let v: Vec<_> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.connect.is_none() && s.sent_to == Some(addr))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(v.len(), 1, "sockets sending to {addr}: {v:?}");
+        v[0]
     }
 
     /// The socket connected to `addr`.
@@ -619,18 +635,21 @@ fn multicast_and_broadcast_destinations_are_allowed() {
     let g = IpAddr::V4(GUEST4);
     let ssdp = IpAddr::V4(Ipv4Addr::new(239, 255, 255, 250));
     h.guest(&[udp(g, ssdp, 40000, 1900, b"M-SEARCH")]);
-    let s = h.sock_to(sa(ssdp, 1900));
+    // Not connected: each datagram names the group.
+    let s = h.sock_sent_to(sa(ssdp, 1900));
     assert!(!h.socks[&s].broadcast);
+    assert_eq!(h.socks[&s].sent, vec![b"M-SEARCH".to_vec()]);
     let bc = IpAddr::V4(Ipv4Addr::BROADCAST);
     h.guest(&[udp(g, bc, 40001, 9, b"wol")]);
-    assert!(h.socks[&h.sock_to(sa(bc, 9))].broadcast);
+    assert!(h.socks[&h.sock_sent_to(sa(bc, 9))].broadcast);
     let dbc = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 255));
     h.guest(&[udp(g, dbc, 40002, 9, b"wol")]);
-    assert!(h.socks[&h.sock_to(sa(dbc, 9))].broadcast);
+    assert!(h.socks[&h.sock_sent_to(sa(dbc, 9))].broadcast);
     let mc6: IpAddr = "ff02::fb".parse().unwrap();
     h.guest(&[udp(IpAddr::V6(g6()), mc6, 5353, 5353, b"mdns")]);
-    h.sock_to(sa(mc6, 5353));
+    h.sock_sent_to(sa(mc6, 5353));
     assert_eq!(h.core.flow_count(), 4);
+    assert!(h.socks.values().all(|s| s.connect.is_none()));
     // Port 0 and unspecified sources are not.
     h.guest(&[
         udp(g, IpAddr::V4(PEER4), 40000, 0, b"x"),
@@ -1250,4 +1269,42 @@ fn one_source_port_to_many_peers() {
             (IpAddr::V4(p), 53, 5000)
         );
     }
+}
+
+#[test]
+fn answers_to_a_group_get_flows_of_their_own() {
+    let mut h = H::new(capture_config());
+    let g = IpAddr::V4(GUEST4);
+    let ssdp = IpAddr::V4(Ipv4Addr::new(239, 255, 255, 250));
+    h.guest(&[udp(g, ssdp, 40000, 1900, b"M-SEARCH")]);
+    let s = h.sock_sent_to(sa(ssdp, 1900));
+    let (d1, d2) = (sa(PEER4, 1900), sa(Ipv4Addr::new(192, 0, 2, 81), 1901));
+    h.host_many(
+        s,
+        &[
+            (d1, b"one".to_vec()),
+            (d2, b"two".to_vec()),
+            (d1, b"one again".to_vec()),
+            (sa(Ipv4Addr::new(224, 0, 0, 1), 5), b"bad".to_vec()),
+        ],
+    );
+    let f = h.take_frames();
+    assert_eq!(f.len(), 3);
+    assert_eq!((f[0].src, f[0].sport, f[0].dport), (d1.ip(), 1900, 40000));
+    assert_eq!((f[1].src, f[1].sport, f[1].dport), (d2.ip(), 1901, 40000));
+    assert_eq!(f[2].payload, b"one again");
+    assert_eq!(h.dropped(DropReason::DgramBadEndpoint), 1);
+    // Each answering peer has a flow with a socket on the guest's port,
+    // connected to it; the guest's answer goes there.
+    assert_eq!(h.core.flow_count(), 3);
+    let s1 = h.sock_from_to(Some(40000), d1);
+    assert!(h.socks[&s1].bind.unwrap().1.reuse_addr);
+    h.guest(&[udp(g, d1.ip(), 40000, 1900, b"GET")]);
+    assert_eq!(h.socks[&s1].sent, vec![b"GET".to_vec()]);
+    assert_eq!(h.core.flow_count(), 3);
+    // Later datagrams of that peer arrive on its own socket.
+    h.host(s1, d1, b"200 OK");
+    assert_eq!(h.take_frames()[0].payload, b"200 OK");
+    h.run_for(181_000);
+    assert_eq!(h.core.flow_count(), 0);
 }
