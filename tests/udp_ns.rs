@@ -282,6 +282,91 @@ fn pasta_udp_one_source_port_many_peers() {
     assert_eq!(text.trim(), "3", "every server answered port 6000: {text}");
 }
 
+/// A multicast responder: `mcast_srv.py GROUP PORT IDLE_SECS READY_FILE`
+/// joins GROUP and answers every datagram with "answer" from a unicast
+/// socket of its own.
+const MCAST_SRV: &str = r#"
+import socket, struct, sys
+group, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton("0.0.0.0")))
+s.settimeout(secs)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+open(sys.argv[4], "w").write("ready")
+try:
+    while True:
+        d, a = s.recvfrom(100)
+        u.sendto(b"answer", a)
+except socket.timeout:
+    pass
+"#;
+
+/// A client asking a multicast group: `mcast_cli.py GROUP PORT`; prints
+/// the answer and then the answer to a unicast follow-up to the peer.
+const MCAST_CLI: &str = r#"
+import socket, sys
+group, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 6100))
+s.settimeout(1)
+for _ in range(5):
+    s.sendto(b"search", (group, port))
+    try:
+        d, a = s.recvfrom(100)
+        print(d.decode(), a[0])
+        break
+    except socket.timeout:
+        pass
+"#;
+
+#[test]
+fn pasta_udp_multicast_answered_by_unicast() {
+    let h = Netns::host("udpmcast");
+    let dir = Scratch::new("udpmcast");
+    let srv = dir.join("mcast_srv.py");
+    let cli = dir.join("mcast_cli.py");
+    std::fs::write(&srv, MCAST_SRV).unwrap();
+    std::fs::write(&cli, MCAST_CLI).unwrap();
+    let ready = dir.join("srv.ready");
+    let mut p = Proc::spawn(
+        h.cmd(&[
+            "python3",
+            &s(&srv),
+            "239.255.77.1",
+            "5730",
+            "15",
+            &s(&ready),
+        ]),
+        "multicast server",
+        dir.join("srv.log"),
+    );
+    wait_file(&ready, 20, &mut p);
+    let out = h.run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--".into(),
+            "python3".into(),
+            s(&cli),
+            "239.255.77.1".into(),
+            "5730".into(),
+        ],
+        60,
+    );
+    let text = ok_text(&out);
+    // The answer from host loopback appears to come from the gateway.
+    assert_eq!(
+        text.trim(),
+        format!("answer {GW_IP4}"),
+        "the unicast answer reached the guest: {text}; server: {}",
+        p.output()
+    );
+}
+
 #[test]
 fn pasta_udp_forwarded_port_remapped() {
     let h = Netns::host("udpfwd");
