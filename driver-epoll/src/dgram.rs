@@ -405,4 +405,69 @@ mod tests {
         let (n, from) = a.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"reply"[..], port_addr));
     }
+
+    /// The socket table sets IP_RECVERR on datagram sockets and turns their
+    /// queued errors into events on EPOLLERR, emptying the queue; group
+    /// sends carry their destination.
+    #[test]
+    fn socket_table_drains_queued_errors_and_sends_to_groups() {
+        use crate::socks::{Outcome, SockTable};
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollFlags};
+        use passt_core::{Action, BindOpts, SockEvent, SockId, SockKind, SpanList};
+        use std::io::IoSlice;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+        let mut t = SockTable::default();
+        let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gone = dead.local_addr().unwrap();
+        drop(dead);
+        let s = SockId(7);
+        let acts = [
+            Action::Open {
+                sock: s,
+                kind: SockKind::Udp,
+                family: Family::V4,
+                netns: passt_core::Netns::Host,
+            },
+            Action::Bind {
+                sock: s,
+                addr: "127.0.0.1:0".parse().unwrap(),
+                opts: BindOpts {
+                    reuse_addr: true,
+                    ..BindOpts::default()
+                },
+            },
+        ];
+        for a in acts {
+            assert_eq!(t.execute(&epoll, None, a, &[]), Outcome::Done);
+        }
+        // Unconnected: the destination comes with the datagrams.
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let iov = [IoSlice::new(b"to you")];
+        let send = |to| Action::SendDatagrams {
+            sock: s,
+            spans: SpanList { start: 0, count: 1 },
+            to: Some(to),
+        };
+        assert_eq!(
+            t.execute(&epoll, None, send(peer.local_addr().unwrap()), &iov),
+            Outcome::Event(s, SockEvent::Sent(Ok(1)))
+        );
+        let mut b = [0u8; 16];
+        let n = peer.recv(&mut b).unwrap();
+        assert_eq!(&b[..n], b"to you");
+        // To a closed port: the refusal is queued (IP_RECVERR).
+        let _ = t.execute(&epoll, None, send(gone), &iov);
+        let mut evs = Vec::new();
+        for _ in 0..100 {
+            t.events_for(&epoll, s, EpollFlags::EPOLLERR, &mut evs);
+            if !evs.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(evs, vec![SockEvent::Error(Errno::ECONNREFUSED)]);
+        evs.clear();
+        t.events_for(&epoll, s, EpollFlags::EPOLLERR, &mut evs);
+        assert!(evs.is_empty(), "the queue was emptied: {evs:?}");
+    }
 }
