@@ -431,7 +431,7 @@ impl Core {
         match self.flows.get_mut(id) {
             Some(f) => match &mut f.data {
                 FlowData::Tcp(c) => Some(c),
-                FlowData::Free => None,
+                _ => None,
             },
             None => None,
         }
@@ -441,7 +441,7 @@ impl Core {
         match self.flows.get(id) {
             Some(f) => match &f.data {
                 FlowData::Tcp(c) => Some((&f.key, c)),
-                FlowData::Free => None,
+                _ => None,
             },
             None => None,
         }
