@@ -2476,3 +2476,41 @@ fn half_the_window_used_is_acknowledged_at_once() {
     assert_eq!(f.len(), 1, "ACK without waiting for the timer");
     assert_eq!(f[0].ack, their.wrapping_add(n as u32 * 1460));
 }
+
+#[test]
+fn tap_sent_rewinds_past_thousands_of_frames() {
+    // More frames between two handle_tap_sent calls than the log has runs
+    // for single frames: small segments, one run per peek.
+    let mut h = H::new(capture_config());
+    let g = G::new(v4(GUEST4), v4(PEER4), 40000, 80);
+    h.guest(&[g.clone().seq(1).syn().opts(vec![
+        TcpOptionElement::MaximumSegmentSize(48),
+        TcpOptionElement::Noop,
+        TcpOptionElement::WindowScale(7),
+    ])]);
+    let sock = h.only_sock();
+    h.event(sock, SockEvent::Connected(Ok(())));
+    let our = h.take_frames()[0].seq.wrapping_add(1);
+    h.guest(&[g.clone().seq(2).ack(our)]);
+    h.core.handle_tap_sent(h.now, 0);
+    let total = (TX_LOG + 2000) * 48;
+    h.sock(sock).rx = (0..total).map(|i| i as u8).collect();
+    let mut frames = 0;
+    for _ in 0..1000 {
+        h.event(sock, SockEvent::Readable);
+        let n = h.take_frames().len();
+        if n == 0 {
+            break;
+        }
+        frames += n;
+    }
+    assert_eq!(frames, TX_LOG + 2000);
+    // The link took only the first 9000: everything after is sent again.
+    h.core.handle_tap_sent(h.now, 9000);
+    h.drain(&[]);
+    h.event(sock, SockEvent::Readable);
+    let f = h.take_frames();
+    assert!(!f.is_empty());
+    assert_eq!(f[0].seq, our.wrapping_add(9000 * 48));
+    assert_eq!(f[0].payload, h.sock(sock).rx[9000 * 48..9001 * 48].to_vec());
+}
