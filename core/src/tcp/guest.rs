@@ -276,7 +276,7 @@ impl Core {
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
-        let span_start = self.spans.len();
+        let mut span_start = self.spans.len();
         let batch_no = self.tcp.batches;
         let Some(c) = self.tc(id) else { return 0 };
         // A Send of an earlier batch was carried out before this batch (call
@@ -285,11 +285,27 @@ impl Core {
             c.send_pending = 0;
             c.fin_pending = false;
         }
-        // A Send of this batch is still queued (the flow's segments were
-        // split into two groups): its result is unknown, so data after it
-        // cannot be sent yet. Such data is left for the guest to retransmit.
-        let busy = c.send_pending > 0 || c.fin_pending;
+        let (sock, pending, fin_pending) = (c.sock, c.send_pending, c.fin_pending);
         let mut expected = c.seq_from_tap;
+        // A Send of this batch is still queued (the flow's segments were
+        // split into two groups): it is not carried out yet, so this group's
+        // data joins it (its spans move to the end of the list, the new ones
+        // follow). Only if that is impossible (no room in the span list, or
+        // the guest's FIN came already) is the data left for the guest to
+        // retransmit: a second Send after one whose result is unknown could
+        // write past a partial write.
+        let requeue = pending > 0 && !fin_pending && {
+            match self.tcp_requeue_send(sock) {
+                Some(start) => {
+                    span_start = start;
+                    expected = expected.wrapping_add(pending);
+                    true
+                }
+                None => false,
+            }
+        };
+        let busy = (pending > 0 || fin_pending) && !requeue;
+        let Some(c) = self.tc(id) else { return 0 };
         let closed_in = c.tap_fin_rcvd || busy;
         let mut fin = false;
         let mut ack_now = false;
@@ -300,7 +316,7 @@ impl Core {
                 continue;
             };
             if s.has(RST) {
-                self.tcp_flush_send(id, span_start, fin);
+                self.tcp_flush_send(id, span_start, fin, requeue);
                 self.tcp_close(id, false);
                 return i + 1;
             }
@@ -368,7 +384,7 @@ impl Core {
             // With a Send pending, the ACK goes out after its result.
             ack_now = !busy;
         }
-        let sent = self.tcp_flush_send(id, span_start, fin);
+        let sent = self.tcp_flush_send(id, span_start, fin, requeue);
         if !sent {
             if fin {
                 self.tcp_guest_fin(now, id);
@@ -399,8 +415,32 @@ impl Core {
         pkts.len()
     }
 
-    /// Queues the `Send` for spans collected since `span_start`, if any.
-    pub(super) fn tcp_flush_send(&mut self, id: FlowId, span_start: usize, fin: bool) -> bool {
+    /// Copies the spans of the queued `Send` on `sock` to the end of the span
+    /// list, so that more can follow them. Returns where they now start.
+    fn tcp_requeue_send(&mut self, sock: SockId) -> Option<usize> {
+        let list = self.actions.iter().rev().find_map(|a| match a {
+            Action::Send { sock: s, spans } if *s == sock => Some(*spans),
+            _ => None,
+        })?;
+        let (from, count) = (list.start as usize, list.count as usize);
+        let start = self.spans.len();
+        let end = from.checked_add(count)?;
+        if end > start || start.checked_add(count)? > self.spans.capacity() {
+            return None;
+        }
+        self.spans.extend_from_within(from..end);
+        Some(start)
+    }
+
+    /// Queues the `Send` for spans collected since `span_start`, if any
+    /// (`requeue`: updates the queued `Send` of the flow to them instead).
+    pub(super) fn tcp_flush_send(
+        &mut self,
+        id: FlowId,
+        span_start: usize,
+        fin: bool,
+        requeue: bool,
+    ) -> bool {
         let count = self.spans.len().saturating_sub(span_start);
         if count == 0 {
             return false;
@@ -418,13 +458,21 @@ impl Core {
         c.fin_pending = fin;
         c.send_batch = batch_no;
         let sock = c.sock;
-        self.act(Action::Send {
-            sock,
-            spans: crate::action::SpanList {
-                start: span_start as u32,
-                count: count as u32,
-            },
-        });
+        let list = crate::action::SpanList {
+            start: span_start as u32,
+            count: count as u32,
+        };
+        if requeue {
+            let queued = self.actions.iter_mut().rev().find_map(|a| match a {
+                Action::Send { sock: s, spans } if *s == sock => Some(spans),
+                _ => None,
+            });
+            if let Some(spans) = queued {
+                *spans = list;
+                return true;
+            }
+        }
+        self.act(Action::Send { sock, spans: list });
         true
     }
 
