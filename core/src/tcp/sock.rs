@@ -1,6 +1,7 @@
 //! The socket side: listeners, socket events, peeked data for the guest.
 
 use super::*;
+use std::collections::BTreeMap;
 
 impl Core {
     /// A batch of guest frames begins.
@@ -38,7 +39,7 @@ impl Core {
         }
         self.tcp.listeners.reserve_exact(all.len());
         for f in all {
-            self.tcp_listener_add(f);
+            self.tcp_listener_add(f, None);
         }
     }
 
@@ -49,50 +50,48 @@ impl Core {
     /// first if that did not happen yet; the list replaces them too.
     pub(crate) fn tcp_set_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
         self.tcp_start(now);
-        let same = |a: &TcpForward, b: &TcpForward| a.addr == b.addr && a.port == b.port;
+        // Address and port → target port, first listing wins.
+        // (A BTreeMap: no hasher seeded from OS randomness in the core.)
+        let mut wanted: BTreeMap<(Option<IpAddr>, u16), u16> = BTreeMap::new();
+        for f in forwards {
+            wanted.entry((f.addr, f.port)).or_insert(f.target_port);
+        }
+        let mut free = Vec::new();
         for i in 0..self.tcp.listeners.len() {
-            let Some(l) = self.tcp.listeners.get(i).copied() else {
+            let Some(l) = self.tcp.listeners.get_mut(i) else {
                 break;
             };
             if l.state == ListenerState::Free {
+                free.push(i);
                 continue;
             }
-            match forwards.iter().find(|f| same(f, &l.fwd)) {
-                Some(f) => {
-                    if let Some(l) = self.tcp.listeners.get_mut(i) {
-                        l.fwd.target_port = f.target_port;
-                    }
-                }
-                None => {
-                    if l.state == ListenerState::Open {
-                        self.act(Action::Close {
-                            sock: SockId(LISTENER_BIT | i as u32),
-                        });
-                        self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
-                    }
-                    if let Some(l) = self.tcp.listeners.get_mut(i) {
-                        l.state = ListenerState::Free;
-                    }
-                }
+            if let Some(target) = wanted.remove(&(l.fwd.addr, l.fwd.port)) {
+                l.fwd.target_port = target;
+                continue;
+            }
+            let was_open = l.state == ListenerState::Open;
+            l.state = ListenerState::Free;
+            free.push(i);
+            if was_open {
+                self.act(Action::Close {
+                    sock: SockId(LISTENER_BIT | i as u32),
+                });
+                self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
             }
         }
-        for (n, f) in forwards.iter().enumerate() {
-            let listed_before = forwards
-                .get(..n)
-                .is_some_and(|p| p.iter().any(|g| same(g, f)));
-            let have = self
-                .tcp
-                .listeners
-                .iter()
-                .any(|l| l.state != ListenerState::Free && same(&l.fwd, f));
-            if !listed_before && !have {
-                self.tcp_listener_add(*f);
+        // Lowest free slots first.
+        free.reverse();
+        for f in forwards {
+            if let Some(target_port) = wanted.remove(&(f.addr, f.port)) {
+                let f = TcpForward { target_port, ..*f };
+                self.tcp_listener_add(f, free.pop());
             }
         }
     }
 
-    /// Takes a free listener slot for `f` and opens its socket.
-    fn tcp_listener_add(&mut self, f: TcpForward) {
+    /// Puts `f` in listener slot `slot` (a free one; `None`: a new one) and
+    /// opens its socket.
+    fn tcp_listener_add(&mut self, f: TcpForward, slot: Option<usize>) {
         let bind = match f.addr {
             None if self.cfg.ip6.is_some() => {
                 Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
@@ -114,16 +113,9 @@ impl Core {
             (Some(_), true) => ListenerState::Open,
         };
         let l = Listener { fwd: f, state };
-        let idx = match self
-            .tcp
-            .listeners
-            .iter()
-            .position(|l| l.state == ListenerState::Free)
-        {
-            Some(i) => {
-                if let Some(slot) = self.tcp.listeners.get_mut(i) {
-                    *slot = l;
-                }
+        let idx = match slot.and_then(|i| self.tcp.listeners.get_mut(i).map(|s| (i, s))) {
+            Some((i, s)) => {
+                *s = l;
                 i
             }
             None => {
