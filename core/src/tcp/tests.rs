@@ -2536,3 +2536,35 @@ fn tap_sent_rewinds_past_thousands_of_frames() {
     assert_eq!(f[0].seq, our.wrapping_add(9000 * 48));
     assert_eq!(f[0].payload, h.sock(sock).rx[9000 * 48..9001 * 48].to_vec());
 }
+
+#[test]
+fn tcp_forwards_many_ports_reuse_slots() {
+    let fwd = |port: u16| TcpForward {
+        addr: None,
+        port,
+        target_port: port,
+    };
+    let mut h = H::new(capture_config());
+    let a: Vec<TcpForward> = (1000..6000).map(fwd).collect();
+    h.core.set_tcp_forwards(h.now, &a);
+    for _ in 0..3 {
+        h.drain(&[]); // at most 10 000 actions each
+    }
+    let (b, c) = binds_and_closes(&mut h);
+    assert_eq!((b.len(), c.len()), (5000, 0));
+    // Shift the range by 1000: 1000 closed, 1000 opened in the freed slots.
+    let b2: Vec<TcpForward> = (2000..7000).map(fwd).collect();
+    h.core.set_tcp_forwards(h.now, &b2);
+    for _ in 0..3 {
+        h.drain(&[]); // at most 10 000 actions each
+    }
+    let (b, c) = binds_and_closes(&mut h);
+    assert_eq!((b.len(), c.len()), (1000, 1000));
+    let mut closed: Vec<SockId> = c;
+    let mut reused: Vec<SockId> = b.iter().map(|(s, _)| *s).collect();
+    closed.sort_by_key(|s| s.0);
+    reused.sort_by_key(|s| s.0);
+    assert_eq!(closed, reused, "freed listener slots are taken again");
+    assert!(b.iter().all(|(_, a)| (6000..7000).contains(&a.port())));
+    assert_eq!(h.core.socket_count(), 5000);
+}
