@@ -210,10 +210,13 @@ impl Core {
                         c.t_retx = None;
                         c.wnd_from_tap = (u32::from(s.win) << c.ws_from_tap).min(MAX_WINDOW);
                         c.wnd_raw_from_tap = s.win;
+                        let early = c.readable_early;
                         self.tcp_interest(id);
                         // Data the host sent during the handshake (a
                         // server that speaks first) goes out at once.
-                        self.tcp_try_peek(now, id, false);
+                        if early {
+                            self.tcp_try_peek(now, id, false);
+                        }
                         break;
                     }
                     self.counters.drop(DropReason::TcpBadSegment);

@@ -153,6 +153,8 @@ pub(crate) struct TcpConn {
     /// payload), so the window stays closed until EPOLLOUT or the next
     /// poll of a closed window.
     sock_full: bool,
+    /// The socket was reported readable before the handshake completed.
+    readable_early: bool,
     /// A `Peek` is queued and not answered yet.
     peek_pending: bool,
     /// Bytes asked for by the pending `Peek`.

@@ -446,6 +446,8 @@ impl Core {
             SockEvent::Readable => {
                 if phase == Phase::Established {
                     self.tcp_try_peek(now, id, false);
+                } else {
+                    c.readable_early = true;
                 }
             }
             SockEvent::Writable => {
