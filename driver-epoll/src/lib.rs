@@ -244,6 +244,7 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
         ),
         None => (None, None, None),
     };
+    s.core.peek_offset = socks::probe_peek_offset();
     let core = Core::new(s.core);
     let mut rt = Runtime::new(
         core,
