@@ -727,7 +727,7 @@ fn zero_window_slow_reader() {
     impl Read for Slow {
         fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
             self.1 += 1;
-            if self.1 % 64 == 0 {
+            if self.1.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_millis(2));
             }
             let n = b.len().min(8192);

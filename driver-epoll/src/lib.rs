@@ -15,7 +15,7 @@ mod netns;
 mod pcap;
 // The scanner of `-t auto`; wired into the event loop once the core can
 // change its listeners at run time.
-#[cfg_attr(not(test), allow(dead_code))]
+#[allow(dead_code)]
 mod portscan;
 mod qemu;
 pub mod resolv;
