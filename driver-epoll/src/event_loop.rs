@@ -351,6 +351,8 @@ struct Io {
     events: Vec<SockEvent>,
     /// While starting: listeners whose bind failed (address, error).
     startup_failures: Option<Vec<(std::net::SocketAddr, passt_core::Errno)>>,
+    /// Length and peer of each datagram of the last `Recv`.
+    dgram_got: Vec<(usize, std::net::SocketAddr)>,
 }
 
 /// The event loop of one passt or pasta instance.
@@ -437,6 +439,7 @@ impl Runtime {
                 discard: Vec::new(),
                 events: Vec::with_capacity(8),
                 startup_failures: None,
+                dgram_got: Vec::with_capacity(crate::dgram::MAX_BATCH),
             },
             rx: RxBuf::new(RX_BYTES),
             signals,
@@ -459,12 +462,15 @@ impl Runtime {
         self.io.startup_failures = Some(Vec::new());
         self.io.drain(t, &[]);
         let failed = self.io.startup_failures.take().unwrap_or_default();
-        if self.io.core.config().fwd.tcp_in.mode() == passt_core::fwd::FwdMode::Spec
-            || !self.io.core.config().tcp_forwards.is_empty()
+        let cfg = self.io.core.config();
+        let spec = passt_core::fwd::FwdMode::Spec;
+        if cfg.fwd.tcp_in.mode() == spec
+            || cfg.fwd.udp_in.mode() == spec
+            || !cfg.tcp_forwards.is_empty()
         {
             if let Some((addr, e)) = failed.first() {
                 log::error!(
-                    "Failed to bind TCP port {} ({}): {}",
+                    "Failed to bind port {} ({}): {}",
                     addr.port(),
                     addr.ip(),
                     std::io::Error::from_raw_os_error(e.0)
@@ -799,6 +805,9 @@ impl Io {
         {
             return self.peek(now, sock, skip, len, usize::from(mss), usize::from(room));
         }
+        if let Action::Recv { sock, max, room } = action {
+            return self.recv(now, sock, usize::from(max), usize::from(room));
+        }
         let spans: Vec<IoSlice<'_>> = match action {
             Action::Send { spans, .. } | Action::SendDatagrams { spans, .. } => self
                 .core
@@ -862,6 +871,64 @@ impl Io {
         let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
         drop(slots);
         self.arena.commit_slots(&lens);
+    }
+}
+
+impl Io {
+    /// Carries out `Action::Recv`: one `recvmmsg` into the payload areas of
+    /// free transmit slots; the core writes the headers in front.
+    fn recv(&mut self, now: Instant, sock: SockId, max: usize, room: usize) {
+        self.pull_frames(now);
+        let needed = max.clamp(1, self.arena.slots());
+        if self.arena.free() < needed && !self.arena.is_empty() {
+            let _ = self.flush(now);
+        }
+        let k = needed.min(self.arena.free());
+        let mut slots = self.arena.tx_slots(k);
+        let got = match self.socks.get(sock) {
+            None => Err(passt_core::Errno::EBADF),
+            Some(e) => {
+                let mut bufs: Vec<&mut [u8]> = slots.iter_mut().map(|s| &mut *s.buf).collect();
+                crate::dgram::recv_datagrams(e.fd.as_fd(), &mut bufs, room, &mut self.dgram_got)
+            }
+        };
+        let err = match got {
+            Ok(_) => None,
+            Err(e) if e == passt_core::Errno::EAGAIN || e == passt_core::Errno::EINTR => None,
+            Err(e) => Some(e),
+        };
+        let n = if err.is_none() {
+            self.dgram_got.len().min(slots.len())
+        } else {
+            0
+        };
+        let mut lens: Vec<usize> = vec![0; n];
+        {
+            let mut dg: Vec<passt_core::RxDatagram<'_>> = slots
+                .iter_mut()
+                .zip(&self.dgram_got)
+                .take(n)
+                .map(|(s, &(len, peer))| passt_core::RxDatagram::new(&mut *s.buf, len, peer))
+                .collect();
+            self.core.handle_datagrams(now, sock, &mut dg);
+            for (d, l) in dg.iter_mut().zip(lens.iter_mut()) {
+                if d.frame_len == 0 {
+                    continue;
+                }
+                // Frames start at the slot's beginning, except IPv4 ones
+                // from a dual-stack listener: move those (rare) down.
+                let (start, len) = (d.frame_start, d.frame_len);
+                if start > 0 && start.checked_add(len).is_some_and(|e| e <= d.buf.len()) {
+                    d.buf.copy_within(start..start + len, 0);
+                }
+                *l = len;
+            }
+        }
+        drop(slots);
+        self.arena.commit_slots(&lens);
+        if let Some(e) = err {
+            self.core.handle_sock_event(now, sock, SockEvent::Error(e));
+        }
     }
 }
 
