@@ -55,6 +55,8 @@ pub(crate) struct SockEntry {
     interest: Option<Interest>,
     /// Whether the fd is in the epoll set.
     registered: bool,
+    /// The mask it is registered with.
+    mask: EpollFlags,
     /// A non-blocking connect is under way.
     connecting: bool,
     /// A UDP or ping socket: errors wait in its error queue (IP_RECVERR).
@@ -108,6 +110,7 @@ impl SockTable {
                 fd,
                 interest: None,
                 registered: false,
+                mask: EpollFlags::empty(),
                 connecting: false,
                 dgram: false,
             },
@@ -368,6 +371,13 @@ fn sync_epoll(epoll: &Epoll, sock: SockId, e: &mut SockEntry) -> Result<(), Errn
     if e.connecting {
         flags |= EpollFlags::EPOLLOUT;
     }
+    // The core switches interest often (every send or peek may do so); a
+    // level-triggered mask that is already in place needs no system call.
+    // An edge-triggered one is set again: EPOLL_CTL_MOD re-arms the edge,
+    // which the core may count on.
+    if e.registered && e.mask == flags && !flags.contains(EpollFlags::EPOLLET) {
+        return Ok(());
+    }
     let mut ev = EpollEvent::new(flags, crate::event_loop::token(TAG_SOCK, sock.0));
     let r = if e.registered {
         epoll.modify(e.fd.as_fd(), &mut ev)
@@ -376,6 +386,7 @@ fn sync_epoll(epoll: &Epoll, sock: SockId, e: &mut SockEntry) -> Result<(), Errn
     };
     r.map_err(errno)?;
     e.registered = true;
+    e.mask = flags;
     Ok(())
 }
 
