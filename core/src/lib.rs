@@ -91,6 +91,8 @@ mod tap;
 mod time;
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod testutil;
 mod wire;
 

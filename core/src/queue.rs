@@ -24,6 +24,7 @@ impl FrameQueue {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.recs.len()
     }

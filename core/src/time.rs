@@ -31,7 +31,7 @@ impl Instant {
     }
 
     /// `self + d`, saturating at the end of time.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn saturating_add(self, d: Duration) -> Self {
         let d = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Instant(self.0.saturating_add(d))
     }
@@ -39,6 +39,15 @@ impl Instant {
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl core::ops::Add<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturating, like [`Instant::saturating_add`].
+    fn add(self, d: Duration) -> Instant {
+        self.saturating_add(d)
     }
 }
 
@@ -69,7 +78,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Instant::from_nanos(u64::MAX - 1);
-        assert_eq!(t.add(Duration::from_secs(1)).as_nanos(), u64::MAX);
+        assert_eq!(
+            t.saturating_add(Duration::from_secs(1)).as_nanos(),
+            u64::MAX
+        );
         assert_eq!(Instant::ZERO.since(t), Duration::ZERO);
         assert_eq!(
             Instant::from_millis(1500).since(Instant::from_millis(500)),

@@ -1,0 +1,135 @@
+//! Tests of the engine's intake: batches, learning, drops, grouping, queue limits.
+
+use crate::testutil::{capture_config, exchange, GUEST_MAC};
+use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP, PROTO_UDP};
+use crate::{Config, Core, DropReason, FrameBatch, FrameRef, Instant, Mac};
+use core::net::{IpAddr, Ipv4Addr};
+
+fn seg(proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 256 + payload.len()];
+    let off = l4_offset(src.is_ipv6());
+    b[off..off + 2].copy_from_slice(&sport.to_be_bytes());
+    b[off + 2..off + 4].copy_from_slice(&dport.to_be_bytes());
+    let hlen = if proto == PROTO_TCP {
+        b[off + 12] = 0x50;
+        20
+    } else {
+        b[off + 4..off + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        8
+    };
+    b[off + hlen..off + hlen + payload.len()].copy_from_slice(payload);
+    let n = finish_ip_frame(
+        &mut b,
+        Mac::OUR_DEFAULT,
+        GUEST_MAC,
+        src,
+        dst,
+        proto,
+        hlen + payload.len(),
+    )
+    .unwrap();
+    b.truncate(n);
+    b
+}
+
+fn v4(d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 77, 0, d))
+}
+
+#[test]
+fn segments_are_grouped_per_flow() {
+    let mut core = Core::new(capture_config());
+    let a1 = seg(PROTO_TCP, v4(2), v4(9), 1000, 80, b"a");
+    let b1 = seg(PROTO_UDP, v4(2), v4(9), 1000, 80, b"b");
+    let a2 = seg(PROTO_TCP, v4(2), v4(9), 1000, 80, b"c");
+    let c1 = seg(PROTO_TCP, v4(2), v4(9), 1001, 80, b"d");
+    exchange(&mut core, Instant::ZERO, &[&a1, &b1, &a2, &c1]);
+    let c = core.counters();
+    assert_eq!(c.frames_in, 4);
+    assert_eq!(c.l4_segments, 4);
+    // TCP 1000, UDP 1000 and TCP 1001 are three flows.
+    assert_eq!(c.l4_sequences, 3);
+}
+
+#[test]
+fn guest_mac_and_addresses_are_learnt() {
+    let mut cfg = capture_config();
+    cfg.features.udp = false;
+    let mut core = Core::new(cfg);
+    assert_eq!(core.guest().mac, Mac::BROADCAST);
+    assert!(!core.guest().seen);
+    let f = seg(PROTO_UDP, v4(5), v4(9), 1, 2, b"");
+    exchange(&mut core, Instant::ZERO, &[&f]);
+    assert_eq!(core.guest().mac, GUEST_MAC);
+    assert_eq!(core.guest().ip4_seen, Some(Ipv4Addr::new(10, 77, 0, 5)));
+    assert!(core.guest().seen);
+    assert_eq!(core.counters().dropped(DropReason::ProtocolDisabled), 1);
+    let ll: IpAddr = "fe80::5".parse().unwrap();
+    let g: IpAddr = "fd77::5".parse().unwrap();
+    let f6 = seg(PROTO_UDP, ll, "fd77::9".parse().unwrap(), 1, 2, b"");
+    exchange(&mut core, Instant::ZERO, &[&f6]);
+    assert_eq!(core.guest().ip6_ll_seen, Some("fe80::5".parse().unwrap()));
+    assert_eq!(core.guest().ip6_seen.map(IpAddr::V6), Some(ll));
+    let f6 = seg(PROTO_UDP, g, "fd77::9".parse().unwrap(), 1, 2, b"");
+    exchange(&mut core, Instant::ZERO, &[&f6]);
+    assert_eq!(core.guest().ip6_seen.map(IpAddr::V6), Some(g));
+    core.handle_tap_reset(Instant::ZERO);
+    assert_eq!(core.guest().mac, Mac::BROADCAST);
+    assert!(!core.guest().seen);
+}
+
+#[test]
+fn disabled_families_and_bad_descriptors_are_counted() {
+    let cfg = Config {
+        ip6: None,
+        ..capture_config()
+    };
+    let mut core = Core::new(cfg);
+    let f6 = seg(
+        PROTO_UDP,
+        "fd77::2".parse().unwrap(),
+        "fd77::9".parse().unwrap(),
+        1,
+        2,
+        b"",
+    );
+    exchange(&mut core, Instant::ZERO, &[&f6]);
+    assert_eq!(core.counters().dropped(DropReason::Ipv6Disabled), 1);
+    let buf = [0u8; 20];
+    let refs = [
+        FrameRef {
+            offset: 10,
+            len: 20,
+        },
+        FrameRef { offset: 0, len: 5 },
+    ];
+    core.handle_tap_batch(Instant::ZERO, &FrameBatch::new(&buf, &refs));
+    assert_eq!(core.counters().dropped(DropReason::BadDescriptor), 1);
+    assert_eq!(core.counters().dropped(DropReason::EthTruncated), 1);
+    assert_eq!(core.counters().frames_in, 3);
+}
+
+#[test]
+fn batch_limit_is_enforced() {
+    let mut cfg = capture_config();
+    cfg.limits.batch_frames = 2;
+    let mut core = Core::new(cfg);
+    let f = seg(PROTO_TCP, v4(2), v4(9), 1, 2, b"");
+    exchange(&mut core, Instant::ZERO, &[&f, &f, &f, &f]);
+    assert_eq!(core.counters().dropped(DropReason::BatchFull), 2);
+    assert_eq!(core.counters().l4_segments, 2);
+}
+
+#[test]
+fn spans_out_of_range_are_empty() {
+    let core = Core::new(capture_config());
+    assert!(core
+        .spans(crate::SpanList { start: 5, count: 3 })
+        .is_empty());
+    assert!(core
+        .spans(crate::SpanList {
+            start: u32::MAX,
+            count: u32::MAX
+        })
+        .is_empty());
+}
