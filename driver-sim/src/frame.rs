@@ -616,11 +616,7 @@ pub fn check_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
                 return Err(format!("bad L4 checksum (protocol {proto})"));
             }
         }
-        1 => {
-            if fold(sum16(l4, 0)) != 0xffff {
-                return Err("bad ICMP checksum".into());
-            }
-        }
+        1 if fold(sum16(l4, 0)) != 0xffff => return Err("bad ICMP checksum".into()),
         _ => {}
     }
     if proto == 17 {

@@ -1775,8 +1775,10 @@ mod tests {
 
     #[test]
     fn listeners_accept_and_emfile() {
-        let mut cfg = KernelConfig::default();
-        cfg.fd_limit = 2;
+        let cfg = KernelConfig {
+            fd_limit: 2,
+            ..Default::default()
+        };
         let mut k = Kernel::new(cfg);
         let l = SockId(1);
         k.open(l, SockKind::TcpListener, Family::V4, Netns::Host)

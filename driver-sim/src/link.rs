@@ -170,12 +170,12 @@ impl Link {
             corrupted = true;
             fate = Fate::Corrupted;
         }
-        let at = now.add(std::time::Duration::from_nanos(delay));
+        let at = now.saturating_add(std::time::Duration::from_nanos(delay));
         if self.rng.chance(p.dup) {
             self.stats.duplicated += 1;
             let extra = self.rng.below(p.jitter_ns.max(p.reorder_ns).max(1));
             self.push(
-                at.add(std::time::Duration::from_nanos(extra)),
+                at.saturating_add(std::time::Duration::from_nanos(extra)),
                 f.clone(),
                 corrupted,
             );

@@ -453,6 +453,7 @@ struct Runner<'a> {
     expect_seqs: SeqTracker,
     realized_sys: Vec<(Instant, String)>,
     drain_at_end: bool,
+    pending_inject: bool,
 }
 
 impl Runner<'_> {
@@ -510,7 +511,7 @@ impl Runner<'_> {
         let mut f = match first {
             "raw" => {
                 let hex: String = words[1..].concat();
-                if hex.len() % 2 != 0 {
+                if !hex.len().is_multiple_of(2) {
                     return Err("raw: odd number of hex digits".into());
                 }
                 (0..hex.len())
@@ -822,6 +823,7 @@ impl Runner<'_> {
                         .note("sim", format!("drain: {n} frames not checked"));
                 }
                 Some("drain-at-end") => self.drain_at_end = true,
+                Some("flush") => {}
                 Some("tolerance") => {
                     self.tolerance_ns = (num::<f64>(w.get(1), "tolerance")? * 1e3) as u64
                 }
@@ -913,7 +915,7 @@ impl Runner<'_> {
             .filter(|f| f.1.get(6..12) == Some(&mac[..]))
             .take(limit)
         {
-            let at = base.add(t.saturating_sub(t0));
+            let at = base.saturating_add(t.saturating_sub(t0));
             self.sim.run_until(at);
             self.sim.guest_send(f);
             n += 1;
@@ -1235,6 +1237,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         expect_seqs: SeqTracker::default(),
         realized_sys: Vec::new(),
         drain_at_end: false,
+        pending_inject: false,
     };
     let mut t = 0u64;
     for l in &body {
@@ -1247,8 +1250,14 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
             r.fail(l.no, "time goes backwards".into());
             continue;
         }
+        // Frames the guest sends at one instant reach the core as one batch:
+        // the clock runs only when something else comes.
+        let batching = matches!(l.ev, Ev::Inject(_)) && at == t && r.pending_inject;
         t = at;
-        r.sim.run_until(Instant::from_nanos(at));
+        if !batching {
+            r.sim.run_until(Instant::from_nanos(at));
+        }
+        r.pending_inject = matches!(l.ev, Ev::Inject(_));
         match &l.ev {
             Ev::Inject(spec) => match r.build_frame(spec) {
                 Ok(f) => {
@@ -1261,9 +1270,9 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
                             seg.flags & flags::SYN != 0,
                         );
                     }
+                    // Delivered when the clock next runs: guest frames sent at
+                    // the same instant reach the core as one batch.
                     r.sim.guest_send(&f);
-                    // Zero-delay links deliver at once.
-                    r.sim.run_until(Instant::from_nanos(at));
                 }
                 Err(e) => r.fail(l.no, e),
             },
@@ -1349,16 +1358,21 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// A fault-free scenario that replays what a run delivered.
+/// A fault-free scenario that replays what a run delivered, batch by batch.
 fn realize(
     sc: &Scenario,
-    delivered: &[(Instant, Vec<u8>)],
+    delivered: &[(Instant, u64, Vec<u8>)],
     sys: &[(Instant, String)],
     setup: &[Line],
 ) -> Scenario {
     let mut lines: Vec<Line> = setup.to_vec();
     let mut events: Vec<(Instant, usize, String)> = Vec::new();
-    for (i, (t, f)) in delivered.iter().enumerate() {
+    let mut last_batch = None;
+    for (i, (t, b, f)) in delivered.iter().enumerate() {
+        if last_batch.is_some_and(|l| l != *b) {
+            events.push((*t, i * 2, "`sim flush`".into()));
+        }
+        last_batch = Some(*b);
         events.push((*t, i * 2, format!("< raw {}", hex(f))));
     }
     for (i, (t, s)) in sys.iter().enumerate() {
@@ -1370,6 +1384,8 @@ fn realize(
         let text = format!("{}.{:06} {s}", us / 1_000_000, us % 1_000_000);
         let ev = if let Some(p) = s.strip_prefix("< ") {
             Ev::Inject(p.to_string())
+        } else if s.starts_with('`') {
+            Ev::Directive(vec!["flush".into()])
         } else {
             Ev::Sys(s.clone())
         };
@@ -1394,7 +1410,9 @@ pub fn shrink(sc: &Scenario, fails: &dyn Fn(&Scenario) -> bool) -> Scenario {
     let fixed: Vec<bool> = sc
         .lines
         .iter()
-        .map(|l| matches!(l.ev, Ev::Directive(_)))
+        .map(
+            |l| matches!(&l.ev, Ev::Directive(w) if w.first().map(String::as_str) != Some("flush")),
+        )
         .collect();
     let mut keep = vec![true; sc.lines.len()];
     let mut chunk = sc.lines.len().div_ceil(2).max(1);
@@ -1513,5 +1531,18 @@ mod tests {
         };
         let small = shrink(&sc, &fails);
         assert_eq!(small.len(), 2, "{}", small.to_text());
+    }
+}
+#[cfg(test)]
+mod shrink_flush_tests {
+    use super::*;
+    #[test]
+    fn flush_lines_go() {
+        let text =
+            "`sim config capture`\n0.1 `sim flush`\n0.1 `sim flush`\n0.1 < raw 00\n0.1 < raw 01\n";
+        let sc = Scenario::parse("s", Path::new("."), text).unwrap();
+        let fails = |s: &Scenario| s.to_text().matches("raw").count() == 2;
+        let small = shrink(&sc, &fails);
+        assert_eq!(small.len(), 3, "{}", small.to_text());
     }
 }
