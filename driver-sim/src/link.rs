@@ -122,6 +122,16 @@ pub struct LinkStats {
     pub too_big: u64,
 }
 
+impl fmt::Display for LinkStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sent={} lost={} dup={} reordered={} corrupted={} too_big={}",
+            self.sent, self.lost, self.duplicated, self.reordered, self.corrupted, self.too_big
+        )
+    }
+}
+
 impl Link {
     /// A link with `profile` whose random choices come from `rng`.
     pub fn new(profile: LinkProfile, rng: SimRng) -> Self {

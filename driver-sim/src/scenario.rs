@@ -1144,21 +1144,29 @@ fn parse_seq(s: &str) -> Result<(u32, u32, u32), String> {
     Ok((a, b, l))
 }
 
-/// Reads a pcap or pcapng file's Ethernet frames with their timestamps.
+/// Reads a classic pcap file's frames with their timestamps. Records are
+/// taken as stored (captures of offloaded traffic have records whose wire
+/// length exceeds the snapshot length).
 pub fn read_pcap(path: &Path) -> Result<Vec<(Duration, Vec<u8>)>, String> {
+    use pcap_file::TsResolution;
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut rest, parser) =
+        pcap_file::pcap::PcapParser::new(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let nanos = parser.header().ts_resolution == TsResolution::NanoSecond;
     let mut out = Vec::new();
-    match pcap_file::pcap::PcapParser::new(&data) {
-        Ok((mut rest, parser)) => {
-            while !rest.is_empty() {
-                let (r, p) = parser
-                    .next_packet(rest)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                out.push((p.timestamp, p.data.into_owned()));
-                rest = r;
-            }
-        }
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+    while !rest.is_empty() {
+        let (r, p) = parser
+            .next_raw_packet(rest)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let frac = if nanos {
+            u64::from(p.ts_frac)
+        } else {
+            u64::from(p.ts_frac) * 1000
+        };
+        let ts =
+            Duration::from_secs(u64::from(p.ts_sec)) + Duration::from_nanos(frac.min(999_999_999));
+        out.push((ts, p.data.into_owned()));
+        rest = r;
     }
     Ok(out)
 }

@@ -655,7 +655,7 @@ impl Sim {
                 self.checker.flows()
             ),
             format!(
-                "link: to_core {:?} to_guest {:?}",
+                "link: to_core {} / to_guest {}",
                 self.to_core.stats, self.to_guest.stats
             ),
         ]

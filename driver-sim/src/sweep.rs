@@ -256,4 +256,61 @@ mod tests {
         assert!(parse_seeds("x..3").is_err());
         assert_eq!(kind("1.0: ACK honesty: x: y"), "ACK honesty");
     }
+
+    const SERVICES: &str = "# services\n`sim config capture`\n\
+        0 < arp who-has 10.77.0.1\n\
+        +0.1 < dhcp discover xid 0x1234\n\
+        +0.1 < rs\n\
+        +0.1 < ns fd77::1\n\
+        +0.1 < dhcpv6 solicit\n";
+
+    /// A driver bug planted on purpose (the second descriptor of a batch one
+    /// byte short) is caught by the malformed-drop invariant once duplication
+    /// puts two frames into one batch, and the failure shrinks to a two-frame
+    /// scenario that fails without any faults, and passes without the bug.
+    #[test]
+    fn planted_bug_is_caught_and_shrunk() {
+        let sc = Scenario::parse("services", std::path::Path::new("."), SERVICES).unwrap();
+        let clean = sweep(&sc, 0..20, "dup", None).unwrap();
+        assert!(clean.failures.is_empty(), "{:?}", clean.failures);
+        let bug = Some(PlantedBug::TruncateSecondOfBatch);
+        let rep = sweep(&sc, 0..20, "dup", bug).unwrap();
+        assert!(!rep.failures.is_empty(), "the planted bug went unnoticed");
+        assert!(rep
+            .failures
+            .iter()
+            .all(|f| f.problems.iter().all(|p| p.contains("malformed drops"))));
+        let (seed, small, why) = rep.shrunk.expect("a shrunk case");
+        assert!(why.contains("malformed drops"), "{why}");
+        let text = small.to_text();
+        assert_eq!(text.matches("< raw").count(), 2, "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "# Shrunk from services seed {seed} with faults dup"
+            )),
+            "{text}"
+        );
+        // The shrunk file reproduces on its own, without faults.
+        let again = Scenario::parse("again", std::path::Path::new("."), &text).unwrap();
+        let with = RunOptions {
+            planted: bug,
+            lenient: true,
+            ..Default::default()
+        };
+        let r = run(&again, &with).unwrap();
+        assert!(
+            r.violations.iter().any(|v| v.contains("malformed drops")),
+            "{:?}",
+            r.violations
+        );
+        let r = run(
+            &again,
+            &RunOptions {
+                lenient: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+    }
 }
