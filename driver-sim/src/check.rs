@@ -297,10 +297,8 @@ impl Checker {
                     "resources: {name}: reset but the core's socket is still open"
                 ));
             }
-            if !f.tainted
-                && v.read_by_host as usize == v.from_core.len()
-                && f.core_acked as usize > v.from_core.len()
-            {
+            let fin = usize::from(f.guest_fin_at.is_some() && v.core_fin);
+            if !f.tainted && f.core_acked as usize > v.from_core.len() + fin {
                 bad.push(format!(
                     "ACK honesty: {name}: final ack beyond the host's bytes"
                 ));

@@ -419,7 +419,11 @@ impl Kernel {
 
     /// Connections with at least one open end.
     pub fn open_conns(&self) -> usize {
-        self.conns.iter().flatten().count()
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.ends.iter().any(Option::is_some))
+            .count()
     }
 
     /// The ids of the core's open sockets, in order.
