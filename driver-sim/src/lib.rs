@@ -1,6 +1,7 @@
 //! Deterministic simulator for passt-core.
 pub mod check;
 pub mod frame;
+pub mod guest;
 pub mod kernel;
 pub mod link;
 pub mod rng;

@@ -111,6 +111,8 @@ pub struct Sim {
     pub violations: Vec<String>,
     /// Counters.
     pub stats: SimStats,
+    /// Model guest TCP endpoints; frames for them do not reach the inbox.
+    pub guests: Vec<crate::guest::GuestTcp>,
     seqs: SeqTracker,
     checker: Checker,
     slots: Vec<Vec<u8>>,
@@ -156,6 +158,7 @@ impl Sim {
             delivered: Vec::new(),
             violations: Vec::new(),
             stats: SimStats::default(),
+            guests: Vec::new(),
             seqs: SeqTracker::default(),
             checker: Checker::default(),
             slots: Vec::new(),
@@ -210,6 +213,10 @@ impl Sim {
             self.to_guest.next_arrival(),
             self.core.poll_timeout(),
             self.kernel.next_deadline().map(Instant::from_nanos),
+            self.guests
+                .iter()
+                .filter_map(crate::guest::GuestTcp::deadline)
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -242,6 +249,11 @@ impl Sim {
         let now = self.now;
         let arrived = self.to_core.take_arrived(now);
         if !arrived.is_empty() {
+            for (f, corrupted) in &arrived {
+                if *corrupted {
+                    self.checker.on_corrupted(f);
+                }
+            }
             self.deliver_batch(arrived.into_iter().map(|f| f.0).collect());
         }
         let events = self.kernel.advance(now.as_nanos());
@@ -256,11 +268,27 @@ impl Sim {
             self.drain();
         }
         self.settle_now();
+        let mut replies = Vec::new();
         for (f, corrupted) in self.to_guest.take_arrived(now) {
             if corrupted {
                 self.note("link", "core> frame corrupted on the way to the guest");
             }
-            self.guest_inbox.push((now, f));
+            let seg = frame::parse_tcp(&f).filter(|_| frame::check_frame(&f, usize::MAX).is_ok());
+            match seg.and_then(|t| {
+                self.guests
+                    .iter()
+                    .position(|g| g.claims(&t))
+                    .map(|i| (i, t))
+            }) {
+                Some((i, t)) => self.guests[i].on_segment(now.as_nanos(), &t, &mut replies),
+                None => self.guest_inbox.push((now, f)),
+            }
+        }
+        for g in &mut self.guests {
+            g.on_timer(now.as_nanos(), &mut replies);
+        }
+        for f in replies {
+            self.guest_send(&f);
         }
     }
 
@@ -626,6 +654,21 @@ impl Sim {
 
     /// Runs the end-of-run checks and returns every violation of the run.
     pub fn finish(&mut self) -> Vec<String> {
+        let unfinished: Vec<String> = if self.checker.corrupted {
+            Vec::new()
+        } else {
+            self.guests
+                .iter()
+                .filter(|g| !g.done())
+                .map(ToString::to_string)
+                .collect()
+        };
+        for g in unfinished {
+            self.violation(format!("liveness: guest endpoint did not finish: {g}"));
+        }
+        for g in self.guests.clone() {
+            self.note("guest", g.to_string());
+        }
         for v in self.checker.finish(&self.kernel) {
             self.violation(v);
         }
