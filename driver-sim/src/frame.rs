@@ -463,6 +463,41 @@ fn render_tcp_options(opts: &[u8]) -> String {
     out.join(",")
 }
 
+/// Rewrites the acknowledgement number of a TCP segment in place (IPv4, or
+/// IPv6 without extension headers) and fixes its checksum. Returns whether it
+/// did.
+pub fn set_tcp_ack(frame: &mut [u8], ack: u32) -> bool {
+    let Some(t) = parse_tcp(frame) else {
+        return false;
+    };
+    let l4_off = match frame.get(12..14) {
+        Some([0x08, 0x00]) => 14 + usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4,
+        Some([0x86, 0xdd]) if frame.get(20) == Some(&6) => 54,
+        _ => return false,
+    };
+    let ip_end = match frame.get(12..14) {
+        Some([0x08, 0x00]) => {
+            14 + frame
+                .get(16..18)
+                .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        }
+        _ => {
+            54 + frame
+                .get(18..20)
+                .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        }
+    };
+    let Some(l4) = frame.get_mut(l4_off..ip_end) else {
+        return false;
+    };
+    if l4.len() < 20 {
+        return false;
+    }
+    l4[8..12].copy_from_slice(&ack.to_be_bytes());
+    fill_l4_checksum(t.src.ip(), t.dst.ip(), 6, l4, 16);
+    true
+}
+
 // --- parsing and checking ---------------------------------------------------
 
 /// A TCP segment, as seen by the checker and the timeline.
@@ -688,6 +723,11 @@ impl SeqTracker {
             *e = seq;
         }
         seq.wrapping_sub(*e)
+    }
+
+    /// The initial sequence number of direction `src → dst`, if seen.
+    pub fn isn(&self, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        self.isn.get(&(src, dst)).copied()
     }
 
     /// Acknowledgement number `ack` sent by `src` to `dst`, relative to the ISN
@@ -1048,6 +1088,44 @@ mod tests {
         assert!(check_frame(&f, 20).is_err());
         assert!(!well_formed(&f[..20]));
         assert!(summarize(&f[..10], &mut SeqTracker::default()).starts_with("malformed"));
+    }
+
+    #[test]
+    fn ack_rewrite_keeps_the_frame_valid() {
+        for (a, b) in [
+            ("10.77.0.2:40000", "10.77.0.1:80"),
+            ("[fd77::2]:40000", "[fd77::1]:80"),
+        ] {
+            let mut f = tcp_frame(
+                GUEST_MAC,
+                BROADCAST,
+                v4(a),
+                v4(b),
+                5,
+                7,
+                flags::ACK,
+                100,
+                &[],
+                b"data",
+            );
+            assert!(set_tcp_ack(&mut f, 0xdead_beef));
+            check_frame(&f, 65535).unwrap();
+            let t = parse_tcp(&f).unwrap();
+            assert_eq!(
+                (t.ack, t.seq, t.payload.as_slice()),
+                (0xdead_beef, 5, &b"data"[..])
+            );
+        }
+        let mut arp = arp_request(
+            GUEST_MAC,
+            Ipv4Addr::new(1, 2, 3, 4),
+            Ipv4Addr::new(1, 2, 3, 5),
+        );
+        assert!(!set_tcp_ack(&mut arp, 1));
+        let mut tr = SeqTracker::default();
+        tr.rel_seq(v4("1.1.1.1:1"), v4("2.2.2.2:2"), 77, true);
+        assert_eq!(tr.isn(v4("1.1.1.1:1"), v4("2.2.2.2:2")), Some(77));
+        assert_eq!(tr.isn(v4("2.2.2.2:2"), v4("1.1.1.1:1")), None);
     }
 
     #[test]

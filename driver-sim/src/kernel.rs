@@ -1429,6 +1429,47 @@ impl Kernel {
         Ok(())
     }
 
+    /// A peer model on the host connects to a listener of the core.
+    pub fn peer_connect(
+        &mut self,
+        addr: SocketAddr,
+        model: PeerModel,
+        netns: Netns,
+    ) -> Result<(), Errno> {
+        let family = if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let fd = self.app_socket(true, family);
+        let r = self.app_connect(fd, addr, netns);
+        let h = self.by_fd.remove(&fd).ok_or(Errno::EBADF)?;
+        if let Err(e) = r {
+            self.close_handle(h, false);
+            return Err(e);
+        }
+        let to_write = match model {
+            PeerModel::Source(n) | PeerModel::SpeaksFirst(n) => n,
+            _ => 0,
+        };
+        let idx = self.peers.len();
+        if let Some(s) = self.sock_mut(h) {
+            s.owner = Owner::Peer(idx);
+        }
+        self.peers.push(Peer {
+            model,
+            sock: h,
+            read: 0,
+            to_write,
+            echo: VecDeque::new(),
+            done: false,
+            next_tick: None,
+        });
+        self.notes
+            .push(format!("peer ({model}) connects to {addr}"));
+        Ok(())
+    }
+
     /// `write()` of `n` pattern bytes by the application.
     pub fn app_write(&mut self, fd: i32, n: usize) -> Result<usize, Errno> {
         let h = self.app_handle(fd)?;
@@ -1835,6 +1876,31 @@ mod tests {
         k.close(l).unwrap();
         k.close(SockId(4)).unwrap();
         assert_eq!(k.core_sockets(), 0);
+    }
+
+    #[test]
+    fn peer_connects_to_a_core_listener() {
+        let mut k = Kernel::new(KernelConfig::default());
+        let l = SockId(1);
+        k.open(l, SockKind::TcpListener, Family::V6, Netns::Host)
+            .unwrap();
+        k.bind(l, sa("[::]:8080"), true).unwrap();
+        k.listen(l, 128).unwrap();
+        assert_eq!(
+            k.peer_connect(sa("10.77.0.2:9"), PeerModel::Sink, Netns::Host),
+            Err(Errno::ECONNREFUSED)
+        );
+        k.peer_connect(sa("10.77.0.2:8080"), PeerModel::Source(5000), Netns::Host)
+            .unwrap();
+        assert_eq!(
+            k.app_sockets(),
+            0,
+            "the peer's socket is not the application's"
+        );
+        let (_, local) = k.accept(l, SockId(2)).unwrap();
+        assert_eq!(local, sa("10.77.0.2:8080"));
+        k.run_peers(0);
+        assert_eq!(k.peek(SockId(2), 0, 10_000).unwrap().len(), 5000);
     }
 
     #[test]

@@ -167,6 +167,16 @@ impl Sim {
         }
     }
 
+    /// The initial sequence number the core used towards `guest` from
+    /// `remote`, once its SYN or SYN-ACK was seen.
+    pub fn core_isn(
+        &self,
+        remote: std::net::SocketAddr,
+        guest: std::net::SocketAddr,
+    ) -> Option<u32> {
+        self.seqs.isn(remote, guest)
+    }
+
     /// Current virtual time.
     pub fn now(&self) -> Instant {
         self.now
@@ -301,24 +311,22 @@ impl Sim {
             if events.is_empty() {
                 return;
             }
-            let before = (
-                self.kernel.mutations,
-                self.stats.actions,
-                self.stats.frames_from_core,
-            );
+            // Progress: the kernel changed or a frame went out. Actions alone
+            // (a peek that finds nothing new) are not.
+            let before = (self.kernel.mutations, self.stats.frames_from_core);
+            let what: Vec<String> = events.iter().map(|(s, e)| format!("{s:?} {e:?}")).collect();
             for (sock, ev) in events {
                 self.core.handle_sock_event(self.now, sock, ev);
                 self.drain();
             }
             self.kernel.run_peers(self.now.as_nanos());
             self.kernel_notes();
-            let after = (
-                self.kernel.mutations,
-                self.stats.actions,
-                self.stats.frames_from_core,
-            );
+            let after = (self.kernel.mutations, self.stats.frames_from_core);
             if before == after {
+                // On real epoll, level-triggered readiness nobody acts on
+                // makes the event loop spin until something else happens.
                 self.stats.spins += 1;
+                self.note("spin", format!("no progress on {}", what.join(", ")));
                 return;
             }
         }
