@@ -10,7 +10,7 @@ use core::fmt;
 use core::net::SocketAddr;
 
 /// A socket, named by the core.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct SockId(pub u32);
 
 impl fmt::Debug for SockId {

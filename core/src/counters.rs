@@ -63,6 +63,16 @@ reasons! {
         Loopback => "loopback",
         /// L4 header truncated or with inconsistent lengths.
         L4Truncated => "l4_truncated",
+        /// A TCP segment other than a SYN for no known connection.
+        TcpNoFlow => "tcp_no_flow",
+        /// A TCP segment with flags or numbers that make no sense in its state
+        /// (SYN+FIN, ACK of unsent data, unexpected handshake segment).
+        TcpBadSegment => "tcp_bad_segment",
+        /// A flow whose endpoints cannot be used (port 0, multicast,
+        /// broadcast or unspecified address, unmappable peer).
+        TcpBadEndpoint => "tcp_bad_endpoint",
+        /// A new flow refused because the flow table is full.
+        FlowTableFull => "flow_table_full",
         /// An IP protocol we do not translate (e.g. SCTP, IGMP).
         UnsupportedProtocol => "unsupported_protocol",
         /// The protocol is switched off (`--no-tcp`, `--no-udp`, `--no-icmp`).

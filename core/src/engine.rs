@@ -3,9 +3,11 @@
 use crate::action::{Action, Errno, SockEvent, SockId, Span, SpanList, TxSlot};
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
+use crate::flow::FlowTable;
 use crate::queue::FrameQueue;
 use crate::rng::Rng;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
+use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
 use crate::wire::headers::{
     finish_ip_frame, finish_udp_frame, l4_offset, ETH_HLEN, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -45,6 +47,10 @@ pub struct Core {
     grouper: Grouper,
     /// Next unsolicited router advertisement.
     pub(crate) ra_next: Option<Instant>,
+    /// Translated flows (TCP connections).
+    pub(crate) flows: FlowTable,
+    /// TCP state outside the flow table (listeners, timers, transmit log).
+    pub(crate) tcp: TcpState,
 }
 
 /// Largest control frame the core builds (DHCPv6 replies with long search lists
@@ -70,6 +76,8 @@ impl Core {
             spans: Vec::with_capacity(limits.batch_frames),
             grouper: Grouper::new(limits.batch_frames),
             ra_next: None,
+            flows: FlowTable::new(limits.flows, &cfg.secret),
+            tcp: TcpState::new(&cfg),
             cfg,
         }
     }
@@ -89,6 +97,29 @@ impl Core {
         &self.guest
     }
 
+    /// Flows in the flow table.
+    pub fn flow_count(&self) -> usize {
+        self.flows.count()
+    }
+
+    /// Sockets the core believes the driver holds for it (connections and
+    /// listeners): opened or accepted, and neither closed nor failed.
+    pub fn socket_count(&self) -> usize {
+        self.tcp.open_socks
+    }
+
+    /// What TCP translation did.
+    pub fn tcp_stats(&self) -> &TcpStats {
+        &self.tcp.stats
+    }
+
+    /// Queues the start-up actions (opening the configured TCP listeners).
+    /// Call it once before the first `poll_action`; otherwise it happens on
+    /// the first input. Calling it again does nothing.
+    pub fn start(&mut self, now: Instant) {
+        self.tcp_start(now);
+    }
+
     // --- inputs -------------------------------------------------------------
 
     /// Handles a batch of frames from the guest.
@@ -99,6 +130,7 @@ impl Core {
     /// [`Self::poll_action`] and [`Self::poll_frame`] before reusing the batch
     /// buffer.
     pub fn handle_tap_batch(&mut self, now: Instant, batch: &FrameBatch<'_>) {
+        self.tcp_batch_begin(now);
         self.spans.clear();
         for i in 0..batch.len() {
             self.counters.frames_in += 1;
@@ -121,8 +153,10 @@ impl Core {
 
     /// Handles readiness of, or a result from, socket `sock`.
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
-        // No transport is translated yet: no socket exists that could report.
-        let _ = (now, sock, event);
+        self.tcp_start(now);
+        if !self.tcp_sock_event(now, sock, event) {
+            log::debug!("event {event:?} for unknown {sock:?}");
+        }
     }
 
     /// Completes an [`Action::Peek`]: `result` is the number of bytes peeked
@@ -139,12 +173,7 @@ impl Core {
         result: Result<usize, Errno>,
         slots: &mut [TxSlot<'_>],
     ) -> usize {
-        // TCP plugs in here; without it no Peek is ever asked for.
-        let _ = (now, sock, result);
-        for s in slots.iter_mut() {
-            s.frame_len = 0;
-        }
-        0
+        self.tcp_peeked(now, sock, result, slots)
     }
 
     /// Reports that of the frames handed out since the previous call (from
@@ -152,12 +181,14 @@ impl Core {
     /// `accepted` reached the guest link; the core rewinds the flows of the rest
     /// so their data is sent again.
     pub fn handle_tap_sent(&mut self, now: Instant, accepted: usize) {
-        let _ = (now, accepted);
+        self.tcp_tap_sent(now, accepted);
     }
 
     /// Runs timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tcp_start(now);
         self.ndp_timer(now);
+        self.tcp_timeout(now);
     }
 
     /// The guest link went away (passt: qemu disconnected). Forgets the guest's
@@ -170,6 +201,7 @@ impl Core {
         self.ra_next = None;
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
+        self.tcp_tap_reset();
     }
 
     // --- outputs ------------------------------------------------------------
@@ -199,7 +231,7 @@ impl Core {
     /// When [`Self::handle_timeout`] should be called next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.ra_next, None)
+        earliest(self.ra_next, self.tcp_poll_timeout())
     }
 
     /// The spans of a `Send`/`SendDatagrams` action, valid until the next input.
@@ -331,9 +363,12 @@ impl Core {
 
     /// One flow's segments from a batch, in order.
     fn l4_sequence(&mut self, now: Instant, batch: &FrameBatch<'_>, seq: &[L4Packet]) {
-        // TCP and UDP translation plug in here.
-        let _ = (now, batch);
         self.counters.l4_sequences += 1;
+        if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
+            return self.tcp_sequence(now, batch, seq);
+        }
+        // UDP translation plugs in here.
+        let _ = (now, batch);
         for _ in seq {
             self.counters.drop(DropReason::NotTranslated);
         }

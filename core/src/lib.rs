@@ -26,13 +26,18 @@
 //!
 //! ## Call order
 //!
-//! After **every** input the driver drains the outputs: it calls `poll_action`
+//! Right after building the core the driver calls [`Core::start`] (it queues
+//! the listeners of forwarded ports) and drains the outputs as below. After
+//! **every** input the driver drains the outputs: it calls `poll_action`
 //! until it returns `None`, carrying each action out at once and feeding its
 //! result back with `handle_sock_event` (which may queue more work), then
 //! `poll_frame` until `None`, and sends those frames to the guest. Only then may
 //! it reuse the batch buffer of the last `handle_tap_batch` (send actions point
 //! into it), and only then does it wait for events, at most until
-//! `poll_timeout`. Time passed in must never go backwards.
+//! `poll_timeout`. Time passed in must never go backwards. Before carrying out
+//! an [`Action::Peek`] the driver sends the frames already queued by
+//! `poll_frame`, so that the peeked frames follow them, and it reports with
+//! [`Core::handle_tap_sent`] how many of the frames handed out reached the guest.
 //!
 //! ```no_run
 //! use passt_core::{Config, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId};
@@ -43,6 +48,7 @@
 //! # fn send_to_guest(frame: &[u8]) {}
 //! # fn wait_for_events(deadline: Option<Instant>) -> Vec<(SockId, SockEvent)> { vec![] }
 //! let mut core = Core::new(Config::default());
+//! core.start(now());
 //! let mut rx = vec![0u8; 8 << 20];
 //! let mut refs = Vec::new();
 //! let mut tx = vec![0u8; 65536];
@@ -84,10 +90,14 @@ mod counters;
 mod dhcp;
 mod dhcpv6;
 mod engine;
+mod flow;
+pub mod fwd;
+mod nat;
 mod ndp;
 mod queue;
 mod rng;
 mod tap;
+mod tcp;
 mod time;
 
 #[cfg(test)]
@@ -101,10 +111,12 @@ pub use action::{
     SpanList, TcpInfo, TxSlot,
 };
 pub use config::{
-    Config, Features, Ip4Config, Ip6Config, Limits, DEFAULT_MTU, MAX_DNS, MAX_SEARCH, MIN_MTU,
+    Config, Features, Ip4Config, Ip6Config, Limits, TcpForward, DEFAULT_MTU, MAX_DNS, MAX_SEARCH,
+    MIN_MTU,
 };
 pub use counters::{Counters, DropReason, ReplyKind};
 pub use engine::{Core, GuestInfo};
 pub use tap::{FrameBatch, FrameRef};
+pub use tcp::TcpStats;
 pub use time::Instant;
 pub use wire::Mac;

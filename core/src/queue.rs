@@ -24,7 +24,7 @@ impl FrameQueue {
         }
     }
 
-    #[cfg(test)]
+    /// Frames queued (TCP numbers its frames for `handle_tap_sent`).
     pub(crate) fn len(&self) -> usize {
         self.recs.len()
     }

@@ -1,5 +1,10 @@
 //! The epoll driver of passt-rs: runs [`passt_core::Core`] over real sockets.
 
+pub mod cli;
+pub mod conf;
+pub mod netlink;
+pub mod resolv;
+
 /// Entry point shared by the `passt` and `pasta` binaries. The mode is chosen
 /// from the program name, as upstream does: a name containing "pasta" runs
 /// pasta, one containing "passt" runs passt.

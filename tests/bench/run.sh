@@ -30,15 +30,13 @@ done
 top=$(cd "$(dirname "$0")/../.." && pwd)
 ours=${PASTA_RS:-$top/target/release/pasta}
 work=$(mktemp -d /tmp/passt-bench.XXXXXX)
-chmod 755 "$work"
+chmod 1777 "$work"
 host=pbh$$
 pids=()
 
 cleanup() {
 	set +e
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	sleep 0.2
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+	kill_tree "${pids[@]}"
 	ip netns del "$host" 2>/dev/null
 	rm -rf "$work"
 }
@@ -59,49 +57,75 @@ setup_host() {
 	echo "nameserver 10.77.0.1" >"/etc/netns/$host/resolv.conf"
 }
 
-# CPU time (s) of a process and its children so far, from /proc.
+# A process and all its descendants, by PID.
+tree() {
+	local p c
+	for p in "$@"; do
+		echo "$p"
+		for c in $(pgrep -P "$p" 2>/dev/null); do tree "$c"; done
+	done
+}
+
+# CPU time (s) used so far by a process tree (wrappers included: they use none).
 cpu_of() {
-	local ticks
-	ticks=$(awk '{print $14+$15+$16+$17}' "/proc/$1/stat" 2>/dev/null || echo 0)
+	local ticks=0 p t
+	for p in $(tree "$1"); do
+		t=$(awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0)
+		ticks=$((ticks + t))
+	done
 	awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.3f", t/hz}'
 }
 
+kill_tree() {
+	local all
+	all=$(tree "$@")
+	# shellcheck disable=SC2086
+	kill $all 2>/dev/null || true
+	sleep 0.2
+	# shellcheck disable=SC2086
+	kill -9 $all 2>/dev/null || true
+}
+
 # A guest namespace: a sleeping holder process, in a user namespace owned by
-# nobody (so that Debian's pasta, running as nobody, may join it).
+# nobody (so that Debian's pasta, running as nobody, may join it). Sets G.
 new_guest() {
-	in_host runuser -u nobody -- unshare -rn sleep 3600 &
-	local p=$!
-	pids+=("$p")
-	local child=
-	for _ in $(seq 50); do
-		child=$(pgrep -P "$p" 2>/dev/null | head -1 || true)
-		[ -z "$child" ] && child=$p
-		[ -e "/proc/$child/ns/net" ] && [ "$(readlink "/proc/$child/ns/net")" != "$(readlink /proc/self/ns/net)" ] && break
-		sleep 0.1
+	rm -f "$work/guest.pid"
+	in_host runuser -u nobody -- unshare -rn sh -c "echo \$\$ > $work/guest.pid; exec sleep 3600" \
+		</dev/null >/dev/null 2>&1 &
+	pids+=("$!")
+	for _ in $(seq 100); do
+		[ -s "$work/guest.pid" ] && break
+		sleep 0.05
 	done
-	echo "$child"
+	G=$(cat "$work/guest.pid")
+	pids+=("$G")
 }
 
 in_guest() { local g=$1; shift; nsenter -t "$g" -U -n --preserve-credentials "$@"; }
 
-# start_translator NAME GUEST_PID MTU -> prints translator PID; guest ready.
+# start_translator NAME GUEST_PID MTU: sets P to the translator's PID, and
+# returns once the guest has a default route.
 start_translator() {
 	local name=$1 g=$2 mtu=$3
 	case $name in
 	ours)
-		in_host "$ours" -f -q --config-net -m "$mtu" -t 5301 -u none -T none -U none "$g" &
+		in_host "$ours" -f -q --config-net -m "$mtu" -t 5301 -u none -T none -U none "$g" \
+			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
 	debian)
 		in_host unshare -m sh -c "
-			mknod $work/tun c 10 200 && chmod 666 $work/tun && mount --bind $work/tun /dev/net/tun &&
-			exec runuser -u nobody -- /usr/bin/pasta -f -q --config-net -m $mtu -t 5301 -u none -T none -U none $g" &
+			{ [ -e $work/tun ] || mknod $work/tun c 10 200; } && chmod 666 $work/tun && mount --bind $work/tun /dev/net/tun &&
+			exec runuser -u nobody -- /usr/bin/pasta -f -q --config-net -m $mtu -t 5301 -u none -T none -U none $g" \
+			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
 	slirp)
-		in_host slirp4netns --configure --mtu="$mtu" --api-socket "$work/slirp.sock" "$g" tap0 >/dev/null &
+		rm -f "$work/slirp.sock"
+		in_host slirp4netns --configure --mtu="$mtu" --api-socket "$work/slirp.sock" "$g" tap0 \
+			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
 	esac
-	local p=$!
-	pids+=("$p")
+	P=$!
+	pids+=("$P")
 	for _ in $(seq 100); do
 		in_guest "$g" ip -4 route show default 2>/dev/null | grep -q . && break
 		sleep 0.1
@@ -111,7 +135,6 @@ start_translator() {
 		echo '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"0.0.0.0","host_port":5301,"guest_port":5301}}' |
 			in_host socat - "UNIX-CONNECT:$work/slirp.sock" >/dev/null
 	fi
-	echo "$p"
 }
 
 gateway_of() {
@@ -134,25 +157,27 @@ print("%.3f %d" % (r.get("bits_per_second",0)/1e9, r.get("bytes",0)))' "$1"
 results=()
 run_case() { # translator direction mtu
 	local t=$1 dir=$2 mtu=$3 g p out cpu0 cpu1 r
-	g=$(new_guest)
-	p=$(start_translator "$t" "$g" "$mtu")
+	new_guest
+	g=$G
+	start_translator "$t" "$g" "$mtu"
+	p=$P
 	out=$work/$t-$dir-$mtu.json
 	cpu0=$(cpu_of "$p")
 	if [ "$dir" = ns2host ]; then
-		in_host iperf3 -s -1 -B 127.0.0.1 -p 5201 >/dev/null 2>&1 &
+		in_host iperf3 -s -1 -B 127.0.0.1 -p 5201 </dev/null >/dev/null 2>&1 &
 		pids+=("$!")
 		sleep 0.3
 		timeout $((secs + 20)) nsenter -t "$g" -U -n --preserve-credentials \
 			iperf3 -c "$(gateway_of "$t")" -p 5201 -t "$secs" -J >"$out" 2>/dev/null || true
 	else
-		in_guest "$g" iperf3 -s -1 -p 5301 >/dev/null 2>&1 &
+		in_guest "$g" iperf3 -s -1 -p 5301 </dev/null >/dev/null 2>&1 &
 		pids+=("$!")
 		sleep 0.5
 		timeout $((secs + 20)) ip netns exec "$host" iperf3 -c 10.77.0.2 -p 5301 -t "$secs" -J >"$out" 2>/dev/null || true
 	fi
 	cpu1=$(cpu_of "$p")
-	kill "$p" 2>/dev/null || true
-	pkill -P "$p" 2>/dev/null || true
+	kill_tree "$p" "$g"
+	wait "$p" 2>/dev/null || true
 	read -r gbps bytes < <(parse_iperf "$out" 2>/dev/null || echo "0 0")
 	local cpu_gb
 	cpu_gb=$(awk -v c0="$cpu0" -v c1="$cpu1" -v b="$bytes" 'BEGIN{ if (b>0) printf "%.2f", (c1-c0)/(b/1e9); else print "-" }')

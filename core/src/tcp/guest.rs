@@ -1,0 +1,610 @@
+//! The guest side: segments from the guest, per flow and batch.
+
+use super::*;
+
+impl Core {
+    pub(super) fn tcp_parse(&mut self, batch: &FrameBatch<'_>, p: &L4Packet) -> Option<Seg> {
+        let start = p.l4_off as usize;
+        let l4 = start
+            .checked_add(p.l4_len as usize)
+            .and_then(|end| batch.buffer().get(start..end));
+        let s = l4.and_then(|l4| segment::parse(l4, p.l4_off));
+        if s.is_none() {
+            self.counters.drop(DropReason::L4Truncated);
+        }
+        s
+    }
+
+    /// One flow's TCP segments from a batch, in order.
+    pub(crate) fn tcp_sequence(&mut self, now: Instant, batch: &FrameBatch<'_>, pkts: &[L4Packet]) {
+        let mut rest = pkts;
+        // Each round consumes at least one segment.
+        while let Some(first) = rest.first() {
+            let used = match self.flows.lookup(&first.key) {
+                None => self.tcp_from_tap_new(now, batch, rest),
+                Some(id) => self.tcp_from_tap(now, id, batch, rest),
+            };
+            rest = rest.get(used.max(1)..).unwrap_or(&[]);
+        }
+    }
+
+    /// Segments for a 4-tuple without a connection: the first plain SYN opens
+    /// one; everything before it is dropped. Returns the segments used.
+    pub(super) fn tcp_from_tap_new(
+        &mut self,
+        now: Instant,
+        batch: &FrameBatch<'_>,
+        pkts: &[L4Packet],
+    ) -> usize {
+        for (i, p) in pkts.iter().enumerate() {
+            let Some(s) = self.tcp_parse(batch, p) else {
+                continue;
+            };
+            if !s.has(SYN) || s.has(ACK) {
+                self.counters.drop(DropReason::TcpNoFlow);
+                continue;
+            }
+            if s.has(RST) || s.has(FIN) {
+                self.counters.drop(DropReason::TcpBadSegment);
+                continue;
+            }
+            self.tcp_conn_from_tap(now, &p.key, &s);
+            return i + 1;
+        }
+        pkts.len()
+    }
+
+    /// A guest SYN: a new connection and a host socket connecting to the
+    /// mapped destination.
+    pub(super) fn tcp_conn_from_tap(&mut self, now: Instant, key: &FlowKey, s: &Seg) {
+        let Some(dst) = nat::from_tap(&self.cfg, PROTO_TCP, key.src, key.sport, key.dst, key.dport)
+        else {
+            return self.counters.drop(DropReason::TcpBadEndpoint);
+        };
+        let v6 = key.src.is_ipv6();
+        let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {
+            self.counters.drop(DropReason::FlowTableFull);
+            self.tcp_rst_no_flow(key, s);
+            return;
+        };
+        if !self.flows.insert_key(id, *key) {
+            self.flows.free(id);
+            return self.counters.drop(DropReason::TcpNoFlow);
+        }
+        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let sock = flow::sock_id(id, gen, 0);
+        let isn = self.tcp_isn(key, now);
+        let guest_mss = clamp_mss(s.mss, v6);
+        let mss_to_tap = self.tcp_mss_send(v6, guest_mss);
+        let local = dst.is_loopback()
+            || self.tcp.low_rtt.contains(&Some(dst))
+            || match dst {
+                IpAddr::V4(a) => self.cfg.ip4.as_ref().is_some_and(|c| c.addr == a),
+                IpAddr::V6(a) => self.cfg.ip6.as_ref().is_some_and(|c| c.addr == a),
+            };
+        let (ws_from_tap, ws_to_tap) = match s.ws {
+            Some(ws) => (ws.min(14), MAX_WS),
+            None => (0, 0),
+        };
+        if let Some(c) = self.tc(id) {
+            *c = TcpConn {
+                phase: Phase::Connecting,
+                sock,
+                sock_open: true,
+                isn,
+                seq_to_tap: isn,
+                seq_max_to_tap: isn,
+                seq_ack_from_tap: isn,
+                seq_from_tap: s.seq.wrapping_add(1),
+                seq_ack_to_tap: s.seq.wrapping_add(1),
+                wnd_from_tap: u32::from(s.win),
+                wnd_raw_from_tap: s.win,
+                ws_from_tap,
+                ws_to_tap,
+                mss_to_tap,
+                local,
+                host_addr: Some(dst),
+                t_phase: now,
+                t_active: now,
+                ..TcpConn::default()
+            };
+        }
+        self.tcp.stats.opened += 1;
+        self.tcp.open_socks += 1;
+        log::debug!(
+            "tcp flow {}: guest {}:{} -> {}:{} (host {dst})",
+            id.0,
+            key.src,
+            key.sport,
+            key.dst,
+            key.dport
+        );
+        self.act(Action::Open {
+            sock,
+            kind: SockKind::TcpStream,
+            family: family(dst),
+            netns: Netns::Host,
+        });
+        self.act(Action::SetOption {
+            sock,
+            opt: SockOpt::TcpMaxSeg(guest_mss),
+        });
+        if self.cfg.peek_offset {
+            self.act(Action::SetOption {
+                sock,
+                opt: SockOpt::PeekOffset(0),
+            });
+        }
+        self.tcp_interest(id);
+        self.act(Action::Connect {
+            sock,
+            addr: SocketAddr::new(dst, key.dport),
+        });
+        self.tcp_note_timer(id);
+    }
+
+    /// Segments for connection `id`. Returns how many were used: all of them
+    /// unless the connection ended on one (the rest may open a new one).
+    pub(super) fn tcp_from_tap(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        batch: &FrameBatch<'_>,
+        pkts: &[L4Packet],
+    ) -> usize {
+        let mut i = 0;
+        // Handshake segments first.
+        while let Some(p) = pkts.get(i) {
+            let Some(s) = self.tcp_parse(batch, p) else {
+                i += 1;
+                continue;
+            };
+            let Some(c) = self.tc(id) else { return i };
+            c.t_active = now;
+            if s.has(RST) {
+                self.tcp_close(id, false);
+                return i + 1;
+            }
+            match c.phase {
+                Phase::Established => break,
+                Phase::Connecting
+                | Phase::ConnectedInfo
+                | Phase::Accepting
+                | Phase::AcceptedInfo => {
+                    // Retransmitted SYNs while we connect; nothing else is valid.
+                    if !s.has(SYN) || s.has(ACK) {
+                        self.counters.drop(DropReason::TcpBadSegment);
+                    }
+                    i += 1;
+                }
+                Phase::SynAckSent => {
+                    if s.has(SYN) && !s.has(ACK) && s.seq.wrapping_add(1) == c.seq_from_tap {
+                        // Our SYN-ACK was lost: send it again.
+                        i += 1;
+                        self.tcp_send_flags(id, SYN | ACK);
+                        continue;
+                    }
+                    if s.has(ACK) && !s.has(SYN) && s.ack == c.isn.wrapping_add(1) {
+                        c.phase = Phase::Established;
+                        c.retrans = 0;
+                        c.wnd_from_tap = (u32::from(s.win) << c.ws_from_tap).min(MAX_WINDOW);
+                        c.wnd_raw_from_tap = s.win;
+                        self.tcp_interest(id);
+                        break;
+                    }
+                    self.counters.drop(DropReason::TcpBadSegment);
+                    self.tcp_close(id, true);
+                    return i + 1;
+                }
+                Phase::SynSent => {
+                    if s.has(SYN) && s.has(ACK) && s.ack == c.isn.wrapping_add(1) {
+                        let v6 = p.key.src.is_ipv6();
+                        c.seq_from_tap = s.seq.wrapping_add(1);
+                        c.seq_ack_from_tap = s.ack;
+                        c.seq_to_tap = s.ack;
+                        c.seq_max_to_tap = s.ack;
+                        match s.ws {
+                            Some(ws) => c.ws_from_tap = ws.min(14),
+                            None => {
+                                c.ws_from_tap = 0;
+                                c.ws_to_tap = 0;
+                            }
+                        }
+                        c.wnd_from_tap = u32::from(s.win);
+                        c.wnd_raw_from_tap = s.win;
+                        let guest_mss = clamp_mss(s.mss, v6);
+                        let mss = self.tcp_mss_send(v6, guest_mss);
+                        let Some(c) = self.tc(id) else { return i };
+                        c.mss_to_tap = mss;
+                        c.phase = Phase::Established;
+                        c.retrans = 0;
+                        c.t_retx = None;
+                        // Always ACK at once: the host side may wait for the
+                        // guest to speak first, or the guest for the host.
+                        self.tcp_send_flags(id, ACK);
+                        self.tcp_interest(id);
+                        self.tcp_try_peek(now, id, false);
+                        self.tcp_note_timer(id);
+                        i += 1;
+                        continue;
+                    }
+                    self.counters.drop(DropReason::TcpBadSegment);
+                    self.tcp_close(id, true);
+                    return i + 1;
+                }
+            }
+        }
+        if let Some(rest) = pkts.get(i..) {
+            if !rest.is_empty() {
+                return i + self.tcp_data_from_tap(now, id, batch, rest);
+            }
+        }
+        self.tcp_note_timer(id);
+        pkts.len()
+    }
+
+    /// Established connection: ACKs, window updates, data and FIN from the
+    /// guest. Returns the segments used.
+    pub(super) fn tcp_data_from_tap(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        batch: &FrameBatch<'_>,
+        pkts: &[L4Packet],
+    ) -> usize {
+        let span_start = self.spans.len();
+        let batch_no = self.tcp.batches;
+        let Some(c) = self.tc(id) else { return 0 };
+        // A Send of an earlier batch was carried out before this batch (call
+        // order): if its result never came, it cannot be trusted any more.
+        if c.send_batch != batch_no {
+            c.send_pending = 0;
+            c.fin_pending = false;
+        }
+        // A Send of this batch is still queued (the flow's segments were
+        // split into two groups): its result is unknown, so data after it
+        // cannot be sent yet. Such data is left for the guest to retransmit.
+        let busy = c.send_pending > 0 || c.fin_pending;
+        let mut expected = c.seq_from_tap;
+        let closed_in = c.tap_fin_rcvd || busy;
+        let mut fin = false;
+        let mut ack_now = false;
+        let mut gap = false;
+        let mut peek = false;
+        for (i, p) in pkts.iter().enumerate() {
+            let Some(s) = self.tcp_parse(batch, p) else {
+                continue;
+            };
+            if s.has(RST) {
+                self.tcp_flush_send(id, span_start, fin);
+                self.tcp_close(id, false);
+                return i + 1;
+            }
+            if s.has(SYN) {
+                // A SYN on an open connection: answer with a challenge ACK
+                // (RFC 5961 §4). A guest that lost the old connection resets
+                // it, and its next SYN opens a new one.
+                self.counters.drop(DropReason::TcpBadSegment);
+                ack_now = true;
+                continue;
+            }
+            if s.has(ACK) {
+                let pure = s.len == 0 && !s.has(FIN);
+                match self.tcp_ack_from_tap(now, id, &s, pure) {
+                    AckResult::Fine => {}
+                    AckResult::Progress => peek = true,
+                    AckResult::Reset => return i + 1,
+                }
+            }
+            if busy {
+                if s.len > 0 || s.has(FIN) {
+                    gap = true;
+                }
+                continue;
+            }
+            if closed_in || fin {
+                if s.len > 0 || s.has(FIN) {
+                    ack_now = true;
+                }
+                continue;
+            }
+            match self.tcp_take_data(&s, &mut expected, &mut fin) {
+                Take::Taken | Take::Nothing => {}
+                Take::Old => ack_now = true,
+                Take::Ahead => gap = true,
+            }
+        }
+        // Out-of-order segments: a few more passes may fill the gap.
+        let mut pass = 0;
+        while gap && !fin && !busy && pass < REORDER_PASSES {
+            pass += 1;
+            let mut progress = false;
+            gap = false;
+            for p in pkts {
+                let Some(s) = self.tcp_parse(batch, p) else {
+                    continue;
+                };
+                if s.has(SYN) || s.has(RST) || fin {
+                    continue;
+                }
+                match self.tcp_take_data(&s, &mut expected, &mut fin) {
+                    Take::Taken => progress = true,
+                    Take::Ahead => gap = true,
+                    Take::Old | Take::Nothing => {}
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        if gap {
+            if let Some(c) = self.tc(id) {
+                c.dup_ack_pending = true;
+            }
+            // With a Send pending, the ACK goes out after its result.
+            ack_now = !busy;
+        }
+        let sent = self.tcp_flush_send(id, span_start, fin);
+        if !sent {
+            if fin {
+                self.tcp_guest_fin(now, id);
+                ack_now = true;
+            }
+            if ack_now {
+                let small = self.tc_ref(id).is_some_and(|(_, c)| {
+                    c.wnd_to_tap < u32::from(c.mss_to_tap) && !c.tap_fin_rcvd
+                });
+                if let (true, Some(c)) = (small, self.tc(id)) {
+                    // Probing our closed window: answer with a fresh one.
+                    c.force_ack = true;
+                    let sock = c.sock;
+                    self.act(Action::QueryTcpInfo { sock });
+                } else {
+                    self.tcp_send_ack(id);
+                }
+            }
+        }
+        if peek {
+            self.tcp_try_peek(now, id, false);
+        }
+        if self.tcp_maybe_done(id) {
+            return pkts.len();
+        }
+        self.tcp_interest(id);
+        self.tcp_note_timer(id);
+        pkts.len()
+    }
+
+    /// Queues the `Send` for spans collected since `span_start`, if any.
+    pub(super) fn tcp_flush_send(&mut self, id: FlowId, span_start: usize, fin: bool) -> bool {
+        let count = self.spans.len().saturating_sub(span_start);
+        if count == 0 {
+            return false;
+        }
+        let total: u64 = self
+            .spans
+            .get(span_start..)
+            .unwrap_or(&[])
+            .iter()
+            .map(|s| u64::from(s.len))
+            .sum();
+        let batch_no = self.tcp.batches;
+        let Some(c) = self.tc(id) else { return false };
+        c.send_pending = total.min(u64::from(u32::MAX)) as u32;
+        c.fin_pending = fin;
+        c.send_batch = batch_no;
+        let sock = c.sock;
+        self.act(Action::Send {
+            sock,
+            spans: crate::action::SpanList {
+                start: span_start as u32,
+                count: count as u32,
+            },
+        });
+        true
+    }
+
+    /// Takes the in-order part of `s` (a span for the send), advancing
+    /// `expected`; notes an in-order FIN in `fin`.
+    pub(super) fn tcp_take_data(&mut self, s: &Seg, expected: &mut u32, fin: &mut bool) -> Take {
+        let end = s.seq.wrapping_add(s.len);
+        if s.len > 0 && seq::le(s.seq, *expected) && seq::gt(end, *expected) {
+            let skip = expected.wrapping_sub(s.seq);
+            let len = s.len - skip;
+            let Some(off) = s.payload_off.checked_add(skip) else {
+                return Take::Nothing;
+            };
+            if self.spans.len() >= self.spans.capacity() {
+                // Never grow the span list: the guest retransmits the rest.
+                return Take::Nothing;
+            }
+            self.spans.push(crate::action::Span { offset: off, len });
+            *expected = end;
+            if s.has(FIN) {
+                *fin = true;
+            }
+            return Take::Taken;
+        }
+        if s.has(FIN) && end == *expected {
+            *fin = true;
+            return Take::Taken;
+        }
+        if s.len == 0 && !s.has(FIN) {
+            // Pure ACK, or a keep-alive probe (one before the next byte): answer those.
+            if s.seq.wrapping_add(1) == *expected {
+                return Take::Old;
+            }
+            return Take::Nothing;
+        }
+        if seq::le(end, *expected) {
+            return Take::Old;
+        }
+        Take::Ahead
+    }
+
+    /// The guest's FIN, after everything before it was written.
+    pub(super) fn tcp_guest_fin(&mut self, now: Instant, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        if c.tap_fin_rcvd {
+            return;
+        }
+        c.tap_fin_rcvd = true;
+        c.seq_from_tap = c.seq_from_tap.wrapping_add(1);
+        if c.tap_fin_sent {
+            c.t_phase = now;
+        }
+        let sock = c.sock;
+        self.act(Action::ShutdownWrite { sock });
+    }
+
+    /// An ACK (and window) from the guest.
+    pub(super) fn tcp_ack_from_tap(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        s: &Seg,
+        pure: bool,
+    ) -> AckResult {
+        let peek_offset = self.cfg.peek_offset;
+        let Some(c) = self.tc(id) else {
+            return AckResult::Fine;
+        };
+        let ack = s.ack;
+        if seq::gt(ack, c.seq_max_to_tap) || seq::lt(ack, c.seq_ack_from_tap) {
+            // Acknowledges what we never sent, or stale: ignore it entirely.
+            if seq::gt(ack, c.seq_max_to_tap) {
+                self.counters.drop(DropReason::TcpBadSegment);
+            }
+            return AckResult::Fine;
+        }
+        let wnd = (u32::from(s.win) << c.ws_from_tap).min(MAX_WINDOW);
+        let mut result = AckResult::Fine;
+        if ack == c.seq_ack_from_tap {
+            let dup = pure
+                && s.win == c.wnd_raw_from_tap
+                && c.data_in_flight() > 0
+                && s.seq == c.seq_from_tap;
+            if dup {
+                c.dup_acks = c.dup_acks.saturating_add(1);
+                if c.dup_acks == DUP_ACK_THRESHOLD {
+                    // Fast retransmission from the last acknowledged byte.
+                    let una = c.seq_ack_from_tap;
+                    self.tcp_rewind(id, una);
+                    self.tcp.stats.fast_retransmits += 1;
+                    result = AckResult::Progress;
+                }
+            } else {
+                c.dup_acks = 0;
+            }
+        } else {
+            // New data acknowledged.
+            let data_top = c.fin_seq.unwrap_or(c.seq_max_to_tap);
+            let new_una = seq::min(ack, data_top);
+            let consumed = seq::dist(c.seq_ack_from_tap, new_una);
+            c.seq_ack_from_tap = new_una;
+            if c.fin_seq.is_some_and(|f| ack == f.wrapping_add(1)) {
+                c.tap_fin_acked = true;
+                c.tap_fin_sent = true;
+                if c.tap_fin_rcvd {
+                    c.t_phase = now;
+                }
+            }
+            if seq::gt(ack, c.seq_to_tap) {
+                // Acknowledges data sent before a rewind.
+                c.seq_to_tap = ack;
+            }
+            c.retrans = 0;
+            c.dup_acks = 0;
+            c.stalled = false;
+            c.t_retx = if c.anything_in_flight() {
+                Some(now.saturating_add(ACK_TIMEOUT))
+            } else {
+                None
+            };
+            let sock = c.sock;
+            if consumed > 0 {
+                self.act(Action::Consume {
+                    sock,
+                    len: consumed,
+                });
+                // The kernel moves SO_PEEK_OFF back by what is consumed.
+            }
+            let _ = peek_offset;
+            result = AckResult::Progress;
+        }
+        let Some(c) = self.tc(id) else {
+            return AckResult::Reset;
+        };
+        if c.wnd_from_tap == 0 && wnd > 0 && c.data_in_flight() > 0 {
+            // Zero-window probes the guest dropped: send them again.
+            let to = c.seq_ack_from_tap;
+            self.tcp_rewind(id, to);
+        }
+        let Some(c) = self.tc(id) else {
+            return AckResult::Reset;
+        };
+        // A window shrinking to zero with data in flight is ignored (some
+        // guest kernels advertise it transiently): keep sending to the old edge.
+        if !(wnd == 0 && c.data_in_flight() > 0) {
+            if wnd > c.wnd_from_tap {
+                result = AckResult::Progress;
+                c.stalled = false;
+            }
+            c.wnd_from_tap = wnd;
+        }
+        if wnd == 0 {
+            // The guest is alive, just full: probing goes on.
+            c.retrans = 0;
+        }
+        c.wnd_raw_from_tap = s.win;
+        result
+    }
+
+    /// Rewinds what we send to the guest to `to` (not before its last ACK).
+    pub(super) fn tcp_rewind(&mut self, id: FlowId, to: u32) {
+        let peek_offset = self.cfg.peek_offset;
+        let Some(c) = self.tc(id) else { return };
+        let to = seq::max(to, c.seq_ack_from_tap);
+        if !seq::lt(to, c.seq_to_tap) {
+            return;
+        }
+        if let Some(f) = c.fin_seq {
+            if c.tap_fin_sent && !c.tap_fin_acked && seq::le(to, f) {
+                c.tap_fin_sent = false;
+            }
+        }
+        c.seq_to_tap = to;
+        c.stalled = false;
+        let off = seq::dist(c.seq_ack_from_tap, to);
+        let sock = c.sock;
+        if peek_offset {
+            self.act(Action::SetOption {
+                sock,
+                opt: SockOpt::PeekOffset(off),
+            });
+        }
+    }
+}
+
+/// What became of a segment's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Take {
+    /// Appended to the send.
+    Taken,
+    /// Already written (retransmission, keep-alive): the guest needs an ACK.
+    Old,
+    /// Past a gap.
+    Ahead,
+    /// Nothing to do (pure ACK).
+    Nothing,
+}
+
+/// What an ACK from the guest did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AckResult {
+    Fine,
+    /// Acknowledged data or opened the window: try to send more.
+    Progress,
+    /// The connection is gone.
+    Reset,
+}

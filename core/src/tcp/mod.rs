@@ -1,0 +1,638 @@
+//! TCP translation: guest segments on one side, a kernel socket on the other.
+//!
+//! The kernel does the real TCP with the host peer; this module only keeps the
+//! two sequence spaces in step and never holds payload:
+//!
+//! * guest → socket: a flow's in-order payload of one batch goes out as one
+//!   `Action::Send` over spans of the batch buffer; the guest is acknowledged
+//!   exactly what the kernel took (`SockEvent::Sent`), and the window offered
+//!   to the guest is the free space of the socket's send buffer
+//!   (`SockEvent::TcpInfo`), so whole segments are always accepted;
+//! * socket → guest: data stays in the kernel until the guest acknowledges
+//!   it; `Action::Peek` copies it straight into the driver's transmit slots,
+//!   [`Core::handle_peeked`] writes the headers, `Action::Consume` drops what
+//!   the guest acknowledged, and retransmission rewinds and peeks again.
+//!
+//! Each connection has one timer slot (the earliest of its handshake, ACK,
+//! retransmission, FIN and activity deadlines); [`Core::poll_timeout`] reports
+//! a lower bound over all of them, kept without scanning.
+
+mod guest;
+mod segment;
+pub(crate) mod seq;
+mod sock;
+#[cfg(test)]
+mod tests;
+mod timer;
+
+use crate::action::{
+    Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt,
+    TcpInfo, TxSlot,
+};
+use crate::config::{Config, TcpForward};
+use crate::counters::DropReason;
+use crate::engine::Core;
+use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
+use crate::fwd::FwdMode;
+use crate::nat;
+use crate::tap::{FlowKey, FrameBatch, L4Packet};
+use crate::time::{earliest, Instant};
+use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
+use core::hash::Hasher;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
+use segment::{Hdr, Seg, ACK, FIN, PSH, RST, SYN, TCP_HLEN};
+
+/// Largest window in either direction (upstream's `MAX_WINDOW`).
+pub(crate) const MAX_WINDOW: u32 = 16 << 20;
+/// Window scale we offer the guest (upstream's `MAX_WS`).
+pub(crate) const MAX_WS: u8 = 8;
+/// Guest MSS assumed when its SYN carries none.
+pub(crate) const MSS_DEFAULT: u16 = 536;
+/// Largest MSS over IPv4 / IPv6.
+pub(crate) const MSS4: u16 = 65492;
+/// Largest MSS over IPv6.
+pub(crate) const MSS6: u16 = 65472;
+/// Window offered when the send buffer size is unknown (RFC 6928).
+const WINDOW_DEFAULT: u32 = 14600;
+/// Smallest segment size we send, whatever the guest says (as Linux's
+/// `tcp_min_snd_mss`).
+const MSS_MIN: u16 = 48;
+/// Delay of a deferred ACK to the guest.
+pub(crate) const ACK_INTERVAL: Duration = Duration::from_millis(10);
+/// Handshake timeout.
+pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retransmission timeout for data sent to the guest.
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Interval of TCP_INFO queries while the window to the guest is closed.
+pub(crate) const WINDOW_POLL: Duration = Duration::from_millis(100);
+/// Time allowed to close once both sides sent their FIN.
+pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Inactivity timeout.
+pub(crate) const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
+/// Consecutive retransmissions before the connection is reset.
+pub(crate) const MAX_RETRANS: u8 = 7;
+/// Send buffers smaller than this get immediate ACKs (upstream's `SNDBUF_SMALL`).
+const SNDBUF_SMALL: u32 = 128 << 10;
+/// Minimum RTT (µs) below which a peer counts as local.
+const LOW_RTT_US: u32 = 10;
+/// Low-RTT peers remembered for new connections.
+const LOW_RTT_TABLE: usize = 8;
+/// Duplicate ACKs from the guest that trigger a fast retransmission.
+const DUP_ACK_THRESHOLD: u8 = 2;
+/// Passes over a batch to fit out-of-order segments into the gap.
+const REORDER_PASSES: usize = 4;
+/// Listen backlog (as upstream).
+const BACKLOG: u32 = 128;
+/// Frames remembered for `handle_tap_sent`.
+const TX_LOG: usize = 8192;
+/// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
+/// connection when the flow table is full.
+const REJECT_IDX: u32 = 0x7fff_ffff;
+
+/// Where a connection is in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Phase {
+    /// Guest SYN received; the host connect is in progress.
+    #[default]
+    Connecting,
+    /// The host connect completed; waiting for TCP_INFO to answer the guest.
+    ConnectedInfo,
+    /// SYN-ACK sent to the guest; waiting for its ACK.
+    SynAckSent,
+    /// `Accept` asked of a listener.
+    Accepting,
+    /// Accepted; waiting for TCP_INFO before the SYN to the guest.
+    AcceptedInfo,
+    /// SYN sent to the guest; waiting for its SYN-ACK.
+    SynSent,
+    /// Data may move both ways.
+    Established,
+}
+
+/// State of one translated TCP connection.
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct TcpConn {
+    pub(crate) phase: Phase,
+    pub(crate) sock: SockId,
+    /// Whether the driver holds a socket under `sock`.
+    sock_open: bool,
+    /// Listener index (inbound connections).
+    listener: u32,
+    /// Port the guest is connected on, for inbound connections.
+    target_port: u16,
+
+    // --- close state
+    /// The socket reported end of stream (or hang-up).
+    pub(crate) sock_fin_rcvd: bool,
+    /// EPOLLHUP seen.
+    hup: bool,
+    /// The guest's FIN was taken and the socket shut down for writing.
+    pub(crate) tap_fin_rcvd: bool,
+    /// Our FIN is in flight or acknowledged.
+    pub(crate) tap_fin_sent: bool,
+    /// The guest acknowledged our FIN.
+    pub(crate) tap_fin_acked: bool,
+    /// Sequence number of our FIN, once sent.
+    fin_seq: Option<u32>,
+
+    // --- flags
+    /// Host peer is local or has a very low RTT: ACK at once.
+    pub(crate) local: bool,
+    /// Address of the host peer.
+    host_addr: Option<IpAddr>,
+    /// Cannot send more to the guest until it acknowledges or opens its window.
+    pub(crate) stalled: bool,
+    /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
+    pub(crate) need_out: bool,
+    /// A `Peek` is queued and not answered yet.
+    peek_pending: bool,
+    /// Bytes asked for by the pending `Peek`.
+    peek_len: u32,
+    /// `seq_to_tap` when the pending `Peek` was asked for.
+    peek_seq: u32,
+    /// Bytes of the pending `Send`.
+    send_pending: u32,
+    /// Batch number of the pending `Send`.
+    send_batch: u64,
+    /// The guest's FIN follows the pending `Send`.
+    fin_pending: bool,
+    /// Send the next ACK twice (a duplicate ACK pair for a gap).
+    dup_ack_pending: bool,
+    /// Send an ACK when the next `TcpInfo` arrives.
+    force_ack: bool,
+    /// `seq_from_tap` for which a duplicate ACK pair was last sent.
+    dup_ack_sent_at: Option<u32>,
+
+    // --- sequence numbers (guest's view of us: "to tap"; of itself: "from tap")
+    /// Our initial sequence number.
+    isn: u32,
+    /// Next sequence number we send to the guest.
+    pub(crate) seq_to_tap: u32,
+    /// Highest `seq_to_tap` ever reached.
+    seq_max_to_tap: u32,
+    /// Highest ACK from the guest (never past our FIN).
+    pub(crate) seq_ack_from_tap: u32,
+    /// Next sequence number expected from the guest: everything before it
+    /// was written to the socket.
+    pub(crate) seq_from_tap: u32,
+    /// The ACK number last sent to the guest.
+    pub(crate) seq_ack_to_tap: u32,
+
+    // --- windows and sizes
+    /// Guest's window, scaled, in bytes.
+    pub(crate) wnd_from_tap: u32,
+    /// Raw window field of the guest's last segment (duplicate ACK detection).
+    wnd_raw_from_tap: u16,
+    /// Guest's window scale (0 if scaling is off).
+    ws_from_tap: u8,
+    /// Our window scale (0 if scaling is off).
+    ws_to_tap: u8,
+    /// Window last advertised to the guest, in bytes.
+    pub(crate) wnd_to_tap: u32,
+    /// Estimated free space of the socket's send buffer.
+    pub(crate) sock_free: u32,
+    /// SO_SNDBUF as last reported.
+    sndbuf: u32,
+    /// Whether a `TcpInfo` arrived yet.
+    have_info: bool,
+    /// `tcpi_snd_mss` as last reported.
+    info_mss: u32,
+    /// Largest segment we send to the guest.
+    pub(crate) mss_to_tap: u16,
+    /// Consecutive retransmissions.
+    pub(crate) retrans: u8,
+    /// Consecutive duplicate ACKs from the guest.
+    dup_acks: u8,
+
+    // --- time
+    /// Start of the handshake, or when both FINs were exchanged.
+    t_phase: Instant,
+    /// Last activity.
+    t_active: Instant,
+    /// Deferred ACK to the guest.
+    ack_due: Option<Instant>,
+    /// Retransmission (or zero-window probe) deadline.
+    t_retx: Option<Instant>,
+    /// Next look at TCP_INFO while our window is closed.
+    t_poll: Option<Instant>,
+    /// Epoll interest last asked for.
+    interest: Option<Interest>,
+}
+
+impl TcpConn {
+    fn v6(key: &FlowKey) -> bool {
+        key.src.is_ipv6()
+    }
+
+    /// Bytes of data (not FIN) sent and not yet acknowledged.
+    fn data_in_flight(&self) -> u32 {
+        let top = if self.tap_fin_sent {
+            self.fin_seq.unwrap_or(self.seq_to_tap)
+        } else {
+            self.seq_to_tap
+        };
+        seq::dist(self.seq_ack_from_tap, top)
+    }
+
+    /// Whether anything (data or FIN) awaits the guest's acknowledgement.
+    fn anything_in_flight(&self) -> bool {
+        self.seq_to_tap != self.seq_ack_from_tap || (self.tap_fin_sent && !self.tap_fin_acked)
+    }
+
+    /// The window we can offer the guest now, in bytes.
+    fn wnd_avail(&self) -> u32 {
+        self.sock_free.min(MAX_WINDOW)
+    }
+
+    /// The window field for our next segment (SYNs are never scaled).
+    fn win_field(&self, syn: bool) -> (u16, u32) {
+        let w = self.wnd_avail();
+        if syn {
+            let f = w.min(65535);
+            (f as u16, f)
+        } else {
+            let f = (w >> self.ws_to_tap).min(65535);
+            (f as u16, f << self.ws_to_tap)
+        }
+    }
+
+    /// The earliest deadline of this connection.
+    fn deadline(&self) -> Option<Instant> {
+        let mut d = Some(self.t_active.saturating_add(ACT_TIMEOUT));
+        if self.phase != Phase::Established {
+            d = earliest(d, Some(self.t_phase.saturating_add(SYN_TIMEOUT)));
+        }
+        d = earliest(d, self.ack_due);
+        d = earliest(d, self.t_retx);
+        d = earliest(d, self.t_poll);
+        if self.tap_fin_rcvd && self.tap_fin_sent {
+            d = earliest(d, Some(self.t_phase.saturating_add(FIN_TIMEOUT)));
+        }
+        d
+    }
+
+    /// The epoll interest for the current state.
+    fn wanted_interest(&self) -> Interest {
+        match self.phase {
+            Phase::Connecting => Interest {
+                writable: true,
+                read_hangup: true,
+                edge: true,
+                ..Interest::default()
+            },
+            Phase::Established if self.tap_fin_sent || self.hup => Interest {
+                writable: self.need_out && !self.tap_fin_rcvd,
+                edge: true,
+                ..Interest::default()
+            },
+            Phase::Established => Interest {
+                readable: true,
+                read_hangup: !self.sock_fin_rcvd,
+                writable: self.need_out && !self.tap_fin_rcvd,
+                edge: self.stalled || self.need_out,
+            },
+            _ => Interest {
+                read_hangup: true,
+                edge: true,
+                ..Interest::default()
+            },
+        }
+    }
+}
+
+/// A listening socket from [`Config::tcp_forwards`].
+#[derive(Clone, Copy, Debug)]
+struct Listener {
+    target_port: u16,
+    open: bool,
+}
+
+/// A frame handed to the driver, for rewinding after `handle_tap_sent`.
+#[derive(Clone, Copy, Debug)]
+struct TxRec {
+    index: u64,
+    flow: FlowId,
+    gen: u8,
+    seq: u32,
+}
+
+/// TCP state outside the flow table.
+#[derive(Debug)]
+pub(crate) struct TcpState {
+    started: bool,
+    listeners: Vec<Listener>,
+    /// Lower bound of every connection's deadline.
+    next_timer: Option<Instant>,
+    txlog: Vec<TxRec>,
+    /// `frames_out` at the last `handle_tap_sent`.
+    tx_base: u64,
+    /// Sockets the driver holds for us (flows and listeners).
+    pub(crate) open_socks: usize,
+    /// Guest batches seen (tells a `Send` of this batch from older ones).
+    batches: u64,
+    /// Host peers seen with a very low RTT (replaced oldest first).
+    low_rtt: [Option<IpAddr>; LOW_RTT_TABLE],
+    low_rtt_next: usize,
+    pub(crate) stats: TcpStats,
+}
+
+/// What TCP translation did, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Connections opened (both directions).
+    pub opened: u64,
+    /// Connections closed, for any reason.
+    pub closed: u64,
+    /// Connections reset towards the guest.
+    pub resets: u64,
+    /// Retransmissions after a timeout.
+    pub retransmits: u64,
+    /// Fast retransmissions after duplicate ACKs from the guest.
+    pub fast_retransmits: u64,
+    /// Writes to a socket that took less than offered (or nothing).
+    pub partial_writes: u64,
+    /// Connections ended by a timer.
+    pub timeouts: u64,
+}
+
+impl TcpState {
+    pub(crate) fn new(cfg: &Config) -> Self {
+        TcpState {
+            started: false,
+            listeners: Vec::with_capacity(cfg.tcp_forwards.len()),
+            next_timer: None,
+            txlog: Vec::with_capacity(TX_LOG),
+            tx_base: 0,
+            open_socks: 0,
+            batches: 0,
+            low_rtt: [None; LOW_RTT_TABLE],
+            low_rtt_next: 0,
+            stats: TcpStats::default(),
+        }
+    }
+}
+
+fn family(a: IpAddr) -> Family {
+    if a.is_ipv6() {
+        Family::V6
+    } else {
+        Family::V4
+    }
+}
+
+fn clamp_mss(mss: Option<u16>, v6: bool) -> u16 {
+    mss.unwrap_or(MSS_DEFAULT)
+        .clamp(MSS_MIN, if v6 { MSS6 } else { MSS4 })
+}
+
+impl Core {
+    // --- common ---------------------------------------------------------------
+
+    fn tc(&mut self, id: FlowId) -> Option<&mut TcpConn> {
+        match self.flows.get_mut(id) {
+            Some(f) => match &mut f.data {
+                FlowData::Tcp(c) => Some(c),
+                FlowData::Free => None,
+            },
+            None => None,
+        }
+    }
+
+    fn tc_ref(&self, id: FlowId) -> Option<(&FlowKey, &TcpConn)> {
+        match self.flows.get(id) {
+            Some(f) => match &f.data {
+                FlowData::Tcp(c) => Some((&f.key, c)),
+                FlowData::Free => None,
+            },
+            None => None,
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    /// Notes that the deadline of `id` may have moved earlier.
+    fn tcp_note_timer(&mut self, id: FlowId) {
+        let d = self.tc_ref(id).and_then(|(_, c)| c.deadline());
+        self.tcp.next_timer = earliest(self.tcp.next_timer, d);
+    }
+
+    /// Asks for the epoll interest the state of `id` needs, if it changed.
+    fn tcp_interest(&mut self, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        if !c.sock_open {
+            return;
+        }
+        let want = c.wanted_interest();
+        if c.interest == Some(want) {
+            return;
+        }
+        c.interest = Some(want);
+        let sock = c.sock;
+        self.act(Action::SetInterest {
+            sock,
+            interest: want,
+        });
+    }
+
+    /// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
+    /// clock ticking every 32 ns.
+    fn tcp_isn(&self, key: &FlowKey, now: Instant) -> u32 {
+        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.cfg.secret);
+        for a in [key.src, key.dst] {
+            match a {
+                IpAddr::V4(a) => h.write(&a.octets()),
+                IpAddr::V6(a) => h.write(&a.octets()),
+            }
+        }
+        h.write_u16(key.sport);
+        h.write_u16(key.dport);
+        (h.finish() as u32).wrapping_add((now.as_nanos() >> 5) as u32)
+    }
+
+    /// The MSS we advertise to the guest: from the MTU, rounded down to a
+    /// page multiple when larger than a page.
+    fn tcp_mss_adv(&self, v6: bool, info_mss: u32) -> u16 {
+        let hdrs = if v6 { 60 } else { 40 };
+        let m = match self.cfg.mtu {
+            Some(mtu) => u32::from(mtu).saturating_sub(hdrs),
+            None if info_mss > 0 => info_mss,
+            None => u32::from(MSS_DEFAULT),
+        };
+        let m = if m > 4096 { m / 4096 * 4096 } else { m };
+        m.clamp(u32::from(MSS_MIN), u32::from(if v6 { MSS6 } else { MSS4 })) as u16
+    }
+
+    /// Largest payload per frame to the guest: its MSS, within our MTU.
+    fn tcp_mss_send(&self, v6: bool, guest_mss: u16) -> u16 {
+        let hdrs: u16 = if v6 { 60 } else { 40 };
+        let mtu_mss = self
+            .cfg
+            .mtu
+            .map_or(u16::MAX, |m| m.saturating_sub(hdrs))
+            .max(MSS_MIN);
+        guest_mss.min(mtu_mss)
+    }
+
+    /// Queues a segment without payload to the guest.
+    fn tcp_ctl(&mut self, key: &FlowKey, h: Hdr) -> bool {
+        let dst_mac = self.guest.mac;
+        self.queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
+            h.write(b)
+        })
+    }
+
+    /// Sends flags `flags` (with ACK unless RST alone) on connection `id`,
+    /// at `seq_to_tap`.
+    fn tcp_send_flags(&mut self, id: FlowId, flags: u8) {
+        let Some((key, c)) = self.tc_ref(id) else {
+            return;
+        };
+        let key = *key;
+        let syn = flags & SYN != 0;
+        let (win, wbytes) = c.win_field(syn);
+        let syn_opts = if syn {
+            let ws = if c.ws_to_tap > 0 || c.phase == Phase::AcceptedInfo {
+                Some(MAX_WS)
+            } else {
+                None
+            };
+            Some((self.tcp_mss_adv(TcpConn::v6(&key), c.mss_info()), ws))
+        } else {
+            None
+        };
+        let seq = if syn { c.isn } else { c.seq_to_tap };
+        let h = Hdr {
+            sport: key.dport,
+            dport: key.sport,
+            seq,
+            ack: c.seq_from_tap,
+            flags,
+            win,
+            syn_opts,
+        };
+        let index = self.counters.frames_out + self.out.len() as u64;
+        if !self.tcp_ctl(&key, h) {
+            return;
+        }
+        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        if flags & FIN != 0 && self.tcp.txlog.len() < TX_LOG {
+            self.tcp.txlog.push(TxRec {
+                index,
+                flow: id,
+                gen,
+                seq,
+            });
+        }
+        if let Some(c) = self.tc(id) {
+            if flags & ACK != 0 {
+                c.seq_ack_to_tap = c.seq_from_tap;
+                c.wnd_to_tap = wbytes;
+                c.ack_due = None;
+            }
+        }
+    }
+
+    /// Sends an ACK (twice if a duplicate pair is owed).
+    fn tcp_send_ack(&mut self, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        let twice = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
+        if twice {
+            c.dup_ack_sent_at = Some(c.seq_from_tap);
+        }
+        c.dup_ack_pending = false;
+        self.tcp_send_flags(id, ACK);
+        if twice {
+            self.tcp_send_flags(id, ACK);
+        }
+    }
+
+    /// Resets a segment that belongs to no connection (RFC 9293 §3.10.7.1).
+    fn tcp_rst_no_flow(&mut self, key: &FlowKey, s: &Seg) {
+        let h = if s.has(ACK) {
+            Hdr {
+                sport: key.dport,
+                dport: key.sport,
+                seq: s.ack,
+                ack: 0,
+                flags: RST,
+                win: 0,
+                syn_opts: None,
+            }
+        } else {
+            let len = s.len + u32::from(s.has(SYN)) + u32::from(s.has(FIN));
+            Hdr {
+                sport: key.dport,
+                dport: key.sport,
+                seq: 0,
+                ack: s.seq.wrapping_add(len),
+                flags: RST | ACK,
+                win: 0,
+                syn_opts: None,
+            }
+        };
+        self.tcp_ctl(key, h);
+    }
+
+    /// Ends connection `id`: optionally resets the guest side, closes the
+    /// socket and frees the flow.
+    fn tcp_close(&mut self, id: FlowId, rst: bool) {
+        let Some((key, c)) = self.tc_ref(id) else {
+            return;
+        };
+        let key = *key;
+        let c = *c;
+        if rst {
+            match c.phase {
+                // The guest is in SYN-SENT: only an RST acknowledging its SYN counts.
+                Phase::Connecting | Phase::ConnectedInfo => {
+                    let h = Hdr {
+                        sport: key.dport,
+                        dport: key.sport,
+                        seq: 0,
+                        ack: c.seq_from_tap,
+                        flags: RST | ACK,
+                        win: 0,
+                        syn_opts: None,
+                    };
+                    self.tcp_ctl(&key, h);
+                }
+                // The guest knows nothing of it yet.
+                Phase::Accepting | Phase::AcceptedInfo => {}
+                _ => self.tcp_send_flags(id, RST),
+            }
+            self.tcp.stats.resets += 1;
+        }
+        if c.sock_open {
+            self.act(Action::Close { sock: c.sock });
+            self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
+        }
+        log::debug!(
+            "tcp flow {}: closed{}",
+            id.0,
+            if rst { " (reset)" } else { "" }
+        );
+        self.flows.free(id);
+        self.tcp.stats.closed += 1;
+    }
+
+    /// Closes `id` if both directions are finished.
+    fn tcp_maybe_done(&mut self, id: FlowId) -> bool {
+        let done = self
+            .tc_ref(id)
+            .is_some_and(|(_, c)| c.tap_fin_rcvd && c.tap_fin_acked);
+        if done {
+            self.tcp_close(id, false);
+        }
+        done
+    }
+}
+
+impl TcpConn {
+    fn mss_info(&self) -> u32 {
+        self.info_mss
+    }
+}

@@ -1,0 +1,187 @@
+//! TCP headers: parsing the guest's, writing ours.
+
+use crate::wire::{be16, be32, put, put16, put32};
+
+pub(crate) const FIN: u8 = 0x01;
+pub(crate) const SYN: u8 = 0x02;
+pub(crate) const RST: u8 = 0x04;
+pub(crate) const PSH: u8 = 0x08;
+pub(crate) const ACK: u8 = 0x10;
+
+/// Length of a TCP header without options.
+pub(crate) const TCP_HLEN: usize = 20;
+/// Length of our SYN options: MSS (4), NOP (1), window scale (3).
+pub(crate) const SYN_OPTS_LEN: usize = 8;
+
+/// A guest segment, with its payload located in the batch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Seg {
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
+    pub(crate) flags: u8,
+    pub(crate) win: u16,
+    /// MSS option, if present.
+    pub(crate) mss: Option<u16>,
+    /// Window-scale option, if present.
+    pub(crate) ws: Option<u8>,
+    /// Offset of the payload in the batch buffer.
+    pub(crate) payload_off: u32,
+    /// Payload length.
+    pub(crate) len: u32,
+}
+
+impl Seg {
+    pub(crate) fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+}
+
+/// Parses the TCP header at the start of `l4` (header and payload, already
+/// cut to the IP length), which lies at `l4_off` in the batch buffer.
+/// Options are walked with bounds checks; a malformed option list ends the
+/// walk (the options seen so far count).
+pub(crate) fn parse(l4: &[u8], l4_off: u32) -> Option<Seg> {
+    let doff = usize::from(*l4.get(12)? >> 4) * 4;
+    if doff < TCP_HLEN || doff > l4.len() {
+        return None;
+    }
+    let mut s = Seg {
+        seq: be32(l4, 4)?,
+        ack: be32(l4, 8)?,
+        flags: *l4.get(13)? & 0x3f,
+        win: be16(l4, 14)?,
+        mss: None,
+        ws: None,
+        payload_off: l4_off.checked_add(doff as u32)?,
+        len: (l4.len() - doff) as u32,
+    };
+    if s.has(SYN) {
+        let opts = l4.get(TCP_HLEN..doff)?;
+        let mut i = 0;
+        while let Some(&kind) = opts.get(i) {
+            match kind {
+                0 => break,
+                1 => i += 1,
+                _ => {
+                    let Some(&len) = opts.get(i + 1) else { break };
+                    let len = usize::from(len);
+                    if len < 2 || i + len > opts.len() {
+                        break;
+                    }
+                    match (kind, len) {
+                        (2, 4) => s.mss = be16(opts, i + 2),
+                        (3, 3) => s.ws = opts.get(i + 2).copied(),
+                        _ => {}
+                    }
+                    i += len;
+                }
+            }
+        }
+    }
+    Some(s)
+}
+
+/// A header to write.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hdr {
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
+    pub(crate) flags: u8,
+    pub(crate) win: u16,
+    /// MSS and window scale for SYN segments (window scale only if `Some`).
+    pub(crate) syn_opts: Option<(u16, Option<u8>)>,
+}
+
+impl Hdr {
+    /// Header length including options.
+    pub(crate) fn len(&self) -> usize {
+        match self.syn_opts {
+            Some((_, Some(_))) => TCP_HLEN + SYN_OPTS_LEN,
+            Some((_, None)) => TCP_HLEN + 4,
+            None => TCP_HLEN,
+        }
+    }
+
+    /// Writes the header (checksum zero) at `b[0..]`; returns its length.
+    pub(crate) fn write(&self, b: &mut [u8]) -> Option<usize> {
+        let n = self.len();
+        let h = b.get_mut(..n)?;
+        put16(h, 0, self.sport)?;
+        put16(h, 2, self.dport)?;
+        put32(h, 4, self.seq)?;
+        put32(h, 8, if self.flags & ACK != 0 { self.ack } else { 0 })?;
+        h[12] = ((n / 4) as u8) << 4;
+        h[13] = self.flags;
+        put16(h, 14, self.win)?;
+        put32(h, 16, 0)?; // checksum, urgent pointer
+        if let Some((mss, ws)) = self.syn_opts {
+            put(h, 20, &[2, 4])?;
+            put16(h, 22, mss)?;
+            if let Some(ws) = ws {
+                put(h, 24, &[1, 3, 3, ws])?;
+            }
+        }
+        Some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(doff: u8, flags: u8, opts: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 20];
+        b[4..8].copy_from_slice(&100u32.to_be_bytes());
+        b[12] = doff << 4;
+        b[13] = flags;
+        b[14..16].copy_from_slice(&1000u16.to_be_bytes());
+        b.extend_from_slice(opts);
+        b.extend_from_slice(b"data");
+        b
+    }
+
+    #[test]
+    fn options_parsed_only_when_well_formed() {
+        let b = hdr(8, SYN, &[2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 0, 0]);
+        let s = parse(&b, 1000).unwrap();
+        assert_eq!(
+            (s.mss, s.ws, s.len, s.payload_off),
+            (Some(1460), Some(7), 4, 1032)
+        );
+        // Length 0 and 1 options end the walk without panicking.
+        for bad in [[2u8, 0, 0, 0], [2, 1, 0, 0], [3, 9, 0, 0], [2, 4, 5, 0]] {
+            let b = hdr(6, SYN, &bad);
+            let s = parse(&b, 0).unwrap();
+            assert_eq!(s.ws, None);
+            let _ = s.mss;
+        }
+        // Bad data offsets.
+        assert!(parse(&hdr(4, ACK, &[]), 0).is_none());
+        assert!(parse(&hdr(15, ACK, &[]), 0).is_none());
+        assert!(parse(&[0u8; 10], 0).is_none());
+        // Options ignored without SYN.
+        let s = parse(&hdr(6, ACK, &[2, 4, 1, 1]), 0).unwrap();
+        assert_eq!(s.mss, None);
+    }
+
+    #[test]
+    fn write_then_parse() {
+        let h = Hdr {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: SYN | ACK,
+            win: 5,
+            syn_opts: Some((1400, Some(8))),
+        };
+        let mut b = [0u8; 40];
+        assert_eq!(h.write(&mut b), Some(28));
+        let s = parse(&b[..28], 0).unwrap();
+        assert_eq!((s.seq, s.ack, s.flags, s.win), (3, 4, SYN | ACK, 5));
+        assert_eq!((s.mss, s.ws), (Some(1400), Some(8)));
+        assert_eq!(h.write(&mut b[..27]), None);
+    }
+}

@@ -1,0 +1,638 @@
+//! The socket side: listeners, socket events, peeked data for the guest.
+
+use super::*;
+
+impl Core {
+    /// A batch of guest frames begins.
+    pub(crate) fn tcp_batch_begin(&mut self, now: Instant) {
+        self.tcp_start(now);
+        self.tcp.batches += 1;
+    }
+
+    /// Opens the configured listeners, once: `Config::tcp_forwards`, then
+    /// every port of `Config::fwd.tcp_in` (explicit lists and `all`).
+    pub(crate) fn tcp_start(&mut self, _now: Instant) {
+        if self.tcp.started {
+            return;
+        }
+        self.tcp.started = true;
+        let mut all: Vec<TcpForward> = self.cfg.tcp_forwards.clone();
+        let table = &self.cfg.fwd.tcp_in;
+        if matches!(table.mode(), FwdMode::Spec | FwdMode::All) {
+            for r in table.rules() {
+                if r.ifname.is_some() {
+                    log::warn!("TCP forwarding: binding to an interface is not supported yet");
+                }
+                for port in r.first..=r.last {
+                    if let (true, Some(target_port)) =
+                        (table.is_forwarded(port), table.target(port))
+                    {
+                        all.push(TcpForward {
+                            addr: r.addr,
+                            port,
+                            target_port,
+                        });
+                    }
+                }
+            }
+        }
+        self.tcp.listeners.reserve_exact(all.len());
+        for (i, f) in all.into_iter().enumerate() {
+            let bind = match f.addr {
+                None if self.cfg.ip6.is_some() => {
+                    Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
+                }
+                None if self.cfg.ip4.is_some() => {
+                    Some((Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED), false))
+                }
+                Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
+                Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
+                _ => None,
+            };
+            let open = bind.is_some() && self.cfg.features.tcp;
+            self.tcp.listeners.push(Listener {
+                target_port: f.target_port,
+                open,
+            });
+            let (Some((fam, addr, v6_only)), true) = (bind, open) else {
+                continue;
+            };
+            let sock = SockId(LISTENER_BIT | i as u32);
+            self.tcp.open_socks += 1;
+            self.act(Action::Open {
+                sock,
+                kind: SockKind::TcpListener,
+                family: fam,
+                netns: Netns::Host,
+            });
+            self.act(Action::Bind {
+                sock,
+                addr: SocketAddr::new(addr, f.port),
+                opts: BindOpts {
+                    reuse_addr: true,
+                    v6_only,
+                    ..BindOpts::default()
+                },
+            });
+            self.act(Action::Listen {
+                sock,
+                backlog: BACKLOG,
+            });
+            self.act(Action::SetInterest {
+                sock,
+                interest: Interest {
+                    readable: true,
+                    ..Interest::default()
+                },
+            });
+        }
+    }
+
+    // --- sockets ------------------------------------------------------------
+
+    /// Asks for socket data for the guest, as far as its window allows
+    /// (`probe`: one byte past a zero window).
+    pub(super) fn tcp_try_peek(&mut self, now: Instant, id: FlowId, probe: bool) {
+        let peek_offset = self.cfg.peek_offset;
+        let Some((key, c)) = self.tc_ref(id) else {
+            return;
+        };
+        let room = (l4_offset(key.src.is_ipv6()) + TCP_HLEN) as u16;
+        if c.phase != Phase::Established || c.peek_pending || c.tap_fin_sent {
+            return;
+        }
+        let in_flight = c.data_in_flight();
+        let avail = c.wnd_from_tap.saturating_sub(in_flight).min(MAX_WINDOW);
+        let len = if probe && in_flight == 0 { 1 } else { avail };
+        let Some(c) = self.tc(id) else { return };
+        if len == 0 {
+            c.stalled = true;
+            if c.wnd_from_tap == 0 && in_flight == 0 && c.t_retx.is_none() {
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+            }
+            self.tcp_interest(id);
+            self.tcp_note_timer(id);
+            return;
+        }
+        c.peek_pending = true;
+        c.peek_len = len;
+        c.peek_seq = c.seq_to_tap;
+        let (sock, mss) = (c.sock, c.mss_to_tap);
+        self.act(Action::Peek {
+            sock,
+            skip: if peek_offset { 0 } else { in_flight },
+            len,
+            mss,
+            room,
+        });
+    }
+
+    /// Completes a `Peek`: writes headers in front of the payloads.
+    pub(crate) fn tcp_peeked(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        result: Result<usize, Errno>,
+        slots: &mut [TxSlot<'_>],
+    ) -> usize {
+        for s in slots.iter_mut() {
+            s.frame_len = 0;
+        }
+        let Some(id) = self.tcp_flow_of(sock) else {
+            return 0;
+        };
+        let peek_offset = self.cfg.peek_offset;
+        let Some(c) = self.tc(id) else { return 0 };
+        if !c.peek_pending {
+            return 0;
+        }
+        c.peek_pending = false;
+        c.t_active = now;
+        let n = match result {
+            Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
+                if c.data_in_flight() > 0 {
+                    c.stalled = true;
+                }
+                self.tcp_interest(id);
+                return 0;
+            }
+            Err(_) => {
+                self.tcp_close(id, true);
+                return 0;
+            }
+            Ok(0) if !c.sock_fin_rcvd => {
+                // Nothing beyond what is in flight, but the socket has not
+                // reported an end of stream (EPOLLRDHUP): only a peek that
+                // skipped everything there was. Wait like on EAGAIN.
+                if c.data_in_flight() > 0 {
+                    c.stalled = true;
+                }
+                self.tcp_interest(id);
+                return 0;
+            }
+            Ok(0) => {
+                // End of stream, and everything before it was sent: FIN.
+                c.sock_fin_rcvd = true;
+                self.tcp_send_fin(now, id);
+                self.tcp_interest(id);
+                self.tcp_note_timer(id);
+                return 0;
+            }
+            Ok(_) if c.seq_to_tap != c.peek_seq => {
+                // The sequence moved (a rewind, or an ACK past it) after the
+                // Peek was asked for: these bytes are not the ones expected.
+                let (sock, off) = (c.sock, c.data_in_flight());
+                if peek_offset {
+                    self.act(Action::SetOption {
+                        sock,
+                        opt: SockOpt::PeekOffset(off),
+                    });
+                }
+                self.tcp_try_peek(now, id, false);
+                return 0;
+            }
+            Ok(n) => n.min(c.peek_len as usize),
+        };
+        let Some((key, c)) = self.tc_ref(id) else {
+            return 0;
+        };
+        let key = *key;
+        let v6 = key.src.is_ipv6();
+        let l4off = l4_offset(v6);
+        let room = l4off + TCP_HLEN;
+        let mss = usize::from(c.mss_to_tap.max(MSS_MIN));
+        let (win, wbytes) = c.win_field(false);
+        let ack = c.seq_from_tap;
+        let start = c.seq_to_tap;
+        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let (dst_mac, our_mac) = (self.guest.mac, self.cfg.our_mac);
+        let mut seqno = start;
+        let mut left = n;
+        let mut frames = 0;
+        for slot in slots.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let chunk = left.min(mss).min(slot.buf.len().saturating_sub(room));
+            if chunk == 0 {
+                break;
+            }
+            let h = Hdr {
+                sport: key.dport,
+                dport: key.sport,
+                seq: seqno,
+                ack,
+                flags: ACK | if chunk == left { PSH } else { 0 },
+                win,
+                syn_opts: None,
+            };
+            let len = slot
+                .buf
+                .get_mut(l4off..)
+                .and_then(|b| h.write(b))
+                .and_then(|_| {
+                    finish_ip_frame(
+                        slot.buf,
+                        dst_mac,
+                        our_mac,
+                        key.dst,
+                        key.src,
+                        PROTO_TCP,
+                        TCP_HLEN + chunk,
+                    )
+                });
+            let Some(len) = len else { break };
+            slot.frame_len = len;
+            if self.tcp.txlog.len() < TX_LOG {
+                self.tcp.txlog.push(TxRec {
+                    index: self.counters.frames_out,
+                    flow: id,
+                    gen,
+                    seq: seqno,
+                });
+            }
+            self.counters.frames_out += 1;
+            frames += 1;
+            seqno = seqno.wrapping_add(chunk as u32);
+            left -= chunk;
+        }
+        let sent = (n - left) as u32;
+        // After the peer's FIN, a peek that got less than it asked for and
+        // than the slots could hold reached the end of the stream.
+        let cap: usize = slots
+            .iter()
+            .map(|s| s.buf.len().saturating_sub(room).min(mss))
+            .sum();
+        let Some(c) = self.tc(id) else { return frames };
+        let at_end = c.sock_fin_rcvd && left == 0 && n < c.peek_len as usize && n < cap;
+        c.seq_to_tap = seqno;
+        c.seq_max_to_tap = seq::max(c.seq_max_to_tap, seqno);
+        if sent > 0 {
+            c.seq_ack_to_tap = ack;
+            c.wnd_to_tap = wbytes;
+            c.ack_due = None;
+            if c.t_retx.is_none() {
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+            }
+        }
+        if sent >= c.peek_len || sent == 0 {
+            c.stalled = true;
+        }
+        let sock = c.sock;
+        let off = c.data_in_flight();
+        if peek_offset && sent as usize != n {
+            // The kernel's peek offset moved past bytes we could not frame.
+            self.act(Action::SetOption {
+                sock,
+                opt: SockOpt::PeekOffset(off),
+            });
+        }
+        if at_end {
+            self.tcp_send_fin(now, id);
+        }
+        self.tcp_interest(id);
+        self.tcp_note_timer(id);
+        frames
+    }
+
+    /// Our FIN to the guest, after all the socket's data.
+    pub(super) fn tcp_send_fin(&mut self, now: Instant, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        if c.tap_fin_sent {
+            return;
+        }
+        let f = *c.fin_seq.get_or_insert(c.seq_to_tap);
+        c.seq_to_tap = f;
+        self.tcp_send_flags(id, FIN | ACK);
+        let Some(c) = self.tc(id) else { return };
+        c.tap_fin_sent = true;
+        c.seq_to_tap = f.wrapping_add(1);
+        c.seq_max_to_tap = seq::max(c.seq_max_to_tap, c.seq_to_tap);
+        if c.t_retx.is_none() {
+            c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+        }
+        if c.tap_fin_rcvd {
+            c.t_phase = now;
+        }
+    }
+
+    /// The live TCP flow of socket `sock`.
+    pub(super) fn tcp_flow_of(&self, sock: SockId) -> Option<FlowId> {
+        match flow::decode(sock) {
+            SockRef::Flow { id, gen, side: 0 } => {
+                let f = self.flows.get(id)?;
+                match &f.data {
+                    FlowData::Tcp(c) if f.gen == gen && c.sock == sock => Some(id),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Readiness of, or a result for, a TCP socket. Returns whether the id
+    /// was one of ours.
+    pub(crate) fn tcp_sock_event(&mut self, now: Instant, sock: SockId, ev: SockEvent) -> bool {
+        if let SockRef::Other(idx) = flow::decode(sock) {
+            return self.tcp_listener_event(now, idx, ev);
+        }
+        let Some(id) = self.tcp_flow_of(sock) else {
+            if let SockEvent::Accepted(Ok(_)) = ev {
+                // The driver made a socket we no longer want.
+                self.act(Action::Close { sock });
+            }
+            return false;
+        };
+        let Some(c) = self.tc(id) else { return false };
+        let phase = c.phase;
+        match ev {
+            SockEvent::OpenFailed(_) => {
+                c.sock_open = false;
+                self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
+                self.tcp_close(id, true);
+            }
+            SockEvent::Connected(Ok(())) if phase == Phase::Connecting => {
+                c.phase = Phase::ConnectedInfo;
+                self.act(Action::QueryTcpInfo { sock });
+                self.tcp_interest(id);
+            }
+            SockEvent::Connected(_) => {
+                if phase == Phase::Connecting {
+                    self.tcp_close(id, true);
+                }
+            }
+            SockEvent::Accepted(Ok((peer, _local))) if phase == Phase::Accepting => {
+                c.sock_open = true;
+                self.tcp.open_socks += 1;
+                self.tcp_accepted(now, id, peer);
+            }
+            SockEvent::Accepted(Err(_)) if phase == Phase::Accepting => {
+                self.flows.free(id);
+            }
+            SockEvent::Accepted(_) => {}
+            SockEvent::TcpInfo(info) => self.tcp_info(now, id, &info),
+            SockEvent::Sent(r) => self.tcp_sent(now, id, r),
+            SockEvent::Readable => {
+                if phase == Phase::Established {
+                    self.tcp_try_peek(now, id, false);
+                }
+            }
+            SockEvent::Writable => {
+                if phase == Phase::Established && c.need_out {
+                    c.need_out = false;
+                    self.act(Action::QueryTcpInfo { sock });
+                    self.tcp_interest(id);
+                }
+            }
+            SockEvent::ReadHangUp => {
+                c.sock_fin_rcvd = true;
+                if phase == Phase::Established {
+                    self.tcp_try_peek(now, id, false);
+                }
+                self.tcp_interest(id);
+            }
+            SockEvent::HangUp => {
+                if phase != Phase::Established {
+                    self.tcp_close(id, true);
+                } else if c.tap_fin_sent {
+                    self.tcp_close(id, false);
+                } else {
+                    c.sock_fin_rcvd = true;
+                    c.hup = true;
+                    self.tcp_try_peek(now, id, false);
+                    self.tcp_interest(id);
+                }
+            }
+            SockEvent::Error(_) => self.tcp_close(id, true),
+        }
+        self.tcp_note_timer(id);
+        true
+    }
+
+    /// A connection accepted on a listener: map its addresses, then learn
+    /// the socket's buffers before the SYN to the guest.
+    pub(super) fn tcp_accepted(&mut self, now: Instant, id: FlowId, peer: SocketAddr) {
+        let Some(c) = self.tc(id) else { return };
+        let (sock, target) = (c.sock, c.target_port);
+        let Some((src, guest_addr)) = nat::from_host(&self.cfg, &self.guest, peer.ip()) else {
+            self.counters.drop(DropReason::TcpBadEndpoint);
+            return self.tcp_close(id, false);
+        };
+        let key = FlowKey {
+            proto: PROTO_TCP,
+            src: guest_addr,
+            dst: src,
+            sport: target,
+            dport: peer.port(),
+        };
+        if peer.port() == 0 || target == 0 || !self.flows.insert_key(id, key) {
+            self.counters.drop(DropReason::TcpBadEndpoint);
+            return self.tcp_close(id, false);
+        }
+        let isn = self.tcp_isn(&key, now);
+        let host = peer.ip().to_canonical();
+        let known_low_rtt = self.tcp.low_rtt.contains(&Some(host));
+        let Some(c) = self.tc(id) else { return };
+        c.phase = Phase::AcceptedInfo;
+        c.isn = isn;
+        c.seq_to_tap = isn;
+        c.seq_max_to_tap = isn;
+        c.seq_ack_from_tap = isn;
+        c.ws_to_tap = MAX_WS;
+        c.t_phase = now;
+        c.t_active = now;
+        c.local = host.is_loopback() || known_low_rtt;
+        c.host_addr = Some(host);
+        self.tcp.stats.opened += 1;
+        log::debug!(
+            "tcp flow {}: host {peer} -> guest {}:{} as {}:{}",
+            id.0,
+            key.src,
+            key.sport,
+            key.dst,
+            key.dport
+        );
+        if self.cfg.peek_offset {
+            self.act(Action::SetOption {
+                sock,
+                opt: SockOpt::PeekOffset(0),
+            });
+        }
+        self.act(Action::QueryTcpInfo { sock });
+        self.tcp_interest(id);
+    }
+
+    /// TCP_INFO of a socket: window to the guest, pending handshake steps.
+    pub(super) fn tcp_info(&mut self, now: Instant, id: FlowId, info: &TcpInfo) {
+        let Some(c) = self.tc(id) else { return };
+        c.sndbuf = info.sndbuf;
+        c.sock_free = if info.sndbuf == 0 {
+            // The driver could not tell: fall back to the peer's window, at
+            // least the RFC 6928 initial window.
+            info.snd_wnd.max(WINDOW_DEFAULT)
+        } else {
+            info.sndbuf.saturating_sub(info.outq)
+        };
+        c.have_info = true;
+        if info.snd_mss > 0 {
+            c.info_mss = info.snd_mss;
+        }
+        if info.min_rtt_us > 0 && info.min_rtt_us <= LOW_RTT_US {
+            c.local = true;
+            if let Some(a) = c.host_addr {
+                let t = &mut self.tcp;
+                if !t.low_rtt.contains(&Some(a)) {
+                    let slot = t.low_rtt_next % LOW_RTT_TABLE;
+                    if let Some(e) = t.low_rtt.get_mut(slot) {
+                        *e = Some(a);
+                    }
+                    t.low_rtt_next = (slot + 1) % LOW_RTT_TABLE;
+                }
+            }
+        }
+        let Some(c) = self.tc(id) else { return };
+        match c.phase {
+            Phase::ConnectedInfo => {
+                c.seq_to_tap = c.isn.wrapping_add(1);
+                c.seq_max_to_tap = c.seq_to_tap;
+                c.seq_ack_from_tap = c.seq_to_tap;
+                c.phase = Phase::SynAckSent;
+                c.t_phase = now;
+                self.tcp_send_flags(id, SYN | ACK);
+                self.tcp_interest(id);
+            }
+            Phase::AcceptedInfo => {
+                self.tcp_send_flags(id, SYN);
+                let Some(c) = self.tc(id) else { return };
+                c.phase = Phase::SynSent;
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.seq_to_tap = c.isn.wrapping_add(1);
+                c.seq_max_to_tap = c.seq_to_tap;
+                c.seq_ack_from_tap = c.isn;
+                self.tcp_interest(id);
+            }
+            Phase::Established => {
+                let new = c.wnd_avail();
+                let mss = u32::from(c.mss_to_tap);
+                let reopened = c.wnd_to_tap < mss && new >= mss;
+                c.need_out = new < mss && !c.tap_fin_rcvd;
+                // While the window stays closed, look again now and then:
+                // EPOLLOUT may not come if the socket counts as writable
+                // before it has room for a whole segment.
+                c.t_poll = if c.need_out {
+                    Some(now.saturating_add(WINDOW_POLL))
+                } else {
+                    None
+                };
+                let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
+                let immediate = c.force_ack
+                    || c.local
+                    || c.sndbuf < SNDBUF_SMALL
+                    || c.tap_fin_rcvd
+                    || c.dup_ack_pending
+                    || reopened
+                    || new == 0;
+                c.force_ack = false;
+                if (owed || reopened) && immediate {
+                    self.tcp_send_ack(id);
+                } else if owed && c.ack_due.is_none() {
+                    c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
+                }
+                self.tcp_interest(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Result of a `Send`: acknowledge only what the kernel took.
+    pub(super) fn tcp_sent(&mut self, now: Instant, id: FlowId, r: Result<usize, Errno>) {
+        let Some(c) = self.tc(id) else { return };
+        let want = c.send_pending;
+        let fin = c.fin_pending;
+        c.send_pending = 0;
+        c.fin_pending = false;
+        let sock = c.sock;
+        match r {
+            Ok(n) => {
+                let n = (n.min(want as usize)) as u32;
+                c.seq_from_tap = c.seq_from_tap.wrapping_add(n);
+                c.sock_free = c.sock_free.saturating_sub(n);
+                c.t_active = now;
+                if n < want {
+                    c.need_out = true;
+                    self.tcp.stats.partial_writes += 1;
+                } else if fin {
+                    self.tcp_guest_fin(now, id);
+                }
+            }
+            Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
+                c.need_out = true;
+                c.sock_free = 0;
+                self.tcp.stats.partial_writes += 1;
+            }
+            Err(_) => return self.tcp_close(id, true),
+        }
+        if self.tcp_maybe_done(id) {
+            return;
+        }
+        self.act(Action::QueryTcpInfo { sock });
+        if let Some(c) = self.tc(id) {
+            if c.ack_due.is_none() {
+                c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
+            }
+        }
+        self.tcp_interest(id);
+    }
+
+    pub(super) fn tcp_listener_event(&mut self, now: Instant, idx: u32, ev: SockEvent) -> bool {
+        let sock = SockId(LISTENER_BIT | idx);
+        if idx == REJECT_IDX {
+            if let SockEvent::Accepted(Ok(_)) = ev {
+                self.act(Action::Close { sock });
+            }
+            return true;
+        }
+        let Some(l) = self.tcp.listeners.get(idx as usize).copied() else {
+            return false;
+        };
+        if !l.open {
+            return true;
+        }
+        match ev {
+            SockEvent::Readable => {
+                let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {
+                    self.counters.drop(DropReason::FlowTableFull);
+                    self.act(Action::Accept {
+                        listener: sock,
+                        sock: SockId(LISTENER_BIT | REJECT_IDX),
+                    });
+                    return true;
+                };
+                let gen = self.flows.get(id).map_or(0, |f| f.gen);
+                let fs = flow::sock_id(id, gen, 0);
+                if let Some(c) = self.tc(id) {
+                    c.phase = Phase::Accepting;
+                    c.sock = fs;
+                    c.listener = idx;
+                    c.target_port = l.target_port;
+                    c.t_phase = now;
+                    c.t_active = now;
+                }
+                self.act(Action::Accept {
+                    listener: sock,
+                    sock: fs,
+                });
+                self.tcp_note_timer(id);
+            }
+            SockEvent::OpenFailed(e) => {
+                log::warn!("TCP listener {idx}: {e:?}");
+                if let Some(l) = self.tcp.listeners.get_mut(idx as usize) {
+                    l.open = false;
+                }
+                self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
+            }
+            _ => {}
+        }
+        true
+    }
+}

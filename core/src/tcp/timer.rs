@@ -1,0 +1,126 @@
+//! Link feedback (`handle_tap_sent`) and the per-connection timers.
+
+use super::*;
+
+impl Core {
+    /// Frames after the first `accepted` handed out since the last call did
+    /// not reach the guest: rewind their connections.
+    pub(crate) fn tcp_tap_sent(&mut self, now: Instant, accepted: usize) {
+        let cutoff = self.tcp.tx_base.saturating_add(accepted as u64);
+        for i in 0..self.tcp.txlog.len() {
+            let Some(r) = self.tcp.txlog.get(i).copied() else {
+                break;
+            };
+            if r.index < cutoff {
+                continue;
+            }
+            if self.flows.get(r.flow).is_some_and(|f| f.gen == r.gen) {
+                self.tcp_rewind(r.flow, r.seq);
+                self.tcp_interest(r.flow);
+                if let Some(c) = self.tc(r.flow) {
+                    if c.t_retx.is_none() {
+                        c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                    }
+                }
+                self.tcp_note_timer(r.flow);
+            }
+        }
+        self.tcp.txlog.clear();
+        self.tcp.tx_base = self.counters.frames_out;
+    }
+
+    /// Runs the timers that are due.
+    pub(crate) fn tcp_timeout(&mut self, now: Instant) {
+        match self.tcp.next_timer {
+            Some(t) if t <= now => {}
+            _ => return,
+        }
+        let mut next = None;
+        for idx in self.flows.indices() {
+            let id = FlowId(idx);
+            let Some((_, c)) = self.tc_ref(id) else {
+                continue;
+            };
+            if c.deadline().is_some_and(|d| d <= now) {
+                self.tcp_conn_timer(now, id);
+            }
+            if let Some((_, c)) = self.tc_ref(id) {
+                next = earliest(next, c.deadline());
+            }
+        }
+        self.tcp.next_timer = next;
+    }
+
+    pub(super) fn tcp_conn_timer(&mut self, now: Instant, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        if c.phase != Phase::Established {
+            if now >= c.t_phase.saturating_add(SYN_TIMEOUT) {
+                self.tcp.stats.timeouts += 1;
+                self.tcp_close(id, true);
+            } else if c.phase == Phase::SynSent && c.t_retx.is_some_and(|t| t <= now) {
+                // Our SYN may not have reached the guest: send it again.
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                self.tcp.stats.retransmits += 1;
+                self.tcp_send_flags(id, SYN);
+            } else {
+                // Nothing else runs before the handshake completes.
+                c.ack_due = None;
+                c.t_retx = c.t_retx.filter(|&t| t > now);
+            }
+            return;
+        }
+        if now >= c.t_active.saturating_add(ACT_TIMEOUT)
+            || (c.tap_fin_rcvd && c.tap_fin_sent && now >= c.t_phase.saturating_add(FIN_TIMEOUT))
+        {
+            self.tcp.stats.timeouts += 1;
+            return self.tcp_close(id, true);
+        }
+        if c.ack_due.is_some_and(|t| t <= now) {
+            c.ack_due = None;
+            self.tcp_send_ack(id);
+        }
+        let Some(c) = self.tc(id) else { return };
+        if c.t_poll.is_some_and(|t| t <= now) {
+            c.t_poll = None;
+            let sock = c.sock;
+            self.act(Action::QueryTcpInfo { sock });
+        }
+        let Some(c) = self.tc(id) else { return };
+        if c.t_retx.is_some_and(|t| t <= now) {
+            c.t_retx = None;
+            if c.anything_in_flight() {
+                c.retrans += 1;
+                if c.retrans > MAX_RETRANS {
+                    self.tcp.stats.timeouts += 1;
+                    return self.tcp_close(id, true);
+                }
+                let una = c.seq_ack_from_tap;
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                self.tcp.stats.retransmits += 1;
+                self.tcp_rewind(id, una);
+                self.tcp_try_peek(now, id, false);
+            } else if c.wnd_from_tap == 0 && !c.tap_fin_sent {
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                self.tcp_try_peek(now, id, true);
+            }
+            self.tcp_interest(id);
+        }
+    }
+
+    /// Lower bound of the next TCP deadline.
+    pub(crate) fn tcp_poll_timeout(&self) -> Option<Instant> {
+        self.tcp.next_timer
+    }
+
+    /// The guest link went away: every connection ends (sockets closed).
+    pub(crate) fn tcp_tap_reset(&mut self) {
+        for idx in self.flows.indices() {
+            let id = FlowId(idx);
+            if self.tc_ref(id).is_some() {
+                self.tcp_close(id, false);
+            }
+        }
+        self.tcp.txlog.clear();
+        self.tcp.tx_base = self.counters.frames_out;
+    }
+}

@@ -1,0 +1,874 @@
+//! Synchronous rtnetlink: dumps of links, addresses and routes for host
+//! discovery, and the few changes `--config-net` makes inside the namespace.
+//!
+//! Every call opens its own `NETLINK_ROUTE` socket in the network namespace of
+//! the calling thread, so the same functions serve the host (discovery) and,
+//! called from a thread that entered the namespace, the guest side. Receives
+//! time out after [`RECV_TIMEOUT_SECS`] so a silent kernel can't hang start-up.
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+
+use crate::conf::{NsNetConfig, NsRoute};
+
+/// Longest wait for one answer from the kernel.
+pub const RECV_TIMEOUT_SECS: i64 = 5;
+/// Most datagrams read for one request (a dump of a very large table).
+const MAX_DATAGRAMS: usize = 1 << 16;
+/// `RT_TABLE_MAIN`.
+pub const TABLE_MAIN: u32 = 254;
+/// `RTN_UNICAST`.
+pub const RTN_UNICAST: u8 = 1;
+/// `IFF_UP`.
+pub const IFF_UP: u32 = 1;
+/// `IFF_NOARP`.
+pub const IFF_NOARP: u32 = 0x80;
+/// `IFF_LOOPBACK`.
+pub const IFF_LOOPBACK: u32 = 0x8;
+/// `IFA_F_NODAD`.
+pub const IFA_F_NODAD: u32 = 0x02;
+/// `IFA_F_DEPRECATED`.
+pub const IFA_F_DEPRECATED: u32 = 0x20;
+/// `IFA_F_TENTATIVE`.
+pub const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// A network interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// MTU.
+    pub mtu: u32,
+    /// `IFF_*` flags.
+    pub flags: u32,
+    /// Hardware address, if Ethernet-like.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// An address of an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrInfo {
+    /// Interface index.
+    pub index: u32,
+    /// The local address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// `RT_SCOPE_*` (0 universe, 253 link, 254 host).
+    pub scope: u8,
+    /// `IFA_F_*` flags (the full 32-bit set).
+    pub flags: u32,
+}
+
+impl AddrInfo {
+    /// Whether the address is link-local (IPv6 fe80::/10, IPv4 169.254/16).
+    pub fn is_link_local(&self) -> bool {
+        is_link_local(self.addr)
+    }
+}
+
+/// Whether `a` is a link-local address.
+pub fn is_link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => v.is_link_local(),
+        IpAddr::V6(v) => v.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// One next hop of a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// Outgoing interface.
+    pub ifindex: u32,
+    /// Gateway, if any.
+    pub gateway: Option<IpAddr>,
+    /// Weight (1..=256).
+    pub weight: u16,
+}
+
+/// A route of the main table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// Destination (the unspecified address for a default route).
+    pub dst: IpAddr,
+    /// Destination prefix length (0 for a default route).
+    pub prefix: u8,
+    /// Routing table.
+    pub table: u32,
+    /// `RTN_*` type.
+    pub kind: u8,
+    /// `RTPROT_*`.
+    pub protocol: u8,
+    /// `RT_SCOPE_*`.
+    pub scope: u8,
+    /// Metric (`RTA_PRIORITY`).
+    pub metric: Option<u32>,
+    /// Next hops: one for a plain route, several for a multipath one.
+    pub hops: Vec<NextHop>,
+}
+
+impl RouteInfo {
+    /// Whether this is a default route.
+    pub fn is_default(&self) -> bool {
+        self.prefix == 0
+    }
+
+    /// The next hop with the highest weight (the first on a tie).
+    pub fn best_hop(&self) -> Option<&NextHop> {
+        let mut best: Option<&NextHop> = None;
+        for h in &self.hops {
+            if best.is_none_or(|b| h.weight > b.weight) {
+                best = Some(h);
+            }
+        }
+        best
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {e}"))
+}
+
+fn family_of(v6: bool) -> AddressFamily {
+    if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    }
+}
+
+struct Nl {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Nl {
+    fn new() -> io::Result<Self> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        let tv = nix::sys::time::TimeVal::new(RECV_TIMEOUT_SECS, 0);
+        nix::sys::socket::setsockopt(
+            &sock.as_fd(),
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &tv,
+        )
+        .map_err(io::Error::from)?;
+        Ok(Nl {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(1 << 18),
+        })
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | flags;
+        hdr.sequence_number = self.seq;
+        let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+        m.finalize();
+        let mut out = vec![0u8; m.buffer_len()];
+        m.serialize(&mut out);
+        let n = self.sock.send(&out, 0)?;
+        if n != out.len() {
+            return Err(invalid("short send"));
+        }
+        Ok(self.seq)
+    }
+
+    /// Reads answers to `seq` and hands each inner message to `f`, until the
+    /// end of a dump, an acknowledgement or an error.
+    fn receive(
+        &mut self,
+        seq: u32,
+        dump: bool,
+        mut f: impl FnMut(RouteNetlinkMessage),
+    ) -> io::Result<()> {
+        for _ in 0..MAX_DATAGRAMS {
+            self.buf.clear();
+            let n = self.sock.recv(&mut self.buf, 0)?;
+            let data = self.buf.get(..n.min(self.buf.len())).unwrap_or_default();
+            let mut off = 0usize;
+            while off.checked_add(16).is_some_and(|e| e <= data.len()) {
+                let len_bytes: [u8; 4] = data
+                    .get(off..off.saturating_add(4))
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| invalid("truncated"))?;
+                let len = u32::from_ne_bytes(len_bytes) as usize;
+                if len < 16 {
+                    return Err(invalid("bad message length"));
+                }
+                let end = off.checked_add(len).ok_or_else(|| invalid("overflow"))?;
+                let chunk = data
+                    .get(off..end)
+                    .ok_or_else(|| invalid("truncated message"))?;
+                off = end.checked_add(3).map_or(usize::MAX, |e| e & !3);
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk);
+                let msg = match msg {
+                    Ok(m) => m,
+                    // Attributes this crate version can't parse: skip.
+                    Err(_) if dump => continue,
+                    Err(e) => return Err(invalid(e)),
+                };
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(()),
+                            Some(c) => Err(io::Error::from_raw_os_error(-c.get())),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(m) => {
+                        f(m);
+                        if !dump {
+                            return Ok(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(invalid("answer too long"))
+    }
+
+    fn dump(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let seq = self.send(msg, NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        self.receive(seq, true, |m| out.push(m))?;
+        Ok(out)
+    }
+
+    /// Sends a change and waits for its acknowledgement.
+    fn change(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        let seq = self.send(msg, NLM_F_ACK | flags)?;
+        self.receive(seq, false, |_| {})
+    }
+}
+
+fn link_from(m: &LinkMessage) -> LinkInfo {
+    let mut l = LinkInfo {
+        index: m.header.index,
+        name: String::new(),
+        mtu: 0,
+        flags: m.header.flags.bits(),
+        mac: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::Address(b) => {
+                if let Ok(mac) = <[u8; 6]>::try_from(b.as_slice()) {
+                    l.mac = Some(mac);
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+/// Every interface.
+pub fn links() -> io::Result<Vec<LinkInfo>> {
+    let mut nl = Nl::new()?;
+    let msgs = nl.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(link_from(l)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every address of one family.
+pub fn addresses(v6: bool) -> io::Result<Vec<AddrInfo>> {
+    let mut nl = Nl::new()?;
+    let mut req = AddressMessage::default();
+    req.header.family = family_of(v6);
+    let msgs = nl.dump(RouteNetlinkMessage::GetAddress(req))?;
+    let mut out = Vec::new();
+    for m in msgs {
+        let RouteNetlinkMessage::NewAddress(a) = m else {
+            continue;
+        };
+        if a.header.family != family_of(v6) {
+            continue;
+        }
+        let mut flags = u32::from(a.header.flags.bits());
+        let (mut local, mut address) = (None, None);
+        for attr in &a.attributes {
+            match attr {
+                AddressAttribute::Local(x) => local = Some(*x),
+                AddressAttribute::Address(x) => address = Some(*x),
+                AddressAttribute::Flags(f) => flags |= f.bits(),
+                _ => {}
+            }
+        }
+        let Some(addr) = local.or(address) else {
+            continue;
+        };
+        out.push(AddrInfo {
+            index: a.header.index,
+            addr,
+            prefix: a.header.prefix_len,
+            scope: u8::from(a.header.scope),
+            flags,
+        });
+    }
+    Ok(out)
+}
+
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
+}
+
+fn route_from(m: &RouteMessage, v6: bool) -> Option<RouteInfo> {
+    let h = &m.header;
+    if h.address_family != family_of(v6) {
+        return None;
+    }
+    let unspec = if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    };
+    let mut r = RouteInfo {
+        dst: unspec,
+        prefix: h.destination_prefix_length,
+        table: u32::from(h.table),
+        kind: u8::from(h.kind),
+        protocol: u8::from(h.protocol),
+        scope: u8::from(h.scope),
+        metric: None,
+        hops: Vec::new(),
+    };
+    let (mut oif, mut gw) = (None, None);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => r.dst = route_addr(d)?,
+            RouteAttribute::Gateway(g) => gw = route_addr(g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Table(t) => r.table = *t,
+            RouteAttribute::Priority(p) => r.metric = Some(*p),
+            RouteAttribute::MultiPath(hops) => {
+                for nh in hops {
+                    let g = nh.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(g) => route_addr(g),
+                        _ => None,
+                    });
+                    r.hops.push(NextHop {
+                        ifindex: nh.interface_index,
+                        gateway: g,
+                        weight: u16::from(nh.hops) + 1,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(i) = oif {
+        r.hops.insert(
+            0,
+            NextHop {
+                ifindex: i,
+                gateway: gw,
+                weight: 1,
+            },
+        );
+    }
+    Some(r)
+}
+
+/// Every unicast route of one family in the main table.
+pub fn routes(v6: bool) -> io::Result<Vec<RouteInfo>> {
+    let mut nl = Nl::new()?;
+    let mut req = RouteMessage::default();
+    req.header.address_family = family_of(v6);
+    let msgs = nl.dump(RouteNetlinkMessage::GetRoute(req))?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => route_from(r, v6),
+            _ => None,
+        })
+        .filter(|r| r.table == TABLE_MAIN && r.kind == RTN_UNICAST)
+        .collect())
+}
+
+/// Index of the interface called `name`.
+pub fn link_index(name: &str) -> io::Result<u32> {
+    nix::net::if_::if_nametoindex(name).map_err(io::Error::from)
+}
+
+/// One interface.
+pub fn link(ifindex: u32) -> io::Result<LinkInfo> {
+    let mut nl = Nl::new()?;
+    let mut req = LinkMessage::default();
+    req.header.index = ifindex;
+    let seq = nl.send(RouteNetlinkMessage::GetLink(req), 0)?;
+    let mut out = None;
+    nl.receive(seq, false, |m| {
+        if let RouteNetlinkMessage::NewLink(l) = m {
+            out = Some(link_from(&l));
+        }
+    })?;
+    out.ok_or_else(|| invalid("no answer for the link"))
+}
+
+fn set_link(ifindex: u32, flags: u32, mask: u32, attrs: Vec<LinkAttribute>) -> io::Result<()> {
+    let mut nl = Nl::new()?;
+    let mut req = LinkMessage::default();
+    req.header.index = ifindex;
+    req.header.flags = LinkFlags::from_bits_retain(flags);
+    req.header.change_mask = LinkFlags::from_bits_retain(mask);
+    req.attributes = attrs;
+    nl.change(RouteNetlinkMessage::NewLink(req), 0)
+}
+
+/// Sets and clears `IFF_*` flags of an interface.
+pub fn set_link_flags(ifindex: u32, set: u32, clear: u32) -> io::Result<()> {
+    set_link(ifindex, set, set | clear, Vec::new())
+}
+
+/// Brings an interface up.
+pub fn link_up(ifindex: u32) -> io::Result<()> {
+    set_link_flags(ifindex, IFF_UP, 0)
+}
+
+/// Sets the MTU of an interface.
+pub fn set_mtu(ifindex: u32, mtu: u32) -> io::Result<()> {
+    set_link(ifindex, 0, 0, vec![LinkAttribute::Mtu(mtu)])
+}
+
+/// Sets the hardware address of an interface.
+pub fn set_mac(ifindex: u32, mac: [u8; 6]) -> io::Result<()> {
+    set_link(ifindex, 0, 0, vec![LinkAttribute::Address(mac.to_vec())])
+}
+
+/// The hardware address of an interface.
+pub fn get_mac(ifindex: u32) -> io::Result<[u8; 6]> {
+    link(ifindex)?
+        .mac
+        .ok_or_else(|| invalid("interface has no Ethernet address"))
+}
+
+/// Adds an address (with `IFA_F_NODAD` if `nodad`).
+pub fn add_address(ifindex: u32, addr: IpAddr, prefix: u8, nodad: bool) -> io::Result<()> {
+    let mut nl = Nl::new()?;
+    let mut req = AddressMessage::default();
+    req.header.family = family_of(addr.is_ipv6());
+    req.header.prefix_len = prefix;
+    req.header.index = ifindex;
+    req.header.scope = if is_link_local(addr) {
+        AddressScope::Link
+    } else {
+        AddressScope::Universe
+    };
+    let flags = if nodad { IFA_F_NODAD } else { 0 };
+    req.header.flags = AddressHeaderFlags::from_bits_retain(flags as u8);
+    req.attributes.push(AddressAttribute::Local(addr));
+    req.attributes.push(AddressAttribute::Address(addr));
+    if nodad {
+        req.attributes
+            .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(
+                flags,
+            )));
+    }
+    nl.change(
+        RouteNetlinkMessage::NewAddress(req),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// Adds a route in the main table: `dst/prefix` (prefix 0: default route)
+/// through `ifindex`, via `gateway` if given.
+pub fn add_route(ifindex: u32, dst: IpAddr, prefix: u8, gateway: Option<IpAddr>) -> io::Result<()> {
+    add_route_metric(ifindex, dst, prefix, gateway, None)
+}
+
+/// [`add_route`] with a metric (`RTA_PRIORITY`).
+pub fn add_route_metric(
+    ifindex: u32,
+    dst: IpAddr,
+    prefix: u8,
+    gateway: Option<IpAddr>,
+    metric: Option<u32>,
+) -> io::Result<()> {
+    let mut nl = Nl::new()?;
+    let mut req = RouteMessage::default();
+    req.header = RouteHeader {
+        address_family: family_of(dst.is_ipv6()),
+        destination_prefix_length: prefix,
+        table: RouteHeader::RT_TABLE_MAIN,
+        protocol: RouteProtocol::Boot,
+        scope: if gateway.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        },
+        kind: RouteType::Unicast,
+        ..RouteHeader::default()
+    };
+    if prefix > 0 {
+        req.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    }
+    if let Some(g) = gateway {
+        req.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(g)));
+    }
+    req.attributes.push(RouteAttribute::Oif(ifindex));
+    if let Some(m) = metric {
+        req.attributes.push(RouteAttribute::Priority(m));
+    }
+    nl.change(
+        RouteNetlinkMessage::NewRoute(req),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+fn ignore_exists(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r,
+    }
+}
+
+/// The EUI-64 link-local address for `mac` (fe80::/64 with the universal/local
+/// bit flipped and ff:fe in the middle).
+pub fn eui64_link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    let [a, b, c, d, e, f] = mac;
+    std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 2,
+        b,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        f,
+    ])
+}
+
+/// The `--config-net` sequence, run in the namespace: MTU, MAC, the
+/// link-local address without DAD, link up (with `IFF_NOARP` while IPv6 is
+/// being set up, so that no duplicate address detection delays addresses the
+/// kernel adds itself), addresses without DAD, routes
+/// (on-link ones first, so that gateways are reachable; unreachable ones are
+/// skipped), then `IFF_NOARP` cleared again.
+pub fn configure_ns_interface(cfg: &NsNetConfig) -> io::Result<()> {
+    let ifindex = link_index(&cfg.ifname)?;
+    if let Some(mtu) = cfg.mtu {
+        set_mtu(ifindex, mtu)?;
+    }
+    if let Some(mac) = cfg.mac {
+        set_mac(ifindex, mac)?;
+    }
+    let noarp = cfg.v6.is_some();
+    if noarp {
+        // The link-local address the kernel derives from the MAC, added
+        // before the link goes up and without DAD, so that it is usable at
+        // once even if the carrier (and the kernel's own address
+        // generation) comes later.
+        let mac = get_mac(ifindex)?;
+        ignore_exists(add_address(
+            ifindex,
+            IpAddr::V6(eui64_link_local(mac)),
+            64,
+            true,
+        ))?;
+        set_link_flags(ifindex, IFF_UP | IFF_NOARP, 0)?;
+    } else {
+        link_up(ifindex)?;
+    }
+    let result = (|| {
+        for fam in [&cfg.v4, &cfg.v6].into_iter().flatten() {
+            for a in &fam.addrs {
+                ignore_exists(add_address(ifindex, a.addr, a.prefix, true))?;
+            }
+        }
+        for fam in [&cfg.v4, &cfg.v6].into_iter().flatten() {
+            let (direct, via): (Vec<&NsRoute>, Vec<&NsRoute>) =
+                fam.routes.iter().partition(|r| r.gateway.is_none());
+            for r in direct.into_iter().chain(via) {
+                match add_route_metric(ifindex, r.dst, r.prefix, r.gateway, r.metric) {
+                    Ok(()) => {}
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EEXIST | libc::EHOSTUNREACH | libc::ENETUNREACH)
+                        ) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    })();
+    if noarp {
+        set_link_flags(ifindex, 0, IFF_NOARP)?;
+    }
+    result
+}
+
+#[cfg(test)]
+pub(crate) mod testns {
+    //! Throw-away network namespaces for tests (needs root).
+
+    use std::process::Command;
+
+    /// Runs `f` in a thread of its own, in a new network namespace that goes
+    /// away with the thread. `None` if namespaces can't be created here.
+    pub(crate) fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        std::thread::spawn(move || {
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                eprintln!("skipped: can't create a network namespace ({e})");
+                return None;
+            }
+            Some(f())
+        })
+        .join()
+        .expect("test thread panicked")
+    }
+
+    /// Runs an `ip` command line (in the calling thread's namespace).
+    pub(crate) fn ip(args: &str) {
+        let out = Command::new("ip")
+            .args(args.split_whitespace())
+            .output()
+            .expect("ip");
+        assert!(
+            out.status.success(),
+            "ip {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Output of an `ip` command line.
+    pub(crate) fn ip_out(args: &str) -> String {
+        let out = Command::new("ip")
+            .args(args.split_whitespace())
+            .output()
+            .expect("ip");
+        assert!(out.status.success(), "ip {args}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testns::*;
+    use super::*;
+    use crate::conf::{NsAddr, NsFamily};
+
+    #[test]
+    fn eui64() {
+        assert_eq!(
+            eui64_link_local([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]),
+            "fe80::11:22ff:fe33:4455"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+        );
+        assert_eq!(
+            eui64_link_local([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]),
+            "fe80::9855:9aff:fe55:9a55"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn link_changes() {
+        let Some(()) = in_netns(|| {
+            ip("link add v0 type veth peer name v1");
+            let i = link_index("v0").unwrap();
+            assert!(link_index("nope0").is_err());
+            set_mtu(i, 1400).unwrap();
+            set_mac(i, [2, 0, 0, 0, 0, 9]).unwrap();
+            assert_eq!(get_mac(i).unwrap(), [2, 0, 0, 0, 0, 9]);
+            link_up(i).unwrap();
+            let l = link(i).unwrap();
+            assert_eq!(l.name, "v0");
+            assert_eq!(l.mtu, 1400);
+            assert!(l.flags & IFF_UP != 0);
+            assert!(set_mtu(i, 10).is_err(), "MTU below the minimum must fail");
+            let all = links().unwrap();
+            assert!(all
+                .iter()
+                .any(|l| l.name == "lo" && l.flags & IFF_LOOPBACK != 0));
+            assert!(all.iter().any(|l| l.name == "v1"));
+        }) else {
+            return;
+        };
+    }
+
+    #[test]
+    fn addresses_and_routes() {
+        let Some(()) = in_netns(|| {
+            ip("link add v0 type veth peer name v1");
+            ip("link set v1 up");
+            let i = link_index("v0").unwrap();
+            link_up(i).unwrap();
+            add_address(i, "192.0.2.2".parse().unwrap(), 24, false).unwrap();
+            add_address(i, "2001:db8::2".parse().unwrap(), 64, true).unwrap();
+            let e = add_address(i, "192.0.2.2".parse().unwrap(), 24, false).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+            add_route(
+                i,
+                "0.0.0.0".parse().unwrap(),
+                0,
+                Some("192.0.2.1".parse().unwrap()),
+            )
+            .unwrap();
+            add_route(i, "198.51.100.0".parse().unwrap(), 24, None).unwrap();
+            add_route(
+                i,
+                "::".parse().unwrap(),
+                0,
+                Some("2001:db8::1".parse().unwrap()),
+            )
+            .unwrap();
+
+            let a4 = addresses(false).unwrap();
+            assert!(a4.iter().any(|a| a.index == i
+                && a.addr == "192.0.2.2".parse::<IpAddr>().unwrap()
+                && a.prefix == 24));
+            let a6 = addresses(true).unwrap();
+            let g = a6
+                .iter()
+                .find(|a| a.addr == "2001:db8::2".parse::<IpAddr>().unwrap())
+                .unwrap();
+            assert!(g.flags & IFA_F_NODAD != 0);
+            assert!(g.flags & IFA_F_TENTATIVE == 0);
+
+            let r4 = routes(false).unwrap();
+            let d = r4.iter().find(|r| r.is_default()).unwrap();
+            assert_eq!(d.hops[0].gateway, Some("192.0.2.1".parse().unwrap()));
+            assert_eq!(d.hops[0].ifindex, i);
+            assert!(r4
+                .iter()
+                .any(|r| r.prefix == 24 && r.dst == "198.51.100.0".parse::<IpAddr>().unwrap()));
+            let r6 = routes(true).unwrap();
+            assert!(r6.iter().any(|r| r.is_default()
+                && r.best_hop().and_then(|h| h.gateway) == Some("2001:db8::1".parse().unwrap())));
+        }) else {
+            return;
+        };
+    }
+
+    #[test]
+    fn config_net_sequence() {
+        let Some(()) = in_netns(|| {
+            ip("link add ns0 type veth peer name peer0");
+            ip("link set peer0 up");
+            let cfg = NsNetConfig {
+                ifname: "ns0".into(),
+                mtu: Some(9000),
+                mac: Some([2, 0x11, 0x22, 0x33, 0x44, 0x55]),
+                v4: Some(NsFamily {
+                    addrs: vec![NsAddr {
+                        addr: "192.0.2.2".parse().unwrap(),
+                        prefix: 24,
+                    }],
+                    routes: vec![
+                        NsRoute {
+                            dst: "0.0.0.0".parse().unwrap(),
+                            prefix: 0,
+                            gateway: Some("192.0.2.1".parse().unwrap()),
+                            metric: None,
+                        },
+                        NsRoute {
+                            dst: "203.0.113.0".parse().unwrap(),
+                            prefix: 24,
+                            gateway: Some("198.18.0.1".parse().unwrap()),
+                            metric: None,
+                        },
+                    ],
+                }),
+                v6: Some(NsFamily {
+                    addrs: vec![NsAddr {
+                        addr: "2001:db8::2".parse().unwrap(),
+                        prefix: 64,
+                    }],
+                    routes: vec![NsRoute {
+                        dst: "::".parse().unwrap(),
+                        prefix: 0,
+                        gateway: Some("fe80::1".parse().unwrap()),
+                        metric: None,
+                    }],
+                }),
+            };
+            configure_ns_interface(&cfg).unwrap();
+            // Running it again changes nothing and doesn't fail.
+            configure_ns_interface(&cfg).unwrap();
+
+            let link = ip_out("-j link show ns0");
+            assert!(link.contains("\"mtu\":9000"), "{link}");
+            assert!(link.contains("02:11:22:33:44:55"), "{link}");
+            assert!(link.contains("\"UP\""), "{link}");
+            assert!(!link.contains("NOARP"), "{link}");
+            let addr = ip_out("-j addr show ns0");
+            assert!(
+                addr.contains("\"local\":\"192.0.2.2\",\"prefixlen\":24"),
+                "{addr}"
+            );
+            assert!(
+                addr.contains("\"local\":\"2001:db8::2\",\"prefixlen\":64"),
+                "{addr}"
+            );
+            assert!(!addr.contains("tentative"), "{addr}");
+            assert!(
+                addr.contains("\"local\":\"fe80::11:22ff:fe33:4455\""),
+                "{addr}"
+            );
+            let r4 = ip_out("-j -4 route show dev ns0");
+            assert!(
+                r4.contains("\"dst\":\"default\",\"gateway\":\"192.0.2.1\""),
+                "{r4}"
+            );
+            assert!(
+                !r4.contains("203.0.113.0"),
+                "unreachable gateway skipped: {r4}"
+            );
+            let r6 = ip_out("-j -6 route show dev ns0");
+            assert!(
+                r6.contains("\"dst\":\"default\",\"gateway\":\"fe80::1\""),
+                "{r6}"
+            );
+        }) else {
+            return;
+        };
+    }
+}
