@@ -764,7 +764,8 @@ impl Kernel {
         Ok(())
     }
 
-    /// The epoll interest of a socket.
+    /// The epoll interest of a socket. Like `EPOLL_CTL_MOD`, this re-arms
+    /// edge-triggered readiness: a socket ready now is reported again.
     pub fn set_interest(&mut self, id: SockId, i: Interest) -> Result<(), Errno> {
         let h = self.core_handle(id)?;
         let s = self.sock_mut(h).ok_or(Errno::EBADF)?;

@@ -385,9 +385,20 @@ fn setup_directive(s: &mut Setup, w: &[String]) -> Result<bool, String> {
                     "no-icmp" => c.core.features.icmp = false,
                     "no-ipv4" => c.core.ip4 = None,
                     "no-ipv6" => c.core.ip6 = None,
+                    "peek-offset" => c.core.peek_offset = true,
                     other => {
                         if let Some(v) = other.strip_prefix("mtu=") {
                             c.core.mtu = Some(v.parse().map_err(|_| format!("bad mtu `{v}`"))?);
+                        } else if let Some(v) = other.strip_prefix("forward=") {
+                            // forward=PORT or forward=PORT:TARGET
+                            let (p, t) = v.split_once(':').unwrap_or((v, v));
+                            let port = p.parse().map_err(|_| format!("bad port `{p}`"))?;
+                            let target_port = t.parse().map_err(|_| format!("bad port `{t}`"))?;
+                            c.core.tcp_forwards.push(passt_core::TcpForward {
+                                addr: None,
+                                port,
+                                target_port,
+                            });
                         } else if let Some(v) = other.strip_prefix("guest-mac=") {
                             c.core.guest_mac = Some(Mac(parse_mac(v)?));
                         } else {
@@ -1381,6 +1392,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         drain_at_end: false,
         pending_inject: false,
     };
+    r.sim.start();
     let mut t = 0u64;
     for l in &body {
         let at = match l.time {

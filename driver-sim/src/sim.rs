@@ -177,6 +177,13 @@ impl Sim {
         self.seqs.isn(remote, guest)
     }
 
+    /// Starts the core (listeners of forwarded ports) and carries out what
+    /// it asks for; call once, before anything else.
+    pub fn start(&mut self) {
+        self.core.start(self.now);
+        self.drain();
+    }
+
     /// Current virtual time.
     pub fn now(&self) -> Instant {
         self.now
