@@ -472,7 +472,8 @@ struct Runner<'a> {
     failures: Vec<String>,
     tolerance_ns: u64,
     expect_seqs: SeqTracker,
-    realized_sys: Vec<(Instant, String)>,
+    /// Host-side operations: time, frames delivered before, the line.
+    realized_sys: Vec<(Instant, usize, String)>,
     drain_at_end: bool,
     pending_inject: bool,
 }
@@ -721,8 +722,13 @@ impl Runner<'_> {
     /// The core's ISN on the current flow (from its SYN seen by the guest).
     fn expect_seqs_isn(&mut self, flow: FlowCtx) -> u32 {
         // rel_ack with the core's direction known gives ack - isn; recover isn.
+        // The core's ISN as seen on the wire (whether or not a `>` line
+        // matched its SYN).
         match flow.remote {
-            Some(r) => self.expect_seqs.rel_ack(flow.guest, r, 0).wrapping_neg(),
+            Some(r) => self
+                .sim
+                .core_isn(r, flow.guest)
+                .unwrap_or_else(|| self.expect_seqs.rel_ack(flow.guest, r, 0).wrapping_neg()),
             None => 0,
         }
     }
@@ -835,6 +841,14 @@ impl Runner<'_> {
     }
 
     fn directive(&mut self, no: usize, w: &[String]) {
+        // Host-side directives belong to a realized run too; guest-side ones
+        // (model endpoints, captures) are replayed as the frames they sent.
+        if matches!(w.first().map(String::as_str), Some("flow" | "host-connect")) {
+            let now = self.sim.now();
+            let k = self.sim.delivered.len();
+            self.realized_sys
+                .push((now, k, format!("`sim {}`", w.join(" "))));
+        }
         let r: Result<(), String> = (|| {
             match w.first().map(String::as_str) {
                 Some("flow") => {
@@ -1073,7 +1087,8 @@ impl Runner<'_> {
         let now = self.sim.now();
         // Realized form: the same call, any result.
         let call = text.split(" = ").next().unwrap_or(text).trim().to_string();
-        self.realized_sys.push((now, format!("{call} = ...")));
+        let k = self.sim.delivered.len();
+        self.realized_sys.push((now, k, format!("{call} = ...")));
         match r {
             Ok((got, want)) => {
                 self.sim.app_did(format!("{call} = {got}"));
@@ -1541,30 +1556,32 @@ fn hex(b: &[u8]) -> String {
 fn realize(
     sc: &Scenario,
     delivered: &[(Instant, u64, Vec<u8>)],
-    sys: &[(Instant, String)],
+    sys: &[(Instant, usize, String)],
     setup: &[Line],
 ) -> Scenario {
     let mut lines: Vec<Line> = setup.to_vec();
+    // Order of occurrence: a host operation done after k frames were
+    // delivered comes right before frame k.
     let mut events: Vec<(Instant, usize, String)> = Vec::new();
     let mut last_batch = None;
     for (i, (t, b, f)) in delivered.iter().enumerate() {
         if last_batch.is_some_and(|l| l != *b) {
-            events.push((*t, i * 2, "`sim flush`".into()));
+            events.push((*t, 2 * i, "`sim flush`".into()));
         }
         last_batch = Some(*b);
-        events.push((*t, i * 2, format!("< raw {}", hex(f))));
+        events.push((*t, 2 * i + 1, format!("< raw {}", hex(f))));
     }
-    for (i, (t, s)) in sys.iter().enumerate() {
-        events.push((*t, i * 2 + 1, s.clone()));
+    for (t, k, s) in sys {
+        events.push((*t, 2 * k, s.clone()));
     }
-    events.sort_by_key(|e| (e.0, e.1));
+    events.sort_by_key(|e| (e.1, e.0));
     for (t, _, s) in events {
         let us = t.as_nanos() / 1000;
         let text = format!("{}.{:06} {s}", us / 1_000_000, us % 1_000_000);
         let ev = if let Some(p) = s.strip_prefix("< ") {
             Ev::Inject(p.to_string())
-        } else if s.starts_with('`') {
-            Ev::Directive(vec!["flush".into()])
+        } else if let Some(d) = s.strip_prefix("`sim ").and_then(|d| d.strip_suffix('`')) {
+            Ev::Directive(d.split_whitespace().map(str::to_string).collect())
         } else {
             Ev::Sys(s.clone())
         };

@@ -313,4 +313,44 @@ mod tests {
         .unwrap();
         assert!(r.violations.is_empty(), "{:?}", r.violations);
     }
+
+    /// A partial write reported one byte long (`AckOneMore`) makes the core
+    /// acknowledge a byte its socket never took: the ACK-honesty invariant
+    /// catches it, and the failure shrinks to a replayable scenario.
+    #[test]
+    fn planted_ack_bug_is_caught_and_shrunk() {
+        let text = "# partial write\n`sim config capture`\n`sim host sndbuf 4096 rcvbuf 4096`\n\
+            `sim flow 10.77.0.2:40000 > 192.0.2.1:8080`\n\
+            0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n\
+            +0 bind(3, ..., ...) = 0\n\
+            +0 listen(3, 1) = 0\n\
+            +0 < S 0:0(0) win 65535 <mss 1460>\n\
+            +0.01 < . 1:1(0) ack 1 win 65535\n\
+            +0 < . 1:1461(1460) ack 1 win 65535\n\
+            +0 < . 1461:2921(1460) ack 1 win 65535\n\
+            +0 < . 2921:4381(1460) ack 1 win 65535\n\
+            +0 < . 4381:5841(1460) ack 1 win 65535\n\
+            +0.1 accept(3, ..., ...) = 4\n";
+        let sc = Scenario::parse("partial", std::path::Path::new("."), text).unwrap();
+        let clean = sweep(&sc, 0..3, "none", None).unwrap();
+        assert!(clean.failures.is_empty(), "{:?}", clean.failures);
+        let bug = Some(PlantedBug::AckOneMore);
+        let rep = sweep(&sc, 0..3, "none", bug).unwrap();
+        assert_eq!(rep.failures.len(), 3, "the planted bug went unnoticed");
+        let (_, small, why) = rep.shrunk.expect("a shrunk case");
+        assert!(why.contains("ACK honesty"), "{why}");
+        assert!(small.len() < sc.len(), "{}", small.to_text());
+        let again = Scenario::parse("again", std::path::Path::new("."), &small.to_text()).unwrap();
+        let with = RunOptions {
+            planted: bug,
+            lenient: true,
+            ..Default::default()
+        };
+        let r = run(&again, &with).unwrap();
+        assert!(
+            r.violations.iter().any(|v| v.contains("ACK honesty")),
+            "{:?}",
+            r.violations
+        );
+    }
 }
