@@ -65,8 +65,10 @@ pub struct SimStats {
     pub frames_from_core: u64,
     /// Actions carried out.
     pub actions: u64,
-    /// Rounds in which level-triggered readiness made no progress (a driver
-    /// on real epoll would spin there).
+    /// Readiness events handled without any effect (wasted wakeups).
+    pub idle_wakeups: u64,
+    /// Places where readiness kept being reported without progress (a
+    /// driver on real epoll would spin there).
     pub spins: u64,
 }
 
@@ -74,6 +76,8 @@ pub struct SimStats {
 const TX_SLOTS: usize = 128;
 /// Bound on readiness rounds per instant.
 const MAX_ROUNDS: usize = 64;
+/// Wakeups in a row without progress that count as a busy loop.
+const SPIN_ROUNDS: u32 = 8;
 /// Malformation reasons: the core may count one only for a frame that is not
 /// well-formed by the independent parser's rules.
 const MALFORMED: &[DropReason] = &[
@@ -313,6 +317,7 @@ impl Sim {
     pub fn settle_now(&mut self) {
         self.kernel.run_peers(self.now.as_nanos());
         self.kernel_notes();
+        let mut idle = 0;
         for _ in 0..MAX_ROUNDS {
             let events = self.kernel.ready_events();
             if events.is_empty() {
@@ -329,11 +334,24 @@ impl Sim {
             self.kernel.run_peers(self.now.as_nanos());
             self.kernel_notes();
             let after = (self.kernel.mutations, self.stats.frames_from_core);
-            if before == after {
-                // On real epoll, level-triggered readiness nobody acts on
-                // makes the event loop spin until something else happens.
+            if before != after {
+                idle = 0;
+                continue;
+            }
+            self.stats.idle_wakeups += 1;
+            idle += 1;
+            if idle >= SPIN_ROUNDS {
+                // Readiness keeps being reported and nothing changes: on real
+                // epoll the event loop would spin here until something else
+                // happens.
                 self.stats.spins += 1;
-                self.note("spin", format!("no progress on {}", what.join(", ")));
+                self.note(
+                    "spin",
+                    format!(
+                        "readiness without progress {idle} times: {}",
+                        what.join(", ")
+                    ),
+                );
                 return;
             }
         }
@@ -698,11 +716,12 @@ impl Sim {
         vec![
             format!("core: {}", self.core.counters()),
             format!(
-                "sim: batches={} frames_to_core={} frames_from_core={} actions={} spins={}",
+                "sim: batches={} frames_to_core={} frames_from_core={} actions={} idle_wakeups={} spins={}",
                 self.stats.batches,
                 self.stats.frames_to_core,
                 self.stats.frames_from_core,
                 self.stats.actions,
+                self.stats.idle_wakeups,
                 self.stats.spins
             ),
             format!(
