@@ -119,11 +119,15 @@ impl Checker {
     /// The core connected `sock` to `addr`: map it to the oldest unmapped
     /// guest flow towards that port.
     pub fn on_connect(&mut self, sock: SockId, addr: SocketAddr) {
-        if let Some(f) = self
-            .flows
-            .iter_mut()
-            .find(|(k, f)| f.sock.is_none() && !f.core_initiated && k.1.port() == addr.port())
-        {
+        // Only flows the guest opened (SYN seen), of the same family and port
+        // (the address may be translated, e.g. the gateway to loopback).
+        if let Some(f) = self.flows.iter_mut().find(|(k, f)| {
+            f.sock.is_none()
+                && !f.core_initiated
+                && f.guest_isn.is_some()
+                && k.1.port() == addr.port()
+                && k.1.is_ipv4() == addr.is_ipv4()
+        }) {
             f.1.sock = Some(sock);
         }
     }

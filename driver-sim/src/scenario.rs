@@ -1576,8 +1576,10 @@ fn realize(
     }
     events.sort_by_key(|e| (e.1, e.0));
     for (t, _, s) in events {
-        let us = t.as_nanos() / 1000;
-        let text = format!("{}.{:06} {s}", us / 1_000_000, us % 1_000_000);
+        // Nanoseconds: frames a few hundred ns apart must not merge into
+        // one batch when the file is read back.
+        let ns = t.as_nanos();
+        let text = format!("{}.{:09} {s}", ns / 1_000_000_000, ns % 1_000_000_000);
         let ev = if let Some(p) = s.strip_prefix("< ") {
             Ev::Inject(p.to_string())
         } else if let Some(d) = s.strip_prefix("`sim ").and_then(|d| d.strip_suffix('`')) {

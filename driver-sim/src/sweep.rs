@@ -201,6 +201,11 @@ pub fn sweep(
             continue;
         }
         let mut small = shrink(&r.realized, &fails);
+        // What is written must fail the same way once read back.
+        match Scenario::parse(&small.name, &small.dir, &small.to_text()) {
+            Ok(back) if fails(&back) => {}
+            _ => continue,
+        }
         small.name = format!("{}-seed{}", sc.name, f.seed);
         small.description = format!(
             "Shrunk from {} seed {} with faults {}: {}",
