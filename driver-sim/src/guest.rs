@@ -64,6 +64,8 @@ pub struct GuestTcp {
     pub wscale: u8,
     /// Send our FIN only after the peer's (a passive close).
     pub fin_after_peer: bool,
+    /// The next output may send one byte into a closed window.
+    probe: bool,
 }
 
 impl fmt::Display for GuestTcp {
@@ -125,6 +127,7 @@ impl GuestTcp {
             retransmits: 0,
             wscale: 0,
             fin_after_peer: false,
+            probe: false,
         }
     }
 
@@ -198,7 +201,14 @@ impl GuestTcp {
             GuestState::Established => {
                 // Sequence 1 is the first data byte.
                 let end = self.total + 1;
-                let limit = self.snd_una.saturating_add(self.snd_wnd.clamp(1, 16 * MSS));
+                // A closed window is probed from the timer only (persist).
+                let window = if self.probe {
+                    1
+                } else {
+                    self.snd_wnd.min(16 * MSS)
+                };
+                self.probe = false;
+                let limit = self.snd_una.saturating_add(window);
                 let mut sent = false;
                 while self.snd_nxt < end && self.snd_nxt < limit {
                     let len = MSS.min(end - self.snd_nxt).min(limit - self.snd_nxt);
@@ -217,7 +227,8 @@ impl GuestTcp {
                     self.snd_nxt = end + 1;
                     sent = true;
                 }
-                if sent && self.rto_at.is_none() {
+                let waiting = self.snd_nxt < end || (self.fin_sent && !self.fin_acked);
+                if (sent || (self.snd_wnd == 0 && waiting)) && self.rto_at.is_none() {
                     self.rto_at = Some(now + RTO_NS);
                 }
             }
@@ -253,8 +264,10 @@ impl GuestTcp {
                 self.rto_at = Some(now + RTO_NS);
             }
             GuestState::Established => {
-                // Go back to the first unacknowledged byte.
+                // Go back to the first unacknowledged byte; into a closed
+                // window, one byte.
                 self.snd_nxt = self.snd_una;
+                self.probe = self.snd_wnd == 0;
                 if self.fin_sent && self.snd_una == self.total + 1 {
                     self.fin_sent = false;
                 }
