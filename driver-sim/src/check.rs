@@ -118,17 +118,39 @@ impl Checker {
 
     /// The core connected `sock` to `addr`: map it to the oldest unmapped
     /// guest flow towards that port.
-    pub fn on_connect(&mut self, sock: SockId, addr: SocketAddr) {
+    pub fn on_connect(&mut self, sock: SockId, addr: SocketAddr, kernel: &Kernel) {
         // Only flows the guest opened (SYN seen), of the same family and port
         // (the address may be translated, e.g. the gateway to loopback).
-        if let Some(f) = self.flows.iter_mut().find(|(k, f)| {
-            f.sock.is_none()
-                && !f.core_initiated
+        let fits = |k: &(SocketAddr, SocketAddr), f: &Flow| {
+            !f.core_initiated
                 && f.guest_isn.is_some()
                 && k.1.port() == addr.port()
                 && k.1.is_ipv4() == addr.is_ipv4()
-        }) {
+        };
+        if let Some(f) = self
+            .flows
+            .iter_mut()
+            .find(|(k, f)| f.sock.is_none() && fits(k, f))
+        {
             f.1.sock = Some(sock);
+            return;
+        }
+        // A new connection on a 4-tuple whose previous one is gone (a SYN
+        // again, e.g. duplicated, after a reset): a new incarnation.
+        let open: Vec<SockId> = kernel.core_ids();
+        if let Some(f) = self
+            .flows
+            .iter_mut()
+            .find(|(k, f)| fits(k, f) && f.sock.is_some_and(|s| !open.contains(&s) || s == sock))
+        {
+            let f = f.1;
+            f.sock = Some(sock);
+            f.conn = None;
+            f.core_isn = None;
+            f.core_acked = 0;
+            f.core_fin = false;
+            f.core_rst = false;
+            f.guest_rst = false;
         }
     }
 
@@ -387,7 +409,7 @@ mod tests {
         k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
             .unwrap();
         k.connect(s, r, 0).unwrap();
-        c.on_connect(s, r);
+        c.on_connect(s, r, &k);
         k.advance(0);
         assert!(c
             .on_core_frame(&cf(5000, 101, flags::SYN | flags::ACK, b""), &k)
@@ -476,7 +498,7 @@ mod tests {
         k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
             .unwrap();
         k.connect(s, r, 0).unwrap();
-        c.on_connect(s, r);
+        c.on_connect(s, r, &k);
         k.advance(0);
         k.send(s, b"ab").unwrap();
         k.run_peers(0);

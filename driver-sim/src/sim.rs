@@ -510,7 +510,7 @@ impl Sim {
             Action::Connect { sock, addr } => {
                 let r = self.kernel.connect(sock, addr, now_ns);
                 self.note("host", format!("connect({sock:?}, {addr}) = {r:?}"));
-                self.checker.on_connect(sock, addr);
+                self.checker.on_connect(sock, addr, &self.kernel);
                 if let Err(e) = r {
                     self.event(sock, SockEvent::Connected(Err(e)));
                 }
