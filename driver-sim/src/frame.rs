@@ -1143,3 +1143,50 @@ mod tests {
         assert!(tcp_options("bogus").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Built TCP segments parse back to the same fields, with valid
+        /// checksums, for both families.
+        #[test]
+        fn tcp_build_parse_round_trip(
+            v6 in any::<bool>(), sp in 1u16.., dp in 1u16.., seq in any::<u32>(), ack in any::<u32>(),
+            fl in 0u8..0x40, win in any::<u16>(), payload in proptest::collection::vec(any::<u8>(), 0..300),
+            mss in proptest::option::of(any::<u16>()),
+        ) {
+            let (a, b): (IpAddr, IpAddr) = if v6 {
+                ("fd77::2".parse().unwrap(), "2001:db8::1".parse().unwrap())
+            } else {
+                ("10.77.0.2".parse().unwrap(), "192.0.2.1".parse().unwrap())
+            };
+            let opts = mss.map(|m| tcp_options(&format!("mss {m}")).unwrap()).unwrap_or_default();
+            let f = tcp_frame(GUEST_MAC, BROADCAST, SocketAddr::new(a, sp), SocketAddr::new(b, dp), seq, ack, fl, win, &opts, &payload);
+            prop_assert!(check_frame(&f, 65535).is_ok());
+            prop_assert!(well_formed(&f));
+            let t = parse_tcp(&f).unwrap();
+            prop_assert_eq!((t.src, t.dst, t.seq, t.ack, t.flags, t.win), (SocketAddr::new(a, sp), SocketAddr::new(b, dp), seq, ack, fl, win));
+            prop_assert_eq!(t.payload, payload);
+            if let Some(m) = mss {
+                prop_assert_eq!(t.opts, format!("mss {m}"));
+            }
+        }
+
+        /// Summaries and checks of arbitrary bytes never panic, and damaging a
+        /// valid UDP frame's payload is always caught.
+        #[test]
+        fn arbitrary_frames_are_handled(bytes in proptest::collection::vec(any::<u8>(), 0..200), flip in 0usize..64) {
+            let _ = summarize(&bytes, &mut SeqTracker::default());
+            let _ = check_frame(&bytes, 65535);
+            let _ = well_formed(&bytes);
+            let _ = parse_tcp(&bytes);
+            let mut f = udp_frame(GUEST_MAC, BROADCAST, "10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap(), &[7u8; 64]);
+            let i = f.len() - 64 + flip;
+            f[i] ^= 0x10;
+            prop_assert!(check_frame(&f, 65535).is_err());
+        }
+    }
+}

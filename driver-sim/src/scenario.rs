@@ -533,8 +533,8 @@ impl Runner<'_> {
         let mut f = match first {
             "raw" => {
                 let hex: String = words[1..].concat();
-                if !hex.len().is_multiple_of(2) {
-                    return Err("raw: odd number of hex digits".into());
+                if !hex.is_ascii() || !hex.len().is_multiple_of(2) {
+                    return Err("raw: want an even number of hex digits".into());
                 }
                 (0..hex.len())
                     .step_by(2)
@@ -1742,5 +1742,34 @@ mod shrink_flush_tests {
         let fails = |s: &Scenario| s.to_text().matches("raw").count() == 2;
         let small = shrink(&sc, &fails);
         assert_eq!(small.len(), 3, "{}", small.to_text());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Any text is either rejected with an error or run; nothing panics.
+        #[test]
+        fn arbitrary_scenarios_do_not_panic(lines in proptest::collection::vec(
+            prop_oneof![
+                ".{0,40}",
+                "(0|\\+0|\\+0\\.1) < (arp who-has 10\\.77\\.0\\.1|rs|raw [0-9a-fé]{0,30}|dhcp discover|ns fd77::1|S 0:0\\(0\\)|\\. 1:11\\(10\\) ack 1)( truncate [0-9]{1,2})?",
+                "(0|\\+0) > .{0,20}",
+                "`sim (flow 10\\.77\\.0\\.2:1 > 192\\.0\\.2\\.1:80|drain|check dropped eth_truncated [0-9]|guest-tcp connect 192\\.0\\.2\\.1:80 send [0-9]{1,4}|peer \\*:80 (echo|sink|reset 5))`",
+                "(0|\\+0) (socket\\(\\.\\.\\., SOCK_STREAM, IPPROTO_TCP\\)|close\\([0-9]\\)|write\\([0-9], \\.\\.\\., [0-9]{1,3}\\)) = [0-9]",
+            ],
+            0..12,
+        )) {
+            let text = lines.join("\n");
+            if let Ok(sc) = Scenario::parse("p", Path::new("."), &text) {
+                let _ = run(&sc, &RunOptions { lenient: true, ..Default::default() });
+                let _ = run(&sc, &RunOptions::default());
+            }
+        }
     }
 }
