@@ -708,6 +708,21 @@ impl Sim {
         if self.kernel.core_sockets() > self.core.config().limits.flows.saturating_mul(2) {
             self.violation("resources: core sockets above bound at the end".into());
         }
+        // The core's idea of its sockets matches the kernel's, and once no
+        // connection is left, no flow is either.
+        if self.core.socket_count() != self.kernel.core_sockets() {
+            self.violation(format!(
+                "resources: the core counts {} sockets, the kernel holds {} for it",
+                self.core.socket_count(),
+                self.kernel.core_sockets()
+            ));
+        }
+        if self.kernel.open_conns() == 0 && self.core.flow_count() != 0 && !self.checker.corrupted {
+            self.violation(format!(
+                "resources: no connection left but {} flows in the table",
+                self.core.flow_count()
+            ));
+        }
         self.violations.clone()
     }
 
@@ -725,11 +740,12 @@ impl Sim {
                 self.stats.spins
             ),
             format!(
-                "host: core_sockets={} app_sockets={} open_conns={} tcp_flows={}",
+                "host: core_sockets={} app_sockets={} open_conns={} tcp_flows={} core_flows={}",
                 self.kernel.core_sockets(),
                 self.kernel.app_sockets(),
                 self.kernel.open_conns(),
-                self.checker.flows()
+                self.checker.flows(),
+                self.core.flow_count()
             ),
             format!(
                 "link: to_core {} / to_guest {}",
