@@ -111,7 +111,7 @@ impl Checker {
     }
 
     /// A guest frame was corrupted on the link: the core does not verify
-    /// guest checksums (as upstream), so its flow's content is not checked.
+    /// guest checksums (as upstream passt), so its flow's content is not checked.
     pub fn on_corrupted(&mut self, _frame: &[u8]) {
         self.corrupted = true;
     }
