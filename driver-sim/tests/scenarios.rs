@@ -67,23 +67,36 @@ fn small_sweep_passes_invariants() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6u64);
-    let mut problems = Vec::new();
-    for dir in scenario_dirs() {
-        let sc = Scenario::load(&dir).expect("scenario");
-        if sc.has_known_violations() {
-            continue;
+    let dirs: Vec<PathBuf> = scenario_dirs();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let problems = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(dir) = dirs.get(i) else { break };
+                let sc = Scenario::load(dir).expect("scenario");
+                if sc.has_known_violations() {
+                    continue;
+                }
+                for profile in ["chaos", "swarm"] {
+                    let rep = sweep(&sc, 0..seeds, profile, None).expect("sweep");
+                    for f in rep.failures {
+                        problems.lock().expect("lock").push(format!(
+                            "{} seed {} {profile}: {}",
+                            sc.name,
+                            f.seed,
+                            f.problems.join("; ")
+                        ));
+                    }
+                }
+            });
         }
-        for profile in ["chaos", "swarm"] {
-            let rep = sweep(&sc, 0..seeds, profile, None).expect("sweep");
-            for f in rep.failures {
-                problems.push(format!(
-                    "{} seed {} {profile}: {}",
-                    sc.name,
-                    f.seed,
-                    f.problems.join("; ")
-                ));
-            }
-        }
-    }
+    });
+    let mut problems = problems.into_inner().expect("lock");
+    problems.sort();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
