@@ -121,6 +121,10 @@ pub struct Sim {
     checker: Checker,
     slots: Vec<Vec<u8>>,
     tx: Vec<u8>,
+    /// Sockets the core opened or accepted and did not close.
+    known_socks: std::collections::BTreeSet<passt_core::SockId>,
+    /// Sockets whose Open or Accept failed.
+    failed_socks: std::collections::BTreeSet<passt_core::SockId>,
     unsent: usize,
 }
 
@@ -167,6 +171,8 @@ impl Sim {
             checker: Checker::default(),
             slots: Vec::new(),
             tx: vec![0; 65536 + 14],
+            known_socks: std::collections::BTreeSet::new(),
+            failed_socks: std::collections::BTreeSet::new(),
             unsent: 0,
         }
     }
@@ -632,6 +638,62 @@ impl Sim {
             other => self.violation(format!("the simulator cannot carry out {other:?}")),
         }
         self.kernel_notes();
+        // Every action but Open and Accept names a socket the core opened and
+        // has not closed.
+        let sock = match a {
+            Action::Bind { sock, .. }
+            | Action::Connect { sock, .. }
+            | Action::Listen { sock, .. }
+            | Action::SetInterest { sock, .. }
+            | Action::SetOption { sock, .. }
+            | Action::Send { sock, .. }
+            | Action::SendDatagrams { sock, .. }
+            | Action::Peek { sock, .. }
+            | Action::Consume { sock, .. }
+            | Action::QueryTcpInfo { sock }
+            | Action::ShutdownWrite { sock }
+            | Action::Close { sock } => Some(sock),
+            _ => None,
+        };
+        if let Some(sock) = sock {
+            // The core queues a new socket's set-up behind its Open; when the
+            // Open fails, the rest of it names a socket that never existed
+            // (the driver ignores it).
+            if !self.known_socks.contains(&sock) && !self.failed_socks.contains(&sock) {
+                self.violation(format!("socket ids: {a:?} names a socket that is not open"));
+            }
+        }
+        match a {
+            Action::Open { sock, .. } | Action::Accept { sock, .. } => {
+                if self.kernel.core_ids().contains(&sock) {
+                    self.known_socks.insert(sock);
+                    self.failed_socks.remove(&sock);
+                } else {
+                    self.failed_socks.insert(sock);
+                }
+            }
+            _ => {}
+        }
+        // Closed sockets leave the set; sockets the driver dropped because a
+        // Bind or Listen failed count as failed opens.
+        let open = self.kernel.core_ids();
+        let closed = if let Action::Close { sock } = a {
+            Some(sock)
+        } else {
+            None
+        };
+        let gone: Vec<_> = self
+            .known_socks
+            .iter()
+            .filter(|s| !open.contains(s))
+            .copied()
+            .collect();
+        for s in gone {
+            self.known_socks.remove(&s);
+            if Some(s) != closed {
+                self.failed_socks.insert(s);
+            }
+        }
     }
 
     fn peek(&mut self, sock: passt_core::SockId, skip: u32, len: u32, mss: u16, room: u16) {
