@@ -839,3 +839,115 @@ pub fn write_pcap(path: &std::path::Path, frames: &[(Instant, Vec<u8>)]) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::capture_config;
+    use passt_core::{Family, Interest, Netns, SockId, SockKind};
+
+    fn sim() -> Sim {
+        Sim::new(SimConfig::new(capture_config()))
+    }
+
+    #[test]
+    fn actions_on_unknown_sockets_are_violations() {
+        let mut s = sim();
+        s.exec(Action::Close { sock: SockId(99) }, &[]);
+        assert!(
+            s.violations.iter().any(|v| v.contains("socket ids")),
+            "{:?}",
+            s.violations
+        );
+
+        let mut s = sim();
+        let sock = SockId(1);
+        s.exec(
+            Action::Open {
+                sock,
+                kind: SockKind::TcpStream,
+                family: Family::V4,
+                netns: Netns::Host,
+            },
+            &[],
+        );
+        s.exec(
+            Action::SetInterest {
+                sock,
+                interest: Interest::default(),
+            },
+            &[],
+        );
+        s.exec(Action::Close { sock }, &[]);
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        // Used after close.
+        s.exec(Action::QueryTcpInfo { sock }, &[]);
+        assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
+
+        // Set-up queued behind a failed open is tolerated.
+        let mut cfg = SimConfig::new(capture_config());
+        cfg.kernel.fd_limit = 0;
+        let mut s = Sim::new(cfg);
+        s.exec(
+            Action::Open {
+                sock,
+                kind: SockKind::TcpStream,
+                family: Family::V4,
+                netns: Netns::Host,
+            },
+            &[],
+        );
+        s.exec(
+            Action::SetInterest {
+                sock,
+                interest: Interest::default(),
+            },
+            &[],
+        );
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+    }
+
+    #[test]
+    fn broken_frames_from_the_core_are_violations() {
+        let mut s = sim();
+        let mut f = crate::frame::udp_frame(
+            crate::frame::GUEST_MAC,
+            crate::frame::BROADCAST,
+            "10.77.0.1:67".parse().unwrap(),
+            "10.77.0.2:68".parse().unwrap(),
+            b"payload",
+        );
+        s.emit(&f.clone());
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        let n = f.len();
+        f[n - 1] ^= 1;
+        s.emit(&f);
+        assert!(
+            s.violations.iter().any(|v| v.contains("frame check")),
+            "{:?}",
+            s.violations
+        );
+        assert_eq!(s.stats.frames_from_core, 2);
+    }
+
+    #[test]
+    fn consume_beyond_the_queue_is_a_violation() {
+        let mut s = sim();
+        let sock = SockId(1);
+        s.exec(
+            Action::Open {
+                sock,
+                kind: SockKind::TcpStream,
+                family: Family::V4,
+                netns: Netns::Host,
+            },
+            &[],
+        );
+        s.exec(Action::Consume { sock, len: 10 }, &[]);
+        assert!(
+            s.violations.iter().any(|v| v.contains("consume")),
+            "{:?}",
+            s.violations
+        );
+    }
+}
