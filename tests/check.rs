@@ -4,6 +4,7 @@
 use etherparse::checksum::Sum16BitWords;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 
 /// Parses `frame` with etherparse and verifies the IPv4 header checksum and
 /// the transport checksum (TCP, UDP, ICMP, ICMPv6). ARP frames are checked for
@@ -122,6 +123,11 @@ pub fn describe(frame: &[u8]) -> String {
                         u.destination_port(),
                         u.payload().len()
                     );
+                    match (u.source_port(), u.destination_port()) {
+                        (67, 68) | (68, 67) => s.push_str(&dhcp_options(u.payload())),
+                        (546, 547) | (547, 546) => s.push_str(&dhcpv6_options(u.payload())),
+                        _ => {}
+                    }
                 }
                 Some(TransportSlice::Tcp(t)) => {
                     let _ = write!(
@@ -134,6 +140,23 @@ pub fn describe(frame: &[u8]) -> String {
                 }
                 Some(TransportSlice::Icmpv6(i)) => {
                     let _ = write!(s, "ICMPv6 type {} len {}", i.type_u8(), i.slice().len());
+                    let body = i.slice();
+                    let start = match i.type_u8() {
+                        133 => Some(8),
+                        134 => Some(16),
+                        135 | 136 => Some(24),
+                        _ => None,
+                    };
+                    if let Some(mut o) = start {
+                        s.push_str(" options");
+                        while let (Some(&t), Some(&l)) = (body.get(o), body.get(o + 1)) {
+                            let _ = write!(s, " {t}/{}", usize::from(l) * 8);
+                            if l == 0 {
+                                break;
+                            }
+                            o += usize::from(l) * 8;
+                        }
+                    }
                 }
                 Some(TransportSlice::Icmpv4(i)) => {
                     let _ = write!(s, "ICMP type {} len {}", i.type_u8(), i.slice().len());
@@ -156,6 +179,67 @@ pub fn describe(frame: &[u8]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// " dhcp: 53=02 1=ffffff00 ..." for a BOOTP/DHCP message.
+fn dhcp_options(m: &[u8]) -> String {
+    let mut s = String::from("\n  bootp:");
+    let Some(opts) = m.get(240..) else {
+        return s + " truncated";
+    };
+    if let Some(h) = m.get(..240) {
+        let _ = write!(
+            s,
+            " op {} xid {} flags {:04x} ciaddr {} yiaddr {} siaddr {} giaddr {}",
+            h[0],
+            hex(&h[4..8]),
+            u16::from_be_bytes([h[10], h[11]]),
+            Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+            Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            Ipv4Addr::new(h[20], h[21], h[22], h[23]),
+            Ipv4Addr::new(h[24], h[25], h[26], h[27]),
+        );
+    }
+    s.push_str("\n  options:");
+    let mut i = 0;
+    while let Some(&code) = opts.get(i) {
+        match code {
+            0 => i += 1,
+            255 => {
+                s.push_str(" end");
+                break;
+            }
+            _ => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let v = opts.get(i + 2..i + 2 + usize::from(len)).unwrap_or(&[]);
+                let _ = write!(s, " {code}={}", hex(v));
+                i += 2 + usize::from(len);
+            }
+        }
+    }
+    s
+}
+
+/// " dhcpv6: type 2 xid .. options 2 3 1" for a DHCPv6 message.
+fn dhcpv6_options(m: &[u8]) -> String {
+    let mut s = String::from("\n  dhcpv6:");
+    let (Some(&ty), Some(xid)) = (m.first(), m.get(1..4)) else {
+        return s + " truncated";
+    };
+    let _ = write!(s, " type {ty} xid {}\n  options:", hex(xid));
+    let mut i = 4;
+    while let (Some(c), Some(l)) = (m.get(i..i + 2), m.get(i + 2..i + 4)) {
+        let code = u16::from_be_bytes([c[0], c[1]]);
+        let len = usize::from(u16::from_be_bytes([l[0], l[1]]));
+        let v = m.get(i + 4..i + 4 + len).unwrap_or(&[]);
+        let _ = write!(s, " {code}={}", hex(v));
+        i += 4 + len;
+    }
+    s
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn mac(m: [u8; 6]) -> String {

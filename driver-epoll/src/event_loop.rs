@@ -1,0 +1,1100 @@
+//! The event loop: epoll, the clock, frame batches in, frames out.
+//!
+//! One thread waits on one epoll set. The 64-bit epoll data word carries a tag
+//! in its top byte and, for sockets, the core's [`SockId`] in its low 32 bits,
+//! so an event needs no lookup to reach the core. Tags: core sockets, the guest
+//! link (tap device or qemu client), the qemu listening socket, and a
+//! signalfd (SIGTERM, SIGQUIT, SIGCHLD).
+//!
+//! The loop follows the core's call order: after every input (a batch of guest
+//! frames, a socket event, a timeout, a link reset) it drains `poll_action`,
+//! carrying out each action at once and feeding results back; then drains
+//! `poll_frame` into the transmit arena; then flushes the arena to the guest
+//! link and reports the count with `handle_tap_sent`. Only then is the batch
+//! buffer reused and epoll waited on, at most until `poll_timeout`.
+
+use crate::pcap::Pcap;
+use crate::qemu::QemuLink;
+use crate::socks::{Outcome, SockTable, TAG_SOCK};
+use crate::tap::TapDevice;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use passt_core::{Action, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId, TxSlot};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Tag of the guest link's data fd (tap device or qemu client).
+pub(crate) const TAG_LINK: u64 = 2;
+/// Tag of the qemu listening socket.
+pub(crate) const TAG_LISTEN: u64 = 3;
+/// Tag of the signalfd.
+pub(crate) const TAG_SIGNAL: u64 = 4;
+/// Tag of the pidfd of a joined process (pasta).
+pub(crate) const TAG_PIDFD: u64 = 5;
+/// Tag of the inotify watch on the directory of a namespace file (pasta).
+pub(crate) const TAG_INOTIFY: u64 = 6;
+
+/// The epoll data word for `tag` and `id`.
+pub(crate) const fn token(tag: u64, id: u32) -> u64 {
+    (tag << 56) | id as u64
+}
+
+/// Splits an epoll data word into tag and id.
+pub(crate) const fn untoken(data: u64) -> (u64, u32) {
+    (data >> 56, data as u32)
+}
+
+/// The driver's clock: `CLOCK_MONOTONIC` as a core [`Instant`].
+pub(crate) fn now() -> Instant {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => {
+            let ns = u64::try_from(ts.tv_sec())
+                .unwrap_or(0)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::try_from(ts.tv_nsec()).unwrap_or(0));
+            Instant::from_nanos(ns)
+        }
+        Err(_) => Instant::ZERO,
+    }
+}
+
+/// Bytes before each frame in a transmit slot: room for qemu's length prefix.
+pub(crate) const TAP_HDR: usize = 4;
+/// Largest Ethernet frame on the guest link (`ETH_MAX_MTU` + header).
+pub(crate) const MAX_FRAME: usize = 65535 + 14;
+/// Size of one transmit slot.
+pub(crate) const SLOT_LEN: usize = TAP_HDR + MAX_FRAME + 1;
+/// Slots in the transmit arena (upstream passt uses 128 TCP frames per flush).
+pub(crate) const TX_SLOTS: usize = 128;
+/// Bytes of the receive batch buffer (passt: 8 MiB per read from qemu).
+pub(crate) const RX_BYTES: usize = 8 << 20;
+
+/// The transmit arena: fixed slots, each a full-size frame with room for the
+/// qemu length prefix in front. Control frames from `poll_frame` and peeked
+/// TCP payload share it, so frames leave in the order the core produced them.
+#[derive(Debug)]
+pub(crate) struct TxArena {
+    buf: Vec<u8>,
+    /// Next unused slot.
+    next: usize,
+    /// Finished frames in order: (slot, frame length).
+    frames: Vec<(usize, usize)>,
+}
+
+impl TxArena {
+    pub(crate) fn new(slots: usize) -> Self {
+        TxArena {
+            buf: vec![0; slots.max(1) * SLOT_LEN],
+            next: 0,
+            frames: Vec::with_capacity(slots.max(1)),
+        }
+    }
+
+    pub(crate) fn slots(&self) -> usize {
+        self.buf.len() / SLOT_LEN
+    }
+
+    pub(crate) fn free(&self) -> usize {
+        self.slots().saturating_sub(self.next)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.next = 0;
+        self.frames.clear();
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        let start = i * SLOT_LEN;
+        &mut self.buf[start..start + SLOT_LEN]
+    }
+
+    /// The frame area of the next free slot (`None` if full).
+    pub(crate) fn next_frame_buf(&mut self) -> Option<&mut [u8]> {
+        if self.free() == 0 {
+            return None;
+        }
+        let i = self.next;
+        Some(&mut self.slot_mut(i)[TAP_HDR..])
+    }
+
+    /// Marks the next free slot as holding a frame of `len` bytes.
+    pub(crate) fn commit(&mut self, len: usize) {
+        if self.free() > 0 && len > 0 && len <= MAX_FRAME {
+            self.frames.push((self.next, len));
+            self.next += 1;
+        }
+    }
+
+    /// Frame `i` in send order.
+    pub(crate) fn frame(&self, i: usize) -> Option<&[u8]> {
+        let &(slot, len) = self.frames.get(i)?;
+        let start = slot * SLOT_LEN + TAP_HDR;
+        self.buf.get(start..start + len)
+    }
+
+    /// Frame `i` with its 4-byte big-endian length prefix written in front.
+    pub(crate) fn prefixed_frame(&mut self, i: usize) -> Option<&[u8]> {
+        let &(slot, len) = self.frames.get(i)?;
+        let start = slot * SLOT_LEN;
+        let s = self.buf.get_mut(start..start + TAP_HDR + len)?;
+        s[..TAP_HDR].copy_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
+        Some(s)
+    }
+
+    /// Every frame with its length prefix, for one `sendmsg`.
+    pub(crate) fn prefixed_iovecs(&mut self) -> Vec<IoSlice<'_>> {
+        for i in 0..self.frames.len() {
+            let _ = self.prefixed_frame(i);
+        }
+        let buf = &self.buf;
+        self.frames
+            .iter()
+            .map(|&(slot, len)| {
+                let start = slot * SLOT_LEN;
+                IoSlice::new(&buf[start..start + TAP_HDR + len])
+            })
+            .collect()
+    }
+
+    /// Payload areas `buf[room..room + mss]` of the next `k` free slots (the
+    /// last one cut so that all add up to at most `len`), for a peek.
+    fn payload_iovecs(
+        &mut self,
+        k: usize,
+        room: usize,
+        mss: usize,
+        len: usize,
+    ) -> Vec<IoSliceMut<'_>> {
+        let first = self.next;
+        let mut left = len;
+        let mut out = Vec::with_capacity(k);
+        for (n, chunk) in self
+            .buf
+            .chunks_mut(SLOT_LEN)
+            .skip(first)
+            .take(k)
+            .enumerate()
+        {
+            let want = mss.min(left);
+            if want == 0 && n > 0 {
+                break;
+            }
+            let start = TAP_HDR + room;
+            out.push(IoSliceMut::new(&mut chunk[start..start + want]));
+            left -= want;
+        }
+        out
+    }
+
+    /// The next `k` free slots as transmit slots for the core.
+    fn tx_slots(&mut self, k: usize) -> Vec<TxSlot<'_>> {
+        let first = self.next;
+        self.buf
+            .chunks_mut(SLOT_LEN)
+            .skip(first)
+            .take(k)
+            .map(|c| TxSlot {
+                buf: &mut c[TAP_HDR..],
+                frame_len: 0,
+            })
+            .collect()
+    }
+
+    /// Records the frames the core finished in the next `lens.len()` slots.
+    fn commit_slots(&mut self, lens: &[usize]) {
+        let mut last_used = None;
+        for (n, &len) in lens.iter().enumerate() {
+            if len > 0 && len <= MAX_FRAME {
+                self.frames.push((self.next + n, len));
+                last_used = Some(n);
+            }
+        }
+        if let Some(n) = last_used {
+            self.next += n + 1;
+        }
+    }
+}
+
+/// The receive batch buffer with its frame descriptors. For passt, `fill`
+/// bytes are valid and a partial frame may be kept at the front between reads.
+#[derive(Debug)]
+pub(crate) struct RxBuf {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) refs: Vec<FrameRef>,
+    pub(crate) fill: usize,
+}
+
+impl RxBuf {
+    pub(crate) fn new(bytes: usize) -> Self {
+        Self::with_frames(bytes, 16384)
+    }
+
+    /// A buffer whose batches hold at most `frames` frames.
+    pub(crate) fn with_frames(bytes: usize, frames: usize) -> Self {
+        RxBuf {
+            // Room for a whole batch plus one partial frame carried over.
+            buf: vec![0; bytes + MAX_FRAME + TAP_HDR],
+            refs: Vec::with_capacity(frames.max(1)),
+            fill: 0,
+        }
+    }
+}
+
+/// The guest link.
+#[derive(Debug)]
+pub(crate) enum Link {
+    /// pasta: a tap device in the guest namespace.
+    Tap(TapDevice),
+    /// passt: qemu's stream socket.
+    Qemu(QemuLink),
+}
+
+impl Link {
+    /// Sends the arena's frames; returns how many the link accepted.
+    fn send(&mut self, arena: &mut TxArena) -> usize {
+        match self {
+            Link::Tap(t) => t.send(arena),
+            Link::Qemu(q) => q.send(arena),
+        }
+    }
+}
+
+/// Exit when a namespace disappears (pasta, unless `--no-netns-quit`).
+#[derive(Debug, Clone)]
+pub(crate) struct NsWatch {
+    /// A path that exists as long as the namespace does (`/proc/PID` or the
+    /// bind-mounted namespace file), checked once a second.
+    pub(crate) path: PathBuf,
+    /// For a PID: a pidfd, readable as soon as the process exits.
+    pub(crate) pid: Option<i32>,
+}
+
+/// An inotify descriptor watching `dir` for deletions.
+fn inotify_dir(dir: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: inotify_init1 takes flags and returns a new fd or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by no one else.
+    let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: `c` is a valid C string for the duration of the call.
+    let w = unsafe {
+        libc::inotify_add_watch(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            c.as_ptr(),
+            libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_DELETE_SELF,
+        )
+    };
+    if w < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// `pidfd_open(2)`: a descriptor that turns readable when `pid` exits.
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by no one else.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(r as i32) })
+}
+
+/// Everything the loop needs besides the core and the link.
+#[derive(Debug, Default)]
+pub(crate) struct LoopOptions {
+    /// Frame capture.
+    pub(crate) pcap: Option<Pcap>,
+    /// The guest's network namespace (pasta), for `Netns::Guest` sockets.
+    pub(crate) guest_ns: Option<OwnedFd>,
+    /// The command pasta spawned: exit with its status.
+    pub(crate) child: Option<Pid>,
+    /// Watched namespace.
+    pub(crate) ns_watch: Option<NsWatch>,
+}
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Exit with this status.
+    Code(i32),
+}
+
+/// The state the drain step works on (everything but the receive buffer).
+struct Io {
+    core: Core,
+    epoll: Epoll,
+    socks: SockTable,
+    arena: TxArena,
+    link: Link,
+    pcap: Option<Pcap>,
+    guest_ns: Option<OwnedFd>,
+    discard: Vec<u8>,
+    events: Vec<SockEvent>,
+}
+
+/// The event loop of one passt or pasta instance.
+pub(crate) struct Runtime {
+    io: Io,
+    rx: RxBuf,
+    signals: SignalFd,
+    child: Option<Pid>,
+    ns_watch: Option<NsWatch>,
+    /// Kept open while registered.
+    _pidfd: Option<OwnedFd>,
+    /// inotify on the namespace file's directory, drained on each event.
+    inotify: Option<OwnedFd>,
+}
+
+/// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
+/// from it; SIGPIPE is ignored.
+fn signals() -> std::io::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGQUIT);
+    set.add(Signal::SIGCHLD);
+    set.thread_block()?;
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe {
+        nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn)?;
+    }
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?)
+}
+
+impl Runtime {
+    /// Builds the loop: creates the epoll set and registers the link.
+    pub(crate) fn new(core: Core, link: Link, opts: LoopOptions) -> std::io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let signals = signals()?;
+        epoll.add(
+            signals.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_SIGNAL, 0)),
+        )?;
+        let mut link = link;
+        match &mut link {
+            Link::Tap(t) => epoll.add(
+                t.fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LINK, 0)),
+            )?,
+            Link::Qemu(q) => q.register(&epoll)?,
+        }
+        let mut pidfd = None;
+        if let Some(pid) = opts.ns_watch.as_ref().and_then(|w| w.pid) {
+            // Without pidfds (old kernels), the once-a-second check remains.
+            if let Ok(fd) = pidfd_open(pid) {
+                epoll.add(
+                    fd.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_PIDFD, 0)),
+                )?;
+                pidfd = Some(fd);
+            }
+        }
+        let mut inotify = None;
+        if let Some(w) = opts.ns_watch.as_ref().filter(|w| w.pid.is_none()) {
+            // Without inotify on that file system, the once-a-second check
+            // remains.
+            if let Some(fd) = w.path.parent().and_then(|d| inotify_dir(d).ok()) {
+                epoll.add(
+                    fd.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_INOTIFY, 0)),
+                )?;
+                inotify = Some(fd);
+            }
+        }
+        let flows = core.config().limits.flows;
+        Ok(Runtime {
+            io: Io {
+                core,
+                epoll,
+                socks: SockTable::with_capacity(flows),
+                arena: TxArena::new(TX_SLOTS),
+                link,
+                pcap: opts.pcap,
+                guest_ns: opts.guest_ns,
+                discard: Vec::new(),
+                events: Vec::with_capacity(8),
+            },
+            rx: RxBuf::new(RX_BYTES),
+            signals,
+            child: opts.child,
+            ns_watch: opts.ns_watch,
+            _pidfd: pidfd,
+            inotify,
+        })
+    }
+
+    /// Runs until a signal, the spawned command's exit, the namespace's
+    /// disappearance or (passt with `-1`) the client's disconnection.
+    pub(crate) fn run(&mut self) -> i32 {
+        let mut events = vec![EpollEvent::empty(); 64];
+        let mut last_ns_check = now();
+        // Anything queued at start-up goes out first.
+        self.io.drain(now(), &[]);
+        loop {
+            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
+                return code;
+            }
+        }
+    }
+
+    /// One wait and the work it brings; `cap` bounds the wait (tests).
+    /// Returns an exit status when it is time to stop.
+    fn turn(
+        &mut self,
+        events: &mut [EpollEvent],
+        cap: Option<Duration>,
+        last_ns_check: &mut Instant,
+    ) -> Option<i32> {
+        let t = now();
+        let mut wait = self.io.core.poll_timeout().map(|d| d.since(t));
+        if self.ns_watch.is_some() {
+            let sec = Duration::from_secs(1);
+            wait = Some(wait.map_or(sec, |w| w.min(sec)));
+        }
+        if let Some(c) = cap {
+            wait = Some(wait.map_or(c, |w| w.min(c)));
+        }
+        let timeout = match wait {
+            None => nix::sys::epoll::EpollTimeout::NONE,
+            // Rounded up, so that the deadline has passed on wake-up.
+            Some(w) => nix::sys::epoll::EpollTimeout::from(
+                u16::try_from(w.as_micros().div_ceil(1000)).unwrap_or(u16::MAX),
+            ),
+        };
+        let n = match self.io.epoll.wait(events, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => {
+                log::error!("epoll_wait: {e}");
+                return Some(1);
+            }
+        };
+        for ev in events.iter().take(n) {
+            let (tag, id) = untoken(ev.data());
+            let flags = ev.events();
+            let r = match tag {
+                TAG_SOCK => {
+                    self.sock_event(SockId(id), flags);
+                    None
+                }
+                TAG_LINK => self.link_event(flags),
+                TAG_LISTEN => self.listen_event(),
+                TAG_SIGNAL => self.signal_event(),
+                TAG_INOTIFY => self.inotify_event(),
+                TAG_PIDFD => {
+                    log::info!("target process exited, exiting");
+                    Some(Exit::Code(0))
+                }
+                _ => None,
+            };
+            if let Some(Exit::Code(c)) = r {
+                self.io.drain(now(), &[]);
+                return Some(c);
+            }
+        }
+        let t = now();
+        if self.io.core.poll_timeout().is_some_and(|d| d <= t) {
+            self.io.core.handle_timeout(t);
+            self.io.drain(t, &[]);
+        }
+        if let Some(w) = &self.ns_watch {
+            if t.since(*last_ns_check) >= Duration::from_secs(1) {
+                *last_ns_check = t;
+                if std::fs::symlink_metadata(&w.path).is_err() {
+                    log::info!("namespace gone ({}), exiting", w.path.display());
+                    return Some(0);
+                }
+            }
+        }
+        None
+    }
+
+    #[cfg(test)]
+    fn guest_seen(&self) -> bool {
+        self.io.core.guest().seen
+    }
+
+    fn sock_event(&mut self, sock: SockId, flags: EpollFlags) {
+        let mut evs = std::mem::take(&mut self.io.events);
+        evs.clear();
+        self.io
+            .socks
+            .events_for(&self.io.epoll, sock, flags, &mut evs);
+        for e in evs.iter() {
+            let t = now();
+            if log::log_enabled!(log::Level::Trace) {
+                log::trace!("{sock:?}: {e:?}");
+            }
+            self.io.core.handle_sock_event(t, sock, *e);
+            self.io.drain(t, &[]);
+            if self.io.socks.get(sock).is_none() {
+                break;
+            }
+        }
+        self.io.events = evs;
+    }
+
+    fn link_event(&mut self, flags: EpollFlags) -> Option<Exit> {
+        let rx = &mut self.rx;
+        let r = match &mut self.io.link {
+            Link::Tap(t) => t.read_batch(rx),
+            Link::Qemu(q) => q.read_batch(rx, flags),
+        };
+        match r {
+            crate::tap::ReadOutcome::Frames => {
+                // A read from qemu may hold more frames than one batch takes:
+                // the rest is already in the buffer, where no epoll event
+                // would report it, so it is handed over at once.
+                let mut rounds = 0;
+                while !rx.refs.is_empty() {
+                    log::trace!("guest link: {} frames in", rx.refs.len());
+                    let t = now();
+                    if let Some(p) = &mut self.io.pcap {
+                        let batch = FrameBatch::new(&rx.buf, &rx.refs);
+                        for i in 0..batch.len() {
+                            if let Some(f) = batch.frame(i) {
+                                p.write_frame(f);
+                            }
+                        }
+                    }
+                    self.io
+                        .core
+                        .handle_tap_batch(t, &FrameBatch::new(&rx.buf, &rx.refs));
+                    self.io.drain(t, &rx.buf);
+                    rx.refs.clear();
+                    let Link::Qemu(q) = &mut self.io.link else {
+                        break;
+                    };
+                    // The batch is done with: keep only what follows it.
+                    q.keep_partial(rx);
+                    rounds += 1;
+                    if q.is_broken() || rounds > RX_BYTES / 14 {
+                        break;
+                    }
+                    q.reparse(rx);
+                }
+                if let Link::Qemu(q) = &mut self.io.link {
+                    if q.take_broken() {
+                        return self.link_reset();
+                    }
+                    q.keep_partial(rx);
+                }
+                None
+            }
+            crate::tap::ReadOutcome::Reset => self.link_reset(),
+        }
+    }
+
+    /// The guest link went away: tell the core, then wait for the next qemu
+    /// client, or exit.
+    fn link_reset(&mut self) -> Option<Exit> {
+        self.rx.refs.clear();
+        self.rx.fill = 0;
+        let t = now();
+        self.io.core.handle_tap_reset(t);
+        self.io.drain(t, &[]);
+        match &mut self.io.link {
+            Link::Qemu(q) if !q.one_off() => {
+                if let Err(e) = q.register(&self.io.epoll) {
+                    log::error!("listening again: {e}");
+                    return Some(Exit::Code(1));
+                }
+                None
+            }
+            Link::Qemu(_) => {
+                log::info!("client closed the connection, exiting (one-off)");
+                Some(Exit::Code(0))
+            }
+            Link::Tap(_) => {
+                log::error!("tap device closed or failed");
+                Some(Exit::Code(1))
+            }
+        }
+    }
+
+    /// Something was deleted next to the namespace file: is it gone?
+    fn inotify_event(&mut self) -> Option<Exit> {
+        if let Some(fd) = &self.inotify {
+            let mut buf = [0u8; 4096];
+            while nix::unistd::read(fd, &mut buf).is_ok_and(|n| n > 0) {}
+        }
+        let w = self.ns_watch.as_ref()?;
+        if std::fs::symlink_metadata(&w.path).is_err() {
+            log::info!("namespace gone ({}), exiting", w.path.display());
+            return Some(Exit::Code(0));
+        }
+        None
+    }
+
+    fn listen_event(&mut self) -> Option<Exit> {
+        if let Link::Qemu(q) = &mut self.io.link {
+            q.accept(&self.io.epoll);
+        }
+        None
+    }
+
+    fn signal_event(&mut self) -> Option<Exit> {
+        loop {
+            let info = match self.signals.read_signal() {
+                Ok(Some(i)) => i,
+                Ok(None) => return None,
+                Err(e) => {
+                    log::debug!("signalfd: {e}");
+                    return None;
+                }
+            };
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGTERM) | Ok(Signal::SIGQUIT) => {
+                    log::info!("signal {}, exiting", info.ssi_signo);
+                    return Some(Exit::Code(0));
+                }
+                Ok(Signal::SIGCHLD) => {
+                    if let Some(code) = self.reap() {
+                        return Some(Exit::Code(code));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reaps children; returns the exit code if the spawned command ended.
+    fn reap(&mut self) -> Option<i32> {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if Some(pid) == self.child => {
+                    return Some(code);
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid) == self.child => {
+                    return Some(128 + sig as i32);
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+impl Io {
+    /// Drains the core after an input: actions (results fed back at once),
+    /// frames into the arena, then the flush. `rx` is the buffer of the batch
+    /// just handed over (send spans point into it); empty otherwise.
+    fn drain(&mut self, now: Instant, rx: &[u8]) {
+        // Each round either carries out actions or moves frames; the core's
+        // queues are bounded, so this ends; the bound only guards against a
+        // core that keeps producing work on its own feedback.
+        for _ in 0..1024 {
+            let mut busy = false;
+            while let Some(a) = self.core.poll_action() {
+                busy = true;
+                self.carry_out(now, a, rx);
+            }
+            busy |= self.pull_frames(now);
+            if !self.arena.is_empty() {
+                busy = true;
+                if self.flush(now) == 0 {
+                    // The link takes nothing now (no qemu client, or a full
+                    // socket): the core retries on its next input.
+                    return;
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+        log::warn!("core kept producing work; yielding to the event loop");
+    }
+
+    /// Moves the core's queued frames into the arena (flushing it when full);
+    /// returns whether there were any.
+    fn pull_frames(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        loop {
+            let Some(buf) = self.arena.next_frame_buf() else {
+                let _ = self.flush(now);
+                continue;
+            };
+            match self.core.poll_frame(buf) {
+                Some(n) => {
+                    any = true;
+                    self.arena.commit(n);
+                }
+                None => return any,
+            }
+        }
+    }
+
+    /// Sends what the arena holds and tells the core how much went out.
+    fn flush(&mut self, now: Instant) -> usize {
+        if self.arena.is_empty() {
+            return 0;
+        }
+        let sent = self.link.send(&mut self.arena).min(self.arena.len());
+        if let Some(p) = &mut self.pcap {
+            for i in 0..sent {
+                if let Some(f) = self.arena.frame(i) {
+                    p.write_frame(f);
+                }
+            }
+        }
+        log::trace!("guest link took {sent} of {} frames", self.arena.len());
+        self.arena.clear();
+        self.core.handle_tap_sent(now, sent);
+        sent
+    }
+
+    fn carry_out(&mut self, now: Instant, action: Action, rx: &[u8]) {
+        if log::log_enabled!(log::Level::Trace) {
+            log::trace!("action {action:?}");
+        }
+        if let Action::Peek {
+            sock,
+            skip,
+            len,
+            mss,
+            room,
+        } = action
+        {
+            return self.peek(now, sock, skip, len, usize::from(mss), usize::from(room));
+        }
+        let spans: Vec<IoSlice<'_>> = match action {
+            Action::Send { spans, .. } | Action::SendDatagrams { spans, .. } => self
+                .core
+                .spans(spans)
+                .iter()
+                .filter_map(|s| {
+                    let start = s.offset as usize;
+                    rx.get(start..start.checked_add(s.len as usize)?)
+                })
+                .map(IoSlice::new)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let out = self.socks.execute(
+            &self.epoll,
+            self.guest_ns.as_ref().map(|f| f.as_fd()),
+            action,
+            &spans,
+        );
+        drop(spans);
+        if let Outcome::Event(sock, ev) = out {
+            if log::log_enabled!(log::Level::Trace) {
+                log::trace!("{sock:?}: {ev:?}");
+            }
+            self.core.handle_sock_event(now, sock, ev);
+        }
+    }
+
+    fn peek(&mut self, now: Instant, sock: SockId, skip: u32, len: u32, mss: usize, room: usize) {
+        let len = len as usize;
+        if mss == 0 || room + mss > MAX_FRAME {
+            let mut none: [TxSlot<'_>; 0] = [];
+            self.core
+                .handle_peeked(now, sock, Err(passt_core::Errno(libc::EINVAL)), &mut none);
+            return;
+        }
+        // Frames the core queued before asking for this peek go out before
+        // the data (a SYN-ACK before the first segment, an ACK before data).
+        self.pull_frames(now);
+        let needed = len.div_ceil(mss).clamp(1, self.arena.slots());
+        if self.arena.free() < needed && !self.arena.is_empty() {
+            let _ = self.flush(now);
+        }
+        let k = needed.min(self.arena.free());
+        let result = match self.socks.get(sock) {
+            None => Err(passt_core::Errno::EBADF),
+            Some(e) => {
+                let fd = e.fd.as_fd();
+                let mut iov = self.arena.payload_iovecs(k, room, mss, len);
+                crate::socks::peek(fd, skip, &mut self.discard, &mut iov)
+            }
+        };
+        let mut slots = self.arena.tx_slots(k);
+        self.core.handle_peeked(now, sock, result, &mut slots);
+        let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
+        drop(slots);
+        self.arena.commit_slots(&lens);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for (tag, id) in [(TAG_SOCK, 0), (TAG_LINK, 7), (TAG_SIGNAL, u32::MAX)] {
+            assert_eq!(untoken(token(tag, id)), (tag, id));
+        }
+        assert_ne!(token(TAG_SOCK, 1), token(TAG_LINK, 1));
+    }
+
+    #[test]
+    fn clock_is_monotonic() {
+        let a = now();
+        let b = now();
+        assert!(b >= a);
+        assert!(a > Instant::ZERO);
+    }
+
+    #[test]
+    fn arena_orders_and_prefixes_frames() {
+        let mut a = TxArena::new(3);
+        assert_eq!(a.free(), 3);
+        for (i, len) in [60usize, 1514, 14].into_iter().enumerate() {
+            let b = a.next_frame_buf().unwrap();
+            b[..len].fill(i as u8 + 1);
+            a.commit(len);
+        }
+        assert!(a.next_frame_buf().is_none());
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.frame(1).unwrap().len(), 1514);
+        assert!(a.frame(1).unwrap().iter().all(|&b| b == 2));
+        let iov = a.prefixed_iovecs();
+        assert_eq!(iov.len(), 3);
+        assert_eq!(&iov[0][..4], &60u32.to_be_bytes());
+        assert_eq!(iov[0].len(), 64);
+        assert_eq!(&iov[1][..4], &1514u32.to_be_bytes());
+        drop(iov);
+        a.clear();
+        assert!(a.is_empty());
+        assert_eq!(a.free(), 3);
+    }
+
+    /// A passt link over a socket pair: frames split across writes reach the
+    /// core whole and in order, incoming frames are captured, and a bad length
+    /// ends a one-off instance with status 0.
+    #[test]
+    fn qemu_link_frames_reach_core_and_pcap() {
+        use std::io::Write;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+        let p = std::env::temp_dir().join(format!("passt-rs-loop-{}.pcap", std::process::id()));
+        let opts = LoopOptions {
+            pcap: Some(Pcap::create(&p).unwrap()),
+            ..LoopOptions::default()
+        };
+        let mut rt = Runtime::new(Core::new(passt_core::Config::default()), link, opts).unwrap();
+        let mut frame = vec![0xffu8; 6];
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        frame.resize(60, 0xab);
+        let mut stream = Vec::new();
+        for _ in 0..3 {
+            stream.extend_from_slice(&60u32.to_be_bytes());
+            stream.extend_from_slice(&frame);
+        }
+        let mut events = vec![EpollEvent::empty(); 8];
+        let mut t = now();
+        let cap = Some(Duration::from_millis(50));
+        for chunk in [&stream[..3], &stream[3..70], &stream[70..]] {
+            b.write_all(chunk).unwrap();
+            assert_eq!(rt.turn(&mut events, cap, &mut t), None);
+        }
+        for _ in 0..20 {
+            if rt.io.core.counters().frames_in == 3 {
+                break;
+            }
+            assert_eq!(rt.turn(&mut events, cap, &mut t), None);
+        }
+        assert_eq!(rt.io.core.counters().frames_in, 3);
+        assert!(rt.guest_seen());
+        b.write_all(&70000u32.to_be_bytes()).unwrap();
+        let mut code = None;
+        for _ in 0..20 {
+            code = rt.turn(&mut events, cap, &mut t);
+            if code.is_some() {
+                break;
+            }
+        }
+        assert_eq!(code, Some(0), "one-off: a reset ends passt");
+        drop(rt);
+        let pc = std::fs::read(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(pc.len(), 24 + 3 * (16 + 60));
+        assert_eq!(&pc[24 + 16..24 + 16 + 60], &frame[..]);
+    }
+
+    /// One read holding more frames than a batch takes: the rest is handed
+    /// over at once, without waiting for more input; a bad length among them
+    /// still resets the client.
+    #[test]
+    fn qemu_read_larger_than_one_batch() {
+        use std::io::Write;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+        let mut rt = Runtime::new(
+            Core::new(passt_core::Config::default()),
+            link,
+            LoopOptions::default(),
+        )
+        .unwrap();
+        rt.rx = RxBuf::with_frames(1 << 16, 2);
+        let mut frame = vec![0xffu8; 6];
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        frame.resize(60, 0);
+        let mut stream = Vec::new();
+        for _ in 0..7 {
+            stream.extend_from_slice(&60u32.to_be_bytes());
+            stream.extend_from_slice(&frame);
+        }
+        b.write_all(&stream).unwrap();
+        let mut events = vec![EpollEvent::empty(); 8];
+        let mut t = now();
+        assert_eq!(
+            rt.turn(&mut events, Some(Duration::from_millis(200)), &mut t),
+            None
+        );
+        assert_eq!(rt.io.core.counters().frames_in, 7, "all in one wake-up");
+        assert_eq!(rt.rx.fill, 0);
+        // Three good frames, then a bad length: the good ones count, then the
+        // one-off instance ends.
+        let mut bad = stream[..3 * 64].to_vec();
+        bad.extend_from_slice(&5u32.to_be_bytes());
+        b.write_all(&bad).unwrap();
+        let code = rt.turn(&mut events, Some(Duration::from_millis(200)), &mut t);
+        assert_eq!(rt.io.core.counters().frames_in, 10);
+        assert_eq!(code, Some(0));
+    }
+
+    /// A stream of frames of random sizes, written in random chunks while
+    /// the loop reads: every frame reaches the core, none twice.
+    #[test]
+    fn qemu_stream_under_load_loses_nothing() {
+        use std::io::Write;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+        let mut rt = Runtime::new(
+            Core::new(passt_core::Config::default()),
+            link,
+            LoopOptions::default(),
+        )
+        .unwrap();
+        // Small batches, so that reads often hold more than one.
+        rt.rx = RxBuf::with_frames(1 << 20, 64);
+        let mut seed = 0x2545_f491u32;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut stream = Vec::new();
+        let frames = 20_000u64;
+        for _ in 0..frames {
+            let len = 14 + (rnd() % 1600) as usize;
+            stream.extend_from_slice(&(len as u32).to_be_bytes());
+            let mut f = vec![0u8; len];
+            f[12] = 0x88;
+            f[13] = 0xb5;
+            stream.extend_from_slice(&f);
+        }
+        let cuts: Vec<usize> = (0..4096).map(|_| 1 + (rnd() % 9000) as usize).collect();
+        let writer = std::thread::spawn(move || {
+            let mut b = b;
+            let mut pos = 0;
+            let mut i = 0;
+            while pos < stream.len() {
+                let n = cuts[i % cuts.len()].min(stream.len() - pos);
+                b.write_all(&stream[pos..pos + n]).unwrap();
+                pos += n;
+                i += 1;
+            }
+            b
+        });
+        let mut events = vec![EpollEvent::empty(); 8];
+        let mut t = now();
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while rt.io.core.counters().frames_in < frames && std::time::Instant::now() < end {
+            assert_eq!(
+                rt.turn(&mut events, Some(Duration::from_millis(100)), &mut t),
+                None
+            );
+        }
+        let _b = writer.join().unwrap();
+        assert_eq!(rt.io.core.counters().frames_in, frames);
+        assert_eq!(rt.rx.fill, 0, "nothing left over");
+    }
+
+    /// `Peek` lands the socket's bytes in the payload areas of consecutive
+    /// slots (after the header room), without consuming them.
+    #[test]
+    fn peek_fills_slot_payloads() {
+        use std::io::Write;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+        let mut rt = Runtime::new(
+            Core::new(passt_core::Config::default()),
+            link,
+            LoopOptions::default(),
+        )
+        .unwrap();
+        let srv = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(srv.local_addr().unwrap()).unwrap();
+        let (ours, _) = srv.accept().unwrap();
+        let sock = SockId(5);
+        rt.io.socks.insert(sock, ours.into());
+        peer.write_all(b"abcdefghij").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let room = 54;
+        rt.io.peek(now(), sock, 2, 8, 3, room);
+        let slot = |i: usize| &rt.io.arena.buf[i * SLOT_LEN + TAP_HDR + room..][..3];
+        assert_eq!(slot(0), b"cde");
+        assert_eq!(slot(1), b"fgh");
+        assert_eq!(slot(2), b"ij\0");
+        // The stub core finished no frames: nothing queued, data still there.
+        assert!(rt.io.arena.is_empty());
+        let fd = rt.io.socks.get(sock).unwrap().fd.try_clone().unwrap();
+        let mut buf = [0u8; 16];
+        let n = nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .unwrap();
+        assert_eq!(&buf[..n], b"abcdefghij");
+    }
+
+    #[test]
+    fn arena_peek_slots() {
+        let mut a = TxArena::new(4);
+        a.next_frame_buf().unwrap()[0] = 9;
+        a.commit(60);
+        {
+            let iov = a.payload_iovecs(3, 54, 1000, 2500);
+            let lens: Vec<usize> = iov.iter().map(|s| s.len()).collect();
+            assert_eq!(lens, vec![1000, 1000, 500]);
+        }
+        {
+            let mut slots = a.tx_slots(3);
+            assert_eq!(slots.len(), 3);
+            slots[0].frame_len = 1054;
+            slots[1].frame_len = 1054;
+        }
+        a.commit_slots(&[1054, 1054, 0]);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.free(), 1);
+        assert_eq!(a.frame(0).unwrap()[0], 9);
+        assert_eq!(a.frame(2).unwrap().len(), 1054);
+    }
+}

@@ -1,0 +1,567 @@
+//! passt's guest link: qemu's `-netdev stream` socket.
+//!
+//! The protocol is a UNIX stream socket carrying frames, each preceded by its
+//! length as a 32-bit big-endian number. One client is served at a time;
+//! further connections are accepted and closed at once. A wake-up reads up to
+//! the whole batch buffer in one `recv`; frames may be split across reads, so a
+//! trailing partial frame is kept at the front of the buffer for the next read.
+//! A length below 14 or above 65535 resets the client. Output is one `sendmsg`
+//! of length prefixes and frames; a frame the kernel took only in part is
+//! completed before returning, so the stream never loses framing.
+
+use crate::event_loop::{token, RxBuf, TxArena, TAG_LINK, TAG_LISTEN, TAP_HDR};
+use crate::tap::ReadOutcome;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use passt_core::FrameRef;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Shortest frame accepted (an Ethernet header).
+pub(crate) const MIN_FRAME: usize = 14;
+/// Longest frame accepted (`ETH_MAX_MTU`).
+pub(crate) const MAX_FRAME_LEN: usize = 65535;
+/// Highest N probed for `/tmp/passt_N.socket` (`UNIX_SOCK_MAX` - 1).
+pub(crate) const SOCK_PROBE_MAX: u32 = 99;
+
+/// A frame length outside 14..=65535.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct BadLength(pub(crate) u32);
+
+/// Finds the complete frames in `buf`, appending a descriptor for each to
+/// `refs`; returns how many bytes they use (the rest is a partial frame). On a
+/// bad length, `refs` keeps the good frames before it.
+pub(crate) fn split_frames(buf: &[u8], refs: &mut Vec<FrameRef>) -> Result<usize, BadLength> {
+    let mut off = 0usize;
+    while refs.len() < refs.capacity().max(1) {
+        let Some(hdr) = buf.get(off..off + TAP_HDR) else {
+            break;
+        };
+        let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let l = len as usize;
+        if !(MIN_FRAME..=MAX_FRAME_LEN).contains(&l) {
+            return Err(BadLength(len));
+        }
+        let end = off + TAP_HDR + l;
+        if end > buf.len() {
+            break;
+        }
+        refs.push(FrameRef {
+            offset: (off + TAP_HDR) as u32,
+            len,
+        });
+        off = end;
+    }
+    Ok(off)
+}
+
+/// The qemu side of passt.
+#[derive(Debug)]
+pub(crate) struct QemuLink {
+    listener: Option<OwnedFd>,
+    listener_registered: bool,
+    client: Option<OwnedFd>,
+    path: Option<PathBuf>,
+    one_off: bool,
+    /// Bytes of the receive buffer used by the frames of the current batch.
+    consumed: usize,
+    /// A bad frame length was read: reset once the frames before it are done.
+    broken: bool,
+}
+
+fn unix_stream() -> io::Result<OwnedFd> {
+    Ok(socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
+/// Whether something listens at `path`: a connect that succeeds, or fails
+/// with anything but ENOENT, ECONNREFUSED or EACCES, means "in use".
+fn in_use(path: &Path) -> io::Result<bool> {
+    let s = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    Ok(match socket::connect(s.as_raw_fd(), &addr) {
+        Ok(()) => true,
+        Err(Errno::ENOENT | Errno::ECONNREFUSED | Errno::EACCES) => false,
+        Err(_) => true,
+    })
+}
+
+fn bind_listen(path: &Path) -> io::Result<OwnedFd> {
+    let s = unix_stream()?;
+    let addr = UnixAddr::new(path)?;
+    // A stale socket file of an instance that is gone.
+    let _ = std::fs::remove_file(path);
+    socket::bind(s.as_raw_fd(), &addr)?;
+    socket::listen(
+        &s,
+        socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
+    Ok(s)
+}
+
+impl QemuLink {
+    /// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
+    /// to 99) if no path was given.
+    pub(crate) fn listen(path: Option<&Path>, dir: &Path, one_off: bool) -> io::Result<Self> {
+        let (fd, p) = match path {
+            Some(p) => {
+                if in_use(p)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("socket path {} already in use", p.display()),
+                    ));
+                }
+                (bind_listen(p)?, p.to_path_buf())
+            }
+            None => {
+                let mut found = None;
+                for n in 1..=SOCK_PROBE_MAX {
+                    let p = dir.join(format!("passt_{n}.socket"));
+                    if in_use(&p)? {
+                        continue;
+                    }
+                    if let Ok(fd) = bind_listen(&p) {
+                        found = Some((fd, p));
+                        break;
+                    }
+                }
+                found.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::AddrInUse, "no free UNIX domain socket path")
+                })?
+            }
+        };
+        Ok(QemuLink {
+            listener: Some(fd),
+            listener_registered: false,
+            client: None,
+            path: Some(p),
+            one_off,
+            consumed: 0,
+            broken: false,
+        })
+    }
+
+    /// A connected socket handed over with `--fd` (implies one-off).
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        crate::tap::set_nonblocking(fd.as_fd())?;
+        tune(&fd);
+        Ok(QemuLink {
+            listener: None,
+            listener_registered: false,
+            client: Some(fd),
+            path: None,
+            one_off: true,
+            consumed: 0,
+            broken: false,
+        })
+    }
+
+    /// The listening socket's path.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub(crate) fn one_off(&self) -> bool {
+        self.one_off
+    }
+
+    /// Registers the listener (once) and the client, if any.
+    pub(crate) fn register(&mut self, epoll: &Epoll) -> io::Result<()> {
+        if let (Some(l), false) = (&self.listener, self.listener_registered) {
+            epoll.add(
+                l.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LISTEN, 0)),
+            )?;
+            self.listener_registered = true;
+        }
+        if let Some(c) = &self.client {
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            match epoll.add(c.as_fd(), EpollEvent::new(flags, token(TAG_LINK, 0))) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts a connection: the client if there is none, else closed at once.
+    pub(crate) fn accept(&mut self, epoll: &Epoll) {
+        let Some(l) = &self.listener else { return };
+        let fd = match socket::accept4(l.as_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)
+        {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::debug!("accept: {e}");
+                return;
+            }
+        };
+        let pid = socket::getsockopt(&fd, sockopt::PeerCredentials)
+            .map(|c| c.pid())
+            .unwrap_or(0);
+        if self.client.is_some() {
+            log::info!("another client connected (PID {pid}), refusing it");
+            return;
+        }
+        log::info!("client connected (PID {pid})");
+        tune(&fd);
+        self.client = Some(fd);
+        if let Err(e) = self.register(epoll) {
+            log::error!("registering client: {e}");
+            self.client = None;
+        }
+    }
+
+    /// Reads what is ready into `rx` after the kept partial frame and finds the
+    /// complete frames. A closed or misbehaving client is a reset.
+    pub(crate) fn read_batch(&mut self, rx: &mut RxBuf, flags: EpollFlags) -> ReadOutcome {
+        rx.refs.clear();
+        self.consumed = 0;
+        let Some(c) = &self.client else {
+            return ReadOutcome::Frames;
+        };
+        let Some(dst) = rx.buf.get_mut(rx.fill..) else {
+            return self.reset("receive buffer overrun");
+        };
+        match socket::recv(c.as_raw_fd(), dst, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return self.reset("client closed the connection"),
+            Ok(n) => rx.fill += n,
+            Err(Errno::EAGAIN | Errno::EINTR) => {
+                if flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+                    return self.reset("client hung up");
+                }
+                return ReadOutcome::Frames;
+            }
+            Err(e) => return self.reset(&format!("receive error: {e}")),
+        }
+        self.reparse(rx);
+        ReadOutcome::Frames
+    }
+
+    /// Finds complete frames in what `keep_partial` left at the front of the
+    /// buffer (frames beyond the last batch's capacity).
+    /// A bad length marks the client broken: the frames before it are still
+    /// handed over, then [`Self::take_broken`] tells the loop to reset.
+    pub(crate) fn reparse(&mut self, rx: &mut RxBuf) {
+        rx.refs.clear();
+        match split_frames(rx.buf.get(..rx.fill).unwrap_or(&[]), &mut rx.refs) {
+            Ok(used) => self.consumed = used,
+            Err(BadLength(l)) => {
+                log::info!("bad frame size {l}");
+                self.broken = true;
+                self.consumed = rx.refs.last().map_or(0, |r| (r.offset + r.len) as usize);
+            }
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Whether a bad length was seen; closes the client if so.
+    pub(crate) fn take_broken(&mut self) -> bool {
+        if !self.broken {
+            return false;
+        }
+        self.broken = false;
+        let _ = self.reset("framing error");
+        true
+    }
+
+    /// Moves a trailing partial frame to the front of the buffer.
+    pub(crate) fn keep_partial(&mut self, rx: &mut RxBuf) {
+        let used = self.consumed.min(rx.fill);
+        rx.buf.copy_within(used..rx.fill, 0);
+        rx.fill -= used;
+        self.consumed = 0;
+    }
+
+    fn reset(&mut self, why: &str) -> ReadOutcome {
+        log::info!("{why}, resetting the guest link");
+        // Closing the fd removes it from the epoll set.
+        self.client = None;
+        ReadOutcome::Reset
+    }
+
+    /// Sends the arena's frames with one `sendmsg`; returns the count of
+    /// frames that went out whole.
+    pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
+        let Some(c) = &self.client else { return 0 };
+        let fd = c.as_raw_fd();
+        let iov = arena.prefixed_iovecs();
+        let total = iov.len();
+        let n = match socket::sendmsg::<()>(
+            fd,
+            iov.get(..total.min(1024)).unwrap_or(&iov),
+            &[],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN | Errno::EINTR) => return 0,
+            Err(e) => {
+                log::debug!("sendmsg to client: {e}");
+                return 0;
+            }
+        };
+        let mut left = n;
+        let mut whole = 0;
+        for s in iov.iter() {
+            if left >= s.len() {
+                left -= s.len();
+                whole += 1;
+                continue;
+            }
+            if left > 0 {
+                // Part of this frame is out: the rest must follow, or the
+                // stream's framing is lost.
+                if write_all_blocking(c, &s[left..]) {
+                    whole += 1;
+                } else {
+                    log::warn!("could not complete a frame to the client");
+                }
+            }
+            break;
+        }
+        whole
+    }
+}
+
+/// Large socket buffers on the qemu socket, as upstream passt does.
+fn tune(fd: &OwnedFd) {
+    let big = (i32::MAX / 2) as usize;
+    let _ = socket::setsockopt(fd, sockopt::SndBuf, &big);
+    let _ = socket::setsockopt(fd, sockopt::RcvBuf, &big);
+}
+
+/// Writes `buf` completely, waiting for room (at most ~5 s in all).
+fn write_all_blocking(fd: &OwnedFd, mut buf: &[u8]) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut waits = 0;
+    while !buf.is_empty() {
+        match socket::send(
+            fd.as_raw_fd(),
+            buf,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                waits += 1;
+                if waits > 50 {
+                    return false;
+                }
+                let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut p, PollTimeout::from(100u8));
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+impl Drop for QemuLink {
+    fn drop(&mut self) {
+        if let (Some(p), Some(_)) = (&self.path, &self.listener) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for f in frames {
+            v.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    /// Feeds `stream` in chunks of the given sizes through split/keep, the way
+    /// the loop does, and collects every frame.
+    fn feed(stream: &[u8], cuts: &[usize]) -> Result<Vec<Vec<u8>>, BadLength> {
+        let mut buf = vec![0u8; stream.len() + 8];
+        let mut fill = 0;
+        let mut out = Vec::new();
+        let mut refs = Vec::with_capacity(64);
+        let mut pos = 0;
+        let mut cuts = cuts.iter().copied().cycle();
+        while pos < stream.len() {
+            let n = cuts.next().unwrap_or(1).max(1).min(stream.len() - pos);
+            buf[fill..fill + n].copy_from_slice(&stream[pos..pos + n]);
+            fill += n;
+            pos += n;
+            loop {
+                refs.clear();
+                let used = split_frames(&buf[..fill], &mut refs)?;
+                for r in &refs {
+                    out.push(buf[r.offset as usize..][..r.len as usize].to_vec());
+                }
+                buf.copy_within(used..fill, 0);
+                fill -= used;
+                if refs.len() < refs.capacity() {
+                    break;
+                }
+            }
+        }
+        assert_eq!(fill, 0, "nothing left over");
+        Ok(out)
+    }
+
+    #[test]
+    fn split_many_and_partial() {
+        let frames = vec![vec![1u8; 14], vec![2u8; 60], vec![3u8; 1514]];
+        let s = encode(&frames);
+        let mut refs = Vec::with_capacity(8);
+        assert_eq!(split_frames(&s, &mut refs), Ok(s.len()));
+        assert_eq!(refs.len(), 3);
+        assert_eq!(
+            refs[1],
+            FrameRef {
+                offset: 4 + 14 + 4,
+                len: 60
+            }
+        );
+        refs.clear();
+        assert_eq!(
+            split_frames(&s[..s.len() - 1], &mut refs),
+            Ok(4 + 14 + 4 + 60)
+        );
+        assert_eq!(refs.len(), 2);
+        refs.clear();
+        assert_eq!(split_frames(&s[..3], &mut refs), Ok(0));
+        assert!(refs.is_empty());
+    }
+
+    #[test]
+    fn bad_lengths_reset() {
+        let mut refs = Vec::with_capacity(8);
+        assert_eq!(
+            split_frames(&13u32.to_be_bytes(), &mut refs),
+            Err(BadLength(13))
+        );
+        assert_eq!(
+            split_frames(&65536u32.to_be_bytes(), &mut refs),
+            Err(BadLength(65536))
+        );
+        assert_eq!(
+            split_frames(&0u32.to_be_bytes(), &mut refs),
+            Err(BadLength(0))
+        );
+        let mut s = encode(&[vec![0u8; 65535]]);
+        assert_eq!(split_frames(&s, &mut refs), Ok(s.len()));
+        s.extend_from_slice(&u32::MAX.to_be_bytes());
+        refs.clear();
+        assert_eq!(split_frames(&s, &mut refs), Err(BadLength(u32::MAX)));
+    }
+
+    #[test]
+    fn every_byte_boundary() {
+        let frames = vec![vec![9u8; 60], vec![8u8; 42], vec![7u8; 100]];
+        let s = encode(&frames);
+        assert_eq!(feed(&s, &[1]).unwrap(), frames);
+        for cut in 1..s.len() {
+            assert_eq!(feed(&s, &[cut, s.len()]).unwrap(), frames, "cut at {cut}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_gives_the_same_frames(
+            lens in proptest::collection::vec(14usize..3000, 1..12),
+            cuts in proptest::collection::vec(1usize..5000, 1..20),
+        ) {
+            let frames: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| vec![i as u8; l])
+                .collect();
+            let s = encode(&frames);
+            prop_assert_eq!(feed(&s, &cuts).unwrap(), frames);
+        }
+
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut refs = Vec::with_capacity(16);
+            if let Ok(used) = split_frames(&data, &mut refs) {
+                prop_assert!(used <= data.len());
+                for r in &refs {
+                    prop_assert!((r.offset + r.len) as usize <= data.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn probes_free_socket_paths() {
+        let dir = std::env::temp_dir().join(format!("passt-rs-qemu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = QemuLink::listen(None, &dir, false).unwrap();
+        assert_eq!(a.path().unwrap(), dir.join("passt_1.socket"));
+        let b = QemuLink::listen(None, &dir, false).unwrap();
+        assert_eq!(b.path().unwrap(), dir.join("passt_2.socket"));
+        // An explicit path that is in use is refused.
+        let e = QemuLink::listen(Some(&dir.join("passt_1.socket")), &dir, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        drop(a);
+        // A stale file (nobody listening) is replaced.
+        std::fs::write(dir.join("passt_1.socket"), b"").unwrap();
+        let c = QemuLink::listen(None, &dir, false).unwrap();
+        assert_eq!(c.path().unwrap(), dir.join("passt_1.socket"));
+        drop((b, c));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn send_completes_partial_frames() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a: OwnedFd = a.into();
+        let mut link = QemuLink::from_fd(a).unwrap();
+        // A small receive buffer on the peer forces partial sends.
+        let _ = socket::setsockopt(&b, sockopt::RcvBuf, &4096usize);
+        let mut arena = TxArena::new(8);
+        for i in 0..8u8 {
+            let f = arena.next_frame_buf().unwrap();
+            f[..30000].fill(i);
+            arena.commit(30000);
+        }
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            let mut all = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            b.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+                .unwrap();
+            while let Ok(n) = std::io::Read::read(&mut b, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        });
+        let sent = link.send(&mut arena);
+        assert!(sent >= 1);
+        drop(link);
+        let all = reader.join().unwrap();
+        assert_eq!(all.len(), sent * (30000 + 4), "only whole frames went out");
+        let mut refs = Vec::with_capacity(16);
+        assert_eq!(split_frames(&all, &mut refs), Ok(all.len()));
+        assert_eq!(refs.len(), sent);
+        assert!(all[4..30004].iter().all(|&x| x == 0));
+    }
+}

@@ -1,0 +1,310 @@
+//! pasta's guest link: a tap device inside the target network namespace.
+//!
+//! `/dev/net/tun` is opened by a thread that has entered the namespace (the
+//! device is created in the namespace of the opener, see `netns.rs`), with
+//! `IFF_TAP | IFF_NO_PI`, non-blocking. Each `read()` returns one frame; a
+//! wake-up reads as many as are ready into one batch buffer. Each frame goes
+//! out with one `write()`; a full queue or a link that is down drops it.
+
+use crate::event_loop::{RxBuf, TxArena, MAX_FRAME};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// What a read from the guest link produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// Zero or more frames, described in the receive buffer's refs.
+    Frames,
+    /// The link went away (qemu disconnected, or the tap failed).
+    Reset,
+}
+
+/// An open tap device.
+#[derive(Debug)]
+pub(crate) struct TapDevice {
+    fd: OwnedFd,
+    name: String,
+}
+
+/// Fills an `ifreq` with an interface name (truncated to IFNAMSIZ - 1).
+pub(crate) fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: an all-zero ifreq is valid (empty name, zero union).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    ifr
+}
+
+fn ifname_of(ifr: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl TapDevice {
+    /// Creates (or attaches to) tap interface `name` in the calling thread's
+    /// network namespace.
+    pub(crate) fn open(name: &str) -> io::Result<Self> {
+        let path = CString::new("/dev/net/tun").map_err(io::Error::other)?;
+        // SAFETY: `path` is a valid C string; the result is a new fd or -1.
+        let raw = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just returned by open() and is owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut ifr = ifreq(name);
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TapDevice {
+            fd,
+            name: ifname_of(&ifr),
+        })
+    }
+
+    /// A tap file descriptor handed over with `--fd`.
+    pub(crate) fn from_fd(fd: OwnedFd, name: String) -> io::Result<Self> {
+        set_nonblocking(fd.as_fd())?;
+        Ok(TapDevice { fd, name })
+    }
+
+    /// The interface name the kernel chose.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Reads every ready frame, one per `read()`, into `rx`, leaving room for
+    /// a maximum-size frame at each offset.
+    pub(crate) fn read_batch(&mut self, rx: &mut RxBuf) -> ReadOutcome {
+        rx.refs.clear();
+        let mut off = 0usize;
+        let limit = rx.refs.capacity().max(1);
+        while rx.refs.len() < limit {
+            let Some(dst) = rx.buf.get_mut(off..off + MAX_FRAME) else {
+                break;
+            };
+            match nix::unistd::read(&self.fd, dst) {
+                Ok(0) => return ReadOutcome::Reset,
+                Ok(n) => {
+                    rx.refs.push(passt_core::FrameRef {
+                        offset: off as u32,
+                        len: n as u32,
+                    });
+                    off += n;
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("tap read: {e}");
+                    return ReadOutcome::Reset;
+                }
+            }
+        }
+        ReadOutcome::Frames
+    }
+
+    /// Writes the arena's frames, one `write()` each. Frames that do not fit
+    /// (EAGAIN, ENOBUFS, ENOSPC) or meet a link that is down (EIO) are
+    /// dropped; all of them count as handed to the link. A short write stops
+    /// the flush; that frame and the rest count as not sent.
+    pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
+        let mut sent = 0;
+        for i in 0..arena.len() {
+            let Some(f) = arena.frame(i) else { break };
+            match nix::unistd::write(&self.fd, f) {
+                Ok(n) if n == f.len() => sent += 1,
+                Ok(_) => break,
+                Err(
+                    nix::errno::Errno::EAGAIN
+                    | nix::errno::Errno::EINTR
+                    | nix::errno::Errno::ENOBUFS
+                    | nix::errno::Errno::ENOSPC
+                    | nix::errno::Errno::EIO,
+                ) => sent += 1,
+                Err(e) => {
+                    log::error!("tap write: {e}");
+                    break;
+                }
+            }
+        }
+        sent
+    }
+}
+
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fl = fcntl(fd, FcntlArg::F_GETFL)?;
+    let fl = OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(fl))?;
+    Ok(())
+}
+
+/// Interface flags by ioctl on `sock` (any socket of the namespace).
+fn if_flags(sock: BorrowedFd<'_>, name: &str) -> io::Result<libc::c_short> {
+    let mut ifr = ifreq(name);
+    // SAFETY: SIOCGIFFLAGS fills the flags of one ifreq.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the flags member of the union.
+    Ok(unsafe { ifr.ifr_ifru.ifru_flags })
+}
+
+fn ctl_socket() -> io::Result<OwnedFd> {
+    Ok(nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
+/// Brings interface `name` of the calling thread's namespace up.
+pub(crate) fn link_up(name: &str) -> io::Result<()> {
+    let s = ctl_socket()?;
+    let flags = if_flags(s.as_fd(), name)?;
+    let mut ifr = ifreq(name);
+    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads one ifreq.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The MAC address of interface `name` in the calling thread's namespace.
+pub(crate) fn get_mac(name: &str) -> io::Result<[u8; 6]> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq(name);
+    // SAFETY: SIOCGIFHWADDR fills the hardware address of one ifreq.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the hwaddr member of the union.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
+}
+
+/// Sets the MAC address of interface `name` in the calling thread's namespace.
+pub(crate) fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    let s = ctl_socket()?;
+    let mut ifr = ifreq(name);
+    // SAFETY: writing plain integers into the hwaddr member of the union.
+    unsafe {
+        ifr.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in ifr.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+    }
+    // SAFETY: SIOCSIFHWADDR reads one ifreq.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFHWADDR, &ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns;
+
+    #[test]
+    fn ifreq_name_is_truncated_and_terminated() {
+        let r = ifreq("a-very-long-interface-name");
+        assert_eq!(ifname_of(&r), "a-very-long-int");
+        assert_eq!(r.ifr_name[15], 0);
+        assert_eq!(ifname_of(&ifreq("tap0")), "tap0");
+    }
+
+    /// Needs root: a private network namespace with a tap device in it. A
+    /// frame written to the tap reaches the namespace's kernel and its reply
+    /// (an ARP request the kernel sends when we ping through the tap) comes
+    /// back through `read_batch`.
+    #[test]
+    fn tap_in_private_namespace() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("this test needs root (tests run as root here)");
+        }
+        let ns = netns::new_netns_fd().expect("new network namespace");
+        let (dev, mac) = netns::in_netns(ns.as_fd(), || {
+            let dev = TapDevice::open("pt0").unwrap();
+            link_up("lo").unwrap();
+            set_mac(dev.name(), [0x02, 0, 0, 0, 0, 0x42]).unwrap();
+            link_up(dev.name()).unwrap();
+            (dev, get_mac("pt0").unwrap())
+        })
+        .unwrap();
+        assert_eq!(dev.name(), "pt0");
+        assert_eq!(mac, [0x02, 0, 0, 0, 0, 0x42]);
+        // Give the interface an address and make the kernel ARP for a
+        // neighbour: the request comes out of the tap.
+        let mut dev = dev;
+        netns::in_netns(ns.as_fd(), || {
+            let st = std::process::Command::new("ip")
+                .args(["addr", "add", "192.0.2.1/24", "dev", "pt0"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let s = std::net::UdpSocket::bind("192.0.2.1:0").unwrap();
+            let _ = s.send_to(b"x", "192.0.2.2:9");
+        })
+        .unwrap();
+        let mut rx = RxBuf::new(1 << 20);
+        let mut got_arp = false;
+        for _ in 0..100 {
+            assert_eq!(dev.read_batch(&mut rx), ReadOutcome::Frames);
+            let b = passt_core::FrameBatch::new(&rx.buf, &rx.refs);
+            for i in 0..b.len() {
+                let f = b.frame(i).unwrap();
+                if f.get(12..14) == Some(&[0x08, 0x06]) {
+                    got_arp = true;
+                }
+            }
+            if got_arp {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(got_arp, "ARP request read from the tap");
+        // Writing frames: a valid broadcast frame is taken whole.
+        let mut arena = TxArena::new(2);
+        let b = arena.next_frame_buf().unwrap();
+        b[..60].fill(0);
+        b[..6].fill(0xff);
+        b[12] = 0x88;
+        b[13] = 0xb5;
+        arena.commit(60);
+        assert_eq!(dev.send(&mut arena), 1);
+    }
+}

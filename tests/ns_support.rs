@@ -1,0 +1,463 @@
+//! Helpers of the namespace tests: network namespaces made for one test and
+//! removed after it, processes killed by the PID we started, the binaries, and
+//! a client of qemu's stream framing.
+//!
+//! Every test gets a "host" namespace whose only uplink is a dummy interface
+//! (or, on kernels without the dummy driver, a veth end named the same)
+//! (`dummy0`: 10.77.0.2/24 via 10.77.0.1, fd77::2/64 via fd77::1) and a fake
+//! `resolv.conf` (`/etc/netns/NAME/resolv.conf`, which `ip netns exec` mounts
+//! over `/etc/resolv.conf`). passt and pasta run inside it.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The host side of every test.
+pub(crate) const HOST_IP4: &str = "10.77.0.2";
+pub(crate) const GW_IP4: &str = "10.77.0.1";
+pub(crate) const HOST_IP6: &str = "fd77::2";
+pub(crate) const GW_IP6: &str = "fd77::1";
+pub(crate) const DNS4: &str = "10.77.0.53";
+pub(crate) const SEARCH: &str = "example.org";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Directory of the `passt` and `pasta` binaries, built once per test run.
+pub(crate) fn bin(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        // target/<profile>/deps/ns-HASH → target/<profile>
+        let exe = std::env::current_exe().expect("test executable");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target directory")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut c = Command::new(cargo);
+        c.args([
+            "build",
+            "-q",
+            "-p",
+            "passt-driver-epoll",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(&manifest);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().expect("cargo build");
+        assert!(st.success(), "building passt and pasta failed");
+        dir
+    });
+    dir.join(name)
+}
+
+/// Runs `cmd` to completion, killing it after `secs` seconds.
+pub(crate) fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
+    let desc = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{desc}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            // The PID is ours and not yet reaped (the waiting thread still
+            // holds it), so it cannot have been reused.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx.recv_timeout(Duration::from_secs(5));
+            panic!("{desc}: timed out after {secs} s; output so far: {out:?}");
+        }
+    }
+}
+
+/// Output of a command that must succeed, as text.
+pub(crate) fn ok_text(out: &Output) -> String {
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failed ({:?}): stdout {s}\nstderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s
+}
+
+fn sh(cmd: &str) {
+    let out = run_timeout(Command::new("sh").args(["-ec", cmd]), 20);
+    ok_text(&out);
+}
+
+/// A network namespace made for one test; deleted on drop, along with its
+/// `/etc/netns` directory.
+pub(crate) struct Netns {
+    pub(crate) name: String,
+}
+
+impl Netns {
+    pub(crate) fn new(tag: &str) -> Netns {
+        assert!(
+            nix_is_root(),
+            "the namespace tests need root (tests/run.sh runs them as root)"
+        );
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("prs-{tag}-{}-{n}", std::process::id());
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Netns { name }
+    }
+
+    /// The test's host: a dummy uplink with addresses and default routes, and
+    /// a resolv.conf.
+    pub(crate) fn host(tag: &str) -> Netns {
+        let ns = Netns::new(tag);
+        let n = &ns.name;
+        // A dummy interface where the kernel has the driver, else one end of
+        // a veth pair whose other end stays, unaddressed, in the same namespace.
+        sh(&format!(
+            "ip -n {n} link add dummy0 type dummy 2>/dev/null ||
+               {{ ip -n {n} link add dummy0 type veth peer name uplink0;
+                  ip -n {n} link set uplink0 up; }}
+             ip -n {n} link set dummy0 up
+             ip -n {n} addr add {HOST_IP4}/24 dev dummy0
+             ip -n {n} addr add {HOST_IP6}/64 dev dummy0 nodad
+             ip -n {n} route add default via {GW_IP4} dev dummy0
+             ip -n {n} -6 route add default via {GW_IP6} dev dummy0"
+        ));
+        ns.resolv(&format!("nameserver {DNS4}\nsearch {SEARCH}\n"));
+        ns
+    }
+
+    /// Writes this namespace's resolv.conf (mounted by `ip netns exec`).
+    pub(crate) fn resolv(&self, text: &str) {
+        let d = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&d).expect("/etc/netns");
+        std::fs::write(d.join("resolv.conf"), text).expect("resolv.conf");
+    }
+
+    /// `ip netns exec NAME args...`
+    pub(crate) fn cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    /// Runs a command in the namespace, bounded in time.
+    pub(crate) fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], secs: u64) -> Output {
+        run_timeout(&mut self.cmd(args), secs)
+    }
+
+    /// Runs a shell command in the namespace; it must succeed.
+    pub(crate) fn sh(&self, script: &str) -> String {
+        ok_text(&self.run(&["sh", "-ec", script], 30))
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A process we started; killed (by its PID) and reaped on drop. Its
+/// standard output and error go to a log file.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) what: String,
+    pub(crate) log: PathBuf,
+}
+
+impl Proc {
+    pub(crate) fn spawn(mut cmd: Command, what: &str, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).expect("log file");
+        let f2 = f.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f)
+            .stderr(f2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        Proc {
+            child,
+            what: what.into(),
+            log,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it printed so far.
+    pub(crate) fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test if the process already exited.
+    pub(crate) fn assert_running(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("{} exited early ({st}): {}", self.what, self.output());
+        }
+    }
+
+    /// Waits for the process to exit (bounded), returning its status.
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(
+                Instant::now() < end,
+                "{} did not exit: {}",
+                self.what,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `path` exists and is not empty (a PID file: "ready").
+pub(crate) fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return;
+        }
+        p.assert_running();
+        assert!(
+            Instant::now() < end,
+            "{} not ready: {} missing",
+            p.what,
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` until it returns `Some`, at most `secs` seconds.
+pub(crate) fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A scratch directory for one test, removed on drop.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(tag: &str) -> Scratch {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("prs-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Scratch(p)
+    }
+
+    pub(crate) fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A udhcpc script that records the variables of the lease.
+pub(crate) fn udhcpc_script(dir: &Scratch) -> (PathBuf, PathBuf) {
+    let script = dir.join("udhcpc.sh");
+    let out = dir.join("lease.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in bound|renew) env > {}.tmp && mv {}.tmp {} ;; esac\nexit 0\n",
+            out.display(),
+            out.display(),
+            out.display()
+        ),
+    )
+    .expect("script");
+    let _ = Command::new("chmod").arg("755").arg(&script).status();
+    (script, out)
+}
+
+/// Parses `KEY=VALUE` lines.
+pub(crate) fn env_value(env: &str, key: &str) -> Option<String> {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim().to_string())
+}
+
+/// Runs jq over `json` with `filter` (raw output).
+pub(crate) fn jq(json: &str, filter: &str) -> String {
+    let mut c = Command::new("jq")
+        .args(["-r", filter])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("jq (tests/run.sh installs it)");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(json.as_bytes())
+        .expect("jq input");
+    let out = c.wait_with_output().expect("jq");
+    assert!(out.status.success(), "jq {filter} on {json}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+// --- qemu stream framing -----------------------------------------------------
+
+/// A client of passt's socket speaking qemu's framing directly.
+pub(crate) struct StreamClient {
+    pub(crate) s: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl StreamClient {
+    pub(crate) fn connect(path: &Path) -> StreamClient {
+        let s = eventually(10, || UnixStream::connect(path).ok())
+            .unwrap_or_else(|| panic!("connect {}", path.display()));
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        StreamClient { s, buf: Vec::new() }
+    }
+
+    /// The bytes of `frames` in the stream encoding.
+    pub(crate) fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for f in frames {
+            v.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    pub(crate) fn send_raw(&mut self, b: &[u8]) {
+        self.s.write_all(b).expect("write to passt");
+    }
+
+    /// Reads frames until `want` of them matched `pred` or `secs` passed.
+    /// Returns every frame read.
+    pub(crate) fn collect(
+        &mut self,
+        secs: u64,
+        want: usize,
+        pred: impl Fn(&[u8]) -> bool,
+    ) -> Vec<Vec<u8>> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut frames = Vec::new();
+        let mut tmp = [0u8; 65536];
+        while Instant::now() < end && frames.iter().filter(|f: &&Vec<u8>| pred(f)).count() < want {
+            match self.s.read(&mut tmp) {
+                Ok(0) => break,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(_) => {}
+            }
+            while self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if self.buf.len() < 4 + len {
+                    break;
+                }
+                frames.push(self.buf[4..4 + len].to_vec());
+                self.buf.drain(..4 + len);
+            }
+        }
+        frames
+    }
+
+    /// Whether passt closed the connection (bounded wait).
+    pub(crate) fn closed_by_peer(&mut self, secs: u64) -> bool {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut tmp = [0u8; 65536];
+        while Instant::now() < end {
+            match self.s.read(&mut tmp) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => {}
+            }
+        }
+        false
+    }
+}
+
+pub(crate) const GUEST_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+
+/// An ARP request from the guest (10.77.0.2) for `target`, padded with zeros
+/// to `pad_to` bytes as qemu does for short frames.
+pub(crate) fn arp_request(target: [u8; 4], pad_to: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[10, 77, 0, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    if f.len() < pad_to {
+        f.resize(pad_to, 0);
+    }
+    f
+}
+
+/// Whether `f` is an ARP reply telling the guest where `ip` is.
+pub(crate) fn is_arp_reply_for(f: &[u8], ip: [u8; 4]) -> bool {
+    f.len() >= 42
+        && f[12..14] == [0x08, 0x06]
+        && f[20..22] == [0, 2]
+        && f[28..32] == ip
+        && f[0..6] == GUEST_MAC
+}
