@@ -66,6 +66,8 @@ pub struct GuestTcp {
     pub fin_after_peer: bool,
     /// The next output may send one byte into a closed window.
     probe: bool,
+    /// When the exchange finished (virtual ns).
+    pub done_at: Option<u64>,
 }
 
 impl fmt::Display for GuestTcp {
@@ -128,6 +130,7 @@ impl GuestTcp {
             wscale: 0,
             fin_after_peer: false,
             probe: false,
+            done_at: None,
         }
     }
 
@@ -233,6 +236,13 @@ impl GuestTcp {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Notes the time the exchange finished, the first time it is.
+    pub fn mark_done(&mut self, now: u64) {
+        if self.done_at.is_none() && self.done() {
+            self.done_at = Some(now);
         }
     }
 

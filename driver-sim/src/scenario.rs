@@ -226,6 +226,25 @@ pub struct RunResult {
     /// The run as a fault-free scenario: guest frames as delivered, host
     /// operations as done (for shrinking).
     pub realized: Scenario,
+    /// Figures for research tables.
+    pub metrics: Metrics,
+}
+
+/// Figures of a run, for research tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Virtual time until every model endpoint finished, if they all did.
+    pub completion: Option<Duration>,
+    /// Retransmissions by model endpoints.
+    pub guest_retransmits: u64,
+    /// Bytes model endpoints received in order.
+    pub guest_received: u64,
+    /// Frames the core received and sent.
+    pub frames_to_core: u64,
+    /// Frames the core emitted.
+    pub frames_from_core: u64,
+    /// Readiness events without effect.
+    pub idle_wakeups: u64,
 }
 
 impl RunResult {
@@ -1559,6 +1578,24 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
     } else {
         out.push(format!("invariants: {} violated", violations.len()));
     }
+    let metrics = Metrics {
+        completion: if r.sim.guests.iter().all(|g| g.done_at.is_some()) && !r.sim.guests.is_empty()
+        {
+            r.sim
+                .guests
+                .iter()
+                .filter_map(|g| g.done_at)
+                .max()
+                .map(Duration::from_nanos)
+        } else {
+            None
+        },
+        guest_retransmits: r.sim.guests.iter().map(|g| g.retransmits).sum(),
+        guest_received: r.sim.guests.iter().map(|g| g.received).sum(),
+        frames_to_core: r.sim.stats.frames_to_core,
+        frames_from_core: r.sim.stats.frames_from_core,
+        idle_wakeups: r.sim.stats.idle_wakeups,
+    };
     let realized = realize(sc, &r.sim.delivered, &r.realized_sys, &setup_lines(sc));
     Ok(RunResult {
         timeline: out.join("\n") + "\n",
@@ -1566,6 +1603,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         failures: r.failures,
         wire: std::mem::take(&mut r.sim.wire),
         realized,
+        metrics,
     })
 }
 

@@ -313,6 +313,7 @@ impl Sim {
         }
         for g in &mut self.guests {
             g.on_timer(now.as_nanos(), &mut replies);
+            g.mark_done(now.as_nanos());
         }
         for f in replies {
             self.guest_send(&f);

@@ -222,6 +222,100 @@ pub fn sweep(
     Ok(rep)
 }
 
+/// One row of a research table: a fault profile over many seeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableRow {
+    /// Fault profile.
+    pub profile: String,
+    /// Runs.
+    pub runs: u64,
+    /// Runs with a violation.
+    pub failing: u64,
+    /// Runs whose model endpoints all finished.
+    pub completed: u64,
+    /// Median and worst completion time of those, in milliseconds.
+    pub completion_ms: (f64, f64),
+    /// Mean retransmissions by the model endpoints per run.
+    pub retransmits: f64,
+    /// Mean frames to and from the core per run.
+    pub frames: (f64, f64),
+}
+
+/// Runs `sc` under each profile for `seeds` and gathers figures: a research
+/// table (how the translation copes with each kind of impairment).
+pub fn table(sc: &Scenario, seeds: Range<u64>, profiles: &[&str]) -> Result<Vec<TableRow>, String> {
+    let mut rows = Vec::new();
+    for p in profiles {
+        profile(p, 0)?;
+        let mut times = Vec::new();
+        let (mut runs, mut failing, mut retx, mut fin, mut fout) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for seed in seeds.clone() {
+            let opts = RunOptions {
+                seed: Some(seed),
+                faults: Some(p.to_string()),
+                lenient: true,
+                planted: None,
+            };
+            let r = run(sc, &opts)?;
+            runs += 1;
+            if !r.violations.is_empty() {
+                failing += 1;
+            }
+            if let Some(t) = r.metrics.completion {
+                times.push(t.as_secs_f64() * 1000.0);
+            }
+            retx += r.metrics.guest_retransmits;
+            fin += r.metrics.frames_to_core;
+            fout += r.metrics.frames_from_core;
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+        let worst = times.last().copied().unwrap_or(f64::NAN);
+        let n = runs.max(1) as f64;
+        rows.push(TableRow {
+            profile: p.to_string(),
+            runs,
+            failing,
+            completed: times.len() as u64,
+            completion_ms: (median, worst),
+            retransmits: retx as f64 / n,
+            frames: (fin as f64 / n, fout as f64 / n),
+        });
+    }
+    Ok(rows)
+}
+
+/// A research table as text.
+pub fn render_table(rows: &[TableRow]) -> String {
+    let mut s = format!(
+        "{:<8} {:>5} {:>7} {:>9} {:>11} {:>10} {:>9} {:>11} {:>11}\n",
+        "profile",
+        "runs",
+        "failing",
+        "completed",
+        "median_ms",
+        "worst_ms",
+        "retx/run",
+        "to_core/run",
+        "from_core/run"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<8} {:>5} {:>7} {:>9} {:>11.1} {:>10.1} {:>9.1} {:>11.1} {:>11.1}\n",
+            r.profile,
+            r.runs,
+            r.failing,
+            r.completed,
+            r.completion_ms.0,
+            r.completion_ms.1,
+            r.retransmits,
+            r.frames.0,
+            r.frames.1
+        ));
+    }
+    s
+}
+
 /// Parses `A..B` (or a single seed).
 pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
     match s.split_once("..") {
@@ -357,5 +451,23 @@ mod tests {
             "{:?}",
             r.violations
         );
+    }
+
+    #[test]
+    fn research_table() {
+        let text = "# t\n`sim config capture`\n`sim peer 192.0.2.1:80 sink`\n0 `sim guest-tcp connect 192.0.2.1:80 send 20000`\n";
+        let sc = Scenario::parse("t", std::path::Path::new("."), text).unwrap();
+        let rows = table(&sc, 0..3, &["none", "lossy"]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].runs, rows[0].failing, rows[0].completed),
+            (3, 0, 3)
+        );
+        assert_eq!(rows[0].retransmits, 0.0);
+        assert!(rows[0].frames.0 > 10.0);
+        let text = render_table(&rows);
+        assert!(text.starts_with("profile"), "{text}");
+        assert_eq!(text.lines().count(), 3);
+        assert!(table(&sc, 0..1, &["bogus"]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use passt_driver_sim::scenario::{run, RunOptions, Scenario};
 use passt_driver_sim::sim::write_pcap;
-use passt_driver_sim::sweep::{parse_seeds, sweep};
+use passt_driver_sim::sweep::{parse_seeds, render_table, sweep, table};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +39,18 @@ enum Cmd {
         /// `truncate` or `ack`.
         #[arg(long)]
         plant: Option<String>,
+    },
+    /// Runs a scenario under several fault profiles and prints a table of
+    /// figures (completion time, retransmissions, frames) per profile.
+    Table {
+        /// Scenario folder or `.pkt` file.
+        scenario: PathBuf,
+        /// Seeds, `A..B` (B excluded) or one seed.
+        #[arg(long, default_value = "0..50")]
+        seeds: String,
+        /// Fault profiles, comma-separated.
+        #[arg(long, default_value = "none,lossy,dup,reorder,chaos,host,swarm")]
+        faults: String,
     },
     /// Runs a scenario with many seeds and shrinks the smallest failure.
     Sweep {
@@ -117,6 +129,17 @@ fn real_main() -> Result<bool, String> {
                 eprintln!("wrote {} frames to {}", r.wire.len(), p.display());
             }
             Ok(r.ok())
+        }
+        Cmd::Table {
+            scenario,
+            seeds,
+            faults,
+        } => {
+            let sc = Scenario::load(&scenario)?;
+            let profiles: Vec<&str> = faults.split(',').map(str::trim).collect();
+            let rows = table(&sc, parse_seeds(&seeds)?, &profiles)?;
+            print!("{}", render_table(&rows));
+            Ok(rows.iter().all(|r| r.failing == 0))
         }
         Cmd::Sweep {
             scenario,
