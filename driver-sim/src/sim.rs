@@ -123,6 +123,8 @@ pub struct Sim {
     tx: Vec<u8>,
     /// Sockets the core opened or accepted and did not close.
     known_socks: std::collections::BTreeSet<passt_core::SockId>,
+    /// Consecutive steps after which the core's deadline was still due.
+    stuck_timer: u32,
     /// Sockets whose Open or Accept failed.
     failed_socks: std::collections::BTreeSet<passt_core::SockId>,
     unsent: usize,
@@ -173,6 +175,7 @@ impl Sim {
             tx: vec![0; 65536 + 14],
             known_socks: std::collections::BTreeSet::new(),
             failed_socks: std::collections::BTreeSet::new(),
+            stuck_timer: 0,
             unsent: 0,
         }
     }
@@ -238,7 +241,15 @@ impl Sim {
         [
             self.to_core.next_arrival(),
             self.to_guest.next_arrival(),
-            self.core.poll_timeout(),
+            // A deadline stuck in the past (reported above) does not hold the
+            // clock.
+            self.core.poll_timeout().map(|t| {
+                if self.stuck_timer >= 100 {
+                    t.max(self.now.saturating_add(Duration::from_millis(1)))
+                } else {
+                    t
+                }
+            }),
             self.kernel.next_deadline().map(Instant::from_nanos),
             self.guests
                 .iter()
@@ -293,6 +304,19 @@ impl Sim {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
             self.drain();
+            // A deadline still due right after handling it would make an event
+            // loop spin: tolerated a few times (timers that fire in steps),
+            // then a violation, and the clock moves on.
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.stuck_timer += 1;
+                if self.stuck_timer == 100 {
+                    self.violation(
+                        "timers: poll_timeout stays in the past after handle_timeout".into(),
+                    );
+                }
+            } else {
+                self.stuck_timer = 0;
+            }
         }
         self.settle_now();
         let mut replies = Vec::new();
