@@ -724,8 +724,7 @@ impl Kernel {
         Ok((peer, local))
     }
 
-    /// `setsockopt()` of the buffer sizes (doubled, as Linux does) and the peek
-    /// offset; other options are accepted and ignored.
+    /// `setsockopt(SO_SNDBUF)`: the payload the send buffer holds.
     pub fn set_sndbuf(&mut self, id: SockId, v: u32) -> Result<(), Errno> {
         let h = self.core_handle(id)?;
         self.set_buf(h, Some(v), None)
@@ -739,11 +738,14 @@ impl Kernel {
 
     fn set_buf(&mut self, h: usize, snd: Option<u32>, rcv: Option<u32>) -> Result<(), Errno> {
         let s = self.sock_mut(h).ok_or(Errno::EBADF)?;
+        // Linux reserves twice the value for its own accounting; about the
+        // value itself holds payload, which is what the model counts (and what
+        // drivers report as `sndbuf`).
         if let Some(v) = snd {
-            s.sndbuf = v.saturating_mul(2).max(4608);
+            s.sndbuf = v.max(2304);
         }
         if let Some(v) = rcv {
-            s.rcvbuf = v.saturating_mul(2).max(2304);
+            s.rcvbuf = v.max(1152);
         }
         let (sb, rb, conn) = (s.sndbuf, s.rcvbuf, s.conn);
         if let Some((ci, side)) = conn {
@@ -1877,6 +1879,25 @@ mod tests {
         k.close(l).unwrap();
         k.close(SockId(4)).unwrap();
         assert_eq!(k.core_sockets(), 0);
+    }
+
+    #[test]
+    fn buffer_sizes_set_the_payload_capacity() {
+        let mut k = kernel_with(PeerModel::SlowReader(0));
+        let s = connected(&mut k, 1, 80);
+        k.set_sndbuf(s, 5000).unwrap();
+        k.set_rcvbuf(s, 7000).unwrap();
+        let info = k.tcp_info(s).unwrap();
+        assert_eq!(info.sndbuf, 5000);
+        // The peer's receive buffer (default 131072) fills first, then ours.
+        let mut n = 0;
+        while let Ok(m) = k.send(s, &[0; 65536]) {
+            n += m;
+        }
+        assert_eq!(n, 131072 + 5000);
+        assert_eq!(k.tcp_info(s).unwrap().outq, 5000);
+        assert_eq!(k.tcp_info(s).unwrap().snd_wnd, 0);
+        assert_eq!(k.set_sndbuf(SockId(77), 1), Err(Errno::EBADF));
     }
 
     #[test]
