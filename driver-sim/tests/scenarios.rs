@@ -100,3 +100,24 @@ fn small_sweep_passes_invariants() {
     problems.sort();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A small research table of the bulk case under faults, snapshotted: a change
+/// in how the translation copes with loss or reordering shows up as a diff.
+#[test]
+fn research_table_of_bulk_transfer() {
+    use passt_driver_sim::sweep::{render_table, table};
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios/tcp-bulk-both-ways");
+    let sc = Scenario::load(&dir).expect("scenario");
+    let rows = table(&sc, 0..4, &["none", "lossy", "reorder", "chaos"]).expect("table");
+    assert!(rows.iter().all(|r| r.failing == 0), "{rows:?}");
+    let text = render_table(&rows);
+    insta::with_settings!({
+        snapshot_path => "../../snapshots/sim",
+        prepend_module_to_snapshot => false,
+        description => "tcp-bulk-both-ways, seeds 0..4: completion time, retransmissions and frames per fault profile",
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("research-tcp-bulk", text);
+    });
+}
