@@ -92,6 +92,8 @@ pub enum SockOpt {
     RcvBuf(u32),
     /// SO_PEEK_OFF
     PeekOffset(u32),
+    /// SO_BROADCAST: allow sending to broadcast addresses.
+    Broadcast(bool),
 }
 
 /// A run of bytes inside the batch buffer of the current
@@ -181,12 +183,35 @@ pub enum Action {
         /// Payload spans in the batch buffer, in stream order.
         spans: SpanList,
     },
-    /// Send one datagram per span on a connected socket (one `sendmmsg`).
+    /// Send one datagram per span (one `sendmmsg`), on a connected socket or
+    /// to `to`; the
+    /// number of datagrams sent comes back as `SockEvent::Sent`. For ping
+    /// sockets each span is a whole ICMP/ICMPv6 echo request (the kernel sets
+    /// the id and the checksum).
     SendDatagrams {
         /// The socket.
         sock: SockId,
         /// One span per datagram.
         spans: SpanList,
+        /// Destination of every datagram, for a socket that is not connected
+        /// (flows to a multicast or broadcast group); `None`: connected.
+        to: Option<SocketAddr>,
+    },
+    /// Receive up to `max` datagrams (one `recvmmsg`) straight into transmit
+    /// slots, each at `buf[room..]` of its [`RxDatagram`], with the peer
+    /// address of each; answer with one
+    /// [`Core::handle_datagrams`](crate::Core::handle_datagrams) (no datagrams
+    /// on `EAGAIN`; other errors as `SockEvent::Error`). `room` depends only
+    /// on the socket (the exact header length of its frames, at most
+    /// [`DATAGRAM_ROOM`]). Before carrying it out, send the frames already
+    /// queued by `poll_frame`.
+    Recv {
+        /// The socket.
+        sock: SockId,
+        /// Most datagrams wanted.
+        max: u16,
+        /// Header room before the payload in each slot.
+        room: u16,
     },
     /// Peek stream data into transmit slots, straight into frame payloads; answer
     /// with exactly one [`Core::handle_peeked`](crate::Core::handle_peeked).
@@ -261,6 +286,10 @@ impl Errno {
     pub const ENOBUFS: Errno = Errno(105);
     /// Timed out.
     pub const ETIMEDOUT: Errno = Errno(110);
+    /// Message too long.
+    pub const EMSGSIZE: Errno = Errno(90);
+    /// Protocol error.
+    pub const EPROTO: Errno = Errno(71);
     /// Connection refused.
     pub const ECONNREFUSED: Errno = Errno(111);
     /// Host unreachable.
@@ -306,7 +335,8 @@ pub enum SockEvent {
     ReadHangUp,
     /// EPOLLHUP
     HangUp,
-    /// EPOLLERR, with the pending SO_ERROR.
+    /// EPOLLERR, with the pending SO_ERROR; for datagram sockets, one event
+    /// per error drained from the error queue (IP_RECVERR).
     Error(Errno),
     /// An `Open`, `Bind` or `Listen` failed; the socket is closed and forgotten.
     OpenFailed(Errno),
@@ -318,6 +348,54 @@ pub enum SockEvent {
     Sent(Result<usize, Errno>),
     /// Answer to `QueryTcpInfo`.
     TcpInfo(TcpInfo),
+}
+
+/// The most header room an [`Action::Recv`] asks for in front of each
+/// datagram: the largest Ethernet + IP + UDP header (IPv6: 14 + 40 + 8 bytes).
+/// Only datagrams of IPv4 peers on dual-stack listeners leave part of the
+/// room unused (their frames start at `frame_start` > 0).
+pub const DATAGRAM_ROOM: u16 = 62;
+
+/// One datagram received for [`Action::Recv`], in a transmit buffer lent by
+/// the driver. The driver places the payload at `buf[room..room + len]` and
+/// sets `peer`; the core writes the headers in front of it and sets
+/// `frame_start` and `frame_len` (0: dropped): the frame to send is
+/// `buf[frame_start..frame_start + frame_len]`.
+#[derive(Debug)]
+pub struct RxDatagram<'a> {
+    /// The frame buffer.
+    pub buf: &'a mut [u8],
+    /// Bytes of the datagram (UDP payload; for ping sockets the ICMP message).
+    /// A length beyond the buffer means the datagram was truncated: dropped.
+    pub len: usize,
+    /// Where the datagram came from.
+    pub peer: SocketAddr,
+    /// First byte of the finished frame, set by the core.
+    pub frame_start: usize,
+    /// Length of the finished frame, set by the core (0: no frame).
+    pub frame_len: usize,
+}
+
+impl<'a> RxDatagram<'a> {
+    /// A received datagram of `len` bytes from `peer`, in `buf`.
+    pub fn new(buf: &'a mut [u8], len: usize, peer: SocketAddr) -> Self {
+        RxDatagram {
+            buf,
+            len,
+            peer,
+            frame_start: 0,
+            frame_len: 0,
+        }
+    }
+
+    /// The finished frame, if any.
+    pub fn frame(&self) -> Option<&[u8]> {
+        if self.frame_len == 0 {
+            return None;
+        }
+        self.buf
+            .get(self.frame_start..self.frame_start.checked_add(self.frame_len)?)
+    }
 }
 
 /// One transmit buffer lent by the driver for [`Action::Peek`]: a whole frame's

@@ -71,6 +71,17 @@ reasons! {
         /// A flow whose endpoints cannot be used (port 0, multicast,
         /// broadcast or unspecified address, unmappable peer).
         TcpBadEndpoint => "tcp_bad_endpoint",
+        /// A UDP datagram or echo request whose endpoints cannot be used, or
+        /// a datagram from a host peer that is not the flow's.
+        DgramBadEndpoint => "dgram_bad_endpoint",
+        /// A datagram or echo request lost because its socket could not be
+        /// opened, bound or written to.
+        DgramSocketFailed => "dgram_socket_failed",
+        /// A datagram from the host too large for the buffer, or an echo
+        /// reply that does not parse.
+        DgramMalformed => "dgram_malformed",
+        /// An ICMP/ICMPv6 message from the guest other than an echo request.
+        IcmpNotEcho => "icmp_not_echo",
         /// A new flow refused because the flow table is full.
         FlowTableFull => "flow_table_full",
         /// An IP protocol we do not translate (e.g. SCTP, IGMP).

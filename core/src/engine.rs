@@ -1,6 +1,6 @@
 //! The [`Core`] state machine: inputs, outputs, and dispatch of guest frames.
 
-use crate::action::{Action, Errno, SockEvent, SockId, Span, SpanList, TxSlot};
+use crate::action::{Action, Errno, RxDatagram, SockEvent, SockId, Span, SpanList, TxSlot};
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::flow::FlowTable;
@@ -9,6 +9,7 @@ use crate::rng::Rng;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
+use crate::udp::{UdpState, UdpStats};
 use crate::wire::headers::{
     finish_ip_frame, finish_udp_frame, l4_offset, ETH_HLEN, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
     UDP_HLEN,
@@ -51,6 +52,8 @@ pub struct Core {
     pub(crate) flows: FlowTable,
     /// TCP state outside the flow table (listeners, timers, transmit log).
     pub(crate) tcp: TcpState,
+    /// UDP and ICMP echo state outside the flow table.
+    pub(crate) udp: UdpState,
 }
 
 /// Largest control frame the core builds (DHCPv6 replies with long search lists
@@ -78,6 +81,7 @@ impl Core {
             ra_next: None,
             flows: FlowTable::new(limits.flows, &cfg.secret),
             tcp: TcpState::new(&cfg),
+            udp: UdpState::new(),
             cfg,
         }
     }
@@ -105,7 +109,12 @@ impl Core {
     /// Sockets the core believes the driver holds for it (connections and
     /// listeners): opened or accepted, and neither closed nor failed.
     pub fn socket_count(&self) -> usize {
-        self.tcp.open_socks
+        self.tcp.open_socks + self.udp.open_socks
+    }
+
+    /// What UDP and ICMP echo translation did.
+    pub fn udp_stats(&self) -> &UdpStats {
+        &self.udp.stats
     }
 
     /// What TCP translation did.
@@ -118,6 +127,7 @@ impl Core {
     /// the first input. Calling it again does nothing.
     pub fn start(&mut self, now: Instant) {
         self.tcp_start(now);
+        self.udp_start(now);
     }
 
     // --- inputs -------------------------------------------------------------
@@ -131,6 +141,7 @@ impl Core {
     /// buffer.
     pub fn handle_tap_batch(&mut self, now: Instant, batch: &FrameBatch<'_>) {
         self.tcp_batch_begin(now);
+        self.udp_start(now);
         self.spans.clear();
         for i in 0..batch.len() {
             self.counters.frames_in += 1;
@@ -154,7 +165,8 @@ impl Core {
     /// Handles readiness of, or a result from, socket `sock`.
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
         self.tcp_start(now);
-        if !self.tcp_sock_event(now, sock, event) {
+        self.udp_start(now);
+        if !self.udp_sock_event(now, sock, event) && !self.tcp_sock_event(now, sock, event) {
             log::debug!("event {event:?} for unknown {sock:?}");
         }
     }
@@ -176,8 +188,25 @@ impl Core {
         self.tcp_peeked(now, sock, result, slots)
     }
 
+    /// Completes an [`Action::Recv`]: `dgrams` are the datagrams received
+    /// (none on `EAGAIN`), each with its payload at `buf[room..]` (`room` of the action)
+    /// and its peer. The core writes Ethernet, IP and UDP (or ICMP) headers
+    /// in front of each payload and sets `frame_start` and `frame_len`
+    /// (0: dropped); the driver then sends those frames in order, like the
+    /// slots of [`Self::handle_peeked`]. Returns the number of frames made
+    /// ready.
+    pub fn handle_datagrams(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        dgrams: &mut [RxDatagram<'_>],
+    ) -> usize {
+        self.dgram_received(now, sock, dgrams)
+    }
+
     /// Reports that of the frames handed out since the previous call (from
-    /// [`Self::poll_frame`] and [`Self::handle_peeked`], in order) the first
+    /// [`Self::poll_frame`], [`Self::handle_peeked`] and
+    /// [`Self::handle_datagrams`], in order) the first
     /// `accepted` reached the guest link; the core rewinds the flows of the rest
     /// so their data is sent again.
     pub fn handle_tap_sent(&mut self, now: Instant, accepted: usize) {
@@ -187,8 +216,10 @@ impl Core {
     /// Runs timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tcp_start(now);
+        self.udp_start(now);
         self.ndp_timer(now);
         self.tcp_timeout(now);
+        self.udp_timeout(now);
     }
 
     /// The guest link went away (passt: qemu disconnected). Forgets the guest's
@@ -231,7 +262,10 @@ impl Core {
     /// When [`Self::handle_timeout`] should be called next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.ra_next, self.tcp_poll_timeout())
+        earliest(
+            earliest(self.ra_next, self.tcp_poll_timeout()),
+            self.udp_poll_timeout(),
+        )
     }
 
     /// The spans of a `Send`/`SendDatagrams` action, valid until the next input.
@@ -274,7 +308,7 @@ impl Core {
                 }
                 self.learn_addr(&ip);
                 if tap::is_icmp(&ip) {
-                    return self.icmp_input(now, &eth, &ip, l4);
+                    return self.icmp_input(now, &eth, &ip, l4, base + l4_off);
                 }
                 match ip.proto {
                     PROTO_TCP | PROTO_UDP => {}
@@ -367,14 +401,10 @@ impl Core {
         if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
             return self.tcp_sequence(now, batch, seq);
         }
-        // UDP translation plugs in here.
-        let _ = (now, batch);
-        for _ in seq {
-            self.counters.drop(DropReason::NotTranslated);
-        }
+        self.udp_sequence(now, batch, seq);
     }
 
-    fn icmp_input(&mut self, now: Instant, eth: &EthHdr, ip: &IpHdr, l4: &[u8]) {
+    fn icmp_input(&mut self, now: Instant, eth: &EthHdr, ip: &IpHdr, l4: &[u8], l4_off: usize) {
         if !self.cfg.features.icmp {
             return self.counters.drop(DropReason::ProtocolDisabled);
         }
@@ -388,8 +418,7 @@ impl Core {
                 }
             }
         }
-        // Echo translation plugs in here.
-        self.counters.drop(DropReason::NotTranslated);
+        self.icmp_echo_input(now, ip, l4, l4_off);
     }
 
     // --- frame building for services ---------------------------------------

@@ -17,6 +17,7 @@
 use crate::action::SockId;
 use crate::tap::FlowKey;
 use crate::tcp::TcpConn;
+use crate::udp::DgramFlow;
 use core::hash::Hasher;
 use core::net::IpAddr;
 use siphasher::sip::SipHasher13;
@@ -33,6 +34,10 @@ pub(crate) enum FlowData {
     Free,
     /// A TCP connection between the guest and a host socket.
     Tcp(TcpConn),
+    /// A UDP flow: a connected host socket per guest-side 4-tuple.
+    Udp(DgramFlow),
+    /// An ICMP/ICMPv6 echo flow (ports: the guest's echo id) over a ping socket.
+    Ping(DgramFlow),
 }
 
 /// One entry of the table.

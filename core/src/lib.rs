@@ -13,8 +13,9 @@
 //! Inputs are the `handle_*` methods, each taking the current [`Instant`]:
 //! - [`Core::handle_tap_batch`]: frames from the guest, in a buffer the driver owns;
 //! - [`Core::handle_sock_event`]: readiness of sockets and results of actions;
-//! - [`Core::handle_peeked`] and [`Core::handle_tap_sent`]: the socket-to-guest
-//!   data path (see `docs/architecture.md`);
+//! - [`Core::handle_peeked`], [`Core::handle_datagrams`] and
+//!   [`Core::handle_tap_sent`]: the socket-to-guest data path (see
+//!   `docs/architecture.md`);
 //! - [`Core::handle_timeout`]: the deadline from `poll_timeout` passed;
 //! - [`Core::handle_tap_reset`]: the guest link went away.
 //!
@@ -92,6 +93,7 @@ mod dhcpv6;
 mod engine;
 mod flow;
 pub mod fwd;
+mod icmp;
 mod nat;
 mod ndp;
 mod queue;
@@ -99,6 +101,7 @@ mod rng;
 mod tap;
 mod tcp;
 mod time;
+mod udp;
 
 #[cfg(test)]
 mod engine_tests;
@@ -107,8 +110,8 @@ mod testutil;
 mod wire;
 
 pub use action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt, Span,
-    SpanList, TcpInfo, TxSlot,
+    Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SockEvent, SockId, SockKind,
+    SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
     Config, Features, Ip4Config, Ip6Config, Limits, TcpForward, DEFAULT_MTU, MAX_DNS, MAX_SEARCH,
@@ -119,4 +122,5 @@ pub use engine::{Core, GuestInfo};
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
+pub use udp::UdpStats;
 pub use wire::Mac;

@@ -23,9 +23,17 @@ pub(crate) fn is_unicast(a: IpAddr) -> bool {
     }
 }
 
+/// Whether `a` is a multicast or (IPv4) limited broadcast address.
+pub(crate) fn is_group(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    }
+}
+
 /// The host-side destination for a guest flow of protocol `proto` to
 /// `dst`:`dport`, or `None` if the endpoints are not acceptable (non-unicast
-/// addresses, port 0).
+/// addresses except UDP to multicast or broadcast, TCP or UDP port 0).
 pub(crate) fn from_tap(
     cfg: &Config,
     proto: u8,
@@ -34,7 +42,10 @@ pub(crate) fn from_tap(
     dst: IpAddr,
     dport: u16,
 ) -> Option<IpAddr> {
-    if !is_unicast(src) || !is_unicast(dst) || sport == 0 || dport == 0 {
+    let ports = matches!(proto, PROTO_TCP | PROTO_UDP);
+    // UDP may go to multicast and broadcast groups; echo ids may be 0.
+    let dst_ok = is_unicast(dst) || (proto == PROTO_UDP && is_group(dst));
+    if !is_unicast(src) || !dst_ok || (ports && (sport == 0 || dport == 0)) {
         return None;
     }
     let dns_port = matches!(proto, PROTO_TCP | PROTO_UDP) && matches!(dport, 53 | 853);
@@ -114,8 +125,18 @@ pub(crate) fn from_host(cfg: &Config, guest: &GuestInfo, peer: IpAddr) -> Option
             } else {
                 p
             };
+            // A global source goes to a global guest address: the one seen,
+            // else the assigned one; the link-local one only if there is
+            // nothing else (local mode). The guest answers from the address
+            // it was sent to only over TCP; over UDP its source follows its
+            // routes, and a reply must match the flow.
+            let global_seen = guest.ip6_seen.filter(|a| !a.is_unicast_link_local());
             let guest_addr = if src.is_unicast_link_local() {
                 guest.ip6_ll_seen.or(guest.ip6_seen).unwrap_or(c.addr)
+            } else if let Some(a) = global_seen {
+                a
+            } else if !c.addr.is_unspecified() {
+                c.addr
             } else {
                 guest.ip6_seen.unwrap_or(c.addr)
             };
@@ -199,6 +220,42 @@ mod tests {
     }
 
     #[test]
+    fn udp_and_icmp_endpoints() {
+        let cfg = capture_config();
+        let g = a("10.77.0.2");
+        // UDP may go to multicast and broadcast groups, TCP and ICMP may not.
+        for d in ["239.255.255.250", "255.255.255.255", "224.0.0.251"] {
+            assert_eq!(from_tap(&cfg, 17, g, 5, a(d), 1900), Some(a(d)));
+            assert_eq!(from_tap(&cfg, 6, g, 5, a(d), 1900), None);
+            assert_eq!(from_tap(&cfg, 1, g, 0, a(d), 0), None);
+        }
+        assert_eq!(
+            from_tap(&cfg, 17, a("fd77::2"), 5, a("ff02::fb"), 5353),
+            Some(a("ff02::fb"))
+        );
+        assert_eq!(from_tap(&cfg, 17, g, 5, a("0.0.0.0"), 1), None);
+        assert_eq!(from_tap(&cfg, 17, g, 0, a("192.0.2.1"), 1), None);
+        // Echo ids (the "ports") may be 0; the gateway maps to loopback.
+        assert_eq!(
+            from_tap(&cfg, 1, g, 0, a("10.77.0.1"), 0),
+            Some(a("127.0.0.1"))
+        );
+        assert_eq!(
+            from_tap(&cfg, 58, a("fd77::2"), 0, a("fd77::1"), 0),
+            Some(a("::1"))
+        );
+        // No DNS redirection for ICMP.
+        let mut cfg = cfg;
+        let c4 = cfg.ip4.as_mut().unwrap();
+        c4.dns_match = Some(Ipv4Addr::new(10, 77, 0, 3));
+        c4.dns_host = Some(Ipv4Addr::new(192, 0, 2, 53));
+        assert_eq!(
+            from_tap(&cfg, 1, g, 53, a("10.77.0.3"), 53),
+            Some(a("10.77.0.3"))
+        );
+    }
+
+    #[test]
     fn host_to_guest_rules() {
         let mut cfg = capture_config();
         let g = guest();
@@ -227,6 +284,22 @@ mod tests {
         // IPv6: our link-local, towards the guest's link-local.
         assert_eq!(
             from_host(&cfg, &g, a("fd77::2")),
+            Some((a("fe80::f0d8:fdff:fe4c:e225"), a("fe80::2")))
+        );
+        // Before the guest used its global address, global sources go to the
+        // assigned one, not to the link-local one seen.
+        let mut g_ll = g;
+        g_ll.ip6_seen = g.ip6_ll_seen;
+        assert_eq!(
+            from_host(&cfg, &g_ll, a("::1")),
+            Some((a("fd77::1"), a("fd77::2")))
+        );
+        assert_eq!(
+            from_host(&cfg, &g_ll, a("2001:db8::1")),
+            Some((a("2001:db8::1"), a("fd77::2")))
+        );
+        assert_eq!(
+            from_host(&cfg, &g_ll, a("fd77::2")),
             Some((a("fe80::f0d8:fdff:fe4c:e225"), a("fe80::2")))
         );
         // Real peers unchanged.

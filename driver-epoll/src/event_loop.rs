@@ -349,6 +349,8 @@ struct Io {
     guest_ns: Option<OwnedFd>,
     discard: Vec<u8>,
     events: Vec<SockEvent>,
+    /// Length and peer of each datagram of the last `Recv`.
+    dgram_got: Vec<(usize, std::net::SocketAddr)>,
 }
 
 /// The event loop of one passt or pasta instance.
@@ -434,6 +436,7 @@ impl Runtime {
                 guest_ns: opts.guest_ns,
                 discard: Vec::new(),
                 events: Vec::with_capacity(8),
+                dgram_got: Vec::with_capacity(crate::dgram::MAX_BATCH),
             },
             rx: RxBuf::new(RX_BYTES),
             signals,
@@ -778,6 +781,9 @@ impl Io {
         {
             return self.peek(now, sock, skip, len, usize::from(mss), usize::from(room));
         }
+        if let Action::Recv { sock, max, room } = action {
+            return self.recv(now, sock, usize::from(max), usize::from(room));
+        }
         let spans: Vec<IoSlice<'_>> = match action {
             Action::Send { spans, .. } | Action::SendDatagrams { spans, .. } => self
                 .core
@@ -835,6 +841,64 @@ impl Io {
         let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
         drop(slots);
         self.arena.commit_slots(&lens);
+    }
+}
+
+impl Io {
+    /// Carries out `Action::Recv`: one `recvmmsg` into the payload areas of
+    /// free transmit slots; the core writes the headers in front.
+    fn recv(&mut self, now: Instant, sock: SockId, max: usize, room: usize) {
+        self.pull_frames(now);
+        let needed = max.clamp(1, self.arena.slots());
+        if self.arena.free() < needed && !self.arena.is_empty() {
+            let _ = self.flush(now);
+        }
+        let k = needed.min(self.arena.free());
+        let mut slots = self.arena.tx_slots(k);
+        let got = match self.socks.get(sock) {
+            None => Err(passt_core::Errno::EBADF),
+            Some(e) => {
+                let mut bufs: Vec<&mut [u8]> = slots.iter_mut().map(|s| &mut *s.buf).collect();
+                crate::dgram::recv_datagrams(e.fd.as_fd(), &mut bufs, room, &mut self.dgram_got)
+            }
+        };
+        let err = match got {
+            Ok(_) => None,
+            Err(e) if e == passt_core::Errno::EAGAIN || e == passt_core::Errno::EINTR => None,
+            Err(e) => Some(e),
+        };
+        let n = if err.is_none() {
+            self.dgram_got.len().min(slots.len())
+        } else {
+            0
+        };
+        let mut lens: Vec<usize> = vec![0; n];
+        {
+            let mut dg: Vec<passt_core::RxDatagram<'_>> = slots
+                .iter_mut()
+                .zip(&self.dgram_got)
+                .take(n)
+                .map(|(s, &(len, peer))| passt_core::RxDatagram::new(&mut *s.buf, len, peer))
+                .collect();
+            self.core.handle_datagrams(now, sock, &mut dg);
+            for (d, l) in dg.iter_mut().zip(lens.iter_mut()) {
+                if d.frame_len == 0 {
+                    continue;
+                }
+                // Frames start at the slot's beginning, except IPv4 ones
+                // from a dual-stack listener: move those (rare) down.
+                let (start, len) = (d.frame_start, d.frame_len);
+                if start > 0 && start.checked_add(len).is_some_and(|e| e <= d.buf.len()) {
+                    d.buf.copy_within(start..start + len, 0);
+                }
+                *l = len;
+            }
+        }
+        drop(slots);
+        self.arena.commit_slots(&lens);
+        if let Some(e) = err {
+            self.core.handle_sock_event(now, sock, SockEvent::Error(e));
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod conf;
 mod daemon;
+mod dgram;
 mod event_loop;
 mod log;
 pub mod netlink;

@@ -55,6 +55,8 @@ pub(crate) struct SockEntry {
     registered: bool,
     /// A non-blocking connect is under way.
     connecting: bool,
+    /// A UDP or ping socket: errors wait in its error queue (IP_RECVERR).
+    dgram: bool,
 }
 
 /// The `SockId → fd` table.
@@ -105,6 +107,7 @@ impl SockTable {
                 interest: None,
                 registered: false,
                 connecting: false,
+                dgram: false,
             },
         );
     }
@@ -143,7 +146,15 @@ impl SockTable {
                 };
                 match r {
                     Ok(fd) => {
+                        if matches!(kind, SockKind::Udp | SockKind::Ping) {
+                            if let Err(e) = crate::dgram::enable_recverr(fd.as_fd(), family) {
+                                log::debug!("{sock:?}: IP_RECVERR: {e:?}");
+                            }
+                        }
                         self.insert(sock, fd);
+                        if let Some(e) = self.map.get_mut(&sock.0) {
+                            e.dgram = matches!(kind, SockKind::Udp | SockKind::Ping);
+                        }
                         Outcome::Done
                     }
                     Err(e) => Outcome::Event(sock, SockEvent::OpenFailed(e)),
@@ -231,9 +242,9 @@ impl SockTable {
                 };
                 Outcome::Event(sock, SockEvent::Sent(r))
             }
-            Action::SendDatagrams { sock, .. } => {
+            Action::SendDatagrams { sock, to, .. } => {
                 let r = match self.map.get(&sock.0) {
-                    Some(e) => send_datagrams(e.fd.as_fd(), spans),
+                    Some(e) => send_datagrams(e.fd.as_fd(), spans, to),
                     None => Err(Errno::EBADF),
                 };
                 Outcome::Event(sock, SockEvent::Sent(r))
@@ -301,7 +312,18 @@ impl SockTable {
             }
             return;
         }
-        if flags.contains(EpollFlags::EPOLLERR) {
+        if flags.contains(EpollFlags::EPOLLERR) && e.dgram {
+            // Empty the error queue, or EPOLLERR stays up; SO_ERROR holds
+            // the last of them again.
+            let pending = so_error(e.fd.as_fd());
+            let n = crate::dgram::drain_errors(e.fd.as_fd(), |err, from| {
+                log::debug!("{sock:?}: error {err:?} reported by {from:?}");
+                out.push(SockEvent::Error(err));
+            });
+            if let (0, Some(err)) = (n, pending) {
+                out.push(SockEvent::Error(err));
+            }
+        } else if flags.contains(EpollFlags::EPOLLERR) {
             let err = so_error(e.fd.as_fd()).unwrap_or(Errno(libc::EIO));
             out.push(SockEvent::Error(err));
         }
@@ -514,6 +536,7 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
         SockOpt::SndBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, clamp(v)),
         SockOpt::RcvBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, clamp(v)),
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
+        SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
         _ => Err(Errno(libc::ENOPROTOOPT)),
     }
 }
@@ -547,11 +570,16 @@ pub(crate) fn send_stream(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<usi
 
 /// One `sendmmsg` on a connected datagram socket: one datagram per span.
 /// Returns the number of datagrams sent.
-pub(crate) fn send_datagrams(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<usize, Errno> {
+pub(crate) fn send_datagrams(
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    to: Option<SocketAddr>,
+) -> Result<usize, Errno> {
     if iov.is_empty() {
         return Ok(0);
     }
     let iov = iov.get(..iov.len().min(1024)).unwrap_or(iov);
+    let dest = to.map(to_storage);
     let mut hdrs: Vec<libc::mmsghdr> = iov
         .iter()
         .map(|s| {
@@ -560,6 +588,11 @@ pub(crate) fn send_datagrams(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<
             // IoSlice is ABI-compatible with struct iovec.
             h.msg_hdr.msg_iov = (s as *const IoSlice<'_>).cast_mut().cast();
             h.msg_hdr.msg_iovlen = 1;
+            if let Some(d) = &dest {
+                // The kernel only reads the address.
+                h.msg_hdr.msg_name = socket::SockaddrLike::as_ptr(d).cast_mut().cast();
+                h.msg_hdr.msg_namelen = socket::SockaddrLike::len(d);
+            }
             h
         })
         .collect();
@@ -1037,6 +1070,7 @@ mod tests {
         let sd = Action::SendDatagrams {
             sock: s,
             spans: passt_core::SpanList { start: 0, count: 3 },
+            to: None,
         };
         assert_eq!(
             ev(t.execute(&epoll, None, sd, &iov)),

@@ -394,7 +394,7 @@ impl Core {
         match self.flows.get_mut(id) {
             Some(f) => match &mut f.data {
                 FlowData::Tcp(c) => Some(c),
-                FlowData::Free => None,
+                _ => None,
             },
             None => None,
         }
@@ -404,7 +404,7 @@ impl Core {
         match self.flows.get(id) {
             Some(f) => match &f.data {
                 FlowData::Tcp(c) => Some((&f.key, c)),
-                FlowData::Free => None,
+                _ => None,
             },
             None => None,
         }
