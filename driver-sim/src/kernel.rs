@@ -158,6 +158,32 @@ pub fn pattern(conn: u64, dir: u8, off: u64) -> u8 {
     (x >> 13) as u8 ^ (off as u8)
 }
 
+/// The reply of a pinged host to an ICMP (`v4`) or ICMPv6 echo request
+/// message: type 0 or 129, same identifier, sequence and data, with the ICMP
+/// checksum recomputed (ICMPv6's depends on addresses: the core sets it).
+fn echo_reply(req: &[u8], v4: bool) -> Option<Vec<u8>> {
+    let want = if v4 { 8 } else { 128 };
+    if req.len() < 8 || req.first() != Some(&want) {
+        return None;
+    }
+    let mut r = req.to_vec();
+    r[0] = if v4 { 0 } else { 129 };
+    r[2] = 0;
+    r[3] = 0;
+    if v4 {
+        let mut sum: u32 = 0;
+        for c in r.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let c = !(sum as u16);
+        r[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    Some(r)
+}
+
 /// Who holds a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Owner {
@@ -254,7 +280,10 @@ struct Sock {
     sndbuf: u32,
     rcvbuf: u32,
     shut_wr: bool,
-    dgrams: VecDeque<Vec<u8>>,
+    /// Received datagrams with their source.
+    dgrams: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Pending errors of a datagram socket (IP_RECVERR's error queue).
+    errq: VecDeque<Errno>,
     gen: u64,
     /// Edge-triggered bookkeeping: mask and generation last reported.
     reported: (u8, u64),
@@ -381,6 +410,7 @@ impl Kernel {
             rcvbuf: self.cfg.rcvbuf,
             shut_wr: false,
             dgrams: VecDeque::new(),
+            errq: VecDeque::new(),
             gen: 0,
             reported: (0, u64::MAX),
             reuse_addr: false,
@@ -410,6 +440,14 @@ impl Kernel {
     /// Sockets the core holds open.
     pub fn core_sockets(&self) -> usize {
         self.by_core.len()
+    }
+
+    /// Sockets the core holds open other than listeners (those of flows).
+    pub fn core_flow_sockets(&self) -> usize {
+        self.by_core
+            .values()
+            .filter(|h| self.sock(**h).is_some_and(|s| s.kind != Kind::Listener))
+            .count()
     }
 
     /// Sockets the host application holds open.
@@ -1000,32 +1038,81 @@ impl Kernel {
         }
     }
 
-    /// Queues datagrams sent by the core on a connected UDP or ping socket;
-    /// an echo peer answers each. Returns how many were sent.
-    pub fn send_datagrams(&mut self, id: SockId, dgrams: &[&[u8]]) -> Result<usize, Errno> {
+    /// Datagrams sent by the core on a UDP or ping socket, to `to` or, if
+    /// `None`, to the connected peer. An echo peer (and, for ping sockets, the
+    /// pinged host) answers each; a refusing destination queues
+    /// ECONNREFUSED on the error queue (an ICMP port unreachable). Returns
+    /// how many were sent.
+    pub fn send_datagrams(
+        &mut self,
+        id: SockId,
+        dgrams: &[&[u8]],
+        to: Option<SocketAddr>,
+    ) -> Result<usize, Errno> {
         let h = self.core_handle(id)?;
         let s = self.sock(h).ok_or(Errno::EBADF)?;
-        let Some(dst) = s.remote else {
+        let Some(dst) = to.or(s.remote) else {
             return err(Errno::EPERM); // EDESTADDRREQ, really
         };
         let kind = s.kind;
+        if kind != Kind::Udp && kind != Kind::Ping {
+            return err(Errno::EPERM);
+        }
         let spec = self
             .cfg
             .peers
             .iter()
             .find(|r| r.matches(dst))
             .map_or(self.cfg.default_peer, |r| r.spec);
-        let echo = kind == Kind::Ping || spec.model == PeerModel::Echo;
-        if let Some(s) = self.sock_mut(h) {
-            for d in dgrams {
-                if echo && s.dgrams.len() < 256 {
-                    s.dgrams.push_back(d.to_vec());
-                    s.gen += 1;
+        let Some(s) = self.sock_mut(h) else {
+            return err(Errno::EBADF);
+        };
+        for d in dgrams {
+            if kind == Kind::Ping {
+                if let Some(reply) = echo_reply(d, dst.is_ipv4()) {
+                    if s.dgrams.len() < 256 {
+                        s.dgrams.push_back((dst, reply));
+                    }
+                }
+            } else {
+                match spec.model {
+                    PeerModel::Echo if s.dgrams.len() < 256 => {
+                        s.dgrams.push_back((dst, d.to_vec()))
+                    }
+                    PeerModel::Refuse | PeerModel::Unreachable if s.errq.len() < 64 => {
+                        s.errq.push_back(if spec.model == PeerModel::Refuse {
+                            Errno::ECONNREFUSED
+                        } else {
+                            Errno::EHOSTUNREACH
+                        })
+                    }
+                    _ => {}
                 }
             }
+            s.gen += 1;
         }
         self.mutations += 1;
         Ok(dgrams.len())
+    }
+
+    /// `recvmmsg()` of at most `max` datagrams with their sources; empty when
+    /// nothing is queued.
+    pub fn recv_datagrams(
+        &mut self,
+        id: SockId,
+        max: usize,
+    ) -> Result<Vec<(SocketAddr, Vec<u8>)>, Errno> {
+        let h = self.core_handle(id)?;
+        let s = self.sock_mut(h).ok_or(Errno::EBADF)?;
+        if s.kind != Kind::Udp && s.kind != Kind::Ping {
+            return err(Errno::EPERM);
+        }
+        let n = max.min(s.dgrams.len());
+        let out: Vec<_> = s.dgrams.drain(..n).collect();
+        if n > 0 {
+            self.mutations += 1;
+        }
+        Ok(out)
     }
 
     // --- readiness ------------------------------------------------------------
@@ -1040,7 +1127,11 @@ impl Kernel {
                     ready::IN
                 }
             }
-            Kind::Udp | Kind::Ping => ready::OUT | if s.dgrams.is_empty() { 0 } else { ready::IN },
+            Kind::Udp | Kind::Ping => {
+                ready::OUT
+                    | if s.dgrams.is_empty() { 0 } else { ready::IN }
+                    | if s.errq.is_empty() { 0 } else { ready::ERR }
+            }
             Kind::Stream => {
                 if s.state != State::Connected {
                     return 0;
@@ -1122,7 +1213,20 @@ impl Kernel {
             if let Some(s) = self.sock_mut(h) {
                 s.reported = (mask & want, gen);
             }
-            if m & ready::ERR != 0 {
+            let dgram = self
+                .sock(h)
+                .is_some_and(|s| s.kind == Kind::Udp || s.kind == Kind::Ping);
+            if m & ready::ERR != 0 && dgram {
+                // One event per error drained from the error queue.
+                let errs: Vec<Errno> = self
+                    .sock_mut(h)
+                    .map(|s| s.errq.drain(..).collect())
+                    .unwrap_or_default();
+                self.mutations += 1;
+                for e in errs {
+                    out.push((id, SockEvent::Error(e)));
+                }
+            } else if m & ready::ERR != 0 {
                 let e = self
                     .sock(h)
                     .and_then(|s| s.conn)
@@ -1965,19 +2069,47 @@ mod tests {
         let u = SockId(1);
         k.open(u, SockKind::Udp, Family::V4, Netns::Host).unwrap();
         k.connect(u, sa("192.0.2.1:53"), 0).unwrap();
-        assert_eq!(k.send_datagrams(u, &[b"a", b"bc"]), Ok(2));
-        k.set_interest(
-            u,
-            Interest {
-                readable: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        assert_eq!(k.send_datagrams(u, &[b"a", b"bc"], None), Ok(2));
+        let readable = Interest {
+            readable: true,
+            ..Default::default()
+        };
+        k.set_interest(u, readable).unwrap();
         assert_eq!(k.ready_events(), vec![(u, SockEvent::Readable)]);
+        let got = k.recv_datagrams(u, 10).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (sa("192.0.2.1:53"), b"a".to_vec()),
+                (sa("192.0.2.1:53"), b"bc".to_vec())
+            ]
+        );
+        assert_eq!(k.recv_datagrams(u, 10).unwrap(), vec![]);
+        // Unconnected, to a refusing port: one error from the error queue.
+        let v = SockId(3);
+        k.open(v, SockKind::Udp, Family::V4, Netns::Host).unwrap();
+        k.set_interest(v, readable).unwrap();
+        assert_eq!(k.send_datagrams(v, &[b"q"], Some(sa("192.0.2.1:9"))), Ok(1));
+        assert_eq!(
+            k.ready_events(),
+            vec![(v, SockEvent::Error(Errno::ECONNREFUSED))]
+        );
+        assert_eq!(k.ready_events(), vec![]);
+        // Ping sockets: no destination, no send; a request gets its reply.
         let p = SockId(2);
         k.open(p, SockKind::Ping, Family::V6, Netns::Host).unwrap();
-        assert_eq!(k.send_datagrams(p, &[b"x"]), Err(Errno::EPERM));
+        assert_eq!(k.send_datagrams(p, &[b"x"], None), Err(Errno::EPERM));
+        let p4 = SockId(4);
+        k.open(p4, SockKind::Ping, Family::V4, Netns::Host).unwrap();
+        let req = [8u8, 0, 0, 0, 0, 1, 0, 2, 0xaa, 0xbb];
+        assert_eq!(
+            k.send_datagrams(p4, &[&req], Some(sa("192.0.2.7:0"))),
+            Ok(1)
+        );
+        let got = k.recv_datagrams(p4, 1).unwrap();
+        assert_eq!(got[0].1[0], 0, "an echo reply");
+        assert_eq!(&got[0].1[4..], &req[4..]);
+        assert_eq!(k.recv_datagrams(SockId(9), 1), Err(Errno::EBADF));
         assert_eq!(
             PeerModel::parse(&["slow", "10"]),
             Ok(PeerModel::SlowReader(10))

@@ -359,6 +359,13 @@ impl Sim {
             let before = (self.kernel.mutations, self.stats.frames_from_core);
             let what: Vec<String> = events.iter().map(|(s, e)| format!("{s:?} {e:?}")).collect();
             for (sock, ev) in events {
+                // Errors and hang-ups are worth a line; readiness is not.
+                if matches!(
+                    ev,
+                    SockEvent::Error(_) | SockEvent::HangUp | SockEvent::ReadHangUp
+                ) {
+                    self.note("host", format!("{sock:?} {ev:?}"));
+                }
                 self.core.handle_sock_event(self.now, sock, ev);
                 self.drain();
             }
@@ -616,22 +623,30 @@ impl Sim {
                 }
                 self.event(sock, SockEvent::Sent(r));
             }
-            Action::SendDatagrams { sock, spans } => {
+            Action::SendDatagrams { sock, spans, to } => {
                 let mut dgrams: Vec<&[u8]> = Vec::new();
+                let mut bad = false;
                 for sp in self.core.spans(spans) {
                     let start = sp.offset as usize;
-                    if let Some(b) = batch.get(start..start.saturating_add(sp.len as usize)) {
-                        dgrams.push(b);
+                    match batch.get(start..start.saturating_add(sp.len as usize)) {
+                        Some(b) => dgrams.push(b),
+                        None => bad = true,
                     }
                 }
-                let r = self.kernel.send_datagrams(sock, &dgrams);
+                let r = self.kernel.send_datagrams(sock, &dgrams, to);
+                let sizes: Vec<String> = dgrams.iter().map(|d| d.len().to_string()).collect();
+                let dest = to.map_or(String::new(), |t| format!(" to {t}"));
                 self.note(
                     "host",
-                    format!("sendmmsg({sock:?}, {} datagrams) = {r:?}", dgrams.len()),
+                    format!("sendmmsg({sock:?}, [{}]{dest}) = {r:?}", sizes.join(", ")),
                 );
+                if bad {
+                    self.violation("send: a span points outside the batch buffer".into());
+                }
                 self.core
                     .handle_sock_event(self.now, sock, SockEvent::Sent(r));
             }
+            Action::Recv { sock, max, room } => self.recv(sock, max, room),
             Action::Peek {
                 sock,
                 skip,
@@ -674,6 +689,7 @@ impl Sim {
             | Action::Send { sock, .. }
             | Action::SendDatagrams { sock, .. }
             | Action::Peek { sock, .. }
+            | Action::Recv { sock, .. }
             | Action::Consume { sock, .. }
             | Action::QueryTcpInfo { sock }
             | Action::ShutdownWrite { sock }
@@ -772,6 +788,54 @@ impl Sim {
         }
     }
 
+    fn recv(&mut self, sock: passt_core::SockId, max: u16, room: u16) {
+        let room_u = usize::from(room);
+        let r = self.kernel.recv_datagrams(sock, usize::from(max));
+        // Frames queued before the receive go first.
+        self.flush_frames();
+        let got = match r {
+            Ok(d) => d,
+            Err(e) => {
+                self.note("host", format!("recvmmsg({sock:?}, {max}) = {e:?}"));
+                self.core
+                    .handle_sock_event(self.now, sock, SockEvent::Error(e));
+                return;
+            }
+        };
+        let sizes: Vec<String> = got
+            .iter()
+            .map(|(p, d)| format!("{} from {p}", d.len()))
+            .collect();
+        self.note(
+            "host",
+            format!("recvmmsg({sock:?}, {max}) = [{}]", sizes.join(", ")),
+        );
+        let mut bufs: Vec<Vec<u8>> = got
+            .iter()
+            .map(|(_, d)| {
+                let mut b = vec![0u8; room_u + d.len()];
+                if let Some(dst) = b.get_mut(room_u..) {
+                    dst.copy_from_slice(d);
+                }
+                b
+            })
+            .collect();
+        let mut dgrams: Vec<passt_core::RxDatagram<'_>> = bufs
+            .iter_mut()
+            .zip(&got)
+            .map(|(b, (peer, d))| passt_core::RxDatagram::new(b.as_mut_slice(), d.len(), *peer))
+            .collect();
+        let _ = self.core.handle_datagrams(self.now, sock, &mut dgrams);
+        let frames: Vec<Vec<u8>> = dgrams
+            .iter()
+            .filter_map(|d| d.frame().map(<[u8]>::to_vec))
+            .collect();
+        drop(dgrams);
+        for f in frames {
+            self.emit(&f);
+        }
+    }
+
     /// Runs the end-of-run checks and returns every violation of the run.
     pub fn finish(&mut self) -> Vec<String> {
         let unfinished: Vec<String> = if self.checker.corrupted {
@@ -796,7 +860,7 @@ impl Sim {
             self.violation("resources: core sockets above bound at the end".into());
         }
         // The core's idea of its sockets matches the kernel's, and once no
-        // connection is left, no flow is either.
+        // flow socket is left, no flow is either.
         if self.core.socket_count() != self.kernel.core_sockets() {
             self.violation(format!(
                 "resources: the core counts {} sockets, the kernel holds {} for it",
@@ -804,9 +868,12 @@ impl Sim {
                 self.kernel.core_sockets()
             ));
         }
-        if self.kernel.open_conns() == 0 && self.core.flow_count() != 0 && !self.checker.corrupted {
+        if self.kernel.core_flow_sockets() == 0
+            && self.core.flow_count() != 0
+            && !self.checker.corrupted
+        {
             self.violation(format!(
-                "resources: no connection left but {} flows in the table",
+                "resources: no socket left but {} flows in the table",
                 self.core.flow_count()
             ));
         }
