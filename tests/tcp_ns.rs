@@ -835,3 +835,81 @@ fn passt_qemu_integrity() {
     one_way(c, a, QEMU_BYTES, 60);
     p.assert_running();
 }
+
+/// Serves `ports` in the guest (dual-stack listeners) until `stop`: each
+/// accepted connection is told the port it reached.
+fn guest_servers(
+    t: &Setup,
+    ports: &[u16],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    ports
+        .iter()
+        .map(|&p| {
+            let l = t.listen_guest(any6(p));
+            l.set_nonblocking(true).unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(60);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                    match l.accept() {
+                        Ok((mut c, _)) => {
+                            let _ = c.write_all(&p.to_be_bytes());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The guest port a host connection to `addr` reaches, if any.
+fn reached(t: &Setup, addr: SocketAddr) -> Option<u16> {
+    let mut c = t.connect_host(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut b = [0u8; 2];
+    c.read_exact(&mut b).ok()?;
+    Some(u16::from_be_bytes(b))
+}
+
+/// A port without address listens on both families; `ADDR/PORT` only on
+/// that address.
+#[test]
+fn forward_dual_stack_and_address() {
+    let t = Setup::pasta("fwda", &["-t", "6800", "-t", &format!("{HOST_IP4}/6801")]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let servers = guest_servers(&t, &[6800, 6801], &stop);
+    let host4: Ipv4Addr = HOST_IP4.parse().unwrap();
+    let host6: Ipv6Addr = HOST_IP6.parse().unwrap();
+    assert_eq!(reached(&t, lo4(6800)), Some(6800), "IPv4 loopback");
+    assert_eq!(reached(&t, lo6(6800)), Some(6800), "IPv6 loopback");
+    assert_eq!(reached(&t, SocketAddr::from((host6, 6800))), Some(6800));
+    assert_eq!(reached(&t, SocketAddr::from((host4, 6801))), Some(6801));
+    assert_eq!(reached(&t, lo4(6801)), None, "bound to {HOST_IP4} only");
+    assert_eq!(reached(&t, SocketAddr::from((host6, 6801))), None);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+}
+
+/// `%IFNAME/PORT` binds the listener to the interface (`ss` shows it so),
+/// and connections through loopback do not reach it.
+#[test]
+#[ignore = "the core does not bind listeners to an interface yet"]
+fn forward_interface_binding() {
+    let t = Setup::pasta("fwdi", &["-t", "%dummy0/6900"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let servers = guest_servers(&t, &[6900], &stop);
+    let ss = t.h.sh("ss -Htln 'sport = :6900'");
+    assert!(
+        ss.contains("%dummy0:6900"),
+        "listener bound to dummy0: {ss}"
+    );
+    assert_eq!(reached(&t, lo4(6900)), None, "not on loopback");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+}
