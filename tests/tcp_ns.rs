@@ -913,3 +913,55 @@ fn forward_interface_binding() {
         s.join().unwrap();
     }
 }
+
+/// Guest → host with a host reader that has a tiny receive buffer and reads
+/// slowly: pasta's socket send buffer fills, the window to the guest closes,
+/// and reopens when the socket turns writable again; 64 MiB arrive whole.
+#[test]
+fn full_send_buffer_reopens_window() {
+    let t = Setup::pasta("sbuf", &["-t", "none"]);
+    let l = in_ns(&t.h, || {
+        let s = TcpListener::bind(any4(7000)).unwrap();
+        let v: libc::c_int = 4096;
+        // SAFETY: `v` lives across the call and its size is passed along.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        s
+    });
+    let mut c = t.connect_guest(gw4(7000)).expect("connect");
+    let a = accept_timeout(&l, 10);
+    const TOTAL: u64 = 64 << 20;
+    let w = std::thread::spawn(move || {
+        send_pattern(&mut c, 5, TOTAL).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        c
+    });
+    struct Slow(TcpStream, u32);
+    impl Read for Slow {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            self.1 += 1;
+            if self.1.is_multiple_of(32) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let n = b.len().min(4096);
+            self.0.read(&mut b[..n])
+        }
+    }
+    a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut slow = Slow(a, 0);
+    assert_eq!(
+        check_pattern(&mut slow, 5, TOTAL),
+        Ok(TOTAL),
+        "{}",
+        t.p.output()
+    );
+    drop(w.join().unwrap());
+}
