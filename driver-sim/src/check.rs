@@ -1,0 +1,512 @@
+//! Invariants that relate the two sides of the translation: what the guest
+//! sent and was acknowledged against what the host sockets accepted, and what
+//! the host wrote against what reached the guest.
+
+use crate::frame::{flags, parse_tcp, TcpSeg};
+use crate::kernel::{ConnView, Kernel};
+use passt_core::SockId;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// One TCP flow as seen on the guest link.
+#[derive(Debug, Default, Clone)]
+struct Flow {
+    guest_isn: Option<u32>,
+    core_isn: Option<u32>,
+    /// In-order bytes the guest sent (from sequence 1).
+    guest_data: Vec<u8>,
+    /// Out-of-order guest segments waiting for the gap to fill.
+    pending: BTreeMap<u32, Vec<u8>>,
+    guest_fin_at: Option<u32>,
+    guest_rst: bool,
+    /// Highest acknowledgement (relative, in bytes) the core sent.
+    core_acked: u32,
+    core_fin: bool,
+    core_rst: bool,
+    /// Highest acknowledgement the guest sent for the core's data.
+    guest_acked: u32,
+    sock: Option<SockId>,
+    conn: Option<u64>,
+    /// The guest sent different bytes for the same sequence numbers.
+    tainted: bool,
+    core_initiated: bool,
+}
+
+/// The flow-level checker.
+#[derive(Debug, Default, Clone)]
+pub struct Checker {
+    flows: BTreeMap<(SocketAddr, SocketAddr), Flow>,
+    /// A guest frame was corrupted on the link: headers may have been
+    /// damaged too, so flow-level checks are off for the rest of the run.
+    pub corrupted: bool,
+    accepted: Vec<SockId>,
+}
+
+fn rel(seq: u32, isn: Option<u32>) -> Option<u32> {
+    isn.map(|i| seq.wrapping_sub(i).wrapping_sub(1))
+}
+
+impl Checker {
+    /// A frame the guest put on the link (what it meant to send).
+    pub fn on_guest_frame(&mut self, frame: &[u8]) {
+        let Some(t) = parse_tcp(frame) else { return };
+        let f = self.flows.entry((t.src, t.dst)).or_default();
+        if t.flags & flags::SYN != 0 {
+            f.guest_isn = Some(t.seq);
+        }
+        if t.flags & flags::RST != 0 {
+            f.guest_rst = true;
+        }
+        if t.flags & flags::ACK != 0 {
+            if let Some(a) = rel(t.ack, f.core_isn) {
+                if a < 0x8000_0000 {
+                    f.guest_acked = f.guest_acked.max(a);
+                }
+            }
+        }
+        let Some(start) = rel(t.seq, f.guest_isn) else {
+            return;
+        };
+        let start = if t.flags & flags::SYN != 0 {
+            start.wrapping_add(1)
+        } else {
+            start
+        };
+        if start >= 0x8000_0000 {
+            return;
+        }
+        if !t.payload.is_empty() {
+            f.pending.entry(start).or_insert_with(|| t.payload.clone());
+            // Check overlaps against what is known, then merge in order.
+            let have = f.guest_data.len() as u32;
+            if start < have {
+                let s = start as usize;
+                let overlap = &f.guest_data[s..f.guest_data.len().min(s + t.payload.len())];
+                if overlap != &t.payload[..overlap.len()] {
+                    f.tainted = true;
+                }
+            }
+            loop {
+                let have = f.guest_data.len() as u32;
+                let Some((&s, _)) = f.pending.range(..=have).next_back() else {
+                    break;
+                };
+                let Some(p) = f.pending.remove(&s) else { break };
+                let skip = (have - s) as usize;
+                if let Some(tail) = p.get(skip..) {
+                    f.guest_data.extend_from_slice(tail);
+                }
+                if f.pending
+                    .range(..=f.guest_data.len() as u32)
+                    .next()
+                    .is_none()
+                {
+                    break;
+                }
+            }
+        }
+        if t.flags & flags::FIN != 0 {
+            f.guest_fin_at = Some(start.wrapping_add(t.payload.len() as u32));
+        }
+    }
+
+    /// A guest frame was corrupted on the link: the core does not verify
+    /// guest checksums (as upstream passt), so its flow's content is not checked.
+    pub fn on_corrupted(&mut self, _frame: &[u8]) {
+        self.corrupted = true;
+    }
+
+    /// The core connected `sock` to `addr`: map it to the oldest unmapped
+    /// guest flow towards that port.
+    pub fn on_connect(&mut self, sock: SockId, addr: SocketAddr, kernel: &Kernel) {
+        // Only flows the guest opened (SYN seen), of the same family and port
+        // (the address may be translated, e.g. the gateway to loopback).
+        let fits = |k: &(SocketAddr, SocketAddr), f: &Flow| {
+            !f.core_initiated
+                && f.guest_isn.is_some()
+                && k.1.port() == addr.port()
+                && k.1.is_ipv4() == addr.is_ipv4()
+        };
+        if let Some(f) = self
+            .flows
+            .iter_mut()
+            .find(|(k, f)| f.sock.is_none() && fits(k, f))
+        {
+            f.1.sock = Some(sock);
+            return;
+        }
+        // A new connection on a 4-tuple whose previous one is gone (a SYN
+        // again, e.g. duplicated, after a reset): a new incarnation.
+        let open: Vec<SockId> = kernel.core_ids();
+        if let Some(f) = self
+            .flows
+            .iter_mut()
+            .find(|(k, f)| fits(k, f) && f.sock.is_some_and(|s| !open.contains(&s) || s == sock))
+        {
+            let f = f.1;
+            f.sock = Some(sock);
+            f.conn = None;
+            f.core_isn = None;
+            f.core_acked = 0;
+            f.core_fin = false;
+            f.core_rst = false;
+            f.guest_rst = false;
+        }
+    }
+
+    /// The core accepted `sock`: it will be mapped to the next flow the core
+    /// opens towards the guest.
+    pub fn on_accepted(&mut self, sock: SockId) {
+        self.accepted.push(sock);
+    }
+
+    fn view<'k>(f: &mut Flow, views: &[(Option<SockId>, ConnView<'k>)]) -> Option<ConnView<'k>> {
+        if let Some(id) = f.conn {
+            return views.iter().find(|v| v.1.id == id).map(|v| v.1);
+        }
+        let sock = f.sock?;
+        let v = views.iter().find(|v| v.0 == Some(sock))?;
+        f.conn = Some(v.1.id);
+        Some(v.1)
+    }
+
+    /// A frame the core emitted towards the guest. Returns violations.
+    pub fn on_core_frame(&mut self, frame: &[u8], kernel: &Kernel) -> Vec<String> {
+        if self.corrupted {
+            return Vec::new();
+        }
+        let Some(t) = parse_tcp(frame) else {
+            return Vec::new();
+        };
+        let views = kernel.conn_views();
+        let mut bad = Vec::new();
+        let key = (t.dst, t.src);
+        let f = match self.flows.get_mut(&key) {
+            Some(f) => f,
+            None => {
+                if t.flags & (flags::SYN | flags::ACK) != flags::SYN {
+                    bad.push(format!(
+                        "core sent {} on a flow the guest never opened",
+                        seg_str(&t)
+                    ));
+                    return bad;
+                }
+                let f = self.flows.entry(key).or_default();
+                f.core_initiated = true;
+                if !self.accepted.is_empty() {
+                    f.sock = Some(self.accepted.remove(0));
+                }
+                f
+            }
+        };
+        if t.flags & flags::SYN != 0 {
+            f.core_isn = Some(t.seq);
+        }
+        if t.flags & flags::RST != 0 {
+            f.core_rst = true;
+        }
+        let view = Self::view(f, &views);
+        if t.flags & flags::ACK != 0 && t.flags & flags::RST == 0 {
+            if let Some(a) = rel(t.ack, f.guest_isn) {
+                if a < 0x8000_0000 {
+                    let accepted = view.map_or(0, |v| v.from_core.len() as u32);
+                    // The FIN may be acknowledged once all data before it was
+                    // accepted (the shutdown may follow in the same drain; the
+                    // final checks make sure it happened).
+                    let fin = u32::from(f.guest_fin_at.is_some_and(|e| e <= accepted));
+                    if a > accepted + fin {
+                        bad.push(format!(
+                            "ACK honesty: core acked {a} bytes of {} > {} but its socket accepted {accepted}",
+                            key.0, key.1
+                        ));
+                    }
+                    f.core_acked = f.core_acked.max(a);
+                }
+            }
+        }
+        if !t.payload.is_empty() {
+            match (rel(t.seq, f.core_isn), view) {
+                (Some(off), Some(v)) if off < 0x8000_0000 => {
+                    let off = off as usize;
+                    match v.to_core.get(off..off + t.payload.len()) {
+                        Some(host) if host == t.payload.as_slice() => {}
+                        Some(_) => bad.push(format!(
+                            "byte stream: core sent bytes {off}..{} of {} > {} that differ from what the host wrote",
+                            off + t.payload.len(),
+                            key.1,
+                            key.0
+                        )),
+                        None => bad.push(format!(
+                            "byte stream: core sent bytes {off}..{} but the host wrote only {}",
+                            off + t.payload.len(),
+                            v.to_core.len()
+                        )),
+                    }
+                }
+                _ => bad.push(format!(
+                    "core sent data on an unmapped flow: {}",
+                    seg_str(&t)
+                )),
+            }
+        }
+        if t.flags & flags::FIN != 0 {
+            f.core_fin = true;
+            if let (Some(off), Some(v)) = (rel(t.seq, f.core_isn), view) {
+                let end = off as usize + t.payload.len();
+                if !v.host_fin && !v.reset {
+                    bad.push("close mapping: core sent FIN but the host did not shut down".into());
+                } else if end != v.to_core.len() && !v.reset {
+                    bad.push(format!(
+                        "close mapping: FIN at {end}, but the host wrote {}",
+                        v.to_core.len()
+                    ));
+                }
+            }
+        }
+        bad
+    }
+
+    /// After the core wrote to a socket: the host-side stream must be a prefix
+    /// of what the guest sent.
+    pub fn on_sent(&mut self, sock: SockId, kernel: &Kernel) -> Vec<String> {
+        if self.corrupted {
+            return Vec::new();
+        }
+        let views = kernel.conn_views();
+        let mut bad = Vec::new();
+        for (k, f) in self.flows.iter_mut().filter(|(_, f)| f.sock == Some(sock)) {
+            let Some(v) = Self::view(f, &views) else {
+                continue;
+            };
+            if f.tainted {
+                continue;
+            }
+            let n = v.from_core.len().min(f.guest_data.len());
+            if v.from_core[..n] != f.guest_data[..n] {
+                bad.push(format!(
+                    "byte stream: host received bytes from {} > {} that differ from the guest's",
+                    k.0, k.1
+                ));
+            }
+            if v.from_core.len() > f.guest_data.len() {
+                bad.push(format!(
+                    "byte stream: host received {} bytes, the guest sent {} in order",
+                    v.from_core.len(),
+                    f.guest_data.len()
+                ));
+            }
+        }
+        bad
+    }
+
+    /// End-of-run checks, after the heal phase.
+    pub fn finish(&mut self, kernel: &Kernel) -> Vec<String> {
+        if self.corrupted {
+            return Vec::new();
+        }
+        let views = kernel.conn_views();
+        let mut bad = Vec::new();
+        for (k, f) in &mut self.flows {
+            let Some(v) = Self::view(f, &views) else {
+                continue;
+            };
+            let name = format!("{} > {}", k.0, k.1);
+            if f.guest_fin_at.is_some()
+                && f.core_acked > f.guest_fin_at.unwrap_or(0)
+                && !v.core_fin
+                && !v.reset
+            {
+                bad.push(format!(
+                    "close mapping: {name}: guest FIN acked but the host socket was not shut down"
+                ));
+            }
+            if v.host_fin
+                && !v.reset
+                && !f.guest_rst
+                && !f.core_rst
+                && f.guest_acked as usize >= v.to_core.len()
+                && !f.core_fin
+            {
+                bad.push(format!(
+                    "close mapping: {name}: host shut down but the guest got no FIN"
+                ));
+            }
+            if let Some(fin) = f.guest_fin_at {
+                if !f.tainted && f.core_acked > fin && v.from_core.len() != f.guest_data.len() {
+                    bad.push(format!(
+                        "byte stream: {name}: guest FIN acknowledged but the host got {} of {} bytes",
+                        v.from_core.len(),
+                        f.guest_data.len()
+                    ));
+                }
+            }
+            if v.reset && !f.core_rst && !f.guest_rst {
+                bad.push(format!(
+                    "close mapping: {name}: host reset but the guest got no RST"
+                ));
+            }
+            if (f.guest_rst || f.core_rst) && !v.core_closed {
+                bad.push(format!(
+                    "resources: {name}: reset but the core's socket is still open"
+                ));
+            }
+            let fin = usize::from(f.guest_fin_at.is_some() && v.core_fin);
+            if !f.tainted && f.core_acked as usize > v.from_core.len() + fin {
+                bad.push(format!(
+                    "ACK honesty: {name}: final ack beyond the host's bytes"
+                ));
+            }
+        }
+        bad
+    }
+
+    /// Number of TCP flows seen.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+}
+
+fn seg_str(t: &TcpSeg) -> String {
+    format!(
+        "{} > {} flags {:#x} seq {} ack {}",
+        t.src, t.dst, t.flags, t.seq, t.ack
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{tcp_frame, BROADCAST, GUEST_MAC};
+    use crate::kernel::{KernelConfig, PeerModel, PeerRule, PeerSpec};
+    use passt_core::{Family, Netns, SockKind};
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Plays the core by hand: a handshake, guest data written to the host
+    /// socket, then ACKs honest and dishonest.
+    #[test]
+    fn ack_honesty_and_byte_stream() {
+        let g = sa("10.77.0.2:40000");
+        let r = sa("192.0.2.1:80");
+        let mut cfg = KernelConfig::default();
+        cfg.peers.push(PeerRule {
+            addr: None,
+            port: Some(80),
+            spec: PeerSpec::new(PeerModel::Sink),
+        });
+        let mut k = Kernel::new(cfg);
+        let mut c = Checker::default();
+        let gf = |seq, ack, fl, p: &[u8]| {
+            tcp_frame(GUEST_MAC, BROADCAST, g, r, seq, ack, fl, 65535, &[], p)
+        };
+        let cf = |seq, ack, fl, p: &[u8]| {
+            tcp_frame(BROADCAST, GUEST_MAC, r, g, seq, ack, fl, 65535, &[], p)
+        };
+        c.on_guest_frame(&gf(100, 0, flags::SYN, b""));
+        let s = SockId(1);
+        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
+            .unwrap();
+        k.connect(s, r, 0).unwrap();
+        c.on_connect(s, r, &k);
+        k.advance(0);
+        assert!(c
+            .on_core_frame(&cf(5000, 101, flags::SYN | flags::ACK, b""), &k)
+            .is_empty());
+        c.on_guest_frame(&gf(101, 5001, flags::ACK, b"hello world"));
+        k.send(s, b"hello").unwrap();
+        assert!(c.on_sent(s, &k).is_empty());
+        // Honest: ack 5 bytes.
+        assert!(c
+            .on_core_frame(&cf(5001, 106, flags::ACK, b""), &k)
+            .is_empty());
+        // One byte too many.
+        let v = c.on_core_frame(&cf(5001, 107, flags::ACK, b""), &k);
+        assert!(v.iter().any(|s| s.starts_with("ACK honesty")), "{v:?}");
+        // The host receiving bytes the guest never sent.
+        k.send(s, b"XXXXXXXXXXXXXXXX").unwrap();
+        let v = c.on_sent(s, &k);
+        assert_eq!(v.len(), 2, "{v:?}");
+        // Data from the core that the host never wrote.
+        let v = c.on_core_frame(&cf(5001, 106, flags::ACK, b"zz"), &k);
+        assert!(v.iter().any(|s| s.contains("wrote only 0")), "{v:?}");
+        // A segment on a flow nobody opened.
+        let v = c.on_core_frame(
+            &tcp_frame(
+                BROADCAST,
+                GUEST_MAC,
+                sa("192.0.2.9:1"),
+                g,
+                1,
+                1,
+                flags::ACK,
+                1,
+                &[],
+                b"",
+            ),
+            &k,
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!(c.flows(), 1);
+    }
+
+    #[test]
+    fn reassembly_out_of_order_and_taint() {
+        let g = sa("10.77.0.2:40000");
+        let r = sa("192.0.2.1:80");
+        let mut c = Checker::default();
+        let gf =
+            |seq, fl, p: &[u8]| tcp_frame(GUEST_MAC, BROADCAST, g, r, seq, 0, fl, 65535, &[], p);
+        c.on_guest_frame(&gf(0, flags::SYN, b""));
+        c.on_guest_frame(&gf(4, flags::ACK, b"def"));
+        c.on_guest_frame(&gf(1, flags::ACK, b"abc"));
+        c.on_guest_frame(&gf(7, flags::ACK | flags::FIN, b"g"));
+        let f = c.flows.values().next().unwrap();
+        assert_eq!(f.guest_data, b"abcdefg");
+        assert_eq!(f.guest_fin_at, Some(7));
+        assert!(!f.tainted);
+        c.on_guest_frame(&gf(2, flags::ACK, b"Z"));
+        assert!(c.flows.values().next().unwrap().tainted);
+    }
+
+    #[test]
+    fn close_mapping_at_the_end() {
+        let g = sa("10.77.0.2:40000");
+        let r = sa("192.0.2.1:80");
+        let mut cfg = KernelConfig::default();
+        cfg.peers.push(PeerRule {
+            addr: None,
+            port: Some(80),
+            spec: PeerSpec::new(PeerModel::ResetAfter(1)),
+        });
+        let mut k = Kernel::new(cfg);
+        let mut c = Checker::default();
+        c.on_guest_frame(&tcp_frame(
+            GUEST_MAC,
+            BROADCAST,
+            g,
+            r,
+            0,
+            0,
+            flags::SYN,
+            1,
+            &[],
+            b"",
+        ));
+        let s = SockId(1);
+        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
+            .unwrap();
+        k.connect(s, r, 0).unwrap();
+        c.on_connect(s, r, &k);
+        k.advance(0);
+        k.send(s, b"ab").unwrap();
+        k.run_peers(0);
+        let v = c.finish(&k);
+        assert!(
+            v.iter()
+                .any(|s| s.contains("host reset but the guest got no RST")),
+            "{v:?}"
+        );
+    }
+}
