@@ -42,7 +42,8 @@ except socket.timeout:
 /// A UDP echo client: `echo_cli.py HOST PORT COUNT [MAXLEN [LPORT]]`: sends
 /// COUNT numbered datagrams of random sizes from 4 to MAXLEN bytes (default
 /// 204; the first at MAXLEN, the second at 4) with content given by their
-/// number, from local port LPORT if given, at most 16 unanswered; sends missing
+/// number, from local port LPORT if given, at most 16 unanswered (fewer if
+/// large); sends missing
 /// ones again after a 2 s silence. An answer counts if it is exactly what was
 /// sent under its number. Prints "answered resent bad".
 const ECHO_CLI: &str = r#"
@@ -51,6 +52,9 @@ host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 maxlen = int(sys.argv[4]) if len(sys.argv) > 4 else 204
 lport = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+# Unanswered datagrams at most: fewer when they are large, so that the
+# sockets' receive buffers (capped by net.core.rmem_max) hold them.
+window = min(16, max(1, 100000 // maxlen))
 rnd = random.Random(count * 65536 + maxlen)
 sizes = [rnd.randint(4, maxlen) for _ in range(count)]
 sizes[0] = maxlen
@@ -72,7 +76,7 @@ def send(i):
     except ConnectionRefusedError:
         time.sleep(0.1)
 while len(got) < count and time.time() < deadline:
-    while sent < count and sent - len(got) < 16:
+    while sent < count and sent - len(got) < window:
         send(sent)
         sent += 1
     try:
@@ -273,19 +277,25 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
     );
     wait_file(&ready, 20, &mut srv);
     // The gateway is the host's loopback, in both families.
-    for (dst, count, max) in [(GW_IP4, 10_000, MAX4), (GW_IP6, 2_000, MAX6)] {
+    // Then a few hundred up to pasta's default MTU, 65520.
+    for (dst, count, max, mtu) in [
+        (GW_IP4, 10_000, MAX4, MTU),
+        (GW_IP6, 2_000, MAX6, MTU),
+        (GW_IP4, 300, 65_520 - 28, 65_520),
+        (GW_IP6, 300, 65_520 - 48, 65_520),
+    ] {
         // IPv6 addresses are usable after duplicate address detection.
         let sleep = if dst.contains(':') { "sleep 2; " } else { "" };
         let args = [
             s(&pasta()),
             "--config-net".into(),
             "-m".into(),
-            MTU.to_string(),
+            mtu.to_string(),
             "--".into(),
             "sh".into(),
             "-c".into(),
             format!(
-                "ip link | grep -q 'mtu {MTU} ' || {{ ip link; exit 1; }}; \
+                "ip link | grep -q 'mtu {mtu} ' || {{ ip link; exit 1; }}; \
                  {sleep}python3 {cli} {dst} 5700 {count} {max} 40000"
             ),
         ];
@@ -305,59 +315,69 @@ fn pasta_udp_ten_thousand_datagrams_inbound() {
     let h = Netns::host("udpin");
     let dir = Scratch::new("udpin");
     let (srv, cli, _) = scripts(&dir);
-    let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.cmd(&[
-            s(&pasta()),
-            "--config-net".into(),
-            "-m".into(),
-            MTU.to_string(),
-            "-P".into(),
-            s(&pidf),
-            "-u".into(),
-            "5701".into(),
-            "--".into(),
-            "python3".into(),
-            srv,
-            "::".into(),
-            "5701".into(),
-            "8".into(),
-        ]),
-        "pasta",
-        dir.join("pasta.log"),
-    );
-    wait_file(&pidf, 20, &mut p);
-    // The guest's IPv6 address is usable after duplicate address detection.
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    for (dst, count, max) in [("127.0.0.1", 10_000, MAX4), ("::1", 2_000, MAX6)] {
-        let out = h.run(
-            &[
-                "python3",
-                &cli,
-                dst,
-                "5701",
-                &count.to_string(),
-                &max.to_string(),
-                "40001",
-            ],
-            90,
+    let runs = [
+        (MTU, [("127.0.0.1", 10_000, MAX4), ("::1", 2_000, MAX6)]),
+        // A few hundred up to pasta's default MTU.
+        (
+            65_520,
+            [("127.0.0.1", 300, 65_520 - 28), ("::1", 300, 65_520 - 48)],
+        ),
+    ];
+    for (round, (mtu, clients)) in runs.into_iter().enumerate() {
+        let pidf = dir.join(&format!("pasta{round}.pid"));
+        let mut p = Proc::spawn(
+            h.cmd(&[
+                s(&pasta()),
+                "--config-net".into(),
+                "-m".into(),
+                mtu.to_string(),
+                "-P".into(),
+                s(&pidf),
+                "-u".into(),
+                "5701".into(),
+                "--".into(),
+                "python3".into(),
+                srv.clone(),
+                "::".into(),
+                "5701".into(),
+                "4".into(),
+            ]),
+            "pasta",
+            dir.join(&format!("pasta{round}.log")),
         );
-        let text = ok_text(&out);
-        let (got, resent) = echo_result(&text);
+        wait_file(&pidf, 20, &mut p);
+        // The guest's IPv6 address is usable after duplicate address detection.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        for (dst, count, max) in clients {
+            let out = h.run(
+                &[
+                    "python3",
+                    &cli,
+                    dst,
+                    "5701",
+                    &count.to_string(),
+                    &max.to_string(),
+                    "40001",
+                ],
+                90,
+            );
+            let text = ok_text(&out);
+            let (got, resent) = echo_result(&text);
+            assert_eq!(
+                got,
+                count,
+                "{dst}:5701 (MTU {mtu}) echoed by the guest: {text}; pasta: {}",
+                p.output()
+            );
+            assert!(resent <= count / 100, "{dst}: {resent} sent again: {text}");
+        }
         assert_eq!(
-            got,
-            count,
-            "{dst}:5701 echoed by the guest: {text}; pasta: {}",
+            p.wait_exit(20).code(),
+            Some(0),
+            "the guest's server ends by itself: {}",
             p.output()
         );
-        assert!(resent <= count / 100, "{dst}: {resent} sent again: {text}");
     }
-    assert_eq!(
-        p.wait_exit(20).code(),
-        Some(0),
-        "the guest's server ends by itself: {}",
-        p.output()
-    );
 }
 
 /// `iperf3 -u` at a fixed rate: from the guest to a server on the host's
