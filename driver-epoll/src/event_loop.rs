@@ -349,6 +349,8 @@ struct Io {
     guest_ns: Option<OwnedFd>,
     discard: Vec<u8>,
     events: Vec<SockEvent>,
+    /// While starting: listeners whose bind failed (address, error).
+    startup_failures: Option<Vec<(std::net::SocketAddr, passt_core::Errno)>>,
     /// Length and peer of each datagram of the last `Recv`.
     dgram_got: Vec<(usize, std::net::SocketAddr)>,
 }
@@ -436,6 +438,7 @@ impl Runtime {
                 guest_ns: opts.guest_ns,
                 discard: Vec::new(),
                 events: Vec::with_capacity(8),
+                startup_failures: None,
                 dgram_got: Vec::with_capacity(crate::dgram::MAX_BATCH),
             },
             rx: RxBuf::new(RX_BYTES),
@@ -452,8 +455,29 @@ impl Runtime {
     pub(crate) fn run(&mut self) -> i32 {
         let mut events = vec![EpollEvent::empty(); 64];
         let mut last_ns_check = now();
-        // Anything queued at start-up goes out first.
-        self.io.drain(now(), &[]);
+        // Anything queued at start-up goes out first: the listeners of
+        // explicitly forwarded ports among it, each of which must bind.
+        let t = now();
+        self.io.core.start(t);
+        self.io.startup_failures = Some(Vec::new());
+        self.io.drain(t, &[]);
+        let failed = self.io.startup_failures.take().unwrap_or_default();
+        let cfg = self.io.core.config();
+        let spec = passt_core::fwd::FwdMode::Spec;
+        if cfg.fwd.tcp_in.mode() == spec
+            || cfg.fwd.udp_in.mode() == spec
+            || !cfg.tcp_forwards.is_empty()
+        {
+            if let Some((addr, e)) = failed.first() {
+                log::error!(
+                    "Failed to bind port {} ({}): {}",
+                    addr.port(),
+                    addr.ip(),
+                    std::io::Error::from_raw_os_error(e.0)
+                );
+                return 1;
+            }
+        }
         loop {
             if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
                 return code;
@@ -797,6 +821,7 @@ impl Io {
                 .collect(),
             _ => Vec::new(),
         };
+        let action_copy = action;
         let out = self.socks.execute(
             &self.epoll,
             self.guest_ns.as_ref().map(|f| f.as_fd()),
@@ -804,6 +829,11 @@ impl Io {
             &spans,
         );
         drop(spans);
+        if let (Some(f), Action::Bind { addr, .. }, Outcome::Event(_, SockEvent::OpenFailed(e))) =
+            (self.startup_failures.as_mut(), &action_copy, &out)
+        {
+            f.push((*addr, *e));
+        }
         if let Outcome::Event(sock, ev) = out {
             if log::log_enabled!(log::Level::Trace) {
                 log::trace!("{sock:?}: {ev:?}");

@@ -14,6 +14,10 @@ mod log;
 pub mod netlink;
 mod netns;
 mod pcap;
+// The scanner of `-t auto`; wired into the event loop once the core can
+// change its listeners at run time.
+#[allow(dead_code)]
+mod portscan;
 mod qemu;
 pub mod resolv;
 mod socks;
@@ -245,6 +249,7 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
         ),
         None => (None, None, None),
     };
+    s.core.peek_offset = socks::probe_peek_offset();
     let core = Core::new(s.core);
     let mut rt = Runtime::new(
         core,

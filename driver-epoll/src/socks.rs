@@ -34,6 +34,8 @@ pub(crate) const TAG_SOCK: u64 = 1;
 
 /// `SO_PEEK_OFF` (Linux, all architectures but the few that renumber it).
 const SO_PEEK_OFF: libc::c_int = 42;
+/// Largest value Linux accepts for `TCP_MAXSEG` (`MAX_TCP_WINDOW`).
+const MAX_TCP_MAXSEG: libc::c_int = 32767;
 /// `SIOCOUTQ` (= `TIOCOUTQ`): bytes in the send queue not yet acknowledged.
 const SIOCOUTQ: libc::c_ulong = 0x5411;
 
@@ -53,6 +55,8 @@ pub(crate) struct SockEntry {
     interest: Option<Interest>,
     /// Whether the fd is in the epoll set.
     registered: bool,
+    /// The mask it is registered with.
+    mask: EpollFlags,
     /// A non-blocking connect is under way.
     connecting: bool,
     /// A UDP or ping socket: errors wait in its error queue (IP_RECVERR).
@@ -106,6 +110,7 @@ impl SockTable {
                 fd,
                 interest: None,
                 registered: false,
+                mask: EpollFlags::empty(),
                 connecting: false,
                 dgram: false,
             },
@@ -366,6 +371,13 @@ fn sync_epoll(epoll: &Epoll, sock: SockId, e: &mut SockEntry) -> Result<(), Errn
     if e.connecting {
         flags |= EpollFlags::EPOLLOUT;
     }
+    // The core switches interest often (every send or peek may do so); a
+    // level-triggered mask that is already in place needs no system call.
+    // An edge-triggered one is set again: EPOLL_CTL_MOD re-arms the edge,
+    // which the core may count on.
+    if e.registered && e.mask == flags && !flags.contains(EpollFlags::EPOLLET) {
+        return Ok(());
+    }
     let mut ev = EpollEvent::new(flags, crate::event_loop::token(TAG_SOCK, sock.0));
     let r = if e.registered {
         epoll.modify(e.fd.as_fd(), &mut ev)
@@ -374,6 +386,7 @@ fn sync_epoll(epoll: &Epoll, sock: SockId, e: &mut SockEntry) -> Result<(), Errn
     };
     r.map_err(errno)?;
     e.registered = true;
+    e.mask = flags;
     Ok(())
 }
 
@@ -529,7 +542,14 @@ fn getsockopt_int(
 pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> {
     let clamp = |v: u32| libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
     match opt {
-        SockOpt::TcpMaxSeg(v) => setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, v.into()),
+        // Linux refuses TCP_MAXSEG above MAX_TCP_WINDOW (32767) with EINVAL: a
+        // larger guest MSS (MTU 65520) is clamped, the kernel's own limit.
+        SockOpt::TcpMaxSeg(v) => setsockopt_int(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            libc::c_int::from(v).min(MAX_TCP_MAXSEG),
+        ),
         SockOpt::TcpNoDelay(v) => {
             setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, v.into())
         }
@@ -766,7 +786,27 @@ struct KernelTcpInfo {
     snd_wnd: u32,
 }
 
-/// TCP_INFO, SO_SNDBUF and SIOCOUTQ of a socket.
+/// The payload a send buffer holds, from the `SO_SNDBUF` the kernel reports:
+/// Linux doubles the value set (and the autotuned one it reports) to leave
+/// room for its bookkeeping, and charges that overhead against the same
+/// budget, so only about half of it takes payload. The core sizes the window
+/// it advertises to the guest from this, so that `sendmsg` takes every
+/// segment whole.
+pub(crate) fn sndbuf_payload(reported: libc::c_int) -> u32 {
+    u32::try_from(reported).unwrap_or(0) / 2
+}
+
+/// Whether the kernel supports `SO_PEEK_OFF` on TCP sockets (Linux 6.9 and
+/// later): set on a fresh, unconnected socket.
+pub(crate) fn probe_peek_offset() -> bool {
+    match open(SockKind::TcpStream, Family::V4).or_else(|_| open(SockKind::TcpStream, Family::V6)) {
+        Ok(fd) => setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 0).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// TCP_INFO, SO_SNDBUF (as payload, see [`sndbuf_payload`]) and SIOCOUTQ of a
+/// socket.
 pub(crate) fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfo, Errno> {
     let mut ti = KernelTcpInfo::default();
     let mut len = std::mem::size_of::<KernelTcpInfo>() as libc::socklen_t;
@@ -797,7 +837,7 @@ pub(crate) fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfo, Errno> {
         snd_wscale: ti.wscale & 0x0f,
         snd_mss: ti.snd_mss,
         min_rtt_us: ti.min_rtt,
-        sndbuf: u32::try_from(sndbuf).unwrap_or(0),
+        sndbuf: sndbuf_payload(sndbuf),
         outq: u32::try_from(outq).unwrap_or(0),
     })
 }
@@ -1109,6 +1149,63 @@ mod tests {
         );
         assert!(t.get(s2).is_none(), "a failed bind forgets the socket");
         assert_eq!(t.len(), 1);
+    }
+
+    /// The kernel version as (major, minor), from uname.
+    fn kernel_version() -> (u32, u32) {
+        let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut it = r
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|x| x.parse().ok());
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    }
+
+    #[test]
+    fn peek_offset_probe_matches_kernel() {
+        let v = kernel_version();
+        if v >= (6, 9) {
+            assert!(probe_peek_offset(), "kernel {v:?} has SO_PEEK_OFF for TCP");
+        } else if v.0 > 0 {
+            assert!(
+                !probe_peek_offset(),
+                "kernel {v:?} lacks SO_PEEK_OFF for TCP"
+            );
+        }
+    }
+
+    /// The reported send buffer is half of SO_SNDBUF, and a window of that
+    /// size is taken whole by one sendmsg on an idle connection whose peer
+    /// does not read.
+    #[test]
+    fn sndbuf_is_payload_and_taken_whole() {
+        assert_eq!(sndbuf_payload(-1), 0);
+        assert_eq!(sndbuf_payload(4608), 2304);
+        let srv = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let c = TcpStream::connect(srv.local_addr().unwrap()).unwrap();
+        let (_peer, _) = srv.accept().unwrap();
+        let fd = c.as_fd();
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 32768).unwrap();
+        let raw = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap();
+        let info = tcp_info(fd).unwrap();
+        assert_eq!(info.sndbuf, u32::try_from(raw).unwrap() / 2);
+        assert_eq!(info.outq, 0);
+        c.set_nonblocking(true).unwrap();
+        // Several rounds: each time the receiver's queue fills further, the
+        // send queue must still take a whole window's worth when it is idle.
+        let data = vec![0x5au8; info.sndbuf as usize];
+        let n = send_stream(fd, &[IoSlice::new(&data)]).unwrap();
+        assert_eq!(n, data.len(), "a full window is accepted whole");
+    }
+
+    /// TCP_MAXSEG above 32767 (a guest MTU of 65520) is clamped rather than
+    /// failing with EINVAL.
+    #[test]
+    fn large_maxseg_is_clamped() {
+        let fd = open(SockKind::TcpStream, Family::V4).unwrap();
+        set_option(fd.as_fd(), SockOpt::TcpMaxSeg(65480)).unwrap();
+        let v = getsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG).unwrap();
+        assert!(v > 0 && v <= MAX_TCP_MAXSEG, "{v}");
+        set_option(fd.as_fd(), SockOpt::TcpMaxSeg(1460)).unwrap();
     }
 
     #[test]

@@ -10,6 +10,10 @@
 #
 # Usage: tests/bench/run.sh [-t SECONDS] [-o REPORT.md] [-x TRANSLATOR]...
 #   TRANSLATOR: ours, debian, slirp (default: all that are installed).
+#   KINDS="tput rr crr" selects the tests: iperf3 throughput (IPv4/IPv6, MTU
+#   65520 and 1500), 1-byte request-response latency, connection rate (the
+#   last two with the tcp_rr example: cargo build --release -p
+#   passt-driver-epoll --example tcp_rr).
 # Needs root, iperf3, socat, iproute2, util-linux; Debian's passt and slirp4netns
 # packages for the comparison. Debian's pasta refuses to run as root: it runs as
 # nobody here, in a private mount namespace where /dev/net/tun is usable by it.
@@ -138,8 +142,9 @@ start_translator() {
 }
 
 gateway_of() {
-	case $1 in
-	slirp) echo 10.0.2.2 ;;
+	case $1/$2 in
+	slirp/*) echo 10.0.2.2 ;;
+	*/6) echo fd77::1 ;;
 	*) echo 10.77.0.1 ;;
 	esac
 }
@@ -155,59 +160,117 @@ print("%.3f %d" % (r.get("bits_per_second",0)/1e9, r.get("bytes",0)))' "$1"
 }
 
 results=()
-run_case() { # translator direction mtu
-	local t=$1 dir=$2 mtu=$3 g p out cpu0 cpu1 r
+# run_case TRANSLATOR KIND DIRECTION FAMILY MTU
+#   KIND: tput (iperf3, Gbit/s), rr (1-byte request-response, µs per
+#   transaction), crr (connect-request-response-close, connections per second)
+run_case() {
+	local t=$1 kind=$2 dir=$3 fam=$4 mtu=$5 g p out cpu0 cpu1 r val bytes target
+	if [ "$t" = slirp ] && [ "$fam" = 6 ]; then return; fi
 	new_guest
 	g=$G
 	start_translator "$t" "$g" "$mtu"
 	p=$P
-	out=$work/$t-$dir-$mtu.json
+	out=$work/$t-$kind-$dir-$fam-$mtu.out
 	cpu0=$(cpu_of "$p")
 	if [ "$dir" = ns2host ]; then
-		in_host iperf3 -s -1 -B 127.0.0.1 -p 5201 </dev/null >/dev/null 2>&1 &
+		target=$(gateway_of "$t" "$fam")
+		if [ "$kind" = tput ]; then
+			in_host iperf3 -s -1 -p 5201 </dev/null >/dev/null 2>&1 &
+		else
+			in_host "$rr" server 5201 </dev/null >/dev/null 2>&1 &
+		fi
 		pids+=("$!")
 		sleep 0.3
-		timeout $((secs + 20)) nsenter -t "$g" -U -n --preserve-credentials \
-			iperf3 -c "$(gateway_of "$t")" -p 5201 -t "$secs" -J >"$out" 2>/dev/null || true
+		client=(nsenter -t "$g" -U -n --preserve-credentials)
 	else
-		in_guest "$g" iperf3 -s -1 -p 5301 </dev/null >/dev/null 2>&1 &
+		# The host's own address, not loopback: a loopback source lets
+		# Debian's pasta splice the connection inside the namespace and skip
+		# the tap, which is not what is measured here.
+		if [ "$fam" = 6 ]; then target=fd77::2; else target=10.77.0.2; fi
+		if [ "$kind" = tput ]; then
+			in_guest "$g" iperf3 -s -1 -p 5301 </dev/null >/dev/null 2>&1 &
+		else
+			in_guest "$g" "$rr" server 5301 </dev/null >/dev/null 2>&1 &
+		fi
 		pids+=("$!")
 		sleep 0.5
-		timeout $((secs + 20)) ip netns exec "$host" iperf3 -c 10.77.0.2 -p 5301 -t "$secs" -J >"$out" 2>/dev/null || true
+		client=(ip netns exec "$host")
 	fi
+	local port=5201
+	[ "$dir" = host2ns ] && port=5301
+	case $kind in
+	tput)
+		timeout $((secs + 20)) "${client[@]}" iperf3 -c "$target" -p "$port" -t "$secs" -J >"$out" 2>/dev/null || true
+		read -r val bytes < <(parse_iperf "$out" 2>/dev/null || echo "0 0")
+		;;
+	rr | crr)
+		timeout $((secs + 20)) "${client[@]}" "$rr" "$kind" "$target" "$port" "$secs" >"$out" 2>/dev/null || true
+		read -r rate usec <"$out" || { rate=0; usec=0; }
+		if [ "$kind" = rr ]; then val=${usec:-0}; else val=${rate:-0}; fi
+		bytes=0
+		;;
+	esac
 	cpu1=$(cpu_of "$p")
 	kill_tree "$p" "$g"
 	wait "$p" 2>/dev/null || true
-	read -r gbps bytes < <(parse_iperf "$out" 2>/dev/null || echo "0 0")
 	local cpu_gb
-	cpu_gb=$(awk -v c0="$cpu0" -v c1="$cpu1" -v b="$bytes" 'BEGIN{ if (b>0) printf "%.2f", (c1-c0)/(b/1e9); else print "-" }')
-	r="$t $dir $mtu $gbps $cpu_gb"
+	cpu_gb=$(awk -v c0="$cpu0" -v c1="$cpu1" -v b="$bytes" 'BEGIN{ if (b>0) printf "%.2f", (c1-c0)/(b/1e9); else printf "%.2f", c1-c0 }')
+	r="$kind $dir $fam $mtu $t $val $cpu_gb"
 	echo "$r" >&2
 	results+=("$r")
 }
 
 command -v iperf3 >/dev/null || { echo "iperf3 missing" >&2; exit 1; }
+rr=${TCP_RR:-$top/target/release/examples/tcp_rr}
+[ -x "$rr" ] || { echo "$rr missing: cargo build --release -p passt-driver-epoll --example tcp_rr" >&2; exit 1; }
+cp "$rr" "$work/tcp_rr" && chmod 755 "$work/tcp_rr" && rr=$work/tcp_rr
 translators=()
 if [ ${#only[@]} -gt 0 ]; then translators=("${only[@]}"); else
 	[ -x "$ours" ] && translators+=(ours)
 	[ -x /usr/bin/pasta ] && translators+=(debian)
 	command -v slirp4netns >/dev/null && translators+=(slirp)
 fi
+kinds=${KINDS:-tput rr crr}
 
 setup_host
-for mtu in 65520 1500; do
-	for dir in ns2host host2ns; do
-		for t in "${translators[@]}"; do
-			run_case "$t" "$dir" "$mtu"
+for kind in $kinds; do
+	mtus="65520 1500"
+	fams="4 6"
+	[ "$kind" = tput ] || { mtus=65520; fams=4; }
+	for mtu in $mtus; do
+		for fam in $fams; do
+			for dir in ns2host host2ns; do
+				for t in "${translators[@]}"; do
+					run_case "$t" "$kind" "$dir" "$fam" "$mtu"
+				done
+			done
 		done
 	done
 done
 
+# One row per case: every translator's value, and ours against the best of
+# the others (throughput and connection rate: higher is better, ratio
+# ours/best; latency: lower is better, ratio ours/best as well).
 {
-	echo "| direction | MTU | translator | Gbit/s | CPU s per GB |"
-	echo "|---|---|---|---|---|"
-	for r in "${results[@]}"; do
-		read -r t dir mtu gbps cpu <<<"$r"
-		echo "| $dir | $mtu | $t | $gbps | $cpu |"
-	done
+	echo "| test | direction | IP | MTU | ${translators[*]} | ours / best other | CPU s per GB (or s) ${translators[*]} |"
+	echo "|---|---|---|---|---|---|---|"
+	printf '%s\n' "${results[@]}" | awk '
+	{ key=$1" "$2" "$3" "$4; if (!(key in seen)) { seen[key]=1; order[++n]=key }
+	  val[key" "$5]=$6; cpu[key" "$5]=$7; ts[$5]=1 }
+	END {
+	  split("ours debian slirp", all, " ")
+	  for (i=1;i<=n;i++) {
+	    k=order[i]; split(k, f, " ")
+	    unit = (f[1]=="tput") ? "Gbit/s" : (f[1]=="rr") ? "µs" : "conn/s"
+	    vals=""; cpus=""; best=""
+	    for (j=1;j<=3;j++) { t=all[j]; if (!(t in ts)) continue
+	      v=((k" "t) in val) ? val[k" "t] : "-"; c=((k" "t) in cpu) ? cpu[k" "t] : "-"
+	      vals=vals (vals==""?"":" / ") v; cpus=cpus (cpus==""?"":" / ") c
+	      if (t!="ours" && v!="-" && v>0) {
+	        if (best=="" || (f[1]=="rr" ? v<best : v>best)) best=v } }
+	    o=((k" ours") in val) ? val[k" ours"] : ""
+	    ratio = (o!="" && best!="" && best>0) ? sprintf("%.2f", o/best) : "-"
+	    printf "| %s (%s) | %s | v%s | %s | %s | %s | %s |\n", f[1], unit, f[2], f[3], f[4], vals, ratio, cpus
+	  }
+	}'
 } | tee "${report:-/dev/null}"

@@ -1,0 +1,338 @@
+//! Automatic port forwarding (`-t auto`, pasta's default): which TCP ports
+//! are listening in the guest namespace.
+//!
+//! `/proc/net/tcp` and `/proc/net/tcp6` of the namespace are opened once,
+//! from a thread inside it (`/proc/thread-self/net/...`: a file opened there
+//! keeps showing that namespace), and read again with `pread` from offset 0 on
+//! every scan (once a second). Sockets in state `LISTEN` (0x0A) give the
+//! ports; ports that pasta itself bound in the namespace (outbound forwards)
+//! are excluded by the caller's mask. [`PortSet::changes`] tells which ports
+//! appeared and which went away since the previous scan.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::FileExt;
+
+/// Number of TCP ports.
+const PORTS: usize = 1 << 16;
+/// State `TCP_LISTEN` in `/proc/net/tcp`.
+const ST_LISTEN: u8 = 0x0a;
+/// Upper bound of one table's size (a namespace with a huge number of
+/// sockets is scanned in part rather than without limit).
+const MAX_TABLE_BYTES: usize = 64 << 20;
+
+/// A set of ports, as a bitmap.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct PortSet {
+    bits: Box<[u64; PORTS / 64]>,
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl Default for PortSet {
+    fn default() -> Self {
+        PortSet {
+            bits: Box::new([0; PORTS / 64]),
+        }
+    }
+}
+
+impl PortSet {
+    pub(crate) fn insert(&mut self, port: u16) {
+        let p = usize::from(port);
+        if let Some(w) = self.bits.get_mut(p / 64) {
+            *w |= 1 << (p % 64);
+        }
+    }
+
+    pub(crate) fn contains(&self, port: u16) -> bool {
+        let p = usize::from(port);
+        self.bits
+            .get(p / 64)
+            .is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bits.fill(0);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&w| w == 0)
+    }
+
+    /// The ports in ascending order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.bits.iter().enumerate().flat_map(|(i, &w)| {
+            (0..64u32)
+                .filter(move |b| w & (1u64 << b) != 0)
+                .filter_map(move |b| u16::try_from(i * 64 + b as usize).ok())
+        })
+    }
+
+    /// Removes every port of `other`.
+    pub(crate) fn remove_all(&mut self, other: &PortSet) {
+        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *a &= !b;
+        }
+    }
+
+    /// Ports in `new` but not in `self` (appeared), and in `self` but not in
+    /// `new` (went away).
+    pub(crate) fn changes(&self, new: &PortSet) -> (Vec<u16>, Vec<u16>) {
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for (i, (&o, &n)) in self.bits.iter().zip(new.bits.iter()).enumerate() {
+            if o == n {
+                continue;
+            }
+            for b in 0..64usize {
+                let Ok(port) = u16::try_from(i * 64 + b) else {
+                    continue;
+                };
+                match ((o >> b) & 1, (n >> b) & 1) {
+                    (0, 1) => added.push(port),
+                    (1, 0) => removed.push(port),
+                    _ => {}
+                }
+            }
+        }
+        (added, removed)
+    }
+}
+
+/// Parses one hexadecimal field.
+fn hex(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 8 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &c in s {
+        let d = (c as char).to_digit(16)?;
+        v = v.checked_mul(16)?.checked_add(d)?;
+    }
+    Some(v)
+}
+
+/// Adds the local ports of listening sockets in one `/proc/net/tcp` or
+/// `/proc/net/tcp6` table to `out`. Lines that do not parse (the header
+/// among them) are skipped.
+pub(crate) fn parse_listening(table: &[u8], out: &mut PortSet) {
+    for line in table.split(|&c| c == b'\n') {
+        let mut f = line
+            .split(|c| c.is_ascii_whitespace())
+            .filter(|f| !f.is_empty());
+        // "sl" ("0:"), local "ADDR:PORT", remote "ADDR:PORT", state.
+        let (Some(sl), Some(local), Some(_), Some(st)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if sl.last() != Some(&b':') {
+            continue;
+        }
+        let Some(colon) = local.iter().rposition(|&c| c == b':') else {
+            continue;
+        };
+        let (Some(port), Some(state)) = (local.get(colon + 1..).and_then(hex), hex(st)) else {
+            continue;
+        };
+        if state == u32::from(ST_LISTEN) {
+            if let Ok(p) = u16::try_from(port) {
+                out.insert(p);
+            }
+        }
+    }
+}
+
+/// The listening TCP ports of one network namespace.
+#[derive(Debug)]
+pub(crate) struct PortScanner {
+    files: Vec<File>,
+    buf: Vec<u8>,
+}
+
+impl PortScanner {
+    /// Opens the tables of the namespace the calling thread is in. A missing
+    /// table (IPv6 disabled) is skipped; neither present is an error.
+    pub(crate) fn open_here() -> io::Result<PortScanner> {
+        let mut files = Vec::new();
+        let mut last = None;
+        for name in ["tcp", "tcp6"] {
+            match File::open(format!("/proc/thread-self/net/{name}")) {
+                Ok(f) => files.push(f),
+                Err(e) => last = Some(e),
+            }
+        }
+        if files.is_empty() {
+            return Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)));
+        }
+        Ok(PortScanner {
+            files,
+            buf: Vec::with_capacity(64 << 10),
+        })
+    }
+
+    /// Opens the tables of the network namespace `ns`.
+    pub(crate) fn open_in(ns: BorrowedFd<'_>) -> io::Result<PortScanner> {
+        crate::netns::in_netns(ns, PortScanner::open_here)?
+    }
+
+    /// Reads the tables again: the listening ports, less `exclude`.
+    pub(crate) fn scan(&mut self, exclude: &PortSet, out: &mut PortSet) -> io::Result<()> {
+        out.clear();
+        for f in &self.files {
+            read_all_at(f, &mut self.buf)?;
+            parse_listening(&self.buf, out);
+        }
+        out.remove_all(exclude);
+        Ok(())
+    }
+}
+
+/// Reads a whole proc file from offset 0 into `buf` (bounded).
+fn read_all_at(f: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let mut chunk = [0u8; 16384];
+    let mut off: u64 = 0;
+    while buf.len() < MAX_TABLE_BYTES {
+        let n = match f.read_at(&mut chunk, off) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        off = off.saturating_add(n as u64);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
+
+    const SAMPLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12346 1 0000000000000000 100 0 0 10 0
+   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 12347 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:C000 0100007F:1F90 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0000000000000000
+";
+
+    const SAMPLE6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+";
+
+    #[test]
+    fn parses_listening_sockets_only() {
+        let mut s = PortSet::default();
+        parse_listening(SAMPLE.as_bytes(), &mut s);
+        parse_listening(SAMPLE6.as_bytes(), &mut s);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![22, 80, 8080]);
+    }
+
+    #[test]
+    fn garbage_is_skipped() {
+        let mut s = PortSet::default();
+        for t in [
+            &b""[..],
+            b"\n\n",
+            b"0: x:y z 0A",
+            b"0: 0100007F:123456789 0:0 0A",
+            b"0 0100007F:0050 0:0 0A",
+            b"0: 0100007F:0050 0:0 0Z",
+            b"0: 01000:07F:0050 0:0",
+            b"0: 0100007F: 0:0 0A",
+        ] {
+            parse_listening(t, &mut s);
+        }
+        assert!(s.is_empty(), "{s:?}");
+        parse_listening(b"0: 01000:07F:0050 0:0 0A", &mut s);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![80], "last colon splits");
+    }
+
+    #[test]
+    fn changes_and_exclusions() {
+        let mut old = PortSet::default();
+        let mut new = PortSet::default();
+        for p in [22, 80, 65535] {
+            old.insert(p);
+        }
+        for p in [0, 80, 443, 65535] {
+            new.insert(p);
+        }
+        assert_eq!(old.changes(&new), (vec![0, 443], vec![22]));
+        let mut ex = PortSet::default();
+        ex.insert(443);
+        new.remove_all(&ex);
+        assert!(!new.contains(443) && new.contains(80));
+        assert_eq!(old.changes(&old.clone()), (vec![], vec![]));
+    }
+
+    proptest! {
+        /// Any text: no panic; formatted tables parse back to their ports.
+        #[test]
+        fn arbitrary_text_never_panics(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut s = PortSet::default();
+            parse_listening(&b, &mut s);
+        }
+
+        #[test]
+        fn formatted_tables_round_trip(
+            rows in proptest::collection::vec((any::<u16>(), prop_oneof![Just(0x0au8), 1u8..12]), 0..40)
+        ) {
+            let mut text = String::from("  sl  local_address rem_address   st\n");
+            let mut want = PortSet::default();
+            for (i, (port, st)) in rows.iter().enumerate() {
+                text.push_str(&format!(
+                    "{i:4}: 0100007F:{port:04X} 00000000:0000 {st:02X} 00000000:00000000\n"
+                ));
+                if *st == ST_LISTEN {
+                    want.insert(*port);
+                }
+            }
+            let mut got = PortSet::default();
+            parse_listening(text.as_bytes(), &mut got);
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// The scanner sees a listener of this process appear and go away, both
+    /// families, and ignores connected sockets and excluded ports.
+    #[test]
+    fn scan_sees_listeners_come_and_go() {
+        let mut sc = PortScanner::open_here().unwrap();
+        let mut before = PortSet::default();
+        sc.scan(&PortSet::default(), &mut before).unwrap();
+        let l4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let p4 = l4.local_addr().unwrap().port();
+        let l6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).ok();
+        let p6 = l6.as_ref().map(|l| l.local_addr().unwrap().port());
+        let _c = TcpStream::connect(l4.local_addr().unwrap()).unwrap();
+        let mut now = PortSet::default();
+        sc.scan(&PortSet::default(), &mut now).unwrap();
+        assert!(now.contains(p4));
+        if let Some(p) = p6 {
+            assert!(now.contains(p));
+        }
+        let mut ex = PortSet::default();
+        ex.insert(p4);
+        let mut masked = PortSet::default();
+        sc.scan(&ex, &mut masked).unwrap();
+        assert!(!masked.contains(p4));
+        drop(l4);
+        drop(l6);
+        let mut after = PortSet::default();
+        sc.scan(&PortSet::default(), &mut after).unwrap();
+        assert!(!after.contains(p4));
+        let (_, removed) = now.changes(&after);
+        assert!(removed.contains(&p4));
+    }
+}
