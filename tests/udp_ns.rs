@@ -39,32 +39,53 @@ except socket.timeout:
     pass
 "#;
 
-/// A UDP echo client: `echo_cli.py HOST PORT COUNT`: sends COUNT numbered
-/// datagrams (at most 16 unanswered), sends missing ones again after a
-/// 2 s silence, prints "answered resent".
+/// A UDP echo client: `echo_cli.py HOST PORT COUNT [MAXLEN [LPORT]]`: sends
+/// COUNT numbered datagrams of random sizes from 4 to MAXLEN bytes (default
+/// 204; the first at MAXLEN, the second at 4) with content given by their
+/// number, from local port LPORT if given, at most 16 unanswered (fewer if
+/// large); sends missing
+/// ones again after a 2 s silence. An answer counts if it is exactly what was
+/// sent under its number. Prints "answered resent bad".
 const ECHO_CLI: &str = r#"
-import socket, sys, time
+import random, socket, sys, time
 host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+maxlen = int(sys.argv[4]) if len(sys.argv) > 4 else 204
+lport = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+# Unanswered datagrams at most: fewer when they are large, so that the
+# sockets' receive buffers (capped by net.core.rmem_max) hold them.
+window = min(16, max(1, 100000 // maxlen))
+rnd = random.Random(count * 65536 + maxlen)
+sizes = [rnd.randint(4, maxlen) for _ in range(count)]
+sizes[0] = maxlen
+if count > 1:
+    sizes[1] = 4
+pat = bytes((j * 31 + 7) & 255 for j in range(maxlen + 256))
+def dgram(i):
+    return i.to_bytes(4, "big") + pat[i % 251:i % 251 + sizes[i] - 4]
 s = socket.socket(fam, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", lport))
 s.connect((host, port))
 s.settimeout(2)
-got, sent, resent = set(), 0, 0
+got, sent, resent, bad = set(), 0, 0, 0
 deadline = time.time() + 60
 def send(i):
     try:
-        s.send(i.to_bytes(4, "big") + b"x" * 200)
+        s.send(dgram(i))
     except ConnectionRefusedError:
         time.sleep(0.1)
 while len(got) < count and time.time() < deadline:
-    while sent < count and sent - len(got) < 16:
+    while sent < count and sent - len(got) < window:
         send(sent)
         sent += 1
     try:
         d = s.recv(65535)
-        if len(d) == 204 and d[4:] == b"x" * 200:
-            got.add(int.from_bytes(d[:4], "big"))
+        i = int.from_bytes(d[:4], "big")
+        if len(d) >= 4 and i < count and d == dgram(i):
+            got.add(i)
+        else:
+            bad += 1
     except socket.timeout:
         for i in range(sent):
             if i not in got:
@@ -72,7 +93,7 @@ while len(got) < count and time.time() < deadline:
                 resent += 1
     except ConnectionRefusedError:
         time.sleep(0.1)
-print(len(got), resent)
+print(len(got), resent, bad)
 "#;
 
 /// A DNS responder on UDP and TCP: `dns_srv.py ADDR PORT IDLE_SECS
@@ -134,17 +155,59 @@ fn allow_ping(h: &Netns) {
     h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
 }
 
-/// `answered resent` from the echo client's output.
+/// `answered resent` from the echo client's output; fails the test if any
+/// answer was not a datagram as sent.
 fn echo_result(out: &str) -> (u32, u32) {
     let line = out.lines().last().unwrap_or_default();
-    let mut it = line.split_whitespace().map(|v| v.parse().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    let mut it = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(u32::MAX));
+    let (got, resent) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    assert_eq!(it.next(), Some(0), "answers damaged or unknown: {out}");
+    (got, resent)
+}
+
+/// The guest's MTU in the datagram tests, and the largest UDP payloads it
+/// carries (IPv4: 20 bytes of IP header and 8 of UDP; IPv6: 40 and 8).
+const MTU: u32 = 1500;
+const MAX4: u32 = MTU - 28;
+const MAX6: u32 = MTU - 48;
+
+/// A counter of the namespace's `/proc/net/snmp` (`Icmp`, `InEchos`: a
+/// header line of names, then one of values) or, with `group` empty, of
+/// `/proc/net/snmp6` (one `name value` per line).
+fn snmp(h: &Netns, group: &str, name: &str) -> u64 {
+    let (file, text) = if group.is_empty() {
+        ("snmp6", h.sh("cat /proc/net/snmp6"))
+    } else {
+        ("snmp", h.sh("cat /proc/net/snmp"))
+    };
+    let value = if group.is_empty() {
+        text.lines()
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim().to_string())
+    } else {
+        let tag = format!("{group}:");
+        let mut lines = text.lines().filter(|l| l.starts_with(&tag));
+        let names = lines.next().unwrap_or_default();
+        let values = lines.next().unwrap_or_default();
+        names
+            .split_whitespace()
+            .position(|n| n == name)
+            .and_then(|i| values.split_whitespace().nth(i))
+            .map(str::to_string)
+    };
+    value
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /proc/net/{file}: {text}"))
 }
 
 #[test]
 fn pasta_ping_gateway_both_families() {
     let h = Netns::host("ping");
     allow_ping(&h);
+    let (in4, in6) = (snmp(&h, "Icmp", "InEchos"), snmp(&h, "", "Icmp6InEchos"));
     let out = h.run(
         &[
             s(&pasta()),
@@ -163,6 +226,13 @@ fn pasta_ping_gateway_both_families() {
         2,
         "both families answered: {text}"
     );
+    // The requests reached the host's own stack (its loopback answered).
+    let (in4, in6) = (
+        snmp(&h, "Icmp", "InEchos") - in4,
+        snmp(&h, "", "Icmp6InEchos") - in6,
+    );
+    assert!(in4 >= 3, "host ICMP echo requests received: {in4}");
+    assert!(in6 >= 3, "host ICMPv6 echo requests received: {in6}");
 }
 
 #[test]
@@ -191,6 +261,9 @@ fn pasta_ping_refused_warns() {
     );
 }
 
+/// Outbound: 10 000 IPv4 and 2 000 IPv6 datagrams of random sizes up to the
+/// guest's MTU, from one guest port, to an echo server on the host's loopback
+/// (the gateway address): every one comes back intact to that port.
 #[test]
 fn pasta_udp_ten_thousand_datagrams_echoed() {
     let h = Netns::host("udpecho");
@@ -204,16 +277,27 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
     );
     wait_file(&ready, 20, &mut srv);
     // The gateway is the host's loopback, in both families.
-    for (dst, count) in [(GW_IP4, 10_000), (GW_IP6, 2_000)] {
+    // Then a few hundred up to pasta's default MTU, 65520.
+    for (dst, count, max, mtu) in [
+        (GW_IP4, 10_000, MAX4, MTU),
+        (GW_IP6, 2_000, MAX6, MTU),
+        (GW_IP4, 300, 65_520 - 28, 65_520),
+        (GW_IP6, 300, 65_520 - 48, 65_520),
+    ] {
         // IPv6 addresses are usable after duplicate address detection.
         let sleep = if dst.contains(':') { "sleep 2; " } else { "" };
         let args = [
             s(&pasta()),
             "--config-net".into(),
+            "-m".into(),
+            mtu.to_string(),
             "--".into(),
             "sh".into(),
             "-c".into(),
-            format!("{sleep}python3 {cli} {dst} 5700 {count}"),
+            format!(
+                "ip link | grep -q 'mtu {mtu} ' || {{ ip link; exit 1; }}; \
+                 {sleep}python3 {cli} {dst} 5700 {count} {max} 40000"
+            ),
         ];
         let out = h.run(&args, 90);
         let text = ok_text(&out);
@@ -221,6 +305,182 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
         assert_eq!(got, count, "{dst}: datagrams echoed: {text}");
         assert!(resent <= count / 100, "{dst}: {resent} sent again: {text}");
     }
+}
+
+/// Inbound through `-u`: the same from a client on the host's loopback to a
+/// forwarded port, echoed by a server in the guest; answers come back to the
+/// client's port, intact.
+#[test]
+fn pasta_udp_ten_thousand_datagrams_inbound() {
+    let h = Netns::host("udpin");
+    let dir = Scratch::new("udpin");
+    let (srv, cli, _) = scripts(&dir);
+    let runs = [
+        (MTU, [("127.0.0.1", 10_000, MAX4), ("::1", 2_000, MAX6)]),
+        // A few hundred up to pasta's default MTU.
+        (
+            65_520,
+            [("127.0.0.1", 300, 65_520 - 28), ("::1", 300, 65_520 - 48)],
+        ),
+    ];
+    for (round, (mtu, clients)) in runs.into_iter().enumerate() {
+        let pidf = dir.join(&format!("pasta{round}.pid"));
+        let mut p = Proc::spawn(
+            h.cmd(&[
+                s(&pasta()),
+                "--config-net".into(),
+                "-m".into(),
+                mtu.to_string(),
+                "-P".into(),
+                s(&pidf),
+                "-u".into(),
+                "5701".into(),
+                "--".into(),
+                "python3".into(),
+                srv.clone(),
+                "::".into(),
+                "5701".into(),
+                "4".into(),
+            ]),
+            "pasta",
+            dir.join(&format!("pasta{round}.log")),
+        );
+        wait_file(&pidf, 20, &mut p);
+        // The guest's IPv6 address is usable after duplicate address detection.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        for (dst, count, max) in clients {
+            let out = h.run(
+                &[
+                    "python3",
+                    &cli,
+                    dst,
+                    "5701",
+                    &count.to_string(),
+                    &max.to_string(),
+                    "40001",
+                ],
+                90,
+            );
+            let text = ok_text(&out);
+            let (got, resent) = echo_result(&text);
+            assert_eq!(
+                got,
+                count,
+                "{dst}:5701 (MTU {mtu}) echoed by the guest: {text}; pasta: {}",
+                p.output()
+            );
+            assert!(resent <= count / 100, "{dst}: {resent} sent again: {text}");
+        }
+        assert_eq!(
+            p.wait_exit(20).code(),
+            Some(0),
+            "the guest's server ends by itself: {}",
+            p.output()
+        );
+    }
+}
+
+/// `iperf3 -u` at a fixed rate: from the guest to a server on the host's
+/// loopback (the gateway), and from the host's loopback to a server in the
+/// guest through `-t`/`-u` forwards. Each run must finish and report its loss.
+#[test]
+fn pasta_iperf3_udp_both_directions() {
+    let h = Netns::host("iperfu");
+    let dir = Scratch::new("iperfu");
+    let check = |json: &str, what: &str| {
+        assert_eq!(jq(json, ".error // \"none\""), "none", "{what}: {json}");
+        let secs: f64 = jq(json, ".end.sum.seconds").parse().unwrap_or(0.0);
+        assert!(secs >= 2.5, "{what}: ran {secs} s");
+        let packets: u64 = jq(json, ".end.sum.packets").parse().unwrap_or(0);
+        assert!(packets > 0, "{what}: no datagrams: {json}");
+        let loss = jq(json, ".end.sum.lost_percent");
+        assert!(
+            loss.parse::<f64>()
+                .is_ok_and(|l| (0.0..=100.0).contains(&l)),
+            "{what}: a loss figure, not {loss}"
+        );
+        jq(json, ".end.sum.lost_packets")
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{what}: lost_packets in {json}"));
+    };
+    // Guest to host.
+    let mut srv = Proc::spawn(
+        h.cmd(&["timeout", "30", "iperf3", "-s", "-1", "-p", "5202"]),
+        "iperf3 server",
+        dir.join("srv.log"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    srv.assert_running();
+    let out = h.run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--".into(),
+            "iperf3".into(),
+            "-c".into(),
+            GW_IP4.into(),
+            "-p".into(),
+            "5202".into(),
+            "-u".into(),
+            "-b".into(),
+            "200M".into(),
+            "-t".into(),
+            "3".into(),
+            "-J".into(),
+        ],
+        40,
+    );
+    check(&ok_text(&out), "guest to host");
+    srv.wait_exit(10);
+    // Host to guest.
+    let pidf = dir.join("pasta.pid");
+    let mut p = Proc::spawn(
+        h.cmd(&[
+            s(&pasta()),
+            "--config-net".into(),
+            "-P".into(),
+            s(&pidf),
+            "-t".into(),
+            "5203".into(),
+            "-u".into(),
+            "5203".into(),
+            "--".into(),
+            "timeout".into(),
+            "30".into(),
+            "iperf3".into(),
+            "-s".into(),
+            "-1".into(),
+            "-p".into(),
+            "5203".into(),
+        ]),
+        "pasta",
+        dir.join("pasta.log"),
+    );
+    wait_file(&pidf, 20, &mut p);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = h.run(
+        &[
+            "iperf3",
+            "-c",
+            "127.0.0.1",
+            "-p",
+            "5203",
+            "-u",
+            "-b",
+            "200M",
+            "-t",
+            "3",
+            "-J",
+        ],
+        40,
+    );
+    check(&ok_text(&out), "host to guest");
+    assert_eq!(
+        p.wait_exit(20).code(),
+        Some(0),
+        "the guest's server ends after its one test: {}",
+        p.output()
+    );
 }
 
 /// A UDP client that sends from one port to several servers:

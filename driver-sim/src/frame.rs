@@ -941,8 +941,23 @@ fn icmp6_summary(src: IpAddr, dst: IpAddr, m: &[u8]) -> String {
     };
     let what = match ty {
         1 => "unreachable".to_string(),
-        128 => "echo-request".to_string(),
-        129 => "echo-reply".to_string(),
+        128 | 129 => {
+            let f = |i: usize| {
+                m.get(i..i + 2)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+            };
+            format!(
+                "{} id {} seq {} len {}",
+                if ty == 128 {
+                    "echo-request"
+                } else {
+                    "echo-reply"
+                },
+                f(4),
+                f(6),
+                m.len().saturating_sub(8)
+            )
+        }
         130..=132 | 143 => "mld".to_string(),
         133 => "router-solicitation".to_string(),
         134 => {

@@ -184,6 +184,12 @@ fn echo_reply(req: &[u8], v4: bool) -> Option<Vec<u8>> {
     Some(r)
 }
 
+/// The echo identifier the kernel gives the ping socket of handle `h` when it
+/// is bound to port 0 (or sends unbound): never 0, and distinct per socket.
+fn ping_id(h: usize) -> u16 {
+    0x8000 | (h % 0x7fff + 1) as u16
+}
+
 /// Who holds a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Owner {
@@ -527,6 +533,11 @@ impl Kernel {
             return err(Errno::EADDRINUSE);
         }
         let s = self.sock_mut(h).ok_or(Errno::EBADF)?;
+        let mut addr = addr;
+        if kind == Kind::Ping && addr.port() == 0 {
+            // Linux picks the echo identifier of a ping socket bound to port 0.
+            addr.set_port(ping_id(h));
+        }
         s.local = Some(addr);
         s.reuse_addr = reuse;
         Ok(())
@@ -1067,9 +1078,16 @@ impl Kernel {
         let Some(s) = self.sock_mut(h) else {
             return err(Errno::EBADF);
         };
+        // A ping socket writes its own identifier (its port) into each request.
+        let id = s.local.map_or(0, |l| l.port());
+        let id = if id == 0 { ping_id(h) } else { id };
         for d in dgrams {
             if kind == Kind::Ping {
-                if let Some(reply) = echo_reply(d, dst.is_ipv4()) {
+                let mut req = d.to_vec();
+                if let Some(f) = req.get_mut(4..6) {
+                    f.copy_from_slice(&id.to_be_bytes());
+                }
+                if let Some(reply) = echo_reply(&req, dst.is_ipv4()) {
                     if s.dgrams.len() < 256 {
                         s.dgrams.push_back((dst, reply));
                     }
@@ -2108,7 +2126,18 @@ mod tests {
         );
         let got = k.recv_datagrams(p4, 1).unwrap();
         assert_eq!(got[0].1[0], 0, "an echo reply");
-        assert_eq!(&got[0].1[4..], &req[4..]);
+        let kid = u16::from_be_bytes([got[0].1[4], got[0].1[5]]);
+        assert_ne!(kid, 1, "the kernel's identifier, not the request's");
+        assert!(kid & 0x8000 != 0);
+        assert_eq!(&got[0].1[6..], &req[6..]);
+        // Bound to a port: that port is the identifier.
+        let p5 = SockId(5);
+        k.open(p5, SockKind::Ping, Family::V4, Netns::Host).unwrap();
+        k.bind(p5, sa("0.0.0.0:4321"), false).unwrap();
+        k.send_datagrams(p5, &[&req], Some(sa("192.0.2.7:0")))
+            .unwrap();
+        let got = k.recv_datagrams(p5, 1).unwrap();
+        assert_eq!(&got[0].1[4..6], &4321u16.to_be_bytes());
         assert_eq!(k.recv_datagrams(SockId(9), 1), Err(Errno::EBADF));
         assert_eq!(
             PeerModel::parse(&["slow", "10"]),

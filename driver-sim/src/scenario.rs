@@ -1026,7 +1026,24 @@ impl Runner<'_> {
                 }
                 self.sim.note("check", format!("replies {kind} = {got}"));
             }
-            _ => return Err("check: say `dropped REASON N` or `replies KIND N`".into()),
+            Some(what @ ("flows" | "sockets")) => {
+                let want: usize = num(w.get(2), "check flows/sockets")?;
+                let got = if what == "flows" {
+                    self.sim.core.flow_count()
+                } else {
+                    self.sim.core.socket_count()
+                };
+                if got != want {
+                    return Err(format!("{what}: {got}, expected {want}"));
+                }
+                self.sim.note("check", format!("{what} = {got}"));
+            }
+            _ => {
+                return Err(
+                    "check: say `dropped REASON N`, `replies KIND N`, `flows N` or `sockets N`"
+                        .into(),
+                )
+            }
         }
         Ok(())
     }

@@ -590,14 +590,16 @@ impl Core {
 
     /// Header room asked for in front of datagrams received on `sock`: the
     /// exact headers of the frames its datagrams become, so that frames
-    /// start at the beginning of the driver's buffer. Only dual-stack
-    /// listeners, whose peers may be of either family, get the IPv6 room,
-    /// and their IPv4 frames start further in.
+    /// start at the beginning of the driver's buffer. Dual-stack listeners,
+    /// whose peers may be of either family, get the IPv4 room, so that the
+    /// largest IPv4 datagrams fit the driver's buffer with their headers;
+    /// the payload of an IPv6 peer is then moved up by the difference
+    /// (see `udp_frame`), which only a flow's first datagrams take.
     pub(crate) fn recv_room(&self, sock: SockId) -> usize {
         if let SockRef::Other(idx) = flow::decode(sock) {
             let l = self.udp.listeners.get((idx & !UDP_LISTENER_BIT) as usize);
-            return match l.map(|l| l.family) {
-                Some(Family::V4) => l4_offset(false) + UDP_HLEN,
+            return match l.map(|l| (l.family, l.v6_only)) {
+                Some((Family::V4, _) | (Family::V6, false)) => l4_offset(false) + UDP_HLEN,
                 _ => usize::from(DATAGRAM_ROOM),
             };
         }
@@ -769,10 +771,22 @@ impl Core {
     fn udp_frame(&mut self, key: &FlowKey, d: &mut RxDatagram<'_>, room: usize) -> bool {
         let hl = l4_offset(key.dst.is_ipv6()) + UDP_HLEN;
         let (dst_mac, our_mac) = (self.guest.mac, self.cfg.our_mac);
-        let Some(start) = room.checked_sub(hl) else {
-            self.counters.drop(DropReason::DgramMalformed);
-            return false;
-        };
+        let mut room = room;
+        if room < hl {
+            // An IPv6 peer on a dual-stack listener (IPv4 room): move the
+            // payload up to make room for the longer headers.
+            let fits = room
+                .checked_add(d.len)
+                .zip(hl.checked_add(d.len))
+                .filter(|&(_, end)| end <= d.buf.len());
+            let Some((src_end, _)) = fits else {
+                self.counters.drop(DropReason::DgramMalformed);
+                return false;
+            };
+            d.buf.copy_within(room..src_end, hl);
+            room = hl;
+        }
+        let start = room - hl;
         let n = room
             .checked_add(d.len)
             .filter(|&end| end <= d.buf.len())
