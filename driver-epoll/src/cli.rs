@@ -446,13 +446,16 @@ pub struct Options {
     /// Forward UDP ports from the host to the guest (repeatable; see SPEC below)
     #[arg(short = 'u', long = "udp-ports", value_name = "SPEC", action = ArgAction::Append)]
     pub udp_ports: Vec<String>,
-    /// Forward TCP ports from the namespace's loopback to the host's [default: auto]
+    /// Forward TCP ports from the namespace's loopback to the host's (parsed and checked;
+    /// not forwarded yet: use the gateway address, which reaches the host's loopback) [default: auto]
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC", action = ArgAction::Append)]
     pub tcp_ns: Vec<String>,
-    /// Forward UDP ports from the namespace's loopback to the host's [default: auto]
+    /// Forward UDP ports from the namespace's loopback to the host's (parsed and checked;
+    /// not forwarded yet: use the gateway address, which reaches the host's loopback) [default: auto]
     #[arg(short = 'U', long = "udp-ns", value_name = "SPEC", action = ArgAction::Append)]
     pub udp_ns: Vec<String>,
-    /// Deprecated: deliver host-loopback forwards to the namespace's loopback
+    /// Deprecated: deliver host-loopback forwards to the namespace's loopback (no effect:
+    /// loopback connections are not spliced yet)
     #[arg(long = "host-lo-to-ns-lo")]
     pub host_lo_to_ns_lo: bool,
     /// User namespace to join (with --netns or a PID)
@@ -479,7 +482,8 @@ pub struct Options {
     /// MAC address of the namespace interface [default: chosen by the kernel]
     #[arg(long = "ns-mac-addr", value_name = "MAC", value_parser = parse_mac)]
     pub ns_mac_addr: Option<Mac>,
-    /// Don't splice loopback connections between host and namespace
+    /// Don't splice loopback connections between host and namespace (no effect: splicing
+    /// is not implemented yet, loopback connections already go through the tap)
     #[arg(long = "no-splice")]
     pub no_splice: bool,
 
@@ -496,7 +500,8 @@ pub struct Options {
 const SPEC_HELP: &str = "\
 SPEC for -t, -u (and pasta's -T, -U):
   none          forward nothing
-  auto          (pasta) forward the ports bound on the other side, rescanned every second
+  auto          (pasta) forward the ports bound on the other side, rescanned every second (-t only so far;
+                -u auto forwards nothing yet)
   all           (passt -t/-u) forward every port that is not ephemeral
   LIST          comma-separated ports or FIRST-LAST ranges, each optionally
                 mapped with :TARGET or :TFIRST-TLAST; ~PORTS excludes
