@@ -706,19 +706,16 @@ impl Runtime {
         }
     }
 
-    /// Reaps children; returns the exit code if the spawned command ended.
+    /// Reaps the spawned command; returns its exit code if it ended. Only
+    /// that child is waited for: other children belong to whoever started them
+    /// (and wait for them themselves), so a wildcard wait would steal their
+    /// exit status.
     fn reap(&mut self) -> Option<i32> {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if Some(pid) == self.child => {
-                    return Some(code);
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid) == self.child => {
-                    return Some(128 + sig as i32);
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => return None,
-                Ok(_) => continue,
-            }
+        let child = self.child?;
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+            _ => None,
         }
     }
 }
