@@ -897,7 +897,6 @@ fn forward_dual_stack_and_address() {
 /// `%IFNAME/PORT` binds the listener to the interface (`ss` shows it so),
 /// and connections through loopback do not reach it.
 #[test]
-#[ignore = "the core does not bind listeners to an interface yet"]
 fn forward_interface_binding() {
     let t = Setup::pasta("fwdi", &["-t", "%dummy0/6900"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -88,6 +88,9 @@ pub struct FwdRule {
     pub addr: Option<IpAddr>,
     /// Interface to bind to (`SO_BINDTODEVICE`), if any.
     pub ifname: Option<String>,
+    /// Index of [`Self::ifname`], filled in by the driver
+    /// ([`FwdTable::resolve_interfaces`]): the core cannot look names up.
+    pub ifindex: Option<u32>,
     /// Bind failures of single ports are ignored as long as one port of the
     /// table could be bound (`all` and exclusion-only lists); otherwise any
     /// failure is fatal.
@@ -297,6 +300,21 @@ fn is_v4_broadcast(a: IpAddr) -> bool {
 }
 
 impl FwdTable {
+    /// Fills in the interface index of every rule bound to an interface
+    /// (`%IFNAME`), with `lookup` from name to index. An unknown interface is
+    /// an error naming it.
+    pub fn resolve_interfaces(
+        &mut self,
+        lookup: &mut dyn FnMut(&str) -> Option<u32>,
+    ) -> Result<(), String> {
+        for r in &mut self.rules {
+            if let Some(name) = &r.ifname {
+                r.ifindex = Some(lookup(name).ok_or_else(|| format!("no interface {name}"))?);
+            }
+        }
+        Ok(())
+    }
+
     /// An empty table in mode [`FwdMode::Unset`].
     pub fn new() -> Self {
         FwdTable {
@@ -432,6 +450,7 @@ impl FwdTable {
                         to: s,
                         addr,
                         ifname: ifname.clone(),
+                        ifindex: None,
                         best_effort: true,
                     });
                 }
@@ -548,6 +567,7 @@ impl FwdTable {
                             to: s.wrapping_add(delta),
                             addr,
                             ifname: ifname.clone(),
+                            ifindex: None,
                             best_effort: false,
                         });
                     }

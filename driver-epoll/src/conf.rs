@@ -755,6 +755,11 @@ pub fn build(
         "-U",
         &mut warnings,
     )?;
+    // `%IFNAME` bindings: the core needs interface indices, looked up here.
+    for (t, name) in [(&mut core.fwd.tcp_in, "-t"), (&mut core.fwd.udp_in, "-u")] {
+        t.resolve_interfaces(&mut |n| crate::netlink::link_index(n).ok())
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
     for (t, name) in [(&core.fwd.tcp_in, "-t"), (&core.fwd.udp_in, "-u")] {
         for r in t.rules() {
             match r.addr {

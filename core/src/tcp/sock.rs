@@ -17,29 +17,31 @@ impl Core {
             return;
         }
         self.tcp.started = true;
-        let mut all: Vec<TcpForward> = self.cfg.tcp_forwards.clone();
+        let mut all: Vec<(TcpForward, Option<u32>)> =
+            self.cfg.tcp_forwards.iter().map(|f| (*f, None)).collect();
         let table = &self.cfg.fwd.tcp_in;
         if matches!(table.mode(), FwdMode::Spec | FwdMode::All) {
             for r in table.rules() {
-                if r.ifname.is_some() {
-                    log::warn!("TCP forwarding: binding to an interface is not supported yet");
+                if let (Some(name), None) = (&r.ifname, r.ifindex) {
+                    log::warn!("TCP forwarding: interface {name} not resolved, not bound to it");
                 }
                 for port in r.first..=r.last {
                     if let (true, Some(target_port)) =
                         (table.is_forwarded(port), table.target(port))
                     {
-                        all.push(TcpForward {
+                        let f = TcpForward {
                             addr: r.addr,
                             port,
                             target_port,
-                        });
+                        };
+                        all.push((f, r.ifindex));
                     }
                 }
             }
         }
         self.tcp.listeners.reserve_exact(all.len());
-        for f in all {
-            self.tcp_listener_add(f, None);
+        for (f, device) in all {
+            self.tcp_listener_add_on(f, None, device);
         }
     }
 
@@ -92,6 +94,12 @@ impl Core {
     /// Puts `f` in listener slot `slot` (a free one; `None`: a new one) and
     /// opens its socket.
     fn tcp_listener_add(&mut self, f: TcpForward, slot: Option<usize>) {
+        self.tcp_listener_add_on(f, slot, None);
+    }
+
+    /// [`Self::tcp_listener_add`], bound to the interface with index
+    /// `device` if given (`%IFNAME` in a port spec).
+    fn tcp_listener_add_on(&mut self, f: TcpForward, slot: Option<usize>, device: Option<u32>) {
         let bind = match f.addr {
             None if self.cfg.ip6.is_some() => {
                 Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
@@ -140,6 +148,7 @@ impl Core {
             opts: BindOpts {
                 reuse_addr: true,
                 v6_only,
+                device,
                 ..BindOpts::default()
             },
         });
