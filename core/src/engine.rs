@@ -1,7 +1,7 @@
 //! The [`Core`] state machine: inputs, outputs, and dispatch of guest frames.
 
 use crate::action::{Action, Errno, RxDatagram, SockEvent, SockId, Span, SpanList, TxSlot};
-use crate::config::Config;
+use crate::config::{Config, TcpForward};
 use crate::counters::{Counters, DropReason};
 use crate::flow::FlowTable;
 use crate::queue::FrameQueue;
@@ -128,6 +128,27 @@ impl Core {
     pub fn start(&mut self, now: Instant) {
         self.tcp_start(now);
         self.udp_start(now);
+    }
+
+    /// Replaces the set of TCP listeners (host ports forwarded to the guest)
+    /// with `forwards`, e.g. after a rescan of `auto` forwarding. Listeners
+    /// are matched by address and port: those no longer listed are closed,
+    /// new ones are opened (`Open`, `Bind`, `Listen`, `SetInterest`), a
+    /// changed target port applies to new connections. Established
+    /// connections stay. The list is the complete set: it replaces the
+    /// configured listeners as well. Drain the outputs afterwards, like after
+    /// any input; a listener that fails reports `SockEvent::OpenFailed`, and
+    /// then shows in [`Self::failed_tcp_forwards`].
+    pub fn set_tcp_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
+        self.tcp_set_forwards(now, forwards);
+    }
+
+    /// Forwards whose listener could not be opened (`Open`, `Bind` or
+    /// `Listen` failed, or the address family is disabled), among the
+    /// current ones. A driver can treat an explicit port listed here as a
+    /// fatal start-up error. `tcp_stats().listen_failures` counts them all.
+    pub fn failed_tcp_forwards(&self) -> impl Iterator<Item = TcpForward> + '_ {
+        self.tcp_failed_forwards()
     }
 
     // --- inputs -------------------------------------------------------------

@@ -40,6 +40,13 @@
 //! `poll_frame`, so that the peeked frames follow them, and it reports with
 //! [`Core::handle_tap_sent`] how many of the frames handed out reached the guest.
 //!
+//! [`Core::set_tcp_forwards`] counts as an input: the driver calls it whenever
+//! the set of forwarded TCP ports changes (a rescan of `auto` forwarding),
+//! with the complete set, and drains the outputs afterwards. After the
+//! listeners' actions are carried out, [`Core::failed_tcp_forwards`] names the
+//! forwards whose listener failed (for an explicit port, a fatal start-up
+//! error in the driver).
+//!
 //! ```no_run
 //! use passt_core::{Config, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId};
 //!

@@ -36,12 +36,31 @@ impl Core {
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
+        let mut rst_sent = false;
         for (i, p) in pkts.iter().enumerate() {
             let Some(s) = self.tcp_parse(batch, p) else {
                 continue;
             };
             if !s.has(SYN) || s.has(ACK) {
                 self.counters.drop(DropReason::TcpNoFlow);
+                // No connection (never was, or already freed: the guest may
+                // have missed our RST or FIN): reset it, as RFC 9293
+                // §3.10.7.1 asks. Upstream passt drops these silently; a
+                // reset ends a guest connection that would otherwise hang
+                // until its own timeouts. Resets are never answered.
+                let k = &p.key;
+                if !rst_sent
+                    && !s.has(RST)
+                    && k.sport != 0
+                    && k.dport != 0
+                    && nat::is_unicast(k.src)
+                    && nat::is_unicast(k.dst)
+                {
+                    self.tcp_rst_no_flow(k, &s);
+                    self.tcp.stats.no_flow_resets += 1;
+                    // One per batch is enough.
+                    rst_sent = true;
+                }
                 continue;
             }
             if s.has(RST) || s.has(FIN) {
@@ -127,7 +146,8 @@ impl Core {
         });
         self.act(Action::SetOption {
             sock,
-            opt: SockOpt::TcpMaxSeg(guest_mss),
+            // Linux refuses TCP_MAXSEG above 32767 (EINVAL).
+            opt: SockOpt::TcpMaxSeg(guest_mss.min(MAXSEG_MAX)),
         });
         if self.cfg.peek_offset {
             self.act(Action::SetOption {
@@ -187,9 +207,16 @@ impl Core {
                     if s.has(ACK) && !s.has(SYN) && s.ack == c.isn.wrapping_add(1) {
                         c.phase = Phase::Established;
                         c.retrans = 0;
+                        c.t_retx = None;
                         c.wnd_from_tap = (u32::from(s.win) << c.ws_from_tap).min(MAX_WINDOW);
                         c.wnd_raw_from_tap = s.win;
+                        let early = c.readable_early;
                         self.tcp_interest(id);
+                        // Data the host sent during the handshake (a
+                        // server that speaks first) goes out at once.
+                        if early {
+                            self.tcp_try_peek(now, id, false);
+                        }
                         break;
                     }
                     self.counters.drop(DropReason::TcpBadSegment);
@@ -252,7 +279,7 @@ impl Core {
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
-        let span_start = self.spans.len();
+        let mut span_start = self.spans.len();
         let batch_no = self.tcp.batches;
         let Some(c) = self.tc(id) else { return 0 };
         // A Send of an earlier batch was carried out before this batch (call
@@ -261,11 +288,27 @@ impl Core {
             c.send_pending = 0;
             c.fin_pending = false;
         }
-        // A Send of this batch is still queued (the flow's segments were
-        // split into two groups): its result is unknown, so data after it
-        // cannot be sent yet. Such data is left for the guest to retransmit.
-        let busy = c.send_pending > 0 || c.fin_pending;
+        let (sock, pending, fin_pending) = (c.sock, c.send_pending, c.fin_pending);
         let mut expected = c.seq_from_tap;
+        // A Send of this batch is still queued (the flow's segments were
+        // split into two groups): it is not carried out yet, so this group's
+        // data joins it (its spans move to the end of the list, the new ones
+        // follow). Only if that is impossible (no room in the span list, or
+        // the guest's FIN came already) is the data left for the guest to
+        // retransmit: a second Send after one whose result is unknown could
+        // write past a partial write.
+        let requeue = pending > 0 && !fin_pending && {
+            match self.tcp_requeue_send(sock) {
+                Some(start) => {
+                    span_start = start;
+                    expected = expected.wrapping_add(pending);
+                    true
+                }
+                None => false,
+            }
+        };
+        let busy = (pending > 0 || fin_pending) && !requeue;
+        let Some(c) = self.tc(id) else { return 0 };
         let closed_in = c.tap_fin_rcvd || busy;
         let mut fin = false;
         let mut ack_now = false;
@@ -276,7 +319,7 @@ impl Core {
                 continue;
             };
             if s.has(RST) {
-                self.tcp_flush_send(id, span_start, fin);
+                self.tcp_flush_send(id, span_start, fin, requeue);
                 self.tcp_close(id, false);
                 return i + 1;
             }
@@ -344,7 +387,7 @@ impl Core {
             // With a Send pending, the ACK goes out after its result.
             ack_now = !busy;
         }
-        let sent = self.tcp_flush_send(id, span_start, fin);
+        let sent = self.tcp_flush_send(id, span_start, fin, requeue);
         if !sent {
             if fin {
                 self.tcp_guest_fin(now, id);
@@ -375,8 +418,32 @@ impl Core {
         pkts.len()
     }
 
-    /// Queues the `Send` for spans collected since `span_start`, if any.
-    pub(super) fn tcp_flush_send(&mut self, id: FlowId, span_start: usize, fin: bool) -> bool {
+    /// Copies the spans of the queued `Send` on `sock` to the end of the span
+    /// list, so that more can follow them. Returns where they now start.
+    fn tcp_requeue_send(&mut self, sock: SockId) -> Option<usize> {
+        let list = self.actions.iter().rev().find_map(|a| match a {
+            Action::Send { sock: s, spans } if *s == sock => Some(*spans),
+            _ => None,
+        })?;
+        let (from, count) = (list.start as usize, list.count as usize);
+        let start = self.spans.len();
+        let end = from.checked_add(count)?;
+        if end > start || start.checked_add(count)? > self.spans.capacity() {
+            return None;
+        }
+        self.spans.extend_from_within(from..end);
+        Some(start)
+    }
+
+    /// Queues the `Send` for spans collected since `span_start`, if any
+    /// (`requeue`: updates the queued `Send` of the flow to them instead).
+    pub(super) fn tcp_flush_send(
+        &mut self,
+        id: FlowId,
+        span_start: usize,
+        fin: bool,
+        requeue: bool,
+    ) -> bool {
         let count = self.spans.len().saturating_sub(span_start);
         if count == 0 {
             return false;
@@ -394,13 +461,21 @@ impl Core {
         c.fin_pending = fin;
         c.send_batch = batch_no;
         let sock = c.sock;
-        self.act(Action::Send {
-            sock,
-            spans: crate::action::SpanList {
-                start: span_start as u32,
-                count: count as u32,
-            },
-        });
+        let list = crate::action::SpanList {
+            start: span_start as u32,
+            count: count as u32,
+        };
+        if requeue {
+            let queued = self.actions.iter_mut().rev().find_map(|a| match a {
+                Action::Send { sock: s, spans } if *s == sock => Some(spans),
+                _ => None,
+            });
+            if let Some(spans) = queued {
+                *spans = list;
+                return true;
+            }
+        }
+        self.act(Action::Send { sock, spans: list });
         true
     }
 

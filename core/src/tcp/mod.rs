@@ -53,6 +53,8 @@ pub(crate) const MSS_DEFAULT: u16 = 536;
 pub(crate) const MSS4: u16 = 65492;
 /// Largest MSS over IPv6.
 pub(crate) const MSS6: u16 = 65472;
+/// Largest value Linux accepts for `TCP_MAXSEG` (its `MAX_TCP_WINDOW`).
+pub(crate) const MAXSEG_MAX: u16 = 32767;
 /// Window offered when the send buffer size is unknown (RFC 6928).
 const WINDOW_DEFAULT: u32 = 14600;
 /// Smallest segment size we send, whatever the guest says (as Linux's
@@ -84,7 +86,7 @@ const DUP_ACK_THRESHOLD: u8 = 2;
 const REORDER_PASSES: usize = 4;
 /// Listen backlog (as upstream).
 const BACKLOG: u32 = 128;
-/// Frames remembered for `handle_tap_sent`.
+/// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
 /// connection when the flow table is full.
@@ -146,6 +148,13 @@ pub(crate) struct TcpConn {
     pub(crate) stalled: bool,
     /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
     pub(crate) need_out: bool,
+    /// The last write was partial or refused: the send buffer is full
+    /// whatever TCP_INFO says (the kernel counts buffer overhead, not just
+    /// payload), so the window stays closed until EPOLLOUT or the next
+    /// poll of a closed window.
+    sock_full: bool,
+    /// The socket was reported readable before the handshake completed.
+    readable_early: bool,
     /// A `Peek` is queued and not answered yet.
     peek_pending: bool,
     /// Bytes asked for by the pending `Peek`.
@@ -287,11 +296,16 @@ impl TcpConn {
                 edge: true,
                 ..Interest::default()
             },
+            // Level-triggered only while nothing is in flight: data peeked
+            // and not yet acknowledged stays in the receive queue, so a
+            // level-triggered socket would be reported readable on every
+            // wait. With data in flight the guest's ACKs drive the next
+            // peek; new data still raises an edge.
             Phase::Established => Interest {
                 readable: true,
                 read_hangup: !self.sock_fin_rcvd,
                 writable: self.need_out && !self.tap_fin_rcvd,
-                edge: self.stalled || self.need_out,
+                edge: self.stalled || self.need_out || self.data_in_flight() > 0,
             },
             _ => Interest {
                 read_hangup: true,
@@ -302,20 +316,41 @@ impl TcpConn {
     }
 }
 
-/// A listening socket from [`Config::tcp_forwards`].
+/// A listening socket: from the configuration or [`Core::set_tcp_forwards`].
 #[derive(Clone, Copy, Debug)]
 struct Listener {
-    target_port: u16,
-    open: bool,
+    fwd: TcpForward,
+    state: ListenerState,
 }
 
-/// A frame handed to the driver, for rewinding after `handle_tap_sent`.
+/// What became of a listener slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListenerState {
+    /// Unused (its forward was removed); the slot may be taken again.
+    Free,
+    /// The driver holds the socket.
+    Open,
+    /// `Open`, `Bind` or `Listen` failed, or the family is disabled.
+    Failed,
+    /// TCP is disabled: nothing opened.
+    Off,
+}
+
+/// A run of consecutive frames of one connection handed to the driver, for
+/// rewinding after `handle_tap_sent`: frame `k` of the run starts at
+/// `seq + k * stride` (every frame but the last carries `stride` bytes). One
+/// record per peek, not per frame.
 #[derive(Clone, Copy, Debug)]
 struct TxRec {
+    /// Index of the first frame (`Counters::frames_out` numbering).
     index: u64,
+    count: u32,
     flow: FlowId,
     gen: u8,
     seq: u32,
+    stride: u32,
+    /// Payload of the last frame of the run.
+    last_len: u32,
 }
 
 /// TCP state outside the flow table.
@@ -355,6 +390,10 @@ pub struct TcpStats {
     pub partial_writes: u64,
     /// Connections ended by a timer.
     pub timeouts: u64,
+    /// Listeners that could not be opened (see [`Core::failed_tcp_forwards`]).
+    pub listen_failures: u64,
+    /// Segments for a 4-tuple without a connection answered with a reset.
+    pub no_flow_resets: u64,
 }
 
 impl TcpState {
@@ -423,7 +462,10 @@ impl Core {
     /// Asks for the epoll interest the state of `id` needs, if it changed.
     fn tcp_interest(&mut self, id: FlowId) {
         let Some(c) = self.tc(id) else { return };
-        if !c.sock_open {
+        // A pending peek decides the state (stalled or not, data in flight)
+        // when it is answered, and sets the interest then: no mask for the
+        // state in between.
+        if !c.sock_open || c.peek_pending {
             return;
         }
         let want = c.wanted_interest();
@@ -519,13 +561,8 @@ impl Core {
             return;
         }
         let gen = self.flows.get(id).map_or(0, |f| f.gen);
-        if flags & FIN != 0 && self.tcp.txlog.len() < TX_LOG {
-            self.tcp.txlog.push(TxRec {
-                index,
-                flow: id,
-                gen,
-                seq,
-            });
+        if flags & FIN != 0 {
+            self.tcp_txlog(index, id, gen, seq, 0);
         }
         if let Some(c) = self.tc(id) {
             if flags & ACK != 0 {
@@ -533,6 +570,37 @@ impl Core {
                 c.wnd_to_tap = wbytes;
                 c.ack_due = None;
             }
+        }
+    }
+
+    /// Notes frame `index` of connection `id`, starting at `seq` with `len`
+    /// bytes of payload: extends the last run when it continues it.
+    fn tcp_txlog(&mut self, index: u64, id: FlowId, gen: u8, seq: u32, len: u32) {
+        if let Some(r) = self.tcp.txlog.last_mut() {
+            let next = r.index.checked_add(u64::from(r.count));
+            let next_seq = r.seq.wrapping_add(r.count.wrapping_mul(r.stride));
+            if r.flow == id
+                && r.gen == gen
+                && next == Some(index)
+                && r.last_len == r.stride
+                && next_seq == seq
+                && len <= r.stride
+            {
+                r.count += 1;
+                r.last_len = len;
+                return;
+            }
+        }
+        if self.tcp.txlog.len() < TX_LOG {
+            self.tcp.txlog.push(TxRec {
+                index,
+                count: 1,
+                flow: id,
+                gen,
+                seq,
+                stride: len,
+                last_len: len,
+            });
         }
     }
 
@@ -619,11 +687,13 @@ impl Core {
         self.tcp.stats.closed += 1;
     }
 
-    /// Closes `id` if both directions are finished.
+    /// Closes `id` if both directions are finished: our FIN acknowledged,
+    /// and the guest's FIN taken or the socket hung up (nothing more can be
+    /// written to it).
     fn tcp_maybe_done(&mut self, id: FlowId) -> bool {
         let done = self
             .tc_ref(id)
-            .is_some_and(|(_, c)| c.tap_fin_rcvd && c.tap_fin_acked);
+            .is_some_and(|(_, c)| c.tap_fin_acked && (c.tap_fin_rcvd || c.hup));
         if done {
             self.tcp_close(id, false);
         }

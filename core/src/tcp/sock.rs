@@ -1,6 +1,7 @@
 //! The socket side: listeners, socket events, peeked data for the guest.
 
 use super::*;
+use std::collections::BTreeMap;
 
 impl Core {
     /// A batch of guest frames begins.
@@ -37,55 +38,131 @@ impl Core {
             }
         }
         self.tcp.listeners.reserve_exact(all.len());
-        for (i, f) in all.into_iter().enumerate() {
-            let bind = match f.addr {
-                None if self.cfg.ip6.is_some() => {
-                    Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
-                }
-                None if self.cfg.ip4.is_some() => {
-                    Some((Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED), false))
-                }
-                Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
-                Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
-                _ => None,
-            };
-            let open = bind.is_some() && self.cfg.features.tcp;
-            self.tcp.listeners.push(Listener {
-                target_port: f.target_port,
-                open,
-            });
-            let (Some((fam, addr, v6_only)), true) = (bind, open) else {
-                continue;
-            };
-            let sock = SockId(LISTENER_BIT | i as u32);
-            self.tcp.open_socks += 1;
-            self.act(Action::Open {
-                sock,
-                kind: SockKind::TcpListener,
-                family: fam,
-                netns: Netns::Host,
-            });
-            self.act(Action::Bind {
-                sock,
-                addr: SocketAddr::new(addr, f.port),
-                opts: BindOpts {
-                    reuse_addr: true,
-                    v6_only,
-                    ..BindOpts::default()
-                },
-            });
-            self.act(Action::Listen {
-                sock,
-                backlog: BACKLOG,
-            });
-            self.act(Action::SetInterest {
-                sock,
-                interest: Interest {
-                    readable: true,
-                    ..Interest::default()
-                },
-            });
+        for f in all {
+            self.tcp_listener_add(f, None);
         }
+    }
+
+    /// Replaces the set of TCP listeners with `forwards` (matched by address
+    /// and port): listeners no longer listed are closed, new ones opened,
+    /// and a changed target port applies to new connections. Established
+    /// connections are not touched. The configured listeners are opened
+    /// first if that did not happen yet; the list replaces them too.
+    pub(crate) fn tcp_set_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
+        self.tcp_start(now);
+        // Address and port → target port, first listing wins.
+        // (A BTreeMap: no hasher seeded from OS randomness in the core.)
+        let mut wanted: BTreeMap<(Option<IpAddr>, u16), u16> = BTreeMap::new();
+        for f in forwards {
+            wanted.entry((f.addr, f.port)).or_insert(f.target_port);
+        }
+        let mut free = Vec::new();
+        for i in 0..self.tcp.listeners.len() {
+            let Some(l) = self.tcp.listeners.get_mut(i) else {
+                break;
+            };
+            if l.state == ListenerState::Free {
+                free.push(i);
+                continue;
+            }
+            if let Some(target) = wanted.remove(&(l.fwd.addr, l.fwd.port)) {
+                l.fwd.target_port = target;
+                continue;
+            }
+            let was_open = l.state == ListenerState::Open;
+            l.state = ListenerState::Free;
+            free.push(i);
+            if was_open {
+                self.act(Action::Close {
+                    sock: SockId(LISTENER_BIT | i as u32),
+                });
+                self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
+            }
+        }
+        // Lowest free slots first.
+        free.reverse();
+        for f in forwards {
+            if let Some(target_port) = wanted.remove(&(f.addr, f.port)) {
+                let f = TcpForward { target_port, ..*f };
+                self.tcp_listener_add(f, free.pop());
+            }
+        }
+    }
+
+    /// Puts `f` in listener slot `slot` (a free one; `None`: a new one) and
+    /// opens its socket.
+    fn tcp_listener_add(&mut self, f: TcpForward, slot: Option<usize>) {
+        let bind = match f.addr {
+            None if self.cfg.ip6.is_some() => {
+                Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
+            }
+            None if self.cfg.ip4.is_some() => {
+                Some((Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED), false))
+            }
+            Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
+            Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
+            _ => None,
+        };
+        let state = match (bind, self.cfg.features.tcp) {
+            (_, false) => ListenerState::Off,
+            (None, true) => {
+                log::warn!("TCP listener on port {}: address family disabled", f.port);
+                self.tcp.stats.listen_failures += 1;
+                ListenerState::Failed
+            }
+            (Some(_), true) => ListenerState::Open,
+        };
+        let l = Listener { fwd: f, state };
+        let idx = match slot.and_then(|i| self.tcp.listeners.get_mut(i).map(|s| (i, s))) {
+            Some((i, s)) => {
+                *s = l;
+                i
+            }
+            None => {
+                self.tcp.listeners.push(l);
+                self.tcp.listeners.len() - 1
+            }
+        };
+        let (Some((fam, addr, v6_only)), ListenerState::Open) = (bind, state) else {
+            return;
+        };
+        let sock = SockId(LISTENER_BIT | idx as u32);
+        self.tcp.open_socks += 1;
+        self.act(Action::Open {
+            sock,
+            kind: SockKind::TcpListener,
+            family: fam,
+            netns: Netns::Host,
+        });
+        self.act(Action::Bind {
+            sock,
+            addr: SocketAddr::new(addr, f.port),
+            opts: BindOpts {
+                reuse_addr: true,
+                v6_only,
+                ..BindOpts::default()
+            },
+        });
+        self.act(Action::Listen {
+            sock,
+            backlog: BACKLOG,
+        });
+        self.act(Action::SetInterest {
+            sock,
+            interest: Interest {
+                readable: true,
+                ..Interest::default()
+            },
+        });
+    }
+
+    /// The forwards whose listener could not be opened (still listed).
+    pub(crate) fn tcp_failed_forwards(&self) -> impl Iterator<Item = TcpForward> + '_ {
+        self.tcp
+            .listeners
+            .iter()
+            .filter(|l| l.state == ListenerState::Failed)
+            .map(|l| l.fwd)
     }
 
     // --- sockets ------------------------------------------------------------
@@ -189,6 +266,7 @@ impl Core {
                     });
                 }
                 self.tcp_try_peek(now, id, false);
+                self.tcp_interest(id);
                 return 0;
             }
             Ok(n) => n.min(c.peek_len as usize),
@@ -243,14 +321,7 @@ impl Core {
                 });
             let Some(len) = len else { break };
             slot.frame_len = len;
-            if self.tcp.txlog.len() < TX_LOG {
-                self.tcp.txlog.push(TxRec {
-                    index: self.counters.frames_out,
-                    flow: id,
-                    gen,
-                    seq: seqno,
-                });
-            }
+            self.tcp_txlog(self.counters.frames_out, id, gen, seqno, chunk as u32);
             self.counters.frames_out += 1;
             frames += 1;
             seqno = seqno.wrapping_add(chunk as u32);
@@ -375,13 +446,17 @@ impl Core {
             SockEvent::Readable => {
                 if phase == Phase::Established {
                     self.tcp_try_peek(now, id, false);
+                } else {
+                    c.readable_early = true;
                 }
             }
             SockEvent::Writable => {
+                // The answer to the query decides whether the buffer has
+                // room now (and the interest): clearing `need_out` here
+                // would drop EPOLLOUT and ask for it again at once.
                 if phase == Phase::Established && c.need_out {
-                    c.need_out = false;
+                    c.sock_full = false;
                     self.act(Action::QueryTcpInfo { sock });
-                    self.tcp_interest(id);
                 }
             }
             SockEvent::ReadHangUp => {
@@ -394,12 +469,21 @@ impl Core {
             SockEvent::HangUp => {
                 if phase != Phase::Established {
                     self.tcp_close(id, true);
-                } else if c.tap_fin_sent {
-                    self.tcp_close(id, false);
                 } else {
+                    // Both directions are shut. Data the guest has not
+                    // acknowledged may still sit in the socket (closing it
+                    // now would reset the host peer), and our FIN may still
+                    // be lost on the link: the flow ends once the guest
+                    // acknowledged our FIN (or on the retransmission and FIN
+                    // timeouts).
                     c.sock_fin_rcvd = true;
                     c.hup = true;
-                    self.tcp_try_peek(now, id, false);
+                    if !c.tap_fin_sent {
+                        self.tcp_try_peek(now, id, false);
+                    }
+                    if self.tcp_maybe_done(id) {
+                        return true;
+                    }
                     self.tcp_interest(id);
                 }
             }
@@ -473,6 +557,9 @@ impl Core {
         } else {
             info.sndbuf.saturating_sub(info.outq)
         };
+        if c.sock_full {
+            c.sock_free = 0;
+        }
         c.have_info = true;
         if info.snd_mss > 0 {
             c.info_mss = info.snd_mss;
@@ -498,6 +585,9 @@ impl Core {
                 c.seq_ack_from_tap = c.seq_to_tap;
                 c.phase = Phase::SynAckSent;
                 c.t_phase = now;
+                // Sent again until the guest's ACK arrives: a lost ACK is
+                // recovered when the guest answers the repeated SYN-ACK.
+                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 self.tcp_send_flags(id, SYN | ACK);
                 self.tcp_interest(id);
             }
@@ -525,7 +615,13 @@ impl Core {
                     None
                 };
                 let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
+                // The guest used half the window we offered: a deferred ACK
+                // would leave it idle (and a window's worth per 10 ms caps
+                // the rate), so acknowledge now.
+                let unacked = seq::dist(c.seq_ack_to_tap, c.seq_from_tap);
+                let window_half_used = unacked.saturating_mul(2) >= c.wnd_to_tap;
                 let immediate = c.force_ack
+                    || window_half_used
                     || c.local
                     || c.sndbuf < SNDBUF_SMALL
                     || c.tap_fin_rcvd
@@ -560,14 +656,21 @@ impl Core {
                 c.t_active = now;
                 if n < want {
                     c.need_out = true;
+                    c.sock_full = true;
                     self.tcp.stats.partial_writes += 1;
-                } else if fin {
-                    self.tcp_guest_fin(now, id);
+                } else {
+                    c.sock_full = false;
+                    if fin {
+                        self.tcp_guest_fin(now, id);
+                    }
                 }
             }
             Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
                 c.need_out = true;
+                c.sock_full = true;
                 c.sock_free = 0;
+                // Tell the guest at once that the window is closed.
+                c.force_ack = true;
                 self.tcp.stats.partial_writes += 1;
             }
             Err(_) => return self.tcp_close(id, true),
@@ -575,13 +678,13 @@ impl Core {
         if self.tcp_maybe_done(id) {
             return;
         }
+        // The interest follows from the answer (room in the send buffer).
         self.act(Action::QueryTcpInfo { sock });
         if let Some(c) = self.tc(id) {
             if c.ack_due.is_none() {
                 c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
             }
         }
-        self.tcp_interest(id);
     }
 
     pub(super) fn tcp_listener_event(&mut self, now: Instant, idx: u32, ev: SockEvent) -> bool {
@@ -595,7 +698,7 @@ impl Core {
         let Some(l) = self.tcp.listeners.get(idx as usize).copied() else {
             return false;
         };
-        if !l.open {
+        if l.state != ListenerState::Open {
             return true;
         }
         match ev {
@@ -614,7 +717,7 @@ impl Core {
                     c.phase = Phase::Accepting;
                     c.sock = fs;
                     c.listener = idx;
-                    c.target_port = l.target_port;
+                    c.target_port = l.fwd.target_port;
                     c.t_phase = now;
                     c.t_active = now;
                 }
@@ -625,10 +728,15 @@ impl Core {
                 self.tcp_note_timer(id);
             }
             SockEvent::OpenFailed(e) => {
-                log::warn!("TCP listener {idx}: {e:?}");
+                log::warn!(
+                    "TCP listener {idx} ({:?} port {}): {e:?}",
+                    l.fwd.addr,
+                    l.fwd.port
+                );
                 if let Some(l) = self.tcp.listeners.get_mut(idx as usize) {
-                    l.open = false;
+                    l.state = ListenerState::Failed;
                 }
+                self.tcp.stats.listen_failures += 1;
                 self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
             }
             _ => {}

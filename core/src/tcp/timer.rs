@@ -11,11 +11,15 @@ impl Core {
             let Some(r) = self.tcp.txlog.get(i).copied() else {
                 break;
             };
-            if r.index < cutoff {
+            let end = r.index.saturating_add(u64::from(r.count));
+            if end <= cutoff {
                 continue;
             }
+            // The first frame of the run the guest did not get.
+            let k = cutoff.saturating_sub(r.index) as u32;
+            let seq = r.seq.wrapping_add(k.wrapping_mul(r.stride));
             if self.flows.get(r.flow).is_some_and(|f| f.gen == r.gen) {
-                self.tcp_rewind(r.flow, r.seq);
+                self.tcp_rewind(r.flow, seq);
                 self.tcp_interest(r.flow);
                 if let Some(c) = self.tc(r.flow) {
                     if c.t_retx.is_none() {
@@ -57,11 +61,19 @@ impl Core {
             if now >= c.t_phase.saturating_add(SYN_TIMEOUT) {
                 self.tcp.stats.timeouts += 1;
                 self.tcp_close(id, true);
-            } else if c.phase == Phase::SynSent && c.t_retx.is_some_and(|t| t <= now) {
-                // Our SYN may not have reached the guest: send it again.
+            } else if matches!(c.phase, Phase::SynSent | Phase::SynAckSent)
+                && c.t_retx.is_some_and(|t| t <= now)
+            {
+                // Our SYN or SYN-ACK, or the guest's answer to it, may have
+                // been lost: send it again.
+                let flags = if c.phase == Phase::SynSent {
+                    SYN
+                } else {
+                    SYN | ACK
+                };
                 c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
                 self.tcp.stats.retransmits += 1;
-                self.tcp_send_flags(id, SYN);
+                self.tcp_send_flags(id, flags);
             } else {
                 // Nothing else runs before the handshake completes.
                 c.ack_due = None;
@@ -82,6 +94,8 @@ impl Core {
         let Some(c) = self.tc(id) else { return };
         if c.t_poll.is_some_and(|t| t <= now) {
             c.t_poll = None;
+            // No EPOLLOUT for a while: trust TCP_INFO again.
+            c.sock_full = false;
             let sock = c.sock;
             self.act(Action::QueryTcpInfo { sock });
         }
