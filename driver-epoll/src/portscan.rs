@@ -9,10 +9,12 @@
 //! are excluded by the caller's mask. [`PortSet::changes`] tells which ports
 //! appeared and which went away since the previous scan.
 
+use passt_core::fwd::{Forwarding, FwdMode};
+use passt_core::{Instant, TcpForward};
 use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 /// Number of TCP ports.
 const PORTS: usize = 1 << 16;
@@ -50,6 +52,7 @@ impl PortSet {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, port: u16) -> bool {
         let p = usize::from(port);
         self.bits
@@ -61,6 +64,7 @@ impl PortSet {
         self.bits.fill(0);
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.bits.iter().all(|&w| w == 0)
     }
@@ -176,11 +180,6 @@ impl PortScanner {
         })
     }
 
-    /// Opens the tables of the network namespace `ns`.
-    pub(crate) fn open_in(ns: BorrowedFd<'_>) -> io::Result<PortScanner> {
-        crate::netns::in_netns(ns, PortScanner::open_here)?
-    }
-
     /// Reads the tables again: the listening ports, less `exclude`.
     pub(crate) fn scan(&mut self, exclude: &PortSet, out: &mut PortSet) -> io::Result<()> {
         out.clear();
@@ -190,6 +189,102 @@ impl PortScanner {
         }
         out.remove_all(exclude);
         Ok(())
+    }
+}
+
+/// Time between two scans.
+pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `-t auto`: the host listeners follow the namespace's listening ports.
+#[derive(Debug)]
+pub(crate) struct AutoForward {
+    scanner: PortScanner,
+    /// Ports pasta itself listens on in the namespace (outbound forwards).
+    exclude: PortSet,
+    /// Ports forwarded now.
+    current: PortSet,
+    /// Scratch set of the latest scan.
+    fresh: PortSet,
+    /// Forwards that stay whatever the scan finds (`Config::tcp_forwards`).
+    base: Vec<TcpForward>,
+    /// When the next scan is due (`None`: at once).
+    next: Option<Instant>,
+    /// The previous scan failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl AutoForward {
+    /// Automatic forwarding over `scanner`'s namespace, if inbound TCP
+    /// forwarding is in `auto` mode; `base` forwards are always kept.
+    pub(crate) fn new(
+        scanner: PortScanner,
+        fwd: &Forwarding,
+        base: &[TcpForward],
+    ) -> Option<AutoForward> {
+        if fwd.tcp_in.mode() != FwdMode::Auto {
+            return None;
+        }
+        let mut exclude = PortSet::default();
+        if matches!(fwd.tcp_out.mode(), FwdMode::Spec | FwdMode::All) {
+            for r in fwd.tcp_out.rules() {
+                for port in r.first..=r.last {
+                    if fwd.tcp_out.is_forwarded(port) {
+                        exclude.insert(port);
+                    }
+                }
+            }
+        }
+        Some(AutoForward {
+            scanner,
+            exclude,
+            current: PortSet::default(),
+            fresh: PortSet::default(),
+            base: base.to_vec(),
+            next: None,
+            failing: false,
+        })
+    }
+
+    /// When the next scan is due (`None`: now).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Scans if a scan is due. Returns the complete list of forwards when the
+    /// set of listening ports changed, `None` otherwise.
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<Vec<TcpForward>> {
+        if self.next.is_some_and(|n| now < n) {
+            return None;
+        }
+        self.next = Some(now.saturating_add(SCAN_INTERVAL));
+        if let Err(e) = self.scanner.scan(&self.exclude, &mut self.fresh) {
+            if !self.failing {
+                log::warn!("scanning the namespace's listening TCP ports: {e}");
+            }
+            self.failing = true;
+            return None;
+        }
+        self.failing = false;
+        self.apply_fresh()
+    }
+
+    /// Takes `fresh` as the current set; the forwards if it changed.
+    fn apply_fresh(&mut self) -> Option<Vec<TcpForward>> {
+        if self.fresh == self.current {
+            return None;
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let (added, removed) = self.current.changes(&self.fresh);
+            log::debug!("auto TCP forwarding: new ports {added:?}, gone {removed:?}");
+        }
+        std::mem::swap(&mut self.current, &mut self.fresh);
+        let mut out = self.base.clone();
+        out.extend(self.current.iter().map(|port| TcpForward {
+            addr: None,
+            port,
+            target_port: port,
+        }));
+        Some(out)
     }
 }
 
