@@ -399,6 +399,85 @@ mod tests {
         }
     }
 
+    fn auto_fwd(tcp_in: &[&str], tcp_out: &[&str], base: &[TcpForward]) -> Option<AutoForward> {
+        use passt_core::fwd::{FwdTable, SpecKind};
+        let eph = (49152, 65535);
+        let mut fwd = Forwarding::default();
+        fwd.tcp_in = FwdTable::from_specs(tcp_in, SpecKind::PastaInbound, eph)
+            .unwrap()
+            .0;
+        fwd.tcp_out = FwdTable::from_specs(tcp_out, SpecKind::PastaOutbound, eph)
+            .unwrap()
+            .0;
+        AutoForward::new(PortScanner::open_here().unwrap(), &fwd, base)
+    }
+
+    fn ports(f: &[TcpForward]) -> Vec<u16> {
+        f.iter().map(|f| f.port).collect()
+    }
+
+    /// Only `auto` mode scans; outbound ports are excluded.
+    #[test]
+    fn auto_forward_only_in_auto_mode() {
+        assert!(auto_fwd(&["8080"], &[], &[]).is_none());
+        assert!(auto_fwd(&["none"], &[], &[]).is_none());
+        let a = auto_fwd(&["auto"], &["5000-5002,~5001"], &[]).unwrap();
+        assert!(a.exclude.contains(5000) && a.exclude.contains(5002));
+        assert!(!a.exclude.contains(5001));
+        assert!(auto_fwd(&["auto"], &["auto"], &[])
+            .unwrap()
+            .exclude
+            .is_empty());
+    }
+
+    /// A changed set yields every port (after the fixed forwards) once;
+    /// an unchanged one yields nothing.
+    #[test]
+    fn auto_forward_reports_changes_once() {
+        let base = TcpForward {
+            addr: Some(Ipv4Addr::LOCALHOST.into()),
+            port: 7,
+            target_port: 9,
+        };
+        let mut a = auto_fwd(&["auto"], &[], &[base]).unwrap();
+        a.fresh.insert(443);
+        a.fresh.insert(80);
+        let f = a.apply_fresh().unwrap();
+        assert_eq!(ports(&f), vec![7, 80, 443]);
+        assert_eq!(f[0], base);
+        assert!(f[1..]
+            .iter()
+            .all(|f| f.addr.is_none() && f.port == f.target_port));
+        a.fresh.clear();
+        a.fresh.insert(80);
+        a.fresh.insert(443);
+        assert!(a.apply_fresh().is_none());
+        a.fresh.clear();
+        a.fresh.insert(443);
+        assert_eq!(ports(&a.apply_fresh().unwrap()), vec![7, 443]);
+        a.fresh.clear();
+        assert_eq!(ports(&a.apply_fresh().unwrap()), vec![7]);
+    }
+
+    /// Scans happen at most once per interval, and see a new listener.
+    #[test]
+    fn auto_forward_scans_once_a_second() {
+        let mut a = auto_fwd(&["auto"], &[], &[]).unwrap();
+        assert_eq!(a.deadline(), None);
+        let t0 = Instant::from_millis(1000);
+        let first = a.poll(t0);
+        assert_eq!(a.deadline(), Some(t0 + SCAN_INTERVAL));
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let p = l.local_addr().unwrap().port();
+        assert!(!first.unwrap_or_default().iter().any(|f| f.port == p));
+        assert!(a.poll(Instant::from_millis(1999)).is_none(), "too early");
+        let f = a.poll(Instant::from_millis(2000)).expect("a new port");
+        assert!(f.iter().any(|f| f.port == p && f.addr.is_none()));
+        drop(l);
+        let f = a.poll(Instant::from_millis(3000)).expect("a port gone");
+        assert!(!f.iter().any(|f| f.port == p));
+    }
+
     /// The scanner sees a listener of this process appear and go away, both
     /// families, and ignores connected sockets and excluded ports.
     #[test]
