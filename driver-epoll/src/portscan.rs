@@ -402,13 +402,15 @@ mod tests {
     fn auto_fwd(tcp_in: &[&str], tcp_out: &[&str], base: &[TcpForward]) -> Option<AutoForward> {
         use passt_core::fwd::{FwdTable, SpecKind};
         let eph = (49152, 65535);
-        let mut fwd = Forwarding::default();
-        fwd.tcp_in = FwdTable::from_specs(tcp_in, SpecKind::PastaInbound, eph)
-            .unwrap()
-            .0;
-        fwd.tcp_out = FwdTable::from_specs(tcp_out, SpecKind::PastaOutbound, eph)
-            .unwrap()
-            .0;
+        let fwd = Forwarding {
+            tcp_in: FwdTable::from_specs(tcp_in, SpecKind::PastaInbound, eph)
+                .unwrap()
+                .0,
+            tcp_out: FwdTable::from_specs(tcp_out, SpecKind::PastaOutbound, eph)
+                .unwrap()
+                .0,
+            ..Forwarding::default()
+        };
         AutoForward::new(PortScanner::open_here().unwrap(), &fwd, base)
     }
 
