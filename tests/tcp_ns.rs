@@ -661,7 +661,6 @@ fn unbindable_port_is_a_startup_error() {
 /// `-t auto` (the default): a listener started in the guest is forwarded
 /// within 2 s, and its forwarding goes away with it.
 #[test]
-#[ignore = "needs Core::set_tcp_forwards (run-time listener changes)"]
 fn auto_forwarding_follows_guest_listeners() {
     let t = Setup::pasta("auto", &[]);
     assert!(!reach(&t, 6500));

@@ -329,6 +329,8 @@ pub(crate) struct LoopOptions {
     pub(crate) child: Option<Pid>,
     /// Watched namespace.
     pub(crate) ns_watch: Option<NsWatch>,
+    /// The guest namespace's TCP tables, for `-t auto` (pasta).
+    pub(crate) port_scanner: Option<crate::portscan::PortScanner>,
 }
 
 /// Why the loop ended.
@@ -366,6 +368,8 @@ pub(crate) struct Runtime {
     _pidfd: Option<OwnedFd>,
     /// inotify on the namespace file's directory, drained on each event.
     inotify: Option<OwnedFd>,
+    /// `-t auto`: rescans of the guest's listening ports.
+    auto_fwd: Option<crate::portscan::AutoForward>,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -427,6 +431,10 @@ impl Runtime {
             }
         }
         let flows = core.config().limits.flows;
+        let auto_fwd = opts.port_scanner.and_then(|sc| {
+            let cfg = core.config();
+            crate::portscan::AutoForward::new(sc, &cfg.fwd, &cfg.tcp_forwards)
+        });
         Ok(Runtime {
             io: Io {
                 core,
@@ -447,6 +455,7 @@ impl Runtime {
             ns_watch: opts.ns_watch,
             _pidfd: pidfd,
             inotify,
+            auto_fwd,
         })
     }
 
@@ -499,6 +508,10 @@ impl Runtime {
             let sec = Duration::from_secs(1);
             wait = Some(wait.map_or(sec, |w| w.min(sec)));
         }
+        if let Some(a) = &self.auto_fwd {
+            let w = a.deadline().map_or(Duration::ZERO, |d| d.since(t));
+            wait = Some(wait.map_or(w, |v| v.min(w)));
+        }
         if let Some(c) = cap {
             wait = Some(wait.map_or(c, |w| w.min(c)));
         }
@@ -543,6 +556,10 @@ impl Runtime {
         let t = now();
         if self.io.core.poll_timeout().is_some_and(|d| d <= t) {
             self.io.core.handle_timeout(t);
+            self.io.drain(t, &[]);
+        }
+        if let Some(fwds) = self.auto_fwd.as_mut().and_then(|a| a.poll(t)) {
+            self.io.core.set_tcp_forwards(t, &fwds);
             self.io.drain(t, &[]);
         }
         if let Some(w) = &self.ns_watch {

@@ -14,9 +14,6 @@ mod log;
 pub mod netlink;
 mod netns;
 mod pcap;
-// The scanner of `-t auto`; wired into the event loop once the core can
-// change its listeners at run time.
-#[allow(dead_code)]
 mod portscan;
 mod qemu;
 pub mod resolv;
@@ -197,6 +194,7 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
         None => None,
     };
     let mut guest = None;
+    let mut port_scanner = None;
     let link = match s.mode {
         Mode::Passt => {
             let q = match s.fd {
@@ -210,8 +208,9 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             Link::Qemu(q)
         }
         Mode::Pasta => {
-            let (link, g) = pasta_link(&mut s)?;
+            let (link, g, sc) = pasta_link(&mut s)?;
             guest = g;
+            port_scanner = sc;
             link
         }
     };
@@ -265,6 +264,7 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
                     _ => None,
                 },
             }),
+            port_scanner,
         },
     )?;
     if let Some(g) = guest.as_mut() {
@@ -296,12 +296,16 @@ fn inherited(fd: i32) -> io::Result<OwnedFd> {
 
 /// pasta: the target namespace, with loopback up and the tap device in it
 /// (configured with `--config-net`); the guest's MAC goes into the core's
-/// configuration.
-fn pasta_link(s: &mut Settings) -> io::Result<(Link, Option<netns::Guest>)> {
+/// configuration. With `-t auto`, the namespace's TCP tables are opened from
+/// inside it too.
+fn pasta_link(
+    s: &mut Settings,
+) -> io::Result<(Link, Option<netns::Guest>, Option<portscan::PortScanner>)> {
     if let Some(fd) = s.fd {
         let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())?;
-        return Ok((Link::Tap(dev), None));
+        return Ok((Link::Tap(dev), None, None));
     }
+    let auto = s.core.fwd.tcp_in.mode() == passt_core::fwd::FwdMode::Auto;
     let guest = match &s.target {
         Target::Spawn(argv) => netns::spawn(argv)?,
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
@@ -310,19 +314,28 @@ fn pasta_link(s: &mut Settings) -> io::Result<(Link, Option<netns::Guest>)> {
     let name = s.ns_ifname.clone();
     let mac = s.ns_mac;
     let configure = s.configure.take();
-    let (dev, guest_mac) = netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
-        tap::link_up("lo").map_err(|e| io::Error::new(e.kind(), format!("lo up: {e}")))?;
-        let dev = tap::TapDevice::open(&name)
-            .map_err(|e| io::Error::new(e.kind(), format!("tap device {name}: {e}")))?;
-        if let Some(m) = mac {
-            tap::set_mac(dev.name(), m)?;
-        }
-        let guest_mac = tap::get_mac(dev.name())?;
-        if let Some(c) = configure {
-            c(dev.name())?;
-        }
-        Ok((dev, guest_mac))
-    })??;
+    let (dev, guest_mac, scanner) =
+        netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
+            tap::link_up("lo").map_err(|e| io::Error::new(e.kind(), format!("lo up: {e}")))?;
+            let dev = tap::TapDevice::open(&name)
+                .map_err(|e| io::Error::new(e.kind(), format!("tap device {name}: {e}")))?;
+            if let Some(m) = mac {
+                tap::set_mac(dev.name(), m)?;
+            }
+            let guest_mac = tap::get_mac(dev.name())?;
+            if let Some(c) = configure {
+                c(dev.name())?;
+            }
+            let scanner = match auto.then(portscan::PortScanner::open_here) {
+                Some(Ok(sc)) => Some(sc),
+                Some(Err(e)) => {
+                    ::log::warn!("automatic TCP forwarding disabled: /proc/net/tcp: {e}");
+                    None
+                }
+                None => None,
+            };
+            Ok((dev, guest_mac, scanner))
+        })??;
     s.core.guest_mac = Some(Mac(guest_mac));
-    Ok((Link::Tap(dev), Some(guest)))
+    Ok((Link::Tap(dev), Some(guest), scanner))
 }

@@ -9,10 +9,12 @@
 //! are excluded by the caller's mask. [`PortSet::changes`] tells which ports
 //! appeared and which went away since the previous scan.
 
+use passt_core::fwd::{Forwarding, FwdMode};
+use passt_core::{Instant, TcpForward};
 use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 /// Number of TCP ports.
 const PORTS: usize = 1 << 16;
@@ -50,6 +52,7 @@ impl PortSet {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, port: u16) -> bool {
         let p = usize::from(port);
         self.bits
@@ -61,6 +64,7 @@ impl PortSet {
         self.bits.fill(0);
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.bits.iter().all(|&w| w == 0)
     }
@@ -176,11 +180,6 @@ impl PortScanner {
         })
     }
 
-    /// Opens the tables of the network namespace `ns`.
-    pub(crate) fn open_in(ns: BorrowedFd<'_>) -> io::Result<PortScanner> {
-        crate::netns::in_netns(ns, PortScanner::open_here)?
-    }
-
     /// Reads the tables again: the listening ports, less `exclude`.
     pub(crate) fn scan(&mut self, exclude: &PortSet, out: &mut PortSet) -> io::Result<()> {
         out.clear();
@@ -190,6 +189,102 @@ impl PortScanner {
         }
         out.remove_all(exclude);
         Ok(())
+    }
+}
+
+/// Time between two scans.
+pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `-t auto`: the host listeners follow the namespace's listening ports.
+#[derive(Debug)]
+pub(crate) struct AutoForward {
+    scanner: PortScanner,
+    /// Ports pasta itself listens on in the namespace (outbound forwards).
+    exclude: PortSet,
+    /// Ports forwarded now.
+    current: PortSet,
+    /// Scratch set of the latest scan.
+    fresh: PortSet,
+    /// Forwards that stay whatever the scan finds (`Config::tcp_forwards`).
+    base: Vec<TcpForward>,
+    /// When the next scan is due (`None`: at once).
+    next: Option<Instant>,
+    /// The previous scan failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl AutoForward {
+    /// Automatic forwarding over `scanner`'s namespace, if inbound TCP
+    /// forwarding is in `auto` mode; `base` forwards are always kept.
+    pub(crate) fn new(
+        scanner: PortScanner,
+        fwd: &Forwarding,
+        base: &[TcpForward],
+    ) -> Option<AutoForward> {
+        if fwd.tcp_in.mode() != FwdMode::Auto {
+            return None;
+        }
+        let mut exclude = PortSet::default();
+        if matches!(fwd.tcp_out.mode(), FwdMode::Spec | FwdMode::All) {
+            for r in fwd.tcp_out.rules() {
+                for port in r.first..=r.last {
+                    if fwd.tcp_out.is_forwarded(port) {
+                        exclude.insert(port);
+                    }
+                }
+            }
+        }
+        Some(AutoForward {
+            scanner,
+            exclude,
+            current: PortSet::default(),
+            fresh: PortSet::default(),
+            base: base.to_vec(),
+            next: None,
+            failing: false,
+        })
+    }
+
+    /// When the next scan is due (`None`: now).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Scans if a scan is due. Returns the complete list of forwards when the
+    /// set of listening ports changed, `None` otherwise.
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<Vec<TcpForward>> {
+        if self.next.is_some_and(|n| now < n) {
+            return None;
+        }
+        self.next = Some(now.saturating_add(SCAN_INTERVAL));
+        if let Err(e) = self.scanner.scan(&self.exclude, &mut self.fresh) {
+            if !self.failing {
+                log::warn!("scanning the namespace's listening TCP ports: {e}");
+            }
+            self.failing = true;
+            return None;
+        }
+        self.failing = false;
+        self.apply_fresh()
+    }
+
+    /// Takes `fresh` as the current set; the forwards if it changed.
+    fn apply_fresh(&mut self) -> Option<Vec<TcpForward>> {
+        if self.fresh == self.current {
+            return None;
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let (added, removed) = self.current.changes(&self.fresh);
+            log::debug!("auto TCP forwarding: new ports {added:?}, gone {removed:?}");
+        }
+        std::mem::swap(&mut self.current, &mut self.fresh);
+        let mut out = self.base.clone();
+        out.extend(self.current.iter().map(|port| TcpForward {
+            addr: None,
+            port,
+            target_port: port,
+        }));
+        Some(out)
     }
 }
 
@@ -302,6 +397,87 @@ mod tests {
             parse_listening(text.as_bytes(), &mut got);
             prop_assert_eq!(got, want);
         }
+    }
+
+    fn auto_fwd(tcp_in: &[&str], tcp_out: &[&str], base: &[TcpForward]) -> Option<AutoForward> {
+        use passt_core::fwd::{FwdTable, SpecKind};
+        let eph = (49152, 65535);
+        let fwd = Forwarding {
+            tcp_in: FwdTable::from_specs(tcp_in, SpecKind::PastaInbound, eph)
+                .unwrap()
+                .0,
+            tcp_out: FwdTable::from_specs(tcp_out, SpecKind::PastaOutbound, eph)
+                .unwrap()
+                .0,
+            ..Forwarding::default()
+        };
+        AutoForward::new(PortScanner::open_here().unwrap(), &fwd, base)
+    }
+
+    fn ports(f: &[TcpForward]) -> Vec<u16> {
+        f.iter().map(|f| f.port).collect()
+    }
+
+    /// Only `auto` mode scans; outbound ports are excluded.
+    #[test]
+    fn auto_forward_only_in_auto_mode() {
+        assert!(auto_fwd(&["8080"], &[], &[]).is_none());
+        assert!(auto_fwd(&["none"], &[], &[]).is_none());
+        let a = auto_fwd(&["auto"], &["5000-5002,~5001"], &[]).unwrap();
+        assert!(a.exclude.contains(5000) && a.exclude.contains(5002));
+        assert!(!a.exclude.contains(5001));
+        assert!(auto_fwd(&["auto"], &["auto"], &[])
+            .unwrap()
+            .exclude
+            .is_empty());
+    }
+
+    /// A changed set yields every port (after the fixed forwards) once;
+    /// an unchanged one yields nothing.
+    #[test]
+    fn auto_forward_reports_changes_once() {
+        let base = TcpForward {
+            addr: Some(Ipv4Addr::LOCALHOST.into()),
+            port: 7,
+            target_port: 9,
+        };
+        let mut a = auto_fwd(&["auto"], &[], &[base]).unwrap();
+        a.fresh.insert(443);
+        a.fresh.insert(80);
+        let f = a.apply_fresh().unwrap();
+        assert_eq!(ports(&f), vec![7, 80, 443]);
+        assert_eq!(f[0], base);
+        assert!(f[1..]
+            .iter()
+            .all(|f| f.addr.is_none() && f.port == f.target_port));
+        a.fresh.clear();
+        a.fresh.insert(80);
+        a.fresh.insert(443);
+        assert!(a.apply_fresh().is_none());
+        a.fresh.clear();
+        a.fresh.insert(443);
+        assert_eq!(ports(&a.apply_fresh().unwrap()), vec![7, 443]);
+        a.fresh.clear();
+        assert_eq!(ports(&a.apply_fresh().unwrap()), vec![7]);
+    }
+
+    /// Scans happen at most once per interval, and see a new listener.
+    #[test]
+    fn auto_forward_scans_once_a_second() {
+        let mut a = auto_fwd(&["auto"], &[], &[]).unwrap();
+        assert_eq!(a.deadline(), None);
+        let t0 = Instant::from_millis(1000);
+        let first = a.poll(t0);
+        assert_eq!(a.deadline(), Some(t0 + SCAN_INTERVAL));
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let p = l.local_addr().unwrap().port();
+        assert!(!first.unwrap_or_default().iter().any(|f| f.port == p));
+        assert!(a.poll(Instant::from_millis(1999)).is_none(), "too early");
+        let f = a.poll(Instant::from_millis(2000)).expect("a new port");
+        assert!(f.iter().any(|f| f.port == p && f.addr.is_none()));
+        drop(l);
+        let f = a.poll(Instant::from_millis(3000)).expect("a port gone");
+        assert!(!f.iter().any(|f| f.port == p));
     }
 
     /// The scanner sees a listener of this process appear and go away, both
