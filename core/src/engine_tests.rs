@@ -133,3 +133,46 @@ fn spans_out_of_range_are_empty() {
         })
         .is_empty());
 }
+
+#[test]
+fn interface_bound_forwards_bind_to_the_interface() {
+    use crate::fwd::{FwdTable, SpecKind};
+    use crate::{Action, SockKind};
+    let mut cfg = capture_config();
+    let table = |spec: &str| {
+        let (mut t, _) =
+            FwdTable::from_specs(&[spec], SpecKind::PasstInbound, (49152, 65535)).unwrap();
+        t.resolve_interfaces(&mut |name| (name == "eth7").then_some(7))
+            .unwrap();
+        t
+    };
+    cfg.fwd.tcp_in = table("%eth7/6900");
+    cfg.fwd.udp_in = table("%eth7/6901");
+    let mut unknown = FwdTable::from_specs(&["%nope/1"], SpecKind::PasstInbound, (49152, 65535))
+        .unwrap()
+        .0;
+    assert_eq!(
+        unknown.resolve_interfaces(&mut |_| None),
+        Err("no interface nope".into())
+    );
+    let mut core = Core::new(cfg);
+    core.start(Instant::ZERO);
+    let mut kinds = std::collections::HashMap::new();
+    let mut binds = Vec::new();
+    while let Some(a) = core.poll_action() {
+        match a {
+            Action::Open { sock, kind, .. } => {
+                kinds.insert(sock, kind);
+            }
+            Action::Bind { sock, addr, opts } => {
+                binds.push((kinds[&sock], addr.port(), opts.device))
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        binds.contains(&(SockKind::TcpListener, 6900, Some(7))),
+        "{binds:?}"
+    );
+    assert!(binds.contains(&(SockKind::Udp, 6901, Some(7))), "{binds:?}");
+}

@@ -76,6 +76,9 @@ struct UdpListener {
     v6_only: bool,
     /// Port the guest receives datagrams on.
     target_port: u16,
+    /// Interface index to bind to (`%IFNAME`), for the listener and the
+    /// per-peer sockets bound like it.
+    device: Option<u32>,
     open: bool,
 }
 
@@ -304,17 +307,17 @@ impl Core {
         }
         let mut all = Vec::new();
         for r in table.rules() {
-            if r.ifname.is_some() {
-                log::warn!("UDP forwarding: binding to an interface is not supported yet");
+            if let (Some(name), None) = (&r.ifname, r.ifindex) {
+                log::warn!("UDP forwarding: interface {name} not resolved, not bound to it");
             }
             for port in r.first..=r.last {
                 if let (true, Some(target)) = (table.is_forwarded(port), table.target(port)) {
-                    all.push((r.addr, port, target));
+                    all.push((r.addr, port, target, r.ifindex));
                 }
             }
         }
         self.udp.listeners.reserve_exact(all.len());
-        for (addr, port, target_port) in all {
+        for (addr, port, target_port, device) in all {
             let bind = match addr {
                 None if self.cfg.ip6.is_some() => Some((Family::V6, any_addr(Family::V6), false)),
                 None if self.cfg.ip4.is_some() => Some((Family::V4, any_addr(Family::V4), false)),
@@ -334,6 +337,7 @@ impl Core {
                 family,
                 v6_only,
                 target_port,
+                device,
                 open: true,
             };
             self.udp.listeners.push(l);
@@ -351,6 +355,7 @@ impl Core {
                 opts: BindOpts {
                     reuse_addr: true,
                     v6_only,
+                    device,
                     ..BindOpts::default()
                 },
             });
@@ -892,6 +897,7 @@ impl Core {
             opts: BindOpts {
                 reuse_addr: true,
                 v6_only: l.v6_only,
+                device: l.device,
                 ..BindOpts::default()
             },
         });
