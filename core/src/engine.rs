@@ -9,6 +9,7 @@ use crate::rng::Rng;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
+use crate::udp::UdpForward;
 use crate::udp::{UdpState, UdpStats};
 use crate::wire::headers::{
     finish_ip_frame, finish_udp_frame, l4_offset, ETH_HLEN, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -141,6 +142,16 @@ impl Core {
     /// then shows in [`Self::failed_tcp_forwards`].
     pub fn set_tcp_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
         self.tcp_set_forwards(now, forwards);
+    }
+
+    /// Replaces the forwarded UDP ports (`-u`) with `forwards`, e.g. after
+    /// a rescan of `auto` forwarding: listeners not listed close, new ones
+    /// open, kept ones take the listed target port. Flows, which have
+    /// sockets of their own, stay. The list is the complete set: it
+    /// replaces the configured listeners as well. Drain the outputs
+    /// afterwards, like after any input.
+    pub fn set_udp_forwards(&mut self, now: Instant, forwards: &[UdpForward]) {
+        self.udp_set_forwards(now, forwards);
     }
 
     /// Forwards whose listener could not be opened (`Open`, `Bind` or

@@ -45,7 +45,8 @@
 //! with the complete set, and drains the outputs afterwards. After the
 //! listeners' actions are carried out, [`Core::failed_tcp_forwards`] names the
 //! forwards whose listener failed (for an explicit port, a fatal start-up
-//! error in the driver).
+//! error in the driver). [`Core::set_udp_forwards`] is the same input for
+//! the forwarded UDP ports.
 //!
 //! ```no_run
 //! use passt_core::{Config, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId};
@@ -129,5 +130,5 @@ pub use engine::{Core, GuestInfo};
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
-pub use udp::UdpStats;
+pub use udp::{UdpForward, UdpStats};
 pub use wire::Mac;

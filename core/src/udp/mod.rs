@@ -37,6 +37,7 @@ use crate::wire::be16;
 use crate::wire::headers::{finish_udp_frame, l4_offset, PROTO_UDP, UDP_HLEN};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
+use std::collections::BTreeMap;
 
 /// Idle time after which a UDP flow ends (upstream's `UDP_CONN_TIMEOUT`).
 pub(crate) const UDP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -67,9 +68,26 @@ pub(crate) struct DgramFlow {
     pub(crate) group: bool,
 }
 
+/// A UDP port forwarded from the host to the guest (`-u`): a listener
+/// (see [`Core::set_udp_forwards`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpForward {
+    /// Address to bind; `None` listens on every address of both families
+    /// (one dual-stack socket, or IPv4 only if IPv6 is disabled).
+    pub addr: Option<IpAddr>,
+    /// Port to listen on.
+    pub port: u16,
+    /// Port the guest receives datagrams on.
+    pub target_port: u16,
+}
+
 /// A listening socket of a forwarded port (`-u`).
 #[derive(Clone, Copy, Debug)]
 struct UdpListener {
+    /// The slot holds a forward (a free slot is reused by the next one).
+    used: bool,
+    /// Address as forwarded (`None`: every address).
+    spec: Option<IpAddr>,
     /// Bound address and port.
     addr: SocketAddr,
     family: Family,
@@ -318,52 +336,127 @@ impl Core {
         }
         self.udp.listeners.reserve_exact(all.len());
         for (addr, port, target_port, device) in all {
-            let bind = match addr {
-                None if self.cfg.ip6.is_some() => Some((Family::V6, any_addr(Family::V6), false)),
-                None if self.cfg.ip4.is_some() => Some((Family::V4, any_addr(Family::V4), false)),
-                Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
-                Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
-                _ => None,
+            let f = UdpForward {
+                addr,
+                port,
+                target_port,
             };
-            let idx = self.udp.listeners.len() as u32;
-            let Some((family, ip, v6_only)) = bind else {
-                continue;
-            };
-            if idx > UDP_LISTENER_MAX {
+            if !self.udp_listener_add(f, device, None) {
                 break;
             }
-            let l = UdpListener {
-                addr: SocketAddr::new(ip, port),
-                family,
-                v6_only,
-                target_port,
-                device,
-                open: true,
-            };
-            self.udp.listeners.push(l);
-            let sock = SockId(LISTENER_BIT | UDP_LISTENER_BIT | idx);
-            self.udp.open_socks += 1;
-            self.actions.push_back(Action::Open {
-                sock,
-                kind: SockKind::Udp,
-                family,
-                netns: Netns::Host,
-            });
-            self.actions.push_back(Action::Bind {
-                sock,
-                addr: l.addr,
-                opts: BindOpts {
-                    reuse_addr: true,
-                    v6_only,
-                    device,
-                    ..BindOpts::default()
-                },
-            });
-            self.actions.push_back(Action::SetInterest {
-                sock,
-                interest: READABLE,
-            });
         }
+    }
+
+    /// Replaces the forwarded ports with `forwards` (first listing of an
+    /// address and port wins): listeners not listed are closed, new ones
+    /// opened, kept ones take the listed target port. Flows stay.
+    pub(crate) fn udp_set_forwards(&mut self, now: Instant, forwards: &[UdpForward]) {
+        self.udp_start(now);
+        if !self.cfg.features.udp {
+            return;
+        }
+        // (A BTreeMap: no hasher seeded from OS randomness in the core.)
+        let mut wanted: BTreeMap<(Option<IpAddr>, u16), u16> = BTreeMap::new();
+        for f in forwards {
+            wanted.entry((f.addr, f.port)).or_insert(f.target_port);
+        }
+        let mut free = Vec::new();
+        for (i, l) in self.udp.listeners.iter_mut().enumerate() {
+            if !l.used {
+                free.push(i);
+                continue;
+            }
+            if let Some(target) = wanted.remove(&(l.spec, l.addr.port())) {
+                l.target_port = target;
+                continue;
+            }
+            l.used = false;
+            free.push(i);
+            if l.open {
+                l.open = false;
+                self.udp.open_socks = self.udp.open_socks.saturating_sub(1);
+                self.actions.push_back(Action::Close {
+                    sock: SockId(LISTENER_BIT | UDP_LISTENER_BIT | i as u32),
+                });
+            }
+        }
+        // Lowest free slots first.
+        free.reverse();
+        for f in forwards {
+            if let Some(target_port) = wanted.remove(&(f.addr, f.port)) {
+                let f = UdpForward { target_port, ..*f };
+                if !self.udp_listener_add(f, None, free.pop()) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Opens a listener for `f` (bound to interface `device` if given) in
+    /// slot `slot` (a free one; `None`: a new one). False if no slot is
+    /// left; a forward of a disabled address family is skipped.
+    fn udp_listener_add(
+        &mut self,
+        f: UdpForward,
+        device: Option<u32>,
+        slot: Option<usize>,
+    ) -> bool {
+        let bind = match f.addr {
+            None if self.cfg.ip6.is_some() => Some((Family::V6, any_addr(Family::V6), false)),
+            None if self.cfg.ip4.is_some() => Some((Family::V4, any_addr(Family::V4), false)),
+            Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
+            Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
+            _ => None,
+        };
+        let Some((family, ip, v6_only)) = bind else {
+            return true;
+        };
+        let l = UdpListener {
+            used: true,
+            spec: f.addr,
+            addr: SocketAddr::new(ip, f.port),
+            family,
+            v6_only,
+            target_port: f.target_port,
+            device,
+            open: true,
+        };
+        let idx = match slot.and_then(|i| self.udp.listeners.get_mut(i).map(|s| (i, s))) {
+            Some((i, s)) => {
+                *s = l;
+                i
+            }
+            None => {
+                if self.udp.listeners.len() > UDP_LISTENER_MAX as usize {
+                    return false;
+                }
+                self.udp.listeners.push(l);
+                self.udp.listeners.len() - 1
+            }
+        };
+        let sock = SockId(LISTENER_BIT | UDP_LISTENER_BIT | idx as u32);
+        self.udp.open_socks += 1;
+        self.actions.push_back(Action::Open {
+            sock,
+            kind: SockKind::Udp,
+            family,
+            netns: Netns::Host,
+        });
+        self.actions.push_back(Action::Bind {
+            sock,
+            addr: l.addr,
+            opts: BindOpts {
+                reuse_addr: true,
+                v6_only,
+                device,
+                ..BindOpts::default()
+            },
+        });
+        self.actions.push_back(Action::SetInterest {
+            sock,
+            interest: READABLE,
+        });
+        true
     }
 
     // --- guest side ---------------------------------------------------------------
@@ -825,6 +918,9 @@ impl Core {
         let Some(l) = self.udp.listeners.get(idx as usize).copied() else {
             return 0;
         };
+        if !(l.used && l.open) {
+            return 0;
+        }
         let room = self.recv_room(SockId(LISTENER_BIT | UDP_LISTENER_BIT | idx));
         let mut frames = 0;
         for d in dgrams.iter_mut() {

@@ -1341,3 +1341,170 @@ fn dual_stack_listener_fits_the_largest_datagrams() {
     }
     assert_eq!(h.dropped(DropReason::DgramMalformed), 1);
 }
+
+// --- run-time forwards (-u auto) ----------------------------------------------------
+
+fn listeners(h: &H) -> Vec<(SockId, SocketAddr)> {
+    let mut v: Vec<_> = h
+        .socks
+        .iter()
+        .filter(|(id, _)| id.0 & LISTENER_BIT != 0)
+        .map(|(id, s)| (*id, s.bind.unwrap().0))
+        .collect();
+    v.sort_by_key(|(_, a)| a.port());
+    v
+}
+
+fn ufwd(port: u16, target_port: u16) -> UdpForward {
+    UdpForward {
+        addr: None,
+        port,
+        target_port,
+    }
+}
+
+#[test]
+fn set_forwards_opens_new_closes_unlisted_and_keeps_flows() {
+    let mut h = H::new(cfg_fwd("none"));
+    assert!(listeners(&h).is_empty());
+    h.core
+        .set_udp_forwards(h.now, &[ufwd(5000, 5000), ufwd(6000, 60)]);
+    h.drain(&[]);
+    let ls = listeners(&h);
+    let ports: Vec<u16> = ls.iter().map(|(_, a)| a.port()).collect();
+    assert_eq!(ports, vec![5000, 6000]);
+    assert_eq!(h.core.socket_count(), 2);
+    let l5 = ls[0].0;
+    let l6 = ls[1].0;
+
+    // A peer writes to 6000: a flow to guest port 60.
+    let peer = sa(Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped(), 1234);
+    h.host(l6, peer, b"x");
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].dport, 60);
+    let flow_sock = h.sock_to(peer);
+
+    // 6000 goes away, 7000 appears, 5000 stays (same socket).
+    h.actions.clear();
+    h.core
+        .set_udp_forwards(h.now, &[ufwd(7000, 7000), ufwd(5000, 5000)]);
+    h.drain(&[]);
+    assert!(h.closed.contains(&l6));
+    assert!(!h.closed.contains(&l5));
+    let ls = listeners(&h);
+    let ports: Vec<u16> = ls.iter().map(|(_, a)| a.port()).collect();
+    assert_eq!(ports, vec![5000, 7000]);
+    assert_eq!(ls[0].0, l5);
+    // The freed slot is reused.
+    assert_eq!(ls[1].0, l6);
+    let opens = h
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Open { .. }))
+        .count();
+    assert_eq!(opens, 1, "only the new port opens");
+    // The flow survives, both ways.
+    h.host(flow_sock, peer, b"y");
+    assert_eq!(h.take_frames().len(), 1);
+    h.guest(&[udp(
+        IpAddr::V4(GUEST4),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
+        60,
+        1234,
+        b"z",
+    )]);
+    assert_eq!(h.socks[&flow_sock].sent, vec![b"z".to_vec()]);
+    assert_eq!(h.core.socket_count(), 3);
+
+    // Unchanged set: nothing to do. Same ports with a new target: no
+    // socket churn, new target used.
+    h.actions.clear();
+    h.core
+        .set_udp_forwards(h.now, &[ufwd(5000, 5000), ufwd(7000, 7000)]);
+    h.core
+        .set_udp_forwards(h.now, &[ufwd(5000, 55), ufwd(7000, 7000)]);
+    h.drain(&[]);
+    assert!(h.actions.is_empty(), "{:?}", h.actions);
+    h.host(l5, sa(p6(), 999), b"t");
+    let f = h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].dport, 55);
+
+    // Empty set: every listener closes, the flows stay.
+    h.core.set_udp_forwards(h.now, &[]);
+    h.drain(&[]);
+    assert!(listeners(&h).is_empty());
+    assert_eq!(h.core.socket_count(), 2);
+    assert_eq!(h.core.flow_count(), 2);
+}
+
+#[test]
+fn set_forwards_replaces_configured_listeners_and_honours_addresses() {
+    let mut h = H::new(cfg_fwd("5353:53"));
+    let l = listener(&h);
+    let v4 = UdpForward {
+        addr: Some(Ipv4Addr::LOCALHOST.into()),
+        port: 5353,
+        target_port: 53,
+    };
+    // Same port on another address: a different forward.
+    h.core.set_udp_forwards(h.now, &[v4]);
+    h.drain(&[]);
+    assert!(h.closed.contains(&l));
+    let ls = listeners(&h);
+    assert_eq!(ls.len(), 1);
+    assert_eq!(ls[0].1, sa(Ipv4Addr::LOCALHOST, 5353));
+    assert_eq!(h.socks[&ls[0].0].family, Some(Family::V4));
+    // A listener that failed to open is not reopened while listed, and
+    // is not closed again when it goes.
+    h.event(ls[0].0, SockEvent::OpenFailed(Errno::EADDRINUSE));
+    // (The driver has no socket left under a failed id.)
+    h.socks.remove(&ls[0].0);
+    let n = h.closed.len();
+    h.core.set_udp_forwards(h.now, &[]);
+    h.drain(&[]);
+    assert_eq!(h.closed.len(), n);
+    assert_eq!(h.core.socket_count(), 0);
+    // Duplicates: the first listing wins, one socket.
+    h.core
+        .set_udp_forwards(h.now, &[ufwd(9000, 1), ufwd(9000, 2)]);
+    h.drain(&[]);
+    let ls = listeners(&h);
+    assert_eq!(ls.len(), 1);
+    h.host(ls[0].0, sa(p6(), 999), b"d");
+    assert_eq!(h.take_frames()[0].dport, 1);
+}
+
+#[test]
+fn set_forwards_without_udp_does_nothing() {
+    let mut cfg = cfg_fwd("none");
+    cfg.features.udp = false;
+    let mut h = H::new(cfg);
+    h.core.set_udp_forwards(h.now, &[ufwd(5000, 5000)]);
+    h.drain(&[]);
+    assert!(h.socks.is_empty());
+}
+
+proptest! {
+    /// Any sequence of forward sets leaves exactly the last set's ports
+    /// listening, one socket each.
+    #[test]
+    fn set_forwards_sequences_end_in_the_last_set(
+        sets in proptest::collection::vec(
+            proptest::collection::vec(1000u16..1016, 0..8), 1..8)
+    ) {
+        let mut h = H::new(cfg_fwd("none"));
+        for set in &sets {
+            let f: Vec<_> = set.iter().map(|&p| ufwd(p, p)).collect();
+            h.core.set_udp_forwards(h.now, &f);
+            h.drain(&[]);
+        }
+        let mut want: Vec<u16> = sets.last().unwrap().clone();
+        want.sort_unstable();
+        want.dedup();
+        let got: Vec<u16> = listeners(&h).iter().map(|(_, a)| a.port()).collect();
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(h.core.socket_count(), want.len());
+    }
+}
