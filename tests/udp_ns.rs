@@ -808,3 +808,95 @@ fn passt_udp_and_echo_frames() {
     );
     p.assert_running();
 }
+
+/// Probes a UDP port until it answers (`up`) or refuses (`down`), each
+/// attempt from a new socket (a new source port: not a flow of an earlier
+/// attempt): `udp_probe.py HOST PORT up|down SECS`. Prints the seconds it
+/// took, or "timeout".
+const UDP_PROBE: &str = r#"
+import socket, sys, time
+host, port, mode, secs = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+t0 = time.time()
+while time.time() - t0 < secs:
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.connect((host, port))
+    s.settimeout(0.1)
+    try:
+        s.send(b"probe")
+        d = s.recv(100)
+        if mode == "up" and d == b"probe":
+            print(time.time() - t0); sys.exit(0)
+    except ConnectionRefusedError:
+        if mode == "down":
+            print(time.time() - t0); sys.exit(0)
+        time.sleep(0.05)
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+print("timeout")
+"#;
+
+/// `-u` left at pasta's default (`auto`): a UDP server started in the
+/// namespace after pasta is up becomes reachable at the host's address
+/// within 2 s, and its port closes within 2 s after the server ends.
+#[test]
+fn pasta_udp_auto_forwarding_follows_guest_sockets() {
+    let h = Netns::host("udpauto");
+    let dir = Scratch::new("udpauto");
+    let (srv, _, _) = scripts(&dir);
+    let probe = dir.join("udp_probe.py");
+    std::fs::write(&probe, UDP_PROBE).expect("script");
+    let pidf = dir.join("pasta.pid");
+    let ready = dir.join("ready");
+    let done = dir.join("done");
+    let guest = format!(
+        "sleep 2; python3 {srv} :: 5400 3 {}; echo done > {}; sleep 8",
+        s(&ready),
+        s(&done)
+    );
+    let mut p = Proc::spawn(
+        h.cmd(&[
+            s(&pasta()),
+            "--config-net".into(),
+            "-P".into(),
+            s(&pidf),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            guest,
+        ]),
+        "pasta",
+        dir.join("pasta.log"),
+    );
+    wait_file(&pidf, 20, &mut p);
+    let probe_up = |mode: &str| {
+        let out = h.run(&["python3", &s(&probe), HOST_IP4, "5400", mode, "5"], 20);
+        ok_text(&out).trim().to_string()
+    };
+    // Nothing is bound in the namespace yet: refused at once.
+    assert!(!ready.exists(), "the server started too early");
+    let before = probe_up("down");
+    assert_ne!(before, "timeout", "port 5400 forwarded before any server");
+    wait_file(&ready, 20, &mut p);
+    let t0 = std::time::Instant::now();
+    let up = probe_up("up");
+    let took = t0.elapsed();
+    assert_ne!(up, "timeout", "server not reached: {}", p.output());
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "forwarded after {took:?}"
+    );
+    // The server ends after 3 s without datagrams.
+    wait_file(&done, 20, &mut p);
+    let t0 = std::time::Instant::now();
+    let down = probe_up("down");
+    let took = t0.elapsed();
+    assert_ne!(down, "timeout", "port still forwarded: {}", p.output());
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    p.assert_running();
+}

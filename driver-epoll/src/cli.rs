@@ -500,8 +500,8 @@ pub struct Options {
 const SPEC_HELP: &str = "\
 SPEC for -t, -u (and pasta's -T, -U):
   none          forward nothing
-  auto          (pasta) forward the ports bound on the other side, rescanned every second (-t only so far;
-                -u auto forwards nothing yet)
+  auto          (pasta) forward the ports bound on the other side, rescanned every second (-u: bound
+                UDP ports and listening TCP ports)
   all           (passt -t/-u) forward every port that is not ephemeral
   LIST          comma-separated ports or FIRST-LAST ranges, each optionally
                 mapped with :TARGET or :TFIRST-TLAST; ~PORTS excludes

@@ -558,8 +558,13 @@ impl Runtime {
             self.io.core.handle_timeout(t);
             self.io.drain(t, &[]);
         }
-        if let Some(fwds) = self.auto_fwd.as_mut().and_then(|a| a.poll(t)) {
-            self.io.core.set_tcp_forwards(t, &fwds);
+        if let Some(ch) = self.auto_fwd.as_mut().and_then(|a| a.poll(t)) {
+            if let Some(fwds) = ch.tcp {
+                self.io.core.set_tcp_forwards(t, &fwds);
+            }
+            if let Some(fwds) = ch.udp {
+                self.io.core.set_udp_forwards(t, &fwds);
+            }
             self.io.drain(t, &[]);
         }
         if let Some(w) = &self.ns_watch {

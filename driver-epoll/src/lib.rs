@@ -296,8 +296,8 @@ fn inherited(fd: i32) -> io::Result<OwnedFd> {
 
 /// pasta: the target namespace, with loopback up and the tap device in it
 /// (configured with `--config-net`); the guest's MAC goes into the core's
-/// configuration. With `-t auto`, the namespace's TCP tables are opened from
-/// inside it too.
+/// configuration. With `-t auto` or `-u auto`, the namespace's TCP (and UDP)
+/// socket tables are opened from inside it too.
 fn pasta_link(
     s: &mut Settings,
 ) -> io::Result<(Link, Option<netns::Guest>, Option<portscan::PortScanner>)> {
@@ -305,7 +305,9 @@ fn pasta_link(
         let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())?;
         return Ok((Link::Tap(dev), None, None));
     }
-    let auto = s.core.fwd.tcp_in.mode() == passt_core::fwd::FwdMode::Auto;
+    let auto_mode = passt_core::fwd::FwdMode::Auto;
+    let udp_auto = s.core.features.udp && s.core.fwd.udp_in.mode() == auto_mode;
+    let auto = s.core.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
         Target::Spawn(argv) => netns::spawn(argv)?,
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
@@ -326,10 +328,10 @@ fn pasta_link(
             if let Some(c) = configure {
                 c(dev.name())?;
             }
-            let scanner = match auto.then(portscan::PortScanner::open_here) {
+            let scanner = match auto.then(|| portscan::PortScanner::open_here(udp_auto)) {
                 Some(Ok(sc)) => Some(sc),
                 Some(Err(e)) => {
-                    ::log::warn!("automatic TCP forwarding disabled: /proc/net/tcp: {e}");
+                    ::log::warn!("automatic port forwarding disabled: /proc/net: {e}");
                     None
                 }
                 None => None,

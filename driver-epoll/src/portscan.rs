@@ -1,16 +1,20 @@
-//! Automatic port forwarding (`-t auto`, pasta's default): which TCP ports
-//! are listening in the guest namespace.
+//! Automatic port forwarding (`-t auto` and `-u auto`, pasta's default):
+//! which ports are listening in the guest namespace.
 //!
-//! `/proc/net/tcp` and `/proc/net/tcp6` of the namespace are opened once,
+//! `/proc/net/tcp` and `/proc/net/tcp6` of the namespace (and, for UDP,
+//! `/proc/net/udp` and `/proc/net/udp6`) are opened once,
 //! from a thread inside it (`/proc/thread-self/net/...`: a file opened there
 //! keeps showing that namespace), and read again with `pread` from offset 0 on
-//! every scan (once a second). Sockets in state `LISTEN` (0x0A) give the
-//! ports; ports that pasta itself bound in the namespace (outbound forwards)
-//! are excluded by the caller's mask. [`PortSet::changes`] tells which ports
+//! every scan (once a second). TCP sockets in state `LISTEN` (0x0A) give the
+//! TCP ports; UDP sockets in state `CLOSE` (0x07: bound, not connected) give
+//! the UDP ports, together with the listening TCP ports (as upstream passt
+//! does, for tools that announce a UDP port over a TCP one); ports that
+//! pasta itself bound in the namespace (outbound forwards) are excluded by
+//! the caller's mask. [`PortSet::changes`] tells which ports
 //! appeared and which went away since the previous scan.
 
 use passt_core::fwd::{Forwarding, FwdMode};
-use passt_core::{Instant, TcpForward};
+use passt_core::{Instant, TcpForward, UdpForward};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -20,6 +24,9 @@ use std::time::Duration;
 const PORTS: usize = 1 << 16;
 /// State `TCP_LISTEN` in `/proc/net/tcp`.
 const ST_LISTEN: u8 = 0x0a;
+/// State of a bound, unconnected UDP socket in `/proc/net/udp`
+/// (`TCP_CLOSE`).
+const ST_UDP_BOUND: u8 = 0x07;
 /// Upper bound of one table's size (a namespace with a huge number of
 /// sockets is scanned in part rather than without limit).
 const MAX_TABLE_BYTES: usize = 64 << 20;
@@ -126,6 +133,13 @@ fn hex(s: &[u8]) -> Option<u32> {
 /// `/proc/net/tcp6` table to `out`. Lines that do not parse (the header
 /// among them) are skipped.
 pub(crate) fn parse_listening(table: &[u8], out: &mut PortSet) {
+    parse_state(table, ST_LISTEN, out);
+}
+
+/// Adds the local ports of sockets in state `want` in one `/proc/net`
+/// socket table (`tcp`, `udp` and their `6` twins share the layout) to
+/// `out`. Lines that do not parse are skipped.
+fn parse_state(table: &[u8], want: u8, out: &mut PortSet) {
     for line in table.split(|&c| c == b'\n') {
         let mut f = line
             .split(|c| c.is_ascii_whitespace())
@@ -144,7 +158,7 @@ pub(crate) fn parse_listening(table: &[u8], out: &mut PortSet) {
         let (Some(port), Some(state)) = (local.get(colon + 1..).and_then(hex), hex(st)) else {
             continue;
         };
-        if state == u32::from(ST_LISTEN) {
+        if state == u32::from(want) {
             if let Ok(p) = u16::try_from(port) {
                 out.insert(p);
             }
@@ -152,30 +166,46 @@ pub(crate) fn parse_listening(table: &[u8], out: &mut PortSet) {
     }
 }
 
-/// The listening TCP ports of one network namespace.
+/// Opens `/proc/thread-self/net/{name}` for each name; a missing table
+/// (IPv6 disabled) is skipped, none present is an error.
+fn open_tables(names: [&str; 2]) -> io::Result<Vec<File>> {
+    let mut files = Vec::new();
+    let mut last = None;
+    for name in names {
+        match File::open(format!("/proc/thread-self/net/{name}")) {
+            Ok(f) => files.push(f),
+            Err(e) => last = Some(e),
+        }
+    }
+    if files.is_empty() {
+        return Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)));
+    }
+    Ok(files)
+}
+
+/// The listening TCP ports (and, if opened, the bound UDP ports) of one
+/// network namespace.
 #[derive(Debug)]
 pub(crate) struct PortScanner {
     files: Vec<File>,
+    udp_files: Vec<File>,
     buf: Vec<u8>,
 }
 
 impl PortScanner {
-    /// Opens the tables of the namespace the calling thread is in. A missing
-    /// table (IPv6 disabled) is skipped; neither present is an error.
-    pub(crate) fn open_here() -> io::Result<PortScanner> {
-        let mut files = Vec::new();
-        let mut last = None;
-        for name in ["tcp", "tcp6"] {
-            match File::open(format!("/proc/thread-self/net/{name}")) {
-                Ok(f) => files.push(f),
-                Err(e) => last = Some(e),
-            }
-        }
-        if files.is_empty() {
-            return Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)));
-        }
+    /// Opens the TCP tables of the namespace the calling thread is in,
+    /// and its UDP tables too if `udp`. A missing table (IPv6 disabled) is
+    /// skipped; neither of a pair present is an error.
+    pub(crate) fn open_here(udp: bool) -> io::Result<PortScanner> {
+        let files = open_tables(["tcp", "tcp6"])?;
+        let udp_files = if udp {
+            open_tables(["udp", "udp6"])?
+        } else {
+            Vec::new()
+        };
         Ok(PortScanner {
             files,
+            udp_files,
             buf: Vec::with_capacity(64 << 10),
         })
     }
@@ -190,21 +220,69 @@ impl PortScanner {
         out.remove_all(exclude);
         Ok(())
     }
+
+    /// Reads the UDP tables again: the bound UDP ports, less `exclude`,
+    /// added to `out` (not cleared first). Nothing if they were not opened.
+    pub(crate) fn scan_udp(&mut self, exclude: &PortSet, out: &mut PortSet) -> io::Result<()> {
+        let mut bound = PortSet::default();
+        for f in &self.udp_files {
+            read_all_at(f, &mut self.buf)?;
+            parse_state(&self.buf, ST_UDP_BOUND, &mut bound);
+        }
+        bound.remove_all(exclude);
+        for (a, b) in out.bits.iter_mut().zip(bound.bits.iter()) {
+            *a |= b;
+        }
+        Ok(())
+    }
 }
 
 /// Time between two scans.
 pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// `-t auto`: the host listeners follow the namespace's listening ports.
+/// The ports outbound forwarding binds in the namespace (when explicit).
+fn outbound_ports(table: &passt_core::fwd::FwdTable, out: &mut PortSet) {
+    if matches!(table.mode(), FwdMode::Spec | FwdMode::All) {
+        for r in table.rules() {
+            for port in r.first..=r.last {
+                if table.is_forwarded(port) {
+                    out.insert(port);
+                }
+            }
+        }
+    }
+}
+
+/// What a scan changed: the complete new forward lists, for the protocols
+/// whose set changed.
+#[derive(Debug, Default)]
+pub(crate) struct AutoChanges {
+    pub(crate) tcp: Option<Vec<TcpForward>>,
+    pub(crate) udp: Option<Vec<UdpForward>>,
+}
+
+/// `-t auto` and `-u auto`: the host listeners follow the namespace's
+/// listening ports.
 #[derive(Debug)]
 pub(crate) struct AutoForward {
     scanner: PortScanner,
-    /// Ports pasta itself listens on in the namespace (outbound forwards).
+    /// TCP is in `auto` mode.
+    tcp_on: bool,
+    /// UDP is in `auto` mode.
+    udp_on: bool,
+    /// TCP ports pasta itself listens on in the namespace (outbound
+    /// forwards).
     exclude: PortSet,
-    /// Ports forwarded now.
+    /// UDP ports pasta itself binds in the namespace.
+    udp_exclude: PortSet,
+    /// TCP ports forwarded now.
     current: PortSet,
     /// Scratch set of the latest scan.
     fresh: PortSet,
+    /// UDP ports forwarded now.
+    udp_current: PortSet,
+    /// Scratch set of the latest UDP scan.
+    udp_fresh: PortSet,
     /// Forwards that stay whatever the scan finds (`Config::tcp_forwards`).
     base: Vec<TcpForward>,
     /// When the next scan is due (`None`: at once).
@@ -214,31 +292,33 @@ pub(crate) struct AutoForward {
 }
 
 impl AutoForward {
-    /// Automatic forwarding over `scanner`'s namespace, if inbound TCP
-    /// forwarding is in `auto` mode; `base` forwards are always kept.
+    /// Automatic forwarding over `scanner`'s namespace, if inbound TCP or
+    /// UDP forwarding is in `auto` mode; `base` TCP forwards are always
+    /// kept.
     pub(crate) fn new(
         scanner: PortScanner,
         fwd: &Forwarding,
         base: &[TcpForward],
     ) -> Option<AutoForward> {
-        if fwd.tcp_in.mode() != FwdMode::Auto {
+        let tcp_on = fwd.tcp_in.mode() == FwdMode::Auto;
+        let udp_on = fwd.udp_in.mode() == FwdMode::Auto && !scanner.udp_files.is_empty();
+        if !tcp_on && !udp_on {
             return None;
         }
         let mut exclude = PortSet::default();
-        if matches!(fwd.tcp_out.mode(), FwdMode::Spec | FwdMode::All) {
-            for r in fwd.tcp_out.rules() {
-                for port in r.first..=r.last {
-                    if fwd.tcp_out.is_forwarded(port) {
-                        exclude.insert(port);
-                    }
-                }
-            }
-        }
+        outbound_ports(&fwd.tcp_out, &mut exclude);
+        let mut udp_exclude = PortSet::default();
+        outbound_ports(&fwd.udp_out, &mut udp_exclude);
         Some(AutoForward {
             scanner,
+            tcp_on,
+            udp_on,
             exclude,
+            udp_exclude,
             current: PortSet::default(),
             fresh: PortSet::default(),
+            udp_current: PortSet::default(),
+            udp_fresh: PortSet::default(),
             base: base.to_vec(),
             next: None,
             failing: false,
@@ -250,22 +330,47 @@ impl AutoForward {
         self.next
     }
 
-    /// Scans if a scan is due. Returns the complete list of forwards when the
-    /// set of listening ports changed, `None` otherwise.
-    pub(crate) fn poll(&mut self, now: Instant) -> Option<Vec<TcpForward>> {
+    /// Scans if a scan is due. Returns the complete lists of forwards of
+    /// the protocols whose set of ports changed, `None` if none did.
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<AutoChanges> {
         if self.next.is_some_and(|n| now < n) {
             return None;
         }
         self.next = Some(now.saturating_add(SCAN_INTERVAL));
-        if let Err(e) = self.scanner.scan(&self.exclude, &mut self.fresh) {
+        let r = self
+            .scanner
+            .scan(&self.exclude, &mut self.fresh)
+            .and_then(|()| {
+                if self.udp_on {
+                    // Listening TCP ports count for UDP too.
+                    self.udp_fresh.clone_from(&self.fresh);
+                    self.scanner
+                        .scan_udp(&self.udp_exclude, &mut self.udp_fresh)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = r {
             if !self.failing {
-                log::warn!("scanning the namespace's listening TCP ports: {e}");
+                log::warn!("scanning the namespace's listening ports: {e}");
             }
             self.failing = true;
             return None;
         }
         self.failing = false;
-        self.apply_fresh()
+        let ch = AutoChanges {
+            tcp: if self.tcp_on {
+                self.apply_fresh()
+            } else {
+                None
+            },
+            udp: if self.udp_on {
+                self.apply_udp_fresh()
+            } else {
+                None
+            },
+        };
+        (ch.tcp.is_some() || ch.udp.is_some()).then_some(ch)
     }
 
     /// Takes `fresh` as the current set; the forwards if it changed.
@@ -285,6 +390,28 @@ impl AutoForward {
             target_port: port,
         }));
         Some(out)
+    }
+
+    /// Takes `udp_fresh` as the current UDP set; the forwards if it changed.
+    fn apply_udp_fresh(&mut self) -> Option<Vec<UdpForward>> {
+        if self.udp_fresh == self.udp_current {
+            return None;
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let (added, removed) = self.udp_current.changes(&self.udp_fresh);
+            log::debug!("auto UDP forwarding: new ports {added:?}, gone {removed:?}");
+        }
+        std::mem::swap(&mut self.udp_current, &mut self.udp_fresh);
+        Some(
+            self.udp_current
+                .iter()
+                .map(|port| UdpForward {
+                    addr: None,
+                    port,
+                    target_port: port,
+                })
+                .collect(),
+        )
     }
 }
 
@@ -411,7 +538,26 @@ mod tests {
                 .0,
             ..Forwarding::default()
         };
-        AutoForward::new(PortScanner::open_here().unwrap(), &fwd, base)
+        AutoForward::new(PortScanner::open_here(false).unwrap(), &fwd, base)
+    }
+
+    /// An `AutoForward` with `udp_in` and `udp_out` as given, TCP inbound
+    /// off unless `tcp_in`.
+    fn auto_udp(tcp_in: &str, udp_in: &str, tcp_out: &str, udp_out: &str) -> Option<AutoForward> {
+        use passt_core::fwd::{FwdTable, SpecKind};
+        let eph = (49152, 65535);
+        let t = |s: &str, k| FwdTable::from_specs(&[s], k, eph).unwrap().0;
+        let fwd = Forwarding {
+            tcp_in: t(tcp_in, SpecKind::PastaInbound),
+            tcp_out: t(tcp_out, SpecKind::PastaOutbound),
+            udp_in: t(udp_in, SpecKind::PastaInbound),
+            udp_out: t(udp_out, SpecKind::PastaOutbound),
+        };
+        AutoForward::new(PortScanner::open_here(true).unwrap(), &fwd, &[])
+    }
+
+    fn tcp_of(c: Option<AutoChanges>) -> Option<Vec<TcpForward>> {
+        c.and_then(|c| c.tcp)
     }
 
     fn ports(f: &[TcpForward]) -> Vec<u16> {
@@ -467,16 +613,16 @@ mod tests {
         let mut a = auto_fwd(&["auto"], &[], &[]).unwrap();
         assert_eq!(a.deadline(), None);
         let t0 = Instant::from_millis(1000);
-        let first = a.poll(t0);
+        let first = tcp_of(a.poll(t0));
         assert_eq!(a.deadline(), Some(t0 + SCAN_INTERVAL));
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let p = l.local_addr().unwrap().port();
         assert!(!first.unwrap_or_default().iter().any(|f| f.port == p));
         assert!(a.poll(Instant::from_millis(1999)).is_none(), "too early");
-        let f = a.poll(Instant::from_millis(2000)).expect("a new port");
+        let f = tcp_of(a.poll(Instant::from_millis(2000))).expect("a new port");
         assert!(f.iter().any(|f| f.port == p && f.addr.is_none()));
         drop(l);
-        let f = a.poll(Instant::from_millis(3000)).expect("a port gone");
+        let f = tcp_of(a.poll(Instant::from_millis(3000))).expect("a port gone");
         assert!(!f.iter().any(|f| f.port == p));
     }
 
@@ -484,7 +630,7 @@ mod tests {
     /// families, and ignores connected sockets and excluded ports.
     #[test]
     fn scan_sees_listeners_come_and_go() {
-        let mut sc = PortScanner::open_here().unwrap();
+        let mut sc = PortScanner::open_here(false).unwrap();
         let mut before = PortSet::default();
         sc.scan(&PortSet::default(), &mut before).unwrap();
         let l4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -510,5 +656,80 @@ mod tests {
         assert!(!after.contains(p4));
         let (_, removed) = now.changes(&after);
         assert!(removed.contains(&p4));
+    }
+
+    #[test]
+    fn parses_bound_udp_sockets_only() {
+        let udp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 0
+  101: 0100007F:0035 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 2 0000000000000000 0
+";
+        let mut s = PortSet::default();
+        parse_state(udp.as_bytes(), ST_UDP_BOUND, &mut s);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![5353]);
+        // The TCP parser does not take UDP's state, nor the reverse.
+        let mut t = PortSet::default();
+        parse_listening(udp.as_bytes(), &mut t);
+        assert!(t.is_empty());
+        parse_state(SAMPLE.as_bytes(), ST_UDP_BOUND, &mut t);
+        assert!(t.is_empty());
+    }
+
+    /// UDP `auto` alone scans; outbound UDP and TCP ports are excluded
+    /// from their own parts.
+    #[test]
+    fn auto_udp_modes_and_exclusions() {
+        assert!(auto_udp("none", "none", "none", "none").is_none());
+        assert!(auto_udp("none", "5000", "none", "none").is_none());
+        let a = auto_udp("none", "auto", "7000", "6000-6001").unwrap();
+        assert!(!a.tcp_on && a.udp_on);
+        assert!(a.udp_exclude.contains(6000) && a.udp_exclude.contains(6001));
+        assert!(a.exclude.contains(7000) && !a.udp_exclude.contains(7000));
+        // Without the UDP tables, UDP auto cannot run.
+        let fwd = Forwarding {
+            udp_in: passt_core::fwd::FwdTable::from_specs(
+                &["auto"],
+                passt_core::fwd::SpecKind::PastaInbound,
+                (49152, 65535),
+            )
+            .unwrap()
+            .0,
+            ..Forwarding::default()
+        };
+        assert!(AutoForward::new(PortScanner::open_here(false).unwrap(), &fwd, &[]).is_none());
+    }
+
+    /// A bound UDP socket and a listening TCP socket both become UDP
+    /// forwards; a connected UDP socket and excluded ports do not; TCP
+    /// forwarding (off) reports nothing.
+    #[test]
+    fn auto_udp_follows_bound_udp_and_listening_tcp() {
+        use std::net::UdpSocket;
+        let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let pu = u.local_addr().unwrap().port();
+        let excluded = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let px = excluded.local_addr().unwrap().port();
+        let c = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        c.connect(u.local_addr().unwrap()).unwrap();
+        let pc = c.local_addr().unwrap().port();
+        let l = TcpListener::bind((Ipv6Addr::LOCALHOST, 0))
+            .or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .unwrap();
+        let pt = l.local_addr().unwrap().port();
+        let mut a = auto_udp("none", "auto", "none", &px.to_string()).unwrap();
+        let ch = a.poll(Instant::from_millis(0)).expect("ports found");
+        assert!(ch.tcp.is_none());
+        let f = ch.udp.unwrap();
+        let has = |p: u16| f.iter().any(|f| f.port == p && f.target_port == p);
+        assert!(has(pu) && has(pt), "{f:?}");
+        assert!(!has(px) && !has(pc), "{f:?}");
+        assert!(f.iter().all(|f| f.addr.is_none()));
+        drop(u);
+        drop(l);
+        let f = a
+            .poll(Instant::from_millis(1000))
+            .and_then(|c| c.udp)
+            .expect("ports gone");
+        assert!(!f.iter().any(|f| f.port == pu || f.port == pt));
     }
 }
