@@ -42,6 +42,7 @@ cleanup() {
 	set +e
 	kill_tree "${pids[@]}"
 	ip netns del "$host" 2>/dev/null
+	rm -rf "/etc/netns/$host"
 	rm -rf "$work"
 }
 trap cleanup EXIT
