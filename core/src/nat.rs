@@ -49,37 +49,59 @@ pub(crate) fn from_tap(
         return None;
     }
     let dns_port = matches!(proto, PROTO_TCP | PROTO_UDP) && matches!(dport, 53 | 853);
-    match dst {
-        IpAddr::V4(d) => {
-            let c = cfg.ip4.as_ref()?;
-            if dns_port && c.dns_match == Some(d) {
-                if let Some(h) = c.dns_host {
-                    return Some(h.into());
-                }
-            }
-            if c.map_host_loopback == Some(d) {
-                return Some(Ipv4Addr::LOCALHOST.into());
-            }
-            if c.map_guest_addr == Some(d) {
-                return Some(c.addr.into());
-            }
-        }
-        IpAddr::V6(d) => {
-            let c = cfg.ip6.as_ref()?;
-            if dns_port && c.dns_match == Some(d) {
-                if let Some(h) = c.dns_host {
-                    return Some(h.into());
-                }
-            }
-            if c.map_host_loopback == Some(d) {
-                return Some(Ipv6Addr::LOCALHOST.into());
-            }
-            if c.map_guest_addr == Some(d) {
-                return Some(c.addr.into());
-            }
+    let r = FamilyRules::of(cfg, dst.is_ipv6())?;
+    if dns_port && r.dns_match == Some(dst) {
+        if let Some(h) = r.dns_host {
+            return Some(h);
         }
     }
+    if r.map_host_loopback == Some(dst) {
+        return Some(r.loopback);
+    }
+    if r.map_guest_addr == Some(dst) {
+        return Some(r.addr);
+    }
     Some(dst)
+}
+
+/// The guest-to-host mapping settings of one family, as plain IP addresses,
+/// so the rules are written once for both families.
+struct FamilyRules {
+    dns_match: Option<IpAddr>,
+    dns_host: Option<IpAddr>,
+    map_host_loopback: Option<IpAddr>,
+    map_guest_addr: Option<IpAddr>,
+    /// The guest's assigned address.
+    addr: IpAddr,
+    /// The host's loopback address of the family.
+    loopback: IpAddr,
+}
+
+impl FamilyRules {
+    /// The rules of IPv6 if `v6`, else IPv4; `None` if that family is off.
+    fn of(cfg: &Config, v6: bool) -> Option<Self> {
+        if v6 {
+            let c = cfg.ip6.as_ref()?;
+            Some(FamilyRules {
+                dns_match: c.dns_match.map(IpAddr::V6),
+                dns_host: c.dns_host.map(IpAddr::V6),
+                map_host_loopback: c.map_host_loopback.map(IpAddr::V6),
+                map_guest_addr: c.map_guest_addr.map(IpAddr::V6),
+                addr: c.addr.into(),
+                loopback: Ipv6Addr::LOCALHOST.into(),
+            })
+        } else {
+            let c = cfg.ip4.as_ref()?;
+            Some(FamilyRules {
+                dns_match: c.dns_match.map(IpAddr::V4),
+                dns_host: c.dns_host.map(IpAddr::V4),
+                map_host_loopback: c.map_host_loopback.map(IpAddr::V4),
+                map_guest_addr: c.map_guest_addr.map(IpAddr::V4),
+                addr: c.addr.into(),
+                loopback: Ipv4Addr::LOCALHOST.into(),
+            })
+        }
+    }
 }
 
 /// Guest-side addresses of a flow from host peer `peer`: `(source the guest
