@@ -777,9 +777,24 @@ impl Core {
         dgrams: &mut [RxDatagram<'_>],
         room: usize,
     ) -> usize {
+        self.udp_frames_by_peer(now, dgrams, room, |c, peer| {
+            c.udp_flow_to_peer(now, key, peer)
+        })
+    }
+
+    /// Turns each datagram into a frame to the guest on the flow `flow_of`
+    /// finds (or creates) for its peer; counts the drops. Returns the frames
+    /// made ready.
+    fn udp_frames_by_peer(
+        &mut self,
+        now: Instant,
+        dgrams: &mut [RxDatagram<'_>],
+        room: usize,
+        mut flow_of: impl FnMut(&mut Self, SocketAddr) -> Result<FlowId, DropReason>,
+    ) -> usize {
         let mut frames = 0;
         for d in dgrams.iter_mut() {
-            let id = match self.udp_flow_to_peer(now, key, d.peer) {
+            let id = match flow_of(self, d.peer) {
                 Ok(id) => id,
                 Err(reason) => {
                     self.counters.drop(reason);
@@ -922,29 +937,9 @@ impl Core {
             return 0;
         }
         let room = self.recv_room(SockId(LISTENER_BIT | UDP_LISTENER_BIT | idx));
-        let mut frames = 0;
-        for d in dgrams.iter_mut() {
-            let peer = d.peer;
-            let id = match self.udp_flow_from_host(now, &l, peer) {
-                Ok(id) => id,
-                Err(reason) => {
-                    self.counters.drop(reason);
-                    continue;
-                }
-            };
-            let Some(key) = self.flows.get(id).map(|f| f.key) else {
-                continue;
-            };
-            if self.udp_frame(&key, d, room) {
-                frames += 1;
-                if let Some(f) = self.dgram(id) {
-                    f.t_active = now;
-                }
-            }
-        }
-        self.udp.stats.to_guest += frames as u64;
-        self.counters.frames_out += frames as u64;
-        frames
+        self.udp_frames_by_peer(now, dgrams, room, |c, peer| {
+            c.udp_flow_from_host(now, &l, peer)
+        })
     }
 
     /// The flow of host peer `peer` writing to listener `l`: an existing one
