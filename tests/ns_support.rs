@@ -184,6 +184,54 @@ impl Drop for Netns {
     }
 }
 
+/// Name of the unprivileged user translators run as in the namespace tests.
+pub(crate) const TEST_USER: &str = "passt-test";
+
+/// The unprivileged test user's uid and gid, creating the user on first use
+/// (`useradd --system`), and `/dev/net/tun` opened up to everybody (mode 0666)
+/// as distributions ship it.
+pub(crate) fn test_user() -> (u32, u32) {
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        let id = |flag: &str| {
+            Command::new("id")
+                .args([flag, TEST_USER])
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+        };
+        if id("-u").is_none() {
+            // Concurrent test binaries may race to create it: only the
+            // outcome matters.
+            let _ = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+                .arg(TEST_USER)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let uid = id("-u").unwrap_or_else(|| panic!("could not create user {TEST_USER}"));
+        let gid = id("-g").unwrap_or_else(|| panic!("no group for user {TEST_USER}"));
+        sh("chmod 0666 /dev/net/tun");
+        (uid, gid)
+    })
+}
+
+/// The arguments that make the rest of a command line run as the test user
+/// (after `ip netns exec NAME`, say): `setpriv` with its uid, gid and no
+/// supplementary groups.
+pub(crate) fn as_test_user() -> Vec<String> {
+    let (uid, gid) = test_user();
+    vec![
+        "setpriv".into(),
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--clear-groups".into(),
+        "--".into(),
+    ]
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
