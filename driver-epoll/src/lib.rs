@@ -309,22 +309,27 @@ fn pasta_link(
     let udp_auto = s.core.features.udp && s.core.fwd.udp_in.mode() == auto_mode;
     let auto = s.core.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
-        Target::Spawn(argv) => netns::spawn(argv)?,
+        Target::Spawn(argv) => {
+            netns::spawn(argv, !s.netns_only && !nix::unistd::geteuid().is_root())?
+        }
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
         Target::Path(p) => netns::join_path(p, s.userns.as_deref())?,
     };
     let name = s.ns_ifname.clone();
     let mac = s.ns_mac;
     let configure = s.configure.take();
+    let step = netns::step_err;
     let (dev, guest_mac, scanner) =
         netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
-            tap::link_up("lo").map_err(|e| io::Error::new(e.kind(), format!("lo up: {e}")))?;
-            let dev = tap::TapDevice::open(&name)
-                .map_err(|e| io::Error::new(e.kind(), format!("tap device {name}: {e}")))?;
+            tap::link_up("lo")
+                .map_err(|e| step("bringing up the loopback interface of the namespace", e))?;
+            let dev = tap::TapDevice::open(&name)?;
             if let Some(m) = mac {
-                tap::set_mac(dev.name(), m)?;
+                tap::set_mac(dev.name(), m)
+                    .map_err(|e| step(&format!("setting the MAC address of {}", dev.name()), e))?;
             }
-            let guest_mac = tap::get_mac(dev.name())?;
+            let guest_mac = tap::get_mac(dev.name())
+                .map_err(|e| step(&format!("reading the MAC address of {}", dev.name()), e))?;
             if let Some(c) = configure {
                 c(dev.name())?;
             }
@@ -337,7 +342,8 @@ fn pasta_link(
                 None => None,
             };
             Ok((dev, guest_mac, scanner))
-        })??;
+        })
+        .map_err(|e| step(&format!("joining the network namespace {}", guest.desc), e))??;
     s.core.guest_mac = Some(Mac(guest_mac));
     Ok((Link::Tap(dev), Some(guest), scanner))
 }
