@@ -183,7 +183,9 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
 /// Sets everything up and runs the event loop; returns the exit status.
 pub(crate) fn run(s: Settings) -> io::Result<i32> {
     let mut s = s;
-    s.log.stderr = s.foreground;
+    // Start-up messages go to standard error until pasta daemonises or
+    // leaves the foreground to a command, as upstream does.
+    s.log.stderr = true;
     log::configure(&s.log)?;
     let pcap = match &s.pcap {
         Some(p) => Some(pcap::Pcap::create(p).map_err(|e| ctx(e, p))?),
