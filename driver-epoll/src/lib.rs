@@ -1,9 +1,14 @@
 //! The epoll driver of passt-rs: runs [`passt_core::Core`] over real sockets.
 //!
 //! `main()` reads the command line, opens the guest link (passt: qemu's UNIX
-//! stream socket; pasta: a tap device in the target namespace), opens every
-//! file it will need, drops privileges, daemonises unless told not to, and
-//! hands everything to the event loop (`event_loop.rs`).
+//! stream socket; pasta: a tap device in the target namespace, joining the
+//! user namespace that owns it first, and configuring it with
+//! `--config-net`), opens every file it will need, drops privileges, binds
+//! the forwarded ports, and only then says it is ready: it writes the PID
+//! file, daemonises unless told not to, and lets the spawned command run.
+//! Then the event loop (`event_loop.rs`) takes over. A start-up failure
+//! ends the process with status 1 and a message naming the step and the
+//! object ("joining the network namespace of PID 1234: ...").
 
 pub mod cli;
 pub mod conf;
@@ -231,13 +236,6 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
     if let Some(ids) = daemon::target_ids(s.runas) {
         daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)?;
     }
-    if s.foreground {
-        if let Some(p) = pid_file {
-            p.write(std::process::id() as i32)?;
-        }
-    } else {
-        daemon::daemonise(pid_file)?;
-    }
     let (guest_ns, child, watch) = match guest.as_mut() {
         Some(g) => (
             Some(g.netns.try_clone()?),
@@ -269,6 +267,18 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             port_scanner,
         },
     )?;
+    // Forwarded ports are bound before anyone is told that we are ready:
+    // the PID file, the parent returning, the command starting.
+    if let Err(code) = rt.start() {
+        return Ok(code);
+    }
+    if s.foreground {
+        if let Some(p) = pid_file {
+            p.write(std::process::id() as i32)?;
+        }
+    } else {
+        daemon::daemonise(pid_file)?;
+    }
     if let Some(g) = guest.as_mut() {
         g.release()?;
     }
