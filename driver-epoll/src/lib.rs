@@ -191,13 +191,22 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
     // Start-up messages go to standard error until pasta daemonises or
     // leaves the foreground to a command, as upstream does.
     s.log.stderr = true;
-    log::configure(&s.log)?;
+    log::configure(&s.log).map_err(|e| match &s.log.file {
+        Some(f) => ctx(e, &format!("opening the log file {}", f.display())),
+        None => ctx(e, "setting up logging"),
+    })?;
     let pcap = match &s.pcap {
-        Some(p) => Some(pcap::Pcap::create(p).map_err(|e| ctx(e, p))?),
+        Some(p) => Some(
+            pcap::Pcap::create(p)
+                .map_err(|e| ctx(e, &format!("creating the capture file {}", p.display())))?,
+        ),
         None => None,
     };
     let pid_file = match &s.pid_file {
-        Some(p) => Some(daemon::PidFile::create(p).map_err(|e| ctx(e, p))?),
+        Some(p) => Some(
+            daemon::PidFile::create(p)
+                .map_err(|e| ctx(e, &format!("creating the PID file {}", p.display())))?,
+        ),
         None => None,
     };
     let mut guest = None;
@@ -205,12 +214,17 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
     let link = match s.mode {
         Mode::Passt => {
             let q = match s.fd {
-                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)?,
+                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)
+                    .map_err(|e| ctx(e, &format!("using --fd {fd}")))?,
                 None => qemu::QemuLink::listen(
                     s.socket.as_deref(),
                     std::path::Path::new("/tmp"),
                     s.one_off,
-                )?,
+                )
+                .map_err(|e| match &s.socket {
+                    Some(p) => ctx(e, &format!("listening on {}", p.display())),
+                    None => ctx(e, "listening on a UNIX domain socket in /tmp"),
+                })?,
             };
             Link::Qemu(q)
         }
@@ -234,7 +248,8 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
         }
     }
     if let Some(ids) = daemon::target_ids(s.runas) {
-        daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)?;
+        daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)
+            .map_err(|e| ctx(e, &format!("switching to UID {} and GID {}", ids.0, ids.1)))?;
     }
     let (guest_ns, child, watch) = match guest.as_mut() {
         Some(g) => (
@@ -266,7 +281,8 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             }),
             port_scanner,
         },
-    )?;
+    )
+    .map_err(|e| ctx(e, "setting up the event loop"))?;
     // Forwarded ports are bound before anyone is told that we are ready:
     // the PID file, the parent returning, the command starting.
     if let Err(code) = rt.start() {
@@ -274,10 +290,11 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
     }
     if s.foreground {
         if let Some(p) = pid_file {
-            p.write(std::process::id() as i32)?;
+            p.write(std::process::id() as i32)
+                .map_err(|e| ctx(e, "writing the PID file"))?;
         }
     } else {
-        daemon::daemonise(pid_file)?;
+        daemon::daemonise(pid_file).map_err(|e| ctx(e, "daemonising"))?;
     }
     if let Some(g) = guest.as_mut() {
         g.release()?;
@@ -285,8 +302,9 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
     Ok(rt.run())
 }
 
-fn ctx(e: io::Error, p: &std::path::Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+/// `what: error`, as every start-up failure reads.
+fn ctx(e: io::Error, what: &str) -> io::Error {
+    netns::step_err(what, e)
 }
 
 fn inherited(fd: i32) -> io::Result<OwnedFd> {
@@ -299,7 +317,7 @@ fn inherited(fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only checks that the descriptor is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("--fd {fd}: {e}")));
+        return Err(ctx(e, &format!("using --fd {fd}")));
     }
     // SAFETY: the descriptor was handed to us on the command line to own; it
     // is open (checked above) and nothing else in this process uses it.
@@ -314,7 +332,8 @@ fn pasta_link(
     s: &mut Settings,
 ) -> io::Result<(Link, Option<netns::Guest>, Option<portscan::PortScanner>)> {
     if let Some(fd) = s.fd {
-        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())?;
+        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())
+            .map_err(|e| ctx(e, &format!("using --fd {fd}")))?;
         return Ok((Link::Tap(dev), None, None));
     }
     let auto_mode = passt_core::fwd::FwdMode::Auto;
@@ -355,7 +374,16 @@ fn pasta_link(
             };
             Ok((dev, guest_mac, scanner))
         })
-        .map_err(|e| step(&format!("joining the network namespace {}", guest.desc), e))??;
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (pasta must be in the user namespace that owns it: \
+                 name that with --userns, or start pasta inside it)"
+            } else {
+                ""
+            };
+            let what = format!("joining the network namespace {}", guest.desc);
+            io::Error::new(e.kind(), format!("{what}: {}{hint}", netns::describe(&e)))
+        })??;
     s.core.guest_mac = Some(Mac(guest_mac));
     Ok((Link::Tap(dev), Some(guest), scanner))
 }

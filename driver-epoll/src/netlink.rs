@@ -687,7 +687,7 @@ pub fn first_unready(ifindex: u32, addrs: &[IpAddr]) -> io::Result<Option<(IpAdd
 }
 
 fn step(what: String, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    crate::netns::step_err(&what, e)
 }
 
 /// The `--config-net` sequence, run in the namespace. Addresses and routes

@@ -449,9 +449,19 @@ pub(crate) fn spawn(argv: &[OsString], userns: bool) -> io::Result<Guest> {
     }
 }
 
-/// `what: error`, keeping the error's kind.
+/// `what: error`, keeping the error's kind; a system error reads as its
+/// description alone ("Operation not permitted", no "(os error 1)").
 pub(crate) fn step_err(what: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    io::Error::new(e.kind(), format!("{what}: {}", describe(&e)))
+}
+
+/// An error as a user reads it: the description of a system error, else its
+/// message.
+pub(crate) fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -67,7 +67,10 @@ impl TapDevice {
             let e = io::Error::last_os_error();
             return Err(io::Error::new(
                 e.kind(),
-                format!("opening the tun device /dev/net/tun: {e}"),
+                format!(
+                    "opening the tun device /dev/net/tun: {}",
+                    crate::netns::describe(&e)
+                ),
             ));
         }
         // SAFETY: `raw` was just returned by open() and is owned by no one else.
@@ -80,7 +83,10 @@ impl TapDevice {
             let e = io::Error::last_os_error();
             return Err(io::Error::new(
                 e.kind(),
-                format!("creating the tap device {name} (TUNSETIFF on /dev/net/tun): {e}"),
+                format!(
+                    "creating the tap device {name} (TUNSETIFF on /dev/net/tun): {}",
+                    crate::netns::describe(&e)
+                ),
             ));
         }
         Ok(TapDevice {
