@@ -161,6 +161,16 @@ impl Netns {
         Netns { name }
     }
 
+    /// A name for the network namespace of process `pid` (`ip netns
+    /// attach`), such as the one pasta made for its command, so that root's
+    /// helpers reach it; dropping it removes the name only.
+    pub(crate) fn attach(tag: &str, pid: u32) -> Netns {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("prs-{tag}-{}-{n}", std::process::id());
+        sh(&format!("ip netns attach {name} {pid}"));
+        Netns { name }
+    }
+
     /// The test's host: a dummy uplink with addresses and default routes, and
     /// a resolv.conf.
     pub(crate) fn host(tag: &str) -> Netns {
