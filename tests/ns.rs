@@ -110,6 +110,42 @@ fn readme_as_root_config_net_ip_address_show() {
     assert!(text.contains("mtu 65520"), "{text}");
 }
 
+/// About root: `--runas` as root. pasta sets the namespace up as root, then
+/// runs as the given user, keeping what it needs to enter the namespace
+/// (the command's sockets, forwarded ports, the guest side all work).
+#[test]
+fn runas_as_root() {
+    let h = Netns::host("runas");
+    // Ping sockets for every group: pasta answers echo requests with them.
+    h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
+    let (uid, gid) = test_user();
+    let out = h.run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--runas".into(),
+            format!("{uid}:{gid}"),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "grep '^Uid:' /proc/$PPID/status; ip -o addr show dev dummy0; \
+                 ping -c 1 -W 5 {GW_IP4} >/dev/null && echo pinged"
+            ),
+        ],
+        30,
+    );
+    let text = ok_text(&out);
+    let pasta_uid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default();
+    assert_eq!(pasta_uid, uid.to_string(), "pasta runs as --runas: {text}");
+    assert!(text.contains(&format!("inet {HOST_IP4}/24")), "{text}");
+    assert!(text.contains("pinged"), "{text}");
+}
+
 /// pasta's exit status is the command's, 128 + N for a signal.
 #[test]
 fn exit_status_of_the_command() {
