@@ -915,6 +915,7 @@ fn ipv6_first_connection_syn_follows_first_solicitation() {
         slow.is_empty(),
         "SYN later than 100 ms after the first solicitation: {slow:?} (all: {gaps:?})"
     );
+    eprintln!("SYN after the first neighbour solicitation: {gaps:?}");
 }
 
 /// 1000 IPv6 datagrams sent from the host to a `-u` forward the moment a

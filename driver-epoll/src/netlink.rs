@@ -724,17 +724,13 @@ pub fn configure_ns_interface(cfg: &NsNetConfig) -> io::Result<()> {
     if let Some(mac) = cfg.mac {
         set_mac(ifindex, mac).map_err(|e| step(format!("setting the MAC address of {dev}"), e))?;
     }
+    // Without IPv6 on the link this fails; adding the addresses below then
+    // says so.
     let old_gen_mode = match cfg.v6 {
-        Some(_) => {
-            let old = addr_gen_mode(ifindex).ok().flatten();
-            set_addr_gen_mode(ifindex, IN6_ADDR_GEN_MODE_NONE).map_err(|e| {
-                step(
-                    format!("setting the IPv6 address generation mode of {dev}"),
-                    e,
-                )
-            })?;
-            old
-        }
+        Some(_) => addr_gen_mode(ifindex)
+            .ok()
+            .flatten()
+            .filter(|_| set_addr_gen_mode(ifindex, IN6_ADDR_GEN_MODE_NONE).is_ok()),
         None => None,
     };
     link_up(ifindex).map_err(|e| step(format!("bringing up {dev}"), e))?;
