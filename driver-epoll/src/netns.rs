@@ -2,16 +2,22 @@
 //!
 //! **Spawning a command.** pasta forks a child that unshares a network and a
 //! UTS namespace (plus a user namespace mapping `0 UID 1` / `0 GID 1` when not
-//! root; as root the user namespace is skipped, so the command runs as root of
-//! the initial user namespace), sets the hostname to `pasta-<host name>`, opens
-//! ICMP echo sockets to group 0 (`ping_group_range`), reports that it is ready
-//! and waits. pasta then sets the namespace up (loopback, tap device, addresses)
-//! and releases the child, which executes the command. pasta exits with the
-//! command's status (128 + N for a signal).
+//! root and not `--netns-only`; as root the user namespace is skipped, so the
+//! command runs as root of the initial user namespace), sets the hostname to
+//! `pasta-<host name>`, opens ICMP echo sockets to group 0
+//! (`ping_group_range`), reports that it is ready (or which step failed, with
+//! its error number) and waits. pasta joins the child's user namespace, which
+//! owns the new network namespace (entering that from the initial user
+//! namespace is not allowed to an unprivileged user), sets the namespace up
+//! (loopback, tap device, addresses) and releases the child, which executes
+//! the command. pasta exits with the command's status (128 + N for a signal;
+//! 127 if the command was not found, 126 if it could not be run).
 //!
-//! **Joining.** A PID joins `/proc/PID/ns/net` (and, unless `--netns-only` or
-//! when running as root, `/proc/PID/ns/user`); `--netns` takes a path or a
-//! name under `/run/netns`. pasta exits when the process or the namespace file
+//! **Joining.** A PID joins `/proc/PID/ns/user` (or `--userns`), unless
+//! `--netns-only` or running as root, then `/proc/PID/ns/net`; `--netns`
+//! takes a path or a name under `/run/netns`, with `--userns` if given
+//! (without it, as Podman runs it, pasta is already in the owning user
+//! namespace). The user namespace is always joined first, on the only thread. pasta exits when the process or the namespace file
 //! disappears unless `--no-netns-quit`: a pidfd in the epoll set reports the
 //! process's exit, inotify on its directory the removal of a namespace file,
 //! and a check once a second covers file systems without inotify.
@@ -494,5 +500,28 @@ mod tests {
     fn join_pid_of_missing_process_fails() {
         let e = join_pid(i32::MAX - 1, true, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains(&format!("PID {}", i32::MAX - 1)));
+    }
+
+    #[test]
+    fn errors_name_the_step_without_errno_suffix() {
+        let e = step_err(
+            "joining the network namespace of PID 1234",
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            e.to_string(),
+            "joining the network namespace of PID 1234: Operation not permitted"
+        );
+        let e = join_path(Path::new("/nonexistent/ns"), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "opening the network namespace /nonexistent/ns: No such file or directory"
+        );
+        for b in 0..=4u8 {
+            assert_eq!(ChildStep::from_u8(b).map(|s| s as u8), Some(b));
+        }
+        assert_eq!(ChildStep::from_u8(5), None);
     }
 }
