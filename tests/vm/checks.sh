@@ -60,17 +60,8 @@ tcp_out 4 "$gw4" "$TCP_OUT4" /tmp/big
 tcp_in 6 "$TCP_IN6" /tmp/small
 tcp_out 6 "[$GW6]" "$TCP_OUT6" /tmp/small
 
-# iperf3 NAME ARGS...: one run against the host's server, its receiver line marked.
-iperf() {
-	_name=$1
-	shift
-	mark "iperf_${_name}_begin"
-	iperf3 -c "$gw4" -p "$IPERF_PORT" -t "$IPERF_SECS" -f m "$@" >/tmp/iperf.log 2>&1 ||
-		{ cat /tmp/iperf.log; fail "iperf3 $_name"; }
-	mark "iperf_$_name" "$(grep receiver /tmp/iperf.log | tail -n1)"
-}
-iperf out
-iperf in -R
+iperf out "$gw4" "$IPERF_PORT" "$IPERF_SECS"
+iperf in "$gw4" "$IPERF_PORT" "$IPERF_SECS" -R
 
 # UDP: the datagrams of UDP_SIZES to the host, then from it.
 udp_out() {

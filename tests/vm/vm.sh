@@ -65,5 +65,16 @@ dhcp6() {
 	[ ! -e /run/dhclient6.pid ] || kill "$(cat /run/dhclient6.pid)" 2>/dev/null || true
 }
 
+# iperf NAME SERVER PORT SECS [ARG...]: one iperf3 run, marked at its start
+# (@@iperf_NAME_begin) and end (@@iperf_NAME with iperf3's receiver line).
+iperf() {
+	_name=$1 _srv=$2 _port=$3 _secs=$4
+	shift 4
+	mark "iperf_${_name}_begin"
+	iperf3 -c "$_srv" -p "$_port" -t "$_secs" -f m "$@" >/tmp/iperf.log 2>&1 ||
+		{ cat /tmp/iperf.log; fail "iperf3 $_name"; }
+	mark "iperf_$_name" "$(grep receiver /tmp/iperf.log | tail -n1)"
+}
+
 # sha FILE: its SHA-256.
 sha() { sha256sum "$1" | cut -d' ' -f1; }
