@@ -438,7 +438,7 @@ fn checks_in_vm(backend: Backend) {
     eprintln!(
         "vm: {backend:?} on {:?}; load before: {}; boot {boot} s (guest clock); addresses and \
          ping after {:.0} s; 256 MiB host → guest {:.1} s, guest → host {:.1} s; iperf3 guest → \
-         host: {}; host → guest: {}; total {:.0} s",
+         host: {}; host → guest: {}; total {:.0} s; marks (s after qemu started): {}",
         vm.accel,
         load.trim(),
         t_addr.as_secs_f64(),
@@ -446,7 +446,8 @@ fn checks_in_vm(backend: Backend) {
         t_out4.as_secs_f64(),
         iperf_out.trim(),
         iperf_in.trim(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        vm.timeline_text()
     );
 }
 
@@ -472,34 +473,64 @@ fn iperf_figures(line: &str) -> Option<(f64, f64)> {
     Some((mb, num_before("Mbits/sec")?))
 }
 
-/// One benchmark row: throughput and passt's CPU per GB, each direction.
+/// One iperf3 run of the benchmark.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    mbits: f64,
+    /// TCP retransmissions of the sender.
+    retr: Option<u64>,
+    /// passt's CPU seconds per GB moved, and its CPU use in % of a core.
+    passt_s_gb: Option<f64>,
+    passt_pct: Option<f64>,
+    /// qemu's CPU use (the emulated guest, its I/O thread) in % of a core.
+    qemu_pct: f64,
+}
+
+/// One benchmark boot: both directions.
 struct Row {
     setup: String,
     mtu: u32,
-    out: (f64, Option<f64>),
-    inn: (f64, Option<f64>),
+    runs: [Run; 2],
     load: String,
 }
 
-/// One boot: iperf3 guest → host and host → guest, reading passt's CPU
-/// time (if `passt` is given) at the marks around each run.
-fn bench_boot(
-    h: &Netns,
-    dir: &Scratch,
-    spec: VmSpec,
-    passt: Option<u32>,
-) -> [(f64, Option<f64>); 2] {
+/// The retransmissions column of an iperf3 sender line (after Mbits/sec).
+fn iperf_retr(line: &str) -> Option<u64> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let i = w.iter().position(|x| *x == "Mbits/sec")?;
+    w.get(i + 1)?.parse().ok()
+}
+
+/// One boot: iperf3 guest → host and host → guest, reading passt's and
+/// qemu's CPU time at the marks around each run.
+fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>) -> [Run; 2] {
     let mut vm = Vm::start(h, dir, &spec);
     vm.wait_mark("ready", 300);
-    let mut res = [(0.0, None); 2];
+    let qemu = vm.qemu.pid();
+    let mut res = [Run::default(); 2];
     for (i, name) in ["out", "in"].iter().enumerate() {
         vm.wait_mark(&format!("iperf_{name}_begin"), 60);
-        let c0 = passt.map(vm::cpu_seconds);
-        let line = vm.wait_mark(&format!("iperf_{name}"), 300);
-        let c1 = passt.map(vm::cpu_seconds);
+        let (p0, q0, t0) = (
+            passt.map(vm::cpu_seconds),
+            vm::cpu_seconds(qemu),
+            Instant::now(),
+        );
+        let sender = vm.wait_mark(&format!("iperf_{name}_sender"), 300);
+        let (p1, q1, wall) = (
+            passt.map(vm::cpu_seconds),
+            vm::cpu_seconds(qemu),
+            t0.elapsed(),
+        );
+        let line = vm.wait_mark(&format!("iperf_{name}"), 60);
         let (mb, mbits) = iperf_figures(&line).unwrap_or_else(|| panic!("iperf3: {line}"));
-        let cpu = c0.zip(c1).map(|(a, b)| (b - a) / (mb * 1_048_576.0 / 1e9));
-        res[i] = (mbits, cpu);
+        let passt_cpu = p0.zip(p1).map(|(a, b)| b - a);
+        res[i] = Run {
+            mbits,
+            retr: iperf_retr(&sender),
+            passt_s_gb: passt_cpu.map(|c| c / (mb * 1_048_576.0 / 1e9)),
+            passt_pct: passt_cpu.map(|c| 100.0 * c / wall.as_secs_f64()),
+            qemu_pct: 100.0 * (q1 - q0) / wall.as_secs_f64(),
+        };
     }
     vm.wait_exit();
     res
@@ -525,12 +556,10 @@ fn bench_passt(mtu: u32, secs: u32) -> Row {
         ],
     );
     let spec = VmSpec::new(Nic::Stream(passt.sock.clone()), script);
-    let [out, inn] = bench_boot(&h, &dir, spec, Some(passt.pid));
     Row {
         setup: "passt, stream".into(),
         mtu,
-        out,
-        inn,
+        runs: bench_boot(&h, &dir, spec, Some(passt.pid)),
         load: load.trim().into(),
     }
 }
@@ -577,13 +606,12 @@ fn bench_tap(mtu: u32, secs: u32, vhost: bool) -> Row {
         );
         ok_text(&run_timeout(Command::new("sh").args(["-ec", &sh]), 20));
     });
-    let [out, inn] = bench_boot(&h, &dir, spec, None);
+    let runs = bench_boot(&h, &dir, spec, None);
     conf.join().expect("tap configured");
     Row {
         setup: format!("kernel tap{}", if vhost { ", vhost-net" } else { "" }),
         mtu,
-        out,
-        inn,
+        runs,
         load: load.trim().into(),
     }
 }
@@ -607,21 +635,27 @@ fn vm_bench() {
             rows.push(bench_tap(mtu, secs, true));
         }
     }
-    let f = |(mbits, cpu): (f64, Option<f64>)| {
-        let c = cpu.map_or("-".into(), |c| format!("{c:.2}"));
-        (format!("{:.0}", mbits), c)
-    };
+    let opt = |v: Option<f64>, prec: usize| v.map_or("-".into(), |v| format!("{v:.prec$}"));
     println!(
-        "\naccelerator {:?}, {secs} s per run\n\n| setup | MTU | guest → host Mbit/s | passt CPU s/GB | host → guest Mbit/s | passt CPU s/GB | load average before |\n|---|---|---|---|---|---|---|",
+        "\naccelerator {:?}, {secs} s per run\n\n\
+         | setup | MTU | direction | Mbit/s | retransmits | passt CPU s/GB | passt CPU % | qemu CPU % | load average before |\n\
+         |---|---|---|---|---|---|---|---|---|",
         vm::assets().accel
     );
     for r in rows {
-        let (o, oc) = f(r.out);
-        let (i, ic) = f(r.inn);
-        println!(
-            "| {} | {} | {o} | {oc} | {i} | {ic} | {} |",
-            r.setup, r.mtu, r.load
-        );
+        for (run, dir) in r.runs.iter().zip(["guest → host", "host → guest"]) {
+            println!(
+                "| {} | {} | {dir} | {:.0} | {} | {} | {} | {:.0} | {} |",
+                r.setup,
+                r.mtu,
+                run.mbits,
+                run.retr.map_or("-".into(), |n| n.to_string()),
+                opt(run.passt_s_gb, 2),
+                opt(run.passt_pct, 0),
+                run.qemu_pct,
+                r.load
+            );
+        }
     }
 }
 
@@ -632,4 +666,6 @@ fn iperf_receiver_line() {
     let l = "[  5]   0.00-10.00  sec  1.20 GBytes  1031 Mbits/sec  receiver";
     assert_eq!(iperf_figures(l), Some((1.2 * 1024.0, 1031.0)));
     assert_eq!(iperf_figures("iperf3: error"), None);
+    let l = "[  5]   0.00-10.00  sec   590 MBytes   495 Mbits/sec   12             sender";
+    assert_eq!(iperf_retr(l), Some(12));
 }

@@ -32,7 +32,7 @@ mark ping4 "replies=$(grep -c 'bytes from' /tmp/ping4)"
 ping -6 -c 3 -w 20 "$GW6" >/tmp/ping6 2>&1 || { cat /tmp/ping6; fail "ping $GW6"; }
 mark ping6 "replies=$(grep -c 'bytes from' /tmp/ping6)"
 # The router of the RAs (link-local): the harness decides what to expect.
-ping -6 -c 3 -w 10 -I "$dev" "$gw6" >/tmp/ping6ll 2>&1 || cat /tmp/ping6ll
+ping -6 -c 3 -w 5 -W 2 -I "$dev" "$gw6" >/tmp/ping6ll 2>&1 || cat /tmp/ping6ll
 mark ping6_router "replies=$(grep -c 'bytes from' /tmp/ping6ll)"
 
 # tcp_in FAMILY PORT FILE: receives one connection through passt's forwarded

@@ -287,6 +287,8 @@ pub(crate) struct Vm {
     pub(crate) started: Instant,
     deadline: Instant,
     exited: bool,
+    /// When each mark was first seen (seconds since the start), in order.
+    pub(crate) timeline: Vec<(String, f64)>,
 }
 
 impl Vm {
@@ -318,6 +320,7 @@ impl Vm {
             started: now,
             deadline: now + spec.timeout,
             exited: false,
+            timeline: Vec::new(),
         }
     }
 
@@ -339,6 +342,10 @@ impl Vm {
         let end = (Instant::now() + Duration::from_secs(secs)).min(self.deadline);
         loop {
             let marks = self.marks();
+            let t = self.started.elapsed().as_secs_f64();
+            for (k, _) in &marks[self.timeline.len().min(marks.len())..] {
+                self.timeline.push((k.clone(), t));
+            }
             if let Some((_, v)) = marks.iter().find(|(k, _)| k == key) {
                 return v.clone();
             }
@@ -356,6 +363,16 @@ impl Vm {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The timeline as text: `boot 14.2, dhcp4 16.0, ...`.
+    pub(crate) fn timeline_text(&self) -> String {
+        let v: Vec<String> = self
+            .timeline
+            .iter()
+            .map(|(k, t)| format!("{k} {t:.1}"))
+            .collect();
+        v.join(", ")
     }
 
     /// Waits for the guest to power off; the script must have exited 0.

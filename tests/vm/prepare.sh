@@ -39,7 +39,11 @@ fetch() {
 	deb=$(ls "$cache/debs/${pkg}_"*.deb 2>/dev/null | head -n1 || true)
 	if [ -z "$deb" ]; then
 		log "downloading $pkg"
-		(cd "$cache/debs" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2)
+		(cd "$cache/debs" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) || {
+			log "download failed: apt-get update, then again"
+			apt-get update -q >&2
+			(cd "$cache/debs" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2)
+		}
 		deb=$(ls "$cache/debs/${pkg}_"*.deb | head -n1)
 	fi
 	echo "$deb"
@@ -54,6 +58,16 @@ fi
 [ -n "$kpkg" ] || { log "no linux-image-amd64 in apt's lists"; exit 1; }
 
 kdir="$cache/$kpkg"
+# Older kernels (the distribution moved on) are not needed any more.
+for d in "$cache"/linux-image-*; do
+	[ ! -e "$d" ] || [ "$d" = "$kdir" ] || rm -rf "$d"
+done
+for d in "$cache"/debs/linux-image-*.deb; do
+	case "${d##*/}" in
+	"${kpkg}_"*) ;;
+	*) rm -f "$d" ;;
+	esac
+done
 if [ ! -e "$kdir/.done" ]; then
 	deb=$(fetch "$kpkg")
 	rm -rf "$kdir"

@@ -66,13 +66,15 @@ dhcp6() {
 }
 
 # iperf NAME SERVER PORT SECS [ARG...]: one iperf3 run, marked at its start
-# (@@iperf_NAME_begin) and end (@@iperf_NAME with iperf3's receiver line).
+# (@@iperf_NAME_begin) and end (@@iperf_NAME_sender and @@iperf_NAME with
+# iperf3's sender and receiver lines).
 iperf() {
 	_name=$1 _srv=$2 _port=$3 _secs=$4
 	shift 4
 	mark "iperf_${_name}_begin"
 	iperf3 -c "$_srv" -p "$_port" -t "$_secs" -f m "$@" >/tmp/iperf.log 2>&1 ||
 		{ cat /tmp/iperf.log; fail "iperf3 $_name"; }
+	mark "iperf_${_name}_sender" "$(grep sender /tmp/iperf.log | tail -n1)"
 	mark "iperf_$_name" "$(grep receiver /tmp/iperf.log | tail -n1)"
 }
 
