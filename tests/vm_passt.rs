@@ -619,7 +619,8 @@ fn bench_tap(mtu: u32, secs: u32, vhost: bool) -> Row {
 /// iperf3 throughput and passt's CPU seconds per GB, guest → host and host
 /// → guest, MTU 65520 and 1500, for passt and for the same VM on a kernel
 /// tap (the limit). `PASST_VM_BENCH_SECS` sets the length of each run
-/// (default 10). Prints a Markdown table.
+/// (default 10), `PASST_VM_BENCH_MTU` one MTU, `PASST_VM_BENCH_ONLY=passt|tap`
+/// one setup. Prints a Markdown table.
 #[test]
 #[ignore = "benchmark: cargo test --release -p passt-tests --test vm_passt -- --ignored --nocapture"]
 fn vm_bench() {
@@ -627,12 +628,21 @@ fn vm_bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let only = std::env::var("PASST_VM_BENCH_ONLY").unwrap_or_default();
+    let mtus: Vec<u32> = std::env::var("PASST_VM_BENCH_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(vec![65520, 1500], |m| vec![m]);
     let mut rows = Vec::new();
-    for mtu in [65520, 1500] {
-        rows.push(bench_passt(mtu, secs));
-        rows.push(bench_tap(mtu, secs, false));
-        if Path::new("/dev/vhost-net").exists() {
-            rows.push(bench_tap(mtu, secs, true));
+    for mtu in mtus {
+        if only.is_empty() || only == "passt" {
+            rows.push(bench_passt(mtu, secs));
+        }
+        if only.is_empty() || only == "tap" {
+            rows.push(bench_tap(mtu, secs, false));
+            if Path::new("/dev/vhost-net").exists() {
+                rows.push(bench_tap(mtu, secs, true));
+            }
         }
     }
     let opt = |v: Option<f64>, prec: usize| v.map_or("-".into(), |v| format!("{v:.prec$}"));
