@@ -493,6 +493,57 @@ mod tests {
         assert_eq!(m.len(), 3);
     }
 
+    /// A guest that never reports: the wait ends at the deadline with a
+    /// failure, and dropping the VM kills its process.
+    #[test]
+    fn a_stuck_guest_fails_in_time_and_is_killed() {
+        let dir = Scratch::new("vmstuck");
+        let mut c = Command::new("sleep");
+        c.arg("600");
+        let now = Instant::now();
+        let mut vm = Vm {
+            qemu: Proc::spawn(c, "sleep", dir.join("sleep.log")),
+            console: dir.join("console.log"),
+            accel: Accel::Tcg,
+            started: now,
+            deadline: now + Duration::from_secs(1),
+            exited: false,
+            timeline: Vec::new(),
+        };
+        let pid = vm.qemu.pid();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            vm.wait_mark("boot", 600);
+        }));
+        let msg = r.expect_err("no mark: the wait fails");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("no @@boot"), "{msg}");
+        assert!(now.elapsed() < Duration::from_secs(10));
+        drop(vm);
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        assert!(!alive, "the process outlived the VM");
+
+        // A guest reporting failure ends the wait at once.
+        std::fs::write(dir.join("console.log"), "@@boot 1\n@@fail no lease\n").unwrap();
+        let mut c = Command::new("sleep");
+        c.arg("600");
+        let mut vm = Vm {
+            qemu: Proc::spawn(c, "sleep", dir.join("sleep.log")),
+            console: dir.join("console.log"),
+            accel: Accel::Tcg,
+            started: Instant::now(),
+            deadline: Instant::now() + Duration::from_secs(30),
+            exited: false,
+            timeline: Vec::new(),
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            vm.wait_mark("dhcp4", 30);
+        }));
+        let msg = r.expect_err("@@fail ends the wait");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("guest failed: no lease"), "{msg}");
+        assert_eq!(vm.timeline.len(), 2);
+    }
+
     #[test]
     fn newc_layout() {
         let a = newc(&[("test.sh", 0o100755, b"echo hi\n")]);
