@@ -74,6 +74,10 @@ udp_out() {
 udp_out 4 "$gw4" "$UDP_OUT4"
 udp_out 6 "[$GW6]" "$UDP_OUT6"
 
+# Room for all datagrams at once: a receiver the slow guest schedules late
+# must not lose any to a full socket buffer.
+sysctl -q -w net.core.rmem_max=8388608
+sysctl -q -w net.core.rmem_default=8388608
 socat -b 65536 -u "UDP4-RECV:$UDP_IN4" CREATE:/tmp/udp4 &
 _u4=$!
 socat -b 65536 -u "UDP6-RECV:$UDP_IN6" CREATE:/tmp/udp6 &

@@ -330,15 +330,24 @@ impl Vm {
         String::from_utf8_lossy(&b).replace('\r', "")
     }
 
-    /// Every `@@KEY VALUE` line so far, in order.
+    /// Every complete `@@KEY VALUE` line so far, in order (a line the guest
+    /// is still writing is left for the next look).
     pub(crate) fn marks(&self) -> Vec<(String, String)> {
-        parse_marks(&self.console())
+        let c = self.console();
+        let done = c.rfind('\n').map_or("", |i| &c[..=i]);
+        parse_marks(done)
     }
 
     /// Waits for the guest to print `@@KEY ...` (at most `secs`, and never
     /// past the run's deadline), returning the value. Fails on `@@fail`, on
     /// qemu exiting first and on timeout, with the console.
     pub(crate) fn wait_mark(&mut self, key: &str, secs: u64) -> String {
+        self.try_wait_mark(key, secs)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::wait_mark`], the failure as an error.
+    pub(crate) fn try_wait_mark(&mut self, key: &str, secs: u64) -> Result<String, String> {
         let end = (Instant::now() + Duration::from_secs(secs)).min(self.deadline);
         loop {
             let marks = self.marks();
@@ -347,20 +356,21 @@ impl Vm {
                 self.timeline.push((k.clone(), t));
             }
             if let Some((_, v)) = marks.iter().find(|(k, _)| k == key) {
-                return v.clone();
+                return Ok(v.clone());
             }
             if let Some((_, v)) = marks.iter().find(|(k, _)| k == "fail") {
-                panic!("guest failed: {v}");
+                return Err(format!("guest failed: {v}"));
             }
             if let Ok(Some(st)) = self.qemu.child.try_wait() {
                 self.exited = true;
-                panic!("qemu exited ({st}) before @@{key}");
+                return Err(format!("qemu exited ({st}) before @@{key}"));
             }
-            assert!(
-                Instant::now() < end,
-                "no @@{key} from the guest after {:.0} s",
-                self.started.elapsed().as_secs_f64()
-            );
+            if Instant::now() >= end {
+                return Err(format!(
+                    "no @@{key} from the guest after {:.0} s",
+                    self.started.elapsed().as_secs_f64()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -511,19 +521,22 @@ mod tests {
             timeline: Vec::new(),
         };
         let pid = vm.qemu.pid();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            vm.wait_mark("boot", 600);
-        }));
-        let msg = r.expect_err("no mark: the wait fails");
-        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        let msg = vm
+            .try_wait_mark("boot", 600)
+            .expect_err("no mark: the wait fails");
         assert!(msg.contains("no @@boot"), "{msg}");
         assert!(now.elapsed() < Duration::from_secs(10));
         drop(vm);
         let alive = Path::new(&format!("/proc/{pid}")).exists();
         assert!(!alive, "the process outlived the VM");
 
-        // A guest reporting failure ends the wait at once.
-        std::fs::write(dir.join("console.log"), "@@boot 1\n@@fail no lease\n").unwrap();
+        // A line still being written is not read; a reported failure ends
+        // the wait at once.
+        std::fs::write(
+            dir.join("console.log"),
+            "@@boot 1\n@@fail no lease\n@@dhcp4 ip=1",
+        )
+        .unwrap();
         let mut c = Command::new("sleep");
         c.arg("600");
         let mut vm = Vm {
@@ -535,11 +548,9 @@ mod tests {
             exited: false,
             timeline: Vec::new(),
         };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            vm.wait_mark("dhcp4", 30);
-        }));
-        let msg = r.expect_err("@@fail ends the wait");
-        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        let msg = vm
+            .try_wait_mark("dhcp4", 30)
+            .expect_err("@@fail ends the wait");
         assert!(msg.contains("guest failed: no lease"), "{msg}");
         assert_eq!(vm.timeline.len(), 2);
     }
