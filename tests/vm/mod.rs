@@ -286,7 +286,6 @@ pub(crate) struct Vm {
     pub(crate) accel: Accel,
     pub(crate) started: Instant,
     deadline: Instant,
-    exited: bool,
     /// When each mark was first seen (seconds since the start), in order.
     pub(crate) timeline: Vec<(String, f64)>,
 }
@@ -319,7 +318,6 @@ impl Vm {
             accel: a.accel,
             started: now,
             deadline: now + spec.timeout,
-            exited: false,
             timeline: Vec::new(),
         }
     }
@@ -362,7 +360,6 @@ impl Vm {
                 return Err(format!("guest failed: {v}"));
             }
             if let Ok(Some(st)) = self.qemu.child.try_wait() {
-                self.exited = true;
                 return Err(format!("qemu exited ({st}) before @@{key}"));
             }
             if Instant::now() >= end {
@@ -401,7 +398,6 @@ impl Vm {
             .as_secs()
             .max(5);
         let st = self.qemu.wait_exit(left.min(60));
-        self.exited = true;
         assert!(st.success(), "qemu: {st}");
     }
 }
@@ -517,7 +513,6 @@ mod tests {
             accel: Accel::Tcg,
             started: now,
             deadline: now + Duration::from_secs(1),
-            exited: false,
             timeline: Vec::new(),
         };
         let pid = vm.qemu.pid();
@@ -545,7 +540,6 @@ mod tests {
             accel: Accel::Tcg,
             started: Instant::now(),
             deadline: Instant::now() + Duration::from_secs(30),
-            exited: false,
             timeline: Vec::new(),
         };
         let msg = vm
