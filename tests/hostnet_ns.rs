@@ -670,11 +670,12 @@ fn check_results(c: &Case, s: &Seen) -> Vec<String> {
     bad
 }
 
-/// A host namespace built as the case says, its peer, and their services.
+/// A host namespace built as the case says, its peer, and their services
+/// (stopped first on drop, then the namespaces go).
 struct Host {
+    _servers: Vec<Proc>,
     h: Netns,
     _peer: Netns,
-    _servers: Vec<Proc>,
 }
 
 fn script(dir: &Scratch, name: &str, text: &str) -> String {
@@ -755,9 +756,9 @@ fn build_host(c: &Case, dir: &Scratch) -> Host {
         servers.push(p);
     }
     Host {
+        _servers: servers,
         h,
         _peer: peer,
-        _servers: servers,
     }
 }
 
