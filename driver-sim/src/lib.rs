@@ -34,6 +34,8 @@ pub mod frame;
 pub mod guest;
 pub mod kernel;
 pub mod link;
+pub mod plot;
+pub mod replay;
 pub mod rng;
 pub mod scenario;
 pub mod sim;

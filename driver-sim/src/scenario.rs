@@ -228,6 +228,8 @@ pub struct RunResult {
     pub realized: Scenario,
     /// Figures for research tables.
     pub metrics: Metrics,
+    /// The outcome of a closed-loop replay, if the scenario has one.
+    pub replay: Option<crate::replay::Report>,
 }
 
 /// Figures of a run, for research tables.
@@ -245,6 +247,10 @@ pub struct Metrics {
     pub frames_from_core: u64,
     /// Readiness events without effect.
     pub idle_wakeups: u64,
+    /// Stalls of replayed connections.
+    pub stalls: u64,
+    /// The longest of them.
+    pub longest_stall: Duration,
 }
 
 impl RunResult {
@@ -970,6 +976,9 @@ impl Runner<'_> {
                 }
                 Some("check") => self.check(w)?,
                 Some("pcap") => self.pcap(w)?,
+                Some("replay") => {
+                    crate::replay::directive(&mut self.sim, &w[1..], self.guest_mac, self.our_mac)?
+                }
                 Some(d) => {
                     if matches!(
                         d,
@@ -1595,7 +1604,12 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
     } else {
         out.push(format!("invariants: {} violated", violations.len()));
     }
-    let metrics = Metrics {
+    let replay = r
+        .sim
+        .replay
+        .as_ref()
+        .map(|x| x.report(r.sim.now().as_nanos()));
+    let mut metrics = Metrics {
         completion: if r.sim.guests.iter().all(|g| g.done_at.is_some()) && !r.sim.guests.is_empty()
         {
             r.sim
@@ -1612,7 +1626,31 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         frames_to_core: r.sim.stats.frames_to_core,
         frames_from_core: r.sim.stats.frames_from_core,
         idle_wakeups: r.sim.stats.idle_wakeups,
+        stalls: 0,
+        longest_stall: Duration::ZERO,
     };
+    if let Some(rep) = &replay {
+        // A replay's figures: its connections' completion (from the
+        // replay's start), retransmissions and stalls.
+        metrics.completion = if r.sim.guests.is_empty() || metrics.completion.is_some() {
+            rep.completion_ns()
+                .filter(|_| rep.complete())
+                .map(Duration::from_nanos)
+                .map(|d| metrics.completion.map_or(d, |c| c.max(d)))
+        } else {
+            None
+        };
+        metrics.guest_retransmits += rep.conns.iter().map(|c| c.retransmits).sum::<u64>();
+        metrics.guest_received += rep.conns.iter().map(|c| c.bytes[1]).sum::<u64>();
+        metrics.stalls = rep.conns.iter().map(|c| c.stalls.len() as u64).sum();
+        metrics.longest_stall = Duration::from_nanos(
+            rep.conns
+                .iter()
+                .map(crate::replay::ConnReport::longest_stall)
+                .max()
+                .unwrap_or(0),
+        );
+    }
     let realized = realize(sc, &r.sim.delivered, &r.realized_sys, &setup_lines(sc));
     Ok(RunResult {
         timeline: out.join("\n") + "\n",
@@ -1621,6 +1659,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         wire: std::mem::take(&mut r.sim.wire),
         realized,
         metrics,
+        replay,
     })
 }
 

@@ -117,6 +117,13 @@ pub struct Sim {
     pub stats: SimStats,
     /// Model guest TCP endpoints; frames for them do not reach the inbox.
     pub guests: Vec<crate::guest::GuestTcp>,
+    /// A closed-loop replay (both ends of recorded connections); frames
+    /// for it do not reach the inbox.
+    pub replay: Option<Box<crate::replay::Replay>>,
+    /// Whether to keep every delivered frame (for realized runs).
+    pub keep_delivered: bool,
+    /// Bytes of each frame kept in `wire` (a snapshot length).
+    pub wire_snaplen: usize,
     seqs: SeqTracker,
     checker: Checker,
     slots: Vec<Vec<u8>>,
@@ -169,6 +176,9 @@ impl Sim {
             violations: Vec::new(),
             stats: SimStats::default(),
             guests: Vec::new(),
+            replay: None,
+            keep_delivered: true,
+            wire_snaplen: usize::MAX,
             seqs: SeqTracker::default(),
             checker: Checker::default(),
             slots: Vec::new(),
@@ -255,6 +265,10 @@ impl Sim {
                 .iter()
                 .filter_map(crate::guest::GuestTcp::deadline)
                 .min(),
+            self.replay
+                .as_ref()
+                .and_then(|r| r.deadline())
+                .map(Instant::from_nanos),
         ]
         .into_iter()
         .flatten()
@@ -332,15 +346,35 @@ impl Sim {
                     .map(|i| (i, t))
             }) {
                 Some((i, t)) => self.guests[i].on_segment(now.as_nanos(), &t, &mut replies),
-                None => self.guest_inbox.push((now, f)),
+                None => {
+                    let replayed = self
+                        .replay
+                        .as_mut()
+                        .is_some_and(|r| r.on_frame(now.as_nanos(), &f));
+                    if !replayed {
+                        self.guest_inbox.push((now, f));
+                    }
+                }
             }
         }
         for g in &mut self.guests {
             g.on_timer(now.as_nanos(), &mut replies);
             g.mark_done(now.as_nanos());
         }
+        let mut touched = false;
+        if let Some(r) = self.replay.as_mut() {
+            touched = r.poll(now.as_nanos(), &mut self.kernel, &mut replies);
+            for n in r.take_notes() {
+                self.timeline
+                    .push(format!("{} {:<6} {}", ts(now), "replay", n));
+            }
+        }
         for f in replies {
             self.guest_send(&f);
+        }
+        if touched {
+            // The host application did something: readiness for the core.
+            self.settle_now();
         }
     }
 
@@ -408,8 +442,11 @@ impl Sim {
         let mut refs = Vec::new();
         let mut malformed_ok = 0u64;
         for (i, f) in frames.iter().enumerate() {
-            self.wire.push((now, f.clone()));
-            self.delivered.push((now, self.stats.batches, f.clone()));
+            self.wire
+                .push((now, f.get(..self.wire_snaplen).unwrap_or(f).to_vec()));
+            if self.keep_delivered {
+                self.delivered.push((now, self.stats.batches, f.clone()));
+            }
             if !frame::well_formed(f) {
                 malformed_ok += 1;
             }
@@ -505,7 +542,8 @@ impl Sim {
         for v in self.checker.on_core_frame(f, &self.kernel) {
             self.violation(v);
         }
-        self.wire.push((self.now, f.to_vec()));
+        self.wire
+            .push((self.now, f.get(..self.wire_snaplen).unwrap_or(f).to_vec()));
         match self.to_guest.send(self.now, f) {
             Fate::Sent => {}
             fate => self.note("link", format!("core> frame {fate:?}")),

@@ -52,6 +52,47 @@ enum Cmd {
         #[arg(long, default_value = "none,lossy,dup,reorder,chaos,host,swarm")]
         faults: String,
     },
+    /// Derives a closed-loop replay scenario from a capture of the guest
+    /// side: each connection as the application steps of both ends.
+    Derive {
+        /// A pcap or pcapng file.
+        capture: PathBuf,
+        /// The guest's MAC (else guessed from the capture).
+        #[arg(long)]
+        guest_mac: Option<String>,
+        /// Stall threshold, ms.
+        #[arg(long, default_value_t = 200.0)]
+        stall_ms: f64,
+        /// Writes `<out>/scenario.pkt` (naming the capture relative to it)
+        /// instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Replays a capture closed-loop (derived on the fly) or runs a replay
+    /// scenario, and prints the report: with a capture, the original next
+    /// to the replay.
+    Replay {
+        /// A pcap or pcapng file, or a replay scenario.
+        input: PathBuf,
+        /// The guest's MAC (captures).
+        #[arg(long)]
+        guest_mac: Option<String>,
+        /// Stall threshold, ms (captures).
+        #[arg(long, default_value_t = 200.0)]
+        stall_ms: f64,
+        /// Seed of the run.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Fault profile: none, lossy, dup, reorder, chaos, host, swarm.
+        #[arg(long)]
+        faults: Option<String>,
+        /// Prints the timeline too.
+        #[arg(long)]
+        timeline: bool,
+        /// Writes the frames at the core's end of the guest link as a pcap.
+        #[arg(long)]
+        pcap_out: Option<PathBuf>,
+    },
     /// Runs a scenario with many seeds and shrinks the smallest failure.
     Sweep {
         /// Scenario folder or `.pkt` file.
@@ -83,6 +124,70 @@ fn planted(name: Option<&str>) -> Result<Option<passt_driver_sim::sim::PlantedBu
         },
         Some(_) => Err("--plant needs a build with `--features planted-bug`".into()),
     }
+}
+
+fn parse_mac(s: Option<&str>) -> Result<Option<[u8; 6]>, String> {
+    s.map(|m| {
+        passt_core::Mac::parse(m)
+            .map(|m| m.0)
+            .ok_or_else(|| format!("bad MAC `{m}`"))
+    })
+    .transpose()
+}
+
+fn is_capture(p: &std::path::Path) -> bool {
+    p.is_file()
+        && std::fs::read(p)
+            .ok()
+            .and_then(|d| d.get(..4).map(<[u8]>::to_vec))
+            .is_some_and(|m| {
+                matches!(
+                    m.as_slice(),
+                    [0xd4, 0xc3, 0xb2, 0xa1]
+                        | [0xa1, 0xb2, 0xc3, 0xd4]
+                        | [0x4d, 0x3c, 0xb2, 0xa1]
+                        | [0xa1, 0xb2, 0x3c, 0x4d]
+                        | [0x0a, 0x0d, 0x0d, 0x0a]
+                )
+            })
+}
+
+/// Derives the replay of a capture.
+fn derive(
+    capture: &std::path::Path,
+    guest_mac: Option<&str>,
+    stall_ms: f64,
+) -> Result<passt_driver_sim::replay::capture::Derived, String> {
+    use passt_driver_sim::replay::capture::{derive, Capture};
+    let cfg = passt_driver_sim::scenario::capture_config();
+    let ips: Vec<std::net::IpAddr> = cfg
+        .ip4
+        .iter()
+        .map(|c| c.addr.into())
+        .chain(cfg.ip6.iter().map(|c| c.addr.into()))
+        .collect();
+    let cap = Capture::load(capture, parse_mac(guest_mac)?, &ips)?;
+    if !(0.0..1e9).contains(&stall_ms) {
+        return Err("--stall-ms out of range".into());
+    }
+    Ok(derive(&cap, (stall_ms * 1e6) as u64))
+}
+
+/// A path from `from` (a folder) to `to`, through `..` where needed.
+fn relative(to: &std::path::Path, from: &std::path::Path) -> String {
+    let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (to, from) = (abs(to), abs(from));
+    let a: Vec<_> = to.components().collect();
+    let b: Vec<_> = from.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut p = std::path::PathBuf::new();
+    for _ in common..b.len() {
+        p.push("..");
+    }
+    for c in &a[common..] {
+        p.push(c);
+    }
+    p.display().to_string()
 }
 
 fn main() -> ExitCode {
@@ -140,6 +245,76 @@ fn real_main() -> Result<bool, String> {
             let rows = table(&sc, parse_seeds(&seeds)?, &profiles)?;
             print!("{}", render_table(&rows));
             Ok(rows.iter().all(|r| r.failing == 0))
+        }
+        Cmd::Derive {
+            capture,
+            guest_mac,
+            stall_ms,
+            out,
+        } => {
+            let d = derive(&capture, guest_mac.as_deref(), stall_ms)?;
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    let text = d.scenario_text(&relative(&capture, &dir));
+                    let file = dir.join("scenario.pkt");
+                    std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+                    eprintln!(
+                        "wrote {} ({} TCP connections, {} datagram exchanges)",
+                        file.display(),
+                        d.plan.tcp.len(),
+                        d.plan.dgram.len()
+                    );
+                }
+                None => print!("{}", d.scenario_text(&capture.display().to_string())),
+            }
+            Ok(!d.is_empty())
+        }
+        Cmd::Replay {
+            input,
+            guest_mac,
+            stall_ms,
+            seed,
+            faults,
+            timeline,
+            pcap_out,
+        } => {
+            let (sc, derived) = if is_capture(&input) {
+                let d = derive(&input, guest_mac.as_deref(), stall_ms)?;
+                let dir = input.parent().unwrap_or(std::path::Path::new("."));
+                let name = input
+                    .file_name()
+                    .map_or("capture".into(), |n| n.to_string_lossy().into_owned());
+                let text = d.scenario_text(&name);
+                (Scenario::parse(&name, dir, &text)?, Some(d))
+            } else {
+                (Scenario::load(&input)?, None)
+            };
+            let r = run(
+                &sc,
+                &RunOptions {
+                    seed,
+                    faults,
+                    lenient: true,
+                    planted: None,
+                },
+            )?;
+            if timeline {
+                print!("{}", r.timeline);
+            }
+            let rep = r.replay.clone().unwrap_or_default();
+            match &derived {
+                Some(d) => print!("{}", passt_driver_sim::replay::compare(d, &rep)),
+                None => print!("{}", rep.render()),
+            }
+            for v in &r.violations {
+                println!("VIOLATION: {v}");
+            }
+            if let Some(p) = pcap_out {
+                write_pcap(&p, &r.wire)?;
+                eprintln!("wrote {} frames to {}", r.wire.len(), p.display());
+            }
+            Ok(r.violations.is_empty() && rep.complete())
         }
         Cmd::Sweep {
             scenario,

@@ -1,0 +1,1 @@
+//! Time-sequence graphs.
