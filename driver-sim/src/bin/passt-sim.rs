@@ -93,6 +93,36 @@ enum Cmd {
         #[arg(long)]
         pcap_out: Option<PathBuf>,
     },
+    /// Draws the time-sequence graph of a TCP connection as SVG: data sent,
+    /// ACKed, the window's right edge, retransmissions and zero-window
+    /// periods.
+    Plot {
+        /// A pcap or pcapng file (a capture, or `run --pcap-out`), or a
+        /// scenario (run for the plot).
+        input: PathBuf,
+        /// A second input drawn beside the first (a capture and its replay).
+        #[arg(long)]
+        vs: Option<PathBuf>,
+        /// The connection: a port or ADDR:PORT of either end (default: the
+        /// one that carried the most data).
+        #[arg(long)]
+        flow: Option<String>,
+        /// Whose data: guest or host (default: the direction with more).
+        #[arg(long)]
+        sender: Option<String>,
+        /// The SVG file to write.
+        #[arg(long, default_value = "plot.svg")]
+        out: PathBuf,
+        /// Prints the data points too.
+        #[arg(long)]
+        data: bool,
+        /// Seed of scenario runs.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Fault profile of scenario runs.
+        #[arg(long)]
+        faults: Option<String>,
+    },
     /// Runs a scenario with many seeds and shrinks the smallest failure.
     Sweep {
         /// Scenario folder or `.pkt` file.
@@ -159,13 +189,8 @@ fn derive(
     stall_ms: f64,
 ) -> Result<passt_driver_sim::replay::capture::Derived, String> {
     use passt_driver_sim::replay::capture::{derive, Capture};
-    let cfg = passt_driver_sim::scenario::capture_config();
-    let ips: Vec<std::net::IpAddr> = cfg
-        .ip4
-        .iter()
-        .map(|c| c.addr.into())
-        .chain(cfg.ip6.iter().map(|c| c.addr.into()))
-        .collect();
+    let ips =
+        passt_driver_sim::replay::capture::guest_ips(&passt_driver_sim::scenario::capture_config());
     let cap = Capture::load(capture, parse_mac(guest_mac)?, &ips)?;
     if !(0.0..1e9).contains(&stall_ms) {
         return Err("--stall-ms out of range".into());
@@ -188,6 +213,41 @@ fn relative(to: &std::path::Path, from: &std::path::Path) -> String {
         p.push(c);
     }
     p.display().to_string()
+}
+
+/// The time-sequence graph of a capture or of a scenario's run.
+fn time_seq(
+    input: &std::path::Path,
+    flow: Option<&str>,
+    sender: Option<passt_driver_sim::replay::plan::Side>,
+    seed: Option<u64>,
+    faults: Option<&str>,
+) -> Result<passt_driver_sim::plot::TimeSeq, String> {
+    use passt_driver_sim::plot::{capture_of_run, TimeSeq};
+    use passt_driver_sim::replay::capture::Capture;
+    let name = input.file_name().map_or_else(
+        || input.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let cap = if is_capture(input) {
+        let ips = passt_driver_sim::replay::capture::guest_ips(
+            &passt_driver_sim::scenario::capture_config(),
+        );
+        Capture::load(input, None, &ips)?
+    } else {
+        let sc = Scenario::load(input)?;
+        let r = run(
+            &sc,
+            &RunOptions {
+                seed,
+                faults: faults.map(str::to_string),
+                lenient: true,
+                planted: None,
+            },
+        )?;
+        capture_of_run(&sc.name, &r)?
+    };
+    TimeSeq::from_capture(&cap, flow, sender, &name)
 }
 
 fn main() -> ExitCode {
@@ -315,6 +375,49 @@ fn real_main() -> Result<bool, String> {
                 eprintln!("wrote {} frames to {}", r.wire.len(), p.display());
             }
             Ok(r.violations.is_empty() && rep.complete())
+        }
+        Cmd::Plot {
+            input,
+            vs,
+            flow,
+            sender,
+            out,
+            data,
+            seed,
+            faults,
+        } => {
+            use passt_driver_sim::replay::plan::Side;
+            let sender = match sender.as_deref() {
+                None => None,
+                Some("guest") => Some(Side::Guest),
+                Some("host") => Some(Side::Host),
+                Some(s) => return Err(format!("--sender `{s}`: say guest or host")),
+            };
+            let mut panels = vec![time_seq(
+                &input,
+                flow.as_deref(),
+                sender,
+                seed,
+                faults.as_deref(),
+            )?];
+            if let Some(v) = vs {
+                panels.push(time_seq(
+                    &v,
+                    flow.as_deref(),
+                    sender,
+                    seed,
+                    faults.as_deref(),
+                )?);
+            }
+            if data {
+                for p in &panels {
+                    print!("{}", p.data());
+                }
+            }
+            let svg = passt_driver_sim::plot::svg(&panels)?;
+            std::fs::write(&out, svg).map_err(|e| format!("{}: {e}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+            Ok(true)
         }
         Cmd::Sweep {
             scenario,

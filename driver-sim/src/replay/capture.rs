@@ -169,6 +169,16 @@ impl Capture {
     }
 }
 
+/// The guest's addresses in a core configuration (to tell its frames in
+/// captures without a broadcast).
+pub fn guest_ips(cfg: &passt_core::Config) -> Vec<IpAddr> {
+    cfg.ip4
+        .iter()
+        .map(|c| IpAddr::V4(c.addr))
+        .chain(cfg.ip6.iter().map(|c| IpAddr::V6(c.addr)))
+        .collect()
+}
+
 /// A 32-bit sequence offset unwrapped next to `near`.
 fn unwrap(rel: u32, near: u64) -> u64 {
     let d = rel.wrapping_sub(near as u32) as i32;

@@ -50,8 +50,9 @@ impl HostEnd {
         }
     }
 
+    /// Tokens saved up at most: a millisecond's worth.
     fn burst(&self) -> u64 {
-        self.rate.map_or(u64::MAX, |r| r.max(READ_CHUNK))
+        self.rate.map_or(u64::MAX, |r| r.max(1))
     }
 
     fn refill(&mut self, now: u64) {

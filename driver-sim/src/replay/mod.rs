@@ -347,6 +347,20 @@ impl Replay {
         for i in 0..self.conns.len() {
             touched |= self.poll_conn(i, now, t0, k, out);
         }
+        // A listener goes once every connection to its port is over.
+        for (&port, l) in &mut self.listeners {
+            let over = self.conns.iter().zip(&self.plan.tcp).all(|(c, p)| {
+                p.opener != Side::Guest
+                    || p.remote.port() != port
+                    || c.done_at.is_some()
+                    || c.failed.is_some()
+            });
+            if let (true, Ok(fd)) = (over, *l) {
+                let _ = k.app_close(fd);
+                *l = Err(Errno::EBADF);
+                touched = true;
+            }
+        }
         for i in 0..self.dgrams.len() {
             self.poll_dgram(i, now, t0);
         }
