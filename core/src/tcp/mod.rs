@@ -5,9 +5,13 @@
 //!
 //! * guest → socket: a flow's in-order payload of one batch goes out as one
 //!   `Action::Send` over spans of the batch buffer; the guest is acknowledged
-//!   exactly what the kernel took (`SockEvent::Sent`), and the window offered
-//!   to the guest is the free space of the socket's send buffer
-//!   (`SockEvent::TcpInfo`), so whole segments are always accepted;
+//!   exactly what the kernel took (`SockEvent::StreamSent`), and the window
+//!   offered to the guest is the free space of the socket's send buffer in
+//!   the kernel's own accounting (`SendSpace`, reported with every write), so
+//!   whole segments are accepted and a guest that fills the window leaves the
+//!   socket not writable: the kernel then wakes us (`EPOLLOUT`) as soon as
+//!   it drained a third of the buffer, and the window reopens at once (see
+//!   [`window_from_space`]);
 //! * socket → guest: data stays in the kernel until the guest acknowledges
 //!   it; `Action::Peek` copies it straight into the driver's transmit slots,
 //!   [`Core::handle_peeked`] writes the headers, `Action::Consume` drops what
@@ -26,8 +30,8 @@ mod tests;
 mod timer;
 
 use crate::action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt,
-    TcpInfo, TxSlot,
+    Action, BindOpts, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind,
+    SockOpt, TcpInfo, TxSlot,
 };
 use crate::config::{Config, TcpForward};
 use crate::counters::DropReason;
@@ -66,8 +70,13 @@ pub(crate) const ACK_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retransmission timeout for data sent to the guest.
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Interval of TCP_INFO queries while the window to the guest is closed.
+/// Interval of send-buffer queries while the window to the guest is closed
+/// and the kernel armed its wake-up (a safety net: `EPOLLOUT` reopens it).
 pub(crate) const WINDOW_POLL: Duration = Duration::from_millis(100);
+/// Interval of send-buffer queries while the window to the guest is closed
+/// and the socket still counts as writable (a buffer smaller than three
+/// segments): no `EPOLLOUT` will come then.
+pub(crate) const WINDOW_POLL_WRITABLE: Duration = Duration::from_millis(1);
 /// Time allowed to close once both sides sent their FIN.
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Inactivity timeout.
@@ -148,6 +157,16 @@ pub(crate) struct TcpConn {
     pub(crate) stalled: bool,
     /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
     pub(crate) need_out: bool,
+    /// EPOLLOUT is part of the interest (kept once added: with
+    /// edge-triggered readiness it costs nothing while the window is open).
+    out_interest: bool,
+    /// The kernel's wake-up for free send space is armed: the socket was
+    /// found not writable when its interest was last set, or a write did
+    /// not fit. Cleared when the socket is seen writable again.
+    out_armed: bool,
+    /// The last peek found nothing beyond what it took: wait for `Readable`
+    /// before peeking again (a peek would only return `EAGAIN`).
+    sock_drained: bool,
     /// The last write was partial or refused: the send buffer is full
     /// whatever TCP_INFO says (the kernel counts buffer overhead, not just
     /// payload), so the window stays closed until EPOLLOUT or the next
@@ -202,7 +221,7 @@ pub(crate) struct TcpConn {
     pub(crate) wnd_to_tap: u32,
     /// Estimated free space of the socket's send buffer.
     pub(crate) sock_free: u32,
-    /// SO_SNDBUF as last reported.
+    /// The send buffer's size (kernel accounting) as last reported.
     sndbuf: u32,
     /// Whether a `TcpInfo` arrived yet.
     have_info: bool,
@@ -224,7 +243,7 @@ pub(crate) struct TcpConn {
     ack_due: Option<Instant>,
     /// Retransmission (or zero-window probe) deadline.
     t_retx: Option<Instant>,
-    /// Next look at TCP_INFO while our window is closed.
+    /// Next look at the send buffer while our window is closed.
     t_poll: Option<Instant>,
     /// Epoll interest last asked for.
     interest: Option<Interest>,
@@ -282,7 +301,13 @@ impl TcpConn {
         d
     }
 
-    /// The epoll interest for the current state.
+    /// The epoll interest for the current state. Established connections
+    /// are edge-triggered throughout: data peeked and not yet acknowledged
+    /// stays in the receive queue, so a level-triggered socket would be
+    /// reported readable on every wait; the guest's ACKs drive the next peek
+    /// and new data raises an edge. `EPOLLOUT` joins the first time the
+    /// window to the guest closes and stays (see `out_interest`), so that
+    /// the mask does not change with every exchange.
     fn wanted_interest(&self) -> Interest {
         match self.phase {
             Phase::Connecting => Interest {
@@ -292,20 +317,15 @@ impl TcpConn {
                 ..Interest::default()
             },
             Phase::Established if self.tap_fin_sent || self.hup => Interest {
-                writable: self.need_out && !self.tap_fin_rcvd,
+                writable: (self.need_out || self.out_interest) && !self.tap_fin_rcvd,
                 edge: true,
                 ..Interest::default()
             },
-            // Level-triggered only while nothing is in flight: data peeked
-            // and not yet acknowledged stays in the receive queue, so a
-            // level-triggered socket would be reported readable on every
-            // wait. With data in flight the guest's ACKs drive the next
-            // peek; new data still raises an edge.
             Phase::Established => Interest {
                 readable: true,
                 read_hangup: !self.sock_fin_rcvd,
-                writable: self.need_out && !self.tap_fin_rcvd,
-                edge: self.stalled || self.need_out || self.data_in_flight() > 0,
+                writable: (self.need_out || self.out_interest) && !self.tap_fin_rcvd,
+                edge: true,
             },
             _ => Interest {
                 read_hangup: true,
@@ -314,6 +334,27 @@ impl TcpConn {
             },
         }
     }
+}
+
+/// The window to offer the guest for a send buffer in state `space`: its
+/// free space in the kernel's accounting, less a sixteenth for the overhead
+/// the kernel charges per buffer on top of the payload (about 2 % for the
+/// 64 KiB buffers of a bulk write), so that a window's worth is taken whole.
+///
+/// Sizing it from the whole buffer (rather than from half of `SO_SNDBUF`,
+/// or from its free payload counted against the outgoing queue) has two
+/// effects the data path depends on: a guest that fills the window leaves
+/// the socket above two thirds of its buffer, not writable, so that the
+/// kernel arms the `EPOLLOUT` wake-up that reopens the window as soon as a
+/// third of the buffer drained; and the kernel grows the buffer
+/// (autotuning) only for a sender that runs into its limit. `None` if the
+/// driver could not read the buffer's state.
+pub(crate) fn window_from_space(space: SendSpace) -> Option<u32> {
+    if space.sndbuf == 0 {
+        return None;
+    }
+    let free = space.sndbuf.saturating_sub(space.queued);
+    Some(free - free / 16)
 }
 
 /// A listening socket: from the configuration or [`Core::set_tcp_forwards`].
@@ -457,6 +498,16 @@ impl Core {
     fn tcp_note_timer(&mut self, id: FlowId) {
         let d = self.tc_ref(id).and_then(|(_, c)| c.deadline());
         self.tcp.next_timer = earliest(self.tcp.next_timer, d);
+    }
+
+    /// Sets the interest of `id` again even if unchanged: `EPOLL_CTL_MOD`
+    /// polls the socket, and a socket found not writable arms the kernel's
+    /// wake-up for when it is writable again.
+    fn tcp_rearm(&mut self, id: FlowId) {
+        if let Some(c) = self.tc(id) {
+            c.interest = None;
+        }
+        self.tcp_interest(id);
     }
 
     /// Asks for the epoll interest the state of `id` needs, if it changed.
@@ -704,5 +755,16 @@ impl Core {
 impl TcpConn {
     fn mss_info(&self) -> u32 {
         self.info_mss
+    }
+
+    /// Takes the send buffer's state in: the window to the guest follows.
+    /// Returns whether the state was known (else the window stays as it was).
+    fn set_space(&mut self, space: SendSpace) -> bool {
+        let Some(w) = window_from_space(space) else {
+            return false;
+        };
+        self.sndbuf = space.sndbuf;
+        self.sock_free = w;
+        true
     }
 }
