@@ -200,13 +200,23 @@ pub(crate) fn test_user() -> (u32, u32) {
                 .output()
                 .ok()
                 .filter(|o| o.status.success())
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                })
         };
         if id("-u").is_none() {
             // Concurrent test binaries may race to create it: only the
             // outcome matters.
             let _ = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
                 .arg(TEST_USER)
                 .stderr(Stdio::null())
                 .status();

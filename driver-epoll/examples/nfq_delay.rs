@@ -234,14 +234,8 @@ fn run(queue: u16, delay: Duration, limit: Duration) -> io::Result<()> {
         }
         loop {
             // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
             if n <= 0 {
                 break;
             }
@@ -265,9 +259,8 @@ fn run(queue: u16, delay: Duration, limit: Duration) -> io::Result<()> {
                             break;
                         }
                         if aty == NFQA_PACKET_HDR && alen >= 8 && a + 8 <= n {
-                            let id = u32::from_be_bytes(
-                                buf[a + 4..a + 8].try_into().unwrap_or([0; 4]),
-                            );
+                            let id =
+                                u32::from_be_bytes(buf[a + 4..a + 8].try_into().unwrap_or([0; 4]));
                             held.push_back((id, t));
                         }
                         a += (alen + 3) & !3;

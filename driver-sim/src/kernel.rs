@@ -9,9 +9,7 @@
 //! where bytes are; closing with unread data resets the connection; EPOLLRDHUP
 //! once the peer's FIN has arrived; EMFILE at the fd limit.
 
-use passt_core::{
-    Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, TcpInfo,
-};
+use passt_core::{Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, TcpInfo};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -283,12 +281,14 @@ impl Pipe {
         self.snd_cap.saturating_sub(self.queued())
     }
     /// Bytes a write of `want` bytes may queue now: whole buffers while
-    /// the accounting has room for their start.
+    /// the accounting has room for their start (a buffer holds at most half
+    /// the send buffer, as Linux bounds its size goal).
     fn snd_take(&self, want: usize) -> usize {
         let mut q = self.snd.len();
         let mut taken = 0;
+        let skb = SKB_PAYLOAD.min(self.snd_cap / 2).max(1);
         while taken < want && queued_cost(q) < self.snd_cap {
-            let n = (want - taken).min(SKB_PAYLOAD);
+            let n = (want - taken).min(skb);
             q += n;
             taken += n;
         }
@@ -337,9 +337,7 @@ impl Pipe {
             moved = true;
         }
         let unsent = self.snd.len() - self.arrived - self.in_flight;
-        let wnd = self
-            .rcv_cap
-            .saturating_sub(self.rcv.len() + self.in_flight);
+        let wnd = self.rcv_cap.saturating_sub(self.rcv.len() + self.in_flight);
         let n = unsent.min(wnd);
         if n > 0 {
             self.flights.push_back((now + self.rtt / 2, n));
@@ -911,11 +909,11 @@ impl Kernel {
 
     fn set_buf(&mut self, h: usize, snd: Option<u32>, rcv: Option<u32>) -> Result<(), Errno> {
         let s = self.sock_mut(h).ok_or(Errno::EBADF)?;
-        // Linux reserves twice the value for its own accounting; about the
-        // value itself holds payload, which is what the model counts (and what
-        // drivers report as `sndbuf`).
+        // Linux reserves twice the value for its own accounting (payload
+        // plus per-buffer overhead, what the model counts for the send
+        // buffer); the receive buffer is modelled as payload.
         if let Some(v) = snd {
-            s.sndbuf = v.max(2304);
+            s.sndbuf = v.max(2304).saturating_mul(2);
         }
         if let Some(v) = rcv {
             s.rcvbuf = v.max(1152);
@@ -1952,15 +1950,19 @@ mod tests {
         while let Ok(m) = k.send(s, &big) {
             n += m;
         }
+        // A write is taken a buffer (at most half the send buffer) at a time
+        // while the accounting has room for its start: one overshoot.
         assert_eq!(
             n,
-            16384 + 4096,
-            "send buffer plus the peer's receive buffer"
+            4096 + 16384 + 4096,
+            "receive buffer, send buffer, one overshoot"
         );
         assert_eq!(k.send(s, &big), Err(Errno::EAGAIN));
         let info = k.tcp_info(s).unwrap();
         assert_eq!(info.sndbuf, 16384);
-        assert_eq!(info.bytes_acked + u64::from(info.outq), n as u64);
+        assert_eq!(info.bytes_acked, 4096, "the peer's receive buffer");
+        assert_eq!(info.queued as usize, queued_cost(n - 4096));
+        assert!(!info.space().writable());
         // The slow reader drains 1000 bytes per ms.
         k.run_peers(0);
         let before = k.tcp_info(s).unwrap();
@@ -1968,7 +1970,8 @@ mod tests {
             k.advance(ms * 1_000_000);
         }
         let after = k.tcp_info(s).unwrap();
-        assert!(after.outq < before.outq || after.bytes_acked > before.bytes_acked);
+        assert!(after.queued < before.queued);
+        assert!(after.bytes_acked > before.bytes_acked);
         assert!(k.send(s, &big).is_ok());
     }
 
@@ -2050,8 +2053,8 @@ mod tests {
             addr: None,
             port: Some(3),
             spec: PeerSpec {
-                model: PeerModel::Sink,
                 connect_delay_ns: 5_000_000,
+                ..PeerSpec::new(PeerModel::Sink)
             },
         });
         let mut k = Kernel::new(cfg);
@@ -2214,14 +2217,17 @@ mod tests {
         k.set_sndbuf(s, 5000).unwrap();
         k.set_rcvbuf(s, 7000).unwrap();
         let info = k.tcp_info(s).unwrap();
-        assert_eq!(info.sndbuf, 5000);
-        // The peer's receive buffer (default 131072) fills first, then ours.
+        // Linux doubles SO_SNDBUF for its accounting.
+        assert_eq!(info.sndbuf, 10000);
+        // The peer's receive buffer (default 131072) fills first, then ours
+        // (a buffer at a time).
         let mut n = 0;
         while let Ok(m) = k.send(s, &[0; 65536]) {
             n += m;
         }
-        assert_eq!(n, 131072 + 5000);
-        assert_eq!(k.tcp_info(s).unwrap().outq, 5000);
+        let info = k.tcp_info(s).unwrap();
+        assert!(n > 131072 + 10000, "{n}");
+        assert!(info.queued >= info.sndbuf, "{info:?}");
         assert_eq!(k.tcp_info(s).unwrap().snd_wnd, 0);
         assert_eq!(k.set_sndbuf(SockId(77), 1), Err(Errno::EBADF));
     }
