@@ -613,22 +613,34 @@ pub(crate) fn so_error(fd: BorrowedFd<'_>) -> Option<Errno> {
     }
 }
 
-/// One `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` over all spans.
+/// `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` over all spans: one call per
+/// `IOV_MAX` (1024) spans, until a call takes less than it was given. A short
+/// count therefore always means the send buffer is full (and the kernel armed
+/// its `EPOLLOUT` wake-up), never that there were too many spans for one
+/// call: the core counts on that to close the window until `Writable`.
 pub(crate) fn send_stream(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<usize, Errno> {
-    if iov.is_empty() {
-        return Ok(0);
+    let mut total = 0usize;
+    for chunk in iov.chunks(1024) {
+        let want: usize = chunk.iter().map(|s| s.len()).sum();
+        let r = socket::sendmsg::<()>(
+            fd.as_raw_fd(),
+            chunk,
+            &[],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        match r {
+            Ok(n) => {
+                total += n;
+                if n < want {
+                    break;
+                }
+            }
+            Err(e) if total > 0 && e == NixErrno::EAGAIN => break,
+            Err(e) => return Err(errno(e)),
+        }
     }
-    // More than IOV_MAX spans cannot go in one call; send what fits, the core
-    // learns the count and sends the rest again.
-    let iov = iov.get(..iov.len().min(1024)).unwrap_or(iov);
-    socket::sendmsg::<()>(
-        fd.as_raw_fd(),
-        iov,
-        &[],
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(errno)
+    Ok(total)
 }
 
 /// One `sendmmsg` on a connected datagram socket: one datagram per span.
@@ -1273,6 +1285,22 @@ mod tests {
         // SAFETY: one valid pollfd, no waiting.
         let r = unsafe { libc::poll(&mut p, 1, 0) };
         assert_eq!(r, 0, "not writable with the window closed");
+    }
+
+    /// More spans than one sendmsg takes (IOV_MAX) are all written: a short
+    /// count only ever means a full buffer.
+    #[test]
+    fn more_spans_than_iov_max_are_all_sent() {
+        let srv = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let c = TcpStream::connect(srv.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = srv.accept().unwrap();
+        c.set_nonblocking(true).unwrap();
+        let seg = [0x42u8; 100];
+        let iov: Vec<IoSlice<'_>> = (0..3000).map(|_| IoSlice::new(&seg)).collect();
+        assert_eq!(send_stream(c.as_fd(), &iov), Ok(300_000));
+        let mut got = vec![0u8; 300_000];
+        std::io::Read::read_exact(&mut peer, &mut got).unwrap();
+        assert!(got.iter().all(|&b| b == 0x42));
     }
 
     /// TCP_MAXSEG above 32767 (a guest MTU of 65520) is clamped rather than
