@@ -91,6 +91,16 @@ const LOW_RTT_US: u32 = 10;
 const LOW_RTT_TABLE: usize = 8;
 /// Duplicate ACKs from the guest that trigger a fast retransmission.
 const DUP_ACK_THRESHOLD: u8 = 2;
+/// Duplicate ACKs we send for a gap in the guest's data: a guest without
+/// SACK (we offer none) retransmits fast only after three (Linux's
+/// `tcp_reordering`), and waits for its retransmission timeout otherwise.
+const DUP_ACKS_SENT: usize = 3;
+/// Frames a tap device queues towards us (the kernel's default
+/// `txqueuelen`): a guest with more than that in flight overflows the queue,
+/// and the frames dropped there come back only after its retransmission
+/// timeout. The window offered to the guest stays within three quarters of
+/// it, in segments of the MSS we advertised.
+const TAP_QUEUE_FRAMES: u32 = 1000;
 /// Passes over a batch to fit out-of-order segments into the gap.
 const REORDER_PASSES: usize = 4;
 /// Listen backlog (as upstream).
@@ -219,6 +229,9 @@ pub(crate) struct TcpConn {
     ws_to_tap: u8,
     /// Window last advertised to the guest, in bytes.
     pub(crate) wnd_to_tap: u32,
+    /// Largest window offered to the guest (0: `MAX_WINDOW`), from the
+    /// MSS we advertised and the guest link's queue (`TAP_QUEUE_FRAMES`).
+    wnd_clamp: u32,
     /// Estimated free space of the socket's send buffer.
     pub(crate) sock_free: u32,
     /// The send buffer's size (kernel accounting) as last reported.
@@ -271,7 +284,12 @@ impl TcpConn {
 
     /// The window we can offer the guest now, in bytes.
     fn wnd_avail(&self) -> u32 {
-        self.sock_free.min(MAX_WINDOW)
+        let clamp = if self.wnd_clamp == 0 {
+            MAX_WINDOW
+        } else {
+            self.wnd_clamp.min(MAX_WINDOW)
+        };
+        self.sock_free.min(clamp)
     }
 
     /// The window field for our next segment (SYNs are never scaled).
@@ -586,7 +604,6 @@ impl Core {
         };
         let key = *key;
         let syn = flags & SYN != 0;
-        let (win, wbytes) = c.win_field(syn);
         let syn_opts = if syn {
             let ws = if c.ws_to_tap > 0 || c.phase == Phase::AcceptedInfo {
                 Some(MAX_WS)
@@ -597,6 +614,16 @@ impl Core {
         } else {
             None
         };
+        if let Some((mss, _)) = syn_opts {
+            let clamp = u32::from(mss).saturating_mul(TAP_QUEUE_FRAMES * 3 / 4);
+            if let Some(c) = self.tc(id) {
+                c.wnd_clamp = clamp;
+            }
+        }
+        let Some((_, c)) = self.tc_ref(id) else {
+            return;
+        };
+        let (win, wbytes) = c.win_field(syn);
         let seq = if syn { c.isn } else { c.seq_to_tap };
         let h = Hdr {
             sport: key.dport,
@@ -655,17 +682,20 @@ impl Core {
         }
     }
 
-    /// Sends an ACK (twice if a duplicate pair is owed).
+    /// Sends an ACK (followed by `DUP_ACKS_SENT` duplicates if a gap in
+    /// the guest's data is owed them, once per gap).
     fn tcp_send_ack(&mut self, id: FlowId) {
         let Some(c) = self.tc(id) else { return };
-        let twice = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
-        if twice {
+        let dups = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
+        if dups {
             c.dup_ack_sent_at = Some(c.seq_from_tap);
         }
         c.dup_ack_pending = false;
         self.tcp_send_flags(id, ACK);
-        if twice {
-            self.tcp_send_flags(id, ACK);
+        if dups {
+            for _ in 0..DUP_ACKS_SENT {
+                self.tcp_send_flags(id, ACK);
+            }
         }
     }
 
