@@ -167,9 +167,6 @@ pub(crate) struct TcpConn {
     pub(crate) stalled: bool,
     /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
     pub(crate) need_out: bool,
-    /// EPOLLOUT is part of the interest (kept once added: with
-    /// edge-triggered readiness it costs nothing while the window is open).
-    out_interest: bool,
     /// The kernel's wake-up for free send space is armed: the socket was
     /// found not writable when its interest was last set, or a write did
     /// not fit. Cleared when the socket is seen writable again.
@@ -319,37 +316,23 @@ impl TcpConn {
         d
     }
 
-    /// The epoll interest for the current state. Established connections
-    /// are edge-triggered throughout: data peeked and not yet acknowledged
-    /// stays in the receive queue, so a level-triggered socket would be
-    /// reported readable on every wait; the guest's ACKs drive the next peek
-    /// and new data raises an edge. `EPOLLOUT` joins the first time the
-    /// window to the guest closes and stays (see `out_interest`), so that
-    /// the mask does not change with every exchange.
+    /// The epoll interest: one mask, edge-triggered, for the whole life of
+    /// the socket, so that it is registered once and never changed (one
+    /// `epoll_ctl` per connection). Edge-triggered because data peeked and
+    /// not yet acknowledged stays in the receive queue: a level-triggered
+    /// socket would be reported readable on every wait; the guest's ACKs
+    /// drive the next peek and new data raises an edge. `Readable` before
+    /// the handshake completes is remembered (`readable_early`), `Writable`
+    /// matters only while the window to the guest is closed, and an
+    /// `EPOLLOUT` edge needs the kernel's wake-up, armed by setting the
+    /// interest again ([`Core::tcp_rearm`]) when the window closes on a full
+    /// buffer.
     fn wanted_interest(&self) -> Interest {
-        match self.phase {
-            Phase::Connecting => Interest {
-                writable: true,
-                read_hangup: true,
-                edge: true,
-                ..Interest::default()
-            },
-            Phase::Established if self.tap_fin_sent || self.hup => Interest {
-                writable: (self.need_out || self.out_interest) && !self.tap_fin_rcvd,
-                edge: true,
-                ..Interest::default()
-            },
-            Phase::Established => Interest {
-                readable: true,
-                read_hangup: !self.sock_fin_rcvd,
-                writable: (self.need_out || self.out_interest) && !self.tap_fin_rcvd,
-                edge: true,
-            },
-            _ => Interest {
-                read_hangup: true,
-                edge: true,
-                ..Interest::default()
-            },
+        Interest {
+            readable: true,
+            writable: true,
+            read_hangup: true,
+            edge: true,
         }
     }
 }

@@ -656,7 +656,6 @@ impl Core {
         c.t_poll = None;
         if c.need_out {
             if c.sock_full {
-                c.out_interest = true;
                 c.t_poll = Some(now.saturating_add(WINDOW_POLL));
             } else if !known {
                 c.t_poll = Some(now.saturating_add(WINDOW_POLL));
@@ -671,7 +670,6 @@ impl Core {
                 // buffer is free. The poll is a safety net only.
                 rearm = !c.out_armed;
                 c.out_armed = true;
-                c.out_interest = true;
                 c.t_poll = Some(now.saturating_add(WINDOW_POLL));
             }
         }
@@ -730,8 +728,7 @@ impl Core {
                     // The kernel armed its wake-up itself (the write ran
                     // out of room); EPOLLOUT must be in the interest.
                     c.out_armed = true;
-                    c.out_interest = true;
-                    self.tcp.stats.partial_writes += 1;
+                        self.tcp.stats.partial_writes += 1;
                 } else {
                     c.sock_full = false;
                     if fin {
@@ -744,7 +741,6 @@ impl Core {
                 c.sock_full = true;
                 c.sock_free = 0;
                 c.out_armed = true;
-                c.out_interest = true;
                 // Tell the guest at once that the window is closed.
                 c.force_ack = true;
                 self.tcp.stats.partial_writes += 1;
