@@ -206,7 +206,7 @@ impl SockTable {
                     Ok(()) => Outcome::Event(sock, SockEvent::Connected(Ok(()))),
                     Err(err) if err == Errno::EINPROGRESS => {
                         e.connecting = true;
-                        if let Err(err) = sync_epoll(epoll, sock, e) {
+                        if let Err(err) = sync_epoll(epoll, sock, e, false) {
                             e.connecting = false;
                             return Outcome::Event(sock, SockEvent::Connected(Err(err)));
                         }
@@ -233,7 +233,7 @@ impl SockTable {
                     return Outcome::Done;
                 };
                 e.interest = Some(interest);
-                if let Err(err) = sync_epoll(epoll, sock, e) {
+                if let Err(err) = sync_epoll(epoll, sock, e, true) {
                     log::debug!("{sock:?}: epoll_ctl: {err:?}");
                     return Outcome::Event(sock, SockEvent::Error(err));
                 }
@@ -328,7 +328,7 @@ impl SockTable {
             {
                 e.connecting = false;
                 let err = so_error(e.fd.as_fd());
-                let _ = sync_epoll(epoll, sock, e);
+                let _ = sync_epoll(epoll, sock, e, false);
                 out.push(SockEvent::Connected(match err {
                     None => Ok(()),
                     Some(err) => Err(err),
@@ -385,16 +385,22 @@ pub(crate) fn epoll_flags(i: Interest) -> EpollFlags {
 }
 
 /// Brings the epoll registration of `e` in line with its interest and state.
-fn sync_epoll(epoll: &Epoll, sock: SockId, e: &mut SockEntry) -> Result<(), Errno> {
+/// `rearm`: the core set the interest (again): an edge-triggered mask is set
+/// even if unchanged, since `EPOLL_CTL_MOD` polls the socket, which the core
+/// counts on (a socket found not writable arms the kernel's wake-up for
+/// free send space). Otherwise a mask already in place needs no system call.
+fn sync_epoll(
+    epoll: &Epoll,
+    sock: SockId,
+    e: &mut SockEntry,
+    rearm: bool,
+) -> Result<(), Errno> {
     let mut flags = e.interest.map(epoll_flags).unwrap_or(EpollFlags::empty());
     if e.connecting {
         flags |= EpollFlags::EPOLLOUT;
     }
-    // The core switches interest often (every send or peek may do so); a
-    // level-triggered mask that is already in place needs no system call.
-    // An edge-triggered one is set again: EPOLL_CTL_MOD re-arms the edge,
-    // which the core may count on.
-    if e.registered && e.mask == flags && !flags.contains(EpollFlags::EPOLLET) {
+    let rearm = rearm && flags.contains(EpollFlags::EPOLLET);
+    if e.registered && e.mask == flags && !rearm {
         return Ok(());
     }
     let mut ev = EpollEvent::new(flags, crate::event_loop::token(TAG_SOCK, sock.0));
