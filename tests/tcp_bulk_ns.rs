@@ -91,25 +91,22 @@ impl Setup {
         })
         .expect("guest PID");
         let mut args = as_test_user();
-        args.extend(
-            [
-                bin("pasta").display().to_string(),
-                "-f".into(),
-                "--config-net".into(),
-                "-m".into(),
-                mtu.into(),
-                "-t".into(),
-                "none".into(),
-                "-u".into(),
-                "none".into(),
-                "-T".into(),
-                "none".into(),
-                "-U".into(),
-                "none".into(),
-                guest_pid.to_string(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            bin("pasta").display().to_string(),
+            "-f".into(),
+            "--config-net".into(),
+            "-m".into(),
+            mtu.into(),
+            "-t".into(),
+            "none".into(),
+            "-u".into(),
+            "none".into(),
+            "-T".into(),
+            "none".into(),
+            "-U".into(),
+            "none".into(),
+            guest_pid.to_string(),
+        ]);
         let mut pasta = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
         let ns = format!("/proc/{guest_pid}/ns/net");
         let ready = eventually(15, || {

@@ -389,12 +389,7 @@ pub(crate) fn epoll_flags(i: Interest) -> EpollFlags {
 /// even if unchanged, since `EPOLL_CTL_MOD` polls the socket, which the core
 /// counts on (a socket found not writable arms the kernel's wake-up for
 /// free send space). Otherwise a mask already in place needs no system call.
-fn sync_epoll(
-    epoll: &Epoll,
-    sock: SockId,
-    e: &mut SockEntry,
-    rearm: bool,
-) -> Result<(), Errno> {
+fn sync_epoll(epoll: &Epoll, sock: SockId, e: &mut SockEntry, rearm: bool) -> Result<(), Errno> {
     let mut flags = e.interest.map(epoll_flags).unwrap_or(EpollFlags::empty());
     if e.connecting {
         flags |= EpollFlags::EPOLLOUT;

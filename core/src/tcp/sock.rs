@@ -655,9 +655,9 @@ impl Core {
         let mut rearm = false;
         c.t_poll = None;
         if c.need_out {
-            if c.sock_full {
-                c.t_poll = Some(now.saturating_add(WINDOW_POLL));
-            } else if !known {
+            if c.sock_full || !known {
+                // A write that did not fit armed the kernel's wake-up; an
+                // unknown buffer is looked at again now and then.
                 c.t_poll = Some(now.saturating_add(WINDOW_POLL));
             } else if space.writable() {
                 // A buffer smaller than three of the guest's segments: the
@@ -728,7 +728,7 @@ impl Core {
                     // The kernel armed its wake-up itself (the write ran
                     // out of room); EPOLLOUT must be in the interest.
                     c.out_armed = true;
-                        self.tcp.stats.partial_writes += 1;
+                    self.tcp.stats.partial_writes += 1;
                 } else {
                     c.sock_full = false;
                     if fin {
