@@ -2,14 +2,16 @@
 //!
 //! `main()` reads the command line, opens the guest link (passt: qemu's UNIX
 //! stream socket; pasta: a tap device in the target namespace), opens every
-//! file it will need, drops privileges, daemonises unless told not to, and
-//! hands everything to the event loop (`event_loop.rs`).
+//! file it will need, drops privileges in stages (`isolate`), daemonises
+//! unless told not to, and hands everything to the event loop
+//! (`event_loop.rs`).
 
 pub mod cli;
 pub mod conf;
 mod daemon;
 mod dgram;
 mod event_loop;
+mod isolate;
 mod log;
 pub mod netlink;
 mod netns;
@@ -77,6 +79,8 @@ pub(crate) struct Settings {
     pub(crate) pcap: Option<PathBuf>,
     /// `--runas`, resolved.
     pub(crate) runas: Option<(u32, u32)>,
+    /// `--seccomp-log`.
+    pub(crate) seccomp_log: bool,
     /// Logging options.
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
@@ -102,6 +106,13 @@ pub fn main() -> i32 {
         Ok(o) => o,
         Err(e) => return e.report(mode),
     };
+    let devnull = match isolate::initial(opts.fd) {
+        Ok(d) => d,
+        Err(e) => {
+            ::log::error!("{e}");
+            return 1;
+        }
+    };
     let host = match conf::discover_host(&opts) {
         Ok(h) => h,
         Err(e) => {
@@ -118,7 +129,7 @@ pub fn main() -> i32 {
         }
     };
     let settings = settings_from_conf(rc);
-    match run(settings) {
+    match run(settings, devnull) {
         Ok(code) => code,
         Err(e) => {
             ::log::error!("{e}");
@@ -167,6 +178,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         pid_file: rc.pid_file,
         pcap: rc.pcap,
         runas: rc.runas,
+        seccomp_log: rc.seccomp_log,
         log: log::LogSettings {
             ident: rc.mode.name(),
             file: rc.log_file,
@@ -180,17 +192,19 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
     }
 }
 
-/// Sets everything up and runs the event loop; returns the exit status.
-pub(crate) fn run(s: Settings) -> io::Result<i32> {
+/// Sets everything up, isolates the process and runs the event loop.
+/// Returns (an exit status) only if it fails before the seccomp filter is
+/// on; from then on the process leaves through `isolate::exit`.
+pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let mut s = s;
     s.log.stderr = s.foreground;
     log::configure(&s.log)?;
     let pcap = match &s.pcap {
-        Some(p) => Some(pcap::Pcap::create(p).map_err(|e| ctx(e, p))?),
+        Some(p) => Some(pcap::Pcap::create(p)?),
         None => None,
     };
-    let pid_file = match &s.pid_file {
-        Some(p) => Some(daemon::PidFile::create(p).map_err(|e| ctx(e, p))?),
+    let mut pid_file = match &s.pid_file {
+        Some(p) => Some(daemon::PidFile::create(p)?),
         None => None,
     };
     let mut guest = None;
@@ -226,19 +240,9 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             }
         }
     }
-    if let Some(ids) = daemon::target_ids(s.runas) {
-        daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)?;
-    }
-    if s.foreground {
-        if let Some(p) = pid_file {
-            p.write(std::process::id() as i32)?;
-        }
-    } else {
-        daemon::daemonise(pid_file)?;
-    }
     let (guest_ns, child, watch) = match guest.as_mut() {
         Some(g) => (
-            Some(g.netns.try_clone()?),
+            Some(isolate::worker::GuestNs::new(g.netns.try_clone()?)),
             g.child,
             if s.no_netns_quit {
                 None
@@ -247,6 +251,16 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             },
         ),
         None => (None, None, None),
+    };
+    let ns_watch = match watch {
+        Some(path) => Some(NsWatch::new(
+            path,
+            match s.target {
+                Target::Pid(p) => Some(p),
+                _ => None,
+            },
+        )?),
+        None => None,
     };
     s.core.peek_offset = socks::probe_peek_offset();
     let core = Core::new(s.core);
@@ -257,24 +271,72 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             pcap,
             guest_ns,
             child,
-            ns_watch: watch.map(|path| NsWatch {
-                path,
-                pid: match s.target {
-                    Target::Pid(p) => Some(p),
-                    _ => None,
-                },
-            }),
+            ns_watch,
             port_scanner,
         },
     )?;
-    if let Some(g) = guest.as_mut() {
-        g.release()?;
+    // Listeners of forwarded ports, while ports below 1024 may be bound.
+    if let Some(code) = rt.start() {
+        return Ok(code);
     }
-    Ok(rt.run())
+
+    // Everything the running phase needs is open: isolate.
+    let profile = match s.mode {
+        Mode::Passt => isolate::seccomp::Profile::Passt,
+        Mode::Pasta => isolate::seccomp::Profile::Pasta,
+    };
+    isolate::user(profile, isolate::target_ids(s.runas))?;
+    isolate::prefork(profile, s.foreground)?;
+    let detached = if s.foreground {
+        None
+    } else {
+        let d = daemon::daemonise(pid_file.take(), s.mode.name())?;
+        rt.after_fork()?;
+        Some(d)
+    };
+    let mismatch = if s.seccomp_log {
+        ::log::warn!("seccomp: system calls outside the allowlist are logged, not stopped");
+        isolate::seccomp::Mismatch::Log
+    } else {
+        isolate::seccomp::Mismatch::Kill
+    };
+    let seal = isolate::postfork(profile, mismatch, rt.guest_ns())?;
+    if let Some(d) = &detached {
+        d.stdio_off(&devnull)?;
+    }
+    drop(devnull);
+    let pid = std::process::id();
+    seal.install()?;
+    running(rt, detached, pid_file.map(|f| (f, pid)), guest)
 }
 
-fn ctx(e: io::Error, p: &std::path::Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+/// The running phase, under the seccomp filter: reports ready, lets the
+/// spawned command go, runs the loop and leaves.
+fn running(
+    mut rt: Runtime,
+    detached: Option<daemon::Detached>,
+    pid_file: Option<(daemon::PidFile, u32)>,
+    mut guest: Option<netns::Guest>,
+) -> ! {
+    match detached {
+        Some(d) => d.ready(),
+        None => {
+            if let Some((p, pid)) = pid_file {
+                if let Err(e) = p.write(pid as i32) {
+                    ::log::error!("writing the PID file: {e}");
+                    isolate::exit(1);
+                }
+            }
+        }
+    }
+    if let Some(g) = guest.as_mut() {
+        if let Err(e) = g.release() {
+            ::log::error!("starting the command: {e}");
+            isolate::exit(1);
+        }
+    }
+    let code = rt.run();
+    isolate::exit(code)
 }
 
 fn inherited(fd: i32) -> io::Result<OwnedFd> {
