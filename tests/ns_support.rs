@@ -28,8 +28,39 @@ pub(crate) const SEARCH: &str = "example.org";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// Directory of the `passt` and `pasta` binaries, built once per test run.
+/// Set in the environment of the log-mode run of the namespace suites
+/// (tests/sandbox_ns.rs): [`bin`] then returns wrappers that add
+/// `--seccomp-log`, so that system calls outside the allowlist are logged by
+/// the kernel instead of killing the translator.
+pub(crate) const SECCOMP_LOG_ENV: &str = "PASST_RS_SECCOMP_LOG";
+
+/// A `passt` or `pasta` binary, built once per test run (or, with
+/// [`SECCOMP_LOG_ENV`] set, a wrapper running it with `--seccomp-log`).
 pub(crate) fn bin(name: &str) -> PathBuf {
+    let real = built(name);
+    if std::env::var_os(SECCOMP_LOG_ENV).is_none() {
+        return real;
+    }
+    let dir = real.parent().expect("target directory").join("seccomp-log");
+    std::fs::create_dir_all(&dir).expect("wrapper directory");
+    let path = dir.join(name);
+    // Written to a temporary name and renamed: test binaries run at once.
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        format!(
+            "#!/bin/sh\nexec '{}' --seccomp-log \"$@\"\n",
+            real.display()
+        ),
+    )
+    .expect("wrapper");
+    let _ = Command::new("chmod").arg("755").arg(&tmp).status();
+    std::fs::rename(&tmp, &path).expect("wrapper");
+    path
+}
+
+/// The binary itself, built once per test run.
+pub(crate) fn built(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         // target/<profile>/deps/ns-HASH → target/<profile>
@@ -200,13 +231,23 @@ pub(crate) fn test_user() -> (u32, u32) {
                 .output()
                 .ok()
                 .filter(|o| o.status.success())
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                })
         };
         if id("-u").is_none() {
             // Concurrent test binaries may race to create it: only the
             // outcome matters.
             let _ = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
                 .arg(TEST_USER)
                 .stderr(Stdio::null())
                 .status();

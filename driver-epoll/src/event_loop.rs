@@ -335,8 +335,8 @@ impl NsWatch {
         })
     }
 
-    /// Whether the watched file is gone (a lookup that fails for lack of
-    /// permission, as in another user's `/proc/PID`, is not "gone").
+    /// Whether the watched file is gone: any failed lookup but one for lack
+    /// of permission (another user's `/proc/PID`), as upstream passt.
     fn gone(&self) -> bool {
         use std::os::fd::AsRawFd;
         // SAFETY: an all-zero stat is valid storage for fstatat to fill.
@@ -351,7 +351,7 @@ impl NsWatch {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         };
-        r < 0 && nix::errno::Errno::last() == nix::errno::Errno::ENOENT
+        r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EACCES
     }
 }
 

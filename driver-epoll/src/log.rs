@@ -265,8 +265,10 @@ impl LogFile {
     fn rotate(&mut self) -> std::io::Result<()> {
         let f = &mut self.file;
         f.seek(SeekFrom::Start(0))?;
-        let mut all = Vec::new();
-        f.read_to_end(&mut all)?;
+        // The size is known: read exactly that (`read_to_end` would ask the
+        // kernel for the file's size first, a call the filter does not allow).
+        let mut all = vec![0u8; usize::try_from(self.size).unwrap_or(0)];
+        f.read_exact(&mut all)?;
         let body_start = all.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
         let body = all.get(body_start..).unwrap_or(&[]);
         let cut = (self.max * CUT_PERCENT / 100) as usize;
