@@ -44,8 +44,10 @@ pub(crate) fn bin(name: &str) -> PathBuf {
     let dir = real.parent().expect("target directory").join("seccomp-log");
     std::fs::create_dir_all(&dir).expect("wrapper directory");
     let path = dir.join(name);
-    // Written to a temporary name and renamed: test binaries run at once.
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    // Written to a temporary name and renamed: tests and test binaries run
+    // at once.
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}", std::process::id()));
     std::fs::write(
         &tmp,
         format!(
