@@ -461,6 +461,12 @@ impl StreamClient {
     pub(crate) fn connect(path: &Path) -> StreamClient {
         let s = eventually(10, || UnixStream::connect(path).ok())
             .unwrap_or_else(|| panic!("connect {}", path.display()));
+        StreamClient::from_stream(s)
+    }
+
+    /// A client over a connected socket (one end of a pair given to passt
+    /// with `--fd`).
+    pub(crate) fn from_stream(s: UnixStream) -> StreamClient {
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         StreamClient { s, buf: Vec::new() }

@@ -748,3 +748,50 @@ fn seccomp_log_mode_over_the_namespace_suites() {
         bad.join("\n")
     );
 }
+
+/// `--fd`: the descriptor given survives the closing of inherited ones
+/// (another inherited descriptor does not), and frames flow over it under
+/// the filter; passt exits when the other end closes.
+#[test]
+fn inherited_fd_kept_others_closed() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let h = Netns::host("sbfd");
+    let dir = Scratch::new("sbfd");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let other = std::fs::File::open("/dev/zero").unwrap();
+    let (t, o) = (theirs.as_raw_fd(), other.as_raw_fd());
+    let mut cmd = h.cmd(&[s(&bin("passt")), "-f".into(), "--fd".into(), "5".into()]);
+    // SAFETY: dup2 between descriptors of this process, in the child before
+    // exec; no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(t, 5) < 0 || libc::dup2(o, 6) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut p = Proc::spawn(cmd, "passt", dir.join("passt.log"));
+    drop(theirs);
+    drop(other);
+    let pid = p.pid() as i32;
+    sandboxed_status(pid);
+    let f = fds(pid);
+    assert!(
+        f.iter().any(|(n, t)| *n == 5 && t.starts_with("socket:")),
+        "{f:?}"
+    );
+    assert!(!f.iter().any(|(_, t)| t.contains("zero")), "{f:?}");
+    let mut c = StreamClient::from_stream(ours);
+    let gw = [10, 77, 0, 1];
+    c.send_raw(&StreamClient::encode(&[arp_request(gw, 60)]));
+    let got = c.collect(5, 1, |f| is_arp_reply_for(f, gw));
+    assert!(
+        got.iter().any(|f| is_arp_reply_for(f, gw)),
+        "{}",
+        p.output()
+    );
+    drop(c);
+    assert_eq!(p.wait_exit(10).code(), Some(0), "{}", p.output());
+}
