@@ -157,7 +157,9 @@ fn serve(shared: &Shared, ns: OwnedFd) {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         };
         drop(st);
-        job();
+        // A job that panics leaves no result (the caller gets an error),
+        // not a worker gone and a caller waiting for ever.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         st = lock(&shared.state);
         st.done = true;
         shared.cv.notify_all();
