@@ -795,3 +795,32 @@ fn inherited_fd_kept_others_closed() {
     drop(c);
     assert_eq!(p.wait_exit(10).code(), Some(0), "{}", p.output());
 }
+
+/// Started as root, passt forwards a port below 1024 although it runs as
+/// nobody with no capability: its listeners are bound before privileges go.
+#[test]
+fn low_port_bound_before_privileges_go() {
+    let h = Netns::host("sblow");
+    let dir = Scratch::new("sblow");
+    let sock = dir.join("passt.socket");
+    let pidf = dir.join("passt.pid");
+    let out = h.run(
+        &[
+            s(&bin("passt")),
+            "-q".into(),
+            "-t".into(),
+            "81".into(),
+            "-s".into(),
+            s(&sock),
+            "-P".into(),
+            s(&pidf),
+        ],
+        20,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let d = Daemon(read_pid(&pidf));
+    let st = sandboxed_status(d.0);
+    assert_eq!(st["CapEff"], "0000000000000000");
+    let listening = h.sh("ss -Hltn 'sport = :81'");
+    assert!(listening.contains(":81"), "{listening}");
+}
