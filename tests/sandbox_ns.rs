@@ -762,11 +762,13 @@ fn inherited_fd_kept_others_closed() {
     let other = std::fs::File::open("/dev/zero").unwrap();
     let (t, o) = (theirs.as_raw_fd(), other.as_raw_fd());
     let mut cmd = h.cmd(&[s(&bin("passt")), "-f".into(), "--fd".into(), "5".into()]);
-    // SAFETY: dup2 between descriptors of this process, in the child before
-    // exec; no allocation.
+    // SAFETY: descriptor calls in the child before exec; no allocation.
+    // Both are first moved above 5 and 6, whatever numbers they had.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(t, 5) < 0 || libc::dup2(o, 6) < 0 {
+            let t = libc::fcntl(t, libc::F_DUPFD_CLOEXEC, 100);
+            let o = libc::fcntl(o, libc::F_DUPFD_CLOEXEC, 100);
+            if t < 0 || o < 0 || libc::dup2(t, 5) < 0 || libc::dup2(o, 6) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
