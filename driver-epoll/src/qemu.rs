@@ -159,7 +159,10 @@ fn bind_listen(path: &Path) -> io::Result<OwnedFd> {
         PathState::Stale => {
             if let Err(e) = std::fs::remove_file(path) {
                 if e.kind() != io::ErrorKind::NotFound {
-                    return Err(taken(format!("removing the stale socket: {e}")));
+                    return Err(taken(format!(
+                        "removing the stale socket: {}",
+                        crate::isolate::describe(&e)
+                    )));
                 }
             }
         }

@@ -162,10 +162,7 @@ pub(crate) fn clamp() -> io::Result<()> {
         ..now
     })?;
     match denied {
-        Some(e) => Err(io::Error::new(
-            e.kind(),
-            format!("clearing the capability bounding set: {e}"),
-        )),
+        Some(e) => Err(super::step("clearing the capability bounding set", e)),
         None => Ok(()),
     }
 }

@@ -34,6 +34,7 @@ pub(crate) fn create_output(opt: &str, path: &Path, read: bool) -> io::Result<Fi
     let fail = |e: io::Error, why: &str| {
         io::Error::new(e.kind(), format!("{opt} {}: {why}", path.display()))
     };
+    let describe = super::describe;
     let f = std::fs::OpenOptions::new()
         .read(read)
         .write(true)
@@ -45,12 +46,12 @@ pub(crate) fn create_output(opt: &str, path: &Path, read: bool) -> io::Result<Fi
             Some(libc::ELOOP) => fail(e, "is a symbolic link, refusing to follow it"),
             Some(libc::ENXIO) => fail(e, "is a FIFO or socket, not a regular file"),
             _ => {
-                let m = e.to_string();
+                let m = describe(&e);
                 fail(e, &m)
             }
         })?;
     let md = f.metadata().map_err(|e| {
-        let m = e.to_string();
+        let m = describe(&e);
         fail(e, &m)
     })?;
     if !md.file_type().is_file() {
@@ -68,11 +69,11 @@ pub(crate) fn create_output(opt: &str, path: &Path, read: bool) -> io::Result<Fi
     // SAFETY: F_SETFL on a descriptor we own, with plain flags.
     if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) } < 0 {
         let e = io::Error::last_os_error();
-        let m = e.to_string();
+        let m = describe(&e);
         return Err(fail(e, &m));
     }
     f.set_len(0).map_err(|e| {
-        let m = e.to_string();
+        let m = describe(&e);
         fail(e, &m)
     })?;
     Ok(f)

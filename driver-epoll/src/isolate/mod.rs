@@ -135,9 +135,22 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
     v
 }
 
+/// An error as a user reads it: the description of a system error (without
+/// the bare number), else its message.
+pub(crate) fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// `what: error`, as start-up failures read.
+pub(crate) fn step(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {}", describe(&e)))
+}
+
 fn os_err(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    step(what, io::Error::last_os_error())
 }
 
 /// Stage 1: see the module documentation. `keep_fd` is `--fd`. Returns a
@@ -166,8 +179,7 @@ pub(crate) fn initial(keep_fd: Option<i32>) -> io::Result<OwnedFd> {
         unsafe { libc::close(null) };
     }
     tune_allocator();
-    caps::keep_only(SETUP_CAPS)
-        .map_err(|e| io::Error::new(e.kind(), format!("capabilities: {e}")))?;
+    caps::keep_only(SETUP_CAPS).map_err(|e| step("capabilities", e))?;
     // SAFETY: a fresh descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(kept) })
 }
@@ -185,10 +197,7 @@ fn close_inherited(keep: Option<i32>) -> io::Result<()> {
         if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) } < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::ENOSYS) {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("closing inherited files: {e}"),
-                ));
+                return Err(step("closing inherited files", e));
             }
             log::warn!("close_range() not available: inherited files stay open");
         }
@@ -246,7 +255,7 @@ pub(crate) fn user(p: Profile, ids: Option<(u32, u32)>) -> io::Result<()> {
     if let Some((uid, gid)) = ids {
         switch_user(uid, gid, keep)?;
     }
-    caps::keep_only(keep).map_err(|e| io::Error::new(e.kind(), format!("capabilities: {e}")))?;
+    caps::keep_only(keep).map_err(|e| step("capabilities", e))?;
     if !caps::has(cap::SYS_ADMIN) {
         // Unprivileged: a user namespace of our own gives what the next
         // stage needs, in that namespace only.
@@ -254,8 +263,7 @@ pub(crate) fn user(p: Profile, ids: Option<(u32, u32)>) -> io::Result<()> {
         if unsafe { libc::unshare(libc::CLONE_NEWUSER) } < 0 {
             return Err(os_err("creating a user namespace for the sandbox"));
         }
-        caps::keep_only(keep)
-            .map_err(|e| io::Error::new(e.kind(), format!("capabilities: {e}")))?;
+        caps::keep_only(keep).map_err(|e| step("capabilities", e))?;
     }
     Ok(())
 }
@@ -282,7 +290,7 @@ fn switch_user(uid: u32, gid: u32, keep: CapSet) -> io::Result<()> {
         if libc::setgroups(0, std::ptr::null()) < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EPERM) {
-                return Err(io::Error::new(e.kind(), format!("dropping groups: {e}")));
+                return Err(step("dropping supplementary groups", e));
             }
         }
         if libc::setresgid(gid, gid, gid) < 0 {
@@ -293,7 +301,7 @@ fn switch_user(uid: u32, gid: u32, keep: CapSet) -> io::Result<()> {
         }
         libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
     }
-    caps::raise_kept(keep).map_err(|e| io::Error::new(e.kind(), format!("capabilities: {e}")))
+    caps::raise_kept(keep).map_err(|e| step("capabilities", e))
 }
 
 /// Where the empty file system is mounted before it becomes the root.
@@ -327,7 +335,7 @@ fn mount(
 pub(crate) fn prefork(p: Profile, foreground: bool) -> io::Result<()> {
     let ctx = |what: &str| {
         let what = what.to_string();
-        move |e: io::Error| io::Error::new(e.kind(), format!("sandbox: {what}: {e}"))
+        move |e: io::Error| step(&format!("sandbox: {what}"), e)
     };
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     // pasta in the foreground has no fork ahead to enter a PID namespace,
@@ -382,9 +390,7 @@ pub(crate) fn postfork(
     mismatch: seccomp::Mismatch,
     guest_ns: Option<&worker::GuestNs>,
 ) -> io::Result<Seal> {
-    let ctx = |what: &'static str| {
-        move |e: io::Error| io::Error::new(e.kind(), format!("sandbox: {what}: {e}"))
-    };
+    let ctx = |what: &'static str| move |e: io::Error| step(&format!("sandbox: {what}"), e);
     if let Some(g) = guest_ns {
         g.start_worker().map_err(ctx("namespace worker"))?;
     }

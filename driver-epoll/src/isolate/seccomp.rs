@@ -158,10 +158,10 @@ pub(crate) enum Mismatch {
 }
 
 fn arch() -> io::Result<TargetArch> {
-    TargetArch::try_from(std::env::consts::ARCH).map_err(|e| {
+    TargetArch::try_from(std::env::consts::ARCH).map_err(|_| {
         io::Error::new(
             io::ErrorKind::Unsupported,
-            format!("seccomp: no filter for {}: {e}", std::env::consts::ARCH),
+            format!("seccomp: no filter for {}", std::env::consts::ARCH),
         )
     })
 }
@@ -197,8 +197,32 @@ pub(crate) fn compile(p: Profile, mismatch: Mismatch) -> io::Result<BpfProgram> 
 /// Installs `prog` on every thread of the process (`SECCOMP_FILTER_FLAG_TSYNC`);
 /// sets `PR_SET_NO_NEW_PRIVS` first, as the kernel requires.
 pub(crate) fn install(prog: &BpfProgram) -> io::Result<()> {
-    seccompiler::apply_filter_all_threads(prog)
-        .map_err(|e| io::Error::other(format!("installing the seccomp filter: {e}")))
+    let what = "installing the seccomp filter";
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(super::step(what, io::Error::last_os_error()));
+    }
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).map_err(|_| io::Error::other("seccomp: filter too long"))?,
+        // seccompiler's sock_filter has the kernel's layout, as libc's.
+        filter: prog.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: the kernel copies the program, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &fprog,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        r if r > 0 => Err(io::Error::other(format!(
+            "{what}: thread {r} could not take it"
+        ))),
+        _ => Err(super::step(what, io::Error::last_os_error())),
+    }
 }
 
 /// Markers around the generated part of docs/security.md.

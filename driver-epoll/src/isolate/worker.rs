@@ -115,10 +115,9 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 fn enter(ns: &OwnedFd) -> io::Result<()> {
     // SAFETY: setns takes a descriptor we own and a flag.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("entering the namespace: {e}"),
+        return Err(super::step(
+            "entering the namespace",
+            io::Error::last_os_error(),
         ));
     }
     // SAFETY: a full set, blocked for this thread only.
