@@ -434,6 +434,14 @@ mod tests {
         // allocator usable in the child of a multi-threaded parent.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
+                // No signal handler may run in between: the filter tests
+                // expect the call they make to be the one that kills.
+                // SAFETY: a full set, blocked for the only thread.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigfillset(&mut set);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                }
                 let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
                 exit(code)
             }
