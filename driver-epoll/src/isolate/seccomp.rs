@@ -265,6 +265,17 @@ pub(crate) fn render_docs() -> io::Result<String> {
 mod tests {
     use super::*;
 
+    /// In a forked child: no signal handler may run once the filter is on
+    /// (the verdict must be on the call under test).
+    fn block_signals() {
+        // SAFETY: a full set, blocked for the only thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+    }
+
     #[test]
     fn every_profile_compiles_within_upstream_count() {
         for p in Profile::ALL {
@@ -337,6 +348,7 @@ mod tests {
         // SAFETY: the child makes raw calls only and leaves with _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
+                block_signals();
                 if install(&prog).is_err() {
                     // SAFETY: leaving the child.
                     unsafe { libc::_exit(3) };
@@ -367,6 +379,7 @@ mod tests {
         // SAFETY: the child makes raw calls only and leaves with _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
+                block_signals();
                 if install(&prog).is_err() {
                     // SAFETY: leaving the child.
                     unsafe { libc::_exit(3) };
@@ -392,6 +405,7 @@ mod tests {
             // SAFETY: the child makes raw calls only and leaves with _exit.
             match unsafe { nix::unistd::fork() }.unwrap() {
                 nix::unistd::ForkResult::Child => {
+                    block_signals();
                     if install(&prog).is_err() {
                         // SAFETY: leaving the child.
                         unsafe { libc::_exit(3) };
