@@ -443,6 +443,8 @@ pub(crate) struct Runtime {
     inotify: Option<OwnedFd>,
     /// `-t auto`: rescans of the guest's listening ports.
     auto_fwd: Option<crate::portscan::AutoForward>,
+    /// Whether [`Runtime::start`] ran.
+    started: bool,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -529,6 +531,7 @@ impl Runtime {
             _pidfd: pidfd,
             inotify,
             auto_fwd,
+            started: false,
         })
     }
 
@@ -549,11 +552,32 @@ impl Runtime {
         self.io.guest_ns.as_ref()
     }
 
-    /// Starts the core: anything queued at start-up goes out first, the
-    /// listeners of explicitly forwarded ports among it, each of which must
-    /// bind (before privileges are dropped, so that ports below 1024 can).
-    /// Returns an exit status if one failed.
-    pub(crate) fn start(&mut self) -> Option<i32> {
+    /// Runs until a signal, the spawned command's exit, the namespace's
+    /// disappearance or (passt with `-1`) the client's disconnection.
+    /// [`Self::start`] comes first (called here if it was not).
+    pub(crate) fn run(&mut self) -> i32 {
+        if !self.started {
+            if let Err(code) = self.start() {
+                return code;
+            }
+        }
+        let mut events = vec![EpollEvent::empty(); 64];
+        let mut last_ns_check = now();
+        loop {
+            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
+                return code;
+            }
+        }
+    }
+
+    /// Start-up work, done before pasta or passt reports that it is ready
+    /// (PID file, daemonising, the spawned command) and before privileges
+    /// are dropped (so that ports below 1024 can be bound): anything the
+    /// core queued at start-up goes out, the listeners of explicitly
+    /// forwarded ports among it, each of which must bind. Returns the exit
+    /// status on failure.
+    pub(crate) fn start(&mut self) -> Result<(), i32> {
+        self.started = true;
         let t = now();
         self.io.core.start(t);
         self.io.startup_failures = Some(Vec::new());
@@ -572,23 +596,10 @@ impl Runtime {
                     addr.ip(),
                     std::io::Error::from_raw_os_error(e.0)
                 );
-                return Some(1);
+                return Err(1);
             }
         }
-        None
-    }
-
-    /// Runs until a signal, the spawned command's exit, the namespace's
-    /// disappearance or (passt with `-1`) the client's disconnection.
-    /// [`Self::start`] comes first.
-    pub(crate) fn run(&mut self) -> i32 {
-        let mut events = vec![EpollEvent::empty(); 64];
-        let mut last_ns_check = now();
-        loop {
-            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
-                return code;
-            }
-        }
+        Ok(())
     }
 
     /// One wait and the work it brings; `cap` bounds the wait (tests).

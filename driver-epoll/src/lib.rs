@@ -1,10 +1,14 @@
 //! The epoll driver of passt-rs: runs [`passt_core::Core`] over real sockets.
 //!
 //! `main()` reads the command line, opens the guest link (passt: qemu's UNIX
-//! stream socket; pasta: a tap device in the target namespace), opens every
-//! file it will need, drops privileges in stages (`isolate`), daemonises
-//! unless told not to, and hands everything to the event loop
-//! (`event_loop.rs`).
+//! stream socket; pasta: a tap device in the target namespace, joining the
+//! user namespace that owns it first, and configuring it with
+//! `--config-net`), opens every file it will need, binds the forwarded ports, drops
+//! privileges in stages (`isolate`), and only then says it is ready: it writes the PID
+//! file, daemonises unless told not to, and lets the spawned command run.
+//! Then the event loop (`event_loop.rs`) takes over. A start-up failure
+//! ends the process with status 1 and a message naming the step and the
+//! object ("joining the network namespace of PID 1234: ...").
 
 pub mod cli;
 pub mod conf;
@@ -197,8 +201,13 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
 /// on; from then on the process leaves through `isolate::exit`.
 pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let mut s = s;
-    s.log.stderr = s.foreground;
-    log::configure(&s.log)?;
+    // Start-up messages go to standard error until pasta daemonises or
+    // leaves the foreground to a command, as upstream does.
+    s.log.stderr = true;
+    log::configure(&s.log).map_err(|e| match &s.log.file {
+        Some(f) => ctx(e, &format!("opening the log file {}", f.display())),
+        None => ctx(e, "setting up logging"),
+    })?;
     let pcap = match &s.pcap {
         Some(p) => Some(pcap::Pcap::create(p)?),
         None => None,
@@ -212,12 +221,17 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let link = match s.mode {
         Mode::Passt => {
             let q = match s.fd {
-                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)?,
+                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)
+                    .map_err(|e| ctx(e, &format!("using --fd {fd}")))?,
                 None => qemu::QemuLink::listen(
                     s.socket.as_deref(),
                     std::path::Path::new("/tmp"),
                     s.one_off,
-                )?,
+                )
+                .map_err(|e| match &s.socket {
+                    Some(p) => ctx(e, &format!("listening on {}", p.display())),
+                    None => ctx(e, "listening on a UNIX domain socket in /tmp"),
+                })?,
             };
             Link::Qemu(q)
         }
@@ -274,9 +288,12 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             ns_watch,
             port_scanner,
         },
-    )?;
-    // Listeners of forwarded ports, while ports below 1024 may be bound.
-    if let Some(code) = rt.start() {
+    )
+    .map_err(|e| ctx(e, "setting up the event loop"))?;
+    // Forwarded ports are bound before anyone is told that we are ready
+    // (the PID file, the parent returning, the command starting), and
+    // before privileges go, so that ports below 1024 can be.
+    if let Err(code) = rt.start() {
         return Ok(code);
     }
 
@@ -339,6 +356,11 @@ fn running(
     isolate::exit(code)
 }
 
+/// `what: error`, as every start-up failure reads.
+fn ctx(e: io::Error, what: &str) -> io::Error {
+    netns::step_err(what, e)
+}
+
 fn inherited(fd: i32) -> io::Result<OwnedFd> {
     if fd <= 2 {
         return Err(io::Error::new(
@@ -349,7 +371,7 @@ fn inherited(fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only checks that the descriptor is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("--fd {fd}: {e}")));
+        return Err(ctx(e, &format!("using --fd {fd}")));
     }
     // SAFETY: the descriptor was handed to us on the command line to own; it
     // is open (checked above) and nothing else in this process uses it.
@@ -364,29 +386,35 @@ fn pasta_link(
     s: &mut Settings,
 ) -> io::Result<(Link, Option<netns::Guest>, Option<portscan::PortScanner>)> {
     if let Some(fd) = s.fd {
-        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())?;
+        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())
+            .map_err(|e| ctx(e, &format!("using --fd {fd}")))?;
         return Ok((Link::Tap(dev), None, None));
     }
     let auto_mode = passt_core::fwd::FwdMode::Auto;
     let udp_auto = s.core.features.udp && s.core.fwd.udp_in.mode() == auto_mode;
     let auto = s.core.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
-        Target::Spawn(argv) => netns::spawn(argv)?,
+        Target::Spawn(argv) => {
+            netns::spawn(argv, !s.netns_only && !nix::unistd::geteuid().is_root())?
+        }
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
         Target::Path(p) => netns::join_path(p, s.userns.as_deref())?,
     };
     let name = s.ns_ifname.clone();
     let mac = s.ns_mac;
     let configure = s.configure.take();
+    let step = netns::step_err;
     let (dev, guest_mac, scanner) =
         netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
-            tap::link_up("lo").map_err(|e| io::Error::new(e.kind(), format!("lo up: {e}")))?;
-            let dev = tap::TapDevice::open(&name)
-                .map_err(|e| io::Error::new(e.kind(), format!("tap device {name}: {e}")))?;
+            tap::link_up("lo")
+                .map_err(|e| step("bringing up the loopback interface of the namespace", e))?;
+            let dev = tap::TapDevice::open(&name)?;
             if let Some(m) = mac {
-                tap::set_mac(dev.name(), m)?;
+                tap::set_mac(dev.name(), m)
+                    .map_err(|e| step(&format!("setting the MAC address of {}", dev.name()), e))?;
             }
-            let guest_mac = tap::get_mac(dev.name())?;
+            let guest_mac = tap::get_mac(dev.name())
+                .map_err(|e| step(&format!("reading the MAC address of {}", dev.name()), e))?;
             if let Some(c) = configure {
                 c(dev.name())?;
             }
@@ -399,6 +427,16 @@ fn pasta_link(
                 None => None,
             };
             Ok((dev, guest_mac, scanner))
+        })
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (pasta must be in the user namespace that owns it: \
+                 name that with --userns, or start pasta inside it)"
+            } else {
+                ""
+            };
+            let what = format!("joining the network namespace {}", guest.desc);
+            io::Error::new(e.kind(), format!("{what}: {}{hint}", netns::describe(&e)))
         })??;
     s.core.guest_mac = Some(Mac(guest_mac));
     Ok((Link::Tap(dev), Some(guest), scanner))

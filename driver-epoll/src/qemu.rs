@@ -148,12 +148,8 @@ fn probe(path: &Path) -> io::Result<PathState> {
 /// Listens on `path`, first removing a stale socket of ours found there
 /// (see [`probe`]); anything else at `path` is an error.
 fn bind_listen(path: &Path) -> io::Result<OwnedFd> {
-    let taken = |why: String| {
-        io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("socket path {}: {why}", path.display()),
-        )
-    };
+    // The caller names the path.
+    let taken = |why: String| io::Error::new(io::ErrorKind::AddrInUse, why);
     match probe(path)? {
         PathState::Free => {}
         PathState::Stale => {

@@ -137,12 +137,7 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
 
 /// An error as a user reads it: the description of a system error (without
 /// the bare number), else its message.
-pub(crate) fn describe(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
-        None => e.to_string(),
-    }
-}
+pub(crate) use crate::netns::describe;
 
 /// `what: error`, as start-up failures read.
 pub(crate) fn step(what: &str, e: io::Error) -> io::Error {
