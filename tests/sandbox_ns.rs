@@ -330,7 +330,7 @@ fn output_files_refuse_symbolic_links() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{prog} {opt}: {out:?}");
         assert!(
-            err.contains(&format!("{opt} {}: is a symbolic link", s(&link))),
+            err.contains(&format!("{} ({opt}): is a symbolic link", s(&link))),
             "{prog} {opt}: {err}"
         );
         assert!(!err.contains("os error"), "bare error number: {err}");

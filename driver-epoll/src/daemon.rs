@@ -25,7 +25,12 @@ pub(crate) struct PidFile(File);
 impl PidFile {
     /// Creates or truncates the file of `-P` (see `isolate::files`).
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
-        Ok(PidFile(create_output("-P", path, false)?))
+        Ok(PidFile(create_output(
+            "creating the PID file",
+            "-P",
+            path,
+            false,
+        )?))
     }
 
     pub(crate) fn write(mut self, pid: i32) -> io::Result<()> {

@@ -204,10 +204,8 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     // Start-up messages go to standard error until pasta daemonises or
     // leaves the foreground to a command, as upstream does.
     s.log.stderr = true;
-    log::configure(&s.log).map_err(|e| match &s.log.file {
-        Some(f) => ctx(e, &format!("opening the log file {}", f.display())),
-        None => ctx(e, "setting up logging"),
-    })?;
+    // (Errors of the log file name it themselves.)
+    log::configure(&s.log)?;
     let pcap = match &s.pcap {
         Some(p) => Some(pcap::Pcap::create(p)?),
         None => None,

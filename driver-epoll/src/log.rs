@@ -231,7 +231,8 @@ impl log::Log for Logger {
 
 impl LogFile {
     fn open(path: &Path, ident: &str, max: u64) -> std::io::Result<Self> {
-        let mut file = crate::isolate::files::create_output("-l", path, true)?;
+        let mut file =
+            crate::isolate::files::create_output("opening the log file", "-l", path, true)?;
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
@@ -240,7 +241,10 @@ impl LogFile {
             env!("CARGO_PKG_VERSION"),
             std::process::id()
         );
-        file.write_all(format!("{header}\n").as_bytes())?;
+        file.write_all(format!("{header}\n").as_bytes())
+            .map_err(|e| {
+                crate::isolate::step(&format!("writing the log file {} (-l)", path.display()), e)
+            })?;
         let size = header.len() as u64 + 1;
         Ok(LogFile {
             file,

@@ -54,7 +54,12 @@ fn record_header(len: usize) -> [u8; 16] {
 impl Pcap {
     /// Creates `path` and writes the file header.
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
-        let mut file = crate::isolate::files::create_output("--pcap", path, false)?;
+        let mut file = crate::isolate::files::create_output(
+            "creating the capture file",
+            "--pcap",
+            path,
+            false,
+        )?;
         file.write_all(&file_header())?;
         Ok(Pcap { file: Some(file) })
     }

@@ -27,12 +27,16 @@ use std::path::Path;
 /// Mode of a new output file.
 pub(crate) const MODE: u32 = 0o600;
 
-/// Creates or truncates the output file `path`, given with option `opt`
-/// (named in errors). `read`: also open it for reading (the log file reads
-/// itself back when it rotates).
-pub(crate) fn create_output(opt: &str, path: &Path, read: bool) -> io::Result<File> {
+/// Creates or truncates the output file `path`, given with option `opt`.
+/// Errors read "`what` `path` (`opt`): why" ("creating the PID file
+/// /run/x.pid (-P): is a symbolic link, ..."). `read`: also open it for
+/// reading (the log file reads itself back when it rotates).
+pub(crate) fn create_output(what: &str, opt: &str, path: &Path, read: bool) -> io::Result<File> {
     let fail = |e: io::Error, why: &str| {
-        io::Error::new(e.kind(), format!("{opt} {}: {why}", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!("{what} {} ({opt}): {why}", path.display()),
+        )
     };
     let describe = super::describe;
     let f = std::fs::OpenOptions::new()
@@ -105,13 +109,13 @@ mod tests {
     fn new_file_is_private_existing_is_truncated() {
         let d = Dir::new("new");
         let p = d.0.join("out");
-        let mut f = create_output("-P", &p, false).unwrap();
+        let mut f = create_output("creating the PID file", "-P", &p, false).unwrap();
         f.write_all(b"hello").unwrap();
         drop(f);
         let md = std::fs::metadata(&p).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
         assert_eq!(md.len(), 5);
-        let f = create_output("-P", &p, false).unwrap();
+        let f = create_output("creating the PID file", "-P", &p, false).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 0);
     }
 
@@ -122,15 +126,21 @@ mod tests {
         std::fs::write(&target, b"precious").unwrap();
         let link = d.0.join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = create_output("--pcap", &link, false).unwrap_err();
+        let e = create_output("creating the capture file", "--pcap", &link, false).unwrap_err();
         let m = e.to_string();
-        assert!(m.starts_with("--pcap "), "{m}");
+        assert!(
+            m.starts_with(&format!(
+                "creating the capture file {} (--pcap): ",
+                link.display()
+            )),
+            "{m}"
+        );
         assert!(m.contains("symbolic link"), "{m}");
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
         // A dangling link is not created through either.
         let dangling = d.0.join("dangling");
         std::os::unix::fs::symlink(d.0.join("nothing"), &dangling).unwrap();
-        assert!(create_output("-l", &dangling, true).is_err());
+        assert!(create_output("opening the log file", "-l", &dangling, true).is_err());
         assert!(!d.0.join("nothing").exists());
     }
 
@@ -141,13 +151,17 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid path string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let m = create_output("-P", &fifo, false).unwrap_err().to_string();
+        let m = create_output("creating the PID file", "-P", &fifo, false)
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("not a regular file"), "{m}");
-        assert!(create_output("-P", &d.0, false).is_err());
+        assert!(create_output("creating the PID file", "-P", &d.0, false).is_err());
         let a = d.0.join("a");
         std::fs::write(&a, b"data").unwrap();
         std::fs::hard_link(&a, d.0.join("b")).unwrap();
-        let m = create_output("-P", &a, false).unwrap_err().to_string();
+        let m = create_output("creating the PID file", "-P", &a, false)
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("hard links"), "{m}");
         assert_eq!(std::fs::read(&a).unwrap(), b"data");
     }
