@@ -488,6 +488,9 @@ pub struct RuntimeConfig {
     /// `--runas`, resolved to (uid, gid). `None`: keep the current ids (the
     /// driver drops root to nobody by itself).
     pub runas: Option<(u32, u32)>,
+    /// `--seccomp-log`: log system calls outside the allowlist instead of
+    /// killing the process.
+    pub seccomp_log: bool,
     /// What pasta connects to.
     pub target: Option<PastaTarget>,
     /// User namespace to join: `--userns`, or that of the target PID.
@@ -591,6 +594,9 @@ fn resolve_runas(r: &cli::RunAs) -> Result<(u32, u32), String> {
             (p.uid.as_raw(), p.gid.as_raw())
         }
     };
+    if uid == 0 {
+        return Err("--runas: running as root (UID 0) is not allowed".into());
+    }
     let gid = match &r.group {
         None => user_gid,
         Some(IdOrName::Id(g)) => *g,
@@ -1000,6 +1006,7 @@ pub fn build(
         pcap: opts.pcap.clone(),
         pid_file: opts.pid_file.clone(),
         runas,
+        seccomp_log: opts.seccomp_log,
         target: opts.target.clone(),
         userns: opts.userns.clone().or_else(|| match opts.target {
             Some(PastaTarget::Pid(p)) if !opts.netns_only => {
@@ -2135,8 +2142,8 @@ mod tests {
 
     #[test]
     fn runas_resolution() {
-        let c = cfg(Mode::Passt, &["--runas", "0:0"], &host(), "");
-        assert_eq!(c.runas, Some((0, 0)));
+        let c = cfg(Mode::Passt, &["--runas", "12345:0"], &host(), "");
+        assert_eq!(c.runas, Some((12345, 0)));
         let c = cfg(Mode::Passt, &["--runas", "12345"], &host(), "");
         assert_eq!(c.runas.map(|r| r.0), Some(12345));
         assert!(build(
