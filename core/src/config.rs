@@ -7,6 +7,7 @@
 //! identically.
 
 use crate::fwd::Forwarding;
+use crate::policy::TcpPolicy;
 use crate::wire::Mac;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -228,6 +229,9 @@ pub struct Config {
     pub peek_offset: bool,
     /// Port forwarding tables (`-t`, `-u`, `-T`, `-U`).
     pub fwd: Forwarding,
+    /// TCP translation's window sizing and reopening, ACK timing and
+    /// retransmission back-off; the default is what the drivers ship.
+    pub tcp: TcpPolicy,
 }
 
 impl Default for Config {
@@ -247,6 +251,7 @@ impl Default for Config {
             tcp_forwards: Vec::new(),
             peek_offset: false,
             fwd: Forwarding::default(),
+            tcp: TcpPolicy::SHIPPED,
         }
     }
 }

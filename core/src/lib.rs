@@ -104,6 +104,7 @@ pub mod fwd;
 mod icmp;
 mod nat;
 mod ndp;
+mod policy;
 mod queue;
 mod rng;
 mod tap;
@@ -127,6 +128,7 @@ pub use config::{
 };
 pub use counters::{Counters, DropReason, ReplyKind};
 pub use engine::{Core, GuestInfo};
+pub use policy::{Reopen, TcpPolicy};
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;

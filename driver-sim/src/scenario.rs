@@ -210,6 +210,9 @@ pub struct RunOptions {
     pub lenient: bool,
     /// A bug to plant.
     pub planted: Option<PlantedBug>,
+    /// A TCP policy of the core by name ([`passt_core::TcpPolicy::named`]);
+    /// overrides the file's.
+    pub policy: Option<String>,
 }
 
 /// The outcome of a run.
@@ -251,6 +254,9 @@ pub struct Metrics {
     pub stalls: u64,
     /// The longest of them.
     pub longest_stall: Duration,
+    /// Bytes the model endpoints (and replayed host applications) got
+    /// delivered, both ways.
+    pub bytes: u64,
 }
 
 impl RunResult {
@@ -412,6 +418,15 @@ fn setup_directive(s: &mut Setup, w: &[String]) -> Result<bool, String> {
                     "no-ipv4" => c.core.ip4 = None,
                     "no-ipv6" => c.core.ip6 = None,
                     "peek-offset" => c.core.peek_offset = true,
+                    other if other.starts_with("tcp-policy=") => {
+                        let v = &other["tcp-policy=".len()..];
+                        c.core.tcp = passt_core::TcpPolicy::named(v).ok_or_else(|| {
+                            format!(
+                                "unknown TCP policy `{v}` (known: {})",
+                                passt_core::TcpPolicy::NAMES.join(", ")
+                            )
+                        })?;
+                    }
                     other => {
                         if let Some(v) = other.strip_prefix("mtu=") {
                             c.core.mtu = Some(v.parse().map_err(|_| format!("bad mtu `{v}`"))?);
@@ -1461,6 +1476,15 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
     }
     let faults = opts.faults.clone().or(setup.faults.clone());
     let mut host_note = String::new();
+    if let Some(p) = &opts.policy {
+        setup.cfg.core.tcp = passt_core::TcpPolicy::named(p).ok_or_else(|| {
+            format!(
+                "unknown TCP policy `{p}` (known: {})",
+                passt_core::TcpPolicy::NAMES.join(", ")
+            )
+        })?;
+        host_note.push_str(&format!(" policy {p}"));
+    }
     if let Some(name) = &faults {
         let f = crate::sweep::profile(name, setup.cfg.seed)?;
         setup.cfg.to_core = f.to_core;
@@ -1471,10 +1495,10 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         if let Some(b) = f.rcvbuf {
             setup.cfg.kernel.rcvbuf = b;
         }
-        host_note = format!(
+        host_note.push_str(&format!(
             " host sndbuf {} rcvbuf {}",
             setup.cfg.kernel.sndbuf, setup.cfg.kernel.rcvbuf
-        );
+        ));
     }
     setup.cfg.planted = opts.planted;
     let guest_mac = setup.cfg.core.guest_mac.map_or(GUEST_MAC, |m| m.0);
@@ -1632,6 +1656,19 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         idle_wakeups: r.sim.stats.idle_wakeups,
         stalls: 0,
         longest_stall: Duration::ZERO,
+        bytes: r
+            .sim
+            .guests
+            .iter()
+            .map(|g| {
+                g.received
+                    + if g.done_at.is_some() {
+                        u64::from(g.total)
+                    } else {
+                        0
+                    }
+            })
+            .sum(),
     };
     if let Some(rep) = &replay {
         // A replay's figures: its connections' completion (from the
@@ -1647,6 +1684,11 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         metrics.guest_retransmits += rep.conns.iter().map(|c| c.retransmits).sum::<u64>();
         metrics.guest_received += rep.conns.iter().map(|c| c.bytes[1]).sum::<u64>();
         metrics.stalls = rep.conns.iter().map(|c| c.stalls.len() as u64).sum();
+        metrics.bytes += rep
+            .conns
+            .iter()
+            .map(|c| c.bytes[0] + c.bytes[1])
+            .sum::<u64>();
         metrics.longest_stall = Duration::from_nanos(
             rep.conns
                 .iter()

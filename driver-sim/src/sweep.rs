@@ -167,6 +167,7 @@ pub fn sweep(
             faults: Some(faults.to_string()),
             lenient: true,
             planted,
+            policy: None,
         };
         rep.runs += 1;
         let problems = run_problems(sc, &opts);
@@ -180,6 +181,7 @@ pub fn sweep(
             faults: Some(faults.to_string()),
             lenient: true,
             planted,
+            policy: None,
         };
         let Ok(Ok(r)) = catch_unwind(AssertUnwindSafe(|| run(sc, &opts))) else {
             continue;
@@ -193,6 +195,7 @@ pub fn sweep(
             faults: Some("none".into()),
             lenient: true,
             planted,
+            policy: None,
         };
         let fails = |s: &Scenario| run_problems(s, &replay).iter().any(|v| kind(v) == want);
         if !fails(&r.realized) {
@@ -255,6 +258,7 @@ pub fn table(sc: &Scenario, seeds: Range<u64>, profiles: &[&str]) -> Result<Vec<
                 faults: Some(p.to_string()),
                 lenient: true,
                 planted: None,
+                policy: None,
             };
             let r = run(sc, &opts)?;
             runs += 1;
@@ -311,6 +315,163 @@ pub fn render_table(rows: &[TableRow]) -> String {
             r.retransmits,
             r.frames.0,
             r.frames.1
+        ));
+    }
+    s
+}
+
+/// One row of a policy table: a TCP policy of the core under a fault
+/// profile, over many seeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyRow {
+    /// The policy's name ([`passt_core::TcpPolicy::named`]).
+    pub policy: String,
+    /// Fault profile.
+    pub profile: String,
+    /// Runs.
+    pub runs: u64,
+    /// Runs with an invariant violation (for policies other than the
+    /// shipped one, often the window-stall check).
+    pub failing: u64,
+    /// Runs whose model endpoints all finished.
+    pub completed: u64,
+    /// Median and worst completion time of those (ms).
+    pub completion_ms: (f64, f64),
+    /// Median throughput of those: bytes delivered per second of virtual
+    /// time, in MB/s.
+    pub throughput_mbs: f64,
+    /// Mean stalls per run: intervals of [`POLICY_STALL_NS`] or more with
+    /// something to deliver and no progress.
+    pub stalls: f64,
+    /// The longest stall of all runs (ms).
+    pub longest_stall_ms: f64,
+    /// Mean segments the guest's endpoints sent again per run.
+    pub retransmits: f64,
+}
+
+/// Stall threshold of policy tables.
+pub const POLICY_STALL_NS: u64 = 200_000_000;
+
+/// Stalls of a run: a replay's own, else those its frames show (data in
+/// flight and no acknowledgement moving, per connection).
+fn run_stalls(r: &crate::scenario::RunResult) -> (u64, u64) {
+    if r.replay.is_some() {
+        return (
+            r.metrics.stalls,
+            u64::try_from(r.metrics.longest_stall.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+    let Ok(cap) = crate::plot::capture_of_run("run", r) else {
+        return (0, 0);
+    };
+    let d = crate::replay::capture::derive(&cap, POLICY_STALL_NS);
+    let all: Vec<u64> = d
+        .original
+        .values()
+        .flat_map(|o| o.stalls.iter().map(|s| s.1))
+        .collect();
+    (all.len() as u64, all.iter().copied().max().unwrap_or(0))
+}
+
+/// Runs `sc` under each TCP policy and fault profile for `seeds`: a table
+/// of throughput, stalls and retransmissions per policy.
+pub fn policy_table(
+    sc: &Scenario,
+    seeds: Range<u64>,
+    policies: &[&str],
+    profiles: &[&str],
+) -> Result<Vec<PolicyRow>, String> {
+    let mut rows = Vec::new();
+    for pol in policies {
+        if passt_core::TcpPolicy::named(pol).is_none() {
+            return Err(format!(
+                "unknown TCP policy `{pol}` (known: {})",
+                passt_core::TcpPolicy::NAMES.join(", ")
+            ));
+        }
+        for p in profiles {
+            profile(p, 0)?;
+            let (mut runs, mut failing, mut retx, mut stalls) = (0u64, 0u64, 0u64, 0u64);
+            let mut longest = 0u64;
+            let mut times = Vec::new();
+            let mut rates = Vec::new();
+            for seed in seeds.clone() {
+                let opts = RunOptions {
+                    seed: Some(seed),
+                    faults: Some(p.to_string()),
+                    lenient: true,
+                    planted: None,
+                    policy: Some(pol.to_string()),
+                };
+                let r = run(sc, &opts)?;
+                runs += 1;
+                if !r.violations.is_empty() {
+                    failing += 1;
+                }
+                if let Some(t) = r.metrics.completion {
+                    times.push(t.as_secs_f64() * 1000.0);
+                    if t > std::time::Duration::ZERO {
+                        rates.push(r.metrics.bytes as f64 / t.as_secs_f64() / 1e6);
+                    }
+                }
+                retx += r.metrics.guest_retransmits;
+                let (n, l) = run_stalls(&r);
+                stalls += n;
+                longest = longest.max(l);
+            }
+            times.sort_by(f64::total_cmp);
+            rates.sort_by(f64::total_cmp);
+            let n = runs.max(1) as f64;
+            rows.push(PolicyRow {
+                policy: pol.to_string(),
+                profile: p.to_string(),
+                runs,
+                failing,
+                completed: times.len() as u64,
+                completion_ms: (
+                    times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+                    times.last().copied().unwrap_or(f64::NAN),
+                ),
+                throughput_mbs: rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN),
+                stalls: stalls as f64 / n,
+                longest_stall_ms: longest as f64 / 1e6,
+                retransmits: retx as f64 / n,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// A policy table as text.
+pub fn render_policy_table(rows: &[PolicyRow]) -> String {
+    let mut s = format!(
+        "{:<13} {:<8} {:>5} {:>7} {:>9} {:>10} {:>9} {:>8} {:>10} {:>15} {:>9}\n",
+        "policy",
+        "profile",
+        "runs",
+        "failing",
+        "completed",
+        "median_ms",
+        "worst_ms",
+        "MB/s",
+        "stalls/run",
+        "longest_stall_ms",
+        "retx/run"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<13} {:<8} {:>5} {:>7} {:>9} {:>10.1} {:>9.1} {:>8.1} {:>10.2} {:>15.1} {:>9.1}\n",
+            r.policy,
+            r.profile,
+            r.runs,
+            r.failing,
+            r.completed,
+            r.completion_ms.0,
+            r.completion_ms.1,
+            r.throughput_mbs,
+            r.stalls,
+            r.longest_stall_ms,
+            r.retransmits
         ));
     }
     s

@@ -541,6 +541,7 @@ impl Core {
         pure: bool,
     ) -> AckResult {
         let peek_offset = self.cfg.peek_offset;
+        let pol = self.cfg.tcp;
         let Some(c) = self.tc(id) else {
             return AckResult::Fine;
         };
@@ -561,7 +562,7 @@ impl Core {
                 && s.seq == c.seq_from_tap;
             if dup {
                 c.dup_acks = c.dup_acks.saturating_add(1);
-                if c.dup_acks == DUP_ACK_THRESHOLD {
+                if c.dup_acks == pol.dup_ack_threshold {
                     // Fast retransmission from the last acknowledged byte.
                     let una = c.seq_ack_from_tap;
                     self.tcp_rewind(id, una);
@@ -592,7 +593,7 @@ impl Core {
             c.dup_acks = 0;
             c.stalled = false;
             c.t_retx = if c.anything_in_flight() {
-                Some(now.saturating_add(ACK_TIMEOUT))
+                Some(now.saturating_add(pol.rto))
             } else {
                 None
             };

@@ -39,6 +39,7 @@ use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
 use crate::fwd::FwdMode;
 use crate::nat;
+use crate::policy::{Reopen, TcpPolicy};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
@@ -64,33 +65,22 @@ const WINDOW_DEFAULT: u32 = 14600;
 /// Smallest segment size we send, whatever the guest says (as Linux's
 /// `tcp_min_snd_mss`).
 const MSS_MIN: u16 = 48;
-/// Delay of a deferred ACK to the guest.
-pub(crate) const ACK_INTERVAL: Duration = Duration::from_millis(10);
 /// Handshake timeout.
 pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Retransmission timeout for data sent to the guest.
-pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Interval of send-buffer queries while the window to the guest is closed
-/// and the kernel armed its wake-up (a safety net: `EPOLLOUT` reopens it).
-pub(crate) const WINDOW_POLL: Duration = Duration::from_millis(100);
-/// Interval of send-buffer queries while the window to the guest is closed
-/// and the socket still counts as writable (a buffer smaller than three
-/// segments): no `EPOLLOUT` will come then.
-pub(crate) const WINDOW_POLL_WRITABLE: Duration = Duration::from_millis(1);
+/// and the kernel armed its wake-up, as shipped (the policy's
+/// `window_poll_armed`; the ACK delay, retransmission timeout and the rest
+/// of what decides throughput are in [`TcpPolicy`]).
+#[cfg(test)]
+pub(crate) const WINDOW_POLL: Duration = TcpPolicy::SHIPPED.window_poll_armed;
 /// Time allowed to close once both sides sent their FIN.
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Inactivity timeout.
 pub(crate) const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
-/// Consecutive retransmissions before the connection is reset.
-pub(crate) const MAX_RETRANS: u8 = 7;
-/// Send buffers smaller than this get immediate ACKs (upstream's `SNDBUF_SMALL`).
-const SNDBUF_SMALL: u32 = 128 << 10;
 /// Minimum RTT (µs) below which a peer counts as local.
 const LOW_RTT_US: u32 = 10;
 /// Low-RTT peers remembered for new connections.
 const LOW_RTT_TABLE: usize = 8;
-/// Duplicate ACKs from the guest that trigger a fast retransmission.
-const DUP_ACK_THRESHOLD: u8 = 2;
 /// Duplicate ACKs we send for a gap in the guest's data: a guest without
 /// SACK (we offer none) retransmits fast only after three (Linux's
 /// `tcp_reordering`), and waits for its retransmission timeout otherwise.
@@ -350,12 +340,10 @@ impl TcpConn {
 /// third of the buffer drained; and the kernel grows the buffer
 /// (autotuning) only for a sender that runs into its limit. `None` if the
 /// driver could not read the buffer's state.
-pub(crate) fn window_from_space(space: SendSpace) -> Option<u32> {
-    if space.sndbuf == 0 {
-        return None;
-    }
-    let free = space.sndbuf.saturating_sub(space.queued);
-    Some(free - free / 16)
+///
+/// The share kept back is the policy's ([`TcpPolicy::window_headroom`]).
+pub(crate) fn window_from_space(space: SendSpace, pol: &TcpPolicy) -> Option<u32> {
+    pol.window(space.sndbuf, space.queued)
 }
 
 /// A listening socket: from the configuration or [`Core::set_tcp_forwards`].
@@ -772,8 +760,8 @@ impl TcpConn {
 
     /// Takes the send buffer's state in: the window to the guest follows.
     /// Returns whether the state was known (else the window stays as it was).
-    fn set_space(&mut self, space: SendSpace) -> bool {
-        let Some(w) = window_from_space(space) else {
+    fn set_space(&mut self, space: SendSpace, pol: &TcpPolicy) -> bool {
+        let Some(w) = window_from_space(space, pol) else {
             return false;
         };
         self.sndbuf = space.sndbuf;

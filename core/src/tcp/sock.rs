@@ -197,11 +197,12 @@ impl Core {
         }
         let avail = c.wnd_from_tap.saturating_sub(in_flight).min(MAX_WINDOW);
         let len = if probe && in_flight == 0 { 1 } else { avail };
+        let pol = self.cfg.tcp;
         let Some(c) = self.tc(id) else { return };
         if len == 0 {
             c.stalled = true;
             if c.wnd_from_tap == 0 && in_flight == 0 && c.t_retx.is_none() {
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
             }
             self.tcp_interest(id);
             self.tcp_note_timer(id);
@@ -235,10 +236,12 @@ impl Core {
             return 0;
         };
         let peek_offset = self.cfg.peek_offset;
+        let pol = self.cfg.tcp;
         let Some(c) = self.tc(id) else { return 0 };
         if !c.peek_pending {
             return 0;
         }
+        let rto = pol.rto_after(c.retrans);
         c.peek_pending = false;
         c.t_active = now;
         let n = match result {
@@ -361,7 +364,7 @@ impl Core {
             c.wnd_to_tap = wbytes;
             c.ack_due = None;
             if c.t_retx.is_none() {
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(rto));
             }
         }
         if sent >= c.peek_len || sent == 0 {
@@ -389,6 +392,7 @@ impl Core {
 
     /// Our FIN to the guest, after all the socket's data.
     pub(super) fn tcp_send_fin(&mut self, now: Instant, id: FlowId) {
+        let pol = self.cfg.tcp;
         let Some(c) = self.tc(id) else { return };
         if c.tap_fin_sent {
             return;
@@ -401,7 +405,7 @@ impl Core {
         c.seq_to_tap = f.wrapping_add(1);
         c.seq_max_to_tap = seq::max(c.seq_max_to_tap, c.seq_to_tap);
         if c.t_retx.is_none() {
-            c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+            c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
         }
         if c.tap_fin_rcvd {
             c.t_phase = now;
@@ -593,15 +597,16 @@ impl Core {
                 }
             }
         }
+        let pol = self.cfg.tcp;
         let Some(c) = self.tc(id) else { return };
-        if window_from_space(info.space()).is_none() {
+        if window_from_space(info.space(), &pol).is_none() {
             // The driver could not tell: fall back to the peer's window, at
             // least the RFC 6928 initial window.
             c.sock_free = info.snd_wnd.max(WINDOW_DEFAULT);
         }
         match c.phase {
             Phase::ConnectedInfo => {
-                c.set_space(info.space());
+                c.set_space(info.space(), &pol);
                 c.seq_to_tap = c.isn.wrapping_add(1);
                 c.seq_max_to_tap = c.seq_to_tap;
                 c.seq_ack_from_tap = c.seq_to_tap;
@@ -609,16 +614,16 @@ impl Core {
                 c.t_phase = now;
                 // Sent again until the guest's ACK arrives: a lost ACK is
                 // recovered when the guest answers the repeated SYN-ACK.
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(pol.rto));
                 self.tcp_send_flags(id, SYN | ACK);
                 self.tcp_interest(id);
             }
             Phase::AcceptedInfo => {
-                c.set_space(info.space());
+                c.set_space(info.space(), &pol);
                 self.tcp_send_flags(id, SYN);
                 let Some(c) = self.tc(id) else { return };
                 c.phase = Phase::SynSent;
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(pol.rto));
                 c.seq_to_tap = c.isn.wrapping_add(1);
                 c.seq_max_to_tap = c.seq_to_tap;
                 c.seq_ack_from_tap = c.isn;
@@ -633,12 +638,13 @@ impl Core {
     /// the window to the guest, window updates and deferred ACKs, and the
     /// kernel's wake-up while the window is closed.
     pub(super) fn tcp_space(&mut self, now: Instant, id: FlowId, space: SendSpace) {
+        let pol = self.cfg.tcp;
         let Some(c) = self.tc(id) else { return };
         if c.phase != Phase::Established {
-            c.set_space(space);
+            c.set_space(space, &pol);
             return;
         }
-        let known = c.set_space(space);
+        let known = c.set_space(space, &pol);
         if known && space.writable() {
             // Writable again: the kernel's wake-up, if armed, was used up.
             c.out_armed = false;
@@ -650,7 +656,13 @@ impl Core {
         }
         let new = c.wnd_avail();
         let mss = u32::from(c.mss_to_tap);
-        let reopened = c.wnd_to_tap < mss && new >= mss;
+        // The window is offered again once it holds a segment, or (the
+        // policy says) half the buffer.
+        let reopen_at = match pol.reopen {
+            Reopen::Segment => mss,
+            Reopen::HalfBuffer => pol.window(c.sndbuf, 0).map_or(mss, |w| (w / 2).max(mss)),
+        };
+        let reopened = c.wnd_to_tap < reopen_at && new >= reopen_at;
         c.need_out = new < mss && !c.tap_fin_rcvd;
         let mut rearm = false;
         c.t_poll = None;
@@ -658,19 +670,19 @@ impl Core {
             if c.sock_full || !known {
                 // A write that did not fit armed the kernel's wake-up; an
                 // unknown buffer is looked at again now and then.
-                c.t_poll = Some(now.saturating_add(WINDOW_POLL));
+                c.t_poll = Some(now.saturating_add(pol.window_poll_armed));
             } else if space.writable() {
                 // A buffer smaller than three of the guest's segments: the
                 // socket stays writable with the window closed, so no
                 // wake-up comes. Look again soon.
-                c.t_poll = Some(now.saturating_add(WINDOW_POLL_WRITABLE));
+                c.t_poll = Some(now.saturating_add(pol.window_poll_writable));
             } else {
                 // Not writable: setting the interest (again) makes the
                 // kernel arm its wake-up for the moment a third of the
                 // buffer is free. The poll is a safety net only.
                 rearm = !c.out_armed;
                 c.out_armed = true;
-                c.t_poll = Some(now.saturating_add(WINDOW_POLL));
+                c.t_poll = Some(now.saturating_add(pol.window_poll_armed));
             }
         }
         let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
@@ -680,9 +692,9 @@ impl Core {
         let unacked = seq::dist(c.seq_ack_to_tap, c.seq_from_tap);
         let window_half_used = unacked.saturating_mul(2) >= c.wnd_to_tap;
         let immediate = c.force_ack
-            || window_half_used
+            || (pol.ack_half_window && window_half_used)
             || c.local
-            || c.sndbuf < SNDBUF_SMALL
+            || c.sndbuf < pol.ack_at_once_below
             || c.tap_fin_rcvd
             || c.dup_ack_pending
             || reopened
@@ -691,7 +703,7 @@ impl Core {
         if (owed || reopened) && immediate {
             self.tcp_send_ack(id);
         } else if owed && c.ack_due.is_none() {
-            c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
+            c.ack_due = Some(now.saturating_add(pol.ack_delay));
         }
         if rearm {
             self.tcp_rearm(id);
@@ -750,12 +762,13 @@ impl Core {
         if self.tcp_maybe_done(id) {
             return;
         }
+        let pol = self.cfg.tcp;
         if let Some(c) = self.tc(id) {
             if c.ack_due.is_none() {
-                c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
+                c.ack_due = Some(now.saturating_add(pol.ack_delay));
             }
         }
-        if window_from_space(space).is_some() {
+        if window_from_space(space, &pol).is_some() {
             self.tcp_space(now, id, space);
         } else {
             // The interest follows from the answer (room in the send buffer).

@@ -21,9 +21,10 @@ impl Core {
             if self.flows.get(r.flow).is_some_and(|f| f.gen == r.gen) {
                 self.tcp_rewind(r.flow, seq);
                 self.tcp_interest(r.flow);
+                let pol = self.cfg.tcp;
                 if let Some(c) = self.tc(r.flow) {
                     if c.t_retx.is_none() {
-                        c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                        c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
                     }
                 }
                 self.tcp_note_timer(r.flow);
@@ -56,6 +57,7 @@ impl Core {
     }
 
     pub(super) fn tcp_conn_timer(&mut self, now: Instant, id: FlowId) {
+        let pol = self.cfg.tcp;
         let Some(c) = self.tc(id) else { return };
         if c.phase != Phase::Established {
             if now >= c.t_phase.saturating_add(SYN_TIMEOUT) {
@@ -71,7 +73,7 @@ impl Core {
                 } else {
                     SYN | ACK
                 };
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(pol.rto));
                 self.tcp.stats.retransmits += 1;
                 self.tcp_send_flags(id, flags);
             } else {
@@ -104,17 +106,17 @@ impl Core {
             c.t_retx = None;
             if c.anything_in_flight() {
                 c.retrans += 1;
-                if c.retrans > MAX_RETRANS {
+                if c.retrans > pol.max_retrans {
                     self.tcp.stats.timeouts += 1;
                     return self.tcp_close(id, true);
                 }
                 let una = c.seq_ack_from_tap;
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
                 self.tcp.stats.retransmits += 1;
                 self.tcp_rewind(id, una);
                 self.tcp_try_peek(now, id, false);
             } else if c.wnd_from_tap == 0 && !c.tap_fin_sent {
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
                 self.tcp_try_peek(now, id, true);
             }
             self.tcp_interest(id);

@@ -51,6 +51,18 @@ enum Cmd {
         /// Fault profiles, comma-separated.
         #[arg(long, default_value = "none,lossy,dup,reorder,chaos,host,swarm")]
         faults: String,
+        /// TCP policies of the core, comma-separated (shipped, reopen-half,
+        /// window-whole, ack-at-once, rto-backoff, dupack-3): a table of
+        /// throughput, stalls and retransmissions per policy and profile.
+        #[arg(long)]
+        policies: Option<String>,
+        /// With --policies: writes the time-sequence graphs of one run per
+        /// policy (the first seed and profile) side by side as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The connection to plot: a port or ADDR:PORT of either end.
+        #[arg(long)]
+        flow: Option<String>,
     },
     /// Derives a closed-loop replay scenario from a capture of the guest
     /// side: each connection as the application steps of both ends.
@@ -243,6 +255,7 @@ fn time_seq(
                 faults: faults.map(str::to_string),
                 lenient: true,
                 planted: None,
+                policy: None,
             },
         )?;
         capture_of_run(&sc.name, &r)?
@@ -280,6 +293,7 @@ fn real_main() -> Result<bool, String> {
                     faults,
                     lenient,
                     planted,
+                    policy: None,
                 },
             )?;
             print!("{}", r.timeline);
@@ -299,6 +313,53 @@ fn real_main() -> Result<bool, String> {
             scenario,
             seeds,
             faults,
+            policies: Some(policies),
+            plot,
+            flow,
+        } => {
+            use passt_driver_sim::sweep::{policy_table, render_policy_table};
+            let sc = Scenario::load(&scenario)?;
+            let profiles: Vec<&str> = faults.split(',').map(str::trim).collect();
+            let policies: Vec<&str> = policies.split(',').map(str::trim).collect();
+            let seeds = parse_seeds(&seeds)?;
+            let rows = policy_table(&sc, seeds.clone(), &policies, &profiles)?;
+            print!("{}", render_policy_table(&rows));
+            if let Some(out) = plot {
+                let mut panels = Vec::new();
+                for pol in &policies {
+                    let r = run(
+                        &sc,
+                        &RunOptions {
+                            seed: Some(seeds.start),
+                            faults: profiles.first().map(|p| p.to_string()),
+                            lenient: true,
+                            planted: None,
+                            policy: Some(pol.to_string()),
+                        },
+                    )?;
+                    let cap = passt_driver_sim::plot::capture_of_run(&sc.name, &r)?;
+                    panels.push(passt_driver_sim::plot::TimeSeq::from_capture(
+                        &cap,
+                        flow.as_deref(),
+                        None,
+                        &format!(
+                            "{pol}, {} seed {}",
+                            profiles.first().copied().unwrap_or("none"),
+                            seeds.start
+                        ),
+                    )?);
+                }
+                let svg = passt_driver_sim::plot::svg(&panels)?;
+                std::fs::write(&out, svg).map_err(|e| format!("{}: {e}", out.display()))?;
+                eprintln!("wrote {}", out.display());
+            }
+            Ok(true)
+        }
+        Cmd::Table {
+            scenario,
+            seeds,
+            faults,
+            ..
         } => {
             let sc = Scenario::load(&scenario)?;
             let profiles: Vec<&str> = faults.split(',').map(str::trim).collect();
@@ -357,6 +418,7 @@ fn real_main() -> Result<bool, String> {
                     faults,
                     lenient: true,
                     planted: None,
+                    policy: None,
                 },
             )?;
             if timeline {
