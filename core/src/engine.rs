@@ -4,35 +4,33 @@ use crate::action::{Action, Errno, RxDatagram, SockEvent, SockId, Span, SpanList
 use crate::config::{Config, TcpForward};
 use crate::counters::{Counters, DropReason};
 use crate::flow::FlowTable;
-use crate::queue::FrameQueue;
+use crate::guest::GuestInfo;
+use crate::link::{self, ndp::Ndp};
+use crate::queue::{FrameOut, FrameQueue};
 use crate::rng::Rng;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
 use crate::udp::UdpForward;
 use crate::udp::{UdpState, UdpStats};
-use crate::wire::headers::{
-    finish_ip_frame, finish_udp_frame, l4_offset, ETH_HLEN, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-    UDP_HLEN,
-};
+use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::IpAddr;
 use std::collections::VecDeque;
 
-/// What the core has learnt about the guest from its frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuestInfo {
-    /// Destination MAC of frames to the guest: the source MAC of its last frame
-    /// (broadcast until it sent one, unless configured).
-    pub mac: Mac,
-    /// Last non-zero IPv4 source address seen.
-    pub ip4_seen: Option<Ipv4Addr>,
-    /// Last global IPv6 source address seen (or link-local, if nothing else yet).
-    pub ip6_seen: Option<Ipv6Addr>,
-    /// Last link-local IPv6 source address seen.
-    pub ip6_ll_seen: Option<Ipv6Addr>,
-    /// Whether any frame from the guest arrived since start or the last reset.
-    pub seen: bool,
+/// The context lent to a link service: disjoint borrows of the core's
+/// fields (a method could not borrow them apart from the service's own
+/// state).
+macro_rules! link_cx {
+    ($core:ident) => {
+        link::Ctx {
+            cfg: &$core.cfg,
+            guest: &mut $core.guest,
+            out: &mut $core.out,
+            counters: &mut $core.counters,
+            rng: &mut $core.rng,
+        }
+    };
 }
 
 /// The protocol core of passt and pasta. See the [crate documentation](crate)
@@ -47,8 +45,8 @@ pub struct Core {
     pub(crate) actions: VecDeque<Action>,
     pub(crate) spans: Vec<Span>,
     grouper: Grouper,
-    /// Next unsolicited router advertisement.
-    pub(crate) ra_next: Option<Instant>,
+    /// Neighbour discovery (router advertisement timer).
+    ndp: Ndp,
     /// Translated flows (TCP connections).
     pub(crate) flows: FlowTable,
     /// TCP state outside the flow table (listeners, timers, transmit log).
@@ -57,29 +55,19 @@ pub struct Core {
     pub(crate) udp: UdpState,
 }
 
-/// Largest control frame the core builds (DHCPv6 replies with long search lists
-/// are the biggest, well under this).
-pub(crate) const CONTROL_FRAME_MAX: usize = 2048;
-
 impl Core {
     /// Builds a core. All tables and queues are allocated here, once.
     pub fn new(cfg: Config) -> Self {
         let limits = cfg.limits;
         Core {
-            guest: GuestInfo {
-                mac: cfg.guest_mac.unwrap_or(Mac::BROADCAST),
-                ip4_seen: None,
-                ip6_seen: None,
-                ip6_ll_seen: None,
-                seen: false,
-            },
+            guest: GuestInfo::new(cfg.guest_mac.unwrap_or(Mac::BROADCAST)),
             counters: Counters::default(),
             rng: Rng::new(cfg.seed),
             out: FrameQueue::new(limits.out_queue_bytes, limits.out_queue_frames),
             actions: VecDeque::with_capacity(limits.actions),
             spans: Vec::with_capacity(limits.batch_frames),
             grouper: Grouper::new(limits.batch_frames),
-            ra_next: None,
+            ndp: Ndp::default(),
             flows: FlowTable::new(limits.flows, &cfg.secret),
             tcp: TcpState::new(&cfg),
             udp: UdpState::new(),
@@ -249,7 +237,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tcp_start(now);
         self.udp_start(now);
-        self.ndp_timer(now);
+        self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
         self.udp_timeout(now);
     }
@@ -261,7 +249,7 @@ impl Core {
         let _ = now;
         self.guest.mac = self.cfg.guest_mac.unwrap_or(Mac::BROADCAST);
         self.guest.seen = false;
-        self.ra_next = None;
+        self.ndp.reset();
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
         self.tcp_tap_reset();
@@ -295,7 +283,7 @@ impl Core {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
-            earliest(self.ra_next, self.tcp_poll_timeout()),
+            earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
             self.udp_poll_timeout(),
         )
     }
@@ -322,11 +310,11 @@ impl Core {
         };
         self.learn_mac(now, &eth);
         match p {
-            Parsed::Arp(eth, arp) => {
+            Parsed::Arp(_, arp) => {
                 if self.cfg.ip4.is_none() {
                     return self.counters.drop(DropReason::Ipv4Disabled);
                 }
-                self.arp_input(now, &eth, arp);
+                link::arp::input(&mut link_cx!(self), arp);
             }
             Parsed::Ip(eth, ip, l4, l4_off) => {
                 match ip.src {
@@ -338,9 +326,9 @@ impl Core {
                     }
                     _ => {}
                 }
-                self.learn_addr(&ip);
+                self.guest.learn_addr(ip.src);
                 if tap::is_icmp(&ip) {
-                    return self.icmp_input(now, &eth, &ip, l4, base + l4_off);
+                    return self.icmp_input(now, &ip, l4, base + l4_off);
                 }
                 match ip.proto {
                     PROTO_TCP | PROTO_UDP => {}
@@ -354,10 +342,10 @@ impl Core {
                     let payload = udp_payload(l4);
                     match (ip.dst, dport) {
                         (IpAddr::V4(_), 67) => {
-                            return self.dhcp_input(now, &eth, &ip, sport, payload)
+                            return link::dhcp::input(&mut link_cx!(self), payload)
                         }
                         (IpAddr::V6(d), 547) if d.is_multicast() => {
-                            return self.dhcpv6_input(now, &eth, &ip, sport, payload)
+                            return link::dhcpv6::input(&mut link_cx!(self), &eth, &ip, payload)
                         }
                         _ => {}
                     }
@@ -393,28 +381,8 @@ impl Core {
     }
 
     fn learn_mac(&mut self, now: Instant, eth: &EthHdr) {
-        if !eth.src.is_multicast() && eth.src != Mac::default() {
-            self.guest.mac = eth.src;
-        }
-        if !self.guest.seen {
-            self.guest.seen = true;
-            self.ndp_guest_seen(now);
-        }
-    }
-
-    fn learn_addr(&mut self, ip: &IpHdr) {
-        match ip.src {
-            IpAddr::V4(a) if !a.is_unspecified() => self.guest.ip4_seen = Some(a),
-            IpAddr::V6(a) if a.is_unicast_link_local() => {
-                self.guest.ip6_ll_seen = Some(a);
-                if self.guest.ip6_seen.is_none() {
-                    self.guest.ip6_seen = Some(a);
-                }
-            }
-            IpAddr::V6(a) if !a.is_unspecified() && !a.is_multicast() => {
-                self.guest.ip6_seen = Some(a)
-            }
-            _ => {}
+        if self.guest.learn_mac(eth.src) {
+            self.ndp.guest_seen(&mut link_cx!(self), now);
         }
     }
 
@@ -436,7 +404,7 @@ impl Core {
         self.udp_sequence(now, batch, seq);
     }
 
-    fn icmp_input(&mut self, now: Instant, eth: &EthHdr, ip: &IpHdr, l4: &[u8], l4_off: usize) {
+    fn icmp_input(&mut self, now: Instant, ip: &IpHdr, l4: &[u8], l4_off: usize) {
         if !self.cfg.features.icmp {
             return self.counters.drop(DropReason::ProtocolDisabled);
         }
@@ -446,57 +414,16 @@ impl Core {
                     if !self.cfg.features.ndp {
                         return self.counters.drop(DropReason::ServiceIgnored);
                     }
-                    return self.ndp_input(now, eth, ip, l4);
+                    return self.ndp.input(&mut link_cx!(self), ip, l4);
                 }
             }
         }
         self.icmp_echo_input(now, ip, l4, l4_off);
     }
 
-    // --- frame building for services ---------------------------------------
+    // --- frame building for TCP --------------------------------------------
 
-    /// Queues a frame of at most `max_len` bytes written by `fill`. Counts a
-    /// drop if the queue is full. Returns whether a frame was queued.
-    pub(crate) fn queue_frame(
-        &mut self,
-        max_len: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
-        let cfg = &self.cfg;
-        match self.out.push_with(max_len, |b| fill(b, cfg)) {
-            Ok(queued) => queued,
-            Err(_) => {
-                self.counters.drop(DropReason::OutQueueFull);
-                false
-            }
-        }
-    }
-
-    /// Queues a UDP datagram to the guest whose payload (at most `max_payload`
-    /// bytes) is written by `fill`, which returns its length.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn queue_udp(
-        &mut self,
-        dst_mac: Mac,
-        src: IpAddr,
-        dst: IpAddr,
-        sport: u16,
-        dport: u16,
-        max_payload: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
-        let off = l4_offset(src.is_ipv6()) + UDP_HLEN;
-        let our_mac = self.cfg.our_mac;
-        self.queue_frame(off + max_payload, |b, cfg| {
-            let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_udp_frame(b, dst_mac, our_mac, src, dst, sport, dport, n)
-        })
-    }
-
-    /// Queues an IP packet to the guest whose L4 header and payload (at most
-    /// `max_l4` bytes) `fill` writes; the L4 checksum is filled in afterwards
-    /// (TCP, UDP, ICMP, ICMPv6).
-    #[allow(clippy::too_many_arguments)]
+    /// Queues an IP packet to the guest (see [`FrameOut::queue_ip`]).
     pub(crate) fn queue_ip(
         &mut self,
         dst_mac: Mac,
@@ -506,29 +433,12 @@ impl Core {
         max_l4: usize,
         fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
     ) -> bool {
-        let off = l4_offset(src.is_ipv6());
-        let our_mac = self.cfg.our_mac;
-        self.queue_frame(off + max_l4, |b, cfg| {
-            let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_ip_frame(b, dst_mac, our_mac, src, dst, proto, n)
-        })
-    }
-
-    /// Queues a raw Ethernet frame (ARP) whose payload after the 14-byte header
-    /// `fill` writes.
-    pub(crate) fn queue_eth(
-        &mut self,
-        dst_mac: Mac,
-        ethertype: u16,
-        max_payload: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
-        let our_mac = self.cfg.our_mac;
-        self.queue_frame(ETH_HLEN + max_payload, |b, cfg| {
-            let n = fill(b.get_mut(ETH_HLEN..)?, cfg)?;
-            crate::wire::headers::write_eth(b, dst_mac, our_mac, ethertype)?;
-            Some(ETH_HLEN + n)
-        })
+        FrameOut {
+            queue: &mut self.out,
+            counters: &mut self.counters,
+            cfg: &self.cfg,
+        }
+        .queue_ip(dst_mac, src, dst, proto, max_l4, fill)
     }
 }
 

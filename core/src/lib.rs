@@ -93,17 +93,15 @@
 #![warn(missing_docs)]
 
 mod action;
-mod arp;
 mod config;
 mod counters;
-mod dhcp;
-mod dhcpv6;
 mod engine;
 mod flow;
 pub mod fwd;
+mod guest;
 mod icmp;
+mod link;
 mod nat;
-mod ndp;
 mod queue;
 mod rng;
 mod tap;
@@ -126,7 +124,8 @@ pub use config::{
     MIN_MTU,
 };
 pub use counters::{Counters, DropReason, ReplyKind};
-pub use engine::{Core, GuestInfo};
+pub use engine::Core;
+pub use guest::GuestInfo;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;

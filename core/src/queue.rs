@@ -5,7 +5,17 @@
 //! [`Core::poll_frame`](crate::Core::poll_frame). Memory is allocated once; a full
 //! queue refuses new frames, and the caller counts the drop.
 
+use crate::config::Config;
+use crate::counters::{Counters, DropReason};
+use crate::wire::headers::UDP_HLEN;
+use crate::wire::headers::{finish_ip_frame, finish_udp_frame, l4_offset, write_eth, ETH_HLEN};
+use crate::wire::Mac;
+use core::net::IpAddr;
 use std::collections::VecDeque;
+
+/// Largest control frame the core builds (DHCPv6 replies with long search lists
+/// are the biggest, well under this).
+pub(crate) const CONTROL_FRAME_MAX: usize = 2048;
 
 #[derive(Debug)]
 pub(crate) struct FrameQueue {
@@ -91,6 +101,93 @@ impl FrameQueue {
 /// The control-frame queue has no room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueueFull;
+
+/// What writing a frame to the guest needs, lent by the engine: the queue,
+/// the counters (a full queue is a counted drop) and the configuration (our
+/// MAC, and whatever the writer reads).
+pub(crate) struct FrameOut<'a> {
+    pub(crate) queue: &'a mut FrameQueue,
+    pub(crate) counters: &'a mut Counters,
+    pub(crate) cfg: &'a Config,
+}
+
+impl FrameOut<'_> {
+    /// Queues a frame of at most `max_len` bytes written by `fill`. Counts a
+    /// drop if the queue is full. Returns whether a frame was queued.
+    pub(crate) fn queue_frame(
+        &mut self,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let cfg = self.cfg;
+        match self.queue.push_with(max_len, |b| fill(b, cfg)) {
+            Ok(queued) => queued,
+            Err(_) => {
+                self.counters.drop(DropReason::OutQueueFull);
+                false
+            }
+        }
+    }
+
+    /// Queues a UDP datagram to the guest whose payload (at most `max_payload`
+    /// bytes) is written by `fill`, which returns its length.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn queue_udp(
+        &mut self,
+        dst_mac: Mac,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        max_payload: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let off = l4_offset(src.is_ipv6()) + UDP_HLEN;
+        let our_mac = self.cfg.our_mac;
+        self.queue_frame(off + max_payload, |b, cfg| {
+            let n = fill(b.get_mut(off..)?, cfg)?;
+            finish_udp_frame(b, dst_mac, our_mac, src, dst, sport, dport, n)
+        })
+    }
+
+    /// Queues an IP packet to the guest whose L4 header and payload (at most
+    /// `max_l4` bytes) `fill` writes; the L4 checksum is filled in afterwards
+    /// (TCP, UDP, ICMP, ICMPv6).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn queue_ip(
+        &mut self,
+        dst_mac: Mac,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        max_l4: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let off = l4_offset(src.is_ipv6());
+        let our_mac = self.cfg.our_mac;
+        self.queue_frame(off + max_l4, |b, cfg| {
+            let n = fill(b.get_mut(off..)?, cfg)?;
+            finish_ip_frame(b, dst_mac, our_mac, src, dst, proto, n)
+        })
+    }
+
+    /// Queues a raw Ethernet frame (ARP) whose payload after the 14-byte header
+    /// `fill` writes.
+    pub(crate) fn queue_eth(
+        &mut self,
+        dst_mac: Mac,
+        ethertype: u16,
+        max_payload: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let our_mac = self.cfg.our_mac;
+        self.queue_frame(ETH_HLEN + max_payload, |b, cfg| {
+            let n = fill(b.get_mut(ETH_HLEN..)?, cfg)?;
+            write_eth(b, dst_mac, our_mac, ethertype)?;
+            Some(ETH_HLEN + n)
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {

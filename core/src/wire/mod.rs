@@ -8,8 +8,13 @@
 //! padding). Replies are written in place into buffers the caller lends. Tests
 //! check everything written here with independent parsers (etherparse, smoltcp).
 
+pub(crate) mod arp;
 pub(crate) mod checksum;
+pub(crate) mod dhcp;
+pub(crate) mod dhcpv6;
+pub(crate) mod dns;
 pub(crate) mod headers;
+pub(crate) mod ndp;
 
 use core::fmt;
 
