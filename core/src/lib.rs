@@ -126,6 +126,7 @@ pub use config::{
 pub use counters::{Counters, DropReason, ReplyKind};
 pub use engine::Core;
 pub use guest::GuestInfo;
+pub use rng::Rng;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;

@@ -5,7 +5,7 @@ use crate::check::Checker;
 use crate::frame::{self, SeqTracker};
 use crate::kernel::{Kernel, KernelConfig};
 use crate::link::{Fate, Link, LinkProfile};
-use crate::rng::SimRng;
+use passt_core::Rng;
 use passt_core::{
     Action, Config, Core, DropReason, FrameBatch, FrameRef, Instant, SockEvent, SockOpt, TxSlot,
 };
@@ -152,8 +152,8 @@ impl Sim {
             core: Core::new(cfg.core),
             kernel: Kernel::new(cfg.kernel),
             now: Instant::ZERO,
-            to_core: Link::new(cfg.to_core, SimRng::derive(cfg.seed, 1)),
-            to_guest: Link::new(cfg.to_guest, SimRng::derive(cfg.seed, 2)),
+            to_core: Link::new(cfg.to_core, Rng::derive(cfg.seed, 1)),
+            to_guest: Link::new(cfg.to_guest, Rng::derive(cfg.seed, 2)),
             // Planted bugs exist in test builds and with the `planted-bug`
             // feature only.
             planted: if cfg!(any(test, feature = "planted-bug")) {
