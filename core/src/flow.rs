@@ -91,6 +91,52 @@ pub(crate) fn decode(s: SockId) -> SockRef {
     }
 }
 
+/// SipHash-1-3 of guest-side 4-tuples, keyed from the configured secret:
+/// the flow table's hash (with the protocol) and TCP's initial sequence
+/// numbers (RFC 6528, without it) both take it, each with its own key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TupleHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl TupleHasher {
+    /// Keys from `secret`, the second one XORed with `salt` (distinct uses of
+    /// one secret take distinct salts).
+    pub(crate) fn new(secret: &[u8; 16], salt: u64) -> Self {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&secret[..8]);
+        let k0 = u64::from_le_bytes(k);
+        k.copy_from_slice(&secret[8..]);
+        TupleHasher {
+            k0,
+            k1: u64::from_le_bytes(k) ^ salt,
+        }
+    }
+
+    /// The hash of `key`'s addresses and ports, preceded by its protocol if
+    /// `with_proto`.
+    pub(crate) fn hash(&self, key: &FlowKey, with_proto: bool) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        if with_proto {
+            h.write_u8(key.proto);
+        }
+        for a in [key.src, key.dst] {
+            match a {
+                IpAddr::V4(a) => h.write(&a.octets()),
+                IpAddr::V6(a) => h.write(&a.octets()),
+            }
+        }
+        h.write_u16(key.sport);
+        h.write_u16(key.dport);
+        h.finish()
+    }
+}
+
+/// Salt of the flow table's hash key (the plain secret keys sequence
+/// numbers).
+const FLOW_HASH_SALT: u64 = 0x666c_6f77_7461_626c;
+
 /// The table. All memory is allocated by [`FlowTable::new`].
 #[derive(Debug)]
 pub(crate) struct FlowTable {
@@ -100,8 +146,7 @@ pub(crate) struct FlowTable {
     /// Open-addressing table of flow indices (`EMPTY` if unused).
     hash: Vec<u32>,
     mask: usize,
-    k0: u64,
-    k1: u64,
+    hasher: TupleHasher,
     count: usize,
 }
 
@@ -133,19 +178,12 @@ impl FlowTable {
                 data: FlowData::Free,
             });
         }
-        let mut k = [0u8; 8];
-        k.copy_from_slice(&secret[..8]);
-        let k0 = u64::from_le_bytes(k);
-        k.copy_from_slice(&secret[8..]);
-        // Distinct from the key used for sequence numbers (same secret).
-        let k1 = u64::from_le_bytes(k) ^ 0x666c_6f77_7461_626c;
         FlowTable {
             flows,
             free: (0..capacity as u32).rev().collect(),
             hash: vec![EMPTY; buckets],
             mask: buckets - 1,
-            k0,
-            k1,
+            hasher: TupleHasher::new(secret, FLOW_HASH_SALT),
             count: 0,
         }
     }
@@ -162,17 +200,7 @@ impl FlowTable {
     }
 
     fn hash_key(&self, key: &FlowKey) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        h.write_u8(key.proto);
-        for a in [key.src, key.dst] {
-            match a {
-                IpAddr::V4(a) => h.write(&a.octets()),
-                IpAddr::V6(a) => h.write(&a.octets()),
-            }
-        }
-        h.write_u16(key.sport);
-        h.write_u16(key.dport);
-        h.finish()
+        self.hasher.hash(key, true)
     }
 
     /// Takes a free entry for `data`; `None` if the table is full.

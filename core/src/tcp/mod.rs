@@ -38,7 +38,6 @@ use crate::nat;
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
-use core::hash::Hasher;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 use segment::{Hdr, Seg, ACK, FIN, PSH, RST, SYN, TCP_HLEN};
@@ -483,16 +482,8 @@ impl Core {
     /// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
     /// clock ticking every 32 ns.
     fn tcp_isn(&self, key: &FlowKey, now: Instant) -> u32 {
-        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.cfg.secret);
-        for a in [key.src, key.dst] {
-            match a {
-                IpAddr::V4(a) => h.write(&a.octets()),
-                IpAddr::V6(a) => h.write(&a.octets()),
-            }
-        }
-        h.write_u16(key.sport);
-        h.write_u16(key.dport);
-        (h.finish() as u32).wrapping_add((now.as_nanos() >> 5) as u32)
+        let h = flow::TupleHasher::new(&self.cfg.secret, 0).hash(key, false);
+        (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)
     }
 
     /// The MSS we advertise to the guest: from the MTU, rounded down to a
