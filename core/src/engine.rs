@@ -111,9 +111,11 @@ impl Core {
         &self.tcp.stats
     }
 
-    /// Queues the start-up actions (opening the configured TCP listeners).
-    /// Call it once before the first `poll_action`; otherwise it happens on
-    /// the first input. Calling it again does nothing.
+    /// Queues the start-up actions: the listeners of the configured
+    /// forwards. Drivers call it once, right after [`Self::new`], and drain
+    /// the outputs as after any input; no input opens them instead. Calling
+    /// it again, or after a `set_*_forwards` (whose list replaces the
+    /// configured forwards), does nothing.
     pub fn start(&mut self, now: Instant) {
         self.tcp_start(now);
         self.udp_start(now);
@@ -161,7 +163,6 @@ impl Core {
     /// buffer.
     pub fn handle_tap_batch(&mut self, now: Instant, batch: &FrameBatch<'_>) {
         self.tcp_batch_begin(now);
-        self.udp_start(now);
         self.spans.clear();
         for i in 0..batch.len() {
             self.counters.frames_in += 1;
@@ -184,8 +185,6 @@ impl Core {
 
     /// Handles readiness of, or a result from, socket `sock`.
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
-        self.tcp_start(now);
-        self.udp_start(now);
         if !self.udp_sock_event(now, sock, event) && !self.tcp_sock_event(now, sock, event) {
             log::debug!("event {event:?} for unknown {sock:?}");
         }
@@ -235,8 +234,6 @@ impl Core {
 
     /// Runs timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.tcp_start(now);
-        self.udp_start(now);
         self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
         self.udp_timeout(now);

@@ -28,7 +28,8 @@
 //! ## Call order
 //!
 //! Right after building the core the driver calls [`Core::start`] (it queues
-//! the listeners of forwarded ports) and drains the outputs as below. After
+//! the listeners of forwarded ports; nothing else opens them) and drains the
+//! outputs as below. After
 //! **every** input the driver drains the outputs: it calls `poll_action`
 //! until it returns `None`, carrying each action out at once and feeding its
 //! result back with `handle_sock_event` (which may queue more work), then

@@ -1867,6 +1867,7 @@ fn inbound_with_full_table_is_accepted_and_closed() {
     let mut cfg = inbound_cfg();
     cfg.limits.flows = 1;
     let mut h = H::new(cfg);
+    h.core.start(h.now);
     h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 80).seq(1).syn()]);
     assert_eq!(h.core.flow_count(), 1);
     let lst = SockId(LISTENER_BIT);
