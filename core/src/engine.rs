@@ -6,17 +6,15 @@ use crate::counters::{Counters, DropReason};
 use crate::flow::FlowTable;
 use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
-use crate::queue::{FrameOut, FrameQueue};
+use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::rng::Rng;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
-use crate::udp::UdpForward;
-use crate::udp::{UdpState, UdpStats};
+use crate::udp::{self, UdpForward, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
 use core::net::IpAddr;
-use std::collections::VecDeque;
 
 /// The context lent to a link service: disjoint borrows of the core's
 /// fields (a method could not borrow them apart from the service's own
@@ -33,6 +31,20 @@ macro_rules! link_cx {
     };
 }
 
+/// The context lent to UDP and ICMP echo (see [`link_cx`]).
+macro_rules! udp_cx {
+    ($core:ident) => {
+        udp::Ctx {
+            cfg: &$core.cfg,
+            guest: &$core.guest,
+            counters: &mut $core.counters,
+            actions: &mut $core.actions,
+            spans: &mut $core.spans,
+            flows: &mut $core.flows,
+        }
+    };
+}
+
 /// The protocol core of passt and pasta. See the [crate documentation](crate)
 /// for the order in which drivers call it.
 #[derive(Debug)]
@@ -42,7 +54,7 @@ pub struct Core {
     pub(crate) counters: Counters,
     pub(crate) rng: Rng,
     pub(crate) out: FrameQueue,
-    pub(crate) actions: VecDeque<Action>,
+    pub(crate) actions: ActionQueue,
     pub(crate) spans: Vec<Span>,
     grouper: Grouper,
     /// Neighbour discovery (router advertisement timer).
@@ -64,13 +76,13 @@ impl Core {
             counters: Counters::default(),
             rng: Rng::new(cfg.seed),
             out: FrameQueue::new(limits.out_queue_bytes, limits.out_queue_frames),
-            actions: VecDeque::with_capacity(limits.actions),
+            actions: ActionQueue::new(limits.actions),
             spans: Vec::with_capacity(limits.batch_frames),
             grouper: Grouper::new(limits.batch_frames),
             ndp: Ndp::default(),
             flows: FlowTable::new(limits.flows, &cfg.secret),
             tcp: TcpState::new(&cfg),
-            udp: UdpState::new(),
+            udp: UdpState::default(),
             cfg,
         }
     }
@@ -118,7 +130,7 @@ impl Core {
     /// configured forwards), does nothing.
     pub fn start(&mut self, now: Instant) {
         self.tcp_start(now);
-        self.udp_start(now);
+        self.udp.start(&mut udp_cx!(self));
     }
 
     /// Replaces the set of TCP listeners (host ports forwarded to the guest)
@@ -141,7 +153,8 @@ impl Core {
     /// replaces the configured listeners as well. Drain the outputs
     /// afterwards, like after any input.
     pub fn set_udp_forwards(&mut self, now: Instant, forwards: &[UdpForward]) {
-        self.udp_set_forwards(now, forwards);
+        let _ = now;
+        self.udp.set_forwards(&mut udp_cx!(self), forwards);
     }
 
     /// Forwards whose listener could not be opened (`Open`, `Bind` or
@@ -185,7 +198,9 @@ impl Core {
 
     /// Handles readiness of, or a result from, socket `sock`.
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
-        if !self.udp_sock_event(now, sock, event) && !self.tcp_sock_event(now, sock, event) {
+        if !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
+            && !self.tcp_sock_event(now, sock, event)
+        {
             log::debug!("event {event:?} for unknown {sock:?}");
         }
     }
@@ -220,7 +235,7 @@ impl Core {
         sock: SockId,
         dgrams: &mut [RxDatagram<'_>],
     ) -> usize {
-        self.dgram_received(now, sock, dgrams)
+        self.udp.received(&mut udp_cx!(self), now, sock, dgrams)
     }
 
     /// Reports that of the frames handed out since the previous call (from
@@ -236,7 +251,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
-        self.udp_timeout(now);
+        self.udp.timeout(&mut udp_cx!(self), now);
     }
 
     /// The guest link went away (passt: qemu disconnected). Forgets the guest's
@@ -273,7 +288,7 @@ impl Core {
     /// The next socket action for the driver.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        self.actions.pop()
     }
 
     /// When [`Self::handle_timeout`] should be called next, if ever.
@@ -281,7 +296,7 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
             earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
-            self.udp_poll_timeout(),
+            self.udp.poll_timeout(),
         )
     }
 
@@ -398,7 +413,7 @@ impl Core {
         if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
             return self.tcp_sequence(now, batch, seq);
         }
-        self.udp_sequence(now, batch, seq);
+        self.udp.sequence(&mut udp_cx!(self), now, batch, seq);
     }
 
     fn icmp_input(&mut self, now: Instant, ip: &IpHdr, l4: &[u8], l4_off: usize) {
@@ -415,7 +430,7 @@ impl Core {
                 }
             }
         }
-        self.icmp_echo_input(now, ip, l4, l4_off);
+        self.udp.echo_input(&mut udp_cx!(self), now, ip, l4, l4_off);
     }
 
     // --- frame building for TCP --------------------------------------------

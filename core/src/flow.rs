@@ -17,9 +17,9 @@
 use crate::action::SockId;
 use crate::tap::FlowKey;
 use crate::tcp::TcpConn;
-use crate::udp::DgramFlow;
+use crate::time::Instant;
 use core::hash::Hasher;
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 use siphasher::sip::SipHasher13;
 
 /// Index of a flow in the table.
@@ -38,6 +38,24 @@ pub(crate) enum FlowData {
     Udp(DgramFlow),
     /// An ICMP/ICMPv6 echo flow (ports: the guest's echo id) over a ping socket.
     Ping(DgramFlow),
+}
+
+/// State of one datagram flow (UDP or echo): its own connected host socket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DgramFlow {
+    /// The flow's socket.
+    pub(crate) sock: SockId,
+    /// Whether the driver holds a socket under `sock`.
+    pub(crate) sock_open: bool,
+    /// The host-side peer: datagrams go there, replies come from there.
+    pub(crate) host: SocketAddr,
+    /// Last traffic that keeps the flow alive.
+    pub(crate) t_active: Instant,
+    /// Datagrams in the last `SendDatagrams`.
+    pub(crate) last_send: u32,
+    /// The destination is a multicast or broadcast group: the socket is not
+    /// connected, and answers from each unicast peer get flows of their own.
+    pub(crate) group: bool,
 }
 
 /// One entry of the table.
@@ -341,6 +359,26 @@ impl FlowTable {
             }
         }
         self.hash[hole] = EMPTY;
+    }
+
+    /// The datagram flow (UDP or echo) `id`.
+    pub(crate) fn dgram_mut(&mut self, id: FlowId) -> Option<&mut DgramFlow> {
+        match &mut self.get_mut(id)?.data {
+            FlowData::Udp(d) | FlowData::Ping(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The live datagram flow of socket `sock`.
+    pub(crate) fn dgram_of(&self, sock: SockId) -> Option<FlowId> {
+        let SockRef::Flow { id, gen, side: 0 } = decode(sock) else {
+            return None;
+        };
+        let f = self.get(id)?;
+        match &f.data {
+            FlowData::Udp(d) | FlowData::Ping(d) if f.gen == gen && d.sock == sock => Some(id),
+            _ => None,
+        }
     }
 
     /// Indices of all entries (in use or not), for scans.

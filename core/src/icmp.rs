@@ -9,14 +9,13 @@
 //! the address the guest pinged. A flow ends 60 s after the guest's last
 //! request ([`ECHO_TIMEOUT`]).
 
-use crate::action::{Action, BindOpts, Errno, Interest, Netns, RxDatagram, SockKind, Span};
+use crate::action::{BindOpts, Errno, RxDatagram, SockKind, Span};
 use crate::counters::DropReason;
-use crate::engine::Core;
-use crate::flow::FlowData;
+use crate::flow::FlowId;
 use crate::nat;
 use crate::tap::{FlowKey, IpHdr};
 use crate::time::Instant;
-use crate::udp::{any_addr, family};
+use crate::udp::{any_addr, family, framed, Ctx, SockSetup, UdpState};
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_ICMPV6};
 use crate::wire::{be16, put16};
 use core::net::SocketAddr;
@@ -37,18 +36,25 @@ fn echo_types(proto: u8) -> (u8, u8) {
     }
 }
 
-impl Core {
+impl UdpState {
     /// An ICMP/ICMPv6 message from the guest other than NDP; `l4_off` is its
     /// offset in the batch buffer.
-    pub(crate) fn icmp_echo_input(&mut self, now: Instant, ip: &IpHdr, l4: &[u8], l4_off: usize) {
+    pub(crate) fn echo_input(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        ip: &IpHdr,
+        l4: &[u8],
+        l4_off: usize,
+    ) {
         let (request, _) = echo_types(ip.proto);
         match l4.first() {
             Some(&t) if t == request => {}
-            Some(_) => return self.counters.drop(DropReason::IcmpNotEcho),
-            None => return self.counters.drop(DropReason::L4Truncated),
+            Some(_) => return cx.counters.drop(DropReason::IcmpNotEcho),
+            None => return cx.counters.drop(DropReason::L4Truncated),
         }
         let Some(id) = be16(l4, 4).filter(|_| l4.len() >= ECHO_HLEN) else {
-            return self.counters.drop(DropReason::L4Truncated);
+            return cx.counters.drop(DropReason::L4Truncated);
         };
         let key = FlowKey {
             proto: ip.proto,
@@ -57,60 +63,42 @@ impl Core {
             sport: id,
             dport: id,
         };
-        let flow = match self.flows.lookup(&key) {
-            Some(f) if matches!(self.flows.get(f).map(|e| &e.data), Some(FlowData::Ping(_))) => {
-                Ok(f)
-            }
-            Some(_) => Err(DropReason::DgramBadEndpoint),
-            None => self.ping_flow_from_guest(now, &key),
-        };
+        let flow = self.flow_or_new(cx, &key, true, |s, cx| {
+            s.ping_flow_from_guest(cx, now, &key)
+        });
         let flow = match flow {
             Ok(f) => f,
-            Err(reason) => return self.counters.drop(reason),
+            Err(reason) => return cx.counters.drop(reason),
         };
-        self.dgram_send_one(
-            now,
-            flow,
-            Span {
-                offset: l4_off as u32,
-                len: l4.len() as u32,
-            },
-        );
+        let span = Span {
+            offset: l4_off as u32,
+            len: l4.len() as u32,
+        };
+        self.send_one(cx, now, flow, span);
     }
 
     fn ping_flow_from_guest(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         key: &FlowKey,
-    ) -> Result<crate::flow::FlowId, DropReason> {
+    ) -> Result<FlowId, DropReason> {
         let bad = DropReason::DgramBadEndpoint;
-        let host_ip = nat::from_tap(&self.cfg, key.proto, key.src, 0, key.dst, 0).ok_or(bad)?;
+        let host_ip = nat::from_tap(cx.cfg, key.proto, key.src, 0, key.dst, 0).ok_or(bad)?;
         if host_ip.is_ipv6() != key.src.is_ipv6() {
             return Err(bad);
         }
         let host = SocketAddr::new(host_ip, 0);
-        let (id, sock) = self.dgram_alloc(now, *key, host, true)?;
         let fam = family(host_ip);
-        self.actions.push_back(Action::Open {
+        let id = self.open_flow(cx, now, *key, host, true, |sock| SockSetup {
             sock,
             kind: SockKind::Ping,
             family: fam,
-            netns: Netns::Host,
-        });
-        self.actions.push_back(Action::Bind {
-            sock,
-            addr: SocketAddr::new(any_addr(fam), 0),
+            broadcast: false,
+            bind: SocketAddr::new(any_addr(fam), 0),
             opts: BindOpts::default(),
-        });
-        self.actions.push_back(Action::Connect { sock, addr: host });
-        self.actions.push_back(Action::SetInterest {
-            sock,
-            interest: Interest {
-                readable: true,
-                ..Interest::default()
-            },
-        });
-        self.udp.stats.ping_opened += 1;
+            connect: Some(host),
+        })?;
         log::debug!(
             "ping flow {}: guest {} id {} -> {}",
             id.0,
@@ -123,11 +111,11 @@ impl Core {
 
     /// A ping socket could not be opened: warn once about the sysctl.
     pub(crate) fn ping_refused(&mut self, e: Errno) {
-        if self.udp.ping_warned {
+        if self.ping_warned {
             log::debug!("ping socket: {e:?}");
             return;
         }
-        self.udp.ping_warned = true;
+        self.ping_warned = true;
         if e == Errno::EACCES || e == Errno::EPERM {
             log::warn!(
                 "ping sockets refused ({e:?}): ICMP echo will not work; allow them with \
@@ -137,44 +125,34 @@ impl Core {
             log::warn!("could not open a ping socket ({e:?}): ICMP echo will not work");
         }
     }
+}
 
-    /// Writes the headers for an echo reply of flow `key` (guest side) in
-    /// front of it (at `room`), with the guest's id. Counts the drop and
-    /// returns `false` if it is not a well-formed reply.
-    pub(crate) fn ping_frame(
-        &mut self,
-        key: &FlowKey,
-        d: &mut RxDatagram<'_>,
-        room: usize,
-    ) -> bool {
-        let (_, reply) = echo_types(key.proto);
-        let Some(start) = room.checked_sub(l4_offset(key.src.is_ipv6())) else {
-            self.counters.drop(DropReason::DgramMalformed);
-            return false;
-        };
-        let (dst_mac, our_mac) = (self.guest.mac, self.cfg.our_mac);
-        let ok = room
-            .checked_add(d.len)
-            .filter(|&end| end <= d.buf.len() && d.len >= ECHO_HLEN)
-            .and_then(|end| d.buf.get_mut(start..end))
-            .and_then(|b| {
-                let icmp = b.get_mut(room - start..)?;
-                if *icmp.first()? != reply || *icmp.get(1)? != 0 {
-                    return None;
-                }
-                put16(icmp, 4, key.sport)?;
-                finish_ip_frame(b, dst_mac, our_mac, key.dst, key.src, key.proto, d.len)
-            });
-        match ok {
-            Some(n) => {
-                d.frame_start = start;
-                d.frame_len = n;
-                true
+/// Writes the headers for an echo reply of flow `key` (guest side) in front
+/// of it (at `room`), with the guest's id. Counts the drop and returns
+/// `false` if it is not a well-formed reply.
+pub(crate) fn ping_frame(
+    cx: &mut Ctx<'_>,
+    key: &FlowKey,
+    d: &mut RxDatagram<'_>,
+    room: usize,
+) -> bool {
+    let (_, reply) = echo_types(key.proto);
+    let Some(start) = room.checked_sub(l4_offset(key.src.is_ipv6())) else {
+        cx.counters.drop(DropReason::DgramMalformed);
+        return false;
+    };
+    let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
+    let ok = room
+        .checked_add(d.len)
+        .filter(|&end| end <= d.buf.len() && d.len >= ECHO_HLEN)
+        .and_then(|end| d.buf.get_mut(start..end))
+        .and_then(|b| {
+            let icmp = b.get_mut(room - start..)?;
+            if *icmp.first()? != reply || *icmp.get(1)? != 0 {
+                return None;
             }
-            None => {
-                self.counters.drop(DropReason::DgramMalformed);
-                false
-            }
-        }
-    }
+            put16(icmp, 4, key.sport)?;
+            finish_ip_frame(b, dst_mac, our_mac, key.dst, key.src, key.proto, d.len)
+        });
+    framed(cx, d, start, ok)
 }

@@ -1,10 +1,15 @@
-//! A fixed-size byte ring of whole frames waiting to be handed to the driver.
+//! The core's two output queues.
 //!
-//! Control frames (ARP, NDP, DHCP replies, and later TCP flag segments) are built
-//! in place here when an input is handled and copied out by
-//! [`Core::poll_frame`](crate::Core::poll_frame). Memory is allocated once; a full
-//! queue refuses new frames, and the caller counts the drop.
+//! [`FrameQueue`] is a fixed-size byte ring of whole frames waiting to be
+//! handed to the driver: control frames (ARP, NDP, DHCP replies, TCP flag
+//! segments) are built in place here when an input is handled and copied out
+//! by [`Core::poll_frame`](crate::Core::poll_frame). Memory is allocated once;
+//! a full queue refuses new frames, and the caller counts the drop.
+//!
+//! [`ActionQueue`] holds the socket work read with
+//! [`Core::poll_action`](crate::Core::poll_action).
 
+use crate::action::Action;
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::wire::headers::UDP_HLEN;
@@ -95,6 +100,41 @@ impl FrameQueue {
             }
             None => Some(Err(len)),
         }
+    }
+}
+
+/// Socket work for the driver, in the order it is to be carried out.
+#[derive(Debug)]
+pub(crate) struct ActionQueue {
+    q: VecDeque<Action>,
+}
+
+impl ActionQueue {
+    /// A queue with room for `capacity` actions, allocated now.
+    pub(crate) fn new(capacity: usize) -> Self {
+        ActionQueue {
+            q: VecDeque::with_capacity(capacity),
+        }
+    }
+
+    /// Queues `a`.
+    pub(crate) fn push(&mut self, a: Action) {
+        self.q.push_back(a);
+    }
+
+    /// The oldest action.
+    pub(crate) fn pop(&mut self) -> Option<Action> {
+        self.q.pop_front()
+    }
+
+    /// The queued actions, oldest first.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Action> {
+        self.q.iter()
+    }
+
+    /// The queued actions, oldest first, to amend one still queued.
+    pub(crate) fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Action> {
+        self.q.iter_mut()
     }
 }
 

@@ -449,7 +449,7 @@ impl Core {
     }
 
     fn act(&mut self, a: Action) {
-        self.actions.push_back(a);
+        self.actions.push(a);
     }
 
     /// Notes that the deadline of `id` may have moved earlier.

@@ -4,13 +4,15 @@
 //! queues into transmit slots), and every frame that comes out is re-parsed
 //! with etherparse, checksums verified.
 
+use super::host::UDP_LISTENER_BIT;
 use super::*;
-use crate::config::Config;
+use crate::action::{RxDatagram, DATAGRAM_ROOM};
 use crate::counters::DropReason;
+use crate::flow::LISTENER_BIT;
 use crate::fwd::{FwdTable, SpecKind};
 use crate::testutil::{capture_config, GUEST_MAC};
 use crate::wire::Mac;
-use crate::{FrameBatch, FrameRef};
+use crate::{Core, FrameBatch, FrameRef};
 use etherparse::{
     Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket,
     TransportSlice,
@@ -273,7 +275,7 @@ impl H {
     fn timeout(&mut self) {
         self.core.handle_timeout(self.now);
         assert!(
-            self.core.udp_poll_timeout().is_none_or(|t| t > self.now),
+            self.core.udp.poll_timeout().is_none_or(|t| t > self.now),
             "timer still due after handle_timeout"
         );
         self.drain(&[]);
@@ -1317,7 +1319,7 @@ fn dual_stack_listener_fits_the_largest_datagrams() {
     const SLOT: usize = 65535 + 14 + 1;
     let mut h = H::new(cfg_fwd("7000"));
     let l = listener(&h);
-    assert_eq!(h.core.recv_room(l), 42);
+    assert_eq!(h.core.udp.recv_room(&h.core.flows, l), 42);
     let cases: [(SocketAddr, usize, bool); 3] = [
         (sa(Ipv4Addr::LOCALHOST.to_ipv6_mapped(), 5001), 65507, true),
         (sa(Ipv6Addr::LOCALHOST, 5000), 65472, true),
