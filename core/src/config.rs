@@ -6,9 +6,9 @@
 //! [`Config::secret`], so two runs with the same configuration and inputs behave
 //! identically.
 
-use crate::fwd::Forwarding;
+use crate::fwd::Forward;
 use crate::wire::Mac;
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Upstream's default MTU: `ROUND_DOWN(65535 - 14, 4)`.
 pub const DEFAULT_MTU: u16 = 65520;
@@ -181,19 +181,6 @@ impl Default for Limits {
     }
 }
 
-/// A TCP port forwarded from the host to the guest (`-t`): a listener the
-/// core opens at start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpForward {
-    /// Address to bind; `None` listens on every address of both families
-    /// (one dual-stack socket, or IPv4 only if IPv6 is disabled).
-    pub addr: Option<IpAddr>,
-    /// Port to listen on.
-    pub port: u16,
-    /// Port the guest receives the connection on.
-    pub target_port: u16,
-}
-
 /// Everything a [`Core`](crate::Core) needs to know, fixed for its lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -220,14 +207,12 @@ pub struct Config {
     pub duid_time: u32,
     /// Fixed capacities.
     pub limits: Limits,
-    /// TCP listeners forwarding host ports to the guest, in addition to the
-    /// ports of `fwd.tcp_in`.
-    pub tcp_forwards: Vec<TcpForward>,
+    /// Host ports forwarded to the guest (`-t`, `-u`): their listeners open
+    /// at [`Core::start`](crate::Core::start).
+    pub forwards: Vec<Forward>,
     /// The host kernel supports `SO_PEEK_OFF` on TCP sockets (probed by the
     /// driver): peeks then skip nothing and the core sets the offset per socket.
     pub peek_offset: bool,
-    /// Port forwarding tables (`-t`, `-u`, `-T`, `-U`).
-    pub fwd: Forwarding,
 }
 
 impl Default for Config {
@@ -244,9 +229,8 @@ impl Default for Config {
             seed: 0,
             duid_time: 0,
             limits: Limits::default(),
-            tcp_forwards: Vec::new(),
+            forwards: Vec::new(),
             peek_offset: false,
-            fwd: Forwarding::default(),
         }
     }
 }

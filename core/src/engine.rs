@@ -1,9 +1,10 @@
 //! The [`Core`] state machine: inputs, outputs, and dispatch of guest frames.
 
 use crate::action::{Action, Errno, RxDatagram, SockEvent, SockId, Span, SpanList, TxSlot};
-use crate::config::{Config, TcpForward};
+use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::flow::FlowTable;
+use crate::fwd::{Forward, ListenFailure, ListenStats, Listened, Listeners, Proto};
 use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
@@ -11,7 +12,7 @@ use crate::rng::Rng;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
-use crate::udp::{self, UdpForward, UdpState, UdpStats};
+use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
 use core::net::IpAddr;
@@ -41,6 +42,7 @@ macro_rules! udp_cx {
             actions: &mut $core.actions,
             spans: &mut $core.spans,
             flows: &mut $core.flows,
+            listeners: &mut $core.listeners,
         }
     };
 }
@@ -59,9 +61,11 @@ pub struct Core {
     grouper: Grouper,
     /// Neighbour discovery (router advertisement timer).
     ndp: Ndp,
-    /// Translated flows (TCP connections).
+    /// Translated flows (TCP connections, UDP and echo flows).
     pub(crate) flows: FlowTable,
-    /// TCP state outside the flow table (listeners, timers, transmit log).
+    /// The listeners of forwarded ports, TCP and UDP.
+    pub(crate) listeners: Listeners,
+    /// TCP state outside the flow table (timers, transmit log).
     pub(crate) tcp: TcpState,
     /// UDP and ICMP echo state outside the flow table.
     pub(crate) udp: UdpState,
@@ -81,6 +85,7 @@ impl Core {
             grouper: Grouper::new(limits.batch_frames),
             ndp: Ndp::default(),
             flows: FlowTable::new(limits.flows, &cfg.secret),
+            listeners: Listeners::default(),
             tcp: TcpState::new(&cfg),
             udp: UdpState::default(),
             cfg,
@@ -110,7 +115,7 @@ impl Core {
     /// Sockets the core believes the driver holds for it (connections and
     /// listeners): opened or accepted, and neither closed nor failed.
     pub fn socket_count(&self) -> usize {
-        self.tcp.open_socks + self.udp.open_socks
+        self.tcp.open_socks + self.udp.open_socks + self.listeners.open_count()
     }
 
     /// What UDP and ICMP echo translation did.
@@ -123,46 +128,42 @@ impl Core {
         &self.tcp.stats
     }
 
+    /// What the listeners of forwarded ports did.
+    pub fn listen_stats(&self) -> &ListenStats {
+        self.listeners.stats()
+    }
+
     /// Queues the start-up actions: the listeners of the configured
-    /// forwards. Drivers call it once, right after [`Self::new`], and drain
-    /// the outputs as after any input; no input opens them instead. Calling
-    /// it again, or after a `set_*_forwards` (whose list replaces the
-    /// configured forwards), does nothing.
+    /// forwards ([`Config::forwards`]). Drivers call it once, right after
+    /// [`Self::new`], and drain the outputs as after any input; no input
+    /// opens them instead. Calling it again, or after [`Self::set_forwards`]
+    /// (whose list replaces the configured forwards), does nothing.
     pub fn start(&mut self, now: Instant) {
-        self.tcp_start(now);
-        self.udp.start(&mut udp_cx!(self));
-    }
-
-    /// Replaces the set of TCP listeners (host ports forwarded to the guest)
-    /// with `forwards`, e.g. after a rescan of `auto` forwarding. Listeners
-    /// are matched by address and port: those no longer listed are closed,
-    /// new ones are opened (`Open`, `Bind`, `Listen`, `SetInterest`), a
-    /// changed target port applies to new connections. Established
-    /// connections stay. The list is the complete set: it replaces the
-    /// configured listeners as well. Drain the outputs afterwards, like after
-    /// any input; a listener that fails reports `SockEvent::OpenFailed`, and
-    /// then shows in [`Self::failed_tcp_forwards`].
-    pub fn set_tcp_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
-        self.tcp_set_forwards(now, forwards);
-    }
-
-    /// Replaces the forwarded UDP ports (`-u`) with `forwards`, e.g. after
-    /// a rescan of `auto` forwarding: listeners not listed close, new ones
-    /// open, kept ones take the listed target port. Flows, which have
-    /// sockets of their own, stay. The list is the complete set: it
-    /// replaces the configured listeners as well. Drain the outputs
-    /// afterwards, like after any input.
-    pub fn set_udp_forwards(&mut self, now: Instant, forwards: &[UdpForward]) {
         let _ = now;
-        self.udp.set_forwards(&mut udp_cx!(self), forwards);
+        self.listeners.start(&self.cfg, &mut self.actions);
     }
 
-    /// Forwards whose listener could not be opened (`Open`, `Bind` or
-    /// `Listen` failed, or the address family is disabled), among the
-    /// current ones. A driver can treat an explicit port listed here as a
-    /// fatal start-up error. `tcp_stats().listen_failures` counts them all.
-    pub fn failed_tcp_forwards(&self) -> impl Iterator<Item = TcpForward> + '_ {
-        self.tcp_failed_forwards()
+    /// Replaces the forwarded ports, TCP and UDP, with `forwards`, e.g. after
+    /// a rescan of `auto` forwarding. Listeners are matched by protocol,
+    /// address, interface and port (the first listing of a port wins):
+    /// those no longer listed are closed, new ones are opened (`Open`,
+    /// `Bind`, `Listen` for TCP, `SetInterest`), a changed target applies to
+    /// new connections and flows. Established connections and flows stay.
+    /// The list is the complete set: it replaces the configured forwards as
+    /// well. Drain the outputs afterwards, like after any input; a listener
+    /// that fails then shows in [`Self::failed_forwards`].
+    pub fn set_forwards(&mut self, now: Instant, forwards: &[Forward]) {
+        let _ = now;
+        self.listeners.set(&self.cfg, &mut self.actions, forwards);
+    }
+
+    /// The forwarded ports whose listener could not be opened (`Open`,
+    /// `Bind` or `Listen` failed, or the address family is disabled) or
+    /// failed later, among the current ones, for TCP and UDP alike. Read
+    /// after the outputs are drained; a driver can treat an explicit port
+    /// listed here at start-up as a fatal error.
+    pub fn failed_forwards(&self) -> impl Iterator<Item = ListenFailure> + '_ {
+        self.listeners.failures()
     }
 
     // --- inputs -------------------------------------------------------------
@@ -198,6 +199,13 @@ impl Core {
 
     /// Handles readiness of, or a result from, socket `sock`.
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
+        match self.listeners.event(sock, event) {
+            Listened::Done => return,
+            Listened::Open(Proto::Udp, slot) => {
+                return self.udp.listener_event(&mut udp_cx!(self), slot, event)
+            }
+            Listened::Open(Proto::Tcp, _) | Listened::NotListener => {}
+        }
         if !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
             && !self.tcp_sock_event(now, sock, event)
         {
@@ -431,6 +439,13 @@ impl Core {
             }
         }
         self.udp.echo_input(&mut udp_cx!(self), now, ip, l4, l4_off);
+    }
+
+    /// The header room of datagrams received on `sock` (see
+    /// [`udp::recv_room`]).
+    #[cfg(test)]
+    pub(crate) fn recv_room(&mut self, sock: SockId) -> usize {
+        udp::recv_room(&udp_cx!(self), sock)
     }
 
     // --- frame building for TCP --------------------------------------------

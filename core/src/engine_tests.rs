@@ -136,25 +136,14 @@ fn spans_out_of_range_are_empty() {
 
 #[test]
 fn interface_bound_forwards_bind_to_the_interface() {
-    use crate::fwd::{FwdTable, SpecKind};
-    use crate::{Action, SockKind};
+    use crate::{Action, Forward, Proto, SockKind};
     let mut cfg = capture_config();
-    let table = |spec: &str| {
-        let (mut t, _) =
-            FwdTable::from_specs(&[spec], SpecKind::PasstInbound, (49152, 65535)).unwrap();
-        t.resolve_interfaces(&mut |name| (name == "eth7").then_some(7))
-            .unwrap();
-        t
+    // -t %eth7/6900 -u %eth7/6901, eth7 being interface 7.
+    let on_eth7 = |proto, port| Forward {
+        ifindex: Some(7),
+        ..Forward::new(proto, port, port)
     };
-    cfg.fwd.tcp_in = table("%eth7/6900");
-    cfg.fwd.udp_in = table("%eth7/6901");
-    let mut unknown = FwdTable::from_specs(&["%nope/1"], SpecKind::PasstInbound, (49152, 65535))
-        .unwrap()
-        .0;
-    assert_eq!(
-        unknown.resolve_interfaces(&mut |_| None),
-        Err("no interface nope".into())
-    );
+    cfg.forwards = vec![on_eth7(Proto::Tcp, 6900), on_eth7(Proto::Udp, 6901)];
     let mut core = Core::new(cfg);
     core.start(Instant::ZERO);
     let mut kinds = std::collections::HashMap::new();

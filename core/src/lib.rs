@@ -41,13 +41,13 @@
 //! `poll_frame`, so that the peeked frames follow them, and it reports with
 //! [`Core::handle_tap_sent`] how many of the frames handed out reached the guest.
 //!
-//! [`Core::set_tcp_forwards`] counts as an input: the driver calls it whenever
-//! the set of forwarded TCP ports changes (a rescan of `auto` forwarding),
-//! with the complete set, and drains the outputs afterwards. After the
-//! listeners' actions are carried out, [`Core::failed_tcp_forwards`] names the
-//! forwards whose listener failed (for an explicit port, a fatal start-up
-//! error in the driver). [`Core::set_udp_forwards`] is the same input for
-//! the forwarded UDP ports.
+//! [`Core::set_forwards`] counts as an input: the driver calls it whenever
+//! the set of forwarded ports changes (a rescan of `auto` forwarding), with
+//! the complete set of [`Forward`]s, TCP and UDP, and drains the outputs
+//! afterwards. After the listeners' actions are carried out,
+//! [`Core::failed_forwards`] names the forwards whose listener could not be
+//! opened, for both protocols alike (for an explicit port, a fatal start-up
+//! error in the epoll driver).
 //!
 //! ```no_run
 //! use passt_core::{Config, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId};
@@ -98,7 +98,7 @@ mod config;
 mod counters;
 mod engine;
 mod flow;
-pub mod fwd;
+mod fwd;
 mod guest;
 mod icmp;
 mod link;
@@ -121,15 +121,15 @@ pub use action::{
     SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
-    Config, Features, Ip4Config, Ip6Config, Limits, TcpForward, DEFAULT_MTU, MAX_DNS, MAX_SEARCH,
-    MIN_MTU,
+    Config, Features, Ip4Config, Ip6Config, Limits, DEFAULT_MTU, MAX_DNS, MAX_SEARCH, MIN_MTU,
 };
 pub use counters::{Counters, DropReason, ReplyKind};
 pub use engine::Core;
+pub use fwd::{Forward, ListenFailure, ListenStats, Proto};
 pub use guest::GuestInfo;
 pub use rng::Rng;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
-pub use udp::{UdpForward, UdpStats};
+pub use udp::UdpStats;
 pub use wire::Mac;

@@ -10,6 +10,7 @@ pub mod conf;
 mod daemon;
 mod dgram;
 mod event_loop;
+pub mod fwd;
 mod log;
 pub mod netlink;
 mod netns;
@@ -49,6 +50,8 @@ pub(crate) type NsConfigure = Box<dyn FnOnce(&str) -> io::Result<()> + Send>;
 pub(crate) struct Settings {
     pub(crate) mode: Mode,
     pub(crate) core: Config,
+    /// The forwarding tables (`auto` modes, start-up failures).
+    pub(crate) fwd: fwd::Forwarding,
     /// passt `-s`.
     pub(crate) socket: Option<PathBuf>,
     /// `-F`: an inherited qemu socket (passt) or tap device (pasta).
@@ -154,6 +157,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
             Mode::Passt => None,
         },
         core: rc.core,
+        fwd: rc.fwd,
         socket: rc.socket_path,
         fd: rc.fd,
         one_off: rc.one_off,
@@ -265,6 +269,7 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
                 },
             }),
             port_scanner,
+            fwd: s.fwd,
         },
     )?;
     if let Some(g) = guest.as_mut() {
@@ -305,9 +310,9 @@ fn pasta_link(
         let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())?;
         return Ok((Link::Tap(dev), None, None));
     }
-    let auto_mode = passt_core::fwd::FwdMode::Auto;
-    let udp_auto = s.core.features.udp && s.core.fwd.udp_in.mode() == auto_mode;
-    let auto = s.core.fwd.tcp_in.mode() == auto_mode || udp_auto;
+    let auto_mode = fwd::FwdMode::Auto;
+    let udp_auto = s.core.features.udp && s.fwd.udp_in.mode() == auto_mode;
+    let auto = s.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
         Target::Spawn(argv) => netns::spawn(argv)?,
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,

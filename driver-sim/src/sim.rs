@@ -195,6 +195,21 @@ impl Sim {
     pub fn start(&mut self) {
         self.core.start(self.now);
         self.drain();
+        // The listeners the core could not open, as the epoll driver reads
+        // them to refuse explicit ports.
+        let failed: Vec<_> = self.core.failed_forwards().collect();
+        for f in failed {
+            let what = match (f.addr, f.error) {
+                (Some(a), Some(e)) => format!("{a}: {e:?}"),
+                (Some(a), None) => format!("{a}: hung up"),
+                _ => "address family disabled".to_string(),
+            };
+            let fwd = f.forward;
+            self.note(
+                "core",
+                format!("{} port {} not forwarded: {what}", fwd.proto, fwd.first),
+            );
+        }
     }
 
     /// Current virtual time.
@@ -1020,6 +1035,44 @@ mod tests {
             s.violations
         );
         assert_eq!(s.stats.frames_from_core, 2);
+    }
+
+    /// TCP and UDP forwards open listeners in the simulated kernel, and
+    /// those that cannot be opened are reported the way the epoll driver
+    /// reads them.
+    #[test]
+    fn forwards_open_listeners_and_failures_are_reported() {
+        use passt_core::{Forward, Proto};
+        let mut cfg = SimConfig::new(capture_config());
+        cfg.core.forwards = vec![
+            Forward::new(Proto::Tcp, 8080, 80),
+            Forward::new(Proto::Udp, 5353, 53),
+        ];
+        let mut s = Sim::new(cfg.clone());
+        s.start();
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        assert_eq!(s.core.failed_forwards().count(), 0);
+        assert_eq!(s.core.socket_count(), 2);
+        assert_eq!(s.kernel.core_ids().len(), 2);
+
+        // No descriptors left: neither listener opens.
+        cfg.kernel.fd_limit = 0;
+        let mut s = Sim::new(cfg);
+        s.start();
+        let failed: Vec<_> = s
+            .core
+            .failed_forwards()
+            .map(|f| (f.forward.proto, f.forward.first, f.error.is_some()))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![(Proto::Tcp, 8080, true), (Proto::Udp, 5353, true)]
+        );
+        assert_eq!(s.core.socket_count(), 0);
+        assert!(s
+            .timeline
+            .iter()
+            .any(|l| l.contains("UDP port 5353 not forwarded")));
     }
 
     #[test]

@@ -26,19 +26,18 @@ mod tests;
 mod timer;
 
 use crate::action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt,
-    TcpInfo, TxSlot,
+    Action, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt, TcpInfo, TxSlot,
 };
-use crate::config::{Config, TcpForward};
+use crate::config::Config;
 use crate::counters::DropReason;
 use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
-use crate::fwd::FwdMode;
+use crate::fwd::Proto;
 use crate::nat;
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use segment::{Hdr, Seg, ACK, FIN, PSH, RST, SYN, TCP_HLEN};
 
@@ -83,8 +82,6 @@ const LOW_RTT_TABLE: usize = 8;
 const DUP_ACK_THRESHOLD: u8 = 2;
 /// Passes over a batch to fit out-of-order segments into the gap.
 const REORDER_PASSES: usize = 4;
-/// Listen backlog (as upstream).
-const BACKLOG: u32 = 128;
 /// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
@@ -315,26 +312,6 @@ impl TcpConn {
     }
 }
 
-/// A listening socket: from the configuration or [`Core::set_tcp_forwards`].
-#[derive(Clone, Copy, Debug)]
-struct Listener {
-    fwd: TcpForward,
-    state: ListenerState,
-}
-
-/// What became of a listener slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ListenerState {
-    /// Unused (its forward was removed); the slot may be taken again.
-    Free,
-    /// The driver holds the socket.
-    Open,
-    /// `Open`, `Bind` or `Listen` failed, or the family is disabled.
-    Failed,
-    /// TCP is disabled: nothing opened.
-    Off,
-}
-
 /// A run of consecutive frames of one connection handed to the driver, for
 /// rewinding after `handle_tap_sent`: frame `k` of the run starts at
 /// `seq + k * stride` (every frame but the last carries `stride` bytes). One
@@ -355,14 +332,12 @@ struct TxRec {
 /// TCP state outside the flow table.
 #[derive(Debug)]
 pub(crate) struct TcpState {
-    started: bool,
-    listeners: Vec<Listener>,
     /// Lower bound of every connection's deadline.
     next_timer: Option<Instant>,
     txlog: Vec<TxRec>,
     /// `frames_out` at the last `handle_tap_sent`.
     tx_base: u64,
-    /// Sockets the driver holds for us (flows and listeners).
+    /// Sockets the driver holds for connections.
     pub(crate) open_socks: usize,
     /// Guest batches seen (tells a `Send` of this batch from older ones).
     batches: u64,
@@ -389,17 +364,14 @@ pub struct TcpStats {
     pub partial_writes: u64,
     /// Connections ended by a timer.
     pub timeouts: u64,
-    /// Listeners that could not be opened (see [`Core::failed_tcp_forwards`]).
-    pub listen_failures: u64,
     /// Segments for a 4-tuple without a connection answered with a reset.
     pub no_flow_resets: u64,
 }
 
 impl TcpState {
     pub(crate) fn new(cfg: &Config) -> Self {
+        let _ = cfg;
         TcpState {
-            started: false,
-            listeners: Vec::with_capacity(cfg.tcp_forwards.len()),
             next_timer: None,
             txlog: Vec::with_capacity(TX_LOG),
             tx_base: 0,

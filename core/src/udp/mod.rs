@@ -13,7 +13,7 @@
 //!   which writes Ethernet, IP and UDP headers in front of each payload (one
 //!   copy, kernel → slot).
 //!
-//! Forwarded ports (`-u`) have listening sockets; a datagram from a new host
+//! Forwarded ports (`-u`) have listening sockets (`fwd.rs`); a datagram from a new host
 //! peer creates a flow whose own socket is bound to the listener's address
 //! and port (`SO_REUSEADDR`) and connected to the peer, so replies keep
 //! working when the listener goes away. Flows expire after 180 s without
@@ -27,7 +27,7 @@ mod host;
 #[cfg(test)]
 mod tests;
 
-pub use host::UdpForward;
+pub(crate) use host::recv_room;
 
 use crate::action::{
     Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SockEvent, SockId, SockKind,
@@ -35,7 +35,8 @@ use crate::action::{
 };
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
-use crate::flow::{self, DgramFlow, FlowData, FlowId, FlowTable, SockRef};
+use crate::flow::{self, DgramFlow, FlowData, FlowId, FlowTable};
+use crate::fwd::Listeners;
 use crate::guest::GuestInfo;
 use crate::nat;
 use crate::queue::ActionQueue;
@@ -65,6 +66,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) spans: &'a mut Vec<Span>,
     /// The shared flow table: datagram flows live beside TCP's.
     pub(crate) flows: &'a mut FlowTable,
+    /// The listeners of forwarded ports (UDP's take datagrams for new flows).
+    pub(crate) listeners: &'a mut Listeners,
 }
 
 /// What UDP and ICMP echo translation did, for logs and tests.
@@ -89,11 +92,9 @@ pub struct UdpStats {
 /// UDP and echo state outside the flow table.
 #[derive(Debug, Default)]
 pub(crate) struct UdpState {
-    started: bool,
-    listeners: Vec<host::UdpListener>,
     /// Lower bound of every datagram flow's deadline.
     next_timer: Option<Instant>,
-    /// Datagram sockets the driver holds for us (flows and listeners).
+    /// Datagram sockets the driver holds for flows.
     pub(crate) open_socks: usize,
     /// The warning about refused ping sockets was logged.
     pub(crate) ping_warned: bool,
@@ -434,14 +435,11 @@ impl UdpState {
         ev: SockEvent,
     ) -> bool {
         let _ = now;
-        if let SockRef::Other(idx) = flow::decode(sock) {
-            return self.listener_event(cx, idx, ev);
-        }
         let Some(id) = cx.flows.dgram_of(sock) else {
             return false;
         };
         let ping = matches!(cx.flows.get(id).map(|f| &f.data), Some(FlowData::Ping(_)));
-        let room = self.recv_room(cx.flows, sock) as u16;
+        let room = recv_room(cx, sock) as u16;
         let Some(d) = cx.flows.dgram_mut(id) else {
             return false;
         };

@@ -4,12 +4,12 @@
 //! queues into transmit slots), and every frame that comes out is re-parsed
 //! with etherparse, checksums verified.
 
-use super::host::UDP_LISTENER_BIT;
 use super::*;
 use crate::action::{RxDatagram, DATAGRAM_ROOM};
 use crate::counters::DropReason;
 use crate::flow::LISTENER_BIT;
-use crate::fwd::{FwdTable, SpecKind};
+use crate::fwd::UDP_LISTENER_BIT;
+use crate::fwd::{Forward, Proto};
 use crate::testutil::{capture_config, GUEST_MAC};
 use crate::wire::Mac;
 use crate::{Core, FrameBatch, FrameRef};
@@ -817,11 +817,13 @@ fn dns_forward_tcp() {
 
 // --- forwarded ports (-u) ---------------------------------------------------------
 
+/// The configuration with `-u spec`: `none`, `PORT` or `PORT:TARGET`.
 fn cfg_fwd(spec: &str) -> Config {
     let mut cfg = capture_config();
-    cfg.fwd.udp_in = FwdTable::from_specs(&[spec], SpecKind::PasstInbound, (49152, 65535))
-        .unwrap()
-        .0;
+    if spec != "none" {
+        let (port, target) = spec.split_once(':').unwrap_or((spec, spec));
+        cfg.forwards = vec![ufwd(port.parse().unwrap(), target.parse().unwrap())];
+    }
     cfg
 }
 
@@ -1319,7 +1321,7 @@ fn dual_stack_listener_fits_the_largest_datagrams() {
     const SLOT: usize = 65535 + 14 + 1;
     let mut h = H::new(cfg_fwd("7000"));
     let l = listener(&h);
-    assert_eq!(h.core.udp.recv_room(&h.core.flows, l), 42);
+    assert_eq!(h.core.recv_room(l), 42);
     let cases: [(SocketAddr, usize, bool); 3] = [
         (sa(Ipv4Addr::LOCALHOST.to_ipv6_mapped(), 5001), 65507, true),
         (sa(Ipv6Addr::LOCALHOST, 5000), 65472, true),
@@ -1357,12 +1359,8 @@ fn listeners(h: &H) -> Vec<(SockId, SocketAddr)> {
     v
 }
 
-fn ufwd(port: u16, target_port: u16) -> UdpForward {
-    UdpForward {
-        addr: None,
-        port,
-        target_port,
-    }
+fn ufwd(port: u16, target_port: u16) -> Forward {
+    Forward::new(Proto::Udp, port, target_port)
 }
 
 #[test]
@@ -1370,7 +1368,7 @@ fn set_forwards_opens_new_closes_unlisted_and_keeps_flows() {
     let mut h = H::new(cfg_fwd("none"));
     assert!(listeners(&h).is_empty());
     h.core
-        .set_udp_forwards(h.now, &[ufwd(5000, 5000), ufwd(6000, 60)]);
+        .set_forwards(h.now, &[ufwd(5000, 5000), ufwd(6000, 60)]);
     h.drain(&[]);
     let ls = listeners(&h);
     let ports: Vec<u16> = ls.iter().map(|(_, a)| a.port()).collect();
@@ -1390,7 +1388,7 @@ fn set_forwards_opens_new_closes_unlisted_and_keeps_flows() {
     // 6000 goes away, 7000 appears, 5000 stays (same socket).
     h.actions.clear();
     h.core
-        .set_udp_forwards(h.now, &[ufwd(7000, 7000), ufwd(5000, 5000)]);
+        .set_forwards(h.now, &[ufwd(7000, 7000), ufwd(5000, 5000)]);
     h.drain(&[]);
     assert!(h.closed.contains(&l6));
     assert!(!h.closed.contains(&l5));
@@ -1423,9 +1421,9 @@ fn set_forwards_opens_new_closes_unlisted_and_keeps_flows() {
     // socket churn, new target used.
     h.actions.clear();
     h.core
-        .set_udp_forwards(h.now, &[ufwd(5000, 5000), ufwd(7000, 7000)]);
+        .set_forwards(h.now, &[ufwd(5000, 5000), ufwd(7000, 7000)]);
     h.core
-        .set_udp_forwards(h.now, &[ufwd(5000, 55), ufwd(7000, 7000)]);
+        .set_forwards(h.now, &[ufwd(5000, 55), ufwd(7000, 7000)]);
     h.drain(&[]);
     assert!(h.actions.is_empty(), "{:?}", h.actions);
     h.host(l5, sa(p6(), 999), b"t");
@@ -1434,7 +1432,7 @@ fn set_forwards_opens_new_closes_unlisted_and_keeps_flows() {
     assert_eq!(f[0].dport, 55);
 
     // Empty set: every listener closes, the flows stay.
-    h.core.set_udp_forwards(h.now, &[]);
+    h.core.set_forwards(h.now, &[]);
     h.drain(&[]);
     assert!(listeners(&h).is_empty());
     assert_eq!(h.core.socket_count(), 2);
@@ -1445,13 +1443,12 @@ fn set_forwards_opens_new_closes_unlisted_and_keeps_flows() {
 fn set_forwards_replaces_configured_listeners_and_honours_addresses() {
     let mut h = H::new(cfg_fwd("5353:53"));
     let l = listener(&h);
-    let v4 = UdpForward {
+    let v4 = Forward {
         addr: Some(Ipv4Addr::LOCALHOST.into()),
-        port: 5353,
-        target_port: 53,
+        ..ufwd(5353, 53)
     };
     // Same port on another address: a different forward.
-    h.core.set_udp_forwards(h.now, &[v4]);
+    h.core.set_forwards(h.now, &[v4]);
     h.drain(&[]);
     assert!(h.closed.contains(&l));
     let ls = listeners(&h);
@@ -1464,13 +1461,12 @@ fn set_forwards_replaces_configured_listeners_and_honours_addresses() {
     // (The driver has no socket left under a failed id.)
     h.socks.remove(&ls[0].0);
     let n = h.closed.len();
-    h.core.set_udp_forwards(h.now, &[]);
+    h.core.set_forwards(h.now, &[]);
     h.drain(&[]);
     assert_eq!(h.closed.len(), n);
     assert_eq!(h.core.socket_count(), 0);
     // Duplicates: the first listing wins, one socket.
-    h.core
-        .set_udp_forwards(h.now, &[ufwd(9000, 1), ufwd(9000, 2)]);
+    h.core.set_forwards(h.now, &[ufwd(9000, 1), ufwd(9000, 2)]);
     h.drain(&[]);
     let ls = listeners(&h);
     assert_eq!(ls.len(), 1);
@@ -1483,7 +1479,7 @@ fn set_forwards_without_udp_does_nothing() {
     let mut cfg = cfg_fwd("none");
     cfg.features.udp = false;
     let mut h = H::new(cfg);
-    h.core.set_udp_forwards(h.now, &[ufwd(5000, 5000)]);
+    h.core.set_forwards(h.now, &[ufwd(5000, 5000)]);
     h.drain(&[]);
     assert!(h.socks.is_empty());
 }
@@ -1499,7 +1495,7 @@ proptest! {
         let mut h = H::new(cfg_fwd("none"));
         for set in &sets {
             let f: Vec<_> = set.iter().map(|&p| ufwd(p, p)).collect();
-            h.core.set_udp_forwards(h.now, &f);
+            h.core.set_forwards(h.now, &f);
             h.drain(&[]);
         }
         let mut want: Vec<u16> = sets.last().unwrap().clone();
