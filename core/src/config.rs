@@ -163,7 +163,15 @@ pub struct Limits {
     pub out_queue_bytes: usize,
     /// Most control frames queued at once.
     pub out_queue_frames: usize,
-    /// Most actions queued at once.
+    /// Most actions queued at once (at least 64), allocated once. New work
+    /// (a flow's sequence of guest segments, a new datagram flow, an accept)
+    /// starts only while a quarter of the queue is free, and is otherwise
+    /// refused: counted as [`DropReason::ActionQueueFull`](crate::DropReason)
+    /// (guests send TCP segments again; listeners are level-triggered and
+    /// report readiness again). Listeners of a large set of forwards open as
+    /// the driver drains the queue. An action that still finds the queue
+    /// full is dropped and counted in
+    /// [`Counters::actions_refused`](crate::Counters::actions_refused).
     pub actions: usize,
     /// Capacity of the flow table.
     pub flows: usize,

@@ -17,6 +17,13 @@ use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
 use core::net::IpAddr;
 
+/// Most actions one flow's sequence of guest segments queues (a new
+/// datagram flow's socket and its send; a TCP connection's set-up, or its
+/// send, shutdown, peek, consume, window query and interest).
+const SEQUENCE_ACTIONS: usize = 16;
+/// Most actions an event on a listener queues (`Accept`, `Recv`).
+const ACCEPT_ACTIONS: usize = 1;
+
 /// The context lent to a link service: disjoint borrows of the core's
 /// fields (a method could not borrow them apart from the service's own
 /// state).
@@ -201,6 +208,13 @@ impl Core {
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
         match self.listeners.event(sock, event) {
             Listened::Done => return,
+            // No room for new work: the listener (level-triggered) is
+            // reported readable again at the next wait.
+            Listened::Open(..)
+                if event == SockEvent::Readable && !self.actions.admits(ACCEPT_ACTIONS) =>
+            {
+                return
+            }
             Listened::Open(Proto::Udp, slot) => {
                 return self.udp.listener_event(&mut udp_cx!(self), slot, event)
             }
@@ -296,6 +310,9 @@ impl Core {
     /// The next socket action for the driver.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
+        if self.listeners.waiting() {
+            self.listeners.pump(&mut self.actions);
+        }
         self.actions.pop()
     }
 
@@ -418,6 +435,13 @@ impl Core {
     /// One flow's segments from a batch, in order.
     fn l4_sequence(&mut self, now: Instant, batch: &FrameBatch<'_>, seq: &[L4Packet]) {
         self.counters.l4_sequences += 1;
+        if !self.actions.admits(SEQUENCE_ACTIONS) {
+            // The guest sends TCP segments again; datagrams are lost.
+            for _ in seq {
+                self.counters.drop(DropReason::ActionQueueFull);
+            }
+            return;
+        }
         if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
             return self.tcp_sequence(now, batch, seq);
         }

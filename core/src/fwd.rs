@@ -29,7 +29,7 @@ use crate::guest::GuestInfo;
 use crate::nat;
 use crate::queue::ActionQueue;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Bit of a listener index (with [`LISTENER_BIT`]) marking UDP listeners.
 /// TCP listeners use small indices, and `0x7fffffff` (which has this bit)
@@ -39,6 +39,8 @@ pub(crate) const UDP_LISTENER_BIT: u32 = 1 << 30;
 const SLOTS_MAX: u32 = UDP_LISTENER_BIT - 2;
 /// Listen backlog (as upstream).
 const BACKLOG: u32 = 128;
+/// Most actions the opening of a listener takes.
+const OPEN_ACTIONS: usize = 4;
 
 /// The transport protocol of a forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,6 +156,8 @@ pub struct ListenStats {
 enum State {
     /// Unused (its forward was removed); the slot may be taken again.
     Free,
+    /// To be opened when the action queue has room.
+    Pending,
     /// The driver holds the socket.
     Open,
     /// Not opened (an action failed), or lost later (`None`: hung up).
@@ -189,12 +193,21 @@ pub(crate) enum Listened {
 }
 
 /// The listeners of the forwarded ports.
+///
+/// A set of forwards may ask for more actions than the action queue holds
+/// (`-t all` alone opens some 36 000 listeners): the `Close`s and the
+/// opening of new listeners wait in `closing` and `pending`, and go out, in
+/// that order, as the queue has room ([`Self::pump`]).
 #[derive(Debug, Default)]
 pub(crate) struct Listeners {
     /// `start` or `set` ran.
     started: bool,
     /// Slots by protocol ([`Proto::index`]).
     slots: [Vec<Listener>; 2],
+    /// Sockets of removed listeners still to be closed.
+    closing: VecDeque<SockId>,
+    /// Slots still to be opened (those no longer pending are skipped).
+    pending: VecDeque<(Proto, u32)>,
     /// Listener sockets the driver holds.
     open: usize,
     stats: ListenStats,
@@ -234,6 +247,29 @@ impl Listeners {
         }
     }
 
+    /// Whether closes or openings wait for room in the action queue.
+    pub(crate) fn waiting(&self) -> bool {
+        !self.closing.is_empty() || !self.pending.is_empty()
+    }
+
+    /// Queues the waiting `Close`s, then the actions of pending listeners,
+    /// as far as the action queue admits them.
+    pub(crate) fn pump(&mut self, actions: &mut ActionQueue) {
+        while let Some(&sock) = self.closing.front() {
+            if !actions.admits(1) || !actions.push(Action::Close { sock }) {
+                return;
+            }
+            self.closing.pop_front();
+        }
+        while let Some(&(proto, slot)) = self.pending.front() {
+            if !actions.admits(OPEN_ACTIONS) {
+                return;
+            }
+            self.pending.pop_front();
+            self.open(actions, proto, slot);
+        }
+    }
+
     /// Replaces the forwards with `forwards` (the first listing of a port
     /// wins): listeners not listed close, new ones open, kept ones take the
     /// listed target. Flows and connections stay.
@@ -264,9 +300,7 @@ impl Listeners {
                 if was_open {
                     self.open = self.open.saturating_sub(1);
                     self.stats.closed += 1;
-                    actions.push(Action::Close {
-                        sock: Self::sock(l.fwd.proto, i as u32),
-                    });
+                    self.closing.push_back(Self::sock(l.fwd.proto, i as u32));
                 }
             }
             // Lowest free slots first.
@@ -276,15 +310,16 @@ impl Listeners {
             for port in f.first..=f.last {
                 if let Some(f) = wanted.remove(&key(&f.single(port))) {
                     let slot = free[f.proto.index()].pop();
-                    self.add(cfg, actions, f, slot);
+                    self.add(cfg, f, slot);
                 }
             }
         }
+        self.pump(actions);
     }
 
     /// Puts the forward of one port `f` in a slot of its protocol (`slot`,
-    /// a free one, or a new one) and opens its socket.
-    fn add(&mut self, cfg: &Config, actions: &mut ActionQueue, f: Forward, slot: Option<usize>) {
+    /// a free one, or a new one), to be opened.
+    fn add(&mut self, cfg: &Config, f: Forward, slot: Option<usize>) {
         let bind = match f.addr {
             None if cfg.ip6.is_some() => Some((Family::V6, Ipv6Addr::UNSPECIFIED.into(), false)),
             None if cfg.ip4.is_some() => Some((Family::V4, Ipv4Addr::UNSPECIFIED.into(), false)),
@@ -309,7 +344,7 @@ impl Listeners {
                 self.stats.failures += 1;
                 State::NoFamily
             }
-            (Some(_), true) => State::Open,
+            (Some(_), true) => State::Pending,
         };
         let l = Listener {
             fwd: f,
@@ -333,45 +368,63 @@ impl Listeners {
                 return;
             }
         };
-        if state != State::Open {
+        if state == State::Pending {
+            self.pending.push_back((f.proto, idx as u32));
+        }
+    }
+
+    /// Opens pending listener `slot` of `proto`: `Open`, `Bind`, `Listen`
+    /// for TCP, readable interest.
+    fn open(&mut self, actions: &mut ActionQueue, proto: Proto, slot: u32) {
+        let Some(l) = self.slots[proto.index()].get_mut(slot as usize) else {
+            return;
+        };
+        if l.state != State::Pending {
             return;
         }
-        let sock = Self::sock(f.proto, idx as u32);
+        l.state = State::Open;
+        let l = *l;
+        let sock = Self::sock(proto, slot);
         self.open += 1;
         self.stats.opened += 1;
-        let kind = match f.proto {
+        let kind = match proto {
             Proto::Tcp => SockKind::TcpListener,
             Proto::Udp => SockKind::Udp,
         };
-        actions.push(Action::Open {
+        let listen = (proto == Proto::Tcp).then_some(Action::Listen {
+            sock,
+            backlog: BACKLOG,
+        });
+        let open = Action::Open {
             sock,
             kind,
-            family,
+            family: l.family,
             netns: Netns::Host,
-        });
-        actions.push(Action::Bind {
+        };
+        let bind = Action::Bind {
             sock,
             addr: l.addr,
             opts: BindOpts {
                 reuse_addr: true,
-                v6_only,
-                device: f.ifindex,
+                v6_only: l.v6_only,
+                device: l.fwd.ifindex,
                 ..BindOpts::default()
             },
-        });
-        if f.proto == Proto::Tcp {
-            actions.push(Action::Listen {
-                sock,
-                backlog: BACKLOG,
-            });
-        }
-        actions.push(Action::SetInterest {
+        };
+        let interest = Action::SetInterest {
             sock,
             interest: Interest {
                 readable: true,
                 ..Interest::default()
             },
-        });
+        };
+        // Admitted beforehand (`pump`): the pushes find room.
+        for a in [Some(open), Some(bind), listen, Some(interest)]
+            .into_iter()
+            .flatten()
+        {
+            let _ = actions.push(a);
+        }
     }
 
     /// The open listener `slot` of `proto`.

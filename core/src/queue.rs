@@ -104,22 +104,47 @@ impl FrameQueue {
 }
 
 /// Socket work for the driver, in the order it is to be carried out.
+///
+/// The queue holds at most [`Limits::actions`](crate::Limits::actions)
+/// actions, allocated once: a push into a full queue is refused (the caller
+/// counts it). New work is admitted only while a quarter of the queue stays
+/// free ([`Self::admits`]), so that the actions that finish work already
+/// under way (results, closes) find room.
 #[derive(Debug)]
 pub(crate) struct ActionQueue {
     q: VecDeque<Action>,
+    cap: usize,
 }
 
+/// Least capacity of the action queue, whatever the configuration says: room
+/// for the set-up of one socket besides the reserve.
+pub(crate) const ACTIONS_MIN: usize = 64;
+
 impl ActionQueue {
-    /// A queue with room for `capacity` actions, allocated now.
+    /// A queue with room for `capacity` actions (at least [`ACTIONS_MIN`]),
+    /// allocated now.
     pub(crate) fn new(capacity: usize) -> Self {
+        let cap = capacity.max(ACTIONS_MIN);
         ActionQueue {
-            q: VecDeque::with_capacity(capacity),
+            q: VecDeque::with_capacity(cap),
+            cap,
         }
     }
 
-    /// Queues `a`.
-    pub(crate) fn push(&mut self, a: Action) {
+    /// Queues `a`; `false` (and `a` is dropped) if the queue is full.
+    #[must_use]
+    pub(crate) fn push(&mut self, a: Action) -> bool {
+        if self.q.len() >= self.cap {
+            return false;
+        }
         self.q.push_back(a);
+        true
+    }
+
+    /// Whether new work of up to `n` actions may start: it leaves a quarter
+    /// of the queue free.
+    pub(crate) fn admits(&self, n: usize) -> bool {
+        self.q.len() + n + self.cap / 4 <= self.cap
     }
 
     /// The oldest action.
@@ -281,6 +306,29 @@ mod tests {
         assert_eq!(q.pop_into(&mut small), Some(Err(50)));
         assert_eq!(q.pop_into(&mut small), Some(Ok(5)));
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn action_queue_is_bounded_with_a_reserve() {
+        let a = Action::Close {
+            sock: crate::action::SockId(1),
+        };
+        let mut q = ActionQueue::new(8);
+        assert_eq!(q.cap, ACTIONS_MIN, "raised to the least capacity");
+        // New work stops at three quarters, pushes at the capacity.
+        assert!(q.admits(48));
+        assert!(!q.admits(49));
+        for _ in 0..48 {
+            assert!(q.push(a));
+        }
+        assert!(!q.admits(1));
+        for _ in 48..ACTIONS_MIN {
+            assert!(q.push(a));
+        }
+        assert!(!q.push(a), "full");
+        assert_eq!(q.iter().count(), ACTIONS_MIN);
+        assert_eq!(q.pop(), Some(a));
+        assert!(q.push(a));
     }
 
     proptest! {

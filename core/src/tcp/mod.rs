@@ -421,7 +421,9 @@ impl Core {
     }
 
     fn act(&mut self, a: Action) {
-        self.actions.push(a);
+        if !self.actions.push(a) {
+            self.counters.actions_refused += 1;
+        }
     }
 
     /// Notes that the deadline of `id` may have moved earlier.

@@ -2,7 +2,7 @@
 //! themselves are `fwd.rs`'s), and datagrams from host sockets turned into
 //! frames for the guest.
 
-use super::{family, framed, same_peer, Ctx, SockSetup, UdpState, RECV_BATCH};
+use super::{act, family, framed, same_peer, Ctx, SockSetup, UdpState, RECV_BATCH};
 use crate::action::{
     Action, BindOpts, Family, RxDatagram, SockEvent, SockId, SockKind, DATAGRAM_ROOM,
 };
@@ -22,11 +22,14 @@ impl UdpState {
         let closed = match ev {
             SockEvent::Readable => {
                 let room = recv_room(cx, sock) as u16;
-                cx.actions.push(Action::Recv {
-                    sock,
-                    max: RECV_BATCH,
-                    room,
-                });
+                act(
+                    cx,
+                    Action::Recv {
+                        sock,
+                        max: RECV_BATCH,
+                        room,
+                    },
+                );
                 None
             }
             SockEvent::Error(e) | SockEvent::Sent(Err(e)) => {
@@ -40,7 +43,7 @@ impl UdpState {
             _ => None,
         };
         if let Some(close) = closed {
-            cx.actions.push(close);
+            act(cx, close);
         }
     }
 

@@ -149,6 +149,16 @@ const READABLE: Interest = Interest {
     edge: false,
 };
 
+/// Queues `a`, or counts it refused if the action queue is full.
+pub(crate) fn act(cx: &mut Ctx<'_>, a: Action) {
+    if !cx.actions.push(a) {
+        cx.counters.actions_refused += 1;
+    }
+}
+
+/// Most actions the set-up of a datagram flow's socket takes.
+const SETUP_ACTIONS: usize = 5;
+
 /// How to set up the socket of a new datagram flow.
 pub(crate) struct SockSetup {
     pub(crate) sock: SockId,
@@ -189,30 +199,42 @@ impl SockSetup {
 /// and readable interest.
 pub(crate) fn open_socket(cx: &mut Ctx<'_>, s: SockSetup) {
     let sock = s.sock;
-    cx.actions.push(Action::Open {
-        sock,
-        kind: s.kind,
-        family: s.family,
-        netns: Netns::Host,
-    });
-    if s.broadcast {
-        cx.actions.push(Action::SetOption {
+    act(
+        cx,
+        Action::Open {
             sock,
-            opt: SockOpt::Broadcast(true),
-        });
+            kind: s.kind,
+            family: s.family,
+            netns: Netns::Host,
+        },
+    );
+    if s.broadcast {
+        act(
+            cx,
+            Action::SetOption {
+                sock,
+                opt: SockOpt::Broadcast(true),
+            },
+        );
     }
-    cx.actions.push(Action::Bind {
-        sock,
-        addr: s.bind,
-        opts: s.opts,
-    });
+    act(
+        cx,
+        Action::Bind {
+            sock,
+            addr: s.bind,
+            opts: s.opts,
+        },
+    );
     if let Some(addr) = s.connect {
-        cx.actions.push(Action::Connect { sock, addr });
+        act(cx, Action::Connect { sock, addr });
     }
-    cx.actions.push(Action::SetInterest {
-        sock,
-        interest: READABLE,
-    });
+    act(
+        cx,
+        Action::SetInterest {
+            sock,
+            interest: READABLE,
+        },
+    );
 }
 
 impl UdpState {
@@ -265,6 +287,9 @@ impl UdpState {
         ping: bool,
         setup: impl FnOnce(SockId) -> SockSetup,
     ) -> Result<FlowId, DropReason> {
+        if !cx.actions.admits(SETUP_ACTIONS) {
+            return Err(DropReason::ActionQueueFull);
+        }
         let d = DgramFlow {
             sock: SockId(0),
             sock_open: true,
@@ -307,7 +332,7 @@ impl UdpState {
             return;
         };
         if d.sock_open {
-            cx.actions.push(Action::Close { sock: d.sock });
+            act(cx, Action::Close { sock: d.sock });
             self.open_socks = self.open_socks.saturating_sub(1);
         }
         log::debug!("datagram flow {}: closed", id.0);
@@ -328,14 +353,17 @@ impl UdpState {
         d.t_active = now;
         let (sock, to) = (d.sock, d.group.then_some(d.host));
         self.stats.to_host += u64::from(count);
-        cx.actions.push(Action::SendDatagrams {
-            sock,
-            spans: SpanList {
-                start: start as u32,
-                count,
+        act(
+            cx,
+            Action::SendDatagrams {
+                sock,
+                spans: SpanList {
+                    start: start as u32,
+                    count,
+                },
+                to,
             },
-            to,
-        });
+        );
     }
 
     /// Sends one echo request of flow `id` (a span of the batch).
@@ -480,11 +508,14 @@ impl UdpState {
                     }
                 }
             }
-            SockEvent::Readable => cx.actions.push(Action::Recv {
-                sock,
-                max: RECV_BATCH,
-                room,
-            }),
+            SockEvent::Readable => act(
+                cx,
+                Action::Recv {
+                    sock,
+                    max: RECV_BATCH,
+                    room,
+                },
+            ),
             SockEvent::Error(e) => {
                 self.stats.sock_errors += 1;
                 log::debug!("datagram flow {}: socket error {e:?}", id.0);
