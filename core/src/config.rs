@@ -218,6 +218,10 @@ pub struct Config {
     /// Host ports forwarded to the guest (`-t`, `-u`): their listeners open
     /// at [`Core::start`](crate::Core::start).
     pub forwards: Vec<Forward>,
+    /// Bind listeners and UDP sockets with `IP_FREEBIND`/`IPV6_FREEBIND`
+    /// (`--freebind`): forwarded addresses need not be configured on the
+    /// host yet.
+    pub freebind: bool,
     /// The host kernel supports `SO_PEEK_OFF` on TCP sockets (probed by the
     /// driver): peeks then skip nothing and the core sets the offset per socket.
     pub peek_offset: bool,
@@ -238,6 +242,7 @@ impl Default for Config {
             duid_time: 0,
             limits: Limits::default(),
             forwards: Vec::new(),
+            freebind: false,
             peek_offset: false,
         }
     }

@@ -179,6 +179,9 @@ pub(crate) struct Listener {
     pub(crate) addr: SocketAddr,
     pub(crate) family: Family,
     pub(crate) v6_only: bool,
+    /// `IP_FREEBIND` (`Config::freebind`), for the listener and the sockets
+    /// of flows bound like it.
+    pub(crate) freebind: bool,
 }
 
 /// Where an event on a listener's socket goes next.
@@ -352,6 +355,7 @@ impl Listeners {
             addr: SocketAddr::new(ip, f.first),
             family,
             v6_only,
+            freebind: cfg.freebind,
         };
         let slots = &mut self.slots[f.proto.index()];
         let idx = match slot.filter(|&i| i < slots.len()) {
@@ -408,7 +412,7 @@ impl Listeners {
                 reuse_addr: true,
                 v6_only: l.v6_only,
                 device: l.fwd.ifindex,
-                ..BindOpts::default()
+                freebind: l.freebind,
             },
         };
         let interest = Action::SetInterest {
@@ -735,6 +739,44 @@ mod tests {
             }
         }
         assert_eq!(kinds, vec![SockKind::TcpListener]);
+    }
+
+    /// `--freebind`: listeners and UDP sockets bind with `IP_FREEBIND`,
+    /// ping sockets do not.
+    #[test]
+    fn freebind_reaches_listeners_and_udp_sockets() {
+        use crate::tap::tests::udp_frame;
+        use crate::testutil::exchange;
+        let mut cfg = capture_config();
+        cfg.freebind = true;
+        cfg.forwards = vec![
+            Forward::new(Proto::Tcp, 80, 80),
+            Forward::new(Proto::Udp, 53, 53),
+        ];
+        let mut core = Core::new(cfg);
+        core.start(Instant::ZERO);
+        let to: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        let udp = udp_frame(GUEST4.into(), to, 4000, 5000, b"x");
+        exchange(&mut core, Instant::ZERO, &[&udp]);
+        let mut kinds = std::collections::HashMap::new();
+        let mut freebind = Vec::new();
+        while let Some(a) = core.poll_action() {
+            match a {
+                Action::Open { sock, kind, .. } => {
+                    kinds.insert(sock, kind);
+                }
+                Action::Bind { sock, opts, .. } => freebind.push((kinds[&sock], opts.freebind)),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            freebind,
+            vec![
+                (SockKind::TcpListener, true),
+                (SockKind::Udp, true),
+                (SockKind::Udp, true),
+            ]
+        );
     }
 
     /// The destination of the guest-side frames, checked with etherparse.

@@ -327,8 +327,6 @@ pub struct RuntimeConfig {
     pub no_splice: bool,
     /// `--host-lo-to-ns-lo`.
     pub host_lo_to_ns_lo: bool,
-    /// `--freebind`.
-    pub freebind: bool,
     /// `-o` per family.
     pub outbound4: Option<Ipv4Addr>,
     /// See [`Self::outbound4`].
@@ -779,6 +777,7 @@ pub fn build(
             }
         }
     }
+    core.freebind = opts.freebind;
     core.forwards = fwd.tcp_in.forwards(Proto::Tcp);
     core.forwards.extend(fwd.udp_in.forwards(Proto::Udp));
 
@@ -834,7 +833,6 @@ pub fn build(
         no_netns_quit: opts.no_netns_quit,
         no_splice: opts.no_splice || mode == Mode::Passt,
         host_lo_to_ns_lo: opts.host_lo_to_ns_lo,
-        freebind: opts.freebind,
         outbound4: opts.outbound4(),
         outbound6: opts.outbound6(),
         outbound_if4: opts.outbound_if4.clone(),
@@ -1052,6 +1050,7 @@ pub fn summary(cfg: &RuntimeConfig) -> String {
 mod tests {
     use super::*;
     use crate::fwd::FwdMode;
+    use passt_core::Forward;
     use crate::netlink::testns::{in_netns, ip};
     use crate::resolv::parse_resolv;
     use std::ffi::OsString;
@@ -1341,6 +1340,12 @@ mod tests {
         assert_eq!(c.fwd.tcp_in.target(22), Some(22));
         assert_eq!(c.fwd.udp_in.mode(), FwdMode::Auto);
         assert_eq!(c.fwd.udp_out.mode(), FwdMode::None);
+        // The explicit table becomes the core's forwards; `auto` does not.
+        assert_eq!(c.core.forwards, vec![Forward::new(Proto::Tcp, 22, 22)]);
+        assert!(!c.core.freebind);
+        let f = cfg(Mode::Passt, &["--freebind", "-u", "53"], &host(), "");
+        assert!(f.core.freebind);
+        assert_eq!(f.core.forwards, vec![Forward::new(Proto::Udp, 53, 53)]);
         assert!(!c.foreground && !c.quiet, "joining a PID: neither");
         assert_eq!(c.userns, Some(PathBuf::from("/proc/1234/ns/user")));
         let c = cfg(Mode::Pasta, &["--netns-only", "1234"], &host(), "");

@@ -182,9 +182,9 @@ impl UdpState {
             dport: peer.port(),
         };
         self.flow_or_new(cx, &key, false, |s, cx| {
-            let fam = family(peer.ip());
+            let (cfg, fam) = (cx.cfg, family(peer.ip()));
             let id = s.open_flow(cx, now, key, peer, false, |sock| {
-                SockSetup::guest_port(sock, fam, group.sport, Some(peer))
+                SockSetup::guest_port(cfg, sock, fam, group.sport, Some(peer))
             })?;
             log::debug!(
                 "udp flow {}: {peer} answers guest {}:{} (to {}:{})",
@@ -253,7 +253,7 @@ impl UdpState {
                     reuse_addr: true,
                     v6_only: l.v6_only,
                     device: l.fwd.ifindex,
-                    ..BindOpts::default()
+                    freebind: l.freebind,
                 },
                 connect: Some(connect_to),
             })?;

@@ -177,7 +177,13 @@ impl SockSetup {
     /// guest's side of a flow: `SO_REUSEADDR` (the guest may use one source
     /// port with many peers; each flow's socket is connected, so the kernel
     /// tells them apart), IPv6 only for IPv6.
-    fn guest_port(sock: SockId, family: Family, port: u16, connect: Option<SocketAddr>) -> Self {
+    fn guest_port(
+        cfg: &Config,
+        sock: SockId,
+        family: Family,
+        port: u16,
+        connect: Option<SocketAddr>,
+    ) -> Self {
         SockSetup {
             sock,
             kind: SockKind::Udp,
@@ -187,6 +193,7 @@ impl SockSetup {
             opts: BindOpts {
                 reuse_addr: true,
                 v6_only: family == Family::V6,
+                freebind: cfg.freebind,
                 ..BindOpts::default()
             },
             connect,
@@ -432,9 +439,10 @@ impl UdpState {
         let broadcast = is_broadcast(cx.cfg, host_ip);
         let group = nat::is_group(host_ip) || broadcast;
         let connect = (!group).then_some(host);
+        let cfg = cx.cfg;
         let id = self.open_flow(cx, now, *key, host, false, |sock| SockSetup {
             broadcast,
-            ..SockSetup::guest_port(sock, family(host_ip), key.sport, connect)
+            ..SockSetup::guest_port(cfg, sock, family(host_ip), key.sport, connect)
         })?;
         if let Some(d) = cx.flows.dgram_mut(id) {
             d.group = group;
