@@ -550,11 +550,6 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
             libc::TCP_MAXSEG,
             libc::c_int::from(v).min(MAX_TCP_MAXSEG),
         ),
-        SockOpt::TcpNoDelay(v) => {
-            setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, v.into())
-        }
-        SockOpt::SndBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, clamp(v)),
-        SockOpt::RcvBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, clamp(v)),
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
         SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
         _ => Err(Errno(libc::ENOPROTOOPT)),

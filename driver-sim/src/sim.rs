@@ -604,8 +604,6 @@ impl Sim {
             }
             Action::SetOption { sock, opt } => {
                 let r = match opt {
-                    SockOpt::SndBuf(v) => self.kernel.set_sndbuf(sock, v),
-                    SockOpt::RcvBuf(v) => self.kernel.set_rcvbuf(sock, v),
                     SockOpt::PeekOffset(v) => self.kernel.set_peek_off(sock, v),
                     _ => Ok(()),
                 };
