@@ -6,9 +6,8 @@
 //! [`Config::secret`], so two runs with the same configuration and inputs behave
 //! identically.
 
-use crate::fwd::Forward;
-use crate::wire::Mac;
-use core::net::{Ipv4Addr, Ipv6Addr};
+use crate::mac::Mac;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Upstream's default MTU: `ROUND_DOWN(65535 - 14, 4)`.
 pub const DEFAULT_MTU: u16 = 65520;
@@ -185,6 +184,89 @@ impl Default for Limits {
             out_queue_frames: 4096,
             actions: 8192,
             flows: 4096,
+        }
+    }
+}
+
+/// The transport protocol of a forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP: listening sockets, accepted connections.
+    Tcp,
+    /// UDP: bound sockets, a flow per host peer.
+    Udp,
+}
+
+impl core::fmt::Display for Proto {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        })
+    }
+}
+
+impl Proto {
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Proto::Tcp => 0,
+            Proto::Udp => 1,
+        }
+    }
+}
+
+/// Host ports forwarded to the guest: `first..=last` on `addr` (and
+/// `ifindex`), delivered to `target_port` and up on the guest side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Forward {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// Address to listen on; `None` listens on every address of both
+    /// families (one dual-stack socket, or IPv4 only if IPv6 is disabled).
+    pub addr: Option<IpAddr>,
+    /// Interface to bind the listeners, and the sockets of flows from them,
+    /// to (`SO_BINDTODEVICE`), by index: the core cannot look names up.
+    pub ifindex: Option<u32>,
+    /// First port listened on.
+    pub first: u16,
+    /// Last port listened on (inclusive).
+    pub last: u16,
+    /// Guest-side address connections and datagrams go to; `None`: the
+    /// guest's address, as the address mapping picks it for each peer. A
+    /// peer whose mapped source is of the other family is refused.
+    pub target: Option<IpAddr>,
+    /// Guest port of `first`; the range keeps its length (wrapping).
+    pub target_port: u16,
+}
+
+impl Forward {
+    /// Port `port` of every address, to guest port `target_port`.
+    pub fn new(proto: Proto, port: u16, target_port: u16) -> Self {
+        Forward {
+            proto,
+            addr: None,
+            ifindex: None,
+            first: port,
+            last: port,
+            target: None,
+            target_port,
+        }
+    }
+
+    /// The guest port for `port`, if `port` is in the range.
+    pub fn target_of(&self, port: u16) -> Option<u16> {
+        (self.first..=self.last)
+            .contains(&port)
+            .then(|| self.target_port.wrapping_add(port - self.first))
+    }
+
+    /// This forward restricted to `port` (which it forwards).
+    pub(crate) fn single(&self, port: u16) -> Forward {
+        Forward {
+            first: port,
+            last: port,
+            target_port: self.target_of(port).unwrap_or(self.target_port),
+            ..*self
         }
     }
 }

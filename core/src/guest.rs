@@ -1,6 +1,6 @@
 //! What the core learns about the guest from the frames it sends.
 
-use crate::wire::Mac;
+use crate::mac::Mac;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What the core has learnt about the guest from its frames.

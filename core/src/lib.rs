@@ -100,8 +100,8 @@ mod engine;
 mod flow;
 mod fwd;
 mod guest;
-mod icmp;
 mod link;
+mod mac;
 mod nat;
 mod queue;
 mod rng;
@@ -121,15 +121,16 @@ pub use action::{
     SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
-    Config, Features, Ip4Config, Ip6Config, Limits, DEFAULT_MTU, MAX_DNS, MAX_SEARCH, MIN_MTU,
+    Config, Features, Forward, Ip4Config, Ip6Config, Limits, Proto, DEFAULT_MTU, MAX_DNS,
+    MAX_SEARCH, MIN_MTU,
 };
 pub use counters::{Counters, DropReason, ReplyKind};
 pub use engine::Core;
-pub use fwd::{Forward, ListenFailure, ListenStats, Proto};
+pub use fwd::{ListenFailure, ListenStats};
 pub use guest::GuestInfo;
+pub use mac::Mac;
 pub use rng::Rng;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
 pub use udp::UdpStats;
-pub use wire::Mac;

@@ -88,7 +88,7 @@ impl UdpState {
         for d in dgrams.iter_mut() {
             let ok = if ping {
                 d.peer.ip().to_canonical() == flow.host.ip().to_canonical()
-                    && crate::icmp::ping_frame(cx, &key, d, room)
+                    && super::echo::ping_frame(cx, &key, d, room)
             } else {
                 same_peer(d.peer, flow.host) && frame(cx, &key, d, room)
             };

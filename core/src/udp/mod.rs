@@ -18,11 +18,12 @@
 //! and port (`SO_REUSEADDR`) and connected to the peer, so replies keep
 //! working when the listener goes away. Flows expire after 180 s without
 //! traffic either way ([`UDP_TIMEOUT`]), echo flows after 60 s without a
-//! request from the guest (see `icmp.rs`).
+//! request from the guest (see `echo.rs`).
 //!
 //! UDP and echo state lives in [`UdpState`]; the engine lends it a [`Ctx`]
 //! for each input, and nothing else of the core.
 
+mod echo;
 mod host;
 #[cfg(test)]
 mod tests;
@@ -251,7 +252,7 @@ impl UdpState {
     fn deadline(flows: &FlowTable, id: FlowId) -> Option<Instant> {
         match &flows.get(id)?.data {
             FlowData::Udp(d) => Some(d.t_active.saturating_add(UDP_TIMEOUT)),
-            FlowData::Ping(d) => Some(d.t_active.saturating_add(crate::icmp::ECHO_TIMEOUT)),
+            FlowData::Ping(d) => Some(d.t_active.saturating_add(echo::ECHO_TIMEOUT)),
             _ => None,
         }
     }

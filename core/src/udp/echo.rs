@@ -9,13 +9,13 @@
 //! the address the guest pinged. A flow ends 60 s after the guest's last
 //! request ([`ECHO_TIMEOUT`]).
 
+use super::{any_addr, family, framed, Ctx, SockSetup, UdpState};
 use crate::action::{BindOpts, Errno, RxDatagram, SockKind, Span};
 use crate::counters::DropReason;
 use crate::flow::FlowId;
 use crate::nat;
 use crate::tap::{FlowKey, IpHdr};
 use crate::time::Instant;
-use crate::udp::{any_addr, family, framed, Ctx, SockSetup, UdpState};
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_ICMPV6};
 use crate::wire::{be16, put16};
 use core::net::SocketAddr;
