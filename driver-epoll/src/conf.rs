@@ -1050,9 +1050,9 @@ pub fn summary(cfg: &RuntimeConfig) -> String {
 mod tests {
     use super::*;
     use crate::fwd::FwdMode;
-    use passt_core::Forward;
     use crate::netlink::testns::{in_netns, ip};
     use crate::resolv::parse_resolv;
+    use passt_core::Forward;
     use std::ffi::OsString;
 
     fn a(s: &str) -> IpAddr {

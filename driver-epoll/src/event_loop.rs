@@ -374,6 +374,10 @@ pub(crate) struct Runtime {
     /// `-t` or `-u` names ports explicitly: a listener that cannot be
     /// opened at start-up is fatal.
     explicit_ports: bool,
+    /// Whether [`Runtime::start`] ran.
+    started: bool,
+    /// The process that registered `signals` (see [`Runtime::run`]).
+    signals_pid: u32,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -461,16 +465,54 @@ impl Runtime {
             inotify,
             auto_fwd,
             explicit_ports,
+            started: false,
+            signals_pid: std::process::id(),
         })
     }
 
     /// Runs until a signal, the spawned command's exit, the namespace's
     /// disappearance or (passt with `-1`) the client's disconnection.
     pub(crate) fn run(&mut self) -> i32 {
+        if !self.started {
+            if let Err(code) = self.start() {
+                return code;
+            }
+        }
+        // A signalfd wakes the epoll sets of the process that registered it:
+        // after daemonising (a fork since `new()`), register a new one.
+        if self.signals_pid != std::process::id() {
+            if let Err(e) = self.rearm_signals() {
+                log::error!("signalfd after daemonising: {e}");
+                return 1;
+            }
+        }
         let mut events = vec![EpollEvent::empty(); 64];
         let mut last_ns_check = now();
-        // Anything queued at start-up goes out first: the listeners of
-        // explicitly forwarded ports among it, each of which must bind.
+        loop {
+            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
+                return code;
+            }
+        }
+    }
+
+    fn rearm_signals(&mut self) -> std::io::Result<()> {
+        let fresh = signals()?;
+        self.io.epoll.delete(self.signals.as_fd())?;
+        self.io.epoll.add(
+            fresh.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_SIGNAL, 0)),
+        )?;
+        self.signals = fresh;
+        self.signals_pid = std::process::id();
+        Ok(())
+    }
+
+    /// Start-up work, done before pasta or passt reports that it is ready
+    /// (PID file, daemonising, the spawned command): anything the core queued
+    /// at start-up goes out, the listeners of explicitly forwarded ports
+    /// among it, each of which must bind. Returns the exit status on failure.
+    pub(crate) fn start(&mut self) -> Result<(), i32> {
+        self.started = true;
         let t = now();
         self.io.core.start(t);
         self.io.drain(t, &[]);
@@ -488,13 +530,9 @@ impl Runtime {
                 addr.ip(),
                 std::io::Error::from_raw_os_error(e.0)
             );
-            return 1;
+            return Err(1);
         }
-        loop {
-            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
-                return code;
-            }
-        }
+        Ok(())
     }
 
     /// One wait and the work it brings; `cap` bounds the wait (tests).

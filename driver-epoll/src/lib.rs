@@ -1,9 +1,14 @@
 //! The epoll driver of passt-rs: runs [`passt_core::Core`] over real sockets.
 //!
 //! `main()` reads the command line, opens the guest link (passt: qemu's UNIX
-//! stream socket; pasta: a tap device in the target namespace), opens every
-//! file it will need, drops privileges, daemonises unless told not to, and
-//! hands everything to the event loop (`event_loop.rs`).
+//! stream socket; pasta: a tap device in the target namespace, joining the
+//! user namespace that owns it first, and configuring it with
+//! `--config-net`), opens every file it will need, drops privileges, binds
+//! the forwarded ports, and only then says it is ready: it writes the PID
+//! file, daemonises unless told not to, and lets the spawned command run.
+//! Then the event loop (`event_loop.rs`) takes over. A start-up failure
+//! ends the process with status 1 and a message naming the step and the
+//! object ("joining the network namespace of PID 1234: ...").
 
 pub mod cli;
 pub mod conf;
@@ -187,14 +192,25 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
 /// Sets everything up and runs the event loop; returns the exit status.
 pub(crate) fn run(s: Settings) -> io::Result<i32> {
     let mut s = s;
-    s.log.stderr = s.foreground;
-    log::configure(&s.log)?;
+    // Start-up messages go to standard error until pasta daemonises or
+    // leaves the foreground to a command, as upstream does.
+    s.log.stderr = true;
+    log::configure(&s.log).map_err(|e| match &s.log.file {
+        Some(f) => ctx(e, &format!("opening the log file {}", f.display())),
+        None => ctx(e, "setting up logging"),
+    })?;
     let pcap = match &s.pcap {
-        Some(p) => Some(pcap::Pcap::create(p).map_err(|e| ctx(e, p))?),
+        Some(p) => Some(
+            pcap::Pcap::create(p)
+                .map_err(|e| ctx(e, &format!("creating the capture file {}", p.display())))?,
+        ),
         None => None,
     };
     let pid_file = match &s.pid_file {
-        Some(p) => Some(daemon::PidFile::create(p).map_err(|e| ctx(e, p))?),
+        Some(p) => Some(
+            daemon::PidFile::create(p)
+                .map_err(|e| ctx(e, &format!("creating the PID file {}", p.display())))?,
+        ),
         None => None,
     };
     let mut guest = None;
@@ -202,12 +218,17 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
     let link = match s.mode {
         Mode::Passt => {
             let q = match s.fd {
-                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)?,
+                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)
+                    .map_err(|e| ctx(e, &format!("using --fd {fd}")))?,
                 None => qemu::QemuLink::listen(
                     s.socket.as_deref(),
                     std::path::Path::new("/tmp"),
                     s.one_off,
-                )?,
+                )
+                .map_err(|e| match &s.socket {
+                    Some(p) => ctx(e, &format!("listening on {}", p.display())),
+                    None => ctx(e, "listening on a UNIX domain socket in /tmp"),
+                })?,
             };
             Link::Qemu(q)
         }
@@ -231,14 +252,8 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
         }
     }
     if let Some(ids) = daemon::target_ids(s.runas) {
-        daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)?;
-    }
-    if s.foreground {
-        if let Some(p) = pid_file {
-            p.write(std::process::id() as i32)?;
-        }
-    } else {
-        daemon::daemonise(pid_file)?;
+        daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)
+            .map_err(|e| ctx(e, &format!("switching to UID {} and GID {}", ids.0, ids.1)))?;
     }
     let (guest_ns, child, watch) = match guest.as_mut() {
         Some(g) => (
@@ -271,15 +286,30 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             port_scanner,
             fwd: s.fwd,
         },
-    )?;
+    )
+    .map_err(|e| ctx(e, "setting up the event loop"))?;
+    // Forwarded ports are bound before anyone is told that we are ready:
+    // the PID file, the parent returning, the command starting.
+    if let Err(code) = rt.start() {
+        return Ok(code);
+    }
+    if s.foreground {
+        if let Some(p) = pid_file {
+            p.write(std::process::id() as i32)
+                .map_err(|e| ctx(e, "writing the PID file"))?;
+        }
+    } else {
+        daemon::daemonise(pid_file).map_err(|e| ctx(e, "daemonising"))?;
+    }
     if let Some(g) = guest.as_mut() {
         g.release()?;
     }
     Ok(rt.run())
 }
 
-fn ctx(e: io::Error, p: &std::path::Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+/// `what: error`, as every start-up failure reads.
+fn ctx(e: io::Error, what: &str) -> io::Error {
+    netns::step_err(what, e)
 }
 
 fn inherited(fd: i32) -> io::Result<OwnedFd> {
@@ -292,7 +322,7 @@ fn inherited(fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only checks that the descriptor is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("--fd {fd}: {e}")));
+        return Err(ctx(e, &format!("using --fd {fd}")));
     }
     // SAFETY: the descriptor was handed to us on the command line to own; it
     // is open (checked above) and nothing else in this process uses it.
@@ -307,29 +337,35 @@ fn pasta_link(
     s: &mut Settings,
 ) -> io::Result<(Link, Option<netns::Guest>, Option<portscan::PortScanner>)> {
     if let Some(fd) = s.fd {
-        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())?;
+        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())
+            .map_err(|e| ctx(e, &format!("using --fd {fd}")))?;
         return Ok((Link::Tap(dev), None, None));
     }
     let auto_mode = fwd::FwdMode::Auto;
     let udp_auto = s.core.features.udp && s.fwd.udp_in.mode() == auto_mode;
     let auto = s.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
-        Target::Spawn(argv) => netns::spawn(argv)?,
+        Target::Spawn(argv) => {
+            netns::spawn(argv, !s.netns_only && !nix::unistd::geteuid().is_root())?
+        }
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
         Target::Path(p) => netns::join_path(p, s.userns.as_deref())?,
     };
     let name = s.ns_ifname.clone();
     let mac = s.ns_mac;
     let configure = s.configure.take();
+    let step = netns::step_err;
     let (dev, guest_mac, scanner) =
         netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
-            tap::link_up("lo").map_err(|e| io::Error::new(e.kind(), format!("lo up: {e}")))?;
-            let dev = tap::TapDevice::open(&name)
-                .map_err(|e| io::Error::new(e.kind(), format!("tap device {name}: {e}")))?;
+            tap::link_up("lo")
+                .map_err(|e| step("bringing up the loopback interface of the namespace", e))?;
+            let dev = tap::TapDevice::open(&name)?;
             if let Some(m) = mac {
-                tap::set_mac(dev.name(), m)?;
+                tap::set_mac(dev.name(), m)
+                    .map_err(|e| step(&format!("setting the MAC address of {}", dev.name()), e))?;
             }
-            let guest_mac = tap::get_mac(dev.name())?;
+            let guest_mac = tap::get_mac(dev.name())
+                .map_err(|e| step(&format!("reading the MAC address of {}", dev.name()), e))?;
             if let Some(c) = configure {
                 c(dev.name())?;
             }
@@ -342,6 +378,16 @@ fn pasta_link(
                 None => None,
             };
             Ok((dev, guest_mac, scanner))
+        })
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (pasta must be in the user namespace that owns it: \
+                 name that with --userns, or start pasta inside it)"
+            } else {
+                ""
+            };
+            let what = format!("joining the network namespace {}", guest.desc);
+            io::Error::new(e.kind(), format!("{what}: {}{hint}", netns::describe(&e)))
         })??;
     s.core.guest_mac = Some(Mac(guest_mac));
     Ok((Link::Tap(dev), Some(guest), scanner))

@@ -23,7 +23,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 
-use crate::conf::{NsNetConfig, NsRoute};
+use crate::conf::{NsAddr, NsNetConfig, NsRoute};
 
 /// Longest wait for one answer from the kernel.
 pub const RECV_TIMEOUT_SECS: i64 = 5;
@@ -583,64 +583,227 @@ pub fn eui64_link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
     ])
 }
 
-/// The `--config-net` sequence, run in the namespace: MTU, MAC, the
-/// link-local address without DAD, link up (with `IFF_NOARP` while IPv6 is
-/// being set up, so that no duplicate address detection delays addresses the
-/// kernel adds itself), addresses without DAD, routes
-/// (on-link ones first, so that gateways are reachable; unreachable ones are
-/// skipped), then `IFF_NOARP` cleared again.
-pub fn configure_ns_interface(cfg: &NsNetConfig) -> io::Result<()> {
-    let ifindex = link_index(&cfg.ifname)?;
-    if let Some(mtu) = cfg.mtu {
-        set_mtu(ifindex, mtu)?;
-    }
-    if let Some(mac) = cfg.mac {
-        set_mac(ifindex, mac)?;
-    }
-    let noarp = cfg.v6.is_some();
-    if noarp {
-        // The link-local address the kernel derives from the MAC, added
-        // before the link goes up and without DAD, so that it is usable at
-        // once even if the carrier (and the kernel's own address
-        // generation) comes later.
-        let mac = get_mac(ifindex)?;
-        ignore_exists(add_address(
-            ifindex,
-            IpAddr::V6(eui64_link_local(mac)),
-            64,
-            true,
-        ))?;
-        set_link_flags(ifindex, IFF_UP | IFF_NOARP, 0)?;
-    } else {
-        link_up(ifindex)?;
-    }
-    let result = (|| {
-        for fam in [&cfg.v4, &cfg.v6].into_iter().flatten() {
-            for a in &fam.addrs {
-                ignore_exists(add_address(ifindex, a.addr, a.prefix, true))?;
-            }
-        }
-        for fam in [&cfg.v4, &cfg.v6].into_iter().flatten() {
-            let (direct, via): (Vec<&NsRoute>, Vec<&NsRoute>) =
-                fam.routes.iter().partition(|r| r.gateway.is_none());
-            for r in direct.into_iter().chain(via) {
-                match add_route_metric(ifindex, r.dst, r.prefix, r.gateway, r.metric) {
-                    Ok(()) => {}
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EEXIST | libc::EHOSTUNREACH | libc::ENETUNREACH)
-                        ) => {}
-                    Err(e) => return Err(e),
+/// `IN6_ADDR_GEN_MODE_NONE`: the kernel adds no link-local address itself.
+pub const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+/// `RT_TABLE_LOCAL`.
+pub const TABLE_LOCAL: u32 = 255;
+/// `RTN_LOCAL`.
+pub const RTN_LOCAL: u8 = 2;
+/// Longest wait for the namespace's addresses to become usable.
+pub const ADDR_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The IPv6 address generation mode of an interface (`IFLA_INET6_ADDR_GEN_MODE`),
+/// if the interface has IPv6.
+pub fn addr_gen_mode(ifindex: u32) -> io::Result<Option<u8>> {
+    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec};
+    let mut nl = Nl::new()?;
+    let mut req = LinkMessage::default();
+    req.header.index = ifindex;
+    let seq = nl.send(RouteNetlinkMessage::GetLink(req), 0)?;
+    let mut out = None;
+    nl.receive(seq, false, |m| {
+        let RouteNetlinkMessage::NewLink(l) = m else {
+            return;
+        };
+        for a in &l.attributes {
+            let LinkAttribute::AfSpecUnspec(specs) = a else {
+                continue;
+            };
+            for spec in specs {
+                let AfSpecUnspec::Inet6(v6) = spec else {
+                    continue;
+                };
+                for x in v6 {
+                    if let AfSpecInet6::AddrGenMode(mode) = x {
+                        out = Some(u8::from(mode));
+                    }
                 }
             }
         }
-        Ok(())
-    })();
-    if noarp {
-        set_link_flags(ifindex, 0, IFF_NOARP)?;
+    })?;
+    Ok(out)
+}
+
+/// Sets the IPv6 address generation mode of an interface. The kernel applies
+/// it the next time the link goes up; an up link keeps its addresses.
+pub fn set_addr_gen_mode(ifindex: u32, mode: u8) -> io::Result<()> {
+    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+    set_link(
+        ifindex,
+        0,
+        0,
+        vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::from(mode))],
+        )])],
+    )
+}
+
+/// Destinations of the local routes (`RTN_LOCAL`, table local) of one family:
+/// the kernel adds one for each address once the address is usable.
+pub fn local_routes(v6: bool) -> io::Result<Vec<IpAddr>> {
+    let mut nl = Nl::new()?;
+    let mut req = RouteMessage::default();
+    req.header.address_family = family_of(v6);
+    let msgs = nl.dump(RouteNetlinkMessage::GetRoute(req))?;
+    let mut out = Vec::new();
+    for m in &msgs {
+        let RouteNetlinkMessage::NewRoute(r) = m else {
+            continue;
+        };
+        let Some(info) = route_from(r, v6) else {
+            continue;
+        };
+        if info.table == TABLE_LOCAL && info.kind == RTN_LOCAL {
+            out.push(info.dst);
+        }
     }
-    result
+    Ok(out)
+}
+
+/// The first of `addrs` on `ifindex` that is not usable yet: missing,
+/// tentative, or without its local route.
+pub fn first_unready(ifindex: u32, addrs: &[IpAddr]) -> io::Result<Option<(IpAddr, &'static str)>> {
+    for v6 in [false, true] {
+        let fam: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv6() == v6)
+            .collect();
+        if fam.is_empty() {
+            continue;
+        }
+        let have = addresses(v6)?;
+        let local = local_routes(v6)?;
+        for a in fam {
+            match have.iter().find(|h| h.index == ifindex && h.addr == a) {
+                None => return Ok(Some((a, "missing"))),
+                Some(h) if h.flags & IFA_F_TENTATIVE != 0 => return Ok(Some((a, "tentative"))),
+                Some(_) if !local.contains(&a) => return Ok(Some((a, "no local route"))),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn step(what: String, e: io::Error) -> io::Error {
+    crate::netns::step_err(&what, e)
+}
+
+/// The `--config-net` sequence, run in the namespace. Addresses and routes
+/// are final when it returns, so that the command (or whoever waits for
+/// pasta) finds a usable interface:
+///
+/// 1. MTU and MAC, while the link is down.
+/// 2. With IPv6, the address generation mode is set to "none" so that the
+///    kernel adds no link-local address of its own when the link goes up (it
+///    would go through duplicate address detection, which delays it by a
+///    second or more and sends probes).
+/// 3. Link up. No `IFF_NOARP` on the way: clearing that flag on an up link
+///    makes the kernel restart address configuration, which, on this
+///    kernel, leaves a just-added address without its local route for a
+///    random delay of up to `rtr_solicit_delay` (1 s) — packets to it count
+///    as `Ip6InAddrErrors`, among them the neighbour advertisement answering
+///    the namespace's first solicitation.
+/// 4. The link-local address derived from the MAC (EUI-64), then the
+///    configured addresses, all without DAD (`IFA_F_NODAD`).
+/// 5. Routes, on-link ones first so that gateways are reachable;
+///    unreachable ones are skipped.
+/// 6. The address generation mode as it was (it applies only to a later
+///    link up, such as one by the user).
+/// 7. A wait, bounded by [`ADDR_READY_TIMEOUT`], until every address is
+///    present, not tentative and has its local route: the kernel inserts
+///    that route from a work queue, after the request was acknowledged.
+pub fn configure_ns_interface(cfg: &NsNetConfig) -> io::Result<()> {
+    let dev = &cfg.ifname;
+    let ifindex = link_index(dev)
+        .map_err(|e| step(format!("finding interface {dev} in the namespace"), e))?;
+    if let Some(mtu) = cfg.mtu {
+        set_mtu(ifindex, mtu).map_err(|e| step(format!("setting the MTU of {dev} to {mtu}"), e))?;
+    }
+    if let Some(mac) = cfg.mac {
+        set_mac(ifindex, mac).map_err(|e| step(format!("setting the MAC address of {dev}"), e))?;
+    }
+    // Without IPv6 on the link this fails; adding the addresses below then
+    // says so.
+    let old_gen_mode = match cfg.v6 {
+        Some(_) => addr_gen_mode(ifindex)
+            .ok()
+            .flatten()
+            .filter(|_| set_addr_gen_mode(ifindex, IN6_ADDR_GEN_MODE_NONE).is_ok()),
+        None => None,
+    };
+    link_up(ifindex).map_err(|e| step(format!("bringing up {dev}"), e))?;
+    let mut all = Vec::new();
+    if cfg.v6.is_some() {
+        let mac =
+            get_mac(ifindex).map_err(|e| step(format!("reading the MAC address of {dev}"), e))?;
+        all.push(NsAddr {
+            addr: IpAddr::V6(eui64_link_local(mac)),
+            prefix: 64,
+        });
+    }
+    for fam in [&cfg.v4, &cfg.v6].into_iter().flatten() {
+        all.extend(fam.addrs.iter().copied());
+    }
+    for a in &all {
+        ignore_exists(add_address(ifindex, a.addr, a.prefix, true)).map_err(|e| {
+            step(
+                format!("adding address {}/{} to {dev}", a.addr, a.prefix),
+                e,
+            )
+        })?;
+    }
+    for fam in [&cfg.v4, &cfg.v6].into_iter().flatten() {
+        let (direct, via): (Vec<&NsRoute>, Vec<&NsRoute>) =
+            fam.routes.iter().partition(|r| r.gateway.is_none());
+        for r in direct.into_iter().chain(via) {
+            match add_route_metric(ifindex, r.dst, r.prefix, r.gateway, r.metric) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EEXIST | libc::EHOSTUNREACH | libc::ENETUNREACH)
+                    ) => {}
+                Err(e) => {
+                    let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+                    return Err(step(
+                        format!("adding the route {}/{}{via} on {dev}", r.dst, r.prefix),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(m) = old_gen_mode.filter(|&m| m != IN6_ADDR_GEN_MODE_NONE) {
+        set_addr_gen_mode(ifindex, m).map_err(|e| {
+            step(
+                format!("restoring the IPv6 address generation mode of {dev}"),
+                e,
+            )
+        })?;
+    }
+    let addrs: Vec<IpAddr> = all.iter().map(|a| a.addr).collect();
+    let start = std::time::Instant::now();
+    loop {
+        let pending = first_unready(ifindex, &addrs)
+            .map_err(|e| step(format!("reading the addresses of {dev}"), e))?;
+        let Some((a, why)) = pending else {
+            log::debug!(
+                "addresses of {dev} ready after {} µs",
+                start.elapsed().as_micros()
+            );
+            return Ok(());
+        };
+        if start.elapsed() >= ADDR_READY_TIMEOUT {
+            log::warn!(
+                "address {a} of {dev} not ready after {} ms ({why})",
+                ADDR_READY_TIMEOUT.as_millis()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 #[cfg(test)]
@@ -831,6 +994,18 @@ mod tests {
                 }),
             };
             configure_ns_interface(&cfg).unwrap();
+            // Usable at once: every address has its local route, the only
+            // link-local address is ours, the generation mode is as before.
+            let local = ip_out("-6 route show table local dev ns0");
+            assert!(local.contains("local 2001:db8::2 "), "{local}");
+            assert!(local.contains("local fe80::11:22ff:fe33:4455 "), "{local}");
+            assert_eq!(
+                ip_out("-6 addr show dev ns0 scope link")
+                    .matches("inet6 ")
+                    .count(),
+                1
+            );
+            assert!(ip_out("-d link show ns0").contains("addrgenmode eui64"));
             // Running it again changes nothing and doesn't fail.
             configure_ns_interface(&cfg).unwrap();
 

@@ -1174,7 +1174,9 @@ mod tests {
             let out = t.execute(&epoll, None, bind, &[]);
             match (freebind, nonlocal) {
                 (true, _) | (false, true) => assert_eq!(out, Outcome::Done),
-                (false, false) => assert_eq!(ev(out), SockEvent::OpenFailed(Errno(libc::EADDRNOTAVAIL))),
+                (false, false) => {
+                    assert_eq!(ev(out), SockEvent::OpenFailed(Errno(libc::EADDRNOTAVAIL)))
+                }
             }
         }
     }
