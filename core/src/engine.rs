@@ -474,22 +474,13 @@ impl Core {
 
     // --- frame building for TCP --------------------------------------------
 
-    /// Queues an IP packet to the guest (see [`FrameOut::queue_ip`]).
-    pub(crate) fn queue_ip(
-        &mut self,
-        dst_mac: Mac,
-        src: IpAddr,
-        dst: IpAddr,
-        proto: u8,
-        max_l4: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
+    /// The frame writer over the frame queue.
+    pub(crate) fn tx(&mut self) -> FrameOut<'_> {
         FrameOut {
             queue: &mut self.out,
             counters: &mut self.counters,
             cfg: &self.cfg,
         }
-        .queue_ip(dst_mac, src, dst, proto, max_l4, fill)
     }
 }
 

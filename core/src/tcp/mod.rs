@@ -487,9 +487,10 @@ impl Core {
     /// Queues a segment without payload to the guest.
     fn tcp_ctl(&mut self, key: &FlowKey, h: Hdr) -> bool {
         let dst_mac = self.guest.mac;
-        self.queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
-            h.write(b)
-        })
+        self.tx()
+            .queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
+                h.write(b)
+            })
     }
 
     /// Sends flags `flags` (with ACK unless RST alone) on connection `id`,
