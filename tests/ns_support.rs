@@ -34,8 +34,41 @@ pub(crate) const SEARCH: &str = "example.org";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// Directory of the `passt` and `pasta` binaries, built once per test run.
+/// Set in the environment of the log-mode run of the namespace suites
+/// (tests/sandbox_ns.rs): [`bin`] then returns wrappers that add
+/// `--seccomp-log`, so that system calls outside the allowlist are logged by
+/// the kernel instead of killing the translator.
+pub(crate) const SECCOMP_LOG_ENV: &str = "PASST_RS_SECCOMP_LOG";
+
+/// A `passt` or `pasta` binary, built once per test run (or, with
+/// [`SECCOMP_LOG_ENV`] set, a wrapper running it with `--seccomp-log`).
 pub(crate) fn bin(name: &str) -> PathBuf {
+    let real = built(name);
+    if std::env::var_os(SECCOMP_LOG_ENV).is_none() {
+        return real;
+    }
+    let dir = real.parent().expect("target directory").join("seccomp-log");
+    std::fs::create_dir_all(&dir).expect("wrapper directory");
+    let path = dir.join(name);
+    // Written to a temporary name and renamed: tests and test binaries run
+    // at once.
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        format!(
+            "#!/bin/sh\nexec '{}' --seccomp-log \"$@\"\n",
+            real.display()
+        ),
+    )
+    .expect("wrapper");
+    let _ = Command::new("chmod").arg("755").arg(&tmp).status();
+    std::fs::rename(&tmp, &path).expect("wrapper");
+    path
+}
+
+/// The binary itself, built once per test run.
+pub(crate) fn built(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         // target/<profile>/deps/ns-HASH → target/<profile>
@@ -583,6 +616,12 @@ impl StreamClient {
     pub(crate) fn connect(path: &Path) -> StreamClient {
         let s = eventually(10, || UnixStream::connect(path).ok())
             .unwrap_or_else(|| panic!("connect {}", path.display()));
+        StreamClient::from_stream(s)
+    }
+
+    /// A client over a connected socket (one end of a pair given to passt
+    /// with `--fd`).
+    pub(crate) fn from_stream(s: UnixStream) -> StreamClient {
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         StreamClient { s, buf: Vec::new() }

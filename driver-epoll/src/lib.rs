@@ -3,8 +3,8 @@
 //! `main()` reads the command line, opens the guest link (passt: qemu's UNIX
 //! stream socket; pasta: a tap device in the target namespace, joining the
 //! user namespace that owns it first, and configuring it with
-//! `--config-net`), opens every file it will need, drops privileges, binds
-//! the forwarded ports, and only then says it is ready: it writes the PID
+//! `--config-net`), opens every file it will need, binds the forwarded ports, drops
+//! privileges in stages (`isolate`), and only then says it is ready: it writes the PID
 //! file, daemonises unless told not to, and lets the spawned command run.
 //! Then the event loop (`event_loop.rs`) takes over. A start-up failure
 //! ends the process with status 1 and a message naming the step and the
@@ -16,6 +16,7 @@ mod daemon;
 mod dgram;
 mod event_loop;
 pub mod fwd;
+mod isolate;
 mod log;
 pub mod netlink;
 mod netns;
@@ -85,6 +86,8 @@ pub(crate) struct Settings {
     pub(crate) pcap: Option<PathBuf>,
     /// `--runas`, resolved.
     pub(crate) runas: Option<(u32, u32)>,
+    /// `--seccomp-log`.
+    pub(crate) seccomp_log: bool,
     /// Logging options.
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
@@ -110,6 +113,13 @@ pub fn main() -> i32 {
         Ok(o) => o,
         Err(e) => return e.report(mode),
     };
+    let devnull = match isolate::initial(opts.fd) {
+        Ok(d) => d,
+        Err(e) => {
+            ::log::error!("{e}");
+            return 1;
+        }
+    };
     let host = match conf::discover_host(&opts) {
         Ok(h) => h,
         Err(e) => {
@@ -126,7 +136,7 @@ pub fn main() -> i32 {
         }
     };
     let settings = settings_from_conf(rc);
-    match run(settings) {
+    match run(settings, devnull) {
         Ok(code) => code,
         Err(e) => {
             ::log::error!("{e}");
@@ -176,6 +186,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         pid_file: rc.pid_file,
         pcap: rc.pcap,
         runas: rc.runas,
+        seccomp_log: rc.seccomp_log,
         log: log::LogSettings {
             ident: rc.mode.name(),
             file: rc.log_file,
@@ -189,28 +200,22 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
     }
 }
 
-/// Sets everything up and runs the event loop; returns the exit status.
-pub(crate) fn run(s: Settings) -> io::Result<i32> {
+/// Sets everything up, isolates the process and runs the event loop.
+/// Returns (an exit status) only if it fails before the seccomp filter is
+/// on; from then on the process leaves through `isolate::exit`.
+pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let mut s = s;
     // Start-up messages go to standard error until pasta daemonises or
     // leaves the foreground to a command, as upstream does.
     s.log.stderr = true;
-    log::configure(&s.log).map_err(|e| match &s.log.file {
-        Some(f) => ctx(e, &format!("opening the log file {}", f.display())),
-        None => ctx(e, "setting up logging"),
-    })?;
+    // (Errors of the log file name it themselves.)
+    log::configure(&s.log)?;
     let pcap = match &s.pcap {
-        Some(p) => Some(
-            pcap::Pcap::create(p)
-                .map_err(|e| ctx(e, &format!("creating the capture file {}", p.display())))?,
-        ),
+        Some(p) => Some(pcap::Pcap::create(p)?),
         None => None,
     };
-    let pid_file = match &s.pid_file {
-        Some(p) => Some(
-            daemon::PidFile::create(p)
-                .map_err(|e| ctx(e, &format!("creating the PID file {}", p.display())))?,
-        ),
+    let mut pid_file = match &s.pid_file {
+        Some(p) => Some(daemon::PidFile::create(p)?),
         None => None,
     };
     let mut guest = None;
@@ -251,13 +256,9 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             }
         }
     }
-    if let Some(ids) = daemon::target_ids(s.runas) {
-        daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)
-            .map_err(|e| ctx(e, &format!("switching to UID {} and GID {}", ids.0, ids.1)))?;
-    }
     let (guest_ns, child, watch) = match guest.as_mut() {
         Some(g) => (
-            Some(g.netns.try_clone()?),
+            Some(isolate::worker::GuestNs::new(g.netns.try_clone()?)),
             g.child,
             if s.no_netns_quit {
                 None
@@ -266,6 +267,16 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             },
         ),
         None => (None, None, None),
+    };
+    let ns_watch = match watch {
+        Some(path) => Some(NsWatch::new(
+            path,
+            match s.target {
+                Target::Pid(p) => Some(p),
+                _ => None,
+            },
+        )?),
+        None => None,
     };
     s.core.peek_offset = socks::probe_peek_offset();
     let core = Core::new(s.core);
@@ -276,35 +287,76 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             pcap,
             guest_ns,
             child,
-            ns_watch: watch.map(|path| NsWatch {
-                path,
-                pid: match s.target {
-                    Target::Pid(p) => Some(p),
-                    _ => None,
-                },
-            }),
+            ns_watch,
             port_scanner,
             fwd: s.fwd,
         },
     )
     .map_err(|e| ctx(e, "setting up the event loop"))?;
-    // Forwarded ports are bound before anyone is told that we are ready:
-    // the PID file, the parent returning, the command starting.
+    // Forwarded ports are bound before anyone is told that we are ready
+    // (the PID file, the parent returning, the command starting), and
+    // before privileges go, so that ports below 1024 can be.
     if let Err(code) = rt.start() {
         return Ok(code);
     }
-    if s.foreground {
-        if let Some(p) = pid_file {
-            p.write(std::process::id() as i32)
-                .map_err(|e| ctx(e, "writing the PID file"))?;
-        }
+
+    // Everything the running phase needs is open: isolate.
+    let profile = match s.mode {
+        Mode::Passt => isolate::seccomp::Profile::Passt,
+        Mode::Pasta => isolate::seccomp::Profile::Pasta,
+    };
+    isolate::user(profile, isolate::target_ids(s.runas))?;
+    isolate::prefork(profile, s.foreground)?;
+    let detached = if s.foreground {
+        None
     } else {
-        daemon::daemonise(pid_file).map_err(|e| ctx(e, "daemonising"))?;
+        let d = daemon::daemonise(pid_file.take(), s.mode.name())?;
+        rt.after_fork()?;
+        Some(d)
+    };
+    let mismatch = if s.seccomp_log {
+        ::log::warn!("seccomp: system calls outside the allowlist are logged, not stopped");
+        isolate::seccomp::Mismatch::Log
+    } else {
+        isolate::seccomp::Mismatch::Kill
+    };
+    let seal = isolate::postfork(profile, mismatch, rt.guest_ns())?;
+    if let Some(d) = &detached {
+        d.stdio_off(&devnull)?;
+    }
+    drop(devnull);
+    let pid = std::process::id();
+    seal.install()?;
+    running(rt, detached, pid_file.map(|f| (f, pid)), guest)
+}
+
+/// The running phase, under the seccomp filter: reports ready, lets the
+/// spawned command go, runs the loop and leaves.
+fn running(
+    mut rt: Runtime,
+    detached: Option<daemon::Detached>,
+    pid_file: Option<(daemon::PidFile, u32)>,
+    mut guest: Option<netns::Guest>,
+) -> ! {
+    match detached {
+        Some(d) => d.ready(),
+        None => {
+            if let Some((p, pid)) = pid_file {
+                if let Err(e) = p.write(pid as i32) {
+                    ::log::error!("writing the PID file: {e}");
+                    isolate::exit(1);
+                }
+            }
+        }
     }
     if let Some(g) = guest.as_mut() {
-        g.release()?;
+        if let Err(e) = g.release() {
+            ::log::error!("starting the command: {e}");
+            isolate::exit(1);
+        }
     }
-    Ok(rt.run())
+    let code = rt.run();
+    isolate::exit(code)
 }
 
 /// `what: error`, as every start-up failure reads.

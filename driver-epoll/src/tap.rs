@@ -11,6 +11,12 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+/// System calls of the tap device while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // One frame per read and per write.
+    SYS_read, SYS_write,
+];
+
 /// What a read from the guest link produced.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
