@@ -117,8 +117,8 @@ mod testutil;
 mod wire;
 
 pub use action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SockEvent, SockId, SockKind,
-    SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
+    Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SendSpace, SockEvent, SockId,
+    SockKind, SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
     Config, Features, Forward, Ip4Config, Ip6Config, Limits, Proto, DEFAULT_MTU, MAX_DNS,
