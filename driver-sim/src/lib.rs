@@ -36,7 +36,6 @@ pub mod kernel;
 pub mod link;
 pub mod plot;
 pub mod replay;
-pub mod rng;
 pub mod scenario;
 pub mod sim;
 pub mod sweep;

@@ -961,7 +961,7 @@ mod tests {
             }
         }
     }
-    use crate::rng::SimRng;
+    use passt_core::Rng as SimRng;
 
     fn opts(seed: u64) -> TcpOpts {
         TcpOpts {
