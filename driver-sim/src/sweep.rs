@@ -477,6 +477,41 @@ pub fn render_policy_table(rows: &[PolicyRow]) -> String {
     s
 }
 
+/// The time-sequence graphs of one run per policy (seed `seed`, fault
+/// profile `faults`) of one connection (`flow`: a port or `ADDR:PORT` of
+/// either end; `None`: the one that carried the most data), to draw side
+/// by side with [`crate::plot::svg`] (`passt-sim table --policies --plot`).
+pub fn policy_plot(
+    sc: &Scenario,
+    seed: u64,
+    faults: &str,
+    policies: &[&str],
+    flow: Option<&str>,
+) -> Result<Vec<crate::plot::TimeSeq>, String> {
+    profile(faults, seed)?;
+    let mut panels = Vec::new();
+    for pol in policies {
+        let r = run(
+            sc,
+            &RunOptions {
+                seed: Some(seed),
+                faults: Some(faults.to_string()),
+                lenient: true,
+                planted: None,
+                policy: Some(pol.to_string()),
+            },
+        )?;
+        let cap = crate::plot::capture_of_run(&sc.name, &r)?;
+        panels.push(crate::plot::TimeSeq::from_capture(
+            &cap,
+            flow,
+            None,
+            &format!("{pol}, {faults} seed {seed}"),
+        )?);
+    }
+    Ok(panels)
+}
+
 /// Parses `A..B` (or a single seed).
 pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
     match s.split_once("..") {

@@ -3,8 +3,9 @@
 //! profile, snapshotted, so that a change in how the translation sizes and
 //! reopens its window shows up as a reviewed diff.
 
+use passt_driver_sim::plot::{svg, SERIES};
 use passt_driver_sim::scenario::{run, RunOptions, Scenario};
-use passt_driver_sim::sweep::{policy_table, render_policy_table};
+use passt_driver_sim::sweep::{policy_plot, policy_table, render_policy_table};
 use std::path::PathBuf;
 
 fn scenario(name: &str) -> Scenario {
@@ -88,4 +89,50 @@ fn policies_by_name() {
     assert!(run(&sc, &RunOptions::default())
         .unwrap_err()
         .contains("unknown TCP policy"));
+}
+
+/// `table --policies --plot`: one graph per policy, side by side. On the
+/// slow-then-fast reader the shipped policy has everything acknowledged
+/// about 100 ms before the policy that waits for half the buffer, and the
+/// drawing names both panels and every series.
+#[test]
+fn policy_graphs_side_by_side() {
+    let sc = scenario("tcp-window-slow-then-fast-1500");
+    let panels = policy_plot(&sc, 0, "none", &["shipped", "reopen-half"], None).expect("plot");
+    assert_eq!(panels.len(), 2);
+    let done = |i: usize| {
+        let p = &panels[i];
+        let top = p.sent.iter().map(|s| s.2).max().expect("data sent");
+        assert!(top >= 400_000, "{}: {top}", p.title);
+        p.acked
+            .iter()
+            .find(|a| a.1 >= top)
+            .map(|a| a.0)
+            .expect("all acknowledged")
+    };
+    let (shipped, half) = (done(0), done(1));
+    assert!(
+        half >= shipped + 80_000_000,
+        "shipped done at {shipped} ns, reopen-half at {half} ns"
+    );
+    let text = svg(&panels).expect("svg");
+    let doc = roxmltree::Document::parse(&text).expect("the plot parses as XML");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for want in ["shipped, none seed 0", "reopen-half, none seed 0"] {
+        assert!(texts.iter().any(|t| t.contains(want)), "{want}: {texts:?}");
+    }
+    for s in SERIES {
+        assert_eq!(
+            texts.iter().filter(|t| **t == s).count(),
+            2,
+            "{s} once per panel"
+        );
+    }
+    assert!(policy_plot(&sc, 0, "none", &["fastest"], None).is_err());
+    assert!(policy_plot(&sc, 0, "fog", &["shipped"], None).is_err());
 }

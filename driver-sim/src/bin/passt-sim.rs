@@ -98,6 +98,10 @@ enum Cmd {
         /// Fault profile: none, lossy, dup, reorder, chaos, host, swarm.
         #[arg(long)]
         faults: Option<String>,
+        /// TCP policy of the core (shipped, reopen-half, window-whole,
+        /// ack-at-once, rto-backoff, dupack-3).
+        #[arg(long)]
+        policy: Option<String>,
         /// Prints the timeline too.
         #[arg(long)]
         timeline: bool,
@@ -325,30 +329,13 @@ fn real_main() -> Result<bool, String> {
             let rows = policy_table(&sc, seeds.clone(), &policies, &profiles)?;
             print!("{}", render_policy_table(&rows));
             if let Some(out) = plot {
-                let mut panels = Vec::new();
-                for pol in &policies {
-                    let r = run(
-                        &sc,
-                        &RunOptions {
-                            seed: Some(seeds.start),
-                            faults: profiles.first().map(|p| p.to_string()),
-                            lenient: true,
-                            planted: None,
-                            policy: Some(pol.to_string()),
-                        },
-                    )?;
-                    let cap = passt_driver_sim::plot::capture_of_run(&sc.name, &r)?;
-                    panels.push(passt_driver_sim::plot::TimeSeq::from_capture(
-                        &cap,
-                        flow.as_deref(),
-                        None,
-                        &format!(
-                            "{pol}, {} seed {}",
-                            profiles.first().copied().unwrap_or("none"),
-                            seeds.start
-                        ),
-                    )?);
-                }
+                let panels = passt_driver_sim::sweep::policy_plot(
+                    &sc,
+                    seeds.start,
+                    profiles.first().copied().unwrap_or("none"),
+                    &policies,
+                    flow.as_deref(),
+                )?;
                 let svg = passt_driver_sim::plot::svg(&panels)?;
                 std::fs::write(&out, svg).map_err(|e| format!("{}: {e}", out.display()))?;
                 eprintln!("wrote {}", out.display());
@@ -397,6 +384,7 @@ fn real_main() -> Result<bool, String> {
             stall_ms,
             seed,
             faults,
+            policy,
             timeline,
             pcap_out,
         } => {
@@ -418,7 +406,7 @@ fn real_main() -> Result<bool, String> {
                     faults,
                     lenient: true,
                     planted: None,
-                    policy: None,
+                    policy,
                 },
             )?;
             if timeline {
