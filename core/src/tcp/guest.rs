@@ -592,7 +592,7 @@ impl Core {
             c.dup_acks = 0;
             c.stalled = false;
             c.t_retx = if c.anything_in_flight() {
-                Some(now.saturating_add(ACK_TIMEOUT))
+                Some(now.saturating_add(c.rto()))
             } else {
                 None
             };

@@ -67,8 +67,18 @@ const MSS_MIN: u16 = 48;
 pub(crate) const ACK_INTERVAL: Duration = Duration::from_millis(10);
 /// Handshake timeout.
 pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Retransmission timeout for data sent to the guest.
-pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// First retransmission timeout for data sent to the guest (RFC 6298's
+/// initial RTO, upstream's `RTO_INIT`); it doubles with every consecutive
+/// retransmission up to [`RTO_MAX`], so a guest that stops answering is
+/// retried at 1, 3, 7, 15, 31, 63 and 127 s and reset only when the last
+/// retransmission went unanswered for another [`RTO_MAX`].
+pub(crate) const RTO_INIT: Duration = Duration::from_secs(1);
+/// Ceiling of the retransmission timeout (Linux's default
+/// `tcp_rto_max_ms`, which upstream reads at start).
+pub(crate) const RTO_MAX: Duration = Duration::from_secs(120);
+/// Interval of SYN and SYN-ACK retransmissions within [`SYN_TIMEOUT`]
+/// (linear, as the kernel's and upstream's first `tcp_syn_linear_timeouts`).
+pub(crate) const SYN_RTO: Duration = Duration::from_secs(1);
 /// Interval of send-buffer queries while the window to the guest is closed
 /// and the kernel armed its wake-up (a safety net: `EPOLLOUT` reopens it).
 pub(crate) const WINDOW_POLL: Duration = Duration::from_millis(100);
@@ -80,7 +90,9 @@ pub(crate) const WINDOW_POLL_WRITABLE: Duration = Duration::from_millis(1);
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Inactivity timeout.
 pub(crate) const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
-/// Consecutive retransmissions before the connection is reset.
+/// Consecutive retransmissions before the connection is reset (upstream's
+/// `TCP_MAX_RETRIES`): the reset comes when the last one is not answered
+/// within its timeout.
 pub(crate) const MAX_RETRANS: u8 = 7;
 /// Send buffers smaller than this get immediate ACKs (upstream's `SNDBUF_SMALL`).
 const SNDBUF_SMALL: u32 = 128 << 10;
@@ -296,6 +308,14 @@ impl TcpConn {
             let f = (w >> self.ws_to_tap).min(65535);
             (f as u16, f << self.ws_to_tap)
         }
+    }
+
+    /// The retransmission timeout after `retrans` consecutive
+    /// retransmissions: [`RTO_INIT`] doubled each time, at most [`RTO_MAX`].
+    pub(crate) fn rto(&self) -> Duration {
+        RTO_INIT
+            .checked_mul(1u32 << u32::from(self.retrans.min(16)))
+            .map_or(RTO_MAX, |d| d.min(RTO_MAX))
     }
 
     /// The earliest deadline of this connection.

@@ -37,7 +37,7 @@ impl Core {
         if len == 0 {
             c.stalled = true;
             if c.wnd_from_tap == 0 && in_flight == 0 && c.t_retx.is_none() {
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(c.rto()));
             }
             self.tcp_interest(id);
             self.tcp_note_timer(id);
@@ -197,7 +197,7 @@ impl Core {
             c.wnd_to_tap = wbytes;
             c.ack_due = None;
             if c.t_retx.is_none() {
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(c.rto()));
             }
         }
         if sent >= c.peek_len || sent == 0 {
@@ -237,7 +237,7 @@ impl Core {
         c.seq_to_tap = f.wrapping_add(1);
         c.seq_max_to_tap = seq::max(c.seq_max_to_tap, c.seq_to_tap);
         if c.t_retx.is_none() {
-            c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+            c.t_retx = Some(now.saturating_add(c.rto()));
         }
         if c.tap_fin_rcvd {
             c.t_phase = now;
@@ -448,7 +448,7 @@ impl Core {
                 c.t_phase = now;
                 // Sent again until the guest's ACK arrives: a lost ACK is
                 // recovered when the guest answers the repeated SYN-ACK.
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(SYN_RTO));
                 self.tcp_send_flags(id, SYN | ACK);
                 self.tcp_interest(id);
             }
@@ -457,7 +457,7 @@ impl Core {
                 self.tcp_send_flags(id, SYN);
                 let Some(c) = self.tc(id) else { return };
                 c.phase = Phase::SynSent;
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(SYN_RTO));
                 c.seq_to_tap = c.isn.wrapping_add(1);
                 c.seq_max_to_tap = c.seq_to_tap;
                 c.seq_ack_from_tap = c.isn;

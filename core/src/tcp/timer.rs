@@ -23,7 +23,7 @@ impl Core {
                 self.tcp_interest(r.flow);
                 if let Some(c) = self.tc(r.flow) {
                     if c.t_retx.is_none() {
-                        c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                        c.t_retx = Some(now.saturating_add(c.rto()));
                     }
                 }
                 self.tcp_note_timer(r.flow);
@@ -71,7 +71,7 @@ impl Core {
                 } else {
                     SYN | ACK
                 };
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(SYN_RTO));
                 self.tcp.stats.retransmits += 1;
                 self.tcp_send_flags(id, flags);
             } else {
@@ -109,12 +109,12 @@ impl Core {
                     return self.tcp_close(id, true);
                 }
                 let una = c.seq_ack_from_tap;
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(c.rto()));
                 self.tcp.stats.retransmits += 1;
                 self.tcp_rewind(id, una);
                 self.tcp_try_peek(now, id, false);
             } else if c.wnd_from_tap == 0 && !c.tap_fin_sent {
-                c.t_retx = Some(now.saturating_add(ACK_TIMEOUT));
+                c.t_retx = Some(now.saturating_add(c.rto()));
                 self.tcp_try_peek(now, id, true);
             }
             self.tcp_interest(id);
