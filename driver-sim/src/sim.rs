@@ -117,6 +117,15 @@ pub struct Sim {
     pub stats: SimStats,
     /// Model guest TCP endpoints; frames for them do not reach the inbox.
     pub guests: Vec<crate::guest::GuestTcp>,
+    /// The model endpoints are paused until then (a stopped VM, a guest
+    /// that stops reading its link): frames for them are lost, their
+    /// timers wait.
+    pub guest_paused_until: Option<Instant>,
+    /// Frames for model endpoints lost while they were paused.
+    pub guest_paused_lost: u64,
+    /// Frames lost (or too big) on either link so far, and when the count
+    /// last grew: a guest waits for its own retransmission of those.
+    link_losses: (u64, Instant),
     seqs: SeqTracker,
     checker: Checker,
     slots: Vec<Vec<u8>>,
@@ -169,6 +178,9 @@ impl Sim {
             violations: Vec::new(),
             stats: SimStats::default(),
             guests: Vec::new(),
+            guest_paused_until: None,
+            guest_paused_lost: 0,
+            link_losses: (0, Instant::ZERO),
             seqs: SeqTracker::default(),
             checker: Checker::default(),
             slots: Vec::new(),
@@ -269,7 +281,8 @@ impl Sim {
             self.guests
                 .iter()
                 .filter_map(crate::guest::GuestTcp::deadline)
-                .min(),
+                .min()
+                .map(|t| self.guest_paused_until.map_or(t, |p| t.max(p))),
         ]
         .into_iter()
         .flatten()
@@ -338,12 +351,32 @@ impl Sim {
         // Window stalls are a matter of the core reacting to the socket: on
         // an impaired link the guest also waits for its own retransmissions,
         // which the check cannot tell apart.
-        if self.to_core.profile.is_clean() && self.to_guest.profile.is_clean() {
+        // Frames lost before the links healed leave the guest waiting for
+        // its retransmission timeout (the model's is 200 ms) too: the check
+        // starts a second after the last loss.
+        let losses = self.to_core.stats.lost
+            + self.to_core.stats.too_big
+            + self.to_guest.stats.lost
+            + self.to_guest.stats.too_big;
+        if losses != self.link_losses.0 {
+            self.link_losses = (losses, now);
+        }
+        let settled =
+            losses == 0 || now >= self.link_losses.1.saturating_add(Duration::from_secs(1));
+        if settled && self.to_core.profile.is_clean() && self.to_guest.profile.is_clean() {
             for v in self.checker.on_turn_end(now.as_nanos(), &self.kernel) {
                 self.violation(v);
             }
         }
         let mut replies = Vec::new();
+        let paused = self.guest_paused_until.is_some_and(|p| now < p);
+        if !paused && self.guest_paused_until.take().is_some() {
+            let lost = std::mem::take(&mut self.guest_paused_lost);
+            self.note(
+                "sim",
+                format!("guest resumes: {lost} frames for it were lost"),
+            );
+        }
         for (f, corrupted) in self.to_guest.take_arrived(now) {
             if corrupted {
                 self.note("link", "core> frame corrupted on the way to the guest");
@@ -355,9 +388,13 @@ impl Sim {
                     .position(|g| g.claims(&t))
                     .map(|i| (i, t))
             }) {
+                Some(_) if paused => self.guest_paused_lost += 1,
                 Some((i, t)) => self.guests[i].on_segment(now.as_nanos(), &t, &mut replies),
                 None => self.guest_inbox.push((now, f)),
             }
+        }
+        if paused {
+            return;
         }
         for g in &mut self.guests {
             g.on_timer(now.as_nanos(), &mut replies);

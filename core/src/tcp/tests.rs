@@ -1038,7 +1038,11 @@ fn retransmit_after_timeout_then_reset() {
     for k in 2..=7u64 {
         let rto = 1_000u64 << (k - 1);
         c.h.run_for(rto - 200);
-        assert_eq!(c.h.core.tcp_stats().retransmits, k - 1, "not before {rto} ms");
+        assert_eq!(
+            c.h.core.tcp_stats().retransmits,
+            k - 1,
+            "not before {rto} ms"
+        );
         c.h.run_for(200);
         assert_eq!(c.h.core.tcp_stats().retransmits, k, "after {rto} ms");
         let f = c.h.take_frames();
