@@ -1,0 +1,265 @@
+//! A stuck or hostile guest, end to end through `pasta` run as the
+//! unprivileged test user with the sandbox on: a guest that stops reading
+//! while a host peer sends, a translator short of descriptors under a burst
+//! of connections.
+//!
+//! Each test makes a "host" namespace (see `ns_support.rs`) and a guest
+//! namespace owned by a user namespace of the test user; pasta runs in the
+//! host namespace and joins the guest's. The test's sockets are made by
+//! threads that enter either namespace, so both ends of a connection are in
+//! this process and every byte is checked. Host peers connect to the host's
+//! own (non-loopback) address, so connections go through the tap device, not
+//! the loopback splice. CPU use is read from `/proc/PID/stat` (user plus
+//! system time) over a window where the translator has nothing to do but
+//! wait: a busy loop shows as a large share of it.
+
+mod ns_support;
+
+use ns_support::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs `f` on a thread inside the network namespace `ns`; sockets it
+/// creates stay there.
+fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(ns.path()).expect("namespace file");
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            // SAFETY: setns takes a descriptor and a flag; it only changes
+            // the network namespace of this thread.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in namespace")
+    })
+}
+
+/// A host namespace, a guest namespace, and pasta connecting them.
+struct Setup {
+    h: Netns,
+    g: UserNetns,
+    p: Proc,
+    /// pasta's own PID (from its PID file).
+    pid: u32,
+    _dir: Scratch,
+}
+
+impl Setup {
+    /// pasta with `--config-net` and `extra` options, its command line behind
+    /// `prefix` (run as root before the switch to the test user, such as
+    /// `prlimit`); returns once the guest has its IPv4 address and route.
+    fn pasta(tag: &str, prefix: &[&str], extra: &[&str]) -> Setup {
+        let h = Netns::host(tag);
+        let g = UserNetns::new(&format!("{tag}g"));
+        let dir = Scratch::new(tag);
+        let pidf = dir.join("pasta.pid");
+        let mut args: Vec<String> = prefix.iter().map(|a| a.to_string()).collect();
+        args.extend(as_test_user());
+        args.extend([
+            s(&bin("pasta")),
+            "-f".into(),
+            "-P".into(),
+            s(&pidf),
+            "--config-net".into(),
+        ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend([
+            "--userns".into(),
+            s(&g.userns_path()),
+            "--netns".into(),
+            g.name.clone(),
+        ]);
+        let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
+        wait_file(&pidf, 20, &mut p);
+        let pid = std::fs::read_to_string(&pidf)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .expect("pasta's PID file");
+        let ready = eventually(10, || {
+            let a = g.sh("ip -o -4 addr show; ip -4 route show default");
+            (a.contains(HOST_IP4) && a.contains("default via")).then_some(())
+        });
+        assert!(ready.is_some(), "guest not configured: {}", p.output());
+        Setup {
+            h,
+            g,
+            p,
+            pid,
+            _dir: dir,
+        }
+    }
+
+    fn connect_host(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        in_ns(&self.h, || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        })
+    }
+
+    /// pasta's CPU time so far (user + system), in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        cpu_ticks(self.pid)
+    }
+
+    /// Open descriptors of pasta.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+/// User + system time of `pid` in clock ticks (fields 14 and 15 of
+/// `/proc/PID/stat`, counted after the command name's closing parenthesis).
+fn cpu_ticks(pid: u32) -> u64 {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let rest = &t[t.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state).
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second.
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as f64
+    } else {
+        100.0
+    }
+}
+
+/// Share of one CPU that `pid` used while `f` ran.
+fn cpu_share_during(t: &Setup, f: impl FnOnce()) -> f64 {
+    let (c0, t0) = (t.cpu_ticks(), Instant::now());
+    f();
+    let (c1, dt) = (t.cpu_ticks(), t0.elapsed().as_secs_f64());
+    (c1 - c0) as f64 / ticks_per_sec() / dt
+}
+
+fn any4(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+}
+
+fn host4(port: u16) -> SocketAddr {
+    SocketAddr::from((HOST_IP4.parse::<Ipv4Addr>().unwrap(), port))
+}
+
+fn accept_timeout(l: &TcpListener, secs: u64) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match l.accept() {
+            Ok((c, _)) => {
+                c.set_nonblocking(false).unwrap();
+                return c;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// The byte at stream offset `i` (a pattern that no buffer size lines up with).
+fn pat(i: u64) -> u8 {
+    let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 29;
+    (x ^ (i / 4093)) as u8
+}
+
+fn send_pattern(w: &mut impl Write, total: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut off = 0u64;
+    while off < total {
+        let n = (total - off).min(buf.len() as u64) as usize;
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = pat(off + k as u64);
+        }
+        w.write_all(&buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads up to `want` bytes (or to end of stream), checking each against
+/// the pattern from `*off`.
+fn check_pattern(r: &mut impl Read, off: &mut u64, want: u64) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 << 10];
+    let end = off.saturating_add(want);
+    while *off < end {
+        let n = ((end - *off).min(buf.len() as u64)) as usize;
+        let n = match r.read(&mut buf[..n]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read error after {off} bytes: {e}")),
+        };
+        if let Some(k) = (0..n).find(|&k| buf[k] != pat(*off + k as u64)) {
+            return Err(format!("byte {} differs", *off + k as u64));
+        }
+        *off += n as u64;
+    }
+    Ok(())
+}
+
+// --- a guest that stops reading ------------------------------------------------
+
+/// A host peer sends 32 MiB to a guest that stops reading for 20 s after the
+/// first 4 MiB: the guest's window closes, pasta waits on it (probing now and
+/// then) without spinning, nothing is reset, and once the guest reads again
+/// every byte arrives.
+#[test]
+fn guest_stops_reading_for_20_s() {
+    const PORT: u16 = 6710;
+    const TOTAL: u64 = 16 << 20;
+    const BEFORE: u64 = 2 << 20;
+    let t0 = Instant::now();
+    let t = Setup::pasta("stall", &[], &["-t", &PORT.to_string()]);
+    let l = in_ns(&t.g, || {
+        TcpListener::bind(any4(PORT)).expect("guest listener")
+    });
+    let mut c = t.connect_host(host4(PORT)).expect("connect");
+    let mut a = accept_timeout(&l, 10);
+    c.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let w = std::thread::spawn(move || {
+        let r = send_pattern(&mut c, TOTAL).and_then(|()| c.shutdown(Shutdown::Write));
+        (r, c)
+    });
+    let mut off = 0;
+    eprintln!("{:.1} s: connected", t0.elapsed().as_secs_f64());
+    check_pattern(&mut a, &mut off, BEFORE).expect("first part");
+    assert_eq!(off, BEFORE);
+    // The stall: buffers on the way fill within a moment; pasta's CPU is
+    // measured over the rest of it.
+    std::thread::sleep(Duration::from_secs(2));
+    let share = cpu_share_during(&t, || std::thread::sleep(Duration::from_secs(18)));
+    eprintln!(
+        "{:.1} s: pasta used {:.2} % of a CPU during the stall",
+        t0.elapsed().as_secs_f64(),
+        share * 100.0
+    );
+    let rest = check_pattern(&mut a, &mut off, TOTAL);
+    eprintln!("{:.1} s: all read", t0.elapsed().as_secs_f64());
+    assert_eq!(rest, Ok(()), "{}", t.p.output());
+    assert_eq!(off, TOTAL, "connection ended early: {}", t.p.output());
+    let mut b = [0u8; 1];
+    assert_eq!(a.read(&mut b).ok(), Some(0), "end of stream");
+    let (r, _c) = w.join().expect("writer");
+    r.expect("the host peer's writes all succeed");
+    assert!(
+        share < 0.05,
+        "pasta used {:.1} % of a CPU while the guest did not read",
+        share * 100.0
+    );
+}
