@@ -274,6 +274,7 @@ impl Core {
         self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
         self.udp.timeout(&mut udp_cx!(self), now);
+        self.listeners.timeout(&mut self.actions, now);
     }
 
     /// The guest link went away (passt: qemu disconnected). Forgets the guest's
@@ -321,7 +322,7 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
             earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
-            self.udp.poll_timeout(),
+            earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
         )
     }
 

@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::counters::DropReason;
 use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
-use crate::fwd::Proto;
+use crate::fwd::{self, Proto};
 use crate::nat;
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};

@@ -294,8 +294,13 @@ impl Core {
                 self.tcp.open_socks += 1;
                 self.tcp_accepted(now, id, peer);
             }
-            SockEvent::Accepted(Err(_)) if phase == Phase::Accepting => {
+            SockEvent::Accepted(Err(e)) if phase == Phase::Accepting => {
+                let listener = c.listener;
                 self.flows.free(id);
+                if fwd::accept_exhausted(e) {
+                    self.listeners
+                        .pause_accept(&mut self.actions, Some(listener), now);
+                }
             }
             SockEvent::Accepted(_) => {}
             SockEvent::TcpInfo(info) => self.tcp_info(now, id, &info),
@@ -605,8 +610,12 @@ impl Core {
     pub(super) fn tcp_listener_event(&mut self, now: Instant, idx: u32, ev: SockEvent) -> bool {
         let sock = SockId(LISTENER_BIT | idx);
         if idx == REJECT_IDX {
-            if let SockEvent::Accepted(Ok(_)) = ev {
-                self.act(Action::Close { sock });
+            match ev {
+                SockEvent::Accepted(Ok(_)) => self.act(Action::Close { sock }),
+                SockEvent::Accepted(Err(e)) if fwd::accept_exhausted(e) => {
+                    self.listeners.pause_accept(&mut self.actions, None, now);
+                }
+                _ => {}
             }
             return true;
         }
@@ -617,7 +626,7 @@ impl Core {
         else {
             return false;
         };
-        if ev != SockEvent::Readable {
+        if ev != SockEvent::Readable || self.listeners.accept_paused(idx) {
             return true;
         }
         let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {

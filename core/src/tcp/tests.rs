@@ -778,6 +778,67 @@ fn inbound(peer: SocketAddr) -> (H, SockId, Out) {
 }
 
 #[test]
+fn accept_out_of_descriptors_pauses_the_listener() {
+    let mut h = H::new(inbound_cfg());
+    h.core.start(h.now);
+    h.drain(&[]);
+    h.take_actions();
+    let lst = SockId(LISTENER_BIT);
+    let watched = Interest {
+        readable: true,
+        ..Interest::default()
+    };
+    for round in 1..=2u64 {
+        h.event(lst, SockEvent::Readable);
+        let acts = h.take_actions();
+        let Some(Action::Accept { listener, sock }) = acts.first().copied() else {
+            panic!("{acts:?}")
+        };
+        assert_eq!(listener, lst);
+        h.event(sock, SockEvent::Accepted(Err(Errno::EMFILE)));
+        // The connection waits in the backlog: the listener stays readable,
+        // so it is not watched for a while instead of failing again at once.
+        let acts = h.take_actions();
+        assert_eq!(
+            acts,
+            vec![Action::SetInterest {
+                sock: lst,
+                interest: Interest::default()
+            }]
+        );
+        assert_eq!(h.core.flow_count(), 0);
+        assert_eq!(h.core.listen_stats().accept_pauses, round);
+        // Readiness reported before the pause took effect is ignored.
+        h.event(lst, SockEvent::Readable);
+        assert!(h.take_actions().is_empty());
+        h.run_for(150);
+        assert!(h.take_actions().is_empty());
+        h.run_for(100);
+        assert_eq!(
+            h.take_actions(),
+            vec![Action::SetInterest {
+                sock: lst,
+                interest: watched
+            }]
+        );
+        assert!(h.core.poll_timeout().is_none_or(|t| t > h.now));
+    }
+    // Other errors (the peer gave up) do not pause.
+    h.event(lst, SockEvent::Readable);
+    let Some(Action::Accept { sock, .. }) = h.take_actions().first().copied() else {
+        panic!()
+    };
+    h.event(sock, SockEvent::Accepted(Err(Errno::ECONNRESET)));
+    assert!(h.take_actions().is_empty());
+    assert_eq!(h.core.listen_stats().accept_pauses, 2);
+    h.event(lst, SockEvent::Readable);
+    assert!(matches!(
+        h.take_actions().first(),
+        Some(Action::Accept { .. })
+    ));
+}
+
+#[test]
 fn inbound_v4_server_speaks_first() {
     let peer = SocketAddr::new("::ffff:192.0.2.9".parse().unwrap(), 5555);
     let (mut h, sock, syn) = inbound(peer);
