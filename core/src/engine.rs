@@ -91,7 +91,11 @@ impl Core {
             spans: Vec::with_capacity(limits.batch_frames),
             grouper: Grouper::new(limits.batch_frames),
             ndp: Ndp::default(),
-            flows: FlowTable::new(limits.flows, &cfg.secret),
+            flows: {
+                let mut t = FlowTable::new(limits.flows, &cfg.secret);
+                t.set_quotas(limits.tcp_flows, limits.udp_flows, limits.ping_flows);
+                t
+            },
             listeners: Listeners::default(),
             tcp: TcpState::new(&cfg),
             udp: UdpState::default(),

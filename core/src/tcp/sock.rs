@@ -629,13 +629,16 @@ impl Core {
         if ev != SockEvent::Readable || self.listeners.accept_paused(idx) {
             return true;
         }
-        let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {
-            self.counters.drop(DropReason::FlowTableFull);
-            self.act(Action::Accept {
-                listener: sock,
-                sock: SockId(LISTENER_BIT | REJECT_IDX),
-            });
-            return true;
+        let id = match self.flows.alloc(FlowData::Tcp(TcpConn::default())) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.counters.drop(reason);
+                self.act(Action::Accept {
+                    listener: sock,
+                    sock: SockId(LISTENER_BIT | REJECT_IDX),
+                });
+                return true;
+            }
         };
         let gen = self.flows.get(id).map_or(0, |f| f.gen);
         let fs = flow::sock_id(id, gen, 0);
