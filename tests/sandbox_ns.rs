@@ -686,6 +686,7 @@ const LOG_MODE_SKIPS: &[&str] = &[
     "iperf3_",
     "bulk_ns_to_host",
     "thousands_of_routes",
+    "guest_stops_reading_for_20_s",
 ];
 
 /// The namespace suites again, every translator with `--seccomp-log`: the

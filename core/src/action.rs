@@ -277,6 +277,10 @@ impl Errno {
     pub const EACCES: Errno = Errno(13);
     /// Too many open files in the process.
     pub const EMFILE: Errno = Errno(24);
+    /// Too many open files in the system.
+    pub const ENFILE: Errno = Errno(23);
+    /// Out of memory.
+    pub const ENOMEM: Errno = Errno(12);
     /// Broken pipe.
     pub const EPIPE: Errno = Errno(32);
     /// Address in use.

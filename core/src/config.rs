@@ -175,6 +175,14 @@ pub struct Limits {
     pub actions: usize,
     /// Capacity of the flow table.
     pub flows: usize,
+    /// Most TCP connections in the flow table (handshakes included): the
+    /// rest of the table stays for UDP and echo under a SYN flood.
+    pub tcp_flows: usize,
+    /// Most UDP flows in the flow table: a guest sending to many ports (or
+    /// from many) leaves room for TCP and echo.
+    pub udp_flows: usize,
+    /// Most ICMP/ICMPv6 echo flows in the flow table.
+    pub ping_flows: usize,
 }
 
 impl Default for Limits {
@@ -185,6 +193,9 @@ impl Default for Limits {
             out_queue_frames: 4096,
             actions: 8192,
             flows: 4096,
+            tcp_flows: 3584,
+            udp_flows: 3072,
+            ping_flows: 512,
         }
     }
 }

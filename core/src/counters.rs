@@ -104,6 +104,10 @@ reasons! {
         /// a flow's sequence), an echo request, a datagram from a new host
         /// peer.
         ActionQueueFull => "action_queue_full",
+        /// A new flow refused because its protocol holds its share of the
+        /// flow table already (`Limits::tcp_flows`, `udp_flows`,
+        /// `ping_flows`).
+        FlowQuota => "flow_quota",
     }
 }
 
@@ -124,7 +128,7 @@ reasons! {
 }
 
 /// Counters readable through [`Core::counters`](crate::Core::counters).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters {
     /// Frames handed in by the driver.
     pub frames_in: u64,
@@ -140,6 +144,20 @@ pub struct Counters {
     pub actions_refused: u64,
     drops: [u64; DropReason::COUNT],
     replies: [u64; ReplyKind::COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            frames_in: 0,
+            frames_out: 0,
+            l4_segments: 0,
+            l4_sequences: 0,
+            actions_refused: 0,
+            drops: [0; DropReason::COUNT],
+            replies: [0; ReplyKind::COUNT],
+        }
+    }
 }
 
 impl Counters {

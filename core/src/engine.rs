@@ -91,7 +91,11 @@ impl Core {
             spans: Vec::with_capacity(limits.batch_frames),
             grouper: Grouper::new(limits.batch_frames),
             ndp: Ndp::default(),
-            flows: FlowTable::new(limits.flows, &cfg.secret),
+            flows: {
+                let mut t = FlowTable::new(limits.flows, &cfg.secret);
+                t.set_quotas(limits.tcp_flows, limits.udp_flows, limits.ping_flows);
+                t
+            },
             listeners: Listeners::default(),
             tcp: TcpState::new(&cfg),
             udp: UdpState::default(),
@@ -274,6 +278,7 @@ impl Core {
         self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
         self.udp.timeout(&mut udp_cx!(self), now);
+        self.listeners.timeout(&mut self.actions, now);
     }
 
     /// The guest link went away (passt: qemu disconnected). Forgets the guest's
@@ -321,7 +326,7 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
             earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
-            self.udp.poll_timeout(),
+            earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
         )
     }
 

@@ -226,3 +226,44 @@ fn many_listeners_open_as_the_queue_drains() {
     }
     assert_eq!((closes, core.socket_count()), (100, 0));
 }
+
+/// A guest that opens 4096 UDP flows gets its quota of the flow table
+/// (`Limits::udp_flows`), the rest refused and counted; a TCP SYN after
+/// them still gets a flow.
+#[test]
+fn udp_flood_leaves_room_for_tcp_and_echo() {
+    let cfg = capture_config();
+    let quota = cfg.limits.udp_flows;
+    assert!(quota < cfg.limits.flows);
+    let mut core = Core::new(cfg);
+    let mut now = Instant::ZERO;
+    for chunk in 0..256u16 {
+        let frames: Vec<Vec<u8>> = (0..16u16)
+            .map(|i| seg(PROTO_UDP, v4(2), v4(9), 10000 + chunk * 16 + i, 53, b"q"))
+            .collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        exchange(&mut core, now, &refs);
+        while core.poll_action().is_some() {}
+        now = now.saturating_add(core::time::Duration::from_millis(1));
+    }
+    assert_eq!(core.flow_count(), quota);
+    let c = core.counters();
+    assert_eq!(c.dropped(DropReason::FlowQuota), 4096 - quota as u64);
+    assert_eq!(c.dropped(DropReason::FlowTableFull), 0);
+    // A TCP SYN.
+    let mut syn = seg(PROTO_TCP, v4(2), v4(9), 40000, 80, b"");
+    syn[l4_offset(false) + 13] = 0x02;
+    exchange(&mut core, now, &[&syn]);
+    let mut opened = false;
+    while let Some(a) = core.poll_action() {
+        if let crate::Action::Open { kind, .. } = a {
+            opened |= kind == crate::SockKind::TcpStream;
+        }
+    }
+    assert!(opened, "the SYN got a socket");
+    assert_eq!(core.flow_count(), quota + 1);
+    assert_eq!(
+        core.counters().dropped(DropReason::FlowQuota),
+        4096 - quota as u64
+    );
+}

@@ -12,9 +12,15 @@
 //! the side (see [`sock_id`] and [`decode`]).
 //!
 //! Free entries are kept on a stack; a full table refuses new flows and the
-//! caller counts the refusal.
+//! caller counts the refusal. Each protocol may hold at most its quota of the
+//! entries ([`Limits::tcp_flows`](crate::Limits::tcp_flows) and its
+//! siblings), so that a flood of one kind (UDP to many ports, echo requests
+//! with many identifiers, half-open TCP handshakes) cannot lock the others
+//! out; a refusal for the quota is counted apart
+//! ([`DropReason::FlowQuota`]).
 
 use crate::action::SockId;
+use crate::counters::DropReason;
 use crate::tap::FlowKey;
 use crate::tcp::TcpConn;
 use crate::time::Instant;
@@ -166,6 +172,22 @@ pub(crate) struct FlowTable {
     mask: usize,
     hasher: TupleHasher,
     count: usize,
+    /// Flows in use per protocol ([`FlowData::class`]).
+    counts: [usize; 3],
+    /// Most flows per protocol.
+    quotas: [usize; 3],
+}
+
+impl FlowData {
+    /// Index of the protocol in the per-protocol counts: TCP, UDP, echo.
+    fn class(&self) -> Option<usize> {
+        match self {
+            FlowData::Free => None,
+            FlowData::Tcp(_) => Some(0),
+            FlowData::Udp(_) => Some(1),
+            FlowData::Ping(_) => Some(2),
+        }
+    }
 }
 
 fn unspec() -> FlowKey {
@@ -203,7 +225,14 @@ impl FlowTable {
             mask: buckets - 1,
             hasher: TupleHasher::new(secret, FLOW_HASH_SALT),
             count: 0,
+            counts: [0; 3],
+            quotas: [capacity; 3],
         }
+    }
+
+    /// Most flows of TCP, UDP and echo (each at most the capacity).
+    pub(crate) fn set_quotas(&mut self, tcp: usize, udp: usize, ping: usize) {
+        self.quotas = [tcp, udp, ping];
     }
 
     /// Capacity of the table.
@@ -221,14 +250,29 @@ impl FlowTable {
         self.hasher.hash(key, true)
     }
 
-    /// Takes a free entry for `data`; `None` if the table is full.
-    pub(crate) fn alloc(&mut self, data: FlowData) -> Option<FlowId> {
-        let idx = self.free.pop()?;
-        let f = self.flows.get_mut(idx as usize)?;
+    /// Takes a free entry for `data`; refused (with the reason to count)
+    /// if its protocol holds its quota already or the table is full.
+    pub(crate) fn alloc(&mut self, data: FlowData) -> Result<FlowId, DropReason> {
+        let class = data.class();
+        if self.free.is_empty() {
+            return Err(DropReason::FlowTableFull);
+        }
+        if let Some(c) = class {
+            if self.counts[c] >= self.quotas[c] {
+                return Err(DropReason::FlowQuota);
+            }
+        }
+        let idx = self.free.pop().ok_or(DropReason::FlowTableFull)?;
+        let Some(f) = self.flows.get_mut(idx as usize) else {
+            return Err(DropReason::FlowTableFull);
+        };
         f.data = data;
         f.hashed = false;
         self.count += 1;
-        Some(FlowId(idx))
+        if let Some(c) = class {
+            self.counts[c] += 1;
+        }
+        Ok(FlowId(idx))
     }
 
     /// Frees `id`: drops its key from the hash and bumps its generation.
@@ -237,9 +281,10 @@ impl FlowTable {
         let Some(f) = self.flows.get_mut(id.0 as usize) else {
             return;
         };
-        if matches!(f.data, FlowData::Free) {
+        let Some(class) = f.data.class() else {
             return;
-        }
+        };
+        self.counts[class] = self.counts[class].saturating_sub(1);
         f.data = FlowData::Free;
         f.gen = f.gen.wrapping_add(1) & GEN_MASK as u8;
         f.key = unspec();
@@ -426,6 +471,44 @@ mod tests {
     }
 
     #[test]
+    fn quotas_per_protocol() {
+        let mut t = FlowTable::new(5, &[1; 16]);
+        t.set_quotas(3, 1, 0);
+        let a = t.alloc(tcp()).unwrap();
+        let udp = || {
+            FlowData::Udp(DgramFlow {
+                sock: SockId(0),
+                sock_open: false,
+                host: SocketAddr::from(([192, 0, 2, 1], 53)),
+                t_active: Instant::ZERO,
+                last_send: 0,
+                group: false,
+            })
+        };
+        let u = t.alloc(udp()).unwrap();
+        assert_eq!(t.alloc(udp()), Err(DropReason::FlowQuota));
+        let ping = FlowData::Ping(DgramFlow {
+            sock: SockId(0),
+            sock_open: false,
+            host: SocketAddr::from(([192, 0, 2, 1], 0)),
+            t_active: Instant::ZERO,
+            last_send: 0,
+            group: false,
+        });
+        assert_eq!(t.alloc(ping), Err(DropReason::FlowQuota));
+        t.alloc(tcp()).unwrap();
+        t.alloc(tcp()).unwrap();
+        assert_eq!(t.alloc(tcp()), Err(DropReason::FlowQuota), "TCP at 3");
+        // Freeing gives the protocol its share back.
+        t.free(u);
+        t.free(u);
+        t.alloc(udp()).unwrap();
+        t.free(a);
+        t.alloc(tcp()).unwrap();
+        assert_eq!(t.count(), 4);
+    }
+
+    #[test]
     fn full_table_refuses_and_frees_reuse() {
         let mut t = FlowTable::new(3, &[1; 16]);
         let a = t.alloc(tcp()).unwrap();
@@ -433,7 +516,7 @@ mod tests {
         let c = t.alloc(tcp()).unwrap();
         assert_eq!(a, FlowId(0));
         assert_eq!(t.capacity(), 3);
-        assert!(t.alloc(tcp()).is_none());
+        assert_eq!(t.alloc(tcp()), Err(DropReason::FlowTableFull));
         assert_eq!(t.count(), 3);
         assert!(t.insert_key(b, key(1)));
         assert!(!t.insert_key(c, key(1)), "duplicate key");
@@ -481,11 +564,11 @@ mod tests {
                             continue;
                         }
                         match t.alloc(tcp()) {
-                            Some(id) => {
+                            Ok(id) => {
                                 prop_assert!(t.insert_key(id, key(k)));
                                 model.insert(k, id);
                             }
-                            None => prop_assert_eq!(model.len(), 24),
+                            Err(_) => prop_assert_eq!(model.len(), 24),
                         }
                     }
                     Op::Remove(k) => {

@@ -29,7 +29,9 @@ use crate::flow::{self, SockRef, LISTENER_BIT};
 use crate::guest::GuestInfo;
 use crate::nat;
 use crate::queue::ActionQueue;
+use crate::time::Instant;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Bit of a listener index (with [`LISTENER_BIT`]) marking UDP listeners.
@@ -42,6 +44,22 @@ const SLOTS_MAX: u32 = UDP_LISTENER_BIT - 2;
 const BACKLOG: u32 = 128;
 /// Most actions the opening of a listener takes.
 const OPEN_ACTIONS: usize = 4;
+/// How long a TCP listener stops accepting once an `accept()` failed for
+/// want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`).
+/// The pending connection stays in the kernel's backlog, so the listener
+/// stays readable: watched all the while, it would wake the loop at once,
+/// again and again, until a descriptor frees up. Paused, it is looked at
+/// five times a second.
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+
+/// Whether an `accept()` failed for want of resources, which a retry at
+/// once does not cure.
+pub(crate) fn accept_exhausted(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+    )
+}
 
 /// A forwarded port whose listener the core could not open (see
 /// [`Core::failed_forwards`](crate::Core::failed_forwards)).
@@ -67,6 +85,9 @@ pub struct ListenStats {
     pub failures: u64,
     /// Listeners closed because their forward went away.
     pub closed: u64,
+    /// Times a TCP listener stopped accepting for [`ACCEPT_PAUSE`] because
+    /// an `accept()` failed for want of descriptors or memory.
+    pub accept_pauses: u64,
 }
 
 /// What became of a listener slot.
@@ -100,6 +121,8 @@ pub(crate) struct Listener {
     /// `IP_FREEBIND` (`Config::freebind`), for the listener and the sockets
     /// of flows bound like it.
     pub(crate) freebind: bool,
+    /// Not watched until [`Listeners::timeout`] (see [`ACCEPT_PAUSE`]).
+    paused: bool,
 }
 
 /// Where an event on a listener's socket goes next.
@@ -131,6 +154,8 @@ pub(crate) struct Listeners {
     pending: VecDeque<(Proto, u32)>,
     /// Listener sockets the driver holds.
     open: usize,
+    /// When paused listeners are watched again.
+    resume_at: Option<Instant>,
     stats: ListenStats,
 }
 
@@ -274,6 +299,7 @@ impl Listeners {
             family,
             v6_only,
             freebind: cfg.freebind,
+            paused: false,
         };
         let slots = &mut self.slots[f.proto.index()];
         let idx = match slot.filter(|&i| i < slots.len()) {
@@ -346,6 +372,95 @@ impl Listeners {
             .flatten()
         {
             let _ = actions.push(a);
+        }
+    }
+
+    /// TCP listener `slot` ran out of descriptors or memory on `accept()`:
+    /// it is not watched until `now` + [`ACCEPT_PAUSE`] (all TCP listeners
+    /// if `slot` is `None`: the failed accept was one refusing a connection
+    /// for want of a flow, whose listener is not remembered).
+    pub(crate) fn pause_accept(
+        &mut self,
+        actions: &mut ActionQueue,
+        slot: Option<u32>,
+        now: Instant,
+    ) {
+        let proto = Proto::Tcp;
+        let n = self.slots[proto.index()].len() as u32;
+        let range = match slot {
+            Some(s) => s..s.saturating_add(1).min(n),
+            None => 0..n,
+        };
+        let mut any = false;
+        for i in range {
+            let Some(l) = self.slots[proto.index()].get_mut(i as usize) else {
+                continue;
+            };
+            if l.state != State::Open || l.paused {
+                continue;
+            }
+            let sock = Self::sock(proto, i);
+            if !actions.push(Action::SetInterest {
+                sock,
+                interest: Interest::default(),
+            }) {
+                continue;
+            }
+            l.paused = true;
+            any = true;
+        }
+        if any {
+            self.stats.accept_pauses += 1;
+            log::debug!("tcp: out of descriptors or memory on accept: pausing listeners");
+            if self.resume_at.is_none() {
+                self.resume_at = Some(now.saturating_add(ACCEPT_PAUSE));
+            }
+        }
+    }
+
+    /// Whether TCP listener `slot` is paused (readiness reported before
+    /// the pause is ignored).
+    pub(crate) fn accept_paused(&self, slot: u32) -> bool {
+        self.slots[Proto::Tcp.index()]
+            .get(slot as usize)
+            .is_some_and(|l| l.paused)
+    }
+
+    /// When paused listeners are to be watched again.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.resume_at
+    }
+
+    /// Watches paused listeners again once their pause is over.
+    pub(crate) fn timeout(&mut self, actions: &mut ActionQueue, now: Instant) {
+        if self.resume_at.is_none_or(|t| t > now) {
+            return;
+        }
+        self.resume_at = None;
+        let proto = Proto::Tcp;
+        let mut left = false;
+        for i in 0..self.slots[proto.index()].len() {
+            let sock = Self::sock(proto, i as u32);
+            let l = &mut self.slots[proto.index()][i];
+            if !l.paused {
+                continue;
+            }
+            if l.state != State::Open {
+                l.paused = false;
+                continue;
+            }
+            let interest = Interest {
+                readable: true,
+                ..Interest::default()
+            };
+            if actions.push(Action::SetInterest { sock, interest }) {
+                l.paused = false;
+            } else {
+                left = true;
+            }
+        }
+        if left {
+            self.resume_at = Some(now.saturating_add(ACCEPT_PAUSE));
         }
     }
 

@@ -67,9 +67,13 @@ impl TcpPolicy {
         ack_delay: Duration::from_millis(10),
         ack_at_once_below: 128 << 10,
         ack_half_window: true,
-        rto: Duration::from_secs(2),
-        rto_backoff: 1,
-        rto_max: Duration::from_secs(60),
+        // RFC 6298's first timeout, doubled with every retransmission in a
+        // row up to Linux's default `tcp_rto_max_ms` (as upstream): a
+        // silent guest is retried at 1, 3, 7, 15, 31, 63 and 127 s and reset
+        // when the last of those also goes unanswered.
+        rto: Duration::from_secs(1),
+        rto_backoff: 2,
+        rto_max: Duration::from_secs(120),
         max_retrans: 7,
         dup_ack_threshold: 2,
     };
@@ -80,7 +84,7 @@ impl TcpPolicy {
         "reopen-half",
         "window-whole",
         "ack-at-once",
-        "rto-backoff",
+        "rto-fixed",
         "dupack-3",
     ];
 
@@ -91,8 +95,8 @@ impl TcpPolicy {
     ///   send buffer is free ([`Reopen::HalfBuffer`]);
     /// * `window-whole`: the whole free space is offered (no headroom);
     /// * `ack-at-once`: every write to the socket is acknowledged at once;
-    /// * `rto-backoff`: retransmission after 1 s, doubling up to 60 s (RFC
-    ///   6298) instead of every 2 s;
+    /// * `rto-fixed`: retransmission every 2 s, without back-off (what was
+    ///   shipped before the back-off);
     /// * `dupack-3`: fast retransmission after three duplicate ACKs, not two.
     pub fn named(name: &str) -> Option<TcpPolicy> {
         let s = TcpPolicy::SHIPPED;
@@ -110,9 +114,9 @@ impl TcpPolicy {
                 ack_at_once_below: u32::MAX,
                 ..s
             },
-            "rto-backoff" => TcpPolicy {
-                rto: Duration::from_secs(1),
-                rto_backoff: 2,
+            "rto-fixed" => TcpPolicy {
+                rto: Duration::from_secs(2),
+                rto_backoff: 1,
                 ..s
             },
             "dupack-3" => TcpPolicy {
@@ -171,12 +175,13 @@ mod tests {
         }
         assert!(TcpPolicy::named("nope").is_none());
         let s = TcpPolicy::SHIPPED;
-        assert_eq!(s.rto_after(0), Duration::from_secs(2));
-        assert_eq!(s.rto_after(6), Duration::from_secs(2), "fixed, as shipped");
-        let b = TcpPolicy::named("rto-backoff").unwrap();
-        assert_eq!(b.rto_after(0), Duration::from_secs(1));
-        assert_eq!(b.rto_after(3), Duration::from_secs(8));
-        assert_eq!(b.rto_after(20), Duration::from_secs(60));
+        assert_eq!(s.rto_after(0), Duration::from_secs(1));
+        assert_eq!(s.rto_after(3), Duration::from_secs(8));
+        assert_eq!(s.rto_after(6), Duration::from_secs(64));
+        assert_eq!(s.rto_after(20), Duration::from_secs(120), "capped");
+        let f = TcpPolicy::named("rto-fixed").unwrap();
+        assert_eq!(f.rto_after(0), Duration::from_secs(2));
+        assert_eq!(f.rto_after(6), Duration::from_secs(2), "fixed");
         assert_eq!(s.window(0, 0), None);
         assert_eq!(s.window(16384, 0), Some(16384 - 1024));
         assert_eq!(

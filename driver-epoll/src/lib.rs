@@ -200,6 +200,23 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit, as upstream does:
+/// every connection and every UDP flow holds a descriptor, and the usual soft
+/// limit (1024) is soon reached by a busy guest. Before the seccomp filter,
+/// which has no `setrlimit`; a command pasta starts inherits the limit, as
+/// with upstream.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => ::log::debug!("open files limit raised from {soft} to {hard}"),
+            Err(e) => ::log::warn!("could not raise the open files limit to {hard}: {e}"),
+        },
+        Ok((soft, _)) => ::log::debug!("open files limit: {soft}"),
+        Err(e) => ::log::warn!("open files limit: {e}"),
+    }
+}
+
 /// Sets everything up, isolates the process and runs the event loop.
 /// Returns (an exit status) only if it fails before the seccomp filter is
 /// on; from then on the process leaves through `isolate::exit`.
@@ -210,6 +227,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     s.log.stderr = true;
     // (Errors of the log file name it themselves.)
     log::configure(&s.log)?;
+    raise_nofile();
     let pcap = match &s.pcap {
         Some(p) => Some(pcap::Pcap::create(p)?),
         None => None,

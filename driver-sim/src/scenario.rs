@@ -994,6 +994,16 @@ impl Runner<'_> {
                     }
                 }
                 Some("flush") => {}
+                Some("guest-pause") => {
+                    // guest-pause SECONDS: the model endpoints stop.
+                    let secs: f64 = num(w.get(1), "guest-pause")?;
+                    let until = self
+                        .sim
+                        .now()
+                        .saturating_add(Duration::from_nanos((secs * 1e9) as u64));
+                    self.sim.guest_paused_until = Some(until);
+                    self.sim.note("sim", format!("guest paused for {secs} s"));
+                }
                 Some("tolerance") => {
                     self.tolerance_ns = (num::<f64>(w.get(1), "tolerance")? * 1e3) as u64
                 }

@@ -124,6 +124,15 @@ pub struct Sim {
     pub keep_delivered: bool,
     /// Bytes of each frame kept in `wire` (a snapshot length).
     pub wire_snaplen: usize,
+    /// The model endpoints are paused until then (a stopped VM, a guest
+    /// that stops reading its link): frames for them are lost, their
+    /// timers wait.
+    pub guest_paused_until: Option<Instant>,
+    /// Frames for model endpoints lost while they were paused.
+    pub guest_paused_lost: u64,
+    /// Frames lost (or too big) on either link so far, and when the count
+    /// last grew: a guest waits for its own retransmission of those.
+    link_losses: (u64, Instant),
     seqs: SeqTracker,
     checker: Checker,
     slots: Vec<Vec<u8>>,
@@ -179,6 +188,9 @@ impl Sim {
             replay: None,
             keep_delivered: true,
             wire_snaplen: usize::MAX,
+            guest_paused_until: None,
+            guest_paused_lost: 0,
+            link_losses: (0, Instant::ZERO),
             seqs: SeqTracker::default(),
             checker: Checker::default(),
             slots: Vec::new(),
@@ -279,7 +291,8 @@ impl Sim {
             self.guests
                 .iter()
                 .filter_map(crate::guest::GuestTcp::deadline)
-                .min(),
+                .min()
+                .map(|t| self.guest_paused_until.map_or(t, |p| t.max(p))),
             self.replay
                 .as_ref()
                 .and_then(|r| r.deadline())
@@ -352,12 +365,32 @@ impl Sim {
         // Window stalls are a matter of the core reacting to the socket: on
         // an impaired link the guest also waits for its own retransmissions,
         // which the check cannot tell apart.
-        if self.to_core.profile.is_clean() && self.to_guest.profile.is_clean() {
+        // Frames lost before the links healed leave the guest waiting for
+        // its retransmission timeout (the model's is 200 ms) too: the check
+        // starts a second after the last loss.
+        let losses = self.to_core.stats.lost
+            + self.to_core.stats.too_big
+            + self.to_guest.stats.lost
+            + self.to_guest.stats.too_big;
+        if losses != self.link_losses.0 {
+            self.link_losses = (losses, now);
+        }
+        let settled =
+            losses == 0 || now >= self.link_losses.1.saturating_add(Duration::from_secs(1));
+        if settled && self.to_core.profile.is_clean() && self.to_guest.profile.is_clean() {
             for v in self.checker.on_turn_end(now.as_nanos(), &self.kernel) {
                 self.violation(v);
             }
         }
         let mut replies = Vec::new();
+        let paused = self.guest_paused_until.is_some_and(|p| now < p);
+        if !paused && self.guest_paused_until.take().is_some() {
+            let lost = std::mem::take(&mut self.guest_paused_lost);
+            self.note(
+                "sim",
+                format!("guest resumes: {lost} frames for it were lost"),
+            );
+        }
         for (f, corrupted) in self.to_guest.take_arrived(now) {
             if corrupted {
                 self.note("link", "core> frame corrupted on the way to the guest");
@@ -369,6 +402,7 @@ impl Sim {
                     .position(|g| g.claims(&t))
                     .map(|i| (i, t))
             }) {
+                Some(_) if paused => self.guest_paused_lost += 1,
                 Some((i, t)) => self.guests[i].on_segment(now.as_nanos(), &t, &mut replies),
                 None => {
                     let replayed = self
@@ -380,6 +414,9 @@ impl Sim {
                     }
                 }
             }
+        }
+        if paused {
+            return;
         }
         for g in &mut self.guests {
             g.on_timer(now.as_nanos(), &mut replies);

@@ -60,7 +60,7 @@ fn policies_by_name() {
     let r = run(
         &sc,
         &RunOptions {
-            policy: Some("rto-backoff".into()),
+            policy: Some("rto-fixed".into()),
             lenient: true,
             ..RunOptions::default()
         },
@@ -71,7 +71,7 @@ fn policies_by_name() {
             .lines()
             .next()
             .unwrap_or("")
-            .contains("policy rto-backoff"),
+            .contains("policy rto-fixed"),
         "{}",
         r.timeline
     );

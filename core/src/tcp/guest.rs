@@ -81,10 +81,13 @@ impl Core {
             return self.counters.drop(DropReason::TcpBadEndpoint);
         };
         let v6 = key.src.is_ipv6();
-        let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {
-            self.counters.drop(DropReason::FlowTableFull);
-            self.tcp_rst_no_flow(key, s);
-            return;
+        let id = match self.flows.alloc(FlowData::Tcp(TcpConn::default())) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.counters.drop(reason);
+                self.tcp_rst_no_flow(key, s);
+                return;
+            }
         };
         if !self.flows.insert_key(id, *key) {
             self.flows.free(id);

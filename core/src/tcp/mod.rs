@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::counters::DropReason;
 use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
-use crate::fwd::Proto;
+use crate::fwd::{self, Proto};
 use crate::nat;
 use crate::policy::{Reopen, TcpPolicy};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
@@ -66,6 +66,9 @@ const WINDOW_DEFAULT: u32 = 14600;
 const MSS_MIN: u16 = 48;
 /// Handshake timeout.
 pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of SYN and SYN-ACK retransmissions within [`SYN_TIMEOUT`]
+/// (linear, as the kernel's and upstream's first `tcp_syn_linear_timeouts`).
+pub(crate) const SYN_RTO: Duration = Duration::from_secs(1);
 /// Interval of send-buffer queries while the window to the guest is closed
 /// and the kernel armed its wake-up, as shipped (the policy's
 /// `window_poll_armed`; the ACK delay, retransmission timeout and the rest

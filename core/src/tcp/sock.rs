@@ -298,8 +298,13 @@ impl Core {
                 self.tcp.open_socks += 1;
                 self.tcp_accepted(now, id, peer);
             }
-            SockEvent::Accepted(Err(_)) if phase == Phase::Accepting => {
+            SockEvent::Accepted(Err(e)) if phase == Phase::Accepting => {
+                let listener = c.listener;
                 self.flows.free(id);
+                if fwd::accept_exhausted(e) {
+                    self.listeners
+                        .pause_accept(&mut self.actions, Some(listener), now);
+                }
             }
             SockEvent::Accepted(_) => {}
             SockEvent::TcpInfo(info) => self.tcp_info(now, id, &info),
@@ -453,7 +458,7 @@ impl Core {
                 c.t_phase = now;
                 // Sent again until the guest's ACK arrives: a lost ACK is
                 // recovered when the guest answers the repeated SYN-ACK.
-                c.t_retx = Some(now.saturating_add(pol.rto));
+                c.t_retx = Some(now.saturating_add(SYN_RTO));
                 self.tcp_send_flags(id, SYN | ACK);
                 self.tcp_interest(id);
             }
@@ -462,7 +467,7 @@ impl Core {
                 self.tcp_send_flags(id, SYN);
                 let Some(c) = self.tc(id) else { return };
                 c.phase = Phase::SynSent;
-                c.t_retx = Some(now.saturating_add(pol.rto));
+                c.t_retx = Some(now.saturating_add(SYN_RTO));
                 c.seq_to_tap = c.isn.wrapping_add(1);
                 c.seq_max_to_tap = c.seq_to_tap;
                 c.seq_ack_from_tap = c.isn;
@@ -618,8 +623,12 @@ impl Core {
     pub(super) fn tcp_listener_event(&mut self, now: Instant, idx: u32, ev: SockEvent) -> bool {
         let sock = SockId(LISTENER_BIT | idx);
         if idx == REJECT_IDX {
-            if let SockEvent::Accepted(Ok(_)) = ev {
-                self.act(Action::Close { sock });
+            match ev {
+                SockEvent::Accepted(Ok(_)) => self.act(Action::Close { sock }),
+                SockEvent::Accepted(Err(e)) if fwd::accept_exhausted(e) => {
+                    self.listeners.pause_accept(&mut self.actions, None, now);
+                }
+                _ => {}
             }
             return true;
         }
@@ -630,16 +639,19 @@ impl Core {
         else {
             return false;
         };
-        if ev != SockEvent::Readable {
+        if ev != SockEvent::Readable || self.listeners.accept_paused(idx) {
             return true;
         }
-        let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {
-            self.counters.drop(DropReason::FlowTableFull);
-            self.act(Action::Accept {
-                listener: sock,
-                sock: SockId(LISTENER_BIT | REJECT_IDX),
-            });
-            return true;
+        let id = match self.flows.alloc(FlowData::Tcp(TcpConn::default())) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.counters.drop(reason);
+                self.act(Action::Accept {
+                    listener: sock,
+                    sock: SockId(LISTENER_BIT | REJECT_IDX),
+                });
+                return true;
+            }
         };
         let gen = self.flows.get(id).map_or(0, |f| f.gen);
         let fs = flow::sock_id(id, gen, 0);

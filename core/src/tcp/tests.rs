@@ -778,6 +778,67 @@ fn inbound(peer: SocketAddr) -> (H, SockId, Out) {
 }
 
 #[test]
+fn accept_out_of_descriptors_pauses_the_listener() {
+    let mut h = H::new(inbound_cfg());
+    h.core.start(h.now);
+    h.drain(&[]);
+    h.take_actions();
+    let lst = SockId(LISTENER_BIT);
+    let watched = Interest {
+        readable: true,
+        ..Interest::default()
+    };
+    for round in 1..=2u64 {
+        h.event(lst, SockEvent::Readable);
+        let acts = h.take_actions();
+        let Some(Action::Accept { listener, sock }) = acts.first().copied() else {
+            panic!("{acts:?}")
+        };
+        assert_eq!(listener, lst);
+        h.event(sock, SockEvent::Accepted(Err(Errno::EMFILE)));
+        // The connection waits in the backlog: the listener stays readable,
+        // so it is not watched for a while instead of failing again at once.
+        let acts = h.take_actions();
+        assert_eq!(
+            acts,
+            vec![Action::SetInterest {
+                sock: lst,
+                interest: Interest::default()
+            }]
+        );
+        assert_eq!(h.core.flow_count(), 0);
+        assert_eq!(h.core.listen_stats().accept_pauses, round);
+        // Readiness reported before the pause took effect is ignored.
+        h.event(lst, SockEvent::Readable);
+        assert!(h.take_actions().is_empty());
+        h.run_for(150);
+        assert!(h.take_actions().is_empty());
+        h.run_for(100);
+        assert_eq!(
+            h.take_actions(),
+            vec![Action::SetInterest {
+                sock: lst,
+                interest: watched
+            }]
+        );
+        assert!(h.core.poll_timeout().is_none_or(|t| t > h.now));
+    }
+    // Other errors (the peer gave up) do not pause.
+    h.event(lst, SockEvent::Readable);
+    let Some(Action::Accept { sock, .. }) = h.take_actions().first().copied() else {
+        panic!()
+    };
+    h.event(sock, SockEvent::Accepted(Err(Errno::ECONNRESET)));
+    assert!(h.take_actions().is_empty());
+    assert_eq!(h.core.listen_stats().accept_pauses, 2);
+    h.event(lst, SockEvent::Readable);
+    assert!(matches!(
+        h.take_actions().first(),
+        Some(Action::Accept { .. })
+    ));
+}
+
+#[test]
 fn inbound_v4_server_speaks_first() {
     let peer = SocketAddr::new("::ffff:192.0.2.9".parse().unwrap(), 5555);
     let (mut h, sock, syn) = inbound(peer);
@@ -831,11 +892,11 @@ fn inbound_v6_loopback_peer_appears_as_gateway() {
 fn inbound_handshake_timeout() {
     let peer = SocketAddr::new("192.0.2.9".parse().unwrap(), 5555);
     let (mut h, sock, syn) = inbound(peer);
-    h.run_for(2_100);
+    h.run_for(1_100);
     let f = h.take_frames();
     assert_eq!(f.len(), 1, "SYN sent again");
     assert_eq!(f[0], syn);
-    h.run_for(6_900);
+    h.run_for(7_900);
     assert_eq!(h.core.flow_count(), 1);
     h.run_for(1_100);
     assert_eq!(h.core.flow_count(), 0);
@@ -1025,23 +1086,69 @@ fn retransmit_after_timeout_then_reset() {
     c.h.sock(c.sock).rx = vec![1u8; 100];
     c.h.event(c.sock, SockEvent::Readable);
     assert_eq!(c.h.take_frames().len(), 1);
-    c.h.run_for(1900);
+    c.h.run_for(900);
     assert!(c.h.take_frames().is_empty());
     c.h.run_for(200);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1, "retransmitted");
     assert_eq!(f[0].seq, c.our);
     assert_eq!(c.h.core.tcp_stats().retransmits, 1);
-    // Never acknowledged: reset after seven retransmissions.
-    c.h.run_for(6 * 2000 + 100);
+    // Never acknowledged: the timeout doubles each time (2, 4, ... 64 s), so
+    // the seventh retransmission goes out 127 s after the first send.
+    let mut at = 1_000u64;
+    for k in 2..=7u64 {
+        let rto = 1_000u64 << (k - 1);
+        c.h.run_for(rto - 200);
+        assert_eq!(
+            c.h.core.tcp_stats().retransmits,
+            k - 1,
+            "not before {rto} ms"
+        );
+        c.h.run_for(200);
+        assert_eq!(c.h.core.tcp_stats().retransmits, k, "after {rto} ms");
+        let f = c.h.take_frames();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].seq, c.our);
+        at += rto;
+    }
+    assert_eq!(at, 127_000);
+    // The last one waits for the ceiling (120 s), then the reset.
+    c.h.run_for(119_000);
     assert_eq!(c.h.core.tcp_stats().retransmits, 7);
     assert_eq!(c.h.core.flow_count(), 1);
-    c.h.run_for(2000);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(1_000);
     let f = c.h.take_frames();
     assert!(f.last().unwrap().rst);
     assert!(!f.last().unwrap().ackf, "RST alone");
     assert_eq!(c.h.core.flow_count(), 0);
     assert_eq!(c.h.core.socket_count(), 0);
+}
+
+#[test]
+fn silent_guest_keeps_connection_for_a_minute() {
+    let mut c = connect4();
+    c.h.sock(c.sock).rx = vec![1u8; 100];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 1);
+    // A minute of silence: retransmissions at 1, 3, 7, 15, 31 s only.
+    c.h.run_for(60_000);
+    assert_eq!(c.h.take_frames().len(), 5);
+    assert_eq!(c.h.core.tcp_stats().retransmits, 5);
+    assert_eq!(c.h.core.flow_count(), 1);
+    // The next one (63 s) reaches the guest, which answers it.
+    c.h.run_for(3_100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload.len(), 100);
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(100))]);
+    // Progress: the timeout starts again from 1 s.
+    c.h.sock(c.sock).rx.extend_from_slice(&[2u8; 10]);
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 1);
+    c.h.run_for(1_100);
+    assert_eq!(c.h.take_frames().len(), 1, "retransmitted after 1 s");
+    assert_eq!(c.h.core.tcp_stats().timeouts, 0);
 }
 
 #[test]
@@ -2334,8 +2441,10 @@ fn guest_fin_first_unacked_fin_times_out() {
     assert_eq!(c.h.core.flow_count(), 1);
     // Our FIN is sent again until the retransmissions run out, then reset.
     c.h.run_for(20_000);
+    assert!(c.h.take_frames().iter().filter(|o| o.fin).count() >= 3);
+    assert_eq!(c.h.core.flow_count(), 1);
+    c.h.run_for(300_000);
     let f = c.h.take_frames();
-    assert!(f.iter().filter(|o| o.fin).count() >= 3);
     assert!(f.last().unwrap().rst);
     assert_eq!(c.h.core.flow_count(), 0);
     assert_eq!(c.h.core.socket_count(), 0);
@@ -2376,7 +2485,7 @@ fn lost_handshake_ack_recovered_by_syn_ack_again() {
     h.sock(sock).rx = b"220 hello\r\n".to_vec();
     h.event(sock, SockEvent::Readable);
     assert!(h.take_frames().is_empty());
-    h.run_for(2100);
+    h.run_for(1100);
     let f = h.take_frames();
     assert_eq!(f.len(), 1, "{f:?}");
     assert!(f[0].syn && f[0].ackf);

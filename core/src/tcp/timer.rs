@@ -73,7 +73,7 @@ impl Core {
                 } else {
                     SYN | ACK
                 };
-                c.t_retx = Some(now.saturating_add(pol.rto));
+                c.t_retx = Some(now.saturating_add(SYN_RTO));
                 self.tcp.stats.retransmits += 1;
                 self.tcp_send_flags(id, flags);
             } else {

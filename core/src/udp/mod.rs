@@ -311,9 +311,7 @@ impl UdpState {
         } else {
             FlowData::Udp(d)
         };
-        let Some(id) = cx.flows.alloc(data) else {
-            return Err(DropReason::FlowTableFull);
-        };
+        let id = cx.flows.alloc(data)?;
         if !cx.flows.insert_key(id, key) {
             cx.flows.free(id);
             return Err(DropReason::DgramBadEndpoint);

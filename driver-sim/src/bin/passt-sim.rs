@@ -52,7 +52,7 @@ enum Cmd {
         #[arg(long, default_value = "none,lossy,dup,reorder,chaos,host,swarm")]
         faults: String,
         /// TCP policies of the core, comma-separated (shipped, reopen-half,
-        /// window-whole, ack-at-once, rto-backoff, dupack-3): a table of
+        /// window-whole, ack-at-once, rto-fixed, dupack-3): a table of
         /// throughput, stalls and retransmissions per policy and profile.
         #[arg(long)]
         policies: Option<String>,
@@ -99,7 +99,7 @@ enum Cmd {
         #[arg(long)]
         faults: Option<String>,
         /// TCP policy of the core (shipped, reopen-half, window-whole,
-        /// ack-at-once, rto-backoff, dupack-3).
+        /// ack-at-once, rto-fixed, dupack-3).
         #[arg(long)]
         policy: Option<String>,
         /// Prints the timeline too.
