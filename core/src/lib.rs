@@ -105,6 +105,7 @@ mod mac;
 mod nat;
 mod queue;
 mod rng;
+mod splice;
 mod tap;
 mod tcp;
 mod time;
@@ -118,7 +119,7 @@ mod wire;
 
 pub use action::{
     Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SendSpace, SockEvent, SockId,
-    SockKind, SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
+    SockKind, SockOpt, Span, SpanList, SpliceTotals, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
     Config, Features, Forward, Ip4Config, Ip6Config, Limits, Proto, DEFAULT_MTU, MAX_DNS,
@@ -130,6 +131,7 @@ pub use fwd::{ListenFailure, ListenStats};
 pub use guest::GuestInfo;
 pub use mac::Mac;
 pub use rng::Rng;
+pub use splice::SpliceStats;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
