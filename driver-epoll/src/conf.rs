@@ -677,6 +677,22 @@ fn dns_family<A: Copy + PartialEq>(
     d
 }
 
+/// Linux's loopback device index in every namespace (`LOOPBACK_IFINDEX`).
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// A `-T` forward: listeners in the namespace on every address of its
+/// loopback device (`SO_BINDTODEVICE`, as upstream now does: all of 127/8
+/// and `::1`, one dual-stack socket), spliced to the host's loopback.
+fn outbound_forward(f: passt_core::Forward) -> passt_core::Forward {
+    passt_core::Forward {
+        netns: passt_core::Netns::Guest,
+        addr: None,
+        ifindex: Some(LOOPBACK_IFINDEX),
+        target: None,
+        ..f
+    }
+}
+
 fn fwd_table(
     specs: &[String],
     kind: SpecKind,
@@ -970,6 +986,21 @@ pub fn build(
     core.freebind = opts.freebind;
     core.forwards = fwd.tcp_in.forwards(Proto::Tcp);
     core.forwards.extend(fwd.udp_in.forwards(Proto::Udp));
+    // pasta's loopback path: host-loopback connections to forwarded ports
+    // and the `-T` listeners on the namespace's loopback are spliced.
+    if mode == Mode::Pasta && opts.host_lo_to_ns_lo && opts.no_splice {
+        return Err("--host-lo-to-ns-lo is incompatible with --no-splice".into());
+    }
+    core.splice = mode == Mode::Pasta && !opts.no_splice;
+    core.host_lo_to_ns_lo = core.splice && opts.host_lo_to_ns_lo;
+    if core.splice {
+        core.forwards.extend(
+            fwd.tcp_out
+                .forwards(Proto::Tcp)
+                .into_iter()
+                .map(outbound_forward),
+        );
+    }
 
     // Secrets.
     random_bytes(&mut core.secret).map_err(|e| format!("no random source: {e}"))?;

@@ -25,6 +25,7 @@ mod portscan;
 mod qemu;
 pub mod resolv;
 mod socks;
+mod splice;
 mod tap;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
