@@ -70,8 +70,7 @@ impl Setup {
         wait_file(&pidf, 20, &mut p);
         let ready = eventually(10, || {
             let a = g.sh("ip -o addr show; ip -6 route show default");
-            (a.contains(HOST_IP4) && a.contains(HOST_IP6) && !a.contains("tentative"))
-                .then_some(())
+            (a.contains(HOST_IP4) && a.contains(HOST_IP6) && !a.contains("tentative")).then_some(())
         });
         assert!(ready.is_some(), "guest not configured: {}", p.output());
         Setup { h, g, p, dir }
@@ -231,20 +230,31 @@ fn host_loopback_to_namespace() {
     let t = Setup::pasta("spt", &["-t", "7100"]);
     let l = t.listen_guest(any6(7100));
     for (addr, own) in [
-        (lo4(7100), IpAddr::from(HOST_IP4.parse::<Ipv4Addr>().unwrap())),
-        (lo6(7100), IpAddr::from(HOST_IP6.parse::<Ipv6Addr>().unwrap())),
+        (
+            lo4(7100),
+            IpAddr::from(HOST_IP4.parse::<Ipv4Addr>().unwrap()),
+        ),
+        (
+            lo6(7100),
+            IpAddr::from(HOST_IP6.parse::<Ipv6Addr>().unwrap()),
+        ),
     ] {
         let c = t.connect_host(addr).expect("connect");
         let a = accept_timeout(&l, 10);
         let peer = a.peer_addr().unwrap().ip().to_canonical();
-        assert_eq!(peer, own, "spliced: the peer is the namespace's own address");
+        assert_eq!(
+            peer, own,
+            "spliced: the peer is the namespace's own address"
+        );
         let t0 = Instant::now();
         each_way(c, a, BULK);
         eprintln!(
             "{addr}: 2 x {} MiB in {:?} (load: {})",
             BULK >> 20,
             t0.elapsed(),
-            std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
         );
     }
     // Both pairs are gone once both ends closed.
@@ -268,7 +278,9 @@ fn namespace_loopback_only_with_host_lo_to_ns_lo() {
         c.read(&mut b)
     });
     assert!(
-        matches!(&r, Ok(0)) || r.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        matches!(&r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
         "a loopback-only server is not reached: {r:?}"
     );
     drop(t);
@@ -302,7 +314,9 @@ fn namespace_loopback_to_host() {
             "-T {addr}: 2 x {} MiB in {:?} (load: {})",
             BULK >> 20,
             t0.elapsed(),
-            std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
         );
     }
     // 7301 maps to 7302, where the host listens on 127.0.0.1 only.
@@ -321,7 +335,8 @@ fn namespace_loopback_to_host() {
         c.read(&mut b)
     });
     assert!(
-        r.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        r.as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
         "refused on the host: {r:?}"
     );
 }

@@ -244,7 +244,10 @@ impl Core {
             family: family_of(target.ip()),
             netns: far_ns,
         });
-        self.splice_act(Action::Connect { sock: far, addr: target });
+        self.splice_act(Action::Connect {
+            sock: far,
+            addr: target,
+        });
         true
     }
 

@@ -261,7 +261,10 @@ impl Splicer {
         }
         let side = usize::from(pair.socks[1] == sock);
         if flags.contains(EpollFlags::EPOLLERR) {
-            if let Some(e) = socks.get(sock).and_then(|e| crate::socks::so_error(e.fd.as_fd())) {
+            if let Some(e) = socks
+                .get(sock)
+                .and_then(|e| crate::socks::so_error(e.fd.as_fd()))
+            {
                 return self.end(epoll, socks, key, Err(e));
             }
         }

@@ -76,10 +76,18 @@ fn host_loopback_peers_are_spliced_to_the_guest_address() {
     let mut c = core(true, false, vec![Forward::new(Proto::Tcp, 8080, 80)]);
     let (near, a) = accept(&mut c, 0, "127.0.0.1:40000", "127.0.0.1:8080");
     let (far, ns, fam, to) = far_side(&a).expect("far side opened");
-    assert_eq!((ns, fam, to), (Netns::Guest, Family::V4, sa("10.77.0.2:80")));
+    assert_eq!(
+        (ns, fam, to),
+        (Netns::Guest, Family::V4, sa("10.77.0.2:80"))
+    );
     assert_ne!(far, near);
     // A dual-stack listener reports IPv4 peers mapped: still IPv4 loopback.
-    let (_, a) = accept(&mut c, 0, "[::ffff:127.0.0.1]:40001", "[::ffff:127.0.0.1]:8080");
+    let (_, a) = accept(
+        &mut c,
+        0,
+        "[::ffff:127.0.0.1]:40001",
+        "[::ffff:127.0.0.1]:8080",
+    );
     assert_eq!(far_side(&a).unwrap().3, sa("10.77.0.2:80"));
     let (_, a) = accept(&mut c, 0, "[::1]:40002", "[::1]:8080");
     let (_, _, fam, to) = far_side(&a).unwrap();
@@ -138,7 +146,10 @@ fn guest_loopback_listeners_open_in_the_guest_and_splice_to_the_host() {
     )));
     let (_, a) = accept(&mut c, 0, "127.0.0.1:40000", "127.0.0.2:5000");
     let (_, ns, fam, to) = far_side(&a).unwrap();
-    assert_eq!((ns, fam, to), (Netns::Host, Family::V4, sa("127.0.0.2:5001")));
+    assert_eq!(
+        (ns, fam, to),
+        (Netns::Host, Family::V4, sa("127.0.0.2:5001"))
+    );
     let (_, a) = accept(&mut c, 0, "[::1]:40000", "[::1]:5000");
     assert_eq!(far_side(&a).unwrap().3, sa("[::1]:5001"));
     // Not between loopback addresses: refused with a reset.
@@ -189,7 +200,10 @@ fn joined(c: &mut Core) -> (SockId, SockId) {
                 sock: far,
                 opt: SockOpt::NoDelay
             },
-            Action::Splice { sock: near, peer: far },
+            Action::Splice {
+                sock: near,
+                peer: far
+            },
         ]
     );
     assert_eq!(c.socket_count(), 1 + 2);
