@@ -462,3 +462,61 @@ fn slow_reader_costs_no_cpu() {
         w.join().unwrap();
     }
 }
+
+/// `-T auto` (pasta's default): a listener the host opens later on its
+/// loopback is reachable from the namespace's loopback within 2 s (the scan
+/// runs once a second; half a second more for a loaded machine), and goes
+/// away with it. Ports pasta itself listens on for `-t` are not taken.
+#[test]
+fn auto_outbound_follows_host_listeners() {
+    let t = Setup::pasta("spTa", &["-t", "7700"]);
+    let probe = |port: u16| {
+        t.connect_guest(lo4(port)).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut b = [0u8; 2];
+            c.read_exact(&mut b)?;
+            Ok(b)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(probe(7701).is_err(), "nothing listens on the host yet");
+    let l = t.listen_host(lo4(7701));
+    let t0 = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let srv = std::thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.write_all(b"hi");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let mut reached = None;
+    while t0.elapsed() < Duration::from_millis(2500) {
+        if probe(7701).is_ok() {
+            reached = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        reached.is_some(),
+        "-T auto did not pick up the host listener: {}",
+        t.p.output()
+    );
+    eprintln!("host listener reachable from the namespace after {reached:?}");
+    // pasta's own -t listener on the host is not forwarded back.
+    let ss = t.g.sh("ss -Htln");
+    assert!(
+        !ss.contains(":7700 "),
+        "-t port taken in the namespace: {ss}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    srv.join().unwrap();
+    let gone = eventually(4, || (!t.g.sh("ss -Htln").contains(":7701 ")).then_some(()));
+    assert!(gone.is_some(), "listener of a vanished host port stays");
+}

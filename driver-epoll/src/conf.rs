@@ -677,22 +677,6 @@ fn dns_family<A: Copy + PartialEq>(
     d
 }
 
-/// Linux's loopback device index in every namespace (`LOOPBACK_IFINDEX`).
-const LOOPBACK_IFINDEX: u32 = 1;
-
-/// A `-T` forward: listeners in the namespace on every address of its
-/// loopback device (`SO_BINDTODEVICE`, as upstream now does: all of 127/8
-/// and `::1`, one dual-stack socket), spliced to the host's loopback.
-fn outbound_forward(f: passt_core::Forward) -> passt_core::Forward {
-    passt_core::Forward {
-        netns: passt_core::Netns::Guest,
-        addr: None,
-        ifindex: Some(LOOPBACK_IFINDEX),
-        target: None,
-        ..f
-    }
-}
-
 fn fwd_table(
     specs: &[String],
     kind: SpecKind,
@@ -998,7 +982,7 @@ pub fn build(
             fwd.tcp_out
                 .forwards(Proto::Tcp)
                 .into_iter()
-                .map(outbound_forward),
+                .map(crate::fwd::outbound_forward),
         );
     }
 

@@ -404,6 +404,8 @@ pub(crate) struct LoopOptions {
     pub(crate) ns_watch: Option<NsWatch>,
     /// The guest namespace's TCP tables, for `-t auto` (pasta).
     pub(crate) port_scanner: Option<crate::portscan::PortScanner>,
+    /// The host's TCP tables, for `-T auto` (pasta, splicing on).
+    pub(crate) host_port_scanner: Option<crate::portscan::PortScanner>,
     /// The forwarding tables: `auto` modes, and whether a listener that
     /// fails at start-up is fatal (explicit ports).
     pub(crate) fwd: crate::fwd::Forwarding,
@@ -517,9 +519,12 @@ impl Runtime {
         } else {
             crate::splice::Splicer::default()
         };
-        let auto_fwd = opts.port_scanner.and_then(|sc| {
-            crate::portscan::AutoForward::new(sc, &opts.fwd, &core.config().forwards)
-        });
+        let auto_fwd = crate::portscan::AutoForward::build(
+            opts.port_scanner,
+            opts.host_port_scanner,
+            &opts.fwd,
+            &core.config().forwards,
+        );
         let spec = crate::fwd::FwdMode::Spec;
         let explicit_ports = opts.fwd.tcp_in.mode() == spec
             || opts.fwd.udp_in.mode() == spec
