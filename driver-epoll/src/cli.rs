@@ -451,7 +451,7 @@ pub struct Options {
     pub udp_ports: Vec<String>,
     /// Forward TCP ports from the namespace's loopback to the host's: listeners on the
     /// namespace's `lo`, connections spliced to the same loopback address on the host
-    /// (repeatable; see SPEC below; `auto` does not rescan yet) [default: auto]
+    /// (repeatable; see SPEC below; `auto`: the host's listening ports) [default: auto]
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC", action = ArgAction::Append)]
     pub tcp_ns: Vec<String>,
     /// Forward UDP ports from the namespace's loopback to the host's (parsed and checked;
