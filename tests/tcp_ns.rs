@@ -257,8 +257,11 @@ fn iperf(mtu: &str, v6: bool, host_to_ns: bool) {
     // of pasta's on the host's port would take the host server's place.
     let fwd = if host_to_ns { port } else { "none" };
     let t = Setup::pasta(&tag, &["-m", mtu, "-t", fwd]);
+    // Host → namespace goes to the host's own address: a client on the
+    // host's loopback would be spliced (pasta's loopback path, off the tap;
+    // `splice_ns` covers it), and this is about the tap.
     let (srv_ns, cli_ns, target) = if host_to_ns {
-        (&t.g.ns, &t.h, if v6 { "::1" } else { "127.0.0.1" })
+        (&t.g.ns, &t.h, if v6 { HOST_IP6 } else { HOST_IP4 })
     } else {
         (&t.h, &t.g.ns, if v6 { GW_IP6 } else { GW_IP4 })
     };
@@ -323,7 +326,7 @@ const GIB: u64 = 1 << 30;
 
 /// 1 GiB each way through pasta, every byte checked: guest → host (IPv4,
 /// through the gateway to the host's loopback) and host → guest (IPv6, a
-/// forwarded port).
+/// forwarded port reached at the host's own address, through the tap).
 #[test]
 fn pasta_one_gib_each_way() {
     let t = Setup::pasta("gib", &["-t", "6001"]);
@@ -332,8 +335,13 @@ fn pasta_one_gib_each_way() {
     let a = accept_timeout(&l, 10);
     one_way(c, a, GIB, 60);
 
+    // To the host's own address: from its loopback the connection would be
+    // spliced, off the tap (`splice_ns`).
     let l = t.listen_guest(any6(6001));
-    let c = t.connect_host(lo6(6001)).expect("connect to the guest");
+    let host6: Ipv6Addr = HOST_IP6.parse().unwrap();
+    let c = t
+        .connect_host(SocketAddr::from((host6, 6001)))
+        .expect("connect to the guest");
     let a = accept_timeout(&l, 10);
     one_way(c, a, GIB, 60);
     t.p.output();
@@ -730,7 +738,11 @@ fn zero_window_slow_reader() {
         assert_eq!(r, 0);
         s
     });
-    let mut c = t.connect_host(lo4(6600)).expect("connect");
+    // The host's own address, not its loopback: that would be spliced.
+    let host4: Ipv4Addr = HOST_IP4.parse().unwrap();
+    let mut c = t
+        .connect_host(SocketAddr::from((host4, 6600)))
+        .expect("connect");
     let a = accept_timeout(&l, 10);
     const TOTAL: u64 = 100 << 20;
     let w = std::thread::spawn(move || {

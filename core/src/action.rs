@@ -43,7 +43,7 @@ pub enum SockKind {
 }
 
 /// Which network namespace a socket belongs in (pasta has two).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Netns {
     /// The namespace passt/pasta was started in.
     Host,
@@ -88,6 +88,11 @@ pub enum SockOpt {
     PeekOffset(u32),
     /// SO_BROADCAST: allow sending to broadcast addresses.
     Broadcast(bool),
+    /// SO_LINGER with a zero timeout: the next `Close` resets the
+    /// connection (RST) instead of ending it with a FIN.
+    ResetOnClose,
+    /// TCP_NODELAY: no Nagle delay (spliced connections, as upstream).
+    NoDelay,
 }
 
 /// A run of bytes inside the batch buffer of the current
@@ -253,6 +258,20 @@ pub enum Action {
         /// The socket.
         sock: SockId,
     },
+    /// Join two connected TCP sockets (pasta's loopback path): the driver
+    /// moves the bytes between them itself, both ways (`splice()` through
+    /// pipes in the epoll driver), and the core sees no readiness of either
+    /// socket any more. When a side reaches end of stream and everything
+    /// read from it was written, the other side is shut down for writing;
+    /// once both directions are done, or either socket fails, the driver
+    /// reports `SockEvent::SpliceEnded` on `sock` (and nothing else on the
+    /// pair). Both ids stay open until the core's `Close`.
+    Splice {
+        /// The socket the connection arrived on.
+        sock: SockId,
+        /// The socket the driver connected in the other namespace.
+        peer: SockId,
+    },
     /// Close the socket and forget the id; the core may reuse it afterwards.
     Close {
         /// The socket.
@@ -401,6 +420,19 @@ pub enum SockEvent {
     },
     /// Answer to `QuerySendSpace`.
     SendSpace(SendSpace),
+    /// A pair joined by `Action::Splice` is done: `Ok` after both
+    /// directions ended with a FIN and everything was written; the error of
+    /// the side that failed (a reset, a write to a closed peer) otherwise.
+    SpliceEnded(Result<SpliceTotals, Errno>),
+}
+
+/// Bytes a spliced pair moved, per direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SpliceTotals {
+    /// From the `sock` of `Action::Splice` to its `peer`.
+    pub to_peer: u64,
+    /// From the `peer` to `sock`.
+    pub from_peer: u64,
 }
 
 /// The most header room an [`Action::Recv`] asks for in front of each

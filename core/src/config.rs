@@ -6,6 +6,7 @@
 //! [`Config::secret`], so two runs with the same configuration and inputs behave
 //! identically.
 
+use crate::action::Netns;
 use crate::mac::Mac;
 use crate::policy::TcpPolicy;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -249,6 +250,12 @@ pub struct Forward {
     pub target: Option<IpAddr>,
     /// Guest port of `first`; the range keeps its length (wrapping).
     pub target_port: u16,
+    /// Where the listeners live: [`Netns::Host`] for ports forwarded to
+    /// the guest (`-t`, `-u`); [`Netns::Guest`] for ports of the guest's
+    /// loopback forwarded to the host's (pasta's `-T`, `-U`), whose
+    /// connections are always spliced to the same loopback address on the
+    /// host (the target address is ignored).
+    pub netns: Netns,
 }
 
 impl Forward {
@@ -262,6 +269,7 @@ impl Forward {
             last: port,
             target: None,
             target_port,
+            netns: Netns::Host,
         }
     }
 
@@ -322,6 +330,18 @@ pub struct Config {
     /// TCP translation's window sizing and reopening, ACK timing and
     /// retransmission back-off; the default is what the drivers ship.
     pub tcp: TcpPolicy,
+    /// Splice TCP connections between the host's and the guest's loopback
+    /// (pasta, unless `--no-splice`): a connection to a forwarded port from
+    /// a loopback address of the host, and every connection to a
+    /// [`Netns::Guest`] listener, is joined in the driver to a socket in the
+    /// other namespace ([`Action::Splice`](crate::Action::Splice)) instead
+    /// of going through the guest link.
+    pub splice: bool,
+    /// Spliced connections to a forwarded port that arrived on a loopback
+    /// address go to that loopback address in the guest's namespace
+    /// (`--host-lo-to-ns-lo`); otherwise to the guest's own address, so
+    /// that services listening only on the guest's loopback stay private.
+    pub host_lo_to_ns_lo: bool,
 }
 
 impl Default for Config {
@@ -342,6 +362,8 @@ impl Default for Config {
             freebind: false,
             peek_offset: false,
             tcp: TcpPolicy::SHIPPED,
+            splice: false,
+            host_lo_to_ns_lo: false,
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::rng::Rng;
+use crate::splice::SpliceState;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
@@ -76,6 +77,8 @@ pub struct Core {
     pub(crate) tcp: TcpState,
     /// UDP and ICMP echo state outside the flow table.
     pub(crate) udp: UdpState,
+    /// Spliced connections' state outside the flow table.
+    pub(crate) splice: SpliceState,
 }
 
 impl Core {
@@ -99,6 +102,7 @@ impl Core {
             listeners: Listeners::default(),
             tcp: TcpState::new(&cfg),
             udp: UdpState::default(),
+            splice: SpliceState::default(),
             cfg,
         }
     }
@@ -126,7 +130,10 @@ impl Core {
     /// Sockets the core believes the driver holds for it (connections and
     /// listeners): opened or accepted, and neither closed nor failed.
     pub fn socket_count(&self) -> usize {
-        self.tcp.open_socks + self.udp.open_socks + self.listeners.open_count()
+        self.tcp.open_socks
+            + self.udp.open_socks
+            + self.splice.open_socks
+            + self.listeners.open_count()
     }
 
     /// What UDP and ICMP echo translation did.
@@ -224,7 +231,8 @@ impl Core {
             }
             Listened::Open(Proto::Tcp, _) | Listened::NotListener => {}
         }
-        if !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
+        if !self.splice_sock_event(sock, event)
+            && !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
             && !self.tcp_sock_event(now, sock, event)
         {
             log::debug!("event {event:?} for unknown {sock:?}");

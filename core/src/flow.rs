@@ -44,6 +44,9 @@ pub(crate) enum FlowData {
     Udp(DgramFlow),
     /// An ICMP/ICMPv6 echo flow (ports: the guest's echo id) over a ping socket.
     Ping(DgramFlow),
+    /// A TCP connection between the host's and the guest's loopback, joined
+    /// in the driver (pasta): two sockets, no guest-side 4-tuple.
+    Splice(crate::splice::SpliceConn),
 }
 
 /// State of one datagram flow (UDP or echo): its own connected host socket.
@@ -91,7 +94,8 @@ const EMPTY: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SockRef {
     /// A socket of flow `id` (generation `gen`), on `side` (0: the only
-    /// socket of a TCP flow; 1 reserved for the spliced path).
+    /// socket of a TCP flow, the accepted one of a spliced flow; 1: the
+    /// connected one of a spliced flow).
     Flow { id: FlowId, gen: u8, side: u8 },
     /// A socket outside the flow table (listeners), by its index.
     Other(u32),

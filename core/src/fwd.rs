@@ -159,9 +159,9 @@ pub(crate) struct Listeners {
     stats: ListenStats,
 }
 
-/// Address and port, interface: what tells two listeners of a protocol
-/// apart.
-type Key = (Proto, Option<IpAddr>, Option<u32>, u16);
+/// Namespace, address and port, interface: what tells two listeners of a
+/// protocol apart.
+type Key = (Proto, Netns, Option<IpAddr>, Option<u32>, u16);
 
 impl Listeners {
     /// The socket id of listener `slot` of `proto`.
@@ -273,9 +273,12 @@ impl Listeners {
             Some(a @ IpAddr::V6(_)) if cfg.ip6.is_some() => Some((Family::V6, a, true)),
             _ => None,
         };
-        let enabled = match f.proto {
-            Proto::Tcp => cfg.features.tcp,
-            Proto::Udp => cfg.features.udp,
+        let enabled = match (f.proto, f.netns) {
+            (Proto::Tcp, Netns::Host) => cfg.features.tcp,
+            (Proto::Udp, Netns::Host) => cfg.features.udp,
+            // The guest's loopback to the host's: spliced TCP only.
+            (Proto::Tcp, Netns::Guest) => cfg.features.tcp && cfg.splice,
+            (Proto::Udp, Netns::Guest) => false,
         };
         let (family, ip, v6_only) =
             bind.unwrap_or((Family::V4, Ipv4Addr::UNSPECIFIED.into(), false));
@@ -347,7 +350,7 @@ impl Listeners {
             sock,
             kind,
             family: l.family,
-            netns: Netns::Host,
+            netns: l.fwd.netns,
         };
         let bind = Action::Bind {
             sock,
@@ -576,7 +579,7 @@ impl Listeners {
 }
 
 fn key(f: &Forward) -> Key {
-    (f.proto, f.addr, f.ifindex, f.first)
+    (f.proto, f.netns, f.addr, f.ifindex, f.first)
 }
 
 #[cfg(test)]

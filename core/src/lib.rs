@@ -106,6 +106,7 @@ mod nat;
 mod policy;
 mod queue;
 mod rng;
+mod splice;
 mod tap;
 mod tcp;
 mod time;
@@ -119,7 +120,7 @@ mod wire;
 
 pub use action::{
     Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SendSpace, SockEvent, SockId,
-    SockKind, SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
+    SockKind, SockOpt, Span, SpanList, SpliceTotals, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
     Config, Features, Forward, Ip4Config, Ip6Config, Limits, Proto, DEFAULT_MTU, MAX_DNS,
@@ -132,6 +133,7 @@ pub use guest::GuestInfo;
 pub use mac::Mac;
 pub use policy::{Reopen, TcpPolicy};
 pub use rng::Rng;
+pub use splice::SpliceStats;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;

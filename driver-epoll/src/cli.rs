@@ -449,16 +449,18 @@ pub struct Options {
     /// Forward UDP ports from the host to the guest (repeatable; see SPEC below)
     #[arg(short = 'u', long = "udp-ports", value_name = "SPEC", action = ArgAction::Append)]
     pub udp_ports: Vec<String>,
-    /// Forward TCP ports from the namespace's loopback to the host's (parsed and checked;
-    /// not forwarded yet: use the gateway address, which reaches the host's loopback) [default: auto]
+    /// Forward TCP ports from the namespace's loopback to the host's: listeners on the
+    /// namespace's `lo`, connections spliced to the same loopback address on the host
+    /// (repeatable; see SPEC below; `auto`: the host's listening ports) [default: auto]
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC", action = ArgAction::Append)]
     pub tcp_ns: Vec<String>,
     /// Forward UDP ports from the namespace's loopback to the host's (parsed and checked;
     /// not forwarded yet: use the gateway address, which reaches the host's loopback) [default: auto]
     #[arg(short = 'U', long = "udp-ns", value_name = "SPEC", action = ArgAction::Append)]
     pub udp_ns: Vec<String>,
-    /// Deprecated: deliver host-loopback forwards to the namespace's loopback (no effect:
-    /// loopback connections are not spliced yet)
+    /// Spliced connections from the host's loopback go to the same loopback address in the
+    /// namespace, instead of the namespace's own address (which keeps services listening
+    /// only on the namespace's loopback private)
     #[arg(long = "host-lo-to-ns-lo")]
     pub host_lo_to_ns_lo: bool,
     /// User namespace to join (with --netns or a PID)
@@ -485,8 +487,8 @@ pub struct Options {
     /// MAC address of the namespace interface [default: chosen by the kernel]
     #[arg(long = "ns-mac-addr", value_name = "MAC", value_parser = parse_mac)]
     pub ns_mac_addr: Option<Mac>,
-    /// Don't splice loopback connections between host and namespace (no effect: splicing
-    /// is not implemented yet, loopback connections already go through the tap)
+    /// Don't splice TCP connections from the host's loopback to forwarded ports: they go
+    /// through the tap, and their source is the mapped host-loopback address; `-T` is off
     #[arg(long = "no-splice")]
     pub no_splice: bool,
 

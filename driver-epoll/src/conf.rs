@@ -970,6 +970,21 @@ pub fn build(
     core.freebind = opts.freebind;
     core.forwards = fwd.tcp_in.forwards(Proto::Tcp);
     core.forwards.extend(fwd.udp_in.forwards(Proto::Udp));
+    // pasta's loopback path: host-loopback connections to forwarded ports
+    // and the `-T` listeners on the namespace's loopback are spliced.
+    if mode == Mode::Pasta && opts.host_lo_to_ns_lo && opts.no_splice {
+        return Err("--host-lo-to-ns-lo is incompatible with --no-splice".into());
+    }
+    core.splice = mode == Mode::Pasta && !opts.no_splice;
+    core.host_lo_to_ns_lo = core.splice && opts.host_lo_to_ns_lo;
+    if core.splice {
+        core.forwards.extend(
+            fwd.tcp_out
+                .forwards(Proto::Tcp)
+                .into_iter()
+                .map(crate::fwd::outbound_forward),
+        );
+    }
 
     // Secrets.
     random_bytes(&mut core.secret).map_err(|e| format!("no random source: {e}"))?;
@@ -1696,6 +1711,41 @@ mod tests {
         assert_eq!(c.userns, None);
         let c = cfg(Mode::Pasta, &["--netns", "x"], &host(), "");
         assert!(c.netns_only && c.userns.is_none());
+    }
+
+    /// Splicing: on for pasta unless `--no-splice`, never for passt; `-T`
+    /// ports become forwards of the namespace's loopback device;
+    /// `--host-lo-to-ns-lo` needs splicing.
+    #[test]
+    fn splice_settings_and_outbound_forwards() {
+        let h = host();
+        let c = cfg(
+            Mode::Pasta,
+            &["-t", "none", "-T", "5000:5001", "1234"],
+            &h,
+            "",
+        );
+        assert!(c.core.splice && !c.core.host_lo_to_ns_lo);
+        let f = c.core.forwards;
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].netns, passt_core::Netns::Guest);
+        assert_eq!((f[0].first, f[0].target_port), (5000, 5001));
+        assert_eq!((f[0].addr, f[0].ifindex), (None, Some(1)));
+        let c = cfg(Mode::Pasta, &["--host-lo-to-ns-lo", "1234"], &h, "");
+        assert!(c.core.splice && c.core.host_lo_to_ns_lo);
+        let c = cfg(Mode::Pasta, &["--no-splice", "-T", "5000", "1234"], &h, "");
+        assert!(!c.core.splice);
+        assert!(c.core.forwards.is_empty(), "no -T without splicing");
+        assert!(!cfg(Mode::Passt, &[], &h, "").core.splice);
+        let e = build(
+            Mode::Pasta,
+            &opts(Mode::Pasta, &["--no-splice", "--host-lo-to-ns-lo", "1234"]),
+            &h,
+            &parse_resolv(""),
+        )
+        .map(|_| ())
+        .expect_err("refused");
+        assert!(e.contains("--host-lo-to-ns-lo"), "{e}");
     }
 
     #[test]

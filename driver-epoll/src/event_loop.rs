@@ -404,6 +404,8 @@ pub(crate) struct LoopOptions {
     pub(crate) ns_watch: Option<NsWatch>,
     /// The guest namespace's TCP tables, for `-t auto` (pasta).
     pub(crate) port_scanner: Option<crate::portscan::PortScanner>,
+    /// The host's TCP tables, for `-T auto` (pasta, splicing on).
+    pub(crate) host_port_scanner: Option<crate::portscan::PortScanner>,
     /// The forwarding tables: `auto` modes, and whether a listener that
     /// fails at start-up is fatal (explicit ports).
     pub(crate) fwd: crate::fwd::Forwarding,
@@ -429,6 +431,8 @@ struct Io {
     events: Vec<SockEvent>,
     /// Length and peer of each datagram of the last `Recv`.
     dgram_got: Vec<(usize, std::net::SocketAddr)>,
+    /// Spliced pairs (pasta's loopback path).
+    splicer: crate::splice::Splicer,
 }
 
 /// The event loop of one passt or pasta instance.
@@ -510,11 +514,21 @@ impl Runtime {
             }
         }
         let flows = core.config().limits.flows;
-        let auto_fwd = opts.port_scanner.and_then(|sc| {
-            crate::portscan::AutoForward::new(sc, &opts.fwd, &core.config().forwards)
-        });
+        let splicer = if core.config().splice {
+            crate::splice::Splicer::new()
+        } else {
+            crate::splice::Splicer::default()
+        };
+        let auto_fwd = crate::portscan::AutoForward::build(
+            opts.port_scanner,
+            opts.host_port_scanner,
+            &opts.fwd,
+            &core.config().forwards,
+        );
         let spec = crate::fwd::FwdMode::Spec;
-        let explicit_ports = opts.fwd.tcp_in.mode() == spec || opts.fwd.udp_in.mode() == spec;
+        let explicit_ports = opts.fwd.tcp_in.mode() == spec
+            || opts.fwd.udp_in.mode() == spec
+            || opts.fwd.tcp_out.mode() == spec;
         Ok(Runtime {
             io: Io {
                 core,
@@ -527,6 +541,7 @@ impl Runtime {
                 discard: Vec::new(),
                 events: Vec::with_capacity(8),
                 dgram_got: Vec::with_capacity(crate::dgram::MAX_BATCH),
+                splicer,
             },
             rx: RxBuf::new(RX_BYTES),
             signals,
@@ -691,6 +706,16 @@ impl Runtime {
     }
 
     fn sock_event(&mut self, sock: SockId, flags: EpollFlags) {
+        if self.io.splicer.owns(sock) {
+            let io = &mut self.io;
+            if let Some((s, ev)) = io.splicer.event(&io.epoll, &mut io.socks, sock, flags) {
+                let t = now();
+                log::trace!("{s:?}: {ev:?}");
+                io.core.handle_sock_event(t, s, ev);
+                io.drain(t, &[]);
+            }
+            return;
+        }
         let mut evs = std::mem::take(&mut self.io.events);
         evs.clear();
         self.io
@@ -932,6 +957,15 @@ impl Io {
         }
         if let Action::Recv { sock, max, room } = action {
             return self.recv(now, sock, usize::from(max), usize::from(room));
+        }
+        if let Action::Splice { sock, peer } = action {
+            if let Some((s, ev)) = self.splicer.join(&self.epoll, &mut self.socks, sock, peer) {
+                self.core.handle_sock_event(now, s, ev);
+            }
+            return;
+        }
+        if let Action::Close { sock } = action {
+            self.splicer.forget(sock);
         }
         let spans: Vec<IoSlice<'_>> = match action {
             Action::Send { spans, .. } | Action::SendDatagrams { spans, .. } => self

@@ -25,6 +25,7 @@ mod portscan;
 mod qemu;
 pub mod resolv;
 mod socks;
+mod splice;
 mod tap;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
@@ -238,6 +239,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     };
     let mut guest = None;
     let mut port_scanner = None;
+    let mut host_port_scanner = None;
     let link = match s.mode {
         Mode::Passt => {
             let q = match s.fd {
@@ -259,6 +261,18 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             let (link, g, sc) = pasta_link(&mut s)?;
             guest = g;
             port_scanner = sc;
+            // `-T auto`: the host's listening TCP ports, from this thread's
+            // (the host's) namespace.
+            let out_auto = s.core.splice
+                && s.core.features.tcp
+                && s.fwd.tcp_out.mode() == fwd::FwdMode::Auto
+                && guest.is_some();
+            if out_auto {
+                match portscan::PortScanner::open_here(false) {
+                    Ok(sc) => host_port_scanner = Some(sc),
+                    Err(e) => ::log::warn!("automatic -T forwarding disabled: /proc/net: {e}"),
+                }
+            }
             link
         }
     };
@@ -307,6 +321,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             child,
             ns_watch,
             port_scanner,
+            host_port_scanner,
             fwd: s.fwd,
         },
     )

@@ -91,6 +91,13 @@ impl PortSet {
         })
     }
 
+    /// Adds every port of `other`.
+    pub(crate) fn add_all(&mut self, other: &PortSet) {
+        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *a |= b;
+        }
+    }
+
     /// Removes every port of `other`.
     pub(crate) fn remove_all(&mut self, other: &PortSet) {
         for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
@@ -260,10 +267,25 @@ fn outbound_ports(table: &FwdTable, out: &mut PortSet) {
 }
 
 /// `-t auto` and `-u auto`: the host listeners follow the namespace's
-/// listening ports.
+/// listening ports; `-T auto`: the listeners on the namespace's loopback
+/// follow the host's listening TCP ports. Ports pasta itself listens on
+/// (on the other side) are left out both ways, so that neither scan picks
+/// up the other's listeners.
 #[derive(Debug)]
 pub(crate) struct AutoForward {
-    scanner: PortScanner,
+    /// The namespace's tables (`-t auto`, `-u auto`).
+    scanner: Option<PortScanner>,
+    /// The host's TCP tables (`-T auto`).
+    host_scanner: Option<PortScanner>,
+    /// `-T` is in `auto` mode.
+    out_on: bool,
+    /// TCP ports pasta listens on in the host namespace whatever the scan
+    /// finds (explicit `-t` ports).
+    out_exclude: PortSet,
+    /// Host ports forwarded to the namespace's loopback now.
+    out_current: PortSet,
+    /// Scratch set of the latest host scan.
+    out_fresh: PortSet,
     /// TCP is in `auto` mode.
     tcp_on: bool,
     /// UDP is in `auto` mode.
@@ -293,22 +315,51 @@ pub(crate) struct AutoForward {
 impl AutoForward {
     /// Automatic forwarding over `scanner`'s namespace, if inbound TCP or
     /// UDP forwarding is in `auto` mode; `base` forwards are always kept.
+    #[cfg(test)]
     pub(crate) fn new(
         scanner: PortScanner,
         fwd: &Forwarding,
         base: &[Forward],
     ) -> Option<AutoForward> {
-        let tcp_on = fwd.tcp_in.mode() == FwdMode::Auto;
-        let udp_on = fwd.udp_in.mode() == FwdMode::Auto && !scanner.udp_files.is_empty();
-        if !tcp_on && !udp_on {
+        Self::build(Some(scanner), None, fwd, base)
+    }
+
+    /// Automatic forwarding over the namespace's tables (`scanner`: `-t
+    /// auto`, `-u auto`) and the host's (`host_scanner`: `-T auto`), for
+    /// the tables in `auto` mode whose scanner is there; `base` forwards
+    /// are always kept. `None` if nothing is automatic.
+    pub(crate) fn build(
+        scanner: Option<PortScanner>,
+        host_scanner: Option<PortScanner>,
+        fwd: &Forwarding,
+        base: &[Forward],
+    ) -> Option<AutoForward> {
+        let tcp_on = scanner.is_some() && fwd.tcp_in.mode() == FwdMode::Auto;
+        let udp_on = fwd.udp_in.mode() == FwdMode::Auto
+            && scanner.as_ref().is_some_and(|s| !s.udp_files.is_empty());
+        let out_on = host_scanner.is_some() && fwd.tcp_out.mode() == FwdMode::Auto;
+        if !tcp_on && !udp_on && !out_on {
             return None;
         }
         let mut exclude = PortSet::default();
         outbound_ports(&fwd.tcp_out, &mut exclude);
         let mut udp_exclude = PortSet::default();
         outbound_ports(&fwd.udp_out, &mut udp_exclude);
+        let mut out_exclude = PortSet::default();
+        for f in base {
+            if f.proto == Proto::Tcp && f.netns == passt_core::Netns::Host {
+                for port in f.first..=f.last {
+                    out_exclude.insert(port);
+                }
+            }
+        }
         Some(AutoForward {
             scanner,
+            host_scanner,
+            out_on,
+            out_exclude,
+            out_current: PortSet::default(),
+            out_fresh: PortSet::default(),
             tcp_on,
             udp_on,
             exclude,
@@ -335,22 +386,10 @@ impl AutoForward {
             return None;
         }
         self.next = Some(now.saturating_add(SCAN_INTERVAL));
-        let r = self
-            .scanner
-            .scan(&self.exclude, &mut self.fresh)
-            .and_then(|()| {
-                if self.udp_on {
-                    // Listening TCP ports count for UDP too.
-                    self.udp_fresh.clone_from(&self.fresh);
-                    self.scanner
-                        .scan_udp(&self.udp_exclude, &mut self.udp_fresh)
-                } else {
-                    Ok(())
-                }
-            });
+        let r = self.scan_all();
         if let Err(e) = r {
             if !self.failing {
-                log::warn!("scanning the namespace's listening ports: {e}");
+                log::warn!("scanning listening ports: {e}");
             }
             self.failing = true;
             return None;
@@ -358,7 +397,44 @@ impl AutoForward {
         self.failing = false;
         let tcp = self.tcp_on && self.apply_fresh();
         let udp = self.udp_on && self.apply_udp_fresh();
-        (tcp || udp).then(|| self.forwards())
+        let out = self.out_on && self.apply_out_fresh();
+        (tcp || udp || out).then(|| self.forwards())
+    }
+
+    /// Reads the tables of both sides into the scratch sets.
+    fn scan_all(&mut self) -> io::Result<()> {
+        if let (Some(sc), true) = (self.scanner.as_mut(), self.tcp_on || self.udp_on) {
+            // pasta's own `-T` listeners in the namespace are not the
+            // namespace's.
+            let mut ex = self.exclude.clone();
+            ex.add_all(&self.out_current);
+            sc.scan(&ex, &mut self.fresh)?;
+            if self.udp_on {
+                // Listening TCP ports count for UDP too.
+                self.udp_fresh.clone_from(&self.fresh);
+                sc.scan_udp(&self.udp_exclude, &mut self.udp_fresh)?;
+            }
+        }
+        if let (Some(sc), true) = (self.host_scanner.as_mut(), self.out_on) {
+            // Nor are pasta's own `-t` listeners on the host the host's.
+            let mut ex = self.out_exclude.clone();
+            ex.add_all(&self.current);
+            sc.scan(&ex, &mut self.out_fresh)?;
+        }
+        Ok(())
+    }
+
+    /// Takes `out_fresh` as the current `-T` set; whether it changed.
+    fn apply_out_fresh(&mut self) -> bool {
+        if self.out_fresh == self.out_current {
+            return false;
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let (added, removed) = self.out_current.changes(&self.out_fresh);
+            log::debug!("auto -T forwarding: new ports {added:?}, gone {removed:?}");
+        }
+        std::mem::swap(&mut self.out_current, &mut self.out_fresh);
+        true
     }
 
     /// The complete list: the fixed forwards, then the ports found.
@@ -374,6 +450,13 @@ impl AutoForward {
         }
         if self.udp_on {
             out.extend(found(&self.udp_current, Proto::Udp));
+        }
+        if self.out_on {
+            out.extend(
+                found(&self.out_current, Proto::Tcp)
+                    .into_iter()
+                    .map(crate::fwd::outbound_forward),
+            );
         }
         out
     }

@@ -158,6 +158,42 @@ impl SockTable {
         );
     }
 
+    /// Registers `sock` in the epoll set with exactly `flags`, or takes it
+    /// out if `flags` is empty (spliced pairs manage their own interest).
+    pub(crate) fn set_mask(
+        &mut self,
+        epoll: &Epoll,
+        sock: SockId,
+        flags: EpollFlags,
+    ) -> Result<(), Errno> {
+        let Some(e) = self.map.get_mut(&sock.0) else {
+            return Err(Errno::EBADF);
+        };
+        e.interest = None;
+        e.connecting = false;
+        if flags.is_empty() {
+            if e.registered {
+                e.registered = false;
+                e.mask = flags;
+                return epoll.delete(e.fd.as_fd()).map_err(errno);
+            }
+            return Ok(());
+        }
+        if e.registered && e.mask == flags {
+            return Ok(());
+        }
+        let mut ev = EpollEvent::new(flags, crate::event_loop::token(TAG_SOCK, sock.0));
+        let r = if e.registered {
+            epoll.modify(e.fd.as_fd(), &mut ev)
+        } else {
+            epoll.add(e.fd.as_fd(), ev)
+        };
+        r.map_err(errno)?;
+        e.registered = true;
+        e.mask = flags;
+        Ok(())
+    }
+
     /// Closes and forgets `sock`.
     pub(crate) fn remove(&mut self, epoll: &Epoll, sock: SockId) {
         if let Some(e) = self.map.remove(&sock.0) {
@@ -630,6 +666,28 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
         ),
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
         SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
+        SockOpt::NoDelay => setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
+        SockOpt::ResetOnClose => {
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: `l` lives across the call and its size is passed along.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&l as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            if r < 0 {
+                Err(last_errno())
+            } else {
+                Ok(())
+            }
+        }
         _ => Err(Errno(libc::ENOPROTOOPT)),
     }
 }

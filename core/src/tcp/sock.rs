@@ -293,7 +293,12 @@ impl Core {
                     self.tcp_close(id, true);
                 }
             }
-            SockEvent::Accepted(Ok((peer, _local))) if phase == Phase::Accepting => {
+            SockEvent::Accepted(Ok((peer, local))) if phase == Phase::Accepting => {
+                let (listener, target_port) = (c.listener, c.target_port);
+                if self.splice_accepted(id, sock, listener, target_port, peer, local) {
+                    return true;
+                }
+                let Some(c) = self.tc(id) else { return true };
                 c.sock_open = true;
                 self.tcp.open_socks += 1;
                 self.tcp_accepted(now, id, peer);
@@ -359,6 +364,7 @@ impl Core {
                 }
             }
             SockEvent::Error(_) => self.tcp_close(id, true),
+            SockEvent::SpliceEnded(_) => {}
         }
         self.tcp_note_timer(id);
         true

@@ -629,5 +629,21 @@ pub struct Forwarding {
     pub udp_out: FwdTable,
 }
 
+/// Linux's loopback device index in every namespace (`LOOPBACK_IFINDEX`).
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// A `-T` forward: listeners in the namespace on every address of its
+/// loopback device (`SO_BINDTODEVICE`, as upstream now does: all of 127/8
+/// and `::1`, one dual-stack socket), spliced to the host's loopback.
+pub fn outbound_forward(f: Forward) -> Forward {
+    Forward {
+        netns: passt_core::Netns::Guest,
+        addr: None,
+        ifindex: Some(LOOPBACK_IFINDEX),
+        target: None,
+        ..f
+    }
+}
+
 #[cfg(test)]
 mod tests;

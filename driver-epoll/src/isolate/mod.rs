@@ -130,6 +130,7 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
             v.push(("event_loop (pasta)", crate::event_loop::PASTA_SYSCALLS));
             v.push(("portscan", crate::portscan::SYSCALLS));
             v.push(("isolate::worker", worker::SYSCALLS));
+            v.push(("splice", crate::splice::SYSCALLS));
         }
     }
     v

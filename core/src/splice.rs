@@ -1,0 +1,344 @@
+//! pasta's loopback path: TCP connections joined in the driver.
+//!
+//! A connection between the host's loopback and the guest's loopback never
+//! goes through the guest link. The core decides which connections take that
+//! path, and asks the driver to open and connect the socket in the other
+//! namespace and then to join the two ([`Action::Splice`]); the driver moves
+//! the bytes and reports [`SockEvent::SpliceEnded`] when the pair is done.
+//! Bytes never pass through the core.
+//!
+//! Which connections are spliced (with [`Config::splice`]):
+//!
+//! * a connection to a forwarded port of the host ([`Netns::Host`]
+//!   listener) from a loopback address of the host, unless the forward names
+//!   a target address: it goes to the guest's own address of the same family
+//!   (the address it was assigned, or the one it was last seen using), or,
+//!   with [`Config::host_lo_to_ns_lo`] and a connection that arrived on a
+//!   loopback address, to that loopback address in the guest's namespace;
+//! * every connection to a [`Netns::Guest`] listener (`-T`) from a loopback
+//!   address to a loopback address of the guest's namespace: it goes to the
+//!   same loopback address on the host. Other connections there are refused.
+//!
+//! The port is the forward's target port. The far-side socket is not bound:
+//! the kernel picks its source address and port. Both sockets get
+//! `TCP_NODELAY` (small request/response exchanges would otherwise wait for
+//! Nagle's algorithm). A far side that cannot be connected resets the
+//! accepted connection; a pair that ended with an error is closed with a
+//! reset on both sides, so each peer learns of the other's reset.
+//!
+//! A spliced flow sits in the flow table like any other (so ids, generations
+//! and limits work the same), with no guest-side 4-tuple and no timers:
+//! upstream has no idle timeout for spliced connections either.
+
+use crate::action::{Action, Family, Netns, SockEvent, SockId, SockKind, SockOpt};
+use crate::config::Config;
+use crate::engine::Core;
+use crate::flow::{self, FlowData, FlowId, SockRef};
+use crate::fwd::Proto;
+use crate::guest::GuestInfo;
+use core::net::{IpAddr, SocketAddr};
+
+/// What became of spliced connections, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpliceStats {
+    /// Connections the core chose to splice.
+    pub accepted: u64,
+    /// Pairs joined (the far side connected).
+    pub joined: u64,
+    /// Connections refused: the far side could not be opened or connected,
+    /// or a `-T` connection was not between loopback addresses.
+    pub refused: u64,
+    /// Pairs that ended with both directions closed cleanly.
+    pub ended: u64,
+    /// Pairs that ended with an error on one side (reset both).
+    pub reset: u64,
+    /// Bytes moved towards the side that was connected by the driver.
+    pub bytes_out: u64,
+    /// Bytes moved towards the side that was accepted.
+    pub bytes_in: u64,
+}
+
+/// Where a spliced connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// The far side is connecting.
+    Connecting,
+    /// The driver moves the bytes.
+    Joined,
+}
+
+/// A spliced connection: side 0 is the accepted socket, side 1 the one
+/// connected in the other namespace.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpliceConn {
+    pub(crate) phase: Phase,
+    /// Which of the two sockets the driver holds.
+    pub(crate) open: [bool; 2],
+    /// Where the far side connects to.
+    pub(crate) target: SocketAddr,
+}
+
+/// Splicing state outside the flow table.
+#[derive(Debug, Default)]
+pub(crate) struct SpliceState {
+    /// Sockets of spliced flows the driver holds.
+    pub(crate) open_socks: usize,
+    pub(crate) stats: SpliceStats,
+}
+
+/// The guest's own address of `family`: the one it was last seen using, or
+/// the configured one.
+fn guest_addr(cfg: &Config, guest: &GuestInfo, family: Family) -> Option<IpAddr> {
+    match family {
+        Family::V4 => guest
+            .ip4_seen
+            .or(cfg.ip4.as_ref().map(|c| c.addr))
+            .filter(|a| !a.is_unspecified())
+            .map(IpAddr::V4),
+        Family::V6 => guest
+            .ip6_seen
+            .filter(|a| !a.is_unicast_link_local())
+            .or(cfg.ip6.as_ref().map(|c| c.addr))
+            .filter(|a| !a.is_unspecified())
+            .map(IpAddr::V6),
+    }
+}
+
+fn family_of(a: IpAddr) -> Family {
+    match a {
+        IpAddr::V4(_) => Family::V4,
+        IpAddr::V6(_) => Family::V6,
+    }
+}
+
+/// The splicing decision for a connection accepted on a listener of
+/// `netns` from `peer` to `local`, forwarded to `target_port` (and to
+/// `target_addr`, if the forward names one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Through the guest link, as any other connection.
+    Tap,
+    /// Spliced: connect a socket in `netns` to `target`.
+    Splice { netns: Netns, target: SocketAddr },
+    /// Refused (reset).
+    Refuse,
+}
+
+/// Decides the path of a connection accepted on a listener in `netns` (see
+/// the module documentation).
+pub(crate) fn decide(
+    cfg: &Config,
+    guest: &GuestInfo,
+    listener_netns: Netns,
+    target_addr: Option<IpAddr>,
+    target_port: u16,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Decision {
+    let peer_ip = peer.ip().to_canonical();
+    let local_ip = local.ip().to_canonical();
+    match listener_netns {
+        Netns::Guest => {
+            if !cfg.splice || !peer_ip.is_loopback() || !local_ip.is_loopback() {
+                return Decision::Refuse;
+            }
+            Decision::Splice {
+                netns: Netns::Host,
+                target: SocketAddr::new(local_ip, target_port),
+            }
+        }
+        Netns::Host => {
+            if !cfg.splice || target_addr.is_some() || !peer_ip.is_loopback() {
+                return Decision::Tap;
+            }
+            let dst = if cfg.host_lo_to_ns_lo && local_ip.is_loopback() {
+                Some(local_ip)
+            } else {
+                guest_addr(cfg, guest, family_of(peer_ip))
+            };
+            match dst {
+                Some(d) => Decision::Splice {
+                    netns: Netns::Guest,
+                    target: SocketAddr::new(d, target_port),
+                },
+                None => Decision::Refuse,
+            }
+        }
+    }
+}
+
+impl Core {
+    /// What splicing did.
+    pub fn splice_stats(&self) -> &SpliceStats {
+        &self.splice.stats
+    }
+
+    fn sc(&mut self, id: FlowId) -> Option<&mut SpliceConn> {
+        match &mut self.flows.get_mut(id)?.data {
+            FlowData::Splice(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn splice_act(&mut self, a: Action) {
+        if !self.actions.push(a) {
+            self.counters.actions_refused += 1;
+        }
+    }
+
+    /// A connection accepted on listener `listener` (flow `id`, socket
+    /// `sock`, not yet counted as open): returns `false` if it takes the
+    /// guest link; otherwise the flow became a spliced one (or was refused).
+    pub(crate) fn splice_accepted(
+        &mut self,
+        id: FlowId,
+        sock: SockId,
+        listener: u32,
+        target_port: u16,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> bool {
+        let Some(l) = self.listeners.get(Proto::Tcp, listener) else {
+            return false;
+        };
+        let (netns, target_addr) = (l.fwd.netns, l.fwd.target);
+        let d = decide(
+            &self.cfg,
+            &self.guest,
+            netns,
+            target_addr,
+            target_port,
+            peer,
+            local,
+        );
+        let (far_ns, target) = match d {
+            Decision::Tap => return false,
+            Decision::Refuse => {
+                log::debug!("splice: refusing {peer} -> {local}");
+                self.splice.stats.refused += 1;
+                self.splice_act(Action::SetOption {
+                    sock,
+                    opt: SockOpt::ResetOnClose,
+                });
+                self.splice_act(Action::Close { sock });
+                self.flows.free(id);
+                return true;
+            }
+            Decision::Splice { netns, target } => (netns, target),
+        };
+        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let far = flow::sock_id(id, gen, 1);
+        if let Some(f) = self.flows.get_mut(id) {
+            f.data = FlowData::Splice(SpliceConn {
+                phase: Phase::Connecting,
+                open: [true, false],
+                target,
+            });
+        }
+        self.splice.open_socks += 1;
+        self.splice.stats.accepted += 1;
+        log::debug!("splice flow {}: {peer} -> {local}, to {target}", id.0);
+        self.splice_act(Action::Open {
+            sock: far,
+            kind: SockKind::TcpStream,
+            family: family_of(target.ip()),
+            netns: far_ns,
+        });
+        self.splice_act(Action::Connect {
+            sock: far,
+            addr: target,
+        });
+        true
+    }
+
+    /// An event for a socket of a spliced flow; `false` if `sock` is not
+    /// one.
+    pub(crate) fn splice_sock_event(&mut self, sock: SockId, ev: SockEvent) -> bool {
+        let SockRef::Flow { id, gen, side } = flow::decode(sock) else {
+            return false;
+        };
+        match self.flows.get(id) {
+            Some(f) if f.gen == gen && matches!(f.data, FlowData::Splice(_)) => {}
+            _ => return false,
+        }
+        let Some(c) = self.sc(id) else { return false };
+        let near = flow::sock_id(id, gen, 0);
+        let far = flow::sock_id(id, gen, 1);
+        match (ev, c.phase, side) {
+            (SockEvent::OpenFailed(e), Phase::Connecting, 1) => {
+                log::debug!("splice flow {}: socket for {}: {e:?}", id.0, c.target);
+                self.splice_end(id, false, true);
+            }
+            (SockEvent::Connected(Ok(())), Phase::Connecting, 1) => {
+                c.phase = Phase::Joined;
+                c.open[1] = true;
+                self.splice.open_socks += 1;
+                self.splice.stats.joined += 1;
+                for s in [near, far] {
+                    self.splice_act(Action::SetOption {
+                        sock: s,
+                        opt: SockOpt::NoDelay,
+                    });
+                }
+                self.splice_act(Action::Splice {
+                    sock: near,
+                    peer: far,
+                });
+            }
+            (SockEvent::Connected(Err(e)), Phase::Connecting, 1) => {
+                log::debug!("splice flow {}: connect to {}: {e:?}", id.0, c.target);
+                // The driver holds the socket that failed to connect.
+                c.open[1] = true;
+                self.splice.open_socks += 1;
+                self.splice_end(id, false, true);
+            }
+            (SockEvent::SpliceEnded(r), Phase::Joined, 0) => match r {
+                Ok(t) => {
+                    self.splice.stats.ended += 1;
+                    self.splice.stats.bytes_out += t.to_peer;
+                    self.splice.stats.bytes_in += t.from_peer;
+                    self.splice_end(id, true, false);
+                }
+                Err(e) => {
+                    log::debug!("splice flow {}: {e:?}", id.0);
+                    self.splice.stats.reset += 1;
+                    self.splice_end(id, true, true);
+                }
+            },
+            // Readiness of a socket not yet joined (the accepted one is not
+            // registered; the connecting one reports `Connected`), or
+            // anything after the join: the driver's business.
+            _ => {}
+        }
+        true
+    }
+
+    /// Closes both sides of spliced flow `id` (with a reset if `reset`) and
+    /// frees it. `joined`: the pair got as far as the driver.
+    fn splice_end(&mut self, id: FlowId, joined: bool, reset: bool) {
+        let Some(f) = self.flows.get(id) else { return };
+        let gen = f.gen;
+        let FlowData::Splice(c) = f.data else { return };
+        if !joined {
+            self.splice.stats.refused += 1;
+        }
+        for side in 0..2u8 {
+            if !c.open[usize::from(side)] {
+                continue;
+            }
+            let sock = flow::sock_id(id, gen, side);
+            if reset {
+                self.splice_act(Action::SetOption {
+                    sock,
+                    opt: SockOpt::ResetOnClose,
+                });
+            }
+            self.splice_act(Action::Close { sock });
+            self.splice.open_socks = self.splice.open_socks.saturating_sub(1);
+        }
+        self.flows.free(id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

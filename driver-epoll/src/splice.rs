@@ -1,0 +1,627 @@
+//! Spliced TCP pairs (pasta's loopback path): the bytes of two connected
+//! sockets moved by the kernel, through a pipe per direction.
+//!
+//! The core decides which connections are spliced and hands the driver a
+//! connected pair ([`Action::Splice`](passt_core::Action::Splice)); from then
+//! on this module owns both sockets' epoll registration and moves the data:
+//! `splice(socket → pipe)`, then `splice(pipe → other socket)`, with
+//! `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`, the pipes resized with
+//! `F_SETPIPE_SZ`. Pipes come from a small pool opened up front and refilled
+//! as pairs close.
+//!
+//! **Interest only where progress is possible** (level-triggered, so nothing
+//! is missed, and no wake-up that cannot move a byte):
+//!
+//! * a socket is watched for input while the direction it feeds is neither
+//!   at its end nor waiting for the other socket to take data;
+//! * a socket is watched for output only while data for it waits in a pipe
+//!   (its last write was refused);
+//! * a socket with neither is taken out of the epoll set, so that hang-up
+//!   and error conditions (which epoll reports whatever the mask) cannot
+//!   wake the loop for nothing while one side is slow.
+//!
+//! **Ends**: end of stream read from one side, once the pipe towards the other
+//! side is empty, becomes `shutdown(SHUT_WR)` there (half-close carried
+//! through). When both directions ended, the pair reports
+//! [`SockEvent::SpliceEnded`] with `Ok`; an error on either side (a reset, a
+//! write to a closed peer) reports it at once, and the core closes both
+//! sockets with a reset. Nothing is reported twice: after the end the pair
+//! waits, out of the epoll set, for the core's `Close`.
+
+use crate::socks::SockTable;
+use nix::sys::epoll::{Epoll, EpollFlags};
+use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// System calls of spliced pairs while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // Moving bytes socket → pipe → socket.
+    SYS_splice,
+    // Refilling the pipe pool.
+    SYS_pipe2,
+    // Sizing new pipes.
+    SYS_fcntl[1: libc::F_SETPIPE_SZ],
+];
+
+/// Pipes kept open for new pairs (two per pair).
+const POOL_PIPES: usize = 16;
+/// Largest pipe tried (upstream's `MAX_PIPE_SIZE`); an unprivileged user
+/// gets at most `fs.pipe-max-size` (1 MiB by default), and less once the
+/// user's pipes exceed `fs.pipe-user-pages-soft`.
+const MAX_PIPE: usize = 8 << 20;
+/// A pipe's default size, which needs no `F_SETPIPE_SZ`.
+const MIN_PIPE: usize = 64 << 10;
+
+/// One pipe.
+#[derive(Debug)]
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    /// Its capacity in bytes.
+    size: usize,
+}
+
+/// One direction of a pair: from `socks[i]` to `socks[1 - i]`.
+#[derive(Debug)]
+struct Dir {
+    pipe: Pipe,
+    /// Bytes in the pipe.
+    pending: usize,
+    /// End of stream read from the source.
+    eof: bool,
+    /// The destination was shut down for writing.
+    shut: bool,
+    /// The destination refused a write: wait for it to be writable.
+    blocked: bool,
+    /// Bytes written to the destination.
+    total: u64,
+}
+
+/// A joined pair.
+#[derive(Debug)]
+struct Pair {
+    socks: [SockId; 2],
+    dirs: [Dir; 2],
+    /// The epoll masks in place (empty: not in the set).
+    masks: [EpollFlags; 2],
+    /// Reported to the core: nothing more happens until `Close`.
+    ended: bool,
+}
+
+/// What this module tracks: the pairs (by the id of their first socket),
+/// which pair each socket belongs to, and the pipe pool.
+#[derive(Debug, Default)]
+pub(crate) struct Splicer {
+    pairs: HashMap<u32, Pair>,
+    owner: HashMap<u32, u32>,
+    pool: Vec<Pipe>,
+    /// Size of the last pipe that could be resized: where new ones start.
+    size: usize,
+}
+
+fn last_errno() -> Errno {
+    Errno(nix::errno::Errno::last_raw())
+}
+
+/// A new non-blocking pipe of at most `want` bytes (halving down to the
+/// default size until the kernel accepts one).
+fn new_pipe(want: usize) -> Result<Pipe, Errno> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: two fresh descriptors owned by no one else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut size = want.clamp(MIN_PIPE, MAX_PIPE);
+    while size > MIN_PIPE {
+        let Ok(arg) = libc::c_int::try_from(size) else {
+            size /= 2;
+            continue;
+        };
+        // SAFETY: F_SETPIPE_SZ takes an integer; the result is the new size.
+        let got = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, arg) };
+        if let Ok(got) = usize::try_from(got) {
+            size = got;
+            break;
+        }
+        size /= 2;
+    }
+    Ok(Pipe {
+        r,
+        w,
+        size: size.max(MIN_PIPE),
+    })
+}
+
+/// `splice(2)` of at most `len` bytes, non-blocking.
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+    loop {
+        // SAFETY: two valid descriptors, no offsets (sockets and pipes).
+        let n = unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) if last_errno().0 == libc::EINTR => continue,
+            Err(_) => return Err(last_errno()),
+        }
+    }
+}
+
+impl Splicer {
+    /// Opens the pool (pasta, when splicing is on): pipes as large as the
+    /// kernel allows up to [`MAX_PIPE`].
+    pub(crate) fn new() -> Self {
+        let mut s = Splicer {
+            size: MAX_PIPE,
+            ..Splicer::default()
+        };
+        s.fill();
+        log::debug!("splice: {} pipes of {} bytes", s.pool.len(), s.size);
+        s
+    }
+
+    fn fill(&mut self) {
+        while self.pool.len() < POOL_PIPES {
+            match new_pipe(self.size) {
+                Ok(p) => {
+                    self.size = p.size;
+                    self.pool.push(p);
+                }
+                Err(e) => {
+                    log::debug!("splice: pipe2: {e:?}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn take_pipe(&mut self) -> Result<Pipe, Errno> {
+        match self.pool.pop() {
+            Some(p) => Ok(p),
+            None => new_pipe(if self.size == 0 { MAX_PIPE } else { self.size }),
+        }
+    }
+
+    /// Whether `sock` belongs to a joined pair.
+    pub(crate) fn owns(&self, sock: SockId) -> bool {
+        self.owner.contains_key(&sock.0)
+    }
+
+    /// Joins `a` and `b` (both connected) and moves what is already there.
+    /// Returns the event for the core if the pair ended at once.
+    pub(crate) fn join(
+        &mut self,
+        epoll: &Epoll,
+        socks: &mut SockTable,
+        a: SockId,
+        b: SockId,
+    ) -> Option<(SockId, SockEvent)> {
+        if socks.get(a).is_none() || socks.get(b).is_none() {
+            return Some((a, SockEvent::SpliceEnded(Err(Errno::EBADF))));
+        }
+        let pipes = match (self.take_pipe(), self.take_pipe()) {
+            (Ok(p), Ok(q)) => [p, q],
+            (Err(e), _) | (_, Err(e)) => {
+                log::warn!("splice: no pipe for a new pair: {e:?}");
+                return Some((a, SockEvent::SpliceEnded(Err(e))));
+            }
+        };
+        let [p, q] = pipes;
+        let dir = |pipe| Dir {
+            pipe,
+            pending: 0,
+            eof: false,
+            shut: false,
+            blocked: false,
+            total: 0,
+        };
+        // Whatever epoll interest the sockets had goes: this module sets it.
+        for s in [a, b] {
+            let _ = socks.set_mask(epoll, s, EpollFlags::empty());
+        }
+        self.pairs.insert(
+            a.0,
+            Pair {
+                socks: [a, b],
+                dirs: [dir(p), dir(q)],
+                masks: [EpollFlags::empty(); 2],
+                ended: false,
+            },
+        );
+        self.owner.insert(a.0, a.0);
+        self.owner.insert(b.0, a.0);
+        let r = self.run(epoll, socks, a.0, [true, true]);
+        // The pool is refilled off the path of the first bytes.
+        self.fill();
+        r
+    }
+
+    /// Readiness of a socket of a pair.
+    pub(crate) fn event(
+        &mut self,
+        epoll: &Epoll,
+        socks: &mut SockTable,
+        sock: SockId,
+        flags: EpollFlags,
+    ) -> Option<(SockId, SockEvent)> {
+        let key = *self.owner.get(&sock.0)?;
+        let pair = self.pairs.get_mut(&key)?;
+        if pair.ended {
+            return None;
+        }
+        let side = usize::from(pair.socks[1] == sock);
+        if flags.contains(EpollFlags::EPOLLERR) {
+            if let Some(e) = socks
+                .get(sock)
+                .and_then(|e| crate::socks::so_error(e.fd.as_fd()))
+            {
+                return self.end(epoll, socks, key, Err(e));
+            }
+        }
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            pair.dirs[1 - side].blocked = false;
+        }
+        let mut run = [false; 2];
+        run[side] = true;
+        run[1 - side] = flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP);
+        self.run(epoll, socks, key, run)
+    }
+
+    /// Moves what can be moved in the directions marked in `which`, then
+    /// sets the interest, or ends the pair.
+    fn run(
+        &mut self,
+        epoll: &Epoll,
+        socks: &mut SockTable,
+        key: u32,
+        which: [bool; 2],
+    ) -> Option<(SockId, SockEvent)> {
+        let pair = self.pairs.get_mut(&key)?;
+        for (i, go) in which.into_iter().enumerate() {
+            if !go {
+                continue;
+            }
+            let (src, dst) = (pair.socks[i], pair.socks[1 - i]);
+            let (Some(s), Some(d)) = (socks.get(src), socks.get(dst)) else {
+                return self.end(epoll, socks, key, Err(Errno::EBADF));
+            };
+            if let Err(e) = pump(&mut pair.dirs[i], s.fd.as_fd(), d.fd.as_fd()) {
+                return self.end(epoll, socks, key, Err(e));
+            }
+        }
+        if pair.dirs.iter().all(|d| d.shut) {
+            let t = SpliceTotals {
+                to_peer: pair.dirs[0].total,
+                from_peer: pair.dirs[1].total,
+            };
+            return self.end(epoll, socks, key, Ok(t));
+        }
+        for side in 0..2 {
+            let mut m = EpollFlags::empty();
+            let out_of = &pair.dirs[side];
+            if !out_of.eof && !out_of.blocked {
+                m |= EpollFlags::EPOLLIN;
+            }
+            if pair.dirs[1 - side].blocked {
+                m |= EpollFlags::EPOLLOUT;
+            }
+            if m != pair.masks[side] {
+                if let Err(e) = socks.set_mask(epoll, pair.socks[side], m) {
+                    return self.end(epoll, socks, key, Err(e));
+                }
+                pair.masks[side] = m;
+            }
+        }
+        None
+    }
+
+    /// Takes the pair out of the epoll set and reports `r` on its first
+    /// socket.
+    fn end(
+        &mut self,
+        epoll: &Epoll,
+        socks: &mut SockTable,
+        key: u32,
+        r: Result<SpliceTotals, Errno>,
+    ) -> Option<(SockId, SockEvent)> {
+        let pair = self.pairs.get_mut(&key)?;
+        pair.ended = true;
+        for side in 0..2 {
+            let _ = socks.set_mask(epoll, pair.socks[side], EpollFlags::empty());
+            pair.masks[side] = EpollFlags::empty();
+        }
+        if let Err(e) = r {
+            log::debug!("splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);
+        }
+        Some((pair.socks[0], SockEvent::SpliceEnded(r)))
+    }
+
+    /// The core closes `sock`: the pair is forgotten, its empty pipes go
+    /// back to the pool.
+    pub(crate) fn forget(&mut self, sock: SockId) {
+        let Some(key) = self.owner.remove(&sock.0) else {
+            return;
+        };
+        let Some(pair) = self.pairs.remove(&key) else {
+            return;
+        };
+        for s in pair.socks {
+            self.owner.remove(&s.0);
+        }
+        for d in pair.dirs {
+            if d.pending == 0 && self.pool.len() < POOL_PIPES {
+                self.pool.push(d.pipe);
+            }
+        }
+    }
+
+    /// Pairs joined and not yet closed (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.pairs.len()
+    }
+}
+
+/// Moves bytes of one direction until the source has nothing more, or the
+/// destination takes nothing more; then carries an end of stream through.
+fn pump(d: &mut Dir, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<(), Errno> {
+    loop {
+        let mut moved = false;
+        if !d.eof && !d.blocked && d.pending < d.pipe.size {
+            match splice(src, d.pipe.w_fd(), d.pipe.size - d.pending) {
+                Ok(0) => d.eof = true,
+                Ok(n) => {
+                    d.pending += n;
+                    moved = true;
+                }
+                // Nothing to read, or the pipe has no free slot: writing
+                // below makes room, or the destination is blocked.
+                Err(e) if e == Errno::EAGAIN => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if d.pending > 0 {
+            match splice(d.pipe.r_fd(), dst, d.pending) {
+                Ok(n) => {
+                    d.pending -= n;
+                    d.total += n as u64;
+                    moved |= n > 0;
+                }
+                Err(e) if e == Errno::EAGAIN => {
+                    d.blocked = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    if d.eof && d.pending == 0 && !d.shut {
+        // SAFETY: shutdown on a socket descriptor we hold.
+        if unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) } < 0 {
+            let e = last_errno();
+            if e.0 != libc::ENOTCONN {
+                return Err(e);
+            }
+        }
+        d.shut = true;
+    }
+    Ok(())
+}
+
+impl Pipe {
+    fn r_fd(&self) -> BorrowedFd<'_> {
+        self.r.as_fd()
+    }
+    fn w_fd(&self) -> BorrowedFd<'_> {
+        self.w.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollTimeout};
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+
+    /// A connected pair on loopback: (the client, pasta's accepted end made
+    /// non-blocking).
+    fn conn() -> (TcpStream, OwnedFd) {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (a, _) = l.accept().unwrap();
+        a.set_nonblocking(true).unwrap();
+        (c, OwnedFd::from(a))
+    }
+
+    struct T {
+        ep: Epoll,
+        socks: SockTable,
+        sp: Splicer,
+        ended: Option<SockEvent>,
+        wakeups: usize,
+    }
+
+    impl T {
+        fn new() -> (T, TcpStream, TcpStream) {
+            let (c1, a1) = conn();
+            let (c2, a2) = conn();
+            let mut t = T {
+                ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
+                socks: SockTable::with_capacity(4),
+                sp: Splicer::new(),
+                ended: None,
+                wakeups: 0,
+            };
+            t.socks.insert(SockId(2), a1);
+            t.socks.insert(SockId(3), a2);
+            let r = t.sp.join(&t.ep, &mut t.socks, SockId(2), SockId(3));
+            assert!(r.is_none());
+            assert_eq!(t.sp.len(), 1);
+            (t, c1, c2)
+        }
+
+        /// Runs the loop for up to `ms` (or until the pair ended).
+        fn spin(&mut self, ms: u16) {
+            let mut evs = [EpollEvent::empty(); 8];
+            let end = std::time::Instant::now() + std::time::Duration::from_millis(ms.into());
+            while std::time::Instant::now() < end && self.ended.is_none() {
+                let n = self.ep.wait(&mut evs, EpollTimeout::from(10u16)).unwrap();
+                for ev in &evs[..n] {
+                    self.wakeups += 1;
+                    let (_, id) = crate::event_loop::untoken(ev.data());
+                    if let Some((s, e)) =
+                        self.sp
+                            .event(&self.ep, &mut self.socks, SockId(id), ev.events())
+                    {
+                        assert_eq!(s, SockId(2));
+                        self.ended = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn pump_bytes(t: &mut T, from: &mut TcpStream, to: &mut TcpStream, n: usize) {
+        let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        let mut got = Vec::new();
+        to.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        from.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while got.len() < n && std::time::Instant::now() < end {
+            if sent < n {
+                if let Ok(k) = from.write(&data[sent..]) {
+                    sent += k;
+                }
+            }
+            t.spin(5);
+            while let Ok(k) = to.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..k]);
+            }
+        }
+        assert_eq!(got.len(), n);
+        assert!(got == data, "bytes differ");
+    }
+
+    /// Bytes both ways, each end's half-close carried through, then a clean
+    /// end with the totals.
+    #[test]
+    fn bytes_both_ways_and_half_closes() {
+        let (mut t, mut c1, mut c2) = T::new();
+        pump_bytes(&mut t, &mut c1, &mut c2, 3 << 20);
+        pump_bytes(&mut t, &mut c2, &mut c1, 1 << 20);
+        c1.shutdown(Shutdown::Write).unwrap();
+        t.spin(200);
+        c2.set_nonblocking(false).unwrap();
+        c2.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(c2.read(&mut b).unwrap(), 0, "FIN carried through");
+        assert!(t.ended.is_none(), "the other way is still open");
+        pump_bytes(&mut t, &mut c2, &mut c1, 100_000);
+        c2.shutdown(Shutdown::Write).unwrap();
+        t.spin(2000);
+        assert_eq!(
+            t.ended,
+            Some(SockEvent::SpliceEnded(Ok(SpliceTotals {
+                to_peer: 3 << 20,
+                from_peer: (1 << 20) + 100_000,
+            })))
+        );
+        t.sp.forget(SockId(3));
+        assert_eq!(t.sp.len(), 0);
+        assert!(!t.sp.owns(SockId(2)));
+    }
+
+    /// A stalled reader: the pair stops waking up once pipe and buffers are
+    /// full, and everything arrives when the reader goes on.
+    #[test]
+    fn a_stalled_reader_does_not_wake_the_loop() {
+        let (mut t, mut c1, mut c2) = T::new();
+        c1.set_nonblocking(true).unwrap();
+        let chunk = vec![5u8; 1 << 16];
+        let mut sent = 0usize;
+        // Fill everything on the way.
+        for _ in 0..2000 {
+            match c1.write(&chunk) {
+                Ok(k) => sent += k,
+                Err(_) => {
+                    t.spin(20);
+                    if c1.write(&chunk).is_err() {
+                        break;
+                    }
+                    sent += chunk.len();
+                }
+            }
+        }
+        t.spin(200);
+        let before = t.wakeups;
+        t.spin(500);
+        assert!(
+            t.wakeups - before <= 2,
+            "{} wake-ups while stalled",
+            t.wakeups - before
+        );
+        let mut got = 0usize;
+        c2.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while got < sent && std::time::Instant::now() < end {
+            t.spin(2);
+            while let Ok(k) = c2.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                got += k;
+            }
+        }
+        assert_eq!(got, sent);
+    }
+
+    /// A reset on one side ends the pair with the error.
+    #[test]
+    fn a_reset_ends_the_pair_with_an_error() {
+        let (mut t, c1, mut c2) = T::new();
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: `l` lives across the call and its size is passed along.
+        let r = unsafe {
+            libc::setsockopt(
+                c1.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        c2.write_all(&[1u8; 1000]).unwrap();
+        drop(c1);
+        t.spin(2000);
+        assert!(
+            matches!(t.ended, Some(SockEvent::SpliceEnded(Err(_)))),
+            "{:?}",
+            t.ended
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! pasta's loopback path, end to end: connections between the host's
+//! loopback and the namespace's, spliced off the tap.
+//!
+//! The set-up is `tcp_ns`'s: a "host" namespace, a guest namespace owned by
+//! the test user's user namespace, pasta (as the test user, sandbox on)
+//! joining them with `--config-net`; both ends of every connection are
+//! sockets of this process, made by threads that entered either namespace,
+//! and every byte is checked against a position-dependent pattern.
+//!
+//! A spliced connection shows in the namespace as a local one: the server
+//! sees the namespace's own address (or, with `--host-lo-to-ns-lo`, a
+//! loopback address) as its peer, never the gateway address that
+//! connections through the tap come from.
+
+mod ns_support;
+
+use ns_support::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn s(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs `f` on a thread inside the network namespace `ns`.
+fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(ns.path()).expect("namespace file");
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            // SAFETY: setns takes a descriptor and a flag; it only changes
+            // the network namespace of this thread.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in namespace")
+    })
+}
+
+struct Setup {
+    h: Netns,
+    g: UserNetns,
+    p: Proc,
+    dir: Scratch,
+}
+
+impl Setup {
+    fn pasta(tag: &str, extra: &[&str]) -> Setup {
+        let h = Netns::host(tag);
+        let g = UserNetns::new(&format!("{tag}g"));
+        let dir = Scratch::new(tag);
+        let pidf = dir.join("pasta.pid");
+        let mut args: Vec<String> = vec![
+            s(&bin("pasta")),
+            "-f".into(),
+            "-P".into(),
+            s(&pidf),
+            "--config-net".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push("--userns".into());
+        args.push(s(&g.userns_path()));
+        args.push("--netns".into());
+        args.push(g.name.clone());
+        let mut p = Proc::spawn(h.user_cmd(&args), "pasta", dir.join("pasta.log"));
+        wait_file(&pidf, 20, &mut p);
+        let ready = eventually(10, || {
+            let a = g.sh("ip -o addr show; ip -6 route show default");
+            (a.contains(HOST_IP4) && a.contains(HOST_IP6) && !a.contains("tentative")).then_some(())
+        });
+        assert!(ready.is_some(), "guest not configured: {}", p.output());
+        Setup { h, g, p, dir }
+    }
+
+    fn listen_host(&self, addr: SocketAddr) -> TcpListener {
+        in_ns(&self.h, || TcpListener::bind(addr).expect("host listener"))
+    }
+
+    fn listen_guest(&self, addr: SocketAddr) -> TcpListener {
+        in_ns(&self.g, || TcpListener::bind(addr).expect("guest listener"))
+    }
+
+    fn connect_guest(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        in_ns(&self.g, || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        })
+    }
+
+    fn connect_host(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        in_ns(&self.h, || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        })
+    }
+
+    /// pasta's CPU time so far (user + system), from `/proc/PID/stat`.
+    fn cpu(&self) -> Duration {
+        let pid = std::fs::read_to_string(self.dir.join("pasta.pid")).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap();
+        // Fields after the command name (which may hold spaces).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf only reads a constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+}
+
+fn lo4(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn lo6(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::LOCALHOST, port))
+}
+
+fn any6(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))
+}
+
+fn accept_timeout(l: &TcpListener, secs: u64) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match l.accept() {
+            Ok((c, _)) => {
+                c.set_nonblocking(false).unwrap();
+                return c;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+// --- the byte pattern ----------------------------------------------------------
+
+const PERIOD: usize = (4 << 20) + 13;
+
+fn pattern() -> &'static [u8] {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut v = Vec::with_capacity(2 * PERIOD);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        while v.len() < PERIOD {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.truncate(PERIOD);
+        v.extend_from_within(..);
+        v
+    })
+}
+
+fn send_pattern(w: &mut impl Write, start: usize, total: u64) -> std::io::Result<()> {
+    let p = pattern();
+    let mut pos = start % PERIOD;
+    let mut left = total;
+    while left > 0 {
+        let n = (left.min(256 << 10) as usize).min(PERIOD);
+        w.write_all(&p[pos..pos + n])?;
+        pos = (pos + n) % PERIOD;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn check_pattern(r: &mut impl Read, start: usize, max: u64) -> Result<u64, String> {
+    let p = pattern();
+    let mut pos = start % PERIOD;
+    let mut got: u64 = 0;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read error after {got} bytes: {e}")),
+        };
+        if got + n as u64 > max {
+            return Err(format!("more than {max} bytes"));
+        }
+        if buf[..n] != p[pos..pos + n] {
+            let i = (0..n).find(|&i| buf[i] != p[pos + i]).unwrap_or(0);
+            return Err(format!("byte {} differs", got + i as u64));
+        }
+        got += n as u64;
+        pos = (pos + n) % PERIOD;
+    }
+}
+
+/// `total` bytes each way at once over the connection `(a, b)`, each
+/// direction ended with a half-close, every byte checked.
+fn each_way(a: TcpStream, b: TcpStream, total: u64) {
+    let run = |mut tx: TcpStream, mut rx: TcpStream, start: usize| {
+        tx.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let w = std::thread::spawn(move || {
+            send_pattern(&mut tx, start, total).expect("send");
+            tx.shutdown(Shutdown::Write).expect("shutdown");
+        });
+        let r = std::thread::spawn(move || check_pattern(&mut rx, start, total));
+        (w, r)
+    };
+    let (w1, r1) = run(a.try_clone().unwrap(), b.try_clone().unwrap(), 1);
+    let (w2, r2) = run(b, a, 5);
+    w1.join().unwrap();
+    w2.join().unwrap();
+    assert_eq!(r1.join().unwrap(), Ok(total), "first way");
+    assert_eq!(r2.join().unwrap(), Ok(total), "other way");
+}
+
+const BULK: u64 = 256 << 20;
+
+/// `-t PORT`: clients on the host's 127.0.0.1 and ::1 reach a server in the
+/// namespace, spliced (the server sees the namespace's own address, not the
+/// gateway's), 256 MiB each way intact; and the connections leave nothing
+/// behind.
+#[test]
+fn host_loopback_to_namespace() {
+    let t = Setup::pasta("spt", &["-t", "7100"]);
+    let l = t.listen_guest(any6(7100));
+    for (addr, own) in [
+        (
+            lo4(7100),
+            IpAddr::from(HOST_IP4.parse::<Ipv4Addr>().unwrap()),
+        ),
+        (
+            lo6(7100),
+            IpAddr::from(HOST_IP6.parse::<Ipv6Addr>().unwrap()),
+        ),
+    ] {
+        let c = t.connect_host(addr).expect("connect");
+        let a = accept_timeout(&l, 10);
+        let peer = a.peer_addr().unwrap().ip().to_canonical();
+        assert_eq!(
+            peer, own,
+            "spliced: the peer is the namespace's own address"
+        );
+        let t0 = Instant::now();
+        each_way(c, a, BULK);
+        eprintln!(
+            "{addr}: 2 x {} MiB in {:?} (load: {})",
+            BULK >> 20,
+            t0.elapsed(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+    }
+    // Both pairs are gone once both ends closed.
+    let gone = eventually(5, || {
+        let ss = t.g.sh("ss -Htn state established");
+        (!ss.contains(":7100")).then_some(())
+    });
+    assert!(gone.is_some(), "spliced connections left behind");
+}
+
+/// A server on the namespace's loopback only is private by default (the
+/// spliced connection goes to the namespace's address and is refused); with
+/// `--host-lo-to-ns-lo` it is reached, and sees a loopback peer.
+#[test]
+fn namespace_loopback_only_with_host_lo_to_ns_lo() {
+    let t = Setup::pasta("splo", &["-t", "7200"]);
+    let _l = t.listen_guest(lo4(7200));
+    let r = t.connect_host(lo4(7200)).and_then(|mut c| {
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut b = [0u8; 1];
+        c.read(&mut b)
+    });
+    assert!(
+        matches!(&r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "a loopback-only server is not reached: {r:?}"
+    );
+    drop(t);
+
+    let t = Setup::pasta("splo2", &["-t", "7200", "--host-lo-to-ns-lo"]);
+    let l = t.listen_guest(lo4(7200));
+    let mut c = t.connect_host(lo4(7200)).expect("connect");
+    let mut a = accept_timeout(&l, 10);
+    assert!(a.peer_addr().unwrap().ip().is_loopback());
+    c.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    a.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
+}
+
+/// `-T PORT`: clients on the namespace's 127.0.0.1 and ::1 reach a server on
+/// the host's loopback, 256 MiB each way intact; a `-T` port nobody listens
+/// on is reset.
+#[test]
+fn namespace_loopback_to_host() {
+    let t = Setup::pasta("spT", &["-t", "none", "-T", "7300,7301:7302"]);
+    let l4 = t.listen_host(lo4(7300));
+    let l6 = t.listen_host(lo6(7300));
+    for (addr, l) in [(lo4(7300), &l4), (lo6(7300), &l6)] {
+        let c = t.connect_guest(addr).expect("connect");
+        let a = accept_timeout(l, 10);
+        assert!(a.peer_addr().unwrap().ip().is_loopback());
+        let t0 = Instant::now();
+        each_way(c, a, BULK);
+        eprintln!(
+            "-T {addr}: 2 x {} MiB in {:?} (load: {})",
+            BULK >> 20,
+            t0.elapsed(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+    }
+    // 7301 maps to 7302, where the host listens on 127.0.0.1 only.
+    let l = t.listen_host(lo4(7302));
+    let mut c = t.connect_guest(lo4(7301)).expect("connect");
+    let mut a = accept_timeout(&l, 10);
+    c.write_all(b"mapped").unwrap();
+    let mut b = [0u8; 6];
+    a.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"mapped");
+    drop(l);
+    // Nobody listens on the host's ::1 port 7302: reset.
+    let r = t.connect_guest(lo6(7301)).and_then(|mut c| {
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut b = [0u8; 1];
+        c.read(&mut b)
+    });
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+        "refused on the host: {r:?}"
+    );
+}
+
+/// Sets SO_LINGER to zero, so that close() sends an RST.
+fn linger_zero(c: &TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` lives across the call and its size is passed along.
+    let r = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+}
+
+fn read_until_closed(c: &mut TcpStream, secs: u64) -> Result<usize, ErrorKind> {
+    c.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut n = 0;
+    let mut b = [0u8; 65536];
+    loop {
+        match c.read(&mut b) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) => return Err(e.kind()),
+        }
+    }
+}
+
+/// Half-close each way with data in flight the other way, and a reset each
+/// way, over spliced connections.
+#[test]
+fn half_close_and_reset_each_way() {
+    let t = Setup::pasta("sphc", &["-t", "7400"]);
+    let l = t.listen_guest(any6(7400));
+    const N: u64 = 32 << 20;
+    // The client closes its side first; the server keeps sending, and its
+    // data is already on the way when the client's FIN arrives.
+    for client_first in [true, false] {
+        let mut c = t.connect_host(lo4(7400)).expect("connect");
+        let mut a = accept_timeout(&l, 10);
+        let (first, second) = if client_first {
+            (&mut c, &mut a)
+        } else {
+            (&mut a, &mut c)
+        };
+        let mut w2 = second.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            send_pattern(&mut w2, 9, N).unwrap();
+            w2.shutdown(Shutdown::Write).unwrap();
+        });
+        first.write_all(b"last words").unwrap();
+        first.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        second
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        second.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"last words", "client first: {client_first}");
+        first
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        assert_eq!(check_pattern(first, 9, N), Ok(N), "{}", t.p.output());
+        sender.join().unwrap();
+    }
+    // A reset from either end resets the other.
+    for client_resets in [true, false] {
+        let c = t.connect_host(lo4(7400)).expect("connect");
+        let a = accept_timeout(&l, 10);
+        let (gone, mut other) = if client_resets { (c, a) } else { (a, c) };
+        let mut o2 = other.try_clone().unwrap();
+        // Data in flight towards the end that resets.
+        let _ = o2.write_all(&[7u8; 100_000]);
+        std::thread::sleep(Duration::from_millis(100));
+        linger_zero(&gone);
+        drop(gone);
+        let r = read_until_closed(&mut other, 5);
+        assert_eq!(
+            r,
+            Err(ErrorKind::ConnectionReset),
+            "reset carried through (client resets: {client_resets})"
+        );
+    }
+}
+
+/// A reader that stops for 3 s with a full pipe and full socket buffers
+/// behind it: pasta sleeps (under 5 % of a CPU) while it waits, and every
+/// byte arrives once the reader goes on. Both directions.
+#[test]
+fn slow_reader_costs_no_cpu() {
+    let t = Setup::pasta("spslow", &["-t", "7500"]);
+    let l = t.listen_guest(any6(7500));
+    const N: u64 = 96 << 20;
+    for server_reads in [true, false] {
+        let c = t.connect_host(lo4(7500)).expect("connect");
+        let a = accept_timeout(&l, 10);
+        let (mut tx, mut rx) = if server_reads { (c, a) } else { (a, c) };
+        tx.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let w = std::thread::spawn(move || {
+            send_pattern(&mut tx, 3, N).unwrap();
+            tx.shutdown(Shutdown::Write).unwrap();
+        });
+        // Let the buffers fill up, then measure a stall of 3 s.
+        std::thread::sleep(Duration::from_millis(700));
+        let (c0, t0) = (t.cpu(), Instant::now());
+        std::thread::sleep(Duration::from_secs(3));
+        let (used, wall) = (t.cpu() - c0, t0.elapsed());
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        assert!(
+            used.as_secs_f64() < 0.05 * wall.as_secs_f64(),
+            "pasta used {used:?} of {wall:?} while the reader stalled (load {})",
+            load.trim()
+        );
+        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(check_pattern(&mut rx, 3, N), Ok(N));
+        w.join().unwrap();
+    }
+}
+
+/// `-T auto` (pasta's default): a listener the host opens later on its
+/// loopback is reachable from the namespace's loopback within 2 s (the scan
+/// runs once a second; half a second more for a loaded machine), and goes
+/// away with it. Ports pasta itself listens on for `-t` are not taken.
+#[test]
+fn auto_outbound_follows_host_listeners() {
+    let t = Setup::pasta("spTa", &["-t", "7700"]);
+    let probe = |port: u16| {
+        t.connect_guest(lo4(port)).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut b = [0u8; 2];
+            c.read_exact(&mut b)?;
+            Ok(b)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(probe(7701).is_err(), "nothing listens on the host yet");
+    let l = t.listen_host(lo4(7701));
+    let t0 = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let srv = std::thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.write_all(b"hi");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let mut reached = None;
+    while t0.elapsed() < Duration::from_millis(2500) {
+        if probe(7701).is_ok() {
+            reached = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        reached.is_some(),
+        "-T auto did not pick up the host listener: {}",
+        t.p.output()
+    );
+    eprintln!("host listener reachable from the namespace after {reached:?}");
+    // pasta's own -t listener on the host is not forwarded back.
+    let ss = t.g.sh("ss -Htln");
+    assert!(
+        !ss.contains(":7700 "),
+        "-t port taken in the namespace: {ss}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    srv.join().unwrap();
+    let gone = eventually(4, || (!t.g.sh("ss -Htln").contains(":7701 ")).then_some(()));
+    assert!(gone.is_some(), "listener of a vanished host port stays");
+}
