@@ -17,6 +17,7 @@ use crate::pcap::Pcap;
 use crate::qemu::QemuLink;
 use crate::socks::{Outcome, SockTable, TAG_SOCK};
 use crate::tap::TapDevice;
+use crate::vhost_user::{VuLink, TAG_KICK};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -260,6 +261,8 @@ pub(crate) enum Link {
     Tap(TapDevice),
     /// passt: qemu's stream socket.
     Qemu(QemuLink),
+    /// passt `--vhost-user`: virtqueues in the guest's memory.
+    VhostUser(VuLink),
 }
 
 impl Link {
@@ -268,6 +271,7 @@ impl Link {
         match self {
             Link::Tap(t) => t.send(arena),
             Link::Qemu(q) => q.send(arena),
+            Link::VhostUser(v) => v.send(arena),
         }
     }
 }
@@ -406,6 +410,7 @@ impl Runtime {
                 EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LINK, 0)),
             )?,
             Link::Qemu(q) => q.register(&epoll)?,
+            Link::VhostUser(v) => v.register(&epoll)?,
         }
         let mut pidfd = None;
         if let Some(pid) = opts.ns_watch.as_ref().and_then(|w| w.pid) {
@@ -539,6 +544,10 @@ impl Runtime {
                     None
                 }
                 TAG_LINK => self.link_event(flags),
+                TAG_KICK => {
+                    self.kick_event(id as usize);
+                    None
+                }
                 TAG_LISTEN => self.listen_event(),
                 TAG_SIGNAL => self.signal_event(),
                 TAG_INOTIFY => self.inotify_event(),
@@ -609,6 +618,14 @@ impl Runtime {
         let r = match &mut self.io.link {
             Link::Tap(t) => t.read_batch(rx),
             Link::Qemu(q) => q.read_batch(rx, flags),
+            Link::VhostUser(v) => {
+                if v.control(&self.io.epoll) == crate::vhost_user::Control::Reset {
+                    return self.link_reset();
+                }
+                // A queue may have started with frames already waiting.
+                self.vu_tx();
+                return None;
+            }
         };
         match r {
             crate::tap::ReadOutcome::Frames => {
@@ -675,6 +692,14 @@ impl Runtime {
                 log::info!("client closed the connection, exiting (one-off)");
                 Some(Exit::Code(0))
             }
+            Link::VhostUser(v) => {
+                if v.reset(&self.io.epoll) {
+                    None
+                } else {
+                    log::info!("vhost-user front-end gone, exiting (one-off)");
+                    Some(Exit::Code(0))
+                }
+            }
             Link::Tap(_) => {
                 log::error!("tap device closed or failed");
                 Some(Exit::Code(1))
@@ -697,10 +722,81 @@ impl Runtime {
     }
 
     fn listen_event(&mut self) -> Option<Exit> {
-        if let Link::Qemu(q) = &mut self.io.link {
-            q.accept(&self.io.epoll);
+        match &mut self.io.link {
+            Link::Qemu(q) => q.accept(&self.io.epoll),
+            Link::VhostUser(v) => v.accept(&self.io.epoll),
+            Link::Tap(_) => {}
         }
         None
+    }
+
+    /// A vhost-user queue was kicked: the guest sent frames (transmit
+    /// queue) or added receive buffers.
+    fn kick_event(&mut self, q: usize) {
+        let Link::VhostUser(v) = &mut self.io.link else {
+            return;
+        };
+        v.ack_kick(q);
+        if q == crate::vhost_user::device::TX {
+            self.vu_tx();
+        }
+    }
+
+    /// Hands the frames of the vhost-user transmit queue to the core, one
+    /// batch at a time, straight from guest memory; each batch's chains go
+    /// back to the guest once its actions are carried out.
+    fn vu_tx(&mut self) {
+        let Link::VhostUser(v) = &mut self.io.link else {
+            return;
+        };
+        let Some(mem) = v.tx_memory() else { return };
+        let mut batch = std::mem::replace(&mut v.tx, crate::vhost_user::virtq::TxBatch::new(0));
+        let mut frames = 0usize;
+        let mut returned = false;
+        loop {
+            let Link::VhostUser(v) = &mut self.io.link else {
+                break;
+            };
+            let fill = v.fill_tx(&mem, &mut batch);
+            if !batch.refs.is_empty() {
+                let t = now();
+                let buf = batch.buffer(&mem);
+                if let Some(p) = &mut self.io.pcap {
+                    let b = FrameBatch::new(buf, &batch.refs);
+                    for i in 0..b.len() {
+                        if let Some(f) = b.frame(i) {
+                            p.write_frame(f);
+                        }
+                    }
+                }
+                log::trace!("vhost-user: {} frames in", batch.refs.len());
+                self.io.core.handle_tap_batch(t, &FrameBatch::new(buf, &batch.refs));
+                self.io.drain(t, buf);
+                frames += batch.refs.len();
+            }
+            let Link::VhostUser(v) = &mut self.io.link else {
+                break;
+            };
+            if batch.has_chains() {
+                v.complete_tx(&mem, &mut batch);
+                returned = true;
+            }
+            if fill == crate::vhost_user::virtq::Fill::Empty {
+                break;
+            }
+            if frames >= crate::vhost_user::TX_PER_KICK {
+                // Other events get their turn; a kick of our own brings
+                // the loop back here.
+                v.rekick_tx();
+                break;
+            }
+        }
+        if let Link::VhostUser(v) = &mut self.io.link {
+            if returned {
+                v.notify_tx(&mem);
+            }
+            v.tx = batch;
+        }
     }
 
     fn signal_event(&mut self) -> Option<Exit> {

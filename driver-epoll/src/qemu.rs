@@ -110,37 +110,43 @@ fn bind_listen(path: &Path) -> io::Result<OwnedFd> {
     Ok(s)
 }
 
+/// Binds and listens on `path`, or on the first free `dir/passt_N.socket`
+/// (N from 1 to 99) if no path was given; an explicit path in use is an
+/// error. Shared by the stream and the vhost-user link.
+pub(crate) fn listen_socket(path: Option<&Path>, dir: &Path) -> io::Result<(OwnedFd, PathBuf)> {
+    match path {
+        Some(p) => {
+            if in_use(p)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("socket path {} already in use", p.display()),
+                ));
+            }
+            Ok((bind_listen(p)?, p.to_path_buf()))
+        }
+        None => {
+            for n in 1..=SOCK_PROBE_MAX {
+                let p = dir.join(format!("passt_{n}.socket"));
+                if in_use(&p)? {
+                    continue;
+                }
+                if let Ok(fd) = bind_listen(&p) {
+                    return Ok((fd, p));
+                }
+            }
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "no free UNIX domain socket path",
+            ))
+        }
+    }
+}
+
 impl QemuLink {
     /// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
     /// to 99) if no path was given.
     pub(crate) fn listen(path: Option<&Path>, dir: &Path, one_off: bool) -> io::Result<Self> {
-        let (fd, p) = match path {
-            Some(p) => {
-                if in_use(p)? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("socket path {} already in use", p.display()),
-                    ));
-                }
-                (bind_listen(p)?, p.to_path_buf())
-            }
-            None => {
-                let mut found = None;
-                for n in 1..=SOCK_PROBE_MAX {
-                    let p = dir.join(format!("passt_{n}.socket"));
-                    if in_use(&p)? {
-                        continue;
-                    }
-                    if let Ok(fd) = bind_listen(&p) {
-                        found = Some((fd, p));
-                        break;
-                    }
-                }
-                found.ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::AddrInUse, "no free UNIX domain socket path")
-                })?
-            }
-        };
+        let (fd, p) = listen_socket(path, dir)?;
         Ok(QemuLink {
             listener: Some(fd),
             listener_registered: false,
