@@ -49,18 +49,23 @@ const LL_ROUTER_REACHABLE: bool = false;
 enum Backend {
     /// `-netdev stream` on passt's UNIX socket (4-byte length + frame).
     Stream,
+    /// `-netdev vhost-user` on passt's socket (`--vhost-user`): the
+    /// virtqueues in guest memory shared with passt.
+    VhostUser,
 }
 
 impl Backend {
     fn passt_args(self) -> &'static [&'static str] {
         match self {
             Backend::Stream => &[],
+            Backend::VhostUser => &["--vhost-user"],
         }
     }
 
     fn nic(self, sock: PathBuf) -> Nic {
         match self {
             Backend::Stream => Nic::Stream(sock),
+            Backend::VhostUser => Nic::VhostUser(sock),
         }
     }
 }
@@ -455,6 +460,12 @@ fn checks_in_vm(backend: Backend) {
 #[test]
 fn passt_stream_vm() {
     checks_in_vm(Backend::Stream);
+}
+
+/// passt with `--vhost-user` behind a VM: the same checks.
+#[test]
+fn passt_vhost_user_vm() {
+    checks_in_vm(Backend::VhostUser);
 }
 
 // --- benchmark -------------------------------------------------------------

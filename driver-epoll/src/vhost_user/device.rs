@@ -219,7 +219,7 @@ impl Device {
 
     /// Whether the protocol features were negotiated (rings then start
     /// disabled, until `SET_VRING_ENABLE`).
-    fn protocol_negotiated(&self) -> bool {
+    pub(crate) fn protocol_negotiated(&self) -> bool {
         self.features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0
     }
 }

@@ -196,6 +196,9 @@ impl VuLink {
                 return Control::Reset;
             }
         }
+        if early_enable(&c.sock, &self.dev) {
+            return Control::Ok;
+        }
         let r = c.handler.handle_request();
         self.sync_kicks(epoll);
         match r {
@@ -344,6 +347,39 @@ impl VuLink {
     pub(crate) fn dropped(&self) -> u64 {
         self.tx.dropped + self.rx.dropped
     }
+}
+
+/// `SET_VRING_ENABLE`.
+const SET_VRING_ENABLE: u32 = 18;
+
+/// qemu enables rings as the guest's driver sets the device up, which may
+/// be before it acknowledges the features; the protocol crate refuses the
+/// message then (the protocol feature is not acknowledged yet). Such a
+/// message is read and applied here. Returns whether it was.
+fn early_enable(s: &UnixStream, dev: &Mutex<Device>) -> bool {
+    let mut d = dev.lock().unwrap_or_else(|e| e.into_inner());
+    if d.protocol_negotiated() {
+        return false;
+    }
+    let mut m = [0u8; 20];
+    let peek = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    let fd = s.as_raw_fd();
+    let word = |b: &[u8; 20], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if socket::recv(fd, &mut m, peek) != Ok(20)
+        || word(&m, 0) != SET_VRING_ENABLE
+        || word(&m, 8) != 8
+    {
+        return false;
+    }
+    if socket::recv(fd, &mut m, MsgFlags::MSG_DONTWAIT) != Ok(20) {
+        return false;
+    }
+    let (index, num) = (word(&m, 12), word(&m, 16));
+    use vhost::vhost_user::VhostUserBackendReqHandlerMut;
+    if d.set_vring_enable(index, num == 1).is_err() {
+        log::debug!("vhost-user: SET_VRING_ENABLE for queue {index}");
+    }
+    true
 }
 
 /// What the control socket holds.
