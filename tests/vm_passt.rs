@@ -514,13 +514,21 @@ fn iperf_retr(line: &str) -> Option<u64> {
 
 /// One boot: iperf3 guest → host and host → guest, reading passt's and
 /// qemu's CPU time at the marks around each run.
-fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>) -> [Run; 2] {
+fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>, tag: &str) -> [Run; 2] {
     let mut vm = Vm::start(h, dir, &spec);
     vm.wait_mark("ready", 300);
     let qemu = vm.qemu.pid();
     let mut res = [Run::default(); 2];
     for (i, name) in ["out", "in"].iter().enumerate() {
         vm.wait_mark(&format!("iperf_{name}_begin"), 60);
+        // PASST_VM_PERF=DIR: a profile of passt for each run.
+        let perf = std::env::var_os("PASST_VM_PERF").zip(passt).map(|(d, pid)| {
+            let out = PathBuf::from(d).join(format!("passt-{tag}-{name}.data"));
+            let mut c = Command::new("perf");
+            c.args(["record", "-q", "-F", "2000", "-g", "-p", &pid.to_string(), "-o"])
+                .arg(&out);
+            Proc::spawn(c, "perf", dir.join(&format!("perf-{name}.log")))
+        });
         let (p0, q0, t0) = (
             passt.map(vm::cpu_seconds),
             vm::cpu_seconds(qemu),
@@ -532,6 +540,10 @@ fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>) -> [Ru
             vm::cpu_seconds(qemu),
             t0.elapsed(),
         );
+        if let Some(mut p) = perf {
+            let _ = nix_kill(p.pid(), libc::SIGINT);
+            p.wait_exit(30);
+        }
         let line = vm.wait_mark(&format!("iperf_{name}"), 60);
         let (mb, mbits) = iperf_figures(&line).unwrap_or_else(|| panic!("iperf3: {line}"));
         let passt_cpu = p0.zip(p1).map(|(a, b)| b - a);
@@ -547,7 +559,7 @@ fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>) -> [Ru
     res
 }
 
-fn bench_passt(mtu: u32, secs: u32) -> Row {
+fn bench_passt(mtu: u32, secs: u32, backend: Backend) -> Row {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let h = Netns::host("vmb");
     h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
@@ -555,7 +567,9 @@ fn bench_passt(mtu: u32, secs: u32) -> Row {
     let iperf_args = ["iperf3", "-s", "-p", &IPERF_PORT.to_string()].map(String::from);
     let _iperf = peer(&h, &dir, "iperf3", &iperf_args);
     let m = mtu.to_string();
-    let passt = Passt::start(&h, &dir, &["-m", &m]);
+    let mut args = vec!["-m", &m];
+    args.extend(backend.passt_args());
+    let passt = Passt::start(&h, &dir, &args);
     let script = guest_script(
         "bench.sh",
         &[
@@ -566,11 +580,20 @@ fn bench_passt(mtu: u32, secs: u32) -> Row {
             ("SECS", secs.to_string()),
         ],
     );
-    let spec = VmSpec::new(Nic::Stream(passt.sock.clone()), script);
+    let spec = VmSpec::new(backend.nic(passt.sock.clone()), script);
     Row {
-        setup: "passt, stream".into(),
+        setup: match backend {
+            Backend::Stream => "passt, stream".into(),
+            Backend::VhostUser => "passt, vhost-user".into(),
+        },
         mtu,
-        runs: bench_boot(&h, &dir, spec, Some(passt.pid)),
+        runs: bench_boot(
+            &h,
+            &dir,
+            spec,
+            Some(passt.pid),
+            &format!("{backend:?}-{mtu}"),
+        ),
         load: load.trim().into(),
     }
 }
@@ -617,7 +640,7 @@ fn bench_tap(mtu: u32, secs: u32, vhost: bool) -> Row {
         );
         ok_text(&run_timeout(Command::new("sh").args(["-ec", &sh]), 20));
     });
-    let runs = bench_boot(&h, &dir, spec, None);
+    let runs = bench_boot(&h, &dir, spec, None, "tap");
     conf.join().expect("tap configured");
     Row {
         setup: format!("kernel tap{}", if vhost { ", vhost-net" } else { "" }),
@@ -630,8 +653,9 @@ fn bench_tap(mtu: u32, secs: u32, vhost: bool) -> Row {
 /// iperf3 throughput and passt's CPU seconds per GB, guest → host and host
 /// → guest, MTU 65520 and 1500, for passt and for the same VM on a kernel
 /// tap (the limit). `PASST_VM_BENCH_SECS` sets the length of each run
-/// (default 10), `PASST_VM_BENCH_MTU` one MTU, `PASST_VM_BENCH_ONLY=passt|tap`
-/// one setup. Prints a Markdown table.
+/// (default 10), `PASST_VM_BENCH_MTU` one MTU,
+/// `PASST_VM_BENCH_ONLY=passt|stream|vhost|tap` some set-ups (passt: both of
+/// its back-ends). Prints a Markdown table.
 #[test]
 #[ignore = "benchmark: cargo test --release -p passt-tests --test vm_passt -- --ignored --nocapture"]
 fn vm_bench() {
@@ -646,8 +670,11 @@ fn vm_bench() {
         .map_or(vec![65520, 1500], |m| vec![m]);
     let mut rows = Vec::new();
     for mtu in mtus {
-        if only.is_empty() || only == "passt" {
-            rows.push(bench_passt(mtu, secs));
+        if only.is_empty() || only == "passt" || only == "stream" {
+            rows.push(bench_passt(mtu, secs, Backend::Stream));
+        }
+        if only.is_empty() || only == "passt" || only == "vhost" {
+            rows.push(bench_passt(mtu, secs, Backend::VhostUser));
         }
         if only.is_empty() || only == "tap" {
             rows.push(bench_tap(mtu, secs, false));
@@ -678,6 +705,12 @@ fn vm_bench() {
             );
         }
     }
+}
+
+/// Sends `sig` to `pid`.
+fn nix_kill(pid: u32, sig: i32) -> i32 {
+    // SAFETY: kill() takes plain integers.
+    unsafe { libc::kill(pid as i32, sig) }
 }
 
 #[test]

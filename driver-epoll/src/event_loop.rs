@@ -887,6 +887,22 @@ impl Io {
         }
     }
 
+    /// How many of `want` frames of up to `frame` bytes the guest link can
+    /// take now. Only vhost-user's receive queue is bounded (by the guest's
+    /// buffers); what the arena holds goes out first, as it uses them too.
+    fn link_room(&mut self, now: Instant, frame: usize, want: usize) -> usize {
+        if !matches!(self.link, Link::VhostUser(_)) {
+            return want;
+        }
+        if !self.arena.is_empty() {
+            let _ = self.flush(now);
+        }
+        match &mut self.link {
+            Link::VhostUser(v) => v.rx_room(frame, want),
+            _ => want,
+        }
+    }
+
     /// Sends what the arena holds and tells the core how much went out.
     fn flush(&mut self, now: Instant) -> usize {
         if self.arena.is_empty() {
@@ -972,7 +988,16 @@ impl Io {
         if self.arena.free() < needed && !self.arena.is_empty() {
             let _ = self.flush(now);
         }
-        let k = needed.min(self.arena.free());
+        let k = self.link_room(now, room + mss, needed.min(self.arena.free()));
+        if k == 0 {
+            // The guest has no buffers for it now: the data stays in the
+            // socket (answered like an empty socket), and the guest's next
+            // acknowledgement brings the peek back.
+            let mut none: [TxSlot<'_>; 0] = [];
+            self.core
+                .handle_peeked(now, sock, Err(passt_core::Errno::EAGAIN), &mut none);
+            return;
+        }
         let result = match self.socks.get(sock) {
             None => Err(passt_core::Errno::EBADF),
             Some(e) => {
@@ -998,7 +1023,12 @@ impl Io {
         if self.arena.free() < needed && !self.arena.is_empty() {
             let _ = self.flush(now);
         }
-        let k = needed.min(self.arena.free());
+        // At least one datagram: a datagram the guest has no room for is
+        // dropped rather than left to wake the loop again and again.
+        let k = self
+            .link_room(now, room + 1500, needed.min(self.arena.free()))
+            .max(1)
+            .min(self.arena.free());
         let mut slots = self.arena.tx_slots(k);
         let got = match self.socks.get(sock) {
             None => Err(passt_core::Errno::EBADF),

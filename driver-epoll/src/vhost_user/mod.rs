@@ -342,6 +342,22 @@ impl VuLink {
         sent
     }
 
+    /// How many of `want` frames of `frame` bytes the receive queue's
+    /// buffers hold now (`want` while the queue is not ready: frames are
+    /// refused at the flush then, as with no front-end).
+    pub(crate) fn rx_room(&mut self, frame: usize, want: usize) -> usize {
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        if !dev.ready(RX) {
+            return want;
+        }
+        let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
+            return want;
+        };
+        let need = dev.hdr_len() + frame;
+        let mergeable = dev.mergeable();
+        virtq::rx_room(&mut dev.vrings[RX].queue, &mem, need, mergeable, want)
+    }
+
     /// Frames dropped by the link itself (not frames, or too large for the
     /// guest's buffers).
     pub(crate) fn dropped(&self) -> u64 {

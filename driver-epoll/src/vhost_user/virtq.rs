@@ -524,3 +524,39 @@ fn write_part(
     }
     true
 }
+
+/// How many of `want` frames of `need` bytes (header included) the
+/// available chains of `q` hold, filled in order as [`RxFill::push`] would.
+/// Reads the chains without taking them.
+pub(crate) fn rx_room(
+    q: &mut Queue,
+    mem: &GuestMemoryMmap,
+    need: usize,
+    mergeable: bool,
+    want: usize,
+) -> usize {
+    let start = q.next_avail();
+    let need = need as u64;
+    let (mut frames, mut have) = (0usize, 0u64);
+    while frames < want {
+        let Some(chain) = q.pop_descriptor_chain(mem) else {
+            break;
+        };
+        let cap: u64 = chain
+            .writable()
+            .take(MAX_CHAIN)
+            .map(|d| u64::from(d.len()))
+            .sum();
+        if mergeable {
+            have += cap;
+            if have >= need {
+                frames += 1;
+                have = 0;
+            }
+        } else if cap >= need {
+            frames += 1;
+        }
+    }
+    q.set_next_avail(start);
+    frames
+}
