@@ -887,6 +887,62 @@ impl Io {
         }
     }
 
+    /// vhost-user: peeks straight into the guest's receive buffers and has
+    /// the core write the frames there (see `vhost_user/rxslots.rs`).
+    /// Returns false if those buffers cannot take the frames (the copying
+    /// way through the arena is taken then).
+    #[allow(clippy::too_many_arguments)]
+    fn peek_to_guest(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        skip: u32,
+        len: usize,
+        mss: usize,
+        room: usize,
+        k: usize,
+    ) -> bool {
+        let Link::VhostUser(v) = &mut self.link else {
+            return false;
+        };
+        let mut r = match v.reserve_rx(k, room, mss, len) {
+            crate::vhost_user::rxslots::Reserve::Slots(r) => r,
+            crate::vhost_user::rxslots::Reserve::Unusable => return false,
+            crate::vhost_user::rxslots::Reserve::Empty => {
+                // No buffers: the data waits in the socket (answered like
+                // an empty socket); the guest's next acknowledgement
+                // brings the peek back.
+                let mut none: [TxSlot<'_>; 0] = [];
+                self.core
+                    .handle_peeked(now, sock, Err(passt_core::Errno::EAGAIN), &mut none);
+                return true;
+            }
+        };
+        let result = match self.socks.get(sock) {
+            None => Err(passt_core::Errno::EBADF),
+            Some(e) => {
+                let mut iov = r.payload_iovecs(room, mss, len);
+                crate::socks::peek(e.fd.as_fd(), skip, &mut self.discard, &mut iov)
+            }
+        };
+        let mut slots = r.tx_slots();
+        self.core.handle_peeked(now, sock, result, &mut slots);
+        let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
+        drop(slots);
+        r.set_lens(lens.into_iter());
+        if let Some(p) = &mut self.pcap {
+            for f in r.frames() {
+                p.write_frame(&f);
+            }
+        }
+        let Link::VhostUser(v) = &mut self.link else {
+            return true;
+        };
+        let n = v.commit_rx(r);
+        self.core.handle_tap_sent(now, n);
+        true
+    }
+
     /// How many of `want` frames of up to `frame` bytes the guest link can
     /// take now. Only vhost-user's receive queue is bounded (by the guest's
     /// buffers); what the arena holds goes out first, as it uses them too.
@@ -987,6 +1043,14 @@ impl Io {
         let needed = len.div_ceil(mss).clamp(1, self.arena.slots());
         if self.arena.free() < needed && !self.arena.is_empty() {
             let _ = self.flush(now);
+        }
+        if let Link::VhostUser(_) = self.link {
+            if !self.arena.is_empty() {
+                let _ = self.flush(now);
+            }
+            if self.peek_to_guest(now, sock, skip, len, mss, room, needed) {
+                return;
+            }
         }
         let k = self.link_room(now, room + mss, needed.min(self.arena.free()));
         if k == 0 {

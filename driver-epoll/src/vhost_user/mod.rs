@@ -20,6 +20,7 @@
 
 pub(crate) mod device;
 pub(crate) mod memory;
+pub(crate) mod rxslots;
 pub(crate) mod virtq;
 
 use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
@@ -73,6 +74,9 @@ pub(crate) struct VuLink {
     kicks: [Option<RawFd>; QUEUES],
     pub(crate) tx: virtq::TxBatch,
     rx: virtq::RxFill,
+    /// Storage of the receive reservations, kept between peeks.
+    rx_chains: Vec<(u16, u64, u32)>,
+    rx_runs: Vec<rxslots::Run>,
 }
 
 impl std::fmt::Debug for VuLink {
@@ -97,6 +101,8 @@ impl VuLink {
             kicks: [None; QUEUES],
             tx: virtq::TxBatch::new(TX_BATCH),
             rx: virtq::RxFill::default(),
+            rx_chains: Vec::new(),
+            rx_runs: Vec::new(),
         }
     }
 
@@ -340,6 +346,59 @@ impl VuLink {
             virtq::notify(&v.queue, &mem, v.call.as_ref());
         }
         sent
+    }
+
+    /// Receive buffers for a peek of `len` bytes in up to `k` frames of at
+    /// most `mss` bytes of payload after `room` bytes of headers (see
+    /// [`rxslots`]).
+    pub(crate) fn reserve_rx(
+        &mut self,
+        k: usize,
+        room: usize,
+        mss: usize,
+        len: usize,
+    ) -> rxslots::Reserve {
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        if !dev.ready(RX) {
+            return rxslots::Reserve::Unusable;
+        }
+        let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
+            return rxslots::Reserve::Unusable;
+        };
+        let o = virtq::RxOpts {
+            hdr_len: dev.hdr_len(),
+            mergeable: dev.mergeable(),
+            csum_valid: dev.guest_csum(),
+        };
+        let chains = std::mem::take(&mut self.rx_chains);
+        let runs = std::mem::take(&mut self.rx_runs);
+        rxslots::reserve(
+            &mut dev.vrings[RX].queue,
+            &mem,
+            o,
+            k,
+            room,
+            mss,
+            len,
+            chains,
+            runs,
+        )
+    }
+
+    /// Hands the frames of a reservation to the guest; returns how many.
+    pub(crate) fn commit_rx(&mut self, r: rxslots::Reserved) -> usize {
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
+            return 0;
+        };
+        let (n, chains, runs) = r.commit(&mut dev.vrings[RX].queue);
+        if n > 0 {
+            let v = &dev.vrings[RX];
+            virtq::notify(&v.queue, &mem, v.call.as_ref());
+        }
+        self.rx_chains = chains;
+        self.rx_runs = runs;
+        n
     }
 
     /// How many of `want` frames of `frame` bytes the receive queue's
