@@ -1,7 +1,9 @@
-//! Namespace tests of the `passt` and `pasta` binaries (run as root).
+//! Namespace tests of the `passt` and `pasta` binaries, run as the
+//! unprivileged test user (the tests themselves run as root).
 //!
 //! Each test makes its own namespaces (a "host" with a dummy uplink, see
-//! `ns_support.rs`, and guest namespaces as needed), runs the binaries in them
+//! `ns_support.rs`, and guest namespaces as needed, owned by a user namespace
+//! of the test user as a rootless container's are), runs the binaries in them
 //! and checks what real clients see: `ip`, busybox `udhcpc`, `dhclient -6`, the
 //! kernel's SLAAC, and qemu bridging passt's socket to a tap device. Traffic
 //! stays inside these namespaces. Everything is removed afterwards, processes
@@ -30,7 +32,7 @@ fn s(p: &std::path::Path) -> String {
 #[test]
 fn config_net_copies_template() {
     let h = Netns::host("cfg");
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -87,9 +89,10 @@ fn config_net_copies_template() {
     assert!(host.contains(&format!("{HOST_IP4}/24")), "{host}");
 }
 
-/// The README's main job, run in the test's host namespace.
+/// The README's main job as root (its second form; the unprivileged one is
+/// in `rootless_ns.rs`), run in the test's host namespace.
 #[test]
-fn readme_config_net_ip_address_show() {
+fn readme_as_root_config_net_ip_address_show() {
     let h = Netns::host("readme");
     let out = h.run(
         &[
@@ -107,11 +110,47 @@ fn readme_config_net_ip_address_show() {
     assert!(text.contains("mtu 65520"), "{text}");
 }
 
+/// About root: `--runas` as root. pasta sets the namespace up as root, then
+/// runs as the given user, keeping what it needs to enter the namespace
+/// (the command's sockets, forwarded ports, the guest side all work).
+#[test]
+fn runas_as_root() {
+    let h = Netns::host("runas");
+    // Ping sockets for every group: pasta answers echo requests with them.
+    h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
+    let (uid, gid) = test_user();
+    let out = h.run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--runas".into(),
+            format!("{uid}:{gid}"),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "grep '^Uid:' /proc/$PPID/status; ip -o addr show dev dummy0; \
+                 ping -c 1 -W 5 {GW_IP4} >/dev/null && echo pinged"
+            ),
+        ],
+        30,
+    );
+    let text = ok_text(&out);
+    let pasta_uid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default();
+    assert_eq!(pasta_uid, uid.to_string(), "pasta runs as --runas: {text}");
+    assert!(text.contains(&format!("inet {HOST_IP4}/24")), "{text}");
+    assert!(text.contains("pinged"), "{text}");
+}
+
 /// pasta's exit status is the command's, 128 + N for a signal.
 #[test]
 fn exit_status_of_the_command() {
     let h = Netns::host("exit");
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--".into(),
@@ -122,7 +161,7 @@ fn exit_status_of_the_command() {
         30,
     );
     assert_eq!(out.status.code(), Some(7), "{out:?}");
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--".into(),
@@ -135,7 +174,7 @@ fn exit_status_of_the_command() {
     assert_eq!(out.status.code(), Some(128 + 15), "{out:?}");
     // The command runs in its own network namespace with loopback up and
     // the tap device (down without --config-net).
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--".into(),
@@ -154,25 +193,24 @@ fn exit_status_of_the_command() {
     );
 }
 
-/// Joining by `--netns NAME`, pasta exits when the namespace is deleted.
+/// Joining by `--netns NAME` from inside the user namespace that owns it (as
+/// Podman does), pasta exits when the namespace is deleted.
 #[test]
 fn netns_quit_when_namespace_goes() {
     let h = Netns::host("quit");
-    let g = Netns::new("quitg");
+    let g = UserNetns::new("quitg");
     let dir = Scratch::new("quit");
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.cmd(&[
-            s(&pasta()),
-            "-f".into(),
-            "-P".into(),
-            s(&pidf),
-            "--netns".into(),
-            g.name.clone(),
-        ]),
-        "pasta",
-        dir.join("pasta.log"),
-    );
+    let mut args = g.inside();
+    args.extend([
+        s(&pasta()),
+        "-f".into(),
+        "-P".into(),
+        s(&pidf),
+        "--netns".into(),
+        g.name.clone(),
+    ]);
+    let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
     wait_file(&pidf, 20, &mut p);
     let pid: u32 = std::fs::read_to_string(&pidf)
         .unwrap()
@@ -192,24 +230,24 @@ fn netns_quit_when_namespace_goes() {
     );
 }
 
-/// pasta on an existing namespace (by PID), no --config-net: busybox udhcpc
+/// pasta on an existing namespace (by PID, joining the process's user
+/// namespace first, as with rootlesskit), no --config-net: busybox udhcpc
 /// gets address, router, DNS, search domain and MTU.
 #[test]
 fn pasta_udhcpc_lease() {
     let h = Netns::host("dhcp4");
-    let g = Netns::new("dhcp4g");
+    let g = UserNetns::new("dhcp4g");
     let dir = Scratch::new("dhcp4");
-    let holder = Proc::spawn(g.cmd(&["sleep", "120"]), "holder", dir.join("holder.log"));
     let pidf = dir.join("pasta.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&pasta()),
             "-f".into(),
             "--dhcp-dns".into(),
             "--dhcp-search".into(),
             "-P".into(),
             s(&pidf),
-            holder.pid().to_string(),
+            g.pid().to_string(),
         ]),
         "pasta",
         dir.join("pasta.log"),
@@ -248,8 +286,8 @@ fn pasta_udhcpc_lease() {
     assert_eq!(env_value(&env, "dns").as_deref(), Some(DNS4), "{env}");
     assert_eq!(env_value(&env, "mtu").as_deref(), Some("65520"), "{env}");
     assert_eq!(env_value(&env, "search").as_deref(), Some(SEARCH), "{env}");
-    // The process whose namespace pasta joined exits: so does pasta.
-    drop(holder);
+    // The process whose namespaces pasta joined exits: so does pasta.
+    drop(g);
     let t = std::time::Instant::now();
     assert_eq!(p.wait_exit(5).code(), Some(0), "{}", p.output());
     assert!(
@@ -258,26 +296,28 @@ fn pasta_udhcpc_lease() {
     );
 }
 
-/// pasta on `--netns PATH`: dhclient -6 gets the host's address as a /128,
-/// and the resolver.
+/// pasta on `--userns PATH --netns PATH`: dhclient -6 gets the host's
+/// address as a /128, and the resolver.
 #[test]
 fn pasta_dhclient6_lease() {
     let h = Netns::host("dhcp6");
     h.resolv(&format!(
         "nameserver {DNS4}\nnameserver fd77::53\nsearch {SEARCH}\n"
     ));
-    let g = Netns::new("dhcp6g");
+    let g = UserNetns::new("dhcp6g");
     // dhclient may touch /etc/resolv.conf: give the namespace its own.
     g.resolv("");
     let dir = Scratch::new("dhcp6");
     let pidf = dir.join("pasta.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&pasta()),
             "-f".into(),
             "--dhcp-dns".into(),
             "-P".into(),
             s(&pidf),
+            "--userns".into(),
+            s(&g.userns_path()),
             "--netns".into(),
             s(&g.path()),
         ]),
@@ -349,21 +389,19 @@ fn pasta_dhclient6_lease() {
 #[test]
 fn pasta_slaac() {
     let h = Netns::host("slaac");
-    let g = Netns::new("slaacg");
+    let g = UserNetns::new("slaacg");
     let dir = Scratch::new("slaac");
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.cmd(&[
-            s(&pasta()),
-            "-f".into(),
-            "-P".into(),
-            s(&pidf),
-            "--netns".into(),
-            g.name.clone(),
-        ]),
-        "pasta",
-        dir.join("pasta.log"),
-    );
+    let mut args = g.inside();
+    args.extend([
+        s(&pasta()),
+        "-f".into(),
+        "-P".into(),
+        s(&pidf),
+        "--netns".into(),
+        g.name.clone(),
+    ]);
+    let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
     wait_file(&pidf, 20, &mut p);
     let mac = jq(&g.sh("ip -j link show dev dummy0"), ".[0].address");
     let m: Vec<u8> = mac
@@ -430,7 +468,7 @@ fn passt_qemu_udhcpc_and_pcap() {
     let pidf = dir.join("passt.pid");
     let pcap = dir.join("passt.pcap");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&passt()),
             "-f".into(),
             "-s".into(),
@@ -519,7 +557,7 @@ fn passt_in_host(tag: &str) -> (Netns, Scratch, PathBuf, Proc) {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&passt()),
             "-f".into(),
             "-s".into(),
@@ -661,7 +699,7 @@ fn passt_one_off_exits_with_client() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&passt()),
             "-f".into(),
             "-1".into(),
@@ -680,7 +718,7 @@ fn passt_one_off_exits_with_client() {
 }
 
 /// SIGTERM ends passt with status 0; in the background, the PID file holds the
-/// daemon's PID.
+/// daemon's PID. About root: passt started by root switches to nobody.
 #[test]
 fn passt_daemon_pid_file_and_sigterm() {
     let h = Netns::host("daemon");
@@ -737,7 +775,7 @@ fn passt_log_file() {
     let pidf = dir.join("passt.pid");
     let logf = dir.join("passt.log");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&passt()),
             "-f".into(),
             "-l".into(),
@@ -802,7 +840,7 @@ fn pasta_tcp_both_directions() {
         dir.join("srv1.log"),
     );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -834,7 +872,7 @@ fn pasta_tcp_both_directions() {
         dir.join("srv2.log"),
     );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -857,7 +895,7 @@ fn pasta_tcp_both_directions() {
     let fwd = dir.join("forwarded.bin");
     let pidf = dir.join("pasta.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&pasta()),
             "--config-net".into(),
             "-P".into(),

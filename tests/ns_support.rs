@@ -7,6 +7,12 @@
 //! (`dummy0`: 10.77.0.2/24 via 10.77.0.1, fd77::2/64 via fd77::1) and a fake
 //! `resolv.conf` (`/etc/netns/NAME/resolv.conf`, which `ip netns exec` mounts
 //! over `/etc/resolv.conf`). passt and pasta run inside it.
+//!
+//! The tests run as root (they make namespaces and links), the translators
+//! as the unprivileged user `passt-test` ([`test_user`], [`Netns::user_cmd`])
+//! unless a test is about root. Namespaces pasta joins belong to a user
+//! namespace of that user ([`UserNetns`]), as a rootless container's do;
+//! scratch directories belong to it too.
 
 #![allow(dead_code)]
 
@@ -28,8 +34,41 @@ pub(crate) const SEARCH: &str = "example.org";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// Directory of the `passt` and `pasta` binaries, built once per test run.
+/// Set in the environment of the log-mode run of the namespace suites
+/// (tests/sandbox_ns.rs): [`bin`] then returns wrappers that add
+/// `--seccomp-log`, so that system calls outside the allowlist are logged by
+/// the kernel instead of killing the translator.
+pub(crate) const SECCOMP_LOG_ENV: &str = "PASST_RS_SECCOMP_LOG";
+
+/// A `passt` or `pasta` binary, built once per test run (or, with
+/// [`SECCOMP_LOG_ENV`] set, a wrapper running it with `--seccomp-log`).
 pub(crate) fn bin(name: &str) -> PathBuf {
+    let real = built(name);
+    if std::env::var_os(SECCOMP_LOG_ENV).is_none() {
+        return real;
+    }
+    let dir = real.parent().expect("target directory").join("seccomp-log");
+    std::fs::create_dir_all(&dir).expect("wrapper directory");
+    let path = dir.join(name);
+    // Written to a temporary name and renamed: tests and test binaries run
+    // at once.
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        format!(
+            "#!/bin/sh\nexec '{}' --seccomp-log \"$@\"\n",
+            real.display()
+        ),
+    )
+    .expect("wrapper");
+    let _ = Command::new("chmod").arg("755").arg(&tmp).status();
+    std::fs::rename(&tmp, &path).expect("wrapper");
+    path
+}
+
+/// The binary itself, built once per test run.
+pub(crate) fn built(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         // target/<profile>/deps/ns-HASH → target/<profile>
@@ -57,10 +96,41 @@ pub(crate) fn bin(name: &str) -> PathBuf {
         }
         let st = c.status().expect("cargo build");
         assert!(st.success(), "building passt and pasta failed");
-        dir
+        reachable_by_test_user(&dir)
     });
     dir.join(name)
 }
+
+/// `dir` if the test user can run the binaries in it (every directory on
+/// the way open to others, as in a checkout under /work or /home), else a
+/// copy of them in a temporary directory of this test process (a checkout
+/// under /root, say), removed when the process exits.
+fn reachable_by_test_user(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let open = dir
+        .ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if open {
+        return dir.to_path_buf();
+    }
+    let copy = std::env::temp_dir().join(format!("prs-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&copy).expect("binary directory");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for b in ["passt", "pasta"] {
+        std::fs::copy(dir.join(b), copy.join(b)).expect("copying the binaries");
+    }
+    let _ = BIN_COPY.set(copy.clone());
+    extern "C" fn remove_copy() {
+        if let Some(p) = BIN_COPY.get() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+    // SAFETY: registering a function without arguments to run at exit.
+    unsafe { libc::atexit(remove_copy) };
+    copy
+}
+
+static BIN_COPY: OnceLock<PathBuf> = OnceLock::new();
 
 /// Runs `cmd` to completion, killing it after `secs` seconds.
 pub(crate) fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
@@ -124,6 +194,16 @@ impl Netns {
         Netns { name }
     }
 
+    /// A name for the network namespace of process `pid` (`ip netns
+    /// attach`), such as the one pasta made for its command, so that root's
+    /// helpers reach it; dropping it removes the name only.
+    pub(crate) fn attach(tag: &str, pid: u32) -> Netns {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("prs-{tag}-{}-{n}", std::process::id());
+        sh(&format!("ip netns attach {name} {pid}"));
+        Netns { name }
+    }
+
     /// The test's host: a dummy uplink with addresses and default routes, and
     /// a resolv.conf.
     pub(crate) fn host(tag: &str) -> Netns {
@@ -164,6 +244,18 @@ impl Netns {
         run_timeout(&mut self.cmd(args), secs)
     }
 
+    /// `ip netns exec NAME setpriv ... args...`: `args` as the test user.
+    pub(crate) fn user_cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut c = self.cmd(&as_test_user());
+        c.args(args);
+        c
+    }
+
+    /// Runs a command in the namespace as the test user, bounded in time.
+    pub(crate) fn user_run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], secs: u64) -> Output {
+        run_timeout(&mut self.user_cmd(args), secs)
+    }
+
     /// Runs a shell command in the namespace; it must succeed.
     pub(crate) fn sh(&self, script: &str) -> String {
         ok_text(&self.run(&["sh", "-ec", script], 30))
@@ -181,6 +273,98 @@ impl Drop for Netns {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
+    }
+}
+
+/// A network namespace owned by a user namespace of the test user, as a
+/// rootless container's is (rootlesskit, Podman): a holder process started
+/// as the test user (`unshare --user --map-root-user --net sleep`) keeps
+/// both, and `ip netns attach` gives the network namespace a name, so that
+/// the tests' root-side helpers (`ip netns exec`, `setns()` on
+/// [`Netns::path`]) reach it. Dereferences to that [`Netns`].
+pub(crate) struct UserNetns {
+    pub(crate) ns: Netns,
+    holder: Child,
+}
+
+impl UserNetns {
+    pub(crate) fn new(tag: &str) -> UserNetns {
+        assert!(nix_is_root(), "the namespace tests need root");
+        let (uid, _) = test_user();
+        let mut c = Command::new("setpriv");
+        c.args(&as_test_user()[1..])
+            .args(["unshare", "--user", "--map-root-user", "--net", "--"])
+            .args(["sleep", "3600"])
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut holder = c
+            .spawn()
+            .expect("holder of the user and network namespaces");
+        let pid = holder.id();
+        let ours = std::fs::read_link("/proc/self/ns/user").expect("user namespace");
+        // Ready once unshare has written the ID map and executed sleep.
+        let ready = eventually(10, || {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/user")).ok()?;
+            let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (theirs != ours
+                && map.split_whitespace().take(2).eq(["0", &uid.to_string()])
+                && comm.trim() == "sleep")
+                .then_some(())
+        });
+        if ready.is_none() {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            panic!("the namespace holder (PID {pid}) did not come up");
+        }
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("prs-{tag}-{}-{n}", std::process::id());
+        sh(&format!("ip netns attach {name} {pid}"));
+        let ns = Netns { name };
+        sh(&format!("ip -n {} link set lo up", ns.name));
+        UserNetns { ns, holder }
+    }
+
+    /// PID of the holder (pasta's `PID` argument, rootlesskit style).
+    pub(crate) fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// The user namespace owning the network namespace (`--userns`).
+    pub(crate) fn userns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/user", self.pid()))
+    }
+
+    /// The arguments that make the rest of a command line run as the test
+    /// user inside the user namespace, as root there (as Podman runs pasta):
+    /// `setpriv ... nsenter --user=... --preserve-credentials --`. The test
+    /// user's ID maps to 0 there, so its credentials stay as they are.
+    pub(crate) fn inside(&self) -> Vec<String> {
+        let mut v = as_test_user();
+        v.extend([
+            "nsenter".into(),
+            format!("--user={}", self.userns_path().display()),
+            "--preserve-credentials".into(),
+            "--".into(),
+        ]);
+        v
+    }
+}
+
+impl std::ops::Deref for UserNetns {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.ns
+    }
+}
+
+impl Drop for UserNetns {
+    fn drop(&mut self) {
+        // The PID is our child's and not reaped yet: it cannot be reused.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
@@ -359,6 +543,10 @@ impl Scratch {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("prs-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).expect("scratch dir");
+        // Owned by the test user, who writes PID files, captures and logs
+        // there; root writes there anyway.
+        let (uid, gid) = test_user();
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).expect("chown scratch dir");
         Scratch(p)
     }
 
@@ -428,6 +616,12 @@ impl StreamClient {
     pub(crate) fn connect(path: &Path) -> StreamClient {
         let s = eventually(10, || UnixStream::connect(path).ok())
             .unwrap_or_else(|| panic!("connect {}", path.display()));
+        StreamClient::from_stream(s)
+    }
+
+    /// A client over a connected socket (one end of a pair given to passt
+    /// with `--fd`).
+    pub(crate) fn from_stream(s: UnixStream) -> StreamClient {
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         StreamClient { s, buf: Vec::new() }

@@ -1,7 +1,9 @@
-//! TCP end to end through the `pasta` and `passt` binaries (run as root).
+//! TCP end to end through the `pasta` and `passt` binaries, run as the
+//! unprivileged test user.
 //!
 //! Each test makes a "host" namespace (see `ns_support.rs`) and a guest
-//! namespace; pasta runs in the host namespace and joins the guest's with
+//! namespace owned by a user namespace of the test user; pasta runs in the
+//! host namespace and joins the guest's (`--userns`, `--netns`) with
 //! `--config-net`, so the guest has the host's addresses and reaches the host's
 //! loopback through the gateway address. The test's own sockets are created
 //! by threads that enter either namespace with `setns()`, so both ends of
@@ -49,7 +51,7 @@ fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
 /// A host namespace, a guest namespace, and pasta connecting them.
 struct Setup {
     h: Netns,
-    g: Netns,
+    g: UserNetns,
     p: Proc,
     dir: Scratch,
 }
@@ -59,7 +61,7 @@ impl Setup {
     /// has its IPv4 and (non-tentative) IPv6 addresses and routes.
     fn pasta(tag: &str, extra: &[&str]) -> Setup {
         let h = Netns::host(tag);
-        let g = Netns::new(&format!("{tag}g"));
+        let g = UserNetns::new(&format!("{tag}g"));
         let dir = Scratch::new(tag);
         let pidf = dir.join("pasta.pid");
         let mut args: Vec<String> = vec![
@@ -70,9 +72,11 @@ impl Setup {
             "--config-net".into(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
+        args.push("--userns".into());
+        args.push(s(&g.userns_path()));
         args.push("--netns".into());
         args.push(g.name.clone());
-        let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
+        let mut p = Proc::spawn(h.user_cmd(&args), "pasta", dir.join("pasta.log"));
         wait_file(&pidf, 20, &mut p);
         let ready = eventually(10, || {
             let a = g.sh("ip -o addr show; ip -4 route show default; ip -6 route show default");
@@ -251,9 +255,9 @@ fn iperf(mtu: &str, v6: bool, host_to_ns: bool) {
     let fwd = if host_to_ns { port } else { "none" };
     let t = Setup::pasta(&tag, &["-m", mtu, "-t", fwd]);
     let (srv_ns, cli_ns, target) = if host_to_ns {
-        (&t.g, &t.h, if v6 { "::1" } else { "127.0.0.1" })
+        (&t.g.ns, &t.h, if v6 { "::1" } else { "127.0.0.1" })
     } else {
-        (&t.h, &t.g, if v6 { GW_IP6 } else { GW_IP4 })
+        (&t.h, &t.g.ns, if v6 { GW_IP6 } else { GW_IP4 })
     };
     let srv = Proc::spawn(
         srv_ns.cmd(&["iperf3", "-s", "-1", "-p", port]),
@@ -423,11 +427,12 @@ fn five_hundred_connections() {
     let bad_server = server.join().expect("server");
     assert!(
         bad_clients.is_empty() && bad_server.is_empty(),
-        "{} clients failed ({:?}), {} server sides ({:?})",
+        "{} clients failed ({:?}), {} server sides ({:?}); pasta: {}",
         bad_clients.len(),
         bad_clients.iter().take(3).collect::<Vec<_>>(),
         bad_server.len(),
-        bad_server.iter().take(3).collect::<Vec<_>>()
+        bad_server.iter().take(3).collect::<Vec<_>>(),
+        t.p.output()
     );
     let back = eventually(10, || (t.fds() <= fds_before).then_some(()));
     assert!(
@@ -642,15 +647,17 @@ fn forward_specs() {
 #[test]
 fn unbindable_port_is_a_startup_error() {
     let h = Netns::host("busy");
-    let g = Netns::new("busyg");
+    let g = UserNetns::new("busyg");
     let _taken = in_ns(&h, || TcpListener::bind(any6(6400)).expect("listener"));
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "-f".into(),
             "--config-net".into(),
             "-t".into(),
             "6400".into(),
+            "--userns".into(),
+            s(&g.userns_path()),
             "--netns".into(),
             g.name.clone(),
         ],
@@ -769,7 +776,7 @@ fn passt_qemu_integrity() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&bin("passt")),
             "-f".into(),
             "-s".into(),

@@ -1,8 +1,9 @@
-//! Namespace tests of UDP, ICMP echo and DNS forwarding through `pasta` (run
-//! as root).
+//! Namespace tests of UDP, ICMP echo and DNS forwarding through `pasta`, run
+//! as the unprivileged test user.
 //!
 //! Each test makes its own "host" namespace (see `ns_support.rs`); pasta runs
-//! in it and makes the guest namespace for its command. Small Python scripts
+//! in it, as the test user, and makes the guest's user and network
+//! namespaces for its command. Small Python scripts
 //! (written to a scratch directory) serve as echo servers, echo clients and
 //! a DNS responder; every one of them ends by itself after a few idle
 //! seconds, and every command is bounded in time.
@@ -208,15 +209,15 @@ fn pasta_ping_gateway_both_families() {
     let h = Netns::host("ping");
     allow_ping(&h);
     let (in4, in6) = (snmp(&h, "Icmp", "InEchos"), snmp(&h, "", "Icmp6InEchos"));
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
             "--".into(),
             "sh".into(),
             "-ec".into(),
-            // IPv6 waits for duplicate address detection in the guest.
-            format!("ping -c 3 -i 0.2 -W 2 {GW_IP4}; sleep 2; ping -6 -c 3 -i 0.2 -W 2 {GW_IP6}"),
+            // Both families are usable as soon as the command starts.
+            format!("ping -c 3 -i 0.2 -W 2 {GW_IP4}; ping -6 -c 3 -i 0.2 -W 2 {GW_IP6}"),
         ],
         60,
     );
@@ -239,7 +240,7 @@ fn pasta_ping_gateway_both_families() {
 fn pasta_ping_refused_warns() {
     let h = Netns::host("noping");
     h.sh("sysctl -q -w net.ipv4.ping_group_range='1 0'");
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -284,8 +285,6 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
         (GW_IP4, 300, 65_520 - 28, 65_520),
         (GW_IP6, 300, 65_520 - 48, 65_520),
     ] {
-        // IPv6 addresses are usable after duplicate address detection.
-        let sleep = if dst.contains(':') { "sleep 2; " } else { "" };
         let args = [
             s(&pasta()),
             "--config-net".into(),
@@ -296,10 +295,10 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
             "-c".into(),
             format!(
                 "ip link | grep -q 'mtu {mtu} ' || {{ ip link; exit 1; }}; \
-                 {sleep}python3 {cli} {dst} 5700 {count} {max} 40000"
+                 python3 {cli} {dst} 5700 {count} {max} 40000"
             ),
         ];
-        let out = h.run(&args, 90);
+        let out = h.user_run(&args, 90);
         let text = ok_text(&out);
         let (got, resent) = echo_result(&text);
         assert_eq!(got, count, "{dst}: datagrams echoed: {text}");
@@ -326,7 +325,7 @@ fn pasta_udp_ten_thousand_datagrams_inbound() {
     for (round, (mtu, clients)) in runs.into_iter().enumerate() {
         let pidf = dir.join(&format!("pasta{round}.pid"));
         let mut p = Proc::spawn(
-            h.cmd(&[
+            h.user_cmd(&[
                 s(&pasta()),
                 "--config-net".into(),
                 "-m".into(),
@@ -346,8 +345,6 @@ fn pasta_udp_ten_thousand_datagrams_inbound() {
             dir.join(&format!("pasta{round}.log")),
         );
         wait_file(&pidf, 20, &mut p);
-        // The guest's IPv6 address is usable after duplicate address detection.
-        std::thread::sleep(std::time::Duration::from_secs(2));
         for (dst, count, max) in clients {
             let out = h.run(
                 &[
@@ -411,7 +408,7 @@ fn pasta_iperf3_udp_both_directions() {
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     srv.assert_running();
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -435,7 +432,7 @@ fn pasta_iperf3_udp_both_directions() {
     // Host to guest.
     let pidf = dir.join("pasta.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&pasta()),
             "--config-net".into(),
             "-P".into(),
@@ -524,7 +521,7 @@ fn pasta_udp_one_source_port_many_peers() {
         wait_file(&ready, 20, &mut p);
         servers.push(p);
     }
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -605,7 +602,7 @@ fn pasta_udp_multicast_answered_by_unicast() {
         dir.join("srv.log"),
     );
     wait_file(&ready, 20, &mut p);
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -634,7 +631,7 @@ fn pasta_udp_forwarded_port_remapped() {
     let (srv, cli, _) = scripts(&dir);
     let pidf = dir.join("pasta.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&pasta()),
             "--config-net".into(),
             "-P".into(),
@@ -687,7 +684,7 @@ fn pasta_dns_forward_udp_and_tcp() {
         dir.join("dns.log"),
     );
     wait_file(&ready, 20, &mut srv);
-    let out = h.run(
+    let out = h.user_run(
         &[
             s(&pasta()),
             "--config-net".into(),
@@ -734,7 +731,7 @@ fn passt_udp_and_echo_frames() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&bin("passt")),
             "-f".into(),
             "-s".into(),
@@ -857,7 +854,7 @@ fn pasta_udp_auto_forwarding_follows_guest_sockets() {
         s(&done)
     );
     let mut p = Proc::spawn(
-        h.cmd(&[
+        h.user_cmd(&[
             s(&pasta()),
             "--config-net".into(),
             "-P".into(),

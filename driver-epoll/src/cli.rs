@@ -263,8 +263,8 @@ fn parse_runas(s: &str) -> Result<RunAs, String> {
         None => (s, None),
     };
     let user = id_or_name(u)?;
-    if user == IdOrName::Name("root".into()) {
-        return Err("running as root is not allowed".into());
+    if user == IdOrName::Name("root".into()) || user == IdOrName::Id(0) {
+        return Err("running as root (UID 0) is not allowed".into());
     }
     let group = g.map(id_or_name).transpose()?;
     Ok(RunAs { user, group })
@@ -322,9 +322,12 @@ pub struct Options {
     /// Largest size of the log file; the oldest part is cut when full [default: 1048576]
     #[arg(long = "log-size", value_name = "BYTES", value_parser = parse_log_size)]
     pub log_size: Option<u64>,
-    /// Switch to this user and group (UID, UID:GID, LOGIN or LOGIN:GROUP) [default: the current one; nobody if started as root]
+    /// Switch to this user and group (UID, UID:GID, LOGIN or LOGIN:GROUP; never UID 0) [default: the current one; nobody if started as root]
     #[arg(long = "runas", value_name = "UID[:GID]", value_parser = parse_runas)]
     pub runas: Option<RunAs>,
+    /// Debugging: let system calls outside the seccomp allowlist through and have the kernel log them, instead of killing the process
+    #[arg(long = "seccomp-log")]
+    pub seccomp_log: bool,
     /// UNIX domain socket for qemu [default: the first free /tmp/passt_N.socket]
     #[arg(short = 's', long = "socket", visible_alias = "socket-path", value_name = "PATH", value_parser = parse_socket_path)]
     pub socket: Option<PathBuf>,
@@ -1305,6 +1308,8 @@ mod tests {
             (&["--log-size", "100"], "--log-size"),
             (&["--log-size", "1k"], "--log-size"),
             (&["--runas", "root"], "--runas"),
+            (&["--runas", "0"], "--runas"),
+            (&["--runas", "0:1000"], "--runas"),
             (&["--runas", "1000:"], "--runas"),
             (&["--runas", ""], "--runas"),
             (&["-D", "0.0.0.0"], "--dns"),

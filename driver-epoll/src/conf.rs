@@ -39,18 +39,150 @@ pub struct NsAddr {
     pub prefix: u8,
 }
 
-/// A route: `dst/prefix` (prefix 0 for the default route), via `gateway` or
-/// on-link.
+/// One next hop of a namespace route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsHop {
+    /// Gateway; `None`: the destination is on the link.
+    pub gateway: Option<IpAddr>,
+    /// Weight among the next hops of a multipath route (1..=256).
+    pub weight: u16,
+    /// `onlink`: the gateway is on the link even though no route covers it
+    /// (a /32 address with its router elsewhere, as on many cloud hosts).
+    pub onlink: bool,
+}
+
+/// A route of the namespace: `dst/prefix` (prefix 0 for the default route)
+/// through one next hop, or several (multipath), all on the namespace's
+/// interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NsRoute {
     /// Destination network.
     pub dst: IpAddr,
     /// Destination prefix length.
     pub prefix: u8,
-    /// Gateway, if not on-link.
-    pub gateway: Option<IpAddr>,
+    /// Next hops: one for a plain route, several for a multipath one.
+    pub hops: Vec<NsHop>,
     /// Metric, if not the kernel's default.
     pub metric: Option<u32>,
+    /// `RT_SCOPE_*`: link for a route without gateway, universe otherwise.
+    pub scope: u8,
+    /// Type of service.
+    pub tos: u8,
+    /// Route attributes (`mtu`, `advmss`, `hoplimit`, ...).
+    pub metrics: Vec<netlink::RouteMetric>,
+    /// IPv6 router preference.
+    pub pref: Option<u8>,
+}
+
+/// `RT_SCOPE_UNIVERSE`.
+const SCOPE_UNIVERSE: u8 = 0;
+/// `RT_SCOPE_LINK`.
+const SCOPE_LINK: u8 = 253;
+
+impl NsRoute {
+    /// `dst/prefix via gw`.
+    pub fn via(dst: IpAddr, prefix: u8, gw: IpAddr) -> NsRoute {
+        NsRoute {
+            dst,
+            prefix,
+            hops: vec![NsHop {
+                gateway: Some(gw),
+                weight: 1,
+                onlink: false,
+            }],
+            metric: None,
+            scope: SCOPE_UNIVERSE,
+            tos: 0,
+            metrics: Vec::new(),
+            pref: None,
+        }
+    }
+
+    /// `dst/prefix` on the link.
+    pub fn direct(dst: IpAddr, prefix: u8) -> NsRoute {
+        NsRoute {
+            hops: vec![NsHop {
+                gateway: None,
+                weight: 1,
+                onlink: false,
+            }],
+            scope: SCOPE_LINK,
+            ..NsRoute::via(dst, prefix, dst)
+        }
+    }
+
+    /// Whether no next hop has a gateway: such routes go in first, as the
+    /// gateways of the others may need them.
+    pub fn is_direct(&self) -> bool {
+        self.hops.iter().all(|h| h.gateway.is_none())
+    }
+
+    /// The gateway of the first next hop.
+    pub fn gateway(&self) -> Option<IpAddr> {
+        self.hops.first().and_then(|h| h.gateway)
+    }
+}
+
+fn metric_text(m: &netlink::RouteMetric) -> String {
+    use netlink::RouteMetric as M;
+    match m {
+        M::Lock(v) => format!("lock {v:#x}"),
+        M::Mtu(v) => format!("mtu {v}"),
+        M::Window(v) => format!("window {v}"),
+        M::Rtt(v) => format!("rtt {v}"),
+        M::RttVar(v) => format!("rttvar {v}"),
+        M::SsThresh(v) => format!("ssthresh {v}"),
+        M::Cwnd(v) => format!("cwnd {v}"),
+        M::Advmss(v) => format!("advmss {v}"),
+        M::Reordering(v) => format!("reordering {v}"),
+        M::Hoplimit(v) => format!("hoplimit {v}"),
+        M::InitCwnd(v) => format!("initcwnd {v}"),
+        M::Features(v) => format!("features {v:#x}"),
+        M::RtoMin(v) => format!("rto_min {v}"),
+        M::InitRwnd(v) => format!("initrwnd {v}"),
+        M::QuickAck(v) => format!("quickack {v}"),
+        M::CcAlgo(v) => format!("congctl {v}"),
+        M::FastopenNoCookie(v) => format!("fastopen_no_cookie {v}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// As `ip route` writes it: `default via 192.0.2.1 onlink metric 100 mtu
+/// 1400`, `default nexthop via fe80::1 weight 1 nexthop via fe80::2 weight 1`.
+impl std::fmt::Display for NsRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefix == 0 {
+            f.write_str("default")?;
+        } else {
+            write!(f, "{}/{}", self.dst, self.prefix)?;
+        }
+        let hop = |f: &mut std::fmt::Formatter<'_>, h: &NsHop| -> std::fmt::Result {
+            if let Some(g) = h.gateway {
+                write!(f, " via {g}")?;
+            }
+            if h.onlink {
+                f.write_str(" onlink")?;
+            }
+            Ok(())
+        };
+        match self.hops.as_slice() {
+            [h] => hop(f, h)?,
+            hops => {
+                for h in hops {
+                    f.write_str(" nexthop")?;
+                    hop(f, h)?;
+                    write!(f, " weight {}", h.weight)?;
+                }
+            }
+        }
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
+        }
+        for m in &self.metrics {
+            write!(f, " {}", metric_text(m))?;
+        }
+        Ok(())
+    }
 }
 
 /// What `--config-net` sets up for one address family.
@@ -60,6 +192,9 @@ pub struct NsFamily {
     pub addrs: Vec<NsAddr>,
     /// Routes, on-link ones added first.
     pub routes: Vec<NsRoute>,
+    /// Local mode (no host interface for this family): left out with a
+    /// warning if the namespace has this family disabled.
+    pub local: bool,
 }
 
 /// What `--config-net` applies to the namespace's interface.
@@ -89,8 +224,10 @@ pub struct HostFamily {
     /// Usable addresses (not link-local, not deprecated), most specific
     /// prefix first.
     pub addrs: Vec<NsAddr>,
-    /// Default gateway through this interface (multipath: the next hop with
-    /// the highest weight).
+    /// Default gateway through this interface: of the default route with the
+    /// lowest metric that has one, the next hop on this interface with the
+    /// highest weight (the first on a tie). `--config-net` copies every next
+    /// hop of that route, so the namespace routes through this one.
     pub gateway: Option<IpAddr>,
     /// Link-local address of the interface (IPv6).
     pub link_local: Option<IpAddr>,
@@ -107,13 +244,25 @@ pub struct HostInfo {
     pub v6: Option<HostFamily>,
     /// The host's ephemeral port range.
     pub ephemeral: (u16, u16),
+    /// The host has no IPv6 at all (its kernel refuses IPv6 dumps): no IPv6
+    /// local mode either.
+    pub no_ipv6: bool,
     /// Remarks worth logging (several default routes, ...).
     pub notes: Vec<String>,
 }
 
+/// Default routes, lowest metric first (the one the kernel uses), the
+/// kernel's order among equal metrics.
+fn defaults_by_metric(routes: &[RouteInfo]) -> Vec<&RouteInfo> {
+    let mut d: Vec<&RouteInfo> = routes.iter().filter(|r| r.is_default()).collect();
+    d.sort_by_key(|r| r.priority());
+    d
+}
+
 /// Chooses the template interface: `requested` by name, else the interface of
-/// the first default route, else the first interface with a route that is not
-/// link-local. Loopback interfaces are never chosen implicitly.
+/// the best next hop of the default route with the lowest metric, else the
+/// first interface with a route that is not link-local. Loopback interfaces
+/// are never chosen implicitly.
 pub fn pick_template(
     links: &[LinkInfo],
     routes: &[RouteInfo],
@@ -137,11 +286,10 @@ pub fn pick_template(
             .iter()
             .any(|l| l.index == i && l.flags & IFF_LOOPBACK == 0)
     };
-    let defaults: Vec<u32> = routes
-        .iter()
-        .filter(|r| r.is_default())
-        .filter_map(|r| r.best_hop().map(|h| h.ifindex))
-        .filter(|i| usable(*i))
+    let defaults: Vec<u32> = defaults_by_metric(routes)
+        .into_iter()
+        .filter_map(|r| netlink::best_of(r.hops.iter().filter(|h| usable(h.ifindex))))
+        .map(|h| h.ifindex)
         .collect();
     if let Some(first) = defaults.first() {
         if defaults.iter().any(|i| i != first) {
@@ -154,6 +302,44 @@ pub fn pick_template(
         .filter(|r| !netlink::is_link_local(r.dst) && !r.dst.is_multicast())
         .filter_map(|r| r.best_hop().map(|h| h.ifindex))
         .find(|i| usable(*i)))
+}
+
+/// The namespace's copy of a host route: the next hops through the template
+/// interface `ifindex` with their flags, and the route's attributes. `None`
+/// if no next hop goes through it, or for a route the namespace can't mean
+/// the same by (lightweight tunnel encapsulation).
+fn copy_route(r: &RouteInfo, ifindex: u32) -> Option<NsRoute> {
+    if r.encap {
+        return None;
+    }
+    let hops: Vec<NsHop> = r
+        .hops
+        .iter()
+        .filter(|h| h.ifindex == ifindex)
+        .map(|h| NsHop {
+            gateway: h.gateway,
+            weight: h.weight,
+            onlink: h.onlink,
+        })
+        .collect();
+    if hops.is_empty() {
+        return None;
+    }
+    // A single next hop left of a multipath route: a plain route.
+    let hops = match hops.as_slice() {
+        [h] => vec![NsHop { weight: 1, ..*h }],
+        _ => hops,
+    };
+    Some(NsRoute {
+        dst: r.dst,
+        prefix: r.prefix,
+        hops,
+        metric: r.metric,
+        scope: r.scope,
+        tos: r.tos,
+        metrics: r.metrics.clone(),
+        pref: r.pref.filter(|_| r.dst.is_ipv6()),
+    })
 }
 
 /// Builds the template information for `ifindex` from dumps.
@@ -179,31 +365,19 @@ pub fn template_family(
         .iter()
         .find(|a| a.index == ifindex && a.addr.is_ipv6() && a.is_link_local())
         .map(|a| a.addr);
-    let gateway = routes.iter().filter(|r| r.is_default()).find_map(|r| {
-        let mut best: Option<&netlink::NextHop> = None;
-        for h in r.hops.iter().filter(|h| h.ifindex == ifindex) {
-            if best.is_none_or(|b| h.weight > b.weight) {
-                best = Some(h);
-            }
-        }
-        best.and_then(|h| h.gateway)
+    let gateway = defaults_by_metric(routes).into_iter().find_map(|r| {
+        let same_family = |g: &IpAddr| g.is_ipv6() == r.dst.is_ipv6();
+        netlink::best_of(
+            r.hops
+                .iter()
+                .filter(|h| h.ifindex == ifindex && h.gateway.is_some_and(|g| same_family(&g))),
+        )
+        .and_then(|h| h.gateway)
     });
     let copied = routes
         .iter()
         .filter(|r| !netlink::is_link_local(r.dst) && !r.dst.is_multicast())
-        .filter_map(|r| {
-            let h = r
-                .hops
-                .iter()
-                .filter(|h| h.ifindex == ifindex)
-                .max_by_key(|h| h.weight)?;
-            Some(NsRoute {
-                dst: r.dst,
-                prefix: r.prefix,
-                gateway: h.gateway,
-                metric: r.metric,
-            })
-        })
+        .filter_map(|r| copy_route(r, ifindex))
         .collect();
     Some(HostFamily {
         ifname: link.name.clone(),
@@ -246,6 +420,7 @@ pub fn discover_host(opts: &Options) -> io::Result<HostInfo> {
             // A kernel without IPv6 refuses the IPv6 dumps: go on without it.
             Err(e) if v6 => {
                 host.notes.push(format!("IPv6 not available: {e}"));
+                host.no_ipv6 = true;
                 continue;
             }
             Err(e) => return Err(e),
@@ -284,8 +459,10 @@ pub struct RuntimeConfig {
     pub template4: Option<String>,
     /// See [`Self::template4`].
     pub template6: Option<String>,
-    /// No usable host interface: link-local defaults.
-    pub local_mode: bool,
+    /// No usable host interface for IPv4: link-local defaults (local mode).
+    pub local4: bool,
+    /// The same for IPv6.
+    pub local6: bool,
     /// `-s`: the UNIX domain socket (passt); `None` probes a free one.
     pub socket_path: Option<PathBuf>,
     /// `-F`: pre-opened descriptor.
@@ -313,6 +490,9 @@ pub struct RuntimeConfig {
     /// `--runas`, resolved to (uid, gid). `None`: keep the current ids (the
     /// driver drops root to nobody by itself).
     pub runas: Option<(u32, u32)>,
+    /// `--seccomp-log`: log system calls outside the allowlist instead of
+    /// killing the process.
+    pub seccomp_log: bool,
     /// What pasta connects to.
     pub target: Option<PastaTarget>,
     /// User namespace to join: `--userns`, or that of the target PID.
@@ -416,6 +596,9 @@ fn resolve_runas(r: &cli::RunAs) -> Result<(u32, u32), String> {
             (p.uid.as_raw(), p.gid.as_raw())
         }
     };
+    if uid == 0 {
+        return Err("--runas: running as root (UID 0) is not allowed".into());
+    }
     let gid = match &r.group {
         None => user_gid,
         Some(IdOrName::Id(g)) => *g,
@@ -538,8 +721,20 @@ pub fn build(
         .addr6()
         .or_else(|| t6.and_then(|t| t.addrs.iter().find_map(|a| v6_of(a.addr))));
     let ll6 = t6.and_then(|t| t.link_local).and_then(v6_of);
-    let usable6 = t6.is_some() && addr6.is_some() && ll6.is_some();
-    let local_mode = !usable4 && !usable6;
+    let gw6 = opts
+        .gateway6()
+        .or_else(|| t6.and_then(|t| t.gateway).and_then(v6_of));
+    // Our link-local address: a link-local gateway's, else the host's.
+    let our_ll6 = match gw6 {
+        Some(g) if netlink::is_link_local(IpAddr::V6(g)) => Some(g),
+        _ => ll6,
+    };
+    let usable6 = t6.is_some() && addr6.is_some() && our_ll6.is_some();
+    // Local mode, per family as upstream since 2025-12: a family without a
+    // usable host interface gets link-local addresses and reaches the host
+    // through the gateway mapping. Not for IPv6 on a host without IPv6.
+    let local4 = v4_on && !usable4;
+    let local6 = v6_on && !usable6 && !host.no_ipv6;
 
     let map4 = cli::map_v4(&opts.map_host_loopback);
     let map6 = cli::map_v6(&opts.map_host_loopback);
@@ -547,8 +742,8 @@ pub fn build(
     let guest6 = cli::map_v6(&opts.map_guest_addr).flatten();
 
     let mut ip4 = None;
-    if v4_on && (usable4 || local_mode) {
-        let (addr, prefix, gateway) = if local_mode {
+    if v4_on {
+        let (addr, prefix, gateway) = if local4 {
             (
                 opts.addr4().unwrap_or(LOCAL_ADDR4),
                 opts.netmask.unwrap_or(LOCAL_PREFIX4),
@@ -584,8 +779,8 @@ pub fn build(
     }
 
     let mut ip6 = None;
-    if v6_on && (usable6 || local_mode) {
-        let (addr, gateway, our_ll) = if local_mode {
+    if usable6 || local6 {
+        let (addr, gateway, our_ll) = if local6 {
             let gw = opts.gateway6().unwrap_or(LOCAL_GW6);
             let ll = if netlink::is_link_local(IpAddr::V6(gw)) {
                 gw
@@ -594,13 +789,8 @@ pub fn build(
             };
             (opts.addr6().unwrap_or(Ipv6Addr::UNSPECIFIED), Some(gw), ll)
         } else {
-            let t = t6.ok_or("internal: no IPv6 template")?;
-            let gw = opts.gateway6().or_else(|| t.gateway.and_then(v6_of));
-            let ll = match gw {
-                Some(g) if netlink::is_link_local(IpAddr::V6(g)) => g,
-                _ => ll6.ok_or("internal: no link-local address")?,
-            };
-            (addr6.ok_or("internal: no IPv6 address")?, gw, ll)
+            let ll = our_ll6.ok_or("internal: no link-local address")?;
+            (addr6.ok_or("internal: no IPv6 address")?, gw6, ll)
         };
         let mut c = Ip6Config::new(addr, gateway, our_ll);
         c.map_host_loopback = match map6 {
@@ -780,8 +970,8 @@ pub fn build(
     core.seed = u64::from_ne_bytes(seed);
     core.duid_time = duid_time_now();
 
-    let template4 = t4.filter(|_| !local_mode).map(|t| t.ifname.clone());
-    let template6 = t6.filter(|_| !local_mode).map(|t| t.ifname.clone());
+    let template4 = t4.filter(|_| usable4).map(|t| t.ifname.clone());
+    let template6 = t6.filter(|_| usable6).map(|t| t.ifname.clone());
     let ns_ifname = opts
         .ns_ifname
         .clone()
@@ -790,7 +980,7 @@ pub fn build(
         .unwrap_or_else(|| LOCAL_IFNAME.to_string());
 
     let ns_net = (mode == Mode::Pasta && opts.config_net)
-        .then(|| ns_net_config(opts, &core, t4, t6, local_mode, &ns_ifname));
+        .then(|| ns_net_config(opts, &core, t4, t6, (local4, local6), &ns_ifname));
 
     let spawn = matches!(opts.target, Some(PastaTarget::Spawn(_)));
     let runas = opts.runas.as_ref().map(resolve_runas).transpose()?;
@@ -801,7 +991,8 @@ pub fn build(
         ns_net,
         template4,
         template6,
-        local_mode,
+        local4,
+        local6,
         socket_path: opts.socket.clone(),
         fd: opts.fd,
         one_off: opts.one_off || (mode == Mode::Passt && opts.fd.is_some()),
@@ -815,6 +1006,7 @@ pub fn build(
         pcap: opts.pcap.clone(),
         pid_file: opts.pid_file.clone(),
         runas,
+        seccomp_log: opts.seccomp_log,
         target: opts.target.clone(),
         userns: opts.userns.clone().or_else(|| match opts.target {
             Some(PastaTarget::Pid(p)) if !opts.netns_only => {
@@ -841,11 +1033,11 @@ fn ns_net_config(
     core: &Config,
     t4: Option<&HostFamily>,
     t6: Option<&HostFamily>,
-    local_mode: bool,
+    (local4, local6): (bool, bool),
     ifname: &str,
 ) -> NsNetConfig {
     let v4 = core.ip4.as_ref().map(|c| {
-        let single = local_mode || opts.addr4().is_some() || opts.no_copy_addrs;
+        let single = local4 || opts.addr4().is_some() || opts.no_copy_addrs;
         let addrs = match t4 {
             Some(t) if !single => t
                 .addrs
@@ -858,15 +1050,19 @@ fn ns_net_config(
                 prefix: c.prefix_len,
             }],
         };
-        let only_default = local_mode || opts.gateway4().is_some() || opts.no_copy_routes;
+        let only_default = local4 || opts.gateway4().is_some() || opts.no_copy_routes;
         let routes = match t4 {
             Some(t) if !only_default => t.routes.clone(),
-            _ => default_route(c.gateway.map(IpAddr::V4), IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            _ => default_route(c.gateway.map(IpAddr::V4), &addrs),
         };
-        NsFamily { addrs, routes }
+        NsFamily {
+            addrs,
+            routes,
+            local: local4,
+        }
     });
     let v6 = core.ip6.as_ref().map(|c| {
-        let single = local_mode || opts.addr6().is_some() || opts.no_copy_addrs;
+        let single = local6 || opts.addr6().is_some() || opts.no_copy_addrs;
         let addrs = match t6 {
             Some(t) if !single => t
                 .addrs
@@ -880,12 +1076,16 @@ fn ns_net_config(
                 prefix: 64,
             }],
         };
-        let only_default = local_mode || opts.gateway6().is_some() || opts.no_copy_routes;
+        let only_default = local6 || opts.gateway6().is_some() || opts.no_copy_routes;
         let routes = match t6 {
             Some(t) if !only_default => t.routes.clone(),
-            _ => default_route(c.gateway.map(IpAddr::V6), IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            _ => default_route(c.gateway.map(IpAddr::V6), &addrs),
         };
-        NsFamily { addrs, routes }
+        NsFamily {
+            addrs,
+            routes,
+            local: local6,
+        }
     });
     NsNetConfig {
         ifname: ifname.to_string(),
@@ -896,12 +1096,36 @@ fn ns_net_config(
     }
 }
 
-fn default_route(gw: Option<IpAddr>, unspec: IpAddr) -> Vec<NsRoute> {
-    gw.map(|g| NsRoute {
-        dst: unspec,
-        prefix: 0,
-        gateway: Some(g),
-        metric: None,
+/// Whether `a` is inside `net/prefix`.
+fn in_prefix(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    let (a, net, bits) = match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (
+            u128::from(u32::from(a)) << 96,
+            u128::from(u32::from(n)) << 96,
+            prefix.min(32),
+        ),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), prefix.min(128)),
+        _ => return false,
+    };
+    let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+    a & mask == net & mask
+}
+
+/// The default route through `gw` alone, `onlink` if no address of the
+/// namespace has it in its prefix (a /32 address, a gateway given with -g
+/// outside the address's network): the kernel refuses such a gateway
+/// otherwise. A link-local IPv6 gateway is always on the link.
+fn default_route(gw: Option<IpAddr>, addrs: &[NsAddr]) -> Vec<NsRoute> {
+    gw.map(|g| {
+        let on_link =
+            netlink::is_link_local(g) || addrs.iter().any(|a| in_prefix(g, a.addr, a.prefix));
+        let unspec = match g {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let mut r = NsRoute::via(unspec, 0, g);
+        r.hops[0].onlink = !on_link;
+        r
     })
     .into_iter()
     .collect()
@@ -935,17 +1159,20 @@ fn list<T: std::fmt::Display>(v: &[T]) -> String {
 pub fn summary(cfg: &RuntimeConfig) -> String {
     let mut s = String::new();
     let c = &cfg.core;
-    if cfg.local_mode {
-        s.push_str("No usable host interface: local mode\n");
-    } else {
-        let mut parts = Vec::new();
-        if let Some(n) = &cfg.template4 {
-            parts.push(format!("{n} (IPv4)"));
-        }
-        if let Some(n) = &cfg.template6 {
-            parts.push(format!("{n} (IPv6)"));
-        }
+    let mut parts = Vec::new();
+    if let Some(n) = &cfg.template4 {
+        parts.push(format!("{n} (IPv4)"));
+    }
+    if let Some(n) = &cfg.template6 {
+        parts.push(format!("{n} (IPv6)"));
+    }
+    if !parts.is_empty() {
         let _ = writeln!(s, "Host interface used as template: {}", parts.join(", "));
+    }
+    for (local, fam) in [(cfg.local4, "IPv4"), (cfg.local6, "IPv6")] {
+        if local {
+            let _ = writeln!(s, "{fam}: no usable host interface, local mode");
+        }
     }
     let oif: Vec<String> = [
         cfg.outbound_if4.as_ref().map(|n| format!("{n} (IPv4)")),
@@ -1050,15 +1277,19 @@ mod tests {
     fn a(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
+    fn v4(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
     fn na(s: &str, prefix: u8) -> NsAddr {
         NsAddr { addr: a(s), prefix }
     }
     fn rt(dst: &str, prefix: u8, gw: Option<&str>) -> NsRoute {
-        NsRoute {
-            dst: a(dst),
-            prefix,
-            gateway: gw.map(a),
-            metric: None,
+        match gw {
+            Some(g) => NsRoute::via(a(dst), prefix, a(g)),
+            None => NsRoute::direct(a(dst), prefix),
         }
     }
 
@@ -1087,6 +1318,7 @@ mod tests {
                 routes: vec![rt("::", 0, Some("fe80::1")), rt("2001:db8::", 64, None)],
             }),
             ephemeral: (32768, 60999),
+            no_ipv6: false,
             notes: vec![],
         }
     }
@@ -1118,7 +1350,12 @@ mod tests {
             table: netlink::TABLE_MAIN,
             kind: netlink::RTN_UNICAST,
             protocol: 4,
-            scope: 0,
+            scope: if hops.iter().all(|h| h.1.is_none()) {
+                SCOPE_LINK
+            } else {
+                SCOPE_UNIVERSE
+            },
+            tos: 0,
             metric: None,
             hops: hops
                 .iter()
@@ -1126,8 +1363,12 @@ mod tests {
                     ifindex: *i,
                     gateway: g.map(a),
                     weight: *w,
+                    onlink: false,
                 })
                 .collect(),
+            metrics: vec![],
+            pref: None,
+            encap: false,
         }
     }
 
@@ -1237,14 +1478,117 @@ mod tests {
             Some(a("192.0.2.254")),
             "heaviest hop on this interface"
         );
+        let mut multi = rt("0.0.0.0", 0, Some("192.0.2.1"));
+        multi.hops = vec![hop("192.0.2.1", 2), hop("192.0.2.254", 4)];
         assert_eq!(
             t.routes,
-            vec![
-                rt("0.0.0.0", 0, Some("192.0.2.254")),
-                rt("192.0.2.0", 24, None)
-            ]
+            vec![multi, rt("192.0.2.0", 24, None)],
+            "every next hop on this interface, none of the others"
         );
         assert!(template_family(&links, &addrs, &routes, 7).is_none());
+        // eth1: the one hop left is a plain route.
+        let t1 = template_family(&links, &addrs, &routes, 3).unwrap();
+        assert_eq!(t1.gateway, Some(a("198.51.100.1")));
+        assert_eq!(t1.routes[0], rt("0.0.0.0", 0, Some("198.51.100.1")));
+    }
+
+    fn hop(gw: &str, weight: u16) -> NsHop {
+        NsHop {
+            gateway: Some(a(gw)),
+            weight,
+            onlink: false,
+        }
+    }
+
+    /// The gateway is one the namespace's copy routes through: equal
+    /// weights give the first hop, several defaults the lowest metric; flags
+    /// and attributes are copied; encapsulated routes are not.
+    #[test]
+    fn template_gateway_and_route_copy() {
+        let links = [link(2, "eth0", 0), link(3, "eth1", 0)];
+        let addrs = [AddrInfo {
+            index: 2,
+            addr: a("192.0.2.77"),
+            prefix: 32,
+            scope: 0,
+            flags: 0,
+        }];
+        // Two link-local routers of equal weight.
+        let r6 = [route(
+            "::",
+            0,
+            &[(2, Some("fe80::1"), 1), (2, Some("fe80::2"), 1)],
+        )];
+        let t = template_family(&links, &[], &r6, 2).unwrap();
+        assert_eq!(t.gateway, Some(a("fe80::1")), "first of equal weights");
+        assert_eq!(
+            t.routes[0]
+                .hops
+                .iter()
+                .map(|h| h.gateway)
+                .collect::<Vec<_>>(),
+            vec![Some(a("fe80::1")), Some(a("fe80::2"))]
+        );
+        // Defaults with metrics: the lowest wins, whatever the dump order;
+        // one on another interface with a lower metric picks that interface.
+        let mut d300 = route("0.0.0.0", 0, &[(2, Some("192.0.2.254"), 1)]);
+        d300.metric = Some(300);
+        let mut d100 = route("0.0.0.0", 0, &[(2, Some("192.0.2.1"), 1)]);
+        d100.metric = Some(100);
+        d100.hops[0].onlink = true;
+        d100.metrics = vec![netlink::RouteMetric::Mtu(1400)];
+        let mut other = route("0.0.0.0", 0, &[(3, Some("198.51.100.1"), 1)]);
+        other.metric = Some(200);
+        let mut tunnel = route("203.0.113.0", 24, &[(2, Some("192.0.2.1"), 1)]);
+        tunnel.encap = true;
+        let routes = [other.clone(), d300, d100, tunnel];
+        let t = template_family(&links, &addrs, &routes, 2).unwrap();
+        assert_eq!(t.gateway, Some(a("192.0.2.1")));
+        assert_eq!(t.routes.len(), 2, "{:?}", t.routes);
+        let copy = t.routes.iter().find(|r| r.metric == Some(100)).unwrap();
+        assert!(copy.hops[0].onlink);
+        assert_eq!(copy.metrics, vec![netlink::RouteMetric::Mtu(1400)]);
+        let mut notes = vec![];
+        assert_eq!(
+            pick_template(&links, &routes, None, &mut notes).unwrap(),
+            Some(2)
+        );
+        other.metric = Some(50);
+        assert_eq!(
+            pick_template(&links, &[other], None, &mut notes).unwrap(),
+            Some(3)
+        );
+        // A default route without gateway first: the next one's gateway.
+        let mut dev = route("0.0.0.0", 0, &[(2, None, 1)]);
+        dev.metric = Some(10);
+        let t = template_family(&links, &addrs, &[dev, routes[1].clone()], 2).unwrap();
+        assert_eq!(t.gateway, Some(a("192.0.2.254")));
+    }
+
+    /// Default routes `--config-net` makes itself (-g, --no-copy-routes,
+    /// local mode): onlink where no address of the namespace covers the
+    /// gateway.
+    #[test]
+    fn default_route_onlink() {
+        let on = |gw: &str, addrs: &[NsAddr]| default_route(Some(a(gw)), addrs)[0].hops[0].onlink;
+        assert!(!on("192.0.2.1", &[na("192.0.2.2", 24)]));
+        assert!(on("192.0.2.1", &[na("192.0.2.77", 32)]));
+        assert!(!on("192.0.2.1", &[na("10.0.0.1", 8), na("192.0.2.7", 25)]));
+        assert!(!on("fe80::1", &[]));
+        assert!(on("2001:db8:1::1", &[na("2001:db8::2", 64)]));
+        assert!(!on("2001:db8::1", &[na("2001:db8::2", 64)]));
+        assert!(default_route(None, &[]).is_empty());
+        let h = HostInfo {
+            v4: Some(HostFamily {
+                addrs: vec![na("192.0.2.77", 32)],
+                ..host().v4.unwrap()
+            }),
+            ..host()
+        };
+        let c = cfg(Mode::Pasta, &["--config-net", "--no-copy-routes"], &h, "");
+        let r = &c.ns_net.unwrap().v4.unwrap().routes;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].to_string(), "default via 192.0.2.1 onlink");
     }
 
     #[test]
@@ -1281,7 +1625,7 @@ mod tests {
         assert_eq!(c.core.fwd.tcp_in.mode(), FwdMode::None);
         assert_eq!(c.core.fwd.udp_in.mode(), FwdMode::None);
         assert!(c.no_splice);
-        assert!(!c.local_mode);
+        assert!(!c.local4 && !c.local6);
         assert_eq!(c.template4.as_deref(), Some("eth0"));
         assert_eq!(c.ns_net, None);
         assert_ne!(c.core.secret, [0; 16]);
@@ -1493,7 +1837,7 @@ mod tests {
             ..HostInfo::default()
         };
         let c = cfg(Mode::Pasta, &["--config-net"], &h, "");
-        assert!(c.local_mode);
+        assert!(c.local4 && c.local6);
         let ip4 = c.core.ip4.as_ref().unwrap();
         assert_eq!((ip4.addr, ip4.prefix_len), (LOCAL_ADDR4, LOCAL_PREFIX4));
         assert_eq!(ip4.gateway, Some(LOCAL_GW4));
@@ -1515,17 +1859,86 @@ mod tests {
             n.v6.as_ref().unwrap().routes,
             vec![rt("::", 0, Some("fe80::1"))]
         );
-        assert!(summary(&c).contains("local mode"));
-        // Only IPv6 usable on the host: no local mode, IPv4 off.
+        let sum = summary(&c);
+        assert!(
+            sum.contains("IPv4: no usable host interface, local mode"),
+            "{sum}"
+        );
+        assert!(
+            sum.contains("IPv6: no usable host interface, local mode"),
+            "{sum}"
+        );
+        assert!(!sum.contains("template"), "{sum}");
+        assert!(n.v4.as_ref().unwrap().local && n.v6.as_ref().unwrap().local);
+
+        // Only IPv6 usable on the host: IPv4 in local mode, IPv6 from the
+        // template, the namespace interface named after it.
         let mut h = host();
         h.v4 = None;
-        let c = cfg(Mode::Passt, &[], &h, "");
-        assert!(!c.local_mode && c.core.ip4.is_none() && c.core.ip6.is_some());
-        assert!(!c.core.features.dhcp);
-        // -4 with only IPv6 on the host: IPv4 in local mode.
+        let c = cfg(Mode::Pasta, &["--config-net"], &h, "");
+        assert!(c.local4 && !c.local6);
+        let ip4 = c.core.ip4.as_ref().unwrap();
+        assert_eq!((ip4.addr, ip4.prefix_len), (LOCAL_ADDR4, LOCAL_PREFIX4));
+        assert_eq!(ip4.gateway, Some(LOCAL_GW4));
+        assert_eq!(ip4.map_host_loopback, Some(LOCAL_GW4));
+        assert!(c.core.features.dhcp);
+        assert_eq!(c.core.ip6.as_ref().unwrap().addr, v6("2001:db8::2"));
+        assert_eq!(c.ns_ifname, "eth0");
+        assert_eq!(c.template4, None);
+        assert_eq!(c.template6.as_deref(), Some("eth0"));
+        let n = c.ns_net.clone().unwrap();
+        let n4 = n.v4.as_ref().unwrap();
+        assert!(n4.local);
+        assert_eq!(n4.addrs, vec![na("169.254.2.1", 16)]);
+        assert_eq!(n4.routes, vec![rt("0.0.0.0", 0, Some("169.254.2.2"))]);
+        assert!(!n.v6.as_ref().unwrap().local);
+        assert_eq!(n.v6.as_ref().unwrap().routes, h.v6.as_ref().unwrap().routes);
+        let sum = summary(&c);
+        assert!(
+            sum.contains("Host interface used as template: eth0 (IPv6)"),
+            "{sum}"
+        );
+        assert!(
+            sum.contains("IPv4: no usable host interface, local mode"),
+            "{sum}"
+        );
+        // --no-map-gw: no mapping in local mode either.
+        let c = cfg(Mode::Pasta, &["--no-map-gw"], &h, "");
+        assert_eq!(c.core.ip4.as_ref().unwrap().map_host_loopback, None);
+        // -6: no IPv4 at all, local mode or not.
+        let c = cfg(Mode::Passt, &["-6"], &h, "");
+        assert!(!c.local4 && c.core.ip4.is_none());
+        // -4 with only IPv6 on the host: IPv4 in local mode, no IPv6.
         let c = cfg(Mode::Passt, &["-4"], &h, "");
-        assert!(c.local_mode && c.core.ip6.is_none());
+        assert!(c.local4 && c.core.ip6.is_none() && !c.local6);
         assert_eq!(c.core.ip4.as_ref().unwrap().addr, LOCAL_ADDR4);
+
+        // Only IPv4 usable: IPv6 in local mode (no address, default via
+        // fe80::1, NDP but no DHCPv6).
+        let mut h = host();
+        h.v6 = None;
+        let c = cfg(Mode::Pasta, &["--config-net"], &h, "");
+        assert!(!c.local4 && c.local6);
+        let ip6 = c.core.ip6.as_ref().unwrap();
+        assert!(ip6.addr.is_unspecified());
+        assert_eq!((ip6.gateway, ip6.our_ll), (Some(LOCAL_GW6), LOCAL_GW6));
+        assert_eq!(ip6.map_host_loopback, Some(LOCAL_GW6));
+        assert!(c.core.features.ndp && !c.core.features.dhcpv6);
+        assert_eq!(c.core.ip4.as_ref().unwrap().addr, v4("192.0.2.2"));
+        let n = c.ns_net.clone().unwrap();
+        let n6 = n.v6.as_ref().unwrap();
+        assert!(n6.local && n6.addrs.is_empty());
+        assert_eq!(n6.routes, vec![rt("::", 0, Some("fe80::1"))]);
+        // An IPv6 template without any address is no template either.
+        let mut h = host();
+        h.v6.as_mut().unwrap().addrs.clear();
+        assert!(cfg(Mode::Passt, &[], &h, "").local6);
+        // A host without IPv6 at all: no IPv6 local mode.
+        let mut h = host();
+        h.v6 = None;
+        h.no_ipv6 = true;
+        let c = cfg(Mode::Pasta, &["--config-net"], &h, "");
+        assert!(!c.local6 && c.core.ip6.is_none() && c.ns_net.unwrap().v6.is_none());
     }
 
     #[test]
@@ -1724,8 +2137,8 @@ mod tests {
 
     #[test]
     fn runas_resolution() {
-        let c = cfg(Mode::Passt, &["--runas", "0:0"], &host(), "");
-        assert_eq!(c.runas, Some((0, 0)));
+        let c = cfg(Mode::Passt, &["--runas", "12345:0"], &host(), "");
+        assert_eq!(c.runas, Some((12345, 0)));
         let c = cfg(Mode::Passt, &["--runas", "12345"], &host(), "");
         assert_eq!(c.runas.map(|r| r.0), Some(12345));
         assert!(build(
@@ -1789,7 +2202,10 @@ mod tests {
             let plain: Vec<NsRoute> = v4
                 .routes
                 .iter()
-                .map(|r| NsRoute { metric: None, ..*r })
+                .map(|r| NsRoute {
+                    metric: None,
+                    ..r.clone()
+                })
                 .collect();
             assert!(plain.contains(&rt("0.0.0.0", 0, Some("192.0.2.1"))));
             assert!(plain.contains(&rt("192.0.2.0", 24, None)));
@@ -1832,7 +2248,7 @@ mod tests {
             let h = discover(&[]).unwrap();
             assert!(h.v4.is_none(), "{h:?}");
             let c = build(Mode::Pasta, &opts(Mode::Pasta, &[]), &h, &Resolv::default()).unwrap();
-            assert!(c.local_mode);
+            assert!(c.local4 && c.local6);
             veth("b0", "bp");
             ip("addr add 198.51.100.2/24 dev b0");
             let h = discover(&[]).unwrap();
@@ -1840,7 +2256,7 @@ mod tests {
             assert_eq!(v4.ifname, "b0");
             assert_eq!(v4.gateway, None);
             let c = build(Mode::Passt, &opts(Mode::Passt, &[]), &h, &Resolv::default()).unwrap();
-            assert!(!c.local_mode);
+            assert!(!c.local4);
             assert!(!c.core.features.dhcp);
         }) else {
             return;

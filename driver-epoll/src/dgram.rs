@@ -13,6 +13,16 @@ use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+/// System calls of datagram sockets while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // Batches of datagrams in.
+    SYS_recvmmsg,
+    // ICMP errors from the error queue (MSG_ERRQUEUE).
+    SYS_recvmsg,
+    // IP_RECVERR on new sockets.
+    SYS_setsockopt,
+];
+
 /// Most datagrams received at once (the core asks for 32).
 pub(crate) const MAX_BATCH: usize = 64;
 /// Largest datagram payload.

@@ -40,6 +40,29 @@ pub(crate) const TAG_PIDFD: u64 = 5;
 /// Tag of the inotify watch on the directory of a namespace file (pasta).
 pub(crate) const TAG_INOTIFY: u64 = 6;
 
+/// System calls of the loop while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // Waiting for events.
+    #[cfg(target_arch = "x86_64")]
+    SYS_epoll_wait,
+    #[cfg(not(target_arch = "x86_64"))]
+    SYS_epoll_pwait,
+    // Sockets and the link in and out of the set.
+    SYS_epoll_ctl,
+    // The signalfd (and pasta's inotify watch).
+    SYS_read,
+    // Descriptors the core is done with.
+    SYS_close,
+];
+
+/// System calls of pasta's loop while running, beyond [`SYSCALLS`].
+pub(crate) const PASTA_SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // Reaping the spawned command.
+    SYS_wait4,
+    // The once-a-second check that the namespace file is still there.
+    SYS_newfstatat,
+];
+
 /// The epoll data word for `tag` and `id`.
 pub(crate) const fn token(tag: u64, id: u32) -> u64 {
     (tag << 56) | id as u64
@@ -277,13 +300,63 @@ impl Link {
 }
 
 /// Exit when a namespace disappears (pasta, unless `--no-netns-quit`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct NsWatch {
     /// A path that exists as long as the namespace does (`/proc/PID` or the
     /// bind-mounted namespace file), checked once a second.
     pub(crate) path: PathBuf,
     /// For a PID: a pidfd, readable as soon as the process exits.
     pub(crate) pid: Option<i32>,
+    /// The path's directory, opened at start-up: once the sandbox has
+    /// taken the file system away, the check looks the name up from here.
+    dir: OwnedFd,
+    /// The path's last component.
+    name: std::ffi::CString,
+}
+
+impl NsWatch {
+    /// Watches `path` (and the process `pid`, if given).
+    pub(crate) fn new(path: PathBuf, pid: Option<i32>) -> std::io::Result<NsWatch> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let bad = || std::io::Error::other(format!("cannot watch {}", path.display()));
+        let name = path.file_name().ok_or_else(bad)?;
+        let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| bad())?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        Ok(NsWatch {
+            path,
+            pid,
+            dir: dir.into(),
+            name,
+        })
+    }
+
+    /// Whether the watched file is gone: any failed lookup but one for lack
+    /// of permission (another user's `/proc/PID`), as upstream passt.
+    fn gone(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an all-zero stat is valid storage for fstatat to fill.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a directory descriptor we own, a valid C string, storage
+        // for one stat.
+        let r = unsafe {
+            libc::fstatat(
+                self.dir.as_raw_fd(),
+                self.name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EACCES
+    }
 }
 
 /// An inotify descriptor watching `dir` for deletions.
@@ -328,7 +401,7 @@ pub(crate) struct LoopOptions {
     /// Frame capture.
     pub(crate) pcap: Option<Pcap>,
     /// The guest's network namespace (pasta), for `Netns::Guest` sockets.
-    pub(crate) guest_ns: Option<OwnedFd>,
+    pub(crate) guest_ns: Option<crate::isolate::worker::GuestNs>,
     /// The command pasta spawned: exit with its status.
     pub(crate) child: Option<Pid>,
     /// Watched namespace.
@@ -352,7 +425,7 @@ struct Io {
     arena: TxArena,
     link: Link,
     pcap: Option<Pcap>,
-    guest_ns: Option<OwnedFd>,
+    guest_ns: Option<crate::isolate::worker::GuestNs>,
     discard: Vec<u8>,
     events: Vec<SockEvent>,
     /// While starting: listeners whose bind failed (address, error).
@@ -374,6 +447,8 @@ pub(crate) struct Runtime {
     inotify: Option<OwnedFd>,
     /// `-t auto`: rescans of the guest's listening ports.
     auto_fwd: Option<crate::portscan::AutoForward>,
+    /// Whether [`Runtime::start`] ran.
+    started: bool,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -461,16 +536,53 @@ impl Runtime {
             _pidfd: pidfd,
             inotify,
             auto_fwd,
+            started: false,
         })
+    }
+
+    /// In the child of a fork: registers the signalfd again. epoll reports a
+    /// signalfd ready for the signals of the process that added it, so the
+    /// parent's registration would never wake the child.
+    pub(crate) fn after_fork(&mut self) -> std::io::Result<()> {
+        self.io.epoll.delete(self.signals.as_fd())?;
+        self.io.epoll.add(
+            self.signals.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_SIGNAL, 0)),
+        )?;
+        Ok(())
+    }
+
+    /// The guest's namespace (pasta).
+    pub(crate) fn guest_ns(&self) -> Option<&crate::isolate::worker::GuestNs> {
+        self.io.guest_ns.as_ref()
     }
 
     /// Runs until a signal, the spawned command's exit, the namespace's
     /// disappearance or (passt with `-1`) the client's disconnection.
+    /// [`Self::start`] comes first (called here if it was not).
     pub(crate) fn run(&mut self) -> i32 {
+        if !self.started {
+            if let Err(code) = self.start() {
+                return code;
+            }
+        }
         let mut events = vec![EpollEvent::empty(); 64];
         let mut last_ns_check = now();
-        // Anything queued at start-up goes out first: the listeners of
-        // explicitly forwarded ports among it, each of which must bind.
+        loop {
+            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
+                return code;
+            }
+        }
+    }
+
+    /// Start-up work, done before pasta or passt reports that it is ready
+    /// (PID file, daemonising, the spawned command) and before privileges
+    /// are dropped (so that ports below 1024 can be bound): anything the
+    /// core queued at start-up goes out, the listeners of explicitly
+    /// forwarded ports among it, each of which must bind. Returns the exit
+    /// status on failure.
+    pub(crate) fn start(&mut self) -> Result<(), i32> {
+        self.started = true;
         let t = now();
         self.io.core.start(t);
         self.io.startup_failures = Some(Vec::new());
@@ -489,14 +601,10 @@ impl Runtime {
                     addr.ip(),
                     std::io::Error::from_raw_os_error(e.0)
                 );
-                return 1;
+                return Err(1);
             }
         }
-        loop {
-            if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
-                return code;
-            }
-        }
+        Ok(())
     }
 
     /// One wait and the work it brings; `cap` bounds the wait (tests).
@@ -579,7 +687,7 @@ impl Runtime {
         if let Some(w) = &self.ns_watch {
             if t.since(*last_ns_check) >= Duration::from_secs(1) {
                 *last_ns_check = t;
-                if std::fs::symlink_metadata(&w.path).is_err() {
+                if w.gone() {
                     log::info!("namespace gone ({}), exiting", w.path.display());
                     return Some(0);
                 }
@@ -714,7 +822,7 @@ impl Runtime {
             while nix::unistd::read(fd, &mut buf).is_ok_and(|n| n > 0) {}
         }
         let w = self.ns_watch.as_ref()?;
-        if std::fs::symlink_metadata(&w.path).is_err() {
+        if w.gone() {
             log::info!("namespace gone ({}), exiting", w.path.display());
             return Some(Exit::Code(0));
         }
@@ -1009,12 +1117,9 @@ impl Io {
             _ => Vec::new(),
         };
         let action_copy = action;
-        let out = self.socks.execute(
-            &self.epoll,
-            self.guest_ns.as_ref().map(|f| f.as_fd()),
-            action,
-            &spans,
-        );
+        let out = self
+            .socks
+            .execute(&self.epoll, self.guest_ns.as_ref(), action, &spans);
         drop(spans);
         if let (Some(f), Action::Bind { addr, .. }, Outcome::Event(_, SockEvent::OpenFailed(e))) =
             (self.startup_failures.as_mut(), &action_copy, &out)

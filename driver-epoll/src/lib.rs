@@ -1,15 +1,21 @@
 //! The epoll driver of passt-rs: runs [`passt_core::Core`] over real sockets.
 //!
 //! `main()` reads the command line, opens the guest link (passt: qemu's UNIX
-//! stream socket; pasta: a tap device in the target namespace), opens every
-//! file it will need, drops privileges, daemonises unless told not to, and
-//! hands everything to the event loop (`event_loop.rs`).
+//! stream socket; pasta: a tap device in the target namespace, joining the
+//! user namespace that owns it first, and configuring it with
+//! `--config-net`), opens every file it will need, binds the forwarded ports, drops
+//! privileges in stages (`isolate`), and only then says it is ready: it writes the PID
+//! file, daemonises unless told not to, and lets the spawned command run.
+//! Then the event loop (`event_loop.rs`) takes over. A start-up failure
+//! ends the process with status 1 and a message naming the step and the
+//! object ("joining the network namespace of PID 1234: ...").
 
 pub mod cli;
 pub mod conf;
 mod daemon;
 mod dgram;
 mod event_loop;
+mod isolate;
 mod log;
 pub mod netlink;
 mod netns;
@@ -80,6 +86,8 @@ pub(crate) struct Settings {
     pub(crate) pcap: Option<PathBuf>,
     /// `--runas`, resolved.
     pub(crate) runas: Option<(u32, u32)>,
+    /// `--seccomp-log`.
+    pub(crate) seccomp_log: bool,
     /// Logging options.
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
@@ -105,6 +113,13 @@ pub fn main() -> i32 {
         Ok(o) => o,
         Err(e) => return e.report(mode),
     };
+    let devnull = match isolate::initial(opts.fd) {
+        Ok(d) => d,
+        Err(e) => {
+            ::log::error!("{e}");
+            return 1;
+        }
+    };
     let host = match conf::discover_host(&opts) {
         Ok(h) => h,
         Err(e) => {
@@ -121,7 +136,7 @@ pub fn main() -> i32 {
         }
     };
     let settings = settings_from_conf(rc);
-    match run(settings) {
+    match run(settings, devnull) {
         Ok(code) => code,
         Err(e) => {
             ::log::error!("{e}");
@@ -171,6 +186,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         pid_file: rc.pid_file,
         pcap: rc.pcap,
         runas: rc.runas,
+        seccomp_log: rc.seccomp_log,
         log: log::LogSettings {
             ident: rc.mode.name(),
             file: rc.log_file,
@@ -184,17 +200,22 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
     }
 }
 
-/// Sets everything up and runs the event loop; returns the exit status.
-pub(crate) fn run(s: Settings) -> io::Result<i32> {
+/// Sets everything up, isolates the process and runs the event loop.
+/// Returns (an exit status) only if it fails before the seccomp filter is
+/// on; from then on the process leaves through `isolate::exit`.
+pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let mut s = s;
-    s.log.stderr = s.foreground;
+    // Start-up messages go to standard error until pasta daemonises or
+    // leaves the foreground to a command, as upstream does.
+    s.log.stderr = true;
+    // (Errors of the log file name it themselves.)
     log::configure(&s.log)?;
     let pcap = match &s.pcap {
-        Some(p) => Some(pcap::Pcap::create(p).map_err(|e| ctx(e, p))?),
+        Some(p) => Some(pcap::Pcap::create(p)?),
         None => None,
     };
-    let pid_file = match &s.pid_file {
-        Some(p) => Some(daemon::PidFile::create(p).map_err(|e| ctx(e, p))?),
+    let mut pid_file = match &s.pid_file {
+        Some(p) => Some(daemon::PidFile::create(p)?),
         None => None,
     };
     let mut guest = None;
@@ -213,12 +234,17 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
         }
         Mode::Passt => {
             let q = match s.fd {
-                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)?,
+                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)
+                    .map_err(|e| ctx(e, &format!("using --fd {fd}")))?,
                 None => qemu::QemuLink::listen(
                     s.socket.as_deref(),
                     std::path::Path::new("/tmp"),
                     s.one_off,
-                )?,
+                )
+                .map_err(|e| match &s.socket {
+                    Some(p) => ctx(e, &format!("listening on {}", p.display())),
+                    None => ctx(e, "listening on a UNIX domain socket in /tmp"),
+                })?,
             };
             Link::Qemu(q)
         }
@@ -244,19 +270,9 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             ::log::info!("{l}");
         }
     }
-    if let Some(ids) = daemon::target_ids(s.runas) {
-        daemon::switch_user(ids.0, ids.1, s.mode == Mode::Pasta)?;
-    }
-    if s.foreground {
-        if let Some(p) = pid_file {
-            p.write(std::process::id() as i32)?;
-        }
-    } else {
-        daemon::daemonise(pid_file)?;
-    }
     let (guest_ns, child, watch) = match guest.as_mut() {
         Some(g) => (
-            Some(g.netns.try_clone()?),
+            Some(isolate::worker::GuestNs::new(g.netns.try_clone()?)),
             g.child,
             if s.no_netns_quit {
                 None
@@ -265,6 +281,16 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             },
         ),
         None => (None, None, None),
+    };
+    let ns_watch = match watch {
+        Some(path) => Some(NsWatch::new(
+            path,
+            match s.target {
+                Target::Pid(p) => Some(p),
+                _ => None,
+            },
+        )?),
+        None => None,
     };
     s.core.peek_offset = socks::probe_peek_offset();
     let core = Core::new(s.core);
@@ -275,24 +301,81 @@ pub(crate) fn run(s: Settings) -> io::Result<i32> {
             pcap,
             guest_ns,
             child,
-            ns_watch: watch.map(|path| NsWatch {
-                path,
-                pid: match s.target {
-                    Target::Pid(p) => Some(p),
-                    _ => None,
-                },
-            }),
+            ns_watch,
             port_scanner,
         },
-    )?;
-    if let Some(g) = guest.as_mut() {
-        g.release()?;
+    )
+    .map_err(|e| ctx(e, "setting up the event loop"))?;
+    // Forwarded ports are bound before anyone is told that we are ready
+    // (the PID file, the parent returning, the command starting), and
+    // before privileges go, so that ports below 1024 can be.
+    if let Err(code) = rt.start() {
+        return Ok(code);
     }
-    Ok(rt.run())
+
+    // Everything the running phase needs is open: isolate.
+    let profile = match s.mode {
+        Mode::Passt if s.vhost_user => isolate::seccomp::Profile::VhostUser,
+        Mode::Passt => isolate::seccomp::Profile::Passt,
+        Mode::Pasta => isolate::seccomp::Profile::Pasta,
+    };
+    isolate::user(profile, isolate::target_ids(s.runas))?;
+    isolate::prefork(profile, s.foreground)?;
+    let detached = if s.foreground {
+        None
+    } else {
+        let d = daemon::daemonise(pid_file.take(), s.mode.name())?;
+        rt.after_fork()?;
+        Some(d)
+    };
+    let mismatch = if s.seccomp_log {
+        ::log::warn!("seccomp: system calls outside the allowlist are logged, not stopped");
+        isolate::seccomp::Mismatch::Log
+    } else {
+        isolate::seccomp::Mismatch::Kill
+    };
+    let seal = isolate::postfork(profile, mismatch, rt.guest_ns())?;
+    if let Some(d) = &detached {
+        d.stdio_off(&devnull)?;
+    }
+    drop(devnull);
+    let pid = std::process::id();
+    seal.install()?;
+    running(rt, detached, pid_file.map(|f| (f, pid)), guest)
 }
 
-fn ctx(e: io::Error, p: &std::path::Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+/// The running phase, under the seccomp filter: reports ready, lets the
+/// spawned command go, runs the loop and leaves.
+fn running(
+    mut rt: Runtime,
+    detached: Option<daemon::Detached>,
+    pid_file: Option<(daemon::PidFile, u32)>,
+    mut guest: Option<netns::Guest>,
+) -> ! {
+    match detached {
+        Some(d) => d.ready(),
+        None => {
+            if let Some((p, pid)) = pid_file {
+                if let Err(e) = p.write(pid as i32) {
+                    ::log::error!("writing the PID file: {e}");
+                    isolate::exit(1);
+                }
+            }
+        }
+    }
+    if let Some(g) = guest.as_mut() {
+        if let Err(e) = g.release() {
+            ::log::error!("starting the command: {e}");
+            isolate::exit(1);
+        }
+    }
+    let code = rt.run();
+    isolate::exit(code)
+}
+
+/// `what: error`, as every start-up failure reads.
+fn ctx(e: io::Error, what: &str) -> io::Error {
+    netns::step_err(what, e)
 }
 
 fn inherited(fd: i32) -> io::Result<OwnedFd> {
@@ -305,7 +388,7 @@ fn inherited(fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only checks that the descriptor is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("--fd {fd}: {e}")));
+        return Err(ctx(e, &format!("using --fd {fd}")));
     }
     // SAFETY: the descriptor was handed to us on the command line to own; it
     // is open (checked above) and nothing else in this process uses it.
@@ -320,29 +403,35 @@ fn pasta_link(
     s: &mut Settings,
 ) -> io::Result<(Link, Option<netns::Guest>, Option<portscan::PortScanner>)> {
     if let Some(fd) = s.fd {
-        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())?;
+        let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())
+            .map_err(|e| ctx(e, &format!("using --fd {fd}")))?;
         return Ok((Link::Tap(dev), None, None));
     }
     let auto_mode = passt_core::fwd::FwdMode::Auto;
     let udp_auto = s.core.features.udp && s.core.fwd.udp_in.mode() == auto_mode;
     let auto = s.core.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
-        Target::Spawn(argv) => netns::spawn(argv)?,
+        Target::Spawn(argv) => {
+            netns::spawn(argv, !s.netns_only && !nix::unistd::geteuid().is_root())?
+        }
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
         Target::Path(p) => netns::join_path(p, s.userns.as_deref())?,
     };
     let name = s.ns_ifname.clone();
     let mac = s.ns_mac;
     let configure = s.configure.take();
+    let step = netns::step_err;
     let (dev, guest_mac, scanner) =
         netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
-            tap::link_up("lo").map_err(|e| io::Error::new(e.kind(), format!("lo up: {e}")))?;
-            let dev = tap::TapDevice::open(&name)
-                .map_err(|e| io::Error::new(e.kind(), format!("tap device {name}: {e}")))?;
+            tap::link_up("lo")
+                .map_err(|e| step("bringing up the loopback interface of the namespace", e))?;
+            let dev = tap::TapDevice::open(&name)?;
             if let Some(m) = mac {
-                tap::set_mac(dev.name(), m)?;
+                tap::set_mac(dev.name(), m)
+                    .map_err(|e| step(&format!("setting the MAC address of {}", dev.name()), e))?;
             }
-            let guest_mac = tap::get_mac(dev.name())?;
+            let guest_mac = tap::get_mac(dev.name())
+                .map_err(|e| step(&format!("reading the MAC address of {}", dev.name()), e))?;
             if let Some(c) = configure {
                 c(dev.name())?;
             }
@@ -355,6 +444,16 @@ fn pasta_link(
                 None => None,
             };
             Ok((dev, guest_mac, scanner))
+        })
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (pasta must be in the user namespace that owns it: \
+                 name that with --userns, or start pasta inside it)"
+            } else {
+                ""
+            };
+            let what = format!("joining the network namespace {}", guest.desc);
+            io::Error::new(e.kind(), format!("{what}: {}{hint}", netns::describe(&e)))
         })??;
     s.core.guest_mac = Some(Mac(guest_mac));
     Ok((Link::Tap(dev), Some(guest), scanner))

@@ -13,10 +13,21 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
+
+/// System calls of logging while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // Standard error and the log file.
+    SYS_write,
+    // Syslog datagrams on the socket connected at start-up.
+    SYS_sendto,
+    // Rotating the log file: read it back, rewrite it, cut it.
+    SYS_lseek,
+    SYS_read,
+    SYS_ftruncate,
+];
 
 /// Default `--log-size`: 1 MiB.
 pub(crate) const LOG_SIZE_DEFAULT: u64 = 1 << 20;
@@ -53,6 +64,9 @@ struct LogFile {
 
 struct Inner {
     ident: &'static str,
+    /// Our PID as the host sees it, for syslog (read once: a daemon may be
+    /// PID 1 of its own PID namespace, and the filter has no `getpid`).
+    pid: u32,
     stderr: bool,
     timestamps: bool,
     file: Option<LogFile>,
@@ -71,6 +85,7 @@ fn logger() -> &'static Logger {
         start: std::time::Instant::now(),
         inner: Mutex::new(Inner {
             ident: "passt",
+            pid: std::process::id(),
             stderr: true,
             timestamps: false,
             file: None,
@@ -126,6 +141,13 @@ pub(crate) fn configure(s: &LogSettings) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets the PID shown in syslog lines (a daemon's, as its parent saw it).
+pub(crate) fn set_pid(pid: u32) {
+    if let Ok(mut i) = logger().inner.lock() {
+        i.pid = pid;
+    }
+}
+
 /// Stops writing to standard error (after daemonising).
 pub(crate) fn stderr_off() {
     if let Ok(mut i) = logger().inner.lock() {
@@ -169,9 +191,9 @@ fn severity(l: log::Level) -> u8 {
 
 /// One syslog datagram: priority (facility LOG_DAEMON), tag with our PID,
 /// message.
-fn syslog_line(level: log::Level, ident: &str, msg: &str) -> String {
+fn syslog_line(level: log::Level, ident: &str, pid: u32, msg: &str) -> String {
     let pri = 3 * 8 + severity(level);
-    format!("<{pri}>{ident}[{}]: {msg}", std::process::id())
+    format!("<{pri}>{ident}[{pid}]: {msg}")
 }
 
 impl log::Log for Logger {
@@ -199,7 +221,7 @@ impl log::Log for Logger {
         }
         let ident = i.ident;
         if let Some(s) = &i.syslog {
-            let msg = syslog_line(r.level(), ident, &r.args().to_string());
+            let msg = syslog_line(r.level(), ident, i.pid, &r.args().to_string());
             let _ = s.send(msg.as_bytes());
         }
     }
@@ -209,14 +231,8 @@ impl log::Log for Logger {
 
 impl LogFile {
     fn open(path: &Path, ident: &str, max: u64) -> std::io::Result<Self> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
+        let mut file =
+            crate::isolate::files::create_output("opening the log file", "-l", path, true)?;
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
@@ -225,7 +241,10 @@ impl LogFile {
             env!("CARGO_PKG_VERSION"),
             std::process::id()
         );
-        file.write_all(format!("{header}\n").as_bytes())?;
+        file.write_all(format!("{header}\n").as_bytes())
+            .map_err(|e| {
+                crate::isolate::step(&format!("writing the log file {} (-l)", path.display()), e)
+            })?;
         let size = header.len() as u64 + 1;
         Ok(LogFile {
             file,
@@ -250,8 +269,10 @@ impl LogFile {
     fn rotate(&mut self) -> std::io::Result<()> {
         let f = &mut self.file;
         f.seek(SeekFrom::Start(0))?;
-        let mut all = Vec::new();
-        f.read_to_end(&mut all)?;
+        // The size is known: read exactly that (`read_to_end` would ask the
+        // kernel for the file's size first, a call the filter does not allow).
+        let mut all = vec![0u8; usize::try_from(self.size).unwrap_or(0)];
+        f.read_exact(&mut all)?;
         let body_start = all.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
         let body = all.get(body_start..).unwrap_or(&[]);
         let cut = (self.max * CUT_PERCENT / 100) as usize;
@@ -313,7 +334,7 @@ mod tests {
         assert!(open_syslog_at(&path).is_none(), "no socket, no syslog");
         let server = UnixDatagram::bind(&path).unwrap();
         let client = open_syslog_at(&path).expect("connects");
-        let line = syslog_line(log::Level::Warn, "pasta", "hello");
+        let line = syslog_line(log::Level::Warn, "pasta", std::process::id(), "hello");
         client.send(line.as_bytes()).unwrap();
         let mut buf = [0u8; 256];
         let n = server.recv(&mut buf).unwrap();

@@ -5,12 +5,18 @@
 //! record is written with one `writev` of its 16-byte header and the frame.
 //! Frames to the guest are recorded only once the link accepted them. The file
 //! is created (mode 0600, truncated) at start-up, before privileges are
-//! dropped. A write error stops the capture, not the program.
+//! dropped (see `isolate::files`: no symbolic links, regular files only). A
+//! write error stops the capture, not the program.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+/// System calls of the capture while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // Record header and frame in one call; the rest of a short write.
+    SYS_writev, SYS_write,
+];
 
 /// Snapshot length in the file header: frames are never longer.
 pub(crate) const SNAPLEN: u32 = 65535;
@@ -48,13 +54,12 @@ fn record_header(len: usize) -> [u8; 16] {
 impl Pcap {
     /// Creates `path` and writes the file header.
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
+        let mut file = crate::isolate::files::create_output(
+            "creating the capture file",
+            "--pcap",
+            path,
+            false,
+        )?;
         file.write_all(&file_header())?;
         Ok(Pcap { file: Some(file) })
     }

@@ -20,6 +20,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+/// System calls of the port scans while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // The tables opened at start-up, read from offset 0 on every scan.
+    SYS_pread64,
+];
+
 /// Number of TCP ports.
 const PORTS: usize = 1 << 16;
 /// State `TCP_LISTEN` in `/proc/net/tcp`.

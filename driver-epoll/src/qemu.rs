@@ -26,6 +26,25 @@ pub(crate) const MAX_FRAME_LEN: usize = 65535;
 /// Highest N probed for `/tmp/passt_N.socket` (`UNIX_SOCK_MAX` - 1).
 pub(crate) const SOCK_PROBE_MAX: u32 = 99;
 
+/// System calls of the qemu link while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // A new client: accepted, its PID read, its buffers enlarged.
+    SYS_accept4,
+    SYS_getsockopt,
+    SYS_setsockopt,
+    // Frames in (`recv`) and out (`sendmsg`, then `send` for the rest of a
+    // frame the kernel took in part, waiting for room with `poll`).
+    SYS_recvfrom,
+    SYS_sendmsg,
+    SYS_sendto,
+    #[cfg(target_arch = "x86_64")]
+    SYS_poll,
+    #[cfg(not(target_arch = "x86_64"))]
+    SYS_ppoll,
+    // The listener and the client in the epoll set.
+    SYS_epoll_ctl,
+];
+
 /// A frame length outside 14..=65535.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct BadLength(pub(crate) u32);
@@ -80,9 +99,36 @@ fn unix_stream() -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Whether something listens at `path`: a connect that succeeds, or fails
-/// with anything but ENOENT, ECONNREFUSED or EACCES, means "in use".
-fn in_use(path: &Path) -> io::Result<bool> {
+/// What is at a socket path.
+#[derive(Debug, PartialEq, Eq)]
+enum PathState {
+    /// Nothing.
+    Free,
+    /// A socket of ours (same owner) nobody listens on: a previous instance
+    /// that is gone. It may be replaced.
+    Stale,
+    /// A socket something listens on.
+    InUse,
+    /// Something else, left alone: why.
+    Foreign(&'static str),
+}
+
+/// Looks at `path` without following a symbolic link, and, for a socket of
+/// our own user, connects to it (upstream passt's probe): refused means
+/// stale, anything but "no such file" or "refused" means in use.
+fn probe(path: &Path) -> io::Result<PathState> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PathState::Free),
+        Err(e) => return Err(e),
+    };
+    if !md.file_type().is_socket() {
+        return Ok(PathState::Foreign("not a socket"));
+    }
+    if md.uid() != nix::unistd::geteuid().as_raw() {
+        return Ok(PathState::Foreign("a socket of another user"));
+    }
     let s = socket::socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -91,17 +137,38 @@ fn in_use(path: &Path) -> io::Result<bool> {
     )?;
     let addr = UnixAddr::new(path)?;
     Ok(match socket::connect(s.as_raw_fd(), &addr) {
-        Ok(()) => true,
-        Err(Errno::ENOENT | Errno::ECONNREFUSED | Errno::EACCES) => false,
-        Err(_) => true,
+        Ok(()) => PathState::InUse,
+        Err(Errno::ECONNREFUSED) => PathState::Stale,
+        Err(Errno::ENOENT) => PathState::Free,
+        Err(Errno::EACCES) => PathState::Foreign("a socket we may not connect to"),
+        Err(_) => PathState::InUse,
     })
 }
 
+/// Listens on `path`, first removing a stale socket of ours found there
+/// (see [`probe`]); anything else at `path` is an error.
 fn bind_listen(path: &Path) -> io::Result<OwnedFd> {
+    // The caller names the path.
+    let taken = |why: String| io::Error::new(io::ErrorKind::AddrInUse, why);
+    match probe(path)? {
+        PathState::Free => {}
+        PathState::Stale => {
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(taken(format!(
+                        "removing the stale socket: {}",
+                        crate::isolate::describe(&e)
+                    )));
+                }
+            }
+        }
+        PathState::InUse => return Err(taken("already in use".into())),
+        PathState::Foreign(why) => {
+            return Err(taken(format!("exists and is {why}: not removing it")))
+        }
+    }
     let s = unix_stream()?;
     let addr = UnixAddr::new(path)?;
-    // A stale socket file of an instance that is gone.
-    let _ = std::fs::remove_file(path);
     socket::bind(s.as_raw_fd(), &addr)?;
     socket::listen(
         &s,
@@ -110,26 +177,15 @@ fn bind_listen(path: &Path) -> io::Result<OwnedFd> {
     Ok(s)
 }
 
-/// Binds and listens on `path`, or on the first free `dir/passt_N.socket`
-/// (N from 1 to 99) if no path was given; an explicit path in use is an
-/// error. Shared by the stream and the vhost-user link.
+/// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
+/// to 99) if no path was given (see [`bind_listen`]). Shared by the stream
+/// and the vhost-user link.
 pub(crate) fn listen_socket(path: Option<&Path>, dir: &Path) -> io::Result<(OwnedFd, PathBuf)> {
     match path {
-        Some(p) => {
-            if in_use(p)? {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("socket path {} already in use", p.display()),
-                ));
-            }
-            Ok((bind_listen(p)?, p.to_path_buf()))
-        }
+        Some(p) => Ok((bind_listen(p)?, p.to_path_buf())),
         None => {
             for n in 1..=SOCK_PROBE_MAX {
                 let p = dir.join(format!("passt_{n}.socket"));
-                if in_use(&p)? {
-                    continue;
-                }
                 if let Ok(fd) = bind_listen(&p) {
                     return Ok((fd, p));
                 }
@@ -144,7 +200,8 @@ pub(crate) fn listen_socket(path: Option<&Path>, dir: &Path) -> io::Result<(Owne
 
 impl QemuLink {
     /// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
-    /// to 99) if no path was given.
+    /// to 99) if no path was given. A stale socket of ours is replaced; a
+    /// path that holds anything else is refused (`path`) or skipped.
     pub(crate) fn listen(path: Option<&Path>, dir: &Path, one_off: bool) -> io::Result<Self> {
         let (fd, p) = listen_socket(path, dir)?;
         Ok(QemuLink {
@@ -516,6 +573,7 @@ mod tests {
     #[test]
     fn probes_free_socket_paths() {
         let dir = std::env::temp_dir().join(format!("passt-rs-qemu-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let a = QemuLink::listen(None, &dir, false).unwrap();
         assert_eq!(a.path().unwrap(), dir.join("passt_1.socket"));
@@ -524,12 +582,53 @@ mod tests {
         // An explicit path that is in use is refused.
         let e = QemuLink::listen(Some(&dir.join("passt_1.socket")), &dir, false).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("already in use"), "{e}");
+        // A stale socket of ours (nobody listening) is replaced.
+        let stale = dir.join("passt_1.socket");
         drop(a);
-        // A stale file (nobody listening) is replaced.
-        std::fs::write(dir.join("passt_1.socket"), b"").unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        assert!(stale.exists());
         let c = QemuLink::listen(None, &dir, false).unwrap();
-        assert_eq!(c.path().unwrap(), dir.join("passt_1.socket"));
+        assert_eq!(c.path().unwrap(), stale);
         drop((b, c));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Anything but a stale socket of ours is left in place: a regular
+    /// file, a symbolic link, a directory, another user's socket.
+    #[test]
+    fn never_removes_other_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("passt-rs-qemu2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("passt_1.socket");
+        std::fs::write(&file, b"precious").unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, b"also precious").unwrap();
+        let link = dir.join("passt_2.socket");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::fs::create_dir(dir.join("passt_3.socket")).unwrap();
+        for p in [&file, &link, &dir.join("passt_3.socket")] {
+            let e = QemuLink::listen(Some(p), &dir, false).unwrap_err();
+            assert!(e.to_string().contains("not removing it"), "{e}");
+        }
+        // Probing skips them.
+        let q = QemuLink::listen(None, &dir, false).unwrap();
+        assert_eq!(q.path().unwrap(), dir.join("passt_4.socket"));
+        drop(q);
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&link).unwrap(), b"also precious");
+        // A stale socket of another user.
+        let other = dir.join("other.socket");
+        drop(std::os::unix::net::UnixListener::bind(&other).unwrap());
+        let c = std::ffi::CString::new(other.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path string.
+        assert_eq!(unsafe { libc::lchown(c.as_ptr(), 12345, 12345) }, 0);
+        let e = QemuLink::listen(Some(&other), &dir, false).unwrap_err();
+        assert!(e.to_string().contains("another user"), "{e}");
+        assert!(other.exists());
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

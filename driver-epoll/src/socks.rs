@@ -11,8 +11,8 @@
 //! the outcome is reported as `SockEvent::Connected`, not as readiness.
 //!
 //! Sockets of the guest namespace (pasta, `Netns::Guest`) are created by a
-//! short-lived thread that enters the namespace with `setns()`: a socket stays
-//! in the namespace it was created in, and entering a network namespace only
+//! thread inside the namespace (`isolate::worker`): a socket stays in the
+//! namespace it was created in, and entering a network namespace only
 //! changes the calling thread.
 
 use nix::errno::Errno as NixErrno;
@@ -38,6 +38,41 @@ const SO_PEEK_OFF: libc::c_int = 42;
 const MAX_TCP_MAXSEG: libc::c_int = 32767;
 /// `SIOCOUTQ` (= `TIOCOUTQ`): bytes in the send queue not yet acknowledged.
 const SIOCOUTQ: libc::c_ulong = 0x5411;
+/// `SO_BINDTOIFINDEX` (Linux 5.0; the generic value, not that of the few
+/// architectures that renumber socket options).
+const SO_BINDTOIFINDEX: libc::c_int = 62;
+
+/// System calls of the socket actions while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // `open`: TCP, UDP and ping sockets of both families, nothing else.
+    SYS_socket[0: libc::AF_INET, libc::AF_INET6],
+    // `bind`, `listen`, `connect`, `accept` and what they report.
+    SYS_bind,
+    SYS_listen,
+    SYS_connect,
+    SYS_accept4,
+    SYS_getsockname,
+    SYS_getpeername,
+    // Socket options (`bind` options, TCP_INFO, SO_ERROR, SO_PEEK_OFF, ...).
+    SYS_setsockopt,
+    SYS_getsockopt,
+    // Stream data: `sendmsg`, peeks (`recvmsg`), consuming acknowledged
+    // data (`recv` with MSG_TRUNC), datagrams out (`sendmmsg`).
+    SYS_sendmsg,
+    SYS_recvmsg,
+    SYS_recvfrom,
+    SYS_sendmmsg,
+    // Half-close.
+    SYS_shutdown,
+    // Bytes not yet acknowledged by the peer.
+    SYS_ioctl[1: SIOCOUTQ],
+    // Whether the peer shut down its side (no wait).
+    #[cfg(target_arch = "x86_64")]
+    SYS_poll,
+    #[cfg(not(target_arch = "x86_64"))]
+    SYS_ppoll,
+    SYS_close,
+];
 
 fn errno(e: NixErrno) -> Errno {
     Errno(e as i32)
@@ -133,7 +168,7 @@ impl SockTable {
     pub(crate) fn execute(
         &mut self,
         epoll: &Epoll,
-        guest_ns: Option<BorrowedFd<'_>>,
+        guest_ns: Option<&crate::isolate::worker::GuestNs>,
         action: Action,
         spans: &[IoSlice<'_>],
     ) -> Outcome {
@@ -424,14 +459,14 @@ pub(crate) fn open(kind: SockKind, family: Family) -> Result<OwnedFd, Errno> {
     socket::socket(af, ty, flags, proto).map_err(errno)
 }
 
-/// Creates a socket inside the network namespace `ns` (a short-lived thread
-/// enters it; the socket stays there).
+/// Creates a socket inside the network namespace `ns` (by a thread that is
+/// in it; the socket stays there).
 pub(crate) fn open_in_ns(
-    ns: BorrowedFd<'_>,
+    ns: &crate::isolate::worker::GuestNs,
     kind: SockKind,
     family: Family,
 ) -> Result<OwnedFd, Errno> {
-    crate::netns::in_netns(ns, move || open(kind, family))
+    ns.run(move || open(kind, family))
         .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?
 }
 
@@ -463,9 +498,9 @@ pub(crate) fn bind(fd: BorrowedFd<'_>, addr: SocketAddr, opts: BindOpts) -> Resu
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &opts.v6_only).map_err(errno)?;
     }
     if let Some(ifindex) = opts.device {
-        let name = nix::net::if_::if_indextoname(ifindex).map_err(errno)?;
-        let name = std::ffi::OsString::from(name.to_string_lossy().into_owned());
-        socket::setsockopt(&fd, sockopt::BindToDevice, &name).map_err(errno)?;
+        // By index: no name look-up, which would open a netlink socket.
+        let i = libc::c_int::try_from(ifindex).map_err(|_| Errno(libc::ENODEV))?;
+        setsockopt_int(fd, libc::SOL_SOCKET, SO_BINDTOIFINDEX, i)?;
     }
     socket::bind(fd.as_raw_fd(), &to_storage(addr)).map_err(errno)
 }

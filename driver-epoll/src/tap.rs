@@ -11,6 +11,12 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+/// System calls of the tap device while running (see `isolate::seccomp`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // One frame per read and per write.
+    SYS_read, SYS_write,
+];
+
 /// What a read from the guest link produced.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
@@ -64,7 +70,14 @@ impl TapDevice {
             )
         };
         if raw < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "opening the tun device /dev/net/tun: {}",
+                    crate::netns::describe(&e)
+                ),
+            ));
         }
         // SAFETY: `raw` was just returned by open() and is owned by no one else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -73,7 +86,14 @@ impl TapDevice {
         // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
         if r < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "creating the tap device {name} (TUNSETIFF on /dev/net/tun): {}",
+                    crate::netns::describe(&e)
+                ),
+            ));
         }
         Ok(TapDevice {
             fd,

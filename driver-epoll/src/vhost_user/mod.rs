@@ -36,6 +36,37 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use vm_memory::GuestMemoryMmap;
 
+/// Protection of mapped guest memory: read and write, never execute.
+const PROT_READ_WRITE: i32 = libc::PROT_READ | libc::PROT_WRITE;
+
+/// System calls of the vhost-user link while running (see
+/// `isolate/seccomp.rs`).
+pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
+    // A front-end connecting: accepted, its PID read for the log.
+    SYS_accept4,
+    SYS_getsockopt,
+    // Messages: peeked whole first (`recv`, waiting for the rest with
+    // `poll`), then read with the descriptors they carry (`recvmsg`);
+    // replies (`sendmsg`).
+    SYS_recvfrom,
+    #[cfg(target_arch = "x86_64")]
+    SYS_poll,
+    #[cfg(not(target_arch = "x86_64"))]
+    SYS_ppoll,
+    SYS_recvmsg,
+    SYS_sendmsg,
+    // The socket and the queues' kick eventfds in the epoll set.
+    SYS_epoll_ctl,
+    // Kicks read, the guest signalled on the call eventfds.
+    SYS_read,
+    SYS_write,
+    // Guest memory mapped from the memory table's descriptors (read-write
+    // only), unmapped when replaced; replaced eventfds closed.
+    SYS_mmap[2: PROT_READ_WRITE],
+    SYS_munmap,
+    SYS_close,
+];
+
 /// Tag of a queue's kick eventfd (the id is the queue index).
 pub(crate) const TAG_KICK: u64 = 7;
 /// Frames per batch handed to the core from the transmit queue.
@@ -56,8 +87,18 @@ pub(crate) enum Control {
 
 struct Conn {
     handler: BackendReqHandler<Mutex<Device>>,
-    /// The same socket, for epoll and peeks.
-    sock: UnixStream,
+    /// The handler's socket, for epoll and peeks: open as long as the
+    /// handler is (no duplicate: `dup` is not among the calls allowed while
+    /// running).
+    fd: RawFd,
+}
+
+impl Conn {
+    fn sock(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: `fd` belongs to `handler`, which lives as long as `self`
+        // and closes it only when dropped.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) }
+    }
 }
 
 /// The vhost-user side of passt.
@@ -146,9 +187,9 @@ impl VuLink {
     }
 
     fn connect(&mut self, epoll: &Epoll, s: UnixStream) -> io::Result<()> {
-        let sock = s.try_clone()?;
+        let fd = s.as_raw_fd();
         epoll.add(
-            sock.as_fd(),
+            s.as_fd(),
             EpollEvent::new(
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
                 token(TAG_LINK, 0),
@@ -156,7 +197,7 @@ impl VuLink {
         )?;
         self.dev().reset();
         let handler = BackendReqHandler::from_stream(s, Arc::clone(&self.dev));
-        self.conn = Some(Conn { handler, sock });
+        self.conn = Some(Conn { handler, fd });
         Ok(())
     }
 
@@ -190,7 +231,7 @@ impl VuLink {
         let Some(c) = self.conn.as_mut() else {
             return Control::Ok;
         };
-        match message_ready(&c.sock) {
+        match message_ready(c.sock()) {
             Ok(Waiting::Message) => {}
             Ok(Waiting::Nothing) => return Control::Ok,
             Ok(Waiting::Partial) => {
@@ -202,7 +243,7 @@ impl VuLink {
                 return Control::Reset;
             }
         }
-        if early_enable(&c.sock, &self.dev) {
+        if early_enable(c.sock(), &self.dev) {
             return Control::Ok;
         }
         let r = c.handler.handle_request();
@@ -243,7 +284,6 @@ impl VuLink {
                 let _ = epoll.delete(b);
             }
             if let Some(k) = &dev.vrings[q].kick {
-                let _ = crate::tap::set_nonblocking(k.as_fd());
                 let ev = EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_KICK, q as u32));
                 match epoll.add(k.as_fd(), ev) {
                     Ok(()) => self.kicks[q] = Some(k.as_raw_fd()),
@@ -257,7 +297,7 @@ impl VuLink {
     /// one-off. Returns false if the instance should exit.
     pub(crate) fn reset(&mut self, epoll: &Epoll) -> bool {
         if let Some(c) = self.conn.take() {
-            let _ = epoll.delete(c.sock.as_fd());
+            let _ = epoll.delete(c.sock());
         }
         self.dev().reset();
         self.sync_kicks(epoll);
@@ -431,7 +471,7 @@ const SET_VRING_ENABLE: u32 = 18;
 /// be before it acknowledges the features; the protocol crate refuses the
 /// message then (the protocol feature is not acknowledged yet). Such a
 /// message is read and applied here. Returns whether it was.
-fn early_enable(s: &UnixStream, dev: &Mutex<Device>) -> bool {
+fn early_enable(s: std::os::fd::BorrowedFd<'_>, dev: &Mutex<Device>) -> bool {
     let mut d = dev.lock().unwrap_or_else(|e| e.into_inner());
     if d.protocol_negotiated() {
         return false;
@@ -470,7 +510,7 @@ enum Waiting {
 
 /// Whether a whole message is waiting on the control socket. A message still
 /// arriving gets a second, for a slow front-end.
-fn message_ready(s: &UnixStream) -> io::Result<Waiting> {
+fn message_ready(s: std::os::fd::BorrowedFd<'_>) -> io::Result<Waiting> {
     let fd = s.as_raw_fd();
     let mut buf = vec![0u8; 12 + MAX_MSG];
     let peek = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
