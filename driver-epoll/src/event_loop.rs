@@ -878,7 +878,9 @@ impl Runtime {
                     }
                 }
                 log::trace!("vhost-user: {} frames in", batch.refs.len());
-                self.io.core.handle_tap_batch(t, &FrameBatch::new(buf, &batch.refs));
+                self.io
+                    .core
+                    .handle_tap_batch(t, &FrameBatch::new(buf, &batch.refs));
                 self.io.drain(t, buf);
                 frames += batch.refs.len();
             }

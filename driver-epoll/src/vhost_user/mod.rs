@@ -540,7 +540,10 @@ fn message_ready(s: std::os::fd::BorrowedFd<'_>) -> io::Result<Waiting> {
             Err(e) => return Err(e.into()),
         }
         if attempt == 0 {
-            let mut p = [nix::poll::PollFd::new(s.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let mut p = [nix::poll::PollFd::new(
+                s.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
             let _ = nix::poll::poll(&mut p, nix::poll::PollTimeout::from(1000u16));
         }
     }

@@ -261,19 +261,14 @@ impl Reserved {
             .filter_map(move |(r, &l)| {
                 let gpa = self.chains.get(r.first)?.1;
                 let mut v = vec![0u8; l];
-                self.mem
-                    .read_slice(&mut v, GuestAddress(gpa + hdr))
-                    .ok()?;
+                self.mem.read_slice(&mut v, GuestAddress(gpa + hdr)).ok()?;
                 Some(v)
             })
     }
 
     /// Gives the buffers to the guest: headers, used ring, index. Returns
     /// the number of frames, and the pieces to keep for the next peek.
-    pub(crate) fn commit(
-        self,
-        q: &mut Queue,
-    ) -> (usize, Vec<(u16, u64, u32)>, Vec<Run>) {
+    pub(crate) fn commit(self, q: &mut Queue) -> (usize, Vec<(u16, u64, u32)>, Vec<Run>) {
         let hdr = self.opts.hdr_len;
         let mut used: Vec<(u16, u32)> = Vec::with_capacity(self.chains.len());
         let mut frames = 0;
@@ -311,10 +306,7 @@ impl Reserved {
             frames += 1;
         }
         // Everything after the last buffer used goes back to the queue.
-        q.set_next_avail(
-            self.start_avail
-                .wrapping_add(last_used_chain as u16),
-        );
+        q.set_next_avail(self.start_avail.wrapping_add(last_used_chain as u16));
         push_used(q, &self.mem, used.into_iter());
         let Reserved { chains, runs, .. } = self;
         (frames, chains, runs)

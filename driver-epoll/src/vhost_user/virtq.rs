@@ -24,8 +24,8 @@ use std::sync::atomic::{fence, Ordering};
 use virtio_bindings::virtio_net::VIRTIO_NET_HDR_F_DATA_VALID;
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vm_memory::GuestMemoryRegion;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Longest frame accepted from the guest (`ETH_MAX_MTU` + Ethernet header).
 pub(crate) const MAX_FRAME: usize = 65535 + 14;
