@@ -468,6 +468,33 @@ fn passt_vhost_user_vm() {
     checks_in_vm(Backend::VhostUser);
 }
 
+/// `--print-capabilities`, the vhost-user back-end convention libvirt and
+/// qemu follow: a JSON object naming the device type on standard output,
+/// exit status 0, nothing started. With or without `--vhost-user`, as the
+/// test user.
+#[test]
+fn print_capabilities() {
+    for args in [
+        &["--vhost-user", "--print-capabilities"][..],
+        &["--print-capabilities", "--vhost-user"],
+        &["--print-capabilities"],
+    ] {
+        let mut cmd: Vec<String> = as_test_user();
+        cmd.push(s(&bin("passt")));
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        let out = run_timeout(Command::new(&cmd[0]).args(&cmd[1..]), 20);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let json = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(jq(&json, ".type"), "net", "{args:?}: {json}");
+        assert_eq!(jq(&json, "keys | length"), "1", "{args:?}: {json}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Port of the host server that tells the guest of `rounds.sh` what to do
 /// after a round.
 const CTL_PORT: u16 = 6101;

@@ -230,7 +230,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
                     s.one_off,
                 )?,
             };
-            Link::VhostUser(v)
+            Link::VhostUser(Box::new(v))
         }
         Mode::Passt => {
             let q = match s.fd {

@@ -59,7 +59,7 @@ impl GuestMem {
         let mut regions = Vec::with_capacity(descs.len());
         for i in order {
             let d = descs[i];
-            if d.size == 0 || d.mmap_offset % page != 0 {
+            if d.size == 0 || !d.mmap_offset.is_multiple_of(page) {
                 return Err(format!(
                     "region at {:#x}: size {:#x}, file offset {:#x}",
                     d.gpa, d.size, d.mmap_offset

@@ -21,6 +21,8 @@
 pub(crate) mod device;
 pub(crate) mod memory;
 pub(crate) mod rxslots;
+#[cfg(test)]
+pub(crate) mod tests;
 pub(crate) mod virtq;
 
 use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
@@ -273,8 +275,8 @@ impl VuLink {
             }
         }
         let changed = dev.take_kick_changes();
-        for q in 0..QUEUES {
-            if !changed[q] {
+        for (q, &c) in changed.iter().enumerate() {
+            if !c {
                 continue;
             }
             if let Some(old) = self.kicks[q].take() {
@@ -410,19 +412,12 @@ impl VuLink {
             mergeable: dev.mergeable(),
             csum_valid: dev.guest_csum(),
         };
-        let chains = std::mem::take(&mut self.rx_chains);
-        let runs = std::mem::take(&mut self.rx_runs);
-        rxslots::reserve(
-            &mut dev.vrings[RX].queue,
-            &mem,
-            o,
-            k,
-            room,
-            mss,
-            len,
-            chains,
-            runs,
-        )
+        let store = rxslots::Store {
+            chains: std::mem::take(&mut self.rx_chains),
+            runs: std::mem::take(&mut self.rx_runs),
+        };
+        let want = rxslots::Want { k, room, mss, len };
+        rxslots::reserve(&mut dev.vrings[RX].queue, &mem, o, want, store)
     }
 
     /// Hands the frames of a reservation to the guest; returns how many.
@@ -431,13 +426,13 @@ impl VuLink {
         let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
             return 0;
         };
-        let (n, chains, runs) = r.commit(&mut dev.vrings[RX].queue);
+        let (n, store) = r.commit(&mut dev.vrings[RX].queue);
         if n > 0 {
             let v = &dev.vrings[RX];
             virtq::notify(&v.queue, &mem, v.call.as_ref());
         }
-        self.rx_chains = chains;
-        self.rx_runs = runs;
+        self.rx_chains = store.chains;
+        self.rx_runs = store.runs;
         n
     }
 

@@ -69,19 +69,36 @@ fn region_ptr(mem: &GuestMemoryMmap, i: usize) -> Option<(*mut u8, u64)> {
     Some((r.as_ptr(), vm_memory::GuestMemoryRegion::len(r)))
 }
 
-/// Takes buffers from `q` for up to `k` slots whose payloads (at most `mss`
+/// What a peek asks for: up to `k` slots whose payloads (at most `mss`
 /// each, after `room` bytes of frame headers) add up to at most `len`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Want {
+    pub(crate) k: usize,
+    pub(crate) room: usize,
+    pub(crate) mss: usize,
+    pub(crate) len: usize,
+}
+
+/// Storage of a reservation, kept between peeks so none allocates.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    pub(crate) chains: Vec<(u16, u64, u32)>,
+    pub(crate) runs: Vec<Run>,
+}
+
+/// Takes buffers from `q` for the slots `w` asks for.
 pub(crate) fn reserve(
     q: &mut Queue,
     mem: &Arc<GuestMemoryMmap>,
     o: RxOpts,
-    k: usize,
-    room: usize,
-    mss: usize,
-    len: usize,
-    mut chains: Vec<(u16, u64, u32)>,
-    mut runs: Vec<Run>,
+    w: Want,
+    store: Store,
 ) -> Reserve {
+    let Want { k, room, mss, len } = w;
+    let Store {
+        mut chains,
+        mut runs,
+    } = store;
     chains.clear();
     runs.clear();
     if !o.mergeable {
@@ -268,7 +285,7 @@ impl Reserved {
 
     /// Gives the buffers to the guest: headers, used ring, index. Returns
     /// the number of frames, and the pieces to keep for the next peek.
-    pub(crate) fn commit(self, q: &mut Queue) -> (usize, Vec<(u16, u64, u32)>, Vec<Run>) {
+    pub(crate) fn commit(self, q: &mut Queue) -> (usize, Store) {
         let hdr = self.opts.hdr_len;
         let mut used: Vec<(u16, u32)> = Vec::with_capacity(self.chains.len());
         let mut frames = 0;
@@ -309,6 +326,6 @@ impl Reserved {
         q.set_next_avail(self.start_avail.wrapping_add(last_used_chain as u16));
         push_used(q, &self.mem, used.into_iter());
         let Reserved { chains, runs, .. } = self;
-        (frames, chains, runs)
+        (frames, Store { chains, runs })
     }
 }
