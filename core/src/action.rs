@@ -176,7 +176,9 @@ pub enum Action {
         opt: SockOpt,
     },
     /// Write guest payload to a stream socket with one `sendmsg` over the spans
-    /// (no copy); the result comes as `SockEvent::Sent`.
+    /// (no copy); the result comes as `SockEvent::StreamSent`, together with
+    /// the state of the send buffer right after the write (`SO_MEMINFO`), so
+    /// that no separate query is needed to size the window.
     Send {
         /// The socket.
         sock: SockId,
@@ -240,8 +242,15 @@ pub enum Action {
         /// Bytes to discard.
         len: u32,
     },
-    /// Read TCP_INFO (plus SO_SNDBUF and SIOCOUTQ) and report `SockEvent::TcpInfo`.
+    /// Read TCP_INFO (plus the send buffer's state, `SO_MEMINFO`) and report
+    /// `SockEvent::TcpInfo`.
     QueryTcpInfo {
+        /// The socket.
+        sock: SockId,
+    },
+    /// Read the send buffer's state (one `getsockopt(SO_MEMINFO)`) and report
+    /// `SockEvent::SendSpace`.
+    QuerySendSpace {
         /// The socket.
         sock: SockId,
     },
@@ -317,10 +326,46 @@ pub struct TcpInfo {
     pub snd_mss: u32,
     /// `tcpi_min_rtt` in microseconds.
     pub min_rtt_us: u32,
-    /// SO_SNDBUF.
+    /// The send buffer's size in the kernel's accounting
+    /// (`SK_MEMINFO_SNDBUF`); 0 if unknown.
     pub sndbuf: u32,
-    /// SIOCOUTQ: bytes in the send queue not yet acknowledged.
-    pub outq: u32,
+    /// What the queued data (unsent and unacknowledged) costs in the same
+    /// accounting (`SK_MEMINFO_WMEM_QUEUED`): payload plus per-buffer
+    /// overhead.
+    pub queued: u32,
+}
+
+impl TcpInfo {
+    /// The send buffer part of the answer.
+    pub fn space(&self) -> SendSpace {
+        SendSpace {
+            sndbuf: self.sndbuf,
+            queued: self.queued,
+        }
+    }
+}
+
+/// A stream socket's send buffer as the kernel accounts it (`SO_MEMINFO`).
+///
+/// Linux accepts more data while `queued < sndbuf` (checked for each new
+/// buffer, so one write may overshoot by a buffer), and reports the socket
+/// writable (`EPOLLOUT`) only while `queued` is at most two thirds of
+/// `sndbuf`. A socket found not writable when its readiness is polled
+/// (`epoll_ctl`, or a wake-up) or a write that did not fit arms a wake-up for
+/// the moment it is writable again; nothing else does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SendSpace {
+    /// `SK_MEMINFO_SNDBUF` (what `SO_SNDBUF` reports); 0 if unknown.
+    pub sndbuf: u32,
+    /// `SK_MEMINFO_WMEM_QUEUED`.
+    pub queued: u32,
+}
+
+impl SendSpace {
+    /// Whether epoll reports the socket writable in this state.
+    pub fn writable(&self) -> bool {
+        u64::from(self.queued) * 3 <= u64::from(self.sndbuf) * 2
+    }
 }
 
 /// Readiness of, and results from, a socket.
@@ -344,10 +389,20 @@ pub enum SockEvent {
     Connected(Result<(), Errno>),
     /// Outcome of an `Accept`: the peer and local addresses of the new socket.
     Accepted(Result<(SocketAddr, SocketAddr), Errno>),
-    /// Outcome of a `Send` or `SendDatagrams`: bytes (or datagrams) written.
+    /// Outcome of a `SendDatagrams`: datagrams written.
     Sent(Result<usize, Errno>),
     /// Answer to `QueryTcpInfo`.
     TcpInfo(TcpInfo),
+    /// Outcome of a `Send` on a stream socket: bytes written, and the send
+    /// buffer's state after the write.
+    StreamSent {
+        /// Bytes written, or the error.
+        sent: Result<usize, Errno>,
+        /// The send buffer after the write (zeros if it could not be read).
+        space: SendSpace,
+    },
+    /// Answer to `QuerySendSpace`.
+    SendSpace(SendSpace),
 }
 
 /// The most header room an [`Action::Recv`] asks for in front of each

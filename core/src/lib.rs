@@ -118,8 +118,8 @@ mod testutil;
 mod wire;
 
 pub use action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SockEvent, SockId, SockKind,
-    SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
+    Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SendSpace, SockEvent, SockId,
+    SockKind, SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
     Config, Features, Ip4Config, Ip6Config, Limits, TcpForward, DEFAULT_MTU, MAX_DNS, MAX_SEARCH,

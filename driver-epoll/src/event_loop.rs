@@ -1015,15 +1015,9 @@ impl Io {
         let mut r = match v.reserve_rx(k, room, mss, len) {
             crate::vhost_user::rxslots::Reserve::Slots(r) => r,
             crate::vhost_user::rxslots::Reserve::Unusable => return false,
-            crate::vhost_user::rxslots::Reserve::Empty => {
-                // No buffers: the data waits in the socket (answered like
-                // an empty socket); the guest's next acknowledgement
-                // brings the peek back.
-                let mut none: [TxSlot<'_>; 0] = [];
-                self.core
-                    .handle_peeked(now, sock, Err(passt_core::Errno::EAGAIN), &mut none);
-                return true;
-            }
+            // No buffers: the copying way makes the frames, the guest
+            // link refuses them and the flow is rewound.
+            crate::vhost_user::rxslots::Reserve::Empty => return false,
         };
         let result = match self.socks.get(sock) {
             None => Err(passt_core::Errno::EBADF),
@@ -1156,15 +1150,12 @@ impl Io {
                 return;
             }
         }
-        let k = self.link_room(now, room + mss, needed.min(self.arena.free()));
+        let mut k = self.link_room(now, room + mss, needed.min(self.arena.free()));
         if k == 0 {
-            // The guest has no buffers for it now: the data stays in the
-            // socket (answered like an empty socket), and the guest's next
-            // acknowledgement brings the peek back.
-            let mut none: [TxSlot<'_>; 0] = [];
-            self.core
-                .handle_peeked(now, sock, Err(passt_core::Errno::EAGAIN), &mut none);
-            return;
+            // The guest has no buffers now. An empty answer would mark the
+            // socket drained; the frames are made and refused instead, and
+            // the refusal rewinds the flow.
+            k = needed.min(self.arena.free());
         }
         let result = match self.socks.get(sock) {
             None => Err(passt_core::Errno::EBADF),

@@ -30,6 +30,30 @@ struct Flow {
     /// The guest sent different bytes for the same sequence numbers.
     tainted: bool,
     core_initiated: bool,
+    /// The guest's SYN offered window scaling.
+    guest_ws: bool,
+    /// Window scale of the core's SYN, if it offered one.
+    core_ws: Option<u8>,
+    /// MSS the core offered the guest.
+    core_mss: Option<u32>,
+    /// Largest segment the guest sent.
+    guest_seg: u32,
+    /// End (relative) of the highest guest data seen.
+    guest_nxt: u32,
+    /// Right edge (relative) of the window the core last offered.
+    wnd_edge: Option<u32>,
+    /// Since when (virtual ns) the guest has been waiting on a closed window
+    /// while the socket had room.
+    closed_since: Option<u64>,
+    /// A window stall was reported already.
+    stall_reported: bool,
+}
+
+fn opt_num(opts: &str, name: &str) -> Option<u32> {
+    opts.trim_matches(|c| c == '<' || c == '>')
+        .split(',')
+        .find_map(|o| o.trim().strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The flow-level checker.
@@ -53,7 +77,9 @@ impl Checker {
         let f = self.flows.entry((t.src, t.dst)).or_default();
         if t.flags & flags::SYN != 0 {
             f.guest_isn = Some(t.seq);
+            f.guest_ws = opt_num(&t.opts, "wscale ").is_some();
         }
+        f.guest_seg = f.guest_seg.max(t.payload.len() as u32);
         if t.flags & flags::RST != 0 {
             f.guest_rst = true;
         }
@@ -104,6 +130,10 @@ impl Checker {
                     break;
                 }
             }
+        }
+        let end = start.wrapping_add(t.payload.len() as u32);
+        if end > f.guest_nxt && end < 0x8000_0000 {
+            f.guest_nxt = end;
         }
         if t.flags & flags::FIN != 0 {
             f.guest_fin_at = Some(start.wrapping_add(t.payload.len() as u32));
@@ -201,9 +231,22 @@ impl Checker {
         };
         if t.flags & flags::SYN != 0 {
             f.core_isn = Some(t.seq);
+            f.core_ws = opt_num(&t.opts, "wscale ").map(|w| w.min(14) as u8);
+            f.core_mss = opt_num(&t.opts, "mss ");
         }
         if t.flags & flags::RST != 0 {
             f.core_rst = true;
+        }
+        if t.flags & flags::ACK != 0 && t.flags & flags::RST == 0 {
+            if let Some(a) = rel(t.ack, f.guest_isn) {
+                let ws = match (t.flags & flags::SYN != 0, f.guest_ws, f.core_ws) {
+                    (false, true, Some(w)) => u32::from(w),
+                    _ => 0,
+                };
+                // The SYN-ACK acknowledges the SYN (relative -1).
+                let a = if t.flags & flags::SYN != 0 { 0 } else { a };
+                f.wnd_edge = Some(a.wrapping_add(u32::from(t.win) << ws));
+            }
         }
         let view = Self::view(f, &views);
         if t.flags & flags::ACK != 0 && t.flags & flags::RST == 0 {
@@ -261,6 +304,70 @@ impl Checker {
                         v.to_core.len()
                     ));
                 }
+            }
+        }
+        bad
+    }
+
+    /// At the end of a turn (everything due at `now` done): the guest must
+    /// not wait on a window closed by the core while the socket has room.
+    /// The window counts as closed when it has no room for one of the
+    /// guest's segments beyond what the guest sent; the socket has room
+    /// when it is writable (epoll's notion: a third of the buffer free) and
+    /// has room for two segments beyond the guest data still on its way.
+    /// Allowed for one turn (the core learns of the room through an event),
+    /// not across a later one.
+    pub fn on_turn_end(&mut self, now: u64, kernel: &Kernel) -> Vec<String> {
+        if self.corrupted {
+            return Vec::new();
+        }
+        let views = kernel.conn_views();
+        let mut bad = Vec::new();
+        for (k, f) in self.flows.iter_mut() {
+            let (Some(sock), Some(edge), Some(mss)) = (f.sock, f.wnd_edge, f.core_mss) else {
+                continue;
+            };
+            let open = views.iter().any(|v| v.0 == Some(sock));
+            let finished = f.guest_fin_at.is_some() || f.guest_rst || f.core_rst;
+            let Ok(sp) = kernel.send_space(sock) else {
+                f.closed_since = None;
+                continue;
+            };
+            if !open || finished {
+                f.closed_since = None;
+                continue;
+            }
+            let seg = if f.guest_seg > 0 {
+                f.guest_seg.min(mss)
+            } else {
+                mss
+            };
+            let usable = edge.wrapping_sub(f.guest_nxt);
+            let closed = usable >= 0x8000_0000 || usable < seg;
+            let accepted = Self::view(f, &views).map_or(0, |v| v.from_core.len() as u32);
+            let on_the_way = f.guest_nxt.saturating_sub(accepted);
+            let free = sp
+                .sndbuf
+                .saturating_sub(sp.queued)
+                .saturating_sub(on_the_way);
+            let room = sp.writable() && free >= 2 * seg;
+            if !(closed && room) {
+                f.closed_since = None;
+                continue;
+            }
+            match f.closed_since {
+                None => f.closed_since = Some(now),
+                Some(t) if now > t && !f.stall_reported => {
+                    f.stall_reported = true;
+                    bad.push(format!(
+                        "window stall: {} > {} waits on a closed window since {:.3} s while its socket has {free} of {} bytes free",
+                        k.0,
+                        k.1,
+                        t as f64 / 1e9,
+                        sp.sndbuf
+                    ));
+                }
+                Some(_) => {}
             }
         }
         bad

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 /// Retransmission timeout of the model.
 const RTO_NS: u64 = 200_000_000;
-/// Segment size.
+/// Segment size, unless set.
 const MSS: u32 = 1400;
 /// Window the model advertises (no scaling).
 const WIN: u16 = 65535;
@@ -64,6 +64,8 @@ pub struct GuestTcp {
     pub wscale: u8,
     /// Send our FIN only after the peer's (a passive close).
     pub fin_after_peer: bool,
+    /// Largest segment sent (and the MSS announced in the SYN).
+    pub mss: u32,
     /// The next output may send one byte into a closed window.
     probe: bool,
     /// When the exchange finished (virtual ns).
@@ -129,6 +131,7 @@ impl GuestTcp {
             retransmits: 0,
             wscale: 0,
             fin_after_peer: false,
+            mss: MSS,
             probe: false,
             done_at: None,
         }
@@ -195,7 +198,8 @@ impl GuestTcp {
     fn output(&mut self, now: u64, out: &mut Vec<Vec<u8>>) {
         match self.state {
             GuestState::SynSent if self.snd_nxt == 0 => {
-                let opts = frame::tcp_options("mss 1400,nop,wscale 7").unwrap_or_default();
+                let opts = frame::tcp_options(&format!("mss {},nop,wscale 7", self.mss))
+                    .unwrap_or_default();
                 out.extend(self.seg(0, flags::SYN, &[], &opts));
                 self.snd_nxt = 1;
                 self.snd_una = 0;
@@ -208,13 +212,13 @@ impl GuestTcp {
                 let window = if self.probe {
                     1
                 } else {
-                    self.snd_wnd.min(16 * MSS)
+                    self.snd_wnd.min(16 * self.mss)
                 };
                 self.probe = false;
                 let limit = self.snd_una.saturating_add(window);
                 let mut sent = false;
                 while self.snd_nxt < end && self.snd_nxt < limit {
-                    let len = MSS.min(end - self.snd_nxt).min(limit - self.snd_nxt);
+                    let len = self.mss.min(end - self.snd_nxt).min(limit - self.snd_nxt);
                     let p = self.payload(self.snd_nxt - 1, len);
                     out.extend(self.seg(self.snd_nxt, flags::PSH, &p, &[]));
                     self.snd_nxt += len;

@@ -351,30 +351,31 @@ fn parse_peer(words: &[String]) -> Result<PeerRule, String> {
         )
     };
     let rest: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-    let (model_words, delay) = match rest.iter().position(|w| *w == "delay") {
-        Some(p) => (
-            &rest[..p],
-            Some(rest.get(p + 1).ok_or("peer: delay value missing")?),
-        ),
-        None => (&rest[..], None),
-    };
-    let model = PeerModel::parse(model_words)?;
-    let connect_delay_ns = match delay {
-        Some(d) => {
-            (d.parse::<f64>()
-                .map_err(|_| format!("peer: bad delay `{d}`"))?
-                * 1e6) as u64
+    // The model's words, then options with a value in milliseconds.
+    let keys = ["delay", "rtt", "fast-at"];
+    let split = rest
+        .iter()
+        .position(|w| keys.contains(w))
+        .unwrap_or(rest.len());
+    let model = PeerModel::parse(&rest[..split])?;
+    let mut spec = PeerSpec::new(model);
+    let mut opts = rest[split..].iter();
+    while let Some(&k) = opts.next() {
+        let v = opts
+            .next()
+            .ok_or_else(|| format!("peer: {k} value missing"))?;
+        let ns = (v
+            .parse::<f64>()
+            .map_err(|_| format!("peer: bad {k} `{v}`"))?
+            * 1e6) as u64;
+        match k {
+            "delay" => spec.connect_delay_ns = ns,
+            "rtt" => spec.rtt_ns = ns,
+            "fast-at" => spec.fast_at_ns = Some(ns),
+            _ => return Err(format!("peer: unknown option `{k}`")),
         }
-        None => 0,
-    };
-    Ok(PeerRule {
-        addr,
-        port,
-        spec: PeerSpec {
-            model,
-            connect_delay_ns,
-        },
-    })
+    }
+    Ok(PeerRule { addr, port, spec })
 }
 
 /// The part of a run's set-up that directives change.
@@ -904,7 +905,7 @@ impl Runner<'_> {
                     r.map_err(|e| format!("host-connect: {}", errno_name(e)))?;
                 }
                 Some("guest-tcp") => {
-                    // guest-tcp connect REMOTE send N [from PORT]
+                    // guest-tcp connect REMOTE send N [from PORT] [mss N]
                     // guest-tcp listen PORT send N
                     let n: u32 = w
                         .iter()
@@ -951,6 +952,9 @@ impl Runner<'_> {
                     };
                     let mut g = g;
                     g.fin_after_peer = w.iter().any(|x| x == "fin-after-peer");
+                    if let Some(p) = w.iter().position(|x| x == "mss") {
+                        g.mss = num(w.get(p + 1), "mss")?;
+                    }
                     self.sim.guests.push(g);
                     let mut out = Vec::new();
                     let now = self.sim.now().as_nanos();

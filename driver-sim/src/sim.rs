@@ -285,6 +285,7 @@ impl Sim {
 
     fn step(&mut self) {
         let now = self.now;
+        self.kernel.set_now(now.as_nanos());
         let arrived = self.to_core.take_arrived(now);
         if !arrived.is_empty() {
             for (f, corrupted) in &arrived {
@@ -319,6 +320,14 @@ impl Sim {
             }
         }
         self.settle_now();
+        // Window stalls are a matter of the core reacting to the socket: on
+        // an impaired link the guest also waits for its own retransmissions,
+        // which the check cannot tell apart.
+        if self.to_core.profile.is_clean() && self.to_guest.profile.is_clean() {
+            for v in self.checker.on_turn_end(now.as_nanos(), &self.kernel) {
+                self.violation(v);
+            }
+        }
         let mut replies = Vec::new();
         for (f, corrupted) in self.to_guest.take_arrived(now) {
             if corrupted {
@@ -621,7 +630,8 @@ impl Sim {
                 for v in self.checker.on_sent(sock, &self.kernel) {
                     self.violation(v);
                 }
-                self.event(sock, SockEvent::Sent(r));
+                let space = self.kernel.send_space(sock).unwrap_or_default();
+                self.event(sock, SockEvent::StreamSent { sent: r, space });
             }
             Action::SendDatagrams { sock, spans, to } => {
                 let mut dgrams: Vec<&[u8]> = Vec::new();
@@ -667,6 +677,10 @@ impl Sim {
                 Ok(i) => self.event(sock, SockEvent::TcpInfo(i)),
                 Err(e) => self.note("host", format!("tcp_info({sock:?}) = {e:?}")),
             },
+            Action::QuerySendSpace { sock } => match self.kernel.send_space(sock) {
+                Ok(sp) => self.event(sock, SockEvent::SendSpace(sp)),
+                Err(e) => self.note("host", format!("meminfo({sock:?}) = {e:?}")),
+            },
             Action::ShutdownWrite { sock } => {
                 let r = self.kernel.shutdown_write(sock);
                 self.note("host", format!("shutdown({sock:?}, SHUT_WR) = {r:?}"));
@@ -692,6 +706,7 @@ impl Sim {
             | Action::Recv { sock, .. }
             | Action::Consume { sock, .. }
             | Action::QueryTcpInfo { sock }
+            | Action::QuerySendSpace { sock }
             | Action::ShutdownWrite { sock }
             | Action::Close { sock } => Some(sock),
             _ => None,

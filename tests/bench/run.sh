@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# Throughput and CPU cost of user-mode networking, side by side in one run:
-# passt-rs pasta, Debian's pasta and slirp4netns, each moving iperf3 traffic
-# between a namespace and the "host".
+# Throughput, latency, connection rate and CPU cost of user-mode networking,
+# side by side in one run: passt-rs pasta, Debian's pasta, slirp4netns, and
+# the kernel routing the same path with no translator (the limit).
 #
 # The "host" is a network namespace of this script whose only uplink is an ifb
-# sink, so nothing a translator forwards can leave the machine. Host-side servers
-# listen on that namespace's loopback (reached from the guest through the
-# gateway address) or on its own address.
+# sink, so nothing a translator forwards can leave the machine. Peers:
+#   loop    iperf3 / tcp_rr on the host namespace itself: reached from the
+#           guest through the gateway address (which the translators map to
+#           the host's loopback), and reaching the guest through the host's
+#           own address on the forwarded port. Kernel limit: a veth pair
+#           between the guest namespace and the host namespace.
+#   r2, r20 a "remote" namespace joined to the host namespace by a veth
+#           (10.78.0.2/24 <-> 10.78.0.1/24, fd78::2/64 <-> fd78::1/64) whose
+#           incoming TCP is held 2 or 20 ms by nfq_delay (an NFQUEUE program,
+#           driver-epoll/examples/nfq_delay.rs: this kernel has no netem).
+#           Kernel limit: the guest namespace routed by the host namespace
+#           over a veth (10.79.0.0/24, fd79::/64) to the same remote.
+# Every translator runs as an unprivileged user (nobody) in the host namespace
+# and joins the guest namespace, a user namespace owned by nobody.
 #
 # Usage: tests/bench/run.sh [-t SECONDS] [-o REPORT.md] [-x TRANSLATOR]...
-#   TRANSLATOR: ours, debian, slirp (default: all that are installed).
-#   KINDS="tput rr crr" selects the tests: iperf3 throughput (IPv4/IPv6, MTU
-#   65520 and 1500), 1-byte request-response latency, connection rate (the
-#   last two with the tcp_rr example: cargo build --release -p
-#   passt-driver-epoll --example tcp_rr).
-# Needs root, iperf3, socat, iproute2, util-linux; Debian's passt and slirp4netns
-# packages for the comparison. Debian's pasta refuses to run as root: it runs as
-# nobody here, in a private mount namespace where /dev/net/tun is usable by it.
+#   TRANSLATOR: ours, debian, slirp, kernel (default: all that are present).
+#   KINDS="tput rr crr" selects the tests (iperf3 throughput, 1-byte
+#   request-response latency, connection rate); PEERS="loop r2 r20",
+#   MTUS="65520 1500", FAMS="4 6", DIRS="out in" narrow the matrix.
+# Needs root, iperf3, socat, iptables, iproute2, util-linux, and
+#   cargo build --release -p passt-driver-epoll --bins --examples
+# (pasta, tcp_rr, nfq_delay); Debian's passt and slirp4netns packages for the
+# comparison. Debian's pasta refuses to run as root: like the others it runs as
+# nobody, in a private mount namespace where /dev/net/tun is usable by it.
 set -euo pipefail
 
 secs=5
@@ -36,18 +48,24 @@ ours=${PASTA_RS:-$top/target/release/pasta}
 work=$(mktemp -d /tmp/passt-bench.XXXXXX)
 chmod 1777 "$work"
 host=pbh$$
+remote=pbr$$
 pids=()
+nfq=
 
 cleanup() {
 	set +e
+	[ -n "$nfq" ] && kill_tree "$nfq"
 	kill_tree "${pids[@]}"
 	ip netns del "$host" 2>/dev/null
+	ip netns del "$remote" 2>/dev/null
+	for n in $(ip netns list | awk '{print $1}' | grep "^pbk$$-"); do ip netns del "$n"; done
 	rm -rf "/etc/netns/$host"
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
 in_host() { ip netns exec "$host" "$@"; }
+in_remote() { ip netns exec "$remote" "$@"; }
 
 setup_host() {
 	ip netns add "$host"
@@ -58,8 +76,37 @@ setup_host() {
 	ip -n "$host" route add default via 10.77.0.1
 	ip -n "$host" -6 addr add fd77::2/64 dev eth0 nodad
 	ip -n "$host" -6 route add default via fd77::1 dev eth0
+	in_host sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 	mkdir -p "/etc/netns/$host"
 	echo "nameserver 10.77.0.1" >"/etc/netns/$host/resolv.conf"
+}
+
+# The remote peer: a namespace behind a veth of the host namespace, whose
+# incoming TCP goes through NFQUEUE 0 (held by nfq_delay while it runs; let
+# through when it does not).
+setup_remote() {
+	ip netns add "$remote"
+	ip -n "$remote" link set lo up
+	ip link add "hr$$" netns "$host" type veth peer name eth0 netns "$remote"
+	ip -n "$host" link set "hr$$" up
+	ip -n "$host" addr add 10.78.0.2/24 dev "hr$$"
+	ip -n "$host" -6 addr add fd78::2/64 dev "hr$$" nodad
+	ip -n "$remote" link set eth0 up
+	ip -n "$remote" addr add 10.78.0.1/24 dev eth0
+	ip -n "$remote" -6 addr add fd78::1/64 dev eth0 nodad
+	ip -n "$remote" route add 10.79.0.0/24 via 10.78.0.2
+	ip -n "$remote" -6 route add fd79::/64 via fd78::2
+	in_remote iptables -A INPUT -p tcp -j NFQUEUE --queue-num 0 --queue-bypass
+	in_remote ip6tables -A INPUT -p tcp -j NFQUEUE --queue-num 0 --queue-bypass
+}
+
+# Holds the remote's incoming TCP for RTT_MS (0: no hold).
+set_rtt() {
+	[ -n "$nfq" ] && { kill_tree "$nfq"; nfq=; }
+	[ "$1" -gt 0 ] || return 0
+	in_remote "$nfq_delay" 0 $(($1 * 1000)) 7200 </dev/null >/dev/null 2>"$work/nfq.err" &
+	nfq=$!
+	sleep 0.3
 }
 
 # A process and all its descendants, by PID.
@@ -92,7 +139,7 @@ kill_tree() {
 }
 
 # A guest namespace: a sleeping holder process, in a user namespace owned by
-# nobody (so that Debian's pasta, running as nobody, may join it). Sets G.
+# nobody (so that the translators, running as nobody, may join it). Sets G.
 new_guest() {
 	rm -f "$work/guest.pid"
 	in_host runuser -u nobody -- unshare -rn sh -c "echo \$\$ > $work/guest.pid; exec sleep 3600" \
@@ -108,13 +155,32 @@ new_guest() {
 
 in_guest() { local g=$1; shift; nsenter -t "$g" -U -n --preserve-credentials "$@"; }
 
+# The kernel's own path: a namespace with a veth into the host namespace
+# (10.79.0.2/24 <-> 10.79.0.1/24, fd79::2/64 <-> fd79::1/64), routed by it.
+# Sets K (its name).
+new_kernel_guest() {
+	local mtu=$1
+	K=pbk$$-$RANDOM
+	ip netns add "$K"
+	ip -n "$K" link set lo up
+	ip link add "hk$$" netns "$host" type veth peer name eth0 netns "$K"
+	ip -n "$host" link set "hk$$" up mtu "$mtu"
+	ip -n "$host" addr add 10.79.0.1/24 dev "hk$$"
+	ip -n "$host" -6 addr add fd79::1/64 dev "hk$$" nodad
+	ip -n "$K" link set eth0 up mtu "$mtu"
+	ip -n "$K" addr add 10.79.0.2/24 dev eth0
+	ip -n "$K" -6 addr add fd79::2/64 dev eth0 nodad
+	ip -n "$K" route add default via 10.79.0.1
+	ip -n "$K" -6 route add default via fd79::1
+}
+
 # start_translator NAME GUEST_PID MTU: sets P to the translator's PID, and
 # returns once the guest has a default route.
 start_translator() {
 	local name=$1 g=$2 mtu=$3
 	case $name in
 	ours)
-		in_host "$ours" -f -q --config-net -m "$mtu" -t 5301 -u none -T none -U none "$g" \
+		in_host runuser -u nobody -- "$ours" -f -q --config-net -m "$mtu" -t 5301 -u none -T none -U none "$g" \
 			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
 	debian)
@@ -125,7 +191,8 @@ start_translator() {
 		;;
 	slirp)
 		rm -f "$work/slirp.sock"
-		in_host slirp4netns --configure --mtu="$mtu" --api-socket "$work/slirp.sock" "$g" tap0 \
+		in_host runuser -u nobody -- slirp4netns --configure --mtu="$mtu" --api-socket "$work/slirp.sock" \
+			--userns-path="/proc/$g/ns/user" "$g" tap0 \
 			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
 	esac
@@ -142,67 +209,97 @@ start_translator() {
 	fi
 }
 
-gateway_of() {
-	case $1/$2 in
-	slirp/*) echo 10.0.2.2 ;;
-	*/6) echo fd77::1 ;;
-	*) echo 10.77.0.1 ;;
+# Where the guest connects to reach a peer (namespace -> peer).
+peer_addr() {
+	local t=$1 peer=$2 fam=$3
+	case $peer/$t/$fam in
+	loop/slirp/*) echo 10.0.2.2 ;;
+	loop/kernel/6) echo fd79::1 ;;
+	loop/kernel/*) echo 10.79.0.1 ;;
+	loop/*/6) echo fd77::1 ;;
+	loop/*) echo 10.77.0.1 ;;
+	*/6) echo fd78::1 ;;
+	*) echo 10.78.0.1 ;;
 	esac
 }
 
-# iperf3 JSON -> "Gbit/s bytes"
+# Where a peer connects to reach the guest (peer -> namespace). Loopback
+# sources are avoided: Debian's pasta would splice those inside the
+# namespace and skip the tap, which is not what is measured here.
+guest_addr() {
+	local t=$1 peer=$2 fam=$3
+	case $peer/$t/$fam in
+	*/kernel/6) echo fd79::2 ;;
+	*/kernel/*) echo 10.79.0.2 ;;
+	loop/*/6) echo fd77::2 ;;
+	loop/*) echo 10.77.0.2 ;;
+	*/6) echo fd78::2 ;;
+	*) echo 10.78.0.2 ;;
+	esac
+}
+
+# iperf3 JSON -> "Gbit/s bytes retransmissions"
 parse_iperf() {
 	python3 -c '
 import json,sys
 d=json.load(open(sys.argv[1]))
 e=d.get("end",{})
 r=e.get("sum_received") or e.get("sum",{})
-print("%.3f %d" % (r.get("bits_per_second",0)/1e9, r.get("bytes",0)))' "$1"
+s=e.get("sum_sent",{})
+print("%.3f %d %d" % (r.get("bits_per_second",0)/1e9, r.get("bytes",0), s.get("retransmits",0)))' "$1"
 }
 
 results=()
-# run_case TRANSLATOR KIND DIRECTION FAMILY MTU
+# run_case TRANSLATOR KIND PEER DIRECTION FAMILY MTU
 #   KIND: tput (iperf3, Gbit/s), rr (1-byte request-response, µs per
 #   transaction), crr (connect-request-response-close, connections per second)
+#   PEER: loop, r2, r20; DIRECTION: out (namespace -> peer), in (peer ->
+#   namespace).
 run_case() {
-	local t=$1 kind=$2 dir=$3 fam=$4 mtu=$5 g p out cpu0 cpu1 r val bytes target
+	local t=$1 kind=$2 peer=$3 dir=$4 fam=$5 mtu=$6 g= p= out cpu0=0 cpu1=0 r val bytes retr=0 target
+	local srv client
 	if [ "$t" = slirp ] && [ "$fam" = 6 ]; then return; fi
-	new_guest
-	g=$G
-	start_translator "$t" "$g" "$mtu"
-	p=$P
-	out=$work/$t-$kind-$dir-$fam-$mtu.out
-	cpu0=$(cpu_of "$p")
-	if [ "$dir" = ns2host ]; then
-		target=$(gateway_of "$t" "$fam")
-		if [ "$kind" = tput ]; then
-			in_host iperf3 -s -1 -p 5201 </dev/null >/dev/null 2>&1 &
-		else
-			in_host "$rr" server 5201 </dev/null >/dev/null 2>&1 &
-		fi
-		pids+=("$!")
-		sleep 0.3
-		client=(nsenter -t "$g" -U -n --preserve-credentials)
+	local peer_ns=(ip netns exec "$host")
+	[ "$peer" = loop ] || peer_ns=(ip netns exec "$remote")
+	if [ "$t" = kernel ]; then
+		new_kernel_guest "$mtu"
+		local guest_ns=(ip netns exec "$K")
 	else
-		# The host's own address, not loopback: a loopback source lets
-		# Debian's pasta splice the connection inside the namespace and skip
-		# the tap, which is not what is measured here.
-		if [ "$fam" = 6 ]; then target=fd77::2; else target=10.77.0.2; fi
-		if [ "$kind" = tput ]; then
-			in_guest "$g" iperf3 -s -1 -p 5301 </dev/null >/dev/null 2>&1 &
-		else
-			in_guest "$g" "$rr" server 5301 </dev/null >/dev/null 2>&1 &
-		fi
-		pids+=("$!")
-		sleep 0.5
-		client=(ip netns exec "$host")
+		new_guest
+		g=$G
+		start_translator "$t" "$g" "$mtu"
+		p=$P
+		local guest_ns=(nsenter -t "$g" -U -n --preserve-credentials)
 	fi
-	local port=5201
-	[ "$dir" = host2ns ] && port=5301
+	out=$work/$t-$kind-$peer-$dir-$fam-$mtu.out
+	[ -n "$p" ] && cpu0=$(cpu_of "$p")
+	if [ "$dir" = out ]; then
+		target=$(peer_addr "$t" "$peer" "$fam")
+		srv=("${peer_ns[@]}")
+		client=("${guest_ns[@]}")
+		port=5201
+	else
+		target=$(guest_addr "$t" "$peer" "$fam")
+		srv=("${guest_ns[@]}")
+		client=("${peer_ns[@]}")
+		port=5301
+		[ "$t" = kernel ] && port=5201
+	fi
+	local sport=5201
+	[ "$dir" = in ] && sport=5301
+	[ "$t" = kernel ] && sport=5201
+	if [ "$kind" = tput ]; then
+		timeout $((secs + 30)) "${srv[@]}" iperf3 -s -1 -p "$sport" </dev/null >/dev/null 2>&1 &
+	else
+		timeout $((secs + 30)) "${srv[@]}" "$rr" server "$sport" </dev/null >/dev/null 2>&1 &
+	fi
+	pids+=("$!")
+	local srvpid=$!
+	sleep 0.5
 	case $kind in
 	tput)
 		timeout $((secs + 20)) "${client[@]}" iperf3 -c "$target" -p "$port" -t "$secs" -J >"$out" 2>/dev/null || true
-		read -r val bytes < <(parse_iperf "$out" 2>/dev/null || echo "0 0")
+		read -r val bytes retr < <(parse_iperf "$out" 2>/dev/null || echo "0 0 0")
 		;;
 	rr | crr)
 		timeout $((secs + 20)) "${client[@]}" "$rr" "$kind" "$target" "$port" "$secs" >"$out" 2>/dev/null || true
@@ -211,67 +308,98 @@ run_case() {
 		bytes=0
 		;;
 	esac
-	cpu1=$(cpu_of "$p")
-	kill_tree "$p" "$g"
-	wait "$p" 2>/dev/null || true
+	[ -n "$p" ] && cpu1=$(cpu_of "$p")
+	kill_tree "$srvpid"
+	if [ "$t" = kernel ]; then
+		ip netns del "$K"
+		ip -n "$host" link del "hk$$" 2>/dev/null || true
+	else
+		kill_tree "$p" "$g"
+		wait "$p" 2>/dev/null || true
+	fi
 	local cpu_gb
-	cpu_gb=$(awk -v c0="$cpu0" -v c1="$cpu1" -v b="$bytes" 'BEGIN{ if (b>0) printf "%.2f", (c1-c0)/(b/1e9); else printf "%.2f", c1-c0 }')
-	r="$kind $dir $fam $mtu $t $val $cpu_gb"
+	if [ "$t" = kernel ]; then cpu_gb=-; else
+		cpu_gb=$(awk -v c0="$cpu0" -v c1="$cpu1" -v b="$bytes" 'BEGIN{ if (b>0) printf "%.2f", (c1-c0)/(b/1e9); else printf "%.2f", c1-c0 }')
+	fi
+	r="$kind $peer $dir $fam $mtu $t $val $cpu_gb $retr"
 	echo "$r" >&2
 	results+=("$r")
 }
 
 command -v iperf3 >/dev/null || { echo "iperf3 missing" >&2; exit 1; }
 rr=${TCP_RR:-$top/target/release/examples/tcp_rr}
-[ -x "$rr" ] || { echo "$rr missing: cargo build --release -p passt-driver-epoll --example tcp_rr" >&2; exit 1; }
+nfq_delay=${NFQ_DELAY:-$top/target/release/examples/nfq_delay}
+for b in "$rr" "$nfq_delay"; do
+	[ -x "$b" ] || { echo "$b missing: cargo build --release -p passt-driver-epoll --bins --examples" >&2; exit 1; }
+done
 cp "$rr" "$work/tcp_rr" && chmod 755 "$work/tcp_rr" && rr=$work/tcp_rr
+cp "$ours" "$work/pasta" && chmod 755 "$work/pasta" && ours=$work/pasta
 translators=()
 if [ ${#only[@]} -gt 0 ]; then translators=("${only[@]}"); else
 	[ -x "$ours" ] && translators+=(ours)
 	[ -x /usr/bin/pasta ] && translators+=(debian)
 	command -v slirp4netns >/dev/null && translators+=(slirp)
+	translators+=(kernel)
 fi
 kinds=${KINDS:-tput rr crr}
+peers=${PEERS:-loop r2 r20}
 
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 setup_host
-for kind in $kinds; do
-	mtus="65520 1500"
-	fams="4 6"
-	[ "$kind" = tput ] || { mtus=65520; fams=4; }
-	for mtu in $mtus; do
-		for fam in $fams; do
-			for dir in ns2host host2ns; do
-				for t in "${translators[@]}"; do
-					run_case "$t" "$kind" "$dir" "$fam" "$mtu"
+setup_remote
+for peer in $peers; do
+	case $peer in r2) set_rtt 2 ;; r20) set_rtt 20 ;; *) set_rtt 0 ;; esac
+	for kind in $kinds; do
+		mtus=${MTUS:-65520 1500}
+		fams=${FAMS:-4 6}
+		[ "$kind" = tput ] || mtus=65520
+		[ "$kind" = tput ] || [ "$peer" = loop ] || continue
+		for mtu in $mtus; do
+			for fam in $fams; do
+				for dir in ${DIRS:-out in}; do
+					for t in "${translators[@]}"; do
+						run_case "$t" "$kind" "$peer" "$dir" "$fam" "$mtu"
+					done
 				done
 			done
 		done
 	done
 done
+set_rtt 0
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# One row per case: every translator's value, and ours against the best of
-# the others (throughput and connection rate: higher is better, ratio
-# ours/best; latency: lower is better, ratio ours/best as well).
+# One row per case: every translator's value, ours against the best of the
+# other translators (throughput and connection rate: higher is better;
+# latency: lower is better; the ratio is ours/best in both cases), ours
+# against the kernel's path, CPU and the senders' retransmissions.
 {
-	echo "| test | direction | IP | MTU | ${translators[*]} | ours / best other | CPU s per GB (or s) ${translators[*]} |"
-	echo "|---|---|---|---|---|---|---|"
-	printf '%s\n' "${results[@]}" | awk '
-	{ key=$1" "$2" "$3" "$4; if (!(key in seen)) { seen[key]=1; order[++n]=key }
-	  val[key" "$5]=$6; cpu[key" "$5]=$7; ts[$5]=1 }
+	echo "load average after the run: $load_after"
+	echo
+	echo "| test | peer | dir | IP | MTU | ${translators[*]} | ours / best other | ours / kernel | CPU s/GB (rr, crr: s) | retransmissions |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
+	printf '%s\n' "${results[@]}" | awk -v list="${translators[*]}" '
+	{ key=$1" "$2" "$3" "$4" "$5; if (!(key in seen)) { seen[key]=1; order[++n]=key }
+	  val[key" "$6]=$7; cpu[key" "$6]=$8; re[key" "$6]=$9 }
 	END {
-	  split("ours debian slirp", all, " ")
+	  nt=split(list, all, " ")
 	  for (i=1;i<=n;i++) {
 	    k=order[i]; split(k, f, " ")
 	    unit = (f[1]=="tput") ? "Gbit/s" : (f[1]=="rr") ? "µs" : "conn/s"
-	    vals=""; cpus=""; best=""
-	    for (j=1;j<=3;j++) { t=all[j]; if (!(t in ts)) continue
-	      v=((k" "t) in val) ? val[k" "t] : "-"; c=((k" "t) in cpu) ? cpu[k" "t] : "-"
-	      vals=vals (vals==""?"":" / ") v; cpus=cpus (cpus==""?"":" / ") c
-	      if (t!="ours" && v!="-" && v>0) {
+	    vals=""; cpus=""; res=""; best=""
+	    for (j=1;j<=nt;j++) { t=all[j]
+	      v=((k" "t) in val) ? val[k" "t] : "-"
+	      vals=vals (vals==""?"":" / ") v
+	      if (t!="kernel") {
+	        c=((k" "t) in cpu) ? cpu[k" "t] : "-"; cpus=cpus (cpus==""?"":" / ") c
+	        x=((k" "t) in re) ? re[k" "t] : "-"; res=res (res==""?"":" / ") x
+	      }
+	      if (t!="ours" && t!="kernel" && v!="-" && v>0) {
 	        if (best=="" || (f[1]=="rr" ? v<best : v>best)) best=v } }
 	    o=((k" ours") in val) ? val[k" ours"] : ""
+	    kv=((k" kernel") in val) ? val[k" kernel"] : ""
 	    ratio = (o!="" && best!="" && best>0) ? sprintf("%.2f", o/best) : "-"
-	    printf "| %s (%s) | %s | v%s | %s | %s | %s | %s |\n", f[1], unit, f[2], f[3], f[4], vals, ratio, cpus
+	    kr = (o!="" && kv!="" && kv>0) ? sprintf("%.2f", o/kv) : "-"
+	    printf "| %s (%s) | %s | %s | v%s | %s | %s | %s | %s | %s | %s |\n", f[1], unit, f[2], f[3], f[4], f[5], vals, ratio, kr, cpus, res
 	  }
 	}'
 } | tee "${report:-/dev/null}"

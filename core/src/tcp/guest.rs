@@ -401,7 +401,7 @@ impl Core {
                     // Probing our closed window: answer with a fresh one.
                     c.force_ack = true;
                     let sock = c.sock;
-                    self.act(Action::QueryTcpInfo { sock });
+                    self.act(Action::QuerySendSpace { sock });
                 } else {
                     self.tcp_send_ack(id);
                 }
@@ -650,6 +650,7 @@ impl Core {
         }
         c.seq_to_tap = to;
         c.stalled = false;
+        c.sock_drained = false;
         let off = seq::dist(c.seq_ack_from_tap, to);
         let sock = c.sock;
         if peek_offset {

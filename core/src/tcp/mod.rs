@@ -5,9 +5,13 @@
 //!
 //! * guest → socket: a flow's in-order payload of one batch goes out as one
 //!   `Action::Send` over spans of the batch buffer; the guest is acknowledged
-//!   exactly what the kernel took (`SockEvent::Sent`), and the window offered
-//!   to the guest is the free space of the socket's send buffer
-//!   (`SockEvent::TcpInfo`), so whole segments are always accepted;
+//!   exactly what the kernel took (`SockEvent::StreamSent`), and the window
+//!   offered to the guest is the free space of the socket's send buffer in
+//!   the kernel's own accounting (`SendSpace`, reported with every write), so
+//!   whole segments are accepted and a guest that fills the window leaves the
+//!   socket not writable: the kernel then wakes us (`EPOLLOUT`) as soon as
+//!   it drained a third of the buffer, and the window reopens at once (see
+//!   [`window_from_space`]);
 //! * socket → guest: data stays in the kernel until the guest acknowledges
 //!   it; `Action::Peek` copies it straight into the driver's transmit slots,
 //!   [`Core::handle_peeked`] writes the headers, `Action::Consume` drops what
@@ -26,8 +30,8 @@ mod tests;
 mod timer;
 
 use crate::action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind, SockOpt,
-    TcpInfo, TxSlot,
+    Action, BindOpts, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind,
+    SockOpt, TcpInfo, TxSlot,
 };
 use crate::config::{Config, TcpForward};
 use crate::counters::DropReason;
@@ -66,8 +70,13 @@ pub(crate) const ACK_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) const SYN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retransmission timeout for data sent to the guest.
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Interval of TCP_INFO queries while the window to the guest is closed.
+/// Interval of send-buffer queries while the window to the guest is closed
+/// and the kernel armed its wake-up (a safety net: `EPOLLOUT` reopens it).
 pub(crate) const WINDOW_POLL: Duration = Duration::from_millis(100);
+/// Interval of send-buffer queries while the window to the guest is closed
+/// and the socket still counts as writable (a buffer smaller than three
+/// segments): no `EPOLLOUT` will come then.
+pub(crate) const WINDOW_POLL_WRITABLE: Duration = Duration::from_millis(1);
 /// Time allowed to close once both sides sent their FIN.
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Inactivity timeout.
@@ -82,6 +91,16 @@ const LOW_RTT_US: u32 = 10;
 const LOW_RTT_TABLE: usize = 8;
 /// Duplicate ACKs from the guest that trigger a fast retransmission.
 const DUP_ACK_THRESHOLD: u8 = 2;
+/// Duplicate ACKs we send for a gap in the guest's data: a guest without
+/// SACK (we offer none) retransmits fast only after three (Linux's
+/// `tcp_reordering`), and waits for its retransmission timeout otherwise.
+const DUP_ACKS_SENT: usize = 3;
+/// Frames a tap device queues towards us (the kernel's default
+/// `txqueuelen`): a guest with more than that in flight overflows the queue,
+/// and the frames dropped there come back only after its retransmission
+/// timeout. The window offered to the guest stays within three quarters of
+/// it, in segments of the MSS we advertised.
+const TAP_QUEUE_FRAMES: u32 = 1000;
 /// Passes over a batch to fit out-of-order segments into the gap.
 const REORDER_PASSES: usize = 4;
 /// Listen backlog (as upstream).
@@ -148,6 +167,13 @@ pub(crate) struct TcpConn {
     pub(crate) stalled: bool,
     /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
     pub(crate) need_out: bool,
+    /// The kernel's wake-up for free send space is armed: the socket was
+    /// found not writable when its interest was last set, or a write did
+    /// not fit. Cleared when the socket is seen writable again.
+    out_armed: bool,
+    /// The last peek found nothing beyond what it took: wait for `Readable`
+    /// before peeking again (a peek would only return `EAGAIN`).
+    sock_drained: bool,
     /// The last write was partial or refused: the send buffer is full
     /// whatever TCP_INFO says (the kernel counts buffer overhead, not just
     /// payload), so the window stays closed until EPOLLOUT or the next
@@ -200,9 +226,12 @@ pub(crate) struct TcpConn {
     ws_to_tap: u8,
     /// Window last advertised to the guest, in bytes.
     pub(crate) wnd_to_tap: u32,
+    /// Largest window offered to the guest (0: `MAX_WINDOW`), from the
+    /// MSS we advertised and the guest link's queue (`TAP_QUEUE_FRAMES`).
+    wnd_clamp: u32,
     /// Estimated free space of the socket's send buffer.
     pub(crate) sock_free: u32,
-    /// SO_SNDBUF as last reported.
+    /// The send buffer's size (kernel accounting) as last reported.
     sndbuf: u32,
     /// Whether a `TcpInfo` arrived yet.
     have_info: bool,
@@ -224,7 +253,7 @@ pub(crate) struct TcpConn {
     ack_due: Option<Instant>,
     /// Retransmission (or zero-window probe) deadline.
     t_retx: Option<Instant>,
-    /// Next look at TCP_INFO while our window is closed.
+    /// Next look at the send buffer while our window is closed.
     t_poll: Option<Instant>,
     /// Epoll interest last asked for.
     interest: Option<Interest>,
@@ -252,7 +281,12 @@ impl TcpConn {
 
     /// The window we can offer the guest now, in bytes.
     fn wnd_avail(&self) -> u32 {
-        self.sock_free.min(MAX_WINDOW)
+        let clamp = if self.wnd_clamp == 0 {
+            MAX_WINDOW
+        } else {
+            self.wnd_clamp.min(MAX_WINDOW)
+        };
+        self.sock_free.min(clamp)
     }
 
     /// The window field for our next segment (SYNs are never scaled).
@@ -282,38 +316,46 @@ impl TcpConn {
         d
     }
 
-    /// The epoll interest for the current state.
+    /// The epoll interest: one mask, edge-triggered, for the whole life of
+    /// the socket, so that it is registered once and never changed (one
+    /// `epoll_ctl` per connection). Edge-triggered because data peeked and
+    /// not yet acknowledged stays in the receive queue: a level-triggered
+    /// socket would be reported readable on every wait; the guest's ACKs
+    /// drive the next peek and new data raises an edge. `Readable` before
+    /// the handshake completes is remembered (`readable_early`), `Writable`
+    /// matters only while the window to the guest is closed, and an
+    /// `EPOLLOUT` edge needs the kernel's wake-up, armed by setting the
+    /// interest again ([`Core::tcp_rearm`]) when the window closes on a full
+    /// buffer.
     fn wanted_interest(&self) -> Interest {
-        match self.phase {
-            Phase::Connecting => Interest {
-                writable: true,
-                read_hangup: true,
-                edge: true,
-                ..Interest::default()
-            },
-            Phase::Established if self.tap_fin_sent || self.hup => Interest {
-                writable: self.need_out && !self.tap_fin_rcvd,
-                edge: true,
-                ..Interest::default()
-            },
-            // Level-triggered only while nothing is in flight: data peeked
-            // and not yet acknowledged stays in the receive queue, so a
-            // level-triggered socket would be reported readable on every
-            // wait. With data in flight the guest's ACKs drive the next
-            // peek; new data still raises an edge.
-            Phase::Established => Interest {
-                readable: true,
-                read_hangup: !self.sock_fin_rcvd,
-                writable: self.need_out && !self.tap_fin_rcvd,
-                edge: self.stalled || self.need_out || self.data_in_flight() > 0,
-            },
-            _ => Interest {
-                read_hangup: true,
-                edge: true,
-                ..Interest::default()
-            },
+        Interest {
+            readable: true,
+            writable: true,
+            read_hangup: true,
+            edge: true,
         }
     }
+}
+
+/// The window to offer the guest for a send buffer in state `space`: its
+/// free space in the kernel's accounting, less a sixteenth for the overhead
+/// the kernel charges per buffer on top of the payload (about 2 % for the
+/// 64 KiB buffers of a bulk write), so that a window's worth is taken whole.
+///
+/// Sizing it from the whole buffer (rather than from half of `SO_SNDBUF`,
+/// or from its free payload counted against the outgoing queue) has two
+/// effects the data path depends on: a guest that fills the window leaves
+/// the socket above two thirds of its buffer, not writable, so that the
+/// kernel arms the `EPOLLOUT` wake-up that reopens the window as soon as a
+/// third of the buffer drained; and the kernel grows the buffer
+/// (autotuning) only for a sender that runs into its limit. `None` if the
+/// driver could not read the buffer's state.
+pub(crate) fn window_from_space(space: SendSpace) -> Option<u32> {
+    if space.sndbuf == 0 {
+        return None;
+    }
+    let free = space.sndbuf.saturating_sub(space.queued);
+    Some(free - free / 16)
 }
 
 /// A listening socket: from the configuration or [`Core::set_tcp_forwards`].
@@ -459,6 +501,16 @@ impl Core {
         self.tcp.next_timer = earliest(self.tcp.next_timer, d);
     }
 
+    /// Sets the interest of `id` again even if unchanged: `EPOLL_CTL_MOD`
+    /// polls the socket, and a socket found not writable arms the kernel's
+    /// wake-up for when it is writable again.
+    fn tcp_rearm(&mut self, id: FlowId) {
+        if let Some(c) = self.tc(id) {
+            c.interest = None;
+        }
+        self.tcp_interest(id);
+    }
+
     /// Asks for the epoll interest the state of `id` needs, if it changed.
     fn tcp_interest(&mut self, id: FlowId) {
         let Some(c) = self.tc(id) else { return };
@@ -535,7 +587,6 @@ impl Core {
         };
         let key = *key;
         let syn = flags & SYN != 0;
-        let (win, wbytes) = c.win_field(syn);
         let syn_opts = if syn {
             let ws = if c.ws_to_tap > 0 || c.phase == Phase::AcceptedInfo {
                 Some(MAX_WS)
@@ -546,6 +597,16 @@ impl Core {
         } else {
             None
         };
+        if let Some((mss, _)) = syn_opts {
+            let clamp = u32::from(mss).saturating_mul(TAP_QUEUE_FRAMES * 3 / 4);
+            if let Some(c) = self.tc(id) {
+                c.wnd_clamp = clamp;
+            }
+        }
+        let Some((_, c)) = self.tc_ref(id) else {
+            return;
+        };
+        let (win, wbytes) = c.win_field(syn);
         let seq = if syn { c.isn } else { c.seq_to_tap };
         let h = Hdr {
             sport: key.dport,
@@ -604,17 +665,20 @@ impl Core {
         }
     }
 
-    /// Sends an ACK (twice if a duplicate pair is owed).
+    /// Sends an ACK (followed by `DUP_ACKS_SENT` duplicates if a gap in
+    /// the guest's data is owed them, once per gap).
     fn tcp_send_ack(&mut self, id: FlowId) {
         let Some(c) = self.tc(id) else { return };
-        let twice = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
-        if twice {
+        let dups = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
+        if dups {
             c.dup_ack_sent_at = Some(c.seq_from_tap);
         }
         c.dup_ack_pending = false;
         self.tcp_send_flags(id, ACK);
-        if twice {
-            self.tcp_send_flags(id, ACK);
+        if dups {
+            for _ in 0..DUP_ACKS_SENT {
+                self.tcp_send_flags(id, ACK);
+            }
         }
     }
 
@@ -704,5 +768,16 @@ impl Core {
 impl TcpConn {
     fn mss_info(&self) -> u32 {
         self.info_mss
+    }
+
+    /// Takes the send buffer's state in: the window to the guest follows.
+    /// Returns whether the state was known (else the window stays as it was).
+    fn set_space(&mut self, space: SendSpace) -> bool {
+        let Some(w) = window_from_space(space) else {
+            return false;
+        };
+        self.sndbuf = space.sndbuf;
+        self.sock_free = w;
+        true
     }
 }

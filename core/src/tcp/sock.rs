@@ -188,6 +188,13 @@ impl Core {
             return;
         }
         let in_flight = c.data_in_flight();
+        // Everything the socket held was peeked already, and nothing was
+        // rewound: only a `Readable` edge (or the end of the stream) brings
+        // more. Peeking now would return EAGAIN.
+        let rewound = seq::lt(c.seq_to_tap, c.seq_max_to_tap);
+        if c.sock_drained && !rewound && !probe && !c.sock_fin_rcvd {
+            return;
+        }
         let avail = c.wnd_from_tap.saturating_sub(in_flight).min(MAX_WINDOW);
         let len = if probe && in_flight == 0 { 1 } else { avail };
         let Some(c) = self.tc(id) else { return };
@@ -239,6 +246,7 @@ impl Core {
                 if c.data_in_flight() > 0 {
                     c.stalled = true;
                 }
+                c.sock_drained = true;
                 self.tcp_interest(id);
                 return 0;
             }
@@ -253,6 +261,7 @@ impl Core {
                 if c.data_in_flight() > 0 {
                     c.stalled = true;
                 }
+                c.sock_drained = true;
                 self.tcp_interest(id);
                 return 0;
             }
@@ -358,6 +367,9 @@ impl Core {
         if sent >= c.peek_len || sent == 0 {
             c.stalled = true;
         }
+        // Less than asked for and than the slots held: the socket is empty
+        // beyond what was just peeked.
+        c.sock_drained = n < c.peek_len as usize && n < cap;
         let sock = c.sock;
         let off = c.data_in_flight();
         if peek_offset && sent as usize != n {
@@ -451,8 +463,11 @@ impl Core {
             }
             SockEvent::Accepted(_) => {}
             SockEvent::TcpInfo(info) => self.tcp_info(now, id, &info),
-            SockEvent::Sent(r) => self.tcp_sent(now, id, r),
+            SockEvent::StreamSent { sent, space } => self.tcp_sent(now, id, sent, space),
+            SockEvent::Sent(r) => self.tcp_sent(now, id, r, SendSpace::default()),
+            SockEvent::SendSpace(space) => self.tcp_space(now, id, space),
             SockEvent::Readable => {
+                c.sock_drained = false;
                 if phase == Phase::Established {
                     self.tcp_try_peek(now, id, false);
                 } else {
@@ -460,16 +475,18 @@ impl Core {
                 }
             }
             SockEvent::Writable => {
-                // The answer to the query decides whether the buffer has
-                // room now (and the interest): clearing `need_out` here
-                // would drop EPOLLOUT and ask for it again at once.
+                // The kernel's wake-up fired (or came along with another
+                // event): the answer to the query reopens the window. (A
+                // socket still not writable had its wake-up armed again by
+                // the poll that reported this.)
                 if phase == Phase::Established && c.need_out {
                     c.sock_full = false;
-                    self.act(Action::QueryTcpInfo { sock });
+                    self.act(Action::QuerySendSpace { sock });
                 }
             }
             SockEvent::ReadHangUp => {
                 c.sock_fin_rcvd = true;
+                c.sock_drained = false;
                 if phase == Phase::Established {
                     self.tcp_try_peek(now, id, false);
                 }
@@ -555,20 +572,10 @@ impl Core {
         self.tcp_interest(id);
     }
 
-    /// TCP_INFO of a socket: window to the guest, pending handshake steps.
+    /// TCP_INFO of a socket: the peer's RTT, the send buffer, pending
+    /// handshake steps.
     pub(super) fn tcp_info(&mut self, now: Instant, id: FlowId, info: &TcpInfo) {
         let Some(c) = self.tc(id) else { return };
-        c.sndbuf = info.sndbuf;
-        c.sock_free = if info.sndbuf == 0 {
-            // The driver could not tell: fall back to the peer's window, at
-            // least the RFC 6928 initial window.
-            info.snd_wnd.max(WINDOW_DEFAULT)
-        } else {
-            info.sndbuf.saturating_sub(info.outq)
-        };
-        if c.sock_full {
-            c.sock_free = 0;
-        }
         c.have_info = true;
         if info.snd_mss > 0 {
             c.info_mss = info.snd_mss;
@@ -587,8 +594,14 @@ impl Core {
             }
         }
         let Some(c) = self.tc(id) else { return };
+        if window_from_space(info.space()).is_none() {
+            // The driver could not tell: fall back to the peer's window, at
+            // least the RFC 6928 initial window.
+            c.sock_free = info.snd_wnd.max(WINDOW_DEFAULT);
+        }
         match c.phase {
             Phase::ConnectedInfo => {
+                c.set_space(info.space());
                 c.seq_to_tap = c.isn.wrapping_add(1);
                 c.seq_max_to_tap = c.seq_to_tap;
                 c.seq_ack_from_tap = c.seq_to_tap;
@@ -601,6 +614,7 @@ impl Core {
                 self.tcp_interest(id);
             }
             Phase::AcceptedInfo => {
+                c.set_space(info.space());
                 self.tcp_send_flags(id, SYN);
                 let Some(c) = self.tc(id) else { return };
                 c.phase = Phase::SynSent;
@@ -610,47 +624,92 @@ impl Core {
                 c.seq_ack_from_tap = c.isn;
                 self.tcp_interest(id);
             }
-            Phase::Established => {
-                let new = c.wnd_avail();
-                let mss = u32::from(c.mss_to_tap);
-                let reopened = c.wnd_to_tap < mss && new >= mss;
-                c.need_out = new < mss && !c.tap_fin_rcvd;
-                // While the window stays closed, look again now and then:
-                // EPOLLOUT may not come if the socket counts as writable
-                // before it has room for a whole segment.
-                c.t_poll = if c.need_out {
-                    Some(now.saturating_add(WINDOW_POLL))
-                } else {
-                    None
-                };
-                let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
-                // The guest used half the window we offered: a deferred ACK
-                // would leave it idle (and a window's worth per 10 ms caps
-                // the rate), so acknowledge now.
-                let unacked = seq::dist(c.seq_ack_to_tap, c.seq_from_tap);
-                let window_half_used = unacked.saturating_mul(2) >= c.wnd_to_tap;
-                let immediate = c.force_ack
-                    || window_half_used
-                    || c.local
-                    || c.sndbuf < SNDBUF_SMALL
-                    || c.tap_fin_rcvd
-                    || c.dup_ack_pending
-                    || reopened
-                    || new == 0;
-                c.force_ack = false;
-                if (owed || reopened) && immediate {
-                    self.tcp_send_ack(id);
-                } else if owed && c.ack_due.is_none() {
-                    c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
-                }
-                self.tcp_interest(id);
-            }
+            Phase::Established => self.tcp_space(now, id, info.space()),
             _ => {}
         }
     }
 
-    /// Result of a `Send`: acknowledge only what the kernel took.
-    pub(super) fn tcp_sent(&mut self, now: Instant, id: FlowId, r: Result<usize, Errno>) {
+    /// The send buffer's state (after a write, on `Writable`, on a timer):
+    /// the window to the guest, window updates and deferred ACKs, and the
+    /// kernel's wake-up while the window is closed.
+    pub(super) fn tcp_space(&mut self, now: Instant, id: FlowId, space: SendSpace) {
+        let Some(c) = self.tc(id) else { return };
+        if c.phase != Phase::Established {
+            c.set_space(space);
+            return;
+        }
+        let known = c.set_space(space);
+        if known && space.writable() {
+            // Writable again: the kernel's wake-up, if armed, was used up.
+            c.out_armed = false;
+        }
+        if c.sock_full {
+            // A write did not fit: the buffer is full, whatever the
+            // accounting says, until `Writable` (the kernel armed it).
+            c.sock_free = 0;
+        }
+        let new = c.wnd_avail();
+        let mss = u32::from(c.mss_to_tap);
+        let reopened = c.wnd_to_tap < mss && new >= mss;
+        c.need_out = new < mss && !c.tap_fin_rcvd;
+        let mut rearm = false;
+        c.t_poll = None;
+        if c.need_out {
+            if c.sock_full || !known {
+                // A write that did not fit armed the kernel's wake-up; an
+                // unknown buffer is looked at again now and then.
+                c.t_poll = Some(now.saturating_add(WINDOW_POLL));
+            } else if space.writable() {
+                // A buffer smaller than three of the guest's segments: the
+                // socket stays writable with the window closed, so no
+                // wake-up comes. Look again soon.
+                c.t_poll = Some(now.saturating_add(WINDOW_POLL_WRITABLE));
+            } else {
+                // Not writable: setting the interest (again) makes the
+                // kernel arm its wake-up for the moment a third of the
+                // buffer is free. The poll is a safety net only.
+                rearm = !c.out_armed;
+                c.out_armed = true;
+                c.t_poll = Some(now.saturating_add(WINDOW_POLL));
+            }
+        }
+        let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
+        // The guest used half the window we offered: a deferred ACK
+        // would leave it idle (and a window's worth per 10 ms caps
+        // the rate), so acknowledge now.
+        let unacked = seq::dist(c.seq_ack_to_tap, c.seq_from_tap);
+        let window_half_used = unacked.saturating_mul(2) >= c.wnd_to_tap;
+        let immediate = c.force_ack
+            || window_half_used
+            || c.local
+            || c.sndbuf < SNDBUF_SMALL
+            || c.tap_fin_rcvd
+            || c.dup_ack_pending
+            || reopened
+            || new == 0;
+        c.force_ack = false;
+        if (owed || reopened) && immediate {
+            self.tcp_send_ack(id);
+        } else if owed && c.ack_due.is_none() {
+            c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
+        }
+        if rearm {
+            self.tcp_rearm(id);
+        } else {
+            self.tcp_interest(id);
+        }
+        self.tcp_note_timer(id);
+    }
+
+    /// Result of a `Send`: acknowledge only what the kernel took; `space` is
+    /// the send buffer after the write (zeros: unknown, ask for it).
+    pub(super) fn tcp_sent(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        r: Result<usize, Errno>,
+        space: SendSpace,
+    ) {
         let Some(c) = self.tc(id) else { return };
         let want = c.send_pending;
         let fin = c.fin_pending;
@@ -666,6 +725,9 @@ impl Core {
                 if n < want {
                     c.need_out = true;
                     c.sock_full = true;
+                    // The kernel armed its wake-up itself (the write ran
+                    // out of room); EPOLLOUT must be in the interest.
+                    c.out_armed = true;
                     self.tcp.stats.partial_writes += 1;
                 } else {
                     c.sock_full = false;
@@ -678,6 +740,7 @@ impl Core {
                 c.need_out = true;
                 c.sock_full = true;
                 c.sock_free = 0;
+                c.out_armed = true;
                 // Tell the guest at once that the window is closed.
                 c.force_ack = true;
                 self.tcp.stats.partial_writes += 1;
@@ -687,12 +750,16 @@ impl Core {
         if self.tcp_maybe_done(id) {
             return;
         }
-        // The interest follows from the answer (room in the send buffer).
-        self.act(Action::QueryTcpInfo { sock });
         if let Some(c) = self.tc(id) {
             if c.ack_due.is_none() {
                 c.ack_due = Some(now.saturating_add(ACK_INTERVAL));
             }
+        }
+        if window_from_space(space).is_some() {
+            self.tcp_space(now, id, space);
+        } else {
+            // The interest follows from the answer (room in the send buffer).
+            self.act(Action::QuerySendSpace { sock });
         }
     }
 

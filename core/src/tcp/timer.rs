@@ -94,10 +94,10 @@ impl Core {
         let Some(c) = self.tc(id) else { return };
         if c.t_poll.is_some_and(|t| t <= now) {
             c.t_poll = None;
-            // No EPOLLOUT for a while: trust TCP_INFO again.
+            // No EPOLLOUT for a while: look at the send buffer again.
             c.sock_full = false;
             let sock = c.sock;
-            self.act(Action::QueryTcpInfo { sock });
+            self.act(Action::QuerySendSpace { sock });
         }
         let Some(c) = self.tc(id) else { return };
         if c.t_retx.is_some_and(|t| t <= now) {
