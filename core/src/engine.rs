@@ -55,6 +55,8 @@ pub struct Core {
     pub(crate) tcp: TcpState,
     /// UDP and ICMP echo state outside the flow table.
     pub(crate) udp: UdpState,
+    /// The guest link refused frames since the last `handle_tap_writable`.
+    pub(crate) link_refused: bool,
 }
 
 /// Largest control frame the core builds (DHCPv6 replies with long search lists
@@ -83,6 +85,7 @@ impl Core {
             flows: FlowTable::new(limits.flows, &cfg.secret),
             tcp: TcpState::new(&cfg),
             udp: UdpState::new(),
+            link_refused: false,
             cfg,
         }
     }
@@ -264,6 +267,7 @@ impl Core {
         self.ra_next = None;
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
+        self.link_refused = false;
         self.tcp_tap_reset();
     }
 

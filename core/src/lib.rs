@@ -109,6 +109,7 @@ mod rng;
 mod tap;
 mod tcp;
 mod time;
+mod txring;
 mod udp;
 
 #[cfg(test)]
@@ -130,5 +131,6 @@ pub use engine::{Core, GuestInfo};
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
+pub use txring::{PeekRequest, SlotUse, TxRing, MAX_FRAME, MIN_SLOT};
 pub use udp::{UdpForward, UdpStats};
 pub use wire::Mac;

@@ -17,14 +17,15 @@ use crate::pcap::Pcap;
 use crate::qemu::QemuLink;
 use crate::socks::{Outcome, SockTable, TAG_SOCK};
 use crate::tap::TapDevice;
+use crate::txring::LinkTx;
 use crate::vhost_user::{VuLink, TAG_KICK};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use passt_core::{Action, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId, TxSlot};
-use std::io::{IoSlice, IoSliceMut};
+use passt_core::{Action, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId, TxRing};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -108,6 +109,8 @@ pub(crate) struct TxArena {
     next: usize,
     /// Finished frames in order: (slot, frame length).
     frames: Vec<(usize, usize)>,
+    /// Slots from `next` on lent for frames and not committed yet.
+    reserved: usize,
 }
 
 impl TxArena {
@@ -116,6 +119,7 @@ impl TxArena {
             buf: vec![0; slots.max(1) * SLOT_LEN],
             next: 0,
             frames: Vec::with_capacity(slots.max(1)),
+            reserved: 0,
         }
     }
 
@@ -138,14 +142,47 @@ impl TxArena {
     pub(crate) fn clear(&mut self) {
         self.next = 0;
         self.frames.clear();
+        self.reserved = 0;
     }
 
+    /// Lends up to `n` more free slots; returns how many.
+    pub(crate) fn reserve(&mut self, n: usize) -> usize {
+        let k = n.min(self.free().saturating_sub(self.reserved));
+        self.reserved += k;
+        k
+    }
+
+    /// Slots lent and not committed yet.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// The frame areas of the lent slots, in order.
+    pub(crate) fn reserved_areas(&mut self) -> Vec<&mut [u8]> {
+        let (first, k) = (self.next, self.reserved);
+        self.buf
+            .chunks_mut(SLOT_LEN)
+            .skip(first)
+            .take(k)
+            .map(|c| &mut c[TAP_HDR..])
+            .collect()
+    }
+
+    /// Ends the loan: the lent slots hold frames of `lens` bytes (0: none).
+    pub(crate) fn commit_reserved(&mut self, lens: &[usize]) {
+        let n = lens.len().min(self.reserved);
+        self.commit_slots(&lens[..n]);
+        self.reserved = 0;
+    }
+
+    #[cfg(test)]
     fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         let start = i * SLOT_LEN;
         &mut self.buf[start..start + SLOT_LEN]
     }
 
     /// The frame area of the next free slot (`None` if full).
+    #[cfg(test)]
     pub(crate) fn next_frame_buf(&mut self) -> Option<&mut [u8]> {
         if self.free() == 0 {
             return None;
@@ -155,6 +192,7 @@ impl TxArena {
     }
 
     /// Marks the next free slot as holding a frame of `len` bytes.
+    #[cfg(test)]
     pub(crate) fn commit(&mut self, len: usize) {
         if self.free() > 0 && len > 0 && len <= MAX_FRAME {
             self.frames.push((self.next, len));
@@ -189,50 +227,6 @@ impl TxArena {
             .map(|&(slot, len)| {
                 let start = slot * SLOT_LEN;
                 IoSlice::new(&buf[start..start + TAP_HDR + len])
-            })
-            .collect()
-    }
-
-    /// Payload areas `buf[room..room + mss]` of the next `k` free slots (the
-    /// last one cut so that all add up to at most `len`), for a peek.
-    fn payload_iovecs(
-        &mut self,
-        k: usize,
-        room: usize,
-        mss: usize,
-        len: usize,
-    ) -> Vec<IoSliceMut<'_>> {
-        let first = self.next;
-        let mut left = len;
-        let mut out = Vec::with_capacity(k);
-        for (n, chunk) in self
-            .buf
-            .chunks_mut(SLOT_LEN)
-            .skip(first)
-            .take(k)
-            .enumerate()
-        {
-            let want = mss.min(left);
-            if want == 0 && n > 0 {
-                break;
-            }
-            let start = TAP_HDR + room;
-            out.push(IoSliceMut::new(&mut chunk[start..start + want]));
-            left -= want;
-        }
-        out
-    }
-
-    /// The next `k` free slots as transmit slots for the core.
-    fn tx_slots(&mut self, k: usize) -> Vec<TxSlot<'_>> {
-        let first = self.next;
-        self.buf
-            .chunks_mut(SLOT_LEN)
-            .skip(first)
-            .take(k)
-            .map(|c| TxSlot {
-                buf: &mut c[TAP_HDR..],
-                frame_len: 0,
             })
             .collect()
     }
@@ -289,8 +283,18 @@ pub(crate) enum Link {
 }
 
 impl Link {
+    /// Asks (or stops asking) to be told when the link can take frames
+    /// again. The qemu socket watches for `EPOLLOUT`; vhost-user hears it
+    /// from the receive queue's kicks, which it always watches; a tap
+    /// device drops what it cannot take and never needs it.
+    pub(crate) fn want_writable(&mut self, epoll: &Epoll, on: bool) {
+        if let Link::Qemu(q) = self {
+            q.want_writable(epoll, on);
+        }
+    }
+
     /// Sends the arena's frames; returns how many the link accepted.
-    fn send(&mut self, arena: &mut TxArena) -> usize {
+    pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
         match self {
             Link::Tap(t) => t.send(arena),
             Link::Qemu(q) => q.send(arena),
@@ -722,6 +726,11 @@ impl Runtime {
     }
 
     fn link_event(&mut self, flags: EpollFlags) -> Option<Exit> {
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            // The qemu socket has room again for frames it refused.
+            self.io.link.want_writable(&self.io.epoll, false);
+            self.link_writable();
+        }
         let rx = &mut self.rx;
         let r = match &mut self.io.link {
             Link::Tap(t) => t.read_batch(rx),
@@ -730,8 +739,9 @@ impl Runtime {
                 if v.control(&self.io.epoll) == crate::vhost_user::Control::Reset {
                     return self.link_reset();
                 }
-                // A queue may have started with frames already waiting.
+                // A queue may have started: frames may wait on either side.
                 self.vu_tx();
+                self.link_writable();
                 return None;
             }
         };
@@ -847,6 +857,18 @@ impl Runtime {
         v.ack_kick(q);
         if q == crate::vhost_user::device::TX {
             self.vu_tx();
+        } else {
+            // New receive buffers.
+            self.link_writable();
+        }
+    }
+
+    /// The guest link has room again: if the core waits for it, it sends.
+    fn link_writable(&mut self) {
+        if self.io.core.tap_blocked() {
+            let t = now();
+            self.io.core.handle_tap_writable(t);
+            self.io.drain(t, &[]);
         }
     }
 
@@ -947,8 +969,9 @@ impl Runtime {
 
 impl Io {
     /// Drains the core after an input: actions (results fed back at once),
-    /// frames into the arena, then the flush. `rx` is the buffer of the batch
-    /// just handed over (send spans point into it); empty otherwise.
+    /// queued frames into the guest link's ring, then the flush. `rx` is the
+    /// buffer of the batch just handed over (send spans point into it);
+    /// empty otherwise.
     fn drain(&mut self, now: Instant, rx: &[u8]) {
         // Each round either carries out actions or moves frames; the core's
         // queues are bounded, so this ends; the bound only guards against a
@@ -959,124 +982,29 @@ impl Io {
                 busy = true;
                 self.carry_out(now, a, rx);
             }
-            busy |= self.pull_frames(now);
-            if !self.arena.is_empty() {
+            let mut ring = LinkTx {
+                arena: &mut self.arena,
+                link: &mut self.link,
+                pcap: &mut self.pcap,
+            };
+            busy |= self.core.transmit_queued(now, &mut ring);
+            if ring.pending() > 0 {
                 busy = true;
-                if self.flush(now) == 0 {
+                if self.core.flush_ring(now, &mut ring) == 0 {
                     // The link takes nothing now (no qemu client, or a full
-                    // socket): the core retries on its next input.
-                    return;
+                    // socket): the core sends again once it has room.
+                    break;
                 }
             }
             if !busy {
-                return;
+                break;
             }
         }
-        log::warn!("core kept producing work; yielding to the event loop");
-    }
-
-    /// Moves the core's queued frames into the arena (flushing it when full);
-    /// returns whether there were any.
-    fn pull_frames(&mut self, now: Instant) -> bool {
-        let mut any = false;
-        loop {
-            let Some(buf) = self.arena.next_frame_buf() else {
-                let _ = self.flush(now);
-                continue;
-            };
-            match self.core.poll_frame(buf) {
-                Some(n) => {
-                    any = true;
-                    self.arena.commit(n);
-                }
-                None => return any,
-            }
+        if self.core.tap_blocked() {
+            // Frames were refused or flows wait for room: be told when the
+            // link has some.
+            self.link.want_writable(&self.epoll, true);
         }
-    }
-
-    /// vhost-user: peeks straight into the guest's receive buffers and has
-    /// the core write the frames there (see `vhost_user/rxslots.rs`).
-    /// Returns false if those buffers cannot take the frames (the copying
-    /// way through the arena is taken then).
-    #[allow(clippy::too_many_arguments)]
-    fn peek_to_guest(
-        &mut self,
-        now: Instant,
-        sock: SockId,
-        skip: u32,
-        len: usize,
-        mss: usize,
-        room: usize,
-        k: usize,
-    ) -> bool {
-        let Link::VhostUser(v) = &mut self.link else {
-            return false;
-        };
-        let mut r = match v.reserve_rx(k, room, mss, len) {
-            crate::vhost_user::rxslots::Reserve::Slots(r) => r,
-            crate::vhost_user::rxslots::Reserve::Unusable => return false,
-            // No buffers: the copying way makes the frames, the guest
-            // link refuses them and the flow is rewound.
-            crate::vhost_user::rxslots::Reserve::Empty => return false,
-        };
-        let result = match self.socks.get(sock) {
-            None => Err(passt_core::Errno::EBADF),
-            Some(e) => {
-                let mut iov = r.payload_iovecs(room, mss, len);
-                crate::socks::peek(e.fd.as_fd(), skip, &mut self.discard, &mut iov)
-            }
-        };
-        let mut slots = r.tx_slots();
-        self.core.handle_peeked(now, sock, result, &mut slots);
-        let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
-        drop(slots);
-        r.set_lens(lens.into_iter());
-        if let Some(p) = &mut self.pcap {
-            for f in r.frames() {
-                p.write_frame(&f);
-            }
-        }
-        let Link::VhostUser(v) = &mut self.link else {
-            return true;
-        };
-        let n = v.commit_rx(r);
-        self.core.handle_tap_sent(now, n);
-        true
-    }
-
-    /// How many of `want` frames of up to `frame` bytes the guest link can
-    /// take now. Only vhost-user's receive queue is bounded (by the guest's
-    /// buffers); what the arena holds goes out first, as it uses them too.
-    fn link_room(&mut self, now: Instant, frame: usize, want: usize) -> usize {
-        if !matches!(self.link, Link::VhostUser(_)) {
-            return want;
-        }
-        if !self.arena.is_empty() {
-            let _ = self.flush(now);
-        }
-        match &mut self.link {
-            Link::VhostUser(v) => v.rx_room(frame, want),
-            _ => want,
-        }
-    }
-
-    /// Sends what the arena holds and tells the core how much went out.
-    fn flush(&mut self, now: Instant) -> usize {
-        if self.arena.is_empty() {
-            return 0;
-        }
-        let sent = self.link.send(&mut self.arena).min(self.arena.len());
-        if let Some(p) = &mut self.pcap {
-            for i in 0..sent {
-                if let Some(f) = self.arena.frame(i) {
-                    p.write_frame(f);
-                }
-            }
-        }
-        log::trace!("guest link took {sent} of {} frames", self.arena.len());
-        self.arena.clear();
-        self.core.handle_tap_sent(now, sent);
-        sent
     }
 
     fn carry_out(&mut self, now: Instant, action: Action, rx: &[u8]) {
@@ -1091,10 +1019,16 @@ impl Io {
             room,
         } = action
         {
-            return self.peek(now, sock, skip, len, usize::from(mss), usize::from(room));
+            let p = passt_core::PeekRequest {
+                skip,
+                len,
+                mss,
+                room,
+            };
+            return self.peek(now, sock, p);
         }
         if let Action::Recv { sock, max, room } = action {
-            return self.recv(now, sock, usize::from(max), usize::from(room));
+            return self.recv(now, sock, max, room);
         }
         let spans: Vec<IoSlice<'_>> = match action {
             Action::Send { spans, .. } | Action::SendDatagrams { spans, .. } => self
@@ -1127,112 +1061,51 @@ impl Io {
         }
     }
 
-    fn peek(&mut self, now: Instant, sock: SockId, skip: u32, len: u32, mss: usize, room: usize) {
-        let len = len as usize;
-        if mss == 0 || room + mss > MAX_FRAME {
-            let mut none: [TxSlot<'_>; 0] = [];
-            self.core
-                .handle_peeked(now, sock, Err(passt_core::Errno(libc::EINVAL)), &mut none);
-            return;
-        }
-        // Frames the core queued before asking for this peek go out before
-        // the data (a SYN-ACK before the first segment, an ACK before data).
-        self.pull_frames(now);
-        let needed = len.div_ceil(mss).clamp(1, self.arena.slots());
-        if self.arena.free() < needed && !self.arena.is_empty() {
-            let _ = self.flush(now);
-        }
-        if let Link::VhostUser(_) = self.link {
-            if !self.arena.is_empty() {
-                let _ = self.flush(now);
-            }
-            if self.peek_to_guest(now, sock, skip, len, mss, room, needed) {
-                return;
-            }
-        }
-        let mut k = self.link_room(now, room + mss, needed.min(self.arena.free()));
-        if k == 0 {
-            // The guest has no buffers now. An empty answer would mark the
-            // socket drained; the frames are made and refused instead, and
-            // the refusal rewinds the flow.
-            k = needed.min(self.arena.free());
-        }
-        let result = match self.socks.get(sock) {
+    /// Carries out `Action::Peek` through the guest link's ring (see
+    /// `txring.rs`): the socket's data lands in the payload areas of the
+    /// link's slots, the core writes the frames around it.
+    fn peek(&mut self, now: Instant, sock: SockId, p: passt_core::PeekRequest) {
+        let Io {
+            core,
+            arena,
+            link,
+            pcap,
+            socks,
+            discard,
+            ..
+        } = self;
+        let mut ring = LinkTx { arena, link, pcap };
+        core.peek_into(now, &mut ring, sock, p, |skip, iov| match socks.get(sock) {
             None => Err(passt_core::Errno::EBADF),
-            Some(e) => {
-                let fd = e.fd.as_fd();
-                let mut iov = self.arena.payload_iovecs(k, room, mss, len);
-                crate::socks::peek(fd, skip, &mut self.discard, &mut iov)
-            }
-        };
-        let mut slots = self.arena.tx_slots(k);
-        self.core.handle_peeked(now, sock, result, &mut slots);
-        let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
-        drop(slots);
-        self.arena.commit_slots(&lens);
+            Some(e) => crate::socks::peek(e.fd.as_fd(), skip, discard, iov),
+        });
     }
-}
 
-impl Io {
     /// Carries out `Action::Recv`: one `recvmmsg` into the payload areas of
-    /// free transmit slots; the core writes the headers in front.
-    fn recv(&mut self, now: Instant, sock: SockId, max: usize, room: usize) {
-        self.pull_frames(now);
-        let needed = max.clamp(1, self.arena.slots());
-        if self.arena.free() < needed && !self.arena.is_empty() {
-            let _ = self.flush(now);
-        }
-        // At least one datagram: a datagram the guest has no room for is
-        // dropped rather than left to wake the loop again and again.
-        let k = self
-            .link_room(now, room + 1500, needed.min(self.arena.free()))
-            .max(1)
-            .min(self.arena.free());
-        let mut slots = self.arena.tx_slots(k);
-        let got = match self.socks.get(sock) {
-            None => Err(passt_core::Errno::EBADF),
-            Some(e) => {
-                let mut bufs: Vec<&mut [u8]> = slots.iter_mut().map(|s| &mut *s.buf).collect();
-                crate::dgram::recv_datagrams(e.fd.as_fd(), &mut bufs, room, &mut self.dgram_got)
-            }
-        };
-        let err = match got {
-            Ok(_) => None,
-            Err(e) if e == passt_core::Errno::EAGAIN || e == passt_core::Errno::EINTR => None,
-            Err(e) => Some(e),
-        };
-        let n = if err.is_none() {
-            self.dgram_got.len().min(slots.len())
-        } else {
-            0
-        };
-        let mut lens: Vec<usize> = vec![0; n];
-        {
-            let mut dg: Vec<passt_core::RxDatagram<'_>> = slots
-                .iter_mut()
-                .zip(&self.dgram_got)
-                .take(n)
-                .map(|(s, &(len, peer))| passt_core::RxDatagram::new(&mut *s.buf, len, peer))
-                .collect();
-            self.core.handle_datagrams(now, sock, &mut dg);
-            for (d, l) in dg.iter_mut().zip(lens.iter_mut()) {
-                if d.frame_len == 0 {
-                    continue;
-                }
-                // Frames start at the slot's beginning, except IPv4 ones
-                // from a dual-stack listener: move those (rare) down.
-                let (start, len) = (d.frame_start, d.frame_len);
-                if start > 0 && start.checked_add(len).is_some_and(|e| e <= d.buf.len()) {
-                    d.buf.copy_within(start..start + len, 0);
-                }
-                *l = len;
-            }
-        }
-        drop(slots);
-        self.arena.commit_slots(&lens);
-        if let Some(e) = err {
-            self.core.handle_sock_event(now, sock, SockEvent::Error(e));
-        }
+    /// the link's slots; the core writes the headers in front.
+    fn recv(&mut self, now: Instant, sock: SockId, max: u16, room: u16) {
+        let Io {
+            core,
+            arena,
+            link,
+            pcap,
+            socks,
+            dgram_got,
+            ..
+        } = self;
+        let mut ring = LinkTx { arena, link, pcap };
+        core.recv_into(
+            now,
+            &mut ring,
+            sock,
+            max,
+            room,
+            dgram_got,
+            |bufs, room, got| match socks.get(sock) {
+                None => Err(passt_core::Errno::EBADF),
+                Some(e) => crate::dgram::recv_datagrams(e.fd.as_fd(), bufs, room, got).map(|_| ()),
+            },
+        );
     }
 }
 
@@ -1455,7 +1328,13 @@ mod tests {
         peer.write_all(b"abcdefghij").unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let room = 54;
-        rt.io.peek(now(), sock, 2, 8, 3, room);
+        let p = passt_core::PeekRequest {
+            skip: 2,
+            len: 8,
+            mss: 3,
+            room: room as u16,
+        };
+        rt.io.peek(now(), sock, p);
         let slot = |i: usize| &rt.io.arena.buf[i * SLOT_LEN + TAP_HDR + room..][..3];
         assert_eq!(slot(0), b"cde");
         assert_eq!(slot(1), b"fgh");
@@ -1478,20 +1357,17 @@ mod tests {
         let mut a = TxArena::new(4);
         a.next_frame_buf().unwrap()[0] = 9;
         a.commit(60);
+        assert_eq!(a.reserve(5), 3, "only the free slots");
+        assert_eq!(a.reserve(1), 0);
         {
-            let iov = a.payload_iovecs(3, 54, 1000, 2500);
-            let lens: Vec<usize> = iov.iter().map(|s| s.len()).collect();
-            assert_eq!(lens, vec![1000, 1000, 500]);
+            let areas = a.reserved_areas();
+            assert_eq!(areas.len(), 3);
+            assert!(areas.iter().all(|s| s.len() == MAX_FRAME + 1));
         }
-        {
-            let mut slots = a.tx_slots(3);
-            assert_eq!(slots.len(), 3);
-            slots[0].frame_len = 1054;
-            slots[1].frame_len = 1054;
-        }
-        a.commit_slots(&[1054, 1054, 0]);
+        a.commit_reserved(&[1054, 1054, 0]);
         assert_eq!(a.len(), 3);
-        assert_eq!(a.free(), 1);
+        assert_eq!(a.free(), 1, "the unused slot is free again");
+        assert_eq!(a.reserved(), 0);
         assert_eq!(a.frame(0).unwrap()[0], 9);
         assert_eq!(a.frame(2).unwrap().len(), 1054);
     }

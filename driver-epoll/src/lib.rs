@@ -25,6 +25,7 @@ mod qemu;
 pub mod resolv;
 mod socks;
 mod tap;
+mod txring;
 mod vhost_user;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};

@@ -88,6 +88,8 @@ pub(crate) struct QemuLink {
     consumed: usize,
     /// A bad frame length was read: reset once the frames before it are done.
     broken: bool,
+    /// `EPOLLOUT` is watched on the client (frames were refused).
+    out_armed: bool,
 }
 
 fn unix_stream() -> io::Result<OwnedFd> {
@@ -212,6 +214,7 @@ impl QemuLink {
             one_off,
             consumed: 0,
             broken: false,
+            out_armed: false,
         })
     }
 
@@ -227,6 +230,7 @@ impl QemuLink {
             one_off: true,
             consumed: 0,
             broken: false,
+            out_armed: false,
         })
     }
 
@@ -256,6 +260,26 @@ impl QemuLink {
             }
         }
         Ok(())
+    }
+
+    /// Watches the client for `EPOLLOUT` (or stops): the core waits for
+    /// room to send frames the socket refused.
+    pub(crate) fn want_writable(&mut self, epoll: &Epoll, on: bool) {
+        let Some(c) = &self.client else {
+            self.out_armed = false;
+            return;
+        };
+        if self.out_armed == on {
+            return;
+        }
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if on {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        let mut ev = EpollEvent::new(flags, token(TAG_LINK, 0));
+        if epoll.modify(c.as_fd(), &mut ev).is_ok() {
+            self.out_armed = on;
+        }
     }
 
     /// Accepts a connection: the client if there is none, else closed at once.
@@ -353,6 +377,7 @@ impl QemuLink {
         log::info!("{why}, resetting the guest link");
         // Closing the fd removes it from the epoll set.
         self.client = None;
+        self.out_armed = false;
         ReadOutcome::Reset
     }
 

@@ -409,6 +409,54 @@ impl Core {
     }
 
     /// The live TCP flow of socket `sock`.
+    /// The guest link had no room for the frames of `sock`'s pending peek:
+    /// the data stays in the socket (neither drained nor stalled) and the
+    /// connection waits for `handle_tap_writable`.
+    pub(crate) fn tcp_link_full(&mut self, sock: SockId) {
+        let Some(id) = self.tcp_flow_of(sock) else {
+            return;
+        };
+        let Some(c) = self.tc(id) else { return };
+        if !c.peek_pending {
+            return;
+        }
+        c.peek_pending = false;
+        self.tcp_wait_for_link(id);
+        self.tcp_interest(id);
+    }
+
+    /// Lists `id` among the connections waiting for room on the guest link.
+    pub(super) fn tcp_wait_for_link(&mut self, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        if c.link_wait {
+            return;
+        }
+        c.link_wait = true;
+        self.tcp.link_waiting.push(id);
+    }
+
+    /// The guest link has room again: every waiting connection peeks.
+    pub(crate) fn tcp_link_ready(&mut self, now: Instant) {
+        let mut waiting = std::mem::take(&mut self.tcp.link_waiting);
+        for &id in &waiting {
+            if let Some(c) = self.tc(id) {
+                c.link_wait = false;
+            }
+        }
+        for &id in &waiting {
+            self.tcp_try_peek(now, id, false);
+        }
+        waiting.clear();
+        // Connections that found no room again were listed anew meanwhile.
+        waiting.append(&mut self.tcp.link_waiting);
+        self.tcp.link_waiting = waiting;
+    }
+
+    /// Whether a connection waits for room on the guest link.
+    pub(crate) fn tcp_waiting_for_link(&self) -> bool {
+        !self.tcp.link_waiting.is_empty()
+    }
+
     pub(super) fn tcp_flow_of(&self, sock: SockId) -> Option<FlowId> {
         match flow::decode(sock) {
             SockRef::Flow { id, gen, side: 0 } => {

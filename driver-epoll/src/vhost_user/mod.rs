@@ -26,10 +26,12 @@ pub(crate) mod tests;
 pub(crate) mod virtq;
 
 use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
+use crate::pcap::Pcap;
 use device::{Device, QUEUES, RX, TX};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{self, MsgFlags, SockFlag};
+use passt_core::SlotUse;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -117,9 +119,12 @@ pub(crate) struct VuLink {
     kicks: [Option<RawFd>; QUEUES],
     pub(crate) tx: virtq::TxBatch,
     rx: virtq::RxFill,
-    /// Storage of the receive reservations, kept between peeks.
-    rx_chains: Vec<(u16, u64, u32)>,
-    rx_runs: Vec<rxslots::Run>,
+    /// Guest receive buffers lent to the core.
+    rx_res: Option<rxslots::Reserved>,
+    /// Used elements of frames written into guest buffers, for the flush.
+    rx_used: Vec<(u16, u32)>,
+    /// Those frames: guest address and length.
+    rx_frames: Vec<(u64, usize)>,
 }
 
 impl std::fmt::Debug for VuLink {
@@ -144,8 +149,9 @@ impl VuLink {
             kicks: [None; QUEUES],
             tx: virtq::TxBatch::new(TX_BATCH),
             rx: virtq::RxFill::default(),
-            rx_chains: Vec::new(),
-            rx_runs: Vec::new(),
+            rx_res: None,
+            rx_used: Vec::new(),
+            rx_frames: Vec::new(),
         }
     }
 
@@ -308,6 +314,9 @@ impl VuLink {
         }
         self.tx = virtq::TxBatch::new(TX_BATCH);
         self.rx = virtq::RxFill::default();
+        self.rx_res = None;
+        self.rx_used.clear();
+        self.rx_frames.clear();
         !self.one_off
     }
 
@@ -390,66 +399,145 @@ impl VuLink {
         sent
     }
 
-    /// Receive buffers for a peek of `len` bytes in up to `k` frames of at
-    /// most `mss` bytes of payload after `room` bytes of headers (see
-    /// [`rxslots`]).
-    pub(crate) fn reserve_rx(
+    /// Lends slots for frames to the guest (the core's `TxRing::reserve`,
+    /// see `txring.rs`): runs of the guest's receive buffers for frames of
+    /// known length when the buffers are mergeable, slots of the arena to
+    /// copy from otherwise (datagrams, a queue not ready, buffers too small).
+    /// Frames of one kind are flushed before the other kind is lent, so
+    /// they reach the guest in order.
+    pub(crate) fn reserve(
         &mut self,
-        k: usize,
-        room: usize,
-        mss: usize,
+        arena: &mut TxArena,
+        n: usize,
         len: usize,
-    ) -> rxslots::Reserve {
+        how: SlotUse,
+    ) -> usize {
         let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
-        if !dev.ready(RX) {
-            return rxslots::Reserve::Unusable;
-        }
-        let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
-            return rxslots::Reserve::Unusable;
-        };
-        let o = virtq::RxOpts {
-            hdr_len: dev.hdr_len(),
-            mergeable: dev.mergeable(),
-            csum_valid: dev.guest_csum(),
-        };
-        let store = rxslots::Store {
-            chains: std::mem::take(&mut self.rx_chains),
-            runs: std::mem::take(&mut self.rx_runs),
-        };
-        let want = rxslots::Want { k, room, mss, len };
-        rxslots::reserve(&mut dev.vrings[RX].queue, &mem, o, want, store)
-    }
-
-    /// Hands the frames of a reservation to the guest; returns how many.
-    pub(crate) fn commit_rx(&mut self, r: rxslots::Reserved) -> usize {
-        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
+        let guest = how != SlotUse::Datagrams && dev.ready(RX) && dev.mergeable();
+        if guest && !arena.is_empty() {
             return 0;
-        };
-        let (n, store) = r.commit(&mut dev.vrings[RX].queue);
-        if n > 0 {
-            let v = &dev.vrings[RX];
-            virtq::notify(&v.queue, &mem, v.call.as_ref());
         }
-        self.rx_chains = store.chains;
-        self.rx_runs = store.runs;
-        n
+        if guest && arena.reserved() == 0 {
+            let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
+                return 0;
+            };
+            let opts = virtq::RxOpts {
+                hdr_len: dev.hdr_len(),
+                mergeable: true,
+                csum_valid: dev.guest_csum(),
+            };
+            let q = &mut dev.vrings[RX].queue;
+            let mut res = self
+                .rx_res
+                .take()
+                .unwrap_or_else(|| rxslots::Reserved::new(q, mem, opts));
+            let before = res.len();
+            match res.grow(q, n, len) {
+                rxslots::Grow::Added(k) => {
+                    let short = how == SlotUse::Exact
+                        && res.slices().get(before).is_none_or(|s| s.len() < len);
+                    if !short {
+                        self.rx_res = Some(res);
+                        return k;
+                    }
+                    if before > 0 {
+                        // Keep what was lent; the core flushes and asks again.
+                        self.rx_res = Some(res);
+                        return 0;
+                    }
+                    // One frame that no run holds whole: copied instead.
+                    res.commit(q, &[], &mut self.rx_used, &mut self.rx_frames);
+                }
+                rxslots::Grow::Empty => {
+                    if before > 0 {
+                        self.rx_res = Some(res);
+                    }
+                    return 0;
+                }
+                rxslots::Grow::Unusable => {
+                    if before > 0 {
+                        self.rx_res = Some(res);
+                        return 0;
+                    }
+                }
+            }
+        }
+        if self.rx_res.is_some() || !self.rx_frames.is_empty() {
+            return 0;
+        }
+        arena.reserve(n)
     }
 
-    /// How many of `want` frames of `frame` bytes the receive queue's
-    /// buffers hold now (`want` while the queue is not ready: frames are
-    /// refused at the flush then, as with no front-end).
-    pub(crate) fn rx_room(&mut self, frame: usize, want: usize) -> usize {
-        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
-        if !dev.ready(RX) {
-            return want;
-        }
-        let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
-            return want;
+    /// Whether the lent slots are guest buffers.
+    pub(crate) fn guest_reserved(&self) -> bool {
+        self.rx_res.is_some()
+    }
+
+    /// The lent guest buffers.
+    pub(crate) fn reserved_slices(&mut self) -> Vec<&mut [u8]> {
+        self.rx_res.as_mut().map_or_else(Vec::new, |r| r.slices())
+    }
+
+    /// Ends the loan of guest buffers: headers written, used elements kept
+    /// for the flush, the rest given back.
+    pub(crate) fn commit_guest(&mut self, lens: &[usize]) {
+        let Some(res) = self.rx_res.take() else {
+            return;
         };
-        let need = dev.hdr_len() + frame;
-        let mergeable = dev.mergeable();
-        virtq::rx_room(&mut dev.vrings[RX].queue, &mem, need, mergeable, want)
+        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        res.commit(
+            &mut dev.vrings[RX].queue,
+            lens,
+            &mut self.rx_used,
+            &mut self.rx_frames,
+        );
+    }
+
+    /// Frames written into guest buffers and not published yet.
+    pub(crate) fn guest_pending(&self) -> usize {
+        self.rx_frames.len()
+    }
+
+    /// Hands the frames to the guest: those in its buffers by publishing
+    /// them, those in the arena by copying them in. Returns how many it got.
+    pub(crate) fn flush_rx(&mut self, arena: &mut TxArena, pcap: &mut Option<Pcap>) -> usize {
+        if !self.rx_frames.is_empty() {
+            let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(mem) = dev.mem.as_ref().map(|m| Arc::clone(&m.mem)) else {
+                self.rx_used.clear();
+                self.rx_frames.clear();
+                return 0;
+            };
+            let v = &mut dev.vrings[RX];
+            virtq::push_used(&mut v.queue, &mem, self.rx_used.drain(..));
+            virtq::notify(&v.queue, &mem, v.call.as_ref());
+            if let Some(p) = pcap.as_mut() {
+                for &(gpa, len) in &self.rx_frames {
+                    let mut f = vec![0u8; len];
+                    if vm_memory::Bytes::read_slice(&*mem, &mut f, vm_memory::GuestAddress(gpa))
+                        .is_ok()
+                    {
+                        p.write_frame(&f);
+                    }
+                }
+            }
+            let n = self.rx_frames.len();
+            self.rx_frames.clear();
+            return n;
+        }
+        if arena.is_empty() {
+            return 0;
+        }
+        let sent = self.send(arena).min(arena.len());
+        if let Some(p) = pcap.as_mut() {
+            for i in 0..sent {
+                if let Some(f) = arena.frame(i) {
+                    p.write_frame(f);
+                }
+            }
+        }
+        arena.clear();
+        sent
     }
 
     /// Frames dropped by the link itself (not frames, or too large for the

@@ -3,8 +3,8 @@
 //! descriptors, scattered, malformed), frames into mergeable receive
 //! buffers (copied and as slots), and what goes back to the used rings.
 
-use super::rxslots::{self, Reserve, Store, Want};
-use super::virtq::{self, Fill, RxFill, RxOpts, TxBatch};
+use super::rxslots::{Grow, Reserved};
+use super::virtq::{self, push_used, Fill, RxFill, RxOpts, TxBatch};
 use passt_core::FrameRef;
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
@@ -211,10 +211,6 @@ fn transmit_batch_limit_carries_over() {
     assert_eq!(ring.used(&mem).0, 5);
 }
 
-fn want(k: usize, room: usize, mss: usize, len: usize) -> Want {
-    Want { k, room, mss, len }
-}
-
 fn opts() -> RxOpts {
     RxOpts {
         hdr_len: HDR,
@@ -279,29 +275,39 @@ fn receive_without_mergeable_buffers_drops_what_one_buffer_cannot_hold() {
     assert_eq!(ring.used(&mem), (2, vec![(0, 0), (1, 212)]));
 }
 
-/// Writes what the core would into the slots: `room` bytes of headers and
-/// as much payload as each slot takes (at most `mss`, `len` in all).
-fn fill_like_core(r: &mut rxslots::Reserved, room: usize, mss: usize, len: usize) -> Vec<usize> {
-    let mut left = len;
-    let mut lens = Vec::new();
-    {
-        let mut iov = r.payload_iovecs(room, mss, len);
-        for (n, s) in iov.iter_mut().enumerate() {
-            s.fill(n as u8 + 1);
-        }
+/// Lends slots for `len` bytes of payload in frames of `room` + `mss`,
+/// writes what the core would into them (`room` bytes of headers, then as
+/// much payload as each slot takes, at most `mss`, `data` in all) and
+/// commits. Returns the frame lengths, the used elements and the frames.
+fn peek_like_core(
+    q: &mut Queue,
+    mem: &Arc<GuestMemoryMmap>,
+    n: usize,
+    room: usize,
+    mss: usize,
+    data: usize,
+) -> Result<(Vec<usize>, Vec<(u16, u32)>, Vec<(u64, usize)>), Grow> {
+    let mut r = Reserved::new(q, Arc::clone(mem), opts());
+    match r.grow(q, n, room + mss) {
+        Grow::Added(_) => {}
+        g => return Err(g),
     }
-    for s in r.tx_slots() {
-        let chunk = left.min(mss).min(s.buf.len().saturating_sub(room));
+    let mut left = data;
+    let mut lens = Vec::new();
+    for (i, s) in r.slices().into_iter().enumerate() {
+        let chunk = left.min(mss).min(s.len().saturating_sub(room));
         if chunk == 0 {
             lens.push(0);
             continue;
         }
-        s.buf[..room].fill(0xee);
+        s[..room].fill(0xee);
+        s[room..room + chunk].fill(i as u8 + 1);
         left -= chunk;
         lens.push(room + chunk);
     }
-    r.set_lens(lens.iter().copied());
-    lens
+    let (mut used, mut frames) = (Vec::new(), Vec::new());
+    r.commit(q, &lens, &mut used, &mut frames);
+    Ok((lens, used, frames))
 }
 
 #[test]
@@ -314,24 +320,10 @@ fn receive_slots_are_runs_of_adjacent_buffers() {
     }
     let mut q = ring.queue();
     let (room, mss) = (54, 1460);
-    let r = rxslots::reserve(
-        &mut q,
-        &mem,
-        opts(),
-        want(8, room, mss, 3000),
-        Store::default(),
-    );
-    let Reserve::Slots(mut r) = r else {
-        panic!("{r:?}")
-    };
-    let lens = fill_like_core(&mut r, room, mss, 3000);
+    let (lens, used, frames) = peek_like_core(&mut q, &mem, 3, room, mss, 3000).unwrap();
     // Run 1: two buffers (a frame of 1460 bytes of payload needs 1526);
     // run 2: the third (adjacent, but run 1 was full); run 3: the fourth.
     assert_eq!(lens, vec![room + 1460, 1024 - HDR, room + 582]);
-    let (n, _) = r.commit(&mut q);
-    assert_eq!(n, 3);
-    let (idx, used) = ring.used(&mem);
-    assert_eq!(idx, 4);
     assert_eq!(
         used,
         vec![
@@ -341,9 +333,15 @@ fn receive_slots_are_runs_of_adjacent_buffers() {
             (3, (HDR + room + 582) as u32)
         ]
     );
+    assert_eq!(frames[1], (0x10800 + HDR as u64, 1024 - HDR));
+    // Nothing is published before the flush.
+    assert_eq!(ring.used(&mem).0, 0);
+    push_used(&mut q, &mem, used.into_iter());
+    assert_eq!(ring.used(&mem).0, 4);
     let mut hdr = [0u8; HDR];
     mem.read_slice(&mut hdr, GuestAddress(0x10000)).unwrap();
     assert_eq!(u16::from_le_bytes([hdr[10], hdr[11]]), 2, "num_buffers");
+    assert_eq!(hdr[0], 2, "DATA_VALID");
     mem.read_slice(&mut hdr, GuestAddress(0x10800)).unwrap();
     assert_eq!(u16::from_le_bytes([hdr[10], hdr[11]]), 1);
     // The payload landed after the headers, across the buffer boundary.
@@ -364,23 +362,10 @@ fn receive_slots_give_back_what_a_short_peek_left() {
     }
     let mut q = ring.queue();
     let (room, mss) = (54, 4000);
-    let r = rxslots::reserve(
-        &mut q,
-        &mem,
-        opts(),
-        want(8, room, mss, 5000),
-        Store::default(),
-    );
-    let Reserve::Slots(mut r) = r else {
-        panic!("{r:?}")
-    };
     // The socket had only 100 bytes: one short frame in the first buffer.
-    let lens = fill_like_core(&mut r, room, mss, 100);
-    assert_eq!(lens[0], room + 100);
-    assert!(lens[1..].iter().all(|&l| l == 0));
-    let (n, _) = r.commit(&mut q);
-    assert_eq!(n, 1);
-    assert_eq!(ring.used(&mem), (1, vec![(0, (HDR + room + 100) as u32)]));
+    let (lens, used, _) = peek_like_core(&mut q, &mem, 2, room, mss, 100).unwrap();
+    assert_eq!(lens, vec![room + 100, 0]);
+    assert_eq!(used, vec![(0, (HDR + room + 100) as u32)]);
     assert_eq!(
         virtq::rx_room(&mut q, &mem, 100, true, 8),
         5,
@@ -391,18 +376,12 @@ fn receive_slots_give_back_what_a_short_peek_left() {
 #[test]
 fn receive_slots_refuse_small_or_overlapping_buffers() {
     let mem = memory();
-    // Buffers too small for the headers: the copying path takes them.
+    // Buffers too small for a slot: the copying path takes them.
     let mut ring = Ring::new(0, 16);
     ring.add(&mem, &[(0x10000, 40, true)]);
     let mut q = ring.queue();
-    let r = rxslots::reserve(
-        &mut q,
-        &mem,
-        opts(),
-        want(8, 54, 1460, 1000),
-        Store::default(),
-    );
-    assert!(matches!(r, Reserve::Unusable), "{r:?}");
+    let g = peek_like_core(&mut q, &mem, 8, 54, 1460, 1000).unwrap_err();
+    assert_eq!(g, Grow::Unusable);
     assert_eq!(
         virtq::rx_room(&mut q, &mem, 10, true, 8),
         1,
@@ -413,23 +392,16 @@ fn receive_slots_refuse_small_or_overlapping_buffers() {
     ring.add(&mem, &[(0x10000, 2000, true)]);
     ring.add(&mem, &[(0x10000, 2000, true)]);
     let mut q = ring.queue();
-    let r = rxslots::reserve(
-        &mut q,
-        &mem,
-        opts(),
-        want(8, 54, 1460, 3000),
-        Store::default(),
+    let g = peek_like_core(&mut q, &mem, 8, 54, 1460, 3000).unwrap_err();
+    assert_eq!(g, Grow::Unusable);
+    assert_eq!(
+        virtq::rx_room(&mut q, &mem, 10, true, 8),
+        2,
+        "nothing taken"
     );
-    assert!(matches!(r, Reserve::Unusable), "{r:?}");
     // An empty queue.
     let ring = Ring::new(0x2000, 16);
     let mut q = ring.queue();
-    let r = rxslots::reserve(
-        &mut q,
-        &mem,
-        opts(),
-        want(8, 54, 1460, 3000),
-        Store::default(),
-    );
-    assert!(matches!(r, Reserve::Empty), "{r:?}");
+    let g = peek_like_core(&mut q, &mem, 8, 54, 1460, 3000).unwrap_err();
+    assert_eq!(g, Grow::Empty);
 }

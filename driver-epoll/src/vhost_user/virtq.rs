@@ -528,6 +528,7 @@ fn write_part(
 /// How many of `want` frames of `need` bytes (header included) the
 /// available chains of `q` hold, filled in order as [`RxFill::push`] would.
 /// Reads the chains without taking them.
+#[cfg(test)]
 pub(crate) fn rx_room(
     q: &mut Queue,
     mem: &GuestMemoryMmap,
