@@ -55,7 +55,8 @@ pub struct Core {
     pub(crate) tcp: TcpState,
     /// UDP and ICMP echo state outside the flow table.
     pub(crate) udp: UdpState,
-    /// The guest link refused frames since the last `handle_tap_writable`.
+    /// The guest link refused frames, or had no room for queued ones, since
+    /// the last `handle_tap_writable`.
     pub(crate) link_refused: bool,
 }
 

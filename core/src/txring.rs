@@ -131,12 +131,14 @@ impl Core {
 
     /// Moves the frames the core queued ([`Core::poll_frame`]) into `ring`,
     /// flushing it when it is full. Frames the link has no room for stay
-    /// queued. Returns whether any frame moved.
+    /// queued, and [`Core::tap_blocked`] says so until
+    /// [`Core::handle_tap_writable`]. Returns whether any frame moved.
     pub fn transmit_queued<R: TxRing + ?Sized>(&mut self, now: Instant, ring: &mut R) -> bool {
         let mut any = false;
         while let Some(len) = self.out.front_len() {
             if self.reserve_flushing(now, ring, 1, len, SlotUse::Exact) == 0 {
                 ring.commit(&[]);
+                self.link_refused = true;
                 return any;
             }
             let n = {
@@ -376,15 +378,16 @@ mod tests {
         core.handle_tap_writable(t);
         assert!(!core.tap_blocked());
         assert_eq!(core.out.front_len(), None);
-        // A ring that stays full keeps frames queued.
+        // A ring that stays full keeps frames queued, and the core waits
+        // for the link to have room again.
         let _ = core.out.push_with(60, |f| {
             f.fill(3);
             Some(60)
         });
-        ring.take = 0;
         ring.cap = 0;
         ring.committed.clear();
         assert!(!core.transmit_queued(t, &mut ring));
         assert_eq!(core.out.front_len(), Some(60));
+        assert!(core.tap_blocked());
     }
 }

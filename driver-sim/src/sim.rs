@@ -220,6 +220,20 @@ impl Sim {
         self.to_guest.profile = to_guest;
     }
 
+    /// Replaces how the guest link takes the core's frames; the link has
+    /// room at once (the heal phase).
+    pub fn set_tx(&mut self, tx: TxProfile) {
+        self.ring.profile = tx;
+        if self.ring.busy_until > self.now {
+            self.ring.busy_until = self.now;
+            if self.core.tap_blocked() {
+                self.note("link", "core> room again");
+                self.core.handle_tap_writable(self.now);
+                self.drain();
+            }
+        }
+    }
+
     /// The guest puts `frame` on the link now.
     pub fn guest_send(&mut self, frame: &[u8]) {
         let s = frame::summarize(frame, &mut self.seqs);
@@ -516,14 +530,28 @@ impl Sim {
             self.emit(&f);
         }
         let refused = std::mem::take(&mut self.ring.refused);
-        if refused > 0 {
+        if !refused.is_empty() {
             self.note(
                 "link",
                 format!(
-                    "core> {refused} frames refused, no room until {}",
+                    "core> {} frames refused, no room until {}",
+                    refused.len(),
                     ts(self.ring.busy_until).trim()
                 ),
             );
+        }
+        // To the invariants a refused frame is one the link lost: the
+        // core made it, the guest never saw it.
+        for f in refused {
+            self.stats.frames_from_core += 1;
+            let s = frame::summarize(&f, &mut self.seqs);
+            self.note("core>", format!("{s} (refused)"));
+            if let Err(e) = frame::check_frame(&f, self.max_frame) {
+                self.violation(format!("frame check: {e}"));
+            }
+            for v in self.checker.on_core_frame(&f, &self.kernel) {
+                self.violation(v);
+            }
         }
     }
 

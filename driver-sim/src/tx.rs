@@ -63,7 +63,7 @@ pub struct SimTx {
     /// What the last flushes sent, for the simulator to put on the wire.
     pub sent: Vec<Vec<u8>>,
     /// Frames the link refused since the simulator last looked.
-    pub refused: usize,
+    pub refused: Vec<Vec<u8>>,
     /// No room before this time.
     pub busy_until: Instant,
     /// The current time, set by the simulator.
@@ -79,7 +79,7 @@ impl SimTx {
             lent: 0,
             committed: Vec::new(),
             sent: Vec::new(),
-            refused: 0,
+            refused: Vec::new(),
             busy_until: Instant::ZERO,
             now: Instant::ZERO,
         }
@@ -146,8 +146,7 @@ impl TxRing for SimTx {
             n
         };
         let mut frames = std::mem::take(&mut self.committed);
-        self.refused += n - take;
-        frames.truncate(take);
+        self.refused.extend(frames.drain(take..));
         self.sent.extend(frames);
         take
     }

@@ -395,7 +395,16 @@ impl Core {
         }
         let f = *c.fin_seq.get_or_insert(c.seq_to_tap);
         c.seq_to_tap = f;
+        let queued = self.out.len();
         self.tcp_send_flags(id, FIN | ACK);
+        if self.out.len() > queued {
+            // Logged like data: a link that refuses the FIN has it sent
+            // again as soon as it has room, not after the retransmission
+            // timeout.
+            let index = self.counters.frames_out + queued as u64;
+            let gen = self.flows.get(id).map_or(0, |fl| fl.gen);
+            self.tcp_txlog(index, id, gen, f, 0);
+        }
         let Some(c) = self.tc(id) else { return };
         c.tap_fin_sent = true;
         c.seq_to_tap = f.wrapping_add(1);
