@@ -1,10 +1,10 @@
 //! Fault profiles, seed sweeps and shrinking of failures into scenarios.
 
 use crate::link::LinkProfile;
-use crate::rng::SimRng;
 use crate::scenario::{run, shrink, RunOptions, Scenario};
 use crate::sim::PlantedBug;
 use crate::tx::TxProfile;
+use passt_core::Rng;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -75,7 +75,7 @@ pub fn profile(name: &str, seed: u64) -> Result<Faults, String> {
         // a while (a guest slow to post receive buffers, a full socket), and
         // lends few slots at a time; clean otherwise.
         "backpressure" => {
-            let mut r = SimRng::derive(seed, 5);
+            let mut r = Rng::derive(seed, 5);
             Faults {
                 tx: TxProfile {
                     partial: 0.05 + r.unit() * 0.45,
@@ -86,8 +86,8 @@ pub fn profile(name: &str, seed: u64) -> Result<Faults, String> {
             }
         }
         "swarm" => {
-            let mut r = SimRng::derive(seed, 3);
-            let draw = |r: &mut SimRng| {
+            let mut r = Rng::derive(seed, 3);
+            let draw = |r: &mut Rng| {
                 let mut p = LinkProfile::default();
                 if r.chance(0.5) {
                     p.loss = r.unit() * 0.3;

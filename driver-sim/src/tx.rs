@@ -4,8 +4,7 @@
 //! while, as a guest that is slow to post receive buffers or a socket
 //! that is full would.
 
-use crate::rng::SimRng;
-use passt_core::{Instant, SlotUse, TxRing, MAX_FRAME};
+use passt_core::{Instant, Rng, SlotUse, TxRing, MAX_FRAME};
 use std::fmt;
 
 /// Most slots lent at once (the epoll driver's arena).
@@ -53,7 +52,7 @@ impl fmt::Display for TxProfile {
 /// The simulated transmit ring.
 pub struct SimTx {
     pub profile: TxProfile,
-    rng: SimRng,
+    rng: Rng,
     /// Slot buffers, reused.
     slots: Vec<Vec<u8>>,
     /// Slots lent and not committed yet.
@@ -71,7 +70,7 @@ pub struct SimTx {
 }
 
 impl SimTx {
-    pub fn new(profile: TxProfile, rng: SimRng) -> SimTx {
+    pub fn new(profile: TxProfile, rng: Rng) -> SimTx {
         SimTx {
             profile,
             rng,
