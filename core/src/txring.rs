@@ -23,9 +23,10 @@
 //!   a dual-stack listener) is moved to the front before it is committed;
 //! * every flush is reported with [`Core::handle_tap_sent`]: the frames the
 //!   link refused are sent again (TCP) or lost (datagrams);
-//! * a link with no room at all leaves the socket data where it is: the
-//!   flow waits, and [`Core::handle_tap_writable`] brings it back once the
-//!   link has room again.
+//! * a link with no room at all leaves TCP data in the socket: the flow
+//!   waits, and [`Core::handle_tap_writable`] brings it back once the link
+//!   has room again; datagrams are read into empty buffers and dropped (as
+//!   a full link would), so that no socket stays readable meanwhile.
 
 use crate::{Core, Errno, Instant, RxDatagram, SockId, TxSlot};
 use std::io::IoSliceMut;
@@ -157,6 +158,39 @@ impl Core {
         any
     }
 
+    /// The link has no room for `sock`'s datagrams: they are read into
+    /// empty buffers (the kernel drops what does not fit) and counted in
+    /// [`Counters::link_full_dropped`](crate::Counters::link_full_dropped), so that the
+    /// socket does not stay readable while the link is full; the driver is
+    /// told to wait for room ([`Core::tap_blocked`]).
+    fn discard_datagrams<F>(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        max: u16,
+        room: u16,
+        got: &mut Vec<(usize, SocketAddr)>,
+        read: F,
+    ) where
+        F: FnOnce(&mut [&mut [u8]], usize, &mut Vec<(usize, SocketAddr)>) -> Result<(), Errno>,
+    {
+        const MAX: usize = 64;
+        let mut empty: [&mut [u8]; MAX] = std::array::from_fn(|_| <&mut [u8]>::default());
+        let n = usize::from(max).clamp(1, MAX);
+        self.link_refused = true;
+        match read(&mut empty[..n], usize::from(room), got) {
+            Ok(()) => {}
+            Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {}
+            Err(e) => {
+                got.clear();
+                self.handle_sock_event(now, sock, crate::SockEvent::Error(e));
+            }
+        }
+        for _ in got.drain(..) {
+            self.counters.link_full_dropped += 1;
+        }
+    }
+
     /// Carries out an [`Action::Peek`](crate::Action::Peek) through `ring`:
     /// the queued frames go in first; then slots are reserved for the
     /// payload, `read` peeks into their payload areas (one area per slot,
@@ -247,6 +281,11 @@ impl Core {
             SlotUse::Datagrams,
         );
         got.clear();
+        if k == 0 {
+            ring.commit(&[]);
+            self.discard_datagrams(now, sock, max, room, got, read);
+            return;
+        }
         let mut bufs = ring.reserved();
         let bufs_len = bufs.len().min(k);
         let err = match read(&mut bufs[..bufs_len], usize::from(room), got) {
@@ -389,5 +428,62 @@ mod tests {
         assert!(!core.transmit_queued(t, &mut ring));
         assert_eq!(core.out.front_len(), Some(60));
         assert!(core.tap_blocked());
+    }
+
+    /// Datagrams that find no room on the link are read into empty
+    /// buffers and counted, not left in the socket (where they would keep
+    /// it readable and the loop busy); the core waits for room.
+    #[test]
+    fn datagrams_without_room_are_read_and_dropped() {
+        let mut core = Core::new(crate::Config::default());
+        let mut ring = Slots {
+            bufs: Vec::new(),
+            reserved: 0,
+            committed: Vec::new(),
+            cap: 0,
+            take: 0,
+        };
+        let peer: SocketAddr = "192.0.2.1:7".parse().unwrap();
+        let mut got = Vec::new();
+        let mut seen = None;
+        core.recv_into(
+            Instant::ZERO,
+            &mut ring,
+            SockId(1),
+            8,
+            42,
+            &mut got,
+            |bufs, room, got| {
+                seen = Some((
+                    bufs.len(),
+                    bufs.iter().map(|b| b.len()).sum::<usize>(),
+                    room,
+                ));
+                got.push((0, peer));
+                got.push((0, peer));
+                Ok(())
+            },
+        );
+        assert_eq!(seen, Some((8, 0, 42)), "eight empty buffers");
+        assert_eq!(core.counters().link_full_dropped, 2);
+        assert!(ring.committed.is_empty());
+        assert!(core.tap_blocked());
+        // With room, nothing is dropped.
+        core.handle_tap_writable(Instant::ZERO);
+        ring.cap = 4;
+        core.recv_into(
+            Instant::ZERO,
+            &mut ring,
+            SockId(1),
+            8,
+            42,
+            &mut got,
+            |bufs, _, _| {
+                seen = Some((bufs.len(), bufs.iter().map(|b| b.len()).sum::<usize>(), 0));
+                Ok(())
+            },
+        );
+        assert_eq!(seen.map(|s| s.0), Some(4));
+        assert_eq!(core.counters().link_full_dropped, 2);
     }
 }

@@ -243,6 +243,8 @@ pub struct Metrics {
     pub frames_to_core: u64,
     /// Frames the core emitted.
     pub frames_from_core: u64,
+    /// Of those, frames the transmit ring refused.
+    pub frames_refused: u64,
     /// Readiness events without effect.
     pub idle_wakeups: u64,
 }
@@ -1625,6 +1627,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         guest_received: r.sim.guests.iter().map(|g| g.received).sum(),
         frames_to_core: r.sim.stats.frames_to_core,
         frames_from_core: r.sim.stats.frames_from_core,
+        frames_refused: r.sim.stats.frames_refused,
         idle_wakeups: r.sim.stats.idle_wakeups,
     };
     let realized = realize(sc, &r.sim.delivered, &r.realized_sys, &setup_lines(sc));

@@ -68,6 +68,8 @@ pub struct SimStats {
     pub frames_to_core: u64,
     /// Frames the core emitted.
     pub frames_from_core: u64,
+    /// Of those, frames the transmit ring refused (backpressure).
+    pub frames_refused: u64,
     /// Actions carried out.
     pub actions: u64,
     /// Readiness events handled without any effect (wasted wakeups).
@@ -559,6 +561,7 @@ impl Sim {
         // core made it, the guest never saw it.
         for f in refused {
             self.stats.frames_from_core += 1;
+            self.stats.frames_refused += 1;
             let s = frame::summarize(&f, &mut self.seqs);
             self.note("core>", format!("{s} (refused)"));
             if let Err(e) = frame::check_frame(&f, self.max_frame) {
