@@ -275,6 +275,10 @@ fn receive_without_mergeable_buffers_drops_what_one_buffer_cannot_hold() {
     assert_eq!(ring.used(&mem), (2, vec![(0, 0), (1, 212)]));
 }
 
+/// What [`peek_like_core`] returns: frame lengths, used elements (head,
+/// bytes) and frames (guest address, length).
+type Peeked = (Vec<usize>, Vec<(u16, u32)>, Vec<(u64, usize)>);
+
 /// Lends slots for `len` bytes of payload in frames of `room` + `mss`,
 /// writes what the core would into them (`room` bytes of headers, then as
 /// much payload as each slot takes, at most `mss`, `data` in all) and
@@ -286,7 +290,7 @@ fn peek_like_core(
     room: usize,
     mss: usize,
     data: usize,
-) -> Result<(Vec<usize>, Vec<(u16, u32)>, Vec<(u64, usize)>), Grow> {
+) -> Result<Peeked, Grow> {
     let mut r = Reserved::new(q, Arc::clone(mem), opts());
     match r.grow(q, n, room + mss) {
         Grow::Added(_) => {}
