@@ -49,18 +49,23 @@ const LL_ROUTER_REACHABLE: bool = false;
 enum Backend {
     /// `-netdev stream` on passt's UNIX socket (4-byte length + frame).
     Stream,
+    /// `-netdev vhost-user` on passt's socket (`--vhost-user`): the
+    /// virtqueues in guest memory shared with passt.
+    VhostUser,
 }
 
 impl Backend {
     fn passt_args(self) -> &'static [&'static str] {
         match self {
             Backend::Stream => &[],
+            Backend::VhostUser => &["--vhost-user"],
         }
     }
 
     fn nic(self, sock: PathBuf) -> Nic {
         match self {
             Backend::Stream => Nic::Stream(sock),
+            Backend::VhostUser => Nic::VhostUser(sock),
         }
     }
 }
@@ -457,6 +462,174 @@ fn passt_stream_vm() {
     checks_in_vm(Backend::Stream);
 }
 
+/// passt with `--vhost-user` behind a VM: the same checks.
+#[test]
+fn passt_vhost_user_vm() {
+    checks_in_vm(Backend::VhostUser);
+}
+
+/// `--print-capabilities`, the vhost-user back-end convention libvirt and
+/// qemu follow: a JSON object naming the device type on standard output,
+/// exit status 0, nothing started. With or without `--vhost-user`, as the
+/// test user.
+#[test]
+fn print_capabilities() {
+    for args in [
+        &["--vhost-user", "--print-capabilities"][..],
+        &["--print-capabilities", "--vhost-user"],
+        &["--print-capabilities"],
+    ] {
+        let mut cmd: Vec<String> = as_test_user();
+        cmd.push(s(&bin("passt")));
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        let out = run_timeout(Command::new(&cmd[0]).args(&cmd[1..]), 20);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let json = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(jq(&json, ".type"), "net", "{args:?}: {json}");
+        assert_eq!(jq(&json, "keys | length"), "1", "{args:?}: {json}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Port of the host server that tells the guest of `rounds.sh` what to do
+/// after a round.
+const CTL_PORT: u16 = 6101;
+/// Bytes each way in a round.
+const ROUND_BYTES: usize = 8 << 20;
+
+/// One round of `tests/vm/rounds.sh` (one boot), its marks from the
+/// `from`-th on: the lease, ping, data out and in with their checksums.
+/// Returns the index after the round's last mark.
+fn round(h: &Netns, dir: &Scratch, vm: &mut Vm, from: usize, n: u32) -> usize {
+    let out = dir.join(&format!("round_out{n}"));
+    let mut rcv = socat_recv(
+        h,
+        dir,
+        &format!("round_out{n}"),
+        format!("TCP4-LISTEN:{TCP_OUT4},bind=127.0.0.1,reuseaddr"),
+        &out,
+    );
+    let (i, lease) = vm.wait_mark_from("round", from, 300);
+    assert_eq!(
+        field(&lease, "ip").as_deref(),
+        Some(HOST_IP4),
+        "round {n}: {lease}"
+    );
+    let (_, p) = vm.wait_mark_from("round_ping", i, 60);
+    assert_eq!(field(&p, "replies").as_deref(), Some("3"), "round {n}: {p}");
+    let (_, o) = vm.wait_mark_from("round_out", i, 300);
+    let st = rcv.wait_exit(60);
+    assert!(st.success(), "round {n}: receiver: {}", rcv.output());
+    assert_eq!(
+        field(&o, "bytes"),
+        Some(ROUND_BYTES.to_string()),
+        "round {n}"
+    );
+    assert_eq!(
+        field(&o, "sha"),
+        Some(sha256(&out)),
+        "round {n}: guest → host"
+    );
+    vm.wait_mark_from("round_listen", i, 60);
+    let data = dir.join(&format!("round_in{n}"));
+    let head = dir.join(&format!("round_in{n}.head"));
+    random_files(&data, ROUND_BYTES, &head, 1);
+    socat_send(h, &data, format!("TCP4:127.0.0.1:{TCP_IN4}"), 300);
+    let (_, got) = vm.wait_mark_from("round_in", i, 300);
+    assert_eq!(
+        field(&got, "bytes"),
+        Some(ROUND_BYTES.to_string()),
+        "round {n}"
+    );
+    assert_eq!(
+        field(&got, "sha"),
+        Some(sha256(&data)),
+        "round {n}: host → guest"
+    );
+    let (j, _) = vm.wait_mark_from("round_next", i, 60);
+    j + 1
+}
+
+/// passt with `--vhost-user` across a guest reboot and a new qemu: the guest
+/// moves data both ways, reboots (the device is reset: its queues stopped
+/// and set up again from scratch), does it again and powers off; then a
+/// second qemu connects to the same passt and does it a third time.
+#[test]
+fn passt_vhost_user_reboot_and_reconnect() {
+    let started = Instant::now();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let h = Netns::host("vmr");
+    h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
+    let dir = Scratch::new("vmr");
+    // What the guest does after a round: the content of this file.
+    let next = dir.join("next");
+    std::fs::write(&next, "reboot\n").expect("control file");
+    let ctl = [
+        "socat".to_string(),
+        format!("TCP4-LISTEN:{CTL_PORT},bind=127.0.0.1,reuseaddr,fork"),
+        format!("SYSTEM:cat {}", next.display()),
+    ];
+    let _ctl = peer(&h, &dir, "ctl", &ctl);
+    let fwd = TCP_IN4.to_string();
+    let passt = Passt::start(&h, &dir, &["-d", "-t", &fwd, "--vhost-user"]);
+    let script = guest_script(
+        "rounds.sh",
+        &[
+            ("DATA_BYTES", ROUND_BYTES.to_string()),
+            ("TCP_IN4", TCP_IN4.to_string()),
+            ("TCP_OUT4", TCP_OUT4.to_string()),
+            ("CTL_PORT", CTL_PORT.to_string()),
+        ],
+    );
+    let mut spec = VmSpec::new(Backend::VhostUser.nic(passt.sock.clone()), script);
+    spec.reboot = true;
+    spec.mem_mib = 512;
+
+    let mut vm = Vm::start(&h, &dir, &spec);
+    let from = round(&h, &dir, &mut vm, 0, 1);
+    let (b, _) = vm.wait_mark_from("boot", from, 300);
+    std::fs::write(&next, "exit\n").expect("control file");
+    round(&h, &dir, &mut vm, b, 2);
+    let st = vm.qemu.wait_exit(120);
+    assert!(st.success(), "qemu: {st}");
+    let t_reboot = started.elapsed();
+    let log = passt.proc.output();
+    // The reset stopped both queues (GET_VRING_BASE), and they ran again.
+    for q in [0, 1] {
+        let stops = log.matches(&format!("queue {q} stopped")).count();
+        assert!(stops >= 1, "queue {q} never stopped: {log}");
+    }
+
+    // qemu is gone: passt waits for the next one, which gets a new device.
+    let dir2 = Scratch::new("vmr2");
+    let mut vm2 = Vm::start(&h, &dir2, &spec);
+    round(&h, &dir, &mut vm2, 0, 3);
+    let st = vm2.qemu.wait_exit(120);
+    assert!(st.success(), "qemu: {st}");
+    let mut passt = passt;
+    passt.proc.assert_running();
+    let log = passt.proc.output();
+    assert_eq!(
+        log.matches("vhost-user front-end connected").count(),
+        2,
+        "{log}"
+    );
+    eprintln!(
+        "vm: vhost-user reboot and reconnect on {:?}; load before: {}; reboot part {:.0} s, \
+         total {:.0} s; marks: {}; second qemu: {}",
+        vm.accel,
+        load.trim(),
+        t_reboot.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        vm.timeline_text(),
+        vm2.timeline_text()
+    );
+}
+
 // --- benchmark -------------------------------------------------------------
 
 /// Megabytes and Mbit/s from an iperf3 receiver line run with `-f m`
@@ -503,13 +676,32 @@ fn iperf_retr(line: &str) -> Option<u64> {
 
 /// One boot: iperf3 guest → host and host → guest, reading passt's and
 /// qemu's CPU time at the marks around each run.
-fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>) -> [Run; 2] {
+fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>, tag: &str) -> [Run; 2] {
     let mut vm = Vm::start(h, dir, &spec);
     vm.wait_mark("ready", 300);
     let qemu = vm.qemu.pid();
     let mut res = [Run::default(); 2];
     for (i, name) in ["out", "in"].iter().enumerate() {
         vm.wait_mark(&format!("iperf_{name}_begin"), 60);
+        // PASST_VM_PERF=DIR: a profile of passt for each run.
+        let perf = std::env::var_os("PASST_VM_PERF")
+            .zip(passt)
+            .map(|(d, pid)| {
+                let out = PathBuf::from(d).join(format!("passt-{tag}-{name}.data"));
+                let mut c = Command::new("perf");
+                c.args([
+                    "record",
+                    "-q",
+                    "-F",
+                    "2000",
+                    "-g",
+                    "-p",
+                    &pid.to_string(),
+                    "-o",
+                ])
+                .arg(&out);
+                Proc::spawn(c, "perf", dir.join(&format!("perf-{name}.log")))
+            });
         let (p0, q0, t0) = (
             passt.map(vm::cpu_seconds),
             vm::cpu_seconds(qemu),
@@ -521,6 +713,10 @@ fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>) -> [Ru
             vm::cpu_seconds(qemu),
             t0.elapsed(),
         );
+        if let Some(mut p) = perf {
+            let _ = nix_kill(p.pid(), libc::SIGINT);
+            p.wait_exit(30);
+        }
         let line = vm.wait_mark(&format!("iperf_{name}"), 60);
         let (mb, mbits) = iperf_figures(&line).unwrap_or_else(|| panic!("iperf3: {line}"));
         let passt_cpu = p0.zip(p1).map(|(a, b)| b - a);
@@ -536,7 +732,7 @@ fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>) -> [Ru
     res
 }
 
-fn bench_passt(mtu: u32, secs: u32) -> Row {
+fn bench_passt(mtu: u32, secs: u32, backend: Backend) -> Row {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let h = Netns::host("vmb");
     h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
@@ -544,7 +740,9 @@ fn bench_passt(mtu: u32, secs: u32) -> Row {
     let iperf_args = ["iperf3", "-s", "-p", &IPERF_PORT.to_string()].map(String::from);
     let _iperf = peer(&h, &dir, "iperf3", &iperf_args);
     let m = mtu.to_string();
-    let passt = Passt::start(&h, &dir, &["-m", &m]);
+    let mut args = vec!["-m", &m];
+    args.extend(backend.passt_args());
+    let passt = Passt::start(&h, &dir, &args);
     let script = guest_script(
         "bench.sh",
         &[
@@ -555,11 +753,20 @@ fn bench_passt(mtu: u32, secs: u32) -> Row {
             ("SECS", secs.to_string()),
         ],
     );
-    let spec = VmSpec::new(Nic::Stream(passt.sock.clone()), script);
+    let spec = VmSpec::new(backend.nic(passt.sock.clone()), script);
     Row {
-        setup: "passt, stream".into(),
+        setup: match backend {
+            Backend::Stream => "passt, stream".into(),
+            Backend::VhostUser => "passt, vhost-user".into(),
+        },
         mtu,
-        runs: bench_boot(&h, &dir, spec, Some(passt.pid)),
+        runs: bench_boot(
+            &h,
+            &dir,
+            spec,
+            Some(passt.pid),
+            &format!("{backend:?}-{mtu}"),
+        ),
         load: load.trim().into(),
     }
 }
@@ -606,7 +813,7 @@ fn bench_tap(mtu: u32, secs: u32, vhost: bool) -> Row {
         );
         ok_text(&run_timeout(Command::new("sh").args(["-ec", &sh]), 20));
     });
-    let runs = bench_boot(&h, &dir, spec, None);
+    let runs = bench_boot(&h, &dir, spec, None, "tap");
     conf.join().expect("tap configured");
     Row {
         setup: format!("kernel tap{}", if vhost { ", vhost-net" } else { "" }),
@@ -619,8 +826,9 @@ fn bench_tap(mtu: u32, secs: u32, vhost: bool) -> Row {
 /// iperf3 throughput and passt's CPU seconds per GB, guest → host and host
 /// → guest, MTU 65520 and 1500, for passt and for the same VM on a kernel
 /// tap (the limit). `PASST_VM_BENCH_SECS` sets the length of each run
-/// (default 10), `PASST_VM_BENCH_MTU` one MTU, `PASST_VM_BENCH_ONLY=passt|tap`
-/// one setup. Prints a Markdown table.
+/// (default 10), `PASST_VM_BENCH_MTU` one MTU,
+/// `PASST_VM_BENCH_ONLY=passt|stream|vhost|tap` some set-ups (passt: both of
+/// its back-ends). Prints a Markdown table.
 #[test]
 #[ignore = "benchmark: cargo test --release -p passt-tests --test vm_passt -- --ignored --nocapture"]
 fn vm_bench() {
@@ -635,8 +843,11 @@ fn vm_bench() {
         .map_or(vec![65520, 1500], |m| vec![m]);
     let mut rows = Vec::new();
     for mtu in mtus {
-        if only.is_empty() || only == "passt" {
-            rows.push(bench_passt(mtu, secs));
+        if only.is_empty() || only == "passt" || only == "stream" {
+            rows.push(bench_passt(mtu, secs, Backend::Stream));
+        }
+        if only.is_empty() || only == "passt" || only == "vhost" {
+            rows.push(bench_passt(mtu, secs, Backend::VhostUser));
         }
         if only.is_empty() || only == "tap" {
             rows.push(bench_tap(mtu, secs, false));
@@ -667,6 +878,12 @@ fn vm_bench() {
             );
         }
     }
+}
+
+/// Sends `sig` to `pid`.
+fn nix_kill(pid: u32, sig: i32) -> i32 {
+    // SAFETY: kill() takes plain integers.
+    unsafe { libc::kill(pid as i32, sig) }
 }
 
 #[test]

@@ -292,6 +292,8 @@ impl Errno {
     pub const EBADF: Errno = Errno(9);
     /// Try again.
     pub const EAGAIN: Errno = Errno(11);
+    /// Invalid argument.
+    pub const EINVAL: Errno = Errno(22);
     /// Permission denied.
     pub const EACCES: Errno = Errno(13);
     /// Too many open files in the process.

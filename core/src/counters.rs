@@ -142,6 +142,10 @@ pub struct Counters {
     /// under way; new work is refused earlier, as
     /// [`DropReason::ActionQueueFull`]).
     pub actions_refused: u64,
+    /// Datagrams from host sockets read and dropped because the guest link
+    /// had no room at all (left in the socket, they would keep it readable
+    /// and the loop busy until the link had room).
+    pub link_full_dropped: u64,
     drops: [u64; DropReason::COUNT],
     replies: [u64; ReplyKind::COUNT],
 }
@@ -154,6 +158,7 @@ impl Default for Counters {
             l4_segments: 0,
             l4_sequences: 0,
             actions_refused: 0,
+            link_full_dropped: 0,
             drops: [0; DropReason::COUNT],
             replies: [0; ReplyKind::COUNT],
         }
@@ -213,6 +218,9 @@ impl fmt::Display for Counters {
         }
         if self.actions_refused != 0 {
             write!(f, " actions_refused={}", self.actions_refused)?;
+        }
+        if self.link_full_dropped != 0 {
+            write!(f, " link_full_dropped={}", self.link_full_dropped)?;
         }
         Ok(())
     }

@@ -79,6 +79,9 @@ pub struct Core {
     pub(crate) udp: UdpState,
     /// Spliced connections' state outside the flow table.
     pub(crate) splice: SpliceState,
+    /// The guest link refused frames, or had no room for queued ones, since
+    /// the last `handle_tap_writable`.
+    pub(crate) link_refused: bool,
 }
 
 impl Core {
@@ -103,6 +106,7 @@ impl Core {
             tcp: TcpState::new(&cfg),
             udp: UdpState::default(),
             splice: SpliceState::default(),
+            link_refused: false,
             cfg,
         }
     }
@@ -299,6 +303,7 @@ impl Core {
         self.ndp.reset();
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
+        self.link_refused = false;
         self.tcp_tap_reset();
     }
 

@@ -187,7 +187,7 @@ impl FlowData {
     fn class(&self) -> Option<usize> {
         match self {
             FlowData::Free => None,
-            FlowData::Tcp(_) => Some(0),
+            FlowData::Tcp(_) | FlowData::Splice(_) => Some(0),
             FlowData::Udp(_) => Some(1),
             FlowData::Ping(_) => Some(2),
         }

@@ -110,6 +110,7 @@ mod splice;
 mod tap;
 mod tcp;
 mod time;
+mod txring;
 mod udp;
 
 #[cfg(test)]
@@ -137,4 +138,5 @@ pub use splice::SpliceStats;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
+pub use txring::{PeekRequest, SlotUse, TxRing, MAX_FRAME, MIN_SLOT};
 pub use udp::UdpStats;

@@ -39,6 +39,11 @@ impl FrameQueue {
         }
     }
 
+    /// Length of the oldest frame, if any.
+    pub(crate) fn front_len(&self) -> Option<usize> {
+        self.recs.front().map(|&(_, len)| len)
+    }
+
     /// Frames queued (TCP numbers its frames for `handle_tap_sent`).
     pub(crate) fn len(&self) -> usize {
         self.recs.len()

@@ -331,7 +331,7 @@ pub struct Options {
     /// UNIX domain socket for qemu [default: the first free /tmp/passt_N.socket]
     #[arg(short = 's', long = "socket", visible_alias = "socket-path", value_name = "PATH", value_parser = parse_socket_path)]
     pub socket: Option<PathBuf>,
-    /// Speak vhost-user on the socket (not available yet: refused at start-up)
+    /// Speak vhost-user on the socket (qemu: -chardev socket + -netdev vhost-user)
     #[arg(long = "vhost-user")]
     pub vhost_user: bool,
     /// Print the back-end capabilities (JSON) and exit

@@ -473,6 +473,8 @@ pub struct RuntimeConfig {
     pub fd: Option<i32>,
     /// Exit when the client goes away (`-1`, implied by `--fd` for passt).
     pub one_off: bool,
+    /// passt `--vhost-user`: the socket speaks vhost-user.
+    pub vhost_user: bool,
     /// Don't daemonise.
     pub foreground: bool,
     /// Warnings and errors only.
@@ -705,9 +707,6 @@ pub fn build(
     host: &HostInfo,
     resolv: &Resolv,
 ) -> Result<RuntimeConfig, String> {
-    if opts.vhost_user {
-        return Err("--vhost-user is not supported yet".into());
-    }
     let mut warnings: Vec<String> = host.notes.clone();
     let v4_on = !opts.ipv6_only;
     let v6_on = !opts.ipv4_only;
@@ -1019,6 +1018,7 @@ pub fn build(
         socket_path: opts.socket.clone(),
         fd: opts.fd,
         one_off: opts.one_off || (mode == Mode::Passt && opts.fd.is_some()),
+        vhost_user: opts.vhost_user,
         foreground: opts.foreground || (mode == Mode::Pasta && spawn),
         quiet: opts.quiet || (mode == Mode::Pasta && spawn && !opts.debug),
         debug: opts.debug || opts.trace,
@@ -2093,13 +2093,8 @@ mod tests {
             &Resolv::default()
         )
         .is_err());
-        assert!(build(
-            Mode::Passt,
-            &opts(Mode::Passt, &["--vhost-user"]),
-            &h,
-            &Resolv::default()
-        )
-        .is_err());
+        let c = cfg(Mode::Passt, &["--vhost-user"], &h, "");
+        assert!(c.vhost_user);
     }
 
     #[test]

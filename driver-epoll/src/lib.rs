@@ -27,6 +27,8 @@ pub mod resolv;
 mod socks;
 mod splice;
 mod tap;
+mod txring;
+mod vhost_user;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
 use passt_core::{Config, Core, Mac};
@@ -65,6 +67,8 @@ pub(crate) struct Settings {
     pub(crate) fd: Option<i32>,
     /// passt `-1` (implied by `--fd`).
     pub(crate) one_off: bool,
+    /// passt `--vhost-user`.
+    pub(crate) vhost_user: bool,
     /// pasta `-I` (or the template interface's name).
     pub(crate) ns_ifname: String,
     /// pasta `--ns-mac-addr`.
@@ -177,6 +181,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         socket: rc.socket_path,
         fd: rc.fd,
         one_off: rc.one_off,
+        vhost_user: rc.vhost_user,
         ns_ifname: rc.ns_ifname,
         target,
         userns: rc.userns,
@@ -241,6 +246,17 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let mut port_scanner = None;
     let mut host_port_scanner = None;
     let link = match s.mode {
+        Mode::Passt if s.vhost_user => {
+            let v = match s.fd {
+                Some(fd) => vhost_user::VuLink::from_fd(inherited(fd)?)?,
+                None => vhost_user::VuLink::listen(
+                    s.socket.as_deref(),
+                    std::path::Path::new("/tmp"),
+                    s.one_off,
+                )?,
+            };
+            Link::VhostUser(Box::new(v))
+        }
         Mode::Passt => {
             let q = match s.fd {
                 Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)
@@ -281,11 +297,14 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             ::log::info!("{l}");
         }
     }
-    if let Link::Qemu(q) = &link {
-        if let Some(p) = q.path() {
-            for l in conf::socket_hints(p, false).lines() {
-                ::log::info!("{l}");
-            }
+    let (sock_path, vhost) = match &link {
+        Link::Qemu(q) => (q.path(), false),
+        Link::VhostUser(v) => (v.path(), true),
+        Link::Tap(_) => (None, false),
+    };
+    if let Some(p) = sock_path {
+        for l in conf::socket_hints(p, vhost).lines() {
+            ::log::info!("{l}");
         }
     }
     let (guest_ns, child, watch) = match guest.as_mut() {
@@ -335,6 +354,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
 
     // Everything the running phase needs is open: isolate.
     let profile = match s.mode {
+        Mode::Passt if s.vhost_user => isolate::seccomp::Profile::VhostUser,
         Mode::Passt => isolate::seccomp::Profile::Passt,
         Mode::Pasta => isolate::seccomp::Profile::Pasta,
     };

@@ -88,6 +88,8 @@ pub(crate) struct QemuLink {
     consumed: usize,
     /// A bad frame length was read: reset once the frames before it are done.
     broken: bool,
+    /// `EPOLLOUT` is watched on the client (frames were refused).
+    out_armed: bool,
 }
 
 fn unix_stream() -> io::Result<OwnedFd> {
@@ -177,27 +179,33 @@ fn bind_listen(path: &Path) -> io::Result<OwnedFd> {
     Ok(s)
 }
 
+/// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
+/// to 99) if no path was given (see [`bind_listen`]). Shared by the stream
+/// and the vhost-user link.
+pub(crate) fn listen_socket(path: Option<&Path>, dir: &Path) -> io::Result<(OwnedFd, PathBuf)> {
+    match path {
+        Some(p) => Ok((bind_listen(p)?, p.to_path_buf())),
+        None => {
+            for n in 1..=SOCK_PROBE_MAX {
+                let p = dir.join(format!("passt_{n}.socket"));
+                if let Ok(fd) = bind_listen(&p) {
+                    return Ok((fd, p));
+                }
+            }
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "no free UNIX domain socket path",
+            ))
+        }
+    }
+}
+
 impl QemuLink {
     /// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
     /// to 99) if no path was given. A stale socket of ours is replaced; a
     /// path that holds anything else is refused (`path`) or skipped.
     pub(crate) fn listen(path: Option<&Path>, dir: &Path, one_off: bool) -> io::Result<Self> {
-        let (fd, p) = match path {
-            Some(p) => (bind_listen(p)?, p.to_path_buf()),
-            None => {
-                let mut found = None;
-                for n in 1..=SOCK_PROBE_MAX {
-                    let p = dir.join(format!("passt_{n}.socket"));
-                    if let Ok(fd) = bind_listen(&p) {
-                        found = Some((fd, p));
-                        break;
-                    }
-                }
-                found.ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::AddrInUse, "no free UNIX domain socket path")
-                })?
-            }
-        };
+        let (fd, p) = listen_socket(path, dir)?;
         Ok(QemuLink {
             listener: Some(fd),
             listener_registered: false,
@@ -206,6 +214,7 @@ impl QemuLink {
             one_off,
             consumed: 0,
             broken: false,
+            out_armed: false,
         })
     }
 
@@ -221,6 +230,7 @@ impl QemuLink {
             one_off: true,
             consumed: 0,
             broken: false,
+            out_armed: false,
         })
     }
 
@@ -250,6 +260,26 @@ impl QemuLink {
             }
         }
         Ok(())
+    }
+
+    /// Watches the client for `EPOLLOUT` (or stops): the core waits for
+    /// room to send frames the socket refused.
+    pub(crate) fn want_writable(&mut self, epoll: &Epoll, on: bool) {
+        let Some(c) = &self.client else {
+            self.out_armed = false;
+            return;
+        };
+        if self.out_armed == on {
+            return;
+        }
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if on {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        let mut ev = EpollEvent::new(flags, token(TAG_LINK, 0));
+        if epoll.modify(c.as_fd(), &mut ev).is_ok() {
+            self.out_armed = on;
+        }
     }
 
     /// Accepts a connection: the client if there is none, else closed at once.
@@ -347,6 +377,7 @@ impl QemuLink {
         log::info!("{why}, resetting the guest link");
         // Closing the fd removes it from the epoll set.
         self.client = None;
+        self.out_armed = false;
         ReadOutcome::Reset
     }
 

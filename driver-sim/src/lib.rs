@@ -39,3 +39,4 @@ pub mod replay;
 pub mod scenario;
 pub mod sim;
 pub mod sweep;
+pub mod tx;

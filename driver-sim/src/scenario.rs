@@ -248,6 +248,8 @@ pub struct Metrics {
     pub frames_to_core: u64,
     /// Frames the core emitted.
     pub frames_from_core: u64,
+    /// Of those, frames the transmit ring refused.
+    pub frames_refused: u64,
     /// Readiness events without effect.
     pub idle_wakeups: u64,
     /// Stalls of replayed connections.
@@ -1503,6 +1505,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         let f = crate::sweep::profile(name, setup.cfg.seed)?;
         setup.cfg.to_core = f.to_core;
         setup.cfg.to_guest = f.to_guest;
+        setup.cfg.tx = f.tx;
         if let Some(b) = f.sndbuf {
             setup.cfg.kernel.sndbuf = b;
         }
@@ -1517,8 +1520,9 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
     setup.cfg.planted = opts.planted;
     let guest_mac = setup.cfg.core.guest_mac.map_or(GUEST_MAC, |m| m.0);
     let our_mac = setup.cfg.core.our_mac.0;
-    let faulty = !setup.cfg.to_core.is_clean() || !setup.cfg.to_guest.is_clean();
-    let header = format!(
+    let faulty =
+        !setup.cfg.to_core.is_clean() || !setup.cfg.to_guest.is_clean() || !setup.cfg.tx.is_clean();
+    let mut header = format!(
         "scenario {} seed {} faults {}{}\nlink to-core: {}\nlink to-guest: {}",
         sc.name,
         setup.cfg.seed,
@@ -1527,6 +1531,9 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         setup.cfg.to_core,
         setup.cfg.to_guest
     );
+    if !setup.cfg.tx.is_clean() {
+        header.push_str(&format!("\nlink tx: {}", setup.cfg.tx));
+    }
     let mut r = Runner {
         sc,
         sim: Sim::new(setup.cfg.clone()),
@@ -1604,6 +1611,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         r.sim.note("sim", "heal: faults off");
         r.sim
             .set_links(LinkProfile::default(), LinkProfile::default());
+        r.sim.set_tx(crate::tx::TxProfile::default());
         r.sim.run_for(setup.heal);
     }
     let leftover = r.sim.guest_inbox.len();
@@ -1667,6 +1675,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
         guest_received: r.sim.guests.iter().map(|g| g.received).sum(),
         frames_to_core: r.sim.stats.frames_to_core,
         frames_from_core: r.sim.stats.frames_from_core,
+        frames_refused: r.sim.stats.frames_refused,
         idle_wakeups: r.sim.stats.idle_wakeups,
         stalls: 0,
         longest_stall: Duration::ZERO,

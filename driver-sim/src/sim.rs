@@ -5,9 +5,11 @@ use crate::check::Checker;
 use crate::frame::{self, SeqTracker};
 use crate::kernel::{Kernel, KernelConfig};
 use crate::link::{Fate, Link, LinkProfile};
+use crate::tx::{SimTx, TxProfile};
 use passt_core::Rng;
 use passt_core::{
-    Action, Config, Core, DropReason, FrameBatch, FrameRef, Instant, SockEvent, SockOpt, TxSlot,
+    Action, Config, Core, DropReason, FrameBatch, FrameRef, Instant, PeekRequest, SockEvent,
+    SockOpt,
 };
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub struct SimConfig {
     pub to_core: LinkProfile,
     /// Impairments of the core-to-guest direction.
     pub to_guest: LinkProfile,
+    /// How the guest link takes the core's frames.
+    pub tx: TxProfile,
     /// A bug to plant (test builds only).
     pub planted: Option<PlantedBug>,
 }
@@ -49,6 +53,7 @@ impl SimConfig {
             seed: 0,
             to_core: LinkProfile::default(),
             to_guest: LinkProfile::default(),
+            tx: TxProfile::default(),
             planted: None,
         }
     }
@@ -63,6 +68,8 @@ pub struct SimStats {
     pub frames_to_core: u64,
     /// Frames the core emitted.
     pub frames_from_core: u64,
+    /// Of those, frames the transmit ring refused (backpressure).
+    pub frames_refused: u64,
     /// Actions carried out.
     pub actions: u64,
     /// Readiness events handled without any effect (wasted wakeups).
@@ -72,8 +79,6 @@ pub struct SimStats {
     pub spins: u64,
 }
 
-/// Most frames peeked in one `Action::Peek` (the driver's slot pool).
-const TX_SLOTS: usize = 128;
 /// Bound on readiness rounds per instant.
 const MAX_ROUNDS: usize = 64;
 /// Wakeups in a row without progress that count as a busy loop.
@@ -135,15 +140,14 @@ pub struct Sim {
     link_losses: (u64, Instant),
     seqs: SeqTracker,
     checker: Checker,
-    slots: Vec<Vec<u8>>,
-    tx: Vec<u8>,
+    /// The guest link's transmit side.
+    ring: SimTx,
     /// Sockets the core opened or accepted and did not close.
     known_socks: std::collections::BTreeSet<passt_core::SockId>,
     /// Consecutive steps after which the core's deadline was still due.
     stuck_timer: u32,
     /// Sockets whose Open or Accept failed.
     failed_socks: std::collections::BTreeSet<passt_core::SockId>,
-    unsent: usize,
 }
 
 impl std::fmt::Debug for Sim {
@@ -193,12 +197,10 @@ impl Sim {
             link_losses: (0, Instant::ZERO),
             seqs: SeqTracker::default(),
             checker: Checker::default(),
-            slots: Vec::new(),
-            tx: vec![0; 65536 + 14],
+            ring: SimTx::new(cfg.tx, Rng::derive(cfg.seed, 4)),
             known_socks: std::collections::BTreeSet::new(),
             failed_socks: std::collections::BTreeSet::new(),
             stuck_timer: 0,
-            unsent: 0,
         }
     }
 
@@ -257,6 +259,20 @@ impl Sim {
         self.to_guest.profile = to_guest;
     }
 
+    /// Replaces how the guest link takes the core's frames; the link has
+    /// room at once (the heal phase).
+    pub fn set_tx(&mut self, tx: TxProfile) {
+        self.ring.profile = tx;
+        if self.ring.busy_until > self.now {
+            self.ring.busy_until = self.now;
+            if self.core.tap_blocked() {
+                self.note("link", "core> room again");
+                self.core.handle_tap_writable(self.now);
+                self.drain();
+            }
+        }
+    }
+
     /// The guest puts `frame` on the link now.
     pub fn guest_send(&mut self, frame: &[u8]) {
         let s = frame::summarize(frame, &mut self.seqs);
@@ -288,6 +304,9 @@ impl Sim {
                 }
             }),
             self.kernel.next_deadline().map(Instant::from_nanos),
+            // The link has room again for frames it refused.
+            (self.core.tap_blocked() && self.ring.busy_until > self.now)
+                .then_some(self.ring.busy_until),
             self.guests
                 .iter()
                 .filter_map(crate::guest::GuestTcp::deadline)
@@ -337,6 +356,12 @@ impl Sim {
             }
             self.deliver_batch(arrived.into_iter().map(|f| f.0).collect());
         }
+        self.ring.now = now;
+        if self.core.tap_blocked() && now >= self.ring.busy_until {
+            self.note("link", "core> room again");
+            self.core.handle_tap_writable(now);
+            self.drain();
+        }
         let events = self.kernel.advance(now.as_nanos());
         self.kernel_notes();
         for (sock, ev) in events {
@@ -377,7 +402,11 @@ impl Sim {
         }
         let settled =
             losses == 0 || now >= self.link_losses.1.saturating_add(Duration::from_secs(1));
-        if settled && self.to_core.profile.is_clean() && self.to_guest.profile.is_clean() {
+        if settled
+            && self.to_core.profile.is_clean()
+            && self.to_guest.profile.is_clean()
+            && self.ring.profile.is_clean()
+        {
             for v in self.checker.on_turn_end(now.as_nanos(), &self.kernel) {
                 self.violation(v);
             }
@@ -576,25 +605,51 @@ impl Sim {
             self.stats.actions += 1;
             self.exec(a, batch);
         }
-        self.flush_frames();
-        let sent = std::mem::take(&mut self.unsent);
-        if sent > 0 {
-            self.core.handle_tap_sent(self.now, sent);
-        }
+        self.ring.now = self.now;
+        self.core.transmit_queued(self.now, &mut self.ring);
+        self.flush();
     }
 
-    fn flush_frames(&mut self) {
-        let mut tx = std::mem::take(&mut self.tx);
-        while let Some(n) = self.core.poll_frame(&mut tx) {
-            let f = tx.get(..n).unwrap_or(&[]).to_vec();
+    /// Sends what the ring holds, then puts what the link took on the wire.
+    fn flush(&mut self) {
+        self.core.flush_ring(self.now, &mut self.ring);
+        self.put_on_wire();
+    }
+
+    /// The frames the link took, in order; a line for those it refused.
+    fn put_on_wire(&mut self) {
+        for f in std::mem::take(&mut self.ring.sent) {
             self.emit(&f);
         }
-        self.tx = tx;
+        let refused = std::mem::take(&mut self.ring.refused);
+        if !refused.is_empty() {
+            self.note(
+                "link",
+                format!(
+                    "core> {} frames refused, no room until {}",
+                    refused.len(),
+                    ts(self.ring.busy_until).trim()
+                ),
+            );
+        }
+        // To the invariants a refused frame is one the link lost: the
+        // core made it, the guest never saw it.
+        for f in refused {
+            self.stats.frames_from_core += 1;
+            self.stats.frames_refused += 1;
+            let s = frame::summarize(&f, &mut self.seqs);
+            self.note("core>", format!("{s} (refused)"));
+            if let Err(e) = frame::check_frame(&f, self.max_frame) {
+                self.violation(format!("frame check: {e}"));
+            }
+            for v in self.checker.on_core_frame(&f, &self.kernel) {
+                self.violation(v);
+            }
+        }
     }
 
     fn emit(&mut self, f: &[u8]) {
         self.stats.frames_from_core += 1;
-        self.unsent += 1;
         let s = frame::summarize(f, &mut self.seqs);
         self.note("core>", s);
         if let Err(e) = frame::check_frame(f, self.max_frame) {
@@ -841,101 +896,85 @@ impl Sim {
     }
 
     fn peek(&mut self, sock: passt_core::SockId, skip: u32, len: u32, mss: u16, room: u16) {
-        let mss_u = usize::from(mss.max(1));
-        let room_u = usize::from(room);
-        let want = (len as usize).min(TX_SLOTS * mss_u);
-        let r = self.kernel.peek(sock, skip, want);
-        self.note(
-            "host",
-            format!(
-                "recvmsg({sock:?}, skip {skip}, {want}, MSG_PEEK) = {:?}",
-                r.as_ref().map(Vec::len)
-            ),
-        );
-        // Frames queued before the peek go first.
-        self.flush_frames();
-        let data = r.as_deref().unwrap_or(&[]);
-        let nslots = data.len().div_ceil(mss_u).max(1);
-        while self.slots.len() < nslots {
-            self.slots.push(Vec::new());
+        let p = PeekRequest {
+            skip,
+            len,
+            mss,
+            room,
+        };
+        let kernel = &mut self.kernel;
+        let mut line = None;
+        self.ring.now = self.now;
+        self.core
+            .peek_into(self.now, &mut self.ring, sock, p, |skip, iov| {
+                let want: usize = iov.iter().map(|s| s.len()).sum();
+                let r = kernel.peek(sock, skip, want);
+                line = Some(format!(
+                    "recvmsg({sock:?}, skip {skip}, {want}, MSG_PEEK) = {:?}",
+                    r.as_ref().map(Vec::len)
+                ));
+                let data = r?;
+                let mut rest = &data[..];
+                for s in iov.iter_mut() {
+                    let n = s.len().min(rest.len());
+                    s[..n].copy_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+                Ok(data.len())
+            });
+        match line {
+            Some(l) => self.note("host", l),
+            None => self.note("link", format!("no room for {sock:?}'s data")),
         }
-        for (i, s) in self.slots.iter_mut().take(nslots).enumerate() {
-            s.clear();
-            s.resize(room_u + mss_u, 0);
-            let chunk = data
-                .get(i * mss_u..((i + 1) * mss_u).min(data.len()))
-                .unwrap_or(&[]);
-            if let Some(dst) = s.get_mut(room_u..room_u + chunk.len()) {
-                dst.copy_from_slice(chunk);
-            }
-        }
-        let result = r.as_ref().map(Vec::len).map_err(|e| *e);
-        let mut slots: Vec<TxSlot<'_>> = self
-            .slots
-            .iter_mut()
-            .take(nslots)
-            .map(|b| TxSlot {
-                buf: b.as_mut_slice(),
-                frame_len: 0,
-            })
-            .collect();
-        let _ = self.core.handle_peeked(self.now, sock, result, &mut slots);
-        let frames: Vec<Vec<u8>> = slots
-            .iter()
-            .filter(|s| s.frame_len > 0)
-            .map(|s| s.buf.get(..s.frame_len).unwrap_or(&[]).to_vec())
-            .collect();
-        drop(slots);
-        for f in frames {
-            self.emit(&f);
-        }
+        self.flush();
     }
 
     fn recv(&mut self, sock: passt_core::SockId, max: u16, room: u16) {
-        let room_u = usize::from(room);
-        let r = self.kernel.recv_datagrams(sock, usize::from(max));
-        // Frames queued before the receive go first.
-        self.flush_frames();
-        let got = match r {
-            Ok(d) => d,
-            Err(e) => {
-                self.note("host", format!("recvmmsg({sock:?}, {max}) = {e:?}"));
-                self.core
-                    .handle_sock_event(self.now, sock, SockEvent::Error(e));
-                return;
-            }
-        };
-        let sizes: Vec<String> = got
-            .iter()
-            .map(|(p, d)| format!("{} from {p}", d.len()))
-            .collect();
-        self.note(
-            "host",
-            format!("recvmmsg({sock:?}, {max}) = [{}]", sizes.join(", ")),
-        );
-        let mut bufs: Vec<Vec<u8>> = got
-            .iter()
-            .map(|(_, d)| {
-                let mut b = vec![0u8; room_u + d.len()];
-                if let Some(dst) = b.get_mut(room_u..) {
-                    dst.copy_from_slice(d);
+        let kernel = &mut self.kernel;
+        let mut line = None;
+        let mut failed = false;
+        let mut got = Vec::new();
+        self.ring.now = self.now;
+        self.core.recv_into(
+            self.now,
+            &mut self.ring,
+            sock,
+            max,
+            room,
+            &mut got,
+            |bufs, room, got| {
+                let r = kernel.recv_datagrams(sock, bufs.len().min(usize::from(max)));
+                let d = match r {
+                    Ok(d) => d,
+                    Err(e) => {
+                        line = Some(format!("recvmmsg({sock:?}, {max}) = {e:?}"));
+                        failed = true;
+                        return Err(e);
+                    }
+                };
+                let sizes: Vec<String> = d
+                    .iter()
+                    .map(|(p, d)| format!("{} from {p}", d.len()))
+                    .collect();
+                line = Some(format!(
+                    "recvmmsg({sock:?}, {max}) = [{}]",
+                    sizes.join(", ")
+                ));
+                for (b, (peer, data)) in bufs.iter_mut().zip(&d) {
+                    if let Some(dst) = b.get_mut(room..) {
+                        let n = dst.len().min(data.len());
+                        dst[..n].copy_from_slice(&data[..n]);
+                    }
+                    got.push((data.len(), *peer));
                 }
-                b
-            })
-            .collect();
-        let mut dgrams: Vec<passt_core::RxDatagram<'_>> = bufs
-            .iter_mut()
-            .zip(&got)
-            .map(|(b, (peer, d))| passt_core::RxDatagram::new(b.as_mut_slice(), d.len(), *peer))
-            .collect();
-        let _ = self.core.handle_datagrams(self.now, sock, &mut dgrams);
-        let frames: Vec<Vec<u8>> = dgrams
-            .iter()
-            .filter_map(|d| d.frame().map(<[u8]>::to_vec))
-            .collect();
-        drop(dgrams);
-        for f in frames {
-            self.emit(&f);
+                Ok(())
+            },
+        );
+        if let Some(l) = line {
+            self.note("host", l);
+        }
+        if !failed {
+            self.flush();
         }
     }
 

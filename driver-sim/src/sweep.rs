@@ -3,6 +3,7 @@
 use crate::link::LinkProfile;
 use crate::scenario::{run, shrink, RunOptions, Scenario};
 use crate::sim::PlantedBug;
+use crate::tx::TxProfile;
 use passt_core::Rng;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,10 +19,21 @@ pub struct Faults {
     pub sndbuf: Option<u32>,
     /// Host receive buffer, if changed.
     pub rcvbuf: Option<u32>,
+    /// How the guest link takes the core's frames.
+    pub tx: TxProfile,
 }
 
 /// Names of the fault profiles.
-pub const PROFILES: &[&str] = &["none", "lossy", "dup", "reorder", "chaos", "host", "swarm"];
+pub const PROFILES: &[&str] = &[
+    "none",
+    "lossy",
+    "dup",
+    "reorder",
+    "chaos",
+    "host",
+    "backpressure",
+    "swarm",
+];
 
 /// The fault profile `name` for `seed`. `swarm` draws every impairment and
 /// its size from the seed; the others are fixed.
@@ -59,6 +71,20 @@ pub fn profile(name: &str, seed: u64) -> Result<Faults, String> {
             rcvbuf: Some(4096),
             ..Default::default()
         },
+        // A guest link that takes part of what it is given, or nothing for
+        // a while (a guest slow to post receive buffers, a full socket), and
+        // lends few slots at a time; clean otherwise.
+        "backpressure" => {
+            let mut r = Rng::derive(seed, 5);
+            Faults {
+                tx: TxProfile {
+                    partial: 0.05 + r.unit() * 0.45,
+                    busy_ns: r.range(10_000, 20_000_000),
+                    max_slots: [0, 1, 2, 4, 16, 64][r.below(6) as usize],
+                },
+                ..Default::default()
+            }
+        }
         "swarm" => {
             let mut r = Rng::derive(seed, 3);
             let draw = |r: &mut Rng| {
@@ -94,11 +120,21 @@ pub fn profile(name: &str, seed: u64) -> Result<Faults, String> {
             let rcvbuf = r
                 .chance(0.5)
                 .then(|| bufs[r.below(bufs.len() as u64) as usize]);
+            let tx = if r.chance(0.3) {
+                TxProfile {
+                    partial: r.unit() * 0.5,
+                    busy_ns: r.range(10_000, 20_000_000),
+                    max_slots: [0, 1, 4, 16][r.below(4) as usize],
+                }
+            } else {
+                TxProfile::default()
+            };
             Faults {
                 to_core,
                 to_guest,
                 sndbuf,
                 rcvbuf,
+                tx,
             }
         }
         _ => {

@@ -112,7 +112,7 @@ fn accel(a: &Assets) -> Accel {
     let console = dir.join("console.log");
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-accel", "kvm", "-cpu", "host", "-m", "256"])
-        .args(base_args(a, &a.initramfs, &console));
+        .args(base_args(a, &a.initramfs, &console, false));
     // A KVM boot to /init takes a second or two; a stock kernel that hangs
     // on this host's KVM flavour never gets there.
     let started = Instant::now();
@@ -152,8 +152,9 @@ fn accel(a: &Assets) -> Accel {
     v
 }
 
-/// Machine, kernel, console and the no-reboot exit, common to every run.
-fn base_args(a: &Assets, initrd: &Path, console: &Path) -> Vec<String> {
+/// Machine, kernel, console and (unless `reboot`) the no-reboot exit, common
+/// to every run.
+fn base_args(a: &Assets, initrd: &Path, console: &Path, reboot: bool) -> Vec<String> {
     [
         "-M",
         "pc",
@@ -167,6 +168,7 @@ fn base_args(a: &Assets, initrd: &Path, console: &Path) -> Vec<String> {
         "-kernel",
     ]
     .iter()
+    .filter(|s| !(reboot && **s == "-no-reboot"))
     .map(|s| s.to_string())
     .chain([
         a.kernel.display().to_string(),
@@ -210,6 +212,9 @@ pub(crate) struct VmSpec {
     pub(crate) script: String,
     /// Bound of the whole run, boot to power-off.
     pub(crate) timeout: Duration,
+    /// A guest reset reboots the machine (no `-no-reboot`): the script runs
+    /// again after it, and ends the run with `poweroff -f`.
+    pub(crate) reboot: bool,
 }
 
 impl VmSpec {
@@ -221,6 +226,7 @@ impl VmSpec {
             smp: 1,
             script,
             timeout: Duration::from_secs(600),
+            reboot: false,
         }
     }
 
@@ -308,7 +314,7 @@ impl Vm {
             Accel::Tcg => args.extend(["-accel", "tcg"].map(String::from)),
         }
         args.extend(["-smp".into(), spec.smp.to_string()]);
-        args.extend(base_args(a, &initrd, &console));
+        args.extend(base_args(a, &initrd, &console, spec.reboot));
         args.extend(spec.nic_args(a.accel));
         let qemu = Proc::spawn(ns.cmd(&args), "qemu", dir.join("qemu.log"));
         let now = Instant::now();
@@ -346,6 +352,24 @@ impl Vm {
 
     /// [`Self::wait_mark`], the failure as an error.
     pub(crate) fn try_wait_mark(&mut self, key: &str, secs: u64) -> Result<String, String> {
+        self.try_wait_mark_from(key, 0, secs).map(|(_, v)| v)
+    }
+
+    /// Waits for `@@KEY` among the marks from the `from`-th on (a key the
+    /// guest prints once per boot, when it boots again); returns its index
+    /// and value.
+    pub(crate) fn wait_mark_from(&mut self, key: &str, from: usize, secs: u64) -> (usize, String) {
+        self.try_wait_mark_from(key, from, secs)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::wait_mark_from`], the failure as an error.
+    pub(crate) fn try_wait_mark_from(
+        &mut self,
+        key: &str,
+        from: usize,
+        secs: u64,
+    ) -> Result<(usize, String), String> {
         let end = (Instant::now() + Duration::from_secs(secs)).min(self.deadline);
         loop {
             let marks = self.marks();
@@ -353,8 +377,13 @@ impl Vm {
             for (k, _) in &marks[self.timeline.len().min(marks.len())..] {
                 self.timeline.push((k.clone(), t));
             }
-            if let Some((_, v)) = marks.iter().find(|(k, _)| k == key) {
-                return Ok(v.clone());
+            let found = marks
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, (k, _))| k == key);
+            if let Some((i, (_, v))) = found {
+                return Ok((i, v.clone()));
             }
             if let Some((_, v)) = marks.iter().find(|(k, _)| k == "fail") {
                 return Err(format!("guest failed: {v}"));

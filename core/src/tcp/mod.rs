@@ -173,6 +173,8 @@ pub(crate) struct TcpConn {
     readable_early: bool,
     /// A `Peek` is queued and not answered yet.
     peek_pending: bool,
+    /// Waiting for room on the guest link (listed in `TcpState::link_waiting`).
+    link_wait: bool,
     /// Bytes asked for by the pending `Peek`.
     peek_len: u32,
     /// `seq_to_tap` when the pending `Peek` was asked for.
@@ -371,6 +373,9 @@ pub(crate) struct TcpState {
     txlog: Vec<TxRec>,
     /// `frames_out` at the last `handle_tap_sent`.
     tx_base: u64,
+    /// Connections waiting for room on the guest link, to peek again once
+    /// it has some (`handle_tap_writable`).
+    link_waiting: Vec<FlowId>,
     /// Sockets the driver holds for connections.
     pub(crate) open_socks: usize,
     /// Guest batches seen (tells a `Send` of this batch from older ones).
@@ -409,6 +414,7 @@ impl TcpState {
             next_timer: None,
             txlog: Vec::with_capacity(TX_LOG),
             tx_base: 0,
+            link_waiting: Vec::with_capacity(cfg.limits.flows.min(4096)),
             open_socks: 0,
             batches: 0,
             low_rtt: [None; LOW_RTT_TABLE],

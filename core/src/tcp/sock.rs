@@ -235,7 +235,16 @@ impl Core {
         }
         let f = *c.fin_seq.get_or_insert(c.seq_to_tap);
         c.seq_to_tap = f;
+        let queued = self.out.len();
         self.tcp_send_flags(id, FIN | ACK);
+        if self.out.len() > queued {
+            // Logged like data: a link that refuses the FIN has it sent
+            // again as soon as it has room, not after the retransmission
+            // timeout.
+            let index = self.counters.frames_out + queued as u64;
+            let gen = self.flows.get(id).map_or(0, |fl| fl.gen);
+            self.tcp_txlog(index, id, gen, f, 0);
+        }
         let Some(c) = self.tc(id) else { return };
         c.tap_fin_sent = true;
         c.seq_to_tap = f.wrapping_add(1);
@@ -246,6 +255,54 @@ impl Core {
         if c.tap_fin_rcvd {
             c.t_phase = now;
         }
+    }
+
+    /// The guest link had no room for the frames of `sock`'s pending peek:
+    /// the data stays in the socket (neither drained nor stalled) and the
+    /// connection waits for `handle_tap_writable`.
+    pub(crate) fn tcp_link_full(&mut self, sock: SockId) {
+        let Some(id) = self.tcp_flow_of(sock) else {
+            return;
+        };
+        let Some(c) = self.tc(id) else { return };
+        if !c.peek_pending {
+            return;
+        }
+        c.peek_pending = false;
+        self.tcp_wait_for_link(id);
+        self.tcp_interest(id);
+    }
+
+    /// Lists `id` among the connections waiting for room on the guest link.
+    pub(super) fn tcp_wait_for_link(&mut self, id: FlowId) {
+        let Some(c) = self.tc(id) else { return };
+        if c.link_wait {
+            return;
+        }
+        c.link_wait = true;
+        self.tcp.link_waiting.push(id);
+    }
+
+    /// The guest link has room again: every waiting connection peeks.
+    pub(crate) fn tcp_link_ready(&mut self, now: Instant) {
+        let mut waiting = std::mem::take(&mut self.tcp.link_waiting);
+        for &id in &waiting {
+            if let Some(c) = self.tc(id) {
+                c.link_wait = false;
+            }
+        }
+        for &id in &waiting {
+            self.tcp_try_peek(now, id, false);
+        }
+        waiting.clear();
+        // Connections that found no room again were listed anew meanwhile.
+        waiting.append(&mut self.tcp.link_waiting);
+        self.tcp.link_waiting = waiting;
+    }
+
+    /// Whether a connection waits for room on the guest link.
+    pub(crate) fn tcp_waiting_for_link(&self) -> bool {
+        !self.tcp.link_waiting.is_empty()
     }
 
     /// The live TCP flow of socket `sock`.

@@ -20,6 +20,8 @@ impl Core {
             let seq = r.seq.wrapping_add(k.wrapping_mul(r.stride));
             if self.flows.get(r.flow).is_some_and(|f| f.gen == r.gen) {
                 self.tcp_rewind(r.flow, seq);
+                // Sent again as soon as the link has room.
+                self.tcp_wait_for_link(r.flow);
                 self.tcp_interest(r.flow);
                 let pol = self.cfg.tcp;
                 if let Some(c) = self.tc(r.flow) {
@@ -138,5 +140,6 @@ impl Core {
         }
         self.tcp.txlog.clear();
         self.tcp.tx_base = self.counters.frames_out;
+        self.tcp.link_waiting.clear();
     }
 }

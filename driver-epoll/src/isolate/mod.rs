@@ -75,7 +75,7 @@ pub(crate) const SETUP_CAPS: CapSet = set_of(&[
 /// The mode's capabilities after [`user`].
 pub(crate) fn user_caps(p: Profile) -> CapSet {
     match p {
-        Profile::Passt => set_of(&[cap::SYS_ADMIN, cap::SETPCAP]),
+        Profile::Passt | Profile::VhostUser => set_of(&[cap::SYS_ADMIN, cap::SETPCAP]),
         Profile::Pasta => set_of(&[cap::SYS_ADMIN, cap::SETPCAP, cap::NET_BIND_SERVICE]),
     }
 }
@@ -83,7 +83,7 @@ pub(crate) fn user_caps(p: Profile) -> CapSet {
 /// The mode's capabilities after [`prefork`].
 pub(crate) fn prefork_caps(p: Profile) -> CapSet {
     match p {
-        Profile::Passt => 0,
+        Profile::Passt | Profile::VhostUser => 0,
         Profile::Pasta => set_of(&[cap::SYS_ADMIN, cap::NET_BIND_SERVICE]),
     }
 }
@@ -92,7 +92,7 @@ pub(crate) fn prefork_caps(p: Profile) -> CapSet {
 /// `CAP_NET_BIND_SERVICE`, to bind ports below 1024 that `-t auto` finds.
 pub(crate) fn running_caps(p: Profile) -> CapSet {
     match p {
-        Profile::Passt => 0,
+        Profile::Passt | Profile::VhostUser => 0,
         Profile::Pasta => set_of(&[cap::NET_BIND_SERVICE]),
     }
 }
@@ -125,6 +125,7 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
     ];
     match p {
         Profile::Passt => v.push(("qemu", crate::qemu::SYSCALLS)),
+        Profile::VhostUser => v.push(("vhost_user", crate::vhost_user::SYSCALLS)),
         Profile::Pasta => {
             v.push(("tap", crate::tap::SYSCALLS));
             v.push(("event_loop (pasta)", crate::event_loop::PASTA_SYSCALLS));

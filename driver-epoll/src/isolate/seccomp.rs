@@ -68,17 +68,21 @@ pub(crate) use syscalls;
 pub(crate) enum Profile {
     /// passt: qemu's stream socket.
     Passt,
+    /// passt `--vhost-user`: the vhost-user socket and guest memory, which
+    /// is mapped while running (each memory table the front-end sends).
+    VhostUser,
     /// pasta: a tap device in a namespace.
     Pasta,
 }
 
 impl Profile {
     #[cfg(test)]
-    pub(crate) const ALL: [Profile; 2] = [Profile::Passt, Profile::Pasta];
+    pub(crate) const ALL: [Profile; 3] = [Profile::Passt, Profile::VhostUser, Profile::Pasta];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Profile::Passt => "passt",
+            Profile::VhostUser => "passt --vhost-user",
             Profile::Pasta => "pasta",
         }
     }
@@ -89,6 +93,7 @@ impl Profile {
     pub(crate) fn upstream_count(self) -> usize {
         match self {
             Profile::Passt => 31,
+            Profile::VhostUser => 33,
             Profile::Pasta => 42,
         }
     }
@@ -322,6 +327,19 @@ mod tests {
                 "kill",
                 "process_vm_writev",
             ] {
+                // Guest memory is mapped read-write (never executable) as
+                // the vhost-user front-end sends it.
+                if p == Profile::VhostUser && banned == "munmap" {
+                    continue;
+                }
+                if p == Profile::VhostUser && banned == "mmap" {
+                    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                    let Allowed::Arg(2, v) = &m["mmap"].allowed else {
+                        panic!("mmap allowed with any protection");
+                    };
+                    assert_eq!(v.keys().copied().collect::<Vec<_>>(), vec![prot]);
+                    continue;
+                }
                 assert!(!m.contains_key(banned), "{}: {banned}", p.name());
             }
         }

@@ -26,7 +26,7 @@ enum Cmd {
         /// Seed of the run (overrides the scenario's).
         #[arg(long)]
         seed: Option<u64>,
-        /// Fault profile: none, lossy, dup, reorder, chaos, host, swarm.
+        /// Fault profile: none, lossy, dup, reorder, chaos, host, backpressure, swarm.
         #[arg(long)]
         faults: Option<String>,
         /// Writes the frames at the core's end of the guest link as a pcap.
@@ -146,7 +146,7 @@ enum Cmd {
         /// Seeds, `A..B` (B excluded) or one seed.
         #[arg(long, default_value = "0..100")]
         seeds: String,
-        /// Fault profile: none, lossy, dup, reorder, chaos, host, swarm.
+        /// Fault profile: none, lossy, dup, reorder, chaos, host, backpressure, swarm.
         #[arg(long, default_value = "chaos")]
         faults: String,
         /// Folder to write the shrunk failing case into, as `<name>/scenario.pkt`.
