@@ -401,7 +401,7 @@ fn has_port(socks: &[String], addr: &str, port: u16) -> bool {
     } else {
         format!("{addr}:{port}")
     };
-    socks.iter().any(|s| *s == want)
+    socks.contains(&want)
 }
 
 // --- Podman ------------------------------------------------------------------------
@@ -422,7 +422,7 @@ impl PodmanNetns {
         std::fs::create_dir_all(&netns_dir).expect("netns directory");
         let (uid, gid) = test_user();
         std::os::unix::fs::chown(&netns_dir, Some(uid), Some(gid)).expect("chown");
-        let file = netns_dir.join(&format!("netns-{}-{}", std::process::id(), user.pid()));
+        let file = netns_dir.join(format!("netns-{}-{}", std::process::id(), user.pid()));
         std::fs::write(&file, b"").expect("netns file");
         let out = run_timeout(
             Command::new("mount")
@@ -1357,6 +1357,8 @@ fn libvirt_domain_interface() {
     );
     assert_eq!(env_value(&lease, "mask").as_deref(), Some("24"), "{lease}");
     assert_eq!(env_value(&lease, "mtu").as_deref(), Some("1500"), "{lease}");
+    // The IPv6 address DHCPv6 would give (--address fd77::50).
+    g.sh("ip -6 addr add fd77::50/64 dev vnet0 nodad");
     let _a = echo(&g, &dir, "tcp", "::", 6301);
     let _b = echo(&g, &dir, "tcp", "::", 6302);
     let _c = echo(&g, &dir, "tcp", "::", 6303);
@@ -1389,4 +1391,58 @@ fn libvirt_domain_interface() {
         log()
     );
     assert!(!log().is_empty(), "the log file has passt's messages");
+}
+
+// --- other ways of starting ------------------------------------------------------
+
+/// inetd style (`--fd 0`, as s6-ipcserver starts it): the connected socket
+/// is standard input; frames flow over it and passt exits when the other
+/// end closes.
+#[test]
+fn passt_fd_zero_inetd_style() {
+    use std::os::unix::process::CommandExt;
+    let h = Netns::host("fd0");
+    let dir = Scratch::new("fd0");
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut cmd = h.user_cmd(&[s(&passt()), "-f".into(), "--fd".into(), "0".into()]);
+    let t = theirs.as_raw_fd();
+    // SAFETY: descriptor calls in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(t, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut p = Proc::spawn(cmd, "passt", dir.join("passt.log"));
+    drop(theirs);
+    let mut c = StreamClient::from_stream(ours);
+    let gw = [10, 77, 0, 1];
+    c.send_raw(&StreamClient::encode(&[arp_request(gw, 60)]));
+    let got = c.collect(10, 1, |f| is_arp_reply_for(f, gw));
+    assert!(
+        got.iter().any(|f| is_arp_reply_for(f, gw)),
+        "ARP over standard input: {}",
+        p.output()
+    );
+    drop(c);
+    assert_eq!(p.wait_exit(10).code(), Some(0), "{}", p.output());
+}
+
+/// `-H NAME`: the hostname of pasta's command's namespace.
+#[test]
+fn pasta_hostname_option() {
+    let h = Netns::host("hname");
+    let out = h.user_run(
+        &[
+            s(&pasta()),
+            "-H".into(),
+            "prs-box".into(),
+            "--".into(),
+            "hostname".into(),
+        ],
+        30,
+    );
+    assert_eq!(ok_text(&out).trim(), "prs-box");
 }

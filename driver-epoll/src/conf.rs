@@ -880,6 +880,8 @@ pub fn build(
             None => Some(DEFAULT_MTU),
         },
         search,
+        hostname: opts.hostname.clone(),
+        fqdn: opts.fqdn.clone(),
         ..Config::default()
     };
     let f = &mut core.features;

@@ -106,10 +106,21 @@ pub fn main() -> i32 {
     };
     log::init(mode.name());
     let rest: Vec<OsString> = args.collect();
-    let opts = match cli::parse_args(mode, &rest) {
+    let mut opts = match cli::parse_args(mode, &rest) {
         Ok(o) => o,
         Err(e) => return e.report(mode),
     };
+    if opts.fd == Some(0) {
+        // inetd style: the socket is standard input. It moves above the
+        // standard streams, which stay for logging and /dev/null.
+        match isolate::stdin_to_fd() {
+            Ok(fd) => opts.fd = Some(fd),
+            Err(e) => {
+                ::log::error!("{e}");
+                return 1;
+            }
+        }
+    }
     let devnull = match isolate::initial(opts.fd) {
         Ok(d) => d,
         Err(e) => {
@@ -392,9 +403,11 @@ fn pasta_link(
     let udp_auto = s.core.features.udp && s.core.fwd.udp_in.mode() == auto_mode;
     let auto = s.core.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
-        Target::Spawn(argv) => {
-            netns::spawn(argv, !s.netns_only && !nix::unistd::geteuid().is_root())?
-        }
+        Target::Spawn(argv) => netns::spawn(
+            argv,
+            !s.netns_only && !nix::unistd::geteuid().is_root(),
+            s.core.hostname.as_deref(),
+        )?,
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
         Target::Path(p) => netns::join_path(p, s.userns.as_deref())?,
     };
