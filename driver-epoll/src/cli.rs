@@ -341,6 +341,13 @@ pub struct Options {
     #[arg(skip)]
     pub mode: Mode,
 
+    /// Print the manual page (man(7) format) and exit
+    #[arg(long = "print-manpage", hide = true)]
+    pub print_manpage: bool,
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    #[arg(long = "print-completions", value_name = "SHELL", hide = true)]
+    pub print_completions: Option<clap_complete::Shell>,
+
     /// Log debug messages too, to standard error with timestamps
     #[arg(short = 'd', long = "debug", overrides_with = "quiet")]
     pub debug: bool,
@@ -546,7 +553,7 @@ pub struct Options {
     pub target: Option<PastaTarget>,
 }
 
-const SPEC_HELP: &str = "\
+pub(crate) const SPEC_HELP: &str = "\
 SPEC for -t, -u (and pasta's -T, -U):
   none          forward nothing
   auto          (pasta) forward the ports bound on the other side, rescanned every second (-u: bound
@@ -559,7 +566,7 @@ SPEC for -t, -u (and pasta's -T, -U):
   examples: 22   22:2222   8000-8010:9000-9010   192.0.2.1/80   5-25,~10-20   ~22";
 
 /// Options for pasta only: (field id, option spelling).
-const PASTA_ONLY: &[(&str, &str)] = &[
+pub(crate) const PASTA_ONLY: &[(&str, &str)] = &[
     ("ns_ifname", "-I/--ns-ifname"),
     ("tcp_ns", "-T/--tcp-ns"),
     ("udp_ns", "-U/--udp-ns"),
@@ -578,7 +585,7 @@ const PASTA_ONLY: &[(&str, &str)] = &[
 ];
 
 /// Options for passt only.
-const PASST_ONLY: &[(&str, &str)] = &[
+pub(crate) const PASST_ONLY: &[(&str, &str)] = &[
     ("socket", "-s/--socket"),
     ("vhost_user", "--vhost-user"),
     ("print_capabilities", "--print-capabilities"),
@@ -747,6 +754,14 @@ pub fn parse_args(mode: Mode, args: &[OsString]) -> Result<Options, CliError> {
     }
     let mut o = Options::from_arg_matches(&m).map_err(|e| CliError::Usage(clap_message(&e)))?;
     o.mode = mode;
+    if o.print_manpage {
+        print!("{}", crate::man::man_page(mode));
+        return Err(CliError::Exit(0));
+    }
+    if let Some(shell) = o.print_completions {
+        print!("{}", crate::man::completions(mode, shell));
+        return Err(CliError::Exit(0));
+    }
     validate(&mut o)?;
     for (on, name) in [
         (o.stderr, "--stderr"),

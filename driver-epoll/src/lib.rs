@@ -17,6 +17,7 @@ mod dgram;
 mod event_loop;
 mod isolate;
 mod log;
+mod man;
 pub mod netlink;
 mod netns;
 mod pcap;
