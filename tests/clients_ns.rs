@@ -183,24 +183,25 @@ else:
     print("ok" if ok else "bad", total, n, "bad", bad, "resent", resent)
 "#;
 
-/// `dns_srv.py ADDR PORT IDLE_SECS READY_FILE`: a resolver on UDP and TCP;
-/// every query gets one A record, 192.0.2.1.
+/// `dns_srv.py ADDR PORT IDLE_SECS ANSWER READY_FILE`: a resolver on UDP
+/// and TCP; every query gets one A record, ANSWER.
 const DNS_SRV: &str = r#"
 import socket, struct, sys, threading
 addr, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ans = socket.inet_aton(sys.argv[4])
 def answer(q):
     i = 12
     while i < len(q) and q[i] != 0:
         i += q[i] + 1
     hdr = q[:2] + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0)
-    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 1])
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + ans
     return hdr + q[12:i + 5] + rr
 ts = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 ts.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ts.bind((addr, port)); ts.listen(4); ts.settimeout(secs)
 us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 us.bind((addr, port)); us.settimeout(secs)
-open(sys.argv[4], "w").write("ready")
+open(sys.argv[5], "w").write("ready")
 def tcp():
     try:
         while True:
@@ -666,7 +667,7 @@ fn podman_dns_host_address_and_netns_removal() {
     allow_ping(&h);
     let dir = Scratch::new("poddns");
     h.sh(&format!("ip addr add {DNS4}/24 dev dummy0"));
-    let _dns = service(&h, &dir, "dns_srv.py", &[DNS4, "53", "60"]);
+    let _dns = service(&h, &dir, "dns_srv.py", &[DNS4, "53", "60", "192.0.2.1"]);
     let _host_echo = echo(&h, &dir, "tcp", HOST_IP4, 7300);
     let ns = PodmanNetns::new("poddnsg", &dir);
     let args = podman_args(&[], &[], &ns.file);
@@ -945,7 +946,7 @@ fn rootlesskit_pid_form() {
     let h = Netns::host("rlkpid");
     let dir = Scratch::new("rlkpid");
     h.sh(&format!("ip addr add {DNS4}/24 dev dummy0"));
-    let _dns = service(&h, &dir, "dns_srv.py", &[DNS4, "53", "60"]);
+    let _dns = service(&h, &dir, "dns_srv.py", &[DNS4, "53", "60", "192.0.2.1"]);
     let child = UserNetns::new("rlkpidc");
     let mut args = rootlesskit_args(true, false, true);
     let pid = child.pid().to_string();
@@ -980,7 +981,7 @@ fn rootlesskit_userns_netns_ipv4_only() {
     let h = Netns::host("rlkns");
     let dir = Scratch::new("rlkns");
     h.sh(&format!("ip addr add {DNS4}/24 dev dummy0"));
-    let _dns = service(&h, &dir, "dns_srv.py", &[DNS4, "53", "60"]);
+    let _dns = service(&h, &dir, "dns_srv.py", &[DNS4, "53", "60", "192.0.2.1"]);
     let child = PodmanNetns::new("rlknsc", &dir);
     let mut args = rootlesskit_args(false, true, true);
     args.push(format!("--userns=/proc/{}/ns/user", child.user.pid()));
@@ -1445,4 +1446,123 @@ fn pasta_hostname_option() {
         30,
     );
     assert_eq!(ok_text(&out).trim(), "prs-box");
+}
+
+// --- DNS -----------------------------------------------------------------------------
+
+/// Podman's defaults with the host's resolver on its loopback
+/// (systemd-resolved's 127.0.0.53): `--dns-forward 169.254.1.1` still
+/// reaches it although `--no-map-gw` turns the general mapping off.
+#[test]
+fn podman_dns_to_resolver_on_host_loopback() {
+    let h = Netns::host("podstub");
+    h.resolv("nameserver 127.0.0.53\n");
+    let dir = Scratch::new("podstub");
+    let _dns = service(
+        &h,
+        &dir,
+        "dns_srv.py",
+        &["127.0.0.53", "53", "60", "192.0.2.1"],
+    );
+    let ns = PodmanNetns::new("podstubg", &dir);
+    let args = podman_args(&[], &[], &ns.file);
+    let out = podman_run(&h, &ns, &args);
+    assert_eq!(out.status.code(), Some(0), "pasta {args:?}: {}", text(&out));
+    let _d = podman_daemon(&ns);
+    let g: &Netns = &ns.user;
+    let out = g.run(
+        &[
+            "sh",
+            "-c",
+            "dig +short +tries=2 +time=3 @169.254.1.1 example.org; \
+             dig +tcp +short +tries=2 +time=3 @169.254.1.1 example.org",
+        ],
+        30,
+    );
+    let t = text(&out);
+    assert_eq!(t.matches("192.0.2.1").count(), 2, "via 169.254.1.1: {t}");
+}
+
+/// A host whose gateway is a router of the test (a namespace behind a veth
+/// link, 10.77.0.1 and fd77::1) that is also the host's resolver.
+struct RoutedHost {
+    h: Netns,
+    router: Netns,
+}
+
+impl RoutedHost {
+    fn new(tag: &str) -> RoutedHost {
+        let h = Netns::new(tag);
+        let router = Netns::new(&format!("{tag}r"));
+        let rn = &router.name;
+        h.sh(&format!(
+            "ip link add eth0 type veth peer name eth0 netns {rn}
+             ip link set eth0 up
+             ip addr add {HOST_IP4}/24 dev eth0
+             ip addr add {HOST_IP6}/64 dev eth0 nodad
+             ip route add default via {GW_IP4} dev eth0
+             ip -6 route add default via {GW_IP6} dev eth0"
+        ));
+        router.sh(&format!(
+            "ip link set eth0 up
+             ip addr add {GW_IP4}/24 dev eth0
+             ip addr add {GW_IP6}/64 dev eth0 nodad"
+        ));
+        h.resolv(&format!("nameserver {GW_IP4}\n"));
+        RoutedHost { h, router }
+    }
+}
+
+/// The gateway is the resolver: DNS the namespace sends to the gateway
+/// address goes to that resolver, not to the host's loopback (which the
+/// gateway address otherwise stands for), where another resolver with
+/// another answer listens.
+#[test]
+fn dns_to_gateway_that_is_the_resolver() {
+    let r = RoutedHost::new("gwdns");
+    let dir = Scratch::new("gwdns");
+    let _router_dns = service(
+        &r.router,
+        &dir,
+        "dns_srv.py",
+        &[GW_IP4, "53", "60", "192.0.2.1"],
+    );
+    let _decoy = service(
+        &r.h,
+        &dir,
+        "dns_srv.py",
+        &["127.0.0.1", "53", "60", "192.0.2.99"],
+    );
+    let _host_echo = echo(&r.h, &dir, "tcp", "127.0.0.1", 7600);
+    let out = r.h.user_run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "-t".into(),
+            "none".into(),
+            "-u".into(),
+            "none".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "dig +short +tries=2 +time=3 @{GW_IP4} example.org; \
+                 dig +tcp +short +tries=2 +time=3 @{GW_IP4} example.org; \
+                 python3 {} tcp {GW_IP4} 7600 1000",
+                script(&dir, "xfer.py")
+            ),
+        ],
+        60,
+    );
+    let t = text(&out);
+    assert_eq!(
+        t.matches("192.0.2.1\n").count(),
+        2,
+        "the router's resolver answers: {t}"
+    );
+    assert!(!t.contains("192.0.2.99"), "not the host's loopback: {t}");
+    assert!(
+        t.contains("ok 1000 1000"),
+        "other traffic to the gateway reaches the host: {t}"
+    );
 }

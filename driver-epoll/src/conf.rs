@@ -658,15 +658,21 @@ fn dns_family<A: Copy + PartialEq>(
     for ns in from_resolv {
         if is_loopback(*ns) || Some(*ns) == map {
             // The guest can't reach the host's loopback, and the mapped
-            // address (usually the gateway) leads to the host itself:
-            // advertise the mapped address and redirect DNS sent there to the
-            // host resolver. Only one such redirection exists, so further
-            // resolvers of this kind are left out.
-            if d.dns_match.is_some() {
-                continue;
-            }
-            let Some(m) = map else { continue };
-            d.dns_match = Some(m);
+            // address (usually the gateway, which may be the resolver
+            // itself) leads to the host: DNS sent to the address that
+            // redirects to the host resolver is what to advertise. That is
+            // the --dns-forward address if given (also with --no-map-gw),
+            // else the mapped address, which then redirects DNS. Only one
+            // redirection exists: further resolvers of this kind advertise
+            // the same address.
+            let m = match (d.dns_match, map) {
+                (Some(m), _) => m,
+                (None, Some(m)) => {
+                    d.dns_match = Some(m);
+                    m
+                }
+                (None, None) => continue,
+            };
             push(&mut d.list, m);
         } else {
             push(&mut d.list, *ns);
@@ -1716,6 +1722,19 @@ mod tests {
             c.core.ip6.unwrap().dns.as_slice(),
             &["fe80::53".parse::<Ipv6Addr>().unwrap()]
         );
+        // Mapping off, but --dns-forward (Podman's defaults): the stub is
+        // reached through the forwarding address, which is advertised.
+        let c = cfg(
+            Mode::Passt,
+            &["--no-map-gw", "--dns-forward", "169.254.1.1"],
+            &h,
+            "nameserver 127.0.0.53\n",
+        );
+        let ip4 = c.core.ip4.unwrap();
+        assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(169, 254, 1, 1)]);
+        assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(169, 254, 1, 1)));
+        assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
+        assert!(!c.warnings.iter().any(|w| w.contains("nameserver")));
         // Mapping off: loopback resolvers can't be used.
         let c = cfg(Mode::Passt, &["--no-map-gw"], &h, "nameserver 127.0.0.53\n");
         let ip4 = c.core.ip4.unwrap();
@@ -1805,7 +1824,8 @@ mod tests {
         );
         assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(198, 51, 100, 1)));
-        // With --dns-forward, loopback resolvers can't be advertised.
+        // With --dns-forward, a loopback resolver is advertised as the
+        // forwarding address.
         let c = cfg(
             Mode::Passt,
             &["--dns-forward", "192.0.2.53"],
@@ -1813,7 +1833,10 @@ mod tests {
             "nameserver 127.0.0.53\nnameserver 198.51.100.1\n",
         );
         let ip4 = c.core.ip4.unwrap();
-        assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(198, 51, 100, 1)]);
+        assert_eq!(
+            ip4.dns.as_slice(),
+            &[Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(198, 51, 100, 1)]
+        );
         assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 53)));
         assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
         // Many resolvers: three advertised.
