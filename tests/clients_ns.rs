@@ -124,6 +124,9 @@ import hashlib, random, socket, sys, threading, time
 proto, addr, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 src = sys.argv[5] if len(sys.argv) > 5 else None
 fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+# getaddrinfo keeps a scope ("fe80::1%eth0").
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+dst = socket.getaddrinfo(addr, port, fam, kind)[0][4]
 data = random.Random(port * 7 + total).randbytes(total)
 deadline = time.time() + 120
 if proto == "tcp":
@@ -131,7 +134,7 @@ if proto == "tcp":
     if src:
         c.bind((src, 0))
     c.settimeout(30)
-    c.connect((addr, port))
+    c.connect(dst)
     def tx():
         c.sendall(data)
         c.shutdown(socket.SHUT_WR)
@@ -156,7 +159,7 @@ else:
     u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     if src:
         u.bind((src, 0))
-    u.connect((addr, port))
+    u.connect(dst)
     u.settimeout(0.3)
     got, nxt, n, bad, resent = set(), 0, 0, 0, 0
     while len(got) < count and time.time() < deadline:
@@ -1565,4 +1568,58 @@ fn dns_to_gateway_that_is_the_resolver() {
         t.contains("ok 1000 1000"),
         "other traffic to the gateway reaches the host: {t}"
     );
+}
+
+/// Link-local destinations on the host's side: the namespace reaches its
+/// router's link-local address (ICMPv6 echo, TCP, UDP) and the host
+/// interface's own one, which pasta connects to on the template interface.
+#[test]
+fn link_local_destinations_on_the_template_interface() {
+    let r = RoutedHost::new("llgw");
+    allow_ping(&r.h);
+    let dir = Scratch::new("llgw");
+    let ll = |ns: &Netns| -> String {
+        eventually(10, || {
+            let a = ns.sh("ip -6 -o addr show dev eth0 scope link");
+            (!a.is_empty() && !a.contains("tentative")).then(|| {
+                a.split_whitespace()
+                    .skip_while(|w| *w != "inet6")
+                    .nth(1)
+                    .and_then(|w| w.split('/').next())
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .expect("a link-local address")
+    };
+    let router_ll = ll(&r.router);
+    let host_ll = ll(&r.h);
+    let _t = echo(&r.router, &dir, "tcp", "::", 7700);
+    let _u = echo(&r.router, &dir, "udp", "::", 7701);
+    let xfer = script(&dir, "xfer.py");
+    let out = r.h.user_run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "-t".into(),
+            "none".into(),
+            "-u".into(),
+            "none".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "ping -6 -c 2 -W 3 {router_ll}%eth0 >/dev/null && echo ping-router-ok; \
+                 ping -6 -c 2 -W 3 {host_ll}%eth0 >/dev/null && echo ping-host-ok; \
+                 python3 {xfer} tcp {router_ll}%eth0 7700 100000; \
+                 python3 {xfer} udp {router_ll}%eth0 7701 100000"
+            ),
+        ],
+        90,
+    );
+    let t = text(&out);
+    for want in ["ping-router-ok", "ping-host-ok", "ok 100000 100000"] {
+        assert!(t.contains(want), "{want}: {t}");
+    }
+    assert_eq!(t.matches("ok 100000 100000").count(), 2, "TCP and UDP: {t}");
 }

@@ -459,6 +459,9 @@ pub struct RuntimeConfig {
     pub template4: Option<String>,
     /// See [`Self::template4`].
     pub template6: Option<String>,
+    /// Index of the IPv6 template interface: the scope of link-local
+    /// destinations on the host side.
+    pub ifindex6: Option<u32>,
     /// No usable host interface for IPv4: link-local defaults (local mode).
     pub local4: bool,
     /// The same for IPv6.
@@ -1000,6 +1003,7 @@ pub fn build(
         ns_net,
         template4,
         template6,
+        ifindex6: t6.filter(|_| usable6).map(|t| t.ifindex),
         local4,
         local6,
         socket_path: opts.socket.clone(),

@@ -174,6 +174,9 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
     for w in &rc.warnings {
         ::log::warn!("{w}");
     }
+    if let Some(i) = rc.ifindex6 {
+        socks::set_link_local_scope(i);
+    }
     Settings {
         mode: rc.mode,
         ns_mac: match rc.mode {
