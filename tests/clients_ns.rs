@@ -1623,3 +1623,54 @@ fn link_local_destinations_on_the_template_interface() {
     }
     assert_eq!(t.matches("ok 100000 100000").count(), 2, "TCP and UDP: {t}");
 }
+
+// --- diagnostics -------------------------------------------------------------------
+
+/// `--stats SECS`: lines of event counts on standard error while events
+/// happen, under a heading; refused in the background.
+#[test]
+fn stats_print_event_counts() {
+    let h = Netns::host("stats");
+    let dir = Scratch::new("stats");
+    let _e = echo(&h, &dir, "tcp", "::", 7800);
+    let xfer = script(&dir, "xfer.py");
+    let out = h.user_run(
+        &[
+            s(&pasta()),
+            "--config-net".into(),
+            "--stats".into(),
+            "1".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "python3 {xfer} tcp {GW_IP4} 7800 200000; sleep 1.5; \
+                 python3 {xfer} tcp {GW_IP4} 7800 200000"
+            ),
+        ],
+        60,
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(t.matches("ok 200000 200000").count(), 2, "{t}");
+    assert!(t.contains("socket") && t.contains("link"), "headings: {t}");
+    let lines: Vec<Vec<u64>> = t
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            (v.len() == 6 && l.split_whitespace().count() == 6).then_some(v)
+        })
+        .collect();
+    assert!(lines.len() >= 2, "a line per second with events: {t}");
+    let (first, last) = (&lines[0], &lines[lines.len() - 1]);
+    assert!(
+        last[0] > first[0] && last[1] > first[1],
+        "socket and link events counted: {t}"
+    );
+    let out = h.user_run(&[s(&passt()), "--stats".into(), "1".into()], 10);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("--stats"), "{}", text(&out));
+}

@@ -357,6 +357,9 @@ pub struct Options {
     /// Log warnings and errors only
     #[arg(short = 'q', long = "quiet", overrides_with_all = ["debug", "trace"])]
     pub quiet: bool,
+    /// Print counts of events by kind on standard error, at most every SECS seconds (foreground only)
+    #[arg(long = "stats", value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub stats: Option<u32>,
     /// Stay in the foreground instead of running as a daemon
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,
@@ -861,6 +864,9 @@ fn validate(o: &mut Options) -> Result<(), CliError> {
     }
 
     if o.mode == Mode::Passt {
+        if o.stats.is_some() && !o.foreground {
+            return usage("--stats: statistics are printed in the foreground only (-f)");
+        }
         if let Some(c) = o.command.first() {
             return usage(format!(
                 "extra non-option argument '{}'",
@@ -910,6 +916,10 @@ fn validate(o: &mut Options) -> Result<(), CliError> {
     }
     if matches!(o.target, Some(PastaTarget::Netns(_))) && o.userns.is_none() {
         o.netns_only = true;
+    }
+    let spawn = matches!(o.target, Some(PastaTarget::Spawn(_))) && o.fd.is_none();
+    if o.stats.is_some() && !o.foreground && !spawn {
+        return usage("--stats: statistics are printed in the foreground only (-f)");
     }
     Ok(())
 }

@@ -494,6 +494,8 @@ pub struct RuntimeConfig {
     /// `--seccomp-log`: log system calls outside the allowlist instead of
     /// killing the process.
     pub seccomp_log: bool,
+    /// `--stats`: seconds between event count lines.
+    pub stats: Option<u32>,
     /// What pasta connects to.
     pub target: Option<PastaTarget>,
     /// User namespace to join: `--userns`, or that of the target PID.
@@ -1019,6 +1021,7 @@ pub fn build(
         pid_file: opts.pid_file.clone(),
         runas,
         seccomp_log: opts.seccomp_log,
+        stats: opts.stats,
         target: opts.target.clone(),
         userns: opts.userns.clone().or_else(|| match opts.target {
             Some(PastaTarget::Pid(p)) if !opts.netns_only => {

@@ -404,6 +404,8 @@ pub(crate) struct LoopOptions {
     pub(crate) ns_watch: Option<NsWatch>,
     /// The guest namespace's TCP tables, for `-t auto` (pasta).
     pub(crate) port_scanner: Option<crate::portscan::PortScanner>,
+    /// `--stats`.
+    pub(crate) stats: Option<crate::stats::Stats>,
 }
 
 /// Why the loop ended.
@@ -445,6 +447,8 @@ pub(crate) struct Runtime {
     auto_fwd: Option<crate::portscan::AutoForward>,
     /// Whether [`Runtime::start`] ran.
     started: bool,
+    /// `--stats`.
+    stats: Option<crate::stats::Stats>,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -532,6 +536,7 @@ impl Runtime {
             inotify,
             auto_fwd,
             started: false,
+            stats: opts.stats,
         })
     }
 
@@ -638,6 +643,14 @@ impl Runtime {
                 return Some(1);
             }
         };
+        if let Some(st) = self.stats.as_mut() {
+            for ev in events.iter().take(n) {
+                st.event(untoken(ev.data()).0);
+            }
+            if n > 0 {
+                st.tick(t);
+            }
+        }
         for ev in events.iter().take(n) {
             let (tag, id) = untoken(ev.data());
             let flags = ev.events();

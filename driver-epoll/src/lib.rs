@@ -25,6 +25,7 @@ mod portscan;
 mod qemu;
 pub mod resolv;
 mod socks;
+mod stats;
 mod tap;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
@@ -86,6 +87,8 @@ pub(crate) struct Settings {
     pub(crate) runas: Option<(u32, u32)>,
     /// `--seccomp-log`.
     pub(crate) seccomp_log: bool,
+    /// `--stats`.
+    pub(crate) stats: Option<u32>,
     /// Logging options.
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
@@ -198,6 +201,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         pcap: rc.pcap,
         runas: rc.runas,
         seccomp_log: rc.seccomp_log,
+        stats: rc.stats,
         log: log::LogSettings {
             ident: rc.mode.name(),
             file: rc.log_file,
@@ -300,6 +304,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             child,
             ns_watch,
             port_scanner,
+            stats: s.stats.map(stats::Stats::new),
         },
     )
     .map_err(|e| ctx(e, "setting up the event loop"))?;
