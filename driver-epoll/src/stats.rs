@@ -49,7 +49,7 @@ impl Stats {
         }
         self.last = Some(now);
         let mut out = String::new();
-        if self.lines % 20 == 0 {
+        if self.lines.is_multiple_of(20) {
             out.push_str(&self.header());
         }
         out.push_str(&self.line());
