@@ -738,6 +738,18 @@ pub fn parse_args(mode: Mode, args: &[OsString]) -> Result<Options, CliError> {
                     let _ = e.print();
                     Err(CliError::Exit(0))
                 }
+                // getopt_long's wording, which clients match on (Podman
+                // retries without an option pasta reports this way).
+                ErrorKind::UnknownArgument => {
+                    use clap::error::{ContextKind, ContextValue};
+                    match e.get(ContextKind::InvalidArg) {
+                        Some(ContextValue::String(a)) => {
+                            let a = a.split('=').next().unwrap_or(a);
+                            Err(CliError::Usage(format!("unrecognized option '{a}'")))
+                        }
+                        _ => Err(CliError::Usage(clap_message(&e))),
+                    }
+                }
                 _ => Err(CliError::Usage(clap_message(&e))),
             };
         }
@@ -1421,6 +1433,16 @@ mod tests {
         let o = ok(Mode::Passt, &["--no-dhcp"]);
         assert!(o.no_dhcp && !o.no_dhcpv6);
         bad(Mode::Passt, &["--no-d"], "--no-d");
+        bad(
+            Mode::Pasta,
+            &["--bogus-opt"],
+            "unrecognized option '--bogus-opt'",
+        );
+        bad(
+            Mode::Pasta,
+            &["--bogus-opt=3"],
+            "unrecognized option '--bogus-opt'",
+        );
     }
 
     #[test]
