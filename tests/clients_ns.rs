@@ -724,6 +724,30 @@ fn podman_dns_host_address_and_netns_removal() {
     );
 }
 
+/// `--map-gw`, Podman's own option, taken out of the list: no
+/// `--no-map-gw` then, and the gateway address reaches the host's loopback.
+#[test]
+fn podman_map_gw() {
+    let h = Netns::host("podgw");
+    let dir = Scratch::new("podgw");
+    let _e = echo(&h, &dir, "tcp", "127.0.0.1", 7310);
+    let ns = PodmanNetns::new("podgwg", &dir);
+    let args = podman_args(&[], &["--map-gw"], &ns.file);
+    assert!(!args.iter().any(|a| a.contains("map-gw")), "{args:?}");
+    let out = podman_run(&h, &ns, &args);
+    assert_eq!(out.status.code(), Some(0), "pasta {args:?}: {}", text(&out));
+    let _d = podman_daemon(&ns);
+    transfer(
+        &ns.user,
+        &dir,
+        "tcp",
+        GW_IP4,
+        7310,
+        "gateway to host loopback",
+        &String::new,
+    );
+}
+
 /// A host port already taken: pasta exits 1 with a message naming the
 /// port before it returns, and leaves nothing running; the same for a
 /// second container asking for a port the first one's pasta holds, which
@@ -952,6 +976,8 @@ fn rootlesskit_pid_form() {
     let _dns = service(&h, &dir, "dns_srv.py", &[DNS4, "53", "60", "192.0.2.1"]);
     let child = UserNetns::new("rlkpidc");
     let mut args = rootlesskit_args(true, false, true);
+    // Added once `pasta --host-lo-to-ns-lo --version` succeeded.
+    args.push("--host-lo-to-ns-lo".into());
     let pid = child.pid().to_string();
     args.push(pid.clone());
     let (out, d) = rootlesskit_run(&h, &args, &pid);
