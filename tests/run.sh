@@ -35,4 +35,5 @@ fi
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# A hung test fails the run with its output instead of running out the clock.
+timeout --kill-after=30s 70m cargo test --workspace --locked

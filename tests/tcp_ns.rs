@@ -227,14 +227,17 @@ fn check_pattern(r: &mut impl Read, start: usize, max: u64) -> Result<u64, Strin
 fn one_way(mut tx: TcpStream, mut rx: TcpStream, total: u64, secs: u64) {
     rx.set_read_timeout(Some(Duration::from_secs(secs)))
         .unwrap();
+    // A stalled path fails the writer too instead of leaving it blocked.
+    tx.set_write_timeout(Some(Duration::from_secs(secs)))
+        .unwrap();
     let w = std::thread::spawn(move || {
         send_pattern(&mut tx, 7, total).expect("send");
         tx.shutdown(Shutdown::Write).expect("shutdown");
         tx
     });
     let r = check_pattern(&mut rx, 7, total);
-    let _tx = w.join().expect("writer");
     assert_eq!(r, Ok(total));
+    let _tx = w.join().expect("writer");
 }
 
 // --- iperf3 ------------------------------------------------------------------
@@ -760,16 +763,17 @@ fn zero_window_slow_reader() {
 
 // --- passt through qemu ------------------------------------------------------------
 
-/// Bytes each way through passt and qemu: qemu's hub moves one frame at a
-/// time between its stream and tap back ends and is the bottleneck, so less
-/// than pasta's gibibyte.
-const QEMU_BYTES: u64 = 256 << 20;
+/// Bytes each way through passt and qemu's `-M none` hub: a framing check,
+/// kept below what the sockets on the way buffer. qemu 7.2's hub aborts or
+/// stops moving frames once the stream socket pushes back, so bulk TCP
+/// through passt is judged behind a real guest kernel instead (`vm_passt`).
+const QEMU_BYTES: u64 = 48 << 10;
 
 /// passt serving qemu, which bridges its socket to a tap in the guest
 /// namespace (configured by hand with passt's addresses): data both ways,
 /// every byte checked.
 #[test]
-fn passt_qemu_integrity() {
+fn passt_qemu_framing() {
     let h = Netns::host("pq");
     let g = Netns::new("pqg");
     let dir = Scratch::new("pq");

@@ -84,12 +84,6 @@ pub struct BindOpts {
 pub enum SockOpt {
     /// TCP_MAXSEG
     TcpMaxSeg(u16),
-    /// TCP_NODELAY
-    TcpNoDelay(bool),
-    /// SO_SNDBUF
-    SndBuf(u32),
-    /// SO_RCVBUF
-    RcvBuf(u32),
     /// SO_PEEK_OFF
     PeekOffset(u32),
     /// SO_BROADCAST: allow sending to broadcast addresses.

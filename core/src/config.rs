@@ -6,8 +6,7 @@
 //! [`Config::secret`], so two runs with the same configuration and inputs behave
 //! identically.
 
-use crate::fwd::Forwarding;
-use crate::wire::Mac;
+use crate::mac::Mac;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Upstream's default MTU: `ROUND_DOWN(65535 - 14, 4)`.
@@ -163,7 +162,15 @@ pub struct Limits {
     pub out_queue_bytes: usize,
     /// Most control frames queued at once.
     pub out_queue_frames: usize,
-    /// Most actions queued at once.
+    /// Most actions queued at once (at least 64), allocated once. New work
+    /// (a flow's sequence of guest segments, a new datagram flow, an accept)
+    /// starts only while a quarter of the queue is free, and is otherwise
+    /// refused: counted as [`DropReason::ActionQueueFull`](crate::DropReason)
+    /// (guests send TCP segments again; listeners are level-triggered and
+    /// report readiness again). Listeners of a large set of forwards open as
+    /// the driver drains the queue. An action that still finds the queue
+    /// full is dropped and counted in
+    /// [`Counters::actions_refused`](crate::Counters::actions_refused).
     pub actions: usize,
     /// Capacity of the flow table.
     pub flows: usize,
@@ -181,17 +188,87 @@ impl Default for Limits {
     }
 }
 
-/// A TCP port forwarded from the host to the guest (`-t`): a listener the
-/// core opens at start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpForward {
-    /// Address to bind; `None` listens on every address of both families
-    /// (one dual-stack socket, or IPv4 only if IPv6 is disabled).
+/// The transport protocol of a forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP: listening sockets, accepted connections.
+    Tcp,
+    /// UDP: bound sockets, a flow per host peer.
+    Udp,
+}
+
+impl core::fmt::Display for Proto {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        })
+    }
+}
+
+impl Proto {
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Proto::Tcp => 0,
+            Proto::Udp => 1,
+        }
+    }
+}
+
+/// Host ports forwarded to the guest: `first..=last` on `addr` (and
+/// `ifindex`), delivered to `target_port` and up on the guest side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Forward {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// Address to listen on; `None` listens on every address of both
+    /// families (one dual-stack socket, or IPv4 only if IPv6 is disabled).
     pub addr: Option<IpAddr>,
-    /// Port to listen on.
-    pub port: u16,
-    /// Port the guest receives the connection on.
+    /// Interface to bind the listeners, and the sockets of flows from them,
+    /// to (`SO_BINDTODEVICE`), by index: the core cannot look names up.
+    pub ifindex: Option<u32>,
+    /// First port listened on.
+    pub first: u16,
+    /// Last port listened on (inclusive).
+    pub last: u16,
+    /// Guest-side address connections and datagrams go to; `None`: the
+    /// guest's address, as the address mapping picks it for each peer. A
+    /// peer whose mapped source is of the other family is refused.
+    pub target: Option<IpAddr>,
+    /// Guest port of `first`; the range keeps its length (wrapping).
     pub target_port: u16,
+}
+
+impl Forward {
+    /// Port `port` of every address, to guest port `target_port`.
+    pub fn new(proto: Proto, port: u16, target_port: u16) -> Self {
+        Forward {
+            proto,
+            addr: None,
+            ifindex: None,
+            first: port,
+            last: port,
+            target: None,
+            target_port,
+        }
+    }
+
+    /// The guest port for `port`, if `port` is in the range.
+    pub fn target_of(&self, port: u16) -> Option<u16> {
+        (self.first..=self.last)
+            .contains(&port)
+            .then(|| self.target_port.wrapping_add(port - self.first))
+    }
+
+    /// This forward restricted to `port` (which it forwards).
+    pub(crate) fn single(&self, port: u16) -> Forward {
+        Forward {
+            first: port,
+            last: port,
+            target_port: self.target_of(port).unwrap_or(self.target_port),
+            ..*self
+        }
+    }
 }
 
 /// Everything a [`Core`](crate::Core) needs to know, fixed for its lifetime.
@@ -225,14 +302,16 @@ pub struct Config {
     pub duid_time: u32,
     /// Fixed capacities.
     pub limits: Limits,
-    /// TCP listeners forwarding host ports to the guest, in addition to the
-    /// ports of `fwd.tcp_in`.
-    pub tcp_forwards: Vec<TcpForward>,
+    /// Host ports forwarded to the guest (`-t`, `-u`): their listeners open
+    /// at [`Core::start`](crate::Core::start).
+    pub forwards: Vec<Forward>,
+    /// Bind listeners and UDP sockets with `IP_FREEBIND`/`IPV6_FREEBIND`
+    /// (`--freebind`): forwarded addresses need not be configured on the
+    /// host yet.
+    pub freebind: bool,
     /// The host kernel supports `SO_PEEK_OFF` on TCP sockets (probed by the
     /// driver): peeks then skip nothing and the core sets the offset per socket.
     pub peek_offset: bool,
-    /// Port forwarding tables (`-t`, `-u`, `-T`, `-U`).
-    pub fwd: Forwarding,
 }
 
 impl Default for Config {
@@ -251,9 +330,9 @@ impl Default for Config {
             seed: 0,
             duid_time: 0,
             limits: Limits::default(),
-            tcp_forwards: Vec::new(),
+            forwards: Vec::new(),
+            freebind: false,
             peek_offset: false,
-            fwd: Forwarding::default(),
         }
     }
 }

@@ -99,6 +99,11 @@ reasons! {
         OutQueueFull => "out_queue_full",
         /// A queued frame was larger than the buffer the driver lent.
         OutFrameTooLarge => "out_frame_too_large",
+        /// Work refused because the action queue was three quarters full
+        /// (`Limits::actions`): a guest segment or datagram (the segments of
+        /// a flow's sequence), an echo request, a datagram from a new host
+        /// peer.
+        ActionQueueFull => "action_queue_full",
     }
 }
 
@@ -129,6 +134,10 @@ pub struct Counters {
     pub l4_segments: u64,
     /// Per-flow sequences formed from batches.
     pub l4_sequences: u64,
+    /// Actions dropped because the action queue was full (work already
+    /// under way; new work is refused earlier, as
+    /// [`DropReason::ActionQueueFull`]).
+    pub actions_refused: u64,
     drops: [u64; DropReason::COUNT],
     replies: [u64; ReplyKind::COUNT],
 }
@@ -183,6 +192,9 @@ impl fmt::Display for Counters {
         }
         for (r, n) in self.drop_reasons() {
             write!(f, " drop.{r}={n}")?;
+        }
+        if self.actions_refused != 0 {
+            write!(f, " actions_refused={}", self.actions_refused)?;
         }
         Ok(())
     }

@@ -1,38 +1,57 @@
 //! The [`Core`] state machine: inputs, outputs, and dispatch of guest frames.
 
 use crate::action::{Action, Errno, RxDatagram, SockEvent, SockId, Span, SpanList, TxSlot};
-use crate::config::{Config, TcpForward};
+use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::flow::FlowTable;
-use crate::queue::FrameQueue;
+use crate::fwd::{Forward, ListenFailure, ListenStats, Listened, Listeners, Proto};
+use crate::guest::GuestInfo;
+use crate::link::{self, ndp::Ndp};
+use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::rng::Rng;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
-use crate::udp::UdpForward;
-use crate::udp::{UdpState, UdpStats};
-use crate::wire::headers::{
-    finish_ip_frame, finish_udp_frame, l4_offset, ETH_HLEN, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-    UDP_HLEN,
-};
+use crate::udp::{self, UdpState, UdpStats};
+use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::collections::VecDeque;
+use core::net::IpAddr;
 
-/// What the core has learnt about the guest from its frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuestInfo {
-    /// Destination MAC of frames to the guest: the source MAC of its last frame
-    /// (broadcast until it sent one, unless configured).
-    pub mac: Mac,
-    /// Last non-zero IPv4 source address seen.
-    pub ip4_seen: Option<Ipv4Addr>,
-    /// Last global IPv6 source address seen (or link-local, if nothing else yet).
-    pub ip6_seen: Option<Ipv6Addr>,
-    /// Last link-local IPv6 source address seen.
-    pub ip6_ll_seen: Option<Ipv6Addr>,
-    /// Whether any frame from the guest arrived since start or the last reset.
-    pub seen: bool,
+/// Most actions one flow's sequence of guest segments queues (a new
+/// datagram flow's socket and its send; a TCP connection's set-up, or its
+/// send, shutdown, peek, consume, window query and interest).
+const SEQUENCE_ACTIONS: usize = 16;
+/// Most actions an event on a listener queues (`Accept`, `Recv`).
+const ACCEPT_ACTIONS: usize = 1;
+
+/// The context lent to a link service: disjoint borrows of the core's
+/// fields (a method could not borrow them apart from the service's own
+/// state).
+macro_rules! link_cx {
+    ($core:ident) => {
+        link::Ctx {
+            cfg: &$core.cfg,
+            guest: &mut $core.guest,
+            out: &mut $core.out,
+            counters: &mut $core.counters,
+            rng: &mut $core.rng,
+        }
+    };
+}
+
+/// The context lent to UDP and ICMP echo (see [`link_cx`]).
+macro_rules! udp_cx {
+    ($core:ident) => {
+        udp::Ctx {
+            cfg: &$core.cfg,
+            guest: &$core.guest,
+            counters: &mut $core.counters,
+            actions: &mut $core.actions,
+            spans: &mut $core.spans,
+            flows: &mut $core.flows,
+            listeners: &mut $core.listeners,
+        }
+    };
 }
 
 /// The protocol core of passt and pasta. See the [crate documentation](crate)
@@ -44,45 +63,38 @@ pub struct Core {
     pub(crate) counters: Counters,
     pub(crate) rng: Rng,
     pub(crate) out: FrameQueue,
-    pub(crate) actions: VecDeque<Action>,
+    pub(crate) actions: ActionQueue,
     pub(crate) spans: Vec<Span>,
     grouper: Grouper,
-    /// Next unsolicited router advertisement.
-    pub(crate) ra_next: Option<Instant>,
-    /// Translated flows (TCP connections).
+    /// Neighbour discovery (router advertisement timer).
+    ndp: Ndp,
+    /// Translated flows (TCP connections, UDP and echo flows).
     pub(crate) flows: FlowTable,
-    /// TCP state outside the flow table (listeners, timers, transmit log).
+    /// The listeners of forwarded ports, TCP and UDP.
+    pub(crate) listeners: Listeners,
+    /// TCP state outside the flow table (timers, transmit log).
     pub(crate) tcp: TcpState,
     /// UDP and ICMP echo state outside the flow table.
     pub(crate) udp: UdpState,
 }
-
-/// Largest control frame the core builds (DHCPv6 replies with long search lists
-/// are the biggest, well under this).
-pub(crate) const CONTROL_FRAME_MAX: usize = 2048;
 
 impl Core {
     /// Builds a core. All tables and queues are allocated here, once.
     pub fn new(cfg: Config) -> Self {
         let limits = cfg.limits;
         Core {
-            guest: GuestInfo {
-                mac: cfg.guest_mac.unwrap_or(Mac::BROADCAST),
-                ip4_seen: None,
-                ip6_seen: None,
-                ip6_ll_seen: None,
-                seen: false,
-            },
+            guest: GuestInfo::new(cfg.guest_mac.unwrap_or(Mac::BROADCAST)),
             counters: Counters::default(),
             rng: Rng::new(cfg.seed),
             out: FrameQueue::new(limits.out_queue_bytes, limits.out_queue_frames),
-            actions: VecDeque::with_capacity(limits.actions),
+            actions: ActionQueue::new(limits.actions),
             spans: Vec::with_capacity(limits.batch_frames),
             grouper: Grouper::new(limits.batch_frames),
-            ra_next: None,
+            ndp: Ndp::default(),
             flows: FlowTable::new(limits.flows, &cfg.secret),
+            listeners: Listeners::default(),
             tcp: TcpState::new(&cfg),
-            udp: UdpState::new(),
+            udp: UdpState::default(),
             cfg,
         }
     }
@@ -110,7 +122,7 @@ impl Core {
     /// Sockets the core believes the driver holds for it (connections and
     /// listeners): opened or accepted, and neither closed nor failed.
     pub fn socket_count(&self) -> usize {
-        self.tcp.open_socks + self.udp.open_socks
+        self.tcp.open_socks + self.udp.open_socks + self.listeners.open_count()
     }
 
     /// What UDP and ICMP echo translation did.
@@ -123,43 +135,42 @@ impl Core {
         &self.tcp.stats
     }
 
-    /// Queues the start-up actions (opening the configured TCP listeners).
-    /// Call it once before the first `poll_action`; otherwise it happens on
-    /// the first input. Calling it again does nothing.
+    /// What the listeners of forwarded ports did.
+    pub fn listen_stats(&self) -> &ListenStats {
+        self.listeners.stats()
+    }
+
+    /// Queues the start-up actions: the listeners of the configured
+    /// forwards ([`Config::forwards`]). Drivers call it once, right after
+    /// [`Self::new`], and drain the outputs as after any input; no input
+    /// opens them instead. Calling it again, or after [`Self::set_forwards`]
+    /// (whose list replaces the configured forwards), does nothing.
     pub fn start(&mut self, now: Instant) {
-        self.tcp_start(now);
-        self.udp_start(now);
+        let _ = now;
+        self.listeners.start(&self.cfg, &mut self.actions);
     }
 
-    /// Replaces the set of TCP listeners (host ports forwarded to the guest)
-    /// with `forwards`, e.g. after a rescan of `auto` forwarding. Listeners
-    /// are matched by address and port: those no longer listed are closed,
-    /// new ones are opened (`Open`, `Bind`, `Listen`, `SetInterest`), a
-    /// changed target port applies to new connections. Established
-    /// connections stay. The list is the complete set: it replaces the
-    /// configured listeners as well. Drain the outputs afterwards, like after
-    /// any input; a listener that fails reports `SockEvent::OpenFailed`, and
-    /// then shows in [`Self::failed_tcp_forwards`].
-    pub fn set_tcp_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
-        self.tcp_set_forwards(now, forwards);
+    /// Replaces the forwarded ports, TCP and UDP, with `forwards`, e.g. after
+    /// a rescan of `auto` forwarding. Listeners are matched by protocol,
+    /// address, interface and port (the first listing of a port wins):
+    /// those no longer listed are closed, new ones are opened (`Open`,
+    /// `Bind`, `Listen` for TCP, `SetInterest`), a changed target applies to
+    /// new connections and flows. Established connections and flows stay.
+    /// The list is the complete set: it replaces the configured forwards as
+    /// well. Drain the outputs afterwards, like after any input; a listener
+    /// that fails then shows in [`Self::failed_forwards`].
+    pub fn set_forwards(&mut self, now: Instant, forwards: &[Forward]) {
+        let _ = now;
+        self.listeners.set(&self.cfg, &mut self.actions, forwards);
     }
 
-    /// Replaces the forwarded UDP ports (`-u`) with `forwards`, e.g. after
-    /// a rescan of `auto` forwarding: listeners not listed close, new ones
-    /// open, kept ones take the listed target port. Flows, which have
-    /// sockets of their own, stay. The list is the complete set: it
-    /// replaces the configured listeners as well. Drain the outputs
-    /// afterwards, like after any input.
-    pub fn set_udp_forwards(&mut self, now: Instant, forwards: &[UdpForward]) {
-        self.udp_set_forwards(now, forwards);
-    }
-
-    /// Forwards whose listener could not be opened (`Open`, `Bind` or
-    /// `Listen` failed, or the address family is disabled), among the
-    /// current ones. A driver can treat an explicit port listed here as a
-    /// fatal start-up error. `tcp_stats().listen_failures` counts them all.
-    pub fn failed_tcp_forwards(&self) -> impl Iterator<Item = TcpForward> + '_ {
-        self.tcp_failed_forwards()
+    /// The forwarded ports whose listener could not be opened (`Open`,
+    /// `Bind` or `Listen` failed, or the address family is disabled) or
+    /// failed later, among the current ones, for TCP and UDP alike. Read
+    /// after the outputs are drained; a driver can treat an explicit port
+    /// listed here at start-up as a fatal error.
+    pub fn failed_forwards(&self) -> impl Iterator<Item = ListenFailure> + '_ {
+        self.listeners.failures()
     }
 
     // --- inputs -------------------------------------------------------------
@@ -173,7 +184,6 @@ impl Core {
     /// buffer.
     pub fn handle_tap_batch(&mut self, now: Instant, batch: &FrameBatch<'_>) {
         self.tcp_batch_begin(now);
-        self.udp_start(now);
         self.spans.clear();
         for i in 0..batch.len() {
             self.counters.frames_in += 1;
@@ -196,9 +206,23 @@ impl Core {
 
     /// Handles readiness of, or a result from, socket `sock`.
     pub fn handle_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) {
-        self.tcp_start(now);
-        self.udp_start(now);
-        if !self.udp_sock_event(now, sock, event) && !self.tcp_sock_event(now, sock, event) {
+        match self.listeners.event(sock, event) {
+            Listened::Done => return,
+            // No room for new work: the listener (level-triggered) is
+            // reported readable again at the next wait.
+            Listened::Open(..)
+                if event == SockEvent::Readable && !self.actions.admits(ACCEPT_ACTIONS) =>
+            {
+                return
+            }
+            Listened::Open(Proto::Udp, slot) => {
+                return self.udp.listener_event(&mut udp_cx!(self), slot, event)
+            }
+            Listened::Open(Proto::Tcp, _) | Listened::NotListener => {}
+        }
+        if !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
+            && !self.tcp_sock_event(now, sock, event)
+        {
             log::debug!("event {event:?} for unknown {sock:?}");
         }
     }
@@ -233,7 +257,7 @@ impl Core {
         sock: SockId,
         dgrams: &mut [RxDatagram<'_>],
     ) -> usize {
-        self.dgram_received(now, sock, dgrams)
+        self.udp.received(&mut udp_cx!(self), now, sock, dgrams)
     }
 
     /// Reports that of the frames handed out since the previous call (from
@@ -247,11 +271,9 @@ impl Core {
 
     /// Runs timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.tcp_start(now);
-        self.udp_start(now);
-        self.ndp_timer(now);
+        self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
-        self.udp_timeout(now);
+        self.udp.timeout(&mut udp_cx!(self), now);
     }
 
     /// The guest link went away (passt: qemu disconnected). Forgets the guest's
@@ -261,7 +283,7 @@ impl Core {
         let _ = now;
         self.guest.mac = self.cfg.guest_mac.unwrap_or(Mac::BROADCAST);
         self.guest.seen = false;
-        self.ra_next = None;
+        self.ndp.reset();
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
         self.tcp_tap_reset();
@@ -288,15 +310,18 @@ impl Core {
     /// The next socket action for the driver.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        if self.listeners.waiting() {
+            self.listeners.pump(&mut self.actions);
+        }
+        self.actions.pop()
     }
 
     /// When [`Self::handle_timeout`] should be called next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
-            earliest(self.ra_next, self.tcp_poll_timeout()),
-            self.udp_poll_timeout(),
+            earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
+            self.udp.poll_timeout(),
         )
     }
 
@@ -322,11 +347,11 @@ impl Core {
         };
         self.learn_mac(now, &eth);
         match p {
-            Parsed::Arp(eth, arp) => {
+            Parsed::Arp(_, arp) => {
                 if self.cfg.ip4.is_none() {
                     return self.counters.drop(DropReason::Ipv4Disabled);
                 }
-                self.arp_input(now, &eth, arp);
+                link::arp::input(&mut link_cx!(self), arp);
             }
             Parsed::Ip(eth, ip, l4, l4_off) => {
                 match ip.src {
@@ -338,9 +363,9 @@ impl Core {
                     }
                     _ => {}
                 }
-                self.learn_addr(&ip);
+                self.guest.learn_addr(ip.src);
                 if tap::is_icmp(&ip) {
-                    return self.icmp_input(now, &eth, &ip, l4, base + l4_off);
+                    return self.icmp_input(now, &ip, l4, base + l4_off);
                 }
                 match ip.proto {
                     PROTO_TCP | PROTO_UDP => {}
@@ -354,10 +379,10 @@ impl Core {
                     let payload = udp_payload(l4);
                     match (ip.dst, dport) {
                         (IpAddr::V4(_), 67) => {
-                            return self.dhcp_input(now, &eth, &ip, sport, payload)
+                            return link::dhcp::input(&mut link_cx!(self), payload)
                         }
                         (IpAddr::V6(d), 547) if d.is_multicast() => {
-                            return self.dhcpv6_input(now, &eth, &ip, sport, payload)
+                            return link::dhcpv6::input(&mut link_cx!(self), &eth, &ip, payload)
                         }
                         _ => {}
                     }
@@ -393,28 +418,8 @@ impl Core {
     }
 
     fn learn_mac(&mut self, now: Instant, eth: &EthHdr) {
-        if !eth.src.is_multicast() && eth.src != Mac::default() {
-            self.guest.mac = eth.src;
-        }
-        if !self.guest.seen {
-            self.guest.seen = true;
-            self.ndp_guest_seen(now);
-        }
-    }
-
-    fn learn_addr(&mut self, ip: &IpHdr) {
-        match ip.src {
-            IpAddr::V4(a) if !a.is_unspecified() => self.guest.ip4_seen = Some(a),
-            IpAddr::V6(a) if a.is_unicast_link_local() => {
-                self.guest.ip6_ll_seen = Some(a);
-                if self.guest.ip6_seen.is_none() {
-                    self.guest.ip6_seen = Some(a);
-                }
-            }
-            IpAddr::V6(a) if !a.is_unspecified() && !a.is_multicast() => {
-                self.guest.ip6_seen = Some(a)
-            }
-            _ => {}
+        if self.guest.learn_mac(eth.src) {
+            self.ndp.guest_seen(&mut link_cx!(self), now);
         }
     }
 
@@ -430,13 +435,20 @@ impl Core {
     /// One flow's segments from a batch, in order.
     fn l4_sequence(&mut self, now: Instant, batch: &FrameBatch<'_>, seq: &[L4Packet]) {
         self.counters.l4_sequences += 1;
+        if !self.actions.admits(SEQUENCE_ACTIONS) {
+            // The guest sends TCP segments again; datagrams are lost.
+            for _ in seq {
+                self.counters.drop(DropReason::ActionQueueFull);
+            }
+            return;
+        }
         if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
             return self.tcp_sequence(now, batch, seq);
         }
-        self.udp_sequence(now, batch, seq);
+        self.udp.sequence(&mut udp_cx!(self), now, batch, seq);
     }
 
-    fn icmp_input(&mut self, now: Instant, eth: &EthHdr, ip: &IpHdr, l4: &[u8], l4_off: usize) {
+    fn icmp_input(&mut self, now: Instant, ip: &IpHdr, l4: &[u8], l4_off: usize) {
         if !self.cfg.features.icmp {
             return self.counters.drop(DropReason::ProtocolDisabled);
         }
@@ -446,89 +458,29 @@ impl Core {
                     if !self.cfg.features.ndp {
                         return self.counters.drop(DropReason::ServiceIgnored);
                     }
-                    return self.ndp_input(now, eth, ip, l4);
+                    return self.ndp.input(&mut link_cx!(self), ip, l4);
                 }
             }
         }
-        self.icmp_echo_input(now, ip, l4, l4_off);
+        self.udp.echo_input(&mut udp_cx!(self), now, ip, l4, l4_off);
     }
 
-    // --- frame building for services ---------------------------------------
+    /// The header room of datagrams received on `sock` (see
+    /// [`udp::recv_room`]).
+    #[cfg(test)]
+    pub(crate) fn recv_room(&mut self, sock: SockId) -> usize {
+        udp::recv_room(&udp_cx!(self), sock)
+    }
 
-    /// Queues a frame of at most `max_len` bytes written by `fill`. Counts a
-    /// drop if the queue is full. Returns whether a frame was queued.
-    pub(crate) fn queue_frame(
-        &mut self,
-        max_len: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
-        let cfg = &self.cfg;
-        match self.out.push_with(max_len, |b| fill(b, cfg)) {
-            Ok(queued) => queued,
-            Err(_) => {
-                self.counters.drop(DropReason::OutQueueFull);
-                false
-            }
+    // --- frame building for TCP --------------------------------------------
+
+    /// The frame writer over the frame queue.
+    pub(crate) fn tx(&mut self) -> FrameOut<'_> {
+        FrameOut {
+            queue: &mut self.out,
+            counters: &mut self.counters,
+            cfg: &self.cfg,
         }
-    }
-
-    /// Queues a UDP datagram to the guest whose payload (at most `max_payload`
-    /// bytes) is written by `fill`, which returns its length.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn queue_udp(
-        &mut self,
-        dst_mac: Mac,
-        src: IpAddr,
-        dst: IpAddr,
-        sport: u16,
-        dport: u16,
-        max_payload: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
-        let off = l4_offset(src.is_ipv6()) + UDP_HLEN;
-        let our_mac = self.cfg.our_mac;
-        self.queue_frame(off + max_payload, |b, cfg| {
-            let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_udp_frame(b, dst_mac, our_mac, src, dst, sport, dport, n)
-        })
-    }
-
-    /// Queues an IP packet to the guest whose L4 header and payload (at most
-    /// `max_l4` bytes) `fill` writes; the L4 checksum is filled in afterwards
-    /// (TCP, UDP, ICMP, ICMPv6).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn queue_ip(
-        &mut self,
-        dst_mac: Mac,
-        src: IpAddr,
-        dst: IpAddr,
-        proto: u8,
-        max_l4: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
-        let off = l4_offset(src.is_ipv6());
-        let our_mac = self.cfg.our_mac;
-        self.queue_frame(off + max_l4, |b, cfg| {
-            let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_ip_frame(b, dst_mac, our_mac, src, dst, proto, n)
-        })
-    }
-
-    /// Queues a raw Ethernet frame (ARP) whose payload after the 14-byte header
-    /// `fill` writes.
-    pub(crate) fn queue_eth(
-        &mut self,
-        dst_mac: Mac,
-        ethertype: u16,
-        max_payload: usize,
-        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-    ) -> bool {
-        let our_mac = self.cfg.our_mac;
-        self.queue_frame(ETH_HLEN + max_payload, |b, cfg| {
-            let n = fill(b.get_mut(ETH_HLEN..)?, cfg)?;
-            crate::wire::headers::write_eth(b, dst_mac, our_mac, ethertype)?;
-            Some(ETH_HLEN + n)
-        })
     }
 }
 

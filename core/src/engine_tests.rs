@@ -136,25 +136,14 @@ fn spans_out_of_range_are_empty() {
 
 #[test]
 fn interface_bound_forwards_bind_to_the_interface() {
-    use crate::fwd::{FwdTable, SpecKind};
-    use crate::{Action, SockKind};
+    use crate::{Action, Forward, Proto, SockKind};
     let mut cfg = capture_config();
-    let table = |spec: &str| {
-        let (mut t, _) =
-            FwdTable::from_specs(&[spec], SpecKind::PasstInbound, (49152, 65535)).unwrap();
-        t.resolve_interfaces(&mut |name| (name == "eth7").then_some(7))
-            .unwrap();
-        t
+    // -t %eth7/6900 -u %eth7/6901, eth7 being interface 7.
+    let on_eth7 = |proto, port| Forward {
+        ifindex: Some(7),
+        ..Forward::new(proto, port, port)
     };
-    cfg.fwd.tcp_in = table("%eth7/6900");
-    cfg.fwd.udp_in = table("%eth7/6901");
-    let mut unknown = FwdTable::from_specs(&["%nope/1"], SpecKind::PasstInbound, (49152, 65535))
-        .unwrap()
-        .0;
-    assert_eq!(
-        unknown.resolve_interfaces(&mut |_| None),
-        Err("no interface nope".into())
-    );
+    cfg.forwards = vec![on_eth7(Proto::Tcp, 6900), on_eth7(Proto::Udp, 6901)];
     let mut core = Core::new(cfg);
     core.start(Instant::ZERO);
     let mut kinds = std::collections::HashMap::new();
@@ -175,4 +164,65 @@ fn interface_bound_forwards_bind_to_the_interface() {
         "{binds:?}"
     );
     assert!(binds.contains(&(SockKind::Udp, 6901, Some(7))), "{binds:?}");
+}
+
+/// A batch asking for more work than the action queue holds: flows are
+/// admitted while a quarter of the queue stays free, the rest of the
+/// datagrams are dropped and counted, and no action is lost.
+#[test]
+fn action_queue_bound_refuses_new_work_not_actions() {
+    let mut cfg = capture_config();
+    cfg.limits.actions = 64;
+    let mut core = Core::new(cfg);
+    let frames: Vec<Vec<u8>> = (0..40)
+        .map(|i| seg(PROTO_UDP, v4(2), v4(9), 1000 + i, 53, b"q"))
+        .collect();
+    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    exchange(&mut core, Instant::ZERO, &refs);
+    let mut sends = 0;
+    let mut n = 0;
+    while let Some(a) = core.poll_action() {
+        n += 1;
+        if matches!(a, crate::Action::SendDatagrams { .. }) {
+            sends += 1;
+        }
+    }
+    // Each flow takes five actions (Open, Bind, Connect, SetInterest,
+    // SendDatagrams); new ones start while at most 32 are queued.
+    assert_eq!((core.flow_count(), sends, n), (7, 7, 35));
+    let c = core.counters();
+    assert_eq!(c.dropped(DropReason::ActionQueueFull), 33);
+    assert_eq!(c.actions_refused, 0);
+}
+
+/// Listeners beyond what the action queue holds wait, and open as the
+/// driver drains the queue, in order.
+#[test]
+fn many_listeners_open_as_the_queue_drains() {
+    use crate::{Action, Forward, Proto};
+    let mut cfg = capture_config();
+    cfg.limits.actions = 64;
+    cfg.forwards = vec![Forward {
+        last: 5099,
+        ..Forward::new(Proto::Udp, 5000, 5000)
+    }];
+    let mut core = Core::new(cfg);
+    core.start(Instant::ZERO);
+    let mut binds = Vec::new();
+    while let Some(a) = core.poll_action() {
+        if let Action::Bind { addr, .. } = a {
+            binds.push(addr.port());
+        }
+    }
+    assert_eq!(binds, (5000..5100).collect::<Vec<_>>());
+    assert_eq!(core.socket_count(), 100);
+    assert_eq!(core.failed_forwards().count(), 0);
+    // Closing them all waits for room the same way.
+    core.set_forwards(Instant::ZERO, &[]);
+    let mut closes = 0;
+    while let Some(a) = core.poll_action() {
+        assert!(matches!(a, Action::Close { .. }));
+        closes += 1;
+    }
+    assert_eq!((closes, core.socket_count()), (100, 0));
 }

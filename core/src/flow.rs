@@ -17,9 +17,9 @@
 use crate::action::SockId;
 use crate::tap::FlowKey;
 use crate::tcp::TcpConn;
-use crate::udp::DgramFlow;
+use crate::time::Instant;
 use core::hash::Hasher;
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 use siphasher::sip::SipHasher13;
 
 /// Index of a flow in the table.
@@ -38,6 +38,24 @@ pub(crate) enum FlowData {
     Udp(DgramFlow),
     /// An ICMP/ICMPv6 echo flow (ports: the guest's echo id) over a ping socket.
     Ping(DgramFlow),
+}
+
+/// State of one datagram flow (UDP or echo): its own connected host socket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DgramFlow {
+    /// The flow's socket.
+    pub(crate) sock: SockId,
+    /// Whether the driver holds a socket under `sock`.
+    pub(crate) sock_open: bool,
+    /// The host-side peer: datagrams go there, replies come from there.
+    pub(crate) host: SocketAddr,
+    /// Last traffic that keeps the flow alive.
+    pub(crate) t_active: Instant,
+    /// Datagrams in the last `SendDatagrams`.
+    pub(crate) last_send: u32,
+    /// The destination is a multicast or broadcast group: the socket is not
+    /// connected, and answers from each unicast peer get flows of their own.
+    pub(crate) group: bool,
 }
 
 /// One entry of the table.
@@ -91,6 +109,52 @@ pub(crate) fn decode(s: SockId) -> SockRef {
     }
 }
 
+/// SipHash-1-3 of guest-side 4-tuples, keyed from the configured secret:
+/// the flow table's hash (with the protocol) and TCP's initial sequence
+/// numbers (RFC 6528, without it) both take it, each with its own key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TupleHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl TupleHasher {
+    /// Keys from `secret`, the second one XORed with `salt` (distinct uses of
+    /// one secret take distinct salts).
+    pub(crate) fn new(secret: &[u8; 16], salt: u64) -> Self {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&secret[..8]);
+        let k0 = u64::from_le_bytes(k);
+        k.copy_from_slice(&secret[8..]);
+        TupleHasher {
+            k0,
+            k1: u64::from_le_bytes(k) ^ salt,
+        }
+    }
+
+    /// The hash of `key`'s addresses and ports, preceded by its protocol if
+    /// `with_proto`.
+    pub(crate) fn hash(&self, key: &FlowKey, with_proto: bool) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        if with_proto {
+            h.write_u8(key.proto);
+        }
+        for a in [key.src, key.dst] {
+            match a {
+                IpAddr::V4(a) => h.write(&a.octets()),
+                IpAddr::V6(a) => h.write(&a.octets()),
+            }
+        }
+        h.write_u16(key.sport);
+        h.write_u16(key.dport);
+        h.finish()
+    }
+}
+
+/// Salt of the flow table's hash key (the plain secret keys sequence
+/// numbers).
+const FLOW_HASH_SALT: u64 = 0x666c_6f77_7461_626c;
+
 /// The table. All memory is allocated by [`FlowTable::new`].
 #[derive(Debug)]
 pub(crate) struct FlowTable {
@@ -100,8 +164,7 @@ pub(crate) struct FlowTable {
     /// Open-addressing table of flow indices (`EMPTY` if unused).
     hash: Vec<u32>,
     mask: usize,
-    k0: u64,
-    k1: u64,
+    hasher: TupleHasher,
     count: usize,
 }
 
@@ -133,19 +196,12 @@ impl FlowTable {
                 data: FlowData::Free,
             });
         }
-        let mut k = [0u8; 8];
-        k.copy_from_slice(&secret[..8]);
-        let k0 = u64::from_le_bytes(k);
-        k.copy_from_slice(&secret[8..]);
-        // Distinct from the key used for sequence numbers (same secret).
-        let k1 = u64::from_le_bytes(k) ^ 0x666c_6f77_7461_626c;
         FlowTable {
             flows,
             free: (0..capacity as u32).rev().collect(),
             hash: vec![EMPTY; buckets],
             mask: buckets - 1,
-            k0,
-            k1,
+            hasher: TupleHasher::new(secret, FLOW_HASH_SALT),
             count: 0,
         }
     }
@@ -162,17 +218,7 @@ impl FlowTable {
     }
 
     fn hash_key(&self, key: &FlowKey) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        h.write_u8(key.proto);
-        for a in [key.src, key.dst] {
-            match a {
-                IpAddr::V4(a) => h.write(&a.octets()),
-                IpAddr::V6(a) => h.write(&a.octets()),
-            }
-        }
-        h.write_u16(key.sport);
-        h.write_u16(key.dport);
-        h.finish()
+        self.hasher.hash(key, true)
     }
 
     /// Takes a free entry for `data`; `None` if the table is full.
@@ -313,6 +359,26 @@ impl FlowTable {
             }
         }
         self.hash[hole] = EMPTY;
+    }
+
+    /// The datagram flow (UDP or echo) `id`.
+    pub(crate) fn dgram_mut(&mut self, id: FlowId) -> Option<&mut DgramFlow> {
+        match &mut self.get_mut(id)?.data {
+            FlowData::Udp(d) | FlowData::Ping(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The live datagram flow of socket `sock`.
+    pub(crate) fn dgram_of(&self, sock: SockId) -> Option<FlowId> {
+        let SockRef::Flow { id, gen, side: 0 } = decode(sock) else {
+            return None;
+        };
+        let f = self.get(id)?;
+        match &f.data {
+            FlowData::Udp(d) | FlowData::Ping(d) if f.gen == gen && d.sock == sock => Some(id),
+            _ => None,
+        }
     }
 
     /// Indices of all entries (in use or not), for scans.

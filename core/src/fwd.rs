@@ -1,917 +1,778 @@
-//! Port forwarding tables and the grammar of `-t`, `-u`, `-T` and `-U`.
+//! Port forwarding: the forwards a driver asks for, and the one table of
+//! listening sockets that serves them, TCP and UDP alike.
 //!
-//! A specification is one of:
+//! A [`Forward`] names a range of host ports to listen on (an address or
+//! every address, optionally bound to an interface) and where their
+//! connections and datagrams go on the guest side (a port, and optionally an
+//! address). The driver hands the core the complete set: in
+//! [`Config::forwards`](crate::Config::forwards) for
+//! [`Core::start`](crate::Core::start), and with
+//! [`Core::set_forwards`](crate::Core::set_forwards) when it changes (a rescan
+//! of `auto` forwarding). The command-line grammar that produces forwards is
+//! the driver's business.
 //!
-//! ```text
-//! SPEC  := "none" | "auto" | "all" | [BIND "/"] LIST
-//! BIND  := [ADDR] ["%" IFNAME]      ADDR may be written in [brackets]
-//! LIST  := ITEM ("," ITEM)*
-//! ITEM  := ["~"] FIRST ["-" LAST] [":" TFIRST ["-" TLAST]]
-//! ```
-//!
-//! `~` excludes ports; a list made only of exclusions means every port that is
-//! not ephemeral and not excluded (like `all`). `:` maps a range onto a target
-//! range of the same length. Several specifications may be given for one table
-//! (the option is repeatable) as long as they do not mix `none`, `auto` or `all`
-//! with anything else.
-//!
-//! Parsing makes no system calls: the ephemeral port range comes in as an
-//! argument. The resulting [`FwdTable`] holds a per-port map and delta (the
-//! target port is `port + delta`, wrapping) and the list of [`FwdRule`]s with
-//! their bind address and interface, which the driver turns into listening
-//! sockets.
+//! The table holds one listener per forwarded port, in slots per protocol
+//! whose index is part of the listener's socket id. A new set is matched
+//! against the listeners by protocol, address, interface and port: listeners
+//! no longer listed close, new ones open in the lowest free slots, kept ones
+//! take the listed target. A listener that cannot be opened (its address
+//! family is disabled, or `Open`, `Bind` or `Listen` fails) is logged,
+//! counted and listed by [`Core::failed_forwards`](crate::Core::failed_forwards)
+//! while it stays in the set, for TCP and UDP the same way.
 
-use core::fmt;
-use core::net::{IpAddr, Ipv4Addr};
+use crate::action::{
+    Action, BindOpts, Errno, Family, Interest, Netns, SockEvent, SockId, SockKind,
+};
+use crate::config::Config;
+pub(crate) use crate::config::{Forward, Proto};
+use crate::flow::{self, SockRef, LISTENER_BIT};
+use crate::guest::GuestInfo;
+use crate::nat;
+use crate::queue::ActionQueue;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::{BTreeMap, VecDeque};
 
-/// Number of port numbers (`0..=65535`).
-pub const NUM_PORTS: usize = 65536;
+/// Bit of a listener index (with [`LISTENER_BIT`]) marking UDP listeners.
+/// TCP listeners use small indices, and `0x7fffffff` (which has this bit)
+/// is TCP's id for refused connections.
+pub(crate) const UDP_LISTENER_BIT: u32 = 1 << 30;
+/// Most listener slots of one protocol.
+const SLOTS_MAX: u32 = UDP_LISTENER_BIT - 2;
+/// Listen backlog (as upstream).
+const BACKLOG: u32 = 128;
+/// Most actions the opening of a listener takes.
+const OPEN_ACTIONS: usize = 4;
 
-/// Longest interface name accepted after `%` (`IFNAMSIZ - 1`).
-pub const IFNAME_MAX: usize = 15;
-
-/// The ephemeral range used when the host's cannot be read (RFC 6335).
-pub const EPHEMERAL_DEFAULT: (u16, u16) = (49152, 65535);
-
-/// Which option a specification belongs to: decides which keywords and parts
-/// are allowed.
+/// A forwarded port whose listener the core could not open (see
+/// [`Core::failed_forwards`](crate::Core::failed_forwards)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpecKind {
-    /// passt `-t`/`-u`: `none`, `all` or a list, with an optional bind part.
-    PasstInbound,
-    /// pasta `-t`/`-u`: `none`, `auto` or a list, with an optional bind part.
-    PastaInbound,
-    /// pasta `-T`/`-U`: `none`, `auto` or a list; no bind part (the listeners
-    /// are on the namespace's loopback).
-    PastaOutbound,
+pub struct ListenFailure {
+    /// The forward of that one port (`first == last`).
+    pub forward: Forward,
+    /// The address the listener was (to be) bound to; `None` if its
+    /// address family is disabled.
+    pub addr: Option<SocketAddr>,
+    /// The error of the failed `Open`, `Bind` or `Listen`, or of the socket
+    /// later; `None` if the address family is disabled or the socket hung
+    /// up.
+    pub error: Option<Errno>,
 }
 
-/// How a table forwards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum FwdMode {
-    /// No specification given yet: the driver applies the mode's default.
-    #[default]
-    Unset,
-    /// Forward nothing (`none`).
-    None,
-    /// Forward whatever is bound on the other side, rescanned periodically
-    /// (`auto`, pasta only).
-    Auto,
-    /// Every non-ephemeral port (`all`, passt only).
-    All,
-    /// Explicit ports (a list, possibly exclusions only).
-    Spec,
+/// What the listener table did, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenStats {
+    /// Listeners asked of the driver.
+    pub opened: u64,
+    /// Listeners that could not be opened, or failed later.
+    pub failures: u64,
+    /// Listeners closed because their forward went away.
+    pub closed: u64,
 }
 
-impl fmt::Display for FwdMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FwdMode::Unset => "unset",
-            FwdMode::None => "none",
-            FwdMode::Auto => "auto",
-            FwdMode::All => "all",
-            FwdMode::Spec => "ports",
-        })
+/// What became of a listener slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Unused (its forward was removed); the slot may be taken again.
+    Free,
+    /// To be opened when the action queue has room.
+    Pending,
+    /// The driver holds the socket.
+    Open,
+    /// Not opened (an action failed), or lost later (`None`: hung up).
+    Failed(Option<Errno>),
+    /// The address family of its address is disabled: not opened.
+    NoFamily,
+    /// The protocol is disabled: nothing opened.
+    Off,
+}
+
+/// One forwarded port's listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Listener {
+    /// The forward of this port (`first == last`).
+    pub(crate) fwd: Forward,
+    state: State,
+    /// Bound address and port (the wildcard address of `family` when the
+    /// forward has none).
+    pub(crate) addr: SocketAddr,
+    pub(crate) family: Family,
+    pub(crate) v6_only: bool,
+    /// `IP_FREEBIND` (`Config::freebind`), for the listener and the sockets
+    /// of flows bound like it.
+    pub(crate) freebind: bool,
+}
+
+/// Where an event on a listener's socket goes next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listened {
+    /// Not a listener's socket.
+    NotListener,
+    /// Taken care of here (a failed open, or a listener no longer open).
+    Done,
+    /// An event on open listener `slot` of `proto`, for the protocol.
+    Open(Proto, u32),
+}
+
+/// The listeners of the forwarded ports.
+///
+/// A set of forwards may ask for more actions than the action queue holds
+/// (`-t all` alone opens some 36 000 listeners): the `Close`s and the
+/// opening of new listeners wait in `closing` and `pending`, and go out, in
+/// that order, as the queue has room ([`Self::pump`]).
+#[derive(Debug, Default)]
+pub(crate) struct Listeners {
+    /// `start` or `set` ran.
+    started: bool,
+    /// Slots by protocol ([`Proto::index`]).
+    slots: [Vec<Listener>; 2],
+    /// Sockets of removed listeners still to be closed.
+    closing: VecDeque<SockId>,
+    /// Slots still to be opened (those no longer pending are skipped).
+    pending: VecDeque<(Proto, u32)>,
+    /// Listener sockets the driver holds.
+    open: usize,
+    stats: ListenStats,
+}
+
+/// Address and port, interface: what tells two listeners of a protocol
+/// apart.
+type Key = (Proto, Option<IpAddr>, Option<u32>, u16);
+
+impl Listeners {
+    /// The socket id of listener `slot` of `proto`.
+    pub(crate) fn sock(proto: Proto, slot: u32) -> SockId {
+        match proto {
+            Proto::Tcp => SockId(LISTENER_BIT | slot),
+            Proto::Udp => SockId(LISTENER_BIT | UDP_LISTENER_BIT | slot),
+        }
     }
-}
 
-/// One contiguous range of forwarded ports with its binding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FwdRule {
-    /// First port listened on.
-    pub first: u16,
-    /// Last port listened on (inclusive).
-    pub last: u16,
-    /// Target port of `first`; the range keeps its length.
-    pub to: u16,
-    /// Address to bind, if any (otherwise the wildcard).
-    pub addr: Option<IpAddr>,
-    /// Interface to bind to (`SO_BINDTODEVICE`), if any.
-    pub ifname: Option<String>,
-    /// Index of [`Self::ifname`], filled in by the driver
-    /// ([`FwdTable::resolve_interfaces`]): the core cannot look names up.
-    pub ifindex: Option<u32>,
-    /// Bind failures of single ports are ignored as long as one port of the
-    /// table could be bound (`all` and exclusion-only lists); otherwise any
-    /// failure is fatal.
-    pub best_effort: bool,
-}
+    /// The protocol and slot of listener socket `sock`.
+    pub(crate) fn decode(sock: SockId) -> Option<(Proto, u32)> {
+        let SockRef::Other(idx) = flow::decode(sock) else {
+            return None;
+        };
+        let (proto, slot) = if idx & UDP_LISTENER_BIT != 0 {
+            (Proto::Udp, idx & !UDP_LISTENER_BIT)
+        } else {
+            (Proto::Tcp, idx)
+        };
+        (slot <= SLOTS_MAX).then_some((proto, slot))
+    }
 
-impl FwdRule {
-    /// Target port for `port`, if `port` is in this rule.
-    pub fn target(&self, port: u16) -> Option<u16> {
-        if port < self.first || port > self.last {
+    /// Opens the listeners of the configured forwards, unless a set of
+    /// forwards replaced them already.
+    pub(crate) fn start(&mut self, cfg: &Config, actions: &mut ActionQueue) {
+        if !self.started {
+            self.set(cfg, actions, &cfg.forwards);
+        }
+    }
+
+    /// Whether closes or openings wait for room in the action queue.
+    pub(crate) fn waiting(&self) -> bool {
+        !self.closing.is_empty() || !self.pending.is_empty()
+    }
+
+    /// Queues the waiting `Close`s, then the actions of pending listeners,
+    /// as far as the action queue admits them.
+    pub(crate) fn pump(&mut self, actions: &mut ActionQueue) {
+        while let Some(&sock) = self.closing.front() {
+            if !actions.admits(1) || !actions.push(Action::Close { sock }) {
+                return;
+            }
+            self.closing.pop_front();
+        }
+        while let Some(&(proto, slot)) = self.pending.front() {
+            if !actions.admits(OPEN_ACTIONS) {
+                return;
+            }
+            self.pending.pop_front();
+            self.open(actions, proto, slot);
+        }
+    }
+
+    /// Replaces the forwards with `forwards` (the first listing of a port
+    /// wins): listeners not listed close, new ones open, kept ones take the
+    /// listed target. Flows and connections stay.
+    pub(crate) fn set(&mut self, cfg: &Config, actions: &mut ActionQueue, forwards: &[Forward]) {
+        self.started = true;
+        // (A BTreeMap: no hasher seeded from OS randomness in the core.)
+        let mut wanted: BTreeMap<Key, Forward> = BTreeMap::new();
+        for f in forwards {
+            for port in f.first..=f.last {
+                let f = f.single(port);
+                wanted.entry(key(&f)).or_insert(f);
+            }
+        }
+        let mut free: [Vec<usize>; 2] = Default::default();
+        for (slots, free) in self.slots.iter_mut().zip(free.iter_mut()) {
+            for (i, l) in slots.iter_mut().enumerate() {
+                if l.state == State::Free {
+                    free.push(i);
+                    continue;
+                }
+                if let Some(f) = wanted.remove(&key(&l.fwd)) {
+                    l.fwd = f;
+                    continue;
+                }
+                let was_open = l.state == State::Open;
+                l.state = State::Free;
+                free.push(i);
+                if was_open {
+                    self.open = self.open.saturating_sub(1);
+                    self.stats.closed += 1;
+                    self.closing.push_back(Self::sock(l.fwd.proto, i as u32));
+                }
+            }
+            // Lowest free slots first.
+            free.reverse();
+        }
+        for f in forwards {
+            for port in f.first..=f.last {
+                if let Some(f) = wanted.remove(&key(&f.single(port))) {
+                    let slot = free[f.proto.index()].pop();
+                    self.add(cfg, f, slot);
+                }
+            }
+        }
+        self.pump(actions);
+    }
+
+    /// Puts the forward of one port `f` in a slot of its protocol (`slot`,
+    /// a free one, or a new one), to be opened.
+    fn add(&mut self, cfg: &Config, f: Forward, slot: Option<usize>) {
+        let bind = match f.addr {
+            None if cfg.ip6.is_some() => Some((Family::V6, Ipv6Addr::UNSPECIFIED.into(), false)),
+            None if cfg.ip4.is_some() => Some((Family::V4, Ipv4Addr::UNSPECIFIED.into(), false)),
+            Some(a @ IpAddr::V4(_)) if cfg.ip4.is_some() => Some((Family::V4, a, false)),
+            Some(a @ IpAddr::V6(_)) if cfg.ip6.is_some() => Some((Family::V6, a, true)),
+            _ => None,
+        };
+        let enabled = match f.proto {
+            Proto::Tcp => cfg.features.tcp,
+            Proto::Udp => cfg.features.udp,
+        };
+        let (family, ip, v6_only) =
+            bind.unwrap_or((Family::V4, Ipv4Addr::UNSPECIFIED.into(), false));
+        let state = match (bind, enabled) {
+            (_, false) => State::Off,
+            (None, true) => {
+                log::warn!(
+                    "{} listener on port {}: address family disabled",
+                    f.proto,
+                    f.first
+                );
+                self.stats.failures += 1;
+                State::NoFamily
+            }
+            (Some(_), true) => State::Pending,
+        };
+        let l = Listener {
+            fwd: f,
+            state,
+            addr: SocketAddr::new(ip, f.first),
+            family,
+            v6_only,
+            freebind: cfg.freebind,
+        };
+        let slots = &mut self.slots[f.proto.index()];
+        let idx = match slot.filter(|&i| i < slots.len()) {
+            Some(i) => {
+                slots[i] = l;
+                i
+            }
+            None if slots.len() <= SLOTS_MAX as usize => {
+                slots.push(l);
+                slots.len() - 1
+            }
+            None => {
+                log::warn!("{} listener on port {}: too many", f.proto, f.first);
+                return;
+            }
+        };
+        if state == State::Pending {
+            self.pending.push_back((f.proto, idx as u32));
+        }
+    }
+
+    /// Opens pending listener `slot` of `proto`: `Open`, `Bind`, `Listen`
+    /// for TCP, readable interest.
+    fn open(&mut self, actions: &mut ActionQueue, proto: Proto, slot: u32) {
+        let Some(l) = self.slots[proto.index()].get_mut(slot as usize) else {
+            return;
+        };
+        if l.state != State::Pending {
+            return;
+        }
+        l.state = State::Open;
+        let l = *l;
+        let sock = Self::sock(proto, slot);
+        self.open += 1;
+        self.stats.opened += 1;
+        let kind = match proto {
+            Proto::Tcp => SockKind::TcpListener,
+            Proto::Udp => SockKind::Udp,
+        };
+        let listen = (proto == Proto::Tcp).then_some(Action::Listen {
+            sock,
+            backlog: BACKLOG,
+        });
+        let open = Action::Open {
+            sock,
+            kind,
+            family: l.family,
+            netns: Netns::Host,
+        };
+        let bind = Action::Bind {
+            sock,
+            addr: l.addr,
+            opts: BindOpts {
+                reuse_addr: true,
+                v6_only: l.v6_only,
+                device: l.fwd.ifindex,
+                freebind: l.freebind,
+            },
+        };
+        let interest = Action::SetInterest {
+            sock,
+            interest: Interest {
+                readable: true,
+                ..Interest::default()
+            },
+        };
+        // Admitted beforehand (`pump`): the pushes find room.
+        for a in [Some(open), Some(bind), listen, Some(interest)]
+            .into_iter()
+            .flatten()
+        {
+            let _ = actions.push(a);
+        }
+    }
+
+    /// The open listener `slot` of `proto`.
+    pub(crate) fn get(&self, proto: Proto, slot: u32) -> Option<&Listener> {
+        self.slots[proto.index()]
+            .get(slot as usize)
+            .filter(|l| l.state == State::Open)
+    }
+
+    /// The address family of listener `slot` of `proto`, and whether it is
+    /// IPv6 only, open or not.
+    pub(crate) fn family(&self, proto: Proto, slot: u32) -> Option<(Family, bool)> {
+        let l = self.slots[proto.index()].get(slot as usize)?;
+        Some((l.family, l.v6_only))
+    }
+
+    /// First look at an event on socket `sock`: a failed open marks its
+    /// listener failed; events on listeners that are not open are dropped.
+    pub(crate) fn event(&mut self, sock: SockId, ev: SockEvent) -> Listened {
+        let Some((proto, slot)) = Self::decode(sock) else {
+            return Listened::NotListener;
+        };
+        let Some(l) = self.slots[proto.index()].get(slot as usize) else {
+            return Listened::NotListener;
+        };
+        if l.state != State::Open {
+            return Listened::Done;
+        }
+        if let SockEvent::OpenFailed(e) = ev {
+            self.fail(proto, slot, Some(e), false);
+            return Listened::Done;
+        }
+        Listened::Open(proto, slot)
+    }
+
+    /// Listener `slot` of `proto` failed with `e` (`None`: hung up): logged,
+    /// counted, out of the open sockets. Returns the `Close` to queue if
+    /// `close` (the driver still holds the socket).
+    pub(crate) fn fail(
+        &mut self,
+        proto: Proto,
+        slot: u32,
+        e: Option<Errno>,
+        close: bool,
+    ) -> Option<Action> {
+        let l = self.slots[proto.index()].get_mut(slot as usize)?;
+        if l.state != State::Open {
             return None;
         }
-        Some(self.to.wrapping_add(port - self.first))
+        match e {
+            Some(e) => log::warn!("{proto} listener on {}: {e:?}", l.addr),
+            None => log::warn!("{proto} listener on {}: hung up", l.addr),
+        }
+        l.state = State::Failed(e);
+        self.open = self.open.saturating_sub(1);
+        self.stats.failures += 1;
+        close.then_some(Action::Close {
+            sock: Self::sock(proto, slot),
+        })
     }
-}
 
-/// Why a specification was refused. The `Display` text names the part that is
-/// wrong; the caller adds the option name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FwdError {
-    /// Empty specification or empty list item.
-    Empty,
-    /// `none`, `auto`, `all` combined with another specification.
-    ModeConflict {
-        /// The mode already set.
-        previous: FwdMode,
-        /// What this specification asked for.
-        new: FwdMode,
-    },
-    /// `auto` in passt.
-    AutoNotAllowed,
-    /// `all` in pasta.
-    AllNotAllowed,
-    /// Address or interface part where none is allowed (`-T`, `-U`).
-    BindNotAllowed,
-    /// The address part does not parse or is not usable.
-    BadAddress(String),
-    /// The interface name is empty or too long.
-    BadInterface(String),
-    /// A port number, range or list item does not parse.
-    BadRange(String),
-    /// `LAST < FIRST`, or a target range of another length.
-    RangeMismatch(String),
-    /// A target given for an exclusion.
-    ExclusionTarget(String),
-    /// Two exclusions cover the same port.
-    OverlappingExclusion(u16),
-    /// A target port of 0.
-    PortZero(String),
-}
+    /// The forwards whose listener could not be opened or failed, among the
+    /// current ones.
+    pub(crate) fn failures(&self) -> impl Iterator<Item = ListenFailure> + '_ {
+        self.slots.iter().flatten().filter_map(|l| {
+            let (addr, error) = match l.state {
+                State::Failed(e) => (Some(l.addr), e),
+                State::NoFamily => (None, None),
+                _ => return None,
+            };
+            Some(ListenFailure {
+                forward: l.fwd,
+                addr,
+                error,
+            })
+        })
+    }
 
-impl fmt::Display for FwdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FwdError::Empty => write!(f, "empty port specification"),
-            FwdError::ModeConflict { previous, new } => write!(
-                f,
-                "'{new}' conflicts with the previous forwarding mode '{previous}'"
-            ),
-            FwdError::AutoNotAllowed => write!(f, "'auto' forwarding is only available in pasta"),
-            FwdError::AllNotAllowed => {
-                write!(f, "'all' forwarding is only available in passt -t and -u")
-            }
-            FwdError::BindNotAllowed => write!(
-                f,
-                "an address or interface can't be given for namespace-side forwarding"
-            ),
-            FwdError::BadAddress(s) => write!(f, "invalid bind address '{s}'"),
-            FwdError::BadInterface(s) => write!(f, "invalid interface name '{s}'"),
-            FwdError::BadRange(s) => write!(f, "invalid port or range '{s}'"),
-            FwdError::RangeMismatch(s) => write!(f, "mismatched port range '{s}'"),
-            FwdError::ExclusionTarget(s) => {
-                write!(f, "an excluded range can't have a target: '{s}'")
-            }
-            FwdError::OverlappingExclusion(p) => {
-                write!(f, "overlapping exclusions (port {p} excluded twice)")
-            }
-            FwdError::PortZero(s) => write!(f, "port 0 can't be a forwarding target: '{s}'"),
+    /// Listener sockets the driver holds.
+    pub(crate) fn open_count(&self) -> usize {
+        self.open
+    }
+
+    /// What the table did.
+    pub(crate) fn stats(&self) -> &ListenStats {
+        &self.stats
+    }
+
+    /// The guest side of a connection or datagram from host peer `peer` to
+    /// listener `slot` of `proto`: the source address the guest sees and the
+    /// destination address (the forward's target, or the guest's address as
+    /// [`nat::from_host`] maps it). `None` if the peer cannot be mapped, or
+    /// the target is of the other family.
+    pub(crate) fn guest_side(
+        &self,
+        cfg: &Config,
+        guest: &GuestInfo,
+        proto: Proto,
+        slot: u32,
+        peer: IpAddr,
+    ) -> Option<(IpAddr, IpAddr)> {
+        let (src, guest_addr) = nat::from_host(cfg, guest, peer)?;
+        let target = self.slots[proto.index()]
+            .get(slot as usize)
+            .and_then(|l| l.fwd.target);
+        match target {
+            None => Some((src, guest_addr)),
+            Some(t) if t.is_ipv6() == src.is_ipv6() => Some((src, t)),
+            Some(_) => None,
         }
     }
 }
 
-impl std::error::Error for FwdError {}
-
-/// A forwarding table: what one of `-t`, `-u`, `-T`, `-U` asked for.
-#[derive(Clone, PartialEq, Eq)]
-pub struct FwdTable {
-    mode: FwdMode,
-    /// Bitmap of forwarded ports: empty until a port is added, then
-    /// `NUM_PORTS / 64` words (a default table costs nothing).
-    map: Vec<u64>,
-    /// Per-port delta to the target port (wrapping): empty until a port is
-    /// remapped, then `NUM_PORTS` entries.
-    delta: Vec<u16>,
-    rules: Vec<FwdRule>,
-}
-
-impl Default for FwdTable {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for FwdTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FwdTable")
-            .field("mode", &self.mode)
-            .field("ports", &self.count())
-            .field("rules", &self.rules)
-            .finish()
-    }
-}
-
-/// Parsed `FIRST[-LAST]` range.
-#[derive(Clone, Copy)]
-struct Range {
-    first: u16,
-    last: u16,
-}
-
-impl Range {
-    fn len(self) -> u32 {
-        u32::from(self.last) - u32::from(self.first) + 1
-    }
-}
-
-fn parse_port(s: &str, item: &str) -> Result<u16, FwdError> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(FwdError::BadRange(item.into()));
-    }
-    s.parse::<u16>()
-        .map_err(|_| FwdError::BadRange(item.into()))
-}
-
-fn parse_range(s: &str, item: &str) -> Result<Range, FwdError> {
-    let (a, b) = match s.split_once('-') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    let first = parse_port(a, item)?;
-    let last = match b {
-        Some(b) => parse_port(b, item)?,
-        None => first,
-    };
-    if last < first {
-        return Err(FwdError::RangeMismatch(item.into()));
-    }
-    Ok(Range { first, last })
-}
-
-/// Splits `ITEM` into its source range and optional target range.
-fn parse_item(item: &str) -> Result<(Range, Option<Range>), FwdError> {
-    let (src, dst) = match item.split_once(':') {
-        Some((s, d)) => (s, Some(d)),
-        None => (item, None),
-    };
-    let src = parse_range(src, item)?;
-    let dst = match dst {
-        Some(d) => {
-            let d = parse_range(d, item)?;
-            if d.len() != src.len() {
-                return Err(FwdError::RangeMismatch(item.into()));
-            }
-            Some(d)
-        }
-        None => None,
-    };
-    Ok((src, dst))
-}
-
-/// Parses the `BIND` part before `/`.
-fn parse_bind(bind: &str) -> Result<(Option<IpAddr>, Option<String>), FwdError> {
-    let (addr, ifname) = match bind.split_once('%') {
-        Some((a, i)) => (a, Some(i)),
-        None => (bind, None),
-    };
-    let ifname = match ifname {
-        Some(i) if i.is_empty() || i.len() > IFNAME_MAX || i.contains('/') => {
-            return Err(FwdError::BadInterface(i.into()))
-        }
-        Some(i) => Some(i.to_string()),
-        None => None,
-    };
-    let addr_s = addr
-        .strip_prefix('[')
-        .and_then(|a| a.strip_suffix(']'))
-        .unwrap_or(addr);
-    let addr = if addr_s.is_empty() {
-        if ifname.is_none() {
-            return Err(FwdError::BadAddress(bind.into()));
-        }
-        None
-    } else {
-        let a: IpAddr = addr_s
-            .parse()
-            .map_err(|_| FwdError::BadAddress(addr.into()))?;
-        if a.is_multicast() || is_v4_broadcast(a) {
-            return Err(FwdError::BadAddress(addr.into()));
-        }
-        Some(a)
-    };
-    Ok((addr, ifname))
-}
-
-fn is_v4_broadcast(a: IpAddr) -> bool {
-    matches!(a, IpAddr::V4(v) if v == Ipv4Addr::BROADCAST)
-}
-
-impl FwdTable {
-    /// Fills in the interface index of every rule bound to an interface
-    /// (`%IFNAME`), with `lookup` from name to index. An unknown interface is
-    /// an error naming it.
-    pub fn resolve_interfaces(
-        &mut self,
-        lookup: &mut dyn FnMut(&str) -> Option<u32>,
-    ) -> Result<(), String> {
-        for r in &mut self.rules {
-            if let Some(name) = &r.ifname {
-                r.ifindex = Some(lookup(name).ok_or_else(|| format!("no interface {name}"))?);
-            }
-        }
-        Ok(())
-    }
-
-    /// An empty table in mode [`FwdMode::Unset`].
-    pub fn new() -> Self {
-        FwdTable {
-            mode: FwdMode::Unset,
-            map: Vec::new(),
-            delta: Vec::new(),
-            rules: Vec::new(),
-        }
-    }
-
-    /// A table parsed from a list of specifications, in order.
-    pub fn from_specs<S: AsRef<str>>(
-        specs: &[S],
-        kind: SpecKind,
-        ephemeral: (u16, u16),
-    ) -> Result<(Self, Vec<String>), FwdError> {
-        let mut t = FwdTable::new();
-        let mut warnings = Vec::new();
-        for s in specs {
-            warnings.extend(t.add_spec(s.as_ref(), kind, ephemeral)?);
-        }
-        Ok((t, warnings))
-    }
-
-    /// The mode.
-    pub fn mode(&self) -> FwdMode {
-        self.mode
-    }
-
-    /// Sets the mode of a table that has none yet (the default of an option
-    /// that was not given). Does nothing otherwise.
-    pub fn set_default(&mut self, mode: FwdMode) {
-        if self.mode == FwdMode::Unset {
-            self.mode = mode;
-        }
-    }
-
-    /// The ranges to listen on, in the order given.
-    pub fn rules(&self) -> &[FwdRule] {
-        &self.rules
-    }
-
-    /// Whether `port` is forwarded by an explicit specification or `all`.
-    pub fn is_forwarded(&self, port: u16) -> bool {
-        let p = usize::from(port);
-        self.map
-            .get(p / 64)
-            .is_some_and(|w| w & (1 << (p % 64)) != 0)
-    }
-
-    /// The delta applied to `port` (0 for ports not remapped).
-    pub fn delta(&self, port: u16) -> u16 {
-        self.delta.get(usize::from(port)).copied().unwrap_or(0)
-    }
-
-    /// Target port for a connection that arrived on `port`. In `auto` mode
-    /// every port maps to itself.
-    pub fn target(&self, port: u16) -> Option<u16> {
-        match self.mode {
-            FwdMode::Auto => Some(port),
-            _ if self.is_forwarded(port) => Some(port.wrapping_add(self.delta(port))),
-            _ => None,
-        }
-    }
-
-    /// How many ports are in the map.
-    pub fn count(&self) -> usize {
-        self.map.iter().map(|w| w.count_ones() as usize).sum()
-    }
-
-    fn set(&mut self, port: u16, delta: u16) -> bool {
-        let p = usize::from(port);
-        let was = self.is_forwarded(port);
-        if self.map.is_empty() {
-            self.map = vec![0; NUM_PORTS / 64];
-        }
-        if delta != 0 && self.delta.is_empty() {
-            self.delta = vec![0; NUM_PORTS];
-        }
-        if let Some(w) = self.map.get_mut(p / 64) {
-            *w |= 1 << (p % 64);
-        }
-        if let Some(d) = self.delta.get_mut(p) {
-            *d = delta;
-        }
-        was
-    }
-
-    fn set_mode(&mut self, new: FwdMode) -> Result<(), FwdError> {
-        let ok = match new {
-            FwdMode::Spec => matches!(self.mode, FwdMode::Unset | FwdMode::Spec),
-            _ => self.mode == FwdMode::Unset,
-        };
-        if !ok {
-            return Err(FwdError::ModeConflict {
-                previous: self.mode,
-                new,
-            });
-        }
-        self.mode = new;
-        Ok(())
-    }
-
-    /// Adds every non-ephemeral port from 1 up that is not in `excluded` as
-    /// best-effort rules.
-    fn add_all_but(
-        &mut self,
-        excluded: &[bool],
-        ephemeral: (u16, u16),
-        addr: Option<IpAddr>,
-        ifname: &Option<String>,
-    ) {
-        let skip = |p: u16| {
-            (p >= ephemeral.0 && p <= ephemeral.1)
-                || excluded.get(usize::from(p)).copied().unwrap_or(false)
-        };
-        let mut start: Option<u16> = None;
-        for p in 1..=u16::MAX {
-            let fwd = !skip(p);
-            if fwd {
-                self.set(p, 0);
-                if start.is_none() {
-                    start = Some(p);
-                }
-            }
-            let end_here = !fwd || p == u16::MAX;
-            if end_here {
-                if let Some(s) = start.take() {
-                    let last = if fwd { p } else { p - 1 };
-                    self.rules.push(FwdRule {
-                        first: s,
-                        last,
-                        to: s,
-                        addr,
-                        ifname: ifname.clone(),
-                        ifindex: None,
-                        best_effort: true,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Parses one specification into the table. Returns warnings (ports whose
-    /// mapping was changed by this specification).
-    pub fn add_spec(
-        &mut self,
-        spec: &str,
-        kind: SpecKind,
-        ephemeral: (u16, u16),
-    ) -> Result<Vec<String>, FwdError> {
-        let mut warnings = Vec::new();
-        match spec {
-            "" => return Err(FwdError::Empty),
-            "none" => {
-                self.set_mode(FwdMode::None)?;
-                return Ok(warnings);
-            }
-            "auto" => {
-                if kind == SpecKind::PasstInbound {
-                    return Err(FwdError::AutoNotAllowed);
-                }
-                self.set_mode(FwdMode::Auto)?;
-                return Ok(warnings);
-            }
-            "all" => {
-                if kind != SpecKind::PasstInbound {
-                    return Err(FwdError::AllNotAllowed);
-                }
-                self.set_mode(FwdMode::All)?;
-                self.add_all_but(&[], ephemeral, None, &None);
-                return Ok(warnings);
-            }
-            _ => {}
-        }
-
-        let (bind, list) = match spec.split_once('/') {
-            Some((b, l)) => (Some(b), l),
-            None => (None, spec),
-        };
-        let (addr, ifname) = match bind {
-            Some(_) if kind == SpecKind::PastaOutbound => return Err(FwdError::BindNotAllowed),
-            Some(b) => parse_bind(b)?,
-            None => (None, None),
-        };
-        if list.is_empty() {
-            return Err(FwdError::Empty);
-        }
-
-        // Check the whole list before changing anything.
-        let mut excluded = vec![false; NUM_PORTS];
-        let mut items = Vec::new();
-        let mut exclusion_only = true;
-        for item in list.split(',') {
-            if item.is_empty() {
-                return Err(FwdError::Empty);
-            }
-            if let Some(ex) = item.strip_prefix('~') {
-                if ex.contains(':') {
-                    return Err(FwdError::ExclusionTarget(item.into()));
-                }
-                let r = parse_range(ex, item)?;
-                for p in r.first..=r.last {
-                    let e = excluded
-                        .get_mut(usize::from(p))
-                        .ok_or_else(|| FwdError::BadRange(item.into()))?;
-                    if *e {
-                        return Err(FwdError::OverlappingExclusion(p));
-                    }
-                    *e = true;
-                }
-            } else {
-                exclusion_only = false;
-                let (src, dst) = parse_item(item)?;
-                if let Some(d) = dst {
-                    if d.first == 0 {
-                        return Err(FwdError::PortZero(item.into()));
-                    }
-                }
-                items.push((src, dst));
-            }
-        }
-
-        self.set_mode(FwdMode::Spec)?;
-        if exclusion_only {
-            self.add_all_but(&excluded, ephemeral, addr, &ifname);
-            return Ok(warnings);
-        }
-
-        for (src, dst) in items {
-            let to0 = dst.map_or(src.first, |d| d.first);
-            let delta = to0.wrapping_sub(src.first);
-            let mut run: Option<u16> = None;
-            for p in src.first..=src.last {
-                let skip = p == 0 || excluded.get(usize::from(p)).copied().unwrap_or(false);
-                if !skip {
-                    if self.set(p, delta) {
-                        warnings.push(format!("mapping of port {p} changed"));
-                    }
-                    if run.is_none() {
-                        run = Some(p);
-                    }
-                }
-                if skip || p == src.last {
-                    if let Some(s) = run.take() {
-                        let last = if skip { p - 1 } else { p };
-                        self.rules.push(FwdRule {
-                            first: s,
-                            last,
-                            to: s.wrapping_add(delta),
-                            addr,
-                            ifname: ifname.clone(),
-                            ifindex: None,
-                            best_effort: false,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(warnings)
-    }
-}
-
-/// The four forwarding tables of a run.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Forwarding {
-    /// Inbound TCP (`-t`): host listeners forwarding to the guest.
-    pub tcp_in: FwdTable,
-    /// Inbound UDP (`-u`).
-    pub udp_in: FwdTable,
-    /// Outbound TCP (`-T`, pasta): namespace loopback listeners forwarding to
-    /// the host's loopback.
-    pub tcp_out: FwdTable,
-    /// Outbound UDP (`-U`, pasta).
-    pub udp_out: FwdTable,
+fn key(f: &Forward) -> Key {
+    (f.proto, f.addr, f.ifindex, f.first)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
+    use crate::action::{RxDatagram, TcpInfo};
+    use crate::testutil::{capture_config, drain_frames};
+    use crate::{Core, Instant};
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
-    const EPH: (u16, u16) = (32768, 60999);
+    const GUEST4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 
-    fn table(specs: &[&str], kind: SpecKind) -> Result<FwdTable, FwdError> {
-        FwdTable::from_specs(specs, kind, EPH).map(|(t, _)| t)
-    }
-
-    #[test]
-    fn keywords() {
-        let t = table(&["none"], SpecKind::PasstInbound).unwrap();
-        assert_eq!(t.mode(), FwdMode::None);
-        assert_eq!(t.count(), 0);
-        let t = table(&["auto"], SpecKind::PastaInbound).unwrap();
-        assert_eq!(t.mode(), FwdMode::Auto);
-        assert_eq!(t.target(4242), Some(4242));
-        let t = table(&["all"], SpecKind::PasstInbound).unwrap();
-        assert_eq!(t.mode(), FwdMode::All);
-        // 1..=65535 minus the ephemeral range.
-        assert_eq!(t.count(), 65535 - (60999 - 32768 + 1));
-        assert!(!t.is_forwarded(0));
-        assert!(t.is_forwarded(1));
-        assert!(t.is_forwarded(32767));
-        assert!(!t.is_forwarded(32768));
-        assert!(!t.is_forwarded(60999));
-        assert!(t.is_forwarded(61000));
-        assert!(t.is_forwarded(65535));
-        assert_eq!(t.rules().len(), 2);
-        assert!(t.rules().iter().all(|r| r.best_effort));
-        assert_eq!(
-            table(&["auto"], SpecKind::PasstInbound),
-            Err(FwdError::AutoNotAllowed)
-        );
-        assert_eq!(
-            table(&["all"], SpecKind::PastaInbound),
-            Err(FwdError::AllNotAllowed)
-        );
-        assert_eq!(
-            table(&["all"], SpecKind::PastaOutbound),
-            Err(FwdError::AllNotAllowed)
-        );
-    }
-
-    /// (spec, [(port, target)] that must hold, ports that must not be forwarded)
-    #[allow(clippy::type_complexity)]
-    const GOOD: &[(&str, &[(u16, u16)], &[u16])] = &[
-        ("22", &[(22, 22)], &[21, 23]),
-        ("22:23", &[(22, 23)], &[23]),
-        ("22,25", &[(22, 22), (25, 25)], &[23, 24]),
-        ("22-80", &[(22, 22), (50, 50), (80, 80)], &[21, 81]),
-        ("22-80:32-90", &[(22, 32), (80, 90)], &[81, 90]),
-        (
-            "5-25,~10-20",
-            &[(5, 5), (9, 9), (21, 21), (25, 25)],
-            &[10, 15, 20],
-        ),
-        ("~10-20,5-25", &[(5, 5), (21, 21)], &[10, 20]),
-        ("192.0.2.1/5", &[(5, 5)], &[4, 6]),
-        ("[192.0.2.1]/5", &[(5, 5)], &[]),
-        ("2001:db8::1/22", &[(22, 22)], &[]),
-        ("[2001:db8::1]/22", &[(22, 22)], &[]),
-        ("%eth0/22", &[(22, 22)], &[]),
-        ("192.0.2.1%eth0/22-23", &[(22, 22), (23, 23)], &[]),
-        ("65535", &[(65535, 65535)], &[65534]),
-        ("65535:1", &[(65535, 1)], &[]),
-        ("1:65535", &[(1, 65535)], &[]),
-        ("0-2", &[(1, 1), (2, 2)], &[0]),
-        ("80:8080,443:8443", &[(80, 8080), (443, 8443)], &[8080]),
-    ];
-
-    #[test]
-    fn good_specs() {
-        for (spec, fwd, not) in GOOD {
-            let t =
-                table(&[spec], SpecKind::PasstInbound).unwrap_or_else(|e| panic!("{spec}: {e}"));
-            assert_eq!(t.mode(), FwdMode::Spec, "{spec}");
-            for (p, to) in *fwd {
-                assert_eq!(t.target(*p), Some(*to), "{spec}: port {p}");
-                let r = t.rules().iter().find(|r| r.target(*p).is_some());
-                assert_eq!(r.and_then(|r| r.target(*p)), Some(*to), "{spec}: rule {p}");
-            }
-            for p in *not {
-                assert_eq!(t.target(*p), None, "{spec}: port {p}");
-            }
+    fn table(cfg: &Config, forwards: &[Forward]) -> (Listeners, Vec<Action>) {
+        let mut t = Listeners::default();
+        let mut q = ActionQueue::new(64);
+        t.set(cfg, &mut q, forwards);
+        let mut acts = Vec::new();
+        while let Some(a) = q.pop() {
+            acts.push(a);
         }
+        (t, acts)
+    }
+
+    fn binds(acts: &[Action]) -> Vec<(SockId, SocketAddr)> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Bind { sock, addr, .. } => Some((*sock, *addr)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
-    fn bind_parts() {
-        let t = table(&["192.0.2.1%eth0/22"], SpecKind::PastaInbound).unwrap();
-        let r = &t.rules()[0];
-        assert_eq!(r.addr, Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(r.ifname.as_deref(), Some("eth0"));
-        assert!(!r.best_effort);
-        let t = table(&["%veth-x/1-3"], SpecKind::PastaInbound).unwrap();
-        assert_eq!(t.rules()[0].addr, None);
-        assert_eq!(t.rules()[0].ifname.as_deref(), Some("veth-x"));
-        let t = table(&["[fd00::1]/8080:80"], SpecKind::PasstInbound).unwrap();
-        assert_eq!(t.rules()[0].addr, Some("fd00::1".parse().unwrap()));
-        assert_eq!(t.rules()[0].to, 80);
-    }
-
-    #[test]
-    fn exclusion_only() {
-        let t = table(&["~25"], SpecKind::PasstInbound).unwrap();
-        assert_eq!(t.mode(), FwdMode::Spec);
-        assert!(t.is_forwarded(24));
-        assert!(!t.is_forwarded(25));
-        assert!(t.is_forwarded(26));
-        assert!(!t.is_forwarded(40000));
-        assert!(t.is_forwarded(61000));
-        assert!(!t.is_forwarded(0));
-        assert_eq!(t.count(), 65535 - (60999 - 32768 + 1) - 1);
-        assert!(t.rules().iter().all(|r| r.best_effort));
-        assert_eq!(t.rules().len(), 3);
-        let t = table(&["~20000-20010,~1"], SpecKind::PastaInbound).unwrap();
-        assert!(!t.is_forwarded(1));
-        assert!(t.is_forwarded(2));
-        assert!(!t.is_forwarded(20005));
-        assert!(t.is_forwarded(20011));
-    }
-
-    #[test]
-    fn bad_specs() {
-        use FwdError::*;
-        type Case = (&'static str, SpecKind, fn(&FwdError) -> bool);
-        let cases: &[Case] = &[
-            ("", SpecKind::PasstInbound, |e| *e == Empty),
-            ("22,", SpecKind::PasstInbound, |e| *e == Empty),
-            (",22", SpecKind::PasstInbound, |e| *e == Empty),
-            ("192.0.2.1/", SpecKind::PasstInbound, |e| *e == Empty),
-            ("65536", SpecKind::PasstInbound, |e| {
-                matches!(e, BadRange(_))
-            }),
-            ("-1", SpecKind::PasstInbound, |e| matches!(e, BadRange(_))),
-            ("a", SpecKind::PasstInbound, |e| matches!(e, BadRange(_))),
-            ("22-", SpecKind::PasstInbound, |e| matches!(e, BadRange(_))),
-            ("22:", SpecKind::PasstInbound, |e| matches!(e, BadRange(_))),
-            ("+22", SpecKind::PasstInbound, |e| matches!(e, BadRange(_))),
-            ("22-23-24", SpecKind::PasstInbound, |e| {
-                matches!(e, BadRange(_))
-            }),
-            ("22:23:24", SpecKind::PasstInbound, |e| {
-                matches!(e, BadRange(_))
-            }),
-            ("80-22", SpecKind::PasstInbound, |e| {
-                matches!(e, RangeMismatch(_))
-            }),
-            ("22-80:30-31", SpecKind::PasstInbound, |e| {
-                matches!(e, RangeMismatch(_))
-            }),
-            ("22:0", SpecKind::PasstInbound, |e| matches!(e, PortZero(_))),
-            ("~22:23", SpecKind::PasstInbound, |e| {
-                matches!(e, ExclusionTarget(_))
-            }),
-            ("~20-30,~25", SpecKind::PasstInbound, |e| {
-                *e == OverlappingExclusion(25)
-            }),
-            ("300.1.1.1/22", SpecKind::PasstInbound, |e| {
-                matches!(e, BadAddress(_))
-            }),
-            ("/22", SpecKind::PasstInbound, |e| {
-                matches!(e, BadAddress(_))
-            }),
-            ("224.0.0.1/22", SpecKind::PasstInbound, |e| {
-                matches!(e, BadAddress(_))
-            }),
-            ("%/22", SpecKind::PasstInbound, |e| {
-                matches!(e, BadInterface(_))
-            }),
-            ("%abcdefghijklmnop/22", SpecKind::PasstInbound, |e| {
-                matches!(e, BadInterface(_))
-            }),
-            ("127.0.0.1/22", SpecKind::PastaOutbound, |e| {
-                *e == BindNotAllowed
-            }),
-            ("%lo/22", SpecKind::PastaOutbound, |e| *e == BindNotAllowed),
-        ];
-        for (spec, kind, check) in cases {
-            let e = table(&[spec], *kind).expect_err(spec);
-            assert!(check(&e), "{spec}: {e:?}");
-            assert!(!e.to_string().is_empty());
-        }
-    }
-
-    #[test]
-    fn mode_conflicts() {
-        let k = SpecKind::PastaInbound;
-        for specs in [
-            &["none", "22"][..],
-            &["22", "none"],
-            &["auto", "22"],
-            &["22", "auto"],
-            &["none", "none"],
-            &["auto", "none"],
+    fn sock_ids_round_trip() {
+        for (proto, slot) in [
+            (Proto::Tcp, 0),
+            (Proto::Tcp, 77),
+            (Proto::Udp, 0),
+            (Proto::Udp, 9),
         ] {
-            assert!(
-                matches!(table(specs, k), Err(FwdError::ModeConflict { .. })),
-                "{specs:?}"
+            assert_eq!(
+                Listeners::decode(Listeners::sock(proto, slot)),
+                Some((proto, slot))
             );
         }
-        assert!(matches!(
-            table(&["all", "22"], SpecKind::PasstInbound),
-            Err(FwdError::ModeConflict { .. })
-        ));
-        // Several lists add up.
-        let t = table(&["22", "80:8080", "192.0.2.1/443"], k).unwrap();
-        assert_eq!(t.target(22), Some(22));
-        assert_eq!(t.target(80), Some(8080));
-        assert_eq!(t.target(443), Some(443));
-        assert_eq!(t.rules().len(), 3);
+        // TCP's id for refused connections is no listener.
+        assert_eq!(Listeners::decode(SockId(LISTENER_BIT | 0x7fff_ffff)), None);
+        assert_eq!(
+            Listeners::decode(flow::sock_id(flow::FlowId(3), 1, 0)),
+            None
+        );
     }
 
+    /// A range opens one listener per port, each with its target; TCP
+    /// listens, UDP does not; both bind like each other.
     #[test]
-    fn remap_warns() {
-        let (t, w) = FwdTable::from_specs(&["22", "22:2222"], SpecKind::PasstInbound, EPH).unwrap();
-        assert_eq!(t.target(22), Some(2222));
-        assert_eq!(w.len(), 1);
-        let (_, w) = FwdTable::from_specs(&["22", "23"], SpecKind::PasstInbound, EPH).unwrap();
-        assert!(w.is_empty());
-    }
-
-    #[test]
-    fn default_table_is_cheap() {
-        let t = FwdTable::new();
-        assert!(t.map.is_empty() && t.delta.is_empty());
-        assert_eq!(t.target(80), None);
-        assert_eq!(t.delta(80), 0);
-        let t = table(&["80"], SpecKind::PasstInbound).unwrap();
-        assert!(t.delta.is_empty(), "no remapping, no delta table");
-        assert_eq!(t.target(80), Some(80));
-    }
-
-    #[test]
-    fn default_mode() {
-        let mut t = FwdTable::new();
-        t.set_default(FwdMode::Auto);
-        assert_eq!(t.mode(), FwdMode::Auto);
-        let mut t = table(&["none"], SpecKind::PastaInbound).unwrap();
-        t.set_default(FwdMode::Auto);
-        assert_eq!(t.mode(), FwdMode::None);
-    }
-
-    fn spec_of(items: &[(u16, u16, Option<u16>)]) -> String {
-        items
+    fn ranges_open_a_listener_per_port() {
+        let cfg = capture_config();
+        let tcp = Forward {
+            last: 9002,
+            ..Forward::new(Proto::Tcp, 9000, 9100)
+        };
+        let udp = Forward {
+            addr: Some(Ipv4Addr::LOCALHOST.into()),
+            ifindex: Some(3),
+            ..Forward::new(Proto::Udp, 53, 5353)
+        };
+        let (t, acts) = table(&cfg, &[tcp, udp]);
+        let b = binds(&acts);
+        let any6 = |p| SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), p);
+        assert_eq!(
+            b,
+            vec![
+                (Listeners::sock(Proto::Tcp, 0), any6(9000)),
+                (Listeners::sock(Proto::Tcp, 1), any6(9001)),
+                (Listeners::sock(Proto::Tcp, 2), any6(9002)),
+                (
+                    Listeners::sock(Proto::Udp, 0),
+                    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 53)
+                ),
+            ]
+        );
+        let listens = acts
             .iter()
-            .map(|(a, len, to)| {
-                let b = a.saturating_add(*len);
-                let mut s = if b > *a {
-                    format!("{a}-{b}")
-                } else {
-                    format!("{a}")
-                };
-                if let Some(t) = to {
-                    let tb = u32::from(*t) + u32::from(b - a);
-                    if b > *a {
-                        s += &format!(":{t}-{tb}");
-                    } else {
-                        s += &format!(":{t}");
-                    }
-                }
-                s
+            .filter(|a| matches!(a, Action::Listen { .. }))
+            .count();
+        assert_eq!(listens, 3);
+        let udp_opts = acts.iter().find_map(|a| match a {
+            Action::Bind { sock, opts, .. } if *sock == Listeners::sock(Proto::Udp, 0) => {
+                Some(*opts)
+            }
+            _ => None,
+        });
+        assert_eq!(
+            udp_opts,
+            Some(BindOpts {
+                reuse_addr: true,
+                device: Some(3),
+                ..BindOpts::default()
             })
-            .collect::<Vec<_>>()
-            .join(",")
+        );
+        assert_eq!(t.get(Proto::Tcp, 2).map(|l| l.fwd.target_port), Some(9102));
+        assert_eq!(t.get(Proto::Udp, 0).map(|l| l.fwd.ifindex), Some(Some(3)));
+        assert_eq!(t.open_count(), 4);
+        assert_eq!(t.stats().opened, 4);
     }
 
-    proptest! {
-        /// Any list of valid items parses, and every port of every item maps
-        /// to its target (the last item wins for a port given twice).
-        #[test]
-        fn lists_map_as_written(items in proptest::collection::vec(
-            (1u16..65000, 0u16..200, proptest::option::of(1u16..65000)), 1..6)) {
-            let items: Vec<_> = items.into_iter().map(|(a, l, t)| {
-                let l = l.min(u16::MAX - a);
-                let t = t.map(|t| t.min(u16::MAX - l));
-                (a, l, t)
-            }).collect();
-            let spec = spec_of(&items);
-            let t = table(&[&spec], SpecKind::PasstInbound).unwrap();
-            let mut expect = std::collections::BTreeMap::new();
-            for (a, l, to) in &items {
-                for i in 0..=*l {
-                    expect.insert(a + i, to.map_or(a + i, |t| t + i));
+    /// A TCP and a UDP listener that fail to open are reported alike; one
+    /// of a disabled family fails without a socket; a disabled protocol
+    /// opens nothing and fails nothing.
+    #[test]
+    fn failures_are_reported_alike() {
+        let mut cfg = capture_config();
+        cfg.ip6 = None;
+        let v6 = Forward {
+            addr: Some(Ipv6Addr::LOCALHOST.into()),
+            ..Forward::new(Proto::Udp, 7, 7)
+        };
+        let fwds = [
+            Forward::new(Proto::Tcp, 22, 22),
+            Forward::new(Proto::Udp, 22, 22),
+            v6,
+        ];
+        let (mut t, acts) = table(&cfg, &fwds);
+        assert_eq!(binds(&acts).len(), 2, "nothing for IPv6");
+        let none: Vec<_> = t.failures().collect();
+        assert_eq!(
+            none,
+            vec![ListenFailure {
+                forward: v6,
+                addr: None,
+                error: None
+            }]
+        );
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let sock = Listeners::sock(proto, 0);
+            assert_eq!(
+                t.event(sock, SockEvent::OpenFailed(Errno::EADDRINUSE)),
+                Listened::Done
+            );
+            // Further events on a failed listener go nowhere.
+            assert_eq!(t.event(sock, SockEvent::Readable), Listened::Done);
+        }
+        let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 22);
+        let failed: Vec<_> = t
+            .failures()
+            .map(|f| (f.forward.proto, f.addr, f.error))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                (Proto::Tcp, Some(any4), Some(Errno::EADDRINUSE)),
+                (Proto::Udp, Some(any4), Some(Errno::EADDRINUSE)),
+                (Proto::Udp, None, None),
+            ]
+        );
+        assert_eq!(t.open_count(), 0);
+        assert_eq!(t.stats().failures, 3);
+        // Unlisted, they are forgotten (and not closed: there is no socket).
+        let mut q = ActionQueue::new(8);
+        t.set(&cfg, &mut q, &[]);
+        assert!(q.pop().is_none());
+        assert_eq!(t.failures().count(), 0);
+
+        cfg.features.udp = false;
+        let (t, acts) = table(&cfg, &[Forward::new(Proto::Udp, 53, 53)]);
+        assert!(acts.is_empty());
+        assert_eq!((t.failures().count(), t.open_count()), (0, 0));
+    }
+
+    /// Without a start, inputs open nothing; start opens the configured
+    /// forwards once; a set replaces them and a later start does nothing.
+    #[test]
+    fn start_opens_the_configured_forwards_once() {
+        let mut cfg = capture_config();
+        cfg.forwards = vec![Forward::new(Proto::Udp, 53, 53)];
+        let mut core = Core::new(cfg.clone());
+        core.handle_timeout(Instant::ZERO);
+        assert!(core.poll_action().is_none());
+        core.start(Instant::ZERO);
+        assert!(core.poll_action().is_some());
+        while core.poll_action().is_some() {}
+        core.start(Instant::ZERO);
+        assert!(core.poll_action().is_none());
+
+        let mut core = Core::new(cfg);
+        core.set_forwards(Instant::ZERO, &[Forward::new(Proto::Tcp, 80, 80)]);
+        core.start(Instant::ZERO);
+        let mut kinds = Vec::new();
+        while let Some(a) = core.poll_action() {
+            if let Action::Open { kind, .. } = a {
+                kinds.push(kind);
+            }
+        }
+        assert_eq!(kinds, vec![SockKind::TcpListener]);
+    }
+
+    /// `--freebind`: listeners and UDP sockets bind with `IP_FREEBIND`,
+    /// ping sockets do not.
+    #[test]
+    fn freebind_reaches_listeners_and_udp_sockets() {
+        use crate::tap::tests::udp_frame;
+        use crate::testutil::exchange;
+        let mut cfg = capture_config();
+        cfg.freebind = true;
+        cfg.forwards = vec![
+            Forward::new(Proto::Tcp, 80, 80),
+            Forward::new(Proto::Udp, 53, 53),
+        ];
+        let mut core = Core::new(cfg);
+        core.start(Instant::ZERO);
+        let to: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        let udp = udp_frame(GUEST4.into(), to, 4000, 5000, b"x");
+        exchange(&mut core, Instant::ZERO, &[&udp]);
+        let mut kinds = std::collections::HashMap::new();
+        let mut freebind = Vec::new();
+        while let Some(a) = core.poll_action() {
+            match a {
+                Action::Open { sock, kind, .. } => {
+                    kinds.insert(sock, kind);
                 }
-            }
-            prop_assert_eq!(t.count(), expect.len());
-            for (p, to) in &expect {
-                prop_assert_eq!(t.target(*p), Some(*to));
-            }
-            // The rules cover exactly the map.
-            let covered: usize = t.rules().iter().map(|r| usize::from(r.last - r.first) + 1).sum();
-            prop_assert!(covered >= t.count());
-            for r in t.rules() {
-                prop_assert!(r.first <= r.last);
+                Action::Bind { sock, opts, .. } => freebind.push((kinds[&sock], opts.freebind)),
+                _ => {}
             }
         }
+        assert_eq!(
+            freebind,
+            vec![
+                (SockKind::TcpListener, true),
+                (SockKind::Udp, true),
+                (SockKind::Udp, true),
+            ]
+        );
+    }
 
-        /// Exclusions always win over the ports of the same specification.
-        #[test]
-        fn exclusions_win(a in 1u16..60000, l in 0u16..500, ex in 1u16..60000, el in 0u16..50) {
-            let spec = format!("{}-{},~{}-{}", a, a + l, ex, ex + el);
-            let t = table(&[&spec], SpecKind::PastaInbound).unwrap();
-            for p in ex..=ex + el {
-                prop_assert!(!t.is_forwarded(p));
-            }
-            for p in a..=a + l {
-                prop_assert_eq!(t.is_forwarded(p), p < ex || p > ex + el);
-            }
-        }
+    /// The destination of the guest-side frames, checked with etherparse.
+    fn dst_of(frame: &[u8]) -> (IpAddr, u16) {
+        let p = SlicedPacket::from_ethernet(frame).unwrap();
+        let ip = match &p.net {
+            Some(NetSlice::Ipv4(ip)) => IpAddr::V4(ip.header().destination_addr()),
+            Some(NetSlice::Ipv6(ip)) => IpAddr::V6(ip.header().destination_addr()),
+            _ => panic!("not IP"),
+        };
+        let port = match &p.transport {
+            Some(TransportSlice::Tcp(t)) => t.destination_port(),
+            Some(TransportSlice::Udp(u)) => u.destination_port(),
+            _ => panic!("not TCP or UDP"),
+        };
+        (ip, port)
+    }
 
-        /// Nothing panics on arbitrary input.
-        #[test]
-        fn no_panic(s in "[0-9a-f:~,\\-/%\\[\\].]{0,40}") {
-            for k in [SpecKind::PasstInbound, SpecKind::PastaInbound, SpecKind::PastaOutbound] {
-                let _ = table(&[&s], k);
-            }
-        }
+    /// A forward with a target address delivers there, for TCP and UDP
+    /// alike; a target of the other family refuses the peer.
+    #[test]
+    fn target_addresses_are_honoured() {
+        let target = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 9));
+        let mut cfg = capture_config();
+        cfg.guest_mac = Some(crate::testutil::GUEST_MAC);
+        let to = |proto, port| Forward {
+            target: Some(target),
+            ..Forward::new(proto, port, port + 1)
+        };
+        cfg.forwards = vec![
+            to(Proto::Tcp, 8000),
+            to(Proto::Udp, 8000),
+            Forward {
+                target: Some("fd77::9".parse().unwrap()),
+                ..Forward::new(Proto::Udp, 8002, 8002)
+            },
+        ];
+        let mut core = Core::new(cfg);
+        let now = Instant::ZERO;
+        core.start(now);
+        while core.poll_action().is_some() {}
+        let peer: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+
+        // UDP: the datagram's frame goes to the target.
+        let udp = Listeners::sock(Proto::Udp, 0);
+        let mut buf = vec![0u8; 2048];
+        let room = core.recv_room(udp);
+        buf[room..room + 2].copy_from_slice(b"hi");
+        let mut d = [RxDatagram::new(&mut buf[..], 2, peer)];
+        assert_eq!(core.handle_datagrams(now, udp, &mut d), 1);
+        assert_eq!(dst_of(d[0].frame().unwrap()), (target, 8001));
+        // The IPv6 target cannot take an IPv4 peer.
+        let other = Listeners::sock(Proto::Udp, 1);
+        let mut buf = vec![0u8; 2048];
+        let mut d = [RxDatagram::new(&mut buf[..], 2, peer)];
+        assert_eq!(core.handle_datagrams(now, other, &mut d), 0);
+        assert_eq!(
+            core.counters().dropped(crate::DropReason::DgramBadEndpoint),
+            1
+        );
+        while core.poll_action().is_some() {}
+
+        // TCP: the SYN to the guest goes to the target.
+        let tcp = Listeners::sock(Proto::Tcp, 0);
+        core.handle_sock_event(now, tcp, SockEvent::Readable);
+        let Some(Action::Accept { sock, .. }) = core.poll_action() else {
+            panic!("no accept")
+        };
+        core.handle_sock_event(now, sock, SockEvent::Accepted(Ok((peer, peer))));
+        while core.poll_action().is_some() {}
+        let info = TcpInfo {
+            sndbuf: 1 << 20,
+            ..TcpInfo::default()
+        };
+        core.handle_sock_event(now, sock, SockEvent::TcpInfo(info));
+        let frames = drain_frames(&mut core);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(dst_of(&frames[0]), (target, 8001));
+        assert_ne!(target, IpAddr::V4(GUEST4));
     }
 }

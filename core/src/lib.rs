@@ -28,7 +28,8 @@
 //! ## Call order
 //!
 //! Right after building the core the driver calls [`Core::start`] (it queues
-//! the listeners of forwarded ports) and drains the outputs as below. After
+//! the listeners of forwarded ports; nothing else opens them) and drains the
+//! outputs as below. After
 //! **every** input the driver drains the outputs: it calls `poll_action`
 //! until it returns `None`, carrying each action out at once and feeding its
 //! result back with `handle_sock_event` (which may queue more work), then
@@ -40,13 +41,13 @@
 //! `poll_frame`, so that the peeked frames follow them, and it reports with
 //! [`Core::handle_tap_sent`] how many of the frames handed out reached the guest.
 //!
-//! [`Core::set_tcp_forwards`] counts as an input: the driver calls it whenever
-//! the set of forwarded TCP ports changes (a rescan of `auto` forwarding),
-//! with the complete set, and drains the outputs afterwards. After the
-//! listeners' actions are carried out, [`Core::failed_tcp_forwards`] names the
-//! forwards whose listener failed (for an explicit port, a fatal start-up
-//! error in the driver). [`Core::set_udp_forwards`] is the same input for
-//! the forwarded UDP ports.
+//! [`Core::set_forwards`] counts as an input: the driver calls it whenever
+//! the set of forwarded ports changes (a rescan of `auto` forwarding), with
+//! the complete set of [`Forward`]s, TCP and UDP, and drains the outputs
+//! afterwards. After the listeners' actions are carried out,
+//! [`Core::failed_forwards`] names the forwards whose listener could not be
+//! opened, for both protocols alike (for an explicit port, a fatal start-up
+//! error in the epoll driver).
 //!
 //! ```no_run
 //! use passt_core::{Config, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId};
@@ -93,17 +94,15 @@
 #![warn(missing_docs)]
 
 mod action;
-mod arp;
 mod config;
 mod counters;
-mod dhcp;
-mod dhcpv6;
 mod engine;
 mod flow;
-pub mod fwd;
-mod icmp;
+mod fwd;
+mod guest;
+mod link;
+mod mac;
 mod nat;
-mod ndp;
 mod queue;
 mod rng;
 mod tap;
@@ -122,13 +121,16 @@ pub use action::{
     SockKind, SockOpt, Span, SpanList, TcpInfo, TxSlot, DATAGRAM_ROOM,
 };
 pub use config::{
-    Config, Features, Ip4Config, Ip6Config, Limits, TcpForward, DEFAULT_MTU, MAX_DNS, MAX_SEARCH,
-    MIN_MTU,
+    Config, Features, Forward, Ip4Config, Ip6Config, Limits, Proto, DEFAULT_MTU, MAX_DNS,
+    MAX_SEARCH, MIN_MTU,
 };
 pub use counters::{Counters, DropReason, ReplyKind};
-pub use engine::{Core, GuestInfo};
+pub use engine::Core;
+pub use fwd::{ListenFailure, ListenStats};
+pub use guest::GuestInfo;
+pub use mac::Mac;
+pub use rng::Rng;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
-pub use udp::{UdpForward, UdpStats};
-pub use wire::Mac;
+pub use udp::UdpStats;

@@ -8,7 +8,7 @@
 //! and ICMP.
 
 use crate::config::Config;
-use crate::engine::GuestInfo;
+use crate::guest::GuestInfo;
 use crate::wire::headers::{PROTO_TCP, PROTO_UDP};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,11 +1,26 @@
-//! A fixed-size byte ring of whole frames waiting to be handed to the driver.
+//! The core's two output queues.
 //!
-//! Control frames (ARP, NDP, DHCP replies, and later TCP flag segments) are built
-//! in place here when an input is handled and copied out by
-//! [`Core::poll_frame`](crate::Core::poll_frame). Memory is allocated once; a full
-//! queue refuses new frames, and the caller counts the drop.
+//! [`FrameQueue`] is a fixed-size byte ring of whole frames waiting to be
+//! handed to the driver: control frames (ARP, NDP, DHCP replies, TCP flag
+//! segments) are built in place here when an input is handled and copied out
+//! by [`Core::poll_frame`](crate::Core::poll_frame). Memory is allocated once;
+//! a full queue refuses new frames, and the caller counts the drop.
+//!
+//! [`ActionQueue`] holds the socket work read with
+//! [`Core::poll_action`](crate::Core::poll_action).
 
+use crate::action::Action;
+use crate::config::Config;
+use crate::counters::{Counters, DropReason};
+use crate::wire::headers::UDP_HLEN;
+use crate::wire::headers::{finish_ip_frame, finish_udp_frame, l4_offset, write_eth, ETH_HLEN};
+use crate::wire::Mac;
+use core::net::IpAddr;
 use std::collections::VecDeque;
+
+/// Largest control frame the core builds (DHCPv6 replies with long search lists
+/// are the biggest, well under this).
+pub(crate) const CONTROL_FRAME_MAX: usize = 2048;
 
 #[derive(Debug)]
 pub(crate) struct FrameQueue {
@@ -88,9 +103,156 @@ impl FrameQueue {
     }
 }
 
+/// Socket work for the driver, in the order it is to be carried out.
+///
+/// The queue holds at most [`Limits::actions`](crate::Limits::actions)
+/// actions, allocated once: a push into a full queue is refused (the caller
+/// counts it). New work is admitted only while a quarter of the queue stays
+/// free ([`Self::admits`]), so that the actions that finish work already
+/// under way (results, closes) find room.
+#[derive(Debug)]
+pub(crate) struct ActionQueue {
+    q: VecDeque<Action>,
+    cap: usize,
+}
+
+/// Least capacity of the action queue, whatever the configuration says: room
+/// for the set-up of one socket besides the reserve.
+pub(crate) const ACTIONS_MIN: usize = 64;
+
+impl ActionQueue {
+    /// A queue with room for `capacity` actions (at least [`ACTIONS_MIN`]),
+    /// allocated now.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let cap = capacity.max(ACTIONS_MIN);
+        ActionQueue {
+            q: VecDeque::with_capacity(cap),
+            cap,
+        }
+    }
+
+    /// Queues `a`; `false` (and `a` is dropped) if the queue is full.
+    #[must_use]
+    pub(crate) fn push(&mut self, a: Action) -> bool {
+        if self.q.len() >= self.cap {
+            return false;
+        }
+        self.q.push_back(a);
+        true
+    }
+
+    /// Whether new work of up to `n` actions may start: it leaves a quarter
+    /// of the queue free.
+    pub(crate) fn admits(&self, n: usize) -> bool {
+        self.q.len() + n + self.cap / 4 <= self.cap
+    }
+
+    /// The oldest action.
+    pub(crate) fn pop(&mut self) -> Option<Action> {
+        self.q.pop_front()
+    }
+
+    /// The queued actions, oldest first.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Action> {
+        self.q.iter()
+    }
+
+    /// The queued actions, oldest first, to amend one still queued.
+    pub(crate) fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Action> {
+        self.q.iter_mut()
+    }
+}
+
 /// The control-frame queue has no room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueueFull;
+
+/// What writing a frame to the guest needs, lent by the engine: the queue,
+/// the counters (a full queue is a counted drop) and the configuration (our
+/// MAC, and whatever the writer reads).
+pub(crate) struct FrameOut<'a> {
+    pub(crate) queue: &'a mut FrameQueue,
+    pub(crate) counters: &'a mut Counters,
+    pub(crate) cfg: &'a Config,
+}
+
+impl FrameOut<'_> {
+    /// Queues a frame of at most `max_len` bytes written by `fill`. Counts a
+    /// drop if the queue is full. Returns whether a frame was queued.
+    pub(crate) fn queue_frame(
+        &mut self,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let cfg = self.cfg;
+        match self.queue.push_with(max_len, |b| fill(b, cfg)) {
+            Ok(queued) => queued,
+            Err(_) => {
+                self.counters.drop(DropReason::OutQueueFull);
+                false
+            }
+        }
+    }
+
+    /// Queues a UDP datagram to the guest whose payload (at most `max_payload`
+    /// bytes) is written by `fill`, which returns its length.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn queue_udp(
+        &mut self,
+        dst_mac: Mac,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        max_payload: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let off = l4_offset(src.is_ipv6()) + UDP_HLEN;
+        let our_mac = self.cfg.our_mac;
+        self.queue_frame(off + max_payload, |b, cfg| {
+            let n = fill(b.get_mut(off..)?, cfg)?;
+            finish_udp_frame(b, dst_mac, our_mac, src, dst, sport, dport, n)
+        })
+    }
+
+    /// Queues an IP packet to the guest whose L4 header and payload (at most
+    /// `max_l4` bytes) `fill` writes; the L4 checksum is filled in afterwards
+    /// (TCP, UDP, ICMP, ICMPv6).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn queue_ip(
+        &mut self,
+        dst_mac: Mac,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        max_l4: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let off = l4_offset(src.is_ipv6());
+        let our_mac = self.cfg.our_mac;
+        self.queue_frame(off + max_l4, |b, cfg| {
+            let n = fill(b.get_mut(off..)?, cfg)?;
+            finish_ip_frame(b, dst_mac, our_mac, src, dst, proto, n)
+        })
+    }
+
+    /// Queues a raw Ethernet frame (ARP) whose payload after the 14-byte header
+    /// `fill` writes.
+    pub(crate) fn queue_eth(
+        &mut self,
+        dst_mac: Mac,
+        ethertype: u16,
+        max_payload: usize,
+        fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
+    ) -> bool {
+        let our_mac = self.cfg.our_mac;
+        self.queue_frame(ETH_HLEN + max_payload, |b, cfg| {
+            let n = fill(b.get_mut(ETH_HLEN..)?, cfg)?;
+            write_eth(b, dst_mac, our_mac, ethertype)?;
+            Some(ETH_HLEN + n)
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +306,29 @@ mod tests {
         assert_eq!(q.pop_into(&mut small), Some(Err(50)));
         assert_eq!(q.pop_into(&mut small), Some(Ok(5)));
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn action_queue_is_bounded_with_a_reserve() {
+        let a = Action::Close {
+            sock: crate::action::SockId(1),
+        };
+        let mut q = ActionQueue::new(8);
+        assert_eq!(q.cap, ACTIONS_MIN, "raised to the least capacity");
+        // New work stops at three quarters, pushes at the capacity.
+        assert!(q.admits(48));
+        assert!(!q.admits(49));
+        for _ in 0..48 {
+            assert!(q.push(a));
+        }
+        assert!(!q.admits(1));
+        for _ in 48..ACTIONS_MIN {
+            assert!(q.push(a));
+        }
+        assert!(!q.push(a), "full");
+        assert_eq!(q.iter().count(), ACTIONS_MIN);
+        assert_eq!(q.pop(), Some(a));
+        assert!(q.push(a));
     }
 
     proptest! {

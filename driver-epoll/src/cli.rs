@@ -8,9 +8,9 @@
 //! argument that is not an option: that one and everything after it is the
 //! command to run (or a PID).
 
+use crate::fwd::{FwdTable, SpecKind, EPHEMERAL_DEFAULT, IFNAME_MAX};
 use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
-use passt_core::fwd::{FwdTable, SpecKind, EPHEMERAL_DEFAULT, IFNAME_MAX};
 use passt_core::Mac;
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -8,9 +8,10 @@
 //! hosts.
 
 use crate::cli::{self, IdOrName, Mode, Options, PastaTarget};
+use crate::fwd::{Forwarding, FwdMode, FwdTable, SpecKind, EPHEMERAL_DEFAULT};
 use crate::netlink::{self, AddrInfo, LinkInfo, RouteInfo, IFA_F_DEPRECATED, IFF_LOOPBACK};
 use crate::resolv::Resolv;
-use passt_core::fwd::{FwdMode, FwdTable, SpecKind, EPHEMERAL_DEFAULT};
+use passt_core::Proto;
 use passt_core::{Config, Ip4Config, Ip6Config, Mac, DEFAULT_MTU, MAX_DNS, MAX_SEARCH};
 use std::fmt::Write as _;
 use std::io;
@@ -449,6 +450,9 @@ pub fn discover_host(opts: &Options) -> io::Result<HostInfo> {
 pub struct RuntimeConfig {
     /// The core's configuration.
     pub core: Config,
+    /// The forwarding tables (`-t`, `-u`, `-T`, `-U`); the explicit and
+    /// `all` ones of `-t` and `-u` are in `core.forwards` too.
+    pub fwd: Forwarding,
     /// passt or pasta.
     pub mode: Mode,
     /// Name of the tap interface in the namespace (pasta).
@@ -508,8 +512,6 @@ pub struct RuntimeConfig {
     pub no_splice: bool,
     /// `--host-lo-to-ns-lo`.
     pub host_lo_to_ns_lo: bool,
-    /// `--freebind`.
-    pub freebind: bool,
     /// `-o` per family.
     pub outbound4: Option<Ipv4Addr>,
     /// See [`Self::outbound4`].
@@ -922,48 +924,50 @@ pub fn build(
         Mode::Pasta => (SpecKind::PastaInbound, FwdMode::Auto, FwdMode::Auto),
     };
     let eph = host.ephemeral;
-    core.fwd.tcp_in = fwd_table(
-        &opts.tcp_ports,
-        kind_in,
-        eph,
-        default_in,
-        opts.no_tcp,
-        "-t",
-        &mut warnings,
-    )?;
-    core.fwd.udp_in = fwd_table(
-        &opts.udp_ports,
-        kind_in,
-        eph,
-        default_in,
-        opts.no_udp,
-        "-u",
-        &mut warnings,
-    )?;
-    core.fwd.tcp_out = fwd_table(
-        &opts.tcp_ns,
-        SpecKind::PastaOutbound,
-        eph,
-        default_out,
-        opts.no_tcp,
-        "-T",
-        &mut warnings,
-    )?;
-    core.fwd.udp_out = fwd_table(
-        &opts.udp_ns,
-        SpecKind::PastaOutbound,
-        eph,
-        default_out,
-        opts.no_udp,
-        "-U",
-        &mut warnings,
-    )?;
+    let mut fwd = Forwarding {
+        tcp_in: fwd_table(
+            &opts.tcp_ports,
+            kind_in,
+            eph,
+            default_in,
+            opts.no_tcp,
+            "-t",
+            &mut warnings,
+        )?,
+        udp_in: fwd_table(
+            &opts.udp_ports,
+            kind_in,
+            eph,
+            default_in,
+            opts.no_udp,
+            "-u",
+            &mut warnings,
+        )?,
+        tcp_out: fwd_table(
+            &opts.tcp_ns,
+            SpecKind::PastaOutbound,
+            eph,
+            default_out,
+            opts.no_tcp,
+            "-T",
+            &mut warnings,
+        )?,
+        udp_out: fwd_table(
+            &opts.udp_ns,
+            SpecKind::PastaOutbound,
+            eph,
+            default_out,
+            opts.no_udp,
+            "-U",
+            &mut warnings,
+        )?,
+    };
     // `%IFNAME` bindings: the core needs interface indices, looked up here.
-    for (t, name) in [(&mut core.fwd.tcp_in, "-t"), (&mut core.fwd.udp_in, "-u")] {
+    for (t, name) in [(&mut fwd.tcp_in, "-t"), (&mut fwd.udp_in, "-u")] {
         t.resolve_interfaces(&mut |n| crate::netlink::link_index(n).ok())
             .map_err(|e| format!("{name}: {e}"))?;
     }
-    for (t, name) in [(&core.fwd.tcp_in, "-t"), (&core.fwd.udp_in, "-u")] {
+    for (t, name) in [(&fwd.tcp_in, "-t"), (&fwd.udp_in, "-u")] {
         for r in t.rules() {
             match r.addr {
                 Some(IpAddr::V4(a)) if core.ip4.is_none() => {
@@ -976,6 +980,9 @@ pub fn build(
             }
         }
     }
+    core.freebind = opts.freebind;
+    core.forwards = fwd.tcp_in.forwards(Proto::Tcp);
+    core.forwards.extend(fwd.udp_in.forwards(Proto::Udp));
 
     // Secrets.
     random_bytes(&mut core.secret).map_err(|e| format!("no random source: {e}"))?;
@@ -1033,13 +1040,13 @@ pub fn build(
         no_netns_quit: opts.no_netns_quit,
         no_splice: opts.no_splice || mode == Mode::Passt,
         host_lo_to_ns_lo: opts.host_lo_to_ns_lo,
-        freebind: opts.freebind,
         outbound4: opts.outbound4(),
         outbound6: opts.outbound6(),
         outbound_if4: opts.outbound_if4.clone(),
         outbound_if6: opts.outbound_if6.clone(),
         warnings,
         core,
+        fwd,
     })
 }
 
@@ -1284,9 +1291,10 @@ pub fn summary(cfg: &RuntimeConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fwd::FwdMode;
     use crate::netlink::testns::{in_netns, ip};
     use crate::resolv::parse_resolv;
-    use passt_core::fwd::FwdMode;
+    use passt_core::Forward;
     use std::ffi::OsString;
 
     fn a(s: &str) -> IpAddr {
@@ -1637,8 +1645,8 @@ mod tests {
         assert!(f.tcp && f.udp && f.icmp);
         assert_eq!(c.core.mtu, Some(DEFAULT_MTU));
         assert_eq!(c.core.our_mac, Mac::OUR_DEFAULT);
-        assert_eq!(c.core.fwd.tcp_in.mode(), FwdMode::None);
-        assert_eq!(c.core.fwd.udp_in.mode(), FwdMode::None);
+        assert_eq!(c.fwd.tcp_in.mode(), FwdMode::None);
+        assert_eq!(c.fwd.udp_in.mode(), FwdMode::None);
         assert!(c.no_splice);
         assert!(!c.local4 && !c.local6);
         assert_eq!(c.template4.as_deref(), Some("eth0"));
@@ -1663,12 +1671,7 @@ mod tests {
             c.core.ip4.as_ref().unwrap().dns_host,
             Some(Ipv4Addr::new(198, 51, 100, 53))
         );
-        for t in [
-            &c.core.fwd.tcp_in,
-            &c.core.fwd.udp_in,
-            &c.core.fwd.tcp_out,
-            &c.core.fwd.udp_out,
-        ] {
+        for t in [&c.fwd.tcp_in, &c.fwd.udp_in, &c.fwd.tcp_out, &c.fwd.udp_out] {
             assert_eq!(t.mode(), FwdMode::Auto);
         }
         assert_eq!(c.ns_ifname, "eth0");
@@ -1692,10 +1695,16 @@ mod tests {
             &host(),
             "",
         );
-        assert_eq!(c.core.fwd.tcp_in.mode(), FwdMode::Spec);
-        assert_eq!(c.core.fwd.tcp_in.target(22), Some(22));
-        assert_eq!(c.core.fwd.udp_in.mode(), FwdMode::Auto);
-        assert_eq!(c.core.fwd.udp_out.mode(), FwdMode::None);
+        assert_eq!(c.fwd.tcp_in.mode(), FwdMode::Spec);
+        assert_eq!(c.fwd.tcp_in.target(22), Some(22));
+        assert_eq!(c.fwd.udp_in.mode(), FwdMode::Auto);
+        assert_eq!(c.fwd.udp_out.mode(), FwdMode::None);
+        // The explicit table becomes the core's forwards; `auto` does not.
+        assert_eq!(c.core.forwards, vec![Forward::new(Proto::Tcp, 22, 22)]);
+        assert!(!c.core.freebind);
+        let f = cfg(Mode::Passt, &["--freebind", "-u", "53"], &host(), "");
+        assert!(f.core.freebind);
+        assert_eq!(f.core.forwards, vec![Forward::new(Proto::Udp, 53, 53)]);
         assert!(!c.foreground && !c.quiet, "joining a PID: neither");
         assert_eq!(c.userns, Some(PathBuf::from("/proc/1234/ns/user")));
         let c = cfg(Mode::Pasta, &["--netns-only", "1234"], &host(), "");

@@ -302,19 +302,17 @@ mod tests {
 
     #[test]
     fn received_datagrams_become_frames_of_a_forwarded_port() {
-        use passt_core::fwd::{FwdTable, SpecKind};
-        use passt_core::{Action, Config, Core, Instant, Ip4Config, RxDatagram};
-        let mut cfg = Config {
+        use passt_core::{Action, Config, Core, Forward, Instant, Ip4Config, Proto, RxDatagram};
+        // -u 7000:53
+        let cfg = Config {
             ip4: Some(Ip4Config::new(
                 Ipv4Addr::new(10, 0, 2, 15),
                 24,
                 Some(Ipv4Addr::new(10, 0, 2, 2)),
             )),
+            forwards: vec![Forward::new(Proto::Udp, 7000, 53)],
             ..Config::default()
         };
-        cfg.fwd.udp_in = FwdTable::from_specs(&["7000:53"], SpecKind::PasstInbound, (49152, 65535))
-            .unwrap()
-            .0;
         let mut core = Core::new(cfg);
         core.start(Instant::ZERO);
         let mut listener = None;

@@ -406,6 +406,9 @@ pub(crate) struct LoopOptions {
     pub(crate) port_scanner: Option<crate::portscan::PortScanner>,
     /// `--stats`.
     pub(crate) stats: Option<crate::stats::Stats>,
+    /// The forwarding tables: `auto` modes, and whether a listener that
+    /// fails at start-up is fatal (explicit ports).
+    pub(crate) fwd: crate::fwd::Forwarding,
 }
 
 /// Why the loop ended.
@@ -426,8 +429,6 @@ struct Io {
     guest_ns: Option<crate::isolate::worker::GuestNs>,
     discard: Vec<u8>,
     events: Vec<SockEvent>,
-    /// While starting: listeners whose bind failed (address, error).
-    startup_failures: Option<Vec<(std::net::SocketAddr, passt_core::Errno)>>,
     /// Length and peer of each datagram of the last `Recv`.
     dgram_got: Vec<(usize, std::net::SocketAddr)>,
 }
@@ -445,6 +446,9 @@ pub(crate) struct Runtime {
     inotify: Option<OwnedFd>,
     /// `-t auto`: rescans of the guest's listening ports.
     auto_fwd: Option<crate::portscan::AutoForward>,
+    /// `-t` or `-u` names ports explicitly: a listener that cannot be
+    /// opened at start-up is fatal.
+    explicit_ports: bool,
     /// Whether [`Runtime::start`] ran.
     started: bool,
     /// `--stats`.
@@ -511,9 +515,10 @@ impl Runtime {
         }
         let flows = core.config().limits.flows;
         let auto_fwd = opts.port_scanner.and_then(|sc| {
-            let cfg = core.config();
-            crate::portscan::AutoForward::new(sc, &cfg.fwd, &cfg.tcp_forwards)
+            crate::portscan::AutoForward::new(sc, &opts.fwd, &core.config().forwards)
         });
+        let spec = crate::fwd::FwdMode::Spec;
+        let explicit_ports = opts.fwd.tcp_in.mode() == spec || opts.fwd.udp_in.mode() == spec;
         Ok(Runtime {
             io: Io {
                 core,
@@ -525,7 +530,6 @@ impl Runtime {
                 guest_ns: opts.guest_ns,
                 discard: Vec::new(),
                 events: Vec::with_capacity(8),
-                startup_failures: None,
                 dgram_got: Vec::with_capacity(crate::dgram::MAX_BATCH),
             },
             rx: RxBuf::new(RX_BYTES),
@@ -535,6 +539,7 @@ impl Runtime {
             _pidfd: pidfd,
             inotify,
             auto_fwd,
+            explicit_ports,
             started: false,
             stats: opts.stats,
         })
@@ -585,24 +590,22 @@ impl Runtime {
         self.started = true;
         let t = now();
         self.io.core.start(t);
-        self.io.startup_failures = Some(Vec::new());
         self.io.drain(t, &[]);
-        let failed = self.io.startup_failures.take().unwrap_or_default();
-        let cfg = self.io.core.config();
-        let spec = passt_core::fwd::FwdMode::Spec;
-        if cfg.fwd.tcp_in.mode() == spec
-            || cfg.fwd.udp_in.mode() == spec
-            || !cfg.tcp_forwards.is_empty()
-        {
-            if let Some((addr, e)) = failed.first() {
-                log::error!(
-                    "Failed to bind port {} ({}): {}",
-                    addr.port(),
-                    addr.ip(),
-                    std::io::Error::from_raw_os_error(e.0)
-                );
-                return Err(1);
-            }
+        // The core reports the listeners it could not open; an address
+        // family that is off is not an error here.
+        let failed = self
+            .io
+            .core
+            .failed_forwards()
+            .find_map(|f| f.addr.zip(f.error));
+        if let (true, Some((addr, e))) = (self.explicit_ports, failed) {
+            log::error!(
+                "Failed to bind port {} ({}): {}",
+                addr.port(),
+                addr.ip(),
+                std::io::Error::from_raw_os_error(e.0)
+            );
+            return Err(1);
         }
         Ok(())
     }
@@ -679,13 +682,8 @@ impl Runtime {
             self.io.core.handle_timeout(t);
             self.io.drain(t, &[]);
         }
-        if let Some(ch) = self.auto_fwd.as_mut().and_then(|a| a.poll(t)) {
-            if let Some(fwds) = ch.tcp {
-                self.io.core.set_tcp_forwards(t, &fwds);
-            }
-            if let Some(fwds) = ch.udp {
-                self.io.core.set_udp_forwards(t, &fwds);
-            }
+        if let Some(fwds) = self.auto_fwd.as_mut().and_then(|a| a.poll(t)) {
+            self.io.core.set_forwards(t, &fwds);
             self.io.drain(t, &[]);
         }
         if let Some(w) = &self.ns_watch {
@@ -961,16 +959,10 @@ impl Io {
                 .collect(),
             _ => Vec::new(),
         };
-        let action_copy = action;
         let out = self
             .socks
             .execute(&self.epoll, self.guest_ns.as_ref(), action, &spans);
         drop(spans);
-        if let (Some(f), Action::Bind { addr, .. }, Outcome::Event(_, SockEvent::OpenFailed(e))) =
-            (self.startup_failures.as_mut(), &action_copy, &out)
-        {
-            f.push((*addr, *e));
-        }
         if let Outcome::Event(sock, ev) = out {
             if log::log_enabled!(log::Level::Trace) {
                 log::trace!("{sock:?}: {ev:?}");

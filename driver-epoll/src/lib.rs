@@ -15,6 +15,7 @@ pub mod conf;
 mod daemon;
 mod dgram;
 mod event_loop;
+pub mod fwd;
 mod isolate;
 mod log;
 mod man;
@@ -57,6 +58,8 @@ pub(crate) type NsConfigure = Box<dyn FnOnce(&str) -> io::Result<()> + Send>;
 pub(crate) struct Settings {
     pub(crate) mode: Mode,
     pub(crate) core: Config,
+    /// The forwarding tables (`auto` modes, start-up failures).
+    pub(crate) fwd: fwd::Forwarding,
     /// passt `-s`.
     pub(crate) socket: Option<PathBuf>,
     /// `-F`: an inherited qemu socket (passt) or tap device (pasta).
@@ -187,6 +190,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
             Mode::Passt => None,
         },
         core: rc.core,
+        fwd: rc.fwd,
         socket: rc.socket_path,
         fd: rc.fd,
         one_off: rc.one_off,
@@ -305,6 +309,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             ns_watch,
             port_scanner,
             stats: s.stats.map(stats::Stats::new),
+            fwd: s.fwd,
         },
     )
     .map_err(|e| ctx(e, "setting up the event loop"))?;
@@ -408,9 +413,9 @@ fn pasta_link(
             .map_err(|e| ctx(e, &format!("using --fd {fd}")))?;
         return Ok((Link::Tap(dev), None, None));
     }
-    let auto_mode = passt_core::fwd::FwdMode::Auto;
-    let udp_auto = s.core.features.udp && s.core.fwd.udp_in.mode() == auto_mode;
-    let auto = s.core.fwd.tcp_in.mode() == auto_mode || udp_auto;
+    let auto_mode = fwd::FwdMode::Auto;
+    let udp_auto = s.core.features.udp && s.fwd.udp_in.mode() == auto_mode;
+    let auto = s.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
         Target::Spawn(argv) => netns::spawn(
             argv,

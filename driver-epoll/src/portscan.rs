@@ -13,8 +13,8 @@
 //! the caller's mask. [`PortSet::changes`] tells which ports
 //! appeared and which went away since the previous scan.
 
-use passt_core::fwd::{Forwarding, FwdMode};
-use passt_core::{Instant, TcpForward, UdpForward};
+use crate::fwd::{Forwarding, FwdMode, FwdTable};
+use passt_core::{Forward, Instant, Proto};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -247,7 +247,7 @@ impl PortScanner {
 pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The ports outbound forwarding binds in the namespace (when explicit).
-fn outbound_ports(table: &passt_core::fwd::FwdTable, out: &mut PortSet) {
+fn outbound_ports(table: &FwdTable, out: &mut PortSet) {
     if matches!(table.mode(), FwdMode::Spec | FwdMode::All) {
         for r in table.rules() {
             for port in r.first..=r.last {
@@ -257,14 +257,6 @@ fn outbound_ports(table: &passt_core::fwd::FwdTable, out: &mut PortSet) {
             }
         }
     }
-}
-
-/// What a scan changed: the complete new forward lists, for the protocols
-/// whose set changed.
-#[derive(Debug, Default)]
-pub(crate) struct AutoChanges {
-    pub(crate) tcp: Option<Vec<TcpForward>>,
-    pub(crate) udp: Option<Vec<UdpForward>>,
 }
 
 /// `-t auto` and `-u auto`: the host listeners follow the namespace's
@@ -289,8 +281,9 @@ pub(crate) struct AutoForward {
     udp_current: PortSet,
     /// Scratch set of the latest UDP scan.
     udp_fresh: PortSet,
-    /// Forwards that stay whatever the scan finds (`Config::tcp_forwards`).
-    base: Vec<TcpForward>,
+    /// Forwards that stay whatever the scan finds (`Config::forwards`: the
+    /// explicit ones of the tables not in `auto` mode).
+    base: Vec<Forward>,
     /// When the next scan is due (`None`: at once).
     next: Option<Instant>,
     /// The previous scan failed (logged once until one succeeds).
@@ -299,12 +292,11 @@ pub(crate) struct AutoForward {
 
 impl AutoForward {
     /// Automatic forwarding over `scanner`'s namespace, if inbound TCP or
-    /// UDP forwarding is in `auto` mode; `base` TCP forwards are always
-    /// kept.
+    /// UDP forwarding is in `auto` mode; `base` forwards are always kept.
     pub(crate) fn new(
         scanner: PortScanner,
         fwd: &Forwarding,
-        base: &[TcpForward],
+        base: &[Forward],
     ) -> Option<AutoForward> {
         let tcp_on = fwd.tcp_in.mode() == FwdMode::Auto;
         let udp_on = fwd.udp_in.mode() == FwdMode::Auto && !scanner.udp_files.is_empty();
@@ -336,9 +328,9 @@ impl AutoForward {
         self.next
     }
 
-    /// Scans if a scan is due. Returns the complete lists of forwards of
-    /// the protocols whose set of ports changed, `None` if none did.
-    pub(crate) fn poll(&mut self, now: Instant) -> Option<AutoChanges> {
+    /// Scans if a scan is due. Returns the complete list of forwards (for
+    /// `Core::set_forwards`) if the set of ports changed, `None` if not.
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<Vec<Forward>> {
         if self.next.is_some_and(|n| now < n) {
             return None;
         }
@@ -364,60 +356,52 @@ impl AutoForward {
             return None;
         }
         self.failing = false;
-        let ch = AutoChanges {
-            tcp: if self.tcp_on {
-                self.apply_fresh()
-            } else {
-                None
-            },
-            udp: if self.udp_on {
-                self.apply_udp_fresh()
-            } else {
-                None
-            },
-        };
-        (ch.tcp.is_some() || ch.udp.is_some()).then_some(ch)
+        let tcp = self.tcp_on && self.apply_fresh();
+        let udp = self.udp_on && self.apply_udp_fresh();
+        (tcp || udp).then(|| self.forwards())
     }
 
-    /// Takes `fresh` as the current set; the forwards if it changed.
-    fn apply_fresh(&mut self) -> Option<Vec<TcpForward>> {
+    /// The complete list: the fixed forwards, then the ports found.
+    fn forwards(&self) -> Vec<Forward> {
+        let found = |set: &PortSet, proto| {
+            set.iter()
+                .map(move |port| Forward::new(proto, port, port))
+                .collect::<Vec<_>>()
+        };
+        let mut out = self.base.clone();
+        if self.tcp_on {
+            out.extend(found(&self.current, Proto::Tcp));
+        }
+        if self.udp_on {
+            out.extend(found(&self.udp_current, Proto::Udp));
+        }
+        out
+    }
+
+    /// Takes `fresh` as the current set; whether it changed.
+    fn apply_fresh(&mut self) -> bool {
         if self.fresh == self.current {
-            return None;
+            return false;
         }
         if log::log_enabled!(log::Level::Debug) {
             let (added, removed) = self.current.changes(&self.fresh);
             log::debug!("auto TCP forwarding: new ports {added:?}, gone {removed:?}");
         }
         std::mem::swap(&mut self.current, &mut self.fresh);
-        let mut out = self.base.clone();
-        out.extend(self.current.iter().map(|port| TcpForward {
-            addr: None,
-            port,
-            target_port: port,
-        }));
-        Some(out)
+        true
     }
 
-    /// Takes `udp_fresh` as the current UDP set; the forwards if it changed.
-    fn apply_udp_fresh(&mut self) -> Option<Vec<UdpForward>> {
+    /// Takes `udp_fresh` as the current UDP set; whether it changed.
+    fn apply_udp_fresh(&mut self) -> bool {
         if self.udp_fresh == self.udp_current {
-            return None;
+            return false;
         }
         if log::log_enabled!(log::Level::Debug) {
             let (added, removed) = self.udp_current.changes(&self.udp_fresh);
             log::debug!("auto UDP forwarding: new ports {added:?}, gone {removed:?}");
         }
         std::mem::swap(&mut self.udp_current, &mut self.udp_fresh);
-        Some(
-            self.udp_current
-                .iter()
-                .map(|port| UdpForward {
-                    addr: None,
-                    port,
-                    target_port: port,
-                })
-                .collect(),
-        )
+        true
     }
 }
 
@@ -532,8 +516,8 @@ mod tests {
         }
     }
 
-    fn auto_fwd(tcp_in: &[&str], tcp_out: &[&str], base: &[TcpForward]) -> Option<AutoForward> {
-        use passt_core::fwd::{FwdTable, SpecKind};
+    fn auto_fwd(tcp_in: &[&str], tcp_out: &[&str], base: &[Forward]) -> Option<AutoForward> {
+        use crate::fwd::SpecKind;
         let eph = (49152, 65535);
         let fwd = Forwarding {
             tcp_in: FwdTable::from_specs(tcp_in, SpecKind::PastaInbound, eph)
@@ -550,7 +534,7 @@ mod tests {
     /// An `AutoForward` with `udp_in` and `udp_out` as given, TCP inbound
     /// off unless `tcp_in`.
     fn auto_udp(tcp_in: &str, udp_in: &str, tcp_out: &str, udp_out: &str) -> Option<AutoForward> {
-        use passt_core::fwd::{FwdTable, SpecKind};
+        use crate::fwd::SpecKind;
         let eph = (49152, 65535);
         let t = |s: &str, k| FwdTable::from_specs(&[s], k, eph).unwrap().0;
         let fwd = Forwarding {
@@ -562,12 +546,17 @@ mod tests {
         AutoForward::new(PortScanner::open_here(true).unwrap(), &fwd, &[])
     }
 
-    fn tcp_of(c: Option<AutoChanges>) -> Option<Vec<TcpForward>> {
-        c.and_then(|c| c.tcp)
+    /// The forwards of `proto` of a scan's result.
+    fn of(c: Option<Vec<Forward>>, proto: Proto) -> Option<Vec<Forward>> {
+        c.map(|f| f.into_iter().filter(|f| f.proto == proto).collect())
     }
 
-    fn ports(f: &[TcpForward]) -> Vec<u16> {
-        f.iter().map(|f| f.port).collect()
+    fn tcp_of(c: Option<Vec<Forward>>) -> Option<Vec<Forward>> {
+        of(c, Proto::Tcp)
+    }
+
+    fn ports(f: &[Forward]) -> Vec<u16> {
+        f.iter().map(|f| f.first).collect()
     }
 
     /// Only `auto` mode scans; outbound ports are excluded.
@@ -588,29 +577,32 @@ mod tests {
     /// an unchanged one yields nothing.
     #[test]
     fn auto_forward_reports_changes_once() {
-        let base = TcpForward {
+        let base = Forward {
             addr: Some(Ipv4Addr::LOCALHOST.into()),
-            port: 7,
-            target_port: 9,
+            ..Forward::new(Proto::Udp, 7, 9)
         };
         let mut a = auto_fwd(&["auto"], &[], &[base]).unwrap();
         a.fresh.insert(443);
         a.fresh.insert(80);
-        let f = a.apply_fresh().unwrap();
+        assert!(a.apply_fresh());
+        let f = a.forwards();
         assert_eq!(ports(&f), vec![7, 80, 443]);
         assert_eq!(f[0], base);
-        assert!(f[1..]
-            .iter()
-            .all(|f| f.addr.is_none() && f.port == f.target_port));
+        assert!(f[1..].iter().all(|f| f.addr.is_none()
+            && f.proto == Proto::Tcp
+            && f.first == f.last
+            && f.first == f.target_port));
         a.fresh.clear();
         a.fresh.insert(80);
         a.fresh.insert(443);
-        assert!(a.apply_fresh().is_none());
+        assert!(!a.apply_fresh());
         a.fresh.clear();
         a.fresh.insert(443);
-        assert_eq!(ports(&a.apply_fresh().unwrap()), vec![7, 443]);
+        assert!(a.apply_fresh());
+        assert_eq!(ports(&a.forwards()), vec![7, 443]);
         a.fresh.clear();
-        assert_eq!(ports(&a.apply_fresh().unwrap()), vec![7]);
+        assert!(a.apply_fresh());
+        assert_eq!(ports(&a.forwards()), vec![7]);
     }
 
     /// Scans happen at most once per interval, and see a new listener.
@@ -623,13 +615,13 @@ mod tests {
         assert_eq!(a.deadline(), Some(t0 + SCAN_INTERVAL));
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let p = l.local_addr().unwrap().port();
-        assert!(!first.unwrap_or_default().iter().any(|f| f.port == p));
+        assert!(!first.unwrap_or_default().iter().any(|f| f.first == p));
         assert!(a.poll(Instant::from_millis(1999)).is_none(), "too early");
         let f = tcp_of(a.poll(Instant::from_millis(2000))).expect("a new port");
-        assert!(f.iter().any(|f| f.port == p && f.addr.is_none()));
+        assert!(f.iter().any(|f| f.first == p && f.addr.is_none()));
         drop(l);
         let f = tcp_of(a.poll(Instant::from_millis(3000))).expect("a port gone");
-        assert!(!f.iter().any(|f| f.port == p));
+        assert!(!f.iter().any(|f| f.first == p));
     }
 
     /// The scanner sees a listener of this process appear and go away, both
@@ -693,9 +685,9 @@ mod tests {
         assert!(a.exclude.contains(7000) && !a.udp_exclude.contains(7000));
         // Without the UDP tables, UDP auto cannot run.
         let fwd = Forwarding {
-            udp_in: passt_core::fwd::FwdTable::from_specs(
+            udp_in: FwdTable::from_specs(
                 &["auto"],
-                passt_core::fwd::SpecKind::PastaInbound,
+                crate::fwd::SpecKind::PastaInbound,
                 (49152, 65535),
             )
             .unwrap()
@@ -723,19 +715,15 @@ mod tests {
             .unwrap();
         let pt = l.local_addr().unwrap().port();
         let mut a = auto_udp("none", "auto", "none", &px.to_string()).unwrap();
-        let ch = a.poll(Instant::from_millis(0)).expect("ports found");
-        assert!(ch.tcp.is_none());
-        let f = ch.udp.unwrap();
-        let has = |p: u16| f.iter().any(|f| f.port == p && f.target_port == p);
+        let f = a.poll(Instant::from_millis(0)).expect("ports found");
+        assert!(f.iter().all(|f| f.proto == Proto::Udp), "{f:?}");
+        let has = |p: u16| f.iter().any(|f| f.first == p && f.target_port == p);
         assert!(has(pu) && has(pt), "{f:?}");
         assert!(!has(px) && !has(pc), "{f:?}");
         assert!(f.iter().all(|f| f.addr.is_none()));
         drop(u);
         drop(l);
-        let f = a
-            .poll(Instant::from_millis(1000))
-            .and_then(|c| c.udp)
-            .expect("ports gone");
-        assert!(!f.iter().any(|f| f.port == pu || f.port == pt));
+        let f = of(a.poll(Instant::from_millis(1000)), Proto::Udp).expect("ports gone");
+        assert!(!f.iter().any(|f| f.first == pu || f.first == pt));
     }
 }

@@ -653,11 +653,6 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
             libc::TCP_MAXSEG,
             libc::c_int::from(v).min(MAX_TCP_MAXSEG),
         ),
-        SockOpt::TcpNoDelay(v) => {
-            setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, v.into())
-        }
-        SockOpt::SndBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, clamp(v)),
-        SockOpt::RcvBuf(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, clamp(v)),
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
         SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
         _ => Err(Errno(libc::ENOPROTOOPT)),
@@ -1279,6 +1274,41 @@ mod tests {
         );
         assert!(t.get(s2).is_none(), "a failed bind forgets the socket");
         assert_eq!(t.len(), 1);
+    }
+
+    /// `--freebind`: a listener binds an address the host does not have
+    /// (yet); without it the kernel refuses.
+    #[test]
+    fn freebind_binds_addresses_not_configured() {
+        let epoll = ep();
+        let mut t = SockTable::default();
+        let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .is_ok_and(|v| v.trim() != "0");
+        for (i, freebind) in [(0u32, false), (1, true)] {
+            let sock = SockId(10 + i);
+            let open = Action::Open {
+                sock,
+                kind: SockKind::TcpListener,
+                family: Family::V4,
+                netns: passt_core::Netns::Host,
+            };
+            t.execute(&epoll, None, open, &[]);
+            let bind = Action::Bind {
+                sock,
+                addr: SocketAddr::from((Ipv4Addr::new(192, 0, 2, 199), 0)),
+                opts: BindOpts {
+                    freebind,
+                    ..BindOpts::default()
+                },
+            };
+            let out = t.execute(&epoll, None, bind, &[]);
+            match (freebind, nonlocal) {
+                (true, _) | (false, true) => assert_eq!(out, Outcome::Done),
+                (false, false) => {
+                    assert_eq!(ev(out), SockEvent::OpenFailed(Errno(libc::EADDRNOTAVAIL)))
+                }
+            }
+        }
     }
 
     /// The kernel version as (major, minor), from uname.

@@ -436,7 +436,7 @@ fn ws(opts: &str) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SimRng;
+    use passt_core::Rng;
 
     /// Two model endpoints talk to each other over a lossy, reordering
     /// channel: both transfers complete, in order, and both close.
@@ -447,7 +447,7 @@ mod tests {
             let b_addr: SocketAddr = "10.0.0.2:2000".parse().unwrap();
             let mut a = GuestTcp::connect(a_addr, b_addr, 50_000, [2; 6], [4; 6]);
             let mut b = GuestTcp::listen(b_addr, 30_000, [4; 6], [2; 6]);
-            let mut rng = SimRng::new(seed);
+            let mut rng = Rng::new(seed);
             // (arrival time, to b?, frame)
             let mut wire: Vec<(u64, bool, Vec<u8>)> = Vec::new();
             let mut out = Vec::new();

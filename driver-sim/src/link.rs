@@ -1,8 +1,8 @@
 //! The guest link: one direction of the Ethernet link between the guest and
 //! the core, with impairments drawn from its own seeded generator.
 
-use crate::rng::SimRng;
 use passt_core::Instant;
+use passt_core::Rng;
 use std::fmt;
 
 /// Impairments of one link direction.
@@ -97,7 +97,7 @@ pub enum Fate {
 pub struct Link {
     /// Current impairments.
     pub profile: LinkProfile,
-    rng: SimRng,
+    rng: Rng,
     /// (arrival, order, frame, corrupted)
     flight: Vec<(Instant, u64, Vec<u8>, bool)>,
     order: u64,
@@ -134,7 +134,7 @@ impl fmt::Display for LinkStats {
 
 impl Link {
     /// A link with `profile` whose random choices come from `rng`.
-    pub fn new(profile: LinkProfile, rng: SimRng) -> Self {
+    pub fn new(profile: LinkProfile, rng: Rng) -> Self {
         Link {
             profile,
             rng,
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn clean_link_delivers_in_order() {
-        let mut l = Link::new(LinkProfile::default(), SimRng::new(1));
+        let mut l = Link::new(LinkProfile::default(), Rng::new(1));
         for i in 0..10u8 {
             assert_eq!(l.send(Instant::ZERO, &[i]), Fate::Sent);
         }
@@ -254,7 +254,7 @@ mod tests {
             ..Default::default()
         };
         let run = |seed| {
-            let mut l = Link::new(p.clone(), SimRng::new(seed));
+            let mut l = Link::new(p.clone(), Rng::new(seed));
             let fates: Vec<Fate> = (0..200u32)
                 .map(|i| l.send(Instant::ZERO, &vec![i as u8; 10 + (i as usize % 60)]))
                 .collect();
@@ -277,7 +277,7 @@ mod tests {
             delay_ns: 5_000_000,
             ..Default::default()
         };
-        let mut l = Link::new(p, SimRng::new(1));
+        let mut l = Link::new(p, Rng::new(1));
         l.send(Instant::ZERO, b"x");
         assert!(l.take_arrived(Instant::from_millis(4)).is_empty());
         assert_eq!(l.next_arrival(), Some(Instant::from_millis(5)));

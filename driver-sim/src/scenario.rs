@@ -12,7 +12,7 @@ use crate::frame::{self, flags, MacAddr, SeqTracker, GUEST_MAC};
 use crate::kernel::{PeerModel, PeerRule, PeerSpec};
 use crate::link::LinkProfile;
 use crate::sim::{PlantedBug, Sim, SimConfig};
-use passt_core::{Config, Errno, Family, Instant, Ip4Config, Ip6Config, Mac, Netns};
+use passt_core::{Config, Errno, Family, Instant, Ip4Config, Ip6Config, Mac, Netns, Proto};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -409,16 +409,20 @@ fn setup_directive(s: &mut Setup, w: &[String]) -> Result<bool, String> {
                     other => {
                         if let Some(v) = other.strip_prefix("mtu=") {
                             c.core.mtu = Some(v.parse().map_err(|_| format!("bad mtu `{v}`"))?);
-                        } else if let Some(v) = other.strip_prefix("forward=") {
-                            // forward=PORT or forward=PORT:TARGET
+                        } else if let Some((proto, v)) = other
+                            .strip_prefix("forward=")
+                            .map(|v| (Proto::Tcp, v))
+                            .or_else(|| other.strip_prefix("udp-forward=").map(|v| (Proto::Udp, v)))
+                        {
+                            // forward=PORT[:TARGET] (TCP), udp-forward=PORT[:TARGET]
                             let (p, t) = v.split_once(':').unwrap_or((v, v));
                             let port = p.parse().map_err(|_| format!("bad port `{p}`"))?;
                             let target_port = t.parse().map_err(|_| format!("bad port `{t}`"))?;
-                            c.core.tcp_forwards.push(passt_core::TcpForward {
-                                addr: None,
+                            c.core.forwards.push(passt_core::Forward::new(
+                                proto,
                                 port,
                                 target_port,
-                            });
+                            ));
                         } else if let Some(v) = other.strip_prefix("guest-mac=") {
                             c.core.guest_mac = Some(Mac(parse_mac(v)?));
                         } else {

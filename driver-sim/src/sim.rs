@@ -5,7 +5,7 @@ use crate::check::Checker;
 use crate::frame::{self, SeqTracker};
 use crate::kernel::{Kernel, KernelConfig};
 use crate::link::{Fate, Link, LinkProfile};
-use crate::rng::SimRng;
+use passt_core::Rng;
 use passt_core::{
     Action, Config, Core, DropReason, FrameBatch, FrameRef, Instant, SockEvent, SockOpt, TxSlot,
 };
@@ -152,8 +152,8 @@ impl Sim {
             core: Core::new(cfg.core),
             kernel: Kernel::new(cfg.kernel),
             now: Instant::ZERO,
-            to_core: Link::new(cfg.to_core, SimRng::derive(cfg.seed, 1)),
-            to_guest: Link::new(cfg.to_guest, SimRng::derive(cfg.seed, 2)),
+            to_core: Link::new(cfg.to_core, Rng::derive(cfg.seed, 1)),
+            to_guest: Link::new(cfg.to_guest, Rng::derive(cfg.seed, 2)),
             // Planted bugs exist in test builds and with the `planted-bug`
             // feature only.
             planted: if cfg!(any(test, feature = "planted-bug")) {
@@ -195,6 +195,21 @@ impl Sim {
     pub fn start(&mut self) {
         self.core.start(self.now);
         self.drain();
+        // The listeners the core could not open, as the epoll driver reads
+        // them to refuse explicit ports.
+        let failed: Vec<_> = self.core.failed_forwards().collect();
+        for f in failed {
+            let what = match (f.addr, f.error) {
+                (Some(a), Some(e)) => format!("{a}: {e:?}"),
+                (Some(a), None) => format!("{a}: hung up"),
+                _ => "address family disabled".to_string(),
+            };
+            let fwd = f.forward;
+            self.note(
+                "core",
+                format!("{} port {} not forwarded: {what}", fwd.proto, fwd.first),
+            );
+        }
     }
 
     /// Current virtual time.
@@ -598,8 +613,6 @@ impl Sim {
             }
             Action::SetOption { sock, opt } => {
                 let r = match opt {
-                    SockOpt::SndBuf(v) => self.kernel.set_sndbuf(sock, v),
-                    SockOpt::RcvBuf(v) => self.kernel.set_rcvbuf(sock, v),
                     SockOpt::PeekOffset(v) => self.kernel.set_peek_off(sock, v),
                     _ => Ok(()),
                 };
@@ -1035,6 +1048,44 @@ mod tests {
             s.violations
         );
         assert_eq!(s.stats.frames_from_core, 2);
+    }
+
+    /// TCP and UDP forwards open listeners in the simulated kernel, and
+    /// those that cannot be opened are reported the way the epoll driver
+    /// reads them.
+    #[test]
+    fn forwards_open_listeners_and_failures_are_reported() {
+        use passt_core::{Forward, Proto};
+        let mut cfg = SimConfig::new(capture_config());
+        cfg.core.forwards = vec![
+            Forward::new(Proto::Tcp, 8080, 80),
+            Forward::new(Proto::Udp, 5353, 53),
+        ];
+        let mut s = Sim::new(cfg.clone());
+        s.start();
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        assert_eq!(s.core.failed_forwards().count(), 0);
+        assert_eq!(s.core.socket_count(), 2);
+        assert_eq!(s.kernel.core_ids().len(), 2);
+
+        // No descriptors left: neither listener opens.
+        cfg.kernel.fd_limit = 0;
+        let mut s = Sim::new(cfg);
+        s.start();
+        let failed: Vec<_> = s
+            .core
+            .failed_forwards()
+            .map(|f| (f.forward.proto, f.forward.first, f.error.is_some()))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![(Proto::Tcp, 8080, true), (Proto::Udp, 5353, true)]
+        );
+        assert_eq!(s.core.socket_count(), 0);
+        assert!(s
+            .timeline
+            .iter()
+            .any(|l| l.contains("UDP port 5353 not forwarded")));
     }
 
     #[test]

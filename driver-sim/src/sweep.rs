@@ -1,9 +1,9 @@
 //! Fault profiles, seed sweeps and shrinking of failures into scenarios.
 
 use crate::link::LinkProfile;
-use crate::rng::SimRng;
 use crate::scenario::{run, shrink, RunOptions, Scenario};
 use crate::sim::PlantedBug;
+use passt_core::Rng;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -60,8 +60,8 @@ pub fn profile(name: &str, seed: u64) -> Result<Faults, String> {
             ..Default::default()
         },
         "swarm" => {
-            let mut r = SimRng::derive(seed, 3);
-            let draw = |r: &mut SimRng| {
+            let mut r = Rng::derive(seed, 3);
+            let draw = |r: &mut Rng| {
                 let mut p = LinkProfile::default();
                 if r.chance(0.5) {
                     p.loss = r.unit() * 0.3;

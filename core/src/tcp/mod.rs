@@ -30,20 +30,19 @@ mod tests;
 mod timer;
 
 use crate::action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind,
-    SockOpt, TcpInfo, TxSlot,
+    Action, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, SockOpt,
+    TcpInfo, TxSlot,
 };
-use crate::config::{Config, TcpForward};
+use crate::config::Config;
 use crate::counters::DropReason;
 use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
-use crate::fwd::FwdMode;
+use crate::fwd::Proto;
 use crate::nat;
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
-use core::hash::Hasher;
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use segment::{Hdr, Seg, ACK, FIN, PSH, RST, SYN, TCP_HLEN};
 
@@ -103,8 +102,6 @@ const DUP_ACKS_SENT: usize = 3;
 const TAP_QUEUE_FRAMES: u32 = 1000;
 /// Passes over a batch to fit out-of-order segments into the gap.
 const REORDER_PASSES: usize = 4;
-/// Listen backlog (as upstream).
-const BACKLOG: u32 = 128;
 /// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
@@ -358,26 +355,6 @@ pub(crate) fn window_from_space(space: SendSpace) -> Option<u32> {
     Some(free - free / 16)
 }
 
-/// A listening socket: from the configuration or [`Core::set_tcp_forwards`].
-#[derive(Clone, Copy, Debug)]
-struct Listener {
-    fwd: TcpForward,
-    state: ListenerState,
-}
-
-/// What became of a listener slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ListenerState {
-    /// Unused (its forward was removed); the slot may be taken again.
-    Free,
-    /// The driver holds the socket.
-    Open,
-    /// `Open`, `Bind` or `Listen` failed, or the family is disabled.
-    Failed,
-    /// TCP is disabled: nothing opened.
-    Off,
-}
-
 /// A run of consecutive frames of one connection handed to the driver, for
 /// rewinding after `handle_tap_sent`: frame `k` of the run starts at
 /// `seq + k * stride` (every frame but the last carries `stride` bytes). One
@@ -398,14 +375,12 @@ struct TxRec {
 /// TCP state outside the flow table.
 #[derive(Debug)]
 pub(crate) struct TcpState {
-    started: bool,
-    listeners: Vec<Listener>,
     /// Lower bound of every connection's deadline.
     next_timer: Option<Instant>,
     txlog: Vec<TxRec>,
     /// `frames_out` at the last `handle_tap_sent`.
     tx_base: u64,
-    /// Sockets the driver holds for us (flows and listeners).
+    /// Sockets the driver holds for connections.
     pub(crate) open_socks: usize,
     /// Guest batches seen (tells a `Send` of this batch from older ones).
     batches: u64,
@@ -432,17 +407,14 @@ pub struct TcpStats {
     pub partial_writes: u64,
     /// Connections ended by a timer.
     pub timeouts: u64,
-    /// Listeners that could not be opened (see [`Core::failed_tcp_forwards`]).
-    pub listen_failures: u64,
     /// Segments for a 4-tuple without a connection answered with a reset.
     pub no_flow_resets: u64,
 }
 
 impl TcpState {
     pub(crate) fn new(cfg: &Config) -> Self {
+        let _ = cfg;
         TcpState {
-            started: false,
-            listeners: Vec::with_capacity(cfg.tcp_forwards.len()),
             next_timer: None,
             txlog: Vec::with_capacity(TX_LOG),
             tx_base: 0,
@@ -492,7 +464,9 @@ impl Core {
     }
 
     fn act(&mut self, a: Action) {
-        self.actions.push_back(a);
+        if !self.actions.push(a) {
+            self.counters.actions_refused += 1;
+        }
     }
 
     /// Notes that the deadline of `id` may have moved earlier.
@@ -535,16 +509,8 @@ impl Core {
     /// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
     /// clock ticking every 32 ns.
     fn tcp_isn(&self, key: &FlowKey, now: Instant) -> u32 {
-        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.cfg.secret);
-        for a in [key.src, key.dst] {
-            match a {
-                IpAddr::V4(a) => h.write(&a.octets()),
-                IpAddr::V6(a) => h.write(&a.octets()),
-            }
-        }
-        h.write_u16(key.sport);
-        h.write_u16(key.dport);
-        (h.finish() as u32).wrapping_add((now.as_nanos() >> 5) as u32)
+        let h = flow::TupleHasher::new(&self.cfg.secret, 0).hash(key, false);
+        (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)
     }
 
     /// The MSS we advertise to the guest: from the MTU, rounded down to a
@@ -574,9 +540,10 @@ impl Core {
     /// Queues a segment without payload to the guest.
     fn tcp_ctl(&mut self, key: &FlowKey, h: Hdr) -> bool {
         let dst_mac = self.guest.mac;
-        self.queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
-            h.write(b)
-        })
+        self.tx()
+            .queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
+                h.write(b)
+            })
     }
 
     /// Sends flags `flags` (with ACK unless RST alone) on connection `id`,

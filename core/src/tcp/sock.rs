@@ -1,177 +1,13 @@
-//! The socket side: listeners, socket events, peeked data for the guest.
+//! The socket side: accepting on listeners, socket events, peeked data for
+//! the guest.
 
 use super::*;
-use std::collections::BTreeMap;
 
 impl Core {
     /// A batch of guest frames begins.
     pub(crate) fn tcp_batch_begin(&mut self, now: Instant) {
-        self.tcp_start(now);
+        let _ = now;
         self.tcp.batches += 1;
-    }
-
-    /// Opens the configured listeners, once: `Config::tcp_forwards`, then
-    /// every port of `Config::fwd.tcp_in` (explicit lists and `all`).
-    pub(crate) fn tcp_start(&mut self, _now: Instant) {
-        if self.tcp.started {
-            return;
-        }
-        self.tcp.started = true;
-        let mut all: Vec<(TcpForward, Option<u32>)> =
-            self.cfg.tcp_forwards.iter().map(|f| (*f, None)).collect();
-        let table = &self.cfg.fwd.tcp_in;
-        if matches!(table.mode(), FwdMode::Spec | FwdMode::All) {
-            for r in table.rules() {
-                if let (Some(name), None) = (&r.ifname, r.ifindex) {
-                    log::warn!("TCP forwarding: interface {name} not resolved, not bound to it");
-                }
-                for port in r.first..=r.last {
-                    if let (true, Some(target_port)) =
-                        (table.is_forwarded(port), table.target(port))
-                    {
-                        let f = TcpForward {
-                            addr: r.addr,
-                            port,
-                            target_port,
-                        };
-                        all.push((f, r.ifindex));
-                    }
-                }
-            }
-        }
-        self.tcp.listeners.reserve_exact(all.len());
-        for (f, device) in all {
-            self.tcp_listener_add_on(f, None, device);
-        }
-    }
-
-    /// Replaces the set of TCP listeners with `forwards` (matched by address
-    /// and port): listeners no longer listed are closed, new ones opened,
-    /// and a changed target port applies to new connections. Established
-    /// connections are not touched. The configured listeners are opened
-    /// first if that did not happen yet; the list replaces them too.
-    pub(crate) fn tcp_set_forwards(&mut self, now: Instant, forwards: &[TcpForward]) {
-        self.tcp_start(now);
-        // Address and port → target port, first listing wins.
-        // (A BTreeMap: no hasher seeded from OS randomness in the core.)
-        let mut wanted: BTreeMap<(Option<IpAddr>, u16), u16> = BTreeMap::new();
-        for f in forwards {
-            wanted.entry((f.addr, f.port)).or_insert(f.target_port);
-        }
-        let mut free = Vec::new();
-        for i in 0..self.tcp.listeners.len() {
-            let Some(l) = self.tcp.listeners.get_mut(i) else {
-                break;
-            };
-            if l.state == ListenerState::Free {
-                free.push(i);
-                continue;
-            }
-            if let Some(target) = wanted.remove(&(l.fwd.addr, l.fwd.port)) {
-                l.fwd.target_port = target;
-                continue;
-            }
-            let was_open = l.state == ListenerState::Open;
-            l.state = ListenerState::Free;
-            free.push(i);
-            if was_open {
-                self.act(Action::Close {
-                    sock: SockId(LISTENER_BIT | i as u32),
-                });
-                self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
-            }
-        }
-        // Lowest free slots first.
-        free.reverse();
-        for f in forwards {
-            if let Some(target_port) = wanted.remove(&(f.addr, f.port)) {
-                let f = TcpForward { target_port, ..*f };
-                self.tcp_listener_add(f, free.pop());
-            }
-        }
-    }
-
-    /// Puts `f` in listener slot `slot` (a free one; `None`: a new one) and
-    /// opens its socket.
-    fn tcp_listener_add(&mut self, f: TcpForward, slot: Option<usize>) {
-        self.tcp_listener_add_on(f, slot, None);
-    }
-
-    /// [`Self::tcp_listener_add`], bound to the interface with index
-    /// `device` if given (`%IFNAME` in a port spec).
-    fn tcp_listener_add_on(&mut self, f: TcpForward, slot: Option<usize>, device: Option<u32>) {
-        let bind = match f.addr {
-            None if self.cfg.ip6.is_some() => {
-                Some((Family::V6, IpAddr::V6(Ipv6Addr::UNSPECIFIED), false))
-            }
-            None if self.cfg.ip4.is_some() => {
-                Some((Family::V4, IpAddr::V4(Ipv4Addr::UNSPECIFIED), false))
-            }
-            Some(a @ IpAddr::V4(_)) if self.cfg.ip4.is_some() => Some((Family::V4, a, false)),
-            Some(a @ IpAddr::V6(_)) if self.cfg.ip6.is_some() => Some((Family::V6, a, true)),
-            _ => None,
-        };
-        let state = match (bind, self.cfg.features.tcp) {
-            (_, false) => ListenerState::Off,
-            (None, true) => {
-                log::warn!("TCP listener on port {}: address family disabled", f.port);
-                self.tcp.stats.listen_failures += 1;
-                ListenerState::Failed
-            }
-            (Some(_), true) => ListenerState::Open,
-        };
-        let l = Listener { fwd: f, state };
-        let idx = match slot.and_then(|i| self.tcp.listeners.get_mut(i).map(|s| (i, s))) {
-            Some((i, s)) => {
-                *s = l;
-                i
-            }
-            None => {
-                self.tcp.listeners.push(l);
-                self.tcp.listeners.len() - 1
-            }
-        };
-        let (Some((fam, addr, v6_only)), ListenerState::Open) = (bind, state) else {
-            return;
-        };
-        let sock = SockId(LISTENER_BIT | idx as u32);
-        self.tcp.open_socks += 1;
-        self.act(Action::Open {
-            sock,
-            kind: SockKind::TcpListener,
-            family: fam,
-            netns: Netns::Host,
-        });
-        self.act(Action::Bind {
-            sock,
-            addr: SocketAddr::new(addr, f.port),
-            opts: BindOpts {
-                reuse_addr: true,
-                v6_only,
-                device,
-                ..BindOpts::default()
-            },
-        });
-        self.act(Action::Listen {
-            sock,
-            backlog: BACKLOG,
-        });
-        self.act(Action::SetInterest {
-            sock,
-            interest: Interest {
-                readable: true,
-                ..Interest::default()
-            },
-        });
-    }
-
-    /// The forwards whose listener could not be opened (still listed).
-    pub(crate) fn tcp_failed_forwards(&self) -> impl Iterator<Item = TcpForward> + '_ {
-        self.tcp
-            .listeners
-            .iter()
-            .filter(|l| l.state == ListenerState::Failed)
-            .map(|l| l.fwd)
     }
 
     // --- sockets ------------------------------------------------------------
@@ -523,8 +359,11 @@ impl Core {
     /// the socket's buffers before the SYN to the guest.
     pub(super) fn tcp_accepted(&mut self, now: Instant, id: FlowId, peer: SocketAddr) {
         let Some(c) = self.tc(id) else { return };
-        let (sock, target) = (c.sock, c.target_port);
-        let Some((src, guest_addr)) = nat::from_host(&self.cfg, &self.guest, peer.ip()) else {
+        let (sock, target, listener) = (c.sock, c.target_port, c.listener);
+        let guest_side =
+            self.listeners
+                .guest_side(&self.cfg, &self.guest, Proto::Tcp, listener, peer.ip());
+        let Some((src, guest_addr)) = guest_side else {
             self.counters.drop(DropReason::TcpBadEndpoint);
             return self.tcp_close(id, false);
         };
@@ -771,52 +610,39 @@ impl Core {
             }
             return true;
         }
-        let Some(l) = self.tcp.listeners.get(idx as usize).copied() else {
+        let Some(target_port) = self
+            .listeners
+            .get(Proto::Tcp, idx)
+            .map(|l| l.fwd.target_port)
+        else {
             return false;
         };
-        if l.state != ListenerState::Open {
+        if ev != SockEvent::Readable {
             return true;
         }
-        match ev {
-            SockEvent::Readable => {
-                let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {
-                    self.counters.drop(DropReason::FlowTableFull);
-                    self.act(Action::Accept {
-                        listener: sock,
-                        sock: SockId(LISTENER_BIT | REJECT_IDX),
-                    });
-                    return true;
-                };
-                let gen = self.flows.get(id).map_or(0, |f| f.gen);
-                let fs = flow::sock_id(id, gen, 0);
-                if let Some(c) = self.tc(id) {
-                    c.phase = Phase::Accepting;
-                    c.sock = fs;
-                    c.listener = idx;
-                    c.target_port = l.fwd.target_port;
-                    c.t_phase = now;
-                    c.t_active = now;
-                }
-                self.act(Action::Accept {
-                    listener: sock,
-                    sock: fs,
-                });
-                self.tcp_note_timer(id);
-            }
-            SockEvent::OpenFailed(e) => {
-                log::warn!(
-                    "TCP listener {idx} ({:?} port {}): {e:?}",
-                    l.fwd.addr,
-                    l.fwd.port
-                );
-                if let Some(l) = self.tcp.listeners.get_mut(idx as usize) {
-                    l.state = ListenerState::Failed;
-                }
-                self.tcp.stats.listen_failures += 1;
-                self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
-            }
-            _ => {}
+        let Some(id) = self.flows.alloc(FlowData::Tcp(TcpConn::default())) else {
+            self.counters.drop(DropReason::FlowTableFull);
+            self.act(Action::Accept {
+                listener: sock,
+                sock: SockId(LISTENER_BIT | REJECT_IDX),
+            });
+            return true;
+        };
+        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let fs = flow::sock_id(id, gen, 0);
+        if let Some(c) = self.tc(id) {
+            c.phase = Phase::Accepting;
+            c.sock = fs;
+            c.listener = idx;
+            c.target_port = target_port;
+            c.t_phase = now;
+            c.t_active = now;
         }
+        self.act(Action::Accept {
+            listener: sock,
+            sock: fs,
+        });
+        self.tcp_note_timer(id);
         true
     }
 }

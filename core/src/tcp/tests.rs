@@ -4,9 +4,10 @@
 
 use super::*;
 use crate::action::Span;
-use crate::config::TcpForward;
+use crate::fwd::{Forward, Proto};
 use crate::testutil::{capture_config, GUEST_MAC};
 use crate::{Config, Core, FrameBatch, FrameRef};
+use core::net::{Ipv4Addr, Ipv6Addr};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use std::collections::HashMap;
 
@@ -727,11 +728,7 @@ fn open_failure_resets() {
 
 fn inbound_cfg() -> Config {
     let mut cfg = capture_config();
-    cfg.tcp_forwards.push(TcpForward {
-        addr: None,
-        port: 8080,
-        target_port: 80,
-    });
+    cfg.forwards.push(Forward::new(Proto::Tcp, 8080, 80));
     cfg
 }
 
@@ -1893,6 +1890,7 @@ fn inbound_with_full_table_is_accepted_and_closed() {
     let mut cfg = inbound_cfg();
     cfg.limits.flows = 1;
     let mut h = H::new(cfg);
+    h.core.start(h.now);
     h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 80).seq(1).syn()]);
     assert_eq!(h.core.flow_count(), 1);
     let lst = SockId(LISTENER_BIT);
@@ -2112,15 +2110,16 @@ fn fin_not_accepted_by_link_is_sent_again() {
 
 #[test]
 fn listeners_from_forwarding_table() {
-    use crate::fwd::{FwdTable, SpecKind};
     let mut cfg = capture_config();
-    cfg.fwd.tcp_in = FwdTable::from_specs(
-        &["8080:80", "192.0.2.1/9000-9001"],
-        SpecKind::PasstInbound,
-        (32768, 60999),
-    )
-    .unwrap()
-    .0;
+    // -t 8080:80 -t 192.0.2.1/9000-9001
+    cfg.forwards = vec![
+        Forward::new(Proto::Tcp, 8080, 80),
+        Forward {
+            addr: Some("192.0.2.1".parse().unwrap()),
+            last: 9001,
+            ..Forward::new(Proto::Tcp, 9000, 9000)
+        },
+    ];
     let mut h = H::new(cfg);
     h.core.start(h.now);
     h.drain(&[]);
@@ -2196,13 +2195,9 @@ fn binds_and_closes(h: &mut H) -> (Vec<(SockId, SocketAddr)>, Vec<SockId>) {
 
 #[test]
 fn tcp_forwards_replaced_at_run_time() {
-    let fwd = |port, target_port| TcpForward {
-        addr: None,
-        port,
-        target_port,
-    };
+    let fwd = |port, target_port| Forward::new(Proto::Tcp, port, target_port);
     let mut cfg = capture_config();
-    cfg.tcp_forwards = vec![fwd(8080, 80)];
+    cfg.forwards = vec![fwd(8080, 80)];
     let mut h = H::new(cfg);
     h.core.start(h.now);
     h.drain(&[]);
@@ -2228,8 +2223,7 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(h.core.socket_count(), 2);
 
     // Add 9000: only it is opened.
-    h.core
-        .set_tcp_forwards(h.now, &[fwd(8080, 80), fwd(9000, 90)]);
+    h.core.set_forwards(h.now, &[fwd(8080, 80), fwd(9000, 90)]);
     h.drain(&[]);
     let (b, c) = binds_and_closes(&mut h);
     assert_eq!(b.len(), 1);
@@ -2239,7 +2233,7 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(h.core.socket_count(), 3);
 
     // Drop 8080, retarget 9000: the connection stays.
-    h.core.set_tcp_forwards(h.now, &[fwd(9000, 91)]);
+    h.core.set_forwards(h.now, &[fwd(9000, 91)]);
     h.drain(&[]);
     let (b, c) = binds_and_closes(&mut h);
     assert!(b.is_empty());
@@ -2263,25 +2257,26 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(h.take_frames()[0].dport, 91, "the new target port");
 
     // A new forward fails to open: reported, counted, out of socket_count.
-    h.core
-        .set_tcp_forwards(h.now, &[fwd(9000, 91), fwd(22, 22)]);
+    h.core.set_forwards(h.now, &[fwd(9000, 91), fwd(22, 22)]);
     h.drain(&[]);
     let (b, _) = binds_and_closes(&mut h);
     assert_eq!(b.len(), 1);
-    assert_eq!(h.core.failed_tcp_forwards().count(), 0);
+    assert_eq!(h.core.failed_forwards().count(), 0);
     h.event(b[0].0, SockEvent::OpenFailed(Errno::EACCES));
     assert_eq!(
-        h.core.failed_tcp_forwards().collect::<Vec<_>>(),
-        vec![fwd(22, 22)]
+        h.core
+            .failed_forwards()
+            .map(|f| (f.forward, f.error))
+            .collect::<Vec<_>>(),
+        vec![(fwd(22, 22), Some(Errno::EACCES))]
     );
-    assert_eq!(h.core.tcp_stats().listen_failures, 1);
+    assert_eq!(h.core.listen_stats().failures, 1);
     assert_eq!(h.core.socket_count(), 3);
     // Unlisting it clears the report; the same set again changes nothing.
-    h.core.set_tcp_forwards(h.now, &[fwd(9000, 91)]);
+    h.core.set_forwards(h.now, &[fwd(9000, 91)]);
     h.drain(&[]);
-    assert_eq!(h.core.failed_tcp_forwards().count(), 0);
-    h.core
-        .set_tcp_forwards(h.now, &[fwd(9000, 91), fwd(9000, 91)]);
+    assert_eq!(h.core.failed_forwards().count(), 0);
+    h.core.set_forwards(h.now, &[fwd(9000, 91), fwd(9000, 91)]);
     h.drain(&[]);
     let (b, c) = binds_and_closes(&mut h);
     assert!(b.is_empty() && c.is_empty());
@@ -2568,22 +2563,18 @@ fn tap_sent_rewinds_past_thousands_of_frames() {
 
 #[test]
 fn tcp_forwards_many_ports_reuse_slots() {
-    let fwd = |port: u16| TcpForward {
-        addr: None,
-        port,
-        target_port: port,
-    };
+    let fwd = |port: u16| Forward::new(Proto::Tcp, port, port);
     let mut h = H::new(capture_config());
-    let a: Vec<TcpForward> = (1000..6000).map(fwd).collect();
-    h.core.set_tcp_forwards(h.now, &a);
+    let a: Vec<Forward> = (1000..6000).map(fwd).collect();
+    h.core.set_forwards(h.now, &a);
     for _ in 0..3 {
         h.drain(&[]); // at most 10 000 actions each
     }
     let (b, c) = binds_and_closes(&mut h);
     assert_eq!((b.len(), c.len()), (5000, 0));
     // Shift the range by 1000: 1000 closed, 1000 opened in the freed slots.
-    let b2: Vec<TcpForward> = (2000..7000).map(fwd).collect();
-    h.core.set_tcp_forwards(h.now, &b2);
+    let b2: Vec<Forward> = (2000..7000).map(fwd).collect();
+    h.core.set_forwards(h.now, &b2);
     for _ in 0..3 {
         h.drain(&[]); // at most 10 000 actions each
     }

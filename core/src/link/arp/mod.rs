@@ -1,0 +1,52 @@
+//! ARP proxy.
+//!
+//! Like upstream passt, the core answers every ARP request from the guest with
+//! its own MAC, whatever the target address: every IPv4 destination is reached
+//! through us. It keeps no ARP table and never sends requests of its own. Two
+//! kinds of request get no answer:
+//!
+//! * gratuitous announcements (sender address equal to the target address, and
+//!   not 0.0.0.0): nobody asked anything;
+//! * requests for the guest's own assigned address: answering would make the
+//!   guest's duplicate-address probes (sender 0.0.0.0) report a conflict.
+//!
+//! Replies and other operations from the guest are ignored.
+
+#[cfg(test)]
+mod tests;
+
+use super::Ctx;
+use crate::counters::{DropReason, ReplyKind};
+use crate::wire::arp::{Arp, ARP_LEN, OP_REPLY, OP_REQUEST};
+use crate::wire::headers::ETHERTYPE_ARP;
+
+/// Handles an ARP packet from the guest (`arp`: the bytes after the
+/// Ethernet header).
+pub(crate) fn input(cx: &mut Ctx<'_>, arp: &[u8]) {
+    let Some(req) = Arp::parse(arp) else {
+        return cx.counters.drop(DropReason::ArpMalformed);
+    };
+    if req.op != OP_REQUEST {
+        return cx.counters.drop(DropReason::ServiceIgnored);
+    }
+    if req.spa == req.tpa && !req.spa.is_unspecified() {
+        // Gratuitous ARP: an announcement, not a question.
+        return cx.counters.drop(DropReason::ServiceIgnored);
+    }
+    if cx.cfg.ip4.as_ref().is_some_and(|c| c.addr == req.tpa) {
+        return cx.counters.drop(DropReason::ServiceIgnored);
+    }
+    let reply = Arp {
+        op: OP_REPLY,
+        sha: cx.cfg.our_mac,
+        spa: req.tpa,
+        tha: req.sha,
+        tpa: req.spa,
+    };
+    if cx
+        .tx()
+        .queue_eth(req.sha, ETHERTYPE_ARP, ARP_LEN, |b, _| reply.emit(b))
+    {
+        cx.counters.reply(ReplyKind::Arp);
+    }
+}

@@ -1,0 +1,247 @@
+//! ARP proxy tests: requests built with smoltcp, replies re-parsed with it.
+
+use super::*;
+use crate::testutil::{capture_config, exchange, GUEST_MAC};
+use crate::wire::Mac;
+use crate::{Config, Core, Instant};
+use core::net::Ipv4Addr;
+use proptest::prelude::*;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+};
+
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const T0: Instant = Instant::ZERO;
+
+/// A whole ARP frame from the guest, built with smoltcp.
+fn arp_frame(op: ArpOperation, sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + ARP_LEN];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(EthernetAddress::BROADCAST);
+    eth.set_src_addr(EthernetAddress(sha.0));
+    eth.set_ethertype(EthernetProtocol::Arp);
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: op,
+        source_hardware_addr: EthernetAddress(sha.0),
+        source_protocol_addr: spa,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: tpa,
+    };
+    repr.emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+    f
+}
+
+fn request(spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    arp_frame(ArpOperation::Request, GUEST_MAC, spa, tpa)
+}
+
+/// Checks `frame` with smoltcp and returns (Ethernet dst, ARP repr).
+fn reparse(frame: &[u8]) -> (Mac, ArpRepr) {
+    let eth = EthernetFrame::new_checked(frame).expect("ethernet");
+    assert_eq!(eth.ethertype(), EthernetProtocol::Arp);
+    assert_eq!(eth.src_addr().0, Mac::OUR_DEFAULT.0);
+    let arp = ArpPacket::new_checked(eth.payload()).expect("arp");
+    assert_eq!(frame.len(), 14 + ARP_LEN);
+    (
+        Mac(eth.dst_addr().0),
+        ArpRepr::parse(&arp).expect("arp repr"),
+    )
+}
+
+fn core() -> Core {
+    Core::new(capture_config())
+}
+
+#[test]
+fn answers_request_for_gateway() {
+    let mut c = core();
+    let out = exchange(&mut c, T0, &[&request(GUEST_IP, GW)]);
+    assert_eq!(out.len(), 1);
+    let (dst, repr) = reparse(&out[0]);
+    assert_eq!(dst, GUEST_MAC);
+    assert_eq!(
+        repr,
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: EthernetAddress(Mac::OUR_DEFAULT.0),
+            source_protocol_addr: GW,
+            target_hardware_addr: EthernetAddress(GUEST_MAC.0),
+            target_protocol_addr: GUEST_IP,
+        }
+    );
+    assert_eq!(c.counters().replies(ReplyKind::Arp), 1);
+    assert_eq!(c.counters().dropped_total(), 0);
+}
+
+#[test]
+fn proxies_any_target_and_probes() {
+    let mut c = core();
+    let targets = [
+        Ipv4Addr::new(192, 0, 2, 7),
+        Ipv4Addr::new(10, 77, 0, 200),
+        Ipv4Addr::new(8, 8, 8, 8),
+    ];
+    for (i, &t) in targets.iter().enumerate() {
+        let out = exchange(&mut c, T0, &[&request(GUEST_IP, t)]);
+        let (_, repr) = reparse(&out[0]);
+        let ArpRepr::EthernetIpv4 {
+            source_protocol_addr,
+            source_hardware_addr,
+            ..
+        } = repr
+        else {
+            panic!()
+        };
+        assert_eq!(source_protocol_addr, t);
+        assert_eq!(source_hardware_addr.0, Mac::OUR_DEFAULT.0);
+        assert_eq!(c.counters().replies(ReplyKind::Arp), i as u64 + 1);
+    }
+    // A probe (sender 0.0.0.0) for some other address is answered too.
+    let out = exchange(&mut c, T0, &[&request(Ipv4Addr::UNSPECIFIED, GW)]);
+    let (_, repr) = reparse(&out[0]);
+    let ArpRepr::EthernetIpv4 {
+        target_protocol_addr,
+        ..
+    } = repr
+    else {
+        panic!()
+    };
+    assert_eq!(target_protocol_addr, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(c.counters().replies(ReplyKind::Arp), 4);
+}
+
+#[test]
+fn reply_goes_to_the_arp_sender_and_uses_our_configured_mac() {
+    let our = Mac([0x02, 0, 0, 0, 0, 0x99]);
+    let mut c = Core::new(Config {
+        our_mac: our,
+        ..capture_config()
+    });
+    let other = Mac([0x02, 1, 2, 3, 4, 5]);
+    let mut f = arp_frame(ArpOperation::Request, other, GUEST_IP, GW);
+    // Ethernet source differs from the ARP sender: the reply follows ARP.
+    f[6..12].copy_from_slice(&GUEST_MAC.0);
+    let out = exchange(&mut c, T0, &[&f]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][0..6], &other.0);
+    assert_eq!(&out[0][6..12], &our.0);
+    assert_eq!(&out[0][14 + 8..14 + 14], &our.0);
+}
+
+#[test]
+fn ignores_gratuitous_own_address_and_other_ops() {
+    let mut c = core();
+    let cases = [
+        request(GUEST_IP, GUEST_IP),                             // gratuitous
+        request(Ipv4Addr::UNSPECIFIED, GUEST_IP),                // DAD probe for own
+        request(Ipv4Addr::new(10, 77, 0, 9), GUEST_IP),          // anyone asking for guest
+        arp_frame(ArpOperation::Reply, GUEST_MAC, GUEST_IP, GW), // reply
+        arp_frame(ArpOperation::Unknown(7), GUEST_MAC, GUEST_IP, GW),
+    ];
+    for (i, f) in cases.iter().enumerate() {
+        let out = exchange(&mut c, T0, &[f]);
+        assert!(out.is_empty(), "case {i}");
+        assert_eq!(
+            c.counters().dropped(DropReason::ServiceIgnored),
+            i as u64 + 1
+        );
+    }
+    assert_eq!(c.counters().replies(ReplyKind::Arp), 0);
+    // A zero-address request asking for 0.0.0.0 is not gratuitous: answered.
+    let out = exchange(
+        &mut c,
+        T0,
+        &[&request(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED)],
+    );
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn malformed_is_dropped() {
+    let mut c = core();
+    let good = request(GUEST_IP, GW);
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for len in [14, 15, 20, 14 + ARP_LEN - 1] {
+        cases.push(good[..len].to_vec());
+    }
+    for (off, val) in [(14, 0x01), (15, 6), (16, 0x86), (18, 8), (19, 16)] {
+        let mut f = good.clone();
+        f[off] = val;
+        cases.push(f);
+    }
+    for (i, f) in cases.iter().enumerate() {
+        assert!(exchange(&mut c, T0, &[f]).is_empty(), "case {i}");
+        assert_eq!(c.counters().dropped(DropReason::ArpMalformed), i as u64 + 1);
+    }
+    // Padding after the packet (qemu pads to 60 bytes) is fine.
+    let mut f = good.clone();
+    f.resize(60, 0xaa);
+    assert_eq!(exchange(&mut c, T0, &[&f]).len(), 1);
+}
+
+#[test]
+fn ipv4_disabled_means_no_arp() {
+    let mut c = Core::new(Config {
+        ip4: None,
+        ..capture_config()
+    });
+    assert!(exchange(&mut c, T0, &[&request(GUEST_IP, GW)]).is_empty());
+    assert_eq!(c.counters().dropped(DropReason::Ipv4Disabled), 1);
+}
+
+#[test]
+fn full_queue_counts_a_drop_not_a_reply() {
+    let mut cfg = capture_config();
+    cfg.limits.out_queue_frames = 1;
+    let mut c = Core::new(cfg);
+    let f = request(GUEST_IP, GW);
+    assert!(!exchange(&mut c, T0, &[&f, &f]).is_empty());
+    assert_eq!(c.counters().replies(ReplyKind::Arp), 1);
+    assert_eq!(c.counters().dropped(DropReason::OutQueueFull), 1);
+}
+
+/// Frames 1 and 2 of the upstream ICMP capture: a Linux guest asks for its
+/// gateway and upstream answers. Our answer is the same, byte for byte.
+#[test]
+fn matches_upstream_capture() {
+    let req: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xea, 0xad, 0x3c, 0xfb, 0xc2, 0x4f, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0xea, 0xad, 0x3c, 0xfb, 0xc2, 0x4f, 0x0a, 0x4d,
+        0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x4d, 0x00, 0x01,
+    ];
+    let rep: [u8; 42] = [
+        0xea, 0xad, 0x3c, 0xfb, 0xc2, 0x4f, 0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55, 0x0a, 0x4d,
+        0x00, 0x01, 0xea, 0xad, 0x3c, 0xfb, 0xc2, 0x4f, 0x0a, 0x4d, 0x00, 0x02,
+    ];
+    let mut c = core();
+    let out = exchange(&mut c, T0, &[&req]);
+    assert_eq!(out, vec![rep.to_vec()]);
+}
+
+proptest! {
+    /// Any bytes after an ARP Ethernet header: no panic, every frame is
+    /// either answered (a valid reply) or dropped and counted.
+    #[test]
+    fn hostile_arp_never_panics(mut body in proptest::collection::vec(any::<u8>(), 0..80),
+                                valid_hdr in any::<bool>()) {
+        if valid_hdr && body.len() >= 6 {
+            body[..6].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
+        }
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&GUEST_MAC.0);
+        f.extend_from_slice(&[0x08, 0x06]);
+        f.extend_from_slice(&body);
+        let mut c = core();
+        let out = exchange(&mut c, T0, &[&f]);
+        let n = c.counters();
+        prop_assert_eq!(out.len() as u64 + n.dropped_total(), 1);
+        prop_assert_eq!(out.len() as u64, n.replies(ReplyKind::Arp));
+        for o in &out {
+            let (_, repr) = reparse(o);
+            let ArpRepr::EthernetIpv4 { operation, .. } = repr else { unreachable!() };
+            prop_assert_eq!(operation, ArpOperation::Reply);
+        }
+    }
+}
