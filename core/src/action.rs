@@ -88,6 +88,9 @@ pub enum SockOpt {
     PeekOffset(u32),
     /// SO_BROADCAST: allow sending to broadcast addresses.
     Broadcast(bool),
+    /// SO_LINGER on with a zero timeout: the `Close` that follows resets the
+    /// peer instead of ending the stream with a FIN.
+    LingerZero,
 }
 
 /// A run of bytes inside the batch buffer of the current

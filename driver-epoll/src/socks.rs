@@ -655,6 +655,13 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
         ),
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
         SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
+        SockOpt::LingerZero => {
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            socket::setsockopt(&fd, sockopt::Linger, &l).map_err(errno)
+        }
         _ => Err(Errno(libc::ENOPROTOOPT)),
     }
 }

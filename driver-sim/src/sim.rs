@@ -614,6 +614,7 @@ impl Sim {
             Action::SetOption { sock, opt } => {
                 let r = match opt {
                     SockOpt::PeekOffset(v) => self.kernel.set_peek_off(sock, v),
+                    SockOpt::LingerZero => self.kernel.set_linger_zero(sock),
                     _ => Ok(()),
                 };
                 self.note("host", format!("setsockopt({sock:?}, {opt:?}) = {r:?}"));
