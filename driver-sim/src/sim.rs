@@ -523,7 +523,7 @@ impl Sim {
         self.unsent += 1;
         let s = frame::summarize(f, &mut self.seqs);
         self.note("core>", s);
-        if let Err(e) = frame::check_frame(f, self.max_frame) {
+        if let Err(e) = frame::check_core_frame(f, self.max_frame) {
             self.violation(format!("frame check: {e}"));
         }
         for v in self.checker.on_core_frame(f, &self.kernel) {
@@ -842,8 +842,10 @@ impl Sim {
         let mut bufs: Vec<Vec<u8>> = got
             .iter()
             .map(|(_, d)| {
-                let mut b = vec![0u8; room_u + d.len()];
-                if let Some(dst) = b.get_mut(room_u..) {
+                // Like the epoll driver's, the buffer has room for the
+                // padding of a short frame (60 bytes from its start).
+                let mut b = vec![0xa5u8; (room_u + d.len()).max(60)];
+                if let Some(dst) = b.get_mut(room_u..room_u + d.len()) {
                     dst.copy_from_slice(d);
                 }
                 b
@@ -1036,10 +1038,25 @@ mod tests {
             crate::frame::BROADCAST,
             "10.77.0.1:67".parse().unwrap(),
             "10.77.0.2:68".parse().unwrap(),
-            b"payload",
+            b"payload, long enough for a 60-byte frame",
         );
         s.emit(&f.clone());
         assert!(s.violations.is_empty(), "{:?}", s.violations);
+        // A short frame the core did not pad is one too.
+        let short = crate::frame::udp_frame(
+            crate::frame::GUEST_MAC,
+            crate::frame::BROADCAST,
+            "10.77.0.1:67".parse().unwrap(),
+            "10.77.0.2:68".parse().unwrap(),
+            b"short",
+        );
+        s.emit(&short);
+        assert!(
+            s.violations.iter().any(|v| v.contains("802.3 minimum")),
+            "{:?}",
+            s.violations
+        );
+        s.violations.clear();
         let n = f.len();
         f[n - 1] ^= 1;
         s.emit(&f);
@@ -1048,7 +1065,7 @@ mod tests {
             "{:?}",
             s.violations
         );
-        assert_eq!(s.stats.frames_from_core, 2);
+        assert_eq!(s.stats.frames_from_core, 3);
     }
 
     /// TCP and UDP forwards open listeners in the simulated kernel, and

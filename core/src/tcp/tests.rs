@@ -93,6 +93,10 @@ fn parse_out(f: &[u8]) -> Option<Out> {
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header().to_header();
             assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+            // Short frames (bare ACKs) are padded with zeros to 60 bytes.
+            let end = usize::from(h.total_len) + 14;
+            assert_eq!(end.max(60), f.len(), "IPv4 length");
+            assert!(f[end..].iter().all(|&b| b == 0), "padding");
             assert_eq!(h.time_to_live, 255);
             assert_eq!(h.identification, 0);
             assert!(!h.dont_fragment);
