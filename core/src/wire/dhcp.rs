@@ -261,7 +261,7 @@ pub(crate) fn build_reply(
 
     // Options, in what the client takes, less the end option and its pad.
     let max_msg = usize::from(req.max_size.unwrap_or(0)).max(MSG_MIN_MAX) - IP_UDP_HLEN;
-    let limit = max_msg.min(b.len()).min(REPLY_MAX) - 2;
+    let limit = max_msg.min(b.len()).min(REPLY_MAX).saturating_sub(2);
     let ctx = OptCtx {
         cfg,
         ip4,
