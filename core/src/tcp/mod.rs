@@ -677,10 +677,11 @@ impl Core {
     }
 
     /// Ends connection `id`: closes the socket and frees the flow; with
-    /// `rst`, both the guest and the host peer get a reset (an error or a
-    /// timeout on our side), as upstream passt since 2026.
+    /// `rst`, the guest gets a reset (an error or a timeout on our side).
+    /// The socket is closed plainly: data it still holds for the host peer
+    /// goes out before the FIN (an abortive close would drop it).
     fn tcp_close(&mut self, id: FlowId, rst: bool) {
-        self.tcp_end(id, rst, rst);
+        self.tcp_end(id, rst, false);
     }
 
     /// The guest reset connection `id`: the host peer gets a reset too.
