@@ -8,19 +8,31 @@ use std::net::Ipv4Addr;
 
 /// Parses `frame` with etherparse and verifies the IPv4 header checksum and
 /// the transport checksum (TCP, UDP, ICMP, ICMPv6). ARP frames are checked for
-/// length only. Returns a description of the first problem.
+/// length only. A frame is at least 60 bytes (802.3): a shorter packet is
+/// padded with zeros to exactly 60. Returns a description of the first problem.
 pub fn validate(frame: &[u8]) -> Result<(), String> {
+    if frame.len() < 60 {
+        return Err(format!("frame of {} bytes, under 60", frame.len()));
+    }
+    // The packet's end by its own length; zero padding may follow, to 60.
+    let padded = |end: usize| -> Result<(), String> {
+        if end == frame.len() || (end < 60 && frame.len() == 60) {
+            if frame[end..].iter().all(|&b| b == 0) {
+                return Ok(());
+            }
+            return Err("padding not zero".into());
+        }
+        Err(format!(
+            "a {end}-byte packet in a {}-byte frame",
+            frame.len()
+        ))
+    };
     let pkt = SlicedPacket::from_ethernet(frame).map_err(|e| format!("etherparse: {e}"))?;
     let (src, dst, l4, proto) = match &pkt.net {
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header();
-            if usize::from(h.total_len()) + 14 != frame.len() {
-                return Err(format!(
-                    "IPv4 total length {} in a {}-byte frame",
-                    h.total_len(),
-                    frame.len()
-                ));
-            }
+            let end = usize::from(h.total_len()) + 14;
+            padded(end).map_err(|e| format!("IPv4 total length {}: {e}", h.total_len()))?;
             let sum = Sum16BitWords::new().add_slice(h.slice()).ones_complement();
             if sum != 0 {
                 return Err("bad IPv4 header checksum".into());
@@ -28,25 +40,20 @@ pub fn validate(frame: &[u8]) -> Result<(), String> {
             let pseudo = Sum16BitWords::new()
                 .add_4bytes(h.source())
                 .add_4bytes(h.destination());
-            let l4 = &frame[14 + h.slice().len()..];
+            let l4 = &frame[14 + h.slice().len()..end];
             (pseudo, l4.len(), l4, h.protocol().0)
         }
         Some(NetSlice::Ipv6(ip)) => {
             let h = ip.header();
-            if usize::from(h.payload_length()) + 54 != frame.len() {
-                return Err(format!(
-                    "IPv6 payload length {} in a {}-byte frame",
-                    h.payload_length(),
-                    frame.len()
-                ));
-            }
+            let end = usize::from(h.payload_length()) + 54;
+            padded(end).map_err(|e| format!("IPv6 payload length {}: {e}", h.payload_length()))?;
             let pseudo = Sum16BitWords::new()
                 .add_16bytes(h.source())
                 .add_16bytes(h.destination());
             let l4 = ip.payload().payload;
             (pseudo, l4.len(), l4, ip.payload().ip_number.0)
         }
-        Some(NetSlice::Arp(_)) => return Ok(()),
+        Some(NetSlice::Arp(_)) => return padded(14 + 28),
         None => return Err("no network layer".into()),
     };
     let _ = dst;

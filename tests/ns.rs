@@ -232,7 +232,8 @@ fn netns_quit_when_namespace_goes() {
 
 /// pasta on an existing namespace (by PID, joining the process's user
 /// namespace first, as with rootlesskit), no --config-net: busybox udhcpc
-/// gets address, router, DNS, search domain and MTU.
+/// gets address, router, DNS, search domain and MTU, and the `-H` and
+/// `--fqdn` names (options 12 and 81).
 #[test]
 fn pasta_udhcpc_lease() {
     let h = Netns::host("dhcp4");
@@ -245,6 +246,10 @@ fn pasta_udhcpc_lease() {
             "-f".into(),
             "--dhcp-dns".into(),
             "--dhcp-search".into(),
+            "-H".into(),
+            "myhost".into(),
+            "--fqdn".into(),
+            "myhost.example".into(),
             "-P".into(),
             s(&pidf),
             g.pid().to_string(),
@@ -272,6 +277,8 @@ fn pasta_udhcpc_lease() {
             "mtu",
             "-O",
             "search",
+            "-O",
+            "81",
             "-s",
             &s(&script),
         ],
@@ -286,6 +293,13 @@ fn pasta_udhcpc_lease() {
     assert_eq!(env_value(&env, "dns").as_deref(), Some(DNS4), "{env}");
     assert_eq!(env_value(&env, "mtu").as_deref(), Some("65520"), "{env}");
     assert_eq!(env_value(&env, "search").as_deref(), Some(SEARCH), "{env}");
+    assert_eq!(env_value(&env, "hostname").as_deref(), Some("myhost"));
+    // busybox knows no option 81: the raw bytes, flags E, RCODEs 255.
+    assert_eq!(
+        env_value(&env, "opt81").as_deref(),
+        Some("04ffff066d79686f7374076578616d706c6500"),
+        "{env}"
+    );
     // The process whose namespaces pasta joined exits: so does pasta.
     drop(g);
     let t = std::time::Instant::now();
@@ -297,7 +311,7 @@ fn pasta_udhcpc_lease() {
 }
 
 /// pasta on `--userns PATH --netns PATH`: dhclient -6 gets the host's
-/// address as a /128, and the resolver.
+/// address as a /128, the resolver, and the `--fqdn` name (option 39).
 #[test]
 fn pasta_dhclient6_lease() {
     let h = Netns::host("dhcp6");
@@ -314,6 +328,8 @@ fn pasta_dhclient6_lease() {
             s(&pasta()),
             "-f".into(),
             "--dhcp-dns".into(),
+            "--fqdn".into(),
+            "myhost.example".into(),
             "-P".into(),
             s(&pidf),
             "--userns".into(),
@@ -380,6 +396,16 @@ fn pasta_dhclient6_lease() {
         env_value(&env, "new_dhcp6_name_servers").as_deref(),
         Some("fd77::53"),
         "{env}"
+    );
+    // `--fqdn`: option 39, as dhclient decodes it.
+    assert_eq!(
+        env_value(&env, "new_fqdn_fqdn").as_deref(),
+        Some("myhost.example"),
+        "{env}"
+    );
+    assert_eq!(
+        env_value(&env, "new_fqdn_hostname").as_deref(),
+        Some("myhost")
     );
 }
 

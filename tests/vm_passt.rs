@@ -39,10 +39,9 @@ const UDP_OUT6: u16 = 6004;
 const IPERF_PORT: u16 = 6201;
 
 /// Whether the guest reaches the router its RAs name (passt's link-local
-/// address, the host interface's own): not yet, the driver connects to
-/// link-local host-side destinations without a scope id (EINVAL). Set to
-/// true when it does, and the ping of it becomes a check.
-const LL_ROUTER_REACHABLE: bool = false;
+/// address, the host interface's own): link-local host-side destinations
+/// get the template interface as their scope.
+const LL_ROUTER_REACHABLE: bool = true;
 
 /// How qemu reaches passt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

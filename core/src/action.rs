@@ -450,7 +450,8 @@ pub const DATAGRAM_ROOM: u16 = 62;
 /// `buf[frame_start..frame_start + frame_len]`.
 #[derive(Debug)]
 pub struct RxDatagram<'a> {
-    /// The frame buffer.
+    /// The frame buffer. With room for 60 bytes from the frame's start, a
+    /// short frame is padded to 60 (802.3); with less it goes out short.
     pub buf: &'a mut [u8],
     /// Bytes of the datagram (UDP payload; for ping sockets the ICMP message).
     /// A length beyond the buffer means the datagram was truncated: dropped.

@@ -307,6 +307,11 @@ pub struct Config {
     pub ip6: Option<Ip6Config>,
     /// DNS search list, at most [`MAX_SEARCH`] domains.
     pub search: Vec<String>,
+    /// Host name for the guest (`-H`; DHCP option 12).
+    pub hostname: Option<String>,
+    /// Fully qualified domain name for the guest (`--fqdn`; DHCP option 81,
+    /// DHCPv6 option 39).
+    pub fqdn: Option<String>,
     /// Service and protocol switches.
     pub features: Features,
     /// Key for hashing flows and for TCP initial sequence numbers (RFC 6528).
@@ -353,6 +358,8 @@ impl Default for Config {
             ip4: None,
             ip6: None,
             search: Vec::new(),
+            hostname: None,
+            fqdn: None,
             features: Features::default(),
             secret: [0; 16],
             seed: 0,

@@ -318,7 +318,7 @@ impl Core {
             match self.out.pop_into(buf)? {
                 Ok(n) => {
                     self.counters.frames_out += 1;
-                    return Some(n);
+                    return Some(crate::wire::headers::pad_frame(buf, n));
                 }
                 Err(_) => self.counters.drop(DropReason::OutFrameTooLarge),
             }

@@ -18,8 +18,8 @@ use crate::wire::Mac;
 use core::net::IpAddr;
 use std::collections::VecDeque;
 
-/// Largest control frame the core builds (DHCPv6 replies with long search lists
-/// are the biggest, well under this).
+/// Largest control frame the core builds (DHCP and DHCPv6 replies with long
+/// search lists are the biggest; a DHCP reply leaves out what does not fit).
 pub(crate) const CONTROL_FRAME_MAX: usize = 2048;
 
 #[derive(Debug)]

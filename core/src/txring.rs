@@ -137,6 +137,8 @@ impl Core {
     pub fn transmit_queued<R: TxRing + ?Sized>(&mut self, now: Instant, ring: &mut R) -> bool {
         let mut any = false;
         while let Some(len) = self.out.front_len() {
+            // Room for the padding of a short frame too (`poll_frame` pads).
+            let len = len.max(crate::wire::headers::ETH_ZLEN);
             if self.reserve_flushing(now, ring, 1, len, SlotUse::Exact) == 0 {
                 ring.commit(&[]);
                 self.link_refused = true;

@@ -66,6 +66,15 @@ pub enum AddrOrNone {
     Addr(IpAddr),
 }
 
+/// `-a`: an address, with the prefix length if given as `ADDR/PREFIX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestAddr {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length after `/`, if any (used for IPv4; IPv6 keeps /64).
+    pub prefix: Option<u8>,
+}
+
 /// A user or group given by number or by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdOrName {
@@ -129,8 +138,39 @@ fn ip(s: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("'{s}' is not an IPv4 or IPv6 address"))
 }
 
-fn parse_assign_addr(s: &str) -> Result<IpAddr, String> {
-    no_unspec_etc(ip(s)?, false, "the guest's address")
+/// `-a ADDR[/PREFIX]`.
+fn parse_assign_addr(s: &str) -> Result<GuestAddr, String> {
+    let (a, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr = no_unspec_etc(ip(a)?, false, "the guest's address")?;
+    let prefix = match prefix {
+        None => None,
+        Some(p) => {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            match p.parse::<u8>() {
+                Ok(v) if v <= max && p.bytes().all(|b| b.is_ascii_digit()) => Some(v),
+                _ => return Err(format!("'{p}' is not a prefix length (0 to {max})")),
+            }
+        }
+    };
+    Ok(GuestAddr { addr, prefix })
+}
+
+/// Longest `-H` or `--fqdn` (a domain name in text form).
+pub const NAME_MAX: usize = 253;
+
+/// `-H` and `--fqdn`: a name of at most [`NAME_MAX`] bytes, no control
+/// characters or blanks.
+fn parse_dns_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > NAME_MAX {
+        return Err(format!("the name must have 1 to {NAME_MAX} bytes"));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("'{s}' is not a host name"));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_gateway(s: &str) -> Result<IpAddr, String> {
@@ -223,9 +263,9 @@ fn parse_fd(s: &str) -> Result<i32, String> {
     let v: i32 = s
         .parse()
         .map_err(|_| format!("'{s}' is not a file descriptor number"))?;
-    if v <= 2 {
+    if v == 1 || v == 2 || v < 0 {
         return Err(format!(
-            "{v} is not allowed: the descriptor must be above 2"
+            "{v} is not allowed: the descriptor must be 0 (standard input) or above 2"
         ));
     }
     Ok(v)
@@ -301,6 +341,13 @@ pub struct Options {
     #[arg(skip)]
     pub mode: Mode,
 
+    /// Print the manual page (man(7) format) and exit
+    #[arg(long = "print-manpage", hide = true)]
+    pub print_manpage: bool,
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    #[arg(long = "print-completions", value_name = "SHELL", hide = true)]
+    pub print_completions: Option<clap_complete::Shell>,
+
     /// Log debug messages too, to standard error with timestamps
     #[arg(short = 'd', long = "debug", overrides_with = "quiet")]
     pub debug: bool,
@@ -310,10 +357,13 @@ pub struct Options {
     /// Log warnings and errors only
     #[arg(short = 'q', long = "quiet", overrides_with_all = ["debug", "trace"])]
     pub quiet: bool,
+    /// Print counts of events by kind on standard error, at most every SECS seconds (foreground only)
+    #[arg(long = "stats", value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub stats: Option<u32>,
     /// Stay in the foreground instead of running as a daemon
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,
-    /// Deprecated, does nothing (logging follows --debug and --log-file)
+    /// Deprecated, will be dropped soon; does nothing (logging follows --debug and --log-file)
     #[arg(short = 'e', long = "stderr")]
     pub stderr: bool,
     /// Log to this file only (created or truncated)
@@ -337,7 +387,7 @@ pub struct Options {
     /// Print the back-end capabilities (JSON) and exit
     #[arg(long = "print-capabilities")]
     pub print_capabilities: bool,
-    /// Use this already connected descriptor (above 2) instead of a socket or tap device; implies --one-off for passt
+    /// Use this already connected descriptor (0, standard input, or above 2) instead of a socket or tap device; implies --one-off for passt
     #[arg(short = 'F', long = "fd", value_name = "FD", value_parser = parse_fd)]
     pub fd: Option<i32>,
     /// Exit when the first client disconnects
@@ -356,9 +406,9 @@ pub struct Options {
     /// MTU advertised by DHCP and NDP, 0 to advertise none [default: 65520]
     #[arg(short = 'm', long = "mtu", value_name = "MTU", value_parser = parse_mtu)]
     pub mtu: Option<u16>,
-    /// Address given to the guest, once per family [default: the host's]
-    #[arg(short = 'a', long = "address", value_name = "ADDR", action = ArgAction::Append, value_parser = parse_assign_addr)]
-    pub address: Vec<IpAddr>,
+    /// Address given to the guest, once per family, optionally with an IPv4 prefix length (ADDR/PREFIX; IPv6 prefixes stay /64) [default: the host's]
+    #[arg(short = 'a', long = "address", value_name = "ADDR[/PREFIX]", action = ArgAction::Append, value_parser = parse_assign_addr)]
+    pub address: Vec<GuestAddr>,
     /// IPv4 netmask, as prefix length or dotted quad [default: the host's]
     #[arg(short = 'n', long = "netmask", value_name = "MASK", value_parser = parse_netmask)]
     pub netmask: Option<u8>,
@@ -386,6 +436,12 @@ pub struct Options {
     /// Search domain, or a space-separated list, to advertise (repeatable, up to 6 in all); 'none' disables the list [default: from /etc/resolv.conf]
     #[arg(short = 'S', long = "search", value_name = "DOMAIN", action = ArgAction::Append, value_parser = parse_search)]
     pub search: Vec<String>,
+    /// Host name for the guest: DHCP option 12 (pasta: also the hostname of the command's namespace)
+    #[arg(short = 'H', long = "hostname", value_name = "NAME", value_parser = parse_dns_name)]
+    pub hostname: Option<String>,
+    /// Fully qualified domain name for the guest: DHCP option 81 and DHCPv6 option 39
+    #[arg(long = "fqdn", value_name = "NAME", value_parser = parse_dns_name)]
+    pub fqdn: Option<String>,
     /// Advertise nameservers by DHCP, DHCPv6 and NDP
     #[arg(long = "dhcp-dns")]
     pub dhcp_dns: bool,
@@ -478,10 +534,10 @@ pub struct Options {
     /// Configure the namespace interface: MTU, addresses, routes
     #[arg(long = "config-net")]
     pub config_net: bool,
-    /// Deprecated: with --config-net, set only a default route
+    /// Deprecated, will be dropped soon: with --config-net, set only a default route
     #[arg(long = "no-copy-routes")]
     pub no_copy_routes: bool,
-    /// Deprecated: with --config-net, set only one address per family
+    /// Deprecated, will be dropped soon: with --config-net, set only one address per family
     #[arg(long = "no-copy-addrs")]
     pub no_copy_addrs: bool,
     /// MAC address of the namespace interface [default: chosen by the kernel]
@@ -502,7 +558,7 @@ pub struct Options {
     pub target: Option<PastaTarget>,
 }
 
-const SPEC_HELP: &str = "\
+pub(crate) const SPEC_HELP: &str = "\
 SPEC for -t, -u (and pasta's -T, -U):
   none          forward nothing
   auto          (pasta) forward the ports bound on the other side, rescanned every second (-u: bound
@@ -515,7 +571,7 @@ SPEC for -t, -u (and pasta's -T, -U):
   examples: 22   22:2222   8000-8010:9000-9010   192.0.2.1/80   5-25,~10-20   ~22";
 
 /// Options for pasta only: (field id, option spelling).
-const PASTA_ONLY: &[(&str, &str)] = &[
+pub(crate) const PASTA_ONLY: &[(&str, &str)] = &[
     ("ns_ifname", "-I/--ns-ifname"),
     ("tcp_ns", "-T/--tcp-ns"),
     ("udp_ns", "-U/--udp-ns"),
@@ -534,7 +590,7 @@ const PASTA_ONLY: &[(&str, &str)] = &[
 ];
 
 /// Options for passt only.
-const PASST_ONLY: &[(&str, &str)] = &[
+pub(crate) const PASST_ONLY: &[(&str, &str)] = &[
     ("socket", "-s/--socket"),
     ("vhost_user", "--vhost-user"),
     ("print_capabilities", "--print-capabilities"),
@@ -582,6 +638,17 @@ impl fmt::Display for CliError {
     }
 }
 
+/// What `--version` prints after the program's name, in upstream's shape:
+/// the version on the first line, then the copyright and licence.
+pub const VERSION_BLOB: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (passt-rs)\n",
+    "Copyright the passt-rs contributors\n",
+    "MIT License <https://opensource.org/licenses/MIT>\n",
+    "This is free software: you are free to change and redistribute it.\n",
+    "There is NO WARRANTY, to the extent permitted by law.\n"
+);
+
 /// The clap command for `mode`: options of the other mode hidden, help texts
 /// adapted.
 pub fn command(mode: Mode) -> clap::Command {
@@ -589,6 +656,7 @@ pub fn command(mode: Mode) -> clap::Command {
         .name(mode.name())
         .bin_name(mode.name())
         .version(env!("CARGO_PKG_VERSION"))
+        .long_version(VERSION_BLOB)
         .arg(
             clap::Arg::new("version")
                 .long("version")
@@ -672,6 +740,18 @@ pub fn parse_args(mode: Mode, args: &[OsString]) -> Result<Options, CliError> {
                     let _ = e.print();
                     Err(CliError::Exit(0))
                 }
+                // getopt_long's wording, which clients match on (Podman
+                // retries without an option pasta reports this way).
+                ErrorKind::UnknownArgument => {
+                    use clap::error::{ContextKind, ContextValue};
+                    match e.get(ContextKind::InvalidArg) {
+                        Some(ContextValue::String(a)) => {
+                            let a = a.split('=').next().unwrap_or(a);
+                            Err(CliError::Usage(format!("unrecognized option '{a}'")))
+                        }
+                        _ => Err(CliError::Usage(clap_message(&e))),
+                    }
+                }
                 _ => Err(CliError::Usage(clap_message(&e))),
             };
         }
@@ -691,12 +771,23 @@ pub fn parse_args(mode: Mode, args: &[OsString]) -> Result<Options, CliError> {
     }
     let mut o = Options::from_arg_matches(&m).map_err(|e| CliError::Usage(clap_message(&e)))?;
     o.mode = mode;
+    if o.print_manpage {
+        print!("{}", crate::man::man_page(mode));
+        return Err(CliError::Exit(0));
+    }
+    if let Some(shell) = o.print_completions {
+        print!("{}", crate::man::completions(mode, shell));
+        return Err(CliError::Exit(0));
+    }
     validate(&mut o)?;
-    if o.stderr {
-        eprintln!(
-            "{}: warning: -e/--stderr is deprecated and does nothing",
-            mode.name()
-        );
+    for (on, name) in [
+        (o.stderr, "--stderr"),
+        (o.no_copy_routes, "--no-copy-routes"),
+        (o.no_copy_addrs, "--no-copy-addrs"),
+    ] {
+        if on {
+            eprintln!("{}: warning: {name} will be dropped soon", mode.name());
+        }
     }
     if o.print_capabilities {
         println!("{{\n  \"type\": \"net\"\n}}");
@@ -715,6 +806,21 @@ fn validate(o: &mut Options) -> Result<(), CliError> {
     }
     if o.trace {
         o.debug = true;
+    }
+    // -a ADDR/PREFIX and -n both give the IPv4 prefix: one or the other.
+    if o.address.iter().any(|a| a.prefix.is_some()) {
+        if o.netmask.is_some() {
+            return usage("redundant prefix length: -n/--netmask and -a/--address ADDR/PREFIX");
+        }
+        if let Some(p) = o
+            .address
+            .iter()
+            .rev()
+            .find(|a| a.addr.is_ipv4())
+            .and_then(|a| a.prefix)
+        {
+            o.netmask = Some(p);
+        }
     }
     // -S takes one domain or a space-separated list.
     o.search = o
@@ -772,6 +878,9 @@ fn validate(o: &mut Options) -> Result<(), CliError> {
     }
 
     if o.mode == Mode::Passt {
+        if o.stats.is_some() && !o.foreground {
+            return usage("--stats: statistics are printed in the foreground only (-f)");
+        }
         if let Some(c) = o.command.first() {
             return usage(format!(
                 "extra non-option argument '{}'",
@@ -822,17 +931,21 @@ fn validate(o: &mut Options) -> Result<(), CliError> {
     if matches!(o.target, Some(PastaTarget::Netns(_))) && o.userns.is_none() {
         o.netns_only = true;
     }
+    let spawn = matches!(o.target, Some(PastaTarget::Spawn(_))) && o.fd.is_none();
+    if o.stats.is_some() && !o.foreground && !spawn {
+        return usage("--stats: statistics are printed in the foreground only (-f)");
+    }
     Ok(())
 }
 
 impl Options {
     /// The last `-a` of the IPv4 family.
     pub fn addr4(&self) -> Option<Ipv4Addr> {
-        last_v4(&self.address)
+        last_v4(&self.address.iter().map(|a| a.addr).collect::<Vec<_>>())
     }
     /// The last `-a` of the IPv6 family.
     pub fn addr6(&self) -> Option<Ipv6Addr> {
-        last_v6(&self.address)
+        last_v6(&self.address.iter().map(|a| a.addr).collect::<Vec<_>>())
     }
     /// The last `-g` of the IPv4 family.
     pub fn gateway4(&self) -> Option<Ipv4Addr> {
@@ -1143,6 +1256,51 @@ mod tests {
     }
 
     #[test]
+    fn upstream_2026_forms() {
+        let o = ok(Mode::Passt, &["-a", "192.0.2.2/20", "-a", "2001:db8::2/56"]);
+        assert_eq!(o.addr4(), Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(o.addr6(), Some("2001:db8::2".parse().unwrap()));
+        assert_eq!(o.netmask, Some(20), "the IPv4 prefix is the netmask");
+        // As upstream: any prefix given with -a makes -n redundant.
+        bad(
+            Mode::Pasta,
+            &["-a", "2001:db8::2/56", "-n", "24"],
+            "redundant",
+        );
+        let o = ok(Mode::Pasta, &["-a", "2001:db8::2", "-n", "24"]);
+        assert_eq!(o.netmask, Some(24));
+        let o = ok(Mode::Passt, &["--fd", "0"]);
+        assert_eq!(o.fd, Some(0));
+        assert!(o.one_off);
+        let o = ok(Mode::Passt, &["-H", "vm1", "--fqdn", "vm1.example.org"]);
+        assert_eq!(o.hostname.as_deref(), Some("vm1"));
+        assert_eq!(o.fqdn.as_deref(), Some("vm1.example.org"));
+        let o = ok(Mode::Pasta, &["--hostname", "c1"]);
+        assert_eq!(o.hostname.as_deref(), Some("c1"));
+        // Deprecated, still accepted.
+        let o = ok(
+            Mode::Pasta,
+            &[
+                "--stderr",
+                "--config-net",
+                "--no-copy-routes",
+                "--no-copy-addrs",
+            ],
+        );
+        assert!(o.stderr && o.no_copy_routes && o.no_copy_addrs);
+    }
+
+    #[test]
+    fn version_in_upstream_shape() {
+        let mut lines = VERSION_BLOB.lines();
+        let first = lines.next().unwrap_or_default();
+        assert!(first.starts_with(env!("CARGO_PKG_VERSION")), "{first}");
+        assert!(lines.next().unwrap_or_default().starts_with("Copyright "));
+        let v = command(Mode::Pasta).render_long_version();
+        assert!(v.starts_with("pasta 0."), "{v}");
+    }
+
+    #[test]
     fn last_one_wins() {
         let o = ok(Mode::Passt, &["-m", "1500", "-m", "9000"]);
         assert_eq!(o.mtu, Some(9000));
@@ -1277,6 +1435,16 @@ mod tests {
         let o = ok(Mode::Passt, &["--no-dhcp"]);
         assert!(o.no_dhcp && !o.no_dhcpv6);
         bad(Mode::Passt, &["--no-d"], "--no-d");
+        bad(
+            Mode::Pasta,
+            &["--bogus-opt"],
+            "unrecognized option '--bogus-opt'",
+        );
+        bad(
+            Mode::Pasta,
+            &["--bogus-opt=3"],
+            "unrecognized option '--bogus-opt'",
+        );
     }
 
     #[test]
@@ -1305,6 +1473,20 @@ mod tests {
             (&["-M", "02:00:00:00:00"], "--mac-addr"),
             (&["-M", "zz:00:00:00:00:00"], "--mac-addr"),
             (&["-F", "2"], "--fd"),
+            (&["-F", "1"], "--fd"),
+            (&["-a", "192.0.2.2/33"], "--address"),
+            (&["-a", "2001:db8::2/129"], "--address"),
+            (&["-a", "192.0.2.2/x"], "--address"),
+            (
+                &["-a", "192.0.2.2/24", "-n", "16"],
+                "redundant prefix length",
+            ),
+            (
+                &["-n", "16", "-a", "192.0.2.2/24"],
+                "redundant prefix length",
+            ),
+            (&["-H", ""], "--hostname"),
+            (&["--fqdn", "a b"], "--fqdn"),
             (&["-F", "-1"], "--fd"),
             (&["-F", "x"], "--fd"),
             (&["--log-size", "100"], "--log-size"),

@@ -463,6 +463,9 @@ pub struct RuntimeConfig {
     pub template4: Option<String>,
     /// See [`Self::template4`].
     pub template6: Option<String>,
+    /// Index of the IPv6 template interface: the scope of link-local
+    /// destinations on the host side.
+    pub ifindex6: Option<u32>,
     /// No usable host interface for IPv4: link-local defaults (local mode).
     pub local4: bool,
     /// The same for IPv6.
@@ -497,6 +500,8 @@ pub struct RuntimeConfig {
     /// `--seccomp-log`: log system calls outside the allowlist instead of
     /// killing the process.
     pub seccomp_log: bool,
+    /// `--stats`: seconds between event count lines.
+    pub stats: Option<u32>,
     /// What pasta connects to.
     pub target: Option<PastaTarget>,
     /// User namespace to join: `--userns`, or that of the target PID.
@@ -662,15 +667,21 @@ fn dns_family<A: Copy + PartialEq>(
     for ns in from_resolv {
         if is_loopback(*ns) || Some(*ns) == map {
             // The guest can't reach the host's loopback, and the mapped
-            // address (usually the gateway) leads to the host itself:
-            // advertise the mapped address and redirect DNS sent there to the
-            // host resolver. Only one such redirection exists, so further
-            // resolvers of this kind are left out.
-            if d.dns_match.is_some() {
-                continue;
-            }
-            let Some(m) = map else { continue };
-            d.dns_match = Some(m);
+            // address (usually the gateway, which may be the resolver
+            // itself) leads to the host: DNS sent to the address that
+            // redirects to the host resolver is what to advertise. That is
+            // the --dns-forward address if given (also with --no-map-gw),
+            // else the mapped address, which then redirects DNS. Only one
+            // redirection exists: further resolvers of this kind advertise
+            // the same address.
+            let m = match (d.dns_match, map) {
+                (Some(m), _) => m,
+                (None, Some(m)) => {
+                    d.dns_match = Some(m);
+                    m
+                }
+                (None, None) => continue,
+            };
             push(&mut d.list, m);
         } else {
             push(&mut d.list, *ns);
@@ -881,6 +892,8 @@ pub fn build(
             None => Some(DEFAULT_MTU),
         },
         search,
+        hostname: opts.hostname.clone(),
+        fqdn: opts.fqdn.clone(),
         ..Config::default()
     };
     let f = &mut core.features;
@@ -1013,6 +1026,7 @@ pub fn build(
         ns_net,
         template4,
         template6,
+        ifindex6: t6.filter(|_| usable6).map(|t| t.ifindex),
         local4,
         local6,
         socket_path: opts.socket.clone(),
@@ -1029,6 +1043,7 @@ pub fn build(
         pid_file: opts.pid_file.clone(),
         runas,
         seccomp_log: opts.seccomp_log,
+        stats: opts.stats,
         target: opts.target.clone(),
         userns: opts.userns.clone().or_else(|| match opts.target {
             Some(PastaTarget::Pid(p)) if !opts.netns_only => {
@@ -1773,6 +1788,19 @@ mod tests {
             c.core.ip6.unwrap().dns.as_slice(),
             &["fe80::53".parse::<Ipv6Addr>().unwrap()]
         );
+        // Mapping off, but --dns-forward (Podman's defaults): the stub is
+        // reached through the forwarding address, which is advertised.
+        let c = cfg(
+            Mode::Passt,
+            &["--no-map-gw", "--dns-forward", "169.254.1.1"],
+            &h,
+            "nameserver 127.0.0.53\n",
+        );
+        let ip4 = c.core.ip4.unwrap();
+        assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(169, 254, 1, 1)]);
+        assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(169, 254, 1, 1)));
+        assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
+        assert!(!c.warnings.iter().any(|w| w.contains("nameserver")));
         // Mapping off: loopback resolvers can't be used.
         let c = cfg(Mode::Passt, &["--no-map-gw"], &h, "nameserver 127.0.0.53\n");
         let ip4 = c.core.ip4.unwrap();
@@ -1862,7 +1890,8 @@ mod tests {
         );
         assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(198, 51, 100, 1)));
-        // With --dns-forward, loopback resolvers can't be advertised.
+        // With --dns-forward, a loopback resolver is advertised as the
+        // forwarding address.
         let c = cfg(
             Mode::Passt,
             &["--dns-forward", "192.0.2.53"],
@@ -1870,7 +1899,10 @@ mod tests {
             "nameserver 127.0.0.53\nnameserver 198.51.100.1\n",
         );
         let ip4 = c.core.ip4.unwrap();
-        assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(198, 51, 100, 1)]);
+        assert_eq!(
+            ip4.dns.as_slice(),
+            &[Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(198, 51, 100, 1)]
+        );
         assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 53)));
         assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
         // Many resolvers: three advertised.

@@ -345,7 +345,9 @@ mod tests {
         for (i, d) in dg.iter().enumerate() {
             let f = d.frame().expect("a frame");
             assert_eq!(d.frame_start, 0);
-            assert_eq!(f.len(), 14 + 20 + 8 + 5);
+            // 47 bytes, padded with zeros to the 802.3 minimum.
+            assert_eq!(f.len(), 60);
+            assert!(f[47..].iter().all(|&b| b == 0));
             assert_eq!(&f[12..14], &[0x08, 0x00]);
             // From the gateway (host loopback), to the guest, port 53.
             assert_eq!(&f[26..30], &[10, 0, 2, 2]);
@@ -355,7 +357,7 @@ mod tests {
                 tx.local_addr().unwrap().port()
             );
             assert_eq!(u16::from_be_bytes([f[36], f[37]]), 53);
-            assert_eq!(&f[42..], &[i as u8; 5]);
+            assert_eq!(&f[42..47], &[i as u8; 5]);
         }
         drop(dg);
         // Nothing more.

@@ -414,6 +414,8 @@ pub(crate) struct LoopOptions {
     pub(crate) port_scanner: Option<crate::portscan::PortScanner>,
     /// The host's TCP tables, for `-T auto` (pasta, splicing on).
     pub(crate) host_port_scanner: Option<crate::portscan::PortScanner>,
+    /// `--stats`.
+    pub(crate) stats: Option<crate::stats::Stats>,
     /// The forwarding tables: `auto` modes, and whether a listener that
     /// fails at start-up is fatal (explicit ports).
     pub(crate) fwd: crate::fwd::Forwarding,
@@ -461,6 +463,8 @@ pub(crate) struct Runtime {
     explicit_ports: bool,
     /// Whether [`Runtime::start`] ran.
     started: bool,
+    /// `--stats`.
+    stats: Option<crate::stats::Stats>,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -561,6 +565,7 @@ impl Runtime {
             auto_fwd,
             explicit_ports,
             started: false,
+            stats: opts.stats,
         })
     }
 
@@ -665,6 +670,14 @@ impl Runtime {
                 return Some(1);
             }
         };
+        if let Some(st) = self.stats.as_mut() {
+            for ev in events.iter().take(n) {
+                st.event(untoken(ev.data()).0);
+            }
+            if n > 0 {
+                st.tick(t);
+            }
+        }
         for ev in events.iter().take(n) {
             let (tag, id) = untoken(ev.data());
             let flags = ev.events();

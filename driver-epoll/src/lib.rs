@@ -18,6 +18,7 @@ mod event_loop;
 pub mod fwd;
 mod isolate;
 mod log;
+mod man;
 pub mod netlink;
 mod netns;
 mod pcap;
@@ -26,6 +27,7 @@ mod qemu;
 pub mod resolv;
 mod socks;
 mod splice;
+mod stats;
 mod tap;
 mod txring;
 mod vhost_user;
@@ -93,6 +95,8 @@ pub(crate) struct Settings {
     pub(crate) runas: Option<(u32, u32)>,
     /// `--seccomp-log`.
     pub(crate) seccomp_log: bool,
+    /// `--stats`.
+    pub(crate) stats: Option<u32>,
     /// Logging options.
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
@@ -114,10 +118,21 @@ pub fn main() -> i32 {
     };
     log::init(mode.name());
     let rest: Vec<OsString> = args.collect();
-    let opts = match cli::parse_args(mode, &rest) {
+    let mut opts = match cli::parse_args(mode, &rest) {
         Ok(o) => o,
         Err(e) => return e.report(mode),
     };
+    if opts.fd == Some(0) {
+        // inetd style: the socket is standard input. It moves above the
+        // standard streams, which stay for logging and /dev/null.
+        match isolate::stdin_to_fd() {
+            Ok(fd) => opts.fd = Some(fd),
+            Err(e) => {
+                ::log::error!("{e}");
+                return 1;
+            }
+        }
+    }
     let devnull = match isolate::initial(opts.fd) {
         Ok(d) => d,
         Err(e) => {
@@ -170,6 +185,9 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
     for w in &rc.warnings {
         ::log::warn!("{w}");
     }
+    if let Some(i) = rc.ifindex6 {
+        socks::set_link_local_scope(i);
+    }
     Settings {
         mode: rc.mode,
         ns_mac: match rc.mode {
@@ -193,6 +211,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         pcap: rc.pcap,
         runas: rc.runas,
         seccomp_log: rc.seccomp_log,
+        stats: rc.stats,
         log: log::LogSettings {
             ident: rc.mode.name(),
             file: rc.log_file,
@@ -341,6 +360,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             ns_watch,
             port_scanner,
             host_port_scanner,
+            stats: s.stats.map(stats::Stats::new),
             fwd: s.fwd,
         },
     )
@@ -450,9 +470,11 @@ fn pasta_link(
     let udp_auto = s.core.features.udp && s.fwd.udp_in.mode() == auto_mode;
     let auto = s.fwd.tcp_in.mode() == auto_mode || udp_auto;
     let guest = match &s.target {
-        Target::Spawn(argv) => {
-            netns::spawn(argv, !s.netns_only && !nix::unistd::geteuid().is_root())?
-        }
+        Target::Spawn(argv) => netns::spawn(
+            argv,
+            !s.netns_only && !nix::unistd::geteuid().is_root(),
+            s.core.hostname.as_deref(),
+        )?,
         Target::Pid(pid) => netns::join_pid(*pid, s.netns_only, s.userns.as_deref())?,
         Target::Path(p) => netns::join_path(p, s.userns.as_deref())?,
     };

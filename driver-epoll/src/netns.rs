@@ -289,14 +289,17 @@ fn child_exit(code: i32) -> ! {
 /// namespace if `userns`; it runs once [`Guest::release`] is called. With a
 /// user namespace, pasta joins it (it owns the network namespace) before it
 /// returns: the calling process must have a single thread.
-pub(crate) fn spawn(argv: &[OsString], userns: bool) -> io::Result<Guest> {
+pub(crate) fn spawn(argv: &[OsString], userns: bool, name: Option<&str>) -> io::Result<Guest> {
     if argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
     }
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut hostname = format!("pasta-{host}").into_bytes();
+    let mut hostname = match name {
+        Some(n) => n.as_bytes().to_vec(),
+        None => format!("pasta-{host}").into_bytes(),
+    };
     hostname.truncate(64);
     let plan = ChildPlan {
         argv: argv

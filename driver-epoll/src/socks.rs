@@ -529,6 +529,31 @@ fn to_storage(addr: SocketAddr) -> SockaddrStorage {
     SockaddrStorage::from(addr)
 }
 
+/// Interface index given to link-local IPv6 destinations without one: the
+/// host's IPv6 template interface (0: none).
+static LINK_LOCAL_SCOPE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Sets the interface of link-local host-side destinations (the template
+/// interface of IPv6), once at start-up.
+pub(crate) fn set_link_local_scope(ifindex: u32) {
+    LINK_LOCAL_SCOPE.store(ifindex, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `addr` with the template interface as scope if it is an IPv6
+/// link-local address without one: the core's addresses carry no scope,
+/// and the kernel refuses to connect or send to a link-local address
+/// without knowing the link (EINVAL).
+fn scoped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) if a.scope_id() == 0 && a.ip().is_unicast_link_local() => {
+            let mut a = a;
+            a.set_scope_id(LINK_LOCAL_SCOPE.load(std::sync::atomic::Ordering::Relaxed));
+            SocketAddr::V6(a)
+        }
+        other => other,
+    }
+}
+
 fn from_storage(s: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(a) = s.as_sockaddr_in() {
         return Some(SocketAddr::V4(SocketAddrV4::from(*a)));
@@ -563,7 +588,7 @@ pub(crate) fn bind(fd: BorrowedFd<'_>, addr: SocketAddr, opts: BindOpts) -> Resu
 /// Starts a non-blocking connect: `Ok` if it completed at once,
 /// `Err(EINPROGRESS)` if it is under way.
 pub(crate) fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> Result<(), Errno> {
-    socket::connect(fd.as_raw_fd(), &to_storage(addr)).map_err(errno)
+    socket::connect(fd.as_raw_fd(), &to_storage(scoped(addr))).map_err(errno)
 }
 
 /// Accepts one connection (non-blocking, close-on-exec): the new socket, its
@@ -742,7 +767,7 @@ pub(crate) fn send_datagrams(
         return Ok(0);
     }
     let iov = iov.get(..iov.len().min(1024)).unwrap_or(iov);
-    let dest = to.map(to_storage);
+    let dest = to.map(|a| to_storage(scoped(a)));
     let mut hdrs: Vec<libc::mmsghdr> = iov
         .iter()
         .map(|s| {

@@ -581,13 +581,52 @@ fn ip_addrs(net: &NetSlice<'_>) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-/// Checks a frame the core emitted: it must parse with etherparse at every
+/// Least Ethernet frame without FCS (802.3).
+const ETH_ZLEN: usize = 60;
+
+/// A frame whose packet ends at `end`: anything after it is zero padding up
+/// to [`ETH_ZLEN`] bytes, no more.
+fn check_padding(frame: &[u8], end: usize) -> Result<(), String> {
+    let Some(pad) = frame.get(end..) else {
+        return Err(format!(
+            "packet of {end} bytes in a frame of {}",
+            frame.len()
+        ));
+    };
+    if !pad.is_empty() && frame.len() != ETH_ZLEN {
+        return Err(format!(
+            "{} bytes after a packet of {end} bytes in a frame of {}",
+            pad.len(),
+            frame.len()
+        ));
+    }
+    if pad.iter().any(|&b| b != 0) {
+        return Err("padding not zero".into());
+    }
+    Ok(())
+}
+
+/// [`check_frame`] for a frame the core sent the guest: also no shorter
+/// than 60 bytes (802.3; upstream pads since 2025).
+pub fn check_core_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
+    if frame.len() < ETH_ZLEN {
+        return Err(format!(
+            "frame of {} bytes, under the 802.3 minimum of {ETH_ZLEN}",
+            frame.len()
+        ));
+    }
+    check_frame(frame, max_len)
+}
+
+/// Checks a frame: it must parse with etherparse at every
 /// layer, with consistent lengths and valid checksums, no larger than
-/// `max_len` bytes. Returns what is wrong.
+/// `max_len` bytes; bytes after the packet only as zero padding to 60.
+/// Returns what is wrong ([`check_core_frame`] also wants the padding).
 pub fn check_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
     if frame.len() > max_len {
         return Err(format!("frame of {} bytes exceeds {max_len}", frame.len()));
     }
+
     let p = SlicedPacket::from_ethernet(frame).map_err(|e| format!("etherparse: {e}"))?;
     match p.link {
         Some(LinkSlice::Ethernet2(_)) => {}
@@ -602,11 +641,14 @@ pub fn check_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
             if a.slice().len() != 28 {
                 return Err(format!("ARP of {} bytes", a.slice().len()));
             }
-            return Ok(());
+            return check_padding(frame, 14 + 28);
         }
         NetSlice::Ipv4(v4) => {
             let h = v4.header();
-            if usize::from(h.total_len()) != l3_len {
+            check_padding(frame, 14 + usize::from(h.total_len()))?;
+            if usize::from(h.total_len()) < ETH_ZLEN - 14 && l3_len == ETH_ZLEN - 14 {
+                // Padded: the packet itself ends before the frame does.
+            } else if usize::from(h.total_len()) != l3_len {
                 return Err(format!(
                     "IPv4 total length {} but {} bytes follow the Ethernet header",
                     h.total_len(),

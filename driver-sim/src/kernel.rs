@@ -383,6 +383,8 @@ struct Sock {
     backlog: VecDeque<usize>,
     backlog_max: usize,
     peek_off: Option<u32>,
+    /// SO_LINGER with a zero timeout: close resets the peer.
+    linger_zero: bool,
     interest: Option<Interest>,
     sndbuf: u32,
     rcvbuf: u32,
@@ -527,6 +529,7 @@ impl Kernel {
             backlog: VecDeque::new(),
             backlog_max: 128,
             peek_off: None,
+            linger_zero: false,
             interest: None,
             sndbuf: self.cfg.sndbuf,
             rcvbuf: self.cfg.rcvbuf,
@@ -937,6 +940,14 @@ impl Kernel {
         Ok(())
     }
 
+    /// SO_LINGER on with a zero timeout: closing the socket resets its peer.
+    pub fn set_linger_zero(&mut self, id: SockId) -> Result<(), Errno> {
+        let h = self.core_handle(id)?;
+        let s = self.sock_mut(h).ok_or(Errno::EBADF)?;
+        s.linger_zero = true;
+        Ok(())
+    }
+
     /// The epoll interest of a socket. Like `EPOLL_CTL_MOD`, this re-arms
     /// edge-triggered readiness: a socket ready now is reported again.
     pub fn set_interest(&mut self, id: SockId, i: Interest) -> Result<(), Errno> {
@@ -1169,14 +1180,18 @@ impl Kernel {
         c.gen[0] += 1;
         c.gen[1] += 1;
         let unread = !c.pipes[1 - side].rcv.is_empty() || !c.pipes[1 - side].snd.is_empty();
-        if !c.reset && (unread || force_rst) {
+        let linger = s.linger_zero && !unread && !force_rst;
+        if !c.reset && (unread || force_rst || s.linger_zero) {
             c.reset = true;
             c.err[1 - side] = Some(Errno::ECONNRESET);
             c.pipes[0].snd.clear();
             c.pipes[1].snd.clear();
             let id = c.id;
-            self.notes
-                .push(format!("conn#{id}: reset by close with unread data"));
+            self.notes.push(if linger {
+                format!("conn#{id}: reset by close with SO_LINGER 0")
+            } else {
+                format!("conn#{id}: reset by close with unread data")
+            });
         } else if !c.reset {
             c.pipes[side].fin = true;
         }

@@ -652,7 +652,7 @@ impl Sim {
         self.stats.frames_from_core += 1;
         let s = frame::summarize(f, &mut self.seqs);
         self.note("core>", s);
-        if let Err(e) = frame::check_frame(f, self.max_frame) {
+        if let Err(e) = frame::check_core_frame(f, self.max_frame) {
             self.violation(format!("frame check: {e}"));
         }
         for v in self.checker.on_core_frame(f, &self.kernel) {
@@ -744,6 +744,7 @@ impl Sim {
             Action::SetOption { sock, opt } => {
                 let r = match opt {
                     SockOpt::PeekOffset(v) => self.kernel.set_peek_off(sock, v),
+                    SockOpt::ResetOnClose => self.kernel.set_linger_zero(sock),
                     _ => Ok(()),
                 };
                 self.note("host", format!("setsockopt({sock:?}, {opt:?}) = {r:?}"));
@@ -1149,10 +1150,25 @@ mod tests {
             crate::frame::BROADCAST,
             "10.77.0.1:67".parse().unwrap(),
             "10.77.0.2:68".parse().unwrap(),
-            b"payload",
+            b"payload, long enough for a 60-byte frame",
         );
         s.emit(&f.clone());
         assert!(s.violations.is_empty(), "{:?}", s.violations);
+        // A short frame the core did not pad is one too.
+        let short = crate::frame::udp_frame(
+            crate::frame::GUEST_MAC,
+            crate::frame::BROADCAST,
+            "10.77.0.1:67".parse().unwrap(),
+            "10.77.0.2:68".parse().unwrap(),
+            b"short",
+        );
+        s.emit(&short);
+        assert!(
+            s.violations.iter().any(|v| v.contains("802.3 minimum")),
+            "{:?}",
+            s.violations
+        );
+        s.violations.clear();
         let n = f.len();
         f[n - 1] ^= 1;
         s.emit(&f);
@@ -1161,7 +1177,7 @@ mod tests {
             "{:?}",
             s.violations
         );
-        assert_eq!(s.stats.frames_from_core, 2);
+        assert_eq!(s.stats.frames_from_core, 3);
     }
 
     /// TCP and UDP forwards open listeners in the simulated kernel, and

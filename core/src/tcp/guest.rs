@@ -185,7 +185,7 @@ impl Core {
             let Some(c) = self.tc(id) else { return i };
             c.t_active = now;
             if s.has(RST) {
-                self.tcp_close(id, false);
+                self.tcp_guest_reset(id);
                 return i + 1;
             }
             match c.phase {
@@ -323,7 +323,7 @@ impl Core {
             };
             if s.has(RST) {
                 self.tcp_flush_send(id, span_start, fin, requeue);
-                self.tcp_close(id, false);
+                self.tcp_guest_reset(id);
                 return i + 1;
             }
             if s.has(SYN) {

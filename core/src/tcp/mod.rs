@@ -673,14 +673,29 @@ impl Core {
         self.tcp_ctl(key, h);
     }
 
-    /// Ends connection `id`: optionally resets the guest side, closes the
-    /// socket and frees the flow.
+    /// Ends connection `id`: closes the socket and frees the flow; with
+    /// `rst`, the guest gets a reset (an error or a timeout on our side).
+    /// The socket is closed plainly: data it still holds for the host peer
+    /// goes out before the FIN (an abortive close would drop it).
     fn tcp_close(&mut self, id: FlowId, rst: bool) {
+        self.tcp_end(id, rst, false);
+    }
+
+    /// The guest reset connection `id`: the host peer gets a reset too.
+    fn tcp_guest_reset(&mut self, id: FlowId) {
+        self.tcp_end(id, false, true);
+    }
+
+    /// Ends connection `id`, resetting the guest side if `rst_guest` and the
+    /// socket's peer if `rst_sock` (SO_LINGER with a zero timeout before the
+    /// close: a plain close would send a FIN).
+    fn tcp_end(&mut self, id: FlowId, rst_guest: bool, rst_sock: bool) {
         let Some((key, c)) = self.tc_ref(id) else {
             return;
         };
         let key = *key;
         let c = *c;
+        let rst = rst_guest;
         if rst {
             match c.phase {
                 // The guest is in SYN-SENT: only an RST acknowledging its SYN counts.
@@ -703,13 +718,23 @@ impl Core {
             self.tcp.stats.resets += 1;
         }
         if c.sock_open {
+            if rst_sock {
+                self.act(Action::SetOption {
+                    sock: c.sock,
+                    opt: SockOpt::ResetOnClose,
+                });
+            }
             self.act(Action::Close { sock: c.sock });
             self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
         }
         log::debug!(
             "tcp flow {}: closed{}",
             id.0,
-            if rst { " (reset)" } else { "" }
+            match (rst_guest, rst_sock) {
+                (true, _) => " (reset)",
+                (false, true) => " (reset by the guest)",
+                (false, false) => "",
+            }
         );
         self.flows.free(id);
         self.tcp.stats.closed += 1;

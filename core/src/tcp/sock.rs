@@ -2,6 +2,7 @@
 //! the guest.
 
 use super::*;
+use crate::wire::headers::pad_frame;
 
 impl Core {
     /// A batch of guest frames begins.
@@ -177,7 +178,7 @@ impl Core {
                     )
                 });
             let Some(len) = len else { break };
-            slot.frame_len = len;
+            slot.frame_len = pad_frame(slot.buf, len);
             self.tcp_txlog(self.counters.frames_out, id, gen, seqno, chunk as u32);
             self.counters.frames_out += 1;
             frames += 1;

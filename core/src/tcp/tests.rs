@@ -33,6 +33,8 @@ struct FakeSock {
     mss: Option<u16>,
     interest: Option<Interest>,
     peek_err: Option<Errno>,
+    /// SO_LINGER with a zero timeout: its close resets the peer.
+    linger_zero: bool,
 }
 
 /// One guest-bound TCP segment, re-parsed.
@@ -91,6 +93,10 @@ fn parse_out(f: &[u8]) -> Option<Out> {
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header().to_header();
             assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+            // Short frames (bare ACKs) are padded with zeros to 60 bytes.
+            let end = usize::from(h.total_len) + 14;
+            assert_eq!(end.max(60), f.len(), "IPv4 length");
+            assert!(f[end..].iter().all(|&b| b == 0), "padding");
             assert_eq!(h.time_to_live, 255);
             assert_eq!(h.identification, 0);
             assert!(!h.dont_fragment);
@@ -375,6 +381,7 @@ impl H {
                 match opt {
                     SockOpt::PeekOffset(o) => s.peek_off = Some(o as usize),
                     SockOpt::TcpMaxSeg(m) => s.mss = Some(m),
+                    SockOpt::ResetOnClose => s.linger_zero = true,
                     _ => {}
                 }
             }
@@ -1121,6 +1128,8 @@ fn retransmit_after_timeout_then_reset() {
     let f = c.h.take_frames();
     assert!(f.last().unwrap().rst);
     assert!(!f.last().unwrap().ackf, "RST alone");
+    // Closed plainly: what the socket holds for the host peer still goes.
+    assert!(!c.h.dead[&c.sock].linger_zero);
     assert_eq!(c.h.core.flow_count(), 0);
     assert_eq!(c.h.core.socket_count(), 0);
 }
@@ -1263,6 +1272,7 @@ fn guest_half_close_then_host_close() {
         .seq(c.their.wrapping_add(4))
         .ack(c.our.wrapping_add(5))]);
     assert!(c.h.closed.contains(&c.sock));
+    assert!(!c.h.dead[&c.sock].linger_zero, "an orderly close: FIN");
     assert_eq!(c.h.core.flow_count(), 0);
     assert_eq!(c.h.core.socket_count(), 0);
 }
@@ -1312,12 +1322,25 @@ fn lost_fin_is_retransmitted() {
 
 #[test]
 fn resets_both_ways() {
+    // A guest RST resets the host peer (SO_LINGER 0, then close), as
+    // upstream since 2026: a plain close would send it a FIN.
     let mut c = connect4();
     c.h.guest(&[c.g.clone().seq(c.their).rst()]);
     assert!(c.h.closed.contains(&c.sock));
+    assert!(c.h.dead[&c.sock].linger_zero, "guest RST closed with a FIN");
     assert!(c.h.take_frames().is_empty());
     assert_eq!(c.h.core.flow_count(), 0);
+    // The same with data in the batch before the RST.
+    let mut c = connect4();
+    let g = c.g.clone();
+    c.h.guest(&[
+        g.clone().seq(c.their).ack(c.our).data(b"abc"),
+        g.seq(c.their.wrapping_add(3)).rst(),
+    ]);
+    assert_eq!(c.h.dead[&c.sock].written, b"abc");
+    assert!(c.h.dead[&c.sock].linger_zero);
 
+    // A host reset: the guest gets an RST.
     let mut c = connect4();
     c.h.event(c.sock, SockEvent::Error(Errno::ECONNRESET));
     let f = c.h.take_frames();

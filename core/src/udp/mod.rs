@@ -44,7 +44,7 @@ use crate::queue::ActionQueue;
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::wire::be16;
-use crate::wire::headers::{PROTO_UDP, UDP_HLEN};
+use crate::wire::headers::{pad_frame, PROTO_UDP, UDP_HLEN};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
@@ -577,7 +577,10 @@ pub(crate) fn framed(
     match len {
         Some(n) => {
             d.frame_start = start;
-            d.frame_len = n;
+            d.frame_len = match d.buf.get_mut(start..) {
+                Some(b) => pad_frame(b, n),
+                None => n,
+            };
             true
         }
         None => {

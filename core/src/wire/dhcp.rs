@@ -14,7 +14,14 @@
 //! a classic BOOTP message. The search list (119, RFC 3397) uses RFC 1035
 //! §4.1.4 compression and is split over several 119 options when longer than
 //! 255 bytes (RFC 3396).
+//!
+//! A reply fits in what the client can take: 576 bytes with the IP and UDP
+//! headers (RFC 2131 §2), or the size its option 57 names if larger (RFC 2132
+//! §9.10). An option that does not fit is left out, as upstream passt does
+//! (it knows no option 57); the search list loses its last names first.
+//! busybox udhcpc, for one, drops a longer reply as truncated.
 
+use super::dns::encode_name as encode_plain_name;
 use super::{put, put16, put32};
 use crate::config::{Config, Ip4Config, MAX_DNS, MAX_SEARCH};
 use crate::counters::DropReason;
@@ -49,29 +56,43 @@ pub(crate) const OPT_PAD: u8 = 0;
 pub(crate) const OPT_MASK: u8 = 1;
 pub(crate) const OPT_ROUTER: u8 = 3;
 pub(crate) const OPT_DNS: u8 = 6;
+pub(crate) const OPT_HOSTNAME: u8 = 12;
 pub(crate) const OPT_MTU: u8 = 26;
 pub(crate) const OPT_LEASE: u8 = 51;
 pub(crate) const OPT_MSG_TYPE: u8 = 53;
 pub(crate) const OPT_SERVER_ID: u8 = 54;
 pub(crate) const OPT_PRL: u8 = 55;
+pub(crate) const OPT_MAX_SIZE: u8 = 57;
 pub(crate) const OPT_RAPID_COMMIT: u8 = 80;
+pub(crate) const OPT_FQDN: u8 = 81;
 pub(crate) const OPT_SEARCH: u8 = 119;
 pub(crate) const OPT_ROUTES: u8 = 121;
 pub(crate) const OPT_END: u8 = 255;
 
 /// Every option we may send, in ascending code order.
-pub(crate) const OUR_OPTIONS: [u8; 10] = [
+pub(crate) const OUR_OPTIONS: [u8; 12] = [
     OPT_MASK,
     OPT_ROUTER,
     OPT_DNS,
+    OPT_HOSTNAME,
     OPT_MTU,
     OPT_LEASE,
     OPT_MSG_TYPE,
     OPT_SERVER_ID,
     OPT_RAPID_COMMIT,
+    OPT_FQDN,
     OPT_SEARCH,
     OPT_ROUTES,
 ];
+
+/// Flags of our option 81 (RFC 4702 §2.1): E, the name in wire format; the
+/// two RCODE bytes that follow are 255, as the RFC asks of servers.
+pub(crate) const FQDN_FLAGS: [u8; 3] = [0x04, 0xff, 0xff];
+/// Size of a message every client takes, IP and UDP headers included
+/// (RFC 2131 §2).
+pub(crate) const MSG_MIN_MAX: usize = 576;
+/// IPv4 and UDP headers, counted in [`MSG_MIN_MAX`] and option 57.
+pub(crate) const IP_UDP_HLEN: usize = 28;
 
 /// Longest encoded domain name (RFC 1035 §3.1).
 pub(crate) const NAME_MAX: usize = 255;
@@ -90,10 +111,12 @@ pub(crate) const REPLY_MAX: usize = OPTS_OFF
     + 6 // 1
     + 6 // 3
     + (2 + 4 * MAX_DNS) // 6
+    + (2 + 255) // 12
     + 4 // 26
     + 6 // 51
     + 6 // 54
     + 2 // 80
+    + (2 + 255) // 81
     + (SEARCH_MAX + 2 * SEARCH_OPTS_MAX) // 119
     + (2 + 9 + 5) // 121
     + 2; // 255, 0
@@ -120,6 +143,9 @@ pub(crate) struct Request<'a> {
     pub(crate) prl: ArrayVec<u8, 256>,
     /// Option 80 present.
     pub(crate) rapid_commit: bool,
+    /// Option 57: the longest message the client takes, IP and UDP headers
+    /// included.
+    pub(crate) max_size: Option<u16>,
 }
 
 /// Why a request gets no reply.
@@ -154,6 +180,7 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request<'_>, Refused> {
         msg_type: None,
         prl: ArrayVec::new(),
         rapid_commit: false,
+        max_size: None,
     };
     let mut seen = [false; 256];
     let mut i = OPTS_OFF;
@@ -185,6 +212,13 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request<'_>, Refused> {
                 }
             }
             OPT_RAPID_COMMIT => req.rapid_commit = true,
+            // Any other length is not an option 57 we understand: the
+            // client then gets what every client takes.
+            OPT_MAX_SIZE => {
+                if let [h, l] = data {
+                    req.max_size.get_or_insert(u16::from_be_bytes([*h, *l]));
+                }
+            }
             _ => {}
         }
         i += 2 + len;
@@ -225,19 +259,20 @@ pub(crate) fn build_reply(
     put(hdr, 24, req.hdr.get(24..44)?)?; // giaddr, chaddr
     put(hdr, HDR_LEN, &COOKIE)?;
 
-    // Options.
-    let search = SearchList::encode(cfg);
+    // Options, in what the client takes, less the end option and its pad.
+    let max_msg = usize::from(req.max_size.unwrap_or(0)).max(MSG_MIN_MAX) - IP_UDP_HLEN;
+    let limit = max_msg.min(b.len()).min(REPLY_MAX).saturating_sub(2);
     let ctx = OptCtx {
         cfg,
         ip4,
         gateway,
         our,
         kind,
-        search: &search,
     };
     let mut w = Writer {
         b,
         pos: OPTS_OFF,
+        limit,
         sent: [false; 256],
     };
     if kind != Reply::Bootp && !req.prl.contains(&OPT_MSG_TYPE) {
@@ -264,13 +299,14 @@ pub(crate) struct OptCtx<'a> {
     gateway: Ipv4Addr,
     our: Ipv4Addr,
     kind: Reply,
-    search: &'a SearchList,
 }
 
 /// Appends options to a reply, each at most once.
 pub(crate) struct Writer<'a> {
     b: &'a mut [u8],
     pos: usize,
+    /// Where the options must end (the end option and its pad follow).
+    limit: usize,
     sent: [bool; 256],
 }
 
@@ -279,6 +315,11 @@ impl Writer<'_> {
         *self.b.get_mut(self.pos)? = v;
         self.pos += 1;
         Some(())
+    }
+
+    /// Room left for options.
+    fn room(&self) -> usize {
+        self.limit.saturating_sub(self.pos)
     }
 
     fn tlv(&mut self, code: u8, data: &[u8]) -> Option<()> {
@@ -295,7 +336,7 @@ impl Writer<'_> {
             return Some(());
         }
         let dhcp = c.kind != Reply::Bootp;
-        let mut buf = [0u8; 4 * MAX_DNS];
+        let mut buf = [0u8; 255];
         let data: &[u8] = match code {
             OPT_MSG_TYPE if dhcp => {
                 buf[0] = if c.kind == Reply::Offer { OFFER } else { ACK };
@@ -315,6 +356,25 @@ impl Writer<'_> {
                 }
                 &buf[..c.ip4.dns.len() * 4]
             }
+            OPT_HOSTNAME => match c.cfg.hostname.as_deref().map(str::as_bytes) {
+                Some(h) if (1..=255).contains(&h.len()) => h,
+                _ => return Some(()),
+            },
+            // RFC 4702 is DHCP's: a BOOTP client gets no option 81.
+            OPT_FQDN if dhcp => {
+                let Some(fqdn) = c.cfg.fqdn.as_deref() else {
+                    return Some(());
+                };
+                put(&mut buf, 0, &FQDN_FLAGS)?;
+                let at = FQDN_FLAGS.len();
+                match encode_plain_name(&mut buf[at..], fqdn) {
+                    Some(n) => &buf[..at + n],
+                    None => {
+                        log::debug!("DHCP: FQDN {fqdn} does not fit option 81");
+                        return Some(());
+                    }
+                }
+            }
             OPT_MTU if c.cfg.mtu.is_some() => {
                 put16(&mut buf, 0, c.cfg.mtu?)?;
                 &buf[..2]
@@ -328,16 +388,19 @@ impl Writer<'_> {
                 &buf[..4]
             }
             OPT_RAPID_COMMIT if c.kind == (Reply::Ack { rapid: true }) => &[],
-            OPT_SEARCH if c.cfg.features.advertise_search && c.search.len > 0 => {
+            OPT_SEARCH if c.cfg.features.advertise_search => {
+                let search = SearchList::encode(c.cfg, search_room(self.room()));
+                if search.len == 0 {
+                    return Some(());
+                }
                 self.sent[usize::from(code)] = true;
                 // RFC 3396: a long option is split into consecutive instances.
-                for chunk in c.search.bytes().chunks(255) {
+                for chunk in search.bytes().chunks(255) {
                     self.tlv(OPT_SEARCH, chunk)?;
                 }
                 return Some(());
             }
             OPT_ROUTES if !c.ip4.on_link(c.gateway) => {
-                self.sent[usize::from(code)] = true;
                 // RFC 3442: the gateway as an on-link host route, then the
                 // default route through it.
                 let g = c.gateway.octets();
@@ -346,13 +409,32 @@ impl Writer<'_> {
                 put(&mut r, 1, &g)?;
                 // r[5..9]: router 0.0.0.0, on-link; r[9]: prefix length 0.
                 put(&mut r, 10, &g)?;
+                if 2 + r.len() > self.room() {
+                    log::debug!("DHCP: no room for option {code}");
+                    return Some(());
+                }
+                self.sent[usize::from(code)] = true;
                 return self.tlv(OPT_ROUTES, &r);
             }
             _ => return Some(()),
         };
+        if 2 + data.len() > self.room() {
+            log::debug!("DHCP: no room for option {code}");
+            return Some(());
+        }
         self.sent[usize::from(code)] = true;
         self.tlv(code, data)
     }
+}
+
+/// The most search-list bytes that fit in `room` bytes of options, split
+/// into instances of at most 255 bytes, each with its two-byte header.
+fn search_room(room: usize) -> usize {
+    (1..=SEARCH_OPTS_MAX)
+        .map(|k| (255 * k).min(room.saturating_sub(2 * k)))
+        .max()
+        .unwrap_or(0)
+        .min(SEARCH_MAX)
 }
 
 /// The search list encoded for option 119: RFC 1035 names with §4.1.4
@@ -368,7 +450,9 @@ impl SearchList {
         self.buf.get(..self.len).unwrap_or(&[])
     }
 
-    fn encode(cfg: &Config) -> SearchList {
+    /// The configured list in at most `room` bytes: names that do not fit
+    /// are left out.
+    fn encode(cfg: &Config, room: usize) -> SearchList {
         let mut s = SearchList {
             buf: [0; SEARCH_MAX],
             len: 0,
@@ -376,7 +460,7 @@ impl SearchList {
         if cfg.features.advertise_search {
             s.len = encode_names(
                 cfg.search.iter().take(MAX_SEARCH).map(String::as_bytes),
-                &mut s.buf,
+                &mut s.buf[..room.min(SEARCH_MAX)],
             );
         }
         s

@@ -38,6 +38,15 @@ pub(crate) const OPT_IAADDR: u16 = 5;
 pub(crate) const OPT_STATUS_CODE: u16 = 13;
 pub(crate) const OPT_DNS_SERVERS: u16 = 23;
 pub(crate) const OPT_DOMAIN_LIST: u16 = 24;
+pub(crate) const OPT_CLIENT_FQDN: u16 = 39;
+
+/// Option 39 flags (RFC 4704 §4.1): S, the server is to update the AAAA
+/// record; O, the server overrides the client's S.
+pub(crate) const FQDN_S: u8 = 0x01;
+pub(crate) const FQDN_O: u8 = 0x02;
+/// A reply carries option 39 only if it then fits in the IPv6 minimum MTU
+/// with its IPv6 and UDP headers, as upstream passt has it.
+pub(crate) const FQDN_REPLY_LIMIT: usize = 1280 - 40 - 8;
 
 /// Status code: the address is not appropriate for the link.
 pub(crate) const STATUS_NOT_ON_LINK: u16 = 4;
@@ -198,6 +207,8 @@ pub(crate) struct Message<'a> {
     pub(crate) ia_na: Option<Ia<'a>>,
     /// Whether any IA_TA is present.
     pub(crate) has_ia_ta: bool,
+    /// The flags of the client's option 39, if it sent one.
+    pub(crate) fqdn_flags: Option<u8>,
 }
 
 impl<'a> Message<'a> {
@@ -219,6 +230,7 @@ impl<'a> Message<'a> {
             server_id: None,
             ia_na: None,
             has_ia_ta: false,
+            fqdn_flags: None,
         };
         for o in Options::new(opts) {
             let o = o?;
@@ -231,6 +243,11 @@ impl<'a> Message<'a> {
                 }
                 OPT_SERVERID => {
                     m.server_id.get_or_insert(o.body);
+                }
+                OPT_CLIENT_FQDN => {
+                    if let Some(&f) = o.body.first() {
+                        m.fqdn_flags.get_or_insert(f);
+                    }
                 }
                 OPT_IA_NA | OPT_IA_TA => {
                     let ia = Ia::from_opt(o).ok_or(Malformed)?;
@@ -356,15 +373,17 @@ pub(crate) fn write_search_list<S: AsRef<str>>(w: &mut Writer<'_>, names: &[S]) 
 /// What a reply carries after the Server ID.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Body<'a> {
-    /// The lease: an IA_NA with our address (IAID echoed), then DNS options.
+    /// The lease: an IA_NA with our address (IAID echoed), then DNS options
+    /// and the FQDN.
     Lease { iaid: u32 },
-    /// INFORMATION-REQUEST: only the DNS options.
+    /// INFORMATION-REQUEST: only the DNS options and the FQDN.
     Info,
     /// The client's IA names an address that is not ours.
     NotOnLink(Ia<'a>),
 }
 
 /// Writes a reply of type `msg_type` into `b`; returns its length.
+/// `client_fqdn` holds the flags of the client's option 39, if any.
 pub(crate) fn write_reply(
     b: &mut [u8],
     cfg: &Config,
@@ -372,6 +391,7 @@ pub(crate) fn write_reply(
     xid: [u8; 3],
     client_id: &[u8],
     body: Body<'_>,
+    client_fqdn: Option<u8>,
 ) -> Option<usize> {
     let ip6 = cfg.ip6.as_ref()?;
     let mut w = Writer { b, len: 0 };
@@ -420,7 +440,33 @@ pub(crate) fn write_reply(
     if cfg.features.advertise_search {
         write_search_list(&mut w, &cfg.search)?;
     }
+    if let Some(fqdn) = cfg.fqdn.as_deref() {
+        write_fqdn(&mut w, fqdn, client_fqdn)?;
+    }
     Some(w.len)
+}
+
+/// Writes option 39 (RFC 4704) with `fqdn` in wire format, as upstream
+/// passt since 2025: flags O if the client set S (we update no DNS record),
+/// else none. Left out if the name cannot be encoded or the reply would not
+/// fit in [`FQDN_REPLY_LIMIT`].
+pub(crate) fn write_fqdn(w: &mut Writer<'_>, fqdn: &str, client_flags: Option<u8>) -> Option<()> {
+    let at = w.len;
+    let flags = match client_flags {
+        Some(f) if f & FQDN_S != 0 => FQDN_O,
+        _ => 0,
+    };
+    let fits = w.open(OPT_CLIENT_FQDN).is_some()
+        && w.bytes(&[flags]).is_some()
+        && w.domain_name(fqdn)
+        && w.len <= FQDN_REPLY_LIMIT;
+    if fits {
+        w.close(at)
+    } else {
+        log::debug!("DHCPv6: no room for the FQDN {fqdn}");
+        w.len = at;
+        Some(())
+    }
 }
 
 #[cfg(test)]

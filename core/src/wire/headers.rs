@@ -25,6 +25,23 @@ pub(crate) const PROTO_ICMPV6: u8 = 58;
 /// Hop limit / TTL of everything sent to the guest (as upstream).
 pub(crate) const HOP_LIMIT: u8 = 255;
 
+/// Least length of an Ethernet frame without its FCS (IEEE 802.3: 46 bytes
+/// of payload at least; Linux's `ETH_ZLEN`).
+pub(crate) const ETH_ZLEN: usize = 60;
+
+/// Pads the frame `buf[..len]` with zeros to [`ETH_ZLEN`] bytes, as upstream
+/// passt does since 2025 (short frames are IPv4 ACKs, small datagrams, ARP);
+/// returns the frame's new length. The IP header keeps the real length.
+pub(crate) fn pad_frame(buf: &mut [u8], len: usize) -> usize {
+    match buf.get_mut(len..ETH_ZLEN) {
+        Some(pad) => {
+            pad.fill(0);
+            ETH_ZLEN
+        }
+        None => len,
+    }
+}
+
 /// Offset of the L4 header in a frame whose network layer is `v6` or not.
 pub(crate) const fn l4_offset(v6: bool) -> usize {
     if v6 {
@@ -173,6 +190,21 @@ pub(crate) fn finish_udp_frame(
 mod tests {
     use super::*;
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    #[test]
+    fn short_frames_are_padded_with_zeros_where_the_buffer_allows() {
+        let mut b = [0xaau8; 80];
+        assert_eq!(pad_frame(&mut b, 42), 60);
+        assert!(b[42..60].iter().all(|&x| x == 0));
+        assert_eq!(b[60], 0xaa, "nothing past 60 bytes");
+        assert_eq!(pad_frame(&mut b, 60), 60);
+        assert_eq!(pad_frame(&mut b, 70), 70);
+        assert_eq!(b[65], 0xaa);
+        // A buffer too small to pad: the frame is left as it is.
+        let mut small = [0xaau8; 50];
+        assert_eq!(pad_frame(&mut small, 42), 42);
+        assert_eq!(small[45], 0xaa);
+    }
 
     #[test]
     fn udp4_frame_reparses_with_valid_checksums() {

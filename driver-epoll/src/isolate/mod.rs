@@ -150,6 +150,28 @@ fn os_err(what: &str) -> io::Error {
     step(what, io::Error::last_os_error())
 }
 
+/// `--fd 0`: moves standard input (the client's socket) to a descriptor
+/// above 2 and puts `/dev/null` in its place. Returns the new descriptor.
+pub(crate) fn stdin_to_fd() -> io::Result<i32> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or fails.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(step("using --fd 0", io::Error::last_os_error()));
+    }
+    let path = c"/dev/null";
+    // SAFETY: a valid C string; the result is checked.
+    let null = unsafe { libc::open(path.as_ptr(), libc::O_RDWR) };
+    // SAFETY: dup2 onto standard input, which we own; closing our copy.
+    if null < 0 || unsafe { libc::dup2(null, 0) } < 0 {
+        return Err(os_err("/dev/null"));
+    }
+    if null > 2 {
+        // SAFETY: our own descriptor, unused now.
+        unsafe { libc::close(null) };
+    }
+    Ok(fd)
+}
+
 /// Stage 1: see the module documentation. `keep_fd` is `--fd`. Returns a
 /// descriptor of `/dev/null` (above 2), for the standard streams of a daemon.
 pub(crate) fn initial(keep_fd: Option<i32>) -> io::Result<OwnedFd> {

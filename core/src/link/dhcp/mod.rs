@@ -9,9 +9,12 @@
 //!   identifier are not checked, no NAK is ever sent).
 //! * A request without option 53 is a BOOTP request (RFC 951) and gets a BOOTP
 //!   reply: the same header as an ACK, but only the configuration options (1, 3,
-//!   6, 26, 119, 121), none of the DHCP-only options of RFC 2132 §9 (51 lease
-//!   time, 53 message type, 54 server identifier) nor 80 (RFC 1534 §2: a BOOTP
-//!   client is not to be handed DHCP-specific options).
+//!   6, 12, 26, 119, 121), none of the DHCP-only options of RFC 2132 §9 (51 lease
+//!   time, 53 message type, 54 server identifier) nor 80 or 81 (RFC 1534 §2: a
+//!   BOOTP client is not to be handed DHCP-specific options).
+//! * `-H` gives option 12 (the host name as given), `--fqdn` option 81 (RFC
+//!   4702: flags E, RCODEs 255, the name in wire format), as upstream passt
+//!   since 2025, whether or not the client asked for them.
 //! * DECLINE, RELEASE, INFORM, replies and unknown types are ignored.
 //! * `--no-dhcp`, or no IPv4 gateway (which upstream treats as `--no-dhcp`):
 //!   everything is ignored.
@@ -29,10 +32,23 @@ mod tests;
 
 use super::Ctx;
 use crate::counters::{DropReason, ReplyKind};
+use crate::queue::CONTROL_FRAME_MAX;
 use crate::wire::dhcp::{build_reply, parse_request, reply_kind};
 use crate::wire::dhcp::{CLIENT_PORT, FLAG_BROADCAST, REPLY_MAX, SERVER_PORT};
+use crate::wire::headers::{l4_offset, UDP_HLEN};
 use crate::wire::{be16, Mac};
 use core::net::{IpAddr, Ipv4Addr};
+
+/// Room for a reply: every option at its largest, as far as a control frame
+/// holds it (options that do not fit are left out).
+const MAX_PAYLOAD: usize = {
+    let room = CONTROL_FRAME_MAX - l4_offset(false) - UDP_HLEN;
+    if REPLY_MAX < room {
+        REPLY_MAX
+    } else {
+        room
+    }
+};
 
 /// Handles the UDP payload `msg` of a datagram from the guest to port 67.
 /// Stateless: neither time, addresses nor ports of the request matter.
@@ -64,7 +80,7 @@ pub(crate) fn input(cx: &mut Ctx<'_>, msg: &[u8]) {
         IpAddr::V4(dst),
         SERVER_PORT,
         CLIENT_PORT,
-        REPLY_MAX,
+        MAX_PAYLOAD,
         |b, cfg| build_reply(b, cfg, &req, kind),
     );
     if queued {

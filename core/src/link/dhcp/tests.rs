@@ -496,7 +496,8 @@ fn long_search_list_split() {
             ip4.dns.push(Ipv4Addr::new(10, 77, 0, a)).unwrap();
         }
     });
-    let rc: &[(u8, &[u8])] = &[(OPT_RAPID_COMMIT, &[])];
+    // The client takes long messages (option 57).
+    let rc: &[(u8, &[u8])] = &[(OPT_RAPID_COMMIT, &[]), (OPT_MAX_SIZE, &[0xff, 0xff])];
     let r = ask(&mut core, &msg(Some(DISCOVER), 0, &[], rc));
     assert_eq!(r.len(), 1);
     assert!(r[0].len() <= CONTROL_FRAME_MAX);
@@ -511,8 +512,129 @@ fn long_search_list_split() {
         .iter()
         .all(|(c, _)| *c == OPT_SEARCH));
     assert_eq!(decode_names(&concat(&op, OPT_SEARCH)), names);
-    // Every option at its largest: the reply size we reserve is exact.
-    assert_eq!(o.dhcp.len(), REPLY_MAX);
+    assert_eq!(codes(&op).last(), Some(&OPT_ROUTES));
+    // Every option but 12 and 81 at its largest: within what we reserve.
+    assert_eq!(o.dhcp.len(), REPLY_MAX - 2 * (2 + 255));
+}
+
+/// Without option 57 a reply fits in 576 bytes with its IP and UDP headers
+/// (busybox udhcpc drops longer ones): what does not fit is left out, the
+/// search list losing its last names first; option 57 makes room.
+#[test]
+fn reply_fits_what_the_client_takes() {
+    let names: Vec<String> = (0..6u8)
+        .map(|i| format!("{}.example", char::from(b'a' + i).to_string().repeat(60)))
+        .collect();
+    let mut core = core_with(|c| {
+        c.search = names.clone();
+        c.hostname = Some("h".repeat(100));
+    });
+    let r = ask(&mut core, &msg(Some(DISCOVER), 0, UDHCPC_PRL, &[]));
+    let ip_len = r[0].len() - 14;
+    assert!(ip_len <= 576, "{ip_len} bytes");
+    let op = opts(&check(&r[0]).dhcp);
+    // 12 comes before 119 in the request list and fits whole.
+    assert_eq!(get(&op, OPT_HOSTNAME), Some(vec![b'h'; 100]));
+    let sent = decode_names(&concat(&op, OPT_SEARCH));
+    assert!(!sent.is_empty() && sent.len() < names.len(), "{sent:?}");
+    assert_eq!(sent[..], names[..sent.len()]);
+    // Routes (off-subnet gateway or not) and every small option still
+    // made it where they fit.
+    for c in [OPT_MSG_TYPE, OPT_MASK, OPT_ROUTER, OPT_LEASE, OPT_SERVER_ID] {
+        assert!(
+            get(&op, c).is_some(),
+            "option {c} missing: {:?}",
+            codes(&op)
+        );
+    }
+    // Option 57 of 1500: everything.
+    let big: &[(u8, &[u8])] = &[(OPT_MAX_SIZE, &1500u16.to_be_bytes())];
+    let r = ask(&mut core, &msg(Some(DISCOVER), 0, UDHCPC_PRL, big));
+    assert!(r[0].len() - 14 <= 1500);
+    let op = opts(&check(&r[0]).dhcp);
+    assert_eq!(decode_names(&concat(&op, OPT_SEARCH)), names);
+    // An option 57 below 576, or malformed, changes nothing.
+    for bad in [&[0u8, 100][..], &[1, 2, 3]] {
+        let r = ask(
+            &mut core,
+            &msg(Some(DISCOVER), 0, UDHCPC_PRL, &[(OPT_MAX_SIZE, bad)]),
+        );
+        assert!(r[0].len() - 14 <= 576);
+        assert_eq!(
+            decode_names(&concat(&opts(&check(&r[0]).dhcp), OPT_SEARCH)),
+            sent
+        );
+    }
+}
+
+/// `-H` and `--fqdn`: option 12 carries the host name as given, option 81
+/// (RFC 4702) the flags E, RCODEs 255 and the name in wire format, as
+/// upstream passt since 2025; both in the request list's order when asked
+/// for, else in code order. BOOTP gets 12 only.
+#[test]
+fn hostname_and_fqdn() {
+    let mut core = core_with(|c| {
+        c.search.clear();
+        c.hostname = Some("myhost".into());
+        c.fqdn = Some("myhost.example.".into());
+    });
+    let fqdn = b"\x04\xff\xff\x06myhost\x07example\x00".to_vec();
+    let o = one(&mut core, &msg(Some(REQUEST), 0, UDHCPC_PRL, &[]));
+    let op = opts(&o.dhcp);
+    assert_eq!(get(&op, OPT_HOSTNAME).as_deref(), Some(&b"myhost"[..]));
+    assert_eq!(get(&op, OPT_FQDN), Some(fqdn.clone()));
+    assert_eq!(codes(&op), [53, 1, 3, 6, 12, 26, 51, 54, 81]);
+    // No request list: ascending code order.
+    let o = one(
+        &mut core,
+        &msg(Some(DISCOVER), 0, &[], &[(OPT_FQDN, b"\x01\0\0x")]),
+    );
+    assert_eq!(codes(&opts(&o.dhcp)), [53, 1, 3, 6, 12, 26, 51, 54, 81]);
+    let o = one(&mut core, &msg(Some(DISCOVER), 0, &[81, 12], &[]));
+    assert_eq!(codes(&opts(&o.dhcp))[..3], [53, 81, 12]);
+    // BOOTP: the host name is a BOOTP option, 81 is not.
+    let o = one(&mut core, &msg(None, 0, &[], &[]));
+    assert_eq!(codes(&opts(&o.dhcp)), [1, 3, 6, 12, 26]);
+    // Nothing configured: neither.
+    let mut core = core_with(|c| c.search.clear());
+    let o = one(&mut core, &msg(Some(REQUEST), 0, &[12, 81], &[]));
+    let op = opts(&o.dhcp);
+    assert!(get(&op, OPT_HOSTNAME).is_none() && get(&op, OPT_FQDN).is_none());
+}
+
+/// A name option 81 cannot carry (over 252 bytes in wire format, a bad
+/// label) is left out, and so is a host name over 255 bytes; the reply
+/// still goes.
+#[test]
+fn names_that_do_not_fit_are_left_out() {
+    let label = "a".repeat(63);
+    // 249 characters: 251 bytes encoded, 254 with the flags.
+    let fits = format!("{label}.{label}.{label}.{}", "b".repeat(57));
+    assert_eq!(fits.len(), 249);
+    let too_long = format!("{fits}cd");
+    for (fqdn, sent) in [
+        (&fits[..], true),
+        (&too_long[..], false),
+        ("a..b", false),
+        (&"c".repeat(64)[..], false),
+    ] {
+        let mut core = core_with(|c| {
+            c.search.clear();
+            c.fqdn = Some(fqdn.into());
+            c.hostname = Some("x".repeat(256));
+        });
+        let r = ask(
+            &mut core,
+            &msg(Some(DISCOVER), 0, &[], &[(OPT_MAX_SIZE, &[5, 0])]),
+        );
+        let op = opts(&check(&r[0]).dhcp);
+        assert!(get(&op, OPT_HOSTNAME).is_none());
+        let o81 = get(&op, OPT_FQDN);
+        assert_eq!(o81.is_some(), sent, "{fqdn}");
+        if let Some(d) = o81 {
+            assert_eq!(d.len(), 254);
+        }
+    }
 }
 
 #[test]
@@ -696,7 +818,8 @@ proptest! {
         )
     ) {
         let mut core = core_with(|c| c.search = names.clone());
-        let r = ask(&mut core, &msg(Some(DISCOVER), 0, &[], &[]));
+        let big: &[(u8, &[u8])] = &[(OPT_MAX_SIZE, &[8, 0])];
+        let r = ask(&mut core, &msg(Some(DISCOVER), 0, &[], big));
         prop_assert_eq!(r.len(), 1);
         let op = opts(&check(&r[0]).dhcp);
         prop_assert!(op.iter().all(|(c, d)| *c != OPT_SEARCH || d.len() <= 255));

@@ -16,7 +16,8 @@
 //! A Client ID (DUID of 1 to 128 bytes) is required in every message. Replies
 //! carry, in this order: Server ID (DUID-LLT of our MAC), IA_NA (IAID echoed,
 //! T1 = T2 = infinity) holding one IA Address, the Client ID echoed, DNS
-//! servers (23) and the Domain Search List (24). NotOnLink replies carry the
+//! servers (23), the Domain Search List (24) and, with `--fqdn`, the Client
+//! FQDN (39, RFC 4704; as upstream since 2025). NotOnLink replies carry the
 //! offending IA with a Status Code instead of the address, and no DNS options.
 //! IA_TA is never served. `wire/dhcpv6.rs` parses and writes the messages;
 //! replies are written straight into the control-frame queue.
@@ -36,6 +37,7 @@ use core::net::IpAddr;
 /// Room for the reply payload inside one control frame.
 const MAX_PAYLOAD: usize = CONTROL_FRAME_MAX - l4_offset(true) - UDP_HLEN;
 const _: () = assert!(REPLY_MAX <= MAX_PAYLOAD);
+const _: () = assert!(FQDN_REPLY_LIMIT <= MAX_PAYLOAD);
 
 /// A DHCPv6 message (`msg`, the UDP payload) from the guest to a multicast
 /// address, port 547. Stateless, and replies go to port 546 whatever the
@@ -91,11 +93,20 @@ fn answer(cx: &mut Ctx<'_>, eth: &EthHdr, ip: &IpHdr, msg: &[u8]) -> Result<(), 
 
     let dst_mac = eth.src;
     let xid = m.xid;
+    let client_fqdn = m.fqdn_flags;
     let queued = cx
         .tx()
         .queue_frame(l4_offset(true) + UDP_HLEN + MAX_PAYLOAD, |b, cfg| {
             let off = l4_offset(true) + UDP_HLEN;
-            let n = write_reply(b.get_mut(off..)?, cfg, reply_type, xid, client_id, body)?;
+            let n = write_reply(
+                b.get_mut(off..)?,
+                cfg,
+                reply_type,
+                xid,
+                client_id,
+                body,
+                client_fqdn,
+            )?;
             let len = finish_udp_frame(
                 b,
                 dst_mac,
