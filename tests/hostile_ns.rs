@@ -14,6 +14,7 @@
 //! wait: a busy loop shows as a large share of it.
 
 mod ns_support;
+mod stream_support;
 
 use ns_support::*;
 use std::io::{ErrorKind, Read, Write};
@@ -21,26 +22,10 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use stream_support::*;
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// Runs `f` on a thread inside the network namespace `ns`; sockets it
-/// creates stay there.
-fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(ns.path()).expect("namespace file");
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            // SAFETY: setns takes a descriptor and a flag; it only changes
-            // the network namespace of this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    })
 }
 
 /// A host namespace, a guest namespace, and pasta connecting them.
@@ -117,58 +102,16 @@ impl Setup {
     }
 }
 
-/// User + system time of `pid` in clock ticks (fields 14 and 15 of
-/// `/proc/PID/stat`, counted after the command name's closing parenthesis).
-fn cpu_ticks(pid: u32) -> u64 {
-    let t = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    let rest = &t[t.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state).
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-/// Clock ticks per second.
-fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no memory effects.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as f64
-    } else {
-        100.0
-    }
-}
-
 /// Share of one CPU that `pid` used while `f` ran.
 fn cpu_share_during(t: &Setup, f: impl FnOnce()) -> f64 {
     let (c0, t0) = (t.cpu_ticks(), Instant::now());
     f();
     let (c1, dt) = (t.cpu_ticks(), t0.elapsed().as_secs_f64());
-    (c1 - c0) as f64 / ticks_per_sec() / dt
-}
-
-fn any4(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+    (c1 - c0) as f64 / ticks_per_sec() as f64 / dt
 }
 
 fn host4(port: u16) -> SocketAddr {
     SocketAddr::from((HOST_IP4.parse::<Ipv4Addr>().unwrap(), port))
-}
-
-fn accept_timeout(l: &TcpListener, secs: u64) -> TcpStream {
-    l.set_nonblocking(true).unwrap();
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match l.accept() {
-            Ok((c, _)) => {
-                c.set_nonblocking(false).unwrap();
-                return c;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < end => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
 }
 
 /// The byte at stream offset `i` (a pattern that no buffer size lines up with).
@@ -280,7 +223,9 @@ fn out_of_descriptors_accept_waits() {
     let t = Setup::pasta(
         "nofile",
         &["prlimit", "--nofile=64:64", "--"],
-        &["-t", &PORT.to_string()],
+        // The tap path only: no pool of splice pipes taking descriptors, no
+        // `-T auto` listeners.
+        &["-t", &PORT.to_string(), "--no-splice", "-T", "none"],
     );
     let l = in_ns(&t.g, || {
         TcpListener::bind(any4(PORT)).expect("guest listener")

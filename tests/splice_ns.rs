@@ -13,32 +13,16 @@
 //! connections through the tap come from.
 
 mod ns_support;
+mod stream_support;
 
 use ns_support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use stream_support::*;
 
 fn s(p: &std::path::Path) -> String {
     p.display().to_string()
-}
-
-/// Runs `f` on a thread inside the network namespace `ns`.
-fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(ns.path()).expect("namespace file");
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            // SAFETY: setns takes a descriptor and a flag; it only changes
-            // the network namespace of this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    })
 }
 
 struct Setup {
@@ -99,104 +83,11 @@ impl Setup {
     /// pasta's CPU time so far (user + system), from `/proc/PID/stat`.
     fn cpu(&self) -> Duration {
         let pid = std::fs::read_to_string(self.dir.join("pasta.pid")).unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap();
-        // Fields after the command name (which may hold spaces).
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf only reads a constant.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_millis(ticks * 1000 / hz)
-    }
-}
-
-fn lo4(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-fn lo6(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv6Addr::LOCALHOST, port))
-}
-
-fn any6(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))
-}
-
-fn accept_timeout(l: &TcpListener, secs: u64) -> TcpStream {
-    l.set_nonblocking(true).unwrap();
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match l.accept() {
-            Ok((c, _)) => {
-                c.set_nonblocking(false).unwrap();
-                return c;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < end => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
+        cpu_time(pid.trim().parse().expect("pasta's PID"))
     }
 }
 
 // --- the byte pattern ----------------------------------------------------------
-
-const PERIOD: usize = (4 << 20) + 13;
-
-fn pattern() -> &'static [u8] {
-    static P: OnceLock<Vec<u8>> = OnceLock::new();
-    P.get_or_init(|| {
-        let mut v = Vec::with_capacity(2 * PERIOD);
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        while v.len() < PERIOD {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.extend_from_slice(&x.to_le_bytes());
-        }
-        v.truncate(PERIOD);
-        v.extend_from_within(..);
-        v
-    })
-}
-
-fn send_pattern(w: &mut impl Write, start: usize, total: u64) -> std::io::Result<()> {
-    let p = pattern();
-    let mut pos = start % PERIOD;
-    let mut left = total;
-    while left > 0 {
-        let n = (left.min(256 << 10) as usize).min(PERIOD);
-        w.write_all(&p[pos..pos + n])?;
-        pos = (pos + n) % PERIOD;
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-fn check_pattern(r: &mut impl Read, start: usize, max: u64) -> Result<u64, String> {
-    let p = pattern();
-    let mut pos = start % PERIOD;
-    let mut got: u64 = 0;
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(got),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("read error after {got} bytes: {e}")),
-        };
-        if got + n as u64 > max {
-            return Err(format!("more than {max} bytes"));
-        }
-        if buf[..n] != p[pos..pos + n] {
-            let i = (0..n).find(|&i| buf[i] != p[pos + i]).unwrap_or(0);
-            return Err(format!("byte {} differs", got + i as u64));
-        }
-        got += n as u64;
-        pos = (pos + n) % PERIOD;
-    }
-}
 
 /// `total` bytes each way at once over the connection `(a, b)`, each
 /// direction ended with a half-close, every byte checked.
@@ -339,38 +230,6 @@ fn namespace_loopback_to_host() {
             .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
         "refused on the host: {r:?}"
     );
-}
-
-/// Sets SO_LINGER to zero, so that close() sends an RST.
-fn linger_zero(c: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `l` lives across the call and its size is passed along.
-    let r = unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
-}
-
-fn read_until_closed(c: &mut TcpStream, secs: u64) -> Result<usize, ErrorKind> {
-    c.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
-    let mut n = 0;
-    let mut b = [0u8; 65536];
-    loop {
-        match c.read(&mut b) {
-            Ok(0) => return Ok(n),
-            Ok(k) => n += k,
-            Err(e) => return Err(e.kind()),
-        }
-    }
 }
 
 /// Half-close each way with data in flight the other way, and a reset each
