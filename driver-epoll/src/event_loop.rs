@@ -293,6 +293,11 @@ impl Link {
         }
     }
 
+    /// Part of a frame waits for room on the link (the qemu socket).
+    pub(crate) fn tail_pending(&self) -> bool {
+        matches!(self, Link::Qemu(q) if q.tail_pending())
+    }
+
     /// Sends the arena's frames; returns how many the link accepted.
     pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
         match self {
@@ -763,9 +768,16 @@ impl Runtime {
 
     fn link_event(&mut self, flags: EpollFlags) -> Option<Exit> {
         if flags.contains(EpollFlags::EPOLLOUT) {
-            // The qemu socket has room again for frames it refused.
-            self.io.link.want_writable(&self.io.epoll, false);
-            self.link_writable();
+            // The qemu socket has room again: first for the rest of a frame
+            // it took part of, then for frames it refused.
+            let done = match &mut self.io.link {
+                Link::Qemu(q) => q.flush_tail(),
+                _ => true,
+            };
+            if done {
+                self.io.link.want_writable(&self.io.epoll, false);
+                self.link_writable();
+            }
         }
         let rx = &mut self.rx;
         let r = match &mut self.io.link {
@@ -1036,9 +1048,9 @@ impl Io {
                 break;
             }
         }
-        if self.core.tap_blocked() {
-            // Frames were refused or flows wait for room: be told when the
-            // link has some.
+        if self.core.tap_blocked() || self.link.tail_pending() {
+            // Frames were refused, flows wait for room, or the rest of a
+            // frame does: be told when the link has some.
             self.link.want_writable(&self.epoll, true);
         }
     }

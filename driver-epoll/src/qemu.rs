@@ -33,14 +33,10 @@ pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls
     SYS_getsockopt,
     SYS_setsockopt,
     // Frames in (`recv`) and out (`sendmsg`, then `send` for the rest of a
-    // frame the kernel took in part, waiting for room with `poll`).
+    // frame the kernel took in part, once the socket has room).
     SYS_recvfrom,
     SYS_sendmsg,
     SYS_sendto,
-    #[cfg(target_arch = "x86_64")]
-    SYS_poll,
-    #[cfg(not(target_arch = "x86_64"))]
-    SYS_ppoll,
     // The listener and the client in the epoll set.
     SYS_epoll_ctl,
 ];
@@ -90,6 +86,13 @@ pub(crate) struct QemuLink {
     broken: bool,
     /// `EPOLLOUT` is watched on the client (frames were refused).
     out_armed: bool,
+    /// The rest of a frame the socket took only part of: it goes out before
+    /// anything else, from the event loop (`EPOLLOUT`), never by waiting,
+    /// so that the stream stays framed. Capacity for one frame, reserved
+    /// once; cleared with the client.
+    tail: Vec<u8>,
+    /// Bytes of `tail` already sent.
+    tail_sent: usize,
 }
 
 fn unix_stream() -> io::Result<OwnedFd> {
@@ -215,6 +218,8 @@ impl QemuLink {
             consumed: 0,
             broken: false,
             out_armed: false,
+            tail: Vec::with_capacity(TAIL_CAP),
+            tail_sent: 0,
         })
     }
 
@@ -231,6 +236,8 @@ impl QemuLink {
             consumed: 0,
             broken: false,
             out_armed: false,
+            tail: Vec::with_capacity(TAIL_CAP),
+            tail_sent: 0,
         })
     }
 
@@ -303,6 +310,7 @@ impl QemuLink {
         log::info!("client connected (PID {pid})");
         tune(&fd);
         self.client = Some(fd);
+        self.clear_tail();
         if let Err(e) = self.register(epoll) {
             log::error!("registering client: {e}");
             self.client = None;
@@ -378,12 +386,17 @@ impl QemuLink {
         // Closing the fd removes it from the epoll set.
         self.client = None;
         self.out_armed = false;
+        self.clear_tail();
         ReadOutcome::Reset
     }
 
     /// Sends the arena's frames with one `sendmsg`; returns the count of
-    /// frames that went out whole.
+    /// frames that went out whole or whose rest waits in [`Self::tail`]. A
+    /// pending tail goes first; while it is not out, nothing else is sent.
     pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
+        if !self.flush_tail() {
+            return 0;
+        }
         let Some(c) = &self.client else { return 0 };
         let fd = c.as_raw_fd();
         let iov = arena.prefixed_iovecs();
@@ -411,51 +424,65 @@ impl QemuLink {
                 continue;
             }
             if left > 0 {
-                // Part of this frame is out: the rest must follow, or the
-                // stream's framing is lost.
-                if write_all_blocking(c, &s[left..]) {
-                    whole += 1;
-                } else {
-                    log::warn!("could not complete a frame to the client");
-                }
+                // Part of this frame is out: the rest must follow before
+                // anything else, or the stream's framing is lost. It is
+                // kept and sent once the socket has room.
+                self.tail.clear();
+                self.tail.extend_from_slice(&s[left..]);
+                self.tail_sent = 0;
+                whole += 1;
+                self.flush_tail();
             }
             break;
         }
         whole
     }
+
+    /// Sends what is left of a partly sent frame; true once nothing is left.
+    pub(crate) fn flush_tail(&mut self) -> bool {
+        while self.tail_sent < self.tail.len() {
+            let Some(c) = &self.client else {
+                self.clear_tail();
+                return true;
+            };
+            match socket::send(
+                c.as_raw_fd(),
+                &self.tail[self.tail_sent..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => self.tail_sent += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return false,
+                Err(e) => {
+                    // The client is going away: the read side resets it.
+                    log::debug!("completing a frame to the client: {e}");
+                    return false;
+                }
+            }
+        }
+        self.clear_tail();
+        true
+    }
+
+    /// The rest of a frame waits for room on the socket.
+    pub(crate) fn tail_pending(&self) -> bool {
+        self.tail_sent < self.tail.len()
+    }
+
+    fn clear_tail(&mut self) {
+        self.tail.clear();
+        self.tail_sent = 0;
+    }
 }
+
+/// Room for the rest of one frame: the largest frame and its length prefix.
+const TAIL_CAP: usize = 65535 + 14 + 4;
 
 /// Large socket buffers on the qemu socket, as upstream passt does.
 fn tune(fd: &OwnedFd) {
     let big = (i32::MAX / 2) as usize;
     let _ = socket::setsockopt(fd, sockopt::SndBuf, &big);
     let _ = socket::setsockopt(fd, sockopt::RcvBuf, &big);
-}
-
-/// Writes `buf` completely, waiting for room (at most ~5 s in all).
-fn write_all_blocking(fd: &OwnedFd, mut buf: &[u8]) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut waits = 0;
-    while !buf.is_empty() {
-        match socket::send(
-            fd.as_raw_fd(),
-            buf,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => {
-                waits += 1;
-                if waits > 50 {
-                    return false;
-                }
-                let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
-                let _ = poll(&mut p, PollTimeout::from(100u8));
-            }
-            Err(_) => return false,
-        }
-    }
-    true
 }
 
 impl Drop for QemuLink {
@@ -662,14 +689,17 @@ mod tests {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let a: OwnedFd = a.into();
         let mut link = QemuLink::from_fd(a).unwrap();
-        // A small receive buffer on the peer forces partial sends.
-        let _ = socket::setsockopt(&b, sockopt::RcvBuf, &4096usize);
+        // A small send buffer, and nobody reading yet: the socket takes
+        // part of the frames, one of them cut.
+        let _ = socket::setsockopt(link.client.as_ref().unwrap(), sockopt::SndBuf, &4096usize);
         let mut arena = TxArena::new(8);
         for i in 0..8u8 {
             let f = arena.next_frame_buf().unwrap();
             f[..30000].fill(i);
             arena.commit(30000);
         }
+        let sent = link.send(&mut arena);
+        assert!(sent >= 1);
         let reader = std::thread::spawn(move || {
             let mut b = b;
             let mut all = Vec::new();
@@ -684,14 +714,40 @@ mod tests {
             }
             all
         });
-        let sent = link.send(&mut arena);
-        assert!(sent >= 1);
+        // The rest of a frame the socket took part of waits in the link,
+        // and nothing else goes out before it.
+        let mut more = TxArena::new(1);
+        more.next_frame_buf().unwrap()[..100].fill(0xee);
+        more.commit(100);
+        assert!(
+            link.tail_pending(),
+            "the socket took all {sent} frames whole: nothing partial to test"
+        );
+        let mut rounds = 0;
+        let mut extra = 0;
+        while extra == 0 {
+            // A send finishes the pending rest first; only then does the
+            // new frame go.
+            extra = link.send(&mut more);
+            assert!(extra == 0 || !link.tail_pending());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            rounds += 1;
+            assert!(rounds < 5000, "the rest of the frame never went out");
+        }
         drop(link);
         let all = reader.join().unwrap();
-        assert_eq!(all.len(), sent * (30000 + 4), "only whole frames went out");
+        assert_eq!(
+            all.len(),
+            sent * (30000 + 4) + 104,
+            "only whole frames went out"
+        );
         let mut refs = Vec::with_capacity(16);
         assert_eq!(split_frames(&all, &mut refs), Ok(all.len()));
-        assert_eq!(refs.len(), sent);
+        assert_eq!(refs.len(), sent + 1);
+        assert!(
+            all[all.len() - 100..].iter().all(|&x| x == 0xee),
+            "the new frame last"
+        );
         assert!(all[4..30004].iter().all(|&x| x == 0));
     }
 }
