@@ -16,13 +16,19 @@
 #           driver-epoll/examples/nfq_delay.rs: this kernel has no netem).
 #           Kernel limit: the guest namespace routed by the host namespace
 #           over a veth (10.79.0.0/24, fd79::/64) to the same remote.
+#   lo      loopback to loopback: a client on the host's 127.0.0.1 / ::1
+#           reaches the forwarded port (in), a client on the namespace's
+#           loopback reaches the host's through -T (out). pasta splices both
+#           off the tap; slirp4netns has no -T, so only "in" is measured
+#           through its forward. Kernel limit: bare loopback in the host
+#           namespace.
 # Every translator runs as an unprivileged user (nobody) in the host namespace
 # and joins the guest namespace, a user namespace owned by nobody.
 #
 # Usage: tests/bench/run.sh [-t SECONDS] [-o REPORT.md] [-x TRANSLATOR]...
 #   TRANSLATOR: ours, debian, slirp, kernel (default: all that are present).
 #   KINDS="tput rr crr" selects the tests (iperf3 throughput, 1-byte
-#   request-response latency, connection rate); PEERS="loop r2 r20",
+#   request-response latency, connection rate); PEERS="loop r2 r20 lo",
 #   MTUS="65520 1500", FAMS="4 6", DIRS="out in" narrow the matrix.
 # Needs root, iperf3, socat, iptables, iproute2, util-linux, and
 #   cargo build --release -p passt-driver-epoll --bins --examples
@@ -180,13 +186,13 @@ start_translator() {
 	local name=$1 g=$2 mtu=$3
 	case $name in
 	ours)
-		in_host runuser -u nobody -- "$ours" -f -q --config-net -m "$mtu" -t 5301 -u none -T none -U none "$g" \
+		in_host runuser -u nobody -- "$ours" -f -q --config-net -m "$mtu" -t 5301 -u none -T "$outbound" -U none "$g" \
 			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
 	debian)
 		in_host unshare -m sh -c "
 			{ [ -e $work/tun ] || mknod $work/tun c 10 200; } && chmod 666 $work/tun && mount --bind $work/tun /dev/net/tun &&
-			exec runuser -u nobody -- /usr/bin/pasta -f -q --config-net -m $mtu -t 5301 -u none -T none -U none $g" \
+			exec runuser -u nobody -- /usr/bin/pasta -f -q --config-net -m $mtu -t 5301 -u none -T $outbound -U none $g" \
 			</dev/null >/dev/null 2>"$work/$name.err" &
 		;;
 	slirp)
@@ -213,6 +219,8 @@ start_translator() {
 peer_addr() {
 	local t=$1 peer=$2 fam=$3
 	case $peer/$t/$fam in
+	lo/*/6) echo ::1 ;;
+	lo/*) echo 127.0.0.1 ;;
 	loop/slirp/*) echo 10.0.2.2 ;;
 	loop/kernel/6) echo fd79::1 ;;
 	loop/kernel/*) echo 10.79.0.1 ;;
@@ -229,6 +237,8 @@ peer_addr() {
 guest_addr() {
 	local t=$1 peer=$2 fam=$3
 	case $peer/$t/$fam in
+	lo/*/6) echo ::1 ;;
+	lo/*) echo 127.0.0.1 ;;
 	*/kernel/6) echo fd79::2 ;;
 	*/kernel/*) echo 10.79.0.2 ;;
 	loop/*/6) echo fd77::2 ;;
@@ -259,9 +269,16 @@ run_case() {
 	local t=$1 kind=$2 peer=$3 dir=$4 fam=$5 mtu=$6 g= p= out cpu0=0 cpu1=0 r val bytes retr=0 target
 	local srv client
 	if [ "$t" = slirp ] && [ "$fam" = 6 ]; then return; fi
+	if [ "$t" = slirp ] && [ "$peer/$dir" = lo/out ]; then return; fi
 	local peer_ns=(ip netns exec "$host")
-	[ "$peer" = loop ] || peer_ns=(ip netns exec "$remote")
-	if [ "$t" = kernel ]; then
+	[ "$peer" = loop ] || [ "$peer" = lo ] || peer_ns=(ip netns exec "$remote")
+	# Outbound forwards (-T): the host's loopback port of the "out" case.
+	outbound=none
+	[ "$peer" = lo ] && outbound=5201
+	if [ "$t" = kernel ] && [ "$peer" = lo ]; then
+		# Bare loopback: both ends in the host namespace.
+		local guest_ns=(ip netns exec "$host")
+	elif [ "$t" = kernel ]; then
 		new_kernel_guest "$mtu"
 		local guest_ns=(ip netns exec "$K")
 	else
@@ -310,7 +327,9 @@ run_case() {
 	esac
 	[ -n "$p" ] && cpu1=$(cpu_of "$p")
 	kill_tree "$srvpid"
-	if [ "$t" = kernel ]; then
+	if [ "$t" = kernel ] && [ "$peer" = lo ]; then
+		:
+	elif [ "$t" = kernel ]; then
 		ip netns del "$K"
 		ip -n "$host" link del "hk$$" 2>/dev/null || true
 	else
@@ -353,7 +372,7 @@ for peer in $peers; do
 		mtus=${MTUS:-65520 1500}
 		fams=${FAMS:-4 6}
 		[ "$kind" = tput ] || mtus=65520
-		[ "$kind" = tput ] || [ "$peer" = loop ] || continue
+		[ "$kind" = tput ] || [ "$peer" = loop ] || [ "$peer" = lo ] || continue
 		for mtu in $mtus; do
 			for fam in $fams; do
 				for dir in ${DIRS:-out in}; do
