@@ -179,19 +179,7 @@ impl SockTable {
             }
             return Ok(());
         }
-        if e.registered && e.mask == flags {
-            return Ok(());
-        }
-        let mut ev = EpollEvent::new(flags, crate::event_loop::token(TAG_SOCK, sock.0));
-        let r = if e.registered {
-            epoll.modify(e.fd.as_fd(), &mut ev)
-        } else {
-            epoll.add(e.fd.as_fd(), ev)
-        };
-        r.map_err(errno)?;
-        e.registered = true;
-        e.mask = flags;
-        Ok(())
+        apply_mask(epoll, sock, e, flags, false)
     }
 
     /// Closes and forgets `sock`.
@@ -465,6 +453,18 @@ fn sync_epoll(epoll: &Epoll, sock: SockId, e: &mut SockEntry, rearm: bool) -> Re
         flags |= EpollFlags::EPOLLOUT;
     }
     let rearm = rearm && flags.contains(EpollFlags::EPOLLET);
+    apply_mask(epoll, sock, e, flags, rearm)
+}
+
+/// Registers `e` with `flags` (or modifies its registration); a mask already
+/// in place needs no system call unless `rearm`.
+fn apply_mask(
+    epoll: &Epoll,
+    sock: SockId,
+    e: &mut SockEntry,
+    flags: EpollFlags,
+    rearm: bool,
+) -> Result<(), Errno> {
     if e.registered && e.mask == flags && !rearm {
         return Ok(());
     }
