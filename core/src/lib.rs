@@ -103,6 +103,7 @@ mod guest;
 mod link;
 mod mac;
 mod nat;
+mod offload;
 mod policy;
 mod queue;
 mod rng;
@@ -135,6 +136,9 @@ pub use mac::Mac;
 pub use policy::{Reopen, TcpPolicy};
 pub use rng::Rng;
 pub use splice::SpliceStats;
+pub use offload::{
+    Csum, FrameMeta, Gso, GsoKind, LinkOffload, VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_V1_LEN,
+};
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
