@@ -133,12 +133,12 @@ pub use engine::Core;
 pub use fwd::{ListenFailure, ListenStats};
 pub use guest::GuestInfo;
 pub use mac::Mac;
-pub use policy::{Reopen, TcpPolicy};
-pub use rng::Rng;
-pub use splice::SpliceStats;
 pub use offload::{
     Csum, FrameMeta, Gso, GsoKind, LinkOffload, VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_V1_LEN,
 };
+pub use policy::{Reopen, TcpPolicy};
+pub use rng::Rng;
+pub use splice::SpliceStats;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;

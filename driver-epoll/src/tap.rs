@@ -5,8 +5,18 @@
 //! `IFF_TAP | IFF_NO_PI`, non-blocking. Each `read()` returns one frame; a
 //! wake-up reads as many as are ready into one batch buffer. Each frame goes
 //! out with one `write()`; a full queue or a link that is down drops it.
+//!
+//! Unless offloads are switched off (`--no-tap-offload`), the device is
+//! opened with `IFF_VNET_HDR` too: every frame, both ways, travels behind a
+//! 12-byte virtio-net header (`TUNSETVNETHDRSZ`, little-endian fields with
+//! `TUNSETVNETLE`), and `TUNSETOFFLOAD` (`TUN_F_CSUM | TUN_F_TSO4 |
+//! TUN_F_TSO6`) lets the namespace's kernel hand us TCP segments of up to
+//! 64 KiB with partial checksums; the core sends it segments as large (see
+//! `passt_core::LinkOffload`). All of this happens before the sandbox
+//! closes; a kernel that refuses any of it gets a plain tap.
 
 use crate::event_loop::{RxBuf, TxArena, MAX_FRAME};
+use passt_core::{LinkOffload, VIRTIO_NET_HDR_V1_LEN};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -31,7 +41,12 @@ pub(crate) enum ReadOutcome {
 pub(crate) struct TapDevice {
     fd: OwnedFd,
     name: String,
+    /// Bytes of virtio-net header in front of each frame (0: a plain tap).
+    vnet: usize,
 }
+
+/// The offloads asked of the tap device (`TUNSETOFFLOAD`).
+const TAP_OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
 /// Fills an `ifreq` with an interface name (truncated to IFNAMSIZ - 1).
 pub(crate) fn ifreq(name: &str) -> libc::ifreq {
@@ -59,8 +74,19 @@ fn ifname_of(ifr: &libc::ifreq) -> String {
 
 impl TapDevice {
     /// Creates (or attaches to) tap interface `name` in the calling thread's
-    /// network namespace.
-    pub(crate) fn open(name: &str) -> io::Result<Self> {
+    /// network namespace; with `offload`, with virtio-net headers and
+    /// offloads if the kernel takes them, else plain.
+    pub(crate) fn open(name: &str, offload: bool) -> io::Result<Self> {
+        if offload {
+            match Self::open_with(name, true) {
+                Ok(t) => return Ok(t),
+                Err(e) => log::info!("tap offloads not available ({e}): a plain tap"),
+            }
+        }
+        Self::open_with(name, false)
+    }
+
+    fn open_with(name: &str, vnet: bool) -> io::Result<Self> {
         let path = CString::new("/dev/net/tun").map_err(io::Error::other)?;
         // SAFETY: `path` is a valid C string; the result is a new fd or -1.
         let raw = unsafe {
@@ -82,7 +108,8 @@ impl TapDevice {
         // SAFETY: `raw` was just returned by open() and is owned by no one else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut ifr = ifreq(name);
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        let extra = if vnet { libc::IFF_VNET_HDR } else { 0 };
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | extra) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
         if r < 0 {
@@ -95,16 +122,35 @@ impl TapDevice {
                 ),
             ));
         }
+        if vnet {
+            set_offloads(fd.as_fd())?;
+        }
         Ok(TapDevice {
             fd,
             name: ifname_of(&ifr),
+            vnet: if vnet { VIRTIO_NET_HDR_V1_LEN } else { 0 },
         })
     }
 
-    /// A tap file descriptor handed over with `--fd`.
+    /// A tap file descriptor handed over with `--fd` (plain: its creator
+    /// chose its flags).
     pub(crate) fn from_fd(fd: OwnedFd, name: String) -> io::Result<Self> {
         set_nonblocking(fd.as_fd())?;
-        Ok(TapDevice { fd, name })
+        Ok(TapDevice { fd, name, vnet: 0 })
+    }
+
+    /// Bytes of virtio-net header in front of each frame (0: none).
+    pub(crate) fn vnet_hdr_len(&self) -> usize {
+        self.vnet
+    }
+
+    /// What the device does for the frames we send it.
+    pub(crate) fn offload(&self) -> LinkOffload {
+        if self.vnet > 0 {
+            LinkOffload::ALL
+        } else {
+            LinkOffload::NONE
+        }
     }
 
     /// The interface name the kernel chose.
@@ -123,7 +169,7 @@ impl TapDevice {
         let mut off = 0usize;
         let limit = rx.refs.capacity().max(1);
         while rx.refs.len() < limit {
-            let Some(dst) = rx.buf.get_mut(off..off + MAX_FRAME) else {
+            let Some(dst) = rx.buf.get_mut(off..off + self.vnet + MAX_FRAME) else {
                 break;
             };
             match nix::unistd::read(&self.fd, dst) {
@@ -153,7 +199,12 @@ impl TapDevice {
     pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
         let mut sent = 0;
         for i in 0..arena.len() {
-            let Some(f) = arena.frame(i) else { break };
+            let f = if self.vnet > 0 {
+                arena.vnet_frame(i, self.vnet)
+            } else {
+                arena.frame(i)
+            };
+            let Some(f) = f else { break };
             match nix::unistd::write(&self.fd, f) {
                 Ok(n) if n == f.len() => sent += 1,
                 Ok(_) => break,
@@ -172,6 +223,33 @@ impl TapDevice {
         }
         sent
     }
+}
+
+/// Sets the virtio-net header to 12 bytes, little-endian, and asks for
+/// checksum and TCP segmentation offloads.
+fn set_offloads(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let step = |what: &str| {
+        let e = io::Error::last_os_error();
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
+    let len: libc::c_int = VIRTIO_NET_HDR_V1_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int, which `len` is.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) } < 0 {
+        return Err(step("TUNSETVNETHDRSZ"));
+    }
+    let le: libc::c_int = 1;
+    // SAFETY: TUNSETVNETLE reads one int, which `le` is.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETLE, &le) } < 0
+        && cfg!(target_endian = "big")
+    {
+        // Little-endian hosts read the header little-endian anyway.
+        return Err(step("TUNSETVNETLE"));
+    }
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, TAP_OFFLOADS) } < 0 {
+        return Err(step("TUNSETOFFLOAD"));
+    }
+    Ok(())
 }
 
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -278,7 +356,7 @@ mod tests {
         }
         let ns = netns::new_netns_fd().expect("new network namespace");
         let (dev, mac) = netns::in_netns(ns.as_fd(), || {
-            let dev = TapDevice::open("pt0").unwrap();
+            let dev = TapDevice::open("pt0", false).unwrap();
             link_up("lo").unwrap();
             set_mac(dev.name(), [0x02, 0, 0, 0, 0, 0x42]).unwrap();
             link_up(dev.name()).unwrap();
