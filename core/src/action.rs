@@ -489,7 +489,7 @@ impl<'a> RxDatagram<'a> {
 /// One transmit buffer lent by the driver for [`Action::Peek`]: a whole frame's
 /// worth of bytes. The driver peeks payload into `buf[room..]`; the core writes
 /// the headers in front of it and sets `frame_len` (0: slot unused) and, on a
-/// link that takes offloads ([`Core::set_link_offload`](crate::Core::set_link_offload)),
+/// link that takes offloads ([`Config::link_offload`](crate::Config::link_offload)),
 /// `meta`.
 #[derive(Debug)]
 pub struct TxSlot<'a> {

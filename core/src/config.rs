@@ -337,7 +337,7 @@ pub struct Config {
     /// partial checksums and TCP segmentation): TCP data then goes out in
     /// segments of up to 64 KiB with [`FrameMeta`](crate::FrameMeta), handed
     /// over with [`TxRing::commit_meta`](crate::TxRing::commit_meta).
-    /// [`LinkOffload::NONE`] (the default) leaves every frame as it was.
+    /// [`LinkOffload::NONE`](crate::LinkOffload::NONE) (the default) leaves every frame as it was.
     pub link_offload: crate::LinkOffload,
     /// TCP translation's window sizing and reopening, ACK timing and
     /// retransmission back-off; the default is what the drivers ship.
