@@ -211,6 +211,21 @@ impl FrameMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any header parses or is refused, never panics; what parses
+        /// writes back to a header that parses the same.
+        #[test]
+        fn any_header_round_trips(h in proptest::collection::vec(any::<u8>(), 0..16),
+                                  len in 0usize..70000) {
+            if let Ok(m) = FrameMeta::parse_virtio(&h, len) {
+                let mut w = [0u8; VIRTIO_NET_HDR_V1_LEN];
+                m.write_virtio(&mut w).unwrap();
+                prop_assert_eq!(FrameMeta::parse_virtio(&w, len), Ok(m));
+            }
+        }
+    }
 
     #[test]
     fn virtio_header_round_trip() {
