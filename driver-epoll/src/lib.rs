@@ -467,6 +467,11 @@ fn pasta_link(
     if let Some(fd) = s.fd {
         let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())
             .map_err(|e| ctx(e, &format!("using --fd {fd}")))?;
+        // Headers the creator asked for stay; with --no-tap-offload they
+        // carry nothing.
+        if !s.no_tap_offload {
+            s.core.link_offload = dev.offload();
+        }
         return Ok((Link::Tap(dev), None, None));
     }
     let auto_mode = fwd::FwdMode::Auto;

@@ -132,11 +132,13 @@ impl TapDevice {
         })
     }
 
-    /// A tap file descriptor handed over with `--fd` (plain: its creator
-    /// chose its flags).
+    /// A tap file descriptor handed over with `--fd`: its creator chose its
+    /// flags; if it asked for virtio-net headers (of a length we know),
+    /// frames carry them both ways, as with [`Self::open`].
     pub(crate) fn from_fd(fd: OwnedFd, name: String) -> io::Result<Self> {
         set_nonblocking(fd.as_fd())?;
-        Ok(TapDevice { fd, name, vnet: 0 })
+        let vnet = inherited_vnet_hdr(fd.as_fd());
+        Ok(TapDevice { fd, name, vnet })
     }
 
     /// Bytes of virtio-net header in front of each frame (0: none).
@@ -252,6 +254,30 @@ fn set_offloads(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// The virtio-net header length of a tap descriptor we did not open: 0
+/// unless it is a tap with `IFF_VNET_HDR` and a 10- or 12-byte header.
+fn inherited_vnet_hdr(fd: BorrowedFd<'_>) -> usize {
+    let mut ifr = ifreq("");
+    // SAFETY: TUNGETIFF fills one ifreq; on another kind of file it fails.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut ifr) } < 0 {
+        return 0;
+    }
+    // SAFETY: the kernel filled the flags member of the union.
+    let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
+    if flags & libc::IFF_VNET_HDR == 0 {
+        return 0;
+    }
+    let mut len: libc::c_int = 0;
+    // SAFETY: TUNGETVNETHDRSZ writes one int, which `len` is.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut len) } < 0 {
+        return 0;
+    }
+    match usize::try_from(len) {
+        Ok(n @ (passt_core::VIRTIO_NET_HDR_LEN | VIRTIO_NET_HDR_V1_LEN)) => n,
+        _ => 0,
+    }
+}
+
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let fl = fcntl(fd, FcntlArg::F_GETFL)?;
@@ -343,6 +369,52 @@ mod tests {
         assert_eq!(ifname_of(&r), "a-very-long-int");
         assert_eq!(r.ifr_name[15], 0);
         assert_eq!(ifname_of(&ifreq("tap0")), "tap0");
+    }
+
+    /// Needs root: a tap opened with offloads has 12-byte virtio-net
+    /// headers and shows the offloads to the namespace; one without has
+    /// none; a descriptor of either handed over (`--fd`) is recognised.
+    #[test]
+    fn tap_with_and_without_offloads() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("this test needs root (tests run as root here)");
+        }
+        let ns = netns::new_netns_fd().expect("new network namespace");
+        netns::in_netns(ns.as_fd(), || {
+            let on = TapDevice::open("po0", true).unwrap();
+            let off = TapDevice::open("po1", false).unwrap();
+            assert_eq!(on.vnet_hdr_len(), VIRTIO_NET_HDR_V1_LEN);
+            assert_eq!(on.offload(), LinkOffload::ALL);
+            assert_eq!(off.vnet_hdr_len(), 0);
+            assert_eq!(off.offload(), LinkOffload::NONE);
+            let k = |name: &str| {
+                let out = std::process::Command::new("ethtool")
+                    .args(["-k", name])
+                    .output()
+                    .expect("ethtool");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            assert!(
+                k("po0").contains("tcp-segmentation-offload: on"),
+                "{}",
+                k("po0")
+            );
+            assert!(
+                k("po1").contains("tcp-segmentation-offload: off"),
+                "{}",
+                k("po1")
+            );
+            let dup = |t: &TapDevice| t.fd().try_clone_to_owned().unwrap();
+            let again = TapDevice::from_fd(dup(&on), "po0".into()).unwrap();
+            assert_eq!(again.vnet_hdr_len(), VIRTIO_NET_HDR_V1_LEN);
+            let again = TapDevice::from_fd(dup(&off), "po1".into()).unwrap();
+            assert_eq!(again.vnet_hdr_len(), 0);
+            // Not a tap at all: plain.
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let other = TapDevice::from_fd(a.into(), "x".into()).unwrap();
+            assert_eq!(other.vnet_hdr_len(), 0);
+        })
+        .unwrap();
     }
 
     /// Needs root: a private network namespace with a tap device in it. A
