@@ -272,9 +272,11 @@ fn inherited_vnet_hdr(fd: BorrowedFd<'_>) -> usize {
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut len) } < 0 {
         return 0;
     }
-    match usize::try_from(len) {
-        Ok(n @ (passt_core::VIRTIO_NET_HDR_LEN | VIRTIO_NET_HDR_V1_LEN)) => n,
-        _ => 0,
+    let len = usize::try_from(len).unwrap_or(0);
+    if len == passt_core::VIRTIO_NET_HDR_LEN || len == VIRTIO_NET_HDR_V1_LEN {
+        len
+    } else {
+        0
     }
 }
 
