@@ -1066,7 +1066,7 @@ fn passt_bad_stream_lengths_reset_client() {
     let mut t = passt("hfl");
     let arp_req = arp_request(GW_IP4.parse::<Ipv4Addr>().unwrap().octets(), 60);
     let serve = |c: &mut StreamClient, what: &str| {
-        c.send_raw(&StreamClient::encode(&[arp_req.clone()]));
+        c.send_raw(&StreamClient::encode(std::slice::from_ref(&arp_req)));
         let got = c.collect(5, 1, |f| is_arp_reply_for(f, GW4));
         assert!(
             got.iter().any(|f| is_arp_reply_for(f, GW4)),
@@ -1087,7 +1087,7 @@ fn passt_bad_stream_lengths_reset_client() {
             serve(&mut c, &what);
             let mut b = Vec::new();
             if after_good {
-                b.extend(StreamClient::encode(&[arp_req.clone()]));
+                b.extend(StreamClient::encode(std::slice::from_ref(&arp_req)));
             }
             b.extend_from_slice(&len.to_be_bytes());
             b.extend_from_slice(&[0xa5; 64]);
@@ -1108,7 +1108,7 @@ fn passt_bad_stream_lengths_reset_client() {
     for cut in [1usize, 3, 4, 20] {
         let mut c = StreamClient::connect(&t.sock);
         serve(&mut c, "before a partial frame");
-        let b = StreamClient::encode(&[arp_req.clone()]);
+        let b = StreamClient::encode(std::slice::from_ref(&arp_req));
         c.send_raw(&b[..cut]);
         std::thread::sleep(Duration::from_millis(50));
         drop(c);
@@ -1231,7 +1231,7 @@ impl Guest for TapGuest {
                 )
             };
             // Frames from pasta only, not our own going out.
-            if n <= 0 || sa.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if n <= 0 || sa.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let f = b[..n as usize].to_vec();
