@@ -664,20 +664,29 @@ fn syn_flood(mut t: Setup, port: u16) {
 // --- a UDP flood -------------------------------------------------------------------
 
 /// 5000 UDP flows from the guest (one datagram each to as many ports of a
-/// host that never answers): pasta opens UDP's quota of the flow table
+/// host that never answers): pasta (and passt, below) opens UDP's quota of the flow table
 /// (3072 by default) and refuses the rest, counted as `flow_quota`; its
 /// resident memory grows by less than 1 MiB; and while it holds those flows,
 /// the guest's TCP connections still work (the table keeps room for TCP).
 #[test]
 fn udp_flood_leaves_room_for_tcp() {
+    udp_flood(Setup::pasta("udpf", &[], &["-d"]), 6740);
+}
+
+/// The same through passt.
+#[test]
+fn passt_udp_flood_leaves_room_for_tcp() {
+    udp_flood(Setup::passt("pudpf", &["-d"]), 6741);
+}
+
+fn udp_flood(mut t: Setup, port: u16) {
     const N: u16 = 5000;
     const QUOTA: usize = 3072;
-    const PORT: u16 = 6740;
-    let mut t = Setup::pasta("udpf", &[], &["-d"]);
+    let what = t.p.what.clone();
     let hl = in_ns(&t.h, || {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, PORT)).unwrap()
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap()
     });
-    let gw = SocketAddr::from((GW_IP4.parse::<Ipv4Addr>().unwrap(), PORT));
+    let gw = SocketAddr::from((GW_IP4.parse::<Ipv4Addr>().unwrap(), port));
     let round_trip = |what: &str| {
         let mut c = in_ns(&t.g, || {
             TcpStream::connect_timeout(&gw, Duration::from_secs(5))
@@ -700,7 +709,7 @@ fn udp_flood_leaves_room_for_tcp() {
         let u = std::net::UdpSocket::bind(any4(0)).unwrap();
         for i in 0..N {
             // The guest's own neighbour and socket buffers may refuse a
-            // datagram now and then: the count pasta keeps is what matters.
+            // datagram now and then: the translator's count is what matters.
             let _ = u.send_to(b"flood", (dst, 10000 + i));
             if i % 100 == 99 {
                 std::thread::sleep(Duration::from_millis(30));
@@ -725,7 +734,7 @@ fn udp_flood_leaves_room_for_tcp() {
         "RSS grew from {idle} to {after} KiB under a UDP flood"
     );
     let refused = t.stop_for_counters("flow_quota");
-    eprintln!("pasta counted {refused} UDP flows refused over the quota");
+    eprintln!("{what} counted {refused} UDP flows refused over the quota");
     assert!(
         refused >= 1000 && refused <= u64::from(N) - flows as u64,
         "{refused} flows counted as refused, {flows} opened of {N}: {}",
