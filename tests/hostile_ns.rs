@@ -725,8 +725,9 @@ fn udp_flood(mut t: Setup, port: u16) {
     );
     // TCP still works while UDP holds its share of the table.
     round_trip("during the flood");
+    // (Give or take a descriptor of the translator's own coming or going.)
     assert!(
-        (QUOTA - 100..=QUOTA).contains(&flows),
+        (QUOTA - 100..=QUOTA + 8).contains(&flows),
         "{flows} UDP sockets for {N} flows: UDP's quota is {QUOTA}"
     );
     assert!(
@@ -736,7 +737,7 @@ fn udp_flood(mut t: Setup, port: u16) {
     let refused = t.stop_for_counters("flow_quota");
     eprintln!("{what} counted {refused} UDP flows refused over the quota");
     assert!(
-        refused >= 1000 && refused <= u64::from(N) - flows as u64,
+        refused >= 1000 && refused <= u64::from(N) - QUOTA as u64,
         "{refused} flows counted as refused, {flows} opened of {N}: {}",
         t.p.output()
             .lines()
