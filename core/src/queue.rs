@@ -162,7 +162,8 @@ impl ActionQueue {
         if self.q.is_empty() {
             // Back to the start of the buffer: the queue is drained after
             // every batch, so the memory it touches stays that of its
-            // longest batch, not all of its capacity as the ring goes round.
+            // longest batch, not all of its capacity as the ring goes round
+            // (`clear` resets the ring's head; a test below checks it).
             self.q.clear();
         }
         a

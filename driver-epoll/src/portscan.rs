@@ -496,6 +496,9 @@ impl AutoForward {
 /// lines a bufferful at a time (and the rest at the end); at most
 /// [`MAX_TABLE_BYTES`] are read. A line longer than `buf` is skipped.
 fn read_lines_at(f: &File, buf: &mut [u8], mut parse: impl FnMut(&[u8])) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
     let mut fill = 0usize;
     let mut off: u64 = 0;
     let mut skipping = false;
