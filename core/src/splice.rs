@@ -36,6 +36,7 @@ use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef};
 use crate::fwd::Proto;
 use crate::guest::GuestInfo;
+use crate::time::Instant;
 use core::net::{IpAddr, SocketAddr};
 
 /// What became of spliced connections, for logs and tests.
@@ -84,11 +85,13 @@ pub(crate) struct SpliceState {
     /// Sockets of spliced flows the driver holds.
     pub(crate) open_socks: usize,
     pub(crate) stats: SpliceStats,
+    /// Spliced UDP flows (`udp/splice.rs`).
+    pub(crate) udp: crate::udp::splice::UdpSpliceState,
 }
 
 /// The guest's own address of `family`: the one it was last seen using, or
 /// the configured one.
-fn guest_addr(cfg: &Config, guest: &GuestInfo, family: Family) -> Option<IpAddr> {
+pub(crate) fn guest_addr(cfg: &Config, guest: &GuestInfo, family: Family) -> Option<IpAddr> {
     match family {
         Family::V4 => guest
             .ip4_seen
@@ -180,7 +183,7 @@ impl Core {
         }
     }
 
-    fn splice_act(&mut self, a: Action) {
+    pub(crate) fn splice_act(&mut self, a: Action) {
         if !self.actions.push(a) {
             self.counters.actions_refused += 1;
         }
@@ -253,7 +256,10 @@ impl Core {
 
     /// An event for a socket of a spliced flow; `false` if `sock` is not
     /// one.
-    pub(crate) fn splice_sock_event(&mut self, sock: SockId, ev: SockEvent) -> bool {
+    pub(crate) fn splice_sock_event(&mut self, now: Instant, sock: SockId, ev: SockEvent) -> bool {
+        if self.udp_splice_sock_event(now, sock, ev) {
+            return true;
+        }
         let SockRef::Flow { id, gen, side } = flow::decode(sock) else {
             return false;
         };

@@ -994,6 +994,7 @@ pub fn build(
             fwd.tcp_out
                 .forwards(Proto::Tcp)
                 .into_iter()
+                .chain(fwd.udp_out.forwards(Proto::Udp))
                 .map(crate::fwd::outbound_forward),
         );
     }

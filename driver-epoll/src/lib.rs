@@ -30,6 +30,7 @@ mod splice;
 mod stats;
 mod tap;
 mod txring;
+mod udp_splice;
 mod vhost_user;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
