@@ -297,16 +297,17 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             let (link, g, sc) = pasta_link(&mut s)?;
             guest = g;
             port_scanner = sc;
-            // `-T auto`: the host's listening TCP ports, from this thread's
-            // (the host's) namespace.
-            let out_auto = s.core.splice
-                && s.core.features.tcp
-                && s.fwd.tcp_out.mode() == fwd::FwdMode::Auto
-                && guest.is_some();
-            if out_auto {
-                match portscan::PortScanner::open_here(false) {
+            // `-T auto`, `-U auto`: the host's listening TCP ports and
+            // bound UDP ports, from this thread's (the host's) namespace.
+            let auto = fwd::FwdMode::Auto;
+            let tcp_auto = s.core.features.tcp && s.fwd.tcp_out.mode() == auto;
+            let udp_auto = s.core.features.udp && s.fwd.udp_out.mode() == auto;
+            if s.core.splice && (tcp_auto || udp_auto) && guest.is_some() {
+                match portscan::PortScanner::open_here(udp_auto) {
                     Ok(sc) => host_port_scanner = Some(sc),
-                    Err(e) => ::log::warn!("automatic -T forwarding disabled: /proc/net: {e}"),
+                    Err(e) => {
+                        ::log::warn!("automatic -T/-U forwarding disabled: /proc/net: {e}")
+                    }
                 }
             }
             link
