@@ -52,6 +52,10 @@ impl Setup {
         args.push(g.name.clone());
         let mut p = Proc::spawn(h.user_cmd(&args), "pasta", dir.join("pasta.log"));
         wait_file(&pidf, 20, &mut p);
+        if extra.contains(&"--splice-only") {
+            // No interface to wait for.
+            return Setup { h, g, p, dir };
+        }
         let ready = eventually(10, || {
             let a = g.sh("ip -o addr show; ip -6 route show default");
             (a.contains(HOST_IP4) && a.contains(HOST_IP6) && !a.contains("tentative")).then_some(())
@@ -546,4 +550,98 @@ fn udp_host_loopback_to_namespace() {
             "spliced: the namespace's own address, the client's port"
         );
     }
+}
+
+/// A UDP echo of `msg` from `client` (connected) within a few tries.
+fn udp_ping(client: &std::net::UdpSocket, msg: &[u8]) -> Option<Vec<u8>> {
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = vec![0u8; 65536];
+    for _ in 0..3 {
+        client.send(msg).ok()?;
+        if let Ok(n) = client.recv(&mut b) {
+            return Some(b[..n].to_vec());
+        }
+    }
+    None
+}
+
+/// `--splice-only`: no tap device in the namespace (only `lo`), and `-t`,
+/// `-T`, `-u`, `-U` all work between the loopbacks (`-t` and `-u` to the
+/// namespace's loopback: `--host-lo-to-ns-lo` is implied). Traffic that
+/// would need the tap (a datagram from the host's own address) is dropped.
+#[test]
+fn splice_only_without_tap() {
+    use std::net::UdpSocket;
+    use std::sync::{atomic::AtomicBool, Arc};
+    let t = Setup::pasta(
+        "spso",
+        &[
+            "--splice-only",
+            "-t",
+            "7800",
+            "-T",
+            "7801",
+            "-u",
+            "7802",
+            "-U",
+            "7803",
+        ],
+    );
+    let links = t.g.sh("ip -o link show");
+    assert_eq!(links.lines().count(), 1, "only lo: {links}");
+    assert!(links.contains(": lo:"), "{links}");
+    // -t: the host's loopback to a server on the namespace's loopback only.
+    let l = t.listen_guest(lo4(7800));
+    let mut c = eventually(10, || t.connect_host(lo4(7800)).ok())
+        .unwrap_or_else(|| panic!("-t 7800: {}", t.p.output()));
+    let mut a = accept_timeout(&l, 10);
+    assert!(a.peer_addr().unwrap().ip().is_loopback());
+    c.write_all(b"in").unwrap();
+    let mut b = [0u8; 2];
+    a.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"in");
+    // -T: the namespace's loopback to the host's.
+    let l = t.listen_host(lo4(7801));
+    let mut c = eventually(10, || t.connect_guest(lo4(7801)).ok())
+        .unwrap_or_else(|| panic!("-T 7801: {}", t.p.output()));
+    let mut a = accept_timeout(&l, 10);
+    a.write_all(b"out").unwrap();
+    let mut b = [0u8; 3];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"out");
+    // -u and -U, echoed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let e1 = udp_echo(
+        in_ns(&t.g, || UdpSocket::bind(lo4(7802)).unwrap()),
+        stop.clone(),
+    );
+    let e2 = udp_echo(
+        in_ns(&t.h, || UdpSocket::bind(lo4(7803)).unwrap()),
+        stop.clone(),
+    );
+    let c1 = in_ns(&t.h, || UdpSocket::bind(lo4(0)).unwrap());
+    c1.connect(lo4(7802)).unwrap();
+    let got = eventually(10, || udp_ping(&c1, b"udp in"));
+    assert_eq!(got.as_deref(), Some(&b"udp in"[..]), "-u: {}", t.p.output());
+    let c2 = in_ns(&t.g, || UdpSocket::bind(lo4(0)).unwrap());
+    c2.connect(lo4(7803)).unwrap();
+    let got = eventually(10, || udp_ping(&c2, b"udp out"));
+    assert_eq!(
+        got.as_deref(),
+        Some(&b"udp out"[..]),
+        "-U: {}",
+        t.p.output()
+    );
+    // From the host's own address: it would need the tap; dropped.
+    let c3 = in_ns(&t.h, || UdpSocket::bind(any4(0)).unwrap());
+    c3.connect(SocketAddr::new(HOST_IP4.parse().unwrap(), 7802))
+        .unwrap();
+    assert_eq!(udp_ping(&c3, b"via tap"), None);
+    // And pasta is still there.
+    assert_eq!(udp_ping(&c1, b"again").as_deref(), Some(&b"again"[..]));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(e1.join().unwrap().len(), 1, "only the loopback client");
+    e2.join().unwrap();
 }

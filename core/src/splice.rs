@@ -14,7 +14,9 @@
 //!   a target address: it goes to the guest's own address of the same family
 //!   (the address it was assigned, or the one it was last seen using), or,
 //!   with [`Config::host_lo_to_ns_lo`] and a connection that arrived on a
-//!   loopback address, to that loopback address in the guest's namespace;
+//!   loopback address, to that loopback address in the guest's namespace
+//!   (other connections take the guest link, or are refused with
+//!   [`Config::splice_only`], which has none);
 //! * every connection to a [`Netns::Guest`] listener (`-T`) from a loopback
 //!   address to a loopback address of the guest's namespace: it goes to the
 //!   same loopback address on the host. Other connections there are refused.
@@ -152,6 +154,10 @@ pub(crate) fn decide(
         }
         Netns::Host => {
             if !cfg.splice || target_addr.is_some() || !peer_ip.is_loopback() {
+                // `--splice-only`: there is no guest link to take.
+                if cfg.splice_only {
+                    return Decision::Refuse;
+                }
                 return Decision::Tap;
             }
             let dst = if cfg.host_lo_to_ns_lo && local_ip.is_loopback() {

@@ -547,6 +547,10 @@ pub struct Options {
     /// through the tap, and their source is the mapped host-loopback address; `-T` is off
     #[arg(long = "no-splice")]
     pub no_splice: bool,
+    /// No tap device in the namespace: only loopback traffic between the namespaces is
+    /// forwarded (spliced); implies --host-lo-to-ns-lo and --no-icmp
+    #[arg(long = "splice-only")]
+    pub splice_only: bool,
 
     /// Command to run in the new namespace (default: your shell), or the PID
     /// of a process whose namespaces to join
@@ -585,6 +589,7 @@ pub(crate) const PASTA_ONLY: &[(&str, &str)] = &[
     ("no_copy_addrs", "--no-copy-addrs"),
     ("ns_mac_addr", "--ns-mac-addr"),
     ("no_splice", "--no-splice"),
+    ("splice_only", "--splice-only"),
     ("dhcp_dns", "--dhcp-dns"),
     ("dhcp_search", "--dhcp-search"),
 ];

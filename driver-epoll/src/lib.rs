@@ -86,6 +86,8 @@ pub(crate) struct Settings {
     pub(crate) no_netns_quit: bool,
     /// pasta `--config-net`.
     pub(crate) configure: Option<NsConfigure>,
+    /// pasta `--splice-only`: no tap device.
+    pub(crate) splice_only: bool,
     /// `-f` (forced for pasta running a command).
     pub(crate) foreground: bool,
     /// `-P`.
@@ -207,6 +209,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         netns_only: rc.netns_only,
         no_netns_quit: rc.no_netns_quit,
         configure,
+        splice_only: rc.splice_only,
         foreground: rc.foreground || spawn,
         pid_file: rc.pid_file,
         pcap: rc.pcap,
@@ -483,11 +486,24 @@ fn pasta_link(
     let name = s.ns_ifname.clone();
     let mac = s.ns_mac;
     let configure = s.configure.take();
+    let splice_only = s.splice_only;
     let step = netns::step_err;
     let (dev, guest_mac, scanner) =
         netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
             tap::link_up("lo")
                 .map_err(|e| step("bringing up the loopback interface of the namespace", e))?;
+            if splice_only {
+                // No tap device: only the namespace's loopback is used.
+                let scanner = match auto.then(|| portscan::PortScanner::open_here(udp_auto)) {
+                    Some(Ok(sc)) => Some(sc),
+                    Some(Err(e)) => {
+                        ::log::warn!("automatic port forwarding disabled: /proc/net: {e}");
+                        None
+                    }
+                    None => None,
+                };
+                return Ok((tap::TapDevice::detached()?, [0u8; 6], scanner));
+            }
             let dev = tap::TapDevice::open(&name)?;
             if let Some(m) = mac {
                 tap::set_mac(dev.name(), m)
@@ -518,6 +534,8 @@ fn pasta_link(
             let what = format!("joining the network namespace {}", guest.desc);
             io::Error::new(e.kind(), format!("{what}: {}{hint}", netns::describe(&e)))
         })??;
-    s.core.guest_mac = Some(Mac(guest_mac));
+    if !splice_only {
+        s.core.guest_mac = Some(Mac(guest_mac));
+    }
     Ok((Link::Tap(dev), Some(guest), scanner))
 }

@@ -31,6 +31,9 @@ pub(crate) enum ReadOutcome {
 pub(crate) struct TapDevice {
     fd: OwnedFd,
     name: String,
+    /// `--splice-only`: the other end of the socket pair that stands for
+    /// the missing device (kept open, never read).
+    _peer: Option<OwnedFd>,
 }
 
 /// Fills an `ifreq` with an interface name (truncated to IFNAMSIZ - 1).
@@ -98,13 +101,38 @@ impl TapDevice {
         Ok(TapDevice {
             fd,
             name: ifname_of(&ifr),
+            _peer: None,
         })
     }
 
     /// A tap file descriptor handed over with `--fd`.
     pub(crate) fn from_fd(fd: OwnedFd, name: String) -> io::Result<Self> {
         set_nonblocking(fd.as_fd())?;
-        Ok(TapDevice { fd, name })
+        Ok(TapDevice {
+            fd,
+            name,
+            _peer: None,
+        })
+    }
+
+    /// pasta `--splice-only`: no device in the namespace. One end of a
+    /// datagram socket pair stands for it, so that the event loop needs no
+    /// case of its own: nothing ever arrives, and the rare frame the core
+    /// makes (none without a guest) is dropped once the pair's queue is
+    /// full.
+    pub(crate) fn detached() -> io::Result<Self> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok(TapDevice {
+            fd: a,
+            name: String::new(),
+            _peer: Some(b),
+        })
     }
 
     /// The interface name the kernel chose.
