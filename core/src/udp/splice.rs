@@ -555,3 +555,7 @@ fn udp_ctx(core: &mut Core) -> super::Ctx<'_> {
         listeners: &mut core.listeners,
     }
 }
+
+#[cfg(test)]
+#[path = "splice_tests.rs"]
+mod tests;
