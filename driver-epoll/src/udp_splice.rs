@@ -210,15 +210,15 @@ impl DgramSplicer {
         let Some(to) = to else {
             return Ok(got.len());
         };
-        let iov: Vec<IoSlice<'_>> = self
-            .bufs
-            .iter()
-            .zip(got.iter())
-            .map(|(b, &(len, _))| IoSlice::new(&b[..len.min(b.len())]))
-            .collect();
+        let k = got.len().min(BATCH);
+        let (bufs, got) = (&self.bufs, &self.got);
+        let iov: [IoSlice<'_>; BATCH] = std::array::from_fn(|i| match (bufs.get(i), got.get(i)) {
+            (Some(b), Some(&(len, _))) => IoSlice::new(&b[..len.min(b.len())]),
+            _ => IoSlice::new(&[]),
+        });
         // Whatever does not go out is lost, as on any UDP path.
-        let _ = crate::socks::send_datagrams(to, &iov, None);
-        Ok(got.len())
+        let _ = crate::socks::send_datagrams(to, &iov[..k], None);
+        Ok(k)
     }
 
     /// Carries out `Action::ForwardDatagrams`.
