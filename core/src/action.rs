@@ -7,7 +7,7 @@
 //! `docs/architecture.md` describes the full data-path contract.
 
 use core::fmt;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 /// A socket, named by the core.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -272,6 +272,48 @@ pub enum Action {
         /// The socket the driver connected in the other namespace.
         peer: SockId,
     },
+    /// Look at the next datagram queued on a UDP socket without taking it
+    /// (`recvmsg(MSG_PEEK)`, with `IP_PKTINFO`/`IPV6_PKTINFO` for the
+    /// address it was sent to): answer `SockEvent::DatagramPeer`, nothing if
+    /// none is queued, `SockEvent::Error` on another error. pasta's
+    /// listeners that may splice are read this way first, so that the core
+    /// can choose each datagram's path before anything is read.
+    PeekPeer {
+        /// The socket.
+        sock: SockId,
+    },
+    /// Receive up to `max` datagrams from `from` (one `recvmmsg`) and send
+    /// them on the connected socket `to` (one `sendmmsg`); with `to`
+    /// `None`, or a socket the driver does not hold, they are discarded.
+    /// Nothing is reported: a datagram that does not go out is lost, as
+    /// UDP allows. The bytes never reach the core.
+    ForwardDatagrams {
+        /// The socket to read.
+        from: SockId,
+        /// The socket to write, or `None` to discard.
+        to: Option<SockId>,
+        /// Most datagrams.
+        max: u16,
+    },
+    /// Join two connected UDP sockets (pasta's loopback path): from now on
+    /// the driver moves every datagram either socket receives to the other
+    /// (`recvmmsg`, `sendmmsg`), and the core sees no readiness of either.
+    /// A fatal error on either socket is reported once as
+    /// `SockEvent::SpliceEnded(Err)` on `sock`; errors that ICMP reports
+    /// (a refused port) are not fatal. Both ids stay open until the core's
+    /// `Close`. Answer `QuerySpliced` with the datagrams moved so far.
+    SpliceDatagrams {
+        /// The socket on the side the flow came from.
+        sock: SockId,
+        /// The socket in the other namespace.
+        peer: SockId,
+    },
+    /// Report the datagrams a pair joined by `SpliceDatagrams` (named by its
+    /// `sock`) moved so far, as `SockEvent::Spliced`.
+    QuerySpliced {
+        /// The pair's `sock`.
+        sock: SockId,
+    },
     /// Close the socket and forget the id; the core may reuse it afterwards.
     Close {
         /// The socket.
@@ -426,6 +468,17 @@ pub enum SockEvent {
     /// directions ended with a FIN and everything was written; the error of
     /// the side that failed (a reset, a write to a closed peer) otherwise.
     SpliceEnded(Result<SpliceTotals, Errno>),
+    /// Answer to `PeekPeer`: where the next queued datagram comes from, and
+    /// the address it was sent to (`None` if the driver could not tell).
+    DatagramPeer {
+        /// The datagram's source.
+        peer: SocketAddr,
+        /// Its destination address.
+        local: Option<IpAddr>,
+    },
+    /// Answer to `QuerySpliced`: datagrams moved by the pair so far (in
+    /// datagrams, not bytes).
+    Spliced(SpliceTotals),
 }
 
 /// Bytes a spliced pair moved, per direction.

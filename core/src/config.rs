@@ -342,13 +342,18 @@ pub struct Config {
     /// TCP translation's window sizing and reopening, ACK timing and
     /// retransmission back-off; the default is what the drivers ship.
     pub tcp: TcpPolicy,
-    /// Splice TCP connections between the host's and the guest's loopback
-    /// (pasta, unless `--no-splice`): a connection to a forwarded port from
-    /// a loopback address of the host, and every connection to a
-    /// [`Netns::Guest`] listener, is joined in the driver to a socket in the
-    /// other namespace ([`Action::Splice`](crate::Action::Splice)) instead
+    /// Splice TCP connections and UDP flows between the host's and the
+    /// guest's loopback (pasta, unless `--no-splice`): a connection or
+    /// datagram to a forwarded port from a loopback address of the host,
+    /// and every one to a [`Netns::Guest`] listener, is joined in the
+    /// driver to a socket in the other namespace
+    /// ([`Action::Splice`](crate::Action::Splice),
+    /// [`Action::SpliceDatagrams`](crate::Action::SpliceDatagrams)) instead
     /// of going through the guest link.
     pub splice: bool,
+    /// There is no guest link (pasta's `--splice-only`): UDP datagrams on
+    /// forwarded ports that would take it are discarded.
+    pub splice_only: bool,
     /// Spliced connections to a forwarded port that arrived on a loopback
     /// address go to that loopback address in the guest's namespace
     /// (`--host-lo-to-ns-lo`); otherwise to the guest's own address, so
@@ -378,6 +383,7 @@ impl Default for Config {
             link_offload: crate::LinkOffload::NONE,
             tcp: TcpPolicy::SHIPPED,
             splice: false,
+            splice_only: false,
             host_lo_to_ns_lo: false,
         }
     }

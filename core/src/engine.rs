@@ -137,6 +137,7 @@ impl Core {
         self.tcp.open_socks
             + self.udp.open_socks
             + self.splice.open_socks
+            + self.splice.udp.open_socks
             + self.listeners.open_count()
     }
 
@@ -245,11 +246,14 @@ impl Core {
                 return
             }
             Listened::Open(Proto::Udp, slot) => {
-                return self.udp.listener_event(&mut udp_cx!(self), slot, event)
+                if self.udp_splice_listener_event(now, slot, event) {
+                    return;
+                }
+                return self.udp.listener_event(&mut udp_cx!(self), slot, event);
             }
             Listened::Open(Proto::Tcp, _) | Listened::NotListener => {}
         }
-        if !self.splice_sock_event(sock, event)
+        if !self.splice_sock_event(now, sock, event)
             && !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
             && !self.tcp_sock_event(now, sock, event)
         {
@@ -304,6 +308,7 @@ impl Core {
         self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
         self.udp.timeout(&mut udp_cx!(self), now);
+        self.udp_splice_timeout(now);
         self.listeners.timeout(&mut self.actions, now);
     }
 
@@ -353,7 +358,10 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
             earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
-            earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
+            earliest(
+                earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
+                self.udp_splice_poll_timeout(),
+            ),
         )
     }
 

@@ -47,6 +47,9 @@ pub(crate) enum FlowData {
     /// A TCP connection between the host's and the guest's loopback, joined
     /// in the driver (pasta): two sockets, no guest-side 4-tuple.
     Splice(crate::splice::SpliceConn),
+    /// A UDP flow between the host's and the guest's loopback, joined in
+    /// the driver (pasta): two sockets, keyed by the initiating side.
+    UdpSplice(crate::udp::splice::UdpSpliceFlow),
 }
 
 /// State of one datagram flow (UDP or echo): its own connected host socket.
@@ -188,7 +191,7 @@ impl FlowData {
         match self {
             FlowData::Free => None,
             FlowData::Tcp(_) | FlowData::Splice(_) => Some(0),
-            FlowData::Udp(_) => Some(1),
+            FlowData::Udp(_) | FlowData::UdpSplice(_) => Some(1),
             FlowData::Ping(_) => Some(2),
         }
     }

@@ -276,9 +276,9 @@ impl Listeners {
         let enabled = match (f.proto, f.netns) {
             (Proto::Tcp, Netns::Host) => cfg.features.tcp,
             (Proto::Udp, Netns::Host) => cfg.features.udp,
-            // The guest's loopback to the host's: spliced TCP only.
+            // The guest's loopback to the host's: spliced only.
             (Proto::Tcp, Netns::Guest) => cfg.features.tcp && cfg.splice,
-            (Proto::Udp, Netns::Guest) => false,
+            (Proto::Udp, Netns::Guest) => cfg.features.udp && cfg.splice,
         };
         let (family, ip, v6_only) =
             bind.unwrap_or((Family::V4, Ipv4Addr::UNSPECIFIED.into(), false));

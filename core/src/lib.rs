@@ -153,4 +153,5 @@ pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
 pub use txring::{PeekRequest, SlotUse, TxRing, MAX_FRAME, MIN_SLOT};
+pub use udp::splice::UdpSpliceStats;
 pub use udp::UdpStats;

@@ -14,7 +14,9 @@
 //!   a target address: it goes to the guest's own address of the same family
 //!   (the address it was assigned, or the one it was last seen using), or,
 //!   with [`Config::host_lo_to_ns_lo`] and a connection that arrived on a
-//!   loopback address, to that loopback address in the guest's namespace;
+//!   loopback address, to that loopback address in the guest's namespace
+//!   (other connections take the guest link, or are refused with
+//!   [`Config::splice_only`], which has none);
 //! * every connection to a [`Netns::Guest`] listener (`-T`) from a loopback
 //!   address to a loopback address of the guest's namespace: it goes to the
 //!   same loopback address on the host. Other connections there are refused.
@@ -36,6 +38,7 @@ use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef};
 use crate::fwd::Proto;
 use crate::guest::GuestInfo;
+use crate::time::Instant;
 use core::net::{IpAddr, SocketAddr};
 
 /// What became of spliced connections, for logs and tests.
@@ -84,11 +87,13 @@ pub(crate) struct SpliceState {
     /// Sockets of spliced flows the driver holds.
     pub(crate) open_socks: usize,
     pub(crate) stats: SpliceStats,
+    /// Spliced UDP flows (`udp/splice.rs`).
+    pub(crate) udp: crate::udp::splice::UdpSpliceState,
 }
 
 /// The guest's own address of `family`: the one it was last seen using, or
 /// the configured one.
-fn guest_addr(cfg: &Config, guest: &GuestInfo, family: Family) -> Option<IpAddr> {
+pub(crate) fn guest_addr(cfg: &Config, guest: &GuestInfo, family: Family) -> Option<IpAddr> {
     match family {
         Family::V4 => guest
             .ip4_seen
@@ -149,6 +154,10 @@ pub(crate) fn decide(
         }
         Netns::Host => {
             if !cfg.splice || target_addr.is_some() || !peer_ip.is_loopback() {
+                // `--splice-only`: there is no guest link to take.
+                if cfg.splice_only {
+                    return Decision::Refuse;
+                }
                 return Decision::Tap;
             }
             let dst = if cfg.host_lo_to_ns_lo && local_ip.is_loopback() {
@@ -180,7 +189,7 @@ impl Core {
         }
     }
 
-    fn splice_act(&mut self, a: Action) {
+    pub(crate) fn splice_act(&mut self, a: Action) {
         if !self.actions.push(a) {
             self.counters.actions_refused += 1;
         }
@@ -253,7 +262,10 @@ impl Core {
 
     /// An event for a socket of a spliced flow; `false` if `sock` is not
     /// one.
-    pub(crate) fn splice_sock_event(&mut self, sock: SockId, ev: SockEvent) -> bool {
+    pub(crate) fn splice_sock_event(&mut self, now: Instant, sock: SockId, ev: SockEvent) -> bool {
+        if self.udp_splice_sock_event(now, sock, ev) {
+            return true;
+        }
         let SockRef::Flow { id, gen, side } = flow::decode(sock) else {
             return false;
         };

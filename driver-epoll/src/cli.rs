@@ -510,8 +510,9 @@ pub struct Options {
     /// (repeatable; see SPEC below; `auto`: the host's listening ports) [default: auto]
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC", action = ArgAction::Append)]
     pub tcp_ns: Vec<String>,
-    /// Forward UDP ports from the namespace's loopback to the host's (parsed and checked;
-    /// not forwarded yet: use the gateway address, which reaches the host's loopback) [default: auto]
+    /// Forward UDP ports from the namespace's loopback to the host's: sockets on the
+    /// namespace's `lo`, datagrams spliced to the same loopback address on the host, the
+    /// source port kept (repeatable; see SPEC below; `auto`: the host's bound ports) [default: auto]
     #[arg(short = 'U', long = "udp-ns", value_name = "SPEC", action = ArgAction::Append)]
     pub udp_ns: Vec<String>,
     /// Spliced connections from the host's loopback go to the same loopback address in the
@@ -543,14 +544,19 @@ pub struct Options {
     /// MAC address of the namespace interface [default: chosen by the kernel]
     #[arg(long = "ns-mac-addr", value_name = "MAC", value_parser = parse_mac)]
     pub ns_mac_addr: Option<Mac>,
-    /// Don't splice TCP connections from the host's loopback to forwarded ports: they go
-    /// through the tap, and their source is the mapped host-loopback address; `-T` is off
+    /// Don't splice TCP connections and UDP flows from the host's loopback to forwarded
+    /// ports: they go through the tap, and their source is the mapped host-loopback
+    /// address; `-T` and `-U` are off
     #[arg(long = "no-splice")]
     pub no_splice: bool,
     /// Open the tap without virtio-net headers: no checksum or TCP segmentation offload,
     /// every frame at most one MTU (a passt-rs extension)
     #[arg(long = "no-tap-offload")]
     pub no_tap_offload: bool,
+    /// No tap device in the namespace: only loopback traffic between the namespaces is
+    /// forwarded (spliced); implies --host-lo-to-ns-lo and --no-icmp
+    #[arg(long = "splice-only")]
+    pub splice_only: bool,
 
     /// Command to run in the new namespace (default: your shell), or the PID
     /// of a process whose namespaces to join
@@ -590,6 +596,7 @@ pub(crate) const PASTA_ONLY: &[(&str, &str)] = &[
     ("ns_mac_addr", "--ns-mac-addr"),
     ("no_splice", "--no-splice"),
     ("no_tap_offload", "--no-tap-offload"),
+    ("splice_only", "--splice-only"),
     ("dhcp_dns", "--dhcp-dns"),
     ("dhcp_search", "--dhcp-search"),
 ];

@@ -514,8 +514,10 @@ pub struct RuntimeConfig {
     pub no_splice: bool,
     /// pasta `--no-tap-offload`: a plain tap, without virtio-net headers.
     pub no_tap_offload: bool,
-    /// `--host-lo-to-ns-lo`.
+    /// `--host-lo-to-ns-lo` (implied by `--splice-only`).
     pub host_lo_to_ns_lo: bool,
+    /// `--splice-only`: no tap device in the namespace.
+    pub splice_only: bool,
     /// `-o` per family.
     pub outbound4: Option<Ipv4Addr>,
     /// See [`Self::outbound4`].
@@ -901,7 +903,8 @@ pub fn build(
     let f = &mut core.features;
     f.tcp = !opts.no_tcp;
     f.udp = !opts.no_udp;
-    f.icmp = !opts.no_icmp;
+    // `--splice-only` has no guest link: no ICMP (as upstream).
+    f.icmp = !opts.no_icmp && !opts.splice_only;
     f.dhcp = !opts.no_dhcp && ip4.as_ref().is_some_and(|c| c.gateway.is_some());
     f.ndp = !opts.no_ndp && ip6.is_some();
     f.dhcpv6 = !opts.no_dhcpv6 && ip6.as_ref().is_some_and(|c| !c.addr.is_unspecified());
@@ -986,16 +989,21 @@ pub fn build(
     core.forwards.extend(fwd.udp_in.forwards(Proto::Udp));
     // pasta's loopback path: host-loopback connections to forwarded ports
     // and the `-T` listeners on the namespace's loopback are spliced.
+    if mode == Mode::Pasta && opts.splice_only && opts.no_splice {
+        return Err("--splice-only is incompatible with --no-splice".into());
+    }
     if mode == Mode::Pasta && opts.host_lo_to_ns_lo && opts.no_splice {
         return Err("--host-lo-to-ns-lo is incompatible with --no-splice".into());
     }
     core.splice = mode == Mode::Pasta && !opts.no_splice;
-    core.host_lo_to_ns_lo = core.splice && opts.host_lo_to_ns_lo;
+    core.splice_only = core.splice && opts.splice_only;
+    core.host_lo_to_ns_lo = core.splice && (opts.host_lo_to_ns_lo || opts.splice_only);
     if core.splice {
         core.forwards.extend(
             fwd.tcp_out
                 .forwards(Proto::Tcp)
                 .into_iter()
+                .chain(fwd.udp_out.forwards(Proto::Udp))
                 .map(crate::fwd::outbound_forward),
         );
     }
@@ -1016,7 +1024,8 @@ pub fn build(
         .or_else(|| template6.clone())
         .unwrap_or_else(|| LOCAL_IFNAME.to_string());
 
-    let ns_net = (mode == Mode::Pasta && opts.config_net)
+    // `--splice-only`: no interface to configure.
+    let ns_net = (mode == Mode::Pasta && opts.config_net && !opts.splice_only)
         .then(|| ns_net_config(opts, &core, t4, t6, (local4, local6), &ns_ifname));
 
     let spawn = matches!(opts.target, Some(PastaTarget::Spawn(_)));
@@ -1057,7 +1066,8 @@ pub fn build(
         no_netns_quit: opts.no_netns_quit,
         no_splice: opts.no_splice || mode == Mode::Passt,
         no_tap_offload: opts.no_tap_offload,
-        host_lo_to_ns_lo: opts.host_lo_to_ns_lo,
+        host_lo_to_ns_lo: opts.host_lo_to_ns_lo || (mode == Mode::Pasta && opts.splice_only),
+        splice_only: mode == Mode::Pasta && opts.splice_only,
         outbound4: opts.outbound4(),
         outbound6: opts.outbound6(),
         outbound_if4: opts.outbound_if4.clone(),
@@ -1764,6 +1774,43 @@ mod tests {
         .map(|_| ())
         .expect_err("refused");
         assert!(e.contains("--host-lo-to-ns-lo"), "{e}");
+    }
+
+    /// `--splice-only`: splicing with `--host-lo-to-ns-lo`, no ICMP, no
+    /// interface to configure; refused with `--no-splice` and for passt.
+    #[test]
+    fn splice_only_settings() {
+        let h = host();
+        let c = cfg(
+            Mode::Pasta,
+            &["--splice-only", "--config-net", "-U", "53", "1234"],
+            &h,
+            "",
+        );
+        assert!(c.splice_only && c.core.splice_only && c.core.splice);
+        assert!(c.core.host_lo_to_ns_lo && c.host_lo_to_ns_lo);
+        assert!(!c.core.features.icmp);
+        assert_eq!(c.ns_net, None, "no interface to configure");
+        let f: Vec<_> = c
+            .core
+            .forwards
+            .iter()
+            .filter(|f| f.proto == Proto::Udp)
+            .collect();
+        assert!(f
+            .iter()
+            .any(|f| f.netns == passt_core::Netns::Guest && f.first == 53));
+        let c = cfg(Mode::Pasta, &["1234"], &h, "");
+        assert!(!c.splice_only && !c.core.splice_only && c.core.features.icmp);
+        let e = build(
+            Mode::Pasta,
+            &opts(Mode::Pasta, &["--splice-only", "--no-splice", "1234"]),
+            &h,
+            &parse_resolv(""),
+        )
+        .map(|_| ())
+        .expect_err("refused");
+        assert!(e.contains("--splice-only"), "{e}");
     }
 
     #[test]

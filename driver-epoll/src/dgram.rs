@@ -39,7 +39,7 @@ fn last_errno() -> Errno {
 }
 
 /// A socket address from a `sockaddr_storage` the kernel filled.
-fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(ss.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, and

@@ -497,6 +497,8 @@ struct Io {
     dgram_got: Vec<(usize, std::net::SocketAddr)>,
     /// Spliced pairs (pasta's loopback path).
     splicer: crate::splice::Splicer,
+    /// Spliced UDP flows (pasta's loopback path).
+    dsplicer: crate::udp_splice::DgramSplicer,
 }
 
 /// The event loop of one passt or pasta instance.
@@ -595,7 +597,8 @@ impl Runtime {
         let spec = crate::fwd::FwdMode::Spec;
         let explicit_ports = opts.fwd.tcp_in.mode() == spec
             || opts.fwd.udp_in.mode() == spec
-            || opts.fwd.tcp_out.mode() == spec;
+            || opts.fwd.tcp_out.mode() == spec
+            || opts.fwd.udp_out.mode() == spec;
         Ok(Runtime {
             io: Io {
                 core,
@@ -609,6 +612,7 @@ impl Runtime {
                 events: Vec::with_capacity(8),
                 dgram_got: Vec::with_capacity(crate::dgram::MAX_BATCH),
                 splicer,
+                dsplicer: crate::udp_splice::DgramSplicer::default(),
             },
             rx: RxBuf::new(RX_BYTES),
             signals,
@@ -807,6 +811,16 @@ impl Runtime {
     }
 
     fn sock_event(&mut self, sock: SockId, flags: EpollFlags) {
+        if self.io.dsplicer.owns(sock) {
+            let io = &mut self.io;
+            if let Some((s, ev)) = io.dsplicer.event(&io.epoll, &mut io.socks, sock, flags) {
+                let t = now();
+                log::trace!("{s:?}: {ev:?}");
+                io.core.handle_sock_event(t, s, ev);
+                io.drain(t, &[]);
+            }
+            return;
+        }
         if self.io.splicer.owns(sock) {
             let io = &mut self.io;
             if let Some((s, ev)) = io.splicer.event(&io.epoll, &mut io.socks, sock, flags) {
@@ -1156,8 +1170,32 @@ impl Io {
             }
             return;
         }
+        let dgram_event = match action {
+            Action::PeekPeer { sock } => Some((sock, self.dsplicer.peek_peer(&self.socks, sock))),
+            Action::ForwardDatagrams { from, to, max } => {
+                Some((from, self.dsplicer.forward(&self.socks, from, to, max)))
+            }
+            Action::QuerySpliced { sock } => Some((sock, self.dsplicer.query(sock))),
+            Action::SpliceDatagrams { sock, peer } => Some(
+                match self.dsplicer.join(&self.epoll, &mut self.socks, sock, peer) {
+                    Some((s, ev)) => (s, Some(ev)),
+                    None => (sock, None),
+                },
+            ),
+            _ => None,
+        };
+        if let Some((s, ev)) = dgram_event {
+            if let Some(ev) = ev {
+                if log::log_enabled!(log::Level::Trace) {
+                    log::trace!("{s:?}: {ev:?}");
+                }
+                self.core.handle_sock_event(now, s, ev);
+            }
+            return;
+        }
         if let Action::Close { sock } = action {
             self.splicer.forget(sock);
+            self.dsplicer.forget(sock);
         }
         let spans: Vec<IoSlice<'_>> = match action {
             Action::Send { spans, .. } | Action::SendDatagrams { spans, .. } => self

@@ -30,6 +30,7 @@ mod splice;
 mod stats;
 mod tap;
 mod txring;
+mod udp_splice;
 mod vhost_user;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
@@ -87,6 +88,8 @@ pub(crate) struct Settings {
     pub(crate) no_tap_offload: bool,
     /// pasta `--config-net`.
     pub(crate) configure: Option<NsConfigure>,
+    /// pasta `--splice-only`: no tap device.
+    pub(crate) splice_only: bool,
     /// `-f` (forced for pasta running a command).
     pub(crate) foreground: bool,
     /// `-P`.
@@ -209,6 +212,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         no_netns_quit: rc.no_netns_quit,
         no_tap_offload: rc.no_tap_offload,
         configure,
+        splice_only: rc.splice_only,
         foreground: rc.foreground || spawn,
         pid_file: rc.pid_file,
         pcap: rc.pcap,
@@ -299,16 +303,17 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             let (link, g, sc) = pasta_link(&mut s)?;
             guest = g;
             port_scanner = sc;
-            // `-T auto`: the host's listening TCP ports, from this thread's
-            // (the host's) namespace.
-            let out_auto = s.core.splice
-                && s.core.features.tcp
-                && s.fwd.tcp_out.mode() == fwd::FwdMode::Auto
-                && guest.is_some();
-            if out_auto {
-                match portscan::PortScanner::open_here(false) {
+            // `-T auto`, `-U auto`: the host's listening TCP ports and
+            // bound UDP ports, from this thread's (the host's) namespace.
+            let auto = fwd::FwdMode::Auto;
+            let tcp_auto = s.core.features.tcp && s.fwd.tcp_out.mode() == auto;
+            let udp_auto = s.core.features.udp && s.fwd.udp_out.mode() == auto;
+            if s.core.splice && (tcp_auto || udp_auto) && guest.is_some() {
+                match portscan::PortScanner::open_here(udp_auto) {
                     Ok(sc) => host_port_scanner = Some(sc),
-                    Err(e) => ::log::warn!("automatic -T forwarding disabled: /proc/net: {e}"),
+                    Err(e) => {
+                        ::log::warn!("automatic -T/-U forwarding disabled: /proc/net: {e}")
+                    }
                 }
             }
             link
@@ -490,21 +495,29 @@ fn pasta_link(
     let mac = s.ns_mac;
     let configure = s.configure.take();
     let offload = !s.no_tap_offload;
+    let splice_only = s.splice_only;
     let step = netns::step_err;
     let (dev, guest_mac, scanner) =
         netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
             tap::link_up("lo")
                 .map_err(|e| step("bringing up the loopback interface of the namespace", e))?;
-            let dev = tap::TapDevice::open(&name, offload)?;
-            if let Some(m) = mac {
-                tap::set_mac(dev.name(), m)
-                    .map_err(|e| step(&format!("setting the MAC address of {}", dev.name()), e))?;
-            }
-            let guest_mac = tap::get_mac(dev.name())
-                .map_err(|e| step(&format!("reading the MAC address of {}", dev.name()), e))?;
-            if let Some(c) = configure {
-                c(dev.name())?;
-            }
+            let (dev, guest_mac) = if splice_only {
+                // No tap device: only the namespace's loopback is used.
+                (tap::TapDevice::detached()?, [0u8; 6])
+            } else {
+                let dev = tap::TapDevice::open(&name, offload)?;
+                if let Some(m) = mac {
+                    tap::set_mac(dev.name(), m).map_err(|e| {
+                        step(&format!("setting the MAC address of {}", dev.name()), e)
+                    })?;
+                }
+                let guest_mac = tap::get_mac(dev.name())
+                    .map_err(|e| step(&format!("reading the MAC address of {}", dev.name()), e))?;
+                if let Some(c) = configure {
+                    c(dev.name())?;
+                }
+                (dev, guest_mac)
+            };
             let scanner = match auto.then(|| portscan::PortScanner::open_here(udp_auto)) {
                 Some(Ok(sc)) => Some(sc),
                 Some(Err(e)) => {
@@ -525,7 +538,9 @@ fn pasta_link(
             let what = format!("joining the network namespace {}", guest.desc);
             io::Error::new(e.kind(), format!("{what}: {}{hint}", netns::describe(&e)))
         })??;
-    s.core.guest_mac = Some(Mac(guest_mac));
+    if !splice_only {
+        s.core.guest_mac = Some(Mac(guest_mac));
+    }
     s.core.link_offload = dev.offload();
     Ok((Link::Tap(dev), Some(guest), scanner))
 }

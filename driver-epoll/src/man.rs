@@ -131,6 +131,15 @@ pub(crate) fn man_page(mode: Mode) -> String {
                  background) only once the namespace is configured and every forwarded \
                  port is bound, and exits when the namespace goes away.",
             );
+            para(
+                &mut r,
+                "Traffic between the loopbacks never crosses the tap device: TCP \
+                 connections and UDP datagrams from the host's loopback to a forwarded \
+                 port (-t, -u), and from the namespace's loopback to the ports of -T and \
+                 -U, are joined to a socket in the other namespace (splice(2) through \
+                 pipes for TCP, recvmmsg(2) and sendmmsg(2) for UDP). --no-splice turns \
+                 this off; --splice-only keeps only this path, with no tap device at all.",
+            );
         }
     }
     let _ = r.to_writer(&mut out);

@@ -283,6 +283,15 @@ pub(crate) struct AutoForward {
     host_scanner: Option<PortScanner>,
     /// `-T` is in `auto` mode.
     out_on: bool,
+    /// `-U` is in `auto` mode (and the host's UDP tables are open).
+    out_udp_on: bool,
+    /// UDP ports pasta binds in the host namespace whatever the scan finds
+    /// (explicit `-u` ports).
+    out_udp_exclude: PortSet,
+    /// Host UDP ports forwarded from the namespace's loopback now.
+    out_udp_current: PortSet,
+    /// Scratch set of the latest host UDP scan.
+    out_udp_fresh: PortSet,
     /// TCP ports pasta listens on in the host namespace whatever the scan
     /// finds (explicit `-t` ports).
     out_exclude: PortSet,
@@ -342,7 +351,11 @@ impl AutoForward {
         let udp_on = fwd.udp_in.mode() == FwdMode::Auto
             && scanner.as_ref().is_some_and(|s| !s.udp_files.is_empty());
         let out_on = host_scanner.is_some() && fwd.tcp_out.mode() == FwdMode::Auto;
-        if !tcp_on && !udp_on && !out_on {
+        let out_udp_on = fwd.udp_out.mode() == FwdMode::Auto
+            && host_scanner
+                .as_ref()
+                .is_some_and(|s| !s.udp_files.is_empty());
+        if !tcp_on && !udp_on && !out_on && !out_udp_on {
             return None;
         }
         let mut exclude = PortSet::default();
@@ -350,11 +363,17 @@ impl AutoForward {
         let mut udp_exclude = PortSet::default();
         outbound_ports(&fwd.udp_out, &mut udp_exclude);
         let mut out_exclude = PortSet::default();
+        let mut out_udp_exclude = PortSet::default();
         for f in base {
-            if f.proto == Proto::Tcp && f.netns == passt_core::Netns::Host {
-                for port in f.first..=f.last {
-                    out_exclude.insert(port);
-                }
+            if f.netns != passt_core::Netns::Host {
+                continue;
+            }
+            let set = match f.proto {
+                Proto::Tcp => &mut out_exclude,
+                Proto::Udp => &mut out_udp_exclude,
+            };
+            for port in f.first..=f.last {
+                set.insert(port);
             }
         }
         Some(AutoForward {
@@ -362,6 +381,10 @@ impl AutoForward {
             host_scanner,
             out_on,
             out_exclude,
+            out_udp_on,
+            out_udp_exclude,
+            out_udp_current: PortSet::default(),
+            out_udp_fresh: PortSet::default(),
             out_current: PortSet::default(),
             out_fresh: PortSet::default(),
             tcp_on,
@@ -402,7 +425,8 @@ impl AutoForward {
         let tcp = self.tcp_on && self.apply_fresh();
         let udp = self.udp_on && self.apply_udp_fresh();
         let out = self.out_on && self.apply_out_fresh();
-        (tcp || udp || out).then(|| self.forwards())
+        let out_udp = self.out_udp_on && self.apply_out_udp_fresh();
+        (tcp || udp || out || out_udp).then(|| self.forwards())
     }
 
     /// Reads the tables of both sides into the scratch sets.
@@ -416,14 +440,25 @@ impl AutoForward {
             if self.udp_on {
                 // Listening TCP ports count for UDP too.
                 self.udp_fresh.clone_from(&self.fresh);
-                sc.scan_udp(&self.udp_exclude, &mut self.udp_fresh)?;
+                // Nor are pasta's own `-U` sockets there.
+                let mut ex = self.udp_exclude.clone();
+                ex.add_all(&self.out_udp_current);
+                sc.scan_udp(&ex, &mut self.udp_fresh)?;
             }
         }
-        if let (Some(sc), true) = (self.host_scanner.as_mut(), self.out_on) {
+        if let (Some(sc), true) = (self.host_scanner.as_mut(), self.out_on || self.out_udp_on) {
             // Nor are pasta's own `-t` listeners on the host the host's.
             let mut ex = self.out_exclude.clone();
             ex.add_all(&self.current);
             sc.scan(&ex, &mut self.out_fresh)?;
+            if self.out_udp_on {
+                // As inbound: listening TCP ports count for UDP too; pasta's
+                // own `-u` sockets are not the host's.
+                self.out_udp_fresh.clone_from(&self.out_fresh);
+                let mut ex = self.out_udp_exclude.clone();
+                ex.add_all(&self.udp_current);
+                sc.scan_udp(&ex, &mut self.out_udp_fresh)?;
+            }
         }
         Ok(())
     }
@@ -438,6 +473,19 @@ impl AutoForward {
             log::debug!("auto -T forwarding: new ports {added:?}, gone {removed:?}");
         }
         std::mem::swap(&mut self.out_current, &mut self.out_fresh);
+        true
+    }
+
+    /// Takes `out_udp_fresh` as the current `-U` set; whether it changed.
+    fn apply_out_udp_fresh(&mut self) -> bool {
+        if self.out_udp_fresh == self.out_udp_current {
+            return false;
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let (added, removed) = self.out_udp_current.changes(&self.out_udp_fresh);
+            log::debug!("auto -U forwarding: new ports {added:?}, gone {removed:?}");
+        }
+        std::mem::swap(&mut self.out_udp_current, &mut self.out_udp_fresh);
         true
     }
 
@@ -458,6 +506,13 @@ impl AutoForward {
         if self.out_on {
             out.extend(
                 found(&self.out_current, Proto::Tcp)
+                    .into_iter()
+                    .map(crate::fwd::outbound_forward),
+            );
+        }
+        if self.out_udp_on {
+            out.extend(
+                found(&self.out_udp_current, Proto::Udp)
                     .into_iter()
                     .map(crate::fwd::outbound_forward),
             );
@@ -822,6 +877,52 @@ mod tests {
         assert!(t.is_empty());
         parse_state(SAMPLE.as_bytes(), ST_UDP_BOUND, &mut t);
         assert!(t.is_empty());
+    }
+
+    /// `-U auto`: a UDP port bound on the host (here: this process's
+    /// namespace) becomes a forward from the namespace's loopback, gone
+    /// again once the socket closes; explicit `-u` ports are not the host's.
+    #[test]
+    fn auto_outbound_udp_follows_host_sockets() {
+        use crate::fwd::SpecKind;
+        let eph = (49152, 65535);
+        let t = |s: &str, k| FwdTable::from_specs(&[s], k, eph).unwrap().0;
+        let fwd = Forwarding {
+            tcp_in: t("none", SpecKind::PastaInbound),
+            tcp_out: t("none", SpecKind::PastaOutbound),
+            udp_in: t("none", SpecKind::PastaInbound),
+            udp_out: t("auto", SpecKind::PastaOutbound),
+        };
+        let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = s.local_addr().unwrap().port();
+        let base = [Forward::new(Proto::Udp, port, port)];
+        let host = || Some(PortScanner::open_here(true).unwrap());
+        // Without the host's UDP tables, nothing runs.
+        assert!(AutoForward::build(
+            None,
+            Some(PortScanner::open_here(false).unwrap()),
+            &fwd,
+            &[]
+        )
+        .is_none());
+        let mut a = AutoForward::build(None, host(), &fwd, &[]).unwrap();
+        assert!(a.out_udp_on && !a.out_on);
+        let f = of(a.poll(Instant::ZERO), Proto::Udp).expect("ports found");
+        let mine: Vec<&Forward> = f.iter().filter(|f| f.first == port).collect();
+        assert_eq!(mine.len(), 1, "{f:?}");
+        assert_eq!(mine[0].netns, passt_core::Netns::Guest);
+        // An explicit -u port of the same number is pasta's own.
+        let mut b = AutoForward::build(None, host(), &fwd, &base).unwrap();
+        let f = b.poll(Instant::ZERO).unwrap_or_default();
+        assert!(
+            !f.iter()
+                .any(|f| f.first == port && f.netns == passt_core::Netns::Guest),
+            "{f:?}"
+        );
+        drop(s);
+        let later = Instant::ZERO.saturating_add(SCAN_INTERVAL);
+        let f = of(a.poll(later), Proto::Udp).expect("a port went away");
+        assert!(!f.iter().any(|f| f.first == port), "{f:?}");
     }
 
     /// UDP `auto` alone scans; outbound UDP and TCP ports are excluded

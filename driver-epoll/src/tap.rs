@@ -43,6 +43,9 @@ pub(crate) struct TapDevice {
     name: String,
     /// Bytes of virtio-net header in front of each frame (0: a plain tap).
     vnet: usize,
+    /// `--splice-only`: the other end of the socket pair that stands for
+    /// the missing device (kept open, never read).
+    _peer: Option<OwnedFd>,
 }
 
 /// The offloads asked of the tap device (`TUNSETOFFLOAD`).
@@ -129,6 +132,7 @@ impl TapDevice {
             fd,
             name: ifname_of(&ifr),
             vnet: if vnet { VIRTIO_NET_HDR_V1_LEN } else { 0 },
+            _peer: None,
         })
     }
 
@@ -138,7 +142,12 @@ impl TapDevice {
     pub(crate) fn from_fd(fd: OwnedFd, name: String) -> io::Result<Self> {
         set_nonblocking(fd.as_fd())?;
         let vnet = inherited_vnet_hdr(fd.as_fd());
-        Ok(TapDevice { fd, name, vnet })
+        Ok(TapDevice {
+            fd,
+            name,
+            vnet,
+            _peer: None,
+        })
     }
 
     /// Bytes of virtio-net header in front of each frame (0: none).
@@ -153,6 +162,27 @@ impl TapDevice {
         } else {
             LinkOffload::NONE
         }
+    }
+
+    /// pasta `--splice-only`: no device in the namespace. One end of a
+    /// datagram socket pair stands for it, so that the event loop needs no
+    /// case of its own: nothing ever arrives, and the rare frame the core
+    /// makes (none without a guest) is dropped once the pair's queue is
+    /// full.
+    pub(crate) fn detached() -> io::Result<Self> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok(TapDevice {
+            fd: a,
+            name: String::new(),
+            vnet: 0,
+            _peer: Some(b),
+        })
     }
 
     /// The interface name the kernel chose.

@@ -958,6 +958,14 @@ impl Kernel {
         Ok(())
     }
 
+    /// Takes a socket of the core out of the readiness set altogether (no
+    /// error or hang-up reported either), as `EPOLL_CTL_DEL` does.
+    pub fn clear_interest(&mut self, id: SockId) {
+        if let Some(s) = self.core_handle(id).ok().and_then(|h| self.sock_mut(h)) {
+            s.interest = None;
+        }
+    }
+
     fn conn_side(&self, h: usize) -> Result<(usize, usize), Errno> {
         let s = self.sock(h).ok_or(Errno::EBADF)?;
         s.conn.ok_or(Errno::EBADF)
@@ -1694,9 +1702,15 @@ impl Kernel {
 
     /// `socket()` by the application; returns the fd.
     pub fn app_socket(&mut self, stream: bool, family: Family) -> i32 {
+        self.app_socket_in(stream, family, Netns::Host)
+    }
+
+    /// `socket()` by an application in `netns` (pasta's guest namespace
+    /// has applications too); returns the fd.
+    pub fn app_socket_in(&mut self, stream: bool, family: Family, netns: Netns) -> i32 {
         let fd = self.next_fd();
         let kind = if stream { Kind::Stream } else { Kind::Udp };
-        let h = self.new_sock(Owner::App(fd), kind, family, Netns::Host);
+        let h = self.new_sock(Owner::App(fd), kind, family, netns);
         self.by_fd.insert(fd, h);
         fd
     }

@@ -38,5 +38,6 @@ pub mod plot;
 pub mod replay;
 pub mod scenario;
 pub mod sim;
+pub mod splice;
 pub mod sweep;
 pub mod tx;

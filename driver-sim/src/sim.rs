@@ -102,6 +102,8 @@ pub struct Sim {
     pub core: Core,
     /// The host kernel.
     pub kernel: Kernel,
+    /// Spliced pairs (pasta's loopback path).
+    pub splicer: crate::splice::SimSplicer,
     now: Instant,
     to_core: Link,
     to_guest: Link,
@@ -171,6 +173,7 @@ impl Sim {
         Sim {
             core: Core::new(cfg.core),
             kernel: Kernel::new(cfg.kernel),
+            splicer: crate::splice::SimSplicer::default(),
             now: Instant::ZERO,
             to_core: Link::new(cfg.to_core, Rng::derive(cfg.seed, 1)),
             to_guest: Link::new(cfg.to_guest, Rng::derive(cfg.seed, 2)),
@@ -372,7 +375,7 @@ impl Sim {
         self.kernel_notes();
         for (sock, ev) in events {
             self.note("host", format!("{sock:?} {ev:?}"));
-            self.core.handle_sock_event(now, sock, ev);
+            self.event(sock, ev);
             self.drain();
         }
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
@@ -496,7 +499,7 @@ impl Sim {
                 ) {
                     self.note("host", format!("{sock:?} {ev:?}"));
                 }
-                self.core.handle_sock_event(self.now, sock, ev);
+                self.event(sock, ev);
                 self.drain();
             }
             self.kernel.run_peers(self.now.as_nanos());
@@ -673,6 +676,13 @@ impl Sim {
     }
 
     fn event(&mut self, sock: passt_core::SockId, ev: SockEvent) {
+        if self.splicer.owns(sock) {
+            if let Some((s, ev)) = self.splicer.event(&mut self.kernel, sock, ev) {
+                self.note("host", format!("{s:?} {ev:?}"));
+                self.core.handle_sock_event(self.now, s, ev);
+            }
+            return;
+        }
         self.core.handle_sock_event(self.now, sock, ev);
     }
 
@@ -835,7 +845,15 @@ impl Sim {
                 let r = self.kernel.shutdown_write(sock);
                 self.note("host", format!("shutdown({sock:?}, SHUT_WR) = {r:?}"));
             }
+            Action::Splice { sock, peer } => {
+                self.note("host", format!("splice({sock:?}, {peer:?})"));
+                if let Some((s, ev)) = self.splicer.join(&mut self.kernel, sock, peer) {
+                    self.note("host", format!("{s:?} {ev:?}"));
+                    self.core.handle_sock_event(self.now, s, ev);
+                }
+            }
             Action::Close { sock } => {
+                self.splicer.forget(sock);
                 let r = self.kernel.close(sock);
                 self.note("host", format!("close({sock:?}) = {r:?}"));
             }

@@ -463,7 +463,7 @@ impl Core {
                 }
             }
             SockEvent::Error(_) => self.tcp_close(id, true),
-            SockEvent::SpliceEnded(_) => {}
+            SockEvent::SpliceEnded(_) | SockEvent::DatagramPeer { .. } | SockEvent::Spliced(_) => {}
         }
         self.tcp_note_timer(id);
         true

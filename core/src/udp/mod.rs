@@ -25,6 +25,7 @@
 
 mod echo;
 mod host;
+pub(crate) mod splice;
 #[cfg(test)]
 mod tests;
 

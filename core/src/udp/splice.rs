@@ -1,0 +1,561 @@
+//! pasta's loopback path for UDP: datagram flows joined in the driver.
+//!
+//! A UDP listener that may splice (pasta, unless `--no-splice`: every `-U`
+//! listener in the guest's namespace, and the `-u` listeners on the host) is
+//! not read blindly: on readiness the core asks the driver who sent the next
+//! datagram and to which address ([`Action::PeekPeer`]), and chooses its
+//! path before anything is read, as upstream does:
+//!
+//! * on a `-u` listener, a datagram from a loopback address of the host
+//!   (and a forward with no target address) is spliced to the guest's own
+//!   address of the same family, or with `--host-lo-to-ns-lo` and a datagram
+//!   sent to a loopback address, to that loopback address in the guest's
+//!   namespace; anything else goes through the guest link as before
+//!   (dropped with `--splice-only`, which has no link);
+//! * on a `-U` listener, a datagram from a loopback address to a loopback
+//!   address of the guest's namespace is spliced to the same destination
+//!   address on the host; anything else is dropped.
+//!
+//! A spliced flow has two sockets: side 0 in the listener's namespace, bound
+//! to the address and port the datagram was sent to and connected to its
+//! source (so replies leave from where the peer expects them); side 1 in
+//! the other namespace, bound to the source port (and, towards the host, to
+//! the source loopback address too: the peer's port is kept, as on the
+//! guest link) and connected to the target. The core asks the driver to
+//! join them ([`Action::SpliceDatagrams`]): from then on the driver moves the
+//! datagrams of both sockets itself. The first datagrams, still queued on
+//! the listener, go to side 1 with [`Action::ForwardDatagrams`]. Bytes never
+//! pass through the core.
+//!
+//! Flows expire like those of the guest link: after [`UDP_TIMEOUT`] without
+//! a datagram either way. The core cannot see the datagrams the driver
+//! moves, so when a flow's time is up it asks for the pair's count
+//! ([`Action::QuerySpliced`]): a count that moved keeps the flow for another
+//! period, one that did not (or no answer within [`QUERY_WAIT`]) ends it.
+
+use super::UDP_TIMEOUT;
+use crate::action::{Action, BindOpts, Family, Netns, SockEvent, SockId, SockKind};
+use crate::engine::Core;
+use crate::flow::{self, FlowData, FlowId, SockRef};
+use crate::fwd::{Listener, Listeners, Proto};
+use crate::tap::FlowKey;
+use crate::time::{earliest, Instant};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
+
+/// How long the core waits for the answer to [`Action::QuerySpliced`]
+/// before it ends the flow anyway.
+pub(crate) const QUERY_WAIT: Duration = Duration::from_secs(1);
+/// Most actions the first datagram of a new spliced flow queues.
+const NEW_FLOW_ACTIONS: usize = 8;
+/// Flow-key protocol numbers of spliced UDP flows, by the namespace of
+/// the listener they came from: never a protocol number of a guest frame,
+/// so these keys cannot meet the guest link's.
+const KEY_FROM_HOST: u8 = 0xf1;
+const KEY_FROM_GUEST: u8 = 0xf2;
+
+/// What spliced UDP did, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpSpliceStats {
+    /// Flows created.
+    pub opened: u64,
+    /// Flows ended, for any reason.
+    pub closed: u64,
+    /// Flows ended because nothing moved for [`UDP_TIMEOUT`].
+    pub timeouts: u64,
+    /// Flows that could not be set up (a socket could not be opened, bound
+    /// or connected), or failed later.
+    pub failed: u64,
+    /// Datagrams taken from listeners and sent on a flow's socket.
+    pub forwarded: u64,
+    /// Datagrams on listeners discarded: not between loopback addresses on
+    /// a `-U` listener, or with no guest link (`--splice-only`).
+    pub discarded: u64,
+    /// Datagrams the driver moved, both ways, as last reported.
+    pub moved: u64,
+}
+
+/// A spliced UDP flow: side 0 in the listener's namespace, side 1 in the
+/// other one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UdpSpliceFlow {
+    socks: [SockId; 2],
+    /// Which of the two sockets the driver holds.
+    open: [bool; 2],
+    /// The pair was joined.
+    joined: bool,
+    /// Last time traffic was seen.
+    t_active: Instant,
+    /// Datagrams the driver reported moved at the last query.
+    moved: u64,
+    /// When a `QuerySpliced` went out that was not answered yet.
+    query_at: Option<Instant>,
+}
+
+impl UdpSpliceFlow {
+    fn deadline(&self) -> Instant {
+        match self.query_at {
+            Some(q) => q.saturating_add(QUERY_WAIT),
+            None => self.t_active.saturating_add(UDP_TIMEOUT),
+        }
+    }
+}
+
+/// Spliced UDP state outside the flow table.
+#[derive(Debug, Default)]
+pub(crate) struct UdpSpliceState {
+    /// Lower bound of every spliced flow's deadline.
+    next_timer: Option<Instant>,
+    /// Sockets of spliced flows the driver holds.
+    pub(crate) open_socks: usize,
+    pub(crate) stats: UdpSpliceStats,
+}
+
+/// Where the datagrams of a listener go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Through the guest link, as any other.
+    Tap,
+    /// Thrown away.
+    Discard,
+    /// Spliced: side 1 in `netns`, bound to `bind`, connected to `target`.
+    Splice {
+        netns: Netns,
+        bind: SocketAddr,
+        target: SocketAddr,
+    },
+}
+
+fn family(a: IpAddr) -> Family {
+    super::family(a)
+}
+
+/// `a` in the form a socket of `family` takes (IPv4-mapped on IPv6).
+fn for_family(a: SocketAddr, fam: Family) -> SocketAddr {
+    match (fam, a.ip()) {
+        (Family::V6, IpAddr::V4(v4)) => SocketAddr::new(v4.to_ipv6_mapped().into(), a.port()),
+        _ => a,
+    }
+}
+
+fn unspecified(f: Family) -> IpAddr {
+    match f {
+        Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
+        Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+impl Core {
+    /// What spliced UDP did.
+    pub fn udp_splice_stats(&self) -> &UdpSpliceStats {
+        &self.splice.udp.stats
+    }
+
+    /// Whether the UDP listener `l` is read through [`Action::PeekPeer`].
+    fn peeks(&self, l: &Listener) -> bool {
+        self.cfg.splice && (l.fwd.netns == Netns::Guest || l.fwd.target.is_none())
+    }
+
+    /// An event on open UDP listener `slot`; `false` if the listener does
+    /// not splice (the guest link's code takes the event).
+    pub(crate) fn udp_splice_listener_event(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        ev: SockEvent,
+    ) -> bool {
+        let Some(l) = self.listeners.get(Proto::Udp, slot).copied() else {
+            return false;
+        };
+        if !self.peeks(&l) {
+            return false;
+        }
+        let sock = Listeners::sock(Proto::Udp, slot);
+        match ev {
+            SockEvent::Readable => {
+                self.splice_act(Action::PeekPeer { sock });
+                true
+            }
+            SockEvent::DatagramPeer { peer, local } => {
+                if !self.actions.admits(NEW_FLOW_ACTIONS) {
+                    // Still queued: the listener is readable again at the
+                    // next wait.
+                    return true;
+                }
+                self.udp_splice_datagram(now, slot, &l, peer, local);
+                true
+            }
+            // Errors and hang-ups: as for any UDP listener.
+            _ => false,
+        }
+    }
+
+    /// The path of a datagram from `peer` to `local` on listener `l`.
+    fn udp_path(&self, l: &Listener, peer: SocketAddr, local: Option<IpAddr>) -> Path {
+        let peer_ip = peer.ip().to_canonical();
+        let local_ip = local
+            .map(|a| a.to_canonical())
+            .or(l.fwd.addr)
+            .filter(|a| !a.is_unspecified());
+        let port = l.fwd.target_port;
+        if port == 0 || peer.port() == 0 {
+            return Path::Discard;
+        }
+        match l.fwd.netns {
+            Netns::Guest => {
+                if !peer_ip.is_loopback() || local_ip.is_some_and(|a| !a.is_loopback()) {
+                    return Path::Discard;
+                }
+                let dst = local_ip.unwrap_or(match peer_ip {
+                    IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                    IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+                });
+                if dst.is_ipv4() != peer_ip.is_ipv4() {
+                    return Path::Discard;
+                }
+                Path::Splice {
+                    netns: Netns::Host,
+                    bind: SocketAddr::new(peer_ip, peer.port()),
+                    target: SocketAddr::new(dst, port),
+                }
+            }
+            Netns::Host => {
+                let tap = if self.cfg.splice_only {
+                    Path::Discard
+                } else {
+                    Path::Tap
+                };
+                if l.fwd.target.is_some() || !peer_ip.is_loopback() {
+                    return tap;
+                }
+                let dst = match local_ip {
+                    Some(a) if self.cfg.host_lo_to_ns_lo && a.is_loopback() => Some(a),
+                    _ => crate::splice::guest_addr(&self.cfg, &self.guest, family(peer_ip)),
+                };
+                match dst {
+                    Some(d) if d.is_ipv4() == peer_ip.is_ipv4() => Path::Splice {
+                        netns: Netns::Guest,
+                        bind: SocketAddr::new(unspecified(family(d)), peer.port()),
+                        target: SocketAddr::new(d, port),
+                    },
+                    _ => Path::Discard,
+                }
+            }
+        }
+    }
+
+    /// The next datagram on listener `slot` (`l`) is from `peer` to `local`:
+    /// read it into the guest link, discard it, or send it on its spliced
+    /// flow (created if new).
+    fn udp_splice_datagram(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        l: &Listener,
+        peer: SocketAddr,
+        local: Option<IpAddr>,
+    ) {
+        let sock = Listeners::sock(Proto::Udp, slot);
+        let (netns, bind, target) = match self.udp_path(l, peer, local) {
+            Path::Tap => {
+                let room = super::recv_room(&udp_ctx(self), sock) as u16;
+                return self.splice_act(Action::Recv { sock, max: 1, room });
+            }
+            Path::Discard => {
+                self.splice.udp.stats.discarded += 1;
+                return self.splice_act(Action::ForwardDatagrams {
+                    from: sock,
+                    to: None,
+                    max: 1,
+                });
+            }
+            Path::Splice {
+                netns,
+                bind,
+                target,
+            } => (netns, bind, target),
+        };
+        let peer_ip = peer.ip().to_canonical();
+        let local_ip = local.map(|a| a.to_canonical()).or(l.fwd.addr);
+        let key = FlowKey {
+            proto: match l.fwd.netns {
+                Netns::Host => KEY_FROM_HOST,
+                Netns::Guest => KEY_FROM_GUEST,
+            },
+            src: peer_ip,
+            dst: local_ip.unwrap_or(unspecified(family(peer_ip))),
+            sport: peer.port(),
+            dport: l.addr.port(),
+        };
+        let to = match self.flows.lookup(&key) {
+            Some(id) => match self.flows.get_mut(id).map(|f| &mut f.data) {
+                Some(FlowData::UdpSplice(u)) => {
+                    u.t_active = now;
+                    u.open[1].then_some(u.socks[1])
+                }
+                _ => None,
+            },
+            None => self.udp_splice_open(now, l, key, peer, local_ip, netns, bind, target),
+        };
+        if to.is_some() {
+            self.splice.udp.stats.forwarded += 1;
+        } else {
+            self.splice.udp.stats.discarded += 1;
+        }
+        self.splice_act(Action::ForwardDatagrams {
+            from: sock,
+            to,
+            max: 1,
+        });
+    }
+
+    /// A new spliced flow under `key`: both sockets opened, bound,
+    /// connected and joined. Returns side 1's socket, or `None` if no flow
+    /// could be made.
+    #[allow(clippy::too_many_arguments)]
+    fn udp_splice_open(
+        &mut self,
+        now: Instant,
+        l: &Listener,
+        key: FlowKey,
+        peer: SocketAddr,
+        local_ip: Option<IpAddr>,
+        netns: Netns,
+        bind: SocketAddr,
+        target: SocketAddr,
+    ) -> Option<SockId> {
+        let flow = UdpSpliceFlow {
+            socks: [SockId(0); 2],
+            open: [true, true],
+            joined: false,
+            t_active: now,
+            moved: 0,
+            query_at: None,
+        };
+        let id = match self.flows.alloc(FlowData::UdpSplice(flow)) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.counters.drop(reason);
+                return None;
+            }
+        };
+        if !self.flows.insert_key(id, key) {
+            self.flows.free(id);
+            return None;
+        }
+        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let socks = [flow::sock_id(id, gen, 0), flow::sock_id(id, gen, 1)];
+        if let Some(FlowData::UdpSplice(u)) = self.flows.get_mut(id).map(|f| &mut f.data) {
+            u.socks = socks;
+        }
+        self.splice.udp.open_socks += 2;
+        self.splice.udp.stats.opened += 1;
+        self.splice.udp.next_timer = earliest(
+            self.splice.udp.next_timer,
+            Some(now.saturating_add(UDP_TIMEOUT)),
+        );
+        log::debug!(
+            "udp splice flow {}: {peer} -> {:?}:{}, to {target} from {bind}",
+            id.0,
+            local_ip,
+            l.addr.port()
+        );
+        // Side 0: where the peer sent to, connected to the peer.
+        let near_bind = SocketAddr::new(
+            local_ip
+                .filter(|a| !a.is_unspecified())
+                .unwrap_or(l.addr.ip()),
+            l.addr.port(),
+        );
+        let near = [
+            Action::Open {
+                sock: socks[0],
+                kind: SockKind::Udp,
+                family: l.family,
+                netns: l.fwd.netns,
+            },
+            Action::Bind {
+                sock: socks[0],
+                addr: for_family(near_bind, l.family),
+                opts: BindOpts {
+                    reuse_addr: true,
+                    v6_only: l.v6_only,
+                    device: l.fwd.ifindex,
+                    freebind: true,
+                },
+            },
+            Action::Connect {
+                sock: socks[0],
+                addr: for_family(peer, l.family),
+            },
+        ];
+        let fam = family(target.ip());
+        let far = [
+            Action::Open {
+                sock: socks[1],
+                kind: SockKind::Udp,
+                family: fam,
+                netns,
+            },
+            Action::Bind {
+                sock: socks[1],
+                addr: bind,
+                opts: BindOpts {
+                    reuse_addr: true,
+                    v6_only: fam == Family::V6,
+                    freebind: true,
+                    ..BindOpts::default()
+                },
+            },
+            Action::Connect {
+                sock: socks[1],
+                addr: target,
+            },
+        ];
+        for a in near.into_iter().chain(far) {
+            self.splice_act(a);
+        }
+        if let Some(FlowData::UdpSplice(u)) = self.flows.get_mut(id).map(|f| &mut f.data) {
+            u.joined = true;
+        }
+        self.splice_act(Action::SpliceDatagrams {
+            sock: socks[0],
+            peer: socks[1],
+        });
+        Some(socks[1])
+    }
+
+    /// An event for a socket of a spliced UDP flow; `false` if `sock` is
+    /// not one.
+    pub(crate) fn udp_splice_sock_event(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        ev: SockEvent,
+    ) -> bool {
+        let SockRef::Flow { id, gen, side } = flow::decode(sock) else {
+            return false;
+        };
+        let Some(f) = self.flows.get_mut(id) else {
+            return false;
+        };
+        if f.gen != gen {
+            return false;
+        }
+        let FlowData::UdpSplice(u) = &mut f.data else {
+            return false;
+        };
+        let side = usize::from(side).min(1);
+        match ev {
+            SockEvent::OpenFailed(e) => {
+                log::debug!("udp splice flow {}: socket {side}: {e:?}", id.0);
+                if u.open[side] {
+                    u.open[side] = false;
+                    self.splice.udp.open_socks = self.splice.udp.open_socks.saturating_sub(1);
+                }
+                self.splice.udp.stats.failed += 1;
+                self.udp_splice_close(id);
+            }
+            SockEvent::Connected(Err(e)) | SockEvent::SpliceEnded(Err(e)) => {
+                log::debug!("udp splice flow {}: socket {side}: {e:?}", id.0);
+                self.splice.udp.stats.failed += 1;
+                self.udp_splice_close(id);
+            }
+            SockEvent::Spliced(t) => {
+                let total = t.to_peer.saturating_add(t.from_peer);
+                u.query_at = None;
+                if total != u.moved {
+                    self.splice.udp.stats.moved += total.saturating_sub(u.moved);
+                    u.moved = total;
+                    u.t_active = now;
+                    self.splice.udp.next_timer = earliest(
+                        self.splice.udp.next_timer,
+                        Some(now.saturating_add(UDP_TIMEOUT)),
+                    );
+                } else {
+                    self.splice.udp.stats.timeouts += 1;
+                    self.udp_splice_close(id);
+                }
+            }
+            // Readiness is the driver's business once joined.
+            _ => {}
+        }
+        true
+    }
+
+    /// Closes both sockets of spliced UDP flow `id` and frees it.
+    fn udp_splice_close(&mut self, id: FlowId) {
+        let Some(&FlowData::UdpSplice(u)) = self.flows.get(id).map(|f| &f.data) else {
+            return;
+        };
+        for side in 0..2 {
+            if u.open[side] {
+                self.splice_act(Action::Close {
+                    sock: u.socks[side],
+                });
+                self.splice.udp.open_socks = self.splice.udp.open_socks.saturating_sub(1);
+            }
+        }
+        log::debug!("udp splice flow {}: closed", id.0);
+        self.splice.udp.stats.closed += 1;
+        self.flows.free(id);
+    }
+
+    /// When the earliest spliced UDP flow may expire.
+    pub(crate) fn udp_splice_poll_timeout(&self) -> Option<Instant> {
+        self.splice.udp.next_timer
+    }
+
+    /// Asks for the counts of flows whose time is up; ends those that did
+    /// not answer.
+    pub(crate) fn udp_splice_timeout(&mut self, now: Instant) {
+        match self.splice.udp.next_timer {
+            Some(t) if t <= now => {}
+            _ => return,
+        }
+        let mut next = None;
+        for i in self.flows.indices() {
+            let id = FlowId(i);
+            let Some(&FlowData::UdpSplice(u)) = self.flows.get(id).map(|f| &f.data) else {
+                continue;
+            };
+            let d = u.deadline();
+            if d > now {
+                next = earliest(next, Some(d));
+                continue;
+            }
+            if u.query_at.is_some() || !u.joined || !u.open[0] {
+                self.splice.udp.stats.timeouts += 1;
+                self.udp_splice_close(id);
+                continue;
+            }
+            if !self.actions.admits(1) {
+                next = earliest(next, Some(now));
+                continue;
+            }
+            if let Some(FlowData::UdpSplice(u)) = self.flows.get_mut(id).map(|f| &mut f.data) {
+                u.query_at = Some(now);
+            }
+            self.splice_act(Action::QuerySpliced { sock: u.socks[0] });
+            next = earliest(next, Some(now.saturating_add(QUERY_WAIT)));
+        }
+        self.splice.udp.next_timer = next;
+    }
+}
+
+/// A UDP context for [`super::recv_room`] (which only reads).
+fn udp_ctx(core: &mut Core) -> super::Ctx<'_> {
+    super::Ctx {
+        cfg: &core.cfg,
+        guest: &core.guest,
+        counters: &mut core.counters,
+        actions: &mut core.actions,
+        spans: &mut core.spans,
+        flows: &mut core.flows,
+        listeners: &mut core.listeners,
+    }
+}
+
+#[cfg(test)]
+#[path = "splice_tests.rs"]
+mod tests;

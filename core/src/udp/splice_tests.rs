@@ -1,0 +1,288 @@
+//! Spliced UDP flows, driven as the epoll driver drives them: a listener
+//! readable, the peek's answer, the flow's set-up, queries when time is up.
+
+use super::*;
+use crate::action::SpliceTotals;
+use crate::config::Forward;
+use crate::testutil::capture_config;
+use crate::Errno;
+
+const T0: Instant = Instant::ZERO;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn core(splice_only: bool, lo_to_lo: bool, fwds: Vec<Forward>) -> Core {
+    let mut cfg = capture_config();
+    cfg.splice = true;
+    cfg.splice_only = splice_only;
+    cfg.host_lo_to_ns_lo = lo_to_lo;
+    cfg.forwards = fwds;
+    let mut c = Core::new(cfg);
+    c.start(T0);
+    actions(&mut c);
+    c
+}
+
+fn actions(c: &mut Core) -> Vec<Action> {
+    let mut v = Vec::new();
+    while let Some(a) = c.poll_action() {
+        v.push(a);
+    }
+    v
+}
+
+fn listener(slot: u32) -> SockId {
+    Listeners::sock(Proto::Udp, slot)
+}
+
+fn out(port: u16, target: u16) -> Forward {
+    Forward {
+        netns: Netns::Guest,
+        ifindex: Some(1),
+        ..Forward::new(Proto::Udp, port, target)
+    }
+}
+
+/// A datagram from `peer` to `local` queued on listener `slot`: the
+/// actions that follow the readiness and the peek.
+fn datagram(c: &mut Core, now: Instant, slot: u32, peer: &str, local: Option<&str>) -> Vec<Action> {
+    c.handle_sock_event(now, listener(slot), SockEvent::Readable);
+    assert_eq!(
+        actions(c),
+        vec![Action::PeekPeer {
+            sock: listener(slot)
+        }]
+    );
+    let local = local.map(|l| l.parse::<IpAddr>().unwrap());
+    c.handle_sock_event(
+        now,
+        listener(slot),
+        SockEvent::DatagramPeer {
+            peer: sa(peer),
+            local,
+        },
+    );
+    actions(c)
+}
+
+/// The far side's `Open`, `Bind` and `Connect` in `a`.
+fn far(a: &[Action]) -> (SockId, Netns, SocketAddr, SocketAddr) {
+    let socks: Vec<SockId> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Open { sock, .. } => Some(*sock),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(socks.len(), 2, "{a:?}");
+    let s = socks[1];
+    let ns = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Open { sock, netns, .. } if *sock == s => Some(*netns),
+            _ => None,
+        })
+        .unwrap();
+    let bind = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Bind { sock, addr, .. } if *sock == s => Some(*addr),
+            _ => None,
+        })
+        .unwrap();
+    let to = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { sock, addr } if *sock == s => Some(*addr),
+            _ => None,
+        })
+        .unwrap();
+    (s, ns, bind, to)
+}
+
+#[test]
+fn namespace_loopback_datagrams_are_spliced_to_the_same_host_address() {
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.5"));
+    let (s, ns, bind, to) = far(&a);
+    assert_eq!(ns, Netns::Host);
+    assert_eq!(bind, sa("127.0.0.1:40000"), "source address and port kept");
+    assert_eq!(to, sa("127.0.0.5:53"));
+    // Side 0 in the namespace, bound where the datagram went, on `lo`.
+    assert!(a.iter().any(|a| matches!(a,
+        Action::Bind { addr, opts, .. } if *addr == sa("[::ffff:127.0.0.5]:5353")
+            && opts.device == Some(1) && opts.reuse_addr)));
+    let n = a.len();
+    assert!(matches!(a[n - 2], Action::SpliceDatagrams { peer, .. } if peer == s));
+    assert_eq!(
+        a[n - 1],
+        Action::ForwardDatagrams {
+            from: listener(0),
+            to: Some(s),
+            max: 1
+        }
+    );
+    // The next datagram of the same peer still on the listener: same flow.
+    let a = datagram(
+        &mut c,
+        T0,
+        0,
+        "[::ffff:127.0.0.1]:40000",
+        Some("::ffff:127.0.0.5"),
+    );
+    assert_eq!(
+        a,
+        vec![Action::ForwardDatagrams {
+            from: listener(0),
+            to: Some(s),
+            max: 1
+        }]
+    );
+    // IPv6.
+    let a = datagram(&mut c, T0, 0, "[::1]:40000", Some("::1"));
+    let (_, _, bind, to) = far(&a);
+    assert_eq!((bind, to), (sa("[::1]:40000"), sa("[::1]:53")));
+    assert_eq!(c.udp_splice_stats().opened, 2);
+    assert_eq!(c.udp_splice_stats().forwarded, 3);
+    assert!(c.poll_frame(&mut [0u8; 2048]).is_none(), "no guest frame");
+}
+
+#[test]
+fn non_loopback_on_the_namespace_side_is_discarded() {
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    for (peer, local) in [
+        ("10.77.0.2:40000", "127.0.0.1"),
+        ("127.0.0.1:40000", "10.77.0.2"),
+        ("127.0.0.1:0", "127.0.0.1"),
+    ] {
+        let a = datagram(&mut c, T0, 0, peer, Some(local));
+        assert_eq!(
+            a,
+            vec![Action::ForwardDatagrams {
+                from: listener(0),
+                to: None,
+                max: 1
+            }],
+            "{peer} -> {local}"
+        );
+    }
+    assert_eq!(c.udp_splice_stats().discarded, 3);
+    assert_eq!(c.flow_count(), 0);
+}
+
+#[test]
+fn host_loopback_datagrams_go_to_the_guest_address_others_to_the_tap() {
+    let mut c = core(false, false, vec![Forward::new(Proto::Udp, 5000, 50)]);
+    let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+    let (_, ns, bind, to) = far(&a);
+    assert_eq!(ns, Netns::Guest);
+    assert_eq!(bind, sa("0.0.0.0:40000"), "source port kept");
+    assert_eq!(to, sa("10.77.0.2:50"));
+    // Not from loopback: one datagram read into the guest link.
+    let a = datagram(&mut c, T0, 0, "192.0.2.9:40000", Some("192.0.2.1"));
+    assert!(matches!(a[..], [Action::Recv { max: 1, .. }]), "{a:?}");
+    // With --host-lo-to-ns-lo: the namespace's loopback address.
+    let mut c = core(false, true, vec![Forward::new(Proto::Udp, 5000, 50)]);
+    let a = datagram(&mut c, T0, 0, "[::1]:40000", Some("::1"));
+    assert_eq!(far(&a).3, sa("[::1]:50"));
+    // --splice-only: what would take the tap is dropped.
+    let mut c = core(true, true, vec![Forward::new(Proto::Udp, 5000, 50)]);
+    let a = datagram(&mut c, T0, 0, "192.0.2.9:40000", Some("192.0.2.1"));
+    assert!(
+        matches!(a[..], [Action::ForwardDatagrams { to: None, .. }]),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn flows_live_while_the_driver_moves_datagrams_and_expire_after() {
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+    let s0 = a
+        .iter()
+        .find_map(|a| match a {
+            Action::SpliceDatagrams { sock, .. } => Some(*sock),
+            _ => None,
+        })
+        .unwrap();
+    let t1 = T0.saturating_add(UDP_TIMEOUT);
+    assert_eq!(c.poll_timeout(), Some(t1));
+    c.handle_timeout(t1);
+    assert_eq!(actions(&mut c), vec![Action::QuerySpliced { sock: s0 }]);
+    // Datagrams moved: another period.
+    let moved = SpliceTotals {
+        to_peer: 5,
+        from_peer: 5,
+    };
+    c.handle_sock_event(t1, s0, SockEvent::Spliced(moved));
+    assert!(actions(&mut c).is_empty());
+    let t2 = t1.saturating_add(UDP_TIMEOUT);
+    // (The deadline is a lower bound: an early wake-up finds nothing due.)
+    let early = c.poll_timeout().unwrap();
+    assert!(early <= t2);
+    c.handle_timeout(early);
+    assert!(actions(&mut c).is_empty());
+    assert_eq!(c.poll_timeout(), Some(t2));
+    c.handle_timeout(t2);
+    assert_eq!(actions(&mut c), vec![Action::QuerySpliced { sock: s0 }]);
+    // Nothing more: closed, both sockets.
+    c.handle_sock_event(t2, s0, SockEvent::Spliced(moved));
+    let a = actions(&mut c);
+    assert_eq!(
+        a.iter()
+            .filter(|a| matches!(a, Action::Close { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(c.flow_count(), 0);
+    assert_eq!(c.socket_count(), 1, "the listener only");
+    assert_eq!(c.udp_splice_stats().timeouts, 1);
+    assert_eq!(c.udp_splice_stats().moved, 10);
+}
+
+#[test]
+fn an_unanswered_query_ends_the_flow() {
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+    let t1 = T0.saturating_add(UDP_TIMEOUT);
+    c.handle_timeout(t1);
+    assert_eq!(actions(&mut c).len(), 1);
+    let t2 = t1.saturating_add(QUERY_WAIT);
+    assert_eq!(c.poll_timeout(), Some(t2));
+    c.handle_timeout(t2);
+    assert_eq!(actions(&mut c).len(), 2, "both sockets closed");
+    assert_eq!(c.flow_count(), 0);
+}
+
+#[test]
+fn a_socket_that_fails_ends_the_flow_and_the_next_datagram_starts_another() {
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+    let (s1, ..) = far(&a);
+    // Binding the source port on the host failed: side 1 is gone.
+    c.handle_sock_event(T0, s1, SockEvent::OpenFailed(Errno::EADDRINUSE));
+    let a = actions(&mut c);
+    assert_eq!(a.len(), 1, "side 0 closed: {a:?}");
+    assert_eq!(c.flow_count(), 0);
+    assert_eq!(c.socket_count(), 1);
+    // The driver's answer to the join, for the ids of a flow gone: ignored.
+    c.handle_sock_event(T0, s1, SockEvent::SpliceEnded(Err(Errno::EBADF)));
+    assert!(actions(&mut c).is_empty());
+    let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+    let (s2, ..) = far(&a);
+    assert_ne!(s2, s1, "a new generation");
+    // A fatal error later, reported by the driver: closed.
+    let s0 = a
+        .iter()
+        .find_map(|a| match a {
+            Action::SpliceDatagrams { sock, .. } => Some(*sock),
+            _ => None,
+        })
+        .unwrap();
+    c.handle_sock_event(T0, s0, SockEvent::SpliceEnded(Err(Errno::EBADF)));
+    assert_eq!(actions(&mut c).len(), 2);
+    assert_eq!(c.udp_splice_stats().failed, 2);
+    assert_eq!(c.flow_count(), 0);
+}
