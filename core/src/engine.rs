@@ -51,6 +51,7 @@ macro_rules! udp_cx {
             spans: &mut $core.spans,
             flows: &mut $core.flows,
             listeners: &mut $core.listeners,
+            out: &mut $core.out,
         }
     };
 }
@@ -425,6 +426,7 @@ impl Core {
                     l4_len: l4.len() as u32,
                     frame: idx,
                     src_mac: eth.src,
+                    hop_limit: ip.hop_limit,
                 };
                 if !self.grouper.has_room(&pkt.key) {
                     self.flush_sequences(now, batch);

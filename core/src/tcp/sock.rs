@@ -422,7 +422,8 @@ impl Core {
                 }
             }
             SockEvent::Error(_) => self.tcp_close(id, true),
-            SockEvent::SpliceEnded(_) => {}
+            // Datagram sockets' only.
+            SockEvent::SpliceEnded(_) | SockEvent::Icmp(_) => {}
         }
         self.tcp_note_timer(id);
         true
