@@ -25,6 +25,10 @@
 //! and relays "time exceeded" for them (upstream sends echo requests with
 //! the host's default TTL, and its `-I` shows the far end at hop 1; see
 //! docs/differences.md).
+//!
+//! The last test is about the TCP counterpart of the same upstream work: a
+//! connection the guest forgot without a word on the wire ends through
+//! pasta's keepalives.
 
 mod ns_support;
 
@@ -105,7 +109,12 @@ fn topology(tag: &str) -> Topology {
 /// Runs `script` in pasta's guest namespace (pasta as the test user, in the
 /// topology's host); its output.
 fn in_guest(t: &Topology, script: &str) -> String {
-    let out = t.host.user_run(
+    in_guest_of(&t.host, script)
+}
+
+/// Runs `script` in the guest namespace of pasta started in `host`.
+fn in_guest_of(host: &Netns, script: &str) -> String {
+    let out = host.user_run(
         &[
             pasta().display().to_string(),
             "--config-net".into(),
@@ -225,5 +234,101 @@ print(addr, port, res)
     assert!(
         ping.contains(&format!("From {ROUTER_IN4}")) && ping.contains("Unreachable"),
         "ping reports the router's unreachable: {ping}"
+    );
+}
+
+/// The case upstream's tap-side keepalives are for: the guest closes its
+/// side (FIN) and its socket, the host peer keeps its own open and silent;
+/// Linux forgets the orphaned `FIN_WAIT_2` socket after `tcp_fin_timeout`
+/// (1 s here) without a word on the wire. pasta's keepalive, 30 s after the
+/// guest's last segment, gets the guest kernel's reset, and the host peer
+/// learns that the connection is gone (ECONNRESET) instead of holding it
+/// for hours.
+#[test]
+fn pasta_keepalive_ends_a_connection_the_guest_forgot() {
+    const SERVER: &str = r#"
+import socket, sys, time
+port, out = int(sys.argv[1]), sys.argv[2]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(1)
+s.settimeout(30)
+open(out + ".ready", "w").write("ready")
+c, _ = s.accept()
+c.settimeout(30)
+while c.recv(100):
+    pass
+eof = time.time()
+# The end of the stream keeps the socket readable: watch its state
+# (TCP_INFO) go from CLOSE_WAIT to CLOSE, which only a reset does.
+res = "silent"
+while time.time() < eof + 100:
+    state = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    if state == 7:
+        err = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        res = "reset" if err else "closed"
+        break
+    time.sleep(0.2)
+open(out, "w").write("%s %.1f" % (res, time.time() - eof))
+"#;
+    const CLIENT: &str = r#"
+import os, socket, sys, time
+port, out = int(sys.argv[1]), sys.argv[2]
+c = socket.create_connection(("10.77.0.1", port), timeout=10)
+c.sendall(b"x")
+c.shutdown(socket.SHUT_WR)
+time.sleep(0.5)
+c.close()
+end = time.time() + 100
+while not os.path.exists(out) and time.time() < end:
+    time.sleep(0.2)
+"#;
+    let h = Netns::host("kalive");
+    let dir = Scratch::new("kalive");
+    let (server, client, out) = (
+        dir.join("server.py"),
+        dir.join("client.py"),
+        dir.join("result"),
+    );
+    std::fs::write(&server, SERVER).expect("script");
+    std::fs::write(&client, CLIENT).expect("script");
+    let port = 20000 + (std::process::id() % 20000);
+    let mut srv = Proc::spawn(
+        h.cmd(&[
+            "python3".into(),
+            server.display().to_string(),
+            port.to_string(),
+            out.display().to_string(),
+        ]),
+        "server",
+        dir.join("server.log"),
+    );
+    wait_file(&dir.join("result.ready"), 20, &mut srv);
+    let guest = in_guest_of(
+        &h,
+        &format!(
+            "sysctl -q -w net.ipv4.tcp_fin_timeout=1
+             python3 {} {port} {}",
+            client.display(),
+            out.display()
+        ),
+    );
+    let res = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut it = res.split_whitespace();
+    let (what, secs) = (
+        it.next().unwrap_or(""),
+        it.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+    );
+    assert_eq!(
+        what,
+        "reset",
+        "the host peer learns the guest forgot the connection: {res} (guest: {guest}; server: {})",
+        srv.output()
+    );
+    // Not before the keepalive interval: nothing else told it.
+    assert!(
+        (25.0..70.0).contains(&secs),
+        "reset {secs} s after the guest's FIN, expected about 30"
     );
 }
