@@ -332,3 +332,17 @@ while not os.path.exists(out) and time.time() < end:
         "reset {secs} s after the guest's FIN, expected about 30"
     );
 }
+
+/// The guest link is up: pasta asks for the guest's MAC at its address
+/// (ARP), as upstream does since 2025, and the guest's kernel notes our
+/// address and MAC from the request before it sent anything itself.
+#[test]
+fn pasta_probes_the_guest_at_start() {
+    let h = Netns::host("probe");
+    let out = in_guest_of(&h, "sleep 1; ip -4 neigh show");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("{GW_IP4} ")) && l.contains("lladdr")),
+        "the gateway's entry, from our request: {out}"
+    );
+}

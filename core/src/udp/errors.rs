@@ -24,6 +24,7 @@
 
 use super::{act, Ctx, UdpState};
 use crate::action::{Action, Family, IcmpError, SockOpt};
+use crate::counters::ReplyKind;
 use crate::flow::{DgramFlow, FlowData, FlowId};
 use crate::nat;
 use crate::tap::FlowKey;
@@ -120,6 +121,7 @@ impl UdpState {
         };
         if relay(cx, &key, ping, src, e) {
             self.stats.icmp_relayed += 1;
+            cx.counters.reply(ReplyKind::IcmpError);
             log::debug!(
                 "datagram flow {}: ICMP{} type {} code {} from {src} relayed",
                 id.0,
