@@ -93,6 +93,14 @@ pub enum SockOpt {
     ResetOnClose,
     /// TCP_NODELAY: no Nagle delay (spliced connections, as upstream).
     NoDelay,
+    /// IP_TTL (IPv4) or IPV6_UNICAST_HOPS (IPv6): the TTL or hop limit of
+    /// datagrams sent on the socket, the guest's own (traceroute).
+    HopLimit {
+        /// The socket's family, which names the option.
+        family: Family,
+        /// TTL or hop limit.
+        hops: u8,
+    },
 }
 
 /// A run of bytes inside the batch buffer of the current
@@ -429,6 +437,67 @@ impl SendSpace {
     }
 }
 
+/// Most bytes of the datagram an ICMP error was about that
+/// [`IcmpError`] carries: an echo header and the first 8 bytes after it, or
+/// the first 16 bytes of a UDP payload.
+pub const ICMP_QUOTE_MAX: usize = 16;
+
+/// An error that an ICMP or ICMPv6 message reported on a datagram socket
+/// (the socket's error queue with `IP_RECVERR`: `sock_extended_err` with
+/// origin `SO_EE_ORIGIN_ICMP` or `SO_EE_ORIGIN_ICMP6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpError {
+    /// The errno the kernel made of it (`ee_errno`).
+    pub errno: Errno,
+    /// Whether the message was ICMPv6.
+    pub v6: bool,
+    /// ICMP type (`ee_type`).
+    pub icmp_type: u8,
+    /// ICMP code (`ee_code`).
+    pub code: u8,
+    /// `ee_info`: the next-hop MTU of "fragmentation needed" and "packet too
+    /// big".
+    pub info: u32,
+    /// The node that sent the message (`SO_EE_OFFENDER`), if known.
+    pub offender: Option<SocketAddr>,
+    /// Length of `quote` in use.
+    pub quote_len: u8,
+    /// The start of what the socket had sent (the UDP payload, or for a ping
+    /// socket the echo header and what follows), as the message quoted it.
+    pub quote: [u8; ICMP_QUOTE_MAX],
+}
+
+impl IcmpError {
+    /// An error of ICMP `icmp_type`/`code` (ICMPv6 if `v6`) from
+    /// `offender`, quoting the start of `data`.
+    pub fn new(
+        errno: Errno,
+        v6: bool,
+        (icmp_type, code, info): (u8, u8, u32),
+        offender: Option<SocketAddr>,
+        data: &[u8],
+    ) -> Self {
+        let n = data.len().min(ICMP_QUOTE_MAX);
+        let mut quote = [0; ICMP_QUOTE_MAX];
+        quote[..n].copy_from_slice(&data[..n]);
+        IcmpError {
+            errno,
+            v6,
+            icmp_type,
+            code,
+            info,
+            offender,
+            quote_len: n as u8,
+            quote,
+        }
+    }
+
+    /// The quoted bytes.
+    pub fn quote(&self) -> &[u8] {
+        &self.quote[..usize::from(self.quote_len).min(ICMP_QUOTE_MAX)]
+    }
+}
+
 /// Readiness of, and results from, a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -442,8 +511,12 @@ pub enum SockEvent {
     /// EPOLLHUP
     HangUp,
     /// EPOLLERR, with the pending SO_ERROR; for datagram sockets, one event
-    /// per error drained from the error queue (IP_RECVERR).
+    /// per error drained from the error queue (IP_RECVERR) that no ICMP
+    /// message reported.
     Error(Errno),
+    /// An error drained from a datagram socket's error queue that an ICMP or
+    /// ICMPv6 message reported: UDP and echo relay it to the guest.
+    Icmp(IcmpError),
     /// An `Open`, `Bind` or `Listen` failed; the socket is closed and forgotten.
     OpenFailed(Errno),
     /// Outcome of a `Connect`.

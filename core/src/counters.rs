@@ -128,6 +128,11 @@ reasons! {
         Dhcp => "dhcp_reply",
         /// DHCPv6 ADVERTISE/REPLY.
         Dhcpv6 => "dhcpv6_reply",
+        /// ARP request or neighbour solicitation for the guest's address
+        /// when the guest link (re)connects.
+        GuestProbe => "guest_probe",
+        /// ICMP or ICMPv6 error from a host socket relayed to the guest.
+        IcmpError => "icmp_error",
     }
 }
 

@@ -51,6 +51,7 @@ macro_rules! udp_cx {
             spans: &mut $core.spans,
             flows: &mut $core.flows,
             listeners: &mut $core.listeners,
+            out: &mut $core.out,
         }
     };
 }
@@ -326,6 +327,20 @@ impl Core {
         self.tcp_tap_reset();
     }
 
+    /// The guest link is up: at start for a tap device or a descriptor
+    /// given at start (`--fd`), when a qemu or vhost-user client connects
+    /// (again). Asks for the guest's MAC at its assigned addresses (an ARP
+    /// request, a neighbour solicitation unless NDP is off), so that a
+    /// guest that does not speak first is reachable, e.g. after a restart
+    /// of passt under a running guest. Drain the outputs afterwards.
+    pub fn handle_tap_connected(&mut self, now: Instant) {
+        let _ = now;
+        if self.cfg.ip4.is_some() {
+            link::arp::probe(&mut link_cx!(self));
+        }
+        link::ndp::probe(&mut link_cx!(self));
+    }
+
     // --- outputs ------------------------------------------------------------
 
     /// The next frame for the guest, written into `buf`; returns its length.
@@ -447,6 +462,7 @@ impl Core {
                     l4_len: l4.len() as u32,
                     frame: idx,
                     src_mac: eth.src,
+                    hop_limit: ip.hop_limit,
                 };
                 if !self.grouper.has_room(&pkt.key) {
                     self.flush_sequences(now, batch);

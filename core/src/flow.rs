@@ -68,6 +68,9 @@ pub(crate) struct DgramFlow {
     /// The destination is a multicast or broadcast group: the socket is not
     /// connected, and answers from each unicast peer get flows of their own.
     pub(crate) group: bool,
+    /// The TTL or hop limit last set on the socket (the guest's); 0: the
+    /// system's default.
+    pub(crate) hop_limit: u8,
 }
 
 /// One entry of the table.
@@ -490,6 +493,7 @@ mod tests {
                 t_active: Instant::ZERO,
                 last_send: 0,
                 group: false,
+                hop_limit: 0,
             })
         };
         let u = t.alloc(udp()).unwrap();
@@ -501,6 +505,7 @@ mod tests {
             t_active: Instant::ZERO,
             last_send: 0,
             group: false,
+            hop_limit: 0,
         });
         assert_eq!(t.alloc(ping), Err(DropReason::FlowQuota));
         t.alloc(tcp()).unwrap();

@@ -131,8 +131,9 @@ mod testutil;
 mod wire;
 
 pub use action::{
-    Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SendSpace, SockEvent, SockId,
-    SockKind, SockOpt, Span, SpanList, SpliceTotals, TcpInfo, TxSlot, DATAGRAM_ROOM,
+    Action, BindOpts, Errno, Family, IcmpError, Interest, Netns, RxDatagram, SendSpace, SockEvent,
+    SockId, SockKind, SockOpt, Span, SpanList, SpliceTotals, TcpInfo, TxSlot, DATAGRAM_ROOM,
+    ICMP_QUOTE_MAX,
 };
 pub use config::{
     Config, Features, Forward, Ip4Config, Ip6Config, Limits, Proto, DEFAULT_MTU, MAX_DNS,

@@ -263,6 +263,8 @@ pub(crate) struct L4Packet {
     pub(crate) frame: u32,
     /// Source MAC of the frame.
     pub(crate) src_mac: Mac,
+    /// TTL or hop limit of the packet.
+    pub(crate) hop_limit: u8,
 }
 
 /// What identifies a transport flow from the guest side.
@@ -573,6 +575,7 @@ pub(crate) mod tests {
             l4_len: 0,
             frame,
             src_mac: Mac::BROADCAST,
+            hop_limit: 64,
         }
     }
 

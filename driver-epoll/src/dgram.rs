@@ -6,9 +6,14 @@
 //!   the headers in front).
 //! * [`enable_recverr`] sets `IP_RECVERR`/`IPV6_RECVERR` on a new datagram
 //!   socket, and [`drain_errors`] empties its error queue when epoll reports
-//!   `EPOLLERR`, each error becoming one `SockEvent::Error`.
+//!   `EPOLLERR`, each error becoming one `SockEvent::Icmp` (reported by an
+//!   ICMP or ICMPv6 message: type, code, sender and the start of the
+//!   datagram it was about, for the core to relay to the guest) or
+//!   `SockEvent::Error` (anything else).
+//! * [`set_hop_limit`] carries out `SockOpt::HopLimit`: the guest's TTL or
+//!   hop limit on the flow's socket.
 
-use passt_core::{Errno, Family};
+use passt_core::{Errno, Family, IcmpError, SockEvent, ICMP_QUOTE_MAX};
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -153,16 +158,45 @@ fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> Result<(), Errno
     }
 }
 
+/// `IP_TTL` (IPv4) or `IPV6_UNICAST_HOPS` (IPv6) on a socket of `family`.
+pub(crate) fn set_hop_limit(fd: BorrowedFd<'_>, family: Family, hops: u8) -> Result<(), Errno> {
+    match family {
+        Family::V4 => set_int(fd, libc::IPPROTO_IP, libc::IP_TTL, hops.into()),
+        Family::V6 => set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, hops.into()),
+    }
+}
+
+/// The core's event for one error read from the error queue: `Icmp` if an
+/// ICMP or ICMPv6 message reported it (`data`: the start of the datagram
+/// it was about), else `Error`.
+fn error_event(
+    ee: &libc::sock_extended_err,
+    offender: Option<SocketAddr>,
+    data: &[u8],
+) -> SockEvent {
+    let errno = Errno(ee.ee_errno as i32);
+    let v6 = match ee.ee_origin {
+        libc::SO_EE_ORIGIN_ICMP => false,
+        libc::SO_EE_ORIGIN_ICMP6 => true,
+        _ => return SockEvent::Error(errno),
+    };
+    SockEvent::Icmp(IcmpError::new(
+        errno,
+        v6,
+        (ee.ee_type, ee.ee_code, ee.ee_info),
+        offender,
+        data,
+    ))
+}
+
 /// Empties the error queue of `fd` (`MSG_ERRQUEUE`), calling `report` with
-/// the errno of each queued error and, if known, the address that reported
-/// it. Returns the number of errors read.
-pub(crate) fn drain_errors(
-    fd: BorrowedFd<'_>,
-    mut report: impl FnMut(Errno, Option<SocketAddr>),
-) -> usize {
+/// the event of each queued error (see [`error_event`]). Returns the number
+/// of errors read.
+pub(crate) fn drain_errors(fd: BorrowedFd<'_>, mut report: impl FnMut(SockEvent)) -> usize {
     let mut count = 0;
     for _ in 0..MAX_ERRORS {
-        let mut data = [0u8; 64];
+        // The start of the datagram is all the core quotes.
+        let mut data = [0u8; ICMP_QUOTE_MAX];
         let mut iov = libc::iovec {
             iov_base: data.as_mut_ptr().cast(),
             iov_len: data.len(),
@@ -225,7 +259,8 @@ pub(crate) fn drain_errors(
                 } else {
                     None
                 };
-                report(Errno(ee.ee_errno as i32), origin);
+                let got = (r as usize).min(data.len());
+                report(error_event(&ee, origin, &data[..got]));
                 count += 1;
                 found = true;
             }
@@ -284,20 +319,27 @@ mod tests {
         enable_recverr(s.as_fd(), Family::V4).unwrap();
         s.connect(addr).unwrap();
         s.set_nonblocking(true).unwrap();
-        let _ = s.send(b"x");
+        let _ = s.send(b"0123456789abcdefXYZ");
         let mut errs = Vec::new();
         for _ in 0..100 {
-            drain_errors(s.as_fd(), |e, o| errs.push((e, o)));
+            drain_errors(s.as_fd(), |e| errs.push(e));
             if !errs.is_empty() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].0, Errno::ECONNREFUSED);
-        assert_eq!(errs[0].1.map(|a| a.ip()), Some(addr.ip()));
+        // Port unreachable, from the closed port's address, quoting the
+        // start of what was sent.
+        let SockEvent::Icmp(e) = errs[0] else {
+            panic!("not an ICMP error: {:?}", errs[0]);
+        };
+        assert_eq!(e.errno, Errno::ECONNREFUSED);
+        assert_eq!((e.v6, e.icmp_type, e.code), (false, 3, 3));
+        assert_eq!(e.offender.map(|a| a.ip()), Some(addr.ip()));
+        assert_eq!(e.quote(), b"0123456789abcdef");
         // Nothing left.
-        assert_eq!(drain_errors(s.as_fd(), |_, _| {}), 0);
+        assert_eq!(drain_errors(s.as_fd(), |_| {}), 0);
     }
 
     #[test]
@@ -475,7 +517,10 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(evs, vec![SockEvent::Error(Errno::ECONNREFUSED)]);
+        assert!(
+            matches!(&evs[..], [SockEvent::Icmp(e)] if e.errno == Errno::ECONNREFUSED),
+            "{evs:?}"
+        );
         evs.clear();
         t.events_for(&epoll, s, EpollFlags::EPOLLERR, &mut evs);
         assert!(evs.is_empty(), "the queue was emptied: {evs:?}");

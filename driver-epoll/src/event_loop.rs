@@ -693,6 +693,13 @@ impl Runtime {
         self.started = true;
         let t = now();
         self.io.core.start(t);
+        // A tap device, or a qemu socket handed over with --fd, is up now:
+        // ask for the guest's MAC.
+        if matches!(&self.io.link, Link::Tap(_))
+            || matches!(&self.io.link, Link::Qemu(q) if q.connected())
+        {
+            self.io.core.handle_tap_connected(t);
+        }
         self.io.drain(t, &[]);
         // The core reports the listeners it could not open; an address
         // family that is off is not an error here.
@@ -975,7 +982,16 @@ impl Runtime {
 
     fn listen_event(&mut self) -> Option<Exit> {
         match &mut self.io.link {
-            Link::Qemu(q) => q.accept(&self.io.epoll),
+            Link::Qemu(q) => {
+                let before = q.connected();
+                q.accept(&self.io.epoll);
+                if !before && q.connected() {
+                    // A (new) client: ask for its guest's MAC.
+                    let t = now();
+                    self.io.core.handle_tap_connected(t);
+                    self.io.drain(t, &[]);
+                }
+            }
             Link::VhostUser(v) => v.accept(&self.io.epoll),
             Link::Tap(_) => {}
         }

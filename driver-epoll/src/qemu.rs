@@ -250,6 +250,11 @@ impl QemuLink {
         self.one_off
     }
 
+    /// Whether a client is connected.
+    pub(crate) fn connected(&self) -> bool {
+        self.client.is_some()
+    }
+
     /// Registers the listener (once) and the client, if any.
     pub(crate) fn register(&mut self, epoll: &Epoll) -> io::Result<()> {
         if let (Some(l), false) = (&self.listener, self.listener_registered) {

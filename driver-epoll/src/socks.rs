@@ -398,9 +398,9 @@ impl SockTable {
             // Empty the error queue, or EPOLLERR stays up; SO_ERROR holds
             // the last of them again.
             let pending = so_error(e.fd.as_fd());
-            let n = crate::dgram::drain_errors(e.fd.as_fd(), |err, from| {
-                log::debug!("{sock:?}: error {err:?} reported by {from:?}");
-                out.push(SockEvent::Error(err));
+            let n = crate::dgram::drain_errors(e.fd.as_fd(), |ev| {
+                log::debug!("{sock:?}: queued error {ev:?}");
+                out.push(ev);
             });
             if let (0, Some(err)) = (n, pending) {
                 out.push(SockEvent::Error(err));
@@ -692,6 +692,7 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
         SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
         SockOpt::NoDelay => setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
+        SockOpt::HopLimit { family, hops } => crate::dgram::set_hop_limit(fd, family, hops),
         // SO_LINGER with a zero timeout: close() sends a reset, not a FIN.
         SockOpt::ResetOnClose => socket::setsockopt(
             &fd,

@@ -292,7 +292,12 @@ impl DgramSplicer {
         };
         if flags.contains(EpollFlags::EPOLLERR) {
             let mut fatal = None;
-            crate::dgram::drain_errors(s.fd.as_fd(), |e, _| {
+            crate::dgram::drain_errors(s.fd.as_fd(), |ev| {
+                let e = match ev {
+                    SockEvent::Icmp(i) => i.errno,
+                    SockEvent::Error(e) => e,
+                    _ => return,
+                };
                 if !transient(e) {
                     fatal = Some(e);
                 }

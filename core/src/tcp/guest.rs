@@ -184,6 +184,7 @@ impl Core {
             };
             let Some(c) = self.tc(id) else { return i };
             c.t_active = now;
+            c.keepalive_due = now.saturating_add(KEEPALIVE_INTERVAL);
             if s.has(RST) {
                 self.tcp_guest_reset(id);
                 return i + 1;

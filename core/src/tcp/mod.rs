@@ -79,6 +79,12 @@ pub(crate) const WINDOW_POLL: Duration = TcpPolicy::SHIPPED.window_poll_armed;
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Inactivity timeout.
 pub(crate) const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
+/// Time without a segment from the guest after which an established
+/// connection gets a keepalive (upstream's `KEEPALIVE_INTERVAL`), and between
+/// keepalives while the guest stays silent: a guest that forgot the
+/// connection (rebooted, or timed out its `FIN_WAIT_2`) answers with a
+/// reset, and the connection ends. See `timer.rs`.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Minimum RTT (µs) below which a peer counts as local.
 const LOW_RTT_US: u32 = 10;
 /// Low-RTT peers remembered for new connections.
@@ -241,6 +247,9 @@ pub(crate) struct TcpConn {
     t_phase: Instant,
     /// Last activity.
     t_active: Instant,
+    /// When an established connection sends the guest a keepalive, unless
+    /// a segment from the guest comes first (it moves this on).
+    keepalive_due: Instant,
     /// Deferred ACK to the guest.
     ack_due: Option<Instant>,
     /// Retransmission (or zero-window probe) deadline.
@@ -298,6 +307,9 @@ impl TcpConn {
         let mut d = Some(self.t_active.saturating_add(ACT_TIMEOUT));
         if self.phase != Phase::Established {
             d = earliest(d, Some(self.t_phase.saturating_add(SYN_TIMEOUT)));
+        }
+        if self.phase == Phase::Established {
+            d = earliest(d, Some(self.keepalive_due));
         }
         d = earliest(d, self.ack_due);
         d = earliest(d, self.t_retx);
@@ -405,6 +417,8 @@ pub struct TcpStats {
     pub timeouts: u64,
     /// Segments for a 4-tuple without a connection answered with a reset.
     pub no_flow_resets: u64,
+    /// Keepalives sent to a silent guest.
+    pub keepalives: u64,
 }
 
 impl TcpState {

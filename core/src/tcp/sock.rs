@@ -463,7 +463,11 @@ impl Core {
                 }
             }
             SockEvent::Error(_) => self.tcp_close(id, true),
-            SockEvent::SpliceEnded(_) | SockEvent::DatagramPeer { .. } | SockEvent::Spliced(_) => {}
+            // Spliced and datagram sockets' only.
+            SockEvent::SpliceEnded(_)
+            | SockEvent::DatagramPeer { .. }
+            | SockEvent::Spliced(_)
+            | SockEvent::Icmp(_) => {}
         }
         self.tcp_note_timer(id);
         true

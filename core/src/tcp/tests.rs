@@ -1045,6 +1045,76 @@ fn keepalive_is_answered() {
     assert_eq!(c.h.core.tcp_stats().fast_retransmits, 0);
 }
 
+/// Upstream's tap-side keepalives: 30 s without a segment from the guest
+/// (`KEEPALIVE_INTERVAL`) bring an ACK one byte before our next sequence
+/// number, and another every 30 s while the guest stays silent; a guest
+/// that answers keeps the connection, one that forgot it resets it.
+#[test]
+fn silent_guest_gets_keepalives_and_a_forgetful_one_resets() {
+    let mut c = connect4();
+    c.h.run_for(29_900);
+    assert!(c.h.take_frames().is_empty(), "nothing before 30 s");
+    c.h.run_for(200);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let k = &f[0];
+    assert!(k.ackf && !k.syn && !k.fin && !k.rst && k.payload.is_empty());
+    assert_eq!((k.seq, k.ack), (c.our.wrapping_sub(1), c.their));
+    assert_eq!(c.h.core.tcp_stats().keepalives, 1);
+    // The guest answers (an ACK of what it has): nothing more to say, and
+    // the next keepalive is 30 s after that answer.
+    c.h.run_for(10_000);
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our)]);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(29_900);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(200);
+    assert_eq!(c.h.take_frames().len(), 1);
+    // Silence: one every 30 s.
+    c.h.run_for(90_000);
+    assert_eq!(c.h.take_frames().len(), 3);
+    assert_eq!(c.h.core.tcp_stats().keepalives, 5);
+    assert_eq!(c.h.core.flow_count(), 1);
+    // A guest that rebooted answers the next one with a reset.
+    c.h.run_for(30_000);
+    assert_eq!(c.h.take_frames().len(), 1);
+    c.h.guest(&[c.g.clone().seq(c.their).rst()]);
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert!(c.h.closed.contains(&c.sock));
+}
+
+/// A guest that sends keeps its connection free of keepalives; so does
+/// data in flight (the retransmission timer watches the guest then); a
+/// connection the guest half-closed (its FIN_WAIT_2, which Linux forgets
+/// after a minute once the application closed) gets them.
+#[test]
+fn keepalives_only_for_silent_guests_half_closed_included() {
+    let mut c = connect4();
+    let mut their = c.their;
+    for _ in 0..5 {
+        c.h.run_for(20_000);
+        c.h.guest(&[c.g.clone().seq(their).ack(c.our).data(b"x")]);
+        their = their.wrapping_add(1);
+        c.h.take_frames();
+    }
+    assert_eq!(c.h.core.tcp_stats().keepalives, 0);
+    // Our data in flight, unacknowledged: retransmissions only.
+    c.h.sock(c.sock).rx = vec![1u8; 10];
+    c.h.event(c.sock, SockEvent::Readable);
+    c.h.run_for(40_000);
+    assert!(c.h.core.tcp_stats().retransmits > 0);
+    assert_eq!(c.h.core.tcp_stats().keepalives, 0);
+    c.h.guest(&[c.g.clone().seq(their).ack(c.our.wrapping_add(10)).fin()]);
+    c.h.take_frames();
+    // Half-closed by the guest; the host side stays open.
+    c.h.run_for(30_100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].seq, c.our.wrapping_add(9));
+    assert_eq!(f[0].ack, their.wrapping_add(1));
+    assert_eq!(c.h.core.tcp_stats().keepalives, 1);
+}
+
 // --- host → guest -------------------------------------------------------------
 
 fn host_data(peek_offset: bool) {

@@ -91,6 +91,16 @@ impl Core {
             self.tcp.stats.timeouts += 1;
             return self.tcp_close(id, true);
         }
+        if now >= c.keepalive_due {
+            c.keepalive_due = now.saturating_add(KEEPALIVE_INTERVAL);
+            // While something is in flight the retransmission timer finds
+            // out whether the guest is there (and an ACK of nothing new
+            // would count as a duplicate).
+            if !c.anything_in_flight() {
+                self.tcp_send_keepalive(id);
+            }
+        }
+        let Some(c) = self.tc(id) else { return };
         if c.ack_due.is_some_and(|t| t <= now) {
             c.ack_due = None;
             self.tcp_send_ack(id);
@@ -122,6 +132,36 @@ impl Core {
                 self.tcp_try_peek(now, id, true);
             }
             self.tcp_interest(id);
+        }
+    }
+
+    /// A keepalive to the guest (RFC 9293 §3.8.4): an ACK one byte before
+    /// the next sequence number, which a guest that still knows the
+    /// connection answers with an ACK, and one that forgot it with a reset.
+    fn tcp_send_keepalive(&mut self, id: FlowId) {
+        let Some((key, c)) = self.tc_ref(id) else {
+            return;
+        };
+        let key = *key;
+        let (win, wbytes) = c.win_field(false);
+        let h = Hdr {
+            sport: key.dport,
+            dport: key.sport,
+            seq: c.seq_to_tap.wrapping_sub(1),
+            ack: c.seq_from_tap,
+            flags: ACK,
+            win,
+            syn_opts: None,
+        };
+        if !self.tcp_ctl(&key, h) {
+            return;
+        }
+        self.tcp.stats.keepalives += 1;
+        log::debug!("tcp flow {}: keepalive to the guest", id.0);
+        if let Some(c) = self.tc(id) {
+            c.seq_ack_to_tap = c.seq_from_tap;
+            c.wnd_to_tap = wbytes;
+            c.ack_due = None;
         }
     }
 

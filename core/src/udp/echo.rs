@@ -70,6 +70,7 @@ impl UdpState {
             Ok(f) => f,
             Err(reason) => return cx.counters.drop(reason),
         };
+        self.follow_hop_limit(cx, flow, ip.hop_limit);
         let span = Span {
             offset: l4_off as u32,
             len: l4.len() as u32,

@@ -24,6 +24,7 @@
 //! for each input, and nothing else of the core.
 
 mod echo;
+mod errors;
 mod host;
 pub(crate) mod splice;
 #[cfg(test)]
@@ -41,7 +42,7 @@ use crate::flow::{self, DgramFlow, FlowData, FlowId, FlowTable};
 use crate::fwd::Listeners;
 use crate::guest::GuestInfo;
 use crate::nat;
-use crate::queue::ActionQueue;
+use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::wire::be16;
@@ -70,6 +71,19 @@ pub(crate) struct Ctx<'a> {
     pub(crate) flows: &'a mut FlowTable,
     /// The listeners of forwarded ports (UDP's take datagrams for new flows).
     pub(crate) listeners: &'a mut Listeners,
+    /// Frames the core writes itself (ICMP errors).
+    pub(crate) out: &'a mut FrameQueue,
+}
+
+impl Ctx<'_> {
+    /// The frame writer over the frame queue.
+    pub(crate) fn tx(&mut self) -> FrameOut<'_> {
+        FrameOut {
+            queue: self.out,
+            counters: self.counters,
+            cfg: self.cfg,
+        }
+    }
 }
 
 /// What UDP and ICMP echo translation did, for logs and tests.
@@ -89,6 +103,8 @@ pub struct UdpStats {
     pub to_guest: u64,
     /// Errors reported on datagram sockets (error queue, failed sends).
     pub sock_errors: u64,
+    /// ICMP and ICMPv6 errors from host sockets relayed to the guest.
+    pub icmp_relayed: u64,
 }
 
 /// UDP and echo state outside the flow table.
@@ -306,6 +322,7 @@ impl UdpState {
             t_active: now,
             last_send: 0,
             group: false,
+            hop_limit: 0,
         };
         let data = if ping {
             FlowData::Ping(d)
@@ -383,7 +400,9 @@ impl UdpState {
 
     // --- guest side ---------------------------------------------------------------
 
-    /// One flow's UDP datagrams from a batch, in order: one `SendDatagrams`.
+    /// One flow's UDP datagrams from a batch, in order: one `SendDatagrams`
+    /// for each run of datagrams with the same TTL, the guest's TTL set on
+    /// the socket before it (see `errors.rs`).
     pub(crate) fn sequence(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -403,9 +422,18 @@ impl UdpState {
                 return;
             }
         };
-        let start = cx.spans.len();
+        let mut start = cx.spans.len();
         let buf = batch.buffer();
         for p in seq {
+            if cx
+                .flows
+                .dgram_mut(id)
+                .is_some_and(|d| errors::hops_change(d, p.hop_limit))
+            {
+                self.send(cx, now, id, start);
+                start = cx.spans.len();
+                self.follow_hop_limit(cx, id, p.hop_limit);
+            }
             let off = p.l4_off as usize;
             let len = buf
                 .get(off..off.saturating_add(p.l4_len as usize))
@@ -474,6 +502,10 @@ impl UdpState {
         let Some(id) = cx.flows.dgram_of(sock) else {
             return false;
         };
+        if let SockEvent::Icmp(e) = ev {
+            self.icmp_error(cx, id, &e);
+            return true;
+        }
         let ping = matches!(cx.flows.get(id).map(|f| &f.data), Some(FlowData::Ping(_)));
         let room = recv_room(cx, sock) as u16;
         let Some(d) = cx.flows.dgram_mut(id) else {

@@ -553,6 +553,7 @@ fn udp_ctx(core: &mut Core) -> super::Ctx<'_> {
         spans: &mut core.spans,
         flows: &mut core.flows,
         listeners: &mut core.listeners,
+        out: &mut core.out,
     }
 }
 

@@ -21,6 +21,7 @@ use proptest::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 mod echo;
+mod errors;
 mod guest;
 mod host;
 
@@ -33,6 +34,8 @@ struct FakeSock {
     bind: Option<(SocketAddr, BindOpts)>,
     connect: Option<SocketAddr>,
     broadcast: bool,
+    /// `SockOpt::HopLimit` set, with the family it named.
+    hops: Option<(Family, u8)>,
     interest: Option<Interest>,
     /// Datagrams written by the core, in order.
     sent: Vec<Vec<u8>>,
@@ -364,6 +367,14 @@ impl H {
             } => {
                 if let Some(s) = self.socks.get_mut(&sock) {
                     s.broadcast = b;
+                }
+            }
+            Action::SetOption {
+                sock,
+                opt: SockOpt::HopLimit { family, hops },
+            } => {
+                if let Some(s) = self.socks.get_mut(&sock) {
+                    s.hops = Some((family, hops));
                 }
             }
             Action::SetInterest { sock, interest } => {

@@ -160,6 +160,17 @@ pub(crate) fn write_na(b: &mut [u8], target: Ipv6Addr, mac: Mac) -> Option<usize
     Some(NA_LEN)
 }
 
+/// Writes a neighbour solicitation for `target` from `mac` (source
+/// link-layer address option); same length as an advertisement.
+pub(crate) fn write_ns(b: &mut [u8], target: Ipv6Addr, mac: Mac) -> Option<usize> {
+    let b = b.get_mut(..NA_LEN)?;
+    put(b, 0, &[TYPE_NS, 0, 0, 0, 0, 0, 0, 0])?;
+    put(b, 8, &target.octets())?;
+    put(b, 24, &[OPT_SOURCE_LL, 1])?;
+    put(b, 26, &mac.0)?;
+    Some(NA_LEN)
+}
+
 /// Writes a DNSSL option (RFC 8106 §5.2) with the first [`MAX_SEARCH`] of
 /// `names`, skipping any that cannot be encoded, padded with zeros to a
 /// multiple of 8 bytes. `None` if no name could be written.

@@ -11,6 +11,11 @@
 //!   guest's duplicate-address probes (sender 0.0.0.0) report a conflict.
 //!
 //! Replies and other operations from the guest are ignored.
+//!
+//! When the guest link (re)connects, [`probe`] asks for the guest's MAC
+//! (who has the guest's address?), as upstream does since 2025: a passt
+//! restarted under a running guest learns its MAC from the answer, and
+//! reaches it before the guest sends anything of its own.
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +24,31 @@ use super::Ctx;
 use crate::counters::{DropReason, ReplyKind};
 use crate::wire::arp::{Arp, ARP_LEN, OP_REPLY, OP_REQUEST};
 use crate::wire::headers::ETHERTYPE_ARP;
+use crate::wire::Mac;
+use core::net::Ipv4Addr;
+
+/// A broadcast ARP request for the guest's assigned address, from our
+/// address (the gateway's), if both are known.
+pub(crate) fn probe(cx: &mut Ctx<'_>) {
+    let Some(c) = cx.cfg.ip4.as_ref() else { return };
+    let spa = c.our_addr.or(c.gateway).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    if c.addr.is_unspecified() || spa.is_unspecified() {
+        return;
+    }
+    let req = Arp {
+        op: OP_REQUEST,
+        sha: cx.cfg.our_mac,
+        spa,
+        tha: Mac([0; 6]),
+        tpa: c.addr,
+    };
+    if cx
+        .tx()
+        .queue_eth(Mac::BROADCAST, ETHERTYPE_ARP, ARP_LEN, |b, _| req.emit(b))
+    {
+        cx.counters.reply(ReplyKind::GuestProbe);
+    }
+}
 
 /// Handles an ARP packet from the guest (`arp`: the bytes after the
 /// Ethernet header).

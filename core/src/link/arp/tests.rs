@@ -4,7 +4,7 @@ use super::*;
 use crate::testutil::{capture_config, exchange, GUEST_MAC};
 use crate::wire::Mac;
 use crate::{Config, Core, Instant};
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -249,4 +249,76 @@ proptest! {
             prop_assert_eq!(operation, ArpOperation::Reply);
         }
     }
+}
+
+/// When the link (re)connects: an ARP request for the guest's address and a
+/// neighbour solicitation for its IPv6 address (with our MAC as source
+/// link-layer address, hop limit 255, to its solicited-node group); the
+/// guest's answer teaches the core its MAC. Nothing for IPv6 with NDP off.
+#[test]
+fn link_up_probes_the_guests_addresses() {
+    use etherparse::{Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
+    let mut core = Core::new(capture_config());
+    core.handle_tap_connected(T0);
+    let f = crate::testutil::drain_frames(&mut core);
+    assert_eq!(f.len(), 2, "{f:?}");
+    let (dst, repr) = reparse(&f[0]);
+    assert_eq!(dst, Mac::BROADCAST);
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = repr
+    else {
+        panic!("{repr:?}")
+    };
+    assert_eq!(operation, ArpOperation::Request);
+    assert_eq!(source_hardware_addr, EthernetAddress(Mac::OUR_DEFAULT.0));
+    assert_eq!((source_protocol_addr, target_protocol_addr), (GW, GUEST_IP));
+    // The NS.
+    assert_eq!(&f[1][0..6], &[0x33, 0x33, 0xff, 0, 0, 2]);
+    let p = SlicedPacket::from_ethernet(&f[1]).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!()
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.hop_limit, 255);
+    assert_eq!(
+        h.destination,
+        "ff02::1:ff00:2".parse::<Ipv6Addr>().unwrap().octets()
+    );
+    let Some(TransportSlice::Icmpv6(i)) = &p.transport else {
+        panic!()
+    };
+    assert_eq!(i.icmp_type(), Icmpv6Type::NeighborSolicitation);
+    let c = etherparse::Icmpv6Header::with_checksum(
+        i.icmp_type(),
+        h.source,
+        h.destination,
+        i.payload(),
+    )
+    .unwrap()
+    .checksum;
+    assert_eq!(i.checksum(), c);
+    let mut want = "fd77::2".parse::<Ipv6Addr>().unwrap().octets().to_vec();
+    want.extend_from_slice(&[1, 1]);
+    want.extend_from_slice(&Mac::OUR_DEFAULT.0);
+    assert_eq!(i.payload(), &want[..]);
+    assert_eq!(core.counters().replies(crate::ReplyKind::GuestProbe), 2);
+    // The guest answers the ARP request: its MAC is known.
+    assert_eq!(core.guest().mac, Mac::BROADCAST);
+    exchange(
+        &mut core,
+        T0,
+        &[&arp_frame(ArpOperation::Reply, GUEST_MAC, GUEST_IP, GW)],
+    );
+    assert_eq!(core.guest().mac, GUEST_MAC);
+    // NDP off: the ARP request only.
+    let mut cfg = capture_config();
+    cfg.features.ndp = false;
+    let mut core = Core::new(cfg);
+    core.handle_tap_connected(T0);
+    assert_eq!(crate::testutil::drain_frames(&mut core).len(), 1);
 }

@@ -21,7 +21,7 @@ use crate::counters::{DropReason, ReplyKind};
 use crate::tap::IpHdr;
 use crate::time::Instant;
 use crate::wire::headers::PROTO_ICMPV6;
-use crate::wire::ndp::{multicast_mac, parse_ndp, write_na, write_ra, NdpMsg, ALL_NODES};
+use crate::wire::ndp::{multicast_mac, parse_ndp, write_na, write_ns, write_ra, NdpMsg, ALL_NODES};
 use crate::wire::ndp::{NA_LEN, RA_MAX};
 use crate::wire::Mac;
 use core::net::{IpAddr, Ipv6Addr};
@@ -124,6 +124,34 @@ fn ndp_dst_mac(cx: &Ctx<'_>, dst: Ipv6Addr) -> Mac {
 fn send_na(cx: &mut Ctx<'_>, dst: Ipv6Addr, target: Ipv6Addr) {
     let fill = |l4: &mut [u8], cfg: &Config| write_na(l4, target, cfg.our_mac);
     send(cx, dst, ReplyKind::NeighborAdvert, NA_LEN, fill);
+}
+
+/// A neighbour solicitation for the guest's assigned address (to its
+/// solicited-node group, with our link-layer address), when the guest link
+/// (re)connects: see `arp::probe`.
+pub(crate) fn probe(cx: &mut Ctx<'_>) {
+    if !cx.cfg.features.ndp {
+        return;
+    }
+    let Some(target) = cx.cfg.ip6.as_ref().map(|c| c.addr) else {
+        return;
+    };
+    if target.is_unspecified() {
+        return;
+    }
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let fill = |l4: &mut [u8], cfg: &Config| write_ns(l4, target, cfg.our_mac);
+    send(cx, group, ReplyKind::GuestProbe, NA_LEN, fill);
 }
 
 fn send_ra(cx: &mut Ctx<'_>, dst: Ipv6Addr) {
