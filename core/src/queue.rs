@@ -119,6 +119,9 @@ impl FrameQueue {
 pub(crate) struct ActionQueue {
     q: VecDeque<Action>,
     cap: usize,
+    /// Actions popped so far: the queue's front has this index (see
+    /// [`Self::get_mut`]).
+    popped: u64,
 }
 
 /// Least capacity of the action queue, whatever the configuration says: room
@@ -133,6 +136,7 @@ impl ActionQueue {
         ActionQueue {
             q: VecDeque::with_capacity(cap),
             cap,
+            popped: 0,
         }
     }
 
@@ -154,17 +158,27 @@ impl ActionQueue {
 
     /// The oldest action.
     pub(crate) fn pop(&mut self) -> Option<Action> {
-        self.q.pop_front()
+        let a = self.q.pop_front()?;
+        self.popped += 1;
+        Some(a)
+    }
+
+    /// The index the next pushed action gets: every action keeps its index
+    /// (counted from the first action ever queued) until it is popped.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.popped + self.q.len() as u64
+    }
+
+    /// The queued action of index `index` (see [`Self::next_index`]), to
+    /// amend it; `None` once it was popped.
+    pub(crate) fn get_mut(&mut self, index: u64) -> Option<&mut Action> {
+        let pos = usize::try_from(index.checked_sub(self.popped)?).ok()?;
+        self.q.get_mut(pos)
     }
 
     /// The queued actions, oldest first.
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Action> {
         self.q.iter()
-    }
-
-    /// The queued actions, oldest first, to amend one still queued.
-    pub(crate) fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Action> {
-        self.q.iter_mut()
     }
 }
 

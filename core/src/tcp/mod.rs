@@ -22,6 +22,8 @@
 //! a lower bound over all of them, kept without scanning.
 
 mod guest;
+#[cfg(test)]
+mod scale_tests;
 mod segment;
 pub(crate) mod seq;
 mod sock;
@@ -183,6 +185,10 @@ pub(crate) struct TcpConn {
     send_pending: u32,
     /// Batch number of the pending `Send`.
     send_batch: u64,
+    /// Where the pending `Send` waits in the action queue
+    /// (`ActionQueue::get_mut`), while its batch is handled: a later group of
+    /// the flow's segments amends it there instead of searching the queue.
+    send_action: Option<u64>,
     /// The guest's FIN follows the pending `Send`.
     fin_pending: bool,
     /// Send the next ACK twice (a duplicate ACK pair for a gap).
