@@ -119,7 +119,9 @@ impl Core {
             rng: Rng::new(cfg.seed),
             out: FrameQueue::new(limits.out_queue_bytes, limits.out_queue_frames),
             actions: ActionQueue::new(limits.actions),
-            spans: Vec::with_capacity(limits.batch_frames),
+            // A span per frame of a batch, and as many again for TCP to
+            // extend a queued `Send` (see `tcp_requeue_send`).
+            spans: Vec::with_capacity(limits.batch_frames.saturating_mul(2)),
             grouper: Grouper::new(limits.batch_frames),
             ndp: Ndp::default(),
             flows: {

@@ -432,9 +432,14 @@ impl Core {
         let (from, count) = (list.start as usize, list.count as usize);
         let start = self.spans.len();
         let end = from.checked_add(count)?;
-        if end > start || start.checked_add(count)? > self.spans.capacity() {
+        let copies = self.tcp.span_copies.checked_add(count)?;
+        if end > start
+            || copies > self.cfg.limits.batch_frames
+            || start.checked_add(count)? > self.spans.capacity()
+        {
             return None;
         }
+        self.tcp.span_copies = copies;
         crate::engine::work::tick(count);
         self.spans.extend_from_within(from..end);
         Some(start)

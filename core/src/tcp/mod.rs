@@ -386,6 +386,10 @@ pub(crate) struct TcpState {
     pub(crate) open_socks: usize,
     /// Guest batches seen (tells a `Send` of this batch from older ones).
     batches: u64,
+    /// Spans copied in this batch to extend a queued `Send` (at most
+    /// `Limits::batch_frames`: the span list holds twice that, so the
+    /// spans of every frame of the batch fit besides).
+    span_copies: usize,
     /// Host peers seen with a very low RTT (replaced oldest first).
     low_rtt: [Option<IpAddr>; LOW_RTT_TABLE],
     low_rtt_next: usize,
@@ -423,6 +427,7 @@ impl TcpState {
             link_waiting: Vec::with_capacity(cfg.limits.flows.min(4096)),
             open_socks: 0,
             batches: 0,
+            span_copies: 0,
             low_rtt: [None; LOW_RTT_TABLE],
             low_rtt_next: 0,
             stats: TcpStats::default(),

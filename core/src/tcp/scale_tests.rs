@@ -76,12 +76,12 @@ fn drain(core: &mut Core) -> Vec<SockId> {
     connects
 }
 
-/// The work of one batch of `frames` data segments spread round-robin
-/// over `flows` established connections.
-fn batch_work(flows: u16, frames: usize) -> u64 {
+/// `flows` connections established through a core whose batches take up
+/// to `batch_frames`; returns it and our next sequence number per guest port.
+fn established(flows: u16, batch_frames: usize) -> (Core, HashMap<u16, u32>) {
     let mut cfg = capture_config();
     cfg.guest_mac = Some(GUEST_MAC);
-    cfg.limits.batch_frames = 32768;
+    cfg.limits.batch_frames = batch_frames;
     cfg.limits.actions = 16384;
     let mut core = Core::new(cfg);
     let now = Instant::from_millis(1000);
@@ -110,15 +110,28 @@ fn batch_work(flows: u16, frames: usize) -> u64 {
     batch(&mut core, &acks);
     drain(&mut core);
     while core.poll_frame(&mut tx).is_some() {}
+    (core, ours)
+}
+
+/// `frames` data segments of 16 bytes spread round-robin over the `flows`
+/// connections of `ours`.
+fn round_robin(flows: u16, frames: usize, ours: &HashMap<u16, u32>) -> Vec<Vec<u8>> {
     let payload = [0x5a; 16];
-    let data: Vec<_> = (0..frames)
+    (0..frames)
         .map(|k| {
             let i = (k % usize::from(flows)) as u16;
             let n = (k / usize::from(flows)) as u32;
             let seq = ISN + 1 + n * payload.len() as u32;
             seg(20000 + i, seq, Some(ours[&(20000 + i)]), false, &payload)
         })
-        .collect();
+        .collect()
+}
+
+/// The work of one batch of `frames` data segments spread round-robin
+/// over `flows` established connections.
+fn batch_work(flows: u16, frames: usize) -> u64 {
+    let (mut core, ours) = established(flows, 32768);
+    let data = round_robin(flows, frames, &ours);
     let _ = work::take();
     batch(&mut core, &data);
     let units = work::take();
@@ -155,6 +168,35 @@ fn one_connection_per_batch_is_linear_too() {
         (large as f64) < small as f64 * 2.3,
         "16384 frames: {small} units, 32768 frames: {large} units"
     );
+}
+
+/// Extending queued `Send`s never takes the room of other frames' spans:
+/// a batch of interleaved TCP segments and datagrams leaves the span list
+/// at the size it was allocated with, and every datagram is sent.
+#[test]
+fn span_list_never_grows() {
+    let (mut core, ours) = established(300, 16384);
+    let cap = core.spans.capacity();
+    let mut frames = Vec::new();
+    for (k, tcp) in round_robin(300, 8192, &ours).into_iter().enumerate() {
+        frames.push(tcp);
+        let mut udp = Vec::new();
+        PacketBuilder::ethernet2(GUEST_MAC.0, Mac::OUR_DEFAULT.0)
+            .ipv4(GUEST, PEER, 64)
+            .udp(30000 + (k % 50) as u16, 53)
+            .write(&mut udp, &[1, 2, 3])
+            .unwrap();
+        frames.push(udp);
+    }
+    batch(&mut core, &frames);
+    assert_eq!(core.spans.capacity(), cap, "the span list grew");
+    let mut sent = 0;
+    while let Some(a) = core.poll_action() {
+        if let Action::SendDatagrams { spans, .. } = a {
+            sent += core.spans(spans).len();
+        }
+    }
+    assert_eq!(sent, 8192, "every datagram sent");
 }
 
 /// `GUEST` and `PEER` are the addresses of the capture configuration.
