@@ -22,9 +22,9 @@ peers = [
 ]
 def connect(port, n, mss=0, fin=False, v6=False):
     op = (port - 80) << 4 | (0x80 if fin else 0) | (0x40 if v6 else 0)
-    return bytes([op]) + struct.pack(">H", n // 2) + bytes([mss])
+    return bytes([op]) + struct.pack(">H", n) + bytes([mss])
 def listen(n, model, fin=False):
-    return bytes([0x03 | (0x80 if fin else 0)]) + struct.pack(">H", n // 2) + bytes([model])
+    return bytes([0x03 | (0x80 if fin else 0)]) + struct.pack(">H", n) + bytes([model])
 def udp(length, count=1, v6=False, refused=False):
     op = 0x04 | (0x80 if v6 else 0) | (0x40 if refused else 0)
     return bytes([op]) + struct.pack(">H", length) + bytes([count - 1])
@@ -51,7 +51,7 @@ programs = [
     listen(0, ECHO) + listen(6000, SINK),
     udp(100, 3) + udp(1400, 2, v6=True) + udp(10, 1, refused=True) + wait(5),
     ping() + ping(v6=True) + wait(10),
-    connect(80, 60000) + pause(2) + wait(8),
+    connect(80, 20000) + pause(2) + wait(8),
     connect(82, 2000, fin=True) + pause(3) + wait(10),
     scripted(80, [(0x10, 0, 100, 1), (0x10, 1, 50, 1), (0x13, 3, 0, 1)]) + wait(4),
     scripted(81, [(0x08, 0, 80, 1), (0x10, 0, 100, 1), (0x13, 4, 0, 0)]),

@@ -60,3 +60,20 @@ fn qemu_stream_checks_bite() {
     // A bad length (13) after one frame resets after that frame.
     qemu_stream(&[0x00, 0x00, 0x00, 0x00, 0x01, 0, 0, 0, 13, 0x03, 0, 0]);
 }
+
+/// Prints the scenario of a `sim_flows` input and runs it:
+/// `FUZZ_INPUT=fuzz/artifacts/sim_flows/crash-... cargo test -p passt-tests
+/// --test fuzz_corpus show_sim_flows_input -- --ignored --nocapture`.
+#[test]
+#[ignore = "a tool: needs FUZZ_INPUT"]
+fn show_sim_flows_input() {
+    let path = std::env::var("FUZZ_INPUT").expect("FUZZ_INPUT=path");
+    let data = std::fs::read(&path).unwrap();
+    println!("{}", passt_driver_sim::fuzz::program(&data));
+    let t = std::time::Instant::now();
+    let r = passt_driver_sim::fuzz::run(&data);
+    println!("ran in {:?}", t.elapsed());
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}

@@ -175,11 +175,6 @@ impl ActionQueue {
         let pos = usize::try_from(index.checked_sub(self.popped)?).ok()?;
         self.q.get_mut(pos)
     }
-
-    /// The queued actions, oldest first.
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Action> {
-        self.q.iter()
-    }
 }
 
 /// The control-frame queue has no room.

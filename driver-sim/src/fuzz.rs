@@ -60,7 +60,7 @@ const FAULTS: &[&str] = &[
 
 /// The host peer model of a port.
 fn peer_model(b: u8) -> String {
-    let n = u32::from(b >> 3) * 2048;
+    let n = u32::from(b >> 3) * 512;
     match b & 7 {
         0 => "sink".into(),
         1 => "echo".into(),
@@ -143,7 +143,7 @@ pub fn program(data: &[u8]) -> String {
                 } else {
                     "192.0.2.1"
                 };
-                let n = u32::from(b.u16()) * 2;
+                let n = u32::from(b.u16()) % 24_000;
                 let mss = [1400, 536, 64, 8960][usize::from(b.u8() & 3)];
                 let closes = closes(model);
                 let fin = if op & 0x80 != 0 && closes {
@@ -161,7 +161,7 @@ pub fn program(data: &[u8]) -> String {
             3 if listens < 4 => {
                 let port = 8080 + listens;
                 listens += 1;
-                let n = u32::from(b.u16()) * 2;
+                let n = u32::from(b.u16()) % 24_000;
                 let model = b.u8();
                 let fin = if op & 0x80 != 0 && closes(model) {
                     " fin-after-peer"
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn a_transfer_runs_clean() {
         // Clean link, sink on port 80; a model connection sends 2000 bytes.
-        let data = [0, 0, 0, 1, 2, 3, 0x00, 0x03, 0xe8, 0, 6, 4];
+        let data = [0, 0, 0, 1, 2, 3, 0x00, 0x07, 0xd0, 0, 6, 4];
         if let Err(e) = run(&data) {
             panic!("{e}");
         }
