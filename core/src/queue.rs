@@ -340,9 +340,16 @@ mod tests {
             assert!(q.push(a));
         }
         assert!(!q.push(a), "full");
-        assert_eq!(q.iter().count(), ACTIONS_MIN);
+        assert_eq!(q.next_index(), ACTIONS_MIN as u64);
         assert_eq!(q.pop(), Some(a));
+        // Indices stay with their actions: the popped one is gone, the
+        // next keeps its own, a new one takes the next.
+        assert_eq!(q.get_mut(0), None);
+        assert!(q.get_mut(1).is_some());
+        assert!(q.get_mut(ACTIONS_MIN as u64).is_none());
         assert!(q.push(a));
+        assert!(q.get_mut(ACTIONS_MIN as u64).is_some());
+        assert_eq!(q.next_index(), ACTIONS_MIN as u64 + 1);
     }
 
     proptest! {

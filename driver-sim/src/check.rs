@@ -84,7 +84,7 @@ impl Checker {
         let open = f.guest_isn.is_some()
             && !f.guest_rst
             && !f.core_rst
-            && !(f.core_fin && f.guest_fin_at.is_some());
+            && (!f.core_fin || f.guest_fin_at.is_none());
         if t.flags & flags::SYN != 0 && !open {
             f.guest_isn = Some(t.seq);
             f.guest_ws = opt_num(&t.opts, "wscale ").is_some();

@@ -135,7 +135,7 @@ pub fn program(data: &[u8]) -> String {
         let op = b.u8();
         match op & 0x0f {
             // A model guest connection to a host peer.
-            0 | 1 | 2 => {
+            0..=2 => {
                 let model = models[usize::from(op >> 4 & 3)];
                 let port = new_port(&mut s, model);
                 let dst = if op & 0x40 != 0 {
