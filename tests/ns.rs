@@ -201,17 +201,13 @@ fn netns_quit_when_namespace_goes() {
     let g = UserNetns::new("quitg");
     let dir = Scratch::new("quit");
     let pidf = dir.join("pasta.pid");
-    let mut args = g.inside();
-    args.extend([
-        s(&pasta()),
-        "-f".into(),
-        "-P".into(),
-        s(&pidf),
-        "--netns".into(),
-        g.name.clone(),
-    ]);
-    let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
-    wait_file(&pidf, 20, &mut p);
+    let mut p = h.start_ready(
+        g.inside(),
+        &pasta(),
+        &pidf,
+        dir.join("pasta.log"),
+        &["-f", "--netns", &g.name],
+    );
     let pid: u32 = std::fs::read_to_string(&pidf)
         .unwrap()
         .trim()
@@ -240,24 +236,22 @@ fn pasta_udhcpc_lease() {
     let g = UserNetns::new("dhcp4g");
     let dir = Scratch::new("dhcp4");
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "-f".into(),
-            "--dhcp-dns".into(),
-            "--dhcp-search".into(),
-            "-H".into(),
-            "myhost".into(),
-            "--fqdn".into(),
-            "myhost.example".into(),
-            "-P".into(),
-            s(&pidf),
-            g.pid().to_string(),
-        ]),
-        "pasta",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
         dir.join("pasta.log"),
+        &[
+            "-f",
+            "--dhcp-dns",
+            "--dhcp-search",
+            "-H",
+            "myhost",
+            "--fqdn",
+            "myhost.example",
+            &g.pid().to_string(),
+        ],
     );
-    wait_file(&pidf, 20, &mut p);
     g.sh("ip link set dummy0 up");
     let (script, lease) = udhcpc_script(&dir);
     let out = g.run(
@@ -323,24 +317,22 @@ fn pasta_dhclient6_lease() {
     g.resolv("");
     let dir = Scratch::new("dhcp6");
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "-f".into(),
-            "--dhcp-dns".into(),
-            "--fqdn".into(),
-            "myhost.example".into(),
-            "-P".into(),
-            s(&pidf),
-            "--userns".into(),
-            s(&g.userns_path()),
-            "--netns".into(),
-            s(&g.path()),
-        ]),
-        "pasta",
+    let p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
         dir.join("pasta.log"),
+        &[
+            "-f",
+            "--dhcp-dns",
+            "--fqdn",
+            "myhost.example",
+            "--userns",
+            &s(&g.userns_path()),
+            "--netns",
+            &s(&g.path()),
+        ],
     );
-    wait_file(&pidf, 20, &mut p);
     g.sh("ip link set dummy0 up");
     // dhclient needs a usable link-local address.
     eventually(10, || {
@@ -418,17 +410,13 @@ fn pasta_slaac() {
     let g = UserNetns::new("slaacg");
     let dir = Scratch::new("slaac");
     let pidf = dir.join("pasta.pid");
-    let mut args = g.inside();
-    args.extend([
-        s(&pasta()),
-        "-f".into(),
-        "-P".into(),
-        s(&pidf),
-        "--netns".into(),
-        g.name.clone(),
-    ]);
-    let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
-    wait_file(&pidf, 20, &mut p);
+    let mut p = h.start_ready(
+        g.inside(),
+        &pasta(),
+        &pidf,
+        dir.join("pasta.log"),
+        &["-f", "--netns", &g.name],
+    );
     let mac = jq(&g.sh("ip -j link show dev dummy0"), ".[0].address");
     let m: Vec<u8> = mac
         .split(':')
@@ -493,21 +481,13 @@ fn passt_qemu_udhcpc_and_pcap() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let pcap = dir.join("passt.pcap");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&passt()),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-            "-p".into(),
-            s(&pcap),
-        ]),
-        "passt",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &passt(),
+        &pidf,
         dir.join("passt.log"),
+        &["-f", "-s", &s(&sock), "-p", &s(&pcap)],
     );
-    wait_file(&pidf, 20, &mut p);
     let mut q = Proc::spawn(qemu_cmd(&g, &sock, "qtap0"), "qemu", dir.join("qemu.log"));
     eventually(20, || {
         q.assert_running();
@@ -582,19 +562,13 @@ fn passt_in_host(tag: &str) -> (Netns, Scratch, PathBuf, Proc) {
     let dir = Scratch::new(tag);
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&passt()),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ]),
-        "passt",
+    let p = h.start_ready(
+        as_test_user(),
+        &passt(),
+        &pidf,
         dir.join("passt.log"),
+        &["-f", "-s", &s(&sock)],
     );
-    wait_file(&pidf, 20, &mut p);
     (h, dir, sock, p)
 }
 
@@ -724,20 +698,13 @@ fn passt_one_off_exits_with_client() {
     let dir = Scratch::new("oneoff");
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&passt()),
-            "-f".into(),
-            "-1".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ]),
-        "passt",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &passt(),
+        &pidf,
         dir.join("passt.log"),
+        &["-f", "-1", "-s", &s(&sock)],
     );
-    wait_file(&pidf, 20, &mut p);
     let c = StreamClient::connect(&sock);
     drop(c);
     assert_eq!(p.wait_exit(10).code(), Some(0), "{}", p.output());
@@ -800,21 +767,13 @@ fn passt_log_file() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let logf = dir.join("passt.log");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&passt()),
-            "-f".into(),
-            "-l".into(),
-            s(&logf),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ]),
-        "passt",
+    let p = h.start_ready(
+        as_test_user(),
+        &passt(),
+        &pidf,
         dir.join("passt.stderr"),
+        &["-f", "-l", &s(&logf), "-s", &s(&sock)],
     );
-    wait_file(&pidf, 20, &mut p);
     let text = eventually(5, || {
         let t = std::fs::read_to_string(&logf).ok()?;
         t.contains("UNIX domain socket bound at").then_some(t)
@@ -920,28 +879,26 @@ fn pasta_tcp_both_directions() {
     // guest's server speaks first.
     let fwd = dir.join("forwarded.bin");
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "-t".into(),
-            "5603".into(),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            // The wait lets the guest's kernel finish sending after socat
+    let mut p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
+        dir.join("pasta.log"),
+        &[
+            "--config-net",
+            "-t",
+            "5603",
+            "--",
+            "sh",
+            "-c",
+            &// The wait lets the guest's kernel finish sending after socat
             // exits (pasta ends with its command).
             format!(
                 "socat -u OPEN:{} TCP-LISTEN:5603 && sleep 2",
                 data.display()
             ),
-        ]),
-        "pasta",
-        dir.join("pasta.log"),
+        ],
     );
-    wait_file(&pidf, 20, &mut p);
     let got = eventually(10, || {
         let out = h.run(
             &[

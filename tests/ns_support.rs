@@ -251,6 +251,33 @@ impl Netns {
         c
     }
 
+    /// Starts a translator in the namespace and returns once it is ready:
+    /// `prefix BIN -P PIDF ARGS...` (`prefix`: [`as_test_user`], or a user
+    /// namespace's `inside()`), its output to `log`. passt writes its PID
+    /// file once its socket listens, pasta once the namespace is configured.
+    pub(crate) fn start_ready(
+        &self,
+        prefix: Vec<String>,
+        bin: &Path,
+        pidf: &Path,
+        log: PathBuf,
+        args: &[&str],
+    ) -> Proc {
+        let mut v = prefix;
+        v.extend([
+            bin.display().to_string(),
+            "-P".into(),
+            pidf.display().to_string(),
+        ]);
+        v.extend(args.iter().map(|a| a.to_string()));
+        let what = bin
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let mut p = Proc::spawn(self.cmd(&v), &what, log);
+        wait_file(pidf, 20, &mut p);
+        p
+    }
+
     /// Runs a command in the namespace as the test user, bounded in time.
     pub(crate) fn user_run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], secs: u64) -> Output {
         run_timeout(&mut self.user_cmd(args), secs)

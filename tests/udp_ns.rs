@@ -730,19 +730,13 @@ fn passt_udp_and_echo_frames() {
     wait_file(&ready, 20, &mut srvp);
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&bin("passt")),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ]),
-        "passt",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &bin("passt"),
+        &pidf,
         dir.join("passt.log"),
+        &["-f", "-s", &s(&sock)],
     );
-    wait_file(&pidf, 20, &mut p);
     let mut c = StreamClient::connect(&sock);
     let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     let ours = [0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55];
@@ -853,21 +847,13 @@ fn pasta_udp_auto_forwarding_follows_guest_sockets() {
         s(&ready),
         s(&done)
     );
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            guest,
-        ]),
-        "pasta",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
         dir.join("pasta.log"),
+        &["--config-net", "--", "sh", "-c", &guest],
     );
-    wait_file(&pidf, 20, &mut p);
     let probe_up = |mode: &str| {
         let out = h.run(&["python3", &s(&probe), HOST_IP4, "5400", mode, "5"], 20);
         ok_text(&out).trim().to_string()

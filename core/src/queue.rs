@@ -98,6 +98,10 @@ impl FrameQueue {
     /// `out` is removed and reported as `Err(len)`.
     pub(crate) fn pop_into(&mut self, out: &mut [u8]) -> Option<Result<usize, usize>> {
         let (start, len) = self.recs.pop_front()?;
+        if self.recs.is_empty() {
+            // As the action queue: start over at the front of the records.
+            self.recs.clear();
+        }
         match out.get_mut(..len) {
             Some(dst) => {
                 dst.copy_from_slice(&self.buf[start..start + len]);
@@ -160,6 +164,14 @@ impl ActionQueue {
     pub(crate) fn pop(&mut self) -> Option<Action> {
         let a = self.q.pop_front()?;
         self.popped += 1;
+        if self.q.is_empty() {
+            // Back to the start of the buffer: the queue is drained after
+            // every batch, so the memory it touches stays that of its
+            // longest batch, not all of its capacity as the ring goes round
+            // (`clear` resets the ring's head; a test below checks it).
+            // Indices go on from `popped`.
+            self.q.clear();
+        }
         Some(a)
     }
 
@@ -320,6 +332,35 @@ mod tests {
         assert_eq!(q.pop_into(&mut small), Some(Err(50)));
         assert_eq!(q.pop_into(&mut small), Some(Ok(5)));
         assert_eq!(q.len(), 0);
+    }
+
+    /// A drained queue starts over at the front of its buffer: batches of a
+    /// few actions each touch the same few slots, never the whole ring.
+    #[test]
+    fn drained_queues_start_over_at_the_front() {
+        let a = |i| Action::Close {
+            sock: crate::action::SockId(i),
+        };
+        let mut q = ActionQueue::new(ACTIONS_MIN);
+        assert!(q.push(a(0)));
+        let front = q.q.as_slices().0.as_ptr();
+        for round in 0..3 * ACTIONS_MIN as u32 {
+            assert!(q.push(a(round)) && q.push(a(round + 1)));
+            while q.pop().is_some() {}
+            assert!(q.push(a(round)));
+            assert_eq!(q.q.as_slices().0.as_ptr(), front, "round {round}");
+            assert_eq!(q.pop(), Some(a(round)));
+        }
+        let mut f = FrameQueue::new(1000, 8);
+        assert_eq!(f.push_with(10, |_| Some(10)), Ok(true));
+        let front = f.recs.as_slices().0.as_ptr();
+        let mut out = [0u8; 10];
+        for round in 0..20 {
+            assert_eq!(f.push_with(10, |_| Some(10)), Ok(true));
+            while f.pop_into(&mut out).is_some() {}
+            assert_eq!(f.push_with(10, |_| Some(10)), Ok(true), "round {round}");
+            assert_eq!(f.recs.as_slices().0.as_ptr(), front, "round {round}");
+        }
     }
 
     #[test]

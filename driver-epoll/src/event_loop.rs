@@ -94,6 +94,9 @@ pub(crate) const TAP_HDR: usize = 4;
 pub(crate) const MAX_FRAME: usize = 65535 + 14;
 /// Size of one transmit slot.
 pub(crate) const SLOT_LEN: usize = TAP_HDR + MAX_FRAME + 1;
+/// Bytes at the start of a transmit slot touched at start-up: room for the
+/// largest control frame the core builds (a DHCP reply).
+const CONTROL_FRAME_ROOM: usize = 2048;
 /// Slots in the transmit arena (upstream passt uses 128 TCP frames per flush).
 pub(crate) const TX_SLOTS: usize = 128;
 /// Bytes of the receive batch buffer (passt: 8 MiB per read from qemu).
@@ -115,8 +118,25 @@ pub(crate) struct TxArena {
 
 impl TxArena {
     pub(crate) fn new(slots: usize) -> Self {
+        let mut buf = vec![0; slots.max(1) * SLOT_LEN];
+        // The first pages of every slot, where control frames (resets,
+        // ARP, DHCP replies) go, are touched now: a burst of them (a SYN
+        // flood refused with resets) then costs no memory it did not have
+        // at start. The rest of a slot is touched by the first full-size
+        // frame through it, as any bulk transfer does.
+        for slot in buf.chunks_mut(SLOT_LEN) {
+            let head = TAP_HDR + CONTROL_FRAME_ROOM;
+            for i in (0..head.min(slot.len())).step_by(4096).chain([head - 1]) {
+                if let Some(b) = slot.get_mut(i) {
+                    // SAFETY: a valid, aligned pointer to a byte of `slot`;
+                    // volatile so that the store of a zero to zeroed memory
+                    // is kept.
+                    unsafe { std::ptr::write_volatile(b, 0) };
+                }
+            }
+        }
         TxArena {
-            buf: vec![0; slots.max(1) * SLOT_LEN],
+            buf,
             next: 0,
             frames: Vec::with_capacity(slots.max(1)),
             reserved: 0,
@@ -581,9 +601,30 @@ impl Runtime {
         let mut last_ns_check = now();
         loop {
             if let Some(code) = self.turn(&mut events, None, &mut last_ns_check) {
+                self.log_counters();
                 return code;
             }
         }
+    }
+
+    /// With `-d`, on the way out: what the core counted, the frames it
+    /// dropped by reason (the names of `DropReason`).
+    fn log_counters(&self) {
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let c = self.io.core.counters();
+        let drops: Vec<String> = c.drop_reasons().map(|(r, n)| format!("{r} {n}")).collect();
+        log::debug!(
+            "frames from the guest {}, to the guest {}; dropped: {}",
+            c.frames_in,
+            c.frames_out,
+            if drops.is_empty() {
+                "none".to_string()
+            } else {
+                drops.join(", ")
+            }
+        );
     }
 
     /// Start-up work, done before pasta or passt reports that it is ready

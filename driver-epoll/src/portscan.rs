@@ -36,6 +36,10 @@ const ST_UDP_BOUND: u8 = 0x07;
 /// Upper bound of one table's size (a namespace with a huge number of
 /// sockets is scanned in part rather than without limit).
 const MAX_TABLE_BYTES: usize = 64 << 20;
+/// Bytes of a table read at once. Tables are parsed a buffer of whole lines
+/// at a time, so memory stays at this size however many sockets the
+/// namespace holds (thousands of connections make a table of megabytes).
+const SCAN_BUF: usize = 32 << 10;
 
 /// A set of ports, as a bitmap.
 #[derive(Clone, PartialEq, Eq)]
@@ -202,7 +206,7 @@ fn open_tables(names: [&str; 2]) -> io::Result<Vec<File>> {
 pub(crate) struct PortScanner {
     files: Vec<File>,
     udp_files: Vec<File>,
-    buf: Vec<u8>,
+    buf: Box<[u8]>,
 }
 
 impl PortScanner {
@@ -219,7 +223,7 @@ impl PortScanner {
         Ok(PortScanner {
             files,
             udp_files,
-            buf: Vec::with_capacity(64 << 10),
+            buf: vec![0; SCAN_BUF].into_boxed_slice(),
         })
     }
 
@@ -227,8 +231,7 @@ impl PortScanner {
     pub(crate) fn scan(&mut self, exclude: &PortSet, out: &mut PortSet) -> io::Result<()> {
         out.clear();
         for f in &self.files {
-            read_all_at(f, &mut self.buf)?;
-            parse_listening(&self.buf, out);
+            read_lines_at(f, &mut self.buf, |lines| parse_listening(lines, out))?;
         }
         out.remove_all(exclude);
         Ok(())
@@ -239,8 +242,9 @@ impl PortScanner {
     pub(crate) fn scan_udp(&mut self, exclude: &PortSet, out: &mut PortSet) -> io::Result<()> {
         let mut bound = PortSet::default();
         for f in &self.udp_files {
-            read_all_at(f, &mut self.buf)?;
-            parse_state(&self.buf, ST_UDP_BOUND, &mut bound);
+            read_lines_at(f, &mut self.buf, |lines| {
+                parse_state(lines, ST_UDP_BOUND, &mut bound)
+            })?;
         }
         bound.remove_all(exclude);
         for (a, b) in out.bits.iter_mut().zip(bound.bits.iter()) {
@@ -488,13 +492,24 @@ impl AutoForward {
     }
 }
 
-/// Reads a whole proc file from offset 0 into `buf` (bounded).
-fn read_all_at(f: &File, buf: &mut Vec<u8>) -> io::Result<()> {
-    buf.clear();
-    let mut chunk = [0u8; 16384];
+/// Reads a proc file from offset 0 through `buf`, handing `parse` whole
+/// lines a bufferful at a time (and the rest at the end); at most
+/// [`MAX_TABLE_BYTES`] are read. A line longer than `buf` is skipped.
+fn read_lines_at(f: &File, buf: &mut [u8], mut parse: impl FnMut(&[u8])) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let mut fill = 0usize;
     let mut off: u64 = 0;
-    while buf.len() < MAX_TABLE_BYTES {
-        let n = match f.read_at(&mut chunk, off) {
+    let mut skipping = false;
+    while off < MAX_TABLE_BYTES as u64 {
+        let Some(free) = buf.get_mut(fill..).filter(|b| !b.is_empty()) else {
+            // No line end in a full buffer: drop that line.
+            fill = 0;
+            skipping = true;
+            continue;
+        };
+        let n = match f.read_at(free, off) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -502,8 +517,26 @@ fn read_all_at(f: &File, buf: &mut Vec<u8>) -> io::Result<()> {
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
         off = off.saturating_add(n as u64);
+        fill += n;
+        let Some(end) = buf[..fill].iter().rposition(|&c| c == b'\n') else {
+            continue;
+        };
+        let start = if skipping {
+            skipping = false;
+            buf[..=end]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(0, |i| i + 1)
+        } else {
+            0
+        };
+        parse(&buf[start..=end]);
+        buf.copy_within(end + 1..fill, 0);
+        fill -= end + 1;
+    }
+    if !skipping {
+        parse(&buf[..fill]);
     }
     Ok(())
 }
@@ -524,6 +557,41 @@ mod tests {
     const SAMPLE6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
 ";
+
+    /// A table much larger than the read buffer, with lines cut at every
+    /// buffer boundary, gives the same ports as parsed whole; a line longer
+    /// than the buffer is skipped, and the lines after it are not.
+    #[test]
+    fn reads_tables_larger_than_the_buffer() {
+        let mut table = String::from(SAMPLE.lines().next().unwrap_or_default());
+        table.push('\n');
+        for i in 0..3000u32 {
+            let st = if i % 7 == 0 { "0A" } else { "01" };
+            table.push_str(&format!(
+                "{i:4}: 0100007F:{:04X} 0100007F:D431 {st} 00000000:00000000 00:00000000 00000000     0        0 {i} 1 0000000000000000 20 4 30 10 -1\n",
+                1000 + i
+            ));
+        }
+        let path = std::env::temp_dir().join(format!("passt-rs-scan-{}", std::process::id()));
+        let long = format!("   9: {}:0001 0 0A\n", "0".repeat(300));
+        std::fs::write(&path, format!("{table}{long}   1: 0100007F:FFFF 0 0A\n")).unwrap();
+        let f = File::open(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut whole = PortSet::default();
+        parse_listening(table.as_bytes(), &mut whole);
+        whole.insert(0xffff);
+        for size in [200usize, 257, 4096, SCAN_BUF] {
+            let mut buf = vec![0u8; size];
+            let mut got = PortSet::default();
+            read_lines_at(&f, &mut buf, |l| parse_listening(l, &mut got)).unwrap();
+            let mut want = whole.clone();
+            if size > long.len() {
+                want.insert(1);
+            }
+            assert_eq!(got, want, "buffer of {size} bytes");
+        }
+        assert_eq!(whole.iter().count(), 3000 / 7 + 2);
+    }
 
     #[test]
     fn parses_listening_sockets_only() {

@@ -692,27 +692,16 @@ pub(crate) fn set_option(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<(), Errno> 
         SockOpt::PeekOffset(v) => setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, clamp(v)),
         SockOpt::Broadcast(v) => setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, v.into()),
         SockOpt::NoDelay => setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
-        SockOpt::ResetOnClose => {
-            let l = libc::linger {
+        // SO_LINGER with a zero timeout: close() sends a reset, not a FIN.
+        SockOpt::ResetOnClose => socket::setsockopt(
+            &fd,
+            sockopt::Linger,
+            &libc::linger {
                 l_onoff: 1,
                 l_linger: 0,
-            };
-            // SAFETY: `l` lives across the call and its size is passed along.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&l as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            if r < 0 {
-                Err(last_errno())
-            } else {
-                Ok(())
-            }
-        }
+            },
+        )
+        .map_err(errno),
         _ => Err(Errno(libc::ENOPROTOOPT)),
     }
 }
