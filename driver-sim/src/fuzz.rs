@@ -73,10 +73,16 @@ fn peer_model(b: u8) -> String {
     }
 }
 
-/// Whether the peer model of `b` closes its side by itself (a model guest
-/// that waits for the peer's FIN may wait for it only then).
-fn closes(b: u8) -> bool {
-    matches!(b & 7, 2 | 3 | 6)
+/// Whether the peer model of `b` closes its side by itself when the guest
+/// sends it `sent` bytes (a model guest that waits for the peer's FIN may
+/// wait for it only then): a source, a refusal, a reset after no more than
+/// what the guest sends.
+fn closes(b: u8, sent: u32) -> bool {
+    match b & 7 {
+        2 | 6 => true,
+        3 => sent >= u32::from(b >> 3) * 512,
+        _ => false,
+    }
 }
 
 /// The scenario text of `data`.
@@ -145,7 +151,7 @@ pub fn program(data: &[u8]) -> String {
                 };
                 let n = u32::from(b.u16()) % 24_000;
                 let mss = [1400, 536, 64, 8960][usize::from(b.u8() & 3)];
-                let closes = closes(model);
+                let closes = closes(model, n);
                 let fin = if op & 0x80 != 0 && closes {
                     " fin-after-peer"
                 } else {
@@ -163,7 +169,7 @@ pub fn program(data: &[u8]) -> String {
                 listens += 1;
                 let n = u32::from(b.u16()) % 24_000;
                 let model = b.u8();
-                let fin = if op & 0x80 != 0 && closes(model) {
+                let fin = if op & 0x80 != 0 && closes(model, n) {
                     " fin-after-peer"
                 } else {
                     ""
