@@ -133,6 +133,12 @@ pub fn program(data: &[u8]) -> String {
         port
     };
     let mut listens = 0u16;
+    // Virtual time of the program so far, and the end of the guest's pause:
+    // a host peer connecting to a paused guest is rightly given up after
+    // the handshake timeout, and the guest's listening endpoint would then
+    // wait for ever, so connections from the host and pauses stay apart.
+    let mut now_ms = 0u64;
+    let mut paused_until = 0u64;
     let mut scripted = 0u16;
     for _ in 0..MAX_OPS {
         if b.is_empty() {
@@ -164,7 +170,7 @@ pub fn program(data: &[u8]) -> String {
             }
             // A host peer connects to a forwarded port; a model guest
             // endpoint answers (at most one per port).
-            3 if listens < 4 => {
+            3 if listens < 4 && now_ms >= paused_until => {
                 let port = 8080 + listens;
                 listens += 1;
                 let n = u32::from(b.u16()) % 24_000;
@@ -218,11 +224,13 @@ pub fn program(data: &[u8]) -> String {
                 let ms = [
                     0u32, 1, 5, 20, 100, 250, 1000, 3000, 10_000, 30_000, 130_000,
                 ][usize::from(b.u8()) % 11];
+                now_ms += u64::from(ms);
                 let _ = writeln!(body, "+{}.{:03} `sim flush`", ms / 1000, ms % 1000);
             }
             // The guest stops reading its link for a while.
-            8 => {
+            8 if listens == 0 => {
                 let secs = [1, 5, 20, 60][usize::from(op >> 4 & 3)];
+                paused_until = now_ms + secs * 1000;
                 let _ = writeln!(body, "+0 `sim guest-pause {secs}`");
             }
             // A scripted TCP connection: a handshake, then segments with
