@@ -175,7 +175,8 @@ pub fn program(data: &[u8]) -> String {
                 listens += 1;
                 let n = u32::from(b.u16()) % 24_000;
                 let model = b.u8();
-                let fin = if op & 0x80 != 0 && closes(model, n) {
+                // A refusing model only refuses connections made to it.
+                let fin = if op & 0x80 != 0 && closes(model, n) && model & 7 != 6 {
                     " fin-after-peer"
                 } else {
                     ""
