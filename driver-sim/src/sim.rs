@@ -398,8 +398,9 @@ impl Sim {
             + self.to_guest.stats.lost
             + self.to_guest.stats.too_big;
         // A paused guest loses the frames for it too (a window update among
-        // them): the check starts a second after it resumes.
-        let paused_now = self.guest_paused_until.is_some_and(|p| now < p);
+        // them): the check starts a second after it resumes (the pause is
+        // cleared later in the step that resumes it).
+        let paused_now = self.guest_paused_until.is_some();
         if losses != self.link_losses.0 || paused_now {
             self.link_losses = (losses, now);
         }
