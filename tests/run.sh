@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(busybox isc-dhcp-client qemu-system-x86 cpio socat iperf3 tcpdump tshark iproute2 iputils-ping nftables dnsutils procps jq python3 util-linux passwd)
+pkgs=(busybox isc-dhcp-client qemu-system-x86 cpio socat iperf3 tcpdump tshark iproute2 ethtool iputils-ping nftables dnsutils procps jq python3 util-linux passwd)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -488,11 +488,28 @@ impl<'a> RxDatagram<'a> {
 
 /// One transmit buffer lent by the driver for [`Action::Peek`]: a whole frame's
 /// worth of bytes. The driver peeks payload into `buf[room..]`; the core writes
-/// the headers in front of it and sets `frame_len` (0: slot unused).
+/// the headers in front of it and sets `frame_len` (0: slot unused) and, on a
+/// link that takes offloads ([`Config::link_offload`](crate::Config::link_offload)),
+/// `meta`.
 #[derive(Debug)]
 pub struct TxSlot<'a> {
     /// The frame buffer.
     pub buf: &'a mut [u8],
     /// Length of the finished frame, set by the core.
     pub frame_len: usize,
+    /// What the link must finish (a partial checksum, segmentation), set
+    /// by the core; [`FrameMeta::PLAIN`](crate::FrameMeta::PLAIN) on a link
+    /// without offloads.
+    pub meta: crate::FrameMeta,
+}
+
+impl<'a> TxSlot<'a> {
+    /// An empty slot over `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        TxSlot {
+            buf,
+            frame_len: 0,
+            meta: crate::FrameMeta::PLAIN,
+        }
+    }
 }

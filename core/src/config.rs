@@ -332,6 +332,13 @@ pub struct Config {
     /// The host kernel supports `SO_PEEK_OFF` on TCP sockets (probed by the
     /// driver): peeks then skip nothing and the core sets the offset per socket.
     pub peek_offset: bool,
+    /// What the guest link does for the core's frames (set by the driver
+    /// once it opened the link; a tap device with virtio-net headers takes
+    /// partial checksums and TCP segmentation): TCP data then goes out in
+    /// segments of up to 64 KiB with [`FrameMeta`](crate::FrameMeta), handed
+    /// over with [`TxRing::commit_meta`](crate::TxRing::commit_meta).
+    /// [`LinkOffload::NONE`](crate::LinkOffload::NONE) (the default) leaves every frame as it was.
+    pub link_offload: crate::LinkOffload,
     /// TCP translation's window sizing and reopening, ACK timing and
     /// retransmission back-off; the default is what the drivers ship.
     pub tcp: TcpPolicy,
@@ -368,6 +375,7 @@ impl Default for Config {
             forwards: Vec::new(),
             freebind: false,
             peek_offset: false,
+            link_offload: crate::LinkOffload::NONE,
             tcp: TcpPolicy::SHIPPED,
             splice: false,
             host_lo_to_ns_lo: false,

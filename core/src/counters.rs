@@ -108,6 +108,10 @@ reasons! {
         /// flow table already (`Limits::tcp_flows`, `udp_flows`,
         /// `ping_flows`).
         FlowQuota => "flow_quota",
+        /// A virtio-net header in front of a frame that the core does not
+        /// know (UDP segmentation, unknown flags) or that does not fit the
+        /// frame (see `FrameBatch::with_virtio_hdr`).
+        BadOffload => "bad_offload",
     }
 }
 
@@ -146,6 +150,12 @@ pub struct Counters {
     /// had no room at all (left in the socket, they would keep it readable
     /// and the loop busy until the link had room).
     pub link_full_dropped: u64,
+    /// Frames from the guest that stood for several TCP segments (GSO
+    /// metadata in their virtio-net header).
+    pub gso_frames_in: u64,
+    /// Frames to the guest that stand for several TCP segments (handed to
+    /// a ring that takes TSO).
+    pub gso_frames_out: u64,
     drops: [u64; DropReason::COUNT],
     replies: [u64; ReplyKind::COUNT],
 }
@@ -159,6 +169,8 @@ impl Default for Counters {
             l4_sequences: 0,
             actions_refused: 0,
             link_full_dropped: 0,
+            gso_frames_in: 0,
+            gso_frames_out: 0,
             drops: [0; DropReason::COUNT],
             replies: [0; ReplyKind::COUNT],
         }
@@ -221,6 +233,13 @@ impl fmt::Display for Counters {
         }
         if self.link_full_dropped != 0 {
             write!(f, " link_full_dropped={}", self.link_full_dropped)?;
+        }
+        if self.gso_frames_in != 0 || self.gso_frames_out != 0 {
+            write!(
+                f,
+                " gso_frames_in={} gso_frames_out={}",
+                self.gso_frames_in, self.gso_frames_out
+            )?;
         }
         Ok(())
     }

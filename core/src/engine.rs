@@ -238,6 +238,20 @@ impl Core {
                 self.counters.drop(DropReason::BadDescriptor);
                 continue;
             };
+            if batch.virtio_hdr_len() > 0 {
+                match batch.meta(i) {
+                    Some(Ok(m)) if m.gso.is_some() => self.counters.gso_frames_in += 1,
+                    Some(Ok(_)) => {}
+                    Some(Err(reason)) => {
+                        self.counters.drop(reason);
+                        continue;
+                    }
+                    None => {
+                        self.counters.drop(DropReason::BadDescriptor);
+                        continue;
+                    }
+                }
+            }
             let base = frame.as_ptr() as usize - batch.buffer().as_ptr() as usize;
             match tap::parse(frame) {
                 Err(reason) => self.counters.drop(reason),

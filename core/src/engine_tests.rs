@@ -267,3 +267,58 @@ fn udp_flood_leaves_room_for_tcp_and_echo() {
         4096 - quota as u64
     );
 }
+
+/// A batch from a tap with virtio-net headers: each header is read and
+/// stripped; a GSO frame (larger than the MTU, with a partial checksum, as
+/// a namespace with TSO sends) is taken as the one segment it is; a header
+/// the core does not know drops its frame, counted, and not the others.
+#[test]
+fn virtio_headers_in_front_of_guest_frames() {
+    use crate::{Csum, FrameMeta, Gso, GsoKind, VIRTIO_NET_HDR_V1_LEN};
+    let mut core = Core::new(capture_config());
+    let big = seg(PROTO_TCP, v4(2), v4(9), 1000, 80, &[7u8; 20_000]);
+    let small = seg(PROTO_UDP, v4(2), v4(9), 1000, 53, b"q");
+    let gso = FrameMeta {
+        csum: Csum::Partial {
+            start: 34,
+            offset: 16,
+        },
+        gso: Some(Gso {
+            kind: GsoKind::Tcp4,
+            size: 1460,
+            hdr_len: 54,
+            ecn: false,
+        }),
+    };
+    let mut buf = Vec::new();
+    let mut refs = Vec::new();
+    for (m, f) in [
+        (Some(gso), &big),
+        (Some(FrameMeta::PLAIN), &small),
+        (None, &small),
+    ] {
+        let mut h = [0u8; VIRTIO_NET_HDR_V1_LEN];
+        match m {
+            Some(m) => m.write_virtio(&mut h).unwrap(),
+            None => h[1] = 3, // UDP fragmentation offload: never enabled
+        }
+        refs.push(FrameRef {
+            offset: buf.len() as u32,
+            len: (h.len() + f.len()) as u32,
+        });
+        buf.extend_from_slice(&h);
+        buf.extend_from_slice(f);
+    }
+    let batch = FrameBatch::new(&buf, &refs).with_virtio_hdr(VIRTIO_NET_HDR_V1_LEN);
+    assert_eq!(batch.frame(0), Some(&big[..]));
+    assert_eq!(batch.meta(0), Some(Ok(gso)));
+    core.handle_tap_batch(Instant::ZERO, &batch);
+    let c = core.counters();
+    assert_eq!(c.frames_in, 3);
+    assert_eq!(c.gso_frames_in, 1);
+    assert_eq!(c.dropped(DropReason::BadOffload), 1);
+    // The GSO segment reached TCP whole (no connection: not a SYN).
+    assert_eq!(c.dropped(DropReason::TcpNoFlow), 1);
+    assert_eq!(c.dropped_total(), 2);
+    assert_eq!(c.l4_segments, 2, "the GSO frame and one datagram");
+}

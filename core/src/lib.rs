@@ -85,6 +85,16 @@
 //! }
 //! ```
 //!
+//! ## Offloads
+//!
+//! On a link that checksums and segments (pasta's tap with virtio-net
+//! headers), the driver sets [`Config::link_offload`]; TCP data then leaves
+//! in segments of up to 64 KiB with a partial checksum, each with its
+//! [`FrameMeta`] handed to the ring by [`TxRing::commit_meta`]. Frames from
+//! such a link come in a batch built with [`FrameBatch::with_virtio_hdr`];
+//! the core reads each header ([`FrameMeta::parse_virtio`]) and takes large
+//! segments with partial checksums as they are. Without it, nothing changes.
+//!
 //! ## Bad input
 //!
 //! Nothing a guest sends can make the core panic. A frame that does not parse
@@ -103,6 +113,7 @@ mod guest;
 mod link;
 mod mac;
 mod nat;
+mod offload;
 mod policy;
 mod queue;
 mod rng;
@@ -132,6 +143,9 @@ pub use engine::Core;
 pub use fwd::{ListenFailure, ListenStats};
 pub use guest::GuestInfo;
 pub use mac::Mac;
+pub use offload::{
+    Csum, FrameMeta, Gso, GsoKind, LinkOffload, VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_V1_LEN,
+};
 pub use policy::{Reopen, TcpPolicy};
 pub use rng::Rng;
 pub use splice::SpliceStats;

@@ -8,6 +8,7 @@
 //! does not parse is dropped and counted with a [`DropReason`].
 
 use crate::counters::DropReason;
+use crate::offload::FrameMeta;
 use crate::wire::headers::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -33,12 +34,36 @@ pub struct FrameRef {
 pub struct FrameBatch<'a> {
     buf: &'a [u8],
     frames: &'a [FrameRef],
+    /// Bytes of virtio-net header in front of each frame (0: none).
+    vnet: u8,
 }
 
 impl<'a> FrameBatch<'a> {
     /// A batch of `frames` inside `buf`. Descriptors are checked when used.
     pub fn new(buf: &'a [u8], frames: &'a [FrameRef]) -> Self {
-        FrameBatch { buf, frames }
+        FrameBatch {
+            buf,
+            frames,
+            vnet: 0,
+        }
+    }
+
+    /// The same batch, with a virtio-net header of `hdr_len` bytes
+    /// ([`VIRTIO_NET_HDR_LEN`](crate::VIRTIO_NET_HDR_LEN) or
+    /// [`VIRTIO_NET_HDR_V1_LEN`](crate::VIRTIO_NET_HDR_V1_LEN)) at the start
+    /// of each descriptor, in front of the Ethernet header: a tap device
+    /// opened with `IFF_VNET_HDR`. [`FrameBatch::frame`] gives the frame
+    /// past it, [`FrameBatch::meta`] what it says.
+    pub fn with_virtio_hdr(self, hdr_len: usize) -> Self {
+        FrameBatch {
+            vnet: u8::try_from(hdr_len).unwrap_or(u8::MAX),
+            ..self
+        }
+    }
+
+    /// Bytes of virtio-net header in front of each frame.
+    pub fn virtio_hdr_len(&self) -> usize {
+        usize::from(self.vnet)
     }
 
     /// Number of frame descriptors.
@@ -51,8 +76,27 @@ impl<'a> FrameBatch<'a> {
         self.frames.is_empty()
     }
 
-    /// The bytes of frame `i`, if the descriptor lies inside the buffer.
+    /// The bytes of frame `i` (past its virtio-net header, if the batch has
+    /// them), if the descriptor lies inside the buffer and holds the header.
     pub fn frame(&self, i: usize) -> Option<&'a [u8]> {
+        let whole = self.whole(i)?;
+        whole.get(usize::from(self.vnet)..)
+    }
+
+    /// The offload metadata of frame `i`: [`FrameMeta::PLAIN`] in a batch
+    /// without virtio-net headers; `None` if the descriptor is bad.
+    pub fn meta(&self, i: usize) -> Option<Result<FrameMeta, DropReason>> {
+        let whole = self.whole(i)?;
+        let n = usize::from(self.vnet);
+        if n == 0 {
+            return Some(Ok(FrameMeta::PLAIN));
+        }
+        let (hdr, frame) = (whole.get(..n)?, whole.get(n..)?);
+        Some(FrameMeta::parse_virtio(hdr, frame.len()))
+    }
+
+    /// Descriptor `i`'s bytes, header included.
+    fn whole(&self, i: usize) -> Option<&'a [u8]> {
         let r = self.frames.get(i)?;
         let start = r.offset as usize;
         self.buf.get(start..start.checked_add(r.len as usize)?)

@@ -17,8 +17,11 @@
 //!   first;
 //! * a ring short of slots is flushed before a reservation is given up;
 //! * the payload of a peek goes into each slot after the room for the
-//!   headers, at most one MSS per slot and no more than the slot holds; the
-//!   core writes the headers in front of it;
+//!   headers, at most one MSS per slot (with TCP segmentation offload, see
+//!   [`crate::LinkOffload`], up to a 64 KiB frame's worth, in whole MSS) and
+//!   no more than the slot holds; the core writes the headers in front of
+//!   it, and hands the frames' offload metadata over with
+//!   [`TxRing::commit_meta`];
 //! * a datagram's frame that starts past its slot's front (an IPv4 frame of
 //!   a dual-stack listener) is moved to the front before it is committed;
 //! * every flush is reported with [`Core::handle_tap_sent`]: the frames the
@@ -28,7 +31,7 @@
 //!   has room again; datagrams are read into empty buffers and dropped (as
 //!   a full link would), so that no socket stays readable meanwhile.
 
-use crate::{Core, Errno, Instant, RxDatagram, SockId, TxSlot};
+use crate::{Core, Errno, FrameMeta, Instant, RxDatagram, SockId, TxSlot};
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 
@@ -73,6 +76,17 @@ pub trait TxRing {
     /// frames of these lengths at their front (0: no frame); the rest go
     /// back. With [`SlotUse::Filled`], no frame follows a slot without one.
     fn commit(&mut self, lens: &[usize]);
+
+    /// Like [`TxRing::commit`], with the offload metadata of each frame
+    /// (`meta[i]` belongs to `lens[i]`). The core calls it for the frames
+    /// of a peek; they carry metadata other than
+    /// [`FrameMeta::PLAIN`] only with
+    /// [`Config::link_offload`](crate::Config::link_offload) set, so a ring
+    /// of a link without offloads keeps this default, which drops it.
+    fn commit_meta(&mut self, lens: &[usize], meta: &[FrameMeta]) {
+        let _ = meta;
+        self.commit(lens);
+    }
 
     /// Frames committed and not sent yet.
     fn pending(&self) -> usize;
@@ -242,14 +256,12 @@ impl Core {
             }
             read(p.skip, &mut iov)
         };
-        let mut slots: Vec<TxSlot<'_>> = bufs
-            .into_iter()
-            .map(|buf| TxSlot { buf, frame_len: 0 })
-            .collect();
+        let mut slots: Vec<TxSlot<'_>> = bufs.into_iter().map(TxSlot::new).collect();
         self.handle_peeked(now, sock, result, &mut slots);
         let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
+        let meta: Vec<FrameMeta> = slots.iter().map(|s| s.meta).collect();
         drop(slots);
-        ring.commit(&lens);
+        ring.commit_meta(&lens, &meta);
     }
 
     /// Carries out an [`Action::Recv`](crate::Action::Recv) through `ring`:

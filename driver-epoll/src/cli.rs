@@ -547,6 +547,10 @@ pub struct Options {
     /// through the tap, and their source is the mapped host-loopback address; `-T` is off
     #[arg(long = "no-splice")]
     pub no_splice: bool,
+    /// Open the tap without virtio-net headers: no checksum or TCP segmentation offload,
+    /// every frame at most one MTU (a passt-rs extension)
+    #[arg(long = "no-tap-offload")]
+    pub no_tap_offload: bool,
 
     /// Command to run in the new namespace (default: your shell), or the PID
     /// of a process whose namespaces to join
@@ -585,6 +589,7 @@ pub(crate) const PASTA_ONLY: &[(&str, &str)] = &[
     ("no_copy_addrs", "--no-copy-addrs"),
     ("ns_mac_addr", "--ns-mac-addr"),
     ("no_splice", "--no-splice"),
+    ("no_tap_offload", "--no-tap-offload"),
     ("dhcp_dns", "--dhcp-dns"),
     ("dhcp_search", "--dhcp-search"),
 ];
@@ -1173,6 +1178,7 @@ mod tests {
             &["--config-net", "--no-copy-addrs"],
             &["--ns-mac-addr", "02:00:00:00:00:02"],
             &["--no-splice"],
+            &["--no-tap-offload"],
             &["--dhcp-dns"],
             &["--dhcp-search"],
             &["-t", "auto"],

@@ -512,6 +512,8 @@ pub struct RuntimeConfig {
     pub no_netns_quit: bool,
     /// `--no-splice` (always set for passt).
     pub no_splice: bool,
+    /// pasta `--no-tap-offload`: a plain tap, without virtio-net headers.
+    pub no_tap_offload: bool,
     /// `--host-lo-to-ns-lo`.
     pub host_lo_to_ns_lo: bool,
     /// `-o` per family.
@@ -1054,6 +1056,7 @@ pub fn build(
         netns_only: opts.netns_only,
         no_netns_quit: opts.no_netns_quit,
         no_splice: opts.no_splice || mode == Mode::Passt,
+        no_tap_offload: opts.no_tap_offload,
         host_lo_to_ns_lo: opts.host_lo_to_ns_lo,
         outbound4: opts.outbound4(),
         outbound6: opts.outbound6(),

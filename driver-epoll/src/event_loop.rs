@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use passt_core::{Action, Core, FrameBatch, Instant, SockEvent, SockId, TxRing};
+use passt_core::{Action, Core, FrameBatch, FrameMeta, Instant, SockEvent, SockId, TxRing};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -92,8 +92,11 @@ pub(crate) fn now() -> Instant {
 pub(crate) const TAP_HDR: usize = 4;
 /// Largest Ethernet frame on the guest link (`ETH_MAX_MTU` + header).
 pub(crate) const MAX_FRAME: usize = 65535 + 14;
+/// Bytes before each frame in a transmit slot: room for qemu's length
+/// prefix ([`TAP_HDR`]) or a tap's virtio-net header, written in place.
+pub(crate) const FRAME_ROOM: usize = passt_core::VIRTIO_NET_HDR_V1_LEN;
 /// Size of one transmit slot.
-pub(crate) const SLOT_LEN: usize = TAP_HDR + MAX_FRAME + 1;
+pub(crate) const SLOT_LEN: usize = FRAME_ROOM + MAX_FRAME + 1;
 /// Bytes at the start of a transmit slot touched at start-up: room for the
 /// largest control frame the core builds (a DHCP reply).
 const CONTROL_FRAME_ROOM: usize = 2048;
@@ -103,7 +106,7 @@ pub(crate) const TX_SLOTS: usize = 128;
 pub(crate) const RX_BYTES: usize = 8 << 20;
 
 /// The transmit arena: fixed slots, each a full-size frame with room for the
-/// qemu length prefix in front. Control frames from `poll_frame` and peeked
+/// qemu length prefix or a virtio-net header in front. Control frames from `poll_frame` and peeked
 /// TCP payload share it, so frames leave in the order the core produced them.
 #[derive(Debug)]
 pub(crate) struct TxArena {
@@ -112,6 +115,8 @@ pub(crate) struct TxArena {
     next: usize,
     /// Finished frames in order: (slot, frame length).
     frames: Vec<(usize, usize)>,
+    /// The offload metadata of each of `frames`.
+    metas: Vec<FrameMeta>,
     /// Slots from `next` on lent for frames and not committed yet.
     reserved: usize,
 }
@@ -125,7 +130,7 @@ impl TxArena {
         // at start. The rest of a slot is touched by the first full-size
         // frame through it, as any bulk transfer does.
         for slot in buf.chunks_mut(SLOT_LEN) {
-            let head = TAP_HDR + CONTROL_FRAME_ROOM;
+            let head = FRAME_ROOM + CONTROL_FRAME_ROOM;
             for i in (0..head.min(slot.len())).step_by(4096).chain([head - 1]) {
                 if let Some(b) = slot.get_mut(i) {
                     // SAFETY: a valid, aligned pointer to a byte of `slot`;
@@ -139,6 +144,7 @@ impl TxArena {
             buf,
             next: 0,
             frames: Vec::with_capacity(slots.max(1)),
+            metas: Vec::with_capacity(slots.max(1)),
             reserved: 0,
         }
     }
@@ -162,6 +168,7 @@ impl TxArena {
     pub(crate) fn clear(&mut self) {
         self.next = 0;
         self.frames.clear();
+        self.metas.clear();
         self.reserved = 0;
     }
 
@@ -184,14 +191,20 @@ impl TxArena {
             .chunks_mut(SLOT_LEN)
             .skip(first)
             .take(k)
-            .map(|c| &mut c[TAP_HDR..])
+            .map(|c| &mut c[FRAME_ROOM..])
             .collect()
     }
 
     /// Ends the loan: the lent slots hold frames of `lens` bytes (0: none).
     pub(crate) fn commit_reserved(&mut self, lens: &[usize]) {
+        self.commit_reserved_meta(lens, &[]);
+    }
+
+    /// Ends the loan like [`Self::commit_reserved`], with each frame's
+    /// offload metadata (missing ones: plain).
+    pub(crate) fn commit_reserved_meta(&mut self, lens: &[usize], metas: &[FrameMeta]) {
         let n = lens.len().min(self.reserved);
-        self.commit_slots(&lens[..n]);
+        self.commit_slots(&lens[..n], metas);
         self.reserved = 0;
     }
 
@@ -208,7 +221,7 @@ impl TxArena {
             return None;
         }
         let i = self.next;
-        Some(&mut self.slot_mut(i)[TAP_HDR..])
+        Some(&mut self.slot_mut(i)[FRAME_ROOM..])
     }
 
     /// Marks the next free slot as holding a frame of `len` bytes.
@@ -216,6 +229,7 @@ impl TxArena {
     pub(crate) fn commit(&mut self, len: usize) {
         if self.free() > 0 && len > 0 && len <= MAX_FRAME {
             self.frames.push((self.next, len));
+            self.metas.push(FrameMeta::PLAIN);
             self.next += 1;
         }
     }
@@ -223,14 +237,25 @@ impl TxArena {
     /// Frame `i` in send order.
     pub(crate) fn frame(&self, i: usize) -> Option<&[u8]> {
         let &(slot, len) = self.frames.get(i)?;
-        let start = slot * SLOT_LEN + TAP_HDR;
+        let start = slot * SLOT_LEN + FRAME_ROOM;
         self.buf.get(start..start + len)
+    }
+
+    /// Frame `i` behind its offload metadata written as a virtio-net header
+    /// of `hdr_len` bytes (at most [`FRAME_ROOM`]).
+    pub(crate) fn vnet_frame(&mut self, i: usize, hdr_len: usize) -> Option<&[u8]> {
+        let &(slot, len) = self.frames.get(i)?;
+        let meta = self.metas.get(i).copied().unwrap_or_default();
+        let start = (slot * SLOT_LEN + FRAME_ROOM).checked_sub(hdr_len)?;
+        let s = self.buf.get_mut(start..start + hdr_len + len)?;
+        meta.write_virtio(&mut s[..hdr_len])?;
+        Some(s)
     }
 
     /// Frame `i` with its 4-byte big-endian length prefix written in front.
     pub(crate) fn prefixed_frame(&mut self, i: usize) -> Option<&[u8]> {
         let &(slot, len) = self.frames.get(i)?;
-        let start = slot * SLOT_LEN;
+        let start = slot * SLOT_LEN + FRAME_ROOM - TAP_HDR;
         let s = self.buf.get_mut(start..start + TAP_HDR + len)?;
         s[..TAP_HDR].copy_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
         Some(s)
@@ -245,18 +270,20 @@ impl TxArena {
         self.frames
             .iter()
             .map(|&(slot, len)| {
-                let start = slot * SLOT_LEN;
+                let start = slot * SLOT_LEN + FRAME_ROOM - TAP_HDR;
                 IoSlice::new(&buf[start..start + TAP_HDR + len])
             })
             .collect()
     }
 
     /// Records the frames the core finished in the next `lens.len()` slots.
-    fn commit_slots(&mut self, lens: &[usize]) {
+    fn commit_slots(&mut self, lens: &[usize], metas: &[FrameMeta]) {
         let mut last_used = None;
         for (n, &len) in lens.iter().enumerate() {
             if len > 0 && len <= MAX_FRAME {
                 self.frames.push((self.next + n, len));
+                self.metas
+                    .push(metas.get(n).copied().unwrap_or(FrameMeta::PLAIN));
                 last_used = Some(n);
             }
         }
@@ -820,17 +847,19 @@ impl Runtime {
                 while !rx.refs.is_empty() {
                     log::trace!("guest link: {} frames in", rx.refs.len());
                     let t = now();
+                    let vnet = match &self.io.link {
+                        Link::Tap(tap) => tap.vnet_hdr_len(),
+                        _ => 0,
+                    };
+                    let batch = FrameBatch::new(&rx.buf, &rx.refs).with_virtio_hdr(vnet);
                     if let Some(p) = &mut self.io.pcap {
-                        let batch = FrameBatch::new(&rx.buf, &rx.refs);
                         for i in 0..batch.len() {
                             if let Some(f) = batch.frame(i) {
                                 p.write_frame(f);
                             }
                         }
                     }
-                    self.io
-                        .core
-                        .handle_tap_batch(t, &FrameBatch::new(&rx.buf, &rx.refs));
+                    self.io.core.handle_tap_batch(t, &batch);
                     self.io.drain(t, &rx.buf);
                     rx.refs.clear();
                     let Link::Qemu(q) = &mut self.io.link else {
@@ -1404,7 +1433,7 @@ mod tests {
             room: room as u16,
         };
         rt.io.peek(now(), sock, p);
-        let slot = |i: usize| &rt.io.arena.buf[i * SLOT_LEN + TAP_HDR + room..][..3];
+        let slot = |i: usize| &rt.io.arena.buf[i * SLOT_LEN + FRAME_ROOM + room..][..3];
         assert_eq!(slot(0), b"cde");
         assert_eq!(slot(1), b"fgh");
         assert_eq!(slot(2), b"ij\0");

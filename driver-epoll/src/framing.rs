@@ -7,7 +7,7 @@
 //! order [`StreamRx`] documents; the `qemu_stream` fuzz target drives the
 //! same calls over arbitrary byte streams cut into arbitrary reads.
 
-use crate::event_loop::{MAX_FRAME, TAP_HDR};
+use crate::event_loop::{FRAME_ROOM, MAX_FRAME, TAP_HDR};
 use passt_core::FrameRef;
 
 /// Shortest frame accepted (an Ethernet header).
@@ -68,7 +68,7 @@ impl RxBuf {
     pub fn with_frames(bytes: usize, frames: usize) -> Self {
         RxBuf {
             // Room for a whole batch plus one partial frame carried over.
-            buf: vec![0; bytes + MAX_FRAME + TAP_HDR],
+            buf: vec![0; bytes + MAX_FRAME + FRAME_ROOM],
             refs: Vec::with_capacity(frames.max(1)),
             fill: 0,
         }

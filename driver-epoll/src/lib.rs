@@ -84,6 +84,8 @@ pub(crate) struct Settings {
     pub(crate) netns_only: bool,
     /// pasta `--no-netns-quit`.
     pub(crate) no_netns_quit: bool,
+    /// pasta `--no-tap-offload`.
+    pub(crate) no_tap_offload: bool,
     /// pasta `--config-net`.
     pub(crate) configure: Option<NsConfigure>,
     /// `-f` (forced for pasta running a command).
@@ -206,6 +208,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         userns: rc.userns,
         netns_only: rc.netns_only,
         no_netns_quit: rc.no_netns_quit,
+        no_tap_offload: rc.no_tap_offload,
         configure,
         foreground: rc.foreground || spawn,
         pid_file: rc.pid_file,
@@ -465,6 +468,11 @@ fn pasta_link(
     if let Some(fd) = s.fd {
         let dev = tap::TapDevice::from_fd(inherited(fd)?, s.ns_ifname.clone())
             .map_err(|e| ctx(e, &format!("using --fd {fd}")))?;
+        // Headers the creator asked for stay; with --no-tap-offload they
+        // carry nothing.
+        if !s.no_tap_offload {
+            s.core.link_offload = dev.offload();
+        }
         return Ok((Link::Tap(dev), None, None));
     }
     let auto_mode = fwd::FwdMode::Auto;
@@ -482,12 +490,13 @@ fn pasta_link(
     let name = s.ns_ifname.clone();
     let mac = s.ns_mac;
     let configure = s.configure.take();
+    let offload = !s.no_tap_offload;
     let step = netns::step_err;
     let (dev, guest_mac, scanner) =
         netns::in_netns(guest.netns.as_fd(), move || -> io::Result<_> {
             tap::link_up("lo")
                 .map_err(|e| step("bringing up the loopback interface of the namespace", e))?;
-            let dev = tap::TapDevice::open(&name)?;
+            let dev = tap::TapDevice::open(&name, offload)?;
             if let Some(m) = mac {
                 tap::set_mac(dev.name(), m)
                     .map_err(|e| step(&format!("setting the MAC address of {}", dev.name()), e))?;
@@ -518,5 +527,6 @@ fn pasta_link(
             io::Error::new(e.kind(), format!("{what}: {}{hint}", netns::describe(&e)))
         })??;
     s.core.guest_mac = Some(Mac(guest_mac));
+    s.core.link_offload = dev.offload();
     Ok((Link::Tap(dev), Some(guest), scanner))
 }

@@ -5,8 +5,18 @@
 //! `IFF_TAP | IFF_NO_PI`, non-blocking. Each `read()` returns one frame; a
 //! wake-up reads as many as are ready into one batch buffer. Each frame goes
 //! out with one `write()`; a full queue or a link that is down drops it.
+//!
+//! Unless offloads are switched off (`--no-tap-offload`), the device is
+//! opened with `IFF_VNET_HDR` too: every frame, both ways, travels behind a
+//! 12-byte virtio-net header (`TUNSETVNETHDRSZ`, little-endian fields with
+//! `TUNSETVNETLE`), and `TUNSETOFFLOAD` (`TUN_F_CSUM | TUN_F_TSO4 |
+//! TUN_F_TSO6`) lets the namespace's kernel hand us TCP segments of up to
+//! 64 KiB with partial checksums; the core sends it segments as large (see
+//! `passt_core::LinkOffload`). All of this happens before the sandbox
+//! closes; a kernel that refuses any of it gets a plain tap.
 
 use crate::event_loop::{RxBuf, TxArena, MAX_FRAME};
+use passt_core::{LinkOffload, VIRTIO_NET_HDR_V1_LEN};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -31,7 +41,12 @@ pub(crate) enum ReadOutcome {
 pub(crate) struct TapDevice {
     fd: OwnedFd,
     name: String,
+    /// Bytes of virtio-net header in front of each frame (0: a plain tap).
+    vnet: usize,
 }
+
+/// The offloads asked of the tap device (`TUNSETOFFLOAD`).
+const TAP_OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
 /// Fills an `ifreq` with an interface name (truncated to IFNAMSIZ - 1).
 pub(crate) fn ifreq(name: &str) -> libc::ifreq {
@@ -59,8 +74,19 @@ fn ifname_of(ifr: &libc::ifreq) -> String {
 
 impl TapDevice {
     /// Creates (or attaches to) tap interface `name` in the calling thread's
-    /// network namespace.
-    pub(crate) fn open(name: &str) -> io::Result<Self> {
+    /// network namespace; with `offload`, with virtio-net headers and
+    /// offloads if the kernel takes them, else plain.
+    pub(crate) fn open(name: &str, offload: bool) -> io::Result<Self> {
+        if offload {
+            match Self::open_with(name, true) {
+                Ok(t) => return Ok(t),
+                Err(e) => log::info!("tap offloads not available ({e}): a plain tap"),
+            }
+        }
+        Self::open_with(name, false)
+    }
+
+    fn open_with(name: &str, vnet: bool) -> io::Result<Self> {
         let path = CString::new("/dev/net/tun").map_err(io::Error::other)?;
         // SAFETY: `path` is a valid C string; the result is a new fd or -1.
         let raw = unsafe {
@@ -82,7 +108,8 @@ impl TapDevice {
         // SAFETY: `raw` was just returned by open() and is owned by no one else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut ifr = ifreq(name);
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        let extra = if vnet { libc::IFF_VNET_HDR } else { 0 };
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | extra) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
         if r < 0 {
@@ -95,16 +122,37 @@ impl TapDevice {
                 ),
             ));
         }
+        if vnet {
+            set_offloads(fd.as_fd())?;
+        }
         Ok(TapDevice {
             fd,
             name: ifname_of(&ifr),
+            vnet: if vnet { VIRTIO_NET_HDR_V1_LEN } else { 0 },
         })
     }
 
-    /// A tap file descriptor handed over with `--fd`.
+    /// A tap file descriptor handed over with `--fd`: its creator chose its
+    /// flags; if it asked for virtio-net headers (of a length we know),
+    /// frames carry them both ways, as with [`Self::open`].
     pub(crate) fn from_fd(fd: OwnedFd, name: String) -> io::Result<Self> {
         set_nonblocking(fd.as_fd())?;
-        Ok(TapDevice { fd, name })
+        let vnet = inherited_vnet_hdr(fd.as_fd());
+        Ok(TapDevice { fd, name, vnet })
+    }
+
+    /// Bytes of virtio-net header in front of each frame (0: none).
+    pub(crate) fn vnet_hdr_len(&self) -> usize {
+        self.vnet
+    }
+
+    /// What the device does for the frames we send it.
+    pub(crate) fn offload(&self) -> LinkOffload {
+        if self.vnet > 0 {
+            LinkOffload::ALL
+        } else {
+            LinkOffload::NONE
+        }
     }
 
     /// The interface name the kernel chose.
@@ -123,7 +171,7 @@ impl TapDevice {
         let mut off = 0usize;
         let limit = rx.refs.capacity().max(1);
         while rx.refs.len() < limit {
-            let Some(dst) = rx.buf.get_mut(off..off + MAX_FRAME) else {
+            let Some(dst) = rx.buf.get_mut(off..off + self.vnet + MAX_FRAME) else {
                 break;
             };
             match nix::unistd::read(&self.fd, dst) {
@@ -153,7 +201,12 @@ impl TapDevice {
     pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
         let mut sent = 0;
         for i in 0..arena.len() {
-            let Some(f) = arena.frame(i) else { break };
+            let f = if self.vnet > 0 {
+                arena.vnet_frame(i, self.vnet)
+            } else {
+                arena.frame(i)
+            };
+            let Some(f) = f else { break };
             match nix::unistd::write(&self.fd, f) {
                 Ok(n) if n == f.len() => sent += 1,
                 Ok(_) => break,
@@ -171,6 +224,59 @@ impl TapDevice {
             }
         }
         sent
+    }
+}
+
+/// Sets the virtio-net header to 12 bytes, little-endian, and asks for
+/// checksum and TCP segmentation offloads.
+fn set_offloads(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let step = |what: &str| {
+        let e = io::Error::last_os_error();
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
+    let len: libc::c_int = VIRTIO_NET_HDR_V1_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int, which `len` is.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) } < 0 {
+        return Err(step("TUNSETVNETHDRSZ"));
+    }
+    let le: libc::c_int = 1;
+    // SAFETY: TUNSETVNETLE reads one int, which `le` is.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETLE, &le) } < 0
+        && cfg!(target_endian = "big")
+    {
+        // Little-endian hosts read the header little-endian anyway.
+        return Err(step("TUNSETVNETLE"));
+    }
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, TAP_OFFLOADS) } < 0 {
+        return Err(step("TUNSETOFFLOAD"));
+    }
+    Ok(())
+}
+
+/// The virtio-net header length of a tap descriptor we did not open: 0
+/// unless it is a tap with `IFF_VNET_HDR` and a 10- or 12-byte header.
+fn inherited_vnet_hdr(fd: BorrowedFd<'_>) -> usize {
+    let mut ifr = ifreq("");
+    // SAFETY: TUNGETIFF fills one ifreq; on another kind of file it fails.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut ifr) } < 0 {
+        return 0;
+    }
+    // SAFETY: the kernel filled the flags member of the union.
+    let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
+    if flags & libc::IFF_VNET_HDR == 0 {
+        return 0;
+    }
+    let mut len: libc::c_int = 0;
+    // SAFETY: TUNGETVNETHDRSZ writes one int, which `len` is.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut len) } < 0 {
+        return 0;
+    }
+    let len = usize::try_from(len).unwrap_or(0);
+    if len == passt_core::VIRTIO_NET_HDR_LEN || len == VIRTIO_NET_HDR_V1_LEN {
+        len
+    } else {
+        0
     }
 }
 
@@ -267,6 +373,52 @@ mod tests {
         assert_eq!(ifname_of(&ifreq("tap0")), "tap0");
     }
 
+    /// Needs root: a tap opened with offloads has 12-byte virtio-net
+    /// headers and shows the offloads to the namespace; one without has
+    /// none; a descriptor of either handed over (`--fd`) is recognised.
+    #[test]
+    fn tap_with_and_without_offloads() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("this test needs root (tests run as root here)");
+        }
+        let ns = netns::new_netns_fd().expect("new network namespace");
+        netns::in_netns(ns.as_fd(), || {
+            let on = TapDevice::open("po0", true).unwrap();
+            let off = TapDevice::open("po1", false).unwrap();
+            assert_eq!(on.vnet_hdr_len(), VIRTIO_NET_HDR_V1_LEN);
+            assert_eq!(on.offload(), LinkOffload::ALL);
+            assert_eq!(off.vnet_hdr_len(), 0);
+            assert_eq!(off.offload(), LinkOffload::NONE);
+            let k = |name: &str| {
+                let out = std::process::Command::new("ethtool")
+                    .args(["-k", name])
+                    .output()
+                    .expect("ethtool");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            assert!(
+                k("po0").contains("tcp-segmentation-offload: on"),
+                "{}",
+                k("po0")
+            );
+            assert!(
+                k("po1").contains("tcp-segmentation-offload: off"),
+                "{}",
+                k("po1")
+            );
+            let dup = |t: &TapDevice| t.fd().try_clone_to_owned().unwrap();
+            let again = TapDevice::from_fd(dup(&on), "po0".into()).unwrap();
+            assert_eq!(again.vnet_hdr_len(), VIRTIO_NET_HDR_V1_LEN);
+            let again = TapDevice::from_fd(dup(&off), "po1".into()).unwrap();
+            assert_eq!(again.vnet_hdr_len(), 0);
+            // Not a tap at all: plain.
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let other = TapDevice::from_fd(a.into(), "x".into()).unwrap();
+            assert_eq!(other.vnet_hdr_len(), 0);
+        })
+        .unwrap();
+    }
+
     /// Needs root: a private network namespace with a tap device in it. A
     /// frame written to the tap reaches the namespace's kernel and its reply
     /// (an ARP request the kernel sends when we ping through the tap) comes
@@ -278,7 +430,7 @@ mod tests {
         }
         let ns = netns::new_netns_fd().expect("new network namespace");
         let (dev, mac) = netns::in_netns(ns.as_fd(), || {
-            let dev = TapDevice::open("pt0").unwrap();
+            let dev = TapDevice::open("pt0", false).unwrap();
             link_up("lo").unwrap();
             set_mac(dev.name(), [0x02, 0, 0, 0, 0, 0x42]).unwrap();
             link_up(dev.name()).unwrap();

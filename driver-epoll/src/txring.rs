@@ -2,7 +2,9 @@
 //!
 //! A tap device and qemu's stream socket lend slots of the transmit arena
 //! (each a full-size frame with room for qemu's length prefix in front) and
-//! send them on `flush`: one `write()` per frame to the tap, one `sendmsg`
+//! send them on `flush`: one `write()` per frame to the tap (behind its
+//! virtio-net header, written in the room in front, when the tap has
+//! them: the frames' offload metadata is kept with them), one `sendmsg`
 //! for all of them to qemu. vhost-user lends the guest's receive buffers
 //! themselves where it can (see `vhost_user/rxslots.rs`), and otherwise
 //! stages frames in the arena and copies them into the receive queue on
@@ -10,7 +12,7 @@
 
 use crate::event_loop::{Link, TxArena, MAX_FRAME};
 use crate::pcap::Pcap;
-use passt_core::{SlotUse, TxRing};
+use passt_core::{FrameMeta, SlotUse, TxRing};
 
 /// The transmit side of the event loop's guest link.
 pub(crate) struct LinkTx<'a> {
@@ -41,6 +43,13 @@ impl TxRing for LinkTx<'_> {
         match &mut *self.link {
             Link::VhostUser(v) if v.guest_reserved() => v.commit_guest(lens),
             _ => self.arena.commit_reserved(lens),
+        }
+    }
+
+    fn commit_meta(&mut self, lens: &[usize], meta: &[FrameMeta]) {
+        match &mut *self.link {
+            Link::VhostUser(v) if v.guest_reserved() => v.commit_guest(lens),
+            _ => self.arena.commit_reserved_meta(lens, meta),
         }
     }
 

@@ -236,6 +236,12 @@ impl Sim {
         }
     }
 
+    /// Frames the link took with TCP segmentation metadata (split into
+    /// MSS-sized segments before they reached the wire).
+    pub fn gso_frames(&self) -> u64 {
+        self.ring.gso_frames
+    }
+
     /// Current virtual time.
     pub fn now(&self) -> Instant {
         self.now

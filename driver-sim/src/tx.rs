@@ -4,7 +4,7 @@
 //! while, as a guest that is slow to post receive buffers or a socket
 //! that is full would.
 
-use passt_core::{Instant, Rng, SlotUse, TxRing, MAX_FRAME};
+use passt_core::{FrameMeta, Instant, Rng, SlotUse, TxRing, MAX_FRAME};
 use std::fmt;
 
 /// Most slots lent at once (the epoll driver's arena).
@@ -57,8 +57,8 @@ pub struct SimTx {
     slots: Vec<Vec<u8>>,
     /// Slots lent and not committed yet.
     lent: usize,
-    /// Frames committed and not flushed.
-    committed: Vec<Vec<u8>>,
+    /// Frames committed and not flushed, with their offload metadata.
+    committed: Vec<(Vec<u8>, FrameMeta)>,
     /// What the last flushes sent, for the simulator to put on the wire.
     pub sent: Vec<Vec<u8>>,
     /// Frames the link refused since the simulator last looked.
@@ -67,6 +67,9 @@ pub struct SimTx {
     pub busy_until: Instant,
     /// The current time, set by the simulator.
     pub now: Instant,
+    /// Frames taken with TCP segmentation metadata (each split before it
+    /// reached the wire).
+    pub gso_frames: u64,
 }
 
 impl SimTx {
@@ -81,6 +84,7 @@ impl SimTx {
             refused: Vec::new(),
             busy_until: Instant::ZERO,
             now: Instant::ZERO,
+            gso_frames: 0,
         }
     }
 
@@ -90,6 +94,21 @@ impl SimTx {
         } else {
             self.profile.max_slots.min(TX_SLOTS)
         }
+    }
+}
+
+impl SimTx {
+    /// A frame as the link passes it on: as it is, or, with offload
+    /// metadata, checked, completed and split as a tap with virtio-net
+    /// headers does. Metadata that does not fit its frame is a bug of the
+    /// core.
+    fn finish(&mut self, f: Vec<u8>, m: FrameMeta) -> Vec<Vec<u8>> {
+        if m == FrameMeta::PLAIN {
+            return vec![f];
+        }
+        self.gso_frames += u64::from(m.gso.is_some());
+        crate::frame::finish_offloaded(&f, &m)
+            .unwrap_or_else(|e| panic!("bad offload metadata from the core: {e}"))
     }
 }
 
@@ -121,9 +140,14 @@ impl TxRing for SimTx {
     }
 
     fn commit(&mut self, lens: &[usize]) {
-        for (s, &l) in self.slots.iter().zip(lens).take(self.lent) {
+        self.commit_meta(lens, &[]);
+    }
+
+    fn commit_meta(&mut self, lens: &[usize], meta: &[FrameMeta]) {
+        for (i, (s, &l)) in self.slots.iter().zip(lens).take(self.lent).enumerate() {
             if l > 0 {
-                self.committed.push(s.get(..l).unwrap_or(s).to_vec());
+                let m = meta.get(i).copied().unwrap_or(FrameMeta::PLAIN);
+                self.committed.push((s.get(..l).unwrap_or(s).to_vec(), m));
             }
         }
         self.lent = 0;
@@ -145,8 +169,16 @@ impl TxRing for SimTx {
             n
         };
         let mut frames = std::mem::take(&mut self.committed);
-        self.refused.extend(frames.drain(take..));
-        self.sent.extend(frames);
+        // What the link does with frames that carry offload metadata (a tap
+        // with virtio-net headers): checked, completed, split in MSS.
+        for (f, m) in frames.drain(take..) {
+            let out = self.finish(f, m);
+            self.refused.extend(out);
+        }
+        for (f, m) in frames {
+            let out = self.finish(f, m);
+            self.sent.extend(out);
+        }
         take
     }
 }

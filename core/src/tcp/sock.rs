@@ -2,7 +2,20 @@
 //! the guest.
 
 use super::*;
-use crate::wire::headers::pad_frame;
+use crate::offload::{Csum, FrameMeta, Gso, GsoKind, LinkOffload};
+use crate::wire::headers::{finish_ip_frame_partial, pad_frame};
+
+/// Payload per frame to the guest: its MSS or, on a link that segments TCP,
+/// as many whole MSS as a frame of [`crate::MAX_FRAME`] bytes holds behind
+/// `room` bytes of headers (44 at MTU 1500).
+fn seg_to_tap(offload: LinkOffload, mss: u16, room: usize) -> usize {
+    let mss = usize::from(mss);
+    if !offload.tso {
+        return mss;
+    }
+    let most = crate::MAX_FRAME.saturating_sub(room);
+    (most / mss).max(1) * mss
+}
 
 impl Core {
     /// A batch of guest frames begins.
@@ -50,11 +63,12 @@ impl Core {
         c.peek_len = len;
         c.peek_seq = c.seq_to_tap;
         let (sock, mss) = (c.sock, c.mss_to_tap);
+        let seg = seg_to_tap(self.cfg.link_offload, mss.max(MSS_MIN), usize::from(room));
         self.act(Action::Peek {
             sock,
             skip: if peek_offset { 0 } else { in_flight },
             len,
-            mss,
+            mss: seg as u16,
             room,
         });
     }
@@ -69,6 +83,7 @@ impl Core {
     ) -> usize {
         for s in slots.iter_mut() {
             s.frame_len = 0;
+            s.meta = FrameMeta::PLAIN;
         }
         let Some(id) = self.tcp_flow_of(sock) else {
             return 0;
@@ -137,7 +152,10 @@ impl Core {
         let v6 = key.src.is_ipv6();
         let l4off = l4_offset(v6);
         let room = l4off + TCP_HLEN;
+        let offload = self.cfg.link_offload;
         let mss = usize::from(c.mss_to_tap.max(MSS_MIN));
+        let seg = seg_to_tap(offload, c.mss_to_tap.max(MSS_MIN), room);
+        let gso_kind = if v6 { GsoKind::Tcp6 } else { GsoKind::Tcp4 };
         let (win, wbytes) = c.win_field(false);
         let ack = c.seq_from_tap;
         let start = c.seq_to_tap;
@@ -150,10 +168,11 @@ impl Core {
             if left == 0 {
                 break;
             }
-            let chunk = left.min(mss).min(slot.buf.len().saturating_sub(room));
+            let chunk = left.min(seg).min(slot.buf.len().saturating_sub(room));
             if chunk == 0 {
                 break;
             }
+            let partial = offload.csum || offload.tso;
             let h = Hdr {
                 sport: key.dport,
                 dport: key.sport,
@@ -168,7 +187,12 @@ impl Core {
                 .get_mut(l4off..)
                 .and_then(|b| h.write(b))
                 .and_then(|_| {
-                    finish_ip_frame(
+                    let finish = if partial {
+                        finish_ip_frame_partial
+                    } else {
+                        finish_ip_frame
+                    };
+                    finish(
                         slot.buf,
                         dst_mac,
                         our_mac,
@@ -180,6 +204,23 @@ impl Core {
                 });
             let Some(len) = len else { break };
             slot.frame_len = pad_frame(slot.buf, len);
+            if partial {
+                slot.meta = FrameMeta {
+                    csum: Csum::Partial {
+                        start: l4off as u16,
+                        offset: 16,
+                    },
+                    gso: (chunk > mss).then_some(Gso {
+                        kind: gso_kind,
+                        size: mss as u16,
+                        hdr_len: room as u16,
+                        ecn: false,
+                    }),
+                };
+                if chunk > mss {
+                    self.counters.gso_frames_out += 1;
+                }
+            }
             self.tcp_txlog(self.counters.frames_out, id, gen, seqno, chunk as u32);
             self.counters.frames_out += 1;
             frames += 1;
@@ -191,7 +232,7 @@ impl Core {
         // than the slots could hold reached the end of the stream.
         let cap: usize = slots
             .iter()
-            .map(|s| s.buf.len().saturating_sub(room).min(mss))
+            .map(|s| s.buf.len().saturating_sub(room).min(seg))
             .sum();
         let Some(c) = self.tc(id) else { return frames };
         let at_end = c.sock_fin_rcvd && left == 0 && n < c.peek_len as usize && n < cap;

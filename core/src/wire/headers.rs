@@ -133,13 +133,55 @@ pub(crate) fn finish_ip_frame(
     proto: u8,
     l4_len: usize,
 ) -> Option<usize> {
+    finish_frame(b, dst_mac, src_mac, src, dst, proto, l4_len, false)
+}
+
+/// Like [`finish_ip_frame`] for TCP or UDP, but with a partial L4 checksum:
+/// the checksum field holds the folded pseudo-header sum (length included),
+/// for a link that sums the rest from the L4 header on (checksum offload).
+/// The payload is not read.
+pub(crate) fn finish_ip_frame_partial(
+    b: &mut [u8],
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    l4_len: usize,
+) -> Option<usize> {
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    finish_frame(b, dst_mac, src_mac, src, dst, proto, l4_len, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_frame(
+    b: &mut [u8],
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    l4_len: usize,
+    partial: bool,
+) -> Option<usize> {
     let v6 = src.is_ipv6();
     let off = l4_offset(v6);
     let end = off.checked_add(l4_len)?;
     let l4 = b.get_mut(off..end)?;
     if let Some(c) = l4_checksum_offset(proto) {
         put16(l4, c, 0)?;
-        let csum = if proto == PROTO_ICMP {
+        let csum = if partial {
+            // The pseudo-header's sum, folded and not complemented: summing
+            // the segment over it and complementing gives the checksum.
+            let sum = match (src, dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => pseudo4(s, d, proto, u16::try_from(l4_len).ok()?),
+                (IpAddr::V6(s), IpAddr::V6(d)) => pseudo6(s, d, proto, u32::try_from(l4_len).ok()?),
+                _ => return None,
+            };
+            !sum.finish()
+        } else if proto == PROTO_ICMP {
             Sum::new().add(l4).finish()
         } else {
             let mut v = l4_checksum(src, dst, proto, l4)?;
@@ -190,6 +232,33 @@ pub(crate) fn finish_udp_frame(
 mod tests {
     use super::*;
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    /// A partial checksum, completed as a link would (summing from the L4
+    /// header on, seed included), is the full checksum.
+    #[test]
+    fn partial_checksum_completes_to_the_full_one() {
+        for (src, dst) in [
+            ("10.0.2.2".parse().unwrap(), "10.0.2.15".parse().unwrap()),
+            ("fd00::2".parse().unwrap(), "fd00::15".parse().unwrap()),
+        ] {
+            let (src, dst): (IpAddr, IpAddr) = (src, dst);
+            let off = l4_offset(src.is_ipv6());
+            let mut full = vec![0u8; off + 20 + 1001];
+            for (i, x) in full[off..].iter_mut().enumerate() {
+                *x = (i * 7 + 3) as u8;
+            }
+            let mut part = full.clone();
+            let (m1, m2) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+            let n = finish_ip_frame(&mut full, m1, m2, src, dst, PROTO_TCP, 1021).unwrap();
+            let p = finish_ip_frame_partial(&mut part, m1, m2, src, dst, PROTO_TCP, 1021).unwrap();
+            assert_eq!(n, p);
+            assert_eq!(full[..off], part[..off], "same headers");
+            let done = Sum::new().add(&part[off..p]).finish();
+            part[off + 16..off + 18].copy_from_slice(&done.to_be_bytes());
+            assert_eq!(full, part);
+            assert!(finish_ip_frame_partial(&mut part, m1, m2, src, dst, PROTO_ICMP, 8).is_none());
+        }
+    }
 
     #[test]
     fn short_frames_are_padded_with_zeros_where_the_buffer_allows() {
