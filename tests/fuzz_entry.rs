@@ -122,3 +122,177 @@ pub fn encode(sel: u8, frames: &[&[u8]]) -> Vec<u8> {
     }
     out
 }
+
+/// The `sim_flows` target: the input is a program of guest and host events
+/// ([`passt_driver_sim::fuzz`]) run on the simulator with every invariant
+/// checked (frames valid, byte streams whole and in order, no ACK for data
+/// the host socket did not take, closes mapped, model endpoints converged,
+/// resources released). Panics with the violations, the program and the end
+/// of the timeline.
+pub fn sim_flows(data: &[u8]) {
+    if let Err(e) = passt_driver_sim::fuzz::run(data) {
+        panic!("{e}");
+    }
+}
+
+/// The `qemu_stream` target: a qemu stream (length-prefixed frames, bad
+/// lengths, raw bytes) cut into reads of the input's choosing, reassembled
+/// by [`passt_driver_epoll::framing`] in the qemu link's call order into
+/// batches of a few frames. The frames handed over must be exactly those a
+/// plain sequential decoder finds, each as soon as the read that completes
+/// it is done, and a bad length must reset the stream right after the
+/// frames before it.
+///
+/// Layout: byte 0 picks the batch size (1 to 16 frames) and buffer size;
+/// then records, each a tag byte: `..00` a frame of 14 + (next u16) bytes;
+/// `..01` a length prefix of the next 4 bytes (good or bad), no payload;
+/// `..10` the next byte's count of raw bytes; `..11` a read of up to the
+/// next u16 bytes (0: all) of what was written so far.
+pub fn qemu_stream(data: &[u8]) {
+    use passt_driver_epoll::framing::{RxBuf, StreamRx, MAX_FRAME_LEN, MIN_FRAME};
+    let Some((&sel, mut rest)) = data.split_first() else {
+        return;
+    };
+    let frames_per_batch = 1 + usize::from(sel & 15);
+    let bytes = [64, 4096, 70000, 1 << 20][usize::from(sel >> 4) & 3];
+    let mut rx = RxBuf::with_frames(bytes, frames_per_batch);
+    let max_rounds = rx.buf.len() / 14;
+    let mut st = StreamRx::default();
+    let mut stream: Vec<u8> = Vec::new();
+    let mut read_pos = 0usize;
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut reset = false;
+    let mut n_frames = 0u32;
+    let take = |rest: &mut &[u8], n: usize| -> Vec<u8> {
+        let k = n.min(rest.len());
+        let (a, b) = rest.split_at(k);
+        *rest = b;
+        let mut v = a.to_vec();
+        v.resize(n, 0);
+        v
+    };
+    // One read of up to `cap` bytes (the socket's queue is `stream` from
+    // `read_pos`), then the batches it completes, as the event loop does.
+    let read = |cap: usize,
+                stream: &[u8],
+                read_pos: &mut usize,
+                rx: &mut RxBuf,
+                st: &mut StreamRx,
+                got: &mut Vec<Vec<u8>>|
+     -> bool {
+        st.begin(rx);
+        let space = rx.buf.len() - rx.fill;
+        assert!(
+            space > 0,
+            "no room in the receive buffer: the read would see EOF"
+        );
+        let n = (stream.len() - *read_pos).min(space).min(cap);
+        rx.buf[rx.fill..rx.fill + n].copy_from_slice(&stream[*read_pos..*read_pos + n]);
+        rx.fill += n;
+        *read_pos += n;
+        st.reparse(rx);
+        let mut rounds = 0;
+        while !rx.refs.is_empty() {
+            assert!(rx.refs.len() <= frames_per_batch, "batch over capacity");
+            for r in &rx.refs {
+                let f = &rx.buf[r.offset as usize..][..r.len as usize];
+                got.push(f.to_vec());
+            }
+            rx.refs.clear();
+            st.keep_partial(rx);
+            rounds += 1;
+            if st.is_broken() || rounds > max_rounds {
+                break;
+            }
+            st.reparse(rx);
+        }
+        let broken = st.take_broken();
+        st.keep_partial(rx);
+        broken
+    };
+    while !rest.is_empty() && !reset {
+        let tag = take(&mut rest, 1)[0];
+        match tag & 3 {
+            0 => {
+                let h = take(&mut rest, 2);
+                let len =
+                    (MIN_FRAME + usize::from(u16::from_be_bytes([h[0], h[1]]))).min(MAX_FRAME_LEN);
+                stream.extend_from_slice(&(len as u32).to_be_bytes());
+                let start = stream.len();
+                stream.resize(start + len, 0);
+                for (i, b) in stream[start..].iter_mut().enumerate() {
+                    *b = (i as u32 ^ n_frames) as u8;
+                }
+                n_frames += 1;
+            }
+            1 => stream.extend_from_slice(&take(&mut rest, 4)),
+            2 => {
+                let n = usize::from(take(&mut rest, 1)[0]);
+                stream.extend_from_slice(&take(&mut rest, n));
+            }
+            _ => {
+                let h = take(&mut rest, 2);
+                let cap = match usize::from(u16::from_be_bytes([h[0], h[1]])) {
+                    0 => usize::MAX,
+                    c => c,
+                };
+                while read_pos < stream.len() && !reset {
+                    reset = read(cap, &stream, &mut read_pos, &mut rx, &mut st, &mut got);
+                    if cap != usize::MAX {
+                        break;
+                    }
+                }
+                if !reset {
+                    check_prompt(&stream[..read_pos], &got);
+                }
+            }
+        }
+    }
+    while read_pos < stream.len() && !reset {
+        reset = read(
+            usize::MAX,
+            &stream,
+            &mut read_pos,
+            &mut rx,
+            &mut st,
+            &mut got,
+        );
+    }
+    // The reference: a plain sequential decoder over what was read.
+    let (want, bad) = decode(&stream[..read_pos]);
+    if reset {
+        assert!(bad, "a reset without a bad length");
+        assert_eq!(got.len(), want.len(), "frames before the bad length");
+    } else {
+        assert!(!bad, "a bad length was read and the stream not reset");
+    }
+    assert!(got == want, "frames differ from the sequential decoder's");
+}
+
+/// The frames of `s` in order, and whether a bad length ends them.
+fn decode(s: &[u8]) -> (Vec<Vec<u8>>, bool) {
+    use passt_driver_epoll::framing::{MAX_FRAME_LEN, MIN_FRAME};
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Some(h) = s.get(off..off + 4) {
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        if !(MIN_FRAME..=MAX_FRAME_LEN).contains(&len) {
+            return (out, true);
+        }
+        match s.get(off + 4..off + 4 + len) {
+            Some(f) => out.push(f.to_vec()),
+            None => break,
+        }
+        off += 4 + len;
+    }
+    (out, false)
+}
+
+/// After a read with no reset, every frame complete in what was read has
+/// been handed over (none waits in the buffer, where no readiness would
+/// report it).
+fn check_prompt(read: &[u8], got: &[Vec<u8>]) {
+    let (want, bad) = decode(read);
+    assert!(!bad, "a bad length was read and the stream not reset");
+    assert_eq!(got.len(), want.len(), "complete frames left in the buffer");
+}

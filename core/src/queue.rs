@@ -123,6 +123,9 @@ impl FrameQueue {
 pub(crate) struct ActionQueue {
     q: VecDeque<Action>,
     cap: usize,
+    /// Actions popped so far: the queue's front has this index (see
+    /// [`Self::get_mut`]).
+    popped: u64,
 }
 
 /// Least capacity of the action queue, whatever the configuration says: room
@@ -137,6 +140,7 @@ impl ActionQueue {
         ActionQueue {
             q: VecDeque::with_capacity(cap),
             cap,
+            popped: 0,
         }
     }
 
@@ -158,25 +162,30 @@ impl ActionQueue {
 
     /// The oldest action.
     pub(crate) fn pop(&mut self) -> Option<Action> {
-        let a = self.q.pop_front();
+        let a = self.q.pop_front()?;
+        self.popped += 1;
         if self.q.is_empty() {
             // Back to the start of the buffer: the queue is drained after
             // every batch, so the memory it touches stays that of its
             // longest batch, not all of its capacity as the ring goes round
             // (`clear` resets the ring's head; a test below checks it).
+            // Indices go on from `popped`.
             self.q.clear();
         }
-        a
+        Some(a)
     }
 
-    /// The queued actions, oldest first.
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Action> {
-        self.q.iter()
+    /// The index the next pushed action gets: every action keeps its index
+    /// (counted from the first action ever queued) until it is popped.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.popped + self.q.len() as u64
     }
 
-    /// The queued actions, oldest first, to amend one still queued.
-    pub(crate) fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Action> {
-        self.q.iter_mut()
+    /// The queued action of index `index` (see [`Self::next_index`]), to
+    /// amend it; `None` once it was popped.
+    pub(crate) fn get_mut(&mut self, index: u64) -> Option<&mut Action> {
+        let pos = usize::try_from(index.checked_sub(self.popped)?).ok()?;
+        self.q.get_mut(pos)
     }
 }
 
@@ -372,9 +381,16 @@ mod tests {
             assert!(q.push(a));
         }
         assert!(!q.push(a), "full");
-        assert_eq!(q.iter().count(), ACTIONS_MIN);
+        assert_eq!(q.next_index(), ACTIONS_MIN as u64);
         assert_eq!(q.pop(), Some(a));
+        // Indices stay with their actions: the popped one is gone, the
+        // next keeps its own, a new one takes the next.
+        assert_eq!(q.get_mut(0), None);
+        assert!(q.get_mut(1).is_some());
+        assert!(q.get_mut(ACTIONS_MIN as u64).is_none());
         assert!(q.push(a));
+        assert!(q.get_mut(ACTIONS_MIN as u64).is_some());
+        assert_eq!(q.next_index(), ACTIONS_MIN as u64 + 1);
     }
 
     proptest! {

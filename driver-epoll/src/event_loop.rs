@@ -24,9 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use passt_core::{
-    Action, Core, FrameBatch, FrameMeta, FrameRef, Instant, SockEvent, SockId, TxRing,
-};
+use passt_core::{Action, Core, FrameBatch, FrameMeta, Instant, SockEvent, SockId, TxRing};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -295,30 +293,7 @@ impl TxArena {
     }
 }
 
-/// The receive batch buffer with its frame descriptors. For passt, `fill`
-/// bytes are valid and a partial frame may be kept at the front between reads.
-#[derive(Debug)]
-pub(crate) struct RxBuf {
-    pub(crate) buf: Vec<u8>,
-    pub(crate) refs: Vec<FrameRef>,
-    pub(crate) fill: usize,
-}
-
-impl RxBuf {
-    pub(crate) fn new(bytes: usize) -> Self {
-        Self::with_frames(bytes, 16384)
-    }
-
-    /// A buffer whose batches hold at most `frames` frames.
-    pub(crate) fn with_frames(bytes: usize, frames: usize) -> Self {
-        RxBuf {
-            // Room for a whole batch plus one partial frame carried over.
-            buf: vec![0; bytes + MAX_FRAME + FRAME_ROOM],
-            refs: Vec::with_capacity(frames.max(1)),
-            fill: 0,
-        }
-    }
-}
+pub(crate) use crate::framing::RxBuf;
 
 /// The guest link.
 #[derive(Debug)]

@@ -15,6 +15,7 @@ pub mod conf;
 mod daemon;
 mod dgram;
 mod event_loop;
+pub mod framing;
 pub mod fwd;
 mod isolate;
 mod log;

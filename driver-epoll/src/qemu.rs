@@ -9,20 +9,16 @@
 //! of length prefixes and frames; a frame the kernel took only in part is
 //! completed before returning, so the stream never loses framing.
 
-use crate::event_loop::{token, RxBuf, TxArena, TAG_LINK, TAG_LISTEN, TAP_HDR};
+use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
+use crate::framing::{RxBuf, StreamRx};
 use crate::tap::ReadOutcome;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
-use passt_core::FrameRef;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// Shortest frame accepted (an Ethernet header).
-pub(crate) const MIN_FRAME: usize = 14;
-/// Longest frame accepted (`ETH_MAX_MTU`).
-pub(crate) const MAX_FRAME_LEN: usize = 65535;
 /// Highest N probed for `/tmp/passt_N.socket` (`UNIX_SOCK_MAX` - 1).
 pub(crate) const SOCK_PROBE_MAX: u32 = 99;
 
@@ -41,37 +37,6 @@ pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls
     SYS_epoll_ctl,
 ];
 
-/// A frame length outside 14..=65535.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct BadLength(pub(crate) u32);
-
-/// Finds the complete frames in `buf`, appending a descriptor for each to
-/// `refs`; returns how many bytes they use (the rest is a partial frame). On a
-/// bad length, `refs` keeps the good frames before it.
-pub(crate) fn split_frames(buf: &[u8], refs: &mut Vec<FrameRef>) -> Result<usize, BadLength> {
-    let mut off = 0usize;
-    while refs.len() < refs.capacity().max(1) {
-        let Some(hdr) = buf.get(off..off + TAP_HDR) else {
-            break;
-        };
-        let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        let l = len as usize;
-        if !(MIN_FRAME..=MAX_FRAME_LEN).contains(&l) {
-            return Err(BadLength(len));
-        }
-        let end = off + TAP_HDR + l;
-        if end > buf.len() {
-            break;
-        }
-        refs.push(FrameRef {
-            offset: (off + TAP_HDR) as u32,
-            len,
-        });
-        off = end;
-    }
-    Ok(off)
-}
-
 /// The qemu side of passt.
 #[derive(Debug)]
 pub(crate) struct QemuLink {
@@ -80,10 +45,8 @@ pub(crate) struct QemuLink {
     client: Option<OwnedFd>,
     path: Option<PathBuf>,
     one_off: bool,
-    /// Bytes of the receive buffer used by the frames of the current batch.
-    consumed: usize,
-    /// A bad frame length was read: reset once the frames before it are done.
-    broken: bool,
+    /// Reassembly of the frame stream (see [`crate::framing`]).
+    stream: StreamRx,
     /// `EPOLLOUT` is watched on the client (frames were refused).
     out_armed: bool,
     /// The rest of a frame the socket took only part of: it goes out before
@@ -215,8 +178,7 @@ impl QemuLink {
             client: None,
             path: Some(p),
             one_off,
-            consumed: 0,
-            broken: false,
+            stream: StreamRx::default(),
             out_armed: false,
             tail: Vec::with_capacity(TAIL_CAP),
             tail_sent: 0,
@@ -233,8 +195,7 @@ impl QemuLink {
             client: Some(fd),
             path: None,
             one_off: true,
-            consumed: 0,
-            broken: false,
+            stream: StreamRx::default(),
             out_armed: false,
             tail: Vec::with_capacity(TAIL_CAP),
             tail_sent: 0,
@@ -325,8 +286,7 @@ impl QemuLink {
     /// Reads what is ready into `rx` after the kept partial frame and finds the
     /// complete frames. A closed or misbehaving client is a reset.
     pub(crate) fn read_batch(&mut self, rx: &mut RxBuf, flags: EpollFlags) -> ReadOutcome {
-        rx.refs.clear();
-        self.consumed = 0;
+        self.stream.begin(rx);
         let Some(c) = &self.client else {
             return ReadOutcome::Frames;
         };
@@ -353,37 +313,25 @@ impl QemuLink {
     /// A bad length marks the client broken: the frames before it are still
     /// handed over, then [`Self::take_broken`] tells the loop to reset.
     pub(crate) fn reparse(&mut self, rx: &mut RxBuf) {
-        rx.refs.clear();
-        match split_frames(rx.buf.get(..rx.fill).unwrap_or(&[]), &mut rx.refs) {
-            Ok(used) => self.consumed = used,
-            Err(BadLength(l)) => {
-                log::info!("bad frame size {l}");
-                self.broken = true;
-                self.consumed = rx.refs.last().map_or(0, |r| (r.offset + r.len) as usize);
-            }
-        }
+        self.stream.reparse(rx);
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.broken
+        self.stream.is_broken()
     }
 
     /// Whether a bad length was seen; closes the client if so.
     pub(crate) fn take_broken(&mut self) -> bool {
-        if !self.broken {
+        if !self.stream.take_broken() {
             return false;
         }
-        self.broken = false;
         let _ = self.reset("framing error");
         true
     }
 
     /// Moves a trailing partial frame to the front of the buffer.
     pub(crate) fn keep_partial(&mut self, rx: &mut RxBuf) {
-        let used = self.consumed.min(rx.fill);
-        rx.buf.copy_within(used..rx.fill, 0);
-        rx.fill -= used;
-        self.consumed = 0;
+        self.stream.keep_partial(rx);
     }
 
     fn reset(&mut self, why: &str) -> ReadOutcome {
@@ -501,131 +449,7 @@ impl Drop for QemuLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for f in frames {
-            v.extend_from_slice(&(f.len() as u32).to_be_bytes());
-            v.extend_from_slice(f);
-        }
-        v
-    }
-
-    /// Feeds `stream` in chunks of the given sizes through split/keep, the way
-    /// the loop does, and collects every frame.
-    fn feed(stream: &[u8], cuts: &[usize]) -> Result<Vec<Vec<u8>>, BadLength> {
-        let mut buf = vec![0u8; stream.len() + 8];
-        let mut fill = 0;
-        let mut out = Vec::new();
-        let mut refs = Vec::with_capacity(64);
-        let mut pos = 0;
-        let mut cuts = cuts.iter().copied().cycle();
-        while pos < stream.len() {
-            let n = cuts.next().unwrap_or(1).max(1).min(stream.len() - pos);
-            buf[fill..fill + n].copy_from_slice(&stream[pos..pos + n]);
-            fill += n;
-            pos += n;
-            loop {
-                refs.clear();
-                let used = split_frames(&buf[..fill], &mut refs)?;
-                for r in &refs {
-                    out.push(buf[r.offset as usize..][..r.len as usize].to_vec());
-                }
-                buf.copy_within(used..fill, 0);
-                fill -= used;
-                if refs.len() < refs.capacity() {
-                    break;
-                }
-            }
-        }
-        assert_eq!(fill, 0, "nothing left over");
-        Ok(out)
-    }
-
-    #[test]
-    fn split_many_and_partial() {
-        let frames = vec![vec![1u8; 14], vec![2u8; 60], vec![3u8; 1514]];
-        let s = encode(&frames);
-        let mut refs = Vec::with_capacity(8);
-        assert_eq!(split_frames(&s, &mut refs), Ok(s.len()));
-        assert_eq!(refs.len(), 3);
-        assert_eq!(
-            refs[1],
-            FrameRef {
-                offset: 4 + 14 + 4,
-                len: 60
-            }
-        );
-        refs.clear();
-        assert_eq!(
-            split_frames(&s[..s.len() - 1], &mut refs),
-            Ok(4 + 14 + 4 + 60)
-        );
-        assert_eq!(refs.len(), 2);
-        refs.clear();
-        assert_eq!(split_frames(&s[..3], &mut refs), Ok(0));
-        assert!(refs.is_empty());
-    }
-
-    #[test]
-    fn bad_lengths_reset() {
-        let mut refs = Vec::with_capacity(8);
-        assert_eq!(
-            split_frames(&13u32.to_be_bytes(), &mut refs),
-            Err(BadLength(13))
-        );
-        assert_eq!(
-            split_frames(&65536u32.to_be_bytes(), &mut refs),
-            Err(BadLength(65536))
-        );
-        assert_eq!(
-            split_frames(&0u32.to_be_bytes(), &mut refs),
-            Err(BadLength(0))
-        );
-        let mut s = encode(&[vec![0u8; 65535]]);
-        assert_eq!(split_frames(&s, &mut refs), Ok(s.len()));
-        s.extend_from_slice(&u32::MAX.to_be_bytes());
-        refs.clear();
-        assert_eq!(split_frames(&s, &mut refs), Err(BadLength(u32::MAX)));
-    }
-
-    #[test]
-    fn every_byte_boundary() {
-        let frames = vec![vec![9u8; 60], vec![8u8; 42], vec![7u8; 100]];
-        let s = encode(&frames);
-        assert_eq!(feed(&s, &[1]).unwrap(), frames);
-        for cut in 1..s.len() {
-            assert_eq!(feed(&s, &[cut, s.len()]).unwrap(), frames, "cut at {cut}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn any_split_gives_the_same_frames(
-            lens in proptest::collection::vec(14usize..3000, 1..12),
-            cuts in proptest::collection::vec(1usize..5000, 1..20),
-        ) {
-            let frames: Vec<Vec<u8>> = lens
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| vec![i as u8; l])
-                .collect();
-            let s = encode(&frames);
-            prop_assert_eq!(feed(&s, &cuts).unwrap(), frames);
-        }
-
-        #[test]
-        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut refs = Vec::with_capacity(16);
-            if let Ok(used) = split_frames(&data, &mut refs) {
-                prop_assert!(used <= data.len());
-                for r in &refs {
-                    prop_assert!((r.offset + r.len) as usize <= data.len());
-                }
-            }
-        }
-    }
+    use crate::framing::split_frames;
 
     #[test]
     fn probes_free_socket_paths() {

@@ -78,7 +78,14 @@ impl Checker {
     pub fn on_guest_frame(&mut self, frame: &[u8]) {
         let Some(t) = parse_tcp(frame) else { return };
         let f = self.flows.entry((t.src, t.dst)).or_default();
-        if t.flags & flags::SYN != 0 {
+        // A SYN starts a stream, unless one is open and not reset or
+        // closed both ways: a SYN inside an open connection is answered
+        // with a challenge ACK and changes nothing (RFC 5961).
+        let open = f.guest_isn.is_some()
+            && !f.guest_rst
+            && !f.core_rst
+            && (!f.core_fin || f.guest_fin_at.is_none());
+        if t.flags & flags::SYN != 0 && !open {
             f.guest_isn = Some(t.seq);
             f.guest_ws = opt_num(&t.opts, "wscale ").is_some();
         }

@@ -31,6 +31,7 @@
 
 pub mod check;
 pub mod frame;
+pub mod fuzz;
 pub mod guest;
 pub mod kernel;
 pub mod link;

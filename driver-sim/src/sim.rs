@@ -406,11 +406,16 @@ impl Sim {
             + self.to_core.stats.too_big
             + self.to_guest.stats.lost
             + self.to_guest.stats.too_big;
-        if losses != self.link_losses.0 {
+        // A paused guest loses the frames for it too (a window update among
+        // them): the check starts a second after it resumes (the pause is
+        // cleared later in the step that resumes it).
+        let paused_now = self.guest_paused_until.is_some();
+        if losses != self.link_losses.0 || paused_now {
             self.link_losses = (losses, now);
         }
-        let settled =
-            losses == 0 || now >= self.link_losses.1.saturating_add(Duration::from_secs(1));
+        let settled = !paused_now
+            && ((losses == 0 && self.link_losses.1 == Instant::ZERO)
+                || now >= self.link_losses.1.saturating_add(Duration::from_secs(1)));
         if settled
             && self.to_core.profile.is_clean()
             && self.to_guest.profile.is_clean()

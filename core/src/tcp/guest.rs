@@ -1,9 +1,11 @@
 //! The guest side: segments from the guest, per flow and batch.
 
 use super::*;
+use crate::action::SpanList;
 
 impl Core {
     pub(super) fn tcp_parse(&mut self, batch: &FrameBatch<'_>, p: &L4Packet) -> Option<Seg> {
+        crate::engine::work::tick(1);
         let start = p.l4_off as usize;
         let l4 = start
             .checked_add(p.l4_len as usize)
@@ -291,6 +293,7 @@ impl Core {
         if c.send_batch != batch_no {
             c.send_pending = 0;
             c.fin_pending = false;
+            c.send_action = None;
         }
         let (sock, pending, fin_pending) = (c.sock, c.send_pending, c.fin_pending);
         let mut expected = c.seq_from_tap;
@@ -302,7 +305,7 @@ impl Core {
         // retransmit: a second Send after one whose result is unknown could
         // write past a partial write.
         let requeue = pending > 0 && !fin_pending && {
-            match self.tcp_requeue_send(sock) {
+            match self.tcp_requeue_send(id, sock) {
                 Some(start) => {
                     span_start = start;
                     expected = expected.wrapping_add(pending);
@@ -422,21 +425,35 @@ impl Core {
         pkts.len()
     }
 
-    /// Copies the spans of the queued `Send` on `sock` to the end of the span
-    /// list, so that more can follow them. Returns where they now start.
-    fn tcp_requeue_send(&mut self, sock: SockId) -> Option<usize> {
-        let list = self.actions.iter().rev().find_map(|a| match a {
-            Action::Send { sock: s, spans } if *s == sock => Some(*spans),
-            _ => None,
-        })?;
+    /// Copies the spans of the queued `Send` on `sock` (the flow's pending
+    /// one, found where it was queued) to the end of the span list, so that
+    /// more can follow them. Returns where they now start.
+    fn tcp_requeue_send(&mut self, id: FlowId, sock: SockId) -> Option<usize> {
+        let list = self.tcp_queued_send(id, sock).map(|spans| *spans)?;
         let (from, count) = (list.start as usize, list.count as usize);
         let start = self.spans.len();
         let end = from.checked_add(count)?;
-        if end > start || start.checked_add(count)? > self.spans.capacity() {
+        let copies = self.tcp.span_copies.checked_add(count)?;
+        if end > start
+            || copies > self.cfg.limits.batch_frames
+            || start.checked_add(count)? > self.spans.capacity()
+        {
             return None;
         }
+        self.tcp.span_copies = copies;
+        crate::engine::work::tick(count);
         self.spans.extend_from_within(from..end);
         Some(start)
+    }
+
+    /// The spans of the flow's `Send` still in the action queue, if any.
+    fn tcp_queued_send(&mut self, id: FlowId, sock: SockId) -> Option<&mut SpanList> {
+        let index = self.tc_ref(id)?.1.send_action?;
+        crate::engine::work::tick(1);
+        match self.actions.get_mut(index)? {
+            Action::Send { sock: s, spans } if *s == sock => Some(spans),
+            _ => None,
+        }
     }
 
     /// Queues the `Send` for spans collected since `span_start`, if any
@@ -452,6 +469,7 @@ impl Core {
         if count == 0 {
             return false;
         }
+        crate::engine::work::tick(count);
         let total: u64 = self
             .spans
             .get(span_start..)
@@ -465,21 +483,24 @@ impl Core {
         c.fin_pending = fin;
         c.send_batch = batch_no;
         let sock = c.sock;
-        let list = crate::action::SpanList {
+        let list = SpanList {
             start: span_start as u32,
             count: count as u32,
         };
         if requeue {
-            let queued = self.actions.iter_mut().rev().find_map(|a| match a {
-                Action::Send { sock: s, spans } if *s == sock => Some(spans),
-                _ => None,
-            });
-            if let Some(spans) = queued {
+            if let Some(spans) = self.tcp_queued_send(id, sock) {
                 *spans = list;
                 return true;
             }
         }
-        self.act(Action::Send { sock, spans: list });
+        let index = self.actions.next_index();
+        let queued = self.actions.push(Action::Send { sock, spans: list });
+        if !queued {
+            self.counters.actions_refused += 1;
+        }
+        if let Some(c) = self.tc(id) {
+            c.send_action = queued.then_some(index);
+        }
         true
     }
 

@@ -22,6 +22,8 @@
 //! a lower bound over all of them, kept without scanning.
 
 mod guest;
+#[cfg(test)]
+mod scale_tests;
 mod segment;
 pub(crate) mod seq;
 mod sock;
@@ -189,6 +191,10 @@ pub(crate) struct TcpConn {
     send_pending: u32,
     /// Batch number of the pending `Send`.
     send_batch: u64,
+    /// Where the pending `Send` waits in the action queue
+    /// (`ActionQueue::get_mut`), while its batch is handled: a later group of
+    /// the flow's segments amends it there instead of searching the queue.
+    send_action: Option<u64>,
     /// The guest's FIN follows the pending `Send`.
     fin_pending: bool,
     /// Send the next ACK twice (a duplicate ACK pair for a gap).
@@ -392,6 +398,10 @@ pub(crate) struct TcpState {
     pub(crate) open_socks: usize,
     /// Guest batches seen (tells a `Send` of this batch from older ones).
     batches: u64,
+    /// Spans copied in this batch to extend a queued `Send` (at most
+    /// `Limits::batch_frames`: the span list holds twice that, so the
+    /// spans of every frame of the batch fit besides).
+    span_copies: usize,
     /// Host peers seen with a very low RTT (replaced oldest first).
     low_rtt: [Option<IpAddr>; LOW_RTT_TABLE],
     low_rtt_next: usize,
@@ -431,6 +441,7 @@ impl TcpState {
             link_waiting: Vec::with_capacity(cfg.limits.flows.min(4096)),
             open_socks: 0,
             batches: 0,
+            span_copies: 0,
             low_rtt: [None; LOW_RTT_TABLE],
             low_rtt_next: 0,
             stats: TcpStats::default(),

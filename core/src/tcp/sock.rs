@@ -22,6 +22,7 @@ impl Core {
     pub(crate) fn tcp_batch_begin(&mut self, now: Instant) {
         let _ = now;
         self.tcp.batches += 1;
+        self.tcp.span_copies = 0;
     }
 
     // --- sockets ------------------------------------------------------------
