@@ -272,38 +272,3 @@ fn offload_on_and_off_carry_the_same_bytes() {
     );
     assert_eq!(on, off, "the same bytes with offloads on and off");
 }
-
-/// `sha256sum` of what is written to it, computed by a child process.
-struct Sha256 {
-    child: std::process::Child,
-}
-
-impl Sha256 {
-    fn new() -> Self {
-        let child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sha256sum");
-        Sha256 { child }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        self.child
-            .stdin
-            .as_mut()
-            .expect("stdin")
-            .write_all(data)
-            .expect("sha256sum input");
-    }
-
-    fn finish(mut self) -> String {
-        drop(self.child.stdin.take());
-        let out = self.child.wait_with_output().expect("sha256sum");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    }
-}

@@ -8,13 +8,20 @@ use crate::ns_support::Netns;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Runs `f` on a thread inside the network namespace `ns`; sockets it
 /// creates stay there and can be used from any thread afterwards.
 pub(crate) fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(ns.path()).expect("namespace file");
+    in_netns_at(&ns.path(), f)
+}
+
+/// [`in_ns`] for the network namespace file at `path` (a bind mount, or
+/// `/proc/PID/ns/net`).
+pub(crate) fn in_netns_at<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(path).expect("namespace file");
     std::thread::scope(|sc| {
         sc.spawn(|| {
             // SAFETY: setns takes a descriptor and a flag; it only changes
@@ -181,4 +188,40 @@ pub(crate) fn ticks_per_sec() -> u64 {
 /// CPU time (user + system) of `pid` so far.
 pub(crate) fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(cpu_ticks(pid) * 1000 / ticks_per_sec())
+}
+
+/// `sha256sum` of what is written to it, computed by a child process so
+/// that hashing costs the test threads nothing but a pipe write.
+pub(crate) struct Sha256 {
+    child: std::process::Child,
+}
+
+impl Sha256 {
+    pub(crate) fn new() -> Self {
+        let child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        Sha256 { child }
+    }
+
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(data)
+            .expect("sha256sum input");
+    }
+
+    pub(crate) fn finish(mut self) -> String {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
 }

@@ -11,15 +11,16 @@
 //! enter the host namespace or the guest's network namespace.
 
 mod ns_support;
+mod stream_support;
 
 use ns_support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stream_support::{in_netns_at, Sha256};
 
 /// Bytes moved per case.
 const TOTAL: u64 = 256 << 20;
@@ -34,22 +35,6 @@ fn random_block() -> Vec<u8> {
     let mut f = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
     f.read_exact(&mut b).expect("random bytes");
     b
-}
-
-/// Runs `f` on a thread inside the network namespace at `ns`.
-fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(ns).expect("namespace file");
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            // SAFETY: setns takes a descriptor and a flag; it only changes
-            // the network namespace of this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    })
 }
 
 /// The host namespace, the guest's holder process, and pasta joining it.
@@ -155,12 +140,12 @@ fn bulk_ns_to_host(tag: &str, mtu: &str, v6: bool) {
     } else {
         ("127.0.0.1:0".parse().expect("addr"), GW_IP4)
     };
-    let l = in_netns(&t.h.path(), || {
+    let l = in_netns_at(&t.h.path(), || {
         TcpListener::bind(lo).expect("host listener")
     });
     let port = l.local_addr().expect("port").port();
     let dst = SocketAddr::new(gw.parse().expect("gateway"), port);
-    let tx = in_netns(Path::new(&t.guest_ns()), || {
+    let tx = in_netns_at(Path::new(&t.guest_ns()), || {
         TcpStream::connect_timeout(&dst, Duration::from_secs(10)).expect("connect from guest")
     });
     let (rx, _) = l.accept().expect("accept on host");
@@ -261,42 +246,6 @@ fn bulk_ns_to_host_v6_mtu1500() {
 #[test]
 fn bulk_ns_to_host_v6_mtu65520() {
     bulk_ns_to_host("bk6j", "65520", true);
-}
-
-/// `sha256sum` of what is written to it, computed by a child process so
-/// that hashing costs the test threads nothing but a pipe write.
-struct Sha256 {
-    child: std::process::Child,
-}
-
-impl Sha256 {
-    fn new() -> Self {
-        let child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sha256sum");
-        Sha256 { child }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        self.child
-            .stdin
-            .as_mut()
-            .expect("stdin")
-            .write_all(data)
-            .expect("sha256sum input");
-    }
-
-    fn finish(mut self) -> String {
-        drop(self.child.stdin.take());
-        let out = self.child.wait_with_output().expect("sha256sum");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    }
 }
 
 #[test]
