@@ -617,7 +617,10 @@ impl Core {
             Reopen::HalfBuffer => pol.window(c.sndbuf, 0).map_or(mss, |w| (w / 2).max(mss)),
         };
         let reopened = c.wnd_to_tap < reopen_at && new >= reopen_at;
-        c.need_out = new < mss && !c.tap_fin_rcvd;
+        // The guest sees the window in units of the scale it was given: a
+        // free space below one unit is a closed window (a guest with an MSS
+        // smaller than the unit would otherwise wait for its probe).
+        c.need_out = new < mss.max(1 << c.ws_to_tap) && !c.tap_fin_rcvd;
         let mut rearm = false;
         c.t_poll = None;
         if c.need_out {
