@@ -121,6 +121,10 @@ pub fn program(data: &[u8]) -> String {
     // Long enough for slow peers, paused guests and the retransmission
     // back-off to run their course before the final checks.
     s.push_str("`sim settle 200000`\n");
+    // After the faults stop, a flow whose frames were all lost waits for its
+    // retransmission timer, which backs off to at most 120 s: the heal phase
+    // outlasts that gap.
+    s.push_str("`sim heal 130000`\n");
     // Each connection to the host gets a port of its own (the checker maps
     // the core's sockets to guest flows by port): 1000 and up, with the
     // model of its kind.
