@@ -59,3 +59,32 @@ pub(crate) fn drain_frames(core: &mut Core) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Every action the core has queued, in order.
+pub(crate) fn drain_actions(core: &mut Core) -> Vec<crate::Action> {
+    let mut v = Vec::new();
+    while let Some(a) = core.poll_action() {
+        v.push(a);
+    }
+    v
+}
+
+/// The capture configuration with splicing set as given and forwards
+/// `fwds`, a core started on it at time zero, its start-up actions
+/// (listeners) drained.
+pub(crate) fn splicing_core(
+    splice: bool,
+    splice_only: bool,
+    lo_to_lo: bool,
+    fwds: Vec<crate::config::Forward>,
+) -> Core {
+    let mut cfg = capture_config();
+    cfg.splice = splice;
+    cfg.splice_only = splice_only;
+    cfg.host_lo_to_ns_lo = lo_to_lo;
+    cfg.forwards = fwds;
+    let mut c = Core::new(cfg);
+    c.start(Instant::ZERO);
+    drain_actions(&mut c);
+    c
+}

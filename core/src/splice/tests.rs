@@ -5,7 +5,7 @@ use super::*;
 use crate::action::{SockOpt, SpliceTotals};
 use crate::config::Forward;
 use crate::flow::LISTENER_BIT;
-use crate::testutil::capture_config;
+use crate::testutil::{capture_config, drain_actions, splicing_core};
 use crate::{Errno, Instant};
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -17,22 +17,11 @@ fn sa(s: &str) -> SocketAddr {
 
 /// A core with forwards `fwds` started, its listener actions drained.
 fn core(splice: bool, lo_to_lo: bool, fwds: Vec<Forward>) -> Core {
-    let mut cfg = capture_config();
-    cfg.splice = splice;
-    cfg.host_lo_to_ns_lo = lo_to_lo;
-    cfg.forwards = fwds;
-    let mut c = Core::new(cfg);
-    c.start(T0);
-    actions(&mut c);
-    c
+    splicing_core(splice, false, lo_to_lo, fwds)
 }
 
 fn actions(c: &mut Core) -> Vec<Action> {
-    let mut v = Vec::new();
-    while let Some(a) = c.poll_action() {
-        v.push(a);
-    }
-    v
+    drain_actions(c)
 }
 
 /// A connection from `peer` to `local` on listener slot `slot`: the

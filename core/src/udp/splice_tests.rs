@@ -4,7 +4,7 @@
 use super::*;
 use crate::action::SpliceTotals;
 use crate::config::Forward;
-use crate::testutil::capture_config;
+use crate::testutil::{drain_actions, splicing_core};
 use crate::Errno;
 
 const T0: Instant = Instant::ZERO;
@@ -14,23 +14,11 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn core(splice_only: bool, lo_to_lo: bool, fwds: Vec<Forward>) -> Core {
-    let mut cfg = capture_config();
-    cfg.splice = true;
-    cfg.splice_only = splice_only;
-    cfg.host_lo_to_ns_lo = lo_to_lo;
-    cfg.forwards = fwds;
-    let mut c = Core::new(cfg);
-    c.start(T0);
-    actions(&mut c);
-    c
+    splicing_core(true, splice_only, lo_to_lo, fwds)
 }
 
 fn actions(c: &mut Core) -> Vec<Action> {
-    let mut v = Vec::new();
-    while let Some(a) = c.poll_action() {
-        v.push(a);
-    }
-    v
+    drain_actions(c)
 }
 
 fn listener(slot: u32) -> SockId {
