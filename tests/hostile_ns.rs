@@ -14,22 +14,19 @@
 //! wait: a busy loop shows as a large share of it.
 
 mod ns_support;
+mod pasta_support;
 mod relay_support;
 mod stream_support;
 
 use ns_support::*;
+use pasta_support::{open_fds, Pasta, Ready};
 use relay_support::TapRelay;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use stream_support::*;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// The guest's network namespace: a container's (pasta), owned by a user
 /// namespace of the test user, or a VM's stand-in (passt), a namespace
@@ -66,37 +63,7 @@ impl Setup {
     /// `prefix` (run as root before the switch to the test user, such as
     /// `prlimit`); returns once the guest has its IPv4 address and route.
     fn pasta(tag: &str, prefix: &[&str], extra: &[&str]) -> Setup {
-        let h = Netns::host(tag);
-        let g = UserNetns::new(&format!("{tag}g"));
-        let dir = Scratch::new(tag);
-        let pidf = dir.join("pasta.pid");
-        let mut args: Vec<String> = prefix.iter().map(|a| a.to_string()).collect();
-        args.extend(as_test_user());
-        args.extend([
-            s(&bin("pasta")),
-            "-f".into(),
-            "-P".into(),
-            s(&pidf),
-            "--config-net".into(),
-        ]);
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.extend([
-            "--userns".into(),
-            s(&g.userns_path()),
-            "--netns".into(),
-            g.name.clone(),
-        ]);
-        let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
-        wait_file(&pidf, 20, &mut p);
-        let pid = std::fs::read_to_string(&pidf)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .expect("pasta's PID file");
-        let ready = eventually(10, || {
-            let a = g.sh("ip -o -4 addr show; ip -4 route show default");
-            (a.contains(HOST_IP4) && a.contains("default via")).then_some(())
-        });
-        assert!(ready.is_some(), "guest not configured: {}", p.output());
+        let Pasta { p, g, h, pid, dir } = Pasta::start_with(tag, prefix, extra, Ready::V4);
         Setup {
             relay: None,
             h,
@@ -117,21 +84,8 @@ impl Setup {
         let dir = Scratch::new(tag);
         let pidf = dir.join("passt.pid");
         let sock = dir.join("passt.socket");
-        let mut args = vec![
-            s(&bin("passt")),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let mut p = Proc::spawn(h.user_cmd(&args), "passt", dir.join("passt.log"));
-        wait_file(&pidf, 20, &mut p);
-        let pid = std::fs::read_to_string(&pidf)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .expect("passt's PID file");
+        let p = h.start_passt(&sock, &pidf, dir.join("passt.log"), extra);
+        let pid = read_pid(&pidf);
         let stream = eventually(10, || UnixStream::connect(&sock).ok()).expect("passt's socket");
         let relay = TapRelay::start(&g, "tap0", stream);
         g.sh(&format!(
@@ -173,9 +127,7 @@ impl Setup {
 
     /// Open descriptors of the translator.
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        open_fds(self.pid)
     }
 }
 

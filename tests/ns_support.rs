@@ -278,6 +278,21 @@ impl Netns {
         p
     }
 
+    /// passt as the test user, `passt -f -s SOCK -P PIDF EXTRA...`, started
+    /// with [`Netns::start_ready`]: its socket listens when this returns.
+    pub(crate) fn start_passt(
+        &self,
+        sock: &Path,
+        pidf: &Path,
+        log: PathBuf,
+        extra: &[&str],
+    ) -> Proc {
+        let sock = sock.display().to_string();
+        let mut args = vec!["-f", "-s", &sock];
+        args.extend(extra);
+        self.start_ready(as_test_user(), &bin("passt"), pidf, log, &args)
+    }
+
     /// Runs a command in the namespace as the test user, bounded in time.
     pub(crate) fn user_run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], secs: u64) -> Output {
         run_timeout(&mut self.user_cmd(args), secs)
@@ -546,6 +561,14 @@ pub(crate) fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The PID a translator wrote to its PID file.
+pub(crate) fn read_pid(pidf: &Path) -> u32 {
+    std::fs::read_to_string(pidf)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {}", pidf.display()))
 }
 
 /// Polls `f` until it returns `Some`, at most `secs` seconds.

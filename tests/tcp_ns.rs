@@ -12,9 +12,11 @@
 //! repeated), compared slice by slice at the receiver.
 
 mod ns_support;
+mod pasta_support;
 mod stream_support;
 
 use ns_support::*;
+use pasta_support::Pasta;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -31,76 +33,6 @@ fn s(p: &std::path::Path) -> String {
 }
 
 // --- namespaces and pasta ----------------------------------------------------
-
-/// A host namespace, a guest namespace, and pasta connecting them.
-struct Setup {
-    h: Netns,
-    g: UserNetns,
-    p: Proc,
-    dir: Scratch,
-}
-
-impl Setup {
-    /// pasta with `--config-net` and `extra` options; returns once the guest
-    /// has its IPv4 and (non-tentative) IPv6 addresses and routes.
-    fn pasta(tag: &str, extra: &[&str]) -> Setup {
-        let h = Netns::host(tag);
-        let g = UserNetns::new(&format!("{tag}g"));
-        let dir = Scratch::new(tag);
-        let pidf = dir.join("pasta.pid");
-        let mut args: Vec<String> = vec![
-            s(&pasta()),
-            "-f".into(),
-            "-P".into(),
-            s(&pidf),
-            "--config-net".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.push("--userns".into());
-        args.push(s(&g.userns_path()));
-        args.push("--netns".into());
-        args.push(g.name.clone());
-        let mut p = Proc::spawn(h.user_cmd(&args), "pasta", dir.join("pasta.log"));
-        wait_file(&pidf, 20, &mut p);
-        let ready = eventually(10, || {
-            let a = g.sh("ip -o addr show; ip -4 route show default; ip -6 route show default");
-            (a.contains(HOST_IP4)
-                && a.contains(HOST_IP6)
-                && !a.contains("tentative")
-                && a.contains("default via"))
-            .then_some(())
-        });
-        assert!(ready.is_some(), "guest not configured: {}", p.output());
-        Setup { h, g, p, dir }
-    }
-
-    fn listen_host(&self, addr: SocketAddr) -> TcpListener {
-        in_ns(&self.h, || TcpListener::bind(addr).expect("host listener"))
-    }
-
-    fn listen_guest(&self, addr: SocketAddr) -> TcpListener {
-        in_ns(&self.g, || TcpListener::bind(addr).expect("guest listener"))
-    }
-
-    fn connect_guest(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        in_ns(&self.g, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        })
-    }
-
-    fn connect_host(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        in_ns(&self.h, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        })
-    }
-
-    /// Open descriptors of the pasta process.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.p.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
 
 fn gw4(port: u16) -> SocketAddr {
     SocketAddr::from((GW_IP4.parse::<Ipv4Addr>().unwrap(), port))
@@ -145,7 +77,7 @@ fn iperf(mtu: &str, v6: bool, host_to_ns: bool) {
     // Inbound forwarding only where the server is in the guest: a listener
     // of pasta's on the host's port would take the host server's place.
     let fwd = if host_to_ns { port } else { "none" };
-    let t = Setup::pasta(&tag, &["-m", mtu, "-t", fwd]);
+    let t = Pasta::start(&tag, &["-m", mtu, "-t", fwd]);
     // Host → namespace goes to the host's own address: a client on the
     // host's loopback would be spliced (pasta's loopback path, off the tap;
     // `splice_ns` covers it), and this is about the tap.
@@ -218,7 +150,7 @@ const GIB: u64 = 1 << 30;
 /// forwarded port reached at the host's own address, through the tap).
 #[test]
 fn pasta_one_gib_each_way() {
-    let t = Setup::pasta("gib", &["-t", "6001"]);
+    let t = Pasta::start("gib", &["-t", "6001"]);
     let l = t.listen_host(any4(6000));
     let c = t.connect_guest(gw4(6000)).expect("connect to the host");
     let a = accept_timeout(&l, 10);
@@ -272,7 +204,7 @@ fn both_ways(c: TcpStream, start: usize, peer: usize) -> Result<(), String> {
 /// afterwards pasta's descriptors and flows are back where they started.
 #[test]
 fn five_hundred_connections() {
-    let t = Setup::pasta("conns", &["-t", "none"]);
+    let t = Pasta::start("conns", &["-t", "none"]);
     let l = t.listen_host(any4(6100));
     std::thread::sleep(Duration::from_millis(300));
     let fds_before = t.fds();
@@ -348,7 +280,7 @@ fn five_hundred_connections() {
 /// Half-close each way with data still flowing the other way.
 #[test]
 fn half_close_both_ways() {
-    let t = Setup::pasta("half", &["-t", "none"]);
+    let t = Pasta::start("half", &["-t", "none"]);
     let l = t.listen_host(any6(6200));
     // The guest closes its side first, the host keeps sending.
     let mut c = t.connect_guest(gw6(6200)).expect("connect");
@@ -392,7 +324,7 @@ fn half_close_both_ways() {
 /// arrives; a refused port is refused at once.
 #[test]
 fn resets_banner_and_refusal() {
-    let t = Setup::pasta("rst", &["-t", "none"]);
+    let t = Pasta::start("rst", &["-t", "none"]);
     let l = t.listen_host(any4(6300));
 
     // Host closes with unread data: the kernel sends an RST, pasta resets
@@ -440,7 +372,7 @@ fn resets_banner_and_refusal() {
 /// the frames as they come off the tap.
 #[test]
 fn short_frames_to_the_guest_are_padded() {
-    let t = Setup::pasta("pad", &["-t", "none"]);
+    let t = Pasta::start("pad", &["-t", "none"]);
     let l = t.listen_host(any4(6310));
     // SAFETY: plain socket creation; the descriptor is owned below.
     let fd = in_ns(&t.g, || unsafe {
@@ -516,7 +448,7 @@ fn short_frames_to_the_guest_are_padded() {
 
 /// Which of `ports` the host reaches, and the port the guest saw the
 /// connection on (its listener).
-fn reach(t: &Setup, port: u16) -> bool {
+fn reach(t: &Pasta, port: u16) -> bool {
     match t.connect_host(lo4(port)) {
         Ok(mut c) => {
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -531,7 +463,7 @@ fn reach(t: &Setup, port: u16) -> bool {
 /// reach the guest's listeners as specified, and nothing else is forwarded.
 #[test]
 fn forward_specs() {
-    let t = Setup::pasta(
+    let t = Pasta::start(
         "fwd",
         &[
             "-t",
@@ -619,7 +551,7 @@ fn unbindable_port_is_a_startup_error() {
 /// within 2 s, and its forwarding goes away with it.
 #[test]
 fn auto_forwarding_follows_guest_listeners() {
-    let t = Setup::pasta("auto", &[]);
+    let t = Pasta::start("auto", &[]);
     assert!(!reach(&t, 6500));
     let l = t.listen_guest(any4(6500));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -656,7 +588,7 @@ fn auto_forwarding_follows_guest_listeners() {
 /// still arrive whole (pasta waits on the zero window and probes it).
 #[test]
 fn zero_window_slow_reader() {
-    let t = Setup::pasta("zwin", &["-t", "6600"]);
+    let t = Pasta::start("zwin", &["-t", "6600"]);
     let l = in_ns(&t.g, || {
         let s = TcpListener::bind(any4(6600)).unwrap();
         // The buffer size of a listener passes on to accepted sockets.
@@ -727,21 +659,7 @@ fn passt_qemu_framing() {
     let dir = Scratch::new("pq");
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&bin("passt")),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-            "-t".into(),
-            "6701".into(),
-        ]),
-        "passt",
-        dir.join("passt.log"),
-    );
-    wait_file(&pidf, 20, &mut p);
+    let mut p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &["-t", "6701"]);
     let mut q = Proc::spawn(
         g.cmd(&[
             "qemu-system-x86_64".into(),
@@ -800,7 +718,7 @@ fn passt_qemu_framing() {
 /// Serves `ports` in the guest (dual-stack listeners) until `stop`: each
 /// accepted connection is told the port it reached.
 fn guest_servers(
-    t: &Setup,
+    t: &Pasta,
     ports: &[u16],
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<()>> {
@@ -826,7 +744,7 @@ fn guest_servers(
 }
 
 /// The guest port a host connection to `addr` reaches, if any.
-fn reached(t: &Setup, addr: SocketAddr) -> Option<u16> {
+fn reached(t: &Pasta, addr: SocketAddr) -> Option<u16> {
     let mut c = t.connect_host(addr).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut b = [0u8; 2];
@@ -838,7 +756,7 @@ fn reached(t: &Setup, addr: SocketAddr) -> Option<u16> {
 /// that address.
 #[test]
 fn forward_dual_stack_and_address() {
-    let t = Setup::pasta("fwda", &["-t", "6800", "-t", &format!("{HOST_IP4}/6801")]);
+    let t = Pasta::start("fwda", &["-t", "6800", "-t", &format!("{HOST_IP4}/6801")]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let servers = guest_servers(&t, &[6800, 6801], &stop);
     let host4: Ipv4Addr = HOST_IP4.parse().unwrap();
@@ -859,7 +777,7 @@ fn forward_dual_stack_and_address() {
 /// and connections through loopback do not reach it.
 #[test]
 fn forward_interface_binding() {
-    let t = Setup::pasta("fwdi", &["-t", "%dummy0/6900"]);
+    let t = Pasta::start("fwdi", &["-t", "%dummy0/6900"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let servers = guest_servers(&t, &[6900], &stop);
     let ss = t.h.sh("ss -Htln 'sport = :6900'");
@@ -879,7 +797,7 @@ fn forward_interface_binding() {
 /// and reopens when the socket turns writable again; 64 MiB arrive whole.
 #[test]
 fn full_send_buffer_reopens_window() {
-    let t = Setup::pasta("sbuf", &["-t", "none"]);
+    let t = Pasta::start("sbuf", &["-t", "none"]);
     let l = in_ns(&t.h, || {
         let s = TcpListener::bind(any4(7000)).unwrap();
         let v: libc::c_int = 4096;

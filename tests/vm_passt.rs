@@ -148,16 +148,7 @@ impl Passt {
         std::os::unix::fs::chown(&d, Some(uid), Some(gid)).expect("chown");
         let sock = d.join("passt.socket");
         let pidf = d.join("passt.pid");
-        let mut args: Vec<String> = as_test_user();
-        args.extend([
-            s(&bin("passt")),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ]);
-        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         if std::env::var_os("PASST_VM_DEBUG").is_some() {
             args.push("-d".into());
         }
@@ -168,12 +159,9 @@ impl Passt {
             eprintln!("vm: passt's capture goes to {}", keep.display());
             args.extend(["-p".into(), s(&keep.join("passt.pcap"))]);
         }
-        let mut proc = Proc::spawn(h.cmd(&args), "passt", dir.join("passt.log"));
-        wait_file(&pidf, 20, &mut proc);
-        let pid = std::fs::read_to_string(&pidf)
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .expect("passt's PID file");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = h.start_passt(&sock, &pidf, dir.join("passt.log"), &args);
+        let pid = read_pid(&pidf);
         Passt { proc, sock, pid }
     }
 }
