@@ -254,30 +254,7 @@ fn pasta_udhcpc_lease() {
     );
     g.sh("ip link set dummy0 up");
     let (script, lease) = udhcpc_script(&dir);
-    let out = g.run(
-        &[
-            "busybox",
-            "udhcpc",
-            "-i",
-            "dummy0",
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-O",
-            "mtu",
-            "-O",
-            "search",
-            "-O",
-            "81",
-            "-s",
-            &s(&script),
-        ],
-        30,
-    );
+    let out = run_udhcpc(&g, "dummy0", &["mtu", "search", "81"], &script);
     ok_text(&out);
     p.assert_running();
     let env = std::fs::read_to_string(&lease).expect("udhcpc recorded a lease");
@@ -496,26 +473,7 @@ fn passt_qemu_udhcpc_and_pcap() {
     .expect("qemu created its tap");
     g.sh("ip link set qtap0 up");
     let (script, lease) = udhcpc_script(&dir);
-    let out = g.run(
-        &[
-            "busybox",
-            "udhcpc",
-            "-i",
-            "qtap0",
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-O",
-            "mtu",
-            "-s",
-            &s(&script),
-        ],
-        30,
-    );
+    let out = run_udhcpc(&g, "qtap0", &["mtu"], &script);
     let text = ok_text(&out);
     let env = std::fs::read_to_string(&lease)
         .unwrap_or_else(|_| panic!("no lease: {text}\npasst: {}", p.output()));

@@ -629,6 +629,20 @@ pub(crate) fn udhcpc_script(dir: &Scratch) -> (PathBuf, PathBuf) {
     (script, out)
 }
 
+/// busybox udhcpc, once, on `ifname` in `ns` (five tries a second apart),
+/// asking for the options `opts` and running `script` on the lease.
+pub(crate) fn run_udhcpc(ns: &Netns, ifname: &str, opts: &[&str], script: &Path) -> Output {
+    let script = script.display().to_string();
+    let mut args = vec![
+        "busybox", "udhcpc", "-i", ifname, "-f", "-q", "-n", "-t", "5", "-T", "1",
+    ];
+    for o in opts {
+        args.extend(["-O", o]);
+    }
+    args.extend(["-s", &script]);
+    ns.run(&args, 30)
+}
+
 /// Parses `KEY=VALUE` lines.
 pub(crate) fn env_value(env: &str, key: &str) -> Option<String> {
     env.lines()

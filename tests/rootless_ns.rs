@@ -508,24 +508,7 @@ fn check_dhcp_slaac(g: &Netns, ifname: &str, dir: &Scratch, what: &str, log: &dy
          sysctl -qw net.ipv6.conf.{ifname}.addr_gen_mode=0
          ip link set {ifname} up"
     ));
-    let out = g.run(
-        &[
-            "busybox",
-            "udhcpc",
-            "-i",
-            ifname,
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            &s(&script),
-        ],
-        30,
-    );
+    let out = run_udhcpc(&g, ifname, &[], &script);
     let env = std::fs::read_to_string(&lease).unwrap_or_else(|_| {
         panic!(
             "{what}: no DHCP lease: {}{}\n{}",
