@@ -10,8 +10,10 @@
 //! by the PID the test started.
 
 mod ns_support;
+mod relay_support;
 
 use ns_support::*;
+use relay_support::qemu_hub;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -425,28 +427,6 @@ fn pasta_slaac() {
     p.assert_running();
 }
 
-fn qemu_cmd(g: &Netns, sock: &std::path::Path, tap: &str) -> Command {
-    g.cmd(&[
-        "qemu-system-x86_64".into(),
-        "-M".into(),
-        "none".into(),
-        "-nodefaults".into(),
-        "-display".into(),
-        "none".into(),
-        "-netdev".into(),
-        format!(
-            "stream,id=s,server=off,addr.type=unix,addr.path={}",
-            sock.display()
-        ),
-        "-netdev".into(),
-        format!("tap,id=t,ifname={tap},script=no,downscript=no"),
-        "-netdev".into(),
-        "hubport,id=h1,hubid=0,netdev=s".into(),
-        "-netdev".into(),
-        "hubport,id=h2,hubid=0,netdev=t".into(),
-    ])
-}
-
 /// passt serving qemu, which bridges its socket to a tap in a test namespace:
 /// udhcpc gets its lease through qemu and passt, and the `-p` capture shows
 /// the DHCP exchange to tshark and tcpdump.
@@ -465,12 +445,7 @@ fn passt_qemu_udhcpc_and_pcap() {
         dir.join("passt.log"),
         &["-f", "-s", &s(&sock), "-p", &s(&pcap)],
     );
-    let mut q = Proc::spawn(qemu_cmd(&g, &sock, "qtap0"), "qemu", dir.join("qemu.log"));
-    eventually(20, || {
-        q.assert_running();
-        g.sh("ip -o link show").contains("qtap0:").then_some(())
-    })
-    .expect("qemu created its tap");
+    let q = qemu_hub(&g, &sock, "qtap0", dir.join("qemu.log"));
     g.sh("ip link set qtap0 up");
     let (script, lease) = udhcpc_script(&dir);
     let out = run_udhcpc(&g, "qtap0", &["mtu"], &script);

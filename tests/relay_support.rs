@@ -1,14 +1,15 @@
 //! The guest side of passt without a VM: a tap device in a namespace whose
-//! frames are relayed to and from passt's stream in qemu's framing, as
-//! qemu's network back-end does.
+//! frames are relayed to and from passt's stream in qemu's framing, by the
+//! test itself ([`TapRelay`]) or by qemu without a machine ([`qemu_hub`]).
 
 #![allow(dead_code)]
 
-use crate::ns_support::Netns;
+use crate::ns_support::{eventually, Netns, Proc};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,4 +156,41 @@ impl Drop for TapRelay {
             let _ = t.join();
         }
     }
+}
+
+/// qemu without a machine (`-M none`) bridging passt's socket `sock` to a
+/// tap device `tap` in `ns` through its hub, as a VM's network back-end
+/// would, its output to `log`; returns once the tap device exists.
+pub(crate) fn qemu_hub(ns: &Netns, sock: &Path, tap: &str, log: PathBuf) -> Proc {
+    let mut q = Proc::spawn(
+        ns.cmd(&[
+            "qemu-system-x86_64".into(),
+            "-M".into(),
+            "none".into(),
+            "-nodefaults".into(),
+            "-display".into(),
+            "none".into(),
+            "-netdev".into(),
+            format!(
+                "stream,id=s,server=off,addr.type=unix,addr.path={}",
+                sock.display()
+            ),
+            "-netdev".into(),
+            format!("tap,id=t,ifname={tap},script=no,downscript=no"),
+            "-netdev".into(),
+            "hubport,id=h1,hubid=0,netdev=s".into(),
+            "-netdev".into(),
+            "hubport,id=h2,hubid=0,netdev=t".into(),
+        ]),
+        "qemu",
+        log,
+    );
+    eventually(20, || {
+        q.assert_running();
+        ns.sh("ip -o link show")
+            .contains(&format!("{tap}:"))
+            .then_some(())
+    })
+    .expect("qemu created its tap");
+    q
 }

@@ -18,8 +18,10 @@
 //! each.
 
 mod ns_support;
+mod relay_support;
 
 use ns_support::*;
+use relay_support::qemu_hub;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -622,34 +624,7 @@ fn passt_as_the_test_user() {
         test_user().0,
         "passt runs as the test user"
     );
-    let mut q = Proc::spawn(
-        g.cmd(&[
-            "qemu-system-x86_64".into(),
-            "-M".into(),
-            "none".into(),
-            "-nodefaults".into(),
-            "-display".into(),
-            "none".into(),
-            "-netdev".into(),
-            format!(
-                "stream,id=s,server=off,addr.type=unix,addr.path={}",
-                sock.display()
-            ),
-            "-netdev".into(),
-            "tap,id=t,ifname=qtap0,script=no,downscript=no".into(),
-            "-netdev".into(),
-            "hubport,id=h1,hubid=0,netdev=s".into(),
-            "-netdev".into(),
-            "hubport,id=h2,hubid=0,netdev=t".into(),
-        ]),
-        "qemu",
-        dir.join("qemu.log"),
-    );
-    eventually(20, || {
-        q.assert_running();
-        g.sh("ip -o link show").contains("qtap0:").then_some(())
-    })
-    .expect("qemu created its tap");
+    let mut q = qemu_hub(&g, &sock, "qtap0", dir.join("qemu.log"));
     let log = || p.output();
     check_dhcp_slaac(&g, "qtap0", &dir, "passt", &log);
     check_traffic(&h, &g, &dir, "passt", &log);

@@ -13,10 +13,12 @@
 
 mod ns_support;
 mod pasta_support;
+mod relay_support;
 mod stream_support;
 
 use ns_support::*;
 use pasta_support::Pasta;
+use relay_support::qemu_hub;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -660,34 +662,7 @@ fn passt_qemu_framing() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let mut p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &["-t", "6701"]);
-    let mut q = Proc::spawn(
-        g.cmd(&[
-            "qemu-system-x86_64".into(),
-            "-M".into(),
-            "none".into(),
-            "-nodefaults".into(),
-            "-display".into(),
-            "none".into(),
-            "-netdev".into(),
-            format!(
-                "stream,id=s,server=off,addr.type=unix,addr.path={}",
-                sock.display()
-            ),
-            "-netdev".into(),
-            "tap,id=t,ifname=qtap0,script=no,downscript=no".into(),
-            "-netdev".into(),
-            "hubport,id=h1,hubid=0,netdev=s".into(),
-            "-netdev".into(),
-            "hubport,id=h2,hubid=0,netdev=t".into(),
-        ]),
-        "qemu",
-        dir.join("qemu.log"),
-    );
-    eventually(20, || {
-        q.assert_running();
-        g.sh("ip -o link show").contains("qtap0:").then_some(())
-    })
-    .expect("qemu created its tap");
+    let _q = qemu_hub(&g, &sock, "qtap0", dir.join("qemu.log"));
     g.sh(&format!(
         "ip link set qtap0 up
          ip addr add {HOST_IP4}/24 dev qtap0
