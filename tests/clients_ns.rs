@@ -55,18 +55,6 @@ use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
-
-fn passt() -> PathBuf {
-    bin("passt")
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 fn text(out: &Output) -> String {
     format!(
         "{}{}",

@@ -28,13 +28,9 @@ use ns_support::*;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use stream_support::*;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 // --- frames ------------------------------------------------------------------
 

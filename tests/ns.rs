@@ -21,18 +21,6 @@ use relay_support::qemu_hub;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
-
-fn passt() -> PathBuf {
-    bin("passt")
-}
-
-fn s(p: &std::path::Path) -> String {
-    p.display().to_string()
-}
-
 /// `pasta --config-net`: the tap is named after the template interface, has
 /// its addresses, MTU 65520, is up, and has the template's default routes.
 #[test]

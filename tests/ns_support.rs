@@ -67,6 +67,20 @@ pub(crate) fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// [`bin`] of pasta and of passt.
+pub(crate) fn pasta() -> PathBuf {
+    bin("pasta")
+}
+
+pub(crate) fn passt() -> PathBuf {
+    bin("passt")
+}
+
+/// A path as a command-line argument.
+pub(crate) fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
 /// The binary itself, built once per test run.
 pub(crate) fn built(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -26,21 +26,9 @@ mod startup;
 
 use ns_support::*;
 use relay_support::qemu_hub;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
-
-fn passt() -> PathBuf {
-    bin("passt")
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// The host's echo service (TCP and UDP), reached from the guest through
 /// the gateway addresses.
@@ -515,7 +503,7 @@ fn check_dhcp_slaac(g: &Netns, ifname: &str, dir: &Scratch, what: &str, log: &dy
          sysctl -qw net.ipv6.conf.{ifname}.addr_gen_mode=0
          ip link set {ifname} up"
     ));
-    let out = run_udhcpc(&g, ifname, &[], &script);
+    let out = run_udhcpc(g, ifname, &[], &script);
     let env = std::fs::read_to_string(&lease).unwrap_or_else(|_| {
         panic!(
             "{what}: no DHCP lease: {}{}\n{}",

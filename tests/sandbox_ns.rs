@@ -23,10 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// The fields of `/proc/PID/status` (or of a thread's).
 fn status_of(path: &str) -> HashMap<String, String> {
     std::fs::read_to_string(path)

@@ -24,17 +24,8 @@ use relay_support::qemu_hub;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use stream_support::*;
-
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
-
-fn s(p: &std::path::Path) -> String {
-    p.display().to_string()
-}
 
 // --- namespaces and pasta ----------------------------------------------------
 

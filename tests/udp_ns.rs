@@ -13,15 +13,6 @@ mod ns_support;
 mod ports;
 
 use ns_support::*;
-use std::path::PathBuf;
-
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
-
-fn s(p: &std::path::Path) -> String {
-    p.display().to_string()
-}
 
 /// A UDP echo server: `echo_srv.py ADDR PORT IDLE_SECS [READY_FILE]`
 /// ("::" is dual-stack); writes READY_FILE once bound.

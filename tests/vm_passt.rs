@@ -26,10 +26,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use vm::{field, Nic, Vm, VmSpec};
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 const BIG: usize = 256 << 20;
 
 const SMALL: usize = 32 << 20;

@@ -17,7 +17,7 @@ fn udhcpc(g: &Netns, ifname: &str, dir: &Scratch, log: &dyn Fn() -> String) -> S
     )
     .expect("script");
     let _ = Command::new("chmod").arg("755").arg(&script).status();
-    let out = run_udhcpc(&g, ifname, &["mtu"], &script);
+    let out = run_udhcpc(g, ifname, &["mtu"], &script);
     std::fs::read_to_string(&lease)
         .unwrap_or_else(|_| panic!("no DHCP lease: {}\n{}", text(&out), log()))
 }

@@ -357,24 +357,23 @@ fn tcp_udp_cases(m: Macs) -> Vec<Case> {
 fn other_l4_cases(m: Macs) -> Vec<Case> {
     use Expect::*;
     let d = |r| Drop(r);
-    let mut v = Vec::new();
-    // ICMP and other protocols.
-    v.push(case(
-        "ICMP timestamp request",
-        frame4(m, ICMP4, vec![13, 0, 0, 0, 0, 1, 0, 1]),
-        d("icmp_not_echo"),
-    ));
-    v.push(case(
-        "ICMPv6 destination unreachable",
-        frame6_ext(m, 0, &[], ICMP6, vec![1, 4, 0, 0, 0, 0, 0, 0]),
-        d("icmp_not_echo"),
-    ));
-    v.push(case(
-        "SCTP",
-        frame4(m, 132, vec![0; 16]),
-        d("unsupported_protocol"),
-    ));
-    v
+    vec![
+        case(
+            "ICMP timestamp request",
+            frame4(m, ICMP4, vec![13, 0, 0, 0, 0, 1, 0, 1]),
+            d("icmp_not_echo"),
+        ),
+        case(
+            "ICMPv6 destination unreachable",
+            frame6_ext(m, 0, &[], ICMP6, vec![1, 4, 0, 0, 0, 0, 0, 0]),
+            d("icmp_not_echo"),
+        ),
+        case(
+            "SCTP",
+            frame4(m, 132, vec![0; 16]),
+            d("unsupported_protocol"),
+        ),
+    ]
 }
 
 /// DHCP, DHCPv6 and NDP; `ra` as in [`cases`].
