@@ -466,37 +466,19 @@ fn zero_window_slow_reader() {
     });
     // The host's own address, not its loopback: that would be spliced.
     let host4: Ipv4Addr = HOST_IP4.parse().unwrap();
-    let mut c = t
+    let c = t
         .connect_host(SocketAddr::from((host4, 6600)))
         .expect("connect");
     let a = accept_timeout(&l, 10);
     const TOTAL: u64 = 100 << 20;
-    let w = std::thread::spawn(move || {
-        send_pattern(&mut c, 11, TOTAL).unwrap();
-        c.shutdown(Shutdown::Write).unwrap();
-        c
-    });
-    /// Reads in small pieces, pausing now and then.
-    struct Slow(TcpStream, u32);
-    impl Read for Slow {
-        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-            self.1 += 1;
-            if self.1.is_multiple_of(64) {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let n = b.len().min(8192);
-            self.0.read(&mut b[..n])
-        }
-    }
-    a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut slow = Slow(a, 0);
-    assert_eq!(
-        check_pattern(&mut slow, 11, TOTAL),
-        Ok(TOTAL),
-        "{}",
-        t.p.output()
-    );
-    drop(w.join().unwrap());
+    // Reads in small pieces, pausing now and then.
+    let slow = Slow {
+        piece: 8192,
+        every: 64,
+        pause: Duration::from_millis(2),
+    };
+    let r = pattern_to_slow_reader(c, a, 11, TOTAL, slow);
+    assert_eq!(r, Ok(TOTAL), "{}", t.p.output());
 }
 
 // --- passt through qemu ------------------------------------------------------------
@@ -568,32 +550,15 @@ fn full_send_buffer_reopens_window() {
         assert_eq!(r, 0);
         s
     });
-    let mut c = t.connect_guest(gw4(7000)).expect("connect");
+    let c = t.connect_guest(gw4(7000)).expect("connect");
     let a = accept_timeout(&l, 10);
     const TOTAL: u64 = 64 << 20;
-    let w = std::thread::spawn(move || {
-        send_pattern(&mut c, 5, TOTAL).unwrap();
-        c.shutdown(Shutdown::Write).unwrap();
-        c
-    });
-    struct Slow(TcpStream, u32);
-    impl Read for Slow {
-        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-            self.1 += 1;
-            if self.1.is_multiple_of(32) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let n = b.len().min(4096);
-            self.0.read(&mut b[..n])
-        }
-    }
-    a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut slow = Slow(a, 0);
-    assert_eq!(
-        check_pattern(&mut slow, 5, TOTAL),
-        Ok(TOTAL),
-        "{}",
-        t.p.output()
-    );
-    drop(w.join().unwrap());
+    // Reads in small pieces, pausing now and then.
+    let slow = Slow {
+        piece: 4096,
+        every: 32,
+        pause: Duration::from_millis(1),
+    };
+    let r = pattern_to_slow_reader(c, a, 5, TOTAL, slow);
+    assert_eq!(r, Ok(TOTAL), "{}", t.p.output());
 }
