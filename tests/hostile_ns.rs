@@ -499,16 +499,7 @@ fn syn_flood(mut t: Setup, port: u16) {
         let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
         // Room for every reset while the flood is still going out.
         let big: libc::c_int = 16 << 20;
-        // SAFETY: `big` lives across the call and its size is passed along.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        set_sock_opt(&sock, libc::SO_RCVBUFFORCE, &big);
         let to = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
@@ -542,16 +533,7 @@ fn syn_flood(mut t: Setup, port: u16) {
             tv_sec: 0,
             tv_usec: 500_000,
         };
-        // SAFETY: `tv` lives across the call and its size is passed along.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
+        set_sock_opt(&sock, libc::SO_RCVTIMEO, &tv);
         let mut rsts = 0u32;
         let mut buf = [0u8; 1500];
         loop {

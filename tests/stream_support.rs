@@ -175,22 +175,28 @@ pub(crate) fn pattern_to_slow_reader(
     r
 }
 
+/// `setsockopt(fd, SOL_SOCKET, opt, value)`; its return value (0 on
+/// success).
+pub(crate) fn set_sock_opt<T>(fd: &impl AsRawFd, opt: libc::c_int, value: &T) -> libc::c_int {
+    // SAFETY: `value` lives across the call and its size is passed along.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    }
+}
+
 /// Sets SO_LINGER to zero, so that close() sends an RST.
 pub(crate) fn linger_zero(c: &TcpStream) {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: `l` lives across the call and its size is passed along.
-    let r = unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
+    let r = set_sock_opt(c, libc::SO_LINGER, &l);
     assert_eq!(r, 0);
 }
 

@@ -389,16 +389,7 @@ fn short_frames_to_the_guest_are_padded() {
         tv_sec: 0,
         tv_usec: 200_000,
     };
-    // SAFETY: `tv` lives across the call and its size is passed along.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
+    let r = set_sock_opt(&sock, libc::SO_RCVTIMEO, &tv);
     assert_eq!(r, 0);
 
     let mut c = t.connect_guest(gw4(6310)).expect("connect");
@@ -451,16 +442,7 @@ fn zero_window_slow_reader() {
         let s = TcpListener::bind(any4(6600)).unwrap();
         // The buffer size of a listener passes on to accepted sockets.
         let v: libc::c_int = 4096;
-        // SAFETY: `v` lives across the call and its size is passed along.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let r = set_sock_opt(&s, libc::SO_RCVBUF, &v);
         assert_eq!(r, 0);
         s
     });
@@ -537,16 +519,7 @@ fn full_send_buffer_reopens_window() {
     let l = in_ns(&t.h, || {
         let s = TcpListener::bind(any4(7000)).unwrap();
         let v: libc::c_int = 4096;
-        // SAFETY: `v` lives across the call and its size is passed along.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let r = set_sock_opt(&s, libc::SO_RCVBUF, &v);
         assert_eq!(r, 0);
         s
     });

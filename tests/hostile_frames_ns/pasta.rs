@@ -46,16 +46,7 @@ impl TapGuest {
                 tv_sec: 0,
                 tv_usec: 100_000,
             };
-            // SAFETY: `tv` lives across the call and its size is passed along.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as u32,
-                )
-            };
+            set_sock_opt(&fd, libc::SO_RCVTIMEO, &tv);
             TapGuest { fd, ifindex }
         })
     }
