@@ -242,32 +242,22 @@ fn pasta_tcp_both_directions() {
 
 /// [`pasta_tcp_both_directions`]: the guest fetches `data` from a host server.
 fn tcp_host_to_guest(h: &Netns, dir: &Scratch, data: &std::path::Path, v: &[u8]) {
-    // Host → guest.
     let got = dir.join("to_guest.bin");
-    let _srv = Proc::spawn(
-        h.cmd(&[
-            "socat".into(),
-            "-u".into(),
-            format!("OPEN:{}", data.display()),
-            "TCP-LISTEN:5601,reuseaddr".into(),
-        ]),
-        "socat server",
+    let _srv = socat_server(
+        h,
         dir.join("srv1.log"),
+        format!("OPEN:{}", data.display()),
+        "TCP-LISTEN:5601,reuseaddr".into(),
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let out = h.user_run(
+    pasta_config_net_run(
+        h,
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
             "socat".into(),
             "-u".into(),
             format!("TCP:{GW_IP4}:5601"),
             format!("OPEN:{},creat,trunc", got.display()),
         ],
-        60,
     );
-    ok_text(&out);
     assert!(
         std::fs::read(&got).unwrap() == v,
         "host to guest: data differs"
@@ -276,25 +266,18 @@ fn tcp_host_to_guest(h: &Netns, dir: &Scratch, data: &std::path::Path, v: &[u8])
 
 /// [`pasta_tcp_both_directions`]: the guest sends `data` to a host server.
 fn tcp_guest_to_host(h: &Netns, dir: &Scratch, data: &std::path::Path, v: &[u8]) {
-    // Guest → host (the command waits so that the guest's kernel can finish
-    // sending after socat closes).
     let put = dir.join("to_host.bin");
-    let _srv = Proc::spawn(
-        h.cmd(&[
-            "socat".into(),
-            "-u".into(),
-            "TCP-LISTEN:5602,reuseaddr".into(),
-            format!("OPEN:{},creat,trunc", put.display()),
-        ]),
-        "socat server",
+    let _srv = socat_server(
+        h,
         dir.join("srv2.log"),
+        "TCP-LISTEN:5602,reuseaddr".into(),
+        format!("OPEN:{},creat,trunc", put.display()),
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let out = h.user_run(
+    // The command waits so that the guest's kernel can finish sending after
+    // socat closes.
+    pasta_config_net_run(
+        h,
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
             "sh".into(),
             "-c".into(),
             format!(
@@ -302,11 +285,27 @@ fn tcp_guest_to_host(h: &Netns, dir: &Scratch, data: &std::path::Path, v: &[u8])
                 data.display()
             ),
         ],
-        60,
     );
-    ok_text(&out);
     let same = eventually(10, || (std::fs::read(&put).ok()? == v).then_some(()));
     assert!(same.is_some(), "guest to host: data differs");
+}
+
+/// `socat -u FROM TO` in the host namespace, given a moment to listen.
+fn socat_server(h: &Netns, log: std::path::PathBuf, from: String, to: String) -> Proc {
+    let p = Proc::spawn(
+        h.cmd(&["socat".into(), "-u".into(), from, to]),
+        "socat server",
+        log,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    p
+}
+
+/// `pasta --config-net -- CMD...` as the test user; it must succeed.
+fn pasta_config_net_run(h: &Netns, cmd: &[String]) {
+    let mut args = vec![s(&pasta()), "--config-net".into(), "--".into()];
+    args.extend(cmd.iter().cloned());
+    ok_text(&h.user_run(&args, 60));
 }
 
 /// [`pasta_tcp_both_directions`]: a host client fetches `data` from the guest's server through a forwarded port.
