@@ -47,7 +47,7 @@ mod routed;
 mod vm;
 
 use ns_support::*;
-use relay_support::TapRelay;
+use relay_support::*;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -245,11 +245,7 @@ fn script(dir: &Scratch, name: &str) -> String {
         "hold.py" => HOLD,
         _ => panic!("no script {name}"),
     };
-    let p = dir.join(name);
-    if !p.exists() {
-        std::fs::write(&p, body).expect("script");
-    }
-    s(&p)
+    dir.script(name, body)
 }
 
 /// A service of the test in namespace `ns`, ready once its file is written.

@@ -21,10 +21,12 @@ mod ns_support;
 mod passt;
 #[path = "hostile_frames_ns/pasta.rs"]
 mod pasta;
+mod relay_support;
 mod stream_support;
 
 use cases::cases;
 use ns_support::*;
+use relay_support::*;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -309,14 +309,6 @@ struct Host {
     _peer: Netns,
 }
 
-fn script(dir: &Scratch, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    if !p.exists() {
-        std::fs::write(&p, text).expect("script");
-    }
-    p.display().to_string()
-}
-
 /// Builds the host of `c`: namespaces without duplicate address detection,
 /// veth uplinks to the peer, the case's addresses and routes, echo services
 /// (the peer's on its service addresses, the host's on its loopback, with a
@@ -364,7 +356,7 @@ fn build_host(c: &Case, dir: &Scratch) -> Host {
         c.peer
     ));
     h.resolv(c.resolv.unwrap_or("nameserver 192.0.2.53\n"));
-    let srv = script(dir, "echo_srv.py", ECHO_SRV);
+    let srv = dir.script("echo_srv.py", ECHO_SRV);
     let mut servers = Vec::new();
     let dns = c.resolv.is_some_and(|r| r.contains("127.0.0.53"));
     for (ns, port, tag) in [(&peer, PEER_PORT, "peer"), (&h, HOST_PORT, "host")] {
@@ -402,7 +394,7 @@ fn run_pasta(host: &Host, c: &Case, dir: &Scratch) -> std::process::Output {
         c.ping,
         c.bulk.max(64)
     );
-    let check = script(dir, "ns_check.py", NS_CHECK);
+    let check = dir.script("ns_check.py", NS_CHECK);
     host.h.user_run(
         &[
             bin("pasta").display().to_string(),

@@ -17,7 +17,7 @@ mod passt;
 mod relay_support;
 
 use ns_support::*;
-use relay_support::qemu_hub;
+use relay_support::*;
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -1,6 +1,7 @@
 //! The guest side of passt without a VM: a tap device in a namespace whose
 //! frames are relayed to and from passt's stream in qemu's framing, by the
-//! test itself ([`TapRelay`]) or by qemu without a machine ([`qemu_hub`]).
+//! test itself ([`TapRelay`]) or by qemu without a machine ([`qemu_hub`]);
+//! or the test speaking that framing itself ([`StreamClient`]).
 
 #![allow(dead_code)]
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
@@ -193,4 +195,114 @@ pub(crate) fn qemu_hub(ns: &Netns, sock: &Path, tap: &str, log: PathBuf) -> Proc
     })
     .expect("qemu created its tap");
     q
+}
+
+// --- qemu stream framing -----------------------------------------------------
+
+/// A client of passt's socket speaking qemu's framing directly.
+pub(crate) struct StreamClient {
+    pub(crate) s: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl StreamClient {
+    pub(crate) fn connect(path: &Path) -> StreamClient {
+        let s = eventually(10, || UnixStream::connect(path).ok())
+            .unwrap_or_else(|| panic!("connect {}", path.display()));
+        StreamClient::from_stream(s)
+    }
+
+    /// A client over a connected socket (one end of a pair given to passt
+    /// with `--fd`).
+    pub(crate) fn from_stream(s: UnixStream) -> StreamClient {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        StreamClient { s, buf: Vec::new() }
+    }
+
+    /// The bytes of `frames` in the stream encoding.
+    pub(crate) fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for f in frames {
+            v.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    pub(crate) fn send_raw(&mut self, b: &[u8]) {
+        self.s.write_all(b).expect("write to passt");
+    }
+
+    /// Reads frames until `want` of them matched `pred` or `secs` passed.
+    /// Returns every frame read.
+    pub(crate) fn collect(
+        &mut self,
+        secs: u64,
+        want: usize,
+        pred: impl Fn(&[u8]) -> bool,
+    ) -> Vec<Vec<u8>> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut frames = Vec::new();
+        let mut tmp = [0u8; 65536];
+        while Instant::now() < end && frames.iter().filter(|f: &&Vec<u8>| pred(f)).count() < want {
+            match self.s.read(&mut tmp) {
+                Ok(0) => break,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(_) => {}
+            }
+            while self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if self.buf.len() < 4 + len {
+                    break;
+                }
+                frames.push(self.buf[4..4 + len].to_vec());
+                self.buf.drain(..4 + len);
+            }
+        }
+        frames
+    }
+
+    /// Whether passt closed the connection (bounded wait).
+    pub(crate) fn closed_by_peer(&mut self, secs: u64) -> bool {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut tmp = [0u8; 65536];
+        while Instant::now() < end {
+            match self.s.read(&mut tmp) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => {}
+            }
+        }
+        false
+    }
+}
+
+pub(crate) const GUEST_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+
+/// An ARP request from the guest (10.77.0.2) for `target`, padded with zeros
+/// to `pad_to` bytes as qemu does for short frames.
+pub(crate) fn arp_request(target: [u8; 4], pad_to: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[10, 77, 0, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    if f.len() < pad_to {
+        f.resize(pad_to, 0);
+    }
+    f
+}
+
+/// Whether `f` is an ARP reply telling the guest where `ip` is.
+pub(crate) fn is_arp_reply_for(f: &[u8], ip: [u8; 4]) -> bool {
+    f.len() >= 42
+        && f[12..14] == [0x08, 0x06]
+        && f[20..22] == [0, 2]
+        && f[28..32] == ip
+        && f[0..6] == GUEST_MAC
 }

@@ -193,11 +193,7 @@ fn script(dir: &Scratch, name: &str) -> String {
         "udp_send.py" => UDP_SEND,
         _ => panic!("no script {name}"),
     };
-    let p = dir.join(name);
-    if !p.exists() {
-        std::fs::write(&p, text).expect("script");
-    }
-    s(&p)
+    dir.script(name, text)
 }
 
 /// Allows ping sockets for every group in the host namespace: pasta, as the
@@ -471,18 +467,7 @@ fn check_config_net(g: &Netns, what: &str) {
 /// A guest configured by its own clients: busybox udhcpc applies its lease,
 /// the kernel's SLAAC an address from pasta's router advertisement.
 fn check_dhcp_slaac(g: &Netns, ifname: &str, dir: &Scratch, what: &str, log: &dyn Fn() -> String) {
-    let script = dir.join("udhcpc-apply.sh");
-    let lease = dir.join("lease.env");
-    let _ = std::fs::remove_file(&lease);
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in bound|renew)\n  env > {l}\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  ip route add default via \"$router\" dev \"$interface\" ;;\nesac\nexit 0\n",
-            l = lease.display()
-        ),
-    )
-    .expect("script");
-    let _ = Command::new("chmod").arg("755").arg(&script).status();
+    let (script, lease) = udhcpc_apply_script(dir, false);
     let mac = jq(
         &g.sh(&format!("ip -j link show dev {ifname}")),
         ".[0].address",

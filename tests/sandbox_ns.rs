@@ -13,10 +13,12 @@
 //! allowlist.
 
 mod ns_support;
+mod relay_support;
 #[path = "sandbox_ns/seccomp_log.rs"]
 mod seccomp_log;
 
 use ns_support::*;
+use relay_support::*;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -11,8 +11,10 @@
 mod ns_support;
 #[path = "udp_ns/ports.rs"]
 mod ports;
+mod relay_support;
 
 use ns_support::*;
+use relay_support::*;
 
 /// A UDP echo server: `echo_srv.py ADDR PORT IDLE_SECS [READY_FILE]`
 /// ("::" is dual-stack); writes READY_FILE once bound.
@@ -131,15 +133,10 @@ t = threading.Thread(target=tcp); t.start(); udp(); t.join()
 "#;
 
 fn scripts(dir: &Scratch) -> (String, String, String) {
-    let w = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).expect("script");
-        s(&p)
-    };
     (
-        w("echo_srv.py", ECHO_SRV),
-        w("echo_cli.py", ECHO_CLI),
-        w("dns_srv.py", DNS_SRV),
+        dir.script("echo_srv.py", ECHO_SRV),
+        dir.script("echo_cli.py", ECHO_CLI),
+        dir.script("dns_srv.py", DNS_SRV),
     )
 }
 

@@ -5,18 +5,7 @@ use super::*;
 
 /// udhcpc on `ifname` in `g`, applying its lease; the lease's variables.
 fn udhcpc(g: &Netns, ifname: &str, dir: &Scratch, log: &dyn Fn() -> String) -> String {
-    let script = dir.join("udhcpc-apply.sh");
-    let lease = dir.join("lease.env");
-    let _ = std::fs::remove_file(&lease);
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in bound|renew)\n  env > {l}\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  [ -n \"$mtu\" ] && ip link set \"$interface\" mtu \"$mtu\"\n  ip route add default via \"$router\" dev \"$interface\" ;;\nesac\nexit 0\n",
-            l = lease.display()
-        ),
-    )
-    .expect("script");
-    let _ = Command::new("chmod").arg("755").arg(&script).status();
+    let (script, lease) = udhcpc_apply_script(dir, true);
     let out = run_udhcpc(g, ifname, &["mtu"], &script);
     std::fs::read_to_string(&lease)
         .unwrap_or_else(|_| panic!("no DHCP lease: {}\n{}", text(&out), log()))
