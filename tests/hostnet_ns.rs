@@ -395,25 +395,10 @@ fn run_pasta(host: &Host, c: &Case, dir: &Scratch) -> std::process::Output {
         c.bulk.max(64)
     );
     let check = dir.script("ns_check.py", NS_CHECK);
-    host.h.user_run(
-        &[
-            bin("pasta").display().to_string(),
-            "--config-net".into(),
-            "-t".into(),
-            "none".into(),
-            "-u".into(),
-            "none".into(),
-            "-T".into(),
-            "none".into(),
-            "-U".into(),
-            "none".into(),
-            "--".into(),
-            "python3".into(),
-            check,
-            spec,
-        ],
-        120,
-    )
+    let mut args = vec![s(&pasta()), "--config-net".into()];
+    args.extend(NO_FORWARDS.map(String::from));
+    args.extend(["--".into(), "python3".into(), check, spec]);
+    host.h.user_run(&args, 120)
 }
 
 /// Runs every case; fails with every problem of every case.

@@ -75,6 +75,9 @@ pub(crate) fn passt() -> PathBuf {
     bin("passt")
 }
 
+/// The options that turn every port forward off.
+pub(crate) const NO_FORWARDS: [&str; 8] = ["-t", "none", "-u", "none", "-T", "none", "-U", "none"];
+
 /// A path as a command-line argument.
 pub(crate) fn s(p: &Path) -> String {
     p.display().to_string()

@@ -52,29 +52,17 @@ fn ipv6_first_connection_syn_follows_first_solicitation() {
     let mut gaps = Vec::new();
     for i in 0..STARTS {
         let pcap = dir.join(&format!("start{i}.pcap"));
-        let out = h.user_run(
-            &[
-                s(&pasta()),
-                "--config-net".into(),
-                "-p".into(),
-                s(&pcap),
-                "-t".into(),
-                "none".into(),
-                "-u".into(),
-                "none".into(),
-                "-T".into(),
-                "none".into(),
-                "-U".into(),
-                "none".into(),
-                "--".into(),
-                "python3".into(),
-                "-S".into(),
-                connect.clone(),
-                GW_IP6.into(),
-                "7200".into(),
-            ],
-            30,
-        );
+        let mut args = vec![s(&pasta()), "--config-net".into(), "-p".into(), s(&pcap)];
+        args.extend(NO_FORWARDS.map(String::from));
+        args.extend([
+            "--".into(),
+            "python3".into(),
+            "-S".into(),
+            connect.clone(),
+            GW_IP6.into(),
+            "7200".into(),
+        ]);
+        let out = h.user_run(&args, 30);
         let text = ok_text(&out);
         assert!(text.contains("connected"), "start {i}: {text}");
         let frames = frames_with_time(&pcap);
