@@ -491,65 +491,7 @@ fn syn_flood(mut t: Setup, port: u16) {
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kib(t.pid);
     // The flood, and the resets it gets back.
-    let rsts = in_ns(&t.g, || {
-        // SAFETY: plain socket creation; the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor owned by no one else.
-        let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-        // Room for every reset while the flood is still going out.
-        let big: libc::c_int = 16 << 20;
-        set_sock_opt(&sock, libc::SO_RCVBUFFORCE, &big);
-        let to = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(dst).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        for i in 0..N {
-            let seg = syn_segment(src, dst, 20000 + i, 9);
-            // SAFETY: `seg` and `to` live across the call, lengths passed along.
-            let r = unsafe {
-                libc::sendto(
-                    sock.as_raw_fd(),
-                    seg.as_ptr().cast(),
-                    seg.len(),
-                    0,
-                    (&to as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(r, 20, "sendto: {}", std::io::Error::last_os_error());
-            // Paced within what the tap queue holds (1000 frames), with room
-            // for a loaded machine.
-            if i % 100 == 99 {
-                std::thread::sleep(Duration::from_millis(30));
-            }
-        }
-        // Count the resets from the unreachable host (IP header + TCP).
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 500_000,
-        };
-        set_sock_opt(&sock, libc::SO_RCVTIMEO, &tv);
-        let mut rsts = 0u32;
-        let mut buf = [0u8; 1500];
-        loop {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                break;
-            }
-            let n = n as usize;
-            let ihl = usize::from(buf[0] & 0xf) * 4;
-            if n >= ihl + 20 && buf[12..16] == dst.octets() && buf[ihl + 13] & 0x04 != 0 {
-                rsts += 1;
-            }
-        }
-        rsts
-    });
+    let rsts = in_ns(&t.g, || flood_syns(src, dst, N));
     let flood_end = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let after = rss_kib(t.pid);
@@ -593,6 +535,69 @@ fn syn_flood(mut t: Setup, port: u16) {
         "{refused} SYNs counted as refused, {rsts} resets: {}",
         t.p.output()
     );
+}
+
+/// `n` SYNs from `src` to `dst` (ports 20000 and up) through a raw socket
+/// of the calling thread's namespace, paced within the tap queue; the
+/// resets that came back.
+fn flood_syns(src: Ipv4Addr, dst: Ipv4Addr, n: u16) -> u32 {
+    // SAFETY: plain socket creation; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor owned by no one else.
+    let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // Room for every reset while the flood is still going out.
+    let big: libc::c_int = 16 << 20;
+    set_sock_opt(&sock, libc::SO_RCVBUFFORCE, &big);
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(dst).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    for i in 0..n {
+        let seg = syn_segment(src, dst, 20000 + i, 9);
+        // SAFETY: `seg` and `to` live across the call, lengths passed along.
+        let r = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                seg.as_ptr().cast(),
+                seg.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 20, "sendto: {}", std::io::Error::last_os_error());
+        // Paced within what the tap queue holds (1000 frames), with room
+        // for a loaded machine.
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    // Count the resets from the unreachable host (IP header + TCP).
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 500_000,
+    };
+    set_sock_opt(&sock, libc::SO_RCVTIMEO, &tv);
+    let mut rsts = 0u32;
+    let mut buf = [0u8; 1500];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        let n = n as usize;
+        let ihl = usize::from(buf[0] & 0xf) * 4;
+        if n >= ihl + 20 && buf[12..16] == dst.octets() && buf[ihl + 13] & 0x04 != 0 {
+            rsts += 1;
+        }
+    }
+    rsts
 }
 
 // --- a UDP flood -------------------------------------------------------------------

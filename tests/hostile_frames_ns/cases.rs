@@ -378,6 +378,13 @@ fn other_l4_cases(m: Macs) -> Vec<Case> {
 
 /// DHCP, DHCPv6 and NDP; `ra` as in [`cases`].
 fn service_cases(m: Macs, ra: bool) -> Vec<Case> {
+    let mut v = dhcp_cases(m);
+    v.extend(ndp_cases(m, ra));
+    v
+}
+
+/// DHCP and DHCPv6.
+fn dhcp_cases(m: Macs) -> Vec<Case> {
     use Expect::*;
     let d = |r| Drop(r);
     let mut v = Vec::new();
@@ -444,7 +451,14 @@ fn service_cases(m: Macs, ra: bool) -> Vec<Case> {
         Reply(self::Reply::Dhcp6Advertise),
     ));
 
-    // NDP.
+    v
+}
+
+/// NDP; `ra` as in [`cases`].
+fn ndp_cases(m: Macs, ra: bool) -> Vec<Case> {
+    use Expect::*;
+    let d = |r| Drop(r);
+    let mut v = Vec::new();
     let sll = |len: u8| {
         let mut o = vec![1, len];
         o.extend_from_slice(&m.guest);
