@@ -32,112 +32,27 @@ impl TapRelay {
     pub(crate) fn start(ns: &Netns, ifname: &str, stream: UnixStream) -> TapRelay {
         let file = std::fs::File::open(ns.path()).expect("namespace file");
         let name = ifname.to_string();
-        let tap: OwnedFd = std::thread::spawn(move || {
-            // SAFETY: setns changes this thread's network namespace only.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            // SAFETY: open with a constant path.
-            let fd =
-                unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-            assert!(fd >= 0, "/dev/net/tun: {}", std::io::Error::last_os_error());
-            // SAFETY: we own the descriptor just opened.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let mut req = [0u8; 40];
-            req[..name.len()].copy_from_slice(name.as_bytes());
-            let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as u16;
-            req[16..18].copy_from_slice(&flags.to_ne_bytes());
-            // SAFETY: TUNSETIFF reads an ifreq, which `req` is large enough for.
-            let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, req.as_mut_ptr()) };
-            assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
-            fd
-        })
-        .join()
-        .expect("tap");
+        let tap = std::thread::spawn(move || open_tap(&file, &name))
+            .join()
+            .expect("tap");
         ns.sh(&format!("ip link set {ifname} up"));
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
         let tap = Arc::new(tap);
-        let mut threads = Vec::new();
-        // tap -> stream
-        {
-            let (tap, stop) = (tap.clone(), stop.clone());
-            let mut out = stream.try_clone().expect("stream");
-            threads.push(std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536 + 4];
-                while !stop.load(Ordering::Relaxed) {
-                    let mut pfd = libc::pollfd {
-                        fd: tap.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd.
-                    if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
-                        continue;
-                    }
-                    // SAFETY: reading into our buffer past the length prefix.
-                    let n =
-                        unsafe { libc::read(tap.as_raw_fd(), buf[4..].as_mut_ptr().cast(), 65536) };
-                    if n <= 0 {
-                        continue;
-                    }
-                    let n = n as usize;
-                    buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
-                    if out.write_all(&buf[..4 + n]).is_err() {
-                        break;
-                    }
-                }
-                stop.store(true, Ordering::Relaxed);
-            }));
-        }
-        // stream -> tap
-        {
-            let (tap, stop, paused) = (tap.clone(), stop.clone(), paused.clone());
-            let mut inp = stream;
-            inp.set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("timeout");
-            threads.push(std::thread::spawn(move || {
-                let mut buf: Vec<u8> = Vec::new();
-                let mut tmp = vec![0u8; 1 << 16];
-                while !stop.load(Ordering::Relaxed) {
-                    if paused.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                    match inp.read(&mut tmp) {
-                        Ok(0) => break,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        Err(e)
-                            if e.kind() == ErrorKind::WouldBlock
-                                || e.kind() == ErrorKind::TimedOut =>
-                        {
-                            continue
-                        }
-                        Err(_) => break,
-                    }
-                    let mut off = 0;
-                    while buf.len() - off >= 4 {
-                        let len = u32::from_be_bytes([
-                            buf[off],
-                            buf[off + 1],
-                            buf[off + 2],
-                            buf[off + 3],
-                        ]) as usize;
-                        if buf.len() - off < 4 + len {
-                            break;
-                        }
-                        let f = &buf[off + 4..off + 4 + len];
-                        // A full tap queue drops the frame, as a guest's
-                        // full ring would: TCP sends it again.
-                        // SAFETY: writing one frame from our buffer.
-                        unsafe { libc::write(tap.as_raw_fd(), f.as_ptr().cast(), f.len()) };
-                        off += 4 + len;
-                    }
-                    buf.drain(..off);
-                }
-                let _ = inp.shutdown(Shutdown::Both);
-                stop.store(true, Ordering::Relaxed);
-            }));
-        }
+        let out = stream.try_clone().expect("stream");
+        let inp = stream;
+        inp.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let threads = vec![
+            {
+                let (tap, stop) = (tap.clone(), stop.clone());
+                std::thread::spawn(move || tap_to_stream(&tap, &stop, out))
+            },
+            {
+                let (tap, stop, paused) = (tap.clone(), stop.clone(), paused.clone());
+                std::thread::spawn(move || stream_to_tap(&tap, &stop, &paused, inp))
+            },
+        ];
         TapRelay {
             stop,
             paused,
@@ -149,6 +64,94 @@ impl TapRelay {
     pub(crate) fn pause(&self, on: bool) {
         self.paused.store(on, Ordering::Relaxed);
     }
+}
+
+/// Creates the tap device `name` in the calling thread's network
+/// namespace (`file`, which the thread enters).
+fn open_tap(file: &std::fs::File, name: &str) -> OwnedFd {
+    // SAFETY: setns changes this thread's network namespace only.
+    let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+    // SAFETY: open with a constant path.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "/dev/net/tun: {}", std::io::Error::last_os_error());
+    // SAFETY: we own the descriptor just opened.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = [0u8; 40];
+    req[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as u16;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads an ifreq, which `req` is large enough for.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, req.as_mut_ptr()) };
+    assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// Frames read from the tap, written to passt's stream with their length
+/// in front, until `stop` or a write fails (then it sets `stop`).
+fn tap_to_stream(tap: &OwnedFd, stop: &AtomicBool, mut out: UnixStream) {
+    let mut buf = vec![0u8; 65536 + 4];
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: tap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            continue;
+        }
+        // SAFETY: reading into our buffer past the length prefix.
+        let n = unsafe { libc::read(tap.as_raw_fd(), buf[4..].as_mut_ptr().cast(), 65536) };
+        if n <= 0 {
+            continue;
+        }
+        let n = n as usize;
+        buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+        if out.write_all(&buf[..4 + n]).is_err() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// Frames of passt's stream written to the tap (dropped when its queue is
+/// full), not read while `paused`, until `stop` or the stream ends (then it
+/// sets `stop`).
+fn stream_to_tap(tap: &OwnedFd, stop: &AtomicBool, paused: &AtomicBool, mut inp: UnixStream) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut tmp = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) {
+        if paused.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        match inp.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                continue
+            }
+            Err(_) => break,
+        }
+        let mut off = 0;
+        while buf.len() - off >= 4 {
+            let len =
+                u32::from_be_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+            if buf.len() - off < 4 + len {
+                break;
+            }
+            let f = &buf[off + 4..off + 4 + len];
+            // A full tap queue drops the frame, as a guest's
+            // full ring would: TCP sends it again.
+            // SAFETY: writing one frame from our buffer.
+            unsafe { libc::write(tap.as_raw_fd(), f.as_ptr().cast(), f.len()) };
+            off += 4 + len;
+        }
+        buf.drain(..off);
+    }
+    let _ = inp.shutdown(Shutdown::Both);
+    stop.store(true, Ordering::Relaxed);
 }
 
 impl Drop for TapRelay {
