@@ -158,6 +158,27 @@ fn echo_result(out: &str) -> (u32, u32) {
     (got, resent)
 }
 
+/// The echo client's run `out` got every one of `count` datagrams back, at
+/// most 1 % of them sent again; `what` names the path in a failure, `log`
+/// is the translator's output.
+fn assert_all_echoed(out: &std::process::Output, count: u32, what: &str, log: &str) {
+    let text = ok_text(out);
+    let (got, resent) = echo_result(&text);
+    assert_eq!(got, count, "{what}: datagrams echoed: {text}{log}");
+    assert!(resent <= count / 100, "{what}: {resent} sent again: {text}");
+}
+
+/// The server pasta runs as its command in the guest ends by itself, and
+/// with it pasta.
+fn assert_guest_server_ends(p: &mut Proc) {
+    assert_eq!(
+        p.wait_exit(20).code(),
+        Some(0),
+        "the guest's server ends by itself: {}",
+        p.output()
+    );
+}
+
 /// The guest's MTU in the datagram tests, and the largest UDP payloads it
 /// carries (IPv4: 20 bytes of IP header and 8 of UDP; IPv6: 40 and 8).
 const MTU: u32 = 1500;
@@ -291,10 +312,7 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
             ),
         ];
         let out = h.user_run(&args, 90);
-        let text = ok_text(&out);
-        let (got, resent) = echo_result(&text);
-        assert_eq!(got, count, "{dst}: datagrams echoed: {text}");
-        assert!(resent <= count / 100, "{dst}: {resent} sent again: {text}");
+        assert_all_echoed(&out, count, dst, "");
     }
 }
 
@@ -350,22 +368,10 @@ fn pasta_udp_ten_thousand_datagrams_inbound() {
                 ],
                 90,
             );
-            let text = ok_text(&out);
-            let (got, resent) = echo_result(&text);
-            assert_eq!(
-                got,
-                count,
-                "{dst}:5701 (MTU {mtu}) echoed by the guest: {text}; pasta: {}",
-                p.output()
-            );
-            assert!(resent <= count / 100, "{dst}: {resent} sent again: {text}");
+            let what = format!("{dst}:5701 (MTU {mtu}) to the guest");
+            assert_all_echoed(&out, count, &what, &format!("; pasta: {}", p.output()));
         }
-        assert_eq!(
-            p.wait_exit(20).code(),
-            Some(0),
-            "the guest's server ends by itself: {}",
-            p.output()
-        );
+        assert_guest_server_ends(&mut p);
     }
 }
 
@@ -464,12 +470,7 @@ fn pasta_iperf3_udp_both_directions() {
         40,
     );
     check(&ok_text(&out), "host to guest");
-    assert_eq!(
-        p.wait_exit(20).code(),
-        Some(0),
-        "the guest's server ends after its one test: {}",
-        p.output()
-    );
+    assert_guest_server_ends(&mut p);
 }
 
 /// Over passt's qemu socket: datagrams and echo requests as raw frames, the

@@ -175,22 +175,10 @@ fn pasta_udp_forwarded_port_remapped() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     for (dst, count) in [("127.0.0.1", 1_000), (HOST_IP4, 200), ("::1", 200)] {
         let out = h.run(&["python3", &cli, dst, "5353", &count.to_string()], 60);
-        let text = ok_text(&out);
-        let (got, resent) = echo_result(&text);
-        assert_eq!(
-            got,
-            count,
-            "{dst}:5353 answered by the guest's port 53: {text}; pasta: {}",
-            p.output()
-        );
-        assert!(resent <= count / 100, "{dst}: {resent} sent again");
+        let what = format!("{dst}:5353 to the guest's port 53");
+        assert_all_echoed(&out, count, &what, &format!("; pasta: {}", p.output()));
     }
-    assert_eq!(
-        p.wait_exit(20).code(),
-        Some(0),
-        "the guest's server ends by itself: {}",
-        p.output()
-    );
+    assert_guest_server_ends(&mut p);
 }
 
 #[test]
