@@ -635,6 +635,9 @@ pub fn check_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
     let l3_len = frame.len() - 14;
     let (src, dst, payload) = match net {
         NetSlice::Arp(a) => {
+            if frame.len() > max_len {
+                return Err(format!("frame of {} bytes exceeds {max_len}", frame.len()));
+            }
             if a.slice().len() != 28 {
                 return Err(format!("ARP of {} bytes", a.slice().len()));
             }
