@@ -15,7 +15,7 @@
 
 use crate::pcap::Pcap;
 use crate::qemu::QemuLink;
-use crate::socks::{Outcome, SockTable, TAG_SOCK};
+use crate::sock::{Outcome, SockTable, TAG_SOCK};
 use crate::tap::TapDevice;
 use crate::txring::LinkTx;
 use crate::vhost_user::{VuLink, TAG_KICK};
@@ -471,9 +471,9 @@ struct Io {
     /// Length and peer of each datagram of the last `Recv`.
     dgram_got: Vec<(usize, std::net::SocketAddr)>,
     /// Spliced pairs (pasta's loopback path).
-    splicer: crate::splice::Splicer,
+    splicer: crate::sock::splice::Splicer,
     /// Spliced UDP flows (pasta's loopback path).
-    dsplicer: crate::udp_splice::DgramSplicer,
+    dsplicer: crate::sock::udp_splice::DgramSplicer,
 }
 
 /// The event loop of one passt or pasta instance.
@@ -559,9 +559,9 @@ impl Runtime {
         }
         let flows = core.config().limits.flows;
         let splicer = if core.config().splice {
-            crate::splice::Splicer::new()
+            crate::sock::splice::Splicer::new()
         } else {
-            crate::splice::Splicer::default()
+            crate::sock::splice::Splicer::default()
         };
         let auto_fwd = crate::portscan::AutoForward::build(
             opts.port_scanner,
@@ -585,9 +585,9 @@ impl Runtime {
                 guest_ns: opts.guest_ns,
                 discard: Vec::new(),
                 events: Vec::with_capacity(8),
-                dgram_got: Vec::with_capacity(crate::dgram::MAX_BATCH),
+                dgram_got: Vec::with_capacity(crate::sock::dgram::MAX_BATCH),
                 splicer,
-                dsplicer: crate::udp_splice::DgramSplicer::default(),
+                dsplicer: crate::sock::udp_splice::DgramSplicer::default(),
             },
             rx: RxBuf::new(RX_BYTES),
             signals,
@@ -1229,7 +1229,7 @@ impl Io {
         let mut ring = LinkTx { arena, link, pcap };
         core.peek_into(now, &mut ring, sock, p, |skip, iov| match socks.get(sock) {
             None => Err(passt_core::Errno::EBADF),
-            Some(e) => crate::socks::peek(e.fd.as_fd(), skip, discard, iov),
+            Some(e) => crate::sock::peek(e.fd.as_fd(), skip, discard, iov),
         });
     }
 
@@ -1255,7 +1255,9 @@ impl Io {
             dgram_got,
             |bufs, room, got| match socks.get(sock) {
                 None => Err(passt_core::Errno::EBADF),
-                Some(e) => crate::dgram::recv_datagrams(e.fd.as_fd(), bufs, room, got).map(|_| ()),
+                Some(e) => {
+                    crate::sock::dgram::recv_datagrams(e.fd.as_fd(), bufs, room, got).map(|_| ())
+                }
             },
         );
     }

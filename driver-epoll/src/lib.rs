@@ -13,7 +13,6 @@
 pub mod cli;
 pub mod conf;
 mod daemon;
-mod dgram;
 mod event_loop;
 pub mod framing;
 pub mod fwd;
@@ -26,12 +25,10 @@ mod pcap;
 mod portscan;
 mod qemu;
 pub mod resolv;
-mod socks;
-mod splice;
+mod sock;
 mod stats;
 mod tap;
 mod txring;
-mod udp_splice;
 mod vhost_user;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
@@ -192,7 +189,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         ::log::warn!("{w}");
     }
     if let Some(i) = rc.ifindex6 {
-        socks::set_link_local_scope(i);
+        sock::set_link_local_scope(i);
     }
     Settings {
         mode: rc.mode,
@@ -357,7 +354,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
         )?),
         None => None,
     };
-    s.core.peek_offset = socks::probe_peek_offset();
+    s.core.peek_offset = sock::probe_peek_offset();
     let core = Core::new(s.core);
     let mut rt = Runtime::new(
         core,

@@ -118,8 +118,8 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
     let mut v: Vec<(&'static str, &'static [Syscall])> = vec![
         ("runtime", RUNTIME_SYSCALLS),
         ("event_loop", crate::event_loop::SYSCALLS),
-        ("socks", crate::socks::SYSCALLS),
-        ("dgram", crate::dgram::SYSCALLS),
+        ("socks", crate::sock::SYSCALLS),
+        ("dgram", crate::sock::dgram::SYSCALLS),
         ("log", crate::log::SYSCALLS),
         ("pcap", crate::pcap::SYSCALLS),
     ];
@@ -131,7 +131,7 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
             v.push(("event_loop (pasta)", crate::event_loop::PASTA_SYSCALLS));
             v.push(("portscan", crate::portscan::SYSCALLS));
             v.push(("isolate::worker", worker::SYSCALLS));
-            v.push(("splice", crate::splice::SYSCALLS));
+            v.push(("splice", crate::sock::splice::SYSCALLS));
         }
     }
     v

@@ -1,4 +1,3 @@
-
 //! Throw-away network namespaces for tests (needs root).
 
 use std::process::Command;

@@ -1,4 +1,3 @@
-
 use super::testns::*;
 use super::*;
 use crate::conf::{NsAddr, NsFamily, NsHop};

@@ -17,7 +17,7 @@
 //! * [`DgramSplicer::query`] answers `Action::QuerySpliced` with the
 //!   datagrams moved each way, from which the core keeps flows alive.
 
-use crate::socks::SockTable;
+use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
 use std::collections::{HashMap, HashSet};
@@ -53,10 +53,6 @@ pub(crate) struct DgramSplicer {
     bufs: Vec<Vec<u8>>,
     pktinfo: HashSet<u32>,
     got: Vec<(usize, SocketAddr)>,
-}
-
-fn last_errno() -> Errno {
-    Errno(nix::errno::Errno::last_raw())
 }
 
 /// Errors of a datagram socket that do not end a flow: transient ones, and
@@ -158,7 +154,7 @@ fn peek_addrs(fd: BorrowedFd<'_>) -> Result<Option<(SocketAddr, Option<IpAddr>)>
         }
         return Err(e);
     }
-    let Some(peer) = crate::dgram::from_storage(&name) else {
+    let Some(peer) = crate::sock::dgram::from_storage(&name) else {
         return Err(Errno::EINVAL);
     };
     Ok(Some((peer, pktinfo_addr(&msg))))
@@ -206,7 +202,7 @@ impl DgramSplicer {
         self.buffers();
         let n = max.clamp(1, BATCH);
         let got = &mut self.got;
-        crate::dgram::recv_datagrams(from, &mut self.bufs[..n], 0, got)?;
+        crate::sock::dgram::recv_datagrams(from, &mut self.bufs[..n], 0, got)?;
         let Some(to) = to else {
             return Ok(got.len());
         };
@@ -217,7 +213,7 @@ impl DgramSplicer {
             _ => IoSlice::new(&[]),
         });
         // Whatever does not go out is lost, as on any UDP path.
-        let _ = crate::socks::send_datagrams(to, &iov[..k], None);
+        let _ = crate::sock::send_datagrams(to, &iov[..k], None);
         Ok(k)
     }
 
@@ -292,7 +288,7 @@ impl DgramSplicer {
         };
         if flags.contains(EpollFlags::EPOLLERR) {
             let mut fatal = None;
-            crate::dgram::drain_errors(s.fd.as_fd(), |ev| {
+            crate::sock::dgram::drain_errors(s.fd.as_fd(), |ev| {
                 let e = match ev {
                     SockEvent::Icmp(i) => i.errno,
                     SockEvent::Error(e) => e,
@@ -303,7 +299,7 @@ impl DgramSplicer {
                 }
             });
             if let Some(e) =
-                fatal.or_else(|| crate::socks::so_error(s.fd.as_fd()).filter(|&e| !transient(e)))
+                fatal.or_else(|| crate::sock::so_error(s.fd.as_fd()).filter(|&e| !transient(e)))
             {
                 return self.end(epoll, socks, key, e);
             }

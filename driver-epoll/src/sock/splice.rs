@@ -28,7 +28,7 @@
 //! sockets with a reset. Nothing is reported twice: after the end the pair
 //! waits, out of the epoll set, for the core's `Close`.
 
-use crate::socks::SockTable;
+use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
 use std::collections::HashMap;
@@ -98,10 +98,6 @@ pub(crate) struct Splicer {
     pool: Vec<Pipe>,
     /// Size of the last pipe that could be resized: where new ones start.
     size: usize,
-}
-
-fn last_errno() -> Errno {
-    Errno(nix::errno::Errno::last_raw())
 }
 
 /// A new non-blocking pipe of at most `want` bytes (halving down to the
@@ -263,7 +259,7 @@ impl Splicer {
         if flags.contains(EpollFlags::EPOLLERR) {
             if let Some(e) = socks
                 .get(sock)
-                .and_then(|e| crate::socks::so_error(e.fd.as_fd()))
+                .and_then(|e| crate::sock::so_error(e.fd.as_fd()))
             {
                 return self.end(epoll, socks, key, Err(e));
             }
