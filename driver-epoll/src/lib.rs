@@ -18,7 +18,6 @@ pub mod framing;
 pub mod fwd;
 mod isolate;
 mod log;
-mod man;
 pub mod netlink;
 mod netns;
 mod pcap;
