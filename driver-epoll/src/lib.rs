@@ -23,12 +23,13 @@ mod netns;
 mod pcap;
 mod portscan;
 mod qemu;
-pub mod resolv;
 mod sock;
 mod stats;
 mod tap;
 mod txring;
 mod vhost_user;
+
+pub use conf::resolv;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
 use passt_core::{Config, Core, Mac};
