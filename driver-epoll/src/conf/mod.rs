@@ -310,14 +310,66 @@ fn fwd_table(
     Ok(t)
 }
 
-/// Builds the configuration of a run.
-pub fn build(
-    mode: Mode,
+/// The addresses of each family: from the template interfaces and the
+/// options, or local mode for a family without a usable host interface.
+struct Families<'a> {
+    t4: Option<&'a HostFamily>,
+    t6: Option<&'a HostFamily>,
+    usable4: bool,
+    usable6: bool,
+    local4: bool,
+    local6: bool,
+    ip4: Option<Ip4Config>,
+    ip6: Option<Ip6Config>,
+}
+
+/// The IPv4 configuration: local mode, or the template's address, prefix
+/// and gateway unless the options give them.
+fn ip4_config(
     opts: &Options,
-    host: &HostInfo,
-    resolv: &Resolv,
-) -> Result<RuntimeConfig, String> {
-    let mut warnings: Vec<String> = host.notes.clone();
+    t4: Option<&HostFamily>,
+    addr4: Option<Ipv4Addr>,
+    local4: bool,
+) -> Result<Ip4Config, String> {
+    let map4 = cli::map_v4(&opts.map_host_loopback);
+    let guest4 = cli::map_v4(&opts.map_guest_addr).flatten();
+    let (addr, prefix, gateway) = if local4 {
+        (
+            opts.addr4().unwrap_or(LOCAL_ADDR4),
+            opts.netmask.unwrap_or(LOCAL_PREFIX4),
+            Some(opts.gateway4().unwrap_or(LOCAL_GW4)),
+        )
+    } else {
+        let t = t4.ok_or("internal: no IPv4 template")?;
+        let addr = addr4.ok_or("internal: no IPv4 address")?;
+        let prefix = opts.netmask.unwrap_or_else(|| {
+            if opts.addr4().is_some() {
+                t.addrs
+                    .iter()
+                    .find(|a| a.addr == IpAddr::V4(addr))
+                    .map_or_else(|| classful(addr), |a| a.prefix)
+            } else {
+                t.addrs
+                    .iter()
+                    .find(|a| a.addr == IpAddr::V4(addr))
+                    .map_or(32, |a| a.prefix)
+            }
+        });
+        let gw = opts.gateway4().or_else(|| t.gateway.and_then(v4_of));
+        (addr, prefix, gw)
+    };
+    let mut c = Ip4Config::new(addr, prefix.min(32), gateway);
+    c.map_host_loopback = match map4 {
+        Some(m) => m,
+        None if opts.no_map_gw => None,
+        None => gateway,
+    };
+    c.map_guest_addr = guest4;
+    Ok(c)
+}
+
+/// First step of [`build`]: the families, their addresses and gateways.
+fn families<'a>(opts: &Options, host: &'a HostInfo) -> Result<Families<'a>, String> {
     let v4_on = !opts.ipv6_only;
     let v6_on = !opts.ipv4_only;
 
@@ -348,47 +400,14 @@ pub fn build(
     let local4 = v4_on && !usable4;
     let local6 = v6_on && !usable6 && !host.no_ipv6;
 
-    let map4 = cli::map_v4(&opts.map_host_loopback);
     let map6 = cli::map_v6(&opts.map_host_loopback);
-    let guest4 = cli::map_v4(&opts.map_guest_addr).flatten();
     let guest6 = cli::map_v6(&opts.map_guest_addr).flatten();
 
-    let mut ip4 = None;
-    if v4_on {
-        let (addr, prefix, gateway) = if local4 {
-            (
-                opts.addr4().unwrap_or(LOCAL_ADDR4),
-                opts.netmask.unwrap_or(LOCAL_PREFIX4),
-                Some(opts.gateway4().unwrap_or(LOCAL_GW4)),
-            )
-        } else {
-            let t = t4.ok_or("internal: no IPv4 template")?;
-            let addr = addr4.ok_or("internal: no IPv4 address")?;
-            let prefix = opts.netmask.unwrap_or_else(|| {
-                if opts.addr4().is_some() {
-                    t.addrs
-                        .iter()
-                        .find(|a| a.addr == IpAddr::V4(addr))
-                        .map_or_else(|| classful(addr), |a| a.prefix)
-                } else {
-                    t.addrs
-                        .iter()
-                        .find(|a| a.addr == IpAddr::V4(addr))
-                        .map_or(32, |a| a.prefix)
-                }
-            });
-            let gw = opts.gateway4().or_else(|| t.gateway.and_then(v4_of));
-            (addr, prefix, gw)
-        };
-        let mut c = Ip4Config::new(addr, prefix.min(32), gateway);
-        c.map_host_loopback = match map4 {
-            Some(m) => m,
-            None if opts.no_map_gw => None,
-            None => gateway,
-        };
-        c.map_guest_addr = guest4;
-        ip4 = Some(c);
-    }
+    let ip4 = if v4_on {
+        Some(ip4_config(opts, t4, addr4, local4)?)
+    } else {
+        None
+    };
 
     let mut ip6 = None;
     if usable6 || local6 {
@@ -414,28 +433,43 @@ pub fn build(
         ip6 = Some(c);
     }
 
-    // DNS.
+    Ok(Families {
+        t4,
+        t6,
+        usable4,
+        usable6,
+        local4,
+        local6,
+        ip4,
+        ip6,
+    })
+}
+
+/// The `-D` addresses of one family.
+fn dns_given<A>(opts: &Options, of: fn(IpAddr) -> Option<A>) -> Vec<A> {
+    opts.dns
+        .iter()
+        .filter_map(|d| match d {
+            cli::AddrOrNone::Addr(a) => of(*a),
+            cli::AddrOrNone::None => None,
+        })
+        .collect()
+}
+
+/// [`build`]'s DNS step: nameservers, the DNS redirection and the host's
+/// resolver of each family.
+fn apply_dns(
+    opts: &Options,
+    resolv: &Resolv,
+    ip4: &mut Option<Ip4Config>,
+    ip6: &mut Option<Ip6Config>,
+    warnings: &mut Vec<String>,
+) {
     let disabled = opts.dns_disabled();
-    let given4: Vec<Ipv4Addr> = opts
-        .dns
-        .iter()
-        .filter_map(|d| match d {
-            cli::AddrOrNone::Addr(a) => v4_of(*a),
-            cli::AddrOrNone::None => None,
-        })
-        .collect();
-    let given6: Vec<Ipv6Addr> = opts
-        .dns
-        .iter()
-        .filter_map(|d| match d {
-            cli::AddrOrNone::Addr(a) => v6_of(*a),
-            cli::AddrOrNone::None => None,
-        })
-        .collect();
     if let Some(c) = ip4.as_mut() {
         let d = dns_family(
             disabled,
-            &given4,
+            &dns_given(opts, v4_of),
             &resolv.v4,
             |a: Ipv4Addr| a.is_loopback(),
             c.map_host_loopback,
@@ -445,13 +479,12 @@ pub fn build(
         for a in d.list {
             let _ = c.dns.push(a);
         }
-        c.dns_match = d.dns_match;
-        c.dns_host = d.dns_host;
+        (c.dns_match, c.dns_host) = (d.dns_match, d.dns_host);
     }
     if let Some(c) = ip6.as_mut() {
         let d = dns_family(
             disabled,
-            &given6,
+            &dns_given(opts, v6_of),
             &resolv.v6,
             |a: Ipv6Addr| a.is_loopback(),
             c.map_host_loopback,
@@ -461,16 +494,18 @@ pub fn build(
         for a in d.list {
             let _ = c.dns.push(a);
         }
-        c.dns_match = d.dns_match;
-        c.dns_host = d.dns_host;
+        (c.dns_match, c.dns_host) = (d.dns_match, d.dns_host);
     }
     let no_dns = ip4.as_ref().is_none_or(|c| c.dns.is_empty())
         && ip6.as_ref().is_none_or(|c| c.dns.is_empty());
     if !disabled && no_dns {
         warnings.push("no nameserver address to advertise".into());
     }
+}
 
-    let search: Vec<String> = if opts.search_disabled() {
+/// The search list: `-S`, else the host's.
+fn search_list(opts: &Options, resolv: &Resolv) -> Vec<String> {
+    if opts.search_disabled() {
         Vec::new()
     } else if !opts.search.is_empty() {
         opts.search.clone()
@@ -479,9 +514,18 @@ pub fn build(
     }
     .into_iter()
     .take(MAX_SEARCH)
-    .collect();
+    .collect()
+}
 
-    // Services.
+/// [`build`]'s services step: the core's configuration without forwarding
+/// and secrets.
+fn core_config(
+    mode: Mode,
+    opts: &Options,
+    search: Vec<String>,
+    ip4: Option<Ip4Config>,
+    ip6: Option<Ip6Config>,
+) -> Config {
     let mut core = Config {
         our_mac: opts.mac_addr.unwrap_or(Mac::OUR_DEFAULT),
         guest_mac: opts.ns_mac_addr,
@@ -517,7 +561,18 @@ pub fn build(
     core.ip4 = ip4;
     core.ip6 = ip6;
 
-    // Forwarding.
+    core
+}
+
+/// [`build`]'s forwarding step: the `-t -u -T -U` tables, their checks
+/// against the families in use, and splicing.
+fn forwarding(
+    mode: Mode,
+    opts: &Options,
+    host: &HostInfo,
+    core: &mut Config,
+    warnings: &mut Vec<String>,
+) -> Result<Forwarding, String> {
     let (kind_in, default_in, default_out) = match mode {
         Mode::Passt => (SpecKind::PasstInbound, FwdMode::None, FwdMode::None),
         Mode::Pasta => (SpecKind::PastaInbound, FwdMode::Auto, FwdMode::Auto),
@@ -531,7 +586,7 @@ pub fn build(
             default_in,
             opts.no_tcp,
             "-t",
-            &mut warnings,
+            warnings,
         )?,
         udp_in: fwd_table(
             &opts.udp_ports,
@@ -540,7 +595,7 @@ pub fn build(
             default_in,
             opts.no_udp,
             "-u",
-            &mut warnings,
+            warnings,
         )?,
         tcp_out: fwd_table(
             &opts.tcp_ns,
@@ -549,7 +604,7 @@ pub fn build(
             default_out,
             opts.no_tcp,
             "-T",
-            &mut warnings,
+            warnings,
         )?,
         udp_out: fwd_table(
             &opts.udp_ns,
@@ -558,7 +613,7 @@ pub fn build(
             default_out,
             opts.no_udp,
             "-U",
-            &mut warnings,
+            warnings,
         )?,
     };
     // `%IFNAME` bindings: the core needs interface indices, looked up here.
@@ -603,12 +658,44 @@ pub fn build(
         );
     }
 
-    // Secrets.
+    Ok(fwd)
+}
+
+/// [`build`]'s secrets step: the flow-hash secret, the seed and the DUID time.
+fn secrets(core: &mut Config) -> Result<(), String> {
     random_bytes(&mut core.secret).map_err(|e| format!("no random source: {e}"))?;
     let mut seed = [0u8; 8];
     random_bytes(&mut seed).map_err(|e| format!("no random source: {e}"))?;
     core.seed = u64::from_ne_bytes(seed);
     core.duid_time = duid_time_now();
+
+    Ok(())
+}
+
+/// Builds the configuration of a run, in steps: families, DNS, services,
+/// forwarding, secrets, then what the driver itself needs.
+pub fn build(
+    mode: Mode,
+    opts: &Options,
+    host: &HostInfo,
+    resolv: &Resolv,
+) -> Result<RuntimeConfig, String> {
+    let mut warnings: Vec<String> = host.notes.clone();
+    let Families {
+        t4,
+        t6,
+        usable4,
+        usable6,
+        local4,
+        local6,
+        mut ip4,
+        mut ip6,
+    } = families(opts, host)?;
+    apply_dns(opts, resolv, &mut ip4, &mut ip6, &mut warnings);
+    let search = search_list(opts, resolv);
+    let mut core = core_config(mode, opts, search, ip4, ip6);
+    let fwd = forwarding(mode, opts, host, &mut core, &mut warnings)?;
+    secrets(&mut core)?;
 
     let template4 = t4.filter(|_| usable4).map(|t| t.ifname.clone());
     let template6 = t6.filter(|_| usable6).map(|t| t.ifname.clone());
