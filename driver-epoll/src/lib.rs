@@ -17,21 +17,19 @@ mod event_loop;
 pub mod framing;
 pub mod fwd;
 mod isolate;
+mod link;
 mod log;
 pub mod netlink;
 mod netns;
 mod pcap;
 mod portscan;
-mod qemu;
 mod sock;
 mod stats;
-mod tap;
-mod txring;
-mod vhost_user;
 
 pub use conf::resolv;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
+use link::{qemu, tap, vhost_user};
 use passt_core::{Config, Core, Mac};
 use std::ffi::OsString;
 use std::io;

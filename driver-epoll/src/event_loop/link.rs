@@ -1,46 +1,9 @@
-//! The guest link: tap device, qemu socket or vhost-user, and the
-//! loop's events on it.
+//! The loop's events on the guest link (tap device, qemu socket or
+//! vhost-user): frames in, resets, room again, queue kicks.
 
 use super::*;
 
 pub(crate) use crate::framing::RxBuf;
-
-/// The guest link.
-#[derive(Debug)]
-pub(crate) enum Link {
-    /// pasta: a tap device in the guest namespace.
-    Tap(TapDevice),
-    /// passt: qemu's stream socket.
-    Qemu(QemuLink),
-    /// passt `--vhost-user`: virtqueues in the guest's memory.
-    VhostUser(Box<VuLink>),
-}
-
-impl Link {
-    /// Asks (or stops asking) to be told when the link can take frames
-    /// again. The qemu socket watches for `EPOLLOUT`; vhost-user hears it
-    /// from the receive queue's kicks, which it always watches; a tap
-    /// device drops what it cannot take and never needs it.
-    pub(crate) fn want_writable(&mut self, epoll: &Epoll, on: bool) {
-        if let Link::Qemu(q) = self {
-            q.want_writable(epoll, on);
-        }
-    }
-
-    /// Part of a frame waits for room on the link (the qemu socket).
-    pub(crate) fn tail_pending(&self) -> bool {
-        matches!(self, Link::Qemu(q) if q.tail_pending())
-    }
-
-    /// Sends the arena's frames; returns how many the link accepted.
-    pub(crate) fn send(&mut self, arena: &mut TxArena) -> usize {
-        match self {
-            Link::Tap(t) => t.send(arena),
-            Link::Qemu(q) => q.send(arena),
-            Link::VhostUser(v) => v.send(arena),
-        }
-    }
-}
 
 impl Runtime {
     pub(super) fn link_event(&mut self, flags: EpollFlags) -> Option<Exit> {
@@ -61,7 +24,7 @@ impl Runtime {
             Link::Tap(t) => t.read_batch(rx),
             Link::Qemu(q) => q.read_batch(rx, flags),
             Link::VhostUser(v) => {
-                if v.control(&self.io.epoll) == crate::vhost_user::Control::Reset {
+                if v.control(&self.io.epoll) == crate::link::vhost_user::Control::Reset {
                     return self.link_reset();
                 }
                 // A queue may have started: frames may wait on either side.
@@ -71,7 +34,7 @@ impl Runtime {
             }
         };
         match r {
-            crate::tap::ReadOutcome::Frames => {
+            crate::link::tap::ReadOutcome::Frames => {
                 // A read from qemu may hold more frames than one batch takes:
                 // the rest is already in the buffer, where no epoll event
                 // would report it, so it is handed over at once.
@@ -113,7 +76,7 @@ impl Runtime {
                 }
                 None
             }
-            crate::tap::ReadOutcome::Reset => self.link_reset(),
+            crate::link::tap::ReadOutcome::Reset => self.link_reset(),
         }
     }
 
@@ -177,7 +140,7 @@ impl Runtime {
             return;
         };
         v.ack_kick(q);
-        if q == crate::vhost_user::device::TX {
+        if q == crate::link::vhost_user::device::TX {
             self.vu_tx();
         } else {
             // New receive buffers.
@@ -202,7 +165,8 @@ impl Runtime {
             return;
         };
         let Some(mem) = v.tx_memory() else { return };
-        let mut batch = std::mem::replace(&mut v.tx, crate::vhost_user::virtq::TxBatch::new(0));
+        let mut batch =
+            std::mem::replace(&mut v.tx, crate::link::vhost_user::virtq::TxBatch::new(0));
         let mut frames = 0usize;
         let mut returned = false;
         while let Link::VhostUser(v) = &mut self.io.link {
@@ -232,10 +196,10 @@ impl Runtime {
                 v.complete_tx(&mem, &mut batch);
                 returned = true;
             }
-            if fill == crate::vhost_user::virtq::Fill::Empty {
+            if fill == crate::link::vhost_user::virtq::Fill::Empty {
                 break;
             }
-            if frames >= crate::vhost_user::TX_PER_KICK {
+            if frames >= crate::link::vhost_user::TX_PER_KICK {
                 // Other events get their turn; a kick of our own brings
                 // the loop back here.
                 v.rekick_tx();

@@ -13,12 +13,10 @@
 //! link and reports the count with `handle_tap_sent`. Only then is the batch
 //! buffer reused and epoll waited on, at most until `poll_timeout`.
 
+use crate::link::txring::LinkTx;
+use crate::link::vhost_user::TAG_KICK;
 use crate::pcap::Pcap;
-use crate::qemu::QemuLink;
 use crate::sock::{Outcome, SockTable, TAG_SOCK};
-use crate::tap::TapDevice;
-use crate::txring::LinkTx;
-use crate::vhost_user::{VuLink, TAG_KICK};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -35,6 +33,7 @@ mod io;
 mod link;
 mod nswatch;
 
+pub(crate) use crate::link::Link;
 pub(crate) use arena::*;
 pub(crate) use link::*;
 pub(crate) use nswatch::*;

@@ -1,4 +1,6 @@
 use super::*;
+use crate::link::qemu::QemuLink;
+use crate::link::vhost_user::VuLink;
 
 #[test]
 fn tokens_round_trip() {
@@ -268,7 +270,7 @@ fn arena_peek_slots() {
 /// the socket ends a one-off instance.
 #[test]
 fn vhost_user_link_end_to_end() {
-    use crate::vhost_user::tests::Ring;
+    use crate::link::vhost_user::tests::Ring;
     use std::os::fd::AsRawFd;
     use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
     use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -289,7 +291,7 @@ fn vhost_user_link_end_to_end() {
 
     let front = std::thread::spawn(move || -> Result<(), String> {
         const SIZE: u64 = 1 << 20;
-        let file = crate::vhost_user::memory::tests::memfd(SIZE);
+        let file = crate::link::vhost_user::memory::tests::memfd(SIZE);
         let fd = file.as_raw_fd();
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
             GuestAddress(0),
@@ -309,7 +311,7 @@ fn vhost_user_link_end_to_end() {
         let mut fe = Frontend::from_stream(b, 2);
         fe.set_owner().map_err(|e| e.to_string())?;
         let features = fe.get_features().map_err(|e| e.to_string())?;
-        if features != crate::vhost_user::device::FEATURES {
+        if features != crate::link::vhost_user::device::FEATURES {
             return Err(format!("features {features:#x}"));
         }
         let rings = [Ring::new(0x1000, 16), Ring::new(0x2000, 16)];

@@ -124,10 +124,10 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
         ("pcap", crate::pcap::SYSCALLS),
     ];
     match p {
-        Profile::Passt => v.push(("qemu", crate::qemu::SYSCALLS)),
-        Profile::VhostUser => v.push(("vhost_user", crate::vhost_user::SYSCALLS)),
+        Profile::Passt => v.push(("qemu", crate::link::qemu::SYSCALLS)),
+        Profile::VhostUser => v.push(("vhost_user", crate::link::vhost_user::SYSCALLS)),
         Profile::Pasta => {
-            v.push(("tap", crate::tap::SYSCALLS));
+            v.push(("tap", crate::link::tap::SYSCALLS));
             v.push(("event_loop (pasta)", crate::event_loop::PASTA_SYSCALLS));
             v.push(("portscan", crate::portscan::SYSCALLS));
             v.push(("isolate::worker", worker::SYSCALLS));

@@ -157,7 +157,7 @@ impl VuLink {
 
     /// Listens on `path`, or the first free `dir/passt_N.socket`.
     pub(crate) fn listen(path: Option<&Path>, dir: &Path, one_off: bool) -> io::Result<VuLink> {
-        let (fd, p) = crate::qemu::listen_socket(path, dir)?;
+        let (fd, p) = crate::link::qemu::listen_socket(path, dir)?;
         Ok(VuLink::new(Some(fd), Some(p), one_off))
     }
 

@@ -11,7 +11,7 @@
 
 use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
 use crate::framing::{RxBuf, StreamRx};
-use crate::tap::ReadOutcome;
+use crate::link::tap::ReadOutcome;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
@@ -187,7 +187,7 @@ impl QemuLink {
 
     /// A connected socket handed over with `--fd` (implies one-off).
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Self> {
-        crate::tap::set_nonblocking(fd.as_fd())?;
+        crate::link::tap::set_nonblocking(fd.as_fd())?;
         tune(&fd);
         Ok(QemuLink {
             listener: None,
