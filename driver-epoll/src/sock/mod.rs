@@ -32,6 +32,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 pub(crate) mod dgram;
 mod ops;
+pub(crate) mod pairs;
 pub(crate) mod splice;
 mod stream;
 mod tcp_info;

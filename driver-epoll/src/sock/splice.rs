@@ -28,10 +28,10 @@
 //! sockets with a reset. Nothing is reported twice: after the end the pair
 //! waits, out of the epoll set, for the core's `Close`.
 
+use crate::sock::pairs::{Joined, Pairs};
 use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
-use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// System calls of spliced pairs while running (see `isolate::seccomp`).
@@ -89,12 +89,17 @@ struct Pair {
     ended: bool,
 }
 
+impl Joined for Pair {
+    fn socks(&self) -> [SockId; 2] {
+        self.socks
+    }
+}
+
 /// What this module tracks: the pairs (by the id of their first socket),
 /// which pair each socket belongs to, and the pipe pool.
 #[derive(Debug, Default)]
 pub(crate) struct Splicer {
-    pairs: HashMap<u32, Pair>,
-    owner: HashMap<u32, u32>,
+    pairs: Pairs<Pair>,
     pool: Vec<Pipe>,
     /// Size of the last pipe that could be resized: where new ones start.
     size: usize,
@@ -190,7 +195,7 @@ impl Splicer {
 
     /// Whether `sock` belongs to a joined pair.
     pub(crate) fn owns(&self, sock: SockId) -> bool {
-        self.owner.contains_key(&sock.0)
+        self.pairs.owns(sock)
     }
 
     /// Joins `a` and `b` (both connected) and moves what is already there.
@@ -225,18 +230,13 @@ impl Splicer {
         for s in [a, b] {
             let _ = socks.set_mask(epoll, s, EpollFlags::empty());
         }
-        self.pairs.insert(
-            a.0,
-            Pair {
-                socks: [a, b],
-                dirs: [dir(p), dir(q)],
-                masks: [EpollFlags::empty(); 2],
-                ended: false,
-            },
-        );
-        self.owner.insert(a.0, a.0);
-        self.owner.insert(b.0, a.0);
-        let r = self.run(epoll, socks, a.0, [true, true]);
+        let key = self.pairs.insert(Pair {
+            socks: [a, b],
+            dirs: [dir(p), dir(q)],
+            masks: [EpollFlags::empty(); 2],
+            ended: false,
+        });
+        let r = self.run(epoll, socks, key, [true, true]);
         // The pool is refilled off the path of the first bytes.
         self.fill();
         r
@@ -250,8 +250,8 @@ impl Splicer {
         sock: SockId,
         flags: EpollFlags,
     ) -> Option<(SockId, SockEvent)> {
-        let key = *self.owner.get(&sock.0)?;
-        let pair = self.pairs.get_mut(&key)?;
+        let key = self.pairs.key_of(sock)?;
+        let pair = self.pairs.get_mut(key)?;
         if pair.ended {
             return None;
         }
@@ -282,7 +282,7 @@ impl Splicer {
         key: u32,
         which: [bool; 2],
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(&key)?;
+        let pair = self.pairs.get_mut(key)?;
         for (i, go) in which.into_iter().enumerate() {
             if !go {
                 continue;
@@ -330,7 +330,7 @@ impl Splicer {
         key: u32,
         r: Result<SpliceTotals, Errno>,
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(&key)?;
+        let pair = self.pairs.get_mut(key)?;
         pair.ended = true;
         for side in 0..2 {
             let _ = socks.set_mask(epoll, pair.socks[side], EpollFlags::empty());
@@ -345,15 +345,9 @@ impl Splicer {
     /// The core closes `sock`: the pair is forgotten, its empty pipes go
     /// back to the pool.
     pub(crate) fn forget(&mut self, sock: SockId) {
-        let Some(key) = self.owner.remove(&sock.0) else {
+        let Some(pair) = self.pairs.remove(sock) else {
             return;
         };
-        let Some(pair) = self.pairs.remove(&key) else {
-            return;
-        };
-        for s in pair.socks {
-            self.owner.remove(&s.0);
-        }
         for d in pair.dirs {
             if d.pending == 0 && self.pool.len() < POOL_PIPES {
                 self.pool.push(d.pipe);

@@ -17,10 +17,11 @@
 //! * [`DgramSplicer::query`] answers `Action::QuerySpliced` with the
 //!   datagrams moved each way, from which the core keeps flows alive.
 
+use crate::sock::pairs::{Joined, Pairs};
 use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -43,12 +44,17 @@ struct Pair {
     ended: bool,
 }
 
+impl Joined for Pair {
+    fn socks(&self) -> [SockId; 2] {
+        self.socks
+    }
+}
+
 /// The pairs (by the id of their first socket), the socket → pair map,
 /// the buffers, and which listeners report destination addresses.
 #[derive(Debug, Default)]
 pub(crate) struct DgramSplicer {
-    pairs: HashMap<u32, Pair>,
-    owner: HashMap<u32, u32>,
+    pairs: Pairs<Pair>,
     /// `BATCH` buffers of `DGRAM_BUF` bytes, made on first use.
     bufs: Vec<Vec<u8>>,
     pktinfo: HashSet<u32>,
@@ -57,6 +63,11 @@ pub(crate) struct DgramSplicer {
 
 /// Errors of a datagram socket that do not end a flow: transient ones, and
 /// those ICMP reports about the peer.
+///
+/// The core's UDP flows classify errors the same way (`udp::fatal` in
+/// passt-core, private to that crate) except for `ENOMEM`, which is
+/// transient here only. One list for both waits for the core to export its
+/// classification; until then a change to one list belongs in the other.
 fn transient(e: Errno) -> bool {
     [
         Errno::EAGAIN,
@@ -163,7 +174,7 @@ fn peek_addrs(fd: BorrowedFd<'_>) -> Result<Option<(SocketAddr, Option<IpAddr>)>
 impl DgramSplicer {
     /// Whether `sock` belongs to a joined pair.
     pub(crate) fn owns(&self, sock: SockId) -> bool {
-        self.owner.contains_key(&sock.0)
+        self.pairs.owns(sock)
     }
 
     /// Carries out `Action::PeekPeer`.
@@ -250,16 +261,11 @@ impl DgramSplicer {
                 return Some((a, SockEvent::SpliceEnded(Err(e))));
             }
         }
-        self.pairs.insert(
-            a.0,
-            Pair {
-                socks: [a, b],
-                moved: [0; 2],
-                ended: false,
-            },
-        );
-        self.owner.insert(a.0, a.0);
-        self.owner.insert(b.0, a.0);
+        self.pairs.insert(Pair {
+            socks: [a, b],
+            moved: [0; 2],
+            ended: false,
+        });
         for s in [a, b] {
             if let Some(r) = self.event(epoll, socks, s, EpollFlags::EPOLLIN) {
                 return Some(r);
@@ -276,8 +282,8 @@ impl DgramSplicer {
         sock: SockId,
         flags: EpollFlags,
     ) -> Option<(SockId, SockEvent)> {
-        let key = *self.owner.get(&sock.0)?;
-        let pair = self.pairs.get(&key)?;
+        let key = self.pairs.key_of(sock)?;
+        let pair = self.pairs.get(key)?;
         if pair.ended {
             return None;
         }
@@ -326,7 +332,7 @@ impl DgramSplicer {
                 }
             }
         }
-        if let Some(p) = self.pairs.get_mut(&key) {
+        if let Some(p) = self.pairs.get_mut(key) {
             p.moved[side] += moved;
         }
         match err {
@@ -344,7 +350,7 @@ impl DgramSplicer {
         key: u32,
         e: Errno,
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(&key)?;
+        let pair = self.pairs.get_mut(key)?;
         pair.ended = true;
         for s in pair.socks {
             let _ = socks.set_mask(epoll, s, EpollFlags::empty());
@@ -355,8 +361,7 @@ impl DgramSplicer {
 
     /// Carries out `Action::QuerySpliced`.
     pub(crate) fn query(&self, sock: SockId) -> Option<SockEvent> {
-        let key = self.owner.get(&sock.0)?;
-        let p = self.pairs.get(key)?;
+        let p = self.pairs.get(self.pairs.key_of(sock)?)?;
         Some(SockEvent::Spliced(SpliceTotals {
             to_peer: p.moved[0],
             from_peer: p.moved[1],
@@ -367,13 +372,6 @@ impl DgramSplicer {
     /// `IP_PKTINFO` note).
     pub(crate) fn forget(&mut self, sock: SockId) {
         self.pktinfo.remove(&sock.0);
-        let Some(key) = self.owner.remove(&sock.0) else {
-            return;
-        };
-        if let Some(pair) = self.pairs.remove(&key) {
-            for s in pair.socks {
-                self.owner.remove(&s.0);
-            }
-        }
+        self.pairs.remove(sock);
     }
 }

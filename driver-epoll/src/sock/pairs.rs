@@ -1,0 +1,71 @@
+//! The pair table both splicers share: joined socket pairs by the id of
+//! their first socket, and the pair each socket belongs to.
+
+use passt_core::SockId;
+use std::collections::HashMap;
+
+/// A joined pair: its two sockets, first the one the pair is known by.
+pub(crate) trait Joined {
+    fn socks(&self) -> [SockId; 2];
+}
+
+/// Pairs by key (the id of their first socket) and socket → key.
+#[derive(Debug)]
+pub(crate) struct Pairs<P> {
+    pairs: HashMap<u32, P>,
+    owner: HashMap<u32, u32>,
+}
+
+impl<P> Default for Pairs<P> {
+    fn default() -> Self {
+        Pairs {
+            pairs: HashMap::new(),
+            owner: HashMap::new(),
+        }
+    }
+}
+
+impl<P: Joined> Pairs<P> {
+    /// Whether `sock` belongs to a joined pair.
+    pub(crate) fn owns(&self, sock: SockId) -> bool {
+        self.owner.contains_key(&sock.0)
+    }
+
+    /// Adds `pair` under the key of its first socket.
+    pub(crate) fn insert(&mut self, pair: P) -> u32 {
+        let [a, b] = pair.socks();
+        self.pairs.insert(a.0, pair);
+        self.owner.insert(a.0, a.0);
+        self.owner.insert(b.0, a.0);
+        a.0
+    }
+
+    /// The key of the pair `sock` belongs to.
+    pub(crate) fn key_of(&self, sock: SockId) -> Option<u32> {
+        self.owner.get(&sock.0).copied()
+    }
+
+    pub(crate) fn get(&self, key: u32) -> Option<&P> {
+        self.pairs.get(&key)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: u32) -> Option<&mut P> {
+        self.pairs.get_mut(&key)
+    }
+
+    /// Forgets the pair `sock` belongs to, and both its sockets.
+    pub(crate) fn remove(&mut self, sock: SockId) -> Option<P> {
+        let key = self.owner.remove(&sock.0)?;
+        let pair = self.pairs.remove(&key)?;
+        for s in pair.socks() {
+            self.owner.remove(&s.0);
+        }
+        Some(pair)
+    }
+
+    /// Pairs joined and not yet forgotten.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.pairs.len()
+    }
+}
