@@ -158,15 +158,8 @@ pub const ADDR_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// if the interface has IPv6.
 pub fn addr_gen_mode(ifindex: u32) -> io::Result<Option<u8>> {
     use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec};
-    let mut nl = Nl::new()?;
-    let mut req = LinkMessage::default();
-    req.header.index = ifindex;
-    let seq = nl.send(RouteNetlinkMessage::GetLink(req), 0)?;
     let mut out = None;
-    nl.receive(seq, false, |m| {
-        let RouteNetlinkMessage::NewLink(l) = m else {
-            return;
-        };
+    get_link(ifindex, |l| {
         for a in &l.attributes {
             let LinkAttribute::AfSpecUnspec(specs) = a else {
                 continue;

@@ -474,18 +474,23 @@ pub fn link_index(name: &str) -> io::Result<u32> {
     nix::net::if_::if_nametoindex(name).map_err(io::Error::from)
 }
 
-/// One interface.
-pub fn link(ifindex: u32) -> io::Result<LinkInfo> {
+/// Asks for one interface: `f` sees each answer.
+fn get_link(ifindex: u32, mut f: impl FnMut(LinkMessage)) -> io::Result<()> {
     let mut nl = Nl::new()?;
     let mut req = LinkMessage::default();
     req.header.index = ifindex;
     let seq = nl.send(RouteNetlinkMessage::GetLink(req), 0)?;
-    let mut out = None;
     nl.receive(seq, false, |m| {
         if let RouteNetlinkMessage::NewLink(l) = m {
-            out = Some(link_from(&l));
+            f(l);
         }
-    })?;
+    })
+}
+
+/// One interface.
+pub fn link(ifindex: u32) -> io::Result<LinkInfo> {
+    let mut out = None;
+    get_link(ifindex, |l| out = Some(link_from(&l)))?;
     out.ok_or_else(|| invalid("no answer for the link"))
 }
 
