@@ -166,6 +166,23 @@ pub(crate) fn listen_socket(path: Option<&Path>, dir: &Path) -> io::Result<(Owne
     }
 }
 
+/// Puts the listening socket (if any) into the epoll set, once. Shared by
+/// the stream and the vhost-user link.
+pub(crate) fn register_listener(
+    epoll: &Epoll,
+    listener: Option<&OwnedFd>,
+    registered: &mut bool,
+) -> io::Result<()> {
+    if let (Some(l), false) = (listener, *registered) {
+        epoll.add(
+            l.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LISTEN, 0)),
+        )?;
+        *registered = true;
+    }
+    Ok(())
+}
+
 impl QemuLink {
     /// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
     /// to 99) if no path was given. A stale socket of ours is replaced; a
@@ -218,13 +235,7 @@ impl QemuLink {
 
     /// Registers the listener (once) and the client, if any.
     pub(crate) fn register(&mut self, epoll: &Epoll) -> io::Result<()> {
-        if let (Some(l), false) = (&self.listener, self.listener_registered) {
-            epoll.add(
-                l.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LISTEN, 0)),
-            )?;
-            self.listener_registered = true;
-        }
+        register_listener(epoll, self.listener.as_ref(), &mut self.listener_registered)?;
         if let Some(c) = &self.client {
             let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
             match epoll.add(c.as_fd(), EpollEvent::new(flags, token(TAG_LINK, 0))) {

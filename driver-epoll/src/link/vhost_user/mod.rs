@@ -25,7 +25,7 @@ pub(crate) mod rxslots;
 pub(crate) mod tests;
 pub(crate) mod virtq;
 
-use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
+use crate::event_loop::{token, TxArena, TAG_LINK};
 use crate::pcap::Pcap;
 use device::{Device, QUEUES, RX, TX};
 use nix::errno::Errno;
@@ -181,13 +181,11 @@ impl VuLink {
 
     /// Registers the listener (once) and a socket handed over with `--fd`.
     pub(crate) fn register(&mut self, epoll: &Epoll) -> io::Result<()> {
-        if let (Some(l), false) = (&self.listener, self.listener_registered) {
-            epoll.add(
-                l.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LISTEN, 0)),
-            )?;
-            self.listener_registered = true;
-        }
+        crate::link::qemu::register_listener(
+            epoll,
+            self.listener.as_ref(),
+            &mut self.listener_registered,
+        )?;
         if let Some(s) = self.pending.take() {
             self.connect(epoll, s)?;
         }
