@@ -124,10 +124,19 @@ impl Io {
         }
     }
 
-    /// Carries out `Action::Peek` through the guest link's ring (see
-    /// `txring.rs`): the socket's data lands in the payload areas of the
-    /// link's slots, the core writes the frames around it.
-    pub(super) fn peek(&mut self, now: Instant, sock: SockId, p: passt_core::PeekRequest) {
+    /// The core, the guest link's ring, the socket table and the receive
+    /// buffers (peek discard, datagram lengths and peers), borrowed apart for
+    /// a peek or a receive into the link's slots.
+    #[allow(clippy::type_complexity)]
+    fn ring_parts(
+        &mut self,
+    ) -> (
+        &mut Core,
+        LinkTx<'_>,
+        &SockTable,
+        &mut Vec<u8>,
+        &mut Vec<(usize, std::net::SocketAddr)>,
+    ) {
         let Io {
             core,
             arena,
@@ -135,9 +144,23 @@ impl Io {
             pcap,
             socks,
             discard,
+            dgram_got,
             ..
         } = self;
-        let mut ring = LinkTx { arena, link, pcap };
+        (
+            core,
+            LinkTx { arena, link, pcap },
+            socks,
+            discard,
+            dgram_got,
+        )
+    }
+
+    /// Carries out `Action::Peek` through the guest link's ring (see
+    /// `txring.rs`): the socket's data lands in the payload areas of the
+    /// link's slots, the core writes the frames around it.
+    pub(super) fn peek(&mut self, now: Instant, sock: SockId, p: passt_core::PeekRequest) {
+        let (core, mut ring, socks, discard, _) = self.ring_parts();
         core.peek_into(now, &mut ring, sock, p, |skip, iov| match socks.get(sock) {
             None => Err(passt_core::Errno::EBADF),
             Some(e) => crate::sock::peek(e.fd.as_fd(), skip, discard, iov),
@@ -147,16 +170,7 @@ impl Io {
     /// Carries out `Action::Recv`: one `recvmmsg` into the payload areas of
     /// the link's slots; the core writes the headers in front.
     pub(super) fn recv(&mut self, now: Instant, sock: SockId, max: u16, room: u16) {
-        let Io {
-            core,
-            arena,
-            link,
-            pcap,
-            socks,
-            dgram_got,
-            ..
-        } = self;
-        let mut ring = LinkTx { arena, link, pcap };
+        let (core, mut ring, socks, _, dgram_got) = self.ring_parts();
         core.recv_into(
             now,
             &mut ring,
