@@ -4,19 +4,54 @@
 use passt_core::SockId;
 use std::collections::HashMap;
 
-/// A joined pair: its two sockets, first the one the pair is known by.
-pub(crate) trait Joined {
-    fn socks(&self) -> [SockId; 2];
+/// A joined pair: its two sockets, first the one the pair is known by,
+/// whether it ended, and what the splicer keeps for it (`S`, reached
+/// through `Deref`).
+#[derive(Debug)]
+pub(crate) struct Pair<S> {
+    pub(crate) socks: [SockId; 2],
+    /// Reported to the core: nothing more happens until `Close`.
+    pub(crate) ended: bool,
+    state: S,
+}
+
+impl<S> Pair<S> {
+    /// A new pair of `a` and `b`.
+    pub(crate) fn new(a: SockId, b: SockId, state: S) -> Self {
+        Pair {
+            socks: [a, b],
+            ended: false,
+            state,
+        }
+    }
+
+    /// What the splicer kept for the pair, taken out.
+    pub(crate) fn into_state(self) -> S {
+        self.state
+    }
+}
+
+impl<S> std::ops::Deref for Pair<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.state
+    }
+}
+
+impl<S> std::ops::DerefMut for Pair<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.state
+    }
 }
 
 /// Pairs by key (the id of their first socket) and socket → key.
 #[derive(Debug)]
-pub(crate) struct Pairs<P> {
-    pairs: HashMap<u32, P>,
+pub(crate) struct Pairs<S> {
+    pairs: HashMap<u32, Pair<S>>,
     owner: HashMap<u32, u32>,
 }
 
-impl<P> Default for Pairs<P> {
+impl<S> Default for Pairs<S> {
     fn default() -> Self {
         Pairs {
             pairs: HashMap::new(),
@@ -25,15 +60,15 @@ impl<P> Default for Pairs<P> {
     }
 }
 
-impl<P: Joined> Pairs<P> {
+impl<S> Pairs<S> {
     /// Whether `sock` belongs to a joined pair.
     pub(crate) fn owns(&self, sock: SockId) -> bool {
         self.owner.contains_key(&sock.0)
     }
 
     /// Adds `pair` under the key of its first socket.
-    pub(crate) fn insert(&mut self, pair: P) -> u32 {
-        let [a, b] = pair.socks();
+    pub(crate) fn insert(&mut self, pair: Pair<S>) -> u32 {
+        let [a, b] = pair.socks;
         self.pairs.insert(a.0, pair);
         self.owner.insert(a.0, a.0);
         self.owner.insert(b.0, a.0);
@@ -45,19 +80,19 @@ impl<P: Joined> Pairs<P> {
         self.owner.get(&sock.0).copied()
     }
 
-    pub(crate) fn get(&self, key: u32) -> Option<&P> {
+    pub(crate) fn get(&self, key: u32) -> Option<&Pair<S>> {
         self.pairs.get(&key)
     }
 
-    pub(crate) fn get_mut(&mut self, key: u32) -> Option<&mut P> {
+    pub(crate) fn get_mut(&mut self, key: u32) -> Option<&mut Pair<S>> {
         self.pairs.get_mut(&key)
     }
 
     /// Forgets the pair `sock` belongs to, and both its sockets.
-    pub(crate) fn remove(&mut self, sock: SockId) -> Option<P> {
+    pub(crate) fn remove(&mut self, sock: SockId) -> Option<Pair<S>> {
         let key = self.owner.remove(&sock.0)?;
         let pair = self.pairs.remove(&key)?;
-        for s in pair.socks() {
+        for s in pair.socks {
             self.owner.remove(&s.0);
         }
         Some(pair)

@@ -28,7 +28,7 @@
 //! sockets with a reset. Nothing is reported twice: after the end the pair
 //! waits, out of the epoll set, for the core's `Close`.
 
-use crate::sock::pairs::{Joined, Pairs};
+use crate::sock::pairs::{Pair, Pairs};
 use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
@@ -78,28 +78,19 @@ struct Dir {
     total: u64,
 }
 
-/// A joined pair.
+/// What a joined pair moves bytes with.
 #[derive(Debug)]
-struct Pair {
-    socks: [SockId; 2],
+struct Pipes {
     dirs: [Dir; 2],
     /// The epoll masks in place (empty: not in the set).
     masks: [EpollFlags; 2],
-    /// Reported to the core: nothing more happens until `Close`.
-    ended: bool,
-}
-
-impl Joined for Pair {
-    fn socks(&self) -> [SockId; 2] {
-        self.socks
-    }
 }
 
 /// What this module tracks: the pairs (by the id of their first socket),
 /// which pair each socket belongs to, and the pipe pool.
 #[derive(Debug, Default)]
 pub(crate) struct Splicer {
-    pairs: Pairs<Pair>,
+    pairs: Pairs<Pipes>,
     pool: Vec<Pipe>,
     /// Size of the last pipe that could be resized: where new ones start.
     size: usize,
@@ -230,12 +221,14 @@ impl Splicer {
         for s in [a, b] {
             let _ = socks.set_mask(epoll, s, EpollFlags::empty());
         }
-        let key = self.pairs.insert(Pair {
-            socks: [a, b],
-            dirs: [dir(p), dir(q)],
-            masks: [EpollFlags::empty(); 2],
-            ended: false,
-        });
+        let key = self.pairs.insert(Pair::new(
+            a,
+            b,
+            Pipes {
+                dirs: [dir(p), dir(q)],
+                masks: [EpollFlags::empty(); 2],
+            },
+        ));
         let r = self.run(epoll, socks, key, [true, true]);
         // The pool is refilled off the path of the first bytes.
         self.fill();
@@ -348,7 +341,7 @@ impl Splicer {
         let Some(pair) = self.pairs.remove(sock) else {
             return;
         };
-        for d in pair.dirs {
+        for d in pair.into_state().dirs {
             if d.pending == 0 && self.pool.len() < POOL_PIPES {
                 self.pool.push(d.pipe);
             }

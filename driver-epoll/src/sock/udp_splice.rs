@@ -17,7 +17,7 @@
 //! * [`DgramSplicer::query`] answers `Action::QuerySpliced` with the
 //!   datagrams moved each way, from which the core keeps flows alive.
 
-use crate::sock::pairs::{Joined, Pairs};
+use crate::sock::pairs::{Pair, Pairs};
 use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
@@ -34,27 +34,15 @@ const ROUNDS: usize = 4;
 /// Room for one datagram: the largest UDP payload fits.
 const DGRAM_BUF: usize = 65536;
 
-/// A joined pair.
+/// Datagrams moved out of each socket of a joined pair.
 #[derive(Debug)]
-struct Pair {
-    socks: [SockId; 2],
-    /// Datagrams moved out of `socks[i]`.
-    moved: [u64; 2],
-    /// Reported to the core: nothing more happens until `Close`.
-    ended: bool,
-}
-
-impl Joined for Pair {
-    fn socks(&self) -> [SockId; 2] {
-        self.socks
-    }
-}
+struct Moved([u64; 2]);
 
 /// The pairs (by the id of their first socket), the socket → pair map,
 /// the buffers, and which listeners report destination addresses.
 #[derive(Debug, Default)]
 pub(crate) struct DgramSplicer {
-    pairs: Pairs<Pair>,
+    pairs: Pairs<Moved>,
     /// `BATCH` buffers of `DGRAM_BUF` bytes, made on first use.
     bufs: Vec<Vec<u8>>,
     pktinfo: HashSet<u32>,
@@ -261,11 +249,7 @@ impl DgramSplicer {
                 return Some((a, SockEvent::SpliceEnded(Err(e))));
             }
         }
-        self.pairs.insert(Pair {
-            socks: [a, b],
-            moved: [0; 2],
-            ended: false,
-        });
+        self.pairs.insert(Pair::new(a, b, Moved([0; 2])));
         for s in [a, b] {
             if let Some(r) = self.event(epoll, socks, s, EpollFlags::EPOLLIN) {
                 return Some(r);
@@ -333,7 +317,7 @@ impl DgramSplicer {
             }
         }
         if let Some(p) = self.pairs.get_mut(key) {
-            p.moved[side] += moved;
+            p.0[side] += moved;
         }
         match err {
             Some(e) => self.end(epoll, socks, key, e),
@@ -363,8 +347,8 @@ impl DgramSplicer {
     pub(crate) fn query(&self, sock: SockId) -> Option<SockEvent> {
         let p = self.pairs.get(self.pairs.key_of(sock)?)?;
         Some(SockEvent::Spliced(SpliceTotals {
-            to_peer: p.moved[0],
-            from_peer: p.moved[1],
+            to_peer: p.0[0],
+            from_peer: p.0[1],
         }))
     }
 
