@@ -1,6 +1,8 @@
 //! The pair table both splicers share: joined socket pairs by the id of
 //! their first socket, and the pair each socket belongs to.
 
+use crate::sock::SockTable;
+use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::SockId;
 use std::collections::HashMap;
 
@@ -78,6 +80,33 @@ impl<S> Pairs<S> {
     /// The key of the pair `sock` belongs to.
     pub(crate) fn key_of(&self, sock: SockId) -> Option<u32> {
         self.owner.get(&sock.0).copied()
+    }
+
+    /// The pair `sock` belongs to, unless it ended: its key, and the side
+    /// of `sock` in it (0 or 1).
+    pub(crate) fn live(&self, sock: SockId) -> Option<(u32, usize)> {
+        let key = self.key_of(sock)?;
+        let pair = self.pairs.get(&key)?;
+        if pair.ended {
+            return None;
+        }
+        Some((key, usize::from(pair.socks[1] == sock)))
+    }
+
+    /// Marks the pair ended and takes both its sockets out of the epoll
+    /// set: nothing more happens until the core closes them.
+    pub(crate) fn end(
+        &mut self,
+        epoll: &Epoll,
+        socks: &mut SockTable,
+        key: u32,
+    ) -> Option<&mut Pair<S>> {
+        let pair = self.pairs.get_mut(&key)?;
+        pair.ended = true;
+        for s in pair.socks {
+            let _ = socks.set_mask(epoll, s, EpollFlags::empty());
+        }
+        Some(pair)
     }
 
     pub(crate) fn get(&self, key: u32) -> Option<&Pair<S>> {

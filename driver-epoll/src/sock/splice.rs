@@ -243,12 +243,8 @@ impl Splicer {
         sock: SockId,
         flags: EpollFlags,
     ) -> Option<(SockId, SockEvent)> {
-        let key = self.pairs.key_of(sock)?;
+        let (key, side) = self.pairs.live(sock)?;
         let pair = self.pairs.get_mut(key)?;
-        if pair.ended {
-            return None;
-        }
-        let side = usize::from(pair.socks[1] == sock);
         if flags.contains(EpollFlags::EPOLLERR) {
             if let Some(e) = socks
                 .get(sock)
@@ -323,12 +319,8 @@ impl Splicer {
         key: u32,
         r: Result<SpliceTotals, Errno>,
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(key)?;
-        pair.ended = true;
-        for side in 0..2 {
-            let _ = socks.set_mask(epoll, pair.socks[side], EpollFlags::empty());
-            pair.masks[side] = EpollFlags::empty();
-        }
+        let pair = self.pairs.end(epoll, socks, key)?;
+        pair.masks = [EpollFlags::empty(); 2];
         if let Err(e) = r {
             log::debug!("splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);
         }

@@ -266,13 +266,8 @@ impl DgramSplicer {
         sock: SockId,
         flags: EpollFlags,
     ) -> Option<(SockId, SockEvent)> {
-        let key = self.pairs.key_of(sock)?;
-        let pair = self.pairs.get(key)?;
-        if pair.ended {
-            return None;
-        }
-        let side = usize::from(pair.socks[1] == sock);
-        let other = pair.socks[1 - side];
+        let (key, side) = self.pairs.live(sock)?;
+        let other = self.pairs.get(key)?.socks[1 - side];
         let (Some(s), Some(o)) = (socks.get(sock), socks.get(other)) else {
             return self.end(epoll, socks, key, Errno::EBADF);
         };
@@ -334,11 +329,7 @@ impl DgramSplicer {
         key: u32,
         e: Errno,
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(key)?;
-        pair.ended = true;
-        for s in pair.socks {
-            let _ = socks.set_mask(epoll, s, EpollFlags::empty());
-        }
+        let pair = self.pairs.end(epoll, socks, key)?;
         log::debug!("udp splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);
         Some((pair.socks[0], SockEvent::SpliceEnded(Err(e))))
     }
