@@ -2,6 +2,20 @@ use super::*;
 use crate::link::qemu::QemuLink;
 use crate::link::vhost_user::VuLink;
 
+/// A passt loop over one end of a socket pair, with default options; the
+/// other end plays qemu.
+fn qemu_runtime() -> (Runtime, std::os::unix::net::UnixStream) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
+    let rt = Runtime::new(
+        Core::new(passt_core::Config::default()),
+        link,
+        LoopOptions::default(),
+    )
+    .unwrap();
+    (rt, b)
+}
+
 #[test]
 fn tokens_round_trip() {
     for (tag, id) in [(TAG_SOCK, 0), (TAG_LINK, 7), (TAG_SIGNAL, u32::MAX)] {
@@ -101,14 +115,7 @@ fn qemu_link_frames_reach_core_and_pcap() {
 #[test]
 fn qemu_read_larger_than_one_batch() {
     use std::io::Write;
-    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
-    let mut rt = Runtime::new(
-        Core::new(passt_core::Config::default()),
-        link,
-        LoopOptions::default(),
-    )
-    .unwrap();
+    let (mut rt, mut b) = qemu_runtime();
     rt.rx = RxBuf::with_frames(1 << 16, 2);
     let mut frame = vec![0xffu8; 6];
     frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
@@ -142,14 +149,7 @@ fn qemu_read_larger_than_one_batch() {
 #[test]
 fn qemu_stream_under_load_loses_nothing() {
     use std::io::Write;
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
-    let mut rt = Runtime::new(
-        Core::new(passt_core::Config::default()),
-        link,
-        LoopOptions::default(),
-    )
-    .unwrap();
+    let (mut rt, b) = qemu_runtime();
     // Small batches, so that reads often hold more than one.
     rt.rx = RxBuf::with_frames(1 << 20, 64);
     let mut seed = 0x2545_f491u32;
@@ -201,14 +201,7 @@ fn qemu_stream_under_load_loses_nothing() {
 #[test]
 fn peek_fills_slot_payloads() {
     use std::io::Write;
-    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let link = Link::Qemu(QemuLink::from_fd(a.into()).unwrap());
-    let mut rt = Runtime::new(
-        Core::new(passt_core::Config::default()),
-        link,
-        LoopOptions::default(),
-    )
-    .unwrap();
+    let (mut rt, _b) = qemu_runtime();
     let srv = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut peer = std::net::TcpStream::connect(srv.local_addr().unwrap()).unwrap();
     let (ours, _) = srv.accept().unwrap();
