@@ -223,83 +223,11 @@ impl SockTable {
                 kind,
                 family,
                 netns,
-            } => {
-                let r = match (netns, guest_ns) {
-                    (passt_core::Netns::Guest, Some(ns)) => open_in_ns(ns, kind, family),
-                    (passt_core::Netns::Guest, None) => Err(Errno(libc::ENOSYS)),
-                    _ => open(kind, family),
-                };
-                match r {
-                    Ok(fd) => {
-                        if matches!(kind, SockKind::Udp | SockKind::Ping) {
-                            if let Err(e) = crate::sock::dgram::enable_recverr(fd.as_fd(), family) {
-                                log::debug!("{sock:?}: IP_RECVERR: {e:?}");
-                            }
-                        }
-                        self.insert(sock, fd);
-                        if let Some(e) = self.map.get_mut(&sock.0) {
-                            e.dgram = matches!(kind, SockKind::Udp | SockKind::Ping);
-                        }
-                        Outcome::Done
-                    }
-                    Err(e) => Outcome::Event(sock, SockEvent::OpenFailed(e)),
-                }
-            }
-            Action::Bind { sock, addr, opts } => {
-                let Some(e) = self.map.get(&sock.0) else {
-                    return Outcome::Event(sock, SockEvent::OpenFailed(Errno::EBADF));
-                };
-                match bind(e.fd.as_fd(), addr, opts) {
-                    Ok(()) => Outcome::Done,
-                    Err(err) => {
-                        self.remove(epoll, sock);
-                        Outcome::Event(sock, SockEvent::OpenFailed(err))
-                    }
-                }
-            }
-            Action::Listen { sock, backlog } => {
-                let Some(e) = self.map.get(&sock.0) else {
-                    return Outcome::Event(sock, SockEvent::OpenFailed(Errno::EBADF));
-                };
-                let bl = Backlog::new(i32::try_from(backlog).unwrap_or(i32::MAX))
-                    .unwrap_or(Backlog::MAXCONN);
-                match socket::listen(&e.fd, bl) {
-                    Ok(()) => Outcome::Done,
-                    Err(err) => {
-                        self.remove(epoll, sock);
-                        Outcome::Event(sock, SockEvent::OpenFailed(errno(err)))
-                    }
-                }
-            }
-            Action::Connect { sock, addr } => {
-                let Some(e) = self.map.get_mut(&sock.0) else {
-                    return Outcome::Event(sock, SockEvent::Connected(Err(Errno::EBADF)));
-                };
-                match connect(e.fd.as_fd(), addr) {
-                    Ok(()) => Outcome::Event(sock, SockEvent::Connected(Ok(()))),
-                    Err(err) if err == Errno::EINPROGRESS => {
-                        e.connecting = true;
-                        if let Err(err) = sync_epoll(epoll, sock, e, false) {
-                            e.connecting = false;
-                            return Outcome::Event(sock, SockEvent::Connected(Err(err)));
-                        }
-                        Outcome::Done
-                    }
-                    Err(err) => Outcome::Event(sock, SockEvent::Connected(Err(err))),
-                }
-            }
-            Action::Accept { listener, sock } => {
-                let Some(l) = self.map.get(&listener.0) else {
-                    return Outcome::Event(sock, SockEvent::Accepted(Err(Errno::EBADF)));
-                };
-                match accept(l.fd.as_fd()) {
-                    Ok((fd, peer, local)) => {
-                        self.insert(sock, fd);
-                        Outcome::Event(sock, SockEvent::Accepted(Ok((peer, local))))
-                    }
-                    Err(e) => Outcome::Event(sock, SockEvent::Accepted(Err(e))),
-                }
-            }
+            } => self.open_sock(guest_ns, sock, kind, family, netns),
+            Action::Bind { sock, addr, opts } => self.bind_sock(epoll, sock, addr, opts),
+            Action::Listen { sock, backlog } => self.listen_sock(epoll, sock, backlog),
+            Action::Connect { sock, addr } => self.connect_sock(epoll, sock, addr),
+            Action::Accept { listener, sock } => self.accept_sock(listener, sock),
             Action::SetInterest { sock, interest } => {
                 let Some(e) = self.map.get_mut(&sock.0) else {
                     log::debug!("{sock:?}: interest for unknown socket");
@@ -380,6 +308,107 @@ impl SockTable {
                 log::warn!("unsupported action {other:?}");
                 Outcome::Done
             }
+        }
+    }
+
+    /// `Action::Open`: a socket in the namespace the core asked for.
+    fn open_sock(
+        &mut self,
+        guest_ns: Option<&crate::isolate::worker::GuestNs>,
+        sock: SockId,
+        kind: SockKind,
+        family: Family,
+        netns: passt_core::Netns,
+    ) -> Outcome {
+        let r = match (netns, guest_ns) {
+            (passt_core::Netns::Guest, Some(ns)) => open_in_ns(ns, kind, family),
+            (passt_core::Netns::Guest, None) => Err(Errno(libc::ENOSYS)),
+            _ => open(kind, family),
+        };
+        match r {
+            Ok(fd) => {
+                if matches!(kind, SockKind::Udp | SockKind::Ping) {
+                    if let Err(e) = crate::sock::dgram::enable_recverr(fd.as_fd(), family) {
+                        log::debug!("{sock:?}: IP_RECVERR: {e:?}");
+                    }
+                }
+                self.insert(sock, fd);
+                if let Some(e) = self.map.get_mut(&sock.0) {
+                    e.dgram = matches!(kind, SockKind::Udp | SockKind::Ping);
+                }
+                Outcome::Done
+            }
+            Err(e) => Outcome::Event(sock, SockEvent::OpenFailed(e)),
+        }
+    }
+
+    /// `Action::Bind`; a socket that cannot be bound is closed.
+    fn bind_sock(
+        &mut self,
+        epoll: &Epoll,
+        sock: SockId,
+        addr: SocketAddr,
+        opts: BindOpts,
+    ) -> Outcome {
+        let Some(e) = self.map.get(&sock.0) else {
+            return Outcome::Event(sock, SockEvent::OpenFailed(Errno::EBADF));
+        };
+        match bind(e.fd.as_fd(), addr, opts) {
+            Ok(()) => Outcome::Done,
+            Err(err) => {
+                self.remove(epoll, sock);
+                Outcome::Event(sock, SockEvent::OpenFailed(err))
+            }
+        }
+    }
+
+    /// `Action::Listen`; a socket that cannot listen is closed.
+    fn listen_sock(&mut self, epoll: &Epoll, sock: SockId, backlog: u32) -> Outcome {
+        let Some(e) = self.map.get(&sock.0) else {
+            return Outcome::Event(sock, SockEvent::OpenFailed(Errno::EBADF));
+        };
+        let bl =
+            Backlog::new(i32::try_from(backlog).unwrap_or(i32::MAX)).unwrap_or(Backlog::MAXCONN);
+        match socket::listen(&e.fd, bl) {
+            Ok(()) => Outcome::Done,
+            Err(err) => {
+                self.remove(epoll, sock);
+                Outcome::Event(sock, SockEvent::OpenFailed(errno(err)))
+            }
+        }
+    }
+
+    /// `Action::Connect`: at once, or watched for `EPOLLOUT` while in
+    /// progress.
+    fn connect_sock(&mut self, epoll: &Epoll, sock: SockId, addr: SocketAddr) -> Outcome {
+        let Some(e) = self.map.get_mut(&sock.0) else {
+            return Outcome::Event(sock, SockEvent::Connected(Err(Errno::EBADF)));
+        };
+        match connect(e.fd.as_fd(), addr) {
+            Ok(()) => Outcome::Event(sock, SockEvent::Connected(Ok(()))),
+            Err(err) if err == Errno::EINPROGRESS => {
+                e.connecting = true;
+                if let Err(err) = sync_epoll(epoll, sock, e, false) {
+                    e.connecting = false;
+                    return Outcome::Event(sock, SockEvent::Connected(Err(err)));
+                }
+                Outcome::Done
+            }
+            Err(err) => Outcome::Event(sock, SockEvent::Connected(Err(err))),
+        }
+    }
+
+    /// `Action::Accept`: the next connection of `listener` as `sock`.
+    fn accept_sock(&mut self, listener: SockId, sock: SockId) -> Outcome {
+        let Some(l) = self.map.get(&listener.0) else {
+            return Outcome::Event(sock, SockEvent::Accepted(Err(Errno::EBADF)));
+        };
+        match accept(l.fd.as_fd()) {
+            Ok((fd, peer, local)) => {
+                self.insert(sock, fd);
+                Outcome::Event(sock, SockEvent::Accepted(Ok((peer, local))))
+            }
+            Err(e) => Outcome::Event(sock, SockEvent::Accepted(Err(e))),
         }
     }
 
