@@ -384,9 +384,16 @@ pub fn configure_ns_interface(cfg: &NsNetConfig) -> io::Result<()> {
         })?;
     }
     let addrs: Vec<IpAddr> = all.iter().map(|a| a.addr).collect();
+    wait_ready(ifindex, dev, &addrs)
+}
+
+/// Step 7 of [`configure_ns_interface`]: waits, at most
+/// [`ADDR_READY_TIMEOUT`], until every one of `addrs` is usable (a warning
+/// if one is not by then).
+fn wait_ready(ifindex: u32, dev: &str, addrs: &[IpAddr]) -> io::Result<()> {
     let start = std::time::Instant::now();
     loop {
-        let pending = first_unready(ifindex, &addrs)
+        let pending = first_unready(ifindex, addrs)
             .map_err(|e| step(format!("reading the addresses of {dev}"), e))?;
         let Some((a, why)) = pending else {
             log::debug!(
