@@ -70,58 +70,10 @@ pub fn summary(cfg: &RuntimeConfig) -> String {
     }
     let _ = writeln!(s, "Our MAC address: {}", c.our_mac);
     if let Some(ip4) = &c.ip4 {
-        if let Some(m) = ip4.map_host_loopback {
-            let _ = writeln!(s, "Reaches host's 127.0.0.1: {m}");
-        }
-        if let Some(m) = ip4.map_guest_addr {
-            let _ = writeln!(s, "Reaches host's own address: {m}");
-        }
-        if c.features.dhcp {
-            let _ = writeln!(s, "DHCP:");
-            let _ = writeln!(s, "    address: {}", ip4.addr);
-            let _ = writeln!(s, "    netmask: {}", ip4.netmask());
-            if let Some(g) = ip4.gateway {
-                let _ = writeln!(s, "    router: {g}");
-            }
-        } else {
-            let _ = writeln!(s, "IPv4 address: {}/{}", ip4.addr, ip4.prefix_len);
-        }
-        if !ip4.dns.is_empty() {
-            let _ = write!(s, "IPv4 nameservers:\n{}", list(&ip4.dns));
-        }
-        if let (Some(m), Some(h)) = (ip4.dns_match, ip4.dns_host) {
-            let _ = writeln!(s, "DNS to {m} goes to {h}");
-        }
+        ip4_lines(&mut s, c, ip4);
     }
     if let Some(ip6) = &c.ip6 {
-        if let Some(m) = ip6.map_host_loopback {
-            let _ = writeln!(s, "Reaches host's ::1: {m}");
-        }
-        if let Some(m) = ip6.map_guest_addr {
-            let _ = writeln!(s, "Reaches host's own IPv6 address: {m}");
-        }
-        let svc = match (c.features.ndp, c.features.dhcpv6) {
-            (true, true) => "NDP and DHCPv6",
-            (true, false) => "NDP",
-            (false, true) => "DHCPv6",
-            (false, false) => "IPv6",
-        };
-        let _ = writeln!(s, "{svc}:");
-        if ip6.addr.is_unspecified() {
-            let _ = writeln!(s, "    address: learned from the guest");
-        } else {
-            let _ = writeln!(s, "    address: {}", ip6.addr);
-        }
-        if let Some(g) = ip6.gateway {
-            let _ = writeln!(s, "    router: {g}");
-        }
-        let _ = writeln!(s, "    our link-local: {}", ip6.our_ll);
-        if !ip6.dns.is_empty() {
-            let _ = write!(s, "IPv6 nameservers:\n{}", list(&ip6.dns));
-        }
-        if let (Some(m), Some(h)) = (ip6.dns_match, ip6.dns_host) {
-            let _ = writeln!(s, "DNS to {m} goes to {h}");
-        }
+        ip6_lines(&mut s, c, ip6);
     }
     if !c.search.is_empty() {
         let _ = write!(s, "DNS search list:\n{}", list(&c.search));
@@ -135,4 +87,62 @@ pub fn summary(cfg: &RuntimeConfig) -> String {
         let _ = writeln!(s, "Not advertised to the guest: {what}");
     }
     s
+}
+
+/// The IPv4 part of [`summary`]: mappings, DHCP or the address, DNS.
+fn ip4_lines(s: &mut String, c: &Config, ip4: &Ip4Config) {
+    if let Some(m) = ip4.map_host_loopback {
+        let _ = writeln!(s, "Reaches host's 127.0.0.1: {m}");
+    }
+    if let Some(m) = ip4.map_guest_addr {
+        let _ = writeln!(s, "Reaches host's own address: {m}");
+    }
+    if c.features.dhcp {
+        let _ = writeln!(s, "DHCP:");
+        let _ = writeln!(s, "    address: {}", ip4.addr);
+        let _ = writeln!(s, "    netmask: {}", ip4.netmask());
+        if let Some(g) = ip4.gateway {
+            let _ = writeln!(s, "    router: {g}");
+        }
+    } else {
+        let _ = writeln!(s, "IPv4 address: {}/{}", ip4.addr, ip4.prefix_len);
+    }
+    if !ip4.dns.is_empty() {
+        let _ = write!(s, "IPv4 nameservers:\n{}", list(&ip4.dns));
+    }
+    if let (Some(m), Some(h)) = (ip4.dns_match, ip4.dns_host) {
+        let _ = writeln!(s, "DNS to {m} goes to {h}");
+    }
+}
+
+/// The IPv6 part of [`summary`]: mappings, NDP/DHCPv6, DNS.
+fn ip6_lines(s: &mut String, c: &Config, ip6: &Ip6Config) {
+    if let Some(m) = ip6.map_host_loopback {
+        let _ = writeln!(s, "Reaches host's ::1: {m}");
+    }
+    if let Some(m) = ip6.map_guest_addr {
+        let _ = writeln!(s, "Reaches host's own IPv6 address: {m}");
+    }
+    let svc = match (c.features.ndp, c.features.dhcpv6) {
+        (true, true) => "NDP and DHCPv6",
+        (true, false) => "NDP",
+        (false, true) => "DHCPv6",
+        (false, false) => "IPv6",
+    };
+    let _ = writeln!(s, "{svc}:");
+    if ip6.addr.is_unspecified() {
+        let _ = writeln!(s, "    address: learned from the guest");
+    } else {
+        let _ = writeln!(s, "    address: {}", ip6.addr);
+    }
+    if let Some(g) = ip6.gateway {
+        let _ = writeln!(s, "    router: {g}");
+    }
+    let _ = writeln!(s, "    our link-local: {}", ip6.our_ll);
+    if !ip6.dns.is_empty() {
+        let _ = write!(s, "IPv6 nameservers:\n{}", list(&ip6.dns));
+    }
+    if let (Some(m), Some(h)) = (ip6.dns_match, ip6.dns_host) {
+        let _ = writeln!(s, "DNS to {m} goes to {h}");
+    }
 }
