@@ -262,6 +262,8 @@ fn arena_peek_slots() {
 /// the guest signalled; stopping a ring reports its position; closing
 /// the socket ends a one-off instance.
 #[test]
+// Over 100 lines on purpose: one vhost-user session, from the front-end's
+// set-up through frames both ways, in the order a VMM drives it.
 fn vhost_user_link_end_to_end() {
     use crate::link::vhost_user::tests::Ring;
     use std::os::fd::AsRawFd;

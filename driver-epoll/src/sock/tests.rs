@@ -23,6 +23,8 @@ fn ev(o: Outcome) -> SockEvent {
 /// Listener, accept, connect, send, peek (with and without skip), consume,
 /// TCP_INFO, shutdown, close: the whole stream life cycle over loopback.
 #[test]
+// Over 100 lines on purpose: one connection's life, open to close, each
+// step depending on the state the previous one left.
 fn tcp_lifecycle_on_loopback() {
     let epoll = ep();
     let mut t = SockTable::default();

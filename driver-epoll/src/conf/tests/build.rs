@@ -175,6 +175,9 @@ fn splice_only_settings() {
 }
 
 #[test]
+// Over 100 lines on purpose: the DNS rules case by case (loopback
+// resolvers, scoped addresses, -D, --dns-forward, --dns-host, none), each
+// a resolv.conf and a few assertions.
 fn dns_rules() {
     let h = host();
     // systemd-resolved: advertise the gateway, redirect to the stub.
@@ -333,6 +336,8 @@ fn search_rules() {
 }
 
 #[test]
+// Over 100 lines on purpose: local mode case after case (both families,
+// one family, with options), each a few assertions, read side by side.
 fn local_mode() {
     let h = HostInfo {
         ephemeral: (32768, 60999),
