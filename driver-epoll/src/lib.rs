@@ -6,7 +6,7 @@
 //! `--config-net`), opens every file it will need, binds the forwarded ports, drops
 //! privileges in stages (`isolate`), and only then says it is ready: it writes the PID
 //! file, daemonises unless told not to, and lets the spawned command run.
-//! Then the event loop (`event_loop.rs`) takes over. A start-up failure
+//! Then the event loop (`event_loop/`) takes over. A start-up failure
 //! ends the process with status 1 and a message naming the step and the
 //! object ("joining the network namespace of PID 1234: ...").
 

@@ -157,7 +157,7 @@ impl Io {
     }
 
     /// Carries out `Action::Peek` through the guest link's ring (see
-    /// `txring.rs`): the socket's data lands in the payload areas of the
+    /// `link/txring.rs`): the socket's data lands in the payload areas of the
     /// link's slots, the core writes the frames around it.
     pub(super) fn peek(&mut self, now: Instant, sock: SockId, p: passt_core::PeekRequest) {
         let (core, mut ring, socks, discard, _) = self.ring_parts();

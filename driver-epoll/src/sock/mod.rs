@@ -2,7 +2,7 @@
 //!
 //! [`SockTable`] maps the core's [`SockId`]s to owned file descriptors and
 //! carries out every [`Action`] variant except `Peek`, which needs the transmit
-//! slots of the event loop (see `event_loop.rs`; the `recvmsg(MSG_PEEK)` itself
+//! slots of the event loop (see `event_loop/io.rs`; the `recvmsg(MSG_PEEK)` itself
 //! is [`peek`] here). Results go back to the core as [`SockEvent`]s.
 //!
 //! Connect: a non-blocking `connect()` that returns `EINPROGRESS` is finished

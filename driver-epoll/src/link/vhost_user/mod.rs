@@ -398,7 +398,7 @@ impl VuLink {
     }
 
     /// Lends slots for frames to the guest (the core's `TxRing::reserve`,
-    /// see `txring.rs`): runs of the guest's receive buffers for frames of
+    /// see `link/txring.rs`): runs of the guest's receive buffers for frames of
     /// known length when the buffers are mergeable, slots of the arena to
     /// copy from otherwise (datagrams, a queue not ready, buffers too small).
     /// Frames of one kind are flushed before the other kind is lent, so
