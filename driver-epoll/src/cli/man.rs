@@ -1,5 +1,5 @@
 //! The manual page and shell completions, generated from the option table
-//! in `cli.rs` so that they cannot drift from what the parser accepts.
+//! in `cli/mod.rs` so that they cannot drift from what the parser accepts.
 //!
 //! `passt --print-manpage` and `pasta --print-manpage` print a page in
 //! man(7) format with upstream's sections (NAME, SYNOPSIS, DESCRIPTION,
