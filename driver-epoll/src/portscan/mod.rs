@@ -423,9 +423,10 @@ impl AutoForward {
         }
         self.failing = false;
         let tcp = self.tcp_on && self.apply_fresh();
-        let udp = self.udp_on && self.apply_udp_fresh();
-        let out = self.out_on && self.apply_out_fresh();
-        let out_udp = self.out_udp_on && self.apply_out_udp_fresh();
+        let udp = self.udp_on && take_fresh(&mut self.udp_current, &mut self.udp_fresh, "UDP");
+        let out = self.out_on && take_fresh(&mut self.out_current, &mut self.out_fresh, "-T");
+        let out_udp =
+            self.out_udp_on && take_fresh(&mut self.out_udp_current, &mut self.out_udp_fresh, "-U");
         (tcp || udp || out || out_udp).then(|| self.forwards())
     }
 
@@ -463,30 +464,9 @@ impl AutoForward {
         Ok(())
     }
 
-    /// Takes `out_fresh` as the current `-T` set; whether it changed.
-    fn apply_out_fresh(&mut self) -> bool {
-        if self.out_fresh == self.out_current {
-            return false;
-        }
-        if log::log_enabled!(log::Level::Debug) {
-            let (added, removed) = self.out_current.changes(&self.out_fresh);
-            log::debug!("auto -T forwarding: new ports {added:?}, gone {removed:?}");
-        }
-        std::mem::swap(&mut self.out_current, &mut self.out_fresh);
-        true
-    }
-
-    /// Takes `out_udp_fresh` as the current `-U` set; whether it changed.
-    fn apply_out_udp_fresh(&mut self) -> bool {
-        if self.out_udp_fresh == self.out_udp_current {
-            return false;
-        }
-        if log::log_enabled!(log::Level::Debug) {
-            let (added, removed) = self.out_udp_current.changes(&self.out_udp_fresh);
-            log::debug!("auto -U forwarding: new ports {added:?}, gone {removed:?}");
-        }
-        std::mem::swap(&mut self.out_udp_current, &mut self.out_udp_fresh);
-        true
+    /// Takes `fresh` as the current TCP set; whether it changed.
+    fn apply_fresh(&mut self) -> bool {
+        take_fresh(&mut self.current, &mut self.fresh, "TCP")
     }
 
     /// The complete list: the fixed forwards, then the ports found.
@@ -519,32 +499,20 @@ impl AutoForward {
         }
         out
     }
+}
 
-    /// Takes `fresh` as the current set; whether it changed.
-    fn apply_fresh(&mut self) -> bool {
-        if self.fresh == self.current {
-            return false;
-        }
-        if log::log_enabled!(log::Level::Debug) {
-            let (added, removed) = self.current.changes(&self.fresh);
-            log::debug!("auto TCP forwarding: new ports {added:?}, gone {removed:?}");
-        }
-        std::mem::swap(&mut self.current, &mut self.fresh);
-        true
+/// Takes the latest scan (`fresh`) as the `current` set of one table;
+/// whether it changed (logged as `auto WHAT forwarding`).
+fn take_fresh(current: &mut PortSet, fresh: &mut PortSet, what: &str) -> bool {
+    if fresh == current {
+        return false;
     }
-
-    /// Takes `udp_fresh` as the current UDP set; whether it changed.
-    fn apply_udp_fresh(&mut self) -> bool {
-        if self.udp_fresh == self.udp_current {
-            return false;
-        }
-        if log::log_enabled!(log::Level::Debug) {
-            let (added, removed) = self.udp_current.changes(&self.udp_fresh);
-            log::debug!("auto UDP forwarding: new ports {added:?}, gone {removed:?}");
-        }
-        std::mem::swap(&mut self.udp_current, &mut self.udp_fresh);
-        true
+    if log::log_enabled!(log::Level::Debug) {
+        let (added, removed) = current.changes(fresh);
+        log::debug!("auto {what} forwarding: new ports {added:?}, gone {removed:?}");
     }
+    std::mem::swap(current, fresh);
+    true
 }
 
 /// Reads a proc file from offset 0 through `buf`, handing `parse` whole
