@@ -91,12 +91,13 @@ pub fn summary(cfg: &RuntimeConfig) -> String {
 
 /// The IPv4 part of [`summary`]: mappings, DHCP or the address, DNS.
 fn ip4_lines(s: &mut String, c: &Config, ip4: &Ip4Config) {
-    if let Some(m) = ip4.map_host_loopback {
-        let _ = writeln!(s, "Reaches host's 127.0.0.1: {m}");
-    }
-    if let Some(m) = ip4.map_guest_addr {
-        let _ = writeln!(s, "Reaches host's own address: {m}");
-    }
+    mapping_lines(
+        s,
+        "127.0.0.1",
+        ip4.map_host_loopback,
+        "own address",
+        ip4.map_guest_addr,
+    );
     if c.features.dhcp {
         let _ = writeln!(s, "DHCP:");
         let _ = writeln!(s, "    address: {}", ip4.addr);
@@ -107,22 +108,18 @@ fn ip4_lines(s: &mut String, c: &Config, ip4: &Ip4Config) {
     } else {
         let _ = writeln!(s, "IPv4 address: {}/{}", ip4.addr, ip4.prefix_len);
     }
-    if !ip4.dns.is_empty() {
-        let _ = write!(s, "IPv4 nameservers:\n{}", list(&ip4.dns));
-    }
-    if let (Some(m), Some(h)) = (ip4.dns_match, ip4.dns_host) {
-        let _ = writeln!(s, "DNS to {m} goes to {h}");
-    }
+    dns_lines(s, "IPv4", &ip4.dns, ip4.dns_match, ip4.dns_host);
 }
 
 /// The IPv6 part of [`summary`]: mappings, NDP/DHCPv6, DNS.
 fn ip6_lines(s: &mut String, c: &Config, ip6: &Ip6Config) {
-    if let Some(m) = ip6.map_host_loopback {
-        let _ = writeln!(s, "Reaches host's ::1: {m}");
-    }
-    if let Some(m) = ip6.map_guest_addr {
-        let _ = writeln!(s, "Reaches host's own IPv6 address: {m}");
-    }
+    mapping_lines(
+        s,
+        "::1",
+        ip6.map_host_loopback,
+        "own IPv6 address",
+        ip6.map_guest_addr,
+    );
     let svc = match (c.features.ndp, c.features.dhcpv6) {
         (true, true) => "NDP and DHCPv6",
         (true, false) => "NDP",
@@ -139,10 +136,38 @@ fn ip6_lines(s: &mut String, c: &Config, ip6: &Ip6Config) {
         let _ = writeln!(s, "    router: {g}");
     }
     let _ = writeln!(s, "    our link-local: {}", ip6.our_ll);
-    if !ip6.dns.is_empty() {
-        let _ = write!(s, "IPv6 nameservers:\n{}", list(&ip6.dns));
+    dns_lines(s, "IPv6", &ip6.dns, ip6.dns_match, ip6.dns_host);
+}
+
+/// The address mappings of one family: what reaches the host's loopback
+/// (`lo`) and its own address (`own`).
+fn mapping_lines<A: std::fmt::Display>(
+    s: &mut String,
+    lo: &str,
+    map_host_loopback: Option<A>,
+    own: &str,
+    map_guest_addr: Option<A>,
+) {
+    if let Some(m) = map_host_loopback {
+        let _ = writeln!(s, "Reaches host's {lo}: {m}");
     }
-    if let (Some(m), Some(h)) = (ip6.dns_match, ip6.dns_host) {
+    if let Some(m) = map_guest_addr {
+        let _ = writeln!(s, "Reaches host's {own}: {m}");
+    }
+}
+
+/// The nameservers of one family and its DNS redirection.
+fn dns_lines<A: std::fmt::Display>(
+    s: &mut String,
+    fam: &str,
+    dns: &[A],
+    dns_match: Option<A>,
+    dns_host: Option<A>,
+) {
+    if !dns.is_empty() {
+        let _ = write!(s, "{fam} nameservers:\n{}", list(dns));
+    }
+    if let (Some(m), Some(h)) = (dns_match, dns_host) {
         let _ = writeln!(s, "DNS to {m} goes to {h}");
     }
 }
