@@ -18,7 +18,7 @@
 //!   datagrams moved each way, from which the core keeps flows alive.
 
 use crate::sock::pairs::{Pair, Pairs};
-use crate::sock::{last_errno, SockTable};
+use crate::sock::{last_errno, setsockopt_int, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
 use std::collections::HashSet;
@@ -72,24 +72,6 @@ fn transient(e: Errno) -> bool {
         Errno::EPERM,
     ]
     .contains(&e)
-}
-
-fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> Result<(), Errno> {
-    let v: libc::c_int = 1;
-    // SAFETY: the option value is a live c_int of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(last_errno());
-    }
-    Ok(())
 }
 
 /// The destination address in the control messages of `msg`, if any.
@@ -174,8 +156,8 @@ impl DgramSplicer {
         if self.pktinfo.insert(sock.0) {
             // Both: a dual-stack socket reports IPv4 destinations with the
             // IPv6 option, a plain IPv4 socket refuses the IPv6 one.
-            let _ = set_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO);
-            let _ = set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO);
+            let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+            let _ = setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1);
         }
         match peek_addrs(fd) {
             Ok(Some((peer, local))) => Some(SockEvent::DatagramPeer { peer, local }),
