@@ -4,6 +4,17 @@
 use super::*;
 
 impl Io {
+    /// Hands the core what a splicer reported on one of its sockets, if
+    /// anything, and drains.
+    pub(super) fn spliced(&mut self, r: Option<(SockId, SockEvent)>) {
+        if let Some((s, ev)) = r {
+            let t = now();
+            log::trace!("{s:?}: {ev:?}");
+            self.core.handle_sock_event(t, s, ev);
+            self.drain(t, &[]);
+        }
+    }
+
     /// Drains the core after an input: actions (results fed back at once),
     /// queued frames into the guest link's ring, then the flush. `rx` is the
     /// buffer of the batch just handed over (send spans point into it);

@@ -461,24 +461,15 @@ impl Runtime {
     }
 
     fn sock_event(&mut self, sock: SockId, flags: EpollFlags) {
-        if self.io.dsplicer.owns(sock) {
-            let io = &mut self.io;
-            if let Some((s, ev)) = io.dsplicer.event(&io.epoll, &mut io.socks, sock, flags) {
-                let t = now();
-                log::trace!("{s:?}: {ev:?}");
-                io.core.handle_sock_event(t, s, ev);
-                io.drain(t, &[]);
-            }
+        let io = &mut self.io;
+        if io.dsplicer.owns(sock) {
+            let r = io.dsplicer.event(&io.epoll, &mut io.socks, sock, flags);
+            io.spliced(r);
             return;
         }
-        if self.io.splicer.owns(sock) {
-            let io = &mut self.io;
-            if let Some((s, ev)) = io.splicer.event(&io.epoll, &mut io.socks, sock, flags) {
-                let t = now();
-                log::trace!("{s:?}: {ev:?}");
-                io.core.handle_sock_event(t, s, ev);
-                io.drain(t, &[]);
-            }
+        if io.splicer.owns(sock) {
+            let r = io.splicer.event(&io.epoll, &mut io.socks, sock, flags);
+            io.spliced(r);
             return;
         }
         let mut evs = std::mem::take(&mut self.io.events);
