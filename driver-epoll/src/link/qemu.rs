@@ -183,6 +183,23 @@ pub(crate) fn register_listener(
     Ok(())
 }
 
+/// The next connection on the listening socket (if any), with `flags`, and
+/// the PID of its peer (0 if unknown). Shared by the stream and the
+/// vhost-user link.
+pub(crate) fn accept_peer(listener: Option<&OwnedFd>, flags: SockFlag) -> Option<(OwnedFd, i32)> {
+    let fd = match socket::accept4(listener?.as_fd(), flags) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::debug!("accept: {e}");
+            return None;
+        }
+    };
+    let pid = socket::getsockopt(&fd, sockopt::PeerCredentials)
+        .map(|c| c.pid())
+        .unwrap_or(0);
+    Some((fd, pid))
+}
+
 impl QemuLink {
     /// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
     /// to 99) if no path was given. A stale socket of ours is replaced; a
@@ -268,18 +285,12 @@ impl QemuLink {
 
     /// Accepts a connection: the client if there is none, else closed at once.
     pub(crate) fn accept(&mut self, epoll: &Epoll) {
-        let Some(l) = &self.listener else { return };
-        let fd = match socket::accept4(l.as_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)
-        {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::debug!("accept: {e}");
-                return;
-            }
+        let Some((fd, pid)) = accept_peer(
+            self.listener.as_ref(),
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        ) else {
+            return;
         };
-        let pid = socket::getsockopt(&fd, sockopt::PeerCredentials)
-            .map(|c| c.pid())
-            .unwrap_or(0);
         if self.client.is_some() {
             log::info!("another client connected (PID {pid}), refusing it");
             return;

@@ -209,18 +209,12 @@ impl VuLink {
 
     /// Accepts a front-end: the first one, others are closed at once.
     pub(crate) fn accept(&mut self, epoll: &Epoll) {
-        let Some(l) = &self.listener else { return };
         // Blocking: a message is read whole once it has arrived.
-        let fd = match socket::accept4(l.as_fd(), SockFlag::SOCK_CLOEXEC) {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::debug!("accept: {e}");
-                return;
-            }
+        let Some((fd, pid)) =
+            crate::link::qemu::accept_peer(self.listener.as_ref(), SockFlag::SOCK_CLOEXEC)
+        else {
+            return;
         };
-        let pid = socket::getsockopt(&fd, socket::sockopt::PeerCredentials)
-            .map(|c| c.pid())
-            .unwrap_or(0);
         if self.conn.is_some() {
             log::info!("another vhost-user front-end connected (PID {pid}), refusing it");
             return;
