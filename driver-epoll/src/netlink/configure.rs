@@ -196,23 +196,10 @@ pub fn set_addr_gen_mode(ifindex: u32, mode: u8) -> io::Result<()> {
 /// Destinations of the local routes (`RTN_LOCAL`, table local) of one family:
 /// the kernel adds one for each address once the address is usable.
 pub fn local_routes(v6: bool) -> io::Result<Vec<IpAddr>> {
-    let mut nl = Nl::new()?;
-    let mut req = RouteMessage::default();
-    req.header.address_family = family_of(v6);
-    let msgs = nl.dump(RouteNetlinkMessage::GetRoute(req))?;
-    let mut out = Vec::new();
-    for m in &msgs {
-        let RouteNetlinkMessage::NewRoute(r) = m else {
-            continue;
-        };
-        let Some(info) = route_from(r, v6) else {
-            continue;
-        };
-        if info.table == TABLE_LOCAL && info.kind == RTN_LOCAL {
-            out.push(info.dst);
-        }
-    }
-    Ok(out)
+    Ok(all_routes(v6)?
+        .filter(|r| r.table == TABLE_LOCAL && r.kind == RTN_LOCAL)
+        .map(|r| r.dst)
+        .collect())
 }
 
 /// The first of `addrs` on `ifindex` that is not usable yet: missing,

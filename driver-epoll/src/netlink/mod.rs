@@ -455,18 +455,21 @@ fn route_from(m: &RouteMessage, v6: bool) -> Option<RouteInfo> {
 
 /// Every unicast route of one family in the main table.
 pub fn routes(v6: bool) -> io::Result<Vec<RouteInfo>> {
+    Ok(all_routes(v6)?
+        .filter(|r| r.table == TABLE_MAIN && r.kind == RTN_UNICAST)
+        .collect())
+}
+
+/// Every route of one family, of every table and type.
+fn all_routes(v6: bool) -> io::Result<impl Iterator<Item = RouteInfo>> {
     let mut nl = Nl::new()?;
     let mut req = RouteMessage::default();
     req.header.address_family = family_of(v6);
     let msgs = nl.dump(RouteNetlinkMessage::GetRoute(req))?;
-    Ok(msgs
-        .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) => route_from(r, v6),
-            _ => None,
-        })
-        .filter(|r| r.table == TABLE_MAIN && r.kind == RTN_UNICAST)
-        .collect())
+    Ok(msgs.into_iter().filter_map(move |m| match m {
+        RouteNetlinkMessage::NewRoute(r) => route_from(&r, v6),
+        _ => None,
+    }))
 }
 
 /// Index of the interface called `name`.
