@@ -9,10 +9,11 @@ use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::rng::Rng;
-use crate::splice::SpliceState;
+use crate::splice::{self, SpliceState, SpliceStats};
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
+use crate::udp::splice::{UdpSpliceState, UdpSpliceStats};
 use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
@@ -81,6 +82,20 @@ macro_rules! udp_cx {
     };
 }
 
+/// The context lent to splicing, TCP and UDP (see [`link_cx`]).
+macro_rules! splice_cx {
+    ($core:ident) => {
+        splice::Ctx {
+            cfg: &$core.cfg,
+            guest: &$core.guest,
+            counters: &mut $core.counters,
+            actions: &mut $core.actions,
+            flows: &mut $core.flows,
+            listeners: &$core.listeners,
+        }
+    };
+}
+
 /// The protocol core of passt and pasta. See the [crate documentation](crate)
 /// for the order in which drivers call it.
 #[derive(Debug)]
@@ -105,6 +120,8 @@ pub struct Core {
     pub(crate) udp: UdpState,
     /// Spliced connections' state outside the flow table.
     pub(crate) splice: SpliceState,
+    /// Spliced UDP flows' state outside the flow table.
+    udp_splice: UdpSpliceState,
     /// The guest link refused frames, or had no room for queued ones, since
     /// the last `handle_tap_writable`.
     pub(crate) link_refused: bool,
@@ -134,6 +151,7 @@ impl Core {
             tcp: TcpState::new(&cfg),
             udp: UdpState::default(),
             splice: SpliceState::default(),
+            udp_splice: UdpSpliceState::default(),
             link_refused: false,
             cfg,
         }
@@ -165,7 +183,7 @@ impl Core {
         self.tcp.open_socks
             + self.udp.open_socks
             + self.splice.open_socks
-            + self.splice.udp.open_socks
+            + self.udp_splice.open_socks
             + self.listeners.open_count()
     }
 
@@ -177,6 +195,16 @@ impl Core {
     /// What TCP translation did.
     pub fn tcp_stats(&self) -> &TcpStats {
         &self.tcp.stats
+    }
+
+    /// What splicing did.
+    pub fn splice_stats(&self) -> &SpliceStats {
+        &self.splice.stats
+    }
+
+    /// What spliced UDP did.
+    pub fn udp_splice_stats(&self) -> &UdpSpliceStats {
+        &self.udp_splice.stats
     }
 
     /// What the listeners of forwarded ports did.
@@ -275,14 +303,18 @@ impl Core {
                 return
             }
             Listened::Open(Proto::Udp, slot) => {
-                if self.udp_splice_listener_event(now, slot, event) {
+                if self
+                    .udp_splice
+                    .listener_event(&mut splice_cx!(self), now, slot, event)
+                {
                     return;
                 }
                 return self.udp.listener_event(&mut udp_cx!(self), slot, event);
             }
             Listened::Open(Proto::Tcp, _) | Listened::NotListener => {}
         }
-        if !self.splice_sock_event(now, sock, event)
+        if !self.udp_splice.sock_event(&mut splice_cx!(self), now, sock, event)
+            && !self.splice.sock_event(&mut splice_cx!(self), sock, event)
             && !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
             && !self.tcp_sock_event(now, sock, event)
         {
@@ -337,7 +369,7 @@ impl Core {
         self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
         self.udp.timeout(&mut udp_cx!(self), now);
-        self.udp_splice_timeout(now);
+        self.udp_splice.timeout(&mut splice_cx!(self), now);
         self.listeners.timeout(&mut self.actions, now);
     }
 
@@ -403,7 +435,7 @@ impl Core {
             earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
             earliest(
                 earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
-                self.udp_splice_poll_timeout(),
+                self.udp_splice.poll_timeout(),
             ),
         )
     }
@@ -554,6 +586,29 @@ impl Core {
     #[cfg(test)]
     pub(crate) fn recv_room(&mut self, sock: SockId) -> usize {
         udp::recv_room(&udp_cx!(self), sock)
+    }
+
+    /// A connection accepted on TCP listener `listener` (flow `id`, socket
+    /// `sock`): `false` if it takes the guest link, otherwise splicing took
+    /// it (see [`SpliceState::accepted`]).
+    pub(crate) fn splice_accepted(
+        &mut self,
+        id: crate::flow::FlowId,
+        sock: SockId,
+        listener: u32,
+        target_port: u16,
+        peer: core::net::SocketAddr,
+        local: core::net::SocketAddr,
+    ) -> bool {
+        self.splice.accepted(
+            &mut splice_cx!(self),
+            id,
+            sock,
+            listener,
+            target_port,
+            peer,
+            local,
+        )
     }
 
     // --- frame building for TCP --------------------------------------------

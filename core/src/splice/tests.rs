@@ -6,7 +6,7 @@ use crate::action::{SockOpt, SpliceTotals};
 use crate::config::Forward;
 use crate::flow::LISTENER_BIT;
 use crate::testutil::{capture_config, drain_actions, splicing_core};
-use crate::{Errno, Instant};
+use crate::{Core, Errno, Instant};
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 const T0: Instant = Instant::ZERO;

@@ -30,7 +30,7 @@ pub(crate) mod splice;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use host::recv_room;
+pub(crate) use host::{datagram_room, recv_room};
 
 use crate::action::{
     Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SockEvent, SockId, SockKind,

@@ -5,7 +5,7 @@ use super::*;
 use crate::action::SpliceTotals;
 use crate::config::Forward;
 use crate::testutil::{drain_actions, splicing_core};
-use crate::Errno;
+use crate::{Core, Errno};
 
 const T0: Instant = Instant::ZERO;
 
