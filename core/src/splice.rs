@@ -199,18 +199,17 @@ pub(crate) fn decide(
 }
 
 impl SpliceState {
-    /// A connection accepted on listener `listener` (flow `id`, socket
-    /// `sock`, not yet counted as open): returns `false` if it takes the
-    /// guest link; otherwise the flow became a spliced one (or was refused).
+    /// A connection from `peer` to `local` accepted on listener `listener`
+    /// (flow `id`, socket `sock`, not yet counted as open): returns `false`
+    /// if it takes the guest link; otherwise the flow became a spliced one
+    /// (or was refused).
     pub(crate) fn accepted(
         &mut self,
         cx: &mut Ctx<'_>,
-        id: FlowId,
-        sock: SockId,
+        (id, sock): (FlowId, SockId),
         listener: u32,
         target_port: u16,
-        peer: SocketAddr,
-        local: SocketAddr,
+        (peer, local): (SocketAddr, SocketAddr),
     ) -> bool {
         let Some(l) = cx.listeners.get(Proto::Tcp, listener) else {
             return false;
