@@ -78,11 +78,7 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// The frame writer over the frame queue.
     pub(crate) fn tx(&mut self) -> FrameOut<'_> {
-        FrameOut {
-            queue: self.out,
-            counters: self.counters,
-            cfg: self.cfg,
-        }
+        FrameOut::new(self.out, self.counters, self.cfg)
     }
 }
 

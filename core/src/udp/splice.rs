@@ -33,7 +33,7 @@
 //! ([`Action::QuerySpliced`]): a count that moved keeps the flow for another
 //! period, one that did not (or no answer within [`QUERY_WAIT`]) ends it.
 
-use super::UDP_TIMEOUT;
+use super::{any_addr, family, UDP_TIMEOUT};
 use crate::action::{Action, BindOpts, Family, Netns, SockEvent, SockId, SockKind};
 use crate::flow::{self, FlowData, FlowId, SockRef};
 use crate::fwd::{Listener, Listeners, Proto};
@@ -126,10 +126,6 @@ enum Path {
     },
 }
 
-fn family(a: IpAddr) -> Family {
-    super::family(a)
-}
-
 /// `a` in the form a socket of `family` takes (IPv4-mapped on IPv6).
 fn for_family(a: SocketAddr, fam: Family) -> SocketAddr {
     match (fam, a.ip()) {
@@ -138,11 +134,25 @@ fn for_family(a: SocketAddr, fam: Family) -> SocketAddr {
     }
 }
 
-fn unspecified(f: Family) -> IpAddr {
-    match f {
-        Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
-        Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
-    }
+/// The actions that make `sock` a UDP socket of `(family, netns)`, bound
+/// to `addr` with `opts` and connected to `to`.
+fn connected(
+    sock: SockId,
+    (family, netns): (Family, Netns),
+    addr: SocketAddr,
+    opts: BindOpts,
+    to: SocketAddr,
+) -> [Action; 3] {
+    [
+        Action::Open {
+            sock,
+            kind: SockKind::Udp,
+            family,
+            netns,
+        },
+        Action::Bind { sock, addr, opts },
+        Action::Connect { sock, addr: to },
+    ]
 }
 
 impl UdpSpliceState {
@@ -231,7 +241,7 @@ impl UdpSpliceState {
                 match dst {
                     Some(d) if d.is_ipv4() == peer_ip.is_ipv4() => Path::Splice {
                         netns: Netns::Guest,
-                        bind: SocketAddr::new(unspecified(family(d)), peer.port()),
+                        bind: SocketAddr::new(any_addr(family(d)), peer.port()),
                         target: SocketAddr::new(d, port),
                     },
                     _ => Path::Discard,
@@ -280,7 +290,7 @@ impl UdpSpliceState {
                 Netns::Guest => KEY_FROM_GUEST,
             },
             src: peer_ip,
-            dst: local_ip.unwrap_or(unspecified(family(peer_ip))),
+            dst: local_ip.unwrap_or(any_addr(family(peer_ip))),
             sport: peer.port(),
             dport: l.addr.port(),
         };
@@ -348,10 +358,7 @@ impl UdpSpliceState {
         }
         self.open_socks += 2;
         self.stats.opened += 1;
-        self.next_timer = earliest(
-            self.next_timer,
-            Some(now.saturating_add(UDP_TIMEOUT)),
-        );
+        self.next_timer = earliest(self.next_timer, Some(now.saturating_add(UDP_TIMEOUT)));
         log::debug!(
             "udp splice flow {}: {peer} -> {:?}:{}, to {target} from {bind}",
             id.0,
@@ -365,51 +372,32 @@ impl UdpSpliceState {
                 .unwrap_or(l.addr.ip()),
             l.addr.port(),
         );
-        let near = [
-            Action::Open {
-                sock: socks[0],
-                kind: SockKind::Udp,
-                family: l.family,
-                netns: l.fwd.netns,
+        let near = connected(
+            socks[0],
+            (l.family, l.fwd.netns),
+            for_family(near_bind, l.family),
+            BindOpts {
+                reuse_addr: true,
+                v6_only: l.v6_only,
+                device: l.fwd.ifindex,
+                freebind: true,
             },
-            Action::Bind {
-                sock: socks[0],
-                addr: for_family(near_bind, l.family),
-                opts: BindOpts {
-                    reuse_addr: true,
-                    v6_only: l.v6_only,
-                    device: l.fwd.ifindex,
-                    freebind: true,
-                },
-            },
-            Action::Connect {
-                sock: socks[0],
-                addr: for_family(peer, l.family),
-            },
-        ];
+            for_family(peer, l.family),
+        );
+        // Side 1: in the other namespace, connected to the target.
         let fam = family(target.ip());
-        let far = [
-            Action::Open {
-                sock: socks[1],
-                kind: SockKind::Udp,
-                family: fam,
-                netns,
+        let far = connected(
+            socks[1],
+            (fam, netns),
+            bind,
+            BindOpts {
+                reuse_addr: true,
+                v6_only: fam == Family::V6,
+                freebind: true,
+                ..BindOpts::default()
             },
-            Action::Bind {
-                sock: socks[1],
-                addr: bind,
-                opts: BindOpts {
-                    reuse_addr: true,
-                    v6_only: fam == Family::V6,
-                    freebind: true,
-                    ..BindOpts::default()
-                },
-            },
-            Action::Connect {
-                sock: socks[1],
-                addr: target,
-            },
-        ];
+            target,
+        );
         for a in near.into_iter().chain(far) {
             cx.act(a);
         }
@@ -467,10 +455,8 @@ impl UdpSpliceState {
                     self.stats.moved += total.saturating_sub(u.moved);
                     u.moved = total;
                     u.t_active = now;
-                    self.next_timer = earliest(
-                        self.next_timer,
-                        Some(now.saturating_add(UDP_TIMEOUT)),
-                    );
+                    self.next_timer =
+                        earliest(self.next_timer, Some(now.saturating_add(UDP_TIMEOUT)));
                 } else {
                     self.stats.timeouts += 1;
                     self.close(cx, id);

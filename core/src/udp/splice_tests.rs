@@ -66,28 +66,28 @@ fn far(a: &[Action]) -> (SockId, Netns, SocketAddr, SocketAddr) {
         .collect();
     assert_eq!(socks.len(), 2, "{a:?}");
     let s = socks[1];
-    let ns = a
-        .iter()
-        .find_map(|a| match a {
-            Action::Open { sock, netns, .. } if *sock == s => Some(*netns),
-            _ => None,
-        })
-        .unwrap();
-    let bind = a
-        .iter()
-        .find_map(|a| match a {
-            Action::Bind { sock, addr, .. } if *sock == s => Some(*addr),
-            _ => None,
-        })
-        .unwrap();
-    let to = a
-        .iter()
-        .find_map(|a| match a {
-            Action::Connect { sock, addr } if *sock == s => Some(*addr),
-            _ => None,
-        })
-        .unwrap();
+    let ns = of_sock(a, s, |a| match *a {
+        Action::Open { sock, netns, .. } => Some((sock, netns)),
+        _ => None,
+    });
+    let bind = of_sock(a, s, |a| match *a {
+        Action::Bind { sock, addr, .. } => Some((sock, addr)),
+        _ => None,
+    });
+    let to = of_sock(a, s, |a| match *a {
+        Action::Connect { sock, addr } => Some((sock, addr)),
+        _ => None,
+    });
     (s, ns, bind, to)
+}
+
+/// What `pick` takes from the first action in `a` it answers for `s`.
+fn of_sock<T>(a: &[Action], s: SockId, pick: impl Fn(&Action) -> Option<(SockId, T)>) -> T {
+    a.iter()
+        .filter_map(pick)
+        .find(|(sock, _)| *sock == s)
+        .map(|(_, t)| t)
+        .unwrap()
 }
 
 #[test]
