@@ -53,48 +53,39 @@ pub(crate) mod work {
     }
 }
 
-/// The context lent to a link service: disjoint borrows of the core's
-/// fields (a method could not borrow them apart from the service's own
-/// state).
+/// A context lent to a protocol: a struct of disjoint borrows of the
+/// core's fields (a method could not borrow them apart from the protocol's
+/// own state), the fields before `;` shared, those after it mutable.
+macro_rules! lend {
+    ($core:ident => $($ctx:ident)::+ { $($r:ident),* ; $($m:ident),* }) => {
+        $($ctx)::+ {
+            $($r: &$core.$r,)*
+            $($m: &mut $core.$m,)*
+        }
+    };
+}
+
+/// The context lent to a link service.
 macro_rules! link_cx {
     ($core:ident) => {
-        link::Ctx {
-            cfg: &$core.cfg,
-            guest: &mut $core.guest,
-            out: &mut $core.out,
-            counters: &mut $core.counters,
-            rng: &mut $core.rng,
-        }
+        lend!($core => link::Ctx { cfg; guest, out, counters, rng })
     };
 }
 
-/// The context lent to UDP and ICMP echo (see [`link_cx`]).
+/// The context lent to UDP and ICMP echo.
 macro_rules! udp_cx {
     ($core:ident) => {
-        udp::Ctx {
-            cfg: &$core.cfg,
-            guest: &$core.guest,
-            counters: &mut $core.counters,
-            actions: &mut $core.actions,
-            spans: &mut $core.spans,
-            flows: &mut $core.flows,
-            listeners: &mut $core.listeners,
-            out: &mut $core.out,
-        }
+        lend!($core => udp::Ctx {
+            cfg, guest;
+            counters, actions, spans, flows, listeners, out
+        })
     };
 }
 
-/// The context lent to splicing, TCP and UDP (see [`link_cx`]).
+/// The context lent to splicing, TCP and UDP.
 macro_rules! splice_cx {
     ($core:ident) => {
-        splice::Ctx {
-            cfg: &$core.cfg,
-            guest: &$core.guest,
-            counters: &mut $core.counters,
-            actions: &mut $core.actions,
-            flows: &mut $core.flows,
-            listeners: &$core.listeners,
-        }
+        lend!($core => splice::Ctx { cfg, guest, listeners; counters, actions, flows })
     };
 }
 

@@ -83,8 +83,7 @@ struct FamilyRules {
 impl FamilyRules {
     /// The rules of IPv6 if `v6`, else IPv4; `None` if that family is off.
     fn of(cfg: &Config, v6: bool) -> Option<Self> {
-        let ([dns_match, dns_host, map_host_loopback, map_guest_addr], addr, loopback, our) = if v6
-        {
+        Some(if v6 {
             let c = cfg.ip6.as_ref()?;
             let maps = [
                 c.dns_match,
@@ -92,13 +91,7 @@ impl FamilyRules {
                 c.map_host_loopback,
                 c.map_guest_addr,
             ];
-            let our = Some(c.our_ll.into());
-            (
-                maps.map(|a| a.map(IpAddr::V6)),
-                c.addr.into(),
-                Ipv6Addr::LOCALHOST.into(),
-                our,
-            )
+            Self::new(maps, c.addr, Ipv6Addr::LOCALHOST, Some(c.our_ll))
         } else {
             let c = cfg.ip4.as_ref()?;
             let maps = [
@@ -107,23 +100,23 @@ impl FamilyRules {
                 c.map_host_loopback,
                 c.map_guest_addr,
             ];
-            let our = c.our_addr.map(IpAddr::V4);
-            (
-                maps.map(|a| a.map(IpAddr::V4)),
-                c.addr.into(),
-                Ipv4Addr::LOCALHOST.into(),
-                our,
-            )
-        };
-        Some(FamilyRules {
+            Self::new(maps, c.addr, Ipv4Addr::LOCALHOST, c.our_addr)
+        })
+    }
+
+    /// The rules from one family's settings: `maps` are the DNS match and
+    /// host, the host-loopback and the guest-address mappings.
+    fn new<A: Into<IpAddr>>(maps: [Option<A>; 4], addr: A, loopback: A, our: Option<A>) -> Self {
+        let [dns_match, dns_host, map_host_loopback, map_guest_addr] = maps.map(|a| a.map(A::into));
+        FamilyRules {
             dns_match,
             dns_host,
             map_host_loopback,
             map_guest_addr,
-            addr,
-            loopback,
-            our,
-        })
+            addr: addr.into(),
+            loopback: loopback.into(),
+            our: our.map(A::into),
+        }
     }
 }
 

@@ -190,6 +190,10 @@ pub(crate) struct Transmit<'a, C: ?Sized, R: ?Sized> {
     pub(crate) now: Instant,
 }
 
+/// Most datagrams read into empty buffers at once when the link has no
+/// room.
+const DISCARD_MAX: usize = 64;
+
 /// An error that ends a receive (anything but `EAGAIN`/`EINTR`).
 fn fatal(r: Result<(), Errno>) -> Option<Errno> {
     match r {
@@ -329,58 +333,47 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
         self.queued();
         let k = self.reserve_flushing(usize::from(max).max(1), MAX_FRAME, SlotUse::Datagrams);
         got.clear();
-        if k == 0 {
+        let err = if k == 0 {
+            // The link has no room: the datagrams are read into empty
+            // buffers (the kernel drops what does not fit) and counted, so
+            // that the socket does not stay readable while the link is full.
             self.no_room();
-            return self.discard(sock, max, room, got, read);
-        }
-        let mut areas = Reserved::new();
-        self.ring.reserved(&mut areas);
-        areas.truncate(k);
-        let err = fatal(read(&mut areas, usize::from(room), got));
-        let n = if err.is_none() {
-            got.len().min(areas.len())
+            let mut empty: [&mut [u8]; DISCARD_MAX] =
+                std::array::from_fn(|_| <&mut [u8]>::default());
+            let n = usize::from(max).clamp(1, DISCARD_MAX);
+            let err = fatal(read(&mut empty[..n], usize::from(room), got));
+            if err.is_none() {
+                self.core.dropped_for_room(got.len());
+            }
+            got.clear();
+            err
         } else {
-            0
+            let mut areas = Reserved::new();
+            self.ring.reserved(&mut areas);
+            areas.truncate(k);
+            let err = fatal(read(&mut areas, usize::from(room), got));
+            let n = if err.is_none() {
+                got.len().min(areas.len())
+            } else {
+                0
+            };
+            let mut dgrams: ArrayVec<RxDatagram<'_>, MAX_RESERVE> = areas
+                .into_iter()
+                .zip(got.iter())
+                .take(n)
+                .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer))
+                .collect();
+            self.core.datagrams(self.now, sock, &mut dgrams);
+            let lens = &mut self.core.tx_state().lens;
+            lens.clear();
+            lens.extend(dgrams.iter_mut().map(to_front));
+            drop(dgrams);
+            self.ring.commit(lens);
+            err
         };
-        let mut dgrams: ArrayVec<RxDatagram<'_>, MAX_RESERVE> = areas
-            .into_iter()
-            .zip(got.iter())
-            .take(n)
-            .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer))
-            .collect();
-        self.core.datagrams(self.now, sock, &mut dgrams);
-        let lens = &mut self.core.tx_state().lens;
-        lens.clear();
-        lens.extend(dgrams.iter_mut().map(to_front));
-        drop(dgrams);
-        self.ring.commit(lens);
         if let Some(e) = err {
             self.core.sock_error(self.now, sock, e);
         }
-    }
-
-    /// The link has no room for `sock`'s datagrams: they are read into
-    /// empty buffers (the kernel drops what does not fit) and counted, so
-    /// that the socket does not stay readable while the link is full.
-    fn discard<F>(
-        &mut self,
-        sock: SockId,
-        max: u16,
-        room: u16,
-        got: &mut Vec<(usize, SocketAddr)>,
-        read: F,
-    ) where
-        F: FnOnce(&mut [&mut [u8]], usize, &mut Vec<(usize, SocketAddr)>) -> Result<(), Errno>,
-    {
-        const MAX: usize = 64;
-        let mut empty: [&mut [u8]; MAX] = std::array::from_fn(|_| <&mut [u8]>::default());
-        let n = usize::from(max).clamp(1, MAX);
-        if let Some(e) = fatal(read(&mut empty[..n], usize::from(room), got)) {
-            got.clear();
-            self.core.sock_error(self.now, sock, e);
-        }
-        self.core.dropped_for_room(got.len());
-        got.clear();
     }
 }
 

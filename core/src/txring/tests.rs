@@ -93,6 +93,29 @@ fn queued_frames_wait_for_room() {
     assert!(core.tap_blocked());
 }
 
+/// A receive of up to 8 datagrams with 42 bytes of room on `ring`, whose
+/// read reports `n` empty datagrams: the number of buffers the read was
+/// given, their total length and the room.
+fn recv8(core: &mut Core, ring: &mut Slots, n: usize) -> (usize, usize, usize) {
+    let peer: SocketAddr = "192.0.2.1:7".parse().unwrap();
+    let mut got = Vec::new();
+    let mut seen = None;
+    core.recv_into(
+        Instant::ZERO,
+        ring,
+        SockId(1),
+        8,
+        42,
+        &mut got,
+        |bufs, room, got| {
+            seen = Some((bufs.len(), bufs.iter().map(|b| b.len()).sum(), room));
+            got.extend(std::iter::repeat_n((0, peer), n));
+            Ok(())
+        },
+    );
+    seen.expect("read called")
+}
+
 /// Datagrams that find no room on the link are read into empty
 /// buffers and counted, not left in the socket (where they would keep
 /// it readable and the loop busy); the core waits for room.
@@ -100,46 +123,17 @@ fn queued_frames_wait_for_room() {
 fn datagrams_without_room_are_read_and_dropped() {
     let mut core = Core::new(crate::Config::default());
     let mut ring = Slots::new(0);
-    let peer: SocketAddr = "192.0.2.1:7".parse().unwrap();
-    let mut got = Vec::new();
-    let mut seen = None;
-    core.recv_into(
-        Instant::ZERO,
-        &mut ring,
-        SockId(1),
-        8,
-        42,
-        &mut got,
-        |bufs, room, got| {
-            seen = Some((
-                bufs.len(),
-                bufs.iter().map(|b| b.len()).sum::<usize>(),
-                room,
-            ));
-            got.push((0, peer));
-            got.push((0, peer));
-            Ok(())
-        },
+    assert_eq!(
+        recv8(&mut core, &mut ring, 2),
+        (8, 0, 42),
+        "eight empty buffers"
     );
-    assert_eq!(seen, Some((8, 0, 42)), "eight empty buffers");
     assert_eq!(core.counters().link_full_dropped, 2);
     assert!(ring.committed.is_empty());
     assert!(core.tap_blocked());
     // With room, nothing is dropped.
     core.handle_tap_writable(Instant::ZERO);
     ring.cap = 4;
-    core.recv_into(
-        Instant::ZERO,
-        &mut ring,
-        SockId(1),
-        8,
-        42,
-        &mut got,
-        |bufs, _, _| {
-            seen = Some((bufs.len(), bufs.iter().map(|b| b.len()).sum::<usize>(), 0));
-            Ok(())
-        },
-    );
-    assert_eq!(seen.map(|s| s.0), Some(4));
+    assert_eq!(recv8(&mut core, &mut ring, 0).0, 4);
     assert_eq!(core.counters().link_full_dropped, 2);
 }
