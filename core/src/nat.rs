@@ -83,24 +83,23 @@ struct FamilyRules {
 impl FamilyRules {
     /// The rules of IPv6 if `v6`, else IPv4; `None` if that family is off.
     fn of(cfg: &Config, v6: bool) -> Option<Self> {
+        // The mappings, alike in both families' settings.
+        macro_rules! maps {
+            ($c:ident) => {
+                [
+                    $c.dns_match,
+                    $c.dns_host,
+                    $c.map_host_loopback,
+                    $c.map_guest_addr,
+                ]
+            };
+        }
         Some(if v6 {
             let c = cfg.ip6.as_ref()?;
-            let maps = [
-                c.dns_match,
-                c.dns_host,
-                c.map_host_loopback,
-                c.map_guest_addr,
-            ];
-            Self::new(maps, c.addr, Ipv6Addr::LOCALHOST, Some(c.our_ll))
+            Self::new(maps!(c), c.addr, Ipv6Addr::LOCALHOST, Some(c.our_ll))
         } else {
             let c = cfg.ip4.as_ref()?;
-            let maps = [
-                c.dns_match,
-                c.dns_host,
-                c.map_host_loopback,
-                c.map_guest_addr,
-            ];
-            Self::new(maps, c.addr, Ipv4Addr::LOCALHOST, c.our_addr)
+            Self::new(maps!(c), c.addr, Ipv4Addr::LOCALHOST, c.our_addr)
         })
     }
 
