@@ -100,14 +100,13 @@ impl TxArena {
     }
 
     /// The frame areas of the lent slots, in order.
-    pub(crate) fn reserved_areas(&mut self) -> Vec<&mut [u8]> {
+    pub(crate) fn reserved_areas(&mut self) -> impl Iterator<Item = &mut [u8]> + '_ {
         let (first, k) = (self.next, self.reserved);
         self.buf
             .chunks_mut(SLOT_LEN)
             .skip(first)
             .take(k)
             .map(|c| &mut c[FRAME_ROOM..])
-            .collect()
     }
 
     /// Ends the loan: the lent slots hold frames of `lens` bytes (0: none).

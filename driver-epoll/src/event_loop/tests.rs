@@ -242,7 +242,7 @@ fn arena_peek_slots() {
     assert_eq!(a.reserve(5), 3, "only the free slots");
     assert_eq!(a.reserve(1), 0);
     {
-        let areas = a.reserved_areas();
+        let areas: Vec<_> = a.reserved_areas().collect();
         assert_eq!(areas.len(), 3);
         assert!(areas.iter().all(|s| s.len() == MAX_FRAME + 1));
     }

@@ -427,7 +427,7 @@ impl VuLink {
             match res.grow(q, n, len) {
                 rxslots::Grow::Added(k) => {
                     let short = how == SlotUse::Exact
-                        && res.slices().get(before).is_none_or(|s| s.len() < len);
+                        && res.slices().nth(before).is_none_or(|s| s.len() < len);
                     if !short {
                         self.rx_res = Some(res);
                         return k;
@@ -466,8 +466,8 @@ impl VuLink {
     }
 
     /// The lent guest buffers.
-    pub(crate) fn reserved_slices(&mut self) -> Vec<&mut [u8]> {
-        self.rx_res.as_mut().map_or_else(Vec::new, |r| r.slices())
+    pub(crate) fn reserved_slices(&mut self) -> impl Iterator<Item = &mut [u8]> + '_ {
+        self.rx_res.as_mut().into_iter().flat_map(|r| r.slices())
     }
 
     /// Ends the loan of guest buffers: headers written, used elements kept

@@ -177,29 +177,26 @@ impl Reserved {
     }
 
     /// The runs as byte slices of guest memory, after the virtio-net header.
-    pub(crate) fn slices(&mut self) -> Vec<&mut [u8]> {
+    pub(crate) fn slices(&mut self) -> impl Iterator<Item = &mut [u8]> + '_ {
         let hdr = self.opts.hdr_len as u64;
         let mem = &self.mem;
-        self.runs
-            .iter()
-            .filter_map(|r| {
-                let (base, rlen) = region_ptr(mem, r.region)?;
-                if r.off + r.len > rlen || r.len <= hdr {
-                    return None;
-                }
-                let start = usize::try_from(r.off + hdr).ok()?;
-                let len = usize::try_from(r.len - hdr).ok()?;
-                // SAFETY: the range lies inside region `r.region` (checked
-                // just above and by `locate`), which `self.mem` keeps
-                // mapped for as long as the returned borrows of `self`
-                // live. Runs do not overlap (checked by `grow`), so the
-                // slices are disjoint. The memory is shared with the guest,
-                // which handed these buffers to the device and leaves them
-                // alone until they are returned; one that writes anyway
-                // only changes the bytes it will receive.
-                Some(unsafe { std::slice::from_raw_parts_mut(base.add(start), len) })
-            })
-            .collect()
+        self.runs.iter().filter_map(move |r| {
+            let (base, rlen) = region_ptr(mem, r.region)?;
+            if r.off + r.len > rlen || r.len <= hdr {
+                return None;
+            }
+            let start = usize::try_from(r.off + hdr).ok()?;
+            let len = usize::try_from(r.len - hdr).ok()?;
+            // SAFETY: the range lies inside region `r.region` (checked
+            // just above and by `locate`), which `self.mem` keeps
+            // mapped for as long as the returned borrows of `self`
+            // live. Runs do not overlap (checked by `grow`), so the
+            // slices are disjoint. The memory is shared with the guest,
+            // which handed these buffers to the device and leaves them
+            // alone until they are returned; one that writes anyway
+            // only changes the bytes it will receive.
+            Some(unsafe { std::slice::from_raw_parts_mut(base.add(start), len) })
+        })
     }
 
     /// Ends the reservation: the first runs hold frames of `lens` bytes

@@ -298,7 +298,7 @@ fn peek_like_core(
     }
     let mut left = data;
     let mut lens = Vec::new();
-    for (i, s) in r.slices().into_iter().enumerate() {
+    for (i, s) in r.slices().enumerate() {
         let chunk = left.min(mss).min(s.len().saturating_sub(room));
         if chunk == 0 {
             lens.push(0);
