@@ -7,15 +7,16 @@ use crate::flow::FlowTable;
 use crate::fwd::{Forward, ListenFailure, ListenStats, Listened, Listeners, Proto};
 use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
-use crate::queue::{ActionQueue, FrameOut, FrameQueue};
+use crate::queue::{ActionQueue, FrameQueue};
 use crate::rng::Rng;
 use crate::splice::SpliceState;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
-use crate::tcp::{TcpState, TcpStats};
+use crate::tcp::{self, TcpState, TcpStats};
 use crate::time::{earliest, Instant};
 use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
+use crate::work;
 use core::net::IpAddr;
 
 /// Most actions one flow's sequence of guest segments queues (a new
@@ -24,31 +25,6 @@ use core::net::IpAddr;
 const SEQUENCE_ACTIONS: usize = 16;
 /// Most actions an event on a listener queues (`Accept`, `Recv`).
 const ACCEPT_ACTIONS: usize = 1;
-
-/// Work done by the core, counted in test builds only: a deterministic
-/// measure of cost (frames looked at, segments parsed, queued actions
-/// visited, spans copied or summed) for the tests that show the cost of a
-/// batch linear in its frames. A no-op otherwise.
-pub(crate) mod work {
-    #[cfg(test)]
-    std::thread_local! {
-        static UNITS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
-    }
-
-    /// Counts `n` units of work.
-    #[inline(always)]
-    pub(crate) fn tick(n: usize) {
-        #[cfg(test)]
-        UNITS.with(|c| c.set(c.get() + n as u64));
-        let _ = n;
-    }
-
-    /// The units counted on this thread since the last call.
-    #[cfg(test)]
-    pub(crate) fn take() -> u64 {
-        UNITS.with(|c| c.replace(0))
-    }
-}
 
 /// The context lent to a link service: disjoint borrows of the core's
 /// fields (a method could not borrow them apart from the service's own
@@ -69,6 +45,22 @@ macro_rules! link_cx {
 macro_rules! udp_cx {
     ($core:ident) => {
         udp::Ctx {
+            cfg: &$core.cfg,
+            guest: &$core.guest,
+            counters: &mut $core.counters,
+            actions: &mut $core.actions,
+            spans: &mut $core.spans,
+            flows: &mut $core.flows,
+            listeners: &mut $core.listeners,
+            out: &mut $core.out,
+        }
+    };
+}
+
+/// The context lent to TCP (see [`link_cx`]).
+macro_rules! tcp_cx {
+    ($core:ident) => {
+        tcp::Ctx {
             cfg: &$core.cfg,
             guest: &$core.guest,
             counters: &mut $core.counters,
@@ -227,7 +219,7 @@ impl Core {
     /// [`Self::poll_action`] and [`Self::poll_frame`] before reusing the batch
     /// buffer.
     pub fn handle_tap_batch(&mut self, now: Instant, batch: &FrameBatch<'_>) {
-        self.tcp_batch_begin(now);
+        self.tcp.batch_begin(now);
         self.spans.clear();
         for i in 0..batch.len() {
             work::tick(1);
@@ -304,7 +296,8 @@ impl Core {
         result: Result<usize, Errno>,
         slots: &mut [TxSlot<'_>],
     ) -> usize {
-        self.tcp_peeked(now, sock, result, slots)
+        self.tcp
+            .peeked(&mut tcp_cx!(self), now, sock, result, slots)
     }
 
     /// Completes an [`Action::Recv`]: `dgrams` are the datagrams received
@@ -329,13 +322,13 @@ impl Core {
     /// `accepted` reached the guest link; the core rewinds the flows of the rest
     /// so their data is sent again.
     pub fn handle_tap_sent(&mut self, now: Instant, accepted: usize) {
-        self.tcp_tap_sent(now, accepted);
+        self.tcp.tap_sent(&mut tcp_cx!(self), now, accepted);
     }
 
     /// Runs timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ndp.timer(&mut link_cx!(self), now);
-        self.tcp_timeout(now);
+        self.tcp.timeout(&mut tcp_cx!(self), now);
         self.udp.timeout(&mut udp_cx!(self), now);
         self.udp_splice_timeout(now);
         self.listeners.timeout(&mut self.actions, now);
@@ -352,7 +345,7 @@ impl Core {
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
         self.link_refused = false;
-        self.tcp_tap_reset();
+        self.tcp.tap_reset(&mut tcp_cx!(self));
     }
 
     /// The guest link is up: at start for a tap device or a descriptor
@@ -400,7 +393,7 @@ impl Core {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
-            earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
+            earliest(self.ndp.poll_timeout(), self.tcp.poll_timeout()),
             earliest(
                 earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
                 self.udp_splice_poll_timeout(),
@@ -527,7 +520,7 @@ impl Core {
             return;
         }
         if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
-            return self.tcp_sequence(now, batch, seq);
+            return self.tcp.sequence(&mut tcp_cx!(self), now, batch, seq);
         }
         self.udp.sequence(&mut udp_cx!(self), now, batch, seq);
     }
@@ -556,15 +549,34 @@ impl Core {
         udp::recv_room(&udp_cx!(self), sock)
     }
 
-    // --- frame building for TCP --------------------------------------------
+    // --- TCP dispatch -----------------------------------------------------------
 
-    /// The frame writer over the frame queue.
-    pub(crate) fn tx(&mut self) -> FrameOut<'_> {
-        FrameOut {
-            queue: &mut self.out,
-            counters: &mut self.counters,
-            cfg: &self.cfg,
+    /// A socket event for TCP: an accepted connection goes to splicing
+    /// first, which may take it off the guest link; everything else to TCP.
+    fn tcp_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) -> bool {
+        if let SockEvent::Accepted(Ok((peer, local))) = event {
+            if let Some((id, listener, target_port)) = self.tcp.accepting(&self.flows, sock) {
+                if self.splice_accepted(id, sock, listener, target_port, peer, local) {
+                    return true;
+                }
+            }
         }
+        self.tcp.sock_event(&mut tcp_cx!(self), now, sock, event)
+    }
+
+    /// The guest link had no room for the frames of `sock`'s pending peek.
+    pub(crate) fn tcp_link_full(&mut self, sock: SockId) {
+        self.tcp.link_full(&mut tcp_cx!(self), sock);
+    }
+
+    /// The guest link has room again: connections waiting for it peek.
+    pub(crate) fn tcp_link_ready(&mut self, now: Instant) {
+        self.tcp.link_ready(&mut tcp_cx!(self), now);
+    }
+
+    /// Whether a connection waits for room on the guest link.
+    pub(crate) fn tcp_waiting_for_link(&self) -> bool {
+        self.tcp.waiting_for_link()
     }
 }
 

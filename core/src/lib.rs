@@ -129,6 +129,7 @@ mod engine_tests;
 #[cfg(test)]
 mod testutil;
 mod wire;
+mod work;
 
 pub use action::{
     Action, BindOpts, Errno, Family, IcmpError, Interest, Netns, RxDatagram, SendSpace, SockEvent,

@@ -14,11 +14,11 @@
 //!   [`window_from_space`]);
 //! * socket → guest: data stays in the kernel until the guest acknowledges
 //!   it; `Action::Peek` copies it straight into the driver's transmit slots,
-//!   [`Core::handle_peeked`] writes the headers, `Action::Consume` drops what
+//!   [`Core::handle_peeked`](crate::Core::handle_peeked) writes the headers, `Action::Consume` drops what
 //!   the guest acknowledged, and retransmission rewinds and peeks again.
 //!
 //! Each connection has one timer slot (the earliest of its handshake, ACK,
-//! retransmission, FIN and activity deadlines); [`Core::poll_timeout`] reports
+//! retransmission, FIN and activity deadlines); [`Core::poll_timeout`](crate::Core::poll_timeout) reports
 //! a lower bound over all of them, kept without scanning.
 
 mod guest;
@@ -32,16 +32,17 @@ mod tests;
 mod timer;
 
 use crate::action::{
-    Action, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, SockOpt,
+    Action, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, SockOpt, Span,
     TcpInfo, TxSlot,
 };
 use crate::config::Config;
-use crate::counters::DropReason;
-use crate::engine::Core;
-use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
-use crate::fwd::{self, Proto};
+use crate::counters::{Counters, DropReason};
+use crate::flow::{self, FlowData, FlowId, FlowTable, SockRef, LISTENER_BIT};
+use crate::fwd::{self, Listeners, Proto};
+use crate::guest::GuestInfo;
 use crate::nat;
 use crate::policy::{Reopen, TcpPolicy};
+use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
@@ -335,7 +336,7 @@ impl TcpConn {
     /// the handshake completes is remembered (`readable_early`), `Writable`
     /// matters only while the window to the guest is closed, and an
     /// `EPOLLOUT` edge needs the kernel's wake-up, armed by setting the
-    /// interest again ([`Core::tcp_rearm`]) when the window closes on a full
+    /// interest again ([`TcpState::rearm`]) when the window closes on a full
     /// buffer.
     fn wanted_interest(&self) -> Interest {
         Interest {
@@ -449,6 +450,57 @@ impl TcpState {
     }
 }
 
+/// What TCP may touch while it handles an input, lent by the engine.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a Config,
+    /// The guest's MAC and addresses (frames to it, address mapping).
+    pub(crate) guest: &'a GuestInfo,
+    pub(crate) counters: &'a mut Counters,
+    /// Socket work for the driver.
+    pub(crate) actions: &'a mut ActionQueue,
+    /// Spans of the `Send`s of the current batch.
+    pub(crate) spans: &'a mut Vec<Span>,
+    /// The shared flow table: connections live beside datagram flows.
+    pub(crate) flows: &'a mut FlowTable,
+    /// The listeners of forwarded ports (TCP's accept connections).
+    pub(crate) listeners: &'a mut Listeners,
+    /// Frames the core writes itself (control segments).
+    pub(crate) out: &'a mut FrameQueue,
+}
+
+impl Ctx<'_> {
+    /// The frame writer over the frame queue.
+    fn tx(&mut self) -> FrameOut<'_> {
+        FrameOut {
+            queue: self.out,
+            counters: self.counters,
+            cfg: self.cfg,
+        }
+    }
+
+    fn tc(&mut self, id: FlowId) -> Option<&mut TcpConn> {
+        match &mut self.flows.get_mut(id)?.data {
+            FlowData::Tcp(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn tc_ref(&self, id: FlowId) -> Option<(&FlowKey, &TcpConn)> {
+        let f = self.flows.get(id)?;
+        match &f.data {
+            FlowData::Tcp(c) => Some((&f.key, c)),
+            _ => None,
+        }
+    }
+
+    /// Queues `a`, or counts it refused if the action queue is full.
+    fn act(&mut self, a: Action) {
+        if !self.actions.push(a) {
+            self.counters.actions_refused += 1;
+        }
+    }
+}
+
 fn family(a: IpAddr) -> Family {
     if a.is_ipv6() {
         Family::V6
@@ -457,59 +509,61 @@ fn family(a: IpAddr) -> Family {
     }
 }
 
+/// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
+/// clock ticking every 32 ns.
+pub(crate) fn isn(cfg: &Config, key: &FlowKey, now: Instant) -> u32 {
+    let h = flow::TupleHasher::new(&cfg.secret, 0).hash(key, false);
+    (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)
+}
+
+/// The MSS we advertise to the guest: from the MTU, rounded down to a
+/// page multiple when larger than a page.
+fn mss_adv(cfg: &Config, v6: bool, info_mss: u32) -> u16 {
+    let hdrs = if v6 { 60 } else { 40 };
+    let m = match cfg.mtu {
+        Some(mtu) => u32::from(mtu).saturating_sub(hdrs),
+        None if info_mss > 0 => info_mss,
+        None => u32::from(MSS_DEFAULT),
+    };
+    let m = if m > 4096 { m / 4096 * 4096 } else { m };
+    m.clamp(u32::from(MSS_MIN), u32::from(if v6 { MSS6 } else { MSS4 })) as u16
+}
+
+/// Largest payload per frame to the guest: its MSS, within our MTU.
+fn mss_send(cfg: &Config, v6: bool, guest_mss: u16) -> u16 {
+    let hdrs: u16 = if v6 { 60 } else { 40 };
+    let mtu_mss = cfg
+        .mtu
+        .map_or(u16::MAX, |m| m.saturating_sub(hdrs))
+        .max(MSS_MIN);
+    guest_mss.min(mtu_mss)
+}
+
 fn clamp_mss(mss: Option<u16>, v6: bool) -> u16 {
     mss.unwrap_or(MSS_DEFAULT)
         .clamp(MSS_MIN, if v6 { MSS6 } else { MSS4 })
 }
 
-impl Core {
-    // --- common ---------------------------------------------------------------
-
-    fn tc(&mut self, id: FlowId) -> Option<&mut TcpConn> {
-        match self.flows.get_mut(id) {
-            Some(f) => match &mut f.data {
-                FlowData::Tcp(c) => Some(c),
-                _ => None,
-            },
-            None => None,
-        }
-    }
-
-    fn tc_ref(&self, id: FlowId) -> Option<(&FlowKey, &TcpConn)> {
-        match self.flows.get(id) {
-            Some(f) => match &f.data {
-                FlowData::Tcp(c) => Some((&f.key, c)),
-                _ => None,
-            },
-            None => None,
-        }
-    }
-
-    fn act(&mut self, a: Action) {
-        if !self.actions.push(a) {
-            self.counters.actions_refused += 1;
-        }
-    }
-
+impl TcpState {
     /// Notes that the deadline of `id` may have moved earlier.
-    fn tcp_note_timer(&mut self, id: FlowId) {
-        let d = self.tc_ref(id).and_then(|(_, c)| c.deadline());
-        self.tcp.next_timer = earliest(self.tcp.next_timer, d);
+    fn note_timer(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let d = cx.tc_ref(id).and_then(|(_, c)| c.deadline());
+        self.next_timer = earliest(self.next_timer, d);
     }
 
     /// Sets the interest of `id` again even if unchanged: `EPOLL_CTL_MOD`
     /// polls the socket, and a socket found not writable arms the kernel's
     /// wake-up for when it is writable again.
-    fn tcp_rearm(&mut self, id: FlowId) {
-        if let Some(c) = self.tc(id) {
+    fn rearm(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        if let Some(c) = cx.tc(id) {
             c.interest = None;
         }
-        self.tcp_interest(id);
+        self.interest(cx, id);
     }
 
     /// Asks for the epoll interest the state of `id` needs, if it changed.
-    fn tcp_interest(&mut self, id: FlowId) {
-        let Some(c) = self.tc(id) else { return };
+    fn interest(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let Some(c) = cx.tc(id) else { return };
         // A pending peek decides the state (stalled or not, data in flight)
         // when it is answered, and sets the interest then: no mask for the
         // state in between.
@@ -522,47 +576,16 @@ impl Core {
         }
         c.interest = Some(want);
         let sock = c.sock;
-        self.act(Action::SetInterest {
+        cx.act(Action::SetInterest {
             sock,
             interest: want,
         });
     }
 
-    /// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
-    /// clock ticking every 32 ns.
-    fn tcp_isn(&self, key: &FlowKey, now: Instant) -> u32 {
-        let h = flow::TupleHasher::new(&self.cfg.secret, 0).hash(key, false);
-        (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)
-    }
-
-    /// The MSS we advertise to the guest: from the MTU, rounded down to a
-    /// page multiple when larger than a page.
-    fn tcp_mss_adv(&self, v6: bool, info_mss: u32) -> u16 {
-        let hdrs = if v6 { 60 } else { 40 };
-        let m = match self.cfg.mtu {
-            Some(mtu) => u32::from(mtu).saturating_sub(hdrs),
-            None if info_mss > 0 => info_mss,
-            None => u32::from(MSS_DEFAULT),
-        };
-        let m = if m > 4096 { m / 4096 * 4096 } else { m };
-        m.clamp(u32::from(MSS_MIN), u32::from(if v6 { MSS6 } else { MSS4 })) as u16
-    }
-
-    /// Largest payload per frame to the guest: its MSS, within our MTU.
-    fn tcp_mss_send(&self, v6: bool, guest_mss: u16) -> u16 {
-        let hdrs: u16 = if v6 { 60 } else { 40 };
-        let mtu_mss = self
-            .cfg
-            .mtu
-            .map_or(u16::MAX, |m| m.saturating_sub(hdrs))
-            .max(MSS_MIN);
-        guest_mss.min(mtu_mss)
-    }
-
     /// Queues a segment without payload to the guest.
-    fn tcp_ctl(&mut self, key: &FlowKey, h: Hdr) -> bool {
-        let dst_mac = self.guest.mac;
-        self.tx()
+    fn ctl(&mut self, cx: &mut Ctx<'_>, key: &FlowKey, h: Hdr) -> bool {
+        let dst_mac = cx.guest.mac;
+        cx.tx()
             .queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
                 h.write(b)
             })
@@ -570,8 +593,8 @@ impl Core {
 
     /// Sends flags `flags` (with ACK unless RST alone) on connection `id`,
     /// at `seq_to_tap`.
-    fn tcp_send_flags(&mut self, id: FlowId, flags: u8) {
-        let Some((key, c)) = self.tc_ref(id) else {
+    fn send_flags(&mut self, cx: &mut Ctx<'_>, id: FlowId, flags: u8) {
+        let Some((key, c)) = cx.tc_ref(id) else {
             return;
         };
         let key = *key;
@@ -582,17 +605,17 @@ impl Core {
             } else {
                 None
             };
-            Some((self.tcp_mss_adv(TcpConn::v6(&key), c.mss_info()), ws))
+            Some((mss_adv(cx.cfg, TcpConn::v6(&key), c.mss_info()), ws))
         } else {
             None
         };
         if let Some((mss, _)) = syn_opts {
             let clamp = u32::from(mss).saturating_mul(TAP_QUEUE_FRAMES * 3 / 4);
-            if let Some(c) = self.tc(id) {
+            if let Some(c) = cx.tc(id) {
                 c.wnd_clamp = clamp;
             }
         }
-        let Some((_, c)) = self.tc_ref(id) else {
+        let Some((_, c)) = cx.tc_ref(id) else {
             return;
         };
         let (win, wbytes) = c.win_field(syn);
@@ -606,15 +629,15 @@ impl Core {
             win,
             syn_opts,
         };
-        let index = self.counters.frames_out + self.out.len() as u64;
-        if !self.tcp_ctl(&key, h) {
+        let index = cx.counters.frames_out + cx.out.len() as u64;
+        if !self.ctl(cx, &key, h) {
             return;
         }
-        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         if flags & FIN != 0 {
-            self.tcp_txlog(index, id, gen, seq, 0);
+            self.txlog(index, id, gen, seq, 0);
         }
-        if let Some(c) = self.tc(id) {
+        if let Some(c) = cx.tc(id) {
             if flags & ACK != 0 {
                 c.seq_ack_to_tap = c.seq_from_tap;
                 c.wnd_to_tap = wbytes;
@@ -625,8 +648,8 @@ impl Core {
 
     /// Notes frame `index` of connection `id`, starting at `seq` with `len`
     /// bytes of payload: extends the last run when it continues it.
-    fn tcp_txlog(&mut self, index: u64, id: FlowId, gen: u8, seq: u32, len: u32) {
-        if let Some(r) = self.tcp.txlog.last_mut() {
+    fn txlog(&mut self, index: u64, id: FlowId, gen: u8, seq: u32, len: u32) {
+        if let Some(r) = self.txlog.last_mut() {
             let next = r.index.checked_add(u64::from(r.count));
             let next_seq = r.seq.wrapping_add(r.count.wrapping_mul(r.stride));
             if r.flow == id
@@ -641,8 +664,8 @@ impl Core {
                 return;
             }
         }
-        if self.tcp.txlog.len() < TX_LOG {
-            self.tcp.txlog.push(TxRec {
+        if self.txlog.len() < TX_LOG {
+            self.txlog.push(TxRec {
                 index,
                 count: 1,
                 flow: id,
@@ -656,23 +679,23 @@ impl Core {
 
     /// Sends an ACK (followed by `DUP_ACKS_SENT` duplicates if a gap in
     /// the guest's data is owed them, once per gap).
-    fn tcp_send_ack(&mut self, id: FlowId) {
-        let Some(c) = self.tc(id) else { return };
+    fn send_ack(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let Some(c) = cx.tc(id) else { return };
         let dups = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
         if dups {
             c.dup_ack_sent_at = Some(c.seq_from_tap);
         }
         c.dup_ack_pending = false;
-        self.tcp_send_flags(id, ACK);
+        self.send_flags(cx, id, ACK);
         if dups {
             for _ in 0..DUP_ACKS_SENT {
-                self.tcp_send_flags(id, ACK);
+                self.send_flags(cx, id, ACK);
             }
         }
     }
 
     /// Resets a segment that belongs to no connection (RFC 9293 §3.10.7.1).
-    fn tcp_rst_no_flow(&mut self, key: &FlowKey, s: &Seg) {
+    fn rst_no_flow(&mut self, cx: &mut Ctx<'_>, key: &FlowKey, s: &Seg) {
         let h = if s.has(ACK) {
             Hdr {
                 sport: key.dport,
@@ -695,27 +718,27 @@ impl Core {
                 syn_opts: None,
             }
         };
-        self.tcp_ctl(key, h);
+        self.ctl(cx, key, h);
     }
 
     /// Ends connection `id`: closes the socket and frees the flow; with
     /// `rst`, the guest gets a reset (an error or a timeout on our side).
     /// The socket is closed plainly: data it still holds for the host peer
     /// goes out before the FIN (an abortive close would drop it).
-    fn tcp_close(&mut self, id: FlowId, rst: bool) {
-        self.tcp_end(id, rst, false);
+    fn close(&mut self, cx: &mut Ctx<'_>, id: FlowId, rst: bool) {
+        self.end(cx, id, rst, false);
     }
 
     /// The guest reset connection `id`: the host peer gets a reset too.
-    fn tcp_guest_reset(&mut self, id: FlowId) {
-        self.tcp_end(id, false, true);
+    fn guest_reset(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        self.end(cx, id, false, true);
     }
 
     /// Ends connection `id`, resetting the guest side if `rst_guest` and the
     /// socket's peer if `rst_sock` (SO_LINGER with a zero timeout before the
     /// close: a plain close would send a FIN).
-    fn tcp_end(&mut self, id: FlowId, rst_guest: bool, rst_sock: bool) {
-        let Some((key, c)) = self.tc_ref(id) else {
+    fn end(&mut self, cx: &mut Ctx<'_>, id: FlowId, rst_guest: bool, rst_sock: bool) {
+        let Some((key, c)) = cx.tc_ref(id) else {
             return;
         };
         let key = *key;
@@ -734,23 +757,23 @@ impl Core {
                         win: 0,
                         syn_opts: None,
                     };
-                    self.tcp_ctl(&key, h);
+                    self.ctl(cx, &key, h);
                 }
                 // The guest knows nothing of it yet.
                 Phase::Accepting | Phase::AcceptedInfo => {}
-                _ => self.tcp_send_flags(id, RST),
+                _ => self.send_flags(cx, id, RST),
             }
-            self.tcp.stats.resets += 1;
+            self.stats.resets += 1;
         }
         if c.sock_open {
             if rst_sock {
-                self.act(Action::SetOption {
+                cx.act(Action::SetOption {
                     sock: c.sock,
                     opt: SockOpt::ResetOnClose,
                 });
             }
-            self.act(Action::Close { sock: c.sock });
-            self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
+            cx.act(Action::Close { sock: c.sock });
+            self.open_socks = self.open_socks.saturating_sub(1);
         }
         log::debug!(
             "tcp flow {}: closed{}",
@@ -761,19 +784,19 @@ impl Core {
                 (false, false) => "",
             }
         );
-        self.flows.free(id);
-        self.tcp.stats.closed += 1;
+        cx.flows.free(id);
+        self.stats.closed += 1;
     }
 
     /// Closes `id` if both directions are finished: our FIN acknowledged,
     /// and the guest's FIN taken or the socket hung up (nothing more can be
     /// written to it).
-    fn tcp_maybe_done(&mut self, id: FlowId) -> bool {
-        let done = self
+    fn maybe_done(&mut self, cx: &mut Ctx<'_>, id: FlowId) -> bool {
+        let done = cx
             .tc_ref(id)
             .is_some_and(|(_, c)| c.tap_fin_acked && (c.tap_fin_rcvd || c.hup));
         if done {
-            self.tcp_close(id, false);
+            self.close(cx, id, false);
         }
         done
     }

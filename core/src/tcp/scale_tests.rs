@@ -1,14 +1,14 @@
 //! The cost of a batch is linear in its frames: a batch of guest data for
 //! many established connections, interleaved so that each connection's
 //! segments fall into many groups (more connections than the grouper keeps
-//! apart), is counted in units of work ([`crate::engine::work`]: frames
+//! apart), is counted in units of work ([`crate::work`]: frames
 //! looked at, segments parsed, queued actions visited, spans copied or
 //! summed) at 16384 and at 32768 frames. Twice the frames may cost at most
 //! about twice the work.
 
-use crate::engine::work;
 use crate::testutil::{capture_config, GUEST_MAC};
 use crate::wire::Mac;
+use crate::work;
 use crate::{Action, Core, FrameBatch, FrameRef, Instant, SendSpace, SockEvent, SockId, TcpInfo};
 use core::net::Ipv4Addr;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};

@@ -316,7 +316,7 @@ impl H {
         self.core.handle_timeout(self.now);
         // Every timer that ran moved on: no busy loop.
         assert!(
-            self.core.tcp_poll_timeout().is_none_or(|t| t > self.now),
+            self.core.tcp.poll_timeout().is_none_or(|t| t > self.now),
             "timer still due after handle_timeout"
         );
         self.drain(&[]);
@@ -1540,7 +1540,7 @@ fn syn_timeout_while_connecting() {
     assert_eq!(h.core.flow_count(), 0);
     assert_eq!(h.core.socket_count(), 0);
     assert!(h.take_frames()[0].rst);
-    assert_eq!(h.core.tcp_poll_timeout(), None);
+    assert_eq!(h.core.tcp.poll_timeout(), None);
 }
 
 // --- limits and hostile input -------------------------------------------------
@@ -1678,10 +1678,10 @@ fn isn_depends_on_tuple_and_time() {
     };
     let mut k2 = k;
     k2.sport = 3;
-    let a = h.core.tcp_isn(&k, Instant::ZERO);
-    assert_ne!(a, h.core.tcp_isn(&k2, Instant::ZERO));
+    let a = isn(h.core.config(), &k, Instant::ZERO);
+    assert_ne!(a, isn(h.core.config(), &k2, Instant::ZERO));
     assert_eq!(
-        h.core.tcp_isn(&k, Instant::from_nanos(64)),
+        isn(h.core.config(), &k, Instant::from_nanos(64)),
         a.wrapping_add(2)
     );
 }
