@@ -124,7 +124,7 @@ impl Core {
             },
             listeners: Listeners::default(),
             tcp: TcpState::new(&cfg),
-            udp: UdpState::default(),
+            udp: UdpState::new(limits.flows),
             splice: SpliceState::default(),
             link_refused: false,
             cfg,

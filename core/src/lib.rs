@@ -121,6 +121,7 @@ mod splice;
 mod tap;
 mod tcp;
 mod time;
+mod timers;
 mod txring;
 mod udp;
 

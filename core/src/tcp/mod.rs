@@ -17,9 +17,10 @@
 //!   [`Core::handle_peeked`](crate::Core::handle_peeked) writes the headers, `Action::Consume` drops what
 //!   the guest acknowledged, and retransmission rewinds and peeks again.
 //!
-//! Each connection has one timer slot (the earliest of its handshake, ACK,
-//! retransmission, FIN and activity deadlines); [`Core::poll_timeout`](crate::Core::poll_timeout) reports
-//! a lower bound over all of them, kept without scanning.
+//! Each connection has one timer (the earliest of its handshake, ACK,
+//! retransmission, FIN and activity deadlines) in a heap of timers
+//! (`timers.rs`): [`Core::poll_timeout`](crate::Core::poll_timeout) reads
+//! the earliest in O(1), and each due one costs O(log n).
 
 mod guest;
 #[cfg(test)]
@@ -45,6 +46,7 @@ use crate::policy::{Reopen, TcpPolicy};
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
+use crate::timers::Timers;
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
@@ -106,6 +108,8 @@ const TAP_QUEUE_FRAMES: u32 = 1000;
 const REORDER_PASSES: usize = 4;
 /// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
+/// The kind of a connection's timer (it has one).
+const CONN_TIMER: u8 = 0;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
 /// connection when the flow table is full.
 const REJECT_IDX: u32 = 0x7fff_ffff;
@@ -387,8 +391,11 @@ struct TxRec {
 /// TCP state outside the flow table.
 #[derive(Debug)]
 pub(crate) struct TcpState {
-    /// Lower bound of every connection's deadline.
-    next_timer: Option<Instant>,
+    /// One timer per connection, at (or before) its earliest deadline
+    /// ([`TcpConn::deadline`]).
+    timers: Timers,
+    /// Connections due in `timeout`, in flow order (allocated once).
+    due: Vec<FlowId>,
     txlog: Vec<TxRec>,
     /// `frames_out` at the last `handle_tap_sent`.
     tx_base: u64,
@@ -434,9 +441,11 @@ pub struct TcpStats {
 
 impl TcpState {
     pub(crate) fn new(cfg: &Config) -> Self {
-        let _ = cfg;
+        // Flow ids stay below the table's capacity.
+        let flows = cfg.limits.flows.min(flow::MAX_FLOWS);
         TcpState {
-            next_timer: None,
+            timers: Timers::new(flows, 1),
+            due: Vec::with_capacity(flows),
             txlog: Vec::with_capacity(TX_LOG),
             tx_base: 0,
             link_waiting: Vec::with_capacity(cfg.limits.flows.min(4096)),
@@ -545,10 +554,13 @@ fn clamp_mss(mss: Option<u16>, v6: bool) -> u16 {
 }
 
 impl TcpState {
-    /// Notes that the deadline of `id` may have moved earlier.
+    /// Arms the timer of `id` for its earliest deadline. Called wherever
+    /// a deadline may have moved earlier; one that moved later is found
+    /// when the timer runs (see `timeout`).
     fn note_timer(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
         let d = cx.tc_ref(id).and_then(|(_, c)| c.deadline());
-        self.next_timer = earliest(self.next_timer, d);
+        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
+        self.timers.set(id, gen, CONN_TIMER, d);
     }
 
     /// Sets the interest of `id` again even if unchanged: `EPOLL_CTL_MOD`
@@ -784,6 +796,8 @@ impl TcpState {
                 (false, false) => "",
             }
         );
+        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
+        self.timers.set(id, gen, CONN_TIMER, None);
         cx.flows.free(id);
         self.stats.closed += 1;
     }

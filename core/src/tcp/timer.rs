@@ -36,26 +36,27 @@ impl TcpState {
         self.tx_base = cx.counters.frames_out;
     }
 
-    /// Runs the timers that are due.
+    /// Runs the timers that are due, connection by connection in flow
+    /// order. A timer armed before its connection's deadline moved later
+    /// is armed again for the new one.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
-        match self.next_timer {
-            Some(t) if t <= now => {}
-            _ => return,
-        }
-        let mut next = None;
-        for idx in cx.flows.indices() {
-            let id = FlowId(idx);
-            let Some((_, c)) = cx.tc_ref(id) else {
-                continue;
-            };
-            if c.deadline().is_some_and(|d| d <= now) {
-                self.conn_timer(cx, now, id);
-            }
-            if let Some((_, c)) = cx.tc_ref(id) {
-                next = earliest(next, c.deadline());
+        let mut due = core::mem::take(&mut self.due);
+        due.clear();
+        while let Some(t) = self.timers.pop_due(now) {
+            let live = cx.flows.get(t.id).is_some_and(|f| f.gen == t.gen);
+            match cx.tc_ref(t.id).and_then(|(_, c)| c.deadline()) {
+                // Each connection pops once: `due` has room for all.
+                Some(d) if live && d <= now => due.push(t.id),
+                Some(d) if live => self.timers.set(t.id, t.gen, CONN_TIMER, Some(d)),
+                _ => {}
             }
         }
-        self.next_timer = next;
+        due.sort_unstable();
+        for &id in &due {
+            self.conn_timer(cx, now, id);
+            self.note_timer(cx, id);
+        }
+        self.due = due;
     }
 
     pub(super) fn conn_timer(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
@@ -165,9 +166,9 @@ impl TcpState {
         }
     }
 
-    /// Lower bound of the next TCP deadline.
+    /// The next TCP deadline (at or before it).
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer
+        self.timers.next()
     }
 
     /// The guest link went away: every connection ends (sockets closed).
