@@ -6,10 +6,10 @@
 //! summed) at 16384 and at 32768 frames. Twice the frames may cost at most
 //! about twice the work.
 
-use crate::testutil::{capture_config, GUEST_MAC};
+use crate::testutil::{capture_config, feed, GUEST_MAC};
 use crate::wire::Mac;
 use crate::work;
-use crate::{Action, Core, FrameBatch, FrameRef, Instant, SendSpace, SockEvent, SockId, TcpInfo};
+use crate::{Action, Core, Instant, SendSpace, SockEvent, SockId, TcpInfo};
 use core::net::Ipv4Addr;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use std::collections::HashMap;
@@ -34,16 +34,7 @@ fn seg(sport: u16, seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]) -> Vec
 }
 
 fn batch(core: &mut Core, frames: &[Vec<u8>]) {
-    let mut buf = Vec::new();
-    let mut refs = Vec::new();
-    for f in frames {
-        refs.push(FrameRef {
-            offset: buf.len() as u32,
-            len: f.len() as u32,
-        });
-        buf.extend_from_slice(f);
-    }
-    core.handle_tap_batch(Instant::from_millis(1000), &FrameBatch::new(&buf, &refs));
+    feed(core, Instant::from_millis(1000), frames);
 }
 
 /// Drains the actions, answering queries of an idle socket with 1 MiB of

@@ -5,8 +5,8 @@
 use super::*;
 use crate::action::Span;
 use crate::fwd::{Forward, Proto};
-use crate::testutil::{capture_config, GUEST_MAC};
-use crate::{Config, Core, Csum, FrameBatch, FrameMeta, FrameRef};
+use crate::testutil::{capture_config, feed, Clocked, GUEST_MAC};
+use crate::{Config, Core, Csum, FrameMeta};
 use core::net::{Ipv4Addr, Ipv6Addr};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use std::collections::HashMap;
@@ -259,6 +259,26 @@ impl G {
 
 use crate::wire::Mac;
 
+impl Clocked for H {
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn now(&mut self) -> &mut Instant {
+        &mut self.now
+    }
+
+    fn timeout(&mut self) {
+        self.core.handle_timeout(self.now);
+        // Every timer that ran moved on: no busy loop.
+        assert!(
+            self.core.tcp.poll_timeout().is_none_or(|t| t > self.now),
+            "timer still due after handle_timeout"
+        );
+        self.drain(&[]);
+    }
+}
+
 impl H {
     fn new(cfg: Config) -> H {
         let mut cfg = cfg;
@@ -279,33 +299,11 @@ impl H {
 
     /// Feeds guest segments as one batch, then drains.
     fn guest(&mut self, segs: &[G]) {
-        let mut buf = Vec::new();
-        let mut refs = Vec::new();
-        for s in segs {
-            let f = s.build();
-            refs.push(FrameRef {
-                offset: buf.len() as u32,
-                len: f.len() as u32,
-            });
-            buf.extend_from_slice(&f);
-        }
-        self.core
-            .handle_tap_batch(self.now, &FrameBatch::new(&buf, &refs));
-        self.drain(&buf);
+        self.guest_raw(&segs.iter().map(G::build).collect::<Vec<_>>());
     }
 
     fn guest_raw(&mut self, frames: &[Vec<u8>]) {
-        let mut buf = Vec::new();
-        let mut refs = Vec::new();
-        for f in frames {
-            refs.push(FrameRef {
-                offset: buf.len() as u32,
-                len: f.len() as u32,
-            });
-            buf.extend_from_slice(f);
-        }
-        self.core
-            .handle_tap_batch(self.now, &FrameBatch::new(&buf, &refs));
+        let buf = feed(&mut self.core, self.now, frames);
         self.drain(&buf);
     }
 
@@ -318,32 +316,6 @@ impl H {
     fn report_info(&mut self, sock: SockId) {
         self.carry_out(Action::QueryTcpInfo { sock }, &[]);
         self.drain(&[]);
-    }
-
-    fn timeout(&mut self) {
-        self.core.handle_timeout(self.now);
-        // Every timer that ran moved on: no busy loop.
-        assert!(
-            self.core.tcp.poll_timeout().is_none_or(|t| t > self.now),
-            "timer still due after handle_timeout"
-        );
-        self.drain(&[]);
-    }
-
-    /// Runs time forward in steps until `until` ms have passed, firing timers.
-    fn run_for(&mut self, ms: u64) {
-        let end = self.now.saturating_add(Duration::from_millis(ms));
-        for _ in 0..100_000 {
-            match self.core.poll_timeout() {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    self.timeout();
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-        self.timeout();
     }
 
     fn poll_frames(&mut self) {
