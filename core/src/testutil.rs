@@ -129,3 +129,31 @@ pub(crate) fn splicing_core(
     drain_actions(&mut c);
     c
 }
+
+/// Implements [`Clocked`] for a harness with fields `core` and `now` and a
+/// method `drain(&mut self, &[u8])` that takes the outputs. After
+/// `handle_timeout`, no timer of the core's state `$proto` (`tcp`, `udp`)
+/// may still be due: a timer that ran moved on (no busy loop).
+macro_rules! impl_clocked {
+    ($h:ty, $proto:ident) => {
+        impl $crate::testutil::Clocked for $h {
+            fn core(&mut self) -> &mut $crate::Core {
+                &mut self.core
+            }
+
+            fn now(&mut self) -> &mut $crate::Instant {
+                &mut self.now
+            }
+
+            fn timeout(&mut self) {
+                self.core.handle_timeout(self.now);
+                assert!(
+                    self.core.$proto.poll_timeout().is_none_or(|t| t > self.now),
+                    "timer still due after handle_timeout"
+                );
+                self.drain(&[]);
+            }
+        }
+    };
+}
+pub(crate) use impl_clocked;

@@ -10,7 +10,7 @@ use crate::counters::DropReason;
 use crate::flow::LISTENER_BIT;
 use crate::fwd::UDP_LISTENER_BIT;
 use crate::fwd::{Forward, Proto};
-use crate::testutil::{capture_config, feed, Clocked, GUEST_MAC};
+use crate::testutil::{capture_config, feed, impl_clocked, Clocked, GUEST_MAC};
 use crate::wire::Mac;
 use crate::{Core, FrameBatch, FrameRef};
 use etherparse::{
@@ -228,24 +228,7 @@ fn echo_reply(v6: bool, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
-impl Clocked for H {
-    fn core(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn now(&mut self) -> &mut Instant {
-        &mut self.now
-    }
-
-    fn timeout(&mut self) {
-        self.core.handle_timeout(self.now);
-        assert!(
-            self.core.udp.poll_timeout().is_none_or(|t| t > self.now),
-            "timer still due after handle_timeout"
-        );
-        self.drain(&[]);
-    }
-}
+impl_clocked!(H, udp);
 
 impl H {
     fn new(cfg: Config) -> H {

@@ -37,18 +37,7 @@ fn listeners_from_forwarding_table() {
     assert_eq!(h.core.socket_count(), 3);
     // A connection on 8080 reaches the guest on port 80.
     let lst = SockId(LISTENER_BIT);
-    h.event(lst, SockEvent::Readable);
-    let Some(Action::Accept { sock, .. }) = h.take_actions().first().copied() else {
-        panic!()
-    };
-    h.socks.insert(
-        sock,
-        FakeSock {
-            kind: Some(SockKind::TcpStream),
-            sndbuf: 1 << 20,
-            ..FakeSock::default()
-        },
-    );
+    let sock = h.accept(lst);
     let peer = SocketAddr::new(v4(PEER4), 7777);
     h.event(sock, SockEvent::Accepted(Ok((peer, peer))));
     let f = h.take_frames();
@@ -100,18 +89,7 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(b.len(), 1);
     let l8080 = b[0].0;
     // A connection through 8080.
-    h.event(l8080, SockEvent::Readable);
-    let Some(Action::Accept { sock, .. }) = h.take_actions().first().copied() else {
-        panic!()
-    };
-    h.socks.insert(
-        sock,
-        FakeSock {
-            kind: Some(SockKind::TcpStream),
-            sndbuf: 1 << 20,
-            ..FakeSock::default()
-        },
-    );
+    let sock = h.accept(l8080);
     let peer = SocketAddr::new(v4(PEER4), 7777);
     h.event(sock, SockEvent::Accepted(Ok((peer, peer))));
     assert!(h.take_frames()[0].syn);
@@ -136,18 +114,7 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(h.core.flow_count(), 1);
     assert!(!h.closed.contains(&sock));
     assert_eq!(h.core.socket_count(), 2);
-    h.event(l9000, SockEvent::Readable);
-    let Some(Action::Accept { sock: s2, .. }) = h.take_actions().first().copied() else {
-        panic!()
-    };
-    h.socks.insert(
-        s2,
-        FakeSock {
-            kind: Some(SockKind::TcpStream),
-            sndbuf: 1 << 20,
-            ..FakeSock::default()
-        },
-    );
+    let s2 = h.accept(l9000);
     h.event(s2, SockEvent::Accepted(Ok((peer, peer))));
     assert_eq!(h.take_frames()[0].dport, 91, "the new target port");
 

@@ -5,7 +5,7 @@
 use super::*;
 use crate::action::Span;
 use crate::fwd::{Forward, Proto};
-use crate::testutil::{capture_config, feed, Clocked, GUEST_MAC};
+use crate::testutil::{capture_config, feed, impl_clocked, Clocked, GUEST_MAC};
 use crate::{Config, Core, Csum, FrameMeta};
 use core::net::{Ipv4Addr, Ipv6Addr};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
@@ -259,25 +259,7 @@ impl G {
 
 use crate::wire::Mac;
 
-impl Clocked for H {
-    fn core(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn now(&mut self) -> &mut Instant {
-        &mut self.now
-    }
-
-    fn timeout(&mut self) {
-        self.core.handle_timeout(self.now);
-        // Every timer that ran moved on: no busy loop.
-        assert!(
-            self.core.tcp.poll_timeout().is_none_or(|t| t > self.now),
-            "timer still due after handle_timeout"
-        );
-        self.drain(&[]);
-    }
-}
+impl_clocked!(H, tcp);
 
 impl H {
     fn new(cfg: Config) -> H {
@@ -510,6 +492,27 @@ impl H {
         }
     }
 
+    /// A host peer connects to `listener`: the core asks to accept, and
+    /// the fake kernel has a stream socket for it (`sndbuf`).
+    fn accept(&mut self, listener: SockId) -> SockId {
+        self.event(listener, SockEvent::Readable);
+        let acts = self.take_actions();
+        let Some(Action::Accept { listener: l, sock }) = acts.first().copied() else {
+            panic!("{acts:?}")
+        };
+        assert_eq!(l, listener);
+        let sndbuf = self.sndbuf;
+        self.socks.insert(
+            sock,
+            FakeSock {
+                kind: Some(SockKind::TcpStream),
+                sndbuf,
+                ..FakeSock::default()
+            },
+        );
+        sock
+    }
+
     fn take_frames(&mut self) -> Vec<Out> {
         std::mem::take(&mut self.frames)
     }
@@ -620,20 +623,7 @@ fn inbound(peer: SocketAddr) -> (H, SockId, Out) {
     assert!(matches!(acts[1], Action::Bind { addr, opts, .. }
         if addr == SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080) && !opts.v6_only));
     assert!(matches!(acts[2], Action::Listen { backlog: 128, .. }));
-    h.event(lst, SockEvent::Readable);
-    let acts = h.take_actions();
-    let Some(Action::Accept { listener, sock }) = acts.first().copied() else {
-        panic!("{acts:?}")
-    };
-    assert_eq!(listener, lst);
-    h.socks.insert(
-        sock,
-        FakeSock {
-            kind: Some(SockKind::TcpStream),
-            sndbuf: 1 << 20,
-            ..FakeSock::default()
-        },
-    );
+    let sock = h.accept(lst);
     h.event(
         sock,
         SockEvent::Accepted(Ok((

@@ -14,18 +14,7 @@ fn accept_conn(cfg: Config, sndbuf: u32) -> Conn {
     h.drain(&[]);
     h.take_actions();
     let lst = SockId(LISTENER_BIT);
-    h.event(lst, SockEvent::Readable);
-    let Some(Action::Accept { sock, .. }) = h.take_actions().first().copied() else {
-        panic!()
-    };
-    h.socks.insert(
-        sock,
-        FakeSock {
-            kind: Some(SockKind::TcpStream),
-            sndbuf,
-            ..FakeSock::default()
-        },
-    );
+    let sock = h.accept(lst);
     let peer = SocketAddr::new(v4(PEER4), 40000);
     h.event(sock, SockEvent::Accepted(Ok((peer, peer))));
     let syn = h.take_frames().pop().unwrap();
