@@ -34,8 +34,8 @@ impl TcpState {
         // Each round consumes at least one segment.
         while let Some(first) = rest.first() {
             let used = match cx.flows.lookup(&first.key) {
-                None => self.from_tap_new(cx, now, batch, rest),
-                Some(id) => self.from_tap(cx, now, id, batch, rest),
+                None => self.segments_no_flow(cx, now, batch, rest),
+                Some(id) => self.segments(cx, now, id, batch, rest),
             };
             rest = rest.get(used.max(1)..).unwrap_or(&[]);
         }
@@ -43,7 +43,7 @@ impl TcpState {
 
     /// Segments for a 4-tuple without a connection: the first plain SYN opens
     /// one; everything before it is dropped. Returns the segments used.
-    pub(super) fn from_tap_new(
+    pub(super) fn segments_no_flow(
         &mut self,
         cx: &mut Ctx<'_>,
         now: Instant,
@@ -90,7 +90,7 @@ impl TcpState {
     /// A guest SYN: a new connection and a host socket connecting to the
     /// mapped destination.
     pub(super) fn conn_from_tap(&mut self, cx: &mut Ctx<'_>, now: Instant, key: &FlowKey, s: &Seg) {
-        let Some(dst) = nat::from_tap(&cx.cfg, PROTO_TCP, key.src, key.sport, key.dst, key.dport)
+        let Some(dst) = nat::from_tap(cx.cfg, PROTO_TCP, key.src, key.sport, key.dst, key.dport)
         else {
             return cx.counters.drop(DropReason::TcpBadEndpoint);
         };
@@ -182,7 +182,7 @@ impl TcpState {
 
     /// Segments for connection `id`. Returns how many were used: all of them
     /// unless the connection ended on one (the rest may open a new one).
-    pub(super) fn from_tap(
+    pub(super) fn segments(
         &mut self,
         cx: &mut Ctx<'_>,
         now: Instant,

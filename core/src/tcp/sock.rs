@@ -409,8 +409,7 @@ impl TcpState {
                 let listener = c.listener;
                 cx.flows.free(id);
                 if fwd::accept_exhausted(e) {
-                    cx.listeners
-                        .pause_accept(&mut cx.actions, Some(listener), now);
+                    cx.listeners.pause_accept(cx.actions, Some(listener), now);
                 }
             }
             SockEvent::Accepted(_) => {}
@@ -487,9 +486,9 @@ impl TcpState {
     ) {
         let Some(c) = cx.tc(id) else { return };
         let (sock, target, listener) = (c.sock, c.target_port, c.listener);
-        let guest_side =
-            cx.listeners
-                .guest_side(&cx.cfg, &cx.guest, Proto::Tcp, listener, peer.ip());
+        let guest_side = cx
+            .listeners
+            .guest_side(cx.cfg, cx.guest, Proto::Tcp, listener, peer.ip());
         let Some((src, guest_addr)) = guest_side else {
             cx.counters.drop(DropReason::TcpBadEndpoint);
             return self.close(cx, id, false);
@@ -754,7 +753,7 @@ impl TcpState {
             match ev {
                 SockEvent::Accepted(Ok(_)) => cx.act(Action::Close { sock }),
                 SockEvent::Accepted(Err(e)) if fwd::accept_exhausted(e) => {
-                    cx.listeners.pause_accept(&mut cx.actions, None, now);
+                    cx.listeners.pause_accept(cx.actions, None, now);
                 }
                 _ => {}
             }
