@@ -17,6 +17,65 @@ fn seg_to_tap(offload: LinkOffload, mss: u16, room: usize) -> usize {
     (most / mss).max(1) * mss
 }
 
+/// Writes the headers of a frame to the guest in front of the `chunk` bytes
+/// of payload of `slot` (segment `h` of connection `key`), with the offload
+/// metadata of a link that completes checksums or segments TCP (`mss`: the
+/// segment size there). Returns whether the frame fit.
+fn frame_slot(
+    cx: &mut Ctx<'_>,
+    slot: &mut TxSlot<'_>,
+    key: &FlowKey,
+    h: &Hdr,
+    chunk: usize,
+    mss: usize,
+) -> bool {
+    let v6 = key.src.is_ipv6();
+    let l4off = l4_offset(v6);
+    let offload = cx.cfg.link_offload;
+    let partial = offload.csum || offload.tso;
+    let finish = if partial {
+        finish_ip_frame_partial
+    } else {
+        finish_ip_frame
+    };
+    let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
+    let len = slot
+        .buf
+        .get_mut(l4off..)
+        .and_then(|b| h.write(b))
+        .and_then(|_| {
+            finish(
+                slot.buf,
+                dst_mac,
+                our_mac,
+                key.dst,
+                key.src,
+                PROTO_TCP,
+                TCP_HLEN + chunk,
+            )
+        });
+    let Some(len) = len else { return false };
+    slot.frame_len = pad_frame(slot.buf, len);
+    if partial {
+        slot.meta = FrameMeta {
+            csum: Csum::Partial {
+                start: l4off as u16,
+                offset: 16,
+            },
+            gso: (chunk > mss).then_some(Gso {
+                kind: if v6 { GsoKind::Tcp6 } else { GsoKind::Tcp4 },
+                size: mss as u16,
+                hdr_len: (l4off + TCP_HLEN) as u16,
+                ecn: false,
+            }),
+        };
+        if chunk > mss {
+            cx.counters.gso_frames_out += 1;
+        }
+    }
+    true
+}
+
 impl TcpState {
     /// A batch of guest frames begins.
     pub(crate) fn batch_begin(&mut self, now: Instant) {
@@ -150,18 +209,13 @@ impl TcpState {
             return 0;
         };
         let key = *key;
-        let v6 = key.src.is_ipv6();
-        let l4off = l4_offset(v6);
-        let room = l4off + TCP_HLEN;
-        let offload = cx.cfg.link_offload;
+        let room = l4_offset(key.src.is_ipv6()) + TCP_HLEN;
         let mss = usize::from(c.mss_to_tap.max(MSS_MIN));
-        let seg = seg_to_tap(offload, c.mss_to_tap.max(MSS_MIN), room);
-        let gso_kind = if v6 { GsoKind::Tcp6 } else { GsoKind::Tcp4 };
+        let seg = seg_to_tap(cx.cfg.link_offload, c.mss_to_tap.max(MSS_MIN), room);
         let (win, wbytes) = c.win_field(false);
         let ack = c.seq_from_tap;
         let start = c.seq_to_tap;
         let gen = cx.flows.get(id).map_or(0, |f| f.gen);
-        let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
         let mut seqno = start;
         let mut left = n;
         let mut frames = 0;
@@ -173,7 +227,6 @@ impl TcpState {
             if chunk == 0 {
                 break;
             }
-            let partial = offload.csum || offload.tso;
             let h = Hdr {
                 sport: key.dport,
                 dport: key.sport,
@@ -183,44 +236,8 @@ impl TcpState {
                 win,
                 syn_opts: None,
             };
-            let len = slot
-                .buf
-                .get_mut(l4off..)
-                .and_then(|b| h.write(b))
-                .and_then(|_| {
-                    let finish = if partial {
-                        finish_ip_frame_partial
-                    } else {
-                        finish_ip_frame
-                    };
-                    finish(
-                        slot.buf,
-                        dst_mac,
-                        our_mac,
-                        key.dst,
-                        key.src,
-                        PROTO_TCP,
-                        TCP_HLEN + chunk,
-                    )
-                });
-            let Some(len) = len else { break };
-            slot.frame_len = pad_frame(slot.buf, len);
-            if partial {
-                slot.meta = FrameMeta {
-                    csum: Csum::Partial {
-                        start: l4off as u16,
-                        offset: 16,
-                    },
-                    gso: (chunk > mss).then_some(Gso {
-                        kind: gso_kind,
-                        size: mss as u16,
-                        hdr_len: room as u16,
-                        ecn: false,
-                    }),
-                };
-                if chunk > mss {
-                    cx.counters.gso_frames_out += 1;
-                }
+            if !frame_slot(cx, slot, &key, &h, chunk, mss) {
+                break;
             }
             self.txlog(cx.counters.frames_out, id, gen, seqno, chunk as u32);
             cx.counters.frames_out += 1;
@@ -349,19 +366,6 @@ impl TcpState {
         !self.link_waiting.is_empty()
     }
 
-    /// The flow, listener and target port of `sock` if it is a connection
-    /// being accepted: the engine offers it to splicing before
-    /// [`Self::sock_event`] sees the `Accepted` result.
-    pub(crate) fn accepting(&self, flows: &FlowTable, sock: SockId) -> Option<(FlowId, u32, u16)> {
-        let id = flow_of(flows, sock)?;
-        match &flows.get(id)?.data {
-            FlowData::Tcp(c) if c.phase == Phase::Accepting => {
-                Some((id, c.listener, c.target_port))
-            }
-            _ => None,
-        }
-    }
-
     /// Readiness of, or a result for, a TCP socket. Returns whether the id
     /// was one of ours.
     pub(crate) fn sock_event(
@@ -473,68 +477,6 @@ impl TcpState {
         }
         self.note_timer(cx, id);
         true
-    }
-
-    /// A connection accepted on a listener: map its addresses, then learn
-    /// the socket's buffers before the SYN to the guest.
-    pub(super) fn accepted(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        id: FlowId,
-        peer: SocketAddr,
-    ) {
-        let Some(c) = cx.tc(id) else { return };
-        let (sock, target, listener) = (c.sock, c.target_port, c.listener);
-        let guest_side = cx
-            .listeners
-            .guest_side(cx.cfg, cx.guest, Proto::Tcp, listener, peer.ip());
-        let Some((src, guest_addr)) = guest_side else {
-            cx.counters.drop(DropReason::TcpBadEndpoint);
-            return self.close(cx, id, false);
-        };
-        let key = FlowKey {
-            proto: PROTO_TCP,
-            src: guest_addr,
-            dst: src,
-            sport: target,
-            dport: peer.port(),
-        };
-        if peer.port() == 0 || target == 0 || !cx.flows.insert_key(id, key) {
-            cx.counters.drop(DropReason::TcpBadEndpoint);
-            return self.close(cx, id, false);
-        }
-        let isn = isn(cx.cfg, &key, now);
-        let host = peer.ip().to_canonical();
-        let known_low_rtt = self.low_rtt.contains(&Some(host));
-        let Some(c) = cx.tc(id) else { return };
-        c.phase = Phase::AcceptedInfo;
-        c.isn = isn;
-        c.seq_to_tap = isn;
-        c.seq_max_to_tap = isn;
-        c.seq_ack_from_tap = isn;
-        c.ws_to_tap = MAX_WS;
-        c.t_phase = now;
-        c.t_active = now;
-        c.local = host.is_loopback() || known_low_rtt;
-        c.host_addr = Some(host);
-        self.stats.opened += 1;
-        log::debug!(
-            "tcp flow {}: host {peer} -> guest {}:{} as {}:{}",
-            id.0,
-            key.src,
-            key.sport,
-            key.dst,
-            key.dport
-        );
-        if cx.cfg.peek_offset {
-            cx.act(Action::SetOption {
-                sock,
-                opt: SockOpt::PeekOffset(0),
-            });
-        }
-        cx.act(Action::QueryTcpInfo { sock });
-        self.interest(cx, id);
     }
 
     /// TCP_INFO of a socket: the peer's RTT, the send buffer, pending
@@ -739,59 +681,6 @@ impl TcpState {
             // The interest follows from the answer (room in the send buffer).
             cx.act(Action::QuerySendSpace { sock });
         }
-    }
-
-    pub(super) fn listener_event(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        idx: u32,
-        ev: SockEvent,
-    ) -> bool {
-        let sock = SockId(LISTENER_BIT | idx);
-        if idx == REJECT_IDX {
-            match ev {
-                SockEvent::Accepted(Ok(_)) => cx.act(Action::Close { sock }),
-                SockEvent::Accepted(Err(e)) if fwd::accept_exhausted(e) => {
-                    cx.listeners.pause_accept(cx.actions, None, now);
-                }
-                _ => {}
-            }
-            return true;
-        }
-        let Some(target_port) = cx.listeners.get(Proto::Tcp, idx).map(|l| l.fwd.target_port) else {
-            return false;
-        };
-        if ev != SockEvent::Readable || cx.listeners.accept_paused(idx) {
-            return true;
-        }
-        let id = match cx.flows.alloc(FlowData::Tcp(TcpConn::default())) {
-            Ok(id) => id,
-            Err(reason) => {
-                cx.counters.drop(reason);
-                cx.act(Action::Accept {
-                    listener: sock,
-                    sock: SockId(LISTENER_BIT | REJECT_IDX),
-                });
-                return true;
-            }
-        };
-        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
-        let fs = flow::sock_id(id, gen, 0);
-        if let Some(c) = cx.tc(id) {
-            c.phase = Phase::Accepting;
-            c.sock = fs;
-            c.listener = idx;
-            c.target_port = target_port;
-            c.t_phase = now;
-            c.t_active = now;
-        }
-        cx.act(Action::Accept {
-            listener: sock,
-            sock: fs,
-        });
-        self.note_timer(cx, id);
-        true
     }
 }
 
