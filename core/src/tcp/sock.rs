@@ -148,27 +148,41 @@ impl TcpState {
         let Some(id) = flow_of(cx.flows, sock) else {
             return 0;
         };
-        let peek_offset = cx.cfg.peek_offset;
-        let pol = cx.cfg.tcp;
-        let Some(c) = cx.tc(id) else { return 0 };
-        if !c.peek_pending {
-            return 0;
+        match self.peek_result(cx, now, id, result) {
+            Some(n) => self.frame_peeked(cx, now, id, n, slots),
+            None => 0,
         }
-        let rto = pol.rto_after(c.retrans);
+    }
+
+    /// Takes the result of the pending `Peek` of `id`: the bytes to frame,
+    /// or `None` if there are none (no peek pending, nothing new, the end
+    /// of the stream, an error, or bytes no longer the expected ones).
+    fn peek_result(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        id: FlowId,
+        result: Result<usize, Errno>,
+    ) -> Option<usize> {
+        let peek_offset = cx.cfg.peek_offset;
+        let c = cx.tc(id)?;
+        if !c.peek_pending {
+            return None;
+        }
         c.peek_pending = false;
         c.t_active = now;
-        let n = match result {
+        match result {
             Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
                 if c.data_in_flight() > 0 {
                     c.stalled = true;
                 }
                 c.sock_drained = true;
                 self.interest(cx, id);
-                return 0;
+                return None;
             }
             Err(_) => {
                 self.close(cx, id, true);
-                return 0;
+                return None;
             }
             Ok(0) if !c.sock_fin_rcvd => {
                 // Nothing beyond what is in flight, but the socket has not
@@ -179,7 +193,7 @@ impl TcpState {
                 }
                 c.sock_drained = true;
                 self.interest(cx, id);
-                return 0;
+                return None;
             }
             Ok(0) => {
                 // End of stream, and everything before it was sent: FIN.
@@ -187,7 +201,7 @@ impl TcpState {
                 self.send_fin(cx, now, id);
                 self.interest(cx, id);
                 self.note_timer(cx, id);
-                return 0;
+                return None;
             }
             Ok(_) if c.seq_to_tap != c.peek_seq => {
                 // The sequence moved (a rewind, or an ACK past it) after the
@@ -201,14 +215,29 @@ impl TcpState {
                 }
                 self.try_peek(cx, now, id, false);
                 self.interest(cx, id);
-                return 0;
+                return None;
             }
-            Ok(n) => n.min(c.peek_len as usize),
-        };
+            Ok(n) => Some(n.min(c.peek_len as usize)),
+        }
+    }
+
+    /// Frames the `n` bytes peeked for `id` into `slots`; returns the
+    /// number of frames.
+    fn frame_peeked(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        id: FlowId,
+        n: usize,
+        slots: &mut [TxSlot<'_>],
+    ) -> usize {
+        let peek_offset = cx.cfg.peek_offset;
+        let pol = cx.cfg.tcp;
         let Some((key, c)) = cx.tc_ref(id) else {
             return 0;
         };
         let key = *key;
+        let rto = pol.rto_after(c.retrans);
         let room = l4_offset(key.src.is_ipv6()) + TCP_HLEN;
         let mss = usize::from(c.mss_to_tap.max(MSS_MIN));
         let seg = seg_to_tap(cx.cfg.link_offload, c.mss_to_tap.max(MSS_MIN), room);
