@@ -178,11 +178,11 @@ impl TcpState {
                 }
                 c.sock_drained = true;
                 self.interest(cx, id);
-                return None;
+                None
             }
             Err(_) => {
                 self.close(cx, id, true);
-                return None;
+                None
             }
             Ok(0) if !c.sock_fin_rcvd => {
                 // Nothing beyond what is in flight, but the socket has not
@@ -193,7 +193,7 @@ impl TcpState {
                 }
                 c.sock_drained = true;
                 self.interest(cx, id);
-                return None;
+                None
             }
             Ok(0) => {
                 // End of stream, and everything before it was sent: FIN.
@@ -201,7 +201,7 @@ impl TcpState {
                 self.send_fin(cx, now, id);
                 self.interest(cx, id);
                 self.note_timer(cx, id);
-                return None;
+                None
             }
             Ok(_) if c.seq_to_tap != c.peek_seq => {
                 // The sequence moved (a rewind, or an ACK past it) after the
@@ -215,7 +215,7 @@ impl TcpState {
                 }
                 self.try_peek(cx, now, id, false);
                 self.interest(cx, id);
-                return None;
+                None
             }
             Ok(n) => Some(n.min(c.peek_len as usize)),
         }
