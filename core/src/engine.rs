@@ -11,7 +11,7 @@ use crate::queue::{ActionQueue, FrameQueue};
 use crate::rng::Rng;
 use crate::splice::SpliceState;
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
-use crate::tcp::{self, TcpState, TcpStats};
+use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
 use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
@@ -57,19 +57,10 @@ macro_rules! udp_cx {
     };
 }
 
-/// The context lent to TCP (see [`link_cx`]).
+/// The context lent to TCP: the same as UDP's.
 macro_rules! tcp_cx {
     ($core:ident) => {
-        tcp::Ctx {
-            cfg: &$core.cfg,
-            guest: &$core.guest,
-            counters: &mut $core.counters,
-            actions: &mut $core.actions,
-            spans: &mut $core.spans,
-            flows: &mut $core.flows,
-            listeners: &mut $core.listeners,
-            out: &mut $core.out,
-        }
+        udp_cx!($core)
     };
 }
 

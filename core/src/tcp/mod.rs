@@ -35,20 +35,22 @@ mod tests;
 mod timer;
 
 use crate::action::{
-    Action, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, SockOpt, Span,
+    Action, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, SockOpt,
     TcpInfo, TxSlot,
 };
 use crate::config::Config;
-use crate::counters::{Counters, DropReason};
+use crate::counters::DropReason;
 use crate::flow::{self, FlowData, FlowId, FlowTable, SockRef, LISTENER_BIT};
-use crate::fwd::{self, Listeners, Proto};
-use crate::guest::GuestInfo;
+use crate::fwd::{self, Proto};
 use crate::nat;
 use crate::policy::{Reopen, TcpPolicy};
-use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
 use crate::timers::Timers;
+/// TCP is lent the context of UDP and ICMP echo: it needs the same parts of
+/// the core (configuration, guest, counters, action queue, spans, flow
+/// table, listeners, frame queue).
+pub(crate) use crate::udp::Ctx;
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
@@ -461,34 +463,7 @@ impl TcpState {
     }
 }
 
-/// What TCP may touch while it handles an input, lent by the engine.
-pub(crate) struct Ctx<'a> {
-    pub(crate) cfg: &'a Config,
-    /// The guest's MAC and addresses (frames to it, address mapping).
-    pub(crate) guest: &'a GuestInfo,
-    pub(crate) counters: &'a mut Counters,
-    /// Socket work for the driver.
-    pub(crate) actions: &'a mut ActionQueue,
-    /// Spans of the `Send`s of the current batch.
-    pub(crate) spans: &'a mut Vec<Span>,
-    /// The shared flow table: connections live beside datagram flows.
-    pub(crate) flows: &'a mut FlowTable,
-    /// The listeners of forwarded ports (TCP's accept connections).
-    pub(crate) listeners: &'a mut Listeners,
-    /// Frames the core writes itself (control segments).
-    pub(crate) out: &'a mut FrameQueue,
-}
-
 impl Ctx<'_> {
-    /// The frame writer over the frame queue.
-    fn tx(&mut self) -> FrameOut<'_> {
-        FrameOut {
-            queue: self.out,
-            counters: self.counters,
-            cfg: self.cfg,
-        }
-    }
-
     fn tc(&mut self, id: FlowId) -> Option<&mut TcpConn> {
         match &mut self.flows.get_mut(id)?.data {
             FlowData::Tcp(c) => Some(c),
