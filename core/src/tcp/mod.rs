@@ -21,6 +21,12 @@
 //! retransmission, FIN and activity deadlines) in a heap of timers
 //! (`timers.rs`): [`Core::poll_timeout`](crate::Core::poll_timeout) reads
 //! the earliest in O(1), and each due one costs O(log n).
+//!
+//! TCP state lives in [`TcpState`]; the engine lends it a [`Ctx`] for each
+//! input, and nothing else of the core. The files: `guest.rs` (segments from
+//! the guest), `sock.rs` (socket events, peeked data), `accept.rs`
+//! (connections from host peers), `ctl.rs` (timers, interest, control
+//! segments, ends), `timer.rs` (link feedback and timers).
 
 mod accept;
 mod ctl;
