@@ -7,7 +7,7 @@ use crate::flow::FlowTable;
 use crate::fwd::{Forward, ListenFailure, ListenStats, Listened, Listeners, Proto};
 use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
-use crate::queue::{ActionQueue, FrameOut, FrameQueue};
+use crate::queue::{ActionQueue, FrameQueue};
 use crate::rng::Rng;
 use crate::splice::{self, SpliceState, SpliceStats};
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
@@ -18,6 +18,7 @@ use crate::udp::splice::{UdpSpliceState, UdpSpliceStats};
 use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
+use crate::work;
 use core::net::{IpAddr, SocketAddr};
 use std::io::IoSliceMut;
 
@@ -27,31 +28,6 @@ use std::io::IoSliceMut;
 const SEQUENCE_ACTIONS: usize = 16;
 /// Most actions an event on a listener queues (`Accept`, `Recv`).
 const ACCEPT_ACTIONS: usize = 1;
-
-/// Work done by the core, counted in test builds only: a deterministic
-/// measure of cost (frames looked at, segments parsed, queued actions
-/// visited, spans copied or summed) for the tests that show the cost of a
-/// batch linear in its frames. A no-op otherwise.
-pub(crate) mod work {
-    #[cfg(test)]
-    std::thread_local! {
-        static UNITS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
-    }
-
-    /// Counts `n` units of work.
-    #[inline(always)]
-    pub(crate) fn tick(n: usize) {
-        #[cfg(test)]
-        UNITS.with(|c| c.set(c.get() + n as u64));
-        let _ = n;
-    }
-
-    /// The units counted on this thread since the last call.
-    #[cfg(test)]
-    pub(crate) fn take() -> u64 {
-        UNITS.with(|c| c.replace(0))
-    }
-}
 
 /// A context lent to a protocol: a struct of disjoint borrows of the
 /// core's fields (a method could not borrow them apart from the protocol's
@@ -86,6 +62,13 @@ macro_rules! udp_cx {
 macro_rules! splice_cx {
     ($core:ident) => {
         lend!($core => splice::Ctx { cfg, guest, listeners; counters, actions, flows })
+    };
+}
+
+/// The context lent to TCP: the same as UDP's.
+macro_rules! tcp_cx {
+    ($core:ident) => {
+        udp_cx!($core)
     };
 }
 
@@ -141,7 +124,7 @@ impl Core {
             },
             listeners: Listeners::default(),
             tcp: TcpState::new(&cfg),
-            udp: UdpState::default(),
+            udp: UdpState::new(limits.flows),
             splice: SpliceState::default(),
             udp_splice: UdpSpliceState::default(),
             tx_state: TxState::default(),
@@ -247,7 +230,7 @@ impl Core {
     /// [`Self::poll_action`] and [`Self::poll_frame`] before reusing the batch
     /// buffer.
     pub fn handle_tap_batch(&mut self, now: Instant, batch: &FrameBatch<'_>) {
-        self.tcp_batch_begin(now);
+        self.tcp.batch_begin(now);
         self.spans.clear();
         for i in 0..batch.len() {
             work::tick(1);
@@ -330,7 +313,8 @@ impl Core {
         result: Result<usize, Errno>,
         slots: &mut [TxSlot<'_>],
     ) -> usize {
-        self.tcp_peeked(now, sock, result, slots)
+        self.tcp
+            .peeked(&mut tcp_cx!(self), now, sock, result, slots)
     }
 
     /// Completes an [`Action::Recv`]: `dgrams` are the datagrams received
@@ -355,13 +339,13 @@ impl Core {
     /// `accepted` reached the guest link; the core rewinds the flows of the rest
     /// so their data is sent again.
     pub fn handle_tap_sent(&mut self, now: Instant, accepted: usize) {
-        self.tcp_tap_sent(now, accepted);
+        self.tcp.tap_sent(&mut tcp_cx!(self), now, accepted);
     }
 
     /// Runs timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ndp.timer(&mut link_cx!(self), now);
-        self.tcp_timeout(now);
+        self.tcp.timeout(&mut tcp_cx!(self), now);
         self.udp.timeout(&mut udp_cx!(self), now);
         self.udp_splice.timeout(&mut splice_cx!(self), now);
         self.listeners.timeout(&mut self.actions, now);
@@ -378,7 +362,7 @@ impl Core {
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
         self.tx_state.refused = false;
-        self.tcp_tap_reset();
+        self.tcp.tap_reset(&mut tcp_cx!(self));
     }
 
     /// The guest link is up: at start for a tap device or a descriptor
@@ -518,7 +502,7 @@ impl Core {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         earliest(
-            earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
+            earliest(self.ndp.poll_timeout(), self.tcp.poll_timeout()),
             earliest(
                 earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
                 self.udp_splice.poll_timeout(),
@@ -645,7 +629,7 @@ impl Core {
             return;
         }
         if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
-            return self.tcp_sequence(now, batch, seq);
+            return self.tcp.sequence(&mut tcp_cx!(self), now, batch, seq);
         }
         self.udp.sequence(&mut udp_cx!(self), now, batch, seq);
     }
@@ -695,11 +679,34 @@ impl Core {
         )
     }
 
-    // --- frame building for TCP --------------------------------------------
+    // --- TCP dispatch -----------------------------------------------------------
 
-    /// The frame writer over the frame queue.
-    pub(crate) fn tx(&mut self) -> FrameOut<'_> {
-        FrameOut::new(&mut self.out, &mut self.counters, &self.cfg)
+    /// A socket event for TCP: an accepted connection goes to splicing
+    /// first, which may take it off the guest link; everything else to TCP.
+    fn tcp_sock_event(&mut self, now: Instant, sock: SockId, event: SockEvent) -> bool {
+        if let SockEvent::Accepted(Ok((peer, local))) = event {
+            if let Some((id, listener, target_port)) = self.tcp.accepting(&self.flows, sock) {
+                if self.splice_accepted(id, sock, listener, target_port, peer, local) {
+                    return true;
+                }
+            }
+        }
+        self.tcp.sock_event(&mut tcp_cx!(self), now, sock, event)
+    }
+
+    /// The guest link had no room for the frames of `sock`'s pending peek.
+    pub(crate) fn tcp_link_full(&mut self, sock: SockId) {
+        self.tcp.link_full(&mut tcp_cx!(self), sock);
+    }
+
+    /// The guest link has room again: connections waiting for it peek.
+    pub(crate) fn tcp_link_ready(&mut self, now: Instant) {
+        self.tcp.link_ready(&mut tcp_cx!(self), now);
+    }
+
+    /// Whether a connection waits for room on the guest link.
+    pub(crate) fn tcp_waiting_for_link(&self) -> bool {
+        self.tcp.waiting_for_link()
     }
 }
 

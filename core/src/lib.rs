@@ -121,6 +121,7 @@ mod splice;
 mod tap;
 mod tcp;
 mod time;
+mod timers;
 mod txring;
 mod udp;
 
@@ -129,6 +130,7 @@ mod engine_tests;
 #[cfg(test)]
 mod testutil;
 mod wire;
+mod work;
 
 pub use action::{
     Action, BindOpts, Errno, Family, IcmpError, Interest, Netns, RxDatagram, SendSpace, SockEvent,

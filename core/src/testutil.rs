@@ -33,13 +33,18 @@ pub(crate) fn capture_config() -> Config {
     }
 }
 
-/// Feeds `frames` as one batch at `now` and returns every frame the core
-/// queued for the guest, after draining actions (which must be none for the
-/// link services).
-pub(crate) fn exchange(core: &mut Core, now: Instant, frames: &[&[u8]]) -> Vec<Vec<u8>> {
+/// Feeds `frames` to `core` as one batch at `now`, laid end to end in one
+/// buffer as a driver hands them over; returns the buffer (the spans of
+/// `Send` actions point into it).
+pub(crate) fn feed<F: AsRef<[u8]>>(
+    core: &mut Core,
+    now: Instant,
+    frames: impl IntoIterator<Item = F>,
+) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut refs = Vec::new();
     for f in frames {
+        let f = f.as_ref();
         refs.push(FrameRef {
             offset: buf.len() as u32,
             len: f.len() as u32,
@@ -47,7 +52,43 @@ pub(crate) fn exchange(core: &mut Core, now: Instant, frames: &[&[u8]]) -> Vec<V
         buf.extend_from_slice(f);
     }
     core.handle_tap_batch(now, &FrameBatch::new(&buf, &refs));
+    buf
+}
+
+/// Feeds `frames` as one batch at `now` and returns every frame the core
+/// queued for the guest, after draining actions (which must be none for the
+/// link services).
+pub(crate) fn exchange(core: &mut Core, now: Instant, frames: &[&[u8]]) -> Vec<Vec<u8>> {
+    feed(core, now, frames);
     drain_frames(core)
+}
+
+/// A test harness around a core that keeps virtual time: runs the core's
+/// timers as a driver does.
+pub(crate) trait Clocked {
+    fn core(&mut self) -> &mut Core;
+    fn now(&mut self) -> &mut Instant;
+    /// Calls `handle_timeout` at the current time and drains the outputs.
+    fn timeout(&mut self);
+
+    /// Runs virtual time forward by `ms`, firing timers when due.
+    fn run_for(&mut self, ms: u64) {
+        let end = self
+            .now()
+            .saturating_add(core::time::Duration::from_millis(ms));
+        for _ in 0..100_000 {
+            match self.core().poll_timeout() {
+                Some(t) if t <= end => {
+                    let now = self.now();
+                    *now = (*now).max(t);
+                    self.timeout();
+                }
+                _ => break,
+            }
+        }
+        *self.now() = end;
+        self.timeout();
+    }
 }
 
 /// Every frame queued for the guest.
@@ -88,3 +129,31 @@ pub(crate) fn splicing_core(
     drain_actions(&mut c);
     c
 }
+
+/// Implements [`Clocked`] for a harness with fields `core` and `now` and a
+/// method `drain(&mut self, &[u8])` that takes the outputs. After
+/// `handle_timeout`, no timer of the core's state `$proto` (`tcp`, `udp`)
+/// may still be due: a timer that ran moved on (no busy loop).
+macro_rules! impl_clocked {
+    ($h:ty, $proto:ident) => {
+        impl $crate::testutil::Clocked for $h {
+            fn core(&mut self) -> &mut $crate::Core {
+                &mut self.core
+            }
+
+            fn now(&mut self) -> &mut $crate::Instant {
+                &mut self.now
+            }
+
+            fn timeout(&mut self) {
+                self.core.handle_timeout(self.now);
+                assert!(
+                    self.core.$proto.poll_timeout().is_none_or(|t| t > self.now),
+                    "timer still due after handle_timeout"
+                );
+                self.drain(&[]);
+            }
+        }
+    };
+}
+pub(crate) use impl_clocked;

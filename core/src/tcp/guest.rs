@@ -3,28 +3,39 @@
 use super::*;
 use crate::action::SpanList;
 
-impl Core {
-    pub(super) fn tcp_parse(&mut self, batch: &FrameBatch<'_>, p: &L4Packet) -> Option<Seg> {
-        crate::engine::work::tick(1);
+impl TcpState {
+    pub(super) fn parse(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        batch: &FrameBatch<'_>,
+        p: &L4Packet,
+    ) -> Option<Seg> {
+        crate::work::tick(1);
         let start = p.l4_off as usize;
         let l4 = start
             .checked_add(p.l4_len as usize)
             .and_then(|end| batch.buffer().get(start..end));
         let s = l4.and_then(|l4| segment::parse(l4, p.l4_off));
         if s.is_none() {
-            self.counters.drop(DropReason::L4Truncated);
+            cx.counters.drop(DropReason::L4Truncated);
         }
         s
     }
 
     /// One flow's TCP segments from a batch, in order.
-    pub(crate) fn tcp_sequence(&mut self, now: Instant, batch: &FrameBatch<'_>, pkts: &[L4Packet]) {
+    pub(crate) fn sequence(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        batch: &FrameBatch<'_>,
+        pkts: &[L4Packet],
+    ) {
         let mut rest = pkts;
         // Each round consumes at least one segment.
         while let Some(first) = rest.first() {
-            let used = match self.flows.lookup(&first.key) {
-                None => self.tcp_from_tap_new(now, batch, rest),
-                Some(id) => self.tcp_from_tap(now, id, batch, rest),
+            let used = match cx.flows.lookup(&first.key) {
+                None => self.segments_no_flow(cx, now, batch, rest),
+                Some(id) => self.segments(cx, now, id, batch, rest),
             };
             rest = rest.get(used.max(1)..).unwrap_or(&[]);
         }
@@ -32,19 +43,20 @@ impl Core {
 
     /// Segments for a 4-tuple without a connection: the first plain SYN opens
     /// one; everything before it is dropped. Returns the segments used.
-    pub(super) fn tcp_from_tap_new(
+    pub(super) fn segments_no_flow(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
         let mut rst_sent = false;
         for (i, p) in pkts.iter().enumerate() {
-            let Some(s) = self.tcp_parse(batch, p) else {
+            let Some(s) = self.parse(cx, batch, p) else {
                 continue;
             };
             if !s.has(SYN) || s.has(ACK) {
-                self.counters.drop(DropReason::TcpNoFlow);
+                cx.counters.drop(DropReason::TcpNoFlow);
                 // No connection (never was, or already freed: the guest may
                 // have missed our RST or FIN): reset it, as RFC 9293
                 // §3.10.7.1 asks. Upstream passt drops these silently; a
@@ -58,18 +70,18 @@ impl Core {
                     && nat::is_unicast(k.src)
                     && nat::is_unicast(k.dst)
                 {
-                    self.tcp_rst_no_flow(k, &s);
-                    self.tcp.stats.no_flow_resets += 1;
+                    self.rst_no_flow(cx, k, &s);
+                    self.stats.no_flow_resets += 1;
                     // One per batch is enough.
                     rst_sent = true;
                 }
                 continue;
             }
             if s.has(RST) || s.has(FIN) {
-                self.counters.drop(DropReason::TcpBadSegment);
+                cx.counters.drop(DropReason::TcpBadSegment);
                 continue;
             }
-            self.tcp_conn_from_tap(now, &p.key, &s);
+            self.conn_from_tap(cx, now, &p.key, &s);
             return i + 1;
         }
         pkts.len()
@@ -77,40 +89,40 @@ impl Core {
 
     /// A guest SYN: a new connection and a host socket connecting to the
     /// mapped destination.
-    pub(super) fn tcp_conn_from_tap(&mut self, now: Instant, key: &FlowKey, s: &Seg) {
-        let Some(dst) = nat::from_tap(&self.cfg, PROTO_TCP, key.src, key.sport, key.dst, key.dport)
+    pub(super) fn conn_from_tap(&mut self, cx: &mut Ctx<'_>, now: Instant, key: &FlowKey, s: &Seg) {
+        let Some(dst) = nat::from_tap(cx.cfg, PROTO_TCP, key.src, key.sport, key.dst, key.dport)
         else {
-            return self.counters.drop(DropReason::TcpBadEndpoint);
+            return cx.counters.drop(DropReason::TcpBadEndpoint);
         };
         let v6 = key.src.is_ipv6();
-        let id = match self.flows.alloc(FlowData::Tcp(TcpConn::default())) {
+        let id = match cx.flows.alloc(FlowData::Tcp(TcpConn::default())) {
             Ok(id) => id,
             Err(reason) => {
-                self.counters.drop(reason);
-                self.tcp_rst_no_flow(key, s);
+                cx.counters.drop(reason);
+                self.rst_no_flow(cx, key, s);
                 return;
             }
         };
-        if !self.flows.insert_key(id, *key) {
-            self.flows.free(id);
-            return self.counters.drop(DropReason::TcpNoFlow);
+        if !cx.flows.insert_key(id, *key) {
+            cx.flows.free(id);
+            return cx.counters.drop(DropReason::TcpNoFlow);
         }
-        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         let sock = flow::sock_id(id, gen, 0);
-        let isn = self.tcp_isn(key, now);
+        let isn = isn(cx.cfg, key, now);
         let guest_mss = clamp_mss(s.mss, v6);
-        let mss_to_tap = self.tcp_mss_send(v6, guest_mss);
+        let mss_to_tap = mss_send(cx.cfg, v6, guest_mss);
         let local = dst.is_loopback()
-            || self.tcp.low_rtt.contains(&Some(dst))
+            || self.low_rtt.contains(&Some(dst))
             || match dst {
-                IpAddr::V4(a) => self.cfg.ip4.as_ref().is_some_and(|c| c.addr == a),
-                IpAddr::V6(a) => self.cfg.ip6.as_ref().is_some_and(|c| c.addr == a),
+                IpAddr::V4(a) => cx.cfg.ip4.as_ref().is_some_and(|c| c.addr == a),
+                IpAddr::V6(a) => cx.cfg.ip6.as_ref().is_some_and(|c| c.addr == a),
             };
         let (ws_from_tap, ws_to_tap) = match s.ws {
             Some(ws) => (ws.min(14), MAX_WS),
             None => (0, 0),
         };
-        if let Some(c) = self.tc(id) {
+        if let Some(c) = cx.tc(id) {
             *c = TcpConn {
                 phase: Phase::Connecting,
                 sock,
@@ -133,8 +145,8 @@ impl Core {
                 ..TcpConn::default()
             };
         }
-        self.tcp.stats.opened += 1;
-        self.tcp.open_socks += 1;
+        self.stats.opened += 1;
+        self.open_socks += 1;
         log::debug!(
             "tcp flow {}: guest {}:{} -> {}:{} (host {dst})",
             id.0,
@@ -143,35 +155,40 @@ impl Core {
             key.dst,
             key.dport
         );
-        self.act(Action::Open {
+        cx.act(Action::Open {
             sock,
             kind: SockKind::TcpStream,
             family: family(dst),
             netns: Netns::Host,
         });
-        self.act(Action::SetOption {
+        cx.act(Action::SetOption {
             sock,
             // Linux refuses TCP_MAXSEG above 32767 (EINVAL).
             opt: SockOpt::TcpMaxSeg(guest_mss.min(MAXSEG_MAX)),
         });
-        if self.cfg.peek_offset {
-            self.act(Action::SetOption {
+        if cx.cfg.peek_offset {
+            cx.act(Action::SetOption {
                 sock,
                 opt: SockOpt::PeekOffset(0),
             });
         }
-        self.tcp_interest(id);
-        self.act(Action::Connect {
+        self.interest(cx, id);
+        cx.act(Action::Connect {
             sock,
             addr: SocketAddr::new(dst, key.dport),
         });
-        self.tcp_note_timer(id);
+        self.note_timer(cx, id);
     }
 
     /// Segments for connection `id`. Returns how many were used: all of them
     /// unless the connection ended on one (the rest may open a new one).
-    pub(super) fn tcp_from_tap(
+    ///
+    /// Over 100 lines: one match over the handshake phases, each arm the
+    /// step of RFC 9293's state machine for one segment; apart, each arm
+    /// would need the loop's index and its early returns handed back.
+    pub(super) fn segments(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         id: FlowId,
         batch: &FrameBatch<'_>,
@@ -180,15 +197,15 @@ impl Core {
         let mut i = 0;
         // Handshake segments first.
         while let Some(p) = pkts.get(i) {
-            let Some(s) = self.tcp_parse(batch, p) else {
+            let Some(s) = self.parse(cx, batch, p) else {
                 i += 1;
                 continue;
             };
-            let Some(c) = self.tc(id) else { return i };
+            let Some(c) = cx.tc(id) else { return i };
             c.t_active = now;
             c.keepalive_due = now.saturating_add(KEEPALIVE_INTERVAL);
             if s.has(RST) {
-                self.tcp_guest_reset(id);
+                self.guest_reset(cx, id);
                 return i + 1;
             }
             match c.phase {
@@ -199,7 +216,7 @@ impl Core {
                 | Phase::AcceptedInfo => {
                     // Retransmitted SYNs while we connect; nothing else is valid.
                     if !s.has(SYN) || s.has(ACK) {
-                        self.counters.drop(DropReason::TcpBadSegment);
+                        cx.counters.drop(DropReason::TcpBadSegment);
                     }
                     i += 1;
                 }
@@ -207,7 +224,7 @@ impl Core {
                     if s.has(SYN) && !s.has(ACK) && s.seq.wrapping_add(1) == c.seq_from_tap {
                         // Our SYN-ACK was lost: send it again.
                         i += 1;
-                        self.tcp_send_flags(id, SYN | ACK);
+                        self.send_flags(cx, id, SYN | ACK);
                         continue;
                     }
                     if s.has(ACK) && !s.has(SYN) && s.ack == c.isn.wrapping_add(1) {
@@ -217,16 +234,16 @@ impl Core {
                         c.wnd_from_tap = (u32::from(s.win) << c.ws_from_tap).min(MAX_WINDOW);
                         c.wnd_raw_from_tap = s.win;
                         let early = c.readable_early;
-                        self.tcp_interest(id);
+                        self.interest(cx, id);
                         // Data the host sent during the handshake (a
                         // server that speaks first) goes out at once.
                         if early {
-                            self.tcp_try_peek(now, id, false);
+                            self.try_peek(cx, now, id, false);
                         }
                         break;
                     }
-                    self.counters.drop(DropReason::TcpBadSegment);
-                    self.tcp_close(id, true);
+                    cx.counters.drop(DropReason::TcpBadSegment);
+                    self.close(cx, id, true);
                     return i + 1;
                 }
                 Phase::SynSent => {
@@ -246,48 +263,53 @@ impl Core {
                         c.wnd_from_tap = u32::from(s.win);
                         c.wnd_raw_from_tap = s.win;
                         let guest_mss = clamp_mss(s.mss, v6);
-                        let mss = self.tcp_mss_send(v6, guest_mss);
-                        let Some(c) = self.tc(id) else { return i };
+                        let mss = mss_send(cx.cfg, v6, guest_mss);
+                        let Some(c) = cx.tc(id) else { return i };
                         c.mss_to_tap = mss;
                         c.phase = Phase::Established;
                         c.retrans = 0;
                         c.t_retx = None;
                         // Always ACK at once: the host side may wait for the
                         // guest to speak first, or the guest for the host.
-                        self.tcp_send_flags(id, ACK);
-                        self.tcp_interest(id);
-                        self.tcp_try_peek(now, id, false);
-                        self.tcp_note_timer(id);
+                        self.send_flags(cx, id, ACK);
+                        self.interest(cx, id);
+                        self.try_peek(cx, now, id, false);
+                        self.note_timer(cx, id);
                         i += 1;
                         continue;
                     }
-                    self.counters.drop(DropReason::TcpBadSegment);
-                    self.tcp_close(id, true);
+                    cx.counters.drop(DropReason::TcpBadSegment);
+                    self.close(cx, id, true);
                     return i + 1;
                 }
             }
         }
         if let Some(rest) = pkts.get(i..) {
             if !rest.is_empty() {
-                return i + self.tcp_data_from_tap(now, id, batch, rest);
+                return i + self.data_from_tap(cx, now, id, batch, rest);
             }
         }
-        self.tcp_note_timer(id);
+        self.note_timer(cx, id);
         pkts.len()
     }
 
     /// Established connection: ACKs, window updates, data and FIN from the
     /// guest. Returns the segments used.
-    pub(super) fn tcp_data_from_tap(
+    ///
+    /// Over 100 lines: one pass over the flow's segments of a batch whose
+    /// state (the `Send` being built, a gap, the FIN, the ACK owed) lives in
+    /// locals; split, that state would be threaded through every part.
+    pub(super) fn data_from_tap(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         id: FlowId,
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
-        let mut span_start = self.spans.len();
-        let batch_no = self.tcp.batches;
-        let Some(c) = self.tc(id) else { return 0 };
+        let mut span_start = cx.spans.len();
+        let batch_no = self.batches;
+        let Some(c) = cx.tc(id) else { return 0 };
         // A Send of an earlier batch was carried out before this batch (call
         // order): if its result never came, it cannot be trusted any more.
         if c.send_batch != batch_no {
@@ -305,7 +327,7 @@ impl Core {
         // retransmit: a second Send after one whose result is unknown could
         // write past a partial write.
         let requeue = pending > 0 && !fin_pending && {
-            match self.tcp_requeue_send(id, sock) {
+            match self.requeue_send(cx, id, sock) {
                 Some(start) => {
                     span_start = start;
                     expected = expected.wrapping_add(pending);
@@ -315,32 +337,32 @@ impl Core {
             }
         };
         let busy = (pending > 0 || fin_pending) && !requeue;
-        let Some(c) = self.tc(id) else { return 0 };
+        let Some(c) = cx.tc(id) else { return 0 };
         let closed_in = c.tap_fin_rcvd || busy;
         let mut fin = false;
         let mut ack_now = false;
         let mut gap = false;
         let mut peek = false;
         for (i, p) in pkts.iter().enumerate() {
-            let Some(s) = self.tcp_parse(batch, p) else {
+            let Some(s) = self.parse(cx, batch, p) else {
                 continue;
             };
             if s.has(RST) {
-                self.tcp_flush_send(id, span_start, fin, requeue);
-                self.tcp_guest_reset(id);
+                self.flush_send(cx, id, span_start, fin, requeue);
+                self.guest_reset(cx, id);
                 return i + 1;
             }
             if s.has(SYN) {
                 // A SYN on an open connection: answer with a challenge ACK
                 // (RFC 5961 §4). A guest that lost the old connection resets
                 // it, and its next SYN opens a new one.
-                self.counters.drop(DropReason::TcpBadSegment);
+                cx.counters.drop(DropReason::TcpBadSegment);
                 ack_now = true;
                 continue;
             }
             if s.has(ACK) {
                 let pure = s.len == 0 && !s.has(FIN);
-                match self.tcp_ack_from_tap(now, id, &s, pure) {
+                match self.ack_from_tap(cx, now, id, &s, pure) {
                     AckResult::Fine => {}
                     AckResult::Progress => peek = true,
                     AckResult::Reset => return i + 1,
@@ -358,7 +380,7 @@ impl Core {
                 }
                 continue;
             }
-            match self.tcp_take_data(&s, &mut expected, &mut fin) {
+            match self.take_data(cx, &s, &mut expected, &mut fin) {
                 Take::Taken | Take::Nothing => {}
                 Take::Old => ack_now = true,
                 Take::Ahead => gap = true,
@@ -371,13 +393,13 @@ impl Core {
             let mut progress = false;
             gap = false;
             for p in pkts {
-                let Some(s) = self.tcp_parse(batch, p) else {
+                let Some(s) = self.parse(cx, batch, p) else {
                     continue;
                 };
                 if s.has(SYN) || s.has(RST) || fin {
                     continue;
                 }
-                match self.tcp_take_data(&s, &mut expected, &mut fin) {
+                match self.take_data(cx, &s, &mut expected, &mut fin) {
                     Take::Taken => progress = true,
                     Take::Ahead => gap = true,
                     Take::Old | Take::Nothing => {}
@@ -388,69 +410,74 @@ impl Core {
             }
         }
         if gap {
-            if let Some(c) = self.tc(id) {
+            if let Some(c) = cx.tc(id) {
                 c.dup_ack_pending = true;
             }
             // With a Send pending, the ACK goes out after its result.
             ack_now = !busy;
         }
-        let sent = self.tcp_flush_send(id, span_start, fin, requeue);
+        let sent = self.flush_send(cx, id, span_start, fin, requeue);
         if !sent {
             if fin {
-                self.tcp_guest_fin(now, id);
+                self.guest_fin(cx, now, id);
                 ack_now = true;
             }
             if ack_now {
-                let small = self.tc_ref(id).is_some_and(|(_, c)| {
+                let small = cx.tc_ref(id).is_some_and(|(_, c)| {
                     c.wnd_to_tap < u32::from(c.mss_to_tap) && !c.tap_fin_rcvd
                 });
-                if let (true, Some(c)) = (small, self.tc(id)) {
+                if let (true, Some(c)) = (small, cx.tc(id)) {
                     // Probing our closed window: answer with a fresh one.
                     c.force_ack = true;
                     let sock = c.sock;
-                    self.act(Action::QuerySendSpace { sock });
+                    cx.act(Action::QuerySendSpace { sock });
                 } else {
-                    self.tcp_send_ack(id);
+                    self.send_ack(cx, id);
                 }
             }
         }
         if peek {
-            self.tcp_try_peek(now, id, false);
+            self.try_peek(cx, now, id, false);
         }
-        if self.tcp_maybe_done(id) {
+        if self.maybe_done(cx, id) {
             return pkts.len();
         }
-        self.tcp_interest(id);
-        self.tcp_note_timer(id);
+        self.interest(cx, id);
+        self.note_timer(cx, id);
         pkts.len()
     }
 
     /// Copies the spans of the queued `Send` on `sock` (the flow's pending
     /// one, found where it was queued) to the end of the span list, so that
     /// more can follow them. Returns where they now start.
-    fn tcp_requeue_send(&mut self, id: FlowId, sock: SockId) -> Option<usize> {
-        let list = self.tcp_queued_send(id, sock).map(|spans| *spans)?;
+    fn requeue_send(&mut self, cx: &mut Ctx<'_>, id: FlowId, sock: SockId) -> Option<usize> {
+        let list = self.queued_send(cx, id, sock).map(|spans| *spans)?;
         let (from, count) = (list.start as usize, list.count as usize);
-        let start = self.spans.len();
+        let start = cx.spans.len();
         let end = from.checked_add(count)?;
-        let copies = self.tcp.span_copies.checked_add(count)?;
+        let copies = self.span_copies.checked_add(count)?;
         if end > start
-            || copies > self.cfg.limits.batch_frames
-            || start.checked_add(count)? > self.spans.capacity()
+            || copies > cx.cfg.limits.batch_frames
+            || start.checked_add(count)? > cx.spans.capacity()
         {
             return None;
         }
-        self.tcp.span_copies = copies;
-        crate::engine::work::tick(count);
-        self.spans.extend_from_within(from..end);
+        self.span_copies = copies;
+        crate::work::tick(count);
+        cx.spans.extend_from_within(from..end);
         Some(start)
     }
 
     /// The spans of the flow's `Send` still in the action queue, if any.
-    fn tcp_queued_send(&mut self, id: FlowId, sock: SockId) -> Option<&mut SpanList> {
-        let index = self.tc_ref(id)?.1.send_action?;
-        crate::engine::work::tick(1);
-        match self.actions.get_mut(index)? {
+    fn queued_send<'c>(
+        &self,
+        cx: &'c mut Ctx<'_>,
+        id: FlowId,
+        sock: SockId,
+    ) -> Option<&'c mut SpanList> {
+        let index = cx.tc_ref(id)?.1.send_action?;
+        crate::work::tick(1);
+        match cx.actions.get_mut(index)? {
             Action::Send { sock: s, spans } if *s == sock => Some(spans),
             _ => None,
         }
@@ -458,27 +485,28 @@ impl Core {
 
     /// Queues the `Send` for spans collected since `span_start`, if any
     /// (`requeue`: updates the queued `Send` of the flow to them instead).
-    pub(super) fn tcp_flush_send(
+    pub(super) fn flush_send(
         &mut self,
+        cx: &mut Ctx<'_>,
         id: FlowId,
         span_start: usize,
         fin: bool,
         requeue: bool,
     ) -> bool {
-        let count = self.spans.len().saturating_sub(span_start);
+        let count = cx.spans.len().saturating_sub(span_start);
         if count == 0 {
             return false;
         }
-        crate::engine::work::tick(count);
-        let total: u64 = self
+        crate::work::tick(count);
+        let total: u64 = cx
             .spans
             .get(span_start..)
             .unwrap_or(&[])
             .iter()
             .map(|s| u64::from(s.len))
             .sum();
-        let batch_no = self.tcp.batches;
-        let Some(c) = self.tc(id) else { return false };
+        let batch_no = self.batches;
+        let Some(c) = cx.tc(id) else { return false };
         c.send_pending = total.min(u64::from(u32::MAX)) as u32;
         c.fin_pending = fin;
         c.send_batch = batch_no;
@@ -488,17 +516,17 @@ impl Core {
             count: count as u32,
         };
         if requeue {
-            if let Some(spans) = self.tcp_queued_send(id, sock) {
+            if let Some(spans) = self.queued_send(cx, id, sock) {
                 *spans = list;
                 return true;
             }
         }
-        let index = self.actions.next_index();
-        let queued = self.actions.push(Action::Send { sock, spans: list });
+        let index = cx.actions.next_index();
+        let queued = cx.actions.push(Action::Send { sock, spans: list });
         if !queued {
-            self.counters.actions_refused += 1;
+            cx.counters.actions_refused += 1;
         }
-        if let Some(c) = self.tc(id) {
+        if let Some(c) = cx.tc(id) {
             c.send_action = queued.then_some(index);
         }
         true
@@ -506,7 +534,13 @@ impl Core {
 
     /// Takes the in-order part of `s` (a span for the send), advancing
     /// `expected`; notes an in-order FIN in `fin`.
-    pub(super) fn tcp_take_data(&mut self, s: &Seg, expected: &mut u32, fin: &mut bool) -> Take {
+    pub(super) fn take_data(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        s: &Seg,
+        expected: &mut u32,
+        fin: &mut bool,
+    ) -> Take {
         let end = s.seq.wrapping_add(s.len);
         if s.len > 0 && seq::le(s.seq, *expected) && seq::gt(end, *expected) {
             let skip = expected.wrapping_sub(s.seq);
@@ -514,11 +548,11 @@ impl Core {
             let Some(off) = s.payload_off.checked_add(skip) else {
                 return Take::Nothing;
             };
-            if self.spans.len() >= self.spans.capacity() {
+            if cx.spans.len() >= cx.spans.capacity() {
                 // Never grow the span list: the guest retransmits the rest.
                 return Take::Nothing;
             }
-            self.spans.push(crate::action::Span { offset: off, len });
+            cx.spans.push(crate::action::Span { offset: off, len });
             *expected = end;
             if s.has(FIN) {
                 *fin = true;
@@ -543,8 +577,8 @@ impl Core {
     }
 
     /// The guest's FIN, after everything before it was written.
-    pub(super) fn tcp_guest_fin(&mut self, now: Instant, id: FlowId) {
-        let Some(c) = self.tc(id) else { return };
+    pub(super) fn guest_fin(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
+        let Some(c) = cx.tc(id) else { return };
         if c.tap_fin_rcvd {
             return;
         }
@@ -554,27 +588,31 @@ impl Core {
             c.t_phase = now;
         }
         let sock = c.sock;
-        self.act(Action::ShutdownWrite { sock });
+        cx.act(Action::ShutdownWrite { sock });
     }
 
     /// An ACK (and window) from the guest.
-    pub(super) fn tcp_ack_from_tap(
+    ///
+    /// About 100 lines: the checks of an ACK and its window (RFC 9293
+    /// §3.10.7.4) in their order, on one connection's state.
+    pub(super) fn ack_from_tap(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         id: FlowId,
         s: &Seg,
         pure: bool,
     ) -> AckResult {
-        let peek_offset = self.cfg.peek_offset;
-        let pol = self.cfg.tcp;
-        let Some(c) = self.tc(id) else {
+        let peek_offset = cx.cfg.peek_offset;
+        let pol = cx.cfg.tcp;
+        let Some(c) = cx.tc(id) else {
             return AckResult::Fine;
         };
         let ack = s.ack;
         if seq::gt(ack, c.seq_max_to_tap) || seq::lt(ack, c.seq_ack_from_tap) {
             // Acknowledges what we never sent, or stale: ignore it entirely.
             if seq::gt(ack, c.seq_max_to_tap) {
-                self.counters.drop(DropReason::TcpBadSegment);
+                cx.counters.drop(DropReason::TcpBadSegment);
             }
             return AckResult::Fine;
         }
@@ -590,8 +628,8 @@ impl Core {
                 if c.dup_acks == pol.dup_ack_threshold {
                     // Fast retransmission from the last acknowledged byte.
                     let una = c.seq_ack_from_tap;
-                    self.tcp_rewind(id, una);
-                    self.tcp.stats.fast_retransmits += 1;
+                    self.rewind(cx, id, una);
+                    self.stats.fast_retransmits += 1;
                     result = AckResult::Progress;
                 }
             } else {
@@ -624,7 +662,7 @@ impl Core {
             };
             let sock = c.sock;
             if consumed > 0 {
-                self.act(Action::Consume {
+                cx.act(Action::Consume {
                     sock,
                     len: consumed,
                 });
@@ -633,15 +671,15 @@ impl Core {
             let _ = peek_offset;
             result = AckResult::Progress;
         }
-        let Some(c) = self.tc(id) else {
+        let Some(c) = cx.tc(id) else {
             return AckResult::Reset;
         };
         if c.wnd_from_tap == 0 && wnd > 0 && c.data_in_flight() > 0 {
             // Zero-window probes the guest dropped: send them again.
             let to = c.seq_ack_from_tap;
-            self.tcp_rewind(id, to);
+            self.rewind(cx, id, to);
         }
-        let Some(c) = self.tc(id) else {
+        let Some(c) = cx.tc(id) else {
             return AckResult::Reset;
         };
         // A window shrinking to zero with data in flight is ignored (some
@@ -662,9 +700,9 @@ impl Core {
     }
 
     /// Rewinds what we send to the guest to `to` (not before its last ACK).
-    pub(super) fn tcp_rewind(&mut self, id: FlowId, to: u32) {
-        let peek_offset = self.cfg.peek_offset;
-        let Some(c) = self.tc(id) else { return };
+    pub(super) fn rewind(&mut self, cx: &mut Ctx<'_>, id: FlowId, to: u32) {
+        let peek_offset = cx.cfg.peek_offset;
+        let Some(c) = cx.tc(id) else { return };
         let to = seq::max(to, c.seq_ack_from_tap);
         if !seq::lt(to, c.seq_to_tap) {
             return;
@@ -680,7 +718,7 @@ impl Core {
         let off = seq::dist(c.seq_ack_from_tap, to);
         let sock = c.sock;
         if peek_offset {
-            self.act(Action::SetOption {
+            cx.act(Action::SetOption {
                 sock,
                 opt: SockOpt::PeekOffset(off),
             });

@@ -14,13 +14,22 @@
 //!   [`window_from_space`]);
 //! * socket → guest: data stays in the kernel until the guest acknowledges
 //!   it; `Action::Peek` copies it straight into the driver's transmit slots,
-//!   [`Core::handle_peeked`] writes the headers, `Action::Consume` drops what
+//!   [`Core::handle_peeked`](crate::Core::handle_peeked) writes the headers, `Action::Consume` drops what
 //!   the guest acknowledged, and retransmission rewinds and peeks again.
 //!
-//! Each connection has one timer slot (the earliest of its handshake, ACK,
-//! retransmission, FIN and activity deadlines); [`Core::poll_timeout`] reports
-//! a lower bound over all of them, kept without scanning.
+//! Each connection has one timer (the earliest of its handshake, ACK,
+//! retransmission, FIN and activity deadlines) in a heap of timers
+//! (`timers.rs`): [`Core::poll_timeout`](crate::Core::poll_timeout) reads
+//! the earliest in O(1), and each due one costs O(log n).
+//!
+//! TCP state lives in [`TcpState`]; the engine lends it a [`Ctx`] for each
+//! input, and nothing else of the core. The files: `guest.rs` (segments from
+//! the guest), `sock.rs` (socket events, peeked data), `accept.rs`
+//! (connections from host peers), `ctl.rs` (timers, interest, control
+//! segments, ends), `timer.rs` (link feedback and timers).
 
+mod accept;
+mod ctl;
 mod guest;
 #[cfg(test)]
 mod scale_tests;
@@ -37,13 +46,17 @@ use crate::action::{
 };
 use crate::config::Config;
 use crate::counters::DropReason;
-use crate::engine::Core;
-use crate::flow::{self, FlowData, FlowId, SockRef, LISTENER_BIT};
+use crate::flow::{self, FlowData, FlowId, FlowTable, SockRef, LISTENER_BIT};
 use crate::fwd::{self, Proto};
 use crate::nat;
 use crate::policy::{Reopen, TcpPolicy};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
+use crate::timers::Timers;
+/// TCP is lent the context of UDP and ICMP echo: it needs the same parts of
+/// the core (configuration, guest, counters, action queue, spans, flow
+/// table, listeners, frame queue).
+pub(crate) use crate::udp::Ctx;
 use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
@@ -105,6 +118,8 @@ const TAP_QUEUE_FRAMES: u32 = 1000;
 const REORDER_PASSES: usize = 4;
 /// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
+/// The kind of a connection's timer (it has one).
+const CONN_TIMER: u8 = 0;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
 /// connection when the flow table is full.
 const REJECT_IDX: u32 = 0x7fff_ffff;
@@ -335,7 +350,7 @@ impl TcpConn {
     /// the handshake completes is remembered (`readable_early`), `Writable`
     /// matters only while the window to the guest is closed, and an
     /// `EPOLLOUT` edge needs the kernel's wake-up, armed by setting the
-    /// interest again ([`Core::tcp_rearm`]) when the window closes on a full
+    /// interest again ([`TcpState::rearm`]) when the window closes on a full
     /// buffer.
     fn wanted_interest(&self) -> Interest {
         Interest {
@@ -386,8 +401,11 @@ struct TxRec {
 /// TCP state outside the flow table.
 #[derive(Debug)]
 pub(crate) struct TcpState {
-    /// Lower bound of every connection's deadline.
-    next_timer: Option<Instant>,
+    /// One timer per connection, at (or before) its earliest deadline
+    /// ([`TcpConn::deadline`]).
+    timers: Timers,
+    /// Connections due in `timeout`, in flow order (allocated once).
+    due: Vec<FlowId>,
     txlog: Vec<TxRec>,
     /// `frames_out` at the last `handle_tap_sent`.
     tx_base: u64,
@@ -433,9 +451,11 @@ pub struct TcpStats {
 
 impl TcpState {
     pub(crate) fn new(cfg: &Config) -> Self {
-        let _ = cfg;
+        // Flow ids stay below the table's capacity.
+        let flows = cfg.limits.flows.min(flow::MAX_FLOWS);
         TcpState {
-            next_timer: None,
+            timers: Timers::new(flows, 1),
+            due: Vec::with_capacity(flows),
             txlog: Vec::with_capacity(TX_LOG),
             tx_base: 0,
             link_waiting: Vec::with_capacity(cfg.limits.flows.min(4096)),
@@ -449,6 +469,30 @@ impl TcpState {
     }
 }
 
+impl Ctx<'_> {
+    fn tc(&mut self, id: FlowId) -> Option<&mut TcpConn> {
+        match &mut self.flows.get_mut(id)?.data {
+            FlowData::Tcp(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn tc_ref(&self, id: FlowId) -> Option<(&FlowKey, &TcpConn)> {
+        let f = self.flows.get(id)?;
+        match &f.data {
+            FlowData::Tcp(c) => Some((&f.key, c)),
+            _ => None,
+        }
+    }
+
+    /// Queues `a`, or counts it refused if the action queue is full.
+    fn act(&mut self, a: Action) {
+        if !self.actions.push(a) {
+            self.counters.actions_refused += 1;
+        }
+    }
+}
+
 fn family(a: IpAddr) -> Family {
     if a.is_ipv6() {
         Family::V6
@@ -457,326 +501,39 @@ fn family(a: IpAddr) -> Family {
     }
 }
 
+/// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
+/// clock ticking every 32 ns.
+pub(crate) fn isn(cfg: &Config, key: &FlowKey, now: Instant) -> u32 {
+    let h = flow::TupleHasher::new(&cfg.secret, 0).hash(key, false);
+    (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)
+}
+
+/// The MSS we advertise to the guest: from the MTU, rounded down to a
+/// page multiple when larger than a page.
+fn mss_adv(cfg: &Config, v6: bool, info_mss: u32) -> u16 {
+    let hdrs = if v6 { 60 } else { 40 };
+    let m = match cfg.mtu {
+        Some(mtu) => u32::from(mtu).saturating_sub(hdrs),
+        None if info_mss > 0 => info_mss,
+        None => u32::from(MSS_DEFAULT),
+    };
+    let m = if m > 4096 { m / 4096 * 4096 } else { m };
+    m.clamp(u32::from(MSS_MIN), u32::from(if v6 { MSS6 } else { MSS4 })) as u16
+}
+
+/// Largest payload per frame to the guest: its MSS, within our MTU.
+fn mss_send(cfg: &Config, v6: bool, guest_mss: u16) -> u16 {
+    let hdrs: u16 = if v6 { 60 } else { 40 };
+    let mtu_mss = cfg
+        .mtu
+        .map_or(u16::MAX, |m| m.saturating_sub(hdrs))
+        .max(MSS_MIN);
+    guest_mss.min(mtu_mss)
+}
+
 fn clamp_mss(mss: Option<u16>, v6: bool) -> u16 {
     mss.unwrap_or(MSS_DEFAULT)
         .clamp(MSS_MIN, if v6 { MSS6 } else { MSS4 })
-}
-
-impl Core {
-    // --- common ---------------------------------------------------------------
-
-    fn tc(&mut self, id: FlowId) -> Option<&mut TcpConn> {
-        match self.flows.get_mut(id) {
-            Some(f) => match &mut f.data {
-                FlowData::Tcp(c) => Some(c),
-                _ => None,
-            },
-            None => None,
-        }
-    }
-
-    fn tc_ref(&self, id: FlowId) -> Option<(&FlowKey, &TcpConn)> {
-        match self.flows.get(id) {
-            Some(f) => match &f.data {
-                FlowData::Tcp(c) => Some((&f.key, c)),
-                _ => None,
-            },
-            None => None,
-        }
-    }
-
-    fn act(&mut self, a: Action) {
-        if !self.actions.push(a) {
-            self.counters.actions_refused += 1;
-        }
-    }
-
-    /// Notes that the deadline of `id` may have moved earlier.
-    fn tcp_note_timer(&mut self, id: FlowId) {
-        let d = self.tc_ref(id).and_then(|(_, c)| c.deadline());
-        self.tcp.next_timer = earliest(self.tcp.next_timer, d);
-    }
-
-    /// Sets the interest of `id` again even if unchanged: `EPOLL_CTL_MOD`
-    /// polls the socket, and a socket found not writable arms the kernel's
-    /// wake-up for when it is writable again.
-    fn tcp_rearm(&mut self, id: FlowId) {
-        if let Some(c) = self.tc(id) {
-            c.interest = None;
-        }
-        self.tcp_interest(id);
-    }
-
-    /// Asks for the epoll interest the state of `id` needs, if it changed.
-    fn tcp_interest(&mut self, id: FlowId) {
-        let Some(c) = self.tc(id) else { return };
-        // A pending peek decides the state (stalled or not, data in flight)
-        // when it is answered, and sets the interest then: no mask for the
-        // state in between.
-        if !c.sock_open || c.peek_pending {
-            return;
-        }
-        let want = c.wanted_interest();
-        if c.interest == Some(want) {
-            return;
-        }
-        c.interest = Some(want);
-        let sock = c.sock;
-        self.act(Action::SetInterest {
-            sock,
-            interest: want,
-        });
-    }
-
-    /// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
-    /// clock ticking every 32 ns.
-    fn tcp_isn(&self, key: &FlowKey, now: Instant) -> u32 {
-        let h = flow::TupleHasher::new(&self.cfg.secret, 0).hash(key, false);
-        (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)
-    }
-
-    /// The MSS we advertise to the guest: from the MTU, rounded down to a
-    /// page multiple when larger than a page.
-    fn tcp_mss_adv(&self, v6: bool, info_mss: u32) -> u16 {
-        let hdrs = if v6 { 60 } else { 40 };
-        let m = match self.cfg.mtu {
-            Some(mtu) => u32::from(mtu).saturating_sub(hdrs),
-            None if info_mss > 0 => info_mss,
-            None => u32::from(MSS_DEFAULT),
-        };
-        let m = if m > 4096 { m / 4096 * 4096 } else { m };
-        m.clamp(u32::from(MSS_MIN), u32::from(if v6 { MSS6 } else { MSS4 })) as u16
-    }
-
-    /// Largest payload per frame to the guest: its MSS, within our MTU.
-    fn tcp_mss_send(&self, v6: bool, guest_mss: u16) -> u16 {
-        let hdrs: u16 = if v6 { 60 } else { 40 };
-        let mtu_mss = self
-            .cfg
-            .mtu
-            .map_or(u16::MAX, |m| m.saturating_sub(hdrs))
-            .max(MSS_MIN);
-        guest_mss.min(mtu_mss)
-    }
-
-    /// Queues a segment without payload to the guest.
-    fn tcp_ctl(&mut self, key: &FlowKey, h: Hdr) -> bool {
-        let dst_mac = self.guest.mac;
-        self.tx()
-            .queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
-                h.write(b)
-            })
-    }
-
-    /// Sends flags `flags` (with ACK unless RST alone) on connection `id`,
-    /// at `seq_to_tap`.
-    fn tcp_send_flags(&mut self, id: FlowId, flags: u8) {
-        let Some((key, c)) = self.tc_ref(id) else {
-            return;
-        };
-        let key = *key;
-        let syn = flags & SYN != 0;
-        let syn_opts = if syn {
-            let ws = if c.ws_to_tap > 0 || c.phase == Phase::AcceptedInfo {
-                Some(MAX_WS)
-            } else {
-                None
-            };
-            Some((self.tcp_mss_adv(TcpConn::v6(&key), c.mss_info()), ws))
-        } else {
-            None
-        };
-        if let Some((mss, _)) = syn_opts {
-            let clamp = u32::from(mss).saturating_mul(TAP_QUEUE_FRAMES * 3 / 4);
-            if let Some(c) = self.tc(id) {
-                c.wnd_clamp = clamp;
-            }
-        }
-        let Some((_, c)) = self.tc_ref(id) else {
-            return;
-        };
-        let (win, wbytes) = c.win_field(syn);
-        let seq = if syn { c.isn } else { c.seq_to_tap };
-        let h = Hdr {
-            sport: key.dport,
-            dport: key.sport,
-            seq,
-            ack: c.seq_from_tap,
-            flags,
-            win,
-            syn_opts,
-        };
-        let index = self.counters.frames_out + self.out.len() as u64;
-        if !self.tcp_ctl(&key, h) {
-            return;
-        }
-        let gen = self.flows.get(id).map_or(0, |f| f.gen);
-        if flags & FIN != 0 {
-            self.tcp_txlog(index, id, gen, seq, 0);
-        }
-        if let Some(c) = self.tc(id) {
-            if flags & ACK != 0 {
-                c.seq_ack_to_tap = c.seq_from_tap;
-                c.wnd_to_tap = wbytes;
-                c.ack_due = None;
-            }
-        }
-    }
-
-    /// Notes frame `index` of connection `id`, starting at `seq` with `len`
-    /// bytes of payload: extends the last run when it continues it.
-    fn tcp_txlog(&mut self, index: u64, id: FlowId, gen: u8, seq: u32, len: u32) {
-        if let Some(r) = self.tcp.txlog.last_mut() {
-            let next = r.index.checked_add(u64::from(r.count));
-            let next_seq = r.seq.wrapping_add(r.count.wrapping_mul(r.stride));
-            if r.flow == id
-                && r.gen == gen
-                && next == Some(index)
-                && r.last_len == r.stride
-                && next_seq == seq
-                && len <= r.stride
-            {
-                r.count += 1;
-                r.last_len = len;
-                return;
-            }
-        }
-        if self.tcp.txlog.len() < TX_LOG {
-            self.tcp.txlog.push(TxRec {
-                index,
-                count: 1,
-                flow: id,
-                gen,
-                seq,
-                stride: len,
-                last_len: len,
-            });
-        }
-    }
-
-    /// Sends an ACK (followed by `DUP_ACKS_SENT` duplicates if a gap in
-    /// the guest's data is owed them, once per gap).
-    fn tcp_send_ack(&mut self, id: FlowId) {
-        let Some(c) = self.tc(id) else { return };
-        let dups = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
-        if dups {
-            c.dup_ack_sent_at = Some(c.seq_from_tap);
-        }
-        c.dup_ack_pending = false;
-        self.tcp_send_flags(id, ACK);
-        if dups {
-            for _ in 0..DUP_ACKS_SENT {
-                self.tcp_send_flags(id, ACK);
-            }
-        }
-    }
-
-    /// Resets a segment that belongs to no connection (RFC 9293 §3.10.7.1).
-    fn tcp_rst_no_flow(&mut self, key: &FlowKey, s: &Seg) {
-        let h = if s.has(ACK) {
-            Hdr {
-                sport: key.dport,
-                dport: key.sport,
-                seq: s.ack,
-                ack: 0,
-                flags: RST,
-                win: 0,
-                syn_opts: None,
-            }
-        } else {
-            let len = s.len + u32::from(s.has(SYN)) + u32::from(s.has(FIN));
-            Hdr {
-                sport: key.dport,
-                dport: key.sport,
-                seq: 0,
-                ack: s.seq.wrapping_add(len),
-                flags: RST | ACK,
-                win: 0,
-                syn_opts: None,
-            }
-        };
-        self.tcp_ctl(key, h);
-    }
-
-    /// Ends connection `id`: closes the socket and frees the flow; with
-    /// `rst`, the guest gets a reset (an error or a timeout on our side).
-    /// The socket is closed plainly: data it still holds for the host peer
-    /// goes out before the FIN (an abortive close would drop it).
-    fn tcp_close(&mut self, id: FlowId, rst: bool) {
-        self.tcp_end(id, rst, false);
-    }
-
-    /// The guest reset connection `id`: the host peer gets a reset too.
-    fn tcp_guest_reset(&mut self, id: FlowId) {
-        self.tcp_end(id, false, true);
-    }
-
-    /// Ends connection `id`, resetting the guest side if `rst_guest` and the
-    /// socket's peer if `rst_sock` (SO_LINGER with a zero timeout before the
-    /// close: a plain close would send a FIN).
-    fn tcp_end(&mut self, id: FlowId, rst_guest: bool, rst_sock: bool) {
-        let Some((key, c)) = self.tc_ref(id) else {
-            return;
-        };
-        let key = *key;
-        let c = *c;
-        let rst = rst_guest;
-        if rst {
-            match c.phase {
-                // The guest is in SYN-SENT: only an RST acknowledging its SYN counts.
-                Phase::Connecting | Phase::ConnectedInfo => {
-                    let h = Hdr {
-                        sport: key.dport,
-                        dport: key.sport,
-                        seq: 0,
-                        ack: c.seq_from_tap,
-                        flags: RST | ACK,
-                        win: 0,
-                        syn_opts: None,
-                    };
-                    self.tcp_ctl(&key, h);
-                }
-                // The guest knows nothing of it yet.
-                Phase::Accepting | Phase::AcceptedInfo => {}
-                _ => self.tcp_send_flags(id, RST),
-            }
-            self.tcp.stats.resets += 1;
-        }
-        if c.sock_open {
-            if rst_sock {
-                self.act(Action::SetOption {
-                    sock: c.sock,
-                    opt: SockOpt::ResetOnClose,
-                });
-            }
-            self.act(Action::Close { sock: c.sock });
-            self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
-        }
-        log::debug!(
-            "tcp flow {}: closed{}",
-            id.0,
-            match (rst_guest, rst_sock) {
-                (true, _) => " (reset)",
-                (false, true) => " (reset by the guest)",
-                (false, false) => "",
-            }
-        );
-        self.flows.free(id);
-        self.tcp.stats.closed += 1;
-    }
-
-    /// Closes `id` if both directions are finished: our FIN acknowledged,
-    /// and the guest's FIN taken or the socket hung up (nothing more can be
-    /// written to it).
-    fn tcp_maybe_done(&mut self, id: FlowId) -> bool {
-        let done = self
-            .tc_ref(id)
-            .is_some_and(|(_, c)| c.tap_fin_acked && (c.tap_fin_rcvd || c.hup));
-        if done {
-            self.tcp_close(id, false);
-        }
-        done
-    }
 }
 
 impl TcpConn {

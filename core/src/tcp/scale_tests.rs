@@ -1,15 +1,15 @@
 //! The cost of a batch is linear in its frames: a batch of guest data for
 //! many established connections, interleaved so that each connection's
 //! segments fall into many groups (more connections than the grouper keeps
-//! apart), is counted in units of work ([`crate::engine::work`]: frames
+//! apart), is counted in units of work ([`crate::work`]: frames
 //! looked at, segments parsed, queued actions visited, spans copied or
 //! summed) at 16384 and at 32768 frames. Twice the frames may cost at most
 //! about twice the work.
 
-use crate::engine::work;
-use crate::testutil::{capture_config, GUEST_MAC};
+use crate::testutil::{capture_config, feed, GUEST_MAC};
 use crate::wire::Mac;
-use crate::{Action, Core, FrameBatch, FrameRef, Instant, SendSpace, SockEvent, SockId, TcpInfo};
+use crate::work;
+use crate::{Action, Core, Instant, SendSpace, SockEvent, SockId, TcpInfo};
 use core::net::Ipv4Addr;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use std::collections::HashMap;
@@ -34,16 +34,7 @@ fn seg(sport: u16, seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]) -> Vec
 }
 
 fn batch(core: &mut Core, frames: &[Vec<u8>]) {
-    let mut buf = Vec::new();
-    let mut refs = Vec::new();
-    for f in frames {
-        refs.push(FrameRef {
-            offset: buf.len() as u32,
-            len: f.len() as u32,
-        });
-        buf.extend_from_slice(f);
-    }
-    core.handle_tap_batch(Instant::from_millis(1000), &FrameBatch::new(&buf, &refs));
+    feed(core, Instant::from_millis(1000), frames);
 }
 
 /// Drains the actions, answering queries of an idle socket with 1 MiB of

@@ -17,21 +17,80 @@ fn seg_to_tap(offload: LinkOffload, mss: u16, room: usize) -> usize {
     (most / mss).max(1) * mss
 }
 
-impl Core {
+/// Writes the headers of a frame to the guest in front of the `chunk` bytes
+/// of payload of `slot` (segment `h` of connection `key`), with the offload
+/// metadata of a link that completes checksums or segments TCP (`mss`: the
+/// segment size there). Returns whether the frame fit.
+fn frame_slot(
+    cx: &mut Ctx<'_>,
+    slot: &mut TxSlot<'_>,
+    key: &FlowKey,
+    h: &Hdr,
+    chunk: usize,
+    mss: usize,
+) -> bool {
+    let v6 = key.src.is_ipv6();
+    let l4off = l4_offset(v6);
+    let offload = cx.cfg.link_offload;
+    let partial = offload.csum || offload.tso;
+    let finish = if partial {
+        finish_ip_frame_partial
+    } else {
+        finish_ip_frame
+    };
+    let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
+    let len = slot
+        .buf
+        .get_mut(l4off..)
+        .and_then(|b| h.write(b))
+        .and_then(|_| {
+            finish(
+                slot.buf,
+                dst_mac,
+                our_mac,
+                key.dst,
+                key.src,
+                PROTO_TCP,
+                TCP_HLEN + chunk,
+            )
+        });
+    let Some(len) = len else { return false };
+    slot.frame_len = pad_frame(slot.buf, len);
+    if partial {
+        slot.meta = FrameMeta {
+            csum: Csum::Partial {
+                start: l4off as u16,
+                offset: 16,
+            },
+            gso: (chunk > mss).then_some(Gso {
+                kind: if v6 { GsoKind::Tcp6 } else { GsoKind::Tcp4 },
+                size: mss as u16,
+                hdr_len: (l4off + TCP_HLEN) as u16,
+                ecn: false,
+            }),
+        };
+        if chunk > mss {
+            cx.counters.gso_frames_out += 1;
+        }
+    }
+    true
+}
+
+impl TcpState {
     /// A batch of guest frames begins.
-    pub(crate) fn tcp_batch_begin(&mut self, now: Instant) {
+    pub(crate) fn batch_begin(&mut self, now: Instant) {
         let _ = now;
-        self.tcp.batches += 1;
-        self.tcp.span_copies = 0;
+        self.batches += 1;
+        self.span_copies = 0;
     }
 
     // --- sockets ------------------------------------------------------------
 
     /// Asks for socket data for the guest, as far as its window allows
     /// (`probe`: one byte past a zero window).
-    pub(super) fn tcp_try_peek(&mut self, now: Instant, id: FlowId, probe: bool) {
-        let peek_offset = self.cfg.peek_offset;
-        let Some((key, c)) = self.tc_ref(id) else {
+    pub(super) fn try_peek(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, probe: bool) {
+        let peek_offset = cx.cfg.peek_offset;
+        let Some((key, c)) = cx.tc_ref(id) else {
             return;
         };
         let room = (l4_offset(key.src.is_ipv6()) + TCP_HLEN) as u16;
@@ -48,23 +107,23 @@ impl Core {
         }
         let avail = c.wnd_from_tap.saturating_sub(in_flight).min(MAX_WINDOW);
         let len = if probe && in_flight == 0 { 1 } else { avail };
-        let pol = self.cfg.tcp;
-        let Some(c) = self.tc(id) else { return };
+        let pol = cx.cfg.tcp;
+        let Some(c) = cx.tc(id) else { return };
         if len == 0 {
             c.stalled = true;
             if c.wnd_from_tap == 0 && in_flight == 0 && c.t_retx.is_none() {
                 c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
             }
-            self.tcp_interest(id);
-            self.tcp_note_timer(id);
+            self.interest(cx, id);
+            self.note_timer(cx, id);
             return;
         }
         c.peek_pending = true;
         c.peek_len = len;
         c.peek_seq = c.seq_to_tap;
         let (sock, mss) = (c.sock, c.mss_to_tap);
-        let seg = seg_to_tap(self.cfg.link_offload, mss.max(MSS_MIN), usize::from(room));
-        self.act(Action::Peek {
+        let seg = seg_to_tap(cx.cfg.link_offload, mss.max(MSS_MIN), usize::from(room));
+        cx.act(Action::Peek {
             sock,
             skip: if peek_offset { 0 } else { in_flight },
             len,
@@ -74,8 +133,9 @@ impl Core {
     }
 
     /// Completes a `Peek`: writes headers in front of the payloads.
-    pub(crate) fn tcp_peeked(
+    pub(crate) fn peeked(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         sock: SockId,
         result: Result<usize, Errno>,
@@ -85,30 +145,44 @@ impl Core {
             s.frame_len = 0;
             s.meta = FrameMeta::PLAIN;
         }
-        let Some(id) = self.tcp_flow_of(sock) else {
+        let Some(id) = flow_of(cx.flows, sock) else {
             return 0;
         };
-        let peek_offset = self.cfg.peek_offset;
-        let pol = self.cfg.tcp;
-        let Some(c) = self.tc(id) else { return 0 };
-        if !c.peek_pending {
-            return 0;
+        match self.peek_result(cx, now, id, result) {
+            Some(n) => self.frame_peeked(cx, now, id, n, slots),
+            None => 0,
         }
-        let rto = pol.rto_after(c.retrans);
+    }
+
+    /// Takes the result of the pending `Peek` of `id`: the bytes to frame,
+    /// or `None` if there are none (no peek pending, nothing new, the end
+    /// of the stream, an error, or bytes no longer the expected ones).
+    fn peek_result(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        id: FlowId,
+        result: Result<usize, Errno>,
+    ) -> Option<usize> {
+        let peek_offset = cx.cfg.peek_offset;
+        let c = cx.tc(id)?;
+        if !c.peek_pending {
+            return None;
+        }
         c.peek_pending = false;
         c.t_active = now;
-        let n = match result {
+        match result {
             Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
                 if c.data_in_flight() > 0 {
                     c.stalled = true;
                 }
                 c.sock_drained = true;
-                self.tcp_interest(id);
-                return 0;
+                self.interest(cx, id);
+                None
             }
             Err(_) => {
-                self.tcp_close(id, true);
-                return 0;
+                self.close(cx, id, true);
+                None
             }
             Ok(0) if !c.sock_fin_rcvd => {
                 // Nothing beyond what is in flight, but the socket has not
@@ -118,49 +192,59 @@ impl Core {
                     c.stalled = true;
                 }
                 c.sock_drained = true;
-                self.tcp_interest(id);
-                return 0;
+                self.interest(cx, id);
+                None
             }
             Ok(0) => {
                 // End of stream, and everything before it was sent: FIN.
                 c.sock_fin_rcvd = true;
-                self.tcp_send_fin(now, id);
-                self.tcp_interest(id);
-                self.tcp_note_timer(id);
-                return 0;
+                self.send_fin(cx, now, id);
+                self.interest(cx, id);
+                self.note_timer(cx, id);
+                None
             }
             Ok(_) if c.seq_to_tap != c.peek_seq => {
                 // The sequence moved (a rewind, or an ACK past it) after the
                 // Peek was asked for: these bytes are not the ones expected.
                 let (sock, off) = (c.sock, c.data_in_flight());
                 if peek_offset {
-                    self.act(Action::SetOption {
+                    cx.act(Action::SetOption {
                         sock,
                         opt: SockOpt::PeekOffset(off),
                     });
                 }
-                self.tcp_try_peek(now, id, false);
-                self.tcp_interest(id);
-                return 0;
+                self.try_peek(cx, now, id, false);
+                self.interest(cx, id);
+                None
             }
-            Ok(n) => n.min(c.peek_len as usize),
-        };
-        let Some((key, c)) = self.tc_ref(id) else {
+            Ok(n) => Some(n.min(c.peek_len as usize)),
+        }
+    }
+
+    /// Frames the `n` bytes peeked for `id` into `slots`; returns the
+    /// number of frames.
+    fn frame_peeked(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        id: FlowId,
+        n: usize,
+        slots: &mut [TxSlot<'_>],
+    ) -> usize {
+        let peek_offset = cx.cfg.peek_offset;
+        let pol = cx.cfg.tcp;
+        let Some((key, c)) = cx.tc_ref(id) else {
             return 0;
         };
         let key = *key;
-        let v6 = key.src.is_ipv6();
-        let l4off = l4_offset(v6);
-        let room = l4off + TCP_HLEN;
-        let offload = self.cfg.link_offload;
+        let rto = pol.rto_after(c.retrans);
+        let room = l4_offset(key.src.is_ipv6()) + TCP_HLEN;
         let mss = usize::from(c.mss_to_tap.max(MSS_MIN));
-        let seg = seg_to_tap(offload, c.mss_to_tap.max(MSS_MIN), room);
-        let gso_kind = if v6 { GsoKind::Tcp6 } else { GsoKind::Tcp4 };
+        let seg = seg_to_tap(cx.cfg.link_offload, c.mss_to_tap.max(MSS_MIN), room);
         let (win, wbytes) = c.win_field(false);
         let ack = c.seq_from_tap;
         let start = c.seq_to_tap;
-        let gen = self.flows.get(id).map_or(0, |f| f.gen);
-        let (dst_mac, our_mac) = (self.guest.mac, self.cfg.our_mac);
+        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         let mut seqno = start;
         let mut left = n;
         let mut frames = 0;
@@ -172,7 +256,6 @@ impl Core {
             if chunk == 0 {
                 break;
             }
-            let partial = offload.csum || offload.tso;
             let h = Hdr {
                 sport: key.dport,
                 dport: key.sport,
@@ -182,47 +265,11 @@ impl Core {
                 win,
                 syn_opts: None,
             };
-            let len = slot
-                .buf
-                .get_mut(l4off..)
-                .and_then(|b| h.write(b))
-                .and_then(|_| {
-                    let finish = if partial {
-                        finish_ip_frame_partial
-                    } else {
-                        finish_ip_frame
-                    };
-                    finish(
-                        slot.buf,
-                        dst_mac,
-                        our_mac,
-                        key.dst,
-                        key.src,
-                        PROTO_TCP,
-                        TCP_HLEN + chunk,
-                    )
-                });
-            let Some(len) = len else { break };
-            slot.frame_len = pad_frame(slot.buf, len);
-            if partial {
-                slot.meta = FrameMeta {
-                    csum: Csum::Partial {
-                        start: l4off as u16,
-                        offset: 16,
-                    },
-                    gso: (chunk > mss).then_some(Gso {
-                        kind: gso_kind,
-                        size: mss as u16,
-                        hdr_len: room as u16,
-                        ecn: false,
-                    }),
-                };
-                if chunk > mss {
-                    self.counters.gso_frames_out += 1;
-                }
+            if !frame_slot(cx, slot, &key, &h, chunk, mss) {
+                break;
             }
-            self.tcp_txlog(self.counters.frames_out, id, gen, seqno, chunk as u32);
-            self.counters.frames_out += 1;
+            self.txlog(cx.counters.frames_out, id, gen, seqno, chunk as u32);
+            cx.counters.frames_out += 1;
             frames += 1;
             seqno = seqno.wrapping_add(chunk as u32);
             left -= chunk;
@@ -234,7 +281,7 @@ impl Core {
             .iter()
             .map(|s| s.buf.len().saturating_sub(room).min(seg))
             .sum();
-        let Some(c) = self.tc(id) else { return frames };
+        let Some(c) = cx.tc(id) else { return frames };
         let at_end = c.sock_fin_rcvd && left == 0 && n < c.peek_len as usize && n < cap;
         c.seq_to_tap = seqno;
         c.seq_max_to_tap = seq::max(c.seq_max_to_tap, seqno);
@@ -256,39 +303,39 @@ impl Core {
         let off = c.data_in_flight();
         if peek_offset && sent as usize != n {
             // The kernel's peek offset moved past bytes we could not frame.
-            self.act(Action::SetOption {
+            cx.act(Action::SetOption {
                 sock,
                 opt: SockOpt::PeekOffset(off),
             });
         }
         if at_end {
-            self.tcp_send_fin(now, id);
+            self.send_fin(cx, now, id);
         }
-        self.tcp_interest(id);
-        self.tcp_note_timer(id);
+        self.interest(cx, id);
+        self.note_timer(cx, id);
         frames
     }
 
     /// Our FIN to the guest, after all the socket's data.
-    pub(super) fn tcp_send_fin(&mut self, now: Instant, id: FlowId) {
-        let pol = self.cfg.tcp;
-        let Some(c) = self.tc(id) else { return };
+    pub(super) fn send_fin(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
+        let pol = cx.cfg.tcp;
+        let Some(c) = cx.tc(id) else { return };
         if c.tap_fin_sent {
             return;
         }
         let f = *c.fin_seq.get_or_insert(c.seq_to_tap);
         c.seq_to_tap = f;
-        let queued = self.out.len();
-        self.tcp_send_flags(id, FIN | ACK);
-        if self.out.len() > queued {
+        let queued = cx.out.len();
+        self.send_flags(cx, id, FIN | ACK);
+        if cx.out.len() > queued {
             // Logged like data: a link that refuses the FIN has it sent
             // again as soon as it has room, not after the retransmission
             // timeout.
-            let index = self.counters.frames_out + queued as u64;
-            let gen = self.flows.get(id).map_or(0, |fl| fl.gen);
-            self.tcp_txlog(index, id, gen, f, 0);
+            let index = cx.counters.frames_out + queued as u64;
+            let gen = cx.flows.get(id).map_or(0, |fl| fl.gen);
+            self.txlog(index, id, gen, f, 0);
         }
-        let Some(c) = self.tc(id) else { return };
+        let Some(c) = cx.tc(id) else { return };
         c.tap_fin_sent = true;
         c.seq_to_tap = f.wrapping_add(1);
         c.seq_max_to_tap = seq::max(c.seq_max_to_tap, c.seq_to_tap);
@@ -303,123 +350,113 @@ impl Core {
     /// The guest link had no room for the frames of `sock`'s pending peek:
     /// the data stays in the socket (neither drained nor stalled) and the
     /// connection waits for `handle_tap_writable`.
-    pub(crate) fn tcp_link_full(&mut self, sock: SockId) {
-        let Some(id) = self.tcp_flow_of(sock) else {
+    pub(crate) fn link_full(&mut self, cx: &mut Ctx<'_>, sock: SockId) {
+        let Some(id) = flow_of(cx.flows, sock) else {
             return;
         };
-        let Some(c) = self.tc(id) else { return };
+        let Some(c) = cx.tc(id) else { return };
         if !c.peek_pending {
             return;
         }
         c.peek_pending = false;
-        self.tcp_wait_for_link(id);
-        self.tcp_interest(id);
+        self.wait_for_link(cx, id);
+        self.interest(cx, id);
     }
 
     /// Lists `id` among the connections waiting for room on the guest link.
-    pub(super) fn tcp_wait_for_link(&mut self, id: FlowId) {
-        let Some(c) = self.tc(id) else { return };
+    pub(super) fn wait_for_link(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let Some(c) = cx.tc(id) else { return };
         if c.link_wait {
             return;
         }
         c.link_wait = true;
-        self.tcp.link_waiting.push(id);
+        self.link_waiting.push(id);
     }
 
     /// The guest link has room again: every waiting connection peeks.
-    pub(crate) fn tcp_link_ready(&mut self, now: Instant) {
-        let mut waiting = std::mem::take(&mut self.tcp.link_waiting);
+    pub(crate) fn link_ready(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+        let mut waiting = std::mem::take(&mut self.link_waiting);
         for &id in &waiting {
-            if let Some(c) = self.tc(id) {
+            if let Some(c) = cx.tc(id) {
                 c.link_wait = false;
             }
         }
         for &id in &waiting {
-            self.tcp_try_peek(now, id, false);
+            self.try_peek(cx, now, id, false);
         }
         waiting.clear();
         // Connections that found no room again were listed anew meanwhile.
-        waiting.append(&mut self.tcp.link_waiting);
-        self.tcp.link_waiting = waiting;
+        waiting.append(&mut self.link_waiting);
+        self.link_waiting = waiting;
     }
 
     /// Whether a connection waits for room on the guest link.
-    pub(crate) fn tcp_waiting_for_link(&self) -> bool {
-        !self.tcp.link_waiting.is_empty()
-    }
-
-    /// The live TCP flow of socket `sock`.
-    pub(super) fn tcp_flow_of(&self, sock: SockId) -> Option<FlowId> {
-        match flow::decode(sock) {
-            SockRef::Flow { id, gen, side: 0 } => {
-                let f = self.flows.get(id)?;
-                match &f.data {
-                    FlowData::Tcp(c) if f.gen == gen && c.sock == sock => Some(id),
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
+    pub(crate) fn waiting_for_link(&self) -> bool {
+        !self.link_waiting.is_empty()
     }
 
     /// Readiness of, or a result for, a TCP socket. Returns whether the id
     /// was one of ours.
-    pub(crate) fn tcp_sock_event(&mut self, now: Instant, sock: SockId, ev: SockEvent) -> bool {
+    ///
+    /// Over 100 lines: one short arm per socket event; the dispatch reads
+    /// best in one place.
+    pub(crate) fn sock_event(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        now: Instant,
+        sock: SockId,
+        ev: SockEvent,
+    ) -> bool {
         if let SockRef::Other(idx) = flow::decode(sock) {
-            return self.tcp_listener_event(now, idx, ev);
+            return self.listener_event(cx, now, idx, ev);
         }
-        let Some(id) = self.tcp_flow_of(sock) else {
+        let Some(id) = flow_of(cx.flows, sock) else {
             if let SockEvent::Accepted(Ok(_)) = ev {
                 // The driver made a socket we no longer want.
-                self.act(Action::Close { sock });
+                cx.act(Action::Close { sock });
             }
             return false;
         };
-        let Some(c) = self.tc(id) else { return false };
+        let Some(c) = cx.tc(id) else { return false };
         let phase = c.phase;
         match ev {
             SockEvent::OpenFailed(_) => {
                 c.sock_open = false;
-                self.tcp.open_socks = self.tcp.open_socks.saturating_sub(1);
-                self.tcp_close(id, true);
+                self.open_socks = self.open_socks.saturating_sub(1);
+                self.close(cx, id, true);
             }
             SockEvent::Connected(Ok(())) if phase == Phase::Connecting => {
                 c.phase = Phase::ConnectedInfo;
-                self.act(Action::QueryTcpInfo { sock });
-                self.tcp_interest(id);
+                cx.act(Action::QueryTcpInfo { sock });
+                self.interest(cx, id);
             }
             SockEvent::Connected(_) => {
                 if phase == Phase::Connecting {
-                    self.tcp_close(id, true);
+                    self.close(cx, id, true);
                 }
             }
-            SockEvent::Accepted(Ok((peer, local))) if phase == Phase::Accepting => {
-                let (listener, target_port) = (c.listener, c.target_port);
-                if self.splice_accepted(id, sock, listener, target_port, peer, local) {
-                    return true;
-                }
-                let Some(c) = self.tc(id) else { return true };
+            SockEvent::Accepted(Ok((peer, _))) if phase == Phase::Accepting => {
+                // Splicing had its say already (see `accepting`).
                 c.sock_open = true;
-                self.tcp.open_socks += 1;
-                self.tcp_accepted(now, id, peer);
+                self.open_socks += 1;
+                self.accepted(cx, now, id, peer);
             }
             SockEvent::Accepted(Err(e)) if phase == Phase::Accepting => {
                 let listener = c.listener;
-                self.flows.free(id);
+                cx.flows.free(id);
                 if fwd::accept_exhausted(e) {
-                    self.listeners
-                        .pause_accept(&mut self.actions, Some(listener), now);
+                    cx.listeners.pause_accept(cx.actions, Some(listener), now);
                 }
             }
             SockEvent::Accepted(_) => {}
-            SockEvent::TcpInfo(info) => self.tcp_info(now, id, &info),
-            SockEvent::StreamSent { sent, space } => self.tcp_sent(now, id, sent, space),
-            SockEvent::Sent(r) => self.tcp_sent(now, id, r, SendSpace::default()),
-            SockEvent::SendSpace(space) => self.tcp_space(now, id, space),
+            SockEvent::TcpInfo(info) => self.info(cx, now, id, &info),
+            SockEvent::StreamSent { sent, space } => self.sent(cx, now, id, sent, space),
+            SockEvent::Sent(r) => self.sent(cx, now, id, r, SendSpace::default()),
+            SockEvent::SendSpace(space) => self.space(cx, now, id, space),
             SockEvent::Readable => {
                 c.sock_drained = false;
                 if phase == Phase::Established {
-                    self.tcp_try_peek(now, id, false);
+                    self.try_peek(cx, now, id, false);
                 } else {
                     c.readable_early = true;
                 }
@@ -431,20 +468,20 @@ impl Core {
                 // the poll that reported this.)
                 if phase == Phase::Established && c.need_out {
                     c.sock_full = false;
-                    self.act(Action::QuerySendSpace { sock });
+                    cx.act(Action::QuerySendSpace { sock });
                 }
             }
             SockEvent::ReadHangUp => {
                 c.sock_fin_rcvd = true;
                 c.sock_drained = false;
                 if phase == Phase::Established {
-                    self.tcp_try_peek(now, id, false);
+                    self.try_peek(cx, now, id, false);
                 }
-                self.tcp_interest(id);
+                self.interest(cx, id);
             }
             SockEvent::HangUp => {
                 if phase != Phase::Established {
-                    self.tcp_close(id, true);
+                    self.close(cx, id, true);
                 } else {
                     // Both directions are shut. Data the guest has not
                     // acknowledged may still sit in the socket (closing it
@@ -455,85 +492,29 @@ impl Core {
                     c.sock_fin_rcvd = true;
                     c.hup = true;
                     if !c.tap_fin_sent {
-                        self.tcp_try_peek(now, id, false);
+                        self.try_peek(cx, now, id, false);
                     }
-                    if self.tcp_maybe_done(id) {
+                    if self.maybe_done(cx, id) {
                         return true;
                     }
-                    self.tcp_interest(id);
+                    self.interest(cx, id);
                 }
             }
-            SockEvent::Error(_) => self.tcp_close(id, true),
+            SockEvent::Error(_) => self.close(cx, id, true),
             // Spliced and datagram sockets' only.
             SockEvent::SpliceEnded(_)
             | SockEvent::DatagramPeer { .. }
             | SockEvent::Spliced(_)
             | SockEvent::Icmp(_) => {}
         }
-        self.tcp_note_timer(id);
+        self.note_timer(cx, id);
         true
-    }
-
-    /// A connection accepted on a listener: map its addresses, then learn
-    /// the socket's buffers before the SYN to the guest.
-    pub(super) fn tcp_accepted(&mut self, now: Instant, id: FlowId, peer: SocketAddr) {
-        let Some(c) = self.tc(id) else { return };
-        let (sock, target, listener) = (c.sock, c.target_port, c.listener);
-        let guest_side =
-            self.listeners
-                .guest_side(&self.cfg, &self.guest, Proto::Tcp, listener, peer.ip());
-        let Some((src, guest_addr)) = guest_side else {
-            self.counters.drop(DropReason::TcpBadEndpoint);
-            return self.tcp_close(id, false);
-        };
-        let key = FlowKey {
-            proto: PROTO_TCP,
-            src: guest_addr,
-            dst: src,
-            sport: target,
-            dport: peer.port(),
-        };
-        if peer.port() == 0 || target == 0 || !self.flows.insert_key(id, key) {
-            self.counters.drop(DropReason::TcpBadEndpoint);
-            return self.tcp_close(id, false);
-        }
-        let isn = self.tcp_isn(&key, now);
-        let host = peer.ip().to_canonical();
-        let known_low_rtt = self.tcp.low_rtt.contains(&Some(host));
-        let Some(c) = self.tc(id) else { return };
-        c.phase = Phase::AcceptedInfo;
-        c.isn = isn;
-        c.seq_to_tap = isn;
-        c.seq_max_to_tap = isn;
-        c.seq_ack_from_tap = isn;
-        c.ws_to_tap = MAX_WS;
-        c.t_phase = now;
-        c.t_active = now;
-        c.local = host.is_loopback() || known_low_rtt;
-        c.host_addr = Some(host);
-        self.tcp.stats.opened += 1;
-        log::debug!(
-            "tcp flow {}: host {peer} -> guest {}:{} as {}:{}",
-            id.0,
-            key.src,
-            key.sport,
-            key.dst,
-            key.dport
-        );
-        if self.cfg.peek_offset {
-            self.act(Action::SetOption {
-                sock,
-                opt: SockOpt::PeekOffset(0),
-            });
-        }
-        self.act(Action::QueryTcpInfo { sock });
-        self.tcp_interest(id);
     }
 
     /// TCP_INFO of a socket: the peer's RTT, the send buffer, pending
     /// handshake steps.
-    pub(super) fn tcp_info(&mut self, now: Instant, id: FlowId, info: &TcpInfo) {
-        let Some(c) = self.tc(id) else { return };
+    pub(super) fn info(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, info: &TcpInfo) {
+        let Some(c) = cx.tc(id) else { return };
         c.have_info = true;
         if info.snd_mss > 0 {
             c.info_mss = info.snd_mss;
@@ -541,7 +522,7 @@ impl Core {
         if info.min_rtt_us > 0 && info.min_rtt_us <= LOW_RTT_US {
             c.local = true;
             if let Some(a) = c.host_addr {
-                let t = &mut self.tcp;
+                let t = &mut *self;
                 if !t.low_rtt.contains(&Some(a)) {
                     let slot = t.low_rtt_next % LOW_RTT_TABLE;
                     if let Some(e) = t.low_rtt.get_mut(slot) {
@@ -551,8 +532,8 @@ impl Core {
                 }
             }
         }
-        let pol = self.cfg.tcp;
-        let Some(c) = self.tc(id) else { return };
+        let pol = cx.cfg.tcp;
+        let Some(c) = cx.tc(id) else { return };
         if window_from_space(info.space(), &pol).is_none() {
             // The driver could not tell: fall back to the peer's window, at
             // least the RFC 6928 initial window.
@@ -569,21 +550,21 @@ impl Core {
                 // Sent again until the guest's ACK arrives: a lost ACK is
                 // recovered when the guest answers the repeated SYN-ACK.
                 c.t_retx = Some(now.saturating_add(SYN_RTO));
-                self.tcp_send_flags(id, SYN | ACK);
-                self.tcp_interest(id);
+                self.send_flags(cx, id, SYN | ACK);
+                self.interest(cx, id);
             }
             Phase::AcceptedInfo => {
                 c.set_space(info.space(), &pol);
-                self.tcp_send_flags(id, SYN);
-                let Some(c) = self.tc(id) else { return };
+                self.send_flags(cx, id, SYN);
+                let Some(c) = cx.tc(id) else { return };
                 c.phase = Phase::SynSent;
                 c.t_retx = Some(now.saturating_add(SYN_RTO));
                 c.seq_to_tap = c.isn.wrapping_add(1);
                 c.seq_max_to_tap = c.seq_to_tap;
                 c.seq_ack_from_tap = c.isn;
-                self.tcp_interest(id);
+                self.interest(cx, id);
             }
-            Phase::Established => self.tcp_space(now, id, info.space()),
+            Phase::Established => self.space(cx, now, id, info.space()),
             _ => {}
         }
     }
@@ -591,9 +572,9 @@ impl Core {
     /// The send buffer's state (after a write, on `Writable`, on a timer):
     /// the window to the guest, window updates and deferred ACKs, and the
     /// kernel's wake-up while the window is closed.
-    pub(super) fn tcp_space(&mut self, now: Instant, id: FlowId, space: SendSpace) {
-        let pol = self.cfg.tcp;
-        let Some(c) = self.tc(id) else { return };
+    pub(super) fn space(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, space: SendSpace) {
+        let pol = cx.cfg.tcp;
+        let Some(c) = cx.tc(id) else { return };
         if c.phase != Phase::Established {
             c.set_space(space, &pol);
             return;
@@ -658,28 +639,29 @@ impl Core {
             || new == 0;
         c.force_ack = false;
         if (owed || reopened) && immediate {
-            self.tcp_send_ack(id);
+            self.send_ack(cx, id);
         } else if owed && c.ack_due.is_none() {
             c.ack_due = Some(now.saturating_add(pol.ack_delay));
         }
         if rearm {
-            self.tcp_rearm(id);
+            self.rearm(cx, id);
         } else {
-            self.tcp_interest(id);
+            self.interest(cx, id);
         }
-        self.tcp_note_timer(id);
+        self.note_timer(cx, id);
     }
 
     /// Result of a `Send`: acknowledge only what the kernel took; `space` is
     /// the send buffer after the write (zeros: unknown, ask for it).
-    pub(super) fn tcp_sent(
+    pub(super) fn sent(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         id: FlowId,
         r: Result<usize, Errno>,
         space: SendSpace,
     ) {
-        let Some(c) = self.tc(id) else { return };
+        let Some(c) = cx.tc(id) else { return };
         let want = c.send_pending;
         let fin = c.fin_pending;
         c.send_pending = 0;
@@ -697,11 +679,11 @@ impl Core {
                     // The kernel armed its wake-up itself (the write ran
                     // out of room); EPOLLOUT must be in the interest.
                     c.out_armed = true;
-                    self.tcp.stats.partial_writes += 1;
+                    self.stats.partial_writes += 1;
                 } else {
                     c.sock_full = false;
                     if fin {
-                        self.tcp_guest_fin(now, id);
+                        self.guest_fin(cx, now, id);
                     }
                 }
             }
@@ -712,75 +694,38 @@ impl Core {
                 c.out_armed = true;
                 // Tell the guest at once that the window is closed.
                 c.force_ack = true;
-                self.tcp.stats.partial_writes += 1;
+                self.stats.partial_writes += 1;
             }
-            Err(_) => return self.tcp_close(id, true),
+            Err(_) => return self.close(cx, id, true),
         }
-        if self.tcp_maybe_done(id) {
+        if self.maybe_done(cx, id) {
             return;
         }
-        let pol = self.cfg.tcp;
-        if let Some(c) = self.tc(id) {
+        let pol = cx.cfg.tcp;
+        if let Some(c) = cx.tc(id) {
             if c.ack_due.is_none() {
                 c.ack_due = Some(now.saturating_add(pol.ack_delay));
             }
         }
         if window_from_space(space, &pol).is_some() {
-            self.tcp_space(now, id, space);
+            self.space(cx, now, id, space);
         } else {
             // The interest follows from the answer (room in the send buffer).
-            self.act(Action::QuerySendSpace { sock });
+            cx.act(Action::QuerySendSpace { sock });
         }
     }
+}
 
-    pub(super) fn tcp_listener_event(&mut self, now: Instant, idx: u32, ev: SockEvent) -> bool {
-        let sock = SockId(LISTENER_BIT | idx);
-        if idx == REJECT_IDX {
-            match ev {
-                SockEvent::Accepted(Ok(_)) => self.act(Action::Close { sock }),
-                SockEvent::Accepted(Err(e)) if fwd::accept_exhausted(e) => {
-                    self.listeners.pause_accept(&mut self.actions, None, now);
-                }
-                _ => {}
+/// The live TCP flow of socket `sock`.
+pub(super) fn flow_of(flows: &FlowTable, sock: SockId) -> Option<FlowId> {
+    match flow::decode(sock) {
+        SockRef::Flow { id, gen, side: 0 } => {
+            let f = flows.get(id)?;
+            match &f.data {
+                FlowData::Tcp(c) if f.gen == gen && c.sock == sock => Some(id),
+                _ => None,
             }
-            return true;
         }
-        let Some(target_port) = self
-            .listeners
-            .get(Proto::Tcp, idx)
-            .map(|l| l.fwd.target_port)
-        else {
-            return false;
-        };
-        if ev != SockEvent::Readable || self.listeners.accept_paused(idx) {
-            return true;
-        }
-        let id = match self.flows.alloc(FlowData::Tcp(TcpConn::default())) {
-            Ok(id) => id,
-            Err(reason) => {
-                self.counters.drop(reason);
-                self.act(Action::Accept {
-                    listener: sock,
-                    sock: SockId(LISTENER_BIT | REJECT_IDX),
-                });
-                return true;
-            }
-        };
-        let gen = self.flows.get(id).map_or(0, |f| f.gen);
-        let fs = flow::sock_id(id, gen, 0);
-        if let Some(c) = self.tc(id) {
-            c.phase = Phase::Accepting;
-            c.sock = fs;
-            c.listener = idx;
-            c.target_port = target_port;
-            c.t_phase = now;
-            c.t_active = now;
-        }
-        self.act(Action::Accept {
-            listener: sock,
-            sock: fs,
-        });
-        self.tcp_note_timer(id);
-        true
+        _ => None,
     }
 }

@@ -2,13 +2,13 @@
 
 use super::*;
 
-impl Core {
+impl TcpState {
     /// Frames after the first `accepted` handed out since the last call did
     /// not reach the guest: rewind their connections.
-    pub(crate) fn tcp_tap_sent(&mut self, now: Instant, accepted: usize) {
-        let cutoff = self.tcp.tx_base.saturating_add(accepted as u64);
-        for i in 0..self.tcp.txlog.len() {
-            let Some(r) = self.tcp.txlog.get(i).copied() else {
+    pub(crate) fn tap_sent(&mut self, cx: &mut Ctx<'_>, now: Instant, accepted: usize) {
+        let cutoff = self.tx_base.saturating_add(accepted as u64);
+        for i in 0..self.txlog.len() {
+            let Some(r) = self.txlog.get(i).copied() else {
                 break;
             };
             let end = r.index.saturating_add(u64::from(r.count));
@@ -18,53 +18,54 @@ impl Core {
             // The first frame of the run the guest did not get.
             let k = cutoff.saturating_sub(r.index) as u32;
             let seq = r.seq.wrapping_add(k.wrapping_mul(r.stride));
-            if self.flows.get(r.flow).is_some_and(|f| f.gen == r.gen) {
-                self.tcp_rewind(r.flow, seq);
+            if cx.flows.get(r.flow).is_some_and(|f| f.gen == r.gen) {
+                self.rewind(cx, r.flow, seq);
                 // Sent again as soon as the link has room.
-                self.tcp_wait_for_link(r.flow);
-                self.tcp_interest(r.flow);
-                let pol = self.cfg.tcp;
-                if let Some(c) = self.tc(r.flow) {
+                self.wait_for_link(cx, r.flow);
+                self.interest(cx, r.flow);
+                let pol = cx.cfg.tcp;
+                if let Some(c) = cx.tc(r.flow) {
                     if c.t_retx.is_none() {
                         c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
                     }
                 }
-                self.tcp_note_timer(r.flow);
+                self.note_timer(cx, r.flow);
             }
         }
-        self.tcp.txlog.clear();
-        self.tcp.tx_base = self.counters.frames_out;
+        self.txlog.clear();
+        self.tx_base = cx.counters.frames_out;
     }
 
-    /// Runs the timers that are due.
-    pub(crate) fn tcp_timeout(&mut self, now: Instant) {
-        match self.tcp.next_timer {
-            Some(t) if t <= now => {}
-            _ => return,
-        }
-        let mut next = None;
-        for idx in self.flows.indices() {
-            let id = FlowId(idx);
-            let Some((_, c)) = self.tc_ref(id) else {
-                continue;
-            };
-            if c.deadline().is_some_and(|d| d <= now) {
-                self.tcp_conn_timer(now, id);
-            }
-            if let Some((_, c)) = self.tc_ref(id) {
-                next = earliest(next, c.deadline());
+    /// Runs the timers that are due, connection by connection in flow
+    /// order. A timer armed before its connection's deadline moved later
+    /// is armed again for the new one.
+    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+        let mut due = core::mem::take(&mut self.due);
+        due.clear();
+        while let Some(t) = self.timers.pop_due(now) {
+            let live = cx.flows.get(t.id).is_some_and(|f| f.gen == t.gen);
+            match cx.tc_ref(t.id).and_then(|(_, c)| c.deadline()) {
+                // Each connection pops once: `due` has room for all.
+                Some(d) if live && d <= now => due.push(t.id),
+                Some(d) if live => self.timers.set(t.id, t.gen, CONN_TIMER, Some(d)),
+                _ => {}
             }
         }
-        self.tcp.next_timer = next;
+        due.sort_unstable();
+        for &id in &due {
+            self.conn_timer(cx, now, id);
+            self.note_timer(cx, id);
+        }
+        self.due = due;
     }
 
-    pub(super) fn tcp_conn_timer(&mut self, now: Instant, id: FlowId) {
-        let pol = self.cfg.tcp;
-        let Some(c) = self.tc(id) else { return };
+    pub(super) fn conn_timer(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
+        let pol = cx.cfg.tcp;
+        let Some(c) = cx.tc(id) else { return };
         if c.phase != Phase::Established {
             if now >= c.t_phase.saturating_add(SYN_TIMEOUT) {
-                self.tcp.stats.timeouts += 1;
-                self.tcp_close(id, true);
+                self.stats.timeouts += 1;
+                self.close(cx, id, true);
             } else if matches!(c.phase, Phase::SynSent | Phase::SynAckSent)
                 && c.t_retx.is_some_and(|t| t <= now)
             {
@@ -76,8 +77,8 @@ impl Core {
                     SYN | ACK
                 };
                 c.t_retx = Some(now.saturating_add(SYN_RTO));
-                self.tcp.stats.retransmits += 1;
-                self.tcp_send_flags(id, flags);
+                self.stats.retransmits += 1;
+                self.send_flags(cx, id, flags);
             } else {
                 // Nothing else runs before the handshake completes.
                 c.ack_due = None;
@@ -88,8 +89,8 @@ impl Core {
         if now >= c.t_active.saturating_add(ACT_TIMEOUT)
             || (c.tap_fin_rcvd && c.tap_fin_sent && now >= c.t_phase.saturating_add(FIN_TIMEOUT))
         {
-            self.tcp.stats.timeouts += 1;
-            return self.tcp_close(id, true);
+            self.stats.timeouts += 1;
+            return self.close(cx, id, true);
         }
         if now >= c.keepalive_due {
             c.keepalive_due = now.saturating_add(KEEPALIVE_INTERVAL);
@@ -97,49 +98,49 @@ impl Core {
             // out whether the guest is there (and an ACK of nothing new
             // would count as a duplicate).
             if !c.anything_in_flight() {
-                self.tcp_send_keepalive(id);
+                self.send_keepalive(cx, id);
             }
         }
-        let Some(c) = self.tc(id) else { return };
+        let Some(c) = cx.tc(id) else { return };
         if c.ack_due.is_some_and(|t| t <= now) {
             c.ack_due = None;
-            self.tcp_send_ack(id);
+            self.send_ack(cx, id);
         }
-        let Some(c) = self.tc(id) else { return };
+        let Some(c) = cx.tc(id) else { return };
         if c.t_poll.is_some_and(|t| t <= now) {
             c.t_poll = None;
             // No EPOLLOUT for a while: look at the send buffer again.
             c.sock_full = false;
             let sock = c.sock;
-            self.act(Action::QuerySendSpace { sock });
+            cx.act(Action::QuerySendSpace { sock });
         }
-        let Some(c) = self.tc(id) else { return };
+        let Some(c) = cx.tc(id) else { return };
         if c.t_retx.is_some_and(|t| t <= now) {
             c.t_retx = None;
             if c.anything_in_flight() {
                 c.retrans += 1;
                 if c.retrans > pol.max_retrans {
-                    self.tcp.stats.timeouts += 1;
-                    return self.tcp_close(id, true);
+                    self.stats.timeouts += 1;
+                    return self.close(cx, id, true);
                 }
                 let una = c.seq_ack_from_tap;
                 c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
-                self.tcp.stats.retransmits += 1;
-                self.tcp_rewind(id, una);
-                self.tcp_try_peek(now, id, false);
+                self.stats.retransmits += 1;
+                self.rewind(cx, id, una);
+                self.try_peek(cx, now, id, false);
             } else if c.wnd_from_tap == 0 && !c.tap_fin_sent {
                 c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
-                self.tcp_try_peek(now, id, true);
+                self.try_peek(cx, now, id, true);
             }
-            self.tcp_interest(id);
+            self.interest(cx, id);
         }
     }
 
     /// A keepalive to the guest (RFC 9293 §3.8.4): an ACK one byte before
     /// the next sequence number, which a guest that still knows the
     /// connection answers with an ACK, and one that forgot it with a reset.
-    fn tcp_send_keepalive(&mut self, id: FlowId) {
-        let Some((key, c)) = self.tc_ref(id) else {
+    fn send_keepalive(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let Some((key, c)) = cx.tc_ref(id) else {
             return;
         };
         let key = *key;
@@ -153,33 +154,33 @@ impl Core {
             win,
             syn_opts: None,
         };
-        if !self.tcp_ctl(&key, h) {
+        if !self.ctl(cx, &key, h) {
             return;
         }
-        self.tcp.stats.keepalives += 1;
+        self.stats.keepalives += 1;
         log::debug!("tcp flow {}: keepalive to the guest", id.0);
-        if let Some(c) = self.tc(id) {
+        if let Some(c) = cx.tc(id) {
             c.seq_ack_to_tap = c.seq_from_tap;
             c.wnd_to_tap = wbytes;
             c.ack_due = None;
         }
     }
 
-    /// Lower bound of the next TCP deadline.
-    pub(crate) fn tcp_poll_timeout(&self) -> Option<Instant> {
-        self.tcp.next_timer
+    /// The next TCP deadline (at or before it).
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
     }
 
     /// The guest link went away: every connection ends (sockets closed).
-    pub(crate) fn tcp_tap_reset(&mut self) {
-        for idx in self.flows.indices() {
+    pub(crate) fn tap_reset(&mut self, cx: &mut Ctx<'_>) {
+        for idx in cx.flows.indices() {
             let id = FlowId(idx);
-            if self.tc_ref(id).is_some() {
-                self.tcp_close(id, false);
+            if cx.tc_ref(id).is_some() {
+                self.close(cx, id, false);
             }
         }
-        self.tcp.txlog.clear();
-        self.tcp.tx_base = self.counters.frames_out;
-        self.tcp.link_waiting.clear();
+        self.txlog.clear();
+        self.tx_base = cx.counters.frames_out;
+        self.link_waiting.clear();
     }
 }

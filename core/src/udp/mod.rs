@@ -44,7 +44,8 @@ use crate::guest::GuestInfo;
 use crate::nat;
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
-use crate::time::{earliest, Instant};
+use crate::time::Instant;
+use crate::timers::Timers;
 use crate::wire::be16;
 use crate::wire::headers::{pad_frame, PROTO_UDP, UDP_HLEN};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -104,16 +105,24 @@ pub struct UdpStats {
 }
 
 /// UDP and echo state outside the flow table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct UdpState {
-    /// Lower bound of every datagram flow's deadline.
-    next_timer: Option<Instant>,
+    /// One timer per datagram flow, at or before its expiry: armed when
+    /// the flow is made, and armed again for the new expiry when it runs
+    /// early (traffic moved the expiry on), so that traffic costs no timer
+    /// work.
+    timers: Timers,
+    /// Flows expiring in `timeout`, in flow order (allocated once).
+    due: Vec<FlowId>,
     /// Datagram sockets the driver holds for flows.
     pub(crate) open_socks: usize,
     /// The warning about refused ping sockets was logged.
     pub(crate) ping_warned: bool,
     pub(crate) stats: UdpStats,
 }
+
+/// The kind of a datagram flow's timer (it has one).
+const EXPIRY_TIMER: u8 = 0;
 
 pub(crate) fn family(a: IpAddr) -> Family {
     if a.is_ipv6() {
@@ -259,6 +268,18 @@ pub(crate) fn open_socket(cx: &mut Ctx<'_>, s: SockSetup) {
 }
 
 impl UdpState {
+    /// UDP and echo state for a flow table of `flows` entries.
+    pub(crate) fn new(flows: usize) -> Self {
+        let flows = flows.min(flow::MAX_FLOWS);
+        UdpState {
+            timers: Timers::new(flows, 1),
+            due: Vec::with_capacity(flows),
+            open_socks: 0,
+            ping_warned: false,
+            stats: UdpStats::default(),
+        }
+    }
+
     // --- flows (shared with ICMP echo) ---------------------------------------
 
     /// Deadline of a datagram flow.
@@ -270,10 +291,11 @@ impl UdpState {
         }
     }
 
-    /// Notes that the deadline of `id` may have moved earlier.
+    /// Arms the timer of `id` for its expiry.
     pub(crate) fn note_timer(&mut self, flows: &FlowTable, id: FlowId) {
         let d = Self::deadline(flows, id);
-        self.next_timer = earliest(self.next_timer, d);
+        let gen = flows.get(id).map_or(0, |f| f.gen);
+        self.timers.set(id, gen, EXPIRY_TIMER, d);
     }
 
     /// The flow of `key`: the live one if it is a datagram flow of the
@@ -569,29 +591,28 @@ impl UdpState {
 
     /// When the earliest datagram flow may expire.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer
+        self.timers.next()
     }
 
-    /// Ends datagram flows idle for too long.
+    /// Ends datagram flows idle for too long, in flow order.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
-        match self.next_timer {
-            Some(t) if t <= now => {}
-            _ => return,
-        }
-        let mut next = None;
-        for i in cx.flows.indices() {
-            let id = FlowId(i);
-            let Some(d) = Self::deadline(cx.flows, id) else {
-                continue;
-            };
-            if d <= now {
-                self.stats.timeouts += 1;
-                self.close(cx, id);
-            } else {
-                next = earliest(next, Some(d));
+        let mut due = core::mem::take(&mut self.due);
+        due.clear();
+        while let Some(t) = self.timers.pop_due(now) {
+            let live = cx.flows.get(t.id).is_some_and(|f| f.gen == t.gen);
+            match Self::deadline(cx.flows, t.id) {
+                // Each flow pops once: `due` has room for all.
+                Some(d) if live && d <= now => due.push(t.id),
+                Some(d) if live => self.timers.set(t.id, t.gen, EXPIRY_TIMER, Some(d)),
+                _ => {}
             }
         }
-        self.next_timer = next;
+        due.sort_unstable();
+        for &id in &due {
+            self.stats.timeouts += 1;
+            self.close(cx, id);
+        }
+        self.due = due;
     }
 }
 

@@ -10,7 +10,7 @@ use crate::counters::DropReason;
 use crate::flow::LISTENER_BIT;
 use crate::fwd::UDP_LISTENER_BIT;
 use crate::fwd::{Forward, Proto};
-use crate::testutil::{capture_config, GUEST_MAC};
+use crate::testutil::{capture_config, feed, impl_clocked, Clocked, GUEST_MAC};
 use crate::wire::Mac;
 use crate::{Core, FrameBatch, FrameRef};
 use etherparse::{
@@ -222,6 +222,8 @@ fn echo_reply(v6: bool, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
+impl_clocked!(H, udp);
+
 impl H {
     fn new(cfg: Config) -> H {
         let mut cfg = cfg;
@@ -245,17 +247,7 @@ impl H {
     }
 
     fn guest(&mut self, frames: &[Vec<u8>]) {
-        let mut buf = Vec::new();
-        let mut refs = Vec::new();
-        for f in frames {
-            refs.push(FrameRef {
-                offset: buf.len() as u32,
-                len: f.len() as u32,
-            });
-            buf.extend_from_slice(f);
-        }
-        self.core
-            .handle_tap_batch(self.now, &FrameBatch::new(&buf, &refs));
+        let buf = feed(&mut self.core, self.now, frames);
         self.drain(&buf);
     }
 
@@ -274,31 +266,6 @@ impl H {
         let s = self.socks.get_mut(&sock).expect("socket exists");
         s.rx.extend(dgrams.iter().cloned());
         self.event(sock, SockEvent::Readable);
-    }
-
-    fn timeout(&mut self) {
-        self.core.handle_timeout(self.now);
-        assert!(
-            self.core.udp.poll_timeout().is_none_or(|t| t > self.now),
-            "timer still due after handle_timeout"
-        );
-        self.drain(&[]);
-    }
-
-    /// Runs virtual time forward by `ms`, firing timers when due.
-    fn run_for(&mut self, ms: u64) {
-        let end = self.now.saturating_add(Duration::from_millis(ms));
-        for _ in 0..100_000 {
-            match self.core.poll_timeout() {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    self.timeout();
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-        self.timeout();
     }
 
     fn drain(&mut self, buf: &[u8]) {

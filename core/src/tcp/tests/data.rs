@@ -1,0 +1,619 @@
+//! Data both ways: partial writes, reordering, keepalives, peeks, GSO
+//! frames, retransmission and rewinds.
+
+use super::*;
+
+// --- guest → host -------------------------------------------------------------
+
+#[test]
+fn guest_data_partial_write_acks_only_written() {
+    let mut c = connect4();
+    c.h.sock(c.sock).send_room = Some(1500);
+    let segs: Vec<G> = (0..3u32)
+        .map(|i| {
+            c.g.clone()
+                .seq(c.their.wrapping_add(i * 1000))
+                .ack(c.our)
+                .data(&[i as u8; 1000])
+        })
+        .collect();
+    c.h.guest(&segs);
+    let sends: Vec<_> =
+        c.h.take_actions()
+            .into_iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .collect();
+    assert_eq!(sends.len(), 1, "one send per flow per batch");
+    assert_eq!(c.h.sock(c.sock).written.len(), 1500);
+    // The ACK goes out at once with a closed window: the buffer is full,
+    // whatever TCP_INFO says, until EPOLLOUT.
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their.wrapping_add(1500));
+    assert_eq!(f[0].win, 0);
+    assert_eq!(c.h.core.tcp_stats().partial_writes, 1);
+    assert!(c.h.sock(c.sock).interest.unwrap().writable);
+    // EAGAIN: nothing acknowledged, window closed.
+    c.h.sock(c.sock).send_room = Some(0);
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(c.their.wrapping_add(1500))
+        .ack(c.our)
+        .data(&[9; 500])]);
+    c.h.run_for(10);
+    let f = c.h.take_frames();
+    assert!(f.iter().all(|o| o.ack == c.their.wrapping_add(1500)));
+    // The retransmission goes through once the socket takes it again.
+    c.h.sock(c.sock).send_room = None;
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(c.their.wrapping_add(1500))
+        .ack(c.our)
+        .data(&[1; 1500])]);
+    c.h.run_for(10);
+    let f = c.h.take_frames();
+    assert_eq!(f.last().unwrap().ack, c.their.wrapping_add(3000));
+    let w = &c.h.sock(c.sock).written;
+    assert_eq!(&w[..1000], &[0u8; 1000][..]);
+    assert_eq!(&w[1000..1500], &[1u8; 500][..]);
+    assert_eq!(&w[1500..], &[1u8; 1500][..]);
+}
+
+#[test]
+fn window_never_above_socket_free_space() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let s = c.h.sock(c.sock);
+    s.sndbuf = 10_000;
+    let mut their = c.their;
+    for round in 0..8u32 {
+        let seg = c.g.clone().seq(their).ack(c.our).data(&[round as u8; 3000]);
+        c.h.guest(&[seg]);
+        c.h.run_for(10);
+        let s = c.h.sock(c.sock);
+        let free = s.sndbuf - s.outq;
+        for f in c.h.take_frames() {
+            let w = u32::from(f.win) << MAX_WS;
+            assert!(w <= free, "window {w} > free {free}");
+            their = f.ack;
+        }
+        if round == 2 {
+            // The host peer reads everything: the socket drains.
+            c.h.sock(c.sock).outq = 0;
+            c.h.event(c.sock, SockEvent::Writable);
+            let f = c.h.take_frames();
+            assert_eq!(f.len(), 1, "window update once the socket drains");
+            assert_eq!(u32::from(f[0].win) << MAX_WS, 9375 / 256 * 256);
+        }
+    }
+    assert_eq!(
+        c.h.sock(c.sock).written.len() as u32,
+        their.wrapping_sub(c.their)
+    );
+}
+
+#[test]
+fn out_of_order_gets_three_duplicate_acks_and_reorder_in_batch() {
+    let mut c = connect4();
+    let t = c.their;
+    // Reordered within a batch: both written, in order.
+    c.h.guest(&[
+        c.g.clone().seq(t.wrapping_add(3)).ack(c.our).data(b"def"),
+        c.g.clone().seq(t).ack(c.our).data(b"abc"),
+    ]);
+    assert_eq!(c.h.sock(c.sock).written, b"abcdef");
+    c.h.run_for(10);
+    c.h.take_frames();
+    // A gap: the ACK and three duplicates for the missing bytes (what a
+    // guest without SACK needs for a fast retransmission), once.
+    c.h.guest(&[c.g.clone().seq(t.wrapping_add(10)).ack(c.our).data(b"zz")]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 4);
+    assert!(f.iter().all(|o| o.ack == t.wrapping_add(6)));
+    c.h.guest(&[c.g.clone().seq(t.wrapping_add(12)).ack(c.our).data(b"yy")]);
+    assert!(c.h.take_frames().len() <= 1);
+    assert_eq!(c.h.sock(c.sock).written, b"abcdef");
+}
+
+#[test]
+fn keepalive_is_answered() {
+    let mut c = connect4();
+    c.h.guest(&[c.g.clone().seq(c.their.wrapping_sub(1)).ack(c.our)]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their);
+    assert_eq!(c.h.core.tcp_stats().fast_retransmits, 0);
+}
+
+/// Upstream's tap-side keepalives: 30 s without a segment from the guest
+/// (`KEEPALIVE_INTERVAL`) bring an ACK one byte before our next sequence
+/// number, and another every 30 s while the guest stays silent; a guest
+/// that answers keeps the connection, one that forgot it resets it.
+#[test]
+fn silent_guest_gets_keepalives_and_a_forgetful_one_resets() {
+    let mut c = connect4();
+    c.h.run_for(29_900);
+    assert!(c.h.take_frames().is_empty(), "nothing before 30 s");
+    c.h.run_for(200);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let k = &f[0];
+    assert!(k.ackf && !k.syn && !k.fin && !k.rst && k.payload.is_empty());
+    assert_eq!((k.seq, k.ack), (c.our.wrapping_sub(1), c.their));
+    assert_eq!(c.h.core.tcp_stats().keepalives, 1);
+    // The guest answers (an ACK of what it has): nothing more to say, and
+    // the next keepalive is 30 s after that answer.
+    c.h.run_for(10_000);
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our)]);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(29_900);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(200);
+    assert_eq!(c.h.take_frames().len(), 1);
+    // Silence: one every 30 s.
+    c.h.run_for(90_000);
+    assert_eq!(c.h.take_frames().len(), 3);
+    assert_eq!(c.h.core.tcp_stats().keepalives, 5);
+    assert_eq!(c.h.core.flow_count(), 1);
+    // A guest that rebooted answers the next one with a reset.
+    c.h.run_for(30_000);
+    assert_eq!(c.h.take_frames().len(), 1);
+    c.h.guest(&[c.g.clone().seq(c.their).rst()]);
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert!(c.h.closed.contains(&c.sock));
+}
+
+/// A guest that sends keeps its connection free of keepalives; so does
+/// data in flight (the retransmission timer watches the guest then); a
+/// connection the guest half-closed (its FIN_WAIT_2, which Linux forgets
+/// after a minute once the application closed) gets them.
+#[test]
+fn keepalives_only_for_silent_guests_half_closed_included() {
+    let mut c = connect4();
+    let mut their = c.their;
+    for _ in 0..5 {
+        c.h.run_for(20_000);
+        c.h.guest(&[c.g.clone().seq(their).ack(c.our).data(b"x")]);
+        their = their.wrapping_add(1);
+        c.h.take_frames();
+    }
+    assert_eq!(c.h.core.tcp_stats().keepalives, 0);
+    // Our data in flight, unacknowledged: retransmissions only.
+    c.h.sock(c.sock).rx = vec![1u8; 10];
+    c.h.event(c.sock, SockEvent::Readable);
+    c.h.run_for(40_000);
+    assert!(c.h.core.tcp_stats().retransmits > 0);
+    assert_eq!(c.h.core.tcp_stats().keepalives, 0);
+    c.h.guest(&[c.g.clone().seq(their).ack(c.our.wrapping_add(10)).fin()]);
+    c.h.take_frames();
+    // Half-closed by the guest; the host side stays open.
+    c.h.run_for(30_100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].seq, c.our.wrapping_add(9));
+    assert_eq!(f[0].ack, their.wrapping_add(1));
+    assert_eq!(c.h.core.tcp_stats().keepalives, 1);
+}
+
+// --- host → guest -------------------------------------------------------------
+
+fn host_data(peek_offset: bool) {
+    let mut cfg = capture_config();
+    cfg.peek_offset = peek_offset;
+    let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(7));
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+    c.h.sock(c.sock).rx = data.clone();
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    // MSS 1460 from the guest; window 65535 << 7.
+    assert_eq!(f.len(), 14);
+    let mut got = Vec::new();
+    let mut seq = c.our;
+    for o in &f {
+        assert_eq!(o.seq, seq);
+        assert!(o.payload.len() <= 1460);
+        assert_eq!(o.ack, c.their);
+        seq = seq.wrapping_add(o.payload.len() as u32);
+        got.extend_from_slice(&o.payload);
+    }
+    assert_eq!(got, data);
+    // Level-triggered readable again: nothing new to send, stalled.
+    c.h.event(c.sock, SockEvent::Readable);
+    assert!(c.h.take_frames().is_empty());
+    // The guest acknowledges 5000 bytes: exactly those are consumed.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(5000))]);
+    let acts = c.h.take_actions();
+    assert!(acts.contains(&Action::Consume {
+        sock: c.sock,
+        len: 5000
+    }));
+    assert_eq!(c.h.sock(c.sock).rx.len(), 15_000);
+    // More data arrives; only the new bytes go out.
+    c.h.sock(c.sock).rx.extend_from_slice(b"tail");
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload, b"tail");
+    assert_eq!(f[0].seq, seq);
+}
+
+/// On a link that segments TCP (a tap with virtio-net headers), host data
+/// goes out in frames of as many whole MSS as 64 KiB hold (44 at MSS 1460),
+/// each with GSO metadata and a partial checksum that completes to the
+/// right one; the bytes and sequence numbers are those of plain frames.
+#[test]
+fn host_data_in_gso_frames() {
+    for (src, dst) in [
+        (v4(GUEST4), v4(PEER4)),
+        (IpAddr::V6(g6()), IpAddr::V6(p6())),
+    ] {
+        let mut cfg = capture_config();
+        cfg.link_offload = crate::LinkOffload::ALL;
+        let mut c = connect(cfg, src, dst, Some(7));
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        c.h.sock(c.sock).rx = data.clone();
+        c.h.event(c.sock, SockEvent::Readable);
+        let f = c.h.take_frames();
+        let metas = std::mem::take(&mut c.h.metas);
+        assert_eq!(f.len(), metas.len());
+        let l4off = l4_offset(src.is_ipv6());
+        let hdrs = l4off + 20;
+        let per_frame = (crate::MAX_FRAME - hdrs) / 1460 * 1460;
+        assert_eq!(per_frame, 44 * 1460);
+        assert_eq!(f.len(), data.len().div_ceil(per_frame));
+        let mut got = Vec::new();
+        let mut seq = c.our;
+        for (o, m) in f.iter().zip(&metas) {
+            assert_eq!(o.seq, seq);
+            assert!(o.payload.len() == per_frame || got.len() + o.payload.len() == data.len());
+            assert_eq!(
+                m.csum,
+                Csum::Partial {
+                    start: l4off as u16,
+                    offset: 16
+                }
+            );
+            let kind = if src.is_ipv6() {
+                crate::GsoKind::Tcp6
+            } else {
+                crate::GsoKind::Tcp4
+            };
+            let gso = (o.payload.len() > 1460).then_some(crate::Gso {
+                kind,
+                size: 1460,
+                hdr_len: hdrs as u16,
+                ecn: false,
+            });
+            assert_eq!(m.gso, gso);
+            seq = seq.wrapping_add(o.payload.len() as u32);
+            got.extend_from_slice(&o.payload);
+        }
+        assert_eq!(got, data);
+        assert_eq!(c.h.core.counters().gso_frames_out, f.len() as u64);
+        // Without offload, the same bytes in MSS-sized, complete frames.
+        let mut c = connect(capture_config(), src, dst, Some(7));
+        c.h.sock(c.sock).rx = data.clone();
+        c.h.event(c.sock, SockEvent::Readable);
+        let f = c.h.take_frames();
+        assert!(c.h.metas.iter().all(|m| *m == FrameMeta::PLAIN));
+        // (one peek's worth: the harness lends 64 slots)
+        assert_eq!(f.len(), 64);
+        assert!(f.iter().all(|o| o.payload.len() == 1460));
+        let plain: Vec<u8> = f.iter().flat_map(|o| o.payload.clone()).collect();
+        assert_eq!(plain, data[..plain.len()]);
+    }
+}
+
+#[test]
+fn host_data_without_peek_offset() {
+    host_data(false);
+}
+
+#[test]
+fn host_data_with_peek_offset() {
+    host_data(true);
+}
+
+#[test]
+fn retransmit_after_timeout_then_reset() {
+    let mut c = connect4();
+    c.h.sock(c.sock).rx = vec![1u8; 100];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 1);
+    c.h.run_for(900);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(200);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "retransmitted");
+    assert_eq!(f[0].seq, c.our);
+    assert_eq!(c.h.core.tcp_stats().retransmits, 1);
+    // Never acknowledged: the timeout doubles each time (2, 4, ... 64 s), so
+    // the seventh retransmission goes out 127 s after the first send.
+    let mut at = 1_000u64;
+    for k in 2..=7u64 {
+        let rto = 1_000u64 << (k - 1);
+        c.h.run_for(rto - 200);
+        assert_eq!(
+            c.h.core.tcp_stats().retransmits,
+            k - 1,
+            "not before {rto} ms"
+        );
+        c.h.run_for(200);
+        assert_eq!(c.h.core.tcp_stats().retransmits, k, "after {rto} ms");
+        let f = c.h.take_frames();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].seq, c.our);
+        at += rto;
+    }
+    assert_eq!(at, 127_000);
+    // The last one waits for the ceiling (120 s), then the reset.
+    c.h.run_for(119_000);
+    assert_eq!(c.h.core.tcp_stats().retransmits, 7);
+    assert_eq!(c.h.core.flow_count(), 1);
+    assert!(c.h.take_frames().is_empty());
+    c.h.run_for(1_000);
+    let f = c.h.take_frames();
+    assert!(f.last().unwrap().rst);
+    assert!(!f.last().unwrap().ackf, "RST alone");
+    // Closed plainly: what the socket holds for the host peer still goes.
+    assert!(!c.h.dead[&c.sock].linger_zero);
+    assert_eq!(c.h.core.flow_count(), 0);
+    assert_eq!(c.h.core.socket_count(), 0);
+}
+
+#[test]
+fn silent_guest_keeps_connection_for_a_minute() {
+    let mut c = connect4();
+    c.h.sock(c.sock).rx = vec![1u8; 100];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 1);
+    // A minute of silence: retransmissions at 1, 3, 7, 15, 31 s only.
+    c.h.run_for(60_000);
+    assert_eq!(c.h.take_frames().len(), 5);
+    assert_eq!(c.h.core.tcp_stats().retransmits, 5);
+    assert_eq!(c.h.core.flow_count(), 1);
+    // The next one (63 s) reaches the guest, which answers it.
+    c.h.run_for(3_100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload.len(), 100);
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(100))]);
+    // Progress: the timeout starts again from 1 s.
+    c.h.sock(c.sock).rx.extend_from_slice(&[2u8; 10]);
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 1);
+    c.h.run_for(1_100);
+    assert_eq!(c.h.take_frames().len(), 1, "retransmitted after 1 s");
+    assert_eq!(c.h.core.tcp_stats().timeouts, 0);
+}
+
+#[test]
+fn fast_retransmit_on_duplicate_acks() {
+    let mut c = connect4();
+    c.h.sock(c.sock).rx = vec![1u8; 4000];
+    c.h.event(c.sock, SockEvent::Readable);
+    assert_eq!(c.h.take_frames().len(), 3);
+    let dup = c.g.clone().seq(c.their).ack(c.our.wrapping_add(1460));
+    c.h.guest(std::slice::from_ref(&dup));
+    assert!(c.h.take_frames().is_empty());
+    c.h.guest(std::slice::from_ref(&dup));
+    c.h.guest(&[dup]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(f[0].seq, c.our.wrapping_add(1460));
+    assert_eq!(c.h.core.tcp_stats().fast_retransmits, 1);
+}
+
+#[test]
+fn tap_sent_rewinds_unsent_frames() {
+    let mut c = connect4();
+    let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    c.h.sock(c.sock).rx = data.clone();
+    c.h.core.handle_tap_sent(c.h.now, 0); // reset the count
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 4);
+    // Only the first two reached the guest.
+    c.h.core.handle_tap_sent(c.h.now, 2);
+    c.h.drain(&[]);
+    c.h.event(c.sock, SockEvent::Readable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].seq, c.our.wrapping_add(2920));
+    assert_eq!(f[0].payload, &data[2920..4380]);
+}
+
+#[test]
+fn zero_window_probe_and_reopen() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    c.h.sock(c.sock).rx = vec![5u8; 3000];
+    // The guest closes its window.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(0)]);
+    c.h.event(c.sock, SockEvent::Readable);
+    assert!(c.h.take_frames().is_empty());
+    // Probe: one byte after the retransmission timeout.
+    c.h.run_for(2100);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].payload.len(), 1);
+    // Guest still full: keeps probing, no reset.
+    for _ in 0..10 {
+        c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(0)]);
+        c.h.run_for(2100);
+    }
+    assert_eq!(c.h.core.flow_count(), 1);
+    c.h.take_frames();
+    // Window reopens: data flows from the last acknowledged byte.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(2000)]);
+    let f = c.h.take_frames();
+    let total: usize = f.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(total, 2000);
+    assert_eq!(f[0].seq, c.our);
+}
+
+#[test]
+fn shrinking_window_with_data_in_flight_is_ignored() {
+    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    c.h.sock(c.sock).rx = vec![5u8; 10_000];
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(4000)]);
+    c.h.event(c.sock, SockEvent::Readable);
+    let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 4000);
+    // ACK of 1000 bytes with a zero window while 3000 are in flight: the
+    // window's right edge stays where it was.
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(c.their)
+        .ack(c.our.wrapping_add(1000))
+        .win(0)]);
+    let f = c.h.take_frames();
+    let sent: usize = f.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 1000);
+}
+
+#[test]
+fn flow_split_over_two_groups_of_one_batch() {
+    // 129 distinct flows in one batch force the grouper to hand over its
+    // groups early: the connection's second segment lands in a second group
+    // while the Send of the first is still queued.
+    let mut c = connect4();
+    let mut segs = vec![c.g.clone().seq(c.their).ack(c.our).data(b"first")];
+    for p in 1..=128u16 {
+        segs.push(G::new(v4(GUEST4), v4(PEER4), p, 9).seq(1).syn());
+    }
+    segs.push(
+        c.g.clone()
+            .seq(c.their.wrapping_add(5))
+            .ack(c.our)
+            .data(b"second"),
+    );
+    c.h.guest(&segs);
+    // The second group joins the Send of the first, still queued: one
+    // write, nothing left to retransmission.
+    let sends =
+        c.h.take_actions()
+            .iter()
+            .filter(|a| matches!(a, Action::Send { sock, .. } if *sock == c.sock))
+            .count();
+    assert_eq!(sends, 1);
+    assert_eq!(c.h.sock(c.sock).written, b"firstsecond");
+    c.h.run_for(10);
+    let acks: Vec<u32> =
+        c.h.take_frames()
+            .iter()
+            .filter(|o| o.dport == 40000)
+            .map(|o| o.ack)
+            .collect();
+    assert_eq!(acks, vec![c.their.wrapping_add(11)]);
+
+    // A partial write of the joined Send acknowledges only what was taken;
+    // the guest retransmits the rest and the stream stays whole.
+    let their = c.their.wrapping_add(11);
+    c.h.sock(c.sock).send_room = Some(3);
+    let mut segs = vec![c.g.clone().seq(their).ack(c.our).data(b"abcd")];
+    for p in 1..=128u16 {
+        segs.push(G::new(v4(GUEST4), v4(PEER4), p, 9).seq(1).syn());
+    }
+    segs.push(
+        c.g.clone()
+            .seq(their.wrapping_add(4))
+            .ack(c.our)
+            .data(b"efgh"),
+    );
+    c.h.guest(&segs);
+    assert_eq!(c.h.sock(c.sock).written, b"firstsecondabc");
+    c.h.sock(c.sock).send_room = None;
+    c.h.sock(c.sock).outq = 0;
+    c.h.event(c.sock, SockEvent::Writable);
+    c.h.guest(&[c
+        .g
+        .clone()
+        .seq(their.wrapping_add(3))
+        .ack(c.our)
+        .data(b"defgh")]);
+    assert_eq!(c.h.sock(c.sock).written, b"firstsecondabcdefgh");
+}
+
+#[test]
+fn peek_overtaken_by_rewind_is_discarded() {
+    for peek_offset in [false, true] {
+        let mut cfg = capture_config();
+        cfg.peek_offset = peek_offset;
+        let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(0));
+        let data: Vec<u8> = (0..8000u32).map(|i| (i / 3) as u8).collect();
+        c.h.sock(c.sock).rx = data[..4380].to_vec();
+        c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(8000)]);
+        c.h.event(c.sock, SockEvent::Readable);
+        assert_eq!(c.h.take_frames().len(), 3);
+        c.h.sock(c.sock).rx.extend_from_slice(&data[4380..]);
+        // One batch: an ACK (asks for a Peek), then, in a second group, two
+        // duplicate ACKs (fast retransmission rewinds before the Peek runs).
+        let ack =
+            c.g.clone()
+                .seq(c.their)
+                .ack(c.our.wrapping_add(1460))
+                .win(8000);
+        let mut segs = vec![ack.clone()];
+        for p in 1..=128u16 {
+            segs.push(G::new(v4(GUEST4), v4(PEER4), p, 9).seq(1).syn());
+        }
+        segs.push(ack.clone());
+        segs.push(ack);
+        c.h.guest(&segs);
+        let f: Vec<Out> =
+            c.h.take_frames()
+                .into_iter()
+                .filter(|o| o.dport == 40000)
+                .collect();
+        assert!(!f.is_empty());
+        assert_eq!(
+            f[0].seq,
+            c.our.wrapping_add(1460),
+            "peek_offset {peek_offset}"
+        );
+        for o in &f {
+            let off = o.seq.wrapping_sub(c.our) as usize;
+            assert_eq!(&o.payload[..], &data[off..off + o.payload.len()]);
+        }
+    }
+}
+
+#[test]
+fn tap_sent_rewinds_past_thousands_of_frames() {
+    // More frames between two handle_tap_sent calls than the log has runs
+    // for single frames: small segments, one run per peek.
+    let mut h = H::new(capture_config());
+    let g = G::new(v4(GUEST4), v4(PEER4), 40000, 80);
+    h.guest(&[g.clone().seq(1).syn().opts(vec![
+        TcpOptionElement::MaximumSegmentSize(48),
+        TcpOptionElement::Noop,
+        TcpOptionElement::WindowScale(7),
+    ])]);
+    let sock = h.only_sock();
+    h.event(sock, SockEvent::Connected(Ok(())));
+    let our = h.take_frames()[0].seq.wrapping_add(1);
+    h.guest(&[g.clone().seq(2).ack(our)]);
+    h.core.handle_tap_sent(h.now, 0);
+    let total = (TX_LOG + 2000) * 48;
+    h.sock(sock).rx = (0..total).map(|i| i as u8).collect();
+    let mut frames = 0;
+    for _ in 0..1000 {
+        h.event(sock, SockEvent::Readable);
+        let n = h.take_frames().len();
+        if n == 0 {
+            break;
+        }
+        frames += n;
+    }
+    assert_eq!(frames, TX_LOG + 2000);
+    // The link took only the first 9000: everything after is sent again.
+    h.core.handle_tap_sent(h.now, 9000);
+    h.drain(&[]);
+    h.event(sock, SockEvent::Readable);
+    let f = h.take_frames();
+    assert!(!f.is_empty());
+    assert_eq!(f[0].seq, our.wrapping_add(9000 * 48));
+    assert_eq!(f[0].payload, h.sock(sock).rx[9000 * 48..9001 * 48].to_vec());
+}
