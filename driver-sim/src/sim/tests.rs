@@ -6,6 +6,31 @@ fn sim() -> Sim {
     Sim::new(SimConfig::new(capture_config()))
 }
 
+/// Opens a TCP socket `sock`, as the core would.
+fn open_tcp(s: &mut Sim, sock: SockId) {
+    s.exec(
+        Action::Open {
+            sock,
+            kind: SockKind::TcpStream,
+            family: Family::V4,
+            netns: Netns::Host,
+        },
+        &[],
+    );
+}
+
+/// Opens a TCP socket `sock` and sets its interest, as the core would.
+fn open_stream(s: &mut Sim, sock: SockId) {
+    open_tcp(s, sock);
+    s.exec(
+        Action::SetInterest {
+            sock,
+            interest: Interest::default(),
+        },
+        &[],
+    );
+}
+
 #[test]
 fn actions_on_unknown_sockets_are_violations() {
     let mut s = sim();
@@ -18,22 +43,7 @@ fn actions_on_unknown_sockets_are_violations() {
 
     let mut s = sim();
     let sock = SockId(1);
-    s.exec(
-        Action::Open {
-            sock,
-            kind: SockKind::TcpStream,
-            family: Family::V4,
-            netns: Netns::Host,
-        },
-        &[],
-    );
-    s.exec(
-        Action::SetInterest {
-            sock,
-            interest: Interest::default(),
-        },
-        &[],
-    );
+    open_stream(&mut s, sock);
     s.exec(Action::Close { sock }, &[]);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
     // Used after close.
@@ -44,45 +54,27 @@ fn actions_on_unknown_sockets_are_violations() {
     let mut cfg = SimConfig::new(capture_config());
     cfg.kernel.fd_limit = 0;
     let mut s = Sim::new(cfg);
-    s.exec(
-        Action::Open {
-            sock,
-            kind: SockKind::TcpStream,
-            family: Family::V4,
-            netns: Netns::Host,
-        },
-        &[],
-    );
-    s.exec(
-        Action::SetInterest {
-            sock,
-            interest: Interest::default(),
-        },
-        &[],
-    );
+    open_stream(&mut s, sock);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
 
 #[test]
 fn broken_frames_from_the_core_are_violations() {
     let mut s = sim();
-    let mut f = crate::frame::udp_frame(
-        crate::frame::GUEST_MAC,
-        crate::frame::BROADCAST,
-        "10.77.0.1:67".parse().unwrap(),
-        "10.77.0.2:68".parse().unwrap(),
-        b"payload, long enough for a 60-byte frame",
-    );
+    let dhcp = |payload: &[u8]| {
+        crate::frame::udp_frame(
+            crate::frame::GUEST_MAC,
+            crate::frame::BROADCAST,
+            "10.77.0.1:67".parse().unwrap(),
+            "10.77.0.2:68".parse().unwrap(),
+            payload,
+        )
+    };
+    let mut f = dhcp(b"payload, long enough for a 60-byte frame");
     s.emit(&f.clone());
     assert!(s.violations.is_empty(), "{:?}", s.violations);
     // A short frame the core did not pad is one too.
-    let short = crate::frame::udp_frame(
-        crate::frame::GUEST_MAC,
-        crate::frame::BROADCAST,
-        "10.77.0.1:67".parse().unwrap(),
-        "10.77.0.2:68".parse().unwrap(),
-        b"short",
-    );
+    let short = dhcp(b"short");
     s.emit(&short);
     assert!(
         s.violations.iter().any(|v| v.contains("802.3 minimum")),
@@ -143,15 +135,7 @@ fn forwards_open_listeners_and_failures_are_reported() {
 fn consume_beyond_the_queue_is_a_violation() {
     let mut s = sim();
     let sock = SockId(1);
-    s.exec(
-        Action::Open {
-            sock,
-            kind: SockKind::TcpStream,
-            family: Family::V4,
-            netns: Netns::Host,
-        },
-        &[],
-    );
+    open_tcp(&mut s, sock);
     s.exec(Action::Consume { sock, len: 10 }, &[]);
     assert!(
         s.violations.iter().any(|v| v.contains("consume")),
