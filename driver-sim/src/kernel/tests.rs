@@ -5,6 +5,22 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// Level-triggered interest in reading.
+fn readable() -> Interest {
+    Interest {
+        readable: true,
+        ..Default::default()
+    }
+}
+
+/// An application socket listening on 0.0.0.0:8080 with a backlog of 4.
+fn app_listener(k: &mut Kernel) -> i32 {
+    let lfd = k.app_socket(true, Family::V4);
+    k.app_bind(lfd, sa("0.0.0.0:8080")).unwrap();
+    k.app_listen(lfd, 4).unwrap();
+    lfd
+}
+
 fn kernel_with(model: PeerModel) -> Kernel {
     let mut cfg = KernelConfig::default();
     cfg.peers.push(PeerRule {
@@ -176,9 +192,7 @@ fn refuse_timeout_unreachable_and_delay() {
 #[test]
 fn reset_on_close_with_unread_data_and_reset_after() {
     let mut k = Kernel::new(KernelConfig::default());
-    let lfd = k.app_socket(true, Family::V4);
-    k.app_bind(lfd, sa("0.0.0.0:8080")).unwrap();
-    k.app_listen(lfd, 4).unwrap();
+    let lfd = app_listener(&mut k);
     let s = SockId(9);
     k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
         .unwrap();
@@ -191,14 +205,7 @@ fn reset_on_close_with_unread_data_and_reset_after() {
     assert_eq!(k.app_read(fd, 100).unwrap(), 100);
     k.app_close(fd).unwrap();
     // 900 bytes unread: the core sees a reset.
-    k.set_interest(
-        s,
-        Interest {
-            readable: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    k.set_interest(s, readable()).unwrap();
     let ev = k.ready_events();
     assert!(
         ev.contains(&(s, SockEvent::Error(Errno::ECONNRESET))),
@@ -218,9 +225,7 @@ fn reset_on_close_with_unread_data_and_reset_after() {
 #[test]
 fn half_close_and_app_side() {
     let mut k = Kernel::new(KernelConfig::default());
-    let lfd = k.app_socket(true, Family::V4);
-    k.app_bind(lfd, sa("0.0.0.0:8080")).unwrap();
-    k.app_listen(lfd, 4).unwrap();
+    let lfd = app_listener(&mut k);
     let s = SockId(1);
     k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
         .unwrap();
@@ -265,9 +270,8 @@ fn listeners_accept_and_emfile() {
     k.set_interest(
         l,
         Interest {
-            readable: true,
             edge: true,
-            ..Default::default()
+            ..readable()
         },
     )
     .unwrap();
@@ -350,22 +354,14 @@ fn level_triggered_repeats_edge_does_not() {
     let mut k = kernel_with(PeerModel::Source(10));
     let s = connected(&mut k, 1, 80);
     k.run_peers(0);
-    k.set_interest(
-        s,
-        Interest {
-            readable: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    k.set_interest(s, readable()).unwrap();
     assert_eq!(k.ready_events(), vec![(s, SockEvent::Readable)]);
     assert_eq!(k.ready_events(), vec![(s, SockEvent::Readable)]);
     k.set_interest(
         s,
         Interest {
-            readable: true,
             edge: true,
-            ..Default::default()
+            ..readable()
         },
     )
     .unwrap();
@@ -386,10 +382,7 @@ fn udp_and_ping_echo() {
     k.open(u, SockKind::Udp, Family::V4, Netns::Host).unwrap();
     k.connect(u, sa("192.0.2.1:53"), 0).unwrap();
     assert_eq!(k.send_datagrams(u, &[b"a", b"bc"], None), Ok(2));
-    let readable = Interest {
-        readable: true,
-        ..Default::default()
-    };
+    let readable = readable();
     k.set_interest(u, readable).unwrap();
     assert_eq!(k.ready_events(), vec![(u, SockEvent::Readable)]);
     let got = k.recv_datagrams(u, 10).unwrap();
