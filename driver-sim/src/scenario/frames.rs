@@ -20,30 +20,7 @@ impl Runner<'_> {
 
     pub(super) fn build_frame(&mut self, spec: &str) -> Result<Vec<u8>, String> {
         let mut words: Vec<&str> = spec.split_whitespace().collect();
-        // Modifiers at the end.
-        let mut truncate = None;
-        let mut badsum = false;
-        let mut pad = None;
-        loop {
-            match words.as_slice() {
-                [rest @ .., "truncate", n] => {
-                    truncate = Some(
-                        n.parse::<usize>()
-                            .map_err(|_| format!("bad truncate `{n}`"))?,
-                    );
-                    words = rest.to_vec();
-                }
-                [rest @ .., "pad", n] => {
-                    pad = Some(n.parse::<usize>().map_err(|_| format!("bad pad `{n}`"))?);
-                    words = rest.to_vec();
-                }
-                [rest @ .., "badsum"] => {
-                    badsum = true;
-                    words = rest.to_vec();
-                }
-                _ => break,
-            }
-        }
+        let mods = Modifiers::strip(&mut words)?;
         let gm = self.guest_mac;
         let om = self.our_mac;
         let kv = |key: &str| -> Option<&str> {
@@ -69,26 +46,15 @@ impl Runner<'_> {
                     .collect::<Result<Vec<u8>, String>>()?
             }
             "arp" => {
-                let target: Ipv4Addr = kv("who-has")
-                    .ok_or("arp: who-has missing")?
-                    .parse()
-                    .map_err(|_| "arp: bad address")?;
-                let tell = match kv("tell") {
-                    Some(t) => t.parse().map_err(|_| "arp: bad tell address")?,
-                    None => self.guest_ip4(),
-                };
+                let target: Ipv4Addr =
+                    parse_word(kv("who-has"), "arp: who-has missing", "arp: bad address")?;
+                let tell = opt_word(kv("tell"), "arp: bad tell address")?
+                    .unwrap_or_else(|| self.guest_ip4());
                 frame::arp_request(gm, tell, target)
             }
             "dhcp" => {
-                let kind = words
-                    .get(1)
-                    .and_then(|k| frame::dhcp_type(k))
-                    .ok_or("dhcp: message type missing")?;
-                let xid = kv("xid")
-                    .map_or(Ok(0x1234_5678), |x| {
-                        u32::from_str_radix(x.trim_start_matches("0x"), 16)
-                    })
-                    .map_err(|_| "dhcp: bad xid")?;
+                let (kind, xid) =
+                    dhcp_head(&words, kv("xid"), "dhcp", frame::dhcp_type, 0x1234_5678)?;
                 let req = kv("requested")
                     .map(|a| a.parse::<Ipv4Addr>())
                     .transpose()
@@ -96,15 +62,8 @@ impl Runner<'_> {
                 frame::dhcp_client(gm, kind, xid, req)
             }
             "dhcpv6" => {
-                let kind = words
-                    .get(1)
-                    .and_then(|k| frame::dhcpv6_type(k))
-                    .ok_or("dhcpv6: message type missing")?;
-                let xid = kv("xid")
-                    .map_or(Ok(0xabcdef), |x| {
-                        u32::from_str_radix(x.trim_start_matches("0x"), 16)
-                    })
-                    .map_err(|_| "dhcpv6: bad xid")?;
+                let (kind, xid) =
+                    dhcp_head(&words, kv("xid"), "dhcpv6", frame::dhcpv6_type, 0xabcdef)?;
                 let sid = kv("server-id")
                     .map(|h| {
                         (0..h.len() / 2)
@@ -118,26 +77,24 @@ impl Runner<'_> {
                 frame::dhcpv6_client(gm, kind, xid, sid.as_deref())
             }
             "ns" => {
-                let target: Ipv6Addr = words
-                    .get(1)
-                    .ok_or("ns: target missing")?
-                    .parse()
-                    .map_err(|_| "ns: bad target")?;
-                let from = match kv("from") {
-                    Some(a) => a.parse().map_err(|_| "ns: bad source")?,
-                    None => frame::link_local(gm),
-                };
+                let target: Ipv6Addr = parse_word(
+                    words.get(1).copied(),
+                    "ns: target missing",
+                    "ns: bad target",
+                )?;
+                let from = opt_word(kv("from"), "ns: bad source")?
+                    .unwrap_or_else(|| frame::link_local(gm));
                 frame::ndp_ns(gm, from, target)
             }
             "rs" => frame::ndp_rs(gm),
             "ping" => {
-                let dst: IpAddr = words
-                    .get(1)
-                    .ok_or("ping: destination missing")?
-                    .parse()
-                    .map_err(|_| "ping: bad destination")?;
-                let src: IpAddr = match kv("from") {
-                    Some(a) => a.parse().map_err(|_| "ping: bad source")?,
+                let dst: IpAddr = parse_word(
+                    words.get(1).copied(),
+                    "ping: destination missing",
+                    "ping: bad destination",
+                )?;
+                let src: IpAddr = match opt_word(kv("from"), "ping: bad source")? {
+                    Some(a) => a,
                     None if dst.is_ipv4() => self.guest_ip4().into(),
                     None => self
                         .sim
@@ -148,15 +105,9 @@ impl Runner<'_> {
                         .map_or(frame::link_local(gm), |c| c.addr)
                         .into(),
                 };
-                let id = kv("id")
-                    .map_or(Ok(1), str::parse)
-                    .map_err(|_| "ping: bad id")?;
-                let seq = kv("seq")
-                    .map_or(Ok(1), str::parse)
-                    .map_err(|_| "ping: bad seq")?;
-                let len = kv("len")
-                    .map_or(Ok(56), str::parse)
-                    .map_err(|_| "ping: bad len")?;
+                let id = opt_word(kv("id"), "ping: bad id")?.unwrap_or(1);
+                let seq = opt_word(kv("seq"), "ping: bad seq")?.unwrap_or(1);
+                let len = opt_word(kv("len"), "ping: bad len")?.unwrap_or(56);
                 frame::echo_request(gm, om, src, dst, id, seq, len)
             }
             "udp" => {
@@ -173,17 +124,7 @@ impl Runner<'_> {
             }
             _ => self.tcp_frame(&words)?,
         };
-        if badsum {
-            if let Some(b) = f.last_mut() {
-                *b ^= 0x5a;
-            }
-        }
-        if let Some(n) = truncate {
-            f.truncate(n);
-        }
-        if let Some(n) = pad {
-            f.resize(f.len() + n, 0);
-        }
+        mods.apply(&mut f);
         Ok(f)
     }
 
@@ -363,4 +304,97 @@ impl Runner<'_> {
         }
         Ok(())
     }
+}
+
+/// The message type (`words[1]`) and transaction id (`xid`, hex) of a DHCP
+/// or DHCPv6 frame line.
+fn dhcp_head(
+    words: &[&str],
+    xid: Option<&str>,
+    proto: &str,
+    type_of: fn(&str) -> Option<u8>,
+    default_xid: u32,
+) -> Result<(u8, u32), String> {
+    let kind = words
+        .get(1)
+        .and_then(|k| type_of(k))
+        .ok_or_else(|| format!("{proto}: message type missing"))?;
+    let xid = xid
+        .map_or(Ok(default_xid), |x| {
+            u32::from_str_radix(x.trim_start_matches("0x"), 16)
+        })
+        .map_err(|_| format!("{proto}: bad xid"))?;
+    Ok((kind, xid))
+}
+
+/// Modifiers at the end of a frame line: `truncate N`, `pad N`, `badsum`.
+struct Modifiers {
+    truncate: Option<usize>,
+    badsum: bool,
+    pad: Option<usize>,
+}
+
+impl Modifiers {
+    /// Takes the modifiers off the end of `words`.
+    fn strip(words: &mut Vec<&str>) -> Result<Modifiers, String> {
+        let mut truncate = None;
+        let mut badsum = false;
+        let mut pad = None;
+        loop {
+            match words.as_slice() {
+                [rest @ .., "truncate", n] => {
+                    truncate = Some(
+                        n.parse::<usize>()
+                            .map_err(|_| format!("bad truncate `{n}`"))?,
+                    );
+                    *words = rest.to_vec();
+                }
+                [rest @ .., "pad", n] => {
+                    pad = Some(n.parse::<usize>().map_err(|_| format!("bad pad `{n}`"))?);
+                    *words = rest.to_vec();
+                }
+                [rest @ .., "badsum"] => {
+                    badsum = true;
+                    *words = rest.to_vec();
+                }
+                _ => break,
+            }
+        }
+        Ok(Modifiers {
+            truncate,
+            badsum,
+            pad,
+        })
+    }
+
+    /// Damages, cuts or pads a built frame as asked.
+    fn apply(&self, f: &mut Vec<u8>) {
+        if self.badsum {
+            if let Some(b) = f.last_mut() {
+                *b ^= 0x5a;
+            }
+        }
+        if let Some(n) = self.truncate {
+            f.truncate(n);
+        }
+        if let Some(n) = self.pad {
+            f.resize(f.len() + n, 0);
+        }
+    }
+}
+
+/// A word of a frame line parsed as a `T`, with the errors to give when it
+/// is missing or does not parse.
+fn parse_word<T: std::str::FromStr>(
+    w: Option<&str>,
+    missing: &str,
+    bad: &str,
+) -> Result<T, String> {
+    w.ok_or(missing)?.parse().map_err(|_| bad.to_string())
+}
+
+/// An optional word of a frame line parsed as a `T`, with the error to give
+/// when it does not parse.
+fn opt_word<T: std::str::FromStr>(w: Option<&str>, bad: &str) -> Result<Option<T>, String> {
+    w.map(str::parse).transpose().map_err(|_| bad.to_string())
 }
