@@ -320,6 +320,12 @@ impl Checker {
         bad
     }
 
+    /// The kernel's connections, unless a corrupted frame made the
+    /// stream checks moot.
+    fn views<'k>(&self, kernel: &'k Kernel) -> Option<Vec<(Option<SockId>, ConnView<'k>)>> {
+        (!self.corrupted).then(|| kernel.conn_views())
+    }
+
     /// At the end of a turn (everything due at `now` done): the guest must
     /// not wait on a window closed by the core while the socket has room.
     /// The window counts as closed when it has no room for one of the
@@ -329,10 +335,9 @@ impl Checker {
     /// Allowed for one turn (the core learns of the room through an event),
     /// not across a later one.
     pub fn on_turn_end(&mut self, now: u64, kernel: &Kernel) -> Vec<String> {
-        if self.corrupted {
+        let Some(views) = self.views(kernel) else {
             return Vec::new();
-        }
-        let views = kernel.conn_views();
+        };
         let mut bad = Vec::new();
         for (k, f) in self.flows.iter_mut() {
             let (Some(sock), Some(edge), Some(mss)) = (f.sock, f.wnd_edge, f.core_mss) else {
@@ -387,10 +392,9 @@ impl Checker {
     /// After the core wrote to a socket: the host-side stream must be a prefix
     /// of what the guest sent.
     pub fn on_sent(&mut self, sock: SockId, kernel: &Kernel) -> Vec<String> {
-        if self.corrupted {
+        let Some(views) = self.views(kernel) else {
             return Vec::new();
-        }
-        let views = kernel.conn_views();
+        };
         let mut bad = Vec::new();
         for (k, f) in self.flows.iter_mut().filter(|(_, f)| f.sock == Some(sock)) {
             let Some(v) = Self::view(f, &views) else {
@@ -422,10 +426,9 @@ impl Checker {
 
     /// End-of-run checks, after the heal phase.
     pub fn finish(&mut self, kernel: &Kernel) -> Vec<String> {
-        if self.corrupted {
+        let Some(views) = self.views(kernel) else {
             return Vec::new();
-        }
-        let views = kernel.conn_views();
+        };
         let mut bad = Vec::new();
         for (k, f) in &mut self.flows {
             let Some(v) = Self::view(f, &views) else {
