@@ -72,18 +72,31 @@ pub fn tcp_frame(
     opts: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
+    let mut l4 = tcp_header((src.port(), dst.port()), seq, ack, flags, win, opts);
+    l4.extend_from_slice(payload);
+    ip_frame(src_mac, dst_mac, src.ip(), dst.ip(), 6, l4, Some(16))
+}
+
+/// A TCP header with options `opts` and a zero checksum.
+pub fn tcp_header(
+    (sport, dport): (u16, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    win: u16,
+    opts: &[u8],
+) -> Vec<u8> {
     let hlen = 20 + opts.len();
     let mut l4 = vec![0u8; hlen];
-    l4[0..2].copy_from_slice(&src.port().to_be_bytes());
-    l4[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
     l4[4..8].copy_from_slice(&seq.to_be_bytes());
     l4[8..12].copy_from_slice(&ack.to_be_bytes());
     l4[12] = ((hlen / 4) as u8) << 4;
     l4[13] = flags;
     l4[14..16].copy_from_slice(&win.to_be_bytes());
     l4[20..].copy_from_slice(opts);
-    l4.extend_from_slice(payload);
-    ip_frame(src_mac, dst_mac, src.ip(), dst.ip(), 6, l4, Some(16))
+    l4
 }
 
 /// A UDP datagram.

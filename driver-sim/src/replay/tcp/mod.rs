@@ -23,6 +23,7 @@ use crate::frame::{self, flags, MacAddr, TcpSeg};
 use crate::kernel::pattern;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+
 mod input;
 mod output;
 #[cfg(test)]
@@ -368,17 +369,8 @@ fn tcp_frame_summed(
     payload: &[u8],
     payload_sum: u64,
 ) -> Vec<u8> {
-    let hlen = 20 + opts.len();
-    let mut l4 = vec![0u8; hlen];
-    l4[0..2].copy_from_slice(&src.port().to_be_bytes());
-    l4[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    l4[4..8].copy_from_slice(&seq.to_be_bytes());
-    l4[8..12].copy_from_slice(&ack.to_be_bytes());
-    l4[12] = ((hlen / 4) as u8) << 4;
-    l4[13] = fl;
-    l4[14..16].copy_from_slice(&win.to_be_bytes());
-    l4[20..].copy_from_slice(opts);
-    let total = (hlen + payload.len()) as u64;
+    let mut l4 = frame::tcp_header((src.port(), dst.port()), seq, ack, fl, win, opts);
+    let total = (l4.len() + payload.len()) as u64;
     let mut sum = sum_words(&l4) + payload_sum + 6 + (total >> 16) + (total & 0xffff);
     for ip in [src.ip(), dst.ip()] {
         sum += match ip {
