@@ -37,13 +37,8 @@ impl TcpSeg {
     }
 }
 
-/// Parses a TCP segment out of an Ethernet frame (no checks beyond parsing).
-pub fn parse_tcp(frame: &[u8]) -> Option<TcpSeg> {
-    let p = SlicedPacket::from_ethernet(frame).ok()?;
-    let (src, dst) = ip_addrs(p.net.as_ref()?)?;
-    let Some(TransportSlice::Tcp(t)) = p.transport else {
-        return None;
-    };
+/// The flags of a TCP header as [`flags`] bits.
+pub fn tcp_flag_bits(t: &etherparse::TcpSlice<'_>) -> u8 {
     let mut fl = 0;
     for (set, bit) in [
         (t.fin(), flags::FIN),
@@ -57,6 +52,17 @@ pub fn parse_tcp(frame: &[u8]) -> Option<TcpSeg> {
             fl |= bit;
         }
     }
+    fl
+}
+
+/// Parses a TCP segment out of an Ethernet frame (no checks beyond parsing).
+pub fn parse_tcp(frame: &[u8]) -> Option<TcpSeg> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let (src, dst) = ip_addrs(p.net.as_ref()?)?;
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        return None;
+    };
+    let fl = tcp_flag_bits(&t);
     Some(TcpSeg {
         src: SocketAddr::new(src, t.source_port()),
         dst: SocketAddr::new(dst, t.destination_port()),
