@@ -501,11 +501,23 @@ fn seg_str(t: &TcpSeg) -> String {
 mod tests {
     use super::*;
     use crate::frame::{tcp_frame, BROADCAST, GUEST_MAC};
-    use crate::kernel::{KernelConfig, PeerModel, PeerRule, PeerSpec};
+    use crate::kernel::PeerModel;
     use passt_core::{Family, Netns, SockKind};
+
+    use crate::kernel::tests::kernel_with;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// The core's socket 1 connects to `r`, as the checker is told.
+    fn connect_core(k: &mut Kernel, c: &mut Checker, r: SocketAddr) -> SockId {
+        let s = SockId(1);
+        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
+            .unwrap();
+        k.connect(s, r, 0).unwrap();
+        c.on_connect(s, r, k);
+        s
     }
 
     /// Plays the core by hand: a handshake, guest data written to the host
@@ -514,13 +526,7 @@ mod tests {
     fn ack_honesty_and_byte_stream() {
         let g = sa("10.77.0.2:40000");
         let r = sa("192.0.2.1:80");
-        let mut cfg = KernelConfig::default();
-        cfg.peers.push(PeerRule {
-            addr: None,
-            port: Some(80),
-            spec: PeerSpec::new(PeerModel::Sink),
-        });
-        let mut k = Kernel::new(cfg);
+        let mut k = kernel_with(PeerModel::Sink);
         let mut c = Checker::default();
         let gf = |seq, ack, fl, p: &[u8]| {
             tcp_frame(GUEST_MAC, BROADCAST, g, r, seq, ack, fl, 65535, &[], p)
@@ -529,11 +535,7 @@ mod tests {
             tcp_frame(BROADCAST, GUEST_MAC, r, g, seq, ack, fl, 65535, &[], p)
         };
         c.on_guest_frame(&gf(100, 0, flags::SYN, b""));
-        let s = SockId(1);
-        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-            .unwrap();
-        k.connect(s, r, 0).unwrap();
-        c.on_connect(s, r, &k);
+        let s = connect_core(&mut k, &mut c, r);
         k.advance(0);
         assert!(c
             .on_core_frame(&cf(5000, 101, flags::SYN | flags::ACK, b""), &k)
@@ -598,13 +600,7 @@ mod tests {
     fn close_mapping_at_the_end() {
         let g = sa("10.77.0.2:40000");
         let r = sa("192.0.2.1:80");
-        let mut cfg = KernelConfig::default();
-        cfg.peers.push(PeerRule {
-            addr: None,
-            port: Some(80),
-            spec: PeerSpec::new(PeerModel::ResetAfter(1)),
-        });
-        let mut k = Kernel::new(cfg);
+        let mut k = kernel_with(PeerModel::ResetAfter(1));
         let mut c = Checker::default();
         c.on_guest_frame(&tcp_frame(
             GUEST_MAC,
@@ -618,11 +614,7 @@ mod tests {
             &[],
             b"",
         ));
-        let s = SockId(1);
-        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-            .unwrap();
-        k.connect(s, r, 0).unwrap();
-        c.on_connect(s, r, &k);
+        let s = connect_core(&mut k, &mut c, r);
         k.advance(0);
         k.send(s, b"ab").unwrap();
         k.run_peers(0);

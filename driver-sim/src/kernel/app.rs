@@ -123,11 +123,7 @@ impl Kernel {
         if let Some(e) = self.take_err(ci, side) {
             return Err(e);
         }
-        let c = self
-            .conns
-            .get(ci)
-            .and_then(Option::as_ref)
-            .ok_or(Errno::EBADF)?;
+        let c = self.conn(ci)?;
         let p = &c.pipes[1 - side];
         if p.rcv.is_empty() {
             return if p.eof() || c.reset {

@@ -54,7 +54,7 @@ mod peer;
 mod pipe;
 mod stream;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use peer::{echo_reply, ping_id, Peer};
 pub use peer::{pattern, PeerModel, PeerRule, PeerSpec};
@@ -263,6 +263,22 @@ impl Kernel {
 
     fn sock_mut(&mut self, h: usize) -> Option<&mut Sock> {
         self.socks.get_mut(h).and_then(Option::as_mut)
+    }
+
+    /// Connection `ci`, or EBADF if it is gone.
+    fn conn(&self, ci: usize) -> Result<&Conn, Errno> {
+        self.conns
+            .get(ci)
+            .and_then(Option::as_ref)
+            .ok_or(Errno::EBADF)
+    }
+
+    /// Connection `ci`, to change, or EBADF if it is gone.
+    fn conn_mut(&mut self, ci: usize) -> Result<&mut Conn, Errno> {
+        self.conns
+            .get_mut(ci)
+            .and_then(Option::as_mut)
+            .ok_or(Errno::EBADF)
     }
 
     fn core_handle(&self, id: SockId) -> Result<usize, Errno> {

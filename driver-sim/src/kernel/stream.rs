@@ -466,11 +466,7 @@ impl Kernel {
             return Err(e);
         }
         let peek_off = self.sock(h).and_then(|s| s.peek_off);
-        let c = self
-            .conns
-            .get(ci)
-            .and_then(Option::as_ref)
-            .ok_or(Errno::EBADF)?;
+        let c = self.conn(ci)?;
         if c.reset {
             return err(Errno::ECONNRESET);
         }
@@ -502,11 +498,7 @@ impl Kernel {
 
     pub(super) fn consume_handle(&mut self, h: usize, len: usize) -> Result<usize, Errno> {
         let (ci, side) = self.conn_side(h)?;
-        let c = self
-            .conns
-            .get_mut(ci)
-            .and_then(Option::as_mut)
-            .ok_or(Errno::EBADF)?;
+        let c = self.conn_mut(ci)?;
         let p = &mut c.pipes[1 - side];
         let n = len.min(p.rcv.len());
         p.rcv.drain(..n);
@@ -526,11 +518,7 @@ impl Kernel {
         let h = self.core_handle(id)?;
         let s = self.sock(h).ok_or(Errno::EBADF)?;
         let (ci, side) = s.conn.ok_or(Errno::EBADF)?;
-        let c = self
-            .conns
-            .get(ci)
-            .and_then(Option::as_ref)
-            .ok_or(Errno::EBADF)?;
+        let c = self.conn(ci)?;
         let p = &c.pipes[side];
         let min_rtt_us = if p.rtt > 0 {
             (p.rtt / 1000) as u32
@@ -552,11 +540,7 @@ impl Kernel {
     pub fn send_space(&self, id: SockId) -> Result<SendSpace, Errno> {
         let h = self.core_handle(id)?;
         let (ci, side) = self.conn_side(h)?;
-        let c = self
-            .conns
-            .get(ci)
-            .and_then(Option::as_ref)
-            .ok_or(Errno::EBADF)?;
+        let c = self.conn(ci)?;
         let p = &c.pipes[side];
         Ok(SendSpace {
             sndbuf: p.snd_cap as u32,

@@ -21,7 +21,8 @@ fn app_listener(k: &mut Kernel) -> i32 {
     lfd
 }
 
-fn kernel_with(model: PeerModel) -> Kernel {
+/// A kernel whose port 80 peers behave as `model`.
+pub(crate) fn kernel_with(model: PeerModel) -> Kernel {
     let mut cfg = KernelConfig::default();
     cfg.peers.push(PeerRule {
         addr: None,
