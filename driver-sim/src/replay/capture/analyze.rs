@@ -250,6 +250,32 @@ pub(super) fn cut_steps(
         closed: bool,
         ooo: BTreeMap<u64, u64>,
     }
+    impl St {
+        /// A step of this side at `now`: it waits for what the side had
+        /// received (and the other side's FIN with `fin_dep`), then thinks
+        /// from the latest of that, its previous step, everything sent being
+        /// acknowledged and the connection being established.
+        fn step(&self, side: Side, act: Act, fin_dep: bool, established: u64, now: u64) -> Step {
+            let mut dep_t = if self.rcvd > 0 { self.rcvd_t } else { 0 };
+            if fin_dep {
+                dep_t = dep_t.max(self.fin_rcvd.unwrap_or(0));
+            }
+            // Time spent waiting for the translator (its ACKs,
+            // retransmissions) is not the application's.
+            let base = dep_t
+                .max(self.prev_end)
+                .max(self.all_acked_t)
+                .max(established);
+            Step {
+                side,
+                act,
+                after: self.rcvd,
+                after_fin: fin_dep,
+                think_ns: now.saturating_sub(base),
+                seq: None,
+            }
+        }
+    }
     let mut st = [St::default(), St::default()];
     let mut steps: Vec<Step> = Vec::new();
     let sides = [Side::Guest, Side::Host];
@@ -324,24 +350,13 @@ pub(super) fn cut_steps(
                     || (fin_dep && !x.fin_at_last)
                     || idle;
                 if boundary {
-                    let mut dep_t = if x.rcvd > 0 { x.rcvd_t } else { 0 };
-                    if fin_dep {
-                        dep_t = dep_t.max(x.fin_rcvd.unwrap_or(0));
-                    }
-                    // Time spent waiting for the translator (its ACKs,
-                    // retransmissions) is not the application's.
-                    let base = dep_t
-                        .max(x.prev_end)
-                        .max(x.all_acked_t)
-                        .max(established[me]);
-                    steps.push(Step {
-                        side: sides[me],
-                        act: Act::Send(hi - lo),
-                        after: x.rcvd,
-                        after_fin: fin_dep,
-                        think_ns: s.t.saturating_sub(base),
-                        seq: None,
-                    });
+                    steps.push(x.step(
+                        sides[me],
+                        Act::Send(hi - lo),
+                        fin_dep,
+                        established[me],
+                        s.t,
+                    ));
                     st[me].open = Some(steps.len() - 1);
                 } else if let Some(Step {
                     act: Act::Send(n), ..
@@ -363,22 +378,7 @@ pub(super) fn cut_steps(
             }
             let x = &st[me];
             let fin_dep = x.fin_rcvd.is_some_and(|t| t > established[me] && t <= s.t);
-            let mut dep_t = if x.rcvd > 0 { x.rcvd_t } else { 0 };
-            if fin_dep {
-                dep_t = dep_t.max(x.fin_rcvd.unwrap_or(0));
-            }
-            let base = dep_t
-                .max(x.prev_end)
-                .max(x.all_acked_t)
-                .max(established[me]);
-            steps.push(Step {
-                side: sides[me],
-                act: Act::Close,
-                after: x.rcvd,
-                after_fin: fin_dep,
-                think_ns: s.t.saturating_sub(base),
-                seq: None,
-            });
+            steps.push(x.step(sides[me], Act::Close, fin_dep, established[me], s.t));
             let x = &mut st[me];
             x.closed = true;
             x.open = None;

@@ -94,22 +94,8 @@ pub fn derive(cap: &Capture, stall_ns: u64) -> Derived {
                     continue;
                 }
                 let e = udp.entry((p.src, p.dst)).or_insert_with(|| {
-                    (
-                        DgramPlan {
-                            id: 0,
-                            kind: DgramKind::Udp,
-                            guest: p.src,
-                            remote: p.dst,
-                            at_ns: p.t,
-                            steps: Vec::new(),
-                        },
-                        OriginalDgram {
-                            sent: 0,
-                            replies: 0,
-                        },
-                        p.t,
-                        p.t,
-                    )
+                    let (plan, orig) = new_exchange(DgramKind::Udp, p.src, p.dst, p.t);
+                    (plan, orig, p.t, p.t)
                 });
                 let (plan, orig, prev, reply_t) = e;
                 let base = (*prev).max(if orig.replies > 0 { *reply_t } else { 0 });
@@ -149,21 +135,13 @@ pub fn derive(cap: &Capture, stall_ns: u64) -> Derived {
                 let e = pings
                     .entry((p.src.ip(), p.dst.ip(), id))
                     .or_insert_with(|| {
-                        (
-                            DgramPlan {
-                                id: 0,
-                                kind: DgramKind::Ping(id),
-                                guest: SocketAddr::new(p.src.ip(), 0),
-                                remote: SocketAddr::new(p.dst.ip(), 0),
-                                at_ns: p.t,
-                                steps: Vec::new(),
-                            },
-                            OriginalDgram {
-                                sent: 0,
-                                replies: 0,
-                            },
+                        let (plan, orig) = new_exchange(
+                            DgramKind::Ping(id),
+                            SocketAddr::new(p.src.ip(), 0),
+                            SocketAddr::new(p.dst.ip(), 0),
                             p.t,
-                        )
+                        );
+                        (plan, orig, p.t)
                     });
                 // Ping sends by its own clock: no wait for replies.
                 e.0.steps.push(Step {
@@ -315,4 +293,28 @@ impl Original {
             }
         )
     }
+}
+
+/// A datagram exchange first seen at `at`: its plan, and the original's
+/// figures to count into.
+fn new_exchange(
+    kind: DgramKind,
+    guest: SocketAddr,
+    remote: SocketAddr,
+    at: u64,
+) -> (DgramPlan, OriginalDgram) {
+    (
+        DgramPlan {
+            id: 0,
+            kind,
+            guest,
+            remote,
+            at_ns: at,
+            steps: Vec::new(),
+        },
+        OriginalDgram {
+            sent: 0,
+            replies: 0,
+        },
+    )
 }
