@@ -306,6 +306,7 @@ impl GuestTcp {
     }
 
     /// A segment from the core.
+    // Long by design: one arm per state of the model's TCP state machine.
     pub fn on_segment(&mut self, now: u64, t: &TcpSeg, out: &mut Vec<Vec<u8>>) {
         if t.flags & flags::RST != 0 {
             self.state = GuestState::Reset;

@@ -37,6 +37,7 @@ pub const PROFILES: &[&str] = &[
 
 /// The fault profile `name` for `seed`. `swarm` draws every impairment and
 /// its size from the seed; the others are fixed.
+// Long by design: a table: one arm per fault profile.
 pub fn profile(name: &str, seed: u64) -> Result<Faults, String> {
     let both = |p: LinkProfile| Faults {
         to_core: p.clone(),

@@ -64,6 +64,8 @@ impl Kernel {
 
     /// Readiness events for the core's sockets, as epoll would report them now,
     /// in socket order. Edge-triggered sockets report only changes.
+    // Long by design: one pass over every socket computing epoll's mask with its edge- and
+    // level-triggered rules; the cases share the mask and generation bookkeeping.
     pub fn ready_events(&mut self) -> Vec<(SockId, SockEvent)> {
         let mut out = Vec::new();
         let ids: Vec<(SockId, usize)> = self.by_core.iter().map(|(k, v)| (*k, *v)).collect();

@@ -181,6 +181,8 @@ impl Kernel {
         }
     }
 
+    // Long by design: one arm per peer model (sink, source, echo, slow reader, …) acting on
+    // the same socket state.
     fn peer_step(&mut self, i: usize, now: u64) -> bool {
         let Some(p) = self.peers.get(i) else {
             return false;

@@ -164,6 +164,9 @@ impl Kernel {
 
     /// A non-blocking `connect()` at virtual time `now` (ns). The outcome is
     /// reported later by [`Self::advance`] as `SockEvent::Connected`.
+    // Long by design: one branch per outcome Linux gives a non-blocking connect (listener
+    // found, refused, unreachable, timed out, delayed), all setting up the same connection
+    // state.
     pub fn connect(&mut self, id: SockId, addr: SocketAddr, now: u64) -> Result<(), Errno> {
         let h = self.core_handle(id)?;
         let (kind, netns, family) = {

@@ -181,6 +181,9 @@ impl Replay {
         }
     }
 
+    // Long by design: advances one replayed connection through its phases (connect or
+    // accept, both sides' steps, reads at the recorded rate, close) on the same connection
+    // state.
     fn poll_conn(
         &mut self,
         i: usize,

@@ -18,6 +18,8 @@ impl Runner<'_> {
             .map_or(Ipv4Addr::new(10, 0, 2, 15), |c| c.addr)
     }
 
+    // Long by design: one arm per frame kind of the scenario dialect (raw, arp, dhcp,
+    // dhcpv6, ns, rs, ping, udp, TCP); the arms are the grammar.
     pub(super) fn build_frame(&mut self, spec: &str) -> Result<Vec<u8>, String> {
         let mut words: Vec<&str> = spec.split_whitespace().collect();
         let mods = Modifiers::strip(&mut words)?;

@@ -4,6 +4,8 @@
 use super::*;
 
 impl Runner<'_> {
+    // Long by design: one arm per run-time directive of the scenario dialect; the arms are
+    // the reference `docs/simulator.md` documents.
     pub(super) fn directive(&mut self, no: usize, w: &[String]) {
         // Host-side directives belong to a realized run too; guest-side ones
         // (model endpoints, captures) are replayed as the frames they sent.
@@ -300,6 +302,8 @@ impl Runner<'_> {
     }
 
     /// Runs a syscall; returns (what it returned, what the script expects).
+    // Long by design: one arm per scripted syscall (socket, bind, listen, accept, connect,
+    // read, write, shutdown, close, setsockopt).
     fn syscall_inner(&mut self, text: &str) -> Result<(String, Option<String>), String> {
         let (call, want) = match text.split_once(" = ") {
             Some((c, w)) => (c.trim(), Some(w.trim())),

@@ -4,6 +4,9 @@
 use super::*;
 
 /// Runs a scenario.
+// Long by design: the runner: set-up lines, then the event loop over the scenario's lines
+// with its timing rules, then the final checks; they share the runner's state and read in
+// run order.
 pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, String> {
     let mut setup = Setup {
         cfg: SimConfig::new(capture_config()),

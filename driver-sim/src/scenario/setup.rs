@@ -103,6 +103,7 @@ pub(super) fn parse_peer(words: &[String]) -> Result<PeerRule, String> {
     Ok(PeerRule { addr, port, spec })
 }
 
+// Long by design: one arm per set-up directive of the scenario dialect.
 pub(super) fn setup_directive(s: &mut Setup, w: &[String]) -> Result<bool, String> {
     let c = &mut s.cfg;
     match w.first().map(String::as_str) {

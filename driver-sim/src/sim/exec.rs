@@ -3,6 +3,8 @@
 use super::*;
 
 impl Sim {
+    // Long by design: one arm per core action, carried out on the simulated kernel as the
+    // epoll driver would; the arms mirror the action list.
     pub(super) fn exec(&mut self, a: Action, batch: &[u8]) {
         let now_ns = self.now.as_nanos();
         match a {

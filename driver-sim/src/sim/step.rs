@@ -4,6 +4,9 @@
 use super::*;
 
 impl Sim {
+    // Long by design: one step in the fixed order of a turn (frames into the core,
+    // socket events, the core's timers, the turn-end checks, frames to the guest and
+    // its models' replies, draining actions), kept in one place so the order reads.
     pub(super) fn step(&mut self) {
         let now = self.now;
         self.kernel.set_now(now.as_nanos());

@@ -3,6 +3,9 @@
 
 use super::*;
 
+// Long by design: a single walk over the connection's segments whose per-direction state
+// every phase (handshake, data, ACKs, FIN, stalls) updates; split, each part would take and
+// return all of it.
 pub(super) fn analyze(tr: &Trace, stall_ns: u64) -> Result<Analysis, String> {
     let syn = tr
         .segs
@@ -223,6 +226,8 @@ pub(super) fn analyze(tr: &Trace, stall_ns: u64) -> Result<Analysis, String> {
 }
 
 /// Cuts a connection into application steps (see the module's notes).
+// Long by design: a single walk over the segments with the per-side state the step rules
+// (see the module's notes) read and update together.
 pub(super) fn cut_steps(
     tr: &Trace,
     isn: [u32; 2],

@@ -12,6 +12,8 @@ pub(super) fn is_unicast(ip: IpAddr) -> bool {
 
 /// Derives a replay plan from a capture; connections that cannot be
 /// replayed are listed in `skipped`.
+// Long by design: one pass over the capture's packets: TCP connections, UDP and ping
+// exchanges are gathered side by side, then numbered into the plan.
 pub fn derive(cap: &Capture, stall_ns: u64) -> Derived {
     let mut plan = Plan {
         stall_ns,
