@@ -148,6 +148,11 @@ pub fn sim_flows(data: &[u8]) {
 /// `..01` a length prefix of the next 4 bytes (good or bad), no payload;
 /// `..10` the next byte's count of raw bytes; `..11` a read of up to the
 /// next u16 bytes (0: all) of what was written so far.
+///
+/// One function on purpose: the reads, the reassembler's state and the
+/// reference decoder share the input's cursor and the stream written so
+/// far (closures over them), and the fuzzer's findings are easiest to read
+/// against one sequence of steps.
 pub fn qemu_stream(data: &[u8]) {
     use passt_driver_epoll::framing::{RxBuf, StreamRx, MAX_FRAME_LEN, MIN_FRAME};
     let Some((&sel, mut rest)) = data.split_first() else {

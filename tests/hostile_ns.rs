@@ -14,22 +14,19 @@
 //! wait: a busy loop shows as a large share of it.
 
 mod ns_support;
+mod pasta_support;
 mod relay_support;
 mod stream_support;
 
 use ns_support::*;
+use pasta_support::{open_fds, Pasta, Ready};
 use relay_support::TapRelay;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use stream_support::*;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// The guest's network namespace: a container's (pasta), owned by a user
 /// namespace of the test user, or a VM's stand-in (passt), a namespace
@@ -66,37 +63,7 @@ impl Setup {
     /// `prefix` (run as root before the switch to the test user, such as
     /// `prlimit`); returns once the guest has its IPv4 address and route.
     fn pasta(tag: &str, prefix: &[&str], extra: &[&str]) -> Setup {
-        let h = Netns::host(tag);
-        let g = UserNetns::new(&format!("{tag}g"));
-        let dir = Scratch::new(tag);
-        let pidf = dir.join("pasta.pid");
-        let mut args: Vec<String> = prefix.iter().map(|a| a.to_string()).collect();
-        args.extend(as_test_user());
-        args.extend([
-            s(&bin("pasta")),
-            "-f".into(),
-            "-P".into(),
-            s(&pidf),
-            "--config-net".into(),
-        ]);
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.extend([
-            "--userns".into(),
-            s(&g.userns_path()),
-            "--netns".into(),
-            g.name.clone(),
-        ]);
-        let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
-        wait_file(&pidf, 20, &mut p);
-        let pid = std::fs::read_to_string(&pidf)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .expect("pasta's PID file");
-        let ready = eventually(10, || {
-            let a = g.sh("ip -o -4 addr show; ip -4 route show default");
-            (a.contains(HOST_IP4) && a.contains("default via")).then_some(())
-        });
-        assert!(ready.is_some(), "guest not configured: {}", p.output());
+        let Pasta { p, g, h, pid, dir } = Pasta::start_with(tag, prefix, extra, Ready::V4);
         Setup {
             relay: None,
             h,
@@ -117,21 +84,8 @@ impl Setup {
         let dir = Scratch::new(tag);
         let pidf = dir.join("passt.pid");
         let sock = dir.join("passt.socket");
-        let mut args = vec![
-            s(&bin("passt")),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let mut p = Proc::spawn(h.user_cmd(&args), "passt", dir.join("passt.log"));
-        wait_file(&pidf, 20, &mut p);
-        let pid = std::fs::read_to_string(&pidf)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .expect("passt's PID file");
+        let p = h.start_passt(&sock, &pidf, dir.join("passt.log"), extra);
+        let pid = read_pid(&pidf);
         let stream = eventually(10, || UnixStream::connect(&sock).ok()).expect("passt's socket");
         let relay = TapRelay::start(&g, "tap0", stream);
         g.sh(&format!(
@@ -173,9 +127,7 @@ impl Setup {
 
     /// Open descriptors of the translator.
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        open_fds(self.pid)
     }
 }
 
@@ -539,83 +491,7 @@ fn syn_flood(mut t: Setup, port: u16) {
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kib(t.pid);
     // The flood, and the resets it gets back.
-    let rsts = in_ns(&t.g, || {
-        // SAFETY: plain socket creation; the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor owned by no one else.
-        let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-        // Room for every reset while the flood is still going out.
-        let big: libc::c_int = 16 << 20;
-        // SAFETY: `big` lives across the call and its size is passed along.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        let to = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(dst).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        for i in 0..N {
-            let seg = syn_segment(src, dst, 20000 + i, 9);
-            // SAFETY: `seg` and `to` live across the call, lengths passed along.
-            let r = unsafe {
-                libc::sendto(
-                    sock.as_raw_fd(),
-                    seg.as_ptr().cast(),
-                    seg.len(),
-                    0,
-                    (&to as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(r, 20, "sendto: {}", std::io::Error::last_os_error());
-            // Paced within what the tap queue holds (1000 frames), with room
-            // for a loaded machine.
-            if i % 100 == 99 {
-                std::thread::sleep(Duration::from_millis(30));
-            }
-        }
-        // Count the resets from the unreachable host (IP header + TCP).
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 500_000,
-        };
-        // SAFETY: `tv` lives across the call and its size is passed along.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        let mut rsts = 0u32;
-        let mut buf = [0u8; 1500];
-        loop {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                break;
-            }
-            let n = n as usize;
-            let ihl = usize::from(buf[0] & 0xf) * 4;
-            if n >= ihl + 20 && buf[12..16] == dst.octets() && buf[ihl + 13] & 0x04 != 0 {
-                rsts += 1;
-            }
-        }
-        rsts
-    });
+    let rsts = in_ns(&t.g, || flood_syns(src, dst, N));
     let flood_end = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let after = rss_kib(t.pid);
@@ -659,6 +535,69 @@ fn syn_flood(mut t: Setup, port: u16) {
         "{refused} SYNs counted as refused, {rsts} resets: {}",
         t.p.output()
     );
+}
+
+/// `n` SYNs from `src` to `dst` (ports 20000 and up) through a raw socket
+/// of the calling thread's namespace, paced within the tap queue; the
+/// resets that came back.
+fn flood_syns(src: Ipv4Addr, dst: Ipv4Addr, n: u16) -> u32 {
+    // SAFETY: plain socket creation; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor owned by no one else.
+    let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // Room for every reset while the flood is still going out.
+    let big: libc::c_int = 16 << 20;
+    set_sock_opt(&sock, libc::SO_RCVBUFFORCE, &big);
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(dst).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    for i in 0..n {
+        let seg = syn_segment(src, dst, 20000 + i, 9);
+        // SAFETY: `seg` and `to` live across the call, lengths passed along.
+        let r = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                seg.as_ptr().cast(),
+                seg.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 20, "sendto: {}", std::io::Error::last_os_error());
+        // Paced within what the tap queue holds (1000 frames), with room
+        // for a loaded machine.
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    // Count the resets from the unreachable host (IP header + TCP).
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 500_000,
+    };
+    set_sock_opt(&sock, libc::SO_RCVTIMEO, &tv);
+    let mut rsts = 0u32;
+    let mut buf = [0u8; 1500];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        let n = n as usize;
+        let ihl = usize::from(buf[0] & 0xf) * 4;
+        if n >= ihl + 20 && buf[12..16] == dst.octets() && buf[ihl + 13] & 0x04 != 0 {
+            rsts += 1;
+        }
+    }
+    rsts
 }
 
 // --- a UDP flood -------------------------------------------------------------------

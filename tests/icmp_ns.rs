@@ -33,11 +33,6 @@
 mod ns_support;
 
 use ns_support::*;
-use std::path::PathBuf;
-
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
 
 const ROUTER_IN4: &str = "10.78.1.2";
 const FAR4: &str = "10.78.2.2";

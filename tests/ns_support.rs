@@ -1,6 +1,6 @@
 //! Helpers of the namespace tests: network namespaces made for one test and
-//! removed after it, processes killed by the PID we started, the binaries, and
-//! a client of qemu's stream framing.
+//! removed after it, processes killed by the PID we started, the binaries
+//! and the translators started from them.
 //!
 //! Every test gets a "host" namespace whose only uplink is a dummy interface
 //! (or, on kernels without the dummy driver, a veth end named the same)
@@ -16,8 +16,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -65,6 +64,23 @@ pub(crate) fn bin(name: &str) -> PathBuf {
     let _ = Command::new("chmod").arg("755").arg(&tmp).status();
     std::fs::rename(&tmp, &path).expect("wrapper");
     path
+}
+
+/// [`bin`] of pasta and of passt.
+pub(crate) fn pasta() -> PathBuf {
+    bin("pasta")
+}
+
+pub(crate) fn passt() -> PathBuf {
+    bin("passt")
+}
+
+/// The options that turn every port forward off.
+pub(crate) const NO_FORWARDS: [&str; 8] = ["-t", "none", "-u", "none", "-T", "none", "-U", "none"];
+
+/// A path as a command-line argument.
+pub(crate) fn s(p: &Path) -> String {
+    p.display().to_string()
 }
 
 /// The binary itself, built once per test run.
@@ -276,6 +292,21 @@ impl Netns {
         let mut p = Proc::spawn(self.cmd(&v), &what, log);
         wait_file(pidf, 20, &mut p);
         p
+    }
+
+    /// passt as the test user, `passt -f -s SOCK -P PIDF EXTRA...`, started
+    /// with [`Netns::start_ready`]: its socket listens when this returns.
+    pub(crate) fn start_passt(
+        &self,
+        sock: &Path,
+        pidf: &Path,
+        log: PathBuf,
+        extra: &[&str],
+    ) -> Proc {
+        let sock = sock.display().to_string();
+        let mut args = vec!["-f", "-s", &sock];
+        args.extend(extra);
+        self.start_ready(as_test_user(), &bin("passt"), pidf, log, &args)
     }
 
     /// Runs a command in the namespace as the test user, bounded in time.
@@ -548,6 +579,14 @@ pub(crate) fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
     }
 }
 
+/// The PID a translator wrote to its PID file.
+pub(crate) fn read_pid(pidf: &Path) -> u32 {
+    std::fs::read_to_string(pidf)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {}", pidf.display()))
+}
+
 /// Polls `f` until it returns `Some`, at most `secs` seconds.
 pub(crate) fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + Duration::from_secs(secs);
@@ -580,6 +619,15 @@ impl Scratch {
     pub(crate) fn join(&self, p: &str) -> PathBuf {
         self.0.join(p)
     }
+
+    /// Writes the script `name` with `text` here, once; its path.
+    pub(crate) fn script(&self, name: &str, text: &str) -> String {
+        let p = self.join(name);
+        if !p.exists() {
+            std::fs::write(&p, text).expect("script");
+        }
+        s(&p)
+    }
 }
 
 impl Drop for Scratch {
@@ -606,6 +654,44 @@ pub(crate) fn udhcpc_script(dir: &Scratch) -> (PathBuf, PathBuf) {
     (script, out)
 }
 
+/// A udhcpc script that applies the lease (the address, the default route
+/// and, with `mtu`, the MTU) and records its variables in `lease.env`,
+/// removed first; the script's path and the record's.
+pub(crate) fn udhcpc_apply_script(dir: &Scratch, mtu: bool) -> (PathBuf, PathBuf) {
+    let script = dir.join("udhcpc-apply.sh");
+    let lease = dir.join("lease.env");
+    let _ = std::fs::remove_file(&lease);
+    let set_mtu = if mtu {
+        "  [ -n \"$mtu\" ] && ip link set \"$interface\" mtu \"$mtu\"\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in bound|renew)\n  env > {l}\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n{set_mtu}  ip route add default via \"$router\" dev \"$interface\" ;;\nesac\nexit 0\n",
+            l = lease.display()
+        ),
+    )
+    .expect("script");
+    let _ = Command::new("chmod").arg("755").arg(&script).status();
+    (script, lease)
+}
+
+/// busybox udhcpc, once, on `ifname` in `ns` (five tries a second apart),
+/// asking for the options `opts` and running `script` on the lease.
+pub(crate) fn run_udhcpc(ns: &Netns, ifname: &str, opts: &[&str], script: &Path) -> Output {
+    let script = script.display().to_string();
+    let mut args = vec![
+        "busybox", "udhcpc", "-i", ifname, "-f", "-q", "-n", "-t", "5", "-T", "1",
+    ];
+    for o in opts {
+        args.extend(["-O", o]);
+    }
+    args.extend(["-s", &script]);
+    ns.run(&args, 30)
+}
+
 /// Parses `KEY=VALUE` lines.
 pub(crate) fn env_value(env: &str, key: &str) -> Option<String> {
     env.lines()
@@ -629,114 +715,4 @@ pub(crate) fn jq(json: &str, filter: &str) -> String {
     let out = c.wait_with_output().expect("jq");
     assert!(out.status.success(), "jq {filter} on {json}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-// --- qemu stream framing -----------------------------------------------------
-
-/// A client of passt's socket speaking qemu's framing directly.
-pub(crate) struct StreamClient {
-    pub(crate) s: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl StreamClient {
-    pub(crate) fn connect(path: &Path) -> StreamClient {
-        let s = eventually(10, || UnixStream::connect(path).ok())
-            .unwrap_or_else(|| panic!("connect {}", path.display()));
-        StreamClient::from_stream(s)
-    }
-
-    /// A client over a connected socket (one end of a pair given to passt
-    /// with `--fd`).
-    pub(crate) fn from_stream(s: UnixStream) -> StreamClient {
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        StreamClient { s, buf: Vec::new() }
-    }
-
-    /// The bytes of `frames` in the stream encoding.
-    pub(crate) fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for f in frames {
-            v.extend_from_slice(&(f.len() as u32).to_be_bytes());
-            v.extend_from_slice(f);
-        }
-        v
-    }
-
-    pub(crate) fn send_raw(&mut self, b: &[u8]) {
-        self.s.write_all(b).expect("write to passt");
-    }
-
-    /// Reads frames until `want` of them matched `pred` or `secs` passed.
-    /// Returns every frame read.
-    pub(crate) fn collect(
-        &mut self,
-        secs: u64,
-        want: usize,
-        pred: impl Fn(&[u8]) -> bool,
-    ) -> Vec<Vec<u8>> {
-        let end = Instant::now() + Duration::from_secs(secs);
-        let mut frames = Vec::new();
-        let mut tmp = [0u8; 65536];
-        while Instant::now() < end && frames.iter().filter(|f: &&Vec<u8>| pred(f)).count() < want {
-            match self.s.read(&mut tmp) {
-                Ok(0) => break,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(_) => {}
-            }
-            while self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
-                    as usize;
-                if self.buf.len() < 4 + len {
-                    break;
-                }
-                frames.push(self.buf[4..4 + len].to_vec());
-                self.buf.drain(..4 + len);
-            }
-        }
-        frames
-    }
-
-    /// Whether passt closed the connection (bounded wait).
-    pub(crate) fn closed_by_peer(&mut self, secs: u64) -> bool {
-        let end = Instant::now() + Duration::from_secs(secs);
-        let mut tmp = [0u8; 65536];
-        while Instant::now() < end {
-            match self.s.read(&mut tmp) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => {}
-            }
-        }
-        false
-    }
-}
-
-pub(crate) const GUEST_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
-
-/// An ARP request from the guest (10.77.0.2) for `target`, padded with zeros
-/// to `pad_to` bytes as qemu does for short frames.
-pub(crate) fn arp_request(target: [u8; 4], pad_to: usize) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&[10, 77, 0, 2]);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target);
-    if f.len() < pad_to {
-        f.resize(pad_to, 0);
-    }
-    f
-}
-
-/// Whether `f` is an ARP reply telling the guest where `ip` is.
-pub(crate) fn is_arp_reply_for(f: &[u8], ip: [u8; 4]) -> bool {
-    f.len() >= 42
-        && f[12..14] == [0x08, 0x06]
-        && f[20..22] == [0, 2]
-        && f[28..32] == ip
-        && f[0..6] == GUEST_MAC
 }

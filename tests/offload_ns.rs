@@ -15,9 +15,11 @@
 //! sockets are made by threads that enter either namespace.
 
 mod ns_support;
+mod pasta_support;
 mod stream_support;
 
 use ns_support::*;
+use pasta_support::Pasta;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -28,105 +30,54 @@ const TOTAL: u64 = 256 << 20;
 /// Bound of one transfer.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// A host namespace, a guest namespace, and pasta connecting them.
-struct Setup {
-    h: Netns,
-    g: UserNetns,
-    p: Proc,
-    _dir: Scratch,
+/// The namespace's interface (the one that is not `lo`).
+fn ifname(t: &Pasta) -> String {
+    let links = t.g.sh("ip -o link show");
+    links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .find(|n| n != "lo")
+        .unwrap_or_else(|| panic!("no interface in the namespace: {links}"))
 }
 
-impl Setup {
-    fn pasta(tag: &str, extra: &[&str]) -> Setup {
-        let h = Netns::host(tag);
-        let g = UserNetns::new(&format!("{tag}g"));
-        let dir = Scratch::new(tag);
-        let pidf = dir.join("pasta.pid");
-        let mut args: Vec<String> = vec![
-            bin("pasta").display().to_string(),
-            "-f".into(),
-            "-P".into(),
-            pidf.display().to_string(),
-            "--config-net".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.extend([
-            "--userns".into(),
-            g.userns_path().display().to_string(),
-            "--netns".into(),
-            g.name.clone(),
-        ]);
-        let mut p = Proc::spawn(h.user_cmd(&args), "pasta", dir.join("pasta.log"));
-        wait_file(&pidf, 20, &mut p);
-        let ready = eventually(10, || {
-            let a = g.sh("ip -o addr show; ip -4 route show default; ip -6 route show default");
-            (a.contains(HOST_IP4)
-                && a.contains(HOST_IP6)
-                && !a.contains("tentative")
-                && a.contains("default via"))
-            .then_some(())
-        });
-        assert!(ready.is_some(), "guest not configured: {}", p.output());
-        Setup { h, g, p, _dir: dir }
-    }
+/// `ethtool -k` of the namespace's interface: feature name → on.
+fn features(t: &Pasta) -> Vec<(String, bool)> {
+    let out = t.g.sh(&format!("ethtool -k {}", ifname(t)));
+    out.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().starts_with("on")))
+        })
+        .collect()
+}
 
-    /// The namespace's interface (the one that is not `lo`).
-    fn ifname(&self) -> String {
-        let links = self.g.sh("ip -o link show");
-        links
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .find(|n| n != "lo")
-            .unwrap_or_else(|| panic!("no interface in the namespace: {links}"))
-    }
+fn feature(t: &Pasta, name: &str) -> bool {
+    let f = features(t);
+    f.iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in ethtool -k: {f:?}"))
+        .1
+}
 
-    /// `ethtool -k` of the namespace's interface: feature name → on.
-    fn features(&self) -> Vec<(String, bool)> {
-        let out = self.g.sh(&format!("ethtool -k {}", self.ifname()));
-        out.lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                Some((k.trim().to_string(), v.trim().starts_with("on")))
-            })
-            .collect()
-    }
-
-    fn feature(&self, name: &str) -> bool {
-        let f = self.features();
-        f.iter()
-            .find(|(k, _)| k == name)
-            .unwrap_or_else(|| panic!("no {name} in ethtool -k: {f:?}"))
-            .1
-    }
-
-    /// Packets received and sent by the namespace's interface (one per
-    /// frame the tap carried, whatever its size).
-    fn packets(&self) -> (u64, u64) {
-        let name = self.ifname();
-        let dev = self.g.sh("cat /proc/net/dev");
-        let line = dev
-            .lines()
-            .find(|l| l.trim_start().starts_with(&format!("{name}:")))
-            .unwrap_or_else(|| panic!("{name} not in /proc/net/dev: {dev}"));
-        let v: Vec<u64> = line
-            .split_once(':')
-            .map(|(_, r)| {
-                r.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        (v[1], v[9])
-    }
-
-    fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        in_ns(&self.h, f)
-    }
-
-    fn in_guest<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        in_ns(&self.g, f)
-    }
+/// Packets received and sent by the namespace's interface (one per
+/// frame the tap carried, whatever its size).
+fn packets(t: &Pasta) -> (u64, u64) {
+    let name = ifname(t);
+    let dev = t.g.sh("cat /proc/net/dev");
+    let line = dev
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("{name} not in /proc/net/dev: {dev}"));
+    let v: Vec<u64> = line
+        .split_once(':')
+        .map(|(_, r)| {
+            r.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (v[1], v[9])
 }
 
 /// Sends `TOTAL` bytes of the pattern over `tx`, reads them from `rx`;
@@ -170,10 +121,10 @@ fn transfer(tx: TcpStream, rx: TcpStream) -> (String, String) {
 /// host and host → namespace, IPv4 and IPv6. Returns the digests of what
 /// arrived, in that order, and the interface's packet counts (received,
 /// sent) over the host → namespace and namespace → host transfers.
-fn run(tag: &str, extra: &[&str]) -> (Setup, Vec<String>, (u64, u64)) {
+fn run(tag: &str, extra: &[&str]) -> (Pasta, Vec<String>, (u64, u64)) {
     let mut args = vec!["-m", "1500", "-t", "7001,7002"];
     args.extend_from_slice(extra);
-    let mut t = Setup::pasta(tag, &args);
+    let mut t = Pasta::start(tag, &args);
     let host4: Ipv4Addr = HOST_IP4.parse().unwrap();
     let host6: Ipv6Addr = HOST_IP6.parse().unwrap();
     let gw4: Ipv4Addr = GW_IP4.parse().unwrap();
@@ -195,14 +146,14 @@ fn run(tag: &str, extra: &[&str]) -> (Setup, Vec<String>, (u64, u64)) {
     ] {
         // Namespace → host, through the gateway to the host's loopback.
         let lo = if gw.is_ipv6() { lo6(7000) } else { lo4(7000) };
-        let l = t.in_host(|| TcpListener::bind(lo).expect("host listener"));
-        let c = t.in_guest(|| {
+        let l = in_ns(&t.h, || TcpListener::bind(lo).expect("host listener"));
+        let c = in_ns(&t.g, || {
             TcpStream::connect_timeout(&gw, Duration::from_secs(10)).expect("connect to the host")
         });
         let a = accept_timeout(&l, 10);
-        let (_, before) = t.packets();
+        let (_, before) = packets(&t);
         let (sent, got) = transfer(c, a);
-        tx_pkts += t.packets().1 - before;
+        tx_pkts += packets(&t).1 - before;
         assert_eq!(sent, got, "{tag}: namespace → host {gw}: SHA-256 differs");
         digests.push(got);
         // Host → namespace, a forwarded port at the host's own address (from
@@ -212,15 +163,15 @@ fn run(tag: &str, extra: &[&str]) -> (Setup, Vec<String>, (u64, u64)) {
         } else {
             any4(port)
         };
-        let l = t.in_guest(|| TcpListener::bind(any).expect("guest listener"));
-        let c = t.in_host(|| {
+        let l = in_ns(&t.g, || TcpListener::bind(any).expect("guest listener"));
+        let c = in_ns(&t.h, || {
             TcpStream::connect_timeout(&host, Duration::from_secs(10))
                 .expect("connect to the guest")
         });
         let a = accept_timeout(&l, 10);
-        let (before, _) = t.packets();
+        let (before, _) = packets(&t);
         let (sent, got) = transfer(c, a);
-        rx_pkts += t.packets().0 - before;
+        rx_pkts += packets(&t).0 - before;
         assert_eq!(sent, got, "{tag}: host → namespace {host}: SHA-256 differs");
         digests.push(got);
     }
@@ -242,7 +193,11 @@ fn offload_on_and_off_carry_the_same_bytes() {
         "tx-tcp-segmentation",
         "tx-tcp6-segmentation",
     ] {
-        assert!(t.feature(f), "{f} off with offloads on: {:?}", t.features());
+        assert!(
+            feature(&t, f),
+            "{f} off with offloads on: {:?}",
+            features(&t)
+        );
     }
     // Each way, far fewer frames than MTU-sized ones would take: the tap
     // carried segments of up to 64 KiB (a tenth is generous: 44 MSS per
@@ -260,8 +215,12 @@ fn offload_on_and_off_carry_the_same_bytes() {
 
     // Offloads off: a plain tap, MTU-sized frames, the same bytes.
     let (t, off, (rx, tx)) = run("offn", &["--no-tap-offload"]);
-    assert!(!t.feature("tcp-segmentation-offload"), "{:?}", t.features());
-    assert!(!t.feature("tx-checksumming"), "{:?}", t.features());
+    assert!(
+        !feature(&t, "tcp-segmentation-offload"),
+        "{:?}",
+        features(&t)
+    );
+    assert!(!feature(&t, "tx-checksumming"), "{:?}", features(&t));
     assert!(
         rx >= MTU_FRAMES,
         "host → namespace: {rx} frames, fewer than MTUs"

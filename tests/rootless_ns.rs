@@ -17,28 +17,23 @@
 //! `-u` forward sent the moment pasta returns all arrive — 20 fresh starts
 //! each.
 
+#[path = "rootless_ns/first_packets.rs"]
+mod first_packets;
 mod ns_support;
+mod relay_support;
+#[path = "rootless_ns/startup.rs"]
+mod startup;
 
 use ns_support::*;
-use std::path::{Path, PathBuf};
+use relay_support::qemu_hub;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
-
-fn passt() -> PathBuf {
-    bin("passt")
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// The host's echo service (TCP and UDP), reached from the guest through
 /// the gateway addresses.
 const ECHO_PORT: u16 = 7100;
+
 /// Forwarded with `-t` from the host to the guest.
 const FWD_PORT: u16 = 7101;
 
@@ -198,11 +193,7 @@ fn script(dir: &Scratch, name: &str) -> String {
         "udp_send.py" => UDP_SEND,
         _ => panic!("no script {name}"),
     };
-    let p = dir.join(name);
-    if !p.exists() {
-        std::fs::write(&p, text).expect("script");
-    }
-    s(&p)
+    dir.script(name, text)
 }
 
 /// Allows ping sockets for every group in the host namespace: pasta, as the
@@ -476,18 +467,7 @@ fn check_config_net(g: &Netns, what: &str) {
 /// A guest configured by its own clients: busybox udhcpc applies its lease,
 /// the kernel's SLAAC an address from pasta's router advertisement.
 fn check_dhcp_slaac(g: &Netns, ifname: &str, dir: &Scratch, what: &str, log: &dyn Fn() -> String) {
-    let script = dir.join("udhcpc-apply.sh");
-    let lease = dir.join("lease.env");
-    let _ = std::fs::remove_file(&lease);
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in bound|renew)\n  env > {l}\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  ip route add default via \"$router\" dev \"$interface\" ;;\nesac\nexit 0\n",
-            l = lease.display()
-        ),
-    )
-    .expect("script");
-    let _ = Command::new("chmod").arg("755").arg(&script).status();
+    let (script, lease) = udhcpc_apply_script(dir, false);
     let mac = jq(
         &g.sh(&format!("ip -j link show dev {ifname}")),
         ".[0].address",
@@ -508,24 +488,7 @@ fn check_dhcp_slaac(g: &Netns, ifname: &str, dir: &Scratch, what: &str, log: &dy
          sysctl -qw net.ipv6.conf.{ifname}.addr_gen_mode=0
          ip link set {ifname} up"
     ));
-    let out = g.run(
-        &[
-            "busybox",
-            "udhcpc",
-            "-i",
-            ifname,
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            &s(&script),
-        ],
-        30,
-    );
+    let out = run_udhcpc(g, ifname, &[], &script);
     let env = std::fs::read_to_string(&lease).unwrap_or_else(|_| {
         panic!(
             "{what}: no DHCP lease: {}{}\n{}",
@@ -639,376 +602,9 @@ fn passt_as_the_test_user() {
         test_user().0,
         "passt runs as the test user"
     );
-    let mut q = Proc::spawn(
-        g.cmd(&[
-            "qemu-system-x86_64".into(),
-            "-M".into(),
-            "none".into(),
-            "-nodefaults".into(),
-            "-display".into(),
-            "none".into(),
-            "-netdev".into(),
-            format!(
-                "stream,id=s,server=off,addr.type=unix,addr.path={}",
-                sock.display()
-            ),
-            "-netdev".into(),
-            "tap,id=t,ifname=qtap0,script=no,downscript=no".into(),
-            "-netdev".into(),
-            "hubport,id=h1,hubid=0,netdev=s".into(),
-            "-netdev".into(),
-            "hubport,id=h2,hubid=0,netdev=t".into(),
-        ]),
-        "qemu",
-        dir.join("qemu.log"),
-    );
-    eventually(20, || {
-        q.assert_running();
-        g.sh("ip -o link show").contains("qtap0:").then_some(())
-    })
-    .expect("qemu created its tap");
+    let mut q = qemu_hub(&g, &sock, "qtap0", dir.join("qemu.log"));
     let log = || p.output();
     check_dhcp_slaac(&g, "qtap0", &dir, "passt", &log);
     check_traffic(&h, &g, &dir, "passt", &log);
     q.assert_running();
-}
-
-/// The README's quick start as a normal user, and `pasta -- true`.
-#[test]
-fn readme_quick_start_as_a_normal_user() {
-    let h = Netns::host("rlreadme");
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "ip".into(),
-            "address".into(),
-            "show".into(),
-        ],
-        30,
-    );
-    let text = ok_text(&out);
-    assert!(text.contains(&format!("inet {HOST_IP4}/24")), "{text}");
-    assert!(text.contains(&format!("inet6 {HOST_IP6}/64")), "{text}");
-    for args in [&["--", "true"][..], &["--config-net", "--", "true"][..]] {
-        let mut v = vec![s(&pasta())];
-        v.extend(args.iter().map(|a| a.to_string()));
-        let out = h.user_run(&v, 30);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "pasta {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-/// Exit status 1 and a message naming the step and the object (no bare
-/// error number).
-fn fails_naming(out: &std::process::Output, code: i32, wants: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{err}");
-    for w in wants {
-        assert!(err.contains(w), "{w:?} in {err:?}");
-    }
-    assert!(!err.contains("os error"), "bare error number: {err}");
-}
-
-/// Without a tun device (an empty /dev/net in a mount namespace of its
-/// own), pasta says which device it could not open.
-#[test]
-fn missing_tun_device_is_named() {
-    let h = Netns::host("rltun");
-    let mut v = vec![
-        "unshare".to_string(),
-        "--mount".into(),
-        "--propagation".into(),
-        "private".into(),
-        "--".into(),
-        "sh".into(),
-        "-c".into(),
-        "mount -t tmpfs none /dev/net && exec \"$@\"".into(),
-        "sh".into(),
-    ];
-    v.extend(as_test_user());
-    v.extend([
-        s(&pasta()),
-        "--config-net".into(),
-        "--".into(),
-        "true".into(),
-    ]);
-    let out = h.run(&v, 30);
-    fails_naming(&out, 1, &["/dev/net/tun", "No such file or directory"]);
-}
-
-/// Start-up failures as an unprivileged user: each names what pasta was
-/// doing and on what.
-#[test]
-fn start_up_failures_name_step_and_object() {
-    let h = Netns::host("rlfail");
-    let dir = Scratch::new("rlfail");
-    let run = |args: &[String]| {
-        let mut v = vec![s(&pasta())];
-        v.extend(args.iter().cloned());
-        h.user_run(&v, 30)
-    };
-    // A network namespace of root's: not the test user's to join (its
-    // process's namespace files are not even the user's to open).
-    let theirs = Netns::new("rlfailg");
-    let holder = Proc::spawn(
-        theirs.cmd(&["sleep", "60"]),
-        "holder",
-        dir.join("holder.log"),
-    );
-    let pid = holder.pid().to_string();
-    let out = run(&["--config-net".into(), pid.clone()]);
-    fails_naming(
-        &out,
-        1,
-        &[
-            &format!("network namespace of PID {pid}"),
-            "Permission denied",
-        ],
-    );
-    let out = run(&["--config-net".into(), "--netns".into(), s(&theirs.path())]);
-    fails_naming(
-        &out,
-        1,
-        &[
-            &format!("joining the network namespace {}", theirs.path().display()),
-            "--userns",
-        ],
-    );
-    let out = run(&[
-        "--config-net".into(),
-        "--netns".into(),
-        "/nonexistent/ns".into(),
-    ]);
-    fails_naming(
-        &out,
-        1,
-        &[
-            "opening the network namespace /nonexistent/ns",
-            "No such file",
-        ],
-    );
-    let out = run(&["--config-net".into(), (i32::MAX - 1).to_string()]);
-    fails_naming(
-        &out,
-        1,
-        &[&format!("PID {}", i32::MAX - 1), "no such process"],
-    );
-    let out = run(&[
-        "-P".into(),
-        "/nonexistent/pid".into(),
-        "--".into(),
-        "true".into(),
-    ]);
-    fails_naming(&out, 1, &["creating the PID file /nonexistent/pid"]);
-    let out = run(&[
-        "-p".into(),
-        "/nonexistent/x.pcap".into(),
-        "--".into(),
-        "true".into(),
-    ]);
-    fails_naming(&out, 1, &["creating the capture file /nonexistent/x.pcap"]);
-    // The command itself: its status, as a shell's.
-    let out = run(&["--".into(), "/nonexistent/cmd".into()]);
-    fails_naming(&out, 127, &["running /nonexistent/cmd", "No such file"]);
-}
-
-// --- IPv6 readiness -------------------------------------------------------------
-
-/// Fresh starts in each readiness test.
-const STARTS: usize = 20;
-
-/// Timestamp of each frame of a capture.
-fn frames_with_time(path: &Path) -> Vec<(Duration, Vec<u8>)> {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut r = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        let p = p.expect("pcap record");
-        out.push((p.timestamp, p.data.into_owned()));
-    }
-    out
-}
-
-/// An IPv6 frame's next header and payload (no extension headers).
-fn ip6_payload(f: &[u8]) -> Option<(u8, &[u8])> {
-    (f.get(12..14)? == [0x86, 0xdd]).then_some(())?;
-    Some((*f.get(20)?, f.get(54..)?))
-}
-
-/// The first IPv6 connection of a fresh namespace: in pasta's capture, the
-/// SYN leaves within 100 ms of the namespace's first neighbour solicitation
-/// (the one for the gateway), 20 starts in a row. A namespace that ignores
-/// pasta's first advertisement solicits again a second later.
-#[test]
-fn ipv6_first_connection_syn_follows_first_solicitation() {
-    let h = Netns::host("rlsyn");
-    let dir = Scratch::new("rlsyn");
-    let ready = dir.join("echo.ready");
-    let mut srv = Proc::spawn(
-        h.cmd(&[
-            "python3",
-            &script(&dir, "echo_srv.py"),
-            "7200",
-            "60",
-            &s(&ready),
-        ]),
-        "echo server",
-        dir.join("echo_srv.log"),
-    );
-    wait_file(&ready, 20, &mut srv);
-    let connect = script(&dir, "connect.py");
-    let mut gaps = Vec::new();
-    for i in 0..STARTS {
-        let pcap = dir.join(&format!("start{i}.pcap"));
-        let out = h.user_run(
-            &[
-                s(&pasta()),
-                "--config-net".into(),
-                "-p".into(),
-                s(&pcap),
-                "-t".into(),
-                "none".into(),
-                "-u".into(),
-                "none".into(),
-                "-T".into(),
-                "none".into(),
-                "-U".into(),
-                "none".into(),
-                "--".into(),
-                "python3".into(),
-                "-S".into(),
-                connect.clone(),
-                GW_IP6.into(),
-                "7200".into(),
-            ],
-            30,
-        );
-        let text = ok_text(&out);
-        assert!(text.contains("connected"), "start {i}: {text}");
-        let frames = frames_with_time(&pcap);
-        let ns = frames.iter().find(|(_, f)| {
-            ip6_payload(f).is_some_and(|(nh, p)| nh == 58 && p.first() == Some(&135))
-        });
-        let syn = frames.iter().find(|(_, f)| {
-            ip6_payload(f).is_some_and(|(nh, p)| {
-                nh == 6 && p.get(2..4) == Some(&7200u16.to_be_bytes()) && p.get(13) == Some(&0x02)
-            })
-        });
-        let (Some((t_ns, _)), Some((t_syn, _))) = (ns, syn) else {
-            panic!(
-                "start {i}: no neighbour solicitation or no SYN in {}",
-                pcap.display()
-            );
-        };
-        gaps.push(t_syn.saturating_sub(*t_ns));
-    }
-    let slow: Vec<_> = gaps
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| **g > Duration::from_millis(100))
-        .collect();
-    assert!(
-        slow.is_empty(),
-        "SYN later than 100 ms after the first solicitation: {slow:?} (all: {gaps:?})"
-    );
-    eprintln!("SYN after the first neighbour solicitation: {gaps:?}");
-}
-
-/// 1000 IPv6 datagrams sent from the host to a `-u` forward the moment a
-/// background pasta returns (as Podman starts it) all reach the guest,
-/// 20 starts in a row.
-#[test]
-fn ipv6_udp_forward_complete_when_pasta_returns() {
-    const COUNT: usize = 1000;
-    let h = Netns::host("rludp");
-    let dir = Scratch::new("rludp");
-    let recv = script(&dir, "udp_recv.py");
-    let send = script(&dir, "udp_send.py");
-    for i in 0..STARTS {
-        let g = UserNetns::new("rludpg");
-        let ready = dir.join(&format!("recv{i}.ready"));
-        let mut r = Proc::spawn(
-            g.cmd(&[
-                "python3",
-                "-S",
-                &recv,
-                "7300",
-                &COUNT.to_string(),
-                &s(&ready),
-            ]),
-            "receiver",
-            dir.join(&format!("recv{i}.log")),
-        );
-        wait_file(&ready, 20, &mut r);
-        let pidf = dir.join(&format!("pasta{i}.pid"));
-        // The sender starts first and fires as soon as the PID file, which
-        // the returning parent writes, has content.
-        let mut sender = Proc::spawn(
-            h.cmd(&[
-                "python3",
-                &send,
-                "::1",
-                "7300",
-                &COUNT.to_string(),
-                &s(&pidf),
-            ]),
-            "sender",
-            dir.join(&format!("send{i}.log")),
-        );
-        let mut v = g.inside();
-        v.extend([
-            s(&pasta()),
-            "--config-net".into(),
-            "--quiet".into(),
-            "-l".into(),
-            s(&dir.join(&format!("pasta{i}.log"))),
-            "-P".into(),
-            s(&pidf),
-            "-t".into(),
-            "none".into(),
-            "-u".into(),
-            "7300".into(),
-            "-T".into(),
-            "none".into(),
-            "-U".into(),
-            "none".into(),
-            "--netns".into(),
-            s(&g.path()),
-        ]);
-        let out = h.run(&v, 30);
-        ok_text(&out);
-        let daemon = Pasta {
-            proc: None,
-            daemon: std::fs::read_to_string(&pidf)
-                .ok()
-                .and_then(|t| t.trim().parse().ok()),
-            attached: None,
-            user: None,
-        };
-        assert!(
-            sender.wait_exit(30).success(),
-            "sender: {}",
-            sender.output()
-        );
-        r.wait_exit(30);
-        let got: usize = r.output().trim().parse().unwrap_or(0);
-        if got != COUNT {
-            panic!(
-                "start {i}: {got} of {COUNT} datagrams arrived; receiver: {}; sender: {}; \
-                 guest: {}; host: {}; pasta: {}",
-                r.output(),
-                sender.output(),
-                g.sh("grep -E 'Ip6InAddrErrors|Udp6InErrors|Ip6InNoRoutes|Ip6InReceives' /proc/net/snmp6"),
-                h.sh("grep -E 'Udp6InDatagrams|Udp6RcvbufErrors' /proc/net/snmp6"),
-                std::fs::read_to_string(dir.join(&format!("pasta{i}.log"))).unwrap_or_default()
-            );
-        }
-        drop(daemon);
-    }
 }

@@ -13,83 +13,15 @@
 //! connections through the tap come from.
 
 mod ns_support;
+mod pasta_support;
 mod stream_support;
 
 use ns_support::*;
+use pasta_support::Pasta;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use stream_support::*;
-
-fn s(p: &std::path::Path) -> String {
-    p.display().to_string()
-}
-
-struct Setup {
-    h: Netns,
-    g: UserNetns,
-    p: Proc,
-    dir: Scratch,
-}
-
-impl Setup {
-    fn pasta(tag: &str, extra: &[&str]) -> Setup {
-        let h = Netns::host(tag);
-        let g = UserNetns::new(&format!("{tag}g"));
-        let dir = Scratch::new(tag);
-        let pidf = dir.join("pasta.pid");
-        let mut args: Vec<String> = vec![
-            s(&bin("pasta")),
-            "-f".into(),
-            "-P".into(),
-            s(&pidf),
-            "--config-net".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.push("--userns".into());
-        args.push(s(&g.userns_path()));
-        args.push("--netns".into());
-        args.push(g.name.clone());
-        let mut p = Proc::spawn(h.user_cmd(&args), "pasta", dir.join("pasta.log"));
-        wait_file(&pidf, 20, &mut p);
-        if extra.contains(&"--splice-only") {
-            // No interface to wait for.
-            return Setup { h, g, p, dir };
-        }
-        let ready = eventually(10, || {
-            let a = g.sh("ip -o addr show; ip -6 route show default");
-            (a.contains(HOST_IP4) && a.contains(HOST_IP6) && !a.contains("tentative")).then_some(())
-        });
-        assert!(ready.is_some(), "guest not configured: {}", p.output());
-        Setup { h, g, p, dir }
-    }
-
-    fn listen_host(&self, addr: SocketAddr) -> TcpListener {
-        in_ns(&self.h, || TcpListener::bind(addr).expect("host listener"))
-    }
-
-    fn listen_guest(&self, addr: SocketAddr) -> TcpListener {
-        in_ns(&self.g, || TcpListener::bind(addr).expect("guest listener"))
-    }
-
-    fn connect_guest(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        in_ns(&self.g, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        })
-    }
-
-    fn connect_host(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        in_ns(&self.h, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        })
-    }
-
-    /// pasta's CPU time so far (user + system), from `/proc/PID/stat`.
-    fn cpu(&self) -> Duration {
-        let pid = std::fs::read_to_string(self.dir.join("pasta.pid")).unwrap();
-        cpu_time(pid.trim().parse().expect("pasta's PID"))
-    }
-}
 
 // --- the byte pattern ----------------------------------------------------------
 
@@ -122,7 +54,7 @@ const BULK: u64 = 256 << 20;
 /// behind.
 #[test]
 fn host_loopback_to_namespace() {
-    let t = Setup::pasta("spt", &["-t", "7100"]);
+    let t = Pasta::start("spt", &["-t", "7100"]);
     let l = t.listen_guest(any6(7100));
     for (addr, own) in [
         (
@@ -165,7 +97,7 @@ fn host_loopback_to_namespace() {
 /// `--host-lo-to-ns-lo` it is reached, and sees a loopback peer.
 #[test]
 fn namespace_loopback_only_with_host_lo_to_ns_lo() {
-    let t = Setup::pasta("splo", &["-t", "7200"]);
+    let t = Pasta::start("splo", &["-t", "7200"]);
     let _l = t.listen_guest(lo4(7200));
     let r = t.connect_host(lo4(7200)).and_then(|mut c| {
         c.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -180,7 +112,7 @@ fn namespace_loopback_only_with_host_lo_to_ns_lo() {
     );
     drop(t);
 
-    let t = Setup::pasta("splo2", &["-t", "7200", "--host-lo-to-ns-lo"]);
+    let t = Pasta::start("splo2", &["-t", "7200", "--host-lo-to-ns-lo"]);
     let l = t.listen_guest(lo4(7200));
     let mut c = t.connect_host(lo4(7200)).expect("connect");
     let mut a = accept_timeout(&l, 10);
@@ -196,7 +128,7 @@ fn namespace_loopback_only_with_host_lo_to_ns_lo() {
 /// on is reset.
 #[test]
 fn namespace_loopback_to_host() {
-    let t = Setup::pasta("spT", &["-t", "none", "-T", "7300,7301:7302"]);
+    let t = Pasta::start("spT", &["-t", "none", "-T", "7300,7301:7302"]);
     let l4 = t.listen_host(lo4(7300));
     let l6 = t.listen_host(lo6(7300));
     for (addr, l) in [(lo4(7300), &l4), (lo6(7300), &l6)] {
@@ -240,7 +172,7 @@ fn namespace_loopback_to_host() {
 /// way, over spliced connections.
 #[test]
 fn half_close_and_reset_each_way() {
-    let t = Setup::pasta("sphc", &["-t", "7400"]);
+    let t = Pasta::start("sphc", &["-t", "7400"]);
     let l = t.listen_guest(any6(7400));
     const N: u64 = 32 << 20;
     // The client closes its side first; the server keeps sending, and its
@@ -297,7 +229,7 @@ fn half_close_and_reset_each_way() {
 /// byte arrives once the reader goes on. Both directions.
 #[test]
 fn slow_reader_costs_no_cpu() {
-    let t = Setup::pasta("spslow", &["-t", "7500"]);
+    let t = Pasta::start("spslow", &["-t", "7500"]);
     let l = t.listen_guest(any6(7500));
     const N: u64 = 96 << 20;
     for server_reads in [true, false] {
@@ -332,7 +264,7 @@ fn slow_reader_costs_no_cpu() {
 /// away with it. Ports pasta itself listens on for `-t` are not taken.
 #[test]
 fn auto_outbound_follows_host_listeners() {
-    let t = Setup::pasta("spTa", &["-t", "7700"]);
+    let t = Pasta::start("spTa", &["-t", "7700"]);
     let probe = |port: u16| {
         t.connect_guest(lo4(port)).and_then(|mut c| {
             c.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -475,7 +407,7 @@ fn udp_exchange(client: &std::net::UdpSocket, what: &str) {
 fn udp_namespace_loopback_to_host() {
     use std::net::UdpSocket;
     use std::sync::{atomic::AtomicBool, Arc};
-    let t = Setup::pasta("spU", &["-t", "none", "-u", "none", "-U", "7500"]);
+    let t = Pasta::start("spU", &["-t", "none", "-u", "none", "-U", "7500"]);
     for (lo, any) in [
         (lo4 as fn(u16) -> SocketAddr, any4 as fn(u16) -> SocketAddr),
         (lo6, any6),
@@ -515,7 +447,7 @@ fn udp_namespace_loopback_to_host() {
 fn udp_host_loopback_to_namespace() {
     use std::net::UdpSocket;
     use std::sync::{atomic::AtomicBool, Arc};
-    let t = Setup::pasta("spu", &["-t", "none", "-u", "7600", "-U", "none"]);
+    let t = Pasta::start("spu", &["-t", "none", "-u", "7600", "-U", "none"]);
     let own4 = IpAddr::from(HOST_IP4.parse::<Ipv4Addr>().unwrap());
     let own6 = IpAddr::from(HOST_IP6.parse::<Ipv6Addr>().unwrap());
     for (lo, own) in [(lo4 as fn(u16) -> SocketAddr, own4), (lo6, own6)] {
@@ -575,7 +507,7 @@ fn udp_ping(client: &std::net::UdpSocket, msg: &[u8]) -> Option<Vec<u8>> {
 fn splice_only_without_tap() {
     use std::net::UdpSocket;
     use std::sync::{atomic::AtomicBool, Arc};
-    let t = Setup::pasta(
+    let t = Pasta::start(
         "spso",
         &[
             "--splice-only",

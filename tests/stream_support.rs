@@ -131,22 +131,72 @@ pub(crate) fn check_pattern(r: &mut impl Read, start: usize, max: u64) -> Result
     }
 }
 
+/// How a slow reader reads: at most `piece` bytes a call, and a pause of
+/// `pause` every `every` calls.
+#[derive(Clone, Copy)]
+pub(crate) struct Slow {
+    pub(crate) piece: usize,
+    pub(crate) every: u32,
+    pub(crate) pause: Duration,
+}
+
+/// `total` bytes of the pattern from `start` written to `tx` (then a
+/// half-close) by a thread while `rx` reads them as `slow` says; what
+/// [`check_pattern`] found. The writer is joined only on success: on a
+/// failure it may be blocked on a reader that stopped.
+pub(crate) fn pattern_to_slow_reader(
+    mut tx: TcpStream,
+    rx: TcpStream,
+    start: usize,
+    total: u64,
+    slow: Slow,
+) -> Result<u64, String> {
+    let w = std::thread::spawn(move || {
+        send_pattern(&mut tx, start, total).unwrap();
+        tx.shutdown(std::net::Shutdown::Write).unwrap();
+        tx
+    });
+    struct Reader(TcpStream, u32, Slow);
+    impl Read for Reader {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            self.1 += 1;
+            if self.1.is_multiple_of(self.2.every) {
+                std::thread::sleep(self.2.pause);
+            }
+            let n = b.len().min(self.2.piece);
+            self.0.read(&mut b[..n])
+        }
+    }
+    rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let r = check_pattern(&mut Reader(rx, 0, slow), start, total);
+    if r.is_ok() {
+        drop(w.join().unwrap());
+    }
+    r
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, value)`; its return value (0 on
+/// success).
+pub(crate) fn set_sock_opt<T>(fd: &impl AsRawFd, opt: libc::c_int, value: &T) -> libc::c_int {
+    // SAFETY: `value` lives across the call and its size is passed along.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    }
+}
+
 /// Sets SO_LINGER to zero, so that close() sends an RST.
 pub(crate) fn linger_zero(c: &TcpStream) {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: `l` lives across the call and its size is passed along.
-    let r = unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
+    let r = set_sock_opt(c, libc::SO_LINGER, &l);
     assert_eq!(r, 0);
 }
 

@@ -82,16 +82,9 @@ impl Setup {
             "--config-net".into(),
             "-m".into(),
             mtu.into(),
-            "-t".into(),
-            "none".into(),
-            "-u".into(),
-            "none".into(),
-            "-T".into(),
-            "none".into(),
-            "-U".into(),
-            "none".into(),
-            guest_pid.to_string(),
         ]);
+        args.extend(NO_FORWARDS.map(String::from));
+        args.push(guest_pid.to_string());
         let mut pasta = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
         let ns = format!("/proc/{guest_pid}/ns/net");
         let ready = eventually(15, || {

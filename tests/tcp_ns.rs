@@ -11,96 +11,23 @@
 //! each stream is a position-dependent pattern (a random block of odd length,
 //! repeated), compared slice by slice at the receiver.
 
+#[path = "tcp_ns/forwarding.rs"]
+mod forwarding;
 mod ns_support;
+mod pasta_support;
+mod relay_support;
 mod stream_support;
 
 use ns_support::*;
+use pasta_support::Pasta;
+use relay_support::qemu_hub;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use stream_support::*;
 
-fn pasta() -> PathBuf {
-    bin("pasta")
-}
-
-fn s(p: &std::path::Path) -> String {
-    p.display().to_string()
-}
-
 // --- namespaces and pasta ----------------------------------------------------
-
-/// A host namespace, a guest namespace, and pasta connecting them.
-struct Setup {
-    h: Netns,
-    g: UserNetns,
-    p: Proc,
-    dir: Scratch,
-}
-
-impl Setup {
-    /// pasta with `--config-net` and `extra` options; returns once the guest
-    /// has its IPv4 and (non-tentative) IPv6 addresses and routes.
-    fn pasta(tag: &str, extra: &[&str]) -> Setup {
-        let h = Netns::host(tag);
-        let g = UserNetns::new(&format!("{tag}g"));
-        let dir = Scratch::new(tag);
-        let pidf = dir.join("pasta.pid");
-        let mut args: Vec<String> = vec![
-            s(&pasta()),
-            "-f".into(),
-            "-P".into(),
-            s(&pidf),
-            "--config-net".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args.push("--userns".into());
-        args.push(s(&g.userns_path()));
-        args.push("--netns".into());
-        args.push(g.name.clone());
-        let mut p = Proc::spawn(h.user_cmd(&args), "pasta", dir.join("pasta.log"));
-        wait_file(&pidf, 20, &mut p);
-        let ready = eventually(10, || {
-            let a = g.sh("ip -o addr show; ip -4 route show default; ip -6 route show default");
-            (a.contains(HOST_IP4)
-                && a.contains(HOST_IP6)
-                && !a.contains("tentative")
-                && a.contains("default via"))
-            .then_some(())
-        });
-        assert!(ready.is_some(), "guest not configured: {}", p.output());
-        Setup { h, g, p, dir }
-    }
-
-    fn listen_host(&self, addr: SocketAddr) -> TcpListener {
-        in_ns(&self.h, || TcpListener::bind(addr).expect("host listener"))
-    }
-
-    fn listen_guest(&self, addr: SocketAddr) -> TcpListener {
-        in_ns(&self.g, || TcpListener::bind(addr).expect("guest listener"))
-    }
-
-    fn connect_guest(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        in_ns(&self.g, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        })
-    }
-
-    fn connect_host(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        in_ns(&self.h, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        })
-    }
-
-    /// Open descriptors of the pasta process.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.p.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
 
 fn gw4(port: u16) -> SocketAddr {
     SocketAddr::from((GW_IP4.parse::<Ipv4Addr>().unwrap(), port))
@@ -145,7 +72,7 @@ fn iperf(mtu: &str, v6: bool, host_to_ns: bool) {
     // Inbound forwarding only where the server is in the guest: a listener
     // of pasta's on the host's port would take the host server's place.
     let fwd = if host_to_ns { port } else { "none" };
-    let t = Setup::pasta(&tag, &["-m", mtu, "-t", fwd]);
+    let t = Pasta::start(&tag, &["-m", mtu, "-t", fwd]);
     // Host → namespace goes to the host's own address: a client on the
     // host's loopback would be spliced (pasta's loopback path, off the tap;
     // `splice_ns` covers it), and this is about the tap.
@@ -218,7 +145,7 @@ const GIB: u64 = 1 << 30;
 /// forwarded port reached at the host's own address, through the tap).
 #[test]
 fn pasta_one_gib_each_way() {
-    let t = Setup::pasta("gib", &["-t", "6001"]);
+    let t = Pasta::start("gib", &["-t", "6001"]);
     let l = t.listen_host(any4(6000));
     let c = t.connect_guest(gw4(6000)).expect("connect to the host");
     let a = accept_timeout(&l, 10);
@@ -239,6 +166,7 @@ fn pasta_one_gib_each_way() {
 // --- many connections ------------------------------------------------------------
 
 const CONNS: usize = 500;
+
 const CONN_BYTES: u64 = 1 << 20;
 
 /// Both directions of one connection at once, each checked: the pattern
@@ -272,7 +200,7 @@ fn both_ways(c: TcpStream, start: usize, peer: usize) -> Result<(), String> {
 /// afterwards pasta's descriptors and flows are back where they started.
 #[test]
 fn five_hundred_connections() {
-    let t = Setup::pasta("conns", &["-t", "none"]);
+    let t = Pasta::start("conns", &["-t", "none"]);
     let l = t.listen_host(any4(6100));
     std::thread::sleep(Duration::from_millis(300));
     let fds_before = t.fds();
@@ -348,7 +276,7 @@ fn five_hundred_connections() {
 /// Half-close each way with data still flowing the other way.
 #[test]
 fn half_close_both_ways() {
-    let t = Setup::pasta("half", &["-t", "none"]);
+    let t = Pasta::start("half", &["-t", "none"]);
     let l = t.listen_host(any6(6200));
     // The guest closes its side first, the host keeps sending.
     let mut c = t.connect_guest(gw6(6200)).expect("connect");
@@ -392,7 +320,7 @@ fn half_close_both_ways() {
 /// arrives; a refused port is refused at once.
 #[test]
 fn resets_banner_and_refusal() {
-    let t = Setup::pasta("rst", &["-t", "none"]);
+    let t = Pasta::start("rst", &["-t", "none"]);
     let l = t.listen_host(any4(6300));
 
     // Host closes with unread data: the kernel sends an RST, pasta resets
@@ -440,7 +368,7 @@ fn resets_banner_and_refusal() {
 /// the frames as they come off the tap.
 #[test]
 fn short_frames_to_the_guest_are_padded() {
-    let t = Setup::pasta("pad", &["-t", "none"]);
+    let t = Pasta::start("pad", &["-t", "none"]);
     let l = t.listen_host(any4(6310));
     // SAFETY: plain socket creation; the descriptor is owned below.
     let fd = in_ns(&t.g, || unsafe {
@@ -461,16 +389,7 @@ fn short_frames_to_the_guest_are_padded() {
         tv_sec: 0,
         tv_usec: 200_000,
     };
-    // SAFETY: `tv` lives across the call and its size is passed along.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
+    let r = set_sock_opt(&sock, libc::SO_RCVTIMEO, &tv);
     assert_eq!(r, 0);
 
     let mut c = t.connect_guest(gw4(6310)).expect("connect");
@@ -512,201 +431,36 @@ fn short_frames_to_the_guest_are_padded() {
     assert!(padded > 0, "no short packet among {} frames", ours.len());
 }
 
-// --- port forwarding -------------------------------------------------------------
-
-/// Which of `ports` the host reaches, and the port the guest saw the
-/// connection on (its listener).
-fn reach(t: &Setup, port: u16) -> bool {
-    match t.connect_host(lo4(port)) {
-        Ok(mut c) => {
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut b = [0u8; 2];
-            c.read_exact(&mut b).is_ok()
-        }
-        Err(_) => false,
-    }
-}
-
-/// `-t 18080:80`, a range and a range with an exclusion: the host's ports
-/// reach the guest's listeners as specified, and nothing else is forwarded.
-#[test]
-fn forward_specs() {
-    let t = Setup::pasta(
-        "fwd",
-        &[
-            "-t",
-            "18080:80",
-            "-t",
-            "19000-19002",
-            "-t",
-            "19100-19104,~19102",
-        ],
-    );
-    let guest_ports: Vec<u16> = [80u16, 18080]
-        .into_iter()
-        .chain(19000..=19003)
-        .chain(19100..=19104)
-        .collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut servers = Vec::new();
-    for &p in &guest_ports {
-        let l = t.listen_guest(any4(p));
-        l.set_nonblocking(true).unwrap();
-        let stop = stop.clone();
-        servers.push(std::thread::spawn(move || {
-            // Each accepted connection is told which guest port it reached.
-            let end = Instant::now() + Duration::from_secs(60);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        let _ = c.write_all(&p.to_be_bytes());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }));
-    }
-    let port_of = |port: u16| -> Option<u16> {
-        let mut c = t.connect_host(lo4(port)).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut b = [0u8; 2];
-        c.read_exact(&mut b).ok()?;
-        Some(u16::from_be_bytes(b))
-    };
-    assert_eq!(port_of(18080), Some(80), "18080:80");
-    assert_eq!(port_of(80), None, "80 is not forwarded");
-    for p in 19000..=19002 {
-        assert_eq!(port_of(p), Some(p));
-    }
-    assert_eq!(port_of(19003), None);
-    for p in [19100, 19101, 19103, 19104] {
-        assert_eq!(port_of(p), Some(p));
-    }
-    assert_eq!(port_of(19102), None, "excluded");
-    assert!(!reach(&t, 19105));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for s in servers {
-        s.join().unwrap();
-    }
-}
-
-/// A port that cannot be bound is a start-up error naming it.
-#[test]
-fn unbindable_port_is_a_startup_error() {
-    let h = Netns::host("busy");
-    let g = UserNetns::new("busyg");
-    let _taken = in_ns(&h, || TcpListener::bind(any6(6400)).expect("listener"));
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "-f".into(),
-            "--config-net".into(),
-            "-t".into(),
-            "6400".into(),
-            "--userns".into(),
-            s(&g.userns_path()),
-            "--netns".into(),
-            g.name.clone(),
-        ],
-        20,
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("6400"), "{err}");
-}
-
-/// `-t auto` (the default): a listener started in the guest is forwarded
-/// within 2 s, and its forwarding goes away with it.
-#[test]
-fn auto_forwarding_follows_guest_listeners() {
-    let t = Setup::pasta("auto", &[]);
-    assert!(!reach(&t, 6500));
-    let l = t.listen_guest(any4(6500));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let st = stop.clone();
-    let srv = std::thread::spawn(move || {
-        l.set_nonblocking(true).unwrap();
-        let end = Instant::now() + Duration::from_secs(30);
-        while !st.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    let _ = c.write_all(b"ok");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-    let t0 = Instant::now();
-    let seen = eventually(3, || reach(&t, 6500).then_some(()));
-    assert!(seen.is_some(), "not forwarded");
-    assert!(
-        t0.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        t0.elapsed()
-    );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    srv.join().unwrap();
-    let gone = eventually(4, || (!reach(&t, 6500)).then_some(()));
-    assert!(gone.is_some(), "listener of a vanished port stays");
-}
-
 // --- zero window -----------------------------------------------------------------
 
 /// A guest with a tiny receive buffer reading slowly: 100 MiB from the host
 /// still arrive whole (pasta waits on the zero window and probes it).
 #[test]
 fn zero_window_slow_reader() {
-    let t = Setup::pasta("zwin", &["-t", "6600"]);
+    let t = Pasta::start("zwin", &["-t", "6600"]);
     let l = in_ns(&t.g, || {
         let s = TcpListener::bind(any4(6600)).unwrap();
         // The buffer size of a listener passes on to accepted sockets.
         let v: libc::c_int = 4096;
-        // SAFETY: `v` lives across the call and its size is passed along.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let r = set_sock_opt(&s, libc::SO_RCVBUF, &v);
         assert_eq!(r, 0);
         s
     });
     // The host's own address, not its loopback: that would be spliced.
     let host4: Ipv4Addr = HOST_IP4.parse().unwrap();
-    let mut c = t
+    let c = t
         .connect_host(SocketAddr::from((host4, 6600)))
         .expect("connect");
     let a = accept_timeout(&l, 10);
     const TOTAL: u64 = 100 << 20;
-    let w = std::thread::spawn(move || {
-        send_pattern(&mut c, 11, TOTAL).unwrap();
-        c.shutdown(Shutdown::Write).unwrap();
-        c
-    });
-    /// Reads in small pieces, pausing now and then.
-    struct Slow(TcpStream, u32);
-    impl Read for Slow {
-        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-            self.1 += 1;
-            if self.1.is_multiple_of(64) {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let n = b.len().min(8192);
-            self.0.read(&mut b[..n])
-        }
-    }
-    a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut slow = Slow(a, 0);
-    assert_eq!(
-        check_pattern(&mut slow, 11, TOTAL),
-        Ok(TOTAL),
-        "{}",
-        t.p.output()
-    );
-    drop(w.join().unwrap());
+    // Reads in small pieces, pausing now and then.
+    let slow = Slow {
+        piece: 8192,
+        every: 64,
+        pause: Duration::from_millis(2),
+    };
+    let r = pattern_to_slow_reader(c, a, 11, TOTAL, slow);
+    assert_eq!(r, Ok(TOTAL), "{}", t.p.output());
 }
 
 // --- passt through qemu ------------------------------------------------------------
@@ -727,49 +481,8 @@ fn passt_qemu_framing() {
     let dir = Scratch::new("pq");
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&bin("passt")),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-            "-t".into(),
-            "6701".into(),
-        ]),
-        "passt",
-        dir.join("passt.log"),
-    );
-    wait_file(&pidf, 20, &mut p);
-    let mut q = Proc::spawn(
-        g.cmd(&[
-            "qemu-system-x86_64".into(),
-            "-M".into(),
-            "none".into(),
-            "-nodefaults".into(),
-            "-display".into(),
-            "none".into(),
-            "-netdev".into(),
-            format!(
-                "stream,id=s,server=off,addr.type=unix,addr.path={}",
-                sock.display()
-            ),
-            "-netdev".into(),
-            "tap,id=t,ifname=qtap0,script=no,downscript=no".into(),
-            "-netdev".into(),
-            "hubport,id=h1,hubid=0,netdev=s".into(),
-            "-netdev".into(),
-            "hubport,id=h2,hubid=0,netdev=t".into(),
-        ]),
-        "qemu",
-        dir.join("qemu.log"),
-    );
-    eventually(20, || {
-        q.assert_running();
-        g.sh("ip -o link show").contains("qtap0:").then_some(())
-    })
-    .expect("qemu created its tap");
+    let mut p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &["-t", "6701"]);
+    let _q = qemu_hub(&g, &sock, "qtap0", dir.join("qemu.log"));
     g.sh(&format!(
         "ip link set qtap0 up
          ip addr add {HOST_IP4}/24 dev qtap0
@@ -797,131 +510,28 @@ fn passt_qemu_framing() {
     p.assert_running();
 }
 
-/// Serves `ports` in the guest (dual-stack listeners) until `stop`: each
-/// accepted connection is told the port it reached.
-fn guest_servers(
-    t: &Setup,
-    ports: &[u16],
-    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    ports
-        .iter()
-        .map(|&p| {
-            let l = t.listen_guest(any6(p));
-            l.set_nonblocking(true).unwrap();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let end = Instant::now() + Duration::from_secs(60);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
-                    match l.accept() {
-                        Ok((mut c, _)) => {
-                            let _ = c.write_all(&p.to_be_bytes());
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// The guest port a host connection to `addr` reaches, if any.
-fn reached(t: &Setup, addr: SocketAddr) -> Option<u16> {
-    let mut c = t.connect_host(addr).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut b = [0u8; 2];
-    c.read_exact(&mut b).ok()?;
-    Some(u16::from_be_bytes(b))
-}
-
-/// A port without address listens on both families; `ADDR/PORT` only on
-/// that address.
-#[test]
-fn forward_dual_stack_and_address() {
-    let t = Setup::pasta("fwda", &["-t", "6800", "-t", &format!("{HOST_IP4}/6801")]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let servers = guest_servers(&t, &[6800, 6801], &stop);
-    let host4: Ipv4Addr = HOST_IP4.parse().unwrap();
-    let host6: Ipv6Addr = HOST_IP6.parse().unwrap();
-    assert_eq!(reached(&t, lo4(6800)), Some(6800), "IPv4 loopback");
-    assert_eq!(reached(&t, lo6(6800)), Some(6800), "IPv6 loopback");
-    assert_eq!(reached(&t, SocketAddr::from((host6, 6800))), Some(6800));
-    assert_eq!(reached(&t, SocketAddr::from((host4, 6801))), Some(6801));
-    assert_eq!(reached(&t, lo4(6801)), None, "bound to {HOST_IP4} only");
-    assert_eq!(reached(&t, SocketAddr::from((host6, 6801))), None);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for s in servers {
-        s.join().unwrap();
-    }
-}
-
-/// `%IFNAME/PORT` binds the listener to the interface (`ss` shows it so),
-/// and connections through loopback do not reach it.
-#[test]
-fn forward_interface_binding() {
-    let t = Setup::pasta("fwdi", &["-t", "%dummy0/6900"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let servers = guest_servers(&t, &[6900], &stop);
-    let ss = t.h.sh("ss -Htln 'sport = :6900'");
-    assert!(
-        ss.contains("%dummy0:6900"),
-        "listener bound to dummy0: {ss}"
-    );
-    assert_eq!(reached(&t, lo4(6900)), None, "not on loopback");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for s in servers {
-        s.join().unwrap();
-    }
-}
-
 /// Guest → host with a host reader that has a tiny receive buffer and reads
 /// slowly: pasta's socket send buffer fills, the window to the guest closes,
 /// and reopens when the socket turns writable again; 64 MiB arrive whole.
 #[test]
 fn full_send_buffer_reopens_window() {
-    let t = Setup::pasta("sbuf", &["-t", "none"]);
+    let t = Pasta::start("sbuf", &["-t", "none"]);
     let l = in_ns(&t.h, || {
         let s = TcpListener::bind(any4(7000)).unwrap();
         let v: libc::c_int = 4096;
-        // SAFETY: `v` lives across the call and its size is passed along.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let r = set_sock_opt(&s, libc::SO_RCVBUF, &v);
         assert_eq!(r, 0);
         s
     });
-    let mut c = t.connect_guest(gw4(7000)).expect("connect");
+    let c = t.connect_guest(gw4(7000)).expect("connect");
     let a = accept_timeout(&l, 10);
     const TOTAL: u64 = 64 << 20;
-    let w = std::thread::spawn(move || {
-        send_pattern(&mut c, 5, TOTAL).unwrap();
-        c.shutdown(Shutdown::Write).unwrap();
-        c
-    });
-    struct Slow(TcpStream, u32);
-    impl Read for Slow {
-        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-            self.1 += 1;
-            if self.1.is_multiple_of(32) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let n = b.len().min(4096);
-            self.0.read(&mut b[..n])
-        }
-    }
-    a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut slow = Slow(a, 0);
-    assert_eq!(
-        check_pattern(&mut slow, 5, TOTAL),
-        Ok(TOTAL),
-        "{}",
-        t.p.output()
-    );
-    drop(w.join().unwrap());
+    // Reads in small pieces, pausing now and then.
+    let slow = Slow {
+        piece: 4096,
+        every: 32,
+        pause: Duration::from_millis(1),
+    };
+    let r = pattern_to_slow_reader(c, a, 5, TOTAL, slow);
+    assert_eq!(r, Ok(TOTAL), "{}", t.p.output());
 }

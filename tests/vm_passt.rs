@@ -13,7 +13,11 @@
 //! passt's CPU seconds per GB, for passt and for the same VM on a kernel tap,
 //! at MTU 65520 and 1500 (the numbers in docs/performance.md).
 
+#[path = "vm_passt/bench.rs"]
+mod bench;
 mod ns_support;
+#[path = "vm_passt/reboot.rs"]
+mod reboot;
 mod vm;
 
 use ns_support::*;
@@ -22,20 +26,26 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use vm::{field, Nic, Vm, VmSpec};
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 const BIG: usize = 256 << 20;
+
 const SMALL: usize = 32 << 20;
+
 const TCP_IN4: u16 = 5001;
+
 const UDP_IN4: u16 = 5002;
+
 const TCP_IN6: u16 = 5003;
+
 const UDP_IN6: u16 = 5004;
+
 const TCP_OUT4: u16 = 6001;
+
 const UDP_OUT4: u16 = 6002;
+
 const TCP_OUT6: u16 = 6003;
+
 const UDP_OUT6: u16 = 6004;
+
 const IPERF_PORT: u16 = 6201;
 
 /// Whether the guest reaches the router its RAs name (passt's link-local
@@ -148,16 +158,7 @@ impl Passt {
         std::os::unix::fs::chown(&d, Some(uid), Some(gid)).expect("chown");
         let sock = d.join("passt.socket");
         let pidf = d.join("passt.pid");
-        let mut args: Vec<String> = as_test_user();
-        args.extend([
-            s(&bin("passt")),
-            "-f".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ]);
-        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         if std::env::var_os("PASST_VM_DEBUG").is_some() {
             args.push("-d".into());
         }
@@ -168,12 +169,9 @@ impl Passt {
             eprintln!("vm: passt's capture goes to {}", keep.display());
             args.extend(["-p".into(), s(&keep.join("passt.pcap"))]);
         }
-        let mut proc = Proc::spawn(h.cmd(&args), "passt", dir.join("passt.log"));
-        wait_file(&pidf, 20, &mut proc);
-        let pid = std::fs::read_to_string(&pidf)
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .expect("passt's PID file");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = h.start_passt(&sock, &pidf, dir.join("passt.log"), &args);
+        let pid = read_pid(&pidf);
         Passt { proc, sock, pid }
     }
 }
@@ -236,6 +234,12 @@ fn mark_field(vm: &mut Vm, key: &str, f: &str) -> String {
 
 /// Every check of a back-end in one boot: addresses, ping, TCP, iperf3 and
 /// UDP, both ways and both families.
+///
+/// Longer than the other functions on purpose: it is one scenario run
+/// against one guest, whose script (`vm/checks.sh`) reports each step in
+/// the order this function waits for them, and a boot under TCG costs
+/// tens of seconds, so the steps share the guest instead of each booting
+/// its own.
 fn checks_in_vm(backend: Backend) {
     let started = Instant::now();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -492,406 +496,4 @@ fn print_capabilities() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// Port of the host server that tells the guest of `rounds.sh` what to do
-/// after a round.
-const CTL_PORT: u16 = 6101;
-/// Bytes each way in a round.
-const ROUND_BYTES: usize = 8 << 20;
-
-/// One round of `tests/vm/rounds.sh` (one boot), its marks from the
-/// `from`-th on: the lease, ping, data out and in with their checksums.
-/// Returns the index after the round's last mark.
-fn round(h: &Netns, dir: &Scratch, vm: &mut Vm, from: usize, n: u32) -> usize {
-    let out = dir.join(&format!("round_out{n}"));
-    let mut rcv = socat_recv(
-        h,
-        dir,
-        &format!("round_out{n}"),
-        format!("TCP4-LISTEN:{TCP_OUT4},bind=127.0.0.1,reuseaddr"),
-        &out,
-    );
-    let (i, lease) = vm.wait_mark_from("round", from, 300);
-    assert_eq!(
-        field(&lease, "ip").as_deref(),
-        Some(HOST_IP4),
-        "round {n}: {lease}"
-    );
-    let (_, p) = vm.wait_mark_from("round_ping", i, 60);
-    assert_eq!(field(&p, "replies").as_deref(), Some("3"), "round {n}: {p}");
-    let (_, o) = vm.wait_mark_from("round_out", i, 300);
-    let st = rcv.wait_exit(60);
-    assert!(st.success(), "round {n}: receiver: {}", rcv.output());
-    assert_eq!(
-        field(&o, "bytes"),
-        Some(ROUND_BYTES.to_string()),
-        "round {n}"
-    );
-    assert_eq!(
-        field(&o, "sha"),
-        Some(sha256(&out)),
-        "round {n}: guest → host"
-    );
-    vm.wait_mark_from("round_listen", i, 60);
-    let data = dir.join(&format!("round_in{n}"));
-    let head = dir.join(&format!("round_in{n}.head"));
-    random_files(&data, ROUND_BYTES, &head, 1);
-    socat_send(h, &data, format!("TCP4:127.0.0.1:{TCP_IN4}"), 300);
-    let (_, got) = vm.wait_mark_from("round_in", i, 300);
-    assert_eq!(
-        field(&got, "bytes"),
-        Some(ROUND_BYTES.to_string()),
-        "round {n}"
-    );
-    assert_eq!(
-        field(&got, "sha"),
-        Some(sha256(&data)),
-        "round {n}: host → guest"
-    );
-    let (j, _) = vm.wait_mark_from("round_next", i, 60);
-    j + 1
-}
-
-/// passt with `--vhost-user` across a guest reboot and a new qemu: the guest
-/// moves data both ways, reboots (the device is reset: its queues stopped
-/// and set up again from scratch), does it again and powers off; then a
-/// second qemu connects to the same passt and does it a third time.
-#[test]
-fn passt_vhost_user_reboot_and_reconnect() {
-    let started = Instant::now();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let h = Netns::host("vmr");
-    h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
-    let dir = Scratch::new("vmr");
-    // What the guest does after a round: the content of this file.
-    let next = dir.join("next");
-    std::fs::write(&next, "reboot\n").expect("control file");
-    let ctl = [
-        "socat".to_string(),
-        format!("TCP4-LISTEN:{CTL_PORT},bind=127.0.0.1,reuseaddr,fork"),
-        format!("SYSTEM:cat {}", next.display()),
-    ];
-    let _ctl = peer(&h, &dir, "ctl", &ctl);
-    let fwd = TCP_IN4.to_string();
-    let passt = Passt::start(&h, &dir, &["-d", "-t", &fwd, "--vhost-user"]);
-    let script = guest_script(
-        "rounds.sh",
-        &[
-            ("DATA_BYTES", ROUND_BYTES.to_string()),
-            ("TCP_IN4", TCP_IN4.to_string()),
-            ("TCP_OUT4", TCP_OUT4.to_string()),
-            ("CTL_PORT", CTL_PORT.to_string()),
-        ],
-    );
-    let mut spec = VmSpec::new(Backend::VhostUser.nic(passt.sock.clone()), script);
-    spec.reboot = true;
-    spec.mem_mib = 512;
-
-    let mut vm = Vm::start(&h, &dir, &spec);
-    let from = round(&h, &dir, &mut vm, 0, 1);
-    let (b, _) = vm.wait_mark_from("boot", from, 300);
-    std::fs::write(&next, "exit\n").expect("control file");
-    round(&h, &dir, &mut vm, b, 2);
-    let st = vm.qemu.wait_exit(120);
-    assert!(st.success(), "qemu: {st}");
-    let t_reboot = started.elapsed();
-    let log = passt.proc.output();
-    // The reset stopped both queues (GET_VRING_BASE), and they ran again.
-    for q in [0, 1] {
-        let stops = log.matches(&format!("queue {q} stopped")).count();
-        assert!(stops >= 1, "queue {q} never stopped: {log}");
-    }
-
-    // qemu is gone: passt waits for the next one, which gets a new device.
-    let dir2 = Scratch::new("vmr2");
-    let mut vm2 = Vm::start(&h, &dir2, &spec);
-    round(&h, &dir, &mut vm2, 0, 3);
-    let st = vm2.qemu.wait_exit(120);
-    assert!(st.success(), "qemu: {st}");
-    let mut passt = passt;
-    passt.proc.assert_running();
-    let log = passt.proc.output();
-    assert_eq!(
-        log.matches("vhost-user front-end connected").count(),
-        2,
-        "{log}"
-    );
-    eprintln!(
-        "vm: vhost-user reboot and reconnect on {:?}; load before: {}; reboot part {:.0} s, \
-         total {:.0} s; marks: {}; second qemu: {}",
-        vm.accel,
-        load.trim(),
-        t_reboot.as_secs_f64(),
-        started.elapsed().as_secs_f64(),
-        vm.timeline_text(),
-        vm2.timeline_text()
-    );
-}
-
-// --- benchmark -------------------------------------------------------------
-
-/// Megabytes and Mbit/s from an iperf3 receiver line run with `-f m`
-/// (`[  5] 0.00-3.00 sec 123 MBytes 344 Mbits/sec receiver`).
-fn iperf_figures(line: &str) -> Option<(f64, f64)> {
-    let w: Vec<&str> = line.split_whitespace().collect();
-    let num_before = |unit: &str| {
-        let i = w.iter().position(|x| *x == unit)?;
-        w.get(i.checked_sub(1)?)?.parse::<f64>().ok()
-    };
-    let mb = num_before("MBytes")
-        .or_else(|| num_before("GBytes").map(|g| g * 1024.0))
-        .or_else(|| num_before("KBytes").map(|k| k / 1024.0))?;
-    Some((mb, num_before("Mbits/sec")?))
-}
-
-/// One iperf3 run of the benchmark.
-#[derive(Clone, Copy, Default)]
-struct Run {
-    mbits: f64,
-    /// TCP retransmissions of the sender.
-    retr: Option<u64>,
-    /// passt's CPU seconds per GB moved, and its CPU use in % of a core.
-    passt_s_gb: Option<f64>,
-    passt_pct: Option<f64>,
-    /// qemu's CPU use (the emulated guest, its I/O thread) in % of a core.
-    qemu_pct: f64,
-}
-
-/// One benchmark boot: both directions.
-struct Row {
-    setup: String,
-    mtu: u32,
-    runs: [Run; 2],
-    load: String,
-}
-
-/// The retransmissions column of an iperf3 sender line (after Mbits/sec).
-fn iperf_retr(line: &str) -> Option<u64> {
-    let w: Vec<&str> = line.split_whitespace().collect();
-    let i = w.iter().position(|x| *x == "Mbits/sec")?;
-    w.get(i + 1)?.parse().ok()
-}
-
-/// One boot: iperf3 guest → host and host → guest, reading passt's and
-/// qemu's CPU time at the marks around each run.
-fn bench_boot(h: &Netns, dir: &Scratch, spec: VmSpec, passt: Option<u32>, tag: &str) -> [Run; 2] {
-    let mut vm = Vm::start(h, dir, &spec);
-    vm.wait_mark("ready", 300);
-    let qemu = vm.qemu.pid();
-    let mut res = [Run::default(); 2];
-    for (i, name) in ["out", "in"].iter().enumerate() {
-        vm.wait_mark(&format!("iperf_{name}_begin"), 60);
-        // PASST_VM_PERF=DIR: a profile of passt for each run.
-        let perf = std::env::var_os("PASST_VM_PERF")
-            .zip(passt)
-            .map(|(d, pid)| {
-                let out = PathBuf::from(d).join(format!("passt-{tag}-{name}.data"));
-                let mut c = Command::new("perf");
-                c.args([
-                    "record",
-                    "-q",
-                    "-F",
-                    "2000",
-                    "-g",
-                    "-p",
-                    &pid.to_string(),
-                    "-o",
-                ])
-                .arg(&out);
-                Proc::spawn(c, "perf", dir.join(&format!("perf-{name}.log")))
-            });
-        let (p0, q0, t0) = (
-            passt.map(vm::cpu_seconds),
-            vm::cpu_seconds(qemu),
-            Instant::now(),
-        );
-        let sender = vm.wait_mark(&format!("iperf_{name}_sender"), 300);
-        let (p1, q1, wall) = (
-            passt.map(vm::cpu_seconds),
-            vm::cpu_seconds(qemu),
-            t0.elapsed(),
-        );
-        if let Some(mut p) = perf {
-            let _ = nix_kill(p.pid(), libc::SIGINT);
-            p.wait_exit(30);
-        }
-        let line = vm.wait_mark(&format!("iperf_{name}"), 60);
-        let (mb, mbits) = iperf_figures(&line).unwrap_or_else(|| panic!("iperf3: {line}"));
-        let passt_cpu = p0.zip(p1).map(|(a, b)| b - a);
-        res[i] = Run {
-            mbits,
-            retr: iperf_retr(&sender),
-            passt_s_gb: passt_cpu.map(|c| c / (mb * 1_048_576.0 / 1e9)),
-            passt_pct: passt_cpu.map(|c| 100.0 * c / wall.as_secs_f64()),
-            qemu_pct: 100.0 * (q1 - q0) / wall.as_secs_f64(),
-        };
-    }
-    vm.wait_exit();
-    res
-}
-
-fn bench_passt(mtu: u32, secs: u32, backend: Backend) -> Row {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let h = Netns::host("vmb");
-    h.sh("sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
-    let dir = Scratch::new("vmb");
-    let iperf_args = ["iperf3", "-s", "-p", &IPERF_PORT.to_string()].map(String::from);
-    let _iperf = peer(&h, &dir, "iperf3", &iperf_args);
-    let m = mtu.to_string();
-    let mut args = vec!["-m", &m];
-    args.extend(backend.passt_args());
-    let passt = Passt::start(&h, &dir, &args);
-    let script = guest_script(
-        "bench.sh",
-        &[
-            ("STATIC", String::new()),
-            ("SERVER", String::new()),
-            ("MTU", m.clone()),
-            ("IPERF_PORT", IPERF_PORT.to_string()),
-            ("SECS", secs.to_string()),
-        ],
-    );
-    let spec = VmSpec::new(backend.nic(passt.sock.clone()), script);
-    Row {
-        setup: match backend {
-            Backend::Stream => "passt, stream".into(),
-            Backend::VhostUser => "passt, vhost-user".into(),
-        },
-        mtu,
-        runs: bench_boot(
-            &h,
-            &dir,
-            spec,
-            Some(passt.pid),
-            &format!("{backend:?}-{mtu}"),
-        ),
-        load: load.trim().into(),
-    }
-}
-
-fn bench_tap(mtu: u32, secs: u32, vhost: bool) -> Row {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let h = Netns::host("vmt");
-    let dir = Scratch::new("vmt");
-    let iperf_args = ["iperf3", "-s", "-p", &IPERF_PORT.to_string()].map(String::from);
-    let _iperf = peer(&h, &dir, "iperf3", &iperf_args);
-    let tap = format!("vmtap{}", std::process::id() % 100_000);
-    let script = guest_script(
-        "bench.sh",
-        &[
-            ("STATIC", "10.88.0.2/24".into()),
-            ("SERVER", "10.88.0.1".into()),
-            ("MTU", mtu.to_string()),
-            ("IPERF_PORT", IPERF_PORT.to_string()),
-            ("SECS", secs.to_string()),
-        ],
-    );
-    let spec = VmSpec::new(
-        Nic::Tap {
-            ifname: tap.clone(),
-            vhost,
-        },
-        script,
-    );
-    // qemu creates the tap; its host side is configured once it exists,
-    // while the guest waits for the server to answer.
-    let h2 = h.name.clone();
-    let tap2 = tap.clone();
-    let conf = std::thread::spawn(move || {
-        eventually(120, || {
-            let ok = Command::new("ip")
-                .args(["-n", &h2, "link", "show", &tap2])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            ok.then_some(())
-        })
-        .expect("qemu's tap");
-        let sh = format!(
-            "ip -n {h2} link set {tap2} mtu {mtu} up && ip -n {h2} addr add 10.88.0.1/24 dev {tap2}"
-        );
-        ok_text(&run_timeout(Command::new("sh").args(["-ec", &sh]), 20));
-    });
-    let runs = bench_boot(&h, &dir, spec, None, "tap");
-    conf.join().expect("tap configured");
-    Row {
-        setup: format!("kernel tap{}", if vhost { ", vhost-net" } else { "" }),
-        mtu,
-        runs,
-        load: load.trim().into(),
-    }
-}
-
-/// iperf3 throughput and passt's CPU seconds per GB, guest → host and host
-/// → guest, MTU 65520 and 1500, for passt and for the same VM on a kernel
-/// tap (the limit). `PASST_VM_BENCH_SECS` sets the length of each run
-/// (default 10), `PASST_VM_BENCH_MTU` one MTU,
-/// `PASST_VM_BENCH_ONLY=passt|stream|vhost|tap` some set-ups (passt: both of
-/// its back-ends). Prints a Markdown table.
-#[test]
-#[ignore = "benchmark: cargo test --release -p passt-tests --test vm_passt -- --ignored --nocapture"]
-fn vm_bench() {
-    let secs: u32 = std::env::var("PASST_VM_BENCH_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let only = std::env::var("PASST_VM_BENCH_ONLY").unwrap_or_default();
-    let mtus: Vec<u32> = std::env::var("PASST_VM_BENCH_MTU")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(vec![65520, 1500], |m| vec![m]);
-    let mut rows = Vec::new();
-    for mtu in mtus {
-        if only.is_empty() || only == "passt" || only == "stream" {
-            rows.push(bench_passt(mtu, secs, Backend::Stream));
-        }
-        if only.is_empty() || only == "passt" || only == "vhost" {
-            rows.push(bench_passt(mtu, secs, Backend::VhostUser));
-        }
-        if only.is_empty() || only == "tap" {
-            rows.push(bench_tap(mtu, secs, false));
-            if Path::new("/dev/vhost-net").exists() {
-                rows.push(bench_tap(mtu, secs, true));
-            }
-        }
-    }
-    let opt = |v: Option<f64>, prec: usize| v.map_or("-".into(), |v| format!("{v:.prec$}"));
-    println!(
-        "\naccelerator {:?}, {secs} s per run\n\n\
-         | setup | MTU | direction | Mbit/s | retransmits | passt CPU s/GB | passt CPU % | qemu CPU % | load average before |\n\
-         |---|---|---|---|---|---|---|---|---|",
-        vm::assets().accel
-    );
-    for r in rows {
-        for (run, dir) in r.runs.iter().zip(["guest → host", "host → guest"]) {
-            println!(
-                "| {} | {} | {dir} | {:.0} | {} | {} | {} | {:.0} | {} |",
-                r.setup,
-                r.mtu,
-                run.mbits,
-                run.retr.map_or("-".into(), |n| n.to_string()),
-                opt(run.passt_s_gb, 2),
-                opt(run.passt_pct, 0),
-                run.qemu_pct,
-                r.load
-            );
-        }
-    }
-}
-
-/// Sends `sig` to `pid`.
-fn nix_kill(pid: u32, sig: i32) -> i32 {
-    // SAFETY: kill() takes plain integers.
-    unsafe { libc::kill(pid as i32, sig) }
-}
-
-#[test]
-fn iperf_receiver_line() {
-    let l = "[  5]   0.00-3.08   sec   150 MBytes   409 Mbits/sec                  receiver";
-    assert_eq!(iperf_figures(l), Some((150.0, 409.0)));
-    let l = "[  5]   0.00-10.00  sec  1.20 GBytes  1031 Mbits/sec  receiver";
-    assert_eq!(iperf_figures(l), Some((1.2 * 1024.0, 1031.0)));
-    assert_eq!(iperf_figures("iperf3: error"), None);
-    let l = "[  5]   0.00-10.00  sec   590 MBytes   495 Mbits/sec   12             sender";
-    assert_eq!(iperf_retr(l), Some(12));
 }
