@@ -128,13 +128,10 @@ pub fn check_core_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
 
 /// Checks a frame: it must parse with etherparse at every
 /// layer, with consistent lengths and valid checksums, no larger than
-/// `max_len` bytes; bytes after the packet only as zero padding to 60.
+/// `max_len` bytes unless it carries a UDP datagram; bytes after the
+/// packet only as zero padding to 60.
 /// Returns what is wrong ([`check_core_frame`] also wants the padding).
 pub fn check_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
-    if frame.len() > max_len {
-        return Err(format!("frame of {} bytes exceeds {max_len}", frame.len()));
-    }
-
     let p = SlicedPacket::from_ethernet(frame).map_err(|e| format!("etherparse: {e}"))?;
     match p.link {
         Some(LinkSlice::Ethernet2(_)) => {}
@@ -144,8 +141,12 @@ pub fn check_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
         return Err("unknown ethertype".into());
     };
     let l3_len = frame.len() - 14;
+    let too_long = || format!("frame of {} bytes exceeds {max_len}", frame.len());
     let (src, dst, payload) = match net {
         NetSlice::Arp(a) => {
+            if frame.len() > max_len {
+                return Err(too_long());
+            }
             if a.slice().len() != 28 {
                 return Err(format!("ARP of {} bytes", a.slice().len()));
             }
@@ -192,6 +193,12 @@ pub fn check_frame(frame: &[u8], max_len: usize) -> Result<(), String> {
         return Err("fragment".into());
     }
     let proto = payload.ip_number.0;
+    // A host datagram goes to the guest whole, whatever the MTU (as
+    // upstream): the MTU bounds what the guest sends, and a Linux tap or
+    // virtio-net guest takes a longer frame. Everything else must fit.
+    if frame.len() > max_len && proto != 17 {
+        return Err(too_long());
+    }
     let l4 = payload.payload;
     match proto {
         6 | 17 | 58 => {
