@@ -79,22 +79,14 @@ impl Runner<'_> {
                 frame::dhcpv6_client(gm, kind, xid, sid.as_deref())
             }
             "ns" => {
-                let target: Ipv6Addr = parse_word(
-                    words.get(1).copied(),
-                    "ns: target missing",
-                    "ns: bad target",
-                )?;
+                let target: Ipv6Addr = first_arg(&words, "ns", "target")?;
                 let from = opt_word(kv("from"), "ns: bad source")?
                     .unwrap_or_else(|| frame::link_local(gm));
                 frame::ndp_ns(gm, from, target)
             }
             "rs" => frame::ndp_rs(gm),
             "ping" => {
-                let dst: IpAddr = parse_word(
-                    words.get(1).copied(),
-                    "ping: destination missing",
-                    "ping: bad destination",
-                )?;
+                let dst: IpAddr = first_arg(&words, "ping", "destination")?;
                 let src: IpAddr = match opt_word(kv("from"), "ping: bad source")? {
                     Some(a) => a,
                     None if dst.is_ipv4() => self.guest_ip4().into(),
@@ -157,16 +149,8 @@ impl Runner<'_> {
                 .map_err(|_| "TCP: bad win")?,
             None => 65535,
         };
-        let opts = match w.iter().position(|x| x.starts_with('<')) {
-            Some(p) => {
-                let joined = w[p..].join(" ");
-                let inner = joined
-                    .trim_start_matches('<')
-                    .split('>')
-                    .next()
-                    .unwrap_or("");
-                frame::tcp_options(inner)?
-            }
+        let opts = match options_text(w) {
+            Some(inner) => frame::tcp_options(&inner)?,
             None => Vec::new(),
         };
         let payload: Vec<u8> = (0..len)
@@ -277,15 +261,9 @@ impl Runner<'_> {
                 return Err(format!("win {}", t.win));
             }
         }
-        if let Some(p) = w.iter().position(|x| x.starts_with('<')) {
-            let joined = w[p..].join(" ");
-            let inner = joined
-                .trim_start_matches('<')
-                .split('>')
-                .next()
-                .unwrap_or("");
+        if let Some(inner) = options_text(w) {
             if inner != "..." {
-                let want = frame::tcp_options(inner)?;
+                let want = frame::tcp_options(&inner)?;
                 let fake = frame::tcp_frame(
                     GUEST_MAC,
                     GUEST_MAC,
@@ -399,4 +377,28 @@ fn parse_word<T: std::str::FromStr>(
 /// when it does not parse.
 fn opt_word<T: std::str::FromStr>(w: Option<&str>, bad: &str) -> Result<Option<T>, String> {
     w.map(str::parse).transpose().map_err(|_| bad.to_string())
+}
+
+/// The word after the frame kind parsed as a `T`: `PROTO: NAME missing` or
+/// `PROTO: bad NAME` if it is not there or does not parse.
+fn first_arg<T: std::str::FromStr>(words: &[&str], proto: &str, name: &str) -> Result<T, String> {
+    parse_word(
+        words.get(1).copied(),
+        &format!("{proto}: {name} missing"),
+        &format!("{proto}: bad {name}"),
+    )
+}
+
+/// The text between `<` and `>` of a TCP line (its options), if it has any.
+fn options_text(w: &[&str]) -> Option<String> {
+    let p = w.iter().position(|x| x.starts_with('<'))?;
+    let joined = w[p..].join(" ");
+    Some(
+        joined
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    )
 }
