@@ -9,14 +9,17 @@ use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::rng::Rng;
-use crate::splice::SpliceState;
+use crate::splice::{self, SpliceState, SpliceStats};
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
+use crate::txring::{PeekRequest, Transmit, TxCore, TxRing, TxState};
+use crate::udp::splice::{UdpSpliceState, UdpSpliceStats};
 use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
 use crate::wire::{be16, Mac};
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
+use std::io::IoSliceMut;
 
 /// Most actions one flow's sequence of guest segments queues (a new
 /// datagram flow's socket and its send; a TCP connection's set-up, or its
@@ -50,34 +53,39 @@ pub(crate) mod work {
     }
 }
 
-/// The context lent to a link service: disjoint borrows of the core's
-/// fields (a method could not borrow them apart from the service's own
-/// state).
-macro_rules! link_cx {
-    ($core:ident) => {
-        link::Ctx {
-            cfg: &$core.cfg,
-            guest: &mut $core.guest,
-            out: &mut $core.out,
-            counters: &mut $core.counters,
-            rng: &mut $core.rng,
+/// A context lent to a protocol: a struct of disjoint borrows of the
+/// core's fields (a method could not borrow them apart from the protocol's
+/// own state), the fields before `;` shared, those after it mutable.
+macro_rules! lend {
+    ($core:ident => $($ctx:ident)::+ { $($r:ident),* ; $($m:ident),* }) => {
+        $($ctx)::+ {
+            $($r: &$core.$r,)*
+            $($m: &mut $core.$m,)*
         }
     };
 }
 
-/// The context lent to UDP and ICMP echo (see [`link_cx`]).
+/// The context lent to a link service.
+macro_rules! link_cx {
+    ($core:ident) => {
+        lend!($core => link::Ctx { cfg; guest, out, counters, rng })
+    };
+}
+
+/// The context lent to UDP and ICMP echo.
 macro_rules! udp_cx {
     ($core:ident) => {
-        udp::Ctx {
-            cfg: &$core.cfg,
-            guest: &$core.guest,
-            counters: &mut $core.counters,
-            actions: &mut $core.actions,
-            spans: &mut $core.spans,
-            flows: &mut $core.flows,
-            listeners: &mut $core.listeners,
-            out: &mut $core.out,
-        }
+        lend!($core => udp::Ctx {
+            cfg, guest;
+            counters, actions, spans, flows, listeners, out
+        })
+    };
+}
+
+/// The context lent to splicing, TCP and UDP.
+macro_rules! splice_cx {
+    ($core:ident) => {
+        lend!($core => splice::Ctx { cfg, guest, listeners; counters, actions, flows })
     };
 }
 
@@ -105,9 +113,10 @@ pub struct Core {
     pub(crate) udp: UdpState,
     /// Spliced connections' state outside the flow table.
     pub(crate) splice: SpliceState,
-    /// The guest link refused frames, or had no room for queued ones, since
-    /// the last `handle_tap_writable`.
-    pub(crate) link_refused: bool,
+    /// Spliced UDP flows' state outside the flow table.
+    udp_splice: UdpSpliceState,
+    /// The transmit path's state (`txring.rs`).
+    tx_state: TxState,
 }
 
 impl Core {
@@ -134,7 +143,8 @@ impl Core {
             tcp: TcpState::new(&cfg),
             udp: UdpState::default(),
             splice: SpliceState::default(),
-            link_refused: false,
+            udp_splice: UdpSpliceState::default(),
+            tx_state: TxState::default(),
             cfg,
         }
     }
@@ -165,7 +175,7 @@ impl Core {
         self.tcp.open_socks
             + self.udp.open_socks
             + self.splice.open_socks
-            + self.splice.udp.open_socks
+            + self.udp_splice.open_socks
             + self.listeners.open_count()
     }
 
@@ -177,6 +187,16 @@ impl Core {
     /// What TCP translation did.
     pub fn tcp_stats(&self) -> &TcpStats {
         &self.tcp.stats
+    }
+
+    /// What splicing did.
+    pub fn splice_stats(&self) -> &SpliceStats {
+        &self.splice.stats
+    }
+
+    /// What spliced UDP did.
+    pub fn udp_splice_stats(&self) -> &UdpSpliceStats {
+        &self.udp_splice.stats
     }
 
     /// What the listeners of forwarded ports did.
@@ -275,14 +295,20 @@ impl Core {
                 return
             }
             Listened::Open(Proto::Udp, slot) => {
-                if self.udp_splice_listener_event(now, slot, event) {
+                if self
+                    .udp_splice
+                    .listener_event(&mut splice_cx!(self), now, slot, event)
+                {
                     return;
                 }
                 return self.udp.listener_event(&mut udp_cx!(self), slot, event);
             }
             Listened::Open(Proto::Tcp, _) | Listened::NotListener => {}
         }
-        if !self.splice_sock_event(now, sock, event)
+        if !self
+            .udp_splice
+            .sock_event(&mut splice_cx!(self), now, sock, event)
+            && !self.splice.sock_event(&mut splice_cx!(self), sock, event)
             && !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
             && !self.tcp_sock_event(now, sock, event)
         {
@@ -337,7 +363,7 @@ impl Core {
         self.ndp.timer(&mut link_cx!(self), now);
         self.tcp_timeout(now);
         self.udp.timeout(&mut udp_cx!(self), now);
-        self.udp_splice_timeout(now);
+        self.udp_splice.timeout(&mut splice_cx!(self), now);
         self.listeners.timeout(&mut self.actions, now);
     }
 
@@ -351,7 +377,7 @@ impl Core {
         self.ndp.reset();
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
-        self.link_refused = false;
+        self.tx_state.refused = false;
         self.tcp_tap_reset();
     }
 
@@ -367,6 +393,98 @@ impl Core {
             link::arp::probe(&mut link_cx!(self));
         }
         link::ndp::probe(&mut link_cx!(self));
+    }
+
+    /// The guest link has room again (a tap or socket writable, receive
+    /// buffers added): the queued frames go out and the flows that waited
+    /// for room ask for their data again. Calling it when nothing waits is
+    /// harmless. Counts as an input: drain the outputs afterwards.
+    pub fn handle_tap_writable(&mut self, now: Instant) {
+        self.tx_state.refused = false;
+        self.tcp_link_ready(now);
+    }
+
+    // --- the guest link's transmit ring (see `txring.rs`) -------------------
+
+    /// Sends what `ring` holds and reports it with
+    /// [`Core::handle_tap_sent`]. Returns the frames the link took.
+    pub fn flush_ring<R: TxRing + ?Sized>(&mut self, now: Instant, ring: &mut R) -> usize {
+        self.transmit(now, ring).flush()
+    }
+
+    /// Moves the frames the core queued ([`Core::poll_frame`]) into `ring`,
+    /// flushing it when it is full. Frames the link has no room for stay
+    /// queued, and [`Core::tap_blocked`] says so until
+    /// [`Core::handle_tap_writable`]. Returns whether any frame moved.
+    pub fn transmit_queued<R: TxRing + ?Sized>(&mut self, now: Instant, ring: &mut R) -> bool {
+        self.transmit(now, ring).queued()
+    }
+
+    /// Carries out an [`Action::Peek`] through `ring`: the queued frames go
+    /// in first; then slots are reserved for the payload, `read` peeks into
+    /// their payload areas (one area per slot, `read(skip, areas)`), the
+    /// core writes the frames around it ([`Core::handle_peeked`]) and they
+    /// are committed. A link with no room leaves the data in the socket
+    /// until [`Core::handle_tap_writable`].
+    pub fn peek_into<R, F>(
+        &mut self,
+        now: Instant,
+        ring: &mut R,
+        sock: SockId,
+        p: PeekRequest,
+        read: F,
+    ) where
+        R: TxRing + ?Sized,
+        F: FnOnce(u32, &mut [IoSliceMut<'_>]) -> Result<usize, Errno>,
+    {
+        self.transmit(now, ring).peek(sock, p, read);
+    }
+
+    /// Carries out an [`Action::Recv`] through `ring`: the queued frames go
+    /// in first; then up to `max` slots are reserved, `read` receives
+    /// datagrams into them (payload at `buf[room..]`, one `(length, peer)`
+    /// pushed to `got` per datagram, in slot order), the core writes the
+    /// frames ([`Core::handle_datagrams`]), a frame that starts past its
+    /// slot's front is moved there, and they are committed. An error of
+    /// `read` other than `EAGAIN`/`EINTR` is reported as
+    /// [`SockEvent::Error`] afterwards. With no room on the link, the
+    /// datagrams are read into empty buffers and counted in
+    /// [`Counters::link_full_dropped`], so that the socket does not stay
+    /// readable while the link is full ([`Core::tap_blocked`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn recv_into<R, F>(
+        &mut self,
+        now: Instant,
+        ring: &mut R,
+        sock: SockId,
+        max: u16,
+        room: u16,
+        got: &mut Vec<(usize, SocketAddr)>,
+        read: F,
+    ) where
+        R: TxRing + ?Sized,
+        F: FnOnce(&mut [&mut [u8]], usize, &mut Vec<(usize, SocketAddr)>) -> Result<(), Errno>,
+    {
+        self.transmit(now, ring).recv(sock, max, room, got, read);
+    }
+
+    /// Whether the link refused frames or had no room since the last
+    /// [`Core::handle_tap_writable`]: the driver should call it when the
+    /// link has room again.
+    pub fn tap_blocked(&self) -> bool {
+        self.tx_state.refused || self.tcp_waiting_for_link()
+    }
+
+    fn transmit<'a, R: TxRing + ?Sized>(
+        &'a mut self,
+        now: Instant,
+        ring: &'a mut R,
+    ) -> Transmit<'a, Self, R> {
+        Transmit {
+            core: self,
+            ring,
+            now,
+        }
     }
 
     // --- outputs ------------------------------------------------------------
@@ -403,7 +521,7 @@ impl Core {
             earliest(self.ndp.poll_timeout(), self.tcp_poll_timeout()),
             earliest(
                 earliest(self.udp.poll_timeout(), self.listeners.poll_timeout()),
-                self.udp_splice_poll_timeout(),
+                self.udp_splice.poll_timeout(),
             ),
         )
     }
@@ -556,15 +674,32 @@ impl Core {
         udp::recv_room(&udp_cx!(self), sock)
     }
 
+    /// A connection accepted on TCP listener `listener` (flow `id`, socket
+    /// `sock`): `false` if it takes the guest link, otherwise splicing took
+    /// it (see [`SpliceState::accepted`]).
+    pub(crate) fn splice_accepted(
+        &mut self,
+        id: crate::flow::FlowId,
+        sock: SockId,
+        listener: u32,
+        target_port: u16,
+        peer: core::net::SocketAddr,
+        local: core::net::SocketAddr,
+    ) -> bool {
+        self.splice.accepted(
+            &mut splice_cx!(self),
+            (id, sock),
+            listener,
+            target_port,
+            (peer, local),
+        )
+    }
+
     // --- frame building for TCP --------------------------------------------
 
     /// The frame writer over the frame queue.
     pub(crate) fn tx(&mut self) -> FrameOut<'_> {
-        FrameOut {
-            queue: &mut self.out,
-            counters: &mut self.counters,
-            cfg: &self.cfg,
-        }
+        FrameOut::new(&mut self.out, &mut self.counters, &self.cfg)
     }
 }
 
@@ -572,4 +707,49 @@ impl Core {
 fn udp_payload(l4: &[u8]) -> &[u8] {
     let len = be16(l4, 4).map_or(0, usize::from);
     l4.get(UDP_HLEN..len).unwrap_or(&[])
+}
+
+/// The transmit path's view of the core (see `txring.rs`).
+impl TxCore for Core {
+    fn tx_state(&mut self) -> &mut TxState {
+        &mut self.tx_state
+    }
+
+    fn queued_len(&self) -> Option<usize> {
+        self.out.front_len()
+    }
+
+    fn poll_frame(&mut self, buf: &mut [u8]) -> Option<usize> {
+        Core::poll_frame(self, buf)
+    }
+
+    fn tap_sent(&mut self, now: Instant, accepted: usize) {
+        self.handle_tap_sent(now, accepted);
+    }
+
+    fn peeked(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        result: Result<usize, Errno>,
+        slots: &mut [TxSlot<'_>],
+    ) -> usize {
+        self.handle_peeked(now, sock, result, slots)
+    }
+
+    fn datagrams(&mut self, now: Instant, sock: SockId, dgrams: &mut [RxDatagram<'_>]) -> usize {
+        self.handle_datagrams(now, sock, dgrams)
+    }
+
+    fn sock_error(&mut self, now: Instant, sock: SockId, e: Errno) {
+        self.handle_sock_event(now, sock, SockEvent::Error(e));
+    }
+
+    fn link_full(&mut self, sock: SockId) {
+        self.tcp_link_full(sock);
+    }
+
+    fn dropped_for_room(&mut self, n: usize) {
+        self.counters.link_full_dropped += n as u64;
+    }
 }

@@ -275,22 +275,11 @@ fn udp_flood_leaves_room_for_tcp_and_echo() {
 /// the core does not know drops its frame, counted, and not the others.
 #[test]
 fn virtio_headers_in_front_of_guest_frames() {
-    use crate::{Csum, FrameMeta, Gso, GsoKind, VIRTIO_NET_HDR_V1_LEN};
+    use crate::{FrameMeta, GsoKind, VIRTIO_NET_HDR_V1_LEN};
     let mut core = Core::new(capture_config());
     let big = seg(PROTO_TCP, v4(2), v4(9), 1000, 80, &[7u8; 20_000]);
     let small = seg(PROTO_UDP, v4(2), v4(9), 1000, 53, b"q");
-    let gso = FrameMeta {
-        csum: Csum::Partial {
-            start: 34,
-            offset: 16,
-        },
-        gso: Some(Gso {
-            kind: GsoKind::Tcp4,
-            size: 1460,
-            hdr_len: 54,
-            ecn: false,
-        }),
-    };
+    let gso = FrameMeta::tcp_gso(GsoKind::Tcp4, 34, 54, 1460, false);
     let mut buf = Vec::new();
     let mut refs = Vec::new();
     for (m, f) in [

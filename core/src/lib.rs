@@ -153,6 +153,6 @@ pub use splice::SpliceStats;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
-pub use txring::{PeekRequest, SlotUse, TxRing, MAX_FRAME, MIN_SLOT};
+pub use txring::{PeekRequest, Reserved, SlotUse, TxRing, MAX_FRAME, MAX_RESERVE, MIN_SLOT};
 pub use udp::splice::UdpSpliceStats;
 pub use udp::UdpStats;

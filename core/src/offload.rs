@@ -127,6 +127,30 @@ impl FrameMeta {
         gso: None,
     };
 
+    /// A TCP frame of `kind` standing for segments of `size` payload bytes
+    /// behind `hdr_len` bytes of headers, with a partial checksum over the
+    /// TCP header at `l4_start` (its checksum field 16 bytes in).
+    pub const fn tcp_gso(
+        kind: GsoKind,
+        l4_start: u16,
+        hdr_len: u16,
+        size: u16,
+        ecn: bool,
+    ) -> FrameMeta {
+        FrameMeta {
+            csum: Csum::Partial {
+                start: l4_start,
+                offset: 16,
+            },
+            gso: Some(Gso {
+                kind,
+                size,
+                hdr_len,
+                ecn,
+            }),
+        }
+    }
+
     /// Writes the metadata as a virtio-net header into `hdr`, which is
     /// [`VIRTIO_NET_HDR_LEN`] or [`VIRTIO_NET_HDR_V1_LEN`] bytes long
     /// (fields little-endian, as virtio 1.0 and a tap device set with
@@ -235,30 +259,8 @@ mod tests {
                 csum: Csum::Valid,
                 gso: None,
             },
-            FrameMeta {
-                csum: Csum::Partial {
-                    start: 34,
-                    offset: 16,
-                },
-                gso: Some(Gso {
-                    kind: GsoKind::Tcp4,
-                    size: 1460,
-                    hdr_len: 54,
-                    ecn: false,
-                }),
-            },
-            FrameMeta {
-                csum: Csum::Partial {
-                    start: 54,
-                    offset: 16,
-                },
-                gso: Some(Gso {
-                    kind: GsoKind::Tcp6,
-                    size: 1440,
-                    hdr_len: 74,
-                    ecn: true,
-                }),
-            },
+            FrameMeta::tcp_gso(GsoKind::Tcp4, 34, 54, 1460, false),
+            FrameMeta::tcp_gso(GsoKind::Tcp6, 54, 74, 1440, true),
         ];
         for m in metas {
             for len in [VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_V1_LEN] {

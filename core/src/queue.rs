@@ -202,7 +202,20 @@ pub(crate) struct FrameOut<'a> {
     pub(crate) cfg: &'a Config,
 }
 
-impl FrameOut<'_> {
+impl<'a> FrameOut<'a> {
+    /// The writer over `queue`.
+    pub(crate) fn new(
+        queue: &'a mut FrameQueue,
+        counters: &'a mut Counters,
+        cfg: &'a Config,
+    ) -> Self {
+        FrameOut {
+            queue,
+            counters,
+            cfg,
+        }
+    }
+
     /// Queues a frame of at most `max_len` bytes written by `fill`. Counts a
     /// drop if the queue is full. Returns whether a frame was queued.
     pub(crate) fn queue_frame(

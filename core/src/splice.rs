@@ -34,11 +34,11 @@
 
 use crate::action::{Action, Family, Netns, SockEvent, SockId, SockKind, SockOpt};
 use crate::config::Config;
-use crate::engine::Core;
-use crate::flow::{self, FlowData, FlowId, SockRef};
-use crate::fwd::Proto;
+use crate::counters::Counters;
+use crate::flow::{self, FlowData, FlowId, FlowTable, SockRef};
+use crate::fwd::{Listeners, Proto};
 use crate::guest::GuestInfo;
-use crate::time::Instant;
+use crate::queue::ActionQueue;
 use core::net::{IpAddr, SocketAddr};
 
 /// What became of spliced connections, for logs and tests.
@@ -87,8 +87,30 @@ pub(crate) struct SpliceState {
     /// Sockets of spliced flows the driver holds.
     pub(crate) open_socks: usize,
     pub(crate) stats: SpliceStats,
-    /// Spliced UDP flows (`udp/splice.rs`).
-    pub(crate) udp: crate::udp::splice::UdpSpliceState,
+}
+
+/// What splicing (TCP here, UDP in `udp/splice.rs`) may touch while it
+/// handles an event, lent by the engine.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a Config,
+    /// The guest's addresses (where host connections are spliced to).
+    pub(crate) guest: &'a GuestInfo,
+    pub(crate) counters: &'a mut Counters,
+    /// Socket work for the driver.
+    pub(crate) actions: &'a mut ActionQueue,
+    /// The shared flow table: spliced flows live beside the others.
+    pub(crate) flows: &'a mut FlowTable,
+    /// The listeners of forwarded ports (their namespace and target).
+    pub(crate) listeners: &'a Listeners,
+}
+
+impl Ctx<'_> {
+    /// Queues `a` for the driver (counted if the queue refuses it).
+    pub(crate) fn act(&mut self, a: Action) {
+        if !self.actions.push(a) {
+            self.counters.actions_refused += 1;
+        }
+    }
 }
 
 /// The guest's own address of `family`: the one it was last seen using, or
@@ -176,44 +198,26 @@ pub(crate) fn decide(
     }
 }
 
-impl Core {
-    /// What splicing did.
-    pub fn splice_stats(&self) -> &SpliceStats {
-        &self.splice.stats
-    }
-
-    fn sc(&mut self, id: FlowId) -> Option<&mut SpliceConn> {
-        match &mut self.flows.get_mut(id)?.data {
-            FlowData::Splice(c) => Some(c),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn splice_act(&mut self, a: Action) {
-        if !self.actions.push(a) {
-            self.counters.actions_refused += 1;
-        }
-    }
-
-    /// A connection accepted on listener `listener` (flow `id`, socket
-    /// `sock`, not yet counted as open): returns `false` if it takes the
-    /// guest link; otherwise the flow became a spliced one (or was refused).
-    pub(crate) fn splice_accepted(
+impl SpliceState {
+    /// A connection from `peer` to `local` accepted on listener `listener`
+    /// (flow `id`, socket `sock`, not yet counted as open): returns `false`
+    /// if it takes the guest link; otherwise the flow became a spliced one
+    /// (or was refused).
+    pub(crate) fn accepted(
         &mut self,
-        id: FlowId,
-        sock: SockId,
+        cx: &mut Ctx<'_>,
+        (id, sock): (FlowId, SockId),
         listener: u32,
         target_port: u16,
-        peer: SocketAddr,
-        local: SocketAddr,
+        (peer, local): (SocketAddr, SocketAddr),
     ) -> bool {
-        let Some(l) = self.listeners.get(Proto::Tcp, listener) else {
+        let Some(l) = cx.listeners.get(Proto::Tcp, listener) else {
             return false;
         };
         let (netns, target_addr) = (l.fwd.netns, l.fwd.target);
         let d = decide(
-            &self.cfg,
-            &self.guest,
+            cx.cfg,
+            cx.guest,
             netns,
             target_addr,
             target_port,
@@ -224,36 +228,36 @@ impl Core {
             Decision::Tap => return false,
             Decision::Refuse => {
                 log::debug!("splice: refusing {peer} -> {local}");
-                self.splice.stats.refused += 1;
-                self.splice_act(Action::SetOption {
+                self.stats.refused += 1;
+                cx.act(Action::SetOption {
                     sock,
                     opt: SockOpt::ResetOnClose,
                 });
-                self.splice_act(Action::Close { sock });
-                self.flows.free(id);
+                cx.act(Action::Close { sock });
+                cx.flows.free(id);
                 return true;
             }
             Decision::Splice { netns, target } => (netns, target),
         };
-        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         let far = flow::sock_id(id, gen, 1);
-        if let Some(f) = self.flows.get_mut(id) {
+        if let Some(f) = cx.flows.get_mut(id) {
             f.data = FlowData::Splice(SpliceConn {
                 phase: Phase::Connecting,
                 open: [true, false],
                 target,
             });
         }
-        self.splice.open_socks += 1;
-        self.splice.stats.accepted += 1;
+        self.open_socks += 1;
+        self.stats.accepted += 1;
         log::debug!("splice flow {}: {peer} -> {local}, to {target}", id.0);
-        self.splice_act(Action::Open {
+        cx.act(Action::Open {
             sock: far,
             kind: SockKind::TcpStream,
             family: family_of(target.ip()),
             netns: far_ns,
         });
-        self.splice_act(Action::Connect {
+        cx.act(Action::Connect {
             sock: far,
             addr: target,
         });
@@ -262,37 +266,36 @@ impl Core {
 
     /// An event for a socket of a spliced flow; `false` if `sock` is not
     /// one.
-    pub(crate) fn splice_sock_event(&mut self, now: Instant, sock: SockId, ev: SockEvent) -> bool {
-        if self.udp_splice_sock_event(now, sock, ev) {
-            return true;
-        }
+    pub(crate) fn sock_event(&mut self, cx: &mut Ctx<'_>, sock: SockId, ev: SockEvent) -> bool {
         let SockRef::Flow { id, gen, side } = flow::decode(sock) else {
             return false;
         };
-        match self.flows.get(id) {
-            Some(f) if f.gen == gen && matches!(f.data, FlowData::Splice(_)) => {}
+        let c = match cx.flows.get_mut(id) {
+            Some(f) if f.gen == gen => match &mut f.data {
+                FlowData::Splice(c) => c,
+                _ => return false,
+            },
             _ => return false,
-        }
-        let Some(c) = self.sc(id) else { return false };
+        };
         let near = flow::sock_id(id, gen, 0);
         let far = flow::sock_id(id, gen, 1);
         match (ev, c.phase, side) {
             (SockEvent::OpenFailed(e), Phase::Connecting, 1) => {
                 log::debug!("splice flow {}: socket for {}: {e:?}", id.0, c.target);
-                self.splice_end(id, false, true);
+                self.end(cx, id, false, true);
             }
             (SockEvent::Connected(Ok(())), Phase::Connecting, 1) => {
                 c.phase = Phase::Joined;
                 c.open[1] = true;
-                self.splice.open_socks += 1;
-                self.splice.stats.joined += 1;
+                self.open_socks += 1;
+                self.stats.joined += 1;
                 for s in [near, far] {
-                    self.splice_act(Action::SetOption {
+                    cx.act(Action::SetOption {
                         sock: s,
                         opt: SockOpt::NoDelay,
                     });
                 }
-                self.splice_act(Action::Splice {
+                cx.act(Action::Splice {
                     sock: near,
                     peer: far,
                 });
@@ -301,20 +304,20 @@ impl Core {
                 log::debug!("splice flow {}: connect to {}: {e:?}", id.0, c.target);
                 // The driver holds the socket that failed to connect.
                 c.open[1] = true;
-                self.splice.open_socks += 1;
-                self.splice_end(id, false, true);
+                self.open_socks += 1;
+                self.end(cx, id, false, true);
             }
             (SockEvent::SpliceEnded(r), Phase::Joined, 0) => match r {
                 Ok(t) => {
-                    self.splice.stats.ended += 1;
-                    self.splice.stats.bytes_out += t.to_peer;
-                    self.splice.stats.bytes_in += t.from_peer;
-                    self.splice_end(id, true, false);
+                    self.stats.ended += 1;
+                    self.stats.bytes_out += t.to_peer;
+                    self.stats.bytes_in += t.from_peer;
+                    self.end(cx, id, true, false);
                 }
                 Err(e) => {
                     log::debug!("splice flow {}: {e:?}", id.0);
-                    self.splice.stats.reset += 1;
-                    self.splice_end(id, true, true);
+                    self.stats.reset += 1;
+                    self.end(cx, id, true, true);
                 }
             },
             // Readiness of a socket not yet joined (the accepted one is not
@@ -327,12 +330,12 @@ impl Core {
 
     /// Closes both sides of spliced flow `id` (with a reset if `reset`) and
     /// frees it. `joined`: the pair got as far as the driver.
-    fn splice_end(&mut self, id: FlowId, joined: bool, reset: bool) {
-        let Some(f) = self.flows.get(id) else { return };
+    fn end(&mut self, cx: &mut Ctx<'_>, id: FlowId, joined: bool, reset: bool) {
+        let Some(f) = cx.flows.get(id) else { return };
         let gen = f.gen;
         let FlowData::Splice(c) = f.data else { return };
         if !joined {
-            self.splice.stats.refused += 1;
+            self.stats.refused += 1;
         }
         for side in 0..2u8 {
             if !c.open[usize::from(side)] {
@@ -340,15 +343,15 @@ impl Core {
             }
             let sock = flow::sock_id(id, gen, side);
             if reset {
-                self.splice_act(Action::SetOption {
+                cx.act(Action::SetOption {
                     sock,
                     opt: SockOpt::ResetOnClose,
                 });
             }
-            self.splice_act(Action::Close { sock });
-            self.splice.open_socks = self.splice.open_socks.saturating_sub(1);
+            cx.act(Action::Close { sock });
+            self.open_socks = self.open_socks.saturating_sub(1);
         }
-        self.flows.free(id);
+        cx.flows.free(id);
     }
 }
 

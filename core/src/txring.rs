@@ -9,13 +9,15 @@
 //! a while.
 //!
 //! The core drives every ring the same way ([`Core::transmit_queued`],
-//! [`Core::peek_into`], [`Core::recv_into`], [`Core::flush_ring`]), so the
-//! rules live here once:
+//! [`Core::peek_into`], [`Core::recv_into`], [`Core::flush_ring`], all of
+//! them a [`Transmit`] here), so the rules live here once:
 //!
 //! * frames queued by the core (control segments, ARP, DHCP...) go into the
 //!   ring before the frames of a peek or a receive, so they reach the guest
 //!   first;
 //! * a ring short of slots is flushed before a reservation is given up;
+//! * no reservation asks for more than [`MAX_RESERVE`] slots, so the lists
+//!   of slots live in fixed arrays: nothing is allocated per frame;
 //! * the payload of a peek goes into each slot after the room for the
 //!   headers, at most one MSS per slot (with TCP segmentation offload, see
 //!   [`crate::LinkOffload`], up to a 64 KiB frame's worth, in whole MSS) and
@@ -30,8 +32,19 @@
 //!   waits, and [`Core::handle_tap_writable`] brings it back once the link
 //!   has room again; datagrams are read into empty buffers and dropped (as
 //!   a full link would), so that no socket stays readable meanwhile.
+//!
+//! [`Core`]: crate::Core
+//! [`Core::transmit_queued`]: crate::Core::transmit_queued
+//! [`Core::peek_into`]: crate::Core::peek_into
+//! [`Core::recv_into`]: crate::Core::recv_into
+//! [`Core::flush_ring`]: crate::Core::flush_ring
+//! [`Core::handle_tap_sent`]: crate::Core::handle_tap_sent
+//! [`Core::handle_tap_writable`]: crate::Core::handle_tap_writable
 
-use crate::{Core, Errno, FrameMeta, Instant, RxDatagram, SockId, TxSlot};
+use crate::action::{Errno, RxDatagram, SockId, TxSlot};
+use crate::offload::FrameMeta;
+use crate::time::Instant;
+use arrayvec::ArrayVec;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 
@@ -40,6 +53,14 @@ pub const MAX_FRAME: usize = 65535 + 14;
 
 /// Fewest bytes a slot holds (more than any frame's headers).
 pub const MIN_SLOT: usize = 128;
+
+/// Most slots the core asks for in one reservation (the most descriptors of
+/// a virtqueue: no link lends more at once).
+pub const MAX_RESERVE: usize = 1024;
+
+/// The frame areas of a reservation, in order (see [`TxRing::reserved`]):
+/// a fixed array the core lends, so that listing them allocates nothing.
+pub type Reserved<'a> = ArrayVec<&'a mut [u8], MAX_RESERVE>;
 
 /// What reserved slots will hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,14 +84,15 @@ pub enum SlotUse {
 pub trait TxRing {
     /// Reserves up to `n` more slots for frames of up to `len` bytes and
     /// returns how many it could: fewer than `n`, or none, while the link
-    /// (or its staging area, until it is flushed) has no room.
+    /// (or its staging area, until it is flushed) has no room. The core
+    /// never asks for more than [`MAX_RESERVE`].
     fn reserve(&mut self, n: usize, len: usize, how: SlotUse) -> usize;
 
-    /// The frame areas of the slots reserved since the last commit, in
-    /// order. An area may be longer than asked for; with
-    /// [`SlotUse::Filled`] it may also be shorter, but never shorter than
-    /// [`MIN_SLOT`].
-    fn reserved(&mut self) -> Vec<&mut [u8]>;
+    /// Appends the frame areas of the slots reserved since the last commit,
+    /// in order, to `areas` (as many as it holds). An area may be longer
+    /// than asked for; with [`SlotUse::Filled`] it may also be shorter, but
+    /// never shorter than [`MIN_SLOT`].
+    fn reserved<'a>(&'a mut self, areas: &mut Reserved<'a>);
 
     /// Ends the reservation: the first `lens.len()` reserved slots hold
     /// frames of these lengths at their front (0: no frame); the rest go
@@ -109,63 +131,134 @@ pub struct PeekRequest {
     pub room: u16,
 }
 
-impl Core {
-    /// Reserves `n` slots of `len` bytes, flushing the ring once if it is
-    /// short and holds frames. Returns how many were reserved.
-    fn reserve_flushing<R: TxRing + ?Sized>(
+/// The transmit path's own state, kept by the core between calls.
+#[derive(Debug)]
+pub(crate) struct TxState {
+    /// The guest link refused frames, or had no room for queued ones, since
+    /// the last `handle_tap_writable`.
+    pub(crate) refused: bool,
+    /// Frame lengths of a commit (capacity [`MAX_RESERVE`], kept).
+    lens: Vec<usize>,
+    /// Offload metadata of a commit (capacity [`MAX_RESERVE`], kept).
+    meta: Vec<FrameMeta>,
+}
+
+impl Default for TxState {
+    fn default() -> Self {
+        TxState {
+            refused: false,
+            lens: Vec::with_capacity(MAX_RESERVE),
+            meta: Vec::with_capacity(MAX_RESERVE),
+        }
+    }
+}
+
+/// What the transmit path needs of the core: the frames it queued, the
+/// handlers of what came of a peek, a receive and a flush, and its own
+/// state. The engine implements it.
+pub(crate) trait TxCore {
+    /// The transmit path's state.
+    fn tx_state(&mut self) -> &mut TxState;
+    /// Length of the first frame the core queued, if any.
+    fn queued_len(&self) -> Option<usize>;
+    /// Writes the first queued frame into `buf` (`Core::poll_frame`).
+    fn poll_frame(&mut self, buf: &mut [u8]) -> Option<usize>;
+    /// The link took the first `accepted` frames (`Core::handle_tap_sent`).
+    fn tap_sent(&mut self, now: Instant, accepted: usize);
+    /// The result of a peek into `slots` (`Core::handle_peeked`).
+    fn peeked(
         &mut self,
         now: Instant,
-        ring: &mut R,
-        n: usize,
-        len: usize,
-        how: SlotUse,
-    ) -> usize {
-        let k = ring.reserve(n, len, how);
-        if k >= n || ring.pending() == 0 {
+        sock: SockId,
+        result: Result<usize, Errno>,
+        slots: &mut [TxSlot<'_>],
+    ) -> usize;
+    /// Datagrams received (`Core::handle_datagrams`).
+    fn datagrams(&mut self, now: Instant, sock: SockId, dgrams: &mut [RxDatagram<'_>]) -> usize;
+    /// A receive on `sock` failed with `e`.
+    fn sock_error(&mut self, now: Instant, sock: SockId, e: Errno);
+    /// The link had no slot for `sock`'s peek: its data stays in the socket.
+    fn link_full(&mut self, sock: SockId);
+    /// Counts `n` datagrams read into empty buffers for want of room.
+    fn dropped_for_room(&mut self, n: usize);
+}
+
+/// One use of a ring by the core, at time `now`.
+pub(crate) struct Transmit<'a, C: ?Sized, R: ?Sized> {
+    pub(crate) core: &'a mut C,
+    pub(crate) ring: &'a mut R,
+    pub(crate) now: Instant,
+}
+
+/// Most datagrams read into empty buffers at once when the link has no
+/// room.
+const DISCARD_MAX: usize = 64;
+
+/// An error that ends a receive (anything but `EAGAIN`/`EINTR`).
+fn fatal(r: Result<(), Errno>) -> Option<Errno> {
+    match r {
+        Err(e) if e != Errno::EAGAIN && e != Errno::EINTR => Some(e),
+        _ => None,
+    }
+}
+
+impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
+    /// Reserves `n` slots (at most [`MAX_RESERVE`]) of `len` bytes,
+    /// flushing the ring once if it is short and holds frames. Returns how
+    /// many were reserved.
+    fn reserve_flushing(&mut self, n: usize, len: usize, how: SlotUse) -> usize {
+        let n = n.min(MAX_RESERVE);
+        let k = self.ring.reserve(n, len, how);
+        if k >= n || self.ring.pending() == 0 {
             return k;
         }
-        ring.commit(&[]);
-        self.flush_ring(now, ring);
-        ring.reserve(n, len, how)
+        self.ring.commit(&[]);
+        self.flush();
+        self.ring.reserve(n, len, how)
     }
 
-    /// Sends what `ring` holds and reports it with
-    /// [`Core::handle_tap_sent`]. Returns the frames the link took.
-    pub fn flush_ring<R: TxRing + ?Sized>(&mut self, now: Instant, ring: &mut R) -> usize {
-        let pending = ring.pending();
+    /// Gives the reservation back and notes that the link had no room.
+    fn no_room(&mut self) {
+        self.ring.commit(&[]);
+        self.core.tx_state().refused = true;
+    }
+
+    /// Sends what the ring holds and reports it. Returns the frames the
+    /// link took.
+    pub(crate) fn flush(&mut self) -> usize {
+        let pending = self.ring.pending();
         if pending == 0 {
             return 0;
         }
-        let sent = ring.flush().min(pending);
-        self.handle_tap_sent(now, sent);
+        let sent = self.ring.flush().min(pending);
+        self.core.tap_sent(self.now, sent);
         if sent < pending {
-            self.link_refused = true;
+            self.core.tx_state().refused = true;
         }
         sent
     }
 
-    /// Moves the frames the core queued ([`Core::poll_frame`]) into `ring`,
-    /// flushing it when it is full. Frames the link has no room for stay
-    /// queued, and [`Core::tap_blocked`] says so until
-    /// [`Core::handle_tap_writable`]. Returns whether any frame moved.
-    pub fn transmit_queued<R: TxRing + ?Sized>(&mut self, now: Instant, ring: &mut R) -> bool {
+    /// Moves the frames the core queued into the ring, flushing it when it
+    /// is full. Frames the link has no room for stay queued. Returns
+    /// whether any frame moved.
+    pub(crate) fn queued(&mut self) -> bool {
         let mut any = false;
-        while let Some(len) = self.out.front_len() {
+        while let Some(len) = self.core.queued_len() {
             // Room for the padding of a short frame too (`poll_frame` pads).
             let len = len.max(crate::wire::headers::ETH_ZLEN);
-            if self.reserve_flushing(now, ring, 1, len, SlotUse::Exact) == 0 {
-                ring.commit(&[]);
-                self.link_refused = true;
+            if self.reserve_flushing(1, len, SlotUse::Exact) == 0 {
+                self.no_room();
                 return any;
             }
             let n = {
-                let mut slots = ring.reserved();
-                match slots.first_mut() {
-                    Some(buf) if buf.len() >= len => self.poll_frame(buf).unwrap_or(0),
+                let mut areas = Reserved::new();
+                self.ring.reserved(&mut areas);
+                match areas.first_mut() {
+                    Some(buf) if buf.len() >= len => self.core.poll_frame(buf).unwrap_or(0),
                     _ => 0,
                 }
             };
-            ring.commit(&[n]);
+            self.ring.commit(&[n]);
             if n == 0 {
                 return any;
             }
@@ -174,79 +267,35 @@ impl Core {
         any
     }
 
-    /// The link has no room for `sock`'s datagrams: they are read into
-    /// empty buffers (the kernel drops what does not fit) and counted in
-    /// [`Counters::link_full_dropped`](crate::Counters::link_full_dropped), so that the
-    /// socket does not stay readable while the link is full; the driver is
-    /// told to wait for room ([`Core::tap_blocked`]).
-    fn discard_datagrams<F>(
-        &mut self,
-        now: Instant,
-        sock: SockId,
-        max: u16,
-        room: u16,
-        got: &mut Vec<(usize, SocketAddr)>,
-        read: F,
-    ) where
-        F: FnOnce(&mut [&mut [u8]], usize, &mut Vec<(usize, SocketAddr)>) -> Result<(), Errno>,
-    {
-        const MAX: usize = 64;
-        let mut empty: [&mut [u8]; MAX] = std::array::from_fn(|_| <&mut [u8]>::default());
-        let n = usize::from(max).clamp(1, MAX);
-        self.link_refused = true;
-        match read(&mut empty[..n], usize::from(room), got) {
-            Ok(()) => {}
-            Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {}
-            Err(e) => {
-                got.clear();
-                self.handle_sock_event(now, sock, crate::SockEvent::Error(e));
-            }
-        }
-        for _ in got.drain(..) {
-            self.counters.link_full_dropped += 1;
-        }
-    }
-
-    /// Carries out an [`Action::Peek`](crate::Action::Peek) through `ring`:
-    /// the queued frames go in first; then slots are reserved for the
-    /// payload, `read` peeks into their payload areas (one area per slot,
-    /// `read(skip, areas)`), the core writes the frames around it
-    /// ([`Core::handle_peeked`]) and they are committed. A link with no
-    /// room leaves the data in the socket until
-    /// [`Core::handle_tap_writable`].
-    pub fn peek_into<R, F>(
-        &mut self,
-        now: Instant,
-        ring: &mut R,
-        sock: SockId,
-        p: PeekRequest,
-        read: F,
-    ) where
-        R: TxRing + ?Sized,
+    /// Carries out a peek (see `Core::peek_into`).
+    pub(crate) fn peek<F>(&mut self, sock: SockId, p: PeekRequest, read: F)
+    where
         F: FnOnce(u32, &mut [IoSliceMut<'_>]) -> Result<usize, Errno>,
     {
         let (mss, room, len) = (usize::from(p.mss), usize::from(p.room), p.len as usize);
         if mss == 0 || room + mss > MAX_FRAME {
-            self.handle_peeked(now, sock, Err(Errno::EINVAL), &mut []);
+            self.core
+                .peeked(self.now, sock, Err(Errno::EINVAL), &mut []);
             return;
         }
-        self.transmit_queued(now, ring);
+        self.queued();
         let needed = len.div_ceil(mss).max(1);
         let mut k = 0;
-        if self.out.front_len().is_none() {
-            k = self.reserve_flushing(now, ring, needed, room + mss, SlotUse::Filled);
+        if self.core.queued_len().is_none() {
+            k = self.reserve_flushing(needed, room + mss, SlotUse::Filled);
         }
         if k == 0 {
             // Queued frames still waiting, or no slot: the link is full.
-            ring.commit(&[]);
-            self.tcp_link_full(sock);
+            self.ring.commit(&[]);
+            self.core.link_full(sock);
             return;
         }
-        let mut bufs = ring.reserved();
+        let mut areas = Reserved::new();
+        self.ring.reserved(&mut areas);
         let result = {
             let mut left = len;
-            let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(bufs.len());
-            for b in bufs.iter_mut() {
+            let mut iov = ArrayVec::<IoSliceMut<'_>, MAX_RESERVE>::new();
+            for b in areas.iter_mut() {
                 let want = mss.min(b.len().saturating_sub(room)).min(left);
                 if want == 0 {
                     break;
@@ -256,248 +305,90 @@ impl Core {
             }
             read(p.skip, &mut iov)
         };
-        let mut slots: Vec<TxSlot<'_>> = bufs.into_iter().map(TxSlot::new).collect();
-        self.handle_peeked(now, sock, result, &mut slots);
-        let lens: Vec<usize> = slots.iter().map(|s| s.frame_len).collect();
-        let meta: Vec<FrameMeta> = slots.iter().map(|s| s.meta).collect();
+        let mut slots: ArrayVec<TxSlot<'_>, MAX_RESERVE> =
+            areas.into_iter().map(TxSlot::new).collect();
+        self.core.peeked(self.now, sock, result, &mut slots);
+        let st = self.core.tx_state();
+        st.lens.clear();
+        st.meta.clear();
+        for s in &slots {
+            st.lens.push(s.frame_len);
+            st.meta.push(s.meta);
+        }
         drop(slots);
-        ring.commit_meta(&lens, &meta);
+        self.ring.commit_meta(&st.lens, &st.meta);
     }
 
-    /// Carries out an [`Action::Recv`](crate::Action::Recv) through `ring`:
-    /// the queued frames go in first; then up to `max` slots are reserved,
-    /// `read` receives datagrams into them (payload at `buf[room..]`, one
-    /// `(length, peer)` pushed to `got` per datagram, in slot order), the
-    /// core writes the frames ([`Core::handle_datagrams`]), a frame that
-    /// starts past its slot's front is moved there, and they are committed.
-    /// An error of `read` other than `EAGAIN`/`EINTR` is reported as
-    /// [`SockEvent::Error`](crate::SockEvent::Error) afterwards.
-    #[allow(clippy::too_many_arguments)]
-    pub fn recv_into<R, F>(
+    /// Carries out a receive (see `Core::recv_into`).
+    pub(crate) fn recv<F>(
         &mut self,
-        now: Instant,
-        ring: &mut R,
         sock: SockId,
         max: u16,
         room: u16,
         got: &mut Vec<(usize, SocketAddr)>,
         read: F,
     ) where
-        R: TxRing + ?Sized,
         F: FnOnce(&mut [&mut [u8]], usize, &mut Vec<(usize, SocketAddr)>) -> Result<(), Errno>,
     {
-        self.transmit_queued(now, ring);
-        let k = self.reserve_flushing(
-            now,
-            ring,
-            usize::from(max).max(1),
-            MAX_FRAME,
-            SlotUse::Datagrams,
-        );
+        self.queued();
+        let k = self.reserve_flushing(usize::from(max).max(1), MAX_FRAME, SlotUse::Datagrams);
         got.clear();
-        if k == 0 {
-            ring.commit(&[]);
-            self.discard_datagrams(now, sock, max, room, got, read);
-            return;
-        }
-        let mut bufs = ring.reserved();
-        let bufs_len = bufs.len().min(k);
-        let err = match read(&mut bufs[..bufs_len], usize::from(room), got) {
-            Ok(()) => None,
-            Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => None,
-            Err(e) => Some(e),
-        };
-        let n = if err.is_none() {
-            got.len().min(bufs_len)
+        let err = if k == 0 {
+            // The link has no room: the datagrams are read into empty
+            // buffers (the kernel drops what does not fit) and counted, so
+            // that the socket does not stay readable while the link is full.
+            self.no_room();
+            let mut empty: [&mut [u8]; DISCARD_MAX] =
+                std::array::from_fn(|_| <&mut [u8]>::default());
+            let n = usize::from(max).clamp(1, DISCARD_MAX);
+            let err = fatal(read(&mut empty[..n], usize::from(room), got));
+            if err.is_none() {
+                self.core.dropped_for_room(got.len());
+            }
+            got.clear();
+            err
         } else {
-            0
+            let mut areas = Reserved::new();
+            self.ring.reserved(&mut areas);
+            areas.truncate(k);
+            let err = fatal(read(&mut areas, usize::from(room), got));
+            let n = if err.is_none() {
+                got.len().min(areas.len())
+            } else {
+                0
+            };
+            let mut dgrams: ArrayVec<RxDatagram<'_>, MAX_RESERVE> = areas
+                .into_iter()
+                .zip(got.iter())
+                .take(n)
+                .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer))
+                .collect();
+            self.core.datagrams(self.now, sock, &mut dgrams);
+            let lens = &mut self.core.tx_state().lens;
+            lens.clear();
+            lens.extend(dgrams.iter_mut().map(to_front));
+            drop(dgrams);
+            self.ring.commit(lens);
+            err
         };
-        let mut dgrams: Vec<RxDatagram<'_>> = bufs
-            .into_iter()
-            .zip(got.iter())
-            .take(n)
-            .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer))
-            .collect();
-        self.handle_datagrams(now, sock, &mut dgrams);
-        let lens: Vec<usize> = dgrams
-            .iter_mut()
-            .map(|d| {
-                let (start, len) = (d.frame_start, d.frame_len);
-                if len == 0 || start.checked_add(len).is_none_or(|e| e > d.buf.len()) {
-                    return 0;
-                }
-                if start > 0 {
-                    d.buf.copy_within(start..start + len, 0);
-                }
-                len
-            })
-            .collect();
-        drop(dgrams);
-        ring.commit(&lens);
         if let Some(e) = err {
-            self.handle_sock_event(now, sock, crate::SockEvent::Error(e));
+            self.core.sock_error(self.now, sock, e);
         }
     }
+}
 
-    /// The guest link has room again (a tap or socket writable, receive
-    /// buffers added): the queued frames go out and the flows that waited
-    /// for room ask for their data again. Calling it when nothing waits is
-    /// harmless. Counts as an input: drain the outputs afterwards.
-    pub fn handle_tap_writable(&mut self, now: Instant) {
-        self.link_refused = false;
-        self.tcp_link_ready(now);
+/// A datagram's frame moved to the front of its slot; its length (0: none,
+/// or one that does not fit).
+fn to_front(d: &mut RxDatagram<'_>) -> usize {
+    let (start, len) = (d.frame_start, d.frame_len);
+    if len == 0 || start.checked_add(len).is_none_or(|e| e > d.buf.len()) {
+        return 0;
     }
-
-    /// Whether the link refused frames or had no room since the last
-    /// [`Core::handle_tap_writable`]: the driver should call it when the
-    /// link has room again.
-    pub fn tap_blocked(&self) -> bool {
-        self.link_refused || self.tcp_waiting_for_link()
+    if start > 0 {
+        d.buf.copy_within(start..start + len, 0);
     }
+    len
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A ring of `cap` slots of 2 KiB that sends nothing (for the checks
-    /// of the helpers' bookkeeping).
-    struct Slots {
-        bufs: Vec<Vec<u8>>,
-        reserved: usize,
-        committed: Vec<Vec<u8>>,
-        cap: usize,
-        take: usize,
-    }
-
-    impl TxRing for Slots {
-        fn reserve(&mut self, n: usize, len: usize, _: SlotUse) -> usize {
-            let free = self
-                .cap
-                .saturating_sub(self.committed.len() + self.reserved);
-            let k = n.min(free);
-            for _ in 0..k {
-                self.bufs.push(vec![0; len.min(2048)]);
-            }
-            self.reserved += k;
-            k
-        }
-        fn reserved(&mut self) -> Vec<&mut [u8]> {
-            self.bufs.iter_mut().map(|b| b.as_mut_slice()).collect()
-        }
-        fn commit(&mut self, lens: &[usize]) {
-            for (b, &l) in self.bufs.iter().zip(lens) {
-                if l > 0 {
-                    self.committed.push(b[..l].to_vec());
-                }
-            }
-            self.bufs.clear();
-            self.reserved = 0;
-        }
-        fn pending(&self) -> usize {
-            self.committed.len()
-        }
-        fn flush(&mut self) -> usize {
-            let n = self.take.min(self.committed.len());
-            self.committed.clear();
-            n
-        }
-    }
-
-    #[test]
-    fn queued_frames_wait_for_room() {
-        let mut core = Core::new(crate::Config::default());
-        // Two frames queued by hand.
-        for b in [1u8, 2] {
-            let _ = core.out.push_with(60, |f| {
-                f.fill(b);
-                Some(60)
-            });
-        }
-        let mut ring = Slots {
-            bufs: Vec::new(),
-            reserved: 0,
-            committed: Vec::new(),
-            cap: 1,
-            take: 0,
-        };
-        let t = Instant::ZERO;
-        assert!(core.transmit_queued(t, &mut ring));
-        // The first went in; the ring was flushed (and refused it) to make
-        // room for the second, which went in then.
-        assert_eq!(ring.committed.len(), 1);
-        assert_eq!(ring.committed[0][0], 2);
-        assert!(core.tap_blocked(), "a refusal is remembered");
-        core.handle_tap_writable(t);
-        assert!(!core.tap_blocked());
-        assert_eq!(core.out.front_len(), None);
-        // A ring that stays full keeps frames queued, and the core waits
-        // for the link to have room again.
-        let _ = core.out.push_with(60, |f| {
-            f.fill(3);
-            Some(60)
-        });
-        ring.cap = 0;
-        ring.committed.clear();
-        assert!(!core.transmit_queued(t, &mut ring));
-        assert_eq!(core.out.front_len(), Some(60));
-        assert!(core.tap_blocked());
-    }
-
-    /// Datagrams that find no room on the link are read into empty
-    /// buffers and counted, not left in the socket (where they would keep
-    /// it readable and the loop busy); the core waits for room.
-    #[test]
-    fn datagrams_without_room_are_read_and_dropped() {
-        let mut core = Core::new(crate::Config::default());
-        let mut ring = Slots {
-            bufs: Vec::new(),
-            reserved: 0,
-            committed: Vec::new(),
-            cap: 0,
-            take: 0,
-        };
-        let peer: SocketAddr = "192.0.2.1:7".parse().unwrap();
-        let mut got = Vec::new();
-        let mut seen = None;
-        core.recv_into(
-            Instant::ZERO,
-            &mut ring,
-            SockId(1),
-            8,
-            42,
-            &mut got,
-            |bufs, room, got| {
-                seen = Some((
-                    bufs.len(),
-                    bufs.iter().map(|b| b.len()).sum::<usize>(),
-                    room,
-                ));
-                got.push((0, peer));
-                got.push((0, peer));
-                Ok(())
-            },
-        );
-        assert_eq!(seen, Some((8, 0, 42)), "eight empty buffers");
-        assert_eq!(core.counters().link_full_dropped, 2);
-        assert!(ring.committed.is_empty());
-        assert!(core.tap_blocked());
-        // With room, nothing is dropped.
-        core.handle_tap_writable(Instant::ZERO);
-        ring.cap = 4;
-        core.recv_into(
-            Instant::ZERO,
-            &mut ring,
-            SockId(1),
-            8,
-            42,
-            &mut got,
-            |bufs, _, _| {
-                seen = Some((bufs.len(), bufs.iter().map(|b| b.len()).sum::<usize>(), 0));
-                Ok(())
-            },
-        );
-        assert_eq!(seen.map(|s| s.0), Some(4));
-        assert_eq!(core.counters().link_full_dropped, 2);
-    }
-}
+mod tests;

@@ -3,7 +3,7 @@
 //! complete frames in a buffer; [`StreamRx`] keeps the state between reads
 //! (the bytes the current batch uses, a bad length seen) and moves a trailing
 //! partial frame to the front of [`RxBuf`] for the next read. The qemu link
-//! (`qemu.rs`) reads the socket into the buffer and calls these in the
+//! (`link/qemu.rs`) reads the socket into the buffer and calls these in the
 //! order [`StreamRx`] documents; the `qemu_stream` fuzz target drives the
 //! same calls over arbitrary byte streams cut into arbitrary reads.
 

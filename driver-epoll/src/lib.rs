@@ -6,35 +6,30 @@
 //! `--config-net`), opens every file it will need, binds the forwarded ports, drops
 //! privileges in stages (`isolate`), and only then says it is ready: it writes the PID
 //! file, daemonises unless told not to, and lets the spawned command run.
-//! Then the event loop (`event_loop.rs`) takes over. A start-up failure
+//! Then the event loop (`event_loop/`) takes over. A start-up failure
 //! ends the process with status 1 and a message naming the step and the
 //! object ("joining the network namespace of PID 1234: ...").
 
 pub mod cli;
 pub mod conf;
 mod daemon;
-mod dgram;
 mod event_loop;
 pub mod framing;
 pub mod fwd;
 mod isolate;
+mod link;
 mod log;
-mod man;
 pub mod netlink;
 mod netns;
 mod pcap;
 mod portscan;
-mod qemu;
-pub mod resolv;
-mod socks;
-mod splice;
+mod sock;
 mod stats;
-mod tap;
-mod txring;
-mod udp_splice;
-mod vhost_user;
+
+pub use conf::resolv;
 
 use event_loop::{Link, LoopOptions, NsWatch, Runtime};
+use link::{qemu, tap, vhost_user};
 use passt_core::{Config, Core, Mac};
 use std::ffi::OsString;
 use std::io;
@@ -107,6 +102,15 @@ pub(crate) struct Settings {
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
     pub(crate) summary: String,
+}
+
+/// The system calls the running phase needs.
+fn profile(mode: Mode, vhost_user: bool) -> isolate::seccomp::Profile {
+    match mode {
+        Mode::Passt if vhost_user => isolate::seccomp::Profile::VhostUser,
+        Mode::Passt => isolate::seccomp::Profile::Passt,
+        Mode::Pasta => isolate::seccomp::Profile::Pasta,
+    }
 }
 
 /// Entry point shared by the `passt` and `pasta` binaries. The mode is chosen
@@ -192,7 +196,7 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
         ::log::warn!("{w}");
     }
     if let Some(i) = rc.ifindex6 {
-        socks::set_link_local_scope(i);
+        sock::set_link_local_scope(i);
     }
     Settings {
         mode: rc.mode,
@@ -250,6 +254,72 @@ fn raise_nofile() {
     }
 }
 
+/// The start-up summary and, for passt, how to connect qemu to the socket.
+fn log_start_up(s: &Settings, link: &Link) {
+    if !s.summary.is_empty() {
+        for l in s.summary.lines() {
+            ::log::info!("{l}");
+        }
+    }
+    let (sock_path, vhost) = match link {
+        Link::Qemu(q) => (q.path(), false),
+        Link::VhostUser(v) => (v.path(), true),
+        Link::Tap(_) => (None, false),
+    };
+    if let Some(p) = sock_path {
+        for l in conf::socket_hints(p, vhost).lines() {
+            ::log::info!("{l}");
+        }
+    }
+}
+
+/// passt's guest link: vhost-user or the qemu stream socket, on the socket
+/// given with `-s`, the first free one in /tmp, or the descriptor of `--fd`.
+fn passt_link(s: &Settings) -> io::Result<Link> {
+    Ok(if s.vhost_user {
+        let v = match s.fd {
+            Some(fd) => vhost_user::VuLink::from_fd(inherited(fd)?)?,
+            None => vhost_user::VuLink::listen(
+                s.socket.as_deref(),
+                std::path::Path::new("/tmp"),
+                s.one_off,
+            )?,
+        };
+        Link::VhostUser(Box::new(v))
+    } else {
+        let q = match s.fd {
+            Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)
+                .map_err(|e| ctx(e, &format!("using --fd {fd}")))?,
+            None => {
+                qemu::QemuLink::listen(s.socket.as_deref(), std::path::Path::new("/tmp"), s.one_off)
+                    .map_err(|e| match &s.socket {
+                        Some(p) => ctx(e, &format!("listening on {}", p.display())),
+                        None => ctx(e, "listening on a UNIX domain socket in /tmp"),
+                    })?
+            }
+        };
+        Link::Qemu(q)
+    })
+}
+
+/// `-T auto`, `-U auto` (pasta, splicing on): the scanner of the host's
+/// listening TCP ports and bound UDP ports, opened in this thread's (the
+/// host's) namespace.
+fn host_scanner(s: &Settings, have_guest: bool) -> Option<portscan::PortScanner> {
+    let auto = fwd::FwdMode::Auto;
+    let tcp_auto = s.core.features.tcp && s.fwd.tcp_out.mode() == auto;
+    let udp_auto = s.core.features.udp && s.fwd.udp_out.mode() == auto;
+    if s.core.splice && (tcp_auto || udp_auto) && have_guest {
+        match portscan::PortScanner::open_here(udp_auto) {
+            Ok(sc) => return Some(sc),
+            Err(e) => {
+                ::log::warn!("automatic -T/-U forwarding disabled: /proc/net: {e}")
+            }
+        }
+    }
+    None
+}
+
 /// Sets everything up, isolates the process and runs the event loop.
 /// Returns (an exit status) only if it fails before the seccomp filter is
 /// on; from then on the process leaves through `isolate::exit`.
@@ -273,68 +343,16 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let mut port_scanner = None;
     let mut host_port_scanner = None;
     let link = match s.mode {
-        Mode::Passt if s.vhost_user => {
-            let v = match s.fd {
-                Some(fd) => vhost_user::VuLink::from_fd(inherited(fd)?)?,
-                None => vhost_user::VuLink::listen(
-                    s.socket.as_deref(),
-                    std::path::Path::new("/tmp"),
-                    s.one_off,
-                )?,
-            };
-            Link::VhostUser(Box::new(v))
-        }
-        Mode::Passt => {
-            let q = match s.fd {
-                Some(fd) => qemu::QemuLink::from_fd(inherited(fd)?)
-                    .map_err(|e| ctx(e, &format!("using --fd {fd}")))?,
-                None => qemu::QemuLink::listen(
-                    s.socket.as_deref(),
-                    std::path::Path::new("/tmp"),
-                    s.one_off,
-                )
-                .map_err(|e| match &s.socket {
-                    Some(p) => ctx(e, &format!("listening on {}", p.display())),
-                    None => ctx(e, "listening on a UNIX domain socket in /tmp"),
-                })?,
-            };
-            Link::Qemu(q)
-        }
+        Mode::Passt => passt_link(&s)?,
         Mode::Pasta => {
             let (link, g, sc) = pasta_link(&mut s)?;
             guest = g;
             port_scanner = sc;
-            // `-T auto`, `-U auto`: the host's listening TCP ports and
-            // bound UDP ports, from this thread's (the host's) namespace.
-            let auto = fwd::FwdMode::Auto;
-            let tcp_auto = s.core.features.tcp && s.fwd.tcp_out.mode() == auto;
-            let udp_auto = s.core.features.udp && s.fwd.udp_out.mode() == auto;
-            if s.core.splice && (tcp_auto || udp_auto) && guest.is_some() {
-                match portscan::PortScanner::open_here(udp_auto) {
-                    Ok(sc) => host_port_scanner = Some(sc),
-                    Err(e) => {
-                        ::log::warn!("automatic -T/-U forwarding disabled: /proc/net: {e}")
-                    }
-                }
-            }
+            host_port_scanner = host_scanner(&s, guest.is_some());
             link
         }
     };
-    if !s.summary.is_empty() {
-        for l in s.summary.lines() {
-            ::log::info!("{l}");
-        }
-    }
-    let (sock_path, vhost) = match &link {
-        Link::Qemu(q) => (q.path(), false),
-        Link::VhostUser(v) => (v.path(), true),
-        Link::Tap(_) => (None, false),
-    };
-    if let Some(p) = sock_path {
-        for l in conf::socket_hints(p, vhost).lines() {
-            ::log::info!("{l}");
-        }
-    }
+    log_start_up(&s, &link);
     let (guest_ns, child, watch) = match guest.as_mut() {
         Some(g) => (
             Some(isolate::worker::GuestNs::new(g.netns.try_clone()?)),
@@ -357,7 +375,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
         )?),
         None => None,
     };
-    s.core.peek_offset = socks::probe_peek_offset();
+    s.core.peek_offset = sock::probe_peek_offset();
     let core = Core::new(s.core);
     let mut rt = Runtime::new(
         core,
@@ -382,11 +400,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     }
 
     // Everything the running phase needs is open: isolate.
-    let profile = match s.mode {
-        Mode::Passt if s.vhost_user => isolate::seccomp::Profile::VhostUser,
-        Mode::Passt => isolate::seccomp::Profile::Passt,
-        Mode::Pasta => isolate::seccomp::Profile::Pasta,
-    };
+    let profile = profile(s.mode, s.vhost_user);
     isolate::user(profile, isolate::target_ids(s.runas))?;
     isolate::prefork(profile, s.foreground)?;
     let detached = if s.foreground {

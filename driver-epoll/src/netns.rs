@@ -289,6 +289,9 @@ fn child_exit(code: i32) -> ! {
 /// namespace if `userns`; it runs once [`Guest::release`] is called. With a
 /// user namespace, pasta joins it (it owns the network namespace) before it
 /// returns: the calling process must have a single thread.
+// Over 100 lines on purpose: the child's side, from fork to exec, stays in
+// one function where it can be checked to make raw system calls only (no
+// allocation, no locks), next to the parent's side it answers.
 pub(crate) fn spawn(argv: &[OsString], userns: bool, name: Option<&str>) -> io::Result<Guest> {
     if argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));

@@ -50,7 +50,14 @@ struct Flow {
     closed_since: Option<u64>,
     /// A window stall was reported already.
     stall_reported: bool,
+    /// Sequence numbers of the guest's SYNs on this 4-tuple (the first few):
+    /// the link may reorder them, so the core may open the connection from
+    /// a later one than the checker took.
+    guest_syns: Vec<u32>,
 }
+
+/// Most guest SYN sequence numbers kept per flow.
+const GUEST_SYNS_MAX: usize = 8;
 
 fn opt_num(opts: &str, name: &str) -> Option<u32> {
     opts.trim_matches(|c| c == '<' || c == '>')
@@ -85,6 +92,12 @@ impl Checker {
             && !f.guest_rst
             && !f.core_rst
             && (!f.core_fin || f.guest_fin_at.is_none());
+        if t.flags & flags::SYN != 0
+            && f.guest_syns.len() < GUEST_SYNS_MAX
+            && !f.guest_syns.contains(&t.seq)
+        {
+            f.guest_syns.push(t.seq);
+        }
         if t.flags & flags::SYN != 0 && !open {
             f.guest_isn = Some(t.seq);
             f.guest_ws = opt_num(&t.opts, "wscale ").is_some();
@@ -245,6 +258,22 @@ impl Checker {
                 f
             }
         };
+        if t.flags & flags::SYN != 0 && t.flags & flags::ACK != 0 && !f.core_initiated {
+            // The core answers the SYN it got first: with the guest's SYNs
+            // reordered on the link, that may be a later one than the
+            // checker took. The stream then counts from that SYN; what was
+            // reassembled against the other is not comparable any more.
+            let isn = t.ack.wrapping_sub(1);
+            if f.guest_isn != Some(isn) && f.guest_syns.contains(&isn) {
+                f.guest_isn = Some(isn);
+                f.tainted |= !f.guest_data.is_empty() || !f.pending.is_empty();
+                f.guest_data.clear();
+                f.pending.clear();
+                f.guest_fin_at = None;
+                f.guest_nxt = 0;
+                f.verified = 0;
+            }
+        }
         if t.flags & flags::SYN != 0 {
             f.core_isn = Some(t.seq);
             f.core_ws = opt_num(&t.opts, "wscale ").map(|w| w.min(14) as u8);

@@ -4,7 +4,7 @@
 //! while, as a guest that is slow to post receive buffers or a socket
 //! that is full would.
 
-use passt_core::{FrameMeta, Instant, Rng, SlotUse, TxRing, MAX_FRAME};
+use passt_core::{FrameMeta, Instant, Reserved, Rng, SlotUse, TxRing, MAX_FRAME};
 use std::fmt;
 
 /// Most slots lent at once (the epoll driver's arena).
@@ -131,12 +131,9 @@ impl TxRing for SimTx {
         k
     }
 
-    fn reserved(&mut self) -> Vec<&mut [u8]> {
-        self.slots
-            .iter_mut()
-            .take(self.lent)
-            .map(Vec::as_mut_slice)
-            .collect()
+    fn reserved<'a>(&'a mut self, areas: &mut Reserved<'a>) {
+        let n = self.lent.min(areas.remaining_capacity());
+        areas.extend(self.slots.iter_mut().take(n).map(Vec::as_mut_slice));
     }
 
     fn commit(&mut self, lens: &[usize]) {

@@ -31,10 +31,6 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// The frame writer over this context's queue.
     pub(crate) fn tx(&mut self) -> FrameOut<'_> {
-        FrameOut {
-            queue: self.out,
-            counters: self.counters,
-            cfg: self.cfg,
-        }
+        FrameOut::new(self.out, self.counters, self.cfg)
     }
 }

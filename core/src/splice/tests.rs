@@ -6,7 +6,7 @@ use crate::action::{SockOpt, SpliceTotals};
 use crate::config::Forward;
 use crate::flow::LISTENER_BIT;
 use crate::testutil::{capture_config, drain_actions, splicing_core};
-use crate::{Errno, Instant};
+use crate::{Core, Errno, Instant};
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 const T0: Instant = Instant::ZERO;
@@ -277,31 +277,25 @@ fn decide_without_a_guest_address_of_the_family_refuses() {
     cfg.splice = true;
     cfg.ip6 = None;
     let g = GuestInfo::new(crate::Mac::BROADCAST);
-    let d = decide(
-        &cfg,
-        &g,
-        Netns::Host,
-        None,
-        80,
-        sa("[::1]:4000"),
-        sa("[::1]:8080"),
-    );
-    assert_eq!(d, Decision::Refuse);
+    // A connection from [::1]:4000 to [::1]:8080 on a host listener.
+    let from_lo = |cfg: &Config, g: &GuestInfo| {
+        decide(
+            cfg,
+            g,
+            Netns::Host,
+            None,
+            80,
+            sa("[::1]:4000"),
+            sa("[::1]:8080"),
+        )
+    };
+    assert_eq!(from_lo(&cfg, &g), Decision::Refuse);
     // The address the guest was seen using wins over the configured one.
     let mut g = g;
     g.ip6_seen = Some(Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 9));
     cfg.ip6 = capture_config().ip6;
-    let d = decide(
-        &cfg,
-        &g,
-        Netns::Host,
-        None,
-        80,
-        sa("[::1]:4000"),
-        sa("[::1]:8080"),
-    );
     assert_eq!(
-        d,
+        from_lo(&cfg, &g),
         Decision::Splice {
             netns: Netns::Guest,
             target: sa("[fd77::9]:80")

@@ -30,8 +30,7 @@ use crate::nat;
 use crate::tap::FlowKey;
 use crate::wire::checksum::Sum;
 use crate::wire::headers::{
-    l4_checksum, write_ipv4, write_ipv6, IPV4_HLEN, IPV6_HLEN, PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP,
-    UDP_HLEN,
+    l4_checksum, write_ip, IPV4_HLEN, IPV6_HLEN, PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP, UDP_HLEN,
 };
 use crate::wire::{put, put16, put32};
 use core::net::IpAddr;
@@ -197,11 +196,7 @@ fn relay(cx: &mut Ctx<'_>, key: &FlowKey, ping: bool, src: IpAddr, e: &IcmpError
             put16(b, 2, 0)?;
             put32(b, 4, rest)?;
             let inner = &mut b[ERR_HLEN..];
-            match (gsrc, gdst) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => write_ipv4(inner, s, d, proto, l4_len)?,
-                (IpAddr::V6(s), IpAddr::V6(d)) => write_ipv6(inner, s, d, proto, l4_len, 0)?,
-                _ => return None,
-            }
+            write_ip(inner, gsrc, gdst, proto, l4_len)?;
             put(inner, ip_hlen, &l4[..l4_len])?;
             Some(len)
         })

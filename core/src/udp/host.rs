@@ -7,7 +7,7 @@ use crate::action::{
     Action, BindOpts, Family, RxDatagram, SockEvent, SockId, SockKind, DATAGRAM_ROOM,
 };
 use crate::counters::DropReason;
-use crate::flow::{self, FlowData, FlowId, SockRef};
+use crate::flow::{self, FlowData, FlowId, FlowTable, SockRef};
 use crate::fwd::{Listener, Listeners, Proto};
 use crate::nat;
 use crate::tap::FlowKey;
@@ -301,14 +301,18 @@ fn peer_source(
 /// then moved up by the difference (see [`frame`]), which only a flow's first
 /// datagrams take.
 pub(crate) fn recv_room(cx: &Ctx<'_>, sock: SockId) -> usize {
+    datagram_room(cx.listeners, cx.flows, sock)
+}
+
+/// [`recv_room`] from the listeners and the flow table alone.
+pub(crate) fn datagram_room(listeners: &Listeners, flows: &FlowTable, sock: SockId) -> usize {
     if let SockRef::Other(_) = flow::decode(sock) {
-        let l = Listeners::decode(sock).and_then(|(proto, slot)| cx.listeners.family(proto, slot));
+        let l = Listeners::decode(sock).and_then(|(proto, slot)| listeners.family(proto, slot));
         return match l {
             Some((Family::V4, _) | (Family::V6, false)) => l4_offset(false) + UDP_HLEN,
             _ => usize::from(DATAGRAM_ROOM),
         };
     }
-    let flows = &*cx.flows;
     let Some(f) = flows.dgram_of(sock).and_then(|id| flows.get(id)) else {
         return usize::from(DATAGRAM_ROOM);
     };

@@ -30,7 +30,7 @@ pub(crate) mod splice;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use host::recv_room;
+pub(crate) use host::{datagram_room, recv_room};
 
 use crate::action::{
     Action, BindOpts, Errno, Family, Interest, Netns, RxDatagram, SockEvent, SockId, SockKind,
@@ -78,11 +78,7 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// The frame writer over the frame queue.
     pub(crate) fn tx(&mut self) -> FrameOut<'_> {
-        FrameOut {
-            queue: self.out,
-            counters: self.counters,
-            cfg: self.cfg,
-        }
+        FrameOut::new(self.out, self.counters, self.cfg)
     }
 }
 

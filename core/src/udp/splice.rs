@@ -33,11 +33,11 @@
 //! ([`Action::QuerySpliced`]): a count that moved keeps the flow for another
 //! period, one that did not (or no answer within [`QUERY_WAIT`]) ends it.
 
-use super::UDP_TIMEOUT;
+use super::{any_addr, family, UDP_TIMEOUT};
 use crate::action::{Action, BindOpts, Family, Netns, SockEvent, SockId, SockKind};
-use crate::engine::Core;
 use crate::flow::{self, FlowData, FlowId, SockRef};
 use crate::fwd::{Listener, Listeners, Proto};
+use crate::splice::{guest_addr, Ctx};
 use crate::tap::FlowKey;
 use crate::time::{earliest, Instant};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -126,10 +126,6 @@ enum Path {
     },
 }
 
-fn family(a: IpAddr) -> Family {
-    super::family(a)
-}
-
 /// `a` in the form a socket of `family` takes (IPv4-mapped on IPv6).
 fn for_family(a: SocketAddr, fam: Family) -> SocketAddr {
     match (fam, a.ip()) {
@@ -138,51 +134,61 @@ fn for_family(a: SocketAddr, fam: Family) -> SocketAddr {
     }
 }
 
-fn unspecified(f: Family) -> IpAddr {
-    match f {
-        Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
-        Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
-    }
+/// The actions that make `sock` a UDP socket of `(family, netns)`, bound
+/// to `addr` with `opts` and connected to `to`.
+fn connected(
+    sock: SockId,
+    (family, netns): (Family, Netns),
+    addr: SocketAddr,
+    opts: BindOpts,
+    to: SocketAddr,
+) -> [Action; 3] {
+    [
+        Action::Open {
+            sock,
+            kind: SockKind::Udp,
+            family,
+            netns,
+        },
+        Action::Bind { sock, addr, opts },
+        Action::Connect { sock, addr: to },
+    ]
 }
 
-impl Core {
-    /// What spliced UDP did.
-    pub fn udp_splice_stats(&self) -> &UdpSpliceStats {
-        &self.splice.udp.stats
-    }
-
+impl UdpSpliceState {
     /// Whether the UDP listener `l` is read through [`Action::PeekPeer`].
-    fn peeks(&self, l: &Listener) -> bool {
-        self.cfg.splice && (l.fwd.netns == Netns::Guest || l.fwd.target.is_none())
+    fn peeks(cx: &Ctx<'_>, l: &Listener) -> bool {
+        cx.cfg.splice && (l.fwd.netns == Netns::Guest || l.fwd.target.is_none())
     }
 
     /// An event on open UDP listener `slot`; `false` if the listener does
     /// not splice (the guest link's code takes the event).
-    pub(crate) fn udp_splice_listener_event(
+    pub(crate) fn listener_event(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         slot: u32,
         ev: SockEvent,
     ) -> bool {
-        let Some(l) = self.listeners.get(Proto::Udp, slot).copied() else {
+        let Some(l) = cx.listeners.get(Proto::Udp, slot).copied() else {
             return false;
         };
-        if !self.peeks(&l) {
+        if !Self::peeks(cx, &l) {
             return false;
         }
         let sock = Listeners::sock(Proto::Udp, slot);
         match ev {
             SockEvent::Readable => {
-                self.splice_act(Action::PeekPeer { sock });
+                cx.act(Action::PeekPeer { sock });
                 true
             }
             SockEvent::DatagramPeer { peer, local } => {
-                if !self.actions.admits(NEW_FLOW_ACTIONS) {
+                if !cx.actions.admits(NEW_FLOW_ACTIONS) {
                     // Still queued: the listener is readable again at the
                     // next wait.
                     return true;
                 }
-                self.udp_splice_datagram(now, slot, &l, peer, local);
+                self.datagram(cx, now, slot, &l, peer, local);
                 true
             }
             // Errors and hang-ups: as for any UDP listener.
@@ -191,7 +197,7 @@ impl Core {
     }
 
     /// The path of a datagram from `peer` to `local` on listener `l`.
-    fn udp_path(&self, l: &Listener, peer: SocketAddr, local: Option<IpAddr>) -> Path {
+    fn path(cx: &Ctx<'_>, l: &Listener, peer: SocketAddr, local: Option<IpAddr>) -> Path {
         let peer_ip = peer.ip().to_canonical();
         let local_ip = local
             .map(|a| a.to_canonical())
@@ -220,7 +226,7 @@ impl Core {
                 }
             }
             Netns::Host => {
-                let tap = if self.cfg.splice_only {
+                let tap = if cx.cfg.splice_only {
                     Path::Discard
                 } else {
                     Path::Tap
@@ -229,13 +235,13 @@ impl Core {
                     return tap;
                 }
                 let dst = match local_ip {
-                    Some(a) if self.cfg.host_lo_to_ns_lo && a.is_loopback() => Some(a),
-                    _ => crate::splice::guest_addr(&self.cfg, &self.guest, family(peer_ip)),
+                    Some(a) if cx.cfg.host_lo_to_ns_lo && a.is_loopback() => Some(a),
+                    _ => guest_addr(cx.cfg, cx.guest, family(peer_ip)),
                 };
                 match dst {
                     Some(d) if d.is_ipv4() == peer_ip.is_ipv4() => Path::Splice {
                         netns: Netns::Guest,
-                        bind: SocketAddr::new(unspecified(family(d)), peer.port()),
+                        bind: SocketAddr::new(any_addr(family(d)), peer.port()),
                         target: SocketAddr::new(d, port),
                     },
                     _ => Path::Discard,
@@ -247,8 +253,9 @@ impl Core {
     /// The next datagram on listener `slot` (`l`) is from `peer` to `local`:
     /// read it into the guest link, discard it, or send it on its spliced
     /// flow (created if new).
-    fn udp_splice_datagram(
+    fn datagram(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         slot: u32,
         l: &Listener,
@@ -256,14 +263,14 @@ impl Core {
         local: Option<IpAddr>,
     ) {
         let sock = Listeners::sock(Proto::Udp, slot);
-        let (netns, bind, target) = match self.udp_path(l, peer, local) {
+        let (netns, bind, target) = match Self::path(cx, l, peer, local) {
             Path::Tap => {
-                let room = super::recv_room(&udp_ctx(self), sock) as u16;
-                return self.splice_act(Action::Recv { sock, max: 1, room });
+                let room = super::datagram_room(cx.listeners, cx.flows, sock) as u16;
+                return cx.act(Action::Recv { sock, max: 1, room });
             }
             Path::Discard => {
-                self.splice.udp.stats.discarded += 1;
-                return self.splice_act(Action::ForwardDatagrams {
+                self.stats.discarded += 1;
+                return cx.act(Action::ForwardDatagrams {
                     from: sock,
                     to: None,
                     max: 1,
@@ -283,26 +290,26 @@ impl Core {
                 Netns::Guest => KEY_FROM_GUEST,
             },
             src: peer_ip,
-            dst: local_ip.unwrap_or(unspecified(family(peer_ip))),
+            dst: local_ip.unwrap_or(any_addr(family(peer_ip))),
             sport: peer.port(),
             dport: l.addr.port(),
         };
-        let to = match self.flows.lookup(&key) {
-            Some(id) => match self.flows.get_mut(id).map(|f| &mut f.data) {
+        let to = match cx.flows.lookup(&key) {
+            Some(id) => match cx.flows.get_mut(id).map(|f| &mut f.data) {
                 Some(FlowData::UdpSplice(u)) => {
                     u.t_active = now;
                     u.open[1].then_some(u.socks[1])
                 }
                 _ => None,
             },
-            None => self.udp_splice_open(now, l, key, peer, local_ip, netns, bind, target),
+            None => self.open(cx, now, l, key, peer, local_ip, netns, bind, target),
         };
         if to.is_some() {
-            self.splice.udp.stats.forwarded += 1;
+            self.stats.forwarded += 1;
         } else {
-            self.splice.udp.stats.discarded += 1;
+            self.stats.discarded += 1;
         }
-        self.splice_act(Action::ForwardDatagrams {
+        cx.act(Action::ForwardDatagrams {
             from: sock,
             to,
             max: 1,
@@ -313,8 +320,9 @@ impl Core {
     /// connected and joined. Returns side 1's socket, or `None` if no flow
     /// could be made.
     #[allow(clippy::too_many_arguments)]
-    fn udp_splice_open(
+    fn open(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         l: &Listener,
         key: FlowKey,
@@ -332,28 +340,25 @@ impl Core {
             moved: 0,
             query_at: None,
         };
-        let id = match self.flows.alloc(FlowData::UdpSplice(flow)) {
+        let id = match cx.flows.alloc(FlowData::UdpSplice(flow)) {
             Ok(id) => id,
             Err(reason) => {
-                self.counters.drop(reason);
+                cx.counters.drop(reason);
                 return None;
             }
         };
-        if !self.flows.insert_key(id, key) {
-            self.flows.free(id);
+        if !cx.flows.insert_key(id, key) {
+            cx.flows.free(id);
             return None;
         }
-        let gen = self.flows.get(id).map_or(0, |f| f.gen);
+        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         let socks = [flow::sock_id(id, gen, 0), flow::sock_id(id, gen, 1)];
-        if let Some(FlowData::UdpSplice(u)) = self.flows.get_mut(id).map(|f| &mut f.data) {
+        if let Some(FlowData::UdpSplice(u)) = cx.flows.get_mut(id).map(|f| &mut f.data) {
             u.socks = socks;
         }
-        self.splice.udp.open_socks += 2;
-        self.splice.udp.stats.opened += 1;
-        self.splice.udp.next_timer = earliest(
-            self.splice.udp.next_timer,
-            Some(now.saturating_add(UDP_TIMEOUT)),
-        );
+        self.open_socks += 2;
+        self.stats.opened += 1;
+        self.next_timer = earliest(self.next_timer, Some(now.saturating_add(UDP_TIMEOUT)));
         log::debug!(
             "udp splice flow {}: {peer} -> {:?}:{}, to {target} from {bind}",
             id.0,
@@ -367,58 +372,39 @@ impl Core {
                 .unwrap_or(l.addr.ip()),
             l.addr.port(),
         );
-        let near = [
-            Action::Open {
-                sock: socks[0],
-                kind: SockKind::Udp,
-                family: l.family,
-                netns: l.fwd.netns,
+        let near = connected(
+            socks[0],
+            (l.family, l.fwd.netns),
+            for_family(near_bind, l.family),
+            BindOpts {
+                reuse_addr: true,
+                v6_only: l.v6_only,
+                device: l.fwd.ifindex,
+                freebind: true,
             },
-            Action::Bind {
-                sock: socks[0],
-                addr: for_family(near_bind, l.family),
-                opts: BindOpts {
-                    reuse_addr: true,
-                    v6_only: l.v6_only,
-                    device: l.fwd.ifindex,
-                    freebind: true,
-                },
-            },
-            Action::Connect {
-                sock: socks[0],
-                addr: for_family(peer, l.family),
-            },
-        ];
+            for_family(peer, l.family),
+        );
+        // Side 1: in the other namespace, connected to the target.
         let fam = family(target.ip());
-        let far = [
-            Action::Open {
-                sock: socks[1],
-                kind: SockKind::Udp,
-                family: fam,
-                netns,
+        let far = connected(
+            socks[1],
+            (fam, netns),
+            bind,
+            BindOpts {
+                reuse_addr: true,
+                v6_only: fam == Family::V6,
+                freebind: true,
+                ..BindOpts::default()
             },
-            Action::Bind {
-                sock: socks[1],
-                addr: bind,
-                opts: BindOpts {
-                    reuse_addr: true,
-                    v6_only: fam == Family::V6,
-                    freebind: true,
-                    ..BindOpts::default()
-                },
-            },
-            Action::Connect {
-                sock: socks[1],
-                addr: target,
-            },
-        ];
+            target,
+        );
         for a in near.into_iter().chain(far) {
-            self.splice_act(a);
+            cx.act(a);
         }
-        if let Some(FlowData::UdpSplice(u)) = self.flows.get_mut(id).map(|f| &mut f.data) {
+        if let Some(FlowData::UdpSplice(u)) = cx.flows.get_mut(id).map(|f| &mut f.data) {
             u.joined = true;
         }
-        self.splice_act(Action::SpliceDatagrams {
+        cx.act(Action::SpliceDatagrams {
             sock: socks[0],
             peer: socks[1],
         });
@@ -427,8 +413,9 @@ impl Core {
 
     /// An event for a socket of a spliced UDP flow; `false` if `sock` is
     /// not one.
-    pub(crate) fn udp_splice_sock_event(
+    pub(crate) fn sock_event(
         &mut self,
+        cx: &mut Ctx<'_>,
         now: Instant,
         sock: SockId,
         ev: SockEvent,
@@ -436,7 +423,7 @@ impl Core {
         let SockRef::Flow { id, gen, side } = flow::decode(sock) else {
             return false;
         };
-        let Some(f) = self.flows.get_mut(id) else {
+        let Some(f) = cx.flows.get_mut(id) else {
             return false;
         };
         if f.gen != gen {
@@ -451,30 +438,28 @@ impl Core {
                 log::debug!("udp splice flow {}: socket {side}: {e:?}", id.0);
                 if u.open[side] {
                     u.open[side] = false;
-                    self.splice.udp.open_socks = self.splice.udp.open_socks.saturating_sub(1);
+                    self.open_socks = self.open_socks.saturating_sub(1);
                 }
-                self.splice.udp.stats.failed += 1;
-                self.udp_splice_close(id);
+                self.stats.failed += 1;
+                self.close(cx, id);
             }
             SockEvent::Connected(Err(e)) | SockEvent::SpliceEnded(Err(e)) => {
                 log::debug!("udp splice flow {}: socket {side}: {e:?}", id.0);
-                self.splice.udp.stats.failed += 1;
-                self.udp_splice_close(id);
+                self.stats.failed += 1;
+                self.close(cx, id);
             }
             SockEvent::Spliced(t) => {
                 let total = t.to_peer.saturating_add(t.from_peer);
                 u.query_at = None;
                 if total != u.moved {
-                    self.splice.udp.stats.moved += total.saturating_sub(u.moved);
+                    self.stats.moved += total.saturating_sub(u.moved);
                     u.moved = total;
                     u.t_active = now;
-                    self.splice.udp.next_timer = earliest(
-                        self.splice.udp.next_timer,
-                        Some(now.saturating_add(UDP_TIMEOUT)),
-                    );
+                    self.next_timer =
+                        earliest(self.next_timer, Some(now.saturating_add(UDP_TIMEOUT)));
                 } else {
-                    self.splice.udp.stats.timeouts += 1;
-                    self.udp_splice_close(id);
+                    self.stats.timeouts += 1;
+                    self.close(cx, id);
                 }
             }
             // Readiness is the driver's business once joined.
@@ -484,39 +469,39 @@ impl Core {
     }
 
     /// Closes both sockets of spliced UDP flow `id` and frees it.
-    fn udp_splice_close(&mut self, id: FlowId) {
-        let Some(&FlowData::UdpSplice(u)) = self.flows.get(id).map(|f| &f.data) else {
+    fn close(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let Some(&FlowData::UdpSplice(u)) = cx.flows.get(id).map(|f| &f.data) else {
             return;
         };
         for side in 0..2 {
             if u.open[side] {
-                self.splice_act(Action::Close {
+                cx.act(Action::Close {
                     sock: u.socks[side],
                 });
-                self.splice.udp.open_socks = self.splice.udp.open_socks.saturating_sub(1);
+                self.open_socks = self.open_socks.saturating_sub(1);
             }
         }
         log::debug!("udp splice flow {}: closed", id.0);
-        self.splice.udp.stats.closed += 1;
-        self.flows.free(id);
+        self.stats.closed += 1;
+        cx.flows.free(id);
     }
 
     /// When the earliest spliced UDP flow may expire.
-    pub(crate) fn udp_splice_poll_timeout(&self) -> Option<Instant> {
-        self.splice.udp.next_timer
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer
     }
 
     /// Asks for the counts of flows whose time is up; ends those that did
     /// not answer.
-    pub(crate) fn udp_splice_timeout(&mut self, now: Instant) {
-        match self.splice.udp.next_timer {
+    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+        match self.next_timer {
             Some(t) if t <= now => {}
             _ => return,
         }
         let mut next = None;
-        for i in self.flows.indices() {
+        for i in cx.flows.indices() {
             let id = FlowId(i);
-            let Some(&FlowData::UdpSplice(u)) = self.flows.get(id).map(|f| &f.data) else {
+            let Some(&FlowData::UdpSplice(u)) = cx.flows.get(id).map(|f| &f.data) else {
                 continue;
             };
             let d = u.deadline();
@@ -525,35 +510,21 @@ impl Core {
                 continue;
             }
             if u.query_at.is_some() || !u.joined || !u.open[0] {
-                self.splice.udp.stats.timeouts += 1;
-                self.udp_splice_close(id);
+                self.stats.timeouts += 1;
+                self.close(cx, id);
                 continue;
             }
-            if !self.actions.admits(1) {
+            if !cx.actions.admits(1) {
                 next = earliest(next, Some(now));
                 continue;
             }
-            if let Some(FlowData::UdpSplice(u)) = self.flows.get_mut(id).map(|f| &mut f.data) {
+            if let Some(FlowData::UdpSplice(u)) = cx.flows.get_mut(id).map(|f| &mut f.data) {
                 u.query_at = Some(now);
             }
-            self.splice_act(Action::QuerySpliced { sock: u.socks[0] });
+            cx.act(Action::QuerySpliced { sock: u.socks[0] });
             next = earliest(next, Some(now.saturating_add(QUERY_WAIT)));
         }
-        self.splice.udp.next_timer = next;
-    }
-}
-
-/// A UDP context for [`super::recv_room`] (which only reads).
-fn udp_ctx(core: &mut Core) -> super::Ctx<'_> {
-    super::Ctx {
-        cfg: &core.cfg,
-        guest: &core.guest,
-        counters: &mut core.counters,
-        actions: &mut core.actions,
-        spans: &mut core.spans,
-        flows: &mut core.flows,
-        listeners: &mut core.listeners,
-        out: &mut core.out,
+        self.next_timer = next;
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::action::SpliceTotals;
 use crate::config::Forward;
 use crate::testutil::{drain_actions, splicing_core};
-use crate::Errno;
+use crate::{Core, Errno};
 
 const T0: Instant = Instant::ZERO;
 
@@ -66,28 +66,38 @@ fn far(a: &[Action]) -> (SockId, Netns, SocketAddr, SocketAddr) {
         .collect();
     assert_eq!(socks.len(), 2, "{a:?}");
     let s = socks[1];
-    let ns = a
-        .iter()
-        .find_map(|a| match a {
-            Action::Open { sock, netns, .. } if *sock == s => Some(*netns),
-            _ => None,
-        })
-        .unwrap();
-    let bind = a
-        .iter()
-        .find_map(|a| match a {
-            Action::Bind { sock, addr, .. } if *sock == s => Some(*addr),
-            _ => None,
-        })
-        .unwrap();
-    let to = a
-        .iter()
-        .find_map(|a| match a {
-            Action::Connect { sock, addr } if *sock == s => Some(*addr),
-            _ => None,
-        })
-        .unwrap();
+    let ns = of_sock(a, s, |a| match *a {
+        Action::Open { sock, netns, .. } => Some((sock, netns)),
+        _ => None,
+    });
+    let bind = of_sock(a, s, |a| match *a {
+        Action::Bind { sock, addr, .. } => Some((sock, addr)),
+        _ => None,
+    });
+    let to = of_sock(a, s, |a| match *a {
+        Action::Connect { sock, addr } => Some((sock, addr)),
+        _ => None,
+    });
     (s, ns, bind, to)
+}
+
+/// Side 0 of the pair `a` joins.
+fn joined(a: &[Action]) -> SockId {
+    a.iter()
+        .find_map(|a| match a {
+            Action::SpliceDatagrams { sock, .. } => Some(*sock),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// What `pick` takes from the first action in `a` it answers for `s`.
+fn of_sock<T>(a: &[Action], s: SockId, pick: impl Fn(&Action) -> Option<(SockId, T)>) -> T {
+    a.iter()
+        .filter_map(pick)
+        .find(|(sock, _)| *sock == s)
+        .map(|(_, t)| t)
+        .unwrap()
 }
 
 #[test]
@@ -188,13 +198,7 @@ fn host_loopback_datagrams_go_to_the_guest_address_others_to_the_tap() {
 fn flows_live_while_the_driver_moves_datagrams_and_expire_after() {
     let mut c = core(false, false, vec![out(5353, 53)]);
     let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
-    let s0 = a
-        .iter()
-        .find_map(|a| match a {
-            Action::SpliceDatagrams { sock, .. } => Some(*sock),
-            _ => None,
-        })
-        .unwrap();
+    let s0 = joined(&a);
     let t1 = T0.saturating_add(UDP_TIMEOUT);
     assert_eq!(c.poll_timeout(), Some(t1));
     c.handle_timeout(t1);
@@ -262,13 +266,7 @@ fn a_socket_that_fails_ends_the_flow_and_the_next_datagram_starts_another() {
     let (s2, ..) = far(&a);
     assert_ne!(s2, s1, "a new generation");
     // A fatal error later, reported by the driver: closed.
-    let s0 = a
-        .iter()
-        .find_map(|a| match a {
-            Action::SpliceDatagrams { sock, .. } => Some(*sock),
-            _ => None,
-        })
-        .unwrap();
+    let s0 = joined(&a);
     c.handle_sock_event(T0, s0, SockEvent::SpliceEnded(Err(Errno::EBADF)));
     assert_eq!(actions(&mut c).len(), 2);
     assert_eq!(c.udp_splice_stats().failed, 2);

@@ -89,6 +89,14 @@ fn gw6() -> Ipv6Addr {
 fn p6() -> Ipv6Addr {
     "2001:db8::80".parse().unwrap()
 }
+/// The guest's address and a peer's, in IPv4 and in IPv6.
+fn both_families() -> [(IpAddr, IpAddr); 2] {
+    [
+        (IpAddr::V4(GUEST4), IpAddr::V4(PEER4)),
+        (IpAddr::V6(g6()), IpAddr::V6(p6())),
+    ]
+}
+
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
@@ -128,7 +136,8 @@ fn parse_out(f: &[u8]) -> Out {
         }
         _ => panic!("not IP"),
     };
-    match &p.transport {
+    // Ports (echo: the id twice), echo sequence number, payload.
+    let (sport, dport, seq, payload) = match &p.transport {
         Some(TransportSlice::Udp(u)) => {
             let h = u.to_header();
             let c = if src.is_ipv6() {
@@ -137,15 +146,7 @@ fn parse_out(f: &[u8]) -> Out {
                 h.calc_checksum_ipv4_raw(s4, d4, u.payload()).unwrap()
             };
             assert_eq!(u.checksum(), c, "UDP checksum");
-            Out {
-                src,
-                dst,
-                sport: u.source_port(),
-                dport: u.destination_port(),
-                seq: None,
-                icmp: false,
-                payload: u.payload().to_vec(),
-            }
+            (u.source_port(), u.destination_port(), None, u.payload())
         }
         Some(TransportSlice::Icmpv4(i)) => {
             let Icmpv4Type::EchoReply(e) = i.icmp_type() else {
@@ -153,15 +154,7 @@ fn parse_out(f: &[u8]) -> Out {
             };
             let c = Icmpv4Header::with_checksum(i.icmp_type(), i.payload()).checksum;
             assert_eq!(i.checksum(), c, "ICMP checksum");
-            Out {
-                src,
-                dst,
-                sport: e.id,
-                dport: e.id,
-                seq: Some(e.seq),
-                icmp: true,
-                payload: i.payload().to_vec(),
-            }
+            (e.id, e.id, Some(e.seq), i.payload())
         }
         Some(TransportSlice::Icmpv6(i)) => {
             let Icmpv6Type::EchoReply(e) = i.icmp_type() else {
@@ -171,17 +164,18 @@ fn parse_out(f: &[u8]) -> Out {
                 .unwrap()
                 .checksum;
             assert_eq!(i.checksum(), c, "ICMPv6 checksum");
-            Out {
-                src,
-                dst,
-                sport: e.id,
-                dport: e.id,
-                seq: Some(e.seq),
-                icmp: true,
-                payload: i.payload().to_vec(),
-            }
+            (e.id, e.id, Some(e.seq), i.payload())
         }
         t => panic!("unexpected transport {t:?}"),
+    };
+    Out {
+        src,
+        dst,
+        sport,
+        dport,
+        seq,
+        icmp: seq.is_some(),
+        payload: payload.to_vec(),
     }
 }
 
@@ -382,63 +376,8 @@ impl H {
                     s.interest = Some(interest);
                 }
             }
-            Action::SendDatagrams { sock, spans, to } => {
-                let limit = self.send_limit;
-                let data: Vec<Vec<u8>> = self
-                    .core
-                    .spans(spans)
-                    .iter()
-                    .map(|s| buf[s.offset as usize..(s.offset + s.len) as usize].to_vec())
-                    .collect();
-                let r = match self.socks.get_mut(&sock) {
-                    Some(s) if s.connect.is_none() && to.is_none() => Err(Errno(89)),
-                    Some(s) => {
-                        s.sent_to = to;
-                        let n = limit.unwrap_or(data.len()).min(data.len());
-                        s.sent.extend(data.into_iter().take(n));
-                        s.sends += 1;
-                        Ok(n)
-                    }
-                    None => Err(Errno::EBADF),
-                };
-                self.core
-                    .handle_sock_event(self.now, sock, SockEvent::Sent(r));
-            }
-            Action::Recv { sock, max, room } => {
-                assert!(room <= DATAGRAM_ROOM);
-                let s = self.socks.get_mut(&sock).expect("recv: no socket");
-                let n = s.rx.len().min(usize::from(max));
-                let got: Vec<_> = s.rx.drain(..n).collect();
-                let mut bufs: Vec<Vec<u8>> = got
-                    .iter()
-                    .map(|(_, d)| {
-                        let mut b = vec![0xaa; usize::from(room) + 65535];
-                        let end = (usize::from(room) + d.len()).min(b.len());
-                        b[usize::from(room)..end].copy_from_slice(&d[..end - usize::from(room)]);
-                        b
-                    })
-                    .collect();
-                let mut dg: Vec<RxDatagram<'_>> = bufs
-                    .iter_mut()
-                    .zip(&got)
-                    .map(|(b, (peer, d))| RxDatagram::new(b, d.len(), *peer))
-                    .collect();
-                let k = self.core.handle_datagrams(self.now, sock, &mut dg);
-                assert_eq!(k, dg.iter().filter(|d| d.frame_len > 0).count());
-                let frames: Vec<Out> = dg.iter().filter_map(|d| d.frame()).map(parse_out).collect();
-                for d in dg.iter().filter(|d| d.frame_len > 0) {
-                    // Frames start at the beginning of the buffer: the room
-                    // is exact, or IPv6 payloads on dual-stack listeners
-                    // were moved up.
-                    assert_eq!(d.frame_start, 0);
-                }
-                // Frames queued before the Recv go out first.
-                let mut tx = vec![0u8; 70000];
-                while let Some(n) = self.core.poll_frame(&mut tx) {
-                    self.frames.push(parse_out(&tx[..n]));
-                }
-                self.frames.extend(frames);
-            }
+            Action::SendDatagrams { sock, spans, to } => self.send(sock, spans, to, buf),
+            Action::Recv { sock, max, room } => self.recv(sock, max, room),
             Action::Close { sock } => {
                 assert!(
                     self.socks.remove(&sock).is_some(),
@@ -448,6 +387,68 @@ impl H {
             }
             other => panic!("unexpected action {other:?}"),
         }
+    }
+
+    /// Carries out a `SendDatagrams` over spans of `buf`.
+    fn send(&mut self, sock: SockId, spans: SpanList, to: Option<SocketAddr>, buf: &[u8]) {
+        let limit = self.send_limit;
+        let data: Vec<Vec<u8>> = self
+            .core
+            .spans(spans)
+            .iter()
+            .map(|s| buf[s.offset as usize..(s.offset + s.len) as usize].to_vec())
+            .collect();
+        let r = match self.socks.get_mut(&sock) {
+            Some(s) if s.connect.is_none() && to.is_none() => Err(Errno(89)),
+            Some(s) => {
+                s.sent_to = to;
+                let n = limit.unwrap_or(data.len()).min(data.len());
+                s.sent.extend(data.into_iter().take(n));
+                s.sends += 1;
+                Ok(n)
+            }
+            None => Err(Errno::EBADF),
+        };
+        self.core
+            .handle_sock_event(self.now, sock, SockEvent::Sent(r));
+    }
+
+    /// Carries out a `Recv`: the datagrams queued for `sock` are framed
+    /// by the core, after the frames it queued before.
+    fn recv(&mut self, sock: SockId, max: u16, room: u16) {
+        assert!(room <= DATAGRAM_ROOM);
+        let s = self.socks.get_mut(&sock).expect("recv: no socket");
+        let n = s.rx.len().min(usize::from(max));
+        let got: Vec<_> = s.rx.drain(..n).collect();
+        let mut bufs: Vec<Vec<u8>> = got
+            .iter()
+            .map(|(_, d)| {
+                let mut b = vec![0xaa; usize::from(room) + 65535];
+                let end = (usize::from(room) + d.len()).min(b.len());
+                b[usize::from(room)..end].copy_from_slice(&d[..end - usize::from(room)]);
+                b
+            })
+            .collect();
+        let mut dg: Vec<RxDatagram<'_>> = bufs
+            .iter_mut()
+            .zip(&got)
+            .map(|(b, (peer, d))| RxDatagram::new(b, d.len(), *peer))
+            .collect();
+        let k = self.core.handle_datagrams(self.now, sock, &mut dg);
+        assert_eq!(k, dg.iter().filter(|d| d.frame_len > 0).count());
+        let frames: Vec<Out> = dg.iter().filter_map(|d| d.frame()).map(parse_out).collect();
+        for d in dg.iter().filter(|d| d.frame_len > 0) {
+            // Frames start at the beginning of the buffer: the room
+            // is exact, or IPv6 payloads on dual-stack listeners
+            // were moved up.
+            assert_eq!(d.frame_start, 0);
+        }
+        // Frames queued before the Recv go out first.
+        let mut tx = vec![0u8; 70000];
+        while let Some(n) = self.core.poll_frame(&mut tx) {
+            self.frames.push(parse_out(&tx[..n]));
+        }
+        self.frames.extend(frames);
     }
 
     fn take_frames(&mut self) -> Vec<Out> {

@@ -99,15 +99,36 @@ pub(crate) fn write_ipv6(
     put(h, 24, &dst.octets())
 }
 
+/// Writes the IP header of `src`'s family (IPv6: flow label 0) at `b[0..]`;
+/// mixed families yield `None`.
+pub(crate) fn write_ip(
+    b: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    payload_len: usize,
+) -> Option<()> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => write_ipv4(b, s, d, proto, payload_len),
+        (IpAddr::V6(s), IpAddr::V6(d)) => write_ipv6(b, s, d, proto, payload_len, 0),
+        _ => None,
+    }
+}
+
+/// The sum of the pseudo-header of `src`/`dst` for an L4 segment of `len`
+/// bytes. Mixed families yield `None`.
+fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Option<Sum> {
+    Some(match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo4(s, d, proto, u16::try_from(len).ok()?),
+        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo6(s, d, proto, u32::try_from(len).ok()?),
+        _ => return None,
+    })
+}
+
 /// Checksum of an L4 segment `l4` (with its checksum field zeroed) under the
 /// pseudo-header of `src`/`dst`. Mixed families yield `None`.
 pub(crate) fn l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<u16> {
-    let sum = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo4(s, d, proto, u16::try_from(l4.len()).ok()?),
-        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo6(s, d, proto, u32::try_from(l4.len()).ok()?),
-        _ => return None,
-    };
-    Some(sum.add(l4).finish())
+    Some(pseudo_sum(src, dst, proto, l4.len())?.add(l4).finish())
 }
 
 /// Offset of the checksum field inside an L4 header of protocol `proto`.
@@ -175,12 +196,7 @@ fn finish_frame(
         let csum = if partial {
             // The pseudo-header's sum, folded and not complemented: summing
             // the segment over it and complementing gives the checksum.
-            let sum = match (src, dst) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => pseudo4(s, d, proto, u16::try_from(l4_len).ok()?),
-                (IpAddr::V6(s), IpAddr::V6(d)) => pseudo6(s, d, proto, u32::try_from(l4_len).ok()?),
-                _ => return None,
-            };
-            !sum.finish()
+            !pseudo_sum(src, dst, proto, l4_len)?.finish()
         } else if proto == PROTO_ICMP {
             Sum::new().add(l4).finish()
         } else {
@@ -192,17 +208,9 @@ fn finish_frame(
         };
         put16(l4, c, csum)?;
     }
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            write_eth(b, dst_mac, src_mac, ETHERTYPE_IPV4)?;
-            write_ipv4(b.get_mut(ETH_HLEN..)?, s, d, proto, l4_len)?;
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            write_eth(b, dst_mac, src_mac, ETHERTYPE_IPV6)?;
-            write_ipv6(b.get_mut(ETH_HLEN..)?, s, d, proto, l4_len, 0)?;
-        }
-        _ => return None,
-    }
+    let ethertype = if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+    write_eth(b, dst_mac, src_mac, ethertype)?;
+    write_ip(b.get_mut(ETH_HLEN..)?, src, dst, proto, l4_len)?;
     Some(end)
 }
 

@@ -243,6 +243,46 @@ fn parse_range(s: &str, item: &str) -> Result<Range, FwdError> {
     Ok(Range { first, last })
 }
 
+/// The items of a port list (after any address): the excluded ports (`~`),
+/// the ranges with their targets, and whether the list held exclusions
+/// only.
+#[allow(clippy::type_complexity)]
+fn parse_list(list: &str) -> Result<(Vec<bool>, Vec<(Range, Option<Range>)>, bool), FwdError> {
+    let mut excluded = vec![false; NUM_PORTS];
+    let mut items = Vec::new();
+    let mut exclusion_only = true;
+    for item in list.split(',') {
+        if item.is_empty() {
+            return Err(FwdError::Empty);
+        }
+        if let Some(ex) = item.strip_prefix('~') {
+            if ex.contains(':') {
+                return Err(FwdError::ExclusionTarget(item.into()));
+            }
+            let r = parse_range(ex, item)?;
+            for p in r.first..=r.last {
+                let e = excluded
+                    .get_mut(usize::from(p))
+                    .ok_or_else(|| FwdError::BadRange(item.into()))?;
+                if *e {
+                    return Err(FwdError::OverlappingExclusion(p));
+                }
+                *e = true;
+            }
+        } else {
+            exclusion_only = false;
+            let (src, dst) = parse_item(item)?;
+            if let Some(d) = dst {
+                if d.first == 0 {
+                    return Err(FwdError::PortZero(item.into()));
+                }
+            }
+            items.push((src, dst));
+        }
+    }
+    Ok((excluded, items, exclusion_only))
+}
+
 /// Splits `ITEM` into its source range and optional target range.
 fn parse_item(item: &str) -> Result<(Range, Option<Range>), FwdError> {
     let (src, dst) = match item.split_once(':') {
@@ -542,38 +582,7 @@ impl FwdTable {
         }
 
         // Check the whole list before changing anything.
-        let mut excluded = vec![false; NUM_PORTS];
-        let mut items = Vec::new();
-        let mut exclusion_only = true;
-        for item in list.split(',') {
-            if item.is_empty() {
-                return Err(FwdError::Empty);
-            }
-            if let Some(ex) = item.strip_prefix('~') {
-                if ex.contains(':') {
-                    return Err(FwdError::ExclusionTarget(item.into()));
-                }
-                let r = parse_range(ex, item)?;
-                for p in r.first..=r.last {
-                    let e = excluded
-                        .get_mut(usize::from(p))
-                        .ok_or_else(|| FwdError::BadRange(item.into()))?;
-                    if *e {
-                        return Err(FwdError::OverlappingExclusion(p));
-                    }
-                    *e = true;
-                }
-            } else {
-                exclusion_only = false;
-                let (src, dst) = parse_item(item)?;
-                if let Some(d) = dst {
-                    if d.first == 0 {
-                        return Err(FwdError::PortZero(item.into()));
-                    }
-                }
-                items.push((src, dst));
-            }
-        }
+        let (excluded, items, exclusion_only) = parse_list(list)?;
 
         self.set_mode(FwdMode::Spec)?;
         if exclusion_only {

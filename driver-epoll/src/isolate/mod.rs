@@ -118,20 +118,20 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
     let mut v: Vec<(&'static str, &'static [Syscall])> = vec![
         ("runtime", RUNTIME_SYSCALLS),
         ("event_loop", crate::event_loop::SYSCALLS),
-        ("socks", crate::socks::SYSCALLS),
-        ("dgram", crate::dgram::SYSCALLS),
+        ("socks", crate::sock::SYSCALLS),
+        ("dgram", crate::sock::dgram::SYSCALLS),
         ("log", crate::log::SYSCALLS),
         ("pcap", crate::pcap::SYSCALLS),
     ];
     match p {
-        Profile::Passt => v.push(("qemu", crate::qemu::SYSCALLS)),
-        Profile::VhostUser => v.push(("vhost_user", crate::vhost_user::SYSCALLS)),
+        Profile::Passt => v.push(("qemu", crate::link::qemu::SYSCALLS)),
+        Profile::VhostUser => v.push(("vhost_user", crate::link::vhost_user::SYSCALLS)),
         Profile::Pasta => {
-            v.push(("tap", crate::tap::SYSCALLS));
+            v.push(("tap", crate::link::tap::SYSCALLS));
             v.push(("event_loop (pasta)", crate::event_loop::PASTA_SYSCALLS));
             v.push(("portscan", crate::portscan::SYSCALLS));
             v.push(("isolate::worker", worker::SYSCALLS));
-            v.push(("splice", crate::splice::SYSCALLS));
+            v.push(("splice", crate::sock::splice::SYSCALLS));
         }
     }
     v

@@ -7,10 +7,7 @@ use super::*;
 #[test]
 fn echo_id_is_rewritten_both_families() {
     let mut h = H::new(capture_config());
-    for (g, p) in [
-        (IpAddr::V4(GUEST4), IpAddr::V4(PEER4)),
-        (IpAddr::V6(g6()), IpAddr::V6(p6())),
-    ] {
+    for (g, p) in both_families() {
         let req = ping(g, p, 0x1234, 7, b"abcdefgh");
         h.guest(std::slice::from_ref(&req));
         let s = h.sock_to(sa(p, 0));

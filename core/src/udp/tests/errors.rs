@@ -77,10 +77,7 @@ fn parse_err(f: &[u8]) -> (IpAddr, u8, u8, [u8; 4], Vec<u8>) {
 #[test]
 fn port_unreachable_quotes_the_guests_datagram_both_families() {
     let mut h = H::new(capture_config());
-    for (g, p) in [
-        (IpAddr::V4(GUEST4), IpAddr::V4(PEER4)),
-        (IpAddr::V6(g6()), IpAddr::V6(p6())),
-    ] {
+    for (g, p) in both_families() {
         let v6 = p.is_ipv6();
         h.guest(&[udp(g, p, 40000, 7, b"0123456789abcdefXYZ")]);
         let s = h.sock_to(sa(p, 7));
@@ -206,10 +203,7 @@ fn errors_from_the_hosts_own_addresses_appear_as_the_guest_sees_them() {
 #[test]
 fn echo_errors_quote_the_guests_echo_id_both_families() {
     let mut h = H::new(capture_config());
-    for (g, p) in [
-        (IpAddr::V4(GUEST4), IpAddr::V4(PEER4)),
-        (IpAddr::V6(g6()), IpAddr::V6(p6())),
-    ] {
+    for (g, p) in both_families() {
         let v6 = p.is_ipv6();
         h.guest(&[ping(g, p, 0x1234, 3, b"abcdefghijkl")]);
         let s = h.sock_to(sa(p, 0));

@@ -44,10 +44,7 @@ fn guest_flow_keeps_source_port_and_batches_per_flow() {
 #[test]
 fn replies_are_framed_in_the_slots_both_families() {
     let mut h = H::new(capture_config());
-    for (g, p) in [
-        (IpAddr::V4(GUEST4), IpAddr::V4(PEER4)),
-        (IpAddr::V6(g6()), IpAddr::V6(p6())),
-    ] {
+    for (g, p) in both_families() {
         h.guest(&[udp(g, p, 40000, 7, b"ping")]);
         let s = h.sock_to(sa(p, 7));
         if p.is_ipv6() {

@@ -13,7 +13,10 @@
 //! * [`set_hop_limit`] carries out `SockOpt::HopLimit`: the guest's TTL or
 //!   hop limit on the flow's socket.
 
+use super::{last_errno, scoped, to_storage};
+use nix::sys::socket;
 use passt_core::{Errno, Family, IcmpError, SockEvent, ICMP_QUOTE_MAX};
+use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -34,14 +37,6 @@ pub(crate) const MAX_BATCH: usize = 64;
 const MAX_PAYLOAD: usize = 65535;
 /// Errors read from one socket's error queue per wake-up, at most.
 const MAX_ERRORS: usize = 64;
-
-fn last_errno() -> Errno {
-    Errno(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
-}
 
 /// A socket address from a `sockaddr_storage` the kernel filled.
 pub(crate) fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -274,6 +269,52 @@ pub(crate) fn drain_errors(fd: BorrowedFd<'_>, mut report: impl FnMut(SockEvent)
     count
 }
 
+/// One `sendmmsg` on a connected datagram socket: one datagram per span.
+/// Returns the number of datagrams sent.
+pub(crate) fn send_datagrams(
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    to: Option<SocketAddr>,
+) -> Result<usize, Errno> {
+    if iov.is_empty() {
+        return Ok(0);
+    }
+    let iov = iov.get(..iov.len().min(1024)).unwrap_or(iov);
+    let dest = to.map(|a| to_storage(scoped(a)));
+    let mut hdrs: Vec<libc::mmsghdr> = iov
+        .iter()
+        .map(|s| {
+            // SAFETY: an all-zero msghdr is a valid, empty message header.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            // IoSlice is ABI-compatible with struct iovec.
+            h.msg_hdr.msg_iov = (s as *const IoSlice<'_>).cast_mut().cast();
+            h.msg_hdr.msg_iovlen = 1;
+            if let Some(d) = &dest {
+                // The kernel only reads the address.
+                h.msg_hdr.msg_name = socket::SockaddrLike::as_ptr(d).cast_mut().cast();
+                h.msg_hdr.msg_namelen = socket::SockaddrLike::len(d);
+            }
+            h
+        })
+        .collect();
+    let n = libc::c_uint::try_from(hdrs.len()).unwrap_or(0);
+    // SAFETY: every header points at one iovec of `iov`, which outlives the
+    // call; the kernel only reads the payload and writes `msg_len`.
+    let r = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(r as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,7 +504,7 @@ mod tests {
     /// sends carry their destination.
     #[test]
     fn socket_table_drains_queued_errors_and_sends_to_groups() {
-        use crate::socks::{Outcome, SockTable};
+        use crate::sock::{Outcome, SockTable};
         use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollFlags};
         use passt_core::{Action, BindOpts, SockEvent, SockId, SockKind, SpanList};
         use std::io::IoSlice;

@@ -28,10 +28,10 @@
 //! sockets with a reset. Nothing is reported twice: after the end the pair
 //! waits, out of the epoll set, for the core's `Close`.
 
-use crate::socks::SockTable;
+use crate::sock::pairs::{Pair, Pairs};
+use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
-use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// System calls of spliced pairs while running (see `isolate::seccomp`).
@@ -78,30 +78,22 @@ struct Dir {
     total: u64,
 }
 
-/// A joined pair.
+/// What a joined pair moves bytes with.
 #[derive(Debug)]
-struct Pair {
-    socks: [SockId; 2],
+struct Pipes {
     dirs: [Dir; 2],
     /// The epoll masks in place (empty: not in the set).
     masks: [EpollFlags; 2],
-    /// Reported to the core: nothing more happens until `Close`.
-    ended: bool,
 }
 
 /// What this module tracks: the pairs (by the id of their first socket),
 /// which pair each socket belongs to, and the pipe pool.
 #[derive(Debug, Default)]
 pub(crate) struct Splicer {
-    pairs: HashMap<u32, Pair>,
-    owner: HashMap<u32, u32>,
+    pairs: Pairs<Pipes>,
     pool: Vec<Pipe>,
     /// Size of the last pipe that could be resized: where new ones start.
     size: usize,
-}
-
-fn last_errno() -> Errno {
-    Errno(nix::errno::Errno::last_raw())
 }
 
 /// A new non-blocking pipe of at most `want` bytes (halving down to the
@@ -194,7 +186,7 @@ impl Splicer {
 
     /// Whether `sock` belongs to a joined pair.
     pub(crate) fn owns(&self, sock: SockId) -> bool {
-        self.owner.contains_key(&sock.0)
+        self.pairs.owns(sock)
     }
 
     /// Joins `a` and `b` (both connected) and moves what is already there.
@@ -229,18 +221,15 @@ impl Splicer {
         for s in [a, b] {
             let _ = socks.set_mask(epoll, s, EpollFlags::empty());
         }
-        self.pairs.insert(
-            a.0,
-            Pair {
-                socks: [a, b],
+        let key = self.pairs.insert(Pair::new(
+            a,
+            b,
+            Pipes {
                 dirs: [dir(p), dir(q)],
                 masks: [EpollFlags::empty(); 2],
-                ended: false,
             },
-        );
-        self.owner.insert(a.0, a.0);
-        self.owner.insert(b.0, a.0);
-        let r = self.run(epoll, socks, a.0, [true, true]);
+        ));
+        let r = self.run(epoll, socks, key, [true, true]);
         // The pool is refilled off the path of the first bytes.
         self.fill();
         r
@@ -254,16 +243,12 @@ impl Splicer {
         sock: SockId,
         flags: EpollFlags,
     ) -> Option<(SockId, SockEvent)> {
-        let key = *self.owner.get(&sock.0)?;
-        let pair = self.pairs.get_mut(&key)?;
-        if pair.ended {
-            return None;
-        }
-        let side = usize::from(pair.socks[1] == sock);
+        let (key, side) = self.pairs.live(sock)?;
+        let pair = self.pairs.get_mut(key)?;
         if flags.contains(EpollFlags::EPOLLERR) {
             if let Some(e) = socks
                 .get(sock)
-                .and_then(|e| crate::socks::so_error(e.fd.as_fd()))
+                .and_then(|e| crate::sock::so_error(e.fd.as_fd()))
             {
                 return self.end(epoll, socks, key, Err(e));
             }
@@ -286,7 +271,7 @@ impl Splicer {
         key: u32,
         which: [bool; 2],
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(&key)?;
+        let pair = self.pairs.get_mut(key)?;
         for (i, go) in which.into_iter().enumerate() {
             if !go {
                 continue;
@@ -334,12 +319,8 @@ impl Splicer {
         key: u32,
         r: Result<SpliceTotals, Errno>,
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(&key)?;
-        pair.ended = true;
-        for side in 0..2 {
-            let _ = socks.set_mask(epoll, pair.socks[side], EpollFlags::empty());
-            pair.masks[side] = EpollFlags::empty();
-        }
+        let pair = self.pairs.end(epoll, socks, key)?;
+        pair.masks = [EpollFlags::empty(); 2];
         if let Err(e) = r {
             log::debug!("splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);
         }
@@ -349,16 +330,10 @@ impl Splicer {
     /// The core closes `sock`: the pair is forgotten, its empty pipes go
     /// back to the pool.
     pub(crate) fn forget(&mut self, sock: SockId) {
-        let Some(key) = self.owner.remove(&sock.0) else {
+        let Some(pair) = self.pairs.remove(sock) else {
             return;
         };
-        let Some(pair) = self.pairs.remove(&key) else {
-            return;
-        };
-        for s in pair.socks {
-            self.owner.remove(&s.0);
-        }
-        for d in pair.dirs {
+        for d in pair.into_state().dirs {
             if d.pending == 0 && self.pool.len() < POOL_PIPES {
                 self.pool.push(d.pipe);
             }

@@ -17,10 +17,11 @@
 //! * [`DgramSplicer::query`] answers `Action::QuerySpliced` with the
 //!   datagrams moved each way, from which the core keeps flows alive.
 
-use crate::socks::SockTable;
+use crate::sock::pairs::{Pair, Pairs};
+use crate::sock::{last_errno, setsockopt_int, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -33,34 +34,28 @@ const ROUNDS: usize = 4;
 /// Room for one datagram: the largest UDP payload fits.
 const DGRAM_BUF: usize = 65536;
 
-/// A joined pair.
+/// Datagrams moved out of each socket of a joined pair.
 #[derive(Debug)]
-struct Pair {
-    socks: [SockId; 2],
-    /// Datagrams moved out of `socks[i]`.
-    moved: [u64; 2],
-    /// Reported to the core: nothing more happens until `Close`.
-    ended: bool,
-}
+struct Moved([u64; 2]);
 
 /// The pairs (by the id of their first socket), the socket → pair map,
 /// the buffers, and which listeners report destination addresses.
 #[derive(Debug, Default)]
 pub(crate) struct DgramSplicer {
-    pairs: HashMap<u32, Pair>,
-    owner: HashMap<u32, u32>,
+    pairs: Pairs<Moved>,
     /// `BATCH` buffers of `DGRAM_BUF` bytes, made on first use.
     bufs: Vec<Vec<u8>>,
     pktinfo: HashSet<u32>,
     got: Vec<(usize, SocketAddr)>,
 }
 
-fn last_errno() -> Errno {
-    Errno(nix::errno::Errno::last_raw())
-}
-
 /// Errors of a datagram socket that do not end a flow: transient ones, and
 /// those ICMP reports about the peer.
+///
+/// The core's UDP flows classify errors the same way (`udp::fatal` in
+/// passt-core, private to that crate) except for `ENOMEM`, which is
+/// transient here only. One list for both waits for the core to export its
+/// classification; until then a change to one list belongs in the other.
 fn transient(e: Errno) -> bool {
     [
         Errno::EAGAIN,
@@ -77,24 +72,6 @@ fn transient(e: Errno) -> bool {
         Errno::EPERM,
     ]
     .contains(&e)
-}
-
-fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> Result<(), Errno> {
-    let v: libc::c_int = 1;
-    // SAFETY: the option value is a live c_int of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(last_errno());
-    }
-    Ok(())
 }
 
 /// The destination address in the control messages of `msg`, if any.
@@ -158,7 +135,7 @@ fn peek_addrs(fd: BorrowedFd<'_>) -> Result<Option<(SocketAddr, Option<IpAddr>)>
         }
         return Err(e);
     }
-    let Some(peer) = crate::dgram::from_storage(&name) else {
+    let Some(peer) = crate::sock::dgram::from_storage(&name) else {
         return Err(Errno::EINVAL);
     };
     Ok(Some((peer, pktinfo_addr(&msg))))
@@ -167,7 +144,7 @@ fn peek_addrs(fd: BorrowedFd<'_>) -> Result<Option<(SocketAddr, Option<IpAddr>)>
 impl DgramSplicer {
     /// Whether `sock` belongs to a joined pair.
     pub(crate) fn owns(&self, sock: SockId) -> bool {
-        self.owner.contains_key(&sock.0)
+        self.pairs.owns(sock)
     }
 
     /// Carries out `Action::PeekPeer`.
@@ -179,8 +156,8 @@ impl DgramSplicer {
         if self.pktinfo.insert(sock.0) {
             // Both: a dual-stack socket reports IPv4 destinations with the
             // IPv6 option, a plain IPv4 socket refuses the IPv6 one.
-            let _ = set_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO);
-            let _ = set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO);
+            let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+            let _ = setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1);
         }
         match peek_addrs(fd) {
             Ok(Some((peer, local))) => Some(SockEvent::DatagramPeer { peer, local }),
@@ -206,7 +183,7 @@ impl DgramSplicer {
         self.buffers();
         let n = max.clamp(1, BATCH);
         let got = &mut self.got;
-        crate::dgram::recv_datagrams(from, &mut self.bufs[..n], 0, got)?;
+        crate::sock::dgram::recv_datagrams(from, &mut self.bufs[..n], 0, got)?;
         let Some(to) = to else {
             return Ok(got.len());
         };
@@ -217,7 +194,7 @@ impl DgramSplicer {
             _ => IoSlice::new(&[]),
         });
         // Whatever does not go out is lost, as on any UDP path.
-        let _ = crate::socks::send_datagrams(to, &iov[..k], None);
+        let _ = crate::sock::send_datagrams(to, &iov[..k], None);
         Ok(k)
     }
 
@@ -254,16 +231,7 @@ impl DgramSplicer {
                 return Some((a, SockEvent::SpliceEnded(Err(e))));
             }
         }
-        self.pairs.insert(
-            a.0,
-            Pair {
-                socks: [a, b],
-                moved: [0; 2],
-                ended: false,
-            },
-        );
-        self.owner.insert(a.0, a.0);
-        self.owner.insert(b.0, a.0);
+        self.pairs.insert(Pair::new(a, b, Moved([0; 2])));
         for s in [a, b] {
             if let Some(r) = self.event(epoll, socks, s, EpollFlags::EPOLLIN) {
                 return Some(r);
@@ -280,19 +248,14 @@ impl DgramSplicer {
         sock: SockId,
         flags: EpollFlags,
     ) -> Option<(SockId, SockEvent)> {
-        let key = *self.owner.get(&sock.0)?;
-        let pair = self.pairs.get(&key)?;
-        if pair.ended {
-            return None;
-        }
-        let side = usize::from(pair.socks[1] == sock);
-        let other = pair.socks[1 - side];
+        let (key, side) = self.pairs.live(sock)?;
+        let other = self.pairs.get(key)?.socks[1 - side];
         let (Some(s), Some(o)) = (socks.get(sock), socks.get(other)) else {
             return self.end(epoll, socks, key, Errno::EBADF);
         };
         if flags.contains(EpollFlags::EPOLLERR) {
             let mut fatal = None;
-            crate::dgram::drain_errors(s.fd.as_fd(), |ev| {
+            crate::sock::dgram::drain_errors(s.fd.as_fd(), |ev| {
                 let e = match ev {
                     SockEvent::Icmp(i) => i.errno,
                     SockEvent::Error(e) => e,
@@ -303,7 +266,7 @@ impl DgramSplicer {
                 }
             });
             if let Some(e) =
-                fatal.or_else(|| crate::socks::so_error(s.fd.as_fd()).filter(|&e| !transient(e)))
+                fatal.or_else(|| crate::sock::so_error(s.fd.as_fd()).filter(|&e| !transient(e)))
             {
                 return self.end(epoll, socks, key, e);
             }
@@ -330,8 +293,8 @@ impl DgramSplicer {
                 }
             }
         }
-        if let Some(p) = self.pairs.get_mut(&key) {
-            p.moved[side] += moved;
+        if let Some(p) = self.pairs.get_mut(key) {
+            p.0[side] += moved;
         }
         match err {
             Some(e) => self.end(epoll, socks, key, e),
@@ -348,22 +311,17 @@ impl DgramSplicer {
         key: u32,
         e: Errno,
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.get_mut(&key)?;
-        pair.ended = true;
-        for s in pair.socks {
-            let _ = socks.set_mask(epoll, s, EpollFlags::empty());
-        }
+        let pair = self.pairs.end(epoll, socks, key)?;
         log::debug!("udp splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);
         Some((pair.socks[0], SockEvent::SpliceEnded(Err(e))))
     }
 
     /// Carries out `Action::QuerySpliced`.
     pub(crate) fn query(&self, sock: SockId) -> Option<SockEvent> {
-        let key = self.owner.get(&sock.0)?;
-        let p = self.pairs.get(key)?;
+        let p = self.pairs.get(self.pairs.key_of(sock)?)?;
         Some(SockEvent::Spliced(SpliceTotals {
-            to_peer: p.moved[0],
-            from_peer: p.moved[1],
+            to_peer: p.0[0],
+            from_peer: p.0[1],
         }))
     }
 
@@ -371,13 +329,6 @@ impl DgramSplicer {
     /// `IP_PKTINFO` note).
     pub(crate) fn forget(&mut self, sock: SockId) {
         self.pktinfo.remove(&sock.0);
-        let Some(key) = self.owner.remove(&sock.0) else {
-            return;
-        };
-        if let Some(pair) = self.pairs.remove(&key) {
-            for s in pair.socks {
-                self.owner.remove(&s.0);
-            }
-        }
+        self.pairs.remove(sock);
     }
 }

@@ -99,13 +99,9 @@ impl TapDevice {
             )
         };
         if raw < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "opening the tun device /dev/net/tun: {}",
-                    crate::netns::describe(&e)
-                ),
+            return Err(failed(
+                io::Error::last_os_error(),
+                "opening the tun device /dev/net/tun",
             ));
         }
         // SAFETY: `raw` was just returned by open() and is owned by no one else.
@@ -116,13 +112,9 @@ impl TapDevice {
         // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
         if r < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "creating the tap device {name} (TUNSETIFF on /dev/net/tun): {}",
-                    crate::netns::describe(&e)
-                ),
+            return Err(failed(
+                io::Error::last_os_error(),
+                &format!("creating the tap device {name} (TUNSETIFF on /dev/net/tun)"),
             ));
         }
         if vnet {
@@ -388,6 +380,12 @@ pub(crate) fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `e` (read right after the failed call) after `what`, described as the
+/// start-up errors are.
+fn failed(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {}", crate::netns::describe(&e)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 use crate::event_loop::{Link, TxArena, MAX_FRAME};
 use crate::pcap::Pcap;
-use passt_core::{FrameMeta, SlotUse, TxRing};
+use passt_core::{FrameMeta, Reserved, SlotUse, TxRing};
 
 /// The transmit side of the event loop's guest link.
 pub(crate) struct LinkTx<'a> {
@@ -32,11 +32,13 @@ impl TxRing for LinkTx<'_> {
         }
     }
 
-    fn reserved(&mut self) -> Vec<&mut [u8]> {
-        match &mut *self.link {
+    fn reserved<'a>(&'a mut self, areas: &mut Reserved<'a>) {
+        let room = areas.remaining_capacity();
+        let lent = match &mut *self.link {
             Link::VhostUser(v) if v.guest_reserved() => v.reserved_slices(),
             _ => self.arena.reserved_areas(),
-        }
+        };
+        areas.extend(lent.into_iter().take(room));
     }
 
     fn commit(&mut self, lens: &[usize]) {

@@ -25,7 +25,7 @@ pub(crate) mod rxslots;
 pub(crate) mod tests;
 pub(crate) mod virtq;
 
-use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
+use crate::event_loop::{token, TxArena, TAG_LINK};
 use crate::pcap::Pcap;
 use device::{Device, QUEUES, RX, TX};
 use nix::errno::Errno;
@@ -157,7 +157,7 @@ impl VuLink {
 
     /// Listens on `path`, or the first free `dir/passt_N.socket`.
     pub(crate) fn listen(path: Option<&Path>, dir: &Path, one_off: bool) -> io::Result<VuLink> {
-        let (fd, p) = crate::qemu::listen_socket(path, dir)?;
+        let (fd, p) = crate::link::qemu::listen_socket(path, dir)?;
         Ok(VuLink::new(Some(fd), Some(p), one_off))
     }
 
@@ -181,13 +181,11 @@ impl VuLink {
 
     /// Registers the listener (once) and a socket handed over with `--fd`.
     pub(crate) fn register(&mut self, epoll: &Epoll) -> io::Result<()> {
-        if let (Some(l), false) = (&self.listener, self.listener_registered) {
-            epoll.add(
-                l.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LISTEN, 0)),
-            )?;
-            self.listener_registered = true;
-        }
+        crate::link::qemu::register_listener(
+            epoll,
+            self.listener.as_ref(),
+            &mut self.listener_registered,
+        )?;
         if let Some(s) = self.pending.take() {
             self.connect(epoll, s)?;
         }
@@ -211,18 +209,12 @@ impl VuLink {
 
     /// Accepts a front-end: the first one, others are closed at once.
     pub(crate) fn accept(&mut self, epoll: &Epoll) {
-        let Some(l) = &self.listener else { return };
         // Blocking: a message is read whole once it has arrived.
-        let fd = match socket::accept4(l.as_fd(), SockFlag::SOCK_CLOEXEC) {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::debug!("accept: {e}");
-                return;
-            }
+        let Some((fd, pid)) =
+            crate::link::qemu::accept_peer(self.listener.as_ref(), SockFlag::SOCK_CLOEXEC)
+        else {
+            return;
         };
-        let pid = socket::getsockopt(&fd, socket::sockopt::PeerCredentials)
-            .map(|c| c.pid())
-            .unwrap_or(0);
         if self.conn.is_some() {
             log::info!("another vhost-user front-end connected (PID {pid}), refusing it");
             return;
@@ -400,7 +392,7 @@ impl VuLink {
     }
 
     /// Lends slots for frames to the guest (the core's `TxRing::reserve`,
-    /// see `txring.rs`): runs of the guest's receive buffers for frames of
+    /// see `link/txring.rs`): runs of the guest's receive buffers for frames of
     /// known length when the buffers are mergeable, slots of the arena to
     /// copy from otherwise (datagrams, a queue not ready, buffers too small).
     /// Frames of one kind are flushed before the other kind is lent, so

@@ -1,5 +1,5 @@
 //! The manual page and shell completions, generated from the option table
-//! in `cli.rs` so that they cannot drift from what the parser accepts.
+//! in `cli/mod.rs` so that they cannot drift from what the parser accepts.
 //!
 //! `passt --print-manpage` and `pasta --print-manpage` print a page in
 //! man(7) format with upstream's sections (NAME, SYNOPSIS, DESCRIPTION,
@@ -77,71 +77,7 @@ pub(crate) fn man_page(mode: Mode) -> String {
 
     let mut r = Roff::new();
     r.control("SH", ["DESCRIPTION"]);
-    match mode {
-        Mode::Passt => {
-            r.control("PP", []).text([
-                bold("passt"),
-                roman(
-                    " connects the virtual network interface of a qemu guest to the host's \
-                     network. It speaks Ethernet with the guest over a UNIX domain socket \
-                     (qemu's stream netdev, or vhost-user) and turns the guest's TCP, UDP and \
-                     ICMP echo traffic into ordinary sockets of the host, so the guest's \
-                     connections look like the host's own applications' to the rest of the \
-                     network. No capability or privilege is needed.",
-                ),
-            ]);
-            para(
-                &mut r,
-                "It answers ARP, NDP (with router advertisements), DHCP and DHCPv6 itself, \
-                 handing the guest the host's own addresses, routes and resolvers unless \
-                 told otherwise. TCP is not terminated in passt: the host kernel's socket \
-                 does the TCP work, and data read from it stays queued there until the \
-                 guest acknowledges it.",
-            );
-            para(
-                &mut r,
-                "Ports of the host can be forwarded to the guest (-t, -u). qemu 7.2 and \
-                 later connect with -netdev stream or start passt themselves with \
-                 -netdev passt; libvirt starts it for interfaces of type user with the \
-                 passt back-end.",
-            );
-        }
-        Mode::Pasta => {
-            r.control("PP", []).text([
-                bold("pasta"),
-                roman(
-                    " does for a network namespace what passt does for a virtual machine: \
-                     it creates a tap device in the namespace and translates what the \
-                     namespace sends there into sockets of the host, without capabilities \
-                     or privileges.",
-                ),
-            ]);
-            para(
-                &mut r,
-                "Given a PID, pasta joins that process's user and network namespaces; \
-                 given --netns, that namespace. Otherwise it creates new user and network \
-                 namespaces and runs COMMAND (by default the user's shell) in them. With \
-                 --config-net it configures the tap device itself (addresses, routes, \
-                 MTU) instead of leaving that to DHCP, NDP and DHCPv6.",
-            );
-            para(
-                &mut r,
-                "Without an explicit -t or -u, ports bound in the namespace are forwarded \
-                 from the host as they appear (auto). pasta returns (forks to the \
-                 background) only once the namespace is configured and every forwarded \
-                 port is bound, and exits when the namespace goes away.",
-            );
-            para(
-                &mut r,
-                "Traffic between the loopbacks never crosses the tap device: TCP \
-                 connections and UDP datagrams from the host's loopback to a forwarded \
-                 port (-t, -u), and from the namespace's loopback to the ports of -T and \
-                 -U, are joined to a socket in the other namespace (splice(2) through \
-                 pipes for TCP, recvmmsg(2) and sendmmsg(2) for UDP). --no-splice turns \
-                 this off; --splice-only keeps only this path, with no tap device at all.",
-            );
-        }
-    }
+    description(&mut r, mode);
     let _ = r.to_writer(&mut out);
 
     let common = only(mode, |id| !mode_only(id) && id != "command");
@@ -163,6 +99,84 @@ pub(crate) fn man_page(mode: Mode) -> String {
     }
     r.control("fi", []);
 
+    examples(&mut r, mode);
+
+    notes_to_see_also(&mut r, mode);
+    let _ = r.to_writer(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// DESCRIPTION of the man page of `mode`.
+fn description(r: &mut Roff, mode: Mode) {
+    match mode {
+        Mode::Passt => {
+            r.control("PP", []).text([
+                bold("passt"),
+                roman(
+                    " connects the virtual network interface of a qemu guest to the host's \
+                     network. It speaks Ethernet with the guest over a UNIX domain socket \
+                     (qemu's stream netdev, or vhost-user) and turns the guest's TCP, UDP and \
+                     ICMP echo traffic into ordinary sockets of the host, so the guest's \
+                     connections look like the host's own applications' to the rest of the \
+                     network. No capability or privilege is needed.",
+                ),
+            ]);
+            para(
+                r,
+                "It answers ARP, NDP (with router advertisements), DHCP and DHCPv6 itself, \
+                 handing the guest the host's own addresses, routes and resolvers unless \
+                 told otherwise. TCP is not terminated in passt: the host kernel's socket \
+                 does the TCP work, and data read from it stays queued there until the \
+                 guest acknowledges it.",
+            );
+            para(
+                r,
+                "Ports of the host can be forwarded to the guest (-t, -u). qemu 7.2 and \
+                 later connect with -netdev stream or start passt themselves with \
+                 -netdev passt; libvirt starts it for interfaces of type user with the \
+                 passt back-end.",
+            );
+        }
+        Mode::Pasta => {
+            r.control("PP", []).text([
+                bold("pasta"),
+                roman(
+                    " does for a network namespace what passt does for a virtual machine: \
+                     it creates a tap device in the namespace and translates what the \
+                     namespace sends there into sockets of the host, without capabilities \
+                     or privileges.",
+                ),
+            ]);
+            para(
+                r,
+                "Given a PID, pasta joins that process's user and network namespaces; \
+                 given --netns, that namespace. Otherwise it creates new user and network \
+                 namespaces and runs COMMAND (by default the user's shell) in them. With \
+                 --config-net it configures the tap device itself (addresses, routes, \
+                 MTU) instead of leaving that to DHCP, NDP and DHCPv6.",
+            );
+            para(
+                r,
+                "Without an explicit -t or -u, ports bound in the namespace are forwarded \
+                 from the host as they appear (auto). pasta returns (forks to the \
+                 background) only once the namespace is configured and every forwarded \
+                 port is bound, and exits when the namespace goes away.",
+            );
+            para(
+                r,
+                "Traffic between the loopbacks never crosses the tap device: TCP \
+                 connections and UDP datagrams from the host's loopback to a forwarded \
+                 port (-t, -u), and from the namespace's loopback to the ports of -T and \
+                 -U, are joined to a socket in the other namespace (splice(2) through \
+                 pipes for TCP, recvmmsg(2) and sendmmsg(2) for UDP). --no-splice turns \
+                 this off; --splice-only keeps only this path, with no tap device at all.",
+            );
+        }
+    }
+}
+
+/// EXAMPLES of the man page of `mode`.
+fn examples(r: &mut Roff, mode: Mode) {
     r.control("SH", ["EXAMPLES"]);
     let example = |r: &mut Roff, what: &str, cmd: &str| {
         r.control("TP", []).text([roman(what)]);
@@ -171,49 +185,52 @@ pub(crate) fn man_page(mode: Mode) -> String {
     match mode {
         Mode::Passt => {
             example(
-                &mut r,
+                r,
                 "Serve a qemu guest, forwarding host port 2222 to the guest's 22:",
                 "passt -t 2222:22",
             );
             example(
-                &mut r,
+                r,
                 "qemu connecting to it:",
                 "qemu-system-x86_64 ... -netdev stream,id=n,server=off,addr.type=unix,addr.path=/tmp/passt_1.socket -device virtio-net-pci,netdev=n",
             );
             example(
-                &mut r,
+                r,
                 "One guest, one connection, in the foreground:",
                 "passt -f -1 -s /run/user/1000/vm1.socket",
             );
         }
         Mode::Pasta => {
             example(
-                &mut r,
+                r,
                 "A shell in new namespaces, its interface configured:",
                 "pasta --config-net",
             );
             example(
-                &mut r,
+                r,
                 "Forward host port 8080 to the namespace's 80, nothing else:",
                 "pasta --config-net -t 8080:80 -u none -T none -U none -- nginx",
             );
             example(
-                &mut r,
+                r,
                 "Connect the namespaces of an existing process (as rootlesskit does):",
                 "pasta --config-net 12345",
             );
             example(
-                &mut r,
+                r,
                 "Connect a namespace file, from inside its user namespace (as Podman does):",
                 "pasta --config-net --netns /run/user/1000/netns/netns-1",
             );
         }
     }
+}
 
+/// NOTES to SEE ALSO: the sections after the options.
+fn notes_to_see_also(r: &mut Roff, mode: Mode) {
     r.control("SH", ["NOTES"]);
     r.control("SS", ["Loopback addresses"]);
     para(
-        &mut r,
+        r,
         "Connections the guest makes to the address of --map-host-loopback (by \
          default the gateway) reach the host's loopback; connections from the host's \
          loopback to a forwarded port reach the guest from that address. \
@@ -221,21 +238,21 @@ pub(crate) fn man_page(mode: Mode) -> String {
     );
     r.control("SS", ["DNS"]);
     para(
-        &mut r,
+        r,
         "Queries sent to the --dns-forward address (TCP and UDP, ports 53 and 853) go \
          to the host's resolver (--dns-host, by default the first of \
          /etc/resolv.conf), including one on the host's loopback.",
     );
     r.control("SS", ["Ports below 1024"]);
     para(
-        &mut r,
+        r,
         "Forwarded ports are bound before privileges are dropped: started as root \
          (then running as nobody or --runas), passt and pasta can forward them; \
          otherwise net.ipv4.ip_unprivileged_port_start decides.",
     );
     r.control("SS", ["Sandbox"]);
     para(
-        &mut r,
+        r,
         "Once set up, the process runs in new namespaces with an empty, read-only \
          root, without capabilities (pasta keeps CAP_NET_BIND_SERVICE for automatic \
          forwarding), under a seccomp filter that allows only the system calls it \
@@ -244,15 +261,15 @@ pub(crate) fn man_page(mode: Mode) -> String {
 
     r.control("SH", ["LIMITATIONS"]);
     para(
-        &mut r,
+        r,
         "No IGMP/MLD proxying and no SCTP. Differences from upstream passt and pasta \
          are listed in docs/differences.md of the source tree.",
     );
     r.control("SH", ["AUTHORS"]);
-    para(&mut r, "The passt-rs contributors.");
+    para(r, "The passt-rs contributors.");
     r.control("SH", ["REPORTING BUGS"]);
     para(
-        &mut r,
+        r,
         "Please report problems on the issue tracker of passt-rs, with the output of \
          --debug (or --trace) where possible.",
     );
@@ -282,8 +299,6 @@ pub(crate) fn man_page(mode: Mode) -> String {
         italic("https://passt.top"),
         roman("."),
     ]);
-    let _ = r.to_writer(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A completion script of `mode` for `shell`.

@@ -11,7 +11,7 @@
 
 use crate::event_loop::{token, TxArena, TAG_LINK, TAG_LISTEN};
 use crate::framing::{RxBuf, StreamRx};
-use crate::tap::ReadOutcome;
+use crate::link::tap::ReadOutcome;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
@@ -166,6 +166,40 @@ pub(crate) fn listen_socket(path: Option<&Path>, dir: &Path) -> io::Result<(Owne
     }
 }
 
+/// Puts the listening socket (if any) into the epoll set, once. Shared by
+/// the stream and the vhost-user link.
+pub(crate) fn register_listener(
+    epoll: &Epoll,
+    listener: Option<&OwnedFd>,
+    registered: &mut bool,
+) -> io::Result<()> {
+    if let (Some(l), false) = (listener, *registered) {
+        epoll.add(
+            l.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LISTEN, 0)),
+        )?;
+        *registered = true;
+    }
+    Ok(())
+}
+
+/// The next connection on the listening socket (if any), with `flags`, and
+/// the PID of its peer (0 if unknown). Shared by the stream and the
+/// vhost-user link.
+pub(crate) fn accept_peer(listener: Option<&OwnedFd>, flags: SockFlag) -> Option<(OwnedFd, i32)> {
+    let fd = match socket::accept4(listener?.as_fd(), flags) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::debug!("accept: {e}");
+            return None;
+        }
+    };
+    let pid = socket::getsockopt(&fd, sockopt::PeerCredentials)
+        .map(|c| c.pid())
+        .unwrap_or(0);
+    Some((fd, pid))
+}
+
 impl QemuLink {
     /// Listens on `path`, or on the first free `dir/passt_N.socket` (N from 1
     /// to 99) if no path was given. A stale socket of ours is replaced; a
@@ -187,7 +221,7 @@ impl QemuLink {
 
     /// A connected socket handed over with `--fd` (implies one-off).
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Self> {
-        crate::tap::set_nonblocking(fd.as_fd())?;
+        crate::link::tap::set_nonblocking(fd.as_fd())?;
         tune(&fd);
         Ok(QemuLink {
             listener: None,
@@ -218,13 +252,7 @@ impl QemuLink {
 
     /// Registers the listener (once) and the client, if any.
     pub(crate) fn register(&mut self, epoll: &Epoll) -> io::Result<()> {
-        if let (Some(l), false) = (&self.listener, self.listener_registered) {
-            epoll.add(
-                l.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_LISTEN, 0)),
-            )?;
-            self.listener_registered = true;
-        }
+        register_listener(epoll, self.listener.as_ref(), &mut self.listener_registered)?;
         if let Some(c) = &self.client {
             let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
             match epoll.add(c.as_fd(), EpollEvent::new(flags, token(TAG_LINK, 0))) {
@@ -257,18 +285,12 @@ impl QemuLink {
 
     /// Accepts a connection: the client if there is none, else closed at once.
     pub(crate) fn accept(&mut self, epoll: &Epoll) {
-        let Some(l) = &self.listener else { return };
-        let fd = match socket::accept4(l.as_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)
-        {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::debug!("accept: {e}");
-                return;
-            }
+        let Some((fd, pid)) = accept_peer(
+            self.listener.as_ref(),
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        ) else {
+            return;
         };
-        let pid = socket::getsockopt(&fd, sockopt::PeerCredentials)
-            .map(|c| c.pid())
-            .unwrap_or(0);
         if self.client.is_some() {
             log::info!("another client connected (PID {pid}), refusing it");
             return;
