@@ -228,6 +228,8 @@ impl Checker {
     }
 
     /// A frame the core emitted towards the guest. Returns violations.
+    // Long by design: one pass over a TCP frame that checks each invariant in turn against
+    // the same flow state; the checks read best in the order the segment's fields are met.
     pub fn on_core_frame(&mut self, frame: &[u8], kernel: &Kernel) -> Vec<String> {
         if self.corrupted {
             return Vec::new();
@@ -352,6 +354,12 @@ impl Checker {
         bad
     }
 
+    /// The kernel's connections, unless a corrupted frame made the
+    /// stream checks moot.
+    fn views<'k>(&self, kernel: &'k Kernel) -> Option<Vec<(Option<SockId>, ConnView<'k>)>> {
+        (!self.corrupted).then(|| kernel.conn_views())
+    }
+
     /// At the end of a turn (everything due at `now` done): the guest must
     /// not wait on a window closed by the core while the socket has room.
     /// The window counts as closed when it has no room for one of the
@@ -361,10 +369,9 @@ impl Checker {
     /// Allowed for one turn (the core learns of the room through an event),
     /// not across a later one.
     pub fn on_turn_end(&mut self, now: u64, kernel: &Kernel) -> Vec<String> {
-        if self.corrupted {
+        let Some(views) = self.views(kernel) else {
             return Vec::new();
-        }
-        let views = kernel.conn_views();
+        };
         let mut bad = Vec::new();
         for (k, f) in self.flows.iter_mut() {
             let (Some(sock), Some(edge), Some(mss)) = (f.sock, f.wnd_edge, f.core_mss) else {
@@ -419,10 +426,9 @@ impl Checker {
     /// After the core wrote to a socket: the host-side stream must be a prefix
     /// of what the guest sent.
     pub fn on_sent(&mut self, sock: SockId, kernel: &Kernel) -> Vec<String> {
-        if self.corrupted {
+        let Some(views) = self.views(kernel) else {
             return Vec::new();
-        }
-        let views = kernel.conn_views();
+        };
         let mut bad = Vec::new();
         for (k, f) in self.flows.iter_mut().filter(|(_, f)| f.sock == Some(sock)) {
             let Some(v) = Self::view(f, &views) else {
@@ -454,10 +460,9 @@ impl Checker {
 
     /// End-of-run checks, after the heal phase.
     pub fn finish(&mut self, kernel: &Kernel) -> Vec<String> {
-        if self.corrupted {
+        let Some(views) = self.views(kernel) else {
             return Vec::new();
-        }
-        let views = kernel.conn_views();
+        };
         let mut bad = Vec::new();
         for (k, f) in &mut self.flows {
             let Some(v) = Self::view(f, &views) else {
@@ -532,11 +537,23 @@ fn seg_str(t: &TcpSeg) -> String {
 mod tests {
     use super::*;
     use crate::frame::{tcp_frame, BROADCAST, GUEST_MAC};
-    use crate::kernel::{KernelConfig, PeerModel, PeerRule, PeerSpec};
+    use crate::kernel::PeerModel;
     use passt_core::{Family, Netns, SockKind};
+
+    use crate::kernel::tests::kernel_with;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// The core's socket 1 connects to `r`, as the checker is told.
+    fn connect_core(k: &mut Kernel, c: &mut Checker, r: SocketAddr) -> SockId {
+        let s = SockId(1);
+        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
+            .unwrap();
+        k.connect(s, r, 0).unwrap();
+        c.on_connect(s, r, k);
+        s
     }
 
     /// Plays the core by hand: a handshake, guest data written to the host
@@ -545,13 +562,7 @@ mod tests {
     fn ack_honesty_and_byte_stream() {
         let g = sa("10.77.0.2:40000");
         let r = sa("192.0.2.1:80");
-        let mut cfg = KernelConfig::default();
-        cfg.peers.push(PeerRule {
-            addr: None,
-            port: Some(80),
-            spec: PeerSpec::new(PeerModel::Sink),
-        });
-        let mut k = Kernel::new(cfg);
+        let mut k = kernel_with(PeerModel::Sink);
         let mut c = Checker::default();
         let gf = |seq, ack, fl, p: &[u8]| {
             tcp_frame(GUEST_MAC, BROADCAST, g, r, seq, ack, fl, 65535, &[], p)
@@ -560,11 +571,7 @@ mod tests {
             tcp_frame(BROADCAST, GUEST_MAC, r, g, seq, ack, fl, 65535, &[], p)
         };
         c.on_guest_frame(&gf(100, 0, flags::SYN, b""));
-        let s = SockId(1);
-        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-            .unwrap();
-        k.connect(s, r, 0).unwrap();
-        c.on_connect(s, r, &k);
+        let s = connect_core(&mut k, &mut c, r);
         k.advance(0);
         assert!(c
             .on_core_frame(&cf(5000, 101, flags::SYN | flags::ACK, b""), &k)
@@ -629,13 +636,7 @@ mod tests {
     fn close_mapping_at_the_end() {
         let g = sa("10.77.0.2:40000");
         let r = sa("192.0.2.1:80");
-        let mut cfg = KernelConfig::default();
-        cfg.peers.push(PeerRule {
-            addr: None,
-            port: Some(80),
-            spec: PeerSpec::new(PeerModel::ResetAfter(1)),
-        });
-        let mut k = Kernel::new(cfg);
+        let mut k = kernel_with(PeerModel::ResetAfter(1));
         let mut c = Checker::default();
         c.on_guest_frame(&tcp_frame(
             GUEST_MAC,
@@ -649,11 +650,7 @@ mod tests {
             &[],
             b"",
         ));
-        let s = SockId(1);
-        k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-            .unwrap();
-        k.connect(s, r, 0).unwrap();
-        c.on_connect(s, r, &k);
+        let s = connect_core(&mut k, &mut c, r);
         k.advance(0);
         k.send(s, b"ab").unwrap();
         k.run_peers(0);

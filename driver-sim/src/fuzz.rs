@@ -86,6 +86,8 @@ fn closes(b: u8, sent: u32) -> bool {
 }
 
 /// The scenario text of `data`.
+// Long by design: one arm per fuzz opcode, each writing one scenario line; the table is the
+// grammar the fuzzer explores.
 pub fn program(data: &[u8]) -> String {
     let mut b = Bytes(data);
     let setup = b.u8();

@@ -92,6 +92,18 @@ impl fmt::Display for GuestTcp {
 }
 
 impl GuestTcp {
+    /// Our SYN-ACK (`seg` adds the ACK once the core's SYN is known), with
+    /// window scaling if the core offered it.
+    fn send_syn_ack(&self, out: &mut Vec<Vec<u8>>) {
+        let o = if self.wscale > 0 {
+            "mss 1400,nop,wscale 7"
+        } else {
+            "mss 1400"
+        };
+        let opts = frame::tcp_options(o).unwrap_or_default();
+        out.extend(self.seg(0, flags::SYN, &[], &opts));
+    }
+
     /// An endpoint that connects from `local` to `remote` and sends `total` bytes.
     pub fn connect(
         local: SocketAddr,
@@ -268,13 +280,7 @@ impl GuestTcp {
                 self.output(now, out);
             }
             GuestState::SynReceived => {
-                let o = if self.wscale > 0 {
-                    "mss 1400,nop,wscale 7"
-                } else {
-                    "mss 1400"
-                };
-                let opts = frame::tcp_options(o).unwrap_or_default();
-                out.extend(self.seg(0, flags::SYN, &[], &opts));
+                self.send_syn_ack(out);
                 self.rto_at = Some(now + RTO_NS);
             }
             GuestState::Established => {
@@ -300,6 +306,7 @@ impl GuestTcp {
     }
 
     /// A segment from the core.
+    // Long by design: one arm per state of the model's TCP state machine.
     pub fn on_segment(&mut self, now: u64, t: &TcpSeg, out: &mut Vec<Vec<u8>>) {
         if t.flags & flags::RST != 0 {
             self.state = GuestState::Reset;
@@ -348,13 +355,7 @@ impl GuestTcp {
             GuestState::SynReceived => {
                 if t.flags & flags::SYN != 0 {
                     // Our SYN-ACK was lost: send it again.
-                    let o = if self.wscale > 0 {
-                        "mss 1400,nop,wscale 7"
-                    } else {
-                        "mss 1400"
-                    };
-                    let opts = frame::tcp_options(o).unwrap_or_default();
-                    out.extend(self.seg(0, flags::SYN, &[], &opts));
+                    self.send_syn_ack(out);
                     return;
                 }
                 if t.flags & flags::ACK != 0 && t.ack == self.isn.wrapping_add(1) {

@@ -37,6 +37,7 @@ pub const PROFILES: &[&str] = &[
 
 /// The fault profile `name` for `seed`. `swarm` draws every impairment and
 /// its size from the seed; the others are fixed.
+// Long by design: a table: one arm per fault profile.
 pub fn profile(name: &str, seed: u64) -> Result<Faults, String> {
     let both = |p: LinkProfile| Faults {
         to_core: p.clone(),
@@ -198,13 +199,7 @@ pub fn sweep(
     profile(faults, 0)?;
     let mut rep = SweepReport::default();
     for seed in seeds {
-        let opts = RunOptions {
-            seed: Some(seed),
-            faults: Some(faults.to_string()),
-            lenient: true,
-            planted,
-            policy: None,
-        };
+        let opts = lenient(seed, faults, planted, None);
         rep.runs += 1;
         let problems = run_problems(sc, &opts);
         if !problems.is_empty() {
@@ -212,13 +207,7 @@ pub fn sweep(
         }
     }
     for f in rep.failures.iter().take(3) {
-        let opts = RunOptions {
-            seed: Some(f.seed),
-            faults: Some(faults.to_string()),
-            lenient: true,
-            planted,
-            policy: None,
-        };
+        let opts = lenient(f.seed, faults, planted, None);
         let Ok(Ok(r)) = catch_unwind(AssertUnwindSafe(|| run(sc, &opts))) else {
             continue;
         };
@@ -226,13 +215,7 @@ pub fn sweep(
             continue;
         };
         let want = kind(&first);
-        let replay = RunOptions {
-            seed: Some(f.seed),
-            faults: Some("none".into()),
-            lenient: true,
-            planted,
-            policy: None,
-        };
+        let replay = lenient(f.seed, "none", planted, None);
         let fails = |s: &Scenario| run_problems(s, &replay).iter().any(|v| kind(v) == want);
         if !fails(&r.realized) {
             // The failure depends on the core-to-guest link or timing the
@@ -261,6 +244,103 @@ pub fn sweep(
     Ok(rep)
 }
 
+/// The options of a lenient run (invariants only) of one seed.
+fn lenient(
+    seed: u64,
+    faults: &str,
+    planted: Option<PlantedBug>,
+    policy: Option<&str>,
+) -> RunOptions {
+    RunOptions {
+        seed: Some(seed),
+        faults: Some(faults.to_string()),
+        lenient: true,
+        planted,
+        policy: policy.map(str::to_string),
+    }
+}
+
+/// Left- or right-aligned columns of a text table, one space apart.
+fn render_columns(cols: &[(&str, usize, bool)], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, ((_, w, left), c)) in cols.iter().zip(cells).enumerate() {
+            if i > 0 {
+                l.push(' ');
+            }
+            if *left {
+                l.push_str(&format!("{c:<w$}"));
+            } else {
+                l.push_str(&format!("{c:>w$}"));
+            }
+        }
+        l.push('\n');
+        l
+    };
+    let mut s = line(cols.iter().map(|c| c.0.to_string()).collect());
+    for r in rows {
+        s.push_str(&line(r));
+    }
+    s
+}
+
+/// What the rows of both tables count over the seeds of one cell.
+#[derive(Default)]
+struct Tally {
+    runs: u64,
+    failing: u64,
+    /// Completion times of the runs that completed (ms).
+    times: Vec<f64>,
+    retx: u64,
+}
+
+impl Tally {
+    fn add(&mut self, r: &crate::scenario::RunResult) {
+        self.runs += 1;
+        if !r.violations.is_empty() {
+            self.failing += 1;
+        }
+        if let Some(t) = r.metrics.completion {
+            self.times.push(t.as_secs_f64() * 1000.0);
+        }
+        self.retx += r.metrics.guest_retransmits;
+    }
+
+    /// Median and worst completion time, once `times` is sorted.
+    fn median_worst(&self) -> (f64, f64) {
+        (
+            self.times
+                .get(self.times.len() / 2)
+                .copied()
+                .unwrap_or(f64::NAN),
+            self.times.last().copied().unwrap_or(f64::NAN),
+        )
+    }
+}
+
+/// The columns both tables share: runs, failing and completed ones, and the
+/// median and worst completion time (`ms_width` wide, the worst one less).
+fn count_cols(ms_width: usize) -> [(&'static str, usize, bool); 5] {
+    [
+        ("runs", 5, false),
+        ("failing", 7, false),
+        ("completed", 9, false),
+        ("median_ms", ms_width, false),
+        ("worst_ms", ms_width - 1, false),
+    ]
+}
+
+/// The cells of [`count_cols`].
+fn count_cells(runs: u64, failing: u64, completed: u64, ms: (f64, f64)) -> [String; 5] {
+    [
+        runs.to_string(),
+        failing.to_string(),
+        completed.to_string(),
+        format!("{:.1}", ms.0),
+        format!("{:.1}", ms.1),
+    ]
+}
+
 /// One row of a research table: a fault profile over many seeds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableRow {
@@ -286,39 +366,23 @@ pub fn table(sc: &Scenario, seeds: Range<u64>, profiles: &[&str]) -> Result<Vec<
     let mut rows = Vec::new();
     for p in profiles {
         profile(p, 0)?;
-        let mut times = Vec::new();
-        let (mut runs, mut failing, mut retx, mut fin, mut fout) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut tally = Tally::default();
+        let (mut fin, mut fout) = (0u64, 0u64);
         for seed in seeds.clone() {
-            let opts = RunOptions {
-                seed: Some(seed),
-                faults: Some(p.to_string()),
-                lenient: true,
-                planted: None,
-                policy: None,
-            };
-            let r = run(sc, &opts)?;
-            runs += 1;
-            if !r.violations.is_empty() {
-                failing += 1;
-            }
-            if let Some(t) = r.metrics.completion {
-                times.push(t.as_secs_f64() * 1000.0);
-            }
-            retx += r.metrics.guest_retransmits;
+            let r = run(sc, &lenient(seed, p, None, None))?;
+            tally.add(&r);
             fin += r.metrics.frames_to_core;
             fout += r.metrics.frames_from_core;
         }
-        times.sort_by(f64::total_cmp);
-        let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
-        let worst = times.last().copied().unwrap_or(f64::NAN);
-        let n = runs.max(1) as f64;
+        tally.times.sort_by(f64::total_cmp);
+        let n = tally.runs.max(1) as f64;
         rows.push(TableRow {
             profile: p.to_string(),
-            runs,
-            failing,
-            completed: times.len() as u64,
-            completion_ms: (median, worst),
-            retransmits: retx as f64 / n,
+            runs: tally.runs,
+            failing: tally.failing,
+            completed: tally.times.len() as u64,
+            completion_ms: tally.median_worst(),
+            retransmits: tally.retx as f64 / n,
             frames: (fin as f64 / n, fout as f64 / n),
         });
     }
@@ -327,33 +391,29 @@ pub fn table(sc: &Scenario, seeds: Range<u64>, profiles: &[&str]) -> Result<Vec<
 
 /// A research table as text.
 pub fn render_table(rows: &[TableRow]) -> String {
-    let mut s = format!(
-        "{:<8} {:>5} {:>7} {:>9} {:>11} {:>10} {:>9} {:>11} {:>11}\n",
-        "profile",
-        "runs",
-        "failing",
-        "completed",
-        "median_ms",
-        "worst_ms",
-        "retx/run",
-        "to_core/run",
-        "from_core/run"
-    );
-    for r in rows {
-        s.push_str(&format!(
-            "{:<8} {:>5} {:>7} {:>9} {:>11.1} {:>10.1} {:>9.1} {:>11.1} {:>11.1}\n",
-            r.profile,
-            r.runs,
-            r.failing,
-            r.completed,
-            r.completion_ms.0,
-            r.completion_ms.1,
-            r.retransmits,
-            r.frames.0,
-            r.frames.1
-        ));
-    }
-    s
+    let cols = [
+        &[("profile", 8, true)][..],
+        &count_cols(11),
+        &[
+            ("retx/run", 9, false),
+            ("to_core/run", 11, false),
+            ("from_core/run", 11, false),
+        ],
+    ]
+    .concat();
+    render_columns(
+        &cols,
+        rows.iter().map(|r| {
+            let mut cells = vec![r.profile.clone()];
+            cells.extend(count_cells(r.runs, r.failing, r.completed, r.completion_ms));
+            cells.extend([
+                format!("{:.1}", r.retransmits),
+                format!("{:.1}", r.frames.0),
+                format!("{:.1}", r.frames.1),
+            ]);
+            cells
+        }),
+    )
 }
 
 /// One row of a policy table: a TCP policy of the core under a fault
@@ -427,51 +487,35 @@ pub fn policy_table(
         }
         for p in profiles {
             profile(p, 0)?;
-            let (mut runs, mut failing, mut retx, mut stalls) = (0u64, 0u64, 0u64, 0u64);
-            let mut longest = 0u64;
-            let mut times = Vec::new();
+            let mut tally = Tally::default();
+            let (mut stalls, mut longest) = (0u64, 0u64);
             let mut rates = Vec::new();
             for seed in seeds.clone() {
-                let opts = RunOptions {
-                    seed: Some(seed),
-                    faults: Some(p.to_string()),
-                    lenient: true,
-                    planted: None,
-                    policy: Some(pol.to_string()),
-                };
-                let r = run(sc, &opts)?;
-                runs += 1;
-                if !r.violations.is_empty() {
-                    failing += 1;
-                }
+                let r = run(sc, &lenient(seed, p, None, Some(pol)))?;
+                tally.add(&r);
                 if let Some(t) = r.metrics.completion {
-                    times.push(t.as_secs_f64() * 1000.0);
                     if t > std::time::Duration::ZERO {
                         rates.push(r.metrics.bytes as f64 / t.as_secs_f64() / 1e6);
                     }
                 }
-                retx += r.metrics.guest_retransmits;
                 let (n, l) = run_stalls(&r);
                 stalls += n;
                 longest = longest.max(l);
             }
-            times.sort_by(f64::total_cmp);
+            tally.times.sort_by(f64::total_cmp);
             rates.sort_by(f64::total_cmp);
-            let n = runs.max(1) as f64;
+            let n = tally.runs.max(1) as f64;
             rows.push(PolicyRow {
                 policy: pol.to_string(),
                 profile: p.to_string(),
-                runs,
-                failing,
-                completed: times.len() as u64,
-                completion_ms: (
-                    times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
-                    times.last().copied().unwrap_or(f64::NAN),
-                ),
+                runs: tally.runs,
+                failing: tally.failing,
+                completed: tally.times.len() as u64,
+                completion_ms: tally.median_worst(),
                 throughput_mbs: rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN),
                 stalls: stalls as f64 / n,
                 longest_stall_ms: longest as f64 / 1e6,
-                retransmits: retx as f64 / n,
+                retransmits: tally.retx as f64 / n,
             });
         }
     }
@@ -480,37 +524,31 @@ pub fn policy_table(
 
 /// A policy table as text.
 pub fn render_policy_table(rows: &[PolicyRow]) -> String {
-    let mut s = format!(
-        "{:<13} {:<8} {:>5} {:>7} {:>9} {:>10} {:>9} {:>8} {:>10} {:>15} {:>9}\n",
-        "policy",
-        "profile",
-        "runs",
-        "failing",
-        "completed",
-        "median_ms",
-        "worst_ms",
-        "MB/s",
-        "stalls/run",
-        "longest_stall_ms",
-        "retx/run"
-    );
-    for r in rows {
-        s.push_str(&format!(
-            "{:<13} {:<8} {:>5} {:>7} {:>9} {:>10.1} {:>9.1} {:>8.1} {:>10.2} {:>15.1} {:>9.1}\n",
-            r.policy,
-            r.profile,
-            r.runs,
-            r.failing,
-            r.completed,
-            r.completion_ms.0,
-            r.completion_ms.1,
-            r.throughput_mbs,
-            r.stalls,
-            r.longest_stall_ms,
-            r.retransmits
-        ));
-    }
-    s
+    let cols = [
+        &[("policy", 13, true), ("profile", 8, true)][..],
+        &count_cols(10),
+        &[
+            ("MB/s", 8, false),
+            ("stalls/run", 10, false),
+            ("longest_stall_ms", 15, false),
+            ("retx/run", 9, false),
+        ],
+    ]
+    .concat();
+    render_columns(
+        &cols,
+        rows.iter().map(|r| {
+            let mut cells = vec![r.policy.clone(), r.profile.clone()];
+            cells.extend(count_cells(r.runs, r.failing, r.completed, r.completion_ms));
+            cells.extend([
+                format!("{:.1}", r.throughput_mbs),
+                format!("{:.2}", r.stalls),
+                format!("{:.1}", r.longest_stall_ms),
+                format!("{:.1}", r.retransmits),
+            ]);
+            cells
+        }),
+    )
 }
 
 /// The time-sequence graphs of one run per policy (seed `seed`, fault
@@ -599,6 +637,16 @@ mod tests {
     /// byte short) is caught by the malformed-drop invariant once duplication
     /// puts two frames into one batch, and the failure shrinks to a two-frame
     /// scenario that fails without any faults, and passes without the bug.
+    /// The violations of a lenient run of `sc` without faults, with `planted`.
+    fn lenient_violations(sc: &Scenario, planted: Option<PlantedBug>) -> Vec<String> {
+        let opts = RunOptions {
+            planted,
+            lenient: true,
+            ..Default::default()
+        };
+        run(sc, &opts).unwrap().violations
+    }
+
     #[test]
     fn planted_bug_is_caught_and_shrunk() {
         let sc = Scenario::parse("services", std::path::Path::new("."), SERVICES).unwrap();
@@ -623,26 +671,10 @@ mod tests {
         );
         // The shrunk file reproduces on its own, without faults.
         let again = Scenario::parse("again", std::path::Path::new("."), &text).unwrap();
-        let with = RunOptions {
-            planted: bug,
-            lenient: true,
-            ..Default::default()
-        };
-        let r = run(&again, &with).unwrap();
-        assert!(
-            r.violations.iter().any(|v| v.contains("malformed drops")),
-            "{:?}",
-            r.violations
-        );
-        let r = run(
-            &again,
-            &RunOptions {
-                lenient: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        let v = lenient_violations(&again, bug);
+        assert!(v.iter().any(|v| v.contains("malformed drops")), "{v:?}");
+        let v = lenient_violations(&again, None);
+        assert!(v.is_empty(), "{v:?}");
     }
 
     /// A partial write reported one byte long (`AckOneMore`) makes the core
@@ -677,17 +709,8 @@ mod tests {
         std::fs::write(dir.join("scenario.pkt"), small.to_text()).unwrap();
         let again = Scenario::load(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let with = RunOptions {
-            planted: bug,
-            lenient: true,
-            ..Default::default()
-        };
-        let r = run(&again, &with).unwrap();
-        assert!(
-            r.violations.iter().any(|v| v.contains("ACK honesty")),
-            "{:?}",
-            r.violations
-        );
+        let v = lenient_violations(&again, bug);
+        assert!(v.iter().any(|v| v.contains("ACK honesty")), "{v:?}");
     }
 
     #[test]

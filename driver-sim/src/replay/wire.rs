@@ -4,8 +4,8 @@
 //! (etherparse's lax slicing).
 
 use etherparse::{
-    Icmpv4Type, Icmpv6Type, LaxNetSlice, LaxSlicedPacket, LinkSlice, TcpOptionElement,
-    TransportSlice,
+    IcmpEchoHeader, Icmpv4Type, Icmpv6Type, LaxNetSlice, LaxSlicedPacket, LinkSlice,
+    TcpOptionElement, TransportSlice,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -139,6 +139,12 @@ pub fn parse(t: u64, frame: &[u8]) -> Option<Pkt> {
     };
     pkt.src = SocketAddr::new(src, 0);
     pkt.dst = SocketAddr::new(dst, 0);
+    let echo = |request: bool, e: IcmpEchoHeader| L4::Echo {
+        request,
+        id: e.id,
+        seq: e.seq,
+        len: ip_payload.saturating_sub(8) as u32,
+    };
     pkt.l4 = match &p.transport {
         Some(TransportSlice::Tcp(t)) => {
             pkt.src.set_port(t.source_port());
@@ -149,20 +155,9 @@ pub fn parse(t: u64, frame: &[u8]) -> Option<Pkt> {
                 ack: t.acknowledgment_number(),
                 win: t.window_size(),
                 len: ip_payload.saturating_sub(hlen) as u32,
+                flags: crate::frame::tcp_flag_bits(t),
                 ..TcpHdr::default()
             };
-            for (set, bit) in [
-                (t.fin(), flags::FIN),
-                (t.syn(), flags::SYN),
-                (t.rst(), flags::RST),
-                (t.psh(), flags::PSH),
-                (t.ack(), flags::ACK),
-                (t.urg(), flags::URG),
-            ] {
-                if set {
-                    h.flags |= bit;
-                }
-            }
             for o in t.options_iterator().flatten() {
                 match o {
                     TcpOptionElement::MaximumSegmentSize(m) => h.mss = Some(m),
@@ -181,21 +176,13 @@ pub fn parse(t: u64, frame: &[u8]) -> Option<Pkt> {
             }
         }
         Some(TransportSlice::Icmpv4(i)) => match i.icmp_type() {
-            Icmpv4Type::EchoRequest(e) | Icmpv4Type::EchoReply(e) => L4::Echo {
-                request: matches!(i.icmp_type(), Icmpv4Type::EchoRequest(_)),
-                id: e.id,
-                seq: e.seq,
-                len: ip_payload.saturating_sub(8) as u32,
-            },
+            Icmpv4Type::EchoRequest(e) => echo(true, e),
+            Icmpv4Type::EchoReply(e) => echo(false, e),
             _ => L4::Other,
         },
         Some(TransportSlice::Icmpv6(i)) => match i.icmp_type() {
-            Icmpv6Type::EchoRequest(e) | Icmpv6Type::EchoReply(e) => L4::Echo {
-                request: matches!(i.icmp_type(), Icmpv6Type::EchoRequest(_)),
-                id: e.id,
-                seq: e.seq,
-                len: ip_payload.saturating_sub(8) as u32,
-            },
+            Icmpv6Type::EchoRequest(e) => echo(true, e),
+            Icmpv6Type::EchoReply(e) => echo(false, e),
             _ => L4::Other,
         },
         _ => L4::Other,
