@@ -17,6 +17,11 @@ struct Flow {
     guest_data: Vec<u8>,
     /// Out-of-order guest segments waiting for the gap to fill.
     pending: BTreeMap<u32, Vec<u8>>,
+    /// Where the guest's FINs stand (relative; the first few distinct
+    /// ones): with scripted or reordered segments a guest may send more than
+    /// one, and the core takes the one that arrives in order.
+    guest_fins: Vec<u32>,
+    /// The FIN the core took: the one its acknowledgement covers.
     guest_fin_at: Option<u32>,
     guest_rst: bool,
     /// Highest acknowledgement (relative, in bytes) the core sent.
@@ -56,7 +61,7 @@ struct Flow {
     guest_syns: Vec<u32>,
 }
 
-/// Most guest SYN sequence numbers kept per flow.
+/// Most guest SYN (and FIN) sequence numbers kept per flow.
 const GUEST_SYNS_MAX: usize = 8;
 
 fn opt_num(opts: &str, name: &str) -> Option<u32> {
@@ -91,7 +96,7 @@ impl Checker {
         let open = f.guest_isn.is_some()
             && !f.guest_rst
             && !f.core_rst
-            && (!f.core_fin || f.guest_fin_at.is_none());
+            && (!f.core_fin || f.guest_fins.is_empty());
         if t.flags & flags::SYN != 0
             && f.guest_syns.len() < GUEST_SYNS_MAX
             && !f.guest_syns.contains(&t.seq)
@@ -162,7 +167,9 @@ impl Checker {
             // The stream ends at the first FIN: a later FIN further on (data
             // after the end) is one the core ignores, not a new end.
             let at = start.wrapping_add(t.payload.len() as u32);
-            f.guest_fin_at = Some(f.guest_fin_at.map_or(at, |e| e.min(at)));
+            if f.guest_fins.len() < GUEST_SYNS_MAX && !f.guest_fins.contains(&at) {
+                f.guest_fins.push(at);
+            }
         }
     }
 
@@ -269,6 +276,7 @@ impl Checker {
                 f.tainted |= !f.guest_data.is_empty() || !f.pending.is_empty();
                 f.guest_data.clear();
                 f.pending.clear();
+                f.guest_fins.clear();
                 f.guest_fin_at = None;
                 f.guest_nxt = 0;
                 f.verified = 0;
@@ -301,7 +309,25 @@ impl Checker {
                     // The FIN may be acknowledged once all data before it was
                     // accepted (the shutdown may follow in the same drain; the
                     // final checks make sure it happened).
-                    let fin = u32::from(f.guest_fin_at.is_some_and(|e| e <= accepted));
+                    let fin_before = f
+                        .guest_fins
+                        .iter()
+                        .copied()
+                        .filter(|&e| e <= accepted)
+                        .max();
+                    let fin = u32::from(fin_before.is_some());
+                    if a == accepted + 1 && f.guest_fin_at.is_none() {
+                        // The acknowledgement covers a FIN: the one at the
+                        // end of what the socket took (or, if none stands
+                        // there, the last before it: the final checks then
+                        // find the data the core took past it).
+                        f.guest_fin_at = f
+                            .guest_fins
+                            .iter()
+                            .copied()
+                            .find(|&e| e == accepted)
+                            .or(fin_before);
+                    }
                     if a > accepted + fin {
                         bad.push(format!(
                             "ACK honesty: core acked {a} bytes of {} > {} but its socket accepted {accepted}",
@@ -378,7 +404,7 @@ impl Checker {
                 continue;
             };
             let open = views.iter().any(|v| v.0 == Some(sock));
-            let finished = f.guest_fin_at.is_some() || f.guest_rst || f.core_rst;
+            let finished = !f.guest_fins.is_empty() || f.guest_rst || f.core_rst;
             let Ok(sp) = kernel.send_space(sock) else {
                 f.closed_since = None;
                 continue;
@@ -626,7 +652,7 @@ mod tests {
         c.on_guest_frame(&gf(7, flags::ACK | flags::FIN, b"g"));
         let f = c.flows.values().next().unwrap();
         assert_eq!(f.guest_data, b"abcdefg");
-        assert_eq!(f.guest_fin_at, Some(7));
+        assert_eq!(f.guest_fins, [7]);
         assert!(!f.tainted);
         c.on_guest_frame(&gf(2, flags::ACK, b"Z"));
         assert!(c.flows.values().next().unwrap().tainted);
