@@ -126,7 +126,7 @@ impl Core {
             tcp: TcpState::new(&cfg),
             udp: UdpState::new(limits.flows),
             splice: SpliceState::default(),
-            udp_splice: UdpSpliceState::default(),
+            udp_splice: UdpSpliceState::new(limits.flows),
             tx_state: TxState::default(),
             cfg,
         }
