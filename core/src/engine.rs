@@ -97,7 +97,7 @@ pub struct Core {
     /// Spliced connections' state outside the flow table.
     pub(crate) splice: SpliceState,
     /// Spliced UDP flows' state outside the flow table.
-    udp_splice: UdpSpliceState,
+    pub(crate) udp_splice: UdpSpliceState,
     /// The transmit path's state (`txring.rs`).
     tx_state: TxState,
 }
