@@ -386,8 +386,8 @@ fn many_flows_expire_in_flow_order_with_a_bounded_heap_cost_each() {
     assert_eq!(c.udp_splice_stats().timeouts, u64::from(N));
     // A scan per due deadline would visit every flow each time (about
     // N * N / 2 visits); the heap does a bounded number of O(log n)
-    // operations per flow: pop at its deadline (and once more if traffic
-    // moved it), the query's push and pop.
+    // operations per flow: pop at its deadline (a push and a pop more if
+    // traffic moved it), the query's push and pop.
     let ops = c.udp_splice.timers.ops - before;
     assert!(ops <= 5 * u64::from(N), "{ops} heap operations");
 }
