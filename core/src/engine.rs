@@ -97,7 +97,7 @@ pub struct Core {
     /// Spliced connections' state outside the flow table.
     pub(crate) splice: SpliceState,
     /// Spliced UDP flows' state outside the flow table.
-    udp_splice: UdpSpliceState,
+    pub(crate) udp_splice: UdpSpliceState,
     /// The transmit path's state (`txring.rs`).
     tx_state: TxState,
 }
@@ -126,7 +126,7 @@ impl Core {
             tcp: TcpState::new(&cfg),
             udp: UdpState::new(limits.flows),
             splice: SpliceState::default(),
-            udp_splice: UdpSpliceState::default(),
+            udp_splice: UdpSpliceState::new(limits.flows),
             tx_state: TxState::default(),
             cfg,
         }

@@ -51,6 +51,10 @@ pub(crate) struct Timers {
     kinds: usize,
     /// Stamp of the next entry.
     stamp: u32,
+    /// Heap operations so far (pushes, pops, entries kept by a
+    /// compaction), for tests that show what timers cost.
+    #[cfg(test)]
+    pub(crate) ops: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +73,8 @@ impl Timers {
             current: vec![None; slots],
             kinds: kinds.max(1),
             stamp: 0,
+            #[cfg(test)]
+            ops: 0,
         }
     }
 
@@ -109,6 +115,7 @@ impl Timers {
             if self.heap.len() == self.heap.capacity() {
                 self.compact();
             }
+            self.count_op(1);
             self.heap.push(Reverse(Entry {
                 at,
                 flow: id.0,
@@ -139,6 +146,7 @@ impl Timers {
         if e.at > now {
             return None;
         }
+        self.count_op(1);
         self.heap.pop();
         // The top is live (`clean_top`): this timer is disarmed now.
         let slot = self.slot(e.flow, e.kind);
@@ -160,6 +168,7 @@ impl Timers {
             if self.live(e) {
                 break;
             }
+            self.count_op(1);
             self.heap.pop();
         }
     }
@@ -167,8 +176,19 @@ impl Timers {
     /// Drops every stale entry.
     fn compact(&mut self) {
         let mut heap = core::mem::take(&mut self.heap);
+        let visited = heap.len();
         heap.retain(|Reverse(e)| self.live(e));
         self.heap = heap;
+        self.count_op(visited);
+    }
+
+    /// Counts `n` heap operations (tests only).
+    #[cfg_attr(not(test), allow(unused_variables))]
+    fn count_op(&mut self, n: usize) {
+        #[cfg(test)]
+        {
+            self.ops += n as u64;
+        }
     }
 }
 

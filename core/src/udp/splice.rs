@@ -32,14 +32,21 @@
 //! moves, so when a flow's time is up it asks for the pair's count
 //! ([`Action::QuerySpliced`]): a count that moved keeps the flow for another
 //! period, one that did not (or no answer within [`QUERY_WAIT`]) ends it.
+//!
+//! Each flow has one timer in a heap (`timers.rs`), at or before its
+//! expiry: armed when the flow is made and when a query goes out; traffic
+//! only moves the flow's expiry on, and a timer that comes up early is
+//! armed again for the new expiry. So the next expiry is known in O(1) and
+//! each due flow costs O(log n), whatever the number of flows.
 
 use super::{any_addr, family, UDP_TIMEOUT};
 use crate::action::{Action, BindOpts, Family, Netns, SockEvent, SockId, SockKind};
-use crate::flow::{self, FlowData, FlowId, SockRef};
+use crate::flow::{self, FlowData, FlowId, FlowTable, SockRef};
 use crate::fwd::{Listener, Listeners, Proto};
 use crate::splice::{guest_addr, Ctx};
 use crate::tap::FlowKey;
-use crate::time::{earliest, Instant};
+use crate::time::Instant;
+use crate::timers::Timers;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
@@ -101,11 +108,19 @@ impl UdpSpliceFlow {
     }
 }
 
+/// The kind of a spliced flow's timer (it has one).
+const EXPIRY_TIMER: u8 = 0;
+
 /// Spliced UDP state outside the flow table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct UdpSpliceState {
-    /// Lower bound of every spliced flow's deadline.
-    next_timer: Option<Instant>,
+    /// One timer per spliced flow, at or before its deadline: armed when
+    /// the flow is made and when a query goes out, and armed again for the
+    /// new deadline when it runs early (traffic moved the deadline on), so
+    /// that traffic costs no timer work.
+    timers: Timers,
+    /// Flows due in `timeout`, in flow order (allocated once).
+    due: Vec<FlowId>,
     /// Sockets of spliced flows the driver holds.
     pub(crate) open_socks: usize,
     pub(crate) stats: UdpSpliceStats,
@@ -156,6 +171,32 @@ fn connected(
 }
 
 impl UdpSpliceState {
+    /// Spliced UDP state for a flow table of `flows` entries.
+    pub(crate) fn new(flows: usize) -> Self {
+        let flows = flows.min(flow::MAX_FLOWS);
+        UdpSpliceState {
+            timers: Timers::new(flows, 1),
+            due: Vec::with_capacity(flows),
+            open_socks: 0,
+            stats: UdpSpliceStats::default(),
+        }
+    }
+
+    /// Deadline of spliced flow `id`, if it is one.
+    fn deadline(flows: &FlowTable, id: FlowId) -> Option<Instant> {
+        match &flows.get(id)?.data {
+            FlowData::UdpSplice(u) => Some(u.deadline()),
+            _ => None,
+        }
+    }
+
+    /// Arms the timer of `id` for its deadline.
+    fn note_timer(&mut self, flows: &FlowTable, id: FlowId) {
+        let d = Self::deadline(flows, id);
+        let gen = flows.get(id).map_or(0, |f| f.gen);
+        self.timers.set(id, gen, EXPIRY_TIMER, d);
+    }
+
     /// Whether the UDP listener `l` is read through [`Action::PeekPeer`].
     fn peeks(cx: &Ctx<'_>, l: &Listener) -> bool {
         cx.cfg.splice && (l.fwd.netns == Netns::Guest || l.fwd.target.is_none())
@@ -358,7 +399,7 @@ impl UdpSpliceState {
         }
         self.open_socks += 2;
         self.stats.opened += 1;
-        self.next_timer = earliest(self.next_timer, Some(now.saturating_add(UDP_TIMEOUT)));
+        self.note_timer(cx.flows, id);
         log::debug!(
             "udp splice flow {}: {peer} -> {:?}:{}, to {target} from {bind}",
             id.0,
@@ -454,9 +495,9 @@ impl UdpSpliceState {
                 if total != u.moved {
                     self.stats.moved += total.saturating_sub(u.moved);
                     u.moved = total;
+                    // Later than the armed timer: it runs early and is
+                    // armed again then.
                     u.t_active = now;
-                    self.next_timer =
-                        earliest(self.next_timer, Some(now.saturating_add(UDP_TIMEOUT)));
                 } else {
                     self.stats.timeouts += 1;
                     self.close(cx, id);
@@ -488,43 +529,46 @@ impl UdpSpliceState {
 
     /// When the earliest spliced UDP flow may expire.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer
+        self.timers.next()
     }
 
-    /// Asks for the counts of flows whose time is up; ends those that did
-    /// not answer.
+    /// Asks for the counts of flows whose time is up, in flow order; ends
+    /// those that did not answer.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
-        match self.next_timer {
-            Some(t) if t <= now => {}
-            _ => return,
+        let mut due = core::mem::take(&mut self.due);
+        due.clear();
+        while let Some(t) = self.timers.pop_due(now) {
+            let live = cx.flows.get(t.id).is_some_and(|f| f.gen == t.gen);
+            match Self::deadline(cx.flows, t.id) {
+                // Each flow pops once: `due` has room for all.
+                Some(d) if live && d <= now => due.push(t.id),
+                Some(d) if live => self.timers.set(t.id, t.gen, EXPIRY_TIMER, Some(d)),
+                _ => {}
+            }
         }
-        let mut next = None;
-        for i in cx.flows.indices() {
-            let id = FlowId(i);
+        due.sort_unstable();
+        for &id in &due {
             let Some(&FlowData::UdpSplice(u)) = cx.flows.get(id).map(|f| &f.data) else {
                 continue;
             };
-            let d = u.deadline();
-            if d > now {
-                next = earliest(next, Some(d));
-                continue;
-            }
             if u.query_at.is_some() || !u.joined || !u.open[0] {
                 self.stats.timeouts += 1;
                 self.close(cx, id);
                 continue;
             }
             if !cx.actions.admits(1) {
-                next = earliest(next, Some(now));
+                // No room for the query: again at the next call.
+                let gen = cx.flows.get(id).map_or(0, |f| f.gen);
+                self.timers.set(id, gen, EXPIRY_TIMER, Some(now));
                 continue;
             }
             if let Some(FlowData::UdpSplice(u)) = cx.flows.get_mut(id).map(|f| &mut f.data) {
                 u.query_at = Some(now);
             }
             cx.act(Action::QuerySpliced { sock: u.socks[0] });
-            next = earliest(next, Some(now.saturating_add(QUERY_WAIT)));
+            self.note_timer(cx.flows, id);
         }
-        self.next_timer = next;
+        self.due = due;
     }
 }
 

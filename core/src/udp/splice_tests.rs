@@ -272,3 +272,154 @@ fn a_socket_that_fails_ends_the_flow_and_the_next_datagram_starts_another() {
     assert_eq!(c.udp_splice_stats().failed, 2);
     assert_eq!(c.flow_count(), 0);
 }
+
+/// Runs every timer due up to `until` as the driver does (at the instant
+/// `poll_timeout` names), answering each query with `answer` for its
+/// socket; returns the queries seen, with their time.
+fn run_until(
+    c: &mut Core,
+    until: Instant,
+    mut answer: impl FnMut(SockId) -> SpliceTotals,
+) -> Vec<(Instant, SockId)> {
+    let mut queries = Vec::new();
+    while let Some(t) = c.poll_timeout().filter(|&t| t <= until) {
+        c.handle_timeout(t);
+        for a in actions(c) {
+            match a {
+                Action::QuerySpliced { sock } => {
+                    queries.push((t, sock));
+                    c.handle_sock_event(t, sock, SockEvent::Spliced(answer(sock)));
+                }
+                Action::Close { .. } => {}
+                a => panic!("unexpected {a:?}"),
+            }
+        }
+    }
+    queries
+}
+
+#[test]
+fn traffic_moves_the_expiry_without_ending_the_flow_early() {
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+    let s0 = joined(&a);
+    let minute = Duration::from_secs(60);
+    // Datagrams on the listener every minute for ten minutes: the timer
+    // armed at the start runs early and is armed again, nothing is asked.
+    let mut t = T0;
+    for _ in 0..10 {
+        t = t.saturating_add(minute);
+        assert!(run_until(&mut c, t, |_| unreachable!()).is_empty());
+        let a = datagram(&mut c, t, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+        assert!(matches!(
+            a[..],
+            [Action::ForwardDatagrams { to: Some(_), .. }]
+        ));
+    }
+    assert_eq!(c.flow_count(), 1);
+    // Then the driver moves datagrams: each query finds the count moved,
+    // for three periods.
+    let mut moved = 0;
+    let until = t.saturating_add(UDP_TIMEOUT.saturating_mul(3));
+    let q = run_until(&mut c, until, |_| {
+        moved += 1;
+        SpliceTotals {
+            to_peer: moved,
+            from_peer: 0,
+        }
+    });
+    let at: Vec<Instant> = (1..=3u32)
+        .map(|i| t.saturating_add(UDP_TIMEOUT.saturating_mul(i)))
+        .collect();
+    assert_eq!(q, at.iter().map(|&t| (t, s0)).collect::<Vec<_>>());
+    assert_eq!(c.flow_count(), 1);
+    assert_eq!(c.udp_splice_stats().timeouts, 0);
+    // Quiet from then on: asked once more, a period after, and ended.
+    let end = until.saturating_add(UDP_TIMEOUT);
+    let q = run_until(&mut c, end, |_| SpliceTotals {
+        to_peer: 3,
+        from_peer: 0,
+    });
+    assert_eq!(q, vec![(end, s0)]);
+    assert_eq!(c.flow_count(), 0);
+    assert_eq!(c.udp_splice_stats().timeouts, 1);
+    // The query's timer is left to run: it finds the flow gone.
+    let wait = end.saturating_add(QUERY_WAIT);
+    assert!(run_until(&mut c, wait, |_| unreachable!()).is_empty());
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn many_flows_expire_in_flow_order_with_a_bounded_heap_cost_each() {
+    const N: u16 = 1000;
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    // One flow per source port, a millisecond apart; every other one sees
+    // another datagram a minute later, which moves its expiry on.
+    let mut socks = Vec::new();
+    for i in 0..N {
+        let t = T0.saturating_add(Duration::from_millis(u64::from(i)));
+        let peer = format!("127.0.0.1:{}", 20000 + i);
+        let a = datagram(&mut c, t, 0, &peer, Some("127.0.0.1"));
+        socks.push(joined(&a));
+    }
+    for i in (0..N).step_by(2) {
+        let t = T0.saturating_add(Duration::from_millis(60_000 + u64::from(i)));
+        let peer = format!("127.0.0.1:{}", 20000 + i);
+        datagram(&mut c, t, 0, &peer, Some("127.0.0.1"));
+    }
+    assert_eq!(c.flow_count(), usize::from(N));
+    let before = c.udp_splice.timers.ops;
+    // Nothing moves on any flow: each is asked once at its deadline and
+    // ended a second later.
+    let end = T0.saturating_add(Duration::from_secs(3600));
+    let q = run_until(&mut c, end, |_| SpliceTotals::default());
+    let mut want: Vec<(Instant, SockId)> = (0..N)
+        .map(|i| {
+            let last = u64::from(i) + if i % 2 == 0 { 60_000 } else { 0 };
+            let t = T0.saturating_add(Duration::from_millis(last));
+            (t.saturating_add(UDP_TIMEOUT), socks[usize::from(i)])
+        })
+        .collect();
+    want.sort();
+    assert_eq!(q, want);
+    assert_eq!(c.flow_count(), 0);
+    assert_eq!(c.udp_splice_stats().timeouts, u64::from(N));
+    // A scan per due deadline would visit every flow each time (about
+    // N * N / 2 visits); the heap does a bounded number of O(log n)
+    // operations per flow: pop at its deadline (a push and a pop more if
+    // traffic moved it), the query's push and pop.
+    let ops = c.udp_splice.timers.ops - before;
+    assert!(ops <= 5 * u64::from(N), "{ops} heap operations");
+}
+
+#[test]
+fn flows_due_together_beyond_the_action_queue_are_asked_at_the_next_call() {
+    let mut cfg = crate::testutil::capture_config();
+    cfg.splice = true;
+    cfg.forwards = vec![out(5353, 53)];
+    cfg.limits.actions = 16;
+    let mut c = Core::new(cfg);
+    c.start(T0);
+    actions(&mut c);
+    let mut socks = Vec::new();
+    for i in 0..40u16 {
+        let peer = format!("127.0.0.1:{}", 20000 + i);
+        let a = datagram(&mut c, T0, 0, &peer, Some("127.0.0.1"));
+        socks.push(joined(&a));
+    }
+    let t1 = T0.saturating_add(UDP_TIMEOUT);
+    let mut asked = Vec::new();
+    while let Some(t) = c.poll_timeout().filter(|&t| t <= t1) {
+        assert_eq!(t, t1);
+        c.handle_timeout(t);
+        let a = actions(&mut c);
+        assert!(!a.is_empty(), "no busy loop");
+        asked.extend(a.into_iter().map(|a| match a {
+            Action::QuerySpliced { sock } => sock,
+            a => panic!("unexpected {a:?}"),
+        }));
+    }
+    // All of them, once each, in flow order.
+    assert_eq!(asked, socks);
+    assert_eq!(c.poll_timeout(), Some(t1.saturating_add(QUERY_WAIT)));
+}
