@@ -21,8 +21,9 @@
 
 use crate::action::SockId;
 use crate::counters::DropReason;
+use crate::splice::conn::SpliceConn;
 use crate::tap::FlowKey;
-use crate::tcp::TcpConn;
+use crate::tcp::conn::TcpConn;
 use crate::time::Instant;
 use core::hash::Hasher;
 use core::net::{IpAddr, SocketAddr};
@@ -46,7 +47,7 @@ pub(crate) enum FlowData {
     Ping(DgramFlow),
     /// A TCP connection between the host's and the guest's loopback, joined
     /// in the driver (pasta): two sockets, no guest-side 4-tuple.
-    Splice(crate::splice::SpliceConn),
+    Splice(SpliceConn),
     /// A UDP flow between the host's and the guest's loopback, joined in
     /// the driver (pasta): two sockets, keyed by the initiating side.
     UdpSplice(crate::udp::splice::UdpSpliceFlow),

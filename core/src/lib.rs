@@ -128,6 +128,8 @@ mod udp;
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
+mod layers_tests;
+#[cfg(test)]
 mod testutil;
 mod wire;
 mod work;

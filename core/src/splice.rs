@@ -41,6 +41,9 @@ use crate::guest::GuestInfo;
 use crate::queue::ActionQueue;
 use core::net::{IpAddr, SocketAddr};
 
+pub(crate) mod conn;
+pub(crate) use conn::{Phase, SpliceConn};
+
 /// What became of spliced connections, for logs and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpliceStats {
@@ -59,26 +62,6 @@ pub struct SpliceStats {
     pub bytes_out: u64,
     /// Bytes moved towards the side that was accepted.
     pub bytes_in: u64,
-}
-
-/// Where a spliced connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// The far side is connecting.
-    Connecting,
-    /// The driver moves the bytes.
-    Joined,
-}
-
-/// A spliced connection: side 0 is the accepted socket, side 1 the one
-/// connected in the other namespace.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SpliceConn {
-    pub(crate) phase: Phase,
-    /// Which of the two sockets the driver holds.
-    pub(crate) open: [bool; 2],
-    /// Where the far side connects to.
-    pub(crate) target: SocketAddr,
 }
 
 /// Splicing state outside the flow table.

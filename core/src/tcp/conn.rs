@@ -1,0 +1,168 @@
+//! The state of one translated TCP connection, as the flow table stores it.
+//!
+//! This module sits below the flow table: it imports only the lowest layers
+//! (`action`, `time`), so `flow.rs` can name [`TcpConn`] as an entry's data
+//! without importing the rest of `tcp`, which uses the table. The
+//! connection's behaviour (its `impl` blocks) stays in `tcp/mod.rs` and the
+//! files beside it; fields private to `tcp` are `pub(super)` here.
+
+use crate::action::{Interest, SockId};
+use crate::time::Instant;
+use core::net::IpAddr;
+
+/// Where a connection is in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Phase {
+    /// Guest SYN received; the host connect is in progress.
+    #[default]
+    Connecting,
+    /// The host connect completed; waiting for TCP_INFO to answer the guest.
+    ConnectedInfo,
+    /// SYN-ACK sent to the guest; waiting for its ACK.
+    SynAckSent,
+    /// `Accept` asked of a listener.
+    Accepting,
+    /// Accepted; waiting for TCP_INFO before the SYN to the guest.
+    AcceptedInfo,
+    /// SYN sent to the guest; waiting for its SYN-ACK.
+    SynSent,
+    /// Data may move both ways.
+    Established,
+}
+
+/// State of one translated TCP connection.
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct TcpConn {
+    pub(crate) phase: Phase,
+    pub(crate) sock: SockId,
+    /// Whether the driver holds a socket under `sock`.
+    pub(super) sock_open: bool,
+    /// Listener index (inbound connections).
+    pub(super) listener: u32,
+    /// Port the guest is connected on, for inbound connections.
+    pub(super) target_port: u16,
+
+    // --- close state
+    /// The socket reported end of stream (or hang-up).
+    pub(crate) sock_fin_rcvd: bool,
+    /// EPOLLHUP seen.
+    pub(super) hup: bool,
+    /// The guest's FIN was taken and the socket shut down for writing.
+    pub(crate) tap_fin_rcvd: bool,
+    /// Our FIN is in flight or acknowledged.
+    pub(crate) tap_fin_sent: bool,
+    /// The guest acknowledged our FIN.
+    pub(crate) tap_fin_acked: bool,
+    /// Sequence number of our FIN, once sent.
+    pub(super) fin_seq: Option<u32>,
+
+    // --- flags
+    /// Host peer is local or has a very low RTT: ACK at once.
+    pub(crate) local: bool,
+    /// Address of the host peer.
+    pub(super) host_addr: Option<IpAddr>,
+    /// Cannot send more to the guest until it acknowledges or opens its window.
+    pub(crate) stalled: bool,
+    /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
+    pub(crate) need_out: bool,
+    /// The kernel's wake-up for free send space is armed: the socket was
+    /// found not writable when its interest was last set, or a write did
+    /// not fit. Cleared when the socket is seen writable again.
+    pub(super) out_armed: bool,
+    /// The last peek found nothing beyond what it took: wait for `Readable`
+    /// before peeking again (a peek would only return `EAGAIN`).
+    pub(super) sock_drained: bool,
+    /// The last write was partial or refused: the send buffer is full
+    /// whatever TCP_INFO says (the kernel counts buffer overhead, not just
+    /// payload), so the window stays closed until EPOLLOUT or the next
+    /// poll of a closed window.
+    pub(super) sock_full: bool,
+    /// The socket was reported readable before the handshake completed.
+    pub(super) readable_early: bool,
+    /// A `Peek` is queued and not answered yet.
+    pub(super) peek_pending: bool,
+    /// Waiting for room on the guest link (listed in `TcpState::link_waiting`).
+    pub(super) link_wait: bool,
+    /// Bytes asked for by the pending `Peek`.
+    pub(super) peek_len: u32,
+    /// `seq_to_tap` when the pending `Peek` was asked for.
+    pub(super) peek_seq: u32,
+    /// Bytes of the pending `Send`.
+    pub(super) send_pending: u32,
+    /// Batch number of the pending `Send`.
+    pub(super) send_batch: u64,
+    /// Where the pending `Send` waits in the action queue
+    /// (`ActionQueue::get_mut`), while its batch is handled: a later group of
+    /// the flow's segments amends it there instead of searching the queue.
+    pub(super) send_action: Option<u64>,
+    /// The guest's FIN follows the pending `Send`.
+    pub(super) fin_pending: bool,
+    /// Send the next ACK twice (a duplicate ACK pair for a gap).
+    pub(super) dup_ack_pending: bool,
+    /// Send an ACK when the next `TcpInfo` arrives.
+    pub(super) force_ack: bool,
+    /// `seq_from_tap` for which a duplicate ACK pair was last sent.
+    pub(super) dup_ack_sent_at: Option<u32>,
+
+    // --- sequence numbers (guest's view of us: "to tap"; of itself: "from tap")
+    /// Our initial sequence number.
+    pub(super) isn: u32,
+    /// Next sequence number we send to the guest.
+    pub(crate) seq_to_tap: u32,
+    /// Highest `seq_to_tap` ever reached.
+    pub(super) seq_max_to_tap: u32,
+    /// Highest ACK from the guest (never past our FIN).
+    pub(crate) seq_ack_from_tap: u32,
+    /// Next sequence number expected from the guest: everything before it
+    /// was written to the socket.
+    pub(crate) seq_from_tap: u32,
+    /// The ACK number last sent to the guest.
+    pub(crate) seq_ack_to_tap: u32,
+
+    // --- windows and sizes
+    /// Guest's window, scaled, in bytes.
+    pub(crate) wnd_from_tap: u32,
+    /// Raw window field of the guest's last segment (duplicate ACK detection).
+    pub(super) wnd_raw_from_tap: u16,
+    /// Guest's window scale (0 if scaling is off).
+    pub(super) ws_from_tap: u8,
+    /// Our window scale (0 if scaling is off).
+    pub(super) ws_to_tap: u8,
+    /// Window last advertised to the guest, in bytes.
+    pub(crate) wnd_to_tap: u32,
+    /// Largest window offered to the guest (0: `MAX_WINDOW`), from the
+    /// MSS we advertised and the guest link's queue (`TAP_QUEUE_FRAMES`).
+    pub(super) wnd_clamp: u32,
+    /// Estimated free space of the socket's send buffer.
+    pub(crate) sock_free: u32,
+    /// The send buffer's size (kernel accounting) as last reported.
+    pub(super) sndbuf: u32,
+    /// Whether a `TcpInfo` arrived yet.
+    pub(super) have_info: bool,
+    /// `tcpi_snd_mss` as last reported.
+    pub(super) info_mss: u32,
+    /// Largest segment we send to the guest.
+    pub(crate) mss_to_tap: u16,
+    /// Consecutive retransmissions.
+    pub(crate) retrans: u8,
+    /// Consecutive duplicate ACKs from the guest.
+    pub(super) dup_acks: u8,
+
+    // --- time
+    /// Start of the handshake, or when both FINs were exchanged.
+    pub(super) t_phase: Instant,
+    /// Last activity.
+    pub(super) t_active: Instant,
+    /// When an established connection sends the guest a keepalive, unless
+    /// a segment from the guest comes first (it moves this on).
+    pub(super) keepalive_due: Instant,
+    /// Deferred ACK to the guest.
+    pub(super) ack_due: Option<Instant>,
+    /// Retransmission (or zero-window probe) deadline.
+    pub(super) t_retx: Option<Instant>,
+    /// Next look at the send buffer while our window is closed.
+    pub(super) t_poll: Option<Instant>,
+    /// Epoll interest last asked for.
+    pub(super) interest: Option<Interest>,
+}
