@@ -50,7 +50,7 @@ pub(crate) enum FlowData {
     Splice(SpliceConn),
     /// A UDP flow between the host's and the guest's loopback, joined in
     /// the driver (pasta): two sockets, keyed by the initiating side.
-    UdpSplice(crate::udp::splice::UdpSpliceFlow),
+    UdpSplice(crate::udp::splice_flow::UdpSpliceFlow),
 }
 
 /// State of one datagram flow (UDP or echo): its own connected host socket.

@@ -27,6 +27,7 @@ mod echo;
 mod errors;
 mod host;
 pub(crate) mod splice;
+pub(crate) mod splice_flow;
 #[cfg(test)]
 mod tests;
 

@@ -82,22 +82,7 @@ pub struct UdpSpliceStats {
     pub moved: u64,
 }
 
-/// A spliced UDP flow: side 0 in the listener's namespace, side 1 in the
-/// other one.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct UdpSpliceFlow {
-    socks: [SockId; 2],
-    /// Which of the two sockets the driver holds.
-    open: [bool; 2],
-    /// The pair was joined.
-    joined: bool,
-    /// Last time traffic was seen.
-    t_active: Instant,
-    /// Datagrams the driver reported moved at the last query.
-    moved: u64,
-    /// When a `QuerySpliced` went out that was not answered yet.
-    query_at: Option<Instant>,
-}
+pub(crate) use super::splice_flow::UdpSpliceFlow;
 
 impl UdpSpliceFlow {
     fn deadline(&self) -> Instant {
