@@ -162,6 +162,30 @@ impl Timers {
         })
     }
 
+    /// The flows whose timer is really due at `now`, into `due` (cleared
+    /// first), in flow order. Each timer that fires is checked against the
+    /// flow's current deadline (`deadline(flow, generation)`: `None` once the
+    /// flow is gone or was reused); one that moved later is armed again
+    /// (`kind`), since traffic moves a deadline without touching the heap.
+    /// Each flow fires once, so `due` needs no more room than the flows.
+    pub(crate) fn collect_due(
+        &mut self,
+        now: Instant,
+        kind: u8,
+        due: &mut Vec<FlowId>,
+        mut deadline: impl FnMut(FlowId, u8) -> Option<Instant>,
+    ) {
+        due.clear();
+        while let Some(t) = self.pop_due(now) {
+            match deadline(t.id, t.gen) {
+                Some(d) if d <= now => due.push(t.id),
+                Some(d) => self.set(t.id, t.gen, kind, Some(d)),
+                None => {}
+            }
+        }
+        due.sort_unstable();
+    }
+
     /// Drops stale entries from the top, so that it is a live one.
     fn clean_top(&mut self) {
         while let Some(Reverse(e)) = self.heap.peek() {

@@ -521,17 +521,12 @@ impl UdpSpliceState {
     /// those that did not answer.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
         let mut due = core::mem::take(&mut self.due);
-        due.clear();
-        while let Some(t) = self.timers.pop_due(now) {
-            let live = cx.flows.get(t.id).is_some_and(|f| f.gen == t.gen);
-            match Self::deadline(cx.flows, t.id) {
-                // Each flow pops once: `due` has room for all.
-                Some(d) if live && d <= now => due.push(t.id),
-                Some(d) if live => self.timers.set(t.id, t.gen, EXPIRY_TIMER, Some(d)),
-                _ => {}
-            }
-        }
-        due.sort_unstable();
+        let flows = &*cx.flows;
+        self.timers
+            .collect_due(now, EXPIRY_TIMER, &mut due, |id, gen| {
+                let live = flows.get(id).is_some_and(|f| f.gen == gen);
+                Self::deadline(flows, id).filter(|_| live)
+            });
         for &id in &due {
             let Some(&FlowData::UdpSplice(u)) = cx.flows.get(id).map(|f| &f.data) else {
                 continue;
