@@ -261,14 +261,16 @@ fn service(ns: &Netns, dir: &Scratch, name: &str, args: &[&str]) -> Proc {
     p
 }
 
-/// An echo service (`tcp` or `udp`) on ADDR:PORT in `ns`, ending after 60 s
-/// without a client.
+/// An echo service (`tcp` or `udp`) on ADDR:PORT in `ns`, ending after 600 s
+/// without a client (or when the test drops it).
 fn echo(ns: &Netns, dir: &Scratch, proto: &str, addr: &str, port: u16) -> Proc {
     service(
         ns,
         dir,
         "echo_srv.py",
-        &[proto, addr, &port.to_string(), "60"],
+        // Idle time before it gives up: the test kills it at its end; under
+        // load a Podman start and two DNS queries took over a minute.
+        &[proto, addr, &port.to_string(), "600"],
     )
 }
 
