@@ -256,8 +256,12 @@ fn service(ns: &Netns, dir: &Scratch, name: &str, args: &[&str]) -> Proc {
     let mut v = vec!["python3".to_string(), script(dir, name)];
     v.extend(args.iter().map(|a| a.to_string()));
     v.push(s(&ready));
-    let mut p = Proc::spawn(ns.cmd(&v), name, dir.join(&format!("{name}-{n}.log")));
-    wait_file(&ready, 20, &mut p);
+    let p = Proc::spawn_ready(
+        ns.cmd(&v),
+        name,
+        dir.join(&format!("{name}-{n}.log")),
+        &ready,
+    );
     p
 }
 

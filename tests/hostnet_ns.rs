@@ -370,12 +370,12 @@ fn build_host(c: &Case, dir: &Scratch) -> Host {
         if tag == "host" && dns {
             args.extend(["127.0.0.53".into(), "53".into()]);
         }
-        let mut p = Proc::spawn(
+        let p = Proc::spawn_ready(
             ns.cmd(&args),
             &format!("{tag} echo server"),
             dir.join(&format!("{}-{tag}.log", h.name)),
+            &ready,
         );
-        wait_file(&ready, 20, &mut p);
         servers.push(p);
     }
     Host {

@@ -554,6 +554,15 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Spawns `cmd` and returns once it wrote `ready` (a server listening).
+    pub(crate) fn spawn_ready(cmd: Command, what: &str, log: PathBuf, ready: &Path) -> Proc {
+        let mut p = Proc::spawn(cmd, what, log);
+        wait_file(ready, 20, &mut p);
+        p
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -386,7 +386,7 @@ fn check_traffic(h: &Netns, g: &Netns, dir: &Scratch, what: &str, log: &dyn Fn()
     }
     let ready = dir.join("echo.ready");
     let _ = std::fs::remove_file(&ready);
-    let mut srv = Proc::spawn(
+    let _srv = Proc::spawn_ready(
         h.cmd(&[
             "python3",
             &script(dir, "echo_srv.py"),
@@ -396,8 +396,8 @@ fn check_traffic(h: &Netns, g: &Netns, dir: &Scratch, what: &str, log: &dyn Fn()
         ]),
         "echo server",
         dir.join("echo_srv.log"),
+        &ready,
     );
-    wait_file(&ready, 20, &mut srv);
     let out = g.run(
         &[
             "python3",
@@ -424,7 +424,7 @@ fn check_traffic(h: &Netns, g: &Netns, dir: &Scratch, what: &str, log: &dyn Fn()
     }
     let ready = dir.join("fwd.ready");
     let _ = std::fs::remove_file(&ready);
-    let mut fwd = Proc::spawn(
+    let _fwd = Proc::spawn_ready(
         g.cmd(&[
             "python3",
             &script(dir, "fwd_srv.py"),
@@ -434,8 +434,8 @@ fn check_traffic(h: &Netns, g: &Netns, dir: &Scratch, what: &str, log: &dyn Fn()
         ]),
         "forwarded server",
         dir.join("fwd_srv.log"),
+        &ready,
     );
-    wait_file(&ready, 20, &mut fwd);
     let out = h.run(
         &["python3", &script(dir, "fwd_cli.py"), &FWD_PORT.to_string()],
         30,

@@ -284,12 +284,12 @@ fn pasta_udp_ten_thousand_datagrams_echoed() {
     let dir = Scratch::new("udpecho");
     let (srv, cli, _) = scripts(&dir);
     let ready = dir.join("srv.ready");
-    let mut srv = Proc::spawn(
+    let _srv = Proc::spawn_ready(
         h.cmd(&["python3", &srv, "::", "5700", "15", &s(&ready)]),
         "echo server",
         dir.join("srv.log"),
+        &ready,
     );
-    wait_file(&ready, 20, &mut srv);
     // The gateway is the host's loopback, in both families.
     // Then a few hundred up to pasta's default MTU, 65520.
     for (dst, count, max, mtu) in [
@@ -483,12 +483,12 @@ fn passt_udp_and_echo_frames() {
     let dir = Scratch::new("passtudp");
     let (srv, _, _) = scripts(&dir);
     let ready = dir.join("srv.ready");
-    let mut srvp = Proc::spawn(
+    let _srvp = Proc::spawn_ready(
         h.cmd(&["python3", &srv, "::", "5701", "10", &s(&ready)]),
         "echo server",
         dir.join("srv.log"),
+        &ready,
     );
-    wait_file(&ready, 20, &mut srvp);
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let mut p = h.start_ready(

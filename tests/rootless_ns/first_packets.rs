@@ -36,7 +36,7 @@ fn ipv6_first_connection_syn_follows_first_solicitation() {
     let h = Netns::host("rlsyn");
     let dir = Scratch::new("rlsyn");
     let ready = dir.join("echo.ready");
-    let mut srv = Proc::spawn(
+    let _srv = Proc::spawn_ready(
         h.cmd(&[
             "python3",
             &script(&dir, "echo_srv.py"),
@@ -46,8 +46,8 @@ fn ipv6_first_connection_syn_follows_first_solicitation() {
         ]),
         "echo server",
         dir.join("echo_srv.log"),
+        &ready,
     );
-    wait_file(&ready, 20, &mut srv);
     let connect = script(&dir, "connect.py");
     let mut gaps = Vec::new();
     for i in 0..STARTS {
@@ -107,7 +107,7 @@ fn ipv6_udp_forward_complete_when_pasta_returns() {
     for i in 0..STARTS {
         let g = UserNetns::new("rludpg");
         let ready = dir.join(&format!("recv{i}.ready"));
-        let mut r = Proc::spawn(
+        let mut r = Proc::spawn_ready(
             g.cmd(&[
                 "python3",
                 "-S",
@@ -118,8 +118,8 @@ fn ipv6_udp_forward_complete_when_pasta_returns() {
             ]),
             "receiver",
             dir.join(&format!("recv{i}.log")),
+            &ready,
         );
-        wait_file(&ready, 20, &mut r);
         let pidf = dir.join(&format!("pasta{i}.pid"));
         // The sender starts first and fires as soon as the PID file, which
         // the returning parent writes, has content.

@@ -36,12 +36,12 @@ fn pasta_udp_one_source_port_many_peers() {
     let mut servers = Vec::new();
     for port in ["5710", "5711", "5712"] {
         let ready = dir.join(&format!("{port}.ready"));
-        let mut p = Proc::spawn(
+        let p = Proc::spawn_ready(
             h.cmd(&["python3", &srv, "::", port, "15", &s(&ready)]),
             "echo server",
             dir.join(&format!("{port}.log")),
+            &ready,
         );
-        wait_file(&ready, 20, &mut p);
         servers.push(p);
     }
     let out = h.user_run(
@@ -112,7 +112,7 @@ fn pasta_udp_multicast_answered_by_unicast() {
     std::fs::write(&srv, MCAST_SRV).unwrap();
     std::fs::write(&cli, MCAST_CLI).unwrap();
     let ready = dir.join("srv.ready");
-    let mut p = Proc::spawn(
+    let p = Proc::spawn_ready(
         h.cmd(&[
             "python3",
             &s(&srv),
@@ -123,8 +123,8 @@ fn pasta_udp_multicast_answered_by_unicast() {
         ]),
         "multicast server",
         dir.join("srv.log"),
+        &ready,
     );
-    wait_file(&ready, 20, &mut p);
     let out = h.user_run(
         &[
             s(&pasta()),
@@ -189,12 +189,12 @@ fn pasta_dns_forward_udp_and_tcp() {
     // The host's resolver (from its resolv.conf) answers on its address.
     h.sh(&format!("ip addr add {DNS4}/32 dev dummy0"));
     let ready = dir.join("dns.ready");
-    let mut srv = Proc::spawn(
+    let _srv = Proc::spawn_ready(
         h.cmd(&["python3", &dns, DNS4, "53", "15", &s(&ready)]),
         "dns server",
         dir.join("dns.log"),
+        &ready,
     );
-    wait_file(&ready, 20, &mut srv);
     let out = h.user_run(
         &[
             s(&pasta()),
