@@ -106,7 +106,7 @@ impl Runner<'_> {
                     let now = self.sim.now().as_nanos();
                     if let Some(g) = self.sim.guests.last_mut() {
                         g.on_timer(now, &mut out);
-                        if g.state == crate::guest::GuestState::SynSent {
+                        if g.state == crate::guest::TcpState::SynSent {
                             g.start(now, &mut out);
                         }
                     }
