@@ -368,7 +368,7 @@ fn many_flows_expire_in_flow_order_with_a_bounded_heap_cost_each() {
         datagram(&mut c, t, 0, &peer, Some("127.0.0.1"));
     }
     assert_eq!(c.flow_count(), usize::from(N));
-    let before = c.udp_splice.timers.ops;
+    let before = c.udp_splice.timers.ops();
     // Nothing moves on any flow: each is asked once at its deadline and
     // ended a second later.
     let end = T0.saturating_add(Duration::from_secs(3600));
@@ -388,7 +388,7 @@ fn many_flows_expire_in_flow_order_with_a_bounded_heap_cost_each() {
     // N * N / 2 visits); the heap does a bounded number of O(log n)
     // operations per flow: pop at its deadline (a push and a pop more if
     // traffic moved it), the query's push and pop.
-    let ops = c.udp_splice.timers.ops - before;
+    let ops = c.udp_splice.timers.ops() - before;
     assert!(ops <= 5 * u64::from(N), "{ops} heap operations");
 }
 
