@@ -30,7 +30,7 @@ fn guest_half_close_then_host_close() {
         .seq(c.their.wrapping_add(4))
         .ack(c.our.wrapping_add(5))]);
     assert!(c.h.closed.contains(&c.sock));
-    assert!(!c.h.dead[&c.sock].linger_zero, "an orderly close: FIN");
+    assert!(!c.h.k.dead[&c.sock].linger_zero, "an orderly close: FIN");
     assert_eq!(c.h.core.flow_count(), 0);
     assert_eq!(c.h.core.socket_count(), 0);
 }
@@ -85,7 +85,10 @@ fn resets_both_ways() {
     let mut c = connect4();
     c.h.guest(&[c.g.clone().seq(c.their).rst()]);
     assert!(c.h.closed.contains(&c.sock));
-    assert!(c.h.dead[&c.sock].linger_zero, "guest RST closed with a FIN");
+    assert!(
+        c.h.k.dead[&c.sock].linger_zero,
+        "guest RST closed with a FIN"
+    );
     assert!(c.h.take_frames().is_empty());
     assert_eq!(c.h.core.flow_count(), 0);
     // The same with data in the batch before the RST.
@@ -95,8 +98,8 @@ fn resets_both_ways() {
         g.clone().seq(c.their).ack(c.our).data(b"abc"),
         g.seq(c.their.wrapping_add(3)).rst(),
     ]);
-    assert_eq!(c.h.dead[&c.sock].written, b"abc");
-    assert!(c.h.dead[&c.sock].linger_zero);
+    assert_eq!(c.h.k.dead[&c.sock].written, b"abc");
+    assert!(c.h.k.dead[&c.sock].linger_zero);
 
     // A host reset: the guest gets an RST.
     let mut c = connect4();

@@ -255,7 +255,7 @@ fn host_data_in_gso_frames() {
         c.h.sock(c.sock).rx = data.clone();
         c.h.event(c.sock, SockEvent::Readable);
         let f = c.h.take_frames();
-        let metas = std::mem::take(&mut c.h.metas);
+        let metas = std::mem::take(&mut c.h.k.metas);
         assert_eq!(f.len(), metas.len());
         let l4off = l4_offset(src.is_ipv6());
         let hdrs = l4off + 20;
@@ -296,7 +296,7 @@ fn host_data_in_gso_frames() {
         c.h.sock(c.sock).rx = data.clone();
         c.h.event(c.sock, SockEvent::Readable);
         let f = c.h.take_frames();
-        assert!(c.h.metas.iter().all(|m| *m == FrameMeta::PLAIN));
+        assert!(c.h.k.metas.iter().all(|m| *m == FrameMeta::PLAIN));
         // (one peek's worth: the harness lends 64 slots)
         assert_eq!(f.len(), 64);
         assert!(f.iter().all(|o| o.payload.len() == 1460));
@@ -357,7 +357,7 @@ fn retransmit_after_timeout_then_reset() {
     assert!(f.last().unwrap().rst);
     assert!(!f.last().unwrap().ackf, "RST alone");
     // Closed plainly: what the socket holds for the host peer still goes.
-    assert!(!c.h.dead[&c.sock].linger_zero);
+    assert!(!c.h.k.dead[&c.sock].linger_zero);
     assert_eq!(c.h.core.flow_count(), 0);
     assert_eq!(c.h.core.socket_count(), 0);
 }

@@ -9,7 +9,7 @@ use super::*;
 /// so its segments go from port 80 to 40000.
 fn accept_conn(cfg: Config, sndbuf: u32) -> Conn {
     let mut h = H::new(cfg);
-    h.sndbuf = sndbuf;
+    h.k.sndbuf = sndbuf;
     h.core.start(h.now);
     h.drain(&[]);
     h.take_actions();
@@ -95,7 +95,7 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
     let written = |h: &H| -> Vec<u8> {
         h.socks
             .get(&c.sock)
-            .or_else(|| h.dead.get(&c.sock))
+            .or_else(|| h.k.dead.get(&c.sock))
             .map(|s| s.written.clone())
             .unwrap_or_default()
     };
@@ -268,7 +268,7 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
     );
     assert!(got_fin, "no FIN from the host side");
     assert!(
-        c.h.dead.get(&c.sock).is_some_and(|s| s.shut_wr),
+        c.h.k.dead.get(&c.sock).is_some_and(|s| s.shut_wr),
         "no shutdown"
     );
     assert_eq!(c.h.core.flow_count(), 0);

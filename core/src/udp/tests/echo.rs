@@ -112,7 +112,7 @@ fn other_icmp_is_dropped_and_counted_not_translated() {
 #[test]
 fn refused_ping_sockets_drop_and_count() {
     let mut h = H::new(capture_config());
-    h.no_ping = true;
+    h.k.no_ping = true;
     h.guest(&[ping(IpAddr::V4(GUEST4), IpAddr::V4(PEER4), 1, 1, b"")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 1);
     assert!(h.core.udp.ping_warned);

@@ -106,7 +106,7 @@ fn datagrams_from_other_peers_or_too_large_are_dropped() {
 #[test]
 fn bind_failure_drops_and_counts() {
     let mut h = H::new(capture_config());
-    h.busy_ports.insert(40000);
+    h.k.busy_ports.insert(40000);
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
     h.guest(&[udp(g, p, 40000, 7, b"a"), udp(g, p, 40000, 7, b"b")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 2);
@@ -121,7 +121,7 @@ fn bind_failure_drops_and_counts() {
 fn partial_and_failed_sends_are_counted_fatal_errors_end_the_flow() {
     let mut h = H::new(capture_config());
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
-    h.send_limit = Some(1);
+    h.k.send_limit = Some(1);
     h.guest(&[udp(g, p, 40000, 7, b"a"), udp(g, p, 40000, 7, b"b")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 1);
     let s = h.sock_to(sa(p, 7));
