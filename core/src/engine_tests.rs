@@ -1,7 +1,7 @@
 //! Tests of the engine's intake: batches, learning, drops, grouping, queue limits.
 
 use crate::testutil::{capture_config, exchange, GUEST_MAC};
-use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP, PROTO_UDP};
+use crate::wire::headers::{finish_ip_frame, l4_offset, Ends, PROTO_TCP, PROTO_UDP};
 use crate::{Config, Core, DropReason, FrameBatch, FrameRef, Instant, Mac};
 use core::net::{IpAddr, Ipv4Addr};
 
@@ -18,16 +18,8 @@ fn seg(proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u
         8
     };
     b[off + hlen..off + hlen + payload.len()].copy_from_slice(payload);
-    let n = finish_ip_frame(
-        &mut b,
-        Mac::OUR_DEFAULT,
-        GUEST_MAC,
-        src,
-        dst,
-        proto,
-        hlen + payload.len(),
-    )
-    .unwrap();
+    let ends = Ends::new(Mac::OUR_DEFAULT, GUEST_MAC, src, dst);
+    let n = finish_ip_frame(&mut b, ends, proto, hlen + payload.len()).unwrap();
     b.truncate(n);
     b
 }
