@@ -286,6 +286,13 @@ impl<K: FakeKernel> Harness<K> {
     pub(crate) fn take_actions(&mut self) -> Vec<Action> {
         core::mem::take(&mut self.actions)
     }
+
+    /// Runs virtual time forward by `ms` and takes the frames sent to the
+    /// guest meanwhile.
+    pub(crate) fn frames_after(&mut self, ms: u64) -> Vec<K::Out> {
+        self.run_for(ms);
+        self.take_frames()
+    }
 }
 
 /// After `handle_timeout`, no timer of the protocol's state may still be

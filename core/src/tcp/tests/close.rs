@@ -8,7 +8,7 @@ use super::*;
 #[test]
 fn guest_half_close_then_host_close() {
     let mut c = connect4();
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"bye").fin()]);
+    c.h.guest(&[c.seg(c.their).data(b"bye").fin()]);
     assert!(c.h.sock(c.sock).shut_wr);
     assert_eq!(c.h.sock(c.sock).written, b"bye");
     let f = c.h.take_frames();
@@ -71,8 +71,7 @@ fn lost_fin_is_retransmitted() {
     c.h.sock(c.sock).eof = true;
     c.h.event(c.sock, SockEvent::ReadHangUp);
     assert!(c.h.take_frames()[0].fin);
-    c.h.run_for(2100);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(2100);
     assert_eq!(f.len(), 1);
     assert!(f[0].fin);
     assert_eq!(f[0].seq, c.our);
@@ -182,7 +181,7 @@ fn fin_not_accepted_by_link_is_sent_again() {
 #[test]
 fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
     let mut c = connect4();
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"bye").fin()]);
+    c.h.guest(&[c.seg(c.their).data(b"bye").fin()]);
     assert!(c.h.sock(c.sock).shut_wr);
     c.h.take_frames();
     let their = c.their.wrapping_add(4);
@@ -201,8 +200,7 @@ fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
         "socket closed before our FIN was acked"
     );
     assert_eq!(c.h.core.flow_count(), 1);
-    c.h.run_for(2100);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(2100);
     assert_eq!(f[0].payload, b"more");
     assert_eq!(f[0].seq, c.our);
     let fin = f.last().unwrap();
@@ -220,18 +218,16 @@ fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
 #[test]
 fn guest_fin_first_unacked_fin_times_out() {
     let mut c = connect4();
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).fin()]);
+    c.h.guest(&[c.seg(c.their).fin()]);
     c.h.sock(c.sock).eof = true;
     c.h.event(c.sock, SockEvent::ReadHangUp);
     c.h.event(c.sock, SockEvent::HangUp);
     assert!(c.h.take_frames().last().unwrap().fin);
     assert_eq!(c.h.core.flow_count(), 1);
     // Our FIN is sent again until the retransmissions run out, then reset.
-    c.h.run_for(20_000);
-    assert!(c.h.take_frames().iter().filter(|o| o.fin).count() >= 3);
+    assert!(c.h.frames_after(20_000).iter().filter(|o| o.fin).count() >= 3);
     assert_eq!(c.h.core.flow_count(), 1);
-    c.h.run_for(300_000);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(300_000);
     assert!(f.last().unwrap().rst);
     assert_eq!(c.h.core.flow_count(), 0);
     assert_eq!(c.h.core.socket_count(), 0);
@@ -245,7 +241,7 @@ fn segment_for_freed_flow_gets_rst() {
     assert_eq!(c.h.core.flow_count(), 0);
     c.h.take_actions();
     // The guest missed the reset and sends again.
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"again")]);
+    c.h.guest(&[c.seg(c.their).data(b"again")]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert!(f[0].rst && !f[0].ackf);

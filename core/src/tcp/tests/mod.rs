@@ -480,6 +480,13 @@ struct Conn {
     their: u32,
 }
 
+impl Conn {
+    /// A guest segment at `seq` that acknowledges everything from us.
+    fn seg(&self, seq: u32) -> G {
+        self.g.clone().seq(seq).ack(self.our)
+    }
+}
+
 const GISN: u32 = 0xffff_fff0; // wraps soon after the handshake
 
 fn connect(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>) -> Conn {
