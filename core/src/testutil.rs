@@ -287,6 +287,12 @@ impl<K: FakeKernel> Harness<K> {
         core::mem::take(&mut self.actions)
     }
 
+    /// Asserts that the core holds no flow and no socket any more.
+    pub(crate) fn assert_empty(&self) {
+        assert_eq!(self.core.flow_count(), 0, "flows left");
+        assert_eq!(self.core.socket_count(), 0, "sockets left");
+    }
+
     /// Runs virtual time forward by `ms` and takes the frames sent to the
     /// guest meanwhile.
     pub(crate) fn frames_after(&mut self, ms: u64) -> Vec<K::Out> {

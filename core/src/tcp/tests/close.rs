@@ -24,52 +24,37 @@ fn guest_half_close_then_host_close() {
     assert_eq!(f.len(), 1);
     assert!(f[0].fin && f[0].ackf);
     assert_eq!(f[0].seq, c.our.wrapping_add(4));
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their.wrapping_add(4))
-        .ack(c.our.wrapping_add(5))]);
+    c.h.guest(&[c.seg(c.their.wrapping_add(4)).ack(c.our.wrapping_add(5))]);
     assert!(c.h.closed.contains(&c.sock));
     assert!(!c.h.k.dead[&c.sock].linger_zero, "an orderly close: FIN");
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]
 fn host_half_close_then_guest_close() {
     let mut c = connect4();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert!(f[0].fin);
     // The guest acknowledges our FIN and keeps sending.
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(1))
-        .data(b"still")]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(1)).data(b"still")]);
     assert_eq!(c.h.sock(c.sock).written, b"still");
     assert_eq!(c.h.core.flow_count(), 1);
     c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their.wrapping_add(5))
+        .seg(c.their.wrapping_add(5))
         .ack(c.our.wrapping_add(1))
         .fin()]);
     let f = c.h.take_frames();
     assert_eq!(f.last().unwrap().ack, c.their.wrapping_add(6));
     assert!(c.h.closed.contains(&c.sock));
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]
 fn lost_fin_is_retransmitted() {
     let mut c = connect4();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     assert!(c.h.take_frames()[0].fin);
     let f = c.h.frames_after(2100);
     assert_eq!(f.len(), 1);
@@ -107,8 +92,7 @@ fn resets_both_ways() {
     assert_eq!(f.len(), 1);
     assert!(f[0].rst && !f[0].ackf);
     assert_eq!(f[0].seq, c.our);
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]
@@ -150,8 +134,7 @@ fn syn_timeout_while_connecting() {
     let mut h = H::new(capture_config());
     h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 2).seq(1).syn()]);
     h.run_for(10_001);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert!(h.take_frames()[0].rst);
     assert_eq!(h.core.tcp.poll_timeout(), None);
 }
@@ -161,8 +144,7 @@ fn fin_not_accepted_by_link_is_sent_again() {
     let mut c = connect4();
     c.h.core.handle_tap_sent(c.h.now, 0);
     c.h.sock(c.sock).rx = b"last".to_vec();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     let f = c.h.take_frames();
     assert_eq!(f.len(), 2, "data, then FIN");
     assert!(f[1].fin);
@@ -187,8 +169,7 @@ fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
     let their = c.their.wrapping_add(4);
     // The host answers and closes: data, end of stream, hang-up.
     c.h.sock(c.sock).rx = b"more".to_vec();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     c.h.event(c.sock, SockEvent::HangUp);
     let f = c.h.take_frames();
     assert_eq!(f[0].payload, b"more");
@@ -207,10 +188,9 @@ fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
     assert!(fin.fin);
     assert_eq!(fin.seq, c.our.wrapping_add(4));
     // The guest acknowledges everything: now the socket closes.
-    c.h.guest(&[c.g.clone().seq(their).ack(c.our.wrapping_add(5))]);
+    c.h.guest(&[c.seg(their).ack(c.our.wrapping_add(5))]);
     assert!(c.h.closed.contains(&c.sock));
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
     assert_eq!(c.h.core.counters().dropped(DropReason::TcpNoFlow), 0);
     assert!(c.h.take_frames().is_empty());
 }
@@ -219,8 +199,7 @@ fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
 fn guest_fin_first_unacked_fin_times_out() {
     let mut c = connect4();
     c.h.guest(&[c.seg(c.their).fin()]);
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     c.h.event(c.sock, SockEvent::HangUp);
     assert!(c.h.take_frames().last().unwrap().fin);
     assert_eq!(c.h.core.flow_count(), 1);
@@ -229,8 +208,7 @@ fn guest_fin_first_unacked_fin_times_out() {
     assert_eq!(c.h.core.flow_count(), 1);
     let f = c.h.frames_after(300_000);
     assert!(f.last().unwrap().rst);
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]

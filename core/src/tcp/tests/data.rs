@@ -158,7 +158,7 @@ fn keepalives_only_for_silent_guests_half_closed_included() {
     c.h.run_for(40_000);
     assert!(c.h.core.tcp_stats().retransmits > 0);
     assert_eq!(c.h.core.tcp_stats().keepalives, 0);
-    c.h.guest(&[c.g.clone().seq(their).ack(c.our.wrapping_add(10)).fin()]);
+    c.h.guest(&[c.seg(their).ack(c.our.wrapping_add(10)).fin()]);
     c.h.take_frames();
     // Half-closed by the guest; the host side stays open.
     let f = c.h.frames_after(30_100);
@@ -194,7 +194,7 @@ fn host_data(peek_offset: bool) {
     c.h.event(c.sock, SockEvent::Readable);
     assert!(c.h.take_frames().is_empty());
     // The guest acknowledges 5000 bytes: exactly those are consumed.
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(5000))]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(5000))]);
     let acts = c.h.take_actions();
     assert!(acts.contains(&Action::Consume {
         sock: c.sock,
@@ -327,8 +327,7 @@ fn retransmit_after_timeout_then_reset() {
     assert!(!f.last().unwrap().ackf, "RST alone");
     // Closed plainly: what the socket holds for the host peer still goes.
     assert!(!c.h.k.dead[&c.sock].linger_zero);
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]
@@ -345,7 +344,7 @@ fn silent_guest_keeps_connection_for_a_minute() {
     let f = c.h.frames_after(3_100);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].payload.len(), 100);
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(100))]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(100))]);
     // Progress: the timeout starts again from 1 s.
     c.h.sock(c.sock).rx.extend_from_slice(&[2u8; 10]);
     c.h.event(c.sock, SockEvent::Readable);
@@ -360,7 +359,7 @@ fn fast_retransmit_on_duplicate_acks() {
     c.h.sock(c.sock).rx = vec![1u8; 4000];
     c.h.event(c.sock, SockEvent::Readable);
     assert_eq!(c.h.take_frames().len(), 3);
-    let dup = c.g.clone().seq(c.their).ack(c.our.wrapping_add(1460));
+    let dup = c.seg(c.their).ack(c.our.wrapping_add(1460));
     c.h.guest(std::slice::from_ref(&dup));
     assert!(c.h.take_frames().is_empty());
     c.h.guest(std::slice::from_ref(&dup));
@@ -427,12 +426,7 @@ fn shrinking_window_with_data_in_flight_is_ignored() {
     assert_eq!(sent, 4000);
     // ACK of 1000 bytes with a zero window while 3000 are in flight: the
     // window's right edge stays where it was.
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(1000))
-        .win(0)]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(1000)).win(0)]);
     let f = c.h.take_frames();
     let sent: usize = f.iter().map(|o| o.payload.len()).sum();
     assert_eq!(sent, 1000);
@@ -500,11 +494,7 @@ fn peek_overtaken_by_rewind_is_discarded() {
         c.h.sock(c.sock).rx.extend_from_slice(&data[4380..]);
         // One batch: an ACK (asks for a Peek), then, in a second group, two
         // duplicate ACKs (fast retransmission rewinds before the Peek runs).
-        let ack =
-            c.g.clone()
-                .seq(c.their)
-                .ack(c.our.wrapping_add(1460))
-                .win(8000);
+        let ack = c.seg(c.their).ack(c.our.wrapping_add(1460)).win(8000);
         let mut segs = vec![ack.clone()];
         for p in 1..=128u16 {
             segs.push(G::new(v4(GUEST4), v4(PEER4), p, 9).seq(1).syn());

@@ -114,8 +114,7 @@ fn refused_connect_resets_at_once() {
     assert!(f[0].rst && f[0].ackf);
     assert_eq!(f[0].ack, 6);
     assert!(h.closed.contains(&sock));
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
 }
 
 #[test]
@@ -126,8 +125,7 @@ fn open_failure_resets() {
     h.event(sock, SockEvent::OpenFailed(Errno::EMFILE));
     let f = h.take_frames();
     assert!(f[0].rst);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert!(!h.closed.contains(&sock), "a failed open needs no close");
 }
 

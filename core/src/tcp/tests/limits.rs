@@ -115,8 +115,7 @@ fn flows_and_sockets_return_to_zero() {
     }
     h.core.handle_tap_reset(h.now);
     h.drain(&[]);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert!(h.socks.is_empty());
     // Ids of freed flows are reused with a new generation: stale events are
     // ignored.
@@ -167,33 +166,17 @@ fn interest_edge_triggered_throughout() {
     assert!(i.edge && i.readable);
     // The guest acknowledges: more data goes out, still edge-triggered
     // (peeked data stays queued until acknowledged).
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(3000))
-        .win(3000)]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(3000)).win(3000)]);
     let i = c.h.sock(c.sock).interest.unwrap();
     assert!(i.edge && i.readable);
     let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
     assert_eq!(sent, 2000);
     // All acknowledged, nothing to send: the same mask.
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(5000))
-        .win(3000)]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(5000)).win(3000)]);
     assert_eq!(c.h.sock(c.sock).interest, Some(edge));
     // After our FIN: edge-triggered, nothing to read.
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(5000))
-        .win(3000)]);
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(5000)).win(3000)]);
+    c.host_fin();
     assert!(c.h.take_frames()[0].fin);
     assert_eq!(c.h.sock(c.sock).interest, Some(edge));
 }
@@ -210,7 +193,7 @@ fn retransmit_with_peek_offset_rewinds_offset() {
     assert_eq!(c.h.take_frames().len(), 3);
     assert_eq!(c.h.sock(c.sock).peek_off, Some(3000));
     // The guest got the first segment only.
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(1460))]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(1460))]);
     assert_eq!(c.h.sock(c.sock).peek_off, Some(1540));
     let f = c.h.frames_after(2100);
     assert_eq!(f.len(), 2);

@@ -485,6 +485,12 @@ impl Conn {
     fn seg(&self, seq: u32) -> G {
         self.g.clone().seq(seq).ack(self.our)
     }
+
+    /// The host peer closes its side: the socket reads end of stream.
+    fn host_fin(&mut self) {
+        self.h.sock(self.sock).eof = true;
+        self.h.event(self.sock, SockEvent::ReadHangUp);
+    }
 }
 
 const GISN: u32 = 0xffff_fff0; // wraps soon after the handshake

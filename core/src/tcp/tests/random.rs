@@ -213,12 +213,11 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
             } else {
                 (r.below(1460) as u32 + 1).min(limit - g_nxt)
             };
-            let mut seg =
-                c.g.clone()
-                    .seq(g_isn.wrapping_add(g_nxt))
-                    .ack(ack)
-                    .win(guest_win)
-                    .data(&up[g_nxt as usize..(g_nxt + len) as usize]);
+            let mut seg = c
+                .seg(g_isn.wrapping_add(g_nxt))
+                .ack(ack)
+                .win(guest_win)
+                .data(&up[g_nxt as usize..(g_nxt + len) as usize]);
             g_nxt += len;
             if g_nxt == up_len {
                 seg = seg.fin();
@@ -237,15 +236,14 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
         if segs.is_empty() && peer_wnd == 0 && g_nxt < up_len && stuck % 8 == 7 {
             // Zero-window probe, as Linux sends it: one before the next byte.
             segs.push(
-                c.g.clone()
-                    .seq(g_isn.wrapping_add(g_una).wrapping_sub(1))
+                c.seg(g_isn.wrapping_add(g_una).wrapping_sub(1))
                     .ack(ack)
                     .win(guest_win),
             );
         }
         if segs.is_empty() && (need_ack || r.chance(10)) {
             let seqno = g_isn.wrapping_add(g_nxt.min(up_len + u32::from(g_una > up_len)));
-            segs.push(c.g.clone().seq(seqno).ack(ack).win(guest_win));
+            segs.push(c.seg(seqno).ack(ack).win(guest_win));
         }
         if !segs.is_empty() {
             c.h.guest(&segs);

@@ -84,12 +84,7 @@ fn bulk_to_guest_settles_on_one_interest() {
     let mut acked = 0u32;
     for _ in 0..10 {
         acked += 1460;
-        c.h.guest(&[c
-            .g
-            .clone()
-            .seq(c.their)
-            .ack(c.our.wrapping_add(acked))
-            .win(4380)]);
+        c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(acked)).win(4380)]);
         assert_eq!(c.h.take_frames().len(), 1);
         assert_eq!(set_interests(&mut c.h), 0, "interest churn on an ACK");
         c.h.event(c.sock, SockEvent::Readable);

@@ -77,8 +77,7 @@ fn echo_flows_expire_after_60s_without_requests() {
     h.run_for(2);
     assert_eq!(h.core.flow_count(), 1);
     h.run_for(30_000);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
 }
 
 #[test]
@@ -116,6 +115,5 @@ fn refused_ping_sockets_drop_and_count() {
     h.guest(&[ping(IpAddr::V4(GUEST4), IpAddr::V4(PEER4), 1, 1, b"")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 1);
     assert!(h.core.udp.ping_warned);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
 }

@@ -110,8 +110,7 @@ fn bind_failure_drops_and_counts() {
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
     h.guest(&[udp(g, p, 40000, 7, b"a"), udp(g, p, 40000, 7, b"b")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 2);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     // Another port works.
     h.guest(&[udp(g, p, 40002, 7, b"c")]);
     assert_eq!(h.core.flow_count(), 1);
@@ -131,8 +130,7 @@ fn partial_and_failed_sends_are_counted_fatal_errors_end_the_flow() {
     assert_eq!(h.core.flow_count(), 1);
     assert_eq!(h.core.udp_stats().sock_errors, 2);
     h.event(s, SockEvent::Error(Errno::EBADF));
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert_eq!(h.closed, vec![s]);
     // Events for the old id are ignored.
     h.event(s, SockEvent::Readable);
@@ -347,8 +345,7 @@ fn udp_flows_expire_after_180s_idle_active_ones_stay() {
     h.run_for(99_000);
     assert_eq!(h.core.flow_count(), 1);
     h.run_for(2_000);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert_eq!(h.core.udp_stats().timeouts, 2);
     assert!(h.socks.is_empty());
     assert_eq!(h.core.poll_timeout(), None);
