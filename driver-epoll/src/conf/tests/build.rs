@@ -126,14 +126,11 @@ fn splice_settings_and_outbound_forwards() {
     assert!(!c.core.splice);
     assert!(c.core.forwards.is_empty(), "no -T without splicing");
     assert!(!cfg(Mode::Passt, &[], &h, "").core.splice);
-    let e = build(
+    let e = refused(
         Mode::Pasta,
-        &opts(Mode::Pasta, &["--no-splice", "--host-lo-to-ns-lo", "1234"]),
+        &["--no-splice", "--host-lo-to-ns-lo", "1234"],
         &h,
-        &parse_resolv(""),
-    )
-    .map(|_| ())
-    .expect_err("refused");
+    );
     assert!(e.contains("--host-lo-to-ns-lo"), "{e}");
 }
 
@@ -163,14 +160,7 @@ fn splice_only_settings() {
         .any(|f| f.netns == passt_core::Netns::Guest && f.first == 53));
     let c = cfg(Mode::Pasta, &["1234"], &h, "");
     assert!(!c.splice_only && !c.core.splice_only && c.core.features.icmp);
-    let e = build(
-        Mode::Pasta,
-        &opts(Mode::Pasta, &["--splice-only", "--no-splice", "1234"]),
-        &h,
-        &parse_resolv(""),
-    )
-    .map(|_| ())
-    .expect_err("refused");
+    let e = refused(Mode::Pasta, &["--splice-only", "--no-splice", "1234"], &h);
     assert!(e.contains("--splice-only"), "{e}");
 }
 
@@ -534,13 +524,7 @@ fn family_switches_and_overrides() {
     assert_eq!(c.core.ip4.as_ref().unwrap().map_host_loopback, None);
     let c = cfg(Mode::Passt, &["-F", "7", "-t", "192.0.2.2/80"], &h, "");
     assert!(c.one_off);
-    assert!(build(
-        Mode::Passt,
-        &opts(Mode::Passt, &["-6", "-t", "192.0.2.2/80"]),
-        &h,
-        &Resolv::default()
-    )
-    .is_err());
+    refused(Mode::Passt, &["-6", "-t", "192.0.2.2/80"], &h);
     let c = cfg(Mode::Passt, &["--vhost-user"], &h, "");
     assert!(c.vhost_user);
 }
@@ -648,13 +632,7 @@ fn runas_resolution() {
     assert_eq!(c.runas, Some((12345, 0)));
     let c = cfg(Mode::Passt, &["--runas", "12345"], &host(), "");
     assert_eq!(c.runas.map(|r| r.0), Some(12345));
-    assert!(build(
-        Mode::Passt,
-        &opts(Mode::Passt, &["--runas", "no-such-user-x"]),
-        &host(),
-        &Resolv::default()
-    )
-    .is_err());
+    refused(Mode::Passt, &["--runas", "no-such-user-x"], &host());
 }
 
 #[test]
