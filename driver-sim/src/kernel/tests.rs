@@ -33,11 +33,15 @@ pub(crate) fn kernel_with(model: PeerModel) -> Kernel {
 }
 
 fn connected(k: &mut Kernel, id: u32, port: u16) -> SockId {
+    connected_to(k, id, SocketAddr::new([192, 0, 2, 1].into(), port))
+}
+
+/// The core's TCP socket `id`, connected to `to` at once.
+fn connected_to(k: &mut Kernel, id: u32, to: SocketAddr) -> SockId {
     let s = SockId(id);
     k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
         .unwrap();
-    k.connect(s, SocketAddr::new([192, 0, 2, 1].into(), port), 0)
-        .unwrap();
+    k.connect(s, to, 0).unwrap();
     let ev = k.advance(0);
     assert_eq!(ev, vec![(s, SockEvent::Connected(Ok(())))]);
     s
@@ -194,11 +198,7 @@ fn refuse_timeout_unreachable_and_delay() {
 fn reset_on_close_with_unread_data_and_reset_after() {
     let mut k = Kernel::new(KernelConfig::default());
     let lfd = app_listener(&mut k);
-    let s = SockId(9);
-    k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-        .unwrap();
-    k.connect(s, sa("192.0.2.1:8080"), 0).unwrap();
-    assert_eq!(k.advance(0), vec![(s, SockEvent::Connected(Ok(())))]);
+    let s = connected(&mut k, 9, 8080);
     let fd = k.app_accept(lfd).unwrap();
     assert_eq!(fd, 4);
     assert_eq!(k.app_accept(lfd), Err(Errno::EAGAIN));
@@ -227,11 +227,7 @@ fn reset_on_close_with_unread_data_and_reset_after() {
 fn half_close_and_app_side() {
     let mut k = Kernel::new(KernelConfig::default());
     let lfd = app_listener(&mut k);
-    let s = SockId(1);
-    k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-        .unwrap();
-    k.connect(s, sa("127.0.0.1:8080"), 0).unwrap();
-    k.advance(0);
+    let s = connected_to(&mut k, 1, sa("127.0.0.1:8080"));
     let fd = k.app_accept(lfd).unwrap();
     k.shutdown_write(s).unwrap();
     assert_eq!(k.app_read(fd, 10), Ok(0), "EOF after the core's FIN");
