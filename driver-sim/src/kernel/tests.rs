@@ -21,14 +21,19 @@ fn app_listener(k: &mut Kernel) -> i32 {
     lfd
 }
 
+/// Peers on port `port` (any address) behave as `model`.
+fn port_rule(port: u16, model: PeerModel) -> PeerRule {
+    PeerRule {
+        addr: None,
+        port: Some(port),
+        spec: PeerSpec::new(model),
+    }
+}
+
 /// A kernel whose port 80 peers behave as `model`.
 pub(crate) fn kernel_with(model: PeerModel) -> Kernel {
     let mut cfg = KernelConfig::default();
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(80),
-        spec: PeerSpec::new(model),
-    });
+    cfg.peers.push(port_rule(80, model));
     Kernel::new(cfg)
 }
 
@@ -148,16 +153,8 @@ fn echo_roundtrip_and_close() {
 #[test]
 fn refuse_timeout_unreachable_and_delay() {
     let mut cfg = KernelConfig::default();
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(1),
-        spec: PeerSpec::new(PeerModel::Blackhole),
-    });
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(2),
-        spec: PeerSpec::new(PeerModel::Unreachable),
-    });
+    cfg.peers.push(port_rule(1, PeerModel::Blackhole));
+    cfg.peers.push(port_rule(2, PeerModel::Unreachable));
     cfg.peers.push(PeerRule {
         addr: None,
         port: Some(3),
@@ -369,11 +366,7 @@ fn level_triggered_repeats_edge_does_not() {
 #[test]
 fn udp_and_ping_echo() {
     let mut cfg = KernelConfig::default();
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(53),
-        spec: PeerSpec::new(PeerModel::Echo),
-    });
+    cfg.peers.push(port_rule(53, PeerModel::Echo));
     let mut k = Kernel::new(cfg);
     let u = SockId(1);
     k.open(u, SockKind::Udp, Family::V4, Netns::Host).unwrap();
