@@ -54,6 +54,11 @@ pub(crate) fn capture_config() -> Config {
     }
 }
 
+/// The socket address written `s`.
+pub(crate) fn sa(s: &str) -> core::net::SocketAddr {
+    s.parse().unwrap()
+}
+
 /// Feeds `frames` to `core` as one batch at `now`, laid end to end in one
 /// buffer as a driver hands them over; returns the buffer (the spans of
 /// `Send` actions point into it).
