@@ -136,6 +136,25 @@ pub(crate) fn drain_actions(core: &mut Core) -> Vec<crate::Action> {
     v
 }
 
+/// The `Bind` actions the core has queued, in order, each with the kind of
+/// the socket (from its `Open`); the other actions are drained too.
+pub(crate) fn drain_binds(
+    core: &mut Core,
+) -> Vec<(crate::SockKind, core::net::SocketAddr, crate::BindOpts)> {
+    let mut kinds = HashMap::new();
+    let mut binds = Vec::new();
+    while let Some(a) = core.poll_action() {
+        match a {
+            Action::Open { sock, kind, .. } => {
+                kinds.insert(sock, kind);
+            }
+            Action::Bind { sock, addr, opts } => binds.push((kinds[&sock], addr, opts)),
+            _ => {}
+        }
+    }
+    binds
+}
+
 /// The capture configuration with splicing set as given and forwards
 /// `fwds`, a core started on it at time zero, its start-up actions
 /// (listeners) drained.
