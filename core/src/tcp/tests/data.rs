@@ -46,7 +46,7 @@ fn guest_data_partial_write_acks_only_written() {
 
 #[test]
 fn window_never_above_socket_free_space() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     let s = c.h.sock(c.sock);
     s.sndbuf = 10_000;
     let mut their = c.their;
@@ -391,7 +391,7 @@ fn tap_sent_rewinds_unsent_frames() {
 
 #[test]
 fn zero_window_probe_and_reopen() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     c.h.sock(c.sock).rx = vec![5u8; 3000];
     // The guest closes its window.
     c.h.guest(&[c.seg(c.their).win(0)]);
@@ -418,7 +418,7 @@ fn zero_window_probe_and_reopen() {
 
 #[test]
 fn shrinking_window_with_data_in_flight_is_ignored() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     c.h.sock(c.sock).rx = vec![5u8; 10_000];
     c.h.guest(&[c.seg(c.their).win(4000)]);
     c.h.event(c.sock, SockEvent::Readable);

@@ -147,7 +147,7 @@ fn isn_depends_on_tuple_and_time() {
 
 #[test]
 fn interest_edge_triggered_throughout() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     // One edge-triggered mask from the start: it does not change with the
     // data in flight, nor at the end.
     let edge = Interest {

@@ -10,7 +10,7 @@ use crate::testutil::{
     PEER4,
 };
 use crate::{Config, Core, Csum, FrameMeta};
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use std::collections::HashMap;
 
@@ -536,6 +536,11 @@ fn connect_sndbuf(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>, sndbuf:
 
 fn connect4() -> Conn {
     connect(capture_config(), v4(GUEST4), v4(PEER4), Some(7))
+}
+
+/// [`connect4`] without window scaling.
+fn connect4_unscaled() -> Conn {
+    connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0))
 }
 
 fn inbound_cfg() -> Config {

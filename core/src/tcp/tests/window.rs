@@ -5,7 +5,7 @@ use super::*;
 
 #[test]
 fn probe_of_closed_window_gets_fresh_window() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     c.h.sock(c.sock).sndbuf = 4096;
     c.h.guest(&[c.seg(c.their).data(&[1; 4096])]);
     let f = c.h.frames_after(10);
@@ -22,7 +22,7 @@ fn probe_of_closed_window_gets_fresh_window() {
 
 #[test]
 fn closed_window_is_polled_without_writable() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     c.h.sock(c.sock).sndbuf = 4096;
     c.h.guest(&[c.seg(c.their).data(&[1; 4096])]);
     assert_eq!(c.h.frames_after(10).last().unwrap().win, 0);
@@ -75,7 +75,7 @@ fn writable_with_full_buffer_changes_no_interest() {
 
 #[test]
 fn bulk_to_guest_settles_on_one_interest() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     c.h.guest(&[c.seg(c.their).win(4380)]);
     c.h.sock(c.sock).rx = vec![1u8; 100_000];
     c.h.event(c.sock, SockEvent::Readable);
