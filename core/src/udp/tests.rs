@@ -17,10 +17,11 @@ use crate::testutil::{
 use crate::wire::Mac;
 use crate::{Core, FrameBatch, FrameRef};
 use etherparse::{
-    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice,
+    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket,
+    TransportSlice,
 };
 use proptest::prelude::*;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 mod echo;
 mod errors;
