@@ -280,6 +280,13 @@ impl H {
         self.guest_raw(frames);
     }
 
+    /// The guest sends `data` from `g`:`sport` to `p`:`dport`: the socket
+    /// of the flow, connected to `p`:`dport`.
+    fn flow_to(&mut self, g: IpAddr, p: IpAddr, sport: u16, dport: u16, data: &[u8]) -> SockId {
+        self.guest(&[udp(g, p, sport, dport, data)]);
+        self.sock_to(sa(p, dport))
+    }
+
     /// The host peer `peer` sends `data` to socket `sock`, which becomes
     /// readable.
     fn host(&mut self, sock: SockId, peer: SocketAddr, data: &[u8]) {

@@ -79,8 +79,7 @@ fn port_unreachable_quotes_the_guests_datagram_both_families() {
     let mut h = H::new(capture_config());
     for (g, p) in both_families() {
         let v6 = p.is_ipv6();
-        h.guest(&[udp(g, p, 40000, 7, b"0123456789abcdefXYZ")]);
-        let s = h.sock_to(sa(p, 7));
+        let s = h.flow_to(g, p, 40000, 7, b"0123456789abcdefXYZ");
         let (t, c) = if v6 { (1, 4) } else { (3, 3) };
         let e = IcmpError::new(
             Errno::ECONNREFUSED,
@@ -163,8 +162,7 @@ fn time_exceeded_comes_from_the_router_and_mtu_is_kept() {
         ),
     ];
     for (g, p, router, v6, (ty0, code0), quote_at, (ty1, code1, mtu), big) in cases {
-        h.guest(&[udp(g, p, 33434, 33435, b"probe")]);
-        let s = h.sock_to(sa(p, 33435));
+        let s = h.flow_to(g, p, 33434, 33435, b"probe");
         let e = IcmpError::new(
             Errno::EHOSTUNREACH,
             v6,
@@ -186,8 +184,7 @@ fn time_exceeded_comes_from_the_router_and_mtu_is_kept() {
 fn errors_from_the_hosts_own_addresses_appear_as_the_guest_sees_them() {
     let mut h = H::new(capture_config());
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
-    h.guest(&[udp(g, p, 40000, 7, b"x")]);
-    let s = h.sock_to(sa(p, 7));
+    let s = h.flow_to(g, p, 40000, 7, b"x");
     // A loopback sender is the host itself: the guest sees our address, as
     // for a datagram from it.
     let lo = IcmpError::new(

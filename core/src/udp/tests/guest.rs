@@ -45,8 +45,7 @@ fn guest_flow_keeps_source_port_and_batches_per_flow() {
 fn replies_are_framed_in_the_slots_both_families() {
     let mut h = H::new(capture_config());
     for (g, p) in both_families() {
-        h.guest(&[udp(g, p, 40000, 7, b"ping")]);
-        let s = h.sock_to(sa(p, 7));
+        let s = h.flow_to(g, p, 40000, 7, b"ping");
         if p.is_ipv6() {
             assert_eq!(
                 h.socks[&s].bind.unwrap().0,
@@ -80,8 +79,7 @@ fn replies_are_framed_in_the_slots_both_families() {
 fn datagrams_from_other_peers_or_too_large_are_dropped() {
     let mut h = H::new(capture_config());
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
-    h.guest(&[udp(g, p, 40000, 7, b"x")]);
-    let s = h.sock_to(sa(p, 7));
+    let s = h.flow_to(g, p, 40000, 7, b"x");
     h.host(s, sa(PEER4, 8), b"wrong port");
     h.host(s, sa(Ipv4Addr::new(192, 0, 2, 81), 7), b"wrong host");
     assert!(h.take_frames().is_empty());
@@ -260,8 +258,7 @@ fn dns_host_peers_are_not_translated_back_unless_remapped() {
     // replies come from that address.
     let g = IpAddr::V4(GUEST4);
     let host = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53));
-    h.guest(&[udp(g, host, 33334, 53, b"direct")]);
-    let s = h.sock_to(sa(host, 53));
+    let s = h.flow_to(g, host, 33334, 53, b"direct");
     h.host(s, sa(host, 53), b"a");
     assert_eq!(h.take_frames()[0].src, host);
 }
