@@ -38,7 +38,7 @@ fn frame_slot(
     } else {
         finish_ip_frame
     };
-    let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
+    let (dst_mac, our_mac) = (cx.guest.mac, cx.src_mac(key.dst));
     let len = slot
         .buf
         .get_mut(l4off..)
