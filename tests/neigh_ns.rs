@@ -82,11 +82,24 @@ fn lan(tag: &str) -> (Netns, Netns) {
     (host, peer)
 }
 
+/// The guest's neighbour entry for `addr`. (`ip` fails a dump the kernel
+/// reports as interrupted by a change: read again.)
+fn guest_neigh(g: &Netns, addr: &str) -> String {
+    for _ in 0..5 {
+        let out = g.run(&["ip", "neigh", "show", addr], 30);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    String::new()
+}
+
 /// The link-layer address the guest's neighbour table holds for `addr`
 /// (empty if none).
 fn guest_lladdr(g: &Netns, addr: &str) -> String {
-    let out = g.sh(&format!("ip neigh show {addr}"));
-    out.split_whitespace()
+    guest_neigh(g, addr)
+        .split_whitespace()
         .skip_while(|w| *w != "lladdr")
         .nth(1)
         .unwrap_or("")
@@ -140,8 +153,16 @@ fn guest_sees_lan_peer_with_its_real_mac_and_gateway_with_ours() {
     let g: &Netns = &p.g;
     assert_eq!(resolve_from_guest(g, PEER4), PEER_MAC, "ARP for the peer");
     assert_eq!(resolve_from_guest(g, PEER6), PEER_MAC, "NDP for the peer");
-    assert_eq!(resolve_from_guest(g, GW_IP4), OUR_MAC, "ARP for the gateway");
-    assert_eq!(resolve_from_guest(g, GW_IP6), OUR_MAC, "NDP for the gateway");
+    assert_eq!(
+        resolve_from_guest(g, GW_IP4),
+        OUR_MAC,
+        "ARP for the gateway"
+    );
+    assert_eq!(
+        resolve_from_guest(g, GW_IP6),
+        OUR_MAC,
+        "NDP for the gateway"
+    );
     // Another address of the LAN the host does not know: ours.
     assert_eq!(resolve_from_guest(g, "10.77.0.33"), OUR_MAC);
 
@@ -173,11 +194,20 @@ fn guest_sees_lan_peer_with_its_real_mac_and_gateway_with_ours() {
         (v.len() >= 3).then_some(v)
     })
     .unwrap_or_else(|| panic!("no TCP from the peer in the capture: {}", p.p.output()));
-    assert!(tcp.iter().all(|m| m == PEER_MAC), "TCP from the peer: {tcp:?}");
+    assert!(
+        tcp.iter().all(|m| m == PEER_MAC),
+        "TCP from the peer: {tcp:?}"
+    );
     let echo = sources_of(&pcap, PEER4, 1);
-    assert!(!echo.is_empty() && echo.iter().all(|m| m == PEER_MAC), "echo replies: {echo:?}");
+    assert!(
+        !echo.is_empty() && echo.iter().all(|m| m == PEER_MAC),
+        "echo replies: {echo:?}"
+    );
     let gw = sources_of(&pcap, GW_IP4, 1);
-    assert!(!gw.is_empty() && gw.iter().all(|m| m == OUR_MAC), "from the gateway: {gw:?}");
+    assert!(
+        !gw.is_empty() && gw.iter().all(|m| m == OUR_MAC),
+        "from the gateway: {gw:?}"
+    );
 }
 
 #[test]
@@ -191,7 +221,15 @@ fn address_the_host_learns_later_is_announced_to_the_guest() {
     assert_eq!(resolve_from_guest(g, LATER4), OUR_MAC);
     // The peer takes it, and the host learns it.
     peer.sh(&format!("ip addr add {LATER4}/24 dev lan0"));
-    p.h.sh(&format!("ping -c 1 -W 5 {LATER4} >/dev/null"));
+    // The guest's ping left the host's entry incomplete or failed: a ping
+    // that waited in it may fail, the next one resolves the address.
+    p.h.sh(&format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do
+           ping -c 1 -W 2 {LATER4} >/dev/null && exit 0
+           sleep 0.5
+         done
+         exit 1"
+    ));
     // The guest's entry changes without the guest asking: it is not
     // resolved again here, only read.
     let learnt = eventually(5, || {
@@ -201,7 +239,7 @@ fn address_the_host_learns_later_is_announced_to_the_guest() {
     assert!(
         learnt.is_some(),
         "guest's entry: {} ({})",
-        g.sh(&format!("ip neigh show {LATER4}")),
+        guest_neigh(g, LATER4),
         p.p.output()
     );
     // The announcement, in the capture: a gratuitous request from the
