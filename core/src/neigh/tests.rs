@@ -28,7 +28,13 @@ fn lan_host_gets_its_mac_and_falls_back_to_ours_when_removed() {
     let peer = a("10.77.0.9");
     assert_eq!(t.mac_of(&cfg, peer), cfg.our_mac);
     let ann = t.update(&cfg, &g, peer, Some(PEER));
-    assert_eq!(ann, Some(Announce { addr: peer, mac: PEER }));
+    assert_eq!(
+        ann,
+        Some(Announce {
+            addr: peer,
+            mac: PEER
+        })
+    );
     assert_eq!(t.mac_of(&cfg, peer), PEER);
     // The IPv4-mapped form is the same address.
     assert_eq!(t.mac_of(&cfg, a("::ffff:10.77.0.9")), PEER);
@@ -127,7 +133,10 @@ fn unmapped_gateway_is_a_neighbour_and_stands_in_for_the_rest() {
 fn our_own_mac_is_stored_but_not_announced() {
     let cfg = capture_config();
     let mut t = NeighTable::default();
-    assert_eq!(t.update(&cfg, &guest(), a("10.77.0.9"), Some(cfg.our_mac)), None);
+    assert_eq!(
+        t.update(&cfg, &guest(), a("10.77.0.9"), Some(cfg.our_mac)),
+        None
+    );
     assert_eq!(t.stats.added, 1);
 }
 

@@ -80,11 +80,8 @@ impl NeighWatch {
         sock.bind(&SocketAddr::new(0, RTMGRP_NEIGH))?;
         sock.set_non_blocking(true)?;
         // A larger buffer where allowed; the default otherwise.
-        let _ = nix::sys::socket::setsockopt(
-            &sock.as_fd(),
-            nix::sys::socket::sockopt::RcvBuf,
-            &RCVBUF,
-        );
+        let _ =
+            nix::sys::socket::setsockopt(&sock.as_fd(), nix::sys::socket::sockopt::RcvBuf, &RCVBUF);
         Ok(NeighWatch {
             sock,
             ifindex: [ifindex4, ifindex6],

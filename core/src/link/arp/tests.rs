@@ -394,7 +394,11 @@ fn new_neighbour_is_announced_once_the_guest_spoke() {
     // A change of MAC, the gateway, our own MAC: no announcement.
     c.handle_neighbour(T0, PEER_IP.into(), Some(Mac([2, 0, 0, 0, 0, 1])));
     c.handle_neighbour(T0, GW.into(), Some(PEER_MAC));
-    c.handle_neighbour(T0, Ipv4Addr::new(10, 77, 0, 11).into(), Some(Mac::OUR_DEFAULT));
+    c.handle_neighbour(
+        T0,
+        Ipv4Addr::new(10, 77, 0, 11).into(),
+        Some(Mac::OUR_DEFAULT),
+    );
     assert!(crate::testutil::drain_frames(&mut c).is_empty());
     assert_eq!(c.neigh_stats().announced, 1);
     assert_eq!(c.neigh_stats().ignored, 1);

@@ -37,7 +37,8 @@ fn msg(
         kind: RouteType::Unicast,
         ..NeighbourHeader::default()
     };
-    n.attributes.push(NeighbourAttribute::Destination(addr.into()));
+    n.attributes
+        .push(NeighbourAttribute::Destination(addr.into()));
     if let Some(l) = lladdr {
         n.attributes
             .push(NeighbourAttribute::LinkLayerAddress(l.to_vec()));
@@ -85,9 +86,18 @@ fn notifications_become_events() {
         vec![
             NeighEvent { addr: v4, mac },
             NeighEvent { addr: v6, mac },
-            NeighEvent { addr: v4, mac: None },
-            NeighEvent { addr: v4, mac: None },
-            NeighEvent { addr: v6, mac: None },
+            NeighEvent {
+                addr: v4,
+                mac: None
+            },
+            NeighEvent {
+                addr: v4,
+                mac: None
+            },
+            NeighEvent {
+                addr: v6,
+                mac: None
+            },
         ]
     );
     assert_eq!(w.malformed, 0);
@@ -96,9 +106,21 @@ fn notifications_become_events() {
 #[test]
 fn malformed_messages_are_counted_not_fatal() {
     let mut w = watch();
-    let good = msg(false, 7, a("192.0.2.9"), NeighbourState::Reachable, Some(&MAC));
+    let good = msg(
+        false,
+        7,
+        a("192.0.2.9"),
+        NeighbourState::Reachable,
+        Some(&MAC),
+    );
     // A link-layer address that is not Ethernet's.
-    let mut d = msg(false, 7, a("192.0.2.9"), NeighbourState::Reachable, Some(&[1, 2, 3]));
+    let mut d = msg(
+        false,
+        7,
+        a("192.0.2.9"),
+        NeighbourState::Reachable,
+        Some(&[1, 2, 3]),
+    );
     // A message the parser refuses (a truncated header), then a good one.
     let mut bad = good.clone();
     bad.truncate(20);
@@ -120,7 +142,13 @@ fn malformed_messages_are_counted_not_fatal() {
 #[test]
 fn garbage_never_panics() {
     let mut w = watch();
-    let good = msg(false, 8, a("2001:db8::9"), NeighbourState::Reachable, Some(&MAC));
+    let good = msg(
+        false,
+        8,
+        a("2001:db8::9"),
+        NeighbourState::Reachable,
+        Some(&MAC),
+    );
     for cut in 0..good.len() {
         let _ = events(&mut w, &good[..cut]);
         let mut flipped = good.clone();
@@ -155,12 +183,18 @@ fn follows_the_table_of_a_namespace() {
         assert_eq!(
             got,
             vec![
-                NeighEvent { addr: v4, mac: moved },
+                NeighEvent {
+                    addr: v4,
+                    mac: moved
+                },
                 NeighEvent {
                     addr: a("2001:db8::9"),
                     mac
                 },
-                NeighEvent { addr: v4, mac: None },
+                NeighEvent {
+                    addr: v4,
+                    mac: None
+                },
             ]
         );
         assert_eq!(w.malformed, 0);
