@@ -46,8 +46,9 @@ impl TcpState {
 
     /// Queues a segment without payload to the guest.
     pub(super) fn ctl(&mut self, cx: &mut Ctx<'_>, key: &FlowKey, h: Hdr) -> bool {
-        let dst_mac = cx.guest.mac;
+        let (dst_mac, src_mac) = (cx.guest.mac, cx.src_mac(key.dst));
         cx.tx()
+            .with_src(src_mac)
             .queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
                 h.write(b)
             })

@@ -38,7 +38,7 @@ fn frame_slot(
     } else {
         finish_ip_frame
     };
-    let ends = Ends::new(cx.guest.mac, cx.cfg.our_mac, key.dst, key.src);
+    let ends = Ends::new(cx.guest.mac, cx.src_mac(key.dst), key.dst, key.src);
     let len = slot
         .buf
         .get_mut(l4off..)

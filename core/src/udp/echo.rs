@@ -142,7 +142,7 @@ pub(crate) fn ping_frame(
         cx.counters.drop(DropReason::DgramMalformed);
         return false;
     };
-    let ends = Ends::new(cx.guest.mac, cx.cfg.our_mac, key.dst, key.src);
+    let ends = Ends::new(cx.guest.mac, cx.src_mac(key.dst), key.dst, key.src);
     let ok = room
         .checked_add(d.len)
         .filter(|&end| end <= d.buf.len() && d.len >= ECHO_HLEN)

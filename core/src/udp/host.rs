@@ -328,7 +328,7 @@ pub(crate) fn datagram_room(listeners: &Listeners, flows: &FlowTable, sock: Sock
 /// not fit.
 fn frame(cx: &mut Ctx<'_>, key: &FlowKey, d: &mut RxDatagram<'_>, room: usize) -> bool {
     let hl = l4_offset(key.dst.is_ipv6()) + UDP_HLEN;
-    let ends = Ends::new(cx.guest.mac, cx.cfg.our_mac, key.dst, key.src);
+    let ends = Ends::new(cx.guest.mac, cx.src_mac(key.dst), key.dst, key.src);
     let mut room = room;
     if room < hl {
         // An IPv6 peer on a dual-stack listener (IPv4 room): move the

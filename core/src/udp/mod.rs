@@ -42,7 +42,9 @@ use crate::counters::{Counters, DropReason};
 use crate::flow::{self, DgramFlow, FlowData, FlowId, FlowTable};
 use crate::fwd::Listeners;
 use crate::guest::GuestInfo;
+use crate::mac::Mac;
 use crate::nat;
+use crate::neigh::NeighTable;
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::Instant;
@@ -75,12 +77,20 @@ pub(crate) struct Ctx<'a> {
     pub(crate) listeners: &'a mut Listeners,
     /// Frames the core writes itself (ICMP errors).
     pub(crate) out: &'a mut FrameQueue,
+    /// The host's LAN neighbours: the Ethernet source of frames from them.
+    pub(crate) neigh: &'a NeighTable,
 }
 
 impl Ctx<'_> {
     /// The frame writer over the frame queue.
     pub(crate) fn tx(&mut self) -> FrameOut<'_> {
         FrameOut::new(self.out, self.counters, self.cfg)
+    }
+
+    /// The Ethernet source of a frame to the guest from `remote`: a LAN
+    /// neighbour's own MAC, else ours (see `neigh.rs`).
+    pub(crate) fn src_mac(&self, remote: IpAddr) -> Mac {
+        self.neigh.mac_of(self.cfg, remote)
     }
 }
 

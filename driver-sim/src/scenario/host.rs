@@ -9,7 +9,10 @@ impl Runner<'_> {
     pub(super) fn directive(&mut self, no: usize, w: &[String]) {
         // Host-side directives belong to a realized run too; guest-side ones
         // (model endpoints, captures) are replayed as the frames they sent.
-        if matches!(w.first().map(String::as_str), Some("flow" | "host-connect")) {
+        if matches!(
+            w.first().map(String::as_str),
+            Some("flow" | "host-connect" | "neighbour")
+        ) {
             let now = self.sim.now();
             let k = self.sim.delivered.len();
             self.realized_sys
@@ -113,6 +116,20 @@ impl Runner<'_> {
                     for f in out {
                         self.sim.guest_send(&f);
                     }
+                }
+                Some("neighbour") => {
+                    // neighbour ADDR MAC|none: the host's neighbour table
+                    // changed (a LAN host appeared, moved or went away).
+                    let a = w.get(1).ok_or("neighbour: address missing")?;
+                    let addr: IpAddr = a
+                        .parse()
+                        .map_err(|_| format!("neighbour: bad address `{a}`"))?;
+                    let m = w.get(2).ok_or("neighbour: MAC or `none` missing")?;
+                    let mac = match m.as_str() {
+                        "none" => None,
+                        s => Some(Mac::parse(s).ok_or(format!("neighbour: bad MAC `{s}`"))?),
+                    };
+                    self.sim.neighbour(addr, mac);
                 }
                 Some("flush") => {}
                 Some("guest-pause") => {
