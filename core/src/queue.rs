@@ -13,7 +13,9 @@ use crate::action::Action;
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::wire::headers::UDP_HLEN;
-use crate::wire::headers::{finish_ip_frame, finish_udp_frame, l4_offset, write_eth, ETH_HLEN};
+use crate::wire::headers::{
+    finish_ip_frame, finish_udp_frame, l4_offset, write_eth, Ends, ETH_HLEN,
+};
 use crate::wire::Mac;
 use core::net::IpAddr;
 use std::collections::VecDeque;
@@ -247,10 +249,10 @@ impl<'a> FrameOut<'a> {
         fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
     ) -> bool {
         let off = l4_offset(src.is_ipv6()) + UDP_HLEN;
-        let our_mac = self.cfg.our_mac;
+        let ends = Ends::new(dst_mac, self.cfg.our_mac, src, dst);
         self.queue_frame(off + max_payload, |b, cfg| {
             let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_udp_frame(b, dst_mac, our_mac, src, dst, sport, dport, n)
+            finish_udp_frame(b, ends, sport, dport, n)
         })
     }
 
@@ -268,10 +270,10 @@ impl<'a> FrameOut<'a> {
         fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
     ) -> bool {
         let off = l4_offset(src.is_ipv6());
-        let our_mac = self.cfg.our_mac;
+        let ends = Ends::new(dst_mac, self.cfg.our_mac, src, dst);
         self.queue_frame(off + max_l4, |b, cfg| {
             let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_ip_frame(b, dst_mac, our_mac, src, dst, proto, n)
+            finish_ip_frame(b, ends, proto, n)
         })
     }
 

@@ -10,8 +10,7 @@ impl TcpState {
     /// when the timer runs (see `timeout`).
     pub(super) fn note_timer(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
         let d = cx.tc_ref(id).and_then(|(_, c)| c.deadline());
-        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
-        self.timers.set(id, gen, CONN_TIMER, d);
+        self.timers.arm(cx.flows, id, d);
     }
 
     /// Sets the interest of `id` again even if unchanged: `EPOLL_CTL_MOD`
@@ -247,8 +246,7 @@ impl TcpState {
                 (false, false) => "",
             }
         );
-        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
-        self.timers.set(id, gen, CONN_TIMER, None);
+        self.timers.arm(cx.flows, id, None);
         cx.flows.free(id);
         self.stats.closed += 1;
     }

@@ -46,7 +46,7 @@ use crate::nat;
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::Instant;
-use crate::timers::Timers;
+use crate::timers::FlowTimers;
 use crate::wire::be16;
 use crate::wire::headers::{pad_frame, PROTO_UDP, UDP_HLEN};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -112,18 +112,13 @@ pub(crate) struct UdpState {
     /// the flow is made, and armed again for the new expiry when it runs
     /// early (traffic moved the expiry on), so that traffic costs no timer
     /// work.
-    timers: Timers,
-    /// Flows expiring in `timeout`, in flow order (allocated once).
-    due: Vec<FlowId>,
+    timers: FlowTimers,
     /// Datagram sockets the driver holds for flows.
     pub(crate) open_socks: usize,
     /// The warning about refused ping sockets was logged.
     pub(crate) ping_warned: bool,
     pub(crate) stats: UdpStats,
 }
-
-/// The kind of a datagram flow's timer (it has one).
-const EXPIRY_TIMER: u8 = 0;
 
 pub(crate) fn family(a: IpAddr) -> Family {
     if a.is_ipv6() {
@@ -273,8 +268,7 @@ impl UdpState {
     pub(crate) fn new(flows: usize) -> Self {
         let flows = flows.min(flow::MAX_FLOWS);
         UdpState {
-            timers: Timers::new(flows, 1),
-            due: Vec::with_capacity(flows),
+            timers: FlowTimers::new(flows),
             open_socks: 0,
             ping_warned: false,
             stats: UdpStats::default(),
@@ -294,9 +288,7 @@ impl UdpState {
 
     /// Arms the timer of `id` for its expiry.
     pub(crate) fn note_timer(&mut self, flows: &FlowTable, id: FlowId) {
-        let d = Self::deadline(flows, id);
-        let gen = flows.get(id).map_or(0, |f| f.gen);
-        self.timers.set(id, gen, EXPIRY_TIMER, d);
+        self.timers.arm(flows, id, Self::deadline(flows, id));
     }
 
     /// The flow of `key`: the live one if it is a datagram flow of the
@@ -597,18 +589,12 @@ impl UdpState {
 
     /// Ends datagram flows idle for too long, in flow order.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
-        let mut due = core::mem::take(&mut self.due);
-        let flows = &*cx.flows;
-        self.timers
-            .collect_due(now, EXPIRY_TIMER, &mut due, |id, gen| {
-                let live = flows.get(id).is_some_and(|f| f.gen == gen);
-                Self::deadline(flows, id).filter(|_| live)
-            });
+        let due = self.timers.take_due(now, cx.flows, Self::deadline);
         for &id in &due {
             self.stats.timeouts += 1;
             self.close(cx, id);
         }
-        self.due = due;
+        self.timers.done(due);
     }
 }
 
