@@ -532,7 +532,9 @@ pub enum SockEvent {
     StreamSent {
         /// Bytes written, or the error.
         sent: Result<usize, Errno>,
-        /// The send buffer after the write (zeros if it could not be read).
+        /// The send buffer after the write (zeros if it could not be read,
+        /// or was left out after a small write taken whole: the core then
+        /// estimates it, or asks with `QuerySendSpace`).
         space: SendSpace,
     },
     /// Answer to `QuerySendSpace`.

@@ -39,6 +39,14 @@ pub struct TcpPolicy {
     pub window_poll_writable: Duration,
     /// Delay of a deferred ACK of the guest's data.
     pub ack_delay: Duration,
+    /// Request-response traffic with a local peer (whose data is otherwise
+    /// acknowledged at once): the ACK of less than a segment of the guest's
+    /// data waits this long for the peer's answer to carry it, so that an
+    /// exchange costs one frame to the guest, not two. Traffic counts as
+    /// request-response once data goes to the guest within this delay of
+    /// the guest's last data (as Linux's "pingpong" mode), and stops
+    /// counting when an answer does not come within it.
+    pub ack_delay_local: Duration,
     /// Send buffers smaller than this get their guest data acknowledged at
     /// once (upstream's `SNDBUF_SMALL`).
     pub ack_at_once_below: u32,
@@ -65,6 +73,7 @@ impl TcpPolicy {
         window_poll_armed: Duration::from_millis(100),
         window_poll_writable: Duration::from_millis(1),
         ack_delay: Duration::from_millis(10),
+        ack_delay_local: Duration::from_millis(1),
         ack_at_once_below: 128 << 10,
         ack_half_window: true,
         // RFC 6298's first timeout, doubled with every retransmission in a

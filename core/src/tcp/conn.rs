@@ -98,6 +98,13 @@ pub(crate) struct TcpConn {
     pub(super) send_action: Option<u64>,
     /// The guest's FIN follows the pending `Send`.
     pub(super) fin_pending: bool,
+    /// Request-response traffic with a local peer: data went to the guest
+    /// soon (within the policy's `ack_delay_local`) after the guest's last
+    /// data was written, so the ACK of the guest's next small write waits
+    /// for the answer to carry it. Off again when that wait runs out.
+    pub(super) pingpong: bool,
+    /// When the guest's data was last written to the socket.
+    pub(super) t_data_in: Option<Instant>,
     /// Send the next ACK twice (a duplicate ACK pair for a gap).
     pub(super) dup_ack_pending: bool,
     /// Send an ACK when the next `TcpInfo` arrives.
@@ -138,6 +145,9 @@ pub(crate) struct TcpConn {
     pub(crate) sock_free: u32,
     /// The send buffer's size (kernel accounting) as last reported.
     pub(super) sndbuf: u32,
+    /// Its queue as last reported, plus at least what was written since
+    /// without a report (see `TcpState::sent`).
+    pub(super) queued: u32,
     /// Whether a `TcpInfo` arrived yet.
     pub(super) have_info: bool,
     /// `tcpi_snd_mss` as last reported.

@@ -116,6 +116,12 @@ const DUP_ACKS_SENT: usize = 3;
 /// timeout. The window offered to the guest stays within three quarters of
 /// it, in segments of the MSS we advertised.
 const TAP_QUEUE_FRAMES: u32 = 1000;
+/// What a write costs in the send buffer's accounting at least, beyond
+/// its payload: the kernel charges each buffer its overhead (`truesize`),
+/// and a small write on a connection without Nagle takes a buffer of its
+/// own. Used to estimate the queue after a write reported without the
+/// buffer's state (see `TcpState::sent`).
+const WRITE_OVERHEAD: u32 = 2048;
 /// Passes over a batch to fit out-of-order segments into the gap.
 const REORDER_PASSES: usize = 4;
 /// Runs of frames remembered for `handle_tap_sent`.
@@ -142,6 +148,16 @@ impl TcpConn {
     /// Whether anything (data or FIN) awaits the guest's acknowledgement.
     fn anything_in_flight(&self) -> bool {
         self.seq_to_tap != self.seq_ack_from_tap || (self.tap_fin_sent && !self.tap_fin_acked)
+    }
+
+    /// Delay of a deferred ACK of the guest's data: short for a local peer,
+    /// whose answer (carrying the ACK) usually comes within it.
+    fn ack_delay(&self, pol: &TcpPolicy) -> Duration {
+        if self.local {
+            pol.ack_delay_local
+        } else {
+            pol.ack_delay
+        }
     }
 
     /// The window we can offer the guest now, in bytes.
@@ -388,6 +404,7 @@ impl TcpConn {
             return false;
         };
         self.sndbuf = space.sndbuf;
+        self.queued = space.queued;
         self.sock_free = w;
         true
     }

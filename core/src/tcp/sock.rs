@@ -276,6 +276,13 @@ impl TcpState {
         c.seq_to_tap = seqno;
         c.seq_max_to_tap = seq::max(c.seq_max_to_tap, seqno);
         if sent > 0 {
+            if c.local
+                && c.t_data_in
+                    .is_some_and(|t| now < t.saturating_add(pol.ack_delay_local))
+            {
+                // An answer: request-response traffic.
+                c.pingpong = true;
+            }
             c.seq_ack_to_tap = ack;
             c.wnd_to_tap = wbytes;
             c.ack_due = None;
@@ -619,9 +626,13 @@ impl TcpState {
         // the rate), so acknowledge now.
         let unacked = seq::dist(c.seq_ack_to_tap, c.seq_from_tap);
         let window_half_used = unacked.saturating_mul(2) >= c.wnd_to_tap;
+        // A local peer gets the guest's data acknowledged at once, unless
+        // the two exchange requests and answers: then less than a segment
+        // waits for the answer to carry the ACK (`ack_delay_local`).
+        let request = c.pingpong && unacked < mss;
         let immediate = c.force_ack
             || (pol.ack_half_window && window_half_used)
-            || c.local
+            || (c.local && !request)
             || c.sndbuf < pol.ack_at_once_below
             || c.tap_fin_rcvd
             || c.dup_ack_pending
@@ -631,7 +642,7 @@ impl TcpState {
         if (owed || reopened) && immediate {
             self.send_ack(cx, id);
         } else if owed && c.ack_due.is_none() {
-            c.ack_due = Some(now.saturating_add(pol.ack_delay));
+            c.ack_due = Some(now.saturating_add(c.ack_delay(&pol)));
         }
         if rearm {
             self.rearm(cx, id);
@@ -642,7 +653,12 @@ impl TcpState {
     }
 
     /// Result of a `Send`: acknowledge only what the kernel took; `space` is
-    /// the send buffer after the write (zeros: unknown, ask for it).
+    /// the send buffer after the write. Zeros (unknown: a driver may leave
+    /// it out after a small write that was taken whole) are replaced by an
+    /// estimate while that is safe: the last report plus what was written
+    /// since (each write charged [`WRITE_OVERHEAD`] on top), as long as it
+    /// says the buffer is at most half full. Otherwise the buffer's state
+    /// is asked for.
     pub(super) fn sent(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -657,12 +673,23 @@ impl TcpState {
         c.send_pending = 0;
         c.fin_pending = false;
         let sock = c.sock;
+        let mut estimate = None;
         match r {
             Ok(n) => {
                 let n = (n.min(want as usize)) as u32;
                 c.seq_from_tap = c.seq_from_tap.wrapping_add(n);
                 c.sock_free = c.sock_free.saturating_sub(n);
                 c.t_active = now;
+                if n > 0 {
+                    c.t_data_in = Some(now);
+                }
+                c.queued = c.queued.saturating_add(n).saturating_add(WRITE_OVERHEAD);
+                if n == want && c.sndbuf > 0 && c.queued <= c.sndbuf / 2 {
+                    estimate = Some(SendSpace {
+                        sndbuf: c.sndbuf,
+                        queued: c.queued,
+                    });
+                }
                 if n < want {
                     c.need_out = true;
                     c.sock_full = true;
@@ -694,11 +721,13 @@ impl TcpState {
         let pol = cx.cfg.tcp;
         if let Some(c) = cx.tc(id) {
             if c.ack_due.is_none() {
-                c.ack_due = Some(now.saturating_add(pol.ack_delay));
+                c.ack_due = Some(now.saturating_add(c.ack_delay(&pol)));
             }
         }
         if window_from_space(space, &pol).is_some() {
             self.space(cx, now, id, space);
+        } else if let Some(est) = estimate {
+            self.space(cx, now, id, est);
         } else {
             // The interest follows from the answer (room in the send buffer).
             cx.act(Action::QuerySendSpace { sock });

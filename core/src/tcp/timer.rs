@@ -93,6 +93,9 @@ impl TcpState {
         let Some(c) = cx.tc(id) else { return };
         if c.ack_due.is_some_and(|t| t <= now) {
             c.ack_due = None;
+            // No answer carried it in time: not request-response traffic
+            // (any more); the guest's data is acknowledged at once again.
+            c.pingpong = false;
             self.send_ack(cx, id);
         }
         let Some(c) = cx.tc(id) else { return };

@@ -250,12 +250,7 @@ impl SockTable {
             }
             Action::Send { sock, .. } => {
                 let (sent, space) = match self.map.get(&sock.0) {
-                    Some(e) => {
-                        let r = send_stream(e.fd.as_fd(), spans);
-                        // The window to the guest follows from the buffer
-                        // right after the write: one getsockopt, here.
-                        (r, send_space(e.fd.as_fd()).unwrap_or_default())
-                    }
+                    Some(e) => send_with_space(e.fd.as_fd(), spans),
                     None => (Err(Errno::EBADF), SendSpace::default()),
                 };
                 Outcome::Event(sock, SockEvent::StreamSent { sent, space })

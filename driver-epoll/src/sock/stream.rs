@@ -33,6 +33,28 @@ pub(crate) fn send_stream(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> Result<usi
     Ok(total)
 }
 
+/// Writes of at most this many bytes that the kernel takes whole are
+/// reported without the send buffer's state: the core estimates it from the
+/// last report (see `SockEvent::StreamSent`), which saves a `getsockopt`
+/// per request of a request-response exchange. Larger writes size the
+/// window to the guest, which must then be exact.
+const SMALL_WRITE: usize = 4096;
+
+/// `Action::Send`: the write and, unless it was small and taken whole, the
+/// send buffer's state right after it (`SO_MEMINFO`, one `getsockopt`;
+/// zeros when left out or unreadable).
+pub(crate) fn send_with_space(
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+) -> (Result<usize, Errno>, SendSpace) {
+    let want: usize = iov.iter().map(|s| s.len()).sum();
+    let r = send_stream(fd, iov);
+    if want <= SMALL_WRITE && r == Ok(want) {
+        return (r, SendSpace::default());
+    }
+    (r, send_space(fd).unwrap_or_default())
+}
+
 /// Largest skip of a peek: far beyond any socket receive buffer.
 const MAX_PEEK_SKIP: usize = 64 << 20;
 

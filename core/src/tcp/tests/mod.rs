@@ -46,6 +46,9 @@ struct FakeSock {
     peek_err: Option<Errno>,
     /// SO_LINGER with a zero timeout: its close resets the peer.
     linger_zero: bool,
+    /// Report a write taken whole without the buffer's state, as the
+    /// driver does for small writes.
+    omit_space: bool,
 }
 
 /// One guest-bound TCP segment, re-parsed.
@@ -185,9 +188,13 @@ impl FakeKernel for TcpKernel {
                 } else {
                     Ok(n)
                 };
-                let space = SendSpace {
-                    sndbuf: s.sndbuf,
-                    queued: s.outq,
+                let space = if s.omit_space && n == data.len() {
+                    SendSpace::default()
+                } else {
+                    SendSpace {
+                        sndbuf: s.sndbuf,
+                        queued: s.outq,
+                    }
                 };
                 h.core
                     .handle_sock_event(h.now, sock, SockEvent::StreamSent { sent: r, space });

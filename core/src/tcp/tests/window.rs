@@ -146,3 +146,110 @@ fn half_the_window_used_is_acknowledged_at_once() {
     assert_eq!(f.len(), 1, "ACK without waiting for the timer");
     assert_eq!(f[0].ack, their.wrapping_add(n as u32 * 1460));
 }
+
+/// A connection to the gateway, which maps to the host's loopback: a local
+/// peer.
+fn connect_local() -> Conn {
+    connect(
+        capture_config(),
+        v4(GUEST4),
+        v4(Ipv4Addr::new(10, 77, 0, 1)),
+        Some(7),
+    )
+}
+
+/// One request from the guest to a local peer and its answer; returns the
+/// frames that went to the guest for the request and for the answer.
+fn exchange(c: &mut Conn, answer: bool) -> (Vec<Out>, Vec<Out>) {
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"q")]);
+    c.their = c.their.wrapping_add(1);
+    let on_request = c.h.take_frames();
+    if !answer {
+        return (on_request, vec![]);
+    }
+    c.h.sock(c.sock).rx.push(b'a');
+    c.h.event(c.sock, SockEvent::Readable);
+    let on_answer = c.h.take_frames();
+    c.our = c.our.wrapping_add(1);
+    // The guest's next request acknowledges the answer.
+    (on_request, on_answer)
+}
+
+#[test]
+fn local_request_ack_rides_on_the_answer() {
+    let mut c = connect_local();
+    // The first request is acknowledged at once (nothing says yet that
+    // answers follow requests); its answer came at once.
+    let (req, ans) = exchange(&mut c, true);
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0].ack, c.their);
+    assert_eq!(ans.len(), 1);
+    // From then on the answer carries the ACK: one frame per exchange.
+    for _ in 0..3 {
+        let (req, ans) = exchange(&mut c, true);
+        assert!(req.is_empty(), "the ACK waits for the answer: {req:?}");
+        assert_eq!(ans.len(), 1, "{ans:?}");
+        assert_eq!(ans[0].payload, b"a");
+        assert_eq!(ans[0].ack, c.their);
+    }
+    c.h.run_for(20);
+    assert!(c.h.take_frames().is_empty(), "no ACK of its own later");
+    // A request without an answer is acknowledged after the short delay,
+    // and the next one at once again.
+    let (req, _) = exchange(&mut c, false);
+    assert!(req.is_empty());
+    let delay = TcpPolicy::SHIPPED.ack_delay_local;
+    assert!(delay < TcpPolicy::SHIPPED.ack_delay);
+    c.h.run_for(delay.as_millis() as u64);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their);
+    let (req, _) = exchange(&mut c, false);
+    assert_eq!(req.len(), 1, "acknowledged at once");
+}
+
+#[test]
+fn local_bulk_data_is_acknowledged_at_once_in_request_response_traffic() {
+    let mut c = connect_local();
+    exchange(&mut c, true);
+    exchange(&mut c, true);
+    // A segment's worth: no waiting, whatever came before.
+    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[5u8; 1460])]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, c.their.wrapping_add(1460));
+}
+
+#[test]
+fn small_writes_use_the_estimated_send_buffer() {
+    // A remote peer with a 64 KiB buffer (ACKs at once: a small buffer).
+    let mut c = connect_sndbuf(capture_config(), v4(GUEST4), v4(PEER4), Some(7), 65536);
+    c.h.sock(c.sock).omit_space = true;
+    let mut their = c.their;
+    let mut wins = vec![];
+    let mut queries = 0;
+    for _ in 0..20 {
+        c.h.guest(&[c.g.clone().seq(their).ack(c.our).data(b"r")]);
+        their = their.wrapping_add(1);
+        queries +=
+            c.h.take_actions()
+                .iter()
+                .filter(|a| matches!(a, Action::QuerySendSpace { .. }))
+                .count();
+        let f = c.h.take_frames();
+        assert_eq!(f.last().unwrap().ack, their);
+        wins.push(u32::from(f.last().unwrap().win) << 8);
+        // The peer took it: the real queue stays empty.
+        c.h.sock(c.sock).outq = 0;
+        if queries > 0 {
+            break;
+        }
+    }
+    // Each write is charged its payload and a buffer's overhead until the
+    // estimate reaches half the buffer; then the buffer is asked for.
+    assert_eq!(wins.len(), 16, "{wins:?}");
+    assert_eq!(queries, 1);
+    assert!(wins.windows(2).take(14).all(|w| w[1] < w[0]), "{wins:?}");
+    // The answer is the real (empty) queue: the whole window again.
+    assert!(*wins.last().unwrap() >= wins[0], "{wins:?}");
+}
