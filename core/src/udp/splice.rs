@@ -509,6 +509,9 @@ impl UdpSpliceState {
         }
         log::debug!("udp splice flow {}: closed", id.0);
         self.stats.closed += 1;
+        // Its timer goes with it: left armed, it would wake the driver once
+        // for a flow that is gone.
+        self.timers.set(id, 0, EXPIRY_TIMER, None);
         cx.flows.free(id);
     }
 
