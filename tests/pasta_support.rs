@@ -49,7 +49,19 @@ impl Pasta {
     /// such as `prlimit`); returns once the guest is configured as `ready`
     /// says, or at once with `--splice-only` (no interface to wait for).
     pub(crate) fn start_with(tag: &str, prefix: &[&str], extra: &[&str], ready: Ready) -> Pasta {
-        let h = Netns::host(tag);
+        Pasta::start_in(Netns::host(tag), tag, prefix, extra, ready)
+    }
+
+    /// [`Pasta::start_with`] in a host namespace the caller built, with
+    /// the addresses and default routes of [`Netns::host`] (the readiness
+    /// check looks for them) on an interface of its choice.
+    pub(crate) fn start_in(
+        h: Netns,
+        tag: &str,
+        prefix: &[&str],
+        extra: &[&str],
+        ready: Ready,
+    ) -> Pasta {
         let g = UserNetns::new(&format!("{tag}g"));
         let dir = Scratch::new(tag);
         let pidf = dir.join("pasta.pid");

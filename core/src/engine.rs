@@ -7,6 +7,7 @@ use crate::flow::FlowTable;
 use crate::fwd::{Forward, ListenFailure, ListenStats, Listened, Listeners, Proto};
 use crate::guest::GuestInfo;
 use crate::link::{self, ndp::Ndp};
+use crate::neigh::{NeighStats, NeighTable};
 use crate::queue::{ActionQueue, FrameQueue};
 use crate::rng::Rng;
 use crate::splice::{self, SpliceState, SpliceStats};
@@ -44,7 +45,7 @@ macro_rules! lend {
 /// The context lent to a link service.
 macro_rules! link_cx {
     ($core:ident) => {
-        lend!($core => link::Ctx { cfg; guest, out, counters, rng })
+        lend!($core => link::Ctx { cfg, neigh; guest, out, counters, rng })
     };
 }
 
@@ -52,7 +53,7 @@ macro_rules! link_cx {
 macro_rules! udp_cx {
     ($core:ident) => {
         lend!($core => udp::Ctx {
-            cfg, guest;
+            cfg, guest, neigh;
             counters, actions, spans, flows, listeners, out
         })
     };
@@ -100,6 +101,8 @@ pub struct Core {
     pub(crate) udp_splice: UdpSpliceState,
     /// The transmit path's state (`txring.rs`).
     tx_state: TxState,
+    /// The host's LAN neighbours and their MACs (`neigh.rs`).
+    pub(crate) neigh: NeighTable,
 }
 
 impl Core {
@@ -128,6 +131,7 @@ impl Core {
             splice: SpliceState::default(),
             udp_splice: UdpSpliceState::new(limits.flows),
             tx_state: TxState::default(),
+            neigh: NeighTable::default(),
             cfg,
         }
     }
@@ -185,6 +189,17 @@ impl Core {
     /// What the listeners of forwarded ports did.
     pub fn listen_stats(&self) -> &ListenStats {
         self.listeners.stats()
+    }
+
+    /// What the table of the host's LAN neighbours did.
+    pub fn neigh_stats(&self) -> &NeighStats {
+        &self.neigh.stats
+    }
+
+    /// The MAC the guest is given for `addr` (ARP, NDP, the source of
+    /// frames from it): a LAN neighbour's own, else ours.
+    pub fn neighbour_mac(&self, addr: IpAddr) -> Mac {
+        self.neigh.mac_of(&self.cfg, addr)
     }
 
     /// Queues the start-up actions: the listeners of the configured
@@ -377,6 +392,34 @@ impl Core {
             link::arp::probe(&mut link_cx!(self));
         }
         link::ndp::probe(&mut link_cx!(self));
+    }
+
+    /// The host's neighbour table changed (pasta and passt follow it on the
+    /// template interface, as upstream does): `addr`, as the host sees it,
+    /// now has a valid entry with `mac`, or (`None`) none any more (deleted,
+    /// incomplete or failed). Also the way to load the table at start, one
+    /// call per entry of a dump. The guest is then given that MAC for
+    /// `addr` (ARP replies, neighbour advertisements, the source of frames
+    /// from it); an address that enters the table is announced to a guest
+    /// that has spoken already. Addresses that do not qualify (the guest's,
+    /// the mapped ones, see `neigh.rs`) are ignored and counted, as is a new
+    /// address when the table ([`crate::NEIGH_CAPACITY`]) is full. Drain the
+    /// outputs afterwards.
+    pub fn handle_neighbour(&mut self, now: Instant, addr: IpAddr, mac: Option<Mac>) {
+        let _ = now;
+        let Some(a) = self.neigh.update(&self.cfg, &self.guest, addr, mac) else {
+            return;
+        };
+        if !self.guest.seen {
+            return;
+        }
+        let queued = match a.addr {
+            IpAddr::V4(ip) => link::arp::announce(&mut link_cx!(self), ip, a.mac),
+            IpAddr::V6(ip) => link::ndp::announce(&mut link_cx!(self), ip),
+        };
+        if queued {
+            self.neigh.stats.announced += 1;
+        }
     }
 
     /// The guest link has room again (a tap or socket writable, receive

@@ -1,7 +1,7 @@
 //! Tests of the engine's intake: batches, learning, drops, grouping, queue limits.
 
-use crate::testutil::{capture_config, exchange, GUEST_MAC};
-use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP, PROTO_UDP};
+use crate::testutil::{capture_config, drain_binds, exchange, GUEST_MAC};
+use crate::wire::headers::{finish_ip_frame, l4_offset, Ends, PROTO_TCP, PROTO_UDP};
 use crate::{Config, Core, DropReason, FrameBatch, FrameRef, Instant, Mac};
 use core::net::{IpAddr, Ipv4Addr};
 
@@ -18,16 +18,8 @@ fn seg(proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u
         8
     };
     b[off + hlen..off + hlen + payload.len()].copy_from_slice(payload);
-    let n = finish_ip_frame(
-        &mut b,
-        Mac::OUR_DEFAULT,
-        GUEST_MAC,
-        src,
-        dst,
-        proto,
-        hlen + payload.len(),
-    )
-    .unwrap();
+    let ends = Ends::new(Mac::OUR_DEFAULT, GUEST_MAC, src, dst);
+    let n = finish_ip_frame(&mut b, ends, proto, hlen + payload.len()).unwrap();
     b.truncate(n);
     b
 }
@@ -136,7 +128,7 @@ fn spans_out_of_range_are_empty() {
 
 #[test]
 fn interface_bound_forwards_bind_to_the_interface() {
-    use crate::{Action, Forward, Proto, SockKind};
+    use crate::{Forward, Proto, SockKind};
     let mut cfg = capture_config();
     // -t %eth7/6900 -u %eth7/6901, eth7 being interface 7.
     let on_eth7 = |proto, port| Forward {
@@ -146,19 +138,10 @@ fn interface_bound_forwards_bind_to_the_interface() {
     cfg.forwards = vec![on_eth7(Proto::Tcp, 6900), on_eth7(Proto::Udp, 6901)];
     let mut core = Core::new(cfg);
     core.start(Instant::ZERO);
-    let mut kinds = std::collections::HashMap::new();
-    let mut binds = Vec::new();
-    while let Some(a) = core.poll_action() {
-        match a {
-            Action::Open { sock, kind, .. } => {
-                kinds.insert(sock, kind);
-            }
-            Action::Bind { sock, addr, opts } => {
-                binds.push((kinds[&sock], addr.port(), opts.device))
-            }
-            _ => {}
-        }
-    }
+    let binds: Vec<_> = drain_binds(&mut core)
+        .into_iter()
+        .map(|(kind, addr, opts)| (kind, addr.port(), opts.device))
+        .collect();
     assert!(
         binds.contains(&(SockKind::TcpListener, 6900, Some(7))),
         "{binds:?}"

@@ -17,7 +17,9 @@
 //!   [`Core::handle_tap_sent`]: the socket-to-guest data path (see
 //!   `docs/architecture.md`);
 //! - [`Core::handle_timeout`]: the deadline from `poll_timeout` passed;
-//! - [`Core::handle_tap_reset`]: the guest link went away.
+//! - [`Core::handle_tap_reset`]: the guest link went away;
+//! - [`Core::handle_neighbour`]: an entry of the host's neighbour table
+//!   appeared, changed or went away (the real MACs of LAN hosts).
 //!
 //! Outputs are the `poll_*` methods:
 //! - [`Core::poll_frame`]: a frame for the guest, written into a buffer the
@@ -48,6 +50,12 @@
 //! [`Core::failed_forwards`] names the forwards whose listener could not be
 //! opened, for both protocols alike (for an explicit port, a fatal start-up
 //! error in the epoll driver).
+//!
+//! The host's neighbour table reaches the core through
+//! [`Core::handle_neighbour`], an input like the others: once per entry of
+//! the table as the driver loads it at start (after [`Core::start`]), then
+//! once per change the kernel reports, each followed by draining the outputs
+//! (a new entry may queue an announcement for the guest).
 //!
 //! ```no_run
 //! use passt_core::{Config, Core, FrameBatch, FrameRef, Instant, SockEvent, SockId};
@@ -113,6 +121,7 @@ mod guest;
 mod link;
 mod mac;
 mod nat;
+mod neigh;
 mod offload;
 mod policy;
 mod queue;
@@ -148,6 +157,7 @@ pub use engine::Core;
 pub use fwd::{ListenFailure, ListenStats};
 pub use guest::GuestInfo;
 pub use mac::Mac;
+pub use neigh::{NeighStats, NEIGH_CAPACITY};
 pub use offload::{
     Csum, FrameMeta, Gso, GsoKind, LinkOffload, VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_V1_LEN,
 };

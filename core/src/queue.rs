@@ -13,7 +13,9 @@ use crate::action::Action;
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::wire::headers::UDP_HLEN;
-use crate::wire::headers::{finish_ip_frame, finish_udp_frame, l4_offset, write_eth, ETH_HLEN};
+use crate::wire::headers::{
+    finish_ip_frame, finish_udp_frame, l4_offset, write_eth, Ends, ETH_HLEN,
+};
 use crate::wire::Mac;
 use core::net::IpAddr;
 use std::collections::VecDeque;
@@ -200,6 +202,9 @@ pub(crate) struct FrameOut<'a> {
     pub(crate) queue: &'a mut FrameQueue,
     pub(crate) counters: &'a mut Counters,
     pub(crate) cfg: &'a Config,
+    /// Ethernet source of the frames: our MAC unless [`Self::with_src`]
+    /// says otherwise (a LAN neighbour's, see `neigh.rs`).
+    src_mac: Mac,
 }
 
 impl<'a> FrameOut<'a> {
@@ -213,6 +218,15 @@ impl<'a> FrameOut<'a> {
             queue,
             counters,
             cfg,
+            src_mac: cfg.our_mac,
+        }
+    }
+
+    /// The same writer, with `mac` as the Ethernet source.
+    pub(crate) fn with_src(self, mac: Mac) -> Self {
+        FrameOut {
+            src_mac: mac,
+            ..self
         }
     }
 
@@ -247,10 +261,10 @@ impl<'a> FrameOut<'a> {
         fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
     ) -> bool {
         let off = l4_offset(src.is_ipv6()) + UDP_HLEN;
-        let our_mac = self.cfg.our_mac;
+        let ends = Ends::new(dst_mac, self.src_mac, src, dst);
         self.queue_frame(off + max_payload, |b, cfg| {
             let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_udp_frame(b, dst_mac, our_mac, src, dst, sport, dport, n)
+            finish_udp_frame(b, ends, sport, dport, n)
         })
     }
 
@@ -268,10 +282,10 @@ impl<'a> FrameOut<'a> {
         fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
     ) -> bool {
         let off = l4_offset(src.is_ipv6());
-        let our_mac = self.cfg.our_mac;
+        let ends = Ends::new(dst_mac, self.src_mac, src, dst);
         self.queue_frame(off + max_l4, |b, cfg| {
             let n = fill(b.get_mut(off..)?, cfg)?;
-            finish_ip_frame(b, dst_mac, our_mac, src, dst, proto, n)
+            finish_ip_frame(b, ends, proto, n)
         })
     }
 
@@ -284,7 +298,7 @@ impl<'a> FrameOut<'a> {
         max_payload: usize,
         fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
     ) -> bool {
-        let our_mac = self.cfg.our_mac;
+        let our_mac = self.src_mac;
         self.queue_frame(ETH_HLEN + max_payload, |b, cfg| {
             let n = fill(b.get_mut(ETH_HLEN..)?, cfg)?;
             write_eth(b, dst_mac, our_mac, ethertype)?;

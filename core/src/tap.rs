@@ -406,7 +406,7 @@ pub(crate) fn is_icmp(ip: &IpHdr) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_UDP};
+    use crate::wire::headers::{finish_ip_frame, l4_offset, Ends, PROTO_UDP};
 
     /// Builds a guest UDP frame through the core's own writers (checked
     /// elsewhere against etherparse).
@@ -423,16 +423,8 @@ pub(crate) mod tests {
         b[off + 2..off + 4].copy_from_slice(&dport.to_be_bytes());
         b[off + 4..off + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
         b[off + 8..off + 8 + payload.len()].copy_from_slice(payload);
-        let n = finish_ip_frame(
-            &mut b,
-            Mac::OUR_DEFAULT,
-            Mac([2, 0, 0, 0, 0, 1]),
-            src,
-            dst,
-            PROTO_UDP,
-            8 + payload.len(),
-        )
-        .unwrap();
+        let ends = Ends::new(Mac::OUR_DEFAULT, Mac([2, 0, 0, 0, 0, 1]), src, dst);
+        let n = finish_ip_frame(&mut b, ends, PROTO_UDP, 8 + payload.len()).unwrap();
         b.truncate(n);
         b
     }

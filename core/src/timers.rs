@@ -14,7 +14,7 @@
 //! of the heap, so this happens at most once every `capacity / 2` pushes:
 //! O(1) amortised, no allocation).
 
-use crate::flow::FlowId;
+use crate::flow::{FlowId, FlowTable};
 use crate::time::Instant;
 use core::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -162,30 +162,6 @@ impl Timers {
         })
     }
 
-    /// The flows whose timer is really due at `now`, into `due` (cleared
-    /// first), in flow order. Each timer that fires is checked against the
-    /// flow's current deadline (`deadline(flow, generation)`: `None` once the
-    /// flow is gone or was reused); one that moved later is armed again
-    /// (`kind`), since traffic moves a deadline without touching the heap.
-    /// Each flow fires once, so `due` needs no more room than the flows.
-    pub(crate) fn collect_due(
-        &mut self,
-        now: Instant,
-        kind: u8,
-        due: &mut Vec<FlowId>,
-        mut deadline: impl FnMut(FlowId, u8) -> Option<Instant>,
-    ) {
-        due.clear();
-        while let Some(t) = self.pop_due(now) {
-            match deadline(t.id, t.gen) {
-                Some(d) if d <= now => due.push(t.id),
-                Some(d) => self.set(t.id, t.gen, kind, Some(d)),
-                None => {}
-            }
-        }
-        due.sort_unstable();
-    }
-
     /// Drops stale entries from the top, so that it is a live one.
     fn clean_top(&mut self) {
         while let Some(Reverse(e)) = self.heap.peek() {
@@ -213,6 +189,79 @@ impl Timers {
         {
             self.ops += n as u64;
         }
+    }
+}
+
+/// One timer per flow of a protocol, at or before the flow's deadline, and
+/// the list the due flows are collected into (allocated once, with room for
+/// every flow). A timer is armed when its flow's deadline is first known
+/// and armed again when it runs early (traffic moved the deadline on), so
+/// that traffic costs no timer work.
+#[derive(Debug)]
+pub(crate) struct FlowTimers {
+    timers: Timers,
+    due: Vec<FlowId>,
+}
+
+impl FlowTimers {
+    /// The kind of the one timer of a flow.
+    const KIND: u8 = 0;
+
+    /// Timers for flow ids below `flows`.
+    pub(crate) fn new(flows: usize) -> Self {
+        FlowTimers {
+            timers: Timers::new(flows, 1),
+            due: Vec::with_capacity(flows),
+        }
+    }
+
+    /// The earliest armed deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Arms the timer of flow `id` for `at` (`None`: disarms it), under the
+    /// flow's current generation in `flows`.
+    pub(crate) fn arm(&mut self, flows: &FlowTable, id: FlowId, at: Option<Instant>) {
+        let gen = flows.get(id).map_or(0, |f| f.gen);
+        self.timers.set(id, gen, Self::KIND, at);
+    }
+
+    /// The flows whose time is really up at `now`, in flow order. Each timer
+    /// that fires is checked against the flow's current deadline,
+    /// `deadline(flows, id)`, while the flow is still there under the
+    /// generation the timer was armed for; one that moved later is armed
+    /// again. Each flow fires once. The list is lent: hand it back with
+    /// [`Self::done`], so that it is not allocated again.
+    pub(crate) fn take_due(
+        &mut self,
+        now: Instant,
+        flows: &FlowTable,
+        deadline: impl Fn(&FlowTable, FlowId) -> Option<Instant>,
+    ) -> Vec<FlowId> {
+        let mut due = core::mem::take(&mut self.due);
+        due.clear();
+        while let Some(t) = self.timers.pop_due(now) {
+            let live = flows.get(t.id).is_some_and(|f| f.gen == t.gen);
+            match deadline(flows, t.id).filter(|_| live) {
+                Some(d) if d <= now => due.push(t.id),
+                Some(d) => self.timers.set(t.id, t.gen, Self::KIND, Some(d)),
+                None => {}
+            }
+        }
+        due.sort_unstable();
+        due
+    }
+
+    /// Hands back the list of [`Self::take_due`].
+    pub(crate) fn done(&mut self, due: Vec<FlowId>) {
+        self.due = due;
+    }
+
+    /// Heap operations so far.
+    #[cfg(test)]
+    pub(crate) fn ops(&self) -> u64 {
+        self.timers.ops
     }
 }
 

@@ -102,6 +102,9 @@ pub(crate) struct Settings {
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
     pub(crate) summary: String,
+    /// The template interfaces (IPv4, IPv6) whose neighbours the guest
+    /// sees with their real MACs.
+    pub(crate) neigh_ifindex: [Option<u32>; 2],
 }
 
 /// The system calls the running phase needs.
@@ -198,7 +201,15 @@ fn settings_from_conf(rc: conf::RuntimeConfig) -> Settings {
     if let Some(i) = rc.ifindex6 {
         sock::set_link_local_scope(i);
     }
+    let neigh_ifindex = [
+        rc.template4
+            .as_deref()
+            .filter(|_| rc.core.ip4.is_some())
+            .and_then(|n| netlink::link_index(n).ok()),
+        rc.ifindex6.filter(|_| rc.core.ip6.is_some()),
+    ];
     Settings {
+        neigh_ifindex,
         mode: rc.mode,
         ns_mac: match rc.mode {
             Mode::Pasta => rc.core.guest_mac.map(|m| m.0),
@@ -320,6 +331,24 @@ fn host_scanner(s: &Settings, have_guest: bool) -> Option<portscan::PortScanner>
     None
 }
 
+/// The subscription to the host's neighbour table (LAN hosts appear to the
+/// guest with their real MACs), opened in this thread's (the host's)
+/// namespace before the sandbox goes up. Without it (no template interface,
+/// no tap, or an error) every address keeps our MAC.
+fn neigh_watch(s: &Settings) -> Option<netlink::NeighWatch> {
+    let [i4, i6] = s.neigh_ifindex;
+    if s.splice_only || (i4.is_none() && i6.is_none()) {
+        return None;
+    }
+    match netlink::NeighWatch::open(i4, i6) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            ::log::warn!("netlink: the host's neighbour table is not followed: {e}");
+            None
+        }
+    }
+}
+
 /// Sets everything up, isolates the process and runs the event loop.
 /// Returns (an exit status) only if it fails before the seccomp filter is
 /// on; from then on the process leaves through `isolate::exit`.
@@ -376,6 +405,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
         None => None,
     };
     s.core.peek_offset = sock::probe_peek_offset();
+    let neigh = neigh_watch(&s);
     let core = Core::new(s.core);
     let mut rt = Runtime::new(
         core,
@@ -389,6 +419,7 @@ pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
             host_port_scanner,
             stats: s.stats.map(stats::Stats::new),
             fwd: s.fwd,
+            neigh,
         },
     )
     .map_err(|e| ctx(e, "setting up the event loop"))?;

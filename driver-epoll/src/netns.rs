@@ -477,11 +477,12 @@ pub(crate) fn describe(e: &io::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    fn ns_inode(p: &str) -> u64 {
+    /// The inode of the file at `p` (`/proc/.../ns/net`: the namespace).
+    pub(crate) fn ns_inode(p: &str) -> u64 {
         std::fs::metadata(p).unwrap().ino()
     }
 

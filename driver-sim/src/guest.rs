@@ -17,18 +17,19 @@ const MSS: u32 = 1400;
 /// Window the model advertises (no scaling).
 const WIN: u16 = 65535;
 
-/// Where the model stands.
+/// Where a guest TCP endpoint stands: this model's, and the replay's
+/// (`crate::replay`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GuestState {
+pub enum TcpState {
     /// Waiting for the core's SYN (passive).
     Listen,
-    /// SYN sent.
+    /// Our SYN sent.
     SynSent,
-    /// SYN-ACK sent (passive).
+    /// Our SYN-ACK sent (passive).
     SynReceived,
-    /// Data may flow.
+    /// Connected (both directions may still carry data or FINs).
     Established,
-    /// Reset seen or sent.
+    /// A reset was received or sent.
     Reset,
 }
 
@@ -42,7 +43,7 @@ pub struct GuestTcp {
     mac: MacAddr,
     our_mac: MacAddr,
     /// Connection state.
-    pub state: GuestState,
+    pub state: TcpState,
     isn: u32,
     /// Bytes to send.
     pub total: u32,
@@ -114,7 +115,7 @@ impl GuestTcp {
     ) -> Self {
         let mut g = Self::listen(local, total, mac, our_mac);
         g.remote = Some(remote);
-        g.state = GuestState::SynSent;
+        g.state = TcpState::SynSent;
         g
     }
 
@@ -126,7 +127,7 @@ impl GuestTcp {
             remote: None,
             mac,
             our_mac,
-            state: GuestState::Listen,
+            state: TcpState::Listen,
             isn: 0x4000_0000 ^ u32::from(local.port()),
             total,
             snd_una: 0,
@@ -152,7 +153,7 @@ impl GuestTcp {
     /// Whether the exchange finished: everything sent and acknowledged, both
     /// FINs through, or a reset.
     pub fn done(&self) -> bool {
-        self.state == GuestState::Reset
+        self.state == TcpState::Reset
             || (self.snd_una > self.total && self.fin_sent && self.rcv_fin)
     }
 
@@ -163,7 +164,7 @@ impl GuestTcp {
 
     /// When the model wants to run next.
     pub fn deadline(&self) -> Option<Instant> {
-        if self.state == GuestState::Reset
+        if self.state == TcpState::Reset
             || (self.done() && self.fin_acked)
             || self.retransmits > 1000
         {
@@ -209,7 +210,7 @@ impl GuestTcp {
     /// Frames to send now: new data within the window, or the SYN.
     fn output(&mut self, now: u64, out: &mut Vec<Vec<u8>>) {
         match self.state {
-            GuestState::SynSent if self.snd_nxt == 0 => {
+            TcpState::SynSent if self.snd_nxt == 0 => {
                 let opts = frame::tcp_options(&format!("mss {},nop,wscale 7", self.mss))
                     .unwrap_or_default();
                 out.extend(self.seg(0, flags::SYN, &[], &opts));
@@ -217,7 +218,7 @@ impl GuestTcp {
                 self.snd_una = 0;
                 self.rto_at = Some(now + RTO_NS);
             }
-            GuestState::Established => {
+            TcpState::Established => {
                 // Sequence 1 is the first data byte.
                 let end = self.total + 1;
                 // A closed window is probed from the timer only (persist).
@@ -275,15 +276,15 @@ impl GuestTcp {
         self.rto_at = None;
         self.retransmits += 1;
         match self.state {
-            GuestState::SynSent => {
+            TcpState::SynSent => {
                 self.snd_nxt = 0;
                 self.output(now, out);
             }
-            GuestState::SynReceived => {
+            TcpState::SynReceived => {
                 self.send_syn_ack(out);
                 self.rto_at = Some(now + RTO_NS);
             }
-            GuestState::Established => {
+            TcpState::Established => {
                 // Go back to the first unacknowledged byte; into a closed
                 // window, one byte.
                 self.snd_nxt = self.snd_una;
@@ -309,13 +310,13 @@ impl GuestTcp {
     // Long by design: one arm per state of the model's TCP state machine.
     pub fn on_segment(&mut self, now: u64, t: &TcpSeg, out: &mut Vec<Vec<u8>>) {
         if t.flags & flags::RST != 0 {
-            self.state = GuestState::Reset;
+            self.state = TcpState::Reset;
             self.rto_at = None;
             return;
         }
         match self.state {
-            GuestState::Reset => return,
-            GuestState::Listen => {
+            TcpState::Reset => return,
+            TcpState::Listen => {
                 if t.flags & flags::SYN == 0 {
                     return;
                 }
@@ -323,7 +324,7 @@ impl GuestTcp {
                 self.peer_isn = Some(t.seq);
                 self.snd_wnd = u32::from(t.win);
                 self.wscale = ws(&t.opts);
-                self.state = GuestState::SynReceived;
+                self.state = TcpState::SynReceived;
                 let opts = if t.opts.contains("wscale") {
                     "mss 1400,nop,wscale 7"
                 } else {
@@ -336,7 +337,7 @@ impl GuestTcp {
                 self.rto_at = Some(now + RTO_NS);
                 return;
             }
-            GuestState::SynSent => {
+            TcpState::SynSent => {
                 if t.flags & (flags::SYN | flags::ACK) != flags::SYN | flags::ACK
                     || t.ack != self.isn.wrapping_add(1)
                 {
@@ -344,7 +345,7 @@ impl GuestTcp {
                 }
                 self.peer_isn = Some(t.seq);
                 self.wscale = ws(&t.opts);
-                self.state = GuestState::Established;
+                self.state = TcpState::Established;
                 self.snd_una = 1;
                 self.snd_wnd = u32::from(t.win);
                 self.rto_at = None;
@@ -352,21 +353,21 @@ impl GuestTcp {
                 self.output(now, out);
                 return;
             }
-            GuestState::SynReceived => {
+            TcpState::SynReceived => {
                 if t.flags & flags::SYN != 0 {
                     // Our SYN-ACK was lost: send it again.
                     self.send_syn_ack(out);
                     return;
                 }
                 if t.flags & flags::ACK != 0 && t.ack == self.isn.wrapping_add(1) {
-                    self.state = GuestState::Established;
+                    self.state = TcpState::Established;
                     self.snd_una = 1;
                     self.rto_at = None;
                 } else {
                     return;
                 }
             }
-            GuestState::Established => {}
+            TcpState::Established => {}
         }
         if t.flags & flags::SYN != 0 {
             // A retransmitted SYN-ACK: our ACK was lost.

@@ -209,17 +209,10 @@ fn freebind_reaches_listeners_and_udp_sockets() {
     let to: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
     let udp = udp_frame(GUEST4.into(), to, 4000, 5000, b"x");
     exchange(&mut core, Instant::ZERO, &[&udp]);
-    let mut kinds = std::collections::HashMap::new();
-    let mut freebind = Vec::new();
-    while let Some(a) = core.poll_action() {
-        match a {
-            Action::Open { sock, kind, .. } => {
-                kinds.insert(sock, kind);
-            }
-            Action::Bind { sock, opts, .. } => freebind.push((kinds[&sock], opts.freebind)),
-            _ => {}
-        }
-    }
+    let freebind: Vec<_> = crate::testutil::drain_binds(&mut core)
+        .into_iter()
+        .map(|(kind, _, opts)| (kind, opts.freebind))
+        .collect();
     assert_eq!(
         freebind,
         vec![

@@ -3,7 +3,8 @@
 //! They answer the guest at once with control frames from the frame queue.
 //! Each owns its state (only NDP has any: the router advertisement timer) and
 //! sees nothing of the core but the [`Ctx`] the engine lends it for one
-//! message. Their messages are parsed and written in `wire/`.
+//! message. Their messages are parsed and written in `wire/`. ARP and NDP
+//! also announce the host's LAN neighbours (`neigh.rs`) as they appear.
 
 pub(crate) mod arp;
 pub(crate) mod dhcp;
@@ -13,12 +14,15 @@ pub(crate) mod ndp;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::guest::GuestInfo;
+use crate::neigh::NeighTable;
 use crate::queue::{FrameOut, FrameQueue};
 use crate::rng::Rng;
 
 /// What a link service may touch while it handles a message or a timer.
 pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a Config,
+    /// The host's LAN neighbours: the MAC given for their addresses.
+    pub(crate) neigh: &'a NeighTable,
     /// The guest's MAC and addresses (DHCPv6 notes the address it hands out).
     pub(crate) guest: &'a mut GuestInfo,
     /// Replies to the guest.

@@ -5,35 +5,27 @@ use super::*;
 use crate::action::{SockOpt, SpliceTotals};
 use crate::config::Forward;
 use crate::flow::LISTENER_BIT;
-use crate::testutil::{capture_config, drain_actions, splicing_core};
+use crate::testutil::{capture_config, drain_actions, sa, splicing_core};
 use crate::{Core, Errno, Instant};
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 const T0: Instant = Instant::ZERO;
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 /// A core with forwards `fwds` started, its listener actions drained.
 fn core(splice: bool, lo_to_lo: bool, fwds: Vec<Forward>) -> Core {
     splicing_core(splice, false, lo_to_lo, fwds)
 }
 
-fn actions(c: &mut Core) -> Vec<Action> {
-    drain_actions(c)
-}
-
 /// A connection from `peer` to `local` on listener slot `slot`: the
 /// accepted socket's id and the actions that followed.
 fn accept(c: &mut Core, slot: u32, peer: &str, local: &str) -> (SockId, Vec<Action>) {
     c.handle_sock_event(T0, SockId(LISTENER_BIT | slot), SockEvent::Readable);
-    let a = actions(c);
+    let a = drain_actions(c);
     let Some(Action::Accept { sock, .. }) = a.first().copied() else {
         panic!("no accept: {a:?}")
     };
     c.handle_sock_event(T0, sock, SockEvent::Accepted(Ok((sa(peer), sa(local)))));
-    (sock, actions(c))
+    (sock, drain_actions(c))
 }
 
 /// The `Open` and `Connect` of the far side, if that is what `a` is.
@@ -124,7 +116,7 @@ fn guest_loopback_listeners_open_in_the_guest_and_splice_to_the_host() {
     cfg.forwards = vec![out(5000, 5001)];
     let mut c = Core::new(cfg);
     c.start(T0);
-    let a = actions(&mut c);
+    let a = drain_actions(&mut c);
     assert!(a.iter().any(|a| matches!(
         a,
         Action::Open {
@@ -164,7 +156,7 @@ fn guest_listeners_need_splicing_and_tcp() {
         cfg.forwards = vec![out(5000, 5000)];
         let mut c = Core::new(cfg);
         c.start(T0);
-        let opens = actions(&mut c)
+        let opens = drain_actions(&mut c)
             .iter()
             .filter(|a| matches!(a, Action::Open { .. }))
             .count();
@@ -177,7 +169,7 @@ fn joined(c: &mut Core) -> (SockId, SockId) {
     let (near, a) = accept(c, 0, "127.0.0.1:40000", "127.0.0.1:8080");
     let (far, ..) = far_side(&a).unwrap();
     c.handle_sock_event(T0, far, SockEvent::Connected(Ok(())));
-    let a = actions(c);
+    let a = drain_actions(c);
     assert_eq!(
         a,
         vec![
@@ -207,14 +199,14 @@ fn a_clean_end_closes_both_and_frees_the_flow() {
     // Readiness after the join is the driver's: ignored.
     c.handle_sock_event(T0, far, SockEvent::Readable);
     c.handle_sock_event(T0, near, SockEvent::HangUp);
-    assert!(actions(&mut c).is_empty());
+    assert!(drain_actions(&mut c).is_empty());
     let t = SpliceTotals {
         to_peer: 5,
         from_peer: 7,
     };
     c.handle_sock_event(T0, near, SockEvent::SpliceEnded(Ok(t)));
     assert_eq!(
-        actions(&mut c),
+        drain_actions(&mut c),
         vec![Action::Close { sock: near }, Action::Close { sock: far }]
     );
     assert_eq!((c.flow_count(), c.socket_count()), (0, 1));
@@ -225,7 +217,7 @@ fn a_clean_end_closes_both_and_frees_the_flow() {
     assert_eq!(c.poll_timeout(), None);
     // A late event for the freed ids is ignored.
     c.handle_sock_event(T0, near, SockEvent::SpliceEnded(Ok(t)));
-    assert!(actions(&mut c).is_empty());
+    assert!(drain_actions(&mut c).is_empty());
 }
 
 #[test]
@@ -233,7 +225,7 @@ fn an_error_resets_both_sides() {
     let mut c = core(true, false, vec![Forward::new(Proto::Tcp, 8080, 80)]);
     let (near, far) = joined(&mut c);
     c.handle_sock_event(T0, near, SockEvent::SpliceEnded(Err(Errno::ECONNRESET)));
-    let a = actions(&mut c);
+    let a = drain_actions(&mut c);
     for s in [near, far] {
         assert!(a.contains(&Action::SetOption {
             sock: s,
@@ -251,7 +243,7 @@ fn a_far_side_that_does_not_connect_resets_the_accepted_one() {
     let (near, a) = accept(&mut c, 0, "127.0.0.1:40000", "127.0.0.1:8080");
     let (far, ..) = far_side(&a).unwrap();
     c.handle_sock_event(T0, far, SockEvent::Connected(Err(Errno::ECONNREFUSED)));
-    let a = actions(&mut c);
+    let a = drain_actions(&mut c);
     assert_eq!(a.len(), 4, "{a:?}");
     assert!(a.contains(&Action::Close { sock: near }));
     assert!(a.contains(&Action::Close { sock: far }));
@@ -261,7 +253,7 @@ fn a_far_side_that_does_not_connect_resets_the_accepted_one() {
     let (far, ..) = far_side(&a).unwrap();
     c.handle_sock_event(T0, far, SockEvent::OpenFailed(Errno::EMFILE));
     assert_eq!(
-        actions(&mut c),
+        drain_actions(&mut c),
         vec![
             Action::SetOption {
                 sock: near,

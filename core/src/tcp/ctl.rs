@@ -10,8 +10,7 @@ impl TcpState {
     /// when the timer runs (see `timeout`).
     pub(super) fn note_timer(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
         let d = cx.tc_ref(id).and_then(|(_, c)| c.deadline());
-        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
-        self.timers.set(id, gen, CONN_TIMER, d);
+        self.timers.arm(cx.flows, id, d);
     }
 
     /// Sets the interest of `id` again even if unchanged: `EPOLL_CTL_MOD`
@@ -47,8 +46,9 @@ impl TcpState {
 
     /// Queues a segment without payload to the guest.
     pub(super) fn ctl(&mut self, cx: &mut Ctx<'_>, key: &FlowKey, h: Hdr) -> bool {
-        let dst_mac = cx.guest.mac;
+        let (dst_mac, src_mac) = (cx.guest.mac, cx.src_mac(key.dst));
         cx.tx()
+            .with_src(src_mac)
             .queue_ip(dst_mac, key.dst, key.src, PROTO_TCP, h.len(), |b, _| {
                 h.write(b)
             })
@@ -247,8 +247,7 @@ impl TcpState {
                 (false, false) => "",
             }
         );
-        let gen = cx.flows.get(id).map_or(0, |f| f.gen);
-        self.timers.set(id, gen, CONN_TIMER, None);
+        self.timers.arm(cx.flows, id, None);
         cx.flows.free(id);
         self.stats.closed += 1;
     }

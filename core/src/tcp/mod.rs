@@ -53,7 +53,7 @@ use crate::nat;
 use crate::policy::{Reopen, TcpPolicy};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::{earliest, Instant};
-use crate::timers::Timers;
+use crate::timers::FlowTimers;
 /// TCP is lent the context of UDP and ICMP echo: it needs the same parts of
 /// the core (configuration, guest, counters, action queue, spans, flow
 /// table, listeners, frame queue).
@@ -120,8 +120,6 @@ const TAP_QUEUE_FRAMES: u32 = 1000;
 const REORDER_PASSES: usize = 4;
 /// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
-/// The kind of a connection's timer (it has one).
-const CONN_TIMER: u8 = 0;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
 /// connection when the flow table is full.
 const REJECT_IDX: u32 = 0x7fff_ffff;
@@ -248,9 +246,7 @@ struct TxRec {
 pub(crate) struct TcpState {
     /// One timer per connection, at (or before) its earliest deadline
     /// ([`TcpConn::deadline`]).
-    timers: Timers,
-    /// Connections due in `timeout`, in flow order (allocated once).
-    due: Vec<FlowId>,
+    timers: FlowTimers,
     txlog: Vec<TxRec>,
     /// `frames_out` at the last `handle_tap_sent`.
     tx_base: u64,
@@ -299,8 +295,7 @@ impl TcpState {
         // Flow ids stay below the table's capacity.
         let flows = cfg.limits.flows.min(flow::MAX_FLOWS);
         TcpState {
-            timers: Timers::new(flows, 1),
-            due: Vec::with_capacity(flows),
+            timers: FlowTimers::new(flows),
             txlog: Vec::with_capacity(TX_LOG),
             tx_base: 0,
             link_waiting: Vec::with_capacity(cfg.limits.flows.min(4096)),

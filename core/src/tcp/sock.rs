@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::offload::{Csum, FrameMeta, Gso, GsoKind, LinkOffload};
-use crate::wire::headers::{finish_ip_frame_partial, pad_frame};
+use crate::wire::headers::{finish_ip_frame_partial, pad_frame, Ends};
 
 /// Payload per frame to the guest: its MSS or, on a link that segments TCP,
 /// as many whole MSS as a frame of [`crate::MAX_FRAME`] bytes holds behind
@@ -38,22 +38,12 @@ fn frame_slot(
     } else {
         finish_ip_frame
     };
-    let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
+    let ends = Ends::new(cx.guest.mac, cx.src_mac(key.dst), key.dst, key.src);
     let len = slot
         .buf
         .get_mut(l4off..)
         .and_then(|b| h.write(b))
-        .and_then(|_| {
-            finish(
-                slot.buf,
-                dst_mac,
-                our_mac,
-                key.dst,
-                key.src,
-                PROTO_TCP,
-                TCP_HLEN + chunk,
-            )
-        });
+        .and_then(|_| finish(slot.buf, ends, PROTO_TCP, TCP_HLEN + chunk));
     let Some(len) = len else { return false };
     slot.frame_len = pad_frame(slot.buf, len);
     if partial {

@@ -40,23 +40,12 @@ impl TcpState {
     /// order. A timer armed before its connection's deadline moved later
     /// is armed again for the new one.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
-        let mut due = core::mem::take(&mut self.due);
-        due.clear();
-        while let Some(t) = self.timers.pop_due(now) {
-            let live = cx.flows.get(t.id).is_some_and(|f| f.gen == t.gen);
-            match cx.tc_ref(t.id).and_then(|(_, c)| c.deadline()) {
-                // Each connection pops once: `due` has room for all.
-                Some(d) if live && d <= now => due.push(t.id),
-                Some(d) if live => self.timers.set(t.id, t.gen, CONN_TIMER, Some(d)),
-                _ => {}
-            }
-        }
-        due.sort_unstable();
+        let due = self.timers.take_due(now, cx.flows, conn_deadline);
         for &id in &due {
             self.conn_timer(cx, now, id);
             self.note_timer(cx, id);
         }
-        self.due = due;
+        self.timers.done(due);
     }
 
     pub(super) fn conn_timer(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
@@ -182,5 +171,13 @@ impl TcpState {
         self.txlog.clear();
         self.tx_base = cx.counters.frames_out;
         self.link_waiting.clear();
+    }
+}
+
+/// The deadline of connection `id`'s timer, if it is a TCP connection.
+fn conn_deadline(flows: &FlowTable, id: FlowId) -> Option<Instant> {
+    match &flows.get(id)?.data {
+        FlowData::Tcp(c) => c.deadline(),
+        _ => None,
     }
 }

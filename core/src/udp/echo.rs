@@ -16,7 +16,7 @@ use crate::flow::FlowId;
 use crate::nat;
 use crate::tap::{FlowKey, IpHdr};
 use crate::time::Instant;
-use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_ICMPV6};
+use crate::wire::headers::{finish_ip_frame, l4_offset, Ends, PROTO_ICMPV6};
 use crate::wire::{be16, put16};
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -142,7 +142,7 @@ pub(crate) fn ping_frame(
         cx.counters.drop(DropReason::DgramMalformed);
         return false;
     };
-    let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
+    let ends = Ends::new(cx.guest.mac, cx.src_mac(key.dst), key.dst, key.src);
     let ok = room
         .checked_add(d.len)
         .filter(|&end| end <= d.buf.len() && d.len >= ECHO_HLEN)
@@ -153,7 +153,7 @@ pub(crate) fn ping_frame(
                 return None;
             }
             put16(icmp, 4, key.sport)?;
-            finish_ip_frame(b, dst_mac, our_mac, key.dst, key.src, key.proto, d.len)
+            finish_ip_frame(b, ends, key.proto, d.len)
         });
     framed(cx, d, start, ok)
 }

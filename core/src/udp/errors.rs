@@ -188,7 +188,9 @@ fn relay(cx: &mut Ctx<'_>, key: &FlowKey, ping: bool, src: IpAddr, e: &IcmpError
     };
     let (icmp_type, code, guest_mac) = (e.icmp_type, e.code, cx.guest.mac);
     let (gsrc, gdst) = (key.src, key.dst);
+    let src_mac = cx.src_mac(src);
     cx.tx()
+        .with_src(src_mac)
         .queue_ip(guest_mac, src, key.src, icmp_proto, len, |b, _| {
             let b = b.get_mut(..len)?;
             b[0] = icmp_type;

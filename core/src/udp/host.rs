@@ -12,7 +12,7 @@ use crate::fwd::{Listener, Listeners, Proto};
 use crate::nat;
 use crate::tap::FlowKey;
 use crate::time::Instant;
-use crate::wire::headers::{finish_udp_frame, l4_offset, PROTO_UDP, UDP_HLEN};
+use crate::wire::headers::{finish_udp_frame, l4_offset, Ends, PROTO_UDP, UDP_HLEN};
 use core::net::{IpAddr, SocketAddr};
 
 impl UdpState {
@@ -328,7 +328,7 @@ pub(crate) fn datagram_room(listeners: &Listeners, flows: &FlowTable, sock: Sock
 /// not fit.
 fn frame(cx: &mut Ctx<'_>, key: &FlowKey, d: &mut RxDatagram<'_>, room: usize) -> bool {
     let hl = l4_offset(key.dst.is_ipv6()) + UDP_HLEN;
-    let (dst_mac, our_mac) = (cx.guest.mac, cx.cfg.our_mac);
+    let ends = Ends::new(cx.guest.mac, cx.src_mac(key.dst), key.dst, key.src);
     let mut room = room;
     if room < hl {
         // An IPv6 peer on a dual-stack listener (IPv4 room): move the
@@ -349,10 +349,6 @@ fn frame(cx: &mut Ctx<'_>, key: &FlowKey, d: &mut RxDatagram<'_>, room: usize) -
         .checked_add(d.len)
         .filter(|&end| end <= d.buf.len())
         .and_then(|end| d.buf.get_mut(start..end))
-        .and_then(|b| {
-            finish_udp_frame(
-                b, dst_mac, our_mac, key.dst, key.src, key.dport, key.sport, d.len,
-            )
-        });
+        .and_then(|b| finish_udp_frame(b, ends, key.dport, key.sport, d.len));
     framed(cx, d, start, n)
 }

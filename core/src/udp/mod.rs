@@ -42,11 +42,13 @@ use crate::counters::{Counters, DropReason};
 use crate::flow::{self, DgramFlow, FlowData, FlowId, FlowTable};
 use crate::fwd::Listeners;
 use crate::guest::GuestInfo;
+use crate::mac::Mac;
 use crate::nat;
+use crate::neigh::NeighTable;
 use crate::queue::{ActionQueue, FrameOut, FrameQueue};
 use crate::tap::{FlowKey, FrameBatch, L4Packet};
 use crate::time::Instant;
-use crate::timers::Timers;
+use crate::timers::FlowTimers;
 use crate::wire::be16;
 use crate::wire::headers::{pad_frame, PROTO_UDP, UDP_HLEN};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -75,12 +77,20 @@ pub(crate) struct Ctx<'a> {
     pub(crate) listeners: &'a mut Listeners,
     /// Frames the core writes itself (ICMP errors).
     pub(crate) out: &'a mut FrameQueue,
+    /// The host's LAN neighbours: the Ethernet source of frames from them.
+    pub(crate) neigh: &'a NeighTable,
 }
 
 impl Ctx<'_> {
     /// The frame writer over the frame queue.
     pub(crate) fn tx(&mut self) -> FrameOut<'_> {
         FrameOut::new(self.out, self.counters, self.cfg)
+    }
+
+    /// The Ethernet source of a frame to the guest from `remote`: a LAN
+    /// neighbour's own MAC, else ours (see `neigh.rs`).
+    pub(crate) fn src_mac(&self, remote: IpAddr) -> Mac {
+        self.neigh.mac_of(self.cfg, remote)
     }
 }
 
@@ -112,18 +122,13 @@ pub(crate) struct UdpState {
     /// the flow is made, and armed again for the new expiry when it runs
     /// early (traffic moved the expiry on), so that traffic costs no timer
     /// work.
-    timers: Timers,
-    /// Flows expiring in `timeout`, in flow order (allocated once).
-    due: Vec<FlowId>,
+    timers: FlowTimers,
     /// Datagram sockets the driver holds for flows.
     pub(crate) open_socks: usize,
     /// The warning about refused ping sockets was logged.
     pub(crate) ping_warned: bool,
     pub(crate) stats: UdpStats,
 }
-
-/// The kind of a datagram flow's timer (it has one).
-const EXPIRY_TIMER: u8 = 0;
 
 pub(crate) fn family(a: IpAddr) -> Family {
     if a.is_ipv6() {
@@ -285,8 +290,7 @@ impl UdpState {
     pub(crate) fn new(flows: usize) -> Self {
         let flows = flows.min(flow::MAX_FLOWS);
         UdpState {
-            timers: Timers::new(flows, 1),
-            due: Vec::with_capacity(flows),
+            timers: FlowTimers::new(flows),
             open_socks: 0,
             ping_warned: false,
             stats: UdpStats::default(),
@@ -306,9 +310,7 @@ impl UdpState {
 
     /// Arms the timer of `id` for its expiry.
     pub(crate) fn note_timer(&mut self, flows: &FlowTable, id: FlowId) {
-        let d = Self::deadline(flows, id);
-        let gen = flows.get(id).map_or(0, |f| f.gen);
-        self.timers.set(id, gen, EXPIRY_TIMER, d);
+        self.timers.arm(flows, id, Self::deadline(flows, id));
     }
 
     /// The flow of `key`: the live one if it is a datagram flow of the
@@ -609,18 +611,12 @@ impl UdpState {
 
     /// Ends datagram flows idle for too long, in flow order.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
-        let mut due = core::mem::take(&mut self.due);
-        let flows = &*cx.flows;
-        self.timers
-            .collect_due(now, EXPIRY_TIMER, &mut due, |id, gen| {
-                let live = flows.get(id).is_some_and(|f| f.gen == gen);
-                Self::deadline(flows, id).filter(|_| live)
-            });
+        let due = self.timers.take_due(now, cx.flows, Self::deadline);
         for &id in &due {
             self.stats.timeouts += 1;
             self.close(cx, id);
         }
-        self.due = due;
+        self.timers.done(due);
     }
 }
 

@@ -46,7 +46,7 @@ use crate::fwd::{Listener, Listeners, Proto};
 use crate::splice::{guest_addr, Ctx};
 use crate::tap::FlowKey;
 use crate::time::Instant;
-use crate::timers::Timers;
+use crate::timers::FlowTimers;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 
@@ -93,9 +93,6 @@ impl UdpSpliceFlow {
     }
 }
 
-/// The kind of a spliced flow's timer (it has one).
-const EXPIRY_TIMER: u8 = 0;
-
 /// Spliced UDP state outside the flow table.
 #[derive(Debug)]
 pub(crate) struct UdpSpliceState {
@@ -103,9 +100,7 @@ pub(crate) struct UdpSpliceState {
     /// the flow is made and when a query goes out, and armed again for the
     /// new deadline when it runs early (traffic moved the deadline on), so
     /// that traffic costs no timer work.
-    timers: Timers,
-    /// Flows due in `timeout`, in flow order (allocated once).
-    due: Vec<FlowId>,
+    timers: FlowTimers,
     /// Sockets of spliced flows the driver holds.
     pub(crate) open_socks: usize,
     pub(crate) stats: UdpSpliceStats,
@@ -160,8 +155,7 @@ impl UdpSpliceState {
     pub(crate) fn new(flows: usize) -> Self {
         let flows = flows.min(flow::MAX_FLOWS);
         UdpSpliceState {
-            timers: Timers::new(flows, 1),
-            due: Vec::with_capacity(flows),
+            timers: FlowTimers::new(flows),
             open_socks: 0,
             stats: UdpSpliceStats::default(),
         }
@@ -177,9 +171,7 @@ impl UdpSpliceState {
 
     /// Arms the timer of `id` for its deadline.
     fn note_timer(&mut self, flows: &FlowTable, id: FlowId) {
-        let d = Self::deadline(flows, id);
-        let gen = flows.get(id).map_or(0, |f| f.gen);
-        self.timers.set(id, gen, EXPIRY_TIMER, d);
+        self.timers.arm(flows, id, Self::deadline(flows, id));
     }
 
     /// Whether the UDP listener `l` is read through [`Action::PeekPeer`].
@@ -523,13 +515,7 @@ impl UdpSpliceState {
     /// Asks for the counts of flows whose time is up, in flow order; ends
     /// those that did not answer.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
-        let mut due = core::mem::take(&mut self.due);
-        let flows = &*cx.flows;
-        self.timers
-            .collect_due(now, EXPIRY_TIMER, &mut due, |id, gen| {
-                let live = flows.get(id).is_some_and(|f| f.gen == gen);
-                Self::deadline(flows, id).filter(|_| live)
-            });
+        let due = self.timers.take_due(now, cx.flows, Self::deadline);
         for &id in &due {
             let Some(&FlowData::UdpSplice(u)) = cx.flows.get(id).map(|f| &f.data) else {
                 continue;
@@ -541,8 +527,7 @@ impl UdpSpliceState {
             }
             if !cx.actions.admits(1) {
                 // No room for the query: again at the next call.
-                let gen = cx.flows.get(id).map_or(0, |f| f.gen);
-                self.timers.set(id, gen, EXPIRY_TIMER, Some(now));
+                self.timers.arm(cx.flows, id, Some(now));
                 continue;
             }
             if let Some(FlowData::UdpSplice(u)) = cx.flows.get_mut(id).map(|f| &mut f.data) {
@@ -551,7 +536,7 @@ impl UdpSpliceState {
             cx.act(Action::QuerySpliced { sock: u.socks[0] });
             self.note_timer(cx.flows, id);
         }
-        self.due = due;
+        self.timers.done(due);
     }
 }
 

@@ -4,21 +4,13 @@
 use super::*;
 use crate::action::SpliceTotals;
 use crate::config::Forward;
-use crate::testutil::{drain_actions, splicing_core};
+use crate::testutil::{drain_actions, sa, splicing_core};
 use crate::{Core, Errno};
 
 const T0: Instant = Instant::ZERO;
 
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
 fn core(splice_only: bool, lo_to_lo: bool, fwds: Vec<Forward>) -> Core {
     splicing_core(true, splice_only, lo_to_lo, fwds)
-}
-
-fn actions(c: &mut Core) -> Vec<Action> {
-    drain_actions(c)
 }
 
 fn listener(slot: u32) -> SockId {
@@ -38,7 +30,7 @@ fn out(port: u16, target: u16) -> Forward {
 fn datagram(c: &mut Core, now: Instant, slot: u32, peer: &str, local: Option<&str>) -> Vec<Action> {
     c.handle_sock_event(now, listener(slot), SockEvent::Readable);
     assert_eq!(
-        actions(c),
+        drain_actions(c),
         vec![Action::PeekPeer {
             sock: listener(slot)
         }]
@@ -52,7 +44,7 @@ fn datagram(c: &mut Core, now: Instant, slot: u32, peer: &str, local: Option<&st
             local,
         },
     );
-    actions(c)
+    drain_actions(c)
 }
 
 /// The far side's `Open`, `Bind` and `Connect` in `a`.
@@ -202,26 +194,32 @@ fn flows_live_while_the_driver_moves_datagrams_and_expire_after() {
     let t1 = T0.saturating_add(UDP_TIMEOUT);
     assert_eq!(c.poll_timeout(), Some(t1));
     c.handle_timeout(t1);
-    assert_eq!(actions(&mut c), vec![Action::QuerySpliced { sock: s0 }]);
+    assert_eq!(
+        drain_actions(&mut c),
+        vec![Action::QuerySpliced { sock: s0 }]
+    );
     // Datagrams moved: another period.
     let moved = SpliceTotals {
         to_peer: 5,
         from_peer: 5,
     };
     c.handle_sock_event(t1, s0, SockEvent::Spliced(moved));
-    assert!(actions(&mut c).is_empty());
+    assert!(drain_actions(&mut c).is_empty());
     let t2 = t1.saturating_add(UDP_TIMEOUT);
     // (The deadline is a lower bound: an early wake-up finds nothing due.)
     let early = c.poll_timeout().unwrap();
     assert!(early <= t2);
     c.handle_timeout(early);
-    assert!(actions(&mut c).is_empty());
+    assert!(drain_actions(&mut c).is_empty());
     assert_eq!(c.poll_timeout(), Some(t2));
     c.handle_timeout(t2);
-    assert_eq!(actions(&mut c), vec![Action::QuerySpliced { sock: s0 }]);
+    assert_eq!(
+        drain_actions(&mut c),
+        vec![Action::QuerySpliced { sock: s0 }]
+    );
     // Nothing more: closed, both sockets.
     c.handle_sock_event(t2, s0, SockEvent::Spliced(moved));
-    let a = actions(&mut c);
+    let a = drain_actions(&mut c);
     assert_eq!(
         a.iter()
             .filter(|a| matches!(a, Action::Close { .. }))
@@ -240,11 +238,11 @@ fn an_unanswered_query_ends_the_flow() {
     datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
     let t1 = T0.saturating_add(UDP_TIMEOUT);
     c.handle_timeout(t1);
-    assert_eq!(actions(&mut c).len(), 1);
+    assert_eq!(drain_actions(&mut c).len(), 1);
     let t2 = t1.saturating_add(QUERY_WAIT);
     assert_eq!(c.poll_timeout(), Some(t2));
     c.handle_timeout(t2);
-    assert_eq!(actions(&mut c).len(), 2, "both sockets closed");
+    assert_eq!(drain_actions(&mut c).len(), 2, "both sockets closed");
     assert_eq!(c.flow_count(), 0);
 }
 
@@ -255,20 +253,20 @@ fn a_socket_that_fails_ends_the_flow_and_the_next_datagram_starts_another() {
     let (s1, ..) = far(&a);
     // Binding the source port on the host failed: side 1 is gone.
     c.handle_sock_event(T0, s1, SockEvent::OpenFailed(Errno::EADDRINUSE));
-    let a = actions(&mut c);
+    let a = drain_actions(&mut c);
     assert_eq!(a.len(), 1, "side 0 closed: {a:?}");
     assert_eq!(c.flow_count(), 0);
     assert_eq!(c.socket_count(), 1);
     // The driver's answer to the join, for the ids of a flow gone: ignored.
     c.handle_sock_event(T0, s1, SockEvent::SpliceEnded(Err(Errno::EBADF)));
-    assert!(actions(&mut c).is_empty());
+    assert!(drain_actions(&mut c).is_empty());
     let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
     let (s2, ..) = far(&a);
     assert_ne!(s2, s1, "a new generation");
     // A fatal error later, reported by the driver: closed.
     let s0 = joined(&a);
     c.handle_sock_event(T0, s0, SockEvent::SpliceEnded(Err(Errno::EBADF)));
-    assert_eq!(actions(&mut c).len(), 2);
+    assert_eq!(drain_actions(&mut c).len(), 2);
     assert_eq!(c.udp_splice_stats().failed, 2);
     assert_eq!(c.flow_count(), 0);
 }
@@ -284,7 +282,7 @@ fn run_until(
     let mut queries = Vec::new();
     while let Some(t) = c.poll_timeout().filter(|&t| t <= until) {
         c.handle_timeout(t);
-        for a in actions(c) {
+        for a in drain_actions(c) {
             match a {
                 Action::QuerySpliced { sock } => {
                     queries.push((t, sock));
@@ -393,7 +391,7 @@ fn many_flows_expire_in_flow_order_with_a_bounded_heap_cost_each() {
         datagram(&mut c, t, 0, &peer, Some("127.0.0.1"));
     }
     assert_eq!(c.flow_count(), usize::from(N));
-    let before = c.udp_splice.timers.ops;
+    let before = c.udp_splice.timers.ops();
     // Nothing moves on any flow: each is asked once at its deadline and
     // ended a second later.
     let end = T0.saturating_add(Duration::from_secs(3600));
@@ -413,7 +411,7 @@ fn many_flows_expire_in_flow_order_with_a_bounded_heap_cost_each() {
     // N * N / 2 visits); the heap does a bounded number of O(log n)
     // operations per flow: pop at its deadline (a push and a pop more if
     // traffic moved it), the query's push and pop.
-    let ops = c.udp_splice.timers.ops - before;
+    let ops = c.udp_splice.timers.ops() - before;
     assert!(ops <= 5 * u64::from(N), "{ops} heap operations");
 }
 
@@ -425,7 +423,7 @@ fn flows_due_together_beyond_the_action_queue_are_asked_at_the_next_call() {
     cfg.limits.actions = 16;
     let mut c = Core::new(cfg);
     c.start(T0);
-    actions(&mut c);
+    drain_actions(&mut c);
     let mut socks = Vec::new();
     for i in 0..40u16 {
         let peer = format!("127.0.0.1:{}", 20000 + i);
@@ -437,7 +435,7 @@ fn flows_due_together_beyond_the_action_queue_are_asked_at_the_next_call() {
     while let Some(t) = c.poll_timeout().filter(|&t| t <= t1) {
         assert_eq!(t, t1);
         c.handle_timeout(t);
-        let a = actions(&mut c);
+        let a = drain_actions(&mut c);
         assert!(!a.is_empty(), "no busy loop");
         asked.extend(a.into_iter().map(|a| match a {
             Action::QuerySpliced { sock } => sock,

@@ -10,7 +10,10 @@ use crate::counters::DropReason;
 use crate::flow::LISTENER_BIT;
 use crate::fwd::UDP_LISTENER_BIT;
 use crate::fwd::{Forward, Proto};
-use crate::testutil::{capture_config, feed, impl_clocked, Clocked, GUEST_MAC};
+use crate::testutil::{
+    by_family, capture_config, check_ip, g6, gw6, p6, Clocked, FakeKernel, Harness, GUEST4,
+    GUEST_MAC, GW4, PEER4,
+};
 use crate::wire::Mac;
 use crate::{Core, FrameBatch, FrameRef};
 use etherparse::{
@@ -18,7 +21,7 @@ use etherparse::{
     TransportSlice,
 };
 use proptest::prelude::*;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 mod echo;
 mod errors;
@@ -61,13 +64,9 @@ struct Out {
     payload: Vec<u8>,
 }
 
-struct H {
-    core: Core,
-    now: Instant,
-    socks: HashMap<SockId, FakeSock>,
-    actions: Vec<Action>,
-    frames: Vec<Out>,
-    closed: Vec<SockId>,
+/// The UDP side of the fake kernel, beside its sockets.
+#[derive(Default)]
+struct UdpKernel {
     /// Ports whose bind fails with EADDRINUSE.
     busy_ports: HashSet<u16>,
     /// Ping sockets are refused (ping_group_range).
@@ -76,19 +75,89 @@ struct H {
     send_limit: Option<usize>,
 }
 
-const GUEST4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const GW4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const PEER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
+type H = Harness<UdpKernel>;
 
-fn g6() -> Ipv6Addr {
-    "fd77::2".parse().unwrap()
+impl FakeKernel for UdpKernel {
+    type Sock = FakeSock;
+    type Out = Out;
+
+    fn parse(f: &[u8]) -> Option<Out> {
+        Some(parse_out(f))
+    }
+
+    fn carry_out(h: &mut H, a: Action, buf: &[u8]) {
+        match a {
+            Action::Open {
+                sock, kind, family, ..
+            } => {
+                if kind == SockKind::Ping && h.k.no_ping {
+                    h.core
+                        .handle_sock_event(h.now, sock, SockEvent::OpenFailed(Errno::EACCES));
+                    return;
+                }
+                let s = FakeSock {
+                    kind: Some(kind),
+                    family: Some(family),
+                    ..FakeSock::default()
+                };
+                assert!(h.socks.insert(sock, s).is_none(), "{sock:?} reused");
+            }
+            Action::Bind { sock, addr, opts } => {
+                // Actions on a socket that failed are ignored, as a driver
+                // does with ids it no longer knows.
+                let Some(s) = h.socks.get_mut(&sock) else {
+                    return;
+                };
+                s.bind = Some((addr, opts));
+                if h.k.busy_ports.contains(&addr.port()) {
+                    h.socks.remove(&sock);
+                    h.core
+                        .handle_sock_event(h.now, sock, SockEvent::OpenFailed(Errno::EADDRINUSE));
+                }
+            }
+            Action::Connect { sock, addr } => {
+                if let Some(s) = h.socks.get_mut(&sock) {
+                    s.connect = Some(addr);
+                    h.core
+                        .handle_sock_event(h.now, sock, SockEvent::Connected(Ok(())));
+                }
+            }
+            Action::SetOption {
+                sock,
+                opt: SockOpt::Broadcast(b),
+            } => {
+                if let Some(s) = h.socks.get_mut(&sock) {
+                    s.broadcast = b;
+                }
+            }
+            Action::SetOption {
+                sock,
+                opt: SockOpt::HopLimit { family, hops },
+            } => {
+                if let Some(s) = h.socks.get_mut(&sock) {
+                    s.hops = Some((family, hops));
+                }
+            }
+            Action::SetInterest { sock, interest } => {
+                if let Some(s) = h.socks.get_mut(&sock) {
+                    s.interest = Some(interest);
+                }
+            }
+            Action::SendDatagrams { sock, spans, to } => h.send(sock, spans, to, buf),
+            Action::Recv { sock, max, room } => h.recv(sock, max, room),
+            Action::Close { sock } => {
+                assert!(h.socks.remove(&sock).is_some(), "close of unknown {sock:?}");
+                h.closed.push(sock);
+            }
+            other => panic!("unexpected action {other:?}"),
+        }
+    }
+
+    fn poll_timeout(core: &Core) -> Option<Instant> {
+        core.udp.poll_timeout()
+    }
 }
-fn gw6() -> Ipv6Addr {
-    "fd77::1".parse().unwrap()
-}
-fn p6() -> Ipv6Addr {
-    "2001:db8::80".parse().unwrap()
-}
+
 /// The guest's address and a peer's, in IPv4 and in IPv6.
 fn both_families() -> [(IpAddr, IpAddr); 2] {
     [
@@ -102,50 +171,19 @@ fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 }
 
 fn parse_out(f: &[u8]) -> Out {
-    assert_eq!(&f[0..6], &GUEST_MAC.0, "to the guest's MAC");
-    assert_eq!(&f[6..12], &Mac::OUR_DEFAULT.0, "from our MAC");
     let p = SlicedPacket::from_ethernet(f).expect("frame re-parses");
-    let (src, dst, s4, d4, s6, d6) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => {
-            let h = ip.header().to_header();
-            assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
-            // Short frames are padded to 60 bytes with zeros (802.3).
-            let end = usize::from(h.total_len) + 14;
-            assert_eq!(end.max(60), f.len(), "IPv4 length");
-            assert!(f[end..].iter().all(|&b| b == 0), "padding");
-            (
-                IpAddr::V4(h.source.into()),
-                IpAddr::V4(h.destination.into()),
-                h.source,
-                h.destination,
-                [0; 16],
-                [0; 16],
-            )
-        }
-        Some(NetSlice::Ipv6(ip)) => {
-            let h = ip.header().to_header();
-            assert_eq!(usize::from(h.payload_length) + 54, f.len(), "IPv6 length");
-            (
-                IpAddr::V6(h.source.into()),
-                IpAddr::V6(h.destination.into()),
-                [0; 4],
-                [0; 4],
-                h.source,
-                h.destination,
-            )
-        }
-        _ => panic!("not IP"),
-    };
+    let (src, dst) = check_ip(f, &p);
     // Ports (echo: the id twice), echo sequence number, payload.
     let (sport, dport, seq, payload) = match &p.transport {
         Some(TransportSlice::Udp(u)) => {
             let h = u.to_header();
-            let c = if src.is_ipv6() {
-                h.calc_checksum_ipv6_raw(s6, d6, u.payload()).unwrap()
-            } else {
-                h.calc_checksum_ipv4_raw(s4, d4, u.payload()).unwrap()
-            };
-            assert_eq!(u.checksum(), c, "UDP checksum");
+            let c = by_family(
+                src,
+                dst,
+                |s, d| h.calc_checksum_ipv4_raw(s, d, u.payload()),
+                |s, d| h.calc_checksum_ipv6_raw(s, d, u.payload()),
+            );
+            assert_eq!(u.checksum(), c.unwrap(), "UDP checksum");
             (u.source_port(), u.destination_port(), None, u.payload())
         }
         Some(TransportSlice::Icmpv4(i)) => {
@@ -160,9 +198,13 @@ fn parse_out(f: &[u8]) -> Out {
             let Icmpv6Type::EchoReply(e) = i.icmp_type() else {
                 panic!("not an echo reply: {:?}", i.icmp_type());
             };
-            let c = Icmpv6Header::with_checksum(i.icmp_type(), s6, d6, i.payload())
-                .unwrap()
-                .checksum;
+            let c = by_family(
+                src,
+                dst,
+                |_, _| unreachable!(),
+                |s, d| Icmpv6Header::with_checksum(i.icmp_type(), s, d, i.payload()),
+            );
+            let c = c.unwrap().checksum;
             assert_eq!(i.checksum(), c, "ICMPv6 checksum");
             (e.id, e.id, Some(e.seq), i.payload())
         }
@@ -222,38 +264,27 @@ fn echo_reply(v6: bool, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
-impl_clocked!(H, udp);
-
 impl H {
+    /// A harness around a started core on `cfg`, with no unsolicited
+    /// router advertisements in the frame log.
     fn new(cfg: Config) -> H {
         let mut cfg = cfg;
-        cfg.guest_mac = Some(GUEST_MAC);
-        // No unsolicited router advertisements in the frame log.
         cfg.features.ra = false;
-        let mut h = H {
-            core: Core::new(cfg),
-            now: Instant::from_millis(1000),
-            socks: HashMap::new(),
-            actions: vec![],
-            frames: vec![],
-            closed: vec![],
-            busy_ports: HashSet::new(),
-            no_ping: false,
-            send_limit: None,
-        };
+        let mut h = Harness::with(cfg, UdpKernel::default());
         h.core.start(h.now);
         h.drain(&[]);
         h
     }
 
     fn guest(&mut self, frames: &[Vec<u8>]) {
-        let buf = feed(&mut self.core, self.now, frames);
-        self.drain(&buf);
+        self.guest_raw(frames);
     }
 
-    fn event(&mut self, sock: SockId, ev: SockEvent) {
-        self.core.handle_sock_event(self.now, sock, ev);
-        self.drain(&[]);
+    /// The guest sends `data` from `g`:`sport` to `p`:`dport`: the socket
+    /// of the flow, connected to `p`:`dport`.
+    fn flow_to(&mut self, g: IpAddr, p: IpAddr, sport: u16, dport: u16, data: &[u8]) -> SockId {
+        self.guest(&[udp(g, p, sport, dport, data)]);
+        self.sock_to(sa(p, dport))
     }
 
     /// The host peer `peer` sends `data` to socket `sock`, which becomes
@@ -268,97 +299,9 @@ impl H {
         self.event(sock, SockEvent::Readable);
     }
 
-    fn drain(&mut self, buf: &[u8]) {
-        while let Some(a) = self.core.poll_action() {
-            self.actions.push(a);
-            self.carry_out(a, buf);
-        }
-        let mut tx = vec![0u8; 70000];
-        while let Some(n) = self.core.poll_frame(&mut tx) {
-            self.frames.push(parse_out(&tx[..n]));
-        }
-    }
-
-    fn carry_out(&mut self, a: Action, buf: &[u8]) {
-        match a {
-            Action::Open {
-                sock, kind, family, ..
-            } => {
-                if kind == SockKind::Ping && self.no_ping {
-                    self.core.handle_sock_event(
-                        self.now,
-                        sock,
-                        SockEvent::OpenFailed(Errno::EACCES),
-                    );
-                    return;
-                }
-                let s = FakeSock {
-                    kind: Some(kind),
-                    family: Some(family),
-                    ..FakeSock::default()
-                };
-                assert!(self.socks.insert(sock, s).is_none(), "{sock:?} reused");
-            }
-            Action::Bind { sock, addr, opts } => {
-                // Actions on a socket that failed are ignored, as a driver
-                // does with ids it no longer knows.
-                let Some(s) = self.socks.get_mut(&sock) else {
-                    return;
-                };
-                s.bind = Some((addr, opts));
-                if self.busy_ports.contains(&addr.port()) {
-                    self.socks.remove(&sock);
-                    self.core.handle_sock_event(
-                        self.now,
-                        sock,
-                        SockEvent::OpenFailed(Errno::EADDRINUSE),
-                    );
-                }
-            }
-            Action::Connect { sock, addr } => {
-                if let Some(s) = self.socks.get_mut(&sock) {
-                    s.connect = Some(addr);
-                    self.core
-                        .handle_sock_event(self.now, sock, SockEvent::Connected(Ok(())));
-                }
-            }
-            Action::SetOption {
-                sock,
-                opt: SockOpt::Broadcast(b),
-            } => {
-                if let Some(s) = self.socks.get_mut(&sock) {
-                    s.broadcast = b;
-                }
-            }
-            Action::SetOption {
-                sock,
-                opt: SockOpt::HopLimit { family, hops },
-            } => {
-                if let Some(s) = self.socks.get_mut(&sock) {
-                    s.hops = Some((family, hops));
-                }
-            }
-            Action::SetInterest { sock, interest } => {
-                if let Some(s) = self.socks.get_mut(&sock) {
-                    s.interest = Some(interest);
-                }
-            }
-            Action::SendDatagrams { sock, spans, to } => self.send(sock, spans, to, buf),
-            Action::Recv { sock, max, room } => self.recv(sock, max, room),
-            Action::Close { sock } => {
-                assert!(
-                    self.socks.remove(&sock).is_some(),
-                    "close of unknown {sock:?}"
-                );
-                self.closed.push(sock);
-            }
-            other => panic!("unexpected action {other:?}"),
-        }
-    }
-
     /// Carries out a `SendDatagrams` over spans of `buf`.
     fn send(&mut self, sock: SockId, spans: SpanList, to: Option<SocketAddr>, buf: &[u8]) {
-        let limit = self.send_limit;
+        let limit = self.k.send_limit;
         let data: Vec<Vec<u8>> = self
             .core
             .spans(spans)
@@ -411,19 +354,8 @@ impl H {
             assert_eq!(d.frame_start, 0);
         }
         // Frames queued before the Recv go out first.
-        let mut tx = vec![0u8; 70000];
-        while let Some(n) = self.core.poll_frame(&mut tx) {
-            self.frames.push(parse_out(&tx[..n]));
-        }
+        self.poll_frames();
         self.frames.extend(frames);
-    }
-
-    fn take_frames(&mut self) -> Vec<Out> {
-        core::mem::take(&mut self.frames)
-    }
-
-    fn take_actions(&mut self) -> Vec<Action> {
-        core::mem::take(&mut self.actions)
     }
 
     /// The unconnected socket whose last datagrams went to `addr`.

@@ -6,7 +6,7 @@
 
 use super::checksum::{pseudo4, pseudo6, Sum};
 use super::{put, put16, put32, Mac};
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::IpAddr;
 
 pub(crate) const ETH_HLEN: usize = 14;
 pub(crate) const IPV4_HLEN: usize = 20;
@@ -57,50 +57,10 @@ pub(crate) fn write_eth(b: &mut [u8], dst: Mac, src: Mac, ethertype: u16) -> Opt
     put16(b, 12, ethertype)
 }
 
-/// Writes a 20-byte IPv4 header at `b[0..]`: TTL 255, ID 0, DF clear.
-pub(crate) fn write_ipv4(
-    b: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    payload_len: usize,
-) -> Option<()> {
-    let total = u16::try_from(IPV4_HLEN + payload_len).ok()?;
-    let h = b.get_mut(..IPV4_HLEN)?;
-    h[0] = 0x45;
-    h[1] = 0;
-    put16(h, 2, total)?;
-    put32(h, 4, 0)?; // ID 0, no flags, offset 0
-    h[8] = HOP_LIMIT;
-    h[9] = proto;
-    put16(h, 10, 0)?;
-    put(h, 12, &src.octets())?;
-    put(h, 16, &dst.octets())?;
-    let csum = Sum::new().add(h).finish();
-    put16(h, 10, csum)
-}
-
-/// Writes a 40-byte IPv6 header at `b[0..]`, hop limit 255.
-pub(crate) fn write_ipv6(
-    b: &mut [u8],
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    next: u8,
-    payload_len: usize,
-    flow_label: u32,
-) -> Option<()> {
-    let plen = u16::try_from(payload_len).ok()?;
-    let h = b.get_mut(..IPV6_HLEN)?;
-    put32(h, 0, (6 << 28) | (flow_label & 0x000f_ffff))?;
-    put16(h, 4, plen)?;
-    h[6] = next;
-    h[7] = HOP_LIMIT;
-    put(h, 8, &src.octets())?;
-    put(h, 24, &dst.octets())
-}
-
-/// Writes the IP header of `src`'s family (IPv6: flow label 0) at `b[0..]`;
-/// mixed families yield `None`.
+/// Writes the IP header of `src`'s family at `b[0..]` for `payload_len`
+/// bytes of protocol `proto`: IPv4 (20 bytes) with TTL 255, ID 0 and DF
+/// clear; IPv6 (40 bytes) with hop limit 255 and flow label 0. Mixed
+/// families yield `None`.
 pub(crate) fn write_ip(
     b: &mut [u8],
     src: IpAddr,
@@ -109,8 +69,31 @@ pub(crate) fn write_ip(
     payload_len: usize,
 ) -> Option<()> {
     match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => write_ipv4(b, s, d, proto, payload_len),
-        (IpAddr::V6(s), IpAddr::V6(d)) => write_ipv6(b, s, d, proto, payload_len, 0),
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let total = u16::try_from(IPV4_HLEN + payload_len).ok()?;
+            let h = b.get_mut(..IPV4_HLEN)?;
+            h[0] = 0x45;
+            h[1] = 0;
+            put16(h, 2, total)?;
+            put32(h, 4, 0)?; // ID 0, no flags, offset 0
+            h[8] = HOP_LIMIT;
+            h[9] = proto;
+            put16(h, 10, 0)?;
+            put(h, 12, &src.octets())?;
+            put(h, 16, &dst.octets())?;
+            let csum = Sum::new().add(h).finish();
+            put16(h, 10, csum)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let plen = u16::try_from(payload_len).ok()?;
+            let h = b.get_mut(..IPV6_HLEN)?;
+            put32(h, 0, 6 << 28)?;
+            put16(h, 4, plen)?;
+            h[6] = proto;
+            h[7] = HOP_LIMIT;
+            put(h, 8, &src.octets())?;
+            put(h, 24, &dst.octets())
+        }
         _ => None,
     }
 }
@@ -141,20 +124,33 @@ fn l4_checksum_offset(proto: u8) -> Option<usize> {
     }
 }
 
-/// Completes a frame whose L4 header and payload (`l4_len` bytes) already sit at
-/// [`l4_offset`]: writes Ethernet and IP headers and the L4 checksum (not for
-/// ICMPv4, whose checksum has no pseudo-header: the caller fills it). Returns the
-/// frame length.
-pub(crate) fn finish_ip_frame(
-    b: &mut [u8],
+/// The two ends of a frame to the guest: Ethernet destination and source,
+/// IP source and destination (of one family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ends {
     dst_mac: Mac,
     src_mac: Mac,
     src: IpAddr,
     dst: IpAddr,
-    proto: u8,
-    l4_len: usize,
-) -> Option<usize> {
-    finish_frame(b, dst_mac, src_mac, src, dst, proto, l4_len, false)
+}
+
+impl Ends {
+    pub(crate) fn new(dst_mac: Mac, src_mac: Mac, src: IpAddr, dst: IpAddr) -> Self {
+        Ends {
+            dst_mac,
+            src_mac,
+            src,
+            dst,
+        }
+    }
+}
+
+/// Completes a frame whose L4 header and payload (`l4_len` bytes) already sit at
+/// [`l4_offset`]: writes Ethernet and IP headers of `e` and the L4 checksum
+/// (not for ICMPv4, whose checksum has no pseudo-header: the caller fills
+/// it). Returns the frame length.
+pub(crate) fn finish_ip_frame(b: &mut [u8], e: Ends, proto: u8, l4_len: usize) -> Option<usize> {
+    finish_frame(b, e, proto, l4_len, false)
 }
 
 /// Like [`finish_ip_frame`] for TCP or UDP, but with a partial L4 checksum:
@@ -163,30 +159,23 @@ pub(crate) fn finish_ip_frame(
 /// The payload is not read.
 pub(crate) fn finish_ip_frame_partial(
     b: &mut [u8],
-    dst_mac: Mac,
-    src_mac: Mac,
-    src: IpAddr,
-    dst: IpAddr,
+    e: Ends,
     proto: u8,
     l4_len: usize,
 ) -> Option<usize> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
     }
-    finish_frame(b, dst_mac, src_mac, src, dst, proto, l4_len, true)
+    finish_frame(b, e, proto, l4_len, true)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish_frame(
-    b: &mut [u8],
-    dst_mac: Mac,
-    src_mac: Mac,
-    src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
-    l4_len: usize,
-    partial: bool,
-) -> Option<usize> {
+fn finish_frame(b: &mut [u8], e: Ends, proto: u8, l4_len: usize, partial: bool) -> Option<usize> {
+    let Ends {
+        dst_mac,
+        src_mac,
+        src,
+        dst,
+    } = e;
     let v6 = src.is_ipv6();
     let off = l4_offset(v6);
     let end = off.checked_add(l4_len)?;
@@ -216,29 +205,26 @@ fn finish_frame(
 
 /// Writes the UDP header for a payload of `payload_len` bytes already placed at
 /// `l4_offset + 8`, then completes the frame. Returns the frame length.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn finish_udp_frame(
     b: &mut [u8],
-    dst_mac: Mac,
-    src_mac: Mac,
-    src: IpAddr,
-    dst: IpAddr,
+    e: Ends,
     sport: u16,
     dport: u16,
     payload_len: usize,
 ) -> Option<usize> {
-    let off = l4_offset(src.is_ipv6());
+    let off = l4_offset(e.src.is_ipv6());
     let l4_len = UDP_HLEN.checked_add(payload_len)?;
     let udp = b.get_mut(off..off + UDP_HLEN)?;
     put16(udp, 0, sport)?;
     put16(udp, 2, dport)?;
     put16(udp, 4, u16::try_from(l4_len).ok()?)?;
-    finish_ip_frame(b, dst_mac, src_mac, src, dst, PROTO_UDP, l4_len)
+    finish_ip_frame(b, e, PROTO_UDP, l4_len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::net::Ipv4Addr;
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
     /// A partial checksum, completed as a link would (summing from the L4
@@ -256,15 +242,15 @@ mod tests {
                 *x = (i * 7 + 3) as u8;
             }
             let mut part = full.clone();
-            let (m1, m2) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
-            let n = finish_ip_frame(&mut full, m1, m2, src, dst, PROTO_TCP, 1021).unwrap();
-            let p = finish_ip_frame_partial(&mut part, m1, m2, src, dst, PROTO_TCP, 1021).unwrap();
+            let e = Ends::new(Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]), src, dst);
+            let n = finish_ip_frame(&mut full, e, PROTO_TCP, 1021).unwrap();
+            let p = finish_ip_frame_partial(&mut part, e, PROTO_TCP, 1021).unwrap();
             assert_eq!(n, p);
             assert_eq!(full[..off], part[..off], "same headers");
             let done = Sum::new().add(&part[off..p]).finish();
             part[off + 16..off + 18].copy_from_slice(&done.to_be_bytes());
             assert_eq!(full, part);
-            assert!(finish_ip_frame_partial(&mut part, m1, m2, src, dst, PROTO_ICMP, 8).is_none());
+            assert!(finish_ip_frame_partial(&mut part, e, PROTO_ICMP, 8).is_none());
         }
     }
 
@@ -283,81 +269,65 @@ mod tests {
         assert_eq!(small[45], 0xaa);
     }
 
+    /// UDP frames of both families re-parse, with valid IP and UDP
+    /// checksums, TTL or hop limit 255, and the payload in place.
     #[test]
-    fn udp4_frame_reparses_with_valid_checksums() {
-        let mut b = [0u8; 128];
-        let payload = b"hello";
-        let off = l4_offset(false) + UDP_HLEN;
-        b[off..off + payload.len()].copy_from_slice(payload);
-        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-        let dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-        let n =
-            finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 67, 68, 5).unwrap();
-        assert_eq!(n, 14 + 20 + 8 + 5);
-        let p = SlicedPacket::from_ethernet(&b[..n]).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &p.net else {
-            panic!()
-        };
-        assert_eq!(ip.header().ttl(), 255);
-        assert_eq!(
-            ip.header().header_checksum(),
-            ip.header().to_header().calc_header_checksum()
-        );
-        let Some(TransportSlice::Udp(udp)) = &p.transport else {
-            panic!()
-        };
-        let expected = udp
-            .to_header()
-            .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
-            .unwrap();
-        assert_eq!(udp.checksum(), expected);
-        assert_eq!(udp.payload(), payload);
-    }
-
-    #[test]
-    fn udp6_frame_reparses_with_valid_checksums() {
-        let mut b = [0u8; 128];
-        let off = l4_offset(true) + UDP_HLEN;
-        b[off..off + 3].copy_from_slice(b"abc");
-        let src: IpAddr = "fe80::1".parse().unwrap();
-        let dst: IpAddr = "fe80::2".parse().unwrap();
-        let n =
-            finish_udp_frame(&mut b, Mac([2; 6]), Mac::OUR_DEFAULT, src, dst, 547, 546, 3).unwrap();
-        let p = SlicedPacket::from_ethernet(&b[..n]).unwrap();
-        let Some(NetSlice::Ipv6(ip)) = &p.net else {
-            panic!()
-        };
-        assert_eq!(ip.header().hop_limit(), 255);
-        let Some(TransportSlice::Udp(udp)) = &p.transport else {
-            panic!()
-        };
-        let expected = udp
-            .to_header()
-            .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
-            .unwrap();
-        assert_eq!(udp.checksum(), expected);
+    fn udp_frames_reparse_with_valid_checksums() {
+        let cases: [(IpAddr, IpAddr, u16, u16, &[u8]); 2] = [
+            (
+                Ipv4Addr::new(10, 0, 0, 1).into(),
+                Ipv4Addr::new(10, 0, 0, 2).into(),
+                67,
+                68,
+                b"hello",
+            ),
+            (
+                "fe80::1".parse().unwrap(),
+                "fe80::2".parse().unwrap(),
+                547,
+                546,
+                b"abc",
+            ),
+        ];
+        for (src, dst, sport, dport, payload) in cases {
+            let mut b = [0u8; 128];
+            let off = l4_offset(src.is_ipv6()) + UDP_HLEN;
+            b[off..off + payload.len()].copy_from_slice(payload);
+            let e = Ends::new(Mac([2; 6]), Mac::OUR_DEFAULT, src, dst);
+            let n = finish_udp_frame(&mut b, e, sport, dport, payload.len()).unwrap();
+            assert_eq!(n, off + payload.len());
+            let p = SlicedPacket::from_ethernet(&b[..n]).unwrap();
+            let Some(TransportSlice::Udp(udp)) = &p.transport else {
+                panic!()
+            };
+            let expected = match &p.net {
+                Some(NetSlice::Ipv4(ip)) => {
+                    let h = ip.header();
+                    assert_eq!(h.ttl(), 255);
+                    assert_eq!(h.header_checksum(), h.to_header().calc_header_checksum());
+                    udp.to_header()
+                        .calc_checksum_ipv4(&h.to_header(), udp.payload())
+                }
+                Some(NetSlice::Ipv6(ip)) => {
+                    assert_eq!(ip.header().hop_limit(), 255);
+                    udp.to_header()
+                        .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
+                }
+                _ => panic!("not IP"),
+            };
+            assert_eq!(udp.checksum(), expected.unwrap());
+            assert_eq!(udp.payload(), payload);
+        }
     }
 
     #[test]
     fn too_small_buffer_is_none_not_panic() {
         let mut b = [0u8; 40];
         let src = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        assert_eq!(
-            finish_udp_frame(&mut b, Mac::BROADCAST, Mac::BROADCAST, src, src, 1, 2, 100),
-            None
-        );
+        let e = Ends::new(Mac::BROADCAST, Mac::BROADCAST, src, src);
+        assert_eq!(finish_udp_frame(&mut b, e, 1, 2, 100), None);
         let v6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(
-            finish_ip_frame(
-                &mut b,
-                Mac::BROADCAST,
-                Mac::BROADCAST,
-                src,
-                v6,
-                PROTO_UDP,
-                0
-            ),
-            None
-        );
+        let mixed = Ends { dst: v6, ..e };
+        assert_eq!(finish_ip_frame(&mut b, mixed, PROTO_UDP, 0), None);
     }
 }

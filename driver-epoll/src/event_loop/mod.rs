@@ -3,8 +3,10 @@
 //! One thread waits on one epoll set. The 64-bit epoll data word carries a tag
 //! in its top byte and, for sockets, the core's [`SockId`] in its low 32 bits,
 //! so an event needs no lookup to reach the core. Tags: core sockets, the guest
-//! link (tap device or qemu client), the qemu listening socket, and a
-//! signalfd (SIGTERM, SIGQUIT, SIGCHLD).
+//! link (tap device or qemu client), the qemu listening socket, a
+//! signalfd (SIGTERM, SIGQUIT, SIGCHLD), and the netlink socket that follows
+//! the host's neighbour table (its events go to `Core::handle_neighbour`,
+//! each followed by a drain, like any input).
 //!
 //! The loop follows the core's call order: after every input (a batch of guest
 //! frames, a socket event, a timeout, a link reset) it drains `poll_action`,
@@ -48,6 +50,9 @@ pub(crate) const TAG_SIGNAL: u64 = 4;
 pub(crate) const TAG_PIDFD: u64 = 5;
 /// Tag of the inotify watch on the directory of a namespace file (pasta).
 pub(crate) const TAG_INOTIFY: u64 = 6;
+/// Tag of the netlink socket subscribed to the host's neighbour table
+/// (7 is vhost-user's kick, `TAG_KICK`).
+pub(crate) const TAG_NEIGH: u64 = 8;
 
 /// System calls of the loop while running (see `isolate::seccomp`).
 pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![
@@ -116,6 +121,8 @@ pub(crate) struct LoopOptions {
     /// The forwarding tables: `auto` modes, and whether a listener that
     /// fails at start-up is fatal (explicit ports).
     pub(crate) fwd: crate::fwd::Forwarding,
+    /// The host's neighbour table, followed (LAN hosts' real MACs).
+    pub(crate) neigh: Option<crate::netlink::NeighWatch>,
 }
 
 /// Why the loop ended.
@@ -164,6 +171,8 @@ pub(crate) struct Runtime {
     started: bool,
     /// `--stats`.
     stats: Option<crate::stats::Stats>,
+    /// The host's neighbour table: loaded at start, then followed.
+    neigh: Option<crate::netlink::NeighWatch>,
 }
 
 /// Sets up the signalfd: SIGTERM, SIGQUIT and SIGCHLD are blocked and read
@@ -225,6 +234,12 @@ impl Runtime {
                 inotify = Some(fd);
             }
         }
+        if let Some(w) = &opts.neigh {
+            epoll.add(
+                w.fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, token(TAG_NEIGH, 0)),
+            )?;
+        }
         let flows = core.config().limits.flows;
         let splicer = if core.config().splice {
             crate::sock::splice::Splicer::new()
@@ -267,6 +282,7 @@ impl Runtime {
             explicit_ports,
             started: false,
             stats: opts.stats,
+            neigh: opts.neigh,
         })
     }
 
@@ -314,6 +330,14 @@ impl Runtime {
         }
         let c = self.io.core.counters();
         let drops: Vec<String> = c.drop_reasons().map(|(r, n)| format!("{r} {n}")).collect();
+        if let Some(w) = &self.neigh {
+            let n = self.io.core.neigh_stats();
+            log::debug!(
+                "neighbours: {} known, {} added, {} changed, {} removed, {} ignored, {} refused, {} announced; {} malformed messages, {} overruns",
+                n.entries, n.added, n.changed, n.removed, n.ignored, n.refused, n.announced,
+                w.malformed, w.overruns
+            );
+        }
         log::debug!(
             "frames from the guest {}, to the guest {}; dropped: {}",
             c.frames_in,
@@ -344,6 +368,7 @@ impl Runtime {
             self.io.core.handle_tap_connected(t);
         }
         self.io.drain(t, &[]);
+        self.neigh_load();
         // The core reports the listeners it could not open; an address
         // family that is off is not an error here.
         let failed = self
@@ -423,6 +448,10 @@ impl Runtime {
                 TAG_LISTEN => self.listen_event(),
                 TAG_SIGNAL => self.signal_event(),
                 TAG_INOTIFY => self.inotify_event(),
+                TAG_NEIGH => {
+                    self.neigh_event();
+                    None
+                }
                 TAG_PIDFD => {
                     log::info!("target process exited, exiting");
                     Some(Exit::Code(0))
@@ -489,6 +518,39 @@ impl Runtime {
             }
         }
         self.io.events = evs;
+    }
+
+    /// The host's neighbour table as it is at start, to the core.
+    fn neigh_load(&mut self) {
+        let Some(w) = self.neigh.as_mut() else { return };
+        match w.dump() {
+            Ok(evs) => {
+                log::debug!("neighbour table: {} entries", evs.len());
+                for e in evs {
+                    let t = now();
+                    self.io.core.handle_neighbour(t, e.addr, e.mac);
+                    self.io.drain(t, &[]);
+                }
+            }
+            Err(e) => log::warn!("netlink: reading the neighbour table: {e}"),
+        }
+    }
+
+    /// The host's neighbour table changed: each change to the core.
+    fn neigh_event(&mut self) {
+        let Some(w) = self.neigh.as_mut() else { return };
+        let io = &mut self.io;
+        w.read(|e| {
+            let t = now();
+            if log::log_enabled!(log::Level::Trace) {
+                match e.mac {
+                    Some(m) => log::trace!("neighbour {} at {m}", e.addr),
+                    None => log::trace!("neighbour {} gone", e.addr),
+                }
+            }
+            io.core.handle_neighbour(t, e.addr, e.mac);
+            io.drain(t, &[]);
+        });
     }
 
     /// Something was deleted next to the namespace file: is it gone?

@@ -16,6 +16,20 @@ fn qemu_runtime() -> (Runtime, std::os::unix::net::UnixStream) {
     (rt, b)
 }
 
+/// A 60-byte broadcast frame (ARP type) padded with `fill`, and `n` of it
+/// as a qemu stream (each behind its 4-byte length).
+fn qemu_stream(n: usize, fill: u8) -> (Vec<u8>, Vec<u8>) {
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    frame.resize(60, fill);
+    let mut stream = Vec::new();
+    for _ in 0..n {
+        stream.extend_from_slice(&60u32.to_be_bytes());
+        stream.extend_from_slice(&frame);
+    }
+    (frame, stream)
+}
+
 #[test]
 fn tokens_round_trip() {
     for (tag, id) in [(TAG_SOCK, 0), (TAG_LINK, 7), (TAG_SIGNAL, u32::MAX)] {
@@ -70,14 +84,7 @@ fn qemu_link_frames_reach_core_and_pcap() {
         ..LoopOptions::default()
     };
     let mut rt = Runtime::new(Core::new(passt_core::Config::default()), link, opts).unwrap();
-    let mut frame = vec![0xffu8; 6];
-    frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
-    frame.resize(60, 0xab);
-    let mut stream = Vec::new();
-    for _ in 0..3 {
-        stream.extend_from_slice(&60u32.to_be_bytes());
-        stream.extend_from_slice(&frame);
-    }
+    let (frame, stream) = qemu_stream(3, 0xab);
     let mut events = vec![EpollEvent::empty(); 8];
     let mut t = now();
     let cap = Some(Duration::from_millis(50));
@@ -117,14 +124,7 @@ fn qemu_read_larger_than_one_batch() {
     use std::io::Write;
     let (mut rt, mut b) = qemu_runtime();
     rt.rx = RxBuf::with_frames(1 << 16, 2);
-    let mut frame = vec![0xffu8; 6];
-    frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
-    frame.resize(60, 0);
-    let mut stream = Vec::new();
-    for _ in 0..7 {
-        stream.extend_from_slice(&60u32.to_be_bytes());
-        stream.extend_from_slice(&frame);
-    }
+    let (_, stream) = qemu_stream(7, 0);
     b.write_all(&stream).unwrap();
     let mut events = vec![EpollEvent::empty(); 8];
     let mut t = now();

@@ -108,25 +108,30 @@ pub(crate) fn has(c: u32) -> bool {
 /// Keeps only `keep` in the effective and permitted sets (nothing is
 /// gained: what is not permitted now stays out). Inheritable follows.
 pub(crate) fn keep_only(keep: CapSet) -> io::Result<()> {
-    let now = get()?;
-    let permitted = now.permitted & keep;
-    set(Caps {
-        effective: permitted,
-        permitted,
-        inheritable: now.inheritable & keep,
-    })
+    set_kept(keep, true)
 }
 
 /// After a switch of user with `PR_SET_KEEPCAPS`: makes the kept permitted
 /// capabilities in `keep` effective again (the switch cleared the effective
 /// set) and drops the rest.
 pub(crate) fn raise_kept(keep: CapSet) -> io::Result<()> {
+    set_kept(keep, false)
+}
+
+/// Makes the permitted capabilities in `keep` the effective and permitted
+/// sets; the inheritable set keeps those of `keep` if `inheritable`, else
+/// is emptied.
+fn set_kept(keep: CapSet, inheritable: bool) -> io::Result<()> {
     let now = get()?;
     let permitted = now.permitted & keep;
     set(Caps {
         effective: permitted,
         permitted,
-        inheritable: 0,
+        inheritable: if inheritable {
+            now.inheritable & keep
+        } else {
+            0
+        },
     })
 }
 

@@ -122,6 +122,7 @@ pub(crate) fn sources(p: Profile) -> Vec<(&'static str, &'static [Syscall])> {
         ("dgram", crate::sock::dgram::SYSCALLS),
         ("log", crate::log::SYSCALLS),
         ("pcap", crate::pcap::SYSCALLS),
+        ("neigh", crate::netlink::neigh::SYSCALLS),
     ];
     match p {
         Profile::Passt => v.push(("qemu", crate::link::qemu::SYSCALLS)),

@@ -281,6 +281,31 @@ mod tests {
         }
     }
 
+    /// Runs `body` in a forked child under `prog` (signals blocked first)
+    /// and returns the child's id and how it ended: the exit code `body`
+    /// returns, 3 if the filter did not install, or a signal.
+    fn in_filtered_child(
+        prog: &BpfProgram,
+        body: impl FnOnce() -> i32,
+    ) -> (nix::unistd::Pid, nix::sys::wait::WaitStatus) {
+        // SAFETY: the child makes raw calls only and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                block_signals();
+                if install(prog).is_err() {
+                    // SAFETY: leaving the child.
+                    unsafe { libc::_exit(3) };
+                }
+                let code = body();
+                // SAFETY: leaving the child.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                (child, nix::sys::wait::waitpid(child, None).unwrap())
+            }
+        }
+    }
+
     #[test]
     fn every_profile_compiles_within_upstream_count() {
         for p in Profile::ALL {
@@ -363,55 +388,35 @@ mod tests {
     #[test]
     fn unlisted_call_kills() {
         let prog = compile(Profile::Passt, Mismatch::Kill).unwrap();
-        // SAFETY: the child makes raw calls only and leaves with _exit.
-        match unsafe { nix::unistd::fork() }.unwrap() {
-            nix::unistd::ForkResult::Child => {
-                block_signals();
-                if install(&prog).is_err() {
-                    // SAFETY: leaving the child.
-                    unsafe { libc::_exit(3) };
-                }
-                // SAFETY: write(2) of a static buffer to /dev/null-like fd -1
-                // fails with EBADF: allowed, returns.
-                unsafe { libc::write(-1, b"x".as_ptr().cast(), 1) };
-                // SAFETY: getppid takes no arguments.
-                unsafe { libc::syscall(libc::SYS_getppid) };
-                // SAFETY: leaving the child (not reached).
-                unsafe { libc::_exit(0) }
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                let st = nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(
-                    st,
-                    nix::sys::wait::WaitStatus::Signaled(child, nix::sys::signal::SIGSYS, false),
-                    "{st:?}"
-                );
-            }
-        }
+        let (child, st) = in_filtered_child(&prog, || {
+            // SAFETY: write(2) of a static buffer to /dev/null-like fd -1
+            // fails with EBADF: allowed, returns.
+            unsafe { libc::write(-1, b"x".as_ptr().cast(), 1) };
+            // SAFETY: getppid takes no arguments.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            0 // not reached
+        });
+        assert_eq!(
+            st,
+            nix::sys::wait::WaitStatus::Signaled(child, nix::sys::signal::SIGSYS, false),
+            "{st:?}"
+        );
     }
 
     /// The same in log mode: the call goes through.
     #[test]
     fn log_mode_lets_unlisted_calls_through() {
         let prog = compile(Profile::Pasta, Mismatch::Log).unwrap();
-        // SAFETY: the child makes raw calls only and leaves with _exit.
-        match unsafe { nix::unistd::fork() }.unwrap() {
-            nix::unistd::ForkResult::Child => {
-                block_signals();
-                if install(&prog).is_err() {
-                    // SAFETY: leaving the child.
-                    unsafe { libc::_exit(3) };
-                }
-                // SAFETY: getppid takes no arguments.
-                let ppid = unsafe { libc::syscall(libc::SYS_getppid) };
-                // SAFETY: leaving the child.
-                unsafe { libc::_exit(if ppid > 0 { 0 } else { 4 }) }
+        let (child, st) = in_filtered_child(&prog, || {
+            // SAFETY: getppid takes no arguments.
+            let ppid = unsafe { libc::syscall(libc::SYS_getppid) };
+            if ppid > 0 {
+                0
+            } else {
+                4
             }
-            nix::unistd::ForkResult::Parent { child } => {
-                let st = nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
-            }
-        }
+        });
+        assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
     }
 
     /// An argument restriction holds: `socket(AF_INET)` works, `socket(AF_UNIX)`
@@ -420,29 +425,21 @@ mod tests {
     fn argument_restriction_kills() {
         let prog = compile(Profile::Passt, Mismatch::Kill).unwrap();
         for (family, killed) in [(libc::AF_INET, false), (libc::AF_UNIX, true)] {
-            // SAFETY: the child makes raw calls only and leaves with _exit.
-            match unsafe { nix::unistd::fork() }.unwrap() {
-                nix::unistd::ForkResult::Child => {
-                    block_signals();
-                    if install(&prog).is_err() {
-                        // SAFETY: leaving the child.
-                        unsafe { libc::_exit(3) };
-                    }
-                    // SAFETY: socket takes integers.
-                    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) };
-                    // SAFETY: leaving the child.
-                    unsafe { libc::_exit(if fd >= 0 { 0 } else { 5 }) }
+            let (child, st) = in_filtered_child(&prog, || {
+                // SAFETY: socket takes integers.
+                let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) };
+                if fd >= 0 {
+                    0
+                } else {
+                    5
                 }
-                nix::unistd::ForkResult::Parent { child } => {
-                    let st = nix::sys::wait::waitpid(child, None).unwrap();
-                    let want = if killed {
-                        nix::sys::wait::WaitStatus::Signaled(child, nix::sys::signal::SIGSYS, false)
-                    } else {
-                        nix::sys::wait::WaitStatus::Exited(child, 0)
-                    };
-                    assert_eq!(st, want, "family {family}");
-                }
-            }
+            });
+            let want = if killed {
+                nix::sys::wait::WaitStatus::Signaled(child, nix::sys::signal::SIGSYS, false)
+            } else {
+                nix::sys::wait::WaitStatus::Exited(child, 0)
+            };
+            assert_eq!(st, want, "family {family}");
         }
     }
 

@@ -196,11 +196,8 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netns::tests::ns_inode as ino;
     use std::os::unix::fs::MetadataExt;
-
-    fn ino(p: &str) -> u64 {
-        std::fs::metadata(p).unwrap().ino()
-    }
 
     /// Jobs run in the namespace, on one thread, before and after the
     /// worker starts; the caller's namespace does not change.

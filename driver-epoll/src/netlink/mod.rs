@@ -1,5 +1,6 @@
 //! Synchronous rtnetlink: dumps of links, addresses and routes for host
-//! discovery, and the few changes `--config-net` makes inside the namespace.
+//! discovery, and the few changes `--config-net` makes inside the namespace;
+//! and the subscription to the host's neighbour table (`neigh.rs`).
 //!
 //! Every call opens its own `NETLINK_ROUTE` socket in the network namespace of
 //! the calling thread, so the same functions serve the host (discovery) and,
@@ -29,6 +30,8 @@ use crate::conf::{NsAddr, NsFamily, NsNetConfig, NsRoute};
 
 mod configure;
 pub use configure::*;
+pub(crate) mod neigh;
+pub use neigh::{NeighEvent, NeighWatch};
 
 /// Longest wait for one answer from the kernel.
 pub const RECV_TIMEOUT_SECS: i64 = 5;

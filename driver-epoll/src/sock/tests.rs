@@ -13,6 +13,39 @@ fn wait_for(epoll: &Epoll) -> Vec<(u64, EpollFlags)> {
     evs[..n].iter().map(|e| (e.data(), e.events())).collect()
 }
 
+/// `Open` of socket `sock` of `kind` and `family` in the host's namespace.
+fn open_action(sock: SockId, kind: SockKind, family: Family) -> Action {
+    Action::Open {
+        sock,
+        kind,
+        family,
+        netns: passt_core::Netns::Host,
+    }
+}
+
+/// Opens socket `sock` of `kind` and `family` in the host's namespace.
+fn open_sock(t: &mut SockTable, epoll: &Epoll, sock: SockId, kind: SockKind, family: Family) {
+    t.execute(epoll, None, open_action(sock, kind, family), &[]);
+}
+
+/// Connects `sock` to `addr`: the events that say how it went, at once or
+/// once epoll reports the socket.
+fn connect_events(
+    t: &mut SockTable,
+    epoll: &Epoll,
+    sock: SockId,
+    addr: SocketAddr,
+) -> Vec<SockEvent> {
+    let r = t.execute(epoll, None, Action::Connect { sock, addr }, &[]);
+    if r != Outcome::Done {
+        return vec![ev(r)];
+    }
+    let got = wait_for(epoll);
+    let mut evs = Vec::new();
+    t.events_for(epoll, sock, got[0].1, &mut evs);
+    evs
+}
+
 fn ev(o: Outcome) -> SockEvent {
     match o {
         Outcome::Event(_, e) => e,
@@ -29,14 +62,9 @@ fn tcp_lifecycle_on_loopback() {
     let epoll = ep();
     let mut t = SockTable::default();
     let (l, c) = (SockId(1), SockId(2));
-    let open = |sock, kind| Action::Open {
-        sock,
-        kind,
-        family: Family::V4,
-        netns: passt_core::Netns::Host,
-    };
+    let open4 = |sock, kind| open_action(sock, kind, Family::V4);
     assert_eq!(
-        t.execute(&epoll, None, open(l, SockKind::TcpListener), &[]),
+        t.execute(&epoll, None, open4(l, SockKind::TcpListener), &[]),
         Outcome::Done
     );
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -188,51 +216,21 @@ fn connect_in_progress_reports_connected() {
     let mut t = SockTable::default();
     let srv = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
     let s = SockId(7);
-    let open = Action::Open {
-        sock: s,
-        kind: SockKind::TcpStream,
-        family: Family::V6,
-        netns: passt_core::Netns::Host,
-    };
-    t.execute(&epoll, None, open, &[]);
-    let conn = Action::Connect {
-        sock: s,
-        addr: srv.local_addr().unwrap(),
-    };
-    let r = t.execute(&epoll, None, conn, &[]);
-    if r == Outcome::Done {
-        let got = wait_for(&epoll);
-        let mut evs = Vec::new();
-        t.events_for(&epoll, s, got[0].1, &mut evs);
-        assert_eq!(evs, vec![SockEvent::Connected(Ok(()))]);
-    } else {
-        assert_eq!(ev(r), SockEvent::Connected(Ok(())));
-    }
+    open_sock(&mut t, &epoll, s, SockKind::TcpStream, Family::V6);
+    let evs = connect_events(&mut t, &epoll, s, srv.local_addr().unwrap());
+    assert_eq!(evs, vec![SockEvent::Connected(Ok(()))]);
     // Refused: a port nobody listens on.
     let port = srv.local_addr().unwrap().port();
     drop(srv);
     let s2 = SockId(8);
-    let open = Action::Open {
-        sock: s2,
-        kind: SockKind::TcpStream,
-        family: Family::V6,
-        netns: passt_core::Netns::Host,
-    };
-    t.execute(&epoll, None, open, &[]);
-    let conn = Action::Connect {
-        sock: s2,
-        addr: SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-    };
-    let r = t.execute(&epoll, None, conn, &[]);
-    let e = if r == Outcome::Done {
-        let got = wait_for(&epoll);
-        let mut evs = Vec::new();
-        t.events_for(&epoll, s2, got[0].1, &mut evs);
-        evs[0]
-    } else {
-        ev(r)
-    };
-    assert_eq!(e, SockEvent::Connected(Err(Errno::ECONNREFUSED)));
+    open_sock(&mut t, &epoll, s2, SockKind::TcpStream, Family::V6);
+    let evs = connect_events(
+        &mut t,
+        &epoll,
+        s2,
+        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+    );
+    assert_eq!(evs[0], SockEvent::Connected(Err(Errno::ECONNREFUSED)));
 }
 
 #[test]
@@ -241,13 +239,7 @@ fn udp_datagrams_and_errors() {
     let mut t = SockTable::default();
     let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let s = SockId(3);
-    let open = Action::Open {
-        sock: s,
-        kind: SockKind::Udp,
-        family: Family::V4,
-        netns: passt_core::Netns::Host,
-    };
-    t.execute(&epoll, None, open, &[]);
+    open_sock(&mut t, &epoll, s, SockKind::Udp, Family::V4);
     let bind = Action::Bind {
         sock: s,
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -294,13 +286,7 @@ fn udp_datagrams_and_errors() {
         }
     );
     let s2 = SockId(4);
-    let open = Action::Open {
-        sock: s2,
-        kind: SockKind::Udp,
-        family: Family::V4,
-        netns: passt_core::Netns::Host,
-    };
-    t.execute(&epoll, None, open, &[]);
+    open_sock(&mut t, &epoll, s2, SockKind::Udp, Family::V4);
     let taken = Action::Bind {
         sock: s2,
         addr: peer.local_addr().unwrap(),
@@ -324,13 +310,7 @@ fn freebind_binds_addresses_not_configured() {
         .is_ok_and(|v| v.trim() != "0");
     for (i, freebind) in [(0u32, false), (1, true)] {
         let sock = SockId(10 + i);
-        let open = Action::Open {
-            sock,
-            kind: SockKind::TcpListener,
-            family: Family::V4,
-            netns: passt_core::Netns::Host,
-        };
-        t.execute(&epoll, None, open, &[]);
+        open_sock(&mut t, &epoll, sock, SockKind::TcpListener, Family::V4);
         let bind = Action::Bind {
             sock,
             addr: SocketAddr::from((Ipv4Addr::new(192, 0, 2, 199), 0)),

@@ -267,6 +267,17 @@ fn time_seq(
     TimeSeq::from_capture(&cap, flow, sender, &name)
 }
 
+/// Draws `panels` into the SVG file `out`.
+fn write_svg(
+    out: &std::path::Path,
+    panels: &[passt_driver_sim::plot::TimeSeq],
+) -> Result<(), String> {
+    let svg = passt_driver_sim::plot::svg(panels)?;
+    std::fs::write(out, svg).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(true) => ExitCode::SUCCESS,
@@ -338,9 +349,7 @@ fn real_main() -> Result<bool, String> {
                     &policies,
                     flow.as_deref(),
                 )?;
-                let svg = passt_driver_sim::plot::svg(&panels)?;
-                std::fs::write(&out, svg).map_err(|e| format!("{}: {e}", out.display()))?;
-                eprintln!("wrote {}", out.display());
+                write_svg(&out, &panels)?;
             }
             Ok(true)
         }
@@ -466,9 +475,7 @@ fn real_main() -> Result<bool, String> {
                     print!("{}", p.data());
                 }
             }
-            let svg = passt_driver_sim::plot::svg(&panels)?;
-            std::fs::write(&out, svg).map_err(|e| format!("{}: {e}", out.display()))?;
-            eprintln!("wrote {}", out.display());
+            write_svg(&out, &panels)?;
             Ok(true)
         }
         Cmd::Sweep {

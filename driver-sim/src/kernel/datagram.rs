@@ -23,12 +23,7 @@ impl Kernel {
         if kind != Kind::Udp && kind != Kind::Ping {
             return err(Errno::EPERM);
         }
-        let spec = self
-            .cfg
-            .peers
-            .iter()
-            .find(|r| r.matches(dst))
-            .map_or(self.cfg.default_peer, |r| r.spec);
+        let spec = self.cfg.peer_for(dst);
         let Some(s) = self.sock_mut(h) else {
             return err(Errno::EBADF);
         };

@@ -47,6 +47,17 @@ impl Default for KernelConfig {
     }
 }
 
+impl KernelConfig {
+    /// The peer model of destination `dst`: the first rule that matches it,
+    /// else the default.
+    pub fn peer_for(&self, dst: SocketAddr) -> PeerSpec {
+        self.peers
+            .iter()
+            .find(|r| r.matches(dst))
+            .map_or(self.default_peer, |r| r.spec)
+    }
+}
+
 mod app;
 mod datagram;
 mod events;

@@ -230,12 +230,7 @@ impl Kernel {
             self.add_timer(now, Timer::ConnectDone(h, Ok(())));
             return Ok(());
         }
-        let spec = self
-            .cfg
-            .peers
-            .iter()
-            .find(|r| r.matches(addr))
-            .map_or(self.cfg.default_peer, |r| r.spec);
+        let spec = self.cfg.peer_for(addr);
         let at = now + spec.connect_delay_ns;
         match spec.model {
             PeerModel::Refuse => {

@@ -21,23 +21,32 @@ fn app_listener(k: &mut Kernel) -> i32 {
     lfd
 }
 
+/// Peers on port `port` (any address) behave as `model`.
+fn port_rule(port: u16, model: PeerModel) -> PeerRule {
+    PeerRule {
+        addr: None,
+        port: Some(port),
+        spec: PeerSpec::new(model),
+    }
+}
+
 /// A kernel whose port 80 peers behave as `model`.
 pub(crate) fn kernel_with(model: PeerModel) -> Kernel {
     let mut cfg = KernelConfig::default();
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(80),
-        spec: PeerSpec::new(model),
-    });
+    cfg.peers.push(port_rule(80, model));
     Kernel::new(cfg)
 }
 
 fn connected(k: &mut Kernel, id: u32, port: u16) -> SockId {
+    connected_to(k, id, SocketAddr::new([192, 0, 2, 1].into(), port))
+}
+
+/// The core's TCP socket `id`, connected to `to` at once.
+fn connected_to(k: &mut Kernel, id: u32, to: SocketAddr) -> SockId {
     let s = SockId(id);
     k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
         .unwrap();
-    k.connect(s, SocketAddr::new([192, 0, 2, 1].into(), port), 0)
-        .unwrap();
+    k.connect(s, to, 0).unwrap();
     let ev = k.advance(0);
     assert_eq!(ev, vec![(s, SockEvent::Connected(Ok(())))]);
     s
@@ -144,16 +153,8 @@ fn echo_roundtrip_and_close() {
 #[test]
 fn refuse_timeout_unreachable_and_delay() {
     let mut cfg = KernelConfig::default();
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(1),
-        spec: PeerSpec::new(PeerModel::Blackhole),
-    });
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(2),
-        spec: PeerSpec::new(PeerModel::Unreachable),
-    });
+    cfg.peers.push(port_rule(1, PeerModel::Blackhole));
+    cfg.peers.push(port_rule(2, PeerModel::Unreachable));
     cfg.peers.push(PeerRule {
         addr: None,
         port: Some(3),
@@ -194,11 +195,7 @@ fn refuse_timeout_unreachable_and_delay() {
 fn reset_on_close_with_unread_data_and_reset_after() {
     let mut k = Kernel::new(KernelConfig::default());
     let lfd = app_listener(&mut k);
-    let s = SockId(9);
-    k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-        .unwrap();
-    k.connect(s, sa("192.0.2.1:8080"), 0).unwrap();
-    assert_eq!(k.advance(0), vec![(s, SockEvent::Connected(Ok(())))]);
+    let s = connected(&mut k, 9, 8080);
     let fd = k.app_accept(lfd).unwrap();
     assert_eq!(fd, 4);
     assert_eq!(k.app_accept(lfd), Err(Errno::EAGAIN));
@@ -227,11 +224,7 @@ fn reset_on_close_with_unread_data_and_reset_after() {
 fn half_close_and_app_side() {
     let mut k = Kernel::new(KernelConfig::default());
     let lfd = app_listener(&mut k);
-    let s = SockId(1);
-    k.open(s, SockKind::TcpStream, Family::V4, Netns::Host)
-        .unwrap();
-    k.connect(s, sa("127.0.0.1:8080"), 0).unwrap();
-    k.advance(0);
+    let s = connected_to(&mut k, 1, sa("127.0.0.1:8080"));
     let fd = k.app_accept(lfd).unwrap();
     k.shutdown_write(s).unwrap();
     assert_eq!(k.app_read(fd, 10), Ok(0), "EOF after the core's FIN");
@@ -373,11 +366,7 @@ fn level_triggered_repeats_edge_does_not() {
 #[test]
 fn udp_and_ping_echo() {
     let mut cfg = KernelConfig::default();
-    cfg.peers.push(PeerRule {
-        addr: None,
-        port: Some(53),
-        spec: PeerSpec::new(PeerModel::Echo),
-    });
+    cfg.peers.push(port_rule(53, PeerModel::Echo));
     let mut k = Kernel::new(cfg);
     let u = SockId(1);
     k.open(u, SockKind::Udp, Family::V4, Netns::Host).unwrap();

@@ -9,7 +9,10 @@ impl Runner<'_> {
     pub(super) fn directive(&mut self, no: usize, w: &[String]) {
         // Host-side directives belong to a realized run too; guest-side ones
         // (model endpoints, captures) are replayed as the frames they sent.
-        if matches!(w.first().map(String::as_str), Some("flow" | "host-connect")) {
+        if matches!(
+            w.first().map(String::as_str),
+            Some("flow" | "host-connect" | "neighbour")
+        ) {
             let now = self.sim.now();
             let k = self.sim.delivered.len();
             self.realized_sys
@@ -106,13 +109,27 @@ impl Runner<'_> {
                     let now = self.sim.now().as_nanos();
                     if let Some(g) = self.sim.guests.last_mut() {
                         g.on_timer(now, &mut out);
-                        if g.state == crate::guest::GuestState::SynSent {
+                        if g.state == crate::guest::TcpState::SynSent {
                             g.start(now, &mut out);
                         }
                     }
                     for f in out {
                         self.sim.guest_send(&f);
                     }
+                }
+                Some("neighbour") => {
+                    // neighbour ADDR MAC|none: the host's neighbour table
+                    // changed (a LAN host appeared, moved or went away).
+                    let a = w.get(1).ok_or("neighbour: address missing")?;
+                    let addr: IpAddr = a
+                        .parse()
+                        .map_err(|_| format!("neighbour: bad address `{a}`"))?;
+                    let m = w.get(2).ok_or("neighbour: MAC or `none` missing")?;
+                    let mac = match m.as_str() {
+                        "none" => None,
+                        s => Some(Mac::parse(s).ok_or(format!("neighbour: bad MAC `{s}`"))?),
+                    };
+                    self.sim.neighbour(addr, mac);
                 }
                 Some("flush") => {}
                 Some("guest-pause") => {
@@ -161,33 +178,37 @@ impl Runner<'_> {
         }
     }
 
+    /// `check dropped|replies NAME N`: the counter read (`got`) must be N
+    /// (unless lenient); noted either way.
+    fn check_count(&mut self, w: &[String], got: u64) -> Result<(), String> {
+        let (what, name) = (&w[1], &w[2]);
+        let want: u64 = num(w.get(3), &format!("check {what}"))?;
+        if got != want && !self.opts.lenient {
+            return Err(format!("{what} {name}: {got}, expected {want}"));
+        }
+        self.sim.note("check", format!("{what} {name} = {got}"));
+        Ok(())
+    }
+
     fn check(&mut self, w: &[String]) -> Result<(), String> {
         match w.get(1).map(String::as_str) {
             Some("dropped") => {
-                let reason = w.get(2).ok_or("check dropped: reason missing")?;
-                let want: u64 = num(w.get(3), "check dropped")?;
-                let r = passt_core::DropReason::ALL
-                    .iter()
-                    .find(|r| r.name() == reason.as_str())
-                    .ok_or_else(|| format!("unknown drop reason `{reason}`"))?;
-                let got = self.sim.core.counters().dropped(*r);
-                if got != want && !self.opts.lenient {
-                    return Err(format!("dropped {reason}: {got}, expected {want}"));
-                }
-                self.sim.note("check", format!("dropped {reason} = {got}"));
+                let r = named(
+                    w,
+                    "reason",
+                    "drop reason",
+                    passt_core::DropReason::ALL,
+                    |r| r.name(),
+                )?;
+                let got = self.sim.core.counters().dropped(r);
+                self.check_count(w, got)?;
             }
             Some("replies") => {
-                let kind = w.get(2).ok_or("check replies: kind missing")?;
-                let want: u64 = num(w.get(3), "check replies")?;
-                let k = passt_core::ReplyKind::ALL
-                    .iter()
-                    .find(|r| r.name() == kind.as_str())
-                    .ok_or_else(|| format!("unknown reply kind `{kind}`"))?;
-                let got = self.sim.core.counters().replies(*k);
-                if got != want && !self.opts.lenient {
-                    return Err(format!("replies {kind}: {got}, expected {want}"));
-                }
-                self.sim.note("check", format!("replies {kind} = {got}"));
+                let k = named(w, "kind", "reply kind", passt_core::ReplyKind::ALL, |k| {
+                    k.name()
+                })?;
+                let got = self.sim.core.counters().replies(k);
+                self.check_count(w, got)?;
             }
             Some(what @ ("flows" | "sockets")) => {
                 let want: usize = num(w.get(2), "check flows/sockets")?;
@@ -323,6 +344,12 @@ impl Runner<'_> {
                 .parse()
                 .map_err(|_| "syscall: bad fd".to_string())
         };
+        // The length argument of a read or write.
+        let len = |call: &str| -> Result<usize, String> {
+            args.get(2)
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| format!("{call}: length missing"))
+        };
         let flow = self.flow;
         let k = &mut self.sim.kernel;
         let ret = |r: Result<usize, Errno>| match r {
@@ -380,17 +407,11 @@ impl Runner<'_> {
                 ret(k.app_connect(fd(0)?, addr, netns).map(|_| 0))
             }
             "write" | "send" => {
-                let n = args
-                    .get(2)
-                    .and_then(|s| s.trim().parse().ok())
-                    .ok_or("write: length missing")?;
+                let n = len("write")?;
                 ret(k.app_write(fd(0)?, n))
             }
             "read" | "recv" => {
-                let n = args
-                    .get(2)
-                    .and_then(|s| s.trim().parse().ok())
-                    .ok_or("read: length missing")?;
+                let n = len("read")?;
                 ret(k.app_read(fd(0)?, n))
             }
             "shutdown" => ret(k.app_shutdown(fd(0)?).map(|_| 0)),
@@ -413,4 +434,23 @@ impl Runner<'_> {
         };
         Ok((got, want))
     }
+}
+
+/// The item of `all` named by word 2 of `check` words `w` (its `field`,
+/// an `unknown` one if none has that name).
+fn named<T: Copy>(
+    w: &[String],
+    field: &str,
+    unknown: &str,
+    all: &[T],
+    name: impl Fn(&T) -> &'static str,
+) -> Result<T, String> {
+    let what = &w[1];
+    let n = w
+        .get(2)
+        .ok_or_else(|| format!("check {what}: {field} missing"))?;
+    all.iter()
+        .find(|x| name(x) == n.as_str())
+        .copied()
+        .ok_or_else(|| format!("unknown {unknown} `{n}`"))
 }

@@ -52,6 +52,16 @@ pub fn apply_link(p: &mut LinkProfile, words: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `*` (any) or a `what` of a peer rule.
+fn any_or<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>, String> {
+    if s == "*" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("peer: bad {what} `{s}`"))
+}
+
 pub(super) fn parse_peer(words: &[String]) -> Result<PeerRule, String> {
     let target = words.first().ok_or("peer: address missing")?;
     let (addr, port) = match target.rsplit_once(':') {
@@ -59,22 +69,8 @@ pub(super) fn parse_peer(words: &[String]) -> Result<PeerRule, String> {
         None if target == "*" => ("*", "*"),
         None => return Err(format!("peer: bad target `{target}`")),
     };
-    let addr = if addr == "*" {
-        None
-    } else {
-        Some(
-            addr.parse::<IpAddr>()
-                .map_err(|_| format!("peer: bad address `{addr}`"))?,
-        )
-    };
-    let port = if port == "*" {
-        None
-    } else {
-        Some(
-            port.parse::<u16>()
-                .map_err(|_| format!("peer: bad port `{port}`"))?,
-        )
-    };
+    let addr: Option<IpAddr> = any_or(addr, "address")?;
+    let port: Option<u16> = any_or(port, "port")?;
     let rest: Vec<&str> = words[1..].iter().map(String::as_str).collect();
     // The model's words, then options with a value in milliseconds.
     let keys = ["delay", "rtt", "fast-at"];

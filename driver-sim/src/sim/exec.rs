@@ -85,15 +85,8 @@ impl Sim {
                 self.note("host", format!("setsockopt({sock:?}, {opt:?}) = {r:?}"));
             }
             Action::Send { sock, spans } => {
-                let mut data = Vec::new();
-                let mut bad = false;
-                for sp in self.core.spans(spans) {
-                    let start = sp.offset as usize;
-                    match batch.get(start..start.saturating_add(sp.len as usize)) {
-                        Some(b) => data.extend_from_slice(b),
-                        None => bad = true,
-                    }
-                }
+                let (parts, bad) = span_slices(self.core.spans(spans), batch);
+                let data = parts.concat();
                 if bad {
                     self.violation("send: a span points outside the batch buffer".into());
                 }
@@ -113,15 +106,7 @@ impl Sim {
                 self.event(sock, SockEvent::StreamSent { sent: r, space });
             }
             Action::SendDatagrams { sock, spans, to } => {
-                let mut dgrams: Vec<&[u8]> = Vec::new();
-                let mut bad = false;
-                for sp in self.core.spans(spans) {
-                    let start = sp.offset as usize;
-                    match batch.get(start..start.saturating_add(sp.len as usize)) {
-                        Some(b) => dgrams.push(b),
-                        None => bad = true,
-                    }
-                }
+                let (dgrams, bad) = span_slices(self.core.spans(spans), batch);
                 let r = self.kernel.send_datagrams(sock, &dgrams, to);
                 let sizes: Vec<String> = dgrams.iter().map(|d| d.len().to_string()).collect();
                 let dest = to.map_or(String::new(), |t| format!(" to {t}"));
@@ -321,4 +306,19 @@ impl Sim {
             self.flush();
         }
     }
+}
+
+/// The pieces of `batch` that `spans` point to, in order, and whether any
+/// span points outside it (left out).
+fn span_slices<'b>(spans: &[passt_core::Span], batch: &'b [u8]) -> (Vec<&'b [u8]>, bool) {
+    let mut parts = Vec::with_capacity(spans.len());
+    let mut bad = false;
+    for sp in spans {
+        let start = sp.offset as usize;
+        match batch.get(start..start.saturating_add(sp.len as usize)) {
+            Some(b) => parts.push(b),
+            None => bad = true,
+        }
+    }
+    (parts, bad)
 }

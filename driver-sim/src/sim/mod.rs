@@ -293,6 +293,18 @@ impl Sim {
         }
     }
 
+    /// The host's neighbour table changed: `addr` is at `mac`, or (`None`)
+    /// has no valid entry any more. The core hears it as the epoll driver
+    /// reports a netlink neighbour event.
+    pub fn neighbour(&mut self, addr: std::net::IpAddr, mac: Option<passt_core::Mac>) {
+        match mac {
+            Some(m) => self.note("host", format!("neighbour {addr} lladdr {m}")),
+            None => self.note("host", format!("neighbour {addr} gone")),
+        }
+        self.core.handle_neighbour(self.now, addr, mac);
+        self.drain();
+    }
+
     /// Frames that reached the guest since the last call.
     pub fn take_inbox(&mut self) -> Vec<(Instant, Vec<u8>)> {
         std::mem::take(&mut self.guest_inbox)

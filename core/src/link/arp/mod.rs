@@ -1,9 +1,11 @@
 //! ARP proxy.
 //!
-//! Like upstream passt, the core answers every ARP request from the guest with
-//! its own MAC, whatever the target address: every IPv4 destination is reached
-//! through us. It keeps no ARP table and never sends requests of its own. Two
-//! kinds of request get no answer:
+//! Like upstream passt, the core answers every ARP request from the guest,
+//! whatever the target address: every IPv4 destination is reached through
+//! us. The answer carries our MAC, or, for a host on the host's LAN, that
+//! host's own MAC (`neigh.rs`); the Ethernet source of the reply stays ours,
+//! as upstream's. The core never asks the guest's LAN anything but the
+//! guest's own MAC. Two kinds of request get no answer:
 //!
 //! * gratuitous announcements (sender address equal to the target address, and
 //!   not 0.0.0.0): nobody asked anything;
@@ -16,6 +18,11 @@
 //! (who has the guest's address?), as upstream does since 2025: a passt
 //! restarted under a running guest learns its MAC from the answer, and
 //! reaches it before the guest sends anything of its own.
+//!
+//! When a LAN host enters the neighbour table, [`announce`] tells the guest
+//! its MAC with a gratuitous ARP request (RFC 5227 §2.3: sender and target
+//! address both the host's), from that MAC: a guest that resolved the
+//! address to our MAC before takes the new one at once.
 
 #[cfg(test)]
 mod tests;
@@ -68,7 +75,7 @@ pub(crate) fn input(cx: &mut Ctx<'_>, arp: &[u8]) {
     }
     let reply = Arp {
         op: OP_REPLY,
-        sha: cx.cfg.our_mac,
+        sha: cx.neigh.mac_of(cx.cfg, req.tpa.into()),
         spa: req.tpa,
         tha: req.sha,
         tpa: req.spa,
@@ -79,4 +86,19 @@ pub(crate) fn input(cx: &mut Ctx<'_>, arp: &[u8]) {
     {
         cx.counters.reply(ReplyKind::Arp);
     }
+}
+
+/// A gratuitous ARP request announcing that `ip` is at `mac`, broadcast from
+/// `mac`. Returns whether it was queued.
+pub(crate) fn announce(cx: &mut Ctx<'_>, ip: Ipv4Addr, mac: Mac) -> bool {
+    let msg = Arp {
+        op: OP_REQUEST,
+        sha: mac,
+        spa: ip,
+        tha: Mac([0; 6]),
+        tpa: ip,
+    };
+    cx.tx()
+        .with_src(mac)
+        .queue_eth(Mac::BROADCAST, ETHERTYPE_ARP, ARP_LEN, |b, _| msg.emit(b))
 }

@@ -322,3 +322,84 @@ fn link_up_probes_the_guests_addresses() {
     core.handle_tap_connected(T0);
     assert_eq!(crate::testutil::drain_frames(&mut core).len(), 1);
 }
+
+// --- LAN neighbours with their own MAC -----------------------------------
+
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 9);
+const PEER_MAC: Mac = Mac([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+
+/// The sender hardware and protocol addresses of an ARP frame.
+fn sender(frame: &[u8]) -> (Mac, Ipv4Addr) {
+    let eth = EthernetFrame::new_checked(frame).expect("ethernet");
+    let arp = ArpPacket::new_checked(eth.payload()).expect("arp");
+    let ArpRepr::EthernetIpv4 {
+        source_hardware_addr,
+        source_protocol_addr,
+        ..
+    } = ArpRepr::parse(&arp).expect("arp repr")
+    else {
+        panic!()
+    };
+    (Mac(source_hardware_addr.0), source_protocol_addr)
+}
+
+#[test]
+fn lan_neighbour_is_answered_with_its_own_mac() {
+    let mut c = core();
+    c.handle_neighbour(T0, PEER_IP.into(), Some(PEER_MAC));
+    // Not announced: the guest has not spoken yet.
+    assert!(crate::testutil::drain_frames(&mut c).is_empty());
+    let out = exchange(&mut c, T0, &[&request(GUEST_IP, PEER_IP)]);
+    assert_eq!(out.len(), 1);
+    // The reply comes from us, and names the neighbour's MAC.
+    let (dst, _) = reparse(&out[0]);
+    assert_eq!(dst, GUEST_MAC);
+    assert_eq!(sender(&out[0]), (PEER_MAC, PEER_IP));
+    // The gateway (mapped to the host's loopback) and other addresses: ours.
+    for t in [GW, Ipv4Addr::new(10, 77, 0, 10)] {
+        let out = exchange(&mut c, T0, &[&request(GUEST_IP, t)]);
+        assert_eq!(sender(&out[0]), (Mac::OUR_DEFAULT, t));
+    }
+    // Gone from the host's table: ours again.
+    c.handle_neighbour(T0, PEER_IP.into(), None);
+    let out = exchange(&mut c, T0, &[&request(GUEST_IP, PEER_IP)]);
+    assert_eq!(sender(&out[0]), (Mac::OUR_DEFAULT, PEER_IP));
+    assert_eq!(c.neigh_stats().announced, 0);
+}
+
+#[test]
+fn new_neighbour_is_announced_once_the_guest_spoke() {
+    let mut c = core();
+    exchange(&mut c, T0, &[&request(GUEST_IP, GW)]);
+    c.handle_neighbour(T0, PEER_IP.into(), Some(PEER_MAC));
+    let out = crate::testutil::drain_frames(&mut c);
+    assert_eq!(out.len(), 1);
+    // A gratuitous request from the neighbour's MAC, to everybody.
+    let eth = EthernetFrame::new_checked(&out[0][..]).expect("ethernet");
+    assert_eq!(eth.src_addr().0, PEER_MAC.0);
+    assert_eq!(eth.dst_addr(), EthernetAddress::BROADCAST);
+    let arp = ArpPacket::new_checked(eth.payload()).expect("arp");
+    assert_eq!(
+        ArpRepr::parse(&arp).expect("arp repr"),
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(PEER_MAC.0),
+            source_protocol_addr: PEER_IP,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: PEER_IP,
+        }
+    );
+    assert_eq!(out[0].len(), 60);
+    assert_eq!(c.neigh_stats().announced, 1);
+    // A change of MAC, the gateway, our own MAC: no announcement.
+    c.handle_neighbour(T0, PEER_IP.into(), Some(Mac([2, 0, 0, 0, 0, 1])));
+    c.handle_neighbour(T0, GW.into(), Some(PEER_MAC));
+    c.handle_neighbour(
+        T0,
+        Ipv4Addr::new(10, 77, 0, 11).into(),
+        Some(Mac::OUR_DEFAULT),
+    );
+    assert!(crate::testutil::drain_frames(&mut c).is_empty());
+    assert_eq!(c.neigh_stats().announced, 1);
+    assert_eq!(c.neigh_stats().ignored, 1);
+}

@@ -30,7 +30,7 @@ use crate::counters::{DropReason, ReplyKind};
 use crate::queue::CONTROL_FRAME_MAX;
 use crate::tap::{EthHdr, IpHdr};
 use crate::wire::dhcpv6::*;
-use crate::wire::headers::{finish_udp_frame, l4_offset, ETH_HLEN, UDP_HLEN};
+use crate::wire::headers::{finish_udp_frame, l4_offset, Ends, ETH_HLEN, UDP_HLEN};
 use crate::wire::put32;
 use core::net::IpAddr;
 
@@ -107,16 +107,8 @@ fn answer(cx: &mut Ctx<'_>, eth: &EthHdr, ip: &IpHdr, msg: &[u8]) -> Result<(), 
                 body,
                 client_fqdn,
             )?;
-            let len = finish_udp_frame(
-                b,
-                dst_mac,
-                cfg.our_mac,
-                IpAddr::V6(our_ll),
-                IpAddr::V6(client),
-                SERVER_PORT,
-                CLIENT_PORT,
-                n,
-            )?;
+            let ends = Ends::new(dst_mac, cfg.our_mac, our_ll.into(), client.into());
+            let len = finish_udp_frame(b, ends, SERVER_PORT, CLIENT_PORT, n)?;
             // The flow label is not part of the UDP checksum.
             put32(b, ETH_HLEN, (6 << 28) | flow_label(xid))?;
             Some(len)

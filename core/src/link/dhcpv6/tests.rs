@@ -49,27 +49,26 @@ fn other_server_id() -> Vec<u8> {
     opt(OPT_SERVERID, &[0, 3, 0, 1, 1, 2, 3, 4, 5, 6])
 }
 
+/// An IA Address option for `addr` (lifetimes 7200 and 7500 s) with the
+/// options `extra` inside.
 fn iaaddr(addr: &str, extra: &[u8]) -> Vec<u8> {
     let a: Ipv6Addr = addr.parse().unwrap();
-    let mut b = a.octets().to_vec();
-    b.extend_from_slice(&7200u32.to_be_bytes());
-    b.extend_from_slice(&7500u32.to_be_bytes());
-    b.extend_from_slice(extra);
-    opt(OPT_IAADDR, &b)
+    let lifetimes = [7200u32.to_be_bytes(), 7500u32.to_be_bytes()].concat();
+    opt(OPT_IAADDR, &[&a.octets()[..], &lifetimes, extra].concat())
 }
 
+/// An IA_NA option (T1 3600 s, T2 5400 s) holding `inner`.
 fn ia_na(iaid: u32, inner: &[u8]) -> Vec<u8> {
-    let mut b = iaid.to_be_bytes().to_vec();
-    b.extend_from_slice(&3600u32.to_be_bytes());
-    b.extend_from_slice(&5400u32.to_be_bytes());
-    b.extend_from_slice(inner);
-    opt(OPT_IA_NA, &b)
+    let times = [3600u32.to_be_bytes(), 5400u32.to_be_bytes()].concat();
+    opt(
+        OPT_IA_NA,
+        &[&iaid.to_be_bytes()[..], &times, inner].concat(),
+    )
 }
 
+/// An IA_TA option holding `inner`.
 fn ia_ta(iaid: u32, inner: &[u8]) -> Vec<u8> {
-    let mut b = iaid.to_be_bytes().to_vec();
-    b.extend_from_slice(inner);
-    opt(OPT_IA_TA, &b)
+    opt(OPT_IA_TA, &[&iaid.to_be_bytes()[..], inner].concat())
 }
 
 fn msg(t: u8, opts: &[Vec<u8>]) -> Vec<u8> {

@@ -1,8 +1,12 @@
 //! Neighbour discovery: neighbour and router advertisements.
 //!
 //! As upstream passt does, the core is a proxy for every IPv6 neighbour: a
-//! neighbour solicitation for any target is answered with our MAC, so all the
-//! guest's traffic comes to us. Router solicitations are answered with a router
+//! neighbour solicitation for any target is answered with our MAC, or, for a
+//! host on the host's LAN, that host's own MAC (`neigh.rs`), so all the
+//! guest's traffic comes to us. When such a host enters the neighbour
+//! table, [`announce`] sends an unsolicited neighbour advertisement to all
+//! nodes (with the override flag, without the solicited one: a guest drops a
+//! multicast advertisement marked solicited, RFC 4861 §7.1.2). Router solicitations are answered with a router
 //! advertisement carrying the guest's prefix, our MAC, the MTU and the resolvers
 //! and search list; once the guest has been seen, unsolicited advertisements go
 //! to all nodes every 200 to 600 seconds.
@@ -122,8 +126,28 @@ fn ndp_dst_mac(cx: &Ctx<'_>, dst: Ipv6Addr) -> Mac {
 }
 
 fn send_na(cx: &mut Ctx<'_>, dst: Ipv6Addr, target: Ipv6Addr) {
-    let fill = |l4: &mut [u8], cfg: &Config| write_na(l4, target, cfg.our_mac);
+    let mac = cx.neigh.mac_of(cx.cfg, target.into());
+    let fill = |l4: &mut [u8], _: &Config| write_na(l4, target, mac);
     send(cx, dst, ReplyKind::NeighborAdvert, NA_LEN, fill);
+}
+
+/// The solicited flag of a neighbour advertisement (RFC 4861 §4.4).
+const NA_SOLICITED: u8 = 0x40;
+
+/// An unsolicited neighbour advertisement to all nodes: `target` is at
+/// the MAC of its entry in the neighbour table. Returns whether it was
+/// queued.
+pub(crate) fn announce(cx: &mut Ctx<'_>, target: Ipv6Addr) -> bool {
+    if !cx.cfg.features.ndp {
+        return false;
+    }
+    let mac = cx.neigh.mac_of(cx.cfg, target.into());
+    let fill = |l4: &mut [u8], _: &Config| {
+        let n = write_na(l4, target, mac)?;
+        *l4.get_mut(4)? &= !NA_SOLICITED;
+        Some(n)
+    };
+    send(cx, ALL_NODES, ReplyKind::NeighborAdvert, NA_LEN, fill)
 }
 
 /// A neighbour solicitation for the guest's assigned address (to its
@@ -166,13 +190,16 @@ fn send(
     kind: ReplyKind,
     max_len: usize,
     fill: impl FnOnce(&mut [u8], &Config) -> Option<usize>,
-) {
+) -> bool {
     let Some(our_ll) = cx.cfg.ip6.as_ref().map(|c| c.our_ll) else {
-        return cx.counters.drop(DropReason::Ipv6Disabled);
+        cx.counters.drop(DropReason::Ipv6Disabled);
+        return false;
     };
     let mac = ndp_dst_mac(cx, dst);
     let (src, dst) = (our_ll.into(), dst.into());
-    if cx.tx().queue_ip(mac, src, dst, PROTO_ICMPV6, max_len, fill) {
+    let queued = cx.tx().queue_ip(mac, src, dst, PROTO_ICMPV6, max_len, fill);
+    if queued {
         cx.counters.reply(kind);
     }
+    queued
 }

@@ -8,7 +8,7 @@ use super::*;
 #[test]
 fn guest_half_close_then_host_close() {
     let mut c = connect4();
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"bye").fin()]);
+    c.h.guest(&[c.seg(c.their).data(b"bye").fin()]);
     assert!(c.h.sock(c.sock).shut_wr);
     assert_eq!(c.h.sock(c.sock).written, b"bye");
     let f = c.h.take_frames();
@@ -24,55 +24,39 @@ fn guest_half_close_then_host_close() {
     assert_eq!(f.len(), 1);
     assert!(f[0].fin && f[0].ackf);
     assert_eq!(f[0].seq, c.our.wrapping_add(4));
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their.wrapping_add(4))
-        .ack(c.our.wrapping_add(5))]);
+    c.h.guest(&[c.seg(c.their.wrapping_add(4)).ack(c.our.wrapping_add(5))]);
     assert!(c.h.closed.contains(&c.sock));
-    assert!(!c.h.dead[&c.sock].linger_zero, "an orderly close: FIN");
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    assert!(!c.h.k.dead[&c.sock].linger_zero, "an orderly close: FIN");
+    c.h.assert_empty();
 }
 
 #[test]
 fn host_half_close_then_guest_close() {
     let mut c = connect4();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert!(f[0].fin);
     // The guest acknowledges our FIN and keeps sending.
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(1))
-        .data(b"still")]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(1)).data(b"still")]);
     assert_eq!(c.h.sock(c.sock).written, b"still");
     assert_eq!(c.h.core.flow_count(), 1);
     c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their.wrapping_add(5))
+        .seg(c.their.wrapping_add(5))
         .ack(c.our.wrapping_add(1))
         .fin()]);
     let f = c.h.take_frames();
     assert_eq!(f.last().unwrap().ack, c.their.wrapping_add(6));
     assert!(c.h.closed.contains(&c.sock));
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]
 fn lost_fin_is_retransmitted() {
     let mut c = connect4();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     assert!(c.h.take_frames()[0].fin);
-    c.h.run_for(2100);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(2100);
     assert_eq!(f.len(), 1);
     assert!(f[0].fin);
     assert_eq!(f[0].seq, c.our);
@@ -85,7 +69,10 @@ fn resets_both_ways() {
     let mut c = connect4();
     c.h.guest(&[c.g.clone().seq(c.their).rst()]);
     assert!(c.h.closed.contains(&c.sock));
-    assert!(c.h.dead[&c.sock].linger_zero, "guest RST closed with a FIN");
+    assert!(
+        c.h.k.dead[&c.sock].linger_zero,
+        "guest RST closed with a FIN"
+    );
     assert!(c.h.take_frames().is_empty());
     assert_eq!(c.h.core.flow_count(), 0);
     // The same with data in the batch before the RST.
@@ -95,8 +82,8 @@ fn resets_both_ways() {
         g.clone().seq(c.their).ack(c.our).data(b"abc"),
         g.seq(c.their.wrapping_add(3)).rst(),
     ]);
-    assert_eq!(c.h.dead[&c.sock].written, b"abc");
-    assert!(c.h.dead[&c.sock].linger_zero);
+    assert_eq!(c.h.k.dead[&c.sock].written, b"abc");
+    assert!(c.h.k.dead[&c.sock].linger_zero);
 
     // A host reset: the guest gets an RST.
     let mut c = connect4();
@@ -105,8 +92,7 @@ fn resets_both_ways() {
     assert_eq!(f.len(), 1);
     assert!(f[0].rst && !f[0].ackf);
     assert_eq!(f[0].seq, c.our);
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]
@@ -148,8 +134,7 @@ fn syn_timeout_while_connecting() {
     let mut h = H::new(capture_config());
     h.guest(&[G::new(v4(GUEST4), v4(PEER4), 1, 2).seq(1).syn()]);
     h.run_for(10_001);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert!(h.take_frames()[0].rst);
     assert_eq!(h.core.tcp.poll_timeout(), None);
 }
@@ -159,8 +144,7 @@ fn fin_not_accepted_by_link_is_sent_again() {
     let mut c = connect4();
     c.h.core.handle_tap_sent(c.h.now, 0);
     c.h.sock(c.sock).rx = b"last".to_vec();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     let f = c.h.take_frames();
     assert_eq!(f.len(), 2, "data, then FIN");
     assert!(f[1].fin);
@@ -179,14 +163,13 @@ fn fin_not_accepted_by_link_is_sent_again() {
 #[test]
 fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
     let mut c = connect4();
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"bye").fin()]);
+    c.h.guest(&[c.seg(c.their).data(b"bye").fin()]);
     assert!(c.h.sock(c.sock).shut_wr);
     c.h.take_frames();
     let their = c.their.wrapping_add(4);
     // The host answers and closes: data, end of stream, hang-up.
     c.h.sock(c.sock).rx = b"more".to_vec();
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.host_fin();
     c.h.event(c.sock, SockEvent::HangUp);
     let f = c.h.take_frames();
     assert_eq!(f[0].payload, b"more");
@@ -198,18 +181,16 @@ fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
         "socket closed before our FIN was acked"
     );
     assert_eq!(c.h.core.flow_count(), 1);
-    c.h.run_for(2100);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(2100);
     assert_eq!(f[0].payload, b"more");
     assert_eq!(f[0].seq, c.our);
     let fin = f.last().unwrap();
     assert!(fin.fin);
     assert_eq!(fin.seq, c.our.wrapping_add(4));
     // The guest acknowledges everything: now the socket closes.
-    c.h.guest(&[c.g.clone().seq(their).ack(c.our.wrapping_add(5))]);
+    c.h.guest(&[c.seg(their).ack(c.our.wrapping_add(5))]);
     assert!(c.h.closed.contains(&c.sock));
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
     assert_eq!(c.h.core.counters().dropped(DropReason::TcpNoFlow), 0);
     assert!(c.h.take_frames().is_empty());
 }
@@ -217,21 +198,17 @@ fn guest_fin_first_keeps_flow_until_our_fin_is_acked() {
 #[test]
 fn guest_fin_first_unacked_fin_times_out() {
     let mut c = connect4();
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).fin()]);
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.h.guest(&[c.seg(c.their).fin()]);
+    c.host_fin();
     c.h.event(c.sock, SockEvent::HangUp);
     assert!(c.h.take_frames().last().unwrap().fin);
     assert_eq!(c.h.core.flow_count(), 1);
     // Our FIN is sent again until the retransmissions run out, then reset.
-    c.h.run_for(20_000);
-    assert!(c.h.take_frames().iter().filter(|o| o.fin).count() >= 3);
+    assert!(c.h.frames_after(20_000).iter().filter(|o| o.fin).count() >= 3);
     assert_eq!(c.h.core.flow_count(), 1);
-    c.h.run_for(300_000);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(300_000);
     assert!(f.last().unwrap().rst);
-    assert_eq!(c.h.core.flow_count(), 0);
-    assert_eq!(c.h.core.socket_count(), 0);
+    c.h.assert_empty();
 }
 
 #[test]
@@ -242,7 +219,7 @@ fn segment_for_freed_flow_gets_rst() {
     assert_eq!(c.h.core.flow_count(), 0);
     c.h.take_actions();
     // The guest missed the reset and sends again.
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"again")]);
+    c.h.guest(&[c.seg(c.their).data(b"again")]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert!(f[0].rst && !f[0].ackf);

@@ -77,6 +77,16 @@ fn binds_and_closes(h: &mut H) -> (Vec<(SockId, SocketAddr)>, Vec<SockId>) {
     (binds, closes)
 }
 
+/// Replaces the forwards with `fwds` and carries out what follows (up to
+/// 30 000 actions): the binds and closes among it.
+fn reforward(h: &mut H, fwds: &[Forward]) -> (Vec<(SockId, SocketAddr)>, Vec<SockId>) {
+    h.core.set_forwards(h.now, fwds);
+    for _ in 0..3 {
+        h.drain(&[]); // at most 10 000 actions each
+    }
+    binds_and_closes(h)
+}
+
 #[test]
 fn tcp_forwards_replaced_at_run_time() {
     let fwd = |port, target_port| Forward::new(Proto::Tcp, port, target_port);
@@ -96,9 +106,7 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(h.core.socket_count(), 2);
 
     // Add 9000: only it is opened.
-    h.core.set_forwards(h.now, &[fwd(8080, 80), fwd(9000, 90)]);
-    h.drain(&[]);
-    let (b, c) = binds_and_closes(&mut h);
+    let (b, c) = reforward(&mut h, &[fwd(8080, 80), fwd(9000, 90)]);
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].1.port(), 9000);
     assert!(c.is_empty());
@@ -106,9 +114,7 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(h.core.socket_count(), 3);
 
     // Drop 8080, retarget 9000: the connection stays.
-    h.core.set_forwards(h.now, &[fwd(9000, 91)]);
-    h.drain(&[]);
-    let (b, c) = binds_and_closes(&mut h);
+    let (b, c) = reforward(&mut h, &[fwd(9000, 91)]);
     assert!(b.is_empty());
     assert_eq!(c, vec![l8080]);
     assert_eq!(h.core.flow_count(), 1);
@@ -119,9 +125,7 @@ fn tcp_forwards_replaced_at_run_time() {
     assert_eq!(h.take_frames()[0].dport, 91, "the new target port");
 
     // A new forward fails to open: reported, counted, out of socket_count.
-    h.core.set_forwards(h.now, &[fwd(9000, 91), fwd(22, 22)]);
-    h.drain(&[]);
-    let (b, _) = binds_and_closes(&mut h);
+    let (b, _) = reforward(&mut h, &[fwd(9000, 91), fwd(22, 22)]);
     assert_eq!(b.len(), 1);
     assert_eq!(h.core.failed_forwards().count(), 0);
     h.event(b[0].0, SockEvent::OpenFailed(Errno::EACCES));
@@ -138,9 +142,7 @@ fn tcp_forwards_replaced_at_run_time() {
     h.core.set_forwards(h.now, &[fwd(9000, 91)]);
     h.drain(&[]);
     assert_eq!(h.core.failed_forwards().count(), 0);
-    h.core.set_forwards(h.now, &[fwd(9000, 91), fwd(9000, 91)]);
-    h.drain(&[]);
-    let (b, c) = binds_and_closes(&mut h);
+    let (b, c) = reforward(&mut h, &[fwd(9000, 91), fwd(9000, 91)]);
     assert!(b.is_empty() && c.is_empty());
     assert_eq!(h.core.socket_count(), 3);
 }
@@ -150,19 +152,11 @@ fn tcp_forwards_many_ports_reuse_slots() {
     let fwd = |port: u16| Forward::new(Proto::Tcp, port, port);
     let mut h = H::new(capture_config());
     let a: Vec<Forward> = (1000..6000).map(fwd).collect();
-    h.core.set_forwards(h.now, &a);
-    for _ in 0..3 {
-        h.drain(&[]); // at most 10 000 actions each
-    }
-    let (b, c) = binds_and_closes(&mut h);
+    let (b, c) = reforward(&mut h, &a);
     assert_eq!((b.len(), c.len()), (5000, 0));
     // Shift the range by 1000: 1000 closed, 1000 opened in the freed slots.
     let b2: Vec<Forward> = (2000..7000).map(fwd).collect();
-    h.core.set_forwards(h.now, &b2);
-    for _ in 0..3 {
-        h.drain(&[]); // at most 10 000 actions each
-    }
-    let (b, c) = binds_and_closes(&mut h);
+    let (b, c) = reforward(&mut h, &b2);
     assert_eq!((b.len(), c.len()), (1000, 1000));
     let mut closed: Vec<SockId> = c;
     let mut reused: Vec<SockId> = b.iter().map(|(s, _)| *s).collect();

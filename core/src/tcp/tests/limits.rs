@@ -115,8 +115,7 @@ fn flows_and_sockets_return_to_zero() {
     }
     h.core.handle_tap_reset(h.now);
     h.drain(&[]);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert!(h.socks.is_empty());
     // Ids of freed flows are reused with a new generation: stale events are
     // ignored.
@@ -148,7 +147,7 @@ fn isn_depends_on_tuple_and_time() {
 
 #[test]
 fn interest_edge_triggered_throughout() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     // One edge-triggered mask from the start: it does not change with the
     // data in flight, nor at the end.
     let edge = Interest {
@@ -159,7 +158,7 @@ fn interest_edge_triggered_throughout() {
     };
     assert_eq!(c.h.sock(c.sock).interest, Some(edge));
     // The guest's window (256 << 0... unscaled 3000) fills up.
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(3000)]);
+    c.h.guest(&[c.seg(c.their).win(3000)]);
     c.h.sock(c.sock).rx = vec![1u8; 5000];
     c.h.event(c.sock, SockEvent::Readable);
     assert_eq!(c.h.take_frames().len(), 3);
@@ -167,33 +166,17 @@ fn interest_edge_triggered_throughout() {
     assert!(i.edge && i.readable);
     // The guest acknowledges: more data goes out, still edge-triggered
     // (peeked data stays queued until acknowledged).
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(3000))
-        .win(3000)]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(3000)).win(3000)]);
     let i = c.h.sock(c.sock).interest.unwrap();
     assert!(i.edge && i.readable);
     let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
     assert_eq!(sent, 2000);
     // All acknowledged, nothing to send: the same mask.
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(5000))
-        .win(3000)]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(5000)).win(3000)]);
     assert_eq!(c.h.sock(c.sock).interest, Some(edge));
     // After our FIN: edge-triggered, nothing to read.
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their)
-        .ack(c.our.wrapping_add(5000))
-        .win(3000)]);
-    c.h.sock(c.sock).eof = true;
-    c.h.event(c.sock, SockEvent::ReadHangUp);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(5000)).win(3000)]);
+    c.host_fin();
     assert!(c.h.take_frames()[0].fin);
     assert_eq!(c.h.sock(c.sock).interest, Some(edge));
 }
@@ -210,10 +193,9 @@ fn retransmit_with_peek_offset_rewinds_offset() {
     assert_eq!(c.h.take_frames().len(), 3);
     assert_eq!(c.h.sock(c.sock).peek_off, Some(3000));
     // The guest got the first segment only.
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our.wrapping_add(1460))]);
+    c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(1460))]);
     assert_eq!(c.h.sock(c.sock).peek_off, Some(1540));
-    c.h.run_for(2100);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(2100);
     assert_eq!(f.len(), 2);
     assert_eq!(f[0].seq, c.our.wrapping_add(1460));
     assert_eq!(f[0].payload[0], (1460u32 % 256) as u8);
@@ -225,7 +207,7 @@ fn low_rtt_peer_gets_immediate_acks() {
     let mut c = connect4();
     c.h.sock(c.sock).min_rtt_us = 5;
     c.h.report_info(c.sock);
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(b"abc")]);
+    c.h.guest(&[c.seg(c.their).data(b"abc")]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].ack, c.their.wrapping_add(3));
@@ -244,8 +226,7 @@ fn inbound_v6_full_exchange() {
     assert_eq!(f.len(), 1);
     h.guest(&[g.clone().seq(51).ack(our).data(b"GET /")]);
     assert_eq!(h.sock(sock).written, b"GET /");
-    h.run_for(10);
-    let f = h.take_frames();
+    let f = h.frames_after(10);
     assert_eq!(f.last().unwrap().ack, 56);
     assert_eq!(u32::from(f.last().unwrap().win), 65535);
     h.sock(sock).rx = vec![3u8; 30000];

@@ -5,10 +5,13 @@
 use super::*;
 use crate::action::Span;
 use crate::fwd::{Forward, Proto};
-use crate::testutil::{capture_config, feed, impl_clocked, Clocked, GUEST_MAC};
+use crate::testutil::{
+    by_family, capture_config, check_ip, g6, p6, Clocked, FakeKernel, Harness, GUEST4, GUEST_MAC,
+    PEER4,
+};
 use crate::{Config, Core, Csum, FrameMeta};
 use core::net::{Ipv4Addr, Ipv6Addr};
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use std::collections::HashMap;
 
 mod close;
@@ -66,16 +69,11 @@ struct Out {
     payload: Vec<u8>,
 }
 
-struct H {
-    core: Core,
-    now: Instant,
-    socks: HashMap<SockId, FakeSock>,
-    actions: Vec<Action>,
-    frames: Vec<Out>,
+/// The TCP side of the fake kernel, beside its sockets.
+struct TcpKernel {
     /// Frames of the last handle_peeked calls not yet reported with
     /// handle_tap_sent (when `auto_sent`).
     slots: usize,
-    closed: Vec<SockId>,
     /// Sockets after `Close`.
     dead: HashMap<SockId, FakeSock>,
     /// SO_SNDBUF of new sockets.
@@ -84,79 +82,227 @@ struct H {
     metas: Vec<FrameMeta>,
 }
 
-const GUEST4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const PEER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
+type H = Harness<TcpKernel>;
 
-fn g6() -> Ipv6Addr {
-    "fd77::2".parse().unwrap()
-}
-fn p6() -> Ipv6Addr {
-    "2001:db8::80".parse().unwrap()
-}
+impl FakeKernel for TcpKernel {
+    type Sock = FakeSock;
+    type Out = Out;
 
-fn parse_out(f: &[u8]) -> Option<Out> {
-    let p = SlicedPacket::from_ethernet(f).expect("frame re-parses");
-    let Some(TransportSlice::Tcp(t)) = &p.transport else {
-        return None;
-    };
-    let (src, dst) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => {
-            let h = ip.header().to_header();
-            assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
-            // Short frames (bare ACKs) are padded with zeros to 60 bytes.
-            let end = usize::from(h.total_len) + 14;
-            assert_eq!(end.max(60), f.len(), "IPv4 length");
-            assert!(f[end..].iter().all(|&b| b == 0), "padding");
-            assert_eq!(h.time_to_live, 255);
-            assert_eq!(h.identification, 0);
-            assert!(!h.dont_fragment);
-            let c = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
-            assert_eq!(t.checksum(), c, "TCP checksum");
-            (
-                IpAddr::V4(h.source.into()),
-                IpAddr::V4(h.destination.into()),
-            )
+    fn parse(f: &[u8]) -> Option<Out> {
+        let p = SlicedPacket::from_ethernet(f).expect("frame re-parses");
+        let Some(TransportSlice::Tcp(t)) = &p.transport else {
+            return None;
+        };
+        let (src, dst) = check_ip(f, &p);
+        let h = t.to_header();
+        let c = by_family(
+            src,
+            dst,
+            |s, d| h.calc_checksum_ipv4_raw(s, d, t.payload()),
+            |s, d| h.calc_checksum_ipv6_raw(s, d, t.payload()),
+        );
+        assert_eq!(t.checksum(), c.unwrap(), "TCP checksum");
+        let opts: Vec<TcpOptionElement> = t.options_iterator().map(|o| o.unwrap()).collect();
+        let mss = opts.iter().find_map(|o| match o {
+            TcpOptionElement::MaximumSegmentSize(m) => Some(*m),
+            _ => None,
+        });
+        let ws = opts.iter().find_map(|o| match o {
+            TcpOptionElement::WindowScale(w) => Some(*w),
+            _ => None,
+        });
+        Some(Out {
+            src,
+            dst,
+            sport: t.source_port(),
+            dport: t.destination_port(),
+            seq: t.sequence_number(),
+            ack: t.acknowledgment_number(),
+            syn: t.syn(),
+            ackf: t.ack(),
+            fin: t.fin(),
+            rst: t.rst(),
+            psh: t.psh(),
+            win: t.window_size(),
+            mss,
+            ws,
+            opts,
+            payload: t.payload().to_vec(),
+        })
+    }
+
+    fn carry_out(h: &mut H, a: Action, buf: &[u8]) {
+        let peek_offset = h.core.config().peek_offset;
+        match a {
+            Action::Open { sock, kind, .. } => {
+                h.socks.insert(
+                    sock,
+                    FakeSock {
+                        kind: Some(kind),
+                        sndbuf: h.k.sndbuf,
+                        ..FakeSock::default()
+                    },
+                );
+            }
+            Action::Connect { sock, addr } => {
+                h.socks.get_mut(&sock).unwrap().connect = Some(addr);
+            }
+            Action::SetInterest { sock, interest } => {
+                if let Some(s) = h.socks.get_mut(&sock) {
+                    s.interest = Some(interest);
+                }
+            }
+            Action::SetOption { sock, opt } => {
+                let s = h.socks.get_mut(&sock).expect("option on open socket");
+                match opt {
+                    SockOpt::PeekOffset(o) => s.peek_off = Some(o as usize),
+                    SockOpt::TcpMaxSeg(m) => s.mss = Some(m),
+                    SockOpt::ResetOnClose => s.linger_zero = true,
+                    _ => {}
+                }
+            }
+            Action::Send { sock, spans } => {
+                let data: Vec<u8> = h
+                    .core
+                    .spans(spans)
+                    .iter()
+                    .flat_map(|s: &Span| {
+                        buf[s.offset as usize..(s.offset + s.len) as usize].to_vec()
+                    })
+                    .collect();
+                let s = h.socks.get_mut(&sock).unwrap();
+                assert!(!s.shut_wr, "send after shutdown");
+                let free = s.sndbuf.saturating_sub(s.outq) as usize;
+                let room = s.send_room.unwrap_or(free).min(free);
+                let n = data.len().min(room);
+                s.written.extend_from_slice(&data[..n]);
+                s.outq += n as u32;
+                if let Some(r) = &mut s.send_room {
+                    *r -= n;
+                }
+                let r = if n == 0 && !data.is_empty() {
+                    Err(Errno::EAGAIN)
+                } else {
+                    Ok(n)
+                };
+                let space = SendSpace {
+                    sndbuf: s.sndbuf,
+                    queued: s.outq,
+                };
+                h.core
+                    .handle_sock_event(h.now, sock, SockEvent::StreamSent { sent: r, space });
+            }
+            Action::QuerySendSpace { sock } => {
+                let s = &h.socks[&sock];
+                let space = SendSpace {
+                    sndbuf: s.sndbuf,
+                    queued: s.outq,
+                };
+                h.core
+                    .handle_sock_event(h.now, sock, SockEvent::SendSpace(space));
+            }
+            Action::QueryTcpInfo { sock } => {
+                let s = &h.socks[&sock];
+                let info = TcpInfo {
+                    sndbuf: s.sndbuf,
+                    queued: s.outq,
+                    snd_mss: 1460,
+                    min_rtt_us: s.min_rtt_us,
+                    snd_wnd: 65535,
+                    ..TcpInfo::default()
+                };
+                h.core
+                    .handle_sock_event(h.now, sock, SockEvent::TcpInfo(info));
+            }
+            Action::Peek {
+                sock,
+                skip,
+                len,
+                mss,
+                room,
+            } => {
+                h.poll_frames();
+                let s = h.socks.get_mut(&sock).unwrap();
+                let start = if peek_offset {
+                    assert_eq!(skip, 0);
+                    s.peek_off.expect("SO_PEEK_OFF set before the first peek")
+                } else {
+                    assert!(s.peek_off.is_none());
+                    skip as usize
+                };
+                let nslots = 64;
+                let mut bufs: Vec<Vec<u8>> = (0..nslots)
+                    .map(|_| vec![0u8; room as usize + mss as usize])
+                    .collect();
+                let avail = s.rx.len().saturating_sub(start);
+                let n = avail.min(len as usize).min(nslots * mss as usize);
+                let r = if let Some(e) = s.peek_err {
+                    Err(e)
+                } else if n == 0 && s.eof {
+                    Ok(0)
+                } else if n == 0 {
+                    Err(Errno::EAGAIN)
+                } else {
+                    let data = &s.rx[start..start + n];
+                    for (i, chunk) in data.chunks(mss as usize).enumerate() {
+                        bufs[i][room as usize..room as usize + chunk.len()].copy_from_slice(chunk);
+                    }
+                    if let Some(o) = &mut s.peek_off {
+                        *o += n;
+                    }
+                    Ok(n)
+                };
+                let mut slots: Vec<TxSlot<'_>> = bufs
+                    .iter_mut()
+                    .map(|b| TxSlot::new(b.as_mut_slice()))
+                    .collect();
+                let k = h.core.handle_peeked(h.now, sock, r, &mut slots);
+                let mut seen = 0;
+                for sl in &mut slots {
+                    if sl.frame_len > 0 {
+                        seen += 1;
+                        if let Csum::Partial { start, offset } = sl.meta.csum {
+                            // Completed as the link would: the sum from
+                            // `start` on, over the pseudo-header's.
+                            let (st, at) = (usize::from(start), usize::from(start + offset));
+                            let sum = crate::wire::checksum::Sum::new()
+                                .add(&sl.buf[st..sl.frame_len])
+                                .finish();
+                            sl.buf[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+                        }
+                        h.k.metas.push(sl.meta);
+                        h.frames
+                            .push(TcpKernel::parse(&sl.buf[..sl.frame_len]).unwrap());
+                    }
+                }
+                assert_eq!(seen, k);
+                h.k.slots += k;
+            }
+            Action::Consume { sock, len } => {
+                let s = h.socks.get_mut(&sock).unwrap();
+                assert!(len as usize <= s.rx.len(), "consume beyond data");
+                s.rx.drain(..len as usize);
+                if let Some(o) = &mut s.peek_off {
+                    *o = o.saturating_sub(len as usize);
+                }
+            }
+            Action::ShutdownWrite { sock } => {
+                h.socks.get_mut(&sock).unwrap().shut_wr = true;
+            }
+            Action::Close { sock } => {
+                if let Some(s) = h.socks.remove(&sock) {
+                    h.k.dead.insert(sock, s);
+                }
+                h.closed.push(sock);
+            }
+            Action::Accept { .. } | Action::Bind { .. } | Action::Listen { .. } => {}
+            _ => {}
         }
-        Some(NetSlice::Ipv6(ip)) => {
-            let h = ip.header().to_header();
-            assert_eq!(h.hop_limit, 255);
-            let c = t.to_header().calc_checksum_ipv6(&h, t.payload()).unwrap();
-            assert_eq!(t.checksum(), c, "TCP checksum");
-            (
-                IpAddr::V6(h.source.into()),
-                IpAddr::V6(h.destination.into()),
-            )
-        }
-        _ => panic!("not IP"),
-    };
-    let opts: Vec<TcpOptionElement> = t.options_iterator().map(|o| o.unwrap()).collect();
-    let mss = opts.iter().find_map(|o| match o {
-        TcpOptionElement::MaximumSegmentSize(m) => Some(*m),
-        _ => None,
-    });
-    let ws = opts.iter().find_map(|o| match o {
-        TcpOptionElement::WindowScale(w) => Some(*w),
-        _ => None,
-    });
-    assert_eq!(&f[0..6], &GUEST_MAC.0, "to the guest's MAC");
-    Some(Out {
-        src,
-        dst,
-        sport: t.source_port(),
-        dport: t.destination_port(),
-        seq: t.sequence_number(),
-        ack: t.acknowledgment_number(),
-        syn: t.syn(),
-        ackf: t.ack(),
-        fin: t.fin(),
-        rst: t.rst(),
-        psh: t.psh(),
-        win: t.window_size(),
-        mss,
-        ws,
-        opts,
-        payload: t.payload().to_vec(),
-    })
+    }
+
+    fn poll_timeout(core: &Core) -> Option<Instant> {
+        core.tcp.poll_timeout()
+    }
 }
 
 /// A guest segment.
@@ -259,24 +405,15 @@ impl G {
 
 use crate::wire::Mac;
 
-impl_clocked!(H, tcp);
-
 impl H {
     fn new(cfg: Config) -> H {
-        let mut cfg = cfg;
-        cfg.guest_mac = Some(GUEST_MAC);
-        H {
-            core: Core::new(cfg),
-            now: Instant::from_millis(1000),
-            socks: HashMap::new(),
-            actions: vec![],
-            frames: vec![],
+        let k = TcpKernel {
             slots: 0,
-            closed: vec![],
             dead: HashMap::new(),
             sndbuf: 1 << 20,
             metas: vec![],
-        }
+        };
+        Harness::with(cfg, k)
     }
 
     /// Feeds guest segments as one batch, then drains.
@@ -284,212 +421,10 @@ impl H {
         self.guest_raw(&segs.iter().map(G::build).collect::<Vec<_>>());
     }
 
-    fn guest_raw(&mut self, frames: &[Vec<u8>]) {
-        let buf = feed(&mut self.core, self.now, frames);
-        self.drain(&buf);
-    }
-
-    fn event(&mut self, sock: SockId, ev: SockEvent) {
-        self.core.handle_sock_event(self.now, sock, ev);
-        self.drain(&[]);
-    }
-
     /// Reports the fake socket's TCP_INFO as if the core had asked.
     fn report_info(&mut self, sock: SockId) {
-        self.carry_out(Action::QueryTcpInfo { sock }, &[]);
+        TcpKernel::carry_out(self, Action::QueryTcpInfo { sock }, &[]);
         self.drain(&[]);
-    }
-
-    fn poll_frames(&mut self) {
-        let mut tx = vec![0u8; 70000];
-        while let Some(n) = self.core.poll_frame(&mut tx) {
-            if let Some(o) = parse_out(&tx[..n]) {
-                self.frames.push(o);
-            }
-        }
-    }
-
-    fn drain(&mut self, buf: &[u8]) {
-        for _ in 0..10_000 {
-            let Some(a) = self.core.poll_action() else {
-                break;
-            };
-            self.actions.push(a);
-            self.carry_out(a, buf);
-        }
-        self.poll_frames();
-    }
-
-    fn carry_out(&mut self, a: Action, buf: &[u8]) {
-        let peek_offset = self.core.config().peek_offset;
-        match a {
-            Action::Open { sock, kind, .. } => {
-                self.socks.insert(
-                    sock,
-                    FakeSock {
-                        kind: Some(kind),
-                        sndbuf: self.sndbuf,
-                        ..FakeSock::default()
-                    },
-                );
-            }
-            Action::Connect { sock, addr } => {
-                self.socks.get_mut(&sock).unwrap().connect = Some(addr);
-            }
-            Action::SetInterest { sock, interest } => {
-                if let Some(s) = self.socks.get_mut(&sock) {
-                    s.interest = Some(interest);
-                }
-            }
-            Action::SetOption { sock, opt } => {
-                let s = self.socks.get_mut(&sock).expect("option on open socket");
-                match opt {
-                    SockOpt::PeekOffset(o) => s.peek_off = Some(o as usize),
-                    SockOpt::TcpMaxSeg(m) => s.mss = Some(m),
-                    SockOpt::ResetOnClose => s.linger_zero = true,
-                    _ => {}
-                }
-            }
-            Action::Send { sock, spans } => {
-                let data: Vec<u8> = self
-                    .core
-                    .spans(spans)
-                    .iter()
-                    .flat_map(|s: &Span| {
-                        buf[s.offset as usize..(s.offset + s.len) as usize].to_vec()
-                    })
-                    .collect();
-                let s = self.socks.get_mut(&sock).unwrap();
-                assert!(!s.shut_wr, "send after shutdown");
-                let free = s.sndbuf.saturating_sub(s.outq) as usize;
-                let room = s.send_room.unwrap_or(free).min(free);
-                let n = data.len().min(room);
-                s.written.extend_from_slice(&data[..n]);
-                s.outq += n as u32;
-                if let Some(r) = &mut s.send_room {
-                    *r -= n;
-                }
-                let r = if n == 0 && !data.is_empty() {
-                    Err(Errno::EAGAIN)
-                } else {
-                    Ok(n)
-                };
-                let space = SendSpace {
-                    sndbuf: s.sndbuf,
-                    queued: s.outq,
-                };
-                self.core.handle_sock_event(
-                    self.now,
-                    sock,
-                    SockEvent::StreamSent { sent: r, space },
-                );
-            }
-            Action::QuerySendSpace { sock } => {
-                let s = &self.socks[&sock];
-                let space = SendSpace {
-                    sndbuf: s.sndbuf,
-                    queued: s.outq,
-                };
-                self.core
-                    .handle_sock_event(self.now, sock, SockEvent::SendSpace(space));
-            }
-            Action::QueryTcpInfo { sock } => {
-                let s = &self.socks[&sock];
-                let info = TcpInfo {
-                    sndbuf: s.sndbuf,
-                    queued: s.outq,
-                    snd_mss: 1460,
-                    min_rtt_us: s.min_rtt_us,
-                    snd_wnd: 65535,
-                    ..TcpInfo::default()
-                };
-                self.core
-                    .handle_sock_event(self.now, sock, SockEvent::TcpInfo(info));
-            }
-            Action::Peek {
-                sock,
-                skip,
-                len,
-                mss,
-                room,
-            } => {
-                self.poll_frames();
-                let s = self.socks.get_mut(&sock).unwrap();
-                let start = if peek_offset {
-                    assert_eq!(skip, 0);
-                    s.peek_off.expect("SO_PEEK_OFF set before the first peek")
-                } else {
-                    assert!(s.peek_off.is_none());
-                    skip as usize
-                };
-                let nslots = 64;
-                let mut bufs: Vec<Vec<u8>> = (0..nslots)
-                    .map(|_| vec![0u8; room as usize + mss as usize])
-                    .collect();
-                let avail = s.rx.len().saturating_sub(start);
-                let n = avail.min(len as usize).min(nslots * mss as usize);
-                let r = if let Some(e) = s.peek_err {
-                    Err(e)
-                } else if n == 0 && s.eof {
-                    Ok(0)
-                } else if n == 0 {
-                    Err(Errno::EAGAIN)
-                } else {
-                    let data = &s.rx[start..start + n];
-                    for (i, chunk) in data.chunks(mss as usize).enumerate() {
-                        bufs[i][room as usize..room as usize + chunk.len()].copy_from_slice(chunk);
-                    }
-                    if let Some(o) = &mut s.peek_off {
-                        *o += n;
-                    }
-                    Ok(n)
-                };
-                let mut slots: Vec<TxSlot<'_>> = bufs
-                    .iter_mut()
-                    .map(|b| TxSlot::new(b.as_mut_slice()))
-                    .collect();
-                let k = self.core.handle_peeked(self.now, sock, r, &mut slots);
-                let mut seen = 0;
-                for sl in &mut slots {
-                    if sl.frame_len > 0 {
-                        seen += 1;
-                        if let Csum::Partial { start, offset } = sl.meta.csum {
-                            // Completed as the link would: the sum from
-                            // `start` on, over the pseudo-header's.
-                            let (st, at) = (usize::from(start), usize::from(start + offset));
-                            let sum = crate::wire::checksum::Sum::new()
-                                .add(&sl.buf[st..sl.frame_len])
-                                .finish();
-                            sl.buf[at..at + 2].copy_from_slice(&sum.to_be_bytes());
-                        }
-                        self.metas.push(sl.meta);
-                        self.frames
-                            .push(parse_out(&sl.buf[..sl.frame_len]).unwrap());
-                    }
-                }
-                assert_eq!(seen, k);
-                self.slots += k;
-            }
-            Action::Consume { sock, len } => {
-                let s = self.socks.get_mut(&sock).unwrap();
-                assert!(len as usize <= s.rx.len(), "consume beyond data");
-                s.rx.drain(..len as usize);
-                if let Some(o) = &mut s.peek_off {
-                    *o = o.saturating_sub(len as usize);
-                }
-            }
-            Action::ShutdownWrite { sock } => {
-                self.socks.get_mut(&sock).unwrap().shut_wr = true;
-            }
-            Action::Close { sock } => {
-                if let Some(s) = self.socks.remove(&sock) {
-                    self.dead.insert(sock, s);
-                }
-                self.closed.push(sock);
-            }
-            Action::Accept { .. } | Action::Bind { .. } | Action::Listen { .. } => {}
-            _ => {}
-        }
     }
 
     /// A host peer connects to `listener`: the core asks to accept, and
@@ -501,7 +436,7 @@ impl H {
             panic!("{acts:?}")
         };
         assert_eq!(l, listener);
-        let sndbuf = self.sndbuf;
+        let sndbuf = self.k.sndbuf;
         self.socks.insert(
             sock,
             FakeSock {
@@ -511,14 +446,6 @@ impl H {
             },
         );
         sock
-    }
-
-    fn take_frames(&mut self) -> Vec<Out> {
-        std::mem::take(&mut self.frames)
-    }
-
-    fn take_actions(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
     }
 
     fn only_sock(&self) -> SockId {
@@ -553,6 +480,19 @@ struct Conn {
     their: u32,
 }
 
+impl Conn {
+    /// A guest segment at `seq` that acknowledges everything from us.
+    fn seg(&self, seq: u32) -> G {
+        self.g.clone().seq(seq).ack(self.our)
+    }
+
+    /// The host peer closes its side: the socket reads end of stream.
+    fn host_fin(&mut self) {
+        self.h.sock(self.sock).eof = true;
+        self.h.event(self.sock, SockEvent::ReadHangUp);
+    }
+}
+
 const GISN: u32 = 0xffff_fff0; // wraps soon after the handshake
 
 fn connect(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>) -> Conn {
@@ -561,7 +501,7 @@ fn connect(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>) -> Conn {
 
 fn connect_sndbuf(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>, sndbuf: u32) -> Conn {
     let mut h = H::new(cfg);
-    h.sndbuf = sndbuf;
+    h.k.sndbuf = sndbuf;
     let g = G::new(src, dst, 40000, 80);
     let mut opts = vec![TcpOptionElement::MaximumSegmentSize(1460)];
     if let Some(w) = ws {
@@ -596,6 +536,11 @@ fn connect_sndbuf(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>, sndbuf:
 
 fn connect4() -> Conn {
     connect(capture_config(), v4(GUEST4), v4(PEER4), Some(7))
+}
+
+/// [`connect4`] without window scaling.
+fn connect4_unscaled() -> Conn {
+    connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0))
 }
 
 fn inbound_cfg() -> Config {

@@ -9,7 +9,7 @@ use super::*;
 /// so its segments go from port 80 to 40000.
 fn accept_conn(cfg: Config, sndbuf: u32) -> Conn {
     let mut h = H::new(cfg);
-    h.sndbuf = sndbuf;
+    h.k.sndbuf = sndbuf;
     h.core.start(h.now);
     h.drain(&[]);
     h.take_actions();
@@ -95,7 +95,7 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
     let written = |h: &H| -> Vec<u8> {
         h.socks
             .get(&c.sock)
-            .or_else(|| h.dead.get(&c.sock))
+            .or_else(|| h.k.dead.get(&c.sock))
             .map(|s| s.written.clone())
             .unwrap_or_default()
     };
@@ -213,12 +213,11 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
             } else {
                 (r.below(1460) as u32 + 1).min(limit - g_nxt)
             };
-            let mut seg =
-                c.g.clone()
-                    .seq(g_isn.wrapping_add(g_nxt))
-                    .ack(ack)
-                    .win(guest_win)
-                    .data(&up[g_nxt as usize..(g_nxt + len) as usize]);
+            let mut seg = c
+                .seg(g_isn.wrapping_add(g_nxt))
+                .ack(ack)
+                .win(guest_win)
+                .data(&up[g_nxt as usize..(g_nxt + len) as usize]);
             g_nxt += len;
             if g_nxt == up_len {
                 seg = seg.fin();
@@ -237,15 +236,14 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
         if segs.is_empty() && peer_wnd == 0 && g_nxt < up_len && stuck % 8 == 7 {
             // Zero-window probe, as Linux sends it: one before the next byte.
             segs.push(
-                c.g.clone()
-                    .seq(g_isn.wrapping_add(g_una).wrapping_sub(1))
+                c.seg(g_isn.wrapping_add(g_una).wrapping_sub(1))
                     .ack(ack)
                     .win(guest_win),
             );
         }
         if segs.is_empty() && (need_ack || r.chance(10)) {
             let seqno = g_isn.wrapping_add(g_nxt.min(up_len + u32::from(g_una > up_len)));
-            segs.push(c.g.clone().seq(seqno).ack(ack).win(guest_win));
+            segs.push(c.seg(seqno).ack(ack).win(guest_win));
         }
         if !segs.is_empty() {
             c.h.guest(&segs);
@@ -268,7 +266,7 @@ fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
     );
     assert!(got_fin, "no FIN from the host side");
     assert!(
-        c.h.dead.get(&c.sock).is_some_and(|s| s.shut_wr),
+        c.h.k.dead.get(&c.sock).is_some_and(|s| s.shut_wr),
         "no shutdown"
     );
     assert_eq!(c.h.core.flow_count(), 0);

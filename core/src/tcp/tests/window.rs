@@ -5,16 +5,15 @@ use super::*;
 
 #[test]
 fn probe_of_closed_window_gets_fresh_window() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     c.h.sock(c.sock).sndbuf = 4096;
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[1; 4096])]);
-    c.h.run_for(10);
-    let f = c.h.take_frames();
+    c.h.guest(&[c.seg(c.their).data(&[1; 4096])]);
+    let f = c.h.frames_after(10);
     assert_eq!(f.last().unwrap().win, 0, "window closed");
     // The socket drains without an event reaching us; the guest probes.
     c.h.sock(c.sock).outq = 0;
     let next = c.their.wrapping_add(4096);
-    c.h.guest(&[c.g.clone().seq(next.wrapping_sub(1)).ack(c.our)]);
+    c.h.guest(&[c.seg(next.wrapping_sub(1))]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].ack, next);
@@ -23,16 +22,14 @@ fn probe_of_closed_window_gets_fresh_window() {
 
 #[test]
 fn closed_window_is_polled_without_writable() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
+    let mut c = connect4_unscaled();
     c.h.sock(c.sock).sndbuf = 4096;
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[1; 4096])]);
-    c.h.run_for(10);
-    assert_eq!(c.h.take_frames().last().unwrap().win, 0);
+    c.h.guest(&[c.seg(c.their).data(&[1; 4096])]);
+    assert_eq!(c.h.frames_after(10).last().unwrap().win, 0);
     // The socket drains but no EPOLLOUT is reported: the window reopens
     // within one poll interval anyway.
     c.h.sock(c.sock).outq = 0;
-    c.h.run_for(WINDOW_POLL.as_millis() as u64 + 1);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(WINDOW_POLL.as_millis() as u64 + 1);
     assert_eq!(f.len(), 1);
     assert_eq!(u32::from(f[0].win) << MAX_WS, 4096 - 256);
     // Once open, no more polling.
@@ -57,7 +54,7 @@ fn set_interests(h: &mut H) -> usize {
 fn writable_with_full_buffer_changes_no_interest() {
     let mut c = connect_sndbuf(capture_config(), v4(GUEST4), v4(PEER4), Some(7), 8192);
     // The guest fills the send buffer: writable interest.
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[3u8; 8192])]);
+    c.h.guest(&[c.seg(c.their).data(&[3u8; 8192])]);
     let i = c.h.sock(c.sock).interest.unwrap();
     assert!(i.writable && i.edge);
     c.h.take_actions();
@@ -78,8 +75,8 @@ fn writable_with_full_buffer_changes_no_interest() {
 
 #[test]
 fn bulk_to_guest_settles_on_one_interest() {
-    let mut c = connect(capture_config(), v4(GUEST4), v4(PEER4), Some(0));
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).win(4380)]);
+    let mut c = connect4_unscaled();
+    c.h.guest(&[c.seg(c.their).win(4380)]);
     c.h.sock(c.sock).rx = vec![1u8; 100_000];
     c.h.event(c.sock, SockEvent::Readable);
     assert_eq!(c.h.take_frames().len(), 3);
@@ -87,12 +84,7 @@ fn bulk_to_guest_settles_on_one_interest() {
     let mut acked = 0u32;
     for _ in 0..10 {
         acked += 1460;
-        c.h.guest(&[c
-            .g
-            .clone()
-            .seq(c.their)
-            .ack(c.our.wrapping_add(acked))
-            .win(4380)]);
+        c.h.guest(&[c.seg(c.their).ack(c.our.wrapping_add(acked)).win(4380)]);
         assert_eq!(c.h.take_frames().len(), 1);
         assert_eq!(set_interests(&mut c.h), 0, "interest churn on an ACK");
         c.h.event(c.sock, SockEvent::Readable);
@@ -104,13 +96,13 @@ fn bulk_to_guest_settles_on_one_interest() {
 fn window_closed_after_partial_write_until_writable() {
     let mut c = connect4();
     c.h.sock(c.sock).send_room = Some(1000);
-    c.h.guest(&[c.g.clone().seq(c.their).ack(c.our).data(&[1u8; 1460])]);
+    c.h.guest(&[c.seg(c.their).data(&[1u8; 1460])]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1);
     assert_eq!((f[0].ack, f[0].win), (c.their.wrapping_add(1000), 0));
     // A probe of the closed window: still closed (TCP_INFO alone does not
     // reopen it).
-    c.h.guest(&[c.g.clone().seq(c.their.wrapping_add(999)).ack(c.our)]);
+    c.h.guest(&[c.seg(c.their.wrapping_add(999))]);
     let f = c.h.take_frames();
     assert_eq!(f.last().unwrap().win, 0);
     // EPOLLOUT: the window opens.
@@ -121,18 +113,12 @@ fn window_closed_after_partial_write_until_writable() {
     assert!(f[0].win > 0);
     // Without EPOLLOUT, the next poll of the closed window reopens it.
     c.h.sock(c.sock).send_room = Some(0);
-    c.h.guest(&[c
-        .g
-        .clone()
-        .seq(c.their.wrapping_add(1000))
-        .ack(c.our)
-        .data(&[2u8; 100])]);
+    c.h.guest(&[c.seg(c.their.wrapping_add(1000)).data(&[2u8; 100])]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 1, "closed window announced at once");
     assert_eq!((f[0].ack, f[0].win), (c.their.wrapping_add(1000), 0));
     c.h.sock(c.sock).send_room = None;
-    c.h.run_for(150);
-    assert!(c.h.take_frames().last().unwrap().win > 0);
+    assert!(c.h.frames_after(150).last().unwrap().win > 0);
 }
 
 #[test]
@@ -140,21 +126,18 @@ fn half_the_window_used_is_acknowledged_at_once() {
     // A remote peer and a large send buffer: ACKs are normally deferred.
     let mut c = connect_sndbuf(capture_config(), v4(GUEST4), v4(PEER4), Some(7), 200_000);
     let mut their = c.their;
-    let small = c.g.clone().seq(their).ack(c.our).data(&[1u8; 1460]);
+    let small = c.seg(their).data(&[1u8; 1460]);
     their = their.wrapping_add(1460);
     c.h.guest(&[small]);
     assert!(c.h.take_frames().is_empty(), "small write: ACK deferred");
-    c.h.run_for(10);
-    let f = c.h.take_frames();
+    let f = c.h.frames_after(10);
     let wnd = u32::from(f[0].win) << 8;
     assert!(wnd > 100_000);
     // More than half of it in one batch: ACK at once.
     let n = (wnd / 2 / 1460 + 1) as usize;
     let segs: Vec<G> = (0..n)
         .map(|i| {
-            c.g.clone()
-                .seq(their.wrapping_add(i as u32 * 1460))
-                .ack(c.our)
+            c.seg(their.wrapping_add(i as u32 * 1460))
                 .data(&[2u8; 1460])
         })
         .collect();

@@ -77,8 +77,7 @@ fn echo_flows_expire_after_60s_without_requests() {
     h.run_for(2);
     assert_eq!(h.core.flow_count(), 1);
     h.run_for(30_000);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
 }
 
 #[test]
@@ -112,10 +111,9 @@ fn other_icmp_is_dropped_and_counted_not_translated() {
 #[test]
 fn refused_ping_sockets_drop_and_count() {
     let mut h = H::new(capture_config());
-    h.no_ping = true;
+    h.k.no_ping = true;
     h.guest(&[ping(IpAddr::V4(GUEST4), IpAddr::V4(PEER4), 1, 1, b"")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 1);
     assert!(h.core.udp.ping_warned);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
 }

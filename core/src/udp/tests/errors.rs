@@ -79,8 +79,7 @@ fn port_unreachable_quotes_the_guests_datagram_both_families() {
     let mut h = H::new(capture_config());
     for (g, p) in both_families() {
         let v6 = p.is_ipv6();
-        h.guest(&[udp(g, p, 40000, 7, b"0123456789abcdefXYZ")]);
-        let s = h.sock_to(sa(p, 7));
+        let s = h.flow_to(g, p, 40000, 7, b"0123456789abcdefXYZ");
         let (t, c) = if v6 { (1, 4) } else { (3, 3) };
         let e = IcmpError::new(
             Errno::ECONNREFUSED,
@@ -121,45 +120,63 @@ fn port_unreachable_quotes_the_guests_datagram_both_families() {
     assert_eq!(h.core.udp_stats().sock_errors, 2);
 }
 
+/// Per family: an error from a router on the path (time exceeded,
+/// unreachable) keeps the router as its source; "fragmentation needed" and
+/// "packet too big" keep the next-hop MTU in their last bytes.
 #[test]
 fn time_exceeded_comes_from_the_router_and_mtu_is_kept() {
     let mut h = H::new(capture_config());
-    let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
-    h.guest(&[udp(g, p, 33434, 33435, b"probe")]);
-    let s = h.sock_to(sa(p, 33435));
-    let router = Ipv4Addr::new(198, 51, 100, 1);
-    let e = IcmpError::new(
-        Errno::EHOSTUNREACH,
-        false,
-        (11, 0, 0),
-        Some(sa(router, 0)),
-        b"probe",
+    // Guest, peer, router, IPv6, the router's error (type, code), where the
+    // quoted payload starts, and the MTU error (type, code, MTU) with the
+    // payload it quotes.
+    type Case = (
+        IpAddr,
+        IpAddr,
+        IpAddr,
+        bool,
+        (u8, u8),
+        usize,
+        (u8, u8, u32),
+        &'static [u8],
     );
-    let (src, ty, code, _, quoted) = parse_err(&report(&mut h, s, e)[0]);
-    assert_eq!((src, ty, code), (IpAddr::V4(router), 11, 0));
-    assert_eq!(&quoted[28..], b"probe");
-    // Fragmentation needed: the next-hop MTU in the last two bytes.
-    let e = IcmpError::new(Errno(90), false, (3, 4, 1400), Some(sa(router, 0)), b"big");
-    let (_, ty, code, rest, _) = parse_err(&report(&mut h, s, e)[0]);
-    assert_eq!((ty, code, rest), (3, 4, [0, 0, 0x05, 0x78]));
-    // IPv6: time exceeded from a router, packet too big with its MTU.
-    let (g6, p6) = (IpAddr::V6(g6()), IpAddr::V6(p6()));
-    h.guest(&[udp(g6, p6, 33434, 33435, b"probe")]);
-    let s6 = h.sock_to(sa(p6, 33435));
-    let r6: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
-    let e = IcmpError::new(
-        Errno::EHOSTUNREACH,
-        true,
-        (3, 0, 0),
-        Some(sa(r6, 0)),
-        b"probe",
-    );
-    let (src, ty, code, _, quoted) = parse_err(&report(&mut h, s6, e)[0]);
-    assert_eq!((src, ty, code), (IpAddr::V6(r6), 3, 0));
-    assert_eq!(&quoted[48..], b"probe");
-    let e = IcmpError::new(Errno(90), true, (2, 0, 1280), Some(sa(r6, 0)), b"x");
-    let (_, ty, _, rest, _) = parse_err(&report(&mut h, s6, e)[0]);
-    assert_eq!((ty, rest), (2, 1280u32.to_be_bytes()));
+    let cases: [Case; 2] = [
+        (
+            GUEST4.into(),
+            PEER4.into(),
+            Ipv4Addr::new(198, 51, 100, 1).into(),
+            false,
+            (11, 0),
+            28,
+            (3, 4, 1400),
+            b"big",
+        ),
+        (
+            g6().into(),
+            p6().into(),
+            "2001:db8:1::1".parse().unwrap(),
+            true,
+            (3, 0),
+            48,
+            (2, 0, 1280),
+            b"x",
+        ),
+    ];
+    for (g, p, router, v6, (ty0, code0), quote_at, (ty1, code1, mtu), big) in cases {
+        let s = h.flow_to(g, p, 33434, 33435, b"probe");
+        let e = IcmpError::new(
+            Errno::EHOSTUNREACH,
+            v6,
+            (ty0, code0, 0),
+            Some(sa(router, 0)),
+            b"probe",
+        );
+        let (src, ty, code, _, quoted) = parse_err(&report(&mut h, s, e)[0]);
+        assert_eq!((src, ty, code), (router, ty0, code0));
+        assert_eq!(&quoted[quote_at..], b"probe");
+        let e = IcmpError::new(Errno(90), v6, (ty1, code1, mtu), Some(sa(router, 0)), big);
+        let (_, ty, code, rest, _) = parse_err(&report(&mut h, s, e)[0]);
+        assert_eq!((ty, code, rest), (ty1, code1, mtu.to_be_bytes()));
+    }
     assert_eq!(h.core.udp_stats().icmp_relayed, 4);
 }
 
@@ -167,8 +184,7 @@ fn time_exceeded_comes_from_the_router_and_mtu_is_kept() {
 fn errors_from_the_hosts_own_addresses_appear_as_the_guest_sees_them() {
     let mut h = H::new(capture_config());
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
-    h.guest(&[udp(g, p, 40000, 7, b"x")]);
-    let s = h.sock_to(sa(p, 7));
+    let s = h.flow_to(g, p, 40000, 7, b"x");
     // A loopback sender is the host itself: the guest sees our address, as
     // for a datagram from it.
     let lo = IcmpError::new(

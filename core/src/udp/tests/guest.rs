@@ -45,8 +45,7 @@ fn guest_flow_keeps_source_port_and_batches_per_flow() {
 fn replies_are_framed_in_the_slots_both_families() {
     let mut h = H::new(capture_config());
     for (g, p) in both_families() {
-        h.guest(&[udp(g, p, 40000, 7, b"ping")]);
-        let s = h.sock_to(sa(p, 7));
+        let s = h.flow_to(g, p, 40000, 7, b"ping");
         if p.is_ipv6() {
             assert_eq!(
                 h.socks[&s].bind.unwrap().0,
@@ -80,8 +79,7 @@ fn replies_are_framed_in_the_slots_both_families() {
 fn datagrams_from_other_peers_or_too_large_are_dropped() {
     let mut h = H::new(capture_config());
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
-    h.guest(&[udp(g, p, 40000, 7, b"x")]);
-    let s = h.sock_to(sa(p, 7));
+    let s = h.flow_to(g, p, 40000, 7, b"x");
     h.host(s, sa(PEER4, 8), b"wrong port");
     h.host(s, sa(Ipv4Addr::new(192, 0, 2, 81), 7), b"wrong host");
     assert!(h.take_frames().is_empty());
@@ -106,12 +104,11 @@ fn datagrams_from_other_peers_or_too_large_are_dropped() {
 #[test]
 fn bind_failure_drops_and_counts() {
     let mut h = H::new(capture_config());
-    h.busy_ports.insert(40000);
+    h.k.busy_ports.insert(40000);
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
     h.guest(&[udp(g, p, 40000, 7, b"a"), udp(g, p, 40000, 7, b"b")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 2);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     // Another port works.
     h.guest(&[udp(g, p, 40002, 7, b"c")]);
     assert_eq!(h.core.flow_count(), 1);
@@ -121,7 +118,7 @@ fn bind_failure_drops_and_counts() {
 fn partial_and_failed_sends_are_counted_fatal_errors_end_the_flow() {
     let mut h = H::new(capture_config());
     let (g, p) = (IpAddr::V4(GUEST4), IpAddr::V4(PEER4));
-    h.send_limit = Some(1);
+    h.k.send_limit = Some(1);
     h.guest(&[udp(g, p, 40000, 7, b"a"), udp(g, p, 40000, 7, b"b")]);
     assert_eq!(h.dropped(DropReason::DgramSocketFailed), 1);
     let s = h.sock_to(sa(p, 7));
@@ -133,8 +130,7 @@ fn partial_and_failed_sends_are_counted_fatal_errors_end_the_flow() {
     assert_eq!(h.core.flow_count(), 1);
     assert_eq!(h.core.udp_stats().sock_errors, 3);
     h.event(s, SockEvent::Error(Errno::EBADF));
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert_eq!(h.closed, vec![s]);
     // Events for the old id are ignored.
     h.event(s, SockEvent::Readable);
@@ -264,8 +260,7 @@ fn dns_host_peers_are_not_translated_back_unless_remapped() {
     // replies come from that address.
     let g = IpAddr::V4(GUEST4);
     let host = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53));
-    h.guest(&[udp(g, host, 33334, 53, b"direct")]);
-    let s = h.sock_to(sa(host, 53));
+    let s = h.flow_to(g, host, 33334, 53, b"direct");
     h.host(s, sa(host, 53), b"a");
     assert_eq!(h.take_frames()[0].src, host);
 }
@@ -349,8 +344,7 @@ fn udp_flows_expire_after_180s_idle_active_ones_stay() {
     h.run_for(99_000);
     assert_eq!(h.core.flow_count(), 1);
     h.run_for(2_000);
-    assert_eq!(h.core.flow_count(), 0);
-    assert_eq!(h.core.socket_count(), 0);
+    h.assert_empty();
     assert_eq!(h.core.udp_stats().timeouts, 2);
     assert!(h.socks.is_empty());
     assert_eq!(h.core.poll_timeout(), None);

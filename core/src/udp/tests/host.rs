@@ -114,7 +114,7 @@ fn forwarded_flow_whose_socket_fails_loses_nothing_queued() {
     let mut h = H::new(cfg_fwd("7100"));
     let l = listener(&h);
     // The flow's own socket cannot bind (the listener's port is taken now).
-    h.busy_ports.insert(7100);
+    h.k.busy_ports.insert(7100);
     h.host(l, sa(p6(), 4000), b"first");
     let f = h.take_frames();
     assert_eq!(f.len(), 1, "the datagram still reaches the guest");
@@ -122,7 +122,7 @@ fn forwarded_flow_whose_socket_fails_loses_nothing_queued() {
     assert_eq!(h.core.socket_count(), 1, "only the listener");
     assert_eq!(h.core.counters().dropped_total(), 0);
     // The next datagram from that peer tries again.
-    h.busy_ports.clear();
+    h.k.busy_ports.clear();
     h.host(l, sa(p6(), 4000), b"second");
     assert_eq!(h.take_frames().len(), 1);
     assert_eq!(h.core.flow_count(), 1);

@@ -126,14 +126,11 @@ fn splice_settings_and_outbound_forwards() {
     assert!(!c.core.splice);
     assert!(c.core.forwards.is_empty(), "no -T without splicing");
     assert!(!cfg(Mode::Passt, &[], &h, "").core.splice);
-    let e = build(
+    let e = refused(
         Mode::Pasta,
-        &opts(Mode::Pasta, &["--no-splice", "--host-lo-to-ns-lo", "1234"]),
+        &["--no-splice", "--host-lo-to-ns-lo", "1234"],
         &h,
-        &parse_resolv(""),
-    )
-    .map(|_| ())
-    .expect_err("refused");
+    );
     assert!(e.contains("--host-lo-to-ns-lo"), "{e}");
 }
 
@@ -163,29 +160,124 @@ fn splice_only_settings() {
         .any(|f| f.netns == passt_core::Netns::Guest && f.first == 53));
     let c = cfg(Mode::Pasta, &["1234"], &h, "");
     assert!(!c.splice_only && !c.core.splice_only && c.core.features.icmp);
-    let e = build(
-        Mode::Pasta,
-        &opts(Mode::Pasta, &["--splice-only", "--no-splice", "1234"]),
-        &h,
-        &parse_resolv(""),
-    )
-    .map(|_| ())
-    .expect_err("refused");
+    let e = refused(Mode::Pasta, &["--splice-only", "--no-splice", "1234"], &h);
     assert!(e.contains("--splice-only"), "{e}");
 }
 
+/// An IPv4 DNS case: mode, options and resolv.conf, then what the guest
+/// is told: the nameservers advertised, the address whose queries are
+/// redirected (`dns_match`), and where they go (`dns_host`).
+type Dns4Case = (
+    Mode,
+    &'static [&'static str],
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// The IPv4 DNS rules case by case: loopback resolvers, mapping off,
+/// --map-host-loopback, the gateway as resolver, -D none, --dns-forward,
+/// --dns-host, several resolvers.
 #[test]
-// Over 100 lines on purpose: the DNS rules case by case (loopback
-// resolvers, scoped addresses, -D, --dns-forward, --dns-host, none), each
-// a resolv.conf and a few assertions.
+fn dns_rules_ipv4() {
+    let lo = "nameserver 127.0.0.53\n";
+    let cases: &[Dns4Case] = &[
+        // systemd-resolved: advertise the gateway, redirect to the stub.
+        (Mode::Passt, &[], lo, &["192.0.2.1"], Some("192.0.2.1"), Some("127.0.0.53")),
+        // Mapping off, but --dns-forward (Podman's defaults): the stub is
+        // reached through the forwarding address, which is advertised.
+        (
+            Mode::Passt,
+            &["--no-map-gw", "--dns-forward", "169.254.1.1"],
+            lo,
+            &["169.254.1.1"],
+            Some("169.254.1.1"),
+            Some("127.0.0.53"),
+        ),
+        // Mapping off: loopback resolvers can't be used.
+        (Mode::Passt, &["--no-map-gw"], lo, &[], None, Some("127.0.0.53")),
+        // Explicit mapping address.
+        (
+            Mode::Passt,
+            &["--map-host-loopback", "192.0.2.99"],
+            "nameserver 127.0.0.1\n",
+            &["192.0.2.99"],
+            Some("192.0.2.99"),
+            Some("127.0.0.1"),
+        ),
+        // The resolver is the gateway.
+        (
+            Mode::Passt,
+            &[],
+            "nameserver 192.0.2.1\n",
+            &["192.0.2.1"],
+            Some("192.0.2.1"),
+            Some("192.0.2.1"),
+        ),
+        // -D none: nothing at all.
+        (Mode::Passt, &["-D", "none", "--dns-forward", "192.0.2.53"], lo, &[], None, None),
+        // --dns-forward, host resolver from resolv.conf or --dns-host.
+        (
+            Mode::Pasta,
+            &["--dns-forward", "169.254.1.1"],
+            "nameserver 198.51.100.1\nnameserver 198.51.100.2\n",
+            &["198.51.100.1", "198.51.100.2"],
+            Some("169.254.1.1"),
+            Some("198.51.100.1"),
+        ),
+        (
+            Mode::Pasta,
+            &["--dns-forward", "169.254.1.1", "--dns-host", "198.51.100.9"],
+            lo,
+            &["169.254.1.1"],
+            Some("169.254.1.1"),
+            Some("198.51.100.9"),
+        ),
+        // A remote resolver first, then a loopback one: both reachable, the
+        // redirection goes to the first one.
+        (
+            Mode::Passt,
+            &[],
+            "nameserver 198.51.100.1\nnameserver 127.0.0.53\nnameserver 127.0.0.54\n",
+            &["198.51.100.1", "192.0.2.1"],
+            Some("192.0.2.1"),
+            Some("198.51.100.1"),
+        ),
+        // With --dns-forward, a loopback resolver is advertised as the
+        // forwarding address.
+        (
+            Mode::Passt,
+            &["--dns-forward", "192.0.2.53"],
+            "nameserver 127.0.0.53\nnameserver 198.51.100.1\n",
+            &["192.0.2.53", "198.51.100.1"],
+            Some("192.0.2.53"),
+            Some("127.0.0.53"),
+        ),
+        // Many resolvers: three advertised.
+        (
+            Mode::Passt,
+            &[],
+            "nameserver 198.51.100.1\nnameserver 198.51.100.2\nnameserver 198.51.100.3\nnameserver 198.51.100.4\n",
+            &["198.51.100.1", "198.51.100.2", "198.51.100.3"],
+            None,
+            Some("198.51.100.1"),
+        ),
+    ];
+    for &(mode, args, resolv, dns, dns_match, dns_host) in cases {
+        let ip4 = cfg(mode, args, &host(), resolv).core.ip4.unwrap();
+        let want: Vec<Ipv4Addr> = dns.iter().map(|a| v4(a)).collect();
+        assert_eq!(ip4.dns.as_slice(), &want[..], "{args:?} {resolv:?}");
+        assert_eq!(ip4.dns_match, dns_match.map(v4), "{args:?} {resolv:?}");
+        assert_eq!(ip4.dns_host, dns_host.map(v4), "{args:?} {resolv:?}");
+    }
+}
+
+/// The rest of the DNS rules: IPv6 and scoped resolvers, warnings, the
+/// mapping address, -D verbatim.
+#[test]
 fn dns_rules() {
     let h = host();
-    // systemd-resolved: advertise the gateway, redirect to the stub.
-    let c = cfg(Mode::Passt, &[], &h, "nameserver 127.0.0.53\n");
-    let ip4 = c.core.ip4.unwrap();
-    assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(192, 0, 2, 1)]);
-    assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 1)));
-    assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
     // IPv6 loopback resolver.
     let c = cfg(Mode::Passt, &[], &h, "nameserver ::1\n");
     let ip6 = c.core.ip6.unwrap();
@@ -202,24 +294,13 @@ fn dns_rules() {
         c.core.ip6.unwrap().dns.as_slice(),
         &["fe80::53".parse::<Ipv6Addr>().unwrap()]
     );
-    // Mapping off, but --dns-forward (Podman's defaults): the stub is
-    // reached through the forwarding address, which is advertised.
-    let c = cfg(
-        Mode::Passt,
-        &["--no-map-gw", "--dns-forward", "169.254.1.1"],
-        &h,
-        "nameserver 127.0.0.53\n",
-    );
-    let ip4 = c.core.ip4.unwrap();
-    assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(169, 254, 1, 1)]);
-    assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(169, 254, 1, 1)));
-    assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
+    // A loopback resolver without mapping: warned about, unless
+    // --dns-forward reaches it.
+    let lo = "nameserver 127.0.0.53\n";
+    let forward = ["--no-map-gw", "--dns-forward", "169.254.1.1"];
+    let c = cfg(Mode::Passt, &forward, &h, lo);
     assert!(!c.warnings.iter().any(|w| w.contains("nameserver")));
-    // Mapping off: loopback resolvers can't be used.
-    let c = cfg(Mode::Passt, &["--no-map-gw"], &h, "nameserver 127.0.0.53\n");
-    let ip4 = c.core.ip4.unwrap();
-    assert!(ip4.dns.is_empty());
-    assert_eq!(ip4.dns_match, None);
+    let c = cfg(Mode::Passt, &["--no-map-gw"], &h, lo);
     assert!(c.warnings.iter().any(|w| w.contains("nameserver")));
     // Explicit mapping address.
     let c = cfg(
@@ -229,22 +310,7 @@ fn dns_rules() {
         "nameserver 127.0.0.1\n",
     );
     let ip4 = c.core.ip4.unwrap();
-    assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(192, 0, 2, 99)]);
     assert_eq!(ip4.map_host_loopback, Some(Ipv4Addr::new(192, 0, 2, 99)));
-    // The resolver is the gateway.
-    let c = cfg(Mode::Passt, &[], &h, "nameserver 192.0.2.1\n");
-    let ip4 = c.core.ip4.unwrap();
-    assert_eq!(ip4.dns.as_slice(), &[Ipv4Addr::new(192, 0, 2, 1)]);
-    assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 1)));
-    // -D none: nothing at all.
-    let c = cfg(
-        Mode::Passt,
-        &["-D", "none", "--dns-forward", "192.0.2.53"],
-        &h,
-        "nameserver 127.0.0.53\n",
-    );
-    let ip4 = c.core.ip4.unwrap();
-    assert!(ip4.dns.is_empty() && ip4.dns_match.is_none() && ip4.dns_host.is_none());
     // -D verbatim, up to 3.
     let c = cfg(
         Mode::Passt,
@@ -270,58 +336,6 @@ fn dns_rules() {
         c.core.ip6.unwrap().dns.as_slice(),
         &["2001:db8::53".parse::<Ipv6Addr>().unwrap()]
     );
-    // --dns-forward, host resolver from resolv.conf or --dns-host.
-    let c = cfg(
-        Mode::Pasta,
-        &["--dns-forward", "169.254.1.1"],
-        &h,
-        "nameserver 198.51.100.1\nnameserver 198.51.100.2\n",
-    );
-    let ip4 = c.core.ip4.unwrap();
-    assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(169, 254, 1, 1)));
-    assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(198, 51, 100, 1)));
-    let c = cfg(
-        Mode::Pasta,
-        &["--dns-forward", "169.254.1.1", "--dns-host", "198.51.100.9"],
-        &h,
-        "nameserver 127.0.0.53\n",
-    );
-    let ip4 = c.core.ip4.unwrap();
-    assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(169, 254, 1, 1)));
-    assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(198, 51, 100, 9)));
-    // A remote resolver first, then a loopback one: both reachable, the
-    // redirection goes to the first one.
-    let c = cfg(
-        Mode::Passt,
-        &[],
-        &h,
-        "nameserver 198.51.100.1\nnameserver 127.0.0.53\nnameserver 127.0.0.54\n",
-    );
-    let ip4 = c.core.ip4.unwrap();
-    assert_eq!(
-        ip4.dns.as_slice(),
-        &[Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(192, 0, 2, 1)]
-    );
-    assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 1)));
-    assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(198, 51, 100, 1)));
-    // With --dns-forward, a loopback resolver is advertised as the
-    // forwarding address.
-    let c = cfg(
-        Mode::Passt,
-        &["--dns-forward", "192.0.2.53"],
-        &h,
-        "nameserver 127.0.0.53\nnameserver 198.51.100.1\n",
-    );
-    let ip4 = c.core.ip4.unwrap();
-    assert_eq!(
-        ip4.dns.as_slice(),
-        &[Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(198, 51, 100, 1)]
-    );
-    assert_eq!(ip4.dns_match, Some(Ipv4Addr::new(192, 0, 2, 53)));
-    assert_eq!(ip4.dns_host, Some(Ipv4Addr::new(127, 0, 0, 53)));
-    // Many resolvers: three advertised.
-    let c = cfg(Mode::Passt, &[], &h, "nameserver 198.51.100.1\nnameserver 198.51.100.2\nnameserver 198.51.100.3\nnameserver 198.51.100.4\n");
-    assert_eq!(c.core.ip4.unwrap().dns.len(), 3);
 }
 
 #[test]
@@ -534,13 +548,7 @@ fn family_switches_and_overrides() {
     assert_eq!(c.core.ip4.as_ref().unwrap().map_host_loopback, None);
     let c = cfg(Mode::Passt, &["-F", "7", "-t", "192.0.2.2/80"], &h, "");
     assert!(c.one_off);
-    assert!(build(
-        Mode::Passt,
-        &opts(Mode::Passt, &["-6", "-t", "192.0.2.2/80"]),
-        &h,
-        &Resolv::default()
-    )
-    .is_err());
+    refused(Mode::Passt, &["-6", "-t", "192.0.2.2/80"], &h);
     let c = cfg(Mode::Passt, &["--vhost-user"], &h, "");
     assert!(c.vhost_user);
 }
@@ -648,13 +656,7 @@ fn runas_resolution() {
     assert_eq!(c.runas, Some((12345, 0)));
     let c = cfg(Mode::Passt, &["--runas", "12345"], &host(), "");
     assert_eq!(c.runas.map(|r| r.0), Some(12345));
-    assert!(build(
-        Mode::Passt,
-        &opts(Mode::Passt, &["--runas", "no-such-user-x"]),
-        &host(),
-        &Resolv::default()
-    )
-    .is_err());
+    refused(Mode::Passt, &["--runas", "no-such-user-x"], &host());
 }
 
 #[test]

@@ -59,7 +59,7 @@ fn discovery_default_route() {
         assert_eq!(v6.gateway, Some(a("fe80::1")));
         assert!(v6.link_local.is_some_and(netlink::is_link_local));
         assert!(!v6.routes.iter().any(|r| netlink::is_link_local(r.dst)));
-        let c = build(Mode::Pasta, &opts(Mode::Pasta, &[]), &h, &Resolv::default()).unwrap();
+        let c = cfg(Mode::Pasta, &[], &h, "");
         assert_eq!(
             c.core.ip6.as_ref().unwrap().our_ll,
             "fe80::1".parse::<Ipv6Addr>().unwrap()
@@ -87,7 +87,7 @@ fn discovery_without_default_route() {
         ip("-6 addr flush dev a0");
         let h = discover(&[]).unwrap();
         assert!(h.v4.is_none(), "{h:?}");
-        let c = build(Mode::Pasta, &opts(Mode::Pasta, &[]), &h, &Resolv::default()).unwrap();
+        let c = cfg(Mode::Pasta, &[], &h, "");
         assert!(c.local4 && c.local6);
         veth("b0", "bp");
         ip("addr add 198.51.100.2/24 dev b0");
@@ -95,7 +95,7 @@ fn discovery_without_default_route() {
         let v4 = h.v4.as_ref().unwrap();
         assert_eq!(v4.ifname, "b0");
         assert_eq!(v4.gateway, None);
-        let c = build(Mode::Passt, &opts(Mode::Passt, &[]), &h, &Resolv::default()).unwrap();
+        let c = cfg(Mode::Passt, &[], &h, "");
         assert!(!c.local4);
         assert!(!c.core.features.dhcp);
     }) else {
@@ -153,13 +153,7 @@ fn config_net_end_to_end() {
         ip("-6 addr add 2001:db8::2/64 dev eth7 nodad");
         ip("-6 route add default via 2001:db8::1");
         let h = discover(&[]).unwrap();
-        let c = build(
-            Mode::Pasta,
-            &opts(Mode::Pasta, &["--config-net", "-m", "4000"]),
-            &h,
-            &Resolv::default(),
-        )
-        .unwrap();
+        let c = cfg(Mode::Pasta, &["--config-net", "-m", "4000"], &h, "");
         c.ns_net.unwrap()
     }) else {
         return;

@@ -64,6 +64,14 @@ fn cfg(mode: Mode, args: &[&str], host: &HostInfo, resolv: &str) -> RuntimeConfi
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
+/// The error of `build` for `args`, which it must refuse.
+fn refused(mode: Mode, args: &[&str], host: &HostInfo) -> String {
+    match build(mode, &opts(mode, args), host, &parse_resolv("")) {
+        Ok(_) => panic!("{args:?}: accepted"),
+        Err(e) => e,
+    }
+}
+
 fn link(index: u32, name: &str, flags: u32) -> LinkInfo {
     LinkInfo {
         index,

@@ -39,6 +39,14 @@ impl Ring {
         }
     }
 
+    /// Adds one receive buffer (a device-writable chain of one) at each
+    /// of `addrs`, of `len` bytes.
+    fn add_rx(&mut self, mem: &GuestMemoryMmap, addrs: impl IntoIterator<Item = u64>, len: u32) {
+        for a in addrs {
+            self.add(mem, &[(a, len, true)]);
+        }
+    }
+
     /// Adds a chain of (address, length, device-writable) buffers.
     pub(crate) fn add(&mut self, mem: &GuestMemoryMmap, bufs: &[(u64, u32, bool)]) -> u16 {
         let head = self.next_desc;
@@ -223,9 +231,7 @@ fn opts() -> RxOpts {
 fn receive_copy_spans_mergeable_buffers() {
     let mem = memory();
     let mut ring = Ring::new(0, 16);
-    for i in 0..4u64 {
-        ring.add(&mem, &[(0x10000 + i * 0x1000, 100, true)]);
-    }
+    ring.add_rx(&mem, (0..4).map(|i| 0x10000 + i * 0x1000), 100);
     let mut q = ring.queue();
     let mut rx = RxFill::default();
     let f = frame(250, 7);
@@ -319,9 +325,7 @@ fn receive_slots_are_runs_of_adjacent_buffers() {
     let mem = memory();
     let mut ring = Ring::new(0, 16);
     // Three buffers that follow each other, then two apart.
-    for a in [0x10000u64, 0x10400, 0x10800, 0x20000, 0x30000] {
-        ring.add(&mem, &[(a, 0x400, true)]);
-    }
+    ring.add_rx(&mem, [0x10000, 0x10400, 0x10800, 0x20000, 0x30000], 0x400);
     let mut q = ring.queue();
     let (room, mss) = (54, 1460);
     let (lens, used, frames) = peek_like_core(&mut q, &mem, 3, room, mss, 3000).unwrap();
@@ -361,9 +365,7 @@ fn receive_slots_are_runs_of_adjacent_buffers() {
 fn receive_slots_give_back_what_a_short_peek_left() {
     let mem = memory();
     let mut ring = Ring::new(0, 16);
-    for i in 0..6u64 {
-        ring.add(&mem, &[(0x10000 + i * 0x400, 0x400, true)]);
-    }
+    ring.add_rx(&mem, (0..6).map(|i| 0x10000 + i * 0x400), 0x400);
     let mut q = ring.queue();
     let (room, mss) = (54, 4000);
     // The socket had only 100 bytes: one short frame in the first buffer.
@@ -380,32 +382,37 @@ fn receive_slots_give_back_what_a_short_peek_left() {
 #[test]
 fn receive_slots_refuse_small_or_overlapping_buffers() {
     let mem = memory();
-    // Buffers too small for a slot: the copying path takes them.
-    let mut ring = Ring::new(0, 16);
-    ring.add(&mem, &[(0x10000, 40, true)]);
-    let mut q = ring.queue();
-    let g = peek_like_core(&mut q, &mem, 8, 54, 1460, 1000).unwrap_err();
-    assert_eq!(g, Grow::Unusable);
-    assert_eq!(
-        virtq::rx_room(&mut q, &mem, 10, true, 8),
-        1,
-        "nothing taken"
-    );
-    // The same buffer posted twice.
-    let mut ring = Ring::new(0x1000, 16);
-    ring.add(&mem, &[(0x10000, 2000, true)]);
-    ring.add(&mem, &[(0x10000, 2000, true)]);
-    let mut q = ring.queue();
-    let g = peek_like_core(&mut q, &mem, 8, 54, 1460, 3000).unwrap_err();
-    assert_eq!(g, Grow::Unusable);
-    assert_eq!(
-        virtq::rx_room(&mut q, &mem, 10, true, 8),
-        2,
-        "nothing taken"
-    );
-    // An empty queue.
-    let ring = Ring::new(0x2000, 16);
-    let mut q = ring.queue();
-    let g = peek_like_core(&mut q, &mem, 8, 54, 1460, 3000).unwrap_err();
-    assert_eq!(g, Grow::Empty);
+    // Ring base, receive buffers (address, length), bytes to peek, the
+    // refusal, and the buffers then left in the queue (all: none taken).
+    type Case = (u64, &'static [(u64, u32)], usize, Grow, Option<usize>);
+    let cases: [Case; 3] = [
+        // Buffers too small for a slot: the copying path takes them.
+        (0, &[(0x10000, 40)], 1000, Grow::Unusable, Some(1)),
+        // The same buffer posted twice.
+        (
+            0x1000,
+            &[(0x10000, 2000), (0x10000, 2000)],
+            3000,
+            Grow::Unusable,
+            Some(2),
+        ),
+        // An empty queue.
+        (0x2000, &[], 3000, Grow::Empty, None),
+    ];
+    for (base, bufs, data, refusal, left) in cases {
+        let mut ring = Ring::new(base, 16);
+        for &(a, len) in bufs {
+            ring.add_rx(&mem, [a], len);
+        }
+        let mut q = ring.queue();
+        let g = peek_like_core(&mut q, &mem, 8, 54, 1460, data).unwrap_err();
+        assert_eq!(g, refusal);
+        if let Some(left) = left {
+            assert_eq!(
+                virtq::rx_room(&mut q, &mem, 10, true, 8),
+                left,
+                "nothing taken"
+            );
+        }
+    }
 }

@@ -188,31 +188,43 @@ impl TxBatch {
 
 /// Copies the frame after the `hdr_len`-byte header out of `descs` into `out`.
 fn gather(mem: &GuestMemoryMmap, descs: &[(u64, u32)], hdr_len: usize, out: &mut [u8]) -> bool {
-    let mut skip = hdr_len as u64;
-    let mut pos = 0usize;
+    let n = out.len();
+    walk(descs, hdr_len as u64, n, |a, r| {
+        mem.read_slice(&mut out[r], a).is_ok()
+    })
+}
+
+/// Walks `n` bytes of the area made of `descs` from byte `pos` on: calls
+/// `copy` with the guest address and the range of the caller's `n` bytes of
+/// each descriptor's share, in order. Returns whether all `n` bytes were
+/// covered (not if an address overflows, a copy fails or the area ends).
+fn walk(
+    descs: &[(u64, u32)],
+    mut pos: u64,
+    n: usize,
+    mut copy: impl FnMut(GuestAddress, core::ops::Range<usize>) -> bool,
+) -> bool {
+    let mut done = 0usize;
     for &(addr, len) in descs {
         let len = u64::from(len);
-        if skip >= len {
-            skip -= len;
+        if pos >= len {
+            pos -= len;
             continue;
         }
-        let n = ((len - skip) as usize).min(out.len() - pos);
-        let Some(a) = addr.checked_add(skip) else {
+        let k = ((len - pos) as usize).min(n - done);
+        let Some(a) = addr.checked_add(pos) else {
             return false;
         };
-        if mem
-            .read_slice(&mut out[pos..pos + n], GuestAddress(a))
-            .is_err()
-        {
+        if !copy(GuestAddress(a), done..done + k) {
             return false;
         }
-        pos += n;
-        skip = 0;
-        if pos == out.len() {
+        done += k;
+        pos = 0;
+        if done == n {
             break;
         }
     }
-    pos == out.len()
+    done == n
 }
 
 /// Where the frame after the header of a chain made of `descs` lies.
@@ -383,31 +395,10 @@ pub(crate) struct RxFill {
 }
 
 /// Writes `data` at byte `pos` of the area made of `descs`.
-fn scatter(mem: &GuestMemoryMmap, descs: &[(u64, u32)], mut pos: u64, data: &[u8]) -> bool {
-    let mut done = 0usize;
-    for &(addr, len) in descs {
-        let len = u64::from(len);
-        if pos >= len {
-            pos -= len;
-            continue;
-        }
-        let n = ((len - pos) as usize).min(data.len() - done);
-        let Some(a) = addr.checked_add(pos) else {
-            return false;
-        };
-        if mem
-            .write_slice(&data[done..done + n], GuestAddress(a))
-            .is_err()
-        {
-            return false;
-        }
-        done += n;
-        pos = 0;
-        if done == data.len() {
-            return true;
-        }
-    }
-    done == data.len()
+fn scatter(mem: &GuestMemoryMmap, descs: &[(u64, u32)], pos: u64, data: &[u8]) -> bool {
+    walk(descs, pos, data.len(), |a, r| {
+        mem.write_slice(&data[r], a).is_ok()
+    })
 }
 
 impl RxFill {

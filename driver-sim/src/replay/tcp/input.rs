@@ -26,7 +26,7 @@ impl TcpModel {
                 self.irs = t.seq;
                 self.rcv_nxt = 1;
                 self.negotiate(t);
-                self.state = TcpState::SynRcvd;
+                self.state = TcpState::SynReceived;
                 let o = self.syn_opts(t.opts.contains("wscale"));
                 self.emit(now, 0, flags::SYN, 0, &o);
                 self.snd_nxt = 1;
@@ -47,7 +47,7 @@ impl TcpModel {
                 self.output(now);
                 return;
             }
-            TcpState::SynRcvd => {
+            TcpState::SynReceived => {
                 if t.flags & flags::SYN != 0 {
                     // The core sent its SYN again: our SYN-ACK was lost.
                     let o = self.syn_opts(t.opts.contains("wscale"));
@@ -244,7 +244,7 @@ impl TcpModel {
                 self.snd_max = 0;
                 self.output(now);
             }
-            TcpState::SynRcvd => {
+            TcpState::SynReceived => {
                 self.stats.retransmits += 1;
                 let o = self.syn_opts(self.ws_offer.is_some() && self.rcv_ws > 0);
                 self.emit(now, 0, flags::SYN, 0, &o);

@@ -20,6 +20,7 @@
 //! * Every frame leaves after the stack's latency (`delay`), in order.
 
 use crate::frame::{self, flags, MacAddr, TcpSeg};
+pub use crate::guest::TcpState;
 use crate::kernel::pattern;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,21 +45,6 @@ const MAX_BACKOFF: u32 = 15;
 /// Length of the content table: a prime, so that segment sizes never line
 /// up with it.
 const CONTENT_LEN: usize = 65521;
-
-/// Where the endpoint stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcpState {
-    /// Waiting for the core's SYN.
-    Listen,
-    /// Our SYN sent.
-    SynSent,
-    /// Our SYN-ACK sent.
-    SynRcvd,
-    /// Connected (both directions may still carry data or FINs).
-    Established,
-    /// A reset was received or sent.
-    Reset,
-}
 
 /// What the endpoint counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
