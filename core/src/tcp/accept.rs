@@ -20,8 +20,8 @@ impl TcpState {
 
     /// Splicing took connection `id` (see [`Self::accepting`]): the timer
     /// armed for its accept is not TCP's to run any more.
-    pub(crate) fn handed_over(&mut self, id: FlowId) {
-        self.timers.set(id, 0, CONN_TIMER, None);
+    pub(crate) fn handed_over(&mut self, flows: &FlowTable, id: FlowId) {
+        self.timers.arm(flows, id, None);
     }
 
     /// A connection accepted on a listener: map its addresses, then learn

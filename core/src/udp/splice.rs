@@ -503,7 +503,7 @@ impl UdpSpliceState {
         self.stats.closed += 1;
         // Its timer goes with it: left armed, it would wake the driver once
         // for a flow that is gone.
-        self.timers.set(id, 0, EXPIRY_TIMER, None);
+        self.timers.arm(cx.flows, id, None);
         cx.flows.free(id);
     }
 

@@ -356,18 +356,18 @@ fn a_closed_flow_leaves_no_timer_behind() {
     assert_eq!(c.poll_timeout(), Some(T0.saturating_add(UDP_TIMEOUT)));
     // The first ends on an error the driver reports.
     c.handle_sock_event(T0, s0, SockEvent::SpliceEnded(Err(Errno::EBADF)));
-    assert_eq!(actions(&mut c).len(), 2);
+    assert_eq!(drain_actions(&mut c).len(), 2);
     assert_eq!(c.flow_count(), 1);
     assert_eq!(c.poll_timeout(), Some(t.saturating_add(UDP_TIMEOUT)));
     // Closed while its query was out: nothing left to wake for either.
     let t1 = t.saturating_add(UDP_TIMEOUT);
     c.handle_timeout(t1);
-    let a = actions(&mut c);
+    let a = drain_actions(&mut c);
     let Some(&Action::QuerySpliced { sock }) = a.first() else {
         panic!("{a:?}")
     };
     c.handle_sock_event(t1, sock, SockEvent::Spliced(SpliceTotals::default()));
-    assert_eq!(actions(&mut c).len(), 2);
+    assert_eq!(drain_actions(&mut c).len(), 2);
     assert_eq!(c.flow_count(), 0);
     assert_eq!(c.poll_timeout(), None);
 }
