@@ -730,6 +730,7 @@ impl Core {
         if let SockEvent::Accepted(Ok((peer, local))) = event {
             if let Some((id, listener, target_port)) = self.tcp.accepting(&self.flows, sock) {
                 if self.splice_accepted(id, sock, listener, target_port, peer, local) {
+                    self.tcp.handed_over(&self.flows, id);
                     return true;
                 }
             }

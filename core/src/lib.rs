@@ -168,5 +168,6 @@ pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
 pub use txring::{PeekRequest, Reserved, SlotUse, TxRing, MAX_FRAME, MAX_RESERVE, MIN_SLOT};
+pub use udp::fatal as datagram_error_is_fatal;
 pub use udp::splice::UdpSpliceStats;
 pub use udp::UdpStats;

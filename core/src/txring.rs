@@ -17,7 +17,11 @@
 //!   first;
 //! * a ring short of slots is flushed before a reservation is given up;
 //! * no reservation asks for more than [`MAX_RESERVE`] slots, so the lists
-//!   of slots live in fixed arrays: nothing is allocated per frame;
+//!   of slots (their areas, the read's `iovec`s, the slots the core fills)
+//!   are made once with that capacity and kept by the core: each use lends
+//!   them emptied (see `recycle`), so nothing is allocated per frame and
+//!   no list takes room on the stack (as arrays of `MAX_RESERVE` entries
+//!   they took some 72 KiB of it per peek);
 //! * the payload of a peek goes into each slot after the room for the
 //!   headers, at most one MSS per slot (with TCP segmentation offload, see
 //!   [`crate::LinkOffload`], up to a 64 KiB frame's worth, in whole MSS) and
@@ -44,9 +48,9 @@
 use crate::action::{Errno, RxDatagram, SockId, TxSlot};
 use crate::offload::FrameMeta;
 use crate::time::Instant;
-use arrayvec::ArrayVec;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 
 /// Largest Ethernet frame to the guest (`ETH_MAX_MTU` + header).
 pub const MAX_FRAME: usize = 65535 + 14;
@@ -59,8 +63,65 @@ pub const MIN_SLOT: usize = 128;
 pub const MAX_RESERVE: usize = 1024;
 
 /// The frame areas of a reservation, in order (see [`TxRing::reserved`]):
-/// a fixed array the core lends, so that listing them allocates nothing.
-pub type Reserved<'a> = ArrayVec<&'a mut [u8], MAX_RESERVE>;
+/// a list of at most [`MAX_RESERVE`] areas that the core lends. It keeps
+/// one and lends it again for every reservation, so that listing the
+/// areas allocates nothing; [`Reserved::new`] allocates (tests, one-off
+/// uses).
+#[derive(Debug)]
+pub struct Reserved<'a> {
+    areas: Vec<&'a mut [u8]>,
+}
+
+impl Reserved<'_> {
+    /// An empty list with room for [`MAX_RESERVE`] areas.
+    pub fn new() -> Self {
+        Reserved {
+            areas: Vec::with_capacity(MAX_RESERVE),
+        }
+    }
+
+    /// How many more areas it takes.
+    pub fn remaining_capacity(&self) -> usize {
+        MAX_RESERVE.saturating_sub(self.areas.len())
+    }
+}
+
+impl Default for Reserved<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Extend<&'a mut [u8]> for Reserved<'a> {
+    /// Appends areas, as many as it has room for (the rest are ignored).
+    fn extend<I: IntoIterator<Item = &'a mut [u8]>>(&mut self, iter: I) {
+        let room = self.remaining_capacity();
+        self.areas.extend(iter.into_iter().take(room));
+    }
+}
+
+impl<'a> Deref for Reserved<'a> {
+    type Target = [&'a mut [u8]];
+    fn deref(&self) -> &Self::Target {
+        &self.areas
+    }
+}
+
+impl DerefMut for Reserved<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.areas
+    }
+}
+
+/// `v` emptied, its allocation kept for elements of the same layout that
+/// borrow for another lifetime: how the core lends its lists of slots
+/// again and again without allocating. (Collecting a `vec::IntoIter` into
+/// a `Vec` of an element of the same size and alignment reuses its
+/// buffer; `lists_are_lent_without_allocating` checks that it does.)
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
 
 /// What reserved slots will hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +202,15 @@ pub(crate) struct TxState {
     lens: Vec<usize>,
     /// Offload metadata of a commit (capacity [`MAX_RESERVE`], kept).
     meta: Vec<FrameMeta>,
+    /// The lists lent for each use (capacity [`MAX_RESERVE`], kept empty
+    /// between uses; see [`recycle`]): a reservation's areas, ...
+    areas: Vec<&'static mut [u8]>,
+    /// ... the `iovec`s of a peek, ...
+    iov: Vec<IoSliceMut<'static>>,
+    /// ... the slots of a peek, ...
+    slots: Vec<TxSlot<'static>>,
+    /// ... and the datagrams of a receive.
+    dgrams: Vec<RxDatagram<'static>>,
 }
 
 impl Default for TxState {
@@ -149,7 +219,36 @@ impl Default for TxState {
             refused: false,
             lens: Vec::with_capacity(MAX_RESERVE),
             meta: Vec::with_capacity(MAX_RESERVE),
+            areas: Vec::with_capacity(MAX_RESERVE),
+            iov: Vec::with_capacity(MAX_RESERVE),
+            slots: Vec::with_capacity(MAX_RESERVE),
+            dgrams: Vec::with_capacity(MAX_RESERVE),
         }
+    }
+}
+
+impl TxState {
+    /// The list of areas, lent for one reservation.
+    fn lend_areas<'a>(&mut self) -> Reserved<'a> {
+        Reserved {
+            areas: recycle(core::mem::take(&mut self.areas)),
+        }
+    }
+
+    /// The list of areas back, emptied.
+    fn return_areas(&mut self, r: Reserved<'_>) {
+        self.areas = recycle(r.areas);
+    }
+
+    /// Where the lists' buffers are (tests: they stay put).
+    #[cfg(test)]
+    pub(crate) fn list_buffers(&self) -> [usize; 4] {
+        [
+            self.areas.as_ptr() as usize,
+            self.iov.as_ptr() as usize,
+            self.slots.as_ptr() as usize,
+            self.dgrams.as_ptr() as usize,
+        ]
     }
 }
 
@@ -251,12 +350,14 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
                 return any;
             }
             let n = {
-                let mut areas = Reserved::new();
+                let mut areas = self.core.tx_state().lend_areas();
                 self.ring.reserved(&mut areas);
-                match areas.first_mut() {
+                let n = match areas.first_mut() {
                     Some(buf) if buf.len() >= len => self.core.poll_frame(buf).unwrap_or(0),
                     _ => 0,
-                }
+                };
+                self.core.tx_state().return_areas(areas);
+                n
             };
             self.ring.commit(&[n]);
             if n == 0 {
@@ -290,11 +391,13 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
             self.core.link_full(sock);
             return;
         }
-        let mut areas = Reserved::new();
+        let st = self.core.tx_state();
+        let mut areas = st.lend_areas();
+        let mut iov: Vec<IoSliceMut<'_>> = recycle(core::mem::take(&mut st.iov));
+        let mut slots: Vec<TxSlot<'_>> = recycle(core::mem::take(&mut st.slots));
         self.ring.reserved(&mut areas);
         let result = {
             let mut left = len;
-            let mut iov = ArrayVec::<IoSliceMut<'_>, MAX_RESERVE>::new();
             for b in areas.iter_mut() {
                 let want = mss.min(b.len().saturating_sub(room)).min(left);
                 if want == 0 {
@@ -303,10 +406,12 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
                 left -= want;
                 iov.push(IoSliceMut::new(&mut b[room..room + want]));
             }
-            read(p.skip, &mut iov)
+            let r = read(p.skip, &mut iov);
+            self.core.tx_state().iov = recycle(iov);
+            r
         };
-        let mut slots: ArrayVec<TxSlot<'_>, MAX_RESERVE> =
-            areas.into_iter().map(TxSlot::new).collect();
+        slots.extend(areas.areas.drain(..).map(TxSlot::new));
+        self.core.tx_state().return_areas(areas);
         self.core.peeked(self.now, sock, result, &mut slots);
         let st = self.core.tx_state();
         st.lens.clear();
@@ -315,7 +420,7 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
             st.lens.push(s.frame_len);
             st.meta.push(s.meta);
         }
-        drop(slots);
+        st.slots = recycle(slots);
         self.ring.commit_meta(&st.lens, &st.meta);
     }
 
@@ -348,27 +453,32 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
             got.clear();
             err
         } else {
-            let mut areas = Reserved::new();
+            let st = self.core.tx_state();
+            let mut areas = st.lend_areas();
+            let mut dgrams: Vec<RxDatagram<'_>> = recycle(core::mem::take(&mut st.dgrams));
             self.ring.reserved(&mut areas);
-            areas.truncate(k);
+            areas.areas.truncate(k);
             let err = fatal(read(&mut areas, usize::from(room), got));
             let n = if err.is_none() {
                 got.len().min(areas.len())
             } else {
                 0
             };
-            let mut dgrams: ArrayVec<RxDatagram<'_>, MAX_RESERVE> = areas
-                .into_iter()
-                .zip(got.iter())
-                .take(n)
-                .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer))
-                .collect();
+            dgrams.extend(
+                areas
+                    .areas
+                    .drain(..)
+                    .zip(got.iter())
+                    .take(n)
+                    .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer)),
+            );
+            self.core.tx_state().return_areas(areas);
             self.core.datagrams(self.now, sock, &mut dgrams);
-            let lens = &mut self.core.tx_state().lens;
-            lens.clear();
-            lens.extend(dgrams.iter_mut().map(to_front));
-            drop(dgrams);
-            self.ring.commit(lens);
+            let st = self.core.tx_state();
+            st.lens.clear();
+            st.lens.extend(dgrams.iter_mut().map(to_front));
+            st.dgrams = recycle(dgrams);
+            self.ring.commit(&st.lens);
             err
         };
         if let Some(e) = err {

@@ -212,6 +212,9 @@ fn a_clean_end_closes_both_and_frees_the_flow() {
     assert_eq!((c.flow_count(), c.socket_count()), (0, 1));
     let s = c.splice_stats();
     assert_eq!((s.ended, s.reset, s.bytes_out, s.bytes_in), (1, 0, 5, 7));
+    // No timer was left behind (the one armed for the accept went when
+    // splicing took the connection): nothing to wake up for.
+    assert_eq!(c.poll_timeout(), None);
     // A late event for the freed ids is ignored.
     c.handle_sock_event(T0, near, SockEvent::SpliceEnded(Ok(t)));
     assert!(drain_actions(&mut c).is_empty());

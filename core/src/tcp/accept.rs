@@ -18,6 +18,12 @@ impl TcpState {
         }
     }
 
+    /// Splicing took connection `id` (see [`Self::accepting`]): the timer
+    /// armed for its accept is not TCP's to run any more.
+    pub(crate) fn handed_over(&mut self, flows: &FlowTable, id: FlowId) {
+        self.timers.arm(flows, id, None);
+    }
+
     /// A connection accepted on a listener: map its addresses, then learn
     /// the socket's buffers before the SYN to the guest.
     pub(super) fn accepted(

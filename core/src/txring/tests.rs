@@ -137,3 +137,47 @@ fn datagrams_without_room_are_read_and_dropped() {
     assert_eq!(recv8(&mut core, &mut ring, 0).0, 4);
     assert_eq!(core.counters().link_full_dropped, 2);
 }
+
+/// The lists a peek, a receive and a queued frame use are the core's own,
+/// lent again each time: their buffers stay where they are (nothing is
+/// allocated per use, nothing sits on the stack).
+#[test]
+fn lists_are_lent_without_allocating() {
+    let mut core = Core::new(crate::Config::default());
+    let before = TxCore::tx_state(&mut core).list_buffers();
+    let mut ring = Slots::new(8);
+    for _ in 0..3 {
+        let p = PeekRequest {
+            skip: 0,
+            len: 4000,
+            mss: 1000,
+            room: 54,
+        };
+        let mut iovs = 0;
+        core.peek_into(Instant::ZERO, &mut ring, SockId(1), p, |_, iov| {
+            iovs = iov.len();
+            Err(Errno::EAGAIN)
+        });
+        assert_eq!(iovs, 4, "one slot per MSS");
+        core.handle_tap_writable(Instant::ZERO);
+        assert_eq!(recv8(&mut core, &mut ring, 2).0, 8);
+        let _ = core.out.push_with(60, |f| {
+            f.fill(1);
+            Some(60)
+        });
+        assert!(core.transmit_queued(Instant::ZERO, &mut ring));
+        ring.committed.clear();
+    }
+    assert_eq!(TxCore::tx_state(&mut core).list_buffers(), before);
+}
+
+/// `recycle` keeps the buffer of a list whose elements change lifetime.
+#[test]
+fn recycle_keeps_the_buffer() {
+    let mut a = [1u8; 4];
+    let mut v: Vec<&mut [u8]> = Vec::with_capacity(16);
+    let at = v.as_ptr() as usize;
+    v.push(&mut a[..]);
+    let w: Vec<&'static mut [u8]> = recycle(v);
+    assert_eq!((w.as_ptr() as usize, w.capacity(), w.len()), (at, 16, 0));
+}

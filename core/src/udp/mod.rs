@@ -152,13 +152,25 @@ pub(crate) fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
-/// Errors on a datagram socket that end its flow: anything but the
-/// transient or ICMP-reported ones.
-pub(crate) fn fatal(e: Errno) -> bool {
+/// Whether an error on a datagram socket ends its flow: the one rule for
+/// the guest link's flows here and for the driver's spliced pairs
+/// (exported as `passt_core::datagram_error_is_fatal`). Anything ends it
+/// but
+///
+/// * `EAGAIN` and `EINTR`: nothing now, or interrupted;
+/// * `ENOBUFS` and `ENOMEM`: the kernel was short of buffers or memory for
+///   this datagram; the next may pass, and UDP may lose one anyway;
+/// * `EMSGSIZE`: this datagram was too large, the socket is fine;
+/// * what ICMP reports of the peer or the path (`ECONNREFUSED`,
+///   `EHOSTUNREACH`, `ENETUNREACH`, `ETIMEDOUT`, `EPROTO`), and a firewall's
+///   refusal (`EACCES`, `EPERM`): the peer may come back and rules change,
+///   so the flow stays until it expires.
+pub fn fatal(e: Errno) -> bool {
     ![
         Errno::EAGAIN,
         Errno::EINTR,
         Errno::ENOBUFS,
+        Errno::ENOMEM,
         Errno::EMSGSIZE,
         Errno::ECONNREFUSED,
         Errno::EHOSTUNREACH,

@@ -501,6 +501,9 @@ impl UdpSpliceState {
         }
         log::debug!("udp splice flow {}: closed", id.0);
         self.stats.closed += 1;
+        // Its timer goes with it: left armed, it would wake the driver once
+        // for a flow that is gone.
+        self.timers.arm(cx.flows, id, None);
         cx.flows.free(id);
     }
 

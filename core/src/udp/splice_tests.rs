@@ -341,9 +341,34 @@ fn traffic_moves_the_expiry_without_ending_the_flow_early() {
     assert_eq!(q, vec![(end, s0)]);
     assert_eq!(c.flow_count(), 0);
     assert_eq!(c.udp_splice_stats().timeouts, 1);
-    // The query's timer is left to run: it finds the flow gone.
-    let wait = end.saturating_add(QUERY_WAIT);
-    assert!(run_until(&mut c, wait, |_| unreachable!()).is_empty());
+    // The query's timer went with the flow: no wake-up for it.
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn a_closed_flow_leaves_no_timer_behind() {
+    let mut c = core(false, false, vec![out(5353, 53)]);
+    let a = datagram(&mut c, T0, 0, "127.0.0.1:40000", Some("127.0.0.1"));
+    let s0 = joined(&a);
+    // Another flow, which stays: its expiry is the next deadline after.
+    let t = T0.saturating_add(Duration::from_secs(1));
+    datagram(&mut c, t, 0, "127.0.0.1:40001", Some("127.0.0.1"));
+    assert_eq!(c.poll_timeout(), Some(T0.saturating_add(UDP_TIMEOUT)));
+    // The first ends on an error the driver reports.
+    c.handle_sock_event(T0, s0, SockEvent::SpliceEnded(Err(Errno::EBADF)));
+    assert_eq!(drain_actions(&mut c).len(), 2);
+    assert_eq!(c.flow_count(), 1);
+    assert_eq!(c.poll_timeout(), Some(t.saturating_add(UDP_TIMEOUT)));
+    // Closed while its query was out: nothing left to wake for either.
+    let t1 = t.saturating_add(UDP_TIMEOUT);
+    c.handle_timeout(t1);
+    let a = drain_actions(&mut c);
+    let Some(&Action::QuerySpliced { sock }) = a.first() else {
+        panic!("{a:?}")
+    };
+    c.handle_sock_event(t1, sock, SockEvent::Spliced(SpliceTotals::default()));
+    assert_eq!(drain_actions(&mut c).len(), 2);
+    assert_eq!(c.flow_count(), 0);
     assert_eq!(c.poll_timeout(), None);
 }
 

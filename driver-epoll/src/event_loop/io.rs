@@ -77,6 +77,25 @@ impl Io {
         if let Action::Recv { sock, max, room } = action {
             return self.recv(now, sock, max, room);
         }
+        if let Action::Open {
+            sock,
+            kind: passt_core::SockKind::TcpStream,
+            family,
+            netns: passt_core::Netns::Guest,
+        } = action
+        {
+            // The far side of a spliced connection from the host: from the
+            // sockets the splicer opened ahead in the guest's namespace.
+            if let Some(ns) = self.guest_ns.as_ref() {
+                match self.splicer.ns_socket(ns, family) {
+                    Ok(fd) => self.socks.insert(sock, fd),
+                    Err(e) => self
+                        .core
+                        .handle_sock_event(now, sock, SockEvent::OpenFailed(e)),
+                }
+                return;
+            }
+        }
         if let Action::Splice { sock, peer } = action {
             if let Some((s, ev)) = self.splicer.join(&self.epoll, &mut self.socks, sock, peer) {
                 self.core.handle_sock_event(now, s, ev);

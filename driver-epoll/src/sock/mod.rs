@@ -6,9 +6,11 @@
 //! is [`peek`] here). Results go back to the core as [`SockEvent`]s.
 //!
 //! Connect: a non-blocking `connect()` that returns `EINPROGRESS` is finished
-//! when epoll reports the socket writable (or in error); until then the socket
-//! is watched for `EPOLLOUT` in addition to whatever interest the core set, and
-//! the outcome is reported as `SockEvent::Connected`, not as readiness.
+//! at once if a `poll()` right after finds it done (loopback: the handshake
+//! happened within the call), else when epoll reports the socket writable
+//! (or in error); until then the socket is watched for `EPOLLOUT` in
+//! addition to whatever interest the core set, and the outcome is reported
+//! as `SockEvent::Connected`, not as readiness.
 //!
 //! Sockets of the guest namespace (pasta, `Netns::Guest`) are created by a
 //! thread inside the namespace (`isolate::worker`): a socket stays in the
@@ -382,6 +384,9 @@ impl SockTable {
         match connect(e.fd.as_fd(), addr) {
             Ok(()) => Outcome::Event(sock, SockEvent::Connected(Ok(()))),
             Err(err) if err == Errno::EINPROGRESS => {
+                if let Some(r) = connect_finished(e.fd.as_fd()) {
+                    return Outcome::Event(sock, SockEvent::Connected(r));
+                }
                 e.connecting = true;
                 if let Err(err) = sync_epoll(epoll, sock, e, false) {
                     e.connecting = false;

@@ -6,8 +6,27 @@
 //! on this module owns both sockets' epoll registration and moves the data:
 //! `splice(socket → pipe)`, then `splice(pipe → other socket)`, with
 //! `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`, the pipes resized with
-//! `F_SETPIPE_SZ`. Pipes come from a small pool opened up front and refilled
-//! as pairs close.
+//! `F_SETPIPE_SZ`.
+//!
+//! **What a connection costs to set up** is kept low, since a client that
+//! opens a connection per request (a web page's, a health check's) pays it
+//! each time:
+//!
+//! * pipes come from a pool opened up front; a pair that ends with its
+//!   pipes empty gives them back, and the pool is refilled only when it
+//!   runs low, so a steady stream of connections opens, resizes and closes
+//!   no pipe at all;
+//! * the far-side socket of a connection from the host goes into the
+//!   guest's namespace, where only the namespace worker can open one (a
+//!   round trip to another thread): they are opened there in batches of
+//!   [`NS_POOL`] ahead of need (as upstream's `ns_sock_pool4`/`6`), so one
+//!   round trip serves that many connections.
+//!
+//! **Moving bytes**: a read asks for what room the pipe has, a write for
+//! what the pipe holds. A read that gets less than it asked for emptied
+//! the socket (or the pipe's slots): no second read follows in that round,
+//! which could only find nothing; readiness, level-triggered, brings the
+//! rest.
 //!
 //! **Interest only where progress is possible** (level-triggered, so nothing
 //! is missed, and no wake-up that cannot move a byte):
@@ -28,10 +47,11 @@
 //! sockets with a reset. Nothing is reported twice: after the end the pair
 //! waits, out of the epoll set, for the core's `Close`.
 
+use crate::isolate::worker::GuestNs;
 use crate::sock::pairs::{Pair, Pairs};
 use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
-use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
+use passt_core::{Errno, Family, SockEvent, SockId, SockKind, SpliceTotals};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// System calls of spliced pairs while running (see `isolate::seccomp`).
@@ -46,6 +66,12 @@ pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls
 
 /// Pipes kept open for new pairs (two per pair).
 const POOL_PIPES: usize = 16;
+/// The pool is refilled when fewer pipes than this are left (two pairs'
+/// worth), not before: pipes that pairs give back keep it up otherwise.
+const POOL_LOW: usize = 4;
+/// TCP sockets of a family opened at once in the guest's namespace
+/// (upstream keeps as many, `TCP_SOCK_POOL_SIZE`).
+pub(crate) const NS_POOL: usize = 32;
 /// Largest pipe tried (upstream's `MAX_PIPE_SIZE`); an unprivileged user
 /// gets at most `fs.pipe-max-size` (1 MiB by default), and less once the
 /// user's pipes exceed `fs.pipe-user-pages-soft`.
@@ -87,13 +113,19 @@ struct Pipes {
 }
 
 /// What this module tracks: the pairs (by the id of their first socket),
-/// which pair each socket belongs to, and the pipe pool.
+/// which pair each socket belongs to, the pipe pool and the sockets opened
+/// ahead in the guest's namespace.
 #[derive(Debug, Default)]
 pub(crate) struct Splicer {
     pairs: Pairs<Pipes>,
     pool: Vec<Pipe>,
     /// Size of the last pipe that could be resized: where new ones start.
     size: usize,
+    /// TCP sockets opened in the guest's namespace, IPv4 and IPv6.
+    ns_socks: [Vec<OwnedFd>; 2],
+    /// Pipes opened (pool refills included), for tests.
+    #[cfg(test)]
+    pipes_opened: usize,
 }
 
 /// A new non-blocking pipe of at most `want` bytes (halving down to the
@@ -127,8 +159,16 @@ fn new_pipe(want: usize) -> Result<Pipe, Errno> {
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// `splice()` calls made by this thread (tests).
+    static CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// `splice(2)` of at most `len` bytes, non-blocking.
 fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+    #[cfg(test)]
+    CALLS.with(|c| c.set(c.get() + 1));
     loop {
         // SAFETY: two valid descriptors, no offsets (sockets and pipes).
         let n = unsafe {
@@ -166,6 +206,10 @@ impl Splicer {
         while self.pool.len() < POOL_PIPES {
             match new_pipe(self.size) {
                 Ok(p) => {
+                    #[cfg(test)]
+                    {
+                        self.pipes_opened += 1;
+                    }
                     self.size = p.size;
                     self.pool.push(p);
                 }
@@ -178,10 +222,14 @@ impl Splicer {
     }
 
     fn take_pipe(&mut self) -> Result<Pipe, Errno> {
-        match self.pool.pop() {
-            Some(p) => Ok(p),
-            None => new_pipe(if self.size == 0 { MAX_PIPE } else { self.size }),
+        if let Some(p) = self.pool.pop() {
+            return Ok(p);
         }
+        #[cfg(test)]
+        {
+            self.pipes_opened += 1;
+        }
+        new_pipe(if self.size == 0 { MAX_PIPE } else { self.size })
     }
 
     /// Whether `sock` belongs to a joined pair.
@@ -189,7 +237,38 @@ impl Splicer {
         self.pairs.owns(sock)
     }
 
-    /// Joins `a` and `b` (both connected) and moves what is already there.
+    /// A TCP socket of `family` in the guest's namespace `ns`, for the far
+    /// side of a connection from the host (`Action::Open` of a stream
+    /// socket in `Netns::Guest`): from the sockets opened ahead, which are
+    /// opened again, [`NS_POOL`] at once, when none is left.
+    pub(crate) fn ns_socket(&mut self, ns: &GuestNs, family: Family) -> Result<OwnedFd, Errno> {
+        let pool = match family {
+            Family::V4 => &mut self.ns_socks[0],
+            Family::V6 => &mut self.ns_socks[1],
+        };
+        if let Some(fd) = pool.pop() {
+            return Ok(fd);
+        }
+        let (fds, err) = ns
+            .run(move || {
+                let mut fds = Vec::with_capacity(NS_POOL);
+                for _ in 0..NS_POOL {
+                    match crate::sock::open(SockKind::TcpStream, family) {
+                        Ok(fd) => fds.push(fd),
+                        Err(e) => return (fds, Some(e)),
+                    }
+                }
+                (fds, None)
+            })
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        if let Some(e) = err {
+            log::debug!("splice: {} sockets opened ahead, then {e:?}", fds.len());
+        }
+        pool.extend(fds);
+        pool.pop().ok_or(err.unwrap_or(Errno(libc::EIO)))
+    }
+
+    /// Joins `a` (accepted) and `b` (connected) and moves what `a` holds.
     /// Returns the event for the core if the pair ended at once.
     pub(crate) fn join(
         &mut self,
@@ -229,9 +308,15 @@ impl Splicer {
                 masks: [EpollFlags::empty(); 2],
             },
         ));
-        let r = self.run(epoll, socks, key, [true, true]);
-        // The pool is refilled off the path of the first bytes.
-        self.fill();
+        // The accepted side's peer has likely written already (a request);
+        // the side just connected rarely has (a greeting), and epoll
+        // reports it if so: reading it now would mostly find nothing.
+        let r = self.run(epoll, socks, key, [true, false]);
+        // Refilled off the path of the first bytes, and only when low:
+        // ended pairs give their pipes back.
+        if self.pool.len() < POOL_LOW {
+            self.fill();
+        }
         r
     }
 
@@ -256,10 +341,7 @@ impl Splicer {
         if flags.contains(EpollFlags::EPOLLOUT) {
             pair.dirs[1 - side].blocked = false;
         }
-        let mut run = [false; 2];
-        run[side] = true;
-        run[1 - side] = flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP);
-        self.run(epoll, socks, key, run)
+        self.run(epoll, socks, key, directions(side, flags))
     }
 
     /// Moves what can be moved in the directions marked in `which`, then
@@ -345,23 +427,50 @@ impl Splicer {
     pub(crate) fn len(&self) -> usize {
         self.pairs.len()
     }
+
+    /// Sockets opened ahead and not used yet, by family (tests).
+    #[cfg(test)]
+    pub(crate) fn ns_pooled(&self) -> [usize; 2] {
+        [self.ns_socks[0].len(), self.ns_socks[1].len()]
+    }
+}
+
+/// The directions a readiness of the socket on `side` lets move: the one
+/// it feeds if it has input (or hung up, or has an error, which a read
+/// finds), the one towards it if it can take output (or hung up). A socket
+/// woken only for output is not read: it had no input, or its input is not
+/// wanted now.
+fn directions(side: usize, flags: EpollFlags) -> [bool; 2] {
+    let input =
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+    let output = EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP;
+    let mut run = [false; 2];
+    run[side] = flags.intersects(input);
+    run[1 - side] = flags.intersects(output);
+    run
 }
 
 /// Moves bytes of one direction until the source has nothing more, or the
 /// destination takes nothing more; then carries an end of stream through.
 fn pump(d: &mut Dir, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<(), Errno> {
+    // Set once a read got less than it asked for: the socket had no more
+    // (or the pipe no free slot), so another read now would find nothing.
+    // The socket stays readable (level-triggered) if it has more.
+    let mut drained = false;
     loop {
         let mut moved = false;
-        if !d.eof && !d.blocked && d.pending < d.pipe.size {
-            match splice(src, d.pipe.w_fd(), d.pipe.size - d.pending) {
+        if !d.eof && !d.blocked && !drained && d.pending < d.pipe.size {
+            let want = d.pipe.size - d.pending;
+            match splice(src, d.pipe.w_fd(), want) {
                 Ok(0) => d.eof = true,
                 Ok(n) => {
                     d.pending += n;
                     moved = true;
+                    drained = n < want;
                 }
                 // Nothing to read, or the pipe has no free slot: writing
                 // below makes room, or the destination is blocked.
-                Err(e) if e == Errno::EAGAIN => {}
+                Err(e) if e == Errno::EAGAIN => drained = true,
                 Err(e) => return Err(e),
             }
         }
@@ -428,6 +537,8 @@ mod tests {
         sp: Splicer,
         ended: Option<SockEvent>,
         wakeups: usize,
+        /// The first socket of the pair (the one its end is reported on).
+        key: SockId,
     }
 
     impl T {
@@ -440,6 +551,7 @@ mod tests {
                 sp: Splicer::new(),
                 ended: None,
                 wakeups: 0,
+                key: SockId(2),
             };
             t.socks.insert(SockId(2), a1);
             t.socks.insert(SockId(3), a2);
@@ -462,7 +574,7 @@ mod tests {
                         self.sp
                             .event(&self.ep, &mut self.socks, SockId(id), ev.events())
                     {
-                        assert_eq!(s, SockId(2));
+                        assert_eq!(s, self.key);
                         self.ended = Some(e);
                     }
                 }
@@ -569,6 +681,133 @@ mod tests {
             }
         }
         assert_eq!(got, sent);
+    }
+
+    /// A wake-up for output moves the direction towards that socket only;
+    /// one for input the direction it feeds; a hang-up both.
+    #[test]
+    fn readiness_picks_the_directions() {
+        use EpollFlags as F;
+        assert_eq!(directions(0, F::EPOLLIN), [true, false]);
+        assert_eq!(directions(1, F::EPOLLIN), [false, true]);
+        assert_eq!(directions(0, F::EPOLLOUT), [false, true]);
+        assert_eq!(directions(1, F::EPOLLOUT), [true, false]);
+        assert_eq!(directions(1, F::EPOLLIN | F::EPOLLOUT), [true, true]);
+        assert_eq!(directions(0, F::EPOLLHUP), [true, true]);
+        assert_eq!(directions(0, F::EPOLLERR), [true, false]);
+    }
+
+    /// Small exchanges cost one read and one write each: a read that got
+    /// less than it asked for is not followed by one that finds nothing.
+    #[test]
+    fn a_short_read_is_not_read_again() {
+        let (mut t, c1, c2) = T::new();
+        let mut ends = [c1, c2];
+        for from in 0..2 {
+            CALLS.with(|c| c.set(0));
+            ends[from].write_all(b"request").unwrap();
+            t.spin(20);
+            let to = &mut ends[1 - from];
+            to.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut got = [0u8; 7];
+            to.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"request");
+            assert_eq!(CALLS.with(|c| c.get()), 2, "splice() calls");
+        }
+    }
+
+    /// Pairs that end give their pipes back: a stream of connections opens
+    /// no pipe beyond the pool's first fill.
+    #[test]
+    fn ended_pairs_give_their_pipes_back() {
+        let (mut t, mut c1, mut c2) = T::new();
+        let opened = t.sp.pipes_opened;
+        assert_eq!(opened, POOL_PIPES);
+        for i in 0..20u32 {
+            c1.shutdown(Shutdown::Write).unwrap();
+            c2.shutdown(Shutdown::Write).unwrap();
+            t.spin(2000);
+            assert!(
+                matches!(t.ended, Some(SockEvent::SpliceEnded(Ok(_)))),
+                "{:?}",
+                t.ended
+            );
+            t.sp.forget(SockId(2 + 2 * i));
+            t.socks.remove(&t.ep, SockId(2 + 2 * i));
+            t.socks.remove(&t.ep, SockId(3 + 2 * i));
+            t.ended = None;
+            let (n1, a1) = conn();
+            let (n2, a2) = conn();
+            let (a, b) = (SockId(4 + 2 * i), SockId(5 + 2 * i));
+            t.socks.insert(a, a1);
+            t.socks.insert(b, a2);
+            assert!(t.sp.join(&t.ep, &mut t.socks, a, b).is_none());
+            (c1, c2) = (n1, n2);
+            t.key = a;
+        }
+        assert_eq!(t.sp.pipes_opened, opened);
+        assert_eq!(t.sp.len(), 1);
+    }
+
+    /// The far sides of connections from the host are opened in the
+    /// guest's namespace, a batch at a time: the pool empties, then one
+    /// round trip to the namespace fills it again.
+    #[test]
+    fn namespace_sockets_are_opened_ahead_in_batches() {
+        use std::os::unix::fs::MetadataExt;
+        let ns = crate::netns::new_netns_fd().unwrap();
+        let want = std::fs::File::from(ns.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino();
+        let g = GuestNs::new(ns);
+        g.start_worker().unwrap();
+        let mut sp = Splicer::default();
+        for round in 0..2 {
+            for i in 0..NS_POOL {
+                let fd = sp.ns_socket(&g, Family::V6).unwrap();
+                assert_eq!(sp.ns_pooled(), [0, NS_POOL - 1 - i], "round {round}");
+                // SIOCGSKNS: the socket's network namespace.
+                // SAFETY: an ioctl on a socket we own; it returns a new fd.
+                let nsfd = unsafe { libc::ioctl(fd.as_raw_fd(), 0x894C) };
+                assert!(nsfd >= 0);
+                // SAFETY: the fresh descriptor the ioctl returned.
+                let f = unsafe { std::fs::File::from_raw_fd(nsfd) };
+                assert_eq!(f.metadata().unwrap().ino(), want);
+            }
+        }
+        let _ = sp.ns_socket(&g, Family::V4).unwrap();
+        assert_eq!(sp.ns_pooled(), [NS_POOL - 1, 0]);
+    }
+
+    /// A connect on loopback is finished within the call: it is reported
+    /// at once, and the socket never enters the epoll set for it.
+    #[test]
+    fn a_loopback_connect_is_reported_at_once() {
+        use crate::sock::Outcome;
+        use passt_core::Action;
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+        let mut socks = SockTable::with_capacity(2);
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let s = SockId(9);
+        let open = Action::Open {
+            sock: s,
+            kind: SockKind::TcpStream,
+            family: Family::V4,
+            netns: passt_core::Netns::Host,
+        };
+        assert_eq!(socks.execute(&ep, None, open, &[]), Outcome::Done);
+        let connect = Action::Connect {
+            sock: s,
+            addr: l.local_addr().unwrap(),
+        };
+        assert_eq!(
+            socks.execute(&ep, None, connect, &[]),
+            Outcome::Event(s, SockEvent::Connected(Ok(())))
+        );
+        let mut evs = [EpollEvent::empty(); 1];
+        assert_eq!(ep.wait(&mut evs, EpollTimeout::ZERO).unwrap(), 0);
     }
 
     /// A reset on one side ends the pair with the error.

@@ -49,29 +49,12 @@ pub(crate) struct DgramSplicer {
     got: Vec<(usize, SocketAddr)>,
 }
 
-/// Errors of a datagram socket that do not end a flow: transient ones, and
-/// those ICMP reports about the peer.
-///
-/// The core's UDP flows classify errors the same way (`udp::fatal` in
-/// passt-core, private to that crate) except for `ENOMEM`, which is
-/// transient here only. One list for both waits for the core to export its
-/// classification; until then a change to one list belongs in the other.
+/// Errors of a datagram socket that do not end a pair: the core's rule for
+/// its own datagram flows ([`passt_core::datagram_error_is_fatal`], where
+/// the reasons are), so that a spliced flow and one through the guest link
+/// end for the same errors.
 fn transient(e: Errno) -> bool {
-    [
-        Errno::EAGAIN,
-        Errno::EINTR,
-        Errno::ENOBUFS,
-        Errno::ENOMEM,
-        Errno::EMSGSIZE,
-        Errno::ECONNREFUSED,
-        Errno::EHOSTUNREACH,
-        Errno::ENETUNREACH,
-        Errno::ETIMEDOUT,
-        Errno::EPROTO,
-        Errno::EACCES,
-        Errno::EPERM,
-    ]
-    .contains(&e)
+    !passt_core::datagram_error_is_fatal(e)
 }
 
 /// The destination address in the control messages of `msg`, if any.

@@ -125,8 +125,10 @@ fn partial_and_failed_sends_are_counted_fatal_errors_end_the_flow() {
     // ICMP errors queued on the socket (IP_RECVERR) do not end the flow.
     h.event(s, SockEvent::Error(Errno::ECONNREFUSED));
     h.event(s, SockEvent::Error(Errno::EHOSTUNREACH));
+    // Nor does the kernel's want of memory for one datagram.
+    h.event(s, SockEvent::Error(Errno::ENOMEM));
     assert_eq!(h.core.flow_count(), 1);
-    assert_eq!(h.core.udp_stats().sock_errors, 2);
+    assert_eq!(h.core.udp_stats().sock_errors, 3);
     h.event(s, SockEvent::Error(Errno::EBADF));
     h.assert_empty();
     assert_eq!(h.closed, vec![s]);
