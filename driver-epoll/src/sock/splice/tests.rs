@@ -1,0 +1,324 @@
+//! Spliced pairs on real loopback sockets.
+
+use super::*;
+use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollTimeout};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+
+/// A connected pair on loopback: (the client, pasta's accepted end made
+/// non-blocking).
+fn conn() -> (TcpStream, OwnedFd) {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (a, _) = l.accept().unwrap();
+    a.set_nonblocking(true).unwrap();
+    (c, OwnedFd::from(a))
+}
+
+struct T {
+    ep: Epoll,
+    socks: SockTable,
+    sp: Splicer,
+    ended: Option<SockEvent>,
+    wakeups: usize,
+    /// The first socket of the pair (the one its end is reported on).
+    key: SockId,
+}
+
+impl T {
+    fn new() -> (T, TcpStream, TcpStream) {
+        let (c1, a1) = conn();
+        let (c2, a2) = conn();
+        let mut t = T {
+            ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
+            socks: SockTable::with_capacity(4),
+            sp: Splicer::new(),
+            ended: None,
+            wakeups: 0,
+            key: SockId(2),
+        };
+        t.socks.insert(SockId(2), a1);
+        t.socks.insert(SockId(3), a2);
+        let r = t.sp.join(&t.ep, &mut t.socks, SockId(2), SockId(3));
+        assert!(r.is_none());
+        assert_eq!(t.sp.len(), 1);
+        (t, c1, c2)
+    }
+
+    /// Runs the loop for up to `ms` (or until the pair ended).
+    fn spin(&mut self, ms: u16) {
+        let mut evs = [EpollEvent::empty(); 8];
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(ms.into());
+        while std::time::Instant::now() < end && self.ended.is_none() {
+            let n = self.ep.wait(&mut evs, EpollTimeout::from(10u16)).unwrap();
+            for ev in &evs[..n] {
+                self.wakeups += 1;
+                let (_, id) = crate::event_loop::untoken(ev.data());
+                if let Some((s, e)) =
+                    self.sp
+                        .event(&self.ep, &mut self.socks, SockId(id), ev.events())
+                {
+                    assert_eq!(s, self.key);
+                    self.ended = Some(e);
+                }
+            }
+        }
+    }
+}
+
+fn pump_bytes(t: &mut T, from: &mut TcpStream, to: &mut TcpStream, n: usize) {
+    let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+    let mut got = Vec::new();
+    to.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    from.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while got.len() < n && std::time::Instant::now() < end {
+        if sent < n {
+            if let Ok(k) = from.write(&data[sent..]) {
+                sent += k;
+            }
+        }
+        t.spin(5);
+        while let Ok(k) = to.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+    }
+    assert_eq!(got.len(), n);
+    assert!(got == data, "bytes differ");
+}
+
+/// Bytes both ways, each end's half-close carried through, then a clean
+/// end with the totals.
+#[test]
+fn bytes_both_ways_and_half_closes() {
+    let (mut t, mut c1, mut c2) = T::new();
+    pump_bytes(&mut t, &mut c1, &mut c2, 3 << 20);
+    pump_bytes(&mut t, &mut c2, &mut c1, 1 << 20);
+    c1.shutdown(Shutdown::Write).unwrap();
+    t.spin(200);
+    c2.set_nonblocking(false).unwrap();
+    c2.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(c2.read(&mut b).unwrap(), 0, "FIN carried through");
+    assert!(t.ended.is_none(), "the other way is still open");
+    pump_bytes(&mut t, &mut c2, &mut c1, 100_000);
+    c2.shutdown(Shutdown::Write).unwrap();
+    t.spin(2000);
+    assert_eq!(
+        t.ended,
+        Some(SockEvent::SpliceEnded(Ok(SpliceTotals {
+            to_peer: 3 << 20,
+            from_peer: (1 << 20) + 100_000,
+        })))
+    );
+    t.sp.forget(SockId(3));
+    assert_eq!(t.sp.len(), 0);
+    assert!(!t.sp.owns(SockId(2)));
+}
+
+/// A stalled reader: the pair stops waking up once pipe and buffers are
+/// full, and everything arrives when the reader goes on.
+#[test]
+fn a_stalled_reader_does_not_wake_the_loop() {
+    let (mut t, mut c1, mut c2) = T::new();
+    c1.set_nonblocking(true).unwrap();
+    let chunk = vec![5u8; 1 << 16];
+    let mut sent = 0usize;
+    // Fill everything on the way.
+    for _ in 0..2000 {
+        match c1.write(&chunk) {
+            Ok(k) => sent += k,
+            Err(_) => {
+                t.spin(20);
+                if c1.write(&chunk).is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+        }
+    }
+    t.spin(200);
+    let before = t.wakeups;
+    t.spin(500);
+    assert!(
+        t.wakeups - before <= 2,
+        "{} wake-ups while stalled",
+        t.wakeups - before
+    );
+    let mut got = 0usize;
+    c2.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while got < sent && std::time::Instant::now() < end {
+        t.spin(2);
+        while let Ok(k) = c2.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+    }
+    assert_eq!(got, sent);
+}
+
+/// A wake-up for output moves the direction towards that socket only;
+/// one for input the direction it feeds; a hang-up both.
+#[test]
+fn readiness_picks_the_directions() {
+    use EpollFlags as F;
+    assert_eq!(directions(0, F::EPOLLIN), [true, false]);
+    assert_eq!(directions(1, F::EPOLLIN), [false, true]);
+    assert_eq!(directions(0, F::EPOLLOUT), [false, true]);
+    assert_eq!(directions(1, F::EPOLLOUT), [true, false]);
+    assert_eq!(directions(1, F::EPOLLIN | F::EPOLLOUT), [true, true]);
+    assert_eq!(directions(0, F::EPOLLHUP), [true, true]);
+    assert_eq!(directions(0, F::EPOLLERR), [true, false]);
+}
+
+/// Small exchanges cost one read and one write each: a read that got
+/// less than it asked for is not followed by one that finds nothing.
+#[test]
+fn a_short_read_is_not_read_again() {
+    let (mut t, c1, c2) = T::new();
+    let mut ends = [c1, c2];
+    for from in 0..2 {
+        CALLS.with(|c| c.set(0));
+        ends[from].write_all(b"request").unwrap();
+        t.spin(20);
+        let to = &mut ends[1 - from];
+        to.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut got = [0u8; 7];
+        to.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"request");
+        assert_eq!(CALLS.with(|c| c.get()), 2, "splice() calls");
+    }
+}
+
+/// Pairs that end give their pipes back: a stream of connections opens
+/// no pipe beyond the pool's first fill.
+#[test]
+fn ended_pairs_give_their_pipes_back() {
+    let (mut t, mut c1, mut c2) = T::new();
+    let opened = t.sp.pipes_opened;
+    assert_eq!(opened, POOL_PIPES);
+    for i in 0..20u32 {
+        c1.shutdown(Shutdown::Write).unwrap();
+        c2.shutdown(Shutdown::Write).unwrap();
+        t.spin(2000);
+        assert!(
+            matches!(t.ended, Some(SockEvent::SpliceEnded(Ok(_)))),
+            "{:?}",
+            t.ended
+        );
+        t.sp.forget(SockId(2 + 2 * i));
+        t.socks.remove(&t.ep, SockId(2 + 2 * i));
+        t.socks.remove(&t.ep, SockId(3 + 2 * i));
+        t.ended = None;
+        let (n1, a1) = conn();
+        let (n2, a2) = conn();
+        let (a, b) = (SockId(4 + 2 * i), SockId(5 + 2 * i));
+        t.socks.insert(a, a1);
+        t.socks.insert(b, a2);
+        assert!(t.sp.join(&t.ep, &mut t.socks, a, b).is_none());
+        (c1, c2) = (n1, n2);
+        t.key = a;
+    }
+    assert_eq!(t.sp.pipes_opened, opened);
+    assert_eq!(t.sp.len(), 1);
+}
+
+/// The far sides of connections from the host are opened in the
+/// guest's namespace, a batch at a time: the pool empties, then one
+/// round trip to the namespace fills it again.
+#[test]
+fn namespace_sockets_are_opened_ahead_in_batches() {
+    use std::os::unix::fs::MetadataExt;
+    let ns = crate::netns::new_netns_fd().unwrap();
+    let want = std::fs::File::from(ns.try_clone().unwrap())
+        .metadata()
+        .unwrap()
+        .ino();
+    let g = GuestNs::new(ns);
+    g.start_worker().unwrap();
+    let mut sp = Splicer::default();
+    for round in 0..2 {
+        for i in 0..NS_POOL {
+            let fd = sp.ns_socket(&g, Family::V6).unwrap();
+            assert_eq!(sp.ns_pooled(), [0, NS_POOL - 1 - i], "round {round}");
+            // SIOCGSKNS: the socket's network namespace.
+            // SAFETY: an ioctl on a socket we own; it returns a new fd.
+            let nsfd = unsafe { libc::ioctl(fd.as_raw_fd(), 0x894C) };
+            assert!(nsfd >= 0);
+            // SAFETY: the fresh descriptor the ioctl returned.
+            let f = unsafe { std::fs::File::from_raw_fd(nsfd) };
+            assert_eq!(f.metadata().unwrap().ino(), want);
+        }
+    }
+    let _ = sp.ns_socket(&g, Family::V4).unwrap();
+    assert_eq!(sp.ns_pooled(), [NS_POOL - 1, 0]);
+}
+
+/// A connect on loopback is finished within the call: it is reported
+/// at once, and the socket never enters the epoll set for it.
+#[test]
+fn a_loopback_connect_is_reported_at_once() {
+    use crate::sock::Outcome;
+    use passt_core::Action;
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    let mut socks = SockTable::with_capacity(2);
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let s = SockId(9);
+    let open = Action::Open {
+        sock: s,
+        kind: SockKind::TcpStream,
+        family: Family::V4,
+        netns: passt_core::Netns::Host,
+    };
+    assert_eq!(socks.execute(&ep, None, open, &[]), Outcome::Done);
+    let connect = Action::Connect {
+        sock: s,
+        addr: l.local_addr().unwrap(),
+    };
+    assert_eq!(
+        socks.execute(&ep, None, connect, &[]),
+        Outcome::Event(s, SockEvent::Connected(Ok(())))
+    );
+    let mut evs = [EpollEvent::empty(); 1];
+    assert_eq!(ep.wait(&mut evs, EpollTimeout::ZERO).unwrap(), 0);
+}
+
+/// A reset on one side ends the pair with the error.
+#[test]
+fn a_reset_ends_the_pair_with_an_error() {
+    let (mut t, c1, mut c2) = T::new();
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` lives across the call and its size is passed along.
+    let r = unsafe {
+        libc::setsockopt(
+            c1.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    c2.write_all(&[1u8; 1000]).unwrap();
+    drop(c1);
+    t.spin(2000);
+    assert!(
+        matches!(t.ended, Some(SockEvent::SpliceEnded(Err(_)))),
+        "{:?}",
+        t.ended
+    );
+}
