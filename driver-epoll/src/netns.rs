@@ -486,6 +486,17 @@ pub(crate) mod tests {
         std::fs::metadata(p).unwrap().ino()
     }
 
+    /// A new network namespace, and its inode (what `ns_inode` reads of a
+    /// thread inside it).
+    pub(crate) fn new_netns_with_inode() -> (OwnedFd, u64) {
+        let ns = new_netns_fd().unwrap();
+        let ino = std::fs::File::from(ns.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino();
+        (ns, ino)
+    }
+
     #[test]
     fn netns_names_and_paths() {
         assert_eq!(netns_path(Path::new("foo")), Path::new("/run/netns/foo"));

@@ -197,17 +197,12 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::netns::tests::ns_inode as ino;
-    use std::os::unix::fs::MetadataExt;
 
     /// Jobs run in the namespace, on one thread, before and after the
     /// worker starts; the caller's namespace does not change.
     #[test]
     fn jobs_run_inside_the_namespace() {
-        let ns = crate::netns::new_netns_fd().unwrap();
-        let want = std::fs::File::from(ns.try_clone().unwrap())
-            .metadata()
-            .unwrap()
-            .ino();
+        let (ns, want) = crate::netns::tests::new_netns_with_inode();
         let g = GuestNs::new(ns);
         let here = ino("/proc/thread-self/ns/net");
         assert_eq!(g.run(|| ino("/proc/thread-self/ns/net")).unwrap(), want);

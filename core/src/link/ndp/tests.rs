@@ -25,6 +25,18 @@ fn our_ll() -> Ipv6Addr {
     capture_config().ip6.unwrap().our_ll
 }
 
+/// The answer to a solicitation for `target`: router, solicited, override,
+/// with `mac` as its link-layer address.
+fn solicited_na(target: Ipv6Addr, mac: Mac) -> NdiscRepr<'static> {
+    NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::ROUTER
+            | NdiscNeighborFlags::SOLICITED
+            | NdiscNeighborFlags::OVERRIDE,
+        target_addr: target,
+        lladdr: lladdr(mac),
+    }
+}
+
 fn core() -> Core {
     Core::new(capture_config())
 }
@@ -105,16 +117,7 @@ fn ns_is_answered_with_na() {
     assert_eq!(r.dst_mac, GUEST_MAC);
     assert_eq!(r.src, our_ll());
     assert_eq!(r.dst, GUEST_GLOBAL);
-    assert_eq!(
-        r.repr,
-        NdiscRepr::NeighborAdvert {
-            flags: NdiscNeighborFlags::ROUTER
-                | NdiscNeighborFlags::SOLICITED
-                | NdiscNeighborFlags::OVERRIDE,
-            target_addr: GW,
-            lladdr: lladdr(Mac::OUR_DEFAULT),
-        }
-    );
+    assert_eq!(r.repr, solicited_na(GW, Mac::OUR_DEFAULT));
     assert_eq!(r.icmp.len(), NA_LEN);
     assert_eq!(c.counters().replies(ReplyKind::NeighborAdvert), 1);
     assert_eq!(c.counters().dropped_total(), 0);

@@ -240,11 +240,7 @@ fn ended_pairs_give_their_pipes_back() {
 #[test]
 fn namespace_sockets_are_opened_ahead_in_batches() {
     use std::os::unix::fs::MetadataExt;
-    let ns = crate::netns::new_netns_fd().unwrap();
-    let want = std::fs::File::from(ns.try_clone().unwrap())
-        .metadata()
-        .unwrap()
-        .ino();
+    let (ns, want) = crate::netns::tests::new_netns_with_inode();
     let g = GuestNs::new(ns);
     g.start_worker().unwrap();
     let mut sp = Splicer::default();

@@ -15,16 +15,7 @@ fn ns_for_lan_neighbour_is_answered_with_its_own_mac() {
     assert_eq!(out.len(), 1);
     let r = reparse(&out[0]);
     assert_eq!(r.src, our_ll());
-    assert_eq!(
-        r.repr,
-        NdiscRepr::NeighborAdvert {
-            flags: NdiscNeighborFlags::ROUTER
-                | NdiscNeighborFlags::SOLICITED
-                | NdiscNeighborFlags::OVERRIDE,
-            target_addr: PEER,
-            lladdr: lladdr(PEER_MAC),
-        }
-    );
+    assert_eq!(r.repr, solicited_na(PEER, PEER_MAC));
     // The gateway keeps ours.
     let out = exchange(&mut c, T0, &[&ns_frame(GUEST_GLOBAL, GW)]);
     let NdiscRepr::NeighborAdvert { lladdr: l, .. } = reparse(&out[0]).repr else {
