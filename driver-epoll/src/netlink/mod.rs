@@ -176,6 +176,45 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {e}"))
 }
 
+/// Why a datagram's messages could not all be split out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// Fewer bytes left than a message header.
+    Short,
+    /// A length below the header's.
+    BadLength,
+    /// A length past the datagram's end.
+    Truncated,
+}
+
+/// The messages of one netlink datagram, each with its header, in order
+/// (lengths from the headers, each message padded to 4 bytes). A framing
+/// error ends the list.
+fn messages(data: &[u8]) -> impl Iterator<Item = Result<&[u8], Framing>> {
+    let mut off = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || off >= data.len() {
+            return None;
+        }
+        failed = true;
+        let rest = data.get(off..).unwrap_or_default();
+        let Some(len) = rest.get(..4).filter(|_| rest.len() >= 16) else {
+            return Some(Err(Framing::Short));
+        };
+        let len = u32::from_ne_bytes(len.try_into().ok()?) as usize;
+        if len < 16 {
+            return Some(Err(Framing::BadLength));
+        }
+        let Some(chunk) = rest.get(..len) else {
+            return Some(Err(Framing::Truncated));
+        };
+        failed = false;
+        off = off.saturating_add(len).saturating_add(3) & !3;
+        Some(Ok(chunk))
+    })
+}
+
 fn family_of(v6: bool) -> AddressFamily {
     if v6 {
         AddressFamily::Inet6
@@ -236,21 +275,14 @@ impl Nl {
             self.buf.clear();
             let n = self.sock.recv(&mut self.buf, 0)?;
             let data = self.buf.get(..n.min(self.buf.len())).unwrap_or_default();
-            let mut off = 0usize;
-            while off.checked_add(16).is_some_and(|e| e <= data.len()) {
-                let len_bytes: [u8; 4] = data
-                    .get(off..off.saturating_add(4))
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| invalid("truncated"))?;
-                let len = u32::from_ne_bytes(len_bytes) as usize;
-                if len < 16 {
-                    return Err(invalid("bad message length"));
-                }
-                let end = off.checked_add(len).ok_or_else(|| invalid("overflow"))?;
-                let chunk = data
-                    .get(off..end)
-                    .ok_or_else(|| invalid("truncated message"))?;
-                off = end.checked_add(3).map_or(usize::MAX, |e| e & !3);
+            for chunk in messages(data) {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    // A remainder too short for a header: nothing more.
+                    Err(Framing::Short) => break,
+                    Err(Framing::BadLength) => return Err(invalid("bad message length")),
+                    Err(Framing::Truncated) => return Err(invalid("truncated message")),
+                };
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk);
                 let msg = match msg {
                     Ok(m) => m,

@@ -147,18 +147,11 @@ impl NeighWatch {
 
     /// The events of one datagram of notifications.
     pub(crate) fn datagram(&mut self, data: &[u8], f: &mut impl FnMut(NeighEvent)) {
-        let mut off = 0usize;
-        while off < data.len() {
-            let len = data
-                .get(off..off.saturating_add(4))
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map_or(0, |b| u32::from_ne_bytes(b) as usize);
-            let Some(chunk) = data.get(off..off.saturating_add(len)).filter(|_| len >= 16) else {
-                // A length that does not fit: the rest can't be framed.
+        for chunk in super::messages(data) {
+            let Ok(chunk) = chunk else {
                 self.malformed += 1;
                 return;
             };
-            off = off.saturating_add(len).saturating_add(3) & !3;
             let msg = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk) {
                 Ok(m) => m,
                 Err(_) => {
