@@ -43,8 +43,11 @@ pub(crate) const NDP_HOP_LIMIT: u8 = 255;
 pub(crate) const RT_LIFETIME: u16 = 65535;
 /// "Managed address configuration" flag: the guest should ask DHCPv6.
 pub(crate) const RA_MANAGED: u8 = 0x80;
-/// Router, solicited and override flags of our neighbour advertisements.
-pub(crate) const NA_FLAGS: u8 = 0xe0;
+/// Router and override flags of our neighbour advertisements.
+pub(crate) const NA_FLAGS: u8 = 0xa0;
+/// The solicited flag of a neighbour advertisement: set in answers, clear
+/// in announcements (RFC 4861 §4.4, §7.2.6).
+pub(crate) const NA_SOLICITED: u8 = 0x40;
 /// On-link and autonomous flags of the prefix information option.
 pub(crate) const PREFIX_FLAGS: u8 = 0xc0;
 /// An infinite lifetime.
@@ -149,11 +152,17 @@ pub(crate) fn multicast_mac(a: Ipv6Addr) -> Mac {
     Mac([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
-/// Writes a neighbour advertisement for `target` at `mac` (flags R, S, O, a
-/// target link-layer option) with the checksum left zero.
-pub(crate) fn write_na(b: &mut [u8], target: Ipv6Addr, mac: Mac) -> Option<usize> {
+/// Writes a neighbour advertisement for `target` at `mac` (flags R, O, and
+/// S if `solicited`; a target link-layer option) with the checksum left
+/// zero.
+pub(crate) fn write_na(b: &mut [u8], target: Ipv6Addr, mac: Mac, solicited: bool) -> Option<usize> {
     let b = b.get_mut(..NA_LEN)?;
-    put(b, 0, &[TYPE_NA, 0, 0, 0, NA_FLAGS, 0, 0, 0])?;
+    let flags = if solicited {
+        NA_FLAGS | NA_SOLICITED
+    } else {
+        NA_FLAGS
+    };
+    put(b, 0, &[TYPE_NA, 0, 0, 0, flags, 0, 0, 0])?;
     put(b, 8, &target.octets())?;
     put(b, 24, &[OPT_TARGET_LL, 1])?;
     put(b, 26, &mac.0)?;
@@ -399,7 +408,7 @@ pub(crate) mod tests {
         fn na_writer_against_smoltcp(target in any::<[u8; 16]>(), mac in any::<[u8; 6]>()) {
             let target = Ipv6Addr::from(target);
             let mut b = [0xeeu8; 40];
-            prop_assert_eq!(write_na(&mut b, target, Mac(mac)), Some(NA_LEN));
+            prop_assert_eq!(write_na(&mut b, target, Mac(mac), true), Some(NA_LEN));
             let pkt = Icmpv6Packet::new_checked(&b[..NA_LEN]).unwrap();
             let caps = {
                 let mut c = ChecksumCapabilities::default();
@@ -413,7 +422,7 @@ pub(crate) mod tests {
                 target_addr: target,
                 lladdr: lladdr(Mac(mac)),
             }));
-            prop_assert_eq!(write_na(&mut b[..NA_LEN - 1], target, Mac(mac)), None);
+            prop_assert_eq!(write_na(&mut b[..NA_LEN - 1], target, Mac(mac), true), None);
         }
     }
 }

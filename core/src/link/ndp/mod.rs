@@ -127,12 +127,9 @@ fn ndp_dst_mac(cx: &Ctx<'_>, dst: Ipv6Addr) -> Mac {
 
 fn send_na(cx: &mut Ctx<'_>, dst: Ipv6Addr, target: Ipv6Addr) {
     let mac = cx.neigh.mac_of(cx.cfg, target.into());
-    let fill = |l4: &mut [u8], _: &Config| write_na(l4, target, mac);
+    let fill = |l4: &mut [u8], _: &Config| write_na(l4, target, mac, true);
     send(cx, dst, ReplyKind::NeighborAdvert, NA_LEN, fill);
 }
-
-/// The solicited flag of a neighbour advertisement (RFC 4861 §4.4).
-const NA_SOLICITED: u8 = 0x40;
 
 /// An unsolicited neighbour advertisement to all nodes: `target` is at
 /// the MAC of its entry in the neighbour table. Returns whether it was
@@ -142,11 +139,7 @@ pub(crate) fn announce(cx: &mut Ctx<'_>, target: Ipv6Addr) -> bool {
         return false;
     }
     let mac = cx.neigh.mac_of(cx.cfg, target.into());
-    let fill = |l4: &mut [u8], _: &Config| {
-        let n = write_na(l4, target, mac)?;
-        *l4.get_mut(4)? &= !NA_SOLICITED;
-        Some(n)
-    };
+    let fill = |l4: &mut [u8], _: &Config| write_na(l4, target, mac, false);
     send(cx, ALL_NODES, ReplyKind::NeighborAdvert, NA_LEN, fill)
 }
 
