@@ -29,6 +29,13 @@ pub struct TcpPolicy {
     /// overhead the kernel charges on top of the payload); 0 keeps nothing
     /// back.
     pub window_headroom: u32,
+    /// Held back from the window besides: `1 / queue_reserve` of what the
+    /// buffer already holds (0: nothing). The kernel splits queued buffers
+    /// as the peer's window lets them out, each piece charged its own
+    /// overhead, so a full queue grows while the guest's data is on its
+    /// way; a write that then does not fit drops the rest of the guest's
+    /// flight, which it resends only after its retransmission timeout.
+    pub queue_reserve: u32,
     /// When a closed window is offered again.
     pub reopen: Reopen,
     /// Interval of send-buffer queries while the window is closed and the
@@ -69,6 +76,7 @@ impl TcpPolicy {
     /// What the drivers ship.
     pub const SHIPPED: TcpPolicy = TcpPolicy {
         window_headroom: 16,
+        queue_reserve: 8,
         reopen: Reopen::Segment,
         window_poll_armed: Duration::from_millis(100),
         window_poll_writable: Duration::from_millis(1),
@@ -117,6 +125,7 @@ impl TcpPolicy {
             },
             "window-whole" => TcpPolicy {
                 window_headroom: 0,
+                queue_reserve: 0,
                 ..s
             },
             "ack-at-once" => TcpPolicy {
@@ -159,9 +168,13 @@ impl TcpPolicy {
             return None;
         }
         let free = sndbuf.saturating_sub(queued);
-        Some(match self.window_headroom {
+        let free = match self.window_headroom {
             0 => free,
             h => free - free / h,
+        };
+        Some(match self.queue_reserve {
+            0 => free,
+            r => free.saturating_sub(queued / r),
         })
     }
 }
@@ -198,5 +211,10 @@ mod tests {
             Some(16000)
         );
         assert_eq!(s.window(100, 200), Some(0));
+        // A queue of 1 MiB keeps 128 KiB back.
+        assert_eq!(
+            s.window(4 << 20, 1 << 20),
+            Some((3 << 20) - (3 << 16) - (1 << 17))
+        );
     }
 }

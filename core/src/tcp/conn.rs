@@ -105,12 +105,20 @@ pub(crate) struct TcpConn {
     pub(super) pingpong: bool,
     /// When the guest's data was last written to the socket.
     pub(super) t_data_in: Option<Instant>,
-    /// Send the next ACK twice (a duplicate ACK pair for a gap).
-    pub(super) dup_ack_pending: bool,
+    /// Segments of the guest that were dropped past the next byte we
+    /// expect (beyond a gap, or the tail of a write that did not fit) and
+    /// that no duplicate ACK answered yet. The guest still counts them in
+    /// flight; at most this many duplicate ACKs go out for them (see
+    /// `TcpState::send_ack`).
+    pub(super) dups_owed: u16,
     /// Send an ACK when the next `TcpInfo` arrives.
     pub(super) force_ack: bool,
-    /// `seq_from_tap` for which a duplicate ACK pair was last sent.
-    pub(super) dup_ack_sent_at: Option<u32>,
+    /// Share of the send buffer's free space (in 1/256) that writes fill
+    /// with payload: below 256 once a write did not fit in a window the
+    /// free space promised (the kernel charges every buffer of the queue
+    /// its overhead, and more buffers with a peer that reads in small
+    /// pieces). 0 stands for 256 (nothing learnt yet).
+    pub(super) payload_share: u16,
 
     // --- sequence numbers (guest's view of us: "to tap"; of itself: "from tap")
     /// Our initial sequence number.
@@ -124,6 +132,10 @@ pub(crate) struct TcpConn {
     /// Next sequence number expected from the guest: everything before it
     /// was written to the socket.
     pub(crate) seq_from_tap: u32,
+    /// End of the furthest segment seen from the guest: it has everything
+    /// up to here in flight, past `seq_from_tap` (bounds the duplicate
+    /// ACKs it may be sent).
+    pub(super) seq_max_from_tap: u32,
     /// The ACK number last sent to the guest.
     pub(crate) seq_ack_to_tap: u32,
 

@@ -140,20 +140,24 @@ impl TcpState {
         }
     }
 
-    /// Sends an ACK (followed by `DUP_ACKS_SENT` duplicates if a gap in
-    /// the guest's data is owed them, once per gap).
+    /// Sends an ACK, followed by duplicates for segments of the guest we
+    /// dropped (`TcpConn::dups_owed`) when they may go out: one per such
+    /// segment, at most `DUP_ACK_BURST`, counting this ACK itself when the
+    /// guest will take it for a duplicate (same acknowledgement and window
+    /// as the last one).
     pub(super) fn send_ack(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
         let Some(c) = cx.tc(id) else { return };
-        let dups = c.dup_ack_pending && c.dup_ack_sent_at != Some(c.seq_from_tap);
-        if dups {
-            c.dup_ack_sent_at = Some(c.seq_from_tap);
+        let mut extra = 0;
+        let dups = c.dups_now();
+        if dups > 0 {
+            c.dups_owed = 0;
+            let (_, wbytes) = c.win_field(false);
+            let dup = c.seq_ack_to_tap == c.seq_from_tap && c.wnd_to_tap == wbytes;
+            extra = dups - u16::from(dup);
         }
-        c.dup_ack_pending = false;
         self.send_flags(cx, id, ACK);
-        if dups {
-            for _ in 0..DUP_ACKS_SENT {
-                self.send_flags(cx, id, ACK);
-            }
+        for _ in 0..extra {
+            self.send_flags(cx, id, ACK);
         }
     }
 

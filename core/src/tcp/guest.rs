@@ -132,6 +132,7 @@ impl TcpState {
                 seq_max_to_tap: isn,
                 seq_ack_from_tap: isn,
                 seq_from_tap: s.seq.wrapping_add(1),
+                seq_max_from_tap: s.seq.wrapping_add(1),
                 seq_ack_to_tap: s.seq.wrapping_add(1),
                 wnd_from_tap: u32::from(s.win),
                 wnd_raw_from_tap: s.win,
@@ -250,6 +251,7 @@ impl TcpState {
                     if s.has(SYN) && s.has(ACK) && s.ack == c.isn.wrapping_add(1) {
                         let v6 = p.key.src.is_ipv6();
                         c.seq_from_tap = s.seq.wrapping_add(1);
+                        c.seq_max_from_tap = c.seq_from_tap;
                         c.seq_ack_from_tap = s.ack;
                         c.seq_to_tap = s.ack;
                         c.seq_max_to_tap = s.ack;
@@ -342,11 +344,19 @@ impl TcpState {
         let mut fin = false;
         let mut ack_now = false;
         let mut gap = false;
+        // Segments dropped past the next byte expected (see `dups_owed`).
+        let mut ahead: u16 = 0;
+        let mut busy_dropped: u16 = 0;
+        let mut seq_max = c.seq_max_from_tap;
         let mut peek = false;
         for (i, p) in pkts.iter().enumerate() {
             let Some(s) = self.parse(cx, batch, p) else {
                 continue;
             };
+            let end = s.seq.wrapping_add(s.len);
+            if s.len > 0 && seq::gt(end, seq_max) {
+                seq_max = end;
+            }
             if s.has(RST) {
                 self.flush_send(cx, id, span_start, fin, requeue);
                 self.guest_reset(cx, id);
@@ -371,6 +381,7 @@ impl TcpState {
             if busy {
                 if s.len > 0 || s.has(FIN) {
                     gap = true;
+                    busy_dropped = busy_dropped.saturating_add(1);
                 }
                 continue;
             }
@@ -383,7 +394,10 @@ impl TcpState {
             match self.take_data(cx, &s, &mut expected, &mut fin) {
                 Take::Taken | Take::Nothing => {}
                 Take::Old => ack_now = true,
-                Take::Ahead => gap = true,
+                Take::Ahead => {
+                    gap = true;
+                    ahead = ahead.saturating_add(1);
+                }
             }
         }
         // Out-of-order segments: a few more passes may fill the gap.
@@ -392,6 +406,7 @@ impl TcpState {
             pass += 1;
             let mut progress = false;
             gap = false;
+            let mut still_ahead: u16 = 0;
             for p in pkts {
                 let Some(s) = self.parse(cx, batch, p) else {
                     continue;
@@ -401,20 +416,31 @@ impl TcpState {
                 }
                 match self.take_data(cx, &s, &mut expected, &mut fin) {
                     Take::Taken => progress = true,
-                    Take::Ahead => gap = true,
+                    Take::Ahead => {
+                        gap = true;
+                        still_ahead = still_ahead.saturating_add(1);
+                    }
                     Take::Old | Take::Nothing => {}
                 }
             }
+            ahead = still_ahead;
             if !progress {
                 break;
             }
         }
         if gap {
             if let Some(c) = cx.tc(id) {
-                c.dup_ack_pending = true;
+                // Segments dropped while a Send was pending start at the
+                // byte it ends with (if it is taken whole): the first of
+                // them fills that gap, the others lie past it.
+                let owed = ahead.saturating_add(busy_dropped.saturating_sub(1));
+                c.dups_owed = c.dups_owed.saturating_add(owed);
             }
             // With a Send pending, the ACK goes out after its result.
             ack_now = !busy;
+        }
+        if let Some(c) = cx.tc(id) {
+            c.seq_max_from_tap = seq_max;
         }
         let sent = self.flush_send(cx, id, span_start, fin, requeue);
         if !sent {

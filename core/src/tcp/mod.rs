@@ -106,10 +106,15 @@ pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const LOW_RTT_US: u32 = 10;
 /// Low-RTT peers remembered for new connections.
 const LOW_RTT_TABLE: usize = 8;
-/// Duplicate ACKs we send for a gap in the guest's data: a guest without
-/// SACK (we offer none) retransmits fast only after three (Linux's
-/// `tcp_reordering`), and waits for its retransmission timeout otherwise.
-const DUP_ACKS_SENT: usize = 3;
+/// Most duplicate ACKs sent at once for segments of the guest we dropped:
+/// a guest without SACK (we offer none) retransmits fast after three
+/// (Linux's `tcp_reordering`), and waits for its retransmission timeout
+/// otherwise. Never more than the segments dropped: Linux takes duplicates
+/// beyond the segments it has in flight for reordering, raises its
+/// threshold, and then no longer retransmits fast at all.
+const DUP_ACK_BURST: u16 = 3;
+/// [`TcpConn::payload_share`] for "all of it".
+const PAYLOAD_SHARE_ONE: u16 = 256;
 /// Frames a tap device queues towards us (the kernel's default
 /// `txqueuelen`): a guest with more than that in flight overflows the queue,
 /// and the frames dropped there come back only after its retransmission
@@ -405,7 +410,75 @@ impl TcpConn {
         };
         self.sndbuf = space.sndbuf;
         self.queued = space.queued;
-        self.sock_free = w;
+        if self.payload_share != 0 && space.queued <= space.sndbuf / 4 {
+            // The peer keeps up: what was learnt about the overhead
+            // fades (the peer's reads may have grown).
+            let s = self.payload_share;
+            self.payload_share = s + (PAYLOAD_SHARE_ONE - s) / 16 + 1;
+            if self.payload_share >= PAYLOAD_SHARE_ONE {
+                self.payload_share = 0;
+            }
+        }
+        self.sock_free = self.payload_of(w);
         true
+    }
+
+    /// The payload that fits in `free` bytes of the send buffer, as far as
+    /// writes that did not fit taught (`payload_share`).
+    fn payload_of(&self, free: u32) -> u32 {
+        match self.payload_share {
+            0 => free,
+            s => (u64::from(free) * u64::from(s) / u64::from(PAYLOAD_SHARE_ONE)) as u32,
+        }
+    }
+
+    /// A write of `want` bytes, with `promised` bytes of free space
+    /// expected, took only `took`: the buffer holds less payload than its
+    /// free space says. Lowers `payload_share` to what this write shows
+    /// (never below a quarter).
+    fn learn_payload_share(&mut self, promised: u32, want: u32, took: u32) {
+        let promised = promised.min(want);
+        if promised == 0 || took >= promised {
+            return;
+        }
+        let s = match self.payload_share {
+            0 => PAYLOAD_SHARE_ONE,
+            s => s,
+        };
+        let learnt = u64::from(s) * u64::from(took) / u64::from(promised);
+        self.payload_share = (learnt as u16).max(PAYLOAD_SHARE_ONE / 4);
+    }
+
+    /// A write refused its last `refused` bytes: the guest's segments
+    /// that held them are lost, and all but the first lie past the new
+    /// gap. Counted in the guest's largest segment, so never too many.
+    fn owe_dups_for_refused(&mut self, refused: u32) {
+        let seg = u32::from(self.mss_to_tap).max(1);
+        let past = refused.div_ceil(seg).saturating_sub(1);
+        self.dups_owed = self
+            .dups_owed
+            .saturating_add(past.min(u32::from(u16::MAX)) as u16);
+    }
+
+    /// Whether duplicate ACKs owed for dropped segments may go out now:
+    /// only with the window open for a segment, as the guest's fast
+    /// retransmission would otherwise hit a full buffer, be dropped again,
+    /// and leave it waiting for its timeout.
+    fn dups_due(&self) -> bool {
+        self.dups_owed > 0 && !self.sock_full && self.wnd_avail() >= u32::from(self.mss_to_tap)
+    }
+
+    /// Duplicate ACKs to send now: those owed, at most `DUP_ACK_BURST`, and
+    /// fewer than the guest's segments in flight past the gap (counted in
+    /// its largest segment, so never too many).
+    fn dups_now(&self) -> u16 {
+        if !self.dups_due() || !seq::gt(self.seq_max_from_tap, self.seq_from_tap) {
+            return 0;
+        }
+        let seg = u32::from(self.mss_to_tap).max(1);
+        let past = seq::dist(self.seq_from_tap, self.seq_max_from_tap).div_ceil(seg) - 1;
+        self.dups_owed
+            .min(DUP_ACK_BURST)
+            .min(past.min(u32::from(u16::MAX)) as u16)
     }
 }

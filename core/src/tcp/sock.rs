@@ -620,7 +620,8 @@ impl TcpState {
                 c.t_poll = Some(now.saturating_add(pol.window_poll_armed));
             }
         }
-        let owed = c.seq_ack_to_tap != c.seq_from_tap || c.dup_ack_pending || c.force_ack;
+        let dups = c.dups_due();
+        let owed = c.seq_ack_to_tap != c.seq_from_tap || dups || c.force_ack;
         // The guest used half the window we offered: a deferred ACK
         // would leave it idle (and a window's worth per 10 ms caps
         // the rate), so acknowledge now.
@@ -635,7 +636,7 @@ impl TcpState {
             || (c.local && !request)
             || c.sndbuf < pol.ack_at_once_below
             || c.tap_fin_rcvd
-            || c.dup_ack_pending
+            || dups
             || reopened
             || new == 0;
         c.force_ack = false;
@@ -677,6 +678,10 @@ impl TcpState {
         match r {
             Ok(n) => {
                 let n = (n.min(want as usize)) as u32;
+                if n < want {
+                    c.learn_payload_share(c.sock_free, want, n);
+                }
+                c.owe_dups_for_refused(want - n);
                 c.seq_from_tap = c.seq_from_tap.wrapping_add(n);
                 c.sock_free = c.sock_free.saturating_sub(n);
                 c.t_active = now;
@@ -705,6 +710,7 @@ impl TcpState {
                 }
             }
             Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
+                c.owe_dups_for_refused(want);
                 c.need_out = true;
                 c.sock_full = true;
                 c.sock_free = 0;

@@ -77,22 +77,56 @@ fn window_never_above_socket_free_space() {
 }
 
 #[test]
-fn out_of_order_gets_three_duplicate_acks_and_reorder_in_batch() {
+fn out_of_order_gets_one_duplicate_ack_per_segment_and_reorder_in_batch() {
     let mut c = connect4();
     let t = c.their;
     // Reordered within a batch: both written, in order.
     c.h.guest(&[c.seg(t.wrapping_add(3)).data(b"def"), c.seg(t).data(b"abc")]);
     assert_eq!(c.h.sock(c.sock).written, b"abcdef");
     c.h.frames_after(10);
-    // A gap: the ACK and three duplicates for the missing bytes (what a
-    // guest without SACK needs for a fast retransmission), once.
-    c.h.guest(&[c.seg(t.wrapping_add(10)).data(b"zz")]);
+    // A gap of one segment: one duplicate ACK per segment past it (RFC
+    // 5681 §3.2). More would tell a guest without SACK that the path
+    // reorders, and it would stop retransmitting fast.
+    const MSS: u32 = 1460;
+    let at = |k: u32| t.wrapping_add(6 + MSS * k);
+    let segs: Vec<_> = (1..10)
+        .map(|k| c.seg(at(k)).data(&[k as u8; MSS as usize]))
+        .collect();
+    c.h.guest(&segs[..1]);
     let f = c.h.take_frames();
-    assert_eq!(f.len(), 4);
-    assert!(f.iter().all(|o| o.ack == t.wrapping_add(6)));
-    c.h.guest(&[c.seg(t.wrapping_add(12)).data(b"yy")]);
-    assert!(c.h.take_frames().len() <= 1);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ack, at(0));
+    c.h.guest(&segs[1..3]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(f.iter().all(|o| o.ack == at(0) && o.win == f[0].win));
+    // At most three at once (enough for the guest to retransmit).
+    c.h.guest(&segs[3..]);
+    assert_eq!(c.h.take_frames().len(), 3);
     assert_eq!(c.h.sock(c.sock).written, b"abcdef");
+    // The missing segment fills the gap (the ones past it were dropped,
+    // and come again).
+    c.h.guest(&[c.seg(at(0)).data(&[0; MSS as usize])]);
+    assert_eq!(c.h.sock(c.sock).written.len(), 6 + MSS as usize);
+}
+
+/// A segment past a gap that is the only one the guest has in flight
+/// there gets no duplicate ACK beyond the plain one: the guest would count
+/// more duplicates than segments, take it for reordering, and stop
+/// retransmitting fast.
+#[test]
+fn no_more_duplicate_acks_than_segments_in_flight() {
+    let mut c = connect4();
+    let t = c.their;
+    c.h.guest(&[c.seg(t).data(b"abc")]);
+    c.h.frames_after(10);
+    // Three small segments past a gap: less than one full segment in
+    // flight past it, so no duplicates (the ACK of each batch only).
+    for k in 0..3u32 {
+        c.h.guest(&[c.seg(t.wrapping_add(10 + 2 * k)).data(b"zz")]);
+        assert_eq!(c.h.take_frames().len(), 1);
+    }
+    assert_eq!(c.h.sock(c.sock).written, b"abc");
 }
 
 #[test]

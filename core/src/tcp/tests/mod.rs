@@ -530,7 +530,8 @@ fn connect_sndbuf(cfg: Config, src: IpAddr, dst: IpAddr, ws: Option<u8>, sndbuf:
     let our = sa.seq.wrapping_add(1);
     let their = GISN.wrapping_add(1);
     h.guest(&[g.clone().seq(their).ack(our)]);
-    assert!(h.take_frames().is_empty());
+    let f = h.take_frames();
+    assert!(f.is_empty(), "{f:?}");
     h.take_actions();
     Conn {
         h,
