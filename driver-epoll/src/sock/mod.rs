@@ -199,6 +199,17 @@ impl SockTable {
         apply_mask(epoll, sock, e, flags, false)
     }
 
+    /// `sock` stays in the epoll set until it is closed: since no other
+    /// descriptor refers to its socket, the close takes it out, and
+    /// [`Self::remove`] makes no `epoll_ctl` for it. Nothing may set its
+    /// interest again.
+    pub(crate) fn unregister_on_close(&mut self, sock: SockId) {
+        if let Some(e) = self.map.get_mut(&sock.0) {
+            e.registered = false;
+            e.mask = EpollFlags::empty();
+        }
+    }
+
     /// Closes and forgets `sock`.
     pub(crate) fn remove(&mut self, epoll: &Epoll, sock: SockId) {
         if let Some(e) = self.map.remove(&sock.0) {

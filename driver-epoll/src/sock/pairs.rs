@@ -109,6 +109,18 @@ impl<S> Pairs<S> {
         Some(pair)
     }
 
+    /// Marks the pair ended, its sockets left in the epoll set: closing
+    /// them takes them out (edge-triggered registrations, which wake the
+    /// loop for nothing more than what the pair then ignores).
+    pub(crate) fn end_with_close(&mut self, socks: &mut SockTable, key: u32) -> Option<&mut Pair<S>> {
+        let pair = self.pairs.get_mut(&key)?;
+        pair.ended = true;
+        for s in pair.socks {
+            socks.unregister_on_close(s);
+        }
+        Some(pair)
+    }
+
     pub(crate) fn get(&self, key: u32) -> Option<&Pair<S>> {
         self.pairs.get(&key)
     }

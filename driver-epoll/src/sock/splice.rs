@@ -23,29 +23,39 @@
 //!   round trip serves that many connections.
 //!
 //! **Moving bytes**: a read asks for what room the pipe has, a write for
-//! what the pipe holds. A read that gets less than it asked for emptied
-//! the socket (or the pipe's slots): no second read follows in that round,
-//! which could only find nothing; readiness, level-triggered, brings the
-//! rest.
+//! what the pipe holds.
 //!
-//! **Interest only where progress is possible** (level-triggered, so nothing
-//! is missed, and no wake-up that cannot move a byte):
+//! **One registration per socket for its life, edge-triggered**: both
+//! sockets enter the epoll set once, at the join, for input (and read
+//! hang-up); output is added, once, only when a write to the socket was
+//! refused. Nothing is changed as a direction ends, and nothing is taken
+//! out at the end: closing the socket (no other descriptor refers to it)
+//! takes it out of the set. A level-triggered registration would have to
+//! drop input interest at each end of stream (a socket at its end stays
+//! readable) and output interest once written to (a socket with room stays
+//! writable): two `epoll_ctl` per connection more, and as many again when a
+//! reader is slow.
 //!
-//! * a socket is watched for input while the direction it feeds is neither
-//!   at its end nor waiting for the other socket to take data;
-//! * a socket is watched for output only while data for it waits in a pipe
-//!   (its last write was refused);
-//! * a socket with neither is taken out of the epoll set, so that hang-up
-//!   and error conditions (which epoll reports whatever the mask) cannot
-//!   wake the loop for nothing while one side is slow.
+//! With edges, a source is read again only while it may hold input
+//! ([`Dir::readable`]): set by a wake-up for input, cleared when a read
+//! shows the socket empty. A read that got less than it asked for emptied
+//! the socket if the pipe had slots left for more (each slot holds at
+//! least a byte, so fewer bytes than free slots cannot have filled it): no
+//! second read follows, which could only find nothing; input that arrives
+//! later is a new edge. A read after the peer's end of stream was seen goes
+//! on until it finds the end (no edge comes for it again). While the
+//! destination refuses data, wake-ups for input only note it: a stalled
+//! reader costs a bounded number of wake-ups (until the sender's window
+//! closes), not a busy loop.
 //!
 //! **Ends**: end of stream read from one side, once the pipe towards the other
 //! side is empty, becomes `shutdown(SHUT_WR)` there (half-close carried
-//! through). When both directions ended, the pair reports
-//! [`SockEvent::SpliceEnded`] with `Ok`; an error on either side (a reset, a
-//! write to a closed peer) reports it at once, and the core closes both
-//! sockets with a reset. Nothing is reported twice: after the end the pair
-//! waits, out of the epoll set, for the core's `Close`.
+//! through); for the direction that ends last, the core's `Close` (which
+//! follows at once) sends the FIN instead. When both directions ended, the
+//! pair reports [`SockEvent::SpliceEnded`] with `Ok`; an error on either side
+//! (a reset, a write to a closed peer) reports it at once, and the core
+//! closes both sockets with a reset. Nothing is reported twice: after the end
+//! the pair ignores wake-ups until the core's `Close`.
 
 use crate::isolate::worker::GuestNs;
 use crate::sock::pairs::{Pair, Pairs};
@@ -86,6 +96,9 @@ struct Pipe {
     w: OwnedFd,
     /// Its capacity in bytes.
     size: usize,
+    /// Its capacity in buffers (pages): a read of fewer bytes than free
+    /// slots did not fill it.
+    slots: usize,
 }
 
 /// One direction of a pair: from `socks[i]` to `socks[1 - i]`.
@@ -94,6 +107,11 @@ struct Dir {
     pipe: Pipe,
     /// Bytes in the pipe.
     pending: usize,
+    /// The source may hold input not read yet.
+    readable: bool,
+    /// The source reported its peer's end of stream (read hang-up): reads
+    /// go on until they find it.
+    hup: bool,
     /// End of stream read from the source.
     eof: bool,
     /// The destination was shut down for writing.
@@ -108,8 +126,10 @@ struct Dir {
 #[derive(Debug)]
 struct Pipes {
     dirs: [Dir; 2],
-    /// The epoll masks in place (empty: not in the set).
-    masks: [EpollFlags; 2],
+    /// Both sockets are in the epoll set.
+    registered: bool,
+    /// Output was added to the registration of each socket.
+    out: [bool; 2],
 }
 
 /// What this module tracks: the pairs (by the id of their first socket),
@@ -152,11 +172,25 @@ fn new_pipe(want: usize) -> Result<Pipe, Errno> {
         }
         size /= 2;
     }
+    let size = size.max(MIN_PIPE);
     Ok(Pipe {
         r,
         w,
-        size: size.max(MIN_PIPE),
+        size,
+        slots: size / page_size(),
     })
+}
+
+/// The size of a pipe buffer (a page).
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096).max(1)
+}
+
+/// The registration of a joined socket: input and read hang-up, edges.
+fn base_mask() -> EpollFlags {
+    EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET
 }
 
 #[cfg(test)]
@@ -288,29 +322,31 @@ impl Splicer {
             }
         };
         let [p, q] = pipes;
-        let dir = |pipe| Dir {
+        // The accepted side's peer has likely written already (a request);
+        // the side just connected rarely has (a greeting), and the
+        // registration reports it if so: reading it now would mostly find
+        // nothing.
+        let dir = |pipe, readable| Dir {
             pipe,
             pending: 0,
+            readable,
+            hup: false,
             eof: false,
             shut: false,
             blocked: false,
             total: 0,
         };
-        // Whatever epoll interest the sockets had goes: this module sets it.
-        for s in [a, b] {
-            let _ = socks.set_mask(epoll, s, EpollFlags::empty());
-        }
         let key = self.pairs.insert(Pair::new(
             a,
             b,
             Pipes {
-                dirs: [dir(p), dir(q)],
-                masks: [EpollFlags::empty(); 2],
+                dirs: [dir(p, true), dir(q, false)],
+                registered: false,
+                out: [false; 2],
             },
         ));
-        // The accepted side's peer has likely written already (a request);
-        // the side just connected rarely has (a greeting), and epoll
-        // reports it if so: reading it now would mostly find nothing.
+        // Both sockets enter the epoll set after that first read: input
+        // that came in the meantime is reported by the registration itself.
         let r = self.run(epoll, socks, key, [true, false]);
         // Refilled off the path of the first bytes, and only when low:
         // ended pairs give their pipes back.
@@ -335,13 +371,22 @@ impl Splicer {
                 .get(sock)
                 .and_then(|e| crate::sock::so_error(e.fd.as_fd()))
             {
-                return self.end(epoll, socks, key, Err(e));
+                return self.end(socks, key, Err(e));
             }
         }
-        if flags.contains(EpollFlags::EPOLLOUT) {
+        let which = directions(side, flags, pair.dirs[1 - side].blocked);
+        if which[side] {
+            let d = &mut pair.dirs[side];
+            d.readable = true;
+            d.hup |= flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP);
+        }
+        if which[1 - side] {
             pair.dirs[1 - side].blocked = false;
         }
-        self.run(epoll, socks, key, directions(side, flags))
+        if which == [false, false] {
+            return None;
+        }
+        self.run(epoll, socks, key, which)
     }
 
     /// Moves what can be moved in the directions marked in `which`, then
@@ -360,10 +405,11 @@ impl Splicer {
             }
             let (src, dst) = (pair.socks[i], pair.socks[1 - i]);
             let (Some(s), Some(d)) = (socks.get(src), socks.get(dst)) else {
-                return self.end(epoll, socks, key, Err(Errno::EBADF));
+                return self.end(socks, key, Err(Errno::EBADF));
             };
-            if let Err(e) = pump(&mut pair.dirs[i], s.fd.as_fd(), d.fd.as_fd()) {
-                return self.end(epoll, socks, key, Err(e));
+            let last = pair.dirs[1 - i].shut;
+            if let Err(e) = pump(&mut pair.dirs[i], s.fd.as_fd(), d.fd.as_fd(), last) {
+                return self.end(socks, key, Err(e));
             }
         }
         if pair.dirs.iter().all(|d| d.shut) {
@@ -371,38 +417,38 @@ impl Splicer {
                 to_peer: pair.dirs[0].total,
                 from_peer: pair.dirs[1].total,
             };
-            return self.end(epoll, socks, key, Ok(t));
+            return self.end(socks, key, Ok(t));
         }
         for side in 0..2 {
-            let mut m = EpollFlags::empty();
-            let out_of = &pair.dirs[side];
-            if !out_of.eof && !out_of.blocked {
-                m |= EpollFlags::EPOLLIN;
+            let out = pair.out[side] || pair.dirs[1 - side].blocked;
+            if pair.registered && out == pair.out[side] {
+                continue;
             }
-            if pair.dirs[1 - side].blocked {
+            let mut m = base_mask();
+            if out {
                 m |= EpollFlags::EPOLLOUT;
             }
-            if m != pair.masks[side] {
-                if let Err(e) = socks.set_mask(epoll, pair.socks[side], m) {
-                    return self.end(epoll, socks, key, Err(e));
-                }
-                pair.masks[side] = m;
+            // A change of mask polls the socket: output possible by now is
+            // reported at once.
+            if let Err(e) = socks.set_mask(epoll, pair.socks[side], m) {
+                return self.end(socks, key, Err(e));
             }
+            pair.out[side] = out;
         }
+        pair.registered = true;
         None
     }
 
-    /// Takes the pair out of the epoll set and reports `r` on its first
-    /// socket.
+    /// Marks the pair ended and reports `r` on its first socket. Its
+    /// sockets stay in the epoll set until the core closes them, which
+    /// takes them out (wake-ups until then are ignored).
     fn end(
         &mut self,
-        epoll: &Epoll,
         socks: &mut SockTable,
         key: u32,
         r: Result<SpliceTotals, Errno>,
     ) -> Option<(SockId, SockEvent)> {
-        let pair = self.pairs.end(epoll, socks, key)?;
-        pair.masks = [EpollFlags::empty(); 2];
+        let pair = self.pairs.end_with_close(socks, key)?;
         if let Err(e) = r {
             log::debug!("splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);
         }
@@ -437,40 +483,60 @@ impl Splicer {
 
 /// The directions a readiness of the socket on `side` lets move: the one
 /// it feeds if it has input (or hung up, or has an error, which a read
-/// finds), the one towards it if it can take output (or hung up). A socket
-/// woken only for output is not read: it had no input, or its input is not
-/// wanted now.
-fn directions(side: usize, flags: EpollFlags) -> [bool; 2] {
+/// finds), the one towards it if that one waits for room (`waiting`) and
+/// the socket can take output (or hung up). A socket woken only for output
+/// is not read: it had no input, or its input is not wanted now; output
+/// reported while nothing waits for it (edges report the whole state)
+/// moves nothing.
+fn directions(side: usize, flags: EpollFlags, waiting: bool) -> [bool; 2] {
     let input =
         EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
-    let output = EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP;
+    let output = EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
     let mut run = [false; 2];
     run[side] = flags.intersects(input);
-    run[1 - side] = flags.intersects(output);
+    run[1 - side] = waiting && flags.intersects(output);
     run
 }
 
 /// Moves bytes of one direction until the source has nothing more, or the
 /// destination takes nothing more; then carries an end of stream through.
-fn pump(d: &mut Dir, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<(), Errno> {
-    // Set once a read got less than it asked for: the socket had no more
-    // (or the pipe no free slot), so another read now would find nothing.
-    // The socket stays readable (level-triggered) if it has more.
-    let mut drained = false;
+/// `last`: the other direction has ended, so this one ending ends the
+/// pair, whose sockets the core closes at once: the close sends the FIN,
+/// no `shutdown` is needed.
+fn pump(d: &mut Dir, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, last: bool) -> Result<(), Errno> {
+    if d.blocked {
+        // Input noted; nothing moves until the destination has room.
+        return Ok(());
+    }
     loop {
         let mut moved = false;
-        if !d.eof && !d.blocked && !drained && d.pending < d.pipe.size {
+        if !d.eof && d.readable && d.pending < d.pipe.size {
             let want = d.pipe.size - d.pending;
+            // Each buffer in the pipe holds at least a byte.
+            let free = d.pipe.slots.saturating_sub(d.pending);
             match splice(src, d.pipe.w_fd(), want) {
-                Ok(0) => d.eof = true,
+                Ok(0) => {
+                    d.eof = true;
+                    d.readable = false;
+                }
                 Ok(n) => {
                     d.pending += n;
                     moved = true;
-                    drained = n < want;
+                    // Fewer bytes than asked for and than free slots: the
+                    // socket had no more (new input is a new edge), unless
+                    // its end is still to be read.
+                    if n < want && n < free && !d.hup {
+                        d.readable = false;
+                    }
                 }
-                // Nothing to read, or the pipe has no free slot: writing
-                // below makes room, or the destination is blocked.
-                Err(e) if e == Errno::EAGAIN => drained = true,
+                // Nothing to read, or the pipe has no free slot (writing
+                // below makes room, or the destination is blocked): from an
+                // empty pipe, the socket is empty.
+                Err(e) if e == Errno::EAGAIN => {
+                    if d.pending == 0 {
+                        d.readable = false;
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -494,7 +560,7 @@ fn pump(d: &mut Dir, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<(), Err
     }
     if d.eof && d.pending == 0 && !d.shut {
         // SAFETY: shutdown on a socket descriptor we hold.
-        if unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) } < 0 {
+        if !last && unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) } < 0 {
             let e = last_errno();
             if e.0 != libc::ENOTCONN {
                 return Err(e);

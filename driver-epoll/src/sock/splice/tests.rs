@@ -167,18 +167,109 @@ fn a_stalled_reader_does_not_wake_the_loop() {
     assert_eq!(got, sent);
 }
 
-/// A wake-up for output moves the direction towards that socket only;
-/// one for input the direction it feeds; a hang-up both.
+/// A wake-up for output moves the direction towards that socket only, and
+/// only if it waits for room; one for input the direction it feeds; a
+/// hang-up both.
 #[test]
 fn readiness_picks_the_directions() {
     use EpollFlags as F;
-    assert_eq!(directions(0, F::EPOLLIN), [true, false]);
-    assert_eq!(directions(1, F::EPOLLIN), [false, true]);
-    assert_eq!(directions(0, F::EPOLLOUT), [false, true]);
-    assert_eq!(directions(1, F::EPOLLOUT), [true, false]);
-    assert_eq!(directions(1, F::EPOLLIN | F::EPOLLOUT), [true, true]);
-    assert_eq!(directions(0, F::EPOLLHUP), [true, true]);
-    assert_eq!(directions(0, F::EPOLLERR), [true, false]);
+    assert_eq!(directions(0, F::EPOLLIN, false), [true, false]);
+    assert_eq!(directions(1, F::EPOLLIN, false), [false, true]);
+    assert_eq!(directions(0, F::EPOLLOUT, true), [false, true]);
+    assert_eq!(directions(1, F::EPOLLOUT, true), [true, false]);
+    assert_eq!(directions(0, F::EPOLLOUT, false), [false, false]);
+    assert_eq!(directions(1, F::EPOLLIN | F::EPOLLOUT, true), [true, true]);
+    assert_eq!(directions(1, F::EPOLLIN | F::EPOLLOUT, false), [false, true]);
+    assert_eq!(directions(0, F::EPOLLHUP, true), [true, true]);
+    assert_eq!(directions(0, F::EPOLLHUP, false), [true, false]);
+    assert_eq!(directions(0, F::EPOLLERR, false), [true, false]);
+}
+
+/// Data and the end of stream that follows it, arriving before the join
+/// and together after it: both reach the other side, and the pair ends
+/// (edges: the end is read without a wake-up of its own).
+#[test]
+fn data_and_end_arriving_together_are_both_carried() {
+    let (mut c1, a1) = conn();
+    let (mut c2, a2) = conn();
+    c1.write_all(b"early").unwrap();
+    c1.shutdown(Shutdown::Write).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut t = T {
+        ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
+        socks: SockTable::with_capacity(4),
+        sp: Splicer::new(),
+        ended: None,
+        wakeups: 0,
+        key: SockId(2),
+    };
+    t.socks.insert(SockId(2), a1);
+    t.socks.insert(SockId(3), a2);
+    assert!(t.sp.join(&t.ep, &mut t.socks, SockId(2), SockId(3)).is_none());
+    t.spin(200);
+    c2.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    c2.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"early");
+    assert!(t.ended.is_none(), "the other way is still open");
+    c2.write_all(b"late").unwrap();
+    c2.shutdown(Shutdown::Write).unwrap();
+    t.spin(2000);
+    assert!(t.ended.is_some());
+    // The core closes both at once; the close carries the last end of
+    // stream.
+    t.sp.forget(SockId(2));
+    t.socks.remove(&t.ep, SockId(2));
+    t.socks.remove(&t.ep, SockId(3));
+    let mut got = Vec::new();
+    c1.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    c1.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"late");
+    assert_eq!(
+        t.ended,
+        Some(SockEvent::SpliceEnded(Ok(SpliceTotals {
+            to_peer: 5,
+            from_peer: 4,
+        })))
+    );
+}
+
+/// Each socket is registered once, at the join, and the close takes it
+/// out: no `epoll_ctl` as directions end or at the end.
+#[test]
+fn sockets_are_registered_once() {
+    let (mut t, mut c1, mut c2) = T::new();
+    for s in [SockId(2), SockId(3)] {
+        assert!(t.socks.get(s).unwrap().registered, "{s:?} registered");
+    }
+    c1.write_all(b"ping").unwrap();
+    t.spin(50);
+    let mut b = [0u8; 4];
+    c2.read_exact(&mut b).unwrap();
+    c1.shutdown(Shutdown::Write).unwrap();
+    t.spin(50);
+    c2.shutdown(Shutdown::Write).unwrap();
+    t.spin(2000);
+    assert!(matches!(t.ended, Some(SockEvent::SpliceEnded(Ok(_)))));
+    // Still in the epoll set, as far as the kernel knows; the table makes
+    // no call for them.
+    for s in [SockId(2), SockId(3)] {
+        assert!(!t.socks.get(s).unwrap().registered);
+        let fd = t.socks.get(s).unwrap().fd.as_fd();
+        let mut ev = nix::sys::epoll::EpollEvent::new(base_mask(), 0);
+        assert_eq!(
+            t.ep.modify(fd, &mut ev),
+            Ok(()),
+            "{s:?} left in the set"
+        );
+    }
+    t.sp.forget(SockId(2));
+    t.socks.remove(&t.ep, SockId(2));
+    t.socks.remove(&t.ep, SockId(3));
+    let mut evs = [EpollEvent::empty(); 4];
+    assert_eq!(t.ep.wait(&mut evs, EpollTimeout::ZERO).unwrap(), 0);
 }
 
 /// Small exchanges cost one read and one write each: a read that got
