@@ -24,7 +24,8 @@
 //! The port is the forward's target port. The far-side socket is not bound:
 //! the kernel picks its source address and port. Both sockets get
 //! `TCP_NODELAY` (small request/response exchanges would otherwise wait for
-//! Nagle's algorithm). A far side that cannot be connected resets the
+//! Nagle's algorithm), asked for right after the join, which moves the first
+//! bytes before it. A far side that cannot be connected resets the
 //! accepted connection; a pair that ended with an error is closed with a
 //! reset on both sides, so each peer learns of the other's reset.
 //!
@@ -272,16 +273,19 @@ impl SpliceState {
                 c.open[1] = true;
                 self.open_socks += 1;
                 self.stats.joined += 1;
+                // The join first: it moves the first bytes, which no Nagle
+                // delay holds (nothing is unacknowledged yet); the options
+                // are in place before anything follows them.
+                cx.act(Action::Splice {
+                    sock: near,
+                    peer: far,
+                });
                 for s in [near, far] {
                     cx.act(Action::SetOption {
                         sock: s,
                         opt: SockOpt::NoDelay,
                     });
                 }
-                cx.act(Action::Splice {
-                    sock: near,
-                    peer: far,
-                });
             }
             (SockEvent::Connected(Err(e)), Phase::Connecting, 1) => {
                 log::debug!("splice flow {}: connect to {}: {e:?}", id.0, c.target);

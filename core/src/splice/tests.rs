@@ -173,6 +173,10 @@ fn joined(c: &mut Core) -> (SockId, SockId) {
     assert_eq!(
         a,
         vec![
+            Action::Splice {
+                sock: near,
+                peer: far
+            },
             Action::SetOption {
                 sock: near,
                 opt: SockOpt::NoDelay
@@ -180,10 +184,6 @@ fn joined(c: &mut Core) -> (SockId, SockId) {
             Action::SetOption {
                 sock: far,
                 opt: SockOpt::NoDelay
-            },
-            Action::Splice {
-                sock: near,
-                peer: far
             },
         ]
     );

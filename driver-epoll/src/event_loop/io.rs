@@ -88,7 +88,7 @@ impl Io {
             // sockets the splicer opened ahead in the guest's namespace.
             if let Some(ns) = self.guest_ns.as_ref() {
                 match self.splicer.ns_socket(ns, family) {
-                    Ok(fd) => self.socks.insert(sock, fd),
+                    Ok(fd) => self.socks.insert_no_delay(sock, fd),
                     Err(e) => self
                         .core
                         .handle_sock_event(now, sock, SockEvent::OpenFailed(e)),
@@ -99,6 +99,11 @@ impl Io {
         if let Action::Splice { sock, peer } = action {
             if let Some((s, ev)) = self.splicer.join(&self.epoll, &mut self.socks, sock, peer) {
                 self.core.handle_sock_event(now, s, ev);
+            }
+            // The first bytes are on their way: sockets for the next
+            // connections, if their pool runs low.
+            if let Some(ns) = self.guest_ns.as_ref() {
+                self.splicer.refill_ns(ns);
             }
             return;
         }

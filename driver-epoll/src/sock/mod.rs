@@ -119,6 +119,8 @@ pub(crate) struct SockEntry {
     connecting: bool,
     /// A UDP or ping socket: errors wait in its error queue (IP_RECVERR).
     dgram: bool,
+    /// `TCP_NODELAY` is set: setting it again makes no system call.
+    no_delay: bool,
 }
 
 /// The `SockId → fd` table.
@@ -171,8 +173,18 @@ impl SockTable {
                 mask: EpollFlags::empty(),
                 connecting: false,
                 dgram: false,
+                no_delay: false,
             },
         );
+    }
+
+    /// Inserts a TCP socket that has `TCP_NODELAY` set already (opened
+    /// ahead in the guest's namespace).
+    pub(crate) fn insert_no_delay(&mut self, sock: SockId, fd: OwnedFd) {
+        self.insert(sock, fd);
+        if let Some(e) = self.map.get_mut(&sock.0) {
+            e.no_delay = true;
+        }
     }
 
     /// Registers `sock` in the epoll set with exactly `flags`, or takes it
@@ -254,9 +266,14 @@ impl SockTable {
                 Outcome::Done
             }
             Action::SetOption { sock, opt } => {
-                if let Some(e) = self.map.get(&sock.0) {
-                    if let Err(err) = set_option(e.fd.as_fd(), opt) {
-                        log::debug!("{sock:?}: setsockopt {opt:?}: {err:?}");
+                if let Some(e) = self.map.get_mut(&sock.0) {
+                    let no_delay = opt == SockOpt::NoDelay;
+                    if no_delay && e.no_delay {
+                        return Outcome::Done;
+                    }
+                    match set_option(e.fd.as_fd(), opt) {
+                        Ok(()) => e.no_delay |= no_delay,
+                        Err(err) => log::debug!("{sock:?}: setsockopt {opt:?}: {err:?}"),
                     }
                 }
                 Outcome::Done

@@ -112,7 +112,11 @@ impl<S> Pairs<S> {
     /// Marks the pair ended, its sockets left in the epoll set: closing
     /// them takes them out (edge-triggered registrations, which wake the
     /// loop for nothing more than what the pair then ignores).
-    pub(crate) fn end_with_close(&mut self, socks: &mut SockTable, key: u32) -> Option<&mut Pair<S>> {
+    pub(crate) fn end_with_close(
+        &mut self,
+        socks: &mut SockTable,
+        key: u32,
+    ) -> Option<&mut Pair<S>> {
         let pair = self.pairs.get_mut(&key)?;
         pair.ended = true;
         for s in pair.socks {

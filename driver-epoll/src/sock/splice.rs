@@ -20,7 +20,10 @@
 //!   guest's namespace, where only the namespace worker can open one (a
 //!   round trip to another thread): they are opened there in batches of
 //!   [`NS_POOL`] ahead of need (as upstream's `ns_sock_pool4`/`6`), so one
-//!   round trip serves that many connections.
+//!   round trip serves that many connections, with `TCP_NODELAY` already
+//!   set. The batch is opened when the pool runs low, after a join (the
+//!   first bytes of that connection are on their way), not when a
+//!   connection finds it empty.
 //!
 //! **Moving bytes**: a read asks for what room the pipe has, a write for
 //! what the pipe holds.
@@ -82,6 +85,9 @@ const POOL_LOW: usize = 4;
 /// TCP sockets of a family opened at once in the guest's namespace
 /// (upstream keeps as many, `TCP_SOCK_POOL_SIZE`).
 pub(crate) const NS_POOL: usize = 32;
+/// The pool of a family in use is filled again, after a join, when fewer
+/// sockets than this are left.
+const NS_LOW: usize = 8;
 /// Largest pipe tried (upstream's `MAX_PIPE_SIZE`); an unprivileged user
 /// gets at most `fs.pipe-max-size` (1 MiB by default), and less once the
 /// user's pipes exceed `fs.pipe-user-pages-soft`.
@@ -141,8 +147,12 @@ pub(crate) struct Splicer {
     pool: Vec<Pipe>,
     /// Size of the last pipe that could be resized: where new ones start.
     size: usize,
-    /// TCP sockets opened in the guest's namespace, IPv4 and IPv6.
+    /// TCP sockets opened in the guest's namespace, IPv4 and IPv6, with
+    /// `TCP_NODELAY` set.
     ns_socks: [Vec<OwnedFd>; 2],
+    /// Whether a socket of each family was taken from there: only those
+    /// pools are kept filled.
+    ns_used: [bool; 2],
     /// Pipes opened (pool refills included), for tests.
     #[cfg(test)]
     pipes_opened: usize,
@@ -273,33 +283,64 @@ impl Splicer {
 
     /// A TCP socket of `family` in the guest's namespace `ns`, for the far
     /// side of a connection from the host (`Action::Open` of a stream
-    /// socket in `Netns::Guest`): from the sockets opened ahead, which are
-    /// opened again, [`NS_POOL`] at once, when none is left.
+    /// socket in `Netns::Guest`), with `TCP_NODELAY` set: from the sockets
+    /// opened ahead, which are opened again, [`NS_POOL`] at once, if none
+    /// is left (else [`Self::refill_ns`] does, off the connection's path).
     pub(crate) fn ns_socket(&mut self, ns: &GuestNs, family: Family) -> Result<OwnedFd, Errno> {
-        let pool = match family {
-            Family::V4 => &mut self.ns_socks[0],
-            Family::V6 => &mut self.ns_socks[1],
-        };
-        if let Some(fd) = pool.pop() {
+        let i = family_index(family);
+        self.ns_used[i] = true;
+        if let Some(fd) = self.ns_socks[i].pop() {
             return Ok(fd);
         }
-        let (fds, err) = ns
-            .run(move || {
-                let mut fds = Vec::with_capacity(NS_POOL);
-                for _ in 0..NS_POOL {
-                    match crate::sock::open(SockKind::TcpStream, family) {
-                        Ok(fd) => fds.push(fd),
-                        Err(e) => return (fds, Some(e)),
-                    }
+        let err = self.fill_ns(ns, family);
+        self.ns_socks[i]
+            .pop()
+            .ok_or(err.unwrap_or(Errno(libc::EIO)))
+    }
+
+    /// Tops up the pool of each family in use that runs low (see
+    /// [`NS_LOW`]): one round trip to the namespace, after a join rather
+    /// than before a connect.
+    pub(crate) fn refill_ns(&mut self, ns: &GuestNs) {
+        for family in [Family::V4, Family::V6] {
+            let i = family_index(family);
+            if self.ns_used[i] && self.ns_socks[i].len() < NS_LOW {
+                self.fill_ns(ns, family);
+            }
+        }
+    }
+
+    /// Fills the pool of `family` up to [`NS_POOL`] in one round trip to
+    /// the namespace; the error that stopped it, if any.
+    fn fill_ns(&mut self, ns: &GuestNs, family: Family) -> Option<Errno> {
+        let pool = &mut self.ns_socks[family_index(family)];
+        let n = NS_POOL.saturating_sub(pool.len());
+        let r = ns.run(move || {
+            let mut fds = Vec::with_capacity(n);
+            for _ in 0..n {
+                let fd = match crate::sock::open(SockKind::TcpStream, family) {
+                    Ok(fd) => fd,
+                    Err(e) => return (fds, Some(e)),
+                };
+                if let Err(e) = crate::sock::set_option(fd.as_fd(), passt_core::SockOpt::NoDelay) {
+                    return (fds, Some(e));
                 }
-                (fds, None)
-            })
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                fds.push(fd);
+            }
+            (fds, None)
+        });
+        let (fds, err) = match r {
+            Ok(r) => r,
+            Err(e) => (
+                Vec::new(),
+                Some(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
+            ),
+        };
         if let Some(e) = err {
             log::debug!("splice: {} sockets opened ahead, then {e:?}", fds.len());
         }
         pool.extend(fds);
-        pool.pop().ok_or(err.unwrap_or(Errno(libc::EIO)))
+        err
     }
 
     /// Joins `a` (accepted) and `b` (connected) and moves what `a` holds.
@@ -478,6 +519,14 @@ impl Splicer {
     #[cfg(test)]
     pub(crate) fn ns_pooled(&self) -> [usize; 2] {
         [self.ns_socks[0].len(), self.ns_socks[1].len()]
+    }
+}
+
+/// The index of `family` in per-family arrays.
+fn family_index(family: Family) -> usize {
+    match family {
+        Family::V4 => 0,
+        Family::V6 => 1,
     }
 }
 

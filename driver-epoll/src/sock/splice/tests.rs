@@ -179,7 +179,10 @@ fn readiness_picks_the_directions() {
     assert_eq!(directions(1, F::EPOLLOUT, true), [true, false]);
     assert_eq!(directions(0, F::EPOLLOUT, false), [false, false]);
     assert_eq!(directions(1, F::EPOLLIN | F::EPOLLOUT, true), [true, true]);
-    assert_eq!(directions(1, F::EPOLLIN | F::EPOLLOUT, false), [false, true]);
+    assert_eq!(
+        directions(1, F::EPOLLIN | F::EPOLLOUT, false),
+        [false, true]
+    );
     assert_eq!(directions(0, F::EPOLLHUP, true), [true, true]);
     assert_eq!(directions(0, F::EPOLLHUP, false), [true, false]);
     assert_eq!(directions(0, F::EPOLLERR, false), [true, false]);
@@ -205,7 +208,10 @@ fn data_and_end_arriving_together_are_both_carried() {
     };
     t.socks.insert(SockId(2), a1);
     t.socks.insert(SockId(3), a2);
-    assert!(t.sp.join(&t.ep, &mut t.socks, SockId(2), SockId(3)).is_none());
+    assert!(t
+        .sp
+        .join(&t.ep, &mut t.socks, SockId(2), SockId(3))
+        .is_none());
     t.spin(200);
     c2.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
@@ -259,11 +265,7 @@ fn sockets_are_registered_once() {
         assert!(!t.socks.get(s).unwrap().registered);
         let fd = t.socks.get(s).unwrap().fd.as_fd();
         let mut ev = nix::sys::epoll::EpollEvent::new(base_mask(), 0);
-        assert_eq!(
-            t.ep.modify(fd, &mut ev),
-            Ok(()),
-            "{s:?} left in the set"
-        );
+        assert_eq!(t.ep.modify(fd, &mut ev), Ok(()), "{s:?} left in the set");
     }
     t.sp.forget(SockId(2));
     t.socks.remove(&t.ep, SockId(2));
@@ -350,6 +352,44 @@ fn namespace_sockets_are_opened_ahead_in_batches() {
     }
     let _ = sp.ns_socket(&g, Family::V4).unwrap();
     assert_eq!(sp.ns_pooled(), [NS_POOL - 1, 0]);
+}
+
+/// After joins, the pool of a family in use is topped up once it runs
+/// low, in one round trip; a family never used is not opened; the sockets
+/// come with `TCP_NODELAY` set, and setting it again costs nothing.
+#[test]
+fn namespace_pools_in_use_are_refilled_when_low() {
+    let (ns, _) = crate::netns::tests::new_netns_with_inode();
+    let g = GuestNs::new(ns);
+    g.start_worker().unwrap();
+    let mut sp = Splicer::default();
+    sp.refill_ns(&g);
+    assert_eq!(sp.ns_pooled(), [0, 0], "nothing used yet");
+    let mut taken = Vec::new();
+    for _ in 0..NS_POOL - NS_LOW {
+        taken.push(sp.ns_socket(&g, Family::V4).unwrap());
+    }
+    sp.refill_ns(&g);
+    assert_eq!(sp.ns_pooled(), [NS_LOW, 0], "not low yet");
+    taken.push(sp.ns_socket(&g, Family::V4).unwrap());
+    sp.refill_ns(&g);
+    assert_eq!(sp.ns_pooled(), [NS_POOL, 0]);
+    for fd in &taken {
+        let on = nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::TcpNoDelay);
+        assert_eq!(on, Ok(true));
+    }
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    let mut socks = SockTable::with_capacity(1);
+    socks.insert_no_delay(SockId(5), taken.pop().unwrap());
+    let set = passt_core::Action::SetOption {
+        sock: SockId(5),
+        opt: passt_core::SockOpt::NoDelay,
+    };
+    assert_eq!(
+        socks.execute(&ep, None, set, &[]),
+        crate::sock::Outcome::Done
+    );
+    assert!(socks.get(SockId(5)).unwrap().no_delay);
 }
 
 /// A connect on loopback is finished within the call: it is reported
