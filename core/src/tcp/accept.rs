@@ -76,6 +76,12 @@ impl TcpState {
             key.dst,
             key.dport
         );
+        // As for connections from the guest (`TcpState::conn_from_tap`): its stack
+        // decides when small segments go.
+        cx.act(Action::SetOption {
+            sock,
+            opt: SockOpt::NoDelay,
+        });
         if cx.cfg.peek_offset {
             cx.act(Action::SetOption {
                 sock,

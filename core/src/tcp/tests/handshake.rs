@@ -30,6 +30,11 @@ fn guest_connect_v4() {
         sock,
         opt: SockOpt::TcpMaxSeg(1400)
     }));
+    // No Nagle of the socket's own on top of the guest's.
+    assert!(acts.contains(&Action::SetOption {
+        sock,
+        opt: SockOpt::NoDelay
+    }));
     assert_eq!(
         acts.last(),
         Some(&Action::Connect {
@@ -201,6 +206,7 @@ fn inbound_v4_server_speaks_first() {
     );
     assert_eq!(syn.ws, Some(8));
     assert!(syn.mss.is_some());
+    assert!(h.sock(sock).nodelay, "no Nagle of the socket's own");
     // The guest answers; we ACK at once even though no data waits.
     let g = G::new(v4(GUEST4), syn.src, 80, 5555);
     h.guest(&[g

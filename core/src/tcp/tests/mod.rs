@@ -46,6 +46,8 @@ struct FakeSock {
     peek_err: Option<Errno>,
     /// SO_LINGER with a zero timeout: its close resets the peer.
     linger_zero: bool,
+    /// TCP_NODELAY.
+    nodelay: bool,
     /// Report a write taken whole without the buffer's state, as the
     /// driver does for small writes.
     omit_space: bool,
@@ -161,6 +163,7 @@ impl FakeKernel for TcpKernel {
                     SockOpt::PeekOffset(o) => s.peek_off = Some(o as usize),
                     SockOpt::TcpMaxSeg(m) => s.mss = Some(m),
                     SockOpt::ResetOnClose => s.linger_zero = true,
+                    SockOpt::NoDelay => s.nodelay = true,
                     _ => {}
                 }
             }
