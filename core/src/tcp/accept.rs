@@ -26,13 +26,8 @@ impl TcpState {
 
     /// A connection accepted on a listener: map its addresses, then learn
     /// the socket's buffers before the SYN to the guest.
-    pub(super) fn accepted(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        id: FlowId,
-        peer: SocketAddr,
-    ) {
+    pub(super) fn accepted(&mut self, cx: &mut Ctx<'_>, id: FlowId, peer: SocketAddr) {
+        let now = cx.now;
         let Some(c) = cx.tc(id) else { return };
         let (sock, target, listener) = (c.sock, c.target_port, c.listener);
         let guest_side = cx
@@ -86,13 +81,8 @@ impl TcpState {
         self.interest(cx, id);
     }
 
-    pub(super) fn listener_event(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        idx: u32,
-        ev: SockEvent,
-    ) -> bool {
+    pub(super) fn listener_event(&mut self, cx: &mut Ctx<'_>, idx: u32, ev: SockEvent) -> bool {
+        let now = cx.now;
         let sock = SockId(LISTENER_BIT | idx);
         if idx == REJECT_IDX {
             match ev {
