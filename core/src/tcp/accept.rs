@@ -100,7 +100,15 @@ impl TcpState {
         if ev != SockEvent::Readable || cx.listeners.accept_paused(idx) {
             return true;
         }
-        let id = match cx.flows.alloc(FlowData::Tcp(TcpConn::default())) {
+        let conn = TcpConn {
+            phase: Phase::Accepting,
+            listener: idx,
+            target_port,
+            t_phase: now,
+            t_active: now,
+            ..TcpConn::default()
+        };
+        let id = match cx.flows.alloc(FlowData::Tcp(conn)) {
             Ok(id) => id,
             Err(reason) => {
                 cx.counters.drop(reason);
@@ -114,12 +122,7 @@ impl TcpState {
         let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         let fs = flow::sock_id(id, gen, 0);
         if let Some(c) = cx.tc(id) {
-            c.phase = Phase::Accepting;
             c.sock = fs;
-            c.listener = idx;
-            c.target_port = target_port;
-            c.t_phase = now;
-            c.t_active = now;
         }
         cx.act(Action::Accept {
             listener: sock,
