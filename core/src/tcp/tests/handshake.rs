@@ -73,8 +73,7 @@ fn guest_connect_v6_without_window_scale() {
     cfg.mtu = Some(1500);
     let mut c = connect(cfg, IpAddr::V6(g6()), IpAddr::V6(p6()), None);
     // Data from the host: frames fit the MTU, windows unscaled.
-    c.h.sock(c.sock).rx = vec![7u8; 3000];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![7u8; 3000]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 3);
     assert!(f.iter().all(|o| o.payload.len() <= 1440));
@@ -96,10 +95,7 @@ fn gateway_maps_to_host_loopback_and_local_acks_at_once() {
         Some(SocketAddr::new(v4(Ipv4Addr::LOCALHOST), 80))
     );
     // Local peer: data is acknowledged without the 10 ms delay.
-    c.h.guest(&[c.seg(c.their).data(b"hello")]);
-    let f = c.h.take_frames();
-    assert_eq!(f.len(), 1);
-    assert_eq!(f[0].ack, c.their.wrapping_add(5));
+    c.data_acked_at_once(b"hello");
 }
 
 #[test]

@@ -493,6 +493,32 @@ impl Conn {
         self.g.clone().seq(seq).ack(self.our)
     }
 
+    /// The guest sends `data`; one segment comes back at once and
+    /// acknowledges all of it.
+    fn data_acked_at_once(&mut self, data: &[u8]) {
+        let seg = self.seg(self.their).data(data);
+        self.h.guest(&[seg]);
+        let f = self.h.take_frames();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].ack, self.their.wrapping_add(data.len() as u32));
+    }
+
+    /// The host peer sends `data`: it waits in the socket, which turns
+    /// readable.
+    fn host_sends(&mut self, data: Vec<u8>) {
+        self.h.sock(self.sock).rx = data;
+        self.h.event(self.sock, SockEvent::Readable);
+    }
+
+    /// The host peer has `n` bytes for the guest, whose window is `win`
+    /// (a segment says so first): the socket turns readable.
+    fn host_data_to_window(&mut self, n: usize, win: u16) {
+        self.h.sock(self.sock).rx = vec![5u8; n];
+        let seg = self.seg(self.their).win(win);
+        self.h.guest(&[seg]);
+        self.h.event(self.sock, SockEvent::Readable);
+    }
+
     /// The host peer closes its side: the socket reads end of stream.
     fn host_fin(&mut self) {
         self.h.sock(self.sock).eof = true;
