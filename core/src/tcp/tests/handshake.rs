@@ -199,15 +199,7 @@ fn inbound_v4_server_speaks_first() {
     assert!(syn.mss.is_some());
     // The guest answers; we ACK at once even though no data waits.
     let g = G::new(v4(GUEST4), syn.src, 80, 5555);
-    h.guest(&[g
-        .clone()
-        .seq(777)
-        .ack(syn.seq.wrapping_add(1))
-        .syn()
-        .opts(vec![
-            TcpOptionElement::MaximumSegmentSize(1460),
-            TcpOptionElement::WindowScale(2),
-        ])]);
+    h.guest(&[g.clone().syn_ack_to(777, &syn, 2)]);
     let f = h.take_frames();
     assert_eq!(f.len(), 1);
     assert!(f[0].ackf && !f[0].syn && f[0].payload.is_empty());

@@ -366,6 +366,14 @@ impl G {
         self.rst = true;
         self
     }
+    /// The guest's SYN-ACK at `seq` to our SYN `syn`: MSS 1460, window
+    /// scale `ws`.
+    fn syn_ack_to(self, seq: u32, syn: &Out, ws: u8) -> G {
+        self.seq(seq).ack(syn.seq.wrapping_add(1)).syn().opts(vec![
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::WindowScale(ws),
+        ])
+    }
     fn win(mut self, w: u16) -> G {
         self.win = w;
         self
