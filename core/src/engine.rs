@@ -32,7 +32,8 @@ const ACCEPT_ACTIONS: usize = 1;
 
 /// A context lent to a protocol: a struct of disjoint borrows of the
 /// core's fields (a method could not borrow them apart from the protocol's
-/// own state), the fields before `;` shared, those after it mutable.
+/// own state), the fields before `;` shared, those after it mutable, and
+/// after a second `;` any fields given by value (`now: expr`).
 macro_rules! lend {
     ($core:ident => $($ctx:ident)::+ { $($r:ident),* ; $($m:ident),* $(; $($v:ident: $e:expr),*)? }) => {
         $($ctx)::+ {
