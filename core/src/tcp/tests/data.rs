@@ -187,8 +187,7 @@ fn keepalives_only_for_silent_guests_half_closed_included() {
     }
     assert_eq!(c.h.core.tcp_stats().keepalives, 0);
     // Our data in flight, unacknowledged: retransmissions only.
-    c.h.sock(c.sock).rx = vec![1u8; 10];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 10]);
     c.h.run_for(40_000);
     assert!(c.h.core.tcp_stats().retransmits > 0);
     assert_eq!(c.h.core.tcp_stats().keepalives, 0);
@@ -209,8 +208,7 @@ fn host_data(peek_offset: bool) {
     cfg.peek_offset = peek_offset;
     let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(7));
     let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
-    c.h.sock(c.sock).rx = data.clone();
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(data.clone());
     let f = c.h.take_frames();
     // MSS 1460 from the guest; window 65535 << 7.
     assert_eq!(f.len(), 14);
@@ -258,8 +256,7 @@ fn host_data_in_gso_frames() {
         cfg.link_offload = crate::LinkOffload::ALL;
         let mut c = connect(cfg, src, dst, Some(7));
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        c.h.sock(c.sock).rx = data.clone();
-        c.h.event(c.sock, SockEvent::Readable);
+        c.host_sends(data.clone());
         let f = c.h.take_frames();
         let metas = std::mem::take(&mut c.h.k.metas);
         assert_eq!(f.len(), metas.len());
@@ -299,8 +296,7 @@ fn host_data_in_gso_frames() {
         assert_eq!(c.h.core.counters().gso_frames_out, f.len() as u64);
         // Without offload, the same bytes in MSS-sized, complete frames.
         let mut c = connect(capture_config(), src, dst, Some(7));
-        c.h.sock(c.sock).rx = data.clone();
-        c.h.event(c.sock, SockEvent::Readable);
+        c.host_sends(data.clone());
         let f = c.h.take_frames();
         assert!(c.h.k.metas.iter().all(|m| *m == FrameMeta::PLAIN));
         // (one peek's worth: the harness lends 64 slots)
@@ -324,8 +320,7 @@ fn host_data_with_peek_offset() {
 #[test]
 fn retransmit_after_timeout_then_reset() {
     let mut c = connect4();
-    c.h.sock(c.sock).rx = vec![1u8; 100];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 100]);
     assert_eq!(c.h.take_frames().len(), 1);
     assert!(c.h.frames_after(900).is_empty());
     let f = c.h.frames_after(200);
@@ -367,8 +362,7 @@ fn retransmit_after_timeout_then_reset() {
 #[test]
 fn silent_guest_keeps_connection_for_a_minute() {
     let mut c = connect4();
-    c.h.sock(c.sock).rx = vec![1u8; 100];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 100]);
     assert_eq!(c.h.take_frames().len(), 1);
     // A minute of silence: retransmissions at 1, 3, 7, 15, 31 s only.
     assert_eq!(c.h.frames_after(60_000).len(), 5);
@@ -390,8 +384,7 @@ fn silent_guest_keeps_connection_for_a_minute() {
 #[test]
 fn fast_retransmit_on_duplicate_acks() {
     let mut c = connect4();
-    c.h.sock(c.sock).rx = vec![1u8; 4000];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 4000]);
     assert_eq!(c.h.take_frames().len(), 3);
     let dup = c.seg(c.their).ack(c.our.wrapping_add(1460));
     c.h.guest(std::slice::from_ref(&dup));
@@ -426,10 +419,8 @@ fn tap_sent_rewinds_unsent_frames() {
 #[test]
 fn zero_window_probe_and_reopen() {
     let mut c = connect4_unscaled();
-    c.h.sock(c.sock).rx = vec![5u8; 3000];
-    // The guest closes its window.
-    c.h.guest(&[c.seg(c.their).win(0)]);
-    c.h.event(c.sock, SockEvent::Readable);
+    // The guest has closed its window.
+    c.host_data_to_window(3000, 0);
     assert!(c.h.take_frames().is_empty());
     // Probe: one byte after the retransmission timeout.
     let f = c.h.frames_after(2100);
@@ -453,9 +444,7 @@ fn zero_window_probe_and_reopen() {
 #[test]
 fn shrinking_window_with_data_in_flight_is_ignored() {
     let mut c = connect4_unscaled();
-    c.h.sock(c.sock).rx = vec![5u8; 10_000];
-    c.h.guest(&[c.seg(c.their).win(4000)]);
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_data_to_window(10_000, 4000);
     let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
     assert_eq!(sent, 4000);
     // ACK of 1000 bytes with a zero window while 3000 are in flight: the
