@@ -44,6 +44,55 @@ fn guest_data_partial_write_acks_only_written() {
     assert_eq!(&w[1500..], &[1u8; 1500][..]);
 }
 
+/// A write the kernel cuts short although the window promised room (its
+/// per-buffer charges grew meanwhile) teaches the connection what share of
+/// the free space holds payload: the next windows offer that share, so
+/// the guest's flight fits, until the queue runs low again.
+#[test]
+fn write_cut_short_lowers_the_share_of_free_space_offered() {
+    let mut c = connect4();
+    let (sndbuf, queued) = (1u32 << 20, 1u32 << 19);
+    let unit = 1u32 << MAX_WS;
+    // The window of the ACK of one byte from the guest (its write reports
+    // the buffer's state).
+    let offered = |c: &mut Conn| {
+        let seg = c.seg(c.their).data(b"x");
+        c.h.guest(&[seg]);
+        c.their = c.their.wrapping_add(1);
+        let f = c.h.frames_after(50);
+        u32::from(f.last().expect("ACK").win) << MAX_WS
+    };
+    c.h.sock(c.sock).sndbuf = sndbuf;
+    c.h.sock(c.sock).outq = queued;
+    let full = TcpPolicy::SHIPPED.window(sndbuf, queued).unwrap();
+    let w = offered(&mut c);
+    assert!(
+        full.abs_diff(w) < unit,
+        "nothing learnt yet: {w} against {full}"
+    );
+    // Half of 3000 bytes taken.
+    c.h.sock(c.sock).send_room = Some(1500);
+    let segs: Vec<G> = (0..3u32)
+        .map(|i| c.seg(c.their.wrapping_add(i * 1000)).data(&[i as u8; 1000]))
+        .collect();
+    c.h.guest(&segs);
+    c.h.frames_after(10);
+    c.their = c.their.wrapping_add(1500);
+    c.h.sock(c.sock).send_room = None;
+    c.h.sock(c.sock).outq = queued;
+    let w = offered(&mut c);
+    assert!(w.abs_diff(full / 2) < unit, "{w} against half of {full}");
+    // The peer catches up (queue under a quarter of the buffer): what was
+    // learnt fades.
+    c.h.sock(c.sock).outq = 0;
+    for _ in 0..64 {
+        offered(&mut c);
+    }
+    let empty = TcpPolicy::SHIPPED.window(sndbuf, 0).unwrap();
+    let w = offered(&mut c).min(empty);
+    assert!(empty.abs_diff(w) < 2 * unit, "{w} against {empty}");
+}
+
 #[test]
 fn window_never_above_socket_free_space() {
     let mut c = connect4_unscaled();
