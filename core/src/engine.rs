@@ -32,12 +32,14 @@ const ACCEPT_ACTIONS: usize = 1;
 
 /// A context lent to a protocol: a struct of disjoint borrows of the
 /// core's fields (a method could not borrow them apart from the protocol's
-/// own state), the fields before `;` shared, those after it mutable.
+/// own state), the fields before `;` shared, those after it mutable, and
+/// after a second `;` any fields given by value (`now: expr`).
 macro_rules! lend {
-    ($core:ident => $($ctx:ident)::+ { $($r:ident),* ; $($m:ident),* }) => {
+    ($core:ident => $($ctx:ident)::+ { $($r:ident),* ; $($m:ident),* $(; $($v:ident: $e:expr),*)? }) => {
         $($ctx)::+ {
             $($r: &$core.$r,)*
             $($m: &mut $core.$m,)*
+            $($($v: $e,)*)?
         }
     };
 }
@@ -49,12 +51,13 @@ macro_rules! link_cx {
     };
 }
 
-/// The context lent to UDP and ICMP echo.
+/// The context lent to UDP and ICMP echo, for a call at `now`.
 macro_rules! udp_cx {
-    ($core:ident) => {
+    ($core:ident, $now:expr) => {
         lend!($core => udp::Ctx {
             cfg, guest, neigh;
-            counters, actions, spans, flows, listeners, out
+            counters, actions, spans, flows, listeners, out;
+            now: $now
         })
     };
 }
@@ -68,8 +71,8 @@ macro_rules! splice_cx {
 
 /// The context lent to TCP: the same as UDP's.
 macro_rules! tcp_cx {
-    ($core:ident) => {
-        udp_cx!($core)
+    ($core:ident, $now:expr) => {
+        udp_cx!($core, $now)
     };
 }
 
@@ -299,7 +302,9 @@ impl Core {
                 {
                     return;
                 }
-                return self.udp.listener_event(&mut udp_cx!(self), slot, event);
+                return self
+                    .udp
+                    .listener_event(&mut udp_cx!(self, now), slot, event);
             }
             Listened::Open(Proto::Tcp, _) | Listened::NotListener => {}
         }
@@ -307,7 +312,7 @@ impl Core {
             .udp_splice
             .sock_event(&mut splice_cx!(self), now, sock, event)
             && !self.splice.sock_event(&mut splice_cx!(self), sock, event)
-            && !self.udp.sock_event(&mut udp_cx!(self), now, sock, event)
+            && !self.udp.sock_event(&mut udp_cx!(self, now), sock, event)
             && !self.tcp_sock_event(now, sock, event)
         {
             log::debug!("event {event:?} for unknown {sock:?}");
@@ -329,7 +334,7 @@ impl Core {
         slots: &mut [TxSlot<'_>],
     ) -> usize {
         self.tcp
-            .peeked(&mut tcp_cx!(self), now, sock, result, slots)
+            .peeked(&mut tcp_cx!(self, now), sock, result, slots)
     }
 
     /// Completes an [`Action::Recv`]: `dgrams` are the datagrams received
@@ -345,7 +350,7 @@ impl Core {
         sock: SockId,
         dgrams: &mut [RxDatagram<'_>],
     ) -> usize {
-        self.udp.received(&mut udp_cx!(self), now, sock, dgrams)
+        self.udp.received(&mut udp_cx!(self, now), sock, dgrams)
     }
 
     /// Reports that of the frames handed out since the previous call (from
@@ -354,14 +359,14 @@ impl Core {
     /// `accepted` reached the guest link; the core rewinds the flows of the rest
     /// so their data is sent again.
     pub fn handle_tap_sent(&mut self, now: Instant, accepted: usize) {
-        self.tcp.tap_sent(&mut tcp_cx!(self), now, accepted);
+        self.tcp.tap_sent(&mut tcp_cx!(self, now), accepted);
     }
 
     /// Runs timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ndp.timer(&mut link_cx!(self), now);
-        self.tcp.timeout(&mut tcp_cx!(self), now);
-        self.udp.timeout(&mut udp_cx!(self), now);
+        self.tcp.timeout(&mut tcp_cx!(self, now));
+        self.udp.timeout(&mut udp_cx!(self, now));
         self.udp_splice.timeout(&mut splice_cx!(self), now);
         self.listeners.timeout(&mut self.actions, now);
     }
@@ -370,14 +375,13 @@ impl Core {
     /// MAC, stops unsolicited router advertisements and discards queued frames,
     /// until the next guest frame arrives.
     pub fn handle_tap_reset(&mut self, now: Instant) {
-        let _ = now;
         self.guest.mac = self.cfg.guest_mac.unwrap_or(Mac::BROADCAST);
         self.guest.seen = false;
         self.ndp.reset();
         let mut sink = [0u8; 0];
         while self.out.pop_into(&mut sink).is_some() {}
         self.tx_state.refused = false;
-        self.tcp.tap_reset(&mut tcp_cx!(self));
+        self.tcp.tap_reset(&mut tcp_cx!(self, now));
     }
 
     /// The guest link is up: at start for a tap device or a descriptor
@@ -672,9 +676,9 @@ impl Core {
             return;
         }
         if seq.first().is_some_and(|p| p.key.proto == PROTO_TCP) {
-            return self.tcp.sequence(&mut tcp_cx!(self), now, batch, seq);
+            return self.tcp.sequence(&mut tcp_cx!(self, now), batch, seq);
         }
-        self.udp.sequence(&mut udp_cx!(self), now, batch, seq);
+        self.udp.sequence(&mut udp_cx!(self, now), batch, seq);
     }
 
     fn icmp_input(&mut self, now: Instant, ip: &IpHdr, l4: &[u8], l4_off: usize) {
@@ -691,14 +695,14 @@ impl Core {
                 }
             }
         }
-        self.udp.echo_input(&mut udp_cx!(self), now, ip, l4, l4_off);
+        self.udp.echo_input(&mut udp_cx!(self, now), ip, l4, l4_off);
     }
 
     /// The header room of datagrams received on `sock` (see
     /// [`udp::recv_room`]).
     #[cfg(test)]
     pub(crate) fn recv_room(&mut self, sock: SockId) -> usize {
-        udp::recv_room(&udp_cx!(self), sock)
+        udp::datagram_room(&self.listeners, &self.flows, sock)
     }
 
     /// A connection accepted on TCP listener `listener` (flow `id`, socket
@@ -735,17 +739,17 @@ impl Core {
                 }
             }
         }
-        self.tcp.sock_event(&mut tcp_cx!(self), now, sock, event)
+        self.tcp.sock_event(&mut tcp_cx!(self, now), sock, event)
     }
 
     /// The guest link had no room for the frames of `sock`'s pending peek.
-    pub(crate) fn tcp_link_full(&mut self, sock: SockId) {
-        self.tcp.link_full(&mut tcp_cx!(self), sock);
+    pub(crate) fn tcp_link_full(&mut self, now: Instant, sock: SockId) {
+        self.tcp.link_full(&mut tcp_cx!(self, now), sock);
     }
 
     /// The guest link has room again: connections waiting for it peek.
     pub(crate) fn tcp_link_ready(&mut self, now: Instant) {
-        self.tcp.link_ready(&mut tcp_cx!(self), now);
+        self.tcp.link_ready(&mut tcp_cx!(self, now));
     }
 
     /// Whether a connection waits for room on the guest link.
@@ -796,8 +800,8 @@ impl TxCore for Core {
         self.handle_sock_event(now, sock, SockEvent::Error(e));
     }
 
-    fn link_full(&mut self, sock: SockId) {
-        self.tcp_link_full(sock);
+    fn link_full(&mut self, now: Instant, sock: SockId) {
+        self.tcp_link_full(now, sock);
     }
 
     fn dropped_for_room(&mut self, n: usize) {

@@ -277,7 +277,7 @@ pub(crate) trait TxCore {
     /// A receive on `sock` failed with `e`.
     fn sock_error(&mut self, now: Instant, sock: SockId, e: Errno);
     /// The link had no slot for `sock`'s peek: its data stays in the socket.
-    fn link_full(&mut self, sock: SockId);
+    fn link_full(&mut self, now: Instant, sock: SockId);
     /// Counts `n` datagrams read into empty buffers for want of room.
     fn dropped_for_room(&mut self, n: usize);
 }
@@ -388,7 +388,7 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
         if k == 0 {
             // Queued frames still waiting, or no slot: the link is full.
             self.ring.commit(&[]);
-            self.core.link_full(sock);
+            self.core.link_full(self.now, sock);
             return;
         }
         let st = self.core.tx_state();

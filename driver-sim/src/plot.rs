@@ -321,18 +321,18 @@ pub fn svg(panels: &[TimeSeq]) -> Result<String, String> {
                 .map_err(|x| e(&x))?
                 .label(SERIES[0])
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
-            let green = RGBColor(0, 140, 0);
-            chart
-                .draw_series(LineSeries::new(steps(&ts.acked, ts.end, ymax), green))
-                .map_err(|x| e(&x))?
-                .label(SERIES[1])
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], green));
-            let purple = RGBColor(150, 60, 180);
-            chart
-                .draw_series(LineSeries::new(steps(&ts.window, ts.end, ymax), purple))
-                .map_err(|x| e(&x))?
-                .label(SERIES[2])
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], purple));
+            // The acknowledged edge (green) and the window's (purple), as steps.
+            let lines = [
+                (&ts.acked, RGBColor(0, 140, 0), SERIES[1]),
+                (&ts.window, RGBColor(150, 60, 180), SERIES[2]),
+            ];
+            for (v, color, label) in lines {
+                chart
+                    .draw_series(LineSeries::new(steps(v, ts.end, ymax), color))
+                    .map_err(|x| e(&x))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
             chart
                 .draw_series(seg(&ts.retransmitted, RED))
                 .map_err(|x| e(&x))?

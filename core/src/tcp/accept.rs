@@ -26,13 +26,8 @@ impl TcpState {
 
     /// A connection accepted on a listener: map its addresses, then learn
     /// the socket's buffers before the SYN to the guest.
-    pub(super) fn accepted(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        id: FlowId,
-        peer: SocketAddr,
-    ) {
+    pub(super) fn accepted(&mut self, cx: &mut Ctx<'_>, id: FlowId, peer: SocketAddr) {
+        let now = cx.now;
         let Some(c) = cx.tc(id) else { return };
         let (sock, target, listener) = (c.sock, c.target_port, c.listener);
         let guest_side = cx
@@ -76,6 +71,12 @@ impl TcpState {
             key.dst,
             key.dport
         );
+        // As for connections from the guest (`TcpState::conn_from_tap`): its stack
+        // decides when small segments go.
+        cx.act(Action::SetOption {
+            sock,
+            opt: SockOpt::NoDelay,
+        });
         if cx.cfg.peek_offset {
             cx.act(Action::SetOption {
                 sock,
@@ -86,13 +87,8 @@ impl TcpState {
         self.interest(cx, id);
     }
 
-    pub(super) fn listener_event(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        idx: u32,
-        ev: SockEvent,
-    ) -> bool {
+    pub(super) fn listener_event(&mut self, cx: &mut Ctx<'_>, idx: u32, ev: SockEvent) -> bool {
+        let now = cx.now;
         let sock = SockId(LISTENER_BIT | idx);
         if idx == REJECT_IDX {
             match ev {
@@ -110,7 +106,15 @@ impl TcpState {
         if ev != SockEvent::Readable || cx.listeners.accept_paused(idx) {
             return true;
         }
-        let id = match cx.flows.alloc(FlowData::Tcp(TcpConn::default())) {
+        let conn = TcpConn {
+            phase: Phase::Accepting,
+            listener: idx,
+            target_port,
+            t_phase: now,
+            t_active: now,
+            ..TcpConn::default()
+        };
+        let id = match cx.flows.alloc(FlowData::Tcp(conn)) {
             Ok(id) => id,
             Err(reason) => {
                 cx.counters.drop(reason);
@@ -124,12 +128,7 @@ impl TcpState {
         let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         let fs = flow::sock_id(id, gen, 0);
         if let Some(c) = cx.tc(id) {
-            c.phase = Phase::Accepting;
             c.sock = fs;
-            c.listener = idx;
-            c.target_port = target_port;
-            c.t_phase = now;
-            c.t_active = now;
         }
         cx.act(Action::Accept {
             listener: sock,

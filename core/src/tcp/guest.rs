@@ -23,19 +23,13 @@ impl TcpState {
     }
 
     /// One flow's TCP segments from a batch, in order.
-    pub(crate) fn sequence(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        batch: &FrameBatch<'_>,
-        pkts: &[L4Packet],
-    ) {
+    pub(crate) fn sequence(&mut self, cx: &mut Ctx<'_>, batch: &FrameBatch<'_>, pkts: &[L4Packet]) {
         let mut rest = pkts;
         // Each round consumes at least one segment.
         while let Some(first) = rest.first() {
             let used = match cx.flows.lookup(&first.key) {
-                None => self.segments_no_flow(cx, now, batch, rest),
-                Some(id) => self.segments(cx, now, id, batch, rest),
+                None => self.segments_no_flow(cx, batch, rest),
+                Some(id) => self.segments(cx, id, batch, rest),
             };
             rest = rest.get(used.max(1)..).unwrap_or(&[]);
         }
@@ -46,7 +40,6 @@ impl TcpState {
     pub(super) fn segments_no_flow(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
@@ -81,7 +74,7 @@ impl TcpState {
                 cx.counters.drop(DropReason::TcpBadSegment);
                 continue;
             }
-            self.conn_from_tap(cx, now, &p.key, &s);
+            self.conn_from_tap(cx, &p.key, &s);
             return i + 1;
         }
         pkts.len()
@@ -89,7 +82,8 @@ impl TcpState {
 
     /// A guest SYN: a new connection and a host socket connecting to the
     /// mapped destination.
-    pub(super) fn conn_from_tap(&mut self, cx: &mut Ctx<'_>, now: Instant, key: &FlowKey, s: &Seg) {
+    pub(super) fn conn_from_tap(&mut self, cx: &mut Ctx<'_>, key: &FlowKey, s: &Seg) {
+        let now = cx.now;
         let Some(dst) = nat::from_tap(cx.cfg, PROTO_TCP, key.src, key.sport, key.dst, key.dport)
         else {
             return cx.counters.drop(DropReason::TcpBadEndpoint);
@@ -167,6 +161,12 @@ impl TcpState {
             // Linux refuses TCP_MAXSEG above 32767 (EINVAL).
             opt: SockOpt::TcpMaxSeg(guest_mss.min(MAXSEG_MAX)),
         });
+        // The guest's own stack already decided when to send small
+        // segments (its Nagle): the socket adds no wait of its own.
+        cx.act(Action::SetOption {
+            sock,
+            opt: SockOpt::NoDelay,
+        });
         if cx.cfg.peek_offset {
             cx.act(Action::SetOption {
                 sock,
@@ -190,11 +190,11 @@ impl TcpState {
     pub(super) fn segments(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         id: FlowId,
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
     ) -> usize {
+        let now = cx.now;
         let mut i = 0;
         // Handshake segments first.
         while let Some(p) = pkts.get(i) {
@@ -239,7 +239,7 @@ impl TcpState {
                         // Data the host sent during the handshake (a
                         // server that speaks first) goes out at once.
                         if early {
-                            self.try_peek(cx, now, id, false);
+                            self.try_peek(cx, id, false);
                         }
                         break;
                     }
@@ -275,7 +275,7 @@ impl TcpState {
                         // guest to speak first, or the guest for the host.
                         self.send_flags(cx, id, ACK);
                         self.interest(cx, id);
-                        self.try_peek(cx, now, id, false);
+                        self.try_peek(cx, id, false);
                         self.note_timer(cx, id);
                         i += 1;
                         continue;
@@ -288,7 +288,7 @@ impl TcpState {
         }
         if let Some(rest) = pkts.get(i..) {
             if !rest.is_empty() {
-                return i + self.data_from_tap(cx, now, id, batch, rest);
+                return i + self.data_from_tap(cx, id, batch, rest);
             }
         }
         self.note_timer(cx, id);
@@ -304,7 +304,6 @@ impl TcpState {
     pub(super) fn data_from_tap(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         id: FlowId,
         batch: &FrameBatch<'_>,
         pkts: &[L4Packet],
@@ -372,7 +371,7 @@ impl TcpState {
             }
             if s.has(ACK) {
                 let pure = s.len == 0 && !s.has(FIN);
-                match self.ack_from_tap(cx, now, id, &s, pure) {
+                match self.ack_from_tap(cx, id, &s, pure) {
                     AckResult::Fine => {}
                     AckResult::Progress => peek = true,
                     AckResult::Reset => return i + 1,
@@ -445,7 +444,7 @@ impl TcpState {
         let sent = self.flush_send(cx, id, span_start, fin, requeue);
         if !sent {
             if fin {
-                self.guest_fin(cx, now, id);
+                self.guest_fin(cx, id);
                 ack_now = true;
             }
             if ack_now {
@@ -463,7 +462,7 @@ impl TcpState {
             }
         }
         if peek {
-            self.try_peek(cx, now, id, false);
+            self.try_peek(cx, id, false);
         }
         if self.maybe_done(cx, id) {
             return pkts.len();
@@ -603,7 +602,8 @@ impl TcpState {
     }
 
     /// The guest's FIN, after everything before it was written.
-    pub(super) fn guest_fin(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
+    pub(super) fn guest_fin(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let now = cx.now;
         let Some(c) = cx.tc(id) else { return };
         if c.tap_fin_rcvd {
             return;
@@ -624,11 +624,11 @@ impl TcpState {
     pub(super) fn ack_from_tap(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         id: FlowId,
         s: &Seg,
         pure: bool,
     ) -> AckResult {
+        let now = cx.now;
         let peek_offset = cx.cfg.peek_offset;
         let pol = cx.cfg.tcp;
         let Some(c) = cx.tc(id) else {

@@ -78,7 +78,8 @@ impl TcpState {
 
     /// Asks for socket data for the guest, as far as its window allows
     /// (`probe`: one byte past a zero window).
-    pub(super) fn try_peek(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, probe: bool) {
+    pub(super) fn try_peek(&mut self, cx: &mut Ctx<'_>, id: FlowId, probe: bool) {
+        let now = cx.now;
         let peek_offset = cx.cfg.peek_offset;
         let Some((key, c)) = cx.tc_ref(id) else {
             return;
@@ -126,7 +127,6 @@ impl TcpState {
     pub(crate) fn peeked(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         sock: SockId,
         result: Result<usize, Errno>,
         slots: &mut [TxSlot<'_>],
@@ -138,8 +138,8 @@ impl TcpState {
         let Some(id) = flow_of(cx.flows, sock) else {
             return 0;
         };
-        match self.peek_result(cx, now, id, result) {
-            Some(n) => self.frame_peeked(cx, now, id, n, slots),
+        match self.peek_result(cx, id, result) {
+            Some(n) => self.frame_peeked(cx, id, n, slots),
             None => 0,
         }
     }
@@ -150,10 +150,10 @@ impl TcpState {
     fn peek_result(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         id: FlowId,
         result: Result<usize, Errno>,
     ) -> Option<usize> {
+        let now = cx.now;
         let peek_offset = cx.cfg.peek_offset;
         let c = cx.tc(id)?;
         if !c.peek_pending {
@@ -188,7 +188,7 @@ impl TcpState {
             Ok(0) => {
                 // End of stream, and everything before it was sent: FIN.
                 c.sock_fin_rcvd = true;
-                self.send_fin(cx, now, id);
+                self.send_fin(cx, id);
                 self.interest(cx, id);
                 self.note_timer(cx, id);
                 None
@@ -203,7 +203,7 @@ impl TcpState {
                         opt: SockOpt::PeekOffset(off),
                     });
                 }
-                self.try_peek(cx, now, id, false);
+                self.try_peek(cx, id, false);
                 self.interest(cx, id);
                 None
             }
@@ -216,11 +216,11 @@ impl TcpState {
     fn frame_peeked(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         id: FlowId,
         n: usize,
         slots: &mut [TxSlot<'_>],
     ) -> usize {
+        let now = cx.now;
         let peek_offset = cx.cfg.peek_offset;
         let pol = cx.cfg.tcp;
         let Some((key, c)) = cx.tc_ref(id) else {
@@ -306,7 +306,7 @@ impl TcpState {
             });
         }
         if at_end {
-            self.send_fin(cx, now, id);
+            self.send_fin(cx, id);
         }
         self.interest(cx, id);
         self.note_timer(cx, id);
@@ -314,7 +314,8 @@ impl TcpState {
     }
 
     /// Our FIN to the guest, after all the socket's data.
-    pub(super) fn send_fin(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
+    pub(super) fn send_fin(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let now = cx.now;
         let pol = cx.cfg.tcp;
         let Some(c) = cx.tc(id) else { return };
         if c.tap_fin_sent {
@@ -371,7 +372,7 @@ impl TcpState {
     }
 
     /// The guest link has room again: every waiting connection peeks.
-    pub(crate) fn link_ready(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+    pub(crate) fn link_ready(&mut self, cx: &mut Ctx<'_>) {
         let mut waiting = std::mem::take(&mut self.link_waiting);
         for &id in &waiting {
             if let Some(c) = cx.tc(id) {
@@ -379,7 +380,7 @@ impl TcpState {
             }
         }
         for &id in &waiting {
-            self.try_peek(cx, now, id, false);
+            self.try_peek(cx, id, false);
         }
         waiting.clear();
         // Connections that found no room again were listed anew meanwhile.
@@ -397,15 +398,10 @@ impl TcpState {
     ///
     /// Over 100 lines: one short arm per socket event; the dispatch reads
     /// best in one place.
-    pub(crate) fn sock_event(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        sock: SockId,
-        ev: SockEvent,
-    ) -> bool {
+    pub(crate) fn sock_event(&mut self, cx: &mut Ctx<'_>, sock: SockId, ev: SockEvent) -> bool {
+        let now = cx.now;
         if let SockRef::Other(idx) = flow::decode(sock) {
-            return self.listener_event(cx, now, idx, ev);
+            return self.listener_event(cx, idx, ev);
         }
         let Some(id) = flow_of(cx.flows, sock) else {
             if let SockEvent::Accepted(Ok(_)) = ev {
@@ -436,7 +432,7 @@ impl TcpState {
                 // Splicing had its say already (see `accepting`).
                 c.sock_open = true;
                 self.open_socks += 1;
-                self.accepted(cx, now, id, peer);
+                self.accepted(cx, id, peer);
             }
             SockEvent::Accepted(Err(e)) if phase == Phase::Accepting => {
                 let listener = c.listener;
@@ -446,14 +442,14 @@ impl TcpState {
                 }
             }
             SockEvent::Accepted(_) => {}
-            SockEvent::TcpInfo(info) => self.info(cx, now, id, &info),
-            SockEvent::StreamSent { sent, space } => self.sent(cx, now, id, sent, space),
-            SockEvent::Sent(r) => self.sent(cx, now, id, r, SendSpace::default()),
-            SockEvent::SendSpace(space) => self.space(cx, now, id, space),
+            SockEvent::TcpInfo(info) => self.info(cx, id, &info),
+            SockEvent::StreamSent { sent, space } => self.sent(cx, id, sent, space),
+            SockEvent::Sent(r) => self.sent(cx, id, r, SendSpace::default()),
+            SockEvent::SendSpace(space) => self.space(cx, id, space),
             SockEvent::Readable => {
                 c.sock_drained = false;
                 if phase == Phase::Established {
-                    self.try_peek(cx, now, id, false);
+                    self.try_peek(cx, id, false);
                 } else {
                     c.readable_early = true;
                 }
@@ -472,7 +468,7 @@ impl TcpState {
                 c.sock_fin_rcvd = true;
                 c.sock_drained = false;
                 if phase == Phase::Established {
-                    self.try_peek(cx, now, id, false);
+                    self.try_peek(cx, id, false);
                 }
                 self.interest(cx, id);
             }
@@ -489,7 +485,7 @@ impl TcpState {
                     c.sock_fin_rcvd = true;
                     c.hup = true;
                     if !c.tap_fin_sent {
-                        self.try_peek(cx, now, id, false);
+                        self.try_peek(cx, id, false);
                     }
                     if self.maybe_done(cx, id) {
                         return true;
@@ -510,7 +506,8 @@ impl TcpState {
 
     /// TCP_INFO of a socket: the peer's RTT, the send buffer, pending
     /// handshake steps.
-    pub(super) fn info(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, info: &TcpInfo) {
+    pub(super) fn info(&mut self, cx: &mut Ctx<'_>, id: FlowId, info: &TcpInfo) {
+        let now = cx.now;
         let Some(c) = cx.tc(id) else { return };
         c.have_info = true;
         if info.snd_mss > 0 {
@@ -561,7 +558,7 @@ impl TcpState {
                 c.seq_ack_from_tap = c.isn;
                 self.interest(cx, id);
             }
-            Phase::Established => self.space(cx, now, id, info.space()),
+            Phase::Established => self.space(cx, id, info.space()),
             _ => {}
         }
     }
@@ -569,7 +566,8 @@ impl TcpState {
     /// The send buffer's state (after a write, on `Writable`, on a timer):
     /// the window to the guest, window updates and deferred ACKs, and the
     /// kernel's wake-up while the window is closed.
-    pub(super) fn space(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, space: SendSpace) {
+    pub(super) fn space(&mut self, cx: &mut Ctx<'_>, id: FlowId, space: SendSpace) {
+        let now = cx.now;
         let pol = cx.cfg.tcp;
         let Some(c) = cx.tc(id) else { return };
         if c.phase != Phase::Established {
@@ -663,11 +661,11 @@ impl TcpState {
     pub(super) fn sent(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         id: FlowId,
         r: Result<usize, Errno>,
         space: SendSpace,
     ) {
+        let now = cx.now;
         let Some(c) = cx.tc(id) else { return };
         let want = c.send_pending;
         let fin = c.fin_pending;
@@ -705,7 +703,7 @@ impl TcpState {
                 } else {
                     c.sock_full = false;
                     if fin {
-                        self.guest_fin(cx, now, id);
+                        self.guest_fin(cx, id);
                     }
                 }
             }
@@ -731,9 +729,9 @@ impl TcpState {
             }
         }
         if window_from_space(space, &pol).is_some() {
-            self.space(cx, now, id, space);
+            self.space(cx, id, space);
         } else if let Some(est) = estimate {
-            self.space(cx, now, id, est);
+            self.space(cx, id, est);
         } else {
             // The interest follows from the answer (room in the send buffer).
             cx.act(Action::QuerySendSpace { sock });

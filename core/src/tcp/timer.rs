@@ -5,7 +5,8 @@ use super::*;
 impl TcpState {
     /// Frames after the first `accepted` handed out since the last call did
     /// not reach the guest: rewind their connections.
-    pub(crate) fn tap_sent(&mut self, cx: &mut Ctx<'_>, now: Instant, accepted: usize) {
+    pub(crate) fn tap_sent(&mut self, cx: &mut Ctx<'_>, accepted: usize) {
+        let now = cx.now;
         let cutoff = self.tx_base.saturating_add(accepted as u64);
         for i in 0..self.txlog.len() {
             let Some(r) = self.txlog.get(i).copied() else {
@@ -39,16 +40,18 @@ impl TcpState {
     /// Runs the timers that are due, connection by connection in flow
     /// order. A timer armed before its connection's deadline moved later
     /// is armed again for the new one.
-    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
         let due = self.timers.take_due(now, cx.flows, conn_deadline);
         for &id in &due {
-            self.conn_timer(cx, now, id);
+            self.conn_timer(cx, id);
             self.note_timer(cx, id);
         }
         self.timers.done(due);
     }
 
-    pub(super) fn conn_timer(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId) {
+    pub(super) fn conn_timer(&mut self, cx: &mut Ctx<'_>, id: FlowId) {
+        let now = cx.now;
         let pol = cx.cfg.tcp;
         let Some(c) = cx.tc(id) else { return };
         if c.phase != Phase::Established {
@@ -119,10 +122,10 @@ impl TcpState {
                 c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
                 self.stats.retransmits += 1;
                 self.rewind(cx, id, una);
-                self.try_peek(cx, now, id, false);
+                self.try_peek(cx, id, false);
             } else if c.wnd_from_tap == 0 && !c.tap_fin_sent {
                 c.t_retx = Some(now.saturating_add(pol.rto_after(c.retrans)));
-                self.try_peek(cx, now, id, true);
+                self.try_peek(cx, id, true);
             }
             self.interest(cx, id);
         }

@@ -15,7 +15,6 @@ use crate::counters::DropReason;
 use crate::flow::FlowId;
 use crate::nat;
 use crate::tap::{FlowKey, IpHdr};
-use crate::time::Instant;
 use crate::wire::headers::{finish_ip_frame, l4_offset, Ends, PROTO_ICMPV6};
 use crate::wire::{be16, put16};
 use core::net::SocketAddr;
@@ -39,14 +38,7 @@ fn echo_types(proto: u8) -> (u8, u8) {
 impl UdpState {
     /// An ICMP/ICMPv6 message from the guest other than NDP; `l4_off` is its
     /// offset in the batch buffer.
-    pub(crate) fn echo_input(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        ip: &IpHdr,
-        l4: &[u8],
-        l4_off: usize,
-    ) {
+    pub(crate) fn echo_input(&mut self, cx: &mut Ctx<'_>, ip: &IpHdr, l4: &[u8], l4_off: usize) {
         let (request, _) = echo_types(ip.proto);
         match l4.first() {
             Some(&t) if t == request => {}
@@ -63,9 +55,7 @@ impl UdpState {
             sport: id,
             dport: id,
         };
-        let flow = self.flow_or_new(cx, &key, true, |s, cx| {
-            s.ping_flow_from_guest(cx, now, &key)
-        });
+        let flow = self.flow_or_new(cx, &key, true, |s, cx| s.ping_flow_from_guest(cx, &key));
         let flow = match flow {
             Ok(f) => f,
             Err(reason) => return cx.counters.drop(reason),
@@ -75,13 +65,12 @@ impl UdpState {
             offset: l4_off as u32,
             len: l4.len() as u32,
         };
-        self.send_one(cx, now, flow, span);
+        self.send_one(cx, flow, span);
     }
 
     fn ping_flow_from_guest(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         key: &FlowKey,
     ) -> Result<FlowId, DropReason> {
         let bad = DropReason::DgramBadEndpoint;
@@ -91,7 +80,7 @@ impl UdpState {
         }
         let host = SocketAddr::new(host_ip, 0);
         let fam = family(host_ip);
-        let id = self.open_flow(cx, now, *key, host, true, |sock| SockSetup {
+        let id = self.open_flow(cx, *key, host, true, |sock| SockSetup {
             sock,
             kind: SockKind::Ping,
             family: fam,

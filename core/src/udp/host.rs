@@ -11,7 +11,6 @@ use crate::flow::{self, FlowData, FlowId, FlowTable, SockRef};
 use crate::fwd::{Listener, Listeners, Proto};
 use crate::nat;
 use crate::tap::FlowKey;
-use crate::time::Instant;
 use crate::wire::headers::{finish_udp_frame, l4_offset, Ends, PROTO_UDP, UDP_HLEN};
 use core::net::{IpAddr, SocketAddr};
 
@@ -54,17 +53,17 @@ impl UdpState {
     pub(crate) fn received(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         sock: SockId,
         dgrams: &mut [RxDatagram<'_>],
     ) -> usize {
+        let now = cx.now;
         for d in dgrams.iter_mut() {
             d.frame_start = 0;
             d.frame_len = 0;
         }
         if let SockRef::Other(_) = flow::decode(sock) {
             return match Listeners::decode(sock) {
-                Some((Proto::Udp, slot)) => self.listener_received(cx, now, slot, dgrams),
+                Some((Proto::Udp, slot)) => self.listener_received(cx, slot, dgrams),
                 _ => 0,
             };
         }
@@ -82,7 +81,7 @@ impl UdpState {
             _ => return 0,
         };
         if flow.group {
-            return self.group_received(cx, now, &key, dgrams, room);
+            return self.group_received(cx, &key, dgrams, room);
         }
         let mut frames = 0;
         for d in dgrams.iter_mut() {
@@ -118,13 +117,12 @@ impl UdpState {
     fn group_received(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         key: &FlowKey,
         dgrams: &mut [RxDatagram<'_>],
         room: usize,
     ) -> usize {
-        self.frames_by_peer(cx, now, dgrams, room, |s, cx, peer| {
-            s.flow_to_peer(cx, now, key, peer)
+        self.frames_by_peer(cx, dgrams, room, |s, cx, peer| {
+            s.flow_to_peer(cx, key, peer)
         })
     }
 
@@ -134,11 +132,11 @@ impl UdpState {
     fn frames_by_peer(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         dgrams: &mut [RxDatagram<'_>],
         room: usize,
         mut flow_of: impl FnMut(&mut Self, &mut Ctx<'_>, SocketAddr) -> Result<FlowId, DropReason>,
     ) -> usize {
+        let now = cx.now;
         let mut frames = 0;
         for d in dgrams.iter_mut() {
             let id = match flow_of(self, cx, d.peer) {
@@ -166,7 +164,6 @@ impl UdpState {
     fn flow_to_peer(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         group: &FlowKey,
         peer: SocketAddr,
     ) -> Result<FlowId, DropReason> {
@@ -183,7 +180,7 @@ impl UdpState {
         };
         self.flow_or_new(cx, &key, false, |s, cx| {
             let (cfg, fam) = (cx.cfg, family(peer.ip()));
-            let id = s.open_flow(cx, now, key, peer, false, |sock| {
+            let id = s.open_flow(cx, key, peer, false, |sock| {
                 SockSetup::guest_port(cfg, sock, fam, group.sport, Some(peer))
             })?;
             log::debug!(
@@ -203,7 +200,6 @@ impl UdpState {
     fn listener_received(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         slot: u32,
         dgrams: &mut [RxDatagram<'_>],
     ) -> usize {
@@ -211,8 +207,8 @@ impl UdpState {
             return 0;
         };
         let room = recv_room(cx, Listeners::sock(Proto::Udp, slot));
-        self.frames_by_peer(cx, now, dgrams, room, |s, cx, peer| {
-            s.flow_from_host(cx, now, slot, &l, peer)
+        self.frames_by_peer(cx, dgrams, room, |s, cx, peer| {
+            s.flow_from_host(cx, slot, &l, peer)
         })
     }
 
@@ -222,7 +218,6 @@ impl UdpState {
     fn flow_from_host(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         slot: u32,
         l: &Listener,
         peer: SocketAddr,
@@ -243,7 +238,7 @@ impl UdpState {
             _ => peer,
         };
         self.flow_or_new(cx, &key, false, |s, cx| {
-            let id = s.open_flow(cx, now, key, peer, false, |sock| SockSetup {
+            let id = s.open_flow(cx, key, peer, false, |sock| SockSetup {
                 sock,
                 kind: SockKind::Udp,
                 family: l.family,

@@ -63,6 +63,8 @@ pub(crate) const RECV_BATCH: u16 = 32;
 /// What UDP and ICMP echo may touch while they handle an input, lent by the
 /// engine.
 pub(crate) struct Ctx<'a> {
+    /// The time of the call being handled (the `now` of `Core::handle_*`).
+    pub(crate) now: Instant,
     pub(crate) cfg: &'a Config,
     /// The guest's MAC and addresses (frames to it, address mapping).
     pub(crate) guest: &'a GuestInfo,
@@ -339,12 +341,12 @@ impl UdpState {
     pub(crate) fn open_flow(
         &mut self,
         cx: &mut Ctx<'_>,
-        now: Instant,
         key: FlowKey,
         host: SocketAddr,
         ping: bool,
         setup: impl FnOnce(SockId) -> SockSetup,
     ) -> Result<FlowId, DropReason> {
+        let now = cx.now;
         if !cx.actions.admits(SETUP_ACTIONS) {
             return Err(DropReason::ActionQueueFull);
         }
@@ -398,7 +400,8 @@ impl UdpState {
     }
 
     /// Queues one `SendDatagrams` for the spans from `start` on.
-    fn send(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, start: usize) {
+    fn send(&mut self, cx: &mut Ctx<'_>, id: FlowId, start: usize) {
+        let now = cx.now;
         let count = cx.spans.len().saturating_sub(start) as u32;
         let Some(d) = cx.flows.dgram_mut(id) else {
             return;
@@ -424,10 +427,10 @@ impl UdpState {
     }
 
     /// Sends one echo request of flow `id` (a span of the batch).
-    pub(crate) fn send_one(&mut self, cx: &mut Ctx<'_>, now: Instant, id: FlowId, span: Span) {
+    pub(crate) fn send_one(&mut self, cx: &mut Ctx<'_>, id: FlowId, span: Span) {
         let start = cx.spans.len();
         cx.spans.push(span);
-        self.send(cx, now, id, start);
+        self.send(cx, id, start);
         self.note_timer(cx.flows, id);
     }
 
@@ -436,16 +439,10 @@ impl UdpState {
     /// One flow's UDP datagrams from a batch, in order: one `SendDatagrams`
     /// for each run of datagrams with the same TTL, the guest's TTL set on
     /// the socket before it (see `errors.rs`).
-    pub(crate) fn sequence(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        batch: &FrameBatch<'_>,
-        seq: &[L4Packet],
-    ) {
+    pub(crate) fn sequence(&mut self, cx: &mut Ctx<'_>, batch: &FrameBatch<'_>, seq: &[L4Packet]) {
         let Some(first) = seq.first() else { return };
         let key = first.key;
-        let id = self.flow_or_new(cx, &key, false, |s, cx| s.flow_from_guest(cx, now, &key));
+        let id = self.flow_or_new(cx, &key, false, |s, cx| s.flow_from_guest(cx, &key));
         let id = match id {
             Ok(id) => id,
             Err(reason) => {
@@ -463,7 +460,7 @@ impl UdpState {
                 .dgram_mut(id)
                 .is_some_and(|d| errors::hops_change(d, p.hop_limit))
             {
-                self.send(cx, now, id, start);
+                self.send(cx, id, start);
                 start = cx.spans.len();
                 self.follow_hop_limit(cx, id, p.hop_limit);
             }
@@ -483,17 +480,12 @@ impl UdpState {
                 None => cx.counters.drop(DropReason::L4Truncated),
             }
         }
-        self.send(cx, now, id, start);
+        self.send(cx, id, start);
     }
 
     /// A new flow for a datagram from the guest: a socket bound to the
     /// guest's source port and connected to the mapped destination.
-    fn flow_from_guest(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        key: &FlowKey,
-    ) -> Result<FlowId, DropReason> {
+    fn flow_from_guest(&mut self, cx: &mut Ctx<'_>, key: &FlowKey) -> Result<FlowId, DropReason> {
         let host_ip = nat::from_tap(cx.cfg, PROTO_UDP, key.src, key.sport, key.dst, key.dport)
             .ok_or(DropReason::DgramBadEndpoint)?;
         let host = SocketAddr::new(host_ip, key.dport);
@@ -501,7 +493,7 @@ impl UdpState {
         let group = nat::is_group(host_ip) || broadcast;
         let connect = (!group).then_some(host);
         let cfg = cx.cfg;
-        let id = self.open_flow(cx, now, *key, host, false, |sock| SockSetup {
+        let id = self.open_flow(cx, *key, host, false, |sock| SockSetup {
             broadcast,
             ..SockSetup::guest_port(cfg, sock, family(host_ip), key.sport, connect)
         })?;
@@ -524,14 +516,7 @@ impl UdpState {
 
     /// Readiness of, or a result for, a datagram socket. Returns whether the
     /// id was one of ours.
-    pub(crate) fn sock_event(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        now: Instant,
-        sock: SockId,
-        ev: SockEvent,
-    ) -> bool {
-        let _ = now;
+    pub(crate) fn sock_event(&mut self, cx: &mut Ctx<'_>, sock: SockId, ev: SockEvent) -> bool {
         let Some(id) = cx.flows.dgram_of(sock) else {
             return false;
         };
@@ -610,7 +595,8 @@ impl UdpState {
     }
 
     /// Ends datagram flows idle for too long, in flow order.
-    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
         let due = self.timers.take_due(now, cx.flows, Self::deadline);
         for &id in &due {
             self.stats.timeouts += 1;

@@ -358,6 +358,15 @@ impl H {
         self.frames.extend(frames);
     }
 
+    /// The guest's SSDP M-SEARCH from port 40000 to 239.255.255.250:1900:
+    /// the unconnected socket it went out on.
+    fn ssdp_search(&mut self) -> SockId {
+        let ssdp = sa(Ipv4Addr::new(239, 255, 255, 250), 1900);
+        let g = IpAddr::V4(GUEST4);
+        self.guest(&[udp(g, ssdp.ip(), 40000, ssdp.port(), b"M-SEARCH")]);
+        self.sock_sent_to(ssdp)
+    }
+
     /// The unconnected socket whose last datagrams went to `addr`.
     fn sock_sent_to(&self, addr: SocketAddr) -> SockId {
         let v: Vec<_> = self

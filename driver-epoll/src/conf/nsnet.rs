@@ -195,55 +195,23 @@ pub(super) fn ns_net_config(
     ifname: &str,
 ) -> NsNetConfig {
     let v4 = core.ip4.as_ref().map(|c| {
-        let single = local4 || opts.addr4().is_some() || opts.no_copy_addrs;
-        let addrs = match t4 {
-            Some(t) if !single => t
-                .addrs
-                .iter()
-                .filter(|a| a.addr.is_ipv4())
-                .copied()
-                .collect(),
-            _ => vec![NsAddr {
-                addr: IpAddr::V4(c.addr),
-                prefix: c.prefix_len,
-            }],
+        let own = NsAddr {
+            addr: IpAddr::V4(c.addr),
+            prefix: c.prefix_len,
         };
-        let only_default = local4 || opts.gateway4().is_some() || opts.no_copy_routes;
-        let routes = match t4 {
-            Some(t) if !only_default => t.routes.clone(),
-            _ => default_route(c.gateway.map(IpAddr::V4), &addrs),
-        };
-        NsFamily {
-            addrs,
-            routes,
-            local: local4,
-        }
+        let given = (opts.addr4().is_some(), opts.gateway4().is_some());
+        let gw = c.gateway.map(IpAddr::V4);
+        ns_family(opts, t4, false, local4, given, Some(own), gw)
     });
     let v6 = core.ip6.as_ref().map(|c| {
-        let single = local6 || opts.addr6().is_some() || opts.no_copy_addrs;
-        let addrs = match t6 {
-            Some(t) if !single => t
-                .addrs
-                .iter()
-                .filter(|a| a.addr.is_ipv6())
-                .copied()
-                .collect(),
-            _ if c.addr.is_unspecified() => Vec::new(),
-            _ => vec![NsAddr {
-                addr: IpAddr::V6(c.addr),
-                prefix: 64,
-            }],
-        };
-        let only_default = local6 || opts.gateway6().is_some() || opts.no_copy_routes;
-        let routes = match t6 {
-            Some(t) if !only_default => t.routes.clone(),
-            _ => default_route(c.gateway.map(IpAddr::V6), &addrs),
-        };
-        NsFamily {
-            addrs,
-            routes,
-            local: local6,
-        }
+        // No address of our own to give while we have none.
+        let own = (!c.addr.is_unspecified()).then_some(NsAddr {
+            addr: IpAddr::V6(c.addr),
+            prefix: 64,
+        });
+        let given = (opts.addr6().is_some(), opts.gateway6().is_some());
+        let gw = c.gateway.map(IpAddr::V6);
+        ns_family(opts, t6, true, local6, given, own, gw)
     });
     NsNetConfig {
         ifname: ifname.to_string(),
@@ -251,6 +219,42 @@ pub(super) fn ns_net_config(
         mac: opts.ns_mac_addr.map(|m| m.0),
         v4,
         v6,
+    }
+}
+
+/// The set-up of one family (`v6`: which) of the namespace: the addresses
+/// and routes of the host's template `t`, or our own address `own` and the
+/// default route through `gw` alone in local mode, with an address or a
+/// gateway given (`given`: whether each was), or with `--no-copy-addrs`
+/// (`--no-copy-routes`).
+fn ns_family(
+    opts: &Options,
+    t: Option<&HostFamily>,
+    v6: bool,
+    local: bool,
+    (addr_given, gw_given): (bool, bool),
+    own: Option<NsAddr>,
+    gw: Option<IpAddr>,
+) -> NsFamily {
+    let single = local || addr_given || opts.no_copy_addrs;
+    let addrs: Vec<NsAddr> = match t {
+        Some(t) if !single => t
+            .addrs
+            .iter()
+            .filter(|a| a.addr.is_ipv6() == v6)
+            .copied()
+            .collect(),
+        _ => own.into_iter().collect(),
+    };
+    let only_default = local || gw_given || opts.no_copy_routes;
+    let routes = match t {
+        Some(t) if !only_default => t.routes.clone(),
+        _ => default_route(gw, &addrs),
+    };
+    NsFamily {
+        addrs,
+        routes,
+        local,
     }
 }
 

@@ -24,7 +24,7 @@ fn eui64() {
 
 #[test]
 fn link_changes() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         ip("link add v0 type veth peer name v1");
         let i = link_index("v0").unwrap();
         assert!(link_index("nope0").is_err());
@@ -42,14 +42,12 @@ fn link_changes() {
             .iter()
             .any(|l| l.name == "lo" && l.flags & IFF_LOOPBACK != 0));
         assert!(all.iter().any(|l| l.name == "v1"));
-    }) else {
-        return;
-    };
+    });
 }
 
 #[test]
 fn addresses_and_routes() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         ip("link add v0 type veth peer name v1");
         ip("link set v1 up");
         let i = link_index("v0").unwrap();
@@ -84,9 +82,7 @@ fn addresses_and_routes() {
         let r6 = routes(true).unwrap();
         assert!(r6.iter().any(|r| r.is_default()
             && r.best_hop().and_then(|h| h.gateway) == Some("2001:db8::1".parse().unwrap())));
-    }) else {
-        return;
-    };
+    });
 }
 
 fn hop(gw: Option<&str>, weight: u16, onlink: bool) -> NsHop {
@@ -101,7 +97,7 @@ fn hop(gw: Option<&str>, weight: u16, onlink: bool) -> NsHop {
 /// are and come back the same from a dump.
 #[test]
 fn routes_round_trip() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         ip("link add v0 type veth peer name v1");
         ip("link set v1 up");
         let i = link_index("v0").unwrap();
@@ -187,9 +183,7 @@ fn routes_round_trip() {
             onlink.to_string(),
             "default via 198.51.100.1 onlink metric 50"
         );
-    }) else {
-        return;
-    };
+    });
 }
 
 fn sequence_config() -> NsNetConfig {
@@ -225,7 +219,7 @@ fn sequence_config() -> NsNetConfig {
 
 #[test]
 fn config_net_sequence() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         ip("link add ns0 type veth peer name peer0");
         ip("link set peer0 up");
         let cfg = sequence_config();
@@ -272,16 +266,14 @@ fn config_net_sequence() {
                 && r6.contains("nexthop via fe80::2 dev ns0"),
             "{r6}"
         );
-    }) else {
-        return;
-    };
+    });
 }
 
 /// A route the namespace refuses is an error naming it; one that exists
 /// already is not.
 #[test]
 fn config_net_route_failure_names_the_route() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         ip("link add ns0 type veth peer name peer0");
         ip("link set peer0 up");
         let mut cfg = sequence_config();
@@ -296,16 +288,14 @@ fn config_net_route_failure_names_the_route() {
                 && e.contains("not on the link"),
             "{e}"
         );
-    }) else {
-        return;
-    };
+    });
 }
 
 /// A family in local mode that the namespace has disabled is left out;
 /// one from the host is an error.
 #[test]
 fn config_net_local_family_without_ipv6() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         ip("link add ns0 type veth peer name peer0");
         ip("link set peer0 up");
         std::fs::write("/proc/sys/net/ipv6/conf/ns0/disable_ipv6", "1").unwrap();
@@ -319,7 +309,5 @@ fn config_net_local_family_without_ipv6() {
         configure_ns_interface(&cfg).unwrap();
         let r4 = ip_out("-4 route show dev ns0");
         assert!(r4.contains("default via 192.0.2.1 onlink"), "{r4}");
-    }) else {
-        return;
-    };
+    });
 }

@@ -247,9 +247,7 @@ impl PortScanner {
             })?;
         }
         bound.remove_all(exclude);
-        for (a, b) in out.bits.iter_mut().zip(bound.bits.iter()) {
-            *a |= b;
-        }
+        out.add_all(&bound);
         Ok(())
     }
 }

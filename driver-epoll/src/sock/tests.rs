@@ -28,6 +28,15 @@ fn open_sock(t: &mut SockTable, epoll: &Epoll, sock: SockId, kind: SockKind, fam
     t.execute(epoll, None, open_action(sock, kind, family), &[]);
 }
 
+/// An epoll instance, and a socket table with socket `sock` of `kind` and
+/// `family` open in it.
+fn table_with(sock: SockId, kind: SockKind, family: Family) -> (Epoll, SockTable) {
+    let epoll = ep();
+    let mut t = SockTable::default();
+    open_sock(&mut t, &epoll, sock, kind, family);
+    (epoll, t)
+}
+
 /// Connects `sock` to `addr`: the events that say how it went, at once or
 /// once epoll reports the socket.
 fn connect_events(
@@ -112,38 +121,31 @@ fn tcp_lifecycle_on_loopback() {
         e => panic!("{e:?}"),
     }
 
-    // Guest → socket: one sendmsg over several spans.
-    let data = b"hello, world";
-    let iov = [IoSlice::new(&data[..5]), IoSlice::new(&data[5..])];
-    let send = Action::Send {
-        sock: c,
-        spans: passt_core::SpanList { start: 0, count: 2 },
-    };
-    match ev(t.execute(&epoll, None, send, &iov)) {
-        SockEvent::StreamSent { sent, space } => {
-            assert_eq!(sent, Ok(12));
-            // A small write taken whole: no SO_MEMINFO (the core estimates).
-            assert_eq!(space, SendSpace::default());
+    // Guest → socket: one sendmsg of all the spans of `iov`; what it sent,
+    // and the send buffer's state.
+    let mut send = |iov: &[IoSlice<'_>]| {
+        let spans = passt_core::SpanList {
+            start: 0,
+            count: iov.len() as u32,
+        };
+        match ev(t.execute(&epoll, None, Action::Send { sock: c, spans }, iov)) {
+            SockEvent::StreamSent { sent, space } => (sent, space),
+            e => panic!("{e:?}"),
         }
-        e => panic!("{e:?}"),
-    }
+    };
+    let data = b"hello, world";
+    let (sent, space) = send(&[IoSlice::new(&data[..5]), IoSlice::new(&data[5..])]);
+    assert_eq!(sent, Ok(12));
+    // A small write taken whole: no SO_MEMINFO (the core estimates).
+    assert_eq!(space, SendSpace::default());
     let mut buf = [0u8; 12];
     std::io::Read::read_exact(&mut peer, &mut buf).unwrap();
     assert_eq!(&buf, data);
     // A larger one comes with the send buffer's state.
     let big = vec![7u8; 8192];
-    let iov = [IoSlice::new(&big)];
-    let send = Action::Send {
-        sock: c,
-        spans: passt_core::SpanList { start: 0, count: 1 },
-    };
-    match ev(t.execute(&epoll, None, send, &iov)) {
-        SockEvent::StreamSent { sent, space } => {
-            assert_eq!(sent, Ok(8192));
-            assert!(space.sndbuf > 0 && space.writable(), "{space:?}");
-        }
-        e => panic!("{e:?}"),
-    }
+    let (sent, space) = send(&[IoSlice::new(&big)]);
+    assert_eq!(sent, Ok(8192));
+    assert!(space.sndbuf > 0 && space.writable(), "{space:?}");
     let mut buf = vec![0u8; 8192];
     std::io::Read::read_exact(&mut peer, &mut buf).unwrap();
     assert_eq!(buf, big);
@@ -230,11 +232,9 @@ fn tcp_lifecycle_on_loopback() {
 
 #[test]
 fn connect_in_progress_reports_connected() {
-    let epoll = ep();
-    let mut t = SockTable::default();
     let srv = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
     let s = SockId(7);
-    open_sock(&mut t, &epoll, s, SockKind::TcpStream, Family::V6);
+    let (epoll, mut t) = table_with(s, SockKind::TcpStream, Family::V6);
     let evs = connect_events(&mut t, &epoll, s, srv.local_addr().unwrap());
     assert_eq!(evs, vec![SockEvent::Connected(Ok(()))]);
     // Refused: a port nobody listens on.
@@ -253,11 +253,9 @@ fn connect_in_progress_reports_connected() {
 
 #[test]
 fn udp_datagrams_and_errors() {
-    let epoll = ep();
-    let mut t = SockTable::default();
     let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let s = SockId(3);
-    open_sock(&mut t, &epoll, s, SockKind::Udp, Family::V4);
+    let (epoll, mut t) = table_with(s, SockKind::Udp, Family::V4);
     let bind = Action::Bind {
         sock: s,
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

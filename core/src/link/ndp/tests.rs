@@ -479,31 +479,31 @@ fn malformed_messages_are_dropped() {
         cases.push((dst, b));
     }
     cases.push((dst, vec![135]));
-    // Code not zero.
-    let mut b = ns.clone();
-    b[1] = 1;
-    cases.push((dst, b));
-    // Option of length 0.
-    let mut b = ns.clone();
-    b[25] = 0;
-    cases.push((dst, b));
-    let mut b = rs.clone();
-    b[9] = 0;
-    cases.push((ALL_ROUTERS, b));
-    // Option running past the end: huge length, or a lone trailing byte.
-    let mut b = ns.clone();
-    b[25] = 255;
-    cases.push((dst, b));
-    let mut b = rs.clone();
-    b.push(1);
-    cases.push((ALL_ROUTERS, b));
-    let mut b = rs.clone();
-    b.extend_from_slice(&[1, 2, 0, 0, 0, 0, 0, 0]);
-    cases.push((ALL_ROUTERS, b));
-    // Multicast target.
-    let mut b = ns.clone();
-    b[8..24].copy_from_slice(&ALL_NODES.octets());
-    cases.push((dst, b));
+    // A copy of `base` changed by `edit`.
+    let edited = |base: &Vec<u8>, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = base.clone();
+        edit(&mut b);
+        b
+    };
+    cases.extend([
+        // Code not zero.
+        (dst, edited(&ns, &|b| b[1] = 1)),
+        // Option of length 0.
+        (dst, edited(&ns, &|b| b[25] = 0)),
+        (ALL_ROUTERS, edited(&rs, &|b| b[9] = 0)),
+        // Option running past the end: huge length, or a lone trailing byte.
+        (dst, edited(&ns, &|b| b[25] = 255)),
+        (ALL_ROUTERS, edited(&rs, &|b| b.push(1))),
+        (
+            ALL_ROUTERS,
+            edited(&rs, &|b| b.extend_from_slice(&[1, 2, 0, 0, 0, 0, 0, 0])),
+        ),
+        // Multicast target.
+        (
+            dst,
+            edited(&ns, &|b| b[8..24].copy_from_slice(&ALL_NODES.octets())),
+        ),
+    ]);
 
     let mut c = core();
     for (i, (dst, icmp)) in cases.iter().enumerate() {
@@ -613,6 +613,14 @@ fn at(secs: u64) -> Instant {
     Instant::from_nanos(secs * SEC)
 }
 
+/// `c` has no router advertisement timer, and sends none at `t`.
+fn assert_no_ra_timer(c: &mut Core, t: Instant) {
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_timeout(t);
+    assert!(drain_frames(c).is_empty());
+    assert_eq!(c.counters().replies(ReplyKind::RouterAdvert), 0);
+}
+
 /// Brings the guest up at `t` with a frame that gets no answer.
 fn guest_appears(c: &mut Core, t: Instant) {
     let f = ns_frame(Ipv6Addr::UNSPECIFIED, GUEST_LL);
@@ -622,10 +630,7 @@ fn guest_appears(c: &mut Core, t: Instant) {
 #[test]
 fn no_ra_timer_before_guest_is_seen() {
     let mut c = core();
-    assert_eq!(c.poll_timeout(), None);
-    c.handle_timeout(at(10_000));
-    assert!(drain_frames(&mut c).is_empty());
-    assert_eq!(c.counters().replies(ReplyKind::RouterAdvert), 0);
+    assert_no_ra_timer(&mut c, at(10_000));
 }
 
 #[test]
@@ -720,10 +725,7 @@ fn no_unsolicited_ra_when_disabled() {
         };
         exchange(&mut c, T0, &[&arp]);
         assert!(c.guest().seen);
-        assert_eq!(c.poll_timeout(), None);
-        c.handle_timeout(at(100_000));
-        assert!(drain_frames(&mut c).is_empty());
-        assert_eq!(c.counters().replies(ReplyKind::RouterAdvert), 0);
+        assert_no_ra_timer(&mut c, at(100_000));
     }
 }
 

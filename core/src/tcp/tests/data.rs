@@ -44,6 +44,55 @@ fn guest_data_partial_write_acks_only_written() {
     assert_eq!(&w[1500..], &[1u8; 1500][..]);
 }
 
+/// A write the kernel cuts short although the window promised room (its
+/// per-buffer charges grew meanwhile) teaches the connection what share of
+/// the free space holds payload: the next windows offer that share, so
+/// the guest's flight fits, until the queue runs low again.
+#[test]
+fn write_cut_short_lowers_the_share_of_free_space_offered() {
+    let mut c = connect4();
+    let (sndbuf, queued) = (1u32 << 20, 1u32 << 19);
+    let unit = 1u32 << MAX_WS;
+    // The window of the ACK of one byte from the guest (its write reports
+    // the buffer's state).
+    let offered = |c: &mut Conn| {
+        let seg = c.seg(c.their).data(b"x");
+        c.h.guest(&[seg]);
+        c.their = c.their.wrapping_add(1);
+        let f = c.h.frames_after(50);
+        u32::from(f.last().expect("ACK").win) << MAX_WS
+    };
+    c.h.sock(c.sock).sndbuf = sndbuf;
+    c.h.sock(c.sock).outq = queued;
+    let full = TcpPolicy::SHIPPED.window(sndbuf, queued).unwrap();
+    let w = offered(&mut c);
+    assert!(
+        full.abs_diff(w) < unit,
+        "nothing learnt yet: {w} against {full}"
+    );
+    // Half of 3000 bytes taken.
+    c.h.sock(c.sock).send_room = Some(1500);
+    let segs: Vec<G> = (0..3u32)
+        .map(|i| c.seg(c.their.wrapping_add(i * 1000)).data(&[i as u8; 1000]))
+        .collect();
+    c.h.guest(&segs);
+    c.h.frames_after(10);
+    c.their = c.their.wrapping_add(1500);
+    c.h.sock(c.sock).send_room = None;
+    c.h.sock(c.sock).outq = queued;
+    let w = offered(&mut c);
+    assert!(w.abs_diff(full / 2) < unit, "{w} against half of {full}");
+    // The peer catches up (queue under a quarter of the buffer): what was
+    // learnt fades.
+    c.h.sock(c.sock).outq = 0;
+    for _ in 0..64 {
+        offered(&mut c);
+    }
+    let empty = TcpPolicy::SHIPPED.window(sndbuf, 0).unwrap();
+    let w = offered(&mut c).min(empty);
+    assert!(empty.abs_diff(w) < 2 * unit, "{w} against {empty}");
+}
+
 #[test]
 fn window_never_above_socket_free_space() {
     let mut c = connect4_unscaled();
@@ -187,8 +236,7 @@ fn keepalives_only_for_silent_guests_half_closed_included() {
     }
     assert_eq!(c.h.core.tcp_stats().keepalives, 0);
     // Our data in flight, unacknowledged: retransmissions only.
-    c.h.sock(c.sock).rx = vec![1u8; 10];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 10]);
     c.h.run_for(40_000);
     assert!(c.h.core.tcp_stats().retransmits > 0);
     assert_eq!(c.h.core.tcp_stats().keepalives, 0);
@@ -209,8 +257,7 @@ fn host_data(peek_offset: bool) {
     cfg.peek_offset = peek_offset;
     let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(7));
     let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
-    c.h.sock(c.sock).rx = data.clone();
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(data.clone());
     let f = c.h.take_frames();
     // MSS 1460 from the guest; window 65535 << 7.
     assert_eq!(f.len(), 14);
@@ -258,8 +305,7 @@ fn host_data_in_gso_frames() {
         cfg.link_offload = crate::LinkOffload::ALL;
         let mut c = connect(cfg, src, dst, Some(7));
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        c.h.sock(c.sock).rx = data.clone();
-        c.h.event(c.sock, SockEvent::Readable);
+        c.host_sends(data.clone());
         let f = c.h.take_frames();
         let metas = std::mem::take(&mut c.h.k.metas);
         assert_eq!(f.len(), metas.len());
@@ -299,8 +345,7 @@ fn host_data_in_gso_frames() {
         assert_eq!(c.h.core.counters().gso_frames_out, f.len() as u64);
         // Without offload, the same bytes in MSS-sized, complete frames.
         let mut c = connect(capture_config(), src, dst, Some(7));
-        c.h.sock(c.sock).rx = data.clone();
-        c.h.event(c.sock, SockEvent::Readable);
+        c.host_sends(data.clone());
         let f = c.h.take_frames();
         assert!(c.h.k.metas.iter().all(|m| *m == FrameMeta::PLAIN));
         // (one peek's worth: the harness lends 64 slots)
@@ -324,8 +369,7 @@ fn host_data_with_peek_offset() {
 #[test]
 fn retransmit_after_timeout_then_reset() {
     let mut c = connect4();
-    c.h.sock(c.sock).rx = vec![1u8; 100];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 100]);
     assert_eq!(c.h.take_frames().len(), 1);
     assert!(c.h.frames_after(900).is_empty());
     let f = c.h.frames_after(200);
@@ -367,8 +411,7 @@ fn retransmit_after_timeout_then_reset() {
 #[test]
 fn silent_guest_keeps_connection_for_a_minute() {
     let mut c = connect4();
-    c.h.sock(c.sock).rx = vec![1u8; 100];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 100]);
     assert_eq!(c.h.take_frames().len(), 1);
     // A minute of silence: retransmissions at 1, 3, 7, 15, 31 s only.
     assert_eq!(c.h.frames_after(60_000).len(), 5);
@@ -390,8 +433,7 @@ fn silent_guest_keeps_connection_for_a_minute() {
 #[test]
 fn fast_retransmit_on_duplicate_acks() {
     let mut c = connect4();
-    c.h.sock(c.sock).rx = vec![1u8; 4000];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 4000]);
     assert_eq!(c.h.take_frames().len(), 3);
     let dup = c.seg(c.their).ack(c.our.wrapping_add(1460));
     c.h.guest(std::slice::from_ref(&dup));
@@ -426,10 +468,8 @@ fn tap_sent_rewinds_unsent_frames() {
 #[test]
 fn zero_window_probe_and_reopen() {
     let mut c = connect4_unscaled();
-    c.h.sock(c.sock).rx = vec![5u8; 3000];
-    // The guest closes its window.
-    c.h.guest(&[c.seg(c.their).win(0)]);
-    c.h.event(c.sock, SockEvent::Readable);
+    // The guest has closed its window.
+    c.host_data_to_window(3000, 0);
     assert!(c.h.take_frames().is_empty());
     // Probe: one byte after the retransmission timeout.
     let f = c.h.frames_after(2100);
@@ -453,9 +493,7 @@ fn zero_window_probe_and_reopen() {
 #[test]
 fn shrinking_window_with_data_in_flight_is_ignored() {
     let mut c = connect4_unscaled();
-    c.h.sock(c.sock).rx = vec![5u8; 10_000];
-    c.h.guest(&[c.seg(c.their).win(4000)]);
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_data_to_window(10_000, 4000);
     let sent: usize = c.h.take_frames().iter().map(|o| o.payload.len()).sum();
     assert_eq!(sent, 4000);
     // ACK of 1000 bytes with a zero window while 3000 are in flight: the

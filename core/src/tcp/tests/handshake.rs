@@ -30,6 +30,11 @@ fn guest_connect_v4() {
         sock,
         opt: SockOpt::TcpMaxSeg(1400)
     }));
+    // No Nagle of the socket's own on top of the guest's.
+    assert!(acts.contains(&Action::SetOption {
+        sock,
+        opt: SockOpt::NoDelay
+    }));
     assert_eq!(
         acts.last(),
         Some(&Action::Connect {
@@ -73,8 +78,7 @@ fn guest_connect_v6_without_window_scale() {
     cfg.mtu = Some(1500);
     let mut c = connect(cfg, IpAddr::V6(g6()), IpAddr::V6(p6()), None);
     // Data from the host: frames fit the MTU, windows unscaled.
-    c.h.sock(c.sock).rx = vec![7u8; 3000];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![7u8; 3000]);
     let f = c.h.take_frames();
     assert_eq!(f.len(), 3);
     assert!(f.iter().all(|o| o.payload.len() <= 1440));
@@ -96,10 +100,7 @@ fn gateway_maps_to_host_loopback_and_local_acks_at_once() {
         Some(SocketAddr::new(v4(Ipv4Addr::LOCALHOST), 80))
     );
     // Local peer: data is acknowledged without the 10 ms delay.
-    c.h.guest(&[c.seg(c.their).data(b"hello")]);
-    let f = c.h.take_frames();
-    assert_eq!(f.len(), 1);
-    assert_eq!(f[0].ack, c.their.wrapping_add(5));
+    c.data_acked_at_once(b"hello");
 }
 
 #[test]
@@ -201,17 +202,10 @@ fn inbound_v4_server_speaks_first() {
     );
     assert_eq!(syn.ws, Some(8));
     assert!(syn.mss.is_some());
+    assert!(h.sock(sock).nodelay, "no Nagle of the socket's own");
     // The guest answers; we ACK at once even though no data waits.
     let g = G::new(v4(GUEST4), syn.src, 80, 5555);
-    h.guest(&[g
-        .clone()
-        .seq(777)
-        .ack(syn.seq.wrapping_add(1))
-        .syn()
-        .opts(vec![
-            TcpOptionElement::MaximumSegmentSize(1460),
-            TcpOptionElement::WindowScale(2),
-        ])]);
+    h.guest(&[g.clone().syn_ack_to(777, &syn, 2)]);
     let f = h.take_frames();
     assert_eq!(f.len(), 1);
     assert!(f[0].ackf && !f[0].syn && f[0].payload.is_empty());

@@ -159,8 +159,7 @@ fn interest_edge_triggered_throughout() {
     assert_eq!(c.h.sock(c.sock).interest, Some(edge));
     // The guest's window (256 << 0... unscaled 3000) fills up.
     c.h.guest(&[c.seg(c.their).win(3000)]);
-    c.h.sock(c.sock).rx = vec![1u8; 5000];
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends(vec![1u8; 5000]);
     assert_eq!(c.h.take_frames().len(), 3);
     let i = c.h.sock(c.sock).interest.unwrap();
     assert!(i.edge && i.readable);
@@ -188,8 +187,7 @@ fn retransmit_with_peek_offset_rewinds_offset() {
     let mut c = connect(cfg, v4(GUEST4), v4(PEER4), Some(7));
     let acts = c.h.take_actions();
     let _ = acts;
-    c.h.sock(c.sock).rx = (0..3000u32).map(|i| i as u8).collect();
-    c.h.event(c.sock, SockEvent::Readable);
+    c.host_sends((0..3000u32).map(|i| i as u8).collect());
     assert_eq!(c.h.take_frames().len(), 3);
     assert_eq!(c.h.sock(c.sock).peek_off, Some(3000));
     // The guest got the first segment only.
@@ -207,10 +205,7 @@ fn low_rtt_peer_gets_immediate_acks() {
     let mut c = connect4();
     c.h.sock(c.sock).min_rtt_us = 5;
     c.h.report_info(c.sock);
-    c.h.guest(&[c.seg(c.their).data(b"abc")]);
-    let f = c.h.take_frames();
-    assert_eq!(f.len(), 1);
-    assert_eq!(f[0].ack, c.their.wrapping_add(3));
+    c.data_acked_at_once(b"abc");
 }
 
 #[test]

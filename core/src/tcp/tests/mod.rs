@@ -46,6 +46,8 @@ struct FakeSock {
     peek_err: Option<Errno>,
     /// SO_LINGER with a zero timeout: its close resets the peer.
     linger_zero: bool,
+    /// TCP_NODELAY.
+    nodelay: bool,
     /// Report a write taken whole without the buffer's state, as the
     /// driver does for small writes.
     omit_space: bool,
@@ -161,6 +163,7 @@ impl FakeKernel for TcpKernel {
                     SockOpt::PeekOffset(o) => s.peek_off = Some(o as usize),
                     SockOpt::TcpMaxSeg(m) => s.mss = Some(m),
                     SockOpt::ResetOnClose => s.linger_zero = true,
+                    SockOpt::NoDelay => s.nodelay = true,
                     _ => {}
                 }
             }
@@ -366,6 +369,14 @@ impl G {
         self.rst = true;
         self
     }
+    /// The guest's SYN-ACK at `seq` to our SYN `syn`: MSS 1460, window
+    /// scale `ws`.
+    fn syn_ack_to(self, seq: u32, syn: &Out, ws: u8) -> G {
+        self.seq(seq).ack(syn.seq.wrapping_add(1)).syn().opts(vec![
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::WindowScale(ws),
+        ])
+    }
     fn win(mut self, w: u16) -> G {
         self.win = w;
         self
@@ -491,6 +502,32 @@ impl Conn {
     /// A guest segment at `seq` that acknowledges everything from us.
     fn seg(&self, seq: u32) -> G {
         self.g.clone().seq(seq).ack(self.our)
+    }
+
+    /// The guest sends `data`; one segment comes back at once and
+    /// acknowledges all of it.
+    fn data_acked_at_once(&mut self, data: &[u8]) {
+        let seg = self.seg(self.their).data(data);
+        self.h.guest(&[seg]);
+        let f = self.h.take_frames();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].ack, self.their.wrapping_add(data.len() as u32));
+    }
+
+    /// The host peer sends `data`: it waits in the socket, which turns
+    /// readable.
+    fn host_sends(&mut self, data: Vec<u8>) {
+        self.h.sock(self.sock).rx = data;
+        self.h.event(self.sock, SockEvent::Readable);
+    }
+
+    /// The host peer has `n` bytes for the guest, whose window is `win`
+    /// (a segment says so first): the socket turns readable.
+    fn host_data_to_window(&mut self, n: usize, win: u16) {
+        self.h.sock(self.sock).rx = vec![5u8; n];
+        let seg = self.seg(self.their).win(win);
+        self.h.guest(&[seg]);
+        self.h.event(self.sock, SockEvent::Readable);
     }
 
     /// The host peer closes its side: the socket reads end of stream.

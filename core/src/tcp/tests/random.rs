@@ -20,15 +20,7 @@ fn accept_conn(cfg: Config, sndbuf: u32) -> Conn {
     let syn = h.take_frames().pop().unwrap();
     assert!(syn.syn);
     let g = G::new(v4(GUEST4), v4(PEER4), 80, 40000);
-    h.guest(&[g
-        .clone()
-        .seq(GISN)
-        .ack(syn.seq.wrapping_add(1))
-        .syn()
-        .opts(vec![
-            TcpOptionElement::MaximumSegmentSize(1460),
-            TcpOptionElement::WindowScale(7),
-        ])]);
+    h.guest(&[g.clone().syn_ack_to(GISN, &syn, 7)]);
     let f = h.take_frames();
     assert_eq!(f.len(), 1);
     h.take_actions();

@@ -144,10 +144,8 @@ fn partial_and_failed_sends_are_counted_fatal_errors_end_the_flow() {
 fn multicast_and_broadcast_destinations_are_allowed() {
     let mut h = H::new(capture_config());
     let g = IpAddr::V4(GUEST4);
-    let ssdp = IpAddr::V4(Ipv4Addr::new(239, 255, 255, 250));
-    h.guest(&[udp(g, ssdp, 40000, 1900, b"M-SEARCH")]);
     // Not connected: each datagram names the group.
-    let s = h.sock_sent_to(sa(ssdp, 1900));
+    let s = h.ssdp_search();
     assert!(!h.socks[&s].broadcast);
     assert_eq!(h.socks[&s].sent, vec![b"M-SEARCH".to_vec()]);
     let bc = IpAddr::V4(Ipv4Addr::BROADCAST);

@@ -133,9 +133,7 @@ fn forwarded_flow_whose_socket_fails_loses_nothing_queued() {
 fn answers_to_a_group_get_flows_of_their_own() {
     let mut h = H::new(capture_config());
     let g = IpAddr::V4(GUEST4);
-    let ssdp = IpAddr::V4(Ipv4Addr::new(239, 255, 255, 250));
-    h.guest(&[udp(g, ssdp, 40000, 1900, b"M-SEARCH")]);
-    let s = h.sock_sent_to(sa(ssdp, 1900));
+    let s = h.ssdp_search();
     let (d1, d2) = (sa(PEER4, 1900), sa(Ipv4Addr::new(192, 0, 2, 81), 1901));
     h.host_many(
         s,

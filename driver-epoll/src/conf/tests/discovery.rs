@@ -16,7 +16,7 @@ fn veth(name: &str, peer: &str) {
 
 #[test]
 fn discovery_default_route() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         veth("wan0", "wanp");
         veth("lan0", "lanp");
         ip("addr add 198.51.100.2/24 dev lan0");
@@ -75,14 +75,12 @@ fn discovery_default_route() {
         assert!(discover(&["-i", "nope0"]).is_err());
         let h = discover(&["-4"]).unwrap();
         assert!(h.v6.is_none());
-    }) else {
-        return;
-    };
+    });
 }
 
 #[test]
 fn discovery_without_default_route() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         veth("a0", "ap");
         ip("-6 addr flush dev a0");
         let h = discover(&[]).unwrap();
@@ -98,14 +96,12 @@ fn discovery_without_default_route() {
         let c = cfg(Mode::Passt, &[], &h, "");
         assert!(!c.local4);
         assert!(!c.core.features.dhcp);
-    }) else {
-        return;
-    };
+    });
 }
 
 #[test]
 fn discovery_multipath() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         veth("m0", "mp0");
         veth("m1", "mp1");
         ip("addr add 192.0.2.2/24 dev m0");
@@ -117,14 +113,12 @@ fn discovery_multipath() {
         assert_eq!(v4.gateway, Some(a("198.51.100.1")));
         let h = discover(&["-i", "m0"]).unwrap();
         assert_eq!(h.v4.as_ref().unwrap().gateway, Some(a("192.0.2.1")));
-    }) else {
-        return;
-    };
+    });
 }
 
 #[test]
 fn discovery_nexthop_objects() {
-    let Some(()) = in_netns(|| {
+    in_netns(|| {
         veth("n0", "np0");
         ip("addr add 192.0.2.2/24 dev n0");
         ip("-6 addr add 2001:db8::2/64 dev n0 nodad");
@@ -136,9 +130,7 @@ fn discovery_nexthop_objects() {
         assert_eq!(h.v4.as_ref().unwrap().ifname, "n0");
         assert_eq!(h.v4.as_ref().unwrap().gateway, Some(a("192.0.2.1")));
         assert_eq!(h.v6.as_ref().unwrap().gateway, Some(a("2001:db8::1")));
-    }) else {
-        return;
-    };
+    });
 }
 
 /// Discovery in one namespace, --config-net in another: the namespace
@@ -158,7 +150,7 @@ fn config_net_end_to_end() {
     }) else {
         return;
     };
-    let Some(()) = in_netns(move || {
+    in_netns(move || {
         veth(&ns.ifname, "tapp");
         ip(&format!("link set {} down", ns.ifname));
         netlink::configure_ns_interface(&ns).unwrap();
@@ -191,7 +183,5 @@ fn config_net_end_to_end() {
             r6.contains("\"dst\":\"default\",\"gateway\":\"2001:db8::1\""),
             "{r6}"
         );
-    }) else {
-        return;
-    };
+    });
 }
