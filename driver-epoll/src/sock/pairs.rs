@@ -101,12 +101,9 @@ impl<S> Pairs<S> {
         socks: &mut SockTable,
         key: u32,
     ) -> Option<&mut Pair<S>> {
-        let pair = self.pairs.get_mut(&key)?;
-        pair.ended = true;
-        for s in pair.socks {
+        self.end_each(key, |s| {
             let _ = socks.set_mask(epoll, s, EpollFlags::empty());
-        }
-        Some(pair)
+        })
     }
 
     /// Marks the pair ended, its sockets left in the epoll set: closing
@@ -117,10 +114,15 @@ impl<S> Pairs<S> {
         socks: &mut SockTable,
         key: u32,
     ) -> Option<&mut Pair<S>> {
+        self.end_each(key, |s| socks.unregister_on_close(s))
+    }
+
+    /// Marks the pair ended and hands each of its sockets to `each`.
+    fn end_each(&mut self, key: u32, mut each: impl FnMut(SockId)) -> Option<&mut Pair<S>> {
         let pair = self.pairs.get_mut(&key)?;
         pair.ended = true;
         for s in pair.socks {
-            socks.unregister_on_close(s);
+            each(s);
         }
         Some(pair)
     }

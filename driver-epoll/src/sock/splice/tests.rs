@@ -29,6 +29,13 @@ impl T {
     fn new() -> (T, TcpStream, TcpStream) {
         let (c1, a1) = conn();
         let (c2, a2) = conn();
+        let t = T::joined(a1, a2);
+        assert_eq!(t.sp.len(), 1);
+        (t, c1, c2)
+    }
+
+    /// The accepted ends `a1` (as socket 2) and `a2` (socket 3), joined.
+    fn joined(a1: OwnedFd, a2: OwnedFd) -> T {
         let mut t = T {
             ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
             socks: SockTable::with_capacity(4),
@@ -41,8 +48,7 @@ impl T {
         t.socks.insert(SockId(3), a2);
         let r = t.sp.join(&t.ep, &mut t.socks, SockId(2), SockId(3));
         assert!(r.is_none());
-        assert_eq!(t.sp.len(), 1);
-        (t, c1, c2)
+        t
     }
 
     /// Runs the loop for up to `ms` (or until the pair ended).
@@ -198,20 +204,7 @@ fn data_and_end_arriving_together_are_both_carried() {
     c1.write_all(b"early").unwrap();
     c1.shutdown(Shutdown::Write).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let mut t = T {
-        ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
-        socks: SockTable::with_capacity(4),
-        sp: Splicer::new(),
-        ended: None,
-        wakeups: 0,
-        key: SockId(2),
-    };
-    t.socks.insert(SockId(2), a1);
-    t.socks.insert(SockId(3), a2);
-    assert!(t
-        .sp
-        .join(&t.ep, &mut t.socks, SockId(2), SockId(3))
-        .is_none());
+    let mut t = T::joined(a1, a2);
     t.spin(200);
     c2.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
@@ -327,15 +320,21 @@ fn ended_pairs_give_their_pipes_back() {
     assert_eq!(t.sp.len(), 1);
 }
 
+/// A new namespace with its worker running, and the namespace's inode.
+fn guest_ns_with_worker() -> (GuestNs, u64) {
+    let (ns, inode) = crate::netns::tests::new_netns_with_inode();
+    let g = GuestNs::new(ns);
+    g.start_worker().unwrap();
+    (g, inode)
+}
+
 /// The far sides of connections from the host are opened in the
 /// guest's namespace, a batch at a time: the pool empties, then one
 /// round trip to the namespace fills it again.
 #[test]
 fn namespace_sockets_are_opened_ahead_in_batches() {
     use std::os::unix::fs::MetadataExt;
-    let (ns, want) = crate::netns::tests::new_netns_with_inode();
-    let g = GuestNs::new(ns);
-    g.start_worker().unwrap();
+    let (g, want) = guest_ns_with_worker();
     let mut sp = Splicer::default();
     for round in 0..2 {
         for i in 0..NS_POOL {
@@ -359,9 +358,7 @@ fn namespace_sockets_are_opened_ahead_in_batches() {
 /// come with `TCP_NODELAY` set, and setting it again costs nothing.
 #[test]
 fn namespace_pools_in_use_are_refilled_when_low() {
-    let (ns, _) = crate::netns::tests::new_netns_with_inode();
-    let g = GuestNs::new(ns);
-    g.start_worker().unwrap();
+    let (g, _) = guest_ns_with_worker();
     let mut sp = Splicer::default();
     sp.refill_ns(&g);
     assert_eq!(sp.ns_pooled(), [0, 0], "nothing used yet");
