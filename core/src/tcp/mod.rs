@@ -451,34 +451,33 @@ impl TcpConn {
 
     /// A write refused its last `refused` bytes: the guest's segments
     /// that held them are lost, and all but the first lie past the new
-    /// gap. Counted in the guest's largest segment, so never too many.
+    /// gap.
     fn owe_dups_for_refused(&mut self, refused: u32) {
+        let past = self.segments_past_first(refused);
+        self.dups_owed = self.dups_owed.saturating_add(past);
+    }
+
+    /// How many of the guest's segments `bytes` fill after the first one,
+    /// counted in its largest segment, so never too many.
+    fn segments_past_first(&self, bytes: u32) -> u16 {
         let seg = u32::from(self.mss_to_tap).max(1);
-        let past = refused.div_ceil(seg).saturating_sub(1);
-        self.dups_owed = self
-            .dups_owed
-            .saturating_add(past.min(u32::from(u16::MAX)) as u16);
+        let past = bytes.div_ceil(seg).saturating_sub(1);
+        past.min(u32::from(u16::MAX)) as u16
     }
 
-    /// Whether duplicate ACKs owed for dropped segments may go out now:
-    /// only with the window open for a segment, as the guest's fast
-    /// retransmission would otherwise hit a full buffer, be dropped again,
-    /// and leave it waiting for its timeout.
-    fn dups_due(&self) -> bool {
-        self.dups_owed > 0 && !self.sock_full && self.wnd_avail() >= u32::from(self.mss_to_tap)
-    }
-
-    /// Duplicate ACKs to send now: those owed, at most `DUP_ACK_BURST`, and
-    /// fewer than the guest's segments in flight past the gap (counted in
-    /// its largest segment, so never too many).
+    /// Duplicate ACKs to send now for segments we dropped: those owed, at
+    /// most `DUP_ACK_BURST`, fewer than the guest's segments in flight past
+    /// the gap, and none unless the window is open for a segment (the
+    /// guest's fast retransmission would otherwise hit a full buffer, be
+    /// dropped again, and leave it waiting for its timeout).
     fn dups_now(&self) -> u16 {
-        if !self.dups_due() || !seq::gt(self.seq_max_from_tap, self.seq_from_tap) {
+        let open = !self.sock_full && self.wnd_avail() >= u32::from(self.mss_to_tap);
+        if self.dups_owed == 0 || !open || !seq::gt(self.seq_max_from_tap, self.seq_from_tap) {
             return 0;
         }
-        let seg = u32::from(self.mss_to_tap).max(1);
-        let past = seq::dist(self.seq_from_tap, self.seq_max_from_tap).div_ceil(seg) - 1;
+        let in_flight = seq::dist(self.seq_from_tap, self.seq_max_from_tap);
         self.dups_owed
             .min(DUP_ACK_BURST)
-            .min(past.min(u32::from(u16::MAX)) as u16)
+            .min(self.segments_past_first(in_flight))
     }
 }

@@ -618,7 +618,7 @@ impl TcpState {
                 c.t_poll = Some(now.saturating_add(pol.window_poll_armed));
             }
         }
-        let dups = c.dups_due();
+        let dups = c.dups_now() > 0;
         let owed = c.seq_ack_to_tap != c.seq_from_tap || dups || c.force_ack;
         // The guest used half the window we offered: a deferred ACK
         // would leave it idle (and a window's worth per 10 ms caps
