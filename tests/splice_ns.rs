@@ -92,6 +92,44 @@ fn host_loopback_to_namespace() {
     assert!(gone.is_some(), "spliced connections left behind");
 }
 
+/// A burst of connections from the host's loopback, each closed by the
+/// client first (so pasta's end in the namespace stays in `TIME_WAIT`):
+/// the far sides take the namespace's source ports in turn, one of each
+/// pair of ports, the next pair for the next connection, instead of the
+/// kernel's search from a pseudo-random point, which skips a random few
+/// ports after each and, once the even ports are in `TIME_WAIT`, walks all
+/// of them for every connection.
+#[test]
+fn inbound_connections_take_namespace_ports_in_turn() {
+    let t = Pasta::start("sptw", &["-t", "7150"]);
+    let l = t.listen_guest(any6(7150));
+    for addr in [lo4(7150), lo6(7150)] {
+        let mut ports = Vec::new();
+        for _ in 0..48 {
+            let mut c = t.connect_host(addr).expect("connect");
+            let mut a = accept_timeout(&l, 10);
+            ports.push(a.peer_addr().unwrap().port());
+            c.write_all(b"q").unwrap();
+            let mut b = [0u8; 1];
+            a.read_exact(&mut b).unwrap();
+            a.write_all(b"r").unwrap();
+            c.read_exact(&mut b).unwrap();
+            // The client closes first, then the server, as a client that
+            // opens a connection per request does.
+            drop(c);
+            a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(a.read(&mut b).unwrap(), 0);
+        }
+        for w in ports.windows(2) {
+            let (p, q) = (w[0] & !1, w[1] & !1);
+            let next = if p >= 60998 { 32768 } else { p + 2 };
+            assert_eq!(q, next, "{addr}: ports not taken in turn: {ports:?}");
+        }
+        let tw = t.g.sh("ss -Htan state time-wait");
+        eprintln!("{addr}: {} in TIME_WAIT in the namespace", tw.lines().count());
+    }
+}
+
 /// A server on the namespace's loopback only is private by default (the
 /// spliced connection goes to the namespace's address and is refused); with
 /// `--host-lo-to-ns-lo` it is reached, and sees a loopback peer.

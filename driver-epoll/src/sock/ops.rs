@@ -111,7 +111,15 @@ pub(crate) fn bind(fd: BorrowedFd<'_>, addr: SocketAddr, opts: BindOpts) -> Resu
 /// Starts a non-blocking connect: `Ok` if it completed at once,
 /// `Err(EINPROGRESS)` if it is under way.
 pub(crate) fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> Result<(), Errno> {
-    socket::connect(fd.as_raw_fd(), &to_storage(scoped(addr))).map_err(errno)
+    let to = to_storage(scoped(addr));
+    match socket::connect(fd.as_raw_fd(), &to).map_err(errno) {
+        // No free port in the window of a spliced connection's socket:
+        // the kernel's own search, over its whole range.
+        Err(e) if e.0 == libc::EADDRNOTAVAIL && super::splice::clear_port_window(fd) => {
+            socket::connect(fd.as_raw_fd(), &to).map_err(errno)
+        }
+        r => r,
+    }
 }
 
 /// Whether a connect that returned `EINPROGRESS` has finished already, and

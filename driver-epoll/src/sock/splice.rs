@@ -23,7 +23,11 @@
 //!   round trip serves that many connections, with `TCP_NODELAY` already
 //!   set. The batch is opened when the pool runs low, after a join (the
 //!   first bytes of that connection are on their way), not when a
-//!   connection finds it empty.
+//!   connection finds it empty;
+//! * each of those sockets is given the source ports it may use
+//!   (`IP_LOCAL_PORT_RANGE`, a window of two ports, the next two from one
+//!   socket to the next, taken in the order they were opened): see
+//!   [`PORT_WINDOW`] for why the kernel's own choice is slow here.
 //!
 //! **Moving bytes**: a read asks for what room the pipe has, a write for
 //! what the pipe holds.
@@ -65,6 +69,7 @@ use crate::sock::pairs::{Pair, Pairs};
 use crate::sock::{last_errno, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, Family, SockEvent, SockId, SockKind, SpliceTotals};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// System calls of spliced pairs while running (see `isolate::seccomp`).
@@ -88,6 +93,34 @@ pub(crate) const NS_POOL: usize = 32;
 /// The pool of a family in use is filled again, after a join, when fewer
 /// sockets than this are left.
 const NS_LOW: usize = 8;
+/// Ports of the kernel's default `net.ipv4.ip_local_port_range`, through
+/// which the source ports of the guest namespace's sockets are handed out.
+///
+/// The far side of a connection from the host connects, in the guest's
+/// namespace, to the namespace's own address, and since the client on the
+/// host usually closes first, it is that socket's end which stays in
+/// `TIME_WAIT` for a minute (the end that sends the first FIN does; pasta
+/// passes the client's FIN on at once, as upstream does). With
+/// `net.ipv4.tcp_tw_reuse` at its default (2), the kernel reuses such ports
+/// only for loopback addresses (or sockets bound to `lo`, which a connection
+/// to the namespace's own address cannot be: the kernel accounts it to the
+/// address's own device, and the reply is refused), so `connect()` must find
+/// a port whose 4-tuple is not in `TIME_WAIT`. It searches from a
+/// pseudo-random point, even ports first, skipping a random few after each
+/// hit: after some 14,000 connections in a minute the even ports are taken
+/// and every `connect()` walks all of them (3.5 ms each, the limit of the
+/// inbound connection rate). Each socket here is instead given a window of
+/// two ports, an even one and the next, the window moving two ports per
+/// socket: the kernel checks those two only, so one port of each pair is
+/// used in turn, and the other once the cursor came round: all of them
+/// before any is needed again. A window the kernel
+/// cannot use (both ports busy, or outside the namespace's range: then it
+/// is ignored) falls back to the kernel's own search (see
+/// [`clear_port_window`]).
+const PORT_WINDOW: (u16, u16) = (32768, 60999);
+/// `IP_LOCAL_PORT_RANGE` (Linux 6.3): a socket's own ephemeral port range,
+/// the low port in the low 16 bits, the high port in the high 16 bits.
+const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
 /// Largest pipe tried (upstream's `MAX_PIPE_SIZE`); an unprivileged user
 /// gets at most `fs.pipe-max-size` (1 MiB by default), and less once the
 /// user's pipes exceed `fs.pipe-user-pages-soft`.
@@ -149,7 +182,11 @@ pub(crate) struct Splicer {
     size: usize,
     /// TCP sockets opened in the guest's namespace, IPv4 and IPv6, with
     /// `TCP_NODELAY` set.
-    ns_socks: [Vec<OwnedFd>; 2],
+    /// Taken in the order they were opened (their source port windows
+    /// follow each other).
+    ns_socks: [VecDeque<OwnedFd>; 2],
+    /// The first port of the next window handed out.
+    next_port: u16,
     /// Whether a socket of each family was taken from there: only those
     /// pools are kept filled.
     ns_used: [bool; 2],
@@ -289,12 +326,12 @@ impl Splicer {
     pub(crate) fn ns_socket(&mut self, ns: &GuestNs, family: Family) -> Result<OwnedFd, Errno> {
         let i = family_index(family);
         self.ns_used[i] = true;
-        if let Some(fd) = self.ns_socks[i].pop() {
+        if let Some(fd) = self.ns_socks[i].pop_front() {
             return Ok(fd);
         }
         let err = self.fill_ns(ns, family);
         self.ns_socks[i]
-            .pop()
+            .pop_front()
             .ok_or(err.unwrap_or(Errno(libc::EIO)))
     }
 
@@ -315,8 +352,13 @@ impl Splicer {
     fn fill_ns(&mut self, ns: &GuestNs, family: Family) -> Option<Errno> {
         let pool = &mut self.ns_socks[family_index(family)];
         let n = NS_POOL.saturating_sub(pool.len());
+        if self.next_port < PORT_WINDOW.0 {
+            self.next_port = first_port();
+        }
+        let first = self.next_port;
         let r = ns.run(move || {
             let mut fds = Vec::with_capacity(n);
+            let mut port = first;
             for _ in 0..n {
                 let fd = match crate::sock::open(SockKind::TcpStream, family) {
                     Ok(fd) => fd,
@@ -325,6 +367,9 @@ impl Splicer {
                 if let Err(e) = crate::sock::set_option(fd.as_fd(), passt_core::SockOpt::NoDelay) {
                     return (fds, Some(e));
                 }
+                // A kernel without per-socket port ranges picks as before.
+                let _ = set_port_window(fd.as_fd(), port);
+                port = next_window(port);
                 fds.push(fd);
             }
             (fds, None)
@@ -338,6 +383,9 @@ impl Splicer {
         };
         if let Some(e) = err {
             log::debug!("splice: {} sockets opened ahead, then {e:?}", fds.len());
+        }
+        for _ in 0..fds.len() {
+            self.next_port = next_window(self.next_port);
         }
         pool.extend(fds);
         err
@@ -520,6 +568,71 @@ impl Splicer {
     pub(crate) fn ns_pooled(&self) -> [usize; 2] {
         [self.ns_socks[0].len(), self.ns_socks[1].len()]
     }
+}
+
+/// Where the windows of a new splicer start: anywhere in the range (from
+/// the clock), so that a pasta started again in the same namespace within
+/// a minute does not start on the ports its predecessor left in
+/// `TIME_WAIT`.
+fn first_port() -> u16 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+    let span = u32::from(PORT_WINDOW.1 - PORT_WINDOW.0);
+    (PORT_WINDOW.0 + u16::try_from(t % span).unwrap_or(0)) & !1
+}
+
+/// The window after the one that starts at `port`: two ports further on,
+/// back to the start of the range past its end (a window is `port`, even,
+/// and `port + 1`).
+fn next_window(port: u16) -> u16 {
+    if port < PORT_WINDOW.0 || port >= PORT_WINDOW.1 - 2 {
+        PORT_WINDOW.0
+    } else {
+        (port + 2) & !1
+    }
+}
+
+/// Restricts the source port `connect()` picks for `fd` to `port` and
+/// `port + 1` (see [`PORT_WINDOW`]).
+fn set_port_window(fd: BorrowedFd<'_>, port: u16) -> Result<(), Errno> {
+    let v = u32::from(port) | (u32::from(port.saturating_add(1)) << 16);
+    crate::sock::setsockopt_int(
+        fd,
+        libc::IPPROTO_IP,
+        IP_LOCAL_PORT_RANGE,
+        i32::from_ne_bytes(v.to_ne_bytes()),
+    )
+}
+
+/// The source port window of `fd`, if it has one (0: none).
+fn port_window(fd: BorrowedFd<'_>) -> u32 {
+    let mut v: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: `v` and `len` live across the call; the kernel writes at most
+    // `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            IP_LOCAL_PORT_RANGE,
+            (&mut v as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        0
+    } else {
+        v
+    }
+}
+
+/// After a `connect()` of `fd` that failed with `EADDRNOTAVAIL`: if the
+/// socket had a source port window, it is dropped (the kernel searches its
+/// whole range again) and `true` says to connect once more.
+pub(crate) fn clear_port_window(fd: BorrowedFd<'_>) -> bool {
+    port_window(fd) != 0
+        && crate::sock::setsockopt_int(fd, libc::IPPROTO_IP, IP_LOCAL_PORT_RANGE, 0).is_ok()
 }
 
 /// The index of `family` in per-family arrays.

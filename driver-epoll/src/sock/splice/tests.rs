@@ -446,3 +446,114 @@ fn a_reset_ends_the_pair_with_an_error() {
         t.ended
     );
 }
+
+/// A new namespace with its loopback device up and its worker running.
+fn guest_ns_with_lo() -> GuestNs {
+    let (ns, _) = crate::netns::tests::new_netns_with_inode();
+    crate::netns::in_netns(ns.as_fd(), || crate::netlink::link_up(1))
+        .unwrap()
+        .unwrap();
+    let g = GuestNs::new(ns);
+    g.start_worker().unwrap();
+    g
+}
+
+/// The local port of a socket.
+fn local_port(fd: BorrowedFd<'_>) -> u16 {
+    let a: nix::sys::socket::SockaddrStorage =
+        nix::sys::socket::getsockname(fd.as_raw_fd()).unwrap();
+    a.as_sockaddr_in()
+        .map(|a| a.port())
+        .or_else(|| a.as_sockaddr_in6().map(|a| a.port()))
+        .unwrap()
+}
+
+/// Starts a connect of `fd` to `to` (a loopback connect may still be under
+/// way when the call returns).
+fn start_connect(fd: BorrowedFd<'_>, to: std::net::SocketAddr) {
+    match crate::sock::connect(fd, to) {
+        Ok(()) => {}
+        Err(e) => assert_eq!(e, Errno::EINPROGRESS),
+    }
+}
+
+/// The guest namespace's sockets each come with a window of two source
+/// ports (an even one and the next), the next window two ports further
+/// on, in the order the sockets are taken (across refills of the pool),
+/// and `connect()` takes one of the window's ports: connections from the
+/// host use the namespace's ports in turn instead of having the kernel
+/// search among those in `TIME_WAIT`.
+#[test]
+fn namespace_sockets_take_source_ports_in_turn() {
+    let g = guest_ns_with_lo();
+    let mut sp = Splicer::default();
+    let mut taken = Vec::new();
+    for _ in 0..NS_POOL + NS_LOW {
+        taken.push(sp.ns_socket(&g, Family::V4).unwrap());
+        sp.refill_ns(&g);
+    }
+    let firsts: Vec<u16> = taken
+        .iter()
+        .map(|fd| {
+            let w = port_window(fd.as_fd());
+            let lo = u16::try_from(w & 0xffff).unwrap();
+            assert!(lo >= PORT_WINDOW.0 && lo < PORT_WINDOW.1, "{w:#x}");
+            assert_eq!(w >> 16, u32::from(lo) + 1, "{w:#x}");
+            lo
+        })
+        .collect();
+    for w in firsts.windows(2) {
+        assert_eq!(next_window(w[0]), w[1], "{firsts:?}");
+    }
+    let l = g
+        .run(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
+        .unwrap();
+    let to = l.local_addr().unwrap();
+    for (fd, first) in taken.iter().zip(&firsts) {
+        start_connect(fd.as_fd(), to);
+        let got = local_port(fd.as_fd());
+        assert!(got == *first || got == first + 1, "{got} not in {first}..");
+    }
+}
+
+/// The window wraps around at the end of the range.
+#[test]
+fn port_windows_wrap_at_the_end_of_the_range() {
+    assert!(PORT_WINDOW.0.is_multiple_of(2));
+    assert_eq!(next_window(PORT_WINDOW.1 - 3), PORT_WINDOW.1 - 1);
+    assert_eq!(next_window(PORT_WINDOW.1 - 1), PORT_WINDOW.0);
+    assert_eq!(next_window(PORT_WINDOW.0), PORT_WINDOW.0 + 2);
+    assert_eq!(next_window(0), PORT_WINDOW.0);
+    let p = first_port();
+    assert!(p >= PORT_WINDOW.0 && p < PORT_WINDOW.1 && p.is_multiple_of(2));
+}
+
+/// A socket whose two ports are both taken is connected all the same, on
+/// a port the kernel picks from its whole range, and keeps no window.
+#[test]
+fn busy_port_window_falls_back_to_the_kernels_choice() {
+    let g = guest_ns_with_lo();
+    let mut sp = Splicer::default();
+    let (l, held, p) = g
+        .run(|| {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            // Two consecutive ports of the range, bound by other sockets.
+            let mut p = 40000;
+            loop {
+                let a = TcpListener::bind((Ipv4Addr::LOCALHOST, p));
+                let b = TcpListener::bind((Ipv4Addr::LOCALHOST, p + 1));
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    return (l, [a, b], p);
+                }
+                p += 2;
+            }
+        })
+        .unwrap();
+    let fd = sp.ns_socket(&g, Family::V4).unwrap();
+    set_port_window(fd.as_fd(), p).unwrap();
+    assert_ne!(port_window(fd.as_fd()), 0);
+    start_connect(fd.as_fd(), l.local_addr().unwrap());
+    let got = local_port(fd.as_fd());
+    assert!(got != p && got != p + 1, "{got} is held by {held:?}");
+    assert_eq!(port_window(fd.as_fd()), 0);
+}
