@@ -126,7 +126,10 @@ fn inbound_connections_take_namespace_ports_in_turn() {
             assert_eq!(q, next, "{addr}: ports not taken in turn: {ports:?}");
         }
         let tw = t.g.sh("ss -Htan state time-wait");
-        eprintln!("{addr}: {} in TIME_WAIT in the namespace", tw.lines().count());
+        eprintln!(
+            "{addr}: {} in TIME_WAIT in the namespace",
+            tw.lines().count()
+        );
     }
 }
 
