@@ -373,9 +373,7 @@ fn resets_banner_and_refusal() {
 #[test]
 fn short_frames_to_the_guest_are_padded() {
     let t = Pasta::start("pad", &["-t", "none"]);
-    in_ns(&t.g, || {
-        std::fs::write("/proc/sys/net/ipv4/tcp_timestamps", "0").expect("timestamps off")
-    });
+    t.guest_sysctl("net/ipv4/tcp_timestamps", "0");
     let l = t.listen_host(any4(6310));
     // SAFETY: plain socket creation; the descriptor is owned below.
     let fd = in_ns(&t.g, || unsafe {

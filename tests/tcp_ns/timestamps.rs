@@ -89,9 +89,7 @@ fn exchange(c: &mut TcpStream, a: &mut TcpStream) {
 #[test]
 fn guest_keeps_timestamps_and_reuses_a_port_in_time_wait() {
     let t = Pasta::start("tsr", &["-t", "none"]);
-    in_ns(&t.g, || {
-        std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1").expect("tw_reuse")
-    });
+    t.guest_sysctl("net/ipv4/tcp_tw_reuse", "1");
     let l = t.listen_host(any4(6320));
     let mut c = connect_from(&t, 0, gw4(6320)).expect("first connection");
     let port = c.local_addr().unwrap().port();
@@ -114,4 +112,22 @@ fn guest_keeps_timestamps_and_reuses_a_port_in_time_wait() {
     let mut a = accept_timeout(&l, 10);
     exchange(&mut c, &mut a);
     assert_eq!(c.local_addr().unwrap().port(), port);
+}
+
+/// A connection from the host to a forwarded port: pasta's SYN offers
+/// timestamps, and the guest's kernel takes them up.
+#[test]
+fn forwarded_connection_has_timestamps_in_the_guest() {
+    let t = Pasta::start("tsi", &["-t", "6331"]);
+    let l = t.listen_guest(any4(6331));
+    let mut c = t
+        .connect_host(lo4(6331))
+        .expect("connect to the forwarded port");
+    let mut a = accept_timeout(&l, 10);
+    assert_ne!(
+        tcpi_options(&a) & TCPI_OPT_TIMESTAMPS,
+        0,
+        "the guest's accepted connection has no timestamps"
+    );
+    exchange(&mut a, &mut c);
 }

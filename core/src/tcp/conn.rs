@@ -168,7 +168,8 @@ pub(crate) struct TcpConn {
     /// option, when used, comes out of it).
     pub(crate) mss_to_tap: u16,
 
-    // --- timestamps (RFC 7323), when the guest's SYN offered them
+    // --- timestamps (RFC 7323): offered on our SYN, taken up when the
+    // guest's SYN or SYN-ACK carries them
     /// Every segment to the guest carries the timestamps option.
     pub(super) ts_ok: bool,
     /// The guest's TSval to echo (`TS.Recent`).

@@ -267,6 +267,10 @@ impl TcpState {
                                 c.ws_to_tap = 0;
                             }
                         }
+                        match s.ts {
+                            Some((val, _)) => c.ts_recent = val,
+                            None => c.ts_ok = false,
+                        }
                         c.wnd_from_tap = u32::from(s.win);
                         c.wnd_raw_from_tap = s.win;
                         let guest_mss = clamp_mss(s.mss, v6);

@@ -108,3 +108,35 @@ fn no_timestamps_unless_the_guest_offers_them() {
     assert!(f.iter().all(|o| ts_of(o).is_none()));
     assert_eq!(f[0].payload.len(), 1460);
 }
+
+/// Connections from the host: our SYN offers timestamps, and the guest's
+/// SYN-ACK decides whether the connection keeps them.
+#[test]
+fn inbound_syn_offers_timestamps_and_the_guest_decides() {
+    for guest_ts in [true, false] {
+        let peer = SocketAddr::new("192.0.2.9".parse().unwrap(), 5555);
+        let (mut h, sock, syn) = inbound(peer);
+        let (val, ecr) = ts_of(&syn).expect("timestamps offered");
+        assert_eq!(ecr, 0);
+        let g = G::new(syn.dst, syn.src, 80, 5555);
+        let mut opts = vec![
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::WindowScale(7),
+        ];
+        if guest_ts {
+            opts.push(TcpOptionElement::Timestamp(4242, val));
+        }
+        let sa = g.clone().seq(777).ack(syn.seq.wrapping_add(1)).syn();
+        h.guest(&[sa.opts(opts)]);
+        let f = h.take_frames();
+        assert_eq!(f.len(), 1, "the handshake's ACK");
+        assert_eq!(ts_of(&f[0]).map(|t| t.1), guest_ts.then_some(4242));
+        h.sock(sock).rx = vec![1u8; 3000];
+        h.event(sock, SockEvent::Readable);
+        let f = h.take_frames();
+        assert_eq!(f.iter().map(|o| o.payload.len()).sum::<usize>(), 3000);
+        let first = if guest_ts { 1448 } else { 1460 };
+        assert_eq!(f[0].payload.len(), first);
+        assert!(f.iter().all(|o| ts_of(o).is_some() == guest_ts));
+    }
+}
