@@ -6,8 +6,8 @@ use super::*;
 use crate::action::Span;
 use crate::fwd::{Forward, Proto};
 use crate::testutil::{
-    by_family, capture_config, check_ip, g6, p6, Clocked, FakeKernel, Harness, GUEST4, GUEST_MAC,
-    PEER4,
+    capture_config, check_ip, check_l4_checksum, g6, p6, Clocked, FakeKernel, Harness, GUEST4,
+    GUEST_MAC, PEER4,
 };
 use crate::{Config, Core, Csum, FrameMeta};
 use core::net::{Ipv4Addr, Ipv6Addr};
@@ -99,14 +99,7 @@ impl FakeKernel for TcpKernel {
             return None;
         };
         let (src, dst) = check_ip(f, &p);
-        let h = t.to_header();
-        let c = by_family(
-            src,
-            dst,
-            |s, d| h.calc_checksum_ipv4_raw(s, d, t.payload()),
-            |s, d| h.calc_checksum_ipv6_raw(s, d, t.payload()),
-        );
-        assert_eq!(t.checksum(), c.unwrap(), "TCP checksum");
+        check_l4_checksum(src, dst, 6, t.slice(), "TCP");
         let opts: Vec<TcpOptionElement> = t.options_iterator().map(|o| o.unwrap()).collect();
         let mss = opts.iter().find_map(|o| match o {
             TcpOptionElement::MaximumSegmentSize(m) => Some(*m),
