@@ -222,15 +222,13 @@ fn pasta_ping_gateway_both_families() {
     let h = Netns::host("ping");
     allow_ping(&h);
     let (in4, in6) = (snmp(&h, "Icmp", "InEchos"), snmp(&h, "", "Icmp6InEchos"));
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "sh".into(),
-            "-ec".into(),
+            "sh",
+            "-ec",
             // Both families are usable as soon as the command starts.
-            format!("ping -c 3 -i 0.2 -W 2 {GW_IP4}; ping -6 -c 3 -i 0.2 -W 2 {GW_IP6}"),
+            &format!("ping -c 3 -i 0.2 -W 2 {GW_IP4}; ping -6 -c 3 -i 0.2 -W 2 {GW_IP6}"),
         ],
         60,
     );
@@ -253,18 +251,9 @@ fn pasta_ping_gateway_both_families() {
 fn pasta_ping_refused_warns() {
     let h = Netns::host("noping");
     h.sh("sysctl -q -w net.ipv4.ping_group_range='1 0'");
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "ping".into(),
-            "-c".into(),
-            "1".into(),
-            "-W".into(),
-            "1".into(),
-            GW_IP4.into(),
-        ],
+    let out = h.user_pasta(
+        &["--config-net"],
+        &["ping", "-c", "1", "-W", "1", GW_IP4],
         60,
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -406,22 +395,10 @@ fn pasta_iperf3_udp_both_directions() {
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     srv.assert_running();
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "iperf3".into(),
-            "-c".into(),
-            GW_IP4.into(),
-            "-p".into(),
-            "5202".into(),
-            "-u".into(),
-            "-b".into(),
-            "200M".into(),
-            "-t".into(),
-            "3".into(),
-            "-J".into(),
+            "iperf3", "-c", GW_IP4, "-p", "5202", "-u", "-b", "200M", "-t", "3", "-J",
         ],
         40,
     );

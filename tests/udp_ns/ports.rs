@@ -44,18 +44,9 @@ fn pasta_udp_one_source_port_many_peers() {
         );
         servers.push(p);
     }
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "python3".into(),
-            s(&cli),
-            GW_IP4.into(),
-            "5710".into(),
-            "5711".into(),
-            "5712".into(),
-        ],
+    let out = h.user_pasta(
+        &["--config-net"],
+        &["python3", &s(&cli), GW_IP4, "5710", "5711", "5712"],
         60,
     );
     let text = ok_text(&out);
@@ -125,16 +116,9 @@ fn pasta_udp_multicast_answered_by_unicast() {
         dir.join("srv.log"),
         &ready,
     );
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "python3".into(),
-            s(&cli),
-            "239.255.77.1".into(),
-            "5730".into(),
-        ],
+    let out = h.user_pasta(
+        &["--config-net"],
+        &["python3", &s(&cli), "239.255.77.1", "5730"],
         60,
     );
     let text = ok_text(&out);
@@ -195,19 +179,14 @@ fn pasta_dns_forward_udp_and_tcp() {
         dir.join("dns.log"),
         &ready,
     );
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net", "--dns-forward", "10.77.0.3"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--dns-forward".into(),
-            "10.77.0.3".into(),
-            "--".into(),
-            "sh".into(),
-            "-ec".into(),
+            "sh",
+            "-ec",
             "dig +short +tries=1 +time=3 @10.77.0.3 example.org; \
              dig +tcp +short +tries=1 +time=3 @10.77.0.3 example.org; \
-             dig +tries=1 +time=3 @10.77.0.3 example.org | grep SERVER"
-                .into(),
+             dig +tries=1 +time=3 @10.77.0.3 example.org | grep SERVER",
         ],
         60,
     );
