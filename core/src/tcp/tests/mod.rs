@@ -20,6 +20,7 @@ mod forwards;
 mod handshake;
 mod limits;
 mod random;
+mod timestamps;
 mod window;
 
 // --- the fake kernel ------------------------------------------------------
