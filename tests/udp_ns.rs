@@ -323,27 +323,25 @@ fn pasta_udp_ten_thousand_datagrams_inbound() {
     ];
     for (round, (mtu, clients)) in runs.into_iter().enumerate() {
         let pidf = dir.join(&format!("pasta{round}.pid"));
-        let mut p = Proc::spawn(
-            h.user_cmd(&[
-                s(&pasta()),
-                "--config-net".into(),
-                "-m".into(),
-                mtu.to_string(),
-                "-P".into(),
-                s(&pidf),
-                "-u".into(),
-                "5701".into(),
-                "--".into(),
-                "python3".into(),
-                srv.clone(),
-                "::".into(),
-                "5701".into(),
-                "4".into(),
-            ]),
-            "pasta",
+        let mut p = h.start_ready(
+            as_test_user(),
+            &pasta(),
+            &pidf,
             dir.join(&format!("pasta{round}.log")),
+            &[
+                "--config-net",
+                "-m",
+                &mtu.to_string(),
+                "-u",
+                "5701",
+                "--",
+                "python3",
+                &srv,
+                "::",
+                "5701",
+                "4",
+            ],
         );
-        wait_file(&pidf, 20, &mut p);
         for (dst, count, max) in clients {
             let out = h.run(
                 &[
@@ -406,29 +404,27 @@ fn pasta_iperf3_udp_both_directions() {
     srv.wait_exit(10);
     // Host to guest.
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "-t".into(),
-            "5203".into(),
-            "-u".into(),
-            "5203".into(),
-            "--".into(),
-            "timeout".into(),
-            "30".into(),
-            "iperf3".into(),
-            "-s".into(),
-            "-1".into(),
-            "-p".into(),
-            "5203".into(),
-        ]),
-        "pasta",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
         dir.join("pasta.log"),
+        &[
+            "--config-net",
+            "-t",
+            "5203",
+            "-u",
+            "5203",
+            "--",
+            "timeout",
+            "30",
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            "5203",
+        ],
     );
-    wait_file(&pidf, 20, &mut p);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let out = h.run(
         &[

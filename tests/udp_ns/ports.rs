@@ -137,25 +137,23 @@ fn pasta_udp_forwarded_port_remapped() {
     let dir = Scratch::new("udpfwd");
     let (srv, cli, _) = scripts(&dir);
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "-u".into(),
-            "5353:53".into(),
-            "--".into(),
-            "python3".into(),
-            srv,
-            "::".into(),
-            "53".into(),
-            "6".into(),
-        ]),
-        "pasta",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
         dir.join("pasta.log"),
+        &[
+            "--config-net",
+            "-u",
+            "5353:53",
+            "--",
+            "python3",
+            &srv,
+            "::",
+            "53",
+            "6",
+        ],
     );
-    wait_file(&pidf, 20, &mut p);
     std::thread::sleep(std::time::Duration::from_millis(500));
     for (dst, count) in [("127.0.0.1", 1_000), (HOST_IP4, 200), ("::1", 200)] {
         let out = h.run(&["python3", &cli, dst, "5353", &count.to_string()], 60);
