@@ -466,16 +466,7 @@ fn dig_udp_tcp(server: &str) -> String {
 #[test]
 fn pasta_hostname_option() {
     let h = Netns::host("hname");
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "-H".into(),
-            "prs-box".into(),
-            "--".into(),
-            "hostname".into(),
-        ],
-        30,
-    );
+    let out = h.user_pasta(&["-H", "prs-box"], &["hostname"], 30);
     assert_eq!(ok_text(&out).trim(), "prs-box");
 }
 
@@ -489,16 +480,12 @@ fn stats_print_event_counts() {
     let dir = Scratch::new("stats");
     let _e = echo(&h, &dir, "tcp", "::", 7800);
     let xfer = script(&dir, "xfer.py");
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net", "--stats", "1"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--stats".into(),
-            "1".into(),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            format!(
+            "sh",
+            "-c",
+            &format!(
                 "python3 {xfer} tcp {GW_IP4} 7800 200000; sleep 1.5; \
                  python3 {xfer} tcp {GW_IP4} 7800 200000"
             ),

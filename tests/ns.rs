@@ -26,14 +26,12 @@ use std::process::Command;
 #[test]
 fn config_net_copies_template() {
     let h = Netns::host("cfg");
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            "ip -j addr show; echo @@; ip -j -4 route show; echo @@; ip -j -6 route show".into(),
+            "sh",
+            "-c",
+            "ip -j addr show; echo @@; ip -j -4 route show; echo @@; ip -j -6 route show",
         ],
         30,
     );
@@ -144,40 +142,13 @@ fn runas_as_root() {
 #[test]
 fn exit_status_of_the_command() {
     let h = Netns::host("exit");
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            "exit 7".into(),
-        ],
-        30,
-    );
+    let out = h.user_pasta(&[], &["sh", "-c", "exit 7"], 30);
     assert_eq!(out.status.code(), Some(7), "{out:?}");
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            "kill -TERM $$".into(),
-        ],
-        30,
-    );
+    let out = h.user_pasta(&[], &["sh", "-c", "kill -TERM $$"], 30);
     assert_eq!(out.status.code(), Some(128 + 15), "{out:?}");
     // The command runs in its own network namespace with loopback up and
     // the tap device (down without --config-net).
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            "ip -o link show".into(),
-        ],
-        30,
-    );
+    let out = h.user_pasta(&[], &["sh", "-c", "ip -o link show"], 30);
     let text = ok_text(&out);
     assert!(text.contains("lo: <LOOPBACK,UP"), "{text}");
     assert!(text.contains("dummy0:"), "{text}");

@@ -314,6 +314,16 @@ impl Netns {
         run_timeout(&mut self.user_cmd(args), secs)
     }
 
+    /// `pasta OPTS -- CMD...` in the namespace as the test user (see
+    /// [`Self::user_run`]).
+    pub(crate) fn user_pasta(&self, opts: &[&str], cmd: &[&str], secs: u64) -> Output {
+        let mut args = vec![s(&pasta())];
+        args.extend(opts.iter().map(|o| o.to_string()));
+        args.push("--".into());
+        args.extend(cmd.iter().map(|c| c.to_string()));
+        self.user_run(&args, secs)
+    }
+
     /// Runs a shell command in the namespace; it must succeed.
     pub(crate) fn sh(&self, script: &str) -> String {
         ok_text(&self.run(&["sh", "-ec", script], 30))

@@ -93,6 +93,13 @@ impl Pasta {
         Pasta { p, g, h, pid, dir }
     }
 
+    /// Sets `/proc/sys/KEY` (e.g. `net/ipv4/tcp_timestamps`) in the guest's
+    /// network namespace.
+    pub(crate) fn guest_sysctl(&self, key: &str, value: &str) {
+        let path = format!("/proc/sys/{key}");
+        in_ns(&self.g, || std::fs::write(&path, value)).expect(key);
+    }
+
     pub(crate) fn listen_host(&self, addr: SocketAddr) -> TcpListener {
         in_ns(&self.h, || TcpListener::bind(addr).expect("host listener"))
     }

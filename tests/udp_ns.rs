@@ -222,15 +222,13 @@ fn pasta_ping_gateway_both_families() {
     let h = Netns::host("ping");
     allow_ping(&h);
     let (in4, in6) = (snmp(&h, "Icmp", "InEchos"), snmp(&h, "", "Icmp6InEchos"));
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "sh".into(),
-            "-ec".into(),
+            "sh",
+            "-ec",
             // Both families are usable as soon as the command starts.
-            format!("ping -c 3 -i 0.2 -W 2 {GW_IP4}; ping -6 -c 3 -i 0.2 -W 2 {GW_IP6}"),
+            &format!("ping -c 3 -i 0.2 -W 2 {GW_IP4}; ping -6 -c 3 -i 0.2 -W 2 {GW_IP6}"),
         ],
         60,
     );
@@ -253,18 +251,9 @@ fn pasta_ping_gateway_both_families() {
 fn pasta_ping_refused_warns() {
     let h = Netns::host("noping");
     h.sh("sysctl -q -w net.ipv4.ping_group_range='1 0'");
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "ping".into(),
-            "-c".into(),
-            "1".into(),
-            "-W".into(),
-            "1".into(),
-            GW_IP4.into(),
-        ],
+    let out = h.user_pasta(
+        &["--config-net"],
+        &["ping", "-c", "1", "-W", "1", GW_IP4],
         60,
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -334,27 +323,25 @@ fn pasta_udp_ten_thousand_datagrams_inbound() {
     ];
     for (round, (mtu, clients)) in runs.into_iter().enumerate() {
         let pidf = dir.join(&format!("pasta{round}.pid"));
-        let mut p = Proc::spawn(
-            h.user_cmd(&[
-                s(&pasta()),
-                "--config-net".into(),
-                "-m".into(),
-                mtu.to_string(),
-                "-P".into(),
-                s(&pidf),
-                "-u".into(),
-                "5701".into(),
-                "--".into(),
-                "python3".into(),
-                srv.clone(),
-                "::".into(),
-                "5701".into(),
-                "4".into(),
-            ]),
-            "pasta",
+        let mut p = h.start_ready(
+            as_test_user(),
+            &pasta(),
+            &pidf,
             dir.join(&format!("pasta{round}.log")),
+            &[
+                "--config-net",
+                "-m",
+                &mtu.to_string(),
+                "-u",
+                "5701",
+                "--",
+                "python3",
+                &srv,
+                "::",
+                "5701",
+                "4",
+            ],
         );
-        wait_file(&pidf, 20, &mut p);
         for (dst, count, max) in clients {
             let out = h.run(
                 &[
@@ -406,22 +393,10 @@ fn pasta_iperf3_udp_both_directions() {
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     srv.assert_running();
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "iperf3".into(),
-            "-c".into(),
-            GW_IP4.into(),
-            "-p".into(),
-            "5202".into(),
-            "-u".into(),
-            "-b".into(),
-            "200M".into(),
-            "-t".into(),
-            "3".into(),
-            "-J".into(),
+            "iperf3", "-c", GW_IP4, "-p", "5202", "-u", "-b", "200M", "-t", "3", "-J",
         ],
         40,
     );
@@ -429,29 +404,27 @@ fn pasta_iperf3_udp_both_directions() {
     srv.wait_exit(10);
     // Host to guest.
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "-t".into(),
-            "5203".into(),
-            "-u".into(),
-            "5203".into(),
-            "--".into(),
-            "timeout".into(),
-            "30".into(),
-            "iperf3".into(),
-            "-s".into(),
-            "-1".into(),
-            "-p".into(),
-            "5203".into(),
-        ]),
-        "pasta",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
         dir.join("pasta.log"),
+        &[
+            "--config-net",
+            "-t",
+            "5203",
+            "-u",
+            "5203",
+            "--",
+            "timeout",
+            "30",
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            "5203",
+        ],
     );
-    wait_file(&pidf, 20, &mut p);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let out = h.run(
         &[

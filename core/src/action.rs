@@ -329,6 +329,62 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The socket and the request of an [`Action::Peek`], as
+    /// [`Core::peek_into`](crate::Core::peek_into) takes them.
+    pub fn peek_request(&self) -> Option<(SockId, PeekRequest)> {
+        match *self {
+            Action::Peek {
+                sock,
+                skip,
+                len,
+                mss,
+                room,
+            } => Some((
+                sock,
+                PeekRequest {
+                    skip,
+                    len,
+                    mss,
+                    room,
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    /// The socket and the request of an [`Action::Recv`], as
+    /// [`Core::recv_into`](crate::Core::recv_into) takes them.
+    pub fn recv_request(&self) -> Option<(SockId, RecvRequest)> {
+        match *self {
+            Action::Recv { sock, max, room } => Some((sock, RecvRequest { max, room })),
+            _ => None,
+        }
+    }
+}
+
+/// What an [`Action::Peek`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeekRequest {
+    /// Bytes to skip (without `SO_PEEK_OFF`).
+    pub skip: u32,
+    /// Most bytes to peek.
+    pub len: u32,
+    /// Payload per frame.
+    pub mss: u16,
+    /// Header room in front of each payload.
+    pub room: u16,
+}
+
+/// What an [`Action::Recv`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvRequest {
+    /// Most datagrams wanted.
+    pub max: u16,
+    /// Header room before the payload in each slot.
+    pub room: u16,
+}
+
 /// An errno value reported by the driver.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);

@@ -1,6 +1,8 @@
 //! The [`Core`] state machine: inputs, outputs, and dispatch of guest frames.
 
-use crate::action::{Action, Errno, RxDatagram, SockEvent, SockId, Span, SpanList, TxSlot};
+use crate::action::{
+    Action, Errno, PeekRequest, RecvRequest, RxDatagram, SockEvent, SockId, Span, SpanList, TxSlot,
+};
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::flow::FlowTable;
@@ -14,7 +16,7 @@ use crate::splice::{self, SpliceState, SpliceStats};
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
-use crate::txring::{PeekRequest, Transmit, TxCore, TxRing, TxState};
+use crate::txring::{Transmit, TxCore, TxRing, TxState};
 use crate::udp::splice::{UdpSpliceState, UdpSpliceStats};
 use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
@@ -472,8 +474,8 @@ impl Core {
     }
 
     /// Carries out an [`Action::Recv`] through `ring`: the queued frames go
-    /// in first; then up to `max` slots are reserved, `read` receives
-    /// datagrams into them (payload at `buf[room..]`, one `(length, peer)`
+    /// in first; then up to `r.max` slots are reserved, `read` receives
+    /// datagrams into them (payload at `buf[r.room..]`, one `(length, peer)`
     /// pushed to `got` per datagram, in slot order), the core writes the
     /// frames ([`Core::handle_datagrams`]), a frame that starts past its
     /// slot's front is moved there, and they are committed. An error of
@@ -482,21 +484,19 @@ impl Core {
     /// datagrams are read into empty buffers and counted in
     /// [`Counters::link_full_dropped`], so that the socket does not stay
     /// readable while the link is full ([`Core::tap_blocked`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn recv_into<R, F>(
         &mut self,
         now: Instant,
         ring: &mut R,
         sock: SockId,
-        max: u16,
-        room: u16,
+        r: RecvRequest,
         got: &mut Vec<(usize, SocketAddr)>,
         read: F,
     ) where
         R: TxRing + ?Sized,
         F: FnOnce(&mut [&mut [u8]], usize, &mut Vec<(usize, SocketAddr)>) -> Result<(), Errno>,
     {
-        self.transmit(now, ring).recv(sock, max, room, got, read);
+        self.transmit(now, ring).recv(sock, r, got, read);
     }
 
     /// Whether the link refused frames or had no room since the last

@@ -144,9 +144,9 @@ mod wire;
 mod work;
 
 pub use action::{
-    Action, BindOpts, Errno, Family, IcmpError, Interest, Netns, RxDatagram, SendSpace, SockEvent,
-    SockId, SockKind, SockOpt, Span, SpanList, SpliceTotals, TcpInfo, TxSlot, DATAGRAM_ROOM,
-    ICMP_QUOTE_MAX,
+    Action, BindOpts, Errno, Family, IcmpError, Interest, Netns, PeekRequest, RecvRequest,
+    RxDatagram, SendSpace, SockEvent, SockId, SockKind, SockOpt, Span, SpanList, SpliceTotals,
+    TcpInfo, TxSlot, DATAGRAM_ROOM, ICMP_QUOTE_MAX,
 };
 pub use config::{
     Config, Features, Forward, Ip4Config, Ip6Config, Limits, Proto, DEFAULT_MTU, MAX_DNS,
@@ -167,7 +167,7 @@ pub use splice::SpliceStats;
 pub use tap::{FrameBatch, FrameRef};
 pub use tcp::TcpStats;
 pub use time::Instant;
-pub use txring::{PeekRequest, Reserved, SlotUse, TxRing, MAX_FRAME, MAX_RESERVE, MIN_SLOT};
+pub use txring::{Reserved, SlotUse, TxRing, MAX_FRAME, MAX_RESERVE, MIN_SLOT};
 pub use udp::fatal as datagram_error_is_fatal;
 pub use udp::splice::UdpSpliceStats;
 pub use udp::UdpStats;

@@ -205,19 +205,26 @@ pub(crate) fn check_ip(f: &[u8], p: &SlicedPacket<'_>) -> (IpAddr, IpAddr) {
     }
 }
 
-/// `v4` of the addresses' octets if `src` and `dst` are IPv4, `v6` if
-/// IPv6: the pseudo-header of an L4 checksum.
-pub(crate) fn by_family<T>(
-    src: IpAddr,
-    dst: IpAddr,
-    v4: impl FnOnce([u8; 4], [u8; 4]) -> T,
-    v6: impl FnOnce([u8; 16], [u8; 16]) -> T,
-) -> T {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s.octets(), d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => v6(s.octets(), d.octets()),
+/// Asserts that the checksum of transport segment `l4` (header and
+/// payload, IP protocol `proto`) from `src` to `dst` verifies: the
+/// one's-complement sum over the pseudo-header and the segment is all ones.
+pub(crate) fn check_l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8], what: &str) {
+    let (s, d) = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => (s.octets().to_vec(), d.octets().to_vec()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => (s.octets().to_vec(), d.octets().to_vec()),
         _ => panic!("mixed families {src} {dst}"),
+    };
+    let len = u32::try_from(l4.len()).unwrap().to_be_bytes();
+    let mut sum = 0u32;
+    for part in [&s[..], &d[..], &[0, 0, 0, proto][..], &len[..], l4] {
+        for w in part.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)]));
+        }
     }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(sum, 0xffff, "{what} checksum");
 }
 
 /// What a protocol's fake kernel adds to a [`Harness`]: its sockets, what

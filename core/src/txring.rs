@@ -45,7 +45,7 @@
 //! [`Core::handle_tap_sent`]: crate::Core::handle_tap_sent
 //! [`Core::handle_tap_writable`]: crate::Core::handle_tap_writable
 
-use crate::action::{Errno, RxDatagram, SockId, TxSlot};
+use crate::action::{Errno, PeekRequest, RecvRequest, RxDatagram, SockId, TxSlot};
 use crate::offload::FrameMeta;
 use crate::time::Instant;
 use std::io::IoSliceMut;
@@ -177,19 +177,6 @@ pub trait TxRing {
     /// Sends the committed frames, in order, and returns how many the link
     /// took (the first ones); the others are gone.
     fn flush(&mut self) -> usize;
-}
-
-/// What a [`Action::Peek`](crate::Action::Peek) asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeekRequest {
-    /// Bytes to skip (without `SO_PEEK_OFF`).
-    pub skip: u32,
-    /// Most bytes to peek.
-    pub len: u32,
-    /// Payload per frame.
-    pub mss: u16,
-    /// Header room in front of each payload.
-    pub room: u16,
 }
 
 /// The transmit path's own state, kept by the core between calls.
@@ -428,13 +415,13 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
     pub(crate) fn recv<F>(
         &mut self,
         sock: SockId,
-        max: u16,
-        room: u16,
+        r: RecvRequest,
         got: &mut Vec<(usize, SocketAddr)>,
         read: F,
     ) where
         F: FnOnce(&mut [&mut [u8]], usize, &mut Vec<(usize, SocketAddr)>) -> Result<(), Errno>,
     {
+        let RecvRequest { max, room } = r;
         self.queued();
         let k = self.reserve_flushing(usize::from(max).max(1), MAX_FRAME, SlotUse::Datagrams);
         got.clear();

@@ -252,11 +252,9 @@ fn lenient(
     policy: Option<&str>,
 ) -> RunOptions {
     RunOptions {
-        seed: Some(seed),
-        faults: Some(faults.to_string()),
-        lenient: true,
         planted,
         policy: policy.map(str::to_string),
+        ..RunOptions::lenient(seed, faults)
     }
 }
 
@@ -565,16 +563,7 @@ pub fn policy_plot(
     profile(faults, seed)?;
     let mut panels = Vec::new();
     for pol in policies {
-        let r = run(
-            sc,
-            &RunOptions {
-                seed: Some(seed),
-                faults: Some(faults.to_string()),
-                lenient: true,
-                planted: None,
-                policy: Some(pol.to_string()),
-            },
-        )?;
+        let r = run(sc, &lenient(seed, faults, None, Some(pol)))?;
         let cap = crate::plot::capture_of_run(&sc.name, &r)?;
         panels.push(crate::plot::TimeSeq::from_capture(
             &cap,

@@ -45,12 +45,7 @@ fn backpressure_sweep_200_seeds() {
                 if seed >= seeds {
                     break;
                 }
-                let opts = RunOptions {
-                    seed: Some(seed),
-                    faults: Some("backpressure".into()),
-                    lenient: true,
-                    ..Default::default()
-                };
+                let opts = RunOptions::lenient(seed, "backpressure");
                 let r = run(&sc, &opts).expect("run");
                 let mut bad: Vec<String> = r.violations.clone();
                 if r.metrics.completion.is_none() {

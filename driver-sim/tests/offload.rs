@@ -52,12 +52,7 @@ fn large_segments_under_backpressure() {
     let sc = scenario(true);
     let mut gso = 0;
     for seed in 0..20 {
-        let opts = RunOptions {
-            seed: Some(seed),
-            faults: Some("backpressure".into()),
-            lenient: true,
-            ..Default::default()
-        };
+        let opts = RunOptions::lenient(seed, "backpressure");
         let r = run(&sc, &opts).expect("run");
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
         assert!(r.metrics.completion.is_some(), "seed {seed}: not finished");

@@ -54,18 +54,12 @@ fn dns_to_gateway_that_is_the_resolver() {
         &["127.0.0.1", "53", "60", "192.0.2.99"],
     );
     let _host_echo = echo(&r.h, &dir, "tcp", "127.0.0.1", 7600);
-    let out = r.h.user_run(
+    let out = r.h.user_pasta(
+        &["--config-net", "-t", "none", "-u", "none"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "-t".into(),
-            "none".into(),
-            "-u".into(),
-            "none".into(),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            format!(
+            "sh",
+            "-c",
+            &format!(
                 "{}; python3 {} tcp {GW_IP4} 7600 1000",
                 dig_udp_tcp(GW_IP4),
                 script(&dir, "xfer.py")
@@ -113,18 +107,12 @@ fn link_local_destinations_on_the_template_interface() {
     let _t = echo(&r.router, &dir, "tcp", "::", 7700);
     let _u = echo(&r.router, &dir, "udp", "::", 7701);
     let xfer = script(&dir, "xfer.py");
-    let out = r.h.user_run(
+    let out = r.h.user_pasta(
+        &["--config-net", "-t", "none", "-u", "none"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "-t".into(),
-            "none".into(),
-            "-u".into(),
-            "none".into(),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            format!(
+            "sh",
+            "-c",
+            &format!(
                 "ping -6 -c 2 -W 3 {router_ll}%eth0 >/dev/null && echo ping-router-ok; \
                  ping -6 -c 2 -W 3 {host_ll}%eth0 >/dev/null && echo ping-host-ok; \
                  python3 {xfer} tcp {router_ll}%eth0 7700 100000; \

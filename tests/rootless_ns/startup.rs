@@ -7,17 +7,7 @@ use super::*;
 #[test]
 fn readme_quick_start_as_a_normal_user() {
     let h = Netns::host("rlreadme");
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "ip".into(),
-            "address".into(),
-            "show".into(),
-        ],
-        30,
-    );
+    let out = h.user_pasta(&["--config-net"], &["ip", "address", "show"], 30);
     let text = ok_text(&out);
     assert!(text.contains(&format!("inet {HOST_IP4}/24")), "{text}");
     assert!(text.contains(&format!("inet6 {HOST_IP6}/64")), "{text}");

@@ -39,24 +39,7 @@ fn forward_specs() {
         .chain(19100..=19104)
         .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut servers = Vec::new();
-    for &p in &guest_ports {
-        let l = t.listen_guest(any4(p));
-        l.set_nonblocking(true).unwrap();
-        let stop = stop.clone();
-        servers.push(std::thread::spawn(move || {
-            // Each accepted connection is told which guest port it reached.
-            let end = Instant::now() + Duration::from_secs(60);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        let _ = c.write_all(&p.to_be_bytes());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }));
-    }
+    let servers = guest_servers(&t, &guest_ports, &stop);
     let port_of = |port: u16| -> Option<u16> {
         let mut c = t.connect_host(lo4(port)).ok()?;
         c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

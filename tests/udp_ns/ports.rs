@@ -44,18 +44,9 @@ fn pasta_udp_one_source_port_many_peers() {
         );
         servers.push(p);
     }
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "python3".into(),
-            s(&cli),
-            GW_IP4.into(),
-            "5710".into(),
-            "5711".into(),
-            "5712".into(),
-        ],
+    let out = h.user_pasta(
+        &["--config-net"],
+        &["python3", &s(&cli), GW_IP4, "5710", "5711", "5712"],
         60,
     );
     let text = ok_text(&out);
@@ -125,16 +116,9 @@ fn pasta_udp_multicast_answered_by_unicast() {
         dir.join("srv.log"),
         &ready,
     );
-    let out = h.user_run(
-        &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--".into(),
-            "python3".into(),
-            s(&cli),
-            "239.255.77.1".into(),
-            "5730".into(),
-        ],
+    let out = h.user_pasta(
+        &["--config-net"],
+        &["python3", &s(&cli), "239.255.77.1", "5730"],
         60,
     );
     let text = ok_text(&out);
@@ -153,25 +137,23 @@ fn pasta_udp_forwarded_port_remapped() {
     let dir = Scratch::new("udpfwd");
     let (srv, cli, _) = scripts(&dir);
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.user_cmd(&[
-            s(&pasta()),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "-u".into(),
-            "5353:53".into(),
-            "--".into(),
-            "python3".into(),
-            srv,
-            "::".into(),
-            "53".into(),
-            "6".into(),
-        ]),
-        "pasta",
+    let mut p = h.start_ready(
+        as_test_user(),
+        &pasta(),
+        &pidf,
         dir.join("pasta.log"),
+        &[
+            "--config-net",
+            "-u",
+            "5353:53",
+            "--",
+            "python3",
+            &srv,
+            "::",
+            "53",
+            "6",
+        ],
     );
-    wait_file(&pidf, 20, &mut p);
     std::thread::sleep(std::time::Duration::from_millis(500));
     for (dst, count) in [("127.0.0.1", 1_000), (HOST_IP4, 200), ("::1", 200)] {
         let out = h.run(&["python3", &cli, dst, "5353", &count.to_string()], 60);
@@ -195,19 +177,14 @@ fn pasta_dns_forward_udp_and_tcp() {
         dir.join("dns.log"),
         &ready,
     );
-    let out = h.user_run(
+    let out = h.user_pasta(
+        &["--config-net", "--dns-forward", "10.77.0.3"],
         &[
-            s(&pasta()),
-            "--config-net".into(),
-            "--dns-forward".into(),
-            "10.77.0.3".into(),
-            "--".into(),
-            "sh".into(),
-            "-ec".into(),
+            "sh",
+            "-ec",
             "dig +short +tries=1 +time=3 @10.77.0.3 example.org; \
              dig +tcp +short +tries=1 +time=3 @10.77.0.3 example.org; \
-             dig +tries=1 +time=3 @10.77.0.3 example.org | grep SERVER"
-                .into(),
+             dig +tries=1 +time=3 @10.77.0.3 example.org | grep SERVER",
         ],
         60,
     );

@@ -49,6 +49,7 @@ impl TcpState {
             return self.close(cx, id, false);
         }
         let isn = isn(cx.cfg, &key, now);
+        let ts_off = ts_offset(cx.cfg, &key);
         let host = peer.ip().to_canonical();
         let known_low_rtt = self.low_rtt.contains(&Some(host));
         let Some(c) = cx.tc(id) else { return };
@@ -58,6 +59,9 @@ impl TcpState {
         c.seq_max_to_tap = isn;
         c.seq_ack_from_tap = isn;
         c.ws_to_tap = MAX_WS;
+        // Timestamps are offered on our SYN; the guest's SYN-ACK decides.
+        c.ts_ok = true;
+        c.ts_off = ts_off;
         c.t_phase = now;
         c.t_active = now;
         c.local = host.is_loopback() || known_low_rtt;

@@ -164,8 +164,19 @@ pub(crate) struct TcpConn {
     pub(super) have_info: bool,
     /// `tcpi_snd_mss` as last reported.
     pub(super) info_mss: u32,
-    /// Largest segment we send to the guest.
+    /// Largest segment we send to the guest (its payload; the timestamps
+    /// option, when used, comes out of it).
     pub(crate) mss_to_tap: u16,
+
+    // --- timestamps (RFC 7323): offered on our SYN, taken up when the
+    // guest's SYN or SYN-ACK carries them
+    /// Every segment to the guest carries the timestamps option.
+    pub(super) ts_ok: bool,
+    /// The guest's TSval to echo (`TS.Recent`).
+    pub(super) ts_recent: u32,
+    /// Offset of our TSval clock for this connection (from its 4-tuple, as
+    /// Linux offsets its own, so that the clock's value is not shown).
+    pub(super) ts_off: u32,
     /// Consecutive retransmissions.
     pub(crate) retrans: u8,
     /// Consecutive duplicate ACKs from the guest.

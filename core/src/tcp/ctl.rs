@@ -91,6 +91,7 @@ impl TcpState {
             flags,
             win,
             syn_opts,
+            ts: c.ts_opt(cx.now),
         };
         let index = cx.counters.frames_out + cx.out.len() as u64;
         if !self.ctl(cx, &key, h) {
@@ -172,6 +173,7 @@ impl TcpState {
                 flags: RST,
                 win: 0,
                 syn_opts: None,
+                ts: None,
             }
         } else {
             let len = s.len + u32::from(s.has(SYN)) + u32::from(s.has(FIN));
@@ -183,6 +185,7 @@ impl TcpState {
                 flags: RST | ACK,
                 win: 0,
                 syn_opts: None,
+                ts: None,
             }
         };
         self.ctl(cx, key, h);
@@ -223,6 +226,7 @@ impl TcpState {
                         flags: RST | ACK,
                         win: 0,
                         syn_opts: None,
+                        ts: None,
                     };
                     self.ctl(cx, &key, h);
                 }

@@ -104,6 +104,7 @@ impl TcpState {
         let gen = cx.flows.get(id).map_or(0, |f| f.gen);
         let sock = flow::sock_id(id, gen, 0);
         let isn = isn(cx.cfg, key, now);
+        let ts_off = ts_offset(cx.cfg, key);
         let guest_mss = clamp_mss(s.mss, v6);
         let mss_to_tap = mss_send(cx.cfg, v6, guest_mss);
         let local = dst.is_loopback()
@@ -133,6 +134,9 @@ impl TcpState {
                 ws_from_tap,
                 ws_to_tap,
                 mss_to_tap,
+                ts_ok: s.ts.is_some(),
+                ts_recent: s.ts.map_or(0, |t| t.0),
+                ts_off,
                 local,
                 host_addr: Some(dst),
                 t_phase: now,
@@ -205,6 +209,7 @@ impl TcpState {
             let Some(c) = cx.tc(id) else { return i };
             c.t_active = now;
             c.keepalive_due = now.saturating_add(KEEPALIVE_INTERVAL);
+            c.note_ts(&s);
             if s.has(RST) {
                 self.guest_reset(cx, id);
                 return i + 1;
@@ -261,6 +266,10 @@ impl TcpState {
                                 c.ws_from_tap = 0;
                                 c.ws_to_tap = 0;
                             }
+                        }
+                        match s.ts {
+                            Some((val, _)) => c.ts_recent = val,
+                            None => c.ts_ok = false,
                         }
                         c.wnd_from_tap = u32::from(s.win);
                         c.wnd_raw_from_tap = s.win;
@@ -352,6 +361,9 @@ impl TcpState {
             let Some(s) = self.parse(cx, batch, p) else {
                 continue;
             };
+            if let Some(c) = cx.tc(id) {
+                c.note_ts(&s);
+            }
             let end = s.seq.wrapping_add(s.len);
             if s.len > 0 && seq::gt(end, seq_max) {
                 seq_max = end;

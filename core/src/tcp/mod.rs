@@ -62,7 +62,7 @@ use crate::wire::headers::{finish_ip_frame, l4_offset, PROTO_TCP};
 pub(crate) use conn::{Phase, TcpConn};
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
-use segment::{Hdr, Seg, ACK, FIN, PSH, RST, SYN, TCP_HLEN};
+use segment::{Hdr, Seg, ACK, FIN, PSH, RST, SYN, TCP_HLEN, TS_OPT_LEN};
 
 /// Largest window in either direction (upstream's `MAX_WINDOW`).
 pub(crate) const MAX_WINDOW: u32 = 16 << 20;
@@ -134,10 +134,44 @@ const TX_LOG: usize = 8192;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
 /// connection when the flow table is full.
 const REJECT_IDX: u32 = 0x7fff_ffff;
+/// Salt of the timestamps offsets' hash (the ISN's is 0).
+const TS_SALT: u64 = 0x7473;
 
 impl TcpConn {
     fn v6(key: &FlowKey) -> bool {
         key.src.is_ipv6()
+    }
+
+    /// The timestamps option of a segment to the guest sent at `now`:
+    /// our clock in milliseconds (Linux's granularity) and the guest's
+    /// TSval to echo. `None` on a connection without timestamps.
+    fn ts_opt(&self, now: Instant) -> Option<(u32, u32)> {
+        let ms = (now.as_nanos() / 1_000_000) as u32;
+        self.ts_ok
+            .then(|| (ms.wrapping_add(self.ts_off), self.ts_recent))
+    }
+
+    /// Length of the TCP header of our segments without SYN.
+    fn hdr_len(&self) -> usize {
+        TCP_HLEN + if self.ts_ok { TS_OPT_LEN } else { 0 }
+    }
+
+    /// Payload of a full segment to the guest: its MSS less our options.
+    fn seg_payload(&self) -> u16 {
+        let opts = if self.ts_ok { TS_OPT_LEN as u16 } else { 0 };
+        self.mss_to_tap.saturating_sub(opts).max(MSS_MIN)
+    }
+
+    /// Takes the timestamps of a segment from the guest: its TSval is the
+    /// one to echo if the segment starts at or before the last byte we
+    /// acknowledged and the value is not older (RFC 7323 §4.3), so that
+    /// a delayed ACK echoes the earliest segment it covers.
+    fn note_ts(&mut self, s: &Seg) {
+        if let (true, Some((val, _))) = (self.ts_ok, s.ts) {
+            if seq::le(s.seq, self.seq_ack_to_tap) && seq::ge(val, self.ts_recent) {
+                self.ts_recent = val;
+            }
+        }
     }
 
     /// Bytes of data (not FIN) sent and not yet acknowledged.
@@ -364,6 +398,12 @@ fn family(a: IpAddr) -> Family {
 
 /// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
 /// clock ticking every 32 ns.
+/// Offset of our timestamps clock on connection `key` (see
+/// `TcpConn::ts_off`): a keyed hash of the 4-tuple, as for the ISN.
+fn ts_offset(cfg: &Config, key: &FlowKey) -> u32 {
+    flow::TupleHasher::new(&cfg.secret, TS_SALT).hash(key, false) as u32
+}
+
 pub(crate) fn isn(cfg: &Config, key: &FlowKey, now: Instant) -> u32 {
     let h = flow::TupleHasher::new(&cfg.secret, 0).hash(key, false);
     (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)

@@ -12,6 +12,9 @@ pub(crate) const ACK: u8 = 0x10;
 pub(crate) const TCP_HLEN: usize = 20;
 /// Length of our SYN options: MSS (4), NOP (1), window scale (3).
 pub(crate) const SYN_OPTS_LEN: usize = 8;
+/// Length of the timestamps option as we write it: two NOPs, then kind 8,
+/// length 10, TSval and TSecr (RFC 7323 §3, Appendix A's layout).
+pub(crate) const TS_OPT_LEN: usize = 12;
 
 /// A guest segment, with its payload located in the batch buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -24,6 +27,8 @@ pub(crate) struct Seg {
     pub(crate) mss: Option<u16>,
     /// Window-scale option, if present.
     pub(crate) ws: Option<u8>,
+    /// Timestamps option (TSval, TSecr), if present, on any segment.
+    pub(crate) ts: Option<(u32, u32)>,
     /// Offset of the payload in the batch buffer.
     pub(crate) payload_off: u32,
     /// Payload length.
@@ -39,7 +44,8 @@ impl Seg {
 /// Parses the TCP header at the start of `l4` (header and payload, already
 /// cut to the IP length), which lies at `l4_off` in the batch buffer.
 /// Options are walked with bounds checks; a malformed option list ends the
-/// walk (the options seen so far count).
+/// walk (the options seen so far count). MSS and window scale count only on
+/// a SYN; timestamps on any segment.
 pub(crate) fn parse(l4: &[u8], l4_off: u32) -> Option<Seg> {
     let doff = usize::from(*l4.get(12)? >> 4) * 4;
     if doff < TCP_HLEN || doff > l4.len() {
@@ -52,29 +58,37 @@ pub(crate) fn parse(l4: &[u8], l4_off: u32) -> Option<Seg> {
         win: be16(l4, 14)?,
         mss: None,
         ws: None,
+        ts: None,
         payload_off: l4_off.checked_add(doff as u32)?,
         len: (l4.len() - doff) as u32,
     };
-    if s.has(SYN) {
-        let opts = l4.get(TCP_HLEN..doff)?;
-        let mut i = 0;
-        while let Some(&kind) = opts.get(i) {
-            match kind {
-                0 => break,
-                1 => i += 1,
-                _ => {
-                    let Some(&len) = opts.get(i + 1) else { break };
-                    let len = usize::from(len);
-                    if len < 2 || i + len > opts.len() {
-                        break;
-                    }
-                    match (kind, len) {
-                        (2, 4) => s.mss = be16(opts, i + 2),
-                        (3, 3) => s.ws = opts.get(i + 2).copied(),
-                        _ => {}
-                    }
-                    i += len;
+    let opts = l4.get(TCP_HLEN..doff)?;
+    // The layout every stack that sends timestamps uses on data segments.
+    if opts.get(..4) == Some(&[1, 1, 8, 10]) && opts.len() >= TS_OPT_LEN {
+        s.ts = be32(opts, 4).zip(be32(opts, 8));
+        if !s.has(SYN) {
+            return Some(s);
+        }
+    }
+    let syn = s.has(SYN);
+    let mut i = 0;
+    while let Some(&kind) = opts.get(i) {
+        match kind {
+            0 => break,
+            1 => i += 1,
+            _ => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    break;
                 }
+                match (kind, len) {
+                    (2, 4) if syn => s.mss = be16(opts, i + 2),
+                    (3, 3) if syn => s.ws = opts.get(i + 2).copied(),
+                    (8, 10) => s.ts = be32(opts, i + 2).zip(be32(opts, i + 6)),
+                    _ => {}
+                }
+                i += len;
             }
         }
     }
@@ -92,16 +106,19 @@ pub(crate) struct Hdr {
     pub(crate) win: u16,
     /// MSS and window scale for SYN segments (window scale only if `Some`).
     pub(crate) syn_opts: Option<(u16, Option<u8>)>,
+    /// Timestamps (TSval, TSecr), on a connection that uses them.
+    pub(crate) ts: Option<(u32, u32)>,
 }
 
 impl Hdr {
     /// Header length including options.
     pub(crate) fn len(&self) -> usize {
-        match self.syn_opts {
-            Some((_, Some(_))) => TCP_HLEN + SYN_OPTS_LEN,
-            Some((_, None)) => TCP_HLEN + 4,
-            None => TCP_HLEN,
-        }
+        let syn = match self.syn_opts {
+            Some((_, Some(_))) => SYN_OPTS_LEN,
+            Some((_, None)) => 4,
+            None => 0,
+        };
+        TCP_HLEN + syn + if self.ts.is_some() { TS_OPT_LEN } else { 0 }
     }
 
     /// Writes the header (checksum zero) at `b[0..]`; returns its length.
@@ -116,12 +133,20 @@ impl Hdr {
         h[13] = self.flags;
         put16(h, 14, self.win)?;
         put32(h, 16, 0)?; // checksum, urgent pointer
+        let mut at = TCP_HLEN;
         if let Some((mss, ws)) = self.syn_opts {
-            put(h, 20, &[2, 4])?;
-            put16(h, 22, mss)?;
+            put(h, at, &[2, 4])?;
+            put16(h, at + 2, mss)?;
+            at += 4;
             if let Some(ws) = ws {
-                put(h, 24, &[1, 3, 3, ws])?;
+                put(h, at, &[1, 3, 3, ws])?;
+                at += 4;
             }
+        }
+        if let Some((val, ecr)) = self.ts {
+            put(h, at, &[1, 1, 8, 10])?;
+            put32(h, at + 4, val)?;
+            put32(h, at + 8, ecr)?;
         }
         Some(n)
     }
@@ -176,6 +201,7 @@ mod tests {
             flags: SYN | ACK,
             win: 5,
             syn_opts: Some((1400, Some(8))),
+            ts: None,
         };
         let mut b = [0u8; 40];
         assert_eq!(h.write(&mut b), Some(28));
@@ -183,5 +209,42 @@ mod tests {
         assert_eq!((s.seq, s.ack, s.flags, s.win), (3, 4, SYN | ACK, 5));
         assert_eq!((s.mss, s.ws), (Some(1400), Some(8)));
         assert_eq!(h.write(&mut b[..27]), None);
+    }
+
+    #[test]
+    fn timestamps_parsed_on_every_segment_and_written_after_syn_options() {
+        // Linux's SYN: MSS, SACK permitted, timestamps, NOP, window scale.
+        let syn = [
+            2, 4, 0xff, 0xd7, 4, 2, 8, 10, 0, 0, 0, 7, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let s = parse(&hdr(10, SYN, &syn), 0).unwrap();
+        assert_eq!((s.mss, s.ws, s.ts), (Some(65495), Some(7), Some((7, 0))));
+        // A data segment: the usual layout, and the option elsewhere.
+        let data = [1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 0, 9];
+        let s = parse(&hdr(8, ACK, &data), 0).unwrap();
+        assert_eq!((s.ts, s.len, s.payload_off), (Some((256, 9)), 4, 32));
+        let odd = [8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0];
+        assert_eq!(parse(&hdr(8, ACK, &odd), 0).unwrap().ts, Some((1, 2)));
+        // Cut short: no timestamps, no panic.
+        let cut = [1, 1, 8, 10, 0, 0, 1, 0];
+        assert_eq!(parse(&hdr(7, ACK, &cut), 0).unwrap().ts, None);
+        for (syn_opts, len) in [(None, 32), (Some((1460, Some(7))), 40)] {
+            let h = Hdr {
+                sport: 1,
+                dport: 2,
+                seq: 3,
+                ack: 4,
+                flags: ACK | if syn_opts.is_some() { SYN } else { 0 },
+                win: 5,
+                syn_opts,
+                ts: Some((0x0102_0304, 0x0506_0708)),
+            };
+            let mut b = [0u8; 60];
+            assert_eq!(h.write(&mut b), Some(len));
+            assert_eq!(h.len(), len);
+            let s = parse(&b[..len], 0).unwrap();
+            assert_eq!(s.ts, Some((0x0102_0304, 0x0506_0708)));
+            assert_eq!(s.mss, syn_opts.map(|o| o.0));
+        }
     }
 }

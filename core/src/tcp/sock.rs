@@ -43,7 +43,7 @@ fn frame_slot(
         .buf
         .get_mut(l4off..)
         .and_then(|b| h.write(b))
-        .and_then(|_| finish(slot.buf, ends, PROTO_TCP, TCP_HLEN + chunk));
+        .and_then(|_| finish(slot.buf, ends, PROTO_TCP, h.len() + chunk));
     let Some(len) = len else { return false };
     slot.frame_len = pad_frame(slot.buf, len);
     if partial {
@@ -55,7 +55,7 @@ fn frame_slot(
             gso: (chunk > mss).then_some(Gso {
                 kind: if v6 { GsoKind::Tcp6 } else { GsoKind::Tcp4 },
                 size: mss as u16,
-                hdr_len: (l4off + TCP_HLEN) as u16,
+                hdr_len: (l4off + h.len()) as u16,
                 ecn: false,
             }),
         };
@@ -84,7 +84,7 @@ impl TcpState {
         let Some((key, c)) = cx.tc_ref(id) else {
             return;
         };
-        let room = (l4_offset(key.src.is_ipv6()) + TCP_HLEN) as u16;
+        let room = (l4_offset(key.src.is_ipv6()) + c.hdr_len()) as u16;
         if c.phase != Phase::Established || c.peek_pending || c.tap_fin_sent {
             return;
         }
@@ -112,8 +112,8 @@ impl TcpState {
         c.peek_pending = true;
         c.peek_len = len;
         c.peek_seq = c.seq_to_tap;
-        let (sock, mss) = (c.sock, c.mss_to_tap);
-        let seg = seg_to_tap(cx.cfg.link_offload, mss.max(MSS_MIN), usize::from(room));
+        let (sock, mss) = (c.sock, c.seg_payload());
+        let seg = seg_to_tap(cx.cfg.link_offload, mss, usize::from(room));
         cx.act(Action::Peek {
             sock,
             skip: if peek_offset { 0 } else { in_flight },
@@ -228,9 +228,10 @@ impl TcpState {
         };
         let key = *key;
         let rto = pol.rto_after(c.retrans);
-        let room = l4_offset(key.src.is_ipv6()) + TCP_HLEN;
-        let mss = usize::from(c.mss_to_tap.max(MSS_MIN));
-        let seg = seg_to_tap(cx.cfg.link_offload, c.mss_to_tap.max(MSS_MIN), room);
+        let room = l4_offset(key.src.is_ipv6()) + c.hdr_len();
+        let mss = usize::from(c.seg_payload());
+        let seg = seg_to_tap(cx.cfg.link_offload, c.seg_payload(), room);
+        let ts = c.ts_opt(now);
         let (win, wbytes) = c.win_field(false);
         let ack = c.seq_from_tap;
         let start = c.seq_to_tap;
@@ -254,6 +255,7 @@ impl TcpState {
                 flags: ACK | if chunk == left { PSH } else { 0 },
                 win,
                 syn_opts: None,
+                ts,
             };
             if !frame_slot(cx, slot, &key, &h, chunk, mss) {
                 break;

@@ -148,6 +148,7 @@ impl TcpState {
             flags: ACK,
             win,
             syn_opts: None,
+            ts: c.ts_opt(cx.now),
         };
         if !self.ctl(cx, &key, h) {
             return;

@@ -104,8 +104,7 @@ fn recv8(core: &mut Core, ring: &mut Slots, n: usize) -> (usize, usize, usize) {
         Instant::ZERO,
         ring,
         SockId(1),
-        8,
-        42,
+        RecvRequest { max: 8, room: 42 },
         &mut got,
         |bufs, room, got| {
             seen = Some((bufs.len(), bufs.iter().map(|b| b.len()).sum(), room));

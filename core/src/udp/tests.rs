@@ -11,7 +11,7 @@ use crate::flow::LISTENER_BIT;
 use crate::fwd::UDP_LISTENER_BIT;
 use crate::fwd::{Forward, Proto};
 use crate::testutil::{
-    by_family, capture_config, check_ip, g6, gw6, p6, Clocked, FakeKernel, Harness, GUEST4,
+    capture_config, check_ip, check_l4_checksum, g6, gw6, p6, Clocked, FakeKernel, Harness, GUEST4,
     GUEST_MAC, GW4, PEER4,
 };
 use crate::wire::Mac;
@@ -176,14 +176,7 @@ fn parse_out(f: &[u8]) -> Out {
     // Ports (echo: the id twice), echo sequence number, payload.
     let (sport, dport, seq, payload) = match &p.transport {
         Some(TransportSlice::Udp(u)) => {
-            let h = u.to_header();
-            let c = by_family(
-                src,
-                dst,
-                |s, d| h.calc_checksum_ipv4_raw(s, d, u.payload()),
-                |s, d| h.calc_checksum_ipv6_raw(s, d, u.payload()),
-            );
-            assert_eq!(u.checksum(), c.unwrap(), "UDP checksum");
+            check_l4_checksum(src, dst, 17, u.slice(), "UDP");
             (u.source_port(), u.destination_port(), None, u.payload())
         }
         Some(TransportSlice::Icmpv4(i)) => {
@@ -198,14 +191,7 @@ fn parse_out(f: &[u8]) -> Out {
             let Icmpv6Type::EchoReply(e) = i.icmp_type() else {
                 panic!("not an echo reply: {:?}", i.icmp_type());
             };
-            let c = by_family(
-                src,
-                dst,
-                |_, _| unreachable!(),
-                |s, d| Icmpv6Header::with_checksum(i.icmp_type(), s, d, i.payload()),
-            );
-            let c = c.unwrap().checksum;
-            assert_eq!(i.checksum(), c, "ICMPv6 checksum");
+            check_l4_checksum(src, dst, 58, i.slice(), "ICMPv6");
             (e.id, e.id, Some(e.seq), i.payload())
         }
         t => panic!("unexpected transport {t:?}"),

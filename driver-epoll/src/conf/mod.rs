@@ -227,24 +227,23 @@ struct Dns<A> {
     dns_host: Option<A>,
 }
 
-/// Applies §DNS rules for one family. `given`: `-D` addresses of the family;
-/// `map`: the host-loopback mapping; `forward`/`host`: `--dns-forward` and
-/// `--dns-host`.
-fn dns_family<A: Copy + PartialEq>(
-    disabled: bool,
-    given: &[A],
+/// Applies §DNS rules for one family: `of` picks the family's addresses
+/// from the options (`-D`, the last `--dns-forward` and `--dns-host`);
+/// `map`: the host-loopback mapping.
+fn dns_family<A: Copy + PartialEq + Into<IpAddr>>(
+    opts: &Options,
+    of: fn(IpAddr) -> Option<A>,
     from_resolv: &[A],
-    is_loopback: impl Fn(A) -> bool,
     map: Option<A>,
-    forward: Option<A>,
-    host: Option<A>,
 ) -> Dns<A> {
+    let last = |v: &[IpAddr]| v.iter().rev().find_map(|a| of(*a));
+    let given = dns_given(opts, of);
     let mut d = Dns {
         list: Vec::new(),
-        dns_match: forward,
-        dns_host: host,
+        dns_match: last(&opts.dns_forward),
+        dns_host: last(&opts.dns_host),
     };
-    if disabled {
+    if opts.dns_disabled() {
         d.dns_match = None;
         d.dns_host = None;
         return d;
@@ -259,12 +258,12 @@ fn dns_family<A: Copy + PartialEq>(
     };
     if !given.is_empty() {
         for a in given {
-            push(&mut d.list, *a);
+            push(&mut d.list, a);
         }
         return d;
     }
     for ns in from_resolv {
-        if is_loopback(*ns) || Some(*ns) == map {
+        if (*ns).into().is_loopback() || Some(*ns) == map {
             // The guest can't reach the host's loopback, and the mapped
             // address (usually the gateway, which may be the resolver
             // itself) leads to the host: DNS sent to the address that
@@ -465,37 +464,21 @@ fn apply_dns(
     ip6: &mut Option<Ip6Config>,
     warnings: &mut Vec<String>,
 ) {
-    let disabled = opts.dns_disabled();
     if let Some(c) = ip4.as_mut() {
-        let d = dns_family(
-            disabled,
-            &dns_given(opts, v4_of),
-            &resolv.v4,
-            |a: Ipv4Addr| a.is_loopback(),
-            c.map_host_loopback,
-            opts.dns_forward4(),
-            opts.dns_host4(),
-        );
+        let d = dns_family(opts, v4_of, &resolv.v4, c.map_host_loopback);
         for a in d.list {
             let _ = c.dns.push(a);
         }
         (c.dns_match, c.dns_host) = (d.dns_match, d.dns_host);
     }
     if let Some(c) = ip6.as_mut() {
-        let d = dns_family(
-            disabled,
-            &dns_given(opts, v6_of),
-            &resolv.v6,
-            |a: Ipv6Addr| a.is_loopback(),
-            c.map_host_loopback,
-            opts.dns_forward6(),
-            opts.dns_host6(),
-        );
+        let d = dns_family(opts, v6_of, &resolv.v6, c.map_host_loopback);
         for a in d.list {
             let _ = c.dns.push(a);
         }
         (c.dns_match, c.dns_host) = (d.dns_match, d.dns_host);
     }
+    let disabled = opts.dns_disabled();
     let no_dns = ip4.as_ref().is_none_or(|c| c.dns.is_empty())
         && ip6.as_ref().is_none_or(|c| c.dns.is_empty());
     if !disabled && no_dns {
@@ -681,24 +664,16 @@ pub fn build(
     resolv: &Resolv,
 ) -> Result<RuntimeConfig, String> {
     let mut warnings: Vec<String> = host.notes.clone();
-    let Families {
-        t4,
-        t6,
-        usable4,
-        usable6,
-        local4,
-        local6,
-        mut ip4,
-        mut ip6,
-    } = families(opts, host)?;
-    apply_dns(opts, resolv, &mut ip4, &mut ip6, &mut warnings);
+    let mut fam = families(opts, host)?;
+    apply_dns(opts, resolv, &mut fam.ip4, &mut fam.ip6, &mut warnings);
     let search = search_list(opts, resolv);
-    let mut core = core_config(mode, opts, search, ip4, ip6);
+    let mut core = core_config(mode, opts, search, fam.ip4, fam.ip6);
+    let (t4, t6, local4, local6) = (fam.t4, fam.t6, fam.local4, fam.local6);
     let fwd = forwarding(mode, opts, host, &mut core, &mut warnings)?;
     secrets(&mut core)?;
 
-    let template4 = t4.filter(|_| usable4).map(|t| t.ifname.clone());
-    let template6 = t6.filter(|_| usable6).map(|t| t.ifname.clone());
+    let template4 = t4.filter(|_| fam.usable4).map(|t| t.ifname.clone());
+    let template6 = t6.filter(|_| fam.usable6).map(|t| t.ifname.clone());
     let ns_ifname = opts
         .ns_ifname
         .clone()
@@ -719,7 +694,7 @@ pub fn build(
         ns_net,
         template4,
         template6,
-        ifindex6: t6.filter(|_| usable6).map(|t| t.ifindex),
+        ifindex6: t6.filter(|_| fam.usable6).map(|t| t.ifindex),
         local4,
         local6,
         socket_path: opts.socket.clone(),

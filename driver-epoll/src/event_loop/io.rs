@@ -58,24 +58,11 @@ impl Io {
         if log::log_enabled!(log::Level::Trace) {
             log::trace!("action {action:?}");
         }
-        if let Action::Peek {
-            sock,
-            skip,
-            len,
-            mss,
-            room,
-        } = action
-        {
-            let p = passt_core::PeekRequest {
-                skip,
-                len,
-                mss,
-                room,
-            };
+        if let Some((sock, p)) = action.peek_request() {
             return self.peek(now, sock, p);
         }
-        if let Action::Recv { sock, max, room } = action {
-            return self.recv(now, sock, max, room);
+        if let Some((sock, r)) = action.recv_request() {
+            return self.recv(now, sock, r);
         }
         if let Action::Open {
             sock,
@@ -204,14 +191,13 @@ impl Io {
 
     /// Carries out `Action::Recv`: one `recvmmsg` into the payload areas of
     /// the link's slots; the core writes the headers in front.
-    pub(super) fn recv(&mut self, now: Instant, sock: SockId, max: u16, room: u16) {
+    pub(super) fn recv(&mut self, now: Instant, sock: SockId, r: passt_core::RecvRequest) {
         let (core, mut ring, socks, _, dgram_got) = self.ring_parts();
         core.recv_into(
             now,
             &mut ring,
             sock,
-            max,
-            room,
+            r,
             dgram_got,
             |bufs, room, got| match socks.get(sock) {
                 None => Err(passt_core::Errno::EBADF),

@@ -268,52 +268,91 @@ fn outbound_ports(table: &FwdTable, out: &mut PortSet) {
     }
 }
 
-/// `-t auto` and `-u auto`: the host listeners follow the namespace's
-/// listening ports; `-T auto`: the listeners on the namespace's loopback
-/// follow the host's listening TCP ports. Ports pasta itself listens on
-/// (on the other side) are left out both ways, so that neither scan picks
-/// up the other's listeners.
-#[derive(Debug)]
-pub(crate) struct AutoForward {
-    /// The namespace's tables (`-t auto`, `-u auto`).
+/// One side's automatic forwarding: that namespace's tables, which of them
+/// are in `auto` mode, the ports pasta itself holds there, the ports
+/// forwarded from there now and the latest scan.
+#[derive(Debug, Default)]
+struct Side {
+    /// The side's tables.
     scanner: Option<PortScanner>,
-    /// The host's TCP tables (`-T auto`).
-    host_scanner: Option<PortScanner>,
-    /// `-T` is in `auto` mode.
-    out_on: bool,
-    /// `-U` is in `auto` mode (and the host's UDP tables are open).
-    out_udp_on: bool,
-    /// UDP ports pasta binds in the host namespace whatever the scan finds
-    /// (explicit `-u` ports).
-    out_udp_exclude: PortSet,
-    /// Host UDP ports forwarded from the namespace's loopback now.
-    out_udp_current: PortSet,
-    /// Scratch set of the latest host UDP scan.
-    out_udp_fresh: PortSet,
-    /// TCP ports pasta listens on in the host namespace whatever the scan
-    /// finds (explicit `-t` ports).
-    out_exclude: PortSet,
-    /// Host ports forwarded to the namespace's loopback now.
-    out_current: PortSet,
-    /// Scratch set of the latest host scan.
-    out_fresh: PortSet,
     /// TCP is in `auto` mode.
     tcp_on: bool,
-    /// UDP is in `auto` mode.
+    /// UDP is in `auto` mode (and the side's UDP tables are open).
     udp_on: bool,
-    /// TCP ports pasta itself listens on in the namespace (outbound
-    /// forwards).
+    /// TCP ports pasta listens on there whatever the scan finds: the
+    /// explicit forwards of the other direction.
     exclude: PortSet,
-    /// UDP ports pasta itself binds in the namespace.
+    /// The same for UDP.
     udp_exclude: PortSet,
-    /// TCP ports forwarded now.
+    /// TCP ports forwarded from there now.
     current: PortSet,
-    /// Scratch set of the latest scan.
-    fresh: PortSet,
-    /// UDP ports forwarded now.
+    /// UDP ports forwarded from there now.
     udp_current: PortSet,
+    /// Scratch set of the latest TCP scan.
+    fresh: PortSet,
     /// Scratch set of the latest UDP scan.
     udp_fresh: PortSet,
+}
+
+impl Side {
+    /// Whether the side scans at all.
+    fn on(&self) -> bool {
+        self.tcp_on || self.udp_on
+    }
+
+    /// Reads the side's tables into the scratch sets. The ports pasta
+    /// listens on there for the `other` side's automatic forwards are not
+    /// the side's own.
+    fn scan(&mut self, other: &Side) -> io::Result<()> {
+        if !self.on() {
+            return Ok(());
+        }
+        let Some(sc) = self.scanner.as_mut() else {
+            return Ok(());
+        };
+        let mut ex = self.exclude.clone();
+        ex.add_all(&other.current);
+        sc.scan(&ex, &mut self.fresh)?;
+        if self.udp_on {
+            // Listening TCP ports count for UDP too.
+            self.udp_fresh.clone_from(&self.fresh);
+            let mut ex = self.udp_exclude.clone();
+            ex.add_all(&other.udp_current);
+            sc.scan_udp(&ex, &mut self.udp_fresh)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the latest scans as the current sets; whether either changed
+    /// (logged as `auto WHAT forwarding`, `what`: TCP's name, UDP's).
+    fn take(&mut self, what: [&str; 2]) -> bool {
+        let tcp = self.tcp_on && take_fresh(&mut self.current, &mut self.fresh, what[0]);
+        let udp = self.udp_on && take_fresh(&mut self.udp_current, &mut self.udp_fresh, what[1]);
+        tcp || udp
+    }
+
+    /// The ports forwarded now, TCP then UDP, as forwards of a port to the
+    /// same port.
+    fn found(&self) -> Vec<Forward> {
+        let tcp = self.current.iter().filter(|_| self.tcp_on);
+        let udp = self.udp_current.iter().filter(|_| self.udp_on);
+        tcp.map(|port| Forward::new(Proto::Tcp, port, port))
+            .chain(udp.map(|port| Forward::new(Proto::Udp, port, port)))
+            .collect()
+    }
+}
+
+/// `-t auto` and `-u auto`: the host listeners follow the namespace's
+/// listening ports; `-T auto` and `-U auto`: the listeners on the
+/// namespace's loopback follow the host's listening ports. Ports pasta itself listens on (on the
+/// other side) are left out both ways, so that neither scan picks up the
+/// other's listeners.
+#[derive(Debug)]
+pub(crate) struct AutoForward {
+    /// The namespace's side (`-t auto`, `-u auto`).
+    inbound: Side,
+    /// The host's side (`-T auto`, `-U auto`).
+    outbound: Side,
     /// Forwards that stay whatever the scan finds (`Config::forwards`: the
     /// explicit ones of the tables not in `auto` mode).
     base: Vec<Forward>,
@@ -345,54 +384,35 @@ impl AutoForward {
         fwd: &Forwarding,
         base: &[Forward],
     ) -> Option<AutoForward> {
-        let tcp_on = scanner.is_some() && fwd.tcp_in.mode() == FwdMode::Auto;
-        let udp_on = fwd.udp_in.mode() == FwdMode::Auto
-            && scanner.as_ref().is_some_and(|s| !s.udp_files.is_empty());
-        let out_on = host_scanner.is_some() && fwd.tcp_out.mode() == FwdMode::Auto;
-        let out_udp_on = fwd.udp_out.mode() == FwdMode::Auto
-            && host_scanner
-                .as_ref()
-                .is_some_and(|s| !s.udp_files.is_empty());
-        if !tcp_on && !udp_on && !out_on && !out_udp_on {
+        let side = |scanner: Option<PortScanner>, tcp: &FwdTable, udp: &FwdTable| Side {
+            tcp_on: scanner.is_some() && tcp.mode() == FwdMode::Auto,
+            udp_on: udp.mode() == FwdMode::Auto
+                && scanner.as_ref().is_some_and(|s| !s.udp_files.is_empty()),
+            scanner,
+            ..Side::default()
+        };
+        let mut inbound = side(scanner, &fwd.tcp_in, &fwd.udp_in);
+        let mut outbound = side(host_scanner, &fwd.tcp_out, &fwd.udp_out);
+        if !inbound.on() && !outbound.on() {
             return None;
         }
-        let mut exclude = PortSet::default();
-        outbound_ports(&fwd.tcp_out, &mut exclude);
-        let mut udp_exclude = PortSet::default();
-        outbound_ports(&fwd.udp_out, &mut udp_exclude);
-        let mut out_exclude = PortSet::default();
-        let mut out_udp_exclude = PortSet::default();
+        outbound_ports(&fwd.tcp_out, &mut inbound.exclude);
+        outbound_ports(&fwd.udp_out, &mut inbound.udp_exclude);
         for f in base {
             if f.netns != passt_core::Netns::Host {
                 continue;
             }
             let set = match f.proto {
-                Proto::Tcp => &mut out_exclude,
-                Proto::Udp => &mut out_udp_exclude,
+                Proto::Tcp => &mut outbound.exclude,
+                Proto::Udp => &mut outbound.udp_exclude,
             };
             for port in f.first..=f.last {
                 set.insert(port);
             }
         }
         Some(AutoForward {
-            scanner,
-            host_scanner,
-            out_on,
-            out_exclude,
-            out_udp_on,
-            out_udp_exclude,
-            out_udp_current: PortSet::default(),
-            out_udp_fresh: PortSet::default(),
-            out_current: PortSet::default(),
-            out_fresh: PortSet::default(),
-            tcp_on,
-            udp_on,
-            exclude,
-            udp_exclude,
-            current: PortSet::default(),
-            fresh: PortSet::default(),
-            udp_current: PortSet::default(),
-            udp_fresh: PortSet::default(),
+            inbound,
+            outbound,
             base: base.to_vec(),
             next: None,
             failing: false,
@@ -420,81 +440,27 @@ impl AutoForward {
             return None;
         }
         self.failing = false;
-        let tcp = self.tcp_on && self.apply_fresh();
-        let udp = self.udp_on && take_fresh(&mut self.udp_current, &mut self.udp_fresh, "UDP");
-        let out = self.out_on && take_fresh(&mut self.out_current, &mut self.out_fresh, "-T");
-        let out_udp =
-            self.out_udp_on && take_fresh(&mut self.out_udp_current, &mut self.out_udp_fresh, "-U");
-        (tcp || udp || out || out_udp).then(|| self.forwards())
+        let inbound = self.inbound.take(["TCP", "UDP"]);
+        let outbound = self.outbound.take(["-T", "-U"]);
+        (inbound || outbound).then(|| self.forwards())
     }
 
     /// Reads the tables of both sides into the scratch sets.
     fn scan_all(&mut self) -> io::Result<()> {
-        if let (Some(sc), true) = (self.scanner.as_mut(), self.tcp_on || self.udp_on) {
-            // pasta's own `-T` listeners in the namespace are not the
-            // namespace's.
-            let mut ex = self.exclude.clone();
-            ex.add_all(&self.out_current);
-            sc.scan(&ex, &mut self.fresh)?;
-            if self.udp_on {
-                // Listening TCP ports count for UDP too.
-                self.udp_fresh.clone_from(&self.fresh);
-                // Nor are pasta's own `-U` sockets there.
-                let mut ex = self.udp_exclude.clone();
-                ex.add_all(&self.out_udp_current);
-                sc.scan_udp(&ex, &mut self.udp_fresh)?;
-            }
-        }
-        if let (Some(sc), true) = (self.host_scanner.as_mut(), self.out_on || self.out_udp_on) {
-            // Nor are pasta's own `-t` listeners on the host the host's.
-            let mut ex = self.out_exclude.clone();
-            ex.add_all(&self.current);
-            sc.scan(&ex, &mut self.out_fresh)?;
-            if self.out_udp_on {
-                // As inbound: listening TCP ports count for UDP too; pasta's
-                // own `-u` sockets are not the host's.
-                self.out_udp_fresh.clone_from(&self.out_fresh);
-                let mut ex = self.out_udp_exclude.clone();
-                ex.add_all(&self.udp_current);
-                sc.scan_udp(&ex, &mut self.out_udp_fresh)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes `fresh` as the current TCP set; whether it changed.
-    fn apply_fresh(&mut self) -> bool {
-        take_fresh(&mut self.current, &mut self.fresh, "TCP")
+        self.inbound.scan(&self.outbound)?;
+        self.outbound.scan(&self.inbound)
     }
 
     /// The complete list: the fixed forwards, then the ports found.
     fn forwards(&self) -> Vec<Forward> {
-        let found = |set: &PortSet, proto| {
-            set.iter()
-                .map(move |port| Forward::new(proto, port, port))
-                .collect::<Vec<_>>()
-        };
         let mut out = self.base.clone();
-        if self.tcp_on {
-            out.extend(found(&self.current, Proto::Tcp));
-        }
-        if self.udp_on {
-            out.extend(found(&self.udp_current, Proto::Udp));
-        }
-        if self.out_on {
-            out.extend(
-                found(&self.out_current, Proto::Tcp)
-                    .into_iter()
-                    .map(crate::fwd::outbound_forward),
-            );
-        }
-        if self.out_udp_on {
-            out.extend(
-                found(&self.out_udp_current, Proto::Udp)
-                    .into_iter()
-                    .map(crate::fwd::outbound_forward),
-            );
-        }
+        out.extend(self.inbound.found());
+        out.extend(
+            self.outbound
+                .found()
+                .into_iter()
+                .map(crate::fwd::outbound_forward),
+        );
         out
     }
 }

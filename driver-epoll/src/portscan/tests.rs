@@ -171,10 +171,11 @@ fn auto_forward_only_in_auto_mode() {
     assert!(auto_fwd(&["8080"], &[], &[]).is_none());
     assert!(auto_fwd(&["none"], &[], &[]).is_none());
     let a = auto_fwd(&["auto"], &["5000-5002,~5001"], &[]).unwrap();
-    assert!(a.exclude.contains(5000) && a.exclude.contains(5002));
-    assert!(!a.exclude.contains(5001));
+    assert!(a.inbound.exclude.contains(5000) && a.inbound.exclude.contains(5002));
+    assert!(!a.inbound.exclude.contains(5001));
     assert!(auto_fwd(&["auto"], &["auto"], &[])
         .unwrap()
+        .inbound
         .exclude
         .is_empty());
 }
@@ -188,9 +189,9 @@ fn auto_forward_reports_changes_once() {
         ..Forward::new(Proto::Udp, 7, 9)
     };
     let mut a = auto_fwd(&["auto"], &[], &[base]).unwrap();
-    a.fresh.insert(443);
-    a.fresh.insert(80);
-    assert!(a.apply_fresh());
+    a.inbound.fresh.insert(443);
+    a.inbound.fresh.insert(80);
+    assert!(a.inbound.take(["TCP", "UDP"]));
     let f = a.forwards();
     assert_eq!(ports(&f), vec![7, 80, 443]);
     assert_eq!(f[0], base);
@@ -198,16 +199,16 @@ fn auto_forward_reports_changes_once() {
         && f.proto == Proto::Tcp
         && f.first == f.last
         && f.first == f.target_port));
-    a.fresh.clear();
-    a.fresh.insert(80);
-    a.fresh.insert(443);
-    assert!(!a.apply_fresh());
-    a.fresh.clear();
-    a.fresh.insert(443);
-    assert!(a.apply_fresh());
+    a.inbound.fresh.clear();
+    a.inbound.fresh.insert(80);
+    a.inbound.fresh.insert(443);
+    assert!(!a.inbound.take(["TCP", "UDP"]));
+    a.inbound.fresh.clear();
+    a.inbound.fresh.insert(443);
+    assert!(a.inbound.take(["TCP", "UDP"]));
     assert_eq!(ports(&a.forwards()), vec![7, 443]);
-    a.fresh.clear();
-    assert!(a.apply_fresh());
+    a.inbound.fresh.clear();
+    assert!(a.inbound.take(["TCP", "UDP"]));
     assert_eq!(ports(&a.forwards()), vec![7]);
 }
 
@@ -306,7 +307,7 @@ fn auto_outbound_udp_follows_host_sockets() {
     )
     .is_none());
     let mut a = AutoForward::build(None, host(), &fwd, &[]).unwrap();
-    assert!(a.out_udp_on && !a.out_on);
+    assert!(a.outbound.udp_on && !a.outbound.tcp_on);
     let f = of(a.poll(Instant::ZERO), Proto::Udp).expect("ports found");
     let mine: Vec<&Forward> = f.iter().filter(|f| f.first == port).collect();
     assert_eq!(mine.len(), 1, "{f:?}");
@@ -332,9 +333,9 @@ fn auto_udp_modes_and_exclusions() {
     assert!(auto_udp("none", "none", "none", "none").is_none());
     assert!(auto_udp("none", "5000", "none", "none").is_none());
     let a = auto_udp("none", "auto", "7000", "6000-6001").unwrap();
-    assert!(!a.tcp_on && a.udp_on);
-    assert!(a.udp_exclude.contains(6000) && a.udp_exclude.contains(6001));
-    assert!(a.exclude.contains(7000) && !a.udp_exclude.contains(7000));
+    assert!(!a.inbound.tcp_on && a.inbound.udp_on);
+    assert!(a.inbound.udp_exclude.contains(6000) && a.inbound.udp_exclude.contains(6001));
+    assert!(a.inbound.exclude.contains(7000) && !a.inbound.udp_exclude.contains(7000));
     // Without the UDP tables, UDP auto cannot run.
     let fwd = Forwarding {
         udp_in: FwdTable::from_specs(

@@ -228,6 +228,19 @@ pub struct RunOptions {
     pub policy: Option<String>,
 }
 
+impl RunOptions {
+    /// A lenient run (invariants only) of `seed` under fault profile
+    /// `faults`, as the sweeps make them.
+    pub fn lenient(seed: u64, faults: &str) -> Self {
+        RunOptions {
+            seed: Some(seed),
+            faults: Some(faults.to_string()),
+            lenient: true,
+            ..RunOptions::default()
+        }
+    }
+}
+
 /// The outcome of a run.
 #[derive(Debug)]
 pub struct RunResult {

@@ -3,9 +3,23 @@
 use super::*;
 
 impl Sim {
+    /// Carries out action `a` (`batch`: the buffer its spans point into),
+    /// then checks that the socket it names is one the core opened.
+    pub(super) fn exec(&mut self, a: Action, batch: &[u8]) {
+        self.carry_out(a, batch);
+        self.kernel_notes();
+        self.check_sock_ids(a);
+    }
+
     // Long by design: one arm per core action, carried out on the simulated kernel as the
     // epoll driver would; the arms mirror the action list.
-    pub(super) fn exec(&mut self, a: Action, batch: &[u8]) {
+    fn carry_out(&mut self, a: Action, batch: &[u8]) {
+        if let Some((sock, p)) = a.peek_request() {
+            return self.peek(sock, p);
+        }
+        if let Some((sock, r)) = a.recv_request() {
+            return self.recv(sock, r);
+        }
         let now_ns = self.now.as_nanos();
         match a {
             Action::Open {
@@ -120,14 +134,6 @@ impl Sim {
                 self.core
                     .handle_sock_event(self.now, sock, SockEvent::Sent(r));
             }
-            Action::Recv { sock, max, room } => self.recv(sock, max, room),
-            Action::Peek {
-                sock,
-                skip,
-                len,
-                mss,
-                room,
-            } => self.peek(sock, skip, len, mss, room),
             Action::Consume { sock, len } => {
                 let r = self.kernel.consume(sock, len as usize);
                 self.note("host", format!("recv({sock:?}, {len}, MSG_TRUNC) = {r:?}"));
@@ -163,9 +169,11 @@ impl Sim {
             }
             other => self.violation(format!("the simulator cannot carry out {other:?}")),
         }
-        self.kernel_notes();
-        // Every action but Open and Accept names a socket the core opened and
-        // has not closed.
+    }
+
+    /// Every action but Open and Accept names a socket the core opened and
+    /// has not closed; Open and Accept add theirs, Close removes it.
+    fn check_sock_ids(&mut self, a: Action) {
         let sock = match a {
             Action::Bind { sock, .. }
             | Action::Connect { sock, .. }
@@ -224,13 +232,7 @@ impl Sim {
         }
     }
 
-    fn peek(&mut self, sock: passt_core::SockId, skip: u32, len: u32, mss: u16, room: u16) {
-        let p = PeekRequest {
-            skip,
-            len,
-            mss,
-            room,
-        };
+    fn peek(&mut self, sock: passt_core::SockId, p: PeekRequest) {
         let kernel = &mut self.kernel;
         let mut line = None;
         self.ring.now = self.now;
@@ -258,7 +260,8 @@ impl Sim {
         self.flush();
     }
 
-    fn recv(&mut self, sock: passt_core::SockId, max: u16, room: u16) {
+    fn recv(&mut self, sock: passt_core::SockId, r: passt_core::RecvRequest) {
+        let max = r.max;
         let kernel = &mut self.kernel;
         let mut line = None;
         let mut failed = false;
@@ -268,8 +271,7 @@ impl Sim {
             self.now,
             &mut self.ring,
             sock,
-            max,
-            room,
+            r,
             &mut got,
             |bufs, room, got| {
                 let r = kernel.recv_datagrams(sock, bufs.len().min(usize::from(max)));

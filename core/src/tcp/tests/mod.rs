@@ -6,10 +6,10 @@ use super::*;
 use crate::action::Span;
 use crate::fwd::{Forward, Proto};
 use crate::testutil::{
-    by_family, capture_config, check_ip, g6, p6, Clocked, FakeKernel, Harness, GUEST4, GUEST_MAC,
-    PEER4,
+    capture_config, check_ip, check_l4_checksum, g6, p6, Clocked, FakeKernel, Harness, GUEST4,
+    GUEST_MAC, PEER4,
 };
-use crate::{Config, Core, Csum, FrameMeta};
+use crate::{Config, Core, Csum, FrameMeta, PeekRequest};
 use core::net::{Ipv4Addr, Ipv6Addr};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ mod forwards;
 mod handshake;
 mod limits;
 mod random;
+mod timestamps;
 mod window;
 
 // --- the fake kernel ------------------------------------------------------
@@ -99,14 +100,7 @@ impl FakeKernel for TcpKernel {
             return None;
         };
         let (src, dst) = check_ip(f, &p);
-        let h = t.to_header();
-        let c = by_family(
-            src,
-            dst,
-            |s, d| h.calc_checksum_ipv4_raw(s, d, t.payload()),
-            |s, d| h.calc_checksum_ipv6_raw(s, d, t.payload()),
-        );
-        assert_eq!(t.checksum(), c.unwrap(), "TCP checksum");
+        check_l4_checksum(src, dst, 6, t.slice(), "TCP");
         let opts: Vec<TcpOptionElement> = t.options_iterator().map(|o| o.unwrap()).collect();
         let mss = opts.iter().find_map(|o| match o {
             TcpOptionElement::MaximumSegmentSize(m) => Some(*m),
@@ -137,7 +131,9 @@ impl FakeKernel for TcpKernel {
     }
 
     fn carry_out(h: &mut H, a: Action, buf: &[u8]) {
-        let peek_offset = h.core.config().peek_offset;
+        if let Some((sock, p)) = a.peek_request() {
+            return peek(h, sock, p);
+        }
         match a {
             Action::Open { sock, kind, .. } => {
                 h.socks.insert(
@@ -224,70 +220,6 @@ impl FakeKernel for TcpKernel {
                 h.core
                     .handle_sock_event(h.now, sock, SockEvent::TcpInfo(info));
             }
-            Action::Peek {
-                sock,
-                skip,
-                len,
-                mss,
-                room,
-            } => {
-                h.poll_frames();
-                let s = h.socks.get_mut(&sock).unwrap();
-                let start = if peek_offset {
-                    assert_eq!(skip, 0);
-                    s.peek_off.expect("SO_PEEK_OFF set before the first peek")
-                } else {
-                    assert!(s.peek_off.is_none());
-                    skip as usize
-                };
-                let nslots = 64;
-                let mut bufs: Vec<Vec<u8>> = (0..nslots)
-                    .map(|_| vec![0u8; room as usize + mss as usize])
-                    .collect();
-                let avail = s.rx.len().saturating_sub(start);
-                let n = avail.min(len as usize).min(nslots * mss as usize);
-                let r = if let Some(e) = s.peek_err {
-                    Err(e)
-                } else if n == 0 && s.eof {
-                    Ok(0)
-                } else if n == 0 {
-                    Err(Errno::EAGAIN)
-                } else {
-                    let data = &s.rx[start..start + n];
-                    for (i, chunk) in data.chunks(mss as usize).enumerate() {
-                        bufs[i][room as usize..room as usize + chunk.len()].copy_from_slice(chunk);
-                    }
-                    if let Some(o) = &mut s.peek_off {
-                        *o += n;
-                    }
-                    Ok(n)
-                };
-                let mut slots: Vec<TxSlot<'_>> = bufs
-                    .iter_mut()
-                    .map(|b| TxSlot::new(b.as_mut_slice()))
-                    .collect();
-                let k = h.core.handle_peeked(h.now, sock, r, &mut slots);
-                let mut seen = 0;
-                for sl in &mut slots {
-                    if sl.frame_len > 0 {
-                        seen += 1;
-                        if let Csum::Partial { start, offset } = sl.meta.csum {
-                            // Completed as the link would: the sum from
-                            // `start` on, over the pseudo-header's.
-                            let (st, at) = (usize::from(start), usize::from(start + offset));
-                            let sum = crate::wire::checksum::Sum::new()
-                                .add(&sl.buf[st..sl.frame_len])
-                                .finish();
-                            sl.buf[at..at + 2].copy_from_slice(&sum.to_be_bytes());
-                        }
-                        h.k.metas.push(sl.meta);
-                        h.frames
-                            .push(TcpKernel::parse(&sl.buf[..sl.frame_len]).unwrap());
-                    }
-                }
-                assert_eq!(seen, k);
-                h.k.slots += k;
-            }
             Action::Consume { sock, len } => {
                 let s = h.socks.get_mut(&sock).unwrap();
                 assert!(len as usize <= s.rx.len(), "consume beyond data");
@@ -313,6 +245,69 @@ impl FakeKernel for TcpKernel {
     fn poll_timeout(core: &Core) -> Option<Instant> {
         core.tcp.poll_timeout()
     }
+}
+
+/// Carries out an `Action::Peek`: the data past the peek offset (or `skip`)
+/// into transmit slots, handed to the core; the frames it makes are
+/// completed as the link would and kept.
+fn peek(h: &mut H, sock: SockId, p: PeekRequest) {
+    let peek_offset = h.core.config().peek_offset;
+    h.poll_frames();
+    let s = h.socks.get_mut(&sock).unwrap();
+    let start = if peek_offset {
+        assert_eq!(p.skip, 0);
+        s.peek_off.expect("SO_PEEK_OFF set before the first peek")
+    } else {
+        assert!(s.peek_off.is_none());
+        p.skip as usize
+    };
+    let nslots = 64;
+    let mut bufs: Vec<Vec<u8>> = (0..nslots)
+        .map(|_| vec![0u8; p.room as usize + p.mss as usize])
+        .collect();
+    let avail = s.rx.len().saturating_sub(start);
+    let n = avail.min(p.len as usize).min(nslots * p.mss as usize);
+    let r = if let Some(e) = s.peek_err {
+        Err(e)
+    } else if n == 0 && s.eof {
+        Ok(0)
+    } else if n == 0 {
+        Err(Errno::EAGAIN)
+    } else {
+        let data = &s.rx[start..start + n];
+        for (i, chunk) in data.chunks(p.mss as usize).enumerate() {
+            bufs[i][p.room as usize..p.room as usize + chunk.len()].copy_from_slice(chunk);
+        }
+        if let Some(o) = &mut s.peek_off {
+            *o += n;
+        }
+        Ok(n)
+    };
+    let mut slots: Vec<TxSlot<'_>> = bufs
+        .iter_mut()
+        .map(|b| TxSlot::new(b.as_mut_slice()))
+        .collect();
+    let k = h.core.handle_peeked(h.now, sock, r, &mut slots);
+    let mut seen = 0;
+    for sl in &mut slots {
+        if sl.frame_len > 0 {
+            seen += 1;
+            if let Csum::Partial { start, offset } = sl.meta.csum {
+                // Completed as the link would: the sum from
+                // `start` on, over the pseudo-header's.
+                let (st, at) = (usize::from(start), usize::from(start + offset));
+                let sum = crate::wire::checksum::Sum::new()
+                    .add(&sl.buf[st..sl.frame_len])
+                    .finish();
+                sl.buf[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            }
+            h.k.metas.push(sl.meta);
+            h.frames
+                .push(TcpKernel::parse(&sl.buf[..sl.frame_len]).unwrap());
+        }
+    }
+    assert_eq!(seen, k);
+    h.k.slots += k;
 }
 
 /// A guest segment.
