@@ -75,18 +75,7 @@ impl TcpState {
             key.dst,
             key.dport
         );
-        // As for connections from the guest (`TcpState::conn_from_tap`): its stack
-        // decides when small segments go.
-        cx.act(Action::SetOption {
-            sock,
-            opt: SockOpt::NoDelay,
-        });
-        if cx.cfg.peek_offset {
-            cx.act(Action::SetOption {
-                sock,
-                opt: SockOpt::PeekOffset(0),
-            });
-        }
+        stream_options(cx, sock);
         cx.act(Action::QueryTcpInfo { sock });
         self.interest(cx, id);
     }

@@ -165,18 +165,7 @@ impl TcpState {
             // Linux refuses TCP_MAXSEG above 32767 (EINVAL).
             opt: SockOpt::TcpMaxSeg(guest_mss.min(MAXSEG_MAX)),
         });
-        // The guest's own stack already decided when to send small
-        // segments (its Nagle): the socket adds no wait of its own.
-        cx.act(Action::SetOption {
-            sock,
-            opt: SockOpt::NoDelay,
-        });
-        if cx.cfg.peek_offset {
-            cx.act(Action::SetOption {
-                sock,
-                opt: SockOpt::PeekOffset(0),
-            });
-        }
+        stream_options(cx, sock);
         self.interest(cx, id);
         cx.act(Action::Connect {
             sock,

@@ -398,6 +398,23 @@ fn family(a: IpAddr) -> Family {
 
 /// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
 /// clock ticking every 32 ns.
+/// Options of the host socket of every connection with the guest, from it
+/// or accepted for it: no Nagle (the guest's own stack already decided
+/// when small segments go, the socket adds no wait of its own), and the
+/// peek offset where the kernel has it.
+fn stream_options(cx: &mut Ctx<'_>, sock: SockId) {
+    cx.act(Action::SetOption {
+        sock,
+        opt: SockOpt::NoDelay,
+    });
+    if cx.cfg.peek_offset {
+        cx.act(Action::SetOption {
+            sock,
+            opt: SockOpt::PeekOffset(0),
+        });
+    }
+}
+
 /// Offset of our timestamps clock on connection `key` (see
 /// `TcpConn::ts_off`): a keyed hash of the 4-tuple, as for the ISN.
 fn ts_offset(cfg: &Config, key: &FlowKey) -> u32 {
