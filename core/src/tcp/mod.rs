@@ -146,20 +146,29 @@ impl TcpConn {
     /// our clock in milliseconds (Linux's granularity) and the guest's
     /// TSval to echo. `None` on a connection without timestamps.
     fn ts_opt(&self, now: Instant) -> Option<(u32, u32)> {
-        let ms = (now.as_nanos() / 1_000_000) as u32;
-        self.ts_ok
-            .then(|| (ms.wrapping_add(self.ts_off), self.ts_recent))
+        self.ts_ok.then(|| {
+            let ms = (now.as_nanos() / 1_000_000) as u32;
+            (ms.wrapping_add(self.ts_off), self.ts_recent)
+        })
+    }
+
+    /// Length of the options of our segments without SYN.
+    fn opts_len(&self) -> u16 {
+        if self.ts_ok {
+            TS_OPT_LEN as u16
+        } else {
+            0
+        }
     }
 
     /// Length of the TCP header of our segments without SYN.
     fn hdr_len(&self) -> usize {
-        TCP_HLEN + if self.ts_ok { TS_OPT_LEN } else { 0 }
+        TCP_HLEN + usize::from(self.opts_len())
     }
 
     /// Payload of a full segment to the guest: its MSS less our options.
     fn seg_payload(&self) -> u16 {
-        let opts = if self.ts_ok { TS_OPT_LEN as u16 } else { 0 };
-        self.mss_to_tap.saturating_sub(opts).max(MSS_MIN)
+        self.mss_to_tap.saturating_sub(self.opts_len()).max(MSS_MIN)
     }
 
     /// Takes the timestamps of a segment from the guest: its TSval is the
@@ -396,8 +405,6 @@ fn family(a: IpAddr) -> Family {
     }
 }
 
-/// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
-/// clock ticking every 32 ns.
 /// Options of the host socket of every connection with the guest, from it
 /// or accepted for it: no Nagle (the guest's own stack already decided
 /// when small segments go, the socket adds no wait of its own), and the
@@ -421,6 +428,8 @@ fn ts_offset(cfg: &Config, key: &FlowKey) -> u32 {
     flow::TupleHasher::new(&cfg.secret, TS_SALT).hash(key, false) as u32
 }
 
+/// RFC 6528 initial sequence number: a keyed hash of the 4-tuple plus a
+/// clock ticking every 32 ns.
 pub(crate) fn isn(cfg: &Config, key: &FlowKey, now: Instant) -> u32 {
     let h = flow::TupleHasher::new(&cfg.secret, 0).hash(key, false);
     (h as u32).wrapping_add((now.as_nanos() >> 5) as u32)

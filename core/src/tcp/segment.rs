@@ -63,14 +63,14 @@ pub(crate) fn parse(l4: &[u8], l4_off: u32) -> Option<Seg> {
         len: (l4.len() - doff) as u32,
     };
     let opts = l4.get(TCP_HLEN..doff)?;
+    let syn = s.has(SYN);
     // The layout every stack that sends timestamps uses on data segments.
     if opts.get(..4) == Some(&[1, 1, 8, 10]) && opts.len() >= TS_OPT_LEN {
         s.ts = be32(opts, 4).zip(be32(opts, 8));
-        if !s.has(SYN) {
+        if !syn {
             return Some(s);
         }
     }
-    let syn = s.has(SYN);
     let mut i = 0;
     while let Some(&kind) = opts.get(i) {
         match kind {

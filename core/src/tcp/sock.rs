@@ -229,8 +229,9 @@ impl TcpState {
         let key = *key;
         let rto = pol.rto_after(c.retrans);
         let room = l4_offset(key.src.is_ipv6()) + c.hdr_len();
-        let mss = usize::from(c.seg_payload());
-        let seg = seg_to_tap(cx.cfg.link_offload, c.seg_payload(), room);
+        let mss = c.seg_payload();
+        let seg = seg_to_tap(cx.cfg.link_offload, mss, room);
+        let mss = usize::from(mss);
         let ts = c.ts_opt(now);
         let (win, wbytes) = c.win_field(false);
         let ack = c.seq_from_tap;
