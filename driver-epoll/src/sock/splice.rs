@@ -362,31 +362,30 @@ impl Splicer {
             for _ in 0..n {
                 let fd = match crate::sock::open(SockKind::TcpStream, family) {
                     Ok(fd) => fd,
-                    Err(e) => return (fds, Some(e)),
+                    Err(e) => return (fds, port, Some(e)),
                 };
                 if let Err(e) = crate::sock::set_option(fd.as_fd(), passt_core::SockOpt::NoDelay) {
-                    return (fds, Some(e));
+                    return (fds, port, Some(e));
                 }
                 // A kernel without per-socket port ranges picks as before.
                 let _ = set_port_window(fd.as_fd(), port);
                 port = next_window(port);
                 fds.push(fd);
             }
-            (fds, None)
+            (fds, port, None)
         });
-        let (fds, err) = match r {
+        let (fds, next, err) = match r {
             Ok(r) => r,
             Err(e) => (
                 Vec::new(),
+                first,
                 Some(Errno(e.raw_os_error().unwrap_or(libc::EIO))),
             ),
         };
         if let Some(e) = err {
             log::debug!("splice: {} sockets opened ahead, then {e:?}", fds.len());
         }
-        for _ in 0..fds.len() {
-            self.next_port = next_window(self.next_port);
-        }
+        self.next_port = next;
         pool.extend(fds);
         err
     }
