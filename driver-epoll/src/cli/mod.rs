@@ -465,18 +465,6 @@ impl Options {
     pub fn dns_forward4(&self) -> Option<Ipv4Addr> {
         last_v4(&self.dns_forward)
     }
-    /// The last `--dns-forward` of the IPv6 family.
-    pub fn dns_forward6(&self) -> Option<Ipv6Addr> {
-        last_v6(&self.dns_forward)
-    }
-    /// The last `--dns-host` of the IPv4 family.
-    pub fn dns_host4(&self) -> Option<Ipv4Addr> {
-        last_v4(&self.dns_host)
-    }
-    /// The last `--dns-host` of the IPv6 family.
-    pub fn dns_host6(&self) -> Option<Ipv6Addr> {
-        last_v6(&self.dns_host)
-    }
     /// Whether `-D none` (or an empty `-D`) was given.
     pub fn dns_disabled(&self) -> bool {
         self.dns.contains(&AddrOrNone::None)
@@ -487,18 +475,33 @@ impl Options {
     }
 }
 
-fn last_v4(v: &[IpAddr]) -> Option<Ipv4Addr> {
-    v.iter().rev().find_map(|a| match a {
-        IpAddr::V4(a) => Some(*a),
+/// The last address of `v` that `of` takes: the last one of a family.
+pub(crate) fn last_of<A>(v: &[IpAddr], of: impl Fn(IpAddr) -> Option<A>) -> Option<A> {
+    v.iter().rev().find_map(|a| of(*a))
+}
+
+/// `a` if it is an IPv4 address.
+pub(crate) fn v4_of(a: IpAddr) -> Option<Ipv4Addr> {
+    match a {
+        IpAddr::V4(v) => Some(v),
         IpAddr::V6(_) => None,
-    })
+    }
+}
+
+/// `a` if it is an IPv6 address.
+pub(crate) fn v6_of(a: IpAddr) -> Option<Ipv6Addr> {
+    match a {
+        IpAddr::V6(v) => Some(v),
+        IpAddr::V4(_) => None,
+    }
+}
+
+fn last_v4(v: &[IpAddr]) -> Option<Ipv4Addr> {
+    last_of(v, v4_of)
 }
 
 fn last_v6(v: &[IpAddr]) -> Option<Ipv6Addr> {
-    v.iter().rev().find_map(|a| match a {
-        IpAddr::V6(a) => Some(*a),
-        IpAddr::V4(_) => None,
-    })
+    last_of(v, v6_of)
 }
 
 /// Per-family value of `--map-host-loopback` / `--map-guest-addr`:

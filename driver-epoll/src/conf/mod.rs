@@ -7,7 +7,7 @@
 //! name look-ups for `--runas`) so that the rules can be tested with made-up
 //! hosts.
 
-use crate::cli::{self, IdOrName, Mode, Options, PastaTarget};
+use crate::cli::{self, v4_of, v6_of, IdOrName, Mode, Options, PastaTarget};
 use crate::fwd::{Forwarding, FwdMode, FwdTable, SpecKind, EPHEMERAL_DEFAULT};
 use crate::netlink::{self, AddrInfo, LinkInfo, RouteInfo, IFA_F_DEPRECATED, IFF_LOOPBACK};
 use crate::resolv::Resolv;
@@ -134,20 +134,6 @@ fn classful(a: Ipv4Addr) -> u8 {
     }
 }
 
-fn v4_of(a: IpAddr) -> Option<Ipv4Addr> {
-    match a {
-        IpAddr::V4(v) => Some(v),
-        IpAddr::V6(_) => None,
-    }
-}
-
-fn v6_of(a: IpAddr) -> Option<Ipv6Addr> {
-    match a {
-        IpAddr::V6(v) => Some(v),
-        IpAddr::V4(_) => None,
-    }
-}
-
 /// Fills `buf` from the kernel's random source (`/dev/urandom` as fallback).
 pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     let mut filled = 0usize;
@@ -236,7 +222,7 @@ fn dns_family<A: Copy + PartialEq + Into<IpAddr>>(
     from_resolv: &[A],
     map: Option<A>,
 ) -> Dns<A> {
-    let last = |v: &[IpAddr]| v.iter().rev().find_map(|a| of(*a));
+    let last = |v: &[IpAddr]| cli::last_of(v, of);
     let given = dns_given(opts, of);
     let mut d = Dns {
         list: Vec::new(),
