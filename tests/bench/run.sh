@@ -25,8 +25,11 @@
 # Every translator runs as an unprivileged user (nobody) in the host namespace
 # and joins the guest namespace, a user namespace owned by nobody.
 #
-# Usage: tests/bench/run.sh [-t SECONDS] [-o REPORT.md] [-x TRANSLATOR]...
+# Usage: tests/bench/run.sh [-t SECONDS] [-r RUNS] [-o REPORT.md] [-x TRANSLATOR]...
 #   TRANSLATOR: ours, debian, slirp, kernel (default: all that are present).
+#   RUNS: runs of every case (default 1), interleaved (every translator once,
+#   then again); the table gives each cell's median, and for ours and the
+#   best other translator the range of the runs in a second table.
 #   KINDS="tput rr crr" selects the tests (iperf3 throughput, 1-byte
 #   request-response latency, connection rate); PEERS="loop r2 r20 lo",
 #   MTUS="65520 1500", FAMS="4 6", DIRS="out in" narrow the matrix.
@@ -38,11 +41,13 @@
 set -euo pipefail
 
 secs=5
+runs=1
 report=
 only=()
-while getopts "t:o:x:" o; do
+while getopts "t:r:o:x:" o; do
 	case $o in
 	t) secs=$OPTARG ;;
+	r) runs=$OPTARG ;;
 	o) report=$OPTARG ;;
 	x) only+=("$OPTARG") ;;
 	*) exit 1 ;;
@@ -388,8 +393,10 @@ for peer in $peers; do
 		for mtu in $mtus; do
 			for fam in $fams; do
 				for dir in ${DIRS:-out in}; do
-					for t in "${translators[@]}"; do
-						run_case "$t" "$kind" "$peer" "$dir" "$fam" "$mtu"
+					for _ in $(seq "$runs"); do
+						for t in "${translators[@]}"; do
+							run_case "$t" "$kind" "$peer" "$dir" "$fam" "$mtu"
+						done
 					done
 				done
 			done
@@ -408,29 +415,46 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo
 	echo "| test | peer | dir | IP | MTU | ${translators[*]} | ours / best other | ours / kernel | CPU s/GB (rr, crr: s) | retransmissions |"
 	echo "|---|---|---|---|---|---|---|---|---|---|"
-	printf '%s\n' "${results[@]}" | awk -v list="${translators[*]}" '
+	printf '%s\n' "${results[@]}" | awk -v list="${translators[*]}" -v runs="$runs" '
+	function median(s,   a, m, i, j, x) {
+	  m=split(s, a, " ")
+	  for (i=2;i<=m;i++) { x=a[i]; for (j=i-1;j>0 && a[j]+0>x+0;j--) a[j+1]=a[j]; a[j+1]=x }
+	  return (m%2) ? a[(m+1)/2] : sprintf("%.6g", (a[m/2]+a[m/2+1])/2)
+	}
+	function add(arr, k, v) { if (k in arr) arr[k] = arr[k] " " v; else arr[k] = v }
 	{ key=$1" "$2" "$3" "$4" "$5; if (!(key in seen)) { seen[key]=1; order[++n]=key }
-	  val[key" "$6]=$7; cpu[key" "$6]=$8; re[key" "$6]=$9 }
+	  add(val, key" "$6, $7); add(cpu, key" "$6, $8); add(re, key" "$6, $9) }
 	END {
 	  nt=split(list, all, " ")
 	  for (i=1;i<=n;i++) {
 	    k=order[i]; split(k, f, " ")
 	    unit = (f[1]=="tput") ? "Gbit/s" : (f[1]=="rr") ? "µs" : "conn/s"
-	    vals=""; cpus=""; res=""; best=""
+	    vals=""; cpus=""; res=""; best=""; bestt=""
 	    for (j=1;j<=nt;j++) { t=all[j]
-	      v=((k" "t) in val) ? val[k" "t] : "-"
+	      v=((k" "t) in val) ? median(val[k" "t]) : "-"
 	      vals=vals (vals==""?"":" / ") v
 	      if (t!="kernel") {
-	        c=((k" "t) in cpu) ? cpu[k" "t] : "-"; cpus=cpus (cpus==""?"":" / ") c
-	        x=((k" "t) in re) ? re[k" "t] : "-"; res=res (res==""?"":" / ") x
+	        c=((k" "t) in cpu && cpu[k" "t]!~/-/) ? median(cpu[k" "t]) : "-"; cpus=cpus (cpus==""?"":" / ") c
+	        x=((k" "t) in re && re[k" "t]!~/-/) ? median(re[k" "t]) : "-"; res=res (res==""?"":" / ") x
 	      }
 	      if (t!="ours" && t!="kernel" && v!="-" && v>0) {
-	        if (best=="" || (f[1]=="rr" ? v<best : v>best)) best=v } }
-	    o=((k" ours") in val) ? val[k" ours"] : ""
-	    kv=((k" kernel") in val) ? val[k" kernel"] : ""
+	        if (best=="" || (f[1]=="rr" ? v<best : v>best)) { best=v; bestt=t } } }
+	    o=((k" ours") in val) ? median(val[k" ours"]) : ""
+	    kv=((k" kernel") in val) ? median(val[k" kernel"]) : ""
 	    ratio = (o!="" && best!="" && best>0) ? sprintf("%.2f", o/best) : "-"
 	    kr = (o!="" && kv!="" && kv>0) ? sprintf("%.2f", o/kv) : "-"
 	    printf "| %s (%s) | %s | %s | v%s | %s | %s | %s | %s | %s | %s |\n", f[1], unit, f[2], f[3], f[4], f[5], vals, ratio, kr, cpus, res
+	    if (runs > 1) {
+	      spread[i]=sprintf("| %s | %s | %s | v%s | %s | %s | %s | %s |", f[1], f[2], f[3], f[4], f[5],
+	        ((k" ours") in val) ? val[k" ours"] : "-", bestt=="" ? "-" : bestt,
+	        bestt=="" ? "-" : val[k" "bestt])
+	    }
+	  }
+	  if (runs > 1) {
+	    printf "\nEvery run (the table above gives medians):\n\n"
+	    print "| test | peer | dir | IP | MTU | ours | best other | its runs |"
+	    print "|---|---|---|---|---|---|---|---|"
+	    for (i=1;i<=n;i++) print spread[i]
 	  }
 	}'
 } | tee "${report:-/dev/null}"
