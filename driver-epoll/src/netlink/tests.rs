@@ -45,13 +45,20 @@ fn link_changes() {
     });
 }
 
+/// A veth pair `v0`/`v1`, both up (`v0` through [`link_up`]); the index
+/// of `v0`.
+fn veth_up() -> u32 {
+    ip("link add v0 type veth peer name v1");
+    ip("link set v1 up");
+    let i = link_index("v0").unwrap();
+    link_up(i).unwrap();
+    i
+}
+
 #[test]
 fn addresses_and_routes() {
     in_netns(|| {
-        ip("link add v0 type veth peer name v1");
-        ip("link set v1 up");
-        let i = link_index("v0").unwrap();
-        link_up(i).unwrap();
+        let i = veth_up();
         add_address(i, "192.0.2.2".parse().unwrap(), 24, false).unwrap();
         add_address(i, "2001:db8::2".parse().unwrap(), 64, true).unwrap();
         let e = add_address(i, "192.0.2.2".parse().unwrap(), 24, false).unwrap_err();
@@ -98,10 +105,7 @@ fn hop(gw: Option<&str>, weight: u16, onlink: bool) -> NsHop {
 #[test]
 fn routes_round_trip() {
     in_netns(|| {
-        ip("link add v0 type veth peer name v1");
-        ip("link set v1 up");
-        let i = link_index("v0").unwrap();
-        link_up(i).unwrap();
+        let i = veth_up();
         add_address(i, a("192.0.2.77"), 32, false).unwrap();
         add_address(i, a("2001:db8::2"), 64, true).unwrap();
         let mut onlink = NsRoute::via(a("0.0.0.0"), 0, a("198.51.100.1"));

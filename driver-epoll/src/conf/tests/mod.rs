@@ -64,6 +64,12 @@ fn cfg(mode: Mode, args: &[&str], host: &HostInfo, resolv: &str) -> RuntimeConfi
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
+/// The configuration `build` makes of pasta's `args` on [`host`], with no
+/// resolv.conf.
+fn pasta(args: &[&str]) -> RuntimeConfig {
+    cfg(Mode::Pasta, args, &host(), "")
+}
+
 /// The error of `build` for `args`, which it must refuse.
 fn refused(mode: Mode, args: &[&str], host: &HostInfo) -> String {
     match build(mode, &opts(mode, args), host, &parse_resolv("")) {
