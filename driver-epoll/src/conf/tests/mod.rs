@@ -1,6 +1,6 @@
 use super::*;
 use crate::fwd::FwdMode;
-use crate::netlink::testns::{in_netns, ip};
+use crate::netlink::testns::{assert_contains, in_netns, ip, ip_out};
 use crate::resolv::parse_resolv;
 use passt_core::Forward;
 use std::ffi::OsString;
