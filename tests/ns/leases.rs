@@ -12,12 +12,9 @@ fn pasta_udhcpc_lease() {
     let h = Netns::host("dhcp4");
     let g = UserNetns::new("dhcp4g");
     let dir = Scratch::new("dhcp4");
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
+    let mut p = h.start_pasta(
         as_test_user(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
+        &dir,
         &[
             "-f",
             "--dhcp-dns",
@@ -70,12 +67,9 @@ fn pasta_dhclient6_lease() {
     // dhclient may touch /etc/resolv.conf: give the namespace its own.
     g.resolv("");
     let dir = Scratch::new("dhcp6");
-    let pidf = dir.join("pasta.pid");
-    let p = h.start_ready(
+    let p = h.start_pasta(
         as_test_user(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
+        &dir,
         &[
             "-f",
             "--dhcp-dns",
@@ -163,14 +157,7 @@ fn pasta_slaac() {
     let h = Netns::host("slaac");
     let g = UserNetns::new("slaacg");
     let dir = Scratch::new("slaac");
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
-        g.inside(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
-        &["-f", "--netns", &g.name],
-    );
+    let mut p = h.pasta_joining(&g, &dir);
     let mac = jq(&g.sh("ip -j link show dev dummy0"), ".[0].address");
     let m: Vec<u8> = mac
         .split(':')

@@ -177,13 +177,8 @@ fn passt_daemon_pid_file_and_sigterm() {
         20,
     );
     assert!(out.status.success(), "{out:?}");
-    let pid: i32 = std::fs::read_to_string(&pidf)
-        .expect("PID file")
-        .trim()
-        .parse()
-        .expect("a PID");
     // The daemon is ours (we started it through the parent that exited).
-    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let pid = read_pid(&pidf);
     assert!(alive(pid));
     // Started as root in the initial user namespace: it runs as nobody.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -193,14 +188,8 @@ fn passt_daemon_pid_file_and_sigterm() {
         ["65534"; 4],
         "{uid}"
     );
-    let st = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    assert!(st.is_ok_and(|s| s.success()));
-    assert!(
-        eventually(10, || (!alive(pid)).then_some(())).is_some(),
-        "daemon did not exit on SIGTERM"
-    );
+    assert!(sigterm(pid));
+    assert_ends(pid, 10, "daemon did not exit on SIGTERM");
 }
 
 /// `-l`: the log goes to the file (header line first, mode 0600), nothing
