@@ -612,6 +612,16 @@ pub(crate) fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
     }
 }
 
+/// Where a passt test starts: a host namespace and a scratch directory,
+/// both named after `tag`, and the paths of passt's socket and PID file in
+/// that directory.
+pub(crate) fn passt_host(tag: &str) -> (Netns, Scratch, PathBuf, PathBuf) {
+    let h = Netns::host(tag);
+    let dir = Scratch::new(tag);
+    let (sock, pidf) = (dir.join("passt.socket"), dir.join("passt.pid"));
+    (h, dir, sock, pidf)
+}
+
 /// The PID a translator wrote to its PID file.
 pub(crate) fn read_pid(pidf: &Path) -> u32 {
     std::fs::read_to_string(pidf)

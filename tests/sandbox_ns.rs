@@ -140,10 +140,7 @@ fn scratch_for_test_user(tag: &str) -> Scratch {
 /// descriptor closed; SIGTERM still ends it.
 #[test]
 fn passt_as_root_is_sandboxed() {
-    let h = Netns::host("sbpr");
-    let dir = Scratch::new("sbpr");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, dir, sock, pidf) = passt_host("sbpr");
     // Descriptor 7 is left open by the shell that starts passt.
     let marker = dir.join("inherited");
     std::fs::write(&marker, b"").unwrap();
@@ -450,10 +447,7 @@ fn daemon_on_proc_namespace_quits_with_the_process() {
 /// outgrew `--log-size`. The capture holds every request and reply.
 #[test]
 fn log_rotation_under_the_filter() {
-    let h = Netns::host("sbrot");
-    let dir = Scratch::new("sbrot");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, dir, sock, pidf) = passt_host("sbrot");
     let logf = dir.join("passt.log");
     let pcapf = dir.join("passt.pcap");
     let size = 40960u64;
@@ -570,10 +564,7 @@ fn inherited_fd_kept_others_closed() {
 /// nobody with no capability: its listeners are bound before privileges go.
 #[test]
 fn low_port_bound_before_privileges_go() {
-    let h = Netns::host("sblow");
-    let dir = Scratch::new("sblow");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, _dir, sock, pidf) = passt_host("sblow");
     let (passt, sock_s, pid_s) = (s(&bin("passt")), s(&sock), s(&pidf));
     let args = [&*passt, "-q", "-t", "81", "-s", &sock_s, "-P", &pid_s];
     let d = daemon(&h, &args, &pidf);

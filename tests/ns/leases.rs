@@ -200,13 +200,7 @@ fn passt_qemu_udhcpc_and_pcap() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let pcap = dir.join("passt.pcap");
-    let mut p = h.start_ready(
-        as_test_user(),
-        &passt(),
-        &pidf,
-        dir.join("passt.log"),
-        &["-f", "-s", &s(&sock), "-p", &s(&pcap)],
-    );
+    let mut p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &["-p", &s(&pcap)]);
     let q = qemu_hub(&g, &sock, "qtap0", dir.join("qemu.log"));
     g.sh("ip link set qtap0 up");
     let (script, lease) = udhcpc_script(&dir);
