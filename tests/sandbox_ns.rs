@@ -72,6 +72,24 @@ fn daemon<S: AsRef<std::ffi::OsStr>>(h: &Netns, args: &[S], pidf: &Path) -> Daem
     Daemon(read_pid(pidf) as i32)
 }
 
+/// `BIN ARGS...` as the test user.
+fn as_user(bin_name: &str, args: &[&str]) -> Vec<String> {
+    let mut v = as_test_user();
+    v.push(s(&bin(bin_name)));
+    v.extend(args.iter().map(|a| a.to_string()));
+    v
+}
+
+/// pasta running `sleep 60` in a namespace it configures, behind `prefix`,
+/// its PID file `pidf`, its output `pasta.log` in `dir`.
+fn pasta_sleeping(h: &Netns, prefix: Vec<String>, dir: &Scratch, pidf: &Path) -> Proc {
+    let mut args = prefix;
+    args.push(s(&bin("pasta")));
+    let opts = ["--config-net", "-P", &s(pidf), "--", "sleep", "60"];
+    args.extend(opts.map(String::from));
+    Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"))
+}
+
 /// pasta with no port forwarded and `opts`, gone to the background: the
 /// daemon.
 fn pasta_daemon(h: &Netns, opts: &[&str], pidf: &Path) -> Daemon {
@@ -194,15 +212,7 @@ fn passt_unprivileged_is_sandboxed() {
     let dir = scratch_for_test_user("sbpu");
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
-    let mut args: Vec<String> = as_test_user();
-    args.extend([
-        s(&bin("passt")),
-        "-q".into(),
-        "-s".into(),
-        s(&sock),
-        "-P".into(),
-        s(&pidf),
-    ]);
+    let args = as_user("passt", &["-q", "-s", &s(&sock), "-P", &s(&pidf)]);
     let d = daemon(&h, &args, &pidf);
     let st = sandboxed_status(d.0);
     assert_eq!(st["NoNewPrivs"], "1");
@@ -251,19 +261,7 @@ fn pasta_as_root_is_sandboxed() {
     let h = Netns::host("sbta");
     let dir = Scratch::new("sbta");
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.cmd(&[
-            s(&bin("pasta")),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "--".into(),
-            "sleep".into(),
-            "60".into(),
-        ]),
-        "pasta",
-        dir.join("pasta.log"),
-    );
+    let mut p = pasta_sleeping(&h, vec![], &dir, &pidf);
     wait_file(&pidf, 20, &mut p);
     let pid = p.pid() as i32;
     assert_pasta_sandboxed(pid);
@@ -281,17 +279,7 @@ fn pasta_unprivileged_is_sandboxed() {
     let h = Netns::host("sbtu");
     let dir = scratch_for_test_user("sbtu");
     let pidf = dir.join("pasta.pid");
-    let mut args: Vec<String> = as_test_user();
-    args.extend([
-        s(&bin("pasta")),
-        "--config-net".into(),
-        "-P".into(),
-        s(&pidf),
-        "--".into(),
-        "sleep".into(),
-        "60".into(),
-    ]);
-    let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
+    let mut p = pasta_sleeping(&h, as_test_user(), &dir, &pidf);
     wait_file(&pidf, 20, &mut p);
     let pid = read_pid(&pidf) as i32;
     assert_pasta_sandboxed(pid);
