@@ -165,19 +165,8 @@ fn netns_quit_when_namespace_goes() {
     let h = Netns::host("quit");
     let g = UserNetns::new("quitg");
     let dir = Scratch::new("quit");
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
-        g.inside(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
-        &["-f", "--netns", &g.name],
-    );
-    let pid: u32 = std::fs::read_to_string(&pidf)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let mut p = h.pasta_joining(&g, &dir);
+    let pid = read_pid(&dir.join("pasta.pid"));
     assert_eq!(pid, p.pid(), "foreground: our own PID in the PID file");
     let links = g.sh("ip -o link show");
     assert!(links.contains("dummy0:"), "{links}");
@@ -284,12 +273,9 @@ fn tcp_inbound_forward(h: &Netns, dir: &Scratch, data: &std::path::Path, v: &[u8
     // Inbound (-t): a host client connects to a forwarded port and the
     // guest's server speaks first.
     let fwd = dir.join("forwarded.bin");
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
+    let mut p = h.start_pasta(
         as_test_user(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
+        dir,
         &[
             "--config-net",
             "-t",

@@ -294,6 +294,20 @@ impl Netns {
         p
     }
 
+    /// pasta with `args`, started with [`Netns::start_ready`] behind
+    /// `prefix`: its PID file `pasta.pid` and its output `pasta.log` in
+    /// `dir`.
+    pub(crate) fn start_pasta(&self, prefix: Vec<String>, dir: &Scratch, args: &[&str]) -> Proc {
+        let (pidf, log) = (dir.join("pasta.pid"), dir.join("pasta.log"));
+        self.start_ready(prefix, &pasta(), &pidf, log, args)
+    }
+
+    /// pasta in the foreground, joining `g` by name from inside its user
+    /// namespace (as Podman does), with [`Netns::start_pasta`].
+    pub(crate) fn pasta_joining(&self, g: &UserNetns, dir: &Scratch) -> Proc {
+        self.start_pasta(g.inside(), dir, &["-f", "--netns", &g.name])
+    }
+
     /// passt as the test user, `passt -f -s SOCK -P PIDF EXTRA...`, started
     /// with [`Netns::start_ready`]: its socket listens when this returns.
     pub(crate) fn start_passt(
@@ -598,12 +612,44 @@ pub(crate) fn wait_file(path: &Path, secs: u64, p: &mut Proc) {
     }
 }
 
+/// Where a passt test starts: a host namespace and a scratch directory,
+/// both named after `tag`, and the paths of passt's socket and PID file in
+/// that directory.
+pub(crate) fn passt_host(tag: &str) -> (Netns, Scratch, PathBuf, PathBuf) {
+    let h = Netns::host(tag);
+    let dir = Scratch::new(tag);
+    let (sock, pidf) = (dir.join("passt.socket"), dir.join("passt.pid"));
+    (h, dir, sock, pidf)
+}
+
 /// The PID a translator wrote to its PID file.
 pub(crate) fn read_pid(pidf: &Path) -> u32 {
     std::fs::read_to_string(pidf)
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or_else(|| panic!("no PID in {}", pidf.display()))
+}
+
+/// Whether process `pid` still exists.
+pub(crate) fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Sends SIGTERM to process `pid` (one we started); whether `kill` did.
+pub(crate) fn sigterm(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Asserts that process `pid` is gone within `secs` seconds; `what` says
+/// what should have ended it.
+pub(crate) fn assert_ends(pid: u32, secs: u64, what: &str) {
+    assert!(
+        eventually(secs, || (!alive(pid)).then_some(())).is_some(),
+        "{what}"
+    );
 }
 
 /// Polls `f` until it returns `Some`, at most `secs` seconds.

@@ -49,17 +49,13 @@ fn sandboxed_status(pid: i32) -> HashMap<String, String> {
     .unwrap_or_else(|| panic!("PID {pid} never got its filter: {:?}", status(pid)))
 }
 
-fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// A daemon we started (through a parent that exited): killed by its PID
 /// on drop.
 struct Daemon(i32);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if alive(self.0) {
+        if alive(self.0 as u32) {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.0.to_string()])
                 .status();
@@ -67,12 +63,50 @@ impl Drop for Daemon {
     }
 }
 
-fn read_pid(p: &Path) -> i32 {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .trim()
-        .parse()
-        .expect("a PID")
+/// Runs `args` in `h` (a translator that goes to the background, perhaps
+/// behind a shell or `runuser`) and takes the daemon whose PID it wrote to
+/// `pidf`.
+fn daemon<S: AsRef<std::ffi::OsStr>>(h: &Netns, args: &[S], pidf: &Path) -> Daemon {
+    let out = h.run(args, 30);
+    assert!(out.status.success(), "{out:?}");
+    Daemon(read_pid(pidf) as i32)
+}
+
+/// `BIN ARGS...` as the test user.
+fn as_user(bin_name: &str, args: &[&str]) -> Vec<String> {
+    let mut v = as_test_user();
+    v.push(s(&bin(bin_name)));
+    v.extend(args.iter().map(|a| a.to_string()));
+    v
+}
+
+/// pasta running `sleep 60` in a namespace it configures, behind `prefix`,
+/// its PID file `pidf`, its output `pasta.log` in `dir`.
+fn pasta_sleeping(h: &Netns, prefix: Vec<String>, dir: &Scratch, pidf: &Path) -> Proc {
+    let mut args = prefix;
+    args.push(s(&bin("pasta")));
+    let opts = ["--config-net", "-P", &s(pidf), "--", "sleep", "60"];
+    args.extend(opts.map(String::from));
+    Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"))
+}
+
+/// pasta with no port forwarded and `opts`, gone to the background: the
+/// daemon.
+fn pasta_daemon(h: &Netns, opts: &[&str], pidf: &Path) -> Daemon {
+    let mut args = vec![s(&bin("pasta"))];
+    args.extend(["-t", "none", "-u", "none"].map(String::from));
+    args.extend(opts.iter().map(|o| o.to_string()));
+    args.extend(["-P".into(), s(pidf)]);
+    daemon(h, &args, pidf)
+}
+
+/// A passt serving on `sock` answers the guest's ARP request for the
+/// gateway.
+fn assert_answers_arp(sock: &Path) {
+    let mut c = StreamClient::connect(sock);
+    c.send_raw(&StreamClient::encode(&[arp_request([10, 77, 0, 1], 60)]));
+    let got = c.collect(5, 1, |f| is_arp_reply_for(f, [10, 77, 0, 1]));
+    assert!(got.iter().any(|f| is_arp_reply_for(f, [10, 77, 0, 1])));
 }
 
 /// The root directory of `pid` is an empty, read-only tmpfs.
@@ -124,10 +158,7 @@ fn scratch_for_test_user(tag: &str) -> Scratch {
 /// descriptor closed; SIGTERM still ends it.
 #[test]
 fn passt_as_root_is_sandboxed() {
-    let h = Netns::host("sbpr");
-    let dir = Scratch::new("sbpr");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, dir, sock, pidf) = passt_host("sbpr");
     // Descriptor 7 is left open by the shell that starts passt.
     let marker = dir.join("inherited");
     std::fs::write(&marker, b"").unwrap();
@@ -138,9 +169,7 @@ fn passt_as_root_is_sandboxed() {
         s(&sock),
         s(&pidf)
     );
-    let out = h.run(&["sh", "-c", &script], 20);
-    assert!(out.status.success(), "{out:?}");
-    let d = Daemon(read_pid(&pidf));
+    let d = daemon(&h, &["sh", "-c", &script], &pidf);
     let st = sandboxed_status(d.0);
     for (k, v) in [
         ("NoNewPrivs", "1"),
@@ -170,17 +199,9 @@ fn passt_as_root_is_sandboxed() {
         "no file but /dev/null open: {f:?}"
     );
     // Still a working passt.
-    let mut c = StreamClient::connect(&sock);
-    c.send_raw(&StreamClient::encode(&[arp_request([10, 77, 0, 1], 60)]));
-    let got = c.collect(5, 1, |f| is_arp_reply_for(f, [10, 77, 0, 1]));
-    assert!(got.iter().any(|f| is_arp_reply_for(f, [10, 77, 0, 1])));
-    let _ = Command::new("kill")
-        .args(["-TERM", &d.0.to_string()])
-        .status();
-    assert!(
-        eventually(10, || (!alive(d.0)).then_some(())).is_some(),
-        "SIGTERM"
-    );
+    assert_answers_arp(&sock);
+    sigterm(d.0 as u32);
+    assert_ends(d.0 as u32, 10, "SIGTERM");
 }
 
 /// passt started by an unprivileged user: in a user namespace of its own,
@@ -191,18 +212,8 @@ fn passt_unprivileged_is_sandboxed() {
     let dir = scratch_for_test_user("sbpu");
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
-    let mut args: Vec<String> = as_test_user();
-    args.extend([
-        s(&bin("passt")),
-        "-q".into(),
-        "-s".into(),
-        s(&sock),
-        "-P".into(),
-        s(&pidf),
-    ]);
-    let out = h.run(&args, 20);
-    assert!(out.status.success(), "{out:?}");
-    let d = Daemon(read_pid(&pidf));
+    let args = as_user("passt", &["-q", "-s", &s(&sock), "-P", &s(&pidf)]);
+    let d = daemon(&h, &args, &pidf);
     let st = sandboxed_status(d.0);
     assert_eq!(st["NoNewPrivs"], "1");
     assert_eq!(st["CapEff"], "0000000000000000");
@@ -212,10 +223,7 @@ fn passt_unprivileged_is_sandboxed() {
     assert!(st["Uid"].starts_with(&uid.to_string()), "{st:?}");
     assert_ne!(user_ns(d.0), user_ns(std::process::id() as i32));
     assert_empty_root(d.0);
-    let mut c = StreamClient::connect(&sock);
-    c.send_raw(&StreamClient::encode(&[arp_request([10, 77, 0, 1], 60)]));
-    let got = c.collect(5, 1, |f| is_arp_reply_for(f, [10, 77, 0, 1]));
-    assert!(got.iter().any(|f| is_arp_reply_for(f, [10, 77, 0, 1])));
+    assert_answers_arp(&sock);
 }
 
 /// The status of a running pasta: its main thread keeps only
@@ -253,19 +261,7 @@ fn pasta_as_root_is_sandboxed() {
     let h = Netns::host("sbta");
     let dir = Scratch::new("sbta");
     let pidf = dir.join("pasta.pid");
-    let mut p = Proc::spawn(
-        h.cmd(&[
-            s(&bin("pasta")),
-            "--config-net".into(),
-            "-P".into(),
-            s(&pidf),
-            "--".into(),
-            "sleep".into(),
-            "60".into(),
-        ]),
-        "pasta",
-        dir.join("pasta.log"),
-    );
+    let mut p = pasta_sleeping(&h, vec![], &dir, &pidf);
     wait_file(&pidf, 20, &mut p);
     let pid = p.pid() as i32;
     assert_pasta_sandboxed(pid);
@@ -283,19 +279,9 @@ fn pasta_unprivileged_is_sandboxed() {
     let h = Netns::host("sbtu");
     let dir = scratch_for_test_user("sbtu");
     let pidf = dir.join("pasta.pid");
-    let mut args: Vec<String> = as_test_user();
-    args.extend([
-        s(&bin("pasta")),
-        "--config-net".into(),
-        "-P".into(),
-        s(&pidf),
-        "--".into(),
-        "sleep".into(),
-        "60".into(),
-    ]);
-    let mut p = Proc::spawn(h.cmd(&args), "pasta", dir.join("pasta.log"));
+    let mut p = pasta_sleeping(&h, as_test_user(), &dir, &pidf);
     wait_file(&pidf, 20, &mut p);
-    let pid = read_pid(&pidf);
+    let pid = read_pid(&pidf) as i32;
     assert_pasta_sandboxed(pid);
     p.assert_running();
 }
@@ -394,23 +380,7 @@ fn podman_style_daemon_quits_with_its_namespace() {
     }
     let mount = Unmount(nsfile.clone());
     let pidf = dir.join("pasta.pid");
-    let out = h.run(
-        &[
-            s(&bin("pasta")),
-            "--config-net".into(),
-            "-t".into(),
-            "none".into(),
-            "-u".into(),
-            "none".into(),
-            "-P".into(),
-            s(&pidf),
-            "--netns".into(),
-            s(&nsfile),
-        ],
-        30,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let d = Daemon(read_pid(&pidf));
+    let d = pasta_daemon(&h, &["--config-net", "--netns", &s(&nsfile)], &pidf);
     assert_pasta_sandboxed(d.0);
     let addrs = g.sh("ip -o -4 addr show dummy0");
     assert!(addrs.contains(HOST_IP4), "{addrs}");
@@ -418,9 +388,10 @@ fn podman_style_daemon_quits_with_its_namespace() {
     drop(mount);
     std::fs::remove_file(&nsfile).unwrap();
     let t = Instant::now();
-    assert!(
-        eventually(5, || (!alive(d.0)).then_some(())).is_some(),
-        "pasta still running after its namespace went"
+    assert_ends(
+        d.0 as u32,
+        5,
+        "pasta still running after its namespace went",
     );
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
@@ -447,28 +418,14 @@ fn daemon_on_proc_namespace_quits_with_the_process() {
         "holder in its namespace"
     );
     let pidf = dir.join("pasta.pid");
-    let out = h.run(
-        &[
-            s(&bin("pasta")),
-            "-t".into(),
-            "none".into(),
-            "-u".into(),
-            "none".into(),
-            "-P".into(),
-            s(&pidf),
-            "--netns".into(),
-            nsfile,
-        ],
-        30,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let d = Daemon(read_pid(&pidf));
+    let d = pasta_daemon(&h, &["--netns", &nsfile], &pidf);
     assert_pasta_sandboxed(d.0);
     let _ = holder.child.kill();
     let _ = holder.child.wait();
-    assert!(
-        eventually(5, || (!alive(d.0)).then_some(())).is_some(),
-        "pasta still running after the namespace's process ended"
+    assert_ends(
+        d.0 as u32,
+        5,
+        "pasta still running after the namespace's process ended",
     );
 }
 
@@ -478,33 +435,25 @@ fn daemon_on_proc_namespace_quits_with_the_process() {
 /// outgrew `--log-size`. The capture holds every request and reply.
 #[test]
 fn log_rotation_under_the_filter() {
-    let h = Netns::host("sbrot");
-    let dir = Scratch::new("sbrot");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, dir, sock, pidf) = passt_host("sbrot");
     let logf = dir.join("passt.log");
     let pcapf = dir.join("passt.pcap");
     let size = 40960u64;
-    let mut p = Proc::spawn(
-        h.cmd(&[
-            s(&bin("passt")),
-            "-f".into(),
-            "-d".into(),
-            "-l".into(),
-            s(&logf),
-            "--log-size".into(),
-            size.to_string(),
-            "--pcap".into(),
-            s(&pcapf),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ]),
-        "passt",
-        dir.join("passt.stderr"),
-    );
-    wait_file(&pidf, 20, &mut p);
+    let (log_s, size_s) = (s(&logf), size.to_string());
+    let (pcap_s, sock_s) = (s(&pcapf), s(&sock));
+    let args = [
+        "-f",
+        "-d",
+        "-l",
+        &log_s,
+        "--log-size",
+        &size_s,
+        "--pcap",
+        &pcap_s,
+        "-s",
+        &sock_s,
+    ];
+    let mut p = h.start_ready(vec![], &passt(), &pidf, dir.join("passt.stderr"), &args);
     sandboxed_status(p.pid() as i32);
     let gw = [10, 77, 0, 1];
     let mut clients = 0;
@@ -603,25 +552,10 @@ fn inherited_fd_kept_others_closed() {
 /// nobody with no capability: its listeners are bound before privileges go.
 #[test]
 fn low_port_bound_before_privileges_go() {
-    let h = Netns::host("sblow");
-    let dir = Scratch::new("sblow");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
-    let out = h.run(
-        &[
-            s(&bin("passt")),
-            "-q".into(),
-            "-t".into(),
-            "81".into(),
-            "-s".into(),
-            s(&sock),
-            "-P".into(),
-            s(&pidf),
-        ],
-        20,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let d = Daemon(read_pid(&pidf));
+    let (h, _dir, sock, pidf) = passt_host("sblow");
+    let (passt, sock_s, pid_s) = (s(&bin("passt")), s(&sock), s(&pidf));
+    let args = [&*passt, "-q", "-t", "81", "-s", &sock_s, "-P", &pid_s];
+    let d = daemon(&h, &args, &pidf);
     let st = sandboxed_status(d.0);
     assert_eq!(st["CapEff"], "0000000000000000");
     let listening = h.sh("ss -Hltn 'sport = :81'");

@@ -19,7 +19,7 @@ mod stream_support;
 use ns_support::*;
 use pasta_support::Pasta;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use stream_support::*;
 
@@ -209,6 +209,19 @@ fn namespace_loopback_to_host() {
     );
 }
 
+/// A connection from the host's loopback to the guest's listener `l`
+/// through `t`'s `port`: the host's end first if `host_first`, else the
+/// guest's.
+fn ends(t: &Pasta, l: &TcpListener, port: u16, host_first: bool) -> (TcpStream, TcpStream) {
+    let c = t.connect_host(lo4(port)).expect("connect");
+    let a = accept_timeout(l, 10);
+    if host_first {
+        (c, a)
+    } else {
+        (a, c)
+    }
+}
+
 /// Half-close each way with data in flight the other way, and a reset each
 /// way, over spliced connections.
 #[test]
@@ -219,13 +232,7 @@ fn half_close_and_reset_each_way() {
     // The client closes its side first; the server keeps sending, and its
     // data is already on the way when the client's FIN arrives.
     for client_first in [true, false] {
-        let mut c = t.connect_host(lo4(7400)).expect("connect");
-        let mut a = accept_timeout(&l, 10);
-        let (first, second) = if client_first {
-            (&mut c, &mut a)
-        } else {
-            (&mut a, &mut c)
-        };
+        let (mut first, mut second) = ends(&t, &l, 7400, client_first);
         let mut w2 = second.try_clone().unwrap();
         let sender = std::thread::spawn(move || {
             send_pattern(&mut w2, 9, N).unwrap();
@@ -242,14 +249,12 @@ fn half_close_and_reset_each_way() {
         first
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        assert_eq!(check_pattern(first, 9, N), Ok(N), "{}", t.p.output());
+        assert_eq!(check_pattern(&mut first, 9, N), Ok(N), "{}", t.p.output());
         sender.join().unwrap();
     }
     // A reset from either end resets the other.
     for client_resets in [true, false] {
-        let c = t.connect_host(lo4(7400)).expect("connect");
-        let a = accept_timeout(&l, 10);
-        let (gone, mut other) = if client_resets { (c, a) } else { (a, c) };
+        let (gone, mut other) = ends(&t, &l, 7400, client_resets);
         let mut o2 = other.try_clone().unwrap();
         // Data in flight towards the end that resets.
         let _ = o2.write_all(&[7u8; 100_000]);
@@ -274,9 +279,7 @@ fn slow_reader_costs_no_cpu() {
     let l = t.listen_guest(any6(7500));
     const N: u64 = 96 << 20;
     for server_reads in [true, false] {
-        let c = t.connect_host(lo4(7500)).expect("connect");
-        let a = accept_timeout(&l, 10);
-        let (mut tx, mut rx) = if server_reads { (c, a) } else { (a, c) };
+        let (mut tx, mut rx) = ends(&t, &l, 7500, server_reads);
         tx.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
         let w = std::thread::spawn(move || {
             send_pattern(&mut tx, 3, N).unwrap();
@@ -460,16 +463,12 @@ fn udp_namespace_loopback_to_host() {
         let client = in_ns(&t.g, || UdpSocket::bind(lo(0)).expect("client"));
         let me = client.local_addr().unwrap();
         // The listener in the namespace may still be opening.
-        let up = eventually(10, || {
-            client.connect(lo(7500)).unwrap();
-            client
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            client.send(b"hello").ok()?;
-            let mut b = [0u8; 8];
-            (client.recv(&mut b).ok()? == 5).then_some(())
-        });
-        assert!(up.is_some(), "-U {}: no echo: {}", lo(7500), t.p.output());
+        assert!(
+            echo_answers(&client, lo(7500)),
+            "-U {}: no echo: {}",
+            lo(7500),
+            t.p.output()
+        );
         udp_exchange(&client, &format!("-U {}", lo(7500)));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let peers = echo.join().unwrap();
@@ -479,6 +478,20 @@ fn udp_namespace_loopback_to_host() {
             "the host server sees the client's own loopback address and port"
         );
     }
+}
+
+/// Connects `client` to `to` and waits up to 10 s for the echo server
+/// behind it to answer (the listener on the way may still be opening).
+fn echo_answers(client: &std::net::UdpSocket, to: SocketAddr) -> bool {
+    let answer = || {
+        client.connect(to).unwrap();
+        let wait = Some(Duration::from_millis(200));
+        client.set_read_timeout(wait).unwrap();
+        client.send(b"hello").ok()?;
+        let mut b = [0u8; 8];
+        (client.recv(&mut b).ok()? == 5).then_some(())
+    };
+    eventually(10, answer).is_some()
 }
 
 /// `-u PORT` from the host's loopback: spliced to the namespace's own
@@ -499,16 +512,12 @@ fn udp_host_loopback_to_namespace() {
         let echo = udp_echo(srv, stop.clone());
         let client = in_ns(&t.h, || UdpSocket::bind(lo(0)).expect("client"));
         let port = client.local_addr().unwrap().port();
-        let up = eventually(10, || {
-            client.connect(lo(7600)).unwrap();
-            client
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            client.send(b"hello").ok()?;
-            let mut b = [0u8; 8];
-            (client.recv(&mut b).ok()? == 5).then_some(())
-        });
-        assert!(up.is_some(), "-u {}: no echo: {}", lo(7600), t.p.output());
+        assert!(
+            echo_answers(&client, lo(7600)),
+            "-u {}: no echo: {}",
+            lo(7600),
+            t.p.output()
+        );
         udp_exchange(&client, &format!("-u {}", lo(7600)));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let peers: Vec<(IpAddr, u16)> = echo

@@ -403,12 +403,9 @@ fn pasta_iperf3_udp_both_directions() {
     check(&ok_text(&out), "guest to host");
     srv.wait_exit(10);
     // Host to guest.
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
+    let mut p = h.start_pasta(
         as_test_user(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
+        &dir,
         &[
             "--config-net",
             "-t",

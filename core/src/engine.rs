@@ -16,7 +16,7 @@ use crate::splice::{self, SpliceState, SpliceStats};
 use crate::tap::{self, EthHdr, FlowKey, FrameBatch, Grouper, IpHdr, L4Packet, Parsed};
 use crate::tcp::{TcpState, TcpStats};
 use crate::time::{earliest, Instant};
-use crate::txring::{Transmit, TxCore, TxRing, TxState};
+use crate::txring::{Outcome, Transmit, TxCore, TxRing, TxState};
 use crate::udp::splice::{UdpSpliceState, UdpSpliceStats};
 use crate::udp::{self, UdpState, UdpStats};
 use crate::wire::headers::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, UDP_HLEN};
@@ -782,26 +782,17 @@ impl TxCore for Core {
         self.handle_tap_sent(now, accepted);
     }
 
-    fn peeked(
-        &mut self,
-        now: Instant,
-        sock: SockId,
-        result: Result<usize, Errno>,
-        slots: &mut [TxSlot<'_>],
-    ) -> usize {
-        self.handle_peeked(now, sock, result, slots)
-    }
-
-    fn datagrams(&mut self, now: Instant, sock: SockId, dgrams: &mut [RxDatagram<'_>]) -> usize {
-        self.handle_datagrams(now, sock, dgrams)
-    }
-
-    fn sock_error(&mut self, now: Instant, sock: SockId, e: Errno) {
-        self.handle_sock_event(now, sock, SockEvent::Error(e));
-    }
-
-    fn link_full(&mut self, now: Instant, sock: SockId) {
-        self.tcp_link_full(now, sock);
+    fn outcome(&mut self, now: Instant, sock: SockId, what: Outcome<'_, '_>) {
+        match what {
+            Outcome::Peeked(result, slots) => {
+                self.handle_peeked(now, sock, result, slots);
+            }
+            Outcome::Datagrams(dgrams) => {
+                self.handle_datagrams(now, sock, dgrams);
+            }
+            Outcome::Error(e) => self.handle_sock_event(now, sock, SockEvent::Error(e)),
+            Outcome::LinkFull => self.tcp_link_full(now, sock),
+        }
     }
 
     fn dropped_for_room(&mut self, n: usize) {

@@ -251,22 +251,22 @@ pub(crate) trait TxCore {
     fn poll_frame(&mut self, buf: &mut [u8]) -> Option<usize>;
     /// The link took the first `accepted` frames (`Core::handle_tap_sent`).
     fn tap_sent(&mut self, now: Instant, accepted: usize);
-    /// The result of a peek into `slots` (`Core::handle_peeked`).
-    fn peeked(
-        &mut self,
-        now: Instant,
-        sock: SockId,
-        result: Result<usize, Errno>,
-        slots: &mut [TxSlot<'_>],
-    ) -> usize;
-    /// Datagrams received (`Core::handle_datagrams`).
-    fn datagrams(&mut self, now: Instant, sock: SockId, dgrams: &mut [RxDatagram<'_>]) -> usize;
-    /// A receive on `sock` failed with `e`.
-    fn sock_error(&mut self, now: Instant, sock: SockId, e: Errno);
-    /// The link had no slot for `sock`'s peek: its data stays in the socket.
-    fn link_full(&mut self, now: Instant, sock: SockId);
+    /// What came of a use of the ring for `sock` (see [`Outcome`]).
+    fn outcome(&mut self, now: Instant, sock: SockId, what: Outcome<'_, '_>);
     /// Counts `n` datagrams read into empty buffers for want of room.
     fn dropped_for_room(&mut self, n: usize);
+}
+
+/// What came of a use of the ring for a socket, for the core's handlers.
+pub(crate) enum Outcome<'s, 'b> {
+    /// The result of a peek into the slots (`Core::handle_peeked`).
+    Peeked(Result<usize, Errno>, &'s mut [TxSlot<'b>]),
+    /// Datagrams received (`Core::handle_datagrams`).
+    Datagrams(&'s mut [RxDatagram<'b>]),
+    /// A receive failed.
+    Error(Errno),
+    /// The link had no slot for a peek: the data stays in the socket.
+    LinkFull,
 }
 
 /// One use of a ring by the core, at time `now`.
@@ -362,8 +362,8 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
     {
         let (mss, room, len) = (usize::from(p.mss), usize::from(p.room), p.len as usize);
         if mss == 0 || room + mss > MAX_FRAME {
-            self.core
-                .peeked(self.now, sock, Err(Errno::EINVAL), &mut []);
+            let what = Outcome::Peeked(Err(Errno::EINVAL), &mut []);
+            self.core.outcome(self.now, sock, what);
             return;
         }
         self.queued();
@@ -375,7 +375,7 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
         if k == 0 {
             // Queued frames still waiting, or no slot: the link is full.
             self.ring.commit(&[]);
-            self.core.link_full(self.now, sock);
+            self.core.outcome(self.now, sock, Outcome::LinkFull);
             return;
         }
         let st = self.core.tx_state();
@@ -399,7 +399,8 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
         };
         slots.extend(areas.areas.drain(..).map(TxSlot::new));
         self.core.tx_state().return_areas(areas);
-        self.core.peeked(self.now, sock, result, &mut slots);
+        self.core
+            .outcome(self.now, sock, Outcome::Peeked(result, &mut slots));
         let st = self.core.tx_state();
         st.lens.clear();
         st.meta.clear();
@@ -460,7 +461,8 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
                     .map(|(b, &(len, peer))| RxDatagram::new(b, len, peer)),
             );
             self.core.tx_state().return_areas(areas);
-            self.core.datagrams(self.now, sock, &mut dgrams);
+            self.core
+                .outcome(self.now, sock, Outcome::Datagrams(&mut dgrams));
             let st = self.core.tx_state();
             st.lens.clear();
             st.lens.extend(dgrams.iter_mut().map(to_front));
@@ -469,7 +471,7 @@ impl<C: TxCore + ?Sized, R: TxRing + ?Sized> Transmit<'_, C, R> {
             err
         };
         if let Some(e) = err {
-            self.core.sock_error(self.now, sock, e);
+            self.core.outcome(self.now, sock, Outcome::Error(e));
         }
     }
 }

@@ -328,15 +328,35 @@ fn count_cols(ms_width: usize) -> [(&'static str, usize, bool); 5] {
     ]
 }
 
-/// The cells of [`count_cols`].
-fn count_cells(runs: u64, failing: u64, completed: u64, ms: (f64, f64)) -> [String; 5] {
-    [
-        runs.to_string(),
-        failing.to_string(),
-        completed.to_string(),
-        format!("{:.1}", ms.0),
-        format!("{:.1}", ms.1),
-    ]
+/// A row's runs, failing runs, completed runs, and median and worst
+/// completion times (ms): the cells under [`count_cols`].
+type Counts = (u64, u64, u64, (f64, f64));
+
+/// A table of `lead` columns, [`count_cols`] (`ms_width`), then `tail`
+/// columns; `cells` gives each row's cells in the same three parts.
+fn render_counted<R>(
+    lead: &[(&'static str, usize, bool)],
+    ms_width: usize,
+    tail: &[(&'static str, usize, bool)],
+    rows: &[R],
+    cells: impl Fn(&R) -> (Vec<String>, Counts, Vec<String>),
+) -> String {
+    let cols = [lead, &count_cols(ms_width), tail].concat();
+    render_columns(
+        &cols,
+        rows.iter().map(|r| {
+            let (mut line, (runs, failing, completed, ms), tail) = cells(r);
+            line.extend([
+                runs.to_string(),
+                failing.to_string(),
+                completed.to_string(),
+                format!("{:.1}", ms.0),
+                format!("{:.1}", ms.1),
+            ]);
+            line.extend(tail);
+            line
+        }),
+    )
 }
 
 /// One row of a research table: a fault profile over many seeds.
@@ -389,29 +409,16 @@ pub fn table(sc: &Scenario, seeds: Range<u64>, profiles: &[&str]) -> Result<Vec<
 
 /// A research table as text.
 pub fn render_table(rows: &[TableRow]) -> String {
-    let cols = [
-        &[("profile", 8, true)][..],
-        &count_cols(11),
-        &[
-            ("retx/run", 9, false),
-            ("to_core/run", 11, false),
-            ("from_core/run", 11, false),
-        ],
-    ]
-    .concat();
-    render_columns(
-        &cols,
-        rows.iter().map(|r| {
-            let mut cells = vec![r.profile.clone()];
-            cells.extend(count_cells(r.runs, r.failing, r.completed, r.completion_ms));
-            cells.extend([
-                format!("{:.1}", r.retransmits),
-                format!("{:.1}", r.frames.0),
-                format!("{:.1}", r.frames.1),
-            ]);
-            cells
-        }),
-    )
+    let tail = [
+        ("retx/run", 9, false),
+        ("to_core/run", 11, false),
+        ("from_core/run", 11, false),
+    ];
+    render_counted(&[("profile", 8, true)], 11, &tail, rows, |r| {
+        let counts = (r.runs, r.failing, r.completed, r.completion_ms);
+        let tail = [r.retransmits, r.frames.0, r.frames.1].map(|x| format!("{x:.1}"));
+        (vec![r.profile.clone()], counts, tail.to_vec())
+    })
 }
 
 /// One row of a policy table: a TCP policy of the core under a fault
@@ -522,31 +529,23 @@ pub fn policy_table(
 
 /// A policy table as text.
 pub fn render_policy_table(rows: &[PolicyRow]) -> String {
-    let cols = [
-        &[("policy", 13, true), ("profile", 8, true)][..],
-        &count_cols(10),
-        &[
-            ("MB/s", 8, false),
-            ("stalls/run", 10, false),
-            ("longest_stall_ms", 15, false),
-            ("retx/run", 9, false),
-        ],
-    ]
-    .concat();
-    render_columns(
-        &cols,
-        rows.iter().map(|r| {
-            let mut cells = vec![r.policy.clone(), r.profile.clone()];
-            cells.extend(count_cells(r.runs, r.failing, r.completed, r.completion_ms));
-            cells.extend([
-                format!("{:.1}", r.throughput_mbs),
-                format!("{:.2}", r.stalls),
-                format!("{:.1}", r.longest_stall_ms),
-                format!("{:.1}", r.retransmits),
-            ]);
-            cells
-        }),
-    )
+    let lead = [("policy", 13, true), ("profile", 8, true)];
+    let tail = [
+        ("MB/s", 8, false),
+        ("stalls/run", 10, false),
+        ("longest_stall_ms", 15, false),
+        ("retx/run", 9, false),
+    ];
+    render_counted(&lead, 10, &tail, rows, |r| {
+        let counts = (r.runs, r.failing, r.completed, r.completion_ms);
+        let tail = vec![
+            format!("{:.1}", r.throughput_mbs),
+            format!("{:.2}", r.stalls),
+            format!("{:.1}", r.longest_stall_ms),
+            format!("{:.1}", r.retransmits),
+        ];
+        (vec![r.policy.clone(), r.profile.clone()], counts, tail)
+    })
 }
 
 /// The time-sequence graphs of one run per policy (seed `seed`, fault

@@ -13,10 +13,7 @@ struct Passt {
 }
 
 fn passt(tag: &str) -> Passt {
-    let h = Netns::host(tag);
-    let dir = Scratch::new(tag);
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, dir, sock, pidf) = passt_host(tag);
     let p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &["--trace"]);
     Passt {
         h,

@@ -12,12 +12,9 @@ fn pasta_udhcpc_lease() {
     let h = Netns::host("dhcp4");
     let g = UserNetns::new("dhcp4g");
     let dir = Scratch::new("dhcp4");
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
+    let mut p = h.start_pasta(
         as_test_user(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
+        &dir,
         &[
             "-f",
             "--dhcp-dns",
@@ -70,12 +67,9 @@ fn pasta_dhclient6_lease() {
     // dhclient may touch /etc/resolv.conf: give the namespace its own.
     g.resolv("");
     let dir = Scratch::new("dhcp6");
-    let pidf = dir.join("pasta.pid");
-    let p = h.start_ready(
+    let p = h.start_pasta(
         as_test_user(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
+        &dir,
         &[
             "-f",
             "--dhcp-dns",
@@ -163,14 +157,7 @@ fn pasta_slaac() {
     let h = Netns::host("slaac");
     let g = UserNetns::new("slaacg");
     let dir = Scratch::new("slaac");
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
-        g.inside(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
-        &["-f", "--netns", &g.name],
-    );
+    let mut p = h.pasta_joining(&g, &dir);
     let mac = jq(&g.sh("ip -j link show dev dummy0"), ".[0].address");
     let m: Vec<u8> = mac
         .split(':')
@@ -213,13 +200,7 @@ fn passt_qemu_udhcpc_and_pcap() {
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let pcap = dir.join("passt.pcap");
-    let mut p = h.start_ready(
-        as_test_user(),
-        &passt(),
-        &pidf,
-        dir.join("passt.log"),
-        &["-f", "-s", &s(&sock), "-p", &s(&pcap)],
-    );
+    let mut p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &["-p", &s(&pcap)]);
     let q = qemu_hub(&g, &sock, "qtap0", dir.join("qemu.log"));
     g.sh("ip link set qtap0 up");
     let (script, lease) = udhcpc_script(&dir);

@@ -5,17 +5,8 @@ use super::*;
 
 /// A passt in a test host namespace, with its socket.
 fn passt_in_host(tag: &str) -> (Netns, Scratch, PathBuf, Proc) {
-    let h = Netns::host(tag);
-    let dir = Scratch::new(tag);
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
-    let p = h.start_ready(
-        as_test_user(),
-        &passt(),
-        &pidf,
-        dir.join("passt.log"),
-        &["-f", "-s", &s(&sock)],
-    );
+    let (h, dir, sock, pidf) = passt_host(tag);
+    let p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &[]);
     (h, dir, sock, p)
 }
 
@@ -141,17 +132,8 @@ fn passt_one_client_at_a_time() {
 /// `-1`: passt exits 0 when its client goes away.
 #[test]
 fn passt_one_off_exits_with_client() {
-    let h = Netns::host("oneoff");
-    let dir = Scratch::new("oneoff");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
-    let mut p = h.start_ready(
-        as_test_user(),
-        &passt(),
-        &pidf,
-        dir.join("passt.log"),
-        &["-f", "-1", "-s", &s(&sock)],
-    );
+    let (h, dir, sock, pidf) = passt_host("oneoff");
+    let mut p = h.start_passt(&sock, &pidf, dir.join("passt.log"), &["-1"]);
     let c = StreamClient::connect(&sock);
     drop(c);
     assert_eq!(p.wait_exit(10).code(), Some(0), "{}", p.output());
@@ -161,10 +143,7 @@ fn passt_one_off_exits_with_client() {
 /// daemon's PID. About root: passt started by root switches to nobody.
 #[test]
 fn passt_daemon_pid_file_and_sigterm() {
-    let h = Netns::host("daemon");
-    let dir = Scratch::new("daemon");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, _dir, sock, pidf) = passt_host("daemon");
     let out = h.run(
         &[
             s(&passt()),
@@ -177,13 +156,8 @@ fn passt_daemon_pid_file_and_sigterm() {
         20,
     );
     assert!(out.status.success(), "{out:?}");
-    let pid: i32 = std::fs::read_to_string(&pidf)
-        .expect("PID file")
-        .trim()
-        .parse()
-        .expect("a PID");
     // The daemon is ours (we started it through the parent that exited).
-    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let pid = read_pid(&pidf);
     assert!(alive(pid));
     // Started as root in the initial user namespace: it runs as nobody.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -193,14 +167,8 @@ fn passt_daemon_pid_file_and_sigterm() {
         ["65534"; 4],
         "{uid}"
     );
-    let st = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    assert!(st.is_ok_and(|s| s.success()));
-    assert!(
-        eventually(10, || (!alive(pid)).then_some(())).is_some(),
-        "daemon did not exit on SIGTERM"
-    );
+    assert!(sigterm(pid));
+    assert_ends(pid, 10, "daemon did not exit on SIGTERM");
 }
 
 /// `-l`: the log goes to the file (header line first, mode 0600), nothing
@@ -209,18 +177,9 @@ fn passt_daemon_pid_file_and_sigterm() {
 #[test]
 fn passt_log_file() {
     use std::os::unix::fs::PermissionsExt;
-    let h = Netns::host("log");
-    let dir = Scratch::new("log");
-    let sock = dir.join("passt.socket");
-    let pidf = dir.join("passt.pid");
+    let (h, dir, sock, pidf) = passt_host("log");
     let logf = dir.join("passt.log");
-    let p = h.start_ready(
-        as_test_user(),
-        &passt(),
-        &pidf,
-        dir.join("passt.stderr"),
-        &["-f", "-l", &s(&logf), "-s", &s(&sock)],
-    );
+    let p = h.start_passt(&sock, &pidf, dir.join("passt.stderr"), &["-l", &s(&logf)]);
     let text = eventually(5, || {
         let t = std::fs::read_to_string(&logf).ok()?;
         t.contains("UNIX domain socket bound at").then_some(t)

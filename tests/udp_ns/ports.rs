@@ -136,12 +136,9 @@ fn pasta_udp_forwarded_port_remapped() {
     let h = Netns::host("udpfwd");
     let dir = Scratch::new("udpfwd");
     let (srv, cli, _) = scripts(&dir);
-    let pidf = dir.join("pasta.pid");
-    let mut p = h.start_ready(
+    let mut p = h.start_pasta(
         as_test_user(),
-        &pasta(),
-        &pidf,
-        dir.join("pasta.log"),
+        &dir,
         &[
             "--config-net",
             "-u",

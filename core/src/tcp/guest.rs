@@ -3,6 +3,14 @@
 use super::*;
 use crate::action::SpanList;
 
+/// One flow's segments of a batch: the batch, and the packets in it, in
+/// order.
+#[derive(Clone, Copy)]
+pub(super) struct Segs<'a> {
+    batch: &'a FrameBatch<'a>,
+    pkts: &'a [L4Packet],
+}
+
 impl TcpState {
     pub(super) fn parse(
         &mut self,
@@ -27,9 +35,10 @@ impl TcpState {
         let mut rest = pkts;
         // Each round consumes at least one segment.
         while let Some(first) = rest.first() {
+            let segs = Segs { batch, pkts: rest };
             let used = match cx.flows.lookup(&first.key) {
-                None => self.segments_no_flow(cx, batch, rest),
-                Some(id) => self.segments(cx, id, batch, rest),
+                None => self.segments_no_flow(cx, segs),
+                Some(id) => self.segments(cx, id, segs),
             };
             rest = rest.get(used.max(1)..).unwrap_or(&[]);
         }
@@ -37,12 +46,8 @@ impl TcpState {
 
     /// Segments for a 4-tuple without a connection: the first plain SYN opens
     /// one; everything before it is dropped. Returns the segments used.
-    pub(super) fn segments_no_flow(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        batch: &FrameBatch<'_>,
-        pkts: &[L4Packet],
-    ) -> usize {
+    pub(super) fn segments_no_flow(&mut self, cx: &mut Ctx<'_>, segs: Segs<'_>) -> usize {
+        let Segs { batch, pkts } = segs;
         let mut rst_sent = false;
         for (i, p) in pkts.iter().enumerate() {
             let Some(s) = self.parse(cx, batch, p) else {
@@ -180,13 +185,8 @@ impl TcpState {
     /// Over 100 lines: one match over the handshake phases, each arm the
     /// step of RFC 9293's state machine for one segment; apart, each arm
     /// would need the loop's index and its early returns handed back.
-    pub(super) fn segments(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        id: FlowId,
-        batch: &FrameBatch<'_>,
-        pkts: &[L4Packet],
-    ) -> usize {
+    pub(super) fn segments(&mut self, cx: &mut Ctx<'_>, id: FlowId, segs: Segs<'_>) -> usize {
+        let Segs { batch, pkts } = segs;
         let now = cx.now;
         let mut i = 0;
         // Handshake segments first.
@@ -286,7 +286,7 @@ impl TcpState {
         }
         if let Some(rest) = pkts.get(i..) {
             if !rest.is_empty() {
-                return i + self.data_from_tap(cx, id, batch, rest);
+                return i + self.data_from_tap(cx, id, Segs { batch, pkts: rest });
             }
         }
         self.note_timer(cx, id);
@@ -299,13 +299,8 @@ impl TcpState {
     /// Over 100 lines: one pass over the flow's segments of a batch whose
     /// state (the `Send` being built, a gap, the FIN, the ACK owed) lives in
     /// locals; split, that state would be threaded through every part.
-    pub(super) fn data_from_tap(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        id: FlowId,
-        batch: &FrameBatch<'_>,
-        pkts: &[L4Packet],
-    ) -> usize {
+    pub(super) fn data_from_tap(&mut self, cx: &mut Ctx<'_>, id: FlowId, segs: Segs<'_>) -> usize {
+        let Segs { batch, pkts } = segs;
         let mut span_start = cx.spans.len();
         let batch_no = self.batches;
         let Some(c) = cx.tc(id) else { return 0 };

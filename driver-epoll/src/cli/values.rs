@@ -62,11 +62,26 @@ pub const NAME_MAX: usize = 253;
 /// `-H` and `--fqdn`: a name of at most [`NAME_MAX`] bytes, no control
 /// characters or blanks.
 pub(super) fn parse_dns_name(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > NAME_MAX {
-        return Err(format!("the name must have 1 to {NAME_MAX} bytes"));
+    let fits = !s.is_empty() && s.len() <= NAME_MAX;
+    let long = format!("the name must have 1 to {NAME_MAX} bytes");
+    let bad = |c: char| c.is_control() || c.is_whitespace();
+    checked_name(s, fits, &long, bad, "a host name")
+}
+
+/// `s` as a name: `long` unless it `fits`, refused as not `what` if any
+/// character is `bad`.
+fn checked_name(
+    s: &str,
+    fits: bool,
+    long: &str,
+    bad: fn(char) -> bool,
+    what: &str,
+) -> Result<String, String> {
+    if !fits {
+        return Err(long.to_string());
     }
-    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("'{s}' is not a host name"));
+    if s.chars().any(bad) {
+        return Err(format!("'{s}' is not {what}"));
     }
     Ok(s.to_string())
 }
@@ -90,13 +105,9 @@ pub(super) fn parse_dns(s: &str) -> Result<AddrOrNone, String> {
 }
 
 pub(super) fn parse_search(s: &str) -> Result<String, String> {
-    if s.len() > crate::resolv::MAX_DOMAIN {
-        return Err("domain name too long".into());
-    }
-    if s.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-        return Err(format!("'{s}' is not a domain name"));
-    }
-    Ok(s.to_string())
+    let fits = s.len() <= crate::resolv::MAX_DOMAIN;
+    let bad = |c: char| c.is_control() && !c.is_whitespace();
+    checked_name(s, fits, "domain name too long", bad, "a domain name")
 }
 
 pub(super) fn parse_dns_forward(s: &str) -> Result<IpAddr, String> {

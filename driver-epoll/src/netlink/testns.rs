@@ -16,6 +16,14 @@ pub(crate) fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static
     .expect("test thread panicked")
 }
 
+/// Asserts that `text` (an `ip` output, a summary) contains each of
+/// `parts`.
+pub(crate) fn assert_contains(text: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(text.contains(p), "no {p:?} in: {text}");
+    }
+}
+
 /// Runs an `ip` command line (in the calling thread's namespace).
 pub(crate) fn ip(args: &str) {
     let out = Command::new("ip")

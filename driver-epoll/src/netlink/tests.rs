@@ -45,13 +45,20 @@ fn link_changes() {
     });
 }
 
+/// A veth pair `v0`/`v1`, both up (`v0` through [`link_up`]); the index
+/// of `v0`.
+fn veth_up() -> u32 {
+    ip("link add v0 type veth peer name v1");
+    ip("link set v1 up");
+    let i = link_index("v0").unwrap();
+    link_up(i).unwrap();
+    i
+}
+
 #[test]
 fn addresses_and_routes() {
     in_netns(|| {
-        ip("link add v0 type veth peer name v1");
-        ip("link set v1 up");
-        let i = link_index("v0").unwrap();
-        link_up(i).unwrap();
+        let i = veth_up();
         add_address(i, "192.0.2.2".parse().unwrap(), 24, false).unwrap();
         add_address(i, "2001:db8::2".parse().unwrap(), 64, true).unwrap();
         let e = add_address(i, "192.0.2.2".parse().unwrap(), 24, false).unwrap_err();
@@ -98,10 +105,7 @@ fn hop(gw: Option<&str>, weight: u16, onlink: bool) -> NsHop {
 #[test]
 fn routes_round_trip() {
     in_netns(|| {
-        ip("link add v0 type veth peer name v1");
-        ip("link set v1 up");
-        let i = link_index("v0").unwrap();
-        link_up(i).unwrap();
+        let i = veth_up();
         add_address(i, a("192.0.2.77"), 32, false).unwrap();
         add_address(i, a("2001:db8::2"), 64, true).unwrap();
         let mut onlink = NsRoute::via(a("0.0.0.0"), 0, a("198.51.100.1"));
@@ -240,24 +244,18 @@ fn config_net_sequence() {
         configure_ns_interface(&cfg).unwrap();
 
         let link = ip_out("-j link show ns0");
-        assert!(link.contains("\"mtu\":9000"), "{link}");
-        assert!(link.contains("02:11:22:33:44:55"), "{link}");
-        assert!(link.contains("\"UP\""), "{link}");
+        assert_contains(&link, &["\"mtu\":9000", "02:11:22:33:44:55", "\"UP\""]);
         assert!(!link.contains("NOARP"), "{link}");
         let addr = ip_out("-j addr show ns0");
-        assert!(
-            addr.contains("\"local\":\"192.0.2.2\",\"prefixlen\":32"),
-            "{addr}"
-        );
-        assert!(
-            addr.contains("\"local\":\"2001:db8::2\",\"prefixlen\":64"),
-            "{addr}"
+        assert_contains(
+            &addr,
+            &[
+                "\"local\":\"192.0.2.2\",\"prefixlen\":32",
+                "\"local\":\"2001:db8::2\",\"prefixlen\":64",
+                "\"local\":\"fe80::11:22ff:fe33:4455\"",
+            ],
         );
         assert!(!addr.contains("tentative"), "{addr}");
-        assert!(
-            addr.contains("\"local\":\"fe80::11:22ff:fe33:4455\""),
-            "{addr}"
-        );
         let r4 = ip_out("-4 route show dev ns0");
         assert!(r4.contains("default via 192.0.2.1 onlink"), "{r4}");
         let r6 = ip_out("-6 route show default");

@@ -184,6 +184,32 @@ fn error_event(
     ))
 }
 
+/// One non-blocking `recvmsg` on `fd` with `flags`: the data into `iov`,
+/// the control messages into `cbuf`, the source address into `name` if
+/// given. Returns the result and the message header, which points into
+/// `iov`, `cbuf` and `name` (for the CMSG macros).
+pub(crate) fn recv_msg(
+    fd: BorrowedFd<'_>,
+    iov: &mut libc::iovec,
+    cbuf: &mut [u64],
+    name: Option<&mut libc::sockaddr_storage>,
+    flags: libc::c_int,
+) -> (isize, libc::msghdr) {
+    // SAFETY: all-zero bytes are a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    if let Some(name) = name {
+        msg.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+    }
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(cbuf) as _;
+    // SAFETY: `msg` points to live buffers of the sizes it states.
+    let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags | libc::MSG_DONTWAIT) };
+    (r, msg)
+}
+
 /// Empties the error queue of `fd` (`MSG_ERRQUEUE`), calling `report` with
 /// the event of each queued error (see [`error_event`]). Returns the number
 /// of errors read.
@@ -198,20 +224,7 @@ pub(crate) fn drain_errors(fd: BorrowedFd<'_>, mut report: impl FnMut(SockEvent)
         };
         // Room for one extended error plus the offender's address.
         let mut cbuf = [0u64; 32];
-        // SAFETY: all-zero bytes are a valid msghdr.
-        let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
-        // SAFETY: `msg` points to live buffers of the sizes it states.
-        let r = unsafe {
-            libc::recvmsg(
-                fd.as_raw_fd(),
-                &mut msg,
-                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-            )
-        };
+        let (r, msg) = recv_msg(fd, &mut iov, &mut cbuf, None, libc::MSG_ERRQUEUE);
         if r < 0 {
             break;
         }

@@ -24,7 +24,7 @@ use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
 use std::collections::HashSet;
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// Datagrams moved per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 16;
@@ -94,23 +94,8 @@ fn peek_addrs(fd: BorrowedFd<'_>) -> Result<Option<(SocketAddr, Option<IpAddr>)>
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 0,
     };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-    // SAFETY: every pointer in `msg` refers to a live local of the length
-    // given.
-    let r = unsafe {
-        libc::recvmsg(
-            fd.as_raw_fd(),
-            &mut msg,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
+    let (r, msg) =
+        crate::sock::dgram::recv_msg(fd, &mut iov, &mut cbuf, Some(&mut name), libc::MSG_PEEK);
     if r < 0 {
         let e = last_errno();
         if e == Errno::EAGAIN {

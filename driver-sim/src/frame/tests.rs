@@ -35,6 +35,17 @@ fn built_frames_check_out() {
         b"hi",
     );
     check_frame(&u, 65535).unwrap();
+    let echo = |src: &str, dst: &str| {
+        echo_request(
+            GUEST_MAC,
+            BROADCAST,
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            1,
+            1,
+            56,
+        )
+    };
     for f in [
         arp_request(
             GUEST_MAC,
@@ -45,24 +56,8 @@ fn built_frames_check_out() {
         dhcpv6_client(GUEST_MAC, 1, 7, None),
         ndp_rs(GUEST_MAC),
         ndp_ns(GUEST_MAC, Ipv6Addr::UNSPECIFIED, "fd77::2".parse().unwrap()),
-        echo_request(
-            GUEST_MAC,
-            BROADCAST,
-            "10.77.0.2".parse().unwrap(),
-            "10.77.0.1".parse().unwrap(),
-            1,
-            1,
-            56,
-        ),
-        echo_request(
-            GUEST_MAC,
-            BROADCAST,
-            "fd77::2".parse().unwrap(),
-            "fd77::1".parse().unwrap(),
-            1,
-            1,
-            56,
-        ),
+        echo("10.77.0.2", "10.77.0.1"),
+        echo("fd77::2", "fd77::1"),
     ] {
         check_frame(&f, 65535).unwrap();
         assert!(well_formed(&f));

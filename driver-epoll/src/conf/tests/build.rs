@@ -108,21 +108,16 @@ fn pasta_defaults() {
 #[test]
 fn splice_settings_and_outbound_forwards() {
     let h = host();
-    let c = cfg(
-        Mode::Pasta,
-        &["-t", "none", "-T", "5000:5001", "1234"],
-        &h,
-        "",
-    );
+    let c = pasta(&["-t", "none", "-T", "5000:5001", "1234"]);
     assert!(c.core.splice && !c.core.host_lo_to_ns_lo);
     let f = c.core.forwards;
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].netns, passt_core::Netns::Guest);
     assert_eq!((f[0].first, f[0].target_port), (5000, 5001));
     assert_eq!((f[0].addr, f[0].ifindex), (None, Some(1)));
-    let c = cfg(Mode::Pasta, &["--host-lo-to-ns-lo", "1234"], &h, "");
+    let c = pasta(&["--host-lo-to-ns-lo", "1234"]);
     assert!(c.core.splice && c.core.host_lo_to_ns_lo);
-    let c = cfg(Mode::Pasta, &["--no-splice", "-T", "5000", "1234"], &h, "");
+    let c = pasta(&["--no-splice", "-T", "5000", "1234"]);
     assert!(!c.core.splice);
     assert!(c.core.forwards.is_empty(), "no -T without splicing");
     assert!(!cfg(Mode::Passt, &[], &h, "").core.splice);
@@ -139,12 +134,7 @@ fn splice_settings_and_outbound_forwards() {
 #[test]
 fn splice_only_settings() {
     let h = host();
-    let c = cfg(
-        Mode::Pasta,
-        &["--splice-only", "--config-net", "-U", "53", "1234"],
-        &h,
-        "",
-    );
+    let c = pasta(&["--splice-only", "--config-net", "-U", "53", "1234"]);
     assert!(c.splice_only && c.core.splice_only && c.core.splice);
     assert!(c.core.host_lo_to_ns_lo && c.host_lo_to_ns_lo);
     assert!(!c.core.features.icmp);
@@ -158,7 +148,7 @@ fn splice_only_settings() {
     assert!(f
         .iter()
         .any(|f| f.netns == passt_core::Netns::Guest && f.first == 53));
-    let c = cfg(Mode::Pasta, &["1234"], &h, "");
+    let c = pasta(&["1234"]);
     assert!(!c.splice_only && !c.core.splice_only && c.core.features.icmp);
     let e = refused(Mode::Pasta, &["--splice-only", "--no-splice", "1234"], &h);
     assert!(e.contains("--splice-only"), "{e}");
@@ -381,13 +371,12 @@ fn local_mode() {
         vec![rt("::", 0, Some("fe80::1"))]
     );
     let sum = summary(&c);
-    assert!(
-        sum.contains("IPv4: no usable host interface, local mode"),
-        "{sum}"
-    );
-    assert!(
-        sum.contains("IPv6: no usable host interface, local mode"),
-        "{sum}"
+    assert_contains(
+        &sum,
+        &[
+            "IPv4: no usable host interface, local mode",
+            "IPv6: no usable host interface, local mode",
+        ],
     );
     assert!(!sum.contains("template"), "{sum}");
     assert!(n.v4.as_ref().unwrap().local && n.v6.as_ref().unwrap().local);
@@ -415,13 +404,12 @@ fn local_mode() {
     assert!(!n.v6.as_ref().unwrap().local);
     assert_eq!(n.v6.as_ref().unwrap().routes, h.v6.as_ref().unwrap().routes);
     let sum = summary(&c);
-    assert!(
-        sum.contains("Host interface used as template: eth0 (IPv6)"),
-        "{sum}"
-    );
-    assert!(
-        sum.contains("IPv4: no usable host interface, local mode"),
-        "{sum}"
+    assert_contains(
+        &sum,
+        &[
+            "Host interface used as template: eth0 (IPv6)",
+            "IPv4: no usable host interface, local mode",
+        ],
     );
     // --no-map-gw: no mapping in local mode either.
     let c = cfg(Mode::Pasta, &["--no-map-gw"], &h, "");
@@ -556,18 +544,13 @@ fn family_switches_and_overrides() {
 #[test]
 fn config_net_contents() {
     let h = host();
-    let c = cfg(
-        Mode::Pasta,
-        &[
-            "--config-net",
-            "-m",
-            "1500",
-            "--ns-mac-addr",
-            "02:00:00:00:00:02",
-        ],
-        &h,
-        "",
-    );
+    let c = pasta(&[
+        "--config-net",
+        "-m",
+        "1500",
+        "--ns-mac-addr",
+        "02:00:00:00:00:02",
+    ]);
     assert!(!c.core.features.ra);
     let n = c.ns_net.unwrap();
     assert_eq!(n.ifname, "eth0");
@@ -580,12 +563,7 @@ fn config_net_contents() {
     assert_eq!(v6.addrs, vec![na("2001:db8::2", 64)]);
     assert_eq!(v6.routes, h.v6.as_ref().unwrap().routes);
     // -a and -g: one address, default route only, per family.
-    let c = cfg(
-        Mode::Pasta,
-        &["--config-net", "-a", "192.0.2.50", "-g", "192.0.2.1"],
-        &h,
-        "",
-    );
+    let c = pasta(&["--config-net", "-a", "192.0.2.50", "-g", "192.0.2.1"]);
     let n = c.ns_net.unwrap();
     assert_eq!(n.v4.as_ref().unwrap().addrs, vec![na("192.0.2.50", 24)]);
     assert_eq!(
@@ -593,12 +571,7 @@ fn config_net_contents() {
         vec![rt("0.0.0.0", 0, Some("192.0.2.1"))]
     );
     assert_eq!(n.v6.as_ref().unwrap().routes.len(), 2, "IPv6 still copied");
-    let c = cfg(
-        Mode::Pasta,
-        &["--config-net", "--no-copy-addrs", "--no-copy-routes"],
-        &h,
-        "",
-    );
+    let c = pasta(&["--config-net", "--no-copy-addrs", "--no-copy-routes"]);
     let n = c.ns_net.unwrap();
     assert_eq!(n.v4.as_ref().unwrap().addrs, vec![na("192.0.2.2", 24)]);
     assert_eq!(n.v6.as_ref().unwrap().addrs, vec![na("2001:db8::2", 64)]);
@@ -606,9 +579,9 @@ fn config_net_contents() {
         n.v6.as_ref().unwrap().routes,
         vec![rt("::", 0, Some("fe80::1"))]
     );
-    let c = cfg(Mode::Pasta, &["--config-net", "-m", "0"], &h, "");
+    let c = pasta(&["--config-net", "-m", "0"]);
     assert_eq!(c.ns_net.unwrap().mtu, None);
-    assert!(cfg(Mode::Pasta, &[], &h, "").ns_net.is_none());
+    assert!(pasta(&[]).ns_net.is_none());
 }
 
 #[test]

@@ -154,26 +154,24 @@ fn config_net_end_to_end() {
         veth(&ns.ifname, "tapp");
         ip(&format!("link set {} down", ns.ifname));
         netlink::configure_ns_interface(&ns).unwrap();
-        let out = crate::netlink::testns::ip_out(&format!("-j addr show {}", ns.ifname));
-        assert!(
-            out.contains("\"local\":\"192.0.2.2\",\"prefixlen\":24"),
-            "{out}"
+        let out = ip_out(&format!("-j addr show {}", ns.ifname));
+        assert_contains(
+            &out,
+            &[
+                "\"local\":\"192.0.2.2\",\"prefixlen\":24",
+                "\"local\":\"2001:db8::2\",\"prefixlen\":64",
+                "\"mtu\":4000",
+            ],
         );
-        assert!(
-            out.contains("\"local\":\"2001:db8::2\",\"prefixlen\":64"),
-            "{out}"
+        let r = ip_out("-j route");
+        assert_contains(
+            &r,
+            &[
+                "\"dst\":\"default\",\"gateway\":\"192.0.2.1\"",
+                "\"dst\":\"203.0.113.0/24\",\"gateway\":\"192.0.2.254\"",
+            ],
         );
-        assert!(out.contains("\"mtu\":4000"), "{out}");
-        let r = crate::netlink::testns::ip_out("-j route");
-        assert!(
-            r.contains("\"dst\":\"default\",\"gateway\":\"192.0.2.1\""),
-            "{r}"
-        );
-        assert!(
-            r.contains("\"dst\":\"203.0.113.0/24\",\"gateway\":\"192.0.2.254\""),
-            "{r}"
-        );
-        let r6 = crate::netlink::testns::ip_out("-j -6 route");
+        let r6 = ip_out("-j -6 route");
         assert_eq!(
             r6.matches("\"dst\":\"2001:db8::/64\"").count(),
             1,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::fwd::FwdMode;
-use crate::netlink::testns::{in_netns, ip};
+use crate::netlink::testns::{assert_contains, in_netns, ip, ip_out};
 use crate::resolv::parse_resolv;
 use passt_core::Forward;
 use std::ffi::OsString;
@@ -62,6 +62,12 @@ fn opts(mode: Mode, args: &[&str]) -> Options {
 fn cfg(mode: Mode, args: &[&str], host: &HostInfo, resolv: &str) -> RuntimeConfig {
     build(mode, &opts(mode, args), host, &parse_resolv(resolv))
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// The configuration `build` makes of pasta's `args` on [`host`], with no
+/// resolv.conf.
+fn pasta(args: &[&str]) -> RuntimeConfig {
+    cfg(Mode::Pasta, args, &host(), "")
 }
 
 /// The error of `build` for `args`, which it must refuse.

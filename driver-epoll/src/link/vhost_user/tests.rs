@@ -102,6 +102,16 @@ fn memory() -> Arc<GuestMemoryMmap> {
     Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap())
 }
 
+/// Guest memory, a ring of 16 at 0 offering receive buffers of `len`
+/// bytes at `addrs`, and its queue.
+fn rx_ring(addrs: impl IntoIterator<Item = u64>, len: u32) -> (Arc<GuestMemoryMmap>, Ring, Queue) {
+    let mem = memory();
+    let mut ring = Ring::new(0, 16);
+    ring.add_rx(&mem, addrs, len);
+    let q = ring.queue();
+    (mem, ring, q)
+}
+
 /// A frame of `len` bytes whose bytes count from `seed`.
 fn frame(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
@@ -229,10 +239,7 @@ fn opts() -> RxOpts {
 
 #[test]
 fn receive_copy_spans_mergeable_buffers() {
-    let mem = memory();
-    let mut ring = Ring::new(0, 16);
-    ring.add_rx(&mem, (0..4).map(|i| 0x10000 + i * 0x1000), 100);
-    let mut q = ring.queue();
+    let (mem, ring, mut q) = rx_ring((0..4).map(|i| 0x10000 + i * 0x1000), 100);
     let mut rx = RxFill::default();
     let f = frame(250, 7);
     assert!(rx.push(&mut q, &mem, opts(), &f));
@@ -322,11 +329,8 @@ fn peek_like_core(
 
 #[test]
 fn receive_slots_are_runs_of_adjacent_buffers() {
-    let mem = memory();
-    let mut ring = Ring::new(0, 16);
     // Three buffers that follow each other, then two apart.
-    ring.add_rx(&mem, [0x10000, 0x10400, 0x10800, 0x20000, 0x30000], 0x400);
-    let mut q = ring.queue();
+    let (mem, ring, mut q) = rx_ring([0x10000, 0x10400, 0x10800, 0x20000, 0x30000], 0x400);
     let (room, mss) = (54, 1460);
     let (lens, used, frames) = peek_like_core(&mut q, &mem, 3, room, mss, 3000).unwrap();
     // Run 1: two buffers (a frame of 1460 bytes of payload needs 1526);
@@ -363,10 +367,7 @@ fn receive_slots_are_runs_of_adjacent_buffers() {
 
 #[test]
 fn receive_slots_give_back_what_a_short_peek_left() {
-    let mem = memory();
-    let mut ring = Ring::new(0, 16);
-    ring.add_rx(&mem, (0..6).map(|i| 0x10000 + i * 0x400), 0x400);
-    let mut q = ring.queue();
+    let (mem, _ring, mut q) = rx_ring((0..6).map(|i| 0x10000 + i * 0x400), 0x400);
     let (room, mss) = (54, 4000);
     // The socket had only 100 bytes: one short frame in the first buffer.
     let (lens, used, _) = peek_like_core(&mut q, &mem, 2, room, mss, 100).unwrap();

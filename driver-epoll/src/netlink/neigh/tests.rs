@@ -18,6 +18,18 @@ fn watch() -> NeighWatch {
     }
 }
 
+/// A new reachable entry for `addr` on `ifindex` with link-layer address
+/// `lladdr`.
+fn reachable(ifindex: u32, addr: &str, lladdr: &[u8]) -> Vec<u8> {
+    msg(
+        false,
+        ifindex,
+        a(addr),
+        NeighbourState::Reachable,
+        Some(lladdr),
+    )
+}
+
 fn msg(
     del: bool,
     ifindex: u32,
@@ -106,21 +118,9 @@ fn notifications_become_events() {
 #[test]
 fn malformed_messages_are_counted_not_fatal() {
     let mut w = watch();
-    let good = msg(
-        false,
-        7,
-        a("192.0.2.9"),
-        NeighbourState::Reachable,
-        Some(&MAC),
-    );
+    let good = reachable(7, "192.0.2.9", &MAC);
     // A link-layer address that is not Ethernet's.
-    let mut d = msg(
-        false,
-        7,
-        a("192.0.2.9"),
-        NeighbourState::Reachable,
-        Some(&[1, 2, 3]),
-    );
+    let mut d = reachable(7, "192.0.2.9", &[1, 2, 3]);
     // A message the parser refuses (a truncated header), then a good one.
     let mut bad = good.clone();
     bad.truncate(20);
@@ -142,13 +142,7 @@ fn malformed_messages_are_counted_not_fatal() {
 #[test]
 fn garbage_never_panics() {
     let mut w = watch();
-    let good = msg(
-        false,
-        8,
-        a("2001:db8::9"),
-        NeighbourState::Reachable,
-        Some(&MAC),
-    );
+    let good = reachable(8, "2001:db8::9", &MAC);
     for cut in 0..good.len() {
         let _ = events(&mut w, &good[..cut]);
         let mut flipped = good.clone();
