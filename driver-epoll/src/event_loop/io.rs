@@ -84,7 +84,11 @@ impl Io {
             }
         }
         if let Action::Splice { sock, peer } = action {
-            if let Some((s, ev)) = self.splicer.join(&self.epoll, &mut self.socks, sock, peer) {
+            let mut cx = SockCx {
+                epoll: &self.epoll,
+                socks: &mut self.socks,
+            };
+            if let Some((s, ev)) = self.splicer.join(&mut cx, sock, peer) {
                 self.core.handle_sock_event(now, s, ev);
             }
             // The first bytes are on their way: sockets for the next
@@ -101,7 +105,14 @@ impl Io {
             }
             Action::QuerySpliced { sock } => Some((sock, self.dsplicer.query(sock))),
             Action::SpliceDatagrams { sock, peer } => Some(
-                match self.dsplicer.join(&self.epoll, &mut self.socks, sock, peer) {
+                match self.dsplicer.join(
+                    &mut SockCx {
+                        epoll: &self.epoll,
+                        socks: &mut self.socks,
+                    },
+                    sock,
+                    peer,
+                ) {
                     Some((s, ev)) => (s, Some(ev)),
                     None => (sock, None),
                 },

@@ -18,6 +18,7 @@
 use crate::link::txring::LinkTx;
 use crate::link::vhost_user::TAG_KICK;
 use crate::pcap::Pcap;
+use crate::sock::pairs::SockCx;
 use crate::sock::{Outcome, SockTable, TAG_SOCK};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -491,13 +492,17 @@ impl Runtime {
 
     fn sock_event(&mut self, sock: SockId, flags: EpollFlags) {
         let io = &mut self.io;
+        let mut cx = SockCx {
+            epoll: &io.epoll,
+            socks: &mut io.socks,
+        };
         if io.dsplicer.owns(sock) {
-            let r = io.dsplicer.event(&io.epoll, &mut io.socks, sock, flags);
+            let r = io.dsplicer.event(&mut cx, sock, flags);
             io.spliced(r);
             return;
         }
         if io.splicer.owns(sock) {
-            let r = io.splicer.event(&io.epoll, &mut io.socks, sock, flags);
+            let r = io.splicer.event(&mut cx, sock, flags);
             io.spliced(r);
             return;
         }

@@ -3,8 +3,27 @@
 
 use crate::sock::SockTable;
 use nix::sys::epoll::{Epoll, EpollFlags};
-use passt_core::SockId;
+use passt_core::{Errno, SockEvent, SockId};
 use std::collections::HashMap;
+
+/// What a splicer reports to the core: the event on a pair's first socket,
+/// once the pair has ended.
+pub(crate) type Report = Option<(SockId, SockEvent)>;
+
+/// What a splicer may touch while it joins a pair or handles a wake-up:
+/// the epoll set its sockets are registered in and the socket table.
+pub(crate) struct SockCx<'a> {
+    pub(crate) epoll: &'a Epoll,
+    pub(crate) socks: &'a mut SockTable,
+}
+
+impl SockCx<'_> {
+    /// A pair to be joined whose socket `a` or `b` is gone ends at once.
+    pub(crate) fn missing(&self, a: SockId, b: SockId) -> Report {
+        let gone = self.socks.get(a).is_none() || self.socks.get(b).is_none();
+        gone.then_some((a, SockEvent::SpliceEnded(Err(Errno::EBADF))))
+    }
+}
 
 /// A joined pair: its two sockets, first the one the pair is known by,
 /// whether it ended, and what the splicer keeps for it (`S`, reached

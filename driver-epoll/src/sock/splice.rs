@@ -65,9 +65,9 @@
 //! the pair ignores wake-ups until the core's `Close`.
 
 use crate::isolate::worker::GuestNs;
-use crate::sock::pairs::{Pair, Pairs};
+use crate::sock::pairs::{Pair, Pairs, Report, SockCx};
 use crate::sock::{last_errno, SockTable};
-use nix::sys::epoll::{Epoll, EpollFlags};
+use nix::sys::epoll::EpollFlags;
 use passt_core::{Errno, Family, SockEvent, SockId, SockKind, SpliceTotals};
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -392,15 +392,9 @@ impl Splicer {
 
     /// Joins `a` (accepted) and `b` (connected) and moves what `a` holds.
     /// Returns the event for the core if the pair ended at once.
-    pub(crate) fn join(
-        &mut self,
-        epoll: &Epoll,
-        socks: &mut SockTable,
-        a: SockId,
-        b: SockId,
-    ) -> Option<(SockId, SockEvent)> {
-        if socks.get(a).is_none() || socks.get(b).is_none() {
-            return Some((a, SockEvent::SpliceEnded(Err(Errno::EBADF))));
+    pub(crate) fn join(&mut self, cx: &mut SockCx<'_>, a: SockId, b: SockId) -> Report {
+        if let Some(r) = cx.missing(a, b) {
+            return Some(r);
         }
         let pipes = match (self.take_pipe(), self.take_pipe()) {
             (Ok(p), Ok(q)) => [p, q],
@@ -435,7 +429,7 @@ impl Splicer {
         ));
         // Both sockets enter the epoll set after that first read: input
         // that came in the meantime is reported by the registration itself.
-        let r = self.run(epoll, socks, key, [true, false]);
+        let r = self.run(cx, key, [true, false]);
         // Refilled off the path of the first bytes, and only when low:
         // ended pairs give their pipes back.
         if self.pool.len() < POOL_LOW {
@@ -445,21 +439,16 @@ impl Splicer {
     }
 
     /// Readiness of a socket of a pair.
-    pub(crate) fn event(
-        &mut self,
-        epoll: &Epoll,
-        socks: &mut SockTable,
-        sock: SockId,
-        flags: EpollFlags,
-    ) -> Option<(SockId, SockEvent)> {
+    pub(crate) fn event(&mut self, cx: &mut SockCx<'_>, sock: SockId, flags: EpollFlags) -> Report {
         let (key, side) = self.pairs.live(sock)?;
         let pair = self.pairs.get_mut(key)?;
         if flags.contains(EpollFlags::EPOLLERR) {
-            if let Some(e) = socks
+            if let Some(e) = cx
+                .socks
                 .get(sock)
                 .and_then(|e| crate::sock::so_error(e.fd.as_fd()))
             {
-                return self.end(socks, key, Err(e));
+                return self.end(cx.socks, key, Err(e));
             }
         }
         let which = directions(side, flags, pair.dirs[1 - side].blocked);
@@ -474,18 +463,13 @@ impl Splicer {
         if which == [false, false] {
             return None;
         }
-        self.run(epoll, socks, key, which)
+        self.run(cx, key, which)
     }
 
     /// Moves what can be moved in the directions marked in `which`, then
     /// sets the interest, or ends the pair.
-    fn run(
-        &mut self,
-        epoll: &Epoll,
-        socks: &mut SockTable,
-        key: u32,
-        which: [bool; 2],
-    ) -> Option<(SockId, SockEvent)> {
+    fn run(&mut self, cx: &mut SockCx<'_>, key: u32, which: [bool; 2]) -> Report {
+        let SockCx { epoll, socks } = cx;
         let pair = self.pairs.get_mut(key)?;
         for (i, go) in which.into_iter().enumerate() {
             if !go {
@@ -530,12 +514,7 @@ impl Splicer {
     /// Marks the pair ended and reports `r` on its first socket. Its
     /// sockets stay in the epoll set until the core closes them, which
     /// takes them out (wake-ups until then are ignored).
-    fn end(
-        &mut self,
-        socks: &mut SockTable,
-        key: u32,
-        r: Result<SpliceTotals, Errno>,
-    ) -> Option<(SockId, SockEvent)> {
+    fn end(&mut self, socks: &mut SockTable, key: u32, r: Result<SpliceTotals, Errno>) -> Report {
         let pair = self.pairs.end_with_close(socks, key)?;
         if let Err(e) = r {
             log::debug!("splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);

@@ -17,7 +17,7 @@
 //! * [`DgramSplicer::query`] answers `Action::QuerySpliced` with the
 //!   datagrams moved each way, from which the core keeps flows alive.
 
-use crate::sock::pairs::{Pair, Pairs};
+use crate::sock::pairs::{Pair, Pairs, Report, SockCx};
 use crate::sock::{last_errno, setsockopt_int, SockTable};
 use nix::sys::epoll::{Epoll, EpollFlags};
 use passt_core::{Errno, SockEvent, SockId, SpliceTotals};
@@ -184,24 +184,18 @@ impl DgramSplicer {
 
     /// Takes over `a` and `b` (both connected) and moves what is queued.
     /// Returns the event for the core if the pair ended at once.
-    pub(crate) fn join(
-        &mut self,
-        epoll: &Epoll,
-        socks: &mut SockTable,
-        a: SockId,
-        b: SockId,
-    ) -> Option<(SockId, SockEvent)> {
-        if socks.get(a).is_none() || socks.get(b).is_none() {
-            return Some((a, SockEvent::SpliceEnded(Err(Errno::EBADF))));
+    pub(crate) fn join(&mut self, cx: &mut SockCx<'_>, a: SockId, b: SockId) -> Report {
+        if let Some(r) = cx.missing(a, b) {
+            return Some(r);
         }
         for s in [a, b] {
-            if let Err(e) = socks.set_mask(epoll, s, EpollFlags::EPOLLIN) {
+            if let Err(e) = cx.socks.set_mask(cx.epoll, s, EpollFlags::EPOLLIN) {
                 return Some((a, SockEvent::SpliceEnded(Err(e))));
             }
         }
         self.pairs.insert(Pair::new(a, b, Moved([0; 2])));
         for s in [a, b] {
-            if let Some(r) = self.event(epoll, socks, s, EpollFlags::EPOLLIN) {
+            if let Some(r) = self.event(cx, s, EpollFlags::EPOLLIN) {
                 return Some(r);
             }
         }
@@ -209,13 +203,8 @@ impl DgramSplicer {
     }
 
     /// Readiness of a socket of a pair.
-    pub(crate) fn event(
-        &mut self,
-        epoll: &Epoll,
-        socks: &mut SockTable,
-        sock: SockId,
-        flags: EpollFlags,
-    ) -> Option<(SockId, SockEvent)> {
+    pub(crate) fn event(&mut self, cx: &mut SockCx<'_>, sock: SockId, flags: EpollFlags) -> Report {
+        let SockCx { epoll, socks } = cx;
         let (key, side) = self.pairs.live(sock)?;
         let other = self.pairs.get(key)?.socks[1 - side];
         let (Some(s), Some(o)) = (socks.get(sock), socks.get(other)) else {
@@ -272,13 +261,7 @@ impl DgramSplicer {
 
     /// Takes the pair out of the epoll set and reports `e` on its first
     /// socket.
-    fn end(
-        &mut self,
-        epoll: &Epoll,
-        socks: &mut SockTable,
-        key: u32,
-        e: Errno,
-    ) -> Option<(SockId, SockEvent)> {
+    fn end(&mut self, epoll: &Epoll, socks: &mut SockTable, key: u32, e: Errno) -> Report {
         let pair = self.pairs.end(epoll, socks, key)?;
         log::debug!("udp splice {:?}/{:?}: {e:?}", pair.socks[0], pair.socks[1]);
         Some((pair.socks[0], SockEvent::SpliceEnded(Err(e))))

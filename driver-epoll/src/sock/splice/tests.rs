@@ -1,7 +1,7 @@
 //! Spliced pairs on real loopback sockets.
 
 use super::*;
-use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollTimeout};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 
@@ -46,7 +46,11 @@ impl T {
         };
         t.socks.insert(SockId(2), a1);
         t.socks.insert(SockId(3), a2);
-        let r = t.sp.join(&t.ep, &mut t.socks, SockId(2), SockId(3));
+        let mut cx = SockCx {
+            epoll: &t.ep,
+            socks: &mut t.socks,
+        };
+        let r = t.sp.join(&mut cx, SockId(2), SockId(3));
         assert!(r.is_none());
         t
     }
@@ -60,10 +64,14 @@ impl T {
             for ev in &evs[..n] {
                 self.wakeups += 1;
                 let (_, id) = crate::event_loop::untoken(ev.data());
-                if let Some((s, e)) =
-                    self.sp
-                        .event(&self.ep, &mut self.socks, SockId(id), ev.events())
-                {
+                if let Some((s, e)) = self.sp.event(
+                    &mut SockCx {
+                        epoll: &self.ep,
+                        socks: &mut self.socks,
+                    },
+                    SockId(id),
+                    ev.events(),
+                ) {
                     assert_eq!(s, self.key);
                     self.ended = Some(e);
                 }
@@ -312,7 +320,11 @@ fn ended_pairs_give_their_pipes_back() {
         let (a, b) = (SockId(4 + 2 * i), SockId(5 + 2 * i));
         t.socks.insert(a, a1);
         t.socks.insert(b, a2);
-        assert!(t.sp.join(&t.ep, &mut t.socks, a, b).is_none());
+        let mut cx = SockCx {
+            epoll: &t.ep,
+            socks: &mut t.socks,
+        };
+        assert!(t.sp.join(&mut cx, a, b).is_none());
         (c1, c2) = (n1, n2);
         t.key = a;
     }
