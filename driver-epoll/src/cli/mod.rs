@@ -461,10 +461,6 @@ impl Options {
     pub fn outbound6(&self) -> Option<Ipv6Addr> {
         last_v6(&self.outbound)
     }
-    /// The last `--dns-forward` of the IPv4 family.
-    pub fn dns_forward4(&self) -> Option<Ipv4Addr> {
-        last_v4(&self.dns_forward)
-    }
     /// Whether `-D none` (or an empty `-D`) was given.
     pub fn dns_disabled(&self) -> bool {
         self.dns.contains(&AddrOrNone::None)

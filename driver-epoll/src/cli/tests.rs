@@ -338,7 +338,7 @@ fn real_world_command_lines() {
         ],
     );
     assert!(o.config_net && o.quiet && o.no_map_gw && o.netns_only);
-    assert_eq!(o.dns_forward4(), Some(Ipv4Addr::new(169, 254, 1, 1)));
+    assert_eq!(o.dns_forward, [IpAddr::from([169, 254, 1, 1])]);
     assert_eq!(
         map_v4(&o.map_guest_addr),
         Some(Some(Ipv4Addr::new(169, 254, 1, 2)))
