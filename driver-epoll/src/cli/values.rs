@@ -62,24 +62,14 @@ pub const NAME_MAX: usize = 253;
 /// `-H` and `--fqdn`: a name of at most [`NAME_MAX`] bytes, no control
 /// characters or blanks.
 pub(super) fn parse_dns_name(s: &str) -> Result<String, String> {
-    let fits = !s.is_empty() && s.len() <= NAME_MAX;
-    let long = format!("the name must have 1 to {NAME_MAX} bytes");
-    let bad = |c: char| c.is_control() || c.is_whitespace();
-    checked_name(s, fits, &long, bad, "a host name")
+    if s.is_empty() || s.len() > NAME_MAX {
+        return Err(format!("the name must have 1 to {NAME_MAX} bytes"));
+    }
+    name_without(s, |c| c.is_control() || c.is_whitespace(), "a host name")
 }
 
-/// `s` as a name: `long` unless it `fits`, refused as not `what` if any
-/// character is `bad`.
-fn checked_name(
-    s: &str,
-    fits: bool,
-    long: &str,
-    bad: fn(char) -> bool,
-    what: &str,
-) -> Result<String, String> {
-    if !fits {
-        return Err(long.to_string());
-    }
+/// `s` as a name, refused as not `what` if any of its characters is `bad`.
+fn name_without(s: &str, bad: fn(char) -> bool, what: &str) -> Result<String, String> {
     if s.chars().any(bad) {
         return Err(format!("'{s}' is not {what}"));
     }
@@ -105,9 +95,10 @@ pub(super) fn parse_dns(s: &str) -> Result<AddrOrNone, String> {
 }
 
 pub(super) fn parse_search(s: &str) -> Result<String, String> {
-    let fits = s.len() <= crate::resolv::MAX_DOMAIN;
-    let bad = |c: char| c.is_control() && !c.is_whitespace();
-    checked_name(s, fits, "domain name too long", bad, "a domain name")
+    if s.len() > crate::resolv::MAX_DOMAIN {
+        return Err("domain name too long".into());
+    }
+    name_without(s, |c| c.is_control() && !c.is_whitespace(), "a domain name")
 }
 
 pub(super) fn parse_dns_forward(s: &str) -> Result<IpAddr, String> {
