@@ -327,13 +327,6 @@ fn pids_with_arg(arg: &str) -> Vec<u32> {
     v
 }
 
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
-        st.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
-    })
-}
-
 /// The real user ID of a process.
 fn uid_of(pid: u32) -> u32 {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -369,9 +362,7 @@ impl Drop for Daemon {
         if gone(self.pid) {
             return;
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
+        sigterm(self.pid);
         if self.exits_within(5.0).is_none() {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.pid.to_string()])

@@ -117,9 +117,7 @@ impl Setup {
     /// Ends the translator with SIGTERM and returns its count of drops for `reason`
     /// (a `DropReason` name) from the summary it logs with `-d` as it exits.
     fn stop_for_counters(&mut self, reason: &str) -> u64 {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
+        sigterm(self.pid);
         self.p.wait_exit(10);
         drop_count(&self.p.output(), reason)
             .unwrap_or_else(|| panic!("no counters in the log: {}", self.p.output()))

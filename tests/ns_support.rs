@@ -630,9 +630,11 @@ pub(crate) fn read_pid(pidf: &Path) -> u32 {
         .unwrap_or_else(|| panic!("no PID in {}", pidf.display()))
 }
 
-/// Whether process `pid` still exists.
-pub(crate) fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Whether process `pid` is gone, or a zombie nobody reaped yet.
+pub(crate) fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+        st.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+    })
 }
 
 /// Sends SIGTERM to process `pid` (one we started); whether `kill` did.
@@ -647,7 +649,7 @@ pub(crate) fn sigterm(pid: u32) -> bool {
 /// what should have ended it.
 pub(crate) fn assert_ends(pid: u32, secs: u64, what: &str) {
     assert!(
-        eventually(secs, || (!alive(pid)).then_some(())).is_some(),
+        eventually(secs, || gone(pid).then_some(())).is_some(),
         "{what}"
     );
 }

@@ -353,16 +353,11 @@ impl Drop for Pasta {
                 .stderr(std::process::Stdio::null())
                 .status();
             // Gone, or a zombie waiting for whoever adopted it.
-            let gone = || {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
-                    st.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
-                })
-            };
             let end = std::time::Instant::now() + Duration::from_secs(5);
-            while !gone() && std::time::Instant::now() < end {
+            while !gone(pid) && std::time::Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if !gone() {
+            if !gone(pid) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();

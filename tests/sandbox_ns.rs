@@ -55,7 +55,7 @@ struct Daemon(i32);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if alive(self.0 as u32) {
+        if !gone(self.0 as u32) {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.0.to_string()])
                 .status();

@@ -158,7 +158,7 @@ fn passt_daemon_pid_file_and_sigterm() {
     assert!(out.status.success(), "{out:?}");
     // The daemon is ours (we started it through the parent that exited).
     let pid = read_pid(&pidf);
-    assert!(alive(pid));
+    assert!(!gone(pid));
     // Started as root in the initial user namespace: it runs as nobody.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
