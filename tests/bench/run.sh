@@ -28,8 +28,8 @@
 # Usage: tests/bench/run.sh [-t SECONDS] [-r RUNS] [-o REPORT.md] [-x TRANSLATOR]...
 #   TRANSLATOR: ours, debian, slirp, kernel (default: all that are present).
 #   RUNS: runs of every case (default 1), interleaved (every translator once,
-#   then again); the table gives each cell's median, and for ours and the
-#   best other translator the range of the runs in a second table.
+#   then again); the table gives each cell's median, and a second table
+#   lists every run of ours and of the best other translator.
 #   KINDS="tput rr crr" selects the tests (iperf3 throughput, 1-byte
 #   request-response latency, connection rate); PEERS="loop r2 r20 lo",
 #   MTUS="65520 1500", FAMS="4 6", DIRS="out in" narrow the matrix.
