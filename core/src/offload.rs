@@ -113,12 +113,13 @@ pub const VIRTIO_NET_HDR_LEN: usize = 10;
 /// `num_buffers`).
 pub const VIRTIO_NET_HDR_V1_LEN: usize = 12;
 
-const F_NEEDS_CSUM: u8 = 1;
-const F_DATA_VALID: u8 = 2;
+// The header's `flags` bits and `gso_type` values (linux/virtio_net.h).
+const F_NEEDS_CSUM: u8 = 1 << 0;
+const F_DATA_VALID: u8 = 1 << 1;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
-const GSO_ECN: u8 = 0x80;
+const GSO_ECN: u8 = 1 << 7;
 
 impl FrameMeta {
     /// A frame with nothing left to the link.

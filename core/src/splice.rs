@@ -79,13 +79,13 @@ pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a Config,
     /// The guest's addresses (where host connections are spliced to).
     pub(crate) guest: &'a GuestInfo,
-    pub(crate) counters: &'a mut Counters,
-    /// Socket work for the driver.
-    pub(crate) actions: &'a mut ActionQueue,
-    /// The shared flow table: spliced flows live beside the others.
-    pub(crate) flows: &'a mut FlowTable,
     /// The listeners of forwarded ports (their namespace and target).
     pub(crate) listeners: &'a Listeners,
+    /// The shared flow table: spliced flows live beside the others.
+    pub(crate) flows: &'a mut FlowTable,
+    /// Socket work for the driver.
+    pub(crate) actions: &'a mut ActionQueue,
+    pub(crate) counters: &'a mut Counters,
 }
 
 impl Ctx<'_> {

@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// Frames a tap device queues towards us (the kernel's default
+/// `txqueuelen`): a guest with more than that in flight overflows the queue,
+/// and the frames dropped there come back only after its retransmission
+/// timeout. The window offered to the guest stays within three quarters of
+/// it, in segments of the MSS we advertised.
+const TAP_QUEUE_FRAMES: u32 = 1000;
+
 impl TcpState {
     /// Arms the timer of `id` for its earliest deadline. Called wherever
     /// a deadline may have moved earlier; one that moved later is found

@@ -3,6 +3,9 @@
 use super::*;
 use crate::action::SpanList;
 
+/// Passes over a batch to fit out-of-order segments into the gap.
+const REORDER_PASSES: usize = 4;
+
 /// One flow's segments of a batch: the batch, and the packets in it, in
 /// order.
 #[derive(Clone, Copy)]

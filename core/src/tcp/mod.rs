@@ -102,8 +102,6 @@ pub(crate) const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
 /// connection (rebooted, or timed out its `FIN_WAIT_2`) answers with a
 /// reset, and the connection ends. See `timer.rs`.
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// Minimum RTT (µs) below which a peer counts as local.
-const LOW_RTT_US: u32 = 10;
 /// Low-RTT peers remembered for new connections.
 const LOW_RTT_TABLE: usize = 8;
 /// Most duplicate ACKs sent at once for segments of the guest we dropped:
@@ -115,25 +113,11 @@ const LOW_RTT_TABLE: usize = 8;
 const DUP_ACK_BURST: u16 = 3;
 /// [`TcpConn::payload_share`] for "all of it".
 const PAYLOAD_SHARE_ONE: u16 = 256;
-/// Frames a tap device queues towards us (the kernel's default
-/// `txqueuelen`): a guest with more than that in flight overflows the queue,
-/// and the frames dropped there come back only after its retransmission
-/// timeout. The window offered to the guest stays within three quarters of
-/// it, in segments of the MSS we advertised.
-const TAP_QUEUE_FRAMES: u32 = 1000;
-/// What a write costs in the send buffer's accounting at least, beyond
-/// its payload: the kernel charges each buffer its overhead (`truesize`),
-/// and a small write on a connection without Nagle takes a buffer of its
-/// own. Used to estimate the queue after a write reported without the
-/// buffer's state (see `TcpState::sent`).
-const WRITE_OVERHEAD: u32 = 2048;
-/// Passes over a batch to fit out-of-order segments into the gap.
-const REORDER_PASSES: usize = 4;
 /// Runs of frames remembered for `handle_tap_sent`.
 const TX_LOG: usize = 8192;
 /// Index (with [`LISTENER_BIT`]) of the id used to accept and close a
 /// connection when the flow table is full.
-const REJECT_IDX: u32 = 0x7fff_ffff;
+const REJECT_IDX: u32 = LISTENER_BIT - 1;
 /// Salt of the timestamps offsets' hash (the ISN's is 0).
 const TS_SALT: u64 = 0x7473;
 

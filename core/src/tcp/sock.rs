@@ -5,6 +5,15 @@ use super::*;
 use crate::offload::{Csum, FrameMeta, Gso, GsoKind, LinkOffload};
 use crate::wire::headers::{finish_ip_frame_partial, pad_frame, Ends};
 
+/// Minimum RTT (µs) below which a peer counts as local.
+const LOW_RTT_US: u32 = 10;
+/// What a write costs in the send buffer's accounting at least, beyond
+/// its payload: the kernel charges each buffer its overhead (`truesize`),
+/// and a small write on a connection without Nagle takes a buffer of its
+/// own. Used to estimate the queue after a write reported without the
+/// buffer's state (see `TcpState::sent`).
+const WRITE_OVERHEAD: u32 = 2048;
+
 /// Payload per frame to the guest: its MSS or, on a link that segments TCP,
 /// as many whole MSS as a frame of [`crate::MAX_FRAME`] bytes holds behind
 /// `room` bytes of headers (44 at MTU 1500).

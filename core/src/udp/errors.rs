@@ -45,9 +45,8 @@ const ERR_HLEN: usize = 8;
 /// Most UDP payload bytes an ICMPv4 error to the guest quotes (upstream's
 /// `ICMP4_MAX_DLEN`).
 const QUOTE4_UDP: usize = 8;
-/// ICMP "destination unreachable", code "fragmentation needed".
-const ICMP_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMP "destination unreachable", code "fragmentation needed": (type, code).
+const ICMP_FRAG_NEEDED: (u8, u8) = (3, 4);
 /// ICMPv6 "packet too big".
 const ICMP6_TOO_BIG: u8 = 2;
 
@@ -180,11 +179,11 @@ fn relay(cx: &mut Ctx<'_>, key: &FlowKey, ping: bool, src: IpAddr, e: &IcmpError
     };
     let ip_hlen = if v6 { IPV6_HLEN } else { IPV4_HLEN };
     let len = ERR_HLEN + ip_hlen + l4_len;
-    let (icmp_proto, rest) = match (v6, e.icmp_type, e.code) {
-        (false, ICMP_UNREACH, ICMP_FRAG_NEEDED) => (PROTO_ICMP, e.info.min(0xffff)),
-        (false, ..) => (PROTO_ICMP, 0),
-        (true, ICMP6_TOO_BIG, _) => (PROTO_ICMPV6, e.info),
-        (true, ..) => (PROTO_ICMPV6, 0),
+    let (icmp_proto, rest) = match (v6, (e.icmp_type, e.code)) {
+        (false, ICMP_FRAG_NEEDED) => (PROTO_ICMP, e.info.min(0xffff)),
+        (false, _) => (PROTO_ICMP, 0),
+        (true, (ICMP6_TOO_BIG, _)) => (PROTO_ICMPV6, e.info),
+        (true, _) => (PROTO_ICMPV6, 0),
     };
     let (icmp_type, code, guest_mac) = (e.icmp_type, e.code, cx.guest.mac);
     let (gsrc, gdst) = (key.src, key.dst);

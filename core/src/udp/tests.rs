@@ -53,6 +53,8 @@ struct FakeSock {
 /// One guest-bound frame, re-parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Out {
+    /// An ICMP echo reply (else a UDP datagram).
+    icmp: bool,
     src: IpAddr,
     dst: IpAddr,
     /// UDP ports, or the echo id twice.
@@ -60,9 +62,10 @@ struct Out {
     dport: u16,
     /// Echo sequence number (ICMP only).
     seq: Option<u16>,
-    icmp: bool,
     payload: Vec<u8>,
 }
+
+type H = Harness<UdpKernel>;
 
 /// The UDP side of the fake kernel, beside its sockets.
 #[derive(Default)]
@@ -74,8 +77,6 @@ struct UdpKernel {
     /// Most datagrams a `SendDatagrams` takes (None: all).
     send_limit: Option<usize>,
 }
-
-type H = Harness<UdpKernel>;
 
 impl FakeKernel for UdpKernel {
     type Sock = FakeSock;
