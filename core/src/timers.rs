@@ -34,11 +34,11 @@ struct Entry {
 /// A due timer, as [`Timers::pop_due`] hands it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Due {
-    pub(crate) id: FlowId,
-    pub(crate) gen: u8,
-    pub(crate) kind: u8,
+    id: FlowId,
+    gen: u8,
+    kind: u8,
     /// The deadline it was armed for.
-    pub(crate) at: Instant,
+    at: Instant,
 }
 
 /// Timers of up to `flows` flows with `kinds` kinds each.

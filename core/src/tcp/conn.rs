@@ -38,32 +38,57 @@ pub(crate) struct TcpConn {
     pub(crate) sock: SockId,
     /// Whether the driver holds a socket under `sock`.
     pub(super) sock_open: bool,
+    /// Epoll interest last asked for.
+    pub(super) interest: Option<Interest>,
+    /// Address of the host peer.
+    pub(super) host_addr: Option<IpAddr>,
     /// Listener index (inbound connections).
     pub(super) listener: u32,
     /// Port the guest is connected on, for inbound connections.
     pub(super) target_port: u16,
 
     // --- close state
-    /// The socket reported end of stream (or hang-up).
-    pub(crate) sock_fin_rcvd: bool,
-    /// EPOLLHUP seen.
-    pub(super) hup: bool,
     /// The guest's FIN was taken and the socket shut down for writing.
     pub(crate) tap_fin_rcvd: bool,
     /// Our FIN is in flight or acknowledged.
     pub(crate) tap_fin_sent: bool,
-    /// The guest acknowledged our FIN.
-    pub(crate) tap_fin_acked: bool,
     /// Sequence number of our FIN, once sent.
     pub(super) fin_seq: Option<u32>,
+    /// The guest acknowledged our FIN.
+    pub(crate) tap_fin_acked: bool,
+    /// The socket reported end of stream (or hang-up).
+    pub(crate) sock_fin_rcvd: bool,
+    /// EPOLLHUP seen.
+    pub(super) hup: bool,
+
+    // --- time
+    /// Deferred ACK to the guest.
+    pub(super) ack_due: Option<Instant>,
+    /// Start of the handshake, or when both FINs were exchanged.
+    pub(super) t_phase: Instant,
+    /// Retransmission (or zero-window probe) deadline.
+    pub(super) t_retx: Option<Instant>,
+    /// Next look at the send buffer while our window is closed.
+    pub(super) t_poll: Option<Instant>,
+    /// Last activity.
+    pub(super) t_active: Instant,
+    /// When the guest's data was last written to the socket.
+    pub(super) t_data_in: Option<Instant>,
+    /// When an established connection sends the guest a keepalive, unless
+    /// a segment from the guest comes first (it moves this on).
+    pub(super) keepalive_due: Instant,
 
     // --- flags
-    /// Host peer is local or has a very low RTT: ACK at once.
-    pub(crate) local: bool,
-    /// Address of the host peer.
-    pub(super) host_addr: Option<IpAddr>,
-    /// Cannot send more to the guest until it acknowledges or opens its window.
-    pub(crate) stalled: bool,
+    /// Where the pending `Send` waits in the action queue
+    /// (`ActionQueue::get_mut`), while its batch is handled: a later group of
+    /// the flow's segments amends it there instead of searching the queue.
+    pub(super) send_action: Option<u64>,
+    /// Bytes of the pending `Send`.
+    pub(super) send_pending: u32,
+    /// Batch number of the pending `Send`.
+    pub(super) send_batch: u64,
+    /// The guest's FIN follows the pending `Send`.
+    pub(super) fin_pending: bool,
     /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
     pub(crate) need_out: bool,
     /// The kernel's wake-up for free send space is armed: the socket was
@@ -88,23 +113,15 @@ pub(crate) struct TcpConn {
     pub(super) peek_len: u32,
     /// `seq_to_tap` when the pending `Peek` was asked for.
     pub(super) peek_seq: u32,
-    /// Bytes of the pending `Send`.
-    pub(super) send_pending: u32,
-    /// Batch number of the pending `Send`.
-    pub(super) send_batch: u64,
-    /// Where the pending `Send` waits in the action queue
-    /// (`ActionQueue::get_mut`), while its batch is handled: a later group of
-    /// the flow's segments amends it there instead of searching the queue.
-    pub(super) send_action: Option<u64>,
-    /// The guest's FIN follows the pending `Send`.
-    pub(super) fin_pending: bool,
+    /// Host peer is local or has a very low RTT: ACK at once.
+    pub(crate) local: bool,
+    /// Cannot send more to the guest until it acknowledges or opens its window.
+    pub(crate) stalled: bool,
     /// Request-response traffic with a local peer: data went to the guest
     /// soon (within the policy's `ack_delay_local`) after the guest's last
     /// data was written, so the ACK of the guest's next small write waits
     /// for the answer to carry it. Off again when that wait runs out.
     pub(super) pingpong: bool,
-    /// When the guest's data was last written to the socket.
-    pub(super) t_data_in: Option<Instant>,
     /// Segments of the guest that were dropped past the next byte we
     /// expect (beyond a gap, or the tail of a write that did not fit) and
     /// that no duplicate ACK answered yet. The guest still counts them in
@@ -181,21 +198,4 @@ pub(crate) struct TcpConn {
     pub(crate) retrans: u8,
     /// Consecutive duplicate ACKs from the guest.
     pub(super) dup_acks: u8,
-
-    // --- time
-    /// Start of the handshake, or when both FINs were exchanged.
-    pub(super) t_phase: Instant,
-    /// Last activity.
-    pub(super) t_active: Instant,
-    /// When an established connection sends the guest a keepalive, unless
-    /// a segment from the guest comes first (it moves this on).
-    pub(super) keepalive_due: Instant,
-    /// Deferred ACK to the guest.
-    pub(super) ack_due: Option<Instant>,
-    /// Retransmission (or zero-window probe) deadline.
-    pub(super) t_retx: Option<Instant>,
-    /// Next look at the send buffer while our window is closed.
-    pub(super) t_poll: Option<Instant>,
-    /// Epoll interest last asked for.
-    pub(super) interest: Option<Interest>,
 }

@@ -204,15 +204,15 @@ const SETUP_ACTIONS: usize = 5;
 
 /// How to set up the socket of a new datagram flow.
 pub(crate) struct SockSetup {
-    pub(crate) sock: SockId,
-    pub(crate) kind: SockKind,
-    pub(crate) family: Family,
+    sock: SockId,
+    kind: SockKind,
+    family: Family,
     /// `SO_BROADCAST` (a UDP flow to a broadcast address).
-    pub(crate) broadcast: bool,
-    pub(crate) bind: SocketAddr,
-    pub(crate) opts: BindOpts,
+    broadcast: bool,
+    bind: SocketAddr,
+    opts: BindOpts,
     /// The peer to connect to; `None` leaves the socket unconnected (groups).
-    pub(crate) connect: Option<SocketAddr>,
+    connect: Option<SocketAddr>,
 }
 
 impl SockSetup {

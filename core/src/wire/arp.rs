@@ -18,14 +18,10 @@ pub(crate) const OP_REPLY: u16 = 2;
 pub(crate) struct Arp {
     /// Operation (1: request, 2: reply, anything else is carried as is).
     pub(crate) op: u16,
-    /// Sender hardware address.
-    pub(crate) sha: Mac,
-    /// Sender protocol address.
-    pub(crate) spa: Ipv4Addr,
-    /// Target hardware address.
-    pub(crate) tha: Mac,
-    /// Target protocol address.
-    pub(crate) tpa: Ipv4Addr,
+    /// Sender hardware and protocol addresses (`ar_sha`, `ar_spa`).
+    pub(crate) sender: (Mac, Ipv4Addr),
+    /// Target hardware and protocol addresses (`ar_tha`, `ar_tpa`).
+    pub(crate) target: (Mac, Ipv4Addr),
 }
 
 fn mac_at(b: &[u8], off: usize) -> Option<Mac> {
@@ -54,10 +50,8 @@ impl Arp {
         }
         Some(Arp {
             op: be16(b, 6)?,
-            sha: mac_at(b, 8)?,
-            spa: ip4_at(b, 14)?,
-            tha: mac_at(b, 18)?,
-            tpa: ip4_at(b, 24)?,
+            sender: (mac_at(b, 8)?, ip4_at(b, 14)?),
+            target: (mac_at(b, 18)?, ip4_at(b, 24)?),
         })
     }
 
@@ -68,10 +62,11 @@ impl Arp {
         put16(b, 2, ETHERTYPE_IPV4)?;
         put(b, 4, &[6, 4])?;
         put16(b, 6, self.op)?;
-        put(b, 8, &self.sha.0)?;
-        put(b, 14, &self.spa.octets())?;
-        put(b, 18, &self.tha.0)?;
-        put(b, 24, &self.tpa.octets())?;
+        let ((sha, spa), (tha, tpa)) = (self.sender, self.target);
+        put(b, 8, &sha.0)?;
+        put(b, 14, &spa.octets())?;
+        put(b, 18, &tha.0)?;
+        put(b, 24, &tpa.octets())?;
         Some(ARP_LEN)
     }
 }
@@ -97,7 +92,7 @@ mod tests {
         #[test]
         fn emit_parse_round_trip(op in any::<u16>(), sha in any_mac(), spa in any_ip4(),
                                  tha in any_mac(), tpa in any_ip4(), pad in 0usize..40) {
-            let a = Arp { op, sha, spa, tha, tpa };
+            let a = Arp { op, sender: (sha, spa), target: (tha, tpa) };
             let mut b = vec![0x5a; ARP_LEN + pad];
             prop_assert_eq!(a.emit(&mut b), Some(ARP_LEN));
             prop_assert_eq!(Arp::parse(&b), Some(a));
@@ -124,7 +119,7 @@ mod tests {
                 prop_assert!(bytes.len() < ARP_LEN || bytes[..6] != [0, 1, 8, 0, 6, 4]);
             }
             let mut short = vec![0u8; bytes.len().min(ARP_LEN - 1)];
-            let a = Arp { op: 1, sha: Mac::BROADCAST, spa: GW, tha: Mac::BROADCAST, tpa: GW };
+            let a = Arp { op: 1, sender: (Mac::BROADCAST, GW), target: (Mac::BROADCAST, GW) };
             prop_assert_eq!(a.emit(&mut short), None);
         }
     }

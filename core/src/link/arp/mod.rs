@@ -44,10 +44,8 @@ pub(crate) fn probe(cx: &mut Ctx<'_>) {
     }
     let req = Arp {
         op: OP_REQUEST,
-        sha: cx.cfg.our_mac,
-        spa,
-        tha: Mac([0; 6]),
-        tpa: c.addr,
+        sender: (cx.cfg.our_mac, spa),
+        target: (Mac([0; 6]), c.addr),
     };
     if cx
         .tx()
@@ -66,23 +64,22 @@ pub(crate) fn input(cx: &mut Ctx<'_>, arp: &[u8]) {
     if req.op != OP_REQUEST {
         return cx.counters.drop(DropReason::ServiceIgnored);
     }
-    if req.spa == req.tpa && !req.spa.is_unspecified() {
+    let ((sha, spa), (_, tpa)) = (req.sender, req.target);
+    if spa == tpa && !spa.is_unspecified() {
         // Gratuitous ARP: an announcement, not a question.
         return cx.counters.drop(DropReason::ServiceIgnored);
     }
-    if cx.cfg.ip4.as_ref().is_some_and(|c| c.addr == req.tpa) {
+    if cx.cfg.ip4.as_ref().is_some_and(|c| c.addr == tpa) {
         return cx.counters.drop(DropReason::ServiceIgnored);
     }
     let reply = Arp {
         op: OP_REPLY,
-        sha: cx.neigh.mac_of(cx.cfg, req.tpa.into()),
-        spa: req.tpa,
-        tha: req.sha,
-        tpa: req.spa,
+        sender: (cx.neigh.mac_of(cx.cfg, tpa.into()), tpa),
+        target: req.sender,
     };
     if cx
         .tx()
-        .queue_eth(req.sha, ETHERTYPE_ARP, ARP_LEN, |b, _| reply.emit(b))
+        .queue_eth(sha, ETHERTYPE_ARP, ARP_LEN, |b, _| reply.emit(b))
     {
         cx.counters.reply(ReplyKind::Arp);
     }
@@ -93,10 +90,8 @@ pub(crate) fn input(cx: &mut Ctx<'_>, arp: &[u8]) {
 pub(crate) fn announce(cx: &mut Ctx<'_>, ip: Ipv4Addr, mac: Mac) -> bool {
     let msg = Arp {
         op: OP_REQUEST,
-        sha: mac,
-        spa: ip,
-        tha: Mac([0; 6]),
-        tpa: ip,
+        sender: (mac, ip),
+        target: (Mac([0; 6]), ip),
     };
     cx.tx()
         .with_src(mac)
