@@ -84,14 +84,14 @@ pub struct Ip6Config {
     pub prefix_len: u8,
     /// Router advertised to the guest, if any.
     pub gateway: Option<Ipv6Addr>,
-    /// Our link-local address: source of NDP and DHCPv6 messages.
-    pub our_ll: Ipv6Addr,
     /// Resolvers advertised (RDNSS, DHCPv6 option 23), at most [`MAX_DNS`].
     pub dns: heapless::Vec<Ipv6Addr, MAX_DNS>,
     /// Guest-side address whose port 53/853 traffic goes to [`Self::dns_host`].
     pub dns_match: Option<Ipv6Addr>,
     /// Host-side resolver for DNS forwarding.
     pub dns_host: Option<Ipv6Addr>,
+    /// Our link-local address: source of NDP and DHCPv6 messages.
+    pub our_ll: Ipv6Addr,
     /// Guest-side address translated to the host's ::1.
     pub map_host_loopback: Option<Ipv6Addr>,
     /// Guest-side address translated to the guest's assigned address on the host.

@@ -280,7 +280,7 @@ impl Core {
             let base = frame.as_ptr() as usize - batch.buffer().as_ptr() as usize;
             match tap::parse(frame) {
                 Err(reason) => self.counters.drop(reason),
-                Ok(parsed) => self.dispatch(now, batch, i as u32, base, parsed),
+                Ok(parsed) => self.dispatch(now, batch, base, parsed),
             }
         }
         self.flush_sequences(now, batch);
@@ -566,14 +566,7 @@ impl Core {
 
     // --- internals ----------------------------------------------------------
 
-    fn dispatch(
-        &mut self,
-        now: Instant,
-        batch: &FrameBatch<'_>,
-        idx: u32,
-        base: usize,
-        p: Parsed<'_>,
-    ) {
+    fn dispatch(&mut self, now: Instant, batch: &FrameBatch<'_>, base: usize, p: Parsed<'_>) {
         let eth = match &p {
             Parsed::Arp(e, _) | Parsed::Ip(e, ..) => *e,
         };
@@ -637,8 +630,6 @@ impl Core {
                     },
                     l4_off: (base + l4_off) as u32,
                     l4_len: l4.len() as u32,
-                    frame: idx,
-                    src_mac: eth.src,
                     hop_limit: ip.hop_limit,
                 };
                 if !self.grouper.has_room(&pkt.key) {

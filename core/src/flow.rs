@@ -60,18 +60,18 @@ pub(crate) struct DgramFlow {
     pub(crate) sock: SockId,
     /// Whether the driver holds a socket under `sock`.
     pub(crate) sock_open: bool,
+    /// The TTL or hop limit last set on the socket (the guest's); `None`:
+    /// the system's default.
+    pub(crate) hop_limit: Option<u8>,
+    /// The destination is a multicast or broadcast group: the socket is not
+    /// connected, and answers from each unicast peer get flows of their own.
+    pub(crate) group: bool,
     /// The host-side peer: datagrams go there, replies come from there.
     pub(crate) host: SocketAddr,
     /// Last traffic that keeps the flow alive.
     pub(crate) t_active: Instant,
     /// Datagrams in the last `SendDatagrams`.
     pub(crate) last_send: u32,
-    /// The destination is a multicast or broadcast group: the socket is not
-    /// connected, and answers from each unicast peer get flows of their own.
-    pub(crate) group: bool,
-    /// The TTL or hop limit last set on the socket (the guest's); 0: the
-    /// system's default.
-    pub(crate) hop_limit: u8,
 }
 
 /// One entry of the table.
@@ -494,7 +494,7 @@ mod tests {
                 t_active: Instant::ZERO,
                 last_send: 0,
                 group: false,
-                hop_limit: 0,
+                hop_limit: None,
             })
         };
         let u = t.alloc(udp()).unwrap();
@@ -506,7 +506,7 @@ mod tests {
             t_active: Instant::ZERO,
             last_send: 0,
             group: false,
-            hop_limit: 0,
+            hop_limit: None,
         });
         assert_eq!(t.alloc(ping), Err(DropReason::FlowQuota));
         t.alloc(tcp()).unwrap();

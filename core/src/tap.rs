@@ -252,17 +252,13 @@ fn parse_ipv6(b: &[u8]) -> Result<(IpHdr, &[u8], usize), DropReason> {
 }
 
 /// A TCP or UDP segment waiting in a per-flow sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct L4Packet {
     pub(crate) key: FlowKey,
     /// Offset of the L4 header inside the batch buffer.
     pub(crate) l4_off: u32,
     /// Length of the L4 header plus payload.
     pub(crate) l4_len: u32,
-    /// Index of the frame in the batch.
-    pub(crate) frame: u32,
-    /// Source MAC of the frame.
-    pub(crate) src_mac: Mac,
     /// TTL or hop limit of the packet.
     pub(crate) hop_limit: u8,
 }
@@ -554,7 +550,8 @@ pub(crate) mod tests {
         assert!(b.frame(3).is_none());
     }
 
-    fn pkt(sport: u16, frame: u32) -> L4Packet {
+    /// A segment of flow `sport`, told apart by its offset `off`.
+    fn pkt(sport: u16, off: u32) -> L4Packet {
         L4Packet {
             key: FlowKey {
                 proto: PROTO_TCP,
@@ -563,10 +560,8 @@ pub(crate) mod tests {
                 sport,
                 dport: 80,
             },
-            l4_off: 0,
+            l4_off: off,
             l4_len: 0,
-            frame,
-            src_mac: Mac::BROADCAST,
             hop_limit: 64,
         }
     }
@@ -580,7 +575,13 @@ pub(crate) mod tests {
             g.push(p);
         }
         let mut groups = Vec::new();
-        g.drain(|s| groups.push(s.iter().map(|p| (p.key.sport, p.frame)).collect::<Vec<_>>()));
+        g.drain(|s| {
+            groups.push(
+                s.iter()
+                    .map(|p| (p.key.sport, p.l4_off))
+                    .collect::<Vec<_>>(),
+            )
+        });
         assert_eq!(
             groups,
             vec![

@@ -91,8 +91,7 @@ impl TcpState {
         let (win, wbytes) = c.win_field(syn);
         let seq = if syn { c.isn } else { c.seq_to_tap };
         let h = Hdr {
-            sport: key.dport,
-            dport: key.sport,
+            ports: (key.dport, key.sport),
             seq,
             ack: c.seq_from_tap,
             flags,
@@ -173,8 +172,7 @@ impl TcpState {
     pub(super) fn rst_no_flow(&mut self, cx: &mut Ctx<'_>, key: &FlowKey, s: &Seg) {
         let h = if s.has(ACK) {
             Hdr {
-                sport: key.dport,
-                dport: key.sport,
+                ports: (key.dport, key.sport),
                 seq: s.ack,
                 ack: 0,
                 flags: RST,
@@ -185,8 +183,7 @@ impl TcpState {
         } else {
             let len = s.len + u32::from(s.has(SYN)) + u32::from(s.has(FIN));
             Hdr {
-                sport: key.dport,
-                dport: key.sport,
+                ports: (key.dport, key.sport),
                 seq: 0,
                 ack: s.seq.wrapping_add(len),
                 flags: RST | ACK,
@@ -226,8 +223,7 @@ impl TcpState {
                 // The guest is in SYN-SENT: only an RST acknowledging its SYN counts.
                 Phase::Connecting | Phase::ConnectedInfo => {
                     let h = Hdr {
-                        sport: key.dport,
-                        dport: key.sport,
+                        ports: (key.dport, key.sport),
                         seq: 0,
                         ack: c.seq_from_tap,
                         flags: RST | ACK,

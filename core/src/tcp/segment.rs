@@ -17,7 +17,7 @@ pub(crate) const SYN_OPTS_LEN: usize = 8;
 pub(crate) const TS_OPT_LEN: usize = 12;
 
 /// A guest segment, with its payload located in the batch buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Seg {
     pub(crate) seq: u32,
     pub(crate) ack: u32,
@@ -98,8 +98,8 @@ pub(crate) fn parse(l4: &[u8], l4_off: u32) -> Option<Seg> {
 /// A header to write.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hdr {
-    pub(crate) sport: u16,
-    pub(crate) dport: u16,
+    /// Source and destination ports.
+    pub(crate) ports: (u16, u16),
     pub(crate) seq: u32,
     pub(crate) ack: u32,
     pub(crate) flags: u8,
@@ -125,8 +125,8 @@ impl Hdr {
     pub(crate) fn write(&self, b: &mut [u8]) -> Option<usize> {
         let n = self.len();
         let h = b.get_mut(..n)?;
-        put16(h, 0, self.sport)?;
-        put16(h, 2, self.dport)?;
+        put16(h, 0, self.ports.0)?;
+        put16(h, 2, self.ports.1)?;
         put32(h, 4, self.seq)?;
         put32(h, 8, if self.flags & ACK != 0 { self.ack } else { 0 })?;
         h[12] = ((n / 4) as u8) << 4;
@@ -194,8 +194,7 @@ mod tests {
     #[test]
     fn write_then_parse() {
         let h = Hdr {
-            sport: 1,
-            dport: 2,
+            ports: (1, 2),
             seq: 3,
             ack: 4,
             flags: SYN | ACK,
@@ -230,8 +229,7 @@ mod tests {
         assert_eq!(parse(&hdr(7, ACK, &cut), 0).unwrap().ts, None);
         for (syn_opts, len) in [(None, 32), (Some((1460, Some(7))), 40)] {
             let h = Hdr {
-                sport: 1,
-                dport: 2,
+                ports: (1, 2),
                 seq: 3,
                 ack: 4,
                 flags: ACK | if syn_opts.is_some() { SYN } else { 0 },

@@ -258,8 +258,7 @@ impl TcpState {
                 break;
             }
             let h = Hdr {
-                sport: key.dport,
-                dport: key.sport,
+                ports: (key.dport, key.sport),
                 seq: seqno,
                 ack,
                 flags: ACK | if chunk == left { PSH } else { 0 },

@@ -141,8 +141,7 @@ impl TcpState {
         let key = *key;
         let (win, wbytes) = c.win_field(false);
         let h = Hdr {
-            sport: key.dport,
-            dport: key.sport,
+            ports: (key.dport, key.sport),
             seq: c.seq_to_tap.wrapping_sub(1),
             ack: c.seq_from_tap,
             flags: ACK,

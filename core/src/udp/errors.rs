@@ -53,11 +53,7 @@ const ICMP6_TOO_BIG: u8 = 2;
 /// Whether datagrams with TTL or hop limit `hops` need another value set
 /// on the socket of `d`.
 pub(crate) fn hops_change(d: &DgramFlow, hops: u8) -> bool {
-    let current = if d.hop_limit == 0 {
-        DEFAULT_HOPS
-    } else {
-        d.hop_limit
-    };
+    let current = d.hop_limit.unwrap_or(DEFAULT_HOPS);
     hops != 0 && hops != current && d.sock_open
 }
 
@@ -72,7 +68,7 @@ impl UdpState {
         if !hops_change(d, hops) {
             return;
         }
-        d.hop_limit = hops;
+        d.hop_limit = Some(hops);
         let family = if d.host.ip().to_canonical().is_ipv6() {
             Family::V6
         } else {

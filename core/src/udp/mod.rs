@@ -357,7 +357,7 @@ impl UdpState {
             t_active: now,
             last_send: 0,
             group: false,
-            hop_limit: 0,
+            hop_limit: None,
         };
         let data = if ping {
             FlowData::Ping(d)

@@ -598,11 +598,12 @@ fn tap_sent_rewinds_past_thousands_of_frames() {
     // for single frames: small segments, one run per peek.
     let mut h = H::new(capture_config());
     let g = G::new(v4(GUEST4), v4(PEER4), 40000, 80);
-    h.guest(&[g.clone().seq(1).syn().opts(vec![
+    let mss48 = vec![
         TcpOptionElement::MaximumSegmentSize(48),
         TcpOptionElement::Noop,
         TcpOptionElement::WindowScale(7),
-    ])]);
+    ];
+    h.guest(&[g.clone().seq(1).syn().opts(mss48)]);
     let sock = h.only_sock();
     h.event(sock, SockEvent::Connected(Ok(())));
     let our = h.take_frames()[0].seq.wrapping_add(1);

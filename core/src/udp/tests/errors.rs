@@ -79,15 +79,10 @@ fn port_unreachable_quotes_the_guests_datagram_both_families() {
     let mut h = H::new(capture_config());
     for (g, p) in both_families() {
         let v6 = p.is_ipv6();
-        let s = h.flow_to(g, p, 40000, 7, b"0123456789abcdefXYZ");
+        let data = b"0123456789abcdefXYZ";
+        let s = h.flow_to(g, p, 40000, 7, data);
         let (t, c) = if v6 { (1, 4) } else { (3, 3) };
-        let e = IcmpError::new(
-            Errno::ECONNREFUSED,
-            v6,
-            (t, c, 0),
-            Some(sa(p, 0)),
-            b"0123456789abcdefXYZ",
-        );
+        let e = IcmpError::new(Errno::ECONNREFUSED, v6, (t, c, 0), Some(sa(p, 0)), data);
         let f = report(&mut h, s, e);
         assert_eq!(f.len(), 1);
         let (src, ty, code, rest, quoted) = parse_err(&f[0]);
