@@ -60,12 +60,12 @@ pub(crate) struct DgramFlow {
     pub(crate) sock: SockId,
     /// Whether the driver holds a socket under `sock`.
     pub(crate) sock_open: bool,
-    /// The TTL or hop limit last set on the socket (the guest's); `None`:
-    /// the system's default.
-    pub(crate) hop_limit: Option<u8>,
     /// The destination is a multicast or broadcast group: the socket is not
     /// connected, and answers from each unicast peer get flows of their own.
     pub(crate) group: bool,
+    /// The TTL or hop limit last set on the socket (the guest's); `None`:
+    /// the system's default.
+    pub(crate) hop_limit: Option<u8>,
     /// The host-side peer: datagrams go there, replies come from there.
     pub(crate) host: SocketAddr,
     /// Last traffic that keeps the flow alive.

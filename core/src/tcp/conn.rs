@@ -47,36 +47,36 @@ pub(crate) struct TcpConn {
     /// Port the guest is connected on, for inbound connections.
     pub(super) target_port: u16,
 
-    // --- close state
-    /// The guest's FIN was taken and the socket shut down for writing.
-    pub(crate) tap_fin_rcvd: bool,
-    /// Our FIN is in flight or acknowledged.
-    pub(crate) tap_fin_sent: bool,
-    /// Sequence number of our FIN, once sent.
-    pub(super) fin_seq: Option<u32>,
-    /// The guest acknowledged our FIN.
-    pub(crate) tap_fin_acked: bool,
-    /// The socket reported end of stream (or hang-up).
-    pub(crate) sock_fin_rcvd: bool,
-    /// EPOLLHUP seen.
-    pub(super) hup: bool,
-
     // --- time
     /// Deferred ACK to the guest.
     pub(super) ack_due: Option<Instant>,
     /// Start of the handshake, or when both FINs were exchanged.
     pub(super) t_phase: Instant,
-    /// Retransmission (or zero-window probe) deadline.
-    pub(super) t_retx: Option<Instant>,
-    /// Next look at the send buffer while our window is closed.
-    pub(super) t_poll: Option<Instant>,
     /// Last activity.
     pub(super) t_active: Instant,
-    /// When the guest's data was last written to the socket.
-    pub(super) t_data_in: Option<Instant>,
+    /// Retransmission (or zero-window probe) deadline.
+    pub(super) t_retx: Option<Instant>,
     /// When an established connection sends the guest a keepalive, unless
     /// a segment from the guest comes first (it moves this on).
     pub(super) keepalive_due: Instant,
+    /// Next look at the send buffer while our window is closed.
+    pub(super) t_poll: Option<Instant>,
+    /// When the guest's data was last written to the socket.
+    pub(super) t_data_in: Option<Instant>,
+
+    // --- close state
+    /// The guest's FIN was taken and the socket shut down for writing.
+    pub(crate) tap_fin_rcvd: bool,
+    /// Our FIN is in flight or acknowledged.
+    pub(crate) tap_fin_sent: bool,
+    /// The guest acknowledged our FIN.
+    pub(crate) tap_fin_acked: bool,
+    /// The socket reported end of stream (or hang-up).
+    pub(crate) sock_fin_rcvd: bool,
+    /// Sequence number of our FIN, once sent.
+    pub(super) fin_seq: Option<u32>,
+    /// EPOLLHUP seen.
+    pub(super) hup: bool,
 
     // --- flags
     /// Where the pending `Send` waits in the action queue
