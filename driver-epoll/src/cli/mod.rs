@@ -174,7 +174,7 @@ pub struct Options {
     #[arg(long = "print-capabilities")]
     pub print_capabilities: bool,
     /// Use this already connected descriptor (0, standard input, or above 2) instead of a socket or tap device; implies --one-off for passt
-    #[arg(short = 'F', long = "fd", value_name = "FD", value_parser = parse_fd)]
+    #[arg(short = 'F', long = "fd", value_parser = parse_fd)]
     pub fd: Option<i32>,
     /// Exit when the first client disconnects
     #[arg(short = '1', long = "one-off")]
@@ -190,7 +190,7 @@ pub struct Options {
     pub pid_file: Option<PathBuf>,
 
     /// MTU advertised by DHCP and NDP, 0 to advertise none [default: 65520]
-    #[arg(short = 'm', long = "mtu", value_name = "MTU", value_parser = parse_mtu)]
+    #[arg(short = 'm', long = "mtu", value_parser = parse_mtu)]
     pub mtu: Option<u16>,
     /// Address given to the guest, once per family, optionally with an IPv4 prefix length (ADDR/PREFIX; IPv6 prefixes stay /64) [default: the host's]
     #[arg(short = 'a', long = "address", value_name = "ADDR[/PREFIX]", action = ArgAction::Append, value_parser = parse_assign_addr)]
