@@ -112,8 +112,9 @@ pub enum PastaTarget {
     Netns(PathBuf),
 }
 
-/// Every option of passt and pasta. Fields are public and typed; `Vec`
-/// fields keep the order given on the command line.
+/// Every option of passt and pasta. Fields are typed; `Vec` fields keep the
+/// order given on the command line. Fields are public but for the pasta
+/// target's raw arguments, which the rest reads as [`Self::target`].
 #[derive(Parser, Clone, Debug, Default, PartialEq, Eq)]
 #[command(
     args_override_self = true,
@@ -311,7 +312,7 @@ pub struct Options {
     pub userns: Option<PathBuf>,
     /// Network namespace to join, a path or a name in /run/netns
     #[arg(long = "netns", value_name = "PATH|NAME", value_parser = parse_nonempty_path)]
-    pub netns: Option<PathBuf>,
+    netns: Option<PathBuf>,
     /// Don't join or create a user namespace
     #[arg(long = "netns-only")]
     pub netns_only: bool,
@@ -347,7 +348,7 @@ pub struct Options {
     /// Command to run in the new namespace (default: your shell), or the PID
     /// of a process whose namespaces to join
     #[arg(value_name = "COMMAND|PID", trailing_var_arg = true, num_args = 0..)]
-    pub command: Vec<OsString>,
+    command: Vec<OsString>,
 
     /// Where pasta connects to; `None` for passt.
     #[arg(skip)]
