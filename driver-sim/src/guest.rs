@@ -113,10 +113,11 @@ impl GuestTcp {
         mac: MacAddr,
         our_mac: MacAddr,
     ) -> Self {
-        let mut g = Self::listen(local, total, mac, our_mac);
-        g.remote = Some(remote);
-        g.state = TcpState::SynSent;
-        g
+        GuestTcp {
+            remote: Some(remote),
+            state: TcpState::SynSent,
+            ..Self::listen(local, total, mac, our_mac)
+        }
     }
 
     /// An endpoint that waits for the core's SYN on `local` and sends `total`

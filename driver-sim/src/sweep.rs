@@ -15,12 +15,12 @@ pub struct Faults {
     pub to_core: LinkProfile,
     /// Core-to-guest direction.
     pub to_guest: LinkProfile,
+    /// How the guest link takes the core's frames.
+    pub tx: TxProfile,
     /// Host send buffer, if changed.
     pub sndbuf: Option<u32>,
     /// Host receive buffer, if changed.
     pub rcvbuf: Option<u32>,
-    /// How the guest link takes the core's frames.
-    pub tx: TxProfile,
 }
 
 /// Names of the fault profiles.

@@ -112,8 +112,9 @@ pub enum PastaTarget {
     Netns(PathBuf),
 }
 
-/// Every option of passt and pasta. Fields are public and typed; `Vec`
-/// fields keep the order given on the command line.
+/// Every option of passt and pasta. Fields are typed; `Vec` fields keep the
+/// order given on the command line. Fields are public but for the pasta
+/// target's raw arguments, which the rest reads as [`Self::target`].
 #[derive(Parser, Clone, Debug, Default, PartialEq, Eq)]
 #[command(
     args_override_self = true,
@@ -174,7 +175,7 @@ pub struct Options {
     #[arg(long = "print-capabilities")]
     pub print_capabilities: bool,
     /// Use this already connected descriptor (0, standard input, or above 2) instead of a socket or tap device; implies --one-off for passt
-    #[arg(short = 'F', long = "fd", value_name = "FD", value_parser = parse_fd)]
+    #[arg(short = 'F', long = "fd", value_parser = parse_fd)]
     pub fd: Option<i32>,
     /// Exit when the first client disconnects
     #[arg(short = '1', long = "one-off")]
@@ -190,7 +191,7 @@ pub struct Options {
     pub pid_file: Option<PathBuf>,
 
     /// MTU advertised by DHCP and NDP, 0 to advertise none [default: 65520]
-    #[arg(short = 'm', long = "mtu", value_name = "MTU", value_parser = parse_mtu)]
+    #[arg(short = 'm', long = "mtu", value_parser = parse_mtu)]
     pub mtu: Option<u16>,
     /// Address given to the guest, once per family, optionally with an IPv4 prefix length (ADDR/PREFIX; IPv6 prefixes stay /64) [default: the host's]
     #[arg(short = 'a', long = "address", value_name = "ADDR[/PREFIX]", action = ArgAction::Append, value_parser = parse_assign_addr)]
@@ -311,7 +312,7 @@ pub struct Options {
     pub userns: Option<PathBuf>,
     /// Network namespace to join, a path or a name in /run/netns
     #[arg(long = "netns", value_name = "PATH|NAME", value_parser = parse_nonempty_path)]
-    pub netns: Option<PathBuf>,
+    netns: Option<PathBuf>,
     /// Don't join or create a user namespace
     #[arg(long = "netns-only")]
     pub netns_only: bool,
@@ -347,7 +348,7 @@ pub struct Options {
     /// Command to run in the new namespace (default: your shell), or the PID
     /// of a process whose namespaces to join
     #[arg(value_name = "COMMAND|PID", trailing_var_arg = true, num_args = 0..)]
-    pub command: Vec<OsString>,
+    command: Vec<OsString>,
 
     /// Where pasta connects to; `None` for passt.
     #[arg(skip)]

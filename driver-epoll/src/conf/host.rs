@@ -9,6 +9,8 @@ pub struct HostFamily {
     pub ifname: String,
     /// Interface index.
     pub ifindex: u32,
+    /// Link-local address of the interface (IPv6).
+    pub link_local: Option<IpAddr>,
     /// Interface MTU.
     pub mtu: u32,
     /// Usable addresses (not link-local, not deprecated), most specific
@@ -19,8 +21,6 @@ pub struct HostFamily {
     /// highest weight (the first on a tie). `--config-net` copies every next
     /// hop of that route, so the namespace routes through this one.
     pub gateway: Option<IpAddr>,
-    /// Link-local address of the interface (IPv6).
-    pub link_local: Option<IpAddr>,
     /// Routes through this interface, for `--config-net` to copy.
     pub routes: Vec<NsRoute>,
 }

@@ -43,86 +43,86 @@ pub const EPHEMERAL_PATH: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 /// Everything a run needs: the core's configuration and the driver's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeConfig {
+    /// passt or pasta.
+    pub mode: Mode,
     /// The core's configuration.
     pub core: Config,
     /// The forwarding tables (`-t`, `-u`, `-T`, `-U`); the explicit and
     /// `all` ones of `-t` and `-u` are in `core.forwards` too.
     pub fwd: Forwarding,
-    /// passt or pasta.
-    pub mode: Mode,
-    /// Name of the tap interface in the namespace (pasta).
-    pub ns_ifname: String,
-    /// What `--config-net` applies (pasta with `--config-net` only).
-    pub ns_net: Option<NsNetConfig>,
-    /// Host template interface names (IPv4, IPv6), for messages.
-    pub template4: Option<String>,
-    /// See [`Self::template4`].
-    pub template6: Option<String>,
-    /// Index of the IPv6 template interface: the scope of link-local
-    /// destinations on the host side.
-    pub ifindex6: Option<u32>,
-    /// No usable host interface for IPv4: link-local defaults (local mode).
-    pub local4: bool,
-    /// The same for IPv6.
-    pub local6: bool,
     /// `-s`: the UNIX domain socket (passt); `None` probes a free one.
     pub socket_path: Option<PathBuf>,
+    /// passt `--vhost-user`: the socket speaks vhost-user.
+    pub vhost_user: bool,
     /// `-F`: pre-opened descriptor.
     pub fd: Option<i32>,
     /// Exit when the client goes away (`-1`, implied by `--fd` for passt).
     pub one_off: bool,
-    /// passt `--vhost-user`: the socket speaks vhost-user.
-    pub vhost_user: bool,
-    /// Don't daemonise.
-    pub foreground: bool,
-    /// Warnings and errors only.
-    pub quiet: bool,
-    /// Debug messages.
-    pub debug: bool,
-    /// Per-packet messages.
-    pub trace: bool,
-    /// `-l`.
-    pub log_file: Option<PathBuf>,
-    /// `--log-size` (default 1 MiB).
-    pub log_size: u64,
-    /// `-p`.
-    pub pcap: Option<PathBuf>,
-    /// `-P`.
-    pub pid_file: Option<PathBuf>,
+    /// What pasta connects to.
+    pub target: Option<PastaTarget>,
+    /// Don't create or join a user namespace.
+    pub netns_only: bool,
+    /// User namespace to join: `--userns`, or that of the target PID.
+    pub userns: Option<PathBuf>,
+    /// `--no-netns-quit`.
+    pub no_netns_quit: bool,
+    /// `--splice-only`: no tap device in the namespace.
+    pub splice_only: bool,
+    /// `--no-splice` (always set for passt).
+    pub no_splice: bool,
+    /// `--host-lo-to-ns-lo` (implied by `--splice-only`).
+    pub host_lo_to_ns_lo: bool,
+    /// Name of the tap interface in the namespace (pasta).
+    pub ns_ifname: String,
+    /// What `--config-net` applies (pasta with `--config-net` only).
+    pub ns_net: Option<NsNetConfig>,
+    /// pasta `--no-tap-offload`: a plain tap, without virtio-net headers.
+    pub no_tap_offload: bool,
+    /// No usable host interface for IPv4: link-local defaults (local mode).
+    pub local4: bool,
+    /// Name of the host's IPv4 template interface, for messages.
+    pub template4: Option<String>,
+    /// `-o` for IPv4.
+    pub outbound4: Option<Ipv4Addr>,
+    /// `--outbound-if4`.
+    pub outbound_if4: Option<String>,
+    /// No usable host interface for IPv6: link-local defaults (local mode).
+    pub local6: bool,
+    /// Name of the host's IPv6 template interface, for messages.
+    pub template6: Option<String>,
+    /// Index of the IPv6 template interface: the scope of link-local
+    /// destinations on the host side.
+    pub ifindex6: Option<u32>,
+    /// `-o` for IPv6.
+    pub outbound6: Option<Ipv6Addr>,
+    /// `--outbound-if6`.
+    pub outbound_if6: Option<String>,
     /// `--runas`, resolved to (uid, gid). `None`: keep the current ids (the
     /// driver drops root to nobody by itself).
     pub runas: Option<(u32, u32)>,
     /// `--seccomp-log`: log system calls outside the allowlist instead of
     /// killing the process.
     pub seccomp_log: bool,
-    /// `--stats`: seconds between event count lines.
-    pub stats: Option<u32>,
-    /// What pasta connects to.
-    pub target: Option<PastaTarget>,
-    /// User namespace to join: `--userns`, or that of the target PID.
-    pub userns: Option<PathBuf>,
-    /// Don't create or join a user namespace.
-    pub netns_only: bool,
-    /// `--no-netns-quit`.
-    pub no_netns_quit: bool,
-    /// `--no-splice` (always set for passt).
-    pub no_splice: bool,
-    /// pasta `--no-tap-offload`: a plain tap, without virtio-net headers.
-    pub no_tap_offload: bool,
-    /// `--host-lo-to-ns-lo` (implied by `--splice-only`).
-    pub host_lo_to_ns_lo: bool,
-    /// `--splice-only`: no tap device in the namespace.
-    pub splice_only: bool,
-    /// `-o` per family.
-    pub outbound4: Option<Ipv4Addr>,
-    /// See [`Self::outbound4`].
-    pub outbound6: Option<Ipv6Addr>,
-    /// `--outbound-if4`.
-    pub outbound_if4: Option<String>,
-    /// `--outbound-if6`.
-    pub outbound_if6: Option<String>,
+    /// Don't daemonise.
+    pub foreground: bool,
+    /// `-P`.
+    pub pid_file: Option<PathBuf>,
+    /// Warnings and errors only.
+    pub quiet: bool,
+    /// Debug messages.
+    pub debug: bool,
+    /// Per-packet messages.
+    pub trace: bool,
     /// Things to log at start-up (remapped ports, no nameserver, ...).
     pub warnings: Vec<String>,
+    /// `-l`.
+    pub log_file: Option<PathBuf>,
+    /// `--log-size` (default 1 MiB).
+    pub log_size: u64,
+    /// `-p`.
+    pub pcap: Option<PathBuf>,
+    /// `--stats`: seconds between event count lines.
+    pub stats: Option<u32>,
 }
 
 fn classful(a: Ipv4Addr) -> u8 {

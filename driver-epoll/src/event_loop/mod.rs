@@ -46,14 +46,14 @@ pub(crate) const TAG_LINK: u64 = 2;
 /// Tag of the qemu listening socket.
 pub(crate) const TAG_LISTEN: u64 = 3;
 /// Tag of the signalfd.
-pub(crate) const TAG_SIGNAL: u64 = 4;
+const TAG_SIGNAL: u64 = 4;
 /// Tag of the pidfd of a joined process (pasta).
-pub(crate) const TAG_PIDFD: u64 = 5;
+const TAG_PIDFD: u64 = 5;
 /// Tag of the inotify watch on the directory of a namespace file (pasta).
-pub(crate) const TAG_INOTIFY: u64 = 6;
+const TAG_INOTIFY: u64 = 6;
 /// Tag of the netlink socket subscribed to the host's neighbour table
 /// (7 is vhost-user's kick, `TAG_KICK`).
-pub(crate) const TAG_NEIGH: u64 = 8;
+const TAG_NEIGH: u64 = 8;
 
 /// System calls of the loop while running (see `isolate::seccomp`).
 pub(crate) const SYSCALLS: &[crate::isolate::Syscall] = crate::isolate::syscalls![

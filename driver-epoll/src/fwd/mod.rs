@@ -77,15 +77,10 @@ impl fmt::Display for FwdMode {
     }
 }
 
-/// One contiguous range of forwarded ports with its binding.
+/// A binding and one contiguous range of forwarded ports, in the order a spec
+/// gives them (`ADDR%IFNAME/FIRST-LAST:TFIRST-TLAST`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FwdRule {
-    /// First port listened on.
-    pub first: u16,
-    /// Last port listened on (inclusive).
-    pub last: u16,
-    /// Target port of `first`; the range keeps its length.
-    pub to: u16,
     /// Address to bind, if any (otherwise the wildcard).
     pub addr: Option<IpAddr>,
     /// Interface to bind to (`SO_BINDTODEVICE`), if any.
@@ -93,6 +88,12 @@ pub struct FwdRule {
     /// Index of [`Self::ifname`], filled in by the driver
     /// ([`FwdTable::resolve_interfaces`]): the core cannot look names up.
     pub ifindex: Option<u32>,
+    /// First port listened on.
+    pub first: u16,
+    /// Last port listened on (inclusive).
+    pub last: u16,
+    /// Target port of `first`; the range keeps its length.
+    pub to: u16,
     /// Bind failures of single ports are ignored as long as one port of the
     /// table could be bound (`all` and exclusion-only lists); otherwise any
     /// failure is fatal.

@@ -136,15 +136,15 @@ struct Sock {
 /// Readiness bits.
 pub mod ready {
     /// EPOLLIN
-    pub const IN: u8 = 1;
+    pub const IN: u8 = 1 << 0;
     /// EPOLLOUT
-    pub const OUT: u8 = 2;
+    pub const OUT: u8 = 1 << 1;
     /// EPOLLRDHUP
-    pub const RDHUP: u8 = 4;
+    pub const RDHUP: u8 = 1 << 2;
     /// EPOLLHUP
-    pub const HUP: u8 = 8;
+    pub const HUP: u8 = 1 << 3;
     /// EPOLLERR
-    pub const ERR: u8 = 16;
+    pub const ERR: u8 = 1 << 4;
 }
 
 /// A view of a TCP connection for the checkers.
