@@ -113,14 +113,15 @@ fn l4_csum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u16 {
     fold(sum16(l4, sum16(&p, 0)))
 }
 
+/// Where the checksum field of a header is, by protocol.
+const CSUM_AT: [(u8, usize); 4] = [(TCP, 16), (UDP, 6), (ICMP4, 2), (ICMP6, 2)];
+
 /// Where the checksum field of a `proto` header is.
 fn csum_at(proto: u8) -> Option<usize> {
-    match proto {
-        TCP => Some(16),
-        UDP => Some(6),
-        ICMP4 | ICMP6 => Some(2),
-        _ => None,
-    }
+    CSUM_AT
+        .iter()
+        .find(|&&(p, _)| p == proto)
+        .map(|&(_, at)| at)
 }
 
 /// Fills in the checksum of `l4` (ICMPv4 has no pseudo-header).

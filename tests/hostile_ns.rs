@@ -63,7 +63,9 @@ impl Setup {
     /// `prefix` (run as root before the switch to the test user, such as
     /// `prlimit`); returns once the guest has its IPv4 address and route.
     fn pasta(tag: &str, prefix: &[&str], extra: &[&str]) -> Setup {
-        let Pasta { p, g, h, pid, dir } = Pasta::start_with(tag, prefix, extra, Ready::V4);
+        let t = Pasta::start_with(tag, prefix, extra, Ready::V4);
+        let pid = t.pid();
+        let Pasta { p, g, h, dir, .. } = t;
         Setup {
             relay: None,
             h,

@@ -32,12 +32,17 @@ pub(crate) struct Pasta {
     pub(crate) p: Proc,
     pub(crate) g: UserNetns,
     pub(crate) h: Netns,
-    /// pasta's PID, from its PID file.
-    pub(crate) pid: u32,
     pub(crate) dir: Scratch,
+    /// pasta's PID, from its PID file (see [`Pasta::pid`]).
+    pid: u32,
 }
 
 impl Pasta {
+    /// pasta's PID, from its PID file.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// pasta with `--config-net` and `extra` options; returns once the
     /// guest has its IPv4 and (non-tentative) IPv6 addresses and routes.
     pub(crate) fn start(tag: &str, extra: &[&str]) -> Pasta {

@@ -186,11 +186,8 @@ fn pasta_dns_forward_udp_and_tcp() {
         60,
     );
     let text = ok_text(&out);
-    assert_eq!(
-        text.matches("192.0.2.1").count(),
-        2,
-        "answers over UDP and TCP: {text}"
-    );
+    let answers = text.matches("192.0.2.1").count();
+    assert_eq!(answers, 2, "answers over UDP and TCP: {text}");
     assert!(
         text.contains("SERVER: 10.77.0.3#53"),
         "the answer comes from the forwarded address: {text}"

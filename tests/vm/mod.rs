@@ -206,7 +206,7 @@ pub(crate) struct VmSpec {
     pub(crate) nic: Nic,
     pub(crate) mac: String,
     pub(crate) mem_mib: u32,
-    pub(crate) smp: u32,
+    smp: u32,
     /// The shell script the guest runs (`/test.sh`), with the helpers of
     /// `tests/vm/vm.sh`.
     pub(crate) script: String,
