@@ -161,10 +161,10 @@ pub(super) struct Peer {
     pub(super) read: u64,
     pub(super) to_write: u64,
     pub(super) echo: VecDeque<u8>,
-    pub(super) done: bool,
     pub(super) next_tick: Option<u64>,
     /// A slow reader reads everything from this time on.
     pub(super) fast_at: Option<u64>,
+    pub(super) done: bool,
 }
 
 impl Kernel {
