@@ -82,10 +82,10 @@ pub(crate) struct Settings {
     pub(crate) no_netns_quit: bool,
     /// pasta `--no-tap-offload`.
     pub(crate) no_tap_offload: bool,
-    /// pasta `--config-net`.
-    pub(crate) configure: Option<NsConfigure>,
     /// pasta `--splice-only`: no tap device.
     pub(crate) splice_only: bool,
+    /// pasta `--config-net`.
+    pub(crate) configure: Option<NsConfigure>,
     /// `-f` (forced for pasta running a command).
     pub(crate) foreground: bool,
     /// `-P`.

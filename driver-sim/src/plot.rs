@@ -119,8 +119,8 @@ impl TimeSeq {
             |s| s.h.seq,
         );
         let scale = match (
-            syn(from_guest).and_then(|s| s.h.wscale),
-            syn(!from_guest).and_then(|s| s.h.wscale),
+            syn(from_guest).and_then(|s| s.h.opts.wscale),
+            syn(!from_guest).and_then(|s| s.h.opts.wscale),
         ) {
             (Some(_), Some(r)) => r,
             _ => 0,

@@ -180,11 +180,8 @@ impl SimSplicer {
             }
         }
         if pair.dirs.iter().all(|d| d.shut) {
-            let t = SpliceTotals {
-                to_peer: pair.dirs[0].total,
-                from_peer: pair.dirs[1].total,
-            };
-            return self.end(k, key, Ok(t));
+            let (to_peer, from_peer) = (pair.dirs[0].total, pair.dirs[1].total);
+            return self.end(k, key, Ok(SpliceTotals { to_peer, from_peer }));
         }
         for side in 0..2 {
             let from = &pair.dirs[side];

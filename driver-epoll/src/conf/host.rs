@@ -123,12 +123,12 @@ pub(super) fn copy_route(r: &RouteInfo, ifindex: u32) -> Option<NsRoute> {
     Some(NsRoute {
         dst: r.dst,
         prefix: r.prefix,
-        hops,
-        metric: r.metric,
         scope: r.scope,
         tos: r.tos,
+        metric: r.metric,
         metrics: r.metrics.clone(),
         pref: r.pref.filter(|_| r.dst.is_ipv6()),
+        hops,
     })
 }
 

@@ -33,18 +33,18 @@ pub struct NsRoute {
     pub dst: IpAddr,
     /// Destination prefix length.
     pub prefix: u8,
-    /// Next hops: one for a plain route, several for a multipath one.
-    pub hops: Vec<NsHop>,
-    /// Metric, if not the kernel's default.
-    pub metric: Option<u32>,
     /// `RT_SCOPE_*`: link for a route without gateway, universe otherwise.
     pub scope: u8,
     /// Type of service.
     pub tos: u8,
+    /// Metric, if not the kernel's default.
+    pub metric: Option<u32>,
     /// Route attributes (`mtu`, `advmss`, `hoplimit`, ...).
     pub metrics: Vec<netlink::RouteMetric>,
     /// IPv6 router preference.
     pub pref: Option<u8>,
+    /// Next hops: one for a plain route, several for a multipath one.
+    pub hops: Vec<NsHop>,
 }
 
 /// `RT_SCOPE_UNIVERSE`.
@@ -58,16 +58,16 @@ impl NsRoute {
         NsRoute {
             dst,
             prefix,
+            scope: SCOPE_UNIVERSE,
+            tos: 0,
+            metric: None,
+            metrics: Vec::new(),
+            pref: None,
             hops: vec![NsHop {
                 gateway: Some(gw),
                 weight: 1,
                 onlink: false,
             }],
-            metric: None,
-            scope: SCOPE_UNIVERSE,
-            tos: 0,
-            metrics: Vec::new(),
-            pref: None,
         }
     }
 

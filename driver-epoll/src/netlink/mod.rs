@@ -42,17 +42,17 @@ pub const TABLE_MAIN: u32 = 254;
 /// `RTN_UNICAST`.
 pub const RTN_UNICAST: u8 = 1;
 /// `IFF_UP`.
-pub const IFF_UP: u32 = 1;
+pub const IFF_UP: u32 = 1 << 0;
 /// `IFF_NOARP`.
-pub const IFF_NOARP: u32 = 0x80;
+pub const IFF_NOARP: u32 = 1 << 7;
 /// `IFF_LOOPBACK`.
-pub const IFF_LOOPBACK: u32 = 0x8;
+pub const IFF_LOOPBACK: u32 = 1 << 3;
 /// `IFA_F_NODAD`.
-pub const IFA_F_NODAD: u32 = 0x02;
+pub const IFA_F_NODAD: u32 = 1 << 1;
 /// `IFA_F_DEPRECATED`.
-pub const IFA_F_DEPRECATED: u32 = 0x20;
+pub const IFA_F_DEPRECATED: u32 = 1 << 5;
 /// `IFA_F_TENTATIVE`.
-pub const IFA_F_TENTATIVE: u32 = 0x40;
+pub const IFA_F_TENTATIVE: u32 = 1 << 6;
 
 /// A network interface.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -499,18 +499,10 @@ impl SockTable {
 /// The epoll mask for an interest.
 pub(crate) fn epoll_flags(i: Interest) -> EpollFlags {
     let mut f = EpollFlags::empty();
-    if i.readable {
-        f |= EpollFlags::EPOLLIN;
-    }
-    if i.writable {
-        f |= EpollFlags::EPOLLOUT;
-    }
-    if i.read_hangup {
-        f |= EpollFlags::EPOLLRDHUP;
-    }
-    if i.edge {
-        f |= EpollFlags::EPOLLET;
-    }
+    f.set(EpollFlags::EPOLLIN, i.readable);
+    f.set(EpollFlags::EPOLLOUT, i.writable);
+    f.set(EpollFlags::EPOLLRDHUP, i.read_hangup);
+    f.set(EpollFlags::EPOLLET, i.edge);
     f
 }
 

@@ -107,10 +107,10 @@ pub fn udp_frame(
     dst: SocketAddr,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut l4 = vec![0u8; 8];
-    l4[0..2].copy_from_slice(&src.port().to_be_bytes());
-    l4[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    l4[4..6].copy_from_slice(&((8 + payload.len()).min(0xffff) as u16).to_be_bytes());
+    let len = (8 + payload.len()).min(0xffff) as u16;
+    let mut l4 = [src.port(), dst.port(), len, 0]
+        .map(u16::to_be_bytes)
+        .concat();
     l4.extend_from_slice(payload);
     ip_frame(src_mac, dst_mac, src.ip(), dst.ip(), 17, l4, Some(6))
 }

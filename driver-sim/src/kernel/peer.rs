@@ -29,12 +29,12 @@ pub enum PeerModel {
 impl fmt::Display for PeerModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PeerModel::Sink => write!(f, "sink"),
+            PeerModel::Sink => f.write_str("sink"),
             PeerModel::Source(n) => write!(f, "source {n}"),
-            PeerModel::Echo => write!(f, "echo"),
-            PeerModel::Refuse => write!(f, "refuse"),
-            PeerModel::Blackhole => write!(f, "blackhole"),
-            PeerModel::Unreachable => write!(f, "unreachable"),
+            PeerModel::Echo => f.write_str("echo"),
+            PeerModel::Refuse => f.write_str("refuse"),
+            PeerModel::Blackhole => f.write_str("blackhole"),
+            PeerModel::Unreachable => f.write_str("unreachable"),
             PeerModel::ResetAfter(n) => write!(f, "reset {n}"),
             PeerModel::SlowReader(b) => write!(f, "slow {b}"),
             PeerModel::SpeaksFirst(n) => write!(f, "speaks-first {n}"),
@@ -161,10 +161,10 @@ pub(super) struct Peer {
     pub(super) read: u64,
     pub(super) to_write: u64,
     pub(super) echo: VecDeque<u8>,
-    pub(super) done: bool,
     pub(super) next_tick: Option<u64>,
     /// A slow reader reads everything from this time on.
     pub(super) fast_at: Option<u64>,
+    pub(super) done: bool,
 }
 
 impl Kernel {

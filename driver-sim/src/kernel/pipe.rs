@@ -11,14 +11,6 @@ pub(super) struct Pipe {
     pub(super) snd_cap: usize,
     pub(super) rcv: VecDeque<u8>,
     pub(super) rcv_cap: usize,
-    /// The sender shut down (FIN queued after the data).
-    pub(super) fin: bool,
-    /// Every byte the sender wrote, for the checkers.
-    pub(super) log: Vec<u8>,
-    /// Bytes moved into the receive queue (acknowledged by the receiver).
-    pub(super) delivered: u64,
-    /// Bytes the receiver read or discarded.
-    pub(super) consumed: u64,
     /// Round-trip time of the path (0: bytes move at once).
     pub(super) rtt: u64,
     /// Chunks on their way to the receiver: (arrival time, bytes).
@@ -29,6 +21,14 @@ pub(super) struct Pipe {
     /// sender: (time, bytes). They are the first `arrived` bytes of `snd`.
     pub(super) acks: VecDeque<(u64, usize)>,
     pub(super) arrived: usize,
+    /// The sender shut down (FIN queued after the data).
+    pub(super) fin: bool,
+    /// Every byte the sender wrote, for the checkers.
+    pub(super) log: Vec<u8>,
+    /// Bytes moved into the receive queue (acknowledged by the receiver).
+    pub(super) delivered: u64,
+    /// Bytes the receiver read or discarded.
+    pub(super) consumed: u64,
 }
 
 /// What the kernel charges per buffer of queued data on top of the payload

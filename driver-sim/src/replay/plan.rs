@@ -159,24 +159,24 @@ pub struct DgramPlan {
 /// A whole plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// TCP connections.
+    pub tcp: Vec<TcpPlan>,
+    /// UDP and ping exchanges.
+    pub dgram: Vec<DgramPlan>,
     /// One-way latency of the guest's stack (ns): its frames leave this long
     /// after what caused them.
     pub delay_ns: u64,
     /// Intervals without progress longer than this count as stalls (ns).
     pub stall_ns: u64,
-    /// TCP connections.
-    pub tcp: Vec<TcpPlan>,
-    /// UDP and ping exchanges.
-    pub dgram: Vec<DgramPlan>,
 }
 
 impl Default for Plan {
     fn default() -> Self {
         Plan {
-            delay_ns: 10_000,
-            stall_ns: 200_000_000,
             tcp: Vec::new(),
             dgram: Vec::new(),
+            delay_ns: 10_000,
+            stall_ns: 200_000_000,
         }
     }
 }

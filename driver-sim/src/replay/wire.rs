@@ -25,6 +25,13 @@ pub struct TcpHdr {
     pub win: u16,
     /// Payload length (from the IP header).
     pub len: u32,
+    /// Handshake options.
+    pub opts: SynOpts,
+}
+
+/// The options a SYN announces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynOpts {
     /// MSS option.
     pub mss: Option<u16>,
     /// Window scale option.
@@ -160,9 +167,9 @@ pub fn parse(t: u64, frame: &[u8]) -> Option<Pkt> {
             };
             for o in t.options_iterator().flatten() {
                 match o {
-                    TcpOptionElement::MaximumSegmentSize(m) => h.mss = Some(m),
-                    TcpOptionElement::WindowScale(s) => h.wscale = Some(s.min(14)),
-                    TcpOptionElement::SelectiveAcknowledgementPermitted => h.sack_ok = true,
+                    TcpOptionElement::MaximumSegmentSize(m) => h.opts.mss = Some(m),
+                    TcpOptionElement::WindowScale(s) => h.opts.wscale = Some(s.min(14)),
+                    TcpOptionElement::SelectiveAcknowledgementPermitted => h.opts.sack_ok = true,
                     _ => {}
                 }
             }
@@ -218,7 +225,10 @@ mod tests {
         let t = p.tcp().unwrap();
         assert_eq!(t.len, 1000, "length from the IP header");
         assert_eq!((t.seq, t.ack, t.win), (7, 9, 64));
-        assert_eq!((t.mss, t.wscale, t.sack_ok), (Some(65480), Some(10), true));
+        assert_eq!(
+            (t.opts.mss, t.opts.wscale, t.opts.sack_ok),
+            (Some(65480), Some(10), true)
+        );
         assert_eq!(t.seq_len(), 1001);
         assert!(parse(0, &f[..10]).is_none());
         let arp =

@@ -216,11 +216,11 @@ impl Scenario {
 pub struct RunOptions {
     /// Override of the seed.
     pub seed: Option<u64>,
-    /// Fault profile name (see [`crate::sweep::profile`]); overrides the file's.
-    pub faults: Option<String>,
     /// Skip `>` expectations and syscall results (sweeps: the link changes
     /// what arrives).
     pub lenient: bool,
+    /// Fault profile name (see [`crate::sweep::profile`]); overrides the file's.
+    pub faults: Option<String>,
     /// A bug to plant.
     pub planted: Option<PlantedBug>,
     /// A TCP policy of the core by name ([`passt_core::TcpPolicy::named`]);

@@ -25,8 +25,12 @@ pub(super) fn analyze(tr: &Trace, stall_ns: u64) -> Result<Analysis, String> {
     let gsyn = syn_of(true).ok_or("the guest never sent its SYN or SYN-ACK")?;
     let hsyn = syn_of(false).ok_or("the translator never sent its SYN or SYN-ACK")?;
     let isn = [gsyn.h.seq, hsyn.h.seq];
-    let ws_ok = gsyn.h.wscale.is_some() && hsyn.h.wscale.is_some();
-    let g_scale = if ws_ok { gsyn.h.wscale.unwrap_or(0) } else { 0 };
+    let ws_ok = gsyn.h.opts.wscale.is_some() && hsyn.h.opts.wscale.is_some();
+    let g_scale = if ws_ok {
+        gsyn.h.opts.wscale.unwrap_or(0)
+    } else {
+        0
+    };
     // Established, per side.
     let est_guest = match opener {
         Side::Guest => hsyn.t,
@@ -215,9 +219,9 @@ pub(super) fn analyze(tr: &Trace, stall_ns: u64) -> Result<Analysis, String> {
         established,
         steps,
         original,
-        guest_mss: gsyn.h.mss,
-        guest_ws: gsyn.h.wscale,
-        guest_sack: gsyn.h.sack_ok,
+        guest_mss: gsyn.h.opts.mss,
+        guest_ws: gsyn.h.opts.wscale,
+        guest_sack: gsyn.h.opts.sack_ok,
         max_guest_win,
         read_rate,
         start,

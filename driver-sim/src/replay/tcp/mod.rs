@@ -47,7 +47,7 @@ const MAX_BACKOFF: u32 = 15;
 const CONTENT_LEN: usize = 65521;
 
 /// What the endpoint counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct TcpStats {
     /// Segments sent.
     pub segs_out: u64,
