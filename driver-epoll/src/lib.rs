@@ -70,12 +70,12 @@ pub(crate) struct Settings {
     pub(crate) vhost_user: bool,
     /// pasta `-I` (or the template interface's name).
     pub(crate) ns_ifname: String,
-    /// pasta `--ns-mac-addr`.
-    pub(crate) ns_mac: Option<[u8; 6]>,
-    /// pasta: the namespace.
-    pub(crate) target: Target,
     /// pasta `--userns`.
     pub(crate) userns: Option<PathBuf>,
+    /// pasta: the namespace.
+    pub(crate) target: Target,
+    /// pasta `--ns-mac-addr`.
+    pub(crate) ns_mac: Option<[u8; 6]>,
     /// pasta `--netns-only`.
     pub(crate) netns_only: bool,
     /// pasta `--no-netns-quit`.
@@ -86,8 +86,9 @@ pub(crate) struct Settings {
     pub(crate) splice_only: bool,
     /// pasta `--config-net`.
     pub(crate) configure: Option<NsConfigure>,
-    /// `-f` (forced for pasta running a command).
-    pub(crate) foreground: bool,
+    /// The template interfaces (IPv4, IPv6) whose neighbours the guest
+    /// sees with their real MACs.
+    pub(crate) neigh_ifindex: [Option<u32>; 2],
     /// `-P`.
     pub(crate) pid_file: Option<PathBuf>,
     /// `-p`.
@@ -102,9 +103,8 @@ pub(crate) struct Settings {
     pub(crate) log: log::LogSettings,
     /// The start-up summary (printed unless quiet).
     pub(crate) summary: String,
-    /// The template interfaces (IPv4, IPv6) whose neighbours the guest
-    /// sees with their real MACs.
-    pub(crate) neigh_ifindex: [Option<u32>; 2],
+    /// `-f` (forced for pasta running a command).
+    pub(crate) foreground: bool,
 }
 
 /// The system calls the running phase needs.
