@@ -268,15 +268,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         files: Vec<File>,
         _postcopy_listening: Option<bool>,
     ) -> Result<Option<Vec<VhostUserMemoryRegionBase>>> {
-        let descs: Vec<RegionDesc> = ctx
-            .iter()
-            .map(|r| RegionDesc {
-                gpa: r.guest_phys_addr,
-                size: r.memory_size,
-                user_addr: r.user_addr,
-                mmap_offset: r.mmap_offset,
-            })
-            .collect();
+        let descs: Vec<RegionDesc> = ctx.iter().map(RegionDesc::from).collect();
         let mem = GuestMem::map(&descs, files).map_err(|e| {
             log::error!("vhost-user: memory table: {e}");
             Error::ReqHandlerError(std::io::Error::other(e))
@@ -284,7 +276,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         log::debug!(
             "vhost-user: {} memory regions, {} MiB",
             descs.len(),
-            descs.iter().map(|d| d.size).sum::<u64>() >> 20
+            ctx.iter().map(|r| r.memory_size).sum::<u64>() >> 20
         );
         self.mem = Some(mem);
         for q in 0..QUEUES {

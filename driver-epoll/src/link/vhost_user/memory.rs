@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use vhost::vhost_user::message::VhostUserMemoryRegion;
 use vm_memory::{
     FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap, MmapRegion,
@@ -21,13 +22,24 @@ pub(crate) const MAX_REGIONS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RegionDesc {
     /// Guest physical address of the first byte.
-    pub(crate) gpa: u64,
+    gpa: u64,
     /// Length in bytes.
-    pub(crate) size: u64,
+    size: u64,
     /// The front-end's virtual address of the first byte.
-    pub(crate) user_addr: u64,
+    user_addr: u64,
     /// Where the region starts in its file.
-    pub(crate) mmap_offset: u64,
+    mmap_offset: u64,
+}
+
+impl From<&VhostUserMemoryRegion> for RegionDesc {
+    fn from(r: &VhostUserMemoryRegion) -> Self {
+        RegionDesc {
+            gpa: r.guest_phys_addr,
+            size: r.memory_size,
+            user_addr: r.user_addr,
+            mmap_offset: r.mmap_offset,
+        }
+    }
 }
 
 /// The mapped guest memory and the table that produced it.
