@@ -156,15 +156,36 @@ pub(super) fn ping_id(h: usize) -> u16 {
 }
 #[derive(Debug)]
 pub(super) struct Peer {
-    pub(super) model: PeerModel,
-    pub(super) sock: usize,
-    pub(super) read: u64,
-    pub(super) to_write: u64,
-    pub(super) echo: VecDeque<u8>,
+    model: PeerModel,
+    sock: usize,
+    read: u64,
+    to_write: u64,
+    echo: VecDeque<u8>,
     pub(super) next_tick: Option<u64>,
     /// A slow reader reads everything from this time on.
     pub(super) fast_at: Option<u64>,
-    pub(super) done: bool,
+    done: bool,
+}
+
+impl Peer {
+    /// The peer of socket `sock`, answering as `model` (a slow reader
+    /// speeds up at `fast_at`).
+    pub(super) fn new(model: PeerModel, sock: usize, fast_at: Option<u64>) -> Peer {
+        let to_write = match model {
+            PeerModel::Source(n) | PeerModel::SpeaksFirst(n) => n,
+            _ => 0,
+        };
+        Peer {
+            model,
+            sock,
+            read: 0,
+            to_write,
+            echo: VecDeque::new(),
+            next_tick: None,
+            fast_at,
+            done: false,
+        }
+    }
 }
 
 impl Kernel {

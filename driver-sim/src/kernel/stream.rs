@@ -253,20 +253,7 @@ impl Kernel {
                 if let Some(s) = self.sock_mut(ps) {
                     s.local = Some(addr);
                 }
-                let to_write = match model {
-                    PeerModel::Source(n) | PeerModel::SpeaksFirst(n) => n,
-                    _ => 0,
-                };
-                self.peers.push(Peer {
-                    model,
-                    sock: ps,
-                    read: 0,
-                    to_write,
-                    echo: VecDeque::new(),
-                    done: false,
-                    next_tick: None,
-                    fast_at: spec.fast_at_ns,
-                });
+                self.peers.push(Peer::new(model, ps, spec.fast_at_ns));
                 let ci = self.make_conn(h, ps);
                 if let Some(c) = self.conns.get_mut(ci).and_then(Option::as_mut) {
                     c.pipes[0].rtt = spec.rtt_ns;
