@@ -90,29 +90,29 @@ pub struct Step {
 /// A TCP connection to replay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpPlan {
+    /// The guest's address and port.
+    pub(crate) guest: SocketAddr,
+    /// The remote address and port, as the guest sees it.
+    pub(crate) remote: SocketAddr,
+    /// Who opens the connection.
+    pub(crate) opener: Side,
+    /// When (ns after the replay starts).
+    pub(crate) at_ns: u64,
     /// Number, unique in the plan.
     pub id: u32,
-    /// The guest's address and port.
-    pub guest: SocketAddr,
-    /// The remote address and port, as the guest sees it.
-    pub remote: SocketAddr,
-    /// Who opens the connection.
-    pub opener: Side,
-    /// When (ns after the replay starts).
-    pub at_ns: u64,
     /// MSS the guest announces.
-    pub mss: u16,
+    pub(crate) mss: u16,
     /// Window scale the guest announces.
-    pub wscale: Option<u8>,
+    pub(crate) wscale: Option<u8>,
     /// The guest offers SACK.
-    pub sack: bool,
+    pub(crate) sack: bool,
     /// The guest's receive buffer (bytes).
-    pub rcvbuf: u32,
+    pub(crate) rcvbuf: u32,
     /// Bytes per millisecond the host application reads at most (`None`:
     /// as fast as data comes).
-    pub read_rate: Option<u64>,
+    pub(crate) read_rate: Option<u64>,
     /// Steps of both sides, in the order they happened.
-    pub steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
 }
 
 impl TcpPlan {
