@@ -25,12 +25,13 @@ pub(super) fn analyze(tr: &Trace, stall_ns: u64) -> Result<Analysis, String> {
     let gsyn = syn_of(true).ok_or("the guest never sent its SYN or SYN-ACK")?;
     let hsyn = syn_of(false).ok_or("the translator never sent its SYN or SYN-ACK")?;
     let isn = [gsyn.h.seq, hsyn.h.seq];
-    let ws_ok = gsyn.h.opts.wscale.is_some() && hsyn.h.opts.wscale.is_some();
-    let g_scale = if ws_ok {
-        gsyn.h.opts.wscale.unwrap_or(0)
-    } else {
-        0
-    };
+    // Window scaling holds only when both SYNs offer it.
+    let g_scale = gsyn
+        .h
+        .opts
+        .wscale
+        .filter(|_| hsyn.h.opts.wscale.is_some())
+        .unwrap_or(0);
     // Established, per side.
     let est_guest = match opener {
         Side::Guest => hsyn.t,
