@@ -596,18 +596,25 @@ impl TcpState {
             c.sock_free = 0;
         }
         let new = c.wnd_avail();
-        let mss = u32::from(c.mss_to_tap);
+        // A window is worth offering once it holds one of the guest's
+        // segments, or half of what the empty buffer offers when that is
+        // less (RFC 1122 4.2.3.3): a send buffer smaller than two segments
+        // never frees a whole one.
+        let empty = pol.window(c.sndbuf, 0);
+        let seg = empty
+            .map_or(0, |w| w / 2)
+            .clamp(1, u32::from(c.mss_to_tap).max(1));
         // The window is offered again once it holds a segment, or (the
         // policy says) half the buffer.
         let reopen_at = match pol.reopen {
-            Reopen::Segment => mss,
-            Reopen::HalfBuffer => pol.window(c.sndbuf, 0).map_or(mss, |w| (w / 2).max(mss)),
+            Reopen::Segment => seg,
+            Reopen::HalfBuffer => empty.map_or(seg, |w| (w / 2).max(seg)),
         };
         let reopened = c.wnd_to_tap < reopen_at && new >= reopen_at;
         // The guest sees the window in units of the scale it was given: a
         // free space below one unit is a closed window (a guest with an MSS
         // smaller than the unit would otherwise wait for its probe).
-        c.need_out = new < mss.max(1 << c.ws_to_tap) && !c.tap_fin_rcvd;
+        c.need_out = new < seg.max(1 << c.ws_to_tap) && !c.tap_fin_rcvd;
         let mut rearm = false;
         c.t_poll = None;
         if c.need_out {
@@ -639,7 +646,7 @@ impl TcpState {
         // A local peer gets the guest's data acknowledged at once, unless
         // the two exchange requests and answers: then less than a segment
         // waits for the answer to carry the ACK (`ack_delay_local`).
-        let request = c.pingpong && unacked < mss;
+        let request = c.pingpong && unacked < u32::from(c.mss_to_tap);
         let immediate = c.force_ack
             || (pol.ack_half_window && window_half_used)
             || (c.local && !request)

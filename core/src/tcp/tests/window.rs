@@ -41,6 +41,31 @@ fn closed_window_is_polled_without_writable() {
         .contains(&Action::QuerySendSpace { sock: c.sock }));
 }
 
+/// A send buffer that never holds one of the guest's segments (the empty
+/// buffer offers less than two) still reopens the window once it drained:
+/// half of what the empty buffer offers counts as a segment there, and the
+/// window update goes out without waiting for the guest's zero-window probe.
+#[test]
+fn buffer_smaller_than_two_segments_reopens_without_a_probe() {
+    let mut c = connect4_unscaled();
+    c.h.sock(c.sock).sndbuf = 1024;
+    c.h.guest(&[c.seg(c.their).data(&[1; 1024])]);
+    assert_eq!(c.h.frames_after(10).last().unwrap().win, 0, "closed");
+    c.h.sock(c.sock).outq = 0;
+    let f = c.h.frames_after(WINDOW_POLL.as_millis() as u64 + 1);
+    assert_eq!(f.len(), 1, "one window update: {f:?}");
+    assert_eq!(f[0].ack, c.their.wrapping_add(1024));
+    let empty = TcpPolicy::SHIPPED.window(1024, 0).unwrap();
+    assert_eq!(u32::from(f[0].win) << MAX_WS, empty & !((1 << MAX_WS) - 1));
+    // Open: no more polling.
+    c.h.take_actions();
+    c.h.run_for(1000);
+    assert!(!c
+        .h
+        .take_actions()
+        .contains(&Action::QuerySendSpace { sock: c.sock }));
+}
+
 // --- epoll interest ----------------------------------------------------------------
 
 fn set_interests(h: &mut H) -> usize {
