@@ -6,7 +6,7 @@
 //! connection's behaviour (its `impl` blocks) stays in `tcp/mod.rs` and the
 //! files beside it; fields private to `tcp` are `pub(super)` here.
 
-use crate::action::{Interest, SockId};
+use crate::action::{Interest, SockId, SpanList};
 use crate::time::Instant;
 use core::net::IpAddr;
 
@@ -85,6 +85,9 @@ pub(crate) struct TcpConn {
     pub(super) send_action: Option<u64>,
     /// Bytes of the pending `Send`.
     pub(super) send_pending: u32,
+    /// Its spans, one per segment of the guest (read while its batch is
+    /// handled, to tell which segments a partial write refused).
+    pub(super) send_spans: SpanList,
     /// Batch number of the pending `Send`.
     pub(super) send_batch: u64,
     /// The guest's FIN follows the pending `Send`.
@@ -128,6 +131,10 @@ pub(crate) struct TcpConn {
     /// flight; at most this many duplicate ACKs go out for them (see
     /// `TcpState::send_ack`).
     pub(super) dups_owed: u16,
+    /// A write ended inside one of the guest's segments, at this sequence
+    /// number: while the gap starts there, the guest counts one segment more
+    /// in flight past it than its bytes show (the rest of the split one).
+    pub(super) split_gap: Option<u32>,
     /// Send an ACK when the next `TcpInfo` arrives.
     pub(super) force_ack: bool,
     /// Share of the send buffer's free space (in 1/256) that writes fill

@@ -531,14 +531,15 @@ impl TcpState {
             .sum();
         let batch_no = self.batches;
         let Some(c) = cx.tc(id) else { return false };
-        c.send_pending = total.min(u64::from(u32::MAX)) as u32;
-        c.fin_pending = fin;
-        c.send_batch = batch_no;
-        let sock = c.sock;
         let list = SpanList {
             start: span_start as u32,
             count: count as u32,
         };
+        c.send_pending = total.min(u64::from(u32::MAX)) as u32;
+        c.send_spans = list;
+        c.fin_pending = fin;
+        c.send_batch = batch_no;
+        let sock = c.sock;
         if requeue {
             if let Some(spans) = self.queued_send(cx, id, sock) {
                 *spans = list;

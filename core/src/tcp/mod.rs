@@ -42,7 +42,7 @@ mod tests;
 mod timer;
 
 use crate::action::{
-    Action, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, SockOpt,
+    Action, Errno, Family, Interest, Netns, SendSpace, SockEvent, SockId, SockKind, SockOpt, Span,
     TcpInfo, TxSlot,
 };
 use crate::config::Config;
@@ -272,6 +272,34 @@ pub(crate) fn window_from_space(space: SendSpace, pol: &TcpPolicy) -> Option<u32
     pol.window(space.sndbuf, space.queued)
 }
 
+/// Where a write that took only part of a `Send` ended, among the guest's
+/// segments (one span each).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Split {
+    /// Segments with bytes past the end of the write.
+    lost: u16,
+    /// The write ended inside a segment.
+    inside: bool,
+}
+
+/// Where a write of `taken` bytes of `spans` ended.
+pub(super) fn split_segments(spans: &[Span], taken: u32) -> Split {
+    let mut end = 0u32;
+    let mut split = Split {
+        lost: 0,
+        inside: false,
+    };
+    for s in spans {
+        let start = end;
+        end = end.saturating_add(s.len);
+        if end > taken {
+            split.lost = split.lost.saturating_add(1);
+            split.inside |= start < taken;
+        }
+    }
+    split
+}
+
 /// A run of consecutive frames of one connection handed to the driver, for
 /// rewinding after `handle_tap_sent`: frame `k` of the run starts at
 /// `seq + k * stride` (every frame but the last carries `stride` bytes). One
@@ -499,11 +527,24 @@ impl TcpConn {
         self.payload_share = (learnt as u16).max(PAYLOAD_SHARE_ONE / 4);
     }
 
-    /// A write refused its last `refused` bytes: the guest's segments
-    /// that held them are lost, and all but the first lie past the new
-    /// gap.
-    fn owe_dups_for_refused(&mut self, refused: u32) {
-        let past = self.segments_past_first(refused);
+    /// A write took `taken` bytes and refused the `refused` after them: the
+    /// guest's segments that held them are lost, and all but the first lie
+    /// past the new gap. `split` counts them from the write's spans
+    /// ([`split_segments`]); without, they are counted in the guest's
+    /// largest segment.
+    fn owe_dups_for_refused(&mut self, split: Option<Split>, taken: u32, refused: u32) {
+        if refused == 0 {
+            return;
+        }
+        let past = match split {
+            Some(s) => {
+                if s.inside {
+                    self.split_gap = Some(self.seq_from_tap.wrapping_add(taken));
+                }
+                s.lost.saturating_sub(1)
+            }
+            None => self.segments_past_first(refused),
+        };
         self.dups_owed = self.dups_owed.saturating_add(past);
     }
 
@@ -526,8 +567,9 @@ impl TcpConn {
             return 0;
         }
         let in_flight = seq::dist(self.seq_from_tap, self.seq_max_from_tap);
+        let split = u16::from(self.split_gap == Some(self.seq_from_tap));
         self.dups_owed
             .min(DUP_ACK_BURST)
-            .min(self.segments_past_first(in_flight))
+            .min(self.segments_past_first(in_flight).saturating_add(split))
     }
 }

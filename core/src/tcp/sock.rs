@@ -684,8 +684,20 @@ impl TcpState {
         space: SendSpace,
     ) {
         let now = cx.now;
-        let Some(c) = cx.tc(id) else { return };
+        let Some((_, c)) = cx.tc_ref(id) else { return };
         let want = c.send_pending;
+        let taken = r.map_or(0, |n| n.min(want as usize) as u32);
+        // The segments the write refused, told by its spans while they are
+        // this batch's.
+        let l = c.send_spans;
+        let split = (c.send_batch == self.batches && taken < want)
+            .then(|| {
+                let start = l.start as usize;
+                let spans = cx.spans.get(start..start.checked_add(l.count as usize)?)?;
+                Some(split_segments(spans, taken))
+            })
+            .flatten();
+        let Some(c) = cx.tc(id) else { return };
         let fin = c.fin_pending;
         c.send_pending = 0;
         c.fin_pending = false;
@@ -696,8 +708,8 @@ impl TcpState {
                 let n = (n.min(want as usize)) as u32;
                 if n < want {
                     c.learn_payload_share(c.sock_free, want, n);
+                    c.owe_dups_for_refused(split, n, want - n);
                 }
-                c.owe_dups_for_refused(want - n);
                 c.seq_from_tap = c.seq_from_tap.wrapping_add(n);
                 c.sock_free = c.sock_free.saturating_sub(n);
                 c.t_active = now;
@@ -726,7 +738,7 @@ impl TcpState {
                 }
             }
             Err(e) if e == Errno::EAGAIN || e == Errno::EINTR => {
-                c.owe_dups_for_refused(want);
+                c.owe_dups_for_refused(split, 0, want);
                 c.need_out = true;
                 c.sock_full = true;
                 c.sock_free = 0;

@@ -159,6 +159,40 @@ fn out_of_order_gets_one_duplicate_ack_per_segment_and_reorder_in_batch() {
     assert_eq!(c.h.sock(c.sock).written.len(), 6 + MSS as usize);
 }
 
+/// A write that ends inside one of the guest's segments leaves the rest of
+/// that segment as the gap's head: every segment after it gets its
+/// duplicate ACK once the window opens, so a guest with four segments in
+/// flight past the write's end gets the three it needs to retransmit fast
+/// (counting the refused bytes in whole segments would say two).
+#[test]
+fn write_ending_inside_a_segment_owes_a_duplicate_per_segment_after_it() {
+    let mut c = connect4();
+    c.h.sock(c.sock).send_room = Some(1500);
+    let segs: Vec<G> = (0..5u32)
+        .map(|i| c.seg(c.their.wrapping_add(i * 1000)).data(&[i as u8; 1000]))
+        .collect();
+    c.h.guest(&segs);
+    let f = c.h.take_frames();
+    assert_eq!(
+        (f.len(), f[0].ack, f[0].win),
+        (1, c.their.wrapping_add(1500), 0)
+    );
+    // The buffer drains: the window update and three duplicates of it.
+    c.h.sock(c.sock).send_room = None;
+    c.h.event(c.sock, SockEvent::Writable);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 4, "{f:?}");
+    assert!(f
+        .iter()
+        .all(|o| o.ack == c.their.wrapping_add(1500) && o.win == f[0].win && o.win > 0));
+    // The guest's fast retransmission from the gap is taken.
+    c.h.guest(&[c.seg(c.their.wrapping_add(1500)).data(&[1; 500])]);
+    assert_eq!(
+        c.h.frames_after(10).last().unwrap().ack,
+        c.their.wrapping_add(2000)
+    );
+}
+
 /// A segment past a gap that is the only one the guest has in flight
 /// there gets no duplicate ACK beyond the plain one: the guest would count
 /// more duplicates than segments, take it for reordering, and stop
