@@ -191,7 +191,8 @@ impl Kernel {
             .filter(|c| !c.reset)
             .flat_map(|c| c.pipes.iter().filter_map(Pipe::next_deadline))
             .min();
-        [t, p, f, q].into_iter().flatten().min()
+        let busy = self.peers_busy.then_some(self.now);
+        [t, p, f, q, busy].into_iter().flatten().min()
     }
 
     /// Runs timers due at `now` and lets the peers act. Returns the events

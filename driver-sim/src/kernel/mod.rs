@@ -190,6 +190,9 @@ pub struct Kernel {
     by_fd: BTreeMap<i32, usize>,
     conns: Vec<Option<Conn>>,
     peers: Vec<Peer>,
+    /// A peer still had work when its turn ended (it reads a small receive
+    /// buffer that refills at once): it acts again at the same instant.
+    peers_busy: bool,
     timers: Vec<(u64, u64, Timer)>,
     timer_order: u64,
     next_conn: u64,
@@ -217,6 +220,7 @@ impl Kernel {
             by_fd: BTreeMap::new(),
             conns: Vec::new(),
             peers: Vec::new(),
+            peers_busy: false,
             timers: Vec::new(),
             timer_order: 0,
             next_conn: 1,

@@ -192,10 +192,16 @@ impl Kernel {
     /// Lets every peer model act on its socket.
     pub fn run_peers(&mut self, now: u64) {
         self.set_now(now);
+        self.peers_busy = false;
         for i in 0..self.peers.len() {
-            // A few rounds: reading frees room the writer may use.
-            for _ in 0..4 {
-                if !self.peer_step(i, now) {
+            // A few rounds: reading frees room the writer may use. A peer
+            // busy after them goes on in the next step at this instant, as
+            // a real reader keeps reading while data comes in.
+            let mut rounds = 0;
+            while self.peer_step(i, now) {
+                rounds += 1;
+                if rounds == 4 {
+                    self.peers_busy = true;
                     break;
                 }
             }

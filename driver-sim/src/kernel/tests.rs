@@ -296,6 +296,26 @@ fn listeners_accept_and_emfile() {
     assert_eq!(k.core_sockets(), 0);
 }
 
+/// A peer whose receive buffer holds less than what waits for it reads on
+/// at the same instant, as a reader woken by every arrival does: the kernel
+/// has a deadline now until the data ran out.
+#[test]
+fn small_receive_buffer_is_read_on_at_the_same_instant() {
+    let mut k = kernel_with(PeerModel::Sink);
+    k.cfg.rcvbuf = 2304;
+    k.cfg.sndbuf = 1 << 20;
+    let s = connected(&mut k, 1, 80);
+    assert_eq!(k.send(s, &[5u8; 100_000]), Ok(100_000));
+    k.run_peers(0);
+    let mut steps = 0;
+    while k.next_deadline() == Some(0) && steps < 1000 {
+        k.advance(0);
+        steps += 1;
+    }
+    assert_eq!(k.tcp_info(s).unwrap().bytes_acked, 100_000, "{steps} steps");
+    assert_eq!(k.next_deadline(), None);
+}
+
 #[test]
 fn buffer_sizes_set_the_payload_capacity() {
     let mut k = kernel_with(PeerModel::SlowReader(0));
