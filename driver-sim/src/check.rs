@@ -287,7 +287,10 @@ impl Checker {
             f.core_ws = opt_num(&t.opts, "wscale ").map(|w| w.min(14) as u8);
             f.core_mss = opt_num(&t.opts, "mss ");
         }
-        if t.flags & flags::RST != 0 {
+        // A reset before the core had a socket for the flow answers a
+        // segment of no connection (the guest's ACK overtook its SYN): it
+        // ends nothing.
+        if t.flags & flags::RST != 0 && (f.sock.is_some() || f.core_isn.is_some()) {
             f.core_rst = true;
         }
         if t.flags & flags::ACK != 0 && t.flags & flags::RST == 0 {
@@ -656,6 +659,31 @@ mod tests {
         assert!(!f.tainted);
         c.on_guest_frame(&gf(2, flags::ACK, b"Z"));
         assert!(c.flows.values().next().unwrap().tainted);
+    }
+
+    /// A reset the core sends before it has a socket for the flow answers
+    /// a segment that overtook the guest's SYN: the connection that follows
+    /// is not reset by it. One sent once the socket exists is.
+    #[test]
+    fn reset_before_the_socket_ends_nothing() {
+        let g = sa("10.77.0.2:40000");
+        let r = sa("192.0.2.1:80");
+        let mut k = kernel_with(PeerModel::Sink);
+        let mut c = Checker::default();
+        let gf =
+            |seq, ack, fl| tcp_frame(GUEST_MAC, BROADCAST, g, r, seq, ack, fl, 65535, &[], b"");
+        let cf = |seq, ack, fl| tcp_frame(BROADCAST, GUEST_MAC, r, g, seq, ack, fl, 0, &[], b"");
+        let reset_open = |v: Vec<String>| v.iter().any(|s| s.contains("socket is still open"));
+        c.on_guest_frame(&gf(100, 0, flags::SYN));
+        assert!(c.on_core_frame(&cf(7, 0, flags::RST), &k).is_empty());
+        connect_core(&mut k, &mut c, r);
+        k.advance(0);
+        assert!(c
+            .on_core_frame(&cf(5000, 101, flags::SYN | flags::ACK), &k)
+            .is_empty());
+        assert!(!reset_open(c.finish(&k)));
+        c.on_core_frame(&cf(5001, 101, flags::RST), &k);
+        assert!(reset_open(c.finish(&k)));
     }
 
     #[test]
