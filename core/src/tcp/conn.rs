@@ -30,6 +30,24 @@ pub(crate) enum Phase {
     Established,
 }
 
+/// The `Send` of the guest's data a batch queued, until its result comes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PendingSend {
+    /// Bytes to write (0: none pending).
+    pub(super) bytes: u32,
+    /// The guest's FIN follows them.
+    pub(super) fin: bool,
+    /// Where the `Send` waits in the action queue (`ActionQueue::get_mut`),
+    /// while its batch is handled: a later group of the flow's segments
+    /// amends it there instead of searching the queue.
+    pub(super) action: Option<u64>,
+    /// Its spans, one per segment of the guest: while its batch is handled
+    /// they tell which segments a partial write refused.
+    pub(super) spans: SpanList,
+    /// Number of the batch that queued it.
+    pub(super) batch: u64,
+}
+
 /// State of one translated TCP connection.
 #[derive(Clone, Copy, Debug, Default)]
 #[allow(clippy::struct_excessive_bools)]
@@ -78,71 +96,65 @@ pub(crate) struct TcpConn {
     /// EPOLLHUP seen.
     pub(super) hup: bool,
 
-    // --- flags
-    /// Where the pending `Send` waits in the action queue
-    /// (`ActionQueue::get_mut`), while its batch is handled: a later group of
-    /// the flow's segments amends it there instead of searching the queue.
-    pub(super) send_action: Option<u64>,
-    /// Bytes of the pending `Send`.
-    pub(super) send_pending: u32,
-    /// Its spans, one per segment of the guest (read while its batch is
-    /// handled, to tell which segments a partial write refused).
-    pub(super) send_spans: SpanList,
-    /// Batch number of the pending `Send`.
-    pub(super) send_batch: u64,
-    /// The guest's FIN follows the pending `Send`.
-    pub(super) fin_pending: bool,
-    /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
-    pub(crate) need_out: bool,
-    /// The kernel's wake-up for free send space is armed: the socket was
-    /// found not writable when its interest was last set, or a write did
-    /// not fit. Cleared when the socket is seen writable again.
-    pub(super) out_armed: bool,
-    /// The last peek found nothing beyond what it took: wait for `Readable`
-    /// before peeking again (a peek would only return `EAGAIN`).
-    pub(super) sock_drained: bool,
-    /// The last write was partial or refused: the send buffer is full
-    /// whatever TCP_INFO says (the kernel counts buffer overhead, not just
-    /// payload), so the window stays closed until EPOLLOUT or the next
-    /// poll of a closed window.
-    pub(super) sock_full: bool,
-    /// The socket was reported readable before the handshake completed.
-    pub(super) readable_early: bool,
-    /// A `Peek` is queued and not answered yet.
-    pub(super) peek_pending: bool,
-    /// Waiting for room on the guest link (listed in `TcpState::link_waiting`).
-    pub(super) link_wait: bool,
-    /// Bytes asked for by the pending `Peek`.
-    pub(super) peek_len: u32,
-    /// `seq_to_tap` when the pending `Peek` was asked for.
-    pub(super) peek_seq: u32,
-    /// Host peer is local or has a very low RTT: ACK at once.
-    pub(crate) local: bool,
-    /// Cannot send more to the guest until it acknowledges or opens its window.
-    pub(crate) stalled: bool,
-    /// Request-response traffic with a local peer: data went to the guest
-    /// soon (within the policy's `ack_delay_local`) after the guest's last
-    /// data was written, so the ACK of the guest's next small write waits
-    /// for the answer to carry it. Off again when that wait runs out.
-    pub(super) pingpong: bool,
+    // --- the guest's data to the socket
+    /// Where the gap in the guest's data starts when a write ended inside
+    /// one of its segments: while `seq_from_tap` is there, the guest counts
+    /// one segment more in flight past it than its bytes show (the rest of
+    /// the split one).
+    pub(super) split_gap: Option<u32>,
     /// Segments of the guest that were dropped past the next byte we
     /// expect (beyond a gap, or the tail of a write that did not fit) and
     /// that no duplicate ACK answered yet. The guest still counts them in
     /// flight; at most this many duplicate ACKs go out for them (see
     /// `TcpState::send_ack`).
     pub(super) dups_owed: u16,
-    /// A write ended inside one of the guest's segments, at this sequence
-    /// number: while the gap starts there, the guest counts one segment more
-    /// in flight past it than its bytes show (the rest of the split one).
-    pub(super) split_gap: Option<u32>,
-    /// Send an ACK when the next `TcpInfo` arrives.
-    pub(super) force_ack: bool,
+    /// The guest's data on its way to the socket.
+    pub(super) send: PendingSend,
+    /// Waiting for the socket's send buffer to drain (EPOLLOUT wanted).
+    pub(crate) need_out: bool,
+    /// The kernel's wake-up for free send space is armed: the socket was
+    /// found not writable when its interest was last set, or a write did
+    /// not fit. Cleared when the socket is seen writable again.
+    pub(super) out_armed: bool,
+    /// The last write was partial or refused: the send buffer is full
+    /// whatever TCP_INFO says (the kernel counts buffer overhead, not just
+    /// payload), so the window stays closed until EPOLLOUT or the next
+    /// poll of a closed window.
+    pub(super) sock_full: bool,
     /// Share of the send buffer's free space (in 1/256) that writes fill
     /// with payload: below 256 once a write did not fit in a window the
     /// free space promised (the kernel charges every buffer of the queue
     /// its overhead, and more buffers with a peer that reads in small
     /// pieces). 0 stands for 256 (nothing learnt yet).
     pub(super) payload_share: u16,
+    /// Send an ACK when the next `TcpInfo` arrives.
+    pub(super) force_ack: bool,
+
+    // --- the socket's data to the guest
+    /// The last peek found nothing beyond what it took: wait for `Readable`
+    /// before peeking again (a peek would only return `EAGAIN`).
+    pub(super) sock_drained: bool,
+    /// The socket was reported readable before the handshake completed.
+    pub(super) readable_early: bool,
+    /// A `Peek` is queued and not answered yet.
+    pub(super) peek_pending: bool,
+    /// Bytes asked for by the pending `Peek`.
+    pub(super) peek_len: u32,
+    /// `seq_to_tap` when the pending `Peek` was asked for.
+    pub(super) peek_seq: u32,
+    /// Waiting for room on the guest link (listed in `TcpState::link_waiting`).
+    pub(super) link_wait: bool,
+    /// Cannot send more to the guest until it acknowledges or opens its window.
+    pub(crate) stalled: bool,
+
+    // --- flags
+    /// Host peer is local or has a very low RTT: ACK at once.
+    pub(crate) local: bool,
+    /// Request-response traffic with a local peer: data went to the guest
+    /// soon (within the policy's `ack_delay_local`) after the guest's last
+    /// data was written, so the ACK of the guest's next small write waits
+    /// for the answer to carry it. Off again when that wait runs out.
+    pub(super) pingpong: bool,
 
     // --- sequence numbers (guest's view of us: "to tap"; of itself: "from tap")
     /// Our initial sequence number.

@@ -1,5 +1,6 @@
 //! The guest side: segments from the guest, per flow and batch.
 
+use super::conn::PendingSend;
 use super::*;
 use crate::action::SpanList;
 
@@ -309,12 +310,10 @@ impl TcpState {
         let Some(c) = cx.tc(id) else { return 0 };
         // A Send of an earlier batch was carried out before this batch (call
         // order): if its result never came, it cannot be trusted any more.
-        if c.send_batch != batch_no {
-            c.send_pending = 0;
-            c.fin_pending = false;
-            c.send_action = None;
+        if c.send.batch != batch_no {
+            c.send = PendingSend::default();
         }
-        let (sock, pending, fin_pending) = (c.sock, c.send_pending, c.fin_pending);
+        let (sock, pending, fin_pending) = (c.sock, c.send.bytes, c.send.fin);
         let mut expected = c.seq_from_tap;
         // A Send of this batch is still queued (the flow's segments were
         // split into two groups): it is not carried out yet, so this group's
@@ -499,7 +498,7 @@ impl TcpState {
         id: FlowId,
         sock: SockId,
     ) -> Option<&'c mut SpanList> {
-        let index = cx.tc_ref(id)?.1.send_action?;
+        let index = cx.tc_ref(id)?.1.send.action?;
         crate::work::tick(1);
         match cx.actions.get_mut(index)? {
             Action::Send { sock: s, spans } if *s == sock => Some(spans),
@@ -535,10 +534,13 @@ impl TcpState {
             start: span_start as u32,
             count: count as u32,
         };
-        c.send_pending = total.min(u64::from(u32::MAX)) as u32;
-        c.send_spans = list;
-        c.fin_pending = fin;
-        c.send_batch = batch_no;
+        c.send = PendingSend {
+            bytes: total.min(u64::from(u32::MAX)) as u32,
+            fin,
+            action: c.send.action,
+            spans: list,
+            batch: batch_no,
+        };
         let sock = c.sock;
         if requeue {
             if let Some(spans) = self.queued_send(cx, id, sock) {
@@ -552,7 +554,7 @@ impl TcpState {
             cx.counters.actions_refused += 1;
         }
         if let Some(c) = cx.tc(id) {
-            c.send_action = queued.then_some(index);
+            c.send.action = queued.then_some(index);
         }
         true
     }

@@ -685,12 +685,12 @@ impl TcpState {
     ) {
         let now = cx.now;
         let Some((_, c)) = cx.tc_ref(id) else { return };
-        let want = c.send_pending;
+        let want = c.send.bytes;
         let taken = r.map_or(0, |n| n.min(want as usize) as u32);
         // The segments the write refused, told by its spans while they are
         // this batch's.
-        let l = c.send_spans;
-        let split = (c.send_batch == self.batches && taken < want)
+        let l = c.send.spans;
+        let split = (c.send.batch == self.batches && taken < want)
             .then(|| {
                 let start = l.start as usize;
                 let spans = cx.spans.get(start..start.checked_add(l.count as usize)?)?;
@@ -698,9 +698,9 @@ impl TcpState {
             })
             .flatten();
         let Some(c) = cx.tc(id) else { return };
-        let fin = c.fin_pending;
-        c.send_pending = 0;
-        c.fin_pending = false;
+        let fin = c.send.fin;
+        c.send.bytes = 0;
+        c.send.fin = false;
         let sock = c.sock;
         let mut estimate = None;
         match r {
