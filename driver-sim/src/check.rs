@@ -575,6 +575,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The guest's end and the host peer's of the connection under test.
+    fn ends() -> (SocketAddr, SocketAddr) {
+        (sa("10.77.0.2:40000"), sa("192.0.2.1:80"))
+    }
+
     /// The core's socket 1 connects to `r`, as the checker is told.
     fn connect_core(k: &mut Kernel, c: &mut Checker, r: SocketAddr) -> SockId {
         let s = SockId(1);
@@ -589,8 +594,7 @@ mod tests {
     /// socket, then ACKs honest and dishonest.
     #[test]
     fn ack_honesty_and_byte_stream() {
-        let g = sa("10.77.0.2:40000");
-        let r = sa("192.0.2.1:80");
+        let (g, r) = ends();
         let mut k = kernel_with(PeerModel::Sink);
         let mut c = Checker::default();
         let gf = |seq, ack, fl, p: &[u8]| {
@@ -644,8 +648,7 @@ mod tests {
 
     #[test]
     fn reassembly_out_of_order_and_taint() {
-        let g = sa("10.77.0.2:40000");
-        let r = sa("192.0.2.1:80");
+        let (g, r) = ends();
         let mut c = Checker::default();
         let gf =
             |seq, fl, p: &[u8]| tcp_frame(GUEST_MAC, BROADCAST, g, r, seq, 0, fl, 65535, &[], p);
@@ -666,8 +669,7 @@ mod tests {
     /// is not reset by it. One sent once the socket exists is.
     #[test]
     fn reset_before_the_socket_ends_nothing() {
-        let g = sa("10.77.0.2:40000");
-        let r = sa("192.0.2.1:80");
+        let (g, r) = ends();
         let mut k = kernel_with(PeerModel::Sink);
         let mut c = Checker::default();
         let gf =
@@ -688,8 +690,7 @@ mod tests {
 
     #[test]
     fn close_mapping_at_the_end() {
-        let g = sa("10.77.0.2:40000");
-        let r = sa("192.0.2.1:80");
+        let (g, r) = ends();
         let mut k = kernel_with(PeerModel::ResetAfter(1));
         let mut c = Checker::default();
         c.on_guest_frame(&tcp_frame(

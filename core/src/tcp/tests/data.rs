@@ -5,14 +5,19 @@ use super::*;
 
 // --- guest → host -------------------------------------------------------------
 
+/// `n` segments of 1000 bytes from the guest's next byte on, segment `i`
+/// filled with `i`.
+fn kilo_segments(c: &Conn, n: u32) -> Vec<G> {
+    (0..n)
+        .map(|i| c.seg(c.their.wrapping_add(i * 1000)).data(&[i as u8; 1000]))
+        .collect()
+}
+
 #[test]
 fn guest_data_partial_write_acks_only_written() {
     let mut c = connect4();
     c.h.sock(c.sock).send_room = Some(1500);
-    let segs: Vec<G> = (0..3u32)
-        .map(|i| c.seg(c.their.wrapping_add(i * 1000)).data(&[i as u8; 1000]))
-        .collect();
-    c.h.guest(&segs);
+    c.h.guest(&kilo_segments(&c, 3));
     let sends: Vec<_> =
         c.h.take_actions()
             .into_iter()
@@ -72,10 +77,7 @@ fn write_cut_short_lowers_the_share_of_free_space_offered() {
     );
     // Half of 3000 bytes taken.
     c.h.sock(c.sock).send_room = Some(1500);
-    let segs: Vec<G> = (0..3u32)
-        .map(|i| c.seg(c.their.wrapping_add(i * 1000)).data(&[i as u8; 1000]))
-        .collect();
-    c.h.guest(&segs);
+    c.h.guest(&kilo_segments(&c, 3));
     c.h.frames_after(10);
     c.their = c.their.wrapping_add(1500);
     c.h.sock(c.sock).send_room = None;
@@ -168,10 +170,7 @@ fn out_of_order_gets_one_duplicate_ack_per_segment_and_reorder_in_batch() {
 fn write_ending_inside_a_segment_owes_a_duplicate_per_segment_after_it() {
     let mut c = connect4();
     c.h.sock(c.sock).send_room = Some(1500);
-    let segs: Vec<G> = (0..5u32)
-        .map(|i| c.seg(c.their.wrapping_add(i * 1000)).data(&[i as u8; 1000]))
-        .collect();
-    c.h.guest(&segs);
+    c.h.guest(&kilo_segments(&c, 5));
     let f = c.h.take_frames();
     assert_eq!(
         (f.len(), f[0].ack, f[0].win),
