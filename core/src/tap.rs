@@ -273,6 +273,13 @@ pub(crate) struct FlowKey {
     pub(crate) dport: u16,
 }
 
+impl FlowKey {
+    /// Source and destination ports of a segment to the guest on this flow.
+    pub(crate) fn reply_ports(&self) -> (u16, u16) {
+        (self.dport, self.sport)
+    }
+}
+
 /// Most distinct flows grouped from one batch before the groups are handed over
 /// (upstream's `TAP_SEQS`).
 pub(crate) const MAX_SEQS: usize = 128;

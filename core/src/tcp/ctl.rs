@@ -91,7 +91,7 @@ impl TcpState {
         let (win, wbytes) = c.win_field(syn);
         let seq = if syn { c.isn } else { c.seq_to_tap };
         let h = Hdr {
-            ports: (key.dport, key.sport),
+            ports: key.reply_ports(),
             seq,
             ack: c.seq_from_tap,
             flags,
@@ -171,26 +171,10 @@ impl TcpState {
     /// Resets a segment that belongs to no connection (RFC 9293 §3.10.7.1).
     pub(super) fn rst_no_flow(&mut self, cx: &mut Ctx<'_>, key: &FlowKey, s: &Seg) {
         let h = if s.has(ACK) {
-            Hdr {
-                ports: (key.dport, key.sport),
-                seq: s.ack,
-                ack: 0,
-                flags: RST,
-                win: 0,
-                syn_opts: None,
-                ts: None,
-            }
+            Hdr::reset(key, s.ack, 0, RST)
         } else {
             let len = s.len + u32::from(s.has(SYN)) + u32::from(s.has(FIN));
-            Hdr {
-                ports: (key.dport, key.sport),
-                seq: 0,
-                ack: s.seq.wrapping_add(len),
-                flags: RST | ACK,
-                win: 0,
-                syn_opts: None,
-                ts: None,
-            }
+            Hdr::reset(key, 0, s.seq.wrapping_add(len), RST | ACK)
         };
         self.ctl(cx, key, h);
     }
@@ -222,15 +206,7 @@ impl TcpState {
             match c.phase {
                 // The guest is in SYN-SENT: only an RST acknowledging its SYN counts.
                 Phase::Connecting | Phase::ConnectedInfo => {
-                    let h = Hdr {
-                        ports: (key.dport, key.sport),
-                        seq: 0,
-                        ack: c.seq_from_tap,
-                        flags: RST | ACK,
-                        win: 0,
-                        syn_opts: None,
-                        ts: None,
-                    };
+                    let h = Hdr::reset(&key, 0, c.seq_from_tap, RST | ACK);
                     self.ctl(cx, &key, h);
                 }
                 // The guest knows nothing of it yet.

@@ -1,5 +1,6 @@
 //! TCP headers: parsing the guest's, writing ours.
 
+use crate::tap::FlowKey;
 use crate::wire::{be16, be32, put, put16, put32};
 
 pub(crate) const FIN: u8 = 0x01;
@@ -111,6 +112,19 @@ pub(crate) struct Hdr {
 }
 
 impl Hdr {
+    /// A reset to the guest on `key`'s flow: no window, no options.
+    pub(crate) fn reset(key: &FlowKey, seq: u32, ack: u32, flags: u8) -> Hdr {
+        Hdr {
+            ports: key.reply_ports(),
+            seq,
+            ack,
+            flags,
+            win: 0,
+            syn_opts: None,
+            ts: None,
+        }
+    }
+
     /// Header length including options.
     pub(crate) fn len(&self) -> usize {
         let syn = match self.syn_opts {

@@ -258,7 +258,7 @@ impl TcpState {
                 break;
             }
             let h = Hdr {
-                ports: (key.dport, key.sport),
+                ports: key.reply_ports(),
                 seq: seqno,
                 ack,
                 flags: ACK | if chunk == left { PSH } else { 0 },

@@ -141,7 +141,7 @@ impl TcpState {
         let key = *key;
         let (win, wbytes) = c.win_field(false);
         let h = Hdr {
-            ports: (key.dport, key.sport),
+            ports: key.reply_ports(),
             seq: c.seq_to_tap.wrapping_sub(1),
             ack: c.seq_from_tap,
             flags: ACK,
