@@ -610,11 +610,13 @@ impl TcpState {
             Reopen::Segment => seg,
             Reopen::HalfBuffer => empty.map_or(seg, |w| (w / 2).max(seg)),
         };
-        let reopened = c.wnd_to_tap < reopen_at && new >= reopen_at;
-        // The guest sees the window in units of the scale it was given: a
-        // free space below one unit is a closed window (a guest with an MSS
-        // smaller than the unit would otherwise wait for its probe).
-        c.need_out = new < seg.max(1 << c.ws_to_tap) && !c.tap_fin_rcvd;
+        // The guest sees the window in whole units of the scale it was
+        // given: what is left below one unit is not offered (a free space
+        // of a segment and a bit less than a unit shows as less than a
+        // segment, and a guest avoiding silly windows waits for more).
+        let shown = (new >> c.ws_to_tap) << c.ws_to_tap;
+        let reopened = c.wnd_to_tap < reopen_at && shown >= reopen_at;
+        c.need_out = shown < seg && !c.tap_fin_rcvd;
         let mut rearm = false;
         c.t_poll = None;
         if c.need_out {

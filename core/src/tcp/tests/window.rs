@@ -20,25 +20,30 @@ fn probe_of_closed_window_gets_fresh_window() {
     assert_eq!(u32::from(f[0].win) << MAX_WS, 4096 - 256);
 }
 
+/// Fills a send buffer of `sndbuf` bytes (the window closes), lets it drain
+/// with no `Writable`, and returns the one window update that follows
+/// within a poll interval; no poll follows it once the window is open.
+fn reopened_after_drain(c: &mut Conn, sndbuf: u32) -> Out {
+    c.h.sock(c.sock).sndbuf = sndbuf;
+    c.h.guest(&[c.seg(c.their).data(&vec![1; sndbuf as usize])]);
+    assert_eq!(c.h.frames_after(10).last().unwrap().win, 0, "closed");
+    c.h.sock(c.sock).outq = 0;
+    let f = c.h.frames_after(WINDOW_POLL.as_millis() as u64 + 1);
+    assert_eq!(f.len(), 1, "one window update: {f:?}");
+    c.h.take_actions();
+    c.h.run_for(1000);
+    let polls = c.h.take_actions();
+    assert!(!polls.contains(&Action::QuerySendSpace { sock: c.sock }));
+    f[0].clone()
+}
+
+/// The socket drains but no EPOLLOUT is reported: the window reopens
+/// within one poll interval anyway.
 #[test]
 fn closed_window_is_polled_without_writable() {
     let mut c = connect4_unscaled();
-    c.h.sock(c.sock).sndbuf = 4096;
-    c.h.guest(&[c.seg(c.their).data(&[1; 4096])]);
-    assert_eq!(c.h.frames_after(10).last().unwrap().win, 0);
-    // The socket drains but no EPOLLOUT is reported: the window reopens
-    // within one poll interval anyway.
-    c.h.sock(c.sock).outq = 0;
-    let f = c.h.frames_after(WINDOW_POLL.as_millis() as u64 + 1);
-    assert_eq!(f.len(), 1);
-    assert_eq!(u32::from(f[0].win) << MAX_WS, 4096 - 256);
-    // Once open, no more polling.
-    c.h.take_actions();
-    c.h.run_for(1000);
-    assert!(!c
-        .h
-        .take_actions()
-        .contains(&Action::QuerySendSpace { sock: c.sock }));
+    let f = reopened_after_drain(&mut c, 4096);
+    assert_eq!(u32::from(f.win) << MAX_WS, 4096 - 256);
 }
 
 /// A send buffer that never holds one of the guest's segments (the empty
@@ -48,22 +53,30 @@ fn closed_window_is_polled_without_writable() {
 #[test]
 fn buffer_smaller_than_two_segments_reopens_without_a_probe() {
     let mut c = connect4_unscaled();
-    c.h.sock(c.sock).sndbuf = 1024;
-    c.h.guest(&[c.seg(c.their).data(&[1; 1024])]);
-    assert_eq!(c.h.frames_after(10).last().unwrap().win, 0, "closed");
-    c.h.sock(c.sock).outq = 0;
-    let f = c.h.frames_after(WINDOW_POLL.as_millis() as u64 + 1);
-    assert_eq!(f.len(), 1, "one window update: {f:?}");
-    assert_eq!(f[0].ack, c.their.wrapping_add(1024));
+    let f = reopened_after_drain(&mut c, 1024);
+    assert_eq!(f.ack, c.their.wrapping_add(1024));
     let empty = TcpPolicy::SHIPPED.window(1024, 0).unwrap();
-    assert_eq!(u32::from(f[0].win) << MAX_WS, empty & !((1 << MAX_WS) - 1));
-    // Open: no more polling.
-    c.h.take_actions();
-    c.h.run_for(1000);
-    assert!(!c
-        .h
-        .take_actions()
-        .contains(&Action::QuerySendSpace { sock: c.sock }));
+    assert_eq!(u32::from(f.win) << MAX_WS, empty & !((1 << MAX_WS) - 1));
+}
+
+/// The window goes out in whole units of the scale: a free space of a
+/// segment and less than a unit more shows the guest less than a segment,
+/// which it waits on. That window counts as closed: the buffer is watched,
+/// and the guest hears as soon as it drained.
+#[test]
+fn window_shown_below_a_segment_counts_as_closed() {
+    let mut c = connect4();
+    c.h.sock(c.sock).sndbuf = 4096;
+    c.h.sock(c.sock).outq = 1228;
+    c.h.guest(&[c.seg(c.their).data(&[1; 1000])]);
+    let free = TcpPolicy::SHIPPED.window(4096, 2228).unwrap();
+    let f = c.h.frames_after(10);
+    let shown = u32::from(f.last().unwrap().win) << MAX_WS;
+    assert!(shown < 1460 && free >= 1460, "shown {shown} of {free}");
+    c.h.sock(c.sock).outq = 0;
+    let f = c.h.frames_after(10);
+    assert_eq!(f.len(), 1, "one window update: {f:?}");
+    assert!(u32::from(f[0].win) << MAX_WS >= 1460);
 }
 
 // --- epoll interest ----------------------------------------------------------------
