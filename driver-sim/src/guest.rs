@@ -1,6 +1,8 @@
 //! A small model of a guest TCP endpoint: it opens a connection (or answers
 //! one), sends N bytes, acknowledges what it receives in order, retransmits
-//! on timeout and on three duplicate acknowledgements, and closes. With it, a
+//! on timeout and on three duplicate acknowledgements (same acknowledgement,
+//! same window, as Linux counts them; an older acknowledgement leaves the
+//! window as it was), and closes. With it, a
 //! run can push bulk data through a faulty link and check that everything
 //! arrives (liveness), not just that nothing wrong happens.
 
@@ -378,7 +380,11 @@ impl GuestTcp {
         // Acknowledgements.
         if t.flags & flags::ACK != 0 {
             let ack = t.ack.wrapping_sub(self.isn);
-            self.snd_wnd = u32::from(t.win) << self.wscale;
+            let wnd = u32::from(t.win) << self.wscale;
+            let same_wnd = wnd == self.snd_wnd;
+            if ack >= self.snd_una {
+                self.snd_wnd = wnd;
+            }
             if ack > self.snd_una && ack <= self.snd_nxt.max(self.total + 2) {
                 self.snd_una = ack;
                 self.dup_acks = 0;
@@ -392,6 +398,7 @@ impl GuestTcp {
                 }
             } else if ack == self.snd_una
                 && ack == self.last_ack
+                && same_wnd
                 && t.payload.is_empty()
                 && self.snd_nxt > self.snd_una
             {
@@ -500,14 +507,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reset_ends_the_exchange() {
+    /// Endpoint a connecting to b to send `total` bytes: the two addresses,
+    /// and its SYN.
+    fn connecting(total: u32) -> (GuestTcp, (SocketAddr, SocketAddr), Vec<Vec<u8>>) {
         let a_addr: SocketAddr = "10.0.0.1:1000".parse().unwrap();
         let b_addr: SocketAddr = "10.0.0.2:2000".parse().unwrap();
-        let mut a = GuestTcp::connect(a_addr, b_addr, 10, [2; 6], [4; 6]);
+        let mut a = GuestTcp::connect(a_addr, b_addr, total, [2; 6], [4; 6]);
         let mut out = Vec::new();
         a.start(0, &mut out);
-        assert_eq!(out.len(), 1);
+        assert_eq!(out.len(), 1, "the SYN");
+        (a, (a_addr, b_addr), out)
+    }
+
+    /// As Linux: an ACK that changes the window is no duplicate, and one
+    /// older than what was acknowledged does not change the window.
+    #[test]
+    fn window_updates_are_not_duplicates_and_old_acks_keep_the_window() {
+        let (mut a, (a_addr, b_addr), mut out) = connecting(10_000);
+        let isn = frame::parse_tcp(&out[0]).unwrap().seq;
+        let from_b = |fl, ack: u32, win| {
+            let f = frame::tcp_frame([4; 6], [2; 6], b_addr, a_addr, 7, ack, fl, win, &[], &[]);
+            frame::parse_tcp(&f).unwrap()
+        };
+        a.on_segment(1, &from_b(flags::SYN | flags::ACK, isn + 1, 4000), &mut out);
+        let acked = isn + 1 + 1400;
+        a.on_segment(2, &from_b(flags::ACK, acked, 0), &mut out);
+        for (k, win) in [1000, 2000, 3000].into_iter().enumerate() {
+            a.on_segment(3 + k as u64, &from_b(flags::ACK, acked, win), &mut out);
+        }
+        assert_eq!(a.retransmits, 0, "window updates counted as duplicates");
+        assert_eq!(a.snd_wnd, 3000);
+        a.on_segment(9, &from_b(flags::ACK, isn + 1, 65535), &mut out);
+        assert_eq!(a.snd_wnd, 3000, "an old ACK moved the window");
+    }
+
+    #[test]
+    fn reset_ends_the_exchange() {
+        let (mut a, (a_addr, b_addr), mut out) = connecting(10);
         assert!(a.deadline().is_some());
         let rst = frame::tcp_frame(
             [4; 6],
