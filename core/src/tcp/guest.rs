@@ -458,6 +458,10 @@ impl TcpState {
                     self.send_ack(cx, id);
                 }
             }
+        } else if let (true, Some(c)) = (ack_now, cx.tc(id)) {
+            // A segment owed an ACK at once (one seen before: our ACK was
+            // lost): the one after the Send's result goes out at once.
+            c.force_ack = true;
         }
         if peek {
             self.try_peek(cx, id, false);

@@ -192,6 +192,24 @@ fn write_ending_inside_a_segment_owes_a_duplicate_per_segment_after_it() {
     );
 }
 
+/// A segment the guest sent before (our ACK of it was lost), with new data
+/// in the same batch: the ACK after the write goes out at once, not after
+/// the ACK delay, or the guest sits on a window it believes full.
+#[test]
+fn old_segment_with_new_data_is_acknowledged_at_once() {
+    let mut c = connect4();
+    let t = c.their;
+    c.h.guest(&[c.seg(t).data(&[1; 1000])]);
+    c.h.frames_after(50);
+    c.h.guest(&[
+        c.seg(t).data(&[1; 1000]),
+        c.seg(t.wrapping_add(1000)).data(&[2; 100]),
+    ]);
+    let f = c.h.take_frames();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].ack, t.wrapping_add(1100));
+}
+
 /// A segment past a gap that is the only one the guest has in flight
 /// there gets no duplicate ACK beyond the plain one: the guest would count
 /// more duplicates than segments, take it for reordering, and stop
