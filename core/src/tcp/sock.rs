@@ -614,7 +614,7 @@ impl TcpState {
         // given: what is left below one unit is not offered (a free space
         // of a segment and a bit less than a unit shows as less than a
         // segment, and a guest avoiding silly windows waits for more).
-        let shown = (new >> c.ws_to_tap) << c.ws_to_tap;
+        let (_, shown) = c.win_field(false);
         let reopened = c.wnd_to_tap < reopen_at && shown >= reopen_at;
         c.need_out = shown < seg && !c.tap_fin_rcvd;
         let mut rearm = false;
@@ -706,8 +706,8 @@ impl TcpState {
         let sock = c.sock;
         let mut estimate = None;
         match r {
-            Ok(n) => {
-                let n = (n.min(want as usize)) as u32;
+            Ok(_) => {
+                let n = taken;
                 if n < want {
                     c.learn_payload_share(c.sock_free, want, n);
                     c.owe_dups_for_refused(split, n, want - n);
