@@ -600,10 +600,10 @@ impl TcpState {
         // segments, or half of what the empty buffer offers when that is
         // less (RFC 1122 4.2.3.3): a send buffer smaller than two segments
         // never frees a whole one.
+        // An unknown buffer is taken to hold a segment.
         let empty = pol.window(c.sndbuf, 0);
-        let seg = empty
-            .map_or(0, |w| w / 2)
-            .clamp(1, u32::from(c.mss_to_tap).max(1));
+        let mss = u32::from(c.mss_to_tap).max(1);
+        let seg = empty.map_or(mss, |w| (w / 2).clamp(1, mss));
         // The window is offered again once it holds a segment, or (the
         // policy says) half the buffer.
         let reopen_at = match pol.reopen {
