@@ -352,6 +352,9 @@ fn neigh_watch(s: &Settings) -> Option<netlink::NeighWatch> {
 /// Sets everything up, isolates the process and runs the event loop.
 /// Returns (an exit status) only if it fails before the seccomp filter is
 /// on; from then on the process leaves through `isolate::exit`.
+// Long by design: the start-up order (log, limits, namespaces, sockets, daemon, sandbox,
+// loop) is the point of this function, and each step is a call; reading it top to
+// bottom is reading that order.
 pub(crate) fn run(s: Settings, devnull: OwnedFd) -> io::Result<i32> {
     let mut s = s;
     // Start-up messages go to standard error until pasta daemonises or

@@ -222,6 +222,8 @@ impl TcpState {
 
     /// Frames the `n` bytes peeked for `id` into `slots`; returns the
     /// number of frames.
+    // Long by design: one pass over the peeked bytes that cuts segments, writes their
+    // headers and advances the send state, so that the payload is copied once.
     fn frame_peeked(
         &mut self,
         cx: &mut Ctx<'_>,

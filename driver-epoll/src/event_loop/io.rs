@@ -54,6 +54,8 @@ impl Io {
         }
     }
 
+    // Long by design: one arm per action the core emits; each arm is a syscall or a
+    // call into the socket table.
     pub(super) fn carry_out(&mut self, now: Instant, action: Action, rx: &[u8]) {
         if log::log_enabled!(log::Level::Trace) {
             log::trace!("action {action:?}");

@@ -58,6 +58,9 @@ impl Xs {
 /// reordering, frames the link did not accept, partial writes and EAGAIN,
 /// with and without SO_PEEK_OFF; then both sides close and the connection
 /// and its socket go away.
+// Long by design: one step loop drives the host peer, the guest link and the guest's
+// sender and receiver together, and checks both streams after every step; the models
+// share the loop's state.
 fn streams_survive(seed: u64, peek_offset: bool, sndbuf: u32, inbound: bool) {
     let mut r = Xs(seed | 1);
     let mut cfg = if inbound {

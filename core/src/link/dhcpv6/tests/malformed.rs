@@ -5,6 +5,7 @@
 use super::*;
 
 #[test]
+// Long by design: a table of hostile messages, one line each, and one loop over it.
 fn hostile_inputs_are_counted_as_malformed() {
     let cfg = capture_config();
     let cid = client_id();
