@@ -94,7 +94,10 @@ impl TcpModel {
         if wnd == 0 {
             self.stats.zero_windows_in += 1;
         }
-        if ack > self.snd_max {
+        // Ahead of what was sent, or older than what was acknowledged (a
+        // newer ACK overtook it on the link): ignored, window included, as
+        // Linux ignores it (RFC 9293's `SND.WL2` check).
+        if ack > self.snd_max || ack < self.snd_una {
             return;
         }
         let has_data = !t.payload.is_empty() || t.flags & flags::FIN != 0;

@@ -174,3 +174,41 @@ fn closed_window_is_probed() {
     assert_eq!(x.stats.probes, 2);
     assert!(p2 - p1 > RTO_INIT, "backed off: {} then {}", p1, p2);
 }
+
+/// An ACK older than what was acknowledged, arriving late, is ignored, window
+/// included (RFC 9293's `SND.WL2` check, Linux's old-ACK path): it does not
+/// reopen a window a newer ACK closed.
+#[test]
+fn old_ack_does_not_reopen_the_window() {
+    let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:2000".parse().unwrap();
+    let mut x = TcpModel::connect(0, a, b, [1; 6], [2; 6], opts(1));
+    let from_b = |ack: u32, fl, win| TcpSeg {
+        src: b,
+        dst: a,
+        seq: 5001,
+        ack,
+        flags: fl,
+        win,
+        opts: String::new(),
+        payload: Vec::new(),
+    };
+    let isn = x.iss.wrapping_add(1);
+    let syn_ack = TcpSeg {
+        seq: 5000,
+        opts: "mss 1000".into(),
+        ..from_b(isn, flags::SYN | flags::ACK, 4000)
+    };
+    x.on_segment(10, &syn_ack);
+    x.write(10, 20_000);
+    let mut out = Vec::new();
+    x.take_frames(u64::MAX, &mut out);
+    x.on_segment(20, &from_b(isn + 4000, flags::ACK, 0));
+    out.clear();
+    x.take_frames(u64::MAX, &mut out);
+    assert!(out.is_empty(), "closed: {} frames", out.len());
+    x.on_segment(21, &from_b(isn + 1000, flags::ACK, 65535));
+    assert_eq!(x.peer_wnd, 0, "an old ACK moved the window");
+    x.take_frames(u64::MAX, &mut out);
+    assert!(out.is_empty(), "sent into a window an old ACK offered");
+}
