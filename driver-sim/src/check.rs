@@ -396,11 +396,23 @@ impl Checker {
     /// when it is writable (epoll's notion: a third of the buffer free) and
     /// has room for two segments beyond the guest data still on its way.
     /// Allowed for one turn (the core learns of the room through an event),
-    /// not across a later one.
-    pub fn on_turn_end(&mut self, now: u64, kernel: &Kernel) -> Vec<String> {
+    /// not across a later one. A turn that ends with frames of the flow on
+    /// either link (`on_links`) counts for neither: the guest is not waiting
+    /// yet while its data or the core's answers are on their way.
+    pub fn on_turn_end<'f>(
+        &mut self,
+        now: u64,
+        kernel: &Kernel,
+        on_links: impl Iterator<Item = &'f [u8]>,
+    ) -> Vec<String> {
         let Some(views) = self.views(kernel) else {
             return Vec::new();
         };
+        // Both ends of every TCP frame on the links, either way round.
+        let busy: Vec<(SocketAddr, SocketAddr)> = on_links
+            .filter_map(parse_tcp)
+            .flat_map(|t| [(t.src, t.dst), (t.dst, t.src)])
+            .collect();
         let mut bad = Vec::new();
         for (k, f) in self.flows.iter_mut() {
             let (Some(sock), Some(edge), Some(mss)) = (f.sock, f.wnd_edge, f.core_mss) else {
@@ -421,6 +433,9 @@ impl Checker {
             } else {
                 mss
             };
+            if busy.contains(k) {
+                continue;
+            }
             let usable = edge.wrapping_sub(f.guest_nxt);
             let closed = usable >= 0x8000_0000 || usable < seg;
             let accepted = Self::view(f, &views).map_or(0, |v| v.from_core.len() as u32);
@@ -686,6 +701,47 @@ mod tests {
         assert!(!reset_open(c.finish(&k)));
         c.on_core_frame(&cf(5001, 101, flags::RST), &k);
         assert!(reset_open(c.finish(&k)));
+    }
+
+    /// A window the core keeps closed while the socket has room is a stall
+    /// from the second turn on; turns that end with frames of the flow still
+    /// on a link (the guest's data, the core's answers) count for neither.
+    #[test]
+    fn window_stall_waits_for_quiet_links() {
+        let (g, r) = ends();
+        let mut k = kernel_with(PeerModel::Sink);
+        let mut c = Checker::default();
+        let data = [7u8; 1000];
+        let gf =
+            |seq, fl, p: &[u8]| tcp_frame(GUEST_MAC, BROADCAST, g, r, seq, 5001, fl, 65535, &[], p);
+        let cf = |ack, fl, win, opts: &[u8]| {
+            tcp_frame(BROADCAST, GUEST_MAC, r, g, 5000, ack, fl, win, opts, b"")
+        };
+        c.on_guest_frame(&gf(100, flags::SYN, b""));
+        let s = connect_core(&mut k, &mut c, r);
+        k.advance(0);
+        let mss = crate::frame::tcp_options("mss 1000").unwrap();
+        c.on_core_frame(&cf(101, flags::SYN | flags::ACK, 65535, &mss), &k);
+        // Four segments; the core took the first and offers less than a
+        // segment beyond it, while its socket has room.
+        for i in 0..4 {
+            c.on_guest_frame(&gf(101 + i * 1000, flags::ACK, &data));
+        }
+        k.send(s, &data).unwrap();
+        k.run_peers(0);
+        let ack = cf(1101, flags::ACK, 500, &[]);
+        let v = c.on_core_frame(&ack, &k);
+        assert!(v.is_empty(), "{v:?}");
+        let on_link = || std::iter::once(ack.as_slice());
+        let quiet = std::iter::empty;
+        for t in 1..4 {
+            let v = c.on_turn_end(t, &k, on_link());
+            assert!(v.is_empty(), "the ACK is still on its way: {v:?}");
+        }
+        assert!(c.on_turn_end(4, &k, quiet()).is_empty(), "one turn allowed");
+        assert!(c.on_turn_end(5, &k, on_link()).is_empty());
+        let v = c.on_turn_end(6, &k, quiet());
+        assert!(v.iter().any(|s| s.starts_with("window stall")), "{v:?}");
     }
 
     #[test]

@@ -221,6 +221,11 @@ impl Link {
     pub fn in_flight(&self) -> usize {
         self.flight.len()
     }
+
+    /// The frames in flight, in no particular order.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.flight.iter().map(|e| e.2.as_slice())
+    }
 }
 
 #[cfg(test)]

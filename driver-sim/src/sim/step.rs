@@ -75,7 +75,11 @@ impl Sim {
             && self.to_guest.profile.is_clean()
             && self.ring.profile.is_clean()
         {
-            for v in self.checker.on_turn_end(now.as_nanos(), &self.kernel) {
+            let on_links = self.to_core.frames().chain(self.to_guest.frames());
+            for v in self
+                .checker
+                .on_turn_end(now.as_nanos(), &self.kernel, on_links)
+            {
                 self.violation(v);
             }
         }
