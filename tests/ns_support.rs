@@ -3,8 +3,8 @@
 //! and the translators started from them.
 //!
 //! Every test gets a "host" namespace whose only uplink is a dummy interface
-//! (or, on kernels without the dummy driver, a veth end named the same)
-//! (`dummy0`: 10.77.0.2/24 via 10.77.0.1, fd77::2/64 via fd77::1) and a fake
+//! (or, on kernels without the dummy driver, a veth end named the same,
+//! without ARP) (`dummy0`: 10.77.0.2/24 via 10.77.0.1, fd77::2/64 via fd77::1) and a fake
 //! `resolv.conf` (`/etc/netns/NAME/resolv.conf`, which `ip netns exec` mounts
 //! over `/etc/resolv.conf`). passt and pasta run inside it.
 //!
@@ -226,10 +226,15 @@ impl Netns {
         let ns = Netns::new(tag);
         let n = &ns.name;
         // A dummy interface where the kernel has the driver, else one end of
-        // a veth pair whose other end stays, unaddressed, in the same namespace.
+        // a veth pair whose other end stays, unaddressed, in the same
+        // namespace. Like a dummy, that end resolves no neighbours (`arp
+        // off`): what is routed out is gone without an answer, and no
+        // neighbour resolution fails seconds later and ends the connections
+        // waiting on it.
         sh(&format!(
             "ip -n {n} link add dummy0 type dummy 2>/dev/null ||
                {{ ip -n {n} link add dummy0 type veth peer name uplink0;
+                  ip -n {n} link set dummy0 arp off;
                   ip -n {n} link set uplink0 up; }}
              ip -n {n} link set dummy0 up
              ip -n {n} addr add {HOST_IP4}/24 dev dummy0

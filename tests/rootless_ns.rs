@@ -161,7 +161,11 @@ print(len(seen))
 /// file to be written, then sends COUNT numbered datagrams, two at a time
 /// with a millisecond between pairs: paced, so that what is measured is
 /// whether the guest takes them from the first moment, not how fast a
-/// loaded machine drains a burst.
+/// loaded machine drains a burst. For the same reason a pair waits (up to
+/// 20 s in all) while the receive queues of the sockets bound to PORT
+/// (pasta's, from `/proc/net/udp` and `udp6`) hold more than 64 KiB: a
+/// pasta that gets no CPU for a while would otherwise find its socket's
+/// buffer overflowed, and the datagrams lost before it.
 const UDP_SEND: &str = r#"
 import os, socket, sys, time
 addr, port, count, pidf = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -173,11 +177,22 @@ while time.time() < end:
     except OSError:
         pass
     time.sleep(0.0005)
+def queued():
+    n = 0
+    for f in ("/proc/net/udp", "/proc/net/udp6"):
+        for l in open(f).readlines()[1:]:
+            v = l.split()
+            if int(v[1].split(":")[1], 16) == port:
+                n += int(v[4].split(":")[1], 16)
+    return n
 s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + 20
 for i in range(count):
     s.sendto(i.to_bytes(4, "big") + bytes(60), (addr, port))
     if i % 2 == 1:
         time.sleep(0.001)
+        while queued() > 65536 and time.time() < end:
+            time.sleep(0.001)
 print("sent", count)
 "#;
 

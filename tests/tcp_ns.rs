@@ -204,6 +204,15 @@ fn both_ways(c: TcpStream, start: usize, peer: usize) -> Result<(), String> {
 fn five_hundred_connections() {
     let t = Pasta::start("conns", &["-t", "none"]);
     let l = t.listen_host(any4(6100));
+    // An accept queue with room for every connection: the accepting thread
+    // shares the CPU with the transfers it starts, and on a loaded machine
+    // it fell more than a default backlog behind; the host then dropped
+    // pasta's handshake, which took a retransmission a second later (and
+    // a connection whose retransmissions were dropped too could run out
+    // its time).
+    // SAFETY: listen() on a socket of ours, with a new backlog only.
+    let r = unsafe { libc::listen(l.as_raw_fd(), CONNS as libc::c_int) };
+    assert_eq!(r, 0, "listen: {}", std::io::Error::last_os_error());
     std::thread::sleep(Duration::from_millis(300));
     let fds_before = t.fds();
     assert!(fds_before > 0);

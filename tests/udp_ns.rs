@@ -451,14 +451,8 @@ fn passt_udp_and_echo_frames() {
     let h = Netns::host("passtudp");
     allow_ping(&h);
     let dir = Scratch::new("passtudp");
-    let (srv, _, _) = scripts(&dir);
-    let ready = dir.join("srv.ready");
-    let _srvp = Proc::spawn_ready(
-        h.cmd(&["python3", &srv, "::", "5701", "10", &s(&ready)]),
-        "echo server",
-        dir.join("srv.log"),
-        &ready,
-    );
+    // passt first: the first start of a test run builds it, which on a
+    // loaded machine takes longer than the echo server waits idle.
     let sock = dir.join("passt.socket");
     let pidf = dir.join("passt.pid");
     let mut p = h.start_ready(
@@ -467,6 +461,14 @@ fn passt_udp_and_echo_frames() {
         &pidf,
         dir.join("passt.log"),
         &["-f", "-s", &s(&sock)],
+    );
+    let (srv, _, _) = scripts(&dir);
+    let ready = dir.join("srv.ready");
+    let _srvp = Proc::spawn_ready(
+        h.cmd(&["python3", &srv, "::", "5701", "10", &s(&ready)]),
+        "echo server",
+        dir.join("srv.log"),
+        &ready,
     );
     let mut c = StreamClient::connect(&sock);
     let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];

@@ -27,10 +27,23 @@ fn ip6_payload(f: &[u8]) -> Option<(u8, &[u8])> {
     Some((*f.get(20)?, f.get(54..)?))
 }
 
+/// Whether `f` is a neighbour solicitation (135) or advertisement (136) for
+/// the gateway's IPv6 address.
+fn is_nd_for_gw(f: &[u8], kind: u8) -> bool {
+    let gw: std::net::Ipv6Addr = GW_IP6.parse().expect("gateway address");
+    ip6_payload(f).is_some_and(|(nh, p)| {
+        nh == 58 && p.first() == Some(&kind) && p.get(8..24) == Some(&gw.octets()[..])
+    })
+}
+
 /// The first IPv6 connection of a fresh namespace: in pasta's capture, the
-/// SYN leaves within 100 ms of the namespace's first neighbour solicitation
-/// (the one for the gateway), 20 starts in a row. A namespace that ignores
-/// pasta's first advertisement solicits again a second later.
+/// namespace solicits the gateway, pasta advertises it, and the SYN
+/// follows that first advertisement, 20 starts in a row. A namespace that
+/// ignores pasta's first advertisement (an address not usable yet when
+/// pasta said it was ready drops it) solicits again a second later, before
+/// its SYN. pasta's own solicitation of the guest's address, as it starts,
+/// is no part of it. The time from the gateway's solicitation to the SYN
+/// depends on the machine's load, and is only printed.
 #[test]
 fn ipv6_first_connection_syn_follows_first_solicitation() {
     let h = Netns::host("rlsyn");
@@ -66,31 +79,42 @@ fn ipv6_first_connection_syn_follows_first_solicitation() {
         let text = ok_text(&out);
         assert!(text.contains("connected"), "start {i}: {text}");
         let frames = frames_with_time(&pcap);
-        let ns = frames.iter().find(|(_, f)| {
-            ip6_payload(f).is_some_and(|(nh, p)| nh == 58 && p.first() == Some(&135))
-        });
-        let syn = frames.iter().find(|(_, f)| {
+        let syn = frames.iter().position(|(_, f)| {
             ip6_payload(f).is_some_and(|(nh, p)| {
                 nh == 6 && p.get(2..4) == Some(&7200u16.to_be_bytes()) && p.get(13) == Some(&0x02)
             })
         });
-        let (Some((t_ns, _)), Some((t_syn, _))) = (ns, syn) else {
+        let ns = frames.iter().position(|(_, f)| is_nd_for_gw(f, 135));
+        let na = ns.and_then(|ns| {
+            let after = frames[ns..].iter().position(|(_, f)| is_nd_for_gw(f, 136));
+            after.map(|k| ns + k)
+        });
+        let (Some(syn), Some(ns), Some(na)) = (syn, ns, na) else {
             panic!(
-                "start {i}: no neighbour solicitation or no SYN in {}",
+                "start {i}: no SYN, or no solicitation of the gateway and answer in {}",
                 pcap.display()
             );
         };
-        gaps.push(t_syn.saturating_sub(*t_ns));
+        assert!(
+            na < syn,
+            "start {i}: SYN (frame {syn}) before pasta's advertisement (frame {na}) in {}",
+            pcap.display()
+        );
+        // Solicitations after the first advertisement: the namespace did not
+        // take it.
+        let again = frames[na..syn]
+            .iter()
+            .filter(|(_, f)| is_nd_for_gw(f, 135))
+            .count();
+        assert_eq!(
+            again,
+            0,
+            "start {i}: the namespace solicited the gateway again after pasta's first \
+             advertisement, before its SYN ({})",
+            pcap.display()
+        );
+        gaps.push(frames[syn].0.saturating_sub(frames[ns].0));
     }
-    let slow: Vec<_> = gaps
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| **g > Duration::from_millis(100))
-        .collect();
-    assert!(
-        slow.is_empty(),
-        "SYN later than 100 ms after the first solicitation: {slow:?} (all: {gaps:?})"
-    );
     eprintln!("SYN after the first neighbour solicitation: {gaps:?}");
 }
 
