@@ -225,7 +225,9 @@ print("timeout")
 
 /// `-u` left at pasta's default (`auto`): a UDP server started in the
 /// namespace after pasta is up becomes reachable at the host's address
-/// within 2 s, and its port closes within 2 s after the server ends.
+/// within 2 s, and its port closes within 2 s after the server ends (as
+/// the probe measures it from its first datagram: a loaded machine may take
+/// a second to start the probe itself).
 #[test]
 fn pasta_udp_auto_forwarding_follows_guest_sockets() {
     let h = Netns::host("udpauto");
@@ -256,24 +258,16 @@ fn pasta_udp_auto_forwarding_follows_guest_sockets() {
     assert!(!ready.exists(), "the server started too early");
     let before = probe_up("down");
     assert_ne!(before, "timeout", "port 5400 forwarded before any server");
+    // The probe prints how long it took, from its first datagram.
+    let took = |out: &str| out.parse::<f64>().expect("the probe's time");
     wait_file(&ready, 20, &mut p);
-    let t0 = std::time::Instant::now();
     let up = probe_up("up");
-    let took = t0.elapsed();
     assert_ne!(up, "timeout", "server not reached: {}", p.output());
-    assert!(
-        took < std::time::Duration::from_secs(2),
-        "forwarded after {took:?}"
-    );
+    assert!(took(&up) < 2.0, "forwarded after {up} s");
     // The server ends after 3 s without datagrams.
     wait_file(&done, 20, &mut p);
-    let t0 = std::time::Instant::now();
     let down = probe_up("down");
-    let took = t0.elapsed();
     assert_ne!(down, "timeout", "port still forwarded: {}", p.output());
-    assert!(
-        took < std::time::Duration::from_secs(2),
-        "closed after {took:?}"
-    );
+    assert!(took(&down) < 2.0, "closed after {down} s");
     p.assert_running();
 }
