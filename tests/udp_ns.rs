@@ -140,6 +140,19 @@ fn scripts(dir: &Scratch) -> (String, String, String) {
     )
 }
 
+/// The UDP echo server (`ECHO_SRV`) in `h` on `port`, which ends after
+/// `idle` seconds without a datagram; returned once it is bound.
+fn echo_server(h: &Netns, dir: &Scratch, port: &str, idle: &str) -> Proc {
+    let srv = dir.script("echo_srv.py", ECHO_SRV);
+    let ready = dir.join(&format!("{port}.ready"));
+    Proc::spawn_ready(
+        h.cmd(&["python3", &srv, "::", port, idle, &s(&ready)]),
+        "echo server",
+        dir.join(&format!("{port}.log")),
+        &ready,
+    )
+}
+
 /// Allows ping sockets for every group in the host namespace (new network
 /// namespaces start with none allowed).
 fn allow_ping(h: &Netns) {
@@ -271,14 +284,8 @@ fn pasta_ping_refused_warns() {
 fn pasta_udp_ten_thousand_datagrams_echoed() {
     let h = Netns::host("udpecho");
     let dir = Scratch::new("udpecho");
-    let (srv, cli, _) = scripts(&dir);
-    let ready = dir.join("srv.ready");
-    let _srv = Proc::spawn_ready(
-        h.cmd(&["python3", &srv, "::", "5700", "15", &s(&ready)]),
-        "echo server",
-        dir.join("srv.log"),
-        &ready,
-    );
+    let (_, cli, _) = scripts(&dir);
+    let _srv = echo_server(&h, &dir, "5700", "15");
     // The gateway is the host's loopback, in both families.
     // Then a few hundred up to pasta's default MTU, 65520.
     for (dst, count, max, mtu) in [
@@ -462,14 +469,7 @@ fn passt_udp_and_echo_frames() {
         dir.join("passt.log"),
         &["-f", "-s", &s(&sock)],
     );
-    let (srv, _, _) = scripts(&dir);
-    let ready = dir.join("srv.ready");
-    let _srvp = Proc::spawn_ready(
-        h.cmd(&["python3", &srv, "::", "5701", "10", &s(&ready)]),
-        "echo server",
-        dir.join("srv.log"),
-        &ready,
-    );
+    let _srvp = echo_server(&h, &dir, "5701", "10");
     let mut c = StreamClient::connect(&sock);
     let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     let ours = [0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55];

@@ -30,20 +30,12 @@ print(len(seen))
 fn pasta_udp_one_source_port_many_peers() {
     let h = Netns::host("udpmulti");
     let dir = Scratch::new("udpmulti");
-    let (srv, _, _) = scripts(&dir);
     let cli = dir.join("multi_cli.py");
     std::fs::write(&cli, MULTI_CLI).unwrap();
-    let mut servers = Vec::new();
-    for port in ["5710", "5711", "5712"] {
-        let ready = dir.join(&format!("{port}.ready"));
-        let p = Proc::spawn_ready(
-            h.cmd(&["python3", &srv, "::", port, "15", &s(&ready)]),
-            "echo server",
-            dir.join(&format!("{port}.log")),
-            &ready,
-        );
-        servers.push(p);
-    }
+    let _servers: Vec<_> = ["5710", "5711", "5712"]
+        .into_iter()
+        .map(|port| echo_server(&h, &dir, port, "15"))
+        .collect();
     let out = h.user_pasta(
         &["--config-net"],
         &["python3", &s(&cli), GW_IP4, "5710", "5711", "5712"],
