@@ -2,7 +2,7 @@
 //! sent and was acknowledged against what the host sockets accepted, and what
 //! the host wrote against what reached the guest.
 
-use crate::frame::{flags, parse_tcp, TcpSeg};
+use crate::frame::{flags, parse_tcp, tcp_ends, TcpSeg};
 use crate::kernel::{ConnView, Kernel};
 use passt_core::SockId;
 use std::collections::BTreeMap;
@@ -410,8 +410,8 @@ impl Checker {
         };
         // Both ends of every TCP frame on the links, either way round.
         let busy: Vec<(SocketAddr, SocketAddr)> = on_links
-            .filter_map(parse_tcp)
-            .flat_map(|t| [(t.src, t.dst), (t.dst, t.src)])
+            .filter_map(tcp_ends)
+            .flat_map(|(a, b)| [(a, b), (b, a)])
             .collect();
         let mut bad = Vec::new();
         for (k, f) in self.flows.iter_mut() {

@@ -75,6 +75,20 @@ pub fn parse_tcp(frame: &[u8]) -> Option<TcpSeg> {
     })
 }
 
+/// The two ends (source, destination) of a TCP segment in an Ethernet
+/// frame: [`parse_tcp`] without copying the options and payload.
+pub fn tcp_ends(frame: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let (src, dst) = ip_addrs(p.net.as_ref()?)?;
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        return None;
+    };
+    Some((
+        SocketAddr::new(src, t.source_port()),
+        SocketAddr::new(dst, t.destination_port()),
+    ))
+}
+
 pub(super) fn ip_addrs(net: &NetSlice<'_>) -> Option<(IpAddr, IpAddr)> {
     match net {
         NetSlice::Ipv4(v4) => Some((
