@@ -428,14 +428,14 @@ impl Checker {
                 f.closed_since = None;
                 continue;
             }
+            if busy.contains(k) {
+                continue;
+            }
             let seg = if f.guest_seg > 0 {
                 f.guest_seg.min(mss)
             } else {
                 mss
             };
-            if busy.contains(k) {
-                continue;
-            }
             let usable = edge.wrapping_sub(f.guest_nxt);
             let closed = usable >= 0x8000_0000 || usable < seg;
             let accepted = Self::view(f, &views).map_or(0, |v| v.from_core.len() as u32);

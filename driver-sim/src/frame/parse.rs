@@ -57,15 +57,11 @@ pub fn tcp_flag_bits(t: &etherparse::TcpSlice<'_>) -> u8 {
 
 /// Parses a TCP segment out of an Ethernet frame (no checks beyond parsing).
 pub fn parse_tcp(frame: &[u8]) -> Option<TcpSeg> {
-    let p = SlicedPacket::from_ethernet(frame).ok()?;
-    let (src, dst) = ip_addrs(p.net.as_ref()?)?;
-    let Some(TransportSlice::Tcp(t)) = p.transport else {
-        return None;
-    };
+    let (src, dst, t) = tcp_slice(frame)?;
     let fl = tcp_flag_bits(&t);
     Some(TcpSeg {
-        src: SocketAddr::new(src, t.source_port()),
-        dst: SocketAddr::new(dst, t.destination_port()),
+        src,
+        dst,
         seq: t.sequence_number(),
         ack: t.acknowledgment_number(),
         flags: fl,
@@ -78,6 +74,11 @@ pub fn parse_tcp(frame: &[u8]) -> Option<TcpSeg> {
 /// The two ends (source, destination) of a TCP segment in an Ethernet
 /// frame: [`parse_tcp`] without copying the options and payload.
 pub fn tcp_ends(frame: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    tcp_slice(frame).map(|(src, dst, _)| (src, dst))
+}
+
+/// The ends of a TCP segment in an Ethernet frame, and the segment.
+fn tcp_slice(frame: &[u8]) -> Option<(SocketAddr, SocketAddr, etherparse::TcpSlice<'_>)> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
     let (src, dst) = ip_addrs(p.net.as_ref()?)?;
     let Some(TransportSlice::Tcp(t)) = p.transport else {
@@ -86,6 +87,7 @@ pub fn tcp_ends(frame: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     Some((
         SocketAddr::new(src, t.source_port()),
         SocketAddr::new(dst, t.destination_port()),
+        t,
     ))
 }
 
