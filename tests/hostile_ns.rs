@@ -19,7 +19,7 @@ mod relay_support;
 mod stream_support;
 
 use ns_support::*;
-use pasta_support::{open_fds, Pasta, Ready};
+use pasta_support::{net_dev, open_fds, Pasta, Ready};
 use relay_support::TapRelay;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -400,17 +400,10 @@ fn out_of_descriptors_accept_waits() {
 /// (pasta, or the relay to passt's socket) took it off the queue.
 fn tx_frames() -> (u64, u64) {
     let dev = std::fs::read_to_string("/proc/thread-self/net/dev").expect("net/dev");
-    dev.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(name, _)| name.trim() != "lo")
-        .filter_map(|(_, v)| {
-            let v: Vec<u64> = v
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            // Receive: 8 fields; then bytes, packets, errors, drops.
-            Some((*v.get(9)?, *v.get(11)?))
-        })
+    net_dev(&dev)
+        .into_iter()
+        .filter(|(name, _)| name != "lo")
+        .filter_map(|(_, v)| Some((*v.get(9)?, *v.get(11)?)))
         .fold((0, 0), |(p, d), (p2, d2)| (p + p2, d + d2))
 }
 

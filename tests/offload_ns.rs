@@ -19,7 +19,7 @@ mod pasta_support;
 mod stream_support;
 
 use ns_support::*;
-use pasta_support::Pasta;
+use pasta_support::{net_dev, Pasta};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -65,18 +65,10 @@ fn feature(t: &Pasta, name: &str) -> bool {
 fn packets(t: &Pasta) -> (u64, u64) {
     let name = ifname(t);
     let dev = t.g.sh("cat /proc/net/dev");
-    let line = dev
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{name}:")))
+    let (_, v) = net_dev(&dev)
+        .into_iter()
+        .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("{name} not in /proc/net/dev: {dev}"));
-    let v: Vec<u64> = line
-        .split_once(':')
-        .map(|(_, r)| {
-            r.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
     (v[1], v[9])
 }
 

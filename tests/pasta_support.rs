@@ -147,3 +147,16 @@ pub(crate) fn open_fds(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// Each interface in a `/proc/net/dev` text, with the counters after its
+/// name: receive bytes, packets, errors, drops and four more, then the
+/// same for transmit from the ninth on.
+pub(crate) fn net_dev(text: &str) -> Vec<(String, Vec<u64>)> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, v)| {
+            let v = v.split_whitespace().filter_map(|x| x.parse().ok());
+            (name.trim().to_string(), v.collect())
+        })
+        .collect()
+}
